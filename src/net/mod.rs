@@ -1,0 +1,1 @@
+//! The only code that touches sockets: io_uring operations, buffer rings, listeners.
