@@ -71,3 +71,326 @@ impl Default for Limits {
         }
     }
 }
+
+impl Limits {
+    /// Checks the relations between limits that no single field can express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let positive: [(&'static str, u64); 15] = [
+            ("packet_bytes_max", self.packet_bytes_max.into()),
+            ("topic_bytes_max", self.topic_bytes_max.into()),
+            ("topic_levels_max", self.topic_levels_max.into()),
+            ("client_id_bytes_max", self.client_id_bytes_max.into()),
+            (
+                "subscriptions_per_session_max",
+                self.subscriptions_per_session_max.into(),
+            ),
+            ("inflight_max", self.inflight_max.into()),
+            ("inbound_qos2_max", self.inbound_qos2_max.into()),
+            ("session_queue_bytes_max", self.session_queue_bytes_max),
+            ("queue_bytes_max", self.queue_bytes_max),
+            ("ws_frame_bytes_max", self.ws_frame_bytes_max.into()),
+            ("ws_handshake_bytes_max", self.ws_handshake_bytes_max.into()),
+            (
+                "ws_handshake_timeout_ms",
+                self.ws_handshake_timeout_ms.into(),
+            ),
+            ("connect_timeout_ms", self.connect_timeout_ms.into()),
+            (
+                "connections_per_shard_max",
+                self.connections_per_shard_max.into(),
+            ),
+            (
+                "cross_shard_queue_len_max",
+                self.cross_shard_queue_len_max.into(),
+            ),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err(ConfigError::invalid(
+                    key,
+                    "must be at least 1 (0 does not mean unlimited)",
+                ));
+            }
+        }
+        // A packet is at least 2 bytes of fixed header: anything smaller could not carry PINGREQ.
+        if self.packet_bytes_max < 2 || self.packet_bytes_max > 268_435_460 {
+            return Err(ConfigError::invalid(
+                "packet_bytes_max",
+                "must be between 2 and 268435460 (the largest packet MQTT can express)",
+            ));
+        }
+        if self.inflight_max > 65_535 / 2 {
+            return Err(ConfigError::invalid(
+                "inflight_max",
+                "must leave packet identifiers free: at most 32767",
+            ));
+        }
+        if self.connections_per_shard_max > 1_000_000 {
+            return Err(ConfigError::invalid(
+                "connections_per_shard_max",
+                "must be at most 1000000",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Where and how the broker listens, plus its limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Plain MQTT over TCP; `None` turns the listener off.
+    pub tcp: Option<SocketAddr>,
+    /// MQTT over WebSocket; `None` turns the listener off.
+    pub ws: Option<SocketAddr>,
+    /// The HTTP path the WebSocket upgrade must use.
+    pub ws_path: String,
+    /// Whether an upgrade request that offers no `Sec-WebSocket-Protocol` is accepted.
+    pub ws_allow_no_subprotocol: bool,
+    /// Shard threads, one per core by default.
+    pub shards: usize,
+    /// `error`, `warn`, `info`, `debug` or `trace`.
+    pub log_level: String,
+    /// Receive buffers each shard lends to the kernel (multishot receive). Idle connections
+    /// hold none, so this bounds receive memory per shard, not per connection.
+    pub recv_buffers_per_shard: u16,
+    /// Size of one receive buffer.
+    pub recv_buffer_bytes: u32,
+    pub limits: Limits,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            tcp: Some(SocketAddr::from(([127, 0, 0, 1], 1883))),
+            ws: Some(SocketAddr::from(([127, 0, 0, 1], 8080))),
+            ws_path: "/mqtt".to_owned(),
+            ws_allow_no_subprotocol: true,
+            shards: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            log_level: "info".to_owned(),
+            recv_buffers_per_shard: 1024,
+            recv_buffer_bytes: 4096,
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// A configuration problem, naming the key (and the file line when it came from a file).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub message: String,
+}
+
+impl ConfigError {
+    fn invalid(key: &str, problem: &str) -> ConfigError {
+        ConfigError {
+            message: format!("invalid value for `{key}`: {problem}"),
+        }
+    }
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The TOML file's shape; every field optional so the file states only what differs.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    tcp: Option<String>,
+    ws: Option<String>,
+    ws_path: Option<String>,
+    ws_allow_no_subprotocol: Option<bool>,
+    shards: Option<usize>,
+    log_level: Option<String>,
+    recv_buffers_per_shard: Option<u16>,
+    recv_buffer_bytes: Option<u32>,
+    limits: Option<FileLimits>,
+}
+
+macro_rules! file_limits {
+    ($($field:ident: $ty:ty),* $(,)?) => {
+        #[derive(Debug, Default, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct FileLimits { $($field: Option<$ty>),* }
+
+        impl FileLimits {
+            fn apply(self, limits: &mut Limits) {
+                $(if let Some(value) = self.$field { limits.$field = value; })*
+            }
+        }
+    };
+}
+
+file_limits! {
+    packet_bytes_max: u32,
+    topic_bytes_max: u16,
+    topic_levels_max: u16,
+    client_id_bytes_max: u16,
+    subscriptions_per_session_max: u32,
+    inflight_max: u16,
+    inbound_qos2_max: u16,
+    session_queue_bytes_max: u64,
+    queue_bytes_max: u64,
+    retained_messages_max: u32,
+    ws_frame_bytes_max: u32,
+    ws_handshake_bytes_max: u32,
+    ws_handshake_timeout_ms: u32,
+    connect_timeout_ms: u32,
+    connections_per_shard_max: u32,
+    cross_shard_queue_len_max: u32,
+    offline_sessions_per_shard_max: u32,
+}
+
+impl Config {
+    /// Reads a TOML configuration on top of the defaults. `source` names the file in errors.
+    pub fn from_toml(text: &str, source: &str) -> Result<Config, ConfigError> {
+        let file: FileConfig = toml::from_str(text).map_err(|e| ConfigError {
+            message: format!("{source}: {e}"),
+        })?;
+        let mut config = Config::default();
+        if let Some(addr) = file.tcp {
+            config.tcp = parse_listener("tcp", &addr)?;
+        }
+        if let Some(addr) = file.ws {
+            config.ws = parse_listener("ws", &addr)?;
+        }
+        if let Some(path) = file.ws_path {
+            config.ws_path = path;
+        }
+        if let Some(allow) = file.ws_allow_no_subprotocol {
+            config.ws_allow_no_subprotocol = allow;
+        }
+        if let Some(shards) = file.shards {
+            config.shards = shards;
+        }
+        if let Some(level) = file.log_level {
+            config.log_level = level;
+        }
+        if let Some(count) = file.recv_buffers_per_shard {
+            config.recv_buffers_per_shard = count;
+        }
+        if let Some(bytes) = file.recv_buffer_bytes {
+            config.recv_buffer_bytes = bytes;
+        }
+        if let Some(limits) = file.limits {
+            limits.apply(&mut config.limits);
+        }
+        Ok(config)
+    }
+
+    /// Checks every value; the error names the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.tcp.is_none() && self.ws.is_none() {
+            return Err(ConfigError::invalid(
+                "tcp",
+                "at least one of `tcp` and `ws` must be enabled",
+            ));
+        }
+        if !self.ws_path.starts_with('/') || self.ws_path.contains(char::is_whitespace) {
+            return Err(ConfigError::invalid(
+                "ws_path",
+                "must start with `/` and contain no white space",
+            ));
+        }
+        if self.shards == 0 || self.shards > 1024 {
+            return Err(ConfigError::invalid("shards", "must be between 1 and 1024"));
+        }
+        if !matches!(
+            self.log_level.as_str(),
+            "error" | "warn" | "info" | "debug" | "trace"
+        ) {
+            return Err(ConfigError::invalid(
+                "log_level",
+                "must be one of error, warn, info, debug, trace",
+            ));
+        }
+        // The kernel takes a power-of-two ring of at most 32768 entries.
+        if !self.recv_buffers_per_shard.is_power_of_two() || self.recv_buffers_per_shard > 32_768 {
+            return Err(ConfigError::invalid(
+                "recv_buffers_per_shard",
+                "must be a power of two, at most 32768",
+            ));
+        }
+        if !(512..=1024 * 1024).contains(&self.recv_buffer_bytes) {
+            return Err(ConfigError::invalid(
+                "recv_buffer_bytes",
+                "must be between 512 and 1048576",
+            ));
+        }
+        self.limits.validate()
+    }
+}
+
+/// A listener address, or `off` / empty to disable that listener.
+pub fn parse_listener(key: &str, value: &str) -> Result<Option<SocketAddr>, ConfigError> {
+    if value.is_empty() || value == "off" {
+        return Ok(None);
+    }
+    value.parse().map(Some).map_err(|_| {
+        ConfigError::invalid(
+            key,
+            &format!("`{value}` is not an address like 127.0.0.1:1883 (or `off`)"),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_loopback() {
+        let config = Config::default();
+        assert_eq!(config.validate(), Ok(()));
+        assert_eq!(config.tcp, Some(SocketAddr::from(([127, 0, 0, 1], 1883))));
+        assert_eq!(config.ws, Some(SocketAddr::from(([127, 0, 0, 1], 8080))));
+    }
+
+    #[test]
+    fn file_overrides_defaults() {
+        let config = Config::from_toml(
+            "ws = \"0.0.0.0:9001\"\nws_path = \"/live\"\n[limits]\npacket_bytes_max = 1024\n",
+            "test.toml",
+        )
+        .expect("valid file");
+        assert_eq!(config.ws, Some(SocketAddr::from(([0, 0, 0, 0], 9001))));
+        assert_eq!(config.ws_path, "/live");
+        assert_eq!(config.limits.packet_bytes_max, 1024);
+        assert_eq!(config.limits.inflight_max, Limits::default().inflight_max);
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_its_line() {
+        let err = Config::from_toml("shards = 2\n[limits]\npacket_bytes = 5\n", "f.toml")
+            .expect_err("unknown key");
+        assert!(err.message.contains("packet_bytes"), "{}", err.message);
+        assert!(err.message.contains("line 3"), "{}", err.message);
+    }
+
+    #[test]
+    fn wrong_type_is_named() {
+        let err = Config::from_toml("[limits]\ninflight_max = \"many\"\n", "f.toml")
+            .expect_err("bad type");
+        assert!(err.message.contains("inflight_max"), "{}", err.message);
+    }
+
+    #[test]
+    fn zero_limit_is_rejected_by_name() {
+        let config =
+            Config::from_toml("[limits]\nqueue_bytes_max = 0\n", "f.toml").expect("parses");
+        let err = config.validate().expect_err("zero");
+        assert!(err.message.contains("queue_bytes_max"), "{}", err.message);
+    }
+
+    #[test]
+    fn bad_address_is_named() {
+        let err = Config::from_toml("tcp = \"localhost\"\n", "f.toml").expect_err("bad addr");
+        assert!(err.message.contains("`tcp`"), "{}", err.message);
+        let config = Config::from_toml("tcp = \"off\"\n", "f.toml").expect("off");
+        assert_eq!(config.tcp, None);
+    }
+}
