@@ -1,5 +1,7 @@
 //! fanfare: an MQTT broker for massive fan-out over WebSockets.
 
+#![deny(unsafe_code)]
+
 pub mod broker;
 pub mod config;
 pub mod net;

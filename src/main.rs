@@ -1,6 +1,161 @@
+//! `fanfare`: argv → Config → shards. No broker logic lives here.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{Context, bail};
 use mimalloc::MiMalloc;
+
+use fanfare::config::{Config, parse_listener};
+use fanfare::net::listener::{ListenerKind, bind_reuseport};
+use fanfare::net::sys;
+use fanfare::shard::mailbox::Mailboxes;
+use fanfare::shard::{self, ShardSetup};
 
 #[global_allocator]
 static GLOBAL: MiMalloc = MiMalloc;
 
-fn main() {}
+const USAGE: &str = "\
+fanfare: an MQTT broker for massive fan-out over WebSockets
+
+Usage: fanfare [OPTIONS]
+
+Options:
+  --config FILE      read settings from a TOML file (flags below override it)
+  --tcp ADDR|off     MQTT over TCP listener          [default: 127.0.0.1:1883]
+  --ws ADDR|off      MQTT over WebSocket listener    [default: 127.0.0.1:8080]
+  --ws-path PATH     HTTP path of the WebSocket upgrade [default: /mqtt]
+  --shards N         shard threads, one per core     [default: number of cores]
+  --log-level LEVEL  error, warn, info, debug or trace [default: info]
+  -h, --help         print this help
+  -V, --version      print the version
+";
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("fanfare: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn parse_args() -> anyhow::Result<Option<Config>> {
+    use lexopt::prelude::*;
+    let mut parser = lexopt::Parser::from_env();
+    let mut config_file = None;
+    let mut overrides: Vec<(&'static str, String)> = Vec::new();
+    while let Some(arg) = parser.next()? {
+        match arg {
+            Long("config") => config_file = Some(parser.value()?.string()?),
+            Long("tcp") => overrides.push(("tcp", parser.value()?.string()?)),
+            Long("ws") => overrides.push(("ws", parser.value()?.string()?)),
+            Long("ws-path") => overrides.push(("ws_path", parser.value()?.string()?)),
+            Long("shards") => overrides.push(("shards", parser.value()?.string()?)),
+            Long("log-level") => overrides.push(("log_level", parser.value()?.string()?)),
+            Short('h') | Long("help") => {
+                print!("{USAGE}");
+                return Ok(None);
+            }
+            Short('V') | Long("version") => {
+                println!("fanfare {}", env!("CARGO_PKG_VERSION"));
+                return Ok(None);
+            }
+            _ => return Err(arg.unexpected().into()),
+        }
+    }
+    let mut config = match config_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read config file {path}"))?;
+            Config::from_toml(&text, &path)?
+        }
+        None => Config::default(),
+    };
+    for (key, value) in overrides {
+        match key {
+            "tcp" => config.tcp = parse_listener("--tcp", &value)?,
+            "ws" => config.ws = parse_listener("--ws", &value)?,
+            "ws_path" => config.ws_path = value,
+            "shards" => {
+                config.shards = value.parse().with_context(|| format!("--shards: `{value}` is not a number"))?
+            }
+            _ => config.log_level = value,
+        }
+    }
+    config.validate()?;
+    Ok(Some(config))
+}
+
+fn run() -> anyhow::Result<()> {
+    let Some(config) = parse_args()? else { return Ok(()) };
+    env_logger::Builder::new()
+        .parse_filters(&config.log_level)
+        .parse_env("FANFARE_LOG")
+        .format_timestamp_millis()
+        .init();
+
+    let mut per_shard: Vec<Vec<(ListenerKind, std::net::TcpListener)>> =
+        (0..config.shards).map(|_| Vec::new()).collect();
+    let mut announced = Vec::new();
+    for (kind, addr) in [(ListenerKind::Tcp, config.tcp), (ListenerKind::Ws, config.ws)] {
+        let Some(addr) = addr else { continue };
+        let listeners = bind_reuseport(addr, config.shards)
+            .with_context(|| format!("cannot listen for {} on {addr}", kind.name()))?;
+        let bound = listeners[0].local_addr()?;
+        announced.push(match kind {
+            ListenerKind::Tcp => format!("listening tcp {bound}"),
+            ListenerKind::Ws => format!("listening ws {bound}{}", config.ws_path),
+        });
+        for (shard, listener) in listeners.into_iter().enumerate() {
+            per_shard[shard].push((kind, listener));
+        }
+    }
+
+    // Shards inherit this mask: stop signals reach only the sigwait below.
+    sys::block_stop_signals().context("cannot block SIGINT/SIGTERM")?;
+    let config = Arc::new(config);
+    let mailboxes = Arc::new(Mailboxes::new(config.shards, config.limits.cross_shard_queue_len_max as usize)?);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let mut threads = Vec::new();
+    for (id, listeners) in per_shard.into_iter().enumerate() {
+        let setup = ShardSetup {
+            id,
+            config: config.clone(),
+            mailboxes: mailboxes.clone(),
+            stop: stop.clone(),
+            listeners,
+        };
+        threads.push(shard::spawn(setup, ready_tx.clone())?);
+    }
+    drop(ready_tx);
+    for _ in 0..config.shards {
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => bail!("{e}"),
+            Err(_) => bail!("a shard thread ended during start-up"),
+        }
+    }
+    for line in &announced {
+        println!("{line}");
+        log::info!("{line}");
+    }
+    println!("ready");
+    log::info!("fanfare {} ready with {} shards", env!("CARGO_PKG_VERSION"), config.shards);
+
+    let signal = sys::wait_for_stop_signal();
+    log::info!("{signal} received: closing connections and stopping");
+    stop.store(true, Ordering::Release);
+    for shard in 0..config.shards {
+        mailboxes.wake(shard);
+    }
+    for thread in threads {
+        if thread.join().is_err() {
+            bail!("a shard thread panicked");
+        }
+    }
+    log::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,47 @@
+//! Listening sockets: one per shard per address, joined with `SO_REUSEPORT` so the kernel
+//! spreads incoming connections across shards without a shared accept queue.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// What a listener speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerKind {
+    Tcp,
+    Ws,
+}
+
+impl ListenerKind {
+    pub const fn name(self) -> &'static str {
+        match self {
+            ListenerKind::Tcp => "tcp",
+            ListenerKind::Ws => "ws",
+        }
+    }
+}
+
+/// Pending connections the kernel holds per listener before refusing new ones: a burst of
+/// browsers reconnecting after a network blip arrives at once.
+const BACKLOG: i32 = 4096;
+
+/// Binds `shards` sockets to `addr`. With port 0 the first socket picks the port and the
+/// others join it, so every shard listens on the same port.
+pub fn bind_reuseport(addr: SocketAddr, shards: usize) -> io::Result<Vec<TcpListener>> {
+    let mut listeners = Vec::with_capacity(shards);
+    let mut bound = addr;
+    for _ in 0..shards {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        socket.set_reuse_address(true)?;
+        socket.set_reuse_port(true)?;
+        socket.bind(&bound.into())?;
+        socket.listen(BACKLOG)?;
+        let listener: TcpListener = socket.into();
+        if let Ok(local) = listener.local_addr() {
+            bound = local;
+        }
+        listeners.push(listener);
+    }
+    Ok(listeners)
+}

@@ -1,0 +1,110 @@
+//! The few plain system calls the data plane makes outside the ring.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::mem::ManuallyDrop;
+use std::net::{SocketAddr, TcpStream};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+
+/// A non-blocking, close-on-exec eventfd.
+pub fn eventfd() -> io::Result<OwnedFd> {
+    // SAFETY: eventfd takes no pointers; the result is checked.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh descriptor nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// write(2); async-signal-safe.
+pub fn write(fd: RawFd, bytes: &[u8]) -> io::Result<usize> {
+    // SAFETY: the pointer and length describe `bytes`, borrowed for the call.
+    let written = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
+    if written < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(written as usize)
+}
+
+/// Takes ownership of a descriptor the kernel handed us in a completion.
+pub fn own(fd: RawFd) -> OwnedFd {
+    assert!(fd >= 0, "descriptors from completions are checked non-negative first");
+    // SAFETY: accept returned `fd` to us alone; no other owner exists.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+/// The peer address of a connected socket, and `TCP_NODELAY` set on it: an MQTT packet is
+/// complete when written, and Nagle would hold a score update back for the previous ACK.
+pub fn prepare_accepted(fd: &OwnedFd) -> io::Result<SocketAddr> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: the TcpStream borrows `fd` and is never dropped, so it never closes it.
+    let stream = ManuallyDrop::new(unsafe { TcpStream::from_raw_fd(fd.as_raw_fd()) });
+    stream.set_nodelay(true)?;
+    stream.peer_addr()
+}
+
+/// Half-closes the sending side so the peer reads everything sent, then an orderly end.
+pub fn shutdown_write(fd: &OwnedFd) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: shutdown takes no pointers. Failure means the peer is gone, which is fine here.
+    unsafe {
+        libc::shutdown(fd.as_raw_fd(), libc::SHUT_WR);
+    }
+}
+
+/// Blocks SIGINT and SIGTERM in this thread and the threads it spawns afterwards, so that
+/// [`wait_for_stop_signal`] receives them instead of the default handler killing the process.
+pub fn block_stop_signals() -> io::Result<()> {
+    let set = stop_signals();
+    // SAFETY: `set` is a valid, initialised signal set.
+    let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    if rc != 0 {
+        return Err(io::Error::from_raw_os_error(rc));
+    }
+    Ok(())
+}
+
+/// Waits for SIGINT or SIGTERM; returns the signal's name.
+pub fn wait_for_stop_signal() -> &'static str {
+    let set = stop_signals();
+    let mut signal: libc::c_int = 0;
+    // SAFETY: `set` is initialised and `signal` is a valid out pointer.
+    unsafe { libc::sigwait(&set, &mut signal) };
+    if signal == libc::SIGINT { "SIGINT" } else { "SIGTERM" }
+}
+
+fn stop_signals() -> libc::sigset_t {
+    // SAFETY: sigemptyset initialises the zeroed set before sigaddset reads it.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        set
+    }
+}
+
+/// Pins the calling thread to `core`. Failure (a restricted cpuset) is reported, not fatal.
+pub fn pin_to_core(core: usize) -> io::Result<()> {
+    // SAFETY: the set is zero-initialised then filled by CPU_SET, and passed by pointer with
+    // its exact size.
+    let rc = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(core, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Shuts both directions: pending operations on the socket end at once.
+pub fn shutdown_both(fd: &OwnedFd) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: shutdown takes no pointers; failure means the socket is already down.
+    unsafe {
+        libc::shutdown(fd.as_raw_fd(), libc::SHUT_RDWR);
+    }
+}

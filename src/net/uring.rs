@@ -1,0 +1,265 @@
+//! The io_uring instance and the provided-buffer ring of one shard.
+//!
+//! This is the one module that holds `unsafe`. Two promises make it sound, and every caller of
+//! [`Ring::push`] keeps them:
+//! - memory an operation points at (a `msghdr` and its iovecs, the bytes they name, an eventfd
+//!   read target, a timespec) stays where it is until that operation's last completion;
+//! - a receive buffer handed out by [`BufRing::buffer_mut`] is given back with
+//!   [`BufRing::recycle`] only after the caller stopped using it.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::time::Duration;
+
+use io_uring::types::{BufRingEntry, SubmitArgs, Timespec};
+use io_uring::{IoUring, cqueue, opcode, squeue};
+
+/// Why io_uring cannot serve this process, in words an operator can act on.
+#[derive(Debug)]
+pub struct RingUnavailable(pub String);
+
+impl std::fmt::Display for RingUnavailable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for RingUnavailable {}
+
+/// What the kernel accepted when the ring was set up; logged at start-up.
+#[derive(Debug, Clone, Copy)]
+pub struct RingFeatures {
+    pub single_issuer: bool,
+    pub defer_taskrun: bool,
+}
+
+pub struct Ring {
+    ring: IoUring,
+    pub features: RingFeatures,
+}
+
+/// The operations the data plane cannot do without, with the kernel that brought each.
+const REQUIRED_OPCODES: [(u8, &str); 7] = [
+    (opcode::AcceptMulti::CODE, "ACCEPT (multishot since Linux 5.19)"),
+    (opcode::RecvMulti::CODE, "RECV (multishot since Linux 6.0)"),
+    (opcode::SendMsg::CODE, "SENDMSG"),
+    (opcode::AsyncCancel::CODE, "ASYNC_CANCEL"),
+    (opcode::Read::CODE, "READ"),
+    (opcode::Close::CODE, "CLOSE"),
+    (opcode::Shutdown::CODE, "SHUTDOWN"),
+];
+
+impl Ring {
+    /// Sets up a ring, preferring the flags that suit one thread per ring, falling back to a
+    /// plain ring where the kernel refuses them.
+    pub fn new(entries: u32) -> Result<Ring, RingUnavailable> {
+        let attempts = [
+            RingFeatures { single_issuer: true, defer_taskrun: true },
+            RingFeatures { single_issuer: true, defer_taskrun: false },
+            RingFeatures { single_issuer: false, defer_taskrun: false },
+        ];
+        let mut last_error = None;
+        for features in attempts {
+            let mut builder = IoUring::builder();
+            builder.setup_cqsize(entries * 4);
+            if features.single_issuer {
+                builder.setup_single_issuer();
+            }
+            if features.defer_taskrun {
+                builder.setup_defer_taskrun();
+            }
+            match builder.build(entries) {
+                Ok(ring) => {
+                    let ring = Ring { ring, features };
+                    ring.check_opcodes()?;
+                    return Ok(ring);
+                }
+                Err(e) => last_error = Some(e),
+            }
+        }
+        let error = last_error.expect("at least one attempt was made");
+        Err(RingUnavailable(explain_setup_error(&error)))
+    }
+
+    fn check_opcodes(&self) -> Result<(), RingUnavailable> {
+        let mut probe = io_uring::Probe::new();
+        self.ring.submitter().register_probe(&mut probe).map_err(|e| {
+            RingUnavailable(format!("io_uring probe failed ({e}): the kernel is older than 5.6"))
+        })?;
+        for (code, name) in REQUIRED_OPCODES {
+            if !probe.is_supported(code) {
+                return Err(RingUnavailable(format!(
+                    "io_uring operation {name} is not supported by this kernel; fanfare needs Linux 6.0 or later"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Queues one operation, submitting first when the submission queue is full.
+    ///
+    /// # Safety
+    /// Whatever `entry` points at must stay valid and unmoved until its last completion.
+    pub unsafe fn push(&mut self, entry: &squeue::Entry) -> io::Result<()> {
+        loop {
+            // SAFETY: the caller guarantees the pointed-at memory outlives the operation.
+            if unsafe { self.ring.submission().push(entry) }.is_ok() {
+                return Ok(());
+            }
+            self.ring.submit()?;
+        }
+    }
+
+    /// Submits what is queued and waits until at least one completion is ready or `timeout`
+    /// passes. A zero timeout only submits.
+    pub fn submit_and_wait(&mut self, timeout: Duration) -> io::Result<()> {
+        if timeout.is_zero() {
+            self.ring.submit()?;
+            return Ok(());
+        }
+        let ts = Timespec::new().sec(timeout.as_secs()).nsec(timeout.subsec_nanos());
+        let args = SubmitArgs::new().timespec(&ts);
+        match self.ring.submitter().submit_with_args(1, &args) {
+            Ok(_) => Ok(()),
+            // ETIME: the wait timed out; EINTR: a signal arrived. Both just end the wait.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME) | Some(libc::EINTR)) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Takes up to `max` completions; the loop handles them after this borrow ends, so a
+    /// handler that queues new operations never runs inside another (no recursion).
+    pub fn drain_completions(&mut self, into: &mut Vec<cqueue::Entry>, max: usize) {
+        let mut completion = self.ring.completion();
+        completion.sync();
+        for entry in completion.by_ref().take(max) {
+            into.push(entry);
+        }
+    }
+
+    fn submitter(&self) -> io_uring::Submitter<'_> {
+        self.ring.submitter()
+    }
+}
+
+fn explain_setup_error(error: &io::Error) -> String {
+    match error.raw_os_error() {
+        Some(libc::ENOSYS) => "io_uring is not available: the kernel was built without it (ENOSYS)".to_owned(),
+        Some(libc::EPERM) => "io_uring is disabled for this process: check `sysctl kernel.io_uring_disabled` \
+             (must be 0, or 1 with this user in kernel.io_uring_group) and any seccomp profile (EPERM)"
+            .to_owned(),
+        Some(libc::ENOMEM) => "io_uring ring memory could not be allocated: raise `ulimit -l` (ENOMEM)".to_owned(),
+        _ => format!("io_uring setup failed: {error}"),
+    }
+}
+
+/// A ring of fixed-size receive buffers the kernel picks from for multishot receives, so an
+/// idle connection holds no buffer of its own.
+pub struct BufRing {
+    entries_addr: *mut BufRingEntry,
+    entries_mapped_bytes: usize,
+    entry_count: u16,
+    tail: u16,
+    buffers: Box<[u8]>,
+    buffer_bytes: usize,
+    pub group: u16,
+}
+
+impl BufRing {
+    /// Allocates `entry_count` (a power of two) buffers of `buffer_bytes` and registers them as
+    /// buffer group `group`.
+    pub fn new(ring: &Ring, group: u16, entry_count: u16, buffer_bytes: usize) -> Result<BufRing, RingUnavailable> {
+        assert!(entry_count.is_power_of_two(), "the kernel requires a power-of-two ring");
+        let entries_mapped_bytes = usize::from(entry_count) * std::mem::size_of::<BufRingEntry>();
+        // SAFETY: an anonymous private mapping with no address hint; the result is checked.
+        let addr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                entries_mapped_bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if addr == libc::MAP_FAILED {
+            return Err(RingUnavailable(format!(
+                "cannot map the receive buffer ring: {}",
+                io::Error::last_os_error()
+            )));
+        }
+        let mut buf_ring = BufRing {
+            entries_addr: addr.cast(),
+            entries_mapped_bytes,
+            entry_count,
+            tail: 0,
+            buffers: vec![0u8; usize::from(entry_count) * buffer_bytes].into_boxed_slice(),
+            buffer_bytes,
+            group,
+        };
+        // SAFETY: the mapping is page aligned, lives as long as `buf_ring`, and is unregistered
+        // in `Drop` before it is unmapped.
+        let registered = unsafe {
+            ring.submitter()
+                .register_buf_ring_with_flags(addr as u64, entry_count, group, 0)
+        };
+        registered.map_err(|e| {
+            RingUnavailable(format!(
+                "io_uring provided-buffer rings are not supported ({e}); fanfare needs Linux 5.19 or later"
+            ))
+        })?;
+        for id in 0..entry_count {
+            buf_ring.recycle(id);
+        }
+        Ok(buf_ring)
+    }
+
+    /// The first `len` bytes of buffer `id`, which the kernel filled and handed to us.
+    pub fn buffer_mut(&mut self, id: u16, len: usize) -> &mut [u8] {
+        let start = usize::from(id) * self.buffer_bytes;
+        let len = len.min(self.buffer_bytes);
+        &mut self.buffers[start..start + len]
+    }
+
+    /// Gives buffer `id` back to the kernel.
+    pub fn recycle(&mut self, id: u16) {
+        assert!(id < self.entry_count, "buffer id from the kernel is within the ring");
+        let mask = self.entry_count - 1;
+        let slot = self.tail & mask;
+        let start = usize::from(id) * self.buffer_bytes;
+        let addr = self.buffers[start..].as_ptr() as u64;
+        // SAFETY: `slot` < entry_count, inside the mapping; the kernel reads entries only up to
+        // the tail, which is published after the entry is written.
+        unsafe {
+            let entry = &mut *self.entries_addr.add(usize::from(slot));
+            entry.set_addr(addr);
+            entry.set_len(self.buffer_bytes as u32);
+            entry.set_bid(id);
+        }
+        self.tail = self.tail.wrapping_add(1);
+        // SAFETY: the tail field lives in the first entry of the mapping; the release store
+        // orders the entry writes above before the kernel sees the new tail.
+        unsafe {
+            let tail = BufRingEntry::tail(self.entries_addr) as *const std::sync::atomic::AtomicU16;
+            (*tail).store(self.tail, std::sync::atomic::Ordering::Release);
+        }
+    }
+}
+
+impl Drop for BufRing {
+    fn drop(&mut self) {
+        // The ring itself may be gone already (it is dropped first in a shard); then the
+        // kernel released the registration with it and unmapping is all that is left.
+        // SAFETY: the mapping was created in `new` with exactly this length.
+        unsafe {
+            libc::munmap(self.entries_addr.cast(), self.entries_mapped_bytes);
+        }
+    }
+}
+
+/// Withdraws the buffer ring from the kernel before it is unmapped.
+pub fn unregister(ring: &Ring, buf_ring: &BufRing) {
+    // An error here only means the kernel already dropped it with the ring.
+    let _ = ring.submitter().unregister_buf_ring(buf_ring.group);
+}

@@ -1,0 +1,218 @@
+//! What happens to received bytes: HTTP upgrade, then WebSocket frames unmasked in place, then
+//! MQTT packets decoded as borrowed views and handed to the broker.
+//!
+//! Packets are decoded straight from the receive buffer; only a packet that straddles two
+//! buffers is copied, into the connection's spill buffer, which the packet size limit bounds.
+
+use std::time::Instant;
+
+use crate::broker::{Broker, Chunk, ConnId, Droppable, Outbox, Transport};
+use crate::config::Config;
+use crate::net::connection::{CloseCause, Connection, Phase};
+use crate::protocol::mqtt::{
+    ConnAck, ConnectReturnCode, DecodeLimits, Packet, ProtocolVersion, decode, encode,
+};
+use crate::protocol::ws::frame::{FeedError, FrameLimits, WsEvent, write_binary_frame, write_pong};
+use crate::protocol::ws::handshake::{HandshakeConfig, parse_upgrade, write_accept_response};
+
+/// What the event loop must do with the connection after its bytes were taken in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    Close(CloseCause),
+    /// The CONNECT names a session of another shard: move the socket there.
+    HandOff(usize),
+}
+
+/// Everything of the shard that taking in bytes needs, borrowed for one call.
+pub struct Ingest<'a> {
+    pub id: ConnId,
+    pub shard: usize,
+    pub shard_count: usize,
+    pub broker: &'a mut Broker,
+    pub out: &'a mut Outbox,
+    pub config: &'a Config,
+    pub decode_limits: &'a DecodeLimits,
+    pub frame_limits: &'a FrameLimits,
+    pub now: Instant,
+}
+
+/// Takes in one receive buffer's bytes. `data` is the kernel-filled buffer; it is unmasked in
+/// place.
+pub fn ingest(cx: &mut Ingest<'_>, conn: &mut Connection, data: &mut [u8]) -> Flow {
+    match conn.phase {
+        Phase::Closing => Flow::Continue,
+        Phase::WsHandshake => ingest_upgrade(cx, conn, data),
+        Phase::AwaitConnect | Phase::Connected(_) | Phase::HandingOff(_) => ingest_stream(cx, conn, data),
+    }
+}
+
+fn ingest_upgrade(cx: &mut Ingest<'_>, conn: &mut Connection, data: &[u8]) -> Flow {
+    conn.request.extend_from_slice(data);
+    let handshake = HandshakeConfig {
+        path: &cx.config.ws_path,
+        allow_no_subprotocol: cx.config.ws_allow_no_subprotocol,
+        request_bytes_max: cx.config.limits.ws_handshake_bytes_max as usize,
+    };
+    match parse_upgrade(&conn.request, &handshake) {
+        Ok(None) => Flow::Continue,
+        Err(error) => Flow::Close(CloseCause::Handshake(error)),
+        Ok(Some((upgrade, consumed))) => {
+            let mut response = Vec::with_capacity(160);
+            write_accept_response(&upgrade, &mut response);
+            cx.out.send(cx.id, Chunk::Owned(response), Droppable::No);
+            conn.phase = Phase::AwaitConnect;
+            // Bytes after the request are already WebSocket frames.
+            let mut rest = conn.request.split_off(consumed);
+            conn.request = Vec::new();
+            if rest.is_empty() { Flow::Continue } else { ingest_stream(cx, conn, &mut rest) }
+        }
+    }
+}
+
+fn ingest_stream(cx: &mut Ingest<'_>, conn: &mut Connection, data: &mut [u8]) -> Flow {
+    if conn.transport == Transport::Tcp {
+        return ingest_mqtt(cx, conn, data);
+    }
+    let Some(mut decoder) = conn.ws.take() else {
+        return ingest_mqtt(cx, conn, data);
+    };
+    let mut flow = Flow::Continue;
+    let fed = decoder.feed(data, cx.frame_limits, |event| {
+        let next = match event {
+            WsEvent::Data(bytes) => ingest_mqtt(cx, conn, bytes),
+            WsEvent::Ping(payload) => {
+                if !matches!(conn.phase, Phase::HandingOff(_)) {
+                    let mut pong = Vec::with_capacity(payload.len() + 2);
+                    write_pong(payload, &mut pong);
+                    cx.out.send(cx.id, Chunk::Owned(pong), Droppable::No);
+                }
+                Flow::Continue
+            }
+            WsEvent::Pong => Flow::Continue,
+            WsEvent::Close { code, .. } => Flow::Close(CloseCause::WsClosedByPeer(code)),
+        };
+        match next {
+            Flow::Continue => Ok(()),
+            // Keep feeding: the rest of the buffer is kept in the spill for the owning shard.
+            Flow::HandOff(_) => {
+                flow = next;
+                Ok(())
+            }
+            Flow::Close(_) => {
+                flow = next;
+                Err(())
+            }
+        }
+    });
+    conn.ws = Some(decoder);
+    match fed {
+        Ok(()) | Err(FeedError::Callback(())) => flow,
+        Err(FeedError::Ws(error)) => Flow::Close(CloseCause::Ws(error)),
+    }
+}
+
+/// Takes in MQTT stream bytes: decodes every complete packet, keeps a partial one.
+fn ingest_mqtt(cx: &mut Ingest<'_>, conn: &mut Connection, bytes: &[u8]) -> Flow {
+    if let Phase::HandingOff(_) = conn.phase {
+        // The owning shard decodes; bytes are only kept, in order, for it.
+        conn.spill.extend_from_slice(bytes);
+        return Flow::Continue;
+    }
+    if conn.spill.is_empty() {
+        let (flow, used) = decode_all(cx, conn, bytes);
+        if flow == Flow::Continue || matches!(flow, Flow::HandOff(_)) {
+            conn.spill.extend_from_slice(&bytes[used..]);
+        }
+        return flow;
+    }
+    let mut spill = std::mem::take(&mut conn.spill);
+    spill.extend_from_slice(bytes);
+    let (flow, used) = decode_all(cx, conn, &spill);
+    spill.drain(..used);
+    conn.spill = spill;
+    flow
+}
+
+/// Decodes and dispatches the spill alone: used when a handed-off connection arrives.
+pub fn ingest_pending(cx: &mut Ingest<'_>, conn: &mut Connection) -> Flow {
+    let spill = std::mem::take(&mut conn.spill);
+    let (flow, used) = decode_all(cx, conn, &spill);
+    let mut spill = spill;
+    spill.drain(..used);
+    conn.spill = spill;
+    flow
+}
+
+/// Decodes packets from `bytes` until it runs out or the flow changes; returns how many bytes
+/// were consumed. On a handoff, the CONNECT itself is not consumed: the owning shard reads it.
+fn decode_all(cx: &mut Ingest<'_>, conn: &mut Connection, bytes: &[u8]) -> (Flow, usize) {
+    let mut used = 0;
+    loop {
+        let version = match conn.phase {
+            Phase::Connected(version) => Some(version),
+            _ => None,
+        };
+        let (packet, len) = match decode(&bytes[used..], version, cx.decode_limits) {
+            Ok(Some(decoded)) => decoded,
+            Ok(None) => return (Flow::Continue, used),
+            Err(error) => {
+                if version.is_none() {
+                    refuse_connect(cx, conn.transport, error.connack_code());
+                }
+                return (Flow::Close(CloseCause::Decode(error)), used);
+            }
+        };
+        let flow = dispatch(cx, conn, &packet);
+        if let Flow::HandOff(_) = flow {
+            return (flow, used);
+        }
+        used += len;
+        if flow != Flow::Continue {
+            return (flow, used);
+        }
+        if conn.phase == Phase::Closing {
+            return (Flow::Continue, used);
+        }
+    }
+}
+
+fn dispatch(cx: &mut Ingest<'_>, conn: &mut Connection, packet: &Packet<'_>) -> Flow {
+    match (conn.phase, packet) {
+        (Phase::AwaitConnect, Packet::Connect(connect)) => {
+            let owner = Broker::owner_shard(connect.client_id, cx.shard_count);
+            // An empty client id gets an identifier assigned here, so it stays on this shard.
+            if owner != cx.shard && !connect.client_id.is_empty() {
+                conn.phase = Phase::HandingOff(owner);
+                return Flow::HandOff(owner);
+            }
+            conn.phase = Phase::Connected(connect.version);
+            cx.broker.connect(cx.id, conn.transport, connect, cx.now, cx.out);
+            Flow::Continue
+        }
+        (Phase::Connected(_), packet) => {
+            cx.broker.packet(cx.id, packet, cx.now, cx.out);
+            Flow::Continue
+        }
+        // The decoder accepts only CONNECT before the version is known.
+        _ => Flow::Continue,
+    }
+}
+
+/// Answers a CONNECT the codec rejected with the CONNACK code the spec gives for it, when it
+/// gives one ([MQTT-3.1.2-2]: unacceptable protocol level → 0x01, then close).
+fn refuse_connect(cx: &mut Ingest<'_>, transport: Transport, code: Option<ConnectReturnCode>) {
+    let Some(code) = code else { return };
+    let mut packet = Vec::with_capacity(4);
+    let connack = Packet::ConnAck(ConnAck { session_present: false, code });
+    encode(&connack, ProtocolVersion::V311, &mut packet);
+    let bytes = match transport {
+        Transport::Tcp => packet,
+        Transport::Ws => {
+            let mut framed = Vec::with_capacity(packet.len() + 2);
+            write_binary_frame(&packet, &mut framed);
+            framed
+        }
+    };
+    cx.out.send(cx.id, Chunk::Owned(bytes), Droppable::No);
+}
