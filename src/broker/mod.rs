@@ -1,5 +1,7 @@
 //! Sans-IO broker state of one shard: sessions, subscriptions, retained messages, QoS flows.
 
 pub mod outbox;
+mod slab;
+mod topic_trie;
 
 pub use outbox::*;
