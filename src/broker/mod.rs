@@ -5,3 +5,5 @@ mod slab;
 mod topic_trie;
 
 pub use outbox::*;
+mod outbound;
+mod retained;
