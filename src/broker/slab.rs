@@ -85,19 +85,6 @@ impl<T> Slab<T> {
         self.len -= 1;
         Some(value)
     }
-
-    pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = (SessionKey, &mut T)> {
-        self.entries
-            .iter_mut()
-            .enumerate()
-            .filter_map(|(index, entry)| {
-                let generation = entry.generation;
-                entry.value.as_mut().map(|value| {
-                    let index = u32::try_from(index).expect("indices fit u32 by insert");
-                    (SessionKey { index, generation }, value)
-                })
-            })
-    }
 }
 
 #[cfg(test)]
@@ -114,15 +101,5 @@ mod tests {
         assert_eq!(slab.remove(a), None);
         assert_eq!(slab.get(b), Some(&"b"));
         assert_eq!(slab.len(), 1);
-    }
-
-    #[test]
-    fn iter_mut_visits_live_entries() {
-        let mut slab = Slab::new();
-        let a = slab.insert(1);
-        let b = slab.insert(2);
-        slab.remove(a);
-        let keys: Vec<SessionKey> = slab.iter_mut().map(|(key, _)| key).collect();
-        assert_eq!(keys, vec![b]);
     }
 }

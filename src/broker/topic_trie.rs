@@ -218,7 +218,8 @@ impl TopicTrie {
         }
     }
 
-    /// Number of nodes in use, root included (for tests and memory metrics).
+    /// Number of nodes in use, root included.
+    #[cfg(test)]
     pub(crate) fn node_count(&self) -> usize {
         self.nodes.len() - self.free.len()
     }
