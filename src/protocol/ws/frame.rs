@@ -1,0 +1,1086 @@
+//! WebSocket frames (RFC 6455 §5) as MQTT uses them: binary data in, binary data out.
+//!
+//! Inbound, [`FrameDecoder`] is a streaming state machine over whatever chunks the network
+//! delivers: a header may be split across receive buffers, a payload may span many, one buffer
+//! may hold many frames. It unmasks payload bytes in place and hands them on as they arrive,
+//! so no frame is ever buffered whole; its only buffers are the 14 header bytes and the 125
+//! bytes a control frame may carry. MQTT treats the data as one byte stream (MQTT 3.1.1 §6:
+//! packets need not align with frames), so message boundaries are not reported.
+//!
+//! Outbound, server frames are never masked (RFC 6455 §5.1) and are written into the
+//! caller's buffer.
+
+use super::mask::apply_mask;
+
+/// Frame opcodes, in RFC 6455 §5.2 numeric order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Opcode {
+    Continuation = 0x0,
+    Text = 0x1,
+    Binary = 0x2,
+    Close = 0x8,
+    Ping = 0x9,
+    Pong = 0xA,
+}
+
+impl Opcode {
+    /// The opcode in the low four bits of the first header byte, if defined.
+    pub const fn from_bits(bits: u8) -> Option<Opcode> {
+        match bits {
+            0x0 => Some(Opcode::Continuation),
+            0x1 => Some(Opcode::Text),
+            0x2 => Some(Opcode::Binary),
+            0x8 => Some(Opcode::Close),
+            0x9 => Some(Opcode::Ping),
+            0xA => Some(Opcode::Pong),
+            _ => None,
+        }
+    }
+
+    /// Control frames have the high opcode bit set (RFC 6455 §5.5).
+    pub const fn is_control(self) -> bool {
+        (self as u8) & 0x8 != 0
+    }
+}
+
+/// Bounds on what a client may send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameLimits {
+    /// Largest data frame payload, in bytes. Checked on the header, so an oversized frame is
+    /// refused (close 1009) before any of its payload is read.
+    pub frame_bytes_max: u64,
+    /// Largest fragmented message, in bytes, summed over its frames. Bounds how long a client
+    /// can keep one message open.
+    pub message_bytes_max: u64,
+}
+
+/// What the decoder found, in wire order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WsEvent<'a> {
+    /// Unmasked payload bytes of binary and continuation frames, in order. One frame may be
+    /// reported in several parts; empty parts are not reported.
+    Data(&'a [u8]),
+    /// A ping; answer with [`write_pong`] carrying the same payload (RFC 6455 §5.5.2).
+    Ping(&'a [u8]),
+    /// A pong; needs no answer.
+    Pong,
+    /// A close frame, already validated. The decoder ignores everything after it; answer with
+    /// a close frame and shut the connection (RFC 6455 §5.5.1).
+    Close { code: Option<u16>, reason: &'a [u8] },
+}
+
+/// Why the client's frames are refused; each maps to the close code to send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WsError {
+    /// RSV1-3 set without a negotiated extension (RFC 6455 §5.2).
+    ReservedBits,
+    /// Opcode 0x3-0x7 or 0xB-0xF (RFC 6455 §5.2).
+    UnknownOpcode,
+    /// Text frames: MQTT travels in binary frames only (MQTT 3.1.1 §6, [MQTT-6.0.0-1]).
+    TextFrame,
+    /// A client frame without a mask (RFC 6455 §5.1).
+    Unmasked,
+    /// A control frame without FIN (RFC 6455 §5.5).
+    ControlFragmented,
+    /// A control frame with more than 125 payload bytes (RFC 6455 §5.5).
+    ControlTooLong,
+    /// A continuation frame with no fragmented message open (RFC 6455 §5.4).
+    ContinuationWithoutMessage,
+    /// A new binary frame while a fragmented message is still open (RFC 6455 §5.4).
+    MessageNotFinished,
+    /// A 64-bit payload length with the most significant bit set (RFC 6455 §5.2).
+    LengthTopBit,
+    /// A data frame longer than `frame_bytes_max`.
+    FrameTooLarge,
+    /// A message longer than `message_bytes_max`.
+    MessageTooLarge,
+    /// A close payload of one byte: too short for a code (RFC 6455 §5.5.1).
+    CloseTooShort,
+    /// A close code a peer may not send (RFC 6455 §7.4).
+    CloseCodeInvalid,
+    /// A close reason that is not UTF-8 (RFC 6455 §5.5.1).
+    CloseReasonNotUtf8,
+}
+
+impl WsError {
+    /// The close code to send before closing (RFC 6455 §7.4.1).
+    pub const fn close_code(self) -> u16 {
+        match self {
+            WsError::TextFrame => 1003,
+            WsError::FrameTooLarge | WsError::MessageTooLarge => 1009,
+            WsError::ReservedBits
+            | WsError::UnknownOpcode
+            | WsError::Unmasked
+            | WsError::ControlFragmented
+            | WsError::ControlTooLong
+            | WsError::ContinuationWithoutMessage
+            | WsError::MessageNotFinished
+            | WsError::LengthTopBit
+            | WsError::CloseTooShort
+            | WsError::CloseCodeInvalid
+            | WsError::CloseReasonNotUtf8 => 1002,
+        }
+    }
+
+    /// A short reason, fit for a close frame (at most 123 bytes) and logs.
+    pub const fn description(self) -> &'static str {
+        match self {
+            WsError::ReservedBits => "reserved bits set",
+            WsError::UnknownOpcode => "unknown opcode",
+            WsError::TextFrame => "text frames not supported, MQTT needs binary",
+            WsError::Unmasked => "client frame not masked",
+            WsError::ControlFragmented => "fragmented control frame",
+            WsError::ControlTooLong => "control frame payload over 125 bytes",
+            WsError::ContinuationWithoutMessage => "continuation without a message",
+            WsError::MessageNotFinished => "new message before the last one finished",
+            WsError::LengthTopBit => "payload length has its top bit set",
+            WsError::FrameTooLarge => "frame too large",
+            WsError::MessageTooLarge => "message too large",
+            WsError::CloseTooShort => "close payload of one byte",
+            WsError::CloseCodeInvalid => "invalid close code",
+            WsError::CloseReasonNotUtf8 => "close reason not UTF-8",
+        }
+    }
+}
+
+impl core::fmt::Display for WsError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{} (close {})", self.description(), self.close_code())
+    }
+}
+
+impl std::error::Error for WsError {}
+
+/// Why [`FrameDecoder::feed`] stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeedError<E> {
+    /// The client broke RFC 6455: send a close frame with `close_code()` and close.
+    Ws(WsError),
+    /// The event callback refused an event; bytes after that event were not decoded.
+    Callback(E),
+}
+
+/// Longest frame header: 2 bytes, 8 of extended length, 4 of mask (RFC 6455 §5.2).
+const HEADER_BYTES_MAX: usize = 14;
+
+/// Longest control frame payload (RFC 6455 §5.5).
+const CONTROL_BYTES_MAX: usize = 125;
+
+/// The inbound half of one connection: about 170 bytes of state, no allocation.
+///
+/// After it returns `FeedError::Ws`, the decoder returns the same error from every later
+/// `feed`. After a close frame it ignores all further bytes.
+#[derive(Debug, Clone)]
+pub struct FrameDecoder {
+    /// Bytes of the header being received; meaningful up to `header_len`.
+    header: [u8; HEADER_BYTES_MAX],
+    header_len: u8,
+    /// Whether a header is complete and its payload is being received.
+    in_payload: bool,
+    opcode: Opcode,
+    payload_remaining: u64,
+    mask: [u8; 4],
+    /// Payload bytes received so far in this frame, modulo 4: where the mask resumes.
+    mask_offset: u8,
+    /// Whether a binary message has started without its final frame.
+    message_open: bool,
+    /// Payload bytes of the open message, this frame included.
+    message_bytes: u64,
+    control: [u8; CONTROL_BYTES_MAX],
+    control_len: u8,
+    closed: bool,
+    failed: Option<WsError>,
+}
+
+impl Default for FrameDecoder {
+    fn default() -> Self {
+        FrameDecoder::new()
+    }
+}
+
+impl FrameDecoder {
+    pub const fn new() -> Self {
+        FrameDecoder {
+            header: [0; HEADER_BYTES_MAX],
+            header_len: 0,
+            in_payload: false,
+            opcode: Opcode::Binary,
+            payload_remaining: 0,
+            mask: [0; 4],
+            mask_offset: 0,
+            message_open: false,
+            message_bytes: 0,
+            control: [0; CONTROL_BYTES_MAX],
+            control_len: 0,
+            closed: false,
+            failed: None,
+        }
+    }
+
+    /// Whether a close frame has been received: later bytes are ignored.
+    pub const fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// Decodes all of `buf`, unmasking data in place and calling `on_event` in wire order.
+    ///
+    /// Partial headers and control payloads are kept inside the decoder, so the caller never
+    /// keeps bytes back: feeding a stream a byte at a time yields the same events as feeding
+    /// it whole, with `Data` split differently. Work per call is linear in `buf.len()`.
+    pub fn feed<E>(
+        &mut self,
+        buf: &mut [u8],
+        limits: &FrameLimits,
+        mut on_event: impl FnMut(WsEvent<'_>) -> Result<(), E>,
+    ) -> Result<(), FeedError<E>> {
+        if let Some(err) = self.failed {
+            return Err(FeedError::Ws(err));
+        }
+        let mut pos = 0;
+        while pos < buf.len() && !self.closed {
+            if self.in_payload {
+                pos += self.take_payload(&mut buf[pos..], &mut on_event)?;
+            } else {
+                pos += self
+                    .take_header(&buf[pos..], limits)
+                    .map_err(|err| self.fail(err))?;
+                // An empty payload ends its frame now, not when the next bytes arrive.
+                if self.in_payload && self.payload_remaining == 0 {
+                    self.end_frame(&mut on_event)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn fail<E>(&mut self, err: WsError) -> FeedError<E> {
+        self.failed = Some(err);
+        FeedError::Ws(err)
+    }
+
+    /// Copies header bytes from `input` until `target` header bytes are held.
+    fn fill(&mut self, input: &[u8], target: usize) -> usize {
+        let have = usize::from(self.header_len);
+        let n = target.saturating_sub(have).min(input.len());
+        self.header[have..have + n].copy_from_slice(&input[..n]);
+        self.header_len += n as u8;
+        n
+    }
+
+    /// Takes header bytes; returns how many. Sets `in_payload` once the header is complete.
+    fn take_header(&mut self, input: &[u8], limits: &FrameLimits) -> Result<usize, WsError> {
+        let had = self.header_len;
+        let mut used = self.fill(input, 2);
+        if self.header_len < 2 {
+            return Ok(used);
+        }
+        // The first two bytes decide the header's length; check them before waiting for the
+        // rest, which an unmasked frame would never send.
+        if had < 2 {
+            self.check_start()?;
+        }
+        let full = 2 + extended_len_bytes(self.header[1]) + 4;
+        used += self.fill(&input[used..], full);
+        if usize::from(self.header_len) == full {
+            self.begin_payload(limits)?;
+        }
+        Ok(used)
+    }
+
+    /// Checks the first two header bytes (RFC 6455 §5.2, §5.4, §5.5).
+    fn check_start(&self) -> Result<(), WsError> {
+        let [b0, b1, ..] = self.header;
+        if b0 & 0x70 != 0 {
+            return Err(WsError::ReservedBits);
+        }
+        let opcode = Opcode::from_bits(b0 & 0x0F).ok_or(WsError::UnknownOpcode)?;
+        let fin = b0 & 0x80 != 0;
+        if opcode == Opcode::Text {
+            return Err(WsError::TextFrame);
+        }
+        if b1 & 0x80 == 0 {
+            return Err(WsError::Unmasked);
+        }
+        if opcode.is_control() {
+            if !fin {
+                return Err(WsError::ControlFragmented);
+            }
+            if usize::from(b1 & 0x7F) > CONTROL_BYTES_MAX {
+                return Err(WsError::ControlTooLong);
+            }
+        }
+        match opcode {
+            Opcode::Continuation if !self.message_open => Err(WsError::ContinuationWithoutMessage),
+            Opcode::Binary if self.message_open => Err(WsError::MessageNotFinished),
+            _ => Ok(()),
+        }
+    }
+
+    /// With the whole header held: checks the length against the limits and starts the
+    /// payload. Data frames are checked here, before any payload byte is read.
+    fn begin_payload(&mut self, limits: &FrameLimits) -> Result<(), WsError> {
+        let h = self.header;
+        let fin = h[0] & 0x80 != 0;
+        let opcode = Opcode::from_bits(h[0] & 0x0F).ok_or(WsError::UnknownOpcode)?;
+        // RFC 6455 §5.2 asks senders for the shortest length form; a longer one is harmless,
+        // so it is accepted.
+        let (len, mask_at) = match h[1] & 0x7F {
+            126 => (u64::from(u16::from_be_bytes([h[2], h[3]])), 4),
+            127 => {
+                let len = u64::from_be_bytes([h[2], h[3], h[4], h[5], h[6], h[7], h[8], h[9]]);
+                if len >> 63 != 0 {
+                    return Err(WsError::LengthTopBit);
+                }
+                (len, 10)
+            }
+            short => (u64::from(short), 2),
+        };
+        if !opcode.is_control() {
+            if len > limits.frame_bytes_max {
+                return Err(WsError::FrameTooLarge);
+            }
+            let message_bytes = match opcode {
+                Opcode::Continuation => self.message_bytes.saturating_add(len),
+                _ => len,
+            };
+            if message_bytes > limits.message_bytes_max {
+                return Err(WsError::MessageTooLarge);
+            }
+            // Frames do not nest, so the next header sees this frame's FIN.
+            self.message_open = !fin;
+            self.message_bytes = if fin { 0 } else { message_bytes };
+        }
+        self.mask = [h[mask_at], h[mask_at + 1], h[mask_at + 2], h[mask_at + 3]];
+        self.opcode = opcode;
+        self.payload_remaining = len;
+        self.mask_offset = 0;
+        self.control_len = 0;
+        self.header_len = 0;
+        self.in_payload = true;
+        Ok(())
+    }
+
+    /// Takes payload bytes of the current frame; returns how many.
+    fn take_payload<E>(
+        &mut self,
+        input: &mut [u8],
+        on_event: &mut impl FnMut(WsEvent<'_>) -> Result<(), E>,
+    ) -> Result<usize, FeedError<E>> {
+        let n = usize::try_from(self.payload_remaining)
+            .unwrap_or(usize::MAX)
+            .min(input.len());
+        let offset = usize::from(self.mask_offset);
+        self.payload_remaining -= n as u64;
+        self.mask_offset = ((offset + n) % 4) as u8;
+        if self.opcode.is_control() {
+            // check_start bounded the payload to 125 bytes, so it fits.
+            let start = usize::from(self.control_len);
+            let part = &mut self.control[start..start + n];
+            part.copy_from_slice(&input[..n]);
+            apply_mask(part, self.mask, offset);
+            self.control_len += n as u8;
+            if self.payload_remaining == 0 {
+                self.end_frame(on_event)?;
+            }
+        } else {
+            let data = &mut input[..n];
+            apply_mask(data, self.mask, offset);
+            // State first, event second: a refusing callback leaves the decoder consistent.
+            if self.payload_remaining == 0 {
+                self.in_payload = false;
+            }
+            on_event(WsEvent::Data(data)).map_err(FeedError::Callback)?;
+        }
+        Ok(n)
+    }
+
+    /// Completes the current frame once its whole payload is in.
+    fn end_frame<E>(
+        &mut self,
+        on_event: &mut impl FnMut(WsEvent<'_>) -> Result<(), E>,
+    ) -> Result<(), FeedError<E>> {
+        self.in_payload = false;
+        let payload = &self.control[..usize::from(self.control_len)];
+        let event = match self.opcode {
+            Opcode::Ping => WsEvent::Ping(payload),
+            Opcode::Pong => WsEvent::Pong,
+            Opcode::Close => match parse_close(payload) {
+                Ok((code, reason)) => WsEvent::Close { code, reason },
+                Err(err) => return Err(self.fail(err)),
+            },
+            // An empty data frame carries nothing to report.
+            Opcode::Continuation | Opcode::Binary | Opcode::Text => return Ok(()),
+        };
+        // Set after the payload is read: the borrow of `control` is live inside `event`.
+        let closed = matches!(event, WsEvent::Close { .. });
+        let result = on_event(event).map_err(FeedError::Callback);
+        self.closed |= closed;
+        result
+    }
+}
+
+/// Splits a close payload into code and reason (RFC 6455 §5.5.1).
+fn parse_close(payload: &[u8]) -> Result<(Option<u16>, &[u8]), WsError> {
+    match payload {
+        [] => Ok((None, &[])),
+        [_] => Err(WsError::CloseTooShort),
+        [hi, lo, reason @ ..] => {
+            let code = u16::from_be_bytes([*hi, *lo]);
+            if !close_code_valid(code) {
+                return Err(WsError::CloseCodeInvalid);
+            }
+            if core::str::from_utf8(reason).is_err() {
+                return Err(WsError::CloseReasonNotUtf8);
+            }
+            Ok((Some(code), reason))
+        }
+    }
+}
+
+/// Codes that may appear in a close frame (RFC 6455 §7.4): the defined ones (1012-1014 were
+/// registered with IANA after the RFC) and the ranges for libraries and applications. 1005,
+/// 1006 and 1015 are reserved for reporting and never sent.
+const fn close_code_valid(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
+}
+
+/// Header bytes after the first two that carry an extended length (RFC 6455 §5.2).
+const fn extended_len_bytes(b1: u8) -> usize {
+    match b1 & 0x7F {
+        126 => 2,
+        127 => 8,
+        _ => 0,
+    }
+}
+
+/// Length of an unmasked (server) frame header for `payload_len` bytes: 2, 4 or 10.
+pub const fn header_len(payload_len: usize) -> usize {
+    match payload_len {
+        0..=125 => 2,
+        126..=0xFFFF => 4,
+        _ => 10,
+    }
+}
+
+/// Writes an unmasked frame header using the shortest length form (RFC 6455 §5.2).
+pub fn write_frame_header(opcode: Opcode, fin: bool, payload_len: usize, out: &mut Vec<u8>) {
+    // The encoder asserts what the decoder checks (RFC 6455 §5.5).
+    assert!(
+        !opcode.is_control() || fin,
+        "control frames are never fragmented"
+    );
+    assert!(
+        !opcode.is_control() || payload_len <= CONTROL_BYTES_MAX,
+        "control frame payloads are at most 125 bytes"
+    );
+    let b0 = (u8::from(fin) << 7) | opcode as u8;
+    match payload_len {
+        0..=125 => out.extend_from_slice(&[b0, payload_len as u8]),
+        126..=0xFFFF => {
+            out.extend_from_slice(&[b0, 126]);
+            out.extend_from_slice(&(payload_len as u16).to_be_bytes());
+        }
+        _ => {
+            out.extend_from_slice(&[b0, 127]);
+            out.extend_from_slice(&(payload_len as u64).to_be_bytes());
+        }
+    }
+}
+
+/// Writes one complete binary frame.
+pub fn write_binary_frame(payload: &[u8], out: &mut Vec<u8>) {
+    write_frame_header(Opcode::Binary, true, payload.len(), out);
+    out.extend_from_slice(payload);
+}
+
+/// Writes a close frame. The reason is cut at a character boundary to fit the 125-byte
+/// control payload with the code.
+pub fn write_close_frame(code: u16, reason: &str, out: &mut Vec<u8>) {
+    assert!(close_code_valid(code), "close code {code} may not be sent");
+    let reason = &reason[..reason.floor_char_boundary(CONTROL_BYTES_MAX - 2)];
+    write_frame_header(Opcode::Close, true, 2 + reason.len(), out);
+    out.extend_from_slice(&code.to_be_bytes());
+    out.extend_from_slice(reason.as_bytes());
+}
+
+/// Writes the pong that answers a ping, echoing its payload (RFC 6455 §5.5.3).
+pub fn write_pong(payload: &[u8], out: &mut Vec<u8>) {
+    write_frame_header(Opcode::Pong, true, payload.len(), out);
+    out.extend_from_slice(payload);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const LIMITS: FrameLimits = FrameLimits {
+        frame_bytes_max: 1 << 20,
+        message_bytes_max: 4 << 20,
+    };
+
+    const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
+
+    /// What a client sends: first header byte `b0`, masked payload. Lengths are encoded
+    /// here rather than by the encoder under test.
+    fn masked(b0: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
+        let mut out = vec![b0];
+        match payload.len() {
+            len @ 0..=125 => out.push(0x80 | len as u8),
+            len @ 126..=0xFFFF => {
+                out.push(0x80 | 126);
+                out.extend_from_slice(&(len as u16).to_be_bytes());
+            }
+            len => {
+                out.push(0x80 | 127);
+                out.extend_from_slice(&(len as u64).to_be_bytes());
+            }
+        }
+        out.extend_from_slice(&mask);
+        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        out
+    }
+
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    enum Ev {
+        Data(Vec<u8>),
+        Ping(Vec<u8>),
+        Pong,
+        Close(Option<u16>, Vec<u8>),
+    }
+
+    /// Feeds `bytes` split at `cuts`, stopping at the first error. Consecutive `Data` events
+    /// are merged, since where the stream splits them is not part of the contract.
+    fn run(bytes: &[u8], cuts: &[usize], limits: &FrameLimits) -> (Vec<Ev>, Option<WsError>) {
+        let mut cuts: Vec<usize> = cuts.iter().map(|&c| c.min(bytes.len())).collect();
+        cuts.push(0);
+        cuts.push(bytes.len());
+        cuts.sort_unstable();
+        let mut decoder = FrameDecoder::new();
+        let mut events: Vec<Ev> = Vec::new();
+        for pair in cuts.windows(2) {
+            let mut chunk = bytes[pair[0]..pair[1]].to_vec();
+            let result = decoder.feed(&mut chunk, limits, |event| {
+                match (event, events.last_mut()) {
+                    (WsEvent::Data(d), Some(Ev::Data(last))) => last.extend_from_slice(d),
+                    (WsEvent::Data(d), _) => events.push(Ev::Data(d.to_vec())),
+                    (WsEvent::Ping(p), _) => events.push(Ev::Ping(p.to_vec())),
+                    (WsEvent::Pong, _) => events.push(Ev::Pong),
+                    (WsEvent::Close { code, reason }, _) => {
+                        events.push(Ev::Close(code, reason.to_vec()))
+                    }
+                }
+                Ok::<(), ()>(())
+            });
+            match result {
+                Ok(()) => {}
+                Err(FeedError::Ws(err)) => return (events, Some(err)),
+                Err(FeedError::Callback(())) => unreachable!("the callback never refuses"),
+            }
+        }
+        (events, None)
+    }
+
+    fn whole(bytes: &[u8]) -> (Vec<Ev>, Option<WsError>) {
+        run(bytes, &[], &LIMITS)
+    }
+
+    fn error_of(bytes: &[u8]) -> WsError {
+        whole(bytes).1.expect("an error")
+    }
+
+    fn byte_at_a_time(bytes: &[u8]) -> (Vec<Ev>, Option<WsError>) {
+        let cuts: Vec<usize> = (0..bytes.len()).collect();
+        run(bytes, &cuts, &LIMITS)
+    }
+
+    // RFC 6455 §5.7 examples.
+
+    #[test]
+    fn rfc_masked_hello_as_binary() {
+        let bytes = [
+            0x82, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58,
+        ];
+        assert_eq!(masked(0x82, b"Hello", MASK), bytes);
+        let expected = (vec![Ev::Data(b"Hello".to_vec())], None);
+        assert_eq!(whole(&bytes), expected);
+        assert_eq!(byte_at_a_time(&bytes), expected);
+    }
+
+    #[test]
+    fn rfc_text_frames_are_refused() {
+        // A single-frame masked text message.
+        let bytes = [
+            0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58,
+        ];
+        assert_eq!(whole(&bytes), (vec![], Some(WsError::TextFrame)));
+        assert_eq!(WsError::TextFrame.close_code(), 1003);
+        // A single-frame unmasked text message.
+        assert_eq!(
+            error_of(&[0x81, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f]),
+            WsError::TextFrame
+        );
+        // A fragmented unmasked text message.
+        assert_eq!(
+            error_of(&[0x01, 0x03, 0x48, 0x65, 0x6c]),
+            WsError::TextFrame
+        );
+    }
+
+    #[test]
+    fn rfc_fragmented_message_as_binary() {
+        let mut bytes = masked(0x02, b"Hel", MASK);
+        bytes.extend(masked(0x80, b"lo", MASK));
+        let expected = (vec![Ev::Data(b"Hello".to_vec())], None);
+        assert_eq!(whole(&bytes), expected);
+        assert_eq!(byte_at_a_time(&bytes), expected);
+    }
+
+    #[test]
+    fn rfc_ping_and_pong() {
+        // The RFC's unmasked ping is what a server sends; from a client it is refused.
+        assert_eq!(
+            error_of(&[0x89, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f]),
+            WsError::Unmasked
+        );
+        let pong = [
+            0x8a, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58,
+        ];
+        assert_eq!(whole(&pong), (vec![Ev::Pong], None));
+        let ping = masked(0x89, b"Hello", MASK);
+        assert_eq!(whole(&ping), (vec![Ev::Ping(b"Hello".to_vec())], None));
+        assert_eq!(
+            byte_at_a_time(&ping),
+            (vec![Ev::Ping(b"Hello".to_vec())], None)
+        );
+
+        let mut out = Vec::new();
+        write_pong(b"Hello", &mut out);
+        assert_eq!(out, [0x8a, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f]);
+    }
+
+    #[test]
+    fn rfc_256_byte_binary() {
+        let payload: Vec<u8> = (0..=255).collect();
+        let mut out = Vec::new();
+        write_binary_frame(&payload, &mut out);
+        assert_eq!(out[..4], [0x82, 0x7E, 0x01, 0x00]);
+        assert_eq!(out[4..], payload[..]);
+        assert_eq!(header_len(256), 4);
+
+        let bytes = masked(0x82, &payload, MASK);
+        assert_eq!(bytes[..8], [0x82, 0xFE, 0x01, 0x00, 0x37, 0xfa, 0x21, 0x3d]);
+        assert_eq!(whole(&bytes), (vec![Ev::Data(payload.clone())], None));
+        assert_eq!(byte_at_a_time(&bytes), (vec![Ev::Data(payload)], None));
+    }
+
+    #[test]
+    fn rfc_64k_binary() {
+        let payload: Vec<u8> = (0..65536u32).map(|i| (i % 251) as u8).collect();
+        let mut out = Vec::new();
+        write_binary_frame(&payload, &mut out);
+        assert_eq!(
+            out[..10],
+            [0x82, 0x7F, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00]
+        );
+        assert_eq!(out.len(), 10 + 65536);
+        assert_eq!(header_len(65536), 10);
+
+        let bytes = masked(0x82, &payload, MASK);
+        assert_eq!(bytes[..2], [0x82, 0xFF]);
+        // Split like 4 KiB receive buffers, and oddly.
+        let cuts: Vec<usize> = (1..20).map(|i| i * 4096).collect();
+        assert_eq!(
+            run(&bytes, &cuts, &LIMITS),
+            (vec![Ev::Data(payload.clone())], None)
+        );
+        assert_eq!(
+            run(&bytes, &[1, 3, 9, 13, 77], &LIMITS),
+            (vec![Ev::Data(payload)], None)
+        );
+    }
+
+    #[test]
+    fn header_forms() {
+        for (len, header) in [
+            (0usize, vec![0x82, 0x00]),
+            (125, vec![0x82, 125]),
+            (126, vec![0x82, 126, 0x00, 126]),
+            (0xFFFF, vec![0x82, 126, 0xFF, 0xFF]),
+            (0x1_0000, vec![0x82, 127, 0, 0, 0, 0, 0, 1, 0, 0]),
+        ] {
+            let mut out = Vec::new();
+            write_frame_header(Opcode::Binary, true, len, &mut out);
+            assert_eq!(out, header, "length {len}");
+            assert_eq!(header_len(len), header.len());
+        }
+        let mut out = Vec::new();
+        write_frame_header(Opcode::Continuation, false, 3, &mut out);
+        assert_eq!(out, [0x00, 0x03]);
+    }
+
+    #[test]
+    fn close_frames_written() {
+        let mut out = Vec::new();
+        write_close_frame(1000, "", &mut out);
+        assert_eq!(out, [0x88, 0x02, 0x03, 0xE8]);
+        out.clear();
+        write_close_frame(1002, "bad", &mut out);
+        assert_eq!(out, [0x88, 0x05, 0x03, 0xEA, b'b', b'a', b'd']);
+        // A long reason is cut to fit 125 bytes, never inside a character.
+        out.clear();
+        write_close_frame(1011, &"é".repeat(100), &mut out);
+        assert_eq!(out[1], 2 + 122);
+        assert!(core::str::from_utf8(&out[4..]).is_ok());
+        for err in [
+            WsError::TextFrame,
+            WsError::MessageNotFinished,
+            WsError::MessageTooLarge,
+        ] {
+            out.clear();
+            write_close_frame(err.close_code(), err.description(), &mut out);
+            assert_eq!(usize::from(out[1]), 2 + err.description().len());
+        }
+    }
+
+    #[test]
+    fn close_frames_read() {
+        assert_eq!(
+            whole(&masked(0x88, b"", MASK)),
+            (vec![Ev::Close(None, vec![])], None)
+        );
+        assert_eq!(
+            whole(&masked(0x88, b"\x03\xe8", MASK)),
+            (vec![Ev::Close(Some(1000), vec![])], None)
+        );
+        assert_eq!(
+            whole(&masked(0x88, b"\x0f\xa0bye \xc3\xa9", MASK)),
+            (
+                vec![Ev::Close(Some(4000), "bye é".as_bytes().to_vec())],
+                None
+            )
+        );
+        assert_eq!(
+            error_of(&masked(0x88, b"\x03", MASK)),
+            WsError::CloseTooShort
+        );
+        for code in [0u16, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000, 65535] {
+            let bytes = masked(0x88, &code.to_be_bytes(), MASK);
+            assert_eq!(error_of(&bytes), WsError::CloseCodeInvalid, "code {code}");
+        }
+        for code in [1000u16, 1001, 1002, 1003, 1007, 1011, 1014, 3000, 4999] {
+            let bytes = masked(0x88, &code.to_be_bytes(), MASK);
+            assert_eq!(whole(&bytes).1, None, "code {code}");
+        }
+        assert_eq!(
+            error_of(&masked(0x88, b"\x03\xe8\xff", MASK)),
+            WsError::CloseReasonNotUtf8
+        );
+    }
+
+    #[test]
+    fn bytes_after_close_are_ignored() {
+        let mut bytes = masked(0x88, b"\x03\xe8", MASK);
+        bytes.extend(masked(0x82, b"late", MASK));
+        bytes.extend([0x81, 0x00]);
+        let expected = (vec![Ev::Close(Some(1000), vec![])], None);
+        assert_eq!(whole(&bytes), expected);
+        assert_eq!(byte_at_a_time(&bytes), expected);
+    }
+
+    #[test]
+    fn control_frames_between_fragments() {
+        let mut bytes = masked(0x02, b"ab", MASK);
+        bytes.extend(masked(0x89, b"p", MASK));
+        bytes.extend(masked(0x00, b"", MASK));
+        bytes.extend(masked(0x8A, b"", MASK));
+        bytes.extend(masked(0x80, b"cd", MASK));
+        bytes.extend(masked(0x82, b"e", MASK));
+        let expected = vec![
+            Ev::Data(b"ab".to_vec()),
+            Ev::Ping(b"p".to_vec()),
+            Ev::Pong,
+            Ev::Data(b"cde".to_vec()),
+        ];
+        assert_eq!(whole(&bytes), (expected.clone(), None));
+        assert_eq!(byte_at_a_time(&bytes), (expected, None));
+    }
+
+    #[test]
+    fn frame_errors() {
+        let cases: [(Vec<u8>, WsError); 12] = [
+            (vec![0x82, 0x00], WsError::Unmasked),
+            (vec![0x80 | 0x40 | 0x2, 0x80], WsError::ReservedBits),
+            (vec![0x80 | 0x20 | 0x2, 0x80], WsError::ReservedBits),
+            (vec![0x80 | 0x10 | 0x2, 0x80], WsError::ReservedBits),
+            (vec![0x83, 0x80], WsError::UnknownOpcode),
+            (vec![0x8B, 0x80], WsError::UnknownOpcode),
+            (vec![0x8F, 0x80], WsError::UnknownOpcode),
+            (vec![0x09, 0x80], WsError::ControlFragmented),
+            (vec![0x89, 0x80 | 126, 0x00, 0x7E], WsError::ControlTooLong),
+            (vec![0x88, 0x80 | 127], WsError::ControlTooLong),
+            (vec![0x80, 0x80], WsError::ContinuationWithoutMessage),
+            (
+                [masked(0x02, b"a", MASK), vec![0x82, 0x80]].concat(),
+                WsError::MessageNotFinished,
+            ),
+        ];
+        for (bytes, err) in cases {
+            // Refused as soon as the two bytes that break the rule arrive.
+            assert_eq!(whole(&bytes).1, Some(err), "{bytes:02x?}");
+            assert_eq!(err.close_code(), 1002);
+        }
+        let top_bit = [0x82, 0xFF, 0x80, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4];
+        assert_eq!(error_of(&top_bit), WsError::LengthTopBit);
+        assert_eq!(WsError::LengthTopBit.close_code(), 1002);
+        // After the first error, every feed repeats it.
+        let mut decoder = FrameDecoder::new();
+        let mut bytes = [0x82, 0x00];
+        let mut again = masked(0x82, b"ok", MASK);
+        let ignore = |_: WsEvent<'_>| Ok::<(), ()>(());
+        assert_eq!(
+            decoder.feed(&mut bytes, &LIMITS, ignore),
+            Err(FeedError::Ws(WsError::Unmasked))
+        );
+        assert_eq!(
+            decoder.feed(&mut again, &LIMITS, ignore),
+            Err(FeedError::Ws(WsError::Unmasked))
+        );
+    }
+
+    #[test]
+    fn limits_checked_on_the_header() {
+        let limits = FrameLimits {
+            frame_bytes_max: 100,
+            message_bytes_max: 250,
+        };
+        // Only the header of a 101-byte frame: refused before its payload.
+        let header = &masked(0x82, &[0; 101], MASK)[..6];
+        assert_eq!(run(header, &[], &limits).1, Some(WsError::FrameTooLarge));
+        assert_eq!(WsError::FrameTooLarge.close_code(), 1009);
+        assert_eq!(run(&masked(0x82, &[7; 100], MASK), &[], &limits).1, None);
+        // A 64-bit length far past the limit.
+        let huge = [
+            0x82, 0xFF, 0x7F, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 1, 2, 3, 4,
+        ];
+        assert_eq!(run(&huge, &[], &limits).1, Some(WsError::FrameTooLarge));
+
+        let mut message = masked(0x02, &[1; 100], MASK);
+        message.extend(masked(0x00, &[2; 100], MASK));
+        message.extend(masked(0x80, &[3; 50], MASK));
+        assert_eq!(run(&message, &[], &limits).1, None);
+        message.extend(masked(0x02, &[1; 100], MASK));
+        message.extend(masked(0x00, &[2; 100], MASK));
+        let before = message.len();
+        message.extend(masked(0x80, &[3; 51], MASK));
+        let (events, err) = run(&message[..before + 6], &[], &limits);
+        assert_eq!(err, Some(WsError::MessageTooLarge));
+        assert_eq!(WsError::MessageTooLarge.close_code(), 1009);
+        assert_eq!(events.len(), 1);
+        // Control frames do not count toward either limit.
+        let tiny = FrameLimits {
+            frame_bytes_max: 0,
+            message_bytes_max: 0,
+        };
+        assert_eq!(
+            run(&masked(0x89, &[5; 125], MASK), &[], &tiny),
+            (vec![Ev::Ping(vec![5; 125])], None)
+        );
+    }
+
+    #[test]
+    fn callback_error_stops_decoding() {
+        let mut bytes = masked(0x82, b"one", MASK);
+        bytes.extend(masked(0x82, b"two", MASK));
+        let mut decoder = FrameDecoder::new();
+        let mut seen = Vec::new();
+        let result = decoder.feed(&mut bytes, &LIMITS, |event| {
+            seen.push(format!("{event:?}"));
+            Err("mqtt error")
+        });
+        assert_eq!(result, Err(FeedError::Callback("mqtt error")));
+        assert_eq!(seen.len(), 1);
+    }
+
+    #[test]
+    fn data_is_unmasked_in_place() {
+        let mut bytes = masked(0x82, b"in place", MASK);
+        let mut decoder = FrameDecoder::new();
+        decoder
+            .feed(&mut bytes, &LIMITS, |_| Ok::<(), ()>(()))
+            .expect("valid frame");
+        assert_eq!(&bytes[6..], b"in place");
+    }
+
+    #[test]
+    fn descriptions_fit_a_close_frame() {
+        use WsError::*;
+        for err in [
+            ReservedBits,
+            UnknownOpcode,
+            TextFrame,
+            Unmasked,
+            ControlFragmented,
+            ControlTooLong,
+            ContinuationWithoutMessage,
+            MessageNotFinished,
+            LengthTopBit,
+            FrameTooLarge,
+            MessageTooLarge,
+            CloseTooShort,
+            CloseCodeInvalid,
+            CloseReasonNotUtf8,
+        ] {
+            assert!(err.description().len() <= CONTROL_BYTES_MAX - 2);
+            assert!(close_code_valid(err.close_code()));
+        }
+    }
+
+    /// One client action in a valid stream, with the events it should produce.
+    #[derive(Debug, Clone)]
+    enum Action {
+        Message(Vec<Vec<u8>>, Vec<(usize, Vec<u8>)>),
+        Ping(Vec<u8>),
+        Pong(Vec<u8>),
+    }
+
+    fn payload(max: usize) -> impl Strategy<Value = Vec<u8>> {
+        proptest::collection::vec(any::<u8>(), 0..max)
+    }
+
+    fn action() -> impl Strategy<Value = Action> {
+        let fragments = prop_oneof![
+            8 => proptest::collection::vec(payload(300), 1..4),
+            1 => proptest::collection::vec(payload(70_000), 1..2),
+        ];
+        let pings = proptest::collection::vec((0usize..4, payload(126)), 0..3);
+        prop_oneof![
+            4 => (fragments, pings).prop_map(|(f, p)| Action::Message(f, p)),
+            1 => payload(126).prop_map(Action::Ping),
+            1 => payload(126).prop_map(Action::Pong),
+        ]
+    }
+
+    /// Encodes actions as a client would, returning the bytes and expected events.
+    fn encode(
+        actions: &[Action],
+        mask: [u8; 4],
+        close: Option<(u16, String)>,
+    ) -> (Vec<u8>, Vec<Ev>) {
+        let mut bytes = Vec::new();
+        let mut events: Vec<Ev> = Vec::new();
+        let push_data = |events: &mut Vec<Ev>, d: &[u8]| match events.last_mut() {
+            _ if d.is_empty() => {}
+            Some(Ev::Data(last)) => last.extend_from_slice(d),
+            _ => events.push(Ev::Data(d.to_vec())),
+        };
+        for action in actions {
+            match action {
+                Action::Message(fragments, pings) => {
+                    for (i, fragment) in fragments.iter().enumerate() {
+                        let fin = if i + 1 == fragments.len() { 0x80 } else { 0 };
+                        let opcode = if i == 0 { 0x2 } else { 0x0 };
+                        bytes.extend(masked(fin | opcode, fragment, mask));
+                        push_data(&mut events, fragment);
+                        // Control frames may sit between fragments (RFC 6455 §5.4).
+                        if fin == 0 {
+                            for (_, ping) in pings.iter().filter(|(at, _)| *at == i) {
+                                bytes.extend(masked(0x89, ping, mask));
+                                events.push(Ev::Ping(ping.clone()));
+                            }
+                        }
+                    }
+                }
+                Action::Ping(p) => {
+                    bytes.extend(masked(0x89, p, mask));
+                    events.push(Ev::Ping(p.clone()));
+                }
+                Action::Pong(p) => {
+                    bytes.extend(masked(0x8A, p, mask));
+                    events.push(Ev::Pong);
+                }
+            }
+        }
+        if let Some((code, reason)) = close {
+            let mut p = code.to_be_bytes().to_vec();
+            p.extend_from_slice(reason.as_bytes());
+            bytes.extend(masked(0x88, &p, mask));
+            events.push(Ev::Close(Some(code), reason.into_bytes()));
+        }
+        (bytes, events)
+    }
+
+    fn cuts(max: usize) -> impl Strategy<Value = Vec<usize>> {
+        proptest::collection::vec(0..max, 0..40)
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics_on_arbitrary_bytes(
+            mut bytes in proptest::collection::vec(any::<u8>(), 0..2000),
+            cuts in cuts(2000),
+            frame_bytes_max in 0u64..3000,
+            message_bytes_max in 0u64..6000,
+            set_mask_bits in any::<bool>(),
+        ) {
+            // With mask bits forced on, more inputs get past the first check.
+            if set_mask_bits {
+                for b in bytes.iter_mut().skip(1).step_by(7) {
+                    *b |= 0x80;
+                }
+            }
+            let limits = FrameLimits { frame_bytes_max, message_bytes_max };
+            let _ = run(&bytes, &cuts, &limits);
+        }
+
+        #[test]
+        fn chunking_invariance_on_arbitrary_bytes(
+            bytes in proptest::collection::vec(any::<u8>(), 0..600),
+            cuts in cuts(600),
+        ) {
+            prop_assert_eq!(run(&bytes, &cuts, &LIMITS), whole(&bytes));
+            prop_assert_eq!(byte_at_a_time(&bytes), whole(&bytes));
+        }
+
+        #[test]
+        fn round_trip_and_chunking_invariance(
+            actions in proptest::collection::vec(action(), 0..8),
+            mask in any::<[u8; 4]>(),
+            close in proptest::option::of((
+                proptest::sample::select(vec![1000u16, 1001, 1011, 3000, 4999]),
+                "[a-zé]{0,40}",
+            )),
+            cuts in cuts(80_000),
+            trailing in payload(20),
+        ) {
+            let (mut bytes, expected) = encode(&actions, mask, close.clone());
+            // Anything after a close frame is ignored.
+            if close.is_some() {
+                bytes.extend_from_slice(&trailing);
+            }
+            prop_assert_eq!(whole(&bytes), (expected.clone(), None));
+            prop_assert_eq!(run(&bytes, &cuts, &LIMITS), (expected, None));
+        }
+
+        #[test]
+        fn server_frames_decode_once_masked(
+            data in payload(70_000),
+            mask in any::<[u8; 4]>(),
+        ) {
+            // The encoder's frame, masked the way a client would: same payload back.
+            let mut out = Vec::new();
+            write_binary_frame(&data, &mut out);
+            let header = header_len(data.len());
+            prop_assert_eq!(out.len(), header + data.len());
+            let mut client = out[..header].to_vec();
+            client[1] |= 0x80;
+            client.extend_from_slice(&mask);
+            let mut body = out[header..].to_vec();
+            apply_mask(&mut body, mask, 0);
+            client.extend_from_slice(&body);
+            let expected = if data.is_empty() { vec![] } else { vec![Ev::Data(data)] };
+            prop_assert_eq!(whole(&client), (expected, None));
+        }
+    }
+}

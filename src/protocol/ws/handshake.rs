@@ -1,0 +1,941 @@
+//! The HTTP/1.1 upgrade that opens a WebSocket connection (RFC 6455 §4.2), with the MQTT
+//! subprotocol negotiation of MQTT 3.1.1 §6 and MQTT 5.0 §6.
+//!
+//! [`parse_upgrade`] reads the client's opening request from the bytes received so far and
+//! either asks for more, accepts, or names the error; [`write_accept_response`] and
+//! [`write_error_response`] write the answer. No I/O, no allocation while parsing.
+//!
+//! The request is bounded by `request_bytes_max`: a peer that never ends its headers costs at
+//! most that many buffered bytes before it is answered 431 and closed.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use sha1::{Digest as _, Sha1};
+
+/// RFC 6455 §1.3: the GUID appended to the client's key before hashing.
+const ACCEPT_GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+/// The only WebSocket version this server speaks (RFC 6455 §4.1, §4.4).
+const WS_VERSION: &[u8] = b"13";
+
+/// What the server accepts in an upgrade request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HandshakeConfig<'c> {
+    /// The request path that upgrades to MQTT over WebSocket; other paths answer
+    /// [`HandshakeError::NotFound`]. A query string is ignored.
+    pub path: &'c str,
+    /// Accept clients that offer no `Sec-WebSocket-Protocol` at all. MQTT 3.1.1 §6 requires
+    /// clients to offer "mqtt", but some embedded clients send nothing.
+    pub allow_no_subprotocol: bool,
+    /// Largest upgrade request, in bytes, blank line included. Limits the bytes a peer can
+    /// make the server buffer before it has proven it speaks WebSocket.
+    pub request_bytes_max: usize,
+}
+
+impl Default for HandshakeConfig<'_> {
+    fn default() -> Self {
+        HandshakeConfig {
+            path: "/mqtt",
+            allow_no_subprotocol: true,
+            request_bytes_max: 8 * 1024,
+        }
+    }
+}
+
+/// An accepted upgrade: what the 101 response must carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Upgrade {
+    /// `base64(SHA-1(Sec-WebSocket-Key + GUID))`, RFC 6455 §4.2.2 item 5.4.
+    pub accept_key: [u8; 28],
+    /// The subprotocol chosen from the client's offer; `None` when the client offered none.
+    pub subprotocol: Option<Subprotocol>,
+}
+
+impl Upgrade {
+    /// The accept key as text.
+    pub fn accept_key_str(&self) -> &str {
+        core::str::from_utf8(&self.accept_key).expect("base64 output is ASCII")
+    }
+}
+
+/// The `Sec-WebSocket-Protocol` tokens that carry MQTT. Tokens are case-sensitive
+/// (RFC 6455 §4.1), so each variant is one exact spelling seen from real clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Subprotocol {
+    /// "mqtt": the registered token, MQTT 3.1.1 §6 and MQTT 5.0 §6.
+    Mqtt,
+    /// "mqttv3.1": MQTT 3.1 clients.
+    MqttV31,
+    /// "mqttv3.1.1"
+    MqttV311,
+    /// "mqtt-v3"
+    MqttDashV3,
+    /// "mqtt-v3.1.1"
+    MqttDashV311,
+    /// "mqtt-v5"
+    MqttDashV5,
+}
+
+impl Subprotocol {
+    /// Every supported token, for lookups.
+    const ALL: [Subprotocol; 6] = [
+        Subprotocol::Mqtt,
+        Subprotocol::MqttV31,
+        Subprotocol::MqttV311,
+        Subprotocol::MqttDashV3,
+        Subprotocol::MqttDashV311,
+        Subprotocol::MqttDashV5,
+    ];
+
+    /// The exact token to echo in `Sec-WebSocket-Protocol`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Subprotocol::Mqtt => "mqtt",
+            Subprotocol::MqttV31 => "mqttv3.1",
+            Subprotocol::MqttV311 => "mqttv3.1.1",
+            Subprotocol::MqttDashV3 => "mqtt-v3",
+            Subprotocol::MqttDashV311 => "mqtt-v3.1.1",
+            Subprotocol::MqttDashV5 => "mqtt-v5",
+        }
+    }
+
+    /// The subprotocol spelled exactly `token`, if supported.
+    pub fn from_token(token: &[u8]) -> Option<Subprotocol> {
+        Subprotocol::ALL
+            .into_iter()
+            .find(|p| p.as_str().as_bytes() == token)
+    }
+}
+
+/// Why an upgrade request is refused, in the order the checks run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HandshakeError {
+    /// No blank line within `request_bytes_max` bytes.
+    RequestTooLarge,
+    /// Not HTTP/1.x syntax: bad request line, header line, or a bare CR or LF.
+    Malformed,
+    /// Method other than GET (RFC 6455 §4.1 item 2).
+    MethodNotGet,
+    /// HTTP version below 1.1 or not 1.x (RFC 6455 §4.1 item 2).
+    HttpVersionUnsupported,
+    /// Missing or repeated Host (RFC 9112 §3.2, RFC 6455 §4.1 item 4).
+    HostInvalid,
+    /// A well-formed GET for another path. The caller may serve it some other way.
+    NotFound,
+    /// A plain GET, or an upgrade to something other than WebSocket.
+    UpgradeRequired,
+    /// `Upgrade: websocket` without `Connection: upgrade` (RFC 6455 §4.1 items 5, 6).
+    ConnectionNotUpgrade,
+    /// `Sec-WebSocket-Version` missing or not 13 (RFC 6455 §4.4).
+    VersionUnsupported,
+    /// `Sec-WebSocket-Key` missing, repeated, or not base64 of 16 bytes (RFC 6455 §4.1 item 7).
+    KeyInvalid,
+    /// Subprotocols offered, none of them MQTT.
+    SubprotocolUnsupported,
+    /// No subprotocol offered and the configuration requires one (MQTT 3.1.1 §6).
+    SubprotocolMissing,
+}
+
+impl HandshakeError {
+    /// The HTTP status code of the response.
+    pub const fn status(self) -> u16 {
+        match self {
+            HandshakeError::RequestTooLarge => 431,
+            HandshakeError::Malformed => 400,
+            HandshakeError::MethodNotGet => 405,
+            HandshakeError::HttpVersionUnsupported => 505,
+            HandshakeError::HostInvalid => 400,
+            HandshakeError::NotFound => 404,
+            HandshakeError::UpgradeRequired => 426,
+            HandshakeError::ConnectionNotUpgrade => 400,
+            HandshakeError::VersionUnsupported => 426,
+            HandshakeError::KeyInvalid => 400,
+            HandshakeError::SubprotocolUnsupported => 400,
+            HandshakeError::SubprotocolMissing => 400,
+        }
+    }
+
+    /// Text for the response body and logs.
+    pub const fn reason(self) -> &'static str {
+        match self {
+            HandshakeError::RequestTooLarge => "request headers too large",
+            HandshakeError::Malformed => "malformed HTTP request",
+            HandshakeError::MethodNotGet => "only GET can upgrade to WebSocket",
+            HandshakeError::HttpVersionUnsupported => "HTTP/1.1 required",
+            HandshakeError::HostInvalid => "exactly one Host header required",
+            HandshakeError::NotFound => "not found",
+            HandshakeError::UpgradeRequired => "WebSocket upgrade required",
+            HandshakeError::ConnectionNotUpgrade => "Connection header must include upgrade",
+            HandshakeError::VersionUnsupported => "Sec-WebSocket-Version must be 13",
+            HandshakeError::KeyInvalid => "Sec-WebSocket-Key must be base64 of 16 bytes",
+            HandshakeError::SubprotocolUnsupported => {
+                "unsupported subprotocol, expected mqtt or mqttv3.1"
+            }
+            HandshakeError::SubprotocolMissing => "Sec-WebSocket-Protocol mqtt required",
+        }
+    }
+}
+
+impl core::fmt::Display for HandshakeError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{} {}", self.status(), self.reason())
+    }
+}
+
+impl std::error::Error for HandshakeError {}
+
+/// Parses the opening handshake from the start of `buf`.
+///
+/// `Ok(None)`: the request is incomplete (no blank line yet) and still under
+/// `request_bytes_max`; call again with more bytes. `Ok(Some((upgrade, consumed)))`: the
+/// request occupied `buf[..consumed]`, blank line included; anything after is the client's
+/// first WebSocket bytes. Parsing rescans from the start, which the byte limit keeps cheap.
+pub fn parse_upgrade(
+    buf: &[u8],
+    cfg: &HandshakeConfig,
+) -> Result<Option<(Upgrade, usize)>, HandshakeError> {
+    // Refuse a non-GET early so a peer speaking raw MQTT or TLS to this port is answered at
+    // once instead of when the size limit or the timeout runs out.
+    let prefix = &buf[..buf.len().min(4)];
+    if !b"GET ".starts_with(prefix) {
+        return Err(HandshakeError::MethodNotGet);
+    }
+    let Some(head_len) = find_blank_line(buf, cfg.request_bytes_max) else {
+        return if buf.len() >= cfg.request_bytes_max {
+            Err(HandshakeError::RequestTooLarge)
+        } else {
+            Ok(None)
+        };
+    };
+    let consumed = head_len + 4;
+    let head = &buf[..head_len];
+    let mut lines = CrlfLines { rest: Some(head) };
+    let request_line = lines.next().ok_or(HandshakeError::Malformed)??;
+    let target = parse_request_line(request_line)?;
+    let mut request = Request::default();
+    for line in lines {
+        request.add_header(line?)?;
+    }
+    let upgrade = request.decide(target, cfg)?;
+    Ok(Some((upgrade, consumed)))
+}
+
+/// The index of the first "\r\n\r\n", if it ends within `bytes_max` bytes.
+fn find_blank_line(buf: &[u8], bytes_max: usize) -> Option<usize> {
+    let window = &buf[..buf.len().min(bytes_max)];
+    window.windows(4).position(|w| w == b"\r\n\r\n")
+}
+
+/// The lines of a request head, split on CRLF. A line holding a bare CR or LF is an error:
+/// they are how request smuggling starts (RFC 9112 §2.2).
+struct CrlfLines<'b> {
+    rest: Option<&'b [u8]>,
+}
+
+impl<'b> Iterator for CrlfLines<'b> {
+    type Item = Result<&'b [u8], HandshakeError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let rest = self.rest?;
+        let line = match rest.windows(2).position(|w| w == b"\r\n") {
+            Some(end) => {
+                self.rest = Some(&rest[end + 2..]);
+                &rest[..end]
+            }
+            None => {
+                self.rest = None;
+                rest
+            }
+        };
+        if line.iter().any(|&b| b == b'\r' || b == b'\n') {
+            return Some(Err(HandshakeError::Malformed));
+        }
+        Some(Ok(line))
+    }
+}
+
+/// Checks "GET SP request-target SP HTTP/1.x" and returns the request target.
+fn parse_request_line(line: &[u8]) -> Result<&[u8], HandshakeError> {
+    let mut parts = line.split(|&b| b == b' ');
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(HandshakeError::Malformed);
+    };
+    if method != b"GET" {
+        return Err(HandshakeError::MethodNotGet);
+    }
+    // Origin form only (RFC 9112 §3.2.1): what every WebSocket client sends.
+    if target.first() != Some(&b'/') || !target.iter().all(|&b| b.is_ascii_graphic()) {
+        return Err(HandshakeError::Malformed);
+    }
+    match version {
+        // RFC 6455 §4.1 item 2: HTTP/1.1 or higher; later 1.x minors are compatible.
+        [b'H', b'T', b'T', b'P', b'/', b'1', b'.', minor] if minor.is_ascii_digit() => {
+            if *minor == b'0' {
+                Err(HandshakeError::HttpVersionUnsupported)
+            } else {
+                Ok(target)
+            }
+        }
+        [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
+            if major.is_ascii_digit() && minor.is_ascii_digit() =>
+        {
+            Err(HandshakeError::HttpVersionUnsupported)
+        }
+        _ => Err(HandshakeError::Malformed),
+    }
+}
+
+/// What the headers said, gathered in one pass.
+#[derive(Default)]
+struct Request<'b> {
+    host_count: u32,
+    upgrade_websocket: bool,
+    upgrade_seen: bool,
+    connection_upgrade: bool,
+    version_seen: bool,
+    version_other: bool,
+    key: Option<&'b [u8]>,
+    key_repeated: bool,
+    protocol_offered: bool,
+    protocol: Option<Subprotocol>,
+}
+
+impl<'b> Request<'b> {
+    fn add_header(&mut self, line: &'b [u8]) -> Result<(), HandshakeError> {
+        let colon = line
+            .iter()
+            .position(|&b| b == b':')
+            .ok_or(HandshakeError::Malformed)?;
+        let (name, value) = (&line[..colon], trim(&line[colon + 1..]));
+        // RFC 9112 §5.1: no whitespace before the colon; §5.2: obsolete line folding (a line
+        // starting with whitespace) may be rejected, and is. Both fall out of the token check.
+        if name.is_empty() || !name.iter().all(|&b| is_token_byte(b)) {
+            return Err(HandshakeError::Malformed);
+        }
+        // RFC 9110 §5.5: field values hold visible bytes, spaces and tabs, nothing else.
+        if !value
+            .iter()
+            .all(|&b| b == b'\t' || b == b' ' || (b >= 0x21 && b != 0x7f))
+        {
+            return Err(HandshakeError::Malformed);
+        }
+        if name.eq_ignore_ascii_case(b"host") {
+            self.host_count += 1;
+        } else if name.eq_ignore_ascii_case(b"upgrade") {
+            self.upgrade_seen = true;
+            self.upgrade_websocket |= list_contains(value, b"websocket");
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            self.connection_upgrade |= list_contains(value, b"upgrade");
+        } else if name.eq_ignore_ascii_case(b"sec-websocket-version") {
+            self.version_seen = true;
+            self.version_other |= value != WS_VERSION;
+        } else if name.eq_ignore_ascii_case(b"sec-websocket-key") {
+            // RFC 6455 §11.3.1: the key must not appear more than once.
+            self.key_repeated |= self.key.is_some();
+            self.key = Some(value);
+        } else if name.eq_ignore_ascii_case(b"sec-websocket-protocol") {
+            // RFC 6455 §4.1 item 10 and RFC 9110 §5.3: repeated headers form one list, in
+            // the client's order of preference.
+            for token in list_items(value) {
+                self.protocol_offered = true;
+                if self.protocol.is_none() {
+                    self.protocol = Subprotocol::from_token(token);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies the rules in a fixed order, so each request has exactly one answer.
+    fn decide(&self, target: &[u8], cfg: &HandshakeConfig) -> Result<Upgrade, HandshakeError> {
+        if self.host_count != 1 {
+            return Err(HandshakeError::HostInvalid);
+        }
+        let path = match target.iter().position(|&b| b == b'?') {
+            Some(q) => &target[..q],
+            None => target,
+        };
+        if path != cfg.path.as_bytes() {
+            return Err(HandshakeError::NotFound);
+        }
+        if !self.upgrade_websocket {
+            return Err(HandshakeError::UpgradeRequired);
+        }
+        if !self.connection_upgrade {
+            return Err(HandshakeError::ConnectionNotUpgrade);
+        }
+        if !self.version_seen || self.version_other {
+            return Err(HandshakeError::VersionUnsupported);
+        }
+        let key = match self.key {
+            Some(key) if !self.key_repeated && key_is_valid(key) => key,
+            _ => return Err(HandshakeError::KeyInvalid),
+        };
+        let subprotocol = match (self.protocol, self.protocol_offered) {
+            (Some(p), _) => Some(p),
+            (None, true) => return Err(HandshakeError::SubprotocolUnsupported),
+            (None, false) if cfg.allow_no_subprotocol => None,
+            (None, false) => return Err(HandshakeError::SubprotocolMissing),
+        };
+        Ok(Upgrade {
+            accept_key: accept_key(key),
+            subprotocol,
+        })
+    }
+}
+
+/// RFC 6455 §4.1 item 7: the key is base64 of 16 bytes, so exactly 24 characters with "==".
+fn key_is_valid(key: &[u8]) -> bool {
+    // Room for the decoder's length estimate of 24 characters (18 bytes).
+    let mut decoded = [0u8; 18];
+    key.len() == 24 && BASE64.decode_slice(key, &mut decoded) == Ok(16)
+}
+
+/// RFC 6455 §4.2.2 item 5.4: base64 of SHA-1 over the key as sent, then the GUID.
+fn accept_key(key: &[u8]) -> [u8; 28] {
+    let mut sha = Sha1::new();
+    sha.update(key);
+    sha.update(ACCEPT_GUID);
+    let digest = sha.finalize();
+    let mut out = [0u8; 28];
+    let written = BASE64
+        .encode_slice(digest, &mut out)
+        .expect("20 bytes encode to exactly 28 base64 characters");
+    debug_assert_eq!(written, 28);
+    out
+}
+
+/// RFC 9110 §5.6.2: the bytes allowed in a header name.
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// Strips optional whitespace (RFC 9110 §5.6.3) from both ends.
+fn trim(mut s: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = s {
+        s = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = s {
+        s = rest;
+    }
+    s
+}
+
+/// The non-empty elements of a comma-separated list (RFC 9110 §5.6.1).
+fn list_items(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|&b| b == b',')
+        .map(trim)
+        .filter(|t| !t.is_empty())
+}
+
+/// Whether a comma-separated list holds `token`, compared case-insensitively as the
+/// `Upgrade` and `Connection` values are (RFC 6455 §4.2.1 items 3, 4).
+fn list_contains(value: &[u8], token: &[u8]) -> bool {
+    list_items(value).any(|t| t.eq_ignore_ascii_case(token))
+}
+
+/// Writes the 101 response that completes the upgrade (RFC 6455 §4.2.2 item 5).
+pub fn write_accept_response(up: &Upgrade, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"HTTP/1.1 101 Switching Protocols\r\n");
+    out.extend_from_slice(b"Upgrade: websocket\r\nConnection: Upgrade\r\n");
+    out.extend_from_slice(b"Sec-WebSocket-Accept: ");
+    out.extend_from_slice(&up.accept_key);
+    out.extend_from_slice(b"\r\n");
+    if let Some(protocol) = up.subprotocol {
+        out.extend_from_slice(b"Sec-WebSocket-Protocol: ");
+        out.extend_from_slice(protocol.as_str().as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Writes a complete error response; the caller closes the connection after sending it.
+pub fn write_error_response(err: HandshakeError, out: &mut Vec<u8>) {
+    use std::io::Write as _;
+    let body = err.reason();
+    // Writing into a Vec cannot fail.
+    let _ = write!(
+        out,
+        "HTTP/1.1 {} {}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n",
+        err.status(),
+        status_text(err.status()),
+        body.len() + 1,
+    );
+    match err {
+        // RFC 9110 §15.5.22 and §7.8: a 426 names the protocol to upgrade to, and a sender
+        // of Upgrade lists "upgrade" in Connection. RFC 6455 §4.4: name the version spoken.
+        HandshakeError::UpgradeRequired | HandshakeError::VersionUnsupported => {
+            out.extend_from_slice(b"Connection: Upgrade, close\r\nUpgrade: websocket\r\n");
+            out.extend_from_slice(b"Sec-WebSocket-Version: 13\r\n");
+        }
+        // RFC 9110 §15.5.6: a 405 lists the methods allowed.
+        HandshakeError::MethodNotGet => {
+            out.extend_from_slice(b"Connection: close\r\nAllow: GET\r\n");
+        }
+        _ => out.extend_from_slice(b"Connection: close\r\n"),
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body.as_bytes());
+    out.extend_from_slice(b"\n");
+}
+
+/// The reason phrase for each status this module sends.
+const fn status_text(status: u16) -> &'static str {
+    match status {
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        426 => "Upgrade Required",
+        431 => "Request Header Fields Too Large",
+        505 => "HTTP Version Not Supported",
+        _ => "Error",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const CFG: HandshakeConfig<'static> = HandshakeConfig {
+        path: "/mqtt",
+        allow_no_subprotocol: true,
+        request_bytes_max: 8 * 1024,
+    };
+
+    /// RFC 6455 §1.3's sample key, with the given extra header lines.
+    fn request(extra: &str) -> Vec<u8> {
+        format!(
+            "GET /mqtt HTTP/1.1\r\n\
+             Host: server.example.com\r\n\
+             Upgrade: websocket\r\n\
+             Connection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+             Sec-WebSocket-Version: 13\r\n\
+             {extra}\r\n"
+        )
+        .into_bytes()
+    }
+
+    fn parse(req: &[u8]) -> Result<Option<(Upgrade, usize)>, HandshakeError> {
+        parse_upgrade(req, &CFG)
+    }
+
+    fn accepted(req: &[u8]) -> Upgrade {
+        match parse(req) {
+            Ok(Some((up, consumed))) => {
+                assert_eq!(consumed, req.len());
+                up
+            }
+            other => panic!("expected an upgrade, got {other:?}"),
+        }
+    }
+
+    fn refused(req: &[u8]) -> HandshakeError {
+        match parse(req) {
+            Err(e) => e,
+            other => panic!("expected an error, got {other:?}"),
+        }
+    }
+
+    /// Replaces the first occurrence of `from` in the standard request.
+    fn edited(from: &str, to: &str) -> Vec<u8> {
+        let req = String::from_utf8(request("")).expect("ASCII");
+        assert!(req.contains(from), "{from:?} not in the request");
+        req.replacen(from, to, 1).into_bytes()
+    }
+
+    #[test]
+    fn rfc_accept_key() {
+        let up = accepted(&request("Sec-WebSocket-Protocol: mqtt\r\n"));
+        assert_eq!(up.accept_key_str(), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        assert_eq!(up.subprotocol, Some(Subprotocol::Mqtt));
+    }
+
+    #[test]
+    fn accept_response_bytes() {
+        let up = accepted(&request("Sec-WebSocket-Protocol: mqtt\r\n"));
+        let mut out = Vec::new();
+        write_accept_response(&up, &mut out);
+        assert_eq!(
+            out,
+            b"HTTP/1.1 101 Switching Protocols\r\n\
+              Upgrade: websocket\r\n\
+              Connection: Upgrade\r\n\
+              Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\
+              Sec-WebSocket-Protocol: mqtt\r\n\
+              \r\n"
+        );
+        let up = accepted(&request(""));
+        out.clear();
+        write_accept_response(&up, &mut out);
+        assert!(!out.windows(22).any(|w| w == b"Sec-WebSocket-Protocol"));
+    }
+
+    #[test]
+    fn error_response_bytes() {
+        let mut out = Vec::new();
+        write_error_response(HandshakeError::SubprotocolUnsupported, &mut out);
+        let body = "unsupported subprotocol, expected mqtt or mqttv3.1\n";
+        let expected = format!(
+            "HTTP/1.1 400 Bad Request\r\n\
+             Content-Type: text/plain; charset=utf-8\r\n\
+             Content-Length: {}\r\n\
+             Connection: close\r\n\r\n{body}",
+            body.len()
+        );
+        assert_eq!(String::from_utf8(out).expect("ASCII"), expected);
+
+        let mut out = Vec::new();
+        write_error_response(HandshakeError::VersionUnsupported, &mut out);
+        let text = String::from_utf8(out).expect("ASCII");
+        assert!(text.starts_with("HTTP/1.1 426 Upgrade Required\r\n"));
+        assert!(text.contains("\r\nSec-WebSocket-Version: 13\r\n"));
+        assert!(text.contains("\r\nUpgrade: websocket\r\n"));
+    }
+
+    #[test]
+    fn every_error_has_a_response() {
+        use HandshakeError::*;
+        for err in [
+            RequestTooLarge,
+            Malformed,
+            MethodNotGet,
+            HttpVersionUnsupported,
+            HostInvalid,
+            NotFound,
+            UpgradeRequired,
+            ConnectionNotUpgrade,
+            VersionUnsupported,
+            KeyInvalid,
+            SubprotocolUnsupported,
+            SubprotocolMissing,
+        ] {
+            let mut out = Vec::new();
+            write_error_response(err, &mut out);
+            let text = String::from_utf8(out).expect("ASCII");
+            assert!(text.starts_with(&format!("HTTP/1.1 {} ", err.status())));
+            assert_ne!(status_text(err.status()), "Error");
+            let (head, body) = text.split_once("\r\n\r\n").expect("blank line");
+            assert!(head.contains(&format!("Content-Length: {}", body.len())));
+            assert_eq!(body, format!("{}\n", err.reason()));
+        }
+    }
+
+    #[test]
+    fn subprotocol_selection() {
+        let chosen = |extra: &str| accepted(&request(extra)).subprotocol;
+        assert_eq!(
+            chosen("Sec-WebSocket-Protocol: mqtt\r\n"),
+            Some(Subprotocol::Mqtt)
+        );
+        assert_eq!(
+            chosen("Sec-WebSocket-Protocol: mqttv3.1\r\n"),
+            Some(Subprotocol::MqttV31)
+        );
+        assert_eq!(
+            chosen("Sec-WebSocket-Protocol: foo, mqttv3.1\r\n"),
+            Some(Subprotocol::MqttV31)
+        );
+        // The client's order decides, across repeated headers too.
+        assert_eq!(
+            chosen("Sec-WebSocket-Protocol: mqttv3.1.1 , mqtt\r\n"),
+            Some(Subprotocol::MqttV311)
+        );
+        assert_eq!(
+            chosen("Sec-WebSocket-Protocol: foo\r\nSec-WebSocket-Protocol:\tmqtt-v5,mqtt\r\n"),
+            Some(Subprotocol::MqttDashV5)
+        );
+        assert_eq!(
+            chosen("sec-websocket-protocol: mqtt-v3\r\nSec-WebSocket-Protocol: mqtt\r\n"),
+            Some(Subprotocol::MqttDashV3)
+        );
+        assert_eq!(
+            chosen("Sec-WebSocket-Protocol: ,, mqtt-v3.1.1\r\n"),
+            Some(Subprotocol::MqttDashV311)
+        );
+        assert_eq!(chosen(""), None);
+    }
+
+    #[test]
+    fn subprotocol_tokens_round_trip() {
+        for p in Subprotocol::ALL {
+            assert_eq!(Subprotocol::from_token(p.as_str().as_bytes()), Some(p));
+        }
+        // Tokens are case-sensitive (RFC 6455 §4.1).
+        assert_eq!(Subprotocol::from_token(b"MQTT"), None);
+    }
+
+    #[test]
+    fn subprotocol_errors() {
+        assert_eq!(
+            refused(&request("Sec-WebSocket-Protocol: foo, MQTT\r\n")),
+            HandshakeError::SubprotocolUnsupported
+        );
+        assert_eq!(
+            HandshakeError::SubprotocolUnsupported.reason(),
+            "unsupported subprotocol, expected mqtt or mqttv3.1"
+        );
+        let strict = HandshakeConfig {
+            allow_no_subprotocol: false,
+            ..CFG
+        };
+        assert_eq!(
+            parse_upgrade(&request(""), &strict),
+            Err(HandshakeError::SubprotocolMissing)
+        );
+        // An empty header offers nothing.
+        assert_eq!(
+            parse_upgrade(&request("Sec-WebSocket-Protocol: \r\n"), &strict),
+            Err(HandshakeError::SubprotocolMissing)
+        );
+        assert!(parse_upgrade(&request("Sec-WebSocket-Protocol: mqtt\r\n"), &strict).is_ok());
+    }
+
+    #[test]
+    fn split_at_every_byte_is_incomplete_until_the_end() {
+        let req = request("Sec-WebSocket-Protocol: mqtt\r\n");
+        for end in 0..req.len() {
+            assert_eq!(parse(&req[..end]), Ok(None), "prefix of {end} bytes");
+        }
+        accepted(&req);
+    }
+
+    #[test]
+    fn bytes_after_the_request_are_not_consumed() {
+        let mut req = request("");
+        let len = req.len();
+        req.extend_from_slice(&[0x82, 0x80, 1, 2, 3, 4]);
+        let (_, consumed) = parse(&req).expect("valid").expect("complete");
+        assert_eq!(consumed, len);
+    }
+
+    #[test]
+    fn header_names_are_case_insensitive_and_values_tolerant() {
+        let req = b"GET /mqtt?client=7 HTTP/1.1\r\n\
+            HOST: a\r\n\
+            upgrade: WebSocket\r\n\
+            CONNECTION: keep-alive,  Upgrade\r\n\
+            sec-websocket-key:dGhlIHNhbXBsZSBub25jZQ==  \r\n\
+            SEC-WEBSOCKET-VERSION: 13\r\n\
+            User-Agent: x\r\n\r\n";
+        let up = accepted(req);
+        assert_eq!(up.accept_key_str(), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        accepted(&edited("HTTP/1.1", "HTTP/1.2"));
+    }
+
+    #[test]
+    fn method_and_version() {
+        assert_eq!(
+            refused(&edited("GET", "POST")),
+            HandshakeError::MethodNotGet
+        );
+        // Refused before the request is complete.
+        assert_eq!(refused(b"POS"), HandshakeError::MethodNotGet);
+        assert_eq!(refused(&[0x10, 0x0c]), HandshakeError::MethodNotGet);
+        assert_eq!(refused(&edited("GET", "get")), HandshakeError::MethodNotGet);
+        assert_eq!(
+            refused(&edited("HTTP/1.1", "HTTP/1.0")),
+            HandshakeError::HttpVersionUnsupported
+        );
+        assert_eq!(
+            refused(&edited("HTTP/1.1", "HTTP/2.0")),
+            HandshakeError::HttpVersionUnsupported
+        );
+        assert_eq!(
+            refused(&edited("HTTP/1.1", "HTTP/1.1x")),
+            HandshakeError::Malformed
+        );
+    }
+
+    #[test]
+    fn paths() {
+        assert_eq!(
+            refused(&edited("/mqtt", "/index.html")),
+            HandshakeError::NotFound
+        );
+        assert_eq!(
+            refused(&edited("/mqtt", "/mqtt/")),
+            HandshakeError::NotFound
+        );
+        assert_eq!(refused(&edited("/mqtt", "/MQTT")), HandshakeError::NotFound);
+        accepted(&edited("/mqtt", "/mqtt?"));
+        let root = HandshakeConfig { path: "/", ..CFG };
+        assert!(parse_upgrade(&edited("/mqtt", "/?x=1"), &root).is_ok());
+        assert_eq!(
+            refused(&edited("/mqtt", "http://h/mqtt")),
+            HandshakeError::Malformed
+        );
+        // A plain GET for another path is NotFound, not UpgradeRequired: the caller may
+        // serve it.
+        assert_eq!(
+            refused(b"GET /favicon.ico HTTP/1.1\r\nHost: a\r\n\r\n"),
+            HandshakeError::NotFound
+        );
+    }
+
+    #[test]
+    fn not_websocket() {
+        assert_eq!(
+            refused(b"GET /mqtt HTTP/1.1\r\nHost: a\r\n\r\n"),
+            HandshakeError::UpgradeRequired
+        );
+        assert_eq!(
+            refused(&edited("Upgrade: websocket", "Upgrade: h2c")),
+            HandshakeError::UpgradeRequired
+        );
+        assert_eq!(
+            refused(&edited("Connection: Upgrade", "Connection: keep-alive")),
+            HandshakeError::ConnectionNotUpgrade
+        );
+        assert_eq!(
+            refused(&edited("Connection: Upgrade", "Connection: upgrades")),
+            HandshakeError::ConnectionNotUpgrade
+        );
+        accepted(&edited("Upgrade: websocket", "Upgrade: foo, websocket"));
+    }
+
+    #[test]
+    fn host() {
+        assert_eq!(
+            refused(&edited("Host: server.example.com\r\n", "")),
+            HandshakeError::HostInvalid
+        );
+        assert_eq!(
+            refused(&edited(
+                "Host: server.example.com\r\n",
+                "Host: a\r\nHost: b\r\n"
+            )),
+            HandshakeError::HostInvalid
+        );
+    }
+
+    #[test]
+    fn version() {
+        assert_eq!(
+            refused(&edited(
+                "Sec-WebSocket-Version: 13",
+                "Sec-WebSocket-Version: 8"
+            )),
+            HandshakeError::VersionUnsupported
+        );
+        assert_eq!(
+            refused(&edited("Sec-WebSocket-Version: 13\r\n", "")),
+            HandshakeError::VersionUnsupported
+        );
+        assert_eq!(
+            refused(&request("Sec-WebSocket-Version: 12\r\n")),
+            HandshakeError::VersionUnsupported
+        );
+    }
+
+    #[test]
+    fn key() {
+        let key = "dGhlIHNhbXBsZSBub25jZQ==";
+        for bad in [
+            "",
+            "dGhlIHNhbXBsZSBub25jZQ",
+            "dGhlIHNhbXBsZSBub25jZQ=",
+            "dGhlIHNhbXBsZSBub25jZ===",
+            "dGhlIHNhbXBsZSBub25jZR==",
+            "dGhlIHNhbXBsZSBub25j!Q==",
+            "dGhlIHNhbXBsZSBub25jZSE=",
+            "dGhlIHNhbXBsZSBub25jZQ==dGhlIHNhbXBsZSBub25jZQ==",
+        ] {
+            assert_eq!(
+                refused(&edited(key, bad)),
+                HandshakeError::KeyInvalid,
+                "key {bad:?}"
+            );
+        }
+        assert_eq!(
+            refused(&edited(&format!("Sec-WebSocket-Key: {key}\r\n"), "")),
+            HandshakeError::KeyInvalid
+        );
+        assert_eq!(
+            refused(&request(&format!("Sec-WebSocket-Key: {key}\r\n"))),
+            HandshakeError::KeyInvalid
+        );
+    }
+
+    #[test]
+    fn malformed_lines() {
+        for (from, to) in [
+            ("GET /mqtt HTTP/1.1", "GET  /mqtt HTTP/1.1"),
+            ("GET /mqtt HTTP/1.1", "GET /mqtt HTTP/1.1 "),
+            ("GET /mqtt HTTP/1.1", "GET mqtt HTTP/1.1"),
+            ("GET /mqtt HTTP/1.1", "GET /mqtt"),
+            ("Host: server", "Host : server"),
+            ("Host: server", "Host\0: server"),
+            ("Host: server", "Host server"),
+            ("Host: server", ": server"),
+            ("Host: server", "Host: ser\0ver"),
+            ("Host: server", "Host: ser\rver"),
+            ("Host: server", "Host: ser\nver"),
+            ("Upgrade: websocket\r\n", "Upgrade: websocket\r\n x\r\n"),
+        ] {
+            assert_eq!(
+                refused(&edited(from, to)),
+                HandshakeError::Malformed,
+                "{to:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn request_size_limit() {
+        let req = request("");
+        let exact = HandshakeConfig {
+            request_bytes_max: req.len(),
+            ..CFG
+        };
+        assert!(matches!(parse_upgrade(&req, &exact), Ok(Some(_))));
+        let short = HandshakeConfig {
+            request_bytes_max: req.len() - 1,
+            ..CFG
+        };
+        assert_eq!(
+            parse_upgrade(&req, &short),
+            Err(HandshakeError::RequestTooLarge)
+        );
+        assert_eq!(
+            parse_upgrade(&req[..req.len() - 1], &short),
+            Err(HandshakeError::RequestTooLarge)
+        );
+        assert_eq!(parse_upgrade(&req[..req.len() - 2], &short), Ok(None));
+        let mut endless = b"GET /mqtt HTTP/1.1\r\nX: ".to_vec();
+        endless.resize(CFG.request_bytes_max, b'a');
+        assert_eq!(refused(&endless), HandshakeError::RequestTooLarge);
+        assert_eq!(parse(&endless[..endless.len() - 1]), Ok(None));
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics_on_arbitrary_bytes(
+            bytes in proptest::collection::vec(any::<u8>(), 0..600),
+            max in 0usize..700,
+        ) {
+            let cfg = HandshakeConfig { request_bytes_max: max, ..CFG };
+            let _ = parse_upgrade(&bytes, &cfg);
+            let mut prefixed = b"GET /mqtt HTTP/1.1\r\n".to_vec();
+            prefixed.extend_from_slice(&bytes);
+            prefixed.extend_from_slice(b"\r\n\r\n");
+            let _ = parse_upgrade(&prefixed, &CFG);
+        }
+
+        #[test]
+        fn prefixes_of_a_valid_request_are_incomplete(
+            extra in proptest::sample::select(vec![
+                "", "Sec-WebSocket-Protocol: mqtt\r\n", "Origin: http://x\r\n",
+            ]),
+        ) {
+            let req = request(extra);
+            for end in 0..req.len() {
+                prop_assert_eq!(parse(&req[..end]), Ok(None));
+            }
+        }
+    }
+}
