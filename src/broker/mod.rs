@@ -1,5 +1,188 @@
 //! Sans-IO broker state of one shard: sessions, subscriptions, retained messages, QoS flows.
+//!
+//! Each shard owns one [`Broker`]. The network layer decodes packets and calls in with the
+//! current time; the broker answers by appending to an [`Outbox`]: framed bytes per connection,
+//! connections to close, and publishes every other shard must deliver too. The broker never
+//! touches a socket or a clock.
+//!
+//! Map of this module:
+//! - `connect.rs`: CONNECT, takeover, the end of a connection (wills), sessions coming and going.
+//! - `inbound.rs`: every later packet of a connection: publishes, acks, (un)subscribes, pings.
+//! - `fanout.rs`: one publish to every matching session of this shard, retained messages.
+//! - `session.rs`, `outbound.rs`: what a session remembers; its QoS 1/2 window and queue.
+//! - `topic_trie.rs`, `retained.rs`: the subscription index and the retained replica.
+//! - `keep_alive.rs`: deadlines; `wire.rs`: encoding and WebSocket framing; `slab.rs`: handles.
+//!
+//! Client identifiers are partitioned between shards by [`Broker::owner_shard`], so session
+//! lookup, takeover and persistent sessions never leave a shard; only publishes cross shards,
+//! as immutable [`RoutedMessage`]s.
 
+mod connect;
+mod fanout;
+mod inbound;
+mod keep_alive;
+mod outbound;
 pub mod outbox;
+mod retained;
+mod session;
+mod slab;
+mod topic_trie;
+mod wire;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::time::Instant;
 
 pub use outbox::*;
+
+use crate::config::Limits;
+use crate::protocol::mqtt::QoS;
+use keep_alive::{DUE_PER_TICK_MAX, Deadlines};
+use retained::{RetainedStack, RetainedStore};
+use session::{Connection, OfflineSessions, Session};
+use slab::{SessionKey, Slab};
+use topic_trie::{MatchStack, TopicTrie};
+
+/// Counters for logs and metrics. Gauges are current sizes; the rest count since start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BrokerStats {
+    pub connections: usize,
+    pub sessions: usize,
+    pub offline_sessions: usize,
+    pub subscriptions: usize,
+    pub retained: usize,
+    pub publishes_received: u64,
+    pub remote_publishes_received: u64,
+    /// Publishes handed to a connection or queued for a session.
+    pub deliveries: u64,
+    /// QoS 1/2 messages dropped from a full session queue (`session_queue_bytes_max`).
+    pub session_queue_dropped: u64,
+    /// Retained publishes not stored because of `retained_messages_max` (still forwarded).
+    pub retained_rejected: u64,
+    /// Filters refused with SUBACK 0x80 because of `subscriptions_per_session_max`.
+    pub subscriptions_refused: u64,
+    /// Offline sessions discarded because of `offline_sessions_per_shard_max`.
+    pub sessions_evicted: u64,
+    pub connects_refused: u64,
+    pub takeovers: u64,
+    pub wills_published: u64,
+    pub keep_alive_timeouts: u64,
+    pub protocol_violations: u64,
+}
+
+/// One shard's broker. See the module documentation.
+pub struct Broker {
+    shard: usize,
+    shard_count: usize,
+    limits: Limits,
+    sessions: Slab<Session>,
+    client_ids: HashMap<Box<str>, SessionKey>,
+    connections: HashMap<ConnId, Connection>,
+    offline: OfflineSessions,
+    trie: TopicTrie,
+    retained: RetainedStore,
+    deadlines: Deadlines,
+    /// Sequence number of the last fan-out, stamped on matched sessions to deliver once.
+    fanout_seq: u64,
+    /// Scratch buffers reused by every publish, so fan-out does not allocate once warm.
+    matches: Vec<(SessionKey, QoS)>,
+    match_stack: MatchStack,
+    retained_stack: RetainedStack,
+    /// Counter behind identifiers assigned to clients that sent an empty one.
+    assigned_ids: u64,
+    stats: BrokerStats,
+}
+
+impl Broker {
+    pub fn new(shard: usize, shard_count: usize, limits: Limits) -> Broker {
+        assert!(shard_count > 0, "at least one shard");
+        assert!(shard < shard_count, "the shard is one of the shards");
+        Broker {
+            shard,
+            shard_count,
+            retained: RetainedStore::new(limits.retained_messages_max),
+            limits,
+            sessions: Slab::new(),
+            client_ids: HashMap::new(),
+            connections: HashMap::new(),
+            offline: OfflineSessions::new(),
+            trie: TopicTrie::new(),
+            deadlines: Deadlines::new(),
+            fanout_seq: 0,
+            matches: Vec::new(),
+            match_stack: Vec::new(),
+            retained_stack: Vec::new(),
+            assigned_ids: 0,
+            stats: BrokerStats::default(),
+        }
+    }
+
+    /// The shard owning the sessions of `client_id`: FNV-1a 64 of its bytes, modulo the shard
+    /// count. Stable across runs and builds, so every shard and the network layer agree.
+    pub fn owner_shard(client_id: &str, shard_count: usize) -> usize {
+        assert!(shard_count > 0, "at least one shard");
+        const OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
+        const PRIME: u64 = 0x0000_0100_0000_01b3;
+        let hash = client_id.bytes().fold(OFFSET_BASIS, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(PRIME)
+        });
+        (hash % shard_count as u64) as usize
+    }
+
+    /// Keep-alive enforcement: closes connections silent for 1.5 × their keep-alive
+    /// [MQTT-3.1.2-24] and publishes their wills. At most `DUE_PER_TICK_MAX` deadlines are
+    /// examined per call.
+    pub fn tick(&mut self, now: Instant, out: &mut Outbox) {
+        for _ in 0..DUE_PER_TICK_MAX {
+            let Some(conn) = self.deadlines.pop_due(now) else {
+                break;
+            };
+            let Some(connection) = self.connections.get(&conn) else {
+                continue;
+            };
+            let Some(grace) = connection.keep_alive_grace else {
+                continue;
+            };
+            let deadline = connection.last_packet_at + grace;
+            if deadline > now {
+                self.deadlines.push(deadline, conn);
+                continue;
+            }
+            self.stats.keep_alive_timeouts += 1;
+            self.end_connection(conn, Some(CloseReason::KeepAliveTimeout), true, now, out);
+        }
+        let connections = &self.connections;
+        self.deadlines
+            .compact(connections.len(), |conn| connections.contains_key(&conn));
+    }
+
+    /// Graceful shutdown: closes every connection with `ServerShutdown`.
+    ///
+    /// Wills are not published: they tell subscribers that a client vanished, and here the
+    /// clients did nothing wrong; the broker itself is going away, so there is nobody left to
+    /// deliver them to on this shard, and publishing them to other shards that are shutting
+    /// down too would only race. Persistent sessions go offline as on any disconnection.
+    pub fn shutdown(&mut self, out: &mut Outbox) {
+        let mut conns: Vec<ConnId> = self.connections.keys().copied().collect();
+        conns.sort_unstable();
+        for conn in conns {
+            if let Some(connection) = self.connections.remove(&conn) {
+                out.close(conn, CloseReason::ServerShutdown);
+                self.detach(connection.session);
+            }
+        }
+    }
+
+    pub fn stats(&self) -> BrokerStats {
+        BrokerStats {
+            connections: self.connections.len(),
+            sessions: self.sessions.len(),
+            offline_sessions: self.offline.len(),
+            subscriptions: self.trie.len(),
+            retained: self.retained.len(),
+            ..self.stats
+        }
+    }
+}

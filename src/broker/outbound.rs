@@ -1,0 +1,290 @@
+//! Outgoing QoS 1/2 state of one session: packet identifiers, the in-flight window and the
+//! queue of messages waiting for it (or for the client to come back).
+//!
+//! The window holds at most `inflight_max` publishes in the order they were first sent, so a
+//! reconnecting client gets them back in that order [MQTT-4.4.0-1], [MQTT-4.6.0-1]. The queue
+//! is bounded in bytes (topic + payload of each message, `session_queue_bytes_max`); past it
+//! the oldest message is dropped and counted, so a client that never reads costs a fixed
+//! amount of memory: 1 M offline sessions × 1 MiB is the worst-case sketch, which is why
+//! `offline_sessions_per_shard_max` bounds the sessions too.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use super::outbox::RoutedMessage;
+use crate::protocol::mqtt::{PacketId, QoS};
+
+/// Where an outgoing QoS 1/2 publish stands.
+#[derive(Debug, Clone)]
+pub(crate) enum InflightState {
+    /// PUBLISH sent, waiting for PUBACK (QoS 1) or PUBREC (QoS 2).
+    Published {
+        message: Arc<RoutedMessage>,
+        retain: bool,
+    },
+    /// PUBREC received and PUBREL sent, waiting for PUBCOMP; the message itself is released.
+    Released,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Inflight {
+    pub(crate) id: PacketId,
+    pub(crate) qos: QoS,
+    pub(crate) state: InflightState,
+}
+
+/// A message waiting for room in the window.
+#[derive(Debug, Clone)]
+pub(crate) struct Queued {
+    pub(crate) message: Arc<RoutedMessage>,
+    pub(crate) qos: QoS,
+    /// RETAIN=1 only for retained messages sent because of a SUBSCRIBE [MQTT-3.3.1-8/9].
+    pub(crate) retain: bool,
+}
+
+impl Queued {
+    fn bytes(&self) -> u64 {
+        (self.message.topic.len() + self.message.payload.len()) as u64
+    }
+}
+
+/// What acknowledging a packet identifier asks the caller to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AckOutcome {
+    /// Unknown identifier or wrong stage: ignored, as acks for unknown ids are not an error.
+    Ignored,
+    /// A slot of the window was freed: send what the queue holds.
+    Freed,
+    /// PUBREC for a QoS 2 publish: send PUBREL with that id.
+    SendPubRel,
+}
+
+pub(crate) struct Outbound {
+    inflight: VecDeque<Inflight>,
+    /// The last identifier handed out; the next search starts after it.
+    last_id: u16,
+    queue: VecDeque<Queued>,
+    queue_bytes: u64,
+}
+
+impl Outbound {
+    pub(crate) fn new() -> Outbound {
+        Outbound {
+            inflight: VecDeque::new(),
+            last_id: 0,
+            queue: VecDeque::new(),
+            queue_bytes: 0,
+        }
+    }
+
+    pub(crate) fn inflight(&self) -> impl Iterator<Item = &Inflight> {
+        self.inflight.iter()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn inflight_len(&self) -> usize {
+        self.inflight.len()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn queue_len(&self) -> usize {
+        self.queue.len()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn queue_bytes(&self) -> u64 {
+        self.queue_bytes
+    }
+
+    /// Whether a new publish may be sent now rather than queued. Anything already queued goes
+    /// first, to keep the order of the messages.
+    pub(crate) fn has_room(&self, inflight_max: u16) -> bool {
+        self.queue.is_empty() && self.inflight.len() < usize::from(inflight_max)
+    }
+
+    /// Appends to the queue; returns how many messages were dropped to stay within
+    /// `queue_bytes_max` (the oldest first, or the new one if it alone is larger).
+    pub(crate) fn enqueue(&mut self, queued: Queued, queue_bytes_max: u64) -> u64 {
+        let bytes = queued.bytes();
+        if bytes > queue_bytes_max {
+            return 1;
+        }
+        let mut dropped = 0;
+        while self.queue_bytes + bytes > queue_bytes_max {
+            let oldest = self
+                .queue
+                .pop_front()
+                .expect("queue_bytes > 0 means a message");
+            self.queue_bytes -= oldest.bytes();
+            dropped += 1;
+        }
+        self.queue_bytes += bytes;
+        self.queue.push_back(queued);
+        dropped
+    }
+
+    /// Takes the next queued message if the window has room.
+    pub(crate) fn dequeue(&mut self, inflight_max: u16) -> Option<Queued> {
+        if self.inflight.len() >= usize::from(inflight_max) {
+            return None;
+        }
+        let queued = self.queue.pop_front()?;
+        self.queue_bytes -= queued.bytes();
+        Some(queued)
+    }
+
+    /// Records a publish as sent with a fresh identifier, which it returns.
+    pub(crate) fn start(&mut self, queued: Queued) -> PacketId {
+        debug_assert!(
+            queued.qos != QoS::AtMostOnce,
+            "QoS 0 has no in-flight state"
+        );
+        let id = self.allocate_id();
+        self.inflight.push_back(Inflight {
+            id,
+            qos: queued.qos,
+            state: InflightState::Published {
+                message: queued.message,
+                retain: queued.retain,
+            },
+        });
+        id
+    }
+
+    /// The next identifier not in use by an in-flight publish [MQTT-2.3.1-2]. The window is
+    /// far smaller than the 65 535 identifiers, so the search ends within `inflight_len + 1`
+    /// candidates.
+    fn allocate_id(&mut self) -> PacketId {
+        assert!(
+            self.inflight.len() < usize::from(u16::MAX),
+            "a free identifier exists"
+        );
+        loop {
+            self.last_id = self.last_id.checked_add(1).unwrap_or(1);
+            let id = PacketId::new(self.last_id).expect("last_id is never zero here");
+            if !self.inflight.iter().any(|entry| entry.id == id) {
+                return id;
+            }
+        }
+    }
+
+    /// PUBACK: completes a QoS 1 publish.
+    pub(crate) fn puback(&mut self, id: PacketId) -> AckOutcome {
+        let Some(index) = self.position(id) else {
+            return AckOutcome::Ignored;
+        };
+        let entry = &self.inflight[index];
+        if entry.qos != QoS::AtLeastOnce {
+            return AckOutcome::Ignored;
+        }
+        self.inflight.remove(index);
+        AckOutcome::Freed
+    }
+
+    /// PUBREC: moves a QoS 2 publish to its second stage. A repeated PUBREC gets PUBREL again.
+    pub(crate) fn pubrec(&mut self, id: PacketId) -> AckOutcome {
+        let Some(index) = self.position(id) else {
+            return AckOutcome::Ignored;
+        };
+        let entry = &mut self.inflight[index];
+        if entry.qos != QoS::ExactlyOnce {
+            return AckOutcome::Ignored;
+        }
+        entry.state = InflightState::Released;
+        AckOutcome::SendPubRel
+    }
+
+    /// PUBCOMP: completes a QoS 2 publish whose PUBREL was sent.
+    pub(crate) fn pubcomp(&mut self, id: PacketId) -> AckOutcome {
+        let Some(index) = self.position(id) else {
+            return AckOutcome::Ignored;
+        };
+        if !matches!(self.inflight[index].state, InflightState::Released) {
+            return AckOutcome::Ignored;
+        }
+        self.inflight.remove(index);
+        AckOutcome::Freed
+    }
+
+    fn position(&self, id: PacketId) -> Option<usize> {
+        self.inflight.iter().position(|entry| entry.id == id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queued(qos: QoS, payload_bytes: usize) -> Queued {
+        Queued {
+            message: Arc::new(RoutedMessage {
+                topic: "t".into(),
+                payload: vec![0; payload_bytes].into(),
+                qos,
+                retain: false,
+            }),
+            qos,
+            retain: false,
+        }
+    }
+
+    fn id(value: u16) -> PacketId {
+        PacketId::new(value).expect("test ids are non-zero")
+    }
+
+    #[test]
+    fn ids_skip_those_in_use_and_wrap_past_zero() {
+        let mut out = Outbound::new();
+        out.last_id = u16::MAX - 1;
+        assert_eq!(out.start(queued(QoS::AtLeastOnce, 1)), id(u16::MAX));
+        assert_eq!(out.start(queued(QoS::AtLeastOnce, 1)), id(1));
+        out.last_id = u16::MAX - 1;
+        assert_eq!(out.start(queued(QoS::AtLeastOnce, 1)), id(2));
+    }
+
+    #[test]
+    fn qos1_and_qos2_flows() {
+        let mut out = Outbound::new();
+        let a = out.start(queued(QoS::AtLeastOnce, 1));
+        let b = out.start(queued(QoS::ExactlyOnce, 1));
+        assert_eq!(out.pubrec(a), AckOutcome::Ignored);
+        assert_eq!(out.pubcomp(b), AckOutcome::Ignored);
+        assert_eq!(out.pubrec(b), AckOutcome::SendPubRel);
+        assert_eq!(out.pubrec(b), AckOutcome::SendPubRel);
+        assert_eq!(out.puback(b), AckOutcome::Ignored);
+        assert_eq!(out.puback(a), AckOutcome::Freed);
+        assert_eq!(out.puback(a), AckOutcome::Ignored);
+        assert_eq!(out.pubcomp(b), AckOutcome::Freed);
+        assert_eq!(out.inflight_len(), 0);
+    }
+
+    #[test]
+    fn queue_drops_oldest_past_its_bytes() {
+        let mut out = Outbound::new();
+        // Each message counts 1 topic byte + 9 payload bytes.
+        assert_eq!(out.enqueue(queued(QoS::AtLeastOnce, 9), 25), 0);
+        assert_eq!(out.enqueue(queued(QoS::AtLeastOnce, 9), 25), 0);
+        assert_eq!(out.enqueue(queued(QoS::AtLeastOnce, 9), 25), 1);
+        assert_eq!(out.queue_len(), 2);
+        assert_eq!(out.queue_bytes(), 20);
+        assert_eq!(out.enqueue(queued(QoS::AtLeastOnce, 30), 25), 1);
+        assert_eq!(out.queue_len(), 2);
+    }
+
+    #[test]
+    fn window_bounds_dequeue() {
+        let mut out = Outbound::new();
+        for _ in 0..3 {
+            out.enqueue(queued(QoS::AtLeastOnce, 1), 100);
+        }
+        assert!(!out.has_room(2));
+        let first = out.dequeue(2).expect("room for two");
+        out.start(first);
+        let second = out.dequeue(2).expect("room for two");
+        let id = out.start(second);
+        assert!(out.dequeue(2).is_none());
+        out.puback(id);
+        assert!(out.dequeue(2).is_some());
+        assert_eq!(out.queue_bytes(), 0);
+    }
+}

@@ -1,0 +1,265 @@
+//! This shard's replica of the retained messages: a trie keyed by topic level, walked with a
+//! subscription's filter to find the retained messages to send on SUBSCRIBE [MQTT-3.3.1-6].
+//!
+//! Every shard applies every retained publish (local or routed), so the replicas converge;
+//! nothing is shared mutably between shards. A message is held as the `Arc<RoutedMessage>`
+//! that was routed, so local replicas of a locally published message share its bytes.
+//!
+//! Worst case: `retained_messages_max` (100 000) × `packet_bytes_max` per shard if every
+//! message were distinct; in practice messages arriving from the same publish share one `Arc`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::outbox::RoutedMessage;
+
+const ROOT: u32 = 0;
+
+/// Marks a stack entry whose whole subtree matches (the filter reached `#`).
+const SUBTREE: usize = usize::MAX;
+
+#[derive(Default)]
+struct Node {
+    parent: u32,
+    level: Box<str>,
+    children: HashMap<Box<str>, u32>,
+    message: Option<Arc<RoutedMessage>>,
+}
+
+/// What a retained publish did to the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RetainOutcome {
+    /// Stored, replacing any previous message of the topic [MQTT-3.3.1-5].
+    Stored,
+    /// An empty payload removed the topic's message [MQTT-3.3.1-10/11].
+    Cleared,
+    /// A new topic past `retained_messages_max`: forwarded, but not retained.
+    Rejected,
+}
+
+/// A scratch stack kept by the caller so walks do not allocate once warm.
+pub(crate) type RetainedStack = Vec<(u32, usize)>;
+
+pub(crate) struct RetainedStore {
+    nodes: Vec<Node>,
+    free: Vec<u32>,
+    count: usize,
+    count_max: usize,
+}
+
+impl RetainedStore {
+    pub(crate) fn new(retained_messages_max: u32) -> RetainedStore {
+        RetainedStore {
+            nodes: vec![Node::default()],
+            free: Vec::new(),
+            count: 0,
+            count_max: retained_messages_max as usize,
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Applies a publish that carried RETAIN=1.
+    pub(crate) fn apply(&mut self, message: &Arc<RoutedMessage>) -> RetainOutcome {
+        debug_assert!(message.retain, "only retained publishes reach the store");
+        if message.payload.is_empty() {
+            if let Some(node) = self.find(&message.topic) {
+                if self.nodes[node as usize].message.take().is_some() {
+                    self.count -= 1;
+                }
+                self.prune(node);
+            }
+            return RetainOutcome::Cleared;
+        }
+        if let Some(node) = self.find(&message.topic) {
+            let slot = &mut self.nodes[node as usize].message;
+            if slot.is_some() {
+                *slot = Some(Arc::clone(message));
+                return RetainOutcome::Stored;
+            }
+        }
+        if self.count >= self.count_max {
+            return RetainOutcome::Rejected;
+        }
+        let mut node = ROOT;
+        for level in message.topic.split('/') {
+            node = self.child_or_insert(node, level);
+        }
+        self.nodes[node as usize].message = Some(Arc::clone(message));
+        self.count += 1;
+        RetainOutcome::Stored
+    }
+
+    /// Calls `visit` with every retained message whose topic matches `filter`.
+    pub(crate) fn for_each_match(
+        &self,
+        filter: &str,
+        stack: &mut RetainedStack,
+        mut visit: impl FnMut(&Arc<RoutedMessage>),
+    ) {
+        let end = filter.len() + 1;
+        stack.clear();
+        stack.push((ROOT, 0));
+        while let Some((index, position)) = stack.pop() {
+            let node = &self.nodes[index as usize];
+            if position == end {
+                if let Some(message) = &node.message {
+                    visit(message);
+                }
+                continue;
+            }
+            if position == SUBTREE {
+                if let Some(message) = &node.message {
+                    visit(message);
+                }
+                for (level, &child) in &node.children {
+                    if index != ROOT || !level.starts_with('$') {
+                        stack.push((child, SUBTREE));
+                    }
+                }
+                continue;
+            }
+            let rest = &filter[position..];
+            let (level, next) = match rest.find('/') {
+                Some(slash) => (&rest[..slash], position + slash + 1),
+                None => (rest, end),
+            };
+            match level {
+                // `#` matches the parent level too [MQTT-4.7.1-2]: visit this node's own
+                // message, then everything below. Topics starting with `$` are not matched by
+                // a filter starting with a wildcard [MQTT-4.7.2-1].
+                "#" => stack.push((index, SUBTREE)),
+                "+" => {
+                    for (child_level, &child) in &node.children {
+                        if index != ROOT || !child_level.starts_with('$') {
+                            stack.push((child, next));
+                        }
+                    }
+                }
+                _ => {
+                    if let Some(&child) = node.children.get(level) {
+                        stack.push((child, next));
+                    }
+                }
+            }
+        }
+    }
+
+    fn find(&self, topic: &str) -> Option<u32> {
+        let mut node = ROOT;
+        for level in topic.split('/') {
+            node = *self.nodes[node as usize].children.get(level)?;
+        }
+        Some(node)
+    }
+
+    fn child_or_insert(&mut self, parent: u32, level: &str) -> u32 {
+        if let Some(&child) = self.nodes[parent as usize].children.get(level) {
+            return child;
+        }
+        let node = Node {
+            parent,
+            level: level.into(),
+            ..Node::default()
+        };
+        let child = match self.free.pop() {
+            Some(index) => {
+                self.nodes[index as usize] = node;
+                index
+            }
+            None => {
+                let index = u32::try_from(self.nodes.len()).expect("fewer than 2^32 nodes");
+                self.nodes.push(node);
+                index
+            }
+        };
+        self.nodes[parent as usize]
+            .children
+            .insert(level.into(), child);
+        child
+    }
+
+    fn prune(&mut self, mut node: u32) {
+        while node != ROOT {
+            let entry = &self.nodes[node as usize];
+            if entry.message.is_some() || !entry.children.is_empty() {
+                return;
+            }
+            let removed = std::mem::take(&mut self.nodes[node as usize]);
+            self.nodes[removed.parent as usize]
+                .children
+                .remove(&removed.level);
+            self.free.push(node);
+            node = removed.parent;
+        }
+    }
+
+    #[cfg(test)]
+    fn node_count(&self) -> usize {
+        self.nodes.len() - self.free.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::mqtt::QoS;
+
+    fn message(topic: &str, payload: &[u8]) -> Arc<RoutedMessage> {
+        Arc::new(RoutedMessage {
+            topic: topic.into(),
+            payload: payload.into(),
+            qos: QoS::AtMostOnce,
+            retain: true,
+        })
+    }
+
+    fn topics(store: &RetainedStore, filter: &str) -> Vec<String> {
+        let mut found = Vec::new();
+        store.for_each_match(filter, &mut Vec::new(), |m| found.push(m.topic.to_string()));
+        found.sort();
+        found
+    }
+
+    #[test]
+    fn set_replace_clear() {
+        let mut store = RetainedStore::new(10);
+        assert_eq!(store.apply(&message("a/b", b"1")), RetainOutcome::Stored);
+        assert_eq!(store.apply(&message("a/b", b"2")), RetainOutcome::Stored);
+        assert_eq!(store.len(), 1);
+        let mut payloads = Vec::new();
+        store.for_each_match("a/b", &mut Vec::new(), |m| payloads.push(m.payload.clone()));
+        assert_eq!(payloads, vec![Box::from(&b"2"[..])]);
+        assert_eq!(store.apply(&message("a/b", b"")), RetainOutcome::Cleared);
+        assert_eq!(store.len(), 0);
+        assert_eq!(store.node_count(), 1);
+        assert_eq!(store.apply(&message("x", b"")), RetainOutcome::Cleared);
+    }
+
+    #[test]
+    fn wildcards_and_dollar_rule() {
+        let mut store = RetainedStore::new(10);
+        for topic in ["a", "a/b", "a/c/d", "$sys/x", "/e"] {
+            store.apply(&message(topic, b"p"));
+        }
+        assert_eq!(topics(&store, "#"), vec!["/e", "a", "a/b", "a/c/d"]);
+        assert_eq!(topics(&store, "a/#"), vec!["a", "a/b", "a/c/d"]);
+        assert_eq!(topics(&store, "+"), vec!["a"]);
+        assert_eq!(topics(&store, "+/+"), vec!["/e", "a/b"]);
+        assert_eq!(topics(&store, "$sys/#"), vec!["$sys/x"]);
+        assert_eq!(topics(&store, "+/x"), Vec::<String>::new());
+        assert_eq!(topics(&store, "a/+/d"), vec!["a/c/d"]);
+    }
+
+    #[test]
+    fn new_topics_past_the_limit_are_rejected() {
+        let mut store = RetainedStore::new(1);
+        assert_eq!(store.apply(&message("a", b"1")), RetainOutcome::Stored);
+        assert_eq!(store.apply(&message("b", b"1")), RetainOutcome::Rejected);
+        assert_eq!(store.apply(&message("a", b"2")), RetainOutcome::Stored);
+        assert_eq!(topics(&store, "#"), vec!["a"]);
+        assert_eq!(store.node_count(), 2);
+    }
+}

@@ -1,0 +1,140 @@
+//! A session ([MQTT-3.1.2-4]): what the broker remembers about a client identifier, and the
+//! connection currently attached to it, if any.
+//!
+//! A session with clean session = 1 lives exactly as long as its connection; one with clean
+//! session = 0 outlives it and waits, offline, for the client to come back. Offline sessions are
+//! bounded per shard (`offline_sessions_per_shard_max`); past it the one disconnected longest
+//! ago is evicted, which is allowed since 3.1.1 leaves how long a session is kept to the server.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::outbound::Outbound;
+use super::outbox::{ConnId, RoutedMessage, Transport};
+use super::slab::SessionKey;
+use crate::protocol::mqtt::{PacketId, ProtocolVersion, QoS};
+
+pub(crate) struct Session {
+    pub(crate) client_id: Box<str>,
+    /// The protocol of the last connection: kept per session so MQTT 5 session state (expiry,
+    /// properties) has a place to go.
+    pub(crate) version: ProtocolVersion,
+    /// Clean session = 0: the session survives its connection.
+    pub(crate) persistent: bool,
+    pub(crate) conn: Option<ConnId>,
+    /// Filter → granted QoS, mirrored in the topic trie. At most
+    /// `subscriptions_per_session_max` entries.
+    pub(crate) subscriptions: HashMap<Box<str>, QoS>,
+    pub(crate) outbound: Outbound,
+    /// QoS 2 publishes received (PUBREC sent) whose PUBREL has not arrived: a PUBLISH with one
+    /// of these ids is not delivered again ([MQTT-4.3.3-2], method B). At most
+    /// `inbound_qos2_max`, so a linear search is cheap.
+    pub(crate) inbound_qos2: Vec<PacketId>,
+    /// Non-zero while offline: the ticket of this session in `OfflineSessions`.
+    pub(crate) offline_ticket: u64,
+    /// The fan-out sequence number of the last publish that matched this session, and where
+    /// its entry sits in the broker's match list: dedups overlapping subscriptions without
+    /// allocating per publish.
+    pub(crate) match_stamp: u64,
+    pub(crate) match_slot: usize,
+}
+
+impl Session {
+    pub(crate) fn new(client_id: &str, version: ProtocolVersion, persistent: bool) -> Session {
+        Session {
+            client_id: client_id.into(),
+            version,
+            persistent,
+            conn: None,
+            subscriptions: HashMap::new(),
+            outbound: Outbound::new(),
+            inbound_qos2: Vec::new(),
+            offline_ticket: 0,
+            match_stamp: 0,
+            match_slot: 0,
+        }
+    }
+}
+
+/// A network connection that sent an accepted CONNECT.
+pub(crate) struct Connection {
+    pub(crate) session: SessionKey,
+    pub(crate) transport: Transport,
+    pub(crate) version: ProtocolVersion,
+    /// 1.5 × the keep-alive the client asked for, or `None` when it asked for 0 (no timeout)
+    /// [MQTT-3.1.2-24].
+    pub(crate) keep_alive_grace: Option<Duration>,
+    pub(crate) last_packet_at: Instant,
+    /// Cleared by DISCONNECT [MQTT-3.1.2-10].
+    pub(crate) will: Option<Arc<RoutedMessage>>,
+}
+
+/// Persistent sessions whose client is away, oldest disconnection first.
+///
+/// Each disconnection takes a new ticket; a session that comes back or is discarded leaves a
+/// stale entry behind, recognised because the session's ticket no longer matches. Stale
+/// entries are compacted away once they outnumber live ones, so the queue stays O(offline).
+pub(crate) struct OfflineSessions {
+    order: VecDeque<(SessionKey, u64)>,
+    count: usize,
+    last_ticket: u64,
+}
+
+impl OfflineSessions {
+    pub(crate) fn new() -> OfflineSessions {
+        OfflineSessions {
+            order: VecDeque::new(),
+            count: 0,
+            last_ticket: 0,
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Marks `session` offline from now on.
+    pub(crate) fn push(&mut self, key: SessionKey, session: &mut Session) {
+        assert_eq!(session.offline_ticket, 0, "a session goes offline once");
+        self.last_ticket += 1;
+        session.offline_ticket = self.last_ticket;
+        self.order.push_back((key, self.last_ticket));
+        self.count += 1;
+    }
+
+    /// Marks `session` no longer offline (resumed or discarded).
+    pub(crate) fn forget(&mut self, session: &mut Session) {
+        if session.offline_ticket != 0 {
+            session.offline_ticket = 0;
+            self.count -= 1;
+        }
+    }
+
+    /// The key of the session offline the longest, if more than `offline_max` are offline.
+    /// The caller discards it (which calls `forget`).
+    pub(crate) fn over_limit(
+        &mut self,
+        offline_max: usize,
+        ticket_of: impl Fn(SessionKey) -> Option<u64>,
+    ) -> Option<SessionKey> {
+        if self.count <= offline_max {
+            self.compact(&ticket_of);
+            return None;
+        }
+        while let Some((key, ticket)) = self.order.pop_front() {
+            if ticket_of(key) == Some(ticket) {
+                return Some(key);
+            }
+        }
+        debug_assert!(false, "count > 0 means a live entry is queued");
+        None
+    }
+
+    fn compact(&mut self, ticket_of: &impl Fn(SessionKey) -> Option<u64>) {
+        if self.order.len() > 2 * self.count + 64 {
+            self.order
+                .retain(|&(key, ticket)| ticket_of(key) == Some(ticket));
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Scenario tests: a `Broker` driven with packets and virtual time, its outbox decoded.

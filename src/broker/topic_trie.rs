@@ -1,0 +1,370 @@
+//! The subscription index of one shard: a trie keyed by topic level, with the single-level
+//! (`+`) and multi-level (`#`) wildcards as dedicated children, holding per filter the sessions
+//! subscribed to it and their granted QoS.
+//!
+//! A publish walks the trie once with an explicit stack (no recursion, no allocation per level:
+//! levels are byte offsets into the topic name), so its cost is bounded by the number of trie
+//! nodes matching the topic, never by the total number of subscriptions. Removal prunes nodes
+//! left empty, so memory follows the live subscriptions.
+//!
+//! Worst case: `subscriptions_per_session_max` (1 024) × sessions per shard (20 000 connected
+//! plus offline ones) entries, each a node position (~12 bytes) plus a position-map slot
+//! (~24 bytes), plus one node per distinct filter level.
+
+use std::collections::HashMap;
+
+use super::slab::SessionKey;
+use crate::protocol::mqtt::QoS;
+
+/// The root node: the parent of the first level of every filter.
+const ROOT: u32 = 0;
+
+#[derive(Default)]
+struct Node {
+    /// The node one level up; meaningless for the root.
+    parent: u32,
+    /// This node's level in its parent (`+` and `#` included), used to unlink it when pruning.
+    level: Box<str>,
+    children: HashMap<Box<str>, u32>,
+    plus: Option<u32>,
+    hash: Option<u32>,
+    /// Sessions subscribed to the filter ending at this node, in a vector so fan-out iterates
+    /// contiguous memory.
+    subscribers: Vec<(SessionKey, QoS)>,
+    /// Where each session sits in `subscribers`, so unsubscribing is O(1) even on a topic with
+    /// a million subscribers (a linear search would make a mass disconnect quadratic).
+    positions: HashMap<SessionKey, u32>,
+}
+
+impl Node {
+    fn is_empty(&self) -> bool {
+        self.subscribers.is_empty()
+            && self.children.is_empty()
+            && self.plus.is_none()
+            && self.hash.is_none()
+    }
+}
+
+/// A scratch stack for `TopicTrie::for_each_match`, kept by the caller between publishes so
+/// matching does not allocate once warm.
+pub(crate) type MatchStack = Vec<(u32, usize)>;
+
+pub(crate) struct TopicTrie {
+    nodes: Vec<Node>,
+    /// Vacant node slots, reused before the vector grows.
+    free: Vec<u32>,
+    subscription_count: usize,
+}
+
+impl TopicTrie {
+    pub(crate) fn new() -> TopicTrie {
+        TopicTrie {
+            nodes: vec![Node::default()],
+            free: Vec::new(),
+            subscription_count: 0,
+        }
+    }
+
+    /// Number of (session, filter) pairs held.
+    pub(crate) fn len(&self) -> usize {
+        self.subscription_count
+    }
+
+    /// Subscribes `session` to `filter` with `qos`; replaces the QoS if it is already
+    /// subscribed ([MQTT-3.8.4-3]). Returns whether the subscription is new.
+    pub(crate) fn insert(&mut self, filter: &str, session: SessionKey, qos: QoS) -> bool {
+        let mut node = ROOT;
+        for level in filter.split('/') {
+            node = self.child_or_insert(node, level);
+        }
+        let node = &mut self.nodes[node as usize];
+        if let Some(&position) = node.positions.get(&session) {
+            node.subscribers[position as usize].1 = qos;
+            return false;
+        }
+        let position = u32::try_from(node.subscribers.len()).expect("fewer than 2^32 sessions");
+        node.subscribers.push((session, qos));
+        node.positions.insert(session, position);
+        self.subscription_count += 1;
+        true
+    }
+
+    /// Removes `session`'s subscription to `filter`. Returns whether it existed.
+    pub(crate) fn remove(&mut self, filter: &str, session: SessionKey) -> bool {
+        let mut node = ROOT;
+        for level in filter.split('/') {
+            match self.child(node, level) {
+                Some(child) => node = child,
+                None => return false,
+            }
+        }
+        let entry = &mut self.nodes[node as usize];
+        let Some(position) = entry.positions.remove(&session) else {
+            return false;
+        };
+        entry.subscribers.swap_remove(position as usize);
+        if let Some(&(moved, _)) = entry.subscribers.get(position as usize) {
+            entry.positions.insert(moved, position);
+        }
+        self.subscription_count -= 1;
+        self.prune(node);
+        true
+    }
+
+    /// Calls `visit` for every subscription whose filter matches the topic name `topic`.
+    /// A session subscribed with several matching filters is visited once per filter.
+    pub(crate) fn for_each_match(
+        &self,
+        topic: &str,
+        stack: &mut MatchStack,
+        mut visit: impl FnMut(SessionKey, QoS),
+    ) {
+        // A position is the byte offset where the next level starts; `end` means every level
+        // of the topic has been consumed.
+        let end = topic.len() + 1;
+        let mut emit = |node: u32| {
+            for &(session, qos) in &self.nodes[node as usize].subscribers {
+                visit(session, qos);
+            }
+        };
+        stack.clear();
+        stack.push((ROOT, 0));
+        while let Some((index, position)) = stack.pop() {
+            let node = &self.nodes[index as usize];
+            if position == end {
+                emit(index);
+                // `sport/#` also matches `sport` itself [MQTT-4.7.1-2].
+                if let Some(hash) = node.hash {
+                    emit(hash);
+                }
+                continue;
+            }
+            let rest = &topic[position..];
+            let (level, next) = match rest.find('/') {
+                Some(slash) => (&rest[..slash], position + slash + 1),
+                None => (rest, end),
+            };
+            // A filter starting with a wildcard does not match a topic starting with `$`
+            // [MQTT-4.7.2-1].
+            let wildcards_allowed = !(index == ROOT && level.starts_with('$'));
+            if wildcards_allowed {
+                if let Some(hash) = node.hash {
+                    emit(hash);
+                }
+                if let Some(plus) = node.plus {
+                    stack.push((plus, next));
+                }
+            }
+            if let Some(&child) = node.children.get(level) {
+                stack.push((child, next));
+            }
+        }
+    }
+
+    fn child(&self, node: u32, level: &str) -> Option<u32> {
+        let node = &self.nodes[node as usize];
+        match level {
+            "+" => node.plus,
+            "#" => node.hash,
+            _ => node.children.get(level).copied(),
+        }
+    }
+
+    fn child_or_insert(&mut self, parent: u32, level: &str) -> u32 {
+        if let Some(child) = self.child(parent, level) {
+            return child;
+        }
+        let node = Node {
+            parent,
+            level: level.into(),
+            ..Node::default()
+        };
+        let child = match self.free.pop() {
+            Some(index) => {
+                self.nodes[index as usize] = node;
+                index
+            }
+            None => {
+                let index = u32::try_from(self.nodes.len()).expect("fewer than 2^32 nodes");
+                self.nodes.push(node);
+                index
+            }
+        };
+        let parent = &mut self.nodes[parent as usize];
+        match level {
+            "+" => parent.plus = Some(child),
+            "#" => parent.hash = Some(child),
+            _ => {
+                parent.children.insert(level.into(), child);
+            }
+        }
+        child
+    }
+
+    /// Unlinks and frees `node` and its ancestors while they hold nothing.
+    fn prune(&mut self, mut node: u32) {
+        while node != ROOT && self.nodes[node as usize].is_empty() {
+            let removed = std::mem::take(&mut self.nodes[node as usize]);
+            let parent = &mut self.nodes[removed.parent as usize];
+            match &*removed.level {
+                "+" => parent.plus = None,
+                "#" => parent.hash = None,
+                level => {
+                    parent.children.remove(level);
+                }
+            }
+            self.free.push(node);
+            node = removed.parent;
+        }
+    }
+
+    /// Number of nodes in use, root included.
+    #[cfg(test)]
+    pub(crate) fn node_count(&self) -> usize {
+        self.nodes.len() - self.free.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::slab::Slab;
+    use proptest::prelude::*;
+
+    /// A naive reference matcher written straight from MQTT 3.1.1 §4.7.
+    fn naive_matches(filter: &str, topic: &str) -> bool {
+        if topic.starts_with('$') && (filter.starts_with('+') || filter.starts_with('#')) {
+            return false;
+        }
+        let filter: Vec<&str> = filter.split('/').collect();
+        let topic: Vec<&str> = topic.split('/').collect();
+        for (i, level) in filter.iter().enumerate() {
+            if *level == "#" {
+                return true;
+            }
+            match topic.get(i) {
+                None => return false,
+                Some(t) if *level != "+" && level != t => return false,
+                Some(_) => {}
+            }
+        }
+        filter.len() == topic.len()
+    }
+
+    fn keys(n: usize) -> Vec<SessionKey> {
+        let mut slab = Slab::new();
+        (0..n).map(|i| slab.insert(i)).collect()
+    }
+
+    fn matches(trie: &TopicTrie, topic: &str) -> Vec<(SessionKey, QoS)> {
+        let mut found = Vec::new();
+        trie.for_each_match(topic, &mut Vec::new(), |s, q| found.push((s, q)));
+        found.sort();
+        found
+    }
+
+    #[test]
+    fn wildcards_and_dollar_rule() {
+        let k = keys(6);
+        let mut trie = TopicTrie::new();
+        trie.insert("sport/tennis/#", k[0], QoS::AtMostOnce);
+        trie.insert("sport/+/player1", k[1], QoS::AtLeastOnce);
+        trie.insert("#", k[2], QoS::AtMostOnce);
+        trie.insert("+/monitor/Clients", k[3], QoS::AtMostOnce);
+        trie.insert("$SYS/#", k[4], QoS::AtMostOnce);
+        trie.insert("/+", k[5], QoS::AtMostOnce);
+        let sessions = |topic| -> Vec<SessionKey> {
+            matches(&trie, topic).into_iter().map(|(s, _)| s).collect()
+        };
+        assert_eq!(sessions("sport/tennis"), vec![k[0], k[2]]);
+        assert_eq!(sessions("sport/tennis/player1"), vec![k[0], k[1], k[2]]);
+        assert_eq!(sessions("$SYS/monitor/Clients"), vec![k[4]]);
+        assert_eq!(sessions("/finance"), vec![k[2], k[5]]);
+        assert_eq!(sessions("sport"), vec![k[2]]);
+    }
+
+    #[test]
+    fn insert_twice_replaces_qos() {
+        let k = keys(1);
+        let mut trie = TopicTrie::new();
+        assert!(trie.insert("a/b", k[0], QoS::AtMostOnce));
+        assert!(!trie.insert("a/b", k[0], QoS::ExactlyOnce));
+        assert_eq!(trie.len(), 1);
+        assert_eq!(matches(&trie, "a/b"), vec![(k[0], QoS::ExactlyOnce)]);
+    }
+
+    #[test]
+    fn removal_prunes_to_root_and_keeps_others() {
+        let k = keys(3);
+        let mut trie = TopicTrie::new();
+        trie.insert("a/b/c", k[0], QoS::AtMostOnce);
+        trie.insert("a/b/c", k[1], QoS::AtMostOnce);
+        trie.insert("a/+/#", k[2], QoS::AtMostOnce);
+        assert!(trie.remove("a/b/c", k[0]));
+        assert!(!trie.remove("a/b/c", k[0]));
+        assert_eq!(matches(&trie, "a/b/c").len(), 2);
+        assert!(trie.remove("a/b/c", k[1]));
+        assert!(trie.remove("a/+/#", k[2]));
+        assert!(!trie.remove("x/y", k[2]));
+        assert_eq!(trie.len(), 0);
+        assert_eq!(trie.node_count(), 1);
+    }
+
+    fn level() -> impl Strategy<Value = &'static str> {
+        prop::sample::select(vec!["a", "b", "", "$sys", "+", "#"])
+    }
+
+    /// A syntactically valid filter: `#` only as the last level.
+    fn filter() -> impl Strategy<Value = String> {
+        prop::collection::vec(level(), 1..5).prop_map(|levels| {
+            let cut = levels
+                .iter()
+                .position(|l| *l == "#")
+                .map_or(levels.len(), |i| i + 1);
+            levels[..cut].join("/")
+        })
+    }
+
+    /// A topic name: no wildcards, at least one character.
+    fn topic() -> impl Strategy<Value = String> {
+        let name = prop::sample::select(vec!["a", "b", "", "$sys"]);
+        prop::collection::vec(name, 1..5)
+            .prop_map(|levels| levels.join("/"))
+            .prop_filter("topic names are not empty", |t| !t.is_empty())
+    }
+
+    proptest! {
+        #[test]
+        fn trie_agrees_with_naive_matcher(
+            filters in prop::collection::vec(filter(), 1..12),
+            removed in prop::collection::vec(any::<bool>(), 12),
+            topics in prop::collection::vec(topic(), 1..8),
+        ) {
+            let k = keys(filters.len());
+            let mut trie = TopicTrie::new();
+            for (i, f) in filters.iter().enumerate() {
+                trie.insert(f, k[i], QoS::AtMostOnce);
+            }
+            let mut live = Vec::new();
+            for (i, f) in filters.iter().enumerate() {
+                if removed[i] {
+                    trie.remove(f, k[i]);
+                } else {
+                    live.push(i);
+                }
+            }
+            for t in &topics {
+                let got: Vec<SessionKey> = matches(&trie, t).into_iter().map(|(s, _)| s).collect();
+                let mut want: Vec<SessionKey> =
+                    live.iter().filter(|&&i| naive_matches(&filters[i], t)).map(|&i| k[i]).collect();
+                want.sort();
+                prop_assert_eq!(got, want, "topic {:?} filters {:?}", t, filters);
+            }
+            for &i in &live {
+                trie.remove(&filters[i], k[i]);
+            }
+            prop_assert_eq!(trie.len(), 0);
+            prop_assert_eq!(trie.node_count(), 1);
+        }
+    }
+}
