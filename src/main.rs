@@ -68,7 +68,8 @@ fn parse_args() -> anyhow::Result<Option<Config>> {
     }
     let mut config = match config_file {
         Some(path) => {
-            let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read config file {path}"))?;
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read config file {path}"))?;
             Config::from_toml(&text, &path)?
         }
         None => Config::default(),
@@ -79,7 +80,9 @@ fn parse_args() -> anyhow::Result<Option<Config>> {
             "ws" => config.ws = parse_listener("--ws", &value)?,
             "ws_path" => config.ws_path = value,
             "shards" => {
-                config.shards = value.parse().with_context(|| format!("--shards: `{value}` is not a number"))?
+                config.shards = value
+                    .parse()
+                    .with_context(|| format!("--shards: `{value}` is not a number"))?
             }
             _ => config.log_level = value,
         }
@@ -89,7 +92,9 @@ fn parse_args() -> anyhow::Result<Option<Config>> {
 }
 
 fn run() -> anyhow::Result<()> {
-    let Some(config) = parse_args()? else { return Ok(()) };
+    let Some(config) = parse_args()? else {
+        return Ok(());
+    };
     env_logger::Builder::new()
         .parse_filters(&config.log_level)
         .parse_env("FANFARE_LOG")
@@ -99,7 +104,10 @@ fn run() -> anyhow::Result<()> {
     let mut per_shard: Vec<Vec<(ListenerKind, std::net::TcpListener)>> =
         (0..config.shards).map(|_| Vec::new()).collect();
     let mut announced = Vec::new();
-    for (kind, addr) in [(ListenerKind::Tcp, config.tcp), (ListenerKind::Ws, config.ws)] {
+    for (kind, addr) in [
+        (ListenerKind::Tcp, config.tcp),
+        (ListenerKind::Ws, config.ws),
+    ] {
         let Some(addr) = addr else { continue };
         let listeners = bind_reuseport(addr, config.shards)
             .with_context(|| format!("cannot listen for {} on {addr}", kind.name()))?;
@@ -116,7 +124,10 @@ fn run() -> anyhow::Result<()> {
     // Shards inherit this mask: stop signals reach only the sigwait below.
     sys::block_stop_signals().context("cannot block SIGINT/SIGTERM")?;
     let config = Arc::new(config);
-    let mailboxes = Arc::new(Mailboxes::new(config.shards, config.limits.cross_shard_queue_len_max as usize)?);
+    let mailboxes = Arc::new(Mailboxes::new(
+        config.shards,
+        config.limits.cross_shard_queue_len_max as usize,
+    )?);
     let stop = Arc::new(AtomicBool::new(false));
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let mut threads = Vec::new();
@@ -143,7 +154,11 @@ fn run() -> anyhow::Result<()> {
         log::info!("{line}");
     }
     println!("ready");
-    log::info!("fanfare {} ready with {} shards", env!("CARGO_PKG_VERSION"), config.shards);
+    log::info!(
+        "fanfare {} ready with {} shards",
+        env!("CARGO_PKG_VERSION"),
+        config.shards
+    );
 
     let signal = sys::wait_for_stop_signal();
     log::info!("{signal} received: closing connections and stopping");

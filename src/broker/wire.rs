@@ -34,7 +34,11 @@ fn put_ws_header(payload_len: usize, out: &mut Vec<u8>) {
 }
 
 /// The bytes of `packet` for a connection speaking `version` over `transport`.
-pub(crate) fn frame(packet: &Packet<'_>, version: ProtocolVersion, transport: Transport) -> Vec<u8> {
+pub(crate) fn frame(
+    packet: &Packet<'_>,
+    version: ProtocolVersion,
+    transport: Transport,
+) -> Vec<u8> {
     let len = encoded_len(packet, version);
     let mut out = Vec::with_capacity(len + 10);
     if transport == Transport::Ws {
@@ -111,7 +115,9 @@ impl PublishCache {
     ) -> Vec<u8> {
         let template = self.template(message, variant);
         let mut bytes = template.bytes.to_vec();
-        let offset = template.id_offset.expect("a QoS 1/2 publish has an identifier");
+        let offset = template
+            .id_offset
+            .expect("a QoS 1/2 publish has an identifier");
         bytes[offset..offset + 2].copy_from_slice(&id.get().to_be_bytes());
         bytes
     }
@@ -153,7 +159,13 @@ mod tests {
 
     #[test]
     fn ws_header_lengths() {
-        for (len, header) in [(0usize, 2usize), (125, 2), (126, 4), (65_535, 4), (65_536, 10)] {
+        for (len, header) in [
+            (0usize, 2usize),
+            (125, 2),
+            (126, 4),
+            (65_535, 4),
+            (65_536, 10),
+        ] {
             let mut out = Vec::new();
             put_ws_header(len, &mut out);
             assert_eq!(out.len(), header, "payload of {len} bytes");
@@ -196,11 +208,22 @@ mod tests {
     fn slots_are_distinct() {
         let mut seen = std::collections::HashSet::new();
         for transport in [Transport::Tcp, Transport::Ws] {
-            for version in [ProtocolVersion::V31, ProtocolVersion::V311, ProtocolVersion::V5] {
+            for version in [
+                ProtocolVersion::V31,
+                ProtocolVersion::V311,
+                ProtocolVersion::V5,
+            ] {
                 for qos in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce] {
                     for retain in [false, true] {
                         for dup in [false, true] {
-                            let slot = PublishVariant { transport, version, qos, retain, dup }.slot();
+                            let slot = PublishVariant {
+                                transport,
+                                version,
+                                qos,
+                                retain,
+                                dup,
+                            }
+                            .slot();
                             assert!(slot < SLOTS);
                             assert!(seen.insert(slot));
                         }

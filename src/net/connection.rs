@@ -68,11 +68,15 @@ impl CloseCause {
     /// gone and nothing can be sent.
     pub const fn ws_close_code(self) -> Option<u16> {
         match self {
-            CloseCause::PeerClosed | CloseCause::NetworkError(_) | CloseCause::HandoffFailed => None,
+            CloseCause::PeerClosed | CloseCause::NetworkError(_) | CloseCause::HandoffFailed => {
+                None
+            }
             CloseCause::Handshake(_) | CloseCause::HandshakeTimeout => None,
             CloseCause::Ws(error) => Some(error.close_code()),
             CloseCause::WsClosedByPeer(_) => Some(1000),
-            CloseCause::Decode(_) | CloseCause::Broker(CloseReason::ProtocolViolation(_)) => Some(1002),
+            CloseCause::Decode(_) | CloseCause::Broker(CloseReason::ProtocolViolation(_)) => {
+                Some(1002)
+            }
             CloseCause::Broker(CloseReason::ServerShutdown) | CloseCause::Shutdown => Some(1001),
             CloseCause::SendQueueOverflow => Some(1008),
             CloseCause::Broker(_) | CloseCause::ConnectTimeout => Some(1000),
@@ -88,22 +92,52 @@ impl std::fmt::Display for CloseCause {
                 f.write_str("session taken over by a new connection with the same client id")
             }
             CloseCause::Broker(CloseReason::KeepAliveTimeout) => f.write_str("keep-alive timeout"),
-            CloseCause::Broker(CloseReason::ProtocolViolation(why)) => write!(f, "protocol violation: {why}"),
-            CloseCause::Broker(CloseReason::ClientDisconnected) => f.write_str("client sent DISCONNECT"),
-            CloseCause::Broker(CloseReason::ServerShutdown) | CloseCause::Shutdown => f.write_str("server shutting down"),
+            CloseCause::Broker(CloseReason::ProtocolViolation(why)) => {
+                write!(f, "protocol violation: {why}")
+            }
+            CloseCause::Broker(CloseReason::ClientDisconnected) => {
+                f.write_str("client sent DISCONNECT")
+            }
+            CloseCause::Broker(CloseReason::ServerShutdown) | CloseCause::Shutdown => {
+                f.write_str("server shutting down")
+            }
             CloseCause::PeerClosed => f.write_str("peer closed the connection"),
-            CloseCause::NetworkError(errno) => write!(f, "network error: {}", std::io::Error::from_raw_os_error(*errno)),
-            CloseCause::Decode(error) => write!(f, "malformed MQTT packet: {}", error.description()),
-            CloseCause::Ws(error) => write!(f, "WebSocket error {}: {}", error.close_code(), error.description()),
-            CloseCause::WsClosedByPeer(Some(code)) => write!(f, "WebSocket closed by peer with code {code}"),
+            CloseCause::NetworkError(errno) => write!(
+                f,
+                "network error: {}",
+                std::io::Error::from_raw_os_error(*errno)
+            ),
+            CloseCause::Decode(error) => {
+                write!(f, "malformed MQTT packet: {}", error.description())
+            }
+            CloseCause::Ws(error) => write!(
+                f,
+                "WebSocket error {}: {}",
+                error.close_code(),
+                error.description()
+            ),
+            CloseCause::WsClosedByPeer(Some(code)) => {
+                write!(f, "WebSocket closed by peer with code {code}")
+            }
             CloseCause::WsClosedByPeer(None) => f.write_str("WebSocket closed by peer"),
             CloseCause::Handshake(error) => {
-                write!(f, "WebSocket upgrade refused with {}: {}", error.status(), error.reason())
+                write!(
+                    f,
+                    "WebSocket upgrade refused with {}: {}",
+                    error.status(),
+                    error.reason()
+                )
             }
-            CloseCause::HandshakeTimeout => f.write_str("no complete WebSocket upgrade request in time"),
+            CloseCause::HandshakeTimeout => {
+                f.write_str("no complete WebSocket upgrade request in time")
+            }
             CloseCause::ConnectTimeout => f.write_str("no CONNECT in time"),
-            CloseCause::SendQueueOverflow => f.write_str("peer stopped reading: send queue over its limit"),
-            CloseCause::HandoffFailed => f.write_str("could not hand the connection to its session's shard"),
+            CloseCause::SendQueueOverflow => {
+                f.write_str("peer stopped reading: send queue over its limit")
+            }
+            CloseCause::HandoffFailed => {
+                f.write_str("could not hand the connection to its session's shard")
+            }
         }
     }
 }

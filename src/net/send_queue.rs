@@ -50,7 +50,9 @@ impl SendQueue {
         let after = self.queued_bytes + len;
         match droppable {
             Droppable::Yes if after > queue_bytes_max => return Enqueued::Dropped,
-            Droppable::No if after > queue_bytes_max.saturating_mul(2) => return Enqueued::Overflow,
+            Droppable::No if after > queue_bytes_max.saturating_mul(2) => {
+                return Enqueued::Overflow;
+            }
             _ => {}
         }
         self.queued_bytes = after;
@@ -80,9 +82,15 @@ impl SendQueue {
         for (index, chunk) in self.chunks.iter().take(IOVECS_PER_SEND_MAX).enumerate() {
             let skip = if index == 0 { self.front_sent_bytes } else { 0 };
             let bytes = &chunk.bytes()[skip..];
-            iovecs.push(libc::iovec { iov_base: bytes.as_ptr() as *mut libc::c_void, iov_len: bytes.len() });
+            iovecs.push(libc::iovec {
+                iov_base: bytes.as_ptr() as *mut libc::c_void,
+                iov_len: bytes.len(),
+            });
         }
-        let mut send = Box::new(InFlightSend { iovecs, msg: empty_msghdr() });
+        let mut send = Box::new(InFlightSend {
+            iovecs,
+            msg: empty_msghdr(),
+        });
         send.msg.msg_iov = send.iovecs.as_mut_ptr();
         send.msg.msg_iovlen = send.iovecs.len();
         let ptr = send.msghdr();
@@ -167,9 +175,21 @@ mod tests {
     #[test]
     fn droppable_chunks_stop_at_the_bound_and_required_ones_overflow_at_twice_it() {
         let mut queue = SendQueue::default();
-        assert_eq!(queue.push(owned(&[0; 8]), Droppable::Yes, 10), Enqueued::Queued);
-        assert_eq!(queue.push(owned(&[0; 8]), Droppable::Yes, 10), Enqueued::Dropped);
-        assert_eq!(queue.push(owned(&[0; 8]), Droppable::No, 10), Enqueued::Queued);
-        assert_eq!(queue.push(owned(&[0; 8]), Droppable::No, 10), Enqueued::Overflow);
+        assert_eq!(
+            queue.push(owned(&[0; 8]), Droppable::Yes, 10),
+            Enqueued::Queued
+        );
+        assert_eq!(
+            queue.push(owned(&[0; 8]), Droppable::Yes, 10),
+            Enqueued::Dropped
+        );
+        assert_eq!(
+            queue.push(owned(&[0; 8]), Droppable::No, 10),
+            Enqueued::Queued
+        );
+        assert_eq!(
+            queue.push(owned(&[0; 8]), Droppable::No, 10),
+            Enqueued::Overflow
+        );
     }
 }

@@ -19,7 +19,11 @@ pub struct Slots<T> {
 
 impl<T> Default for Slots<T> {
     fn default() -> Self {
-        Slots { slots: Vec::new(), free: Vec::new(), len: 0 }
+        Slots {
+            slots: Vec::new(),
+            free: Vec::new(),
+            len: 0,
+        }
     }
 }
 
@@ -33,8 +37,12 @@ impl<T> Slots<T> {
         let index = match self.free.pop() {
             Some(index) => index,
             None => {
-                self.slots.push(Slot { generation: 0, value: None });
-                u32::try_from(self.slots.len() - 1).expect("connection count is bounded by a u32 limit")
+                self.slots.push(Slot {
+                    generation: 0,
+                    value: None,
+                });
+                u32::try_from(self.slots.len() - 1)
+                    .expect("connection count is bounded by a u32 limit")
             }
         };
         let slot = &mut self.slots[index as usize];
@@ -45,17 +53,28 @@ impl<T> Slots<T> {
 
     pub fn get(&self, id: ConnId) -> Option<&T> {
         let (index, generation) = split(id);
-        self.slots.get(index).filter(|slot| slot.generation == generation)?.value.as_ref()
+        self.slots
+            .get(index)
+            .filter(|slot| slot.generation == generation)?
+            .value
+            .as_ref()
     }
 
     pub fn get_mut(&mut self, id: ConnId) -> Option<&mut T> {
         let (index, generation) = split(id);
-        self.slots.get_mut(index).filter(|slot| slot.generation == generation)?.value.as_mut()
+        self.slots
+            .get_mut(index)
+            .filter(|slot| slot.generation == generation)?
+            .value
+            .as_mut()
     }
 
     pub fn remove(&mut self, id: ConnId) -> Option<T> {
         let (index, generation) = split(id);
-        let slot = self.slots.get_mut(index).filter(|slot| slot.generation == generation)?;
+        let slot = self
+            .slots
+            .get_mut(index)
+            .filter(|slot| slot.generation == generation)?;
         let value = slot.value.take()?;
         self.free.push(index as u32);
         self.len -= 1;

@@ -29,7 +29,10 @@ pub fn write(fd: RawFd, bytes: &[u8]) -> io::Result<usize> {
 
 /// Takes ownership of a descriptor the kernel handed us in a completion.
 pub fn own(fd: RawFd) -> OwnedFd {
-    assert!(fd >= 0, "descriptors from completions are checked non-negative first");
+    assert!(
+        fd >= 0,
+        "descriptors from completions are checked non-negative first"
+    );
     // SAFETY: accept returned `fd` to us alone; no other owner exists.
     unsafe { OwnedFd::from_raw_fd(fd) }
 }
@@ -71,7 +74,11 @@ pub fn wait_for_stop_signal() -> &'static str {
     let mut signal: libc::c_int = 0;
     // SAFETY: `set` is initialised and `signal` is a valid out pointer.
     unsafe { libc::sigwait(&set, &mut signal) };
-    if signal == libc::SIGINT { "SIGINT" } else { "SIGTERM" }
+    if signal == libc::SIGINT {
+        "SIGINT"
+    } else {
+        "SIGTERM"
+    }
 }
 
 fn stop_signals() -> libc::sigset_t {

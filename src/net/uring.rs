@@ -40,7 +40,10 @@ pub struct Ring {
 
 /// The operations the data plane cannot do without, with the kernel that brought each.
 const REQUIRED_OPCODES: [(u8, &str); 7] = [
-    (opcode::AcceptMulti::CODE, "ACCEPT (multishot since Linux 5.19)"),
+    (
+        opcode::AcceptMulti::CODE,
+        "ACCEPT (multishot since Linux 5.19)",
+    ),
     (opcode::RecvMulti::CODE, "RECV (multishot since Linux 6.0)"),
     (opcode::SendMsg::CODE, "SENDMSG"),
     (opcode::AsyncCancel::CODE, "ASYNC_CANCEL"),
@@ -54,9 +57,18 @@ impl Ring {
     /// plain ring where the kernel refuses them.
     pub fn new(entries: u32) -> Result<Ring, RingUnavailable> {
         let attempts = [
-            RingFeatures { single_issuer: true, defer_taskrun: true },
-            RingFeatures { single_issuer: true, defer_taskrun: false },
-            RingFeatures { single_issuer: false, defer_taskrun: false },
+            RingFeatures {
+                single_issuer: true,
+                defer_taskrun: true,
+            },
+            RingFeatures {
+                single_issuer: true,
+                defer_taskrun: false,
+            },
+            RingFeatures {
+                single_issuer: false,
+                defer_taskrun: false,
+            },
         ];
         let mut last_error = None;
         for features in attempts {
@@ -83,9 +95,14 @@ impl Ring {
 
     fn check_opcodes(&self) -> Result<(), RingUnavailable> {
         let mut probe = io_uring::Probe::new();
-        self.ring.submitter().register_probe(&mut probe).map_err(|e| {
-            RingUnavailable(format!("io_uring probe failed ({e}): the kernel is older than 5.6"))
-        })?;
+        self.ring
+            .submitter()
+            .register_probe(&mut probe)
+            .map_err(|e| {
+                RingUnavailable(format!(
+                    "io_uring probe failed ({e}): the kernel is older than 5.6"
+                ))
+            })?;
         for (code, name) in REQUIRED_OPCODES {
             if !probe.is_supported(code) {
                 return Err(RingUnavailable(format!(
@@ -117,7 +134,9 @@ impl Ring {
             self.ring.submit()?;
             return Ok(());
         }
-        let ts = Timespec::new().sec(timeout.as_secs()).nsec(timeout.subsec_nanos());
+        let ts = Timespec::new()
+            .sec(timeout.as_secs())
+            .nsec(timeout.subsec_nanos());
         let args = SubmitArgs::new().timespec(&ts);
         match self.ring.submitter().submit_with_args(1, &args) {
             Ok(_) => Ok(()),
@@ -169,8 +188,16 @@ pub struct BufRing {
 impl BufRing {
     /// Allocates `entry_count` (a power of two) buffers of `buffer_bytes` and registers them as
     /// buffer group `group`.
-    pub fn new(ring: &Ring, group: u16, entry_count: u16, buffer_bytes: usize) -> Result<BufRing, RingUnavailable> {
-        assert!(entry_count.is_power_of_two(), "the kernel requires a power-of-two ring");
+    pub fn new(
+        ring: &Ring,
+        group: u16,
+        entry_count: u16,
+        buffer_bytes: usize,
+    ) -> Result<BufRing, RingUnavailable> {
+        assert!(
+            entry_count.is_power_of_two(),
+            "the kernel requires a power-of-two ring"
+        );
         let entries_mapped_bytes = usize::from(entry_count) * std::mem::size_of::<BufRingEntry>();
         // SAFETY: an anonymous private mapping with no address hint; the result is checked.
         let addr = unsafe {
@@ -224,7 +251,10 @@ impl BufRing {
 
     /// Gives buffer `id` back to the kernel.
     pub fn recycle(&mut self, id: u16) {
-        assert!(id < self.entry_count, "buffer id from the kernel is within the ring");
+        assert!(
+            id < self.entry_count,
+            "buffer id from the kernel is within the ring"
+        );
         let mask = self.entry_count - 1;
         let slot = self.tail & mask;
         let start = usize::from(id) * self.buffer_bytes;

@@ -43,7 +43,9 @@ pub fn ingest(cx: &mut Ingest<'_>, conn: &mut Connection, data: &mut [u8]) -> Fl
     match conn.phase {
         Phase::Closing => Flow::Continue,
         Phase::WsHandshake => ingest_upgrade(cx, conn, data),
-        Phase::AwaitConnect | Phase::Connected(_) | Phase::HandingOff(_) => ingest_stream(cx, conn, data),
+        Phase::AwaitConnect | Phase::Connected(_) | Phase::HandingOff(_) => {
+            ingest_stream(cx, conn, data)
+        }
     }
 }
 
@@ -65,7 +67,11 @@ fn ingest_upgrade(cx: &mut Ingest<'_>, conn: &mut Connection, data: &[u8]) -> Fl
             // Bytes after the request are already WebSocket frames.
             let mut rest = conn.request.split_off(consumed);
             conn.request = Vec::new();
-            if rest.is_empty() { Flow::Continue } else { ingest_stream(cx, conn, &mut rest) }
+            if rest.is_empty() {
+                Flow::Continue
+            } else {
+                ingest_stream(cx, conn, &mut rest)
+            }
         }
     }
 }
@@ -187,7 +193,8 @@ fn dispatch(cx: &mut Ingest<'_>, conn: &mut Connection, packet: &Packet<'_>) -> 
                 return Flow::HandOff(owner);
             }
             conn.phase = Phase::Connected(connect.version);
-            cx.broker.connect(cx.id, conn.transport, connect, cx.now, cx.out);
+            cx.broker
+                .connect(cx.id, conn.transport, connect, cx.now, cx.out);
             Flow::Continue
         }
         (Phase::Connected(_), packet) => {
@@ -204,7 +211,10 @@ fn dispatch(cx: &mut Ingest<'_>, conn: &mut Connection, packet: &Packet<'_>) -> 
 fn refuse_connect(cx: &mut Ingest<'_>, transport: Transport, code: Option<ConnectReturnCode>) {
     let Some(code) = code else { return };
     let mut packet = Vec::with_capacity(4);
-    let connack = Packet::ConnAck(ConnAck { session_present: false, code });
+    let connack = Packet::ConnAck(ConnAck {
+        session_present: false,
+        code,
+    });
     encode(&connack, ProtocolVersion::V311, &mut packet);
     let bytes = match transport {
         Transport::Tcp => packet,

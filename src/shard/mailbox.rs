@@ -43,8 +43,12 @@ impl Mailboxes {
         }
         Ok(Mailboxes {
             shard_count,
-            messages: (0..shard_count * shard_count).map(|_| ArrayQueue::new(queue_len_max)).collect(),
-            handoffs: (0..shard_count).map(|_| ArrayQueue::new(HANDOFFS_QUEUED_MAX)).collect(),
+            messages: (0..shard_count * shard_count)
+                .map(|_| ArrayQueue::new(queue_len_max))
+                .collect(),
+            handoffs: (0..shard_count)
+                .map(|_| ArrayQueue::new(HANDOFFS_QUEUED_MAX))
+                .collect(),
             wake_fds,
         })
     }
@@ -54,7 +58,12 @@ impl Mailboxes {
     }
 
     /// Queues a message; gives it back when the queue is full.
-    pub fn post(&self, from: usize, to: usize, message: Arc<RoutedMessage>) -> Result<(), Arc<RoutedMessage>> {
+    pub fn post(
+        &self,
+        from: usize,
+        to: usize,
+        message: Arc<RoutedMessage>,
+    ) -> Result<(), Arc<RoutedMessage>> {
         self.messages[from * self.shard_count + to].push(message)
     }
 

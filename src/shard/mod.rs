@@ -70,21 +70,27 @@ pub fn spawn(
     setup: ShardSetup,
     ready: std::sync::mpsc::Sender<Result<(), RingUnavailable>>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
-    std::thread::Builder::new().name(format!("shard-{}", setup.id)).spawn(move || {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        if let Err(e) = sys::pin_to_core(setup.id % cores) {
-            warn!("shard {}: cannot pin to core {}: {e}", setup.id, setup.id % cores);
-        }
-        match Shard::new(setup) {
-            Ok(mut shard) => {
-                let _ = ready.send(Ok(()));
-                shard.run();
+    std::thread::Builder::new()
+        .name(format!("shard-{}", setup.id))
+        .spawn(move || {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            if let Err(e) = sys::pin_to_core(setup.id % cores) {
+                warn!(
+                    "shard {}: cannot pin to core {}: {e}",
+                    setup.id,
+                    setup.id % cores
+                );
             }
-            Err(e) => {
-                let _ = ready.send(Err(e));
+            match Shard::new(setup) {
+                Ok(mut shard) => {
+                    let _ = ready.send(Ok(()));
+                    shard.run();
+                }
+                Err(e) => {
+                    let _ = ready.send(Err(e));
+                }
             }
-        }
-    })
+        })
 }
 
 struct Shard {
@@ -159,7 +165,12 @@ impl Shard {
             listeners: setup
                 .listeners
                 .into_iter()
-                .map(|(kind, socket)| Listener { kind, socket, armed: false, retry_at: None })
+                .map(|(kind, socket)| Listener {
+                    kind,
+                    socket,
+                    armed: false,
+                    retry_at: None,
+                })
                 .collect(),
             conns: Slots::default(),
             broker: Broker::new(setup.id, shard_count, config.limits.clone()),
@@ -189,7 +200,11 @@ impl Shard {
         self.arm_wake();
         loop {
             let now = Instant::now();
-            let wait = if self.busy { Duration::ZERO } else { self.next_tick.saturating_duration_since(now) };
+            let wait = if self.busy {
+                Duration::ZERO
+            } else {
+                self.next_tick.saturating_duration_since(now)
+            };
             self.busy = false;
             if let Err(e) = self.ring.submit_and_wait(wait) {
                 warn!("shard {}: io_uring wait failed: {e}", self.id);
@@ -210,10 +225,11 @@ impl Shard {
             self.finish_closes(now);
             self.rearm_receives();
             self.wake_other_shards();
-            if let Some(deadline) = self.stop_deadline {
-                if self.conns.is_empty() || now >= deadline {
-                    break;
-                }
+            if self
+                .stop_deadline
+                .is_some_and(|deadline| self.conns.is_empty() || now >= deadline)
+            {
+                break;
             }
         }
         let _ = self.ring.submit_and_wait(Duration::ZERO);
@@ -255,7 +271,9 @@ impl Shard {
     }
 
     fn arm_recv(&mut self, id: ConnId) {
-        let Some(conn) = self.conns.get_mut(id) else { return };
+        let Some(conn) = self.conns.get_mut(id) else {
+            return;
+        };
         if conn.recv_armed || conn.phase == Phase::Closing {
             return;
         }
@@ -268,7 +286,8 @@ impl Shard {
 
     fn handle_completions(&mut self, now: Instant) {
         let mut completions = std::mem::take(&mut self.completions);
-        self.ring.drain_completions(&mut completions, COMPLETIONS_PER_TURN_MAX);
+        self.ring
+            .drain_completions(&mut completions, COMPLETIONS_PER_TURN_MAX);
         if completions.len() == COMPLETIONS_PER_TURN_MAX {
             self.busy = true;
         }
@@ -304,7 +323,11 @@ impl Shard {
                     );
                     listener.retry_at = Some(now + TICK);
                 }
-                _ => warn!("shard {}: accept failed: {}", self.id, std::io::Error::from_raw_os_error(errno)),
+                _ => warn!(
+                    "shard {}: accept failed: {}",
+                    self.id,
+                    std::io::Error::from_raw_os_error(errno)
+                ),
             }
         } else {
             self.accepted(sys::own(result), kind, now);
@@ -317,7 +340,10 @@ impl Shard {
 
     fn accepted(&mut self, fd: OwnedFd, kind: ListenerKind, now: Instant) {
         if self.conns.len() >= self.config.limits.connections_per_shard_max as usize {
-            warn!("shard {}: connections_per_shard_max reached; refusing a connection", self.id);
+            warn!(
+                "shard {}: connections_per_shard_max reached; refusing a connection",
+                self.id
+            );
             return;
         }
         let peer = match sys::prepare_accepted(&fd) {
@@ -399,7 +425,9 @@ impl Shard {
             // The ring ran out of buffers: they come back as this turn's data is handled.
             libc::ENOBUFS => self.rearm.push(id),
             libc::ECANCELED => self.finishing.push(id),
-            errno => self.pending_closes.push((id, CloseCause::NetworkError(errno))),
+            errno => self
+                .pending_closes
+                .push((id, CloseCause::NetworkError(errno))),
         }
     }
 
@@ -415,11 +443,14 @@ impl Shard {
     }
 
     fn on_send(&mut self, id: ConnId, result: i32) {
-        let Some(conn) = self.conns.get_mut(id) else { return };
+        let Some(conn) = self.conns.get_mut(id) else {
+            return;
+        };
         if result < 0 {
             conn.out.abandon();
             if conn.phase != Phase::Closing {
-                self.pending_closes.push((id, CloseCause::NetworkError(-result)));
+                self.pending_closes
+                    .push((id, CloseCause::NetworkError(-result)));
             }
             return;
         }
@@ -430,7 +461,9 @@ impl Shard {
     }
 
     fn cancel_recv(&mut self, id: ConnId) {
-        let Some(conn) = self.conns.get_mut(id) else { return };
+        let Some(conn) = self.conns.get_mut(id) else {
+            return;
+        };
         if !conn.recv_armed || conn.recv_cancel_sent {
             return;
         }
@@ -454,7 +487,9 @@ impl Shard {
         conn.ws = handoff.ws;
         conn.spill = handoff.pending;
         let id = self.conns.insert(conn);
-        let Some(conn) = self.conns.get_mut(id) else { return };
+        let Some(conn) = self.conns.get_mut(id) else {
+            return;
+        };
         let mut cx = Ingest {
             id,
             shard: self.id,
@@ -479,7 +514,9 @@ impl Shard {
         let shard_count = self.mailboxes.shard_count();
         for from in (0..shard_count).filter(|&from| from != self.id) {
             for taken in 0..REMOTE_MESSAGES_PER_TURN_MAX {
-                let Some(message) = self.mailboxes.take(from, self.id) else { break };
+                let Some(message) = self.mailboxes.take(from, self.id) else {
+                    break;
+                };
                 if self.stop_deadline.is_none() {
                     self.broker.deliver_remote(&message, now, &mut self.outbox);
                 }
@@ -498,7 +535,11 @@ impl Shard {
                 break;
             }
             self.handshake_deadlines.pop_front();
-            if self.conns.get(id).is_some_and(|conn| conn.phase == Phase::WsHandshake) {
+            if self
+                .conns
+                .get(id)
+                .is_some_and(|conn| conn.phase == Phase::WsHandshake)
+            {
                 self.pending_closes.push((id, CloseCause::HandshakeTimeout));
             }
         }
@@ -507,7 +548,11 @@ impl Shard {
                 break;
             }
             self.connect_deadlines.pop_front();
-            if self.conns.get(id).is_some_and(|conn| conn.phase == Phase::AwaitConnect) {
+            if self
+                .conns
+                .get(id)
+                .is_some_and(|conn| conn.phase == Phase::AwaitConnect)
+            {
                 self.pending_closes.push((id, CloseCause::ConnectTimeout));
             }
         }
@@ -529,7 +574,11 @@ impl Shard {
         }
         self.broker.shutdown(&mut self.outbox);
         for id in self.conns.ids() {
-            if self.conns.get(id).is_some_and(|conn| !matches!(conn.phase, Phase::Connected(_))) {
+            if self
+                .conns
+                .get(id)
+                .is_some_and(|conn| !matches!(conn.phase, Phase::Connected(_)))
+            {
                 self.pending_closes.push((id, CloseCause::Shutdown));
             }
         }
@@ -539,7 +588,9 @@ impl Shard {
         let queue_bytes_max = self.config.limits.queue_bytes_max;
         let mut sends = std::mem::take(&mut self.outbox.sends);
         for (id, chunk, droppable) in sends.drain(..) {
-            let Some(conn) = self.conns.get_mut(id) else { continue };
+            let Some(conn) = self.conns.get_mut(id) else {
+                continue;
+            };
             if conn.sealed {
                 continue;
             }
@@ -547,11 +598,16 @@ impl Shard {
                 Enqueued::Queued => self.dirty.push(id),
                 Enqueued::Dropped => {
                     if conn.dropped_publishes == 0 {
-                        info!("{}: reads too slowly; dropping QoS 0 publishes past queue_bytes_max", conn.peer);
+                        info!(
+                            "{}: reads too slowly; dropping QoS 0 publishes past queue_bytes_max",
+                            conn.peer
+                        );
                     }
                     conn.dropped_publishes += 1;
                 }
-                Enqueued::Overflow => self.pending_closes.push((id, CloseCause::SendQueueOverflow)),
+                Enqueued::Overflow => self
+                    .pending_closes
+                    .push((id, CloseCause::SendQueueOverflow)),
             }
         }
         self.outbox.sends = sends;
@@ -570,7 +626,9 @@ impl Shard {
     /// Stops reading, queues the connection's last words (a close frame or HTTP error), and
     /// lets the queue drain before the socket closes.
     fn begin_close(&mut self, id: ConnId, cause: CloseCause, now: Instant) {
-        let Some(conn) = self.conns.get_mut(id) else { return };
+        let Some(conn) = self.conns.get_mut(id) else {
+            return;
+        };
         if conn.phase == Phase::Closing {
             return;
         }
@@ -594,11 +652,9 @@ impl Shard {
         if matches!(cause, CloseCause::NetworkError(_)) {
             conn.out.abandon();
         }
-        if let Some(bytes) = last_words {
-            if !conn.sealed {
-                conn.out.push(Chunk::Owned(bytes), Droppable::No, u64::MAX);
-                self.dirty.push(id);
-            }
+        if let Some(bytes) = last_words.filter(|_| !conn.sealed) {
+            conn.out.push(Chunk::Owned(bytes), Droppable::No, u64::MAX);
+            self.dirty.push(id);
         }
         conn.sealed = true;
         if cause.is_error() {
@@ -636,8 +692,12 @@ impl Shard {
     fn start_sends(&mut self) {
         let mut dirty = std::mem::take(&mut self.dirty);
         for id in dirty.drain(..) {
-            let Some(conn) = self.conns.get_mut(id) else { continue };
-            let Some(msg) = conn.out.start_send() else { continue };
+            let Some(conn) = self.conns.get_mut(id) else {
+                continue;
+            };
+            let Some(msg) = conn.out.start_send() else {
+                continue;
+            };
             let entry = opcode::SendMsg::new(types::Fd(conn.fd.as_raw_fd()), msg)
                 .flags(libc::MSG_NOSIGNAL as u32)
                 .build()
@@ -658,10 +718,14 @@ impl Shard {
 
     /// Returns true when the connection is gone from this shard (or was already).
     fn try_finish(&mut self, id: ConnId, now: Instant) -> bool {
-        let Some(conn) = self.conns.get_mut(id) else { return true };
+        let Some(conn) = self.conns.get_mut(id) else {
+            return true;
+        };
         match conn.phase {
             Phase::Closing => {
-                let lingered = conn.closing_since.is_some_and(|since| now - since >= CLOSE_LINGER);
+                let lingered = conn
+                    .closing_since
+                    .is_some_and(|since| now - since >= CLOSE_LINGER);
                 if lingered && (conn.out.in_flight() || conn.recv_armed) {
                     // The peer does not read: cut the socket so the pending operations end.
                     conn.out.abandon();
@@ -671,7 +735,9 @@ impl Shard {
                     return false;
                 }
                 sys::shutdown_write(&conn.fd);
-                let Some(conn) = self.conns.remove(id) else { return true };
+                let Some(conn) = self.conns.remove(id) else {
+                    return true;
+                };
                 drop(conn);
                 self.broker.connection_lost(id, now, &mut self.outbox);
                 true
@@ -680,7 +746,9 @@ impl Shard {
                 if conn.recv_armed || conn.out.in_flight() || !conn.out.is_empty() {
                     return false;
                 }
-                let Some(conn) = self.conns.remove(id) else { return true };
+                let Some(conn) = self.conns.remove(id) else {
+                    return true;
+                };
                 let peer = conn.peer;
                 let handoff = Handoff {
                     fd: conn.fd,

@@ -56,7 +56,13 @@ mod tests {
     #[test]
     fn user_data_round_trips() {
         let id = ConnId((0xAB_CDEF << 32) | 12345);
-        for op in [Op::Accept(3), Op::Recv(id), Op::Send(id), Op::Wake, Op::Cancel] {
+        for op in [
+            Op::Accept(3),
+            Op::Recv(id),
+            Op::Send(id),
+            Op::Wake,
+            Op::Cancel,
+        ] {
             assert_eq!(Op::from_user_data(op.user_data()), Some(op));
         }
     }
