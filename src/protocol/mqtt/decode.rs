@@ -515,3 +515,608 @@ impl<'a> Reader<'a> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::mqtt::encode::{encode, encoded_len};
+    use proptest::prelude::*;
+
+    const V31: ProtocolVersion = ProtocolVersion::V31;
+    const V311: ProtocolVersion = ProtocolVersion::V311;
+
+    fn limits() -> DecodeLimits {
+        DecodeLimits {
+            packet_bytes_max: 1024 * 1024,
+            topic_bytes_max: 1024,
+            topic_levels_max: 32,
+            client_id_bytes_max: 64,
+            filters_per_packet_max: 64,
+        }
+    }
+
+    fn id(value: u16) -> PacketId {
+        PacketId::new(value).expect("test ids are non-zero")
+    }
+
+    /// Who sends a golden packet, which decides how it is decoded.
+    #[derive(Clone, Copy, Debug)]
+    enum From {
+        /// CONNECT: decoded before any version is known.
+        FirstClientPacket,
+        Client,
+        Server,
+    }
+
+    fn decode_as<'a>(
+        buf: &'a [u8],
+        from: From,
+        version: ProtocolVersion,
+        limits: &DecodeLimits,
+    ) -> Result<Option<(Packet<'a>, usize)>, DecodeError> {
+        match from {
+            From::FirstClientPacket => decode(buf, None, limits),
+            From::Client => decode(buf, Some(version), limits),
+            From::Server => decode_from_server(buf, version, limits),
+        }
+    }
+
+    fn from_of(packet: &Packet<'_>) -> From {
+        match packet {
+            Packet::Connect(_) => From::FirstClientPacket,
+            Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {
+                From::Server
+            }
+            _ => From::Client,
+        }
+    }
+
+    /// Decodes `bytes` to `packet`, encodes `packet` to `bytes`, and refuses every prefix as
+    /// incomplete.
+    fn assert_golden(bytes: &[u8], packet: &Packet<'_>, version: ProtocolVersion) {
+        let from = from_of(packet);
+        let decoded = decode_as(bytes, from, version, &limits());
+        assert_eq!(
+            decoded,
+            Ok(Some((packet.clone(), bytes.len()))),
+            "{bytes:02x?}"
+        );
+        let mut out = Vec::new();
+        encode(packet, version, &mut out);
+        assert_eq!(out, bytes, "{packet:?}");
+        assert_eq!(encoded_len(packet, version), bytes.len());
+        assert_every_prefix_incomplete(bytes, from, version);
+    }
+
+    fn assert_every_prefix_incomplete(bytes: &[u8], from: From, version: ProtocolVersion) {
+        for end in 0..bytes.len() {
+            assert_eq!(
+                decode_as(&bytes[..end], from, version, &limits()),
+                Ok(None),
+                "prefix {end} of {bytes:02x?}"
+            );
+        }
+    }
+
+    fn full_connect() -> Connect<'static> {
+        Connect {
+            version: V311,
+            clean_session: true,
+            keep_alive_s: 60,
+            client_id: "c1",
+            will: Some(Will {
+                topic: "w/t",
+                payload: b"bye",
+                qos: QoS::AtLeastOnce,
+                retain: true,
+            }),
+            username: Some("u"),
+            password: Some(b"pw"),
+        }
+    }
+
+    #[test]
+    fn golden_connect_3_1_1_with_will_username_password() {
+        #[rustfmt::skip]
+        let bytes = [
+            0x10, 0x1F,
+            0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04,
+            0xEE, // user name, password, will retain, will QoS 1, will, clean session
+            0x00, 0x3C,
+            0x00, 0x02, b'c', b'1',
+            0x00, 0x03, b'w', b'/', b't',
+            0x00, 0x03, b'b', b'y', b'e',
+            0x00, 0x01, b'u',
+            0x00, 0x02, b'p', b'w',
+        ];
+        assert_golden(&bytes, &Packet::Connect(full_connect()), V311);
+    }
+
+    #[test]
+    fn golden_connect_3_1() {
+        #[rustfmt::skip]
+        let minimal = [
+            0x10, 0x11,
+            0x00, 0x06, b'M', b'Q', b'I', b's', b'd', b'p', 0x03,
+            0x02, 0x00, 0x0A,
+            0x00, 0x03, b'a', b'b', b'c',
+        ];
+        let connect = Connect {
+            version: V31,
+            clean_session: true,
+            keep_alive_s: 10,
+            client_id: "abc",
+            will: None,
+            username: None,
+            password: None,
+        };
+        assert_golden(&minimal, &Packet::Connect(connect.clone()), V31);
+
+        #[rustfmt::skip]
+        let full = [
+            0x10, 0x1D,
+            0x00, 0x06, b'M', b'Q', b'I', b's', b'd', b'p', 0x03,
+            0xF4, // user name, password, will retain, will QoS 2, will; no clean session
+            0x00, 0x00,
+            0x00, 0x01, b'x',
+            0x00, 0x01, b'w',
+            0x00, 0x00,
+            0x00, 0x02, b'u', b's',
+            0x00, 0x03, b'p', b'w', b'd',
+        ];
+        let connect = Connect {
+            version: V31,
+            clean_session: false,
+            keep_alive_s: 0,
+            client_id: "x",
+            will: Some(Will {
+                topic: "w",
+                payload: b"",
+                qos: QoS::ExactlyOnce,
+                retain: true,
+            }),
+            username: Some("us"),
+            password: Some(b"pwd"),
+        };
+        assert_golden(&full, &Packet::Connect(connect), V31);
+    }
+
+    #[test]
+    fn connect_3_1_tolerates_flags_without_fields() {
+        // User name and password flags set, neither field sent: read as absent, as 3.1
+        // brokers always have.
+        #[rustfmt::skip]
+        let bytes = [
+            0x10, 0x0F,
+            0x00, 0x06, b'M', b'Q', b'I', b's', b'd', b'p', 0x03,
+            0xC2, 0x00, 0x0A,
+            0x00, 0x01, b'a',
+        ];
+        let Ok(Some((Packet::Connect(connect), 17))) = decode(&bytes, None, &limits()) else {
+            panic!("3.1 CONNECT with empty credentials must decode");
+        };
+        assert_eq!((connect.username, connect.password), (None, None));
+        // The same in 3.1.1 is truncated.
+        let mut v311 = bytes.to_vec();
+        v311.splice(2..11, [0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04]);
+        v311[1] = 0x0D;
+        assert_eq!(decode(&v311, None, &limits()), Err(DecodeError::Truncated));
+    }
+
+    #[test]
+    fn golden_connack() {
+        let accepted = Packet::ConnAck(ConnAck {
+            session_present: true,
+            code: ConnectReturnCode::Accepted,
+        });
+        assert_golden(&[0x20, 0x02, 0x01, 0x00], &accepted, V311);
+        for (code, byte) in [
+            (ConnectReturnCode::UnacceptableProtocolVersion, 1),
+            (ConnectReturnCode::IdentifierRejected, 2),
+            (ConnectReturnCode::ServerUnavailable, 3),
+            (ConnectReturnCode::BadUsernameOrPassword, 4),
+            (ConnectReturnCode::NotAuthorized, 5),
+        ] {
+            let refused = Packet::ConnAck(ConnAck {
+                session_present: false,
+                code,
+            });
+            for version in [V31, V311] {
+                assert_golden(&[0x20, 0x02, 0x00, byte], &refused, version);
+            }
+        }
+    }
+
+    #[test]
+    fn golden_publish() {
+        for version in [V31, V311] {
+            let qos0 = Publish {
+                dup: false,
+                retain: false,
+                delivery: Delivery::AtMostOnce,
+                topic: "a/b",
+                payload: b"hi",
+            };
+            assert_golden(
+                &[0x30, 0x07, 0x00, 0x03, b'a', b'/', b'b', b'h', b'i'],
+                &Packet::Publish(qos0),
+                version,
+            );
+            let qos1_dup_retain = Publish {
+                dup: true,
+                retain: true,
+                delivery: Delivery::AtLeastOnce(id(0x0102)),
+                topic: "a",
+                payload: &[0xFF],
+            };
+            assert_golden(
+                &[0x3B, 0x06, 0x00, 0x01, b'a', 0x01, 0x02, 0xFF],
+                &Packet::Publish(qos1_dup_retain),
+                version,
+            );
+            // An empty payload is allowed (§3.3.3).
+            let qos2_empty = Publish {
+                dup: false,
+                retain: false,
+                delivery: Delivery::ExactlyOnce(id(7)),
+                topic: "a",
+                payload: b"",
+            };
+            assert_golden(
+                &[0x34, 0x05, 0x00, 0x01, b'a', 0x00, 0x07],
+                &Packet::Publish(qos2_empty),
+                version,
+            );
+            let retained_qos0_empty = Publish {
+                dup: false,
+                retain: true,
+                delivery: Delivery::AtMostOnce,
+                topic: "a",
+                payload: b"",
+            };
+            assert_golden(
+                &[0x31, 0x03, 0x00, 0x01, b'a'],
+                &Packet::Publish(retained_qos0_empty),
+                version,
+            );
+        }
+    }
+
+    #[test]
+    fn golden_acks() {
+        for version in [V31, V311] {
+            assert_golden(&[0x40, 0x02, 0x00, 0x01], &Packet::PubAck(id(1)), version);
+            assert_golden(&[0x50, 0x02, 0x01, 0x00], &Packet::PubRec(id(256)), version);
+            assert_golden(
+                &[0x62, 0x02, 0xFF, 0xFF],
+                &Packet::PubRel(id(65_535)),
+                version,
+            );
+            assert_golden(&[0x70, 0x02, 0x00, 0x2A], &Packet::PubComp(id(42)), version);
+            assert_golden(
+                &[0xB0, 0x02, 0x00, 0x0B],
+                &Packet::UnsubAck(id(11)),
+                version,
+            );
+        }
+    }
+
+    #[test]
+    fn golden_subscribe_and_suback() {
+        #[rustfmt::skip]
+        let subscribe_bytes = [
+            0x82, 0x12, 0x00, 0x0A,
+            0x00, 0x03, b'a', b'/', b'b', 0x01,
+            0x00, 0x01, b'#', 0x00,
+            0x00, 0x03, b'+', b'/', b'c', 0x02,
+        ];
+        let subscribe = Packet::Subscribe(Subscribe {
+            packet_id: id(10),
+            filters: vec![
+                ("a/b", QoS::AtLeastOnce),
+                ("#", QoS::AtMostOnce),
+                ("+/c", QoS::ExactlyOnce),
+            ],
+        });
+        let suback_3_1_1 = Packet::SubAck(SubAck {
+            packet_id: id(10),
+            codes: vec![
+                SubscribeReturnCode::Granted(QoS::AtLeastOnce),
+                SubscribeReturnCode::Granted(QoS::AtMostOnce),
+                SubscribeReturnCode::Failure,
+                SubscribeReturnCode::Granted(QoS::ExactlyOnce),
+            ],
+        });
+        let suback_3_1 = Packet::SubAck(SubAck {
+            packet_id: id(10),
+            codes: vec![SubscribeReturnCode::Granted(QoS::AtLeastOnce)],
+        });
+        for version in [V31, V311] {
+            assert_golden(&subscribe_bytes, &subscribe, version);
+        }
+        assert_golden(
+            &[0x90, 0x06, 0x00, 0x0A, 0x01, 0x00, 0x80, 0x02],
+            &suback_3_1_1,
+            V311,
+        );
+        assert_golden(&[0x90, 0x03, 0x00, 0x0A, 0x01], &suback_3_1, V31);
+    }
+
+    #[test]
+    fn golden_unsubscribe() {
+        #[rustfmt::skip]
+        let bytes = [
+            0xA2, 0x0A, 0x00, 0x0B,
+            0x00, 0x03, b'a', b'/', b'b',
+            0x00, 0x01, b'#',
+        ];
+        let unsubscribe = Packet::Unsubscribe(Unsubscribe {
+            packet_id: id(11),
+            filters: vec!["a/b", "#"],
+        });
+        for version in [V31, V311] {
+            assert_golden(&bytes, &unsubscribe, version);
+        }
+    }
+
+    #[test]
+    fn golden_ping_and_disconnect() {
+        for version in [V31, V311] {
+            assert_golden(&[0xC0, 0x00], &Packet::PingReq, version);
+            assert_golden(&[0xD0, 0x00], &Packet::PingResp, version);
+            assert_golden(&[0xE0, 0x00], &Packet::Disconnect, version);
+        }
+    }
+
+    #[test]
+    fn consumes_one_packet_at_a_time() {
+        let bytes = [0xC0, 0x00, 0xE0, 0x00, 0x30];
+        assert_eq!(
+            decode(&bytes, Some(V311), &limits()),
+            Ok(Some((Packet::PingReq, 2)))
+        );
+        assert_eq!(
+            decode(&bytes[2..], Some(V311), &limits()),
+            Ok(Some((Packet::Disconnect, 2)))
+        );
+        assert_eq!(decode(&bytes[4..], Some(V311), &limits()), Ok(None));
+    }
+
+    #[test]
+    fn size_limit_is_enforced_on_the_fixed_header() {
+        // 2 MB announced against a 1 MB limit, with no body present.
+        let header = [0x30, 0x80, 0x80, 0x80, 0x01];
+        assert_eq!(
+            decode(&header, Some(V311), &limits()),
+            Err(DecodeError::PacketTooLarge)
+        );
+        assert_eq!(
+            packet_len(&header, &limits()),
+            Err(DecodeError::PacketTooLarge)
+        );
+        // Three continuation bytes already prove at least 2 097 151 bytes.
+        assert_eq!(
+            decode(&[0x30, 0xFF, 0xFF, 0xFF], Some(V311), &limits()),
+            Err(DecodeError::PacketTooLarge)
+        );
+        // With a small limit two bytes are enough to tell.
+        let small = DecodeLimits {
+            packet_bytes_max: 100,
+            ..limits()
+        };
+        assert_eq!(
+            decode(&[0x30, 0xFF], Some(V311), &small),
+            Err(DecodeError::PacketTooLarge)
+        );
+        assert_eq!(
+            packet_len(&[0x30, 0xFF], &small),
+            Err(DecodeError::PacketTooLarge)
+        );
+        // The limit counts the fixed header: 98 + 2 fits, 99 + 2 does not.
+        assert_eq!(packet_len(&[0x30, 98], &small), Ok(Some(100)));
+        assert_eq!(
+            packet_len(&[0x30, 99], &small),
+            Err(DecodeError::PacketTooLarge)
+        );
+        // Before CONNECT as well.
+        assert_eq!(
+            decode(&[0x10, 0xFF], None, &small),
+            Err(DecodeError::PacketTooLarge)
+        );
+    }
+
+    #[test]
+    fn packet_len_of_headers() {
+        assert_eq!(packet_len(&[], &limits()), Ok(None));
+        assert_eq!(packet_len(&[0x30], &limits()), Ok(None));
+        assert_eq!(packet_len(&[0x30, 0x80], &limits()), Ok(None));
+        assert_eq!(packet_len(&[0xC0, 0x00], &limits()), Ok(Some(2)));
+        assert_eq!(packet_len(&[0x30, 0x80, 0x01], &limits()), Ok(Some(131)));
+        // A non-minimal length encoding is still a length.
+        assert_eq!(packet_len(&[0x30, 0x85, 0x00], &limits()), Ok(Some(8)));
+        let huge = DecodeLimits {
+            packet_bytes_max: u32::MAX,
+            ..limits()
+        };
+        assert_eq!(
+            packet_len(&[0x30, 0xFF, 0xFF, 0xFF, 0x7F], &huge),
+            Ok(Some(268_435_455 + 5))
+        );
+        assert_eq!(
+            packet_len(&[0x30, 0xFF, 0xFF, 0xFF, 0xFF, 0x01], &huge),
+            Err(DecodeError::MalformedRemainingLength)
+        );
+    }
+
+    /// One malformed packet per error the decoder can report.
+    #[test]
+    fn errors() {
+        use DecodeError::*;
+        let connect_3_1_1 = |flags: u8, payload: &[u8]| {
+            let mut bytes = vec![0x10, 0];
+            bytes.extend_from_slice(&[0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, flags, 0, 0]);
+            bytes.extend_from_slice(payload);
+            bytes[1] = u8::try_from(bytes.len() - 2).expect("short test packet");
+            bytes
+        };
+        let long_id = {
+            let mut id = vec![0x00, 65];
+            id.extend_from_slice(&[b'x'; 65]);
+            id
+        };
+        let cases: Vec<(Option<ProtocolVersion>, Vec<u8>, DecodeError)> = vec![
+            (None, vec![0x00, 0x00], ReservedPacketType),
+            (Some(V311), vec![0xF0, 0x00], ReservedPacketType),
+            (Some(V311), vec![0xC1, 0x00], ReservedFlagsSet),
+            (Some(V311), vec![0x60, 0x02, 0x00, 0x01], ReservedFlagsSet),
+            (Some(V311), vec![0x6A, 0x02, 0x00, 0x01], ReservedFlagsSet),
+            (
+                Some(V311),
+                vec![0x80, 0x06, 0, 1, 0, 1, b'a', 0],
+                ReservedFlagsSet,
+            ),
+            (
+                Some(V311),
+                vec![0xA0, 0x05, 0, 1, 0, 1, b'a'],
+                ReservedFlagsSet,
+            ),
+            (None, vec![0x12, 0x00], ReservedFlagsSet),
+            (
+                Some(V311),
+                vec![0x30, 0x80, 0x80, 0x80, 0x80],
+                MalformedRemainingLength,
+            ),
+            (Some(V311), vec![0x40, 0x01, 0x00], Truncated),
+            (
+                Some(V311),
+                vec![0x40, 0x03, 0x00, 0x01, 0x00],
+                TrailingBytes,
+            ),
+            (Some(V311), vec![0xC0, 0x01, 0x00], TrailingBytes),
+            (Some(V311), vec![0x30, 0x03, 0x00, 0x01, 0xFF], InvalidUtf8),
+            (
+                Some(V311),
+                vec![0x30, 0x03, 0x00, 0x01, 0x00],
+                NullCharacter,
+            ),
+            (Some(V311), vec![0x40, 0x02, 0x00, 0x00], ZeroPacketId),
+            (
+                Some(V311),
+                vec![0x32, 0x05, 0x00, 0x01, b'a', 0x00, 0x00],
+                ZeroPacketId,
+            ),
+            (None, vec![0xC0, 0x00], FirstPacketNotConnect),
+            // An HTTP request on the MQTT port is refused at its first byte.
+            (None, b"G".to_vec(), FirstPacketNotConnect),
+            (
+                Some(V311),
+                connect_3_1_1(0x02, &[0, 1, b'a']),
+                DuplicateConnect,
+            ),
+            (Some(V311), vec![0x20, 0x02, 0x00, 0x00], UnexpectedPacket),
+            (
+                Some(V311),
+                vec![0x90, 0x03, 0x00, 0x01, 0x00],
+                UnexpectedPacket,
+            ),
+            (Some(V311), vec![0xB0, 0x02, 0x00, 0x01], UnexpectedPacket),
+            (Some(V311), vec![0xD0, 0x00], UnexpectedPacket),
+            (
+                None,
+                vec![0x10, 0x0C, 0, 4, b'M', b'Q', b'T', b'X', 4, 2, 0, 0, 0, 0],
+                InvalidProtocolName,
+            ),
+            (
+                None,
+                vec![0x10, 0x0C, 0, 4, b'M', b'Q', b'T', b'T', 5, 2, 0, 0, 0, 0],
+                UnsupportedProtocolVersion,
+            ),
+            (
+                None,
+                vec![0x10, 0x0C, 0, 4, b'M', b'Q', b'T', b'T', 3, 2, 0, 0, 0, 0],
+                UnsupportedProtocolVersion,
+            ),
+            // MQTT 5 is refused on the name and level alone: its properties are not read.
+            (
+                None,
+                vec![0x10, 0x07, 0, 4, b'M', b'Q', b'T', b'T', 5],
+                UnsupportedProtocolVersion,
+            ),
+            (
+                Some(ProtocolVersion::V5),
+                vec![0xC0, 0x00],
+                UnsupportedProtocolVersion,
+            ),
+            (
+                None,
+                connect_3_1_1(0x03, &[0, 1, b'a']),
+                ReservedConnectFlag,
+            ),
+            (
+                None,
+                connect_3_1_1(0x0A, &[0, 1, b'a']),
+                WillFlagsInconsistent,
+            ),
+            (
+                None,
+                connect_3_1_1(0x22, &[0, 1, b'a']),
+                WillFlagsInconsistent,
+            ),
+            (
+                None,
+                connect_3_1_1(0x1E, &[0, 1, b'a', 0, 1, b'w', 0, 0]),
+                InvalidQoS,
+            ),
+            (
+                None,
+                connect_3_1_1(0x42, &[0, 1, b'a', 0, 0]),
+                PasswordWithoutUsername,
+            ),
+            (None, connect_3_1_1(0x02, &long_id), ClientIdTooLong),
+            (
+                None,
+                connect_3_1_1(0x06, &[0, 1, b'a', 0, 1, b'#', 0, 0]),
+                InvalidTopicName,
+            ),
+            (None, connect_3_1_1(0x02, &[0, 1, b'a', 0]), TrailingBytes),
+            (
+                Some(V311),
+                vec![0x36, 0x05, 0x00, 0x01, b'a', 0x00, 0x01],
+                InvalidQoS,
+            ),
+            (Some(V311), vec![0x38, 0x03, 0x00, 0x01, b'a'], DupOnQoS0),
+            (Some(V311), vec![0x30, 0x02, 0x00, 0x00], EmptyTopic),
+            (
+                Some(V311),
+                vec![0x30, 0x05, 0x00, 0x03, b'a', b'/', b'+'],
+                InvalidTopicName,
+            ),
+            (
+                Some(V311),
+                vec![0x82, 0x07, 0, 1, 0, 2, b'a', b'#', 0],
+                InvalidTopicFilter,
+            ),
+            (Some(V311), vec![0x82, 0x05, 0, 1, 0, 0, 0], EmptyTopic),
+            (Some(V311), vec![0x82, 0x02, 0x00, 0x01], EmptySubscribe),
+            (
+                Some(V311),
+                vec![0x82, 0x06, 0, 1, 0, 1, b'a', 3],
+                InvalidSubscribeOptions,
+            ),
+            (
+                Some(V311),
+                vec![0x82, 0x06, 0, 1, 0, 1, b'a', 0x41],
+                InvalidSubscribeOptions,
+            ),
+            (Some(V311), vec![0x82, 0x05, 0, 1, 0, 1, b'a'], Truncated),
+            (Some(V311), vec![0xA2, 0x02, 0x00, 0x01], EmptyUnsubscribe),
+        ];
+        for (version, bytes, error) in &cases {
+            assert_eq!(
+                decode(bytes, *version, &limits()),
+                Err(*error),
+                "{bytes:02x?} at {version:?}"
+            );
+        }
+    }
+}
