@@ -4,11 +4,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::Broker;
 use super::outbox::{Chunk, CloseReason, ConnId, Droppable, Outbox, RoutedMessage, Transport};
 use super::session::{Connection, Session};
 use super::slab::SessionKey;
 use super::wire;
-use super::Broker;
 use crate::protocol::mqtt::{ConnAck, Connect, ConnectReturnCode, Packet, ProtocolVersion};
 
 /// Candidates tried per shard when assigning a client identifier that hashes to this shard;
@@ -78,7 +78,13 @@ impl Broker {
             session_present: session_present && connect.version == ProtocolVersion::V311,
             code: ConnectReturnCode::Accepted,
         };
-        send_packet(out, conn, transport, connect.version, &Packet::ConnAck(connack));
+        send_packet(
+            out,
+            conn,
+            transport,
+            connect.version,
+            &Packet::ConnAck(connack),
+        );
         self.resume_outbound(key, out);
     }
 
@@ -158,7 +164,10 @@ impl Broker {
     ) -> (SessionKey, bool) {
         if let Some(&key) = self.client_ids.get(client_id) {
             if persistent {
-                let session = self.sessions.get_mut(key).expect("client_ids holds live keys");
+                let session = self
+                    .sessions
+                    .get_mut(key)
+                    .expect("client_ids holds live keys");
                 debug_assert!(session.conn.is_none(), "take_over detached it");
                 self.offline.forget(session);
                 session.version = version;
@@ -181,7 +190,10 @@ impl Broker {
         key: SessionKey,
         now: Instant,
     ) {
-        let session = self.sessions.get_mut(key).expect("open_session returned it");
+        let session = self
+            .sessions
+            .get_mut(key)
+            .expect("open_session returned it");
         session.conn = Some(conn);
         let will = connect.will.as_ref().map(|will| {
             Arc::new(RoutedMessage {

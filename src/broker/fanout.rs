@@ -16,7 +16,7 @@ use super::outbox::{Chunk, Droppable, Outbox, RoutedMessage};
 use super::retained::RetainOutcome;
 use super::slab::SessionKey;
 use super::wire::{PublishCache, PublishVariant};
-use crate::protocol::mqtt::{PacketId, Packet, QoS};
+use crate::protocol::mqtt::{Packet, PacketId, QoS};
 
 /// A message being fanned out: borrowed when routed from another shard, turned into a shared
 /// `Arc` only if some session must keep it (queue, in-flight window, retained replica).
@@ -28,10 +28,7 @@ pub(crate) struct Fanned<'m> {
 impl<'m> Fanned<'m> {
     fn shared(&mut self) -> Arc<RoutedMessage> {
         let message = self.message;
-        Arc::clone(
-            self.shared
-                .get_or_insert_with(|| Arc::new(message.clone())),
-        )
+        Arc::clone(self.shared.get_or_insert_with(|| Arc::new(message.clone())))
     }
 }
 

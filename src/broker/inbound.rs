@@ -68,7 +68,9 @@ impl Broker {
     }
 
     fn outbound_mut(&mut self, key: SessionKey) -> Option<&mut super::outbound::Outbound> {
-        self.sessions.get_mut(key).map(|session| &mut session.outbound)
+        self.sessions
+            .get_mut(key)
+            .map(|session| &mut session.outbound)
     }
 
     fn after_ack(
@@ -131,7 +133,12 @@ impl Broker {
                     return;
                 }
                 if session.inbound_qos2.len() >= inbound_qos2_max {
-                    self.protocol_violation(conn, "too many QoS 2 publishes awaiting PUBREL", now, out);
+                    self.protocol_violation(
+                        conn,
+                        "too many QoS 2 publishes awaiting PUBREL",
+                        now,
+                        out,
+                    );
                     return;
                 }
                 session.inbound_qos2.push(id);

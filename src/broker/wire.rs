@@ -12,33 +12,19 @@ use crate::protocol::mqtt::{
     Delivery, Packet, PacketId, ProtocolVersion, Publish, QoS, encode, encoded_len,
     publish_packet_id_offset,
 };
-
-/// Opcode byte of a final binary frame: FIN=1, opcode 0x2 (RFC 6455 §5.2).
-const WS_FINAL_BINARY: u8 = 0x82;
-
-/// Appends a server-to-client WebSocket header for a final binary frame carrying
-/// `payload_len` bytes. Server frames are never masked (RFC 6455 §5.1).
-fn put_ws_header(payload_len: usize, out: &mut Vec<u8>) {
-    out.push(WS_FINAL_BINARY);
-    match payload_len {
-        0..=125 => out.push(payload_len as u8),
-        126..=0xFFFF => {
-            out.push(126);
-            out.extend_from_slice(&(payload_len as u16).to_be_bytes());
-        }
-        _ => {
-            out.push(127);
-            out.extend_from_slice(&(payload_len as u64).to_be_bytes());
-        }
-    }
-}
+use crate::protocol::ws::frame::{Opcode, header_len, write_frame_header};
 
 /// The bytes of `packet` for a connection speaking `version` over `transport`.
-pub(crate) fn frame(packet: &Packet<'_>, version: ProtocolVersion, transport: Transport) -> Vec<u8> {
+pub(crate) fn frame(
+    packet: &Packet<'_>,
+    version: ProtocolVersion,
+    transport: Transport,
+) -> Vec<u8> {
     let len = encoded_len(packet, version);
-    let mut out = Vec::with_capacity(len + 10);
+    let mut out = Vec::with_capacity(len + header_len(len));
     if transport == Transport::Ws {
-        put_ws_header(len, &mut out);
+        // One packet per binary frame; server frames are not masked (RFC 6455 §5.1).
+        write_frame_header(Opcode::Binary, true, len, &mut out);
     }
     encode(packet, version, &mut out);
     out
@@ -111,7 +97,9 @@ impl PublishCache {
     ) -> Vec<u8> {
         let template = self.template(message, variant);
         let mut bytes = template.bytes.to_vec();
-        let offset = template.id_offset.expect("a QoS 1/2 publish has an identifier");
+        let offset = template
+            .id_offset
+            .expect("a QoS 1/2 publish has an identifier");
         bytes[offset..offset + 2].copy_from_slice(&id.get().to_be_bytes());
         bytes
     }
@@ -152,17 +140,6 @@ mod tests {
     }
 
     #[test]
-    fn ws_header_lengths() {
-        for (len, header) in [(0usize, 2usize), (125, 2), (126, 4), (65_535, 4), (65_536, 10)] {
-            let mut out = Vec::new();
-            put_ws_header(len, &mut out);
-            assert_eq!(out.len(), header, "payload of {len} bytes");
-            assert_eq!(out[0], 0x82);
-            assert_eq!(out[1] & 0x80, 0, "server frames are not masked");
-        }
-    }
-
-    #[test]
     fn patched_copy_equals_direct_encoding() {
         let id = PacketId::new(0x1234).expect("non-zero");
         for transport in [Transport::Tcp, Transport::Ws] {
@@ -196,11 +173,22 @@ mod tests {
     fn slots_are_distinct() {
         let mut seen = std::collections::HashSet::new();
         for transport in [Transport::Tcp, Transport::Ws] {
-            for version in [ProtocolVersion::V31, ProtocolVersion::V311, ProtocolVersion::V5] {
+            for version in [
+                ProtocolVersion::V31,
+                ProtocolVersion::V311,
+                ProtocolVersion::V5,
+            ] {
                 for qos in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce] {
                     for retain in [false, true] {
                         for dup in [false, true] {
-                            let slot = PublishVariant { transport, version, qos, retain, dup }.slot();
+                            let slot = PublishVariant {
+                                transport,
+                                version,
+                                qos,
+                                retain,
+                                dup,
+                            }
+                            .slot();
                             assert!(slot < SLOTS);
                             assert!(seen.insert(slot));
                         }
