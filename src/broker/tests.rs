@@ -490,3 +490,661 @@ fn clean_and_persistent_sessions_with_session_present() {
         vec![Got::ConnAck(false, ConnectReturnCode::Accepted)]
     );
 }
+
+#[test]
+fn offline_queue_then_redelivery_with_dup_and_pubrel_in_order() {
+    let mut h = Harness::new();
+    h.connect(1, &Client::new("sub").persistent());
+    h.packet(1, &subscribe(1, &[("t/#", QoS::ExactlyOnce)]));
+    h.connect(2, &Client::new("pub"));
+    // Two in flight: one QoS 1, one QoS 2 that gets PUBREC'd.
+    let step = h.packet(
+        2,
+        &publish("t/1", b"one", Delivery::AtLeastOnce(id(10)), false),
+    );
+    assert_eq!(step.to(2), vec![Got::PubAck(10)]);
+    assert_eq!(
+        step.publishes(1),
+        vec![pub_got(
+            "t/1",
+            b"one",
+            QoS::AtLeastOnce,
+            Some(1),
+            false,
+            false
+        )]
+    );
+    let step = h.packet(
+        2,
+        &publish("t/2", b"two", Delivery::ExactlyOnce(id(11)), false),
+    );
+    assert_eq!(step.to(2), vec![Got::PubRec(11)]);
+    assert_eq!(
+        step.publishes(1),
+        vec![pub_got(
+            "t/2",
+            b"two",
+            QoS::ExactlyOnce,
+            Some(2),
+            false,
+            false
+        )]
+    );
+    assert_eq!(
+        h.packet(1, &Packet::PubRec(id(2))).to(1),
+        vec![Got::PubRel(2)]
+    );
+    assert_eq!(
+        h.packet(2, &Packet::PubRel(id(11))).to(2),
+        vec![Got::PubComp(11)]
+    );
+    h.lost(1);
+
+    // While away: QoS 1 queued, QoS 0 not.
+    h.packet(
+        2,
+        &publish("t/3", b"three", Delivery::AtLeastOnce(id(12)), false),
+    );
+    h.packet(2, &publish("t/4", b"four", Delivery::AtMostOnce, false));
+
+    let step = h.connect(3, &Client::new("sub").persistent());
+    assert_eq!(
+        step.to(3),
+        vec![
+            Got::ConnAck(true, ConnectReturnCode::Accepted),
+            Got::Publish(pub_got(
+                "t/1",
+                b"one",
+                QoS::AtLeastOnce,
+                Some(1),
+                false,
+                true
+            )),
+            Got::PubRel(2),
+            Got::Publish(pub_got(
+                "t/3",
+                b"three",
+                QoS::AtLeastOnce,
+                Some(3),
+                false,
+                false
+            )),
+        ]
+    );
+    assert!(step.sends.iter().all(|(_, _, d)| *d == Droppable::No));
+    assert!(h.packet(3, &Packet::PubAck(id(1))).sends.is_empty());
+    assert!(h.packet(3, &Packet::PubComp(id(2))).sends.is_empty());
+    assert!(h.packet(3, &Packet::PubAck(id(3))).sends.is_empty());
+    // Acks for unknown identifiers are ignored.
+    let step = h.packet(3, &Packet::PubAck(id(77)));
+    assert!(step.sends.is_empty() && step.closes.is_empty());
+    h.lost(3);
+    let step = h.connect(4, &Client::new("sub").persistent());
+    assert_eq!(
+        step.to(4),
+        vec![Got::ConnAck(true, ConnectReturnCode::Accepted)]
+    );
+}
+
+#[test]
+fn inbound_qos2_delivered_once_and_survives_reconnect() {
+    let mut h = Harness::new();
+    h.subscriber(9, "watcher", "t", QoS::AtMostOnce);
+    h.connect(1, &Client::new("pub").persistent());
+    let qos2 = publish("t", b"x", Delivery::ExactlyOnce(id(5)), false);
+    let step = h.packet(1, &qos2);
+    assert_eq!(step.to(1), vec![Got::PubRec(5)]);
+    assert_eq!(step.publishes(9).len(), 1);
+    let duplicate = Packet::Publish(Publish {
+        dup: true,
+        retain: false,
+        delivery: Delivery::ExactlyOnce(id(5)),
+        topic: "t",
+        payload: b"x",
+    });
+    let step = h.packet(1, &duplicate);
+    assert_eq!(step.to(1), vec![Got::PubRec(5)]);
+    assert!(step.publishes(9).is_empty());
+    // The publisher reconnects before sending PUBREL: still not delivered again.
+    h.lost(1);
+    h.connect(2, &Client::new("pub").persistent());
+    let step = h.packet(2, &duplicate);
+    assert_eq!(step.to(2), vec![Got::PubRec(5)]);
+    assert!(step.publishes(9).is_empty());
+    assert_eq!(
+        h.packet(2, &Packet::PubRel(id(5))).to(2),
+        vec![Got::PubComp(5)]
+    );
+    // PUBCOMP answers an unknown PUBREL too.
+    assert_eq!(
+        h.packet(2, &Packet::PubRel(id(6))).to(2),
+        vec![Got::PubComp(6)]
+    );
+    // The identifier is free again: a new publish with it is delivered.
+    assert_eq!(h.packet(2, &qos2).publishes(9).len(), 1);
+}
+
+#[test]
+fn inbound_qos2_past_its_limit_is_a_violation() {
+    let limits = Limits {
+        inbound_qos2_max: 2,
+        ..Limits::default()
+    };
+    let mut h = Harness::with(limits, 1);
+    h.connect(1, &Client::new("pub"));
+    for i in 1..=2 {
+        let step = h.packet(1, &publish("t", b"x", Delivery::ExactlyOnce(id(i)), false));
+        assert_eq!(step.to(1), vec![Got::PubRec(i)]);
+    }
+    let step = h.packet(1, &publish("t", b"x", Delivery::ExactlyOnce(id(3)), false));
+    assert!(matches!(
+        step.closes[..],
+        [(ConnId(1), CloseReason::ProtocolViolation(_))]
+    ));
+}
+
+#[test]
+fn retained_set_clear_wildcards_and_dollar_topics() {
+    let mut h = Harness::new();
+    h.connect(1, &Client::new("pub"));
+    h.packet(1, &publish("a/b", b"1", Delivery::AtLeastOnce(id(1)), true));
+    h.packet(1, &publish("a/b", b"2", Delivery::AtMostOnce, true));
+    h.packet(1, &publish("$sys/x", b"s", Delivery::AtMostOnce, true));
+    h.packet(1, &publish("c", b"c", Delivery::AtMostOnce, true));
+    h.packet(1, &publish("c", b"", Delivery::AtMostOnce, true));
+    assert_eq!(h.broker.stats().retained, 2);
+
+    h.connect(2, &Client::new("sub"));
+    let step = h.packet(2, &subscribe(1, &[("#", QoS::AtLeastOnce)]));
+    assert_eq!(
+        step.to(2),
+        vec![
+            Got::SubAck(1, vec![SubscribeReturnCode::Granted(QoS::AtLeastOnce)]),
+            // The replacing message was QoS 0: min(0, 1).
+            Got::Publish(pub_got("a/b", b"2", QoS::AtMostOnce, None, true, false)),
+        ]
+    );
+    let step = h.packet(2, &subscribe(2, &[("$sys/+", QoS::AtMostOnce)]));
+    assert_eq!(
+        step.publishes(2),
+        vec![pub_got("$sys/x", b"s", QoS::AtMostOnce, None, true, false)]
+    );
+    // Subscribing again to the same filter resends retained [MQTT-3.8.4-3].
+    let step = h.packet(2, &subscribe(3, &[("$sys/+", QoS::AtMostOnce)]));
+    assert_eq!(step.publishes(2).len(), 1);
+    // Live forwarding clears RETAIN [MQTT-3.3.1-9].
+    let step = h.packet(1, &publish("a/b", b"3", Delivery::AtMostOnce, true));
+    assert_eq!(
+        step.publishes(2),
+        vec![pub_got("a/b", b"3", QoS::AtMostOnce, None, false, false)]
+    );
+}
+
+#[test]
+fn retained_limit_rejects_new_topics_but_forwards() {
+    let limits = Limits {
+        retained_messages_max: 1,
+        ..Limits::default()
+    };
+    let mut h = Harness::with(limits, 1);
+    h.subscriber(9, "watcher", "#", QoS::AtMostOnce);
+    h.connect(1, &Client::new("pub"));
+    h.packet(1, &publish("a", b"1", Delivery::AtMostOnce, true));
+    let step = h.packet(1, &publish("b", b"1", Delivery::AtMostOnce, true));
+    assert_eq!(step.publishes(9).len(), 1);
+    assert_eq!(h.broker.stats().retained, 1);
+    assert_eq!(h.broker.stats().retained_rejected, 1);
+}
+
+#[test]
+fn remote_delivery_updates_the_retained_replica() {
+    let mut h = Harness::with(Limits::default(), 2);
+    h.subscriber(9, "watcher", "score/+", QoS::AtLeastOnce);
+    let message = RoutedMessage {
+        topic: "score/1".into(),
+        payload: b"2-1".to_vec().into(),
+        qos: QoS::AtLeastOnce,
+        retain: true,
+    };
+    let step = h.remote(&message);
+    assert_eq!(
+        step.publishes(9),
+        vec![pub_got(
+            "score/1",
+            b"2-1",
+            QoS::AtLeastOnce,
+            Some(1),
+            false,
+            false
+        )]
+    );
+    assert!(
+        step.routed.is_empty(),
+        "a routed message is not routed again"
+    );
+    assert_eq!(h.broker.stats().retained, 1);
+    h.connect(2, &Client::new("late"));
+    let step = h.packet(2, &subscribe(1, &[("score/#", QoS::AtMostOnce)]));
+    assert_eq!(
+        step.publishes(2),
+        vec![pub_got(
+            "score/1",
+            b"2-1",
+            QoS::AtMostOnce,
+            None,
+            true,
+            false
+        )]
+    );
+    let clear = RoutedMessage {
+        payload: Box::new([]),
+        ..message
+    };
+    h.remote(&clear);
+    assert_eq!(h.broker.stats().retained, 0);
+}
+
+#[test]
+fn local_publish_is_routed_once_to_other_shards() {
+    let mut h = Harness::with(Limits::default(), 3);
+    h.connect(1, &Client::new("pub"));
+    let step = h.packet(1, &publish("t", b"x", Delivery::AtLeastOnce(id(1)), true));
+    assert_eq!(step.routed.len(), 1);
+    assert_eq!(&*step.routed[0].topic, "t");
+    assert!(step.routed[0].retain);
+    assert_eq!(step.routed[0].qos, QoS::AtLeastOnce);
+}
+
+fn will_client<'a>(id: &'a str, qos: QoS, retain: bool) -> Client<'a> {
+    let mut client = Client::new(id);
+    client.keep_alive_s = 10;
+    client.will = Some(Will {
+        topic: "wills/x",
+        payload: b"bye",
+        qos,
+        retain,
+    });
+    client
+}
+
+#[test]
+fn keep_alive_at_one_and_a_half_times_publishes_the_will() {
+    let mut h = Harness::new();
+    h.subscriber(9, "watcher", "wills/#", QoS::AtMostOnce);
+    h.connect(1, &will_client("dev", QoS::AtMostOnce, false));
+    assert!(h.tick(14.9).closes.is_empty());
+    // A packet moves the deadline to 5 + 15 s.
+    h.packet_at(1, &Packet::PingReq, 5.0);
+    assert!(h.tick(15.1).closes.is_empty());
+    assert!(h.tick(19.9).closes.is_empty());
+    let step = h.tick(20.1);
+    assert_eq!(
+        step.closes,
+        vec![(ConnId(1), CloseReason::KeepAliveTimeout)]
+    );
+    assert_eq!(
+        step.publishes(9),
+        vec![pub_got(
+            "wills/x",
+            b"bye",
+            QoS::AtMostOnce,
+            None,
+            false,
+            false
+        )]
+    );
+    assert_eq!(h.broker.stats().keep_alive_timeouts, 1);
+    assert!(h.lost(1).sends.is_empty(), "the will is published once");
+    assert!(h.tick(100.0).closes.is_empty());
+}
+
+#[test]
+fn keep_alive_zero_never_times_out() {
+    let mut h = Harness::new();
+    h.connect(1, &Client::new("c"));
+    assert!(h.tick(1e6).closes.is_empty());
+}
+
+#[test]
+fn will_on_loss_not_after_disconnect_and_retained_will() {
+    let mut h = Harness::new();
+    h.subscriber(9, "watcher", "wills/#", QoS::AtLeastOnce);
+    h.connect(1, &will_client("a", QoS::AtLeastOnce, false));
+    let step = h.lost(1);
+    assert_eq!(
+        step.publishes(9),
+        vec![pub_got(
+            "wills/x",
+            b"bye",
+            QoS::AtLeastOnce,
+            Some(1),
+            false,
+            false
+        )]
+    );
+    assert!(step.closes.is_empty(), "the socket is already gone");
+
+    h.connect(2, &will_client("b", QoS::AtMostOnce, false));
+    let step = h.packet(2, &Packet::Disconnect);
+    assert_eq!(
+        step.closes,
+        vec![(ConnId(2), CloseReason::ClientDisconnected)]
+    );
+    assert!(step.publishes(9).is_empty());
+    assert!(h.lost(2).publishes(9).is_empty());
+
+    h.connect(3, &will_client("c", QoS::ExactlyOnce, true));
+    h.lost(3);
+    assert_eq!(h.broker.stats().retained, 1);
+    h.connect(4, &Client::new("late"));
+    let step = h.packet(4, &subscribe(1, &[("wills/x", QoS::ExactlyOnce)]));
+    assert_eq!(
+        step.publishes(4),
+        vec![pub_got(
+            "wills/x",
+            b"bye",
+            QoS::ExactlyOnce,
+            Some(1),
+            true,
+            false
+        )]
+    );
+    assert_eq!(h.broker.stats().wills_published, 2);
+}
+
+#[test]
+fn will_on_protocol_violation() {
+    let mut h = Harness::new();
+    h.subscriber(9, "watcher", "wills/#", QoS::AtMostOnce);
+    h.connect(1, &will_client("a", QoS::AtMostOnce, false));
+    let step = h.packet(1, &Packet::PingResp);
+    assert_eq!(step.publishes(9).len(), 1);
+}
+
+#[test]
+fn overlapping_subscriptions_deliver_once_at_the_highest_qos() {
+    let mut h = Harness::new();
+    h.connect(1, &Client::new("sub"));
+    h.packet(
+        1,
+        &subscribe(
+            1,
+            &[
+                ("a/+", QoS::AtMostOnce),
+                ("a/#", QoS::ExactlyOnce),
+                ("a/b", QoS::AtLeastOnce),
+            ],
+        ),
+    );
+    h.connect(2, &Client::new("pub"));
+    let step = h.packet(
+        2,
+        &publish("a/b", b"x", Delivery::ExactlyOnce(id(1)), false),
+    );
+    assert_eq!(
+        step.publishes(1),
+        vec![pub_got(
+            "a/b",
+            b"x",
+            QoS::ExactlyOnce,
+            Some(1),
+            false,
+            false
+        )]
+    );
+    // Delivery QoS is capped by the publish QoS.
+    let step = h.packet(
+        2,
+        &publish("a/b", b"y", Delivery::AtLeastOnce(id(2)), false),
+    );
+    assert_eq!(
+        step.publishes(1),
+        vec![pub_got(
+            "a/b",
+            b"y",
+            QoS::AtLeastOnce,
+            Some(2),
+            false,
+            false
+        )]
+    );
+    // After unsubscribing the QoS 2 filter, the next highest applies.
+    let step = h.packet(
+        1,
+        &Packet::Unsubscribe(Unsubscribe {
+            packet_id: id(3),
+            filters: vec!["a/#", "never"],
+        }),
+    );
+    assert_eq!(step.to(1), vec![Got::UnsubAck(3)]);
+    let step = h.packet(
+        2,
+        &publish("a/b", b"z", Delivery::ExactlyOnce(id(3)), false),
+    );
+    assert_eq!(
+        step.publishes(1),
+        vec![pub_got(
+            "a/b",
+            b"z",
+            QoS::AtLeastOnce,
+            Some(3),
+            false,
+            false
+        )]
+    );
+}
+
+#[test]
+fn qos0_subscribers_share_one_encoding_per_wire_variant() {
+    let mut h = Harness::new();
+    h.subscriber(1, "s1", "t", QoS::AtMostOnce);
+    h.subscriber(2, "s2", "t", QoS::AtMostOnce);
+    let mut ws = Client::new("s3");
+    ws.transport = Transport::Ws;
+    h.connect(3, &ws);
+    h.packet(3, &subscribe(1, &[("t", QoS::AtMostOnce)]));
+    h.connect(4, &Client::new("pub"));
+    let step = h.packet(4, &publish("t", b"x", Delivery::AtMostOnce, false));
+    let shared: Vec<&Rc<[u8]>> = step
+        .chunks
+        .iter()
+        .map(|(_, chunk)| match chunk {
+            Chunk::Shared(bytes) => bytes,
+            Chunk::Owned(_) => panic!("QoS 0 fan-out is shared"),
+        })
+        .collect();
+    assert_eq!(shared.len(), 3);
+    assert!(Rc::ptr_eq(shared[0], shared[1]));
+    assert!(
+        !Rc::ptr_eq(shared[0], shared[2]),
+        "WebSocket framing is another variant"
+    );
+    assert!(step.sends.iter().all(|(_, _, d)| *d == Droppable::Yes));
+    // The WebSocket subscriber's chunk decoded as one frame holding the same publish.
+    assert_eq!(step.publishes(3), step.publishes(1));
+}
+
+#[test]
+fn ws_transport_frames_every_packet() {
+    let mut h = Harness::new();
+    let mut client = Client::new("ws");
+    client.transport = Transport::Ws;
+    // Every chunk is checked to be one binary frame by the harness decoder.
+    let step = h.connect(1, &client);
+    assert_eq!(
+        step.to(1),
+        vec![Got::ConnAck(false, ConnectReturnCode::Accepted)]
+    );
+    h.packet(1, &subscribe(1, &[("t", QoS::AtLeastOnce)]));
+    let payload = vec![1u8; 70_000];
+    let step = h.packet(
+        1,
+        &publish("t", &payload, Delivery::AtLeastOnce(id(4)), false),
+    );
+    assert_eq!(
+        step.to(1),
+        vec![
+            Got::Publish(pub_got(
+                "t",
+                &payload,
+                QoS::AtLeastOnce,
+                Some(1),
+                false,
+                false
+            )),
+            Got::PubAck(4)
+        ]
+    );
+}
+
+#[test]
+fn subscription_limit_gives_failure_per_filter() {
+    let limits = Limits {
+        subscriptions_per_session_max: 2,
+        ..Limits::default()
+    };
+    let mut h = Harness::with(limits, 1);
+    h.connect(1, &Client::new("c"));
+    let step = h.packet(
+        1,
+        &subscribe(
+            1,
+            &[
+                ("a", QoS::AtMostOnce),
+                ("b", QoS::AtLeastOnce),
+                ("c", QoS::AtMostOnce),
+                ("a", QoS::ExactlyOnce),
+            ],
+        ),
+    );
+    use SubscribeReturnCode::*;
+    assert_eq!(
+        step.to(1),
+        vec![Got::SubAck(
+            1,
+            vec![
+                Granted(QoS::AtMostOnce),
+                Granted(QoS::AtLeastOnce),
+                Failure,
+                Granted(QoS::ExactlyOnce)
+            ]
+        )]
+    );
+    assert_eq!(h.broker.stats().subscriptions, 2);
+    assert_eq!(h.broker.stats().subscriptions_refused, 1);
+}
+
+#[test]
+fn inflight_window_queues_and_releases_in_order() {
+    let limits = Limits {
+        inflight_max: 2,
+        ..Limits::default()
+    };
+    let mut h = Harness::with(limits, 1);
+    h.subscriber(1, "sub", "t", QoS::ExactlyOnce);
+    h.connect(2, &Client::new("pub"));
+    let mut sent = Vec::new();
+    for i in 1..=4u16 {
+        let payload = [i as u8];
+        let step = h.packet(
+            2,
+            &publish("t", &payload, Delivery::AtLeastOnce(id(i)), false),
+        );
+        sent.extend(step.publishes(1));
+    }
+    assert_eq!(
+        sent.iter().map(|p| p.payload[0]).collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+    let step = h.packet(1, &Packet::PubAck(id(2)));
+    assert_eq!(
+        step.publishes(1),
+        vec![pub_got("t", &[3], QoS::AtLeastOnce, Some(3), false, false)]
+    );
+    let step = h.packet(1, &Packet::PubAck(id(1)));
+    assert_eq!(
+        step.publishes(1),
+        vec![pub_got("t", &[4], QoS::AtLeastOnce, Some(4), false, false)]
+    );
+    assert!(h.packet(1, &Packet::PubAck(id(3))).sends.is_empty());
+}
+
+#[test]
+fn session_queue_bytes_drop_oldest() {
+    let limits = Limits {
+        session_queue_bytes_max: 25,
+        ..Limits::default()
+    };
+    let mut h = Harness::with(limits, 1);
+    h.connect(1, &Client::new("sub").persistent());
+    h.packet(1, &subscribe(1, &[("t", QoS::AtLeastOnce)]));
+    h.lost(1);
+    h.connect(2, &Client::new("pub"));
+    // Each counts 1 topic byte + 9 payload bytes: the third drops the first.
+    for i in 1..=3u8 {
+        h.packet(
+            2,
+            &publish("t", &[i; 9], Delivery::AtLeastOnce(id(u16::from(i))), false),
+        );
+    }
+    assert_eq!(h.broker.stats().session_queue_dropped, 1);
+    let step = h.connect(3, &Client::new("sub").persistent());
+    let payloads: Vec<u8> = step.publishes(3).iter().map(|p| p.payload[0]).collect();
+    assert_eq!(payloads, vec![2, 3]);
+}
+
+#[test]
+fn offline_sessions_are_bounded_oldest_first() {
+    let limits = Limits {
+        offline_sessions_per_shard_max: 2,
+        ..Limits::default()
+    };
+    let mut h = Harness::with(limits, 1);
+    for (conn, name) in [(1, "a"), (2, "b"), (3, "c")] {
+        h.connect(conn, &Client::new(name).persistent());
+        h.packet(conn, &subscribe(1, &[("t", QoS::AtLeastOnce)]));
+    }
+    // "a" comes back in between, so "b" is the oldest disconnection when "c" leaves.
+    h.lost(1);
+    h.lost(2);
+    h.connect(4, &Client::new("a").persistent());
+    h.lost(4);
+    h.lost(3);
+    let stats = h.broker.stats();
+    assert_eq!(stats.offline_sessions, 2);
+    assert_eq!(stats.sessions_evicted, 1);
+    assert_eq!(stats.subscriptions, 2);
+    let present = |h: &mut Harness, conn, name| match h
+        .connect(conn, &Client::new(name).persistent())
+        .to(conn)[0]
+    {
+        Got::ConnAck(present, _) => present,
+        ref other => panic!("{other:?}"),
+    };
+    assert!(present(&mut h, 5, "a"));
+    assert!(!present(&mut h, 6, "b"));
+    assert!(present(&mut h, 7, "c"));
+}
+
+#[test]
+fn shutdown_closes_everything_without_wills() {
+    let mut h = Harness::new();
+    h.subscriber(9, "watcher", "wills/#", QoS::AtLeastOnce);
+    h.connect(1, &will_client("a", QoS::AtMostOnce, false));
+    h.connect(2, &Client::new("p").persistent());
+    let mut out = Outbox::default();
+    h.broker.shutdown(&mut out);
+    assert!(out.sends.is_empty());
+    assert_eq!(
+        out.closes,
+        vec![
+            (ConnId(1), CloseReason::ServerShutdown),
+            (ConnId(2), CloseReason::ServerShutdown),
+            (ConnId(9), CloseReason::ServerShutdown)
+        ]
+    );
+    let stats = h.broker.stats();
+    assert_eq!(stats.connections, 0);
+    assert_eq!(stats.offline_sessions, 1);
+    assert!(h.lost(1).sends.is_empty());
+}
