@@ -57,7 +57,8 @@ pub enum DecodeError {
     ClientIdTooLong,
 
     // CONNACK (§3.2), when decoding what a server sends.
-    /// Reserved bits of the acknowledge flags are set [MQTT-3.2.2-1].
+    /// Reserved bits of the acknowledge flags are set [MQTT-3.2.2-1], or session present is
+    /// set on a refusal [MQTT-3.2.2-4].
     ReservedConnAckFlags,
     /// A CONNACK or SUBACK return code the spec does not define.
     InvalidReturnCode,
@@ -114,7 +115,7 @@ impl DecodeError {
             DecodeError::WillFlagsInconsistent => "will QoS or retain without the will flag",
             DecodeError::PasswordWithoutUsername => "password flag without user name flag",
             DecodeError::ClientIdTooLong => "client identifier longer than the configured maximum",
-            DecodeError::ReservedConnAckFlags => "reserved CONNACK flags are set",
+            DecodeError::ReservedConnAckFlags => "invalid CONNACK acknowledge flags",
             DecodeError::InvalidReturnCode => "undefined return code",
             DecodeError::InvalidQoS => "QoS 3 is not a QoS level",
             DecodeError::DupOnQoS0 => "DUP flag set on a QoS 0 PUBLISH",
