@@ -914,6 +914,12 @@ mod tests {
     }
 
     #[test]
+    fn decoder_state_stays_small() {
+        // Held per connection: a million connections cost this many megabytes.
+        assert!(core::mem::size_of::<FrameDecoder>() <= 176);
+    }
+
+    #[test]
     fn descriptions_fit_a_close_frame() {
         use WsError::*;
         for err in [
@@ -1061,6 +1067,18 @@ mod tests {
             }
             prop_assert_eq!(whole(&bytes), (expected.clone(), None));
             prop_assert_eq!(run(&bytes, &cuts, &LIMITS), (expected, None));
+        }
+
+        #[test]
+        fn chunking_invariance_when_a_valid_stream_turns_bad(
+            actions in proptest::collection::vec(action(), 0..6),
+            mask in any::<[u8; 4]>(),
+            garbage in proptest::collection::vec(any::<u8>(), 1..40),
+            cuts in cuts(80_000),
+        ) {
+            let (mut bytes, _) = encode(&actions, mask, None);
+            bytes.extend_from_slice(&garbage);
+            prop_assert_eq!(run(&bytes, &cuts, &LIMITS), whole(&bytes));
         }
 
         #[test]
