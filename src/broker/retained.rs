@@ -205,7 +205,10 @@ impl RetainedStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::broker::topic_trie::tests::{filter, topic};
     use crate::protocol::mqtt::QoS;
+    use crate::protocol::mqtt::topic::filter_matches;
+    use proptest::prelude::*;
 
     fn message(topic: &str, payload: &[u8]) -> Arc<RoutedMessage> {
         Arc::new(RoutedMessage {
@@ -261,5 +264,37 @@ mod tests {
         assert_eq!(store.apply(&message("a", b"2")), RetainOutcome::Stored);
         assert_eq!(topics(&store, "#"), vec!["a"]);
         assert_eq!(store.node_count(), 2);
+    }
+
+    proptest! {
+        /// Differential: retained lookup against the codec's naive reference matcher, after
+        /// random sets and clears.
+        #[test]
+        fn lookup_agrees_with_naive_matcher(
+            writes in prop::collection::vec((topic(), any::<bool>()), 1..16),
+            filters in prop::collection::vec(filter(), 1..8),
+        ) {
+            let mut store = RetainedStore::new(1000);
+            let mut model = std::collections::BTreeSet::new();
+            for (t, clear) in &writes {
+                let payload: &[u8] = if *clear { b"" } else { b"p" };
+                store.apply(&message(t, payload));
+                if *clear {
+                    model.remove(t.as_str());
+                } else {
+                    model.insert(t.as_str());
+                }
+            }
+            prop_assert_eq!(store.len(), model.len());
+            for f in &filters {
+                let want: Vec<String> =
+                    model.iter().filter(|t| filter_matches(f, t)).map(|t| t.to_string()).collect();
+                prop_assert_eq!(topics(&store, f), want, "filter {:?}", f);
+            }
+            for t in model.clone() {
+                store.apply(&message(t, b""));
+            }
+            prop_assert_eq!(store.node_count(), 1);
+        }
     }
 }

@@ -226,30 +226,11 @@ impl TopicTrie {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::broker::slab::Slab;
+    use crate::protocol::mqtt::topic::filter_matches;
     use proptest::prelude::*;
-
-    /// A naive reference matcher written straight from MQTT 3.1.1 §4.7.
-    fn naive_matches(filter: &str, topic: &str) -> bool {
-        if topic.starts_with('$') && (filter.starts_with('+') || filter.starts_with('#')) {
-            return false;
-        }
-        let filter: Vec<&str> = filter.split('/').collect();
-        let topic: Vec<&str> = topic.split('/').collect();
-        for (i, level) in filter.iter().enumerate() {
-            if *level == "#" {
-                return true;
-            }
-            match topic.get(i) {
-                None => return false,
-                Some(t) if *level != "+" && level != t => return false,
-                Some(_) => {}
-            }
-        }
-        filter.len() == topic.len()
-    }
 
     fn keys(n: usize) -> Vec<SessionKey> {
         let mut slab = Slab::new();
@@ -310,12 +291,12 @@ mod tests {
         assert_eq!(trie.node_count(), 1);
     }
 
-    fn level() -> impl Strategy<Value = &'static str> {
+    pub(crate) fn level() -> impl Strategy<Value = &'static str> {
         prop::sample::select(vec!["a", "b", "", "$sys", "+", "#"])
     }
 
     /// A syntactically valid filter: `#` only as the last level.
-    fn filter() -> impl Strategy<Value = String> {
+    pub(crate) fn filter() -> impl Strategy<Value = String> {
         prop::collection::vec(level(), 1..5).prop_map(|levels| {
             let cut = levels
                 .iter()
@@ -326,7 +307,7 @@ mod tests {
     }
 
     /// A topic name: no wildcards, at least one character.
-    fn topic() -> impl Strategy<Value = String> {
+    pub(crate) fn topic() -> impl Strategy<Value = String> {
         let name = prop::sample::select(vec!["a", "b", "", "$sys"]);
         prop::collection::vec(name, 1..5)
             .prop_map(|levels| levels.join("/"))
@@ -335,6 +316,7 @@ mod tests {
 
     proptest! {
         #[test]
+        /// Differential: the trie against the codec's naive reference matcher.
         fn trie_agrees_with_naive_matcher(
             filters in prop::collection::vec(filter(), 1..12),
             removed in prop::collection::vec(any::<bool>(), 12),
@@ -356,7 +338,7 @@ mod tests {
             for t in &topics {
                 let got: Vec<SessionKey> = matches(&trie, t).into_iter().map(|(s, _)| s).collect();
                 let mut want: Vec<SessionKey> =
-                    live.iter().filter(|&&i| naive_matches(&filters[i], t)).map(|&i| k[i]).collect();
+                    live.iter().filter(|&&i| filter_matches(&filters[i], t)).map(|&i| k[i]).collect();
                 want.sort();
                 prop_assert_eq!(got, want, "topic {:?} filters {:?}", t, filters);
             }

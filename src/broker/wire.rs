@@ -12,26 +12,7 @@ use crate::protocol::mqtt::{
     Delivery, Packet, PacketId, ProtocolVersion, Publish, QoS, encode, encoded_len,
     publish_packet_id_offset,
 };
-
-/// Opcode byte of a final binary frame: FIN=1, opcode 0x2 (RFC 6455 §5.2).
-const WS_FINAL_BINARY: u8 = 0x82;
-
-/// Appends a server-to-client WebSocket header for a final binary frame carrying
-/// `payload_len` bytes. Server frames are never masked (RFC 6455 §5.1).
-fn put_ws_header(payload_len: usize, out: &mut Vec<u8>) {
-    out.push(WS_FINAL_BINARY);
-    match payload_len {
-        0..=125 => out.push(payload_len as u8),
-        126..=0xFFFF => {
-            out.push(126);
-            out.extend_from_slice(&(payload_len as u16).to_be_bytes());
-        }
-        _ => {
-            out.push(127);
-            out.extend_from_slice(&(payload_len as u64).to_be_bytes());
-        }
-    }
-}
+use crate::protocol::ws::frame::{Opcode, header_len, write_frame_header};
 
 /// The bytes of `packet` for a connection speaking `version` over `transport`.
 pub(crate) fn frame(
@@ -40,9 +21,10 @@ pub(crate) fn frame(
     transport: Transport,
 ) -> Vec<u8> {
     let len = encoded_len(packet, version);
-    let mut out = Vec::with_capacity(len + 10);
+    let mut out = Vec::with_capacity(len + header_len(len));
     if transport == Transport::Ws {
-        put_ws_header(len, &mut out);
+        // One packet per binary frame; server frames are not masked (RFC 6455 §5.1).
+        write_frame_header(Opcode::Binary, true, len, &mut out);
     }
     encode(packet, version, &mut out);
     out
@@ -154,23 +136,6 @@ mod tests {
             payload: vec![7; payload_bytes].into(),
             qos: QoS::ExactlyOnce,
             retain: false,
-        }
-    }
-
-    #[test]
-    fn ws_header_lengths() {
-        for (len, header) in [
-            (0usize, 2usize),
-            (125, 2),
-            (126, 4),
-            (65_535, 4),
-            (65_536, 10),
-        ] {
-            let mut out = Vec::new();
-            put_ws_header(len, &mut out);
-            assert_eq!(out.len(), header, "payload of {len} bytes");
-            assert_eq!(out[0], 0x82);
-            assert_eq!(out[1] & 0x80, 0, "server frames are not masked");
         }
     }
 

@@ -1,0 +1,311 @@
+//! Scenario tests: a `Broker` driven with packets and virtual time, its outbox decoded with the
+//! codec's client-side decoder. This file holds the harness; each submodule one area.
+
+mod connect;
+mod qos;
+mod retained;
+mod wills;
+mod wire;
+
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::protocol::mqtt::{
+    ConnAck, Connect, ConnectReturnCode, DecodeLimits, Delivery, Packet, PacketId, ProtocolVersion,
+    Publish, QoS, Subscribe, SubscribeReturnCode, Will, decode_from_server,
+};
+
+/// A packet the broker sent, owned so tests can keep it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Got {
+    ConnAck(bool, ConnectReturnCode),
+    Publish(Pub),
+    PubAck(u16),
+    PubRec(u16),
+    PubRel(u16),
+    PubComp(u16),
+    SubAck(u16, Vec<SubscribeReturnCode>),
+    UnsubAck(u16),
+    PingResp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Pub {
+    pub(super) topic: String,
+    pub(super) payload: Vec<u8>,
+    pub(super) qos: QoS,
+    pub(super) id: Option<u16>,
+    pub(super) retain: bool,
+    pub(super) dup: bool,
+}
+
+pub(super) fn id(value: u16) -> PacketId {
+    PacketId::new(value).expect("test ids are non-zero")
+}
+
+pub(super) fn decode_all(bytes: &[u8], transport: Transport, version: ProtocolVersion) -> Vec<Got> {
+    let limits = DecodeLimits::from_limits(&Limits::default());
+    let mut bytes = bytes;
+    if transport == Transport::Ws {
+        // One unmasked binary frame holding exactly one packet.
+        assert_eq!(bytes[0], 0x82, "FIN + binary opcode");
+        assert_eq!(bytes[1] & 0x80, 0, "server frames are not masked");
+        let (len, header) = match bytes[1] {
+            126 => (usize::from(u16::from_be_bytes([bytes[2], bytes[3]])), 4),
+            127 => (
+                usize::try_from(u64::from_be_bytes(
+                    bytes[2..10].try_into().expect("8 bytes"),
+                ))
+                .expect("fits"),
+                10,
+            ),
+            len => (usize::from(len), 2),
+        };
+        bytes = &bytes[header..];
+        assert_eq!(bytes.len(), len, "the frame holds the packet exactly");
+    }
+    let (packet, used) = decode_from_server(bytes, version, &limits)
+        .expect("the broker sends valid packets")
+        .expect("complete");
+    assert_eq!(used, bytes.len(), "one packet per chunk");
+    vec![match packet {
+        Packet::ConnAck(ConnAck {
+            session_present,
+            code,
+        }) => Got::ConnAck(session_present, code),
+        Packet::Publish(p) => Got::Publish(Pub {
+            topic: p.topic.to_string(),
+            payload: p.payload.to_vec(),
+            qos: p.delivery.qos(),
+            id: p.delivery.packet_id().map(PacketId::get),
+            retain: p.retain,
+            dup: p.dup,
+        }),
+        Packet::PubAck(i) => Got::PubAck(i.get()),
+        Packet::PubRec(i) => Got::PubRec(i.get()),
+        Packet::PubRel(i) => Got::PubRel(i.get()),
+        Packet::PubComp(i) => Got::PubComp(i.get()),
+        Packet::SubAck(s) => Got::SubAck(s.packet_id.get(), s.codes),
+        Packet::UnsubAck(i) => Got::UnsubAck(i.get()),
+        Packet::PingResp => Got::PingResp,
+        other => panic!("a server never sends {other:?}"),
+    }]
+}
+
+/// What one call produced, decoded.
+#[derive(Debug, Default)]
+pub(super) struct Step {
+    pub(super) sends: Vec<(ConnId, Got, Droppable)>,
+    pub(super) chunks: Vec<(ConnId, Chunk)>,
+    pub(super) closes: Vec<(ConnId, CloseReason)>,
+    pub(super) routed: Vec<Arc<RoutedMessage>>,
+}
+
+impl Step {
+    pub(super) fn to(&self, conn: u64) -> Vec<Got> {
+        self.sends
+            .iter()
+            .filter(|(c, _, _)| *c == ConnId(conn))
+            .map(|(_, got, _)| got.clone())
+            .collect()
+    }
+
+    pub(super) fn publishes(&self, conn: u64) -> Vec<Pub> {
+        self.to(conn)
+            .into_iter()
+            .filter_map(|got| match got {
+                Got::Publish(p) => Some(p),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+pub(super) struct Harness {
+    pub(super) broker: Broker,
+    pub(super) t0: Instant,
+    pub(super) wires: HashMap<ConnId, (Transport, ProtocolVersion)>,
+}
+
+pub(super) struct Client<'a> {
+    pub(super) id: &'a str,
+    pub(super) clean: bool,
+    pub(super) version: ProtocolVersion,
+    pub(super) transport: Transport,
+    pub(super) keep_alive_s: u16,
+    pub(super) will: Option<Will<'a>>,
+}
+
+impl<'a> Client<'a> {
+    pub(super) fn new(id: &'a str) -> Client<'a> {
+        Client {
+            id,
+            clean: true,
+            version: ProtocolVersion::V311,
+            transport: Transport::Tcp,
+            keep_alive_s: 0,
+            will: None,
+        }
+    }
+
+    pub(super) fn persistent(mut self) -> Self {
+        self.clean = false;
+        self
+    }
+}
+
+pub(super) fn publish<'a>(
+    topic: &'a str,
+    payload: &'a [u8],
+    delivery: Delivery,
+    retain: bool,
+) -> Packet<'a> {
+    Packet::Publish(Publish {
+        dup: false,
+        retain,
+        delivery,
+        topic,
+        payload,
+    })
+}
+
+pub(super) fn subscribe<'a>(packet_id: u16, filters: &[(&'a str, QoS)]) -> Packet<'a> {
+    Packet::Subscribe(Subscribe {
+        packet_id: id(packet_id),
+        filters: filters.to_vec(),
+    })
+}
+
+impl Harness {
+    pub(super) fn new() -> Harness {
+        Harness::with(Limits::default(), 1)
+    }
+
+    pub(super) fn with(limits: Limits, shard_count: usize) -> Harness {
+        Harness {
+            broker: Broker::new(0, shard_count, limits),
+            t0: Instant::now(),
+            wires: HashMap::new(),
+        }
+    }
+
+    pub(super) fn at(&self, s: f64) -> Instant {
+        self.t0 + Duration::from_secs_f64(s)
+    }
+
+    pub(super) fn finish(&self, out: Outbox) -> Step {
+        let mut step = Step::default();
+        for (conn, chunk, droppable) in out.sends {
+            let (transport, version) = self.wires[&conn];
+            for got in decode_all(chunk.bytes(), transport, version) {
+                step.sends.push((conn, got, droppable));
+            }
+            step.chunks.push((conn, chunk));
+        }
+        step.closes = out.closes;
+        step.routed = out.to_other_shards;
+        step
+    }
+
+    pub(super) fn connect_at(&mut self, conn: u64, client: &Client<'_>, s: f64) -> Step {
+        let mut out = Outbox::default();
+        let connect = Connect {
+            version: client.version,
+            clean_session: client.clean,
+            keep_alive_s: client.keep_alive_s,
+            client_id: client.id,
+            will: client.will.clone(),
+            username: None,
+            password: None,
+        };
+        let wire_version = match client.version {
+            ProtocolVersion::V5 => ProtocolVersion::V311,
+            version => version,
+        };
+        self.wires
+            .insert(ConnId(conn), (client.transport, wire_version));
+        let now = self.at(s);
+        self.broker
+            .connect(ConnId(conn), client.transport, &connect, now, &mut out);
+        self.finish(out)
+    }
+
+    pub(super) fn connect(&mut self, conn: u64, client: &Client<'_>) -> Step {
+        self.connect_at(conn, client, 0.0)
+    }
+
+    pub(super) fn packet_at(&mut self, conn: u64, packet: &Packet<'_>, s: f64) -> Step {
+        let mut out = Outbox::default();
+        let now = self.at(s);
+        self.broker.packet(ConnId(conn), packet, now, &mut out);
+        self.finish(out)
+    }
+
+    pub(super) fn packet(&mut self, conn: u64, packet: &Packet<'_>) -> Step {
+        self.packet_at(conn, packet, 0.0)
+    }
+
+    pub(super) fn lost(&mut self, conn: u64) -> Step {
+        let mut out = Outbox::default();
+        let now = self.at(0.0);
+        self.broker.connection_lost(ConnId(conn), now, &mut out);
+        self.finish(out)
+    }
+
+    pub(super) fn tick(&mut self, s: f64) -> Step {
+        let mut out = Outbox::default();
+        let now = self.at(s);
+        self.broker.tick(now, &mut out);
+        self.finish(out)
+    }
+
+    pub(super) fn remote(&mut self, message: &RoutedMessage) -> Step {
+        let mut out = Outbox::default();
+        let now = self.at(0.0);
+        self.broker.deliver_remote(message, now, &mut out);
+        self.finish(out)
+    }
+
+    /// Connects `conn` as a clean 3.1.1 client subscribed to `filter`.
+    pub(super) fn subscriber(&mut self, conn: u64, client_id: &str, filter: &str, qos: QoS) {
+        self.connect(conn, &Client::new(client_id));
+        let step = self.packet(conn, &subscribe(1, &[(filter, qos)]));
+        assert_eq!(
+            step.to(conn)[0],
+            Got::SubAck(1, vec![SubscribeReturnCode::Granted(qos)])
+        );
+    }
+}
+
+pub(super) fn pub_got(
+    topic: &str,
+    payload: &[u8],
+    qos: QoS,
+    id: Option<u16>,
+    retain: bool,
+    dup: bool,
+) -> Pub {
+    Pub {
+        topic: topic.into(),
+        payload: payload.to_vec(),
+        qos,
+        id,
+        retain,
+        dup,
+    }
+}
+
+pub(super) fn will_client<'a>(id: &'a str, qos: QoS, retain: bool) -> Client<'a> {
+    let mut client = Client::new(id);
+    client.keep_alive_s = 10;
+    client.will = Some(Will {
+        topic: "wills/x",
+        payload: b"bye",
+        qos,
+        retain,
+    });
+    client
+}
