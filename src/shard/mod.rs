@@ -405,7 +405,10 @@ impl Shard {
             };
             let flow = ingest(&mut cx, conn, data);
             let upgraded = was_upgrading && conn.phase != Phase::WsHandshake;
-            let still_reading = !more && conn.phase != Phase::Closing;
+            // A multishot receive that ended is armed again only while this shard still reads
+            // the connection: not once it is closing or moving to another shard.
+            let still_reading = !more
+                && matches!(conn.phase, Phase::WsHandshake | Phase::AwaitConnect | Phase::Connected(_));
             self.buf_ring.recycle(buffer);
             if upgraded {
                 let timeout = Duration::from_millis(self.config.limits.connect_timeout_ms.into());
@@ -423,7 +426,8 @@ impl Shard {
         }
         match -result {
             // The ring ran out of buffers: they come back as this turn's data is handled.
-            libc::ENOBUFS => self.rearm.push(id),
+            libc::ENOBUFS if !matches!(conn.phase, Phase::Closing | Phase::HandingOff(_)) => self.rearm.push(id),
+            libc::ENOBUFS => self.finishing.push(id),
             libc::ECANCELED => self.finishing.push(id),
             errno => self
                 .pending_closes
@@ -643,8 +647,14 @@ impl Shard {
             }
             _ if conn.transport == Transport::Ws && !conn.request.is_empty() => None,
             _ if conn.transport == Transport::Ws => cause.ws_close_code().map(|code| {
+                // The reason tells a browser's developer tools what went wrong.
+                let reason = match cause {
+                    CloseCause::Ws(error) => error.description(),
+                    CloseCause::Decode(error) => error.description(),
+                    _ => "",
+                };
                 let mut frame = Vec::new();
-                write_close_frame(code, "", &mut frame);
+                write_close_frame(code, reason, &mut frame);
                 frame
             }),
             _ => None,
