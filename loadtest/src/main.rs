@@ -67,7 +67,7 @@ fn real_main() -> anyhow::Result<()> {
     );
     sampler.mark_setup_start();
     while (c.setup_done.load(Relaxed) as usize) < total && started.elapsed() < setup_limit {
-        progress.tick(&shared, &mut sampler, "setup");
+        progress.tick_for(&shared, &mut sampler, "setup", Duration::from_millis(10));
     }
     let setup_s = started.elapsed().as_secs_f64();
     sampler.mark_setup_end();
@@ -95,7 +95,7 @@ fn real_main() -> anyhow::Result<()> {
             if run.elapsed().as_secs_f64() >= limit {
                 break;
             }
-            progress.tick(&shared, &mut sampler, "retained");
+            progress.tick_for(&shared, &mut sampler, "retained", Duration::from_millis(5));
         }
         window_s = run.elapsed().as_secs_f64();
         sampler.mark_window_end();
