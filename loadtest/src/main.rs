@@ -87,8 +87,9 @@ fn real_main() -> anyhow::Result<()> {
         let run = Instant::now();
         let limit = cfg.warmup_s + cfg.duration_s + cfg.drain_s;
         loop {
-            let joiners = shared.wildcard_subs.load(Relaxed);
-            let done = c.retained_complete.load(Relaxed);
+            // Every joiner that connected (all but the publisher) has all values or is gone.
+            let joiners = c.conn_ok.load(Relaxed).saturating_sub(1);
+            let done = c.retained_complete.load(Relaxed) + c.dropped.load(Relaxed);
             if shared.go.load(Relaxed) && joiners > 0 && done >= joiners {
                 break;
             }
