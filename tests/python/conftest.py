@@ -9,6 +9,7 @@ FANFARE_TEST_RUN_ALL=1          which runs them anyway (to see where they differ
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
 
@@ -103,4 +104,4 @@ def transport(request) -> str:
 @pytest.fixture
 def topic(request) -> str:
     """A topic prefix private to this test."""
-    return "t/" + request.node.name.replace("[", "-").replace("]", "").replace("/", "_")
+    return "t/" + re.sub(r"[^A-Za-z0-9_.-]", "_", request.node.name)
