@@ -75,7 +75,8 @@ def test_packet_just_under_limit_accepted(start, clients, raw, transport):
 def test_garbage_bytes_close(broker, raw, healthy):
     check = healthy(broker)
     bad = raw(broker, "tcp")
-    bad.send(os.urandom(3) + b"\x00" * 61 + b"GET / HTTP/1.1\r\n\r\n")
+    # Reserved packet type 15 with a length that cannot be a CONNECT.
+    bad.send(b"\xff\xff\xff\xff\x7f" + b"\x00" * 59 + b"GET / HTTP/1.1\r\n\r\n")
     bad.wait_closed()
     check()
 

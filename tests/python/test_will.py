@@ -97,7 +97,7 @@ def test_will_not_retained_unless_asked(broker, clients, transport, topic):
     late.expect_no_message(0.5)
 
 
-def test_will_on_takeover_is_not_required_but_session_lives(broker, clients, transport, topic):
+def test_takeover_of_client_with_will(broker, clients, transport, topic):
     """A takeover closes the old connection; the new one keeps working either way."""
     cid = unique_id("will-take")
     clients(broker, transport, cid, will=(topic, b"taken over", 1, False))
