@@ -230,7 +230,7 @@ def test_unmasked_frame_closes_1002(broker, wsconns, healthy_ws):
 
 @pytest.mark.fanfare_only
 def test_oversize_frame_closes_1009(start, wsconns, healthy_ws):
-    broker = start(config={"limits": {"ws_frame_bytes_max": 4096}})
+    broker = start(config={"limits": {"packet_bytes_max": 2048, "ws_frame_bytes_max": 4096}})
     check = healthy_ws(broker)
     conn = ws(broker, wsconns)
     m.Mqtt(conn).handshake(unique_id("bigframe"))
