@@ -153,6 +153,9 @@ class Client:
         """Our own network thread: paho's loop_start sleeps up to 1 s on stop."""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
+        # Tell paho a network thread owns the socket, as loop_start() would: otherwise
+        # publish() writes from the caller's thread and races with ours.
+        self.paho._thread = self._thread
         self._thread.start()
 
     def _run(self) -> None:
@@ -166,6 +169,7 @@ class Client:
             self._stop.set()
             thread.join(TIMEOUT_S)
             self._thread = None
+            self.paho._thread = None
         sock = self.paho.socket()
         if sock is not None:
             try:
