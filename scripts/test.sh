@@ -45,13 +45,13 @@ fi
 # --- build and check -----------------------------------------------------------
 failed=()
 step "cargo build"
-cargo build --all-targets
+cargo build --workspace --all-targets
 step "cargo fmt --check"
 cargo fmt --all -- --check || failed+=("cargo fmt")
 step "cargo clippy"
-cargo clippy --all-targets -- -D warnings || failed+=("cargo clippy")
+cargo clippy --workspace --all-targets -- -D warnings || failed+=("cargo clippy")
 step "cargo test"
-cargo test || failed+=("cargo test")
+cargo test --workspace || failed+=("cargo test")
 
 step "pytest tests/python"
 mkdir -p target
