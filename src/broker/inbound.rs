@@ -209,6 +209,10 @@ impl Broker {
                 }
             }
         }
-        self.reply(conn, &Packet::UnsubAck(UnsubAck::new(unsubscribe.packet_id)), out);
+        self.reply(
+            conn,
+            &Packet::UnsubAck(UnsubAck::new(unsubscribe.packet_id)),
+            out,
+        );
     }
 }

@@ -87,9 +87,21 @@ fn offline_queue_then_redelivery_with_dup_and_pubrel_in_order() {
         ]
     );
     assert!(step.sends.iter().all(|(_, _, d)| *d == Droppable::No));
-    assert!(h.packet(3, &Packet::PubAck(Ack::new(id(1)))).sends.is_empty());
-    assert!(h.packet(3, &Packet::PubComp(Ack::new(id(2)))).sends.is_empty());
-    assert!(h.packet(3, &Packet::PubAck(Ack::new(id(3)))).sends.is_empty());
+    assert!(
+        h.packet(3, &Packet::PubAck(Ack::new(id(1))))
+            .sends
+            .is_empty()
+    );
+    assert!(
+        h.packet(3, &Packet::PubComp(Ack::new(id(2))))
+            .sends
+            .is_empty()
+    );
+    assert!(
+        h.packet(3, &Packet::PubAck(Ack::new(id(3))))
+            .sends
+            .is_empty()
+    );
     // Acks for unknown identifiers are ignored.
     let step = h.packet(3, &Packet::PubAck(Ack::new(id(77))));
     assert!(step.sends.is_empty() && step.closes.is_empty());
@@ -302,7 +314,11 @@ fn inflight_window_queues_and_releases_in_order() {
         step.publishes(1),
         vec![pub_got("t", &[4], QoS::AtLeastOnce, Some(4), false, false)]
     );
-    assert!(h.packet(1, &Packet::PubAck(Ack::new(id(3)))).sends.is_empty());
+    assert!(
+        h.packet(1, &Packet::PubAck(Ack::new(id(3))))
+            .sends
+            .is_empty()
+    );
 }
 
 #[test]

@@ -860,14 +860,26 @@ mod tests {
     #[test]
     fn golden_acks() {
         for version in [V31, V311] {
-            assert_golden(&[0x40, 0x02, 0x00, 0x01], &Packet::PubAck(Ack::new(id(1))), version);
-            assert_golden(&[0x50, 0x02, 0x01, 0x00], &Packet::PubRec(Ack::new(id(256))), version);
+            assert_golden(
+                &[0x40, 0x02, 0x00, 0x01],
+                &Packet::PubAck(Ack::new(id(1))),
+                version,
+            );
+            assert_golden(
+                &[0x50, 0x02, 0x01, 0x00],
+                &Packet::PubRec(Ack::new(id(256))),
+                version,
+            );
             assert_golden(
                 &[0x62, 0x02, 0xFF, 0xFF],
                 &Packet::PubRel(Ack::new(id(65_535))),
                 version,
             );
-            assert_golden(&[0x70, 0x02, 0x00, 0x2A], &Packet::PubComp(Ack::new(id(42))), version);
+            assert_golden(
+                &[0x70, 0x02, 0x00, 0x2A],
+                &Packet::PubComp(Ack::new(id(42))),
+                version,
+            );
             assert_golden(
                 &[0xB0, 0x02, 0x00, 0x0B],
                 &Packet::UnsubAck(UnsubAck::new(id(11))),
@@ -943,7 +955,11 @@ mod tests {
         for version in [V31, V311] {
             assert_golden(&[0xC0, 0x00], &Packet::PingReq, version);
             assert_golden(&[0xD0, 0x00], &Packet::PingResp, version);
-            assert_golden(&[0xE0, 0x00], &Packet::Disconnect(Disconnect::NORMAL), version);
+            assert_golden(
+                &[0xE0, 0x00],
+                &Packet::Disconnect(Disconnect::NORMAL),
+                version,
+            );
         }
     }
 
@@ -1405,12 +1421,13 @@ mod tests {
             packet_id().prop_map(|id| Packet::PubRec(Ack::new(id))),
             packet_id().prop_map(|id| Packet::PubRel(Ack::new(id))),
             packet_id().prop_map(|id| Packet::PubComp(Ack::new(id))),
-            (packet_id(), prop::collection::vec(return_code, 1..5))
-                .prop_map(|(packet_id, codes)| Packet::SubAck(SubAck {
+            (packet_id(), prop::collection::vec(return_code, 1..5)).prop_map(
+                |(packet_id, codes)| Packet::SubAck(SubAck {
                     packet_id,
                     codes,
                     properties: Properties::EMPTY,
-                })),
+                })
+            ),
             packet_id().prop_map(|id| Packet::UnsubAck(UnsubAck::new(id))),
             Just(Packet::PingResp),
         ]

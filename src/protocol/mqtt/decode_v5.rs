@@ -55,8 +55,11 @@ pub(super) fn packet_body<'a>(
         PINGREQ => Packet::PingReq,
         PINGRESP => Packet::PingResp,
         DISCONNECT => {
-            let (reason, properties) =
-                short_reason(&mut body, ReasonCodeOf::Disconnect, PropertyScope::Disconnect)?;
+            let (reason, properties) = short_reason(
+                &mut body,
+                ReasonCodeOf::Disconnect,
+                PropertyScope::Disconnect,
+            )?;
             Packet::Disconnect(Disconnect { reason, properties })
         }
         AUTH => {

@@ -11,9 +11,9 @@
 //! §3.15.2.1).
 
 use super::packet::{
-    Ack, ConnAck, Connect, ConnectReturnCode, Disconnect, Packet, PacketId,
-    ProtocolVersion, Publish, RetainHandling, SubAck, Subscribe, SubscribeReturnCode,
-    SubscriptionOptions, UnsubAck, Unsubscribe,
+    Ack, ConnAck, Connect, ConnectReturnCode, Disconnect, Packet, PacketId, ProtocolVersion,
+    Publish, RetainHandling, SubAck, Subscribe, SubscribeReturnCode, SubscriptionOptions, UnsubAck,
+    Unsubscribe,
 };
 use super::properties::{
     Properties, PropertyScope, put_variable_byte_integer, variable_byte_integer_len,
@@ -112,7 +112,11 @@ pub fn encode(packet: &Packet<'_>, version: ProtocolVersion, out: &mut Vec<u8>) 
                 assert_reason(reason, ReasonCodeOf::Disconnect);
                 put_short_reason(reason, properties, PropertyScope::Disconnect, out);
             } else {
-                assert_eq!(*disconnect, Disconnect::NORMAL, "3.x DISCONNECT has no fields");
+                assert_eq!(
+                    *disconnect,
+                    Disconnect::NORMAL,
+                    "3.x DISCONNECT has no fields"
+                );
             }
         }
         Packet::Auth(auth) => {
@@ -572,8 +576,7 @@ fn put_subscribe(subscribe: &Subscribe<'_>, version: ProtocolVersion, out: &mut 
     for &(filter, options) in &subscribe.filters {
         debug_assert!(super::topic::is_valid_topic_filter(filter));
         assert!(
-            !(options.no_local
-                && filter.starts_with(super::decode_v5::SHARED_SUBSCRIPTION_PREFIX)),
+            !(options.no_local && filter.starts_with(super::decode_v5::SHARED_SUBSCRIPTION_PREFIX)),
             "no local on a shared subscription [MQTT-3.8.3-4]"
         );
         put_string(filter, out);
@@ -669,7 +672,11 @@ mod tests {
     fn encode_appends() {
         let mut out = vec![0xAA];
         encode(&Packet::PingReq, ProtocolVersion::V311, &mut out);
-        encode(&Packet::Disconnect(Disconnect::NORMAL), ProtocolVersion::V311, &mut out);
+        encode(
+            &Packet::Disconnect(Disconnect::NORMAL),
+            ProtocolVersion::V311,
+            &mut out,
+        );
         assert_eq!(out, [0xAA, 0xC0, 0x00, 0xE0, 0x00]);
     }
 

@@ -137,7 +137,9 @@ impl DecodeError {
             DecodeError::ReservedPacketType => "reserved packet type",
             DecodeError::ReservedFlagsSet => "fixed-header flags do not match the packet type",
             DecodeError::MalformedRemainingLength => "remaining length longer than 4 bytes",
-            DecodeError::MalformedVariableByteInteger => "variable byte integer longer than 4 bytes",
+            DecodeError::MalformedVariableByteInteger => {
+                "variable byte integer longer than 4 bytes"
+            }
             DecodeError::PacketTooLarge => "packet larger than the configured maximum",
             DecodeError::Truncated => "a field runs past the end of the packet",
             DecodeError::TrailingBytes => "bytes after the last field of the packet",

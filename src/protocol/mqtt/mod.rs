@@ -13,9 +13,7 @@ pub mod reason;
 pub mod topic;
 
 pub use decode::{DecodeLimits, decode, decode_from_server, packet_len};
-pub use encode::{
-    PublishV5, encode, encode_publish_v5, encoded_len, publish_packet_id_offset,
-};
+pub use encode::{PublishV5, encode, encode_publish_v5, encoded_len, publish_packet_id_offset};
 pub use error::DecodeError;
 pub use packet::*;
 pub use properties::{Properties, PropertiesBuf, Property, PropertyScope, property_id};
