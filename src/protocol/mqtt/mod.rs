@@ -12,6 +12,9 @@ pub mod properties;
 pub mod reason;
 pub mod topic;
 
+#[cfg(test)]
+mod tests_v5;
+
 pub use decode::{DecodeLimits, decode, decode_from_server, packet_len};
 pub use encode::{PublishV5, encode, encode_publish_v5, encoded_len, publish_packet_id_offset};
 pub use error::DecodeError;
