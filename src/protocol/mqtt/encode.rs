@@ -75,11 +75,9 @@ pub(crate) const SUBACK_FAILURE: u8 = 0x80;
 /// Panics if the packet breaks a rule the decoder enforces (a programmer error, never peer
 /// input), including MQTT 5 fields that `version` cannot carry.
 pub fn encode(packet: &Packet<'_>, version: ProtocolVersion, out: &mut Vec<u8>) {
-    if let Packet::Publish(publish) = packet {
-        if version == ProtocolVersion::V5 {
-            encode_publish_v5(publish, Properties::EMPTY, out);
-            return;
-        }
+    if let (Packet::Publish(publish), ProtocolVersion::V5) = (packet, version) {
+        encode_publish_v5(publish, Properties::EMPTY, out);
+        return;
     }
     let remaining = remaining_len(packet, version);
     assert!(

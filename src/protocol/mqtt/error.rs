@@ -13,7 +13,7 @@ use super::reason::ReasonCode;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DecodeError {
     // Fixed header (§2).
-    /// Packet type 0 or 15, reserved in MQTT 3.1.1 §2.2.1.
+    /// Packet type 0, or 15 before MQTT 5 (MQTT 3.1.1 §2.2.1; 15 is AUTH in MQTT 5).
     ReservedPacketType,
     /// Fixed-header flags other than the ones the packet type requires [MQTT-2.2.2-2].
     ReservedFlagsSet,
