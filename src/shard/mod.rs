@@ -408,10 +408,7 @@ impl Shard {
             // A multishot receive that ended is armed again only while this shard still reads
             // the connection: not once it is closing or moving to another shard.
             let still_reading = !more
-                && matches!(
-                    conn.phase,
-                    Phase::WsHandshake | Phase::AwaitConnect | Phase::Connected(_)
-                );
+                && matches!(conn.phase, Phase::WsHandshake | Phase::AwaitConnect | Phase::Connected(_));
             self.buf_ring.recycle(buffer);
             if upgraded {
                 let timeout = Duration::from_millis(self.config.limits.connect_timeout_ms.into());
@@ -429,9 +426,7 @@ impl Shard {
         }
         match -result {
             // The ring ran out of buffers: they come back as this turn's data is handled.
-            libc::ENOBUFS if !matches!(conn.phase, Phase::Closing | Phase::HandingOff(_)) => {
-                self.rearm.push(id)
-            }
+            libc::ENOBUFS if !matches!(conn.phase, Phase::Closing | Phase::HandingOff(_)) => self.rearm.push(id),
             libc::ENOBUFS => self.finishing.push(id),
             libc::ECANCELED => self.finishing.push(id),
             errno => self
