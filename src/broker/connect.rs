@@ -73,11 +73,11 @@ impl Broker {
         let (key, session_present) =
             self.open_session(client_id, connect.version, !connect.clean_session);
         self.attach(conn, transport, connect, key, now);
-        let connack = ConnAck {
+        let connack = ConnAck::new(
             // Session present exists in 3.1.1 only [MQTT-3.2.2-1..3].
-            session_present: session_present && connect.version == ProtocolVersion::V311,
-            code: ConnectReturnCode::Accepted,
-        };
+            session_present && connect.version == ProtocolVersion::V311,
+            ConnectReturnCode::Accepted,
+        );
         send_packet(
             out,
             conn,
@@ -266,10 +266,7 @@ impl Broker {
         out: &mut Outbox,
     ) {
         self.stats.connects_refused += 1;
-        let connack = ConnAck {
-            session_present: false,
-            code,
-        };
+        let connack = ConnAck::new(false, code);
         send_packet(out, conn, transport, version, &Packet::ConnAck(connack));
         out.close(conn, CloseReason::ConnectRefused);
     }

@@ -16,7 +16,7 @@ use super::outbox::{Chunk, Droppable, Outbox, RoutedMessage};
 use super::retained::RetainOutcome;
 use super::slab::SessionKey;
 use super::wire::{PublishCache, PublishVariant};
-use crate::protocol::mqtt::{Packet, PacketId, QoS};
+use crate::protocol::mqtt::{Ack, Packet, PacketId, QoS};
 
 /// A message being fanned out: borrowed when routed from another shard, turned into a shared
 /// `Arc` only if some session must keep it (queue, in-flight window, retained replica).
@@ -190,7 +190,7 @@ impl Broker {
                 }
                 InflightState::Released => {
                     let (transport, version) = (connection.transport, connection.version);
-                    let packet = Packet::PubRel(entry.id);
+                    let packet = Packet::PubRel(Ack::new(entry.id));
                     super::connect::send_packet(out, conn, transport, version, &packet);
                 }
             }

@@ -10,7 +10,8 @@ use super::outbound::AckOutcome;
 use super::outbox::{CloseReason, ConnId, Outbox, RoutedMessage};
 use super::slab::SessionKey;
 use crate::protocol::mqtt::{
-    Delivery, Packet, PacketId, Publish, SubAck, Subscribe, SubscribeReturnCode, Unsubscribe,
+    Ack, Delivery, Packet, PacketId, Properties, Publish, SubAck, Subscribe, SubscribeReturnCode,
+    UnsubAck, Unsubscribe,
 };
 
 impl Broker {
@@ -30,30 +31,30 @@ impl Broker {
         match packet {
             Packet::Connect(_) => self.protocol_violation(conn, "second CONNECT", now, out),
             Packet::Publish(publish) => self.publish(conn, key, publish, now, out),
-            Packet::PubAck(id) => {
+            Packet::PubAck(Ack { packet_id: id, .. }) => {
                 let outcome = self.outbound_mut(key).map(|o| o.puback(*id));
                 self.after_ack(conn, key, *id, outcome, out);
             }
-            Packet::PubRec(id) => {
+            Packet::PubRec(Ack { packet_id: id, .. }) => {
                 let outcome = self.outbound_mut(key).map(|o| o.pubrec(*id));
                 self.after_ack(conn, key, *id, outcome, out);
             }
-            Packet::PubRel(id) => {
+            Packet::PubRel(Ack { packet_id: id, .. }) => {
                 if let Some(session) = self.sessions.get_mut(key) {
                     session.inbound_qos2.retain(|pending| pending != id);
                 }
                 // Sent for an unknown identifier too: the PUBREL may repeat after a reconnect
                 // whose PUBCOMP was lost [MQTT-4.3.3-2].
-                self.reply(conn, &Packet::PubComp(*id), out);
+                self.reply(conn, &Packet::PubComp(Ack::new(*id)), out);
             }
-            Packet::PubComp(id) => {
+            Packet::PubComp(Ack { packet_id: id, .. }) => {
                 let outcome = self.outbound_mut(key).map(|o| o.pubcomp(*id));
                 self.after_ack(conn, key, *id, outcome, out);
             }
             Packet::Subscribe(subscribe) => self.subscribe(conn, key, subscribe, out),
             Packet::Unsubscribe(unsubscribe) => self.unsubscribe(conn, key, unsubscribe, out),
             Packet::PingReq => self.reply(conn, &Packet::PingResp, out),
-            Packet::Disconnect => {
+            Packet::Disconnect(_) => {
                 // The will is discarded [MQTT-3.1.2-10].
                 let reason = Some(CloseReason::ClientDisconnected);
                 self.end_connection(conn, reason, false, now, out);
@@ -64,6 +65,8 @@ impl Broker {
                 self.protocol_violation(conn, "UNSUBACK from a client", now, out)
             }
             Packet::PingResp => self.protocol_violation(conn, "PINGRESP from a client", now, out),
+            // Only MQTT 5 has AUTH, and MQTT 5 clients are refused at CONNECT for now.
+            Packet::Auth(_) => self.protocol_violation(conn, "AUTH is not supported", now, out),
         }
     }
 
@@ -84,7 +87,7 @@ impl Broker {
         match outcome {
             None | Some(AckOutcome::Ignored) => {}
             Some(AckOutcome::Freed) => self.drain_queue(key, out),
-            Some(AckOutcome::SendPubRel) => self.reply(conn, &Packet::PubRel(id), out),
+            Some(AckOutcome::SendPubRel) => self.reply(conn, &Packet::PubRel(Ack::new(id)), out),
         }
     }
 
@@ -119,7 +122,7 @@ impl Broker {
             Delivery::AtMostOnce => self.route(message(), now, out),
             Delivery::AtLeastOnce(id) => {
                 self.route(message(), now, out);
-                self.reply(conn, &Packet::PubAck(id), out);
+                self.reply(conn, &Packet::PubAck(Ack::new(id)), out);
             }
             Delivery::ExactlyOnce(id) => {
                 let inbound_qos2_max = usize::from(self.limits.inbound_qos2_max);
@@ -129,7 +132,7 @@ impl Broker {
                 if session.inbound_qos2.contains(&id) {
                     // Already delivered: a retransmission gets its PUBREC again, nothing more
                     // [MQTT-4.3.3-2].
-                    self.reply(conn, &Packet::PubRec(id), out);
+                    self.reply(conn, &Packet::PubRec(Ack::new(id)), out);
                     return;
                 }
                 if session.inbound_qos2.len() >= inbound_qos2_max {
@@ -143,7 +146,7 @@ impl Broker {
                 }
                 session.inbound_qos2.push(id);
                 self.route(message(), now, out);
-                self.reply(conn, &Packet::PubRec(id), out);
+                self.reply(conn, &Packet::PubRec(Ack::new(id)), out);
             }
         }
     }
@@ -165,7 +168,8 @@ impl Broker {
             return;
         };
         let mut codes = Vec::with_capacity(subscribe.filters.len());
-        for &(filter, qos) in &subscribe.filters {
+        for &(filter, options) in &subscribe.filters {
+            let qos = options.qos;
             let known = session.subscriptions.contains_key(filter);
             if !known && session.subscriptions.len() >= subscriptions_max {
                 self.stats.subscriptions_refused += 1;
@@ -180,6 +184,7 @@ impl Broker {
         let suback = SubAck {
             packet_id: subscribe.packet_id,
             codes,
+            properties: Properties::EMPTY,
         };
         self.reply(conn, &Packet::SubAck(suback.clone()), out);
         for (&(filter, _), code) in subscribe.filters.iter().zip(&suback.codes) {
@@ -204,6 +209,10 @@ impl Broker {
                 }
             }
         }
-        self.reply(conn, &Packet::UnsubAck(unsubscribe.packet_id), out);
+        self.reply(
+            conn,
+            &Packet::UnsubAck(UnsubAck::new(unsubscribe.packet_id)),
+            out,
+        );
     }
 }

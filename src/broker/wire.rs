@@ -9,7 +9,7 @@ use std::rc::Rc;
 
 use super::outbox::{RoutedMessage, Transport};
 use crate::protocol::mqtt::{
-    Delivery, Packet, PacketId, ProtocolVersion, Publish, QoS, encode, encoded_len,
+    Delivery, Packet, PacketId, Properties, ProtocolVersion, Publish, QoS, encode, encoded_len,
     publish_packet_id_offset,
 };
 use crate::protocol::ws::frame::{Opcode, header_len, write_frame_header};
@@ -112,6 +112,7 @@ impl PublishCache {
                 delivery: Delivery::with_qos(variant.qos, TEMPLATE_ID),
                 topic: &message.topic,
                 payload: &message.payload,
+                properties: Properties::EMPTY,
             };
             let offset = publish_packet_id_offset(&publish, variant.version);
             let packet = Packet::Publish(publish);
@@ -160,6 +161,7 @@ mod tests {
                         delivery: Delivery::AtLeastOnce(id),
                         topic: "a/b",
                         payload: &message.payload,
+                        properties: Properties::EMPTY,
                     }),
                     ProtocolVersion::V311,
                     transport,

@@ -10,7 +10,7 @@ use crate::broker::{Broker, Chunk, ConnId, Droppable, Outbox, Transport};
 use crate::config::Config;
 use crate::net::connection::{CloseCause, Connection, Phase};
 use crate::protocol::mqtt::{
-    ConnAck, ConnectReturnCode, DecodeLimits, Packet, ProtocolVersion, decode, encode,
+    ConnAck, ConnectReturnCode, DecodeError, DecodeLimits, Packet, ProtocolVersion, decode, encode,
 };
 use crate::protocol::ws::frame::{FeedError, FrameLimits, WsEvent, write_binary_frame, write_pong};
 use crate::protocol::ws::handshake::{HandshakeConfig, parse_upgrade, write_accept_response};
@@ -160,6 +160,13 @@ fn decode_all(cx: &mut Ingest<'_>, conn: &mut Connection, bytes: &[u8]) -> (Flow
             _ => None,
         };
         let (packet, len) = match decode(&bytes[used..], version, cx.decode_limits) {
+            // The codec reads MQTT 5 but the broker does not serve it yet: refused as an
+            // unsupported level, before any handoff.
+            Ok(Some((Packet::Connect(connect), _))) if connect.version == ProtocolVersion::V5 => {
+                let error = DecodeError::UnsupportedProtocolVersion;
+                refuse_connect(cx, conn.transport, error.connack_code());
+                return (Flow::Close(CloseCause::Decode(error)), used);
+            }
             Ok(Some(decoded)) => decoded,
             Ok(None) => return (Flow::Continue, used),
             Err(error) => {
@@ -211,10 +218,7 @@ fn dispatch(cx: &mut Ingest<'_>, conn: &mut Connection, packet: &Packet<'_>) -> 
 fn refuse_connect(cx: &mut Ingest<'_>, transport: Transport, code: Option<ConnectReturnCode>) {
     let Some(code) = code else { return };
     let mut packet = Vec::with_capacity(4);
-    let connack = Packet::ConnAck(ConnAck {
-        session_present: false,
-        code,
-    });
+    let connack = Packet::ConnAck(ConnAck::new(false, code));
     encode(&connack, ProtocolVersion::V311, &mut packet);
     let bytes = match transport {
         Transport::Tcp => packet,

@@ -1,7 +1,9 @@
 //! CONNECT, client identifiers, takeover, session lifetimes, shutdown.
 
 use super::*;
-use crate::protocol::mqtt::{ConnectReturnCode, Packet, ProtocolVersion, QoS, Will};
+use crate::protocol::mqtt::{
+    ConnectReturnCode, Disconnect, Packet, Properties, ProtocolVersion, QoS, Will,
+};
 
 #[test]
 fn owner_shard_is_stable_fnv1a() {
@@ -102,6 +104,7 @@ fn second_connect_and_server_packets_are_violations() {
         will: None,
         username: None,
         password: None,
+        properties: Properties::EMPTY,
     };
     let step = h.packet(1, &Packet::Connect(connect));
     assert!(matches!(
@@ -137,6 +140,7 @@ fn takeover_closes_old_connection_and_publishes_its_will() {
         payload: b"gone",
         qos: QoS::AtMostOnce,
         retain: false,
+        properties: Properties::EMPTY,
     });
     h.connect(1, &client);
     let step = h.connect(2, &Client::new("dev"));
@@ -176,7 +180,7 @@ fn clean_and_persistent_sessions_with_session_present() {
         vec![Got::ConnAck(false, ConnectReturnCode::Accepted)]
     );
     h.packet(1, &subscribe(1, &[("t", QoS::AtLeastOnce)]));
-    h.packet(1, &Packet::Disconnect);
+    h.packet(1, &Packet::Disconnect(Disconnect::NORMAL));
     assert_eq!(h.broker.stats().offline_sessions, 1);
     assert_eq!(h.broker.stats().subscriptions, 1);
 

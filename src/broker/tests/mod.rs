@@ -14,8 +14,9 @@ use std::time::{Duration, Instant};
 
 use super::*;
 use crate::protocol::mqtt::{
-    ConnAck, Connect, ConnectReturnCode, DecodeLimits, Delivery, Packet, PacketId, ProtocolVersion,
-    Publish, QoS, Subscribe, SubscribeReturnCode, Will, decode_from_server,
+    ConnAck, Connect, ConnectReturnCode, DecodeLimits, Delivery, Packet, PacketId, Properties,
+    ProtocolVersion, Publish, QoS, Subscribe, SubscribeReturnCode, SubscriptionOptions, Will,
+    decode_from_server,
 };
 
 /// A packet the broker sent, owned so tests can keep it.
@@ -74,8 +75,12 @@ pub(super) fn decode_all(bytes: &[u8], transport: Transport, version: ProtocolVe
     vec![match packet {
         Packet::ConnAck(ConnAck {
             session_present,
-            code,
-        }) => Got::ConnAck(session_present, code),
+            reason,
+            ..
+        }) => Got::ConnAck(
+            session_present,
+            ConnectReturnCode::from_reason_code(reason).expect("a 3.x return code"),
+        ),
         Packet::Publish(p) => Got::Publish(Pub {
             topic: p.topic.to_string(),
             payload: p.payload.to_vec(),
@@ -84,12 +89,12 @@ pub(super) fn decode_all(bytes: &[u8], transport: Transport, version: ProtocolVe
             retain: p.retain,
             dup: p.dup,
         }),
-        Packet::PubAck(i) => Got::PubAck(i.get()),
-        Packet::PubRec(i) => Got::PubRec(i.get()),
-        Packet::PubRel(i) => Got::PubRel(i.get()),
-        Packet::PubComp(i) => Got::PubComp(i.get()),
+        Packet::PubAck(i) => Got::PubAck(i.packet_id.get()),
+        Packet::PubRec(i) => Got::PubRec(i.packet_id.get()),
+        Packet::PubRel(i) => Got::PubRel(i.packet_id.get()),
+        Packet::PubComp(i) => Got::PubComp(i.packet_id.get()),
         Packet::SubAck(s) => Got::SubAck(s.packet_id.get(), s.codes),
-        Packet::UnsubAck(i) => Got::UnsubAck(i.get()),
+        Packet::UnsubAck(i) => Got::UnsubAck(i.packet_id.get()),
         Packet::PingResp => Got::PingResp,
         other => panic!("a server never sends {other:?}"),
     }]
@@ -169,13 +174,18 @@ pub(super) fn publish<'a>(
         delivery,
         topic,
         payload,
+        properties: Properties::EMPTY,
     })
 }
 
 pub(super) fn subscribe<'a>(packet_id: u16, filters: &[(&'a str, QoS)]) -> Packet<'a> {
     Packet::Subscribe(Subscribe {
         packet_id: id(packet_id),
-        filters: filters.to_vec(),
+        filters: filters
+            .iter()
+            .map(|&(filter, qos)| (filter, SubscriptionOptions::new(qos)))
+            .collect(),
+        properties: Properties::EMPTY,
     })
 }
 
@@ -220,6 +230,7 @@ impl Harness {
             will: client.will.clone(),
             username: None,
             password: None,
+            properties: Properties::EMPTY,
         };
         let wire_version = match client.version {
             ProtocolVersion::V5 => ProtocolVersion::V311,
@@ -306,6 +317,7 @@ pub(super) fn will_client<'a>(id: &'a str, qos: QoS, retain: bool) -> Client<'a>
         payload: b"bye",
         qos,
         retain,
+        properties: Properties::EMPTY,
     });
     client
 }

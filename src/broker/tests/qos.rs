@@ -2,7 +2,8 @@
 
 use super::*;
 use crate::protocol::mqtt::{
-    ConnectReturnCode, Delivery, Packet, Publish, QoS, SubscribeReturnCode, Unsubscribe,
+    Ack, ConnectReturnCode, Delivery, Packet, Properties, Publish, QoS, SubscribeReturnCode,
+    Unsubscribe,
 };
 
 #[test]
@@ -45,11 +46,11 @@ fn offline_queue_then_redelivery_with_dup_and_pubrel_in_order() {
         )]
     );
     assert_eq!(
-        h.packet(1, &Packet::PubRec(id(2))).to(1),
+        h.packet(1, &Packet::PubRec(Ack::new(id(2)))).to(1),
         vec![Got::PubRel(2)]
     );
     assert_eq!(
-        h.packet(2, &Packet::PubRel(id(11))).to(2),
+        h.packet(2, &Packet::PubRel(Ack::new(id(11)))).to(2),
         vec![Got::PubComp(11)]
     );
     h.lost(1);
@@ -86,11 +87,23 @@ fn offline_queue_then_redelivery_with_dup_and_pubrel_in_order() {
         ]
     );
     assert!(step.sends.iter().all(|(_, _, d)| *d == Droppable::No));
-    assert!(h.packet(3, &Packet::PubAck(id(1))).sends.is_empty());
-    assert!(h.packet(3, &Packet::PubComp(id(2))).sends.is_empty());
-    assert!(h.packet(3, &Packet::PubAck(id(3))).sends.is_empty());
+    assert!(
+        h.packet(3, &Packet::PubAck(Ack::new(id(1))))
+            .sends
+            .is_empty()
+    );
+    assert!(
+        h.packet(3, &Packet::PubComp(Ack::new(id(2))))
+            .sends
+            .is_empty()
+    );
+    assert!(
+        h.packet(3, &Packet::PubAck(Ack::new(id(3))))
+            .sends
+            .is_empty()
+    );
     // Acks for unknown identifiers are ignored.
-    let step = h.packet(3, &Packet::PubAck(id(77)));
+    let step = h.packet(3, &Packet::PubAck(Ack::new(id(77))));
     assert!(step.sends.is_empty() && step.closes.is_empty());
     h.lost(3);
     let step = h.connect(4, &Client::new("sub").persistent());
@@ -115,6 +128,7 @@ fn inbound_qos2_delivered_once_and_survives_reconnect() {
         delivery: Delivery::ExactlyOnce(id(5)),
         topic: "t",
         payload: b"x",
+        properties: Properties::EMPTY,
     });
     let step = h.packet(1, &duplicate);
     assert_eq!(step.to(1), vec![Got::PubRec(5)]);
@@ -126,12 +140,12 @@ fn inbound_qos2_delivered_once_and_survives_reconnect() {
     assert_eq!(step.to(2), vec![Got::PubRec(5)]);
     assert!(step.publishes(9).is_empty());
     assert_eq!(
-        h.packet(2, &Packet::PubRel(id(5))).to(2),
+        h.packet(2, &Packet::PubRel(Ack::new(id(5)))).to(2),
         vec![Got::PubComp(5)]
     );
     // PUBCOMP answers an unknown PUBREL too.
     assert_eq!(
-        h.packet(2, &Packet::PubRel(id(6))).to(2),
+        h.packet(2, &Packet::PubRel(Ack::new(id(6)))).to(2),
         vec![Got::PubComp(6)]
     );
     // The identifier is free again: a new publish with it is delivered.
@@ -210,6 +224,7 @@ fn overlapping_subscriptions_deliver_once_at_the_highest_qos() {
         &Packet::Unsubscribe(Unsubscribe {
             packet_id: id(3),
             filters: vec!["a/#", "never"],
+            properties: Properties::EMPTY,
         }),
     );
     assert_eq!(step.to(1), vec![Got::UnsubAck(3)]);
@@ -289,17 +304,21 @@ fn inflight_window_queues_and_releases_in_order() {
         sent.iter().map(|p| p.payload[0]).collect::<Vec<_>>(),
         vec![1, 2]
     );
-    let step = h.packet(1, &Packet::PubAck(id(2)));
+    let step = h.packet(1, &Packet::PubAck(Ack::new(id(2))));
     assert_eq!(
         step.publishes(1),
         vec![pub_got("t", &[3], QoS::AtLeastOnce, Some(3), false, false)]
     );
-    let step = h.packet(1, &Packet::PubAck(id(1)));
+    let step = h.packet(1, &Packet::PubAck(Ack::new(id(1))));
     assert_eq!(
         step.publishes(1),
         vec![pub_got("t", &[4], QoS::AtLeastOnce, Some(4), false, false)]
     );
-    assert!(h.packet(1, &Packet::PubAck(id(3))).sends.is_empty());
+    assert!(
+        h.packet(1, &Packet::PubAck(Ack::new(id(3))))
+            .sends
+            .is_empty()
+    );
 }
 
 #[test]

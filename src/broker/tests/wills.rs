@@ -1,7 +1,7 @@
 //! Wills and keep-alive.
 
 use super::*;
-use crate::protocol::mqtt::{Packet, QoS};
+use crate::protocol::mqtt::{Disconnect, Packet, QoS};
 
 #[test]
 fn keep_alive_at_one_and_a_half_times_publishes_the_will() {
@@ -61,7 +61,7 @@ fn will_on_loss_not_after_disconnect_and_retained_will() {
     assert!(step.closes.is_empty(), "the socket is already gone");
 
     h.connect(2, &will_client("b", QoS::AtMostOnce, false));
-    let step = h.packet(2, &Packet::Disconnect);
+    let step = h.packet(2, &Packet::Disconnect(Disconnect::NORMAL));
     assert_eq!(
         step.closes,
         vec![(ConnId(2), CloseReason::ClientDisconnected)]

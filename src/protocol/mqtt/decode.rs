@@ -1,4 +1,5 @@
-//! MQTT 3.1 / 3.1.1 decoder: wire bytes to borrowed packet views.
+//! MQTT 3.1 / 3.1.1 / 5.0 decoder: wire bytes to borrowed packet views. The MQTT 5 layouts of
+//! packets after CONNECT live in `decode_v5`.
 //!
 //! Incomplete input is not an error: `Ok(None)` asks for more bytes and consumes nothing. Every
 //! size the peer controls is checked before it costs memory: the packet size on the fixed header,
@@ -11,9 +12,11 @@
 use super::encode::{FLAGS_QOS1, SUBACK_FAILURE, connect_flag, packet_type, publish_flag};
 use super::error::DecodeError;
 use super::packet::{
-    ConnAck, Connect, ConnectReturnCode, Delivery, Packet, PacketId, ProtocolVersion, Publish, QoS,
-    SubAck, Subscribe, SubscribeReturnCode, Unsubscribe, Will,
+    Ack, ConnAck, Connect, ConnectReturnCode, Delivery, Disconnect, Packet, PacketId,
+    ProtocolVersion, Publish, QoS, SubAck, Subscribe, SubscribeReturnCode, SubscriptionOptions,
+    UnsubAck, Unsubscribe, Will,
 };
+use super::properties::{Properties, PropertyScope};
 use super::topic::{validate_topic_filter, validate_topic_name};
 
 /// The bounds the decoder enforces on what the peer controls; see [`crate::config::Limits`].
@@ -52,8 +55,9 @@ impl DecodeLimits {
 /// error). `Ok(None)` = need more bytes, consumes nothing. `Ok(Some((packet, consumed)))`.
 /// The packet size limit is checked on the fixed header before the body is available.
 ///
-/// A CONNECT naming an unsupported protocol level (MQTT 5 included, for now) is
-/// [`DecodeError::UnsupportedProtocolVersion`], which the server answers with CONNACK 0x01.
+/// A CONNECT naming an unsupported protocol level is [`DecodeError::UnsupportedProtocolVersion`],
+/// which the server answers with CONNACK 0x01. MQTT 5 is decoded; whether it is served is the
+/// broker's decision.
 pub fn decode<'a>(
     buf: &'a [u8],
     version: Option<ProtocolVersion>,
@@ -81,7 +85,7 @@ pub fn packet_len(buf: &[u8], limits: &DecodeLimits) -> Result<Option<usize>, De
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Direction {
+pub(super) enum Direction {
     ClientToServer,
     ServerToClient,
 }
@@ -151,7 +155,7 @@ fn decode_packet<'a>(
     let body = Reader::new(bytes);
     let packet = match version {
         None => Packet::Connect(connect(body, limits)?),
-        Some(version) => packet_body(kind, flags, version, body, limits)?,
+        Some(version) => packet_body(kind, flags, version, direction, body, limits)?,
     };
     Ok(Some((packet, header.packet_len())))
 }
@@ -169,12 +173,15 @@ fn check_type(
         None if kind == CONNECT => return check_flags_zero(flags),
         None if kind == 0 || kind == 15 => return Err(DecodeError::ReservedPacketType),
         None => return Err(DecodeError::FirstPacketNotConnect),
-        // Until MQTT 5 lands no connection is at level 5: CONNECT refuses it.
-        Some(ProtocolVersion::V5) => return Err(DecodeError::UnsupportedProtocolVersion),
         Some(version) => version,
     };
+    let is_v5 = version == ProtocolVersion::V5;
     let allowed = match (kind, direction) {
-        (0 | 15, _) => return Err(DecodeError::ReservedPacketType),
+        // AUTH, in either direction, is new in MQTT 5 (§3.15).
+        (AUTH, _) if is_v5 => true,
+        (0 | AUTH, _) => return Err(DecodeError::ReservedPacketType),
+        // A server sends DISCONNECT too in MQTT 5 (§3.14).
+        (DISCONNECT, Direction::ServerToClient) => is_v5,
         // [MQTT-3.1.0-2]
         (CONNECT, Direction::ClientToServer) => return Err(DecodeError::DuplicateConnect),
         (PUBLISH | PUBACK | PUBREC | PUBREL | PUBCOMP, _) => true,
@@ -222,10 +229,14 @@ fn packet_body<'a>(
     kind: u8,
     flags: u8,
     version: ProtocolVersion,
+    direction: Direction,
     mut body: Reader<'a>,
     limits: &DecodeLimits,
 ) -> Result<Packet<'a>, DecodeError> {
     use packet_type::*;
+    if version == ProtocolVersion::V5 {
+        return super::decode_v5::packet_body(kind, flags, direction, body, limits);
+    }
     let packet = match kind {
         CONNACK => Packet::ConnAck(connack(&mut body, version)?),
         PUBLISH => {
@@ -233,17 +244,17 @@ fn packet_body<'a>(
             // The payload is the rest of the packet: nothing can trail it.
             return Ok(Packet::Publish(publish));
         }
-        PUBACK => Packet::PubAck(body.packet_id()?),
-        PUBREC => Packet::PubRec(body.packet_id()?),
-        PUBREL => Packet::PubRel(body.packet_id()?),
-        PUBCOMP => Packet::PubComp(body.packet_id()?),
+        PUBACK => Packet::PubAck(Ack::new(body.packet_id()?)),
+        PUBREC => Packet::PubRec(Ack::new(body.packet_id()?)),
+        PUBREL => Packet::PubRel(Ack::new(body.packet_id()?)),
+        PUBCOMP => Packet::PubComp(Ack::new(body.packet_id()?)),
         SUBSCRIBE => Packet::Subscribe(subscribe(&mut body, limits)?),
         SUBACK => Packet::SubAck(suback(&mut body)?),
         UNSUBSCRIBE => Packet::Unsubscribe(unsubscribe(&mut body, limits)?),
-        UNSUBACK => Packet::UnsubAck(body.packet_id()?),
+        UNSUBACK => Packet::UnsubAck(UnsubAck::new(body.packet_id()?)),
         PINGREQ => Packet::PingReq,
         PINGRESP => Packet::PingResp,
-        DISCONNECT => Packet::Disconnect,
+        DISCONNECT => Packet::Disconnect(Disconnect::NORMAL),
         // `check_type` let through only the types above.
         _ => return Err(DecodeError::UnexpectedPacket),
     };
@@ -257,8 +268,8 @@ fn connect<'a>(mut body: Reader<'a>, limits: &DecodeLimits) -> Result<Connect<'a
     let version = match (name, level) {
         (b"MQIsdp", 3) => ProtocolVersion::V31,
         (b"MQTT", 4) => ProtocolVersion::V311,
-        // A known name at another level: refuse with CONNACK 0x01 [MQTT-3.1.2-2]. This also
-        // covers MQTT 5 until it is implemented; its CONNECT is not read any further.
+        (b"MQTT", 5) => ProtocolVersion::V5,
+        // A known name at another level: refuse with CONNACK 0x01 [MQTT-3.1.2-2].
         (b"MQIsdp" | b"MQTT", _) => return Err(DecodeError::UnsupportedProtocolVersion),
         // [MQTT-3.1.2-1]
         _ => return Err(DecodeError::InvalidProtocolName),
@@ -280,11 +291,17 @@ fn connect<'a>(mut body: Reader<'a>, limits: &DecodeLimits) -> Result<Connect<'a
     let will_qos = QoS::from_bits(will_qos_bits).ok_or(DecodeError::InvalidQoS)?;
     let has_username = flags & connect_flag::USERNAME != 0;
     let has_password = flags & connect_flag::PASSWORD != 0;
-    // [MQTT-3.1.2-22] is new in 3.1.1.
-    if has_password && !has_username && !is_v31 {
+    let is_v5 = version == ProtocolVersion::V5;
+    // [MQTT-3.1.2-22] is new in 3.1.1, and gone again in MQTT 5 (§3.1.2.9).
+    if has_password && !has_username && version == ProtocolVersion::V311 {
         return Err(DecodeError::PasswordWithoutUsername);
     }
     let keep_alive_s = body.u16()?;
+    let properties = if is_v5 {
+        Properties::read(&mut body, PropertyScope::Connect)?
+    } else {
+        Properties::EMPTY
+    };
 
     // Payload, in the order of [MQTT-3.1.3-1].
     let client_id = body.string()?;
@@ -292,6 +309,12 @@ fn connect<'a>(mut body: Reader<'a>, limits: &DecodeLimits) -> Result<Connect<'a
         return Err(DecodeError::ClientIdTooLong);
     }
     let will = if has_will {
+        // MQTT 5 puts the will properties first (§3.1.3.2).
+        let properties = if is_v5 {
+            Properties::read(&mut body, PropertyScope::Will)?
+        } else {
+            Properties::EMPTY
+        };
         let topic = body.string()?;
         validate_topic_name(topic, limits)?;
         let payload = body.binary()?;
@@ -300,6 +323,7 @@ fn connect<'a>(mut body: Reader<'a>, limits: &DecodeLimits) -> Result<Connect<'a
             payload,
             qos: will_qos,
             retain: will_retain,
+            properties,
         })
     } else {
         None
@@ -325,10 +349,14 @@ fn connect<'a>(mut body: Reader<'a>, limits: &DecodeLimits) -> Result<Connect<'a
         will,
         username,
         password,
+        properties,
     })
 }
 
-fn connack(body: &mut Reader<'_>, version: ProtocolVersion) -> Result<ConnAck, DecodeError> {
+fn connack(
+    body: &mut Reader<'_>,
+    version: ProtocolVersion,
+) -> Result<ConnAck<'static>, DecodeError> {
     let flags = body.u8()?;
     let session_present = match version {
         // 3.1 has no acknowledge flags: the byte is unused and ignored.
@@ -346,10 +374,7 @@ fn connack(body: &mut Reader<'_>, version: ProtocolVersion) -> Result<ConnAck, D
     if session_present && code != ConnectReturnCode::Accepted {
         return Err(DecodeError::ReservedConnAckFlags);
     }
-    Ok(ConnAck {
-        session_present,
-        code,
-    })
+    Ok(ConnAck::new(session_present, code))
 }
 
 fn connect_return_code(byte: u8) -> Result<ConnectReturnCode, DecodeError> {
@@ -386,6 +411,7 @@ fn publish<'a>(
         topic,
         // May be empty (§3.3.3).
         payload: body.rest(),
+        properties: Properties::EMPTY,
     })
 }
 
@@ -407,16 +433,20 @@ fn subscribe<'a>(
             return Err(DecodeError::InvalidSubscribeOptions);
         }
         let qos = QoS::from_bits(options).ok_or(DecodeError::InvalidSubscribeOptions)?;
-        filters.push((filter, qos));
+        filters.push((filter, SubscriptionOptions::new(qos)));
     }
     // [MQTT-3.8.3-3]
     if filters.is_empty() {
         return Err(DecodeError::EmptySubscribe);
     }
-    Ok(Subscribe { packet_id, filters })
+    Ok(Subscribe {
+        packet_id,
+        filters,
+        properties: Properties::EMPTY,
+    })
 }
 
-fn suback(body: &mut Reader<'_>) -> Result<SubAck, DecodeError> {
+fn suback(body: &mut Reader<'_>) -> Result<SubAck<'static>, DecodeError> {
     let packet_id = body.packet_id()?;
     let codes = body
         .rest()
@@ -428,7 +458,11 @@ fn suback(body: &mut Reader<'_>) -> Result<SubAck, DecodeError> {
                 .ok_or(DecodeError::InvalidReturnCode),
         })
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(SubAck { packet_id, codes })
+    Ok(SubAck {
+        packet_id,
+        codes,
+        properties: Properties::EMPTY,
+    })
 }
 
 fn unsubscribe<'a>(
@@ -449,25 +483,34 @@ fn unsubscribe<'a>(
     if filters.is_empty() {
         return Err(DecodeError::EmptyUnsubscribe);
     }
-    Ok(Unsubscribe { packet_id, filters })
+    Ok(Unsubscribe {
+        packet_id,
+        filters,
+        properties: Properties::EMPTY,
+    })
 }
 
 /// Reads fields from the body of one complete packet. Running out of bytes here means the
 /// packet lied about its contents, so it is an error, not a request for more input.
-struct Reader<'a> {
+pub(crate) struct Reader<'a> {
     buf: &'a [u8],
 }
 
 impl<'a> Reader<'a> {
-    fn new(buf: &'a [u8]) -> Self {
+    pub(crate) fn new(buf: &'a [u8]) -> Self {
         Reader { buf }
     }
 
-    fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.buf.is_empty()
     }
 
-    fn take(&mut self, len: usize) -> Result<&'a [u8], DecodeError> {
+    /// The bytes not read yet.
+    pub(crate) fn remaining(&self) -> &'a [u8] {
+        self.buf
+    }
+
+    pub(crate) fn take(&mut self, len: usize) -> Result<&'a [u8], DecodeError> {
         if len > self.buf.len() {
             return Err(DecodeError::Truncated);
         }
@@ -476,34 +519,55 @@ impl<'a> Reader<'a> {
         Ok(taken)
     }
 
-    fn u8(&mut self) -> Result<u8, DecodeError> {
+    pub(crate) fn u8(&mut self) -> Result<u8, DecodeError> {
         let [byte] = self.take(1)? else {
             return Err(DecodeError::Truncated);
         };
         Ok(*byte)
     }
 
-    fn u16(&mut self) -> Result<u16, DecodeError> {
+    pub(crate) fn u16(&mut self) -> Result<u16, DecodeError> {
         let [high, low] = self.take(2)? else {
             return Err(DecodeError::Truncated);
         };
         Ok(u16::from_be_bytes([*high, *low]))
     }
 
+    pub(crate) fn u32(&mut self) -> Result<u32, DecodeError> {
+        let [a, b, c, d] = self.take(4)? else {
+            return Err(DecodeError::Truncated);
+        };
+        Ok(u32::from_be_bytes([*a, *b, *c, *d]))
+    }
+
+    /// MQTT 5 §1.5.5: seven bits a byte, least significant first, at most four bytes. A
+    /// non-minimal encoding is read like the remaining length is: as the value it spells.
+    pub(crate) fn variable_byte_integer(&mut self) -> Result<u32, DecodeError> {
+        let mut value = 0u32;
+        for index in 0..4 {
+            let byte = self.u8()?;
+            value |= u32::from(byte & 0x7F) << (7 * index);
+            if byte & 0x80 == 0 {
+                return Ok(value);
+            }
+        }
+        Err(DecodeError::MalformedVariableByteInteger)
+    }
+
     /// [MQTT-2.3.1-1]
-    fn packet_id(&mut self) -> Result<PacketId, DecodeError> {
+    pub(crate) fn packet_id(&mut self) -> Result<PacketId, DecodeError> {
         PacketId::new(self.u16()?).ok_or(DecodeError::ZeroPacketId)
     }
 
     /// Two-byte length, then that many bytes (§1.5.3 layout).
-    fn binary(&mut self) -> Result<&'a [u8], DecodeError> {
+    pub(crate) fn binary(&mut self) -> Result<&'a [u8], DecodeError> {
         let len = self.u16()?;
         self.take(usize::from(len))
     }
 
     /// A UTF-8 string without U+0000 ([MQTT-1.5.3-1], [MQTT-1.5.3-2]). Rust's UTF-8 check
     /// also refuses the surrogates U+D800..U+DFFF that [MQTT-1.5.3-1] forbids.
-    fn string(&mut self) -> Result<&'a str, DecodeError> {
+    pub(crate) fn string(&mut self) -> Result<&'a str, DecodeError> {
         let s = std::str::from_utf8(self.binary()?).map_err(|_| DecodeError::InvalidUtf8)?;
         if s.contains('\0') {
             return Err(DecodeError::NullCharacter);
@@ -511,11 +575,11 @@ impl<'a> Reader<'a> {
         Ok(s)
     }
 
-    fn rest(&mut self) -> &'a [u8] {
+    pub(crate) fn rest(&mut self) -> &'a [u8] {
         std::mem::take(&mut self.buf)
     }
 
-    fn finish(self) -> Result<(), DecodeError> {
+    pub(crate) fn finish(self) -> Result<(), DecodeError> {
         if self.buf.is_empty() {
             Ok(())
         } else {
@@ -617,9 +681,11 @@ mod tests {
                 payload: b"bye",
                 qos: QoS::AtLeastOnce,
                 retain: true,
+                properties: Properties::EMPTY,
             }),
             username: Some("u"),
             password: Some(b"pw"),
+            properties: Properties::EMPTY,
         }
     }
 
@@ -657,6 +723,7 @@ mod tests {
             will: None,
             username: None,
             password: None,
+            properties: Properties::EMPTY,
         };
         assert_golden(&minimal, &Packet::Connect(connect.clone()), V31);
 
@@ -682,9 +749,11 @@ mod tests {
                 payload: b"",
                 qos: QoS::ExactlyOnce,
                 retain: true,
+                properties: Properties::EMPTY,
             }),
             username: Some("us"),
             password: Some(b"pwd"),
+            properties: Properties::EMPTY,
         };
         assert_golden(&full, &Packet::Connect(connect), V31);
     }
@@ -713,10 +782,7 @@ mod tests {
 
     #[test]
     fn golden_connack() {
-        let accepted = Packet::ConnAck(ConnAck {
-            session_present: true,
-            code: ConnectReturnCode::Accepted,
-        });
+        let accepted = Packet::ConnAck(ConnAck::new(true, ConnectReturnCode::Accepted));
         assert_golden(&[0x20, 0x02, 0x01, 0x00], &accepted, V311);
         for (code, byte) in [
             (ConnectReturnCode::UnacceptableProtocolVersion, 1),
@@ -725,10 +791,7 @@ mod tests {
             (ConnectReturnCode::BadUsernameOrPassword, 4),
             (ConnectReturnCode::NotAuthorized, 5),
         ] {
-            let refused = Packet::ConnAck(ConnAck {
-                session_present: false,
-                code,
-            });
+            let refused = Packet::ConnAck(ConnAck::new(false, code));
             for version in [V31, V311] {
                 assert_golden(&[0x20, 0x02, 0x00, byte], &refused, version);
             }
@@ -744,6 +807,7 @@ mod tests {
                 delivery: Delivery::AtMostOnce,
                 topic: "a/b",
                 payload: b"hi",
+                properties: Properties::EMPTY,
             };
             assert_golden(
                 &[0x30, 0x07, 0x00, 0x03, b'a', b'/', b'b', b'h', b'i'],
@@ -756,6 +820,7 @@ mod tests {
                 delivery: Delivery::AtLeastOnce(id(0x0102)),
                 topic: "a",
                 payload: &[0xFF],
+                properties: Properties::EMPTY,
             };
             assert_golden(
                 &[0x3B, 0x06, 0x00, 0x01, b'a', 0x01, 0x02, 0xFF],
@@ -769,6 +834,7 @@ mod tests {
                 delivery: Delivery::ExactlyOnce(id(7)),
                 topic: "a",
                 payload: b"",
+                properties: Properties::EMPTY,
             };
             assert_golden(
                 &[0x34, 0x05, 0x00, 0x01, b'a', 0x00, 0x07],
@@ -781,6 +847,7 @@ mod tests {
                 delivery: Delivery::AtMostOnce,
                 topic: "a",
                 payload: b"",
+                properties: Properties::EMPTY,
             };
             assert_golden(
                 &[0x31, 0x03, 0x00, 0x01, b'a'],
@@ -793,17 +860,29 @@ mod tests {
     #[test]
     fn golden_acks() {
         for version in [V31, V311] {
-            assert_golden(&[0x40, 0x02, 0x00, 0x01], &Packet::PubAck(id(1)), version);
-            assert_golden(&[0x50, 0x02, 0x01, 0x00], &Packet::PubRec(id(256)), version);
             assert_golden(
-                &[0x62, 0x02, 0xFF, 0xFF],
-                &Packet::PubRel(id(65_535)),
+                &[0x40, 0x02, 0x00, 0x01],
+                &Packet::PubAck(Ack::new(id(1))),
                 version,
             );
-            assert_golden(&[0x70, 0x02, 0x00, 0x2A], &Packet::PubComp(id(42)), version);
+            assert_golden(
+                &[0x50, 0x02, 0x01, 0x00],
+                &Packet::PubRec(Ack::new(id(256))),
+                version,
+            );
+            assert_golden(
+                &[0x62, 0x02, 0xFF, 0xFF],
+                &Packet::PubRel(Ack::new(id(65_535))),
+                version,
+            );
+            assert_golden(
+                &[0x70, 0x02, 0x00, 0x2A],
+                &Packet::PubComp(Ack::new(id(42))),
+                version,
+            );
             assert_golden(
                 &[0xB0, 0x02, 0x00, 0x0B],
-                &Packet::UnsubAck(id(11)),
+                &Packet::UnsubAck(UnsubAck::new(id(11))),
                 version,
             );
         }
@@ -821,10 +900,11 @@ mod tests {
         let subscribe = Packet::Subscribe(Subscribe {
             packet_id: id(10),
             filters: vec![
-                ("a/b", QoS::AtLeastOnce),
-                ("#", QoS::AtMostOnce),
-                ("+/c", QoS::ExactlyOnce),
+                ("a/b", SubscriptionOptions::new(QoS::AtLeastOnce)),
+                ("#", SubscriptionOptions::new(QoS::AtMostOnce)),
+                ("+/c", SubscriptionOptions::new(QoS::ExactlyOnce)),
             ],
+            properties: Properties::EMPTY,
         });
         let suback_3_1_1 = Packet::SubAck(SubAck {
             packet_id: id(10),
@@ -834,10 +914,12 @@ mod tests {
                 SubscribeReturnCode::Failure,
                 SubscribeReturnCode::Granted(QoS::ExactlyOnce),
             ],
+            properties: Properties::EMPTY,
         });
         let suback_3_1 = Packet::SubAck(SubAck {
             packet_id: id(10),
             codes: vec![SubscribeReturnCode::Granted(QoS::AtLeastOnce)],
+            properties: Properties::EMPTY,
         });
         for version in [V31, V311] {
             assert_golden(&subscribe_bytes, &subscribe, version);
@@ -861,6 +943,7 @@ mod tests {
         let unsubscribe = Packet::Unsubscribe(Unsubscribe {
             packet_id: id(11),
             filters: vec!["a/b", "#"],
+            properties: Properties::EMPTY,
         });
         for version in [V31, V311] {
             assert_golden(&bytes, &unsubscribe, version);
@@ -872,7 +955,11 @@ mod tests {
         for version in [V31, V311] {
             assert_golden(&[0xC0, 0x00], &Packet::PingReq, version);
             assert_golden(&[0xD0, 0x00], &Packet::PingResp, version);
-            assert_golden(&[0xE0, 0x00], &Packet::Disconnect, version);
+            assert_golden(
+                &[0xE0, 0x00],
+                &Packet::Disconnect(Disconnect::NORMAL),
+                version,
+            );
         }
     }
 
@@ -885,7 +972,7 @@ mod tests {
         );
         assert_eq!(
             decode(&bytes[2..], Some(V311), &limits()),
-            Ok(Some((Packet::Disconnect, 2)))
+            Ok(Some((Packet::Disconnect(Disconnect::NORMAL), 2)))
         );
         assert_eq!(decode(&bytes[4..], Some(V311), &limits()), Ok(None));
     }
@@ -999,11 +1086,10 @@ mod tests {
             (Some(V311), vec![0xB0, 0x02, 0x00, 0x01], UnexpectedPacket),
             (Some(V311), vec![0xD0, 0x00], UnexpectedPacket),
             (None, vec![0x10, 0x0C, 0, 4, b'M', b'Q', b'T', b'X', 4, 2, 0, 0, 0, 0], InvalidProtocolName),
-            (None, vec![0x10, 0x0C, 0, 4, b'M', b'Q', b'T', b'T', 5, 2, 0, 0, 0, 0], UnsupportedProtocolVersion),
+            (None, vec![0x10, 0x0C, 0, 4, b'M', b'Q', b'T', b'T', 6, 2, 0, 0, 0, 0], UnsupportedProtocolVersion),
             (None, vec![0x10, 0x0C, 0, 4, b'M', b'Q', b'T', b'T', 3, 2, 0, 0, 0, 0], UnsupportedProtocolVersion),
-            // MQTT 5 is refused on the name and level alone: its properties are not read.
-            (None, vec![0x10, 0x07, 0, 4, b'M', b'Q', b'T', b'T', 5], UnsupportedProtocolVersion),
-            (Some(ProtocolVersion::V5), vec![0xC0, 0x00], UnsupportedProtocolVersion),
+            // A level 5 CONNECT in the 3.1.1 layout lacks its property length.
+            (None, vec![0x10, 0x0C, 0, 4, b'M', b'Q', b'T', b'T', 5, 2, 0, 0, 0, 0], Truncated),
             (None, connect_3_1_1(0x03, &[0, 1, b'a']), ReservedConnectFlag),
             (None, connect_3_1_1(0x0A, &[0, 1, b'a']), WillFlagsInconsistent),
             (None, connect_3_1_1(0x22, &[0, 1, b'a']), WillFlagsInconsistent),
@@ -1058,10 +1144,7 @@ mod tests {
         assert_eq!(
             decode_from_server(&[0x20, 0x02, 0xFF, 0x00], V31, &limits()),
             Ok(Some((
-                Packet::ConnAck(ConnAck {
-                    session_present: false,
-                    code: ConnectReturnCode::Accepted
-                }),
+                Packet::ConnAck(ConnAck::new(false, ConnectReturnCode::Accepted)),
                 4
             )))
         );
@@ -1078,7 +1161,7 @@ mod tests {
         // 3.1 clients set DUP on a retried PUBREL, SUBSCRIBE or UNSUBSCRIBE.
         assert_eq!(
             decode(&[0x6A, 0x02, 0x00, 0x01], Some(V31), &limits()),
-            Ok(Some((Packet::PubRel(id(1)), 4)))
+            Ok(Some((Packet::PubRel(Ack::new(id(1))), 4)))
         );
         // The reserved CONNECT bit and a password without user name are 3.1.1 rules.
         #[rustfmt::skip]
@@ -1217,6 +1300,7 @@ mod tests {
                 payload,
                 qos,
                 retain,
+                properties: Properties::EMPTY,
             },
         );
         (
@@ -1242,6 +1326,7 @@ mod tests {
                         will,
                         username,
                         password,
+                        properties: Properties::EMPTY,
                     })
                 },
             )
@@ -1270,6 +1355,7 @@ mod tests {
                     delivery,
                     topic,
                     payload,
+                    properties: Properties::EMPTY,
                 })
             })
     }
@@ -1278,23 +1364,31 @@ mod tests {
     fn client_packet(version: ProtocolVersion) -> impl Strategy<Value = Packet<'static>> {
         prop_oneof![
             publish(version),
-            packet_id().prop_map(Packet::PubAck),
-            packet_id().prop_map(Packet::PubRec),
-            packet_id().prop_map(Packet::PubRel),
-            packet_id().prop_map(Packet::PubComp),
+            packet_id().prop_map(|id| Packet::PubAck(Ack::new(id))),
+            packet_id().prop_map(|id| Packet::PubRec(Ack::new(id))),
+            packet_id().prop_map(|id| Packet::PubRel(Ack::new(id))),
+            packet_id().prop_map(|id| Packet::PubComp(Ack::new(id))),
             (
                 packet_id(),
                 prop::collection::vec((topic_filter(), qos()), 1..5)
             )
                 .prop_map(|(packet_id, filters)| Packet::Subscribe(Subscribe {
                     packet_id,
-                    filters
+                    filters: filters
+                        .into_iter()
+                        .map(|(filter, qos)| (filter, SubscriptionOptions::new(qos)))
+                        .collect(),
+                    properties: Properties::EMPTY,
                 })),
             (packet_id(), prop::collection::vec(topic_filter(), 1..5)).prop_map(
-                |(packet_id, filters)| Packet::Unsubscribe(Unsubscribe { packet_id, filters })
+                |(packet_id, filters)| Packet::Unsubscribe(Unsubscribe {
+                    packet_id,
+                    filters,
+                    properties: Properties::EMPTY,
+                })
             ),
             Just(Packet::PingReq),
-            Just(Packet::Disconnect),
+            Just(Packet::Disconnect(Disconnect::NORMAL)),
         ]
     }
 
@@ -1314,22 +1408,27 @@ mod tests {
         ];
         prop_oneof![
             (any::<bool>(), code).prop_map(move |(session_present, code)| {
-                Packet::ConnAck(ConnAck {
+                Packet::ConnAck(ConnAck::new(
                     // 3.1 has no such bit; [MQTT-3.2.2-4] forbids it on a refusal.
-                    session_present: session_present
+                    session_present
                         && version == ProtocolVersion::V311
                         && code == ConnectReturnCode::Accepted,
                     code,
-                })
+                ))
             }),
             publish(version),
-            packet_id().prop_map(Packet::PubAck),
-            packet_id().prop_map(Packet::PubRec),
-            packet_id().prop_map(Packet::PubRel),
-            packet_id().prop_map(Packet::PubComp),
-            (packet_id(), prop::collection::vec(return_code, 1..5))
-                .prop_map(|(packet_id, codes)| Packet::SubAck(SubAck { packet_id, codes })),
-            packet_id().prop_map(Packet::UnsubAck),
+            packet_id().prop_map(|id| Packet::PubAck(Ack::new(id))),
+            packet_id().prop_map(|id| Packet::PubRec(Ack::new(id))),
+            packet_id().prop_map(|id| Packet::PubRel(Ack::new(id))),
+            packet_id().prop_map(|id| Packet::PubComp(Ack::new(id))),
+            (packet_id(), prop::collection::vec(return_code, 1..5)).prop_map(
+                |(packet_id, codes)| Packet::SubAck(SubAck {
+                    packet_id,
+                    codes,
+                    properties: Properties::EMPTY,
+                })
+            ),
+            packet_id().prop_map(|id| Packet::UnsubAck(UnsubAck::new(id))),
             Just(Packet::PingResp),
         ]
     }

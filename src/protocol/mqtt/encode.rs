@@ -1,16 +1,24 @@
-//! MQTT 3.1 / 3.1.1 encoder: packet values to wire bytes.
+//! MQTT 3.1 / 3.1.1 / 5.0 encoder: packet values to wire bytes.
 //!
 //! The encoder trusts its caller (the broker, tests, load generators) but asserts every rule the
 //! decoder enforces, so a bug here crashes in tests instead of sending a packet a peer must
-//! reject. The `version` parameter is threaded down to every packet so MQTT 5 properties can be
-//! added where they go on the wire without changing the callers.
+//! reject. That includes the MQTT 5 fields at 3.x: a property, a reason other than Success or a
+//! subscription option 3.x cannot carry is a programmer error, never silently dropped.
 //!
-//! Layouts follow MQTT 3.1.1 §2 and §3 (3.1 differs only where noted).
+//! Layouts follow MQTT 3.1.1 §2 and §3 (3.1 differs only where noted) and MQTT 5.0 §2 and §3.
+//! MQTT 5 acknowledgements, DISCONNECT and AUTH use their shortest form: the reason code and
+//! property length are left out when they are Success and empty ([MQTT-3.4.2-1], §3.14.2.1,
+//! §3.15.2.1).
 
 use super::packet::{
-    ConnAck, Connect, ConnectReturnCode, Packet, PacketId, ProtocolVersion, Publish, SubAck,
-    Subscribe, SubscribeReturnCode, Unsubscribe,
+    Ack, ConnAck, Connect, ConnectReturnCode, Disconnect, Packet, PacketId, ProtocolVersion,
+    Publish, RetainHandling, SubAck, Subscribe, SubscribeReturnCode, SubscriptionOptions, UnsubAck,
+    Unsubscribe,
 };
+use super::properties::{
+    Properties, PropertyScope, put_variable_byte_integer, variable_byte_integer_len,
+};
+use super::reason::{ReasonCode, ReasonCodeOf};
 
 /// Largest value the 4-byte remaining length can carry (MQTT 3.1.1 §2.2.3).
 pub const REMAINING_LENGTH_MAX: usize = 268_435_455;
@@ -19,7 +27,7 @@ pub const REMAINING_LENGTH_MAX: usize = 268_435_455;
 /// [MQTT-3.8.1-1], [MQTT-3.10.1-1]).
 pub(crate) const FLAGS_QOS1: u8 = 0b0010;
 
-/// Control packet type numbers (MQTT 3.1.1 §2.2.1), in the spec's numeric order.
+/// Control packet type numbers (MQTT 5.0 §2.1.2), in the spec's numeric order.
 pub(crate) mod packet_type {
     pub const CONNECT: u8 = 1;
     pub const CONNACK: u8 = 2;
@@ -35,6 +43,8 @@ pub(crate) mod packet_type {
     pub const PINGREQ: u8 = 12;
     pub const PINGRESP: u8 = 13;
     pub const DISCONNECT: u8 = 14;
+    /// MQTT 5 only; reserved before.
+    pub const AUTH: u8 = 15;
 }
 
 /// CONNECT flag bits (MQTT 3.1.1 §3.1.2.3).
@@ -63,9 +73,12 @@ pub(crate) const SUBACK_FAILURE: u8 = 0x80;
 /// Appends the encoding of `packet` for `version` to `out`.
 ///
 /// Panics if the packet breaks a rule the decoder enforces (a programmer error, never peer
-/// input), or if `version` is MQTT 5, which is not implemented yet.
+/// input), including MQTT 5 fields that `version` cannot carry.
 pub fn encode(packet: &Packet<'_>, version: ProtocolVersion, out: &mut Vec<u8>) {
-    assert_supported(version);
+    if let (Packet::Publish(publish), ProtocolVersion::V5) = (packet, version) {
+        encode_publish_v5(publish, Properties::EMPTY, out);
+        return;
+    }
     let remaining = remaining_len(packet, version);
     assert!(
         remaining <= REMAINING_LENGTH_MAX,
@@ -73,28 +86,48 @@ pub fn encode(packet: &Packet<'_>, version: ProtocolVersion, out: &mut Vec<u8>) 
     );
     let start = out.len();
     out.reserve(1 + remaining_length_len(remaining) + remaining);
-    out.push(first_byte(packet));
-    put_remaining_length(remaining, out);
+    out.push(first_byte(packet, version));
+    put_variable_byte_integer(remaining, out);
+    let v5 = version == ProtocolVersion::V5;
     match packet {
         Packet::Connect(connect) => put_connect(connect, version, out),
         Packet::ConnAck(connack) => put_connack(connack, version, out),
-        Packet::Publish(publish) => put_publish(publish, out),
-        Packet::PubAck(id)
-        | Packet::PubRec(id)
-        | Packet::PubRel(id)
-        | Packet::PubComp(id)
-        | Packet::UnsubAck(id) => put_packet_id(*id, out),
-        Packet::Subscribe(subscribe) => put_subscribe(subscribe, out),
-        Packet::SubAck(suback) => put_suback(suback, out),
-        Packet::Unsubscribe(unsubscribe) => put_unsubscribe(unsubscribe, out),
-        Packet::PingReq | Packet::PingResp | Packet::Disconnect => {}
+        Packet::Publish(publish) => put_publish(publish, Properties::EMPTY, version, out),
+        Packet::PubAck(ack) | Packet::PubRec(ack) => {
+            put_ack(ack, ReasonCodeOf::PubAckOrPubRec, version, out)
+        }
+        Packet::PubRel(ack) | Packet::PubComp(ack) => {
+            put_ack(ack, ReasonCodeOf::PubRelOrPubComp, version, out)
+        }
+        Packet::Subscribe(subscribe) => put_subscribe(subscribe, version, out),
+        Packet::SubAck(suback) => put_suback(suback, version, out),
+        Packet::Unsubscribe(unsubscribe) => put_unsubscribe(unsubscribe, version, out),
+        Packet::UnsubAck(unsuback) => put_unsuback(unsuback, version, out),
+        Packet::PingReq | Packet::PingResp => {}
+        Packet::Disconnect(disconnect) => {
+            if v5 {
+                let (reason, properties) = (disconnect.reason, disconnect.properties);
+                assert_reason(reason, ReasonCodeOf::Disconnect);
+                put_short_reason(reason, properties, PropertyScope::Disconnect, out);
+            } else {
+                assert_eq!(
+                    *disconnect,
+                    Disconnect::NORMAL,
+                    "3.x DISCONNECT has no fields"
+                );
+            }
+        }
+        Packet::Auth(auth) => {
+            assert!(v5, "AUTH exists only in MQTT 5");
+            assert_reason(auth.reason, ReasonCodeOf::Auth);
+            put_short_reason(auth.reason, auth.properties, PropertyScope::Auth, out);
+        }
     }
     debug_assert_eq!(out.len() - start, encoded_len(packet, version));
 }
 
 /// The number of bytes `encode` would append (for pre-sizing / framing).
 pub fn encoded_len(packet: &Packet<'_>, version: ProtocolVersion) -> usize {
-    assert_supported(version);
     let remaining = remaining_len(packet, version);
     1 + remaining_length_len(remaining) + remaining
 }
@@ -102,34 +135,71 @@ pub fn encoded_len(packet: &Packet<'_>, version: ProtocolVersion) -> usize {
 /// Where the packet identifier of `publish` sits in its encoding, if it has one.
 ///
 /// Fan-out encodes a PUBLISH once per wire variant and patches only the two identifier bytes
-/// (big-endian) per subscriber; this is the offset of the first of them.
+/// (big-endian) per subscriber; this is the offset of the first of them. In MQTT 5 the
+/// identifier comes before the properties, but their length moves it through the remaining
+/// length; [`PublishV5::measure`] gives the offset with per-subscriber properties.
 pub fn publish_packet_id_offset(publish: &Publish<'_>, version: ProtocolVersion) -> Option<usize> {
-    assert_supported(version);
     publish.delivery.packet_id()?;
-    let remaining = publish_remaining_len(publish);
+    let remaining = publish_remaining_len(publish, Properties::EMPTY, version);
     Some(1 + remaining_length_len(remaining) + 2 + publish.topic.len())
+}
+
+/// Where an MQTT 5 PUBLISH encoding ends and where its identifier sits, for
+/// [`encode_publish_v5`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PublishV5 {
+    /// Bytes of the whole packet.
+    pub len: usize,
+    /// Offset of the two identifier bytes from the start of the packet (QoS 1/2 only).
+    pub packet_id_offset: Option<usize>,
+}
+
+impl PublishV5 {
+    /// The layout [`encode_publish_v5`] would produce.
+    pub fn measure(publish: &Publish<'_>, extra: Properties<'_>) -> PublishV5 {
+        let remaining = publish_remaining_len(publish, extra, ProtocolVersion::V5);
+        let header_len = 1 + remaining_length_len(remaining);
+        PublishV5 {
+            len: header_len + remaining,
+            packet_id_offset: publish
+                .delivery
+                .packet_id()
+                .map(|_| header_len + 2 + publish.topic.len()),
+        }
+    }
+}
+
+/// Appends an MQTT 5 PUBLISH for one subscriber: the message's own properties
+/// (`publish.properties`, already stripped of what is per connection) followed by `extra`, the
+/// properties that differ per subscriber: its Subscription Identifiers [MQTT-3.3.4-3] and a
+/// Topic Alias (§3.3.2.3.4; `publish.topic` may then be empty). Returns the layout, so the
+/// caller can patch the packet identifier of copies.
+pub fn encode_publish_v5(
+    publish: &Publish<'_>,
+    extra: Properties<'_>,
+    out: &mut Vec<u8>,
+) -> PublishV5 {
+    let layout = PublishV5::measure(publish, extra);
+    let remaining = publish_remaining_len(publish, extra, ProtocolVersion::V5);
+    assert!(
+        remaining <= REMAINING_LENGTH_MAX,
+        "remaining length must fit the 4-byte encoding"
+    );
+    let start = out.len();
+    out.reserve(layout.len);
+    out.push((packet_type::PUBLISH << 4) | publish_flags(publish));
+    put_variable_byte_integer(remaining, out);
+    put_publish(publish, extra, ProtocolVersion::V5, out);
+    debug_assert_eq!(out.len() - start, layout.len);
+    layout
 }
 
 /// Number of bytes the remaining-length field takes for `remaining` (MQTT 3.1.1 §2.2.3).
 pub const fn remaining_length_len(remaining: usize) -> usize {
-    match remaining {
-        0..=127 => 1,
-        128..=16_383 => 2,
-        16_384..=2_097_151 => 3,
-        _ => 4,
-    }
+    variable_byte_integer_len(remaining)
 }
 
-fn assert_supported(version: ProtocolVersion) {
-    // MQTT 5 adds properties to most packets; until they exist an MQTT 5 encoding would be
-    // silently wrong, so this is a programmer error rather than a best effort.
-    assert!(
-        version != ProtocolVersion::V5,
-        "MQTT 5 encoding is not implemented"
-    );
-}
-
-fn first_byte(packet: &Packet<'_>) -> u8 {
+fn first_byte(packet: &Packet<'_>, version: ProtocolVersion) -> u8 {
     use packet_type::*;
     let (kind, flags) = match packet {
         Packet::Connect(_) => (CONNECT, 0),
@@ -145,7 +215,11 @@ fn first_byte(packet: &Packet<'_>) -> u8 {
         Packet::UnsubAck(_) => (UNSUBACK, 0),
         Packet::PingReq => (PINGREQ, 0),
         Packet::PingResp => (PINGRESP, 0),
-        Packet::Disconnect => (DISCONNECT, 0),
+        Packet::Disconnect(_) => (DISCONNECT, 0),
+        Packet::Auth(_) => {
+            assert_eq!(version, ProtocolVersion::V5, "AUTH exists only in MQTT 5");
+            (AUTH, 0)
+        }
     };
     (kind << 4) | flags
 }
@@ -161,41 +235,79 @@ fn publish_flags(publish: &Publish<'_>) -> u8 {
     flags
 }
 
+/// Bytes of a property list at `version`: nothing before MQTT 5.
+fn properties_len(properties: Properties<'_>, version: ProtocolVersion) -> usize {
+    match version {
+        ProtocolVersion::V5 => properties.encoded_len(),
+        ProtocolVersion::V31 | ProtocolVersion::V311 => 0,
+    }
+}
+
+/// Bytes of a reason code and properties that are left out when Success and empty.
+fn short_reason_len(reason: ReasonCode, properties: Properties<'_>) -> usize {
+    match (reason, properties.is_empty()) {
+        (ReasonCode::SUCCESS, true) => 0,
+        (_, true) => 1,
+        (_, false) => 1 + properties.encoded_len(),
+    }
+}
+
 /// Length of everything after the fixed header.
 fn remaining_len(packet: &Packet<'_>, version: ProtocolVersion) -> usize {
+    let v5 = version == ProtocolVersion::V5;
     match packet {
         Packet::Connect(connect) => connect_remaining_len(connect, version),
-        Packet::ConnAck(_) => 2,
-        Packet::Publish(publish) => publish_remaining_len(publish),
-        Packet::PubAck(_)
-        | Packet::PubRec(_)
-        | Packet::PubRel(_)
-        | Packet::PubComp(_)
-        | Packet::UnsubAck(_) => 2,
+        Packet::ConnAck(connack) => 2 + properties_len(connack.properties, version),
+        Packet::Publish(publish) => publish_remaining_len(publish, Properties::EMPTY, version),
+        Packet::PubAck(ack) | Packet::PubRec(ack) | Packet::PubRel(ack) | Packet::PubComp(ack) => {
+            2 + if v5 {
+                short_reason_len(ack.reason, ack.properties)
+            } else {
+                0
+            }
+        }
         Packet::Subscribe(subscribe) => {
-            2 + subscribe
-                .filters
-                .iter()
-                .map(|(filter, _)| string_len(filter) + 1)
-                .sum::<usize>()
+            2 + properties_len(subscribe.properties, version)
+                + subscribe
+                    .filters
+                    .iter()
+                    .map(|(filter, _)| string_len(filter) + 1)
+                    .sum::<usize>()
         }
-        Packet::SubAck(suback) => 2 + suback.codes.len(),
+        Packet::SubAck(suback) => {
+            2 + properties_len(suback.properties, version) + suback.codes.len()
+        }
         Packet::Unsubscribe(unsubscribe) => {
-            2 + unsubscribe
-                .filters
-                .iter()
-                .map(|filter| string_len(filter))
-                .sum::<usize>()
+            2 + properties_len(unsubscribe.properties, version)
+                + unsubscribe
+                    .filters
+                    .iter()
+                    .map(|filter| string_len(filter))
+                    .sum::<usize>()
         }
-        Packet::PingReq | Packet::PingResp | Packet::Disconnect => 0,
+        Packet::UnsubAck(unsuback) => {
+            2 + properties_len(unsuback.properties, version)
+                + if v5 { unsuback.reasons.len() } else { 0 }
+        }
+        Packet::PingReq | Packet::PingResp => 0,
+        Packet::Disconnect(disconnect) => {
+            if v5 {
+                short_reason_len(disconnect.reason, disconnect.properties)
+            } else {
+                0
+            }
+        }
+        Packet::Auth(auth) => short_reason_len(auth.reason, auth.properties),
     }
 }
 
 fn connect_remaining_len(connect: &Connect<'_>, version: ProtocolVersion) -> usize {
     // Protocol name, level, flags, keep alive.
     let mut len = 2 + version.protocol_name().len() + 1 + 1 + 2;
+    len += properties_len(connect.properties, version);
     len += string_len(connect.client_id);
     if let Some(will) = &connect.will {
+        len += properties_len(will.properties, version);
         len += string_len(will.topic) + 2 + will.payload.len();
     }
     if let Some(username) = connect.username {
@@ -207,31 +319,28 @@ fn connect_remaining_len(connect: &Connect<'_>, version: ProtocolVersion) -> usi
     len
 }
 
-fn publish_remaining_len(publish: &Publish<'_>) -> usize {
+fn publish_remaining_len(
+    publish: &Publish<'_>,
+    extra: Properties<'_>,
+    version: ProtocolVersion,
+) -> usize {
     let id_len = if publish.delivery.packet_id().is_some() {
         2
     } else {
         0
     };
-    string_len(publish.topic) + id_len + publish.payload.len()
+    let properties_len = match version {
+        ProtocolVersion::V5 => {
+            let raw_len = publish.properties.raw().len() + extra.raw().len();
+            variable_byte_integer_len(raw_len) + raw_len
+        }
+        ProtocolVersion::V31 | ProtocolVersion::V311 => 0,
+    };
+    string_len(publish.topic) + id_len + properties_len + publish.payload.len()
 }
 
 fn string_len(s: &str) -> usize {
     2 + s.len()
-}
-
-fn put_remaining_length(mut remaining: usize, out: &mut Vec<u8>) {
-    loop {
-        let mut byte = (remaining % 128) as u8;
-        remaining /= 128;
-        if remaining > 0 {
-            byte |= 0x80;
-        }
-        out.push(byte);
-        if remaining == 0 {
-            break;
-        }
-    }
 }
 
 fn put_u16(value: u16, out: &mut Vec<u8>) {
@@ -254,6 +363,55 @@ fn put_binary(bytes: &[u8], out: &mut Vec<u8>) {
 fn put_string(s: &str, out: &mut Vec<u8>) {
     assert!(!s.contains('\0'), "strings must not contain U+0000");
     put_binary(s.as_bytes(), out);
+}
+
+/// Appends a property list at MQTT 5, or asserts there is none before it.
+fn put_properties(
+    properties: Properties<'_>,
+    scope: PropertyScope,
+    version: ProtocolVersion,
+    out: &mut Vec<u8>,
+) {
+    match version {
+        ProtocolVersion::V5 => {
+            assert_properties(properties, scope);
+            properties.put(out);
+        }
+        ProtocolVersion::V31 | ProtocolVersion::V311 => {
+            assert!(properties.is_empty(), "3.x packets carry no properties");
+        }
+    }
+}
+
+/// The rules of §2.2.2.2 the decoder enforces for `scope`.
+fn assert_properties(properties: Properties<'_>, scope: PropertyScope) {
+    assert!(
+        Properties::parse(properties.raw(), scope).is_ok(),
+        "properties must be valid for their packet (§2.2.2.2): {properties:?} in {scope:?}"
+    );
+}
+
+fn assert_reason(reason: ReasonCode, packet: ReasonCodeOf) {
+    assert!(
+        reason.is_valid_for(packet),
+        "{reason:?} is not a reason code of {packet:?}"
+    );
+}
+
+fn put_short_reason(
+    reason: ReasonCode,
+    properties: Properties<'_>,
+    scope: PropertyScope,
+    out: &mut Vec<u8>,
+) {
+    if reason == ReasonCode::SUCCESS && properties.is_empty() {
+        return;
+    }
+    out.push(reason.0);
+    if !properties.is_empty() {
+        assert_properties(properties, scope);
+        properties.put(out);
+    }
 }
 
 fn put_connect(connect: &Connect<'_>, version: ProtocolVersion, out: &mut Vec<u8>) {
@@ -289,10 +447,12 @@ fn put_connect(connect: &Connect<'_>, version: ProtocolVersion, out: &mut Vec<u8
     }
     out.push(flags);
     put_u16(connect.keep_alive_s, out);
+    put_properties(connect.properties, PropertyScope::Connect, version, out);
 
     // Payload order is fixed by [MQTT-3.1.3-1].
     put_string(connect.client_id, out);
     if let Some(will) = &connect.will {
+        put_properties(will.properties, PropertyScope::Will, version, out);
         put_string(will.topic, out);
         put_binary(will.payload, out);
     }
@@ -304,10 +464,10 @@ fn put_connect(connect: &Connect<'_>, version: ProtocolVersion, out: &mut Vec<u8
     }
 }
 
-fn put_connack(connack: &ConnAck, version: ProtocolVersion, out: &mut Vec<u8>) {
+fn put_connack(connack: &ConnAck<'_>, version: ProtocolVersion, out: &mut Vec<u8>) {
     assert!(
-        !connack.session_present || connack.code == ConnectReturnCode::Accepted,
-        "session present must be 0 on a refused connection [MQTT-3.2.2-4]"
+        !connack.session_present || !connack.reason.is_error(),
+        "session present must be 0 on a refused connection [MQTT-3.2.2-4], [MQTT-3.2.2-6]"
     );
     // 3.1 has no session-present bit: the whole byte is reserved, so it is always 0 there.
     let flags = match version {
@@ -315,51 +475,164 @@ fn put_connack(connack: &ConnAck, version: ProtocolVersion, out: &mut Vec<u8>) {
         ProtocolVersion::V31 => 0,
     };
     out.push(flags);
-    out.push(connack.code as u8);
+    match version {
+        ProtocolVersion::V5 => {
+            assert_reason(connack.reason, ReasonCodeOf::ConnAck);
+            out.push(connack.reason.0);
+        }
+        ProtocolVersion::V31 | ProtocolVersion::V311 => {
+            let code = ConnectReturnCode::from_reason_code(connack.reason)
+                .expect("a 3.x CONNACK carries one of the six 3.x return codes");
+            out.push(code as u8);
+        }
+    }
+    put_properties(connack.properties, PropertyScope::ConnAck, version, out);
 }
 
-fn put_publish(publish: &Publish<'_>, out: &mut Vec<u8>) {
-    debug_assert!(super::topic::is_valid_topic_name(publish.topic));
-    assert!(!publish.topic.is_empty(), "a topic name is never empty");
+fn put_publish(
+    publish: &Publish<'_>,
+    extra: Properties<'_>,
+    version: ProtocolVersion,
+    out: &mut Vec<u8>,
+) {
+    let v5 = version == ProtocolVersion::V5;
+    if publish.topic.is_empty() {
+        // §3.3.2.3.4: an empty topic name stands for a Topic Alias set by this packet.
+        assert!(
+            v5 && (publish.properties.topic_alias().is_some() || extra.topic_alias().is_some()),
+            "a topic name is empty only with a Topic Alias (MQTT 5)"
+        );
+    } else {
+        debug_assert!(super::topic::is_valid_topic_name(publish.topic));
+    }
     put_string(publish.topic, out);
     if let Some(id) = publish.delivery.packet_id() {
         put_packet_id(id, out);
     }
+    if v5 {
+        assert_properties(publish.properties, PropertyScope::Publish);
+        assert_properties(extra, PropertyScope::Publish);
+        put_variable_byte_integer(publish.properties.raw().len() + extra.raw().len(), out);
+        out.extend_from_slice(publish.properties.raw());
+        out.extend_from_slice(extra.raw());
+    } else {
+        assert!(
+            publish.properties.is_empty() && extra.is_empty(),
+            "3.x packets carry no properties"
+        );
+    }
     out.extend_from_slice(publish.payload);
 }
 
-fn put_subscribe(subscribe: &Subscribe<'_>, out: &mut Vec<u8>) {
+fn put_ack(ack: &Ack<'_>, packet: ReasonCodeOf, version: ProtocolVersion, out: &mut Vec<u8>) {
+    put_packet_id(ack.packet_id, out);
+    match version {
+        ProtocolVersion::V5 => {
+            assert_reason(ack.reason, packet);
+            put_short_reason(ack.reason, ack.properties, PropertyScope::Ack, out);
+        }
+        ProtocolVersion::V31 | ProtocolVersion::V311 => assert_eq!(
+            (ack.reason, ack.properties),
+            (ReasonCode::SUCCESS, Properties::EMPTY),
+            "a 3.x acknowledgement carries only its identifier"
+        ),
+    }
+}
+
+/// The options byte of MQTT 5 §3.8.3.1, or the requested QoS byte of 3.x.
+fn subscription_options_byte(options: SubscriptionOptions, version: ProtocolVersion) -> u8 {
+    use super::decode_v5::subscription_option::*;
+    if version != ProtocolVersion::V5 {
+        assert_eq!(
+            options,
+            SubscriptionOptions::new(options.qos),
+            "3.x subscriptions carry only a QoS"
+        );
+    }
+    let retain_handling = match options.retain_handling {
+        RetainHandling::SendAtSubscribe => 0,
+        RetainHandling::SendAtNewSubscribe => 1,
+        RetainHandling::DoNotSend => 2,
+    };
+    let mut byte = options.qos.bits() | (retain_handling << RETAIN_HANDLING_SHIFT);
+    if options.no_local {
+        byte |= NO_LOCAL;
+    }
+    if options.retain_as_published {
+        byte |= RETAIN_AS_PUBLISHED;
+    }
+    byte
+}
+
+fn put_subscribe(subscribe: &Subscribe<'_>, version: ProtocolVersion, out: &mut Vec<u8>) {
     assert!(
         !subscribe.filters.is_empty(),
         "a SUBSCRIBE carries at least one filter [MQTT-3.8.3-3]"
     );
     put_packet_id(subscribe.packet_id, out);
-    for (filter, qos) in &subscribe.filters {
+    put_properties(subscribe.properties, PropertyScope::Subscribe, version, out);
+    for &(filter, options) in &subscribe.filters {
         debug_assert!(super::topic::is_valid_topic_filter(filter));
+        assert!(
+            !(options.no_local && filter.starts_with(super::decode_v5::SHARED_SUBSCRIPTION_PREFIX)),
+            "no local on a shared subscription [MQTT-3.8.3-4]"
+        );
         put_string(filter, out);
-        out.push(qos.bits());
+        out.push(subscription_options_byte(options, version));
     }
 }
 
-fn put_suback(suback: &SubAck, out: &mut Vec<u8>) {
+fn put_suback(suback: &SubAck<'_>, version: ProtocolVersion, out: &mut Vec<u8>) {
     put_packet_id(suback.packet_id, out);
+    put_properties(suback.properties, PropertyScope::SubAck, version, out);
     for code in &suback.codes {
-        out.push(match code {
+        out.push(match *code {
             SubscribeReturnCode::Granted(qos) => qos.bits(),
             SubscribeReturnCode::Failure => SUBACK_FAILURE,
+            SubscribeReturnCode::Refused(reason) => {
+                assert_eq!(version, ProtocolVersion::V5, "3.x SUBACK has only 0x80");
+                assert!(
+                    reason.is_error() && reason != ReasonCode::UNSPECIFIED_ERROR,
+                    "Refused holds a failure other than 0x80, which is Failure"
+                );
+                assert_reason(reason, ReasonCodeOf::SubAck);
+                reason.0
+            }
         });
     }
 }
 
-fn put_unsubscribe(unsubscribe: &Unsubscribe<'_>, out: &mut Vec<u8>) {
+fn put_unsubscribe(unsubscribe: &Unsubscribe<'_>, version: ProtocolVersion, out: &mut Vec<u8>) {
     assert!(
         !unsubscribe.filters.is_empty(),
         "an UNSUBSCRIBE carries at least one filter [MQTT-3.10.3-2]"
     );
     put_packet_id(unsubscribe.packet_id, out);
+    put_properties(
+        unsubscribe.properties,
+        PropertyScope::Unsubscribe,
+        version,
+        out,
+    );
     for filter in &unsubscribe.filters {
         debug_assert!(super::topic::is_valid_topic_filter(filter));
         put_string(filter, out);
+    }
+}
+
+fn put_unsuback(unsuback: &UnsubAck<'_>, version: ProtocolVersion, out: &mut Vec<u8>) {
+    put_packet_id(unsuback.packet_id, out);
+    put_properties(unsuback.properties, PropertyScope::UnsubAck, version, out);
+    match version {
+        ProtocolVersion::V5 => {
+            for &reason in &unsuback.reasons {
+                assert_reason(reason, ReasonCodeOf::UnsubAck);
+                out.push(reason.0);
+            }
+        }
+        ProtocolVersion::V31 | ProtocolVersion::V311 => {
+            assert!(unsuback.reasons.is_empty(), "a 3.x UNSUBACK has no reasons");
+        }
     }
 }
 
@@ -389,6 +662,7 @@ mod tests {
             delivery: Delivery::AtMostOnce,
             topic: "t",
             payload,
+            properties: Properties::EMPTY,
         })
     }
 
@@ -396,7 +670,11 @@ mod tests {
     fn encode_appends() {
         let mut out = vec![0xAA];
         encode(&Packet::PingReq, ProtocolVersion::V311, &mut out);
-        encode(&Packet::Disconnect, ProtocolVersion::V311, &mut out);
+        encode(
+            &Packet::Disconnect(Disconnect::NORMAL),
+            ProtocolVersion::V311,
+            &mut out,
+        );
         assert_eq!(out, [0xAA, 0xC0, 0x00, 0xE0, 0x00]);
     }
 
@@ -437,16 +715,14 @@ mod tests {
             delivery: Delivery::AtMostOnce,
             topic: &topic,
             payload: b"",
+            properties: Properties::EMPTY,
         });
         encoded(&packet, ProtocolVersion::V311);
     }
 
     #[test]
     fn connack_has_no_session_present_bit_in_3_1() {
-        let packet = Packet::ConnAck(ConnAck {
-            session_present: true,
-            code: ConnectReturnCode::Accepted,
-        });
+        let packet = Packet::ConnAck(ConnAck::new(true, ConnectReturnCode::Accepted));
         assert_eq!(
             encoded(&packet, ProtocolVersion::V311),
             [0x20, 0x02, 0x01, 0x00]
@@ -465,6 +741,7 @@ mod tests {
                 SubscribeReturnCode::Granted(QoS::ExactlyOnce),
                 SubscribeReturnCode::Failure,
             ],
+            properties: Properties::EMPTY,
         });
         for version in [ProtocolVersion::V31, ProtocolVersion::V311] {
             assert_eq!(
@@ -482,6 +759,7 @@ mod tests {
             delivery: Delivery::AtLeastOnce(id(0x1234)),
             topic: "scores/live",
             payload: b"1-0",
+            properties: Properties::EMPTY,
         };
         let offset = publish_packet_id_offset(&publish, ProtocolVersion::V311)
             .expect("QoS 1 has an identifier");
@@ -506,13 +784,41 @@ mod tests {
             will: None,
             username: None,
             password: Some(b"pw"),
+            properties: Properties::EMPTY,
         };
         encoded(&Packet::Connect(connect), ProtocolVersion::V311);
     }
 
     #[test]
-    #[should_panic(expected = "MQTT 5")]
-    fn mqtt_5_is_refused() {
-        encoded(&Packet::PingReq, ProtocolVersion::V5);
+    #[should_panic(expected = "3.x packets carry no properties")]
+    fn properties_at_3_1_1_panic() {
+        let mut buf = crate::protocol::mqtt::PropertiesBuf::new();
+        buf.push(crate::protocol::mqtt::Property::ReasonString("no"));
+        let packet = Packet::Subscribe(Subscribe {
+            packet_id: id(1),
+            filters: vec![("a", SubscriptionOptions::new(QoS::AtMostOnce))],
+            properties: buf.as_properties(),
+        });
+        encoded(&packet, ProtocolVersion::V311);
+    }
+
+    #[test]
+    #[should_panic(expected = "only its identifier")]
+    fn ack_reason_at_3_1_1_panics() {
+        let ack = Ack {
+            reason: ReasonCode::NO_MATCHING_SUBSCRIBERS,
+            ..Ack::new(id(1))
+        };
+        encoded(&Packet::PubAck(ack), ProtocolVersion::V311);
+    }
+
+    #[test]
+    #[should_panic(expected = "AUTH exists only in MQTT 5")]
+    fn auth_at_3_1_1_panics() {
+        let auth = crate::protocol::mqtt::Auth {
+            reason: ReasonCode::SUCCESS,
+            properties: Properties::EMPTY,
+        };
+        encoded(&Packet::Auth(auth), ProtocolVersion::V311);
     }
 }
