@@ -82,6 +82,7 @@ impl Ring {
             }
             match builder.build(entries) {
                 Ok(ring) => {
+                    Ring::check_kernel_release()?;
                     let ring = Ring { ring, features };
                     ring.check_opcodes()?;
                     return Ok(ring);
@@ -91,6 +92,20 @@ impl Ring {
         }
         let error = last_error.expect("at least one attempt was made");
         Err(RingUnavailable(explain_setup_error(&error)))
+    }
+
+    /// The opcode probe cannot see the multishot flags, so the kernel release decides: multishot
+    /// receive into provided buffers arrived in Linux 6.0.
+    fn check_kernel_release() -> Result<(), RingUnavailable> {
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+        match parse_release(&release) {
+            Some(version) if version < (6, 0) => Err(RingUnavailable(format!(
+                "Linux {} is too old: fanfare needs 6.0 or later for multishot receive into provided buffers",
+                release.trim()
+            ))),
+            // An unreadable release is no reason to refuse: the operations report themselves.
+            _ => Ok(()),
+        }
     }
 
     fn check_opcodes(&self) -> Result<(), RingUnavailable> {
@@ -160,6 +175,14 @@ impl Ring {
     fn submitter(&self) -> io_uring::Submitter<'_> {
         self.ring.submitter()
     }
+}
+
+/// `"6.18.3-foo"` → `(6, 18)`.
+fn parse_release(release: &str) -> Option<(u32, u32)> {
+    let mut parts = release.trim().split(|c: char| !c.is_ascii_digit());
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
 }
 
 fn explain_setup_error(error: &io::Error) -> String {
@@ -292,4 +315,16 @@ impl Drop for BufRing {
 pub fn unregister(ring: &Ring, buf_ring: &BufRing) {
     // An error here only means the kernel already dropped it with the ring.
     let _ = ring.submitter().unregister_buf_ring(buf_ring.group);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_releases_parse() {
+        assert_eq!(parse_release("6.18.3-arch1\n"), Some((6, 18)));
+        assert_eq!(parse_release("5.15.0-91-generic"), Some((5, 15)));
+        assert_eq!(parse_release("garbage"), None);
+    }
 }

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use io_uring::{cqueue, opcode, types};
-use log::{debug, info, warn};
+use log::{debug, error, info, warn};
 
 use crate::broker::{Broker, Chunk, ConnId, Droppable, Outbox, RoutedMessage, Transport};
 use crate::config::Config;
@@ -322,6 +322,17 @@ impl Shard {
                         std::io::Error::from_raw_os_error(errno)
                     );
                     listener.retry_at = Some(now + TICK);
+                }
+                // The kernel refused the operation itself, not one connection: retrying at
+                // once would spin. Stop this listener on this shard and say why.
+                libc::EINVAL | libc::EOPNOTSUPP => {
+                    error!(
+                        "shard {}: multishot accept refused by the kernel ({}); {} listener stopped on this shard",
+                        self.id,
+                        std::io::Error::from_raw_os_error(errno),
+                        kind.name()
+                    );
+                    listener.retry_at = Some(now + Duration::from_secs(3600));
                 }
                 _ => warn!(
                     "shard {}: accept failed: {}",
