@@ -1,0 +1,1 @@
+/* fanfare.mjs */
