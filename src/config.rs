@@ -46,6 +46,11 @@ pub struct Limits {
     pub cross_shard_queue_len_max: u32,
     /// Persistent sessions kept per shard while their clients are away.
     pub offline_sessions_per_shard_max: u32,
+    /// Largest file served over plain HTTP. Files are read whole into memory in the event
+    /// loop, and a response must fit the send queue (at most twice `queue_bytes_max`).
+    pub http_file_bytes_max: u64,
+    /// Bytes of served files each shard keeps in memory (file plus its gzip form).
+    pub http_cache_bytes_max: u64,
 }
 
 impl Default for Limits {
@@ -68,6 +73,8 @@ impl Default for Limits {
             connections_per_shard_max: 20_000,
             cross_shard_queue_len_max: 65_536,
             offline_sessions_per_shard_max: 100_000,
+            http_file_bytes_max: 1024 * 1024,
+            http_cache_bytes_max: 16 * 1024 * 1024,
         }
     }
 }
@@ -125,10 +132,29 @@ impl Limits {
                 "must leave packet identifiers free: at most 32767",
             ));
         }
+        self.validate_http()?;
         if self.connections_per_shard_max > 1_000_000 {
             return Err(ConfigError::invalid(
                 "connections_per_shard_max",
                 "must be at most 1000000",
+            ));
+        }
+        Ok(())
+    }
+
+    /// A served file goes out whole through the send queue, which refuses more than twice
+    /// `queue_bytes_max` (one KiB is left for the response head).
+    fn validate_http(&self) -> Result<(), ConfigError> {
+        if self.http_file_bytes_max == 0 || self.http_cache_bytes_max == 0 {
+            return Err(ConfigError::invalid(
+                "http_file_bytes_max",
+                "http_file_bytes_max and http_cache_bytes_max must be at least 1",
+            ));
+        }
+        if self.http_file_bytes_max + 1024 > self.queue_bytes_max.saturating_mul(2) {
+            return Err(ConfigError::invalid(
+                "http_file_bytes_max",
+                "must be at most twice queue_bytes_max, less 1024",
             ));
         }
         Ok(())
@@ -156,6 +182,11 @@ pub struct Config {
     /// Size of one receive buffer.
     pub recv_buffer_bytes: u32,
     pub limits: Limits,
+    /// Serve the built-in demo page and `fanfare.js` to plain HTTP requests on the
+    /// WebSocket listener.
+    pub http_builtin: bool,
+    /// Serve the files of this directory too (`None`: off).
+    pub http_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for Config {
@@ -170,6 +201,8 @@ impl Default for Config {
             recv_buffers_per_shard: 1024,
             recv_buffer_bytes: 4096,
             limits: Limits::default(),
+            http_builtin: true,
+            http_dir: None,
         }
     }
 }
@@ -209,6 +242,8 @@ struct FileConfig {
     recv_buffers_per_shard: Option<u16>,
     recv_buffer_bytes: Option<u32>,
     limits: Option<FileLimits>,
+    http_builtin: Option<bool>,
+    http_dir: Option<std::path::PathBuf>,
 }
 
 macro_rules! file_limits {
@@ -243,6 +278,8 @@ file_limits! {
     connections_per_shard_max: u32,
     cross_shard_queue_len_max: u32,
     offline_sessions_per_shard_max: u32,
+    http_file_bytes_max: u64,
+    http_cache_bytes_max: u64,
 }
 
 impl Config {
@@ -279,6 +316,10 @@ impl Config {
         if let Some(limits) = file.limits {
             limits.apply(&mut config.limits);
         }
+        if let Some(builtin) = file.http_builtin {
+            config.http_builtin = builtin;
+        }
+        config.http_dir = file.http_dir.or(config.http_dir);
         Ok(config)
     }
 
@@ -321,7 +362,23 @@ impl Config {
                 "must be between 512 and 1048576",
             ));
         }
+        if let Some(dir) = self.http_dir.as_ref().filter(|dir| !dir.is_dir()) {
+            return Err(ConfigError::invalid(
+                "http_dir",
+                &format!("`{}` is not a readable directory", dir.display()),
+            ));
+        }
         self.limits.validate()
+    }
+
+    /// What the WebSocket listener serves to plain HTTP requests.
+    pub fn site(&self) -> crate::http::SiteConfig {
+        crate::http::SiteConfig {
+            builtin: self.http_builtin,
+            dir: self.http_dir.clone(),
+            file_bytes_max: self.limits.http_file_bytes_max,
+            cache_bytes_max: self.limits.http_cache_bytes_max,
+        }
     }
 }
 
@@ -384,6 +441,33 @@ mod tests {
             Config::from_toml("[limits]\nqueue_bytes_max = 0\n", "f.toml").expect("parses");
         let err = config.validate().expect_err("zero");
         assert!(err.message.contains("queue_bytes_max"), "{}", err.message);
+    }
+
+    #[test]
+    fn http_settings() {
+        let config = Config::from_toml(
+            "http_builtin = false\nhttp_dir = \"/tmp\"\n[limits]\nhttp_file_bytes_max = 4096\n",
+            "f.toml",
+        )
+        .expect("parses");
+        assert_eq!(config.validate(), Ok(()));
+        let site = config.site();
+        assert!(!site.builtin);
+        assert_eq!(site.dir.as_deref(), Some(std::path::Path::new("/tmp")));
+        assert_eq!(site.file_bytes_max, 4096);
+        let config =
+            Config::from_toml("http_dir = \"/nonexistent/www\"\n", "f.toml").expect("parses");
+        let err = config.validate().expect_err("missing dir");
+        assert!(err.message.contains("http_dir"), "{}", err.message);
+        let config = Config::from_toml("[limits]\nhttp_file_bytes_max = 4194304\n", "f.toml")
+            .expect("parses");
+        let err = config.validate().expect_err("larger than the send queue");
+        assert!(
+            err.message.contains("http_file_bytes_max"),
+            "{}",
+            err.message
+        );
+        assert!(Config::default().http_builtin);
     }
 
     #[test]

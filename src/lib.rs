@@ -4,6 +4,7 @@
 
 pub mod broker;
 pub mod config;
+pub mod http;
 pub mod net;
 pub mod protocol;
 pub mod shard;

@@ -41,6 +41,8 @@ pub enum CloseCause {
     /// The client sent a WebSocket close frame with this code.
     WsClosedByPeer(Option<u16>),
     Handshake(HandshakeError),
+    /// A plain HTTP request on the WebSocket listener was answered with this status.
+    HttpServed(u16),
     HandshakeTimeout,
     ConnectTimeout,
     /// The peer stopped reading and the send queue hit twice `queue_bytes_max`.
@@ -60,6 +62,7 @@ impl CloseCause {
                 | CloseCause::Broker(CloseReason::ClientDisconnected)
                 | CloseCause::Broker(CloseReason::ServerShutdown)
                 | CloseCause::WsClosedByPeer(_)
+                | CloseCause::HttpServed(_)
                 | CloseCause::Shutdown
         )
     }
@@ -72,6 +75,7 @@ impl CloseCause {
                 None
             }
             CloseCause::Handshake(_) | CloseCause::HandshakeTimeout => None,
+            CloseCause::HttpServed(_) => None,
             CloseCause::Ws(error) => Some(error.close_code()),
             CloseCause::WsClosedByPeer(_) => Some(1000),
             CloseCause::Decode(_) | CloseCause::Broker(CloseReason::ProtocolViolation(_)) => {
@@ -128,6 +132,7 @@ impl std::fmt::Display for CloseCause {
                     error.reason()
                 )
             }
+            CloseCause::HttpServed(status) => write!(f, "HTTP request answered {status}"),
             CloseCause::HandshakeTimeout => {
                 f.write_str("no complete WebSocket upgrade request in time")
             }

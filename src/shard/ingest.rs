@@ -8,12 +8,15 @@ use std::time::Instant;
 
 use crate::broker::{Broker, Chunk, ConnId, Droppable, Outbox, Transport};
 use crate::config::Config;
+use crate::http::{self, Site};
 use crate::net::connection::{CloseCause, Connection, Phase};
 use crate::protocol::mqtt::{
     ConnAck, ConnectReturnCode, DecodeError, DecodeLimits, Packet, ProtocolVersion, decode, encode,
 };
 use crate::protocol::ws::frame::{FeedError, FrameLimits, WsEvent, write_binary_frame, write_pong};
-use crate::protocol::ws::handshake::{HandshakeConfig, parse_upgrade, write_accept_response};
+use crate::protocol::ws::handshake::{
+    HandshakeConfig, HandshakeError, parse_upgrade, write_accept_response,
+};
 
 /// What the event loop must do with the connection after its bytes were taken in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +61,7 @@ fn ingest_upgrade(cx: &mut Ingest<'_>, conn: &mut Connection, data: &[u8]) -> Fl
     };
     match parse_upgrade(&conn.request, &handshake) {
         Ok(None) => Flow::Continue,
+        Err(error) if may_serve_file(error) => serve_file(cx, conn, error),
         Err(error) => Flow::Close(CloseCause::Handshake(error)),
         Ok(Some((upgrade, consumed))) => {
             let mut response = Vec::with_capacity(160);
@@ -229,4 +233,48 @@ fn refuse_connect(cx: &mut Ingest<'_>, transport: Transport, code: Option<Connec
         }
     };
     cx.out.send(cx.id, Chunk::Owned(bytes), Droppable::No);
+}
+
+thread_local! {
+    /// The files this shard serves, with its own cache: shard-local like the rest of its
+    /// state, and built on the first plain HTTP request.
+    static SITE: std::cell::RefCell<Option<Site>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Refusals of an upgrade that a static file may answer instead: a GET for another path, a
+/// GET of the upgrade path without upgrade headers, and a HEAD (the upgrade takes only GET).
+fn may_serve_file(error: HandshakeError) -> bool {
+    matches!(
+        error,
+        HandshakeError::NotFound | HandshakeError::UpgradeRequired | HandshakeError::MethodNotGet
+    )
+}
+
+/// Answers a plain HTTP request from the built-in assets or `http_dir`, then closes; falls
+/// back to the upgrade's own refusal when nothing is served at the path.
+fn serve_file(cx: &mut Ingest<'_>, conn: &mut Connection, refusal: HandshakeError) -> Flow {
+    let bytes_max = cx.config.limits.ws_handshake_bytes_max as usize;
+    let request = match http::parse_request(&conn.request, bytes_max) {
+        // Only a HEAD can be incomplete here: the upgrade parser refuses GETs once complete.
+        Ok(None) => return Flow::Continue,
+        Ok(Some((request, _))) => request,
+        Err(_) => return Flow::Close(CloseCause::Handshake(refusal)),
+    };
+    let reply = SITE.with(|site| {
+        let mut site = site.borrow_mut();
+        let site = site.get_or_insert_with(|| Site::new(cx.config.site()));
+        site.respond(&request, cx.now)
+    });
+    let reply = match reply {
+        Some(reply) => reply,
+        None if request.method == http::Method::Get => {
+            return Flow::Close(CloseCause::Handshake(refusal));
+        }
+        None => http::response::reply_status(404, request.method),
+    };
+    cx.out.send(cx.id, Chunk::Owned(reply.head), Droppable::No);
+    if let Some(body) = reply.body {
+        cx.out.send(cx.id, Chunk::Shared(body), Droppable::No);
+    }
+    Flow::Close(CloseCause::HttpServed(reply.status))
 }

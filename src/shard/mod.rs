@@ -652,6 +652,9 @@ impl Shard {
         if conn.phase == Phase::Closing {
             return;
         }
+        // Before the upgrade the peer speaks HTTP: a WebSocket close frame would be read as a
+        // broken response, by a browser's idle preconnected socket for one (RFC 6455 §4.1).
+        let upgraded = conn.phase != Phase::WsHandshake;
         conn.phase = Phase::Closing;
         conn.close_cause = Some(cause);
         conn.closing_since = Some(now);
@@ -661,7 +664,7 @@ impl Shard {
                 write_error_response(error, &mut response);
                 Some(response)
             }
-            _ if conn.transport == Transport::Ws && !conn.request.is_empty() => None,
+            _ if conn.transport == Transport::Ws && !upgraded => None,
             _ if conn.transport == Transport::Ws => cause.ws_close_code().map(|code| {
                 // The reason tells a browser's developer tools what went wrong.
                 let reason = match cause {

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Web tests: unit tests of web/fanfare.js (Node's test runner, fake WebSocket) and browser
+# tests (Debian's Chromium through playwright-core, against the real broker binary).
+# Installs Chromium with apt and the npm dev dependencies pinned in tests/web when missing.
+# Exits non-zero on any failure. The demo screenshot is written to test-artifacts/demo.png.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ ! -x /usr/bin/chromium ]; then
+    sudo_cmd=""
+    if [ "$(id -u)" -ne 0 ]; then sudo_cmd="sudo"; fi
+    $sudo_cmd apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq chromium >/dev/null
+fi
+command -v node >/dev/null || { echo "test-web: node (>= 20) is required" >&2; exit 1; }
+
+cargo build --quiet
+(
+    cd tests/web
+    if [ -f package-lock.json ]; then npm ci --no-audit --no-fund --silent; else npm install --no-audit --no-fund --silent; fi
+)
+cd tests/web
+node --test unit/ browser.test.mjs
