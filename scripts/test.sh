@@ -65,6 +65,9 @@ set -e
 # Any non-zero status fails, 5 (no tests collected) included.
 if [ "$pytest_status" -ne 0 ]; then failed+=("pytest"); fi
 
+step "web tests (fanfare.js, demo page, browsers)"
+scripts/test-web.sh || failed+=("web tests")
+
 echo
 if ((${#failed[@]})); then
     echo "FAILED: ${failed[*]}"
