@@ -550,32 +550,22 @@ impl Shard {
     fn tick(&mut self, now: Instant) {
         self.next_tick = now + TICK;
         self.broker.tick(now, &mut self.outbox);
-        while let Some(&(deadline, id)) = self.handshake_deadlines.front() {
-            if deadline > now {
-                break;
-            }
-            self.handshake_deadlines.pop_front();
-            if self
-                .conns
-                .get(id)
-                .is_some_and(|conn| conn.phase == Phase::WsHandshake)
-            {
-                self.pending_closes.push((id, CloseCause::HandshakeTimeout));
-            }
-        }
-        while let Some(&(deadline, id)) = self.connect_deadlines.front() {
-            if deadline > now {
-                break;
-            }
-            self.connect_deadlines.pop_front();
-            if self
-                .conns
-                .get(id)
-                .is_some_and(|conn| conn.phase == Phase::AwaitConnect)
-            {
-                self.pending_closes.push((id, CloseCause::ConnectTimeout));
-            }
-        }
+        expire(
+            &mut self.handshake_deadlines,
+            &self.conns,
+            Phase::WsHandshake,
+            CloseCause::HandshakeTimeout,
+            now,
+            &mut self.pending_closes,
+        );
+        expire(
+            &mut self.connect_deadlines,
+            &self.conns,
+            Phase::AwaitConnect,
+            CloseCause::ConnectTimeout,
+            now,
+            &mut self.pending_closes,
+        );
         for index in 0..self.listeners.len() {
             if self.listeners[index].retry_at.is_some_and(|at| at <= now) {
                 self.listeners[index].retry_at = None;
@@ -810,6 +800,27 @@ impl Shard {
             if std::mem::take(&mut self.wake[target]) {
                 self.mailboxes.wake(target);
             }
+        }
+    }
+}
+
+/// Closes the connections whose deadline in `deadlines` has passed while they are still in
+/// `phase`. Deadlines of one kind share one timeout, so the queue is in deadline order.
+fn expire(
+    deadlines: &mut VecDeque<(Instant, ConnId)>,
+    conns: &Slots<Connection>,
+    phase: Phase,
+    cause: CloseCause,
+    now: Instant,
+    closes: &mut Vec<(ConnId, CloseCause)>,
+) {
+    while let Some(&(deadline, id)) = deadlines.front() {
+        if deadline > now {
+            break;
+        }
+        deadlines.pop_front();
+        if conns.get(id).is_some_and(|conn| conn.phase == phase) {
+            closes.push((id, cause));
         }
     }
 }
