@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# The whole test suite in one command, on a fresh Debian machine (root or sudo):
+# installs what the tests need, builds, checks formatting and lints, runs the
+# Rust tests and the Python end-to-end suite. Exits non-zero if anything failed.
+# Re-running is cheap: installs are skipped when already done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV=target/test-venv
+REQUIREMENTS=tests/python/requirements.txt
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; fi
+
+step() { printf '\n==> %s\n' "$*"; }
+
+# --- what the tests need -----------------------------------------------------
+missing=()
+command -v python3 >/dev/null || missing+=(python3)
+if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then missing+=(python3-venv); fi
+if ((${#missing[@]})); then
+    step "apt-get install ${missing[*]}"
+    $SUDO apt-get update -qq
+    $SUDO DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+fi
+if ! command -v cargo >/dev/null; then
+    echo "cargo not found: install Rust (rustup) first" >&2
+    exit 1
+fi
+for component in rustfmt clippy; do
+    if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then
+        rustup component add "$component"
+    fi
+done
+if [ ! -x "$VENV/bin/python" ]; then
+    step "python venv in $VENV"
+    python3 -m venv "$VENV"
+fi
+stamp="$VENV/.installed"
+if [ ! -f "$stamp" ] || [ "$REQUIREMENTS" -nt "$stamp" ]; then
+    step "pip install -r $REQUIREMENTS"
+    "$VENV/bin/pip" install -q --disable-pip-version-check -r "$REQUIREMENTS"
+    touch "$stamp"
+fi
+
+# --- build and check -----------------------------------------------------------
+failed=()
+step "cargo build"
+cargo build --all-targets
+step "cargo fmt --check"
+cargo fmt --all -- --check || failed+=("cargo fmt")
+step "cargo clippy"
+cargo clippy --all-targets -- -D warnings || failed+=("cargo clippy")
+step "cargo test"
+cargo test || failed+=("cargo test")
+
+step "pytest tests/python"
+mkdir -p target
+pytest_log=target/pytest.log
+set +e
+FANFARE_BIN="${FANFARE_BIN:-target/debug/fanfare}" \
+    "$VENV/bin/python" -m pytest tests/python -q -c tests/python/pytest.ini --rootdir tests/python \
+    2>&1 | tee "$pytest_log"
+pytest_status=${PIPESTATUS[0]}
+set -e
+# Any non-zero status fails, 5 (no tests collected) included.
+if [ "$pytest_status" -ne 0 ]; then failed+=("pytest"); fi
+
+echo
+if ((${#failed[@]})); then
+    echo "FAILED: ${failed[*]}"
+else
+    echo "all checks passed"
+fi
+# The pytest summary line last, for whoever reads only the end.
+tail -n 1 "$pytest_log"
+((${#failed[@]} == 0))
