@@ -153,9 +153,10 @@ pub enum SlowConsumer {
     DropOldest,
     /// Drop the new publish: the reader gets the oldest messages it has not read yet.
     DropNewest,
-    /// Keep only the latest unsent publish per topic: the queued publishes of the new one's
-    /// topic are removed before it is queued (then, if it still does not fit, the oldest). A
-    /// browser that fell behind jumps to the newest score of every match.
+    /// Keep only the latest unsent publish per topic: every queued publish superseded by a
+    /// later one of its topic (the new one included) is removed; if the new one still does
+    /// not fit, the oldest go. A browser that fell behind jumps to the newest score of every
+    /// match.
     Conflate,
     /// Close the connection (WebSocket close code 1008).
     Disconnect,

@@ -13,7 +13,7 @@
 //! taken from the shard's [`SendPool`] while the send is in flight and given back when it
 //! completes, so an idle connection holds none.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 
 use crate::broker::{Chunk, Droppable, TopicKey};
 use crate::config::SlowConsumer;
@@ -111,6 +111,9 @@ pub struct SendPool {
     large: Vec<Box<SendBuf<IOVECS_PER_SEND_MAX>>>,
     in_use: usize,
     peak_in_use: usize,
+    /// Scratch of `conflate`: queued publishes per topic. Holds at most the topics of one
+    /// queue (`queue_bytes_max` / smallest publish), reused by every connection.
+    topic_counts: HashMap<TopicKey, u32>,
 }
 
 impl SendPool {
@@ -211,6 +214,7 @@ impl SendQueue {
         droppable: Droppable,
         queue_bytes_max: u64,
         listener_policy: SlowConsumer,
+        pool: &mut SendPool,
     ) -> Pushed {
         let len = chunk.len() as u64;
         let fits = |queued_bytes: u64, bound: u64| queued_bytes + len <= bound;
@@ -233,7 +237,9 @@ impl SendQueue {
         match on_full {
             SlowConsumer::DropNewest => return pushed,
             SlowConsumer::Disconnect => return Pushed::OVERFLOW,
-            SlowConsumer::Conflate => pushed.conflated = self.remove_topic(topic),
+            SlowConsumer::Conflate => {
+                pushed.conflated = self.conflate(topic, &mut pool.topic_counts);
+            }
             SlowConsumer::DropOldest => {}
         }
         while !fits(self.queued_bytes, queue_bytes_max) && self.drop_oldest() {
@@ -258,18 +264,34 @@ impl SendQueue {
             .max(usize::from(self.front_sent_bytes > 0))
     }
 
-    /// Removes the unsent QoS 0 publishes of `topic`; returns how many.
-    fn remove_topic(&mut self, topic: TopicKey) -> u32 {
+    /// Keeps only the latest unsent QoS 0 publish of each topic, and none of `incoming`'s
+    /// (the new publish supersedes it); returns how many were removed. Runs only when the
+    /// queue is full, and leaves at most one publish per topic, so its O(queue) cost is paid
+    /// once per refill rather than per publish.
+    fn conflate(&mut self, incoming: TopicKey, counts: &mut HashMap<TopicKey, u32>) -> u32 {
         let protected = self.protected();
+        counts.clear();
+        *counts.entry(incoming).or_default() += 1;
+        for entry in self.entries.iter().skip(protected) {
+            if let Some(topic) = entry.topic {
+                *counts.entry(topic).or_default() += 1;
+            }
+        }
         let (mut index, mut removed, mut removed_bytes) = (0, 0, 0);
         self.entries.retain(|entry| {
-            let keep = index < protected || entry.topic != Some(topic);
+            let unsent = index >= protected;
             index += 1;
-            if !keep {
-                removed += 1;
-                removed_bytes += entry.chunk.len() as u64;
+            let Some(topic) = entry.topic.filter(|_| unsent) else {
+                return true;
+            };
+            let later = counts.get_mut(&topic).expect("counted above");
+            *later -= 1;
+            if *later == 0 {
+                return true;
             }
-            keep
+            removed += 1;
+            removed_bytes += entry.chunk.len() as u64;
+            false
         });
         self.queued_bytes -= removed_bytes;
         removed
@@ -454,8 +476,14 @@ mod tests {
         let mut queue = SendQueue::default();
         let mut pool = SendPool::default();
         let shared: Rc<[u8]> = Rc::from(&b"publish"[..]);
-        queue.push(owned(b"ack"), Droppable::No, 100, POLICY);
-        queue.push(Chunk::Shared(shared), qos0("t", POLICY), 100, POLICY);
+        queue.push(owned(b"ack"), Droppable::No, 100, POLICY, &mut pool);
+        queue.push(
+            Chunk::Shared(shared),
+            qos0("t", POLICY),
+            100,
+            POLICY,
+            &mut pool,
+        );
         let msg = queue.start_send(&mut pool).expect("something to send");
         assert_eq!(gathered(msg), b"ackpublish");
         assert!(
@@ -479,7 +507,7 @@ mod tests {
                 id_offset: 4,
                 id: PacketId::new(id).expect("non-zero"),
             };
-            queue.push(chunk, Droppable::No, 100, POLICY);
+            queue.push(chunk, Droppable::No, 100, POLICY, &mut pool);
         }
         assert_eq!(queue.queued_bytes(), 20);
         // Partial sends that stop inside the identifier resume at the right byte.
@@ -493,7 +521,7 @@ mod tests {
         let mut pool = SendPool::default();
         let mut expected = Vec::new();
         for i in 0..200u8 {
-            queue.push(owned(&[i]), Droppable::No, 1000, POLICY);
+            queue.push(owned(&[i]), Droppable::No, 1000, POLICY, &mut pool);
             expected.push(i);
         }
         assert_eq!(drain(&mut queue, &mut pool, usize::MAX), expected);
@@ -503,8 +531,8 @@ mod tests {
     fn partial_send_resumes_inside_a_chunk() {
         let mut queue = SendQueue::default();
         let mut pool = SendPool::default();
-        queue.push(owned(b"abcdef"), Droppable::No, 100, POLICY);
-        queue.push(owned(b"gh"), Droppable::No, 100, POLICY);
+        queue.push(owned(b"abcdef"), Droppable::No, 100, POLICY, &mut pool);
+        queue.push(owned(b"gh"), Droppable::No, 100, POLICY, &mut pool);
         queue.start_send(&mut pool);
         queue.complete_send(4, &mut pool);
         assert_eq!(queue.queued_bytes(), 4);
@@ -517,14 +545,23 @@ mod tests {
     #[test]
     fn drop_newest_stops_at_the_bound_and_required_chunks_overflow_at_twice_it() {
         let mut queue = SendQueue::default();
+        let mut pool = SendPool::default();
         let drop_newest = qos0("t", SlowConsumer::DropNewest);
-        assert!(queue.push(owned(&[0; 8]), drop_newest, 10, POLICY).queued);
-        let pushed = queue.push(owned(&[0; 8]), drop_newest, 10, POLICY);
-        assert!(pushed.dropped_newest());
-        assert!(queue.push(owned(&[0; 8]), Droppable::No, 10, POLICY).queued);
         assert!(
             queue
-                .push(owned(&[0; 8]), Droppable::No, 10, POLICY)
+                .push(owned(&[0; 8]), drop_newest, 10, POLICY, &mut pool)
+                .queued
+        );
+        let pushed = queue.push(owned(&[0; 8]), drop_newest, 10, POLICY, &mut pool);
+        assert!(pushed.dropped_newest());
+        assert!(
+            queue
+                .push(owned(&[0; 8]), Droppable::No, 10, POLICY, &mut pool)
+                .queued
+        );
+        assert!(
+            queue
+                .push(owned(&[0; 8]), Droppable::No, 10, POLICY, &mut pool)
                 .overflow
         );
     }
@@ -532,11 +569,16 @@ mod tests {
     #[test]
     fn a_chunk_larger_than_the_bound_enters_an_empty_queue() {
         let mut queue = SendQueue::default();
+        let mut pool = SendPool::default();
         let policy = qos0("t", SlowConsumer::DropNewest);
-        assert!(queue.push(owned(&[0; 50]), policy, 10, POLICY).queued);
         assert!(
             queue
-                .push(owned(&[0; 1]), policy, 10, POLICY)
+                .push(owned(&[0; 50]), policy, 10, POLICY, &mut pool)
+                .queued
+        );
+        assert!(
+            queue
+                .push(owned(&[0; 1]), policy, 10, POLICY, &mut pool)
                 .dropped_newest()
         );
     }
@@ -546,11 +588,11 @@ mod tests {
         let mut queue = SendQueue::default();
         let mut pool = SendPool::default();
         let policy = qos0("t", SlowConsumer::DropOldest);
-        queue.push(owned(b"1"), policy, 3, POLICY);
+        queue.push(owned(b"1"), policy, 3, POLICY, &mut pool);
         queue.start_send(&mut pool).expect("1 in flight");
-        queue.push(owned(b"A"), Droppable::No, 3, POLICY);
-        queue.push(owned(b"2"), policy, 3, POLICY);
-        let pushed = queue.push(owned(b"3"), policy, 3, POLICY);
+        queue.push(owned(b"A"), Droppable::No, 3, POLICY, &mut pool);
+        queue.push(owned(b"2"), policy, 3, POLICY, &mut pool);
+        let pushed = queue.push(owned(b"3"), policy, 3, POLICY, &mut pool);
         assert!(pushed.queued);
         assert_eq!(
             pushed.dropped_oldest, 1,
@@ -563,9 +605,14 @@ mod tests {
     #[test]
     fn disconnect_policy_overflows() {
         let mut queue = SendQueue::default();
+        let mut pool = SendPool::default();
         let policy = qos0("t", SlowConsumer::Disconnect);
-        queue.push(owned(b"12"), policy, 3, POLICY);
-        assert!(queue.push(owned(b"34"), policy, 3, POLICY).overflow);
+        queue.push(owned(b"12"), policy, 3, POLICY, &mut pool);
+        assert!(
+            queue
+                .push(owned(b"34"), policy, 3, POLICY, &mut pool)
+                .overflow
+        );
     }
 
     #[test]
@@ -576,32 +623,62 @@ mod tests {
             qos0("a", SlowConsumer::Conflate),
             qos0("b", SlowConsumer::Conflate),
         );
-        queue.push(owned(b"a1"), a, 6, POLICY);
+        queue.push(owned(b"a1"), a, 6, POLICY, &mut pool);
         queue.start_send(&mut pool).expect("a1 in flight");
-        queue.push(owned(b"b1"), b, 6, POLICY);
-        queue.push(owned(b"a2"), a, 6, POLICY);
-        let pushed = queue.push(owned(b"a3"), a, 6, POLICY);
+        queue.push(owned(b"b1"), b, 6, POLICY, &mut pool);
+        queue.push(owned(b"a2"), a, 6, POLICY, &mut pool);
+        let pushed = queue.push(owned(b"a3"), a, 6, POLICY, &mut pool);
         assert_eq!((pushed.queued, pushed.conflated), (true, 1), "a2 replaced");
-        let pushed = queue.push(owned(b"b2"), b, 6, POLICY);
+        let pushed = queue.push(owned(b"b2"), b, 6, POLICY, &mut pool);
         assert_eq!((pushed.queued, pushed.conflated), (true, 1), "b1 replaced");
         queue.complete_send(2, &mut pool);
         assert_eq!(drain(&mut queue, &mut pool, usize::MAX), b"a3b2");
     }
 
     #[test]
+    fn conflate_removes_every_superseded_publish_once_full() {
+        let mut queue = SendQueue::default();
+        let mut pool = SendPool::default();
+        let (x, y) = (
+            qos0("x", SlowConsumer::Conflate),
+            qos0("y", SlowConsumer::Conflate),
+        );
+        queue.push(owned(b"x1"), x, 6, POLICY, &mut pool);
+        queue.push(owned(b"y1"), y, 6, POLICY, &mut pool);
+        queue.push(owned(b"x2"), x, 6, POLICY, &mut pool);
+        let pushed = queue.push(owned(b"y2"), y, 6, POLICY, &mut pool);
+        assert_eq!((pushed.queued, pushed.conflated), (true, 2));
+        assert_eq!(queue.queued_bytes(), 4);
+        assert_eq!(drain(&mut queue, &mut pool, usize::MAX), b"x2y2");
+    }
+
+    #[test]
     fn the_chunk_policy_overrides_the_listener_policy() {
         let mut queue = SendQueue::default();
+        let mut pool = SendPool::default();
         let listener = Droppable::Yes {
             topic: TopicKey::of("t"),
             on_full: None,
         };
-        queue.push(owned(b"12"), listener, 3, SlowConsumer::DropOldest);
-        let pushed = queue.push(owned(b"34"), listener, 3, SlowConsumer::DropOldest);
+        queue.push(
+            owned(b"12"),
+            listener,
+            3,
+            SlowConsumer::DropOldest,
+            &mut pool,
+        );
+        let pushed = queue.push(
+            owned(b"34"),
+            listener,
+            3,
+            SlowConsumer::DropOldest,
+            &mut pool,
+        );
         assert_eq!((pushed.queued, pushed.dropped_oldest), (true, 1));
         let own = qos0("t", SlowConsumer::DropNewest);
         assert!(
             queue
-                .push(owned(b"56"), own, 3, SlowConsumer::DropOldest)
+                .push(owned(b"56"), own, 3, SlowConsumer::DropOldest, &mut pool)
                 .dropped_newest()
         );
     }
@@ -610,9 +687,9 @@ mod tests {
     fn abandon_keeps_only_what_the_kernel_reads() {
         let mut queue = SendQueue::default();
         let mut pool = SendPool::default();
-        queue.push(owned(b"abc"), Droppable::No, 100, POLICY);
+        queue.push(owned(b"abc"), Droppable::No, 100, POLICY, &mut pool);
         queue.start_send(&mut pool);
-        queue.push(owned(b"de"), Droppable::No, 100, POLICY);
+        queue.push(owned(b"de"), Droppable::No, 100, POLICY, &mut pool);
         queue.abandon();
         assert!(queue.in_flight());
         assert_eq!(queue.queued_bytes(), 3);
@@ -626,7 +703,7 @@ mod tests {
         let mut pool = SendPool::default();
         let mut queues: Vec<SendQueue> = (0..3).map(|_| SendQueue::default()).collect();
         for queue in &mut queues {
-            queue.push(owned(b"x"), Droppable::No, 100, POLICY);
+            queue.push(owned(b"x"), Droppable::No, 100, POLICY, &mut pool);
             queue.start_send(&mut pool);
         }
         for queue in &mut queues {

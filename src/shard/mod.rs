@@ -636,7 +636,13 @@ impl Shard {
                 continue;
             }
             let policy = self.config.slow_consumer(conn.transport);
-            let pushed = conn.out.push(chunk, droppable, queue_bytes_max, policy);
+            let pushed = conn.out.push(
+                chunk,
+                droppable,
+                queue_bytes_max,
+                policy,
+                &mut self.send_pool,
+            );
             if pushed.queued {
                 self.dirty.push(id);
             }
@@ -716,8 +722,13 @@ impl Shard {
         }
         if let Some(bytes) = last_words.filter(|_| !conn.sealed) {
             let policy = self.config.slow_consumer(conn.transport);
-            conn.out
-                .push(Chunk::Owned(bytes), Droppable::No, u64::MAX, policy);
+            conn.out.push(
+                Chunk::Owned(bytes),
+                Droppable::No,
+                u64::MAX,
+                policy,
+                &mut self.send_pool,
+            );
             self.dirty.push(id);
         }
         conn.sealed = true;

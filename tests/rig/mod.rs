@@ -141,6 +141,7 @@ impl Rig {
                 droppable,
                 self.limits.queue_bytes_max,
                 SlowConsumer::DropOldest,
+                &mut self.pool,
             );
             assert!(pushed.queued, "a reader that keeps up loses nothing");
             self.dirty.push(index);
