@@ -17,6 +17,8 @@
 //! lookup, takeover and persistent sessions never leave a shard; only publishes cross shards,
 //! as immutable [`RoutedMessage`]s.
 
+#[doc(hidden)]
+pub mod bench_support;
 mod connect;
 mod fanout;
 mod inbound;
