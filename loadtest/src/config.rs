@@ -1,0 +1,493 @@
+//! Command line → `Config`, and `Config` → the list of connections each worker opens.
+
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+use anyhow::{Context, bail, ensure};
+use serde::Serialize;
+
+use crate::codec::Version;
+use crate::conn::{Target, parse_ip};
+use crate::run::{ConnSpec, PubSpec, SubSpec};
+use crate::stats::PAYLOAD_HEADER_BYTES;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scenario {
+    Conn,
+    Fanout,
+    Topics,
+    Retained,
+    Qos1,
+    P2p,
+}
+
+#[derive(Debug)]
+pub struct Config {
+    pub scenario: Scenario,
+    pub url: String,
+    pub target: Target,
+    pub workers: usize,
+    pub subscribers: usize,
+    pub publishers: usize,
+    pub topics: usize,
+    pub wildcard_fraction: f64,
+    pub pairs: usize,
+    pub payload_bytes: usize,
+    pub qos: u8,
+    /// Total messages per second over all publishers (open loop).
+    pub rate: f64,
+    /// Closed loop: messages outstanding (published, not yet delivered to all).
+    pub closed_loop: Option<u64>,
+    pub duration_s: f64,
+    pub warmup_s: f64,
+    pub drain_s: f64,
+    pub broker_pid: Option<u32>,
+    /// Connections opened per second, over all workers.
+    pub conn_rate: f64,
+    pub connect_concurrency: usize,
+    pub inflight_max: u32,
+    pub topic_prefix: String,
+    pub client_id_prefix: String,
+}
+
+pub const USAGE: &str = "\
+usage: fanfare-loadtest SCENARIO [flags]
+
+scenarios:
+  conn      open --subscribers N connections at --conn-rate/s, each CONNECT + SUBSCRIBE, hold --duration s
+  fanout    --publishers P (default 1) -> --subscribers N on one topic, --rate msgs/s or --closed-loop W
+  topics    --topics M, --subscribers N spread over them, --wildcard-fraction F of them on prefix/#
+  retained  store retained values on --topics M, then --subscribers K late joiners must get them all
+  qos1      fanout at QoS 1 (subscriptions and publishes), PUBACKs both ways, --inflight per publisher
+  p2p       --pairs N pairs, each connection publishes to its partner's topic
+
+flags (defaults in brackets):
+  --url URL                  tcp://HOST:PORT or ws://HOST:PORT/PATH [tcp://127.0.0.1:1883]
+  --mqtt 3.1.1|5             protocol version [3.1.1]
+  --workers N                threads, one monoio runtime each, pinned [cores]
+  --source IP,IP,...         bind source addresses round-robin (e.g. 127.0.0.2,127.0.0.3)
+  --subscribers N            [100]      --publishers N   [1]
+  --topics M                 [100]      --wildcard-fraction F [0.1]
+  --pairs N                  [100]      --payload BYTES  [64, at least 16]
+  --qos 0|1                  [0]        --rate MSGS/S    [1000]
+  --closed-loop W            keep W messages outstanding instead of a fixed rate
+  --duration S [10]  --warmup S [2]  --drain S [3]
+  --conn-rate N/S [2000]  --connect-concurrency N [512]  --timeout S [5]  --keep-alive S [60]
+  --inflight N               QoS 1 messages unacknowledged per publisher [1000]
+  --read-buffer BYTES        per-connection read buffer [16384]
+  --broker-pid PID           sample the broker's CPU and RSS from /proc
+  --topic-prefix P           [fanfare-lt/<pid>]
+  --allow-remote             permit a non-loopback target (refused by default)
+";
+
+fn value<T: std::str::FromStr>(parser: &mut lexopt::Parser, name: &str) -> anyhow::Result<T>
+where
+    T::Err: std::fmt::Display,
+{
+    let raw = parser
+        .value()
+        .with_context(|| format!("{name} needs a value"))?;
+    let text = raw.to_string_lossy().into_owned();
+    text.parse::<T>()
+        .map_err(|e| anyhow::anyhow!("{name} {text:?}: {e}"))
+}
+
+/// Splits `tcp://host:port` or `ws://host:port/path`.
+fn parse_url(url: &str) -> anyhow::Result<(SocketAddr, Option<(String, String)>)> {
+    let (ws, rest) = if let Some(rest) = url.strip_prefix("tcp://") {
+        (false, rest)
+    } else if let Some(rest) = url.strip_prefix("mqtt://") {
+        (false, rest)
+    } else if let Some(rest) = url.strip_prefix("ws://") {
+        (true, rest)
+    } else {
+        bail!("--url must start with tcp:// or ws:// (got {url:?})");
+    };
+    let (hostport, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/mqtt"),
+    };
+    let addr = hostport
+        .to_socket_addrs()
+        .with_context(|| format!("resolving {hostport:?}"))?
+        .find(|a| a.is_ipv4())
+        .or_else(|| hostport.to_socket_addrs().ok()?.next())
+        .with_context(|| format!("{hostport:?} resolves to nothing"))?;
+    Ok((addr, ws.then(|| (hostport.to_string(), path.to_string()))))
+}
+
+pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> anyhow::Result<Config> {
+    use lexopt::prelude::*;
+    let mut parser = lexopt::Parser::from_args(args);
+    let mut scenario = None;
+    let mut url = "tcp://127.0.0.1:1883".to_string();
+    let mut version = Version::V311;
+    let mut workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut sources: Vec<IpAddr> = Vec::new();
+    let (mut subscribers, mut publishers, mut topics, mut pairs) =
+        (100usize, 1usize, 100usize, 100usize);
+    let mut wildcard_fraction: f64 = 0.1;
+    let mut payload_bytes = 64usize;
+    let mut qos = 0u8;
+    let mut rate: f64 = 1000.0;
+    let mut closed_loop = None;
+    let (mut duration_s, mut warmup_s, mut drain_s) = (10.0, 2.0, 3.0);
+    let mut broker_pid = None;
+    let mut conn_rate: f64 = 2000.0;
+    let mut connect_concurrency = 512usize;
+    let mut timeout_s = 5.0;
+    let mut keep_alive_s = 60u16;
+    let mut inflight_max = 1000u32;
+    let mut read_buffer_bytes = 16384usize;
+    let mut topic_prefix = format!("fanfare-lt/{}", std::process::id());
+    let mut allow_remote = false;
+    while let Some(arg) = parser.next()? {
+        match arg {
+            Value(v) if scenario.is_none() => {
+                scenario = Some(match v.to_string_lossy().as_ref() {
+                    "conn" => Scenario::Conn,
+                    "fanout" => Scenario::Fanout,
+                    "topics" => Scenario::Topics,
+                    "retained" => Scenario::Retained,
+                    "qos1" => Scenario::Qos1,
+                    "p2p" => Scenario::P2p,
+                    other => bail!("unknown scenario {other:?}\n{USAGE}"),
+                });
+            }
+            Long("url") => url = value(&mut parser, "--url")?,
+            Long("mqtt") => {
+                version = match value::<String>(&mut parser, "--mqtt")?.as_str() {
+                    "3.1.1" | "311" | "4" => Version::V311,
+                    "5" | "5.0" => Version::V5,
+                    other => bail!("--mqtt must be 3.1.1 or 5, not {other:?}"),
+                }
+            }
+            Long("workers") => workers = value(&mut parser, "--workers")?,
+            Long("source") => {
+                let list: String = value(&mut parser, "--source")?;
+                sources = list
+                    .split(',')
+                    .map(parse_ip)
+                    .collect::<anyhow::Result<_>>()?;
+            }
+            Long("subscribers") => subscribers = value(&mut parser, "--subscribers")?,
+            Long("publishers") => publishers = value(&mut parser, "--publishers")?,
+            Long("topics") => topics = value(&mut parser, "--topics")?,
+            Long("wildcard-fraction") => {
+                wildcard_fraction = value(&mut parser, "--wildcard-fraction")?
+            }
+            Long("pairs") => pairs = value(&mut parser, "--pairs")?,
+            Long("payload") => payload_bytes = value(&mut parser, "--payload")?,
+            Long("qos") => qos = value(&mut parser, "--qos")?,
+            Long("rate") => rate = value(&mut parser, "--rate")?,
+            Long("closed-loop") => closed_loop = Some(value(&mut parser, "--closed-loop")?),
+            Long("duration") => duration_s = value(&mut parser, "--duration")?,
+            Long("warmup") => warmup_s = value(&mut parser, "--warmup")?,
+            Long("drain") => drain_s = value(&mut parser, "--drain")?,
+            Long("broker-pid") => broker_pid = Some(value(&mut parser, "--broker-pid")?),
+            Long("conn-rate") => conn_rate = value(&mut parser, "--conn-rate")?,
+            Long("connect-concurrency") => {
+                connect_concurrency = value(&mut parser, "--connect-concurrency")?
+            }
+            Long("timeout") => timeout_s = value(&mut parser, "--timeout")?,
+            Long("keep-alive") => keep_alive_s = value(&mut parser, "--keep-alive")?,
+            Long("inflight") => inflight_max = value(&mut parser, "--inflight")?,
+            Long("read-buffer") => read_buffer_bytes = value(&mut parser, "--read-buffer")?,
+            Long("topic-prefix") => topic_prefix = value(&mut parser, "--topic-prefix")?,
+            Long("allow-remote") => allow_remote = true,
+            Short('h') | Long("help") => {
+                print!("{USAGE}");
+                std::process::exit(0);
+            }
+            _ => bail!("{}\n{USAGE}", arg.unexpected()),
+        }
+    }
+    let scenario = scenario.with_context(|| format!("no scenario given\n{USAGE}"))?;
+    if scenario == Scenario::Qos1 {
+        qos = 1;
+    }
+    let (addr, ws) = parse_url(&url)?;
+    ensure!(
+        allow_remote || addr.ip().is_loopback(),
+        "{} is not a loopback address; pass --allow-remote to load a remote broker",
+        addr.ip()
+    );
+    for s in &sources {
+        ensure!(
+            allow_remote || s.is_loopback(),
+            "source {s} is not a loopback address (use --allow-remote)"
+        );
+    }
+    ensure!((1..=256).contains(&workers), "--workers must be 1..=256");
+    ensure!(qos <= 1, "--qos must be 0 or 1");
+    ensure!(
+        payload_bytes >= PAYLOAD_HEADER_BYTES,
+        "--payload must be at least {PAYLOAD_HEADER_BYTES} bytes (timestamp, stream, sequence)"
+    );
+    ensure!(payload_bytes <= 1 << 20, "--payload is limited to 1 MiB");
+    ensure!(topics >= 1, "--topics must be at least 1");
+    ensure!(publishers >= 1, "--publishers must be at least 1");
+    ensure!(rate > 0.0 && rate.is_finite(), "--rate must be positive");
+    ensure!(
+        conn_rate > 0.0 && conn_rate.is_finite(),
+        "--conn-rate must be positive"
+    );
+    ensure!(
+        (0.0..=1.0).contains(&wildcard_fraction),
+        "--wildcard-fraction must be in 0..=1"
+    );
+    ensure!(
+        duration_s > 0.0 && duration_s <= 3600.0,
+        "--duration must be in (0, 3600]"
+    );
+    ensure!(
+        (0.0..=600.0).contains(&warmup_s),
+        "--warmup must be in [0, 600]"
+    );
+    ensure!(
+        (0.0..=600.0).contains(&drain_s),
+        "--drain must be in [0, 600]"
+    );
+    ensure!(
+        timeout_s > 0.0 && timeout_s <= 600.0,
+        "--timeout must be in (0, 600]"
+    );
+    ensure!(
+        (1..=65_535).contains(&inflight_max),
+        "--inflight must be 1..=65535 (packet ids)"
+    );
+    ensure!(
+        (512..=16 << 20).contains(&read_buffer_bytes),
+        "--read-buffer must be 512 B ..= 16 MiB"
+    );
+    ensure!(
+        connect_concurrency >= 1,
+        "--connect-concurrency must be at least 1"
+    );
+    if let Some(w) = closed_loop {
+        ensure!(w >= 1, "--closed-loop window must be at least 1");
+    }
+    let conns = match scenario {
+        Scenario::P2p => pairs * 2,
+        Scenario::Retained => subscribers + 1,
+        _ => subscribers + publishers,
+    };
+    ensure!(
+        conns <= 19_900,
+        "{conns} connections exceed what one process may hold here (~19,900 open files); \
+         run several processes with different --source addresses"
+    );
+    Ok(Config {
+        scenario,
+        url,
+        target: Target {
+            addr,
+            ws,
+            version,
+            sources,
+            keep_alive_s,
+            timeout: Duration::from_secs_f64(timeout_s),
+            read_buffer_bytes,
+            packet_bytes_max: (payload_bytes + 4096).max(1 << 16),
+        },
+        workers,
+        subscribers,
+        publishers,
+        topics,
+        wildcard_fraction,
+        pairs,
+        payload_bytes,
+        qos,
+        rate,
+        closed_loop,
+        duration_s,
+        warmup_s,
+        drain_s,
+        broker_pid,
+        conn_rate,
+        connect_concurrency,
+        inflight_max,
+        client_id_prefix: format!("lt{}", std::process::id()),
+        topic_prefix,
+    })
+}
+
+impl Config {
+    /// The connections of the run, in the order they are opened: subscribers first, so every
+    /// subscription exists before the first publish.
+    pub fn plan(&self) -> Vec<ConnSpec> {
+        let prefix = &self.topic_prefix;
+        let mut specs = Vec::new();
+        let sub = |index, filter: String, topic| ConnSpec {
+            index,
+            subscribe: Some(SubSpec { filter, topic }),
+            publish: None,
+        };
+        match self.scenario {
+            Scenario::Conn => {
+                for i in 0..self.subscribers {
+                    specs.push(sub(i, format!("{prefix}/c/{i}"), Some(0)));
+                }
+            }
+            Scenario::Fanout | Scenario::Qos1 => {
+                let topic = format!("{prefix}/f");
+                for i in 0..self.subscribers {
+                    specs.push(sub(i, topic.clone(), Some(0)));
+                }
+                for p in 0..self.publishers {
+                    specs.push(
+                        self.publisher(self.subscribers + p, vec![(topic.clone(), p as u32, 0)]),
+                    );
+                }
+            }
+            Scenario::Topics => {
+                let wildcards = (self.subscribers as f64 * self.wildcard_fraction).round() as usize;
+                for i in 0..self.subscribers {
+                    if i < wildcards {
+                        specs.push(sub(i, format!("{prefix}/t/#"), None));
+                    } else {
+                        let t = i % self.topics;
+                        specs.push(sub(i, format!("{prefix}/t/{t}"), Some(t)));
+                    }
+                }
+                // Topic t belongs to publisher t % P; its stream id is t, so every topic has
+                // its own sequence numbers.
+                for p in 0..self.publishers {
+                    let owned: Vec<_> = (0..self.topics)
+                        .filter(|t| t % self.publishers == p)
+                        .map(|t| (format!("{prefix}/t/{t}"), t as u32, t))
+                        .collect();
+                    if !owned.is_empty() {
+                        specs.push(self.publisher(self.subscribers + p, owned));
+                    }
+                }
+            }
+            Scenario::Retained => {
+                for i in 0..self.subscribers {
+                    specs.push(ConnSpec {
+                        index: i,
+                        subscribe: None,
+                        publish: None,
+                    });
+                }
+            }
+            Scenario::P2p => {
+                // Connection c subscribes to its own topic (index c) and publishes to its
+                // partner's; both ends of a pair land on different workers when there are two.
+                for c in 0..self.pairs * 2 {
+                    let partner = c ^ 1;
+                    let mut spec = self.publisher(
+                        c,
+                        vec![(format!("{prefix}/p/{partner}"), c as u32, partner)],
+                    );
+                    spec.subscribe = Some(SubSpec {
+                        filter: format!("{prefix}/p/{c}"),
+                        topic: Some(c),
+                    });
+                    specs.push(spec);
+                }
+            }
+        }
+        specs
+    }
+
+    fn publishing_conns(&self) -> usize {
+        match self.scenario {
+            Scenario::P2p => self.pairs * 2,
+            Scenario::Topics => self.publishers.min(self.topics),
+            _ => self.publishers,
+        }
+    }
+
+    fn publisher(&self, index: usize, topics: Vec<(String, u32, usize)>) -> ConnSpec {
+        let n = self.publishing_conns().max(1);
+        ConnSpec {
+            index,
+            subscribe: None,
+            publish: Some(PubSpec {
+                topics,
+                rate_per_s: self.rate / n as f64,
+                window_msgs: self.closed_loop.map_or(0, |w| (w / n as u64).max(1)),
+                retain: false,
+            }),
+        }
+    }
+
+    /// How many topic indices `Shared::topic_subs` needs.
+    pub fn topic_slots(&self) -> usize {
+        match self.scenario {
+            Scenario::Topics => self.topics,
+            Scenario::P2p => self.pairs * 2,
+            _ => 1,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<std::ffi::OsString> {
+        s.split_whitespace().map(Into::into).collect()
+    }
+
+    #[test]
+    fn refuses_remote_targets_by_default() {
+        assert!(parse(args("fanout --url tcp://10.1.2.3:1883")).is_err());
+        assert!(parse(args("fanout --url tcp://127.0.0.1:1883 --source 10.0.0.1")).is_err());
+        assert!(
+            parse(args(
+                "fanout --url tcp://127.0.0.1:1883 --source 127.0.0.2,127.0.0.3"
+            ))
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn parses_ws_url_and_version() {
+        let c = parse(args(
+            "p2p --url ws://127.0.0.1:8080/mqtt --mqtt 5 --pairs 3",
+        ))
+        .unwrap();
+        assert_eq!(c.target.ws, Some(("127.0.0.1:8080".into(), "/mqtt".into())));
+        assert_eq!(c.target.version, Version::V5);
+        let plan = c.plan();
+        assert_eq!(plan.len(), 6);
+        assert!(
+            plan[0].publish.as_ref().unwrap().topics[0]
+                .0
+                .ends_with("/p/1")
+        );
+        assert!(
+            plan[1].publish.as_ref().unwrap().topics[0]
+                .0
+                .ends_with("/p/0")
+        );
+    }
+
+    #[test]
+    fn payload_must_hold_the_header() {
+        assert!(parse(args("fanout --payload 15")).is_err());
+    }
+
+    #[test]
+    fn topics_plan_spreads_subscribers_and_owns_topics_once() {
+        let c = parse(args(
+            "topics --topics 5 --subscribers 20 --wildcard-fraction 0.25 --publishers 2",
+        ))
+        .unwrap();
+        let plan = c.plan();
+        let wild = plan
+            .iter()
+            .filter(|s| matches!(&s.subscribe, Some(s) if s.topic.is_none()))
+            .count();
+        assert_eq!(wild, 5);
+        let published: usize = plan
+            .iter()
+            .filter_map(|s| s.publish.as_ref())
+            .map(|p| p.topics.len())
+            .sum();
+        assert_eq!(published, 5);
+    }
+}

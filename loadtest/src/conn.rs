@@ -1,0 +1,503 @@
+//! One client connection: bind a source address, connect, optionally upgrade to WebSocket,
+//! CONNECT and SUBSCRIBE; then a read side that hands out MQTT bytes in place and a write side
+//! that coalesces everything queued while a send is in flight into the next send.
+
+use std::cell::RefCell;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::rc::Rc;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, bail, ensure};
+use monoio::buf::IoBufMut;
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable};
+use monoio::net::TcpStream;
+use socket2::{Domain, Socket, Type};
+
+use crate::codec::{self, Packet, Version};
+use crate::ws;
+
+/// Where and how to connect; shared read-only by every connection of a thread.
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub addr: SocketAddr,
+    /// `Some((host header, path))` for `ws://`.
+    pub ws: Option<(String, String)>,
+    pub version: Version,
+    /// Source addresses used round-robin; empty means "let the kernel choose".
+    pub sources: Vec<IpAddr>,
+    pub keep_alive_s: u16,
+    pub timeout: Duration,
+    /// Initial read buffer; grows (up to `packet_bytes_max`) only for a packet that needs it.
+    pub read_buffer_bytes: usize,
+    /// Largest MQTT packet or WebSocket frame accepted from the broker.
+    pub packet_bytes_max: usize,
+}
+
+/// Why a connection attempt failed, counted per kind in the report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailKind {
+    Connect,
+    Timeout,
+    Upgrade,
+    Refused,
+    Closed,
+}
+
+pub struct ConnectError {
+    pub kind: FailKind,
+    pub error: anyhow::Error,
+}
+
+fn fail(kind: FailKind, error: anyhow::Error) -> ConnectError {
+    ConnectError { kind, error }
+}
+
+/// A small xorshift generator: WebSocket masks and keys need unpredictability towards
+/// intermediaries, not cryptographic strength (RFC 6455 §10.3).
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
+    }
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// The write side. `half` is `None` while a send is in flight; bytes queued meanwhile go out in
+/// the next send of the same flush, so one task's flush carries every other task's bytes.
+pub struct Writer {
+    half: Option<OwnedWriteHalf<TcpStream>>,
+    pending: Vec<u8>,
+    spare: Vec<u8>,
+    ws: bool,
+    rng: Rng,
+    pub failed: bool,
+}
+
+pub type SharedWriter = Rc<RefCell<Writer>>;
+
+impl Writer {
+    /// Queues MQTT bytes; over WebSocket they become one masked binary frame.
+    pub fn queue(&mut self, mqtt: &[u8]) {
+        if self.ws {
+            let mask = (self.rng.next() as u32).to_ne_bytes();
+            ws::encode_binary(&mut self.pending, mqtt, mask);
+        } else {
+            self.pending.extend_from_slice(mqtt);
+        }
+    }
+
+    fn queue_pong(&mut self, payload: &[u8]) {
+        let mask = (self.rng.next() as u32).to_ne_bytes();
+        ws::encode_pong(&mut self.pending, payload, mask);
+    }
+
+    fn queue_close(&mut self) {
+        if self.ws {
+            let mask = (self.rng.next() as u32).to_ne_bytes();
+            ws::encode_close(&mut self.pending, mask);
+        }
+    }
+
+    pub fn pending_bytes(&self) -> usize {
+        self.pending.len()
+    }
+}
+
+/// Sends everything queued. Returns at once if another task's flush is in flight: that flush
+/// picks up these bytes before it returns the socket.
+pub async fn flush(writer: &SharedWriter) -> io::Result<()> {
+    loop {
+        let (half, buf) = {
+            let mut w = writer.borrow_mut();
+            if w.failed {
+                return Err(io::Error::new(
+                    io::ErrorKind::BrokenPipe,
+                    "earlier send failed",
+                ));
+            }
+            if w.pending.is_empty() || w.half.is_none() {
+                return Ok(());
+            }
+            let spare = std::mem::take(&mut w.spare);
+            let buf = std::mem::replace(&mut w.pending, spare);
+            (w.half.take().expect("checked above"), buf)
+        };
+        let mut half = half;
+        let (result, mut buf) = half.write_all(buf).await;
+        let mut w = writer.borrow_mut();
+        w.half = Some(half);
+        buf.clear();
+        w.spare = buf;
+        if let Err(e) = result {
+            w.failed = true;
+            return Err(e);
+        }
+    }
+}
+
+/// The read side: raw bytes from the socket, and for WebSocket the unwrapped MQTT stream.
+pub struct Reader {
+    half: OwnedReadHalf<TcpStream>,
+    raw: Vec<u8>,
+    raw_start: usize,
+    /// WebSocket only: MQTT bytes unwrapped from frames.
+    mqtt: Vec<u8>,
+    mqtt_start: usize,
+    ws: bool,
+    control: ws::Control,
+    packet_bytes_max: usize,
+    pub closed_by_peer: bool,
+}
+
+impl Reader {
+    /// MQTT bytes received and not yet consumed.
+    pub fn data(&self) -> &[u8] {
+        if self.ws {
+            &self.mqtt[self.mqtt_start..]
+        } else {
+            &self.raw[self.raw_start..]
+        }
+    }
+
+    pub fn consume(&mut self, n: usize) {
+        let start = if self.ws {
+            &mut self.mqtt_start
+        } else {
+            &mut self.raw_start
+        };
+        *start += n;
+    }
+
+    /// Reads once (one batch, as much as the buffer takes). Returns the bytes read; 0 is EOF.
+    pub async fn fill(&mut self, writer: &SharedWriter) -> anyhow::Result<usize> {
+        compact(&mut self.raw, &mut self.raw_start);
+        if self.raw.len() == self.raw.capacity() {
+            // A packet larger than the buffer: grow, bounded by the packet limit.
+            ensure!(
+                self.raw.capacity() < self.packet_bytes_max + 16,
+                "packet larger than {} bytes",
+                self.packet_bytes_max
+            );
+            self.raw.reserve(self.raw.capacity());
+        }
+        let len = self.raw.len();
+        let mut buf = std::mem::take(&mut self.raw);
+        let cap = buf.bytes_total();
+        let (result, slice) = self.half.read(buf.slice_mut(len..cap)).await;
+        self.raw = slice.into_inner();
+        let n = result?;
+        if n == 0 {
+            self.closed_by_peer = true;
+            return Ok(0);
+        }
+        if self.ws {
+            compact(&mut self.mqtt, &mut self.mqtt_start);
+            let used = ws::unwrap_frames(
+                &self.raw[self.raw_start..],
+                &mut self.mqtt,
+                &mut self.control,
+                self.packet_bytes_max,
+            )?;
+            self.raw_start += used;
+            if !self.control.pings.is_empty() {
+                {
+                    let mut w = writer.borrow_mut();
+                    for ping in self.control.pings.drain(..) {
+                        w.queue_pong(&ping);
+                    }
+                }
+                flush(writer).await?;
+            }
+            if let Some(code) = self.control.closed {
+                self.closed_by_peer = true;
+                bail!("WebSocket closed by the broker, code {code}");
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// Moves unconsumed bytes to the front; cheap because it runs once per read batch.
+fn compact(buf: &mut Vec<u8>, start: &mut usize) {
+    if *start == 0 {
+        return;
+    }
+    buf.copy_within(*start.., 0);
+    buf.truncate(buf.len() - *start);
+    *start = 0;
+}
+
+pub struct Conn {
+    pub reader: Reader,
+    pub writer: SharedWriter,
+    pub version: Version,
+    packet_bytes_max: usize,
+}
+
+async fn tcp_connect(target: &Target, index: usize) -> Result<TcpStream, ConnectError> {
+    let domain = Domain::for_address(target.addr);
+    let socket =
+        Socket::new(domain, Type::STREAM, None).map_err(|e| fail(FailKind::Connect, e.into()))?;
+    socket
+        .set_nonblocking(true)
+        .map_err(|e| fail(FailKind::Connect, e.into()))?;
+    if !target.sources.is_empty() {
+        let source = target.sources[index % target.sources.len()];
+        socket
+            .bind(&SocketAddr::new(source, 0).into())
+            .map_err(|e| fail(FailKind::Connect, anyhow!("bind {source}: {e}")))?;
+    }
+    match socket.connect(&target.addr.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(115) => {} // EINPROGRESS: wait for writability
+        Err(e) => return Err(fail(FailKind::Connect, e.into())),
+    }
+    // Keep a duplicate to read SO_ERROR once the handshake ends; dropping it closes only the dup.
+    let probe = socket
+        .try_clone()
+        .map_err(|e| fail(FailKind::Connect, e.into()))?;
+    let stream =
+        TcpStream::from_std(socket.into()).map_err(|e| fail(FailKind::Connect, e.into()))?;
+    match monoio::time::timeout(target.timeout, stream.writable(false)).await {
+        Err(_) => return Err(fail(FailKind::Timeout, anyhow!("TCP connect timed out"))),
+        Ok(Err(e)) => return Err(fail(FailKind::Connect, e.into())),
+        Ok(Ok(())) => {}
+    }
+    if let Some(e) = probe
+        .take_error()
+        .map_err(|e| fail(FailKind::Connect, e.into()))?
+    {
+        return Err(fail(FailKind::Connect, e.into()));
+    }
+    drop(probe);
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
+}
+
+impl Conn {
+    /// Connects, upgrades if WebSocket, sends CONNECT and waits for a successful CONNACK.
+    pub async fn open(
+        target: &Target,
+        index: usize,
+        client_id: &str,
+    ) -> Result<Conn, ConnectError> {
+        let stream = tcp_connect(target, index).await?;
+        let (read_half, write_half) = stream.into_split();
+        let writer = Rc::new(RefCell::new(Writer {
+            half: Some(write_half),
+            pending: Vec::with_capacity(256),
+            spare: Vec::new(),
+            ws: false,
+            rng: Rng::new(index as u64 ^ crate::stats::now_ns()),
+            failed: false,
+        }));
+        let mut conn = Conn {
+            reader: Reader {
+                half: read_half,
+                raw: Vec::with_capacity(target.read_buffer_bytes),
+                raw_start: 0,
+                mqtt: Vec::new(),
+                mqtt_start: 0,
+                ws: false,
+                control: ws::Control::default(),
+                packet_bytes_max: target.packet_bytes_max,
+                closed_by_peer: false,
+            },
+            writer,
+            version: target.version,
+            packet_bytes_max: target.packet_bytes_max,
+        };
+        if let Some((host, path)) = &target.ws {
+            conn.upgrade(target, host, path).await?;
+        }
+        let mut out = Vec::with_capacity(64);
+        codec::encode_connect(&mut out, target.version, client_id, target.keep_alive_s);
+        conn.send(&out)
+            .await
+            .map_err(|e| fail(FailKind::Closed, e.into()))?;
+        let code = conn
+            .await_packet(target.timeout, |p| match p {
+                Packet::Connack { code, .. } => Some(code),
+                _ => None,
+            })
+            .await?;
+        if code != 0 {
+            return Err(fail(FailKind::Refused, anyhow!("CONNACK code {code:#x}")));
+        }
+        Ok(conn)
+    }
+
+    async fn upgrade(
+        &mut self,
+        target: &Target,
+        host: &str,
+        path: &str,
+    ) -> Result<(), ConnectError> {
+        let mut key = [0u8; 16];
+        {
+            let mut w = self.writer.borrow_mut();
+            key[..8].copy_from_slice(&w.rng.next().to_ne_bytes());
+            key[8..].copy_from_slice(&w.rng.next().to_ne_bytes());
+            let (request, _) = ws::upgrade_request(host, path, key);
+            w.pending.extend_from_slice(request.as_bytes());
+        }
+        let (_, key) = ws::upgrade_request(host, path, key);
+        flush(&self.writer)
+            .await
+            .map_err(|e| fail(FailKind::Closed, e.into()))?;
+        loop {
+            let read = monoio::time::timeout(target.timeout, self.reader.fill(&self.writer)).await;
+            match read {
+                Err(_) => {
+                    return Err(fail(
+                        FailKind::Timeout,
+                        anyhow!("WebSocket upgrade timed out"),
+                    ));
+                }
+                Ok(Err(e)) => return Err(fail(FailKind::Closed, e)),
+                Ok(Ok(0)) => return Err(fail(FailKind::Closed, anyhow!("closed during upgrade"))),
+                Ok(Ok(_)) => {}
+            }
+            let r = &mut self.reader;
+            match ws::check_upgrade_response(&r.raw[r.raw_start..], &key) {
+                Err(e) => return Err(fail(FailKind::Upgrade, e)),
+                Ok(None) => continue,
+                Ok(Some(n)) => {
+                    r.raw_start += n;
+                    r.ws = true;
+                    r.mqtt = Vec::with_capacity(r.raw.capacity());
+                    self.writer.borrow_mut().ws = true;
+                    // Frames that arrived with the HTTP answer.
+                    let used = ws::unwrap_frames(
+                        &r.raw[r.raw_start..],
+                        &mut r.mqtt,
+                        &mut r.control,
+                        r.packet_bytes_max,
+                    )
+                    .map_err(|e| fail(FailKind::Upgrade, e))?;
+                    r.raw_start += used;
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Queues and sends MQTT bytes.
+    pub async fn send(&self, mqtt: &[u8]) -> io::Result<()> {
+        self.writer.borrow_mut().queue(mqtt);
+        flush(&self.writer).await
+    }
+
+    /// Reads until `pick` accepts a packet; packets before it are skipped (PINGRESP, a
+    /// PUBLISH that races a SUBACK is not expected during set-up). Later bytes stay buffered.
+    pub async fn await_packet<T>(
+        &mut self,
+        timeout: Duration,
+        mut pick: impl FnMut(Packet<'_>) -> Option<T>,
+    ) -> Result<T, ConnectError> {
+        let deadline = monoio::time::Instant::now() + timeout;
+        loop {
+            loop {
+                let decoded =
+                    codec::decode(self.reader.data(), self.version, self.packet_bytes_max)
+                        .map_err(|e| fail(FailKind::Closed, e.into()))?;
+                let Some((packet, used)) = decoded else { break };
+                if let Packet::Disconnect { reason } = packet {
+                    return Err(fail(
+                        FailKind::Refused,
+                        anyhow!("DISCONNECT reason {reason:#x}"),
+                    ));
+                }
+                let picked = pick(packet);
+                self.reader.consume(used);
+                if let Some(v) = picked {
+                    return Ok(v);
+                }
+            }
+            let read = monoio::time::timeout_at(deadline, self.reader.fill(&self.writer)).await;
+            match read {
+                Err(_) => return Err(fail(FailKind::Timeout, anyhow!("no answer in time"))),
+                Ok(Err(e)) => return Err(fail(FailKind::Closed, e)),
+                Ok(Ok(0)) => return Err(fail(FailKind::Closed, anyhow!("closed by the broker"))),
+                Ok(Ok(_)) => {}
+            }
+        }
+    }
+
+    /// SUBSCRIBE one filter and wait for a SUBACK that grants it.
+    pub async fn subscribe(
+        &mut self,
+        filter: &str,
+        qos: u8,
+        timeout: Duration,
+    ) -> Result<(), ConnectError> {
+        let mut out = Vec::with_capacity(64);
+        codec::encode_subscribe(&mut out, self.version, 1, filter, qos);
+        self.send(&out)
+            .await
+            .map_err(|e| fail(FailKind::Closed, e.into()))?;
+        let code = self
+            .await_packet(timeout, |p| match p {
+                Packet::Suback {
+                    packet_id: 1,
+                    codes,
+                } => Some(codes.first().copied().unwrap_or(0x80)),
+                _ => None,
+            })
+            .await?;
+        if code >= 0x80 {
+            return Err(fail(
+                FailKind::Refused,
+                anyhow!("SUBACK refused {filter}: {code:#x}"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Sends DISCONNECT (and a WebSocket close), ignoring errors: the run is over.
+    pub async fn disconnect(&self) {
+        let mut out = Vec::with_capacity(4);
+        codec::encode_disconnect(&mut out);
+        {
+            let mut w = self.writer.borrow_mut();
+            w.queue(&out);
+            w.queue_close();
+        }
+        let _ = flush(&self.writer).await;
+    }
+}
+
+/// Sends PINGREQ every `keep_alive_s / 2` until `stop()`; a broker may close a connection
+/// that is silent for 1.5 x keep-alive [MQTT-3.1.2-24].
+pub async fn keep_alive(writer: SharedWriter, keep_alive_s: u16, stop: impl Fn() -> bool) {
+    if keep_alive_s == 0 {
+        return;
+    }
+    let period = Duration::from_millis(u64::from(keep_alive_s) * 500);
+    let mut ping = Vec::with_capacity(2);
+    codec::encode_pingreq(&mut ping);
+    loop {
+        // Tasks still sleeping when the run ends are dropped with their thread's runtime.
+        monoio::time::sleep(period).await;
+        if stop() {
+            return;
+        }
+        writer.borrow_mut().queue(&ping);
+        if flush(&writer).await.is_err() {
+            return;
+        }
+    }
+}
+
+pub fn parse_ip(s: &str) -> anyhow::Result<IpAddr> {
+    s.trim()
+        .parse()
+        .with_context(|| format!("not an IP address: {s:?}"))
+}

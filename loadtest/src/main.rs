@@ -1,0 +1,168 @@
+//! `fanfare-loadtest`: a load generator for any MQTT broker (3.1.1 and 5, TCP and WebSocket).
+//!
+//! Map: `config` turns the command line into a plan of connections; `run` starts one pinned
+//! monoio runtime per worker thread, which opens its share of them (`conn`: source binding,
+//! WebSocket upgrade via `ws`, MQTT via `codec`) and runs subscriber, publisher and keep-alive
+//! tasks; `retained` is the late-joiner scenario; `stats` holds the shared counters, latency
+//! histograms and `/proc` sampling. This file is the conductor: phases, progress line, report.
+
+mod codec;
+mod config;
+mod conn;
+mod report;
+mod retained;
+mod run;
+mod stats;
+mod ws;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use config::Scenario;
+use stats::Shared;
+
+fn main() {
+    if let Err(e) = real_main() {
+        eprintln!("fanfare-loadtest: {e:#}");
+        std::process::exit(2);
+    }
+}
+
+fn real_main() -> anyhow::Result<()> {
+    let cfg = Arc::new(config::parse(std::env::args_os().skip(1))?);
+    let plan = cfg.plan();
+    let total = plan.len();
+    let shared = Arc::new(Shared::new(cfg.topic_slots()));
+    stats::now_ns(); // fixes the clock's base before any thread stamps a payload
+    let mut sampler = report::Sampler::new(cfg.broker_pid);
+
+    let mut per_worker: Vec<Vec<run::ConnSpec>> = vec![Vec::new(); cfg.workers];
+    for spec in plan {
+        per_worker[spec.index % cfg.workers].push(spec);
+    }
+    let handles: Vec<_> = per_worker
+        .into_iter()
+        .enumerate()
+        .map(|(w, specs)| run::spawn_worker(cfg.clone(), shared.clone(), w, specs))
+        .collect();
+    let started = Instant::now();
+    while shared
+        .worker_tids
+        .lock()
+        .expect("no panics while held")
+        .len()
+        < cfg.workers
+        && started.elapsed() < Duration::from_secs(2)
+    {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    sampler.learn_tids(&shared);
+    let c = &shared.counters;
+    let mut progress = report::Progress::new(started);
+
+    // Set-up: every connection open (or failed), bounded by rate, timeouts and a margin.
+    let setup_limit = Duration::from_secs_f64(
+        total as f64 / cfg.conn_rate + cfg.target.timeout.as_secs_f64() * 2.0 + 5.0,
+    );
+    sampler.mark_setup_start();
+    while (c.setup_done.load(Relaxed) as usize) < total && started.elapsed() < setup_limit {
+        progress.tick_for(&shared, &mut sampler, "setup", Duration::from_millis(10));
+    }
+    let setup_s = started.elapsed().as_secs_f64();
+    sampler.mark_setup_end();
+
+    let window_s;
+    if cfg.scenario == Scenario::Conn {
+        // Hold the connections idle; the window is the hold time.
+        sampler.mark_window_start();
+        let hold = Instant::now();
+        while hold.elapsed().as_secs_f64() < cfg.duration_s {
+            progress.tick(&shared, &mut sampler, "hold");
+        }
+        window_s = hold.elapsed().as_secs_f64();
+        sampler.mark_window_end();
+    } else if cfg.scenario == Scenario::Retained {
+        sampler.mark_window_start();
+        let run = Instant::now();
+        let limit = cfg.warmup_s + cfg.duration_s + cfg.drain_s;
+        loop {
+            // Every joiner that connected (all but the publisher) has all values or is gone.
+            let joiners = c.conn_ok.load(Relaxed).saturating_sub(1);
+            let done = c.retained_complete.load(Relaxed) + c.dropped.load(Relaxed);
+            if shared.go.load(Relaxed) && joiners > 0 && done >= joiners {
+                break;
+            }
+            if run.elapsed().as_secs_f64() >= limit {
+                break;
+            }
+            progress.tick_for(&shared, &mut sampler, "retained", Duration::from_millis(5));
+        }
+        window_s = run.elapsed().as_secs_f64();
+        sampler.mark_window_end();
+    } else {
+        let start_ns = stats::now_ns() + (cfg.warmup_s * 1e9) as u64;
+        shared
+            .window_end_ns
+            .store(start_ns + (cfg.duration_s * 1e9) as u64, Relaxed);
+        shared.window_start_ns.store(start_ns, Relaxed);
+        shared.go.store(true, Relaxed);
+        let run = Instant::now();
+        let mut window_marked = false;
+        while run.elapsed().as_secs_f64() < cfg.warmup_s + cfg.duration_s {
+            if !window_marked && run.elapsed().as_secs_f64() >= cfg.warmup_s {
+                sampler.mark_window_start();
+                window_marked = true;
+            }
+            let phase = if window_marked { "run" } else { "warmup" };
+            progress.tick(&shared, &mut sampler, phase);
+        }
+        if !window_marked {
+            sampler.mark_window_start();
+        }
+        window_s = cfg.duration_s;
+        sampler.mark_window_end();
+        shared.publish_stop.store(true, Relaxed);
+        // Drain: wait for deliveries still in flight, at most --drain seconds.
+        let drain = Instant::now();
+        while drain.elapsed().as_secs_f64() < cfg.drain_s {
+            let expected = c.expected.load(Relaxed);
+            let unique = c.delivered.load(Relaxed)
+                - c.duplicates.load(Relaxed).min(c.delivered.load(Relaxed));
+            if unique >= expected {
+                break;
+            }
+            progress.tick_for(&shared, &mut sampler, "drain", Duration::from_millis(100));
+        }
+    }
+    shared.stop.store(true, Relaxed);
+    // Workers close their connections within their grace period; do not wait forever.
+    let join_deadline = Instant::now() + Duration::from_secs(5);
+    for h in handles {
+        while !h.is_finished() && Instant::now() < join_deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if h.is_finished() {
+            let _ = h.join();
+        }
+    }
+    sampler.sample();
+    let summary = report::summarize(&cfg, &shared, &sampler, setup_s, window_s, total);
+    if summary.loadgen.saturated {
+        eprintln!(
+            "warning: the load generator was saturated (a worker thread was {:.0}% busy): \
+             figures measure fanfare-loadtest, not only the broker; add --workers or processes",
+            summary.loadgen.busiest_thread_busy * 100.0
+        );
+    }
+    for e in shared
+        .first_errors
+        .lock()
+        .expect("no panics while held")
+        .iter()
+    {
+        eprintln!("error: {e}");
+    }
+    println!("{}", serde_json::to_string_pretty(&summary)?);
+    Ok(())
+}

@@ -1,0 +1,455 @@
+//! Sampling of CPU and memory, the progress line on stderr, and the JSON summary on stdout.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::codec::Version;
+use crate::config::{Config, Scenario};
+use crate::stats::{self, Shared, TICKS_PER_S};
+
+/// A worker thread busier than this fraction of the window makes the figures suspect.
+const SATURATED_BUSY: f64 = 0.9;
+
+#[derive(Clone, Default)]
+pub struct Mark {
+    at: Option<Instant>,
+    broker_ticks: Option<u64>,
+    broker_rss: Option<u64>,
+    self_ticks: u64,
+    thread_ticks: Vec<u64>,
+}
+
+pub struct Sampler {
+    broker_pid: Option<u32>,
+    tids: Vec<u32>,
+    setup_start: Mark,
+    setup_end: Mark,
+    window_start: Mark,
+    window_end: Mark,
+    last: Mark,
+    pub broker_rss_max: u64,
+}
+
+impl Sampler {
+    pub fn new(broker_pid: Option<u32>) -> Self {
+        let mut s = Sampler {
+            broker_pid,
+            tids: Vec::new(),
+            setup_start: Mark::default(),
+            setup_end: Mark::default(),
+            window_start: Mark::default(),
+            window_end: Mark::default(),
+            last: Mark::default(),
+            broker_rss_max: 0,
+        };
+        s.sample();
+        s
+    }
+
+    /// Reads `/proc` once: broker CPU and RSS, our process and each worker thread.
+    pub fn sample(&mut self) -> Mark {
+        let pid = std::process::id();
+        let mut m = Mark {
+            at: Some(Instant::now()),
+            self_ticks: stats::cpu_ticks("/proc/self/stat").unwrap_or(0),
+            ..Mark::default()
+        };
+        if let Some(broker) = self.broker_pid {
+            m.broker_ticks = stats::cpu_ticks(&format!("/proc/{broker}/stat"));
+            m.broker_rss = stats::rss_bytes(broker);
+            self.broker_rss_max = self.broker_rss_max.max(m.broker_rss.unwrap_or(0));
+        }
+        m.thread_ticks = self
+            .tids
+            .iter()
+            .map(|tid| stats::cpu_ticks(&format!("/proc/{pid}/task/{tid}/stat")).unwrap_or(0))
+            .collect();
+        self.last = m.clone();
+        m
+    }
+
+    pub fn learn_tids(&mut self, shared: &Shared) {
+        if self.tids.is_empty() {
+            self.tids = shared
+                .worker_tids
+                .lock()
+                .expect("no panics while held")
+                .clone();
+        }
+    }
+
+    pub fn mark_setup_start(&mut self) {
+        self.setup_start = self.sample();
+    }
+    pub fn mark_setup_end(&mut self) {
+        self.setup_end = self.sample();
+    }
+    pub fn mark_window_start(&mut self) {
+        self.window_start = self.sample();
+    }
+    pub fn mark_window_end(&mut self) {
+        self.window_end = self.sample();
+    }
+}
+
+fn seconds(a: &Mark, b: &Mark) -> f64 {
+    match (a.at, b.at) {
+        (Some(a), Some(b)) => b.duration_since(a).as_secs_f64(),
+        _ => 0.0,
+    }
+}
+
+fn broker_cpu_s(a: &Mark, b: &Mark) -> Option<f64> {
+    Some(b.broker_ticks?.saturating_sub(a.broker_ticks?) as f64 / TICKS_PER_S)
+}
+
+/// The busiest worker thread's CPU time over `a..b` as a fraction of wall time.
+fn busiest(a: &Mark, b: &Mark, threads: usize) -> f64 {
+    let wall = seconds(a, b);
+    if wall <= 0.0 {
+        return 0.0;
+    }
+    let _ = threads;
+    a.thread_ticks
+        .iter()
+        .zip(&b.thread_ticks)
+        .map(|(a, b)| b.saturating_sub(*a) as f64 / TICKS_PER_S / wall)
+        .fold(0.0, f64::max)
+}
+
+pub struct Progress {
+    started: Instant,
+    next_print: Instant,
+    last_delivered: u64,
+    last: Option<Mark>,
+}
+
+impl Progress {
+    pub fn new(started: Instant) -> Self {
+        Progress {
+            started,
+            next_print: started + Duration::from_secs(1),
+            last_delivered: 0,
+            last: None,
+        }
+    }
+
+    /// Sleeps until the next whole second, then prints one progress line.
+    pub fn tick(&mut self, shared: &Shared, sampler: &mut Sampler, phase: &str) {
+        let wait = self.next_print.saturating_duration_since(Instant::now());
+        self.tick_for(shared, sampler, phase, wait.max(Duration::from_millis(1)));
+    }
+
+    /// Sleeps `wait`; prints a line if a second has passed since the last one.
+    pub fn tick_for(
+        &mut self,
+        shared: &Shared,
+        sampler: &mut Sampler,
+        phase: &str,
+        wait: Duration,
+    ) {
+        std::thread::sleep(wait);
+        if Instant::now() < self.next_print {
+            return;
+        }
+        self.next_print += Duration::from_secs(1);
+        sampler.learn_tids(shared);
+        let now = sampler.sample();
+        let c = &shared.counters;
+        let delivered = c.delivered_all.load(Relaxed);
+        let per_s = delivered - self.last_delivered;
+        self.last_delivered = delivered;
+        let p99_us = {
+            let h = shared.latency.lock().expect("no panics while held");
+            if h.is_empty() {
+                0.0
+            } else {
+                h.value_at_quantile(0.99) as f64 / 1000.0
+            }
+        };
+        let mut line = format!(
+            "[{:6.1}s] {phase:8} conns {}/{} fail {} | deliveries/s {per_s} | p99 {p99_us:.0} us | gaps {} dup {}",
+            self.started.elapsed().as_secs_f64(),
+            c.conn_ok.load(Relaxed),
+            c.setup_done.load(Relaxed),
+            c.conn_failed.iter().map(|f| f.load(Relaxed)).sum::<u64>() + c.dropped.load(Relaxed),
+            c.gap_missing.load(Relaxed),
+            c.duplicates.load(Relaxed),
+        );
+        if let Some(last) = &self.last {
+            let wall = seconds(last, &now).max(1e-3);
+            if let Some(cpu) = broker_cpu_s(last, &now) {
+                line += &format!(" | broker cpu {:.0}%", cpu / wall * 100.0);
+            }
+            if let Some(rss) = now.broker_rss {
+                line += &format!(" rss {} MiB", rss >> 20);
+            }
+            let own = now.self_ticks.saturating_sub(last.self_ticks) as f64 / TICKS_PER_S / wall;
+            line += &format!(" | loadgen cpu {:.0}%", own * 100.0);
+        }
+        eprintln!("{line}");
+        self.last = Some(now);
+    }
+}
+
+#[derive(Serialize)]
+pub struct Summary {
+    pub scenario: Scenario,
+    pub params: Params,
+    pub published: u64,
+    pub delivered: u64,
+    pub expected: u64,
+    pub lost: u64,
+    pub duplicates: u64,
+    pub out_of_order: u64,
+    /// Sequence numbers skipped, summed over subscribers (lost or arriving late).
+    pub gaps: u64,
+    pub msgs_per_s: f64,
+    pub latency_us: Latency,
+    pub connections: Connections,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retained: Option<Retained>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub broker: Option<Broker>,
+    pub loadgen: Loadgen,
+    pub errors: Vec<String>,
+}
+
+#[derive(Serialize)]
+pub struct Params {
+    pub url: String,
+    pub mqtt: &'static str,
+    pub workers: usize,
+    pub sources: Vec<String>,
+    pub subscribers: usize,
+    pub publishers: usize,
+    pub topics: usize,
+    pub wildcard_fraction: f64,
+    pub pairs: usize,
+    pub payload: usize,
+    pub qos: u8,
+    pub rate: Option<f64>,
+    pub closed_loop: Option<u64>,
+    pub duration_s: f64,
+    pub warmup_s: f64,
+    pub drain_s: f64,
+}
+
+#[derive(Serialize)]
+pub struct Latency {
+    pub p50: f64,
+    pub p99: f64,
+    pub p999: f64,
+    pub max: f64,
+    pub samples: u64,
+}
+
+#[derive(Serialize)]
+pub struct Connections {
+    pub planned: usize,
+    pub ok: u64,
+    pub failed: Failures,
+    /// Connections that ended before the run did.
+    pub dropped: u64,
+    pub setup_s: f64,
+    /// Successful connections divided by the time from the first attempt to the last success.
+    pub connects_per_s: f64,
+    pub connect_latency_us: Latency,
+}
+
+#[derive(Serialize)]
+pub struct Failures {
+    pub connect: u64,
+    pub timeout: u64,
+    pub upgrade: u64,
+    pub refused: u64,
+    pub closed: u64,
+}
+
+#[derive(Serialize)]
+pub struct Retained {
+    pub joiners_complete: u64,
+    /// From the values being stored to the last joiner having all of them.
+    pub time_to_all_ms: f64,
+}
+
+#[derive(Serialize)]
+pub struct Broker {
+    pub pid: u32,
+    pub cpu_s: f64,
+    pub cpu_s_per_million: Option<f64>,
+    pub rss_bytes_start: u64,
+    pub rss_bytes_end: u64,
+    pub rss_bytes_max: u64,
+    /// `conn`: RSS growth over set-up divided by the connections opened.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rss_bytes_per_conn: Option<f64>,
+}
+
+#[derive(Serialize)]
+pub struct Loadgen {
+    pub cpu_s: f64,
+    pub busiest_thread_busy: f64,
+    pub saturated: bool,
+}
+
+fn latency(h: &Histogram<u64>) -> Latency {
+    let us = |ns: u64| (ns as f64 / 100.0).round() / 10.0;
+    if h.is_empty() {
+        return Latency {
+            p50: 0.0,
+            p99: 0.0,
+            p999: 0.0,
+            max: 0.0,
+            samples: 0,
+        };
+    }
+    Latency {
+        p50: us(h.value_at_quantile(0.5)),
+        p99: us(h.value_at_quantile(0.99)),
+        p999: us(h.value_at_quantile(0.999)),
+        max: us(h.max()),
+        samples: h.len(),
+    }
+}
+
+pub fn summarize(
+    cfg: &Config,
+    shared: &Shared,
+    sampler: &Sampler,
+    setup_s: f64,
+    window_s: f64,
+    planned: usize,
+) -> Summary {
+    let c = &shared.counters;
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(Relaxed);
+    let delivered = load(&c.delivered);
+    let duplicates = load(&c.duplicates);
+    let expected = match cfg.scenario {
+        Scenario::Retained => load(&shared.wildcard_subs) * cfg.topics as u64,
+        _ => load(&c.expected),
+    };
+    let lost = expected.saturating_sub(delivered.saturating_sub(duplicates));
+    let (a, b) = if cfg.scenario == Scenario::Conn {
+        (&sampler.setup_start, &sampler.setup_end)
+    } else {
+        (&sampler.window_start, &sampler.window_end)
+    };
+    let busy = busiest(a, b, cfg.workers);
+    let first = load(&shared.first_conn_ns);
+    let last = load(&shared.last_conn_ns);
+    let ok = load(&c.conn_ok);
+    let connects_per_s = if ok > 0 && last > first {
+        ok as f64 / ((last - first) as f64 / 1e9)
+    } else {
+        0.0
+    };
+    let retained = (cfg.scenario == Scenario::Retained).then(|| {
+        let go = load(&shared.window_start_ns);
+        let done = load(&shared.retained_last_ns);
+        Retained {
+            joiners_complete: load(&c.retained_complete),
+            time_to_all_ms: if done > go {
+                (done - go) as f64 / 1e6
+            } else {
+                0.0
+            },
+        }
+    });
+    let msgs_per_s = match &retained {
+        Some(r) if r.time_to_all_ms > 0.0 => delivered as f64 / (r.time_to_all_ms / 1e3),
+        _ if window_s > 0.0 => delivered as f64 / window_s,
+        _ => 0.0,
+    };
+    let broker = cfg.broker_pid.map(|pid| {
+        let cpu_s = broker_cpu_s(&sampler.window_start, &sampler.window_end).unwrap_or(0.0);
+        let rss_per_conn = (cfg.scenario == Scenario::Conn && ok > 0).then(|| {
+            let before = sampler.setup_start.broker_rss.unwrap_or(0) as f64;
+            let after = sampler.setup_end.broker_rss.unwrap_or(0) as f64;
+            (after - before) / ok as f64
+        });
+        Broker {
+            pid,
+            cpu_s: if cfg.scenario == Scenario::Conn {
+                broker_cpu_s(&sampler.setup_start, &sampler.window_end).unwrap_or(0.0)
+            } else {
+                cpu_s
+            },
+            cpu_s_per_million: (delivered > 0).then(|| cpu_s / (delivered as f64 / 1e6)),
+            rss_bytes_start: sampler.setup_start.broker_rss.unwrap_or(0),
+            rss_bytes_end: sampler
+                .window_end
+                .broker_rss
+                .or(sampler.last.broker_rss)
+                .unwrap_or(0),
+            rss_bytes_max: sampler.broker_rss_max,
+            rss_bytes_per_conn: rss_per_conn,
+        }
+    });
+    let failed = |k: usize| load(&c.conn_failed[k]);
+    Summary {
+        scenario: cfg.scenario,
+        params: Params {
+            url: cfg.url.clone(),
+            mqtt: match cfg.target.version {
+                Version::V311 => "3.1.1",
+                Version::V5 => "5",
+            },
+            workers: cfg.workers,
+            sources: cfg.target.sources.iter().map(ToString::to_string).collect(),
+            subscribers: cfg.subscribers,
+            publishers: cfg.publishers,
+            topics: cfg.topics,
+            wildcard_fraction: cfg.wildcard_fraction,
+            pairs: cfg.pairs,
+            payload: cfg.payload_bytes,
+            qos: cfg.qos,
+            rate: cfg.closed_loop.is_none().then_some(cfg.rate),
+            closed_loop: cfg.closed_loop,
+            duration_s: cfg.duration_s,
+            warmup_s: cfg.warmup_s,
+            drain_s: cfg.drain_s,
+        },
+        published: load(&c.published),
+        delivered,
+        expected,
+        lost,
+        duplicates,
+        out_of_order: load(&c.out_of_order),
+        gaps: load(&c.gap_missing),
+        msgs_per_s: msgs_per_s.round(),
+        latency_us: latency(&shared.latency.lock().expect("no panics while held")),
+        connections: Connections {
+            planned,
+            ok,
+            failed: Failures {
+                connect: failed(0),
+                timeout: failed(1),
+                upgrade: failed(2),
+                refused: failed(3),
+                closed: failed(4),
+            },
+            dropped: load(&c.dropped),
+            setup_s,
+            connects_per_s: connects_per_s.round(),
+            connect_latency_us: latency(
+                &shared.connect_latency.lock().expect("no panics while held"),
+            ),
+        },
+        retained,
+        broker,
+        loadgen: Loadgen {
+            cpu_s: sampler.last.self_ticks as f64 / TICKS_PER_S,
+            busiest_thread_busy: (busy * 1000.0).round() / 1000.0,
+            saturated: busy > SATURATED_BUSY,
+        },
+        errors: shared
+            .first_errors
+            .lock()
+            .expect("no panics while held")
+            .clone(),
+    }
+}

@@ -1,0 +1,445 @@
+//! The worker threads: one monoio runtime per thread, pinned to a core, each owning a slice of
+//! the connections. A connection is a set-up task, then a reader task (deliveries, PUBACKs,
+//! pongs), an optional publisher task and a keep-alive task.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use anyhow::bail;
+
+use crate::codec::{self, Packet};
+use crate::config::{Config, Scenario};
+use crate::conn::{self, Conn, FailKind, SharedWriter};
+use crate::stats::{self, Local, SeqEvent, SeqTrack, Shared};
+
+/// What one connection does.
+#[derive(Clone, Debug)]
+pub struct ConnSpec {
+    pub index: usize,
+    pub subscribe: Option<SubSpec>,
+    pub publish: Option<PubSpec>,
+}
+
+#[derive(Clone, Debug)]
+pub struct SubSpec {
+    pub filter: String,
+    /// Topic index the filter matches exactly; `None` for a wildcard matching every topic.
+    pub topic: Option<usize>,
+}
+
+#[derive(Clone, Debug)]
+pub struct PubSpec {
+    /// (topic name, stream id stamped in payloads, topic index); published round-robin.
+    pub topics: Vec<(String, u32, usize)>,
+    pub rate_per_s: f64,
+    /// Share of the closed-loop window this publisher may keep outstanding.
+    pub window_msgs: u64,
+    pub retain: bool,
+}
+
+/// Most messages queued in one publisher tick: bounds the batch when a tick comes late.
+const BATCH_MSGS_MAX: u64 = 4096;
+/// A publisher stops queueing while this much is unsent: the broker is not reading.
+const PUBLISHER_PENDING_BYTES_MAX: usize = 4 << 20;
+/// How long disconnecting connections get to close before the thread ends anyway.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+pub struct Ctx {
+    pub cfg: Arc<Config>,
+    pub shared: Arc<Shared>,
+    pub worker: usize,
+    local: RefCell<Local>,
+    pub(crate) writers: RefCell<Vec<SharedWriter>>,
+    pub(crate) live: Cell<usize>,
+}
+
+/// Starts worker `worker` on its own thread; it returns when `shared.stop` is set and its
+/// connections have closed (or `CLOSE_GRACE` passed).
+pub fn spawn_worker(
+    cfg: Arc<Config>,
+    shared: Arc<Shared>,
+    worker: usize,
+    specs: Vec<ConnSpec>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::Builder::new()
+        .name(format!("loadgen-{worker}"))
+        .spawn(move || {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            if let Err(e) = monoio::utils::bind_to_cpu_set([worker % cores]) {
+                eprintln!("warning: could not pin worker {worker}: {e:?}");
+            }
+            if let Some(tid) = stats::thread_id() {
+                shared
+                    .worker_tids
+                    .lock()
+                    .expect("no panics while held")
+                    .push(tid);
+            }
+            let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+                .with_entries(4096)
+                .enable_timer()
+                .build()
+                .expect("monoio runtime (io_uring or epoll) must start");
+            let ctx = Rc::new(Ctx {
+                cfg,
+                shared,
+                worker,
+                local: RefCell::new(Local::new()),
+                writers: RefCell::new(Vec::new()),
+                live: Cell::new(0),
+            });
+            rt.block_on(worker_main(ctx, specs));
+        })
+        .expect("spawning a thread")
+}
+
+async fn worker_main(ctx: Rc<Ctx>, specs: Vec<ConnSpec>) {
+    monoio::spawn(histogram_ticker(ctx.clone()));
+    if ctx.cfg.scenario == Scenario::Retained && ctx.worker == 0 {
+        monoio::spawn(crate::retained::publisher_task(ctx.clone()));
+    }
+    // Connections are opened at the configured rate, with a bounded number in progress.
+    let rate = ctx.cfg.conn_rate / ctx.cfg.workers as f64;
+    let concurrency = (ctx.cfg.connect_concurrency / ctx.cfg.workers).max(1);
+    let setting_up = Rc::new(Cell::new(0usize));
+    let start = monoio::time::Instant::now();
+    for (k, spec) in specs.into_iter().enumerate() {
+        loop {
+            if ctx.shared.stop.load(Relaxed) {
+                break;
+            }
+            let allowed = (start.elapsed().as_secs_f64() * rate) as usize + 1;
+            if k < allowed && setting_up.get() < concurrency {
+                break;
+            }
+            monoio::time::sleep(Duration::from_millis(1)).await;
+        }
+        setting_up.set(setting_up.get() + 1);
+        monoio::spawn(conn_task(ctx.clone(), spec, setting_up.clone()));
+    }
+    while !ctx.shared.stop.load(Relaxed) {
+        monoio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let writers = std::mem::take(&mut *ctx.writers.borrow_mut());
+    for writer in writers {
+        monoio::spawn(async move {
+            let mut out = Vec::with_capacity(4);
+            codec::encode_disconnect(&mut out);
+            writer.borrow_mut().queue(&out);
+            let _ = conn::flush(&writer).await;
+        });
+    }
+    let deadline = monoio::time::Instant::now() + CLOSE_GRACE;
+    while ctx.live.get() > 0 && monoio::time::Instant::now() < deadline {
+        monoio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut local = ctx.local.borrow_mut();
+    local.flush_counts(&ctx.shared);
+    local.flush_histogram(&ctx.shared);
+}
+
+/// Merges this thread's latency histogram into the shared one once a second, so the progress
+/// line can show p99 so far without the hot path taking a lock.
+async fn histogram_ticker(ctx: Rc<Ctx>) {
+    loop {
+        monoio::time::sleep(Duration::from_secs(1)).await;
+        ctx.local.borrow_mut().flush_histogram(&ctx.shared);
+    }
+}
+
+fn client_id(ctx: &Ctx, index: usize) -> String {
+    format!("{}-{index}", ctx.cfg.client_id_prefix)
+}
+
+fn count_failure(shared: &Shared, kind: FailKind, error: &anyhow::Error) {
+    shared.counters.conn_failed[kind as usize].fetch_add(1, Relaxed);
+    shared.note_error(format!("{kind:?}: {error:#}"));
+}
+
+/// Opens a connection, subscribing if asked, and records the set-up time.
+pub async fn establish(ctx: &Ctx, index: usize, sub: Option<&SubSpec>) -> Option<Conn> {
+    let shared = &ctx.shared;
+    let t0 = stats::now_ns();
+    let opened = Conn::open(&ctx.cfg.target, index, &client_id(ctx, index)).await;
+    let result = match opened {
+        Err(e) => Err(e),
+        Ok(mut conn) => match sub {
+            Some(sub) => conn
+                .subscribe(&sub.filter, ctx.cfg.qos, ctx.cfg.target.timeout)
+                .await
+                .map(|()| conn),
+            None => Ok(conn),
+        },
+    };
+    let conn = match result {
+        Err(e) => {
+            count_failure(shared, e.kind, &e.error);
+            return None;
+        }
+        Ok(conn) => conn,
+    };
+    let t1 = stats::now_ns();
+    shared
+        .connect_latency
+        .lock()
+        .expect("no panics while held")
+        .saturating_record(t1.saturating_sub(t0).max(1));
+    shared.counters.conn_ok.fetch_add(1, Relaxed);
+    shared.first_conn_ns.fetch_min(t0, Relaxed);
+    shared.last_conn_ns.fetch_max(t1, Relaxed);
+    Some(conn)
+}
+
+fn subscribed(shared: &Shared, sub: &SubSpec, delta: i64) {
+    let counter = match sub.topic {
+        Some(t) => &shared.topic_subs[t],
+        None => &shared.wildcard_subs,
+    };
+    if delta > 0 {
+        counter.fetch_add(1, Relaxed);
+    } else {
+        counter.fetch_sub(1, Relaxed);
+    }
+}
+
+async fn conn_task(ctx: Rc<Ctx>, spec: ConnSpec, setting_up: Rc<Cell<usize>>) {
+    if ctx.cfg.scenario == Scenario::Retained {
+        crate::retained::joiner(ctx.clone(), spec.index, setting_up).await;
+        return;
+    }
+    let shared = ctx.shared.clone();
+    let conn = establish(&ctx, spec.index, spec.subscribe.as_ref()).await;
+    setting_up.set(setting_up.get() - 1);
+    shared.counters.setup_done.fetch_add(1, Relaxed);
+    let Some(mut conn) = conn else { return };
+    if let Some(sub) = &spec.subscribe {
+        subscribed(&shared, sub, 1);
+    }
+    ctx.live.set(ctx.live.get() + 1);
+    ctx.writers.borrow_mut().push(conn.writer.clone());
+    let stop_flag = shared.clone();
+    monoio::spawn(conn::keep_alive(
+        conn.writer.clone(),
+        ctx.cfg.target.keep_alive_s,
+        move || stop_flag.stop.load(Relaxed),
+    ));
+    let inflight = Rc::new(Cell::new(0u32));
+    if let Some(publish) = spec.publish.clone() {
+        monoio::spawn(publisher(
+            ctx.clone(),
+            conn.writer.clone(),
+            publish,
+            inflight.clone(),
+        ));
+    }
+    let result = read_loop(&ctx, &mut conn, &inflight).await;
+    if !shared.stop.load(Relaxed) {
+        shared.counters.dropped.fetch_add(1, Relaxed);
+        if let Some(sub) = &spec.subscribe {
+            subscribed(&shared, sub, -1);
+        }
+        let why = match result {
+            Ok(()) => "closed by the broker".to_string(),
+            Err(e) => format!("{e:#}"),
+        };
+        shared.note_error(format!("connection {} dropped: {why}", spec.index));
+    }
+    ctx.live.set(ctx.live.get() - 1);
+}
+
+/// The hot path: one read per batch, packets decoded in place, counters flushed once per batch.
+async fn read_loop(ctx: &Ctx, conn: &mut Conn, inflight: &Cell<u32>) -> anyhow::Result<()> {
+    let shared = &*ctx.shared;
+    let version = conn.version;
+    let packet_bytes_max = ctx.cfg.target.packet_bytes_max;
+    let mut track = SeqTrack::default();
+    let mut acks = Vec::with_capacity(1024);
+    loop {
+        if conn.reader.fill(&conn.writer).await? == 0 {
+            return Ok(());
+        }
+        let now = stats::now_ns();
+        let window = (
+            shared.window_start_ns.load(Relaxed),
+            shared.window_end_ns.load(Relaxed),
+        );
+        let mut used = 0;
+        {
+            let data = conn.reader.data();
+            let mut local = ctx.local.borrow_mut();
+            while let Some((packet, n)) = codec::decode(&data[used..], version, packet_bytes_max)? {
+                used += n;
+                match packet {
+                    Packet::Publish {
+                        payload,
+                        packet_id,
+                        dup,
+                        ..
+                    } => {
+                        if let Some(id) = packet_id {
+                            codec::encode_puback(&mut acks, id);
+                        }
+                        on_delivery(&mut local, &mut track, payload, dup, now, window);
+                    }
+                    Packet::Puback { .. } => {
+                        inflight.set(inflight.get().saturating_sub(1));
+                        shared.counters.puback_received.fetch_add(1, Relaxed);
+                    }
+                    Packet::Disconnect { reason } => {
+                        bail!("DISCONNECT from the broker, reason {reason:#x}")
+                    }
+                    _ => {}
+                }
+            }
+            local.flush_counts(shared);
+        }
+        conn.reader.consume(used);
+        if !acks.is_empty() {
+            conn.writer.borrow_mut().queue(&acks);
+            acks.clear();
+            conn::flush(&conn.writer).await?;
+        }
+    }
+}
+
+fn on_delivery(
+    local: &mut Local,
+    track: &mut SeqTrack,
+    payload: &[u8],
+    dup: bool,
+    now: u64,
+    (start, end): (u64, u64),
+) {
+    let Some((sent_ns, stream, seq)) = stats::read_stamp(payload) else {
+        local.foreign += 1;
+        return;
+    };
+    local.delivered_all += 1;
+    let in_window = start != 0 && sent_ns >= start && sent_ns < end;
+    let event = track.observe(stream, seq, dup);
+    if !in_window {
+        return;
+    }
+    match event {
+        SeqEvent::InOrder => {}
+        SeqEvent::Gap { missing } => local.gap_missing += missing,
+        SeqEvent::Duplicate => local.duplicates += 1,
+        SeqEvent::OutOfOrder => local.out_of_order += 1,
+    }
+    local.delivered += 1;
+    local
+        .latency
+        .saturating_record(now.saturating_sub(sent_ns).max(1));
+}
+
+async fn wait_for_go(shared: &Shared) -> bool {
+    while !shared.go.load(Relaxed) {
+        if shared.stop.load(Relaxed) {
+            return false;
+        }
+        monoio::time::sleep(Duration::from_millis(5)).await;
+    }
+    true
+}
+
+/// Publishes at `rate_per_s` (open loop) or keeps `window_msgs` outstanding (closed loop),
+/// one coalesced send per tick.
+async fn publisher(ctx: Rc<Ctx>, writer: SharedWriter, spec: PubSpec, inflight: Rc<Cell<u32>>) {
+    let shared = &*ctx.shared;
+    let cfg = &ctx.cfg;
+    if !wait_for_go(shared).await {
+        return;
+    }
+    let mut templates: Vec<_> = spec
+        .topics
+        .iter()
+        .map(|(topic, _, _)| {
+            codec::publish_template(
+                cfg.target.version,
+                topic,
+                cfg.qos,
+                spec.retain,
+                cfg.payload_bytes,
+            )
+        })
+        .collect();
+    let mut seqs = vec![0u32; templates.len()];
+    let tick = if cfg.closed_loop.is_some() || spec.rate_per_s >= 1000.0 {
+        Duration::from_millis(1)
+    } else {
+        Duration::from_millis((1000.0 / spec.rate_per_s.max(0.01)).clamp(1.0, 100.0) as u64)
+    };
+    let start = stats::now_ns();
+    let mut sent = 0u64;
+    let mut next_topic = 0usize;
+    let mut packet_id = 0u16;
+    let mut batch = Vec::with_capacity(64 * 1024);
+    // Closed loop: deliveries written off as lost after a stall, so one loss cannot stop it.
+    let mut forgiven = 0u64;
+    let mut last_progress = (0u64, start);
+    let c = &shared.counters;
+    while !shared.publish_stop.load(Relaxed) && !writer.borrow().failed {
+        let now = stats::now_ns();
+        let mut due = match cfg.closed_loop {
+            Some(_) => {
+                let published = c.published_all.load(Relaxed).max(1);
+                let expected = c.expected_all.load(Relaxed);
+                let delivered = c.delivered_all.load(Relaxed);
+                let fan = (expected / published).max(1);
+                if delivered != last_progress.0 {
+                    last_progress = (delivered, now);
+                } else if now - last_progress.1 > 1_000_000_000 {
+                    forgiven = expected.saturating_sub(delivered);
+                    last_progress.1 = now;
+                }
+                let outstanding = expected.saturating_sub(delivered).saturating_sub(forgiven) / fan;
+                spec.window_msgs.saturating_sub(outstanding)
+            }
+            None => (((now - start) as f64 * spec.rate_per_s / 1e9) as u64).saturating_sub(sent),
+        };
+        due = due.min(BATCH_MSGS_MAX);
+        if cfg.qos == 1 {
+            due = due.min(u64::from(cfg.inflight_max.saturating_sub(inflight.get())));
+        }
+        if writer.borrow().pending_bytes() > PUBLISHER_PENDING_BYTES_MAX {
+            due = 0;
+        }
+        let in_window = shared.in_window(now);
+        let (mut matched, mut count) = (0u64, 0u64);
+        for _ in 0..due {
+            let i = next_topic;
+            next_topic = (next_topic + 1) % templates.len();
+            let (_, stream, topic) = spec.topics[i];
+            let t = &mut templates[i];
+            stats::stamp(&mut t.bytes[t.payload_at..], now, stream, seqs[i]);
+            seqs[i] = seqs[i].wrapping_add(1);
+            if let Some(at) = t.packet_id_at {
+                packet_id = packet_id.checked_add(1).unwrap_or(1);
+                t.bytes[at..at + 2].copy_from_slice(&packet_id.to_be_bytes());
+                inflight.set(inflight.get() + 1);
+            }
+            batch.extend_from_slice(&t.bytes);
+            matched += shared.topic_subs[topic].load(Relaxed) + shared.wildcard_subs.load(Relaxed);
+            count += 1;
+        }
+        sent += due;
+        if count > 0 {
+            c.published_all.fetch_add(count, Relaxed);
+            c.expected_all.fetch_add(matched, Relaxed);
+            if in_window {
+                c.published.fetch_add(count, Relaxed);
+                c.expected.fetch_add(matched, Relaxed);
+            }
+            writer.borrow_mut().queue(&batch);
+            batch.clear();
+            if let Err(e) = conn::flush(&writer).await {
+                shared.note_error(format!("publisher send failed: {e}"));
+                return;
+            }
+        }
+        monoio::time::sleep(tick).await;
+    }
+}

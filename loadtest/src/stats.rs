@@ -1,0 +1,304 @@
+//! Counters shared by the worker threads, the clock stamped into payloads, per-subscriber
+//! sequence tracking, and sampling of `/proc` for the broker's and our own CPU and memory.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Mutex, OnceLock};
+use std::time::Instant;
+
+use hdrhistogram::Histogram;
+
+static CLOCK_BASE: OnceLock<Instant> = OnceLock::new();
+
+/// Nanoseconds on the monotonic clock (CLOCK_MONOTONIC under `Instant`), the same for every
+/// thread: a publisher on one thread stamps it, a subscriber on another subtracts it.
+pub fn now_ns() -> u64 {
+    let base = CLOCK_BASE.get_or_init(Instant::now);
+    base.elapsed().as_nanos() as u64
+}
+
+/// Latency histogram in nanoseconds, 1 ns .. 100 s, 3 significant digits.
+pub fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 100_000_000_000, 3).expect("bounds are valid constants")
+}
+
+/// Payload layout: send time (ns, little endian), stream id, sequence number within the stream.
+pub const PAYLOAD_HEADER_BYTES: usize = 16;
+
+pub fn stamp(payload: &mut [u8], sent_ns: u64, stream: u32, seq: u32) {
+    payload[0..8].copy_from_slice(&sent_ns.to_le_bytes());
+    payload[8..12].copy_from_slice(&stream.to_le_bytes());
+    payload[12..16].copy_from_slice(&seq.to_le_bytes());
+}
+
+pub fn read_stamp(payload: &[u8]) -> Option<(u64, u32, u32)> {
+    let h = payload.get(..PAYLOAD_HEADER_BYTES)?;
+    Some((
+        u64::from_le_bytes(h[0..8].try_into().ok()?),
+        u32::from_le_bytes(h[8..12].try_into().ok()?),
+        u32::from_le_bytes(h[12..16].try_into().ok()?),
+    ))
+}
+
+/// What a sequence number says about one delivery.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SeqEvent {
+    InOrder,
+    /// `missing` sequence numbers were skipped (lost, or arriving later out of order).
+    Gap {
+        missing: u64,
+    },
+    Duplicate,
+    OutOfOrder,
+}
+
+/// Next expected sequence number per stream, for one subscriber. Most subscribers see one
+/// stream (a linear scan of a tiny vector); a wildcard subscriber may see many (a map).
+#[derive(Default)]
+pub struct SeqTrack {
+    few: Vec<(u32, u32)>,
+    many: HashMap<u32, u32>,
+}
+
+const FEW_STREAMS_MAX: usize = 8;
+
+impl SeqTrack {
+    pub fn observe(&mut self, stream: u32, seq: u32, dup_flag: bool) -> SeqEvent {
+        let next = if let Some(e) = self.few.iter_mut().find(|e| e.0 == stream) {
+            &mut e.1
+        } else if self.many.contains_key(&stream) || self.few.len() >= FEW_STREAMS_MAX {
+            self.many.entry(stream).or_insert(seq)
+        } else {
+            self.few.push((stream, seq));
+            &mut self.few.last_mut().expect("just pushed").1
+        };
+        let expected = *next;
+        if seq == expected {
+            *next = seq.wrapping_add(1);
+            SeqEvent::InOrder
+        } else if seq > expected {
+            *next = seq.wrapping_add(1);
+            SeqEvent::Gap {
+                missing: u64::from(seq - expected),
+            }
+        } else if dup_flag || seq + 1 == expected {
+            SeqEvent::Duplicate
+        } else {
+            SeqEvent::OutOfOrder
+        }
+    }
+}
+
+/// Counters every thread adds to, in batches (once per read, not per message).
+#[derive(Default)]
+pub struct Counters {
+    /// Messages sent inside the measurement window.
+    pub published: AtomicU64,
+    /// Deliveries expected from them: sum over messages of the subscribers matching.
+    pub expected: AtomicU64,
+    /// Deliveries of messages sent inside the window.
+    pub delivered: AtomicU64,
+    pub duplicates: AtomicU64,
+    pub out_of_order: AtomicU64,
+    pub gap_missing: AtomicU64,
+    /// All-time counts (warm-up included), for the closed loop's window of outstanding messages.
+    pub published_all: AtomicU64,
+    pub expected_all: AtomicU64,
+    pub delivered_all: AtomicU64,
+    /// Payloads without our header (another client's traffic on the same topics).
+    pub foreign: AtomicU64,
+    pub puback_received: AtomicU64,
+    pub conn_ok: AtomicU64,
+    pub conn_failed: [AtomicU64; 5],
+    /// Connections that ended before the run did.
+    pub dropped: AtomicU64,
+    pub setup_done: AtomicU64,
+    pub retained_complete: AtomicU64,
+}
+
+pub struct Shared {
+    pub counters: Counters,
+    pub latency: Mutex<Histogram<u64>>,
+    /// CONNECT sent → CONNACK (+ SUBACK) received, per connection.
+    pub connect_latency: Mutex<Histogram<u64>>,
+    /// 0 until set-up is over; then the start of the measurement window (ns, `now_ns`).
+    pub window_start_ns: AtomicU64,
+    pub window_end_ns: AtomicU64,
+    /// Set-up finished: publishers may start.
+    pub go: AtomicBool,
+    /// Publishers stop.
+    pub publish_stop: AtomicBool,
+    /// Everyone disconnects.
+    pub stop: AtomicBool,
+    /// Subscribers per topic index; a publisher adds `topic_subs[t] + wildcard_subs` to
+    /// `expected` per message, so failed subscribers are not expected.
+    pub topic_subs: Vec<AtomicU64>,
+    pub wildcard_subs: AtomicU64,
+    pub first_conn_ns: AtomicU64,
+    pub last_conn_ns: AtomicU64,
+    /// Retained scenario: when the last joiner had every value.
+    pub retained_last_ns: AtomicU64,
+    pub worker_tids: Mutex<Vec<u32>>,
+    pub first_errors: Mutex<Vec<String>>,
+}
+
+impl Shared {
+    pub fn new(topics: usize) -> Self {
+        Shared {
+            counters: Counters::default(),
+            latency: Mutex::new(new_histogram()),
+            connect_latency: Mutex::new(new_histogram()),
+            window_start_ns: AtomicU64::new(0),
+            window_end_ns: AtomicU64::new(u64::MAX),
+            go: AtomicBool::new(false),
+            publish_stop: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+            topic_subs: (0..topics.max(1)).map(|_| AtomicU64::new(0)).collect(),
+            wildcard_subs: AtomicU64::new(0),
+            first_conn_ns: AtomicU64::new(u64::MAX),
+            last_conn_ns: AtomicU64::new(0),
+            retained_last_ns: AtomicU64::new(0),
+            worker_tids: Mutex::new(Vec::new()),
+            first_errors: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Keeps the first few error messages for the report; the rest are only counted.
+    pub fn note_error(&self, e: String) {
+        let mut errors = self.first_errors.lock().expect("no panics while held");
+        if errors.len() < 5 {
+            errors.push(e);
+        }
+    }
+
+    pub fn in_window(&self, sent_ns: u64) -> bool {
+        let start = self.window_start_ns.load(Relaxed);
+        start != 0 && sent_ns >= start && sent_ns < self.window_end_ns.load(Relaxed)
+    }
+}
+
+/// Per-thread accumulators, flushed into `Shared` once per read batch (counts) or once a
+/// second (histogram): the hot path touches no shared cache line per message.
+pub struct Local {
+    pub latency: Histogram<u64>,
+    pub delivered: u64,
+    pub delivered_all: u64,
+    pub duplicates: u64,
+    pub out_of_order: u64,
+    pub gap_missing: u64,
+    pub foreign: u64,
+}
+
+impl Local {
+    pub fn new() -> Self {
+        Local {
+            latency: new_histogram(),
+            delivered: 0,
+            delivered_all: 0,
+            duplicates: 0,
+            out_of_order: 0,
+            gap_missing: 0,
+            foreign: 0,
+        }
+    }
+
+    pub fn flush_counts(&mut self, shared: &Shared) {
+        let c = &shared.counters;
+        for (local, global) in [
+            (&mut self.delivered, &c.delivered),
+            (&mut self.delivered_all, &c.delivered_all),
+            (&mut self.duplicates, &c.duplicates),
+            (&mut self.out_of_order, &c.out_of_order),
+            (&mut self.gap_missing, &c.gap_missing),
+            (&mut self.foreign, &c.foreign),
+        ] {
+            if *local != 0 {
+                global.fetch_add(*local, Relaxed);
+                *local = 0;
+            }
+        }
+    }
+
+    pub fn flush_histogram(&mut self, shared: &Shared) {
+        if self.latency.is_empty() {
+            return;
+        }
+        let mut h = shared.latency.lock().expect("no panics while held");
+        h.add(&self.latency).expect("same bounds");
+        self.latency.reset();
+    }
+}
+
+impl Default for Local {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// `/proc` clock ticks per second. USER_HZ is 100 on every Linux architecture we run on.
+pub const TICKS_PER_S: f64 = 100.0;
+
+/// utime + stime in clock ticks from a `/proc/.../stat` file.
+pub fn cpu_ticks(stat_path: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(stat_path).ok()?;
+    // The command name may hold spaces and parentheses: fields start after the last ')'.
+    let rest = &text[text.rfind(')')? + 2..];
+    let mut fields = rest.split(' ');
+    // rest starts at field 3 (state); utime and stime are fields 14 and 15.
+    let utime: u64 = fields.nth(11)?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// VmRSS of a process, in bytes.
+pub fn rss_bytes(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = text.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// The calling thread's id, from the `/proc/thread-self` link ("PID/task/TID").
+pub fn thread_id() -> Option<u32> {
+    let link = std::fs::read_link("/proc/thread-self").ok()?;
+    link.file_name()?.to_str()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stamp_round_trip() {
+        let mut p = [0u8; 20];
+        stamp(&mut p, 123_456_789, 7, 42);
+        assert_eq!(read_stamp(&p), Some((123_456_789, 7, 42)));
+        assert_eq!(read_stamp(&p[..15]), None);
+    }
+
+    #[test]
+    fn sequence_events() {
+        let mut t = SeqTrack::default();
+        assert_eq!(t.observe(1, 0, false), SeqEvent::InOrder);
+        assert_eq!(t.observe(1, 1, false), SeqEvent::InOrder);
+        assert_eq!(t.observe(1, 4, false), SeqEvent::Gap { missing: 2 });
+        assert_eq!(t.observe(1, 4, false), SeqEvent::Duplicate);
+        assert_eq!(t.observe(1, 2, false), SeqEvent::OutOfOrder);
+        assert_eq!(t.observe(1, 3, true), SeqEvent::Duplicate);
+        // Many streams spill into the map and keep their own counters.
+        for s in 2..40 {
+            assert_eq!(t.observe(s, 10, false), SeqEvent::InOrder);
+        }
+        for s in 2..40 {
+            assert_eq!(t.observe(s, 11, false), SeqEvent::InOrder);
+        }
+        assert_eq!(t.observe(1, 5, false), SeqEvent::InOrder);
+    }
+
+    #[test]
+    fn proc_parsing_reads_ourselves() {
+        assert!(cpu_ticks("/proc/self/stat").is_some());
+        assert!(rss_bytes(std::process::id()).unwrap() > 0);
+        assert!(thread_id().is_some());
+    }
+}
