@@ -37,13 +37,30 @@ pub fn own(fd: RawFd) -> OwnedFd {
     unsafe { OwnedFd::from_raw_fd(fd) }
 }
 
-/// The peer address of a connected socket, and `TCP_NODELAY` set on it: an MQTT packet is
-/// complete when written, and Nagle would hold a score update back for the previous ACK.
-pub fn prepare_accepted(fd: &OwnedFd) -> io::Result<SocketAddr> {
+/// The peer address of a connected socket, with `TCP_NODELAY` set on it (an MQTT packet is
+/// complete when written, and Nagle would hold a score update back for the previous ACK) and
+/// `TCP_NOTSENT_LOWAT` = `notsent_lowat_bytes` (the kernel takes more from a send only while
+/// less than that is unsent, so a slow reader's backlog stays in the broker's bounded queue,
+/// where it can be dropped or conflated, instead of in a kernel copy per socket).
+pub fn prepare_accepted(fd: &OwnedFd, notsent_lowat_bytes: u32) -> io::Result<SocketAddr> {
     use std::os::fd::AsRawFd;
     // SAFETY: the TcpStream borrows `fd` and is never dropped, so it never closes it.
     let stream = ManuallyDrop::new(unsafe { TcpStream::from_raw_fd(fd.as_raw_fd()) });
     stream.set_nodelay(true)?;
+    let value = libc::c_int::try_from(notsent_lowat_bytes).unwrap_or(libc::c_int::MAX);
+    // SAFETY: the option value is a c_int passed by pointer with its exact size.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_NOTSENT_LOWAT,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
     stream.peer_addr()
 }
 
@@ -89,6 +106,21 @@ fn stop_signals() -> libc::sigset_t {
         libc::sigaddset(&mut set, libc::SIGINT);
         libc::sigaddset(&mut set, libc::SIGTERM);
         set
+    }
+}
+
+/// The cores this process may run on (its affinity mask, as `taskset` sets it), ascending.
+pub fn allowed_cores() -> io::Result<Vec<usize>> {
+    // SAFETY: the set is zero-initialised, filled by sched_getaffinity with its exact size,
+    // and only read through CPU_ISSET within CPU_SETSIZE.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok((0..libc::CPU_SETSIZE as usize)
+            .filter(|&core| libc::CPU_ISSET(core, &set))
+            .collect())
     }
 }
 
