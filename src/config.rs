@@ -27,8 +27,15 @@ pub struct Limits {
     /// Bytes of QoS 1/2 messages queued for a session that is offline or whose in-flight window
     /// is full. Past it, the oldest queued message is dropped and counted.
     pub session_queue_bytes_max: u64,
-    /// Bytes waiting to be sent on one connection. QoS 0 publishes past it are dropped and
-    /// counted, so a stalled reader cannot grow the broker's memory.
+    /// Bytes waiting to be sent on one connection. Past it a QoS 0 publish meets the slow
+    /// consumer policy ([`SlowConsumer`]); a packet that may not be dropped closes the
+    /// connection past twice this bound. A message alone in an empty queue is always taken.
+    ///
+    /// 64 KiB by default, suited to browsers: at a live feed's rate (tens of ~100-byte updates
+    /// per second) it is seconds of backlog, more than a healthy reader ever holds, while a
+    /// stalled one costs a bounded amount. Worst case per shard: 20 000 connections × 64 KiB
+    /// = 1.25 GiB of queued bytes counted — but queued QoS 0 publishes are shared `Rc` bytes,
+    /// so the memory really held is ~40 B per queued entry plus one copy per message.
     pub queue_bytes_max: u64,
     /// Most retained messages held (each shard holds a replica).
     pub retained_messages_max: u32,
@@ -59,7 +66,7 @@ impl Default for Limits {
             inflight_max: 32,
             inbound_qos2_max: 64,
             session_queue_bytes_max: 1024 * 1024,
-            queue_bytes_max: 1024 * 1024,
+            queue_bytes_max: 64 * 1024,
             retained_messages_max: 100_000,
             ws_frame_bytes_max: 1024 * 1024 + 16,
             ws_handshake_bytes_max: 8 * 1024,
@@ -135,6 +142,49 @@ impl Limits {
     }
 }
 
+/// What happens to a QoS 0 publish for a connection whose send queue already holds
+/// `queue_bytes_max`: the peer reads more slowly than messages arrive. Configured per listener
+/// (`tcp_slow_consumer`, `ws_slow_consumer`) and per topic filter (`[[policy]]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SlowConsumer {
+    /// Drop the oldest queued QoS 0 publishes until the new one fits: a reader that fell
+    /// behind skips ahead to the newest messages.
+    DropOldest,
+    /// Drop the new publish: the reader gets the oldest messages it has not read yet.
+    DropNewest,
+    /// Keep only the latest unsent publish per topic: every queued publish superseded by a
+    /// later one of its topic (the new one included) is removed; if the new one still does
+    /// not fit, the oldest go. A browser that fell behind jumps to the newest score of every
+    /// match.
+    Conflate,
+    /// Close the connection (WebSocket close code 1008).
+    Disconnect,
+}
+
+impl SlowConsumer {
+    pub const fn name(self) -> &'static str {
+        match self {
+            SlowConsumer::DropOldest => "drop-oldest",
+            SlowConsumer::DropNewest => "drop-newest",
+            SlowConsumer::Conflate => "conflate",
+            SlowConsumer::Disconnect => "disconnect",
+        }
+    }
+}
+
+/// A `[[policy]]` table: the slow consumer policy of the publishes whose topic name matches
+/// `filter`, overriding the listener's. The first matching policy wins.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicPolicy {
+    pub filter: String,
+    pub on_full: SlowConsumer,
+}
+
+/// Most `[[policy]]` tables: each publish is checked against all of them, once per shard.
+pub const TOPIC_POLICIES_MAX: usize = 64;
+
 /// Where and how the broker listens, plus its limits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -155,6 +205,17 @@ pub struct Config {
     pub recv_buffers_per_shard: u16,
     /// Size of one receive buffer.
     pub recv_buffer_bytes: u32,
+    /// `TCP_NOTSENT_LOWAT` of accepted sockets: the kernel takes more bytes from a send only
+    /// while less than this is unsent in the socket. Backlog then waits in the broker's queue,
+    /// where the slow consumer policy can drop or conflate it, instead of as a kernel copy per
+    /// socket that nothing can take back.
+    pub tcp_notsent_lowat_bytes: u32,
+    /// The slow consumer policy of connections accepted on the TCP listener.
+    pub tcp_slow_consumer: SlowConsumer,
+    /// The slow consumer policy of connections accepted on the WebSocket listener.
+    pub ws_slow_consumer: SlowConsumer,
+    /// Per topic filter policies, first match wins; at most [`TOPIC_POLICIES_MAX`].
+    pub policies: Vec<TopicPolicy>,
     pub limits: Limits,
 }
 
@@ -169,6 +230,10 @@ impl Default for Config {
             log_level: "info".to_owned(),
             recv_buffers_per_shard: 1024,
             recv_buffer_bytes: 4096,
+            tcp_notsent_lowat_bytes: 16 * 1024,
+            tcp_slow_consumer: SlowConsumer::DropOldest,
+            ws_slow_consumer: SlowConsumer::DropOldest,
+            policies: Vec::new(),
             limits: Limits::default(),
         }
     }
@@ -208,6 +273,10 @@ struct FileConfig {
     log_level: Option<String>,
     recv_buffers_per_shard: Option<u16>,
     recv_buffer_bytes: Option<u32>,
+    tcp_notsent_lowat_bytes: Option<u32>,
+    tcp_slow_consumer: Option<SlowConsumer>,
+    ws_slow_consumer: Option<SlowConsumer>,
+    policy: Option<Vec<TopicPolicy>>,
     limits: Option<FileLimits>,
 }
 
@@ -276,6 +345,18 @@ impl Config {
         if let Some(bytes) = file.recv_buffer_bytes {
             config.recv_buffer_bytes = bytes;
         }
+        if let Some(bytes) = file.tcp_notsent_lowat_bytes {
+            config.tcp_notsent_lowat_bytes = bytes;
+        }
+        if let Some(policy) = file.tcp_slow_consumer {
+            config.tcp_slow_consumer = policy;
+        }
+        if let Some(policy) = file.ws_slow_consumer {
+            config.ws_slow_consumer = policy;
+        }
+        if let Some(policies) = file.policy {
+            config.policies = policies;
+        }
         if let Some(limits) = file.limits {
             limits.apply(&mut config.limits);
         }
@@ -321,7 +402,35 @@ impl Config {
                 "must be between 512 and 1048576",
             ));
         }
+        if !(1..=16 * 1024 * 1024).contains(&self.tcp_notsent_lowat_bytes) {
+            return Err(ConfigError::invalid(
+                "tcp_notsent_lowat_bytes",
+                "must be between 1 and 16777216",
+            ));
+        }
+        if self.policies.len() > TOPIC_POLICIES_MAX {
+            return Err(ConfigError::invalid(
+                "policy",
+                &format!("at most {TOPIC_POLICIES_MAX} [[policy]] tables"),
+            ));
+        }
+        for policy in &self.policies {
+            if !crate::protocol::mqtt::topic::is_valid_topic_filter(&policy.filter) {
+                return Err(ConfigError::invalid(
+                    "policy.filter",
+                    &format!("`{}` is not a valid topic filter", policy.filter),
+                ));
+            }
+        }
         self.limits.validate()
+    }
+
+    /// The slow consumer policy of the listener that accepted a connection over `transport`.
+    pub fn slow_consumer(&self, transport: crate::broker::Transport) -> SlowConsumer {
+        match transport {
+            crate::broker::Transport::Tcp => self.tcp_slow_consumer,
+            crate::broker::Transport::Ws => self.ws_slow_consumer,
+        }
     }
 }
 
@@ -384,6 +493,39 @@ mod tests {
             Config::from_toml("[limits]\nqueue_bytes_max = 0\n", "f.toml").expect("parses");
         let err = config.validate().expect_err("zero");
         assert!(err.message.contains("queue_bytes_max"), "{}", err.message);
+    }
+
+    #[test]
+    fn slow_consumer_policies_parse() {
+        let config = Config::from_toml(
+            "ws_slow_consumer = \"drop-newest\"\ntcp_notsent_lowat_bytes = 4096\n\
+             [[policy]]\nfilter = \"scores/#\"\non_full = \"conflate\"\n\
+             [[policy]]\nfilter = \"chat/+\"\non_full = \"disconnect\"\n",
+            "f.toml",
+        )
+        .expect("parses");
+        assert_eq!(config.validate(), Ok(()));
+        assert_eq!(config.tcp_slow_consumer, SlowConsumer::DropOldest);
+        assert_eq!(config.ws_slow_consumer, SlowConsumer::DropNewest);
+        assert_eq!(config.tcp_notsent_lowat_bytes, 4096);
+        assert_eq!(config.policies.len(), 2);
+        assert_eq!(config.policies[0].filter, "scores/#");
+        assert_eq!(config.policies[0].on_full, SlowConsumer::Conflate);
+        assert_eq!(config.policies[1].on_full, SlowConsumer::Disconnect);
+    }
+
+    #[test]
+    fn bad_policies_are_named() {
+        let err = Config::from_toml("[[policy]]\nfilter = \"a\"\non_full = \"later\"\n", "f")
+            .expect_err("unknown policy");
+        assert!(err.message.contains("later"), "{}", err.message);
+        let config = Config::from_toml(
+            "[[policy]]\nfilter = \"a/#/b\"\non_full = \"conflate\"\n",
+            "f",
+        )
+        .expect("parses");
+        let err = config.validate().expect_err("bad filter");
+        assert!(err.message.contains("policy.filter"), "{}", err.message);
     }
 
     #[test]

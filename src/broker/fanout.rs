@@ -6,46 +6,104 @@
 //! one per filter; one copy is cheaper and what subscribers of a live feed expect). The
 //! delivery QoS is min(publish QoS, granted QoS) [MQTT-3.8.4-6]. QoS 0 messages are not queued
 //! for offline sessions: the spec allows it (§4.1, "MAY"), and losing them is what QoS 0 means.
+//!
+//! Fan-out is sliced: at most [`FANOUT_DELIVERIES_PER_TURN_MAX`] deliveries per loop turn, so a
+//! publish to a million subscribers cannot starve accepts, pings and other connections. A
+//! publish that does not fit is parked, in order, behind the one in progress; the shard calls
+//! [`Broker::continue_fanout`] once per turn. Subscribers are matched when a publish reaches
+//! the front, so parked publishes cost their message only. Order per publisher holds because
+//! one FIFO serves every publish of the shard.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
 use super::Broker;
 use super::outbound::{InflightState, Queued};
-use super::outbox::{Chunk, Droppable, Outbox, RoutedMessage};
+use super::outbox::{Chunk, CloseReason, Droppable, Outbox, RoutedMessage, TopicKey};
 use super::retained::RetainOutcome;
 use super::slab::SessionKey;
 use super::wire::{PublishCache, PublishVariant};
+use crate::config::{SlowConsumer, TopicPolicy};
+use crate::protocol::mqtt::topic::filter_matches;
 use crate::protocol::mqtt::{Ack, Packet, PacketId, QoS};
 
-/// A message being fanned out: borrowed when routed from another shard, turned into a shared
-/// `Arc` only if some session must keep it (queue, in-flight window, retained replica).
-pub(crate) struct Fanned<'m> {
-    message: &'m RoutedMessage,
-    shared: Option<Arc<RoutedMessage>>,
+/// Deliveries (one message to one session) per loop turn. Each costs the broker tens of
+/// nanoseconds and, if it starts a send, the kernel ~5 µs: 1024 keeps a turn's new sends near
+/// 5 ms, so accepts, pings and other connections wait at most that long behind a fan-out.
+pub const FANOUT_DELIVERIES_PER_TURN_MAX: usize = 1024;
+
+/// Publishes parked behind the one in progress. Past it, parked publishes are delivered
+/// without regard to the turn's budget: memory stays bounded when publishers outrun fan-out,
+/// at the price of a longer turn (worst case: 4096 parked × the message size).
+pub const FANOUT_PARKED_MAX: usize = 4096;
+
+/// The publishes of this shard on their way to its subscribers.
+pub(crate) struct Fanout {
+    parked: VecDeque<Arc<RoutedMessage>>,
+    current: Option<InProgress>,
+    /// Deliveries left in this turn.
+    budget: usize,
+    /// `[[policy]]` tables: topic filter and what to do when a subscriber's queue is full.
+    policies: Vec<(Box<str>, SlowConsumer)>,
 }
 
-impl<'m> Fanned<'m> {
-    fn shared(&mut self) -> Arc<RoutedMessage> {
-        let message = self.message;
-        Arc::clone(self.shared.get_or_insert_with(|| Arc::new(message.clone())))
+/// The publish being delivered: its subscribers are in `Broker::matches`, from `next` on.
+struct InProgress {
+    message: Arc<RoutedMessage>,
+    next: usize,
+    cache: PublishCache,
+    droppable: Droppable,
+}
+
+impl Fanout {
+    pub(crate) fn new() -> Fanout {
+        Fanout {
+            parked: VecDeque::new(),
+            current: None,
+            budget: FANOUT_DELIVERIES_PER_TURN_MAX,
+            policies: Vec::new(),
+        }
+    }
+
+    /// Forgets every publish not yet delivered (shutdown).
+    pub(crate) fn clear(&mut self) {
+        self.parked.clear();
+        self.current = None;
+    }
+
+    /// How a QoS 0 publish of `topic` may be dropped: its conflation key, and the policy of the
+    /// first `[[policy]]` filter it matches.
+    fn droppable(&self, topic: &str) -> Droppable {
+        let on_full = self
+            .policies
+            .iter()
+            .find(|(filter, _)| filter_matches(filter, topic))
+            .map(|&(_, policy)| policy);
+        Droppable::Yes {
+            topic: TopicKey::of(topic),
+            on_full,
+        }
     }
 }
 
 impl Broker {
+    /// Sets the `[[policy]]` tables (validated by `Config::validate`).
+    pub fn set_topic_policies(&mut self, policies: &[TopicPolicy]) {
+        self.fanout.policies = policies
+            .iter()
+            .map(|policy| (policy.filter.as_str().into(), policy.on_full))
+            .collect();
+    }
+
     /// A publish from another shard: delivered to this shard's subscribers and applied to its
     /// retained replica.
-    pub fn deliver_remote(&mut self, message: &RoutedMessage, _now: Instant, out: &mut Outbox) {
+    pub fn deliver_remote(&mut self, message: Arc<RoutedMessage>, _now: Instant, out: &mut Outbox) {
         self.stats.remote_publishes_received += 1;
-        let mut fanned = Fanned {
-            message,
-            shared: None,
-        };
         if message.retain {
-            let shared = fanned.shared();
-            self.retain(&shared);
+            self.retain(&message);
         }
-        self.deliver_local(&mut fanned, out);
+        self.deliver_local(message, out);
     }
 
     /// A publish that entered on this shard (a client's PUBLISH or a will): retained here,
@@ -57,12 +115,7 @@ impl Broker {
         if self.shard_count > 1 {
             out.to_other_shards.push(Arc::clone(&message));
         }
-        let keep = Arc::clone(&message);
-        let mut fanned = Fanned {
-            message: &keep,
-            shared: Some(message),
-        };
-        self.deliver_local(&mut fanned, out);
+        self.deliver_local(message, out);
     }
 
     fn retain(&mut self, message: &Arc<RoutedMessage>) {
@@ -71,15 +124,73 @@ impl Broker {
         }
     }
 
-    /// Every matching session of this shard, once each, with RETAIN=0 [MQTT-3.3.1-9].
-    fn deliver_local(&mut self, fanned: &mut Fanned<'_>, out: &mut Outbox) {
+    /// Once per loop turn: delivers parked publishes with what is left of this turn's budget,
+    /// then grants the next turn's. Returns whether publishes are still waiting, in which case
+    /// the next turn must not block.
+    pub fn continue_fanout(&mut self, out: &mut Outbox) -> bool {
+        self.run_fanout(out);
+        self.fanout.budget = FANOUT_DELIVERIES_PER_TURN_MAX;
+        self.fanout_pending()
+    }
+
+    /// Whether publishes wait for delivery.
+    pub fn fanout_pending(&self) -> bool {
+        self.fanout.current.is_some() || !self.fanout.parked.is_empty()
+    }
+
+    /// Every matching session of this shard, once each, with RETAIN=0 [MQTT-3.3.1-9]: now if
+    /// the turn's budget allows, else in later turns, always after the publishes before it.
+    fn deliver_local(&mut self, message: Arc<RoutedMessage>, out: &mut Outbox) {
+        self.fanout.parked.push_back(message);
+        self.run_fanout(out);
+    }
+
+    fn run_fanout(&mut self, out: &mut Outbox) {
+        loop {
+            let over_parked = self.fanout.parked.len() > FANOUT_PARKED_MAX;
+            if self.fanout.budget == 0 && !over_parked {
+                return;
+            }
+            let mut current = match self.fanout.current.take() {
+                Some(current) => current,
+                None => match self.fanout.parked.pop_front() {
+                    Some(message) => self.start_fanout(message),
+                    None => return,
+                },
+            };
+            let end = if over_parked {
+                self.matches.len()
+            } else {
+                self.matches
+                    .len()
+                    .min(current.next.saturating_add(self.fanout.budget))
+            };
+            for index in current.next..end {
+                let (key, granted) = self.matches[index];
+                let qos = granted.min(current.message.qos);
+                let droppable = current.droppable;
+                let message = &current.message;
+                self.deliver(key, qos, false, message, droppable, &mut current.cache, out);
+            }
+            let done = end - current.next;
+            self.fanout.budget = self.fanout.budget.saturating_sub(done);
+            current.next = end;
+            if end < self.matches.len() {
+                self.fanout.current = Some(current);
+            }
+        }
+    }
+
+    /// Matches `message` against the trie into `self.matches`, each session once at the
+    /// highest QoS it was granted among its matching filters.
+    fn start_fanout(&mut self, message: Arc<RoutedMessage>) -> InProgress {
         self.fanout_seq += 1;
         let seq = self.fanout_seq;
-        let mut matches = std::mem::take(&mut self.matches);
+        let matches = &mut self.matches;
         matches.clear();
         let sessions = &mut self.sessions;
         self.trie
-            .for_each_match(&fanned.message.topic, &mut self.match_stack, |key, qos| {
+            .for_each_match(&message.topic, &mut self.match_stack, |key, qos| {
                 let Some(session) = sessions.get_mut(key) else {
                     debug_assert!(false, "the trie holds live sessions only");
                     return;
@@ -93,21 +204,24 @@ impl Broker {
                     matches.push((key, qos));
                 }
             });
-        let mut cache = PublishCache::new();
-        for &(key, granted) in &matches {
-            let qos = granted.min(fanned.message.qos);
-            self.deliver(key, qos, false, fanned, &mut cache, out);
+        InProgress {
+            droppable: self.fanout.droppable(&message.topic),
+            message,
+            next: 0,
+            cache: PublishCache::new(),
         }
-        self.matches = matches;
     }
 
     /// Hands one message to one session: sent now, queued, or (QoS 0 while offline) skipped.
+    /// The session may have gone since it was matched: then nothing happens.
+    #[allow(clippy::too_many_arguments)]
     fn deliver(
         &mut self,
         key: SessionKey,
         qos: QoS,
         retain: bool,
-        fanned: &mut Fanned<'_>,
+        message: &Arc<RoutedMessage>,
+        droppable: Droppable,
         cache: &mut PublishCache,
         out: &mut Outbox,
     ) {
@@ -131,13 +245,13 @@ impl Broker {
                 retain,
                 dup: false,
             };
-            let bytes = cache.shared(fanned.message, variant);
-            out.send(conn, Chunk::Shared(bytes), Droppable::Yes);
+            let bytes = cache.shared(message, variant);
+            out.send(conn, Chunk::Shared(bytes), droppable);
             self.stats.deliveries += 1;
             return;
         }
         let queued = Queued {
-            message: fanned.shared(),
+            message: Arc::clone(message),
             qos,
             retain,
         };
@@ -152,13 +266,18 @@ impl Broker {
                     retain,
                     dup: false,
                 };
-                let bytes = cache.owned(fanned.message, variant, id);
-                out.send(conn, Chunk::Owned(bytes), Droppable::No);
+                out.send(conn, cache.with_id(message, variant, id), Droppable::No);
             }
-            _ => {
+            connection => {
                 let queue_bytes_max = self.limits.session_queue_bytes_max;
                 let dropped = session.outbound.enqueue(queued, queue_bytes_max);
                 self.stats.session_queue_dropped += dropped;
+                if let Some((conn, _)) = connection.filter(|_| dropped > 0) {
+                    // Connected, yet neither acknowledging nor leaving room: QoS 1/2 may not
+                    // be lost while the client is there, so the client goes instead.
+                    self.stats.slow_consumer_closes += 1;
+                    out.close(conn, CloseReason::SlowConsumer);
+                }
             }
         }
     }
@@ -185,8 +304,8 @@ impl Broker {
                         retain: *retain,
                         dup: true,
                     };
-                    let bytes = PublishCache::new().owned(message, variant, entry.id);
-                    out.send(conn, Chunk::Owned(bytes), Droppable::No);
+                    let chunk = PublishCache::new().with_id(message, variant, entry.id);
+                    out.send(conn, chunk, Droppable::No);
                 }
                 InflightState::Released => {
                     let (transport, version) = (connection.transport, connection.version);
@@ -220,8 +339,8 @@ impl Broker {
                 dup: false,
             };
             let id: PacketId = session.outbound.start(queued);
-            let bytes = PublishCache::new().owned(&message, variant, id);
-            out.send(conn, Chunk::Owned(bytes), Droppable::No);
+            let chunk = PublishCache::new().with_id(&message, variant, id);
+            out.send(conn, chunk, Droppable::No);
         }
     }
 
@@ -241,12 +360,9 @@ impl Broker {
             });
         for message in found {
             let qos = granted.min(message.qos);
-            let keep = Arc::clone(&message);
-            let mut fanned = Fanned {
-                message: &keep,
-                shared: Some(message),
-            };
-            self.deliver(key, qos, true, &mut fanned, &mut PublishCache::new(), out);
+            let droppable = self.fanout.droppable(&message.topic);
+            let mut cache = PublishCache::new();
+            self.deliver(key, qos, true, &message, droppable, &mut cache, out);
         }
     }
 }

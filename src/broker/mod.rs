@@ -17,6 +17,8 @@
 //! lookup, takeover and persistent sessions never leave a shard; only publishes cross shards,
 //! as immutable [`RoutedMessage`]s.
 
+#[doc(hidden)]
+pub mod bench_support;
 mod connect;
 mod fanout;
 mod inbound;
@@ -35,10 +37,12 @@ mod tests;
 use std::collections::HashMap;
 use std::time::Instant;
 
+pub use fanout::{FANOUT_DELIVERIES_PER_TURN_MAX, FANOUT_PARKED_MAX};
 pub use outbox::*;
 
 use crate::config::Limits;
 use crate::protocol::mqtt::QoS;
+use fanout::Fanout;
 use keep_alive::{DUE_PER_TICK_MAX, Deadlines};
 use retained::{RetainedStack, RetainedStore};
 use session::{Connection, OfflineSessions, Session};
@@ -59,6 +63,8 @@ pub struct BrokerStats {
     pub deliveries: u64,
     /// QoS 1/2 messages dropped from a full session queue (`session_queue_bytes_max`).
     pub session_queue_dropped: u64,
+    /// Connections closed because their QoS 1/2 window and session queue were full.
+    pub slow_consumer_closes: u64,
     /// Retained publishes not stored because of `retained_messages_max` (still forwarded).
     pub retained_rejected: u64,
     /// Filters refused with SUBACK 0x80 because of `subscriptions_per_session_max`.
@@ -84,6 +90,8 @@ pub struct Broker {
     trie: TopicTrie,
     retained: RetainedStore,
     deadlines: Deadlines,
+    /// Publishes on their way to this shard's subscribers, delivered in slices per turn.
+    fanout: Fanout,
     /// Sequence number of the last fan-out, stamped on matched sessions to deliver once.
     fanout_seq: u64,
     /// Scratch buffers reused by every publish, so fan-out does not allocate once warm.
@@ -110,6 +118,7 @@ impl Broker {
             offline: OfflineSessions::new(),
             trie: TopicTrie::new(),
             deadlines: Deadlines::new(),
+            fanout: Fanout::new(),
             fanout_seq: 0,
             matches: Vec::new(),
             match_stack: Vec::new(),
@@ -165,6 +174,7 @@ impl Broker {
     /// deliver them to on this shard, and publishing them to other shards that are shutting
     /// down too would only race. Persistent sessions go offline as on any disconnection.
     pub fn shutdown(&mut self, out: &mut Outbox) {
+        self.fanout.clear();
         let mut conns: Vec<ConnId> = self.connections.keys().copied().collect();
         conns.sort_unstable();
         for conn in conns {

@@ -3,10 +3,12 @@
 //! The broker never touches a socket. Every call into it takes an `&mut Outbox`, appends what
 //! must happen, and the shard's event loop carries it out after the call returns.
 
+use std::num::NonZeroU64;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use crate::protocol::mqtt::QoS;
+use crate::config::SlowConsumer;
+use crate::protocol::mqtt::{PacketId, QoS};
 
 /// A connection as the network layer names it. Opaque to the broker; never reused while the
 /// broker may still refer to it (the network layer puts a generation in it).
@@ -27,25 +29,84 @@ pub enum Transport {
 pub enum Chunk {
     /// Encoded once and shared by every subscriber of the same wire variant on this shard.
     Shared(Rc<[u8]>),
-    /// Specific to one connection (acks, or a publish with this subscriber's packet id).
+    /// Specific to one connection (acks, CONNACK, close frames).
     Owned(Vec<u8>),
+    /// A QoS 1/2 publish: the shared encoding of its wire variant with this subscriber's
+    /// packet identifier in place of the two bytes at `id_offset`. Sent as three iovecs
+    /// (before, identifier, after), so no subscriber gets a copy of the payload.
+    SharedWithId {
+        template: Rc<[u8]>,
+        id_offset: u32,
+        id: PacketId,
+    },
 }
 
 impl Chunk {
-    pub fn bytes(&self) -> &[u8] {
+    /// Length on the wire.
+    pub fn len(&self) -> usize {
         match self {
-            Chunk::Shared(bytes) => bytes,
-            Chunk::Owned(bytes) => bytes,
+            Chunk::Shared(bytes) => bytes.len(),
+            Chunk::Owned(bytes) => bytes.len(),
+            Chunk::SharedWithId { template, .. } => template.len(),
         }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The bytes as up to three slices, in wire order; `id` holds the identifier's bytes
+    /// for [`Chunk::SharedWithId`].
+    pub fn parts<'a>(&'a self, id: &'a mut [u8; 2]) -> [&'a [u8]; 3] {
+        match self {
+            Chunk::Shared(bytes) => [bytes, &[], &[]],
+            Chunk::Owned(bytes) => [bytes, &[], &[]],
+            Chunk::SharedWithId {
+                template,
+                id_offset,
+                id: packet_id,
+            } => {
+                let offset = *id_offset as usize;
+                *id = packet_id.get().to_be_bytes();
+                [&template[..offset], &id[..], &template[offset + 2..]]
+            }
+        }
+    }
+
+    /// The bytes in one buffer (tests and diagnostics; the send path uses [`Chunk::parts`]).
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut id = [0; 2];
+        self.parts(&mut id).concat()
+    }
+}
+
+/// Names the topic of a QoS 0 publish for conflation: a 64-bit FNV-1a hash of the topic name.
+/// Two topics share a key with probability ~n²/2⁶⁵ (10⁻¹³ for a thousand topics); the only
+/// effect of a collision is that one topic's unsent publish replaces the other's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TopicKey(pub NonZeroU64);
+
+impl TopicKey {
+    pub fn of(topic: &str) -> TopicKey {
+        const OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
+        const PRIME: u64 = 0x0000_0100_0000_01b3;
+        let hash = topic.bytes().fold(OFFSET_BASIS, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(PRIME)
+        });
+        TopicKey(NonZeroU64::new(hash).unwrap_or(NonZeroU64::MIN))
     }
 }
 
 /// Whether the network layer may drop a chunk when the connection's queue is over
-/// `queue_bytes_max`.
+/// `queue_bytes_max`, and how.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Droppable {
-    /// A QoS 0 publish: losing it is allowed by the protocol.
-    Yes,
+    /// A QoS 0 publish: losing it is allowed by the protocol. `on_full` is the policy of the
+    /// first `[[policy]]` filter its topic matches; `None` leaves it to the listener's.
+    Yes {
+        topic: TopicKey,
+        on_full: Option<SlowConsumer>,
+    },
     /// Acks, QoS 1/2 publishes, CONNACK, ...: if it cannot be queued the connection is closed.
     No,
 }
@@ -65,6 +126,9 @@ pub enum CloseReason {
     ClientDisconnected,
     /// The broker is shutting down.
     ServerShutdown,
+    /// QoS 1/2 publishes outgrew the in-flight window and `session_queue_bytes_max` while the
+    /// client was connected: it does not acknowledge, and may not lose them.
+    SlowConsumer,
 }
 
 /// A publish leaving its shard: owned, immutable, shared by every shard that receives it.

@@ -2,12 +2,13 @@
 //! frame per packet when the connection is a WebSocket (MQTT 3.1.1 §6).
 //!
 //! Fan-out encodes a publish once per wire variant (transport × protocol version × QoS ×
-//! RETAIN × DUP) and shares or copies those bytes: QoS 0 subscribers share one `Rc<[u8]>`;
-//! QoS 1/2 subscribers each get a copy with only their packet identifier patched in.
+//! RETAIN × DUP) and shares those bytes: QoS 0 subscribers share one `Rc<[u8]>`; QoS 1/2
+//! subscribers share it too, each with only its own two-byte packet identifier beside it
+//! ([`Chunk::SharedWithId`]), so no payload is copied per subscriber.
 
 use std::rc::Rc;
 
-use super::outbox::{RoutedMessage, Transport};
+use super::outbox::{Chunk, RoutedMessage, Transport};
 use crate::protocol::mqtt::{
     Delivery, Packet, PacketId, Properties, ProtocolVersion, Publish, QoS, encode, encoded_len,
     publish_packet_id_offset,
@@ -88,20 +89,27 @@ impl PublishCache {
         Rc::clone(&self.template(message, variant).bytes)
     }
 
-    /// The bytes of a QoS 1/2 publish of `message` carrying `id`.
-    pub(crate) fn owned(
+    /// A QoS 1/2 publish of `message` carrying `id`: the shared template and the identifier.
+    pub(crate) fn with_id(
         &mut self,
         message: &RoutedMessage,
         variant: PublishVariant,
         id: PacketId,
-    ) -> Vec<u8> {
+    ) -> Chunk {
+        debug_assert_ne!(variant.qos, QoS::AtMostOnce, "QoS 0 has no identifier");
         let template = self.template(message, variant);
-        let mut bytes = template.bytes.to_vec();
         let offset = template
             .id_offset
             .expect("a QoS 1/2 publish has an identifier");
-        bytes[offset..offset + 2].copy_from_slice(&id.get().to_be_bytes());
-        bytes
+        assert!(
+            offset + 2 <= template.bytes.len(),
+            "the identifier is inside the packet"
+        );
+        Chunk::SharedWithId {
+            template: Rc::clone(&template.bytes),
+            id_offset: u32::try_from(offset).expect("packets are smaller than 4 GiB"),
+            id,
+        }
     }
 
     fn template(&mut self, message: &RoutedMessage, variant: PublishVariant) -> &Template {
@@ -153,7 +161,7 @@ mod tests {
                     retain: true,
                     dup: true,
                 };
-                let patched = PublishCache::new().owned(&message, variant, id);
+                let patched = PublishCache::new().with_id(&message, variant, id).to_vec();
                 let direct = frame(
                     &Packet::Publish(Publish {
                         dup: true,

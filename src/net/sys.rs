@@ -37,13 +37,30 @@ pub fn own(fd: RawFd) -> OwnedFd {
     unsafe { OwnedFd::from_raw_fd(fd) }
 }
 
-/// The peer address of a connected socket, and `TCP_NODELAY` set on it: an MQTT packet is
-/// complete when written, and Nagle would hold a score update back for the previous ACK.
-pub fn prepare_accepted(fd: &OwnedFd) -> io::Result<SocketAddr> {
+/// The peer address of a connected socket, with `TCP_NODELAY` set on it (an MQTT packet is
+/// complete when written, and Nagle would hold a score update back for the previous ACK) and
+/// `TCP_NOTSENT_LOWAT` = `notsent_lowat_bytes` (the kernel takes more from a send only while
+/// less than that is unsent, so a slow reader's backlog stays in the broker's bounded queue,
+/// where it can be dropped or conflated, instead of in a kernel copy per socket).
+pub fn prepare_accepted(fd: &OwnedFd, notsent_lowat_bytes: u32) -> io::Result<SocketAddr> {
     use std::os::fd::AsRawFd;
     // SAFETY: the TcpStream borrows `fd` and is never dropped, so it never closes it.
     let stream = ManuallyDrop::new(unsafe { TcpStream::from_raw_fd(fd.as_raw_fd()) });
     stream.set_nodelay(true)?;
+    let value = libc::c_int::try_from(notsent_lowat_bytes).unwrap_or(libc::c_int::MAX);
+    // SAFETY: the option value is a c_int passed by pointer with its exact size.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_NOTSENT_LOWAT,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
     stream.peer_addr()
 }
 

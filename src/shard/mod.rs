@@ -23,7 +23,7 @@ use crate::broker::{Broker, Chunk, ConnId, Droppable, Outbox, RoutedMessage, Tra
 use crate::config::Config;
 use crate::net::connection::{CloseCause, Connection, Phase};
 use crate::net::listener::ListenerKind;
-use crate::net::send_queue::Enqueued;
+use crate::net::send_queue::SendPool;
 use crate::net::slots::Slots;
 use crate::net::sys;
 use crate::net::uring::{self, BufRing, Ring, RingUnavailable};
@@ -55,6 +55,20 @@ pub struct ShardSetup {
     pub mailboxes: Arc<Mailboxes>,
     pub stop: Arc<AtomicBool>,
     pub listeners: Vec<(ListenerKind, TcpListener)>,
+}
+
+/// Counters of the slow consumer policies of one shard (logged when the shard stops).
+#[derive(Debug, Default, Clone, Copy)]
+struct SlowConsumerCounts {
+    /// New QoS 0 publishes not queued (`drop-newest`, or no room could be made).
+    dropped_newest: u64,
+    /// Older QoS 0 publishes dropped to make room.
+    dropped_oldest: u64,
+    /// QoS 0 publishes replaced by a newer one of the same topic.
+    conflated: u64,
+    /// Connections closed for not reading (`disconnect`, or required bytes past twice the
+    /// bound).
+    disconnected: u64,
 }
 
 struct Listener {
@@ -105,6 +119,10 @@ struct Shard {
     stop: Arc<AtomicBool>,
     listeners: Vec<Listener>,
     conns: Slots<Connection>,
+    /// Buffers of the sends in flight, reused so sending allocates nothing once warm.
+    send_pool: SendPool,
+    /// What the slow consumer policies did, since start.
+    slow: SlowConsumerCounts,
     broker: Broker,
     outbox: Outbox,
     /// Connections with bytes newly queued this turn.
@@ -173,7 +191,13 @@ impl Shard {
                 })
                 .collect(),
             conns: Slots::default(),
-            broker: Broker::new(setup.id, shard_count, config.limits.clone()),
+            send_pool: SendPool::default(),
+            slow: SlowConsumerCounts::default(),
+            broker: {
+                let mut broker = Broker::new(setup.id, shard_count, config.limits.clone());
+                broker.set_topic_policies(&config.policies);
+                broker
+            },
             outbox: Outbox::default(),
             dirty: Vec::new(),
             finishing: Vec::new(),
@@ -219,6 +243,9 @@ impl Shard {
             if self.stop.load(Ordering::Acquire) && self.stop_deadline.is_none() {
                 self.begin_stop(now);
             }
+            if self.broker.continue_fanout(&mut self.outbox) {
+                self.busy = true;
+            }
             self.carry_out_outbox(now);
             self.post_to_other_shards();
             self.start_sends();
@@ -234,7 +261,11 @@ impl Shard {
         }
         let _ = self.ring.submit_and_wait(Duration::ZERO);
         uring::unregister(&self.ring, &self.buf_ring);
-        debug!("shard {} stopped", self.id);
+        let slow = self.slow;
+        info!(
+            "shard {} stopped; slow consumers: {} publishes dropped (newest), {} dropped (oldest), {} conflated, {} connections closed",
+            self.id, slow.dropped_newest, slow.dropped_oldest, slow.conflated, slow.disconnected
+        );
     }
 
     fn push(&mut self, entry: io_uring::squeue::Entry) {
@@ -346,7 +377,7 @@ impl Shard {
             );
             return;
         }
-        let peer = match sys::prepare_accepted(&fd) {
+        let peer = match sys::prepare_accepted(&fd, self.config.tcp_notsent_lowat_bytes) {
             Ok(peer) => peer,
             Err(e) => {
                 debug!("accepted connection vanished before set-up: {e}");
@@ -456,14 +487,14 @@ impl Shard {
             return;
         };
         if result < 0 {
-            conn.out.abandon();
+            conn.out.fail_send(&mut self.send_pool);
             if conn.phase != Phase::Closing {
                 self.pending_closes
                     .push((id, CloseCause::NetworkError(-result)));
             }
             return;
         }
-        conn.out.complete_send(result as usize);
+        conn.out.complete_send(result as usize, &mut self.send_pool);
         if !conn.out.is_empty() {
             self.dirty.push(id);
         }
@@ -527,7 +558,7 @@ impl Shard {
                     break;
                 };
                 if self.stop_deadline.is_none() {
-                    self.broker.deliver_remote(&message, now, &mut self.outbox);
+                    self.broker.deliver_remote(message, now, &mut self.outbox);
                 }
                 if taken + 1 == REMOTE_MESSAGES_PER_TURN_MAX {
                     self.busy = true;
@@ -538,6 +569,7 @@ impl Shard {
 
     fn tick(&mut self, now: Instant) {
         self.next_tick = now + TICK;
+        self.send_pool.trim();
         self.broker.tick(now, &mut self.outbox);
         while let Some(&(deadline, id)) = self.handshake_deadlines.front() {
             if deadline > now {
@@ -603,20 +635,41 @@ impl Shard {
             if conn.sealed {
                 continue;
             }
-            match conn.out.push(chunk, droppable, queue_bytes_max) {
-                Enqueued::Queued => self.dirty.push(id),
-                Enqueued::Dropped => {
-                    if conn.dropped_publishes == 0 {
-                        info!(
-                            "{}: reads too slowly; dropping QoS 0 publishes past queue_bytes_max",
-                            conn.peer
-                        );
-                    }
-                    conn.dropped_publishes += 1;
+            let policy = self.config.slow_consumer(conn.transport);
+            let pushed = conn.out.push(
+                chunk,
+                droppable,
+                queue_bytes_max,
+                policy,
+                &mut self.send_pool,
+            );
+            if pushed.queued {
+                self.dirty.push(id);
+            }
+            if pushed.overflow {
+                self.slow.disconnected += 1;
+                self.pending_closes
+                    .push((id, CloseCause::SendQueueOverflow));
+                continue;
+            }
+            let lost =
+                pushed.dropped_oldest + pushed.conflated + u32::from(pushed.dropped_newest());
+            if lost > 0 {
+                self.slow.dropped_oldest += u64::from(pushed.dropped_oldest);
+                self.slow.conflated += u64::from(pushed.conflated);
+                self.slow.dropped_newest += u64::from(pushed.dropped_newest());
+                if conn.dropped_publishes == 0 {
+                    let policy = match droppable {
+                        Droppable::Yes { on_full, .. } => on_full.unwrap_or(policy),
+                        Droppable::No => policy,
+                    };
+                    info!(
+                        "{}: reads too slowly; QoS 0 publishes past queue_bytes_max are handled by policy {}",
+                        conn.peer,
+                        policy.name()
+                    );
                 }
-                Enqueued::Overflow => self
-                    .pending_closes
-                    .push((id, CloseCause::SendQueueOverflow)),
+                conn.dropped_publishes += u64::from(lost);
             }
         }
         self.outbox.sends = sends;
@@ -668,7 +721,14 @@ impl Shard {
             conn.out.abandon();
         }
         if let Some(bytes) = last_words.filter(|_| !conn.sealed) {
-            conn.out.push(Chunk::Owned(bytes), Droppable::No, u64::MAX);
+            let policy = self.config.slow_consumer(conn.transport);
+            conn.out.push(
+                Chunk::Owned(bytes),
+                Droppable::No,
+                u64::MAX,
+                policy,
+                &mut self.send_pool,
+            );
             self.dirty.push(id);
         }
         conn.sealed = true;
@@ -710,7 +770,7 @@ impl Shard {
             let Some(conn) = self.conns.get_mut(id) else {
                 continue;
             };
-            let Some(msg) = conn.out.start_send() else {
+            let Some(msg) = conn.out.start_send(&mut self.send_pool) else {
                 continue;
             };
             let entry = opcode::SendMsg::new(types::Fd(conn.fd.as_raw_fd()), msg)

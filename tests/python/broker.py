@@ -47,12 +47,19 @@ def toml_value(v) -> str:
 
 
 def write_toml(path: Path, config: dict) -> None:
-    """Top-level keys first, then one [section] per nested dict."""
-    lines = [f"{k} = {toml_value(v)}" for k, v in config.items() if not isinstance(v, dict)]
+    """Top-level keys first, then one [section] per nested dict, then one [[section]] per
+    dict of a list of dicts."""
+    lines = [f"{k} = {toml_value(v)}" for k, v in config.items()
+             if not isinstance(v, (dict, list))]
     for section, table in config.items():
         if isinstance(table, dict):
             lines.append(f"\n[{section}]")
             lines += [f"{k} = {toml_value(v)}" for k, v in table.items()]
+    for section, tables in config.items():
+        if isinstance(tables, list):
+            for table in tables:
+                lines.append(f"\n[[{section}]]")
+                lines += [f"{k} = {toml_value(v)}" for k, v in table.items()]
     path.write_text("\n".join(lines) + "\n")
 
 

@@ -206,11 +206,14 @@ impl Harness {
         self.t0 + Duration::from_secs_f64(s)
     }
 
-    pub(super) fn finish(&self, out: Outbox) -> Step {
+    /// Ends a loop turn: what the broker produced, with parked fan-out continued first as
+    /// the shard does once per turn.
+    pub(super) fn finish(&mut self, mut out: Outbox) -> Step {
+        self.broker.continue_fanout(&mut out);
         let mut step = Step::default();
         for (conn, chunk, droppable) in out.sends {
             let (transport, version) = self.wires[&conn];
-            for got in decode_all(chunk.bytes(), transport, version) {
+            for got in decode_all(&chunk.to_vec(), transport, version) {
                 step.sends.push((conn, got, droppable));
             }
             step.chunks.push((conn, chunk));
@@ -276,7 +279,8 @@ impl Harness {
     pub(super) fn remote(&mut self, message: &RoutedMessage) -> Step {
         let mut out = Outbox::default();
         let now = self.at(0.0);
-        self.broker.deliver_remote(message, now, &mut out);
+        self.broker
+            .deliver_remote(Arc::new(message.clone()), now, &mut out);
         self.finish(out)
     }
 

@@ -344,3 +344,26 @@ fn session_queue_bytes_drop_oldest() {
     let payloads: Vec<u8> = step.publishes(3).iter().map(|p| p.payload[0]).collect();
     assert_eq!(payloads, vec![2, 3]);
 }
+
+#[test]
+fn connected_qos1_subscriber_past_window_and_queue_is_closed() {
+    let limits = Limits {
+        inflight_max: 1,
+        session_queue_bytes_max: 25,
+        ..Limits::default()
+    };
+    let mut h = Harness::with(limits, 1);
+    h.subscriber(1, "sub", "t", QoS::AtLeastOnce);
+    h.connect(2, &Client::new("pub"));
+    let mut closes = Vec::new();
+    // One in flight, two queued (10 bytes each), the fourth overflows the queue.
+    for i in 1..=4u8 {
+        let step = h.packet(
+            2,
+            &publish("t", &[i; 9], Delivery::AtLeastOnce(id(u16::from(i))), false),
+        );
+        closes.extend(step.closes);
+    }
+    assert_eq!(closes, vec![(ConnId(1), CloseReason::SlowConsumer)]);
+    assert_eq!(h.broker.stats().slow_consumer_closes, 1);
+}

@@ -19,7 +19,7 @@ fn qos0_subscribers_share_one_encoding_per_wire_variant() {
         .iter()
         .map(|(_, chunk)| match chunk {
             Chunk::Shared(bytes) => bytes,
-            Chunk::Owned(_) => panic!("QoS 0 fan-out is shared"),
+            _ => panic!("QoS 0 fan-out is shared"),
         })
         .collect();
     assert_eq!(shared.len(), 3);
@@ -28,9 +28,100 @@ fn qos0_subscribers_share_one_encoding_per_wire_variant() {
         !Rc::ptr_eq(shared[0], shared[2]),
         "WebSocket framing is another variant"
     );
-    assert!(step.sends.iter().all(|(_, _, d)| *d == Droppable::Yes));
+    assert!(
+        step.sends
+            .iter()
+            .all(|(_, _, d)| matches!(d, Droppable::Yes { .. }))
+    );
     // The WebSocket subscriber's chunk decoded as one frame holding the same publish.
     assert_eq!(step.publishes(3), step.publishes(1));
+}
+
+#[test]
+fn qos1_subscribers_share_the_payload_and_own_only_their_id() {
+    let mut h = Harness::new();
+    h.subscriber(1, "s1", "t", QoS::AtLeastOnce);
+    h.subscriber(2, "s2", "t", QoS::AtLeastOnce);
+    h.packet(1, &publish("t", b"first", Delivery::AtMostOnce, false));
+    h.connect(3, &Client::new("pub"));
+    let step = h.packet(3, &publish("t", b"x", Delivery::AtLeastOnce(id(9)), false));
+    let templates: Vec<(&Rc<[u8]>, PacketId)> = step
+        .chunks
+        .iter()
+        .filter_map(|(_, chunk)| match chunk {
+            Chunk::SharedWithId { template, id, .. } => Some((template, *id)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(templates.len(), 2);
+    assert!(Rc::ptr_eq(templates[0].0, templates[1].0));
+    let (p1, p2) = (step.publishes(1), step.publishes(2));
+    assert_eq!(p1[0].payload, b"x");
+    assert_eq!(p2[0].payload, b"x");
+    assert_eq!(p1[0].id, Some(templates[0].1.get()));
+    assert_eq!(p2[0].id, Some(templates[1].1.get()));
+}
+
+#[test]
+fn topic_policies_mark_qos0_publishes_by_topic() {
+    let mut h = Harness::new();
+    h.broker.set_topic_policies(&[crate::config::TopicPolicy {
+        filter: "scores/#".into(),
+        on_full: crate::config::SlowConsumer::Conflate,
+    }]);
+    h.subscriber(1, "s1", "#", QoS::AtMostOnce);
+    h.connect(2, &Client::new("pub"));
+    let mut marks = Vec::new();
+    for topic in ["scores/a", "scores/a", "news/a"] {
+        let step = h.packet(2, &publish(topic, b"x", Delivery::AtMostOnce, false));
+        marks.push(step.sends[0].2);
+    }
+    let Droppable::Yes { topic, on_full } = marks[0] else {
+        panic!("QoS 0 is droppable");
+    };
+    assert_eq!(on_full, Some(crate::config::SlowConsumer::Conflate));
+    assert_eq!(marks[1], marks[0], "same topic, same key");
+    let Droppable::Yes {
+        topic: other,
+        on_full: none,
+    } = marks[2]
+    else {
+        panic!("QoS 0 is droppable");
+    };
+    assert_ne!(other, topic);
+    assert_eq!(none, None, "no policy: the listener's applies");
+}
+
+#[test]
+fn fanout_is_sliced_per_turn_and_keeps_order() {
+    let mut h = Harness::new();
+    let subscribers = FANOUT_DELIVERIES_PER_TURN_MAX as u64 + 10;
+    for conn in 1..=subscribers {
+        h.subscriber(conn, &format!("s{conn}"), "t", QoS::AtMostOnce);
+    }
+    let publisher = subscribers + 1;
+    h.connect(publisher, &Client::new("pub"));
+    let first = h.packet(publisher, &publish("t", b"A", Delivery::AtMostOnce, false));
+    assert_eq!(first.sends.len(), FANOUT_DELIVERIES_PER_TURN_MAX);
+    assert!(h.broker.fanout_pending());
+    // The next publish waits behind the rest of the first: one turn's budget again.
+    let second = h.packet(publisher, &publish("t", b"B", Delivery::AtMostOnce, false));
+    assert_eq!(second.sends.len(), FANOUT_DELIVERIES_PER_TURN_MAX);
+    let third = h.tick(0.0);
+    assert_eq!(third.sends.len(), 20, "2 × (budget + 10) deliveries in all");
+    assert!(!h.broker.fanout_pending());
+    for conn in 1..=subscribers {
+        let payloads: Vec<Vec<u8>> = [&first, &second, &third]
+            .iter()
+            .flat_map(|step| step.publishes(conn))
+            .map(|p| p.payload)
+            .collect();
+        assert_eq!(
+            payloads,
+            vec![b"A".to_vec(), b"B".to_vec()],
+            "subscriber {conn}"
+        );
+    }
 }
 
 #[test]

@@ -1,0 +1,182 @@
+//! An in-process fan-out rig: one `Broker`, a send queue per connection and the shard's send
+//! pool, with the loop turn of `shard/mod.rs` reduced to what involves no socket: continue the
+//! fan-out, append the outbox to the queues, start one send per dirty connection and complete
+//! it at once. Shared by `tests/fanout_alloc.rs` and `benches/fanout.rs`.
+
+#![allow(dead_code)]
+
+use std::time::Instant;
+
+use fanfare::broker::{Broker, Chunk, ConnId, Outbox, Transport};
+use fanfare::config::{Limits, SlowConsumer};
+use fanfare::net::send_queue::{SendPool, SendQueue};
+use fanfare::protocol::mqtt::{
+    Ack, Connect, Delivery, Packet, PacketId, Properties, ProtocolVersion, Publish, QoS, Subscribe,
+    SubscriptionOptions,
+};
+
+pub struct Rig {
+    pub broker: Broker,
+    pub queues: Vec<SendQueue>,
+    pub pool: SendPool,
+    out: Outbox,
+    dirty: Vec<usize>,
+    /// QoS 1 deliveries of the last turn, acknowledged by `ack_all`.
+    to_ack: Vec<(usize, PacketId)>,
+    now: Instant,
+    limits: Limits,
+    pub delivered_bytes: u64,
+}
+
+/// The publisher is connection 0; subscribers are 1..=n.
+pub const PUBLISHER: usize = 0;
+
+impl Rig {
+    /// `n` subscribers to `topic`, alternating TCP and WebSocket; every `qos1_every`-th one
+    /// (if non-zero) subscribes at QoS 1, the rest at QoS 0.
+    pub fn new(n: usize, topic: &str, qos1_every: usize) -> Rig {
+        let limits = Limits::default();
+        let mut rig = Rig {
+            broker: Broker::new(0, 1, limits.clone()),
+            queues: (0..=n).map(|_| SendQueue::default()).collect(),
+            pool: SendPool::default(),
+            out: Outbox::default(),
+            dirty: Vec::new(),
+            to_ack: Vec::new(),
+            now: Instant::now(),
+            limits,
+            delivered_bytes: 0,
+        };
+        for conn in 0..=n {
+            let transport = if conn % 2 == 0 {
+                Transport::Tcp
+            } else {
+                Transport::Ws
+            };
+            let client_id = format!("c{conn}");
+            let connect = Connect {
+                version: ProtocolVersion::V311,
+                clean_session: true,
+                keep_alive_s: 0,
+                client_id: &client_id,
+                will: None,
+                username: None,
+                password: None,
+                properties: Properties::EMPTY,
+            };
+            rig.broker.connect(
+                ConnId(conn as u64),
+                transport,
+                &connect,
+                rig.now,
+                &mut rig.out,
+            );
+            if conn == PUBLISHER {
+                continue;
+            }
+            let qos = if qos1_every != 0 && conn % qos1_every == 0 {
+                QoS::AtLeastOnce
+            } else {
+                QoS::AtMostOnce
+            };
+            let subscribe = Packet::Subscribe(Subscribe {
+                packet_id: PacketId::new(1).expect("non-zero"),
+                filters: vec![(topic, SubscriptionOptions::new(qos))],
+                properties: Properties::EMPTY,
+            });
+            rig.broker
+                .packet(ConnId(conn as u64), &subscribe, rig.now, &mut rig.out);
+        }
+        rig.turns();
+        rig
+    }
+
+    /// The publisher sends one PUBLISH; loop turns run until every delivery is sent.
+    pub fn publish(&mut self, topic: &str, payload: &[u8], delivery: Delivery) {
+        let packet = Packet::Publish(Publish {
+            dup: false,
+            retain: false,
+            delivery,
+            topic,
+            payload,
+            properties: Properties::EMPTY,
+        });
+        self.broker
+            .packet(ConnId(PUBLISHER as u64), &packet, self.now, &mut self.out);
+        self.turns();
+        self.ack_all();
+    }
+
+    /// Acknowledges every QoS 1 publish delivered so far.
+    pub fn ack_all(&mut self) {
+        for index in 0..self.to_ack.len() {
+            let (conn, id) = self.to_ack[index];
+            self.broker.packet(
+                ConnId(conn as u64),
+                &Packet::PubAck(Ack::new(id)),
+                self.now,
+                &mut self.out,
+            );
+        }
+        self.to_ack.clear();
+        self.turns();
+    }
+
+    /// Loop turns until the broker has nothing pending and every queue is empty.
+    pub fn turns(&mut self) {
+        loop {
+            let pending = self.broker.continue_fanout(&mut self.out);
+            self.carry_out();
+            self.send_all();
+            if !pending && self.out.sends.is_empty() {
+                return;
+            }
+        }
+    }
+
+    fn carry_out(&mut self) {
+        for (conn, chunk, droppable) in self.out.sends.drain(..) {
+            let index = conn.0 as usize;
+            if let Chunk::SharedWithId { id, .. } = &chunk {
+                self.to_ack.push((index, *id));
+            }
+            let pushed = self.queues[index].push(
+                chunk,
+                droppable,
+                self.limits.queue_bytes_max,
+                SlowConsumer::DropOldest,
+                &mut self.pool,
+            );
+            assert!(pushed.queued, "a reader that keeps up loses nothing");
+            self.dirty.push(index);
+        }
+        self.out.closes.clear();
+    }
+
+    /// One send per dirty connection, completed in full at once (a reader that keeps up).
+    fn send_all(&mut self) {
+        for index in self.dirty.drain(..) {
+            let queue = &mut self.queues[index];
+            let Some(msg) = queue.start_send(&mut self.pool) else {
+                continue;
+            };
+            let sent = send_len(msg);
+            self.delivered_bytes += sent as u64;
+            queue.complete_send(sent, &mut self.pool);
+        }
+    }
+}
+
+/// The bytes a `sendmsg` of `msg` would write.
+fn send_len(msg: *const libc::msghdr) -> usize {
+    #[allow(unsafe_code)]
+    // SAFETY: `msg` points at the send buffer of a queue whose send is in flight; it and its
+    // iovecs stay unchanged until `complete_send`.
+    unsafe {
+        let msg = &*msg;
+        std::slice::from_raw_parts(msg.msg_iov, msg.msg_iovlen)
+            .iter()
+            .map(|iov| iov.iov_len)
+            .sum()
+    }
+}
