@@ -109,6 +109,21 @@ fn stop_signals() -> libc::sigset_t {
     }
 }
 
+/// The cores this process may run on (its affinity mask, as `taskset` sets it), ascending.
+pub fn allowed_cores() -> io::Result<Vec<usize>> {
+    // SAFETY: the set is zero-initialised, filled by sched_getaffinity with its exact size,
+    // and only read through CPU_ISSET within CPU_SETSIZE.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok((0..libc::CPU_SETSIZE as usize)
+            .filter(|&core| libc::CPU_ISSET(core, &set))
+            .collect())
+    }
+}
+
 /// Pins the calling thread to `core`. Failure (a restricted cpuset) is reported, not fatal.
 pub fn pin_to_core(core: usize) -> io::Result<()> {
     // SAFETY: the set is zero-initialised then filled by CPU_SET, and passed by pointer with

@@ -128,12 +128,11 @@ impl Ring {
     }
 
     /// Submits what is queued and waits until at least one completion is ready or `timeout`
-    /// passes. A zero timeout only submits.
+    /// passes. A zero timeout does not wait, but still asks for completions: with deferred
+    /// task running the kernel posts receive and retried-send completions only when the
+    /// ring is asked for events, so a loop that stays busy (a fan-out sliced over turns) would
+    /// otherwise see no receive, accept or ping until it went idle.
     pub fn submit_and_wait(&mut self, timeout: Duration) -> io::Result<()> {
-        if timeout.is_zero() {
-            self.ring.submit()?;
-            return Ok(());
-        }
         let ts = Timespec::new()
             .sec(timeout.as_secs())
             .nsec(timeout.subsec_nanos());

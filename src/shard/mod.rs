@@ -87,13 +87,15 @@ pub fn spawn(
     std::thread::Builder::new()
         .name(format!("shard-{}", setup.id))
         .spawn(move || {
-            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-            if let Err(e) = sys::pin_to_core(setup.id % cores) {
-                warn!(
-                    "shard {}: cannot pin to core {}: {e}",
-                    setup.id,
-                    setup.id % cores
-                );
+            // Shard i takes the i-th core the process may use, so `taskset -c 1 fanfare`
+            // runs shard 0 on core 1.
+            let cores = sys::allowed_cores().unwrap_or_default();
+            let core = match cores.len() {
+                0 => setup.id,
+                len => cores[setup.id % len],
+            };
+            if let Err(e) = sys::pin_to_core(core) {
+                warn!("shard {}: cannot pin to core {core}: {e}", setup.id);
             }
             match Shard::new(setup) {
                 Ok(mut shard) => {
