@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 
 VENV=target/test-venv
 REQUIREMENTS=tests/python/requirements.txt
+NODE_TESTS=tests/node
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; fi
 
@@ -17,6 +18,9 @@ step() { printf '\n==> %s\n' "$*"; }
 missing=()
 command -v python3 >/dev/null || missing+=(python3)
 if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then missing+=(python3-venv); fi
+# MQTT.js runs on node's built-in test runner (node 18 or later).
+command -v node >/dev/null || missing+=(nodejs)
+command -v npm >/dev/null || missing+=(npm)
 if ((${#missing[@]})); then
     step "apt-get install ${missing[*]}"
     $SUDO apt-get update -qq
@@ -40,6 +44,12 @@ if [ ! -f "$stamp" ] || [ "$REQUIREMENTS" -nt "$stamp" ]; then
     step "pip install -r $REQUIREMENTS"
     "$VENV/bin/pip" install -q --disable-pip-version-check -r "$REQUIREMENTS"
     touch "$stamp"
+fi
+node_stamp="$NODE_TESTS/node_modules/.installed"
+if [ ! -f "$node_stamp" ] || [ "$NODE_TESTS/package-lock.json" -nt "$node_stamp" ]; then
+    step "npm ci in $NODE_TESTS"
+    (cd "$NODE_TESTS" && npm ci --no-audit --no-fund --loglevel=error)
+    touch "$node_stamp"
 fi
 
 # --- build and check -----------------------------------------------------------
@@ -67,6 +77,9 @@ if [ "$pytest_status" -ne 0 ]; then failed+=("pytest"); fi
 
 step "web tests (fanfare.js, demo page, browsers)"
 scripts/test-web.sh || failed+=("web tests")
+step "node --test $NODE_TESTS (MQTT.js)"
+FANFARE_BIN="${FANFARE_BIN:-target/debug/fanfare}" \
+    node --test --test-reporter=dot "$NODE_TESTS/" || failed+=("node --test")
 
 echo
 if ((${#failed[@]})); then

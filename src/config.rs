@@ -24,6 +24,10 @@ pub struct Limits {
     pub inflight_max: u16,
     /// Most incoming QoS 2 publishes awaiting PUBREL per session.
     pub inbound_qos2_max: u16,
+    /// Topic aliases an MQTT 5 client may set on one connection (§3.3.2.3.4), advertised as
+    /// Topic Alias Maximum in CONNACK. Each holds a copy of a topic name: worst case per
+    /// connection `topic_aliases_max` × `topic_bytes_max` = 64 × 1 KiB.
+    pub topic_aliases_max: u16,
     /// Bytes of QoS 1/2 messages queued for a session that is offline or whose in-flight window
     /// is full. Past it, the oldest queued message is dropped and counted.
     pub session_queue_bytes_max: u64,
@@ -70,6 +74,7 @@ impl Default for Limits {
             subscriptions_per_session_max: 1024,
             inflight_max: 32,
             inbound_qos2_max: 64,
+            topic_aliases_max: 64,
             session_queue_bytes_max: 1024 * 1024,
             queue_bytes_max: 64 * 1024,
             retained_messages_max: 100_000,
@@ -331,6 +336,7 @@ file_limits! {
     subscriptions_per_session_max: u32,
     inflight_max: u16,
     inbound_qos2_max: u16,
+    topic_aliases_max: u16,
     session_queue_bytes_max: u64,
     queue_bytes_max: u64,
     retained_messages_max: u32,

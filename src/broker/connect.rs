@@ -1,19 +1,39 @@
 //! CONNECT, takeover and the end of a connection: where sessions are created, resumed,
 //! parked offline and discarded, and where wills are published.
+//!
+//! MQTT 5 adds to CONNECT (§3.1.2.11): Session Expiry Interval (how long the session outlives
+//! the connection; replaces clean session = 0), Receive Maximum (the client's in-flight
+//! window), Maximum Packet Size (larger publishes are not sent to it), Topic Alias Maximum
+//! (aliases the broker may set; it sets none), Request Problem / Response Information (the
+//! broker sends no Reason Strings, User Properties or Response Information, so both are
+//! honoured as they stand), Authentication Method (see `auth.rs`); and will properties
+//! (§3.1.3.2), of which the Will Delay Interval is applied and the rest forwarded with the will.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::Broker;
+use super::auth::{AuthDecision, AuthRequest};
 use super::outbox::{Chunk, CloseReason, ConnId, Droppable, Outbox, RoutedMessage, Transport};
-use super::session::{Connection, Session};
+use super::session::{Connection, SESSION_NEVER_EXPIRES_S, Session};
 use super::slab::SessionKey;
+use super::timers::TimerKind;
 use super::wire;
-use crate::protocol::mqtt::{ConnAck, Connect, ConnectReturnCode, Packet, ProtocolVersion};
+use crate::protocol::mqtt::{
+    ConnAck, Connect, ConnectReturnCode, Disconnect, Packet, Properties, PropertiesBuf, Property,
+    ProtocolVersion, ReasonCode, property_id,
+};
 
 /// Candidates tried per shard when assigning a client identifier that hashes to this shard;
 /// past it any unused identifier will do (clean sessions never need to be found again).
 const ASSIGN_ATTEMPTS_PER_SHARD_MAX: usize = 64;
+
+/// Receive Maximum when the client sends none (§3.1.2.11.3).
+const RECEIVE_MAXIMUM_DEFAULT: u16 = 65_535;
+
+/// Largest packet MQTT can express: the Maximum Packet Size when the client sends none
+/// (§3.1.2.11.4).
+const PACKET_BYTES_PROTOCOL_MAX: u32 = 268_435_460;
 
 /// Appends a control packet (not a fanned-out publish) for `conn`.
 pub(crate) fn send_packet(
@@ -25,6 +45,54 @@ pub(crate) fn send_packet(
 ) {
     let bytes = wire::frame(packet, version, transport);
     out.send(conn, Chunk::Owned(bytes), Droppable::No);
+}
+
+/// Asks for the close of `conn`; an MQTT 5 client first gets a DISCONNECT saying why
+/// (§4.13.2), queued before the close so the network layer sends it before any WebSocket
+/// close frame.
+pub(crate) fn say_goodbye(
+    out: &mut Outbox,
+    conn: ConnId,
+    connection: &Connection,
+    reason: CloseReason,
+) {
+    if connection.version == ProtocolVersion::V5
+        && let Some(code) = reason.disconnect_reason()
+    {
+        let disconnect = Packet::Disconnect(Disconnect {
+            reason: code,
+            properties: Properties::EMPTY,
+        });
+        send_packet(
+            out,
+            conn,
+            connection.transport,
+            connection.version,
+            &disconnect,
+        );
+    }
+    out.close(conn, reason);
+}
+
+/// The will of a CONNECT as it will be published: MQTT 5 will properties forwarded except the
+/// Will Delay Interval, which is the broker's business, and the Message Expiry Interval, which
+/// starts when the will is published. Returns it with its expiry interval.
+fn will_message(connect: &Connect<'_>) -> Option<(Arc<RoutedMessage>, Option<u32>)> {
+    let will = connect.will.as_ref()?;
+    let mut message = RoutedMessage::new(will.topic, will.payload, will.qos, will.retain);
+    if !will.properties.is_empty() {
+        let mut forwarded = PropertiesBuf::new();
+        let skip = [
+            property_id::WILL_DELAY_INTERVAL,
+            property_id::MESSAGE_EXPIRY_INTERVAL,
+        ];
+        will.properties.copy_except(&skip, &mut forwarded);
+        message.properties = forwarded.as_properties().raw().into();
+    }
+    Some((
+        Arc::new(message),
+        will.properties.message_expiry_interval_s(),
+    ))
 }
 
 impl Broker {
@@ -39,53 +107,117 @@ impl Broker {
         now: Instant,
         out: &mut Outbox,
     ) {
+        self.now = now;
         if self.connections.contains_key(&conn) {
             // [MQTT-3.1.0-2]
             self.protocol_violation(conn, "second CONNECT", now, out);
             return;
         }
-        if connect.version == ProtocolVersion::V5 {
-            // Not implemented yet: answered the 3.1.1 way, as [MQTT-3.1.2-2] describes.
-            let code = ConnectReturnCode::UnacceptableProtocolVersion;
-            self.refuse(conn, transport, ProtocolVersion::V311, code, out);
+        let version = connect.version;
+        let v5 = version == ProtocolVersion::V5;
+        if let Err(reason) = self.authenticate(connect) {
+            self.refuse(conn, transport, version, reason, out);
             return;
         }
         let assigned;
         let client_id = if !connect.client_id.is_empty() {
             connect.client_id
-        } else if connect.version == ProtocolVersion::V311 && connect.clean_session {
-            // [MQTT-3.1.3-6]: the server assigns a unique identifier.
+        } else if v5 || (version == ProtocolVersion::V311 && connect.clean_session) {
+            // [MQTT-3.1.3-6]; MQTT 5 assigns one whatever Clean Start says and tells the
+            // client in CONNACK [MQTT-3.2.2-16].
             assigned = self.assign_client_id();
             &assigned
         } else {
             // [MQTT-3.1.3-8]; MQTT 3.1 requires 1 to 23 characters (longer ones are accepted
             // up to `client_id_bytes_max`, as most 3.1 servers do).
-            let code = ConnectReturnCode::IdentifierRejected;
-            self.refuse(conn, transport, connect.version, code, out);
+            let reason = ReasonCode::CLIENT_IDENTIFIER_NOT_VALID;
+            self.refuse(conn, transport, version, reason, out);
             return;
         };
         if client_id.len() > usize::from(self.limits.client_id_bytes_max) {
-            let code = ConnectReturnCode::IdentifierRejected;
-            self.refuse(conn, transport, connect.version, code, out);
+            let reason = ReasonCode::CLIENT_IDENTIFIER_NOT_VALID;
+            self.refuse(conn, transport, version, reason, out);
             return;
         }
+        let expiry_s = match (v5, connect.clean_session) {
+            (true, _) => connect.properties.session_expiry_interval_s().unwrap_or(0),
+            (false, true) => 0,
+            (false, false) => SESSION_NEVER_EXPIRES_S,
+        };
         self.take_over(client_id, now, out);
-        let (key, session_present) =
-            self.open_session(client_id, connect.version, !connect.clean_session);
-        self.attach(conn, transport, connect, key, now);
-        let connack = ConnAck::new(
-            // Session present exists in 3.1.1 only [MQTT-3.2.2-1..3].
-            session_present && connect.version == ProtocolVersion::V311,
-            ConnectReturnCode::Accepted,
-        );
-        send_packet(
+        let (key, session_present) = self.open_session(
+            client_id,
+            version,
+            !connect.clean_session,
+            expiry_s,
+            now,
             out,
-            conn,
-            transport,
-            connect.version,
-            &Packet::ConnAck(connack),
         );
+        self.attach(conn, transport, connect, key, now);
+        let connack = if v5 {
+            let assigned = connect.client_id.is_empty().then_some(client_id);
+            let properties = self.connack_properties(assigned);
+            let connack = ConnAck {
+                session_present,
+                reason: ReasonCode::SUCCESS,
+                properties: properties.as_properties(),
+            };
+            wire::frame(&Packet::ConnAck(connack), version, transport)
+        } else {
+            // Session present exists from 3.1.1 on [MQTT-3.2.2-1..3].
+            let present = session_present && version == ProtocolVersion::V311;
+            let connack = ConnAck::new(present, ConnectReturnCode::Accepted);
+            wire::frame(&Packet::ConnAck(connack), version, transport)
+        };
+        out.send(conn, Chunk::Owned(connack), Droppable::No);
         self.resume_outbound(key, out);
+    }
+
+    /// Runs the authentication hook for a CONNECT with an Authentication Method. `Err` holds
+    /// the CONNACK reason code of a refusal.
+    fn authenticate(&mut self, connect: &Connect<'_>) -> Result<(), ReasonCode> {
+        let Some(method) = connect.properties.authentication_method() else {
+            return Ok(());
+        };
+        let Some(authenticator) = self.authenticator.as_mut() else {
+            return Err(ReasonCode::BAD_AUTHENTICATION_METHOD);
+        };
+        if authenticator.method() != method {
+            return Err(ReasonCode::BAD_AUTHENTICATION_METHOD);
+        }
+        let request = AuthRequest {
+            client_id: connect.client_id,
+            username: connect.username,
+            password: connect.password,
+            data: connect.properties.authentication_data(),
+        };
+        match authenticator.authenticate(&request) {
+            AuthDecision::Accept => Ok(()),
+            AuthDecision::Refuse(reason) if reason.is_error() => Err(reason),
+            AuthDecision::Refuse(_) => Err(ReasonCode::NOT_AUTHORIZED),
+        }
+    }
+
+    /// What an MQTT 5 client must know of this server (§3.2.2.3). Maximum QoS is left out:
+    /// every QoS is supported. Shared subscriptions are announced as unavailable: SUBSCRIBE
+    /// answers `$share/` filters with 0x9E.
+    fn connack_properties(&self, assigned_client_id: Option<&str>) -> PropertiesBuf {
+        let mut properties = PropertiesBuf::new();
+        if let Some(id) = assigned_client_id {
+            properties.push(Property::AssignedClientIdentifier(id));
+        }
+        properties
+            .push(Property::ReceiveMaximum(self.limits.inbound_qos2_max))
+            .push(Property::RetainAvailable(1))
+            .push(Property::MaximumPacketSize(self.limits.packet_bytes_max));
+        if self.limits.topic_aliases_max > 0 {
+            properties.push(Property::TopicAliasMaximum(self.limits.topic_aliases_max));
+        }
+        properties
+            .push(Property::WildcardSubscriptionAvailable(1))
+            .push(Property::SubscriptionIdentifierAvailable(1))
+            .push(Property::SharedSubscriptionAvailable(0));
+        properties
     }
 
     /// The connection's socket is gone (peer closed, network error, or a decode error /
@@ -93,6 +225,7 @@ impl Broker {
     /// closing). Publishes the will unless DISCONNECT was received ([MQTT-3.1.2-8/10]).
     /// Idempotent; accepted for a connection the broker itself closed, or never saw.
     pub fn connection_lost(&mut self, conn: ConnId, now: Instant, out: &mut Outbox) {
+        self.now = now;
         self.end_connection(conn, None, true, now, out);
     }
 
@@ -104,17 +237,29 @@ impl Broker {
         now: Instant,
         out: &mut Outbox,
     ) {
+        self.close_for(conn, CloseReason::ProtocolViolation(rule), now, out);
+    }
+
+    /// Closes `conn` for a broken rule with `reason` (an MQTT 5 client gets a DISCONNECT with
+    /// its code), and publishes its will.
+    pub(crate) fn close_for(
+        &mut self,
+        conn: ConnId,
+        reason: CloseReason,
+        now: Instant,
+        out: &mut Outbox,
+    ) {
         self.stats.protocol_violations += 1;
         if self.connections.contains_key(&conn) {
-            let reason = CloseReason::ProtocolViolation(rule);
             self.end_connection(conn, Some(reason), true, now, out);
         } else {
-            out.close(conn, CloseReason::ProtocolViolation(rule));
+            out.close(conn, reason);
         }
     }
 
     /// Forgets `conn`, asks for its close (unless the socket is already gone), parks or
-    /// discards its session, then publishes its will if asked to.
+    /// discards its session, then publishes its will if asked to: at once, or after its Will
+    /// Delay Interval if the session outlives the connection (§3.1.3.2.2).
     ///
     /// The session is detached before the will is routed, so a client subscribed to its own
     /// will topic does not get it queued on the connection being closed.
@@ -126,23 +271,54 @@ impl Broker {
         now: Instant,
         out: &mut Outbox,
     ) {
-        let Some(connection) = self.connections.remove(&conn) else {
+        let Some(mut connection) = self.connections.remove(&conn) else {
             return;
         };
         if let Some(reason) = reason {
-            out.close(conn, reason);
+            say_goodbye(out, conn, &connection, reason);
         }
-        self.detach(connection.session);
-        if let (true, Some(will)) = (publish_will, connection.will) {
-            self.stats.wills_published += 1;
-            self.route(will, now, out);
+        let key = connection.session;
+        for will in self.detach(key, now) {
+            self.publish_will(will, now, out);
         }
+        let Some(will) = connection.will.take().filter(|_| publish_will) else {
+            return;
+        };
+        let will = match connection.will_expiry_s {
+            Some(expiry_s) => {
+                let mut message = RoutedMessage::clone(&will);
+                message.expires_at = now.checked_add(Duration::from_secs(expiry_s.into()));
+                Arc::new(message)
+            }
+            None => will,
+        };
+        match self.sessions.get_mut(key) {
+            Some(session) if connection.will_delay_s > 0 => {
+                session.will_stamp += 1;
+                session.delayed_will = Some(will);
+                let (stamp, delay_s) = (session.will_stamp, connection.will_delay_s);
+                self.timers
+                    .push(now, delay_s, key, stamp, TimerKind::WillDelay);
+            }
+            _ => self.publish_will(will, now, out),
+        }
+    }
+
+    pub(crate) fn publish_will(
+        &mut self,
+        will: Arc<RoutedMessage>,
+        now: Instant,
+        out: &mut Outbox,
+    ) {
+        self.stats.wills_published += 1;
+        self.route(will, None, now, out);
     }
 
     /// A second connection with a connected client's identifier closes the first
     /// [MQTT-3.1.4-2]. Its will is published: the first network connection ends without a
     /// DISCONNECT, which is exactly when [MQTT-3.1.2-8] asks for the will (Mosquitto does the
-    /// same). A client that wants no will on takeover sends DISCONNECT first.
+    /// same). A client that wants no will on takeover sends DISCONNECT first. An MQTT 5 will
+    /// with a delay is cancelled by the new connection resuming the session [MQTT-3.1.3-9].
     fn take_over(&mut self, client_id: &str, now: Instant, out: &mut Outbox) {
         let Some(&key) = self.client_ids.get(client_id) else {
             return;
@@ -154,16 +330,20 @@ impl Broker {
         self.end_connection(old, Some(CloseReason::SessionTakenOver), true, now, out);
     }
 
-    /// Resumes the offline session of `client_id` if `persistent`, else starts a new one
-    /// (discarding any previous session [MQTT-3.1.2-6]). Returns it and whether it was resumed.
+    /// Resumes the session of `client_id` if `resume` and it exists, else starts a new one
+    /// (discarding any previous session [MQTT-3.1.2-6], [MQTT-3.1.2-4]). Returns it and whether
+    /// it was resumed. A delayed will of the session is dropped: the client is back.
     fn open_session(
         &mut self,
         client_id: &str,
         version: ProtocolVersion,
-        persistent: bool,
+        resume: bool,
+        expiry_s: u32,
+        now: Instant,
+        out: &mut Outbox,
     ) -> (SessionKey, bool) {
         if let Some(&key) = self.client_ids.get(client_id) {
-            if persistent {
+            if resume {
                 let session = self
                     .sessions
                     .get_mut(key)
@@ -171,13 +351,19 @@ impl Broker {
                 debug_assert!(session.conn.is_none(), "take_over detached it");
                 self.offline.forget(session);
                 session.version = version;
+                session.expiry_s = expiry_s;
+                session.delayed_will = None;
                 return (key, true);
             }
-            self.discard_session(key);
+            if let Some(will) = self.discard_session(key) {
+                // The session ends here, before its will delay ran out: the will goes now
+                // (§3.1.3.2.2, "or the Session ends, whichever happens first").
+                self.publish_will(will, now, out);
+            }
         }
         let key = self
             .sessions
-            .insert(Session::new(client_id, version, persistent));
+            .insert(Session::new(client_id, version, expiry_s));
         self.client_ids.insert(client_id.into(), key);
         (key, false)
     }
@@ -195,20 +381,22 @@ impl Broker {
             .get_mut(key)
             .expect("open_session returned it");
         session.conn = Some(conn);
-        let will = connect.will.as_ref().map(|will| {
-            Arc::new(RoutedMessage {
-                topic: will.topic.into(),
-                payload: will.payload.into(),
-                qos: will.qos,
-                retain: will.retain,
-            })
-        });
+        let (will, will_expiry_s) = will_message(connect).unzip();
+        let will_delay_s = connect
+            .will
+            .as_ref()
+            .and_then(|will| will.properties.will_delay_interval_s())
+            .unwrap_or(0);
         // [MQTT-3.1.2-24]: one and a half times the keep-alive; 0 turns it off.
         let keep_alive_grace = (connect.keep_alive_s > 0)
             .then(|| Duration::from_millis(u64::from(connect.keep_alive_s) * 1500));
         if let Some(grace) = keep_alive_grace {
             self.deadlines.push(now + grace, conn);
         }
+        let properties = &connect.properties;
+        let receive_maximum = properties
+            .receive_maximum()
+            .unwrap_or(RECEIVE_MAXIMUM_DEFAULT);
         let connection = Connection {
             session: key,
             transport,
@@ -216,22 +404,36 @@ impl Broker {
             keep_alive_grace,
             last_packet_at: now,
             will,
+            will_expiry_s: will_expiry_s.flatten(),
+            will_delay_s,
+            send_window: receive_maximum.min(self.limits.inflight_max),
+            packet_bytes_max: properties
+                .maximum_packet_size_bytes()
+                .unwrap_or(PACKET_BYTES_PROTOCOL_MAX),
+            topic_aliases: Vec::new(),
         };
         self.connections.insert(conn, connection);
     }
 
-    /// The connection of `key` ended: a clean session ends with it [MQTT-3.1.2-6], a
-    /// persistent one goes offline, evicting the longest-offline session past the bound.
-    pub(crate) fn detach(&mut self, key: SessionKey) {
+    /// The connection of `key` ended: a session without expiry ends with it [MQTT-3.1.2-6],
+    /// one with an expiry goes offline until it runs out, evicting the longest-offline session
+    /// past the bound. Returns the delayed wills of sessions ended here, to publish.
+    pub(crate) fn detach(&mut self, key: SessionKey, now: Instant) -> Vec<Arc<RoutedMessage>> {
+        let mut wills = Vec::new();
         let Some(session) = self.sessions.get_mut(key) else {
-            return;
+            return wills;
         };
         session.conn = None;
-        if !session.persistent {
-            self.discard_session(key);
-            return;
+        if !session.persistent() {
+            wills.extend(self.discard_session(key));
+            return wills;
         }
         self.offline.push(key, session);
+        if session.expiry_s != SESSION_NEVER_EXPIRES_S {
+            let (expiry_s, ticket) = (session.expiry_s, session.offline_ticket);
+            self.timers
+                .push(now, expiry_s, key, ticket, TimerKind::SessionExpiry);
+        }
         let offline_max = self.limits.offline_sessions_per_shard_max as usize;
         loop {
             let sessions = &self.sessions;
@@ -240,14 +442,15 @@ impl Broker {
                 break;
             };
             self.stats.sessions_evicted += 1;
-            self.discard_session(oldest);
+            wills.extend(self.discard_session(oldest));
         }
+        wills
     }
 
-    fn discard_session(&mut self, key: SessionKey) {
-        let Some(mut session) = self.sessions.remove(key) else {
-            return;
-        };
+    /// Ends a session; returns its delayed will, which the caller publishes (the session ended
+    /// before the will delay did) or drops.
+    pub(crate) fn discard_session(&mut self, key: SessionKey) -> Option<Arc<RoutedMessage>> {
+        let mut session = self.sessions.remove(key)?;
         self.offline.forget(&mut session);
         for filter in session.subscriptions.keys() {
             self.trie.remove(filter, key);
@@ -255,18 +458,32 @@ impl Broker {
         if self.client_ids.get(&session.client_id) == Some(&key) {
             self.client_ids.remove(&session.client_id);
         }
+        session.delayed_will.take()
     }
 
+    /// CONNACK refusing the CONNECT with `reason`, then close. A 3.x client gets the return
+    /// code with the same meaning ([`ConnectReturnCode::from_reason_code`]), or 0x03 Server
+    /// unavailable when 3.x has none.
     fn refuse(
         &mut self,
         conn: ConnId,
         transport: Transport,
         version: ProtocolVersion,
-        code: ConnectReturnCode,
+        reason: ReasonCode,
         out: &mut Outbox,
     ) {
         self.stats.connects_refused += 1;
-        let connack = ConnAck::new(false, code);
+        let connack = if version == ProtocolVersion::V5 {
+            ConnAck {
+                session_present: false,
+                reason,
+                properties: Properties::EMPTY,
+            }
+        } else {
+            let code = ConnectReturnCode::from_reason_code(reason)
+                .unwrap_or(ConnectReturnCode::ServerUnavailable);
+            ConnAck::new(false, code)
+        };
         send_packet(out, conn, transport, version, &Packet::ConnAck(connack));
         out.close(conn, CloseReason::ConnectRefused);
     }

@@ -13,6 +13,13 @@
 //! [`Broker::continue_fanout`] once per turn. Subscribers are matched when a publish reaches
 //! the front, so parked publishes cost their message only. Order per publisher holds because
 //! one FIFO serves every publish of the shard.
+//!
+//! MQTT 5 per subscriber: No Local skips the publisher's own session [MQTT-3.8.3-3]; Retain As
+//! Published keeps RETAIN [MQTT-3.3.1-12]; the Subscription Identifiers of every matching
+//! subscription go with the one copy [MQTT-3.3.4-3]; a message past its expiry is not
+//! delivered [MQTT-3.3.2-5]; a packet larger than the client's Maximum Packet Size is not sent
+//! to it [MQTT-3.1.2-25]; and at most its Receive Maximum QoS 1/2 publishes are in flight
+//! [MQTT-3.3.4-9].
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -23,6 +30,7 @@ use super::outbound::{InflightState, Queued};
 use super::outbox::{Chunk, CloseReason, Droppable, Outbox, RoutedMessage, TopicKey};
 use super::retained::RetainOutcome;
 use super::slab::SessionKey;
+use super::subscription::{Grant, Matched, SubscriptionIds};
 use super::wire::{PublishCache, PublishVariant};
 use crate::config::{SlowConsumer, TopicPolicy};
 use crate::protocol::mqtt::topic::filter_matches;
@@ -40,12 +48,21 @@ pub const FANOUT_PARKED_MAX: usize = 4096;
 
 /// The publishes of this shard on their way to its subscribers.
 pub(crate) struct Fanout {
-    parked: VecDeque<Arc<RoutedMessage>>,
+    /// Each with the session that published it on this shard, for No Local.
+    parked: VecDeque<(Arc<RoutedMessage>, Option<SessionKey>)>,
     current: Option<InProgress>,
     /// Deliveries left in this turn.
     budget: usize,
     /// `[[policy]]` tables: topic filter and what to do when a subscriber's queue is full.
     policies: Vec<(Box<str>, SlowConsumer)>,
+}
+
+/// How one message goes to one session.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Outgoing {
+    pub(crate) qos: QoS,
+    pub(crate) retain: bool,
+    pub(crate) ids: SubscriptionIds,
 }
 
 /// The publish being delivered: its subscribers are in `Broker::matches`, from `next` on.
@@ -98,24 +115,31 @@ impl Broker {
 
     /// A publish from another shard: delivered to this shard's subscribers and applied to its
     /// retained replica.
-    pub fn deliver_remote(&mut self, message: Arc<RoutedMessage>, _now: Instant, out: &mut Outbox) {
+    pub fn deliver_remote(&mut self, message: Arc<RoutedMessage>, now: Instant, out: &mut Outbox) {
+        self.now = now;
         self.stats.remote_publishes_received += 1;
         if message.retain {
             self.retain(&message);
         }
-        self.deliver_local(message, out);
+        self.deliver_local(message, None, out);
     }
 
-    /// A publish that entered on this shard (a client's PUBLISH or a will): retained here,
-    /// delivered here, and pushed once for every other shard.
-    pub(crate) fn route(&mut self, message: Arc<RoutedMessage>, _now: Instant, out: &mut Outbox) {
+    /// A publish that entered on this shard (a client's PUBLISH, from session `publisher`, or
+    /// a will): retained here, delivered here, and pushed once for every other shard.
+    pub(crate) fn route(
+        &mut self,
+        message: Arc<RoutedMessage>,
+        publisher: Option<SessionKey>,
+        _now: Instant,
+        out: &mut Outbox,
+    ) {
         if message.retain {
             self.retain(&message);
         }
         if self.shard_count > 1 {
             out.to_other_shards.push(Arc::clone(&message));
         }
-        self.deliver_local(message, out);
+        self.deliver_local(message, publisher, out);
     }
 
     fn retain(&mut self, message: &Arc<RoutedMessage>) {
@@ -140,8 +164,13 @@ impl Broker {
 
     /// Every matching session of this shard, once each, with RETAIN=0 [MQTT-3.3.1-9]: now if
     /// the turn's budget allows, else in later turns, always after the publishes before it.
-    fn deliver_local(&mut self, message: Arc<RoutedMessage>, out: &mut Outbox) {
-        self.fanout.parked.push_back(message);
+    fn deliver_local(
+        &mut self,
+        message: Arc<RoutedMessage>,
+        publisher: Option<SessionKey>,
+        out: &mut Outbox,
+    ) {
+        self.fanout.parked.push_back((message, publisher));
         self.run_fanout(out);
     }
 
@@ -154,7 +183,7 @@ impl Broker {
             let mut current = match self.fanout.current.take() {
                 Some(current) => current,
                 None => match self.fanout.parked.pop_front() {
-                    Some(message) => self.start_fanout(message),
+                    Some((message, publisher)) => self.start_fanout(message, publisher),
                     None => return,
                 },
             };
@@ -166,11 +195,15 @@ impl Broker {
                     .min(current.next.saturating_add(self.fanout.budget))
             };
             for index in current.next..end {
-                let (key, granted) = self.matches[index];
-                let qos = granted.min(current.message.qos);
-                let droppable = current.droppable;
+                let (key, matched) = self.matches[index];
                 let message = &current.message;
-                self.deliver(key, qos, false, message, droppable, &mut current.cache, out);
+                let outgoing = Outgoing {
+                    qos: matched.qos.min(message.qos),
+                    retain: matched.retain_as_published && message.retain,
+                    ids: matched.ids,
+                };
+                let droppable = current.droppable;
+                self.deliver(key, outgoing, message, droppable, &mut current.cache, out);
             }
             let done = end - current.next;
             self.fanout.budget = self.fanout.budget.saturating_sub(done);
@@ -182,28 +215,39 @@ impl Broker {
     }
 
     /// Matches `message` against the trie into `self.matches`, each session once at the
-    /// highest QoS it was granted among its matching filters.
-    fn start_fanout(&mut self, message: Arc<RoutedMessage>) -> InProgress {
+    /// highest QoS it was granted among its matching filters. An expired message matches
+    /// nobody.
+    fn start_fanout(
+        &mut self,
+        message: Arc<RoutedMessage>,
+        publisher: Option<SessionKey>,
+    ) -> InProgress {
         self.fanout_seq += 1;
         let seq = self.fanout_seq;
         let matches = &mut self.matches;
         matches.clear();
         let sessions = &mut self.sessions;
-        self.trie
-            .for_each_match(&message.topic, &mut self.match_stack, |key, qos| {
-                let Some(session) = sessions.get_mut(key) else {
-                    debug_assert!(false, "the trie holds live sessions only");
-                    return;
-                };
-                if session.match_stamp == seq {
-                    let entry = &mut matches[session.match_slot];
-                    entry.1 = entry.1.max(qos);
-                } else {
-                    session.match_stamp = seq;
-                    session.match_slot = matches.len();
-                    matches.push((key, qos));
-                }
-            });
+        let expired = message.expired(self.now);
+        let visit = |key, grant: Grant| {
+            if grant.no_local && publisher == Some(key) {
+                return;
+            }
+            let Some(session) = sessions.get_mut(key) else {
+                debug_assert!(false, "the trie holds live sessions only");
+                return;
+            };
+            if session.match_stamp == seq {
+                matches[session.match_slot].1.merge(grant);
+            } else {
+                session.match_stamp = seq;
+                session.match_slot = matches.len();
+                matches.push((key, Matched::of(grant)));
+            }
+        };
+        if !expired {
+            self.trie
+                .for_each_match(&message.topic, &mut self.match_stack, visit);
+        }
         InProgress {
             droppable: self.fanout.droppable(&message.topic),
             message,
@@ -213,19 +257,21 @@ impl Broker {
     }
 
     /// Hands one message to one session: sent now, queued, or (QoS 0 while offline) skipped.
-    /// The session may have gone since it was matched: then nothing happens.
-    #[allow(clippy::too_many_arguments)]
+    /// The session may have gone since it was matched: then nothing happens. Nor when the
+    /// message expired, or is larger than the client accepts.
     fn deliver(
         &mut self,
         key: SessionKey,
-        qos: QoS,
-        retain: bool,
+        outgoing: Outgoing,
         message: &Arc<RoutedMessage>,
         droppable: Droppable,
         cache: &mut PublishCache,
         out: &mut Outbox,
     ) {
-        let inflight_max = self.limits.inflight_max;
+        let now = self.now;
+        if message.expired(now) {
+            return;
+        }
         let Some(session) = self.sessions.get_mut(key) else {
             return;
         };
@@ -234,49 +280,53 @@ impl Broker {
                 .get(&conn)
                 .map(|connection| (conn, connection))
         });
-        if qos == QoS::AtMostOnce {
+        let variant_of = |connection: &super::session::Connection| PublishVariant {
+            transport: connection.transport,
+            version: connection.version,
+            qos: outgoing.qos,
+            retain: outgoing.retain,
+            dup: false,
+        };
+        let ids = outgoing.ids;
+        if let Some((_, connection)) = connection {
+            let len = cache.packet_len(message, variant_of(connection), ids, now);
+            if len > connection.packet_bytes_max as usize {
+                self.stats.too_large_for_client += 1;
+                return;
+            }
+        }
+        if outgoing.qos == QoS::AtMostOnce {
             let Some((conn, connection)) = connection else {
                 return;
             };
-            let variant = PublishVariant {
-                transport: connection.transport,
-                version: connection.version,
-                qos,
-                retain,
-                dup: false,
-            };
-            let bytes = cache.shared(message, variant);
+            let bytes = cache.shared(message, variant_of(connection), ids, now);
             out.send(conn, Chunk::Shared(bytes), droppable);
             self.stats.deliveries += 1;
             return;
         }
         let queued = Queued {
             message: Arc::clone(message),
-            qos,
-            retain,
+            qos: outgoing.qos,
+            retain: outgoing.retain,
+            ids,
         };
         self.stats.deliveries += 1;
         match connection {
-            Some((conn, connection)) if session.outbound.has_room(inflight_max) => {
+            Some((conn, connection)) if session.outbound.has_room(connection.send_window) => {
                 let id = session.outbound.start(queued);
-                let variant = PublishVariant {
-                    transport: connection.transport,
-                    version: connection.version,
-                    qos,
-                    retain,
-                    dup: false,
-                };
-                out.send(conn, cache.with_id(message, variant, id), Droppable::No);
+                let chunk = cache.with_id(message, variant_of(connection), ids, now, id);
+                out.send(conn, chunk, Droppable::No);
             }
             connection => {
                 let queue_bytes_max = self.limits.session_queue_bytes_max;
                 let dropped = session.outbound.enqueue(queued, queue_bytes_max);
                 self.stats.session_queue_dropped += dropped;
-                if let Some((conn, _)) = connection.filter(|_| dropped > 0) {
+                if let Some((conn, connection)) = connection.filter(|_| dropped > 0) {
                     // Connected, yet neither acknowledging nor leaving room: QoS 1/2 may not
                     // be lost while the client is there, so the client goes instead.
                     self.stats.slow_consumer_closes += 1;
-                    out.close(conn, CloseReason::SlowConsumer);
+                    let reason = CloseReason::SlowConsumer;
+                    super::connect::say_goodbye(out, conn, connection, reason);
                 }
             }
         }
@@ -294,9 +344,14 @@ impl Broker {
         let Some(connection) = self.connections.get(&conn) else {
             return;
         };
+        let now = self.now;
         for entry in session.outbound.inflight() {
             match &entry.state {
-                InflightState::Published { message, retain } => {
+                InflightState::Published {
+                    message,
+                    retain,
+                    ids,
+                } => {
                     let variant = PublishVariant {
                         transport: connection.transport,
                         version: connection.version,
@@ -304,7 +359,7 @@ impl Broker {
                         retain: *retain,
                         dup: true,
                     };
-                    let chunk = PublishCache::new().with_id(message, variant, entry.id);
+                    let chunk = PublishCache::new().with_id(message, variant, *ids, now, entry.id);
                     out.send(conn, chunk, Droppable::No);
                 }
                 InflightState::Released => {
@@ -317,9 +372,10 @@ impl Broker {
         self.drain_queue(key, out);
     }
 
-    /// Sends queued messages while the window of `key` has room (at most `inflight_max`).
+    /// Sends queued messages while the window of `key` has room (at most its send window),
+    /// dropping those that expired or are larger than the client accepts.
     pub(crate) fn drain_queue(&mut self, key: SessionKey, out: &mut Outbox) {
-        let inflight_max = self.limits.inflight_max;
+        let now = self.now;
         let Some(session) = self.sessions.get_mut(key) else {
             return;
         };
@@ -329,7 +385,10 @@ impl Broker {
         let Some(connection) = self.connections.get(&conn) else {
             return;
         };
-        while let Some(queued) = session.outbound.dequeue(inflight_max) {
+        while let Some(queued) = session.outbound.dequeue(connection.send_window) {
+            if queued.message.expired(now) {
+                continue;
+            }
             let message = Arc::clone(&queued.message);
             let variant = PublishVariant {
                 transport: connection.transport,
@@ -338,19 +397,26 @@ impl Broker {
                 retain: queued.retain,
                 dup: false,
             };
+            let ids = queued.ids;
+            let mut cache = PublishCache::new();
+            if cache.packet_len(&message, variant, ids, now) > connection.packet_bytes_max as usize
+            {
+                self.stats.too_large_for_client += 1;
+                continue;
+            }
             let id: PacketId = session.outbound.start(queued);
-            let chunk = PublishCache::new().with_id(&message, variant, id);
+            let chunk = cache.with_id(&message, variant, ids, now, id);
             out.send(conn, chunk, Droppable::No);
         }
     }
 
     /// After a SUBSCRIBE: the retained messages matching `filter`, with RETAIN=1
-    /// [MQTT-3.3.1-6], at min(retained QoS, granted QoS).
+    /// [MQTT-3.3.1-6], at min(retained QoS, granted QoS), with the subscription's identifier.
     pub(crate) fn send_retained(
         &mut self,
         key: SessionKey,
         filter: &str,
-        granted: QoS,
+        grant: Grant,
         out: &mut Outbox,
     ) {
         let mut found = Vec::new();
@@ -359,10 +425,14 @@ impl Broker {
                 found.push(Arc::clone(message));
             });
         for message in found {
-            let qos = granted.min(message.qos);
+            let outgoing = Outgoing {
+                qos: grant.qos.min(message.qos),
+                retain: true,
+                ids: SubscriptionIds::of(grant.id),
+            };
             let droppable = self.fanout.droppable(&message.topic);
             let mut cache = PublishCache::new();
-            self.deliver(key, qos, true, &message, droppable, &mut cache, out);
+            self.deliver(key, outgoing, &message, droppable, &mut cache, out);
         }
     }
 }

@@ -1,18 +1,29 @@
 //! Every packet of a connection after its CONNECT: publishes and their acks in both
 //! directions, SUBSCRIBE / UNSUBSCRIBE, PINGREQ and DISCONNECT.
+//!
+//! MQTT 5 adds here: Topic Aliases on inbound publishes (§3.3.2.3.4), the Message Expiry
+//! Interval (§3.3.2.3.3), the Payload Format Indicator check (§3.3.2.3.2), reason codes on
+//! acknowledgements, subscription options and identifiers (§3.8.3.1, §3.8.2.1.2), one reason
+//! per filter in UNSUBACK (§3.11.3), and DISCONNECT with a reason and a new Session Expiry
+//! Interval (§3.14).
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::Broker;
 use super::connect::send_packet;
 use super::outbound::AckOutcome;
 use super::outbox::{CloseReason, ConnId, Outbox, RoutedMessage};
 use super::slab::SessionKey;
+use super::subscription::Grant;
 use crate::protocol::mqtt::{
-    Ack, Delivery, Packet, PacketId, Properties, Publish, SubAck, Subscribe, SubscribeReturnCode,
-    UnsubAck, Unsubscribe,
+    Ack, Delivery, Disconnect, Packet, PacketId, Properties, PropertiesBuf, ProtocolVersion,
+    Publish, ReasonCode, RetainHandling, SubAck, Subscribe, SubscribeReturnCode, UnsubAck,
+    Unsubscribe, property_id,
 };
+
+/// Prefix of an MQTT 5 shared subscription filter (§4.8.2).
+const SHARED_PREFIX: &str = "$share/";
 
 impl Broker {
     /// Any later packet of a connection. A second CONNECT or a packet only a server sends is a
@@ -22,12 +33,14 @@ impl Broker {
     /// the network layer never called `connect`) are ignored: the network layer hands a
     /// connection's first packet to `connect`, and may still drain packets read before a close.
     pub fn packet(&mut self, conn: ConnId, packet: &Packet<'_>, now: Instant, out: &mut Outbox) {
+        self.now = now;
         let Some(connection) = self.connections.get_mut(&conn) else {
             return;
         };
         // Any control packet counts for the keep-alive [MQTT-3.1.2-23].
         connection.last_packet_at = now;
         let key = connection.session;
+        let v5 = connection.version == ProtocolVersion::V5;
         match packet {
             Packet::Connect(_) => self.protocol_violation(conn, "second CONNECT", now, out),
             Packet::Publish(publish) => self.publish(conn, key, publish, now, out),
@@ -40,12 +53,19 @@ impl Broker {
                 self.after_ack(conn, key, *id, outcome, out);
             }
             Packet::PubRel(Ack { packet_id: id, .. }) => {
+                let mut known = false;
                 if let Some(session) = self.sessions.get_mut(key) {
+                    let before = session.inbound_qos2.len();
                     session.inbound_qos2.retain(|pending| pending != id);
+                    known = session.inbound_qos2.len() < before;
                 }
                 // Sent for an unknown identifier too: the PUBREL may repeat after a reconnect
-                // whose PUBCOMP was lost [MQTT-4.3.3-2].
-                self.reply(conn, &Packet::PubComp(Ack::new(*id)), out);
+                // whose PUBCOMP was lost [MQTT-4.3.3-2]. MQTT 5 says so with 0x92.
+                let mut pubcomp = Ack::new(*id);
+                if v5 && !known {
+                    pubcomp.reason = ReasonCode::PACKET_IDENTIFIER_NOT_FOUND;
+                }
+                self.reply(conn, &Packet::PubComp(pubcomp), out);
             }
             Packet::PubComp(Ack { packet_id: id, .. }) => {
                 let outcome = self.outbound_mut(key).map(|o| o.pubcomp(*id));
@@ -54,19 +74,17 @@ impl Broker {
             Packet::Subscribe(subscribe) => self.subscribe(conn, key, subscribe, out),
             Packet::Unsubscribe(unsubscribe) => self.unsubscribe(conn, key, unsubscribe, out),
             Packet::PingReq => self.reply(conn, &Packet::PingResp, out),
-            Packet::Disconnect(_) => {
-                // The will is discarded [MQTT-3.1.2-10].
-                let reason = Some(CloseReason::ClientDisconnected);
-                self.end_connection(conn, reason, false, now, out);
-            }
+            Packet::Disconnect(disconnect) => self.disconnect(conn, key, disconnect, now, out),
             Packet::ConnAck(_) => self.protocol_violation(conn, "CONNACK from a client", now, out),
             Packet::SubAck(_) => self.protocol_violation(conn, "SUBACK from a client", now, out),
             Packet::UnsubAck(_) => {
                 self.protocol_violation(conn, "UNSUBACK from a client", now, out)
             }
             Packet::PingResp => self.protocol_violation(conn, "PINGRESP from a client", now, out),
-            // Only MQTT 5 has AUTH, and MQTT 5 clients are refused at CONNECT for now.
-            Packet::Auth(_) => self.protocol_violation(conn, "AUTH is not supported", now, out),
+            // No multi-step authentication or re-authentication is offered (see `auth.rs`).
+            Packet::Auth(_) => {
+                self.protocol_violation(conn, "AUTH without an exchange in progress", now, out)
+            }
         }
     }
 
@@ -98,6 +116,72 @@ impl Broker {
         }
     }
 
+    /// DISCONNECT: the will is discarded [MQTT-3.1.2-10] unless an MQTT 5 client asks for it
+    /// with 0x04 (§3.14.2.1). An MQTT 5 client may change its Session Expiry Interval here,
+    /// but not from 0 to anything else [MQTT-3.14.2-2].
+    fn disconnect(
+        &mut self,
+        conn: ConnId,
+        key: SessionKey,
+        disconnect: &Disconnect<'_>,
+        now: Instant,
+        out: &mut Outbox,
+    ) {
+        if let Some(expiry_s) = disconnect.properties.session_expiry_interval_s()
+            && let Some(session) = self.sessions.get_mut(key)
+        {
+            if session.expiry_s == 0 && expiry_s != 0 {
+                let rule = "Session Expiry Interval set in DISCONNECT after 0 in CONNECT";
+                self.protocol_violation(conn, rule, now, out);
+                return;
+            }
+            session.expiry_s = expiry_s;
+        }
+        let publish_will = disconnect.reason == ReasonCode::DISCONNECT_WITH_WILL_MESSAGE;
+        let reason = Some(CloseReason::ClientDisconnected);
+        self.end_connection(conn, reason, publish_will, now, out);
+    }
+
+    /// The topic of an inbound publish, through the connection's Topic Aliases (§3.3.2.3.4):
+    /// a topic with an alias sets it, an empty topic with an alias uses it. `Err` when the
+    /// alias is 0, above `topic_aliases_max` [MQTT-3.3.2-9] or unknown; `Ok(None)` when the
+    /// publish's own topic stands (no copy of it is made then).
+    fn resolve_topic(
+        &mut self,
+        conn: ConnId,
+        publish: &Publish<'_>,
+    ) -> Result<Option<Box<str>>, ()> {
+        let aliases_max = usize::from(self.limits.topic_aliases_max);
+        let Some(connection) = self.connections.get_mut(&conn) else {
+            return Err(());
+        };
+        let Some(alias) = publish.properties.topic_alias() else {
+            return if publish.topic.is_empty() {
+                Err(())
+            } else {
+                Ok(None)
+            };
+        };
+        let index = usize::from(alias);
+        if index == 0 || index > aliases_max {
+            return Err(());
+        }
+        let aliases = &mut connection.topic_aliases;
+        if publish.topic.is_empty() {
+            return aliases
+                .get(index - 1)
+                .cloned()
+                .flatten()
+                .ok_or(())
+                .map(Some);
+        }
+        if aliases.len() < index {
+            aliases.resize(index, None);
+        }
+        aliases[index - 1] = Some(publish.topic.into());
+        Ok(None)
+    }
+
     /// A client's PUBLISH. Topics starting with `$` are delivered like any other: 3.1.1 only
     /// says they are reserved for server use (§4.7.2), and subscribers only get them through
     /// filters naming the `$` level explicitly [MQTT-4.7.2-1].
@@ -110,18 +194,54 @@ impl Broker {
         out: &mut Outbox,
     ) {
         self.stats.publishes_received += 1;
+        let Ok(aliased) = self.resolve_topic(conn, publish) else {
+            let reason = CloseReason::Refused(ReasonCode::TOPIC_ALIAS_INVALID, "topic alias");
+            self.close_for(conn, reason, now, out);
+            return;
+        };
+        let properties = &publish.properties;
+        // [MQTT-3.3.2-4] lets the receiver check a payload said to be UTF-8.
+        let bad_payload = properties.payload_format_indicator() == Some(1)
+            && std::str::from_utf8(publish.payload).is_err();
         let message = || {
-            Arc::new(RoutedMessage {
-                topic: publish.topic.into(),
-                payload: publish.payload.into(),
-                qos: publish.delivery.qos(),
-                retain: publish.retain,
-            })
+            let mut message = RoutedMessage::new(
+                aliased.as_deref().unwrap_or(publish.topic),
+                publish.payload,
+                publish.delivery.qos(),
+                publish.retain,
+            );
+            if !properties.is_empty() {
+                // Per connection or rewritten per subscriber [MQTT-3.3.2-7], [MQTT-3.3.4-4].
+                let skip = [
+                    property_id::TOPIC_ALIAS,
+                    property_id::SUBSCRIPTION_IDENTIFIER,
+                    property_id::MESSAGE_EXPIRY_INTERVAL,
+                ];
+                let mut forwarded = PropertiesBuf::new();
+                properties.copy_except(&skip, &mut forwarded);
+                message.properties = forwarded.as_properties().raw().into();
+                message.expires_at = properties
+                    .message_expiry_interval_s()
+                    .and_then(|s| now.checked_add(Duration::from_secs(s.into())));
+            }
+            Arc::new(message)
+        };
+        let refused = |id| Ack {
+            packet_id: id,
+            reason: ReasonCode::PAYLOAD_FORMAT_INVALID,
+            properties: Properties::EMPTY,
         };
         match publish.delivery {
-            Delivery::AtMostOnce => self.route(message(), now, out),
+            Delivery::AtMostOnce if bad_payload => {
+                let reason = CloseReason::Refused(ReasonCode::PAYLOAD_FORMAT_INVALID, "payload");
+                self.close_for(conn, reason, now, out);
+            }
+            Delivery::AtMostOnce => self.route(message(), Some(key), now, out),
+            Delivery::AtLeastOnce(id) if bad_payload => {
+                self.reply(conn, &Packet::PubAck(refused(id)), out)
+            }
             Delivery::AtLeastOnce(id) => {
-                self.route(message(), now, out);
+                self.route(message(), Some(key), now, out);
                 self.reply(conn, &Packet::PubAck(Ack::new(id)), out);
             }
             Delivery::ExactlyOnce(id) => {
@@ -135,27 +255,34 @@ impl Broker {
                     self.reply(conn, &Packet::PubRec(Ack::new(id)), out);
                     return;
                 }
+                if bad_payload {
+                    // Not kept: a PUBREC with an error ends the exchange (§4.3.3).
+                    self.reply(conn, &Packet::PubRec(refused(id)), out);
+                    return;
+                }
                 if session.inbound_qos2.len() >= inbound_qos2_max {
-                    self.protocol_violation(
-                        conn,
+                    // Our Receive Maximum, announced in CONNACK [MQTT-3.3.4-7].
+                    let reason = CloseReason::Refused(
+                        ReasonCode::RECEIVE_MAXIMUM_EXCEEDED,
                         "too many QoS 2 publishes awaiting PUBREL",
-                        now,
-                        out,
                     );
+                    self.close_for(conn, reason, now, out);
                     return;
                 }
                 session.inbound_qos2.push(id);
-                self.route(message(), now, out);
+                self.route(message(), Some(key), now, out);
                 self.reply(conn, &Packet::PubRec(Ack::new(id)), out);
             }
         }
     }
 
     /// SUBACK with one code per filter in order [MQTT-3.8.4-5], then the retained messages
-    /// of every granted filter (also when it replaced an existing one [MQTT-3.8.4-3]).
+    /// of every granted filter (also when it replaced an existing one [MQTT-3.8.4-3]), as the
+    /// MQTT 5 Retain Handling option says (§3.8.3.1).
     ///
     /// A filter past `subscriptions_per_session_max` gets 0x80. MQTT 3.1 has no failure
     /// code; 0x80 is sent to 3.1 clients too, as common 3.1 implementations understand it.
+    /// An MQTT 5 shared subscription (`$share/`) gets 0x9E: not offered.
     fn subscribe(
         &mut self,
         conn: ConnId,
@@ -167,9 +294,21 @@ impl Broker {
         let Some(session) = self.sessions.get_mut(key) else {
             return;
         };
+        let v5 = session.version == ProtocolVersion::V5;
+        // At most one identifier per SUBSCRIBE; the decoder refused more (§3.8.2.1.2).
+        let id = subscribe
+            .properties
+            .subscription_identifiers()
+            .next()
+            .unwrap_or(0);
         let mut codes = Vec::with_capacity(subscribe.filters.len());
+        let mut retained = Vec::new();
         for &(filter, options) in &subscribe.filters {
-            let qos = options.qos;
+            if v5 && filter.starts_with(SHARED_PREFIX) {
+                let reason = ReasonCode::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED;
+                codes.push(SubscribeReturnCode::Refused(reason));
+                continue;
+            }
             let known = session.subscriptions.contains_key(filter);
             if !known && session.subscriptions.len() >= subscriptions_max {
                 self.stats.subscriptions_refused += 1;
@@ -177,24 +316,33 @@ impl Broker {
                 continue;
             }
             // Granted QoS = requested QoS: every QoS is supported.
-            session.subscriptions.insert(filter.into(), qos);
-            self.trie.insert(filter, key, qos);
-            codes.push(SubscribeReturnCode::Granted(qos));
+            let grant = Grant::new(options, id);
+            session.subscriptions.insert(filter.into(), grant);
+            self.trie.insert(filter, key, grant);
+            codes.push(SubscribeReturnCode::Granted(options.qos));
+            let send_retained = match options.retain_handling {
+                RetainHandling::SendAtSubscribe => true,
+                RetainHandling::SendAtNewSubscribe => !known,
+                RetainHandling::DoNotSend => false,
+            };
+            if send_retained {
+                retained.push((filter, grant));
+            }
         }
         let suback = SubAck {
             packet_id: subscribe.packet_id,
             codes,
             properties: Properties::EMPTY,
         };
-        self.reply(conn, &Packet::SubAck(suback.clone()), out);
-        for (&(filter, _), code) in subscribe.filters.iter().zip(&suback.codes) {
-            if let SubscribeReturnCode::Granted(qos) = *code {
-                self.send_retained(key, filter, qos, out);
-            }
+        self.reply(conn, &Packet::SubAck(suback), out);
+        for (filter, grant) in retained {
+            self.send_retained(key, filter, grant, out);
         }
     }
 
-    /// Removes each filter; UNSUBACK even when nothing was subscribed [MQTT-3.10.4-5].
+    /// Removes each filter; UNSUBACK even when nothing was subscribed [MQTT-3.10.4-5], with
+    /// one reason per filter for MQTT 5 [MQTT-3.11.3-1]: Success or 0x11 No subscription
+    /// existed.
     fn unsubscribe(
         &mut self,
         conn: ConnId,
@@ -202,17 +350,28 @@ impl Broker {
         unsubscribe: &Unsubscribe<'_>,
         out: &mut Outbox,
     ) {
+        let mut reasons = Vec::new();
         if let Some(session) = self.sessions.get_mut(key) {
+            let v5 = session.version == ProtocolVersion::V5;
             for &filter in &unsubscribe.filters {
-                if session.subscriptions.remove(filter).is_some() {
+                let existed = session.subscriptions.remove(filter).is_some();
+                if existed {
                     self.trie.remove(filter, key);
+                }
+                if v5 {
+                    reasons.push(if existed {
+                        ReasonCode::SUCCESS
+                    } else {
+                        ReasonCode::NO_SUBSCRIPTION_EXISTED
+                    });
                 }
             }
         }
-        self.reply(
-            conn,
-            &Packet::UnsubAck(UnsubAck::new(unsubscribe.packet_id)),
-            out,
-        );
+        let unsuback = UnsubAck {
+            packet_id: unsubscribe.packet_id,
+            reasons,
+            properties: Properties::EMPTY,
+        };
+        self.reply(conn, &Packet::UnsubAck(unsuback), out);
     }
 }

@@ -18,6 +18,7 @@
 //! as immutable [`RoutedMessage`]s.
 
 #[doc(hidden)]
+pub mod auth;
 pub mod bench_support;
 mod connect;
 mod fanout;
@@ -28,6 +29,8 @@ pub mod outbox;
 mod retained;
 mod session;
 mod slab;
+mod subscription;
+mod timers;
 mod topic_trie;
 mod wire;
 
@@ -37,16 +40,18 @@ mod tests;
 use std::collections::HashMap;
 use std::time::Instant;
 
+pub use auth::{AuthDecision, AuthRequest, Authenticator};
 pub use fanout::{FANOUT_DELIVERIES_PER_TURN_MAX, FANOUT_PARKED_MAX};
 pub use outbox::*;
 
 use crate::config::Limits;
-use crate::protocol::mqtt::QoS;
 use fanout::Fanout;
 use keep_alive::{DUE_PER_TICK_MAX, Deadlines};
 use retained::{RetainedStack, RetainedStore};
 use session::{Connection, OfflineSessions, Session};
 use slab::{SessionKey, Slab};
+use subscription::{Grant, Matched};
+use timers::{SessionTimers, TimerKind};
 use topic_trie::{MatchStack, TopicTrie};
 
 /// Counters for logs and metrics. Gauges are current sizes; the rest count since start.
@@ -65,6 +70,8 @@ pub struct BrokerStats {
     pub session_queue_dropped: u64,
     /// Connections closed because their QoS 1/2 window and session queue were full.
     pub slow_consumer_closes: u64,
+    /// Deliveries skipped because the packet exceeded the client's MQTT 5 Maximum Packet Size.
+    pub too_large_for_client: u64,
     /// Retained publishes not stored because of `retained_messages_max` (still forwarded).
     pub retained_rejected: u64,
     /// Filters refused with SUBACK 0x80 because of `subscriptions_per_session_max`.
@@ -87,15 +94,22 @@ pub struct Broker {
     client_ids: HashMap<Box<str>, SessionKey>,
     connections: HashMap<ConnId, Connection>,
     offline: OfflineSessions,
-    trie: TopicTrie,
+    trie: TopicTrie<Grant>,
     retained: RetainedStore,
     deadlines: Deadlines,
+    /// Session expiry and will delay deadlines of MQTT 5 sessions.
+    timers: SessionTimers,
+    /// The latest time a caller gave; the clock of work carried over between turns (sliced
+    /// fan-out), where it decides whether a message expired and what interval remains.
+    now: Instant,
+    /// MQTT 5 enhanced authentication, if one is plugged in.
+    authenticator: Option<Box<dyn Authenticator>>,
     /// Publishes on their way to this shard's subscribers, delivered in slices per turn.
     fanout: Fanout,
     /// Sequence number of the last fan-out, stamped on matched sessions to deliver once.
     fanout_seq: u64,
     /// Scratch buffers reused by every publish, so fan-out does not allocate once warm.
-    matches: Vec<(SessionKey, QoS)>,
+    matches: Vec<(SessionKey, Matched)>,
     match_stack: MatchStack,
     retained_stack: RetainedStack,
     /// Counter behind identifiers assigned to clients that sent an empty one.
@@ -118,6 +132,9 @@ impl Broker {
             offline: OfflineSessions::new(),
             trie: TopicTrie::new(),
             deadlines: Deadlines::new(),
+            timers: SessionTimers::new(),
+            now: Instant::now(),
+            authenticator: None,
             fanout: Fanout::new(),
             fanout_seq: 0,
             matches: Vec::new(),
@@ -144,6 +161,8 @@ impl Broker {
     /// [MQTT-3.1.2-24] and publishes their wills. At most `DUE_PER_TICK_MAX` deadlines are
     /// examined per call.
     pub fn tick(&mut self, now: Instant, out: &mut Outbox) {
+        self.now = now;
+        self.expire_sessions(now, out);
         for _ in 0..DUE_PER_TICK_MAX {
             let Some(conn) = self.deadlines.pop_due(now) else {
                 break;
@@ -167,6 +186,46 @@ impl Broker {
             .compact(connections.len(), |conn| connections.contains_key(&conn));
     }
 
+    /// Ends offline MQTT 5 sessions whose Session Expiry Interval ran out and publishes wills
+    /// whose Will Delay Interval did; at most `DUE_PER_TICK_MAX` per call.
+    fn expire_sessions(&mut self, now: Instant, out: &mut Outbox) {
+        for _ in 0..DUE_PER_TICK_MAX {
+            let Some((key, stamp, kind)) = self.timers.pop_due(now) else {
+                break;
+            };
+            let Some(session) = self.sessions.get_mut(key) else {
+                continue;
+            };
+            match kind {
+                TimerKind::SessionExpiry if session.offline_ticket == stamp => {
+                    if let Some(will) = self.discard_session(key) {
+                        self.publish_will(will, now, out);
+                    }
+                }
+                TimerKind::WillDelay if session.will_stamp == stamp => {
+                    if let Some(will) = session.delayed_will.take() {
+                        self.publish_will(will, now, out);
+                    }
+                }
+                TimerKind::SessionExpiry | TimerKind::WillDelay => {}
+            }
+        }
+        let sessions = &self.sessions;
+        self.timers
+            .compact(sessions.len(), |key, stamp, kind| match sessions.get(key) {
+                Some(session) => match kind {
+                    TimerKind::SessionExpiry => session.offline_ticket == stamp,
+                    TimerKind::WillDelay => session.will_stamp == stamp,
+                },
+                None => false,
+            });
+    }
+
+    /// Plugs in MQTT 5 enhanced authentication (see [`auth`]).
+    pub fn set_authenticator(&mut self, authenticator: Box<dyn Authenticator>) {
+        self.authenticator = Some(authenticator);
+    }
+
     /// Graceful shutdown: closes every connection with `ServerShutdown`.
     ///
     /// Wills are not published: they tell subscribers that a client vanished, and here the
@@ -177,10 +236,12 @@ impl Broker {
         self.fanout.clear();
         let mut conns: Vec<ConnId> = self.connections.keys().copied().collect();
         conns.sort_unstable();
+        let now = self.now;
         for conn in conns {
             if let Some(connection) = self.connections.remove(&conn) {
-                out.close(conn, CloseReason::ServerShutdown);
-                self.detach(connection.session);
+                connect::say_goodbye(out, conn, &connection, CloseReason::ServerShutdown);
+                // Evicted sessions' delayed wills are dropped with everything else.
+                self.detach(connection.session, now);
             }
         }
     }

@@ -12,6 +12,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use super::outbox::RoutedMessage;
+use super::subscription::SubscriptionIds;
 use crate::protocol::mqtt::{PacketId, QoS};
 
 /// Where an outgoing QoS 1/2 publish stands.
@@ -21,6 +22,7 @@ pub(crate) enum InflightState {
     Published {
         message: Arc<RoutedMessage>,
         retain: bool,
+        ids: SubscriptionIds,
     },
     /// PUBREC received and PUBREL sent, waiting for PUBCOMP; the message itself is released.
     Released,
@@ -38,8 +40,11 @@ pub(crate) struct Inflight {
 pub(crate) struct Queued {
     pub(crate) message: Arc<RoutedMessage>,
     pub(crate) qos: QoS,
-    /// RETAIN=1 only for retained messages sent because of a SUBSCRIBE [MQTT-3.3.1-8/9].
+    /// RETAIN=1 for retained messages sent because of a SUBSCRIBE [MQTT-3.3.1-8/9], and for
+    /// live ones through an MQTT 5 Retain As Published subscription.
     pub(crate) retain: bool,
+    /// The MQTT 5 Subscription Identifiers it is delivered with [MQTT-3.3.4-3].
+    pub(crate) ids: SubscriptionIds,
 }
 
 impl Queued {
@@ -146,6 +151,7 @@ impl Outbound {
             state: InflightState::Published {
                 message: queued.message,
                 retain: queued.retain,
+                ids: queued.ids,
             },
         });
         id
@@ -217,14 +223,10 @@ mod tests {
 
     fn queued(qos: QoS, payload_bytes: usize) -> Queued {
         Queued {
-            message: Arc::new(RoutedMessage {
-                topic: "t".into(),
-                payload: vec![0; payload_bytes].into(),
-                qos,
-                retain: false,
-            }),
+            message: Arc::new(RoutedMessage::new("t", &vec![0; payload_bytes], qos, false)),
             qos,
             retain: false,
+            ids: SubscriptionIds::default(),
         }
     }
 

@@ -6,9 +6,10 @@
 use std::num::NonZeroU64;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::config::SlowConsumer;
-use crate::protocol::mqtt::{PacketId, QoS};
+use crate::protocol::mqtt::{PacketId, QoS, ReasonCode};
 
 /// A connection as the network layer names it. Opaque to the broker; never reused while the
 /// broker may still refer to it (the network layer puts a generation in it).
@@ -129,6 +130,27 @@ pub enum CloseReason {
     /// QoS 1/2 publishes outgrew the in-flight window and `session_queue_bytes_max` while the
     /// client was connected: it does not acknowledge, and may not lose them.
     SlowConsumer,
+    /// The client broke a rule for which MQTT 5 names a reason code other than Protocol Error
+    /// (Topic Alias invalid, Receive Maximum exceeded, Payload format invalid, ...). An MQTT 5
+    /// client got a DISCONNECT with that code first.
+    Refused(ReasonCode, &'static str),
+}
+
+impl CloseReason {
+    /// The reason code of the DISCONNECT an MQTT 5 client gets before the broker closes its
+    /// connection (§3.14.2.1, §4.13.2); `None` when none is sent (the client disconnected, or
+    /// the CONNECT was refused with a CONNACK).
+    pub const fn disconnect_reason(self) -> Option<ReasonCode> {
+        match self {
+            CloseReason::ConnectRefused | CloseReason::ClientDisconnected => None,
+            CloseReason::SessionTakenOver => Some(ReasonCode::SESSION_TAKEN_OVER),
+            CloseReason::KeepAliveTimeout => Some(ReasonCode::KEEP_ALIVE_TIMEOUT),
+            CloseReason::ProtocolViolation(_) => Some(ReasonCode::PROTOCOL_ERROR),
+            CloseReason::ServerShutdown => Some(ReasonCode::SERVER_SHUTTING_DOWN),
+            CloseReason::SlowConsumer => Some(ReasonCode::QUOTA_EXCEEDED),
+            CloseReason::Refused(reason, _) => Some(reason),
+        }
+    }
 }
 
 /// A publish leaving its shard: owned, immutable, shared by every shard that receives it.
@@ -138,6 +160,41 @@ pub struct RoutedMessage {
     pub payload: Box<[u8]>,
     pub qos: QoS,
     pub retain: bool,
+    /// The MQTT 5 properties of the message as forwarded to every subscriber (§3.3.2.3):
+    /// validated PUBLISH property bytes without Topic Alias, Subscription Identifiers and
+    /// Message Expiry Interval, which the broker writes per subscriber. Copied once at the
+    /// routing boundary; empty for 3.x publishers. 3.x subscribers never see them.
+    pub properties: Box<[u8]>,
+    /// When the Message Expiry Interval runs out (§3.3.2.3.3): past it the message is not
+    /// delivered to anyone, and until then subscribers get the interval that remains.
+    pub expires_at: Option<Instant>,
+}
+
+impl RoutedMessage {
+    /// A message without MQTT 5 properties or expiry: what a 3.x client publishes.
+    pub fn new(topic: &str, payload: &[u8], qos: QoS, retain: bool) -> RoutedMessage {
+        RoutedMessage {
+            topic: topic.into(),
+            payload: payload.into(),
+            qos,
+            retain,
+            properties: Box::default(),
+            expires_at: None,
+        }
+    }
+
+    /// Whether the message expired at `now` and may no longer be delivered [MQTT-3.3.2-5].
+    pub fn expired(&self, now: Instant) -> bool {
+        self.expires_at.is_some_and(|at| at <= now)
+    }
+
+    /// The Message Expiry Interval to send at `now`: what remains, rounded up so that a message
+    /// still deliverable never says 0 [MQTT-3.3.2-6].
+    pub fn remaining_expiry_s(&self, now: Instant) -> Option<u32> {
+        let left = self.expires_at?.saturating_duration_since(now);
+        let seconds = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+        Some(u32::try_from(seconds.max(1)).unwrap_or(u32::MAX))
+    }
 }
 
 #[derive(Debug, Default)]

@@ -211,12 +211,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn message(topic: &str, payload: &[u8]) -> Arc<RoutedMessage> {
-        Arc::new(RoutedMessage {
-            topic: topic.into(),
-            payload: payload.into(),
-            qos: QoS::AtMostOnce,
-            retain: true,
-        })
+        Arc::new(RoutedMessage::new(topic, payload, QoS::AtMostOnce, true))
     }
 
     fn topics(store: &RetainedStore, filter: &str) -> Vec<String> {

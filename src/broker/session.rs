@@ -1,10 +1,13 @@
 //! A session ([MQTT-3.1.2-4]): what the broker remembers about a client identifier, and the
 //! connection currently attached to it, if any.
 //!
-//! A session with clean session = 1 lives exactly as long as its connection; one with clean
-//! session = 0 outlives it and waits, offline, for the client to come back. Offline sessions are
-//! bounded per shard (`offline_sessions_per_shard_max`); past it the one disconnected longest
-//! ago is evicted, which is allowed since 3.1.1 leaves how long a session is kept to the server.
+//! A 3.x session with clean session = 1 lives exactly as long as its connection; one with clean
+//! session = 0 outlives it and waits, offline, for the client to come back. An MQTT 5 session
+//! outlives its connection by its Session Expiry Interval (§3.1.2.11.2; 0 = not at all,
+//! 0xFFFFFFFF = never expires), which the client sets in CONNECT and may change in DISCONNECT.
+//! Offline sessions are bounded per shard (`offline_sessions_per_shard_max`); past it the one
+//! disconnected longest ago is evicted, which is allowed since 3.1.1 leaves how long a session
+//! is kept to the server, and MQTT 5 lets the server end a session early (§4.1).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -13,19 +16,25 @@ use std::time::{Duration, Instant};
 use super::outbound::Outbound;
 use super::outbox::{ConnId, RoutedMessage, Transport};
 use super::slab::SessionKey;
-use crate::protocol::mqtt::{PacketId, ProtocolVersion, QoS};
+use super::subscription::Grant;
+use crate::protocol::mqtt::{PacketId, ProtocolVersion};
+
+/// Session Expiry Interval meaning "never expires" (§3.1.2.11.2); what clean session = 0 means
+/// in 3.x.
+pub(crate) const SESSION_NEVER_EXPIRES_S: u32 = u32::MAX;
 
 pub(crate) struct Session {
     pub(crate) client_id: Box<str>,
     /// The protocol of the last connection: kept per session so MQTT 5 session state (expiry,
     /// properties) has a place to go.
     pub(crate) version: ProtocolVersion,
-    /// Clean session = 0: the session survives its connection.
-    pub(crate) persistent: bool,
+    /// How long the session outlives its connection: 0 = it ends with it (3.x clean session
+    /// = 1), [`SESSION_NEVER_EXPIRES_S`] = until evicted (3.x clean session = 0).
+    pub(crate) expiry_s: u32,
     pub(crate) conn: Option<ConnId>,
-    /// Filter → granted QoS, mirrored in the topic trie. At most
+    /// Filter → what was granted, mirrored in the topic trie. At most
     /// `subscriptions_per_session_max` entries.
-    pub(crate) subscriptions: HashMap<Box<str>, QoS>,
+    pub(crate) subscriptions: HashMap<Box<str>, Grant>,
     pub(crate) outbound: Outbound,
     /// QoS 2 publishes received (PUBREC sent) whose PUBREL has not arrived: a PUBLISH with one
     /// of these ids is not delivered again ([MQTT-4.3.3-2], method B). At most
@@ -38,14 +47,19 @@ pub(crate) struct Session {
     /// allocating per publish.
     pub(crate) match_stamp: u64,
     pub(crate) match_slot: usize,
+    /// An MQTT 5 will waiting for its Will Delay Interval (§3.1.3.2.2) after the connection
+    /// ended; dropped if the client comes back first [MQTT-3.1.3-9]. Its deadline sits in the
+    /// broker's timers with `will_stamp`.
+    pub(crate) delayed_will: Option<Arc<RoutedMessage>>,
+    pub(crate) will_stamp: u64,
 }
 
 impl Session {
-    pub(crate) fn new(client_id: &str, version: ProtocolVersion, persistent: bool) -> Session {
+    pub(crate) fn new(client_id: &str, version: ProtocolVersion, expiry_s: u32) -> Session {
         Session {
             client_id: client_id.into(),
             version,
-            persistent,
+            expiry_s,
             conn: None,
             subscriptions: HashMap::new(),
             outbound: Outbound::new(),
@@ -53,7 +67,14 @@ impl Session {
             offline_ticket: 0,
             match_stamp: 0,
             match_slot: 0,
+            delayed_will: None,
+            will_stamp: 0,
         }
+    }
+
+    /// Whether the session survives its connection.
+    pub(crate) fn persistent(&self) -> bool {
+        self.expiry_s > 0
     }
 }
 
@@ -66,8 +87,21 @@ pub(crate) struct Connection {
     /// [MQTT-3.1.2-24].
     pub(crate) keep_alive_grace: Option<Duration>,
     pub(crate) last_packet_at: Instant,
-    /// Cleared by DISCONNECT [MQTT-3.1.2-10].
+    /// Cleared by DISCONNECT [MQTT-3.1.2-10], unless its reason is 0x04 (§3.14.2.1).
     pub(crate) will: Option<Arc<RoutedMessage>>,
+    /// MQTT 5 Message Expiry Interval of `will`, counted from when it is published.
+    pub(crate) will_expiry_s: Option<u32>,
+    /// MQTT 5 Will Delay Interval of `will` (§3.1.3.2.2); 0 before MQTT 5.
+    pub(crate) will_delay_s: u32,
+    /// QoS 1/2 publishes that may be in flight to the client: min(its Receive Maximum,
+    /// `inflight_max`) [MQTT-3.3.4-9].
+    pub(crate) send_window: u16,
+    /// Largest packet the client accepts (its Maximum Packet Size, §3.1.2.11.4); a publish
+    /// larger than it is not sent to this client [MQTT-3.1.2-25].
+    pub(crate) packet_bytes_max: u32,
+    /// Inbound Topic Aliases of an MQTT 5 client (§3.3.2.3.4): index = alias - 1, at most
+    /// `topic_aliases_max` entries, each a topic of at most `topic_bytes_max`.
+    pub(crate) topic_aliases: Vec<Option<Box<str>>>,
 }
 
 /// Persistent sessions whose client is away, oldest disconnection first.

@@ -1,6 +1,7 @@
 //! The subscription index of one shard: a trie keyed by topic level, with the single-level
 //! (`+`) and multi-level (`#`) wildcards as dedicated children, holding per filter the sessions
-//! subscribed to it and their granted QoS.
+//! subscribed to it and what they were granted (a QoS, or the broker's `Grant` with the MQTT 5
+//! subscription options).
 //!
 //! A publish walks the trie once with an explicit stack (no recursion, no allocation per level:
 //! levels are byte offsets into the topic name), so its cost is bounded by the number of trie
@@ -19,8 +20,7 @@ use crate::protocol::mqtt::QoS;
 /// The root node: the parent of the first level of every filter.
 const ROOT: u32 = 0;
 
-#[derive(Default)]
-struct Node {
+struct Node<V> {
     /// The node one level up; meaningless for the root.
     parent: u32,
     /// This node's level in its parent (`+` and `#` included), used to unlink it when pruning.
@@ -30,13 +30,27 @@ struct Node {
     hash: Option<u32>,
     /// Sessions subscribed to the filter ending at this node, in a vector so fan-out iterates
     /// contiguous memory.
-    subscribers: Vec<(SessionKey, QoS)>,
+    subscribers: Vec<(SessionKey, V)>,
     /// Where each session sits in `subscribers`, so unsubscribing is O(1) even on a topic with
     /// a million subscribers (a linear search would make a mass disconnect quadratic).
     positions: HashMap<SessionKey, u32>,
 }
 
-impl Node {
+impl<V> Default for Node<V> {
+    fn default() -> Self {
+        Node {
+            parent: 0,
+            level: Box::default(),
+            children: HashMap::new(),
+            plus: None,
+            hash: None,
+            subscribers: Vec::new(),
+            positions: HashMap::new(),
+        }
+    }
+}
+
+impl<V> Node<V> {
     fn is_empty(&self) -> bool {
         self.subscribers.is_empty()
             && self.children.is_empty()
@@ -49,15 +63,15 @@ impl Node {
 /// matching does not allocate once warm.
 pub(crate) type MatchStack = Vec<(u32, usize)>;
 
-pub(crate) struct TopicTrie {
-    nodes: Vec<Node>,
+pub(crate) struct TopicTrie<V: Copy = QoS> {
+    nodes: Vec<Node<V>>,
     /// Vacant node slots, reused before the vector grows.
     free: Vec<u32>,
     subscription_count: usize,
 }
 
-impl TopicTrie {
-    pub(crate) fn new() -> TopicTrie {
+impl<V: Copy> TopicTrie<V> {
+    pub(crate) fn new() -> TopicTrie<V> {
         TopicTrie {
             nodes: vec![Node::default()],
             free: Vec::new(),
@@ -70,9 +84,9 @@ impl TopicTrie {
         self.subscription_count
     }
 
-    /// Subscribes `session` to `filter` with `qos`; replaces the QoS if it is already
+    /// Subscribes `session` to `filter` with `qos`; replaces what was granted if it is already
     /// subscribed ([MQTT-3.8.4-3]). Returns whether the subscription is new.
-    pub(crate) fn insert(&mut self, filter: &str, session: SessionKey, qos: QoS) -> bool {
+    pub(crate) fn insert(&mut self, filter: &str, session: SessionKey, qos: V) -> bool {
         let mut node = ROOT;
         for level in filter.split('/') {
             node = self.child_or_insert(node, level);
@@ -117,7 +131,7 @@ impl TopicTrie {
         &self,
         topic: &str,
         stack: &mut MatchStack,
-        mut visit: impl FnMut(SessionKey, QoS),
+        mut visit: impl FnMut(SessionKey, V),
     ) {
         // A position is the byte offset where the next level starts; `end` means every level
         // of the topic has been consumed.

@@ -5,12 +5,21 @@
 //! RETAIN × DUP) and shares those bytes: QoS 0 subscribers share one `Rc<[u8]>`; QoS 1/2
 //! subscribers share it too, each with only its own two-byte packet identifier beside it
 //! ([`Chunk::SharedWithId`]), so no payload is copied per subscriber.
+//!
+//! An MQTT 5 publish carries the message's own properties plus what differs per subscriber
+//! (its Subscription Identifiers) or per moment (the Message Expiry Interval that remains):
+//! MQTT 5 subscribers with the same identifiers share one encoding, keyed by variant and
+//! identifiers. 3.x subscribers get no properties: their protocol cannot carry them.
 
+use std::collections::HashMap;
 use std::rc::Rc;
+use std::time::Instant;
 
 use super::outbox::{Chunk, RoutedMessage, Transport};
+use super::subscription::SubscriptionIds;
 use crate::protocol::mqtt::{
-    Delivery, Packet, PacketId, Properties, ProtocolVersion, Publish, QoS, encode, encoded_len,
+    Delivery, Packet, PacketId, Properties, PropertiesBuf, Property, PropertyScope,
+    ProtocolVersion, Publish, PublishV5, QoS, encode, encode_publish_v5, encoded_len,
     publish_packet_id_offset,
 };
 use crate::protocol::ws::frame::{Opcode, header_len, write_frame_header};
@@ -66,11 +75,17 @@ const SLOTS: usize = 2 * 3 * 3 * 2 * 2;
 struct Template {
     bytes: Rc<[u8]>,
     id_offset: Option<usize>,
+    /// Bytes of the MQTT packet alone (without WebSocket framing), for a client's Maximum
+    /// Packet Size.
+    packet_len: usize,
 }
 
 /// The encodings of one message, made on first use by each wire variant.
 pub(crate) struct PublishCache {
     slots: [Option<Template>; SLOTS],
+    /// MQTT 5 encodings with Subscription Identifiers, keyed by slot and identifiers; at most
+    /// one per distinct set among the subscribers of this message.
+    with_ids: HashMap<(usize, SubscriptionIds), Template>,
 }
 
 /// Placeholder identifier of a template; every copy gets the subscriber's own.
@@ -80,13 +95,31 @@ impl PublishCache {
     pub(crate) fn new() -> PublishCache {
         PublishCache {
             slots: std::array::from_fn(|_| None),
+            with_ids: HashMap::new(),
         }
     }
 
+    /// Bytes of the MQTT packet `variant` sends (without WebSocket framing).
+    pub(crate) fn packet_len(
+        &mut self,
+        message: &RoutedMessage,
+        variant: PublishVariant,
+        ids: SubscriptionIds,
+        now: Instant,
+    ) -> usize {
+        self.template(message, variant, ids, now).packet_len
+    }
+
     /// The shared bytes of a QoS 0 publish of `message`.
-    pub(crate) fn shared(&mut self, message: &RoutedMessage, variant: PublishVariant) -> Rc<[u8]> {
+    pub(crate) fn shared(
+        &mut self,
+        message: &RoutedMessage,
+        variant: PublishVariant,
+        ids: SubscriptionIds,
+        now: Instant,
+    ) -> Rc<[u8]> {
         debug_assert_eq!(variant.qos, QoS::AtMostOnce, "only QoS 0 is shared");
-        Rc::clone(&self.template(message, variant).bytes)
+        Rc::clone(&self.template(message, variant, ids, now).bytes)
     }
 
     /// A QoS 1/2 publish of `message` carrying `id`: the shared template and the identifier.
@@ -94,10 +127,12 @@ impl PublishCache {
         &mut self,
         message: &RoutedMessage,
         variant: PublishVariant,
+        ids: SubscriptionIds,
+        now: Instant,
         id: PacketId,
     ) -> Chunk {
         debug_assert_ne!(variant.qos, QoS::AtMostOnce, "QoS 0 has no identifier");
-        let template = self.template(message, variant);
+        let template = self.template(message, variant, ids, now);
         let offset = template
             .id_offset
             .expect("a QoS 1/2 publish has an identifier");
@@ -112,26 +147,90 @@ impl PublishCache {
         }
     }
 
-    fn template(&mut self, message: &RoutedMessage, variant: PublishVariant) -> &Template {
-        self.slots[variant.slot()].get_or_insert_with(|| {
-            let publish = Publish {
-                dup: variant.dup,
-                retain: variant.retain,
-                delivery: Delivery::with_qos(variant.qos, TEMPLATE_ID),
-                topic: &message.topic,
-                payload: &message.payload,
-                properties: Properties::EMPTY,
-            };
-            let offset = publish_packet_id_offset(&publish, variant.version);
-            let packet = Packet::Publish(publish);
-            let bytes = frame(&packet, variant.version, variant.transport);
-            // The WebSocket header sits before the MQTT packet.
-            let header_len = bytes.len() - encoded_len(&packet, variant.version);
-            Template {
-                bytes: Rc::from(bytes),
-                id_offset: offset.map(|offset| offset + header_len),
-            }
-        })
+    fn template(
+        &mut self,
+        message: &RoutedMessage,
+        variant: PublishVariant,
+        ids: SubscriptionIds,
+        now: Instant,
+    ) -> &Template {
+        let slot = variant.slot();
+        if variant.version != ProtocolVersion::V5 {
+            return self.slots[slot].get_or_insert_with(|| encode_v3(message, variant));
+        }
+        if ids.is_empty() {
+            return self.slots[slot].get_or_insert_with(|| encode_v5(message, variant, ids, now));
+        }
+        self.with_ids
+            .entry((slot, ids))
+            .or_insert_with(|| encode_v5(message, variant, ids, now))
+    }
+}
+
+fn encode_v3(message: &RoutedMessage, variant: PublishVariant) -> Template {
+    let publish = Publish {
+        dup: variant.dup,
+        retain: variant.retain,
+        delivery: Delivery::with_qos(variant.qos, TEMPLATE_ID),
+        topic: &message.topic,
+        payload: &message.payload,
+        properties: Properties::EMPTY,
+    };
+    let offset = publish_packet_id_offset(&publish, variant.version);
+    let packet = Packet::Publish(publish);
+    let bytes = frame(&packet, variant.version, variant.transport);
+    let packet_len = encoded_len(&packet, variant.version);
+    // The WebSocket header sits before the MQTT packet.
+    let header_len = bytes.len() - packet_len;
+    Template {
+        bytes: Rc::from(bytes),
+        id_offset: offset.map(|offset| offset + header_len),
+        packet_len,
+    }
+}
+
+/// An MQTT 5 publish: the message's properties, then the remaining Message Expiry Interval
+/// [MQTT-3.3.2-6] and the subscriber's Subscription Identifiers [MQTT-3.3.4-3].
+fn encode_v5(
+    message: &RoutedMessage,
+    variant: PublishVariant,
+    ids: SubscriptionIds,
+    now: Instant,
+) -> Template {
+    let own = match Properties::parse(&message.properties, PropertyScope::Publish) {
+        Ok(properties) => properties,
+        Err(_) => {
+            debug_assert!(false, "routed properties were validated when received");
+            Properties::EMPTY
+        }
+    };
+    let mut extra = PropertiesBuf::new();
+    if let Some(remaining_s) = message.remaining_expiry_s(now) {
+        extra.push(Property::MessageExpiryInterval(remaining_s));
+    }
+    for &id in ids.as_slice() {
+        extra.push(Property::SubscriptionIdentifier(id));
+    }
+    let publish = Publish {
+        dup: variant.dup,
+        retain: variant.retain,
+        delivery: Delivery::with_qos(variant.qos, TEMPLATE_ID),
+        topic: &message.topic,
+        payload: &message.payload,
+        properties: own,
+    };
+    let layout = PublishV5::measure(&publish, extra.as_properties());
+    let mut bytes = Vec::with_capacity(layout.len + header_len(layout.len));
+    if variant.transport == Transport::Ws {
+        write_frame_header(Opcode::Binary, true, layout.len, &mut bytes);
+    }
+    let header_len = bytes.len();
+    let written = encode_publish_v5(&publish, extra.as_properties(), &mut bytes);
+    debug_assert_eq!(written, layout);
+    Template {
+        bytes: Rc::from(bytes),
+        id_offset: layout.packet_id_offset.map(|offset| offset + header_len),
+        packet_len: layout.len,
     }
 }
 
@@ -140,12 +239,7 @@ mod tests {
     use super::*;
 
     fn message(payload_bytes: usize) -> RoutedMessage {
-        RoutedMessage {
-            topic: "a/b".into(),
-            payload: vec![7; payload_bytes].into(),
-            qos: QoS::ExactlyOnce,
-            retain: false,
-        }
+        RoutedMessage::new("a/b", &vec![7; payload_bytes], QoS::ExactlyOnce, false)
     }
 
     #[test]
@@ -161,7 +255,11 @@ mod tests {
                     retain: true,
                     dup: true,
                 };
-                let patched = PublishCache::new().with_id(&message, variant, id).to_vec();
+                let ids = SubscriptionIds::default();
+                let now = Instant::now();
+                let patched = PublishCache::new()
+                    .with_id(&message, variant, ids, now, id)
+                    .to_vec();
                 let direct = frame(
                     &Packet::Publish(Publish {
                         dup: true,

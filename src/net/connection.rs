@@ -96,9 +96,9 @@ impl CloseCause {
             CloseCause::HttpServed(_) => None,
             CloseCause::Ws(error) => Some(error.close_code()),
             CloseCause::WsClosedByPeer(_) => Some(1000),
-            CloseCause::Decode(_) | CloseCause::Broker(CloseReason::ProtocolViolation(_)) => {
-                Some(1002)
-            }
+            CloseCause::Decode(_)
+            | CloseCause::Broker(CloseReason::ProtocolViolation(_))
+            | CloseCause::Broker(CloseReason::Refused(..)) => Some(1002),
             CloseCause::Broker(CloseReason::ServerShutdown) | CloseCause::Shutdown => Some(1001),
             CloseCause::SendQueueOverflow | CloseCause::Broker(CloseReason::SlowConsumer) => {
                 Some(1008)
@@ -118,6 +118,9 @@ impl std::fmt::Display for CloseCause {
             CloseCause::Broker(CloseReason::KeepAliveTimeout) => f.write_str("keep-alive timeout"),
             CloseCause::Broker(CloseReason::ProtocolViolation(why)) => {
                 write!(f, "protocol violation: {why}")
+            }
+            CloseCause::Broker(CloseReason::Refused(reason, why)) => {
+                write!(f, "{why} (reason code {:#04x})", reason.0)
             }
             CloseCause::Broker(CloseReason::SlowConsumer) => f.write_str(
                 "QoS 1/2 publishes unacknowledged past inflight_max and session_queue_bytes_max",

@@ -11,7 +11,8 @@ use crate::config::Config;
 use crate::http::{self, Site};
 use crate::net::connection::{CloseCause, Connection, Phase};
 use crate::protocol::mqtt::{
-    ConnAck, ConnectReturnCode, DecodeError, DecodeLimits, Packet, ProtocolVersion, decode, encode,
+    ConnAck, DecodeError, DecodeLimits, Disconnect, Packet, Properties, ProtocolVersion,
+    ReasonCodeOf, decode, encode,
 };
 use crate::protocol::ws::frame::{FeedError, FrameLimits, WsEvent, write_binary_frame, write_pong};
 use crate::protocol::ws::handshake::{
@@ -164,18 +165,13 @@ fn decode_all(cx: &mut Ingest<'_>, conn: &mut Connection, bytes: &[u8]) -> (Flow
             _ => None,
         };
         let (packet, len) = match decode(&bytes[used..], version, cx.decode_limits) {
-            // The codec reads MQTT 5 but the broker does not serve it yet: refused as an
-            // unsupported level, before any handoff.
-            Ok(Some((Packet::Connect(connect), _))) if connect.version == ProtocolVersion::V5 => {
-                let error = DecodeError::UnsupportedProtocolVersion;
-                refuse_connect(cx, conn.transport, error.connack_code());
-                return (Flow::Close(CloseCause::Decode(error)), used);
-            }
             Ok(Some(decoded)) => decoded,
             Ok(None) => return (Flow::Continue, used),
             Err(error) => {
-                if version.is_none() {
-                    refuse_connect(cx, conn.transport, error.connack_code());
+                match version {
+                    None => refuse_connect(cx, conn.transport, &bytes[used..], error),
+                    Some(ProtocolVersion::V5) => disconnect_v5(cx, conn.transport, error),
+                    Some(_) => {}
                 }
                 return (Flow::Close(CloseCause::Decode(error)), used);
             }
@@ -217,18 +213,57 @@ fn dispatch(cx: &mut Ingest<'_>, conn: &mut Connection, packet: &Packet<'_>) -> 
     }
 }
 
-/// Answers a CONNECT the codec rejected with the CONNACK code the spec gives for it, when it
-/// gives one ([MQTT-3.1.2-2]: unacceptable protocol level → 0x01, then close).
-fn refuse_connect(cx: &mut Ingest<'_>, transport: Transport, code: Option<ConnectReturnCode>) {
-    let Some(code) = code else { return };
-    let mut packet = Vec::with_capacity(4);
-    let connack = Packet::ConnAck(ConnAck::new(false, code));
-    encode(&connack, ProtocolVersion::V311, &mut packet);
+/// Answers a CONNECT the codec rejected, when the spec gives an answer. A CONNECT whose
+/// protocol level reads 5 gets an MQTT 5 CONNACK with the error's reason code
+/// ([MQTT-3.2.2-8], §4.13.1); an earlier level gets the 3.1.1 return code the spec gives for
+/// the error, if any ([MQTT-3.1.2-2]: unacceptable protocol level → 0x01), then the close.
+fn refuse_connect(cx: &mut Ingest<'_>, transport: Transport, bytes: &[u8], error: DecodeError) {
+    let reason = error.reason_code();
+    let (version, connack) = if connect_level(bytes) == Some(ProtocolVersion::V5.level())
+        && reason.is_valid_for(ReasonCodeOf::ConnAck)
+    {
+        let connack = ConnAck {
+            session_present: false,
+            reason,
+            properties: Properties::EMPTY,
+        };
+        (ProtocolVersion::V5, connack)
+    } else {
+        let Some(code) = error.connack_code() else {
+            return;
+        };
+        (ProtocolVersion::V311, ConnAck::new(false, code))
+    };
+    send_framed(cx, transport, version, &Packet::ConnAck(connack));
+}
+
+/// An MQTT 5 connection sent a packet the codec rejected: DISCONNECT with the error's reason
+/// code before the close (§4.13.2, [MQTT-4.13.2-1]).
+fn disconnect_v5(cx: &mut Ingest<'_>, transport: Transport, error: DecodeError) {
+    let reason = error.reason_code();
+    if !reason.is_valid_for(ReasonCodeOf::Disconnect) {
+        return;
+    }
+    let disconnect = Packet::Disconnect(Disconnect {
+        reason,
+        properties: Properties::EMPTY,
+    });
+    send_framed(cx, transport, ProtocolVersion::V5, &disconnect);
+}
+
+fn send_framed(
+    cx: &mut Ingest<'_>,
+    transport: Transport,
+    version: ProtocolVersion,
+    packet: &Packet<'_>,
+) {
+    let mut bytes = Vec::with_capacity(8);
+    encode(packet, version, &mut bytes);
     let bytes = match transport {
-        Transport::Tcp => packet,
+        Transport::Tcp => bytes,
         Transport::Ws => {
-            let mut framed = Vec::with_capacity(packet.len() + 2);
-            write_binary_frame(&packet, &mut framed);
+            let mut framed = Vec::with_capacity(bytes.len() + 2);
+            write_binary_frame(&bytes, &mut framed);
             framed
         }
     };
@@ -277,4 +312,47 @@ fn serve_file(cx: &mut Ingest<'_>, conn: &mut Connection, refusal: HandshakeErro
         cx.out.send(cx.id, Chunk::Shared(body), Droppable::No);
     }
     Flow::Close(CloseCause::HttpServed(reply.status))
+}
+
+/// The protocol level byte of the CONNECT at the start of `bytes`, if that much of it is
+/// there: type byte, remaining length (1 to 4 bytes), protocol name (a 2-byte length and the
+/// name), then the level (MQTT 5 §3.1.2.2).
+fn connect_level(bytes: &[u8]) -> Option<u8> {
+    if bytes.first()? >> 4 != 1 {
+        return None;
+    }
+    let mut at = 1;
+    loop {
+        let byte = *bytes.get(at)?;
+        at += 1;
+        if byte & 0x80 == 0 {
+            break;
+        }
+        if at > 4 {
+            return None;
+        }
+    }
+    let name_len = usize::from(u16::from_be_bytes([*bytes.get(at)?, *bytes.get(at + 1)?]));
+    bytes.get(at + 2 + name_len).copied()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::connect_level;
+
+    #[test]
+    fn connect_level_reads_the_level_byte() {
+        // CONNECT, remaining length 16, "MQTT", level 5, ...
+        let v5 = [
+            0x10, 16, 0, 4, b'M', b'Q', b'T', b'T', 5, 2, 0, 60, 0, 0, 0, 0, 0, 0,
+        ];
+        assert_eq!(connect_level(&v5), Some(5));
+        let v31 = [
+            0x10, 0x80, 0x01, 0, 6, b'M', b'Q', b'I', b's', b'd', b'p', 3,
+        ];
+        assert_eq!(connect_level(&v31), Some(3));
+        assert_eq!(connect_level(&v5[..5]), None);
+        assert_eq!(connect_level(&[0x30, 0]), None);
+        assert_eq!(connect_level(&[0x10, 0xff, 0xff, 0xff, 0xff, 0]), None);
+    }
 }

@@ -1,6 +1,7 @@
 //! CONNECT, client identifiers, takeover, session lifetimes, shutdown.
 
 use super::*;
+use crate::protocol::mqtt::ReasonCode;
 use crate::protocol::mqtt::{
     ConnectReturnCode, Disconnect, Packet, Properties, ProtocolVersion, QoS, Will,
 };
@@ -62,17 +63,18 @@ fn connack_codes_and_client_ids() {
         vec![Got::ConnAck(false, ConnectReturnCode::IdentifierRejected)]
     );
 
-    // MQTT 5 is not served yet.
-    let mut client = Client::new("v5");
+    // MQTT 5, persistent, empty id: assigned (tested in `v5.rs`); too long: 0x85.
+    let mut client = Client::new(&long);
     client.version = ProtocolVersion::V5;
     let step = h.connect(6, &client);
-    assert_eq!(
-        step.to(6),
-        vec![Got::ConnAck(
+    assert!(matches!(
+        &step.to(6)[..],
+        [Got::ConnAck5(
             false,
-            ConnectReturnCode::UnacceptableProtocolVersion
+            ReasonCode::CLIENT_IDENTIFIER_NOT_VALID,
+            _
         )]
-    );
+    ));
     assert_eq!(h.broker.stats().connects_refused, 4);
 
     // A refused connection is then reported lost: nothing happens.

@@ -4,6 +4,7 @@
 mod connect;
 mod qos;
 mod retained;
+mod v5;
 mod wills;
 mod wire;
 
@@ -15,8 +16,8 @@ use std::time::{Duration, Instant};
 use super::*;
 use crate::protocol::mqtt::{
     ConnAck, Connect, ConnectReturnCode, DecodeLimits, Delivery, Packet, PacketId, Properties,
-    ProtocolVersion, Publish, QoS, Subscribe, SubscribeReturnCode, SubscriptionOptions, Will,
-    decode_from_server,
+    ProtocolVersion, Publish, QoS, ReasonCode, Subscribe, SubscribeReturnCode, SubscriptionOptions,
+    Will, decode_from_server,
 };
 
 /// A packet the broker sent, owned so tests can keep it.
@@ -31,6 +32,14 @@ pub(super) enum Got {
     SubAck(u16, Vec<SubscribeReturnCode>),
     UnsubAck(u16),
     PingResp,
+    /// MQTT 5 CONNACK: session present, reason, raw properties.
+    ConnAck5(bool, ReasonCode, Vec<u8>),
+    /// An MQTT 5 acknowledgement with a reason other than Success: packet type, id, reason.
+    AckReason(u8, u16, ReasonCode),
+    /// MQTT 5 UNSUBACK with its reasons.
+    UnsubAck5(u16, Vec<ReasonCode>),
+    /// MQTT 5 DISCONNECT from the server.
+    Disconnect(ReasonCode),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,6 +50,8 @@ pub(super) struct Pub {
     pub(super) id: Option<u16>,
     pub(super) retain: bool,
     pub(super) dup: bool,
+    /// Raw MQTT 5 properties (empty for 3.x).
+    pub(super) properties: Vec<u8>,
 }
 
 pub(super) fn id(value: u16) -> PacketId {
@@ -72,7 +83,22 @@ pub(super) fn decode_all(bytes: &[u8], transport: Transport, version: ProtocolVe
         .expect("the broker sends valid packets")
         .expect("complete");
     assert_eq!(used, bytes.len(), "one packet per chunk");
+    let v5 = version == ProtocolVersion::V5;
+    let ack = |kind: u8, ack: &crate::protocol::mqtt::Ack<'_>| {
+        (ack.reason != ReasonCode::SUCCESS)
+            .then(|| Got::AckReason(kind, ack.packet_id.get(), ack.reason))
+    };
     vec![match packet {
+        Packet::ConnAck(ConnAck {
+            session_present,
+            reason,
+            properties,
+        }) if v5 => Got::ConnAck5(session_present, reason, properties.raw().to_vec()),
+        Packet::PubAck(a) if v5 && ack(4, &a).is_some() => ack(4, &a).expect("checked"),
+        Packet::PubRec(a) if v5 && ack(5, &a).is_some() => ack(5, &a).expect("checked"),
+        Packet::PubComp(a) if v5 && ack(7, &a).is_some() => ack(7, &a).expect("checked"),
+        Packet::UnsubAck(u) if v5 => Got::UnsubAck5(u.packet_id.get(), u.reasons),
+        Packet::Disconnect(d) => Got::Disconnect(d.reason),
         Packet::ConnAck(ConnAck {
             session_present,
             reason,
@@ -88,6 +114,7 @@ pub(super) fn decode_all(bytes: &[u8], transport: Transport, version: ProtocolVe
             id: p.delivery.packet_id().map(PacketId::get),
             retain: p.retain,
             dup: p.dup,
+            properties: p.properties.raw().to_vec(),
         }),
         Packet::PubAck(i) => Got::PubAck(i.packet_id.get()),
         Packet::PubRec(i) => Got::PubRec(i.packet_id.get()),
@@ -135,6 +162,7 @@ pub(super) struct Harness {
     pub(super) wires: HashMap<ConnId, (Transport, ProtocolVersion)>,
 }
 
+#[derive(Clone)]
 pub(super) struct Client<'a> {
     pub(super) id: &'a str,
     pub(super) clean: bool,
@@ -142,6 +170,8 @@ pub(super) struct Client<'a> {
     pub(super) transport: Transport,
     pub(super) keep_alive_s: u16,
     pub(super) will: Option<Will<'a>>,
+    /// CONNECT properties (MQTT 5).
+    pub(super) properties: Properties<'a>,
 }
 
 impl<'a> Client<'a> {
@@ -153,6 +183,14 @@ impl<'a> Client<'a> {
             transport: Transport::Tcp,
             keep_alive_s: 0,
             will: None,
+            properties: Properties::EMPTY,
+        }
+    }
+
+    pub(super) fn v5(id: &'a str) -> Client<'a> {
+        Client {
+            version: ProtocolVersion::V5,
+            ..Client::new(id)
         }
     }
 
@@ -233,14 +271,10 @@ impl Harness {
             will: client.will.clone(),
             username: None,
             password: None,
-            properties: Properties::EMPTY,
-        };
-        let wire_version = match client.version {
-            ProtocolVersion::V5 => ProtocolVersion::V311,
-            version => version,
+            properties: client.properties,
         };
         self.wires
-            .insert(ConnId(conn), (client.transport, wire_version));
+            .insert(ConnId(conn), (client.transport, client.version));
         let now = self.at(s);
         self.broker
             .connect(ConnId(conn), client.transport, &connect, now, &mut out);
@@ -310,6 +344,7 @@ pub(super) fn pub_got(
         id,
         retain,
         dup,
+        properties: Vec::new(),
     }
 }
 

@@ -153,7 +153,7 @@ fn inbound_qos2_delivered_once_and_survives_reconnect() {
 }
 
 #[test]
-fn inbound_qos2_past_its_limit_is_a_violation() {
+fn inbound_qos2_past_its_limit_exceeds_the_receive_maximum() {
     let limits = Limits {
         inbound_qos2_max: 2,
         ..Limits::default()
@@ -167,7 +167,13 @@ fn inbound_qos2_past_its_limit_is_a_violation() {
     let step = h.packet(1, &publish("t", b"x", Delivery::ExactlyOnce(id(3)), false));
     assert!(matches!(
         step.closes[..],
-        [(ConnId(1), CloseReason::ProtocolViolation(_))]
+        [(
+            ConnId(1),
+            CloseReason::Refused(
+                crate::protocol::mqtt::ReasonCode::RECEIVE_MAXIMUM_EXCEEDED,
+                _
+            )
+        )]
     ));
 }
 

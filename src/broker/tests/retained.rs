@@ -60,12 +60,7 @@ fn retained_limit_rejects_new_topics_but_forwards() {
 fn remote_delivery_updates_the_retained_replica() {
     let mut h = Harness::with(Limits::default(), 2);
     h.subscriber(9, "watcher", "score/+", QoS::AtLeastOnce);
-    let message = RoutedMessage {
-        topic: "score/1".into(),
-        payload: b"2-1".to_vec().into(),
-        qos: QoS::AtLeastOnce,
-        retain: true,
-    };
+    let message = RoutedMessage::new("score/1", b"2-1", QoS::AtLeastOnce, true);
     let step = h.remote(&message);
     assert_eq!(
         step.publishes(9),
