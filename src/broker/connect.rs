@@ -199,8 +199,7 @@ impl Broker {
     }
 
     /// What an MQTT 5 client must know of this server (§3.2.2.3). Maximum QoS is left out:
-    /// every QoS is supported. Shared subscriptions are announced as unavailable: SUBSCRIBE
-    /// answers `$share/` filters with 0x9E.
+    /// every QoS is supported, and so are shared subscriptions (`shared.rs`).
     fn connack_properties(&self, assigned_client_id: Option<&str>) -> PropertiesBuf {
         let mut properties = PropertiesBuf::new();
         if let Some(id) = assigned_client_id {
@@ -216,7 +215,7 @@ impl Broker {
         properties
             .push(Property::WildcardSubscriptionAvailable(1))
             .push(Property::SubscriptionIdentifierAvailable(1))
-            .push(Property::SharedSubscriptionAvailable(0));
+            .push(Property::SharedSubscriptionAvailable(1));
         properties
     }
 
@@ -278,7 +277,7 @@ impl Broker {
             say_goodbye(out, conn, &connection, reason);
         }
         let key = connection.session;
-        for will in self.detach(key, now) {
+        for will in self.detach(key, now, out) {
             self.publish_will(will, now, out);
         }
         let Some(will) = connection.will.take().filter(|_| publish_will) else {
@@ -355,7 +354,7 @@ impl Broker {
                 session.delayed_will = None;
                 return (key, true);
             }
-            if let Some(will) = self.discard_session(key) {
+            if let Some(will) = self.discard_session(key, out) {
                 // The session ends here, before its will delay ran out: the will goes now
                 // (§3.1.3.2.2, "or the Session ends, whichever happens first").
                 self.publish_will(will, now, out);
@@ -418,14 +417,19 @@ impl Broker {
     /// The connection of `key` ended: a session without expiry ends with it [MQTT-3.1.2-6],
     /// one with an expiry goes offline until it runs out, evicting the longest-offline session
     /// past the bound. Returns the delayed wills of sessions ended here, to publish.
-    pub(crate) fn detach(&mut self, key: SessionKey, now: Instant) -> Vec<Arc<RoutedMessage>> {
+    pub(crate) fn detach(
+        &mut self,
+        key: SessionKey,
+        now: Instant,
+        out: &mut Outbox,
+    ) -> Vec<Arc<RoutedMessage>> {
         let mut wills = Vec::new();
         let Some(session) = self.sessions.get_mut(key) else {
             return wills;
         };
         session.conn = None;
         if !session.persistent() {
-            wills.extend(self.discard_session(key));
+            wills.extend(self.discard_session(key, out));
             return wills;
         }
         self.offline.push(key, session);
@@ -442,18 +446,26 @@ impl Broker {
                 break;
             };
             self.stats.sessions_evicted += 1;
-            wills.extend(self.discard_session(oldest));
+            wills.extend(self.discard_session(oldest, out));
         }
         wills
     }
 
-    /// Ends a session; returns its delayed will, which the caller publishes (the session ended
-    /// before the will delay did) or drops.
-    pub(crate) fn discard_session(&mut self, key: SessionKey) -> Option<Arc<RoutedMessage>> {
+    /// Ends a session, leaving its shared subscription groups; returns its delayed will, which
+    /// the caller publishes (the session ended before the will delay did) or drops.
+    pub(crate) fn discard_session(
+        &mut self,
+        key: SessionKey,
+        out: &mut Outbox,
+    ) -> Option<Arc<RoutedMessage>> {
         let mut session = self.sessions.remove(key)?;
         self.offline.forget(&mut session);
         for filter in session.subscriptions.keys() {
-            self.trie.remove(filter, key);
+            if filter.starts_with(super::shared::SHARED_PREFIX) {
+                self.share_leave(key, filter, out);
+            } else {
+                self.trie.remove(filter, key);
+            }
         }
         if self.client_ids.get(&session.client_id) == Some(&key) {
             self.client_ids.remove(&session.client_id);

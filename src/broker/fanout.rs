@@ -91,7 +91,7 @@ impl Fanout {
 
     /// How a QoS 0 publish of `topic` may be dropped: its conflation key, and the policy of the
     /// first `[[policy]]` filter it matches.
-    fn droppable(&self, topic: &str) -> Droppable {
+    pub(crate) fn droppable(&self, topic: &str) -> Droppable {
         let on_full = self
             .policies
             .iter()
@@ -121,6 +121,7 @@ impl Broker {
         if message.retain {
             self.retain(&message);
         }
+        self.share_route(&message, out);
         self.deliver_local(message, None, out);
     }
 
@@ -139,6 +140,7 @@ impl Broker {
         if self.shard_count > 1 {
             out.to_other_shards.push(Arc::clone(&message));
         }
+        self.share_route(&message, out);
         self.deliver_local(message, publisher, out);
     }
 
@@ -259,7 +261,7 @@ impl Broker {
     /// Hands one message to one session: sent now, queued, or (QoS 0 while offline) skipped.
     /// The session may have gone since it was matched: then nothing happens. Nor when the
     /// message expired, or is larger than the client accepts.
-    fn deliver(
+    pub(crate) fn deliver(
         &mut self,
         key: SessionKey,
         outgoing: Outgoing,

@@ -14,6 +14,7 @@ use super::Broker;
 use super::connect::send_packet;
 use super::outbound::AckOutcome;
 use super::outbox::{CloseReason, ConnId, Outbox, RoutedMessage};
+use super::shared;
 use super::slab::SessionKey;
 use super::subscription::Grant;
 use crate::protocol::mqtt::{
@@ -21,9 +22,6 @@ use crate::protocol::mqtt::{
     Publish, ReasonCode, RetainHandling, SubAck, Subscribe, SubscribeReturnCode, UnsubAck,
     Unsubscribe, property_id,
 };
-
-/// Prefix of an MQTT 5 shared subscription filter (§4.8.2).
-const SHARED_PREFIX: &str = "$share/";
 
 impl Broker {
     /// Any later packet of a connection. A second CONNECT or a packet only a server sends is a
@@ -282,7 +280,8 @@ impl Broker {
     ///
     /// A filter past `subscriptions_per_session_max` gets 0x80. MQTT 3.1 has no failure
     /// code; 0x80 is sent to 3.1 clients too, as common 3.1 implementations understand it.
-    /// An MQTT 5 shared subscription (`$share/`) gets 0x9E: not offered.
+    /// A shared subscription (`$share/`, see `shared.rs`) joins its group and gets no retained
+    /// messages (§4.8.2); an invalid share name gets 0x8F (0x80 before MQTT 5).
     fn subscribe(
         &mut self,
         conn: ConnId,
@@ -303,10 +302,14 @@ impl Broker {
             .unwrap_or(0);
         let mut codes = Vec::with_capacity(subscribe.filters.len());
         let mut retained = Vec::new();
+        let mut joins = Vec::new();
         for &(filter, options) in &subscribe.filters {
-            if v5 && filter.starts_with(SHARED_PREFIX) {
-                let reason = ReasonCode::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED;
-                codes.push(SubscribeReturnCode::Refused(reason));
+            let shared = shared::parse(filter);
+            if let Some(Err(())) = shared {
+                codes.push(match v5 {
+                    true => SubscribeReturnCode::Refused(ReasonCode::TOPIC_FILTER_INVALID),
+                    false => SubscribeReturnCode::Failure,
+                });
                 continue;
             }
             let known = session.subscriptions.contains_key(filter);
@@ -318,8 +321,14 @@ impl Broker {
             // Granted QoS = requested QoS: every QoS is supported.
             let grant = Grant::new(options, id);
             session.subscriptions.insert(filter.into(), grant);
-            self.trie.insert(filter, key, grant);
             codes.push(SubscribeReturnCode::Granted(options.qos));
+            if shared.is_some() {
+                if !known {
+                    joins.push(filter);
+                }
+                continue;
+            }
+            self.trie.insert(filter, key, grant);
             let send_retained = match options.retain_handling {
                 RetainHandling::SendAtSubscribe => true,
                 RetainHandling::SendAtNewSubscribe => !known,
@@ -335,6 +344,9 @@ impl Broker {
             properties: Properties::EMPTY,
         };
         self.reply(conn, &Packet::SubAck(suback), out);
+        for filter in joins {
+            self.share_join(key, filter, out);
+        }
         for (filter, grant) in retained {
             self.send_retained(key, filter, grant, out);
         }
@@ -351,11 +363,14 @@ impl Broker {
         out: &mut Outbox,
     ) {
         let mut reasons = Vec::new();
+        let mut leaves = Vec::new();
         if let Some(session) = self.sessions.get_mut(key) {
             let v5 = session.version == ProtocolVersion::V5;
             for &filter in &unsubscribe.filters {
                 let existed = session.subscriptions.remove(filter).is_some();
-                if existed {
+                if existed && filter.starts_with(shared::SHARED_PREFIX) {
+                    leaves.push(filter);
+                } else if existed {
                     self.trie.remove(filter, key);
                 }
                 if v5 {
@@ -366,6 +381,9 @@ impl Broker {
                     });
                 }
             }
+        }
+        for filter in leaves {
+            self.share_leave(key, filter, out);
         }
         let unsuback = UnsubAck {
             packet_id: unsubscribe.packet_id,

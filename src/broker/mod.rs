@@ -28,6 +28,7 @@ mod outbound;
 pub mod outbox;
 mod retained;
 mod session;
+mod shared;
 mod slab;
 mod subscription;
 mod timers;
@@ -43,12 +44,14 @@ use std::time::Instant;
 pub use auth::{AuthDecision, AuthRequest, Authenticator};
 pub use fanout::{FANOUT_DELIVERIES_PER_TURN_MAX, FANOUT_PARKED_MAX};
 pub use outbox::*;
+pub use shared::ShareMessage;
 
 use crate::config::Limits;
 use fanout::Fanout;
 use keep_alive::{DUE_PER_TICK_MAX, Deadlines};
 use retained::{RetainedStack, RetainedStore};
 use session::{Connection, OfflineSessions, Session};
+use shared::SharedGroups;
 use slab::{SessionKey, Slab};
 use subscription::{Grant, Matched};
 use timers::{SessionTimers, TimerKind};
@@ -83,6 +86,11 @@ pub struct BrokerStats {
     pub wills_published: u64,
     pub keep_alive_timeouts: u64,
     pub protocol_violations: u64,
+    /// Shared subscription deliveries a member could not take (offline, or left), given to
+    /// the next member.
+    pub shared_handed_back: u64,
+    /// Shared subscription messages no member took (see `shared.rs`).
+    pub shared_dropped: u64,
 }
 
 /// One shard's broker. See the module documentation.
@@ -106,6 +114,8 @@ pub struct Broker {
     authenticator: Option<Box<dyn Authenticator>>,
     /// Publishes on their way to this shard's subscribers, delivered in slices per turn.
     fanout: Fanout,
+    /// The shared subscription groups this shard owns.
+    shared: SharedGroups,
     /// Sequence number of the last fan-out, stamped on matched sessions to deliver once.
     fanout_seq: u64,
     /// Scratch buffers reused by every publish, so fan-out does not allocate once warm.
@@ -136,6 +146,7 @@ impl Broker {
             now: Instant::now(),
             authenticator: None,
             fanout: Fanout::new(),
+            shared: SharedGroups::new(),
             fanout_seq: 0,
             matches: Vec::new(),
             match_stack: Vec::new(),
@@ -198,7 +209,7 @@ impl Broker {
             };
             match kind {
                 TimerKind::SessionExpiry if session.offline_ticket == stamp => {
-                    if let Some(will) = self.discard_session(key) {
+                    if let Some(will) = self.discard_session(key, out) {
                         self.publish_will(will, now, out);
                     }
                 }
@@ -241,7 +252,7 @@ impl Broker {
             if let Some(connection) = self.connections.remove(&conn) {
                 connect::say_goodbye(out, conn, &connection, CloseReason::ServerShutdown);
                 // Evicted sessions' delayed wills are dropped with everything else.
-                self.detach(connection.session, now);
+                self.detach(connection.session, now, out);
             }
         }
     }

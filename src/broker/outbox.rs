@@ -205,6 +205,18 @@ pub struct Outbox {
     pub closes: Vec<(ConnId, CloseReason)>,
     /// Publishes every other shard must also deliver (and apply to its retained replica).
     pub to_other_shards: Vec<Arc<RoutedMessage>>,
+    /// Messages for one other shard (shared subscriptions), in order; posted before the
+    /// turn's publishes (see `shared.rs`).
+    pub to_shard: Vec<(usize, ShardMessage)>,
+}
+
+/// What one shard's mailbox carries to another, in the order it was posted.
+#[derive(Debug, Clone)]
+pub enum ShardMessage {
+    /// A publish to deliver and apply to the retained replica ([`Outbox::to_other_shards`]).
+    Publish(Arc<RoutedMessage>),
+    /// Membership and deliveries of shared subscriptions.
+    Share(super::ShareMessage),
 }
 
 impl Outbox {
@@ -217,6 +229,9 @@ impl Outbox {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.sends.is_empty() && self.closes.is_empty() && self.to_other_shards.is_empty()
+        self.sends.is_empty()
+            && self.closes.is_empty()
+            && self.to_other_shards.is_empty()
+            && self.to_shard.is_empty()
     }
 }

@@ -2,13 +2,11 @@
 //! per (sender, receiver) pair so each is single-producer and keeps per-publisher order, and
 //! one eventfd per shard to wake it.
 
+use crossbeam::queue::ArrayQueue;
 use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::sync::Arc;
 
-use crossbeam::queue::ArrayQueue;
-
-use crate::broker::{RoutedMessage, Transport};
+use crate::broker::{ShardMessage, Transport};
 use crate::net::sys;
 use crate::protocol::ws::frame::FrameDecoder;
 
@@ -26,7 +24,7 @@ pub struct Handoff {
 pub struct Mailboxes {
     shard_count: usize,
     /// `messages[from * shard_count + to]`.
-    messages: Vec<ArrayQueue<Arc<RoutedMessage>>>,
+    messages: Vec<ArrayQueue<ShardMessage>>,
     handoffs: Vec<ArrayQueue<Handoff>>,
     wake_fds: Vec<OwnedFd>,
 }
@@ -58,16 +56,11 @@ impl Mailboxes {
     }
 
     /// Queues a message; gives it back when the queue is full.
-    pub fn post(
-        &self,
-        from: usize,
-        to: usize,
-        message: Arc<RoutedMessage>,
-    ) -> Result<(), Arc<RoutedMessage>> {
+    pub fn post(&self, from: usize, to: usize, message: ShardMessage) -> Result<(), ShardMessage> {
         self.messages[from * self.shard_count + to].push(message)
     }
 
-    pub fn take(&self, from: usize, to: usize) -> Option<Arc<RoutedMessage>> {
+    pub fn take(&self, from: usize, to: usize) -> Option<ShardMessage> {
         self.messages[from * self.shard_count + to].pop()
     }
 
@@ -97,5 +90,5 @@ impl Mailboxes {
 /// every loop turn; while any are held for a peer, newer ones queue behind them.
 #[derive(Default)]
 pub struct Backlog {
-    pub per_target: Vec<VecDeque<Arc<RoutedMessage>>>,
+    pub per_target: Vec<VecDeque<ShardMessage>>,
 }

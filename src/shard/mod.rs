@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use io_uring::{cqueue, opcode, types};
 use log::{debug, error, info, warn};
 
-use crate::broker::{Broker, Chunk, ConnId, Droppable, Outbox, RoutedMessage, Transport};
+use crate::broker::{Broker, Chunk, ConnId, Droppable, Outbox, ShardMessage, Transport};
 use crate::config::Config;
 use crate::net::connection::{CloseCause, Connection, Phase};
 use crate::net::listener::ListenerKind;
@@ -138,7 +138,7 @@ struct Shard {
     handshake_deadlines: VecDeque<(Instant, ConnId)>,
     connect_deadlines: VecDeque<(Instant, ConnId)>,
     /// Messages for other shards that met a full queue, kept in order per target.
-    backlog: Vec<VecDeque<Arc<RoutedMessage>>>,
+    backlog: Vec<VecDeque<ShardMessage>>,
     wake: Vec<bool>,
     wake_buf: Box<[u8; 8]>,
     wake_fd: i32,
@@ -571,7 +571,7 @@ impl Shard {
                     break;
                 };
                 if self.stop_deadline.is_none() {
-                    self.broker.deliver_remote(message, now, &mut self.outbox);
+                    self.broker.shard_message(message, now, &mut self.outbox);
                 }
                 if taken + 1 == REMOTE_MESSAGES_PER_TURN_MAX {
                     self.busy = true;
@@ -749,9 +749,13 @@ impl Shard {
 
     fn post_to_other_shards(&mut self) {
         let shard_count = self.mailboxes.shard_count();
+        // Shared subscription messages first: a member joins before its publishes arrive.
+        for (target, message) in self.outbox.to_shard.drain(..) {
+            self.backlog[target].push_back(message);
+        }
         for message in self.outbox.to_other_shards.drain(..) {
             for target in (0..shard_count).filter(|&target| target != self.id) {
-                self.backlog[target].push_back(message.clone());
+                self.backlog[target].push_back(ShardMessage::Publish(message.clone()));
             }
         }
         for target in 0..shard_count {

@@ -4,6 +4,7 @@
 mod connect;
 mod qos;
 mod retained;
+mod shared;
 mod v5;
 mod wills;
 mod wire;
@@ -134,6 +135,7 @@ pub(super) struct Step {
     pub(super) chunks: Vec<(ConnId, Chunk)>,
     pub(super) closes: Vec<(ConnId, CloseReason)>,
     pub(super) routed: Vec<Arc<RoutedMessage>>,
+    pub(super) posted: Vec<(usize, ShardMessage)>,
 }
 
 impl Step {
@@ -258,6 +260,7 @@ impl Harness {
         }
         step.closes = out.closes;
         step.routed = out.to_other_shards;
+        step.posted = out.to_shard;
         step
     }
 

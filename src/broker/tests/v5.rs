@@ -92,7 +92,7 @@ fn connack_announces_what_the_server_offers() {
     assert_eq!(properties.retain_available(), Some(true));
     assert_eq!(properties.wildcard_subscription_available(), Some(true));
     assert_eq!(properties.subscription_identifier_available(), Some(true));
-    assert_eq!(properties.shared_subscription_available(), Some(false));
+    assert_eq!(properties.shared_subscription_available(), Some(true));
 
     // A given identifier is not echoed.
     let step = h.connect(2, &Client::v5("named"));
@@ -534,27 +534,6 @@ fn subscription_identifiers_go_with_each_delivery() {
         .subscription_identifiers()
         .collect();
     assert_eq!(ids, [1]);
-}
-
-#[test]
-fn shared_subscriptions_are_refused_with_0x9e() {
-    let mut h = Harness::new();
-    h.connect(1, &Client::v5("sub"));
-    let qos0 = SubscriptionOptions::new(QoS::AtMostOnce);
-    let step = h.packet(
-        1,
-        &subscribe5(1, &[("$share/g/t", qos0), ("t", qos0)], Properties::EMPTY),
-    );
-    assert_eq!(
-        step.to(1),
-        vec![Got::SubAck(
-            1,
-            vec![
-                SubscribeReturnCode::Refused(ReasonCode::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED),
-                SubscribeReturnCode::Granted(QoS::AtMostOnce),
-            ]
-        )]
-    );
 }
 
 #[test]
