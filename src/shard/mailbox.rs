@@ -2,9 +2,10 @@
 //! per (sender, receiver) pair so each is single-producer and keeps per-publisher order, and
 //! one eventfd per shard to wake it.
 
-use crossbeam::queue::ArrayQueue;
 use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+
+use crossbeam::queue::ArrayQueue;
 
 use crate::broker::{ShardMessage, Transport};
 use crate::net::sys;

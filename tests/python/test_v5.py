@@ -45,7 +45,7 @@ def test_connack_properties_and_assigned_client_id(v5):
     assert p.AssignedClientIdentifier.startswith("fanfare-")
     assert p.ReceiveMaximum >= 1
     assert p.TopicAliasMaximum >= 1
-    assert p.SharedSubscriptionAvailable == 0
+    assert p.SharedSubscriptionAvailable == 1
     assert p.SubscriptionIdentifierAvailable == 1
     assert p.WildcardSubscriptionAvailable == 1
     assert not hasattr(p, "MaximumQoS"), "QoS 2 is supported"
@@ -155,11 +155,62 @@ def test_subscription_options_and_identifiers(v5, topic):
     late.expect_no_message(0.3)
 
 
-def test_shared_subscriptions_are_refused_and_unsuback_reasons(v5, topic):
+def test_invalid_share_names_and_unsuback_reasons(v5, topic):
     c = v5()
-    assert c.subscribe5(f"$share/g/{topic}", paho.SubscribeOptions(qos=0)) == 0x9E
+    assert c.subscribe5(f"$share//{topic}", paho.SubscribeOptions(qos=0)) == 0x8F
+    assert c.subscribe5("$share/g", paho.SubscribeOptions(qos=0)) == 0x8F
     c.subscribe(topic, 0)
     assert c.unsubscribe5([topic, topic + "/never"]) == [0x00, 0x11]
+
+
+def owner_shard(client_id: str, shards: int) -> int:
+    """The broker's placement of a session: FNV-1a 64 of the client identifier."""
+    h = 0xCBF29CE484222325
+    for byte in client_id.encode():
+        h = ((h ^ byte) * 0x100000001B3) % (1 << 64)
+    return h % shards
+
+
+def test_shared_subscription_across_shards(start, topic):
+    broker = start(shards=2)
+    made = []
+    try:
+        ids = iter(unique_id("member") for _ in range(1000))
+        # Two members whose sessions live on each shard.
+        member_ids = [next(i for i in ids if owner_shard(i, 2) == s) for s in (0, 0, 1, 1)]
+        members = []
+        for client_id in member_ids:
+            c = Client5(broker, "tcp", client_id)
+            made.append(c)
+            c.connect()
+            assert c.subscribe5(f"$share/workers/{topic}/+", paho.SubscribeOptions(qos=1)) == 1
+            members.append(c)
+        plain = Client5(broker, "tcp")
+        publisher = Client5(broker, "tcp")
+        made += [plain, publisher]
+        for c in (plain, publisher):
+            c.connect()
+        plain.subscribe(f"{topic}/#", 1)
+        count = 200
+        for n in range(count):
+            assert publisher.publish5(f"{topic}/jobs", str(n), qos=1) == 0
+        assert sorted(int(plain.wait_for_message().payload) for _ in range(count)) == list(range(count))
+        got = {i: [] for i in range(len(members))}
+        deadline = time.monotonic() + 10
+        while sum(map(len, got.values())) < count and time.monotonic() < deadline:
+            for i, c in enumerate(members):
+                while not c.messages.empty():
+                    got[i].append(int(c.messages.get().payload))
+            time.sleep(0.01)
+        everything = sorted(n for payloads in got.values() for n in payloads)
+        assert everything == list(range(count)), "each message reaches exactly one member"
+        assert all(got.values()), f"every member gets some: {[len(g) for g in got.values()]}"
+        for c in members:
+            c.expect_no_message(0.2)
+        plain.expect_no_message(0.2)
+    finally:
+        for c in made:
+            c.close()
 
 
 def test_takeover_disconnects_with_0x8e(v5):
