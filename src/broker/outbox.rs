@@ -211,13 +211,19 @@ pub struct Outbox {
 }
 
 /// What one shard's mailbox carries to another, in the order it was posted.
+///
+/// Kept at two words: the mailboxes preallocate `cross_shard_queue_len_max` slots per shard
+/// pair (16 shards × 16 × 65 536 × (16 B + the queue's 8 B stamp) = 400 MiB at most), so the
+/// rarer shared subscription messages pay a box instead of widening every slot.
 #[derive(Debug, Clone)]
 pub enum ShardMessage {
     /// A publish to deliver and apply to the retained replica ([`Outbox::to_other_shards`]).
     Publish(Arc<RoutedMessage>),
     /// Membership and deliveries of shared subscriptions.
-    Share(super::ShareMessage),
+    Share(Box<super::ShareMessage>),
 }
+
+const _: () = assert!(std::mem::size_of::<ShardMessage>() <= 16);
 
 impl Outbox {
     pub fn send(&mut self, conn: ConnId, chunk: Chunk, droppable: Droppable) {

@@ -214,7 +214,8 @@ impl Broker {
     pub fn shard_message(&mut self, message: ShardMessage, now: Instant, out: &mut Outbox) {
         match message {
             ShardMessage::Publish(message) => self.deliver_remote(message, now, out),
-            ShardMessage::Share(ShareMessage(kind)) => {
+            ShardMessage::Share(share) => {
+                let ShareMessage(kind) = *share;
                 self.now = now;
                 self.share_message(kind, out);
             }
@@ -265,7 +266,7 @@ impl Broker {
             self.share_message(kind, out);
         } else {
             out.to_shard
-                .push((owner, ShardMessage::Share(ShareMessage(kind))));
+                .push((owner, ShardMessage::Share(Box::new(ShareMessage(kind)))));
         }
     }
 
@@ -330,8 +331,10 @@ impl Broker {
                     tries,
                     last_try,
                 };
-                out.to_shard
-                    .push((member.shard, ShardMessage::Share(ShareMessage(deliver))));
+                out.to_shard.push((
+                    member.shard,
+                    ShardMessage::Share(Box::new(ShareMessage(deliver))),
+                ));
                 return;
             }
             if self.share_try_deliver(member.session, &group, message, last_try, out) {

@@ -69,7 +69,7 @@ for (const transport of ["tcp", "ws"]) {
       assert.match(p.assignedClientIdentifier, /^fanfare-/);
       assert.ok(p.receiveMaximum >= 1);
       assert.ok(p.topicAliasMaximum >= 1);
-      assert.equal(p.sharedSubscriptionAvailable, false);
+      assert.equal(p.sharedSubscriptionAvailable, true);
       assert.equal(p.subscriptionIdentifiersAvailable, true);
       assert.equal(p.maximumQoS, undefined);
     });
@@ -167,8 +167,11 @@ for (const transport of ["tcp", "ws"]) {
       await late.none(300);
       const unsuback = await late.unsubscribeAsync([`${t}/kept`, `${t}/never`]);
       assert.deepEqual(unsuback.reasonCode ?? unsuback.granted, [0x00, 0x11]);
-      // Shared subscriptions are not offered: 0x9E (MQTT.js turns it into an error).
-      await assert.rejects(late.subscribeAsync(`$share/g/${t}`), /Shared Subscriptions not supported/);
+      // A shared subscription is granted; an empty share name is refused (0x8F, which MQTT.js
+      // turns into an error).
+      const granted = await late.subscribeAsync(`$share/g/${t}`, { qos: 1 });
+      assert.equal(granted[0].qos, 1);
+      await assert.rejects(late.subscribeAsync(`$share//${t}`));
     });
 
     test("MQTT 3.1, 3.1.1 and 5 clients on one topic", async () => {
