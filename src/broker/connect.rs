@@ -59,9 +59,14 @@ pub(crate) fn say_goodbye(
     if connection.version == ProtocolVersion::V5
         && let Some(code) = reason.disconnect_reason()
     {
+        let mut properties = PropertiesBuf::new();
+        let text = reason.reason_text();
+        if !text.is_empty() {
+            properties.push(Property::ReasonString(text));
+        }
         let disconnect = Packet::Disconnect(Disconnect {
             reason: code,
-            properties: Properties::EMPTY,
+            properties: properties.as_properties(),
         });
         send_packet(
             out,

@@ -151,6 +151,22 @@ impl CloseReason {
             CloseReason::Refused(reason, _) => Some(reason),
         }
     }
+
+    /// What the DISCONNECT's Reason String tells the client's developer (§3.14.2.2.3). A
+    /// DISCONNECT may carry one even when the client asked for no problem information
+    /// (§3.1.2.11.7).
+    pub const fn reason_text(self) -> &'static str {
+        match self {
+            CloseReason::ConnectRefused | CloseReason::ClientDisconnected => "",
+            CloseReason::SessionTakenOver => "another connection took over this client id",
+            CloseReason::KeepAliveTimeout => "nothing received for 1.5 times the keep alive",
+            CloseReason::ProtocolViolation(why) | CloseReason::Refused(_, why) => why,
+            CloseReason::ServerShutdown => "the server is shutting down",
+            CloseReason::SlowConsumer => {
+                "unacknowledged QoS 1/2 messages outgrew the in-flight window and session queue"
+            }
+        }
+    }
 }
 
 /// A publish leaving its shard: owned, immutable, shared by every shard that receives it.

@@ -11,8 +11,8 @@ use crate::config::Config;
 use crate::http::{self, Site};
 use crate::net::connection::{CloseCause, Connection, Phase};
 use crate::protocol::mqtt::{
-    ConnAck, DecodeError, DecodeLimits, Disconnect, Packet, Properties, ProtocolVersion,
-    ReasonCodeOf, decode, encode,
+    ConnAck, DecodeError, DecodeLimits, Disconnect, Packet, PropertiesBuf, Property,
+    ProtocolVersion, ReasonCodeOf, decode, encode,
 };
 use crate::protocol::ws::frame::{FeedError, FrameLimits, WsEvent, write_binary_frame, write_pong};
 use crate::protocol::ws::handshake::{
@@ -219,13 +219,15 @@ fn dispatch(cx: &mut Ingest<'_>, conn: &mut Connection, packet: &Packet<'_>) -> 
 /// the error, if any ([MQTT-3.1.2-2]: unacceptable protocol level → 0x01), then the close.
 fn refuse_connect(cx: &mut Ingest<'_>, transport: Transport, bytes: &[u8], error: DecodeError) {
     let reason = error.reason_code();
+    let mut properties = PropertiesBuf::new();
+    properties.push(Property::ReasonString(error.description()));
     let (version, connack) = if connect_level(bytes) == Some(ProtocolVersion::V5.level())
         && reason.is_valid_for(ReasonCodeOf::ConnAck)
     {
         let connack = ConnAck {
             session_present: false,
             reason,
-            properties: Properties::EMPTY,
+            properties: properties.as_properties(),
         };
         (ProtocolVersion::V5, connack)
     } else {
@@ -244,9 +246,12 @@ fn disconnect_v5(cx: &mut Ingest<'_>, transport: Transport, error: DecodeError) 
     if !reason.is_valid_for(ReasonCodeOf::Disconnect) {
         return;
     }
+    // The Reason String names the broken rule, for the client's developer (§3.14.2.2.3).
+    let mut properties = PropertiesBuf::new();
+    properties.push(Property::ReasonString(error.description()));
     let disconnect = Packet::Disconnect(Disconnect {
         reason,
-        properties: Properties::EMPTY,
+        properties: properties.as_properties(),
     });
     send_framed(cx, transport, ProtocolVersion::V5, &disconnect);
 }

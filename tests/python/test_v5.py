@@ -252,6 +252,21 @@ def raw_connect5(client_id: str, properties: bytes = b"") -> bytes:
     return m.packet(1, 0, body + m.utf8(client_id))
 
 
+def reason_string(properties: bytes) -> str:
+    """The Reason String (0x1F) of a property block that starts with its length."""
+    length, at, shift = 0, 0, 0
+    while True:
+        byte = properties[at]
+        length |= (byte & 0x7F) << shift
+        at, shift = at + 1, shift + 7
+        if byte < 0x80:
+            break
+    block = properties[at:at + length]
+    assert block[:1] == b"\x1f", f"no Reason String in {block!r}"
+    size = int.from_bytes(block[1:3], "big")
+    return block[3:3 + size].decode()
+
+
 def test_errors_answer_in_mqtt5(broker, raw, transport):
     # A CONNECT that fails validation once its level reads 5: an MQTT 5 CONNACK with the
     # reason code (two Session Expiry Intervals: Protocol Error).
@@ -260,6 +275,7 @@ def test_errors_answer_in_mqtt5(broker, raw, transport):
     bad.send(raw_connect5(unique_id("dup"), twice))
     connack = bad.expect(m.CONNACK)
     assert connack.body[:2] == bytes([0, 0x82])
+    assert "appears again" in reason_string(connack.body[2:])
     bad.wait_closed()
 
     # After CONNECT: DISCONNECT with the reason code, then the close (PUBLISH with QoS 3 is a
@@ -270,6 +286,8 @@ def test_errors_answer_in_mqtt5(broker, raw, transport):
     c.send(m.packet(3, 0b0110, m.utf8("t") + b"x"))
     seen = c.wait_closed()
     assert [(p.ptype, p.body[:1]) for p in seen] == [(14, bytes([0x81]))]
+    # The Reason String tells the client's developer which rule was broken.
+    assert "QoS" in reason_string(seen[0].body[1:])
 
 
 def test_pubrel_for_an_unknown_id_gets_0x92(broker, raw, transport):
