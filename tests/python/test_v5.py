@@ -297,3 +297,56 @@ def test_pubrel_for_an_unknown_id_gets_0x92(broker, raw, transport):
     c.send(m.packet(6, 0b0010, bytes([0, 9])))
     pubcomp = c.expect(7)
     assert pubcomp.body[:3] == bytes([0, 9, 0x92])
+
+
+def raw_subscribe5(packet_id: int, topic_filter: str, qos: int) -> bytes:
+    """An MQTT 5 SUBSCRIBE of one filter, no properties."""
+    body = packet_id.to_bytes(2, "big") + b"\x00" + m.utf8(topic_filter) + bytes([qos])
+    return m.packet(m.SUBSCRIBE, 0x02, body)
+
+
+def raw_publish5(topic: str, payload: bytes, qos: int, packet_id: int) -> bytes:
+    """An MQTT 5 PUBLISH with no properties."""
+    body = m.utf8(topic) + packet_id.to_bytes(2, "big") + b"\x00" + payload
+    return m.packet(m.PUBLISH, qos << 1, body)
+
+
+def test_client_receive_maximum_bounds_what_is_in_flight(broker, raw, clients, transport, topic):
+    # Receive Maximum 2 (property 0x21): the broker may have at most two unacknowledged
+    # QoS 1 publishes out to this client [MQTT-3.3.4-7].
+    slow = raw(broker, transport)
+    slow.send(raw_connect5(unique_id("rm"), bytes([0x21, 0, 2])))
+    assert slow.expect(m.CONNACK).body[1] == 0
+    slow.send(raw_subscribe5(1, topic, 1))
+    slow.expect(m.SUBACK)
+    pub = clients(broker, transport)
+    for n in range(5):
+        pub.publish(topic, f"{n}".encode(), 1)
+    first = [slow.expect(m.PUBLISH), slow.expect(m.PUBLISH)]
+    assert slow.is_open_after(0.5), "a third publish arrived before any acknowledgement"
+    # Each acknowledgement lets exactly one more through, in order.
+    got = []
+    for held in first:
+        slow.send(m.ack(m.PUBACK, held.packet_id))
+    for _ in range(3):
+        nxt = slow.expect(m.PUBLISH)
+        got.append(nxt)
+        slow.send(m.ack(m.PUBACK, nxt.packet_id))
+    # The raw reader parses the 3.1.1 layout: an MQTT 5 PUBLISH has a property length (0) first.
+    assert all(p.payload[:1] == b"\x00" for p in first + got)
+    payloads = [p.payload[1:] for p in first + got]
+    assert payloads == [b"0", b"1", b"2", b"3", b"4"]
+
+
+def test_exceeding_the_brokers_receive_maximum_disconnects_with_0x93(start, raw, transport):
+    # The broker's Receive Maximum is inbound_qos2_max: QoS 2 publishes awaiting PUBREL.
+    broker = start(config={"limits": {"inbound_qos2_max": 2}})
+    c = raw(broker, transport)
+    c.send(raw_connect5(unique_id("over")))
+    connack = c.expect(m.CONNACK)
+    assert connack.body[1] == 0
+    for packet_id in (1, 2, 3):
+        c.send(raw_publish5("t/over", b"x", 2, packet_id))
+    seen = c.wait_closed()
+    disconnects = [p for p in seen if p.ptype == 14]
+    assert [d.body[:1] for d in disconnects] == [bytes([0x93])]
