@@ -214,6 +214,16 @@ test("fanfare.js connects, subscribes, receives and publishes", async () => {
   });
 });
 
+test("fanfare.js speaks MQTT 5 to the broker, QoS 2 both ways", async () => {
+  await roundTrip("fanfare5", "/fanfare.js", async ({ url, topic, clientId }) => {
+    window.inbox = [];
+    window.client = Fanfare.connect(url, { clientId, protocolVersion: 5 });
+    await window.client.subscribe(topic, { qos: 2 }, (t, p) => window.inbox.push(Fanfare.text(p)));
+  }, async ({ topic, text }) => {
+    await window.client.publish(topic, text, { qos: 2 });
+  });
+});
+
 test("fanfare.mjs works as an ES module", async () => {
   const page = await newPage();
   await page.goto(base() + "/client.html");
