@@ -67,9 +67,12 @@ pub fn spawn_worker(
     std::thread::Builder::new()
         .name(format!("loadgen-{worker}"))
         .spawn(move || {
-            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-            if let Err(e) = monoio::utils::bind_to_cpu_set([worker % cores]) {
-                eprintln!("warning: could not pin worker {worker}: {e:?}");
+            // Worker i takes the i-th core the process may use, so `taskset -c 1` is obeyed.
+            if !cfg.pin_cores.is_empty() {
+                let core = cfg.pin_cores[worker % cfg.pin_cores.len()];
+                if let Err(e) = monoio::utils::bind_to_cpu_set([core]) {
+                    eprintln!("warning: could not pin worker {worker} to core {core}: {e:?}");
+                }
             }
             if let Some(tid) = stats::thread_id() {
                 shared
