@@ -22,6 +22,21 @@ pub enum Scenario {
     P2p,
 }
 
+/// How each worker's io_uring is set up. On loopback the broker's core runs the receivers'
+/// TCP stack, including waking the load generator for every delivery: `defer` makes that
+/// wake-up cheap (none while the worker runs, one when it sleeps), as a client on another
+/// machine would cost the broker nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RingMode {
+    /// `IORING_SETUP_DEFER_TASKRUN` with `SINGLE_ISSUER` (Linux 6.1), else `coop`.
+    Defer,
+    /// `IORING_SETUP_COOP_TASKRUN` (Linux 5.19): completions without an interrupt.
+    Coop,
+    /// No setup flags (monoio's default).
+    Plain,
+}
+
 #[derive(Debug)]
 pub struct Config {
     pub scenario: Scenario,
@@ -31,6 +46,7 @@ pub struct Config {
     /// Core each worker is pinned to, `cores[i % len]` of the process's allowed set; empty
     /// with `--no-pin` (or when the set is unknown): the scheduler places the workers.
     pub pin_cores: Vec<usize>,
+    pub ring_mode: RingMode,
     pub subscribers: usize,
     pub publishers: usize,
     pub topics: usize,
@@ -69,6 +85,7 @@ flags (defaults in brackets):
   --url URL                  tcp://HOST:PORT or ws://HOST:PORT/PATH [tcp://127.0.0.1:1883]
   --mqtt 3.1.1|5             protocol version [3.1.1]
   --workers N                threads, one monoio runtime each [allowed cores]
+  --ring defer|coop|plain    io_uring setup flags of the workers [defer]
   --no-pin                   do not pin workers (default: worker i on the i-th allowed core,
                              so `taskset -c 0` keeps them all on core 0)
   --source IP,IP,...         bind source addresses round-robin (e.g. 127.0.0.2,127.0.0.3)
@@ -156,6 +173,7 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> anyhow::Resu
     let mut version = Version::V311;
     let mut workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut pin = true;
+    let mut ring_mode = RingMode::Defer;
     let mut sources: Vec<IpAddr> = Vec::new();
     let (mut subscribers, mut publishers, mut topics, mut pairs) =
         (100usize, 1usize, 100usize, 100usize);
@@ -197,6 +215,14 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> anyhow::Resu
             }
             Long("workers") => workers = value(&mut parser, "--workers")?,
             Long("no-pin") => pin = false,
+            Long("ring") => {
+                ring_mode = match value::<String>(&mut parser, "--ring")?.as_str() {
+                    "defer" => RingMode::Defer,
+                    "coop" => RingMode::Coop,
+                    "plain" => RingMode::Plain,
+                    other => bail!("--ring must be defer, coop or plain, not {other:?}"),
+                };
+            }
             Long("source") => {
                 let list: String = value(&mut parser, "--source")?;
                 sources = list
@@ -326,6 +352,7 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> anyhow::Resu
         },
         workers,
         pin_cores: if pin { allowed_cores() } else { Vec::new() },
+        ring_mode,
         subscribers,
         publishers,
         topics,
