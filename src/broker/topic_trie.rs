@@ -32,11 +32,31 @@ struct Node {
     /// contiguous memory.
     subscribers: Vec<(SessionKey, QoS)>,
     /// Where each session sits in `subscribers`, so unsubscribing is O(1) even on a topic with
-    /// a million subscribers (a linear search would make a mass disconnect quadratic).
+    /// a million subscribers (a linear search would make a mass disconnect quadratic). Kept
+    /// only from [`POSITIONS_FROM`] subscribers on: below, a linear search is as fast, and a
+    /// node with one subscriber (a topic per client) saves the map's table (~80 B).
     positions: HashMap<SessionKey, u32>,
 }
 
+/// Subscribers of one node from which their positions are indexed.
+const POSITIONS_FROM: usize = 32;
+
+/// Below this many subscribers a node's vector grows one slot at a time, so a node with one
+/// subscriber holds one slot, not the four of a first `push`.
+const EXACT_GROWTH_MAX: usize = 4;
+
 impl Node {
+    fn position(&self, session: SessionKey) -> Option<u32> {
+        if self.positions.is_empty() {
+            let index = self
+                .subscribers
+                .iter()
+                .position(|&(key, _)| key == session)?;
+            return Some(u32::try_from(index).expect("fewer than 2^32 sessions"));
+        }
+        self.positions.get(&session).copied()
+    }
+
     fn is_empty(&self) -> bool {
         self.subscribers.is_empty()
             && self.children.is_empty()
@@ -78,13 +98,23 @@ impl TopicTrie {
             node = self.child_or_insert(node, level);
         }
         let node = &mut self.nodes[node as usize];
-        if let Some(&position) = node.positions.get(&session) {
+        if let Some(position) = node.position(session) {
             node.subscribers[position as usize].1 = qos;
             return false;
         }
         let position = u32::try_from(node.subscribers.len()).expect("fewer than 2^32 sessions");
+        if node.subscribers.len() < EXACT_GROWTH_MAX {
+            node.subscribers.reserve_exact(1);
+        }
         node.subscribers.push((session, qos));
-        node.positions.insert(session, position);
+        if !node.positions.is_empty() {
+            node.positions.insert(session, position);
+        } else if node.subscribers.len() >= POSITIONS_FROM {
+            node.positions = (0..)
+                .zip(&node.subscribers)
+                .map(|(position, &(key, _))| (key, position))
+                .collect();
+        }
         self.subscription_count += 1;
         true
     }
@@ -99,12 +129,19 @@ impl TopicTrie {
             }
         }
         let entry = &mut self.nodes[node as usize];
-        let Some(position) = entry.positions.remove(&session) else {
+        let Some(position) = entry.position(session) else {
             return false;
         };
         entry.subscribers.swap_remove(position as usize);
-        if let Some(&(moved, _)) = entry.subscribers.get(position as usize) {
-            entry.positions.insert(moved, position);
+        if !entry.positions.is_empty() {
+            entry.positions.remove(&session);
+            if let Some(&(moved, _)) = entry.subscribers.get(position as usize) {
+                entry.positions.insert(moved, position);
+            }
+            // Hysteresis: the index goes only well below where it was built.
+            if entry.subscribers.len() < POSITIONS_FROM / 2 {
+                entry.positions = HashMap::new();
+            }
         }
         self.subscription_count -= 1;
         self.prune(node);
@@ -288,6 +325,33 @@ pub(crate) mod tests {
         assert!(trie.remove("a/+/#", k[2]));
         assert!(!trie.remove("x/y", k[2]));
         assert_eq!(trie.len(), 0);
+        assert_eq!(trie.node_count(), 1);
+    }
+
+    #[test]
+    fn positions_index_comes_and_goes_with_the_subscribers() {
+        let n = 3 * POSITIONS_FROM;
+        let k = keys(n);
+        let mut trie = TopicTrie::new();
+        for (i, &key) in k.iter().enumerate() {
+            assert!(trie.insert("t", key, QoS::AtMostOnce));
+            assert!(
+                !trie.insert("t", key, QoS::AtLeastOnce),
+                "subscriber {i} is known"
+            );
+        }
+        assert_eq!(matches(&trie, "t").len(), n);
+        // Remove in a scrambled order, through and below the index thresholds.
+        let mut left: Vec<SessionKey> = k.clone();
+        for step in 0..n {
+            let key = left.remove((step * 7) % left.len());
+            assert!(trie.remove("t", key));
+            assert!(!trie.remove("t", key));
+            let mut expected: Vec<(SessionKey, QoS)> =
+                left.iter().map(|&key| (key, QoS::AtLeastOnce)).collect();
+            expected.sort();
+            assert_eq!(matches(&trie, "t"), expected, "after {} removals", step + 1);
+        }
         assert_eq!(trie.node_count(), 1);
     }
 
