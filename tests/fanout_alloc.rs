@@ -7,7 +7,7 @@ mod rig;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use fanfare::broker::FANOUT_DELIVERIES_PER_TURN_MAX;
+use fanfare::broker::FANOUT_SESSIONS_PER_TURN_MAX;
 use fanfare::protocol::mqtt::{Delivery, PacketId};
 use rig::Rig;
 
@@ -68,7 +68,7 @@ fn allocations_per_publish(n: usize) -> (u64, u64) {
 fn a_delivery_allocates_nothing_once_warm() {
     let small = allocations_per_publish(100);
     // More subscribers than one turn delivers: the sliced path is measured too.
-    let large = allocations_per_publish(3 * FANOUT_DELIVERIES_PER_TURN_MAX);
+    let large = allocations_per_publish(3 * FANOUT_SESSIONS_PER_TURN_MAX);
     assert_eq!(small, large, "allocations do not grow with the subscribers");
     assert_eq!(small.1, 0, "the same count for every publish");
     // The message (Arc, topic, payload), the PUBACK to the publisher, and per wire variant

@@ -22,12 +22,31 @@ pub enum Scenario {
     P2p,
 }
 
+/// How each worker's io_uring is set up. On loopback the broker's core runs the receivers'
+/// TCP stack, including waking the load generator for every delivery: `defer` makes that
+/// wake-up cheap (none while the worker runs, one when it sleeps), as a client on another
+/// machine would cost the broker nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RingMode {
+    /// `IORING_SETUP_DEFER_TASKRUN` with `SINGLE_ISSUER` (Linux 6.1), else `coop`.
+    Defer,
+    /// `IORING_SETUP_COOP_TASKRUN` (Linux 5.19): completions without an interrupt.
+    Coop,
+    /// No setup flags (monoio's default).
+    Plain,
+}
+
 #[derive(Debug)]
 pub struct Config {
     pub scenario: Scenario,
     pub url: String,
     pub target: Target,
     pub workers: usize,
+    /// Core each worker is pinned to, `cores[i % len]` of the process's allowed set; empty
+    /// with `--no-pin` (or when the set is unknown): the scheduler places the workers.
+    pub pin_cores: Vec<usize>,
+    pub ring_mode: RingMode,
     pub subscribers: usize,
     pub publishers: usize,
     pub topics: usize,
@@ -65,7 +84,10 @@ scenarios:
 flags (defaults in brackets):
   --url URL                  tcp://HOST:PORT or ws://HOST:PORT/PATH [tcp://127.0.0.1:1883]
   --mqtt 3.1.1|5             protocol version [3.1.1]
-  --workers N                threads, one monoio runtime each, pinned [cores]
+  --workers N                threads, one monoio runtime each [allowed cores]
+  --ring defer|coop|plain    io_uring setup flags of the workers [defer]
+  --no-pin                   do not pin workers (default: worker i on the i-th allowed core,
+                             so `taskset -c 0` keeps them all on core 0)
   --source IP,IP,...         bind source addresses round-robin (e.g. 127.0.0.2,127.0.0.3)
   --subscribers N            [100]      --publishers N   [1]
   --topics M                 [100]      --wildcard-fraction F [0.1]
@@ -91,6 +113,32 @@ where
     let text = raw.to_string_lossy().into_owned();
     text.parse::<T>()
         .map_err(|e| anyhow::anyhow!("{name} {text:?}: {e}"))
+}
+
+/// The cores this process may run on (as `taskset` sets them), from `Cpus_allowed_list` in
+/// `/proc/self/status`; read before any worker pins itself. Empty if unreadable.
+fn allowed_cores() -> Vec<usize> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("Cpus_allowed_list:"))
+        .map(|list| parse_cpu_list(list.trim()))
+        .unwrap_or_default()
+}
+
+/// `"0-2,5"` → `[0, 1, 2, 5]`; malformed parts are skipped.
+fn parse_cpu_list(list: &str) -> Vec<usize> {
+    let mut cores = Vec::new();
+    for part in list.split(',').filter(|part| !part.is_empty()) {
+        let (first, last) = part.split_once('-').unwrap_or((part, part));
+        if let (Ok(first), Ok(last)) = (first.parse::<usize>(), last.parse::<usize>()) {
+            // A mask larger than any machine is a parse error, not a loop of a billion steps.
+            if last < first + 4096 {
+                cores.extend(first..=last);
+            }
+        }
+    }
+    cores
 }
 
 /// Splits `tcp://host:port` or `ws://host:port/path`.
@@ -124,6 +172,8 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> anyhow::Resu
     let mut url = "tcp://127.0.0.1:1883".to_string();
     let mut version = Version::V311;
     let mut workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut pin = true;
+    let mut ring_mode = RingMode::Defer;
     let mut sources: Vec<IpAddr> = Vec::new();
     let (mut subscribers, mut publishers, mut topics, mut pairs) =
         (100usize, 1usize, 100usize, 100usize);
@@ -164,6 +214,15 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> anyhow::Resu
                 }
             }
             Long("workers") => workers = value(&mut parser, "--workers")?,
+            Long("no-pin") => pin = false,
+            Long("ring") => {
+                ring_mode = match value::<String>(&mut parser, "--ring")?.as_str() {
+                    "defer" => RingMode::Defer,
+                    "coop" => RingMode::Coop,
+                    "plain" => RingMode::Plain,
+                    other => bail!("--ring must be defer, coop or plain, not {other:?}"),
+                };
+            }
             Long("source") => {
                 let list: String = value(&mut parser, "--source")?;
                 sources = list
@@ -292,6 +351,8 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> anyhow::Resu
             packet_bytes_max: (payload_bytes + 4096).max(1 << 16),
         },
         workers,
+        pin_cores: if pin { allowed_cores() } else { Vec::new() },
+        ring_mode,
         subscribers,
         publishers,
         topics,
@@ -442,6 +503,14 @@ mod tests {
             ))
             .is_ok()
         );
+    }
+
+    #[test]
+    fn parses_cpu_lists() {
+        assert_eq!(parse_cpu_list("1"), vec![1]);
+        assert_eq!(parse_cpu_list("0-2,5"), vec![0, 1, 2, 5]);
+        assert_eq!(parse_cpu_list("3,x,7-6"), vec![3]);
+        assert!(parse_cpu_list("").is_empty());
     }
 
     #[test]

@@ -7,7 +7,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::codec::Version;
-use crate::config::{Config, Scenario};
+use crate::config::{Config, RingMode, Scenario};
 use crate::stats::{self, Shared, TICKS_PER_S};
 
 /// A worker thread busier than this fraction of the window makes the figures suspect.
@@ -223,6 +223,7 @@ pub struct Params {
     pub url: String,
     pub mqtt: &'static str,
     pub workers: usize,
+    pub ring: RingMode,
     pub sources: Vec<String>,
     pub subscribers: usize,
     pub publishers: usize,
@@ -399,6 +400,7 @@ pub fn summarize(
                 Version::V5 => "5",
             },
             workers: cfg.workers,
+            ring: cfg.ring_mode,
             sources: cfg.target.sources.iter().map(ToString::to_string).collect(),
             subscribers: cfg.subscribers,
             publishers: cfg.publishers,

@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::bail;
 
 use crate::codec::{self, Packet};
-use crate::config::{Config, Scenario};
+use crate::config::{Config, RingMode, Scenario};
 use crate::conn::{self, Conn, FailKind, SharedWriter};
 use crate::stats::{self, Local, SeqEvent, SeqTrack, Shared};
 
@@ -67,9 +67,12 @@ pub fn spawn_worker(
     std::thread::Builder::new()
         .name(format!("loadgen-{worker}"))
         .spawn(move || {
-            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-            if let Err(e) = monoio::utils::bind_to_cpu_set([worker % cores]) {
-                eprintln!("warning: could not pin worker {worker}: {e:?}");
+            // Worker i takes the i-th core the process may use, so `taskset -c 1` is obeyed.
+            if !cfg.pin_cores.is_empty() {
+                let core = cfg.pin_cores[worker % cfg.pin_cores.len()];
+                if let Err(e) = monoio::utils::bind_to_cpu_set([core]) {
+                    eprintln!("warning: could not pin worker {worker} to core {core}: {e:?}");
+                }
             }
             if let Some(tid) = stats::thread_id() {
                 shared
@@ -78,11 +81,7 @@ pub fn spawn_worker(
                     .expect("no panics while held")
                     .push(tid);
             }
-            let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
-                .with_entries(4096)
-                .enable_timer()
-                .build()
-                .expect("monoio runtime (io_uring or epoll) must start");
+            let mut rt = runtime(cfg.ring_mode);
             let ctx = Rc::new(Ctx {
                 cfg,
                 shared,
@@ -94,6 +93,45 @@ pub fn spawn_worker(
             rt.block_on(worker_main(ctx, specs));
         })
         .expect("spawning a thread")
+}
+
+type Runtime = monoio::FusionRuntime<
+    monoio::time::TimeDriver<monoio::IoUringDriver>,
+    monoio::time::TimeDriver<monoio::LegacyDriver>,
+>;
+
+/// The worker's runtime, with the ring set up as `mode` asks, falling back to fewer flags (and
+/// monoio to epoll) where the kernel refuses them.
+fn runtime(mode: RingMode) -> Runtime {
+    let attempts: &[RingMode] = match mode {
+        RingMode::Defer => &[RingMode::Defer, RingMode::Coop, RingMode::Plain],
+        RingMode::Coop => &[RingMode::Coop, RingMode::Plain],
+        RingMode::Plain => &[RingMode::Plain],
+    };
+    for &attempt in attempts {
+        let mut flags = io_uring::IoUring::builder();
+        match attempt {
+            RingMode::Defer => {
+                flags.setup_single_issuer().setup_defer_taskrun();
+            }
+            RingMode::Coop => {
+                flags.setup_coop_taskrun();
+            }
+            RingMode::Plain => {}
+        }
+        let built = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+            .with_entries(4096)
+            .uring_builder(flags)
+            .enable_timer()
+            .build();
+        match built {
+            Ok(rt) => return rt,
+            Err(e) => {
+                eprintln!("warning: io_uring setup {attempt:?} refused ({e}); trying fewer flags")
+            }
+        }
+    }
+    panic!("monoio runtime (io_uring or epoll) must start")
 }
 
 async fn worker_main(ctx: Rc<Ctx>, specs: Vec<ConnSpec>) {

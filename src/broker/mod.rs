@@ -42,7 +42,7 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 pub use auth::{AuthDecision, AuthRequest, Authenticator};
-pub use fanout::{FANOUT_DELIVERIES_PER_TURN_MAX, FANOUT_PARKED_MAX};
+pub use fanout::{FANOUT_GROUP_MSGS_MAX, FANOUT_PARKED_MAX, FANOUT_SESSIONS_PER_TURN_MAX};
 pub use outbox::*;
 pub use shared::ShareMessage;
 

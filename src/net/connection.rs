@@ -19,9 +19,11 @@
 //! queue's ring, which keeps at most 4 entries of 40 B once drained (so a connection receiving
 //! one message per turn never allocates) — 160 B. The receive buffer is lent by the shard's
 //! buffer ring only while bytes are being read; the `msghdr` and iovecs of a send come from the
-//! shard's send pool only while the send is in flight. Total ≈ 560 B for an idle WebSocket
-//! subscriber, ≈ 390 B over TCP, next to the kernel's ≈ 3.7 KB socket and ≈ 0.9 KB armed
-//! multishot receive; the broker's session (client identifier, subscriptions) comes on top.
+//! shard's send pool only while the send is in flight. Total ≈ 580 B for an idle WebSocket
+//! subscriber (240 B slot, 176 B decoder in its mimalloc size class, 160 B queue ring), ≈ 400 B
+//! over TCP, next to the kernel's ≈ 3.7 KB socket and ≈ 0.9 KB armed multishot receive; the
+//! broker's session (client identifier, subscription, trie node, ≈ 780 B; see
+//! `broker/session.rs`) comes on top.
 
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;

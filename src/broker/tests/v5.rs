@@ -681,3 +681,53 @@ fn each_version_gets_what_it_can_express() {
     assert_eq!(step.publishes(3).len(), 1);
     assert!(step.publishes(3)[0].properties.is_empty());
 }
+
+/// Publishes parked behind a large fan-out are grouped only with those of the same publisher:
+/// No Local is decided per publisher, and interleaved publishers keep their order.
+#[test]
+fn grouped_fanout_keeps_no_local_per_publisher() {
+    let mut h = Harness::new();
+    let filler = crate::broker::FANOUT_SESSIONS_PER_TURN_MAX as u64 + 10;
+    for conn in 1..=filler {
+        h.subscriber(conn, &format!("s{conn}"), "t", QoS::AtMostOnce);
+    }
+    let me = filler + 1;
+    h.connect(me, &Client::v5("me"));
+    let no_local = SubscriptionOptions {
+        no_local: true,
+        ..SubscriptionOptions::new(QoS::AtMostOnce)
+    };
+    h.packet(me, &subscribe5(1, &[("t", no_local)], Properties::EMPTY));
+    let other = me + 1;
+    h.connect(other, &Client::v5("other"));
+    // One turn: the first publish fills the turn's budget; the rest park behind it, my own
+    // publishes interleaved with the other publisher's.
+    let mut out = Outbox::default();
+    let now = h.at(0.0);
+    for (from, payload) in [
+        (other, b"1"),
+        (me, b"2"),
+        (me, b"3"),
+        (other, b"4"),
+        (other, b"5"),
+    ] {
+        let packet = publish("t", payload, Delivery::AtMostOnce, false);
+        h.broker.packet(ConnId(from), &packet, now, &mut out);
+    }
+    let mut steps = vec![h.finish(out)];
+    for _ in 0..8 {
+        steps.push(h.tick(0.0));
+    }
+    let mine: Vec<Vec<u8>> = steps
+        .iter()
+        .flat_map(|step| step.publishes(me))
+        .map(|p| p.payload)
+        .collect();
+    assert_eq!(mine, [b"1", b"4", b"5"], "[MQTT-3.8.3-3]: never my own");
+    let everyone: Vec<Vec<u8>> = steps
+        .iter()
+        .flat_map(|step| step.publishes(1))
+        .map(|p| p.payload)
+        .collect();
+    assert_eq!(everyone, [b"1", b"2", b"3", b"4", b"5"]);
+}

@@ -95,18 +95,18 @@ fn topic_policies_mark_qos0_publishes_by_topic() {
 #[test]
 fn fanout_is_sliced_per_turn_and_keeps_order() {
     let mut h = Harness::new();
-    let subscribers = FANOUT_DELIVERIES_PER_TURN_MAX as u64 + 10;
+    let subscribers = FANOUT_SESSIONS_PER_TURN_MAX as u64 + 10;
     for conn in 1..=subscribers {
         h.subscriber(conn, &format!("s{conn}"), "t", QoS::AtMostOnce);
     }
     let publisher = subscribers + 1;
     h.connect(publisher, &Client::new("pub"));
     let first = h.packet(publisher, &publish("t", b"A", Delivery::AtMostOnce, false));
-    assert_eq!(first.sends.len(), FANOUT_DELIVERIES_PER_TURN_MAX);
+    assert_eq!(first.sends.len(), FANOUT_SESSIONS_PER_TURN_MAX);
     assert!(h.broker.fanout_pending());
     // The next publish waits behind the rest of the first: one turn's budget again.
     let second = h.packet(publisher, &publish("t", b"B", Delivery::AtMostOnce, false));
-    assert_eq!(second.sends.len(), FANOUT_DELIVERIES_PER_TURN_MAX);
+    assert_eq!(second.sends.len(), FANOUT_SESSIONS_PER_TURN_MAX);
     let third = h.tick(0.0);
     assert_eq!(third.sends.len(), 20, "2 × (budget + 10) deliveries in all");
     assert!(!h.broker.fanout_pending());
@@ -121,6 +121,74 @@ fn fanout_is_sliced_per_turn_and_keeps_order() {
             vec![b"A".to_vec(), b"B".to_vec()],
             "subscriber {conn}"
         );
+    }
+}
+
+#[test]
+fn parked_publishes_of_one_topic_are_delivered_together_in_order() {
+    let mut h = Harness::new();
+    let subscribers = FANOUT_SESSIONS_PER_TURN_MAX as u64 + 10;
+    for conn in 1..=subscribers {
+        h.subscriber(conn, &format!("s{conn}"), "t", QoS::AtMostOnce);
+    }
+    // The last subscriber also follows "u": a publish of "u" between those of "t" ends the
+    // group, so this subscriber still gets every publish in order.
+    h.packet(subscribers, &subscribe(2, &[("u", QoS::AtMostOnce)]));
+    let publisher = subscribers + 1;
+    h.connect(publisher, &Client::new("pub"));
+    // One turn: A fills the turn's budget, the rest are parked behind it.
+    let mut out = Outbox::default();
+    let now = h.at(0.0);
+    for (topic, payload) in [
+        ("t", b"A"),
+        ("t", b"B"),
+        ("t", b"C"),
+        ("u", b"D"),
+        ("t", b"E"),
+    ] {
+        let packet = publish(topic, payload, Delivery::AtMostOnce, false);
+        h.broker.packet(ConnId(publisher), &packet, now, &mut out);
+    }
+    let first = h.finish(out);
+    assert_eq!(first.sends.len(), FANOUT_SESSIONS_PER_TURN_MAX);
+    // Next turn: the rest of A, then B and C together to as many sessions as the turn serves.
+    let second = h.tick(0.0);
+    let together = FANOUT_SESSIONS_PER_TURN_MAX - 10;
+    assert_eq!(second.sends.len(), 10 + 2 * together);
+    let mut got_both = 0;
+    for conn in 1..=subscribers {
+        let payloads: Vec<Vec<u8>> = second
+            .publishes(conn)
+            .into_iter()
+            .map(|p| p.payload)
+            .collect();
+        if payloads.iter().any(|p| p != b"A") {
+            assert_eq!(
+                payloads,
+                [b"B", b"C"],
+                "subscriber {conn}: B and C in one turn"
+            );
+            got_both += 1;
+        }
+    }
+    assert_eq!(got_both, together);
+    let mut steps = vec![first, second];
+    while h.broker.fanout_pending() {
+        assert!(steps.len() < 5, "the rest takes two more turns");
+        steps.push(h.tick(0.0));
+    }
+    for conn in 1..=subscribers {
+        let payloads: Vec<Vec<u8>> = steps
+            .iter()
+            .flat_map(|step| step.publishes(conn))
+            .map(|p| p.payload)
+            .collect();
+        let expected: &[&[u8]] = if conn == subscribers {
+            &[b"A", b"B", b"C", b"D", b"E"]
+        } else {
+            &[b"A", b"B", b"C", b"E"]
+        };
+        assert_eq!(payloads, expected, "subscriber {conn}");
     }
 }
 
