@@ -9,8 +9,9 @@
 //! left empty, so memory follows the live subscriptions.
 //!
 //! Worst case: `subscriptions_per_session_max` (1 024) × sessions per shard (20 000 connected
-//! plus offline ones) entries, each a node position (~12 bytes) plus a position-map slot
-//! (~24 bytes), plus one node per distinct filter level.
+//! plus offline ones) entries, each a subscriber slot (16 bytes with a `Grant`) plus, on nodes
+//! with 32 subscribers or more, a position-map slot (~24 bytes), plus one node per distinct
+//! filter level.
 
 use std::collections::HashMap;
 
@@ -32,9 +33,18 @@ struct Node<V> {
     /// contiguous memory.
     subscribers: Vec<(SessionKey, V)>,
     /// Where each session sits in `subscribers`, so unsubscribing is O(1) even on a topic with
-    /// a million subscribers (a linear search would make a mass disconnect quadratic).
+    /// a million subscribers (a linear search would make a mass disconnect quadratic). Kept
+    /// only from [`POSITIONS_FROM`] subscribers on: below, a linear search is as fast, and a
+    /// node with one subscriber (a topic per client) saves the map's table (~80 B).
     positions: HashMap<SessionKey, u32>,
 }
+
+/// Subscribers of one node from which their positions are indexed.
+const POSITIONS_FROM: usize = 32;
+
+/// Below this many subscribers a node's vector grows one slot at a time, so a node with one
+/// subscriber holds one slot, not the four of a first `push`.
+const EXACT_GROWTH_MAX: usize = 4;
 
 impl<V> Default for Node<V> {
     fn default() -> Self {
@@ -51,6 +61,18 @@ impl<V> Default for Node<V> {
 }
 
 impl<V> Node<V> {
+    /// Where `session` sits in `subscribers`, if it is subscribed here.
+    fn position(&self, session: SessionKey) -> Option<u32> {
+        if self.positions.is_empty() {
+            let index = self
+                .subscribers
+                .iter()
+                .position(|&(key, _)| key == session)?;
+            return Some(u32::try_from(index).expect("fewer than 2^32 sessions"));
+        }
+        self.positions.get(&session).copied()
+    }
+
     fn is_empty(&self) -> bool {
         self.subscribers.is_empty()
             && self.children.is_empty()
@@ -92,13 +114,23 @@ impl<V: Copy> TopicTrie<V> {
             node = self.child_or_insert(node, level);
         }
         let node = &mut self.nodes[node as usize];
-        if let Some(&position) = node.positions.get(&session) {
+        if let Some(position) = node.position(session) {
             node.subscribers[position as usize].1 = qos;
             return false;
         }
         let position = u32::try_from(node.subscribers.len()).expect("fewer than 2^32 sessions");
+        if node.subscribers.len() < EXACT_GROWTH_MAX {
+            node.subscribers.reserve_exact(1);
+        }
         node.subscribers.push((session, qos));
-        node.positions.insert(session, position);
+        if !node.positions.is_empty() {
+            node.positions.insert(session, position);
+        } else if node.subscribers.len() >= POSITIONS_FROM {
+            node.positions = (0..)
+                .zip(&node.subscribers)
+                .map(|(position, &(key, _))| (key, position))
+                .collect();
+        }
         self.subscription_count += 1;
         true
     }
@@ -113,12 +145,20 @@ impl<V: Copy> TopicTrie<V> {
             }
         }
         let entry = &mut self.nodes[node as usize];
-        let Some(position) = entry.positions.remove(&session) else {
+        let Some(position) = entry.position(session) else {
             return false;
         };
         entry.subscribers.swap_remove(position as usize);
-        if let Some(&(moved, _)) = entry.subscribers.get(position as usize) {
-            entry.positions.insert(moved, position);
+        if !entry.positions.is_empty() {
+            entry.positions.remove(&session);
+            if let Some(&(moved, _)) = entry.subscribers.get(position as usize) {
+                entry.positions.insert(moved, position);
+            }
+            // Hysteresis: the index goes only well below where it was built, so a node
+            // hovering around the threshold does not rebuild it on every change.
+            if entry.subscribers.len() < POSITIONS_FROM / 2 {
+                entry.positions = HashMap::new();
+            }
         }
         self.subscription_count -= 1;
         self.prune(node);
@@ -303,6 +343,67 @@ pub(crate) mod tests {
         assert!(!trie.remove("x/y", k[2]));
         assert_eq!(trie.len(), 0);
         assert_eq!(trie.node_count(), 1);
+    }
+
+    #[test]
+    fn positions_index_comes_and_goes_with_the_subscribers() {
+        let n = 3 * POSITIONS_FROM;
+        let k = keys(n);
+        let mut trie = TopicTrie::new();
+        for (i, &key) in k.iter().enumerate() {
+            assert!(trie.insert("t", key, QoS::AtMostOnce));
+            assert!(
+                !trie.insert("t", key, QoS::AtLeastOnce),
+                "subscriber {i} is known"
+            );
+        }
+        assert_eq!(matches(&trie, "t").len(), n);
+        // Remove in a scrambled order, through and below the index thresholds, re-adding
+        // some on the way so the index is rebuilt and dropped more than once.
+        let mut left: Vec<SessionKey> = k.clone();
+        let mut readded = 0;
+        let mut step = 0;
+        while !left.is_empty() {
+            let key = left.remove((step * 7) % left.len());
+            step += 1;
+            assert!(trie.remove("t", key));
+            assert!(!trie.remove("t", key));
+            if left.len() == POSITIONS_FROM / 2 && readded < 2 * POSITIONS_FROM {
+                for &key in &k {
+                    if !left.contains(&key) {
+                        assert!(trie.insert("t", key, QoS::AtLeastOnce));
+                        left.push(key);
+                        readded += 1;
+                    }
+                }
+            }
+            let mut expected: Vec<(SessionKey, QoS)> =
+                left.iter().map(|&key| (key, QoS::AtLeastOnce)).collect();
+            expected.sort();
+            assert_eq!(matches(&trie, "t"), expected, "after {step} removals");
+            assert_eq!(trie.len(), left.len());
+        }
+        assert!(readded > 0);
+        assert_eq!(trie.node_count(), 1);
+    }
+
+    /// The sizes the per-connection budget in `broker/session.rs` counts.
+    #[test]
+    fn budget_sizes() {
+        use crate::broker::subscription::Grant;
+        assert_eq!(std::mem::size_of::<Node<Grant>>(), 160);
+        assert_eq!(std::mem::size_of::<(SessionKey, Grant)>(), 16);
+    }
+
+    #[test]
+    fn a_lone_subscriber_holds_one_slot_and_no_index() {
+        let k = keys(2);
+        let mut trie = TopicTrie::new();
+        trie.insert("a/b", k[0], QoS::AtMostOnce);
+        let node = trie.child(ROOT, "a").and_then(|a| trie.child(a, "b"));
+        let node = &trie.nodes[node.expect("inserted") as usize];
+        assert_eq!(node.subscribers.capacity(), 1);
+        assert_eq!(node.positions.capacity(), 0);
     }
 
     pub(crate) fn level() -> impl Strategy<Value = &'static str> {
