@@ -26,12 +26,15 @@
 //! | **broker total** | **≈ 860** | |
 //!
 //! The network side adds ≈ 580 B (`net/connection.rs`), so ≈ 1.45 KB is accounted for; the
-//! rest of what is measured per connection over 19 000 (docs/benchmarks.md) is allocator slack
-//! and the pages of the shard's 4 MiB receive-buffer ring the first connections touch (≈ 220 B
-//! per connection at 19 000, not a per-connection cost). A [`Grant`] (QoS, two options, a
-//! Subscription Identifier) packs into 8 B, so a (filter, grant) slot is the 24 B a (filter,
-//! QoS) one was and a trie slot stays 16 B. Before [`Subscriptions`] and the trie's lazy
-//! position index, two one-entry `HashMap`s cost ≈ 700 B more per subscriber.
+//! 2.3 KB measured per connection over 19 000 WebSocket subscribers (`fanfare-loadtest conn`,
+//! one shard) also holds allocator slack and the pages of the shard's 4 MiB receive-buffer ring
+//! the first connections touch (≈ 220 B per connection at 19 000, not a per-connection cost).
+//! A [`Grant`] (QoS, two options, a Subscription Identifier) packs into 8 B, so a (filter,
+//! grant) slot is the 24 B a (filter, QoS) one was and a trie slot stays 16 B. Before
+//! [`Subscriptions`] the session's one-entry `HashMap` cost ≈ 350 B more (2.65 KB measured, in
+//! that run's 100 shared topics, whose trie nodes keep their position index); with a topic per
+//! client the one-entry position map of each trie node would add about as much again
+//! (estimated from the table sizes, not measured in that run).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
