@@ -380,6 +380,21 @@ pub struct Properties<'a> {
     raw: &'a [u8],
 }
 
+/// Writes the accessor of a property that appears at most once: the value if present.
+macro_rules! single_accessors {
+    ($($(#[$doc:meta])* $name:ident: $id:ident => $variant:ident, $ty:ty;)*) => {
+        $(
+            $(#[$doc])*
+            pub fn $name(&self) -> Option<$ty> {
+                match self.find(id::$id)? {
+                    Property::$variant(value) => Some(value),
+                    _ => None,
+                }
+            }
+        )*
+    };
+}
+
 impl<'a> Properties<'a> {
     pub const EMPTY: Properties<'static> = Properties { raw: &[] };
 
@@ -467,39 +482,25 @@ impl<'a> Properties<'a> {
         self.iter().find(|property| property.id() == id)
     }
 
-    pub fn payload_format_indicator(&self) -> Option<u8> {
-        match self.find(id::PAYLOAD_FORMAT_INDICATOR)? {
-            Property::PayloadFormatIndicator(v) => Some(v),
-            _ => None,
-        }
-    }
-
-    pub fn message_expiry_interval_s(&self) -> Option<u32> {
-        match self.find(id::MESSAGE_EXPIRY_INTERVAL)? {
-            Property::MessageExpiryInterval(v) => Some(v),
-            _ => None,
-        }
-    }
-
-    pub fn content_type(&self) -> Option<&'a str> {
-        match self.find(id::CONTENT_TYPE)? {
-            Property::ContentType(v) => Some(v),
-            _ => None,
-        }
-    }
-
-    pub fn response_topic(&self) -> Option<&'a str> {
-        match self.find(id::RESPONSE_TOPIC)? {
-            Property::ResponseTopic(v) => Some(v),
-            _ => None,
-        }
-    }
-
-    pub fn correlation_data(&self) -> Option<&'a [u8]> {
-        match self.find(id::CORRELATION_DATA)? {
-            Property::CorrelationData(v) => Some(v),
-            _ => None,
-        }
+    single_accessors! {
+        payload_format_indicator: PAYLOAD_FORMAT_INDICATOR => PayloadFormatIndicator, u8;
+        message_expiry_interval_s: MESSAGE_EXPIRY_INTERVAL => MessageExpiryInterval, u32;
+        content_type: CONTENT_TYPE => ContentType, &'a str;
+        response_topic: RESPONSE_TOPIC => ResponseTopic, &'a str;
+        correlation_data: CORRELATION_DATA => CorrelationData, &'a [u8];
+        session_expiry_interval_s: SESSION_EXPIRY_INTERVAL => SessionExpiryInterval, u32;
+        assigned_client_identifier: ASSIGNED_CLIENT_IDENTIFIER => AssignedClientIdentifier, &'a str;
+        server_keep_alive_s: SERVER_KEEP_ALIVE => ServerKeepAlive, u16;
+        authentication_method: AUTHENTICATION_METHOD => AuthenticationMethod, &'a str;
+        authentication_data: AUTHENTICATION_DATA => AuthenticationData, &'a [u8];
+        will_delay_interval_s: WILL_DELAY_INTERVAL => WillDelayInterval, u32;
+        response_information: RESPONSE_INFORMATION => ResponseInformation, &'a str;
+        server_reference: SERVER_REFERENCE => ServerReference, &'a str;
+        reason_string: REASON_STRING => ReasonString, &'a str;
+        receive_maximum: RECEIVE_MAXIMUM => ReceiveMaximum, u16;
+        topic_alias_maximum: TOPIC_ALIAS_MAXIMUM => TopicAliasMaximum, u16;
+        topic_alias: TOPIC_ALIAS => TopicAlias, u16;
+        maximum_packet_size_bytes: MAXIMUM_PACKET_SIZE => MaximumPacketSize, u32;
     }
 
     /// Every subscription identifier, in order (several only in a PUBLISH from a server).
@@ -510,41 +511,6 @@ impl<'a> Properties<'a> {
         })
     }
 
-    pub fn session_expiry_interval_s(&self) -> Option<u32> {
-        match self.find(id::SESSION_EXPIRY_INTERVAL)? {
-            Property::SessionExpiryInterval(v) => Some(v),
-            _ => None,
-        }
-    }
-
-    pub fn assigned_client_identifier(&self) -> Option<&'a str> {
-        match self.find(id::ASSIGNED_CLIENT_IDENTIFIER)? {
-            Property::AssignedClientIdentifier(v) => Some(v),
-            _ => None,
-        }
-    }
-
-    pub fn server_keep_alive_s(&self) -> Option<u16> {
-        match self.find(id::SERVER_KEEP_ALIVE)? {
-            Property::ServerKeepAlive(v) => Some(v),
-            _ => None,
-        }
-    }
-
-    pub fn authentication_method(&self) -> Option<&'a str> {
-        match self.find(id::AUTHENTICATION_METHOD)? {
-            Property::AuthenticationMethod(v) => Some(v),
-            _ => None,
-        }
-    }
-
-    pub fn authentication_data(&self) -> Option<&'a [u8]> {
-        match self.find(id::AUTHENTICATION_DATA)? {
-            Property::AuthenticationData(v) => Some(v),
-            _ => None,
-        }
-    }
-
     pub fn request_problem_information(&self) -> Option<bool> {
         match self.find(id::REQUEST_PROBLEM_INFORMATION)? {
             Property::RequestProblemInformation(v) => Some(v == 1),
@@ -552,58 +518,9 @@ impl<'a> Properties<'a> {
         }
     }
 
-    pub fn will_delay_interval_s(&self) -> Option<u32> {
-        match self.find(id::WILL_DELAY_INTERVAL)? {
-            Property::WillDelayInterval(v) => Some(v),
-            _ => None,
-        }
-    }
-
     pub fn request_response_information(&self) -> Option<bool> {
         match self.find(id::REQUEST_RESPONSE_INFORMATION)? {
             Property::RequestResponseInformation(v) => Some(v == 1),
-            _ => None,
-        }
-    }
-
-    pub fn response_information(&self) -> Option<&'a str> {
-        match self.find(id::RESPONSE_INFORMATION)? {
-            Property::ResponseInformation(v) => Some(v),
-            _ => None,
-        }
-    }
-
-    pub fn server_reference(&self) -> Option<&'a str> {
-        match self.find(id::SERVER_REFERENCE)? {
-            Property::ServerReference(v) => Some(v),
-            _ => None,
-        }
-    }
-
-    pub fn reason_string(&self) -> Option<&'a str> {
-        match self.find(id::REASON_STRING)? {
-            Property::ReasonString(v) => Some(v),
-            _ => None,
-        }
-    }
-
-    pub fn receive_maximum(&self) -> Option<u16> {
-        match self.find(id::RECEIVE_MAXIMUM)? {
-            Property::ReceiveMaximum(v) => Some(v),
-            _ => None,
-        }
-    }
-
-    pub fn topic_alias_maximum(&self) -> Option<u16> {
-        match self.find(id::TOPIC_ALIAS_MAXIMUM)? {
-            Property::TopicAliasMaximum(v) => Some(v),
-            _ => None,
-        }
-    }
-
-    pub fn topic_alias(&self) -> Option<u16> {
-        match self.find(id::TOPIC_ALIAS)? {
-            Property::TopicAlias(v) => Some(v),
             _ => None,
         }
     }
@@ -628,13 +545,6 @@ impl<'a> Properties<'a> {
             Property::UserProperty(name, value) => Some((name, value)),
             _ => None,
         })
-    }
-
-    pub fn maximum_packet_size_bytes(&self) -> Option<u32> {
-        match self.find(id::MAXIMUM_PACKET_SIZE)? {
-            Property::MaximumPacketSize(v) => Some(v),
-            _ => None,
-        }
     }
 
     pub fn wildcard_subscription_available(&self) -> Option<bool> {
