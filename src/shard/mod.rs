@@ -5,6 +5,7 @@
 //! queues, post to other shards, start one send per connection that has something queued and
 //! none in flight, and wake each other shard at most once.
 
+mod close;
 pub mod ingest;
 pub mod mailbox;
 pub mod ops;
@@ -19,7 +20,7 @@ use std::time::{Duration, Instant};
 use io_uring::{cqueue, opcode, types};
 use log::{debug, error, info, warn};
 
-use crate::broker::{Broker, Chunk, ConnId, Droppable, Outbox, ShardMessage, Transport};
+use crate::broker::{Broker, ConnId, Droppable, Outbox, ShardMessage, Transport};
 use crate::config::Config;
 use crate::net::connection::{CloseCause, Connection, Phase};
 use crate::net::listener::ListenerKind;
@@ -28,8 +29,7 @@ use crate::net::slots::Slots;
 use crate::net::sys;
 use crate::net::uring::{self, BufRing, Ring, RingUnavailable};
 use crate::protocol::mqtt::DecodeLimits;
-use crate::protocol::ws::frame::{FrameLimits, write_close_frame};
-use crate::protocol::ws::handshake::write_error_response;
+use crate::protocol::ws::frame::FrameLimits;
 use ingest::{Flow, Ingest, ingest, ingest_pending};
 use mailbox::{Handoff, Mailboxes};
 
@@ -688,65 +688,6 @@ impl Shard {
         self.pending_closes = pending;
     }
 
-    /// Stops reading, queues the connection's last words (a close frame or HTTP error), and
-    /// lets the queue drain before the socket closes.
-    fn begin_close(&mut self, id: ConnId, cause: CloseCause, now: Instant) {
-        let Some(conn) = self.conns.get_mut(id) else {
-            return;
-        };
-        if conn.phase == Phase::Closing {
-            return;
-        }
-        // Before the upgrade the peer speaks HTTP: a WebSocket close frame would be read as a
-        // broken response, by a browser's idle preconnected socket for one (RFC 6455 §4.1).
-        let upgraded = conn.phase != Phase::WsHandshake;
-        conn.phase = Phase::Closing;
-        conn.close_cause = Some(cause);
-        conn.closing_since = Some(now);
-        let last_words = match cause {
-            CloseCause::Handshake(error) => {
-                let mut response = Vec::new();
-                write_error_response(error, &mut response);
-                Some(response)
-            }
-            _ if conn.transport == Transport::Ws && !upgraded => None,
-            _ if conn.transport == Transport::Ws => cause.ws_close_code().map(|code| {
-                // The reason tells a browser's developer tools what went wrong.
-                let reason = match cause {
-                    CloseCause::Ws(error) => error.description(),
-                    CloseCause::Decode(error) => error.description(),
-                    _ => "",
-                };
-                let mut frame = Vec::new();
-                write_close_frame(code, reason, &mut frame);
-                frame
-            }),
-            _ => None,
-        };
-        if matches!(cause, CloseCause::NetworkError(_)) {
-            conn.out.abandon();
-        }
-        if let Some(bytes) = last_words.filter(|_| !conn.sealed) {
-            let policy = self.config.slow_consumer(conn.transport);
-            conn.out.push(
-                Chunk::Owned(bytes),
-                Droppable::No,
-                u64::MAX,
-                policy,
-                &mut self.send_pool,
-            );
-            self.dirty.push(id);
-        }
-        conn.sealed = true;
-        if cause.is_error() {
-            info!("{}: closing: {cause}", conn.peer);
-        } else {
-            debug!("{}: closing: {cause}", conn.peer);
-        }
-        self.cancel_recv(id);
-        self.finishing.push(id);
-    }
-
     fn post_to_other_shards(&mut self) {
         let shard_count = self.mailboxes.shard_count();
         // Shared subscription messages first: a member joins before its publishes arrive.
@@ -790,67 +731,6 @@ impl Shard {
             self.push(entry);
         }
         self.dirty = dirty;
-    }
-
-    /// Completes closes and handoffs whose operations have all ended.
-    fn finish_closes(&mut self, now: Instant) {
-        let mut finishing = std::mem::take(&mut self.finishing);
-        finishing.sort_unstable();
-        finishing.dedup();
-        finishing.retain(|&id| !self.try_finish(id, now));
-        self.finishing = finishing;
-    }
-
-    /// Returns true when the connection is gone from this shard (or was already).
-    fn try_finish(&mut self, id: ConnId, now: Instant) -> bool {
-        let Some(conn) = self.conns.get_mut(id) else {
-            return true;
-        };
-        match conn.phase {
-            Phase::Closing => {
-                let lingered = conn
-                    .closing_since
-                    .is_some_and(|since| now - since >= CLOSE_LINGER);
-                if lingered && (conn.out.in_flight() || conn.recv_armed) {
-                    // The peer does not read: cut the socket so the pending operations end.
-                    conn.out.abandon();
-                    sys::shutdown_both(&conn.fd);
-                }
-                if conn.recv_armed || conn.out.in_flight() || (!conn.out.is_empty() && !lingered) {
-                    return false;
-                }
-                sys::shutdown_write(&conn.fd);
-                let Some(conn) = self.conns.remove(id) else {
-                    return true;
-                };
-                drop(conn);
-                self.broker.connection_lost(id, now, &mut self.outbox);
-                true
-            }
-            Phase::HandingOff(target) => {
-                if conn.recv_armed || conn.out.in_flight() || !conn.out.is_empty() {
-                    return false;
-                }
-                let Some(conn) = self.conns.remove(id) else {
-                    return true;
-                };
-                let peer = conn.peer;
-                let handoff = Handoff {
-                    fd: conn.fd,
-                    peer,
-                    transport: conn.transport,
-                    ws: conn.ws,
-                    pending: conn.spill,
-                };
-                match self.mailboxes.hand_off(target, handoff) {
-                    Ok(()) => self.wake[target] = true,
-                    Err(_) => info!("{peer}: closing: {}", CloseCause::HandoffFailed),
-                }
-                true
-            }
-            // A receive was cancelled for a connection that is not ending: nothing to finish.
-            _ => true,
-        }
     }
 
     fn rearm_receives(&mut self) {
