@@ -260,6 +260,9 @@ def load(broker, scenario):
 def ms(us):
     return f"{us / 1000:.0f}" if us >= 10_000 else f"{us / 1000:.1f}"
 
+def saturated(d):
+    return " (load generator saturated)" if d.get("loadgen", {}).get("saturated") else ""
+
 def fanout_cells(d):
     if d is NOT_RUN:
         return ["–"] * 4
@@ -268,7 +271,7 @@ def fanout_cells(d):
     lat = d["latency_us"]
     cpu = d["broker"].get("cpu_s_per_million")
     return [
-        f"{d['msgs_per_s']:,.0f}",
+        f"{d['msgs_per_s']:,.0f}" + saturated(d),
         f"{d['lost']:,} of {d['expected']:,}",
         f"{ms(lat['p50'])} / {ms(lat['p99'])}",
         "–" if cpu is None else f"{cpu:.2f}",
@@ -291,7 +294,7 @@ def connects_cell(d):
         return "failed"
     c = d["connections"]
     failed = sum(c["failed"].values())
-    cell = f"{c['connects_per_s']:,.0f}"
+    cell = f"{c['connects_per_s']:,.0f}" + saturated(d)
     return cell + (f" ({failed:,} failed)" if failed else "")
 
 labels = {
@@ -333,8 +336,8 @@ out = [
     "",
     "MQTT 3.1.1 over WebSocket, QoS 0, 64-byte payload, 10 000 subscribers of one topic and one",
     "publisher; broker on core 1, `fanfare-loadtest` on core 0 (one worker, two source",
-    "addresses of 127.0.0.2–9 per scenario). A load-generator JSON whose `loadgen.saturated`",
-    "is true measured the load generator too. CPU-s/M is the broker process's CPU seconds per million",
+    "addresses of 127.0.0.2–9 per scenario); \"load generator saturated\" marks a run whose",
+    "load-generator thread was busy all the time, i.e. that measured it too. CPU-s/M is the broker process's CPU seconds per million",
     "deliveries (the loopback receive work the kernel runs in softirq on the broker's core is",
     "not in it). Idle RSS: a fresh broker, 19 000 connections opened at 5 000/s, each",
     "subscribed to its own topic. Connects/s: 19 000 upgrade + CONNECT + SUBSCRIBE offered at",
