@@ -54,8 +54,24 @@ wait_port() {
     return 1
 }
 
+# free_port: a port below the ephemeral range that nothing holds on any address. Below it,
+# because the load generator leaves tens of thousands of ephemeral ports in TIME_WAIT, and
+# Mosquitto's WebSocket listener (libwebsockets) then fails to bind most of them.
 free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+    python3 -c '
+import random, socket
+for _ in range(100):
+    port = random.randrange(20000, 32000)
+    s = socket.socket()
+    try:
+        s.bind(("0.0.0.0", port))
+    except OSError:
+        continue
+    finally:
+        s.close()
+    print(port)
+    break
+'
 }
 
 # ---- installs and builds ----------------------------------------------------------------
