@@ -189,6 +189,12 @@ EOF
     esac
 }
 
+# busy_ticks: user + nice + system clock ticks of the whole machine (/proc/stat). Softirq is
+# left out: the loopback receive work the broker's sends cause is accounted there.
+busy_ticks() {
+    awk '/^cpu / { print $2 + $3 + $4 }' /proc/stat
+}
+
 # start_broker_retrying NAME: a port picked free may be taken again before the broker binds
 # it; try three times.
 start_broker_retrying() {
@@ -223,10 +229,12 @@ run() {
         return 0
     fi
     log "$name: $scenario"
+    busy_ticks >"$RESULTS/$name-$scenario.busy"
     timeout 90 taskset -c "$lt_cores" "$LT" "$@" "${lt_flags[@]}" --url "$WS_URL" \
         --source "${SOURCES[$scenario]}" --broker-pid "$BROKER_PID" \
         >"$RESULTS/$name-$scenario.json" 2>"$RESULTS/$name-$scenario.log" || \
         log "$name: $scenario: the load generator failed (see $RESULTS/$name-$scenario.log)"
+    busy_ticks >>"$RESULTS/$name-$scenario.busy"
     stop_broker
 }
 
@@ -276,6 +284,18 @@ def load(broker, scenario):
 def ms(us):
     return f"{us / 1000:.0f}" if us >= 10_000 else f"{us / 1000:.1f}"
 
+def other_cpu(broker, scenario, d):
+    """CPU seconds the machine spent in user and system time during the run outside the
+    broker and the load generator: another workload that shared the cores."""
+    try:
+        with open(os.path.join(results, f"{broker}-{scenario}.busy")) as f:
+            start, end = [int(line) for line in f.read().split()][:2]
+        hz = os.sysconf("SC_CLK_TCK")
+        own = (d["broker"].get("cpu_s") or 0) + d["loadgen"]["cpu_s"]
+        return max(0.0, (end - start) / hz - own)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
 def saturated(d):
     return " (load generator saturated)" if d.get("loadgen", {}).get("saturated") else ""
 
@@ -320,7 +340,14 @@ labels = {
     "rumqttd": "rumqttd",
 }
 rows = []
+others = []
 for broker in brokers.split():
+    for scenario in ("fixed", "closed", "idle", "connects"):
+        d = load(broker, scenario)
+        if isinstance(d, dict):
+            other = other_cpu(broker, scenario, d)
+            if other is not None:
+                others.append(f"{broker}/{scenario} {other:.1f}")
     rows.append(
         [labels.get(broker, broker)]
         + fanout_cells(load(broker, "fixed"))
@@ -364,6 +391,11 @@ out = [
     "|" + "---|" * len(head),
 ]
 out += ["| " + " | ".join(row) + " |" for row in rows]
+out += [
+    "",
+    "CPU seconds spent outside the broker and the load generator during each run (user and",
+    "system time; another workload sharing the machine shows here): " + ", ".join(others) + ".",
+]
 out.append("<!-- bench-compare:end -->")
 block = "\n".join(out)
 
