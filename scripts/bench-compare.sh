@@ -87,14 +87,20 @@ install_mosquitto() {
 
 RUMQTTD=$CACHE/rumqttd/bin/rumqttd
 RUMQTTD_INSTALL="cargo install rumqttd --locked"
+# How the cached rumqttd was installed, written next to it.
+RUMQTTD_HOW=$CACHE/rumqttd/installed-with
 install_rumqttd() {
-    [[ -x $RUMQTTD ]] && return 0
+    if [[ -x $RUMQTTD ]]; then
+        RUMQTTD_INSTALL=$(cat "$RUMQTTD_HOW" 2>/dev/null || echo "an earlier cargo install")
+        return 0
+    fi
     log "installing rumqttd from crates.io into $CACHE/rumqttd"
     if ! cargo install rumqttd --locked --root "$CACHE/rumqttd" >"$CACHE/rumqttd-install.log" 2>&1; then
         log "the locked build failed (see $CACHE/rumqttd-install.log); retrying without --locked"
         RUMQTTD_INSTALL="cargo install rumqttd (the --locked build fails with this rustc)"
         cargo install rumqttd --root "$CACHE/rumqttd" >>"$CACHE/rumqttd-install.log" 2>&1
     fi
+    echo "$RUMQTTD_INSTALL" >"$RUMQTTD_HOW"
 }
 
 for broker in $BROKERS; do
