@@ -41,17 +41,37 @@ stop_broker() {
     BROKER_PID=
 }
 
+# wait_port PORT: true once something accepts on PORT, false after 10 s or if the broker died.
 wait_port() {
     for _ in $(seq 100); do
         if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+        kill -0 "$BROKER_PID" 2>/dev/null || break
         sleep 0.1
     done
-    log "nothing listens on port $1"
+    log "nothing listens on port $1; the broker said:"
+    tail -5 "$TMP/broker.err" >&2 || true
+    stop_broker
     return 1
 }
 
+# free_port: a port below the ephemeral range that nothing holds on any address. Below it,
+# because the load generator leaves tens of thousands of ephemeral ports in TIME_WAIT, and
+# Mosquitto's WebSocket listener (libwebsockets) then fails to bind most of them.
 free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+    python3 -c '
+import random, socket
+for _ in range(100):
+    port = random.randrange(20000, 32000)
+    s = socket.socket()
+    try:
+        s.bind(("0.0.0.0", port))
+    except OSError:
+        continue
+    finally:
+        s.close()
+    print(port)
+    break
+'
 }
 
 # ---- installs and builds ----------------------------------------------------------------
@@ -67,14 +87,20 @@ install_mosquitto() {
 
 RUMQTTD=$CACHE/rumqttd/bin/rumqttd
 RUMQTTD_INSTALL="cargo install rumqttd --locked"
+# How the cached rumqttd was installed, written next to it.
+RUMQTTD_HOW=$CACHE/rumqttd/installed-with
 install_rumqttd() {
-    [[ -x $RUMQTTD ]] && return 0
+    if [[ -x $RUMQTTD ]]; then
+        RUMQTTD_INSTALL=$(cat "$RUMQTTD_HOW" 2>/dev/null || echo "an earlier cargo install")
+        return 0
+    fi
     log "installing rumqttd from crates.io into $CACHE/rumqttd"
     if ! cargo install rumqttd --locked --root "$CACHE/rumqttd" >"$CACHE/rumqttd-install.log" 2>&1; then
         log "the locked build failed (see $CACHE/rumqttd-install.log); retrying without --locked"
         RUMQTTD_INSTALL="cargo install rumqttd (the --locked build fails with this rustc)"
         cargo install rumqttd --root "$CACHE/rumqttd" >>"$CACHE/rumqttd-install.log" 2>&1
     fi
+    echo "$RUMQTTD_INSTALL" >"$RUMQTTD_HOW"
 }
 
 for broker in $BROKERS; do
@@ -120,7 +146,7 @@ protocol websockets
 EOF
             taskset -c 1 mosquitto -c "$TMP/mosquitto.conf" >"$TMP/broker.out" 2>"$TMP/broker.err" &
             BROKER_PID=$!
-            wait_port "$port"
+            wait_port "$port" || return 1
             WS_URL=ws://127.0.0.1:$port/mqtt
             ;;
         rumqttd)
@@ -163,11 +189,37 @@ next_connection_delay_ms = 0
 EOF
             taskset -c 1 "$RUMQTTD" -q -c "$TMP/rumqttd.toml" >"$TMP/broker.out" 2>"$TMP/broker.err" &
             BROKER_PID=$!
-            wait_port "$port"
+            wait_port "$port" || return 1
             WS_URL=ws://127.0.0.1:$port/mqtt
             ;;
     esac
 }
+
+# busy_ticks: user + nice + system clock ticks of the whole machine (/proc/stat). Softirq is
+# left out: the loopback receive work the broker's sends cause is accounted there.
+busy_ticks() {
+    awk '/^cpu / { print $2 + $3 + $4 }' /proc/stat
+}
+
+# start_broker_retrying NAME: a port picked free may be taken again before the broker binds
+# it; try three times.
+start_broker_retrying() {
+    for attempt in 1 2 3; do
+        if start_broker "$1"; then return 0; fi
+        log "$1: start attempt $attempt failed"
+    done
+    return 1
+}
+
+# Source addresses per scenario: a closed connection leaves its port in TIME_WAIT for 60 s,
+# and binding a source address whose ports are mostly in TIME_WAIT makes every connect slow
+# (the load generator then measures itself). Each scenario gets its own pair.
+declare -A SOURCES=(
+    [fixed]=127.0.0.2,127.0.0.3
+    [closed]=127.0.0.4,127.0.0.5
+    [idle]=127.0.0.6,127.0.0.7
+    [connects]=127.0.0.8,127.0.0.9
+)
 
 # run NAME SCENARIO-NAME LOADTEST-ARGS...: one scenario against a fresh broker.
 run() {
@@ -178,12 +230,17 @@ run() {
         lt_cores=0,1
         lt_flags=(--workers 2)
     fi
-    start_broker "$name"
+    if ! start_broker_retrying "$name"; then
+        log "$name: $scenario: skipped, the broker did not start"
+        return 0
+    fi
     log "$name: $scenario"
+    busy_ticks >"$RESULTS/$name-$scenario.busy"
     timeout 90 taskset -c "$lt_cores" "$LT" "$@" "${lt_flags[@]}" --url "$WS_URL" \
-        --source 127.0.0.2,127.0.0.3 --broker-pid "$BROKER_PID" \
+        --source "${SOURCES[$scenario]}" --broker-pid "$BROKER_PID" \
         >"$RESULTS/$name-$scenario.json" 2>"$RESULTS/$name-$scenario.log" || \
         log "$name: $scenario: the load generator failed (see $RESULTS/$name-$scenario.log)"
+    busy_ticks >>"$RESULTS/$name-$scenario.busy"
     stop_broker
 }
 
@@ -218,9 +275,14 @@ import json, os, platform, re, subprocess, sys, datetime
 
 results, doc, brokers, versions, rumqttd_install = sys.argv[1:6]
 
+NOT_RUN = "not run"
+
 def load(broker, scenario):
+    path = os.path.join(results, f"{broker}-{scenario}.json")
+    if not os.path.exists(path):
+        return NOT_RUN
     try:
-        with open(os.path.join(results, f"{broker}-{scenario}.json")) as f:
+        with open(path) as f:
             return json.load(f)
     except (OSError, ValueError):
         return None
@@ -228,19 +290,38 @@ def load(broker, scenario):
 def ms(us):
     return f"{us / 1000:.0f}" if us >= 10_000 else f"{us / 1000:.1f}"
 
+def other_cpu(broker, scenario, d):
+    """CPU seconds the machine spent in user and system time during the run outside the
+    broker and the load generator: another workload that shared the cores."""
+    try:
+        with open(os.path.join(results, f"{broker}-{scenario}.busy")) as f:
+            start, end = [int(line) for line in f.read().split()][:2]
+        hz = os.sysconf("SC_CLK_TCK")
+        own = (d["broker"].get("cpu_s") or 0) + d["loadgen"]["cpu_s"]
+        return max(0.0, (end - start) / hz - own)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+def saturated(d):
+    return " (load generator saturated)" if d.get("loadgen", {}).get("saturated") else ""
+
 def fanout_cells(d):
+    if d is NOT_RUN:
+        return ["–"] * 4
     if d is None:
         return ["failed"] * 4
     lat = d["latency_us"]
     cpu = d["broker"].get("cpu_s_per_million")
     return [
-        f"{d['msgs_per_s']:,.0f}",
+        f"{d['msgs_per_s']:,.0f}" + saturated(d),
         f"{d['lost']:,} of {d['expected']:,}",
         f"{ms(lat['p50'])} / {ms(lat['p99'])}",
         "–" if cpu is None else f"{cpu:.2f}",
     ]
 
 def idle_cell(d):
+    if d is NOT_RUN:
+        return "–"
     if d is None:
         return "failed"
     b, c = d["broker"], d["connections"]
@@ -249,11 +330,13 @@ def idle_cell(d):
     return f"{(b['rss_bytes_end'] - b['rss_bytes_start']) / c['ok']:,.0f} B ({c['ok']:,} conns)"
 
 def connects_cell(d):
+    if d is NOT_RUN:
+        return "–"
     if d is None:
         return "failed"
     c = d["connections"]
     failed = sum(c["failed"].values())
-    cell = f"{c['connects_per_s']:,.0f}"
+    cell = f"{c['connects_per_s']:,.0f}" + saturated(d)
     return cell + (f" ({failed:,} failed)" if failed else "")
 
 labels = {
@@ -263,7 +346,14 @@ labels = {
     "rumqttd": "rumqttd",
 }
 rows = []
+others = []
 for broker in brokers.split():
+    for scenario in ("fixed", "closed", "idle", "connects"):
+        d = load(broker, scenario)
+        if isinstance(d, dict):
+            other = other_cpu(broker, scenario, d)
+            if other is not None:
+                others.append(f"{broker}/{scenario} {other:.1f}")
     rows.append(
         [labels.get(broker, broker)]
         + fanout_cells(load(broker, "fixed"))
@@ -294,8 +384,9 @@ out = [
     f"rumqttd installed with `{rumqttd_install}`.",
     "",
     "MQTT 3.1.1 over WebSocket, QoS 0, 64-byte payload, 10 000 subscribers of one topic and one",
-    "publisher; broker on core 1, `fanfare-loadtest` on core 0 (one worker, source addresses",
-    "127.0.0.2 and 127.0.0.3). CPU-s/M is the broker process's CPU seconds per million",
+    "publisher; broker on core 1, `fanfare-loadtest` on core 0 (one worker, two source",
+    "addresses of 127.0.0.2–9 per scenario); \"load generator saturated\" marks a run whose",
+    "load-generator thread was busy all the time, i.e. that measured it too. CPU-s/M is the broker process's CPU seconds per million",
     "deliveries (the loopback receive work the kernel runs in softirq on the broker's core is",
     "not in it). Idle RSS: a fresh broker, 19 000 connections opened at 5 000/s, each",
     "subscribed to its own topic. Connects/s: 19 000 upgrade + CONNECT + SUBSCRIBE offered at",
@@ -306,6 +397,11 @@ out = [
     "|" + "---|" * len(head),
 ]
 out += ["| " + " | ".join(row) + " |" for row in rows]
+out += [
+    "",
+    "CPU seconds spent outside the broker and the load generator during each run (user and",
+    "system time; another workload sharing the machine shows here): " + ", ".join(others) + ".",
+]
 out.append("<!-- bench-compare:end -->")
 block = "\n".join(out)
 
