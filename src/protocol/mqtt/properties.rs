@@ -381,7 +381,19 @@ pub struct Properties<'a> {
 }
 
 /// Writes the accessor of a property that appears at most once: the value if present.
+/// A flag (a byte property that may only be 0 or 1, §2.2.2.2) reads as `bool`.
 macro_rules! single_accessors {
+    ($($(#[$doc:meta])* $name:ident: $id:ident => $variant:ident, flag;)*) => {
+        $(
+            $(#[$doc])*
+            pub fn $name(&self) -> Option<bool> {
+                match self.find(id::$id)? {
+                    Property::$variant(value) => Some(value == 1),
+                    _ => None,
+                }
+            }
+        )*
+    };
     ($($(#[$doc:meta])* $name:ident: $id:ident => $variant:ident, $ty:ty;)*) => {
         $(
             $(#[$doc])*
@@ -503,6 +515,15 @@ impl<'a> Properties<'a> {
         maximum_packet_size_bytes: MAXIMUM_PACKET_SIZE => MaximumPacketSize, u32;
     }
 
+    single_accessors! {
+        request_problem_information: REQUEST_PROBLEM_INFORMATION => RequestProblemInformation, flag;
+        request_response_information: REQUEST_RESPONSE_INFORMATION => RequestResponseInformation, flag;
+        retain_available: RETAIN_AVAILABLE => RetainAvailable, flag;
+        wildcard_subscription_available: WILDCARD_SUBSCRIPTION_AVAILABLE => WildcardSubscriptionAvailable, flag;
+        subscription_identifier_available: SUBSCRIPTION_IDENTIFIER_AVAILABLE => SubscriptionIdentifierAvailable, flag;
+        shared_subscription_available: SHARED_SUBSCRIPTION_AVAILABLE => SharedSubscriptionAvailable, flag;
+    }
+
     /// Every subscription identifier, in order (several only in a PUBLISH from a server).
     pub fn subscription_identifiers(&self) -> impl Iterator<Item = u32> + 'a {
         self.iter().filter_map(|property| match property {
@@ -511,30 +532,9 @@ impl<'a> Properties<'a> {
         })
     }
 
-    pub fn request_problem_information(&self) -> Option<bool> {
-        match self.find(id::REQUEST_PROBLEM_INFORMATION)? {
-            Property::RequestProblemInformation(v) => Some(v == 1),
-            _ => None,
-        }
-    }
-
-    pub fn request_response_information(&self) -> Option<bool> {
-        match self.find(id::REQUEST_RESPONSE_INFORMATION)? {
-            Property::RequestResponseInformation(v) => Some(v == 1),
-            _ => None,
-        }
-    }
-
     pub fn maximum_qos(&self) -> Option<QoS> {
         match self.find(id::MAXIMUM_QOS)? {
             Property::MaximumQoS(v) => QoS::from_bits(v),
-            _ => None,
-        }
-    }
-
-    pub fn retain_available(&self) -> Option<bool> {
-        match self.find(id::RETAIN_AVAILABLE)? {
-            Property::RetainAvailable(v) => Some(v == 1),
             _ => None,
         }
     }
@@ -545,27 +545,6 @@ impl<'a> Properties<'a> {
             Property::UserProperty(name, value) => Some((name, value)),
             _ => None,
         })
-    }
-
-    pub fn wildcard_subscription_available(&self) -> Option<bool> {
-        match self.find(id::WILDCARD_SUBSCRIPTION_AVAILABLE)? {
-            Property::WildcardSubscriptionAvailable(v) => Some(v == 1),
-            _ => None,
-        }
-    }
-
-    pub fn subscription_identifier_available(&self) -> Option<bool> {
-        match self.find(id::SUBSCRIPTION_IDENTIFIER_AVAILABLE)? {
-            Property::SubscriptionIdentifierAvailable(v) => Some(v == 1),
-            _ => None,
-        }
-    }
-
-    pub fn shared_subscription_available(&self) -> Option<bool> {
-        match self.find(id::SHARED_SUBSCRIPTION_AVAILABLE)? {
-            Property::SharedSubscriptionAvailable(v) => Some(v == 1),
-            _ => None,
-        }
     }
 }
 
