@@ -415,11 +415,16 @@ fn publish<'a>(
     })
 }
 
-fn subscribe<'a>(
+/// The topic filters that fill the rest of a SUBSCRIBE or UNSUBSCRIBE, each validated and
+/// followed by what `per_filter` reads after it. At most `filters_per_packet_max` (limits the
+/// allocation a peer controls) and at least one (`empty` otherwise: [MQTT-3.8.3-3],
+/// [MQTT-3.10.3-2]).
+pub(super) fn read_filters<'a, T>(
     body: &mut Reader<'a>,
     limits: &DecodeLimits,
-) -> Result<Subscribe<'a>, DecodeError> {
-    let packet_id = body.packet_id()?;
+    empty: DecodeError,
+    mut per_filter: impl FnMut(&mut Reader<'a>, &'a str) -> Result<T, DecodeError>,
+) -> Result<Vec<T>, DecodeError> {
     let mut filters = Vec::new();
     while !body.is_empty() {
         if filters.len() >= limits.filters_per_packet_max as usize {
@@ -427,18 +432,28 @@ fn subscribe<'a>(
         }
         let filter = body.string()?;
         validate_topic_filter(filter, limits)?;
+        filters.push(per_filter(body, filter)?);
+    }
+    if filters.is_empty() {
+        return Err(empty);
+    }
+    Ok(filters)
+}
+
+fn subscribe<'a>(
+    body: &mut Reader<'a>,
+    limits: &DecodeLimits,
+) -> Result<Subscribe<'a>, DecodeError> {
+    let packet_id = body.packet_id()?;
+    let filters = read_filters(body, limits, DecodeError::EmptySubscribe, |body, filter| {
         let options = body.u8()?;
         // [MQTT-3.8.3-4]: upper six bits reserved, and QoS 3 does not exist.
         if options & !0b11 != 0 {
             return Err(DecodeError::InvalidSubscribeOptions);
         }
         let qos = QoS::from_bits(options).ok_or(DecodeError::InvalidSubscribeOptions)?;
-        filters.push((filter, SubscriptionOptions::new(qos)));
-    }
-    // [MQTT-3.8.3-3]
-    if filters.is_empty() {
-        return Err(DecodeError::EmptySubscribe);
-    }
+        Ok((filter, SubscriptionOptions::new(qos)))
+    })?;
     Ok(Subscribe {
         packet_id,
         filters,
@@ -470,19 +485,9 @@ fn unsubscribe<'a>(
     limits: &DecodeLimits,
 ) -> Result<Unsubscribe<'a>, DecodeError> {
     let packet_id = body.packet_id()?;
-    let mut filters = Vec::new();
-    while !body.is_empty() {
-        if filters.len() >= limits.filters_per_packet_max as usize {
-            return Err(DecodeError::TooManyFilters);
-        }
-        let filter = body.string()?;
-        validate_topic_filter(filter, limits)?;
-        filters.push(filter);
-    }
-    // [MQTT-3.10.3-2]
-    if filters.is_empty() {
-        return Err(DecodeError::EmptyUnsubscribe);
-    }
+    let filters = read_filters(body, limits, DecodeError::EmptyUnsubscribe, |_, filter| {
+        Ok(filter)
+    })?;
     Ok(Unsubscribe {
         packet_id,
         filters,

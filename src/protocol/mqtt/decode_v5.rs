@@ -6,6 +6,7 @@
 //! ([MQTT-3.4.2-1], §3.14.2.1, §3.15.2.1); SUBSCRIBE gains options per filter; UNSUBACK gains a
 //! reason per filter.
 
+use super::decode::read_filters;
 use super::decode::{DecodeLimits, Direction, Reader};
 use super::encode::{packet_type, publish_flag};
 use super::error::DecodeError;
@@ -15,7 +16,7 @@ use super::packet::{
 };
 use super::properties::{Properties, PropertyScope};
 use super::reason::{ReasonCode, ReasonCodeOf};
-use super::topic::{validate_topic_filter, validate_topic_name};
+use super::topic::validate_topic_name;
 
 /// Subscription option bits (§3.8.3.1).
 pub(crate) mod subscription_option {
@@ -177,13 +178,7 @@ fn subscribe<'a>(
     use subscription_option::*;
     let packet_id = body.packet_id()?;
     let properties = Properties::read(body, PropertyScope::Subscribe)?;
-    let mut filters = Vec::new();
-    while !body.is_empty() {
-        if filters.len() >= limits.filters_per_packet_max as usize {
-            return Err(DecodeError::TooManyFilters);
-        }
-        let filter = body.string()?;
-        validate_topic_filter(filter, limits)?;
+    let filters = read_filters(body, limits, DecodeError::EmptySubscribe, |body, filter| {
         let options = body.u8()?;
         // [MQTT-3.8.3-5]
         if options & RESERVED != 0 {
@@ -201,7 +196,7 @@ fn subscribe<'a>(
         if no_local && filter.starts_with(SHARED_SUBSCRIPTION_PREFIX) {
             return Err(DecodeError::NoLocalOnSharedSubscription);
         }
-        filters.push((
+        Ok((
             filter,
             SubscriptionOptions {
                 qos,
@@ -209,12 +204,8 @@ fn subscribe<'a>(
                 retain_as_published: options & RETAIN_AS_PUBLISHED != 0,
                 retain_handling,
             },
-        ));
-    }
-    // [MQTT-3.8.3-2]
-    if filters.is_empty() {
-        return Err(DecodeError::EmptySubscribe);
-    }
+        ))
+    })?;
     Ok(Subscribe {
         packet_id,
         filters,
@@ -252,19 +243,9 @@ fn unsubscribe<'a>(
 ) -> Result<Unsubscribe<'a>, DecodeError> {
     let packet_id = body.packet_id()?;
     let properties = Properties::read(body, PropertyScope::Unsubscribe)?;
-    let mut filters = Vec::new();
-    while !body.is_empty() {
-        if filters.len() >= limits.filters_per_packet_max as usize {
-            return Err(DecodeError::TooManyFilters);
-        }
-        let filter = body.string()?;
-        validate_topic_filter(filter, limits)?;
-        filters.push(filter);
-    }
-    // [MQTT-3.10.3-2]
-    if filters.is_empty() {
-        return Err(DecodeError::EmptyUnsubscribe);
-    }
+    let filters = read_filters(body, limits, DecodeError::EmptyUnsubscribe, |_, filter| {
+        Ok(filter)
+    })?;
     Ok(Unsubscribe {
         packet_id,
         filters,
