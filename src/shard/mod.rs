@@ -149,6 +149,25 @@ struct Shard {
     busy: bool,
 }
 
+/// The `Ingest` context of connection `id`, built from the shard's fields one by one so it can
+/// coexist with borrows of the connection table and the buffer ring (a `&mut self` method could
+/// not).
+macro_rules! ingest_context {
+    ($shard:ident, $id:expr, $now:expr) => {
+        Ingest {
+            id: $id,
+            shard: $shard.id,
+            shard_count: $shard.mailboxes.shard_count(),
+            broker: &mut $shard.broker,
+            out: &mut $shard.outbox,
+            config: &$shard.config,
+            decode_limits: &$shard.decode_limits,
+            frame_limits: &$shard.frame_limits,
+            now: $now,
+        }
+    };
+}
+
 impl Shard {
     fn new(setup: ShardSetup) -> Result<Shard, RingUnavailable> {
         let config = setup.config;
@@ -436,17 +455,7 @@ impl Shard {
             };
             let was_upgrading = conn.phase == Phase::WsHandshake;
             let data = self.buf_ring.buffer_mut(buffer, result as usize);
-            let mut cx = Ingest {
-                id,
-                shard: self.id,
-                shard_count: self.mailboxes.shard_count(),
-                broker: &mut self.broker,
-                out: &mut self.outbox,
-                config: &self.config,
-                decode_limits: &self.decode_limits,
-                frame_limits: &self.frame_limits,
-                now,
-            };
+            let mut cx = ingest_context!(self, id, now);
             let flow = ingest(&mut cx, conn, data);
             let upgraded = was_upgrading && conn.phase != Phase::WsHandshake;
             // A multishot receive that ended is armed again only while this shard still reads
@@ -543,17 +552,7 @@ impl Shard {
         let Some(conn) = self.conns.get_mut(id) else {
             return;
         };
-        let mut cx = Ingest {
-            id,
-            shard: self.id,
-            shard_count: self.mailboxes.shard_count(),
-            broker: &mut self.broker,
-            out: &mut self.outbox,
-            config: &self.config,
-            decode_limits: &self.decode_limits,
-            frame_limits: &self.frame_limits,
-            now,
-        };
+        let mut cx = ingest_context!(self, id, now);
         let flow = ingest_pending(&mut cx, conn);
         if conn.phase == Phase::AwaitConnect {
             let timeout = Duration::from_millis(self.config.limits.connect_timeout_ms.into());
