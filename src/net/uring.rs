@@ -39,13 +39,14 @@ pub struct Ring {
 }
 
 /// The operations the data plane cannot do without, with the kernel that brought each.
-const REQUIRED_OPCODES: [(u8, &str); 7] = [
+const REQUIRED_OPCODES: [(u8, &str); 8] = [
     (
         opcode::AcceptMulti::CODE,
         "ACCEPT (multishot since Linux 5.19)",
     ),
     (opcode::RecvMulti::CODE, "RECV (multishot since Linux 6.0)"),
     (opcode::SendMsg::CODE, "SENDMSG"),
+    (opcode::Send::CODE, "SEND"),
     (opcode::AsyncCancel::CODE, "ASYNC_CANCEL"),
     (opcode::Read::CODE, "READ"),
     (opcode::Close::CODE, "CLOSE"),

@@ -24,7 +24,7 @@ use crate::broker::{Broker, ConnId, Droppable, Outbox, ShardMessage, Transport};
 use crate::config::Config;
 use crate::net::connection::{CloseCause, Connection, Phase};
 use crate::net::listener::ListenerKind;
-use crate::net::send_queue::SendPool;
+use crate::net::send_queue::{Outgoing, SendPool};
 use crate::net::slots::Slots;
 use crate::net::sys;
 use crate::net::uring::{self, BufRing, Ring, RingUnavailable};
@@ -720,13 +720,22 @@ impl Shard {
             let Some(conn) = self.conns.get_mut(id) else {
                 continue;
             };
-            let Some(msg) = conn.out.start_send(&mut self.send_pool) else {
+            let Some(outgoing) = conn.out.start_send(&mut self.send_pool) else {
                 continue;
             };
-            let entry = opcode::SendMsg::new(types::Fd(conn.fd.as_raw_fd()), msg)
-                .flags(libc::MSG_NOSIGNAL as u32)
-                .build()
-                .user_data(ops::Op::Send(id).user_data());
+            let fd = types::Fd(conn.fd.as_raw_fd());
+            let flags = libc::MSG_NOSIGNAL;
+            let entry = match outgoing {
+                Outgoing::Contiguous(bytes, len) => {
+                    // A run longer than u32::MAX is sent in part; the completion says how much.
+                    let len = u32::try_from(len).unwrap_or(u32::MAX);
+                    opcode::Send::new(fd, bytes, len).flags(flags).build()
+                }
+                Outgoing::Gathered(msg) => {
+                    opcode::SendMsg::new(fd, msg).flags(flags as u32).build()
+                }
+            }
+            .user_data(ops::Op::Send(id).user_data());
             self.push(entry);
         }
         self.dirty = dirty;

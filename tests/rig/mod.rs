@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use fanfare::broker::{Broker, Chunk, ConnId, Outbox, Transport};
 use fanfare::config::{Limits, SlowConsumer};
-use fanfare::net::send_queue::{SendPool, SendQueue};
+use fanfare::net::send_queue::{Outgoing, SendPool, SendQueue};
 use fanfare::protocol::mqtt::{
     Ack, Connect, Delivery, Packet, PacketId, Properties, ProtocolVersion, Publish, QoS, Subscribe,
     SubscriptionOptions,
@@ -157,18 +157,22 @@ impl Rig {
     fn send_all(&mut self) {
         for index in self.dirty.drain(..) {
             let queue = &mut self.queues[index];
-            let Some(msg) = queue.start_send(&mut self.pool) else {
+            let Some(outgoing) = queue.start_send(&mut self.pool) else {
                 continue;
             };
-            let sent = send_len(msg);
+            let sent = send_len(outgoing);
             self.delivered_bytes += sent as u64;
             queue.complete_send(sent, &mut self.pool);
         }
     }
 }
 
-/// The bytes a `sendmsg` of `msg` would write.
-fn send_len(msg: *const libc::msghdr) -> usize {
+/// The bytes a send would write.
+fn send_len(outgoing: Outgoing) -> usize {
+    let msg = match outgoing {
+        Outgoing::Contiguous(_, len) => return len,
+        Outgoing::Gathered(msg) => msg,
+    };
     #[allow(unsafe_code)]
     // SAFETY: `msg` points at the send buffer of a queue whose send is in flight; it and its
     // iovecs stay unchanged until `complete_send`.
