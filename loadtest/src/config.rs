@@ -68,6 +68,9 @@ pub struct Config {
     pub inflight_max: u32,
     pub topic_prefix: String,
     pub client_id_prefix: String,
+    /// Subscribers' reads take the kernel's receive stamp (`SO_TIMESTAMPNS`), so the report
+    /// separates the broker's latency from this generator's own read lag.
+    pub socket_stamps: bool,
 }
 
 pub const USAGE: &str = "\
@@ -98,6 +101,9 @@ flags (defaults in brackets):
   --conn-rate N/S [2000]  --connect-concurrency N [512]  --timeout S [5]  --keep-alive S [60]
   --inflight N               QoS 1 messages unacknowledged per publisher [1000]
   --read-buffer BYTES        per-connection read buffer [16384]
+  --no-socket-stamps         read without the kernel's receive stamps (no socket latency,
+                             no read lag in the report; one io_uring read per batch instead
+                             of a readiness poll and a recvmsg)
   --broker-pid PID           sample the broker's CPU and RSS from /proc
   --topic-prefix P           [fanfare-lt/<pid>]
   --allow-remote             permit a non-loopback target (refused by default)
@@ -192,6 +198,7 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> anyhow::Resu
     let mut read_buffer_bytes = 16384usize;
     let mut topic_prefix = format!("fanfare-lt/{}", std::process::id());
     let mut allow_remote = false;
+    let mut socket_stamps = true;
     while let Some(arg) = parser.next()? {
         match arg {
             Value(v) if scenario.is_none() => {
@@ -255,6 +262,7 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> anyhow::Resu
             Long("read-buffer") => read_buffer_bytes = value(&mut parser, "--read-buffer")?,
             Long("topic-prefix") => topic_prefix = value(&mut parser, "--topic-prefix")?,
             Long("allow-remote") => allow_remote = true,
+            Long("no-socket-stamps") => socket_stamps = false,
             Short('h') | Long("help") => {
                 print!("{USAGE}");
                 std::process::exit(0);
@@ -371,6 +379,7 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> anyhow::Resu
         inflight_max,
         client_id_prefix: format!("lt{}", std::process::id()),
         topic_prefix,
+        socket_stamps,
     })
 }
 

@@ -5,6 +5,7 @@
 use std::cell::RefCell;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -15,7 +16,7 @@ use monoio::net::TcpStream;
 use socket2::{Domain, Socket, Type};
 
 use crate::codec::{self, Packet, Version};
-use crate::ws;
+use crate::{stamp, ws};
 
 /// Where and how to connect; shared read-only by every connection of a thread.
 #[derive(Clone, Debug)]
@@ -145,6 +146,8 @@ pub async fn flush(writer: &SharedWriter) -> io::Result<()> {
 /// The read side: raw bytes from the socket, and for WebSocket the unwrapped MQTT stream.
 pub struct Reader {
     half: OwnedReadHalf<TcpStream>,
+    /// The socket under `half`, for reads that also take the kernel's receive stamp.
+    fd: RawFd,
     raw: Vec<u8>,
     raw_start: usize,
     /// WebSocket only: MQTT bytes unwrapped from frames.
@@ -177,6 +180,42 @@ impl Reader {
 
     /// Reads once (one batch, as much as the buffer takes). Returns the bytes read; 0 is EOF.
     pub async fn fill(&mut self, writer: &SharedWriter) -> anyhow::Result<usize> {
+        self.make_room()?;
+        let len = self.raw.len();
+        let mut buf = std::mem::take(&mut self.raw);
+        let cap = buf.bytes_total();
+        let (result, slice) = self.half.read(buf.slice_mut(len..cap)).await;
+        self.raw = slice.into_inner();
+        self.unwrap_read(result?, writer).await
+    }
+
+    /// [`Reader::fill`] that also returns when the kernel received the last of the bytes read
+    /// (see `stamp.rs`); the socket must have had [`Reader::enable_stamps`].
+    pub async fn fill_stamped(
+        &mut self,
+        writer: &SharedWriter,
+    ) -> anyhow::Result<(usize, Option<u64>)> {
+        self.make_room()?;
+        loop {
+            // SAFETY: the stream lives as long as `half`; this task is the only reader, and
+            // monoio's own split halves reach the stream the same way (`peer_addr`).
+            let stream = unsafe { &*self.half.0.get() };
+            stream.readable(false).await?;
+            match stamp::recv(self.fd, &mut self.raw) {
+                Ok((n, at)) => return Ok((self.unwrap_read(n, writer).await?, at)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Asks the kernel to stamp what this connection receives.
+    pub fn enable_stamps(&self) -> io::Result<()> {
+        stamp::enable(self.fd)
+    }
+
+    fn make_room(&mut self) -> anyhow::Result<()> {
         compact(&mut self.raw, &mut self.raw_start);
         if self.raw.len() == self.raw.capacity() {
             // A packet larger than the buffer: grow, bounded by the packet limit.
@@ -187,12 +226,11 @@ impl Reader {
             );
             self.raw.reserve(self.raw.capacity());
         }
-        let len = self.raw.len();
-        let mut buf = std::mem::take(&mut self.raw);
-        let cap = buf.bytes_total();
-        let (result, slice) = self.half.read(buf.slice_mut(len..cap)).await;
-        self.raw = slice.into_inner();
-        let n = result?;
+        Ok(())
+    }
+
+    /// After `n` bytes were appended to `raw`: unwraps WebSocket frames and answers pings.
+    async fn unwrap_read(&mut self, n: usize, writer: &SharedWriter) -> anyhow::Result<usize> {
         if n == 0 {
             self.closed_by_peer = true;
             return Ok(0);
@@ -289,6 +327,7 @@ impl Conn {
         client_id: &str,
     ) -> Result<Conn, ConnectError> {
         let stream = tcp_connect(target, index).await?;
+        let fd = stream.as_raw_fd();
         let (read_half, write_half) = stream.into_split();
         let writer = Rc::new(RefCell::new(Writer {
             half: Some(write_half),
@@ -301,6 +340,7 @@ impl Conn {
         let mut conn = Conn {
             reader: Reader {
                 half: read_half,
+                fd,
                 raw: Vec::with_capacity(target.read_buffer_bytes),
                 raw_start: 0,
                 mqtt: Vec::new(),

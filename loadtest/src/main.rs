@@ -12,6 +12,7 @@ mod conn;
 mod report;
 mod retained;
 mod run;
+mod stamp;
 mod stats;
 mod ws;
 
@@ -148,12 +149,8 @@ fn real_main() -> anyhow::Result<()> {
     }
     sampler.sample();
     let summary = report::summarize(&cfg, &shared, &sampler, setup_s, window_s, total);
-    if summary.loadgen.saturated {
-        eprintln!(
-            "warning: the load generator was saturated (a worker thread was {:.0}% busy): \
-             figures measure fanfare-loadtest, not only the broker; add --workers or processes",
-            summary.loadgen.busiest_thread_busy * 100.0
-        );
+    if let Some(why) = &summary.loadgen.saturation {
+        eprintln!("warning: the load generator was saturated: {why}");
     }
     for e in shared
         .first_errors

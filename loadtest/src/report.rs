@@ -12,6 +12,12 @@ use crate::stats::{self, Shared, TICKS_PER_S};
 
 /// A worker thread busier than this fraction of the window makes the figures suspect.
 const SATURATED_BUSY: f64 = 0.9;
+/// A generator whose own read lag (kernel receive stamp → read) is more than this share of the
+/// end-to-end p99 is what the end-to-end figure mostly measures, however idle it is on
+/// average: bursts (one publish to thousands of subscribers) queue in front of its one thread.
+const SATURATED_LAG_SHARE: f64 = 0.25;
+/// Read lag below this never counts as saturation: a loop turn of a busy thread.
+const SATURATED_LAG_MIN_US: f64 = 1000.0;
 
 #[derive(Clone, Default)]
 pub struct Mark {
@@ -208,7 +214,13 @@ pub struct Summary {
     /// Sequence numbers skipped, summed over subscribers (lost or arriving late).
     pub gaps: u64,
     pub msgs_per_s: f64,
+    /// Publish → application read in this generator: what a user of a client on this
+    /// machine would see.
     pub latency_us: Latency,
+    /// Publish → the kernel's receive stamp at the subscriber's socket: what the broker and
+    /// the network took, without this generator's read lag. Absent with --no-socket-stamps.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub socket_latency_us: Option<Latency>,
     pub connections: Connections,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retained: Option<Retained>,
@@ -294,7 +306,33 @@ pub struct Broker {
 pub struct Loadgen {
     pub cpu_s: f64,
     pub busiest_thread_busy: f64,
+    /// Kernel receive stamp → read by this generator.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_lag_us: Option<Latency>,
     pub saturated: bool,
+    /// Why `saturated` is set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub saturation: Option<String>,
+}
+
+/// Whether, and why, the figures measure this generator more than the broker.
+fn saturation(busy: f64, end_to_end: &Latency, read_lag: Option<&Latency>) -> Option<String> {
+    if busy > SATURATED_BUSY {
+        return Some(format!(
+            "a worker thread was {:.0}% busy: figures measure fanfare-loadtest, not only the \
+             broker; add --workers or processes",
+            busy * 100.0
+        ));
+    }
+    let lag = read_lag?;
+    (lag.p99 > SATURATED_LAG_MIN_US && lag.p99 > SATURATED_LAG_SHARE * end_to_end.p99).then(|| {
+        format!(
+            "its own read lag reached {:.1} ms at p99 of {:.1} ms end to end: bursts queue in \
+             front of its threads; socket_latency_us is the broker's share",
+            lag.p99 / 1000.0,
+            end_to_end.p99 / 1000.0
+        )
+    })
 }
 
 fn latency(h: &Histogram<u64>) -> Latency {
@@ -391,6 +429,14 @@ pub fn summarize(
         }
     });
     let failed = |k: usize| load(&c.conn_failed[k]);
+    let end_to_end = latency(&shared.latency.lock().expect("no panics while held"));
+    let stamped = |h: &std::sync::Mutex<Histogram<u64>>| {
+        let h = h.lock().expect("no panics while held");
+        (!h.is_empty()).then(|| latency(&h))
+    };
+    let socket_latency = stamped(&shared.socket_latency);
+    let read_lag = stamped(&shared.read_lag);
+    let saturation = saturation(busy, &end_to_end, read_lag.as_ref());
     Summary {
         scenario: cfg.scenario,
         params: Params {
@@ -423,7 +469,8 @@ pub fn summarize(
         out_of_order: load(&c.out_of_order),
         gaps: load(&c.gap_missing),
         msgs_per_s: msgs_per_s.round(),
-        latency_us: latency(&shared.latency.lock().expect("no panics while held")),
+        latency_us: end_to_end,
+        socket_latency_us: socket_latency,
         connections: Connections {
             planned,
             ok,
@@ -446,7 +493,9 @@ pub fn summarize(
         loadgen: Loadgen {
             cpu_s: sampler.last.self_ticks as f64 / TICKS_PER_S,
             busiest_thread_busy: (busy * 1000.0).round() / 1000.0,
-            saturated: busy > SATURATED_BUSY,
+            read_lag_us: read_lag,
+            saturated: saturation.is_some(),
+            saturation,
         },
         errors: shared
             .first_errors

@@ -256,6 +256,13 @@ async fn conn_task(ctx: Rc<Ctx>, spec: ConnSpec, setting_up: Rc<Cell<usize>>) {
     if let Some(sub) = &spec.subscribe {
         subscribed(&shared, sub, 1);
     }
+    let stamped = ctx.cfg.socket_stamps && spec.subscribe.is_some() && {
+        let enabled = conn.reader.enable_stamps();
+        if let Err(e) = &enabled {
+            shared.note_error(format!("SO_TIMESTAMPNS: {e}; socket latency not measured"));
+        }
+        enabled.is_ok()
+    };
     ctx.live.set(ctx.live.get() + 1);
     ctx.writers.borrow_mut().push(conn.writer.clone());
     let stop_flag = shared.clone();
@@ -273,7 +280,7 @@ async fn conn_task(ctx: Rc<Ctx>, spec: ConnSpec, setting_up: Rc<Cell<usize>>) {
             inflight.clone(),
         ));
     }
-    let result = read_loop(&ctx, &mut conn, &inflight).await;
+    let result = read_loop(&ctx, &mut conn, &inflight, stamped).await;
     if !shared.stop.load(Relaxed) {
         shared.counters.dropped.fetch_add(1, Relaxed);
         if let Some(sub) = &spec.subscribe {
@@ -289,17 +296,29 @@ async fn conn_task(ctx: Rc<Ctx>, spec: ConnSpec, setting_up: Rc<Cell<usize>>) {
 }
 
 /// The hot path: one read per batch, packets decoded in place, counters flushed once per batch.
-async fn read_loop(ctx: &Ctx, conn: &mut Conn, inflight: &Cell<u32>) -> anyhow::Result<()> {
+/// `stamped`: reads take the kernel's receive stamp too (see `stamp.rs`).
+async fn read_loop(
+    ctx: &Ctx,
+    conn: &mut Conn,
+    inflight: &Cell<u32>,
+    stamped: bool,
+) -> anyhow::Result<()> {
     let shared = &*ctx.shared;
     let version = conn.version;
     let packet_bytes_max = ctx.cfg.target.packet_bytes_max;
     let mut track = SeqTrack::default();
     let mut acks = Vec::with_capacity(1024);
     loop {
-        if conn.reader.fill(&conn.writer).await? == 0 {
+        let (n, received_at) = if stamped {
+            conn.reader.fill_stamped(&conn.writer).await?
+        } else {
+            (conn.reader.fill(&conn.writer).await?, None)
+        };
+        if n == 0 {
             return Ok(());
         }
         let now = stats::now_ns();
+        let at = Arrival { received_at, now };
         let window = (
             shared.window_start_ns.load(Relaxed),
             shared.window_end_ns.load(Relaxed),
@@ -320,7 +339,7 @@ async fn read_loop(ctx: &Ctx, conn: &mut Conn, inflight: &Cell<u32>) -> anyhow::
                         if let Some(id) = packet_id {
                             codec::encode_puback(&mut acks, id);
                         }
-                        on_delivery(&mut local, &mut track, payload, dup, now, window);
+                        on_delivery(&mut local, &mut track, payload, dup, at, window);
                     }
                     Packet::Puback { .. } => {
                         inflight.set(inflight.get().saturating_sub(1));
@@ -343,12 +362,19 @@ async fn read_loop(ctx: &Ctx, conn: &mut Conn, inflight: &Cell<u32>) -> anyhow::
     }
 }
 
+/// When a read's bytes reached the socket (kernel stamp, if taken) and when they were read.
+#[derive(Clone, Copy)]
+struct Arrival {
+    received_at: Option<u64>,
+    now: u64,
+}
+
 fn on_delivery(
     local: &mut Local,
     track: &mut SeqTrack,
     payload: &[u8],
     dup: bool,
-    now: u64,
+    at: Arrival,
     (start, end): (u64, u64),
 ) {
     let Some((sent_ns, stream, seq)) = stats::read_stamp(payload) else {
@@ -370,7 +396,15 @@ fn on_delivery(
     local.delivered += 1;
     local
         .latency
-        .saturating_record(now.saturating_sub(sent_ns).max(1));
+        .saturating_record(at.now.saturating_sub(sent_ns).max(1));
+    if let Some(received_at) = at.received_at {
+        local
+            .socket_latency
+            .saturating_record(received_at.saturating_sub(sent_ns).max(1));
+        local
+            .read_lag
+            .saturating_record(at.now.saturating_sub(received_at).max(1));
+    }
 }
 
 async fn wait_for_go(shared: &Shared) -> bool {

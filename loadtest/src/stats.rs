@@ -119,6 +119,10 @@ pub struct Counters {
 pub struct Shared {
     pub counters: Counters,
     pub latency: Mutex<Histogram<u64>>,
+    /// Publish → the kernel's receive stamp at the subscriber's socket (see `stamp.rs`).
+    pub socket_latency: Mutex<Histogram<u64>>,
+    /// The kernel's receive stamp → this generator reading the message: its own queueing.
+    pub read_lag: Mutex<Histogram<u64>>,
     /// CONNECT sent → CONNACK (+ SUBACK) received, per connection.
     pub connect_latency: Mutex<Histogram<u64>>,
     /// 0 until set-up is over; then the start of the measurement window (ns, `now_ns`).
@@ -147,6 +151,8 @@ impl Shared {
         Shared {
             counters: Counters::default(),
             latency: Mutex::new(new_histogram()),
+            socket_latency: Mutex::new(new_histogram()),
+            read_lag: Mutex::new(new_histogram()),
             connect_latency: Mutex::new(new_histogram()),
             window_start_ns: AtomicU64::new(0),
             window_end_ns: AtomicU64::new(u64::MAX),
@@ -181,6 +187,8 @@ impl Shared {
 /// second (histogram): the hot path touches no shared cache line per message.
 pub struct Local {
     pub latency: Histogram<u64>,
+    pub socket_latency: Histogram<u64>,
+    pub read_lag: Histogram<u64>,
     pub delivered: u64,
     pub delivered_all: u64,
     pub duplicates: u64,
@@ -193,6 +201,8 @@ impl Local {
     pub fn new() -> Self {
         Local {
             latency: new_histogram(),
+            socket_latency: new_histogram(),
+            read_lag: new_histogram(),
             delivered: 0,
             delivered_all: 0,
             duplicates: 0,
@@ -220,12 +230,18 @@ impl Local {
     }
 
     pub fn flush_histogram(&mut self, shared: &Shared) {
-        if self.latency.is_empty() {
-            return;
+        for (local, global) in [
+            (&mut self.latency, &shared.latency),
+            (&mut self.socket_latency, &shared.socket_latency),
+            (&mut self.read_lag, &shared.read_lag),
+        ] {
+            if local.is_empty() {
+                continue;
+            }
+            let mut h = global.lock().expect("no panics while held");
+            h.add(&*local).expect("same bounds");
+            local.reset();
         }
-        let mut h = shared.latency.lock().expect("no panics while held");
-        h.add(&self.latency).expect("same bounds");
-        self.latency.reset();
     }
 }
 
