@@ -26,9 +26,10 @@
 //! | **broker total** | **≈ 860** | |
 //!
 //! The network side adds ≈ 580 B (`net/connection.rs`), so ≈ 1.45 KB is accounted for; the
-//! 2.3 KB measured per connection over 19 000 WebSocket subscribers (`fanfare-loadtest conn`,
-//! one shard) also holds allocator slack and the pages of the shard's 4 MiB receive-buffer ring
-//! the first connections touch (≈ 220 B per connection at 19 000, not a per-connection cost).
+//! 2.1 KB measured per connection over 19 000 WebSocket subscribers (`fanfare-loadtest conn`,
+//! one shard) also holds allocator slack. The shard's 4 MiB of receive buffers are in RSS from
+//! start-up (`net/uring.rs`): touched by the first connections instead, they showed up as
+//! ≈ 220 B more per connection at 19 000.
 //! A [`Grant`] (QoS, two options, a Subscription Identifier) packs into 8 B, so a (filter,
 //! grant) slot is the 24 B a (filter, QoS) one was and a trie slot stays 16 B. Before
 //! [`Subscriptions`] the session's one-entry `HashMap` cost ≈ 350 B more (2.65 KB measured, in
