@@ -14,8 +14,9 @@ use std::time::{Duration, Instant};
 
 use super::Broker;
 use super::auth::{AuthDecision, AuthRequest};
+use super::connections::Connection;
 use super::outbox::{Chunk, CloseReason, ConnId, Droppable, Outbox, RoutedMessage, Transport};
-use super::session::{Connection, SESSION_NEVER_EXPIRES_S, Session};
+use super::session::{SESSION_NEVER_EXPIRES_S, Session};
 use super::slab::SessionKey;
 use super::timers::TimerKind;
 use super::wire;
@@ -113,7 +114,7 @@ impl Broker {
         out: &mut Outbox,
     ) {
         self.now = now;
-        if self.connections.contains_key(&conn) {
+        if self.connections.contains(conn) {
             // [MQTT-3.1.0-2]
             self.protocol_violation(conn, "second CONNECT", now, out);
             return;
@@ -254,7 +255,7 @@ impl Broker {
         out: &mut Outbox,
     ) {
         self.stats.protocol_violations += 1;
-        if self.connections.contains_key(&conn) {
+        if self.connections.contains(conn) {
             self.end_connection(conn, Some(reason), true, now, out);
         } else {
             out.close(conn, reason);
@@ -275,7 +276,7 @@ impl Broker {
         now: Instant,
         out: &mut Outbox,
     ) {
-        let Some(mut connection) = self.connections.remove(&conn) else {
+        let Some(mut connection) = self.connections.remove(conn) else {
             return;
         };
         if let Some(reason) = reason {

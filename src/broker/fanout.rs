@@ -321,10 +321,10 @@ impl Broker {
         };
         let connection = session.conn.and_then(|conn| {
             self.connections
-                .get(&conn)
+                .get(conn)
                 .map(|connection| (conn, connection))
         });
-        let variant_of = |connection: &super::session::Connection| PublishVariant {
+        let variant_of = |connection: &super::connections::Connection| PublishVariant {
             transport: connection.transport,
             version: connection.version,
             qos: outgoing.qos,
@@ -385,7 +385,7 @@ impl Broker {
         let Some(conn) = session.conn else {
             return;
         };
-        let Some(connection) = self.connections.get(&conn) else {
+        let Some(connection) = self.connections.get(conn) else {
             return;
         };
         let now = self.now;
@@ -426,7 +426,7 @@ impl Broker {
         let Some(conn) = session.conn else {
             return;
         };
-        let Some(connection) = self.connections.get(&conn) else {
+        let Some(connection) = self.connections.get(conn) else {
             return;
         };
         while let Some(queued) = session.outbound.dequeue(connection.send_window) {

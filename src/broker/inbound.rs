@@ -32,7 +32,7 @@ impl Broker {
     /// connection's first packet to `connect`, and may still drain packets read before a close.
     pub fn packet(&mut self, conn: ConnId, packet: &Packet<'_>, now: Instant, out: &mut Outbox) {
         self.now = now;
-        let Some(connection) = self.connections.get_mut(&conn) else {
+        let Some(connection) = self.connections.get_mut(conn) else {
             return;
         };
         // Any control packet counts for the keep-alive [MQTT-3.1.2-23].
@@ -109,7 +109,7 @@ impl Broker {
 
     /// Sends a control packet on `conn`, framed for its transport and version.
     fn reply(&self, conn: ConnId, packet: &Packet<'_>, out: &mut Outbox) {
-        if let Some(connection) = self.connections.get(&conn) {
+        if let Some(connection) = self.connections.get(conn) {
             send_packet(out, conn, connection.transport, connection.version, packet);
         }
     }
@@ -150,7 +150,7 @@ impl Broker {
         publish: &Publish<'_>,
     ) -> Result<Option<Box<str>>, ()> {
         let aliases_max = usize::from(self.limits.topic_aliases_max);
-        let Some(connection) = self.connections.get_mut(&conn) else {
+        let Some(connection) = self.connections.get_mut(conn) else {
             return Err(());
         };
         let Some(alias) = publish.properties.topic_alias() else {

@@ -10,6 +10,7 @@
 //! - `inbound.rs`: every later packet of a connection: publishes, acks, (un)subscribes, pings.
 //! - `fanout.rs`: one publish to every matching session of this shard, retained messages.
 //! - `session.rs`, `outbound.rs`: what a session remembers; its QoS 1/2 window and queue.
+//! - `connections.rs`: what the broker remembers about each connection, by [`ConnId`].
 //! - `topic_trie.rs`, `retained.rs`: the subscription index and the retained replica.
 //! - `keep_alive.rs`: deadlines; `wire.rs`: encoding and WebSocket framing; `slab.rs`: handles.
 //!
@@ -21,6 +22,7 @@
 pub mod auth;
 pub mod bench_support;
 mod connect;
+mod connections;
 mod fanout;
 mod inbound;
 mod keep_alive;
@@ -47,10 +49,11 @@ pub use outbox::*;
 pub use shared::ShareMessage;
 
 use crate::config::Limits;
+use connections::Connections;
 use fanout::Fanout;
 use keep_alive::{DUE_PER_TICK_MAX, Deadlines};
 use retained::{RetainedStack, RetainedStore};
-use session::{Connection, OfflineSessions, Session};
+use session::{OfflineSessions, Session};
 use shared::SharedGroups;
 use slab::{SessionKey, Slab};
 use subscription::{Grant, Matched};
@@ -100,7 +103,7 @@ pub struct Broker {
     limits: Limits,
     sessions: Slab<Session>,
     client_ids: HashMap<Box<str>, SessionKey>,
-    connections: HashMap<ConnId, Connection>,
+    connections: Connections,
     offline: OfflineSessions,
     trie: TopicTrie<Grant>,
     retained: RetainedStore,
@@ -138,7 +141,7 @@ impl Broker {
             limits,
             sessions: Slab::new(),
             client_ids: HashMap::new(),
-            connections: HashMap::new(),
+            connections: Connections::new(),
             offline: OfflineSessions::new(),
             trie: TopicTrie::new(),
             deadlines: Deadlines::new(),
@@ -178,7 +181,7 @@ impl Broker {
             let Some(conn) = self.deadlines.pop_due(now) else {
                 break;
             };
-            let Some(connection) = self.connections.get(&conn) else {
+            let Some(connection) = self.connections.get(conn) else {
                 continue;
             };
             let Some(grace) = connection.keep_alive_grace else {
@@ -194,7 +197,7 @@ impl Broker {
         }
         let connections = &self.connections;
         self.deadlines
-            .compact(connections.len(), |conn| connections.contains_key(&conn));
+            .compact(connections.len(), |conn| connections.contains(conn));
     }
 
     /// Ends offline MQTT 5 sessions whose Session Expiry Interval ran out and publishes wills
@@ -245,11 +248,10 @@ impl Broker {
     /// down too would only race. Persistent sessions go offline as on any disconnection.
     pub fn shutdown(&mut self, out: &mut Outbox) {
         self.fanout.clear();
-        let mut conns: Vec<ConnId> = self.connections.keys().copied().collect();
-        conns.sort_unstable();
+        let conns: Vec<ConnId> = self.connections.ids().collect();
         let now = self.now;
         for conn in conns {
-            if let Some(connection) = self.connections.remove(&conn) {
+            if let Some(connection) = self.connections.remove(conn) {
                 connect::say_goodbye(out, conn, &connection, CloseReason::ServerShutdown);
                 // Evicted sessions' delayed wills are dropped with everything else.
                 self.detach(connection.session, now, out);

@@ -11,10 +11,29 @@ use std::time::Instant;
 use crate::config::SlowConsumer;
 use crate::protocol::mqtt::{PacketId, QoS, ReasonCode};
 
-/// A connection as the network layer names it. Opaque to the broker; never reused while the
-/// broker may still refer to it (the network layer puts a generation in it).
+/// A connection as the network layer names it: the index of its slot in the shard's
+/// connection table (low 32 bits) and how many times that slot was used (the high bits), so an
+/// id is never reused while the broker may still refer to it.
+///
+/// Slots are reused before the table grows, so indices are dense: the broker indexes its own
+/// table of connections by them too.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnId(pub u64);
+
+impl ConnId {
+    pub const fn new(index: u32, generation: u32) -> ConnId {
+        ConnId((generation as u64) << 32 | index as u64)
+    }
+
+    /// The slot in the network layer's connection table.
+    pub const fn index(self) -> usize {
+        (self.0 & 0xFFFF_FFFF) as usize
+    }
+
+    pub const fn generation(self) -> u32 {
+        (self.0 >> 32) as u32
+    }
+}
 
 /// How a connection's bytes are framed on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

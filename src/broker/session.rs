@@ -19,13 +19,13 @@
 //! | client identifier | 32 | `Box<str>`, mimalloc size class |
 //! | `subscriptions` | 32 + 32 | one (`Box<str>`, [`Grant`] 8) slot of 24 B ([`Subscriptions`] grows one at a time below 4) + the filter |
 //! | `client_ids` entry | 45 + 32 | (`Box<str>`, `SessionKey`) bucket + its own copy of the identifier |
-//! | `connections` entry | 180 | (`ConnId`, [`Connection`] 96) bucket |
+//! | `connections` slot | 104 | (`ConnId`, [`Connection`](super::connections::Connection) 96) in a vector indexed by the connection's slot (`connections.rs`) |
 //! | keep-alive deadline | 40 | (`Instant`, `ConnId`) in the heap |
 //! | trie node of the filter | 160 + 16 + 16 | node, its level, one (`SessionKey`, [`Grant`]) slot (no position index below 32) |
 //! | parent's child entry | 45 + 16 | bucket + the level as key |
-//! | **broker total** | **≈ 860** | |
+//! | **broker total** | **≈ 785** | |
 //!
-//! The network side adds ≈ 580 B (`net/connection.rs`), so ≈ 1.45 KB is accounted for; the
+//! The network side adds ≈ 580 B (`net/connection.rs`), so ≈ 1.37 KB is accounted for; the
 //! 2.1 KB measured per connection over 19 000 WebSocket subscribers (`fanfare-loadtest conn`,
 //! one shard) also holds allocator slack. The shard's 4 MiB of receive buffers are in RSS from
 //! start-up (`net/uring.rs`): touched by the first connections instead, they showed up as
@@ -39,10 +39,9 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use super::outbound::Outbound;
-use super::outbox::{ConnId, RoutedMessage, Transport};
+use super::outbox::{ConnId, RoutedMessage};
 use super::slab::SessionKey;
 use super::subscription::Grant;
 use crate::protocol::mqtt::{PacketId, ProtocolVersion};
@@ -161,32 +160,6 @@ impl Subscriptions {
     }
 }
 
-/// A network connection that sent an accepted CONNECT.
-pub(crate) struct Connection {
-    pub(crate) session: SessionKey,
-    pub(crate) transport: Transport,
-    pub(crate) version: ProtocolVersion,
-    /// 1.5 × the keep-alive the client asked for, or `None` when it asked for 0 (no timeout)
-    /// [MQTT-3.1.2-24].
-    pub(crate) keep_alive_grace: Option<Duration>,
-    pub(crate) last_packet_at: Instant,
-    /// Cleared by DISCONNECT [MQTT-3.1.2-10], unless its reason is 0x04 (§3.14.2.1).
-    pub(crate) will: Option<Arc<RoutedMessage>>,
-    /// MQTT 5 Message Expiry Interval of `will`, counted from when it is published.
-    pub(crate) will_expiry_s: Option<u32>,
-    /// MQTT 5 Will Delay Interval of `will` (§3.1.3.2.2); 0 before MQTT 5.
-    pub(crate) will_delay_s: u32,
-    /// QoS 1/2 publishes that may be in flight to the client: min(its Receive Maximum,
-    /// `inflight_max`) [MQTT-3.3.4-9].
-    pub(crate) send_window: u16,
-    /// Largest packet the client accepts (its Maximum Packet Size, §3.1.2.11.4); a publish
-    /// larger than it is not sent to this client [MQTT-3.1.2-25].
-    pub(crate) packet_bytes_max: u32,
-    /// Inbound Topic Aliases of an MQTT 5 client (§3.3.2.3.4): index = alias - 1, at most
-    /// `topic_aliases_max` entries, each a topic of at most `topic_bytes_max`.
-    pub(crate) topic_aliases: Vec<Option<Box<str>>>,
-}
-
 /// Persistent sessions whose client is away, oldest disconnection first.
 ///
 /// Each disconnection takes a new ticket; a session that comes back or is discarded leaves a
@@ -301,6 +274,5 @@ mod tests {
         assert_eq!(std::mem::size_of::<(SessionKey, Grant)>(), 16);
         assert_eq!(std::mem::size_of::<Subscriptions>(), 24);
         assert_eq!(std::mem::size_of::<Session>(), 208);
-        assert_eq!(std::mem::size_of::<Connection>(), 96);
     }
 }

@@ -27,10 +27,6 @@ impl<T> Default for Slots<T> {
     }
 }
 
-fn split(id: ConnId) -> (usize, u32) {
-    ((id.0 & 0xFFFF_FFFF) as usize, (id.0 >> 32) as u32)
-}
-
 impl<T> Slots<T> {
     pub fn insert(&mut self, value: T) -> ConnId {
         self.len += 1;
@@ -48,35 +44,32 @@ impl<T> Slots<T> {
         let slot = &mut self.slots[index as usize];
         slot.generation = (slot.generation + 1) & GENERATION_MASK;
         slot.value = Some(value);
-        ConnId(u64::from(slot.generation) << 32 | u64::from(index))
+        ConnId::new(index, slot.generation)
     }
 
     pub fn get(&self, id: ConnId) -> Option<&T> {
-        let (index, generation) = split(id);
         self.slots
-            .get(index)
-            .filter(|slot| slot.generation == generation)?
+            .get(id.index())
+            .filter(|slot| slot.generation == id.generation())?
             .value
             .as_ref()
     }
 
     pub fn get_mut(&mut self, id: ConnId) -> Option<&mut T> {
-        let (index, generation) = split(id);
         self.slots
-            .get_mut(index)
-            .filter(|slot| slot.generation == generation)?
+            .get_mut(id.index())
+            .filter(|slot| slot.generation == id.generation())?
             .value
             .as_mut()
     }
 
     pub fn remove(&mut self, id: ConnId) -> Option<T> {
-        let (index, generation) = split(id);
         let slot = self
             .slots
-            .get_mut(index)
-            .filter(|slot| slot.generation == generation)?;
+            .get_mut(id.index())
+            .filter(|slot| slot.generation == id.generation())?;
         let value = slot.value.take()?;
-        self.free.push(index as u32);
+        self.free.push(id.index() as u32);
         self.len -= 1;
         Some(value)
     }
@@ -94,7 +87,7 @@ impl<T> Slots<T> {
             .iter()
             .enumerate()
             .filter(|(_, slot)| slot.value.is_some())
-            .map(|(index, slot)| ConnId(u64::from(slot.generation) << 32 | index as u64))
+            .map(|(index, slot)| ConnId::new(index as u32, slot.generation))
             .collect()
     }
 }
