@@ -325,7 +325,7 @@ impl Broker {
     /// same). A client that wants no will on takeover sends DISCONNECT first. An MQTT 5 will
     /// with a delay is cancelled by the new connection resuming the session [MQTT-3.1.3-9].
     fn take_over(&mut self, client_id: &str, now: Instant, out: &mut Outbox) {
-        let Some(&key) = self.client_ids.get(client_id) else {
+        let Some(key) = self.client_ids.get(client_id, &self.sessions) else {
             return;
         };
         let Some(old) = self.sessions.get(key).and_then(|session| session.conn) else {
@@ -347,7 +347,7 @@ impl Broker {
         now: Instant,
         out: &mut Outbox,
     ) -> (SessionKey, bool) {
-        if let Some(&key) = self.client_ids.get(client_id) {
+        if let Some(key) = self.client_ids.get(client_id, &self.sessions) {
             if resume {
                 let session = self
                     .sessions
@@ -369,7 +369,7 @@ impl Broker {
         let key = self
             .sessions
             .insert(Session::new(client_id, version, expiry_s));
-        self.client_ids.insert(client_id.into(), key);
+        self.client_ids.insert(key, &self.sessions);
         (key, false)
     }
 
@@ -473,9 +473,7 @@ impl Broker {
                 self.trie.remove(filter, key);
             }
         }
-        if self.client_ids.get(&session.client_id) == Some(&key) {
-            self.client_ids.remove(&session.client_id);
-        }
+        self.client_ids.remove(&session.client_id, key);
         session.delayed_will.take()
     }
 
@@ -517,7 +515,9 @@ impl Broker {
             attempts += 1;
             let id = format!("fanfare-{}-{}", self.shard, self.assigned_ids);
             let ours = Broker::owner_shard(&id, self.shard_count) == self.shard;
-            if (ours || attempts >= attempts_max) && !self.client_ids.contains_key(id.as_str()) {
+            if (ours || attempts >= attempts_max)
+                && self.client_ids.get(&id, &self.sessions).is_none()
+            {
                 return id;
             }
         }

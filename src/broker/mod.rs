@@ -21,6 +21,7 @@
 #[doc(hidden)]
 pub mod auth;
 pub mod bench_support;
+mod client_ids;
 mod connect;
 mod connections;
 mod fanout;
@@ -40,7 +41,6 @@ mod wire;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
 use std::time::Instant;
 
 pub use auth::{AuthDecision, AuthRequest, Authenticator};
@@ -49,6 +49,7 @@ pub use outbox::*;
 pub use shared::ShareMessage;
 
 use crate::config::Limits;
+use client_ids::ClientIds;
 use connections::Connections;
 use fanout::Fanout;
 use keep_alive::{DUE_PER_TICK_MAX, Deadlines};
@@ -102,7 +103,7 @@ pub struct Broker {
     shard_count: usize,
     limits: Limits,
     sessions: Slab<Session>,
-    client_ids: HashMap<Box<str>, SessionKey>,
+    client_ids: ClientIds,
     connections: Connections,
     offline: OfflineSessions,
     trie: TopicTrie<Grant>,
@@ -140,7 +141,7 @@ impl Broker {
             retained: RetainedStore::new(limits.retained_messages_max),
             limits,
             sessions: Slab::new(),
-            client_ids: HashMap::new(),
+            client_ids: ClientIds::new(),
             connections: Connections::new(),
             offline: OfflineSessions::new(),
             trie: TopicTrie::new(),

@@ -18,14 +18,14 @@
 //! | `Session` in the slab | 216 | 208 + generation; `Outbound` holds no allocation while empty |
 //! | client identifier | 32 | `Box<str>`, mimalloc size class |
 //! | `subscriptions` | 32 + 32 | one (`Box<str>`, [`Grant`] 8) slot of 24 B ([`Subscriptions`] grows one at a time below 4) + the filter |
-//! | `client_ids` entry | 45 + 32 | (`Box<str>`, `SessionKey`) bucket + its own copy of the identifier |
+//! | `client_ids` entry | 15 | a `SessionKey` bucket; the identifier is the session's (`client_ids.rs`) |
 //! | `connections` slot | 104 | (`ConnId`, [`Connection`](super::connections::Connection) 96) in a vector indexed by the connection's slot (`connections.rs`) |
 //! | keep-alive deadline | 40 | (`Instant`, `ConnId`) in the heap |
 //! | trie node of the filter | 160 + 16 + 16 | node, its level, one (`SessionKey`, [`Grant`]) slot (no position index below 32) |
 //! | parent's child entry | 45 + 16 | bucket + the level as key |
-//! | **broker total** | **≈ 785** | |
+//! | **broker total** | **≈ 725** | |
 //!
-//! The network side adds ≈ 580 B (`net/connection.rs`), so ≈ 1.37 KB is accounted for; the
+//! The network side adds ≈ 580 B (`net/connection.rs`), so ≈ 1.3 KB is accounted for; the
 //! 2.1 KB measured per connection over 19 000 WebSocket subscribers (`fanfare-loadtest conn`,
 //! one shard) also holds allocator slack. The shard's 4 MiB of receive buffers are in RSS from
 //! start-up (`net/uring.rs`): touched by the first connections instead, they showed up as

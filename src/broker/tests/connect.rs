@@ -89,7 +89,13 @@ fn assigned_ids_are_unique_and_hash_to_the_shard() {
         h.connect(conn, &Client::new(""));
     }
     assert_eq!(h.broker.stats().sessions, 20);
-    for id in h.broker.client_ids.keys() {
+    for key in h.broker.client_ids.keys() {
+        let id = &h
+            .broker
+            .sessions
+            .get(key)
+            .expect("a named session")
+            .client_id;
         assert_eq!(Broker::owner_shard(id, 4), 0, "{id}");
     }
 }
