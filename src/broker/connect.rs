@@ -299,9 +299,8 @@ impl Broker {
         };
         match self.sessions.get_mut(key) {
             Some(session) if connection.will_delay_s > 0 => {
-                session.will_stamp += 1;
-                session.delayed_will = Some(will);
-                let (stamp, delay_s) = (session.will_stamp, connection.will_delay_s);
+                session.delay_will(will);
+                let (stamp, delay_s) = (session.offline_ticket(), connection.will_delay_s);
                 self.timers
                     .push(now, delay_s, key, stamp, TimerKind::WillDelay);
             }
@@ -357,7 +356,7 @@ impl Broker {
                 self.offline.forget(session);
                 session.version = version;
                 session.expiry_s = expiry_s;
-                session.delayed_will = None;
+                session.cancel_delayed_will();
                 return (key, true);
             }
             if let Some(will) = self.discard_session(key, out) {
@@ -440,14 +439,14 @@ impl Broker {
         }
         self.offline.push(key, session);
         if session.expiry_s != SESSION_NEVER_EXPIRES_S {
-            let (expiry_s, ticket) = (session.expiry_s, session.offline_ticket);
+            let (expiry_s, ticket) = (session.expiry_s, session.offline_ticket());
             self.timers
                 .push(now, expiry_s, key, ticket, TimerKind::SessionExpiry);
         }
         let offline_max = self.limits.offline_sessions_per_shard_max as usize;
         loop {
             let sessions = &self.sessions;
-            let ticket_of = |key| sessions.get(key).map(|session| session.offline_ticket);
+            let ticket_of = |key| sessions.get(key).map(|session| session.offline_ticket());
             let Some(oldest) = self.offline.over_limit(offline_max, ticket_of) else {
                 break;
             };
@@ -474,7 +473,7 @@ impl Broker {
             }
         }
         self.client_ids.remove(&session.client_id, key);
-        session.delayed_will.take()
+        session.into_delayed_will()
     }
 
     /// CONNACK refusing the CONNECT with `reason`, then close. A 3.x client gets the return

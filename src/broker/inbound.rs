@@ -53,9 +53,7 @@ impl Broker {
             Packet::PubRel(Ack { packet_id: id, .. }) => {
                 let mut known = false;
                 if let Some(session) = self.sessions.get_mut(key) {
-                    let before = session.inbound_qos2.len();
-                    session.inbound_qos2.retain(|pending| pending != id);
-                    known = session.inbound_qos2.len() < before;
+                    known = session.release_inbound_qos2(*id);
                 }
                 // Sent for an unknown identifier too: the PUBREL may repeat after a reconnect
                 // whose PUBCOMP was lost [MQTT-4.3.3-2]. MQTT 5 says so with 0x92.
@@ -247,7 +245,7 @@ impl Broker {
                 let Some(session) = self.sessions.get_mut(key) else {
                     return;
                 };
-                if session.inbound_qos2.contains(&id) {
+                if session.holds_inbound_qos2(id) {
                     // Already delivered: a retransmission gets its PUBREC again, nothing more
                     // [MQTT-4.3.3-2].
                     self.reply(conn, &Packet::PubRec(Ack::new(id)), out);
@@ -258,7 +256,7 @@ impl Broker {
                     self.reply(conn, &Packet::PubRec(refused(id)), out);
                     return;
                 }
-                if session.inbound_qos2.len() >= inbound_qos2_max {
+                if session.inbound_qos2_len() >= inbound_qos2_max {
                     // Our Receive Maximum, announced in CONNACK [MQTT-3.3.4-7].
                     let reason = CloseReason::Refused(
                         ReasonCode::RECEIVE_MAXIMUM_EXCEEDED,
@@ -267,7 +265,7 @@ impl Broker {
                     self.close_for(conn, reason, now, out);
                     return;
                 }
-                session.inbound_qos2.push(id);
+                session.hold_inbound_qos2(id);
                 self.route(message(), Some(key), now, out);
                 self.reply(conn, &Packet::PubRec(Ack::new(id)), out);
             }

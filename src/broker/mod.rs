@@ -212,25 +212,25 @@ impl Broker {
                 continue;
             };
             match kind {
-                TimerKind::SessionExpiry if session.offline_ticket == stamp => {
+                TimerKind::SessionExpiry if session.offline_ticket() == stamp => {
                     if let Some(will) = self.discard_session(key, out) {
                         self.publish_will(will, now, out);
                     }
                 }
-                TimerKind::WillDelay if session.will_stamp == stamp => {
-                    if let Some(will) = session.delayed_will.take() {
+                TimerKind::WillDelay => {
+                    if let Some(will) = session.take_delayed_will(stamp) {
                         self.publish_will(will, now, out);
                     }
                 }
-                TimerKind::SessionExpiry | TimerKind::WillDelay => {}
+                TimerKind::SessionExpiry => {}
             }
         }
         let sessions = &self.sessions;
         self.timers
             .compact(sessions.len(), |key, stamp, kind| match sessions.get(key) {
                 Some(session) => match kind {
-                    TimerKind::SessionExpiry => session.offline_ticket == stamp,
-                    TimerKind::WillDelay => session.will_stamp == stamp,
+                    TimerKind::SessionExpiry => session.offline_ticket() == stamp,
+                    TimerKind::WillDelay => session.will_waits_for(stamp),
                 },
                 None => false,
             });

@@ -15,7 +15,7 @@
 //!
 //! | what | bytes | note |
 //! |---|---|---|
-//! | `Session` in the slab | 216 | 208 + generation; `Outbound` holds no allocation while empty |
+//! | `Session` in the slab | 176 | 168 + generation; `Outbound` holds no allocation while empty, nor does a session with nothing [pending](Pending) |
 //! | client identifier | 32 | `Box<str>`, mimalloc size class |
 //! | `subscriptions` | 32 + 32 | one (`Box<str>`, [`Grant`] 8) slot of 24 B ([`Subscriptions`] grows one at a time below 4) + the filter |
 //! | `client_ids` entry | 15 | a `SessionKey` bucket; the identifier is the session's (`client_ids.rs`) |
@@ -23,9 +23,9 @@
 //! | keep-alive deadline | 40 | (`Instant`, `ConnId`) in the heap |
 //! | trie node of the filter | 160 + 16 + 16 | node, its level, one (`SessionKey`, [`Grant`]) slot (no position index below 32) |
 //! | parent's child entry | 45 + 16 | bucket + the level as key |
-//! | **broker total** | **≈ 725** | |
+//! | **broker total** | **≈ 685** | |
 //!
-//! The network side adds ≈ 580 B (`net/connection.rs`), so ≈ 1.3 KB is accounted for; the
+//! The network side adds ≈ 580 B (`net/connection.rs`), so ≈ 1.27 KB is accounted for; the
 //! 2.1 KB measured per connection over 19 000 WebSocket subscribers (`fanfare-loadtest conn`,
 //! one shard) also holds allocator slack. The shard's 4 MiB of receive buffers are in RSS from
 //! start-up (`net/uring.rs`): touched by the first connections instead, they showed up as
@@ -63,22 +63,38 @@ pub(crate) struct Session {
     /// `subscriptions_per_session_max` entries.
     pub(crate) subscriptions: Subscriptions,
     pub(crate) outbound: Outbound,
-    /// QoS 2 publishes received (PUBREC sent) whose PUBREL has not arrived: a PUBLISH with one
-    /// of these ids is not delivered again ([MQTT-4.3.3-2], method B). At most
-    /// `inbound_qos2_max`, so a linear search is cheap.
-    pub(crate) inbound_qos2: Vec<PacketId>,
-    /// Non-zero while offline: the ticket of this session in `OfflineSessions`.
-    pub(crate) offline_ticket: u64,
     /// The fan-out sequence number of the last publish that matched this session, and where
     /// its entry sits in the broker's match list: dedups overlapping subscriptions without
     /// allocating per publish.
     pub(crate) match_stamp: u64,
     pub(crate) match_slot: usize,
+    /// What the session waits on, if anything: boxed, since a connected subscriber that does
+    /// not publish at QoS 2 has none, and 48 B inline would be a quarter of the session.
+    pending: Option<Box<Pending>>,
+}
+
+/// What a session holds only at times: its place among the offline sessions while its client
+/// is away, a will waiting for its delay, QoS 2 publishes waiting for PUBREL. Allocated when
+/// the first of them begins, dropped when the last ends.
+#[derive(Default)]
+struct Pending {
+    /// Non-zero while offline: the ticket of this session in [`OfflineSessions`].
+    offline_ticket: u64,
     /// An MQTT 5 will waiting for its Will Delay Interval (§3.1.3.2.2) after the connection
     /// ended; dropped if the client comes back first [MQTT-3.1.3-9]. Its deadline sits in the
-    /// broker's timers with `will_stamp`.
-    pub(crate) delayed_will: Option<Arc<RoutedMessage>>,
-    pub(crate) will_stamp: u64,
+    /// broker's timers stamped with the offline ticket the session took when the connection
+    /// ended, which the session keeps exactly as long as the will may still be published.
+    delayed_will: Option<Arc<RoutedMessage>>,
+    /// QoS 2 publishes received (PUBREC sent) whose PUBREL has not arrived: a PUBLISH with one
+    /// of these ids is not delivered again ([MQTT-4.3.3-2], method B). At most
+    /// `inbound_qos2_max`, so a linear search is cheap.
+    inbound_qos2: Vec<PacketId>,
+}
+
+impl Pending {
+    fn is_empty(&self) -> bool {
+        self.offline_ticket == 0 && self.delayed_will.is_none() && self.inbound_qos2.is_empty()
+    }
 }
 
 impl Session {
@@ -90,18 +106,105 @@ impl Session {
             conn: None,
             subscriptions: Subscriptions::default(),
             outbound: Outbound::new(),
-            inbound_qos2: Vec::new(),
-            offline_ticket: 0,
             match_stamp: 0,
             match_slot: 0,
-            delayed_will: None,
-            will_stamp: 0,
+            pending: None,
         }
     }
 
     /// Whether the session survives its connection.
     pub(crate) fn persistent(&self) -> bool {
         self.expiry_s > 0
+    }
+
+    /// Non-zero while offline: the ticket of this session in [`OfflineSessions`].
+    pub(crate) fn offline_ticket(&self) -> u64 {
+        self.pending
+            .as_ref()
+            .map_or(0, |pending| pending.offline_ticket)
+    }
+
+    /// Holds `will` until the timer stamped with the session's offline ticket falls due; the
+    /// session is offline.
+    pub(crate) fn delay_will(&mut self, will: Arc<RoutedMessage>) {
+        assert_ne!(self.offline_ticket(), 0, "a will is delayed while offline");
+        self.pending_mut().delayed_will = Some(will);
+    }
+
+    /// Whether the timer stamped `stamp` is the one the delayed will waits for.
+    pub(crate) fn will_waits_for(&self, stamp: u64) -> bool {
+        self.pending.as_ref().is_some_and(|pending| {
+            pending.offline_ticket == stamp && pending.delayed_will.is_some()
+        })
+    }
+
+    /// The delayed will, if the timer stamped `stamp` is the one it waits for.
+    pub(crate) fn take_delayed_will(&mut self, stamp: u64) -> Option<Arc<RoutedMessage>> {
+        if !self.will_waits_for(stamp) {
+            return None;
+        }
+        let will = self.pending.as_mut()?.delayed_will.take();
+        self.drop_pending_if_empty();
+        will
+    }
+
+    /// The client is back: its delayed will is not published [MQTT-3.1.3-9].
+    pub(crate) fn cancel_delayed_will(&mut self) {
+        if let Some(pending) = self.pending.as_mut() {
+            pending.delayed_will = None;
+            self.drop_pending_if_empty();
+        }
+    }
+
+    /// The delayed will of a session that ends, to publish now (§3.1.3.2.2: "or the Session
+    /// ends, whichever happens first").
+    pub(crate) fn into_delayed_will(self) -> Option<Arc<RoutedMessage>> {
+        self.pending.and_then(|pending| pending.delayed_will)
+    }
+
+    /// Whether a QoS 2 publish with `id` was received and its PUBREL has not arrived.
+    pub(crate) fn holds_inbound_qos2(&self, id: PacketId) -> bool {
+        self.pending
+            .as_ref()
+            .is_some_and(|pending| pending.inbound_qos2.contains(&id))
+    }
+
+    pub(crate) fn inbound_qos2_len(&self) -> usize {
+        self.pending
+            .as_ref()
+            .map_or(0, |pending| pending.inbound_qos2.len())
+    }
+
+    /// A QoS 2 publish with `id` was received and PUBREC sent.
+    pub(crate) fn hold_inbound_qos2(&mut self, id: PacketId) {
+        self.pending_mut().inbound_qos2.push(id);
+    }
+
+    /// PUBREL for `id`: returns whether a QoS 2 publish was waiting for it.
+    pub(crate) fn release_inbound_qos2(&mut self, id: PacketId) -> bool {
+        let Some(pending) = self.pending.as_mut() else {
+            return false;
+        };
+        let before = pending.inbound_qos2.len();
+        pending.inbound_qos2.retain(|held| *held != id);
+        let known = pending.inbound_qos2.len() < before;
+        self.drop_pending_if_empty();
+        known
+    }
+
+    fn pending_mut(&mut self) -> &mut Pending {
+        self.pending.get_or_insert_with(Box::default)
+    }
+
+    /// Frees `pending` once the session waits on nothing.
+    fn drop_pending_if_empty(&mut self) {
+        if self
+            .pending
+            .as_ref()
+            .is_some_and(|pending| pending.is_empty())
+        {
+            self.pending = None;
+        }
     }
 }
 
@@ -186,17 +289,18 @@ impl OfflineSessions {
 
     /// Marks `session` offline from now on.
     pub(crate) fn push(&mut self, key: SessionKey, session: &mut Session) {
-        assert_eq!(session.offline_ticket, 0, "a session goes offline once");
+        assert_eq!(session.offline_ticket(), 0, "a session goes offline once");
         self.last_ticket += 1;
-        session.offline_ticket = self.last_ticket;
+        session.pending_mut().offline_ticket = self.last_ticket;
         self.order.push_back((key, self.last_ticket));
         self.count += 1;
     }
 
     /// Marks `session` no longer offline (resumed or discarded).
     pub(crate) fn forget(&mut self, session: &mut Session) {
-        if session.offline_ticket != 0 {
-            session.offline_ticket = 0;
+        if let Some(pending) = session.pending.as_mut().filter(|p| p.offline_ticket != 0) {
+            pending.offline_ticket = 0;
+            session.drop_pending_if_empty();
             self.count -= 1;
         }
     }
@@ -266,6 +370,36 @@ mod tests {
         assert_eq!(subscriptions.0.capacity(), 2);
     }
 
+    #[test]
+    fn pending_is_allocated_only_while_the_session_waits_on_something() {
+        let id = |value| PacketId::new(value).expect("non-zero");
+        let mut session = Session::new("c", ProtocolVersion::V5, 60);
+        assert!(session.pending.is_none());
+        session.hold_inbound_qos2(id(1));
+        assert!(session.holds_inbound_qos2(id(1)));
+        assert!(!session.release_inbound_qos2(id(2)));
+        assert!(session.release_inbound_qos2(id(1)));
+        assert!(session.pending.is_none());
+
+        let key = super::super::slab::Slab::new().insert(());
+        let mut offline = OfflineSessions::new();
+        offline.push(key, &mut session);
+        let ticket = session.offline_ticket();
+        session.delay_will(Arc::new(RoutedMessage::new(
+            "w",
+            b"",
+            QoS::AtMostOnce,
+            false,
+        )));
+        assert!(session.will_waits_for(ticket));
+        assert!(!session.will_waits_for(ticket + 1));
+        offline.forget(&mut session);
+        assert_eq!(session.offline_ticket(), 0);
+        assert!(session.pending.is_some(), "the will waits until cancelled");
+        session.cancel_delayed_will();
+        assert!(session.pending.is_none());
+    }
+
     /// The entry sizes the budget in the module documentation counts.
     #[test]
     fn budget_sizes() {
@@ -273,6 +407,7 @@ mod tests {
         assert_eq!(std::mem::size_of::<(Box<str>, Grant)>(), 24);
         assert_eq!(std::mem::size_of::<(SessionKey, Grant)>(), 16);
         assert_eq!(std::mem::size_of::<Subscriptions>(), 24);
-        assert_eq!(std::mem::size_of::<Session>(), 208);
+        assert_eq!(std::mem::size_of::<Session>(), 168);
+        assert_eq!(std::mem::size_of::<Pending>(), 40);
     }
 }

@@ -15,7 +15,8 @@ use super::slab::SessionKey;
 pub(crate) enum TimerKind {
     /// Stamp: the session's `offline_ticket` when it went offline.
     SessionExpiry,
-    /// Stamp: the session's `will_stamp` when the will was delayed.
+    /// Stamp: the session's offline ticket when the will was delayed (the connection had just
+    /// ended, so the ticket is the one it took then).
     WillDelay,
 }
 

@@ -22,7 +22,7 @@
 //! shard's send pool only while the send is in flight. Total ≈ 580 B for an idle WebSocket
 //! subscriber (240 B slot, 176 B decoder in its mimalloc size class, 160 B queue ring), ≈ 400 B
 //! over TCP, next to the kernel's ≈ 3.7 KB socket and ≈ 0.9 KB armed multishot receive; the
-//! broker's session (client identifier, subscription, trie node, ≈ 725 B; see
+//! broker's session (client identifier, subscription, trie node, ≈ 685 B; see
 //! `broker/session.rs`) comes on top.
 
 use std::net::SocketAddr;

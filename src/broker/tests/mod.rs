@@ -299,11 +299,15 @@ impl Harness {
         self.packet_at(conn, packet, 0.0)
     }
 
-    pub(super) fn lost(&mut self, conn: u64) -> Step {
+    pub(super) fn lost_at(&mut self, conn: u64, s: f64) -> Step {
         let mut out = Outbox::default();
-        let now = self.at(0.0);
+        let now = self.at(s);
         self.broker.connection_lost(ConnId(conn), now, &mut out);
         self.finish(out)
+    }
+
+    pub(super) fn lost(&mut self, conn: u64) -> Step {
+        self.lost_at(conn, 0.0)
     }
 
     pub(super) fn tick(&mut self, s: f64) -> Step {

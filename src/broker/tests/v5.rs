@@ -208,6 +208,32 @@ fn will_delay_publishes_late_unless_the_client_returns() {
     assert!(h.tick(20.0).publishes(9).is_empty());
 }
 
+/// The first delay's timer is still queued when the client leaves again: it must not publish
+/// the new will before the new delay ends.
+#[test]
+fn a_will_delayed_again_waits_its_whole_new_delay() {
+    let mut h = Harness::new();
+    subscriber5(&mut h, 9, "watcher", "wills/#", QoS::AtMostOnce);
+    let mut connect = PropertiesBuf::new();
+    connect.push(Property::SessionExpiryInterval(60));
+    let mut will = PropertiesBuf::new();
+    will.push(Property::WillDelayInterval(5));
+    let client = delayed_will_client("w", &connect, &will);
+    let mut back = client.clone();
+    back.clean = false;
+
+    h.connect(1, &client);
+    h.lost_at(1, 0.0);
+    h.connect_at(2, &back, 1.0);
+    h.lost_at(2, 3.0);
+    assert!(
+        h.tick(5.5).publishes(9).is_empty(),
+        "the first delay is over"
+    );
+    assert_eq!(h.tick(8.5).publishes(9).len(), 1);
+    assert!(h.tick(20.0).publishes(9).is_empty(), "published once");
+}
+
 #[test]
 fn disconnect_with_will_message_publishes_the_will() {
     let mut h = Harness::new();
