@@ -9,21 +9,21 @@
 //! | `transport`, flags (`recv_armed`, `recv_cancel_sent`, `sealed`) | 4 | packed into padding |
 //! | `phase` | 16 | |
 //! | `request`, `spill` | 2 × 24 | empty `Vec`s: no allocation while idle |
-//! | `ws` | 8 | boxed `FrameDecoder` (168 B on the heap) on WebSocket listeners only |
+//! | `ws` | 8 | boxed `FrameDecoder` (56 B on the heap) on WebSocket listeners only |
 //! | `out` (`SendQueue`) | 72 | `VecDeque` 32, sent/queued/in-flight counters 24, send buffer handle 16 |
 //! | `close_cause`, `closing_since` | 24 + 16 | |
 //! | `dropped_publishes` | 8 | |
 //! | **struct** | **232** | in the connection table |
 //!
-//! Heap held while idle: the WebSocket decoder (168 B + allocator rounding) and the send
-//! queue's ring, which keeps at most 4 entries of 40 B once drained (so a connection receiving
-//! one message per turn never allocates) — 160 B. The receive buffer is lent by the shard's
-//! buffer ring only while bytes are being read; the `msghdr` and iovecs of a send come from the
-//! shard's send pool only while the send is in flight. Total ≈ 580 B for an idle WebSocket
-//! subscriber (240 B slot, 176 B decoder in its mimalloc size class, 160 B queue ring), ≈ 400 B
-//! over TCP, next to the kernel's ≈ 3.7 KB socket and ≈ 0.9 KB armed multishot receive; the
-//! broker's session (client identifier, subscription, trie node, ≈ 685 B; see
-//! `broker/session.rs`) comes on top.
+//! Heap held while idle: the WebSocket decoder (56 B; its 125-B buffer for control payloads
+//! comes with the first ping or close frame that carries one) and the send queue's ring, which
+//! keeps at most 4 entries of 40 B once drained (so a connection receiving one message per turn
+//! never allocates) — 160 B. The receive buffer is lent by the shard's buffer ring only while
+//! bytes are being read; the `msghdr` and iovecs of a send come from the shard's send pool only
+//! while the send is in flight. Total ≈ 455 B for an idle WebSocket subscriber (240 B slot,
+//! 56 B decoder, 160 B queue ring), ≈ 400 B over TCP, next to the kernel's ≈ 3.7 KB socket and
+//! ≈ 0.9 KB armed multishot receive; the broker's session (client identifier, subscription,
+//! trie node, ≈ 685 B; see `broker/session.rs`) comes on top.
 
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
@@ -239,7 +239,7 @@ mod tests {
         assert!(size_of::<Option<CloseCause>>() <= 24);
         assert!(size_of::<Option<Instant>>() <= 16);
         assert!(size_of::<Connection>() <= 232);
-        assert!(size_of::<FrameDecoder>() <= 168);
+        assert!(size_of::<FrameDecoder>() <= 56);
         assert!(size_of::<crate::broker::Chunk>() <= 32);
     }
 }

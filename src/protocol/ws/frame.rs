@@ -4,7 +4,8 @@
 //! delivers: a header may be split across receive buffers, a payload may span many, one buffer
 //! may hold many frames. It unmasks payload bytes in place and hands them on as they arrive,
 //! so no frame is ever buffered whole; its only buffers are the 14 header bytes and the 125
-//! bytes a control frame may carry. MQTT treats the data as one byte stream (MQTT 3.1.1 §6:
+//! bytes a control frame may carry, allocated with the first control frame that has a payload
+//! (MQTT clients rarely send one before closing). MQTT treats the data as one byte stream (MQTT 3.1.1 §6:
 //! packets need not align with frames), so message boundaries are not reported.
 //!
 //! Outbound, server frames are never masked (RFC 6455 §5.1) and are written into the
@@ -167,7 +168,8 @@ const HEADER_BYTES_MAX: usize = 14;
 /// Longest control frame payload (RFC 6455 §5.5).
 const CONTROL_BYTES_MAX: usize = 125;
 
-/// The inbound half of one connection: about 170 bytes of state, no allocation.
+/// The inbound half of one connection: 56 bytes of state, and a 125-byte buffer for control
+/// payloads once a control frame with a payload arrives.
 ///
 /// After it returns `FeedError::Ws`, the decoder returns the same error from every later
 /// `feed`. After a close frame it ignores all further bytes.
@@ -187,7 +189,9 @@ pub struct FrameDecoder {
     message_open: bool,
     /// Payload bytes of the open message, this frame included.
     message_bytes: u64,
-    control: [u8; CONTROL_BYTES_MAX],
+    /// Boxed so a connection that never sends a control payload does not carry the room for
+    /// one: most WebSocket MQTT clients send none until their close frame.
+    control: Option<Box<[u8; CONTROL_BYTES_MAX]>>,
     control_len: u8,
     closed: bool,
     failed: Option<WsError>,
@@ -211,7 +215,7 @@ impl FrameDecoder {
             mask_offset: 0,
             message_open: false,
             message_bytes: 0,
-            control: [0; CONTROL_BYTES_MAX],
+            control: None,
             control_len: 0,
             closed: false,
             failed: None,
@@ -376,7 +380,10 @@ impl FrameDecoder {
         if self.opcode.is_control() {
             // check_start bounded the payload to 125 bytes, so it fits.
             let start = usize::from(self.control_len);
-            let part = &mut self.control[start..start + n];
+            let control = self
+                .control
+                .get_or_insert_with(|| Box::new([0; CONTROL_BYTES_MAX]));
+            let part = &mut control[start..start + n];
             part.copy_from_slice(&input[..n]);
             apply_mask(part, self.mask, offset);
             self.control_len += n as u8;
@@ -401,7 +408,10 @@ impl FrameDecoder {
         on_event: &mut impl FnMut(WsEvent<'_>) -> Result<(), E>,
     ) -> Result<(), FeedError<E>> {
         self.in_payload = false;
-        let payload = &self.control[..usize::from(self.control_len)];
+        let payload = match &self.control {
+            Some(control) => &control[..usize::from(self.control_len)],
+            None => &[],
+        };
         let event = match self.opcode {
             Opcode::Ping => WsEvent::Ping(payload),
             Opcode::Pong => WsEvent::Pong,
@@ -916,7 +926,7 @@ mod tests {
     #[test]
     fn decoder_state_stays_small() {
         // Held per connection: a million connections cost this many megabytes.
-        assert!(core::mem::size_of::<FrameDecoder>() <= 176);
+        assert!(core::mem::size_of::<FrameDecoder>() <= 56);
     }
 
     #[test]
