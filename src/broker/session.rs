@@ -25,7 +25,7 @@
 //! | parent's child entry | 45 + 16 | bucket + the level as key |
 //! | **broker total** | **≈ 685** | |
 //!
-//! The network side adds ≈ 455 B (`net/connection.rs`), so ≈ 1.14 KB is accounted for; the
+//! The network side adds ≈ 335 B (`net/connection.rs`), so ≈ 1.02 KB is accounted for; the
 //! 2.1 KB measured per connection over 19 000 WebSocket subscribers (`fanfare-loadtest conn`,
 //! one shard) also holds allocator slack. The shard's 4 MiB of receive buffers are in RSS from
 //! start-up (`net/uring.rs`): touched by the first connections instead, they showed up as

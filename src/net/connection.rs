@@ -16,14 +16,16 @@
 //! | **struct** | **232** | in the connection table |
 //!
 //! Heap held while idle: the WebSocket decoder (56 B; its 125-B buffer for control payloads
-//! comes with the first ping or close frame that carries one) and the send queue's ring, which
-//! keeps at most 4 entries of 40 B once drained (so a connection receiving one message per turn
-//! never allocates) — 160 B. The receive buffer is lent by the shard's buffer ring only while
-//! bytes are being read; the `msghdr` and iovecs of a send come from the shard's send pool only
-//! while the send is in flight. Total ≈ 455 B for an idle WebSocket subscriber (240 B slot,
-//! 56 B decoder, 160 B queue ring), ≈ 400 B over TCP, next to the kernel's ≈ 3.7 KB socket and
-//! ≈ 0.9 KB armed multishot receive; the broker's session (client identifier, subscription,
-//! trie node, ≈ 685 B; see `broker/session.rs`) comes on top.
+//! comes with the first ping or close frame that carries one) and the send queue's ring of
+//! 40-B entries: one entry until two chunks wait at once, then at most 4 kept once drained (so
+//! a connection receiving one message per turn never allocates) — 40 B for a subscriber that
+//! only ever got its handshake response, CONNACK and SUBACK one by one, 160 B once it had a
+//! backlog. The receive buffer is lent by the shard's buffer ring only while bytes are being
+//! read; the `msghdr` and iovecs of a send come from the shard's send pool only while the send
+//! is in flight. Total ≈ 335 B for an idle WebSocket subscriber (240 B slot, 56 B decoder, 40 B
+//! queue ring), ≈ 280 B over TCP, next to the kernel's ≈ 3.7 KB socket and ≈ 0.9 KB armed
+//! multishot receive; the broker's session (client identifier, subscription, trie node,
+//! ≈ 685 B; see `broker/session.rs`) comes on top.
 
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
@@ -212,7 +214,7 @@ impl Connection {
             request: Vec::new(),
             ws,
             spill: Vec::new(),
-            out: SendQueue::default(),
+            out: SendQueue::new(),
             recv_armed: false,
             recv_cancel_sent: false,
             sealed: false,

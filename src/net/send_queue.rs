@@ -32,6 +32,13 @@ pub const IOVECS_PER_SMALL_SEND_MAX: usize = 8;
 /// message per turn never to allocate, small enough for an idle connection to stay cheap.
 const IDLE_QUEUE_CAPACITY_MAX: usize = 4;
 
+/// Capacity a new queue starts with: the first chunk a connection is sent (the handshake
+/// response, or CONNACK) takes no allocation of its own, and a connection that never has two
+/// chunks waiting at once (an idle subscriber) keeps one 40-B entry rather than the four a
+/// first `push_back` would allocate. The first time two wait, the ring grows to four and keeps
+/// them.
+const NEW_QUEUE_CAPACITY: usize = 1;
+
 /// The `msghdr` and iovecs of one send, boxed so their address stays put while the kernel
 /// reads them, and the packet identifiers the iovecs of [`Chunk::SharedWithId`] point at.
 pub struct SendBuf<const N: usize> {
@@ -211,7 +218,6 @@ impl Pushed {
     }
 }
 
-#[derive(Default)]
 pub struct SendQueue {
     entries: VecDeque<Entry>,
     /// Bytes of the front chunk already sent by an earlier partial send.
@@ -222,7 +228,23 @@ pub struct SendQueue {
     in_flight: Option<InFlight>,
 }
 
+impl Default for SendQueue {
+    fn default() -> Self {
+        SendQueue::new()
+    }
+}
+
 impl SendQueue {
+    pub fn new() -> SendQueue {
+        SendQueue {
+            entries: VecDeque::with_capacity(NEW_QUEUE_CAPACITY),
+            front_sent_bytes: 0,
+            queued_bytes: 0,
+            in_flight_chunks: 0,
+            in_flight: None,
+        }
+    }
+
     /// Queues `chunk`, applying `listener_policy` (or the chunk's own) to a QoS 0 publish
     /// that meets a full queue. A chunk alone in an empty queue is always taken, whatever its
     /// size, so a publish larger than the bound still reaches a reader that keeps up.
@@ -520,7 +542,7 @@ mod tests {
 
     #[test]
     fn one_send_gathers_everything_queued() {
-        let mut queue = SendQueue::default();
+        let mut queue = SendQueue::new();
         let mut pool = SendPool::default();
         let shared: Rc<[u8]> = Rc::from(&b"publish"[..]);
         queue.push(owned(b"ack"), Droppable::No, 100, POLICY, &mut pool);
@@ -545,7 +567,7 @@ mod tests {
 
     #[test]
     fn shared_with_id_sends_the_identifier_between_the_template_halves() {
-        let mut queue = SendQueue::default();
+        let mut queue = SendQueue::new();
         let mut pool = SendPool::default();
         let template: Rc<[u8]> = Rc::from(&b"head..tail"[..]);
         for id in [0x4142, 0x4344] {
@@ -563,8 +585,23 @@ mod tests {
     }
 
     #[test]
+    fn the_ring_grows_only_once_two_chunks_wait() {
+        let mut queue = SendQueue::new();
+        let mut pool = SendPool::default();
+        for _ in 0..3 {
+            queue.push(owned(b"ack"), Droppable::No, 100, POLICY, &mut pool);
+            drain(&mut queue, &mut pool, usize::MAX);
+        }
+        assert_eq!(queue.entries.capacity(), NEW_QUEUE_CAPACITY);
+        queue.push(owned(b"one"), Droppable::No, 100, POLICY, &mut pool);
+        queue.push(owned(b"two"), Droppable::No, 100, POLICY, &mut pool);
+        drain(&mut queue, &mut pool, usize::MAX);
+        assert_eq!(queue.entries.capacity(), IDLE_QUEUE_CAPACITY_MAX);
+    }
+
+    #[test]
     fn a_large_batch_spans_several_sends_in_order() {
-        let mut queue = SendQueue::default();
+        let mut queue = SendQueue::new();
         let mut pool = SendPool::default();
         let mut expected = Vec::new();
         for i in 0..200u8 {
@@ -576,7 +613,7 @@ mod tests {
 
     #[test]
     fn partial_send_resumes_inside_a_chunk() {
-        let mut queue = SendQueue::default();
+        let mut queue = SendQueue::new();
         let mut pool = SendPool::default();
         queue.push(owned(b"abcdef"), Droppable::No, 100, POLICY, &mut pool);
         queue.push(owned(b"gh"), Droppable::No, 100, POLICY, &mut pool);
@@ -591,7 +628,7 @@ mod tests {
 
     #[test]
     fn drop_newest_stops_at_the_bound_and_required_chunks_overflow_at_twice_it() {
-        let mut queue = SendQueue::default();
+        let mut queue = SendQueue::new();
         let mut pool = SendPool::default();
         let drop_newest = qos0("t", SlowConsumer::DropNewest);
         assert!(
@@ -615,7 +652,7 @@ mod tests {
 
     #[test]
     fn a_chunk_larger_than_the_bound_enters_an_empty_queue() {
-        let mut queue = SendQueue::default();
+        let mut queue = SendQueue::new();
         let mut pool = SendPool::default();
         let policy = qos0("t", SlowConsumer::DropNewest);
         assert!(
@@ -632,7 +669,7 @@ mod tests {
 
     #[test]
     fn drop_oldest_keeps_the_newest_and_never_what_is_in_flight() {
-        let mut queue = SendQueue::default();
+        let mut queue = SendQueue::new();
         let mut pool = SendPool::default();
         let policy = qos0("t", SlowConsumer::DropOldest);
         queue.push(owned(b"1"), policy, 3, POLICY, &mut pool);
@@ -651,7 +688,7 @@ mod tests {
 
     #[test]
     fn disconnect_policy_overflows() {
-        let mut queue = SendQueue::default();
+        let mut queue = SendQueue::new();
         let mut pool = SendPool::default();
         let policy = qos0("t", SlowConsumer::Disconnect);
         queue.push(owned(b"12"), policy, 3, POLICY, &mut pool);
@@ -664,7 +701,7 @@ mod tests {
 
     #[test]
     fn conflate_keeps_the_latest_unsent_publish_per_topic() {
-        let mut queue = SendQueue::default();
+        let mut queue = SendQueue::new();
         let mut pool = SendPool::default();
         let (a, b) = (
             qos0("a", SlowConsumer::Conflate),
@@ -684,7 +721,7 @@ mod tests {
 
     #[test]
     fn conflate_removes_every_superseded_publish_once_full() {
-        let mut queue = SendQueue::default();
+        let mut queue = SendQueue::new();
         let mut pool = SendPool::default();
         let (x, y) = (
             qos0("x", SlowConsumer::Conflate),
@@ -701,7 +738,7 @@ mod tests {
 
     #[test]
     fn the_chunk_policy_overrides_the_listener_policy() {
-        let mut queue = SendQueue::default();
+        let mut queue = SendQueue::new();
         let mut pool = SendPool::default();
         let listener = Droppable::Yes {
             topic: TopicKey::of("t"),
@@ -732,7 +769,7 @@ mod tests {
 
     #[test]
     fn abandon_keeps_only_what_the_kernel_reads() {
-        let mut queue = SendQueue::default();
+        let mut queue = SendQueue::new();
         let mut pool = SendPool::default();
         queue.push(owned(b"abc"), Droppable::No, 100, POLICY, &mut pool);
         queue.start_send(&mut pool);
@@ -775,7 +812,7 @@ mod tests {
     #[test]
     fn the_pool_reuses_buffers_and_trims_to_the_recent_peak() {
         let mut pool = SendPool::default();
-        let mut queues: Vec<SendQueue> = (0..3).map(|_| SendQueue::default()).collect();
+        let mut queues: Vec<SendQueue> = (0..3).map(|_| SendQueue::new()).collect();
         for queue in &mut queues {
             queue.push(owned(b"x"), Droppable::No, 100, POLICY, &mut pool);
             queue.push(owned(b"y"), Droppable::No, 100, POLICY, &mut pool);
