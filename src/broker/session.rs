@@ -21,11 +21,11 @@
 //! | `client_ids` entry | 15 | a `SessionKey` bucket; the identifier is the session's (`client_ids.rs`) |
 //! | `connections` slot | 104 | (`ConnId`, [`Connection`](super::connections::Connection) 96) in a vector indexed by the connection's slot (`connections.rs`) |
 //! | keep-alive deadline | 40 | (`Instant`, `ConnId`) in the heap |
-//! | trie node of the filter | 160 + 16 + 16 | node, its level, one (`SessionKey`, [`Grant`]) slot (no position index below 32) |
-//! | parent's child entry | 45 + 16 | bucket + the level as key |
-//! | **broker total** | **≈ 685** | |
+//! | trie node of the filter | 120 + 16 + 16 | node, its level, one (`SessionKey`, [`Grant`]) slot (no position index below 32) |
+//! | parent's child entry | 9 | a 4-B bucket (the child's index; its level is the node's) and its control byte |
+//! | **broker total** | **≈ 595** | |
 //!
-//! The network side adds ≈ 335 B (`net/connection.rs`), so ≈ 1.02 KB is accounted for; the
+//! The network side adds ≈ 335 B (`net/connection.rs`), so ≈ 930 B are accounted for; the
 //! 2.1 KB measured per connection over 19 000 WebSocket subscribers (`fanfare-loadtest conn`,
 //! one shard) also holds allocator slack. The shard's 4 MiB of receive buffers are in RSS from
 //! start-up (`net/uring.rs`): touched by the first connections instead, they showed up as

@@ -10,10 +10,15 @@
 //!
 //! Worst case: `subscriptions_per_session_max` (1 024) × sessions per shard (20 000 connected
 //! plus offline ones) entries, each a subscriber slot (16 bytes with a `Grant`) plus, on nodes
-//! with 32 subscribers or more, a position-map slot (~24 bytes), plus one node per distinct
-//! filter level.
+//! with 32 subscribers or more, a position-table slot (4 bytes and a control byte, ~9 bytes at
+//! the tables' load), plus one node (120 bytes, its level, a child slot in its parent) per
+//! distinct filter level.
 
-use std::collections::HashMap;
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::num::NonZeroU32;
+
+use hashbrown::HashTable;
 
 use super::slab::SessionKey;
 use crate::protocol::mqtt::QoS;
@@ -24,19 +29,25 @@ const ROOT: u32 = 0;
 struct Node<V> {
     /// The node one level up; meaningless for the root.
     parent: u32,
-    /// This node's level in its parent (`+` and `#` included), used to unlink it when pruning.
+    /// The `+` and `#` children. Never the root, so never 0.
+    plus: Option<NonZeroU32>,
+    hash: Option<NonZeroU32>,
+    /// This node's level in its parent (`+` and `#` included), used to find it among its
+    /// parent's children and to unlink it when pruning.
     level: Box<str>,
-    children: HashMap<Box<str>, u32>,
-    plus: Option<u32>,
-    hash: Option<u32>,
+    /// The other children, as node indices hashed by the child's own `level`: each level is
+    /// stored once, in its node. A `HashMap<Box<str>, u32>` kept a second copy of every level
+    /// in a 24-B bucket; a bucket here is 4 B.
+    children: HashTable<u32>,
     /// Sessions subscribed to the filter ending at this node, in a vector so fan-out iterates
     /// contiguous memory.
     subscribers: Vec<(SessionKey, V)>,
-    /// Where each session sits in `subscribers`, so unsubscribing is O(1) even on a topic with
-    /// a million subscribers (a linear search would make a mass disconnect quadratic). Kept
-    /// only from [`POSITIONS_FROM`] subscribers on: below, a linear search is as fast, and a
-    /// node with one subscriber (a topic per client) saves the map's table (~80 B).
-    positions: HashMap<SessionKey, u32>,
+    /// Where each session sits in `subscribers`: positions, hashed by the session key at that
+    /// position, so unsubscribing is O(1) even on a topic with a million subscribers (a linear
+    /// search would make a mass disconnect quadratic). Kept only from [`POSITIONS_FROM`]
+    /// subscribers on: below, a linear search is as fast, and a node with one subscriber (a
+    /// topic per client) holds no table.
+    positions: HashTable<u32>,
 }
 
 /// Subscribers of one node from which their positions are indexed.
@@ -50,29 +61,17 @@ impl<V> Default for Node<V> {
     fn default() -> Self {
         Node {
             parent: 0,
-            level: Box::default(),
-            children: HashMap::new(),
             plus: None,
             hash: None,
+            level: Box::default(),
+            children: HashTable::new(),
             subscribers: Vec::new(),
-            positions: HashMap::new(),
+            positions: HashTable::new(),
         }
     }
 }
 
 impl<V> Node<V> {
-    /// Where `session` sits in `subscribers`, if it is subscribed here.
-    fn position(&self, session: SessionKey) -> Option<u32> {
-        if self.positions.is_empty() {
-            let index = self
-                .subscribers
-                .iter()
-                .position(|&(key, _)| key == session)?;
-            return Some(u32::try_from(index).expect("fewer than 2^32 sessions"));
-        }
-        self.positions.get(&session).copied()
-    }
-
     fn is_empty(&self) -> bool {
         self.subscribers.is_empty()
             && self.children.is_empty()
@@ -90,6 +89,9 @@ pub(crate) struct TopicTrie<V: Copy = QoS> {
     /// Vacant node slots, reused before the vector grows.
     free: Vec<u32>,
     subscription_count: usize,
+    /// Hashes levels and session keys for every node's tables. Levels come from clients, so
+    /// the key is random, as a std `HashMap`'s would be: nobody can pick levels that collide.
+    hasher: RandomState,
 }
 
 impl<V: Copy> TopicTrie<V> {
@@ -98,6 +100,7 @@ impl<V: Copy> TopicTrie<V> {
             nodes: vec![Node::default()],
             free: Vec::new(),
             subscription_count: 0,
+            hasher: RandomState::new(),
         }
     }
 
@@ -113,23 +116,28 @@ impl<V: Copy> TopicTrie<V> {
         for level in filter.split('/') {
             node = self.child_or_insert(node, level);
         }
-        let node = &mut self.nodes[node as usize];
-        if let Some(position) = node.position(session) {
-            node.subscribers[position as usize].1 = qos;
+        if let Some(position) = self.position(node, session) {
+            self.nodes[node as usize].subscribers[position as usize].1 = qos;
             return false;
         }
+        let hasher = &self.hasher;
+        let node = &mut self.nodes[node as usize];
         let position = u32::try_from(node.subscribers.len()).expect("fewer than 2^32 sessions");
         if node.subscribers.len() < EXACT_GROWTH_MAX {
             node.subscribers.reserve_exact(1);
         }
         node.subscribers.push((session, qos));
+        let subscribers = &node.subscribers;
+        let rehash = |&position: &u32| hasher.hash_one(subscribers[position as usize].0);
         if !node.positions.is_empty() {
-            node.positions.insert(session, position);
-        } else if node.subscribers.len() >= POSITIONS_FROM {
-            node.positions = (0..)
-                .zip(&node.subscribers)
-                .map(|(position, &(key, _))| (key, position))
-                .collect();
+            node.positions
+                .insert_unique(hasher.hash_one(session), position, rehash);
+        } else if subscribers.len() >= POSITIONS_FROM {
+            let mut positions = HashTable::with_capacity(subscribers.len());
+            for (position, &(key, _)) in (0..).zip(subscribers) {
+                positions.insert_unique(hasher.hash_one(key), position, rehash);
+            }
+            node.positions = positions;
         }
         self.subscription_count += 1;
         true
@@ -144,21 +152,31 @@ impl<V: Copy> TopicTrie<V> {
                 None => return false,
             }
         }
-        let entry = &mut self.nodes[node as usize];
-        let Some(position) = entry.position(session) else {
+        let Some(position) = self.position(node, session) else {
             return false;
         };
-        entry.subscribers.swap_remove(position as usize);
+        let hasher = &self.hasher;
+        let entry = &mut self.nodes[node as usize];
         if !entry.positions.is_empty() {
-            entry.positions.remove(&session);
-            if let Some(&(moved, _)) = entry.subscribers.get(position as usize) {
-                entry.positions.insert(moved, position);
+            // The last subscriber moves into the vacated position: its entry follows it.
+            let last = u32::try_from(entry.subscribers.len() - 1).expect("fewer than 2^32");
+            let at = |wanted: u32| move |&position: &u32| position == wanted;
+            if let Ok(found) = entry
+                .positions
+                .find_entry(hasher.hash_one(session), at(position))
+            {
+                found.remove();
             }
-            // Hysteresis: the index goes only well below where it was built, so a node
-            // hovering around the threshold does not rebuild it on every change.
-            if entry.subscribers.len() < POSITIONS_FROM / 2 {
-                entry.positions = HashMap::new();
+            let moved = entry.subscribers[last as usize].0;
+            if let Some(moved_at) = entry.positions.find_mut(hasher.hash_one(moved), at(last)) {
+                *moved_at = position;
             }
+        }
+        entry.subscribers.swap_remove(position as usize);
+        // Hysteresis: the index goes only well below where it was built, so a node hovering
+        // around the threshold does not rebuild it on every change.
+        if !entry.positions.is_empty() && entry.subscribers.len() < POSITIONS_FROM / 2 {
+            entry.positions = HashTable::new();
         }
         self.subscription_count -= 1;
         self.prune(node);
@@ -189,7 +207,7 @@ impl<V: Copy> TopicTrie<V> {
                 emit(index);
                 // `sport/#` also matches `sport` itself [MQTT-4.7.1-2].
                 if let Some(hash) = node.hash {
-                    emit(hash);
+                    emit(hash.get());
                 }
                 continue;
             }
@@ -203,13 +221,13 @@ impl<V: Copy> TopicTrie<V> {
             let wildcards_allowed = !(index == ROOT && level.starts_with('$'));
             if wildcards_allowed {
                 if let Some(hash) = node.hash {
-                    emit(hash);
+                    emit(hash.get());
                 }
                 if let Some(plus) = node.plus {
-                    stack.push((plus, next));
+                    stack.push((plus.get(), next));
                 }
             }
-            if let Some(&child) = node.children.get(level) {
+            if let Some(child) = self.named_child(node, level) {
                 stack.push((child, next));
             }
         }
@@ -218,10 +236,34 @@ impl<V: Copy> TopicTrie<V> {
     fn child(&self, node: u32, level: &str) -> Option<u32> {
         let node = &self.nodes[node as usize];
         match level {
-            "+" => node.plus,
-            "#" => node.hash,
-            _ => node.children.get(level).copied(),
+            "+" => node.plus.map(NonZeroU32::get),
+            "#" => node.hash.map(NonZeroU32::get),
+            _ => self.named_child(node, level),
         }
+    }
+
+    /// The child of `node` at `level`, a level other than `+` and `#`.
+    fn named_child(&self, node: &Node<V>, level: &str) -> Option<u32> {
+        let named = |&child: &u32| *self.nodes[child as usize].level == *level;
+        node.children
+            .find(self.hasher.hash_one(level), named)
+            .copied()
+    }
+
+    /// Where `session` sits in the subscribers of `node`, if it is subscribed there.
+    fn position(&self, node: u32, session: SessionKey) -> Option<u32> {
+        let node = &self.nodes[node as usize];
+        if node.positions.is_empty() {
+            let index = node
+                .subscribers
+                .iter()
+                .position(|&(key, _)| key == session)?;
+            return Some(u32::try_from(index).expect("fewer than 2^32 sessions"));
+        }
+        let holds = |&position: &u32| node.subscribers[position as usize].0 == session;
+        node.positions
+            .find(self.hasher.hash_one(session), holds)
+            .copied()
     }
 
     fn child_or_insert(&mut self, parent: u32, level: &str) -> u32 {
@@ -244,12 +286,18 @@ impl<V: Copy> TopicTrie<V> {
                 index
             }
         };
-        let parent = &mut self.nodes[parent as usize];
+        let link = Some(NonZeroU32::new(child).expect("the root is nobody's child"));
         match level {
-            "+" => parent.plus = Some(child),
-            "#" => parent.hash = Some(child),
+            "+" => self.nodes[parent as usize].plus = link,
+            "#" => self.nodes[parent as usize].hash = link,
             _ => {
-                parent.children.insert(level.into(), child);
+                // Out of its node while it may grow: growing rehashes every child by its level,
+                // read from the nodes.
+                let mut children = std::mem::take(&mut self.nodes[parent as usize].children);
+                let (nodes, hasher) = (&self.nodes, &self.hasher);
+                let rehash = |&child: &u32| hasher.hash_one(&*nodes[child as usize].level);
+                children.insert_unique(hasher.hash_one(level), child, rehash);
+                self.nodes[parent as usize].children = children;
             }
         }
         child
@@ -259,12 +307,15 @@ impl<V: Copy> TopicTrie<V> {
     fn prune(&mut self, mut node: u32) {
         while node != ROOT && self.nodes[node as usize].is_empty() {
             let removed = std::mem::take(&mut self.nodes[node as usize]);
+            let hash = self.hasher.hash_one(&*removed.level);
             let parent = &mut self.nodes[removed.parent as usize];
             match &*removed.level {
                 "+" => parent.plus = None,
                 "#" => parent.hash = None,
-                level => {
-                    parent.children.remove(level);
+                _ => {
+                    if let Ok(found) = parent.children.find_entry(hash, |&child| child == node) {
+                        found.remove();
+                    }
                 }
             }
             self.free.push(node);
@@ -391,7 +442,7 @@ pub(crate) mod tests {
     #[test]
     fn budget_sizes() {
         use crate::broker::subscription::Grant;
-        assert_eq!(std::mem::size_of::<Node<Grant>>(), 160);
+        assert_eq!(std::mem::size_of::<Node<Grant>>(), 120);
         assert_eq!(std::mem::size_of::<(SessionKey, Grant)>(), 16);
     }
 

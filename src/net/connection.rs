@@ -25,7 +25,7 @@
 //! is in flight. Total ≈ 335 B for an idle WebSocket subscriber (240 B slot, 56 B decoder, 40 B
 //! queue ring), ≈ 280 B over TCP, next to the kernel's ≈ 3.7 KB socket and ≈ 0.9 KB armed
 //! multishot receive; the broker's session (client identifier, subscription, trie node,
-//! ≈ 685 B; see `broker/session.rs`) comes on top.
+//! ≈ 595 B; see `broker/session.rs`) comes on top.
 
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
