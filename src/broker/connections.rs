@@ -55,9 +55,10 @@ pub(crate) struct Connections {
 }
 
 impl Connections {
-    pub(crate) fn new() -> Connections {
+    /// A table with room for `capacity` slots before its vector grows.
+    pub(crate) fn with_capacity(capacity: usize) -> Connections {
         Connections {
-            slots: Vec::new(),
+            slots: Vec::with_capacity(capacity),
             len: 0,
         }
     }
@@ -138,7 +139,7 @@ mod tests {
 
     #[test]
     fn a_stale_id_does_not_reach_the_connection_in_its_slot() {
-        let mut connections = Connections::new();
+        let mut connections = Connections::with_capacity(0);
         let old = ConnId::new(3, 1);
         let new = ConnId::new(3, 2);
         connections.insert(old, connection());

@@ -20,9 +20,10 @@ pub(crate) struct Deadlines {
 }
 
 impl Deadlines {
-    pub(crate) fn new() -> Deadlines {
+    /// A heap with room for `capacity` deadlines before it grows.
+    pub(crate) fn with_capacity(capacity: usize) -> Deadlines {
         Deadlines {
-            heap: BinaryHeap::new(),
+            heap: BinaryHeap::with_capacity(capacity),
         }
     }
 
@@ -61,7 +62,7 @@ mod tests {
     #[test]
     fn pops_in_deadline_order_only_when_due() {
         let t0 = Instant::now();
-        let mut deadlines = Deadlines::new();
+        let mut deadlines = Deadlines::with_capacity(0);
         deadlines.push(t0 + Duration::from_secs(2), ConnId(2));
         deadlines.push(t0 + Duration::from_secs(1), ConnId(1));
         assert_eq!(deadlines.pop_due(t0), None);
@@ -74,7 +75,7 @@ mod tests {
     #[test]
     fn compaction_drops_gone_connections() {
         let t0 = Instant::now();
-        let mut deadlines = Deadlines::new();
+        let mut deadlines = Deadlines::with_capacity(0);
         for id in 0..200 {
             deadlines.push(t0, ConnId(id));
         }

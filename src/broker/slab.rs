@@ -24,8 +24,13 @@ pub(crate) struct Slab<T> {
 
 impl<T> Slab<T> {
     pub(crate) fn new() -> Slab<T> {
+        Slab::with_capacity(0)
+    }
+
+    /// A slab with room for `capacity` values before its vector grows.
+    pub(crate) fn with_capacity(capacity: usize) -> Slab<T> {
         Slab {
-            entries: Vec::new(),
+            entries: Vec::with_capacity(capacity),
             free: Vec::new(),
             len: 0,
         }

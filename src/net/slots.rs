@@ -28,6 +28,15 @@ impl<T> Default for Slots<T> {
 }
 
 impl<T> Slots<T> {
+    /// A table with room for `capacity` connections before its vector grows.
+    pub fn with_capacity(capacity: usize) -> Slots<T> {
+        Slots {
+            slots: Vec::with_capacity(capacity),
+            free: Vec::new(),
+            len: 0,
+        }
+    }
+
     pub fn insert(&mut self, value: T) -> ConnId {
         self.len += 1;
         let index = match self.free.pop() {

@@ -211,7 +211,9 @@ impl Shard {
                     retry_at: None,
                 })
                 .collect(),
-            conns: Slots::default(),
+            // Reserved up front, like the broker's tables (see `Broker::new`): address space
+            // only, and no copy of the table when it would have doubled.
+            conns: Slots::with_capacity(limits.connections_per_shard_max as usize),
             send_pool: SendPool::default(),
             slow: SlowConsumerCounts::default(),
             broker: {
