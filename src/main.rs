@@ -92,6 +92,8 @@ fn parse_args() -> anyhow::Result<Option<Config>> {
 }
 
 fn run() -> anyhow::Result<()> {
+    // First, so that as little of the heap as possible is touched with huge pages on.
+    let small_pages = sys::disable_transparent_huge_pages();
     let Some(config) = parse_args()? else {
         return Ok(());
     };
@@ -100,6 +102,10 @@ fn run() -> anyhow::Result<()> {
         .parse_env("FANFARE_LOG")
         .format_timestamp_millis()
         .init();
+    if let Err(e) = small_pages {
+        // Only memory is at stake: huge pages inflate RSS, they do not break anything.
+        log::warn!("cannot turn transparent huge pages off: {e}; RSS will count whole 2 MiB pages");
+    }
 
     let mut per_shard: Vec<Vec<(ListenerKind, std::net::TcpListener)>> =
         (0..config.shards).map(|_| Vec::new()).collect();
