@@ -59,6 +59,12 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    /// The entry the budget in `session.rs` counts.
+    #[test]
+    fn an_entry_is_a_deadline_and_a_connection() {
+        assert_eq!(std::mem::size_of::<Reverse<(Instant, ConnId)>>(), 24);
+    }
+
     #[test]
     fn pops_in_deadline_order_only_when_due() {
         let t0 = Instant::now();

@@ -9,27 +9,38 @@
 //! disconnected longest ago is evicted, which is allowed since 3.1.1 leaves how long a session
 //! is kept to the server, and MQTT 5 lets the server end a session early (§4.1).
 //!
-//! Memory budget of one connected, idle subscriber with one filter of its own (a ~20-byte client
-//! identifier and filter), x86-64, 19 000 per shard; table slots count their buckets at the
-//! load a power-of-two table has at that size (19 000 of 32 768):
+//! Memory budget of one connected, idle subscriber with one filter of its own, as
+//! `fanfare-loadtest conn` opens them (a 14-byte client identifier; a 25-byte filter whose last
+//! level, up to 5 bytes, is the client's own), x86-64, 19 000 on one shard. Heap blocks count
+//! their mimalloc size class, hash tables their buckets at the load a power-of-two table has at
+//! that size (19 000 of 32 768), and vectors reserved up front the entries in use (capacity not
+//! yet touched is address space, not RSS):
 //!
 //! | what | bytes | note |
 //! |---|---|---|
 //! | `Session` in the slab | 176 | 168 + generation; `Outbound` holds no allocation while empty, nor does a session with nothing [pending](Pending) |
-//! | client identifier | 32 | `Box<str>`, mimalloc size class |
-//! | `subscriptions` | 32 + 32 | one (`Box<str>`, [`Grant`] 8) slot of 24 B ([`Subscriptions`] grows one at a time below 4) + the filter |
-//! | `client_ids` entry | 15 | a `SessionKey` bucket; the identifier is the session's (`client_ids.rs`) |
-//! | `connections` slot | 104 | (`ConnId`, [`Connection`](super::connections::Connection) 96) in a vector indexed by the connection's slot (`connections.rs`) |
-//! | keep-alive deadline | 40 | (`Instant`, `ConnId`) in the heap |
-//! | trie node of the filter | 120 + 16 + 16 | node, its level, one (`SessionKey`, [`Grant`]) slot (no position index below 32) |
+//! | client identifier | 16 | `Box<str>`, held once: `client_ids` reaches it through the slab |
+//! | `subscriptions` | 24 + 32 | one (`Box<str>`, [`Grant`] 8) slot ([`Subscriptions`] grows one at a time below 4) + the filter |
+//! | `client_ids` entry | 15 | an 8-B `SessionKey` bucket and its control byte (`client_ids.rs`) |
+//! | `connections` slot | 104 | (`ConnId`, [`Connection`](super::connections::Connection) 96), indexed by the connection's slot (`connections.rs`) |
+//! | keep-alive deadline | 24 | (`Instant`, `ConnId`) in the heap |
+//! | trie node of the filter | 120 + 8 + 16 | node, its level, one (`SessionKey`, [`Grant`]) slot (no position index below 32) |
 //! | parent's child entry | 9 | a 4-B bucket (the child's index; its level is the node's) and its control byte |
-//! | **broker total** | **≈ 595** | |
+//! | **broker total** | **544** | |
 //!
-//! The network side adds ≈ 335 B (`net/connection.rs`), so ≈ 930 B are accounted for; the
-//! 2.1 KB measured per connection over 19 000 WebSocket subscribers (`fanfare-loadtest conn`,
-//! one shard) also holds allocator slack. The shard's 4 MiB of receive buffers are in RSS from
-//! start-up (`net/uring.rs`): touched by the first connections instead, they showed up as
-//! ≈ 220 B more per connection at 19 000.
+//! The network side adds 336 B (`net/connection.rs`), so 880 B are accounted for; 0.8–1.15 KB
+//! is measured per connection over 19 000 WebSocket subscribers (`fanfare-loadtest conn`, one
+//! shard; docs/benchmarks.md), the rest being allocator slack: partly filled pages of each size
+//! class, and blocks freed once the handshakes were done (more of them when more handshakes
+//! overlap). Three things the measurement used to hold are gone:
+//! - the shard's 4 MiB of receive buffers, touched by the first connections, ≈ 220 B per
+//!   connection at 19 000: they are in RSS from start-up now (`net/uring.rs`);
+//! - the old copies of the tables of connections and sessions, which doubled at 16 384 and
+//!   stayed resident, ≈ 600 B: those tables reserve their bound up front now (`Broker::new`);
+//! - whole 2 MiB huge pages for every region of the heap touched at all: 1.3–1.4 KB per
+//!   connection with them, and 14 MB more before the first connection; the process turns
+//!   transparent huge pages off now (`net/sys.rs`).
+//!
 //! A [`Grant`] (QoS, two options, a Subscription Identifier) packs into 8 B, so a (filter,
 //! grant) slot is the 24 B a (filter, QoS) one was and a trie slot stays 16 B. Before
 //! [`Subscriptions`] the session's one-entry `HashMap` cost ≈ 350 B more (2.65 KB measured, in

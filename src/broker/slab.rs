@@ -96,6 +96,13 @@ impl<T> Slab<T> {
 mod tests {
     use super::*;
 
+    /// The session slot the budget in `session.rs` counts.
+    #[test]
+    fn a_session_entry_is_the_session_and_a_generation() {
+        use crate::broker::session::Session;
+        assert_eq!(std::mem::size_of::<Entry<Session>>(), 176);
+    }
+
     #[test]
     fn stale_key_does_not_reach_reused_slot() {
         let mut slab = Slab::new();

@@ -13,7 +13,7 @@
 //! | `out` (`SendQueue`) | 72 | `VecDeque` 32, sent/queued/in-flight counters 24, send buffer handle 16 |
 //! | `close_cause`, `closing_since` | 24 + 16 | |
 //! | `dropped_publishes` | 8 | |
-//! | **struct** | **232** | in the connection table |
+//! | **struct** | **232** | 240 with its slot's generation in the connection table (`net/slots.rs`) |
 //!
 //! Heap held while idle: the WebSocket decoder (56 B; its 125-B buffer for control payloads
 //! comes with the first ping or close frame that carries one) and the send queue's ring of
@@ -22,10 +22,10 @@
 //! only ever got its handshake response, CONNACK and SUBACK one by one, 160 B once it had a
 //! backlog. The receive buffer is lent by the shard's buffer ring only while bytes are being
 //! read; the `msghdr` and iovecs of a send come from the shard's send pool only while the send
-//! is in flight. Total ≈ 335 B for an idle WebSocket subscriber (240 B slot, 56 B decoder, 40 B
-//! queue ring), ≈ 280 B over TCP, next to the kernel's ≈ 3.7 KB socket and ≈ 0.9 KB armed
+//! is in flight. Total 336 B for an idle WebSocket subscriber (240 B slot, 56 B decoder, 40 B
+//! queue ring), 280 B over TCP, next to the kernel's ≈ 3.7 KB socket and ≈ 0.9 KB armed
 //! multishot receive; the broker's session (client identifier, subscription, trie node,
-//! ≈ 595 B; see `broker/session.rs`) comes on top.
+//! 544 B; see `broker/session.rs`) comes on top.
 
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;

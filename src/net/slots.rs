@@ -105,6 +105,13 @@ impl<T> Slots<T> {
 mod tests {
     use super::*;
 
+    /// The slot the budget in `net/connection.rs` counts.
+    #[test]
+    fn a_connection_slot_is_the_connection_and_a_generation() {
+        use crate::net::connection::Connection;
+        assert_eq!(std::mem::size_of::<Slot<Connection>>(), 240);
+    }
+
     #[test]
     fn a_stale_id_does_not_reach_the_new_occupant() {
         let mut slots = Slots::default();

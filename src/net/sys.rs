@@ -90,10 +90,10 @@ pub fn block_stop_signals() -> io::Result<()> {
 /// The allocator asks for huge pages on its heap (`madvise(MADV_HUGEPAGE)`), and the kernel
 /// then backs any 2 MiB of it that is touched at all with a whole huge page: at the first
 /// touch, or later when khugepaged finds even one page in use there (its default
-/// `max_ptes_none` is 511). An idle broker's RSS then counts 2 MiB for every region it ever
-/// touched, grows for minutes after the clients stopped, and measured 2.4–2.6 KB per idle
-/// WebSocket subscriber where 4 KiB pages held ≈ 1 KB. The fan-out load runs showed no gain
-/// from huge pages to weigh against that (docs/benchmarks.md).
+/// `max_ptes_none` is 511). RSS then counts 2 MiB for every region the heap ever touched and
+/// keeps growing after the clients went idle: a fresh shard held 27–29 MB instead of 13, and
+/// 47–54 MB instead of 31–35 with 19 000 idle WebSocket subscribers. The fan-out load runs
+/// showed no gain from huge pages to weigh against that (docs/benchmarks.md).
 pub fn disable_transparent_huge_pages() -> io::Result<()> {
     // SAFETY: prctl takes integer arguments only here; the result is checked.
     let rc = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
