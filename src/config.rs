@@ -247,6 +247,8 @@ pub struct Config {
     pub http_builtin: bool,
     /// Serve the files of this directory too (`None`: off).
     pub http_dir: Option<std::path::PathBuf>,
+    /// Answer `GET /metrics` on the WebSocket listener with every shard's counters.
+    pub http_metrics: bool,
 }
 
 impl Default for Config {
@@ -267,6 +269,7 @@ impl Default for Config {
             limits: Limits::default(),
             http_builtin: true,
             http_dir: None,
+            http_metrics: true,
         }
     }
 }
@@ -312,6 +315,7 @@ struct FileConfig {
     limits: Option<FileLimits>,
     http_builtin: Option<bool>,
     http_dir: Option<std::path::PathBuf>,
+    http_metrics: Option<bool>,
 }
 
 macro_rules! file_limits {
@@ -401,6 +405,9 @@ impl Config {
             config.http_builtin = builtin;
         }
         config.http_dir = file.http_dir.or(config.http_dir);
+        if let Some(metrics) = file.http_metrics {
+            config.http_metrics = metrics;
+        }
         Ok(config)
     }
 
@@ -555,11 +562,12 @@ mod tests {
     #[test]
     fn http_settings() {
         let config = Config::from_toml(
-            "http_builtin = false\nhttp_dir = \"/tmp\"\n[limits]\nhttp_file_bytes_max = 4096\n",
+            "http_builtin = false\nhttp_dir = \"/tmp\"\nhttp_metrics = false\n[limits]\nhttp_file_bytes_max = 4096\n",
             "f.toml",
         )
         .expect("parses");
         assert_eq!(config.validate(), Ok(()));
+        assert!(!config.http_metrics);
         let site = config.site();
         assert!(!site.builtin);
         assert_eq!(site.dir.as_deref(), Some(std::path::Path::new("/tmp")));
@@ -577,6 +585,7 @@ mod tests {
             err.message
         );
         assert!(Config::default().http_builtin);
+        assert!(Config::default().http_metrics);
     }
 
     #[test]

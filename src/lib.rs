@@ -5,6 +5,7 @@
 pub mod broker;
 pub mod config;
 pub mod http;
+pub mod metrics;
 pub mod net;
 pub mod protocol;
 pub mod shard;

@@ -8,6 +8,7 @@ use anyhow::{Context, bail};
 use mimalloc::MiMalloc;
 
 use fanfare::config::{Config, parse_listener};
+use fanfare::metrics::Metrics;
 use fanfare::net::listener::{ListenerKind, bind_reuseport};
 use fanfare::net::sys;
 use fanfare::shard::mailbox::Mailboxes;
@@ -130,6 +131,7 @@ fn run() -> anyhow::Result<()> {
     // Shards inherit this mask: stop signals reach only the sigwait below.
     sys::block_stop_signals().context("cannot block SIGINT/SIGTERM")?;
     let config = Arc::new(config);
+    let metrics = Arc::new(Metrics::new(config.shards));
     let mailboxes = Arc::new(Mailboxes::new(
         config.shards,
         config.limits.cross_shard_queue_len_max as usize,
@@ -144,6 +146,7 @@ fn run() -> anyhow::Result<()> {
             mailboxes: mailboxes.clone(),
             stop: stop.clone(),
             listeners,
+            metrics: metrics.clone(),
         };
         threads.push(shard::spawn(setup, ready_tx.clone())?);
     }

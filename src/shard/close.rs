@@ -28,6 +28,9 @@ impl Shard {
         // broken response, by a browser's idle preconnected socket for one (RFC 6455 §4.1).
         let upgraded = conn.phase != Phase::WsHandshake;
         conn.phase = Phase::Closing;
+        if cause == CloseCause::SendQueueOverflow {
+            self.slow.disconnected += 1;
+        }
         conn.close_cause = Some(cause);
         conn.closing_since = Some(now);
         let last_words = match cause {

@@ -9,6 +9,7 @@ use std::time::Instant;
 use crate::broker::{Broker, Chunk, ConnId, Droppable, Outbox, Transport};
 use crate::config::Config;
 use crate::http::{self, Site};
+use crate::metrics::{self, Metrics};
 use crate::net::connection::{CloseCause, Connection, Phase};
 use crate::protocol::mqtt::{
     ConnAck, DecodeError, DecodeLimits, Disconnect, Packet, PropertiesBuf, Property,
@@ -38,6 +39,8 @@ pub struct Ingest<'a> {
     pub config: &'a Config,
     pub decode_limits: &'a DecodeLimits,
     pub frame_limits: &'a FrameLimits,
+    /// Every shard's figures, for `GET /metrics`.
+    pub metrics: &'a Metrics,
     pub now: Instant,
 }
 
@@ -275,6 +278,9 @@ fn send_framed(
     cx.out.send(cx.id, Chunk::Owned(bytes), Droppable::No);
 }
 
+/// Where the WebSocket listener answers with every shard's counters (`http_metrics`).
+const METRICS_PATH: &str = "/metrics";
+
 thread_local! {
     /// The files this shard serves, with its own cache: shard-local like the rest of its
     /// state, and built on the first plain HTTP request.
@@ -290,8 +296,8 @@ fn may_serve_file(error: HandshakeError) -> bool {
     )
 }
 
-/// Answers a plain HTTP request from the built-in assets or `http_dir`, then closes; falls
-/// back to the upgrade's own refusal when nothing is served at the path.
+/// Answers a plain HTTP request with the metrics, the built-in assets or a file of `http_dir`,
+/// then closes; falls back to the upgrade's own refusal when nothing is served at the path.
 fn serve_file(cx: &mut Ingest<'_>, conn: &mut Connection, refusal: HandshakeError) -> Flow {
     let bytes_max = cx.config.limits.ws_handshake_bytes_max as usize;
     let request = match http::parse_request(&conn.request, bytes_max) {
@@ -300,11 +306,16 @@ fn serve_file(cx: &mut Ingest<'_>, conn: &mut Connection, refusal: HandshakeErro
         Ok(Some((request, _))) => request,
         Err(_) => return Flow::Close(CloseCause::Handshake(refusal)),
     };
-    let reply = SITE.with(|site| {
-        let mut site = site.borrow_mut();
-        let site = site.get_or_insert_with(|| Site::new(cx.config.site()));
-        site.respond(&request, cx.now)
-    });
+    let reply = if cx.config.http_metrics && is_metrics_path(request.target) {
+        let asset = http::response::Asset::new(metrics::CONTENT_TYPE, cx.metrics.render().into());
+        Some(http::response::reply_with(&asset, &request))
+    } else {
+        SITE.with(|site| {
+            let mut site = site.borrow_mut();
+            let site = site.get_or_insert_with(|| Site::new(cx.config.site()));
+            site.respond(&request, cx.now)
+        })
+    };
     let reply = match reply {
         Some(reply) => reply,
         None if request.method == http::Method::Get => {
@@ -317,6 +328,12 @@ fn serve_file(cx: &mut Ingest<'_>, conn: &mut Connection, refusal: HandshakeErro
         cx.out.send(cx.id, Chunk::Shared(body), Droppable::No);
     }
     Flow::Close(CloseCause::HttpServed(reply.status))
+}
+
+/// `/metrics`, with or without a query string (scrapers may add one).
+fn is_metrics_path(target: &[u8]) -> bool {
+    let path = target.split(|&b| b == b'?').next().unwrap_or(target);
+    path == METRICS_PATH.as_bytes()
 }
 
 /// The protocol level byte of the CONNECT at the start of `bytes`, if that much of it is

@@ -22,6 +22,7 @@ use log::{debug, error, info, warn};
 
 use crate::broker::{Broker, ConnId, Droppable, Outbox, ShardMessage, Transport};
 use crate::config::Config;
+use crate::metrics::{Metrics, ShardFigures, SlowConsumerCounts};
 use crate::net::connection::{CloseCause, Connection, Phase};
 use crate::net::listener::ListenerKind;
 use crate::net::send_queue::{Outgoing, SendPool};
@@ -55,20 +56,7 @@ pub struct ShardSetup {
     pub mailboxes: Arc<Mailboxes>,
     pub stop: Arc<AtomicBool>,
     pub listeners: Vec<(ListenerKind, TcpListener)>,
-}
-
-/// Counters of the slow consumer policies of one shard (logged when the shard stops).
-#[derive(Debug, Default, Clone, Copy)]
-struct SlowConsumerCounts {
-    /// New QoS 0 publishes not queued (`drop-newest`, or no room could be made).
-    dropped_newest: u64,
-    /// Older QoS 0 publishes dropped to make room.
-    dropped_oldest: u64,
-    /// QoS 0 publishes replaced by a newer one of the same topic.
-    conflated: u64,
-    /// Connections closed for not reading (`disconnect`, or required bytes past twice the
-    /// bound).
-    disconnected: u64,
+    pub metrics: Arc<Metrics>,
 }
 
 struct Listener {
@@ -125,6 +113,8 @@ struct Shard {
     send_pool: SendPool,
     /// What the slow consumer policies did, since start.
     slow: SlowConsumerCounts,
+    /// Where this shard's figures go once a tick, for `GET /metrics`.
+    metrics: Arc<Metrics>,
     broker: Broker,
     outbox: Outbox,
     /// Connections with bytes newly queued this turn.
@@ -163,6 +153,7 @@ macro_rules! ingest_context {
             config: &$shard.config,
             decode_limits: &$shard.decode_limits,
             frame_limits: &$shard.frame_limits,
+            metrics: &$shard.metrics,
             now: $now,
         }
     };
@@ -216,6 +207,7 @@ impl Shard {
             conns: Slots::with_capacity(limits.connections_per_shard_max as usize),
             send_pool: SendPool::default(),
             slow: SlowConsumerCounts::default(),
+            metrics: setup.metrics,
             broker: {
                 let mut broker = Broker::new(setup.id, shard_count, config.limits.clone());
                 broker.set_topic_policies(&config.policies);
@@ -584,6 +576,8 @@ impl Shard {
     fn tick(&mut self, now: Instant) {
         self.next_tick = now + TICK;
         self.send_pool.trim();
+        let figures = ShardFigures::new(self.conns.len(), &self.broker.stats(), &self.slow);
+        self.metrics.publish(self.id, &figures);
         self.broker.tick(now, &mut self.outbox);
         expire(
             &mut self.handshake_deadlines,
@@ -651,7 +645,7 @@ impl Shard {
                 self.dirty.push(id);
             }
             if pushed.overflow {
-                self.slow.disconnected += 1;
+                // Counted when the close begins: several chunks of one turn may overflow.
                 self.pending_closes
                     .push((id, CloseCause::SendQueueOverflow));
                 continue;

@@ -18,6 +18,7 @@ import pytest
 
 from broker import Broker
 from rawmqtt import SUBACK, Mqtt, TcpConn, assert_loopback, publish, subscribe
+from scrape import wait_for_metric
 
 WAIT_S = 60.0
 
@@ -196,6 +197,7 @@ def test_stalled_subscriber_costs_others_nothing_and_memory_stays_bounded(
     # 48 MB went to the stalled subscriber; held, it would show here.
     assert after - before < 16 * 1024 * 1024, f"RSS grew from {before} to {after} bytes"
     assert "reads too slowly" in broker.log()
+    wait_for_metric(broker, "fanfare_slow_consumer_dropped_oldest_total", lambda n: n > 0)
     stalled.close()
 
 
@@ -232,6 +234,7 @@ def test_conflate_gives_a_stalled_subscriber_the_latest_value_of_each_topic(
     assert late.order_errors == 0
     assert late.count < total // 2, f"conflated: {late.count} of {total} delivered"
     assert "policy conflate" in broker.log()
+    wait_for_metric(broker, "fanfare_slow_consumer_conflated_total", lambda n: n > 0)
 
 
 @pytest.mark.fanfare_only
@@ -248,3 +251,4 @@ def test_disconnect_policy_closes_a_stalled_subscriber(start, raw, readers, topi
     paced_publish(pub, healthy, [f"{topic}/a"], 0, 5_000, payload_bytes=200)
     stalled.wait_closed(timeout=WAIT_S)
     assert "peer stopped reading" in broker.log()
+    wait_for_metric(broker, "fanfare_slow_consumer_disconnects_total", lambda n: n == 1)

@@ -1,0 +1,292 @@
+//! The broker's counters for monitoring: every shard copies its own into shared atomics once a
+//! tick, and `GET /metrics` on the WebSocket listener renders them all in the Prometheus text
+//! exposition format (version 0.0.4), one sample per shard.
+//!
+//! Shards share nothing mutable on the data path; a tick's copy is a few dozen relaxed stores
+//! to cache lines only that shard writes, so monitoring costs the fan-out nothing and a scrape
+//! sees figures at most one tick old.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use crate::broker::BrokerStats;
+
+/// Whether a figure is a current size or a count since start.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Gauge,
+    Counter,
+}
+
+/// One metric: its name (counters end in `_total`), type and help text.
+struct Metric {
+    name: &'static str,
+    kind: Kind,
+    help: &'static str,
+}
+
+const fn gauge(name: &'static str, help: &'static str) -> Metric {
+    Metric {
+        name,
+        kind: Kind::Gauge,
+        help,
+    }
+}
+
+const fn counter(name: &'static str, help: &'static str) -> Metric {
+    Metric {
+        name,
+        kind: Kind::Counter,
+        help,
+    }
+}
+
+/// Every metric, in the order of [`ShardFigures::values`].
+const METRICS: [Metric; 24] = [
+    gauge(
+        "fanfare_sockets",
+        "Open sockets: clients, WebSocket upgrades and HTTP requests in progress.",
+    ),
+    gauge(
+        "fanfare_connections",
+        "Client connections whose CONNECT was accepted.",
+    ),
+    gauge("fanfare_sessions", "Sessions, connected or not."),
+    gauge(
+        "fanfare_offline_sessions",
+        "Persistent sessions whose client is away.",
+    ),
+    gauge("fanfare_subscriptions", "Topic filters subscribed."),
+    gauge("fanfare_retained_messages", "Retained messages stored."),
+    counter(
+        "fanfare_publishes_received_total",
+        "PUBLISH packets received from this shard's clients.",
+    ),
+    counter(
+        "fanfare_remote_publishes_received_total",
+        "Publishes received from other shards.",
+    ),
+    counter(
+        "fanfare_deliveries_total",
+        "Publishes handed to a connection or queued for a session.",
+    ),
+    counter(
+        "fanfare_slow_consumer_dropped_newest_total",
+        "QoS 0 publishes not queued for a slow consumer (drop-newest, or no room).",
+    ),
+    counter(
+        "fanfare_slow_consumer_dropped_oldest_total",
+        "Older QoS 0 publishes dropped to make room (drop-oldest).",
+    ),
+    counter(
+        "fanfare_slow_consumer_conflated_total",
+        "QoS 0 publishes replaced by a newer one of the same topic (conflate).",
+    ),
+    counter(
+        "fanfare_slow_consumer_disconnects_total",
+        "Connections closed for not reading (disconnect, or bytes that may not be dropped past twice queue_bytes_max).",
+    ),
+    counter(
+        "fanfare_session_queue_dropped_total",
+        "QoS 1/2 messages dropped from a full offline session queue.",
+    ),
+    counter(
+        "fanfare_inflight_full_disconnects_total",
+        "Connections closed because their QoS 1/2 window and session queue were full.",
+    ),
+    counter(
+        "fanfare_too_large_for_client_total",
+        "Deliveries skipped because the packet exceeded the client's Maximum Packet Size.",
+    ),
+    counter(
+        "fanfare_retained_rejected_total",
+        "Retained publishes not stored because of retained_messages_max.",
+    ),
+    counter(
+        "fanfare_subscriptions_refused_total",
+        "Topic filters refused because of subscriptions_per_session_max.",
+    ),
+    counter(
+        "fanfare_sessions_evicted_total",
+        "Offline sessions discarded because of offline_sessions_per_shard_max.",
+    ),
+    counter(
+        "fanfare_connects_refused_total",
+        "CONNECT packets answered with a refusal.",
+    ),
+    counter(
+        "fanfare_takeovers_total",
+        "Connections replaced by a new one with the same client identifier.",
+    ),
+    counter("fanfare_wills_published_total", "Will messages published."),
+    counter(
+        "fanfare_shared_handed_back_total",
+        "Shared subscription messages passed to another member after one went away.",
+    ),
+    counter(
+        "fanfare_shared_dropped_total",
+        "Shared subscription messages no member took.",
+    ),
+];
+
+/// What the slow consumer policies of one shard did since start.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SlowConsumerCounts {
+    /// New QoS 0 publishes not queued (`drop-newest`, or no room could be made).
+    pub dropped_newest: u64,
+    /// Older QoS 0 publishes dropped to make room.
+    pub dropped_oldest: u64,
+    /// QoS 0 publishes replaced by a newer one of the same topic.
+    pub conflated: u64,
+    /// Connections closed for not reading (`disconnect`, or required bytes past twice the
+    /// bound).
+    pub disconnected: u64,
+}
+
+/// One shard's figures at one moment, in the order of [`METRICS`].
+pub struct ShardFigures {
+    values: [u64; METRICS.len()],
+}
+
+impl ShardFigures {
+    pub fn new(sockets: usize, broker: &BrokerStats, slow: &SlowConsumerCounts) -> ShardFigures {
+        let size = |n: usize| n as u64;
+        ShardFigures {
+            values: [
+                size(sockets),
+                size(broker.connections),
+                size(broker.sessions),
+                size(broker.offline_sessions),
+                size(broker.subscriptions),
+                size(broker.retained),
+                broker.publishes_received,
+                broker.remote_publishes_received,
+                broker.deliveries,
+                slow.dropped_newest,
+                slow.dropped_oldest,
+                slow.conflated,
+                slow.disconnected,
+                broker.session_queue_dropped,
+                broker.slow_consumer_closes,
+                broker.too_large_for_client,
+                broker.retained_rejected,
+                broker.subscriptions_refused,
+                broker.sessions_evicted,
+                broker.connects_refused,
+                broker.takeovers,
+                broker.wills_published,
+                broker.shared_handed_back,
+                broker.shared_dropped,
+            ],
+        }
+    }
+}
+
+/// The latest figures of every shard.
+pub struct Metrics {
+    shards: Box<[ShardSlot]>,
+}
+
+/// One shard's atomics, on cache lines of their own so shards never write a shared one.
+#[repr(align(128))]
+struct ShardSlot {
+    values: [AtomicU64; METRICS.len()],
+}
+
+impl Metrics {
+    pub fn new(shard_count: usize) -> Metrics {
+        Metrics {
+            shards: (0..shard_count)
+                .map(|_| ShardSlot {
+                    values: std::array::from_fn(|_| AtomicU64::new(0)),
+                })
+                .collect(),
+        }
+    }
+
+    /// Shard `shard`'s figures replace what it published before.
+    pub fn publish(&self, shard: usize, figures: &ShardFigures) {
+        if let Some(slot) = self.shards.get(shard) {
+            for (cell, value) in slot.values.iter().zip(figures.values) {
+                cell.store(value, Relaxed);
+            }
+        }
+    }
+
+    /// Every metric of every shard, as Prometheus text (exposition format 0.0.4).
+    pub fn render(&self) -> String {
+        let mut text = String::with_capacity(METRICS.len() * (200 + 48 * self.shards.len()));
+        for (index, metric) in METRICS.iter().enumerate() {
+            let kind = match metric.kind {
+                Kind::Gauge => "gauge",
+                Kind::Counter => "counter",
+            };
+            // Writing to a String cannot fail.
+            let _ = writeln!(text, "# HELP {} {}", metric.name, metric.help);
+            let _ = writeln!(text, "# TYPE {} {kind}", metric.name);
+            for (shard, slot) in self.shards.iter().enumerate() {
+                let value = slot.values[index].load(Relaxed);
+                let _ = writeln!(text, "{}{{shard=\"{shard}\"}} {value}", metric.name);
+            }
+        }
+        text
+    }
+}
+
+/// The content type of [`Metrics::render`]'s text.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_metric_once_with_one_sample_per_shard() {
+        let metrics = Metrics::new(2);
+        let broker = BrokerStats {
+            connections: 3,
+            deliveries: 70,
+            ..BrokerStats::default()
+        };
+        let slow = SlowConsumerCounts {
+            conflated: 5,
+            ..SlowConsumerCounts::default()
+        };
+        metrics.publish(1, &ShardFigures::new(4, &broker, &slow));
+        let text = metrics.render();
+        for metric in &METRICS {
+            assert_eq!(
+                text.matches(&format!("# TYPE {} ", metric.name)).count(),
+                1,
+                "{}",
+                metric.name
+            );
+            assert_eq!(
+                metric.name.ends_with("_total"),
+                metric.kind == Kind::Counter
+            );
+        }
+        assert!(text.contains("fanfare_connections{shard=\"0\"} 0\n"));
+        assert!(text.contains("fanfare_connections{shard=\"1\"} 3\n"));
+        assert!(text.contains("fanfare_sockets{shard=\"1\"} 4\n"));
+        assert!(text.contains("fanfare_deliveries_total{shard=\"1\"} 70\n"));
+        assert!(text.contains("fanfare_slow_consumer_conflated_total{shard=\"1\"} 5\n"));
+        let samples = text.lines().filter(|line| !line.starts_with('#')).count();
+        assert_eq!(samples, METRICS.len() * 2);
+    }
+
+    #[test]
+    fn names_are_unique_and_valid() {
+        for (i, metric) in METRICS.iter().enumerate() {
+            assert!(
+                metric
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b == b'_'),
+                "{}",
+                metric.name
+            );
+            assert!(METRICS[i + 1..].iter().all(|m| m.name != metric.name));
+        }
+    }
+}
