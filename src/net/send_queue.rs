@@ -503,6 +503,12 @@ mod tests {
         }
     }
 
+    /// Queues `bytes` as a shared QoS 0 publish of topic `t`.
+    fn push_shared(queue: &mut SendQueue, pool: &mut SendPool, bytes: &[u8]) {
+        let shared: Rc<[u8]> = Rc::from(bytes);
+        queue.push(Chunk::Shared(shared), qos0("t", POLICY), 100, POLICY, pool);
+    }
+
     /// The bytes a send would write.
     fn gathered(outgoing: Outgoing) -> Vec<u8> {
         let msg = match outgoing {
@@ -544,15 +550,8 @@ mod tests {
     fn one_send_gathers_everything_queued() {
         let mut queue = SendQueue::new();
         let mut pool = SendPool::default();
-        let shared: Rc<[u8]> = Rc::from(&b"publish"[..]);
         queue.push(owned(b"ack"), Droppable::No, 100, POLICY, &mut pool);
-        queue.push(
-            Chunk::Shared(shared),
-            qos0("t", POLICY),
-            100,
-            POLICY,
-            &mut pool,
-        );
+        push_shared(&mut queue, &mut pool, b"publish");
         let msg = queue.start_send(&mut pool).expect("something to send");
         assert_eq!(gathered(msg), b"ackpublish");
         assert!(
@@ -786,14 +785,7 @@ mod tests {
     fn a_lone_chunk_in_one_piece_is_a_contiguous_send_without_a_pool_buffer() {
         let mut queue = SendQueue::default();
         let mut pool = SendPool::default();
-        let shared: Rc<[u8]> = Rc::from(&b"publish"[..]);
-        queue.push(
-            Chunk::Shared(shared),
-            qos0("t", POLICY),
-            100,
-            POLICY,
-            &mut pool,
-        );
+        push_shared(&mut queue, &mut pool, b"publish");
         let outgoing = queue.start_send(&mut pool).expect("something to send");
         assert!(matches!(outgoing, Outgoing::Contiguous(..)));
         assert_eq!(gathered(outgoing), b"publish");
