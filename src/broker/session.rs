@@ -28,7 +28,7 @@
 //! | parent's child entry | 9 | a 4-B bucket (the child's index; its level is the node's) and its control byte |
 //! | **broker total** | **544** | |
 //!
-//! The network side adds 336 B (`net/connection.rs`), so 880 B are accounted for; 0.8–1.15 KB
+//! The network side adds 328 B (`net/connection.rs`), so 872 B are accounted for; 0.8–1.15 KB
 //! is measured per connection over 19 000 WebSocket subscribers (`fanfare-loadtest conn`, one
 //! shard; docs/benchmarks.md), the rest being allocator slack: partly filled pages of each size
 //! class, and blocks freed once the handshakes were done (more of them when more handshakes

@@ -6,14 +6,14 @@
 //! |---|---|---|
 //! | `fd` | 4 | |
 //! | `peer` | 32 | `SocketAddr` |
-//! | `transport`, flags (`recv_armed`, `recv_cancel_sent`, `sealed`) | 4 | packed into padding |
-//! | `phase` | 16 | |
+//! | `transport`, flags (`recv_armed`, `recv_cancel_sent`, `sealed`, `fixed`) | 5 | packed into padding |
+//! | `phase` | 8 | the handoff target is a `u16` |
 //! | `request`, `spill` | 2 × 24 | empty `Vec`s: no allocation while idle |
 //! | `ws` | 8 | boxed `FrameDecoder` (56 B on the heap) on WebSocket listeners only |
 //! | `out` (`SendQueue`) | 72 | `VecDeque` 32, sent/queued/in-flight counters 24, send buffer handle 16 |
 //! | `close_cause`, `closing_since` | 24 + 16 | |
 //! | `dropped_publishes` | 8 | |
-//! | **struct** | **232** | 240 with its slot's generation in the connection table (`net/slots.rs`) |
+//! | **struct** | **224** | 232 with its slot's generation in the connection table (`net/slots.rs`) |
 //!
 //! Heap held while idle: the WebSocket decoder (56 B; its 125-B buffer for control payloads
 //! comes with the first ping or close frame that carries one) and the send queue's ring of
@@ -22,8 +22,8 @@
 //! only ever got its handshake response, CONNACK and SUBACK one by one, 160 B once it had a
 //! backlog. The receive buffer is lent by the shard's buffer ring only while bytes are being
 //! read; the `msghdr` and iovecs of a send come from the shard's send pool only while the send
-//! is in flight. Total 336 B for an idle WebSocket subscriber (240 B slot, 56 B decoder, 40 B
-//! queue ring), 280 B over TCP, next to the kernel's ≈ 3.7 KB socket and ≈ 0.9 KB armed
+//! is in flight. Total 328 B for an idle WebSocket subscriber (232 B slot, 56 B decoder, 40 B
+//! queue ring), 272 B over TCP, next to the kernel's ≈ 3.7 KB socket and ≈ 0.9 KB armed
 //! multishot receive; the broker's session (client identifier, subscription, trie node,
 //! 544 B; see `broker/session.rs`) comes on top.
 
@@ -45,8 +45,9 @@ pub enum Phase {
     AwaitConnect,
     Connected(ProtocolVersion),
     /// CONNECT names a session that shard `0` owns: collecting bytes until the receive ends,
-    /// then the socket moves there.
-    HandingOff(usize),
+    /// then the socket moves there. (A `u16`: shards are at most 1 024, and a smaller phase
+    /// leaves room for the connection's flags within its budget.)
+    HandingOff(u16),
     /// Nothing more is read; what is queued is sent, then the socket closes.
     Closing,
 }
@@ -193,6 +194,9 @@ pub struct Connection {
     pub recv_cancel_sent: bool,
     /// Set once the last bytes (close frame, HTTP error) are queued: nothing may follow them.
     pub sealed: bool,
+    /// The socket is also in the ring's fixed-file table, at the slot of the connection's
+    /// index; operations name it by slot.
+    pub fixed: bool,
     /// Why the connection is closing, once it is.
     pub close_cause: Option<CloseCause>,
     pub closing_since: Option<Instant>,
@@ -218,6 +222,7 @@ impl Connection {
             recv_armed: false,
             recv_cancel_sent: false,
             sealed: false,
+            fixed: false,
             close_cause: None,
             closing_since: None,
             dropped_publishes: 0,
@@ -235,12 +240,12 @@ mod tests {
     fn an_idle_connection_fits_its_budget() {
         assert!(size_of::<OwnedFd>() <= 4);
         assert!(size_of::<SocketAddr>() <= 32);
-        assert!(size_of::<Phase>() <= 16);
+        assert!(size_of::<Phase>() <= 8);
         assert!(size_of::<Option<Box<FrameDecoder>>>() <= 8);
         assert!(size_of::<SendQueue>() <= 72);
         assert!(size_of::<Option<CloseCause>>() <= 24);
         assert!(size_of::<Option<Instant>>() <= 16);
-        assert!(size_of::<Connection>() <= 232);
+        assert!(size_of::<Connection>() <= 224);
         assert!(size_of::<FrameDecoder>() <= 56);
         assert!(size_of::<crate::broker::Chunk>() <= 32);
     }

@@ -109,7 +109,7 @@ mod tests {
     #[test]
     fn a_connection_slot_is_the_connection_and_a_generation() {
         use crate::net::connection::Connection;
-        assert_eq!(std::mem::size_of::<Slot<Connection>>(), 240);
+        assert_eq!(std::mem::size_of::<Slot<Connection>>(), 232);
     }
 
     #[test]

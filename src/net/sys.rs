@@ -158,6 +158,20 @@ pub fn pin_to_core(core: usize) -> io::Result<()> {
 }
 
 /// Shuts both directions: pending operations on the socket end at once.
+/// The process's soft limit on open files (`RLIMIT_NOFILE`), which also caps an io_uring
+/// fixed-file table.
+pub fn open_files_limit() -> io::Result<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid rlimit the call fills in.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(limit.rlim_cur)
+}
+
 pub fn shutdown_both(fd: &OwnedFd) {
     use std::os::fd::AsRawFd;
     // SAFETY: shutdown takes no pointers; failure means the socket is already down.

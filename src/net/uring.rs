@@ -9,6 +9,7 @@
 #![allow(unsafe_code)]
 
 use std::io;
+use std::os::fd::RawFd;
 use std::time::Duration;
 
 use io_uring::types::{BufRingEntry, SubmitArgs, Timespec};
@@ -174,6 +175,29 @@ impl Ring {
 
     fn submitter(&self) -> io_uring::Submitter<'_> {
         self.ring.submitter()
+    }
+
+    /// Registers an empty table of `slots` fixed files. An operation on a registered socket
+    /// skips the kernel's per-operation file lookup and reference count (`fget`/`fput`, ~4 %
+    /// of a one-message send). The table counts against `RLIMIT_NOFILE`.
+    pub fn register_fixed_files(&self, slots: u32) -> io::Result<()> {
+        self.submitter().register_files_sparse(slots)
+    }
+
+    /// Puts socket `fd` in fixed-file slot `slot`; the table holds its own reference to the
+    /// socket until [`Ring::clear_fixed_file`].
+    pub fn set_fixed_file(&self, slot: u32, fd: RawFd) -> io::Result<()> {
+        self.submitter()
+            .register_files_update(slot, &[fd])
+            .map(|_| ())
+    }
+
+    /// Empties fixed-file slot `slot`, dropping the table's reference to its socket
+    /// (operations in flight keep their own).
+    pub fn clear_fixed_file(&self, slot: u32) -> io::Result<()> {
+        self.submitter()
+            .register_files_update(slot, &[-1])
+            .map(|_| ())
     }
 }
 

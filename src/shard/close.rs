@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use log::{debug, info};
+use log::{debug, info, warn};
 
 use super::mailbox::Handoff;
 use super::{CLOSE_LINGER, Shard};
@@ -86,6 +86,22 @@ impl Shard {
         self.finishing = finishing;
     }
 
+    /// Takes the connection's socket out of the fixed-file table, whose reference would
+    /// otherwise keep it open after its descriptor is closed or handed to another shard.
+    fn remove_fixed_file(&mut self, id: ConnId) {
+        let Some(conn) = self.conns.get_mut(id).filter(|conn| conn.fixed) else {
+            return;
+        };
+        conn.fixed = false;
+        // A fixed connection's index is below the table size, a u32.
+        if let Err(e) = self.ring.clear_fixed_file(id.index() as u32) {
+            warn!(
+                "{}: cannot take the socket out of the fixed-file table: {e}",
+                conn.peer
+            );
+        }
+    }
+
     /// Returns true when the connection is gone from this shard (or was already).
     fn try_finish(&mut self, id: ConnId, now: Instant) -> bool {
         let Some(conn) = self.conns.get_mut(id) else {
@@ -105,6 +121,7 @@ impl Shard {
                     return false;
                 }
                 sys::shutdown_write(&conn.fd);
+                self.remove_fixed_file(id);
                 let Some(conn) = self.conns.remove(id) else {
                     return true;
                 };
@@ -113,9 +130,11 @@ impl Shard {
                 true
             }
             Phase::HandingOff(target) => {
+                let target = usize::from(target);
                 if conn.recv_armed || conn.out.in_flight() || !conn.out.is_empty() {
                     return false;
                 }
+                self.remove_fixed_file(id);
                 let Some(conn) = self.conns.remove(id) else {
                     return true;
                 };

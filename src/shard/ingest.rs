@@ -198,8 +198,11 @@ fn dispatch(cx: &mut Ingest<'_>, conn: &mut Connection, packet: &Packet<'_>) -> 
         (Phase::AwaitConnect, Packet::Connect(connect)) => {
             let owner = Broker::owner_shard(connect.client_id, cx.shard_count);
             // An empty client id gets an identifier assigned here, so it stays on this shard.
-            if owner != cx.shard && !connect.client_id.is_empty() {
-                conn.phase = Phase::HandingOff(owner);
+            if owner != cx.shard
+                && !connect.client_id.is_empty()
+                && let Ok(target) = u16::try_from(owner)
+            {
+                conn.phase = Phase::HandingOff(target);
                 return Flow::HandOff(owner);
             }
             conn.phase = Phase::Connected(connect.version);

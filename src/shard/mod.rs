@@ -101,6 +101,8 @@ struct Shard {
     // Field order is drop order: the ring goes before the buffer memory it points at.
     ring: Ring,
     buf_ring: BufRing,
+    /// Size of the ring's fixed-file table (0: none); connection `i` uses slot `i`.
+    fixed_files: u32,
     id: usize,
     config: Arc<Config>,
     decode_limits: DecodeLimits,
@@ -142,6 +144,21 @@ struct Shard {
 /// The `Ingest` context of connection `id`, built from the shard's fields one by one so it can
 /// coexist with borrows of the connection table and the buffer ring (a `&mut self` method could
 /// not).
+/// An operation on a connection's socket, built with the socket named by its fixed-file slot
+/// when it has one (the kernel then skips the file lookup), by its descriptor otherwise.
+macro_rules! on_socket {
+    ($conn:expr, $id:expr, |$socket:ident| $build:expr) => {
+        if $conn.fixed {
+            // A fixed connection's index is below the table size, a u32.
+            let $socket = types::Fixed($id.index() as u32);
+            $build
+        } else {
+            let $socket = types::Fd($conn.fd.as_raw_fd());
+            $build
+        }
+    };
+}
+
 macro_rules! ingest_context {
     ($shard:ident, $id:expr, $now:expr) => {
         Ingest {
@@ -169,19 +186,22 @@ impl Shard {
             config.recv_buffers_per_shard,
             config.recv_buffer_bytes as usize,
         )?;
+        let fixed_files = register_fixed_files(&ring, config.limits.connections_per_shard_max);
         if setup.id == 0 {
             info!(
-                "io_uring ready: multishot accept and receive, provided buffers ({} x {} B per shard), single issuer: {}, deferred task run: {}",
+                "io_uring ready: multishot accept and receive, provided buffers ({} x {} B per shard), single issuer: {}, deferred task run: {}, fixed files: {}",
                 config.recv_buffers_per_shard,
                 config.recv_buffer_bytes,
                 ring.features.single_issuer,
-                ring.features.defer_taskrun
+                ring.features.defer_taskrun,
+                fixed_files
             );
         }
         let shard_count = setup.mailboxes.shard_count();
         let limits = &config.limits;
         Ok(Shard {
             buf_ring,
+            fixed_files,
             id: setup.id,
             decode_limits: DecodeLimits::from_limits(limits),
             frame_limits: FrameLimits {
@@ -324,9 +344,12 @@ impl Shard {
             return;
         }
         conn.recv_armed = true;
-        let entry = opcode::RecvMulti::new(types::Fd(conn.fd.as_raw_fd()), RECV_BUFFER_GROUP)
-            .build()
-            .user_data(ops::Op::Recv(id).user_data());
+        let entry = on_socket!(conn, id, |socket| opcode::RecvMulti::new(
+            socket,
+            RECV_BUFFER_GROUP
+        )
+        .build())
+        .user_data(ops::Op::Recv(id).user_data());
         self.push(entry);
     }
 
@@ -415,6 +438,7 @@ impl Shard {
             ListenerKind::Ws => Transport::Ws,
         };
         let id = self.conns.insert(Connection::new(fd, peer, transport));
+        self.add_fixed_file(id);
         debug!("{peer}: connected over {}", kind.name());
         let limits = &self.config.limits;
         match transport {
@@ -428,6 +452,21 @@ impl Shard {
             }
         }
         self.arm_recv(id);
+    }
+
+    /// Puts the connection's socket in the fixed-file table at the slot of its index, if the
+    /// table has that slot; otherwise its operations name it by descriptor.
+    fn add_fixed_file(&mut self, id: ConnId) {
+        let Ok(slot) = u32::try_from(id.index()) else {
+            return;
+        };
+        let Some(conn) = self.conns.get_mut(id).filter(|_| slot < self.fixed_files) else {
+            return;
+        };
+        match self.ring.set_fixed_file(slot, conn.fd.as_raw_fd()) {
+            Ok(()) => conn.fixed = true,
+            Err(e) => debug!("{}: not a fixed file: {e}", conn.peer),
+        }
     }
 
     fn on_recv(&mut self, id: ConnId, result: i32, flags: u32, now: Instant) {
@@ -543,6 +582,7 @@ impl Shard {
         conn.ws = handoff.ws;
         conn.spill = handoff.pending;
         let id = self.conns.insert(conn);
+        self.add_fixed_file(id);
         let Some(conn) = self.conns.get_mut(id) else {
             return;
         };
@@ -719,16 +759,19 @@ impl Shard {
             let Some(outgoing) = conn.out.start_send(&mut self.send_pool) else {
                 continue;
             };
-            let fd = types::Fd(conn.fd.as_raw_fd());
             let flags = libc::MSG_NOSIGNAL;
             let entry = match outgoing {
                 Outgoing::Contiguous(bytes, len) => {
                     // A run longer than u32::MAX is sent in part; the completion says how much.
                     let len = u32::try_from(len).unwrap_or(u32::MAX);
-                    opcode::Send::new(fd, bytes, len).flags(flags).build()
+                    on_socket!(conn, id, |socket| opcode::Send::new(socket, bytes, len)
+                        .flags(flags)
+                        .build())
                 }
                 Outgoing::Gathered(msg) => {
-                    opcode::SendMsg::new(fd, msg).flags(flags as u32).build()
+                    on_socket!(conn, id, |socket| opcode::SendMsg::new(socket, msg)
+                        .flags(flags as u32)
+                        .build())
                 }
             }
             .user_data(ops::Op::Send(id).user_data());
@@ -750,6 +793,22 @@ impl Shard {
             if std::mem::take(&mut self.wake[target]) {
                 self.mailboxes.wake(target);
             }
+        }
+    }
+}
+
+/// Registers the ring's fixed-file table: a slot per connection the shard may hold, within
+/// the process's open-file limit, which caps the table. Returns its size; 0 when the kernel
+/// refuses, and sockets are then named by descriptor.
+fn register_fixed_files(ring: &Ring, connections_max: u32) -> u32 {
+    let open_files_max = sys::open_files_limit().unwrap_or(0);
+    let slots =
+        u32::try_from(open_files_max).map_or(connections_max, |limit| connections_max.min(limit));
+    match ring.register_fixed_files(slots) {
+        Ok(()) => slots,
+        Err(e) => {
+            warn!("io_uring fixed files unavailable ({e}): sockets are named by descriptor");
+            0
         }
     }
 }
