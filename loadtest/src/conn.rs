@@ -16,7 +16,7 @@ use monoio::net::TcpStream;
 use socket2::{Domain, Socket, Type};
 
 use crate::codec::{self, Packet, Version};
-use crate::{stamp, ws};
+use crate::{direct, stamp, ws};
 
 /// Where and how to connect; shared read-only by every connection of a thread.
 #[derive(Clone, Debug)]
@@ -74,6 +74,8 @@ impl Rng {
 /// the next send of the same flush, so one task's flush carries every other task's bytes.
 pub struct Writer {
     half: Option<OwnedWriteHalf<TcpStream>>,
+    /// The socket under `half`, for [`send_now`].
+    fd: RawFd,
     pending: Vec<u8>,
     spare: Vec<u8>,
     ws: bool,
@@ -109,6 +111,30 @@ impl Writer {
     pub fn pending_bytes(&self) -> usize {
         self.pending.len()
     }
+}
+
+/// Sends what is queued at once with a non-blocking send, when no other send is in flight, so
+/// bytes stamped with their send time leave now (see `direct.rs`). What the socket does not
+/// take stays queued for [`flush`].
+pub fn send_now(writer: &SharedWriter) -> io::Result<()> {
+    let mut w = writer.borrow_mut();
+    if w.half.is_none() || w.failed {
+        return Ok(());
+    }
+    let mut sent = 0;
+    while sent < w.pending.len() {
+        match direct::send(w.fd, &w.pending[sent..]) {
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                w.failed = true;
+                return Err(e);
+            }
+        }
+    }
+    w.pending.drain(..sent);
+    Ok(())
 }
 
 /// Sends everything queued. Returns at once if another task's flush is in flight: that flush
@@ -331,6 +357,7 @@ impl Conn {
         let (read_half, write_half) = stream.into_split();
         let writer = Rc::new(RefCell::new(Writer {
             half: Some(write_half),
+            fd,
             pending: Vec::with_capacity(256),
             spare: Vec::new(),
             ws: false,

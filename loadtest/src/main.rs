@@ -9,6 +9,7 @@
 mod codec;
 mod config;
 mod conn;
+mod direct;
 mod report;
 mod retained;
 mod run;

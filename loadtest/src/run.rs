@@ -507,7 +507,14 @@ async fn publisher(ctx: Rc<Ctx>, writer: SharedWriter, spec: PubSpec, inflight: 
             }
             writer.borrow_mut().queue(&batch);
             batch.clear();
-            if let Err(e) = conn::flush(&writer).await {
+            // Leaves now, not when the runtime next submits (see `direct.rs`); a remainder the
+            // socket did not take goes with the flush.
+            let sent_now = conn::send_now(&writer);
+            let flushed = match sent_now {
+                Ok(()) => conn::flush(&writer).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = flushed {
                 shared.note_error(format!("publisher send failed: {e}"));
                 return;
             }
