@@ -172,10 +172,9 @@ def readers():
         reader.close()
 
 
-@pytest.mark.fanfare_only
-def test_stalled_subscriber_costs_others_nothing_and_memory_stays_bounded(
-        start, raw, readers, topic):
-    broker = start()
+def stalled_healthy_and_publisher(broker: Broker, raw, readers, topic: str):
+    """The cast of every test here: a subscriber to `topic/#` that never reads, one that
+    reads everything on its own thread, and a publisher."""
     stalled = stalled_subscriber(broker, "stalled", f"{topic}/#")
     healthy_mqtt = raw(broker)
     healthy_mqtt.handshake("healthy")
@@ -184,6 +183,14 @@ def test_stalled_subscriber_costs_others_nothing_and_memory_stays_bounded(
     healthy = readers(healthy_mqtt)
     pub = raw(broker)
     pub.handshake("publisher")
+    return stalled, healthy, pub
+
+
+@pytest.mark.fanfare_only
+def test_stalled_subscriber_costs_others_nothing_and_memory_stays_bounded(
+        start, raw, readers, topic):
+    broker = start()
+    stalled, healthy, pub = stalled_healthy_and_publisher(broker, raw, readers, topic)
     topics = [f"{topic}/{i}" for i in range(100)]
 
     # Warm-up: queues and buffers reach their working size, the stalled reader its bound.
@@ -208,14 +215,7 @@ def test_conflate_gives_a_stalled_subscriber_the_latest_value_of_each_topic(
         "tcp_slow_consumer": "drop-newest",
         "policy": [{"filter": f"{topic}/#", "on_full": "conflate"}],
     })
-    stalled = stalled_subscriber(broker, "stalled", f"{topic}/#")
-    healthy_mqtt = raw(broker)
-    healthy_mqtt.handshake("healthy")
-    healthy_mqtt.send(subscribe(1, (f"{topic}/#", 0)))
-    healthy_mqtt.expect(SUBACK)
-    healthy = readers(healthy_mqtt)
-    pub = raw(broker)
-    pub.handshake("publisher")
+    stalled, healthy, pub = stalled_healthy_and_publisher(broker, raw, readers, topic)
     topics = [f"{topic}/score/{i}" for i in range(20)]
     total = 20_000
 
@@ -240,14 +240,7 @@ def test_conflate_gives_a_stalled_subscriber_the_latest_value_of_each_topic(
 @pytest.mark.fanfare_only
 def test_disconnect_policy_closes_a_stalled_subscriber(start, raw, readers, topic):
     broker = start(config={"tcp_slow_consumer": "disconnect"})
-    stalled = stalled_subscriber(broker, "stalled", f"{topic}/#")
-    healthy_mqtt = raw(broker)
-    healthy_mqtt.handshake("healthy")
-    healthy_mqtt.send(subscribe(1, (f"{topic}/#", 0)))
-    healthy_mqtt.expect(SUBACK)
-    healthy = readers(healthy_mqtt)
-    pub = raw(broker)
-    pub.handshake("publisher")
+    stalled, healthy, pub = stalled_healthy_and_publisher(broker, raw, readers, topic)
     paced_publish(pub, healthy, [f"{topic}/a"], 0, 5_000, payload_bytes=200)
     stalled.wait_closed(timeout=WAIT_S)
     assert "peer stopped reading" in broker.log()
