@@ -3,8 +3,8 @@
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use fanfare::config::Limits;
 use fanfare::protocol::mqtt::{
-    Ack, Connect, DecodeLimits, Delivery, Packet, PacketId, Properties, ProtocolVersion, Publish,
-    QoS, Subscribe, SubscriptionOptions, decode, encode,
+    Ack, Connect, Delivery, Packet, PacketId, Properties, ProtocolVersion, Publish, QoS, Subscribe,
+    SubscriptionOptions, decode, encode,
 };
 
 const V311: ProtocolVersion = ProtocolVersion::V311;
@@ -66,7 +66,7 @@ fn packets() -> Vec<(&'static str, Packet<'static>)> {
 }
 
 fn codec(c: &mut Criterion) {
-    let limits = DecodeLimits::from_limits(&Limits::default());
+    let limits = Limits::default().decode_limits();
     let mut group = c.benchmark_group("mqtt");
     for (name, packet) in packets() {
         let mut bytes = Vec::new();

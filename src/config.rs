@@ -5,6 +5,10 @@
 
 use std::net::SocketAddr;
 
+use crate::conn::{SlowConsumer, Transport};
+use crate::protocol::mqtt::DecodeLimits;
+use crate::protocol::ws::frame::FrameLimits;
+
 /// Every bound the broker enforces on what peers control.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
@@ -92,6 +96,27 @@ impl Default for Limits {
 }
 
 impl Limits {
+    /// The bounds the MQTT decoder enforces on what a peer sends.
+    pub fn decode_limits(&self) -> DecodeLimits {
+        DecodeLimits {
+            packet_bytes_max: self.packet_bytes_max,
+            topic_bytes_max: self.topic_bytes_max,
+            topic_levels_max: self.topic_levels_max,
+            client_id_bytes_max: self.client_id_bytes_max,
+            // One SUBSCRIBE cannot usefully carry more filters than a session may hold.
+            filters_per_packet_max: self.subscriptions_per_session_max,
+        }
+    }
+
+    /// The bounds the WebSocket frame decoder enforces.
+    pub fn frame_limits(&self) -> FrameLimits {
+        FrameLimits {
+            frame_bytes_max: u64::from(self.ws_frame_bytes_max),
+            // A message may carry several packets; bound it like a frame of the same size.
+            message_bytes_max: u64::from(self.ws_frame_bytes_max),
+        }
+    }
+
     /// Checks the relations between limits that no single field can express.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let positive: [(&'static str, u64); 15] = [
@@ -164,37 +189,6 @@ impl Limits {
             ));
         }
         Ok(())
-    }
-}
-
-/// What happens to a QoS 0 publish for a connection whose send queue already holds
-/// `queue_bytes_max`: the peer reads more slowly than messages arrive. Configured per listener
-/// (`tcp_slow_consumer`, `ws_slow_consumer`) and per topic filter (`[[policy]]`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum SlowConsumer {
-    /// Drop the oldest queued QoS 0 publishes until the new one fits: a reader that fell
-    /// behind skips ahead to the newest messages.
-    DropOldest,
-    /// Drop the new publish: the reader gets the oldest messages it has not read yet.
-    DropNewest,
-    /// Keep only the latest unsent publish per topic: every queued publish superseded by a
-    /// later one of its topic (the new one included) is removed; if the new one still does
-    /// not fit, the oldest go. A browser that fell behind jumps to the newest score of every
-    /// match.
-    Conflate,
-    /// Close the connection (WebSocket close code 1008).
-    Disconnect,
-}
-
-impl SlowConsumer {
-    pub const fn name(self) -> &'static str {
-        match self {
-            SlowConsumer::DropOldest => "drop-oldest",
-            SlowConsumer::DropNewest => "drop-newest",
-            SlowConsumer::Conflate => "conflate",
-            SlowConsumer::Disconnect => "disconnect",
-        }
     }
 }
 
@@ -490,10 +484,10 @@ impl Config {
     }
 
     /// The slow consumer policy of the listener that accepted a connection over `transport`.
-    pub fn slow_consumer(&self, transport: crate::broker::Transport) -> SlowConsumer {
+    pub fn slow_consumer(&self, transport: Transport) -> SlowConsumer {
         match transport {
-            crate::broker::Transport::Tcp => self.tcp_slow_consumer,
-            crate::broker::Transport::Ws => self.ws_slow_consumer,
+            Transport::Tcp => self.tcp_slow_consumer,
+            Transport::Ws => self.ws_slow_consumer,
         }
     }
 }
@@ -557,6 +551,20 @@ mod tests {
             Config::from_toml("[limits]\nqueue_bytes_max = 0\n", "f.toml").expect("parses");
         let err = config.validate().expect_err("zero");
         assert!(err.message.contains("queue_bytes_max"), "{}", err.message);
+    }
+
+    #[test]
+    fn decode_limits_copy_the_bounds() {
+        let limits = Limits::default();
+        let decode = limits.decode_limits();
+        assert_eq!(decode.packet_bytes_max, limits.packet_bytes_max);
+        assert_eq!(decode.topic_bytes_max, limits.topic_bytes_max);
+        assert_eq!(decode.topic_levels_max, limits.topic_levels_max);
+        assert_eq!(decode.client_id_bytes_max, limits.client_id_bytes_max);
+        assert_eq!(
+            decode.filters_per_packet_max,
+            limits.subscriptions_per_session_max
+        );
     }
 
     #[test]

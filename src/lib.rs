@@ -4,6 +4,7 @@
 
 pub mod broker;
 pub mod config;
+pub mod conn;
 pub mod http;
 pub mod metrics;
 pub mod net;

@@ -15,11 +15,12 @@ use std::time::{Duration, Instant};
 use super::Broker;
 use super::auth::{AuthDecision, AuthRequest};
 use super::connections::Connection;
-use super::outbox::{Chunk, CloseReason, ConnId, Droppable, Outbox, RoutedMessage, Transport};
+use super::outbox::{CloseReason, Outbox, RoutedMessage};
 use super::session::{SESSION_NEVER_EXPIRES_S, Session};
 use super::slab::SessionKey;
 use super::timers::TimerKind;
 use super::wire;
+use crate::conn::{Chunk, ConnId, Droppable, Transport};
 use crate::protocol::mqtt::{
     ConnAck, Connect, ConnectReturnCode, Disconnect, Packet, Properties, PropertiesBuf, Property,
     ProtocolVersion, ReasonCode, property_id,

@@ -18,8 +18,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::outbox::{ConnId, RoutedMessage, Transport};
+use super::outbox::RoutedMessage;
+
 use super::slab::SessionKey;
+use crate::conn::{ConnId, Transport};
 use crate::protocol::mqtt::ProtocolVersion;
 
 /// A network connection that sent an accepted CONNECT.

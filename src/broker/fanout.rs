@@ -35,12 +35,14 @@ use std::time::Instant;
 
 use super::Broker;
 use super::outbound::{InflightState, Queued};
-use super::outbox::{Chunk, CloseReason, Droppable, Outbox, RoutedMessage, TopicKey};
+use super::outbox::{CloseReason, Outbox, RoutedMessage};
 use super::retained::RetainOutcome;
 use super::slab::SessionKey;
 use super::subscription::{Grant, Matched, SubscriptionIds};
 use super::wire::{PublishCache, PublishVariant};
-use crate::config::{SlowConsumer, TopicPolicy};
+use crate::config::TopicPolicy;
+use crate::conn::SlowConsumer;
+use crate::conn::{Chunk, Droppable, TopicKey};
 use crate::protocol::mqtt::topic::filter_matches;
 use crate::protocol::mqtt::{Ack, Packet, PacketId, QoS};
 
@@ -150,9 +152,10 @@ impl Broker {
         &mut self,
         message: Arc<RoutedMessage>,
         publisher: Option<SessionKey>,
-        _now: Instant,
+        now: Instant,
         out: &mut Outbox,
     ) {
+        self.now = now;
         if message.retain {
             self.retain(&message);
         }
@@ -172,7 +175,8 @@ impl Broker {
     /// Once per loop turn: delivers parked publishes with what is left of this turn's budget,
     /// then grants the next turn's. Returns whether publishes are still waiting, in which case
     /// the next turn must not block.
-    pub fn continue_fanout(&mut self, out: &mut Outbox) -> bool {
+    pub fn continue_fanout(&mut self, now: Instant, out: &mut Outbox) -> bool {
+        self.now = now;
         self.run_fanout(out);
         self.fanout.budget = FANOUT_SESSIONS_PER_TURN_MAX;
         self.fanout_pending()

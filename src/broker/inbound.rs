@@ -13,10 +13,11 @@ use std::time::{Duration, Instant};
 use super::Broker;
 use super::connect::send_packet;
 use super::outbound::AckOutcome;
-use super::outbox::{CloseReason, ConnId, Outbox, RoutedMessage};
+use super::outbox::{CloseReason, Outbox, RoutedMessage};
 use super::shared;
 use super::slab::SessionKey;
 use super::subscription::Grant;
+use crate::conn::ConnId;
 use crate::protocol::mqtt::{
     Ack, Delivery, Disconnect, Packet, PacketId, Properties, PropertiesBuf, ProtocolVersion,
     Publish, ReasonCode, RetainHandling, SubAck, Subscribe, SubscribeReturnCode, UnsubAck,

@@ -9,7 +9,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::Instant;
 
-use super::outbox::ConnId;
+use crate::conn::ConnId;
 
 /// Most due entries examined per `tick`: bounds the work of one call when many connections
 /// fall due together (the rest are examined on the next tick, 100 ms later at most).

@@ -49,6 +49,7 @@ pub use outbox::*;
 pub use shared::ShareMessage;
 
 use crate::config::Limits;
+use crate::conn::ConnId;
 use client_ids::ClientIds;
 use connections::Connections;
 use fanout::Fanout;
@@ -132,7 +133,8 @@ pub struct Broker {
 }
 
 impl Broker {
-    pub fn new(shard: usize, shard_count: usize, limits: Limits) -> Broker {
+    /// A shard's broker, starting its clock at `now`.
+    pub fn new(shard: usize, shard_count: usize, limits: Limits, now: Instant) -> Broker {
         assert!(shard_count > 0, "at least one shard");
         assert!(shard < shard_count, "the shard is one of the shards");
         // The tables that grow with connections and sessions reserve their bound up front:
@@ -154,7 +156,7 @@ impl Broker {
             trie: TopicTrie::new(),
             deadlines: Deadlines::with_capacity(connections_max),
             timers: SessionTimers::new(),
-            now: Instant::now(),
+            now,
             authenticator: None,
             fanout: Fanout::new(),
             shared: SharedGroups::new(),

@@ -52,9 +52,10 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use super::outbound::Outbound;
-use super::outbox::{ConnId, RoutedMessage};
+use super::outbox::RoutedMessage;
 use super::slab::SessionKey;
 use super::subscription::Grant;
+use crate::conn::ConnId;
 use crate::protocol::mqtt::{PacketId, ProtocolVersion};
 
 /// Session Expiry Interval meaning "never expires" (§3.1.2.11.2); what clean session = 0 means

@@ -15,8 +15,10 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Instant;
 
-use super::outbox::{Chunk, RoutedMessage, Transport};
+use super::outbox::RoutedMessage;
+
 use super::subscription::SubscriptionIds;
+use crate::conn::{Chunk, Transport};
 use crate::protocol::mqtt::{
     Delivery, Packet, PacketId, Properties, PropertiesBuf, Property, PropertyScope,
     ProtocolVersion, Publish, PublishV5, QoS, encode, encode_publish_v5, encoded_len,

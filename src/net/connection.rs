@@ -31,7 +31,9 @@ use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 use std::time::Instant;
 
-use crate::broker::{CloseReason, Transport};
+use crate::broker::CloseReason;
+
+use crate::conn::Transport;
 use crate::net::send_queue::SendQueue;
 use crate::protocol::mqtt::{DecodeError, ProtocolVersion};
 use crate::protocol::ws::frame::{FrameDecoder, WsError};
@@ -247,6 +249,6 @@ mod tests {
         assert!(size_of::<Option<Instant>>() <= 16);
         assert!(size_of::<Connection>() <= 224);
         assert!(size_of::<FrameDecoder>() <= 56);
-        assert!(size_of::<crate::broker::Chunk>() <= 32);
+        assert!(size_of::<crate::conn::Chunk>() <= 32);
     }
 }

@@ -16,8 +16,8 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use crate::broker::{Chunk, Droppable, TopicKey};
-use crate::config::SlowConsumer;
+use crate::conn::SlowConsumer;
+use crate::conn::{Chunk, Droppable, TopicKey};
 
 /// Iovecs gathered into one `sendmsg`. Sixty-four 100-byte publishes are ~6 KB: past that the
 /// per-byte cost dominates and a larger batch buys nothing.

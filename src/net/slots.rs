@@ -1,7 +1,7 @@
 //! A table of connections addressed by `ConnId`: slot index plus a generation, so an id that
 //! outlives its connection (in a late completion, or in the broker) never names a newer one.
 
-use crate::broker::ConnId;
+use crate::conn::ConnId;
 
 /// Generations wrap at 24 bits so an id fits in 56 bits of an io_uring `user_data`.
 const GENERATION_MASK: u32 = (1 << 24) - 1;

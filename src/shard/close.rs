@@ -8,7 +8,7 @@ use log::{debug, info, warn};
 
 use super::mailbox::Handoff;
 use super::{CLOSE_LINGER, Shard};
-use crate::broker::{Chunk, ConnId, Droppable, Transport};
+use crate::conn::{Chunk, ConnId, Droppable, Transport};
 use crate::net::connection::{CloseCause, Phase};
 use crate::net::sys;
 use crate::protocol::ws::frame::write_close_frame;

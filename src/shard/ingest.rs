@@ -6,8 +6,10 @@
 
 use std::time::Instant;
 
-use crate::broker::{Broker, Chunk, ConnId, Droppable, Outbox, Transport};
+use crate::broker::{Broker, Outbox};
+
 use crate::config::Config;
+use crate::conn::{Chunk, ConnId, Droppable, Transport};
 use crate::http::{self, Site};
 use crate::metrics::{self, Metrics};
 use crate::net::connection::{CloseCause, Connection, Phase};

@@ -7,7 +7,9 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use crossbeam::queue::ArrayQueue;
 
-use crate::broker::{ShardMessage, Transport};
+use crate::broker::ShardMessage;
+
+use crate::conn::Transport;
 use crate::net::sys;
 use crate::protocol::ws::frame::FrameDecoder;
 

@@ -20,8 +20,10 @@ use std::time::{Duration, Instant};
 use io_uring::{cqueue, opcode, types};
 use log::{debug, error, info, warn};
 
-use crate::broker::{Broker, ConnId, Droppable, Outbox, ShardMessage, Transport};
+use crate::broker::{Broker, Outbox, ShardMessage};
+
 use crate::config::Config;
+use crate::conn::{ConnId, Droppable, Transport};
 use crate::metrics::{Metrics, ShardFigures, SlowConsumerCounts};
 use crate::net::connection::{CloseCause, Connection, Phase};
 use crate::net::listener::ListenerKind;
@@ -203,12 +205,8 @@ impl Shard {
             buf_ring,
             fixed_files,
             id: setup.id,
-            decode_limits: DecodeLimits::from_limits(limits),
-            frame_limits: FrameLimits {
-                frame_bytes_max: u64::from(limits.ws_frame_bytes_max),
-                // A message may carry several packets; bound it like a frame of the same size.
-                message_bytes_max: u64::from(limits.ws_frame_bytes_max),
-            },
+            decode_limits: limits.decode_limits(),
+            frame_limits: limits.frame_limits(),
             wake_fd: setup.mailboxes.wake_fd(setup.id),
             mailboxes: setup.mailboxes,
             stop: setup.stop,
@@ -229,7 +227,8 @@ impl Shard {
             slow: SlowConsumerCounts::default(),
             metrics: setup.metrics,
             broker: {
-                let mut broker = Broker::new(setup.id, shard_count, config.limits.clone());
+                let mut broker =
+                    Broker::new(setup.id, shard_count, config.limits.clone(), Instant::now());
                 broker.set_topic_policies(&config.policies);
                 broker
             },
@@ -278,7 +277,7 @@ impl Shard {
             if self.stop.load(Ordering::Acquire) && self.stop_deadline.is_none() {
                 self.begin_stop(now);
             }
-            if self.broker.continue_fanout(&mut self.outbox) {
+            if self.broker.continue_fanout(now, &mut self.outbox) {
                 self.busy = true;
             }
             self.carry_out_outbox(now);

@@ -3,7 +3,7 @@
 //! The top byte names the operation; the low 56 bits carry a `ConnId` (slot and generation)
 //! or a listener index.
 
-use crate::broker::ConnId;
+use crate::conn::ConnId;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {

@@ -7,8 +7,11 @@
 
 use std::time::Instant;
 
-use fanfare::broker::{Broker, Chunk, ConnId, Outbox, Transport};
-use fanfare::config::{Limits, SlowConsumer};
+use fanfare::broker::{Broker, Outbox};
+
+use fanfare::config::Limits;
+use fanfare::conn::SlowConsumer;
+use fanfare::conn::{Chunk, ConnId, Transport};
 use fanfare::net::send_queue::{Outgoing, SendPool, SendQueue};
 use fanfare::protocol::mqtt::{
     Ack, Connect, Delivery, Packet, PacketId, Properties, ProtocolVersion, Publish, QoS, Subscribe,
@@ -36,14 +39,15 @@ impl Rig {
     /// (if non-zero) subscribes at QoS 1, the rest at QoS 0.
     pub fn new(n: usize, topic: &str, qos1_every: usize) -> Rig {
         let limits = Limits::default();
+        let now = Instant::now();
         let mut rig = Rig {
-            broker: Broker::new(0, 1, limits.clone()),
+            broker: Broker::new(0, 1, limits.clone(), now),
             queues: (0..=n).map(|_| SendQueue::default()).collect(),
             pool: SendPool::default(),
             out: Outbox::default(),
             dirty: Vec::new(),
             to_ack: Vec::new(),
-            now: Instant::now(),
+            now,
             limits,
             delivered_bytes: 0,
         };
@@ -125,7 +129,7 @@ impl Rig {
     /// Loop turns until the broker has nothing pending and every queue is empty.
     pub fn turns(&mut self) {
         loop {
-            let pending = self.broker.continue_fanout(&mut self.out);
+            let pending = self.broker.continue_fanout(self.now, &mut self.out);
             self.carry_out();
             self.send_all();
             if !pending && self.out.sends.is_empty() {

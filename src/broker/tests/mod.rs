@@ -15,10 +15,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::*;
+pub(super) use crate::conn::{Chunk, ConnId, Droppable, Transport};
 use crate::protocol::mqtt::{
-    ConnAck, Connect, ConnectReturnCode, DecodeLimits, Delivery, Packet, PacketId, Properties,
-    ProtocolVersion, Publish, QoS, ReasonCode, Subscribe, SubscribeReturnCode, SubscriptionOptions,
-    Will, decode_from_server,
+    ConnAck, Connect, ConnectReturnCode, Delivery, Packet, PacketId, Properties, ProtocolVersion,
+    Publish, QoS, ReasonCode, Subscribe, SubscribeReturnCode, SubscriptionOptions, Will,
+    decode_from_server,
 };
 
 /// A packet the broker sent, owned so tests can keep it.
@@ -60,7 +61,7 @@ pub(super) fn id(value: u16) -> PacketId {
 }
 
 pub(super) fn decode_all(bytes: &[u8], transport: Transport, version: ProtocolVersion) -> Vec<Got> {
-    let limits = DecodeLimits::from_limits(&Limits::default());
+    let limits = Limits::default().decode_limits();
     let mut bytes = bytes;
     if transport == Transport::Ws {
         // One unmasked binary frame holding exactly one packet.
@@ -235,9 +236,10 @@ impl Harness {
     }
 
     pub(super) fn with(limits: Limits, shard_count: usize) -> Harness {
+        let t0 = Instant::now();
         Harness {
-            broker: Broker::new(0, shard_count, limits),
-            t0: Instant::now(),
+            broker: Broker::new(0, shard_count, limits, t0),
+            t0,
             wires: HashMap::new(),
         }
     }
@@ -249,7 +251,9 @@ impl Harness {
     /// Ends a loop turn: what the broker produced, with parked fan-out continued first as
     /// the shard does once per turn.
     pub(super) fn finish(&mut self, mut out: Outbox) -> Step {
-        self.broker.continue_fanout(&mut out);
+        // The latest time the test gave the broker: a turn ends at the moment of its last event.
+        let now = self.broker.now;
+        self.broker.continue_fanout(now, &mut out);
         let mut step = Step::default();
         for (conn, chunk, droppable) in out.sends {
             let (transport, version) = self.wires[&conn];

@@ -22,7 +22,7 @@ impl Cluster {
         Cluster {
             shards: (0..shard_count)
                 .map(|shard| Harness {
-                    broker: Broker::new(shard, shard_count, Limits::default()),
+                    broker: Broker::new(shard, shard_count, Limits::default(), t0),
                     t0,
                     wires: HashMap::new(),
                 })

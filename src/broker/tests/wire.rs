@@ -67,7 +67,7 @@ fn topic_policies_mark_qos0_publishes_by_topic() {
     let mut h = Harness::new();
     h.broker.set_topic_policies(&[crate::config::TopicPolicy {
         filter: "scores/#".into(),
-        on_full: crate::config::SlowConsumer::Conflate,
+        on_full: crate::conn::SlowConsumer::Conflate,
     }]);
     h.subscriber(1, "s1", "#", QoS::AtMostOnce);
     h.connect(2, &Client::new("pub"));
@@ -79,7 +79,7 @@ fn topic_policies_mark_qos0_publishes_by_topic() {
     let Droppable::Yes { topic, on_full } = marks[0] else {
         panic!("QoS 0 is droppable");
     };
-    assert_eq!(on_full, Some(crate::config::SlowConsumer::Conflate));
+    assert_eq!(on_full, Some(crate::conn::SlowConsumer::Conflate));
     assert_eq!(marks[1], marks[0], "same topic, same key");
     let Droppable::Yes {
         topic: other,

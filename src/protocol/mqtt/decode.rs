@@ -19,7 +19,8 @@ use super::packet::{
 use super::properties::{Properties, PropertyScope};
 use super::topic::{validate_topic_filter, validate_topic_name};
 
-/// The bounds the decoder enforces on what the peer controls; see [`crate::config::Limits`].
+/// The bounds the decoder enforces on what the peer controls (taken from the broker's
+/// configured limits).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DecodeLimits {
     /// Largest packet, fixed header included.
@@ -34,19 +35,6 @@ pub struct DecodeLimits {
     /// slot of 24 bytes in the decoded packet, so this limits allocation the peer controls
     /// beyond `packet_bytes_max`.
     pub filters_per_packet_max: u32,
-}
-
-impl DecodeLimits {
-    pub fn from_limits(l: &crate::config::Limits) -> Self {
-        DecodeLimits {
-            packet_bytes_max: l.packet_bytes_max,
-            topic_bytes_max: l.topic_bytes_max,
-            topic_levels_max: l.topic_levels_max,
-            client_id_bytes_max: l.client_id_bytes_max,
-            // One SUBSCRIBE cannot usefully carry more filters than a session may hold.
-            filters_per_packet_max: l.subscriptions_per_session_max,
-        }
-    }
 }
 
 /// Decodes one packet a client sent to this server.
@@ -1236,20 +1224,6 @@ mod tests {
         assert_eq!(
             decode(&connect, None, &tight),
             Err(DecodeError::TopicTooLong)
-        );
-    }
-
-    #[test]
-    fn from_limits_copies_the_bounds() {
-        let config = crate::config::Limits::default();
-        let l = DecodeLimits::from_limits(&config);
-        assert_eq!(l.packet_bytes_max, config.packet_bytes_max);
-        assert_eq!(l.topic_bytes_max, config.topic_bytes_max);
-        assert_eq!(l.topic_levels_max, config.topic_levels_max);
-        assert_eq!(l.client_id_bytes_max, config.client_id_bytes_max);
-        assert_eq!(
-            l.filters_per_packet_max,
-            config.subscriptions_per_session_max
         );
     }
 
