@@ -14,8 +14,9 @@ use crate::protocol::mqtt::PacketId;
 /// connection table (low 32 bits) and how many times that slot was used (the high bits), so an
 /// id is never reused while the broker may still refer to it.
 ///
-/// Slots are reused before the table grows, so indices are dense: the broker indexes its own
-/// table of connections by them too.
+/// The lowest free slot is reused first ([`Slots`](crate::slots::Slots)), so indices are dense:
+/// the broker indexes its own table of connections by them too. Generations wrap at 24 bits,
+/// so an id fits in the 56 payload bits of an io_uring `user_data`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnId(pub u64);
 
@@ -31,6 +32,20 @@ impl ConnId {
 
     pub const fn generation(self) -> u32 {
         (self.0 >> 32) as u32
+    }
+}
+
+impl crate::slots::SlotKey for ConnId {
+    fn from_parts(index: u32, generation: u32) -> ConnId {
+        ConnId::new(index, generation)
+    }
+
+    fn index(self) -> usize {
+        ConnId::index(self)
+    }
+
+    fn generation(self) -> u32 {
+        ConnId::generation(self)
     }
 }
 

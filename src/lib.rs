@@ -10,3 +10,4 @@ pub mod metrics;
 pub mod net;
 pub mod protocol;
 pub mod shard;
+pub mod slots;

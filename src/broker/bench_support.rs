@@ -1,15 +1,16 @@
 //! Entry points for `benches/`: the topic trie measured on its own, outside any session.
 //! Not part of the broker's interface.
 
-use super::slab::{SessionKey, Slab};
+use super::session::SessionKey;
 use super::topic_trie::{MatchStack, TopicTrie};
 use crate::protocol::mqtt::QoS;
+use crate::slots::Slots;
 
 /// A topic trie with one subscriber per filter.
 #[doc(hidden)]
 pub struct TrieBench {
     trie: TopicTrie,
-    keys: Slab<()>,
+    keys: Slots<SessionKey, ()>,
     stack: MatchStack,
 }
 
@@ -17,7 +18,7 @@ impl Default for TrieBench {
     fn default() -> Self {
         TrieBench {
             trie: TopicTrie::new(),
-            keys: Slab::new(),
+            keys: Slots::default(),
             stack: Vec::new(),
         }
     }

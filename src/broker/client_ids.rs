@@ -17,7 +17,8 @@ use std::hash::BuildHasher;
 use hashbrown::HashTable;
 
 use super::session::Session;
-use super::slab::{SessionKey, Slab};
+use super::session::SessionKey;
+use crate::slots::Slots;
 
 pub(crate) struct ClientIds {
     table: HashTable<SessionKey>,
@@ -33,7 +34,11 @@ impl ClientIds {
     }
 
     /// The session named `client_id`.
-    pub(crate) fn get(&self, client_id: &str, sessions: &Slab<Session>) -> Option<SessionKey> {
+    pub(crate) fn get(
+        &self,
+        client_id: &str,
+        sessions: &Slots<SessionKey, Session>,
+    ) -> Option<SessionKey> {
         let hash = self.hasher.hash_one(client_id);
         let named = |key: &SessionKey| {
             sessions
@@ -45,7 +50,7 @@ impl ClientIds {
 
     /// Names session `key` by its client identifier, which no other session in the table has.
     /// The session is in `sessions`, and stays there until [`ClientIds::remove`].
-    pub(crate) fn insert(&mut self, key: SessionKey, sessions: &Slab<Session>) {
+    pub(crate) fn insert(&mut self, key: SessionKey, sessions: &Slots<SessionKey, Session>) {
         let client_id = &sessions
             .get(key)
             .expect("an inserted session exists")
@@ -92,7 +97,7 @@ mod tests {
 
     #[test]
     fn finds_by_the_identifier_stored_in_the_session() {
-        let mut sessions = Slab::new();
+        let mut sessions = Slots::default();
         let mut ids = ClientIds::new();
         let keys: Vec<SessionKey> = (0..100)
             .map(|n| {
@@ -111,7 +116,7 @@ mod tests {
 
     #[test]
     fn removing_another_sessions_key_keeps_the_name() {
-        let mut sessions = Slab::new();
+        let mut sessions = Slots::default();
         let mut ids = ClientIds::new();
         let old = sessions.insert(session("c"));
         sessions.remove(old);

@@ -10,19 +10,20 @@
 //! delivery. The whole id is stored and compared, so an id that outlived its connection never
 //! reaches the one that reuses its slot.
 //!
-//! The vector is as long as the most connections the shard held at once (at most
-//! `connections_per_shard_max`), counting those still in their WebSocket handshake or before
-//! CONNECT, whose slots stay vacant here. It does not shrink: a shard that held that many
-//! connections once keeps room for them, at 104 B each.
+//! The table is paged ([`PagedVec`]): it grows a page at a time as the network layer's slots
+//! do, and gives its top pages back once they hold nothing, so it follows the connections the
+//! shard holds now, not the most it ever held. Slots of connections still in their WebSocket
+//! handshake or before CONNECT stay vacant here.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::outbox::RoutedMessage;
 
-use super::slab::SessionKey;
+use super::session::SessionKey;
 use crate::conn::{ConnId, Transport};
 use crate::protocol::mqtt::ProtocolVersion;
+use crate::slots::PagedVec;
 
 /// A network connection that sent an accepted CONNECT.
 pub(crate) struct Connection {
@@ -51,22 +52,14 @@ pub(crate) struct Connection {
 }
 
 /// The connections of the broker, indexed by [`ConnId::index`].
+#[derive(Default)]
 pub(crate) struct Connections {
-    slots: Vec<Option<(ConnId, Connection)>>,
-    len: usize,
+    slots: PagedVec<Option<(ConnId, Connection)>>,
 }
 
 impl Connections {
-    /// A table with room for `capacity` slots before its vector grows.
-    pub(crate) fn with_capacity(capacity: usize) -> Connections {
-        Connections {
-            slots: Vec::with_capacity(capacity),
-            len: 0,
-        }
-    }
-
     pub(crate) fn len(&self) -> usize {
-        self.len
+        self.slots.len()
     }
 
     pub(crate) fn get(&self, conn: ConnId) -> Option<&Connection> {
@@ -90,17 +83,12 @@ impl Connections {
     /// Adds `conn`. Its slot is vacant: the network layer reuses a slot only after telling the
     /// broker that its previous connection ended.
     pub(crate) fn insert(&mut self, conn: ConnId, connection: Connection) {
-        let index = conn.index();
-        if index >= self.slots.len() {
-            self.slots.resize_with(index + 1, || None);
-        }
-        let slot = &mut self.slots[index];
+        let slot = self.slots.occupy(conn.index());
         assert!(
             slot.is_none(),
             "a connection's slot is vacant until it ends"
         );
         *slot = Some((conn, connection));
-        self.len += 1;
     }
 
     pub(crate) fn remove(&mut self, conn: ConnId) -> Option<Connection> {
@@ -108,13 +96,16 @@ impl Connections {
         if !matches!(slot, Some((id, _)) if *id == conn) {
             return None;
         }
-        self.len -= 1;
-        slot.take().map(|(_, connection)| connection)
+        let connection = slot.take().map(|(_, connection)| connection);
+        self.slots.vacate(conn.index(), |_| {});
+        connection
     }
 
     /// Every connection's id, in slot order.
     pub(crate) fn ids(&self) -> impl Iterator<Item = ConnId> + '_ {
-        self.slots.iter().flatten().map(|&(id, _)| id)
+        self.slots
+            .iter()
+            .filter_map(|(_, slot)| slot.as_ref().map(|&(id, _)| id))
     }
 }
 
@@ -125,7 +116,7 @@ mod tests {
 
     fn connection() -> Connection {
         Connection {
-            session: crate::broker::slab::Slab::new().insert(()),
+            session: crate::slots::Slots::<super::SessionKey, ()>::default().insert(()),
             transport: Transport::Ws,
             version: ProtocolVersion::V311,
             keep_alive_grace: None,
@@ -141,7 +132,7 @@ mod tests {
 
     #[test]
     fn a_stale_id_does_not_reach_the_connection_in_its_slot() {
-        let mut connections = Connections::with_capacity(0);
+        let mut connections = Connections::default();
         let old = ConnId::new(3, 1);
         let new = ConnId::new(3, 2);
         connections.insert(old, connection());

@@ -37,7 +37,7 @@ use super::Broker;
 use super::outbound::{InflightState, Queued};
 use super::outbox::{CloseReason, Outbox, RoutedMessage};
 use super::retained::RetainOutcome;
-use super::slab::SessionKey;
+use super::session::SessionKey;
 use super::subscription::{Grant, Matched, SubscriptionIds};
 use super::wire::{PublishCache, PublishVariant};
 use crate::config::TopicPolicy;

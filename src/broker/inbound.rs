@@ -14,8 +14,8 @@ use super::Broker;
 use super::connect::send_packet;
 use super::outbound::AckOutcome;
 use super::outbox::{CloseReason, Outbox, RoutedMessage};
+use super::session::SessionKey;
 use super::shared;
-use super::slab::SessionKey;
 use super::subscription::Grant;
 use crate::conn::ConnId;
 use crate::protocol::mqtt::{

@@ -15,18 +15,12 @@ use crate::conn::ConnId;
 /// fall due together (the rest are examined on the next tick, 100 ms later at most).
 pub(crate) const DUE_PER_TICK_MAX: usize = 4096;
 
+#[derive(Default)]
 pub(crate) struct Deadlines {
     heap: BinaryHeap<Reverse<(Instant, ConnId)>>,
 }
 
 impl Deadlines {
-    /// A heap with room for `capacity` deadlines before it grows.
-    pub(crate) fn with_capacity(capacity: usize) -> Deadlines {
-        Deadlines {
-            heap: BinaryHeap::with_capacity(capacity),
-        }
-    }
-
     pub(crate) fn push(&mut self, deadline: Instant, conn: ConnId) {
         self.heap.push(Reverse((deadline, conn)));
     }
@@ -41,10 +35,14 @@ impl Deadlines {
     }
 
     /// Drops the entries of connections that are gone once they outnumber the live ones, so
-    /// churn of connections with long keep-alives (up to 27 hours) cannot grow the heap.
+    /// churn of connections with long keep-alives (up to 27 hours) cannot grow the heap; and
+    /// gives memory back once the heap uses a quarter of it, so it follows the connections.
     pub(crate) fn compact(&mut self, live: usize, is_live: impl Fn(ConnId) -> bool) {
         if self.heap.len() > 2 * live + 64 {
             self.heap.retain(|Reverse((_, conn))| is_live(*conn));
+        }
+        if self.heap.capacity() > 64 && self.heap.len() < self.heap.capacity() / 4 {
+            self.heap.shrink_to(self.heap.len() * 2);
         }
     }
 
@@ -68,7 +66,7 @@ mod tests {
     #[test]
     fn pops_in_deadline_order_only_when_due() {
         let t0 = Instant::now();
-        let mut deadlines = Deadlines::with_capacity(0);
+        let mut deadlines = Deadlines::default();
         deadlines.push(t0 + Duration::from_secs(2), ConnId(2));
         deadlines.push(t0 + Duration::from_secs(1), ConnId(1));
         assert_eq!(deadlines.pop_due(t0), None);
@@ -81,7 +79,7 @@ mod tests {
     #[test]
     fn compaction_drops_gone_connections() {
         let t0 = Instant::now();
-        let mut deadlines = Deadlines::with_capacity(0);
+        let mut deadlines = Deadlines::default();
         for id in 0..200 {
             deadlines.push(t0, ConnId(id));
         }

@@ -32,7 +32,6 @@ pub mod outbox;
 mod retained;
 mod session;
 mod shared;
-mod slab;
 mod subscription;
 mod timers;
 mod topic_trie;
@@ -50,14 +49,15 @@ pub use shared::ShareMessage;
 
 use crate::config::Limits;
 use crate::conn::ConnId;
+use crate::slots::Slots;
 use client_ids::ClientIds;
 use connections::Connections;
 use fanout::Fanout;
 use keep_alive::{DUE_PER_TICK_MAX, Deadlines};
 use retained::{RetainedStack, RetainedStore};
+use session::SessionKey;
 use session::{OfflineSessions, Session};
 use shared::SharedGroups;
-use slab::{SessionKey, Slab};
 use subscription::{Grant, Matched};
 use timers::{SessionTimers, TimerKind};
 use topic_trie::{MatchStack, TopicTrie};
@@ -103,7 +103,7 @@ pub struct Broker {
     shard: usize,
     shard_count: usize,
     limits: Limits,
-    sessions: Slab<Session>,
+    sessions: Slots<SessionKey, Session>,
     client_ids: ClientIds,
     connections: Connections,
     offline: OfflineSessions,
@@ -137,24 +137,17 @@ impl Broker {
     pub fn new(shard: usize, shard_count: usize, limits: Limits, now: Instant) -> Broker {
         assert!(shard_count > 0, "at least one shard");
         assert!(shard < shard_count, "the shard is one of the shards");
-        // The tables that grow with connections and sessions reserve their bound up front:
-        // that takes address space only, as pages are touched when entries are first used.
-        // Grown by doubling instead, each would copy itself (a stall while connections pour
-        // in) and leave its old copy resident until the allocator purges it, which an idle
-        // shard never gets around to: ≈ 5 MB of old copies at 19 000 connections.
-        let connections_max = limits.connections_per_shard_max as usize;
-        let sessions_max = connections_max + limits.offline_sessions_per_shard_max as usize;
         Broker {
             shard,
             shard_count,
             retained: RetainedStore::new(limits.retained_messages_max),
             limits,
-            sessions: Slab::with_capacity(sessions_max),
+            sessions: Slots::default(),
             client_ids: ClientIds::new(),
-            connections: Connections::with_capacity(connections_max),
+            connections: Connections::default(),
             offline: OfflineSessions::new(),
             trie: TopicTrie::new(),
-            deadlines: Deadlines::with_capacity(connections_max),
+            deadlines: Deadlines::default(),
             timers: SessionTimers::new(),
             now,
             authenticator: None,

@@ -12,6 +12,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::outbox::RoutedMessage;
+use super::topic_trie::with_root;
+use crate::slots::Arena;
 
 const ROOT: u32 = 0;
 
@@ -41,8 +43,8 @@ pub(crate) enum RetainOutcome {
 pub(crate) type RetainedStack = Vec<(u32, usize)>;
 
 pub(crate) struct RetainedStore {
-    nodes: Vec<Node>,
-    free: Vec<u32>,
+    /// The trie's nodes, the root at [`ROOT`].
+    nodes: Arena<Node>,
     count: usize,
     count_max: usize,
 }
@@ -50,8 +52,7 @@ pub(crate) struct RetainedStore {
 impl RetainedStore {
     pub(crate) fn new(retained_messages_max: u32) -> RetainedStore {
         RetainedStore {
-            nodes: vec![Node::default()],
-            free: Vec::new(),
+            nodes: with_root(),
             count: 0,
             count_max: retained_messages_max as usize,
         }
@@ -66,7 +67,7 @@ impl RetainedStore {
         debug_assert!(message.retain, "only retained publishes reach the store");
         if message.payload.is_empty() {
             if let Some(node) = self.find(&message.topic) {
-                if self.nodes[node as usize].message.take().is_some() {
+                if self.nodes[node].message.take().is_some() {
                     self.count -= 1;
                 }
                 self.prune(node);
@@ -74,7 +75,7 @@ impl RetainedStore {
             return RetainOutcome::Cleared;
         }
         if let Some(node) = self.find(&message.topic) {
-            let slot = &mut self.nodes[node as usize].message;
+            let slot = &mut self.nodes[node].message;
             if slot.is_some() {
                 *slot = Some(Arc::clone(message));
                 return RetainOutcome::Stored;
@@ -87,7 +88,7 @@ impl RetainedStore {
         for level in message.topic.split('/') {
             node = self.child_or_insert(node, level);
         }
-        self.nodes[node as usize].message = Some(Arc::clone(message));
+        self.nodes[node].message = Some(Arc::clone(message));
         self.count += 1;
         RetainOutcome::Stored
     }
@@ -103,7 +104,7 @@ impl RetainedStore {
         stack.clear();
         stack.push((ROOT, 0));
         while let Some((index, position)) = stack.pop() {
-            let node = &self.nodes[index as usize];
+            let node = &self.nodes[index];
             if position == end {
                 if let Some(message) = &node.message {
                     visit(message);
@@ -150,13 +151,13 @@ impl RetainedStore {
     fn find(&self, topic: &str) -> Option<u32> {
         let mut node = ROOT;
         for level in topic.split('/') {
-            node = *self.nodes[node as usize].children.get(level)?;
+            node = *self.nodes[node].children.get(level)?;
         }
         Some(node)
     }
 
     fn child_or_insert(&mut self, parent: u32, level: &str) -> u32 {
-        if let Some(&child) = self.nodes[parent as usize].children.get(level) {
+        if let Some(&child) = self.nodes[parent].children.get(level) {
             return child;
         }
         let node = Node {
@@ -164,41 +165,26 @@ impl RetainedStore {
             level: level.into(),
             ..Node::default()
         };
-        let child = match self.free.pop() {
-            Some(index) => {
-                self.nodes[index as usize] = node;
-                index
-            }
-            None => {
-                let index = u32::try_from(self.nodes.len()).expect("fewer than 2^32 nodes");
-                self.nodes.push(node);
-                index
-            }
-        };
-        self.nodes[parent as usize]
-            .children
-            .insert(level.into(), child);
+        let child = self.nodes.insert(node);
+        self.nodes[parent].children.insert(level.into(), child);
         child
     }
 
     fn prune(&mut self, mut node: u32) {
         while node != ROOT {
-            let entry = &self.nodes[node as usize];
+            let entry = &self.nodes[node];
             if entry.message.is_some() || !entry.children.is_empty() {
                 return;
             }
-            let removed = std::mem::take(&mut self.nodes[node as usize]);
-            self.nodes[removed.parent as usize]
-                .children
-                .remove(&removed.level);
-            self.free.push(node);
+            let removed = self.nodes.remove(node);
+            self.nodes[removed.parent].children.remove(&removed.level);
             node = removed.parent;
         }
     }
 
     #[cfg(test)]
     fn node_count(&self) -> usize {
-        self.nodes.len() - self.free.len()
+        self.nodes.len()
     }
 }
 

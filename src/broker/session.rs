@@ -53,14 +53,37 @@ use std::sync::Arc;
 
 use super::outbound::Outbound;
 use super::outbox::RoutedMessage;
-use super::slab::SessionKey;
 use super::subscription::Grant;
 use crate::conn::ConnId;
 use crate::protocol::mqtt::{PacketId, ProtocolVersion};
+use crate::slots::SlotKey;
 
 /// Session Expiry Interval meaning "never expires" (§3.1.2.11.2); what clean session = 0 means
 /// in 3.x.
 pub(crate) const SESSION_NEVER_EXPIRES_S: u32 = u32::MAX;
+
+/// A handle to a session in this shard's table. Cheap to copy and to store per subscription
+/// (8 bytes instead of the client identifier string). The shared subscription groups use the
+/// same kind of handle for themselves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct SessionKey {
+    index: u32,
+    generation: u32,
+}
+
+impl SlotKey for SessionKey {
+    fn from_parts(index: u32, generation: u32) -> SessionKey {
+        SessionKey { index, generation }
+    }
+
+    fn index(self) -> usize {
+        self.index as usize
+    }
+
+    fn generation(self) -> u32 {
+        self.generation
+    }
+}
 
 pub(crate) struct Session {
     pub(crate) client_id: Box<str>,
@@ -393,7 +416,7 @@ mod tests {
         assert!(session.release_inbound_qos2(id(1)));
         assert!(session.pending.is_none());
 
-        let key = super::super::slab::Slab::new().insert(());
+        let key = crate::slots::Slots::<SessionKey, ()>::default().insert(());
         let mut offline = OfflineSessions::new();
         offline.push(key, &mut session);
         let ticket = session.offline_ticket();
@@ -420,6 +443,7 @@ mod tests {
         assert_eq!(std::mem::size_of::<(SessionKey, Grant)>(), 16);
         assert_eq!(std::mem::size_of::<Subscriptions>(), 24);
         assert_eq!(std::mem::size_of::<Session>(), 168);
+        assert_eq!(crate::slots::slot_bytes::<Session>(), 176);
         assert_eq!(std::mem::size_of::<Pending>(), 40);
     }
 }

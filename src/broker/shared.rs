@@ -47,11 +47,12 @@ use std::time::Instant;
 use super::Broker;
 use super::fanout::Outgoing;
 use super::outbox::{Outbox, RoutedMessage, ShardMessage};
-use super::slab::{SessionKey, Slab};
+use super::session::SessionKey;
 use super::subscription::SubscriptionIds;
 use super::topic_trie::{MatchStack, TopicTrie};
 use super::wire::PublishCache;
 use crate::protocol::mqtt::QoS;
+use crate::slots::Slots;
 
 /// Prefix of a shared subscription's filter (§4.8.2).
 pub(crate) const SHARED_PREFIX: &str = "$share/";
@@ -123,7 +124,7 @@ struct Group {
 /// The groups this shard owns.
 pub(crate) struct SharedGroups {
     /// Handles are the slab's `SessionKey` type, here naming groups.
-    groups: Slab<Group>,
+    groups: Slots<SessionKey, Group>,
     by_name: HashMap<Arc<str>, SessionKey>,
     /// Topic filter → groups with that filter.
     trie: TopicTrie<()>,
@@ -134,7 +135,7 @@ pub(crate) struct SharedGroups {
 impl SharedGroups {
     pub(crate) fn new() -> SharedGroups {
         SharedGroups {
-            groups: Slab::new(),
+            groups: Slots::default(),
             by_name: HashMap::new(),
             trie: TopicTrie::new(),
             match_stack: Vec::new(),
@@ -408,7 +409,7 @@ mod tests {
 
     #[test]
     fn leave_keeps_the_rotation_and_drops_empty_groups() {
-        let mut slab = Slab::new();
+        let mut slab = Slots::default();
         let (a, b, c) = (slab.insert(()), slab.insert(()), slab.insert(()));
         let member = |session| Member { shard: 0, session };
         let mut groups = SharedGroups::new();

@@ -20,8 +20,9 @@ use std::num::NonZeroU32;
 
 use hashbrown::HashTable;
 
-use super::slab::SessionKey;
+use super::session::SessionKey;
 use crate::protocol::mqtt::QoS;
+use crate::slots::Arena;
 
 /// The root node: the parent of the first level of every filter.
 const ROOT: u32 = 0;
@@ -80,14 +81,22 @@ impl<V> Node<V> {
     }
 }
 
+/// An arena of trie nodes holding only the root, at [`ROOT`].
+pub(crate) fn with_root<N: Default>() -> Arena<N> {
+    let mut nodes = Arena::default();
+    let root = nodes.insert(N::default());
+    assert_eq!(root, ROOT, "the first node is the root");
+    nodes
+}
+
 /// A scratch stack for `TopicTrie::for_each_match`, kept by the caller between publishes so
 /// matching does not allocate once warm.
 pub(crate) type MatchStack = Vec<(u32, usize)>;
 
 pub(crate) struct TopicTrie<V: Copy = QoS> {
-    nodes: Vec<Node<V>>,
-    /// Vacant node slots, reused before the vector grows.
-    free: Vec<u32>,
+    /// The trie's nodes, the root at [`ROOT`]; vacant ones reused lowest first, so the arena
+    /// gives pages back as subscriptions go.
+    nodes: Arena<Node<V>>,
     subscription_count: usize,
     /// Hashes levels and session keys for every node's tables. Levels come from clients, so
     /// the key is random, as a std `HashMap`'s would be: nobody can pick levels that collide.
@@ -97,8 +106,7 @@ pub(crate) struct TopicTrie<V: Copy = QoS> {
 impl<V: Copy> TopicTrie<V> {
     pub(crate) fn new() -> TopicTrie<V> {
         TopicTrie {
-            nodes: vec![Node::default()],
-            free: Vec::new(),
+            nodes: with_root(),
             subscription_count: 0,
             hasher: RandomState::new(),
         }
@@ -117,11 +125,11 @@ impl<V: Copy> TopicTrie<V> {
             node = self.child_or_insert(node, level);
         }
         if let Some(position) = self.position(node, session) {
-            self.nodes[node as usize].subscribers[position as usize].1 = qos;
+            self.nodes[node].subscribers[position as usize].1 = qos;
             return false;
         }
         let hasher = &self.hasher;
-        let node = &mut self.nodes[node as usize];
+        let node = &mut self.nodes[node];
         let position = u32::try_from(node.subscribers.len()).expect("fewer than 2^32 sessions");
         if node.subscribers.len() < EXACT_GROWTH_MAX {
             node.subscribers.reserve_exact(1);
@@ -156,7 +164,7 @@ impl<V: Copy> TopicTrie<V> {
             return false;
         };
         let hasher = &self.hasher;
-        let entry = &mut self.nodes[node as usize];
+        let entry = &mut self.nodes[node];
         if !entry.positions.is_empty() {
             // The last subscriber moves into the vacated position: its entry follows it.
             let last = u32::try_from(entry.subscribers.len() - 1).expect("fewer than 2^32");
@@ -195,14 +203,14 @@ impl<V: Copy> TopicTrie<V> {
         // of the topic has been consumed.
         let end = topic.len() + 1;
         let mut emit = |node: u32| {
-            for &(session, qos) in &self.nodes[node as usize].subscribers {
+            for &(session, qos) in &self.nodes[node].subscribers {
                 visit(session, qos);
             }
         };
         stack.clear();
         stack.push((ROOT, 0));
         while let Some((index, position)) = stack.pop() {
-            let node = &self.nodes[index as usize];
+            let node = &self.nodes[index];
             if position == end {
                 emit(index);
                 // `sport/#` also matches `sport` itself [MQTT-4.7.1-2].
@@ -234,7 +242,7 @@ impl<V: Copy> TopicTrie<V> {
     }
 
     fn child(&self, node: u32, level: &str) -> Option<u32> {
-        let node = &self.nodes[node as usize];
+        let node = &self.nodes[node];
         match level {
             "+" => node.plus.map(NonZeroU32::get),
             "#" => node.hash.map(NonZeroU32::get),
@@ -244,7 +252,7 @@ impl<V: Copy> TopicTrie<V> {
 
     /// The child of `node` at `level`, a level other than `+` and `#`.
     fn named_child(&self, node: &Node<V>, level: &str) -> Option<u32> {
-        let named = |&child: &u32| *self.nodes[child as usize].level == *level;
+        let named = |&child: &u32| *self.nodes[child].level == *level;
         node.children
             .find(self.hasher.hash_one(level), named)
             .copied()
@@ -252,7 +260,7 @@ impl<V: Copy> TopicTrie<V> {
 
     /// Where `session` sits in the subscribers of `node`, if it is subscribed there.
     fn position(&self, node: u32, session: SessionKey) -> Option<u32> {
-        let node = &self.nodes[node as usize];
+        let node = &self.nodes[node];
         if node.positions.is_empty() {
             let index = node
                 .subscribers
@@ -275,29 +283,19 @@ impl<V: Copy> TopicTrie<V> {
             level: level.into(),
             ..Node::default()
         };
-        let child = match self.free.pop() {
-            Some(index) => {
-                self.nodes[index as usize] = node;
-                index
-            }
-            None => {
-                let index = u32::try_from(self.nodes.len()).expect("fewer than 2^32 nodes");
-                self.nodes.push(node);
-                index
-            }
-        };
+        let child = self.nodes.insert(node);
         let link = Some(NonZeroU32::new(child).expect("the root is nobody's child"));
         match level {
-            "+" => self.nodes[parent as usize].plus = link,
-            "#" => self.nodes[parent as usize].hash = link,
+            "+" => self.nodes[parent].plus = link,
+            "#" => self.nodes[parent].hash = link,
             _ => {
                 // Out of its node while it may grow: growing rehashes every child by its level,
                 // read from the nodes.
-                let mut children = std::mem::take(&mut self.nodes[parent as usize].children);
+                let mut children = std::mem::take(&mut self.nodes[parent].children);
                 let (nodes, hasher) = (&self.nodes, &self.hasher);
-                let rehash = |&child: &u32| hasher.hash_one(&*nodes[child as usize].level);
+                let rehash = |&child: &u32| hasher.hash_one(&*nodes[child].level);
                 children.insert_unique(hasher.hash_one(level), child, rehash);
-                self.nodes[parent as usize].children = children;
+                self.nodes[parent].children = children;
             }
         }
         child
@@ -305,10 +303,10 @@ impl<V: Copy> TopicTrie<V> {
 
     /// Unlinks and frees `node` and its ancestors while they hold nothing.
     fn prune(&mut self, mut node: u32) {
-        while node != ROOT && self.nodes[node as usize].is_empty() {
-            let removed = std::mem::take(&mut self.nodes[node as usize]);
+        while node != ROOT && self.nodes[node].is_empty() {
+            let removed = self.nodes.remove(node);
             let hash = self.hasher.hash_one(&*removed.level);
-            let parent = &mut self.nodes[removed.parent as usize];
+            let parent = &mut self.nodes[removed.parent];
             match &*removed.level {
                 "+" => parent.plus = None,
                 "#" => parent.hash = None,
@@ -318,7 +316,6 @@ impl<V: Copy> TopicTrie<V> {
                     }
                 }
             }
-            self.free.push(node);
             node = removed.parent;
         }
     }
@@ -326,19 +323,20 @@ impl<V: Copy> TopicTrie<V> {
     /// Number of nodes in use, root included.
     #[cfg(test)]
     pub(crate) fn node_count(&self) -> usize {
-        self.nodes.len() - self.free.len()
+        self.nodes.len()
     }
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::broker::slab::Slab;
+    use crate::broker::session::SessionKey;
     use crate::protocol::mqtt::topic::filter_matches;
+    use crate::slots::Slots;
     use proptest::prelude::*;
 
     fn keys(n: usize) -> Vec<SessionKey> {
-        let mut slab = Slab::new();
+        let mut slab = Slots::default();
         (0..n).map(|i| slab.insert(i)).collect()
     }
 
@@ -452,7 +450,7 @@ pub(crate) mod tests {
         let mut trie = TopicTrie::new();
         trie.insert("a/b", k[0], QoS::AtMostOnce);
         let node = trie.child(ROOT, "a").and_then(|a| trie.child(a, "b"));
-        let node = &trie.nodes[node.expect("inserted") as usize];
+        let node = &trie.nodes[node.expect("inserted")];
         assert_eq!(node.subscribers.capacity(), 1);
         assert_eq!(node.positions.capacity(), 0);
     }

@@ -248,6 +248,7 @@ mod tests {
         assert!(size_of::<Option<CloseCause>>() <= 24);
         assert!(size_of::<Option<Instant>>() <= 16);
         assert!(size_of::<Connection>() <= 224);
+        assert_eq!(crate::slots::slot_bytes::<Connection>(), 232);
         assert!(size_of::<FrameDecoder>() <= 56);
         assert!(size_of::<crate::conn::Chunk>() <= 32);
     }

@@ -3,6 +3,5 @@
 pub mod connection;
 pub mod listener;
 pub mod send_queue;
-pub mod slots;
 pub mod sys;
 pub mod uring;

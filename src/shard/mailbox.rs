@@ -2,7 +2,6 @@
 //! per (sender, receiver) pair so each is single-producer and keeps per-publisher order, and
 //! one eventfd per shard to wake it.
 
-use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use crossbeam::queue::ArrayQueue;
@@ -87,11 +86,4 @@ impl Mailboxes {
         // Plain write(2): also async-signal-safe, so the signal thread may call it too.
         let _ = sys::write(fd, &one.to_ne_bytes());
     }
-}
-
-/// Messages a shard could not post because a peer's queue was full, kept in order and retried
-/// every loop turn; while any are held for a peer, newer ones queue behind them.
-#[derive(Default)]
-pub struct Backlog {
-    pub per_target: Vec<VecDeque<ShardMessage>>,
 }

@@ -28,11 +28,11 @@ use crate::metrics::{Metrics, ShardFigures, SlowConsumerCounts};
 use crate::net::connection::{CloseCause, Connection, Phase};
 use crate::net::listener::ListenerKind;
 use crate::net::send_queue::{Outgoing, SendPool};
-use crate::net::slots::Slots;
 use crate::net::sys;
 use crate::net::uring::{self, BufRing, Ring, RingUnavailable};
 use crate::protocol::mqtt::DecodeLimits;
 use crate::protocol::ws::frame::FrameLimits;
+use crate::slots::Slots;
 use ingest::{Flow, Ingest, ingest, ingest_pending};
 use mailbox::{Handoff, Mailboxes};
 
@@ -112,7 +112,7 @@ struct Shard {
     mailboxes: Arc<Mailboxes>,
     stop: Arc<AtomicBool>,
     listeners: Vec<Listener>,
-    conns: Slots<Connection>,
+    conns: Slots<ConnId, Connection>,
     /// Buffers of the sends in flight, reused so sending allocates nothing once warm.
     send_pool: SendPool,
     /// What the slow consumer policies did, since start.
@@ -220,9 +220,7 @@ impl Shard {
                     retry_at: None,
                 })
                 .collect(),
-            // Reserved up front, like the broker's tables (see `Broker::new`): address space
-            // only, and no copy of the table when it would have doubled.
-            conns: Slots::with_capacity(limits.connections_per_shard_max as usize),
+            conns: Slots::default(),
             send_pool: SendPool::default(),
             slow: SlowConsumerCounts::default(),
             metrics: setup.metrics,
@@ -651,7 +649,7 @@ impl Shard {
             self.push(entry);
         }
         self.broker.shutdown(&mut self.outbox);
-        for id in self.conns.ids() {
+        for id in self.conns.keys().collect::<Vec<_>>() {
             if self
                 .conns
                 .get(id)
@@ -816,7 +814,7 @@ fn register_fixed_files(ring: &Ring, connections_max: u32) -> u32 {
 /// `phase`. Deadlines of one kind share one timeout, so the queue is in deadline order.
 fn expire(
     deadlines: &mut VecDeque<(Instant, ConnId)>,
-    conns: &Slots<Connection>,
+    conns: &Slots<ConnId, Connection>,
     phase: Phase,
     cause: CloseCause,
     now: Instant,

@@ -222,11 +222,6 @@ impl FrameDecoder {
         }
     }
 
-    /// Whether a close frame has been received: later bytes are ignored.
-    pub const fn is_closed(&self) -> bool {
-        self.closed
-    }
-
     /// Decodes all of `buf`, unmasking data in place and calling `on_event` in wire order.
     ///
     /// Partial headers and control payloads are kept inside the decoder, so the caller never
