@@ -57,8 +57,14 @@ pub struct Limits {
     pub connect_timeout_ms: u32,
     /// Most connections one shard serves; accepts past it are closed at once.
     pub connections_per_shard_max: u32,
-    /// Messages buffered from one shard to another before the sender holds back.
+    /// Messages one shard's lock-free queue to another holds; allocated at start-up for every
+    /// pair of shards (24 B a slot: 16 shards × 15 × 1 024 × 24 B = 5.6 MiB in all).
     pub cross_shard_queue_len_max: u32,
+    /// Bytes of messages (topic, payload, properties and their envelope) a shard keeps for
+    /// other shards whose queues are full. Past it, the connections whose publishes feed it are
+    /// not read until it is back under half of it: publishers are slowed, nothing is dropped.
+    /// Worst case per shard: this bound plus one turn's publishes.
+    pub cross_shard_backlog_bytes_max: u64,
     /// Persistent sessions kept per shard while their clients are away.
     pub offline_sessions_per_shard_max: u32,
     /// Largest file served over plain HTTP. Files are read whole into memory in the event
@@ -87,7 +93,8 @@ impl Default for Limits {
             ws_handshake_timeout_ms: 10_000,
             connect_timeout_ms: 10_000,
             connections_per_shard_max: 20_000,
-            cross_shard_queue_len_max: 65_536,
+            cross_shard_queue_len_max: 1024,
+            cross_shard_backlog_bytes_max: 64 * 1024 * 1024,
             offline_sessions_per_shard_max: 100_000,
             http_file_bytes_max: 1024 * 1024,
             http_cache_bytes_max: 16 * 1024 * 1024,
@@ -119,7 +126,7 @@ impl Limits {
 
     /// Checks the relations between limits that no single field can express.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let positive: [(&'static str, u64); 15] = [
+        let positive: [(&'static str, u64); 16] = [
             ("packet_bytes_max", self.packet_bytes_max.into()),
             ("topic_bytes_max", self.topic_bytes_max.into()),
             ("topic_levels_max", self.topic_levels_max.into()),
@@ -146,6 +153,10 @@ impl Limits {
             (
                 "cross_shard_queue_len_max",
                 self.cross_shard_queue_len_max.into(),
+            ),
+            (
+                "cross_shard_backlog_bytes_max",
+                self.cross_shard_backlog_bytes_max,
             ),
         ];
         for (key, value) in positive {
@@ -344,6 +355,7 @@ file_limits! {
     connect_timeout_ms: u32,
     connections_per_shard_max: u32,
     cross_shard_queue_len_max: u32,
+    cross_shard_backlog_bytes_max: u64,
     offline_sessions_per_shard_max: u32,
     http_file_bytes_max: u64,
     http_cache_bytes_max: u64,

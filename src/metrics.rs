@@ -42,7 +42,7 @@ const fn counter(name: &'static str, help: &'static str) -> Metric {
 }
 
 /// Every metric, in the order of [`ShardFigures::values`].
-const METRICS: [Metric; 24] = [
+const METRICS: [Metric; 27] = [
     gauge(
         "fanfare_sockets",
         "Open sockets: clients, WebSocket upgrades and HTTP requests in progress.",
@@ -127,6 +127,18 @@ const METRICS: [Metric; 24] = [
         "fanfare_shared_dropped_total",
         "Shared subscription messages no member took.",
     ),
+    gauge(
+        "fanfare_cross_shard_backlog_bytes",
+        "Bytes of messages for other shards waiting for room in their queues.",
+    ),
+    counter(
+        "fanfare_receives_paused_total",
+        "Connections not read for a while because the cross-shard backlog they fed was over cross_shard_backlog_bytes_max.",
+    ),
+    counter(
+        "fanfare_ring_submissions_refused_total",
+        "io_uring operations the ring refused, submitted again on a later loop turn.",
+    ),
 ];
 
 /// What the slow consumer policies of one shard did since start.
@@ -143,17 +155,31 @@ pub struct SlowConsumerCounts {
     pub disconnected: u64,
 }
 
+/// What a shard's loop counts itself, beside the broker's and the slow consumer figures.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LoopCounts {
+    /// Open sockets: clients, upgrades and HTTP requests in progress.
+    pub sockets: usize,
+    pub submissions_refused: u64,
+    pub cross_shard_backlog_bytes: usize,
+    pub receives_paused: u64,
+}
+
 /// One shard's figures at one moment, in the order of [`METRICS`].
 pub struct ShardFigures {
     values: [u64; METRICS.len()],
 }
 
 impl ShardFigures {
-    pub fn new(sockets: usize, broker: &BrokerStats, slow: &SlowConsumerCounts) -> ShardFigures {
+    pub fn new(
+        counts: &LoopCounts,
+        broker: &BrokerStats,
+        slow: &SlowConsumerCounts,
+    ) -> ShardFigures {
         let size = |n: usize| n as u64;
         ShardFigures {
             values: [
-                size(sockets),
+                size(counts.sockets),
                 size(broker.connections),
                 size(broker.sessions),
                 size(broker.offline_sessions),
@@ -177,6 +203,9 @@ impl ShardFigures {
                 broker.wills_published,
                 broker.shared_handed_back,
                 broker.shared_dropped,
+                size(counts.cross_shard_backlog_bytes),
+                counts.receives_paused,
+                counts.submissions_refused,
             ],
         }
     }
@@ -252,7 +281,11 @@ mod tests {
             conflated: 5,
             ..SlowConsumerCounts::default()
         };
-        metrics.publish(1, &ShardFigures::new(4, &broker, &slow));
+        let counts = LoopCounts {
+            sockets: 4,
+            ..LoopCounts::default()
+        };
+        metrics.publish(1, &ShardFigures::new(&counts, &broker, &slow));
         let text = metrics.render();
         for metric in &METRICS {
             assert_eq!(

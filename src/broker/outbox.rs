@@ -96,6 +96,14 @@ impl RoutedMessage {
         }
     }
 
+    /// Bytes the message holds: what a queue of messages is bounded by.
+    pub fn bytes(&self) -> usize {
+        std::mem::size_of::<RoutedMessage>()
+            + self.topic.len()
+            + self.payload.len()
+            + self.properties.len()
+    }
+
     /// Whether the message expired at `now` and may no longer be delivered [MQTT-3.3.2-5].
     pub fn expired(&self, now: Instant) -> bool {
         self.expires_at.is_some_and(|at| at <= now)
@@ -137,6 +145,16 @@ pub enum ShardMessage {
 }
 
 const _: () = assert!(std::mem::size_of::<ShardMessage>() <= 16);
+
+impl ShardMessage {
+    /// Bytes the message holds, counted against the cross-shard backlog's bound.
+    pub fn bytes(&self) -> usize {
+        match self {
+            ShardMessage::Publish(message) => message.bytes(),
+            ShardMessage::Share(share) => share.bytes(),
+        }
+    }
+}
 
 impl Outbox {
     pub fn send(&mut self, conn: ConnId, chunk: Chunk, droppable: Droppable) {

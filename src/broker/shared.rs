@@ -82,6 +82,19 @@ pub(crate) fn parse(filter: &str) -> Option<Result<(&str, &str), ()>> {
 #[derive(Debug, Clone)]
 pub struct ShareMessage(Kind);
 
+impl ShareMessage {
+    /// Bytes the message holds, counted against the cross-shard backlog's bound.
+    pub fn bytes(&self) -> usize {
+        let (group, message) = match &self.0 {
+            Kind::Join { group, .. } | Kind::Leave { group, .. } => (group, None),
+            Kind::Deliver { group, message, .. } | Kind::HandBack { group, message, .. } => {
+                (group, Some(message))
+            }
+        };
+        std::mem::size_of::<ShareMessage>() + group.len() + message.map_or(0, |m| m.bytes())
+    }
+}
+
 #[derive(Debug, Clone)]
 enum Kind {
     /// To the owner: `member` subscribed to `group` (the whole `$share/name/filter`).

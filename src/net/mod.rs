@@ -1,7 +1,13 @@
-//! The only code that touches sockets: io_uring operations, buffer rings, listeners.
+//! The only code that touches sockets: io_uring operations and their memory, receive buffers,
+//! listeners, send queues, and the few plain system calls around them. Every `unsafe` block of
+//! the broker lives here.
 
-pub mod connection;
+pub mod io;
 pub mod listener;
+mod op;
+pub mod send_buf;
 pub mod send_queue;
 pub mod sys;
-pub mod uring;
+mod uring;
+
+pub use uring::RingUnavailable;

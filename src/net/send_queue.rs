@@ -3,30 +3,22 @@
 //! Everything queued while a send is in flight leaves in the next single send (one `sendmsg`
 //! gathering up to [`IOVECS_PER_SEND_MAX`] iovecs), so the kernel send cost is paid per batch,
 //! not per message. A send of one contiguous run of bytes — the common case of a fan-out at
-//! one message per subscriber per turn — is a plain `send` instead ([`Outgoing`]).
+//! one message per subscriber per turn — is a plain `send` instead ([`PreparedSend`]).
 //!
 //! The queue is bounded in bytes (`queue_bytes_max`). Past the bound a QoS 0 publish meets the
 //! slow consumer policy ([`SlowConsumer`]); a chunk that may not be dropped closes the
 //! connection past twice the bound. Chunks the kernel is reading (the send in flight) and a
 //! partly sent front chunk are never dropped: half a frame would corrupt the stream.
 //!
-//! No allocation per send once warm: the `msghdr` and iovecs of a send live in a [`SendBuf`]
-//! taken from the shard's [`SendPool`] while the send is in flight and given back when it
-//! completes, so an idle connection holds none.
+//! Anyone may queue; only `net/` starts and completes sends, so the memory a send points at
+//! is freed only once the kernel is done with it.
 
 use std::collections::{HashMap, VecDeque};
 
-use crate::conn::SlowConsumer;
-use crate::conn::{Chunk, Droppable, TopicKey};
-
-/// Iovecs gathered into one `sendmsg`. Sixty-four 100-byte publishes are ~6 KB: past that the
-/// per-byte cost dominates and a larger batch buys nothing.
-pub const IOVECS_PER_SEND_MAX: usize = 64;
-
-/// Iovecs of a small send: what a connection keeping up with a live feed has queued per turn
-/// (a few QoS 0 publishes, or two QoS 1 publishes at three iovecs each). 8 iovecs make a
-/// 200-byte [`SendBuf`] instead of 1.2 KB, which is what the pool holds per concurrent send.
-pub const IOVECS_PER_SMALL_SEND_MAX: usize = 8;
+#[cfg(doc)]
+use super::send_buf::IOVECS_PER_SEND_MAX;
+use super::send_buf::{InFlight, PreparedSend, SendPool};
+use crate::conn::{Chunk, Droppable, SlowConsumer, TopicKey};
 
 /// Capacity an empty queue keeps (entries of 40 B): enough for a connection that gets one
 /// message per turn never to allocate, small enough for an idle connection to stay cheap.
@@ -38,144 +30,6 @@ const IDLE_QUEUE_CAPACITY_MAX: usize = 4;
 /// first `push_back` would allocate. The first time two wait, the ring grows to four and keeps
 /// them.
 const NEW_QUEUE_CAPACITY: usize = 1;
-
-/// The `msghdr` and iovecs of one send, boxed so their address stays put while the kernel
-/// reads them, and the packet identifiers the iovecs of [`Chunk::SharedWithId`] point at.
-pub struct SendBuf<const N: usize> {
-    msg: libc::msghdr,
-    iovecs: [libc::iovec; N],
-    ids: [[u8; 2]; N],
-}
-
-impl<const N: usize> SendBuf<N> {
-    fn new() -> Box<SendBuf<N>> {
-        Box::new(SendBuf {
-            msg: empty_msghdr(),
-            iovecs: [libc::iovec {
-                iov_base: std::ptr::null_mut(),
-                iov_len: 0,
-            }; N],
-            ids: [[0; 2]; N],
-        })
-    }
-
-    /// Points the iovecs at the queued chunks, from `skip` bytes into the first; returns how
-    /// many chunks the send covers (at least one: a chunk needs at most three iovecs).
-    fn fill(&mut self, entries: &VecDeque<Entry>, mut skip: usize) -> usize {
-        let mut iovec_count = 0;
-        let mut chunk_count = 0;
-        for (index, entry) in entries.iter().enumerate() {
-            let parts = entry.chunk.parts(&mut self.ids[index.min(N - 1)]);
-            let needed = parts.iter().filter(|part| !part.is_empty()).count();
-            if iovec_count + needed > N {
-                break;
-            }
-            let mut ranges = [(std::ptr::null::<u8>(), 0usize); 3];
-            for (range, part) in ranges.iter_mut().zip(parts) {
-                *range = (part.as_ptr(), part.len());
-            }
-            for (ptr, len) in ranges {
-                let start = skip.min(len);
-                skip -= start;
-                if len == start {
-                    continue;
-                }
-                self.iovecs[iovec_count] = libc::iovec {
-                    // The kernel only reads through it (sendmsg).
-                    iov_base: ptr.wrapping_add(start) as *mut libc::c_void,
-                    iov_len: len - start,
-                };
-                iovec_count += 1;
-            }
-            chunk_count += 1;
-            if chunk_count == N {
-                break;
-            }
-        }
-        assert!(chunk_count > 0, "a send covers at least one chunk");
-        self.msg = empty_msghdr();
-        self.msg.msg_iov = self.iovecs.as_mut_ptr();
-        self.msg.msg_iovlen = iovec_count;
-        chunk_count
-    }
-}
-
-/// What the kernel is given for the next send.
-#[derive(Debug, Clone, Copy)]
-pub enum Outgoing {
-    /// One contiguous run of bytes, for a plain `send`: the kernel then copies no `msghdr` or
-    /// iovec array (≈ 4 % of a delivery's CPU when each send carries one message).
-    Contiguous(*const u8, usize),
-    /// Several runs gathered by one `sendmsg`.
-    Gathered(*const libc::msghdr),
-}
-
-/// The buffer of the send in flight, in one of two sizes, or none for a contiguous send.
-enum InFlight {
-    Contiguous,
-    Small(Box<SendBuf<IOVECS_PER_SMALL_SEND_MAX>>),
-    Large(Box<SendBuf<IOVECS_PER_SEND_MAX>>),
-}
-
-/// The shard's free send buffers. It keeps what the busiest recent moment needed, so a
-/// steady fan-out allocates nothing, and [`SendPool::trim`] (every tick) gives back what the
-/// last period did not use. Worst case held: one buffer per connection with a send in flight
-/// (20 000 × 200 B = 4 MB per shard for small sends).
-// Boxed entries: a buffer's address must not change while the kernel reads it, and it moves
-// between the pool and a connection's queue.
-#[allow(clippy::vec_box)]
-#[derive(Default)]
-pub struct SendPool {
-    small: Vec<Box<SendBuf<IOVECS_PER_SMALL_SEND_MAX>>>,
-    large: Vec<Box<SendBuf<IOVECS_PER_SEND_MAX>>>,
-    in_use: usize,
-    peak_in_use: usize,
-    /// Scratch of `conflate`: queued publishes per topic. Holds at most the topics of one
-    /// queue (`queue_bytes_max` / smallest publish), reused by every connection.
-    topic_counts: HashMap<TopicKey, u32>,
-}
-
-impl SendPool {
-    fn take_small(&mut self) -> Box<SendBuf<IOVECS_PER_SMALL_SEND_MAX>> {
-        self.note_taken();
-        self.small.pop().unwrap_or_else(SendBuf::new)
-    }
-
-    fn take_large(&mut self) -> Box<SendBuf<IOVECS_PER_SEND_MAX>> {
-        self.note_taken();
-        self.large.pop().unwrap_or_else(SendBuf::new)
-    }
-
-    fn note_taken(&mut self) {
-        self.in_use += 1;
-        self.peak_in_use = self.peak_in_use.max(self.in_use);
-    }
-
-    fn give(&mut self, buf: InFlight) {
-        match buf {
-            InFlight::Contiguous => return,
-            InFlight::Small(buf) => self.small.push(buf),
-            InFlight::Large(buf) => self.large.push(buf),
-        }
-        self.in_use -= 1;
-    }
-
-    /// Frees the buffers the period since the last trim did not need.
-    pub fn trim(&mut self) {
-        let keep = self.peak_in_use - self.in_use;
-        let large = self.large.len().min(keep);
-        self.large.truncate(large);
-        self.small.truncate(keep - large);
-        self.small.shrink_to(keep);
-        self.large.shrink_to(keep);
-        self.peak_in_use = self.in_use;
-    }
-
-    /// Free buffers held.
-    pub fn free_len(&self) -> usize {
-        self.small.len() + self.large.len()
-    }
-}
 
 /// A queued chunk; `topic` is set for a QoS 0 publish, which the policy may drop.
 struct Entry {
@@ -221,10 +75,11 @@ impl Pushed {
 pub struct SendQueue {
     entries: VecDeque<Entry>,
     /// Bytes of the front chunk already sent by an earlier partial send.
-    front_sent_bytes: usize,
+    /// (A chunk is one MQTT packet, at most 256 MiB, and its frame header: it fits a u32.)
+    front_sent_bytes: u32,
     queued_bytes: u64,
     /// Chunks, from the front, that the send in flight covers.
-    in_flight_chunks: usize,
+    in_flight_chunks: u32,
     in_flight: Option<InFlight>,
 }
 
@@ -300,8 +155,7 @@ impl SendQueue {
     /// Chunks at the front that may not be dropped: those the kernel is reading, and a front
     /// chunk partly sent already.
     fn protected(&self) -> usize {
-        self.in_flight_chunks
-            .max(usize::from(self.front_sent_bytes > 0))
+        (self.in_flight_chunks as usize).max(usize::from(self.front_sent_bytes > 0))
     }
 
     /// Keeps only the latest unsent QoS 0 publish of each topic, and none of `incoming`'s
@@ -368,61 +222,53 @@ impl SendQueue {
         self.queued_bytes
     }
 
-    /// Builds the next send from the front of the queue: a contiguous one for a lone chunk in
-    /// one piece, else a gathering one in a buffer from `pool`. `None` when a send is already
-    /// in flight or nothing is queued. What it points at stays put until the send completes.
-    pub fn start_send(&mut self, pool: &mut SendPool) -> Option<Outgoing> {
+    /// Builds the next send from the front of the queue; `None` when a send is already in
+    /// flight or nothing is queued. What it points at stays put until the send completes: the
+    /// chunks it covers are not dropped ([`SendQueue::protected`]) and its buffer is kept here.
+    pub(super) fn start_send(&mut self, pool: &mut SendPool) -> Option<PreparedSend> {
         if self.in_flight.is_some() {
             return None;
         }
-        if let Some(only) = self.entries.front()
-            && self.entries.len() == 1
-            && iovecs_of(&only.chunk) == 1
-        {
-            let mut no_id = [0; 2];
-            let rest = &only.chunk.parts(&mut no_id)[0][self.front_sent_bytes..];
-            self.in_flight_chunks = 1;
-            self.in_flight = Some(InFlight::Contiguous);
-            return Some(Outgoing::Contiguous(rest.as_ptr(), rest.len()));
-        }
-        if self.entries.is_empty() {
-            return None;
-        }
-        let small = self.entries.len() <= IOVECS_PER_SMALL_SEND_MAX
-            && self
-                .entries
-                .iter()
-                .map(|entry| iovecs_of(&entry.chunk))
-                .sum::<usize>()
-                <= IOVECS_PER_SMALL_SEND_MAX;
-        // The boxes keep the msghdr's address when they move into `in_flight`.
-        let (buf, chunks, msg): (_, _, *const libc::msghdr) = if small {
-            let mut buf = pool.take_small();
-            let chunks = buf.fill(&self.entries, self.front_sent_bytes);
-            let msg = &buf.msg as *const _;
-            (InFlight::Small(buf), chunks, msg)
-        } else {
-            let mut buf = pool.take_large();
-            let chunks = buf.fill(&self.entries, self.front_sent_bytes);
-            let msg = &buf.msg as *const _;
-            (InFlight::Large(buf), chunks, msg)
-        };
-        self.in_flight_chunks = chunks;
+        let chunks = self.entries.iter().map(|entry| &entry.chunk);
+        let skip = self.front_sent_bytes as usize;
+        let (buf, covered, send) = InFlight::prepare(chunks, skip, pool)?;
+        // At most IOVECS_PER_SEND_MAX chunks.
+        self.in_flight_chunks = covered as u32;
         self.in_flight = Some(buf);
-        Some(Outgoing::Gathered(msg))
+        Some(send)
+    }
+
+    /// The ring refused the send just started: nothing was handed to the kernel, so the queue
+    /// is as it was before [`SendQueue::start_send`].
+    pub(super) fn cancel_start(&mut self, pool: &mut SendPool) {
+        if let Some(buf) = self.in_flight.take() {
+            pool.give(buf);
+        }
+        self.in_flight_chunks = 0;
+    }
+
+    /// Starts a send and completes it at once in full, as if a reader that keeps up took every
+    /// byte; returns how many bytes it carried. For the in-process fan-out rig (`tests/rig`),
+    /// which measures the broker's work per delivery without sockets: nothing reaches a kernel.
+    #[doc(hidden)]
+    pub fn send_at_once(&mut self, pool: &mut SendPool) -> Option<usize> {
+        let sent = self.start_send(pool)?.len();
+        self.complete_send(sent, pool);
+        Some(sent)
     }
 
     /// The kernel sent `sent_bytes` of the send in flight; drop what is fully sent.
-    pub fn complete_send(&mut self, mut sent_bytes: usize, pool: &mut SendPool) {
+    pub(super) fn complete_send(&mut self, mut sent_bytes: usize, pool: &mut SendPool) {
         if let Some(buf) = self.in_flight.take() {
             pool.give(buf);
         }
         self.in_flight_chunks = 0;
         self.queued_bytes = self.queued_bytes.saturating_sub(sent_bytes as u64);
         while let Some(front) = self.entries.front() {
-            let left = front.chunk.len() - self.front_sent_bytes;
+            let left = front.chunk.len() - self.front_sent_bytes as usize;
             if sent_bytes < left {
-                self.front_sent_bytes += sent_bytes;
+                // Below the chunk's length, which fits a u32.
+                self.front_sent_bytes += sent_bytes as u32;
                 return;
             }
             sent_bytes -= left;
@@ -435,7 +281,7 @@ impl SendQueue {
     }
 
     /// The send in flight failed; the connection is going away, so nothing more is sent.
-    pub fn fail_send(&mut self, pool: &mut SendPool) {
+    pub(super) fn fail_send(&mut self, pool: &mut SendPool) {
         if let Some(buf) = self.in_flight.take() {
             pool.give(buf);
         }
@@ -449,7 +295,7 @@ impl SendQueue {
     /// flight keeps its chunks until it completes ([`SendQueue::complete_send`] or
     /// [`SendQueue::fail_send`]).
     pub fn abandon(&mut self) {
-        self.entries.truncate(self.in_flight_chunks);
+        self.entries.truncate(self.in_flight_chunks as usize);
         if self.entries.is_empty() {
             self.front_sent_bytes = 0;
             self.queued_bytes = 0;
@@ -464,29 +310,26 @@ impl SendQueue {
     }
 }
 
-fn iovecs_of(chunk: &Chunk) -> usize {
-    match chunk {
-        Chunk::Shared(_) | Chunk::Owned(_) => 1,
-        Chunk::SharedWithId { .. } => 3,
-    }
-}
-
-/// A `msghdr` with no address, no iovecs and no control data.
-fn empty_msghdr() -> libc::msghdr {
-    libc::msghdr {
-        msg_name: std::ptr::null_mut(),
-        msg_namelen: 0,
-        msg_iov: std::ptr::null_mut(),
-        msg_iovlen: 0,
-        msg_control: std::ptr::null_mut(),
-        msg_controllen: 0,
-        msg_flags: 0,
+impl Drop for SendQueue {
+    /// A queue dropped while the kernel still reads its send in flight (its connection's table
+    /// went with the shard) leaks that send's chunks and buffer rather than free memory the
+    /// kernel may read. Connections are otherwise removed only once no send is in flight.
+    fn drop(&mut self) {
+        if let Some(buf) = self.in_flight.take() {
+            let reading: Vec<Entry> = self
+                .entries
+                .drain(..self.in_flight_chunks as usize)
+                .collect();
+            std::mem::forget(reading);
+            std::mem::forget(buf);
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::net::send_buf::PreparedSend;
     use crate::protocol::mqtt::PacketId;
     use std::rc::Rc;
 
@@ -510,28 +353,8 @@ mod tests {
     }
 
     /// The bytes a send would write.
-    fn gathered(outgoing: Outgoing) -> Vec<u8> {
-        let msg = match outgoing {
-            Outgoing::Gathered(msg) => msg,
-            Outgoing::Contiguous(ptr, len) => {
-                #[allow(unsafe_code)]
-                // SAFETY: the run points into a queued chunk, alive and unchanged until the
-                // send completes.
-                return unsafe { std::slice::from_raw_parts(ptr, len) }.to_vec();
-            }
-        };
-        #[allow(unsafe_code)]
-        // SAFETY: `msg` and its iovecs point into the queue's send buffer and chunks, alive
-        // and unchanged until the send completes.
-        unsafe {
-            let msg = &*msg;
-            let iovecs = std::slice::from_raw_parts(msg.msg_iov, msg.msg_iovlen);
-            iovecs
-                .iter()
-                .flat_map(|iov| std::slice::from_raw_parts(iov.iov_base as *const u8, iov.iov_len))
-                .copied()
-                .collect()
-        }
+    fn gathered(outgoing: PreparedSend) -> Vec<u8> {
+        outgoing.to_vec()
     }
 
     /// Sends everything, `step` bytes at most per send; returns the bytes in send order.
@@ -787,12 +610,12 @@ mod tests {
         let mut pool = SendPool::default();
         push_shared(&mut queue, &mut pool, b"publish");
         let outgoing = queue.start_send(&mut pool).expect("something to send");
-        assert!(matches!(outgoing, Outgoing::Contiguous(..)));
+        assert!(matches!(outgoing, PreparedSend::Contiguous(..)));
         assert_eq!(gathered(outgoing), b"publish");
         // A partial send resumes inside the chunk, still contiguous.
         queue.complete_send(3, &mut pool);
         let rest = queue.start_send(&mut pool).expect("the rest");
-        assert!(matches!(rest, Outgoing::Contiguous(..)));
+        assert!(matches!(rest, PreparedSend::Contiguous(..)));
         assert_eq!(gathered(rest), b"lish");
         queue.complete_send(4, &mut pool);
         assert!(queue.is_empty());

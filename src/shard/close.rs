@@ -4,13 +4,11 @@
 
 use std::time::Instant;
 
-use log::{debug, info, warn};
+use log::{debug, info};
 
-use super::mailbox::Handoff;
+use super::peer::{CloseCause, Closing, Phase};
 use super::{CLOSE_LINGER, Shard};
 use crate::conn::{Chunk, ConnId, Droppable, Transport};
-use crate::net::connection::{CloseCause, Phase};
-use crate::net::sys;
 use crate::protocol::ws::frame::write_close_frame;
 use crate::protocol::ws::handshake::write_error_response;
 
@@ -18,62 +16,36 @@ impl Shard {
     /// Stops reading, queues the connection's last words (a close frame or HTTP error), and
     /// lets the queue drain before the socket closes.
     pub(super) fn begin_close(&mut self, id: ConnId, cause: CloseCause, now: Instant) {
-        let Some(conn) = self.conns.get_mut(id) else {
+        let Some(peer) = self.io.state_mut(id) else {
             return;
         };
-        if conn.phase == Phase::Closing {
+        if peer.phase == Phase::Closing {
             return;
         }
-        // Before the upgrade the peer speaks HTTP: a WebSocket close frame would be read as a
-        // broken response, by a browser's idle preconnected socket for one (RFC 6455 §4.1).
-        let upgraded = conn.phase != Phase::WsHandshake;
-        conn.phase = Phase::Closing;
+        let upgraded = peer.phase != Phase::WsHandshake;
+        peer.phase = Phase::Closing;
+        peer.closing = Some(Box::new(Closing { since: now }));
+        let sealed = std::mem::replace(&mut peer.sealed, true);
+        let (addr, transport) = (peer.addr, peer.transport);
         if cause == CloseCause::SendQueueOverflow {
             self.slow.disconnected += 1;
         }
-        conn.close_cause = Some(cause);
-        conn.closing_since = Some(now);
-        let last_words = match cause {
-            CloseCause::Handshake(error) => {
-                let mut response = Vec::new();
-                write_error_response(error, &mut response);
-                Some(response)
-            }
-            _ if conn.transport == Transport::Ws && !upgraded => None,
-            _ if conn.transport == Transport::Ws => cause.ws_close_code().map(|code| {
-                // The reason tells a browser's developer tools what went wrong.
-                let reason = match cause {
-                    CloseCause::Ws(error) => error.description(),
-                    CloseCause::Decode(error) => error.description(),
-                    _ => "",
-                };
-                let mut frame = Vec::new();
-                write_close_frame(code, reason, &mut frame);
-                frame
-            }),
-            _ => None,
-        };
         if matches!(cause, CloseCause::NetworkError(_)) {
-            conn.out.abandon();
+            self.io.abandon_queue(id);
         }
-        if let Some(bytes) = last_words.filter(|_| !conn.sealed) {
-            let policy = self.config.slow_consumer(conn.transport);
-            conn.out.push(
-                Chunk::Owned(bytes),
-                Droppable::No,
-                u64::MAX,
-                policy,
-                &mut self.send_pool,
-            );
-            self.dirty.push(id);
+        if let Some(bytes) = last_words(cause, transport, upgraded).filter(|_| !sealed) {
+            let policy = self.config.slow_consumer(transport);
+            // Always taken: a required chunk is refused only past twice the bound, and the
+            // bound here is none.
+            self.io
+                .queue(id, Chunk::Owned(bytes), Droppable::No, u64::MAX, policy);
         }
-        conn.sealed = true;
         if cause.is_error() {
-            info!("{}: closing: {cause}", conn.peer);
+            info!("{addr}: closing: {cause}");
         } else {
-            debug!("{}: closing: {cause}", conn.peer);
+            debug!("{addr}: closing: {cause}");
         }
-        self.cancel_recv(id);
+        self.io.cancel_recv(id);
         self.finishing.push(id);
     }
 
@@ -86,74 +58,87 @@ impl Shard {
         self.finishing = finishing;
     }
 
-    /// Takes the connection's socket out of the fixed-file table, whose reference would
-    /// otherwise keep it open after its descriptor is closed or handed to another shard.
-    fn remove_fixed_file(&mut self, id: ConnId) {
-        let Some(conn) = self.conns.get_mut(id).filter(|conn| conn.fixed) else {
-            return;
-        };
-        conn.fixed = false;
-        // A fixed connection's index is below the table size, a u32.
-        if let Err(e) = self.ring.clear_fixed_file(id.index() as u32) {
-            warn!(
-                "{}: cannot take the socket out of the fixed-file table: {e}",
-                conn.peer
-            );
-        }
-    }
-
     /// Returns true when the connection is gone from this shard (or was already).
     fn try_finish(&mut self, id: ConnId, now: Instant) -> bool {
-        let Some(conn) = self.conns.get_mut(id) else {
+        let Some(peer) = self.io.state(id) else {
             return true;
         };
-        match conn.phase {
+        match peer.phase {
             Phase::Closing => {
-                let lingered = conn
-                    .closing_since
-                    .is_some_and(|since| now - since >= CLOSE_LINGER);
-                if lingered && (conn.out.in_flight() || conn.recv_armed) {
+                let lingered = peer
+                    .closing
+                    .as_ref()
+                    .is_some_and(|closing| now - closing.since >= CLOSE_LINGER);
+                if lingered && self.io.busy(id) {
                     // The peer does not read: cut the socket so the pending operations end.
-                    conn.out.abandon();
-                    sys::shutdown_both(&conn.fd);
+                    self.io.cut(id);
                 }
-                if conn.recv_armed || conn.out.in_flight() || (!conn.out.is_empty() && !lingered) {
+                if self.io.busy(id) || (self.io.sending(id) && !lingered) {
                     return false;
                 }
-                sys::shutdown_write(&conn.fd);
-                self.remove_fixed_file(id);
-                let Some(conn) = self.conns.remove(id) else {
-                    return true;
-                };
-                drop(conn);
-                self.broker.connection_lost(id, now, &mut self.outbox);
-                true
-            }
-            Phase::HandingOff(target) => {
-                let target = usize::from(target);
-                if conn.recv_armed || conn.out.in_flight() || !conn.out.is_empty() {
-                    return false;
-                }
-                self.remove_fixed_file(id);
-                let Some(conn) = self.conns.remove(id) else {
-                    return true;
-                };
-                let peer = conn.peer;
-                let handoff = Handoff {
-                    fd: conn.fd,
-                    peer,
-                    transport: conn.transport,
-                    ws: conn.ws,
-                    pending: conn.spill,
-                };
-                match self.mailboxes.hand_off(target, handoff) {
-                    Ok(()) => self.wake[target] = true,
-                    Err(_) => info!("{peer}: closing: {}", CloseCause::HandoffFailed),
+                self.io.shutdown_write(id);
+                if self.io.release(id).is_some() {
+                    self.broker.connection_lost(id, now, &mut self.outbox);
                 }
                 true
             }
+            Phase::HandingOff(target) => self.hand_off(id, usize::from(target)),
             // A receive was cancelled for a connection that is not ending: nothing to finish.
             _ => true,
         }
+    }
+}
+
+/// What the peer is told before its connection closes, if anything. Before the upgrade the
+/// peer speaks HTTP: a WebSocket close frame would be read as a broken response, by a
+/// browser's idle preconnected socket for one (RFC 6455 §4.1).
+fn last_words(cause: CloseCause, transport: Transport, upgraded: bool) -> Option<Vec<u8>> {
+    match cause {
+        CloseCause::Handshake(error) => {
+            let mut response = Vec::new();
+            write_error_response(error, &mut response);
+            Some(response)
+        }
+        _ if transport == Transport::Ws && upgraded => cause.ws_close_code().map(|code| {
+            // The reason tells a browser's developer tools what went wrong.
+            let reason = match cause {
+                CloseCause::Ws(error) => error.description(),
+                CloseCause::Decode(error) => error.description(),
+                _ => "",
+            };
+            let mut frame = Vec::new();
+            write_close_frame(code, reason, &mut frame);
+            frame
+        }),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::ws::handshake::HandshakeError;
+
+    #[test]
+    fn last_words_follow_the_transport_and_the_stage() {
+        let refused = last_words(
+            CloseCause::Handshake(HandshakeError::NotFound),
+            Transport::Ws,
+            false,
+        )
+        .expect("an HTTP error");
+        assert!(refused.starts_with(b"HTTP/1.1 404"));
+        let shutdown = last_words(CloseCause::Shutdown, Transport::Ws, true).expect("a frame");
+        assert_eq!(
+            &shutdown[..4],
+            &[0x88, 2, 0x03, 0xE9],
+            "close frame, code 1001"
+        );
+        assert_eq!(last_words(CloseCause::Shutdown, Transport::Ws, false), None);
+        assert_eq!(last_words(CloseCause::Shutdown, Transport::Tcp, true), None);
+        assert_eq!(
+            last_words(CloseCause::PeerClosed, Transport::Ws, true),
+            None
+        );
     }
 }

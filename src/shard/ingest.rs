@@ -8,11 +8,11 @@ use std::time::Instant;
 
 use crate::broker::{Broker, Outbox};
 
+use super::peer::{CloseCause, Peer, Phase};
 use crate::config::Config;
 use crate::conn::{Chunk, ConnId, Droppable, Transport};
 use crate::http::{self, Site};
 use crate::metrics::{self, Metrics};
-use crate::net::connection::{CloseCause, Connection, Phase};
 use crate::protocol::mqtt::{
     ConnAck, DecodeError, DecodeLimits, Disconnect, Packet, PropertiesBuf, Property,
     ProtocolVersion, ReasonCodeOf, decode, encode,
@@ -48,7 +48,7 @@ pub struct Ingest<'a> {
 
 /// Takes in one receive buffer's bytes. `data` is the kernel-filled buffer; it is unmasked in
 /// place.
-pub fn ingest(cx: &mut Ingest<'_>, conn: &mut Connection, data: &mut [u8]) -> Flow {
+pub fn ingest(cx: &mut Ingest<'_>, conn: &mut Peer, data: &mut [u8]) -> Flow {
     match conn.phase {
         Phase::Closing => Flow::Continue,
         Phase::WsHandshake => ingest_upgrade(cx, conn, data),
@@ -58,7 +58,7 @@ pub fn ingest(cx: &mut Ingest<'_>, conn: &mut Connection, data: &mut [u8]) -> Fl
     }
 }
 
-fn ingest_upgrade(cx: &mut Ingest<'_>, conn: &mut Connection, data: &[u8]) -> Flow {
+fn ingest_upgrade(cx: &mut Ingest<'_>, conn: &mut Peer, data: &[u8]) -> Flow {
     conn.request.extend_from_slice(data);
     let handshake = HandshakeConfig {
         path: &cx.config.ws_path,
@@ -86,7 +86,7 @@ fn ingest_upgrade(cx: &mut Ingest<'_>, conn: &mut Connection, data: &[u8]) -> Fl
     }
 }
 
-fn ingest_stream(cx: &mut Ingest<'_>, conn: &mut Connection, data: &mut [u8]) -> Flow {
+fn ingest_stream(cx: &mut Ingest<'_>, conn: &mut Peer, data: &mut [u8]) -> Flow {
     if conn.transport == Transport::Tcp {
         return ingest_mqtt(cx, conn, data);
     }
@@ -129,7 +129,7 @@ fn ingest_stream(cx: &mut Ingest<'_>, conn: &mut Connection, data: &mut [u8]) ->
 }
 
 /// Takes in MQTT stream bytes: decodes every complete packet, keeps a partial one.
-fn ingest_mqtt(cx: &mut Ingest<'_>, conn: &mut Connection, bytes: &[u8]) -> Flow {
+fn ingest_mqtt(cx: &mut Ingest<'_>, conn: &mut Peer, bytes: &[u8]) -> Flow {
     if let Phase::HandingOff(_) = conn.phase {
         // The owning shard decodes; bytes are only kept, in order, for it.
         conn.spill.extend_from_slice(bytes);
@@ -151,7 +151,7 @@ fn ingest_mqtt(cx: &mut Ingest<'_>, conn: &mut Connection, bytes: &[u8]) -> Flow
 }
 
 /// Decodes and dispatches the spill alone: used when a handed-off connection arrives.
-pub fn ingest_pending(cx: &mut Ingest<'_>, conn: &mut Connection) -> Flow {
+pub fn ingest_pending(cx: &mut Ingest<'_>, conn: &mut Peer) -> Flow {
     let spill = std::mem::take(&mut conn.spill);
     let (flow, used) = decode_all(cx, conn, &spill);
     let mut spill = spill;
@@ -162,7 +162,7 @@ pub fn ingest_pending(cx: &mut Ingest<'_>, conn: &mut Connection) -> Flow {
 
 /// Decodes packets from `bytes` until it runs out or the flow changes; returns how many bytes
 /// were consumed. On a handoff, the CONNECT itself is not consumed: the owning shard reads it.
-fn decode_all(cx: &mut Ingest<'_>, conn: &mut Connection, bytes: &[u8]) -> (Flow, usize) {
+fn decode_all(cx: &mut Ingest<'_>, conn: &mut Peer, bytes: &[u8]) -> (Flow, usize) {
     let mut used = 0;
     loop {
         let version = match conn.phase {
@@ -195,7 +195,7 @@ fn decode_all(cx: &mut Ingest<'_>, conn: &mut Connection, bytes: &[u8]) -> (Flow
     }
 }
 
-fn dispatch(cx: &mut Ingest<'_>, conn: &mut Connection, packet: &Packet<'_>) -> Flow {
+fn dispatch(cx: &mut Ingest<'_>, conn: &mut Peer, packet: &Packet<'_>) -> Flow {
     match (conn.phase, packet) {
         (Phase::AwaitConnect, Packet::Connect(connect)) => {
             let owner = Broker::owner_shard(connect.client_id, cx.shard_count);
@@ -303,7 +303,7 @@ fn may_serve_file(error: HandshakeError) -> bool {
 
 /// Answers a plain HTTP request with the metrics, the built-in assets or a file of `http_dir`,
 /// then closes; falls back to the upgrade's own refusal when nothing is served at the path.
-fn serve_file(cx: &mut Ingest<'_>, conn: &mut Connection, refusal: HandshakeError) -> Flow {
+fn serve_file(cx: &mut Ingest<'_>, conn: &mut Peer, refusal: HandshakeError) -> Flow {
     let bytes_max = cx.config.limits.ws_handshake_bytes_max as usize;
     let request = match http::parse_request(&conn.request, bytes_max) {
         // Only a HEAD can be incomplete here: the upgrade parser refuses GETs once complete.

@@ -12,7 +12,8 @@ use fanfare::broker::{Broker, Outbox};
 use fanfare::config::Limits;
 use fanfare::conn::SlowConsumer;
 use fanfare::conn::{Chunk, ConnId, Transport};
-use fanfare::net::send_queue::{Outgoing, SendPool, SendQueue};
+use fanfare::net::send_buf::SendPool;
+use fanfare::net::send_queue::SendQueue;
 use fanfare::protocol::mqtt::{
     Ack, Connect, Delivery, Packet, PacketId, Properties, ProtocolVersion, Publish, QoS, Subscribe,
     SubscriptionOptions,
@@ -160,31 +161,9 @@ impl Rig {
     /// One send per dirty connection, completed in full at once (a reader that keeps up).
     fn send_all(&mut self) {
         for index in self.dirty.drain(..) {
-            let queue = &mut self.queues[index];
-            let Some(outgoing) = queue.start_send(&mut self.pool) else {
-                continue;
-            };
-            let sent = send_len(outgoing);
-            self.delivered_bytes += sent as u64;
-            queue.complete_send(sent, &mut self.pool);
+            if let Some(sent) = self.queues[index].send_at_once(&mut self.pool) {
+                self.delivered_bytes += sent as u64;
+            }
         }
-    }
-}
-
-/// The bytes a send would write.
-fn send_len(outgoing: Outgoing) -> usize {
-    let msg = match outgoing {
-        Outgoing::Contiguous(_, len) => return len,
-        Outgoing::Gathered(msg) => msg,
-    };
-    #[allow(unsafe_code)]
-    // SAFETY: `msg` points at the send buffer of a queue whose send is in flight; it and its
-    // iovecs stay unchanged until `complete_send`.
-    unsafe {
-        let msg = &*msg;
-        std::slice::from_raw_parts(msg.msg_iov, msg.msg_iovlen)
-            .iter()
-            .map(|iov| iov.iov_len)
-            .sum()
     }
 }

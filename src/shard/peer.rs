@@ -1,40 +1,34 @@
-//! One client connection as the event loop holds it.
+//! One connection as the shard sees it: where its byte stream is (HTTP upgrade, CONNECT,
+//! connected, handing off, closing), the decoding state that survives between receives, and
+//! why it closes. The socket and its send queue are `net/`'s ([`crate::net::io`]).
 //!
 //! Memory budget of an idle connection on x86-64, field by field (checked by a test below):
 //!
 //! | field | bytes | note |
 //! |---|---|---|
-//! | `fd` | 4 | |
-//! | `peer` | 32 | `SocketAddr` |
-//! | `transport`, flags (`recv_armed`, `recv_cancel_sent`, `sealed`, `fixed`) | 5 | packed into padding |
-//! | `phase` | 8 | the handoff target is a `u16` |
+//! | `addr` | 32 | `SocketAddr` |
+//! | `phase`, `transport`, flags (`sealed`, `slow_logged`) | 8 | the handoff target is a `u16` |
 //! | `request`, `spill` | 2 × 24 | empty `Vec`s: no allocation while idle |
 //! | `ws` | 8 | boxed `FrameDecoder` (56 B on the heap) on WebSocket listeners only |
-//! | `out` (`SendQueue`) | 72 | `VecDeque` 32, sent/queued/in-flight counters 24, send buffer handle 16 |
-//! | `close_cause`, `closing_since` | 24 + 16 | |
-//! | `dropped_publishes` | 8 | |
-//! | **struct** | **224** | 232 with its slot's generation in the connection table (`net/slots.rs`) |
+//! | `closing` | 8 | boxed while the connection closes |
+//! | **`Peer`** | **104** | |
+//! | the socket beside it (`net/io.rs`) | 72 | send queue 64, descriptor and flags 8 |
+//! | **slot** | **184** | with its generation, in the connection table (`slots.rs`) |
 //!
 //! Heap held while idle: the WebSocket decoder (56 B; its 125-B buffer for control payloads
 //! comes with the first ping or close frame that carries one) and the send queue's ring of
 //! 40-B entries: one entry until two chunks wait at once, then at most 4 kept once drained (so
-//! a connection receiving one message per turn never allocates) — 40 B for a subscriber that
-//! only ever got its handshake response, CONNACK and SUBACK one by one, 160 B once it had a
-//! backlog. The receive buffer is lent by the shard's buffer ring only while bytes are being
-//! read; the `msghdr` and iovecs of a send come from the shard's send pool only while the send
-//! is in flight. Total 328 B for an idle WebSocket subscriber (232 B slot, 56 B decoder, 40 B
-//! queue ring), 272 B over TCP, next to the kernel's ≈ 3.7 KB socket and ≈ 0.9 KB armed
-//! multishot receive; the broker's session (client identifier, subscription, trie node,
-//! 544 B; see `broker/session.rs`) comes on top.
+//! a connection receiving one message per turn never allocates). The receive buffer is lent by
+//! the shard's buffer ring only while bytes are being read; the `msghdr` and iovecs of a send
+//! come from the shard's send pool only while the send is in flight. Next to it: the kernel's
+//! ≈ 3.7 KB socket and ≈ 0.9 KB armed multishot receive, and the broker's session (client
+//! identifier, subscription, trie node, 544 B; see `broker/session.rs`).
 
 use std::net::SocketAddr;
-use std::os::fd::OwnedFd;
 use std::time::Instant;
 
 use crate::broker::CloseReason;
-
 use crate::conn::Transport;
-use crate::net::send_queue::SendQueue;
 use crate::protocol::mqtt::{DecodeError, ProtocolVersion};
 use crate::protocol::ws::frame::{FrameDecoder, WsError};
 use crate::protocol::ws::handshake::HandshakeError;
@@ -180,54 +174,47 @@ impl std::fmt::Display for CloseCause {
     }
 }
 
-pub struct Connection {
-    pub fd: OwnedFd,
-    pub peer: SocketAddr,
+/// A connection on its way out (boxed in [`Peer`]: most connections are not closing).
+#[derive(Debug, Clone, Copy)]
+pub struct Closing {
+    /// When its close began: past `CLOSE_LINGER` it is cut.
+    pub since: Instant,
+}
+
+pub struct Peer {
+    pub addr: SocketAddr,
     pub transport: Transport,
     pub phase: Phase,
+    /// Set once the last bytes (close frame, HTTP error) are queued: nothing may follow them.
+    pub sealed: bool,
+    /// The slow consumer policy dropped publishes for this peer, and that was logged once.
+    pub slow_logged: bool,
     /// An incomplete HTTP upgrade request (WebSocket listener, before the upgrade).
     pub request: Vec<u8>,
     pub ws: Option<Box<FrameDecoder>>,
     /// MQTT bytes of a packet that straddles receive buffers; during a handoff, every MQTT byte
     /// from CONNECT on.
     pub spill: Vec<u8>,
-    pub out: SendQueue,
-    pub recv_armed: bool,
-    pub recv_cancel_sent: bool,
-    /// Set once the last bytes (close frame, HTTP error) are queued: nothing may follow them.
-    pub sealed: bool,
-    /// The socket is also in the ring's fixed-file table, at the slot of the connection's
-    /// index; operations name it by slot.
-    pub fixed: bool,
-    /// Why the connection is closing, once it is.
-    pub close_cause: Option<CloseCause>,
-    pub closing_since: Option<Instant>,
-    /// QoS 0 publishes dropped because this peer read too slowly.
-    pub dropped_publishes: u64,
+    /// Since when the connection closes, once it does.
+    pub closing: Option<Box<Closing>>,
 }
 
-impl Connection {
-    pub fn new(fd: OwnedFd, peer: SocketAddr, transport: Transport) -> Connection {
+impl Peer {
+    pub fn new(addr: SocketAddr, transport: Transport) -> Peer {
         let (phase, ws) = match transport {
             Transport::Tcp => (Phase::AwaitConnect, None),
             Transport::Ws => (Phase::WsHandshake, Some(Box::new(FrameDecoder::new()))),
         };
-        Connection {
-            fd,
-            peer,
+        Peer {
+            addr,
             transport,
             phase,
+            sealed: false,
+            slow_logged: false,
             request: Vec::new(),
             ws,
             spill: Vec::new(),
-            out: SendQueue::new(),
-            recv_armed: false,
-            recv_cancel_sent: false,
-            sealed: false,
-            fixed: false,
-            close_cause: None,
-            closing_since: None,
-            dropped_publishes: 0,
+            closing: None,
         }
     }
 }
@@ -239,17 +226,14 @@ mod tests {
 
     /// The budget in the module documentation, checked field by field.
     #[test]
-    fn an_idle_connection_fits_its_budget() {
-        assert!(size_of::<OwnedFd>() <= 4);
+    fn an_idle_peer_fits_its_budget() {
         assert!(size_of::<SocketAddr>() <= 32);
-        assert!(size_of::<Phase>() <= 8);
+        assert!(size_of::<Phase>() <= 4);
         assert!(size_of::<Option<Box<FrameDecoder>>>() <= 8);
-        assert!(size_of::<SendQueue>() <= 72);
-        assert!(size_of::<Option<CloseCause>>() <= 24);
-        assert!(size_of::<Option<Instant>>() <= 16);
-        assert!(size_of::<Connection>() <= 224);
-        assert_eq!(crate::slots::slot_bytes::<Connection>(), 232);
+        assert!(size_of::<Option<Box<Closing>>>() <= 8);
+        assert_eq!(size_of::<Peer>(), 104);
         assert!(size_of::<FrameDecoder>() <= 56);
         assert!(size_of::<crate::conn::Chunk>() <= 32);
+        assert_eq!(crate::net::io::slot_bytes::<Peer>(), 184);
     }
 }

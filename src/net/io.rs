@@ -1,0 +1,634 @@
+//! The I/O of one shard: its io_uring, its receive buffers, its fixed-file table and the
+//! sockets of its connections. The shard states intents — accept on a listener, read a
+//! connection, queue bytes on it, cancel, shut down, release it — and gets [`Event`]s back.
+//! Every io_uring operation is built here, and this is where their memory is kept safe:
+//!
+//! - a send points at the chunks and send buffer of its connection's [`SendQueue`], which lives
+//!   in this module's connection table. A connection leaves the table only through
+//!   [`Io::release`], which refuses while a send or a receive is in flight, and only this
+//!   module completes a send, so nothing the kernel reads is freed before it is done (a queue
+//!   dropped anyway, with the whole table, leaks its send in flight instead);
+//! - a receive writes into the provided-buffer ring owned here, dropped after the ring;
+//! - the eventfd read lands in a buffer boxed here.
+//!
+//! **Refused submissions.** When the ring cannot take an operation (its submission queue stays
+//! full because the kernel refuses to submit), the intent is kept and submitted again on the
+//! next turn ([`Io::submit_refused`]), and counted: nothing waits forever for an operation that
+//! was never submitted.
+
+use std::net::TcpListener;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+use io_uring::{cqueue, opcode, squeue, types};
+use log::{debug, warn};
+
+use super::op::Op;
+use super::send_buf::{PreparedSend, SendPool};
+use super::send_queue::{Pushed, SendQueue};
+use super::sys;
+use super::uring::{self, BufRing, Ring, RingFeatures, RingUnavailable};
+use crate::conn::{Chunk, ConnId, Droppable, SlowConsumer};
+use crate::slots::Slots;
+
+/// The buffer group of the shard's receive buffers.
+const RECV_BUFFER_GROUP: u16 = 0;
+
+/// How a shard's I/O is set up.
+#[derive(Debug, Clone, Copy)]
+pub struct IoSetup {
+    /// Submission queue entries: a turn's sends and re-arms are pushed in batches this large.
+    pub ring_entries: u32,
+    /// Receive buffers lent to the kernel (a power of two).
+    pub recv_buffers: u16,
+    pub recv_buffer_bytes: usize,
+    /// Fixed-file slots wanted: one per connection the shard may hold.
+    pub fixed_files_max: u32,
+}
+
+/// What the ring accepted at set-up, for the start-up log line.
+#[derive(Debug, Clone, Copy)]
+pub struct IoFeatures {
+    pub ring: RingFeatures,
+    /// Fixed-file slots registered (0: sockets are named by descriptor).
+    pub fixed_files: u32,
+}
+
+/// Something that happened on the shard's sockets, in completion order.
+#[derive(Debug)]
+pub enum Event {
+    /// Listener `listener` accepted a socket or failed to (`Err(errno)`); `armed` is false once
+    /// its multishot accept ended and must be armed again.
+    Accept {
+        listener: usize,
+        result: Result<OwnedFd, i32>,
+        armed: bool,
+    },
+    /// Bytes arrived on connection `id`; read them with [`Io::read_received`]. `armed` is false
+    /// when its multishot receive ended with them.
+    Received {
+        id: ConnId,
+        buffer: RecvBuffer,
+        armed: bool,
+    },
+    /// The receive of connection `id` ended without bytes.
+    RecvEnded { id: ConnId, why: RecvEnd },
+    /// The send in flight on connection `id` completed (its queue already knows how much was
+    /// sent), or failed with an errno (its queue is emptied).
+    Sent { id: ConnId, result: Result<(), i32> },
+    /// Another shard or the signal thread woke this one.
+    Woken,
+}
+
+/// Why a receive ended without bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecvEnd {
+    /// The peer closed its side (a zero-length read).
+    PeerClosed,
+    /// The shard's receive buffers ran out; they come back as this turn's data is handled,
+    /// and the receive may be armed again.
+    NoBuffers,
+    /// The receive was cancelled ([`Io::cancel_recv`]).
+    Cancelled,
+    Failed(i32),
+}
+
+/// A receive buffer the kernel filled; given back by [`Io::read_received`].
+#[derive(Debug)]
+pub struct RecvBuffer {
+    id: u16,
+    len: usize,
+}
+
+/// What the shard asked for that the ring refused, kept for the next turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Intent {
+    Accept { listener: usize, fd: RawFd },
+    CancelAccept { listener: usize },
+    Recv(ConnId),
+    CancelRecv(ConnId),
+    Wake(RawFd),
+}
+
+/// Counters of the shard's I/O since start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IoCounts {
+    /// Operations the ring refused, submitted again on a later turn.
+    pub submissions_refused: u64,
+}
+
+/// The network side of one connection: its socket and what is queued on it.
+struct Socket<T> {
+    fd: OwnedFd,
+    /// Also in the ring's fixed-file table, at the slot of the connection's index.
+    fixed: bool,
+    recv_armed: bool,
+    recv_cancel_sent: bool,
+    out: SendQueue,
+    /// What the shard keeps about the connection.
+    state: T,
+}
+
+/// The I/O of one shard; `T` is what the shard keeps per connection. See the module docs.
+pub struct Io<T> {
+    // Field order is drop order: the ring goes before the memory its operations point at.
+    ring: Ring,
+    buf_ring: BufRing,
+    conns: Slots<ConnId, Socket<T>>,
+    /// Buffers of the sends in flight, reused so sending allocates nothing once warm.
+    pool: SendPool,
+    wake_buf: Box<[u8; 8]>,
+    features: IoFeatures,
+    completions: Vec<cqueue::Entry>,
+    /// Connections with bytes queued since their last send started.
+    dirty: Vec<ConnId>,
+    /// Intents the ring refused, submitted again next turn.
+    refused: Vec<Intent>,
+    counts: IoCounts,
+}
+
+impl<T> Io<T> {
+    /// Sets up the ring, the receive buffers and the fixed-file table; says why not in words an
+    /// operator can act on.
+    pub fn new(setup: IoSetup) -> Result<Io<T>, RingUnavailable> {
+        let ring = Ring::new(setup.ring_entries)?;
+        let buf_ring = BufRing::new(
+            &ring,
+            RECV_BUFFER_GROUP,
+            setup.recv_buffers,
+            setup.recv_buffer_bytes,
+        )?;
+        let fixed_files = register_fixed_files(&ring, setup.fixed_files_max);
+        Ok(Io {
+            features: IoFeatures {
+                ring: ring.features,
+                fixed_files,
+            },
+            ring,
+            buf_ring,
+            conns: Slots::default(),
+            pool: SendPool::default(),
+            wake_buf: Box::new([0; 8]),
+            completions: Vec::new(),
+            dirty: Vec::new(),
+            refused: Vec::new(),
+            counts: IoCounts::default(),
+        })
+    }
+
+    pub fn features(&self) -> IoFeatures {
+        self.features
+    }
+
+    pub fn counts(&self) -> IoCounts {
+        self.counts
+    }
+
+    /// Connections held.
+    pub fn len(&self) -> usize {
+        self.conns.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.conns.is_empty()
+    }
+
+    /// Every connection's id, in slot order.
+    pub fn ids(&self) -> Vec<ConnId> {
+        self.conns.keys().collect()
+    }
+
+    pub fn state(&self, id: ConnId) -> Option<&T> {
+        self.conns.get(id).map(|socket| &socket.state)
+    }
+
+    pub fn state_mut(&mut self, id: ConnId) -> Option<&mut T> {
+        self.conns.get_mut(id).map(|socket| &mut socket.state)
+    }
+
+    /// Takes in an accepted socket with the shard's `state` for it; its operations name it by
+    /// its fixed-file slot when the table has one for it, by descriptor otherwise.
+    pub fn add(&mut self, fd: OwnedFd, state: T) -> ConnId {
+        let id = self.conns.insert(Socket {
+            fd,
+            fixed: false,
+            recv_armed: false,
+            recv_cancel_sent: false,
+            out: SendQueue::new(),
+            state,
+        });
+        let slot = u32::try_from(id.index()).ok();
+        if let (Some(slot), Some(socket)) = (
+            slot.filter(|&slot| slot < self.features.fixed_files),
+            self.conns.get_mut(id),
+        ) {
+            match self.ring.set_fixed_file(slot, socket.fd.as_raw_fd()) {
+                Ok(()) => socket.fixed = true,
+                Err(e) => debug!("connection {}: not a fixed file: {e}", id.index()),
+            }
+        }
+        id
+    }
+
+    /// Whether the connection has a receive or a send in flight: it cannot be released yet.
+    pub fn busy(&self, id: ConnId) -> bool {
+        self.conns
+            .get(id)
+            .is_some_and(|socket| socket.recv_armed || socket.out.in_flight())
+    }
+
+    /// Whether anything waits in the connection's send queue or is being sent.
+    pub fn sending(&self, id: ConnId) -> bool {
+        self.conns
+            .get(id)
+            .is_some_and(|socket| !socket.out.is_empty())
+    }
+
+    pub fn recv_armed(&self, id: ConnId) -> bool {
+        self.conns.get(id).is_some_and(|socket| socket.recv_armed)
+    }
+
+    /// Takes the connection out once nothing is in flight on it: its socket leaves the
+    /// fixed-file table and is handed back with the shard's state, to be closed or moved to
+    /// another shard. `None` while busy ([`Io::busy`]) or when unknown.
+    pub fn release(&mut self, id: ConnId) -> Option<(OwnedFd, T)> {
+        if self.busy(id) {
+            return None;
+        }
+        let socket = self.conns.remove(id)?;
+        if socket.fixed {
+            // A fixed connection's index is below the table size, a u32. The table holds its
+            // own reference to the socket, which would keep it open after its descriptor goes.
+            if let Err(e) = self.ring.clear_fixed_file(id.index() as u32) {
+                warn!(
+                    "connection {}: cannot take the socket out of the fixed-file table: {e}",
+                    id.index()
+                );
+            }
+        }
+        Some((socket.fd, socket.state))
+    }
+
+    /// Half-closes the sending side, so the peer reads everything sent, then an orderly end.
+    pub fn shutdown_write(&self, id: ConnId) {
+        if let Some(socket) = self.conns.get(id) {
+            sys::shutdown_write(&socket.fd);
+        }
+    }
+
+    /// Cuts both directions: operations in flight on the socket end at once. What is queued and
+    /// not yet handed to the kernel is dropped.
+    pub fn cut(&mut self, id: ConnId) {
+        if let Some(socket) = self.conns.get_mut(id) {
+            socket.out.abandon();
+            sys::shutdown_both(&socket.fd);
+        }
+    }
+
+    /// Drops what is queued on the connection and not yet handed to the kernel.
+    pub fn abandon_queue(&mut self, id: ConnId) {
+        if let Some(socket) = self.conns.get_mut(id) {
+            socket.out.abandon();
+        }
+    }
+
+    /// Queues `chunk` on the connection (see [`SendQueue::push`]); it leaves with the next
+    /// [`Io::start_sends`]. `None` when the connection is unknown.
+    pub fn queue(
+        &mut self,
+        id: ConnId,
+        chunk: Chunk,
+        droppable: Droppable,
+        queue_bytes_max: u64,
+        policy: SlowConsumer,
+    ) -> Option<Pushed> {
+        let socket = self.conns.get_mut(id)?;
+        let pushed = socket
+            .out
+            .push(chunk, droppable, queue_bytes_max, policy, &mut self.pool);
+        if pushed.queued {
+            self.dirty.push(id);
+        }
+        Some(pushed)
+    }
+
+    /// Starts one send on every connection with bytes queued and no send in flight.
+    pub fn start_sends(&mut self) {
+        let mut dirty = std::mem::take(&mut self.dirty);
+        let mut refused = Vec::new();
+        for id in dirty.drain(..) {
+            let Some(socket) = self.conns.get_mut(id) else {
+                continue;
+            };
+            let Some(send) = socket.out.start_send(&mut self.pool) else {
+                continue;
+            };
+            let flags = libc::MSG_NOSIGNAL;
+            let target = Target::of(socket, id);
+            let entry = match send {
+                PreparedSend::Contiguous(bytes, len) => {
+                    // A run longer than u32::MAX is sent in part; the completion says how much.
+                    let len = u32::try_from(len).unwrap_or(u32::MAX);
+                    target.build(
+                        |fd| opcode::Send::new(fd, bytes, len).flags(flags).build(),
+                        |fixed| opcode::Send::new(fixed, bytes, len).flags(flags).build(),
+                    )
+                }
+                PreparedSend::Gathered(msg) => target.build(
+                    |fd| opcode::SendMsg::new(fd, msg).flags(flags as u32).build(),
+                    |fixed| opcode::SendMsg::new(fixed, msg).flags(flags as u32).build(),
+                ),
+            };
+            let entry = entry.user_data(Op::Send(id).user_data());
+            // SAFETY: the send points at chunks and a buffer its queue keeps until the send
+            // completes (see the module documentation).
+            #[allow(unsafe_code)]
+            let pushed = unsafe { self.ring.push(&entry) };
+            if let Err(e) = pushed {
+                self.note_refused(&e);
+                if let Some(socket) = self.conns.get_mut(id) {
+                    socket.out.cancel_start(&mut self.pool);
+                }
+                refused.push(id);
+            }
+        }
+        dirty.append(&mut refused);
+        self.dirty = dirty;
+    }
+
+    /// Arms a multishot accept on `listener` (the index the shard knows it by).
+    pub fn arm_accept(&mut self, listener: usize, socket: &TcpListener) {
+        self.submit(Intent::Accept {
+            listener,
+            fd: socket.as_raw_fd(),
+        });
+    }
+
+    pub fn cancel_accept(&mut self, listener: usize) {
+        self.submit(Intent::CancelAccept { listener });
+    }
+
+    /// Arms a multishot receive on the connection, unless one is armed.
+    pub fn arm_recv(&mut self, id: ConnId) {
+        if self.conns.get(id).is_some_and(|socket| !socket.recv_armed) {
+            self.submit(Intent::Recv(id));
+        }
+    }
+
+    /// Cancels the connection's receive; its end comes as [`RecvEnd::Cancelled`].
+    pub fn cancel_recv(&mut self, id: ConnId) {
+        if self
+            .conns
+            .get(id)
+            .is_some_and(|socket| socket.recv_armed && !socket.recv_cancel_sent)
+        {
+            self.submit(Intent::CancelRecv(id));
+        }
+    }
+
+    /// Reads eventfd `fd` (owned by the shard's mailboxes, which outlive this ring) to be woken
+    /// by other shards: [`Event::Woken`], after which the read is armed again here.
+    pub fn arm_wake(&mut self, fd: RawFd) {
+        self.submit(Intent::Wake(fd));
+    }
+
+    /// Submits again what the ring refused on earlier turns.
+    pub fn submit_refused(&mut self) {
+        for intent in std::mem::take(&mut self.refused) {
+            self.submit(intent);
+        }
+    }
+
+    fn submit(&mut self, intent: Intent) {
+        let entry = match intent {
+            Intent::Accept { listener, fd } => opcode::AcceptMulti::new(types::Fd(fd))
+                .flags(libc::SOCK_CLOEXEC)
+                .build()
+                .user_data(Op::Accept(listener).user_data()),
+            Intent::CancelAccept { listener } => {
+                opcode::AsyncCancel::new(Op::Accept(listener).user_data())
+                    .build()
+                    .user_data(Op::Cancel.user_data())
+            }
+            Intent::Recv(id) => {
+                let Some(socket) = self.conns.get_mut(id) else {
+                    return;
+                };
+                socket.recv_armed = true;
+                socket.recv_cancel_sent = false;
+                Target::of(socket, id)
+                    .build(
+                        |fd| opcode::RecvMulti::new(fd, RECV_BUFFER_GROUP).build(),
+                        |fixed| opcode::RecvMulti::new(fixed, RECV_BUFFER_GROUP).build(),
+                    )
+                    .user_data(Op::Recv(id).user_data())
+            }
+            Intent::CancelRecv(id) => {
+                let Some(socket) = self.conns.get_mut(id) else {
+                    return;
+                };
+                socket.recv_cancel_sent = true;
+                opcode::AsyncCancel::new(Op::Recv(id).user_data())
+                    .build()
+                    .user_data(Op::Cancel.user_data())
+            }
+            Intent::Wake(fd) => opcode::Read::new(types::Fd(fd), self.wake_buf.as_mut_ptr(), 8)
+                .build()
+                .user_data(Op::Wake.user_data()),
+        };
+        // SAFETY: receives write into the buffer ring and the eventfd read into `wake_buf`,
+        // both owned here and dropped after the ring; the others point at no memory.
+        #[allow(unsafe_code)]
+        let pushed = unsafe { self.ring.push(&entry) };
+        if let Err(e) = pushed {
+            self.note_refused(&e);
+            match intent {
+                Intent::Recv(id) | Intent::CancelRecv(id) => {
+                    if let Some(socket) = self.conns.get_mut(id) {
+                        socket.recv_armed &= !matches!(intent, Intent::Recv(_));
+                        socket.recv_cancel_sent &= !matches!(intent, Intent::CancelRecv(_));
+                    }
+                }
+                _ => {}
+            }
+            self.refused.push(intent);
+        }
+    }
+
+    fn note_refused(&mut self, error: &std::io::Error) {
+        self.counts.submissions_refused += 1;
+        if self.counts.submissions_refused.is_power_of_two() {
+            warn!(
+                "io_uring refused an operation ({error}); it is submitted again next turn ({} so far)",
+                self.counts.submissions_refused
+            );
+        }
+    }
+
+    /// Submits what is queued and waits until a completion is ready or `timeout` passes.
+    pub fn wait(&mut self, timeout: Duration) -> std::io::Result<()> {
+        self.ring.submit_and_wait(timeout)
+    }
+
+    /// Takes up to `max` completions as events, in completion order, appended to `events`.
+    /// Returns whether `max` were taken (more may be waiting).
+    pub fn take_events(&mut self, events: &mut Vec<Event>, max: usize) -> bool {
+        let mut completions = std::mem::take(&mut self.completions);
+        self.ring.drain_completions(&mut completions, max);
+        let full = completions.len() == max;
+        for completion in completions.drain(..) {
+            let (result, flags) = (completion.result(), completion.flags());
+            let armed = cqueue::more(flags);
+            let event = match Op::from_user_data(completion.user_data()) {
+                Some(Op::Accept(listener)) => Some(Event::Accept {
+                    listener,
+                    result: if result < 0 {
+                        Err(-result)
+                    } else {
+                        Ok(sys::own(result))
+                    },
+                    armed,
+                }),
+                Some(Op::Recv(id)) => self.on_recv(id, result, flags),
+                Some(Op::Send(id)) => self.on_send(id, result),
+                Some(Op::Wake) => Some(Event::Woken),
+                Some(Op::Cancel) | None => None,
+            };
+            events.extend(event);
+        }
+        self.completions = completions;
+        full
+    }
+
+    fn on_recv(&mut self, id: ConnId, result: i32, flags: u32) -> Option<Event> {
+        let buffer = cqueue::buffer_select(flags);
+        let Some(socket) = self.conns.get_mut(id) else {
+            // A late completion of a connection that is gone.
+            if let Some(buffer) = buffer {
+                self.buf_ring.recycle(buffer);
+            }
+            return None;
+        };
+        let armed = cqueue::more(flags);
+        if !armed {
+            socket.recv_armed = false;
+        }
+        if result > 0 {
+            let Some(buffer) = buffer else {
+                warn!("a receive completed without a buffer");
+                return None;
+            };
+            let len = result as usize;
+            return Some(Event::Received {
+                id,
+                buffer: RecvBuffer { id: buffer, len },
+                armed,
+            });
+        }
+        let why = match -result {
+            0 => RecvEnd::PeerClosed,
+            libc::ENOBUFS => RecvEnd::NoBuffers,
+            libc::ECANCELED => RecvEnd::Cancelled,
+            errno => RecvEnd::Failed(errno),
+        };
+        Some(Event::RecvEnded { id, why })
+    }
+
+    fn on_send(&mut self, id: ConnId, result: i32) -> Option<Event> {
+        let socket = self.conns.get_mut(id)?;
+        if result < 0 {
+            socket.out.fail_send(&mut self.pool);
+            return Some(Event::Sent {
+                id,
+                result: Err(-result),
+            });
+        }
+        socket.out.complete_send(result as usize, &mut self.pool);
+        if !socket.out.is_empty() {
+            self.dirty.push(id);
+        }
+        Some(Event::Sent { id, result: Ok(()) })
+    }
+
+    /// Hands the bytes of a receive to `read` with the connection's state (unmasking happens in
+    /// place, so the bytes are mutable), then gives the buffer back to the kernel. `None` when
+    /// the connection is gone.
+    pub fn read_received<R>(
+        &mut self,
+        id: ConnId,
+        buffer: RecvBuffer,
+        read: impl FnOnce(&mut T, &mut [u8]) -> R,
+    ) -> Option<R> {
+        let result = self.conns.get_mut(id).map(|socket| {
+            let data = self.buf_ring.buffer_mut(buffer.id, buffer.len);
+            read(&mut socket.state, data)
+        });
+        self.buf_ring.recycle(buffer.id);
+        result
+    }
+
+    /// Once a tick: gives back send buffers the last period did not need.
+    pub fn trim(&mut self) {
+        self.pool.trim();
+    }
+}
+
+impl<T> Drop for Io<T> {
+    fn drop(&mut self) {
+        // Whatever was submitted last goes in; then the kernel lets go of the buffer ring
+        // before its memory is unmapped.
+        let _ = self.ring.submit_and_wait(Duration::ZERO);
+        uring::unregister(&self.ring, &self.buf_ring);
+    }
+}
+
+/// How an operation names a connection's socket: by its fixed-file slot when it has one (the
+/// kernel then skips the per-operation file lookup), by its descriptor otherwise.
+enum Target {
+    Fd(types::Fd),
+    Fixed(types::Fixed),
+}
+
+impl Target {
+    fn of<T>(socket: &Socket<T>, id: ConnId) -> Target {
+        if socket.fixed {
+            // A fixed connection's index is below the table size, a u32.
+            Target::Fixed(types::Fixed(id.index() as u32))
+        } else {
+            Target::Fd(types::Fd(socket.fd.as_raw_fd()))
+        }
+    }
+
+    fn build(
+        self,
+        by_fd: impl FnOnce(types::Fd) -> squeue::Entry,
+        by_slot: impl FnOnce(types::Fixed) -> squeue::Entry,
+    ) -> squeue::Entry {
+        match self {
+            Target::Fd(fd) => by_fd(fd),
+            Target::Fixed(slot) => by_slot(slot),
+        }
+    }
+}
+
+/// Bytes one connection takes in the shard's connection table, with `T` the shard's state of
+/// it: what memory budgets count.
+pub const fn slot_bytes<T>() -> usize {
+    crate::slots::slot_bytes::<Socket<T>>()
+}
+
+/// Registers the ring's fixed-file table: a slot per connection the shard may hold, within
+/// the process's open-file limit, which caps the table. Returns its size; 0 when the kernel
+/// refuses, and sockets are then named by descriptor.
+fn register_fixed_files(ring: &Ring, connections_max: u32) -> u32 {
+    let open_files_max = sys::open_files_limit().unwrap_or(0);
+    let slots =
+        u32::try_from(open_files_max).map_or(connections_max, |limit| connections_max.min(limit));
+    match ring.register_fixed_files(slots) {
+        Ok(()) => slots,
+        Err(e) => {
+            warn!("io_uring fixed files unavailable ({e}): sockets are named by descriptor");
+            0
+        }
+    }
+}

@@ -1,0 +1,241 @@
+//! What the shard does with the events of its sockets: accepted connections get their deadlines
+//! and a receive; received bytes go through `ingest.rs` to the broker; a receive that ended is
+//! armed again (or not: the peer left, the connection is closing, or it feeds a cross-shard
+//! backlog that is over its bound); a failed send closes its connection.
+
+use std::os::fd::OwnedFd;
+use std::time::{Duration, Instant};
+
+use log::{debug, error, warn};
+
+use super::deadlines::Deadline;
+use super::ingest::{self, Flow};
+use super::peer::{CloseCause, Peer, Phase};
+use super::{Shard, TICK, ingest_context};
+use crate::conn::{ConnId, Transport};
+use crate::net::io::{Event, RecvBuffer, RecvEnd};
+use crate::net::listener::ListenerKind;
+use crate::net::sys;
+
+/// How long a listener whose multishot accept the kernel refused waits before it is tried
+/// again: the refusal is about the operation, not one connection, so retrying at once would
+/// spin.
+const ACCEPT_REFUSED_RETRY: Duration = Duration::from_secs(3600);
+
+impl Shard {
+    /// Handles this turn's completions (at most `COMPLETIONS_PER_TURN_MAX`).
+    pub(super) fn handle_events(&mut self, now: Instant) {
+        let mut events = std::mem::take(&mut self.events);
+        if self
+            .io
+            .take_events(&mut events, super::COMPLETIONS_PER_TURN_MAX)
+        {
+            self.busy = true;
+        }
+        for event in events.drain(..) {
+            match event {
+                Event::Accept {
+                    listener,
+                    result,
+                    armed,
+                } => self.on_accept(listener, result, armed, now),
+                Event::Received { id, buffer, armed } => self.on_received(id, buffer, armed, now),
+                Event::RecvEnded { id, why } => self.on_recv_ended(id, why),
+                Event::Sent { id, result } => self.on_sent(id, result),
+                Event::Woken => self.io.arm_wake(self.mailboxes.wake_fd(self.id)),
+            }
+        }
+        self.events = events;
+    }
+
+    pub(super) fn arm_accept(&mut self, index: usize) {
+        let listener = &mut self.listeners[index];
+        if listener.armed || self.stop_deadline.is_some() {
+            return;
+        }
+        listener.armed = true;
+        self.io.arm_accept(index, &listener.socket);
+    }
+
+    fn on_accept(&mut self, index: usize, result: Result<OwnedFd, i32>, armed: bool, now: Instant) {
+        let listener = &mut self.listeners[index];
+        listener.armed &= armed;
+        let kind = listener.kind;
+        match result {
+            Ok(fd) => self.accepted(fd, kind, now),
+            Err(libc::ECANCELED) => {}
+            Err(errno @ (libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)) => {
+                warn!(
+                    "shard {}: accept on {} listener failed: {}; pausing accepts for {TICK:?}",
+                    self.id,
+                    kind.name(),
+                    std::io::Error::from_raw_os_error(errno)
+                );
+                listener.retry_at = Some(now + TICK);
+            }
+            // The kernel refused the operation itself, not one connection. Stop this listener on
+            // this shard and say why.
+            Err(errno @ (libc::EINVAL | libc::EOPNOTSUPP)) => {
+                error!(
+                    "shard {}: multishot accept refused by the kernel ({}); {} listener stopped on this shard",
+                    self.id,
+                    std::io::Error::from_raw_os_error(errno),
+                    kind.name()
+                );
+                listener.retry_at = Some(now + ACCEPT_REFUSED_RETRY);
+            }
+            Err(errno) => warn!(
+                "shard {}: accept failed: {}",
+                self.id,
+                std::io::Error::from_raw_os_error(errno)
+            ),
+        }
+        let listener = &self.listeners[index];
+        if !listener.armed && listener.retry_at.is_none() {
+            self.arm_accept(index);
+        }
+    }
+
+    fn accepted(&mut self, fd: OwnedFd, kind: ListenerKind, now: Instant) {
+        if self.io.len() >= self.config.limits.connections_per_shard_max as usize {
+            warn!(
+                "shard {}: connections_per_shard_max reached; refusing a connection",
+                self.id
+            );
+            return;
+        }
+        let addr = match sys::prepare_accepted(&fd, self.config.tcp_notsent_lowat_bytes) {
+            Ok(addr) => addr,
+            Err(e) => {
+                debug!("accepted connection vanished before set-up: {e}");
+                return;
+            }
+        };
+        let transport = match kind {
+            ListenerKind::Tcp => Transport::Tcp,
+            ListenerKind::Ws => Transport::Ws,
+        };
+        let id = self.io.add(fd, Peer::new(addr, transport));
+        debug!("{addr}: connected over {}", kind.name());
+        let limits = &self.config.limits;
+        let (deadline, timeout_ms) = match transport {
+            Transport::Ws => (Deadline::Upgrade, limits.ws_handshake_timeout_ms),
+            Transport::Tcp => (Deadline::Connect, limits.connect_timeout_ms),
+        };
+        let timeout = Duration::from_millis(timeout_ms.into());
+        self.deadlines.push(deadline, id, now, timeout);
+        self.io.arm_recv(id);
+    }
+
+    fn on_received(&mut self, id: ConnId, buffer: RecvBuffer, armed: bool, now: Instant) {
+        let feeding_before = self.outbox.to_other_shards.len();
+        let mut cx = ingest_context!(self, id, now);
+        let read = self.io.read_received(id, buffer, |peer, data| {
+            let was_upgrading = peer.phase == Phase::WsHandshake;
+            let flow = ingest::ingest(&mut cx, peer, data);
+            let upgraded = was_upgrading && peer.phase != Phase::WsHandshake;
+            // A multishot receive that ended is armed again only while this shard still reads
+            // the connection: not once it is closing or moving to another shard.
+            let still_reading = matches!(
+                peer.phase,
+                Phase::WsHandshake | Phase::AwaitConnect | Phase::Connected(_)
+            );
+            (flow, upgraded, still_reading)
+        });
+        let Some((flow, upgraded, still_reading)) = read else {
+            return;
+        };
+        if upgraded {
+            let timeout = Duration::from_millis(self.config.limits.connect_timeout_ms.into());
+            self.deadlines.push(Deadline::Connect, id, now, timeout);
+        }
+        if self.outbox.to_other_shards.len() > feeding_before {
+            self.cross_shard.fed_by(id);
+        }
+        self.after_flow(id, flow);
+        if !armed && still_reading {
+            self.rearm.push(id);
+        }
+    }
+
+    fn on_recv_ended(&mut self, id: ConnId, why: RecvEnd) {
+        let Some(peer) = self.io.state(id) else {
+            return;
+        };
+        let ending = matches!(peer.phase, Phase::Closing | Phase::HandingOff(_));
+        match why {
+            RecvEnd::PeerClosed => self.pending_closes.push((id, CloseCause::PeerClosed)),
+            // The ring ran out of buffers: they come back as this turn's data is handled.
+            RecvEnd::NoBuffers if !ending => self.rearm.push(id),
+            RecvEnd::NoBuffers | RecvEnd::Cancelled => self.finishing.push(id),
+            RecvEnd::Failed(errno) => self
+                .pending_closes
+                .push((id, CloseCause::NetworkError(errno))),
+        }
+    }
+
+    fn on_sent(&mut self, id: ConnId, result: Result<(), i32>) {
+        if let Err(errno) = result
+            && self
+                .io
+                .state(id)
+                .is_some_and(|peer| peer.phase != Phase::Closing)
+        {
+            self.pending_closes
+                .push((id, CloseCause::NetworkError(errno)));
+        }
+    }
+
+    /// What a connection's bytes asked for: nothing more, a close, or a move to the shard that
+    /// owns its session.
+    pub(super) fn after_flow(&mut self, id: ConnId, flow: Flow) {
+        match flow {
+            Flow::Continue => {}
+            Flow::Close(cause) => self.pending_closes.push((id, cause)),
+            Flow::HandOff(_) => {
+                self.io.cancel_recv(id);
+                self.finishing.push(id);
+            }
+        }
+    }
+
+    /// Arms again the receives that ended this turn, except those of connections feeding a
+    /// cross-shard backlog over its bound: they wait until it drains (`mailbox.rs`).
+    pub(super) fn rearm_receives(&mut self) {
+        for id in self.cross_shard.resume() {
+            self.rearm.push(id);
+        }
+        for id in self.cross_shard.to_pause() {
+            self.io.cancel_recv(id);
+        }
+        let mut rearm = std::mem::take(&mut self.rearm);
+        for id in rearm.drain(..) {
+            let reading = self.io.state(id).is_some_and(|peer| {
+                matches!(
+                    peer.phase,
+                    Phase::WsHandshake | Phase::AwaitConnect | Phase::Connected(_)
+                )
+            });
+            if reading && !self.cross_shard.is_paused(id) {
+                self.io.arm_recv(id);
+            }
+        }
+        self.rearm = rearm;
+    }
+
+    /// Closes the connections that missed their upgrade or CONNECT deadline.
+    pub(super) fn expire_deadlines(&mut self, now: Instant) {
+        let (io, closes) = (&self.io, &mut self.pending_closes);
+        self.deadlines.expire(now, |deadline, id| {
+            let (phase, cause) = match deadline {
+                Deadline::Upgrade => (Phase::WsHandshake, CloseCause::HandshakeTimeout),
+                Deadline::Connect => (Phase::AwaitConnect, CloseCause::ConnectTimeout),
+            };
+            let missed = io.state(id).is_some_and(|peer| peer.phase == phase);
+            if missed {
+                closes.push((id, cause));
+            }
+            missed
+        });
+    }
+}
