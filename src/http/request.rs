@@ -4,6 +4,8 @@
 //! Borrowed and bounded like the upgrade parser: `Ok(None)` means "need more", the head may not
 //! exceed `bytes_max`, and only the headers that change the answer are kept.
 
+use crate::protocol::ws::handshake::HEADER_FIELDS_MAX;
+
 /// The methods a static file answers (RFC 9110 §9.3.1, §9.3.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
@@ -27,7 +29,8 @@ pub struct Request<'b> {
 /// Why a request head is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RequestError {
-    /// No blank line within `bytes_max` bytes.
+    /// No blank line within `bytes_max` bytes, or more than [`HEADER_FIELDS_MAX`] header
+    /// fields.
     TooLarge,
     /// Not HTTP/1.x syntax, or a bare CR or LF (RFC 9112 §2.2).
     Malformed,
@@ -69,7 +72,7 @@ pub fn parse_request(
         accepts_gzip: false,
     };
     let mut hosts = 0u32;
-    for line in lines {
+    for (index, line) in lines.enumerate() {
         let colon = line
             .iter()
             .position(|&b| b == b':')
@@ -90,6 +93,9 @@ pub fn parse_request(
             request.if_none_match = Some(value);
         } else if name.eq_ignore_ascii_case(b"accept-encoding") {
             request.accepts_gzip |= accepts_gzip(value);
+        }
+        if index == HEADER_FIELDS_MAX {
+            return Err(RequestError::TooLarge);
         }
     }
     if hosts != 1 {
@@ -257,6 +263,20 @@ mod tests {
         ] {
             assert_eq!(refused(bad), RequestError::Malformed, "{bad:?}");
         }
+        let fields = |n: usize| {
+            format!(
+                "GET / HTTP/1.1\r\nHost: x\r\n{}\r\n",
+                "X: y\r\n".repeat(n - 1)
+            )
+        };
+        assert!(matches!(
+            parse_request(fields(HEADER_FIELDS_MAX).as_bytes(), MAX),
+            Ok(Some(_))
+        ));
+        assert_eq!(
+            refused(fields(HEADER_FIELDS_MAX + 1).as_bytes()),
+            RequestError::TooLarge
+        );
         let mut endless = b"HEAD / HTTP/1.1\r\nX: ".to_vec();
         endless.resize(64, b'a');
         assert_eq!(parse_request(&endless, 64), Err(RequestError::TooLarge));

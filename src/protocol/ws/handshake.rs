@@ -6,7 +6,8 @@
 //! [`write_error_response`] write the answer. No I/O, no allocation while parsing.
 //!
 //! The request is bounded by `request_bytes_max`: a peer that never ends its headers costs at
-//! most that many buffered bytes before it is answered 431 and closed.
+//! most that many buffered bytes before it is answered 431 and closed. It may hold at most
+//! [`HEADER_FIELDS_MAX`] header fields, also answered 431 past it.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -14,6 +15,12 @@ use sha1::{Digest as _, Sha1};
 
 /// RFC 6455 §1.3: the GUID appended to the client's key before hashing.
 const ACCEPT_GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+/// Most header fields in one request. A browser sends about 15, a chain of proxies adds a few
+/// more; 100 leaves room for both and lets a parser keep the fields in a fixed table on the
+/// stack (3.2 KB at 32 bytes a field). Past it the answer is 431, as for too many bytes
+/// (RFC 6585 §5).
+pub const HEADER_FIELDS_MAX: usize = 100;
 
 /// The only WebSocket version this server speaks (RFC 6455 §4.1, §4.4).
 const WS_VERSION: &[u8] = b"13";
@@ -110,7 +117,8 @@ impl Subprotocol {
 /// Why an upgrade request is refused, in the order the checks run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum HandshakeError {
-    /// No blank line within `request_bytes_max` bytes.
+    /// No blank line within `request_bytes_max` bytes, or more than [`HEADER_FIELDS_MAX`]
+    /// header fields.
     RequestTooLarge,
     /// Not HTTP/1.x syntax: bad request line, header line, or a bare CR or LF.
     Malformed,
@@ -213,8 +221,11 @@ pub fn parse_upgrade(
     let request_line = lines.next().ok_or(HandshakeError::Malformed)??;
     let target = parse_request_line(request_line)?;
     let mut request = Request::default();
-    for line in lines {
+    for (index, line) in lines.enumerate() {
         request.add_header(line?)?;
+        if index == HEADER_FIELDS_MAX {
+            return Err(HandshakeError::RequestTooLarge);
+        }
     }
     let upgrade = request.decide(target, cfg)?;
     Ok(Some((upgrade, consumed)))
@@ -906,6 +917,12 @@ mod tests {
             Err(HandshakeError::RequestTooLarge)
         );
         assert_eq!(parse_upgrade(&req[..req.len() - 2], &short), Ok(None));
+        let fields = |n: usize| request(&"X: y\r\n".repeat(n - 5));
+        assert!(matches!(parse(&fields(HEADER_FIELDS_MAX)), Ok(Some(_))));
+        assert_eq!(
+            refused(&fields(HEADER_FIELDS_MAX + 1)),
+            HandshakeError::RequestTooLarge
+        );
         let mut endless = b"GET /mqtt HTTP/1.1\r\nX: ".to_vec();
         endless.resize(CFG.request_bytes_max, b'a');
         assert_eq!(refused(&endless), HandshakeError::RequestTooLarge);
