@@ -2,11 +2,12 @@
 //! request, from the bytes received to the decision (upgrade, or a static file to serve).
 //!
 //! `http/parse/upgrade`: a browser's WebSocket upgrade, accept key included.
-//! `http/parse/get`: a browser's GET for a static file, which the upgrade refuses first.
+//! `http/parse/get`: a browser's GET for a static file: the upgrade refuses it, and the file's
+//! answer reads what it depends on (gzip, the validator) from the same parsed head.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use fanfare::http::parse_request;
-use fanfare::protocol::ws::handshake::{HandshakeConfig, HandshakeError, parse_upgrade};
+use fanfare::protocol::http::{Fields, parse_head};
+use fanfare::protocol::ws::handshake::{HandshakeConfig, HandshakeError, accept_upgrade};
 
 /// What a desktop browser sends to open `ws://host:8080/mqtt` with subprotocol "mqtt".
 const UPGRADE: &[u8] = b"GET /mqtt HTTP/1.1\r\n\
@@ -40,33 +41,36 @@ If-None-Match: \"9f86d081884c7d65-gz\"\r\n\
 const CFG: HandshakeConfig<'static> = HandshakeConfig {
     path: "/mqtt",
     allow_no_subprotocol: true,
-    request_bytes_max: 8192,
 };
+
+/// The default `ws_handshake_bytes_max`.
+const BYTES_MAX: usize = 8192;
 
 fn parse(c: &mut Criterion) {
     let mut group = c.benchmark_group("http/parse");
     group.throughput(Throughput::Bytes(UPGRADE.len() as u64));
     group.bench_function("upgrade", |b| {
         b.iter(|| {
-            let (upgrade, consumed) = parse_upgrade(std::hint::black_box(UPGRADE), &CFG)
-                .expect("valid")
-                .expect("complete");
+            let mut fields = Fields::new();
+            let (head, consumed) =
+                parse_head(std::hint::black_box(UPGRADE), BYTES_MAX, &mut fields)
+                    .expect("valid")
+                    .expect("complete");
             assert_eq!(consumed, UPGRADE.len());
-            upgrade
+            accept_upgrade(&head, &CFG).expect("upgrade")
         })
     });
     group.throughput(Throughput::Bytes(GET.len() as u64));
     group.bench_function("get", |b| {
         b.iter(|| {
-            let request = std::hint::black_box(GET);
-            // As the listener does it: the upgrade refuses, then the file parser reads it again.
-            assert_eq!(parse_upgrade(request, &CFG), Err(HandshakeError::NotFound));
-            let (request, consumed) = parse_request(request, CFG.request_bytes_max)
+            let mut fields = Fields::new();
+            let (head, consumed) = parse_head(std::hint::black_box(GET), BYTES_MAX, &mut fields)
                 .expect("valid")
                 .expect("complete");
             assert_eq!(consumed, GET.len());
-            assert!(request.accepts_gzip);
-            request.target.len()
+            assert_eq!(accept_upgrade(&head, &CFG), Err(HandshakeError::NotFound));
+            assert!(head.accepts_gzip());
+            head.last("if-none-match").map(<[u8]>::len)
         })
     });
     group.finish();
