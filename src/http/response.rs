@@ -4,8 +4,7 @@
 use std::io::Write as _;
 use std::rc::Rc;
 
-use super::request::{Method, Request};
-use crate::http::request::trim;
+use crate::protocol::http::{Method, RequestHead, list_items};
 
 /// One file ready to serve: its bytes, their gzip form when smaller, and the validator.
 #[derive(Debug)]
@@ -51,16 +50,18 @@ pub struct Reply {
 
 /// Answers `request` with `asset`: 304 when the client's validator still matches, the gzip
 /// representation when accepted, the bytes otherwise.
-pub fn reply_with(asset: &Asset, request: &Request<'_>) -> Reply {
-    let gzip = asset.gzip.as_ref().filter(|_| request.accepts_gzip);
+pub fn reply_with(asset: &Asset, request: &RequestHead<'_>) -> Reply {
+    let gzip = asset.gzip.as_ref().filter(|_| request.accepts_gzip());
     // Each representation has its own strong tag: the encoded bytes differ (RFC 9110 §8.8.3).
     let etag = match gzip {
         Some(_) => format!("\"{}-gz\"", asset.tag),
         None => format!("\"{}\"", asset.tag),
     };
     let body = gzip.unwrap_or(&asset.identity);
+    // A repeated If-None-Match keeps the last: they are rare, and a miss only costs a full
+    // answer.
     let not_modified = request
-        .if_none_match
+        .last("if-none-match")
         .is_some_and(|list| etag_matches(list, &asset.tag));
     let status = if not_modified { 304 } else { 200 };
     let mut head = Vec::with_capacity(320);
@@ -102,7 +103,7 @@ pub fn reply_status(status: u16, method: Method) -> Reply {
 /// Whether an `If-None-Match` list names either representation of the tag, or is `*`.
 /// The comparison is weak (RFC 9110 §13.1.2): a `W/` prefix is ignored.
 fn etag_matches(list: &[u8], tag: &str) -> bool {
-    list.split(|&b| b == b',').map(trim).any(|item| {
+    list_items(list).any(|item| {
         if item == b"*" {
             return true;
         }
@@ -144,19 +145,28 @@ fn gzip(bytes: &[u8]) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::http::{Fields, parse_head};
     use std::io::Read as _;
 
-    fn request(
-        method: Method,
-        if_none_match: Option<&'static [u8]>,
-        gzip: bool,
-    ) -> Request<'static> {
-        Request {
-            method,
-            target: b"/x",
-            if_none_match,
-            accepts_gzip: gzip,
+    /// A request for `/x`, parsed from bytes that live as long as the test.
+    fn request(method: Method, if_none_match: Option<&str>, gzip: bool) -> RequestHead<'static> {
+        let mut raw = match method {
+            Method::Get => "GET /x HTTP/1.1\r\nHost: h\r\n".to_owned(),
+            Method::Head => "HEAD /x HTTP/1.1\r\nHost: h\r\n".to_owned(),
+        };
+        if let Some(list) = if_none_match {
+            raw.push_str(&format!("If-None-Match: {list}\r\n"));
         }
+        if gzip {
+            raw.push_str("Accept-Encoding: gzip\r\n");
+        }
+        raw.push_str("\r\n");
+        let raw: &'static [u8] = raw.into_bytes().leak();
+        let fields = Box::leak(Box::new(Fields::new()));
+        let (head, _) = parse_head(raw, 8192, fields)
+            .expect("valid")
+            .expect("complete");
+        head
     }
 
     fn text(reply: &Reply) -> String {
@@ -222,15 +232,15 @@ mod tests {
     fn not_modified() {
         let asset = js();
         let tag = format!("\"{}\"", asset.tag);
-        let tags: [&'static str; 5] = [
-            Box::leak(tag.clone().into_boxed_str()),
-            Box::leak(format!("\"other\", W/{tag}").into_boxed_str()),
-            Box::leak(format!("\"{}-gz\"", asset.tag).into_boxed_str()),
-            "*",
-            Box::leak(format!(" \"x\" ,{tag} ").into_boxed_str()),
+        let tags = [
+            tag.clone(),
+            format!("\"other\", W/{tag}"),
+            format!("\"{}-gz\"", asset.tag),
+            "*".to_owned(),
+            format!(" \"x\" ,{tag} "),
         ];
-        for list in tags {
-            let reply = reply_with(&asset, &request(Method::Get, Some(list.as_bytes()), true));
+        for list in &tags {
+            let reply = reply_with(&asset, &request(Method::Get, Some(list), true));
             let head = text(&reply);
             assert_eq!(reply.status, 304, "{list}");
             assert!(head.starts_with("HTTP/1.1 304 Not Modified\r\n"));
@@ -239,7 +249,7 @@ mod tests {
             assert!(reply.body.is_none());
         }
         for list in ["\"nope\"", "", "abc", "\"\""] {
-            let reply = reply_with(&asset, &request(Method::Get, Some(list.as_bytes()), false));
+            let reply = reply_with(&asset, &request(Method::Get, Some(list), false));
             assert_eq!(reply.status, 200, "{list}");
         }
     }

@@ -22,8 +22,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::mime::content_type;
 use super::path::{SafePath, parse_target};
-use super::request::Request;
 use super::response::{Asset, Reply, reply_status, reply_with};
+use crate::protocol::http::RequestHead;
 
 /// How long a cached file is served before its size and time are compared with the disk.
 pub const RECHECK: Duration = Duration::from_secs(2);
@@ -107,7 +107,7 @@ impl Site {
 
     /// Answers a plain HTTP request; `None` when nothing is served at that path, so the caller
     /// answers as it would without static files.
-    pub fn respond(&mut self, request: &Request<'_>, now: Instant) -> Option<Reply> {
+    pub fn respond(&mut self, request: &RequestHead<'_>, now: Instant) -> Option<Reply> {
         let path = match parse_target(request.target) {
             Ok(path) => path,
             Err(error) => {
@@ -299,7 +299,7 @@ fn inside(root: &Path, candidate: &Path) -> Result<PathBuf, Miss> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::request::{Method, parse_request};
+    use crate::protocol::http::{Fields, Method, parse_head};
     use std::os::unix::fs::symlink;
 
     /// A fresh directory under the system temp dir, removed on drop.
@@ -351,7 +351,8 @@ mod tests {
         now: Instant,
     ) -> Option<(u16, Vec<u8>)> {
         let raw = format!("GET {target} HTTP/1.1\r\nHost: x\r\n{extra}\r\n");
-        let (request, _) = parse_request(raw.as_bytes(), 8192)
+        let mut fields = Fields::new();
+        let (request, _) = parse_head(raw.as_bytes(), 8192, &mut fields)
             .expect("valid")
             .expect("complete");
         let reply = site.respond(&request, now)?;
@@ -434,7 +435,10 @@ mod tests {
             assert_eq!(status(&mut site, target), Some(400), "{target}");
         }
         let raw = b"GET /..\\secret.txt HTTP/1.1\r\nHost: x\r\n\r\n";
-        let (request, _) = parse_request(raw, 8192).expect("valid").expect("complete");
+        let mut fields = Fields::new();
+        let (request, _) = parse_head(raw, 8192, &mut fields)
+            .expect("valid")
+            .expect("complete");
         assert_eq!(
             site.respond(&request, Instant::now()).map(|r| r.status),
             Some(400)
@@ -545,7 +549,10 @@ mod tests {
     fn head_requests() {
         let mut site = Site::new(config(None));
         let raw = b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n";
-        let (request, _) = parse_request(raw, 8192).expect("valid").expect("complete");
+        let mut fields = Fields::new();
+        let (request, _) = parse_head(raw, 8192, &mut fields)
+            .expect("valid")
+            .expect("complete");
         assert_eq!(request.method, Method::Head);
         let reply = site.respond(&request, Instant::now()).expect("served");
         assert_eq!(reply.status, 200);

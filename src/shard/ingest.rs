@@ -6,20 +6,20 @@
 
 use std::time::Instant;
 
-use crate::broker::{Broker, Outbox};
-
 use super::peer::{CloseCause, Peer, Phase};
+use crate::broker::{Broker, Outbox};
 use crate::config::Config;
 use crate::conn::{Chunk, ConnId, Droppable, Transport};
 use crate::http::{self, Site};
 use crate::metrics::{self, Metrics};
+use crate::protocol::http::{Fields, Method, RequestHead, parse_head};
 use crate::protocol::mqtt::{
     ConnAck, DecodeError, DecodeLimits, Disconnect, Packet, PropertiesBuf, Property,
     ProtocolVersion, ReasonCodeOf, decode, encode,
 };
 use crate::protocol::ws::frame::{FeedError, FrameLimits, WsEvent, write_binary_frame, write_pong};
 use crate::protocol::ws::handshake::{
-    HandshakeConfig, HandshakeError, parse_upgrade, write_accept_response,
+    HandshakeConfig, HandshakeError, accept_upgrade, write_accept_response,
 };
 
 /// What the event loop must do with the connection after its bytes were taken in.
@@ -63,13 +63,23 @@ fn ingest_upgrade(cx: &mut Ingest<'_>, conn: &mut Peer, data: &[u8]) -> Flow {
     let handshake = HandshakeConfig {
         path: &cx.config.ws_path,
         allow_no_subprotocol: cx.config.ws_allow_no_subprotocol,
-        request_bytes_max: cx.config.limits.ws_handshake_bytes_max as usize,
     };
-    match parse_upgrade(&conn.request, &handshake) {
-        Ok(None) => Flow::Continue,
-        Err(error) if may_serve_file(error) => serve_file(cx, conn, error),
+    let bytes_max = cx.config.limits.ws_handshake_bytes_max as usize;
+    // Parsed once: the upgrade decides from the head, and a file may answer from it instead.
+    let mut fields = Fields::new();
+    let (head, consumed) = match parse_head(&conn.request, bytes_max, &mut fields) {
+        Ok(None) => return Flow::Continue,
+        Ok(Some(parsed)) => parsed,
+        Err(error) => {
+            let method = Method::from_start(&conn.request);
+            let refusal = HandshakeError::from_request(error, method);
+            return Flow::Close(CloseCause::Handshake(refusal));
+        }
+    };
+    match accept_upgrade(&head, &handshake) {
+        Err(error) if may_serve_file(error) => serve_file(cx, &head, error),
         Err(error) => Flow::Close(CloseCause::Handshake(error)),
-        Ok(Some((upgrade, consumed))) => {
+        Ok(upgrade) => {
             let mut response = Vec::with_capacity(160);
             write_accept_response(&upgrade, &mut response);
             cx.out.send(cx.id, Chunk::Owned(response), Droppable::No);
@@ -303,27 +313,20 @@ fn may_serve_file(error: HandshakeError) -> bool {
 
 /// Answers a plain HTTP request with the metrics, the built-in assets or a file of `http_dir`,
 /// then closes; falls back to the upgrade's own refusal when nothing is served at the path.
-fn serve_file(cx: &mut Ingest<'_>, conn: &mut Peer, refusal: HandshakeError) -> Flow {
-    let bytes_max = cx.config.limits.ws_handshake_bytes_max as usize;
-    let request = match http::parse_request(&conn.request, bytes_max) {
-        // Only a HEAD can be incomplete here: the upgrade parser refuses GETs once complete.
-        Ok(None) => return Flow::Continue,
-        Ok(Some((request, _))) => request,
-        Err(_) => return Flow::Close(CloseCause::Handshake(refusal)),
-    };
+fn serve_file(cx: &mut Ingest<'_>, request: &RequestHead<'_>, refusal: HandshakeError) -> Flow {
     let reply = if cx.config.http_metrics && is_metrics_path(request.target) {
         let asset = http::response::Asset::new(metrics::CONTENT_TYPE, cx.metrics.render().into());
-        Some(http::response::reply_with(&asset, &request))
+        Some(http::response::reply_with(&asset, request))
     } else {
         SITE.with(|site| {
             let mut site = site.borrow_mut();
             let site = site.get_or_insert_with(|| Site::new(cx.config.site()));
-            site.respond(&request, cx.now)
+            site.respond(request, cx.now)
         })
     };
     let reply = match reply {
         Some(reply) => reply,
-        None if request.method == http::Method::Get => {
+        None if request.method == Method::Get => {
             return Flow::Close(CloseCause::Handshake(refusal));
         }
         None => http::response::reply_status(404, request.method),
