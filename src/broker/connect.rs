@@ -14,15 +14,15 @@ use std::time::{Duration, Instant};
 
 use super::Broker;
 use super::auth::{AuthDecision, AuthRequest};
-use super::connections::Connection;
+use super::clients::Client;
 use super::outbox::{CloseReason, Outbox, RoutedMessage};
+use super::reply::{self, say_goodbye, send_packet};
 use super::session::SessionKey;
 use super::session::{SESSION_NEVER_EXPIRES_S, Session};
 use super::timers::TimerKind;
-use super::wire;
 use crate::conn::{Chunk, ConnId, Droppable, Transport};
 use crate::protocol::mqtt::{
-    ConnAck, Connect, ConnectReturnCode, Disconnect, Packet, Properties, PropertiesBuf, Property,
+    ConnAck, Connect, ConnectReturnCode, Packet, Properties, PropertiesBuf, Property,
     ProtocolVersion, ReasonCode, property_id,
 };
 
@@ -36,50 +36,6 @@ const RECEIVE_MAXIMUM_DEFAULT: u16 = 65_535;
 /// Largest packet MQTT can express: the Maximum Packet Size when the client sends none
 /// (§3.1.2.11.4).
 const PACKET_BYTES_PROTOCOL_MAX: u32 = 268_435_460;
-
-/// Appends a control packet (not a fanned-out publish) for `conn`.
-pub(crate) fn send_packet(
-    out: &mut Outbox,
-    conn: ConnId,
-    transport: Transport,
-    version: ProtocolVersion,
-    packet: &Packet<'_>,
-) {
-    let bytes = wire::frame(packet, version, transport);
-    out.send(conn, Chunk::Owned(bytes), Droppable::No);
-}
-
-/// Asks for the close of `conn`; an MQTT 5 client first gets a DISCONNECT saying why
-/// (§4.13.2), queued before the close so the network layer sends it before any WebSocket
-/// close frame.
-pub(crate) fn say_goodbye(
-    out: &mut Outbox,
-    conn: ConnId,
-    connection: &Connection,
-    reason: CloseReason,
-) {
-    if connection.version == ProtocolVersion::V5
-        && let Some(code) = reason.disconnect_reason()
-    {
-        let mut properties = PropertiesBuf::new();
-        let text = reason.reason_text();
-        if !text.is_empty() {
-            properties.push(Property::ReasonString(text));
-        }
-        let disconnect = Packet::Disconnect(Disconnect {
-            reason: code,
-            properties: properties.as_properties(),
-        });
-        send_packet(
-            out,
-            conn,
-            connection.transport,
-            connection.version,
-            &disconnect,
-        );
-    }
-    out.close(conn, reason);
-}
 
 /// The will of a CONNECT as it will be published: MQTT 5 will properties forwarded except the
 /// Will Delay Interval, which is the broker's business, and the Message Expiry Interval, which
@@ -115,7 +71,7 @@ impl Broker {
         out: &mut Outbox,
     ) {
         self.now = now;
-        if self.connections.contains(conn) {
+        if self.clients.contains(conn) {
             // [MQTT-3.1.0-2]
             self.protocol_violation(conn, "second CONNECT", now, out);
             return;
@@ -169,12 +125,12 @@ impl Broker {
                 reason: ReasonCode::SUCCESS,
                 properties: properties.as_properties(),
             };
-            wire::frame(&Packet::ConnAck(connack), version, transport)
+            reply::frame(&Packet::ConnAck(connack), version, transport)
         } else {
             // Session present exists from 3.1.1 on [MQTT-3.2.2-1..3].
             let present = session_present && version == ProtocolVersion::V311;
             let connack = ConnAck::new(present, ConnectReturnCode::Accepted);
-            wire::frame(&Packet::ConnAck(connack), version, transport)
+            reply::frame(&Packet::ConnAck(connack), version, transport)
         };
         out.send(conn, Chunk::Owned(connack), Droppable::No);
         self.resume_outbound(key, out);
@@ -206,7 +162,7 @@ impl Broker {
     }
 
     /// What an MQTT 5 client must know of this server (§3.2.2.3). Maximum QoS is left out:
-    /// every QoS is supported, and so are shared subscriptions (`shared.rs`).
+    /// every QoS is supported, and so are shared subscriptions (`share_groups.rs`).
     fn connack_properties(&self, assigned_client_id: Option<&str>) -> PropertiesBuf {
         let mut properties = PropertiesBuf::new();
         if let Some(id) = assigned_client_id {
@@ -256,7 +212,7 @@ impl Broker {
         out: &mut Outbox,
     ) {
         self.stats.protocol_violations += 1;
-        if self.connections.contains(conn) {
+        if self.clients.contains(conn) {
             self.end_connection(conn, Some(reason), true, now, out);
         } else {
             out.close(conn, reason);
@@ -277,7 +233,7 @@ impl Broker {
         now: Instant,
         out: &mut Outbox,
     ) {
-        let Some(mut connection) = self.connections.remove(conn) else {
+        let Some(mut connection) = self.clients.remove(conn) else {
             return;
         };
         if let Some(reason) = reason {
@@ -402,7 +358,7 @@ impl Broker {
         let receive_maximum = properties
             .receive_maximum()
             .unwrap_or(RECEIVE_MAXIMUM_DEFAULT);
-        let connection = Connection {
+        let connection = Client {
             session: key,
             transport,
             version: connect.version,
@@ -417,7 +373,7 @@ impl Broker {
                 .unwrap_or(PACKET_BYTES_PROTOCOL_MAX),
             topic_aliases: Vec::new(),
         };
-        self.connections.insert(conn, connection);
+        self.clients.insert(conn, connection);
     }
 
     /// The connection of `key` ended: a session without expiry ends with it [MQTT-3.1.2-6],
@@ -467,7 +423,7 @@ impl Broker {
         let mut session = self.sessions.remove(key)?;
         self.offline.forget(&mut session);
         for filter in session.subscriptions.keys() {
-            if filter.starts_with(super::shared::SHARED_PREFIX) {
+            if filter.starts_with(super::share_groups::SHARED_PREFIX) {
                 self.share_leave(key, filter, out);
             } else {
                 self.trie.remove(filter, key);

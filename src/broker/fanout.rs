@@ -34,12 +34,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::Broker;
-use super::outbound::{InflightState, Queued};
 use super::outbox::{CloseReason, Outbox, RoutedMessage};
+use super::publish_cache::{PublishCache, PublishVariant};
+use super::qos_window::{InflightState, Queued};
 use super::retained::RetainOutcome;
 use super::session::SessionKey;
 use super::subscription::{Grant, Matched, SubscriptionIds};
-use super::wire::{PublishCache, PublishVariant};
 use crate::config::TopicPolicy;
 use crate::conn::SlowConsumer;
 use crate::conn::{Chunk, Droppable, TopicKey};
@@ -79,7 +79,7 @@ pub(crate) struct Fanout {
 
 /// How one message goes to one session.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Outgoing {
+pub(crate) struct DeliveryTerms {
     pub(crate) qos: QoS,
     pub(crate) retain: bool,
     pub(crate) ids: SubscriptionIds,
@@ -227,7 +227,7 @@ impl Broker {
                     if message.expired(self.now) {
                         continue;
                     }
-                    let outgoing = Outgoing {
+                    let outgoing = DeliveryTerms {
                         qos: matched.qos.min(message.qos),
                         retain: matched.retain_as_published && message.retain,
                         ids: matched.ids,
@@ -310,7 +310,7 @@ impl Broker {
     pub(crate) fn deliver(
         &mut self,
         key: SessionKey,
-        outgoing: Outgoing,
+        outgoing: DeliveryTerms,
         message: &Arc<RoutedMessage>,
         droppable: Droppable,
         cache: &mut PublishCache,
@@ -323,12 +323,10 @@ impl Broker {
         let Some(session) = self.sessions.get_mut(key) else {
             return;
         };
-        let connection = session.conn.and_then(|conn| {
-            self.connections
-                .get(conn)
-                .map(|connection| (conn, connection))
-        });
-        let variant_of = |connection: &super::connections::Connection| PublishVariant {
+        let connection = session
+            .conn
+            .and_then(|conn| self.clients.get(conn).map(|connection| (conn, connection)));
+        let variant_of = |connection: &super::clients::Client| PublishVariant {
             transport: connection.transport,
             version: connection.version,
             qos: outgoing.qos,
@@ -374,7 +372,7 @@ impl Broker {
                     // be lost while the client is there, so the client goes instead.
                     self.stats.slow_consumer_closes += 1;
                     let reason = CloseReason::SlowConsumer;
-                    super::connect::say_goodbye(out, conn, connection, reason);
+                    super::reply::say_goodbye(out, conn, connection, reason);
                 }
             }
         }
@@ -389,7 +387,7 @@ impl Broker {
         let Some(conn) = session.conn else {
             return;
         };
-        let Some(connection) = self.connections.get(conn) else {
+        let Some(connection) = self.clients.get(conn) else {
             return;
         };
         let now = self.now;
@@ -413,7 +411,7 @@ impl Broker {
                 InflightState::Released => {
                     let (transport, version) = (connection.transport, connection.version);
                     let packet = Packet::PubRel(Ack::new(entry.id));
-                    super::connect::send_packet(out, conn, transport, version, &packet);
+                    super::reply::send_packet(out, conn, transport, version, &packet);
                 }
             }
         }
@@ -430,7 +428,7 @@ impl Broker {
         let Some(conn) = session.conn else {
             return;
         };
-        let Some(connection) = self.connections.get(conn) else {
+        let Some(connection) = self.clients.get(conn) else {
             return;
         };
         while let Some(queued) = session.outbound.dequeue(connection.send_window) {
@@ -473,7 +471,7 @@ impl Broker {
                 found.push(Arc::clone(message));
             });
         for message in found {
-            let outgoing = Outgoing {
+            let outgoing = DeliveryTerms {
                 qos: grant.qos.min(message.qos),
                 retain: true,
                 ids: SubscriptionIds::of(grant.id),

@@ -11,11 +11,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::Broker;
-use super::connect::send_packet;
-use super::outbound::AckOutcome;
 use super::outbox::{CloseReason, Outbox, RoutedMessage};
+use super::qos_window::AckOutcome;
+use super::reply::send_packet;
 use super::session::SessionKey;
-use super::shared;
+use super::share_groups;
 use super::subscription::Grant;
 use crate::conn::ConnId;
 use crate::protocol::mqtt::{
@@ -33,7 +33,7 @@ impl Broker {
     /// connection's first packet to `connect`, and may still drain packets read before a close.
     pub fn packet(&mut self, conn: ConnId, packet: &Packet<'_>, now: Instant, out: &mut Outbox) {
         self.now = now;
-        let Some(connection) = self.connections.get_mut(conn) else {
+        let Some(connection) = self.clients.get_mut(conn) else {
             return;
         };
         // Any control packet counts for the keep-alive [MQTT-3.1.2-23].
@@ -85,7 +85,7 @@ impl Broker {
         }
     }
 
-    fn outbound_mut(&mut self, key: SessionKey) -> Option<&mut super::outbound::Outbound> {
+    fn outbound_mut(&mut self, key: SessionKey) -> Option<&mut super::qos_window::QosWindow> {
         self.sessions
             .get_mut(key)
             .map(|session| &mut session.outbound)
@@ -108,7 +108,7 @@ impl Broker {
 
     /// Sends a control packet on `conn`, framed for its transport and version.
     fn reply(&self, conn: ConnId, packet: &Packet<'_>, out: &mut Outbox) {
-        if let Some(connection) = self.connections.get(conn) {
+        if let Some(connection) = self.clients.get(conn) {
             send_packet(out, conn, connection.transport, connection.version, packet);
         }
     }
@@ -149,7 +149,7 @@ impl Broker {
         publish: &Publish<'_>,
     ) -> Result<Option<Box<str>>, ()> {
         let aliases_max = usize::from(self.limits.topic_aliases_max);
-        let Some(connection) = self.connections.get_mut(conn) else {
+        let Some(connection) = self.clients.get_mut(conn) else {
             return Err(());
         };
         let Some(alias) = publish.properties.topic_alias() else {
@@ -279,7 +279,7 @@ impl Broker {
     ///
     /// A filter past `subscriptions_per_session_max` gets 0x80. MQTT 3.1 has no failure
     /// code; 0x80 is sent to 3.1 clients too, as common 3.1 implementations understand it.
-    /// A shared subscription (`$share/`, see `shared.rs`) joins its group and gets no retained
+    /// A shared subscription (`$share/`, see `share_groups.rs`) joins its group and gets no retained
     /// messages (§4.8.2); an invalid share name gets 0x8F (0x80 before MQTT 5).
     fn subscribe(
         &mut self,
@@ -303,7 +303,7 @@ impl Broker {
         let mut retained = Vec::new();
         let mut joins = Vec::new();
         for &(filter, options) in &subscribe.filters {
-            let shared = shared::parse(filter);
+            let shared = share_groups::parse(filter);
             if let Some(Err(())) = shared {
                 codes.push(match v5 {
                     true => SubscribeReturnCode::Refused(ReasonCode::TOPIC_FILTER_INVALID),
@@ -367,7 +367,7 @@ impl Broker {
             let v5 = session.version == ProtocolVersion::V5;
             for &filter in &unsubscribe.filters {
                 let existed = session.subscriptions.remove(filter).is_some();
-                if existed && filter.starts_with(shared::SHARED_PREFIX) {
+                if existed && filter.starts_with(share_groups::SHARED_PREFIX) {
                     leaves.push(filter);
                 } else if existed {
                     self.trie.remove(filter, key);

@@ -9,10 +9,10 @@
 //! - `connect.rs`: CONNECT, takeover, the end of a connection (wills), sessions coming and going.
 //! - `inbound.rs`: every later packet of a connection: publishes, acks, (un)subscribes, pings.
 //! - `fanout.rs`: one publish to every matching session of this shard, retained messages.
-//! - `session.rs`, `outbound.rs`: what a session remembers; its QoS 1/2 window and queue.
-//! - `connections.rs`: what the broker remembers about each connection, by [`ConnId`].
+//! - `session.rs`, `qos_window.rs`: what a session remembers; its QoS 1/2 window and queue.
+//! - `clients.rs`: what the broker remembers about each connection, by [`ConnId`].
 //! - `topic_trie.rs`, `retained.rs`: the subscription index and the retained replica.
-//! - `keep_alive.rs`: deadlines; `wire.rs`: encoding and WebSocket framing; `slab.rs`: handles.
+//! - `keep_alive.rs`: deadlines; `publish_cache.rs`: encoding and WebSocket framing; `slab.rs`: handles.
 //!
 //! Client identifiers are partitioned between shards by [`Broker::owner_shard`], so session
 //! lookup, takeover and persistent sessions never leave a shard; only publishes cross shards,
@@ -22,20 +22,21 @@
 pub mod auth;
 pub mod bench_support;
 mod client_ids;
+mod clients;
 mod connect;
-mod connections;
 mod fanout;
 mod inbound;
 mod keep_alive;
-mod outbound;
 pub mod outbox;
+mod publish_cache;
+mod qos_window;
+pub mod reply;
 mod retained;
 mod session;
-mod shared;
+mod share_groups;
 mod subscription;
 mod timers;
 mod topic_trie;
-mod wire;
 
 #[cfg(test)]
 mod tests;
@@ -45,19 +46,19 @@ use std::time::Instant;
 pub use auth::{AuthDecision, AuthRequest, Authenticator};
 pub use fanout::{FANOUT_GROUP_MSGS_MAX, FANOUT_PARKED_MAX, FANOUT_SESSIONS_PER_TURN_MAX};
 pub use outbox::*;
-pub use shared::ShareMessage;
+pub use share_groups::GroupMessage;
 
 use crate::config::Limits;
 use crate::conn::ConnId;
 use crate::slots::Slots;
 use client_ids::ClientIds;
-use connections::Connections;
+use clients::Clients;
 use fanout::Fanout;
 use keep_alive::{DUE_PER_TICK_MAX, Deadlines};
 use retained::{RetainedStack, RetainedStore};
 use session::SessionKey;
 use session::{OfflineSessions, Session};
-use shared::SharedGroups;
+use share_groups::SharedGroups;
 use subscription::{Grant, Matched};
 use timers::{SessionTimers, TimerKind};
 use topic_trie::{MatchStack, TopicTrie};
@@ -94,7 +95,7 @@ pub struct BrokerStats {
     /// Shared subscription deliveries a member could not take (offline, or left), given to
     /// the next member.
     pub shared_handed_back: u64,
-    /// Shared subscription messages no member took (see `shared.rs`).
+    /// Shared subscription messages no member took (see `share_groups.rs`).
     pub shared_dropped: u64,
 }
 
@@ -105,7 +106,7 @@ pub struct Broker {
     limits: Limits,
     sessions: Slots<SessionKey, Session>,
     client_ids: ClientIds,
-    connections: Connections,
+    clients: Clients,
     offline: OfflineSessions,
     trie: TopicTrie<Grant>,
     retained: RetainedStore,
@@ -144,7 +145,7 @@ impl Broker {
             limits,
             sessions: Slots::default(),
             client_ids: ClientIds::new(),
-            connections: Connections::default(),
+            clients: Clients::default(),
             offline: OfflineSessions::new(),
             trie: TopicTrie::new(),
             deadlines: Deadlines::default(),
@@ -184,7 +185,7 @@ impl Broker {
             let Some(conn) = self.deadlines.pop_due(now) else {
                 break;
             };
-            let Some(connection) = self.connections.get(conn) else {
+            let Some(connection) = self.clients.get(conn) else {
                 continue;
             };
             let Some(grace) = connection.keep_alive_grace else {
@@ -198,9 +199,9 @@ impl Broker {
             self.stats.keep_alive_timeouts += 1;
             self.end_connection(conn, Some(CloseReason::KeepAliveTimeout), true, now, out);
         }
-        let connections = &self.connections;
+        let clients = &self.clients;
         self.deadlines
-            .compact(connections.len(), |conn| connections.contains(conn));
+            .compact(clients.len(), |conn| clients.contains(conn));
     }
 
     /// Ends offline MQTT 5 sessions whose Session Expiry Interval ran out and publishes wills
@@ -251,11 +252,11 @@ impl Broker {
     /// down too would only race. Persistent sessions go offline as on any disconnection.
     pub fn shutdown(&mut self, out: &mut Outbox) {
         self.fanout.clear();
-        let conns: Vec<ConnId> = self.connections.ids().collect();
+        let conns: Vec<ConnId> = self.clients.ids().collect();
         let now = self.now;
         for conn in conns {
-            if let Some(connection) = self.connections.remove(conn) {
-                connect::say_goodbye(out, conn, &connection, CloseReason::ServerShutdown);
+            if let Some(connection) = self.clients.remove(conn) {
+                reply::say_goodbye(out, conn, &connection, CloseReason::ServerShutdown);
                 // Evicted sessions' delayed wills are dropped with everything else.
                 self.detach(connection.session, now, out);
             }
@@ -264,7 +265,7 @@ impl Broker {
 
     pub fn stats(&self) -> BrokerStats {
         BrokerStats {
-            connections: self.connections.len(),
+            connections: self.clients.len(),
             sessions: self.sessions.len(),
             offline_sessions: self.offline.len(),
             subscriptions: self.trie.len(),

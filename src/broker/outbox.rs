@@ -127,7 +127,7 @@ pub struct Outbox {
     /// Publishes every other shard must also deliver (and apply to its retained replica).
     pub to_other_shards: Vec<Arc<RoutedMessage>>,
     /// Messages for one other shard (shared subscriptions), in order; posted before the
-    /// turn's publishes (see `shared.rs`).
+    /// turn's publishes (see `share_groups.rs`).
     pub to_shard: Vec<(usize, ShardMessage)>,
 }
 
@@ -141,7 +141,7 @@ pub enum ShardMessage {
     /// A publish to deliver and apply to the retained replica ([`Outbox::to_other_shards`]).
     Publish(Arc<RoutedMessage>),
     /// Membership and deliveries of shared subscriptions.
-    Share(Box<super::ShareMessage>),
+    Group(Box<super::GroupMessage>),
 }
 
 const _: () = assert!(std::mem::size_of::<ShardMessage>() <= 16);
@@ -151,7 +151,7 @@ impl ShardMessage {
     pub fn bytes(&self) -> usize {
         match self {
             ShardMessage::Publish(message) => message.bytes(),
-            ShardMessage::Share(share) => share.bytes(),
+            ShardMessage::Group(share) => share.bytes(),
         }
     }
 }

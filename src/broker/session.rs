@@ -18,11 +18,11 @@
 //!
 //! | what | bytes | note |
 //! |---|---|---|
-//! | `Session` in the slab | 176 | 168 + generation; `Outbound` holds no allocation while empty, nor does a session with nothing [pending](Pending) |
+//! | `Session` in the slab | 176 | 168 + generation; `QosWindow` holds no allocation while empty, nor does a session with nothing [pending](Pending) |
 //! | client identifier | 16 | `Box<str>`, held once: `client_ids` reaches it through the slab |
 //! | `subscriptions` | 24 + 32 | one (`Box<str>`, [`Grant`] 8) slot ([`Subscriptions`] grows one at a time below 4) + the filter |
 //! | `client_ids` entry | 15 | an 8-B `SessionKey` bucket and its control byte (`client_ids.rs`) |
-//! | `connections` slot | 104 | (`ConnId`, [`Connection`](super::connections::Connection) 96), indexed by the connection's slot (`connections.rs`) |
+//! | `connections` slot | 104 | (`ConnId`, [`Client`](super::clients::Client) 96), indexed by the connection's slot (`clients.rs`) |
 //! | keep-alive deadline | 24 | (`Instant`, `ConnId`) in the heap |
 //! | trie node of the filter | 120 + 8 + 16 | node, its level, one (`SessionKey`, [`Grant`]) slot (no position index below 32) |
 //! | parent's child entry | 9 | a 4-B bucket (the child's index; its level is the node's) and its control byte |
@@ -51,8 +51,8 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use super::outbound::Outbound;
 use super::outbox::RoutedMessage;
+use super::qos_window::QosWindow;
 use super::subscription::Grant;
 use crate::conn::ConnId;
 use crate::protocol::mqtt::{PacketId, ProtocolVersion};
@@ -97,7 +97,7 @@ pub(crate) struct Session {
     /// Filter → what was granted, mirrored in the topic trie. At most
     /// `subscriptions_per_session_max` entries.
     pub(crate) subscriptions: Subscriptions,
-    pub(crate) outbound: Outbound,
+    pub(crate) outbound: QosWindow,
     /// The fan-out sequence number of the last publish that matched this session, and where
     /// its entry sits in the broker's match list: dedups overlapping subscriptions without
     /// allocating per publish.
@@ -140,7 +140,7 @@ impl Session {
             expiry_s,
             conn: None,
             subscriptions: Subscriptions::default(),
-            outbound: Outbound::new(),
+            outbound: QosWindow::new(),
             match_stamp: 0,
             match_slot: 0,
             pending: None,

@@ -15,9 +15,9 @@ use crate::metrics::{self, Metrics};
 use crate::protocol::http::{Fields, Method, RequestHead, parse_head};
 use crate::protocol::mqtt::{
     ConnAck, DecodeError, DecodeLimits, Disconnect, Packet, PropertiesBuf, Property,
-    ProtocolVersion, ReasonCodeOf, decode, encode,
+    ProtocolVersion, ReasonCodeOf, decode,
 };
-use crate::protocol::ws::frame::{FeedError, FrameLimits, WsEvent, write_binary_frame, write_pong};
+use crate::protocol::ws::frame::{FeedError, FrameLimits, WsEvent, write_pong};
 use crate::protocol::ws::handshake::{
     HandshakeConfig, HandshakeError, accept_upgrade, write_accept_response,
 };
@@ -280,16 +280,7 @@ fn send_framed(
     version: ProtocolVersion,
     packet: &Packet<'_>,
 ) {
-    let mut bytes = Vec::with_capacity(8);
-    encode(packet, version, &mut bytes);
-    let bytes = match transport {
-        Transport::Tcp => bytes,
-        Transport::Ws => {
-            let mut framed = Vec::with_capacity(bytes.len() + 2);
-            write_binary_frame(&bytes, &mut framed);
-            framed
-        }
-    };
+    let bytes = crate::broker::reply::frame(packet, version, transport);
     cx.out.send(cx.id, Chunk::Owned(bytes), Droppable::No);
 }
 

@@ -338,7 +338,7 @@ mod tests {
     fn payload(message: &ShardMessage) -> usize {
         match message {
             ShardMessage::Publish(message) => message.payload.len(),
-            ShardMessage::Share(_) => usize::MAX,
+            ShardMessage::Group(_) => usize::MAX,
         }
     }
 

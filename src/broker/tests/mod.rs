@@ -4,7 +4,7 @@
 mod connect;
 mod qos;
 mod retained;
-mod shared;
+mod share_groups;
 mod v5;
 mod wills;
 mod wire;

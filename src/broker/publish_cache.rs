@@ -1,5 +1,4 @@
-//! Packets to bytes ready for a connection: the MQTT encoding, wrapped in one binary WebSocket
-//! frame per packet when the connection is a WebSocket (MQTT 3.1.1 §6).
+//! The encodings of one publish, made once per wire variant and shared by its subscribers.
 //!
 //! Fan-out encodes a publish once per wire variant (transport × protocol version × QoS ×
 //! RETAIN × DUP) and shares those bytes: QoS 0 subscribers share one `Rc<[u8]>`; QoS 1/2
@@ -16,31 +15,15 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use super::outbox::RoutedMessage;
-
+use super::reply::frame;
 use super::subscription::SubscriptionIds;
 use crate::conn::{Chunk, Transport};
 use crate::protocol::mqtt::{
     Delivery, Packet, PacketId, Properties, PropertiesBuf, Property, PropertyScope,
-    ProtocolVersion, Publish, PublishV5, QoS, encode, encode_publish_v5, encoded_len,
+    ProtocolVersion, Publish, PublishV5, QoS, encode_publish_v5, encoded_len,
     publish_packet_id_offset,
 };
 use crate::protocol::ws::frame::{Opcode, header_len, write_frame_header};
-
-/// The bytes of `packet` for a connection speaking `version` over `transport`.
-pub(crate) fn frame(
-    packet: &Packet<'_>,
-    version: ProtocolVersion,
-    transport: Transport,
-) -> Vec<u8> {
-    let len = encoded_len(packet, version);
-    let mut out = Vec::with_capacity(len + header_len(len));
-    if transport == Transport::Ws {
-        // One packet per binary frame; server frames are not masked (RFC 6455 §5.1).
-        write_frame_header(Opcode::Binary, true, len, &mut out);
-    }
-    encode(packet, version, &mut out);
-    out
-}
 
 /// How a publish goes out to one subscriber.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

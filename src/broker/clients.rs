@@ -26,7 +26,7 @@ use crate::protocol::mqtt::ProtocolVersion;
 use crate::slots::PagedVec;
 
 /// A network connection that sent an accepted CONNECT.
-pub(crate) struct Connection {
+pub(crate) struct Client {
     pub(crate) session: SessionKey,
     pub(crate) transport: Transport,
     pub(crate) version: ProtocolVersion,
@@ -53,23 +53,23 @@ pub(crate) struct Connection {
 
 /// The connections of the broker, indexed by [`ConnId::index`].
 #[derive(Default)]
-pub(crate) struct Connections {
-    slots: PagedVec<Option<(ConnId, Connection)>>,
+pub(crate) struct Clients {
+    slots: PagedVec<Option<(ConnId, Client)>>,
 }
 
-impl Connections {
+impl Clients {
     pub(crate) fn len(&self) -> usize {
         self.slots.len()
     }
 
-    pub(crate) fn get(&self, conn: ConnId) -> Option<&Connection> {
+    pub(crate) fn get(&self, conn: ConnId) -> Option<&Client> {
         match self.slots.get(conn.index()) {
             Some(Some((id, connection))) if *id == conn => Some(connection),
             _ => None,
         }
     }
 
-    pub(crate) fn get_mut(&mut self, conn: ConnId) -> Option<&mut Connection> {
+    pub(crate) fn get_mut(&mut self, conn: ConnId) -> Option<&mut Client> {
         match self.slots.get_mut(conn.index()) {
             Some(Some((id, connection))) if *id == conn => Some(connection),
             _ => None,
@@ -82,7 +82,7 @@ impl Connections {
 
     /// Adds `conn`. Its slot is vacant: the network layer reuses a slot only after telling the
     /// broker that its previous connection ended.
-    pub(crate) fn insert(&mut self, conn: ConnId, connection: Connection) {
+    pub(crate) fn insert(&mut self, conn: ConnId, connection: Client) {
         let slot = self.slots.occupy(conn.index());
         assert!(
             slot.is_none(),
@@ -91,7 +91,7 @@ impl Connections {
         *slot = Some((conn, connection));
     }
 
-    pub(crate) fn remove(&mut self, conn: ConnId) -> Option<Connection> {
+    pub(crate) fn remove(&mut self, conn: ConnId) -> Option<Client> {
         let slot = self.slots.get_mut(conn.index())?;
         if !matches!(slot, Some((id, _)) if *id == conn) {
             return None;
@@ -114,8 +114,8 @@ mod tests {
     use super::*;
     use std::mem::size_of;
 
-    fn connection() -> Connection {
-        Connection {
+    fn connection() -> Client {
+        Client {
             session: crate::slots::Slots::<super::SessionKey, ()>::default().insert(()),
             transport: Transport::Ws,
             version: ProtocolVersion::V311,
@@ -132,7 +132,7 @@ mod tests {
 
     #[test]
     fn a_stale_id_does_not_reach_the_connection_in_its_slot() {
-        let mut connections = Connections::default();
+        let mut connections = Clients::default();
         let old = ConnId::new(3, 1);
         let new = ConnId::new(3, 2);
         connections.insert(old, connection());
@@ -150,7 +150,7 @@ mod tests {
     /// The sizes the budget in `session.rs` counts.
     #[test]
     fn budget_sizes() {
-        assert_eq!(size_of::<Connection>(), 96);
-        assert_eq!(size_of::<Option<(ConnId, Connection)>>(), 104);
+        assert_eq!(size_of::<Client>(), 96);
+        assert_eq!(size_of::<Option<(ConnId, Client)>>(), 104);
     }
 }

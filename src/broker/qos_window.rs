@@ -1,4 +1,4 @@
-//! Outgoing QoS 1/2 state of one session: packet identifiers, the in-flight window and the
+//! DeliveryTerms QoS 1/2 state of one session: packet identifiers, the in-flight window and the
 //! queue of messages waiting for it (or for the client to come back).
 //!
 //! The window holds at most `inflight_max` publishes in the order they were first sent, so a
@@ -64,7 +64,7 @@ pub(crate) enum AckOutcome {
     SendPubRel,
 }
 
-pub(crate) struct Outbound {
+pub(crate) struct QosWindow {
     inflight: VecDeque<Inflight>,
     /// The last identifier handed out; the next search starts after it.
     last_id: u16,
@@ -72,9 +72,9 @@ pub(crate) struct Outbound {
     queue_bytes: u64,
 }
 
-impl Outbound {
-    pub(crate) fn new() -> Outbound {
-        Outbound {
+impl QosWindow {
+    pub(crate) fn new() -> QosWindow {
+        QosWindow {
             inflight: VecDeque::new(),
             last_id: 0,
             queue: VecDeque::new(),
@@ -236,7 +236,7 @@ mod tests {
 
     #[test]
     fn ids_skip_those_in_use_and_wrap_past_zero() {
-        let mut out = Outbound::new();
+        let mut out = QosWindow::new();
         out.last_id = u16::MAX - 1;
         assert_eq!(out.start(queued(QoS::AtLeastOnce, 1)), id(u16::MAX));
         assert_eq!(out.start(queued(QoS::AtLeastOnce, 1)), id(1));
@@ -246,7 +246,7 @@ mod tests {
 
     #[test]
     fn qos1_and_qos2_flows() {
-        let mut out = Outbound::new();
+        let mut out = QosWindow::new();
         let a = out.start(queued(QoS::AtLeastOnce, 1));
         let b = out.start(queued(QoS::ExactlyOnce, 1));
         assert_eq!(out.pubrec(a), AckOutcome::Ignored);
@@ -262,7 +262,7 @@ mod tests {
 
     #[test]
     fn queue_drops_oldest_past_its_bytes() {
-        let mut out = Outbound::new();
+        let mut out = QosWindow::new();
         // Each message counts 1 topic byte + 9 payload bytes.
         assert_eq!(out.enqueue(queued(QoS::AtLeastOnce, 9), 25), 0);
         assert_eq!(out.enqueue(queued(QoS::AtLeastOnce, 9), 25), 0);
@@ -275,7 +275,7 @@ mod tests {
 
     #[test]
     fn window_bounds_dequeue() {
-        let mut out = Outbound::new();
+        let mut out = QosWindow::new();
         for _ in 0..3 {
             out.enqueue(queued(QoS::AtLeastOnce, 1), 100);
         }

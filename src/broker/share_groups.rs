@@ -45,12 +45,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::Broker;
-use super::fanout::Outgoing;
+use super::fanout::DeliveryTerms;
 use super::outbox::{Outbox, RoutedMessage, ShardMessage};
+use super::publish_cache::PublishCache;
 use super::session::SessionKey;
 use super::subscription::SubscriptionIds;
 use super::topic_trie::{MatchStack, TopicTrie};
-use super::wire::PublishCache;
 use crate::protocol::mqtt::QoS;
 use crate::slots::Slots;
 
@@ -80,9 +80,9 @@ pub(crate) fn parse(filter: &str) -> Option<Result<(&str, &str), ()>> {
 /// What shards tell each other about shared subscriptions. Opaque outside the broker: the
 /// shard layer only carries it from one broker to another.
 #[derive(Debug, Clone)]
-pub struct ShareMessage(Kind);
+pub struct GroupMessage(Kind);
 
-impl ShareMessage {
+impl GroupMessage {
     /// Bytes the message holds, counted against the cross-shard backlog's bound.
     pub fn bytes(&self) -> usize {
         let (group, message) = match &self.0 {
@@ -91,7 +91,7 @@ impl ShareMessage {
                 (group, Some(message))
             }
         };
-        std::mem::size_of::<ShareMessage>() + group.len() + message.map_or(0, |m| m.bytes())
+        std::mem::size_of::<GroupMessage>() + group.len() + message.map_or(0, |m| m.bytes())
     }
 }
 
@@ -228,8 +228,8 @@ impl Broker {
     pub fn shard_message(&mut self, message: ShardMessage, now: Instant, out: &mut Outbox) {
         match message {
             ShardMessage::Publish(message) => self.deliver_remote(message, now, out),
-            ShardMessage::Share(share) => {
-                let ShareMessage(kind) = *share;
+            ShardMessage::Group(share) => {
+                let GroupMessage(kind) = *share;
                 self.now = now;
                 self.share_message(kind, out);
             }
@@ -280,7 +280,7 @@ impl Broker {
             self.share_message(kind, out);
         } else {
             out.to_shard
-                .push((owner, ShardMessage::Share(Box::new(ShareMessage(kind)))));
+                .push((owner, ShardMessage::Group(Box::new(GroupMessage(kind)))));
         }
     }
 
@@ -347,7 +347,7 @@ impl Broker {
                 };
                 out.to_shard.push((
                     member.shard,
-                    ShardMessage::Share(Box::new(ShareMessage(deliver))),
+                    ShardMessage::Group(Box::new(GroupMessage(deliver))),
                 ));
                 return;
             }
@@ -385,7 +385,7 @@ impl Broker {
         if !connected && (qos == QoS::AtMostOnce || !last_try) {
             return false;
         }
-        let outgoing = Outgoing {
+        let outgoing = DeliveryTerms {
             qos,
             retain: grant.retain_as_published && message.retain,
             ids: SubscriptionIds::of(grant.id),
