@@ -9,6 +9,16 @@ use crate::conn::{SlowConsumer, Transport};
 use crate::protocol::mqtt::DecodeLimits;
 use crate::protocol::ws::frame::FrameLimits;
 
+/// The largest MQTT packet: a 5-byte fixed header and the largest remaining length, 268 435 455
+/// (MQTT 5 §1.5.5).
+const PACKET_BYTES_PROTOCOL_MAX: u64 = 268_435_460;
+
+/// Subscription Identifiers carried by one delivery. MQTT 5 asks for every identifier of the
+/// matching subscriptions when the server sends one copy [MQTT-3.3.4-3]; this many are kept
+/// per delivery, which bounds the extra bytes per PUBLISH. Past it, further identifiers of
+/// overlapping subscriptions are left out.
+pub const SUBSCRIPTION_IDS_PER_DELIVERY_MAX: usize = 4;
+
 /// Every bound the broker enforces on what peers control.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
@@ -47,6 +57,11 @@ pub struct Limits {
     pub queue_bytes_max: u64,
     /// Most retained messages held (each shard holds a replica).
     pub retained_messages_max: u32,
+    /// Bytes of retained messages each shard's replica holds (topic, payload, properties and
+    /// the ~70-byte envelope of each). Past it a retained publish is forwarded but not stored. A
+    /// score service holds hundreds of topics of ~100 B; the bound is for what a client could
+    /// otherwise fill with large payloads: 16 shards × 64 MiB = 1 GiB at most.
+    pub retained_bytes_max: u64,
     /// Largest WebSocket frame payload accepted (close 1009 past it).
     pub ws_frame_bytes_max: u32,
     /// Largest HTTP upgrade request, in bytes (400 past it).
@@ -88,6 +103,7 @@ impl Default for Limits {
             session_queue_bytes_max: 1024 * 1024,
             queue_bytes_max: 64 * 1024,
             retained_messages_max: 100_000,
+            retained_bytes_max: 64 * 1024 * 1024,
             ws_frame_bytes_max: 1024 * 1024 + 16,
             ws_handshake_bytes_max: 8 * 1024,
             ws_handshake_timeout_ms: 10_000,
@@ -115,6 +131,16 @@ impl Limits {
         }
     }
 
+    /// The most bytes a PUBLISH can grow by when the broker re-encodes it for an MQTT 5
+    /// subscriber: the topic name a Topic Alias stood for (at most `topic_bytes_max`), a
+    /// Message Expiry Interval (5 bytes), up to [`SUBSCRIPTION_IDS_PER_DELIVERY_MAX`]
+    /// Subscription Identifiers (5 bytes each), a property length where a 3.x packet had none
+    /// (up to 4 bytes), and a remaining length one to three bytes longer.
+    pub fn publish_growth_bytes_max(&self) -> u64 {
+        let ids = SUBSCRIPTION_IDS_PER_DELIVERY_MAX as u64 * 5;
+        u64::from(self.topic_bytes_max) + 5 + ids + 4 + 3
+    }
+
     /// The bounds the WebSocket frame decoder enforces.
     pub fn frame_limits(&self) -> FrameLimits {
         FrameLimits {
@@ -126,7 +152,7 @@ impl Limits {
 
     /// Checks the relations between limits that no single field can express.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let positive: [(&'static str, u64); 16] = [
+        let positive: [(&'static str, u64); 17] = [
             ("packet_bytes_max", self.packet_bytes_max.into()),
             ("topic_bytes_max", self.topic_bytes_max.into()),
             ("topic_levels_max", self.topic_levels_max.into()),
@@ -139,6 +165,7 @@ impl Limits {
             ("inbound_qos2_max", self.inbound_qos2_max.into()),
             ("session_queue_bytes_max", self.session_queue_bytes_max),
             ("queue_bytes_max", self.queue_bytes_max),
+            ("retained_bytes_max", self.retained_bytes_max),
             ("ws_frame_bytes_max", self.ws_frame_bytes_max.into()),
             ("ws_handshake_bytes_max", self.ws_handshake_bytes_max.into()),
             (
@@ -168,10 +195,15 @@ impl Limits {
             }
         }
         // A packet is at least 2 bytes of fixed header: anything smaller could not carry PINGREQ.
-        if self.packet_bytes_max < 2 || self.packet_bytes_max > 268_435_460 {
+        // At the top, every PUBLISH accepted must still be expressible once the broker has
+        // re-encoded it for a subscriber, which may add bytes (`publish_growth_bytes_max`).
+        let packet_bytes_max = PACKET_BYTES_PROTOCOL_MAX - self.publish_growth_bytes_max();
+        if self.packet_bytes_max < 2 || u64::from(self.packet_bytes_max) > packet_bytes_max {
             return Err(ConfigError::invalid(
                 "packet_bytes_max",
-                "must be between 2 and 268435460 (the largest packet MQTT can express)",
+                &format!(
+                    "must be between 2 and {packet_bytes_max}: the largest packet MQTT can express (268435460) less what re-encoding a PUBLISH for a subscriber may add with this topic_bytes_max"
+                ),
             ));
         }
         if self.inflight_max > 65_535 / 2 {
@@ -349,6 +381,7 @@ file_limits! {
     session_queue_bytes_max: u64,
     queue_bytes_max: u64,
     retained_messages_max: u32,
+    retained_bytes_max: u64,
     ws_frame_bytes_max: u32,
     ws_handshake_bytes_max: u32,
     ws_handshake_timeout_ms: u32,

@@ -42,7 +42,7 @@ const fn counter(name: &'static str, help: &'static str) -> Metric {
 }
 
 /// Every metric, in the order of [`ShardFigures::values`].
-const METRICS: [Metric; 27] = [
+const METRICS: [Metric; 28] = [
     gauge(
         "fanfare_sockets",
         "Open sockets: clients, WebSocket upgrades and HTTP requests in progress.",
@@ -58,6 +58,10 @@ const METRICS: [Metric; 27] = [
     ),
     gauge("fanfare_subscriptions", "Topic filters subscribed."),
     gauge("fanfare_retained_messages", "Retained messages stored."),
+    gauge(
+        "fanfare_retained_bytes",
+        "Bytes of retained messages stored, as retained_bytes_max counts them.",
+    ),
     counter(
         "fanfare_publishes_received_total",
         "PUBLISH packets received from this shard's clients.",
@@ -100,7 +104,7 @@ const METRICS: [Metric; 27] = [
     ),
     counter(
         "fanfare_retained_rejected_total",
-        "Retained publishes not stored because of retained_messages_max.",
+        "Retained publishes not stored because of retained_messages_max or retained_bytes_max.",
     ),
     counter(
         "fanfare_subscriptions_refused_total",
@@ -185,6 +189,7 @@ impl ShardFigures {
                 size(broker.offline_sessions),
                 size(broker.subscriptions),
                 size(broker.retained),
+                size(broker.retained_bytes),
                 broker.publishes_received,
                 broker.remote_publishes_received,
                 broker.deliveries,

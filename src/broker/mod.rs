@@ -71,6 +71,7 @@ pub struct BrokerStats {
     pub offline_sessions: usize,
     pub subscriptions: usize,
     pub retained: usize,
+    pub retained_bytes: usize,
     pub publishes_received: u64,
     pub remote_publishes_received: u64,
     /// Publishes handed to a connection or queued for a session.
@@ -81,7 +82,8 @@ pub struct BrokerStats {
     pub slow_consumer_closes: u64,
     /// Deliveries skipped because the packet exceeded the client's MQTT 5 Maximum Packet Size.
     pub too_large_for_client: u64,
-    /// Retained publishes not stored because of `retained_messages_max` (still forwarded).
+    /// Retained publishes not stored because of `retained_messages_max` or
+    /// `retained_bytes_max` (still forwarded).
     pub retained_rejected: u64,
     /// Filters refused with SUBACK 0x80 because of `subscriptions_per_session_max`.
     pub subscriptions_refused: u64,
@@ -141,7 +143,7 @@ impl Broker {
         Broker {
             shard,
             shard_count,
-            retained: RetainedStore::new(limits.retained_messages_max),
+            retained: RetainedStore::new(limits.retained_messages_max, limits.retained_bytes_max),
             limits,
             sessions: Slots::default(),
             client_ids: ClientIds::new(),
@@ -270,6 +272,7 @@ impl Broker {
             offline_sessions: self.offline.len(),
             subscriptions: self.trie.len(),
             retained: self.retained.len(),
+            retained_bytes: self.retained.bytes(),
             ..self.stats
         }
     }

@@ -5,8 +5,11 @@
 //! nothing is shared mutably between shards. A message is held as the `Arc<RoutedMessage>`
 //! that was routed, so local replicas of a locally published message share its bytes.
 //!
-//! Worst case: `retained_messages_max` (100 000) × `packet_bytes_max` per shard if every
-//! message were distinct; in practice messages arriving from the same publish share one `Arc`.
+//! Bounded twice per shard: `retained_messages_max` topics and `retained_bytes_max` bytes of
+//! messages (topic, payload, properties and their envelope, counted in full on every shard even
+//! where replicas share one `Arc`). A retained publish that would pass either bound is
+//! forwarded but not stored, and counted; if it updates a topic, that topic's older message is
+//! removed rather than kept, so a late subscriber never gets a value known to be stale.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -35,7 +38,8 @@ pub(crate) enum RetainOutcome {
     Stored,
     /// An empty payload removed the topic's message [MQTT-3.3.1-10/11].
     Cleared,
-    /// A new topic past `retained_messages_max`: forwarded, but not retained.
+    /// Past `retained_messages_max` or `retained_bytes_max`: forwarded, but not retained (and
+    /// an older message of the topic is removed).
     Rejected,
 }
 
@@ -47,14 +51,18 @@ pub(crate) struct RetainedStore {
     nodes: Arena<Node>,
     count: usize,
     count_max: usize,
+    bytes: usize,
+    bytes_max: usize,
 }
 
 impl RetainedStore {
-    pub(crate) fn new(retained_messages_max: u32) -> RetainedStore {
+    pub(crate) fn new(retained_messages_max: u32, retained_bytes_max: u64) -> RetainedStore {
         RetainedStore {
             nodes: with_root(),
             count: 0,
             count_max: retained_messages_max as usize,
+            bytes: 0,
+            bytes_max: usize::try_from(retained_bytes_max).unwrap_or(usize::MAX),
         }
     }
 
@@ -62,26 +70,33 @@ impl RetainedStore {
         self.count
     }
 
+    /// Bytes of the messages held, as the bound counts them.
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
+    }
+
     /// Applies a publish that carried RETAIN=1.
     pub(crate) fn apply(&mut self, message: &Arc<RoutedMessage>) -> RetainOutcome {
         debug_assert!(message.retain, "only retained publishes reach the store");
         if message.payload.is_empty() {
-            if let Some(node) = self.find(&message.topic) {
-                if self.nodes[node].message.take().is_some() {
-                    self.count -= 1;
-                }
-                self.prune(node);
-            }
+            self.clear(&message.topic);
             return RetainOutcome::Cleared;
         }
+        let bytes = message.bytes();
         if let Some(node) = self.find(&message.topic) {
             let slot = &mut self.nodes[node].message;
-            if slot.is_some() {
+            if let Some(old) = slot.as_ref() {
+                let old_bytes = old.bytes();
+                if self.bytes - old_bytes + bytes > self.bytes_max {
+                    self.clear(&message.topic);
+                    return RetainOutcome::Rejected;
+                }
                 *slot = Some(Arc::clone(message));
+                self.bytes = self.bytes - old_bytes + bytes;
                 return RetainOutcome::Stored;
             }
         }
-        if self.count >= self.count_max {
+        if self.count >= self.count_max || self.bytes + bytes > self.bytes_max {
             return RetainOutcome::Rejected;
         }
         let mut node = ROOT;
@@ -90,7 +105,20 @@ impl RetainedStore {
         }
         self.nodes[node].message = Some(Arc::clone(message));
         self.count += 1;
+        self.bytes += bytes;
         RetainOutcome::Stored
+    }
+
+    /// Removes the retained message of `topic`, if any.
+    fn clear(&mut self, topic: &str) {
+        let Some(node) = self.find(topic) else {
+            return;
+        };
+        if let Some(old) = self.nodes[node].message.take() {
+            self.count -= 1;
+            self.bytes -= old.bytes();
+        }
+        self.prune(node);
     }
 
     /// Calls `visit` with every retained message whose topic matches `filter`.
@@ -209,7 +237,7 @@ mod tests {
 
     #[test]
     fn set_replace_clear() {
-        let mut store = RetainedStore::new(10);
+        let mut store = RetainedStore::new(10, u64::MAX);
         assert_eq!(store.apply(&message("a/b", b"1")), RetainOutcome::Stored);
         assert_eq!(store.apply(&message("a/b", b"2")), RetainOutcome::Stored);
         assert_eq!(store.len(), 1);
@@ -224,7 +252,7 @@ mod tests {
 
     #[test]
     fn wildcards_and_dollar_rule() {
-        let mut store = RetainedStore::new(10);
+        let mut store = RetainedStore::new(10, u64::MAX);
         for topic in ["a", "a/b", "a/c/d", "$sys/x", "/e"] {
             store.apply(&message(topic, b"p"));
         }
@@ -239,12 +267,38 @@ mod tests {
 
     #[test]
     fn new_topics_past_the_limit_are_rejected() {
-        let mut store = RetainedStore::new(1);
+        let mut store = RetainedStore::new(1, u64::MAX);
         assert_eq!(store.apply(&message("a", b"1")), RetainOutcome::Stored);
         assert_eq!(store.apply(&message("b", b"1")), RetainOutcome::Rejected);
         assert_eq!(store.apply(&message("a", b"2")), RetainOutcome::Stored);
         assert_eq!(topics(&store, "#"), vec!["a"]);
         assert_eq!(store.node_count(), 2);
+    }
+
+    #[test]
+    fn bytes_are_bounded_and_a_stale_value_does_not_stay() {
+        let small = message("s", b"1");
+        let bound = 3 * small.bytes() as u64;
+        let mut store = RetainedStore::new(100, bound);
+        assert_eq!(store.apply(&message("a", b"1")), RetainOutcome::Stored);
+        assert_eq!(store.apply(&message("b", b"1")), RetainOutcome::Stored);
+        assert_eq!(store.bytes(), 2 * small.bytes());
+        let big = message("c", &[0; 200]);
+        assert_eq!(
+            store.apply(&big),
+            RetainOutcome::Rejected,
+            "a new topic past the bytes"
+        );
+        // An update that does not fit removes the older value of its topic.
+        assert_eq!(
+            store.apply(&message("a", &[0; 200])),
+            RetainOutcome::Rejected
+        );
+        assert_eq!(topics(&store, "#"), vec!["b"]);
+        assert_eq!(store.bytes(), small.bytes());
+        assert_eq!(store.apply(&message("b", b"")), RetainOutcome::Cleared);
+        assert_eq!((store.len(), store.bytes()), (0, 0));
+        assert_eq!(store.node_count(), 1, "only the root is left");
     }
 
     proptest! {
@@ -255,7 +309,7 @@ mod tests {
             writes in prop::collection::vec((topic(), any::<bool>()), 1..16),
             filters in prop::collection::vec(filter(), 1..8),
         ) {
-            let mut store = RetainedStore::new(1000);
+            let mut store = RetainedStore::new(1000, u64::MAX);
             let mut model = std::collections::BTreeSet::new();
             for (t, clear) in &writes {
                 let payload: &[u8] = if *clear { b"" } else { b"p" };

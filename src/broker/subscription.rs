@@ -6,6 +6,7 @@
 //! values that give the 3.x behaviour (local publishes delivered, RETAIN cleared on live
 //! delivery, no identifier).
 
+use crate::config::SUBSCRIPTION_IDS_PER_DELIVERY_MAX;
 use crate::protocol::mqtt::{QoS, SubscriptionOptions};
 
 /// One filter of one session, as stored in the session and mirrored in the topic trie.
@@ -33,12 +34,6 @@ impl Grant {
         }
     }
 }
-
-/// Subscription Identifiers carried by one delivery. MQTT 5 asks for every identifier of the
-/// matching subscriptions when the server sends one copy [MQTT-3.3.4-3]; this many are kept
-/// per delivery, which bounds the extra bytes per PUBLISH. Past it, further identifiers of
-/// overlapping subscriptions are left out.
-pub(crate) const SUBSCRIPTION_IDS_PER_DELIVERY_MAX: usize = 4;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub(crate) struct SubscriptionIds {

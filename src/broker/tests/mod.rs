@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 use super::*;
 pub(super) use crate::conn::{Chunk, ConnId, Droppable, Transport};
 use crate::protocol::mqtt::{
-    ConnAck, Connect, ConnectReturnCode, Delivery, Packet, PacketId, Properties, ProtocolVersion,
-    Publish, QoS, ReasonCode, Subscribe, SubscribeReturnCode, SubscriptionOptions, Will,
-    decode_from_server,
+    ConnAck, Connect, ConnectReturnCode, DecodeLimits, Delivery, Packet, PacketId, Properties,
+    ProtocolVersion, Publish, QoS, ReasonCode, Subscribe, SubscribeReturnCode, SubscriptionOptions,
+    Will, decode_from_server,
 };
 
 /// A packet the broker sent, owned so tests can keep it.
@@ -61,7 +61,14 @@ pub(super) fn id(value: u16) -> PacketId {
 }
 
 pub(super) fn decode_all(bytes: &[u8], transport: Transport, version: ProtocolVersion) -> Vec<Got> {
-    let limits = Limits::default().decode_limits();
+    // The broker's output as a client reads it: whatever the protocol can express.
+    let limits = DecodeLimits {
+        packet_bytes_max: 268_435_460,
+        topic_bytes_max: u16::MAX,
+        topic_levels_max: u16::MAX,
+        client_id_bytes_max: u16::MAX,
+        filters_per_packet_max: u32::MAX,
+    };
     let mut bytes = bytes;
     if transport == Transport::Ws {
         // One unmasked binary frame holding exactly one packet.

@@ -757,3 +757,84 @@ fn grouped_fanout_keeps_no_local_per_publisher() {
         .collect();
     assert_eq!(everyone, [b"1", b"2", b"3", b"4", b"5"]);
 }
+
+/// At the largest sizes the configuration allows, a PUBLISH re-encoded for a subscriber still
+/// fits what MQTT can express: a 3.1.1 publish of the largest size goes to an MQTT 5 WebSocket
+/// subscriber with four Subscription Identifiers, and an MQTT 5 publish that names its longest
+/// topic through a Topic Alias goes to it with a Message Expiry Interval too.
+#[test]
+fn the_largest_publishes_fit_every_re_encoding() {
+    let mut limits = Limits {
+        topic_bytes_max: u16::MAX,
+        topic_levels_max: u16::MAX,
+        ..Limits::default()
+    };
+    let packet_max = 268_435_460 - limits.publish_growth_bytes_max();
+    limits.packet_bytes_max = u32::try_from(packet_max).expect("below 2^32");
+    assert_eq!(limits.validate(), Ok(()));
+    limits.packet_bytes_max += 1;
+    let refused = limits.validate().expect_err("one byte more does not fit");
+    assert!(
+        refused.message.contains("packet_bytes_max"),
+        "{}",
+        refused.message
+    );
+    limits.packet_bytes_max -= 1;
+    let packet_max = packet_max as usize;
+
+    let mut h = Harness::with(limits, 1);
+    let mut watcher = Client::v5("watcher");
+    watcher.transport = Transport::Ws;
+    h.connect(1, &watcher);
+    let qos0 = SubscriptionOptions::new(QoS::AtMostOnce);
+    for (n, filter) in ["#", "+/#", "+/+/#", "+/+/+/#"].into_iter().enumerate() {
+        let mut ids = PropertiesBuf::new();
+        ids.push(Property::SubscriptionIdentifier(268_435_455 - n as u32));
+        h.packet(1, &subscribe5(n as u16 + 1, &[(filter, qos0)], props(&ids)));
+    }
+    // The longest topic: levels of one byte, so every wildcard filter above matches it.
+    let topic: String = (0..usize::from(u16::MAX))
+        .map(|i| if i % 2 == 1 { '/' } else { 'x' })
+        .collect();
+    h.connect(2, &Client::new("publisher"));
+    // 1 + 4 (remaining length) + 2 + topic + payload = the largest packet.
+    let payload = vec![7u8; packet_max - 7 - topic.len()];
+    let step = h.packet(2, &publish(&topic, &payload, Delivery::AtMostOnce, false));
+    assert_received_within_the_protocol(&step, payload.len());
+
+    h.connect(3, &Client::v5("aliaser"));
+    let mut alias = PropertiesBuf::new();
+    alias.push(Property::TopicAlias(1));
+    h.packet(
+        3,
+        &publish5(&topic, b"set", Delivery::AtMostOnce, false, props(&alias)),
+    );
+    let mut alias_and_expiry = PropertiesBuf::new();
+    alias_and_expiry.push(Property::TopicAlias(1));
+    alias_and_expiry.push(Property::MessageExpiryInterval(u32::MAX));
+    // 1 + 4 + 2 (empty topic) + 1 (property length) + 3 + 5 + payload.
+    let payload = vec![7u8; packet_max - 16];
+    let step = h.packet(
+        3,
+        &publish5(
+            "",
+            &payload,
+            Delivery::AtMostOnce,
+            false,
+            props(&alias_and_expiry),
+        ),
+    );
+    assert_received_within_the_protocol(&step, payload.len());
+}
+
+fn assert_received_within_the_protocol(step: &Step, payload_bytes: usize) {
+    let got = step.publishes(1);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].payload.len(), payload_bytes);
+    let ids = read(&got[0].properties, PropertyScope::Publish).subscription_identifiers();
+    assert_eq!(ids.count(), 4);
+    for (_, chunk) in &step.chunks {
+        // A 10-byte WebSocket header around at most the largest MQTT packet.
+        assert!(chunk.len() <= 10 + 268_435_460);
+    }
+}
