@@ -30,16 +30,13 @@ pub(crate) struct Client {
     pub(crate) session: SessionKey,
     pub(crate) transport: Transport,
     pub(crate) version: ProtocolVersion,
-    /// 1.5 × the keep-alive the client asked for, or `None` when it asked for 0 (no timeout)
-    /// [MQTT-3.1.2-24].
-    pub(crate) keep_alive_grace: Option<Duration>,
+    /// 1.5 × the keep-alive the client asked for, in milliseconds (at most 98 302 500), or 0
+    /// when it asked for 0: no timeout [MQTT-3.1.2-24].
+    pub(crate) keep_alive_grace_ms: u32,
     pub(crate) last_packet_at: Instant,
-    /// Cleared by DISCONNECT [MQTT-3.1.2-10], unless its reason is 0x04 (§3.14.2.1).
-    pub(crate) will: Option<Arc<RoutedMessage>>,
-    /// MQTT 5 Message Expiry Interval of `will`, counted from when it is published.
-    pub(crate) will_expiry_s: Option<u32>,
-    /// MQTT 5 Will Delay Interval of `will` (§3.1.3.2.2); 0 before MQTT 5.
-    pub(crate) will_delay_s: u32,
+    /// Cleared by DISCONNECT [MQTT-3.1.2-10], unless its reason is 0x04 (§3.14.2.1). Boxed:
+    /// most live-score clients have none.
+    pub(crate) will: Option<Box<ClientWill>>,
     /// QoS 1/2 publishes that may be in flight to the client: min(its Receive Maximum,
     /// `inflight_max`) [MQTT-3.3.4-9].
     pub(crate) send_window: u16,
@@ -47,8 +44,26 @@ pub(crate) struct Client {
     /// larger than it is not sent to this client [MQTT-3.1.2-25].
     pub(crate) packet_bytes_max: u32,
     /// Inbound Topic Aliases of an MQTT 5 client (§3.3.2.3.4): index = alias - 1, at most
-    /// `topic_aliases_max` entries, each a topic of at most `topic_bytes_max`.
-    pub(crate) topic_aliases: Vec<Option<Box<str>>>,
+    /// `topic_aliases_max` entries, each a topic of at most `topic_bytes_max`. Grown only when
+    /// an alias past its end is set, which is rare: a boxed slice is 8 B smaller than a `Vec`.
+    pub(crate) topic_aliases: Box<[Option<Box<str>>]>,
+}
+
+impl Client {
+    /// How long the client may stay silent, if it has a keep-alive.
+    pub(crate) fn keep_alive_grace(&self) -> Option<Duration> {
+        (self.keep_alive_grace_ms > 0)
+            .then(|| Duration::from_millis(u64::from(self.keep_alive_grace_ms)))
+    }
+}
+
+/// The will of a connected client, published when its connection ends without DISCONNECT.
+pub(crate) struct ClientWill {
+    pub(crate) message: Arc<RoutedMessage>,
+    /// MQTT 5 Message Expiry Interval of the will, counted from when it is published.
+    pub(crate) expiry_s: Option<u32>,
+    /// MQTT 5 Will Delay Interval (§3.1.3.2.2); 0 before MQTT 5.
+    pub(crate) delay_s: u32,
 }
 
 /// The connections of the broker, indexed by [`ConnId::index`].
@@ -119,14 +134,12 @@ mod tests {
             session: crate::slots::Slots::<super::SessionKey, ()>::default().insert(()),
             transport: Transport::Ws,
             version: ProtocolVersion::V311,
-            keep_alive_grace: None,
+            keep_alive_grace_ms: 0,
             last_packet_at: Instant::now(),
             will: None,
-            will_expiry_s: None,
-            will_delay_s: 0,
             send_window: 1,
             packet_bytes_max: 1,
-            topic_aliases: Vec::new(),
+            topic_aliases: Box::default(),
         }
     }
 
@@ -150,7 +163,7 @@ mod tests {
     /// The sizes the budget in `session.rs` counts.
     #[test]
     fn budget_sizes() {
-        assert_eq!(size_of::<Client>(), 96);
-        assert_eq!(size_of::<Option<(ConnId, Client)>>(), 104);
+        assert_eq!(size_of::<Client>(), 64);
+        assert_eq!(size_of::<Option<(ConnId, Client)>>(), 72);
     }
 }

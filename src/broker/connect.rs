@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use super::Broker;
 use super::auth::{AuthDecision, AuthRequest};
-use super::clients::Client;
+use super::clients::{Client, ClientWill};
 use super::outbox::{CloseReason, Outbox, RoutedMessage};
 use super::reply::{self, say_goodbye, send_packet};
 use super::session::SessionKey;
@@ -243,21 +243,30 @@ impl Broker {
         for will in self.detach(key, now, out) {
             self.publish_will(will, now, out);
         }
-        let Some(will) = connection.will.take().filter(|_| publish_will) else {
+        let Some(ClientWill {
+            message,
+            expiry_s,
+            delay_s,
+        }) = connection
+            .will
+            .take()
+            .filter(|_| publish_will)
+            .map(|will| *will)
+        else {
             return;
         };
-        let will = match connection.will_expiry_s {
+        let will = match expiry_s {
             Some(expiry_s) => {
-                let mut message = RoutedMessage::clone(&will);
+                let mut message = RoutedMessage::clone(&message);
                 message.expires_at = now.checked_add(Duration::from_secs(expiry_s.into()));
                 Arc::new(message)
             }
-            None => will,
+            None => message,
         };
         match self.sessions.get_mut(key) {
-            Some(session) if connection.will_delay_s > 0 => {
+            Some(session) if delay_s > 0 => {
                 session.delay_will(will);
-                let (stamp, delay_s) = (session.offline_ticket(), connection.will_delay_s);
+                let stamp = session.offline_ticket();
                 self.timers
                     .push(now, delay_s, key, stamp, TimerKind::WillDelay);
             }
@@ -342,16 +351,22 @@ impl Broker {
             .get_mut(key)
             .expect("open_session returned it");
         session.conn = Some(conn);
-        let (will, will_expiry_s) = will_message(connect).unzip();
-        let will_delay_s = connect
+        let delay_s = connect
             .will
             .as_ref()
             .and_then(|will| will.properties.will_delay_interval_s())
             .unwrap_or(0);
+        let will = will_message(connect).map(|(message, expiry_s)| {
+            Box::new(ClientWill {
+                message,
+                expiry_s,
+                delay_s,
+            })
+        });
         // [MQTT-3.1.2-24]: one and a half times the keep-alive; 0 turns it off.
-        let keep_alive_grace = (connect.keep_alive_s > 0)
-            .then(|| Duration::from_millis(u64::from(connect.keep_alive_s) * 1500));
-        if let Some(grace) = keep_alive_grace {
+        let keep_alive_grace_ms = u32::from(connect.keep_alive_s) * 1500;
+        if keep_alive_grace_ms > 0 {
+            let grace = Duration::from_millis(keep_alive_grace_ms.into());
             self.deadlines.push(now + grace, conn);
         }
         let properties = &connect.properties;
@@ -362,16 +377,14 @@ impl Broker {
             session: key,
             transport,
             version: connect.version,
-            keep_alive_grace,
+            keep_alive_grace_ms,
             last_packet_at: now,
             will,
-            will_expiry_s: will_expiry_s.flatten(),
-            will_delay_s,
             send_window: receive_maximum.min(self.limits.inflight_max),
             packet_bytes_max: properties
                 .maximum_packet_size_bytes()
                 .unwrap_or(PACKET_BYTES_PROTOCOL_MAX),
-            topic_aliases: Vec::new(),
+            topic_aliases: Box::default(),
         };
         self.clients.insert(conn, connection);
     }

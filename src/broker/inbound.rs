@@ -173,7 +173,9 @@ impl Broker {
                 .map(Some);
         }
         if aliases.len() < index {
-            aliases.resize(index, None);
+            let mut grown = std::mem::take(aliases).into_vec();
+            grown.resize(index, None);
+            *aliases = grown.into_boxed_slice();
         }
         aliases[index - 1] = Some(publish.topic.into());
         Ok(None)

@@ -190,7 +190,7 @@ impl Broker {
             let Some(connection) = self.clients.get(conn) else {
                 continue;
             };
-            let Some(grace) = connection.keep_alive_grace else {
+            let Some(grace) = connection.keep_alive_grace() else {
                 continue;
             };
             let deadline = connection.last_packet_at + grace;

@@ -2,7 +2,7 @@
 //! MQTT packets decoded as borrowed views and handed to the broker.
 //!
 //! Packets are decoded straight from the receive buffer; only a packet that straddles two
-//! buffers is copied, into the connection's spill buffer, which the packet size limit bounds.
+//! buffers is copied, into the connection's pending bytes, which the packet size limit bounds.
 
 use std::time::Instant;
 
@@ -59,7 +59,7 @@ pub fn ingest(cx: &mut Ingest<'_>, conn: &mut Peer, data: &mut [u8]) -> Flow {
 }
 
 fn ingest_upgrade(cx: &mut Ingest<'_>, conn: &mut Peer, data: &[u8]) -> Flow {
-    conn.request.extend_from_slice(data);
+    conn.pending.extend_from_slice(data);
     let handshake = HandshakeConfig {
         path: &cx.config.ws_path,
         allow_no_subprotocol: cx.config.ws_allow_no_subprotocol,
@@ -67,11 +67,11 @@ fn ingest_upgrade(cx: &mut Ingest<'_>, conn: &mut Peer, data: &[u8]) -> Flow {
     let bytes_max = cx.config.limits.ws_handshake_bytes_max as usize;
     // Parsed once: the upgrade decides from the head, and a file may answer from it instead.
     let mut fields = Fields::new();
-    let (head, consumed) = match parse_head(&conn.request, bytes_max, &mut fields) {
+    let (head, consumed) = match parse_head(&conn.pending, bytes_max, &mut fields) {
         Ok(None) => return Flow::Continue,
         Ok(Some(parsed)) => parsed,
         Err(error) => {
-            let method = Method::from_start(&conn.request);
+            let method = Method::from_start(&conn.pending);
             let refusal = HandshakeError::from_request(error, method);
             return Flow::Close(CloseCause::Handshake(refusal));
         }
@@ -85,8 +85,8 @@ fn ingest_upgrade(cx: &mut Ingest<'_>, conn: &mut Peer, data: &[u8]) -> Flow {
             cx.out.send(cx.id, Chunk::Owned(response), Droppable::No);
             conn.phase = Phase::AwaitConnect;
             // Bytes after the request are already WebSocket frames.
-            let mut rest = conn.request.split_off(consumed);
-            conn.request = Vec::new();
+            let mut rest = conn.pending.split_off(consumed);
+            conn.pending = Vec::new();
             if rest.is_empty() {
                 Flow::Continue
             } else {
@@ -120,7 +120,7 @@ fn ingest_stream(cx: &mut Ingest<'_>, conn: &mut Peer, data: &mut [u8]) -> Flow 
         };
         match next {
             Flow::Continue => Ok(()),
-            // Keep feeding: the rest of the buffer is kept in the spill for the owning shard.
+            // Keep feeding: the rest of the buffer is kept in the pending bytes for the owning shard.
             Flow::HandOff(_) => {
                 flow = next;
                 Ok(())
@@ -142,31 +142,31 @@ fn ingest_stream(cx: &mut Ingest<'_>, conn: &mut Peer, data: &mut [u8]) -> Flow 
 fn ingest_mqtt(cx: &mut Ingest<'_>, conn: &mut Peer, bytes: &[u8]) -> Flow {
     if let Phase::HandingOff(_) = conn.phase {
         // The owning shard decodes; bytes are only kept, in order, for it.
-        conn.spill.extend_from_slice(bytes);
+        conn.pending.extend_from_slice(bytes);
         return Flow::Continue;
     }
-    if conn.spill.is_empty() {
+    if conn.pending.is_empty() {
         let (flow, used) = decode_all(cx, conn, bytes);
         if flow == Flow::Continue || matches!(flow, Flow::HandOff(_)) {
-            conn.spill.extend_from_slice(&bytes[used..]);
+            conn.pending.extend_from_slice(&bytes[used..]);
         }
         return flow;
     }
-    let mut spill = std::mem::take(&mut conn.spill);
+    let mut spill = std::mem::take(&mut conn.pending);
     spill.extend_from_slice(bytes);
     let (flow, used) = decode_all(cx, conn, &spill);
     spill.drain(..used);
-    conn.spill = spill;
+    conn.pending = spill;
     flow
 }
 
-/// Decodes and dispatches the spill alone: used when a handed-off connection arrives.
+/// Decodes and dispatches the pending bytes alone: used when a handed-off connection arrives.
 pub fn ingest_pending(cx: &mut Ingest<'_>, conn: &mut Peer) -> Flow {
-    let spill = std::mem::take(&mut conn.spill);
+    let spill = std::mem::take(&mut conn.pending);
     let (flow, used) = decode_all(cx, conn, &spill);
     let mut spill = spill;
     spill.drain(..used);
-    conn.spill = spill;
+    conn.pending = spill;
     flow
 }
 

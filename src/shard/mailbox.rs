@@ -244,7 +244,7 @@ impl Shard {
         let mut peer = Peer::new(handoff.addr, handoff.transport);
         peer.phase = Phase::AwaitConnect;
         peer.ws = handoff.ws;
-        peer.spill = handoff.pending;
+        peer.pending = handoff.pending;
         let id = self.io.add(handoff.fd, peer);
         let mut cx = ingest_context!(self, id, now);
         let Some(peer) = self.io.state_mut(id) else {
@@ -313,7 +313,7 @@ impl Shard {
             addr,
             transport: peer.transport,
             ws: peer.ws,
-            pending: peer.spill,
+            pending: peer.pending,
         };
         match self.mailboxes.hand_off(target, handoff) {
             Ok(()) => self.cross_shard.wake[target] = true,

@@ -8,12 +8,12 @@
 //! |---|---|---|
 //! | `addr` | 32 | `SocketAddr` |
 //! | `phase`, `transport`, flags (`sealed`, `slow_logged`) | 8 | the handoff target is a `u16` |
-//! | `request`, `spill` | 2 × 24 | empty `Vec`s: no allocation while idle |
+//! | `pending` | 24 | an empty `Vec`: no allocation while idle |
 //! | `ws` | 8 | boxed `FrameDecoder` (56 B on the heap) on WebSocket listeners only |
 //! | `closing` | 8 | boxed while the connection closes |
-//! | **`Peer`** | **104** | |
+//! | **`Peer`** | **80** | |
 //! | the socket beside it (`net/io.rs`) | 72 | send queue 64, descriptor and flags 8 |
-//! | **slot** | **184** | with its generation, in the connection table (`slots.rs`) |
+//! | **slot** | **160** | with its generation, in the connection table (`slots.rs`) |
 //!
 //! Heap held while idle: the WebSocket decoder (56 B; its 125-B buffer for control payloads
 //! comes with the first ping or close frame that carries one) and the send queue's ring of
@@ -22,7 +22,7 @@
 //! the shard's buffer ring only while bytes are being read; the `msghdr` and iovecs of a send
 //! come from the shard's send pool only while the send is in flight. Next to it: the kernel's
 //! ≈ 3.7 KB socket and ≈ 0.9 KB armed multishot receive, and the broker's session (client
-//! identifier, subscription, trie node, 544 B; see `broker/session.rs`).
+//! identifier, subscription, trie node, 512 B; see `broker/session.rs`).
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -189,12 +189,11 @@ pub struct Peer {
     pub sealed: bool,
     /// The slow consumer policy dropped publishes for this peer, and that was logged once.
     pub slow_logged: bool,
-    /// An incomplete HTTP upgrade request (WebSocket listener, before the upgrade).
-    pub request: Vec<u8>,
     pub ws: Option<Box<FrameDecoder>>,
-    /// MQTT bytes of a packet that straddles receive buffers; during a handoff, every MQTT byte
-    /// from CONNECT on.
-    pub spill: Vec<u8>,
+    /// Bytes kept between receives: before the upgrade, the HTTP request so far; then the MQTT
+    /// bytes of a packet that straddles receive buffers (bounded by `packet_bytes_max`);
+    /// during a handoff, every MQTT byte from CONNECT on.
+    pub pending: Vec<u8>,
     /// Since when the connection closes, once it does.
     pub closing: Option<Box<Closing>>,
 }
@@ -211,9 +210,8 @@ impl Peer {
             phase,
             sealed: false,
             slow_logged: false,
-            request: Vec::new(),
             ws,
-            spill: Vec::new(),
+            pending: Vec::new(),
             closing: None,
         }
     }
@@ -231,9 +229,9 @@ mod tests {
         assert!(size_of::<Phase>() <= 4);
         assert!(size_of::<Option<Box<FrameDecoder>>>() <= 8);
         assert!(size_of::<Option<Box<Closing>>>() <= 8);
-        assert_eq!(size_of::<Peer>(), 104);
+        assert_eq!(size_of::<Peer>(), 80);
         assert!(size_of::<FrameDecoder>() <= 56);
         assert!(size_of::<crate::conn::Chunk>() <= 32);
-        assert_eq!(crate::net::io::slot_bytes::<Peer>(), 184);
+        assert_eq!(crate::net::io::slot_bytes::<Peer>(), 160);
     }
 }
