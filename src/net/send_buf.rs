@@ -1,7 +1,7 @@
 //! The memory a send hands the kernel: the `msghdr` and iovecs of a gathering send, kept in a
 //! boxed [`SendBuf`] from the shard's [`SendPool`] while the send is in flight, so an idle
 //! connection holds none and a steady fan-out allocates nothing once warm. A lone chunk in one
-//! piece needs no buffer: it goes out as a plain `send` ([`PreparedSend::Contiguous`]).
+//! piece needs no buffer: it goes out as a plain `send` (`PreparedSend::Contiguous`).
 //!
 //! Its `unsafe` only reads a prepared send back (its length, and its bytes in tests); the
 //! pointers it reads stay valid because a send's chunks and buffer are kept by its queue until

@@ -3,7 +3,7 @@
 //! Everything queued while a send is in flight leaves in the next single send (one `sendmsg`
 //! gathering up to [`IOVECS_PER_SEND_MAX`] iovecs), so the kernel send cost is paid per batch,
 //! not per message. A send of one contiguous run of bytes — the common case of a fan-out at
-//! one message per subscriber per turn — is a plain `send` instead ([`PreparedSend`]).
+//! one message per subscriber per turn — is a plain `send` instead (`PreparedSend`).
 //!
 //! The queue is bounded in bytes (`queue_bytes_max`). Past the bound a QoS 0 publish meets the
 //! slow consumer policy ([`SlowConsumer`]); a chunk that may not be dropped closes the
@@ -292,8 +292,8 @@ impl SendQueue {
     }
 
     /// The connection is going away: drops every chunk the kernel is not reading. A send in
-    /// flight keeps its chunks until it completes ([`SendQueue::complete_send`] or
-    /// [`SendQueue::fail_send`]).
+    /// flight keeps its chunks until it completes (`SendQueue::complete_send` or
+    /// `SendQueue::fail_send`).
     pub fn abandon(&mut self) {
         self.entries.truncate(self.in_flight_chunks as usize);
         if self.entries.is_empty() {

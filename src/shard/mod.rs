@@ -1,7 +1,7 @@
 //! Thread-per-core: one shard per core, each with its own ring, connections and broker.
 //!
 //! The shard keeps the loop and the policy; `net/` does the I/O. One loop turn, in order:
-//! 1. wait for completions or the next tick ([`Shard::run`]);
+//! 1. wait for completions or the next tick (`Shard::run`);
 //! 2. take in what happened on the sockets: accepts, received bytes (decoded and handed to the
 //!    broker), sends completed, receives ended (`connection_io.rs`);
 //! 3. take in connections handed over and messages posted by other shards (`mailbox.rs`);
