@@ -92,24 +92,12 @@ fn parse_args() -> anyhow::Result<Option<Config>> {
     Ok(Some(config))
 }
 
-fn run() -> anyhow::Result<()> {
-    // First, so that as little of the heap as possible is touched with huge pages on.
-    let small_pages = sys::disable_transparent_huge_pages();
-    let Some(config) = parse_args()? else {
-        return Ok(());
-    };
-    env_logger::Builder::new()
-        .parse_filters(&config.log_level)
-        .parse_env("FANFARE_LOG")
-        .format_timestamp_millis()
-        .init();
-    if let Err(e) = small_pages {
-        // Only memory is at stake: huge pages inflate RSS, they do not break anything.
-        log::warn!("cannot turn transparent huge pages off: {e}; RSS will count whole 2 MiB pages");
-    }
+/// Per shard, its listening sockets (one per listener, joined with `SO_REUSEPORT`), and the
+/// lines that announce each listener with the port it got.
+type Listeners = Vec<Vec<(ListenerKind, std::net::TcpListener)>>;
 
-    let mut per_shard: Vec<Vec<(ListenerKind, std::net::TcpListener)>> =
-        (0..config.shards).map(|_| Vec::new()).collect();
+fn bind_listeners(config: &Config) -> anyhow::Result<(Listeners, Vec<String>)> {
+    let mut per_shard: Listeners = (0..config.shards).map(|_| Vec::new()).collect();
     let mut announced = Vec::new();
     for (kind, addr) in [
         (ListenerKind::Tcp, config.tcp),
@@ -127,6 +115,46 @@ fn run() -> anyhow::Result<()> {
             per_shard[shard].push((kind, listener));
         }
     }
+
+    Ok((per_shard, announced))
+}
+
+/// Tells every shard to stop, wakes it so it sees that at once, and waits for it to finish
+/// closing its connections.
+fn stop_shards(
+    stop: &AtomicBool,
+    mailboxes: &Mailboxes,
+    threads: Vec<std::thread::JoinHandle<()>>,
+) -> anyhow::Result<()> {
+    stop.store(true, Ordering::Release);
+    for shard in 0..mailboxes.shard_count() {
+        mailboxes.wake(shard);
+    }
+    for thread in threads {
+        if thread.join().is_err() {
+            bail!("a shard thread panicked");
+        }
+    }
+    Ok(())
+}
+
+fn run() -> anyhow::Result<()> {
+    // First, so that as little of the heap as possible is touched with huge pages on.
+    let small_pages = sys::disable_transparent_huge_pages();
+    let Some(config) = parse_args()? else {
+        return Ok(());
+    };
+    env_logger::Builder::new()
+        .parse_filters(&config.log_level)
+        .parse_env("FANFARE_LOG")
+        .format_timestamp_millis()
+        .init();
+    if let Err(e) = small_pages {
+        // Only memory is at stake: huge pages inflate RSS, they do not break anything.
+        log::warn!("cannot turn transparent huge pages off: {e}; RSS will count whole 2 MiB pages");
+    }
+
+    let (per_shard, announced) = bind_listeners(&config)?;
 
     // Shards inherit this mask: stop signals reach only the sigwait below.
     sys::block_stop_signals().context("cannot block SIGINT/SIGTERM")?;
@@ -171,15 +199,7 @@ fn run() -> anyhow::Result<()> {
 
     let signal = sys::wait_for_stop_signal();
     log::info!("{signal} received: closing connections and stopping");
-    stop.store(true, Ordering::Release);
-    for shard in 0..config.shards {
-        mailboxes.wake(shard);
-    }
-    for thread in threads {
-        if thread.join().is_err() {
-            bail!("a shard thread panicked");
-        }
-    }
+    stop_shards(&stop, &mailboxes, threads)?;
     log::info!("stopped");
     Ok(())
 }

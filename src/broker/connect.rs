@@ -117,8 +117,22 @@ impl Broker {
             out,
         );
         self.attach(conn, transport, connect, key, now);
-        let connack = if v5 {
-            let assigned = connect.client_id.is_empty().then_some(client_id);
+        let assigned = connect.client_id.is_empty().then_some(client_id);
+        let connack = self.accepting_connack(version, transport, session_present, assigned);
+        out.send(conn, Chunk::Owned(connack), Droppable::No);
+        self.resume_outbound(key, out);
+    }
+
+    /// The CONNACK accepting a connection, framed for it; an MQTT 5 one says what the broker
+    /// allows and the client identifier it assigned, if it did.
+    fn accepting_connack(
+        &self,
+        version: ProtocolVersion,
+        transport: Transport,
+        session_present: bool,
+        assigned: Option<&str>,
+    ) -> Vec<u8> {
+        if version == ProtocolVersion::V5 {
             let properties = self.connack_properties(assigned);
             let connack = ConnAck {
                 session_present,
@@ -131,9 +145,7 @@ impl Broker {
             let present = session_present && version == ProtocolVersion::V311;
             let connack = ConnAck::new(present, ConnectReturnCode::Accepted);
             reply::frame(&Packet::ConnAck(connack), version, transport)
-        };
-        out.send(conn, Chunk::Owned(connack), Droppable::No);
-        self.resume_outbound(key, out);
+        }
     }
 
     /// Runs the authentication hook for a CONNECT with an Authentication Method. `Err` holds

@@ -198,38 +198,11 @@ impl Broker {
             self.close_for(conn, reason, now, out);
             return;
         };
-        let properties = &publish.properties;
         // [MQTT-3.3.2-4] lets the receiver check a payload said to be UTF-8.
-        let bad_payload = properties.payload_format_indicator() == Some(1)
+        let bad_payload = publish.properties.payload_format_indicator() == Some(1)
             && std::str::from_utf8(publish.payload).is_err();
-        let message = || {
-            let mut message = RoutedMessage::new(
-                aliased.as_deref().unwrap_or(publish.topic),
-                publish.payload,
-                publish.delivery.qos(),
-                publish.retain,
-            );
-            if !properties.is_empty() {
-                // Per connection or rewritten per subscriber [MQTT-3.3.2-7], [MQTT-3.3.4-4].
-                let skip = [
-                    property_id::TOPIC_ALIAS,
-                    property_id::SUBSCRIPTION_IDENTIFIER,
-                    property_id::MESSAGE_EXPIRY_INTERVAL,
-                ];
-                let mut forwarded = PropertiesBuf::new();
-                properties.copy_except(&skip, &mut forwarded);
-                message.properties = forwarded.as_properties().raw().into();
-                message.expires_at = properties
-                    .message_expiry_interval_s()
-                    .and_then(|s| now.checked_add(Duration::from_secs(s.into())));
-            }
-            Arc::new(message)
-        };
-        let refused = |id| Ack {
-            packet_id: id,
-            reason: ReasonCode::PAYLOAD_FORMAT_INVALID,
-            properties: Properties::EMPTY,
-        };
+        let topic = aliased.as_deref().unwrap_or(publish.topic);
+        let message = || routed_message(publish, topic, now);
         match publish.delivery {
             Delivery::AtMostOnce if bad_payload => {
                 let reason = CloseReason::Refused(ReasonCode::PAYLOAD_FORMAT_INVALID, "payload");
@@ -237,42 +210,63 @@ impl Broker {
             }
             Delivery::AtMostOnce => self.route(message(), Some(key), now, out),
             Delivery::AtLeastOnce(id) if bad_payload => {
-                self.reply(conn, &Packet::PubAck(refused(id)), out)
+                self.reply(conn, &Packet::PubAck(payload_refused(id)), out)
             }
             Delivery::AtLeastOnce(id) => {
                 self.route(message(), Some(key), now, out);
                 self.reply(conn, &Packet::PubAck(Ack::new(id)), out);
             }
-            Delivery::ExactlyOnce(id) => {
-                let inbound_qos2_max = usize::from(self.limits.inbound_qos2_max);
-                let Some(session) = self.sessions.get_mut(key) else {
-                    return;
+            Delivery::ExactlyOnce(id) if bad_payload => {
+                // Not kept: a PUBREC with an error ends the exchange (§4.3.3), unless it is a
+                // retransmission of one already delivered.
+                let held = self
+                    .sessions
+                    .get(key)
+                    .is_some_and(|session| session.holds_inbound_qos2(id));
+                let ack = if held {
+                    Ack::new(id)
+                } else {
+                    payload_refused(id)
                 };
-                if session.holds_inbound_qos2(id) {
-                    // Already delivered: a retransmission gets its PUBREC again, nothing more
-                    // [MQTT-4.3.3-2].
-                    self.reply(conn, &Packet::PubRec(Ack::new(id)), out);
-                    return;
-                }
-                if bad_payload {
-                    // Not kept: a PUBREC with an error ends the exchange (§4.3.3).
-                    self.reply(conn, &Packet::PubRec(refused(id)), out);
-                    return;
-                }
-                if session.inbound_qos2_len() >= inbound_qos2_max {
-                    // Our Receive Maximum, announced in CONNACK [MQTT-3.3.4-7].
-                    let reason = CloseReason::Refused(
-                        ReasonCode::RECEIVE_MAXIMUM_EXCEEDED,
-                        "too many QoS 2 publishes awaiting PUBREL",
-                    );
-                    self.close_for(conn, reason, now, out);
-                    return;
-                }
-                session.hold_inbound_qos2(id);
-                self.route(message(), Some(key), now, out);
-                self.reply(conn, &Packet::PubRec(Ack::new(id)), out);
+                self.reply(conn, &Packet::PubRec(ack), out);
+            }
+            Delivery::ExactlyOnce(id) => {
+                self.publish_exactly_once(conn, key, id, message, now, out)
             }
         }
+    }
+
+    /// A QoS 2 PUBLISH: delivered once, then held until its PUBREL, so a retransmission only
+    /// gets its PUBREC again [MQTT-4.3.3-2].
+    fn publish_exactly_once(
+        &mut self,
+        conn: ConnId,
+        key: SessionKey,
+        id: PacketId,
+        message: impl FnOnce() -> Arc<RoutedMessage>,
+        now: Instant,
+        out: &mut Outbox,
+    ) {
+        let inbound_qos2_max = usize::from(self.limits.inbound_qos2_max);
+        let Some(session) = self.sessions.get_mut(key) else {
+            return;
+        };
+        if session.holds_inbound_qos2(id) {
+            self.reply(conn, &Packet::PubRec(Ack::new(id)), out);
+            return;
+        }
+        if session.inbound_qos2_len() >= inbound_qos2_max {
+            // Our Receive Maximum, announced in CONNACK [MQTT-3.3.4-7].
+            let reason = CloseReason::Refused(
+                ReasonCode::RECEIVE_MAXIMUM_EXCEEDED,
+                "too many QoS 2 publishes awaiting PUBREL",
+            );
+            self.close_for(conn, reason, now, out);
+            return;
+        }
+        session.hold_inbound_qos2(id);
+        self.route(message(), Some(key), now, out);
+        self.reply(conn, &Packet::PubRec(Ack::new(id)), out);
     }
 
     /// SUBACK with one code per filter in order [MQTT-3.8.4-5], then the retained messages
@@ -392,5 +386,41 @@ impl Broker {
             properties: Properties::EMPTY,
         };
         self.reply(conn, &Packet::UnsubAck(unsuback), out);
+    }
+}
+
+/// The message a client's PUBLISH routes, published to `topic` (its own, or the one its Topic
+/// Alias stands for): owned once here, at the routing boundary.
+fn routed_message(publish: &Publish<'_>, topic: &str, now: Instant) -> Arc<RoutedMessage> {
+    let properties = &publish.properties;
+    let mut message = RoutedMessage::new(
+        topic,
+        publish.payload,
+        publish.delivery.qos(),
+        publish.retain,
+    );
+    if !properties.is_empty() {
+        // Per connection or rewritten per subscriber [MQTT-3.3.2-7], [MQTT-3.3.4-4].
+        let skip = [
+            property_id::TOPIC_ALIAS,
+            property_id::SUBSCRIPTION_IDENTIFIER,
+            property_id::MESSAGE_EXPIRY_INTERVAL,
+        ];
+        let mut forwarded = PropertiesBuf::new();
+        properties.copy_except(&skip, &mut forwarded);
+        message.properties = forwarded.as_properties().raw().into();
+        message.expires_at = properties
+            .message_expiry_interval_s()
+            .and_then(|s| now.checked_add(Duration::from_secs(s.into())));
+    }
+    Arc::new(message)
+}
+
+/// A PUBACK or PUBREC refusing a payload that is not the UTF-8 it claims to be.
+fn payload_refused(id: PacketId) -> Ack<'static> {
+    Ack {
+        packet_id: id,
+        reason: ReasonCode::PAYLOAD_FORMAT_INVALID,
+        properties: Properties::EMPTY,
     }
 }

@@ -250,18 +250,48 @@ fn packet_body<'a>(
     Ok(packet)
 }
 
+/// The protocol a CONNECT names, by its protocol name and level.
+fn protocol_version(name: &[u8], level: u8) -> Result<ProtocolVersion, DecodeError> {
+    match (name, level) {
+        (b"MQIsdp", 3) => Ok(ProtocolVersion::V31),
+        (b"MQTT", 4) => Ok(ProtocolVersion::V311),
+        (b"MQTT", 5) => Ok(ProtocolVersion::V5),
+        // A known name at another level: refuse with CONNACK 0x01 [MQTT-3.1.2-2].
+        (b"MQIsdp" | b"MQTT", _) => Err(DecodeError::UnsupportedProtocolVersion),
+        // [MQTT-3.1.2-1]
+        _ => Err(DecodeError::InvalidProtocolName),
+    }
+}
+
+/// The will of a CONNECT whose Will Flag is set, from its place in the payload.
+fn will<'a>(
+    body: &mut Reader<'a>,
+    is_v5: bool,
+    qos: QoS,
+    retain: bool,
+    limits: &DecodeLimits,
+) -> Result<Will<'a>, DecodeError> {
+    // MQTT 5 puts the will properties first (§3.1.3.2).
+    let properties = if is_v5 {
+        Properties::read(body, PropertyScope::Will)?
+    } else {
+        Properties::EMPTY
+    };
+    let topic = body.string()?;
+    validate_topic_name(topic, limits)?;
+    let payload = body.binary()?;
+    Ok(Will {
+        topic,
+        payload,
+        qos,
+        retain,
+        properties,
+    })
+}
+
 fn connect<'a>(mut body: Reader<'a>, limits: &DecodeLimits) -> Result<Connect<'a>, DecodeError> {
     let name = body.binary()?;
-    let level = body.u8()?;
-    let version = match (name, level) {
-        (b"MQIsdp", 3) => ProtocolVersion::V31,
-        (b"MQTT", 4) => ProtocolVersion::V311,
-        (b"MQTT", 5) => ProtocolVersion::V5,
-        // A known name at another level: refuse with CONNACK 0x01 [MQTT-3.1.2-2].
-        (b"MQIsdp" | b"MQTT", _) => return Err(DecodeError::UnsupportedProtocolVersion),
-        // [MQTT-3.1.2-1]
-        _ => return Err(DecodeError::InvalidProtocolName),
-    };
+    let version = protocol_version(name, body.u8()?)?;
     let flags = body.u8()?;
     let is_v31 = version == ProtocolVersion::V31;
     // [MQTT-3.1.2-3]; the bit is merely unused in 3.1.
@@ -297,22 +327,7 @@ fn connect<'a>(mut body: Reader<'a>, limits: &DecodeLimits) -> Result<Connect<'a
         return Err(DecodeError::ClientIdTooLong);
     }
     let will = if has_will {
-        // MQTT 5 puts the will properties first (§3.1.3.2).
-        let properties = if is_v5 {
-            Properties::read(&mut body, PropertyScope::Will)?
-        } else {
-            Properties::EMPTY
-        };
-        let topic = body.string()?;
-        validate_topic_name(topic, limits)?;
-        let payload = body.binary()?;
-        Some(Will {
-            topic,
-            payload,
-            qos: will_qos,
-            retain: will_retain,
-            properties,
-        })
+        Some(will(&mut body, is_v5, will_qos, will_retain, limits)?)
     } else {
         None
     };
