@@ -8,7 +8,6 @@ use serde::Serialize;
 
 use crate::codec::Version;
 use crate::conn::{Target, parse_ip};
-use crate::run::{ConnSpec, PubSpec, SubSpec};
 use crate::stats::PAYLOAD_HEADER_BYTES;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -381,6 +380,31 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> anyhow::Resu
         topic_prefix,
         socket_stamps,
     })
+}
+
+/// What one connection does.
+#[derive(Clone, Debug)]
+pub struct ConnSpec {
+    pub index: usize,
+    pub subscribe: Option<SubSpec>,
+    pub publish: Option<PubSpec>,
+}
+
+#[derive(Clone, Debug)]
+pub struct SubSpec {
+    pub filter: String,
+    /// Topic index the filter matches exactly; `None` for a wildcard matching every topic.
+    pub topic: Option<usize>,
+}
+
+#[derive(Clone, Debug)]
+pub struct PubSpec {
+    /// (topic name, stream id stamped in payloads, topic index); published round-robin.
+    pub topics: Vec<(String, u32, usize)>,
+    pub rate_per_s: f64,
+    /// Share of the closed-loop window this publisher may keep outstanding.
+    pub window_msgs: u64,
+    pub retain: bool,
 }
 
 impl Config {

@@ -3,12 +3,14 @@
 //! Map: `config` turns the command line into a plan of connections; `run` starts one pinned
 //! monoio runtime per worker thread, which opens its share of them (`conn`: source binding,
 //! WebSocket upgrade via `ws`, MQTT via `codec`) and runs subscriber, publisher and keep-alive
-//! tasks; `retained` is the late-joiner scenario; `stats` holds the shared counters, latency
+//! tasks, each worker's state and connection set-up being in `ctx`; `retained` is the
+//! late-joiner scenario; `stats` holds the shared counters, latency
 //! histograms and `/proc` sampling. This file is the conductor: phases, progress line, report.
 
 mod codec;
 mod config;
 mod conn;
+mod ctx;
 mod direct;
 mod report;
 mod retained;
@@ -39,7 +41,7 @@ fn real_main() -> anyhow::Result<()> {
     stats::now_ns(); // fixes the clock's base before any thread stamps a payload
     let mut sampler = report::Sampler::new(cfg.broker_pid);
 
-    let mut per_worker: Vec<Vec<run::ConnSpec>> = vec![Vec::new(); cfg.workers];
+    let mut per_worker: Vec<Vec<config::ConnSpec>> = vec![Vec::new(); cfg.workers];
     for spec in plan {
         per_worker[spec.index % cfg.workers].push(spec);
     }

@@ -10,7 +10,7 @@ use anyhow::bail;
 
 use crate::codec::{self, Packet};
 use crate::conn::{self, Conn};
-use crate::run::{Ctx, establish};
+use crate::ctx::{Ctx, establish};
 use crate::stats;
 
 pub fn topic(ctx: &Ctx, i: usize) -> String {

@@ -11,34 +11,10 @@ use std::time::Duration;
 use anyhow::bail;
 
 use crate::codec::{self, Packet};
-use crate::config::{Config, RingMode, Scenario};
-use crate::conn::{self, Conn, FailKind, SharedWriter};
+use crate::config::{Config, ConnSpec, PubSpec, RingMode, Scenario, SubSpec};
+use crate::conn::{self, Conn, SharedWriter};
+use crate::ctx::{Ctx, establish};
 use crate::stats::{self, Local, SeqEvent, SeqTrack, Shared};
-
-/// What one connection does.
-#[derive(Clone, Debug)]
-pub struct ConnSpec {
-    pub index: usize,
-    pub subscribe: Option<SubSpec>,
-    pub publish: Option<PubSpec>,
-}
-
-#[derive(Clone, Debug)]
-pub struct SubSpec {
-    pub filter: String,
-    /// Topic index the filter matches exactly; `None` for a wildcard matching every topic.
-    pub topic: Option<usize>,
-}
-
-#[derive(Clone, Debug)]
-pub struct PubSpec {
-    /// (topic name, stream id stamped in payloads, topic index); published round-robin.
-    pub topics: Vec<(String, u32, usize)>,
-    pub rate_per_s: f64,
-    /// Share of the closed-loop window this publisher may keep outstanding.
-    pub window_msgs: u64,
-    pub retain: bool,
-}
 
 /// Most messages queued in one publisher tick: bounds the batch when a tick comes late.
 const BATCH_MSGS_MAX: u64 = 4096;
@@ -46,15 +22,6 @@ const BATCH_MSGS_MAX: u64 = 4096;
 const PUBLISHER_PENDING_BYTES_MAX: usize = 4 << 20;
 /// How long disconnecting connections get to close before the thread ends anyway.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
-
-pub struct Ctx {
-    pub cfg: Arc<Config>,
-    pub shared: Arc<Shared>,
-    pub worker: usize,
-    local: RefCell<Local>,
-    pub(crate) writers: RefCell<Vec<SharedWriter>>,
-    pub(crate) live: Cell<usize>,
-}
 
 /// Starts worker `worker` on its own thread; it returns when `shared.stop` is set and its
 /// connections have closed (or `CLOSE_GRACE` passed).
@@ -186,49 +153,6 @@ async fn histogram_ticker(ctx: Rc<Ctx>) {
         monoio::time::sleep(Duration::from_secs(1)).await;
         ctx.local.borrow_mut().flush_histogram(&ctx.shared);
     }
-}
-
-fn client_id(ctx: &Ctx, index: usize) -> String {
-    format!("{}-{index}", ctx.cfg.client_id_prefix)
-}
-
-fn count_failure(shared: &Shared, kind: FailKind, error: &anyhow::Error) {
-    shared.counters.conn_failed[kind as usize].fetch_add(1, Relaxed);
-    shared.note_error(format!("{kind:?}: {error:#}"));
-}
-
-/// Opens a connection, subscribing if asked, and records the set-up time.
-pub async fn establish(ctx: &Ctx, index: usize, sub: Option<&SubSpec>) -> Option<Conn> {
-    let shared = &ctx.shared;
-    let t0 = stats::now_ns();
-    let opened = Conn::open(&ctx.cfg.target, index, &client_id(ctx, index)).await;
-    let result = match opened {
-        Err(e) => Err(e),
-        Ok(mut conn) => match sub {
-            Some(sub) => conn
-                .subscribe(&sub.filter, ctx.cfg.qos, ctx.cfg.target.timeout)
-                .await
-                .map(|()| conn),
-            None => Ok(conn),
-        },
-    };
-    let conn = match result {
-        Err(e) => {
-            count_failure(shared, e.kind, &e.error);
-            return None;
-        }
-        Ok(conn) => conn,
-    };
-    let t1 = stats::now_ns();
-    shared
-        .connect_latency
-        .lock()
-        .expect("no panics while held")
-        .saturating_record(t1.saturating_sub(t0).max(1));
-    shared.counters.conn_ok.fetch_add(1, Relaxed);
-    shared.first_conn_ns.fetch_min(t0, Relaxed);
-    shared.last_conn_ns.fetch_max(t1, Relaxed);
-    Some(conn)
 }
 
 fn subscribed(shared: &Shared, sub: &SubSpec, delta: i64) {
