@@ -15,6 +15,7 @@
 //! full because the kernel refuses to submit), the intent is kept and submitted again on the
 //! next turn ([`Io::submit_refused`]), and counted: nothing waits forever for an operation that
 //! was never submitted.
+#![allow(unsafe_code)]
 
 use std::net::TcpListener;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -145,6 +146,9 @@ pub struct Io<T> {
     /// Intents the ring refused, submitted again next turn.
     refused: Vec<Intent>,
     counts: IoCounts,
+    /// Tests: how many of the next submissions fail as the ring would under pressure.
+    #[cfg(test)]
+    refuse_next: u32,
 }
 
 impl<T> Io<T> {
@@ -173,6 +177,8 @@ impl<T> Io<T> {
             dirty: Vec::new(),
             refused: Vec::new(),
             counts: IoCounts::default(),
+            #[cfg(test)]
+            refuse_next: 0,
         })
     }
 
@@ -342,9 +348,7 @@ impl<T> Io<T> {
             let entry = entry.user_data(Op::Send(id).user_data());
             // SAFETY: the send points at chunks and a buffer its queue keeps until the send
             // completes (see the module documentation).
-            #[allow(unsafe_code)]
-            let pushed = unsafe { self.ring.push(&entry) };
-            if let Err(e) = pushed {
+            if let Err(e) = unsafe { self.push(&entry) } {
                 self.note_refused(&e);
                 if let Some(socket) = self.conns.get_mut(id) {
                     socket.out.cancel_start(&mut self.pool);
@@ -438,9 +442,7 @@ impl<T> Io<T> {
         };
         // SAFETY: receives write into the buffer ring and the eventfd read into `wake_buf`,
         // both owned here and dropped after the ring; the others point at no memory.
-        #[allow(unsafe_code)]
-        let pushed = unsafe { self.ring.push(&entry) };
-        if let Err(e) = pushed {
+        if let Err(e) = unsafe { self.push(&entry) } {
             self.note_refused(&e);
             match intent {
                 Intent::Recv(id) | Intent::CancelRecv(id) => {
@@ -453,6 +455,20 @@ impl<T> Io<T> {
             }
             self.refused.push(intent);
         }
+    }
+
+    /// Queues one operation on the ring.
+    ///
+    /// # Safety
+    /// Whatever `entry` points at must stay valid and unmoved until its last completion.
+    unsafe fn push(&mut self, entry: &squeue::Entry) -> std::io::Result<()> {
+        #[cfg(test)]
+        if self.refuse_next > 0 {
+            self.refuse_next -= 1;
+            return Err(std::io::Error::from_raw_os_error(libc::EBUSY));
+        }
+        // SAFETY: the caller's promise, passed on.
+        unsafe { self.ring.push(entry) }
     }
 
     fn note_refused(&mut self, error: &std::io::Error) {
@@ -630,5 +646,163 @@ fn register_fixed_files(ring: &Ring, connections_max: u32) -> u32 {
             warn!("io_uring fixed files unavailable ({e}): sockets are named by descriptor");
             0
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::rc::Rc;
+
+    fn io() -> Io<&'static str> {
+        Io::new(IoSetup {
+            ring_entries: 64,
+            recv_buffers: 16,
+            recv_buffer_bytes: 4096,
+            fixed_files_max: 16,
+        })
+        .expect("io_uring is available to the tests")
+    }
+
+    /// Waits for events until `want` holds for one of them; at most a few seconds.
+    fn wait_for(io: &mut Io<&'static str>, mut want: impl FnMut(&Event) -> bool) -> Event {
+        for _ in 0..100 {
+            io.wait(Duration::from_millis(50)).expect("the ring waits");
+            let mut events = Vec::new();
+            io.take_events(&mut events, 64);
+            if let Some(index) = events.iter().position(&mut want) {
+                return events.swap_remove(index);
+            }
+        }
+        panic!("no such event within 5 s");
+    }
+
+    /// A connection accepted through the ring, and the client's end of it.
+    fn accepted(io: &mut Io<&'static str>) -> (ConnId, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("a loopback port");
+        io.arm_accept(7, &listener);
+        let client = TcpStream::connect(listener.local_addr().expect("bound")).expect("connects");
+        client
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("a read timeout");
+        let Event::Accept {
+            listener: 7,
+            result: Ok(fd),
+            ..
+        } = wait_for(io, |event| matches!(event, Event::Accept { .. }))
+        else {
+            panic!("accepted on listener 7");
+        };
+        (io.add(fd, "peer"), client)
+    }
+
+    fn received(io: &mut Io<&'static str>, id: ConnId) -> Vec<u8> {
+        let Event::Received { buffer, .. } = wait_for(
+            io,
+            |event| matches!(event, Event::Received { id: got, .. } if *got == id),
+        ) else {
+            unreachable!("matched above");
+        };
+        io.read_received(id, buffer, |state, data| {
+            assert_eq!(*state, "peer");
+            data.to_vec()
+        })
+        .expect("the connection is there")
+    }
+
+    #[test]
+    fn bytes_go_both_ways_and_a_busy_connection_is_not_released() {
+        let mut io = io();
+        let (id, mut client) = accepted(&mut io);
+        io.arm_recv(id);
+        client.write_all(b"hello").expect("writes");
+        assert_eq!(received(&mut io, id), b"hello");
+
+        let bytes: Rc<[u8]> = Rc::from(&b"to the client"[..]);
+        let pushed = io.queue(
+            id,
+            Chunk::Shared(bytes),
+            Droppable::No,
+            1024,
+            SlowConsumer::DropOldest,
+        );
+        assert!(pushed.is_some_and(|pushed| pushed.queued));
+        io.start_sends();
+        let sent = wait_for(&mut io, |event| matches!(event, Event::Sent { .. }));
+        assert!(matches!(sent, Event::Sent { id: got, result: Ok(()) } if got == id));
+        let mut got = [0; 13];
+        client.read_exact(&mut got).expect("reads");
+        assert_eq!(&got, b"to the client");
+        assert!(!io.sending(id));
+
+        assert!(io.busy(id), "the receive is armed");
+        assert!(io.release(id).is_none());
+        io.cancel_recv(id);
+        let ended = wait_for(&mut io, |event| matches!(event, Event::RecvEnded { .. }));
+        assert!(matches!(
+            ended,
+            Event::RecvEnded {
+                why: RecvEnd::Cancelled,
+                ..
+            }
+        ));
+        let (_fd, state) = io.release(id).expect("nothing in flight");
+        assert_eq!(state, "peer");
+        assert!(io.is_empty());
+    }
+
+    #[test]
+    fn refused_submissions_go_in_on_a_later_turn() {
+        let mut io = io();
+        let (id, mut client) = accepted(&mut io);
+        io.refuse_next = 1;
+        io.arm_recv(id);
+        assert!(!io.recv_armed(id), "refused, so not armed");
+        assert_eq!(io.counts().submissions_refused, 1);
+        io.submit_refused();
+        assert!(io.recv_armed(id));
+        client.write_all(b"late").expect("writes");
+        assert_eq!(received(&mut io, id), b"late");
+
+        io.queue(
+            id,
+            Chunk::Owned(b"reply".to_vec()),
+            Droppable::No,
+            1024,
+            SlowConsumer::DropOldest,
+        );
+        io.refuse_next = 1;
+        io.start_sends();
+        let queue = &io.conns.get(id).expect("held").out;
+        assert!(
+            !queue.in_flight() && !queue.is_empty(),
+            "refused: still queued, not in flight"
+        );
+        assert_eq!(io.counts().submissions_refused, 2);
+        io.start_sends();
+        wait_for(&mut io, |event| matches!(event, Event::Sent { .. }));
+        let mut got = [0; 5];
+        client.read_exact(&mut got).expect("reads");
+        assert_eq!(&got, b"reply");
+    }
+
+    #[test]
+    fn a_peer_that_closes_ends_the_receive() {
+        let mut io = io();
+        let (id, client) = accepted(&mut io);
+        io.arm_recv(id);
+        drop(client);
+        let ended = wait_for(&mut io, |event| matches!(event, Event::RecvEnded { .. }));
+        assert!(matches!(
+            ended,
+            Event::RecvEnded {
+                why: RecvEnd::PeerClosed,
+                ..
+            }
+        ));
+        assert!(!io.recv_armed(id));
+        assert!(io.release(id).is_some());
     }
 }
