@@ -15,7 +15,7 @@
 //! | [`protocol`] | sans-IO codecs, no I/O and no clock: MQTT 3.1/3.1.1/5, WebSocket frames and upgrade, the HTTP request head |
 //! | [`broker`] | sans-IO state of one shard: sessions, topic trie, retained messages, QoS flows, wills, keep-alive; takes `now`, answers with an [`broker::Outbox`] |
 //! | [`shard`] | the loop of one core and its policy: what to do with socket events, when to close, what to post to other shards |
-//! | [`net`] | the only code that touches sockets and the only `unsafe`: the ring, its buffers, send queues, listeners |
+//! | [`net`] | the only code that touches sockets, and the only code exempt from the crate's `deny` below: the ring, its buffers, send queues, listeners |
 //! | [`http`], [`metrics`] | the files and `/metrics` served to plain HTTP requests on the WebSocket listener |
 //!
 //! # One PUBLISH, from a socket to N sockets
