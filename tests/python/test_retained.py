@@ -80,3 +80,30 @@ def test_retained_survives_publisher_disconnect(broker, clients, transport, topi
     sub = clients(broker, "ws" if transport == "tcp" else "tcp")
     sub.subscribe(topic, 0)
     assert sub.wait_for_message().payload == b"kept"
+
+
+@pytest.mark.fanfare_only
+def test_retained_bytes_are_bounded_and_a_stale_value_goes(start, clients, topic):
+    """Past `retained_bytes_max` a retained publish is delivered but not stored, and the older
+    value of its topic goes rather than stay behind as a stale one."""
+    import time
+
+    from scrape import fetch_metrics, parse
+
+    broker = start(config={"limits": {"retained_bytes_max": 4096}})
+    live = clients(broker, "tcp")
+    live.subscribe(topic, 1)
+    pub = clients(broker, "tcp")
+    pub.publish(topic, b"1-0", 1, retain=True)
+    pub.publish(topic, b"x" * 8192, 1, retain=True)
+    assert live.wait_for_message().payload == b"1-0"
+    assert len(live.wait_for_message().payload) == 8192, "delivered though not stored"
+
+    late = clients(broker, "tcp")
+    late.subscribe(topic, 1)
+    late.expect_no_message(0.3)
+    time.sleep(0.3)  # a metrics tick
+    metrics = parse(fetch_metrics(broker)[2])
+    # Every shard holds a replica, and each refused the large value once.
+    assert set(metrics["fanfare_retained_rejected_total"].values()) == {1}
+    assert set(metrics["fanfare_retained_bytes"].values()) == {0}
