@@ -34,7 +34,8 @@ const GENERATION_MASK: u32 = (1 << 24) - 1;
 /// does not allocate and free a page on every insert and removal), and every page once
 /// nothing is held at all.
 pub struct PagedVec<T> {
-    pages: Vec<Box<[T]>>,
+    /// Pages of a fixed length, so the index inside a page needs no bounds check.
+    pages: Vec<Box<[T; PAGE_SLOTS]>>,
     /// Occupied entries per page.
     page_lens: Vec<u16>,
     len: usize,
@@ -52,12 +53,14 @@ impl<T> Default for PagedVec<T> {
 
 impl<T: Default> PagedVec<T> {
     /// Entry `index`, if its page exists.
+    #[inline]
     pub fn get(&self, index: usize) -> Option<&T> {
         self.pages
             .get(index / PAGE_SLOTS)
             .map(|page| &page[index % PAGE_SLOTS])
     }
 
+    #[inline]
     pub fn get_mut(&mut self, index: usize) -> Option<&mut T> {
         self.pages
             .get_mut(index / PAGE_SLOTS)
@@ -67,8 +70,11 @@ impl<T: Default> PagedVec<T> {
     /// Adds a page of default entries; returns the index of its first entry.
     pub fn add_page(&mut self) -> usize {
         let first = self.capacity();
-        self.pages
-            .push((0..PAGE_SLOTS).map(|_| T::default()).collect());
+        let page: Box<[T]> = (0..PAGE_SLOTS).map(|_| T::default()).collect();
+        let Ok(page) = page.try_into() else {
+            unreachable!("a page is made of PAGE_SLOTS entries");
+        };
+        self.pages.push(page);
         self.page_lens.push(0);
         first
     }

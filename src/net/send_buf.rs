@@ -200,26 +200,34 @@ impl SendPool {
 }
 
 impl InFlight {
+    /// Prepares the send of a lone chunk in one piece, `skip` bytes of it already sent: no
+    /// buffer, a plain `send`. `None` when the chunk is in several pieces.
+    #[inline]
+    pub(super) fn contiguous(chunk: &Chunk, skip: usize) -> Option<(InFlight, PreparedSend)> {
+        let bytes = match chunk {
+            Chunk::Shared(bytes) => &bytes[..],
+            Chunk::Owned(bytes) => &bytes[..],
+            Chunk::SharedWithId { .. } => return None,
+        };
+        let rest = &bytes[skip..];
+        Some((
+            InFlight::Contiguous,
+            PreparedSend::Contiguous(rest.as_ptr(), rest.len()),
+        ))
+    }
+
     /// Prepares the send of `chunks` (the front of a queue, `skip` bytes of its first already
-    /// sent): a contiguous send for a lone chunk in one piece, else a gathering one in a buffer
-    /// from `pool`. Returns the buffer to keep while the send is in flight, how many chunks it
-    /// covers, and what to give the kernel.
-    pub(super) fn prepare<'c>(
+    /// sent) gathered by one `sendmsg`, in a buffer from `pool`. Returns the buffer to keep while
+    /// the send is in flight, how many chunks it covers, and what to give the kernel.
+    pub(super) fn gathered<'c>(
         chunks: impl ExactSizeIterator<Item = &'c Chunk> + Clone,
         skip: usize,
         pool: &mut SendPool,
-    ) -> Option<(InFlight, usize, PreparedSend)> {
-        let first = chunks.clone().next()?;
-        if chunks.len() == 1 && iovecs_of(first) == 1 {
-            let mut no_id = [0; 2];
-            let rest = &first.parts(&mut no_id)[0][skip..];
-            let send = PreparedSend::Contiguous(rest.as_ptr(), rest.len());
-            return Some((InFlight::Contiguous, 1, send));
-        }
+    ) -> (InFlight, usize, PreparedSend) {
         let small = chunks.len() <= IOVECS_PER_SMALL_SEND_MAX
             && chunks.clone().map(iovecs_of).sum::<usize>() <= IOVECS_PER_SMALL_SEND_MAX;
         // The boxes keep the msghdr's address when they move into the queue.
-        Some(if small {
+        if small {
             let mut buf = pool.take_small();
             let covered = buf.fill(chunks, skip);
             let send = PreparedSend::Gathered(&buf.msg);
@@ -229,7 +237,7 @@ impl InFlight {
             let covered = buf.fill(chunks, skip);
             let send = PreparedSend::Gathered(&buf.msg);
             (InFlight::Large(buf), covered, send)
-        })
+        }
     }
 }
 

@@ -229,9 +229,17 @@ impl SendQueue {
         if self.in_flight.is_some() {
             return None;
         }
-        let chunks = self.entries.iter().map(|entry| &entry.chunk);
         let skip = self.front_sent_bytes as usize;
-        let (buf, covered, send) = InFlight::prepare(chunks, skip, pool)?;
+        let front = &self.entries.front()?.chunk;
+        if self.entries.len() == 1
+            && let Some((buf, send)) = InFlight::contiguous(front, skip)
+        {
+            self.in_flight_chunks = 1;
+            self.in_flight = Some(buf);
+            return Some(send);
+        }
+        let chunks = self.entries.iter().map(|entry| &entry.chunk);
+        let (buf, covered, send) = InFlight::gathered(chunks, skip, pool);
         // At most IOVECS_PER_SEND_MAX chunks.
         self.in_flight_chunks = covered as u32;
         self.in_flight = Some(buf);
