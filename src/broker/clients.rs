@@ -30,6 +30,10 @@ pub(crate) struct Client {
     pub(crate) session: SessionKey,
     pub(crate) transport: Transport,
     pub(crate) version: ProtocolVersion,
+    /// The broker asked the network layer to close the connection (it stopped taking QoS 1/2
+    /// publishes): nothing more is sent to it, and it is told goodbye once, while the close
+    /// runs its course.
+    pub(crate) closing: bool,
     /// 1.5 × the keep-alive the client asked for, in milliseconds (at most 98 302 500), or 0
     /// when it asked for 0: no timeout [MQTT-3.1.2-24].
     pub(crate) keep_alive_grace_ms: u32,
@@ -134,6 +138,7 @@ mod tests {
             session: crate::slots::Slots::<super::SessionKey, ()>::default().insert(()),
             transport: Transport::Ws,
             version: ProtocolVersion::V311,
+            closing: false,
             keep_alive_grace_ms: 0,
             last_packet_at: Instant::now(),
             will: None,

@@ -389,6 +389,7 @@ impl Broker {
             session: key,
             transport,
             version: connect.version,
+            closing: false,
             keep_alive_grace_ms,
             last_packet_at: now,
             will,

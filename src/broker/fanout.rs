@@ -323,9 +323,10 @@ impl Broker {
         let Some(session) = self.sessions.get_mut(key) else {
             return;
         };
-        let connection = session
-            .conn
-            .and_then(|conn| self.clients.get(conn).map(|connection| (conn, connection)));
+        let connection = session.conn.and_then(|conn| {
+            let connection = self.clients.get(conn).filter(|client| !client.closing)?;
+            Some((conn, connection))
+        });
         let variant_of = |connection: &super::clients::Client| PublishVariant {
             transport: connection.transport,
             version: connection.version,
@@ -367,12 +368,16 @@ impl Broker {
                 let queue_bytes_max = self.limits.session_queue_bytes_max;
                 let dropped = session.outbound.enqueue(queued, queue_bytes_max);
                 self.stats.session_queue_dropped += dropped;
-                if let Some((conn, connection)) = connection.filter(|_| dropped > 0) {
+                let overflowed = connection.filter(|_| dropped > 0).map(|(conn, _)| conn);
+                if let Some((conn, client)) =
+                    overflowed.and_then(|conn| Some((conn, self.clients.get_mut(conn)?)))
+                {
                     // Connected, yet neither acknowledging nor leaving room: QoS 1/2 may not
-                    // be lost while the client is there, so the client goes instead.
+                    // be lost while the client is there, so the client goes instead, once.
+                    client.closing = true;
                     self.stats.slow_consumer_closes += 1;
                     let reason = CloseReason::SlowConsumer;
-                    super::reply::say_goodbye(out, conn, connection, reason);
+                    super::reply::say_goodbye(out, conn, client, reason);
                 }
             }
         }
