@@ -1,0 +1,179 @@
+"""What the coordinator measures and judges: the broker's RSS and descriptors, its sockets as
+`ss` sees them, its `/metrics` gauges, and the oracle subscribers' deliveries against what the
+publishers had acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+from collections import Counter
+
+import wire as w
+
+
+def rss_kb(pid: int) -> int:
+    """VmRSS of a process, in KiB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+def memory_detail_kb(pid: int) -> dict[str, int]:
+    """RssAnon/RssFile/VmHWM, to tell heap from mapped files when RSS grows."""
+    out = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            key = line.split(":", 1)[0]
+            if key in ("VmRSS", "RssAnon", "RssFile", "VmHWM", "VmData"):
+                out[key] = int(line.split()[1])
+    return out
+
+
+def fd_count(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+async def scrape(target: w.Target, timeout_s: float = 5.0) -> dict[str, int]:
+    """`GET /metrics`, each metric summed over the shards."""
+    sock = await w.open_socket(target.host, target.ws_port, None, timeout_s)
+    reader, writer = await asyncio.open_connection(sock=sock)
+    try:
+        writer.write(b"GET /metrics HTTP/1.1\r\nHost: soak\r\nConnection: close\r\n\r\n")
+        raw = await asyncio.wait_for(reader.read(-1), timeout_s)
+    finally:
+        # Closed for real before returning, or `ss` right after would see it in CLOSE-WAIT.
+        writer.close()
+        await asyncio.wait_for(writer.wait_closed(), timeout_s)
+    head, _, body = raw.partition(b"\r\n\r\n")
+    if not head.startswith(b"HTTP/1.1 200"):
+        raise RuntimeError(f"/metrics answered {head[:40]!r}")
+    totals: Counter[str] = Counter()
+    for line in body.decode().splitlines():
+        if line and not line.startswith("#"):
+            series, value = line.rsplit(" ", 1)
+            totals[series.split("{", 1)[0]] += int(value)
+    return dict(totals)
+
+
+def sockets_on(ports: set[int]) -> tuple[dict[str, Counter], list[str]]:
+    """TCP sockets on the broker's ports by state: the broker's own ends (`broker`, local port
+    is a listener's) and the clients' ends (`client`, peer port is a listener's); and the
+    `ss` lines of those not in TIME-WAIT, to see what they are."""
+    out = subprocess.run(["ss", "-Htan"], capture_output=True, text=True, timeout=30,
+                         check=True).stdout
+    sides = {"broker": Counter(), "client": Counter()}
+    lines = []
+    for line in out.splitlines():
+        fields = line.split()
+        if len(fields) < 5 or fields[0] == "LISTEN":
+            continue
+        state, local, peer = fields[0], fields[3], fields[4]
+        if int(local.rsplit(":", 1)[1]) in ports:
+            sides["broker"][state] += 1
+        elif int(peer.rsplit(":", 1)[1]) in ports:
+            sides["client"][state] += 1
+        else:
+            continue
+        if state != "TIME-WAIT":
+            lines.append(" ".join(fields))
+    return sides, lines
+
+
+def topic_matches(topic_filter: str, topic: str) -> bool:
+    """MQTT 3.1.1 §4.7 matching of `+` and `#` (topics here never start with `$`)."""
+    f_levels, t_levels = topic_filter.split("/"), topic.split("/")
+    for i, level in enumerate(f_levels):
+        if level == "#":
+            return True
+        if i >= len(t_levels) or (level != "+" and level != t_levels[i]):
+            return False
+    return len(f_levels) == len(t_levels)
+
+
+def verify_deliveries(sent: list[list], oracles: list[dict]) -> dict:
+    """Each accepted QoS 1/2 message against each oracle whose filters match its topic.
+
+    The delivery QoS is the lower of the publish's and the highest granted among the matching
+    filters (overlapping subscriptions deliver once at the highest, per the README). QoS 2
+    deliveries must arrive exactly once, QoS 1 at least once; a delivery under another topic
+    or at another QoS is counted as wrong. Oracles that lost their connection are left out
+    and reported.
+    """
+    by_id = {mid: (topic, qos, accepted) for mid, topic, qos, accepted in sent}
+    c = Counter()
+    missing_examples: list[str] = []
+    wrong_examples: list[str] = []
+    for oracle in oracles:
+        if oracle["lost"]:
+            c["oracles_lost"] += 1
+            continue
+        subs = [(f, g) for (f, _), g in zip(oracle["filters"], oracle["granted"]) if g < 0x80]
+        got = oracle["got"]
+        best: dict[str, int] = {}  # topic → highest granted QoS of the matching filters
+        for mid, (topic, qos, accepted) in by_id.items():
+            if qos == 0 or not accepted:
+                continue
+            if topic not in best:
+                best[topic] = max((g for f, g in subs if topic_matches(f, topic)), default=-1)
+            if best[topic] < 0:
+                continue
+            expect_qos = min(qos, best[topic])
+            if expect_qos == 0:
+                continue
+            c[f"expected_qos{expect_qos}"] += 1
+            entry = got.get(mid)
+            if entry is None:
+                c[f"missing_qos{expect_qos}"] += 1
+                if len(missing_examples) < 10:
+                    missing_examples.append(f"oracle {oracle['index']}: {mid} on {topic} "
+                                            f"(QoS {qos} → {expect_qos})")
+                continue
+            count, low, high, got_topic, _dups = entry
+            c[f"received_qos{expect_qos}"] += 1
+            if count > 1:
+                c[f"duplicates_qos{expect_qos}"] += count - 1
+            if got_topic != topic or low != expect_qos or high != expect_qos:
+                c["wrong_topic_or_qos"] += 1
+                if len(wrong_examples) < 10:
+                    wrong_examples.append(f"oracle {oracle['index']}: {mid} published on "
+                                          f"{topic} at QoS {qos}, got on {got_topic} at "
+                                          f"QoS {low}..{high}")
+        for mid in got:
+            if mid not in by_id:
+                c["unknown_messages"] += 1
+        c["unparsable"] += oracle["unparsable"]
+    return {"counts": dict(c), "missing_examples": missing_examples,
+            "wrong_examples": wrong_examples}
+
+
+def sent_totals(sent: list[list]) -> dict[str, int]:
+    c = Counter()
+    for _mid, _topic, qos, accepted in sent:
+        c[f"sent_qos{qos}"] += 1
+        if accepted:
+            c[f"accepted_qos{qos}"] += 1
+    return dict(c)
+
+
+def deadline_summary(deadlines: list[list], slack_s: float) -> dict:
+    """Per kind: how many were watched, how many the broker closed past limit + slack or
+    never, and the worst time it took."""
+    out: dict[str, dict] = {}
+    for kind, limit_s, observed_s in deadlines:
+        group = kind.split(".")[0] if kind.startswith("garbage.") else kind
+        d = out.setdefault(group, {"watched": 0, "late_or_never": 0, "worst_s": 0.0,
+                                   "limit_s": limit_s, "examples": []})
+        d["watched"] += 1
+        d["limit_s"] = max(d["limit_s"], limit_s)
+        if observed_s is None or observed_s > limit_s + slack_s:
+            d["late_or_never"] += 1
+            if len(d["examples"]) < 5:
+                took = "never" if observed_s is None else f"after {observed_s} s"
+                d["examples"].append(f"{kind}: limit {limit_s} s, closed {took}")
+        if observed_s is not None:
+            d["worst_s"] = max(d["worst_s"], observed_s)
+    return out
