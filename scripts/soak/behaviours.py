@@ -14,7 +14,7 @@ import random
 from collections import Counter
 
 import wire as w
-from session import OP_TIMEOUT_S, Client
+from session import OP_TIMEOUT_S, Client, LagWatch
 
 # Topic layout. Oracle subscribers listen on `soak/q/+` and a few wildcards over everything.
 QUEUE_TOPICS = 16            # soak/q/0 .. soak/q/15: where most publishes go
@@ -62,7 +62,9 @@ class Ctx:
         self.stop_at = cfg["stop_at"]
         self.stopping = asyncio.Event()
         self.stats: Counter[str] = Counter()
-        self.deadlines: list[tuple[str, float, float | None]] = []
+        # (kind, the broker's limit, when the wait began, how long the close took or None)
+        self.deadlines: list[tuple[str, float, float, float | None]] = []
+        self.lag = LagWatch()
         self.sent: list[list] = []  # [message id, topic, qos, accepted]
         self.serial = 0
         self.links: set[w.Link] = set()
@@ -83,9 +85,21 @@ class Ctx:
     def client_id(self, tag: str) -> str:
         return f"w{self.wid}{tag}{self.next_serial()}"
 
-    def deadline(self, kind: str, limit_s: float, observed_s: float | None) -> None:
-        self.deadlines.append((kind, round(limit_s, 3),
-                               None if observed_s is None else round(observed_s, 3)))
+    def deadline(self, kind: str, limit_s: float, started_at: float,
+                 observed_s: float | None) -> None:
+        self.deadlines.append((kind, limit_s, started_at, observed_s))
+
+    def judged_deadlines(self) -> list[tuple[str, float, float | None, float]]:
+        """(kind, limit, observed, lag allowance): the allowance is the worst stall of this
+        worker's own loop during the wait, which lengthened the time it measured."""
+        out = []
+        for kind, limit_s, started_at, observed_s in self.deadlines:
+            waited_s = observed_s if observed_s is not None else limit_s + self.slack_s
+            allowance_s = self.lag.worst_during(started_at, started_at + waited_s)
+            out.append((kind, round(limit_s, 3),
+                        None if observed_s is None else round(observed_s, 3),
+                        round(allowance_s, 3)))
+        return out
 
     async def sleep(self, seconds: float) -> bool:
         """Sleeps, cut short when the soak stops; True when the whole time passed."""
@@ -285,7 +299,7 @@ async def subscriber(ctx: Ctx, rng: random.Random, ending: str) -> None:
         client = Client(link, version, on_message=lambda t, p, q, d: got.update((q,)))
         await client.handshake(ctx.client_id("S"), keepalive=rng.choice((0, 10, 30)))
         await client.subscribe(pick_filters(rng))
-        await ctx.sleep(rng.uniform(0.5, 15.0))
+        await ctx.sleep(rng.uniform(0.5, 30.0))
         ctx.stats["subscriber.received"] += sum(got.values())
         end_link(client, ending)
 
@@ -331,6 +345,7 @@ async def stall(ctx: Ctx, rng: random.Random) -> None:
     ws, version = pick_protocol(rng)
     keepalive = rng.choice((0, 0, 2, 3))
     pinging = keepalive > 0 and rng.random() < 0.4
+    loop = asyncio.get_running_loop()
     async with Bag(ctx) as bag:
         link = await bag.open(ws=ws, version=version)
         client = Client(link, version)
@@ -347,10 +362,12 @@ async def stall(ctx: Ctx, rng: random.Random) -> None:
             # bytes before the end of the stream take a moment to drain.
             limit_s = 1.5 * keepalive + CLOSE_LINGER_S
             stalled_s = limit_s + ctx.slack_s
+            started = loop.time()
             if not await ctx.sleep(stalled_s):
                 return
             closed = await link.wait_eof_raw(10.0)
-            ctx.deadline("stalled_reader_keepalive", limit_s, stalled_s if closed else None)
+            ctx.deadline("stalled_reader_keepalive", limit_s, started,
+                         stalled_s if closed else None)
             return
         await ctx.sleep(rng.uniform(3.0, 30.0))
         end_link(client, rng.choice(("drop", "reset")))
@@ -370,7 +387,7 @@ async def silent(ctx: Ctx, rng: random.Random) -> None:
                 else ctx.connect_timeout_s
         start = loop.time()
         closed = await link.wait_eof_raw(limit_s + ctx.slack_s)
-        ctx.deadline(kind, limit_s, loop.time() - start if closed else None)
+        ctx.deadline(kind, limit_s, start, loop.time() - start if closed else None)
 
 
 async def idle_keepalive(ctx: Ctx, rng: random.Random) -> None:
@@ -388,7 +405,7 @@ async def idle_keepalive(ctx: Ctx, rng: random.Random) -> None:
             raise w.Malformed("no CONNACK")
         limit_s = 1.5 * keepalive
         closed, seen = await link.wait_closed(limit_s + ctx.slack_s)
-        ctx.deadline("keepalive", limit_s, loop.time() - start if closed else None)
+        ctx.deadline("keepalive", limit_s, start, loop.time() - start if closed else None)
         if version == 5 and closed:
             told = any(p.ptype == w.DISCONNECT and p.reason(5) == 0x8D for p in seen)
             ctx.stats[f"idle_keepalive.v5_disconnect_0x8d.{told}"] += 1
@@ -511,7 +528,7 @@ async def takeover(ctx: Ctx, rng: random.Random) -> None:
             if connack.ptype != w.CONNACK or connack.connack(version)[1] != 0:
                 raise w.Malformed("takeover CONNECT refused")
             closed, seen, closed_at = await waiting
-            ctx.deadline("takeover", 0.0, closed_at - sent_at if closed else None)
+            ctx.deadline("takeover", 0.0, sent_at, closed_at - sent_at if closed else None)
             if first.version == 5 and closed:
                 told = any(p.ptype == w.DISCONNECT and p.reason(5) == 0x8E for p in seen)
                 ctx.stats[f"takeover.v5_disconnect_0x8e.{told}"] += 1

@@ -160,20 +160,24 @@ def sent_totals(sent: list[list]) -> dict[str, int]:
 
 
 def deadline_summary(deadlines: list[list], slack_s: float) -> dict:
-    """Per kind: how many were watched, how many the broker closed past limit + slack or
-    never, and the worst time it took."""
+    """Per kind: how many were watched, how many the broker closed past limit + slack + the
+    watching worker's own lateness during the wait (`late_or_never`), how many past limit +
+    slack before that allowance (`over_slack`), and the worst time it took."""
     out: dict[str, dict] = {}
-    for kind, limit_s, observed_s in deadlines:
+    for kind, limit_s, observed_s, allowance_s in deadlines:
         group = kind.split(".")[0] if kind.startswith("garbage.") else kind
-        d = out.setdefault(group, {"watched": 0, "late_or_never": 0, "worst_s": 0.0,
-                                   "limit_s": limit_s, "examples": []})
+        d = out.setdefault(group, {"watched": 0, "late_or_never": 0, "over_slack": 0,
+                                   "worst_s": 0.0, "limit_s": limit_s, "examples": []})
         d["watched"] += 1
         d["limit_s"] = max(d["limit_s"], limit_s)
         if observed_s is None or observed_s > limit_s + slack_s:
+            d["over_slack"] += 1
+        if observed_s is None or observed_s > limit_s + slack_s + allowance_s:
             d["late_or_never"] += 1
             if len(d["examples"]) < 5:
                 took = "never" if observed_s is None else f"after {observed_s} s"
-                d["examples"].append(f"{kind}: limit {limit_s} s, closed {took}")
+                d["examples"].append(f"{kind}: limit {limit_s} s, closed {took} (the "
+                                     f"worker's loop was {allowance_s} s late meanwhile)")
         if observed_s is not None:
             d["worst_s"] = max(d["worst_s"], observed_s)
     return out

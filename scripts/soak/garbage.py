@@ -79,7 +79,7 @@ async def _await_close(ctx: Ctx, link: w.Link, kind: str, limit_s: float) -> Non
     loop = asyncio.get_running_loop()
     start = loop.time()
     closed = await link.wait_eof_raw(limit_s + ctx.slack_s)
-    ctx.deadline(f"garbage.{kind}", limit_s, loop.time() - start if closed else None)
+    ctx.deadline(f"garbage.{kind}", limit_s, start, loop.time() - start if closed else None)
 
 
 async def _handshake(link: w.Link, client_id: str, version: int) -> None:
@@ -167,5 +167,5 @@ async def _trickle(ctx: Ctx, rng: random.Random, link: w.Link, partial: bytes) -
             break
         await asyncio.sleep(gap_s)
     closed_at = await closing
-    ctx.deadline("garbage.trickle_connect", limit_s,
+    ctx.deadline("garbage.trickle_connect", limit_s, start,
                  None if closed_at is None else closed_at - start)

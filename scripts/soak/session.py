@@ -6,6 +6,7 @@ and break it on purpose where they need to.
 from __future__ import annotations
 
 import asyncio
+import bisect
 from collections.abc import Callable
 
 import wire as w
@@ -190,23 +191,41 @@ class Client:
 
 
 class LagWatch:
-    """How late this process's event loop runs its timers: a loop that is seconds late makes
-    every time it measures seconds too long, so the report shows it next to the deadlines."""
+    """How late this process's event loop runs its timers: a loop that is a second late makes
+    every time it measures a second too long. The spikes are kept with their times, so a wait
+    the loop was late during can be allowed that lateness (`worst_during`)."""
+
+    SPIKE_S = 0.05  # lateness below this is noise
+    SPIKES_MAX = 100_000
 
     def __init__(self):
         self.worst_s = 0.0
         self.late_counts = {"0.1": 0, "0.5": 0, "1.0": 0}
+        self.spikes: list[tuple[float, float]] = []  # (loop time it woke, lateness), in order
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             before = loop.time()
             await asyncio.sleep(0.1)
-            lag = loop.time() - before - 0.1
+            now = loop.time()
+            lag = now - before - 0.1
             self.worst_s = max(self.worst_s, lag)
             for bound in self.late_counts:
                 if lag > float(bound):
                     self.late_counts[bound] += 1
+            if lag > self.SPIKE_S and len(self.spikes) < self.SPIKES_MAX:
+                self.spikes.append((now, lag))
+
+    def worst_during(self, start: float, end: float) -> float:
+        """The worst lateness of a stall of the loop that overlapped [start, end]."""
+        first = bisect.bisect_left(self.spikes, (start,))
+        worst = 0.0
+        for woke, lag in self.spikes[first:]:
+            if woke - lag > end:
+                break
+            worst = max(worst, lag)
+        return worst
 
     def result(self) -> dict:
         return {"worst_s": round(self.worst_s, 3), "late_over_s": self.late_counts}
