@@ -408,7 +408,8 @@ async def idle_keepalive(ctx: Ctx, rng: random.Random) -> None:
         ctx.deadline("keepalive", limit_s, start, loop.time() - start if closed else None)
         if version == 5 and closed:
             told = any(p.ptype == w.DISCONNECT and p.reason(5) == 0x8D for p in seen)
-            ctx.stats[f"idle_keepalive.v5_disconnect_0x8d.{told}"] += 1
+            transport = "ws" if ws else "tcp"
+            ctx.stats[f"idle_keepalive.v5_disconnect_0x8d.{transport}.{told}"] += 1
 
 
 async def persistent(ctx: Ctx, rng: random.Random) -> None:
@@ -531,7 +532,8 @@ async def takeover(ctx: Ctx, rng: random.Random) -> None:
             ctx.deadline("takeover", 0.0, sent_at, closed_at - sent_at if closed else None)
             if first.version == 5 and closed:
                 told = any(p.ptype == w.DISCONNECT and p.reason(5) == 0x8E for p in seen)
-                ctx.stats[f"takeover.v5_disconnect_0x8e.{told}"] += 1
+                transport = "ws" if first.ws else "tcp"
+                ctx.stats[f"takeover.v5_disconnect_0x8e.{transport}.{told}"] += 1
             first = second
         await ctx.sleep(rng.uniform(0.5, 5.0))
         how = rng.choice(("disconnect", "drop", "reset"))

@@ -518,6 +518,15 @@ def judge(args, summary, artifacts, broker, rss, fds, metrics, sockets, sampler,
         f"{c['wrong_topic_or_qos']}, unknown {c['unknown_messages']}, oracles lost "
         f"{c['oracles_lost']}, well-behaved publishers lost {len(lost_publishers)}"))
 
+    told = Counter()
+    for key, count in stats.items():
+        if ".v5_disconnect_0x" in key:
+            told[key.rsplit(".", 1)[1] == "True"] += count
+    lines.append(report_line(
+        "MQTT 5 clients told why (DISCONNECT 0x8D keep-alive, 0x8E takeover)",
+        told[False] == 0 and told[True] > 0,
+        f"{told[True]} told, {told[False]} closed without it"))
+
     sessions = Counter()
     for r in results:
         sessions.update(r["session_checks"])

@@ -457,11 +457,14 @@ class Link:
             self.frames += chunk
             if self._split_frames():
                 return
+            if self.closed:
+                raise Closed()
 
     def _split_frames(self) -> bool:
-        """Moves whole frames' data into the stream; True when any data arrived."""
+        """Moves whole frames' data into the stream; True when any data arrived. Data before
+        a close frame stays readable (a DISCONNECT often shares a read with the close)."""
         got = False
-        while len(self.frames) >= 2:
+        while len(self.frames) >= 2 and not self.closed:
             b0, b1 = self.frames[0], self.frames[1]
             if b1 & 0x80:
                 raise Malformed("server frame is masked (RFC 6455 §5.1)")
@@ -488,7 +491,6 @@ class Link:
                 if len(payload) >= 2:
                     self.close_code = struct.unpack_from("!H", payload, 0)[0]
                 self.closed = True
-                raise Closed()
         return got
 
     def has_packet(self) -> bool:
