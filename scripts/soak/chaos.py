@@ -276,23 +276,28 @@ async def spawn(role: str, cfg: dict, artifacts: Path, name: str, *, talk: bool 
 
 
 class Sampler:
-    """RSS and the broker's gauges every 2 s during the soak: peaks, and a progress line."""
+    """Every second the shard threads' run-queue wait; every two, RSS and the broker's gauges
+    (peaks); every ten, a progress line."""
 
     def __init__(self, broker: Broker, t0: float):
         self.broker = broker
         self.t0 = t0
         self.peak = Counter()
         self.broker_died_at: float | None = None
+        self.run_queue = checks.RunQueueWait(broker.pid)
 
     async def run(self) -> None:
         ticks = 0
         while True:
-            await asyncio.sleep(2.0)
-            ticks += 1
             if not self.broker.alive():
                 self.broker_died_at = time.monotonic() - self.t0
                 log(self.t0, f"broker exited with {self.broker.proc.returncode}")
                 return
+            self.run_queue.sample(time.monotonic())
+            await asyncio.sleep(1.0)
+            ticks += 1
+            if ticks % 2:
+                continue
             rss = checks.rss_kb(self.broker.pid)
             try:
                 m = await checks.scrape(self.broker.target)
@@ -303,7 +308,7 @@ class Sampler:
                                ("sockets", m["fanfare_sockets"]),
                                ("sessions", m["fanfare_sessions"])):
                 self.peak[key] = max(self.peak[key], value)
-            if ticks % 5 == 0:
+            if ticks % 10 == 0:
                 log(self.t0, f"rss {rss} KiB, sockets {m['fanfare_sockets']}, connections "
                              f"{m['fanfare_connections']}, sessions {m['fanfare_sessions']}, "
                              f"publishes {m['fanfare_publishes_received_total']}, deliveries "
@@ -393,6 +398,7 @@ async def coordinate(args) -> int:
         await oracle_proc.stdin.drain()
         oracle_code = await asyncio.wait_for(oracle_proc.wait(), oracle.DRAIN_MAX_S + 30)
         sampling.cancel()
+        sampler.run_queue.sample(time.monotonic())
         log(t0, f"oracles drained (exit {oracle_code})")
         if broker.alive():
             await clear_retained(target)
@@ -480,15 +486,18 @@ def judge(args, summary, artifacts, broker, rss, fds, metrics, sockets, sampler,
         f"side {dict(sockets['client']) or 'none'}; /metrics sockets "
         f"{metrics['fanfare_sockets']}, connections {metrics['fanfare_connections']}"))
 
-    summary_deadlines = checks.deadline_summary(deadlines, args.slack)
+    summary_deadlines = checks.deadline_summary(deadlines, args.slack,
+                                                sampler.run_queue.during)
     late = sum(d["late_or_never"] for d in summary_deadlines.values())
     over_slack = sum(d["over_slack"] for d in summary_deadlines.values())
     watched = sum(d["watched"] for d in summary_deadlines.values())
     worst_lag = max((r["loop_lag"]["worst_s"] for r in results), default=0.0)
+    starved = sampler.run_queue.worst_interval_s()
     lines.append(report_line(
         "every watched connection closed within its deadline", late == 0 and watched > 0,
         f"{watched} watched, {late} late or never; {over_slack} past limit + {args.slack} s "
-        f"before allowing for the watching worker's own lateness (up to {worst_lag:.2f} s); "
+        f"before allowing for CPU starvation (workers' loops up to {worst_lag:.2f} s late, "
+        f"a shard up to {starved:.2f} s runnable without a CPU in one second); "
         "worst/limit: " + ", ".join(
             f"{k} {d['watched']} ({d['worst_s']:.1f}/{d['limit_s']} s)"
             for k, d in sorted(summary_deadlines.items()))))
@@ -571,6 +580,7 @@ def judge(args, summary, artifacts, broker, rss, fds, metrics, sockets, sampler,
                    session_mismatches=[m for r in results for m in r["session_mismatches"]],
                    lost_well_behaved=lost_publishers, figures=figures, warm_up=warm,
                    checks=lines, oracle_drain_s=(oracle_results or {}).get("drain_s"),
+                   broker_run_queue_worst_s_per_s=round(starved, 3),
                    loop_lag={"workers": [r["loop_lag"] for r in results],
                              "oracle": (oracle_results or {}).get("loop_lag")})
     log(t0, f"{figures['clients_started']} clients started "

@@ -78,7 +78,7 @@ def bad_frames(rng: random.Random, connect: bytes) -> dict[str, bytes]:
 async def _await_close(ctx: Ctx, link: w.Link, kind: str, limit_s: float) -> None:
     loop = asyncio.get_running_loop()
     start = loop.time()
-    closed = await link.wait_eof_raw(limit_s + ctx.slack_s)
+    closed = await link.wait_eof_raw(ctx.close_wait_s(limit_s))
     ctx.deadline(f"garbage.{kind}", limit_s, start, loop.time() - start if closed else None)
 
 
@@ -152,7 +152,7 @@ async def _trickle(ctx: Ctx, rng: random.Random, link: w.Link, partial: bytes) -
     limit_s = ctx.connect_timeout_s
 
     async def eof_at() -> float | None:
-        closed = await link.wait_eof_raw(limit_s + ctx.slack_s)
+        closed = await link.wait_eof_raw(ctx.close_wait_s(limit_s))
         return loop.time() if closed else None
 
     closing = asyncio.create_task(eof_at())
