@@ -2,8 +2,9 @@
 
 Every behaviour opens its links through a `Bag`, which resets whatever is still open when the
 behaviour ends, fails or is cancelled, so no socket outlives its client. Behaviours that wait
-for the broker to close a connection record the wait in `Ctx.deadlines`: (kind, the broker's
-limit in seconds, seconds it took or None when it did not close in time).
+for the broker to close a connection record the wait in `Ctx.deadlines`: what bounds it, when
+the wait began, and how long the close took (None when it did not come even 10 s past the
+limit and slack).
 """
 
 from __future__ import annotations
@@ -60,8 +61,7 @@ class Ctx:
         self.connect_timeout_s = cfg["connect_timeout_ms"] / 1000
         self.ws_handshake_timeout_s = cfg["ws_handshake_timeout_ms"] / 1000
         self.slack_s = cfg["slack_s"]
-        self.close_wait_s = lambda limit_s: limit_s + self.slack_s + CLOSE_WAIT_EXTRA_S
-        # A session end is seen when this client closes; the socket closes up to a loop turn
+        # A session end is timed when this client closes; the socket closes up to a loop turn
         # later, which on a busy worker can be this long.
         self.lag_allowance_s = cfg["slack_s"]
         self.stop_at = cfg["stop_at"]
@@ -82,6 +82,10 @@ class Ctx:
         self.session_mismatches: list[str] = []
         self.bugs: list[str] = []  # exceptions in the soak's own code
         self.lost_well_behaved: list[str] = []
+
+    def close_wait_s(self, limit_s: float) -> float:
+        """How long to wait for a close the broker owes within `limit_s`."""
+        return limit_s + self.slack_s + CLOSE_WAIT_EXTRA_S
 
     def next_serial(self) -> int:
         self.serial += 1

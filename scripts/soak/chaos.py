@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Chaos soak of fanfare: thousands of clients that connect, subscribe, publish at QoS 0/1/2,
 drop without DISCONNECT, reset, send garbage, stall reading and never CONNECT, against a
-two-shard broker, for a bounded time. Then three questions, each answered PASS or FAIL:
+two-shard broker, for a bounded time. Then checks, each answered PASS or FAIL (`verdicts.py`),
+first the three the soak exists for:
 
 1. Does the broker's RSS come back to within 10 % of a freshly started broker's?
 2. Is any connection left half-open (`ss`, the `/metrics` gauges), and did the broker close
@@ -9,6 +10,9 @@ two-shard broker, for a bounded time. Then three questions, each answered PASS o
    takeover, a stalled reader's close linger)?
 3. Did every QoS 1/2 message the broker acknowledged reach every oracle subscriber whose
    filters match it, exactly once at QoS 2 and at least once at QoS 1?
+
+Besides: MQTT 5 clients are told why they are closed, session present is right, the broker
+stays up with no panic and no state left, and the soak's own code raised nothing.
 
 Processes: this coordinator starts the broker, runs a short warm-up, starts the oracle
 subscribers (one process) and the chaos workers (`--workers`, one asyncio process each, so
@@ -36,12 +40,12 @@ import behaviours as b
 import checks
 import garbage
 import oracle
+import verdicts
 import wire as w
 from session import OP_TIMEOUT_S, Client, Refused
 
 HOST = "127.0.0.1"
 END_GRACE_S = 6.0  # behaviours get this long to end on their own when the window closes
-RSS_TOLERANCE = 0.10
 
 EXPECTED_ERRORS = (w.Closed, w.Malformed, w.UpgradeRefused, Refused, asyncio.TimeoutError,
                    ConnectionError, OSError, asyncio.IncompleteReadError,
@@ -113,18 +117,11 @@ async def clean_sessions(ctx: b.Ctx) -> Counter:
     return done
 
 
-async def run_worker(cfg: dict) -> None:
-    ctx = b.Ctx(cfg)
-    rng = random.Random(cfg["seed"])
+async def start_clients(ctx: b.Ctx, cfg: dict, rng: random.Random) -> tuple[set, int]:
+    """Until the window closes, keeps up to `population` chaos clients alive, starting at most
+    `conn_rate` a second, each drawn by weight. Returns the clients still running and the
+    most that ran at once."""
     loop = asyncio.get_running_loop()
-    # start_at and stop_at are CLOCK_MONOTONIC seconds, the same clock in every process here
-    # and the one asyncio's loop.time() reads.
-    await asyncio.sleep(max(0.0, cfg["start_at"] - loop.time()))
-    lag_task = asyncio.create_task(ctx.lag.run())
-    steady = [asyncio.create_task(guarded(
-        ctx, "steady", b.steady_publisher(ctx, random.Random(rng.getrandbits(64)), i,
-                                          cfg["publisher_rate"])))
-        for i in range(cfg["publishers"])]
     tasks: set[asyncio.Task] = set()
     names, weights = zip(*cfg["weights"].items())
     tokens, last = 0.0, loop.time()
@@ -142,6 +139,22 @@ async def run_worker(cfg: dict) -> None:
             tokens -= 1
         peak = max(peak, len(tasks))
         await asyncio.sleep(0.05)
+    return tasks, peak
+
+
+async def run_worker(cfg: dict) -> None:
+    ctx = b.Ctx(cfg)
+    rng = random.Random(cfg["seed"])
+    loop = asyncio.get_running_loop()
+    # start_at and stop_at are CLOCK_MONOTONIC seconds, the same clock in every process here
+    # and the one asyncio's loop.time() reads.
+    await asyncio.sleep(max(0.0, cfg["start_at"] - loop.time()))
+    lag_task = asyncio.create_task(ctx.lag.run())
+    steady = [asyncio.create_task(guarded(
+        ctx, "steady", b.steady_publisher(ctx, random.Random(rng.getrandbits(64)), i,
+                                          cfg["publisher_rate"])))
+        for i in range(cfg["publishers"])]
+    tasks, peak = await start_clients(ctx, cfg, rng)
     ctx.stopping.set()
     if tasks:
         _, pending = await asyncio.wait(set(tasks), timeout=END_GRACE_S)
@@ -327,42 +340,36 @@ async def settle(broker: Broker, seconds: float) -> dict:
         await asyncio.sleep(0.5)
 
 
-def report_line(name: str, ok: bool, detail: str) -> str:
-    return f"{'PASS' if ok else 'FAIL'}  {name}: {detail}"
+async def measure_fresh(broker: Broker, args, summary: dict, t0: float) -> tuple[dict, dict]:
+    """RSS and descriptors of the fresh broker, and its RSS after a warm-up."""
+    await asyncio.sleep(1.0)
+    rss = {"fresh_kb": checks.rss_kb(broker.pid)}
+    fds = {"fresh": checks.fd_count(broker.pid)}
+    summary["memory_fresh"] = checks.memory_detail_kb(broker.pid)
+    log(t0, f"fresh RSS {rss['fresh_kb']} KiB, {fds['fresh']} descriptors")
+    summary["warm_up"] = warm = await warm_up(broker.target, w.Sources(args.sources))
+    await settle(broker, 10.0)
+    await asyncio.sleep(2.0)
+    rss["warm_kb"] = checks.rss_kb(broker.pid)
+    log(t0, f"warm-up: {warm['deliveries']}/{warm['expected']} deliveries; "
+            f"RSS {rss['warm_kb']} KiB")
+    return rss, fds
 
 
-async def coordinate(args) -> int:
-    t0 = time.monotonic()
-    artifacts = Path(args.artifacts)
-    artifacts.mkdir(parents=True, exist_ok=True)
-    summary: dict = {"seed": args.seed, "params": {k: v for k, v in vars(args).items()
-                                                   if k not in ("role", "config")}}
-    log(t0, f"seed {args.seed} (rerun with --seed {args.seed}); artifacts in {artifacts}")
-    broker = await start_broker(args, artifacts)
+async def run_chaos(broker: Broker, args, artifacts: Path,
+                    t0: float) -> tuple[Sampler, list, int | None]:
+    """The oracles subscribe, the workers run the chaos window, the oracles drain. Returns the
+    sampler and the exit codes of the workers and of the oracle process."""
     target = broker.target
-    log(t0, f"broker pid {broker.pid}: tcp {target.tcp_port}, ws {target.ws_port}{target.ws_path}")
-    workers: list = []
-    oracle_proc = None
+    base = {"host": HOST, "tcp_port": target.tcp_port, "ws_port": target.ws_port,
+            "ws_path": target.ws_path, "connect_timeout_ms": args.connect_timeout_ms,
+            "ws_handshake_timeout_ms": args.ws_handshake_timeout_ms, "slack_s": args.slack}
+    procs = []
     try:
-        await asyncio.sleep(1.0)
-        rss = {"fresh_kb": checks.rss_kb(broker.pid)}
-        fds = {"fresh": checks.fd_count(broker.pid)}
-        summary["memory_fresh"] = checks.memory_detail_kb(broker.pid)
-        log(t0, f"fresh RSS {rss['fresh_kb']} KiB, {fds['fresh']} descriptors")
-        warm = await warm_up(target, w.Sources(args.sources))
-        await settle(broker, 10.0)
-        await asyncio.sleep(2.0)
-        rss["warm_kb"] = checks.rss_kb(broker.pid)
-        log(t0, f"warm-up: {warm['deliveries']}/{warm['expected']} deliveries; "
-                f"RSS {rss['warm_kb']} KiB")
-
-        base = {"host": HOST, "tcp_port": target.tcp_port, "ws_port": target.ws_port,
-                "ws_path": target.ws_path, "connect_timeout_ms": args.connect_timeout_ms,
-                "ws_handshake_timeout_ms": args.ws_handshake_timeout_ms,
-                "slack_s": args.slack}
         oracle_cfg = dict(base, seed=args.seed, oracles=args.oracles, sources=[],
                           results=str(artifacts / "oracle-results.json"))
         oracle_proc = await spawn("oracle", oracle_cfg, artifacts, "oracle", talk=True)
+        procs.append(oracle_proc)
         line = await asyncio.wait_for(oracle_proc.stdout.readline(), 60.0)
         if line.strip() != b"ready":
             raise RuntimeError(f"oracles did not start ({line!r}); see {artifacts}/oracle.out")
@@ -370,6 +377,7 @@ async def coordinate(args) -> int:
 
         start_at = time.monotonic() + 1.0
         stop_at = start_at + args.duration
+        workers = []
         for i in range(args.workers):
             cfg = dict(base, wid=i, seed=args.seed * 1000 + i + 1, start_at=start_at,
                        stop_at=stop_at, population=args.population, conn_rate=args.conn_rate,
@@ -380,6 +388,7 @@ async def coordinate(args) -> int:
                                 if not args.only or k in args.only},
                        results=str(artifacts / f"worker{i}-results.json"))
             workers.append(await spawn("worker", cfg, artifacts, f"worker{i}"))
+            procs.append(workers[-1])
         log(t0, f"chaos for {args.duration} s: {args.workers} workers × up to "
                 f"{args.population} clients, {args.conn_rate} new clients/s each, "
                 f"{args.rate} steady publishes/s")
@@ -400,203 +409,111 @@ async def coordinate(args) -> int:
         sampling.cancel()
         sampler.run_queue.sample(time.monotonic())
         log(t0, f"oracles drained (exit {oracle_code})")
-        if broker.alive():
-            await clear_retained(target)
-
-        settle_s = (max(args.connect_timeout_ms, args.ws_handshake_timeout_ms) / 1000
-                    + b.CLOSE_LINGER_S + 5 + 10)
-        metrics = await settle(broker, settle_s)
-        await asyncio.sleep(args.rest)
-        rss_series = []
-        for _ in range(3):
-            rss_series.append(checks.rss_kb(broker.pid))
-            await asyncio.sleep(1.0)
-        rss.update(after_kb=rss_series[-1], after_series_kb=rss_series,
-                   peak_kb=sampler.peak["rss_kb"])
-        fds["after"] = checks.fd_count(broker.pid)
-        summary["memory_after"] = checks.memory_detail_kb(broker.pid)
-        # The scrape's own socket may be counted by the tick it lands in: take the least.
-        scrapes = [await checks.scrape(target) for _ in range(3)]
-        metrics = min(scrapes, key=lambda m: m["fanfare_sockets"])
-        sockets, socket_lines = checks.sockets_on({target.tcp_port, target.ws_port})
-        summary["sockets_not_time_wait"] = socket_lines[:50]
-        # Not a check, a clue: memory an allocator holds for an idle thread (frees from
-        # another thread wait until the owner allocates again) comes back once the shards
-        # run a little; memory still referenced does not.
-        await warm_up(target, w.Sources(args.sources))
-        await settle(broker, 10.0)
-        await asyncio.sleep(args.rest)
-        rss["after_rewarm_kb"] = checks.rss_kb(broker.pid)
-        log(t0, "settled; checking")
-        return judge(args, summary, artifacts, broker, rss, fds, metrics, sockets, sampler,
-                     worker_codes, oracle_code, warm, t0)
+        return sampler, worker_codes, oracle_code
     finally:
-        for proc in workers + ([oracle_proc] if oracle_proc else []):
+        for proc in procs:
             if proc.returncode is None:
                 proc.kill()
-        if args.hold and broker.alive():
-            log(t0, f"holding broker pid {broker.pid} for {args.hold} s (inspect it now)")
-            await asyncio.sleep(args.hold)
-        if broker.alive():
-            broker.proc.send_signal(signal.SIGTERM)
-            try:
-                summary["broker_exit"] = await asyncio.wait_for(broker.proc.wait(), 10.0)
-            except asyncio.TimeoutError:
-                broker.proc.kill()
-                summary["broker_exit"] = "killed: did not stop within 10 s of SIGTERM"
-        (artifacts / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
 
 
-def load_results(artifacts: Path, workers: int) -> tuple[list[dict], dict | None]:
-    results = []
-    for i in range(workers):
-        path = artifacts / f"worker{i}-results.json"
-        if path.exists():
-            results.append(json.loads(path.read_text()))
-    path = artifacts / "oracle-results.json"
-    return results, json.loads(path.read_text()) if path.exists() else None
+async def measure_after(broker: Broker, args, sampler: Sampler, rss: dict, fds: dict,
+                        summary: dict) -> tuple[dict, dict]:
+    """Once the broker holds no socket, connection or session and has rested: its RSS,
+    descriptors, gauges and sockets; then, as a clue, its RSS after a second warm-up."""
+    target = broker.target
+    if broker.alive():
+        await clear_retained(target)
+    settle_s = (max(args.connect_timeout_ms, args.ws_handshake_timeout_ms) / 1000
+                + b.CLOSE_LINGER_S + 5 + 10)
+    await settle(broker, settle_s)
+    await asyncio.sleep(args.rest)
+    rss_series = []
+    for _ in range(3):
+        rss_series.append(checks.rss_kb(broker.pid))
+        await asyncio.sleep(1.0)
+    rss.update(after_kb=rss_series[-1], after_series_kb=rss_series,
+               peak_kb=sampler.peak["rss_kb"])
+    fds["after"] = checks.fd_count(broker.pid)
+    summary["memory_after"] = checks.memory_detail_kb(broker.pid)
+    # The scrape's own socket may be counted by the tick it lands in: take the least.
+    scrapes = [await checks.scrape(target) for _ in range(3)]
+    metrics = min(scrapes, key=lambda m: m["fanfare_sockets"])
+    sockets, socket_lines = checks.sockets_on({target.tcp_port, target.ws_port})
+    summary["sockets_not_time_wait"] = socket_lines[:50]
+    # Not a check, a clue: memory an allocator holds for an idle thread (frees from another
+    # thread wait until the owner allocates again) comes back once the shards run a little;
+    # memory still referenced does not.
+    await warm_up(target, w.Sources(args.sources))
+    await settle(broker, 10.0)
+    await asyncio.sleep(args.rest)
+    rss["after_rewarm_kb"] = checks.rss_kb(broker.pid)
+    return metrics, sockets
 
 
-def judge(args, summary, artifacts, broker, rss, fds, metrics, sockets, sampler, worker_codes,
-          oracle_code, warm, t0) -> int:
+def report(e: verdicts.Evidence, summary: dict, t0: float) -> int:
     """Prints each check as PASS or FAIL with its figures; 1 when any failed."""
-    results, oracle_results = load_results(artifacts, args.workers)
-    sent = [entry for r in results for entry in r["sent"]]
-    deadlines = [d for r in results for d in r["deadlines"]]
-    stats = Counter()
-    for r in results:
-        stats.update(r["stats"])
-    lines = []
-
-    ratio = rss["after_kb"] / rss["fresh_kb"]
-    lines.append(report_line(
-        "RSS back within 10 % of a fresh broker", ratio <= 1 + RSS_TOLERANCE,
-        f"fresh {rss['fresh_kb']} KiB, after warm-up {rss['warm_kb']} KiB, peak "
-        f"{rss['peak_kb']} KiB, after {rss['after_kb']} KiB = {ratio:.2f}× fresh, "
-        f"{rss['after_kb'] / rss['warm_kb']:.2f}× warm; {rss['after_rewarm_kb']} KiB after "
-        f"a second warm-up (descriptors {fds['fresh']} → {fds['after']})"))
-
-    held = {side: sum(sockets[side][s] for s in ("ESTAB", "CLOSE-WAIT", "SYN-RECV"))
-            for side in sockets}
-    half_open_ok = (held["broker"] == 0 and held["client"] == 0
-                    and metrics["fanfare_connections"] == 0 and metrics["fanfare_sockets"] == 0)
-    lines.append(report_line(
-        "no connection left half-open", half_open_ok,
-        f"ss on the broker's ports: broker side {dict(sockets['broker']) or 'none'}, client "
-        f"side {dict(sockets['client']) or 'none'}; /metrics sockets "
-        f"{metrics['fanfare_sockets']}, connections {metrics['fanfare_connections']}"))
-
-    summary_deadlines = checks.deadline_summary(deadlines, args.slack,
-                                                sampler.run_queue.during)
-    late = sum(d["late_or_never"] for d in summary_deadlines.values())
-    over_slack = sum(d["over_slack"] for d in summary_deadlines.values())
-    watched = sum(d["watched"] for d in summary_deadlines.values())
-    worst_lag = max((r["loop_lag"]["worst_s"] for r in results), default=0.0)
-    starved = sampler.run_queue.worst_interval_s()
-    lines.append(report_line(
-        "every watched connection closed within its deadline", late == 0 and watched > 0,
-        f"{watched} watched, {late} late or never; {over_slack} past limit + {args.slack} s "
-        f"before allowing for CPU starvation (workers' loops up to {worst_lag:.2f} s late, "
-        f"a shard up to {starved:.2f} s runnable without a CPU in one second); "
-        "worst/limit: " + ", ".join(
-            f"{k} {d['watched']} ({d['worst_s']:.1f}/{d['limit_s']} s)"
-            for k, d in sorted(summary_deadlines.items()))))
-
-    totals = checks.sent_totals(sent)
-    if oracle_results is None:
-        verdict = {"counts": {"no_oracle_results": 1}, "missing_examples": [],
-                   "wrong_examples": []}
-    else:
-        verdict = checks.verify_deliveries(sent, oracle_results["oracles"])
-    c = Counter(verdict["counts"])
-    lost_publishers = [p for r in results for p in r["lost_well_behaved"]]
-    delivery_ok = (oracle_results is not None and c["oracles_lost"] == 0
-                   and c["missing_qos1"] == 0 and c["missing_qos2"] == 0
-                   and c["duplicates_qos2"] == 0 and c["wrong_topic_or_qos"] == 0
-                   and c["unknown_messages"] == 0 and c["unparsable"] == 0
-                   and c["expected_qos1"] > 0 and c["expected_qos2"] > 0
-                   and not lost_publishers)
-    lines.append(report_line(
-        "every accepted QoS 1/2 message reached every matching oracle", delivery_ok,
-        f"sent QoS0/1/2 {totals.get('sent_qos0', 0)}/{totals.get('sent_qos1', 0)}/"
-        f"{totals.get('sent_qos2', 0)}, accepted QoS1/2 {totals.get('accepted_qos1', 0)}/"
-        f"{totals.get('accepted_qos2', 0)}; oracle deliveries expected at QoS1/2 "
-        f"{c['expected_qos1']}/{c['expected_qos2']}, received {c['received_qos1']}/"
-        f"{c['received_qos2']}, missing {c['missing_qos1']}/{c['missing_qos2']}, duplicates "
-        f"{c['duplicates_qos1']}/{c['duplicates_qos2']}, wrong topic or QoS "
-        f"{c['wrong_topic_or_qos']}, unknown {c['unknown_messages']}, oracles lost "
-        f"{c['oracles_lost']}, well-behaved publishers lost {len(lost_publishers)}"))
-
-    told = Counter()
-    for key, count in stats.items():
-        if ".v5_disconnect_0x" in key:
-            told[key.rsplit(".", 1)[1] == "True"] += count
-    lines.append(report_line(
-        "MQTT 5 clients told why (DISCONNECT 0x8D keep-alive, 0x8E takeover)",
-        told[False] == 0 and told[True] > 0,
-        f"{told[True]} told, {told[False]} closed without it"))
-
-    sessions = Counter()
-    for r in results:
-        sessions.update(r["session_checks"])
-    lines.append(report_line(
-        "session present as earlier visits imply", sessions["mismatch"] == 0,
-        f"{sessions['ok']} right, {sessions['mismatch']} wrong, "
-        f"{sessions['skipped_near_expiry']} too near an expiry to call, "
-        f"{sessions['unknown_after_error']} after an error, {sessions['not_in_mqtt31']} "
-        f"MQTT 3.1 (no flag)"))
-
-    log_text = broker.log_path.read_text(errors="replace")
-    left = {k: metrics[k] for k in ("fanfare_sessions", "fanfare_offline_sessions",
-                                    "fanfare_subscriptions", "fanfare_retained_messages")}
-    healthy = (broker.alive() and sampler.broker_died_at is None and "panicked" not in log_text
-               and all(v == 0 for v in left.values()))
-    lines.append(report_line(
-        "broker alive, no panic, no state left", healthy,
-        f"alive {broker.alive()}, panics {log_text.count('panicked')}, log lines "
-        f"{log_text.count(chr(10))}, left: {left}"))
-
-    bugs = [bug for r in results for bug in r["bugs"]]
-    harness_ok = (len(results) == args.workers and oracle_code == 0 and not bugs
-                  and all(code == 0 for code in worker_codes))
-    lines.append(report_line(
-        "soak harness ran cleanly", harness_ok,
-        f"workers {worker_codes}, oracle exit {oracle_code}, soak bugs {len(bugs)}"))
-
-    started = {k.rsplit(".", 1)[0]: v for k, v in stats.items() if k.endswith(".started")}
-    errors = {k: v for k, v in stats.items() if ".error." in k}
-    figures = {
-        "clients_started": sum(started.values()) + args.oracles,
-        "by_behaviour": started,
-        "client_errors": errors,
-        "peak": dict(sampler.peak),
-        "peak_clients_per_worker": [r["peak_clients"] for r in results],
-        "broker_metrics_after": metrics,
-        "stats": dict(stats),
-    }
-    summary.update(rss=rss, fds=fds, sockets={k: dict(v) for k, v in sockets.items()},
-                   deadlines=summary_deadlines, sent=totals, delivery=verdict,
-                   session_checks=dict(sessions), bugs=bugs,
-                   session_mismatches=[m for r in results for m in r["session_mismatches"]],
-                   lost_well_behaved=lost_publishers, figures=figures, warm_up=warm,
-                   checks=lines, oracle_drain_s=(oracle_results or {}).get("drain_s"),
-                   broker_run_queue_worst_s_per_s=round(starved, 3),
-                   loop_lag={"workers": [r["loop_lag"] for r in results],
-                             "oracle": (oracle_results or {}).get("loop_lag")})
+    lines = verdicts.judge(e)
+    figures = verdicts.figures(e)
+    summary.update(e.summary, rss=e.rss, fds=e.fds, figures=figures, checks=lines,
+                   sockets={k: dict(v) for k, v in e.sockets.items()},
+                   bugs=e.each("bugs"), session_mismatches=e.each("session_mismatches"),
+                   lost_well_behaved=e.each("lost_well_behaved"),
+                   oracle_drain_s=(e.oracle_results or {}).get("drain_s"),
+                   loop_lag={"workers": [r["loop_lag"] for r in e.results],
+                             "oracle": (e.oracle_results or {}).get("loop_lag")})
+    started = figures["by_behaviour"]
     log(t0, f"{figures['clients_started']} clients started "
             f"({', '.join(f'{k} {v}' for k, v in sorted(started.items()))}); peak "
-            f"{sampler.peak['connections']} connections, {sampler.peak['sockets']} sockets")
+            f"{e.peak['connections']} connections, {e.peak['sockets']} sockets")
+    errors = figures["client_errors"]
     if errors:
         log(t0, "client-side errors: " + ", ".join(f"{k} {v}" for k, v in sorted(errors.items())))
-    for example in verdict["missing_examples"] + verdict["wrong_examples"]:
+    for example in verdicts.examples(e):
         log(t0, f"  {example}")
-    for d in summary_deadlines.values():
-        for example in d["examples"]:
-            log(t0, f"  {example}")
-    for bug in bugs[:3]:
-        log(t0, f"  soak bug: {bug}")
     print("\n".join(lines), flush=True)
     return 0 if all(line.startswith("PASS") for line in lines) else 1
+
+
+async def stop_broker(broker: Broker, args, summary: dict, t0: float) -> None:
+    if args.hold and broker.alive():
+        log(t0, f"holding broker pid {broker.pid} for {args.hold} s (inspect it now)")
+        await asyncio.sleep(args.hold)
+    if broker.alive():
+        broker.proc.send_signal(signal.SIGTERM)
+        try:
+            summary["broker_exit"] = await asyncio.wait_for(broker.proc.wait(), 10.0)
+        except asyncio.TimeoutError:
+            broker.proc.kill()
+            summary["broker_exit"] = "killed: did not stop within 10 s of SIGTERM"
+
+
+async def coordinate(args) -> int:
+    t0 = time.monotonic()
+    artifacts = Path(args.artifacts)
+    artifacts.mkdir(parents=True, exist_ok=True)
+    summary: dict = {"seed": args.seed, "params": {k: v for k, v in vars(args).items()
+                                                   if k not in ("role", "config")}}
+    log(t0, f"seed {args.seed} (rerun with --seed {args.seed}); artifacts in {artifacts}")
+    broker = await start_broker(args, artifacts)
+    target = broker.target
+    log(t0, f"broker pid {broker.pid}: tcp {target.tcp_port}, ws {target.ws_port}{target.ws_path}")
+    try:
+        rss, fds = await measure_fresh(broker, args, summary, t0)
+        sampler, worker_codes, oracle_code = await run_chaos(broker, args, artifacts, t0)
+        metrics, sockets = await measure_after(broker, args, sampler, rss, fds, summary)
+        log(t0, "settled; checking")
+        results, oracle_results = verdicts.load(artifacts, args.workers)
+        evidence = verdicts.Evidence(
+            args=args, results=results, oracle_results=oracle_results, rss=rss, fds=fds,
+            metrics=metrics, sockets=sockets, peak=dict(sampler.peak),
+            run_queue=sampler.run_queue, broker_alive=broker.alive(),
+            broker_died_at=sampler.broker_died_at,
+            broker_log=broker.log_path.read_text(errors="replace"),
+            worker_codes=worker_codes, oracle_code=oracle_code)
+        return report(evidence, summary, t0)
+    finally:
+        await stop_broker(broker, args, summary, t0)
+        (artifacts / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
 
 
 def parse_args() -> argparse.Namespace:
