@@ -255,6 +255,16 @@ impl<T: Default> std::ops::IndexMut<u32> for Arena<T> {
     }
 }
 
+/// Halves the spare room of an empty scratch vector, down to `floor` entries. Called once a
+/// second on the vectors a shard reuses every turn: one that a burst grew (a fan-out's outbox
+/// can hold 65 536 chunks) gives its memory back within seconds of going quiet, and one under
+/// steady load reallocates at most once a second.
+pub fn shed<T>(scratch: &mut Vec<T>, floor: usize) {
+    if scratch.is_empty() && scratch.capacity() > floor {
+        scratch.shrink_to((scratch.capacity() / 2).max(floor));
+    }
+}
+
 /// The handle of a value in a [`Slots`] table: a slot index and the slot's generation.
 pub trait SlotKey: Copy {
     fn from_parts(index: u32, generation: u32) -> Self;

@@ -103,6 +103,15 @@ impl Fanout {
         }
     }
 
+    /// Gives back room the parked publishes and the group of a burst needed (see
+    /// `slots::shed`).
+    pub(crate) fn shed(&mut self) {
+        crate::slots::shed(&mut self.group, FANOUT_GROUP_MSGS_MAX);
+        if self.parked.is_empty() && self.parked.capacity() > 256 {
+            self.parked.shrink_to(self.parked.capacity() / 2);
+        }
+    }
+
     /// Forgets every publish not yet delivered (shutdown).
     pub(crate) fn clear(&mut self) {
         self.parked.clear();

@@ -265,6 +265,14 @@ impl Broker {
         }
     }
 
+    /// Once a second: gives back room the scratch of fan-out kept from its last bursts.
+    pub fn shed_scratch(&mut self) {
+        crate::slots::shed(&mut self.matches, SCRATCH_KEPT);
+        crate::slots::shed(&mut self.match_stack, SCRATCH_KEPT);
+        crate::slots::shed(&mut self.retained_stack, SCRATCH_KEPT);
+        self.fanout.shed();
+    }
+
     pub fn stats(&self) -> BrokerStats {
         BrokerStats {
             connections: self.clients.len(),

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use crate::conn::{Chunk, ConnId, Droppable};
 use crate::protocol::mqtt::{QoS, ReasonCode};
+use crate::slots::shed;
 
 /// Why the broker closes a connection; the network layer logs it with the peer address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,6 +119,9 @@ impl RoutedMessage {
     }
 }
 
+/// Entries a scratch vector keeps however long it is quiet: a turn's worth for a shard at rest.
+pub const SCRATCH_KEPT: usize = 256;
+
 #[derive(Debug, Default)]
 pub struct Outbox {
     /// Bytes to append to a connection's send queue, in order.
@@ -163,6 +167,14 @@ impl Outbox {
 
     pub fn close(&mut self, conn: ConnId, reason: CloseReason) {
         self.closes.push((conn, reason));
+    }
+
+    /// Gives back room the last bursts needed and the last second did not (see [`shed`]).
+    pub fn shed(&mut self) {
+        shed(&mut self.sends, SCRATCH_KEPT);
+        shed(&mut self.closes, SCRATCH_KEPT);
+        shed(&mut self.to_other_shards, SCRATCH_KEPT);
+        shed(&mut self.to_shard, SCRATCH_KEPT);
     }
 
     pub fn is_empty(&self) -> bool {

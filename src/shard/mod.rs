@@ -47,6 +47,10 @@ const TICK: Duration = Duration::from_millis(100);
 const COMPLETIONS_PER_TURN_MAX: usize = 4096;
 /// How long a closing connection may take to send what was queued for it before it is cut.
 const CLOSE_LINGER: Duration = Duration::from_secs(5);
+/// How often the shard has the allocator take back what other shards freed of its memory and
+/// return empty pages (`sys::collect_free_memory`): often enough that RSS follows the load
+/// within seconds, rarely enough that its cost (a walk over the heap's pages) is nothing.
+const COLLECT_EVERY: Duration = Duration::from_secs(1);
 /// How long a graceful stop waits for connections to close.
 const STOP_GRACE: Duration = Duration::from_secs(3);
 /// Submission queue entries: a turn's sends and re-arms are pushed in batches this large.
@@ -126,6 +130,7 @@ struct Shard {
     rearm: Vec<ConnId>,
     deadlines: Deadlines,
     next_tick: Instant,
+    next_collect: Instant,
     stop_deadline: Option<Instant>,
     /// Work left over from a bounded step: the next wait must not block.
     busy: bool,
@@ -202,12 +207,13 @@ impl Shard {
             metrics: setup.metrics,
             broker,
             outbox: Outbox::default(),
-            events: Vec::with_capacity(COMPLETIONS_PER_TURN_MAX),
+            events: Vec::new(),
             finishing: Vec::new(),
             pending_closes: Vec::new(),
             rearm: Vec::new(),
             deadlines: Deadlines::default(),
             next_tick: now + TICK,
+            next_collect: now + COLLECT_EVERY,
             stop_deadline: None,
             busy: false,
             config,
@@ -269,6 +275,13 @@ impl Shard {
     fn tick(&mut self, now: Instant) {
         self.next_tick = now + TICK;
         self.io.trim();
+        if now >= self.next_collect {
+            self.next_collect = now + COLLECT_EVERY;
+            self.shed_scratch();
+            // Returned to the system only once the shard holds nobody: then nothing is lost
+            // by unmapping, and an emptied shard goes back to its fresh size.
+            sys::collect_free_memory(self.io.is_empty());
+        }
         let counts = LoopCounts {
             sockets: self.io.len(),
             submissions_refused: self.io.counts().submissions_refused,
@@ -285,6 +298,18 @@ impl Shard {
                 self.arm_accept(index);
             }
         }
+    }
+
+    /// Gives back the room the vectors reused every turn kept from their last bursts.
+    fn shed_scratch(&mut self) {
+        self.outbox.shed();
+        self.broker.shed_scratch();
+        self.io.shed();
+        for scratch in [&mut self.finishing, &mut self.rearm] {
+            crate::slots::shed(scratch, 256);
+        }
+        crate::slots::shed(&mut self.pending_closes, 256);
+        crate::slots::shed(&mut self.events, 256);
     }
 
     fn begin_stop(&mut self, now: Instant) {
