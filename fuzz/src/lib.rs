@@ -1,0 +1,17 @@
+//! The checks behind fanfare's fuzz targets, one public function per target.
+//!
+//! Each file in `fuzz_targets/` is one line handing libFuzzer's bytes to a function here. Every
+//! `use fanfare::...` of the fuzz crate is in these modules.
+//!
+//! | target           | function            | what it feeds                                      |
+//! |------------------|---------------------|----------------------------------------------------|
+//! | `mqtt_v311`      | [`mqtt::v311`]      | `decode` before CONNECT and at 3.1 / 3.1.1         |
+//! | `mqtt_v5`        | [`mqtt::v5`]        | `decode` before CONNECT and at 5.0                 |
+//! | `ws_frame`       | [`ws::frames`]      | `FrameDecoder::feed`, whole and in pieces          |
+//! | `http_request`   | [`http::request`]   | `parse_upgrade` and `parse_request`, same bytes    |
+//!
+//! The layout of each target's input is documented on its module.
+
+pub mod http;
+pub mod mqtt;
+pub mod ws;
