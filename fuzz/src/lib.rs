@@ -9,9 +9,11 @@
 //! | `mqtt_v5`        | [`mqtt::v5`]        | `decode` before CONNECT and at 5.0                 |
 //! | `ws_frame`       | [`ws::frames`]      | `FrameDecoder::feed`, whole and in pieces          |
 //! | `http_request`   | [`http::request`]   | `parse_upgrade` and `parse_request`, same bytes    |
+//! | `broker_session` | [`session::run`]    | `Broker` calls from a few connections, virtual time |
 //!
 //! The layout of each target's input is documented on its module.
 
 pub mod http;
 pub mod mqtt;
+pub mod session;
 pub mod ws;
