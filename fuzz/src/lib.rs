@@ -1,7 +1,8 @@
 //! The checks behind fanfare's fuzz targets, one public function per target.
 //!
-//! Each file in `fuzz_targets/` is one line handing libFuzzer's bytes to a function here. Every
-//! `use fanfare::...` of the fuzz crate is in these modules.
+//! Each file in `fuzz_targets/` is one line handing libFuzzer's bytes to a function here, so the
+//! same checks run on stable too: `cargo test` in this directory replays every file of
+//! `seeds/` through them. Every `use fanfare::...` of the fuzz crate is in these modules.
 //!
 //! | target           | function            | what it feeds                                      |
 //! |------------------|---------------------|----------------------------------------------------|
@@ -11,9 +12,11 @@
 //! | `http_request`   | [`http::request`]   | `parse_upgrade` and `parse_request`, same bytes    |
 //! | `broker_session` | [`session::run`]    | `Broker` calls from a few connections, virtual time |
 //!
-//! The layout of each target's input is documented on its module.
+//! The layout of each target's input is documented on its function; `seeds` writes the
+//! hand-made inputs of `seeds/` (`cargo run --example write_seeds`).
 
 pub mod http;
 pub mod mqtt;
+pub mod seeds;
 pub mod session;
 pub mod ws;
