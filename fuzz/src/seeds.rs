@@ -642,6 +642,29 @@ fn broker_session() -> Seeds {
     s.lost(a);
     seeds.push(("slow-consumer-closed-again", s.bytes()));
 
+    // An MQTT 5 session that never expires, Maximum Packet Size 1000, gets a 500-byte QoS 1
+    // publish and loses its connection before acknowledging it; it comes back with a Maximum
+    // Packet Size of 100, and the broker resends the publish anyway (docs/testing.md).
+    let mut s = Script::new(0);
+    let a = s.connect(0, V5, 0, 0b11 | 0b11 << 4);
+    s.step(Subscribe {
+        conn: a,
+        filter: 0,
+        options: 1,
+        id: 1,
+    });
+    let b = s.connect(1, V5 | CLEAN, 0, 0);
+    s.step(Publish {
+        conn: b,
+        topic: 0,
+        flags: 1,
+        id: 1,
+        payload: 125,
+    });
+    s.lost(a);
+    s.connect(0, V5, 0, 0b11 | 0b10 << 4);
+    seeds.push(("resend-past-maximum-packet-size", s.bytes()));
+
     // Raw bytes: a CONNECT with a SUBSCRIBE behind it, then a packet split over two reads and
     // a malformed one.
     let mut s = Script::new(0);

@@ -14,9 +14,10 @@
 //!   consumer, which the broker asks for without forgetting the connection: docs/testing.md);
 //! - every chunk is whole packets a client decodes at its version (one binary frame each over
 //!   WebSocket), which encode back to the same bytes; only QoS 0 publishes may be dropped;
-//! - a publish has a topic (the broker sets no alias), fits the client's Maximum Packet Size, and
-//!   uses a packet identifier not in flight on that connection [MQTT-2.2.1-3], within the
-//!   client's window (min(Receive Maximum, `inflight_max`)) [MQTT-3.3.4-9];
+//! - a publish has a topic (the broker sets no alias), fits the client's Maximum Packet Size
+//!   [MQTT-3.1.2-24] (except a resend at reconnect: docs/testing.md), and uses a packet
+//!   identifier not in flight on that connection [MQTT-2.2.1-3], within the client's window
+//!   (min(Receive Maximum, `inflight_max`)) [MQTT-3.3.4-9];
 //! - the broker counts as many connections as the model holds, and keeps its bounds;
 //! - mail goes to another shard, and only when there are several.
 //!
