@@ -665,6 +665,24 @@ fn broker_session() -> Seeds {
     s.connect(0, V5, 0, 0b11 | 0b10 << 4);
     seeds.push(("resend-past-maximum-packet-size", s.bytes()));
 
+    // The same with the window: five QoS 1 publishes in flight to a session without a Receive
+    // Maximum (window 8); it comes back with Receive Maximum 1 and gets all five again.
+    let mut s = Script::new(0);
+    let a = s.connect(0, V5, 0, 0b11);
+    s.step(Subscribe {
+        conn: a,
+        filter: 0,
+        options: 1,
+        id: 1,
+    });
+    let b = s.connect(1, V5 | CLEAN, 0, 0);
+    for id in 1..=5 {
+        s.step(publish(b, 0, 1, id));
+    }
+    s.lost(a);
+    s.connect(0, V5, 0, 0b11 | 0b01 << 2);
+    seeds.push(("resend-past-receive-maximum", s.bytes()));
+
     // Raw bytes: a CONNECT with a SUBSCRIBE behind it, then a packet split over two reads and
     // a malformed one.
     let mut s = Script::new(0);
