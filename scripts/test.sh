@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite in one command, on a fresh Debian machine (root or sudo):
 # installs what the tests need, builds, checks formatting and lints, runs the
-# Rust tests and the Python end-to-end suite. Exits non-zero if anything failed.
+# Rust tests, a short run of the fuzz targets (with a nightly toolchain) and the
+# Python end-to-end suite. Exits non-zero if anything failed.
 # Re-running is cheap: installs are skipped when already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -62,6 +63,8 @@ step "cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings || failed+=("cargo clippy")
 step "cargo test"
 cargo test --workspace || failed+=("cargo test")
+step "fuzz smoke (fuzz/, needs nightly)"
+scripts/fuzz-smoke.sh || failed+=("fuzz smoke")
 
 step "pytest tests/python"
 mkdir -p target
