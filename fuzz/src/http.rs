@@ -1,19 +1,20 @@
-//! The HTTP request head parsers of the WebSocket listener: the upgrade (`parse_upgrade`) and,
-//! for a request that is not one, the plain request (`parse_request`), over the same bytes as
-//! `shard/ingest.rs` does.
+//! The HTTP request head of the WebSocket listener: parsed once (`protocol::http::parse_head`),
+//! then judged as an upgrade (`accept_upgrade`), a refusal answered with its status, or a
+//! plain request a file may answer — over the same bytes as `shard/ingest.rs` does.
 //!
 //! Input: one control byte, then the request bytes.
 //! - bits 0-1: the byte limit, from [`BYTES_MAX`]; bit 2: `allow_no_subprotocol`.
 //!
 //! The network layer parses again from the start each time more bytes arrive, and acts on the
-//! first answer that is not "need more". So for both parsers, every prefix of the bytes must
-//! answer "need more" or exactly what the whole does; once complete, the head ends with the
-//! blank line within the limit, and the bytes after it change nothing. The responses written for
-//! an answer start with its status line.
+//! first answer that is not "need more". So every prefix of the bytes must answer "need more"
+//! or exactly what the whole does; once complete, the head ends with the first blank line
+//! within the limit, and the bytes after it change nothing. The response written for an answer
+//! starts with its status line.
 
-use fanfare::http::parse_request;
+use fanfare::protocol::http::{Fields, Method, parse_head};
 use fanfare::protocol::ws::handshake::{
-    HandshakeConfig, parse_upgrade, write_accept_response, write_error_response,
+    HandshakeConfig, HandshakeError, Upgrade, accept_upgrade, write_accept_response,
+    write_error_response,
 };
 
 /// Request byte limits to pick from: the default, and sizes a short input can exceed. None is
@@ -24,6 +25,36 @@ pub const BYTES_MAX: [usize; 4] = [8 * 1024, 256, 40, 5];
 /// Prefixes checked besides the ones at the end of the head: this many, evenly spread.
 const PREFIXES: usize = 8;
 
+/// What the listener makes of the bytes so far.
+#[derive(Debug, PartialEq, Eq)]
+enum Answer {
+    /// Not a whole head yet.
+    Incomplete,
+    /// The head could not be parsed: refused with the error's status.
+    Unparsed(HandshakeError),
+    /// A whole head of `consumed` bytes, upgraded or not.
+    Head {
+        consumed: usize,
+        judged: Result<Upgrade, HandshakeError>,
+        origin_form: bool,
+    },
+}
+
+fn answer(buf: &[u8], bytes_max: usize, cfg: &HandshakeConfig<'_>) -> Answer {
+    let mut fields = Fields::new();
+    match parse_head(buf, bytes_max, &mut fields) {
+        Ok(None) => Answer::Incomplete,
+        Err(error) => {
+            Answer::Unparsed(HandshakeError::from_request(error, Method::from_start(buf)))
+        }
+        Ok(Some((head, consumed))) => Answer::Head {
+            consumed,
+            judged: accept_upgrade(&head, cfg),
+            origin_form: head.target.starts_with(b"/"),
+        },
+    }
+}
+
 pub fn request(data: &[u8]) {
     let Some((&control, buf)) = data.split_first() else {
         return;
@@ -32,33 +63,38 @@ pub fn request(data: &[u8]) {
     let cfg = HandshakeConfig {
         path: "/mqtt",
         allow_no_subprotocol: control & 0b100 != 0,
-        request_bytes_max: bytes_max,
     };
-    let upgrade = parse_upgrade(buf, &cfg);
-    let plain = parse_request(buf, bytes_max);
+    let whole = answer(buf, bytes_max, &cfg);
     let mut cuts: Vec<usize> = (1..PREFIXES).map(|k| buf.len() * k / PREFIXES).collect();
-    if let Ok(Some((_, consumed))) = upgrade {
-        cuts.extend([consumed - 1, consumed]);
-    }
-    if let Ok(Some((_, consumed))) = plain {
+    if let Answer::Head { consumed, .. } = whole {
         cuts.extend([consumed - 1, consumed]);
     }
     for cut in cuts {
-        let prefix = &buf[..cut];
-        let answer = parse_upgrade(prefix, &cfg);
+        let prefix = answer(&buf[..cut], bytes_max, &cfg);
         assert!(
-            answer == Ok(None) || answer == upgrade,
-            "upgrade of a prefix"
+            prefix == Answer::Incomplete || prefix == whole,
+            "a prefix answers need more or what the whole does"
         );
-        let answer = parse_request(prefix, bytes_max);
-        assert!(answer == Ok(None) || answer == plain, "request of a prefix");
     }
 
     let mut response = Vec::new();
-    match upgrade {
-        Ok(None) => assert!(buf.len() < bytes_max, "incomplete only under the limit"),
-        Ok(Some((accepted, consumed))) => {
-            check_head(buf, consumed, bytes_max);
+    match whole {
+        Answer::Incomplete => assert!(buf.len() < bytes_max, "incomplete only under the limit"),
+        Answer::Unparsed(error)
+        | Answer::Head {
+            judged: Err(error), ..
+        } => {
+            write_error_response(error, &mut response);
+            let status = format!("HTTP/1.1 {} ", error.status());
+            assert!(
+                response.starts_with(status.as_bytes()),
+                "the error's status"
+            );
+        }
+        Answer::Head {
+            judged: Ok(accepted),
+            ..
+        } => {
             assert_eq!(accepted.accept_key_str().len(), 28, "base64 of 20 bytes");
             write_accept_response(&accepted, &mut response);
             assert!(
@@ -67,25 +103,15 @@ pub fn request(data: &[u8]) {
             );
             assert!(response.ends_with(b"\r\n\r\n"), "a head without a body");
         }
-        Err(error) => {
-            write_error_response(error, &mut response);
-            let status = format!("HTTP/1.1 {} ", error.status());
-            assert!(
-                response.starts_with(status.as_bytes()),
-                "the error's status"
-            );
-        }
     }
-    match plain {
-        Ok(None) => assert!(buf.len() < bytes_max, "incomplete only under the limit"),
-        Ok(Some((request, consumed))) => {
-            check_head(buf, consumed, bytes_max);
-            assert!(request.target.starts_with(b"/"), "an origin-form target");
-            if let Ok(Some((_, upgrade_consumed))) = upgrade {
-                assert_eq!(consumed, upgrade_consumed, "one head, whoever reads it");
-            }
-        }
-        Err(_) => {}
+    if let Answer::Head {
+        consumed,
+        origin_form,
+        ..
+    } = whole
+    {
+        check_head(buf, consumed, bytes_max);
+        assert!(origin_form, "an origin-form target");
     }
 }
 

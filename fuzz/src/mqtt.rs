@@ -51,7 +51,7 @@ fn run(data: &[u8], starts: [Option<ProtocolVersion>; 4], client_side: ProtocolV
     let limits = if control & 0b100 != 0 {
         SMALL
     } else {
-        DecodeLimits::from_limits(&Limits::default())
+        Limits::default().decode_limits()
     };
     if control & 0b1000 != 0 {
         read_stream(

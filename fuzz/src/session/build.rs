@@ -1,7 +1,7 @@
 //! Packets built from the fields of a [`Step`](super::Step), valid for the connection's
 //! version: what a well-behaved client of that version could send.
 
-use fanfare::broker::Transport;
+use fanfare::conn::Transport;
 use fanfare::protocol::mqtt::{
     Ack, Connect, Delivery, Disconnect, Packet, PacketId, PropertiesBuf, Property, ProtocolVersion,
     Publish, QoS, ReasonCode, RetainHandling, Subscribe, SubscriptionOptions, Will,

@@ -3,9 +3,11 @@
 
 use std::sync::Arc;
 
-use fanfare::broker::{Chunk, CloseReason, ConnId, Droppable, Outbox, ShardMessage, Transport};
+use fanfare::broker::{CloseReason, Outbox, ShardMessage};
+
 use fanfare::config::Limits;
-use fanfare::protocol::mqtt::{DecodeLimits, Delivery, Packet, QoS, decode_from_server, encode};
+use fanfare::conn::{Chunk, ConnId, Droppable, Transport};
+use fanfare::protocol::mqtt::{Delivery, Packet, QoS, decode_from_server, encode};
 
 use super::{SLOTS, State, World};
 
@@ -78,7 +80,7 @@ impl World {
         };
         let mut rest = &stream[..];
         // Generous limits: what the broker may send is bounded by the client, checked below.
-        let limits = DecodeLimits::from_limits(&Limits::default());
+        let limits = Limits::default().decode_limits();
         while !rest.is_empty() {
             let (packet, used) = match decode_from_server(rest, version, &limits) {
                 Ok(Some(decoded)) => decoded,

@@ -32,8 +32,9 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use arbitrary::{Arbitrary, Unstructured};
-use fanfare::broker::{Broker, ConnId, Outbox, ShardMessage, Transport};
+use fanfare::broker::{Broker, Outbox, ShardMessage};
 use fanfare::config::Limits;
+use fanfare::conn::{ConnId, Transport};
 use fanfare::protocol::mqtt::{
     Connect, DecodeLimits, Packet, Properties, PropertiesBuf, ProtocolVersion, QoS, Unsubscribe,
     decode, encode,
@@ -143,9 +144,10 @@ struct World {
 impl World {
     fn new(shard_count: usize, tight: bool) -> World {
         let limits = limits(tight);
+        let now = Instant::now();
         let shards = (0..shard_count)
             .map(|shard| Shard {
-                broker: Broker::new(shard, shard_count, limits.clone()),
+                broker: Broker::new(shard, shard_count, limits.clone(), now),
                 slots: std::array::from_fn(|_| Slot {
                     generation: 1,
                     conn: None,
@@ -154,10 +156,10 @@ impl World {
             .collect();
         World {
             shards,
-            decode_limits: DecodeLimits::from_limits(&limits),
+            decode_limits: limits.decode_limits(),
             limits,
             mail: vec![vec![VecDeque::new(); shard_count]; shard_count],
-            now: Instant::now(),
+            now,
         }
     }
 
@@ -232,7 +234,9 @@ impl World {
             Step::Fanout { shard } => {
                 for shard in self.pick_shards(shard) {
                     let mut out = Outbox::default();
-                    self.shards[shard].broker.continue_fanout(&mut out);
+                    self.shards[shard]
+                        .broker
+                        .continue_fanout(self.now, &mut out);
                     self.after(shard, out);
                 }
             }
@@ -490,7 +494,9 @@ impl World {
             let mut pending = false;
             for shard in 0..n {
                 let mut out = Outbox::default();
-                pending |= self.shards[shard].broker.continue_fanout(&mut out);
+                pending |= self.shards[shard]
+                    .broker
+                    .continue_fanout(self.now, &mut out);
                 self.after(shard, out);
             }
             let mail = self.mail.iter().flatten().any(|queue| !queue.is_empty());
