@@ -251,7 +251,7 @@ fn coding_accepts_gzip(item: &[u8]) -> bool {
 }
 
 /// Strips optional whitespace (RFC 9110 §5.6.3) from both ends.
-fn trim(mut s: &[u8]) -> &[u8] {
+pub(crate) fn trim(mut s: &[u8]) -> &[u8] {
     while let [b' ' | b'\t', rest @ ..] = s {
         s = rest;
     }
