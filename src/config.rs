@@ -9,6 +9,9 @@ use crate::conn::{SlowConsumer, Transport};
 use crate::protocol::mqtt::DecodeLimits;
 use crate::protocol::ws::frame::FrameLimits;
 
+mod trusted_proxies;
+pub use trusted_proxies::{TRUSTED_PROXIES_MAX, TrustedProxies};
+
 /// The largest MQTT packet: a 5-byte fixed header and the largest remaining length, 268 435 455
 /// (MQTT 5 §1.5.5).
 const PACKET_BYTES_PROTOCOL_MAX: u64 = 268_435_460;
@@ -247,6 +250,30 @@ pub struct TopicPolicy {
 /// Most `[[policy]]` tables: each publish is checked against all of them, once per shard.
 pub const TOPIC_POLICIES_MAX: usize = 64;
 
+/// Most entries of `ws_allowed_origins`: every upgrade that names an origin is compared with
+/// all of them.
+pub const WS_ALLOWED_ORIGINS_MAX: usize = 256;
+
+/// Whether `origin` is an origin as a browser serializes it in `Origin` (RFC 6454 §6.1):
+/// `scheme://host` with an optional `:port`, no path, not even a trailing slash; or `null`.
+fn is_serialized_origin(origin: &str) -> bool {
+    if origin == "null" {
+        return true;
+    }
+    let Some((scheme, authority)) = origin.split_once("://") else {
+        return false;
+    };
+    let scheme_ok = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    let authority_ok = !authority.is_empty()
+        && authority
+            .chars()
+            .all(|c| c.is_ascii_graphic() && !matches!(c, '/' | '?' | '#' | '@' | '\\'));
+    scheme_ok && authority_ok
+}
+
 /// Where and how the broker listens, plus its limits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -258,6 +285,18 @@ pub struct Config {
     pub ws_path: String,
     /// Whether an upgrade request that offers no `Sec-WebSocket-Protocol` is accepted.
     pub ws_allow_no_subprotocol: bool,
+    /// The `Origin`s a browser may open a WebSocket from, compared ASCII case-insensitively;
+    /// empty: any. A request without `Origin` (not from a browser) is always accepted; at most
+    /// [`WS_ALLOWED_ORIGINS_MAX`].
+    pub ws_allowed_origins: Vec<String>,
+    /// Connections accepted on the TCP listener from a trusted proxy start with a PROXY
+    /// protocol header (version 1 or 2), which names the client; see
+    /// [`Config::proxy_protocol`].
+    pub tcp_proxy_protocol: bool,
+    /// The same for the WebSocket listener: the header comes before the upgrade request.
+    pub ws_proxy_protocol: bool,
+    /// The proxies whose PROXY header, `Forwarded` and `X-Forwarded-For` are believed.
+    pub trusted_proxies: TrustedProxies,
     /// Shard threads, one per core by default.
     pub shards: usize,
     /// `error`, `warn`, `info`, `debug` or `trace`.
@@ -295,6 +334,10 @@ impl Default for Config {
             ws: Some(SocketAddr::from(([127, 0, 0, 1], 8080))),
             ws_path: "/mqtt".to_owned(),
             ws_allow_no_subprotocol: true,
+            ws_allowed_origins: Vec::new(),
+            tcp_proxy_protocol: false,
+            ws_proxy_protocol: false,
+            trusted_proxies: TrustedProxies::default(),
             shards: std::thread::available_parallelism().map_or(1, |n| n.get()),
             log_level: "info".to_owned(),
             recv_buffers_per_shard: 1024,
@@ -341,6 +384,11 @@ struct FileConfig {
     ws: Option<String>,
     ws_path: Option<String>,
     ws_allow_no_subprotocol: Option<bool>,
+    ws_allowed_origins: Option<Vec<String>>,
+    proxy_protocol: Option<bool>,
+    tcp_proxy_protocol: Option<bool>,
+    ws_proxy_protocol: Option<bool>,
+    trusted_proxies: Option<Vec<String>>,
     shards: Option<usize>,
     log_level: Option<String>,
     recv_buffers_per_shard: Option<u16>,
@@ -412,6 +460,23 @@ impl Config {
         }
         if let Some(allow) = file.ws_allow_no_subprotocol {
             config.ws_allow_no_subprotocol = allow;
+        }
+        if let Some(origins) = file.ws_allowed_origins {
+            config.ws_allowed_origins = origins;
+        }
+        // `proxy_protocol` sets both listeners; a listener's own key overrides it.
+        if let Some(on) = file.proxy_protocol {
+            config.tcp_proxy_protocol = on;
+            config.ws_proxy_protocol = on;
+        }
+        if let Some(on) = file.tcp_proxy_protocol {
+            config.tcp_proxy_protocol = on;
+        }
+        if let Some(on) = file.ws_proxy_protocol {
+            config.ws_proxy_protocol = on;
+        }
+        if let Some(entries) = file.trusted_proxies {
+            config.trusted_proxies = TrustedProxies::parse("trusted_proxies", &entries)?;
         }
         if let Some(shards) = file.shards {
             config.shards = shards;
@@ -515,7 +580,45 @@ impl Config {
                 ));
             }
         }
+        self.validate_proxies()?;
         self.limits.validate()
+    }
+
+    /// The PROXY protocol is taken from trusted proxies only, so with none listed no
+    /// connection could ever send its header; and an origin that can never match is a typo.
+    fn validate_proxies(&self) -> Result<(), ConfigError> {
+        for (on, listener) in [
+            (self.tcp_proxy_protocol, "tcp"),
+            (self.ws_proxy_protocol, "ws"),
+        ] {
+            if on && self.trusted_proxies.is_empty() {
+                return Err(ConfigError::invalid(
+                    "trusted_proxies",
+                    &format!(
+                        "must list the proxies that send PROXY headers: `proxy_protocol` is on for the {listener} listener, and a header is taken only from a trusted proxy"
+                    ),
+                ));
+            }
+        }
+        if self.ws_allowed_origins.len() > WS_ALLOWED_ORIGINS_MAX {
+            return Err(ConfigError::invalid(
+                "ws_allowed_origins",
+                &format!("at most {WS_ALLOWED_ORIGINS_MAX} origins"),
+            ));
+        }
+        if let Some(bad) = self
+            .ws_allowed_origins
+            .iter()
+            .find(|origin| !is_serialized_origin(origin))
+        {
+            return Err(ConfigError::invalid(
+                "ws_allowed_origins",
+                &format!(
+                    "`{bad}` is not an origin like https://scores.example or http://localhost:8080 (scheme, host and port; no path, no trailing slash); leave the list empty to allow any"
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// What the WebSocket listener serves to plain HTTP requests.
@@ -525,6 +628,17 @@ impl Config {
             dir: self.http_dir.clone(),
             file_bytes_max: self.limits.http_file_bytes_max,
             cache_bytes_max: self.limits.http_cache_bytes_max,
+        }
+    }
+
+    /// Whether a connection accepted over `transport` from a trusted proxy
+    /// ([`Config::trusted_proxies`]) starts with a PROXY protocol header. A connection from
+    /// anywhere else is taken as it comes, and refused if its first bytes look like a header
+    /// ([`crate::protocol::proxy::looks_like_proxy_header`]).
+    pub fn proxy_protocol(&self, transport: Transport) -> bool {
+        match transport {
+            Transport::Tcp => self.tcp_proxy_protocol,
+            Transport::Ws => self.ws_proxy_protocol,
         }
     }
 
@@ -672,6 +786,97 @@ mod tests {
         .expect("parses");
         let err = config.validate().expect_err("bad filter");
         assert!(err.message.contains("policy.filter"), "{}", err.message);
+    }
+
+    fn ip(text: &str) -> std::net::IpAddr {
+        text.parse().expect("an address")
+    }
+
+    #[test]
+    fn proxy_protocol_keys() {
+        let config = Config::default();
+        assert!(!config.proxy_protocol(Transport::Tcp));
+        assert!(!config.proxy_protocol(Transport::Ws));
+        assert!(config.trusted_proxies.is_empty());
+        assert!(config.ws_allowed_origins.is_empty());
+
+        let both = "proxy_protocol = true\ntrusted_proxies = [\"10.0.0.0/8\", \"::1\"]\n";
+        let config = Config::from_toml(both, "f.toml").expect("parses");
+        assert_eq!(config.validate(), Ok(()));
+        assert!(config.proxy_protocol(Transport::Tcp));
+        assert!(config.proxy_protocol(Transport::Ws));
+        assert!(config.trusted_proxies.contains(ip("::1")));
+
+        // A listener's own key overrides the common one.
+        let tcp_only = format!("{both}ws_proxy_protocol = false\n");
+        let config = Config::from_toml(&tcp_only, "f.toml").expect("parses");
+        assert!(config.proxy_protocol(Transport::Tcp));
+        assert!(!config.proxy_protocol(Transport::Ws));
+        let ws_only = "ws_proxy_protocol = true\ntrusted_proxies = [\"10.0.0.1\"]\n";
+        let config = Config::from_toml(ws_only, "f.toml").expect("parses");
+        assert!(!config.proxy_protocol(Transport::Tcp));
+        assert!(config.proxy_protocol(Transport::Ws));
+
+        // Trusted proxies alone serve Forwarded and X-Forwarded-For.
+        let config =
+            Config::from_toml("trusted_proxies = [\"10.0.0.1\"]\n", "f.toml").expect("parses");
+        assert_eq!(config.validate(), Ok(()));
+    }
+
+    #[test]
+    fn proxy_protocol_without_trusted_proxies_is_refused() {
+        for text in [
+            "proxy_protocol = true\n",
+            "tcp_proxy_protocol = true\n",
+            "ws_proxy_protocol = true\ntrusted_proxies = []\n",
+        ] {
+            let config = Config::from_toml(text, "f.toml").expect("parses");
+            let err = config.validate().expect_err(text);
+            assert!(err.message.contains("`trusted_proxies`"), "{}", err.message);
+            assert!(err.message.contains("proxy_protocol"), "{}", err.message);
+        }
+        let off = "proxy_protocol = true\ntcp_proxy_protocol = false\nws_proxy_protocol = false\n";
+        let config = Config::from_toml(off, "f.toml").expect("parses");
+        assert_eq!(config.validate(), Ok(()));
+    }
+
+    #[test]
+    fn allowed_origins() {
+        let config = Config::from_toml(
+            "ws_allowed_origins = [\"https://scores.example\", \"http://localhost:8080\", \"null\"]\n",
+            "f.toml",
+        )
+        .expect("parses");
+        assert_eq!(config.validate(), Ok(()));
+        assert_eq!(config.ws_allowed_origins.len(), 3);
+        for bad in [
+            "https://scores.example/",
+            "https://scores.example/live",
+            "scores.example",
+            "*",
+            "",
+            "https://",
+            "https://user@scores.example",
+            "https://scores.example?x",
+            "https://scores .example",
+            "1https://scores.example",
+        ] {
+            let config = Config {
+                ws_allowed_origins: vec![bad.to_owned()],
+                ..Config::default()
+            };
+            let err = config.validate().expect_err(bad);
+            assert!(
+                err.message.contains("`ws_allowed_origins`"),
+                "{}",
+                err.message
+            );
+        }
+        let config = Config {
+            ws_allowed_origins: vec!["https://a.example".to_owned(); WS_ALLOWED_ORIGINS_MAX + 1],
+            ..Config::default()
+        };
+        assert!(config.validate().is_err());
     }
 
     #[test]
