@@ -41,6 +41,7 @@ If-None-Match: \"9f86d081884c7d65-gz\"\r\n\
 const CFG: HandshakeConfig<'static> = HandshakeConfig {
     path: "/mqtt",
     allow_no_subprotocol: true,
+    allowed_origins: &[],
 };
 
 /// The default `ws_handshake_bytes_max`.

@@ -63,6 +63,7 @@ fn ingest_upgrade(cx: &mut Ingest<'_>, conn: &mut Peer, data: &[u8]) -> Flow {
     let handshake = HandshakeConfig {
         path: &cx.config.ws_path,
         allow_no_subprotocol: cx.config.ws_allow_no_subprotocol,
+        allowed_origins: &cx.config.ws_allowed_origins,
     };
     let bytes_max = cx.config.limits.ws_handshake_bytes_max as usize;
     // Parsed once: the upgrade decides from the head, and a file may answer from it instead.

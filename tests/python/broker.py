@@ -43,20 +43,26 @@ def toml_value(v) -> str:
         return str(v)
     if isinstance(v, str):
         return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, list):
+        return "[" + ", ".join(toml_value(item) for item in v) + "]"
     raise TypeError(f"no TOML for {v!r}")
 
 
+def is_tables(v) -> bool:
+    return isinstance(v, list) and bool(v) and all(isinstance(t, dict) for t in v)
+
+
 def write_toml(path: Path, config: dict) -> None:
-    """Top-level keys first, then one [section] per nested dict, then one [[section]] per
-    dict of a list of dicts."""
+    """Top-level keys first (a list of values is an array), then one [section] per nested
+    dict, then one [[section]] per dict of a list of dicts."""
     lines = [f"{k} = {toml_value(v)}" for k, v in config.items()
-             if not isinstance(v, (dict, list))]
+             if not isinstance(v, dict) and not is_tables(v)]
     for section, table in config.items():
         if isinstance(table, dict):
             lines.append(f"\n[{section}]")
             lines += [f"{k} = {toml_value(v)}" for k, v in table.items()]
     for section, tables in config.items():
-        if isinstance(tables, list):
+        if is_tables(tables):
             for table in tables:
                 lines.append(f"\n[[{section}]]")
                 lines += [f"{k} = {toml_value(v)}" for k, v in table.items()]

@@ -339,9 +339,9 @@ class WsConn:
     """
 
     def __init__(self, host: str, port: int, path: str, subprotocols: str | None = "mqtt",
-                 timeout: float = 5.0):
+                 timeout: float = 5.0, extra: str = ""):
         self.sock, self.response, self.pending = http_request(
-            host, port, upgrade_request(host, port, path, subprotocols), timeout
+            host, port, upgrade_request(host, port, path, subprotocols, extra), timeout
         )
         assert self.response.status == 101, f"upgrade refused: {self.response.raw!r}"
         self.close_frame: Frame | None = None

@@ -83,6 +83,27 @@ def test_no_subprotocol_accepted(start, clients):
         conn.close()
 
 
+@pytest.mark.fanfare_only  # Mosquitto has no origin allow-list
+def test_origin_allow_list(start):
+    broker = start(config={"ws_allowed_origins": ["https://scores.example"]})
+    assert upgrade(broker, extra="Origin: https://scores.example\r\n").status == 101
+    refused = upgrade(broker, extra="Origin: https://evil.example\r\n")
+    assert refused.status == 403
+    assert upgrade(broker, extra="Origin: https://scores.example.evil.example\r\n").status == 403
+    # Without Origin the client is not a browser, which is what the list keeps out.
+    assert upgrade(broker).status == 101
+    # An allowed page speaks MQTT as usual.
+    conn = WsConn(broker.host, broker.ws_port, broker.ws_path, extra="Origin: https://scores.example\r\n")
+    try:
+        assert m.Mqtt(conn).handshake(unique_id("origin")).body == b"\x00\x00"
+    finally:
+        conn.close()
+
+
+def test_any_origin_by_default(broker):
+    assert upgrade(broker, extra="Origin: https://evil.example\r\n").status == 101
+
+
 def test_accept_key(broker):
     import base64
     import hashlib

@@ -27,6 +27,10 @@ pub struct HandshakeConfig<'c> {
     /// Accept clients that offer no `Sec-WebSocket-Protocol` at all. MQTT 3.1.1 §6 requires
     /// clients to offer "mqtt", but some embedded clients send nothing.
     pub allow_no_subprotocol: bool,
+    /// The origins a browser may open a WebSocket from (RFC 6455 §4.2.1 item 5, §10.2),
+    /// compared with `Origin` ASCII case-insensitively; empty: any. A request without `Origin`
+    /// does not come from a browser, whose pages are what the list keeps out, and is accepted.
+    pub allowed_origins: &'c [String],
 }
 
 impl Default for HandshakeConfig<'_> {
@@ -34,6 +38,7 @@ impl Default for HandshakeConfig<'_> {
         HandshakeConfig {
             path: "/mqtt",
             allow_no_subprotocol: true,
+            allowed_origins: &[],
         }
     }
 }
@@ -127,6 +132,9 @@ pub enum HandshakeError {
     VersionUnsupported,
     /// `Sec-WebSocket-Key` missing, repeated, or not base64 of 16 bytes (RFC 6455 §4.1 item 7).
     KeyInvalid,
+    /// An `Origin` that is not in [`HandshakeConfig::allowed_origins`]: a page of another
+    /// site (RFC 6455 §4.2.2 item 4: "a 403 Forbidden").
+    OriginNotAllowed,
     /// Subprotocols offered, none of them MQTT.
     SubprotocolUnsupported,
     /// No subprotocol offered and the configuration requires one (MQTT 3.1.1 §6).
@@ -147,6 +155,7 @@ impl HandshakeError {
             HandshakeError::ConnectionNotUpgrade => 400,
             HandshakeError::VersionUnsupported => 426,
             HandshakeError::KeyInvalid => 400,
+            HandshakeError::OriginNotAllowed => 403,
             HandshakeError::SubprotocolUnsupported => 400,
             HandshakeError::SubprotocolMissing => 400,
         }
@@ -165,6 +174,7 @@ impl HandshakeError {
             HandshakeError::ConnectionNotUpgrade => "Connection header must include upgrade",
             HandshakeError::VersionUnsupported => "Sec-WebSocket-Version must be 13",
             HandshakeError::KeyInvalid => "Sec-WebSocket-Key must be base64 of 16 bytes",
+            HandshakeError::OriginNotAllowed => "Origin not allowed",
             HandshakeError::SubprotocolUnsupported => {
                 "unsupported subprotocol, expected mqtt or mqttv3.1"
             }
@@ -233,10 +243,24 @@ pub fn accept_upgrade(
         (Some(key), None) if key_is_valid(key) => key,
         _ => return Err(HandshakeError::KeyInvalid),
     };
+    if !origin_allowed(head, cfg) {
+        return Err(HandshakeError::OriginNotAllowed);
+    }
     Ok(Upgrade {
         accept_key: accept_key(key),
         subprotocol: choose_subprotocol(head, cfg)?,
     })
+}
+
+/// Every `Origin` of the request is in the allowed list, or the list is empty. Browsers send
+/// one (RFC 6454 §7.3); a request that repeats it must have every one allowed.
+fn origin_allowed(head: &RequestHead<'_>, cfg: &HandshakeConfig) -> bool {
+    cfg.allowed_origins.is_empty()
+        || head.values("origin").all(|origin| {
+            cfg.allowed_origins
+                .iter()
+                .any(|allowed| allowed.as_bytes().eq_ignore_ascii_case(origin))
+        })
 }
 
 /// The client's first supported subprotocol. RFC 6455 §4.1 item 10 and RFC 9110 §5.3: repeated
@@ -329,6 +353,7 @@ pub fn write_error_response(err: HandshakeError, out: &mut Vec<u8>) {
 const fn status_text(status: u16) -> &'static str {
     match status {
         400 => "Bad Request",
+        403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
         426 => "Upgrade Required",
@@ -347,6 +372,7 @@ mod tests {
     const CFG: HandshakeConfig<'static> = HandshakeConfig {
         path: "/mqtt",
         allow_no_subprotocol: true,
+        allowed_origins: &[],
     };
 
     /// The default `ws_handshake_bytes_max`.
@@ -471,6 +497,7 @@ mod tests {
             ConnectionNotUpgrade,
             VersionUnsupported,
             KeyInvalid,
+            OriginNotAllowed,
             SubprotocolUnsupported,
             SubprotocolMissing,
         ] {
@@ -718,6 +745,55 @@ mod tests {
             refused(&request(&format!("Sec-WebSocket-Key: {key}\r\n"))),
             HandshakeError::KeyInvalid
         );
+    }
+
+    #[test]
+    fn origins() {
+        let allowed = [
+            "https://scores.example".to_owned(),
+            "http://localhost:8080".to_owned(),
+        ];
+        let cfg = HandshakeConfig {
+            allowed_origins: &allowed,
+            ..CFG
+        };
+        let judged = |extra: &str| parse_upgrade(&request(extra), &cfg, BYTES_MAX).map(|_| ());
+        assert_eq!(judged("Origin: https://scores.example\r\n"), Ok(()));
+        assert_eq!(judged("origin: HTTPS://Scores.Example\r\n"), Ok(()));
+        assert_eq!(judged("Origin: http://localhost:8080\r\n"), Ok(()));
+        // Without Origin, not a browser: accepted.
+        assert_eq!(judged(""), Ok(()));
+        for origin in [
+            "Origin: https://evil.example\r\n",
+            "Origin: https://scores.example.evil.example\r\n",
+            "Origin: http://scores.example\r\n",
+            "Origin: https://scores.example:443\r\n",
+            "Origin: https://scores.example/\r\n",
+            "Origin: http://localhost:8081\r\n",
+            "Origin: null\r\n",
+            "Origin: \r\n",
+            "Origin: https://scores.example, https://evil.example\r\n",
+            "Origin: https://scores.example\r\nOrigin: https://evil.example\r\n",
+        ] {
+            assert_eq!(
+                judged(origin),
+                Err(HandshakeError::OriginNotAllowed),
+                "{origin:?}"
+            );
+        }
+        // Every origin is allowed by default.
+        accepted(&request("Origin: https://evil.example\r\n"));
+        // The origin is judged once the request is known to be a WebSocket upgrade.
+        let plain = b"GET /app.js HTTP/1.1\r\nHost: a\r\nOrigin: https://evil.example\r\n\r\n";
+        assert_eq!(
+            parse_upgrade(plain, &cfg, BYTES_MAX),
+            Err(HandshakeError::NotFound)
+        );
+        let mut out = Vec::new();
+        write_error_response(HandshakeError::OriginNotAllowed, &mut out);
+        let text = String::from_utf8(out).expect("ASCII");
+        assert!(text.starts_with("HTTP/1.1 403 Forbidden\r\n"), "{text}");
+        assert!(text.ends_with("\r\n\r\nOrigin not allowed\n"), "{text}");
     }
 
     #[test]
