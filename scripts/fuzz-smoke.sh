@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 
 seconds="${FUZZ_SECONDS:-10}"
 runs="${FUZZ_RUNS:-1000000}"
-targets=(mqtt_v311 mqtt_v5 ws_frame http_request broker_session)
+targets=(mqtt_v311 mqtt_v5 ws_frame http_request proxy_header broker_session)
 
 if ! cargo +nightly --version >/dev/null 2>&1; then
     echo "fuzz smoke skipped: no nightly toolchain (rustup toolchain install nightly)"

@@ -3,7 +3,8 @@
 //! plain request a file may answer — over the same bytes as `shard/ingest.rs` does.
 //!
 //! Input: one control byte, then the request bytes.
-//! - bits 0-1: the byte limit, from [`BYTES_MAX`]; bit 2: `allow_no_subprotocol`.
+//! - bits 0-1: the byte limit, from [`BYTES_MAX`]; bit 2: `allow_no_subprotocol`; bit 3:
+//!   allow only the origin [`ALLOWED_ORIGIN`] (else any).
 //!
 //! The network layer parses again from the start each time more bytes arrive, and acts on the
 //! first answer that is not "need more". So every prefix of the bytes must answer "need more"
@@ -21,6 +22,9 @@ use fanfare::protocol::ws::handshake::{
 /// below 5 bytes: until "HEAD " is in, the method is unknown, and a limit that small would be
 /// reached before the method is judged (431 on some prefixes, 405 on the whole).
 pub const BYTES_MAX: [usize; 4] = [8 * 1024, 256, 40, 5];
+
+/// The one origin allowed when control bit 3 is set.
+pub const ALLOWED_ORIGIN: &str = "https://scores.example";
 
 /// Prefixes checked besides the ones at the end of the head: this many, evenly spread.
 const PREFIXES: usize = 8;
@@ -60,9 +64,11 @@ pub fn request(data: &[u8]) {
         return;
     };
     let bytes_max = BYTES_MAX[usize::from(control & 0b11)];
+    let origins = [ALLOWED_ORIGIN.to_owned()];
     let cfg = HandshakeConfig {
         path: "/mqtt",
         allow_no_subprotocol: control & 0b100 != 0,
+        allowed_origins: if control & 0b1000 != 0 { &origins } else { &[] },
     };
     let whole = answer(buf, bytes_max, &cfg);
     let mut cuts: Vec<usize> = (1..PREFIXES).map(|k| buf.len() * k / PREFIXES).collect();

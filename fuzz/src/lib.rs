@@ -10,6 +10,7 @@
 //! | `mqtt_v5`        | [`mqtt::v5`]        | `decode` before CONNECT and at 5.0                 |
 //! | `ws_frame`       | [`ws::frames`]      | `FrameDecoder::feed`, whole and in pieces          |
 //! | `http_request`   | [`http::request`]   | `parse_upgrade` and `parse_request`, same bytes    |
+//! | `proxy_header`   | [`proxy::header`]   | `proxy::parse`, whole and every prefix             |
 //! | `broker_session` | [`session::run`]    | `Broker` calls from a few connections, virtual time |
 //!
 //! The layout of each target's input is documented on its function; `seeds` writes the
@@ -17,6 +18,7 @@
 
 pub mod http;
 pub mod mqtt;
+pub mod proxy;
 pub mod seeds;
 pub mod session;
 pub mod ws;

@@ -1,6 +1,6 @@
 //! Hand-made inputs for each target, written to `seeds/<target>/` by
 //! `cargo run --example write_seeds`: golden packets from the specs, a browser's upgrade
-//! request, client frames, and broker sessions through subscriptions, QoS 1/2 flows, wills,
+//! request, client frames, PROXY protocol headers, and broker sessions through subscriptions, QoS 1/2 flows, wills,
 //! takeovers, expiry and several shards. Each input starts with its target's control bytes.
 
 use fanfare::broker::Broker;
@@ -22,6 +22,7 @@ pub fn all() -> Vec<(&'static str, Seeds)> {
         ("mqtt_v5", mqtt_v5()),
         ("ws_frame", ws_frame()),
         ("http_request", http_request()),
+        ("proxy_header", proxy_header()),
         ("broker_session", broker_session()),
     ]
 }
@@ -341,7 +342,8 @@ fn ws_frame() -> Seeds {
 }
 
 fn http_request() -> Seeds {
-    // Control byte: bits 0-1 limit (8 KiB, 256, 40, 5 bytes), bit 2 allow no subprotocol.
+    // Control byte: bits 0-1 limit (8 KiB, 256, 40, 5 bytes), bit 2 allow no subprotocol, bit 3
+    // allow only the origin https://scores.example.
     let browser: &[u8] = b"GET /mqtt HTTP/1.1\r\nHost: localhost:8083\r\nConnection: Upgrade\r\n\
         Pragma: no-cache\r\nCache-Control: no-cache\r\nUpgrade: websocket\r\n\
         Origin: http://localhost:8080\r\nSec-WebSocket-Version: 13\r\n\
@@ -363,6 +365,17 @@ fn http_request() -> Seeds {
         ("no-subprotocol", cat(&[&[4], no_protocol])),
         ("no-subprotocol-refused", cat(&[&[0], no_protocol])),
         ("upgrade-over-limit", cat(&[&[1], browser])),
+        ("origin-refused", cat(&[&[8], browser])),
+        (
+            "origin-allowed",
+            cat(&[
+                &[8],
+                b"GET /mqtt HTTP/1.1\r\nHost: scores.example\r\nOrigin: https://scores.example\r\n\
+                  Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\
+                  Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: mqtt\r\n\r\n",
+            ]),
+        ),
+        ("origin-missing", cat(&[&[8], mqtt_js])),
         ("page", cat(&[&[0], page])),
         ("head", cat(&[&[0], head])),
         (
@@ -382,6 +395,102 @@ fn http_request() -> Seeds {
             "bare-lf",
             cat(&[&[0], b"GET / HTTP/1.1\r\nHost: a\nX: y\r\n\r\n"]),
         ),
+    ]
+}
+
+/// The version 2 signature (PROXY protocol §2.2).
+const PROXY_V2_SIGNATURE: &[u8] = b"\r\n\r\n\x00\r\nQUIT\n";
+
+/// A version 2 header: signature, version and command, family and transport, the length of
+/// `block`, then `block`.
+fn proxy_v2(version_command: u8, protocol: u8, block: &[u8]) -> Vec<u8> {
+    let length = u16::try_from(block.len()).expect("a short block");
+    cat(&[
+        PROXY_V2_SIGNATURE,
+        &[version_command, protocol],
+        &length.to_be_bytes(),
+        block,
+    ])
+}
+
+fn proxy_header() -> Seeds {
+    // TCP over IPv4: 192.0.2.1:56324 to 198.51.100.2:1883.
+    let tcp4: &[u8] = &[192, 0, 2, 1, 198, 51, 100, 2, 0xDC, 0x04, 0x07, 0x5B];
+    // TCP over IPv6: [2001:db8::1]:4711 to [::1]:8883.
+    let mut tcp6 = vec![0x20, 0x01, 0x0D, 0xB8];
+    tcp6.extend_from_slice(&[0; 11]);
+    tcp6.push(1);
+    tcp6.extend_from_slice(&[0; 15]);
+    tcp6.extend_from_slice(&[1, 0x12, 0x67, 0x22, 0xB3]);
+    // TLVs: ALPN "mqtt", authority "scores.example", a NOOP, a CRC32C, an SSL TLV with a
+    // version sub-TLV.
+    let tlvs: &[u8] = b"\x01\x00\x04mqtt\x02\x00\x0escores.example\x04\x00\x00\
+        \x03\x00\x04\xde\xad\xbe\xef\x20\x00\x0c\x01\x00\x00\x00\x00\x21\x00\x04TLS1";
+    vec![
+        // §2.1's example, then an HTTP request.
+        (
+            "v1-tcp4-http",
+            b"PROXY TCP4 192.168.0.1 192.168.0.11 56324 443\r\nGET / HTTP/1.1\r\n\
+              Host: 192.168.0.11\r\n\r\n"
+                .to_vec(),
+        ),
+        (
+            "v1-tcp6-connect",
+            cat(&[b"PROXY TCP6 2001:db8::1 ::1 4711 8883\r\n", CONNECT_311]),
+        ),
+        (
+            "v1-tcp6-longest",
+            b"PROXY TCP6 ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff \
+              ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff 65535 65535\r\n"
+                .to_vec(),
+        ),
+        ("v1-unknown", b"PROXY UNKNOWN\r\n".to_vec()),
+        (
+            "v1-unknown-longest",
+            b"PROXY UNKNOWN ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff \
+              ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff 65535 65535\r\n"
+                .to_vec(),
+        ),
+        (
+            "v1-mapped",
+            b"PROXY TCP6 ::ffff:192.0.2.1 ::ffff:192.0.2.2 1 2\r\n".to_vec(),
+        ),
+        (
+            "v1-two-spaces",
+            b"PROXY TCP4  192.0.2.1 192.0.2.2 1 2\r\n".to_vec(),
+        ),
+        (
+            "v1-bare-lf",
+            b"PROXY TCP4 192.0.2.1 192.0.2.2 1 2\n".to_vec(),
+        ),
+        (
+            "v1-leading-zero",
+            b"PROXY TCP4 192.0.2.01 192.0.2.2 1 02\r\n".to_vec(),
+        ),
+        ("v1-no-crlf", cat(&[b"PROXY UNKNOWN ", &[b'x'; 100]])),
+        (
+            "v2-tcp4-connect",
+            cat(&[&proxy_v2(0x21, 0x11, tcp4), CONNECT_311]),
+        ),
+        ("v2-tcp6-tlvs", proxy_v2(0x21, 0x21, &cat(&[&tcp6, tlvs]))),
+        ("v2-local", proxy_v2(0x20, 0x00, &[])),
+        ("v2-local-with-block", proxy_v2(0x20, 0x11, tcp4)),
+        ("v2-unspec", proxy_v2(0x21, 0x00, &[])),
+        ("v2-udp4", proxy_v2(0x21, 0x12, tcp4)),
+        ("v2-unix-stream", proxy_v2(0x21, 0x31, &[b'/'; 216])),
+        ("v2-version-1", proxy_v2(0x11, 0x11, tcp4)),
+        ("v2-command-2", proxy_v2(0x22, 0x11, tcp4)),
+        ("v2-family-4", proxy_v2(0x21, 0x41, tcp4)),
+        ("v2-addresses-truncated", proxy_v2(0x21, 0x21, tcp4)),
+        (
+            "v2-tlv-past-the-end",
+            proxy_v2(0x21, 0x11, &cat(&[tcp4, b"\x04\x00\x09abc"])),
+        ),
+        (
+            "v2-too-long",
+            cat(&[PROXY_V2_SIGNATURE, b"\x21\x11\xff\xff", tcp4]),
+        ),
+        ("not-proxy-connect", CONNECT_311.to_vec()),
     ]
 }
 

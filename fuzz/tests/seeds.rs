@@ -5,7 +5,7 @@ use std::path::Path;
 
 use arbitrary::Unstructured;
 use fanfare_fuzz::session::Step;
-use fanfare_fuzz::{http, mqtt, seeds, session, ws};
+use fanfare_fuzz::{http, mqtt, proxy, seeds, session, ws};
 
 fn target(name: &str) -> fn(&[u8]) {
     match name {
@@ -13,6 +13,7 @@ fn target(name: &str) -> fn(&[u8]) {
         "mqtt_v5" => mqtt::v5,
         "ws_frame" => ws::frames,
         "http_request" => http::request,
+        "proxy_header" => proxy::header,
         "broker_session" => session::run,
         other => panic!("no target {other}"),
     }
