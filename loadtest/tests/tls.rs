@@ -302,7 +302,7 @@ fn loadtest(args: &str) -> Value {
         .unwrap_or_else(|e| panic!("{args}: summary is not JSON ({e}); stderr: {stderr}"))
 }
 
-const FANOUT: &str = "fanout --subscribers 3 --rate 300 --warmup 0.3 --duration 1 --drain 1 \
+const FANOUT: &str = "fanout --subscribers 3 --rate 300 --warmup 0.3 --duration 1 --drain 3 \
                       --workers 1 --no-pin --timeout 5";
 
 fn assert_all_delivered(summary: &Value) {
