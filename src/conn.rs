@@ -92,16 +92,30 @@ impl Chunk {
     /// The bytes as up to three slices, in wire order; `id` holds the identifier's bytes
     /// for [`Chunk::SharedWithId`].
     pub fn parts<'a>(&'a self, id: &'a mut [u8; 2]) -> [&'a [u8]; 3] {
+        *id = self.id_bytes();
+        self.parts_around(id)
+    }
+
+    /// The bytes of the packet identifier of a [`Chunk::SharedWithId`] (zeros otherwise).
+    pub fn id_bytes(&self) -> [u8; 2] {
+        match self {
+            Chunk::SharedWithId { id, .. } => id.get().to_be_bytes(),
+            Chunk::Shared(_) | Chunk::Owned(_) => [0; 2],
+        }
+    }
+
+    /// [`Chunk::parts`] with the identifier's bytes already in `id` ([`Chunk::id_bytes`]), so
+    /// that the slices of several chunks can be held at once.
+    pub fn parts_around<'a>(&'a self, id: &'a [u8; 2]) -> [&'a [u8]; 3] {
         match self {
             Chunk::Shared(bytes) => [bytes, &[], &[]],
             Chunk::Owned(bytes) => [bytes, &[], &[]],
             Chunk::SharedWithId {
                 template,
                 id_offset,
-                id: packet_id,
+                ..
             } => {
                 let offset = *id_offset as usize;
-                *id = packet_id.get().to_be_bytes();
                 [&template[..offset], &id[..], &template[offset + 2..]]
             }
         }

@@ -76,3 +76,4 @@ pub mod net;
 pub mod protocol;
 pub mod shard;
 pub mod slots;
+pub mod tls;

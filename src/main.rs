@@ -10,9 +10,10 @@ use mimalloc::MiMalloc;
 use fanfare::config::{Config, parse_listener};
 use fanfare::metrics::Metrics;
 use fanfare::net::listener::{ListenerKind, bind_reuseport};
-use fanfare::net::sys;
+use fanfare::net::sys::{self, Signal};
 use fanfare::shard::mailbox::Mailboxes;
 use fanfare::shard::{self, ShardSetup};
+use fanfare::tls::{SharedTls, TlsServers};
 
 #[global_allocator]
 static GLOBAL: MiMalloc = MiMalloc;
@@ -27,6 +28,10 @@ Options:
   --tcp ADDR|off     MQTT over TCP listener          [default: 127.0.0.1:1883]
   --ws ADDR|off      MQTT over WebSocket listener    [default: 127.0.0.1:8080]
   --ws-path PATH     HTTP path of the WebSocket upgrade [default: /mqtt]
+  --mqtts ADDR|off   MQTT over TLS listener          [default: off]
+  --wss ADDR|off     MQTT over WebSocket over TLS, and https [default: off]
+  --tls-cert FILE    PEM certificate chain of the TLS listeners
+  --tls-key FILE     PEM private key of that certificate
   --shards N         shard threads, one per core     [default: number of cores]
   --log-level LEVEL  error, warn, info, debug or trace [default: info]
   -h, --help         print this help
@@ -54,6 +59,10 @@ fn parse_args() -> anyhow::Result<Option<Config>> {
             Long("tcp") => overrides.push(("tcp", parser.value()?.string()?)),
             Long("ws") => overrides.push(("ws", parser.value()?.string()?)),
             Long("ws-path") => overrides.push(("ws_path", parser.value()?.string()?)),
+            Long("mqtts") => overrides.push(("mqtts", parser.value()?.string()?)),
+            Long("wss") => overrides.push(("wss", parser.value()?.string()?)),
+            Long("tls-cert") => overrides.push(("tls_cert", parser.value()?.string()?)),
+            Long("tls-key") => overrides.push(("tls_key", parser.value()?.string()?)),
             Long("shards") => overrides.push(("shards", parser.value()?.string()?)),
             Long("log-level") => overrides.push(("log_level", parser.value()?.string()?)),
             Short('h') | Long("help") => {
@@ -80,6 +89,10 @@ fn parse_args() -> anyhow::Result<Option<Config>> {
             "tcp" => config.tcp = parse_listener("--tcp", &value)?,
             "ws" => config.ws = parse_listener("--ws", &value)?,
             "ws_path" => config.ws_path = value,
+            "mqtts" => config.mqtts = parse_listener("--mqtts", &value)?,
+            "wss" => config.wss = parse_listener("--wss", &value)?,
+            "tls_cert" => config.tls.cert_file = Some(value.into()),
+            "tls_key" => config.tls.key_file = Some(value.into()),
             "shards" => {
                 config.shards = value
                     .parse()
@@ -102,14 +115,18 @@ fn bind_listeners(config: &Config) -> anyhow::Result<(Listeners, Vec<String>)> {
     for (kind, addr) in [
         (ListenerKind::Tcp, config.tcp),
         (ListenerKind::Ws, config.ws),
+        (ListenerKind::Mqtts, config.mqtts),
+        (ListenerKind::Wss, config.wss),
     ] {
         let Some(addr) = addr else { continue };
         let listeners = bind_reuseport(addr, config.shards)
             .with_context(|| format!("cannot listen for {} on {addr}", kind.name()))?;
         let bound = listeners[0].local_addr()?;
         announced.push(match kind {
-            ListenerKind::Tcp => format!("listening tcp {bound}"),
-            ListenerKind::Ws => format!("listening ws {bound}{}", config.ws_path),
+            ListenerKind::Tcp | ListenerKind::Mqtts => format!("listening {} {bound}", kind.name()),
+            ListenerKind::Ws | ListenerKind::Wss => {
+                format!("listening {} {bound}{}", kind.name(), config.ws_path)
+            }
         });
         for (shard, listener) in listeners.into_iter().enumerate() {
             per_shard[shard].push((kind, listener));
@@ -117,6 +134,25 @@ fn bind_listeners(config: &Config) -> anyhow::Result<(Listeners, Vec<String>)> {
     }
 
     Ok((per_shard, announced))
+}
+
+/// SIGHUP: reads the certificates and keys again. New TLS connections get the new ones, those
+/// established carry on; a file that does not load is named in the log, and the certificates in
+/// use stay.
+fn reload_tls(config: &Config, tls: Option<&SharedTls>) {
+    let Some(tls) = tls else {
+        log::info!("SIGHUP received: no TLS listener, nothing to reload");
+        return;
+    };
+    match TlsServers::load(&config.tls) {
+        Ok(servers) => {
+            tls.replace(servers);
+            log::info!("SIGHUP received: TLS certificates reloaded");
+        }
+        Err(e) => {
+            log::error!("SIGHUP received: TLS certificates not reloaded, keeping the old ones: {e}")
+        }
+    }
 }
 
 /// Tells every shard to stop, wakes it so it sees that at once, and waits for it to finish
@@ -154,6 +190,12 @@ fn run() -> anyhow::Result<()> {
         log::warn!("cannot turn transparent huge pages off: {e}; RSS will count whole 2 MiB pages");
     }
 
+    // The certificates are read before anything listens: a bad file stops start-up, naming it.
+    let tls = if config.mqtts.is_some() || config.wss.is_some() {
+        Some(Arc::new(SharedTls::new(TlsServers::load(&config.tls)?)))
+    } else {
+        None
+    };
     let (per_shard, announced) = bind_listeners(&config)?;
 
     // Shards inherit this mask: stop signals reach only the sigwait below.
@@ -175,6 +217,7 @@ fn run() -> anyhow::Result<()> {
             stop: stop.clone(),
             listeners,
             metrics: metrics.clone(),
+            tls: tls.clone(),
         };
         threads.push(shard::spawn(setup, ready_tx.clone())?);
     }
@@ -197,7 +240,12 @@ fn run() -> anyhow::Result<()> {
         config.shards
     );
 
-    let signal = sys::wait_for_stop_signal();
+    let signal = loop {
+        match sys::wait_for_signal() {
+            Signal::Stop(signal) => break signal,
+            Signal::Reload => reload_tls(&config, tls.as_deref()),
+        }
+    };
     log::info!("{signal} received: closing connections and stopping");
     stop_shards(&stop, &mailboxes, threads)?;
     log::info!("stopped");

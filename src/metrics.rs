@@ -42,7 +42,7 @@ const fn counter(name: &'static str, help: &'static str) -> Metric {
 }
 
 /// Every metric, in the order of [`ShardFigures::values`].
-const METRICS: [Metric; 28] = [
+const METRICS: [Metric; 29] = [
     gauge(
         "fanfare_sockets",
         "Open sockets: clients, WebSocket upgrades and HTTP requests in progress.",
@@ -140,6 +140,10 @@ const METRICS: [Metric; 28] = [
         "Connections not read for a while because the cross-shard backlog they fed was over cross_shard_backlog_bytes_max.",
     ),
     counter(
+        "fanfare_tls_failures_total",
+        "TLS connections closed because their handshake or a record failed (not TLS, bad certificate, alert, ...).",
+    ),
+    counter(
         "fanfare_ring_submissions_refused_total",
         "io_uring operations the ring refused, submitted again on a later loop turn.",
     ),
@@ -167,6 +171,7 @@ pub struct LoopCounts {
     pub submissions_refused: u64,
     pub cross_shard_backlog_bytes: usize,
     pub receives_paused: u64,
+    pub tls_failures: u64,
 }
 
 /// One shard's figures at one moment, in the order of [`METRICS`].
@@ -210,6 +215,7 @@ impl ShardFigures {
                 broker.shared_dropped,
                 size(counts.cross_shard_backlog_bytes),
                 counts.receives_paused,
+                counts.tls_failures,
                 counts.submissions_refused,
             ],
         }

@@ -28,9 +28,11 @@ use super::op::Op;
 use super::send_buf::{PreparedSend, SendPool};
 use super::send_queue::{Pushed, SendQueue};
 use super::sys;
+use super::tls_stream::TlsStream;
 use super::uring::{self, BufRing, Ring, RingFeatures, RingUnavailable};
 use crate::conn::{Chunk, ConnId, Droppable, SlowConsumer};
 use crate::slots::Slots;
+use crate::tls::{TlsFailure, TlsSession};
 
 /// The buffer group of the shard's receive buffers.
 const RECV_BUFFER_GROUP: u16 = 0;
@@ -94,6 +96,27 @@ pub enum RecvEnd {
     Failed(i32),
 }
 
+/// A connection taken out of the table ([`Io::release`]): to close, or to move to another
+/// shard with its TLS session.
+pub struct Released<T> {
+    pub fd: OwnedFd,
+    pub state: T,
+    pub tls: Option<TlsSession>,
+}
+
+/// What became of received bytes ([`Io::read_received`]).
+#[derive(Debug)]
+pub enum Received<R> {
+    /// Read, with what the reader returned.
+    Read(R),
+    /// Nothing to read yet: TLS handshake messages, or part of a record.
+    Nothing,
+    /// The TLS layer failed; the alert is queued, and the connection must close.
+    Failed(TlsFailure),
+    /// The connection is gone.
+    Gone,
+}
+
 /// A receive buffer the kernel filled; given back by [`Io::read_received`].
 #[derive(Debug)]
 pub struct RecvBuffer {
@@ -126,6 +149,8 @@ struct Socket<T> {
     recv_armed: bool,
     recv_cancel_sent: bool,
     out: SendQueue,
+    /// The TLS layer of a connection accepted on a TLS listener.
+    tls: Option<Box<TlsStream>>,
     /// What the shard keeps about the connection.
     state: T,
 }
@@ -145,6 +170,9 @@ pub struct Io<T> {
     dirty: Vec<ConnId>,
     /// Intents the ring refused, submitted again next turn.
     refused: Vec<Intent>,
+    /// What a TLS connection's receive deciphered, lent to the reader; at most a receive
+    /// buffer's worth.
+    plaintext: Vec<u8>,
     counts: IoCounts,
     /// Tests: how many of the next submissions fail as the ring would under pressure.
     #[cfg(test)]
@@ -176,6 +204,7 @@ impl<T> Io<T> {
             completions: Vec::new(),
             dirty: Vec::new(),
             refused: Vec::new(),
+            plaintext: Vec::new(),
             counts: IoCounts::default(),
             #[cfg(test)]
             refuse_next: 0,
@@ -212,15 +241,17 @@ impl<T> Io<T> {
         self.conns.get_mut(id).map(|socket| &mut socket.state)
     }
 
-    /// Takes in an accepted socket with the shard's `state` for it; its operations name it by
-    /// its fixed-file slot when the table has one for it, by descriptor otherwise.
-    pub fn add(&mut self, fd: OwnedFd, state: T) -> ConnId {
+    /// Takes in an accepted socket with the shard's `state` for it, and its TLS session if it
+    /// came in on a TLS listener; its operations name it by its fixed-file slot when the table
+    /// has one for it, by descriptor otherwise.
+    pub fn add(&mut self, fd: OwnedFd, state: T, tls: Option<TlsSession>) -> ConnId {
         let id = self.conns.insert(Socket {
             fd,
             fixed: false,
             recv_armed: false,
             recv_cancel_sent: false,
             out: SendQueue::new(),
+            tls: tls.map(TlsStream::new),
             state,
         });
         let slot = u32::try_from(id.index()).ok();
@@ -238,16 +269,36 @@ impl<T> Io<T> {
 
     /// Whether the connection has a receive or a send in flight: it cannot be released yet.
     pub fn busy(&self, id: ConnId) -> bool {
-        self.conns
-            .get(id)
-            .is_some_and(|socket| socket.recv_armed || socket.out.in_flight())
+        self.conns.get(id).is_some_and(|socket| {
+            socket.recv_armed
+                || socket.out.in_flight()
+                || socket.tls.as_ref().is_some_and(|tls| tls.in_flight())
+        })
     }
 
     /// Whether anything waits in the connection's send queue or is being sent.
     pub fn sending(&self, id: ConnId) -> bool {
-        self.conns
-            .get(id)
-            .is_some_and(|socket| !socket.out.is_empty())
+        self.conns.get(id).is_some_and(|socket| {
+            !socket.out.is_empty() || socket.tls.as_ref().is_some_and(|tls| tls.has_output())
+        })
+    }
+
+    /// A TLS connection ends with close_notify, after everything queued on it so far.
+    pub fn close_notify(&mut self, id: ConnId) {
+        if let Some(tls) = self
+            .conns
+            .get_mut(id)
+            .and_then(|socket| socket.tls.as_mut())
+        {
+            tls.close_when_drained();
+            self.dirty.push(id);
+        }
+    }
+
+    /// The identity of a TLS client's certificate, once its handshake verified one.
+    pub fn client_identity(&self, id: ConnId) -> Option<String> {
+        let tls = self.conns.get(id)?.tls.as_ref()?;
+        tls.session.client_identity()
     }
 
     pub fn recv_armed(&self, id: ConnId) -> bool {
@@ -257,7 +308,7 @@ impl<T> Io<T> {
     /// Takes the connection out once nothing is in flight on it: its socket leaves the
     /// fixed-file table and is handed back with the shard's state, to be closed or moved to
     /// another shard. `None` while busy ([`Io::busy`]) or when unknown.
-    pub fn release(&mut self, id: ConnId) -> Option<(OwnedFd, T)> {
+    pub fn release(&mut self, id: ConnId) -> Option<Released<T>> {
         if self.busy(id) {
             return None;
         }
@@ -272,7 +323,11 @@ impl<T> Io<T> {
                 );
             }
         }
-        Some((socket.fd, socket.state))
+        Some(Released {
+            fd: socket.fd,
+            state: socket.state,
+            tls: socket.tls.map(|tls| tls.into_session()),
+        })
     }
 
     /// Half-closes the sending side, so the peer reads everything sent, then an orderly end.
@@ -326,7 +381,13 @@ impl<T> Io<T> {
             let Some(socket) = self.conns.get_mut(id) else {
                 continue;
             };
-            let Some(send) = socket.out.start_send(&mut self.pool) else {
+            let send = match socket.tls.as_mut() {
+                Some(tls) => tls
+                    .start_send(&mut socket.out, &mut self.pool)
+                    .map(|(bytes, len)| PreparedSend::Contiguous(bytes, len)),
+                None => socket.out.start_send(&mut self.pool),
+            };
+            let Some(send) = send else {
                 continue;
             };
             let flags = libc::MSG_NOSIGNAL;
@@ -351,7 +412,11 @@ impl<T> Io<T> {
             if let Err(e) = unsafe { self.push(&entry) } {
                 self.note_refused(&e);
                 if let Some(socket) = self.conns.get_mut(id) {
-                    socket.out.cancel_start(&mut self.pool);
+                    match socket.tls.as_mut() {
+                        // Nothing was handed over: the ciphertext waits for the next try.
+                        Some(tls) => tls.complete_send(0),
+                        None => socket.out.cancel_start(&mut self.pool),
+                    }
                 }
                 refused.push(id);
             }
@@ -553,34 +618,68 @@ impl<T> Io<T> {
     fn on_send(&mut self, id: ConnId, result: i32) -> Option<Event> {
         let socket = self.conns.get_mut(id)?;
         if result < 0 {
-            socket.out.fail_send(&mut self.pool);
+            match socket.tls.as_mut() {
+                Some(tls) => tls.fail_send(),
+                None => socket.out.fail_send(&mut self.pool),
+            }
             return Some(Event::Sent {
                 id,
                 result: Err(-result),
             });
         }
-        socket.out.complete_send(result as usize, &mut self.pool);
-        if !socket.out.is_empty() {
+        let more = match socket.tls.as_mut() {
+            Some(tls) => {
+                tls.complete_send(result as usize);
+                tls.has_output()
+            }
+            None => {
+                socket.out.complete_send(result as usize, &mut self.pool);
+                false
+            }
+        };
+        if more || !socket.out.is_empty() {
             self.dirty.push(id);
         }
         Some(Event::Sent { id, result: Ok(()) })
     }
 
     /// Hands the bytes of a receive to `read` with the connection's state (unmasking happens in
-    /// place, so the bytes are mutable), then gives the buffer back to the kernel. `None` when
-    /// the connection is gone.
+    /// place, so the bytes are mutable), then gives the buffer back to the kernel. A TLS
+    /// connection's bytes are deciphered first, into the shard's plaintext buffer; `read` is
+    /// not called when they held no plaintext (a handshake message, say).
     pub fn read_received<R>(
         &mut self,
         id: ConnId,
         buffer: RecvBuffer,
         read: impl FnOnce(&mut T, &mut [u8]) -> R,
-    ) -> Option<R> {
-        let result = self.conns.get_mut(id).map(|socket| {
-            let data = self.buf_ring.buffer_mut(buffer.id, buffer.len);
-            read(&mut socket.state, data)
-        });
+    ) -> Received<R> {
+        let Some(socket) = self.conns.get_mut(id) else {
+            self.buf_ring.recycle(buffer.id);
+            return Received::Gone;
+        };
+        let data = self.buf_ring.buffer_mut(buffer.id, buffer.len);
+        let Some(tls) = socket.tls.as_mut() else {
+            let result = read(&mut socket.state, data);
+            self.buf_ring.recycle(buffer.id);
+            return Received::Read(result);
+        };
+        let mut plaintext = std::mem::take(&mut self.plaintext);
+        plaintext.clear();
+        let deciphered = tls.session.receive(data, &mut plaintext);
         self.buf_ring.recycle(buffer.id);
-        result
+        // Handshake messages to answer, an alert to send, or queued bytes the handshake held.
+        if tls.has_output() || !socket.out.is_empty() {
+            self.dirty.push(id);
+        }
+        let received = match deciphered {
+            Err(failure) => Received::Failed(failure),
+            Ok(_) if plaintext.is_empty() => Received::Nothing,
+            Ok(_) => Received::Read(read(&mut socket.state, &mut plaintext)),
+        };
+        // Rustls reports a close_notify as the end of the stream, which the receive ending
+        // reports too (a zero-length read), so it needs no outcome of its own.
+        self.plaintext = plaintext;
+        received
     }
 
     /// Once a tick: gives back send buffers the last period did not need.
@@ -593,6 +692,9 @@ impl<T> Io<T> {
         crate::slots::shed(&mut self.completions, 256);
         crate::slots::shed(&mut self.dirty, 256);
         crate::slots::shed(&mut self.refused, 256);
+        if self.plaintext.is_empty() {
+            self.plaintext = Vec::new();
+        }
     }
 }
 
@@ -702,7 +804,7 @@ mod tests {
         else {
             panic!("accepted on listener 7");
         };
-        (io.add(fd, "peer"), client)
+        (io.add(fd, "peer", None), client)
     }
 
     fn received(io: &mut Io<&'static str>, id: ConnId) -> Vec<u8> {
@@ -712,11 +814,14 @@ mod tests {
         ) else {
             unreachable!("matched above");
         };
-        io.read_received(id, buffer, |state, data| {
+        let read = io.read_received(id, buffer, |state, data| {
             assert_eq!(*state, "peer");
             data.to_vec()
-        })
-        .expect("the connection is there")
+        });
+        let Received::Read(bytes) = read else {
+            panic!("the connection is there");
+        };
+        bytes
     }
 
     #[test]
@@ -755,8 +860,8 @@ mod tests {
                 ..
             }
         ));
-        let (_fd, state) = io.release(id).expect("nothing in flight");
-        assert_eq!(state, "peer");
+        let released = io.release(id).expect("nothing in flight");
+        assert_eq!(released.state, "peer");
         assert!(io.is_empty());
     }
 

@@ -6,11 +6,17 @@ use std::net::{SocketAddr, TcpListener};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
+use crate::conn::Transport;
+
 /// What a listener speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ListenerKind {
     Tcp,
     Ws,
+    /// MQTT over TLS.
+    Mqtts,
+    /// MQTT over WebSocket over TLS, and the files over https.
+    Wss,
 }
 
 impl ListenerKind {
@@ -18,7 +24,22 @@ impl ListenerKind {
         match self {
             ListenerKind::Tcp => "tcp",
             ListenerKind::Ws => "ws",
+            ListenerKind::Mqtts => "mqtts",
+            ListenerKind::Wss => "wss",
         }
+    }
+
+    /// How MQTT packets are framed on the byte stream.
+    pub const fn transport(self) -> Transport {
+        match self {
+            ListenerKind::Tcp | ListenerKind::Mqtts => Transport::Tcp,
+            ListenerKind::Ws | ListenerKind::Wss => Transport::Ws,
+        }
+    }
+
+    /// Whether the byte stream is inside TLS.
+    pub const fn tls(self) -> bool {
+        matches!(self, ListenerKind::Mqtts | ListenerKind::Wss)
     }
 }
 

@@ -8,6 +8,7 @@ mod op;
 pub mod send_buf;
 pub mod send_queue;
 pub mod sys;
+mod tls_stream;
 mod uring;
 
 pub use uring::RingUnavailable;

@@ -14,11 +14,15 @@
 //! is freed only once the kernel is done with it.
 
 use std::collections::{HashMap, VecDeque};
+use std::io::IoSlice;
 
 #[cfg(doc)]
 use super::send_buf::IOVECS_PER_SEND_MAX;
 use super::send_buf::{InFlight, PreparedSend, SendPool};
 use crate::conn::{Chunk, Droppable, SlowConsumer, TopicKey};
+
+/// Chunks handed to TLS for one send: with small publishes, 64 of them are about one record.
+const CHUNKS_PER_SEAL_MAX: usize = 64;
 
 /// Capacity an empty queue keeps (entries of 40 B): enough for a connection that gets one
 /// message per turn never to allocate, small enough for an idle connection to stay cheap.
@@ -263,6 +267,47 @@ impl SendQueue {
         let sent = self.start_send(pool)?.len();
         self.complete_send(sent, pool);
         Some(sent)
+    }
+
+    /// Hands the front of the queue, from its first unsent byte and up to `bytes_max` bytes
+    /// (whole chunks, at least one), to `seal` as slices, and drops what `seal` says it took:
+    /// how a TLS connection's plaintext reaches rustls, which copies it into records. Only for
+    /// a queue whose sends are the TLS layer's, never its own.
+    pub(super) fn seal_front(
+        &mut self,
+        bytes_max: usize,
+        pool: &mut SendPool,
+        seal: impl FnOnce(&[IoSlice<'_>]) -> usize,
+    ) -> usize {
+        debug_assert!(
+            self.in_flight.is_none(),
+            "a TLS queue starts no send of its own"
+        );
+        let count = self.entries.len().min(CHUNKS_PER_SEAL_MAX);
+        let mut ids = [[0u8; 2]; CHUNKS_PER_SEAL_MAX];
+        for (id, entry) in ids.iter_mut().zip(self.entries.iter()) {
+            *id = entry.chunk.id_bytes();
+        }
+        let mut slices = [IoSlice::new(&[]); 3 * CHUNKS_PER_SEAL_MAX];
+        let (mut used, mut bytes) = (0, 0);
+        let mut skip = self.front_sent_bytes as usize;
+        for (entry, id) in self.entries.iter().zip(&ids).take(count) {
+            if bytes > 0 && bytes + entry.chunk.len() > bytes_max {
+                break;
+            }
+            for part in entry.chunk.parts_around(id) {
+                let start = skip.min(part.len());
+                skip -= start;
+                if start < part.len() {
+                    slices[used] = IoSlice::new(&part[start..]);
+                    used += 1;
+                    bytes += part.len() - start;
+                }
+            }
+        }
+        let taken = seal(&slices[..used]);
+        self.complete_send(taken, pool);
+        taken
     }
 
     /// The kernel sent `sent_bytes` of the send in flight; drop what is fully sent.

@@ -73,8 +73,8 @@ pub fn shutdown_write(fd: &OwnedFd) {
     }
 }
 
-/// Blocks SIGINT and SIGTERM in this thread and the threads it spawns afterwards, so that
-/// [`wait_for_stop_signal`] receives them instead of the default handler killing the process.
+/// Blocks SIGINT, SIGTERM and SIGHUP in this thread and the threads it spawns afterwards, so
+/// that [`wait_for_signal`] receives them instead of the default handler killing the process.
 pub fn block_stop_signals() -> io::Result<()> {
     let set = stop_signals();
     // SAFETY: `set` is a valid, initialised signal set.
@@ -112,16 +112,25 @@ pub fn collect_free_memory(force: bool) {
     unsafe { libmimalloc_sys::mi_collect(force) }
 }
 
-/// Waits for SIGINT or SIGTERM; returns the signal's name.
-pub fn wait_for_stop_signal() -> &'static str {
+/// What a signal asks of the broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// SIGINT or SIGTERM: stop gracefully.
+    Stop(&'static str),
+    /// SIGHUP: read the certificates again.
+    Reload,
+}
+
+/// Waits for SIGINT, SIGTERM or SIGHUP.
+pub fn wait_for_signal() -> Signal {
     let set = stop_signals();
     let mut signal: libc::c_int = 0;
     // SAFETY: `set` is initialised and `signal` is a valid out pointer.
     unsafe { libc::sigwait(&set, &mut signal) };
-    if signal == libc::SIGINT {
-        "SIGINT"
-    } else {
-        "SIGTERM"
+    match signal {
+        libc::SIGHUP => Signal::Reload,
+        libc::SIGINT => Signal::Stop("SIGINT"),
+        _ => Signal::Stop("SIGTERM"),
     }
 }
 
@@ -132,6 +141,7 @@ fn stop_signals() -> libc::sigset_t {
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGINT);
         libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGHUP);
         set
     }
 }

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use log::{debug, info};
 
-use super::peer::{CloseCause, Closing, Phase};
+use super::peer::{CloseCause, Phase};
 use super::{CLOSE_LINGER, Shard};
 use crate::conn::{Chunk, ConnId, Droppable, Transport};
 use crate::protocol::ws::frame::write_close_frame;
@@ -24,7 +24,7 @@ impl Shard {
         }
         let upgraded = peer.phase != Phase::WsHandshake;
         peer.phase = Phase::Closing;
-        peer.closing = Some(Box::new(Closing { since: now }));
+        peer.rare_mut().closing_since = Some(now);
         let sealed = std::mem::replace(&mut peer.sealed, true);
         let (addr, transport) = (peer.addr, peer.transport);
         if cause == CloseCause::SendQueueOverflow {
@@ -39,6 +39,14 @@ impl Shard {
             // bound here is none.
             self.io
                 .queue(id, Chunk::Owned(bytes), Droppable::No, u64::MAX, policy);
+        }
+        // A TLS connection says it ends on purpose, after its last words; not when the peer is
+        // gone or the TLS layer itself failed (its alert is on the way).
+        if !matches!(
+            cause,
+            CloseCause::NetworkError(_) | CloseCause::PeerClosed | CloseCause::Tls(_)
+        ) {
+            self.io.close_notify(id);
         }
         if cause.is_error() {
             info!("{addr}: closing: {cause}");
@@ -66,9 +74,10 @@ impl Shard {
         match peer.phase {
             Phase::Closing => {
                 let lingered = peer
-                    .closing
+                    .rare
                     .as_ref()
-                    .is_some_and(|closing| now - closing.since >= CLOSE_LINGER);
+                    .and_then(|rare| rare.closing_since)
+                    .is_some_and(|since| now - since >= CLOSE_LINGER);
                 if lingered && self.io.busy(id) {
                     // The peer does not read: cut the socket so the pending operations end.
                     self.io.cut(id);

@@ -4,6 +4,7 @@
 //! backlog that is over its bound); a failed send closes its connection.
 
 use std::os::fd::OwnedFd;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use log::{debug, error, warn};
@@ -12,10 +13,12 @@ use super::deadlines::Deadline;
 use super::ingest::{self, Flow};
 use super::peer::{CloseCause, Peer, Phase};
 use super::{Shard, TICK, ingest_context};
+
 use crate::conn::{ConnId, Transport};
-use crate::net::io::{Event, RecvBuffer, RecvEnd};
+use crate::net::io::{Event, Received, RecvBuffer, RecvEnd};
 use crate::net::listener::ListenerKind;
 use crate::net::sys;
+use crate::tls::{TlsFailure, TlsSession};
 
 /// How long a listener whose multishot accept the kernel refused waits before it is tried
 /// again: the refusal is about the operation, not one connection, so retrying at once would
@@ -111,11 +114,15 @@ impl Shard {
                 return;
             }
         };
-        let transport = match kind {
-            ListenerKind::Tcp => Transport::Tcp,
-            ListenerKind::Ws => Transport::Ws,
+        let transport = kind.transport();
+        let tls = match self.tls_session(kind) {
+            Ok(tls) => tls,
+            Err(failure) => {
+                warn!("{addr}: refused: cannot start TLS: {failure}");
+                return;
+            }
         };
-        let id = self.io.add(fd, Peer::new(addr, transport));
+        let id = self.io.add(fd, Peer::new(addr, transport), tls);
         debug!("{addr}: connected over {}", kind.name());
         let limits = &self.config.limits;
         let (deadline, timeout_ms) = match transport {
@@ -127,7 +134,22 @@ impl Shard {
         self.io.arm_recv(id);
     }
 
+    /// A new TLS session for a connection accepted on a TLS listener, with the certificates of
+    /// the moment; `None` for a plain listener.
+    fn tls_session(&self, kind: ListenerKind) -> Result<Option<TlsSession>, TlsFailure> {
+        let Some(shared) = self.tls.as_ref().filter(|_| kind.tls()) else {
+            return Ok(None);
+        };
+        let servers = shared.current();
+        let config = match kind {
+            ListenerKind::Mqtts => &servers.mqtts,
+            _ => &servers.wss,
+        };
+        TlsSession::new(Arc::clone(config)).map(Some)
+    }
+
     fn on_received(&mut self, id: ConnId, buffer: RecvBuffer, armed: bool, now: Instant) {
+        self.take_client_identity(id);
         let feeding_before = self.outbox.to_other_shards.len();
         let mut cx = ingest_context!(self, id, now);
         let read = self.io.read_received(id, buffer, |peer, data| {
@@ -142,8 +164,21 @@ impl Shard {
             );
             (flow, upgraded, still_reading)
         });
-        let Some((flow, upgraded, still_reading)) = read else {
-            return;
+        let (flow, upgraded, still_reading) = match read {
+            Received::Read(read) => read,
+            Received::Nothing => {
+                let reading = self.io.state(id).is_some_and(|peer| peer.reads());
+                if !armed && reading {
+                    self.rearm.push(id);
+                }
+                return;
+            }
+            Received::Failed(failure) => {
+                self.tls_failures += 1;
+                self.pending_closes.push((id, CloseCause::Tls(failure)));
+                return;
+            }
+            Received::Gone => return,
         };
         if upgraded {
             let timeout = Duration::from_millis(self.config.limits.connect_timeout_ms.into());
@@ -155,6 +190,23 @@ impl Shard {
         self.after_flow(id, flow);
         if !armed && still_reading {
             self.rearm.push(id);
+        }
+    }
+
+    /// With `identity_as_username`, a TLS client's certificate names it once the handshake
+    /// verified one; its CONNECT then carries that name (`ingest.rs`).
+    fn take_client_identity(&mut self, id: ConnId) {
+        if !self.config.tls.identity_as_username
+            || self
+                .io
+                .state(id)
+                .is_none_or(|peer| peer.identity().is_some())
+        {
+            return;
+        }
+        let identity = self.io.client_identity(id);
+        if let (Some(identity), Some(peer)) = (identity, self.io.state_mut(id)) {
+            peer.rare_mut().identity = Some(identity.into_boxed_str());
         }
     }
 

@@ -14,7 +14,7 @@ use crate::http::{self, Site};
 use crate::metrics::{self, Metrics};
 use crate::protocol::http::{Fields, Method, RequestHead, parse_head};
 use crate::protocol::mqtt::{
-    ConnAck, DecodeError, DecodeLimits, Disconnect, Packet, PropertiesBuf, Property,
+    ConnAck, Connect, DecodeError, DecodeLimits, Disconnect, Packet, PropertiesBuf, Property,
     ProtocolVersion, ReasonCodeOf, decode,
 };
 use crate::protocol::ws::frame::{FeedError, FrameLimits, WsEvent, write_pong};
@@ -219,8 +219,13 @@ fn dispatch(cx: &mut Ingest<'_>, conn: &mut Peer, packet: &Packet<'_>) -> Flow {
                 return Flow::HandOff(owner);
             }
             conn.phase = Phase::Connected(connect.version);
+            // With `identity_as_username` the client certificate names the user.
+            let connect = Connect {
+                username: conn.identity().or(connect.username),
+                ..connect.clone()
+            };
             cx.broker
-                .connect(cx.id, conn.transport, connect, cx.now, cx.out);
+                .connect(cx.id, conn.transport, &connect, cx.now, cx.out);
             Flow::Continue
         }
         (Phase::Connected(_), packet) => {

@@ -28,6 +28,7 @@ use crate::broker::ShardMessage;
 use crate::conn::{ConnId, Transport};
 use crate::net::sys;
 use crate::protocol::ws::frame::FrameDecoder;
+use crate::tls::TlsSession;
 
 /// Messages taken from each other shard per turn: bounds one turn's work.
 const REMOTE_MESSAGES_PER_TURN_MAX: usize = 4096;
@@ -45,6 +46,11 @@ pub struct Handoff {
     pub ws: Option<Box<FrameDecoder>>,
     /// MQTT bytes received so far, starting with the CONNECT packet.
     pub pending: Vec<u8>,
+    /// The TLS session of a connection from a TLS listener, handshake done (boxed: rustls's
+    /// connection state is over a kilobyte, and the handoff queue holds thousands of slots).
+    pub tls: Option<Box<TlsSession>>,
+    /// The name its client certificate gave it (`identity_as_username`).
+    pub identity: Option<Box<str>>,
 }
 
 pub struct Mailboxes {
@@ -245,7 +251,10 @@ impl Shard {
         peer.phase = Phase::AwaitConnect;
         peer.ws = handoff.ws;
         peer.pending = handoff.pending;
-        let id = self.io.add(handoff.fd, peer);
+        if let Some(identity) = handoff.identity {
+            peer.rare_mut().identity = Some(identity);
+        }
+        let id = self.io.add(handoff.fd, peer, handoff.tls.map(|tls| *tls));
         let mut cx = ingest_context!(self, id, now);
         let Some(peer) = self.io.state_mut(id) else {
             return;
@@ -304,16 +313,19 @@ impl Shard {
         if self.io.busy(id) || self.io.sending(id) {
             return false;
         }
-        let Some((fd, peer)) = self.io.release(id) else {
+        let Some(released) = self.io.release(id) else {
             return true;
         };
+        let peer = released.state;
         let addr = peer.addr;
         let handoff = Handoff {
-            fd,
+            fd: released.fd,
             addr,
             transport: peer.transport,
             ws: peer.ws,
             pending: peer.pending,
+            tls: released.tls.map(Box::new),
+            identity: peer.rare.and_then(|rare| rare.identity),
         };
         match self.mailboxes.hand_off(target, handoff) {
             Ok(()) => self.cross_shard.wake[target] = true,

@@ -36,6 +36,7 @@ use crate::net::listener::ListenerKind;
 use crate::net::{RingUnavailable, sys};
 use crate::protocol::mqtt::DecodeLimits;
 use crate::protocol::ws::frame::FrameLimits;
+use crate::tls::SharedTls;
 use deadlines::Deadlines;
 use mailbox::{CrossShard, Mailboxes};
 use peer::{CloseCause, Peer};
@@ -63,6 +64,8 @@ pub struct ShardSetup {
     pub stop: Arc<AtomicBool>,
     pub listeners: Vec<(ListenerKind, TcpListener)>,
     pub metrics: Arc<Metrics>,
+    /// The certificates of the TLS listeners, replaced on SIGHUP; `None` without them.
+    pub tls: Option<Arc<SharedTls>>,
 }
 
 struct Listener {
@@ -119,6 +122,9 @@ struct Shard {
     slow: SlowConsumerCounts,
     /// Where this shard's figures go once a tick, for `GET /metrics`.
     metrics: Arc<Metrics>,
+    tls: Option<Arc<SharedTls>>,
+    /// TLS connections that failed (handshake or record), since start.
+    tls_failures: u64,
     broker: Broker,
     outbox: Outbox,
     events: Vec<Event>,
@@ -205,6 +211,8 @@ impl Shard {
                 .collect(),
             slow: SlowConsumerCounts::default(),
             metrics: setup.metrics,
+            tls: setup.tls,
+            tls_failures: 0,
             broker,
             outbox: Outbox::default(),
             events: Vec::new(),
@@ -287,6 +295,7 @@ impl Shard {
             submissions_refused: self.io.counts().submissions_refused,
             cross_shard_backlog_bytes: self.cross_shard.backlog_bytes(),
             receives_paused: self.cross_shard.pauses(),
+            tls_failures: self.tls_failures,
         };
         let figures = ShardFigures::new(&counts, &self.broker.stats(), &self.slow);
         self.metrics.publish(self.id, &figures);

@@ -10,10 +10,10 @@
 //! | `phase`, `transport`, flags (`sealed`, `slow_logged`) | 8 | the handoff target is a `u16` |
 //! | `pending` | 24 | an empty `Vec`: no allocation while idle |
 //! | `ws` | 8 | boxed `FrameDecoder` (56 B on the heap) on WebSocket listeners only |
-//! | `closing` | 8 | boxed while the connection closes |
+//! | `rare` | 8 | boxed: since when it closes, its TLS client identity |
 //! | **`Peer`** | **80** | |
-//! | the socket beside it (`net/io.rs`) | 72 | send queue 64, descriptor and flags 8 |
-//! | **slot** | **160** | with its generation, in the connection table (`slots.rs`) |
+//! | the socket beside it (`net/io.rs`) | 80 | send queue 64, descriptor and flags 8, TLS layer 8 (boxed, TLS listeners only) |
+//! | **slot** | **168** | with its generation, in the connection table (`slots.rs`) |
 //!
 //! Heap held while idle: the WebSocket decoder (56 B; its 125-B buffer for control payloads
 //! comes with the first ping or close frame that carries one) and the send queue's ring of
@@ -32,6 +32,7 @@ use crate::conn::Transport;
 use crate::protocol::mqtt::{DecodeError, ProtocolVersion};
 use crate::protocol::ws::frame::{FrameDecoder, WsError};
 use crate::protocol::ws::handshake::HandshakeError;
+use crate::tls::TlsFailure;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -60,6 +61,8 @@ pub enum CloseCause {
     /// The client sent a WebSocket close frame with this code.
     WsClosedByPeer(Option<u16>),
     Handshake(HandshakeError),
+    /// The TLS layer failed (handshake or record); its alert went out first.
+    Tls(TlsFailure),
     /// A plain HTTP request on the WebSocket listener was answered with this status.
     HttpServed(u16),
     HandshakeTimeout,
@@ -93,7 +96,7 @@ impl CloseCause {
             CloseCause::PeerClosed | CloseCause::NetworkError(_) | CloseCause::HandoffFailed => {
                 None
             }
-            CloseCause::Handshake(_) | CloseCause::HandshakeTimeout => None,
+            CloseCause::Handshake(_) | CloseCause::HandshakeTimeout | CloseCause::Tls(_) => None,
             CloseCause::HttpServed(_) => None,
             CloseCause::Ws(error) => Some(error.close_code()),
             CloseCause::WsClosedByPeer(_) => Some(1000),
@@ -151,6 +154,7 @@ impl std::fmt::Display for CloseCause {
                 write!(f, "WebSocket closed by peer with code {code}")
             }
             CloseCause::WsClosedByPeer(None) => f.write_str("WebSocket closed by peer"),
+            CloseCause::Tls(failure) => write!(f, "TLS: {failure}"),
             CloseCause::Handshake(error) => {
                 write!(
                     f,
@@ -174,11 +178,13 @@ impl std::fmt::Display for CloseCause {
     }
 }
 
-/// A connection on its way out (boxed in [`Peer`]: most connections are not closing).
-#[derive(Debug, Clone, Copy)]
-pub struct Closing {
-    /// When its close began: past `CLOSE_LINGER` it is cut.
-    pub since: Instant,
+/// What only some connections have, boxed in [`Peer`] so that the others do not pay for it.
+#[derive(Debug, Clone, Default)]
+pub struct Rare {
+    /// When its close began, once it is closing: past `CLOSE_LINGER` it is cut.
+    pub closing_since: Option<Instant>,
+    /// The name its TLS client certificate gives it, with `identity_as_username`.
+    pub identity: Option<Box<str>>,
 }
 
 pub struct Peer {
@@ -194,8 +200,7 @@ pub struct Peer {
     /// bytes of a packet that straddles receive buffers (bounded by `packet_bytes_max`);
     /// during a handoff, every MQTT byte from CONNECT on.
     pub pending: Vec<u8>,
-    /// Since when the connection closes, once it does.
-    pub closing: Option<Box<Closing>>,
+    pub rare: Option<Box<Rare>>,
 }
 
 impl Peer {
@@ -212,8 +217,26 @@ impl Peer {
             slow_logged: false,
             ws,
             pending: Vec::new(),
-            closing: None,
+            rare: None,
         }
+    }
+
+    /// The rare part, made when first needed.
+    pub fn rare_mut(&mut self) -> &mut Rare {
+        self.rare.get_or_insert_with(Box::default)
+    }
+
+    pub fn identity(&self) -> Option<&str> {
+        self.rare.as_ref()?.identity.as_deref()
+    }
+
+    /// Whether the shard still reads the connection: not once it is closing or moving to
+    /// another shard.
+    pub fn reads(&self) -> bool {
+        matches!(
+            self.phase,
+            Phase::WsHandshake | Phase::AwaitConnect | Phase::Connected(_)
+        )
     }
 }
 
@@ -228,10 +251,10 @@ mod tests {
         assert!(size_of::<SocketAddr>() <= 32);
         assert!(size_of::<Phase>() <= 4);
         assert!(size_of::<Option<Box<FrameDecoder>>>() <= 8);
-        assert!(size_of::<Option<Box<Closing>>>() <= 8);
+        assert!(size_of::<Option<Box<Rare>>>() <= 8);
         assert_eq!(size_of::<Peer>(), 80);
         assert!(size_of::<FrameDecoder>() <= 56);
         assert!(size_of::<crate::conn::Chunk>() <= 32);
-        assert_eq!(crate::net::io::slot_bytes::<Peer>(), 160);
+        assert_eq!(crate::net::io::slot_bytes::<Peer>(), 168);
     }
 }

@@ -3,7 +3,11 @@
 //! Every limit is a named field with a default, a comment saying why, and its unit in the name.
 //! `0` never means "unlimited": a limit is always a limit.
 
+mod tls;
+
 use std::net::SocketAddr;
+
+pub use tls::{ClientAuth, KtlsMode, SniCertificate, TlsSettings, TlsVersion};
 
 use crate::conn::{SlowConsumer, Transport};
 use crate::protocol::mqtt::DecodeLimits;
@@ -281,6 +285,13 @@ pub struct Config {
     pub tcp: Option<SocketAddr>,
     /// MQTT over WebSocket; `None` turns the listener off.
     pub ws: Option<SocketAddr>,
+    /// MQTT over TLS (conventionally port 8883); off unless set.
+    pub mqtts: Option<SocketAddr>,
+    /// MQTT over WebSocket over TLS (443 or 8443), which also serves the files and the demo
+    /// over https; off unless set.
+    pub wss: Option<SocketAddr>,
+    /// Certificates and settings of the TLS listeners (`[tls]`).
+    pub tls: TlsSettings,
     /// The HTTP path the WebSocket upgrade must use.
     pub ws_path: String,
     /// Whether an upgrade request that offers no `Sec-WebSocket-Protocol` is accepted.
@@ -332,6 +343,9 @@ impl Default for Config {
         Config {
             tcp: Some(SocketAddr::from(([127, 0, 0, 1], 1883))),
             ws: Some(SocketAddr::from(([127, 0, 0, 1], 8080))),
+            mqtts: None,
+            wss: None,
+            tls: TlsSettings::default(),
             ws_path: "/mqtt".to_owned(),
             ws_allow_no_subprotocol: true,
             ws_allowed_origins: Vec::new(),
@@ -361,7 +375,7 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    fn invalid(key: &str, problem: &str) -> ConfigError {
+    pub(crate) fn invalid(key: &str, problem: &str) -> ConfigError {
         ConfigError {
             message: format!("invalid value for `{key}`: {problem}"),
         }
@@ -382,6 +396,9 @@ impl std::error::Error for ConfigError {}
 struct FileConfig {
     tcp: Option<String>,
     ws: Option<String>,
+    mqtts: Option<String>,
+    wss: Option<String>,
+    tls: Option<tls::FileTls>,
     ws_path: Option<String>,
     ws_allow_no_subprotocol: Option<bool>,
     ws_allowed_origins: Option<Vec<String>>,
@@ -455,6 +472,15 @@ impl Config {
         if let Some(addr) = file.ws {
             config.ws = parse_listener("ws", &addr)?;
         }
+        if let Some(addr) = file.mqtts {
+            config.mqtts = parse_listener("mqtts", &addr)?;
+        }
+        if let Some(addr) = file.wss {
+            config.wss = parse_listener("wss", &addr)?;
+        }
+        if let Some(tls) = file.tls {
+            tls.apply(&mut config.tls);
+        }
         if let Some(path) = file.ws_path {
             config.ws_path = path;
         }
@@ -517,12 +543,15 @@ impl Config {
 
     /// Checks every value; the error names the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.tcp.is_none() && self.ws.is_none() {
+        let listeners = [self.tcp, self.ws, self.mqtts, self.wss];
+        if listeners.iter().all(Option::is_none) {
             return Err(ConfigError::invalid(
                 "tcp",
-                "at least one of `tcp` and `ws` must be enabled",
+                "at least one of `tcp`, `ws`, `mqtts` and `wss` must be enabled",
             ));
         }
+        self.tls
+            .validate(self.mqtts.is_some() || self.wss.is_some())?;
         if !self.ws_path.starts_with('/') || self.ws_path.contains(char::is_whitespace) {
             return Err(ConfigError::invalid(
                 "ws_path",

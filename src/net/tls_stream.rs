@@ -1,0 +1,127 @@
+//! The TLS layer between a connection's socket and its byte stream: the rustls session
+//! (`crate::tls`), and the ciphertext of the send in flight, which lives here because the kernel
+//! reads it.
+//!
+//! A send of a TLS connection is the records of everything its session has to say: the
+//! handshake, alerts, and what its send queue held, sealed up to `SEAL_BYTES_MAX` at a time.
+//! The queue stays the connection's plaintext queue, with its bounds and slow consumer
+//! policies; a chunk leaves it when it is sealed. One send at a time: while the kernel reads
+//! `cipher`, nothing touches it, and a stream dropped meanwhile leaks it rather than free it.
+
+use super::send_buf::SendPool;
+use super::send_queue::SendQueue;
+use crate::tls::{SEAL_BYTES_MAX, TlsSession};
+
+/// Ciphertext capacity kept between sends: an idle connection holds at most this.
+const CIPHER_KEPT_BYTES_MAX: usize = 1024;
+
+pub(super) struct TlsStream {
+    pub(super) session: TlsSession,
+    cipher: Cipher,
+    /// close_notify is due once the queue is sealed.
+    closing: bool,
+}
+
+/// The records of the send in flight, or of one the kernel took in part.
+#[derive(Default)]
+struct Cipher {
+    bytes: Vec<u8>,
+    /// Bytes the kernel has taken.
+    sent: usize,
+    in_flight: bool,
+}
+
+impl Drop for Cipher {
+    /// Dropped while the kernel still reads it (the connection table went with the shard):
+    /// leak it rather than free memory the kernel may read.
+    fn drop(&mut self) {
+        if self.in_flight {
+            std::mem::forget(std::mem::take(&mut self.bytes));
+        }
+    }
+}
+
+impl TlsStream {
+    pub(super) fn new(session: TlsSession) -> Box<TlsStream> {
+        Box::new(TlsStream {
+            session,
+            cipher: Cipher::default(),
+            closing: false,
+        })
+    }
+
+    /// The session, to move to another shard with its connection (nothing is in flight then).
+    pub(super) fn into_session(self: Box<Self>) -> TlsSession {
+        debug_assert!(
+            !self.cipher.in_flight,
+            "a connection is released with nothing in flight"
+        );
+        self.session
+    }
+
+    /// Sends close_notify once everything queued so far is sealed.
+    pub(super) fn close_when_drained(&mut self) {
+        self.closing = true;
+    }
+
+    pub(super) fn in_flight(&self) -> bool {
+        self.cipher.in_flight
+    }
+
+    /// Whether anything waits to be sent: ciphertext left over, records rustls holds, or the
+    /// close_notify due.
+    pub(super) fn has_output(&self) -> bool {
+        self.cipher.sent < self.cipher.bytes.len() || self.session.wants_write() || self.closing
+    }
+
+    /// The next send: what the last one left, else `queue`'s plaintext sealed and every record
+    /// the session has to send. `None` when a send is in flight or nothing is to be sent. The
+    /// bytes stay put until [`TlsStream::complete_send`] or [`TlsStream::fail_send`].
+    pub(super) fn start_send(
+        &mut self,
+        queue: &mut SendQueue,
+        pool: &mut SendPool,
+    ) -> Option<(*const u8, usize)> {
+        let cipher = &mut self.cipher;
+        if cipher.in_flight {
+            return None;
+        }
+        if cipher.sent == cipher.bytes.len() {
+            cipher.bytes.clear();
+            cipher.sent = 0;
+            if !queue.is_empty() && !self.session.is_handshaking() {
+                let session = &mut self.session;
+                queue.seal_front(SEAL_BYTES_MAX, pool, |plaintext| session.seal(plaintext));
+            }
+            if self.closing && queue.is_empty() {
+                self.closing = false;
+                self.session.close_notify();
+            }
+            self.session.write_records(&mut cipher.bytes);
+        }
+        let rest = &cipher.bytes[cipher.sent..];
+        if rest.is_empty() {
+            return None;
+        }
+        cipher.in_flight = true;
+        Some((rest.as_ptr(), rest.len()))
+    }
+
+    /// The kernel took `sent_bytes` of the send in flight (0: the ring refused the send).
+    pub(super) fn complete_send(&mut self, sent_bytes: usize) {
+        let cipher = &mut self.cipher;
+        cipher.in_flight = false;
+        cipher.sent = (cipher.sent + sent_bytes).min(cipher.bytes.len());
+        if cipher.sent == cipher.bytes.len() && cipher.bytes.capacity() > CIPHER_KEPT_BYTES_MAX {
+            cipher.bytes = Vec::new();
+            cipher.sent = 0;
+        }
+    }
+
+    /// The send in flight failed: the connection is going away.
+    pub(super) fn fail_send(&mut self) {
+        // The kernel is done with it, so it is freed, not leaked.
+        self.cipher.in_flight = false;
+        self.cipher = Cipher::default();
+    }
+}
