@@ -42,7 +42,7 @@ const fn counter(name: &'static str, help: &'static str) -> Metric {
 }
 
 /// Every metric, in the order of [`ShardFigures::values`].
-const METRICS: [Metric; 29] = [
+const METRICS: [Metric; 30] = [
     gauge(
         "fanfare_sockets",
         "Open sockets: clients, WebSocket upgrades and HTTP requests in progress.",
@@ -144,6 +144,10 @@ const METRICS: [Metric; 29] = [
         "TLS connections closed because their handshake or a record failed (not TLS, bad certificate, alert, ...).",
     ),
     counter(
+        "fanfare_proxy_refused_total",
+        "Connections closed for their first bytes on a listener with the PROXY protocol on: a header from a source not in trusted_proxies, or none or a malformed one from a trusted proxy.",
+    ),
+    counter(
         "fanfare_ring_submissions_refused_total",
         "io_uring operations the ring refused, submitted again on a later loop turn.",
     ),
@@ -172,6 +176,7 @@ pub struct LoopCounts {
     pub cross_shard_backlog_bytes: usize,
     pub receives_paused: u64,
     pub tls_failures: u64,
+    pub proxy_refusals: u64,
 }
 
 /// One shard's figures at one moment, in the order of [`METRICS`].
@@ -216,6 +221,7 @@ impl ShardFigures {
                 size(counts.cross_shard_backlog_bytes),
                 counts.receives_paused,
                 counts.tls_failures,
+                counts.proxy_refusals,
                 counts.submissions_refused,
             ],
         }

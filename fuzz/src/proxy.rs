@@ -13,6 +13,7 @@
 
 use fanfare::protocol::proxy::{
     PROXY_HEADER_BYTES_MAX, ProxyError, ProxyHeader, looks_like_proxy_header, parse,
+    starts_with_signature,
 };
 
 /// The longest version 1 line, CRLF included (the spec, §2.1).
@@ -40,6 +41,11 @@ pub fn header(data: &[u8]) {
         looks_like_proxy_header(data),
         whole != Err(ProxyError::NotProxy),
         "refused as not a header exactly when it does not look like one"
+    );
+    assert_eq!(
+        starts_with_signature(data) == Some(false),
+        whole == Err(ProxyError::NotProxy),
+        "a listener that takes no header lets through exactly what is not one"
     );
     match whole {
         Ok(None) => assert!(

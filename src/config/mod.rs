@@ -254,6 +254,19 @@ pub struct TopicPolicy {
 /// Most `[[policy]]` tables: each publish is checked against all of them, once per shard.
 pub const TOPIC_POLICIES_MAX: usize = 64;
 
+/// Per listener, whether a connection from a trusted proxy ([`Config::trusted_proxies`]) starts
+/// with a PROXY protocol header. A connection from anywhere else is taken as it comes, and
+/// refused if it starts with a header: only a trusted proxy may say who the client is. On a TLS
+/// listener the header comes before the TLS handshake, as a TCP proxy passes TLS through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ProxyProtocol {
+    pub tcp: bool,
+    /// The header comes before the upgrade request.
+    pub ws: bool,
+    pub mqtts: bool,
+    pub wss: bool,
+}
+
 /// Most entries of `ws_allowed_origins`: every upgrade that names an origin is compared with
 /// all of them.
 pub const WS_ALLOWED_ORIGINS_MAX: usize = 256;
@@ -300,12 +313,9 @@ pub struct Config {
     /// empty: any. A request without `Origin` (not from a browser) is always accepted; at most
     /// [`WS_ALLOWED_ORIGINS_MAX`].
     pub ws_allowed_origins: Vec<String>,
-    /// Connections accepted on the TCP listener from a trusted proxy start with a PROXY
-    /// protocol header (version 1 or 2), which names the client; see
-    /// [`Config::proxy_protocol`].
-    pub tcp_proxy_protocol: bool,
-    /// The same for the WebSocket listener: the header comes before the upgrade request.
-    pub ws_proxy_protocol: bool,
+    /// The listeners whose connections from a trusted proxy start with a PROXY protocol
+    /// header (version 1 or 2), which names the client.
+    pub proxy_protocol: ProxyProtocol,
     /// The proxies whose PROXY header, `Forwarded` and `X-Forwarded-For` are believed.
     pub trusted_proxies: TrustedProxies,
     /// Shard threads, one per core by default.
@@ -349,8 +359,7 @@ impl Default for Config {
             ws_path: "/mqtt".to_owned(),
             ws_allow_no_subprotocol: true,
             ws_allowed_origins: Vec::new(),
-            tcp_proxy_protocol: false,
-            ws_proxy_protocol: false,
+            proxy_protocol: ProxyProtocol::default(),
             trusted_proxies: TrustedProxies::default(),
             shards: std::thread::available_parallelism().map_or(1, |n| n.get()),
             log_level: "info".to_owned(),
@@ -405,6 +414,8 @@ struct FileConfig {
     proxy_protocol: Option<bool>,
     tcp_proxy_protocol: Option<bool>,
     ws_proxy_protocol: Option<bool>,
+    mqtts_proxy_protocol: Option<bool>,
+    wss_proxy_protocol: Option<bool>,
     trusted_proxies: Option<Vec<String>>,
     shards: Option<usize>,
     log_level: Option<String>,
@@ -490,16 +501,18 @@ impl Config {
         if let Some(origins) = file.ws_allowed_origins {
             config.ws_allowed_origins = origins;
         }
-        // `proxy_protocol` sets both listeners; a listener's own key overrides it.
-        if let Some(on) = file.proxy_protocol {
-            config.tcp_proxy_protocol = on;
-            config.ws_proxy_protocol = on;
-        }
-        if let Some(on) = file.tcp_proxy_protocol {
-            config.tcp_proxy_protocol = on;
-        }
-        if let Some(on) = file.ws_proxy_protocol {
-            config.ws_proxy_protocol = on;
+        // `proxy_protocol` sets every listener; a listener's own key overrides it.
+        let every = file.proxy_protocol;
+        let proxy = &mut config.proxy_protocol;
+        for (own, on) in [
+            (file.tcp_proxy_protocol, &mut proxy.tcp),
+            (file.ws_proxy_protocol, &mut proxy.ws),
+            (file.mqtts_proxy_protocol, &mut proxy.mqtts),
+            (file.wss_proxy_protocol, &mut proxy.wss),
+        ] {
+            if let Some(value) = own.or(every) {
+                *on = value;
+            }
         }
         if let Some(entries) = file.trusted_proxies {
             config.trusted_proxies = TrustedProxies::parse("trusted_proxies", &entries)?;
@@ -616,9 +629,12 @@ impl Config {
     /// The PROXY protocol is taken from trusted proxies only, so with none listed no
     /// connection could ever send its header; and an origin that can never match is a typo.
     fn validate_proxies(&self) -> Result<(), ConfigError> {
+        let proxy = self.proxy_protocol;
         for (on, listener) in [
-            (self.tcp_proxy_protocol, "tcp"),
-            (self.ws_proxy_protocol, "ws"),
+            (proxy.tcp, "tcp"),
+            (proxy.ws, "ws"),
+            (proxy.mqtts, "mqtts"),
+            (proxy.wss, "wss"),
         ] {
             if on && self.trusted_proxies.is_empty() {
                 return Err(ConfigError::invalid(
@@ -657,17 +673,6 @@ impl Config {
             dir: self.http_dir.clone(),
             file_bytes_max: self.limits.http_file_bytes_max,
             cache_bytes_max: self.limits.http_cache_bytes_max,
-        }
-    }
-
-    /// Whether a connection accepted over `transport` from a trusted proxy
-    /// ([`Config::trusted_proxies`]) starts with a PROXY protocol header. A connection from
-    /// anywhere else is taken as it comes, and refused if its first bytes look like a header
-    /// ([`crate::protocol::proxy::looks_like_proxy_header`]).
-    pub fn proxy_protocol(&self, transport: Transport) -> bool {
-        match transport {
-            Transport::Tcp => self.tcp_proxy_protocol,
-            Transport::Ws => self.ws_proxy_protocol,
         }
     }
 
@@ -824,27 +829,36 @@ mod tests {
     #[test]
     fn proxy_protocol_keys() {
         let config = Config::default();
-        assert!(!config.proxy_protocol(Transport::Tcp));
-        assert!(!config.proxy_protocol(Transport::Ws));
+        assert_eq!(config.proxy_protocol, ProxyProtocol::default());
+        assert!(!config.proxy_protocol.tcp);
         assert!(config.trusted_proxies.is_empty());
         assert!(config.ws_allowed_origins.is_empty());
 
-        let both = "proxy_protocol = true\ntrusted_proxies = [\"10.0.0.0/8\", \"::1\"]\n";
-        let config = Config::from_toml(both, "f.toml").expect("parses");
+        let every = "proxy_protocol = true\ntrusted_proxies = [\"10.0.0.0/8\", \"::1\"]\n";
+        let config = Config::from_toml(every, "f.toml").expect("parses");
         assert_eq!(config.validate(), Ok(()));
-        assert!(config.proxy_protocol(Transport::Tcp));
-        assert!(config.proxy_protocol(Transport::Ws));
+        let on = ProxyProtocol {
+            tcp: true,
+            ws: true,
+            mqtts: true,
+            wss: true,
+        };
+        assert_eq!(config.proxy_protocol, on);
         assert!(config.trusted_proxies.contains(ip("::1")));
 
-        // A listener's own key overrides the common one.
-        let tcp_only = format!("{both}ws_proxy_protocol = false\n");
-        let config = Config::from_toml(&tcp_only, "f.toml").expect("parses");
-        assert!(config.proxy_protocol(Transport::Tcp));
-        assert!(!config.proxy_protocol(Transport::Ws));
-        let ws_only = "ws_proxy_protocol = true\ntrusted_proxies = [\"10.0.0.1\"]\n";
-        let config = Config::from_toml(ws_only, "f.toml").expect("parses");
-        assert!(!config.proxy_protocol(Transport::Tcp));
-        assert!(config.proxy_protocol(Transport::Ws));
+        // A listener's own key overrides the common one, in either direction.
+        let but_ws = format!("{every}ws_proxy_protocol = false\n");
+        let config = Config::from_toml(&but_ws, "f.toml").expect("parses");
+        assert_eq!(config.proxy_protocol, ProxyProtocol { ws: false, ..on });
+        let tls_only = "proxy_protocol = false\nmqtts_proxy_protocol = true\n\
+                        wss_proxy_protocol = true\ntrusted_proxies = [\"10.0.0.1\"]\n";
+        let config = Config::from_toml(tls_only, "f.toml").expect("parses");
+        let tls_on = ProxyProtocol {
+            mqtts: true,
+            wss: true,
+            ..ProxyProtocol::default()
+        };
+        assert_eq!(config.proxy_protocol, tls_on);
 
         // Trusted proxies alone serve Forwarded and X-Forwarded-For.
         let config =
@@ -858,13 +872,15 @@ mod tests {
             "proxy_protocol = true\n",
             "tcp_proxy_protocol = true\n",
             "ws_proxy_protocol = true\ntrusted_proxies = []\n",
+            "wss_proxy_protocol = true\n",
         ] {
             let config = Config::from_toml(text, "f.toml").expect("parses");
             let err = config.validate().expect_err(text);
             assert!(err.message.contains("`trusted_proxies`"), "{}", err.message);
             assert!(err.message.contains("proxy_protocol"), "{}", err.message);
         }
-        let off = "proxy_protocol = true\ntcp_proxy_protocol = false\nws_proxy_protocol = false\n";
+        let off = "proxy_protocol = true\ntcp_proxy_protocol = false\nws_proxy_protocol = false\n\
+                   mqtts_proxy_protocol = false\nwss_proxy_protocol = false\n";
         let config = Config::from_toml(off, "f.toml").expect("parses");
         assert_eq!(config.validate(), Ok(()));
     }

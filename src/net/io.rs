@@ -17,6 +17,7 @@
 //! was never submitted.
 #![allow(unsafe_code)]
 
+use std::collections::HashMap;
 use std::net::TcpListener;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::Duration;
@@ -25,12 +26,14 @@ use io_uring::{cqueue, opcode, squeue, types};
 use log::{debug, warn};
 
 use super::op::Op;
+use super::preamble::{Expect, Preamble, PreambleRefusal, Step};
 use super::send_buf::{PreparedSend, SendPool};
 use super::send_queue::{Pushed, SendQueue};
 use super::sys;
 use super::tls_stream::TlsStream;
 use super::uring::{self, BufRing, Ring, RingFeatures, RingUnavailable};
 use crate::conn::{Chunk, ConnId, Droppable, SlowConsumer};
+use crate::protocol::proxy::ProxyHeader;
 use crate::slots::Slots;
 use crate::tls::{TlsFailure, TlsSession};
 
@@ -113,6 +116,9 @@ pub enum Received<R> {
     Nothing,
     /// The TLS layer failed; the alert is queued, and the connection must close.
     Failed(TlsFailure),
+    /// The connection's first bytes were refused ([`Io::read_preamble_first`]); nothing was
+    /// sent, and the connection must close.
+    Refused(PreambleRefusal),
     /// The connection is gone.
     Gone,
 }
@@ -148,6 +154,8 @@ struct Socket<T> {
     fixed: bool,
     recv_armed: bool,
     recv_cancel_sent: bool,
+    /// Its preamble is in [`Io::preambles`]: the first bytes are judged there first.
+    preamble: bool,
     out: SendQueue,
     /// The TLS layer of a connection accepted on a TLS listener.
     tls: Option<Box<TlsStream>>,
@@ -173,6 +181,10 @@ pub struct Io<T> {
     /// What a TLS connection's receive deciphered, lent to the reader; at most a receive
     /// buffer's worth.
     plaintext: Vec<u8>,
+    /// The preambles of connections whose first bytes are not judged yet: only new connections
+    /// of listeners with the PROXY protocol on, so they are kept beside the table rather than
+    /// in every slot.
+    preambles: HashMap<ConnId, Preamble>,
     counts: IoCounts,
     /// Tests: how many of the next submissions fail as the ring would under pressure.
     #[cfg(test)]
@@ -205,6 +217,7 @@ impl<T> Io<T> {
             dirty: Vec::new(),
             refused: Vec::new(),
             plaintext: Vec::new(),
+            preambles: HashMap::new(),
             counts: IoCounts::default(),
             #[cfg(test)]
             refuse_next: 0,
@@ -250,6 +263,7 @@ impl<T> Io<T> {
             fixed: false,
             recv_armed: false,
             recv_cancel_sent: false,
+            preamble: false,
             out: SendQueue::new(),
             tls: tls.map(TlsStream::new),
             state,
@@ -265,6 +279,16 @@ impl<T> Io<T> {
             }
         }
         id
+    }
+
+    /// The connection's first bytes are judged before anything else sees them, TLS included:
+    /// a PROXY protocol header, or anything but one ([`Expect`]). Called before its first
+    /// receive is armed.
+    pub fn read_preamble_first(&mut self, id: ConnId, expect: Expect) {
+        if let Some(socket) = self.conns.get_mut(id) {
+            socket.preamble = true;
+            self.preambles.insert(id, Preamble::new(expect));
+        }
     }
 
     /// Whether the connection has a receive or a send in flight: it cannot be released yet.
@@ -313,6 +337,9 @@ impl<T> Io<T> {
             return None;
         }
         let socket = self.conns.remove(id)?;
+        if socket.preamble {
+            self.preambles.remove(&id);
+        }
         if socket.fixed {
             // A fixed connection's index is below the table size, a u32. The table holds its
             // own reference to the socket, which would keep it open after its descriptor goes.
@@ -646,11 +673,14 @@ impl<T> Io<T> {
     /// Hands the bytes of a receive to `read` with the connection's state (unmasking happens in
     /// place, so the bytes are mutable), then gives the buffer back to the kernel. A TLS
     /// connection's bytes are deciphered first, into the shard's plaintext buffer; `read` is
-    /// not called when they held no plaintext (a handshake message, say).
+    /// not called when they held no plaintext (a handshake message, say). Before all that, a
+    /// connection's preamble ([`Io::read_preamble_first`]) takes the first bytes, and the
+    /// PROXY header it reads goes to `on_header` before any byte of the stream goes on.
     pub fn read_received<R>(
         &mut self,
         id: ConnId,
         buffer: RecvBuffer,
+        on_header: impl FnOnce(&mut T, ProxyHeader),
         read: impl FnOnce(&mut T, &mut [u8]) -> R,
     ) -> Received<R> {
         let Some(socket) = self.conns.get_mut(id) else {
@@ -658,27 +688,39 @@ impl<T> Io<T> {
             return Received::Gone;
         };
         let data = self.buf_ring.buffer_mut(buffer.id, buffer.len);
-        let Some(tls) = socket.tls.as_mut() else {
-            let result = read(&mut socket.state, data);
+        let preamble = if socket.preamble {
+            self.preambles.remove(&id)
+        } else {
+            None
+        };
+        let Some(mut preamble) = preamble else {
+            socket.preamble = false;
+            let received =
+                read_stream(socket, id, data, &mut self.plaintext, &mut self.dirty, read);
             self.buf_ring.recycle(buffer.id);
-            return Received::Read(result);
+            return received;
         };
-        let mut plaintext = std::mem::take(&mut self.plaintext);
-        plaintext.clear();
-        let deciphered = tls.session.receive(data, &mut plaintext);
-        self.buf_ring.recycle(buffer.id);
-        // Handshake messages to answer, an alert to send, or queued bytes the handshake held.
-        if tls.has_output() || !socket.out.is_empty() {
-            self.dirty.push(id);
+        let (received, judged) = match preamble.feed(data) {
+            Step::NeedMore => (Received::Nothing, false),
+            Step::Refused(refusal) => (Received::Refused(refusal), true),
+            Step::Done { header, rest } => {
+                if let Some(header) = header {
+                    on_header(&mut socket.state, header);
+                }
+                let received = if rest.is_empty() {
+                    Received::Nothing
+                } else {
+                    read_stream(socket, id, rest, &mut self.plaintext, &mut self.dirty, read)
+                };
+                (received, true)
+            }
+        };
+        if judged {
+            socket.preamble = false;
+        } else {
+            self.preambles.insert(id, preamble);
         }
-        let received = match deciphered {
-            Err(failure) => Received::Failed(failure),
-            Ok(_) if plaintext.is_empty() => Received::Nothing,
-            Ok(_) => Received::Read(read(&mut socket.state, &mut plaintext)),
-        };
-        // Rustls reports a close_notify as the end of the stream, which the receive ending
-        // reports too (a zero-length read), so it needs no outcome of its own.
-        self.plaintext = plaintext;
+        self.buf_ring.recycle(buffer.id);
         received
     }
 
@@ -704,6 +746,34 @@ impl<T> Drop for Io<T> {
         // before its memory is unmapped.
         let _ = self.ring.submit_and_wait(Duration::ZERO);
         uring::unregister(&self.ring, &self.buf_ring);
+    }
+}
+
+/// Hands a connection's stream bytes to `read`: as they are, or deciphered first on a TLS
+/// connection, into `plaintext`. A TLS connection with records to send is marked `dirty`.
+fn read_stream<T, R>(
+    socket: &mut Socket<T>,
+    id: ConnId,
+    data: &mut [u8],
+    plaintext: &mut Vec<u8>,
+    dirty: &mut Vec<ConnId>,
+    read: impl FnOnce(&mut T, &mut [u8]) -> R,
+) -> Received<R> {
+    let Some(tls) = socket.tls.as_mut() else {
+        return Received::Read(read(&mut socket.state, data));
+    };
+    plaintext.clear();
+    let deciphered = tls.session.receive(data, plaintext);
+    // Handshake messages to answer, an alert to send, or queued bytes the handshake held.
+    if tls.has_output() || !socket.out.is_empty() {
+        dirty.push(id);
+    }
+    // Rustls reports a close_notify as the end of the stream, which the receive ending reports
+    // too (a zero-length read), so it needs no outcome of its own.
+    match deciphered {
+        Err(failure) => Received::Failed(failure),
+        Ok(_) if plaintext.is_empty() => Received::Nothing,
+        Ok(_) => Received::Read(read(&mut socket.state, plaintext)),
     }
 }
 
@@ -814,10 +884,15 @@ mod tests {
         ) else {
             unreachable!("matched above");
         };
-        let read = io.read_received(id, buffer, |state, data| {
-            assert_eq!(*state, "peer");
-            data.to_vec()
-        });
+        let read = io.read_received(
+            id,
+            buffer,
+            |_, _| {},
+            |state, data| {
+                assert_eq!(*state, "peer");
+                data.to_vec()
+            },
+        );
         let Received::Read(bytes) = read else {
             panic!("the connection is there");
         };

@@ -5,6 +5,7 @@
 pub mod io;
 pub mod listener;
 mod op;
+pub mod preamble;
 pub mod send_buf;
 pub mod send_queue;
 pub mod sys;

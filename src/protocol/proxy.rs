@@ -159,6 +159,20 @@ pub fn looks_like_proxy_header(buf: &[u8]) -> bool {
     starts_like(buf, &V2_SIGNATURE) || starts_like(buf, V1_START)
 }
 
+/// Whether `buf` starts with a PROXY header's signature ("PROXY " or version 2's 12 bytes):
+/// `None` while `buf` is too short to tell, a prefix of one of them (at most 11 bytes). What
+/// a listener asks of a peer that may not send a header: whatever else the bytes are, it is
+/// not theirs to judge.
+pub fn starts_with_signature(buf: &[u8]) -> Option<bool> {
+    if buf.starts_with(&V2_SIGNATURE) || buf.starts_with(V1_START) {
+        Some(true)
+    } else if looks_like_proxy_header(buf) {
+        None
+    } else {
+        Some(false)
+    }
+}
+
 /// `buf` starts with `start`, or is a prefix of it.
 fn starts_like(buf: &[u8], start: &[u8]) -> bool {
     let len = buf.len().min(start.len());
@@ -670,6 +684,31 @@ mod tests {
     }
 
     #[test]
+    fn signatures() {
+        for buf in [
+            &b"PROXY "[..],
+            b"PROXY garbage",
+            &V2_SIGNATURE,
+            &v2(0x99, 0, &[]),
+        ] {
+            assert_eq!(starts_with_signature(buf), Some(true), "{buf:?}");
+        }
+        for buf in [&b""[..], b"P", b"PROXY", b"\r\n\r\n\0", &V2_SIGNATURE[..11]] {
+            assert_eq!(starts_with_signature(buf), None, "{buf:?}");
+        }
+        for buf in [
+            &b"\x10"[..],
+            b"GET /",
+            b"PROXX",
+            b"POST",
+            b"\x16\x03\x01",
+            b"PROXYTCP4",
+        ] {
+            assert_eq!(starts_with_signature(buf), Some(false), "{buf:?}");
+        }
+    }
+
+    #[test]
     fn every_error_has_a_description() {
         use ProxyError::*;
         let all = [
@@ -772,7 +811,8 @@ mod tests {
                     prop_assert!(consumed <= buf.len());
                     prop_assert!(consumed <= PROXY_HEADER_BYTES_MAX);
                 }
-                let _ = looks_like_proxy_header(&buf);
+                let looks = looks_like_proxy_header(&buf);
+                prop_assert_eq!(starts_with_signature(&buf) == Some(false), !looks);
             }
         }
 

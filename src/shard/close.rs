@@ -41,10 +41,13 @@ impl Shard {
                 .queue(id, Chunk::Owned(bytes), Droppable::No, u64::MAX, policy);
         }
         // A TLS connection says it ends on purpose, after its last words; not when the peer is
-        // gone or the TLS layer itself failed (its alert is on the way).
+        // gone, the TLS layer itself failed (its alert is on the way), or TLS never began.
         if !matches!(
             cause,
-            CloseCause::NetworkError(_) | CloseCause::PeerClosed | CloseCause::Tls(_)
+            CloseCause::NetworkError(_)
+                | CloseCause::PeerClosed
+                | CloseCause::Tls(_)
+                | CloseCause::Preamble(_)
         ) {
             self.io.close_notify(id);
         }

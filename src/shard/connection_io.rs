@@ -14,10 +14,13 @@ use super::ingest::{self, Flow};
 use super::peer::{CloseCause, Peer, Phase};
 use super::{Shard, TICK, ingest_context};
 
+use crate::config::ProxyProtocol;
 use crate::conn::{ConnId, Transport};
 use crate::net::io::{Event, Received, RecvBuffer, RecvEnd};
 use crate::net::listener::ListenerKind;
+use crate::net::preamble::Expect;
 use crate::net::sys;
+use crate::protocol::proxy::ProxyHeader;
 use crate::tls::{TlsFailure, TlsSession};
 
 /// How long a listener whose multishot accept the kernel refused waits before it is tried
@@ -124,6 +127,14 @@ impl Shard {
         };
         let id = self.io.add(fd, Peer::new(addr, transport), tls);
         debug!("{addr}: connected over {}", kind.name());
+        if proxy_protocol_on(self.config.proxy_protocol, kind) {
+            let expect = if self.config.trusted_proxies.contains(addr.ip()) {
+                Expect::Header
+            } else {
+                Expect::NoHeader
+            };
+            self.io.read_preamble_first(id, expect);
+        }
         let limits = &self.config.limits;
         let (deadline, timeout_ms) = match transport {
             Transport::Ws => (Deadline::Upgrade, limits.ws_handshake_timeout_ms),
@@ -152,18 +163,20 @@ impl Shard {
         self.take_client_identity(id);
         let feeding_before = self.outbox.to_other_shards.len();
         let mut cx = ingest_context!(self, id, now);
-        let read = self.io.read_received(id, buffer, |peer, data| {
-            let was_upgrading = peer.phase == Phase::WsHandshake;
-            let flow = ingest::ingest(&mut cx, peer, data);
-            let upgraded = was_upgrading && peer.phase != Phase::WsHandshake;
-            // A multishot receive that ended is armed again only while this shard still reads
-            // the connection: not once it is closing or moving to another shard.
-            let still_reading = matches!(
-                peer.phase,
-                Phase::WsHandshake | Phase::AwaitConnect | Phase::Connected(_)
-            );
-            (flow, upgraded, still_reading)
-        });
+        let read = self
+            .io
+            .read_received(id, buffer, take_proxy_header, |peer, data| {
+                let was_upgrading = peer.phase == Phase::WsHandshake;
+                let flow = ingest::ingest(&mut cx, peer, data);
+                let upgraded = was_upgrading && peer.phase != Phase::WsHandshake;
+                // A multishot receive that ended is armed again only while this shard still reads
+                // the connection: not once it is closing or moving to another shard.
+                let still_reading = matches!(
+                    peer.phase,
+                    Phase::WsHandshake | Phase::AwaitConnect | Phase::Connected(_)
+                );
+                (flow, upgraded, still_reading)
+            });
         let (flow, upgraded, still_reading) = match read {
             Received::Read(read) => read,
             Received::Nothing => {
@@ -176,6 +189,12 @@ impl Shard {
             Received::Failed(failure) => {
                 self.tls_failures += 1;
                 self.pending_closes.push((id, CloseCause::Tls(failure)));
+                return;
+            }
+            Received::Refused(refusal) => {
+                self.proxy_refusals += 1;
+                self.pending_closes
+                    .push((id, CloseCause::Preamble(refusal)));
                 return;
             }
             Received::Gone => return,
@@ -289,5 +308,30 @@ impl Shard {
             }
             missed
         });
+    }
+}
+
+/// Whether connections of a `kind` listener start with a PROXY header when they come from a
+/// trusted proxy.
+fn proxy_protocol_on(on: ProxyProtocol, kind: ListenerKind) -> bool {
+    match kind {
+        ListenerKind::Tcp => on.tcp,
+        ListenerKind::Ws => on.ws,
+        ListenerKind::Mqtts => on.mqtts,
+        ListenerKind::Wss => on.wss,
+    }
+}
+
+/// A trusted proxy's header names the client, or (LOCAL, UNKNOWN) leaves the proxy's address.
+fn take_proxy_header(peer: &mut Peer, header: ProxyHeader) {
+    match header.source() {
+        Some(client) => {
+            debug!("{}: PROXY header: the client is {client}", peer.addr);
+            peer.proxied_for(client);
+        }
+        None => debug!(
+            "{}: PROXY header names no client (LOCAL or UNKNOWN): the proxy's address stays",
+            peer.addr
+        ),
     }
 }

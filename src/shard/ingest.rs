@@ -4,7 +4,10 @@
 //! Packets are decoded straight from the receive buffer; only a packet that straddles two
 //! buffers is copied, into the connection's pending bytes, which the packet size limit bounds.
 
+use std::net::SocketAddr;
 use std::time::Instant;
+
+use log::debug;
 
 use super::peer::{CloseCause, Peer, Phase};
 use crate::broker::{Broker, Outbox};
@@ -12,6 +15,7 @@ use crate::config::Config;
 use crate::conn::{Chunk, ConnId, Droppable, Transport};
 use crate::http::{self, Site};
 use crate::metrics::{self, Metrics};
+use crate::protocol::forwarded::forwarded_client;
 use crate::protocol::http::{Fields, Method, RequestHead, parse_head};
 use crate::protocol::mqtt::{
     ConnAck, Connect, DecodeError, DecodeLimits, Disconnect, Packet, PropertiesBuf, Property,
@@ -77,6 +81,9 @@ fn ingest_upgrade(cx: &mut Ingest<'_>, conn: &mut Peer, data: &[u8]) -> Flow {
             return Flow::Close(CloseCause::Handshake(refusal));
         }
     };
+    if let Some(client) = forwarded_client_of(cx, conn.addr, &head) {
+        conn.addr = client;
+    }
     match accept_upgrade(&head, &handshake) {
         Err(error) if may_serve_file(error) => serve_file(cx, &head, error),
         Err(error) => Flow::Close(CloseCause::Handshake(error)),
@@ -297,6 +304,25 @@ thread_local! {
     /// The files this shard serves, with its own cache: shard-local like the rest of its
     /// state, and built on the first plain HTTP request.
     static SITE: std::cell::RefCell<Option<Site>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The client a request relayed by a trusted proxy names in `Forwarded` or `X-Forwarded-For`
+/// (`protocol/forwarded.rs`), to be the connection's address from then on (see
+/// [`Peer::proxied_for`]); `None` when the request comes from the client itself. `addr` is the
+/// one a PROXY header gave, if any, so the proxy that sends the fields must be trusted too.
+/// The fields are read without the client's port: it is 0.
+fn forwarded_client_of(
+    cx: &Ingest<'_>,
+    addr: SocketAddr,
+    head: &RequestHead<'_>,
+) -> Option<SocketAddr> {
+    let trusted = &cx.config.trusted_proxies;
+    let client = forwarded_client(head, addr.ip(), |address| trusted.contains(address));
+    if client == addr.ip() {
+        return None;
+    }
+    debug!("{addr}: forwarded for {client}");
+    Some(SocketAddr::new(client.to_canonical(), 0))
 }
 
 /// Refusals of an upgrade that a static file may answer instead: a GET for another path, a

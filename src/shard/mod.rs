@@ -125,6 +125,8 @@ struct Shard {
     tls: Option<Arc<SharedTls>>,
     /// TLS connections that failed (handshake or record), since start.
     tls_failures: u64,
+    /// Connections closed for their first bytes on a listener with the PROXY protocol on.
+    proxy_refusals: u64,
     broker: Broker,
     outbox: Outbox,
     events: Vec<Event>,
@@ -213,6 +215,7 @@ impl Shard {
             metrics: setup.metrics,
             tls: setup.tls,
             tls_failures: 0,
+            proxy_refusals: 0,
             broker,
             outbox: Outbox::default(),
             events: Vec::new(),
@@ -296,6 +299,7 @@ impl Shard {
             cross_shard_backlog_bytes: self.cross_shard.backlog_bytes(),
             receives_paused: self.cross_shard.pauses(),
             tls_failures: self.tls_failures,
+            proxy_refusals: self.proxy_refusals,
         };
         let figures = ShardFigures::new(&counts, &self.broker.stats(), &self.slow);
         self.metrics.publish(self.id, &figures);

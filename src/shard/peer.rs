@@ -29,6 +29,7 @@ use std::time::Instant;
 
 use crate::broker::CloseReason;
 use crate::conn::Transport;
+use crate::net::preamble::PreambleRefusal;
 use crate::protocol::mqtt::{DecodeError, ProtocolVersion};
 use crate::protocol::ws::frame::{FrameDecoder, WsError};
 use crate::protocol::ws::handshake::HandshakeError;
@@ -63,6 +64,9 @@ pub enum CloseCause {
     Handshake(HandshakeError),
     /// The TLS layer failed (handshake or record); its alert went out first.
     Tls(TlsFailure),
+    /// The first bytes on a listener with the PROXY protocol on were refused: a header from
+    /// an untrusted source, or none (or a bad one) from a trusted proxy.
+    Preamble(PreambleRefusal),
     /// A plain HTTP request on the WebSocket listener was answered with this status.
     HttpServed(u16),
     HandshakeTimeout,
@@ -96,7 +100,10 @@ impl CloseCause {
             CloseCause::PeerClosed | CloseCause::NetworkError(_) | CloseCause::HandoffFailed => {
                 None
             }
-            CloseCause::Handshake(_) | CloseCause::HandshakeTimeout | CloseCause::Tls(_) => None,
+            CloseCause::Handshake(_)
+            | CloseCause::HandshakeTimeout
+            | CloseCause::Tls(_)
+            | CloseCause::Preamble(_) => None,
             CloseCause::HttpServed(_) => None,
             CloseCause::Ws(error) => Some(error.close_code()),
             CloseCause::WsClosedByPeer(_) => Some(1000),
@@ -155,6 +162,7 @@ impl std::fmt::Display for CloseCause {
             }
             CloseCause::WsClosedByPeer(None) => f.write_str("WebSocket closed by peer"),
             CloseCause::Tls(failure) => write!(f, "TLS: {failure}"),
+            CloseCause::Preamble(refusal) => write!(f, "PROXY protocol: {refusal}"),
             CloseCause::Handshake(error) => {
                 write!(
                     f,
@@ -219,6 +227,13 @@ impl Peer {
             pending: Vec::new(),
             rare: None,
         }
+    }
+
+    /// The client behind a proxy is `client`: from now on it is the connection's address, in
+    /// its log lines and to every check that reads the address. A mapped IPv4 address is
+    /// written as IPv4, as the listeners' own addresses are.
+    pub fn proxied_for(&mut self, client: SocketAddr) {
+        self.addr = SocketAddr::new(client.ip().to_canonical(), client.port());
     }
 
     /// The rare part, made when first needed.
