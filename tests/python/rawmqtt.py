@@ -45,6 +45,17 @@ def assert_loopback(host: str) -> None:
     assert ipaddress.ip_address(host).is_loopback, f"refusing non-loopback target {host}"
 
 
+def connect_socket(host: str, port: int, timeout: float, source: str | None = None
+                   ) -> socket.socket:
+    """A TCP connection to `host`; from the loopback address `source` when given (the
+    broker then sees a peer other than 127.0.0.1)."""
+    assert_loopback(host)
+    if source is not None:
+        assert_loopback(source)
+    return socket.create_connection((host, port), timeout=timeout,
+                                    source_address=None if source is None else (source, 0))
+
+
 # ---------------------------------------------------------------- encoding
 
 
@@ -202,9 +213,8 @@ class Closed(Exception):
 class TcpConn:
     """A plain TCP byte stream to the broker."""
 
-    def __init__(self, host: str, port: int, timeout: float = 5.0):
-        assert_loopback(host)
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+    def __init__(self, host: str, port: int, timeout: float = 5.0, source: str | None = None):
+        self.sock = connect_socket(host, port, timeout, source)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def send(self, data: bytes) -> None:
@@ -282,11 +292,10 @@ class HttpResponse:
 
 
 def http_request(
-    host: str, port: int, request: bytes, timeout: float = 5.0
+    host: str, port: int, request: bytes, timeout: float = 5.0, source: str | None = None
 ) -> tuple[socket.socket, HttpResponse, bytes]:
     """Send a raw HTTP request; return the socket, the parsed head and bytes past it."""
-    assert_loopback(host)
-    sock = socket.create_connection((host, port), timeout=timeout)
+    sock = connect_socket(host, port, timeout, source)
     sock.sendall(request)
     deadline = time.monotonic() + timeout
     buf = b""
@@ -339,9 +348,12 @@ class WsConn:
     """
 
     def __init__(self, host: str, port: int, path: str, subprotocols: str | None = "mqtt",
-                 timeout: float = 5.0, extra: str = ""):
+                 timeout: float = 5.0, extra: str = "", source: str | None = None,
+                 preamble: bytes = b""):
+        """`preamble` goes before the request (a PROXY header); `source` as for TcpConn."""
         self.sock, self.response, self.pending = http_request(
-            host, port, upgrade_request(host, port, path, subprotocols, extra), timeout
+            host, port, preamble + upgrade_request(host, port, path, subprotocols, extra),
+            timeout, source
         )
         assert self.response.status == 101, f"upgrade refused: {self.response.raw!r}"
         self.close_frame: Frame | None = None
