@@ -60,7 +60,9 @@
 //! # A connection's life
 //!
 //! Accepted in `shard/connection_io.rs` (`on_accept`) with an upgrade or CONNECT deadline
-//! (`shard/deadlines.rs`); its CONNECT names a client identifier whose session may live on
+//! (`shard/deadlines.rs`); on a listener with the PROXY protocol on, its first bytes are judged
+//! by `net/preamble.rs` before TLS or the shard sees any, and the header's client becomes the
+//! connection's address (as `Forwarded` does on an upgrade, `shard/ingest.rs`); its CONNECT names a client identifier whose session may live on
 //! another shard, which then adopts the socket (`shard/mailbox.rs`, `hand_off` / `adopt`); it
 //! ends in `shard/close.rs`: last words queued, reading stopped, and the socket released by
 //! `net/io.rs` only once nothing of it is in flight.
