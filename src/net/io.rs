@@ -734,6 +734,9 @@ impl<T> Io<T> {
         crate::slots::shed(&mut self.completions, 256);
         crate::slots::shed(&mut self.dirty, 256);
         crate::slots::shed(&mut self.refused, 256);
+        if self.preambles.is_empty() {
+            self.preambles.shrink_to(256);
+        }
         if self.plaintext.is_empty() {
             self.plaintext = Vec::new();
         }
@@ -973,6 +976,75 @@ mod tests {
         let mut got = [0; 5];
         client.read_exact(&mut got).expect("reads");
         assert_eq!(&got, b"reply");
+    }
+
+    /// Reads the connection's receives until the stream brings `len` bytes; the header, if
+    /// one came before them.
+    fn read_stream_bytes(
+        io: &mut Io<&'static str>,
+        id: ConnId,
+        len: usize,
+    ) -> (Option<ProxyHeader>, Vec<u8>) {
+        let (mut header, mut stream) = (None, Vec::new());
+        while stream.len() < len {
+            let Event::Received { buffer, .. } = wait_for(
+                io,
+                |event| matches!(event, Event::Received { id: got, .. } if *got == id),
+            ) else {
+                unreachable!("matched above");
+            };
+            let on_header = |_: &mut &str, got| header = Some(got);
+            match io.read_received(id, buffer, on_header, |_, data| data.to_vec()) {
+                Received::Read(bytes) => stream.extend(bytes),
+                Received::Nothing => {}
+                other => panic!("{other:?}"),
+            }
+        }
+        (header, stream)
+    }
+
+    #[test]
+    fn a_preamble_is_judged_before_the_stream() {
+        let mut io = io();
+        let (id, mut client) = accepted(&mut io);
+        io.read_preamble_first(id, Expect::Header);
+        io.arm_recv(id);
+        // In two writes: the header may come in pieces.
+        client.write_all(b"PROXY TCP4 192.0.2.1 ").expect("writes");
+        client
+            .write_all(b"192.0.2.2 4711 1883\r\nhello")
+            .expect("writes");
+        let (header, stream) = read_stream_bytes(&mut io, id, 5);
+        let client_addr = "192.0.2.1:4711".parse().expect("an address");
+        assert_eq!(header.and_then(|header| header.source()), Some(client_addr));
+        assert_eq!(stream, b"hello");
+        assert!(io.preambles.is_empty(), "judged, so gone");
+        client.write_all(b"PROXY again").expect("writes");
+        assert_eq!(
+            read_stream_bytes(&mut io, id, 11),
+            (None, b"PROXY again".to_vec())
+        );
+
+        // From a peer that may not send one, a header is refused.
+        let (other, mut client) = accepted(&mut io);
+        io.read_preamble_first(other, Expect::NoHeader);
+        io.arm_recv(other);
+        client.write_all(b"PROXY UNKNOWN\r\n").expect("writes");
+        let Event::Received { buffer, .. } = wait_for(
+            &mut io,
+            |event| matches!(event, Event::Received { id: got, .. } if *got == other),
+        ) else {
+            unreachable!("matched above");
+        };
+        let read = io.read_received(other, buffer, |_, _| {}, |_, data| data.len());
+        assert!(matches!(
+            read,
+            Received::Refused(PreambleRefusal::Untrusted)
+        ));
+        io.cancel_recv(other);
+        wait_for(&mut io, |event| matches!(event, Event::RecvEnded { .. }));
+        assert!(io.release(other).is_some());
+        assert!(io.preambles.is_empty());
     }
 
     #[test]
