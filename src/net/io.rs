@@ -700,9 +700,10 @@ impl<T> Io<T> {
             self.buf_ring.recycle(buffer.id);
             return received;
         };
+        // A refused preamble stays until the connection is released, dropping what else comes.
         let (received, judged) = match preamble.feed(data) {
-            Step::NeedMore => (Received::Nothing, false),
-            Step::Refused(refusal) => (Received::Refused(refusal), true),
+            Step::NeedMore | Step::Dropped => (Received::Nothing, false),
+            Step::Refused(refusal) => (Received::Refused(refusal), false),
             Step::Done { header, rest } => {
                 if let Some(header) = header {
                     on_header(&mut socket.state, header);
@@ -1041,6 +1042,16 @@ mod tests {
             read,
             Received::Refused(PreambleRefusal::Untrusted)
         ));
+        // What else it sent before its receive ends is dropped.
+        client.write_all(b"\x10\x00").expect("writes");
+        let Event::Received { buffer, .. } = wait_for(
+            &mut io,
+            |event| matches!(event, Event::Received { id: got, .. } if *got == other),
+        ) else {
+            unreachable!("matched above");
+        };
+        let read = io.read_received(other, buffer, |_, _| {}, |_, data| data.len());
+        assert!(matches!(read, Received::Nothing));
         io.cancel_recv(other);
         wait_for(&mut io, |event| matches!(event, Event::RecvEnded { .. }));
         assert!(io.release(other).is_some());

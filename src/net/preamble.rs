@@ -51,6 +51,8 @@ pub(super) struct Preamble {
     expect: Expect,
     /// The bytes so far, when one receive did not bring enough to judge.
     held: Vec<u8>,
+    /// Refused: the connection is closing, and what else it sent is dropped unread.
+    refused: bool,
 }
 
 /// What one receive's bytes did to the preamble.
@@ -65,6 +67,9 @@ pub(super) enum Step<'a> {
         rest: &'a mut [u8],
     },
     Refused(PreambleRefusal),
+    /// Bytes that came after a refusal, before the connection stopped reading: dropped, so
+    /// that nothing of a refused connection reaches TLS or the shard.
+    Dropped,
 }
 
 impl Preamble {
@@ -72,16 +77,26 @@ impl Preamble {
         Preamble {
             expect,
             held: Vec::new(),
+            refused: false,
         }
     }
 
     /// Takes in the bytes of one receive. The stream's bytes in [`Step::Done`] are the end of
     /// `data`, or, when bytes were held without a header, the held bytes with `data` after them.
     pub(super) fn feed<'a>(&'a mut self, data: &'a mut [u8]) -> Step<'a> {
+        if self.refused {
+            return Step::Dropped;
+        }
         match self.expect {
             Expect::Header => self.feed_header(data),
             Expect::NoHeader => self.feed_no_header(data),
         }
+    }
+
+    fn refuse<'a>(&mut self, refusal: PreambleRefusal) -> Step<'a> {
+        self.refused = true;
+        self.held = Vec::new();
+        Step::Refused(refusal)
     }
 
     fn feed_header<'a>(&mut self, data: &'a mut [u8]) -> Step<'a> {
@@ -111,7 +126,7 @@ impl Preamble {
                 }
                 Step::NeedMore
             }
-            Err(error) => Step::Refused(PreambleRefusal::Header(error)),
+            Err(error) => self.refuse(PreambleRefusal::Header(error)),
         }
     }
 
@@ -122,7 +137,7 @@ impl Preamble {
                     header: None,
                     rest: data,
                 },
-                Some(true) => Step::Refused(PreambleRefusal::Untrusted),
+                Some(true) => self.refuse(PreambleRefusal::Untrusted),
                 None => {
                     self.held.extend_from_slice(data);
                     Step::NeedMore
@@ -135,7 +150,7 @@ impl Preamble {
                 header: None,
                 rest: &mut self.held,
             },
-            Some(true) => Step::Refused(PreambleRefusal::Untrusted),
+            Some(true) => self.refuse(PreambleRefusal::Untrusted),
             None => Step::NeedMore,
         }
     }
@@ -168,6 +183,7 @@ mod tests {
             start = end;
             match preamble.feed(&mut piece) {
                 Step::NeedMore => continue,
+                Step::Dropped => panic!("nothing was refused"),
                 Step::Done { header, rest } => return Ok((header, rest.to_vec())),
                 Step::Refused(refusal) => return Err(Some(refusal)),
             }
@@ -261,6 +277,23 @@ mod tests {
             feed_in_pieces(Expect::NoHeader, b"PROXYTCP4", &[1, 3, 5]),
             Ok((None, b"PROXYTCP4".to_vec()))
         );
+    }
+
+    #[test]
+    fn nothing_after_a_refusal_goes_on() {
+        let mut preamble = Preamble::new(Expect::NoHeader);
+        let mut header = V1.to_vec();
+        assert_eq!(
+            preamble.feed(&mut header),
+            Step::Refused(PreambleRefusal::Untrusted)
+        );
+        let mut after = CONNECT.to_vec();
+        assert_eq!(preamble.feed(&mut after), Step::Dropped);
+        let mut preamble = Preamble::new(Expect::Header);
+        let mut connect = CONNECT.to_vec();
+        assert!(matches!(preamble.feed(&mut connect), Step::Refused(_)));
+        let mut header = V1.to_vec();
+        assert_eq!(preamble.feed(&mut header), Step::Dropped);
     }
 
     #[test]

@@ -25,6 +25,7 @@ import pytest
 import rawmqtt as m
 from broker import Broker, free_port
 from rawmqtt import TcpConn, WsConn, http_request, upgrade_request
+from scrape import wait_for_metric
 
 pytestmark = pytest.mark.fanfare_only  # Mosquitto has no PROXY protocol or trusted proxies
 
@@ -178,6 +179,7 @@ def test_malformed_headers_are_refused(proxied):
         refused(mqtt)
         line = closing_line(proxied, own)
         assert reason in line, line
+    wait_for_metric(proxied, "fanfare_proxy_refused_total", lambda n: n == 5)
 
 
 def test_an_incomplete_header_meets_the_opening_deadline(start):
