@@ -4,7 +4,7 @@
 //
 // Only node's built-ins are imported, so tests/web uses this file as well.
 import { execFileSync } from "node:child_process";
-import { createHash, createPublicKey, randomBytes } from "node:crypto";
+import { randomBytes } from "node:crypto";
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 
@@ -78,10 +78,4 @@ export function makeTestCerts(dir) {
     caPem: readFileSync(ca.cert),
     otherCaPem: readFileSync(otherCa.cert),
   };
-}
-
-/** Base64 of the SHA-256 of a key's SubjectPublicKeyInfo, as Chromium's SPKI lists want it. */
-export function spkiHash(keyFile) {
-  const spki = createPublicKey(readFileSync(keyFile)).export({ type: "spki", format: "der" });
-  return createHash("sha256").update(spki).digest("base64");
 }
