@@ -113,6 +113,10 @@ pub enum Received<R> {
     Nothing,
     /// The TLS layer failed; the alert is queued, and the connection must close.
     Failed(TlsFailure),
+    /// The peer sent close_notify, after the plaintext the reader was given, if any: nothing
+    /// more will come, and the connection must close even while the peer keeps its TCP side
+    /// open (waiting for the server's close_notify, as in a bidirectional shutdown).
+    Closed(Option<R>),
     /// The connection is gone.
     Gone,
 }
@@ -673,11 +677,16 @@ impl<T> Io<T> {
         }
         let received = match deciphered {
             Err(failure) => Received::Failed(failure),
-            Ok(_) if plaintext.is_empty() => Received::Nothing,
-            Ok(_) => Received::Read(read(&mut socket.state, &mut plaintext)),
+            Ok(deciphered) => {
+                let result =
+                    (!plaintext.is_empty()).then(|| read(&mut socket.state, &mut plaintext));
+                match (result, deciphered.peer_closed) {
+                    (result, true) => Received::Closed(result),
+                    (Some(result), false) => Received::Read(result),
+                    (None, false) => Received::Nothing,
+                }
+            }
         };
-        // Rustls reports a close_notify as the end of the stream, which the receive ending
-        // reports too (a zero-length read), so it needs no outcome of its own.
         self.plaintext = plaintext;
         received
     }

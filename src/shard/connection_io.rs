@@ -164,8 +164,13 @@ impl Shard {
             );
             (flow, upgraded, still_reading)
         });
-        let (flow, upgraded, still_reading) = match read {
-            Received::Read(read) => read,
+        let ((flow, upgraded, still_reading), peer_closed) = match read {
+            Received::Read(read) => (read, false),
+            Received::Closed(Some(read)) => (read, true),
+            Received::Closed(None) => {
+                self.pending_closes.push((id, CloseCause::PeerClosed));
+                return;
+            }
             Received::Nothing => {
                 let reading = self.io.state(id).is_some_and(|peer| peer.reads());
                 if !armed && reading {
@@ -188,7 +193,11 @@ impl Shard {
             self.cross_shard.fed_by(id);
         }
         self.after_flow(id, flow);
-        if !armed && still_reading {
+        if peer_closed && still_reading {
+            // close_notify came after the bytes just read: the peer is done, even if its TCP
+            // side stays open.
+            self.pending_closes.push((id, CloseCause::PeerClosed));
+        } else if !armed && still_reading {
             self.rearm.push(id);
         }
     }
