@@ -299,12 +299,6 @@ impl<T> Io<T> {
         }
     }
 
-    /// The identity of a TLS client's certificate, once its handshake verified one.
-    pub fn client_identity(&self, id: ConnId) -> Option<String> {
-        let tls = self.conns.get(id)?.tls.as_ref()?;
-        tls.session.client_identity()
-    }
-
     pub fn recv_armed(&self, id: ConnId) -> bool {
         self.conns.get(id).is_some_and(|socket| socket.recv_armed)
     }
@@ -650,12 +644,14 @@ impl<T> Io<T> {
     /// Hands the bytes of a receive to `read` with the connection's state (unmasking happens in
     /// place, so the bytes are mutable), then gives the buffer back to the kernel. A TLS
     /// connection's bytes are deciphered first, into the shard's plaintext buffer; `read` is
-    /// not called when they held no plaintext (a handshake message, say).
+    /// not called when they held no plaintext (a handshake message, say). `read` is also given
+    /// the TLS session, as it is after deciphering: the client's certificate may have been
+    /// verified by the very bytes that carry its first plaintext.
     pub fn read_received<R>(
         &mut self,
         id: ConnId,
         buffer: RecvBuffer,
-        read: impl FnOnce(&mut T, &mut [u8]) -> R,
+        read: impl FnOnce(&mut T, &mut [u8], Option<&TlsSession>) -> R,
     ) -> Received<R> {
         let Some(socket) = self.conns.get_mut(id) else {
             self.buf_ring.recycle(buffer.id);
@@ -663,7 +659,7 @@ impl<T> Io<T> {
         };
         let data = self.buf_ring.buffer_mut(buffer.id, buffer.len);
         let Some(tls) = socket.tls.as_mut() else {
-            let result = read(&mut socket.state, data);
+            let result = read(&mut socket.state, data, None);
             self.buf_ring.recycle(buffer.id);
             return Received::Read(result);
         };
@@ -678,8 +674,8 @@ impl<T> Io<T> {
         let received = match deciphered {
             Err(failure) => Received::Failed(failure),
             Ok(deciphered) => {
-                let result =
-                    (!plaintext.is_empty()).then(|| read(&mut socket.state, &mut plaintext));
+                let result = (!plaintext.is_empty())
+                    .then(|| read(&mut socket.state, &mut plaintext, Some(&tls.session)));
                 match (result, deciphered.peer_closed) {
                     (result, true) => Received::Closed(result),
                     (Some(result), false) => Received::Read(result),
@@ -823,7 +819,7 @@ mod tests {
         ) else {
             unreachable!("matched above");
         };
-        let read = io.read_received(id, buffer, |state, data| {
+        let read = io.read_received(id, buffer, |state, data, _| {
             assert_eq!(*state, "peer");
             data.to_vec()
         });
