@@ -1,6 +1,7 @@
 //! Command line → `Config`, and `Config` → the list of connections each worker opens.
 
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
@@ -9,6 +10,7 @@ use serde::Serialize;
 use crate::codec::Version;
 use crate::conn::{Target, parse_ip};
 use crate::stats::PAYLOAD_HEADER_BYTES;
+use crate::tls::{TlsTarget, Verify};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -36,10 +38,48 @@ pub enum RingMode {
     Plain,
 }
 
+/// What `--url` asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// `tcp://` (or `mqtt://`).
+    Tcp,
+    /// `mqtts://`: MQTT over TLS, ALPN `mqtt`.
+    Mqtts,
+    /// `ws://`.
+    Ws,
+    /// `wss://`: WebSocket over TLS, ALPN `http/1.1`.
+    Wss,
+}
+
+impl Transport {
+    pub fn tls(self) -> bool {
+        matches!(self, Transport::Mqtts | Transport::Wss)
+    }
+    pub fn ws(self) -> bool {
+        matches!(self, Transport::Ws | Transport::Wss)
+    }
+}
+
+/// A `--url` taken apart, before its host is resolved.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Url {
+    pub transport: Transport,
+    /// The host as written, without the brackets of an IPv6 address: for SNI and the
+    /// certificate's name.
+    pub host: String,
+    pub port: u16,
+    /// `host:port` as written: the WebSocket `Host` header.
+    pub authority: String,
+    /// WebSocket only: the request path, `/mqtt` if the URL has none.
+    pub path: String,
+}
+
 #[derive(Debug)]
 pub struct Config {
     pub scenario: Scenario,
     pub url: String,
+    pub transport: Transport,
     pub target: Target,
     pub workers: usize,
     /// Core each worker is pinned to, `cores[i % len]` of the process's allowed set; empty
@@ -84,7 +124,13 @@ scenarios:
   p2p       --pairs N pairs, each connection publishes to its partner's topic
 
 flags (defaults in brackets):
-  --url URL                  tcp://HOST:PORT or ws://HOST:PORT/PATH [tcp://127.0.0.1:1883]
+  --url URL                  tcp://HOST:PORT, ws://HOST:PORT/PATH, or over TLS
+                             mqtts://HOST:PORT and wss://HOST:PORT/PATH [tcp://127.0.0.1:1883]
+  --ca FILE                  TLS: trust the CA certificates in this PEM file (default: the
+                             system's trust store)
+  --insecure                 TLS: accept ANY server certificate, for test brokers only: the
+                             certificate and its name are NOT verified, so anyone on the
+                             path can pose as the broker. Never against a real deployment
   --mqtt 3.1.1|5             protocol version [3.1.1]
   --workers N                threads, one monoio runtime each [allowed cores]
   --ring defer|coop|plain    io_uring setup flags of the workers [defer]
@@ -146,28 +192,96 @@ fn parse_cpu_list(list: &str) -> Vec<usize> {
     cores
 }
 
-/// Splits `tcp://host:port` or `ws://host:port/path`.
-fn parse_url(url: &str) -> anyhow::Result<(SocketAddr, Option<(String, String)>)> {
-    let (ws, rest) = if let Some(rest) = url.strip_prefix("tcp://") {
-        (false, rest)
-    } else if let Some(rest) = url.strip_prefix("mqtt://") {
-        (false, rest)
-    } else if let Some(rest) = url.strip_prefix("ws://") {
-        (true, rest)
-    } else {
-        bail!("--url must start with tcp:// or ws:// (got {url:?})");
+/// Splits `tcp://host:port`, `mqtts://host:port`, `ws://host:port/path` or
+/// `wss://host:port/path`; an IPv6 host is written in brackets, `[::1]:8883`.
+pub fn parse_url(url: &str) -> anyhow::Result<Url> {
+    let schemes = [
+        ("tcp://", Transport::Tcp),
+        ("mqtt://", Transport::Tcp),
+        ("mqtts://", Transport::Mqtts),
+        ("ws://", Transport::Ws),
+        ("wss://", Transport::Wss),
+    ];
+    let Some((transport, rest)) = schemes
+        .iter()
+        .find_map(|(prefix, t)| Some((*t, url.strip_prefix(prefix)?)))
+    else {
+        bail!("--url must start with tcp://, mqtts://, ws:// or wss:// (got {url:?})");
     };
-    let (hostport, path) = match rest.find('/') {
+    let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/mqtt"),
     };
-    let addr = hostport
+    let (host, port) = if let Some(bracketed) = authority.strip_prefix('[') {
+        let (host, after) = bracketed
+            .split_once(']')
+            .with_context(|| format!("--url {url:?}: no ']' after the IPv6 address"))?;
+        (host, after.strip_prefix(':'))
+    } else {
+        match authority.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        }
+    };
+    ensure!(
+        !host.is_empty() && (authority.starts_with('[') || !host.contains(':')),
+        "--url {url:?}: bad host (write an IPv6 address in brackets: [::1]:8883)"
+    );
+    let port = port.with_context(|| format!("--url {url:?}: the port is missing"))?;
+    let port: u16 = port
+        .parse()
+        .ok()
+        .filter(|&p| p != 0)
+        .with_context(|| format!("--url {url:?}: bad port {port:?}"))?;
+    Ok(Url {
+        transport,
+        host: host.to_string(),
+        port,
+        authority: authority.to_string(),
+        path: if transport.ws() {
+            path.to_string()
+        } else {
+            String::new()
+        },
+    })
+}
+
+/// The address to connect to: the host's first IPv4 address, else its first address.
+fn resolve(url: &Url) -> anyhow::Result<SocketAddr> {
+    let all: Vec<SocketAddr> = (url.host.as_str(), url.port)
         .to_socket_addrs()
-        .with_context(|| format!("resolving {hostport:?}"))?
+        .with_context(|| format!("resolving {:?}", url.host))?
+        .collect();
+    all.iter()
         .find(|a| a.is_ipv4())
-        .or_else(|| hostport.to_socket_addrs().ok()?.next())
-        .with_context(|| format!("{hostport:?} resolves to nothing"))?;
-    Ok((addr, ws.then(|| (hostport.to_string(), path.to_string()))))
+        .or(all.first())
+        .copied()
+        .with_context(|| format!("{:?} resolves to nothing", url.host))
+}
+
+/// The TLS settings for `url`, from `--ca` and `--insecure`; `None` for plain transports.
+fn tls_target(url: &Url, ca: Option<PathBuf>, insecure: bool) -> anyhow::Result<Option<TlsTarget>> {
+    ensure!(
+        !(insecure && ca.is_some()),
+        "--ca and --insecure exclude each other"
+    );
+    if !url.transport.tls() {
+        ensure!(
+            ca.is_none() && !insecure,
+            "--ca and --insecure apply to mqtts:// and wss:// URLs only"
+        );
+        return Ok(None);
+    }
+    let verify = match (ca, insecure) {
+        (Some(path), _) => Verify::Ca(path),
+        (None, true) => Verify::Insecure,
+        (None, false) => Verify::System,
+    };
+    let alpn = match url.transport {
+        Transport::Wss => "http/1.1",
+        _ => "mqtt",
+    };
+    TlsTarget::new(&url.host, verify, alpn).map(Some)
 }
 
 pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> anyhow::Result<Config> {
@@ -198,6 +312,8 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> anyhow::Resu
     let mut topic_prefix = format!("fanfare-lt/{}", std::process::id());
     let mut allow_remote = false;
     let mut socket_stamps = true;
+    let mut ca: Option<PathBuf> = None;
+    let mut insecure = false;
     while let Some(arg) = parser.next()? {
         match arg {
             Value(v) if scenario.is_none() => {
@@ -212,6 +328,8 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> anyhow::Resu
                 });
             }
             Long("url") => url = value(&mut parser, "--url")?,
+            Long("ca") => ca = Some(parser.value().context("--ca needs a file")?.into()),
+            Long("insecure") => insecure = true,
             Long("mqtt") => {
                 version = match value::<String>(&mut parser, "--mqtt")?.as_str() {
                     "3.1.1" | "311" | "4" => Version::V311,
@@ -273,7 +391,12 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> anyhow::Resu
     if scenario == Scenario::Qos1 {
         qos = 1;
     }
-    let (addr, ws) = parse_url(&url)?;
+    let parsed = parse_url(&url)?;
+    let addr = resolve(&parsed)?;
+    let ws = parsed
+        .transport
+        .ws()
+        .then(|| (parsed.authority.clone(), parsed.path.clone()));
     ensure!(
         allow_remote || addr.ip().is_loopback(),
         "{} is not a loopback address; pass --allow-remote to load a remote broker",
@@ -285,6 +408,7 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> anyhow::Resu
             "source {s} is not a loopback address (use --allow-remote)"
         );
     }
+    let tls = tls_target(&parsed, ca, insecure)?;
     ensure!((1..=256).contains(&workers), "--workers must be 1..=256");
     ensure!(qos <= 1, "--qos must be 0 or 1");
     ensure!(
@@ -347,9 +471,11 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> anyhow::Resu
     Ok(Config {
         scenario,
         url,
+        transport: parsed.transport,
         target: Target {
             addr,
             ws,
+            tls,
             version,
             sources,
             keep_alive_s,
@@ -566,6 +692,125 @@ mod tests {
                 .0
                 .ends_with("/p/0")
         );
+    }
+
+    fn url(transport: Transport, host: &str, port: u16, authority: &str, path: &str) -> Url {
+        Url {
+            transport,
+            host: host.into(),
+            port,
+            authority: authority.into(),
+            path: path.into(),
+        }
+    }
+
+    #[test]
+    fn parses_every_url_form() {
+        let t = Transport::Tcp;
+        assert_eq!(
+            parse_url("tcp://127.0.0.1:1883").unwrap(),
+            url(t, "127.0.0.1", 1883, "127.0.0.1:1883", "")
+        );
+        assert_eq!(
+            parse_url("mqtt://localhost:1883").unwrap(),
+            url(t, "localhost", 1883, "localhost:1883", "")
+        );
+        assert_eq!(
+            parse_url("mqtts://broker.local:8883").unwrap(),
+            url(
+                Transport::Mqtts,
+                "broker.local",
+                8883,
+                "broker.local:8883",
+                ""
+            )
+        );
+        assert_eq!(
+            parse_url("ws://127.0.0.1:8080").unwrap(),
+            url(Transport::Ws, "127.0.0.1", 8080, "127.0.0.1:8080", "/mqtt")
+        );
+        assert_eq!(
+            parse_url("wss://localhost:8443/ws/mqtt?x=1").unwrap(),
+            url(
+                Transport::Wss,
+                "localhost",
+                8443,
+                "localhost:8443",
+                "/ws/mqtt?x=1"
+            )
+        );
+        assert_eq!(
+            parse_url("mqtts://[::1]:8883").unwrap(),
+            url(Transport::Mqtts, "::1", 8883, "[::1]:8883", "")
+        );
+    }
+
+    #[test]
+    fn refuses_bad_urls() {
+        for bad in [
+            "http://127.0.0.1:80",
+            "127.0.0.1:1883",
+            "mqtts://127.0.0.1",
+            "mqtts://127.0.0.1:",
+            "mqtts://127.0.0.1:0",
+            "mqtts://127.0.0.1:70000",
+            "wss://:8443/mqtt",
+            "mqtts://::1:8883",
+            "mqtts://[::1:8883",
+            "mqtts://[::1]8883",
+        ] {
+            assert!(parse_url(bad).is_err(), "{bad} should be refused");
+        }
+    }
+
+    #[test]
+    fn tls_flags() {
+        let dir = std::env::temp_dir().join(format!("lt-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca = dir.join("ca.pem");
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        std::fs::write(&ca, params.self_signed(&key).unwrap().pem()).unwrap();
+        let ca = ca.display();
+
+        let c = parse(args("fanout --url mqtts://127.0.0.1:8883 --insecure")).unwrap();
+        assert_eq!(c.transport, Transport::Mqtts);
+        let tls = c.target.tls.as_ref().unwrap();
+        assert_eq!((tls.verify.clone(), tls.alpn), (Verify::Insecure, "mqtt"));
+        assert_eq!(tls.server_name.to_str(), "127.0.0.1");
+        assert_eq!(c.target.ws, None);
+
+        let c = parse(args(&format!(
+            "fanout --url wss://localhost:8443/mqtt --ca {ca}"
+        )))
+        .unwrap();
+        assert_eq!(c.transport, Transport::Wss);
+        let tls = c.target.tls.as_ref().unwrap();
+        assert!(matches!(tls.verify, Verify::Ca(_)));
+        assert_eq!(tls.alpn, "http/1.1");
+        assert_eq!(tls.server_name.to_str(), "localhost");
+        assert_eq!(c.target.ws, Some(("localhost:8443".into(), "/mqtt".into())));
+
+        // Plain transports have no TLS, and refuse the TLS flags rather than ignore them.
+        let c = parse(args("fanout --url tcp://127.0.0.1:1883")).unwrap();
+        assert!(c.target.tls.is_none());
+        assert!(parse(args("fanout --url tcp://127.0.0.1:1883 --insecure")).is_err());
+        assert!(parse(args(&format!("fanout --url ws://127.0.0.1:80/m --ca {ca}"))).is_err());
+        // Not both; the file must exist and hold a certificate.
+        let both = format!("fanout --url mqtts://127.0.0.1:8883 --insecure --ca {ca}");
+        assert!(parse(args(&both)).is_err());
+        assert!(
+            parse(args(
+                "fanout --url mqtts://127.0.0.1:8883 --ca /nonexistent.pem"
+            ))
+            .is_err()
+        );
+        // Neither: the system's roots, or a clear error where the system has none.
+        match parse(args("fanout --url mqtts://127.0.0.1:8883")) {
+            Ok(c) => assert_eq!(c.target.tls.unwrap().verify, Verify::System),
+            Err(e) => assert!(format!("{e:#}").contains("--ca"), "{e:#}"),
+        }
     }
 
     #[test]

@@ -1,6 +1,12 @@
-//! One client connection: bind a source address, connect, optionally upgrade to WebSocket,
-//! CONNECT and SUBSCRIBE; then a read side that hands out MQTT bytes in place and a write side
-//! that coalesces everything queued while a send is in flight into the next send.
+//! One client connection: bind a source address, connect, optionally a TLS handshake (`tls`),
+//! optionally upgrade to WebSocket, CONNECT and SUBSCRIBE; then a read side that hands out MQTT
+//! bytes in place and a write side that coalesces everything queued while a send is in flight
+//! into the next send.
+//!
+//! Over TLS the session lives with the write side: what is queued is encrypted there and then,
+//! so `pending` always holds bytes ready for the wire. The read side reads ciphertext into a
+//! buffer of its own and moves the session's plaintext into `raw`, where everything after
+//! that (WebSocket frames, MQTT packets) is as over plain TCP.
 
 use std::cell::RefCell;
 use std::io;
@@ -13,17 +19,21 @@ use anyhow::{Context, anyhow, bail, ensure};
 use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable};
 use monoio::net::TcpStream;
+use rustls::ClientConnection;
 use socket2::{Domain, Socket, Type};
 
 use crate::codec::{self, Packet, Version};
+use crate::tls::{self, TlsTarget};
 use crate::{direct, stamp, ws};
 
 /// Where and how to connect; shared read-only by every connection of a thread.
 #[derive(Clone, Debug)]
 pub struct Target {
     pub addr: SocketAddr,
-    /// `Some((host header, path))` for `ws://`.
+    /// `Some((host header, path))` for `ws://` and `wss://`.
     pub ws: Option<(String, String)>,
+    /// `Some` for `mqtts://` and `wss://`.
+    pub tls: Option<TlsTarget>,
     pub version: Version,
     /// Source addresses used round-robin; empty means "let the kernel choose".
     pub sources: Vec<IpAddr>,
@@ -43,6 +53,8 @@ pub enum FailKind {
     Upgrade,
     Refused,
     Closed,
+    /// The TLS handshake failed: certificate, name, protocol or ALPN refused by either side.
+    Tls,
 }
 
 pub struct ConnectError {
@@ -81,6 +93,10 @@ pub struct Writer {
     ws: bool,
     rng: Rng,
     pub failed: bool,
+    /// The TLS session of the connection; `pending` then holds ciphertext.
+    tls: Option<Box<ClientConnection>>,
+    /// TLS only: a WebSocket frame being built, before it is encrypted.
+    plain: Vec<u8>,
 }
 
 pub type SharedWriter = Rc<RefCell<Writer>>;
@@ -90,21 +106,71 @@ impl Writer {
     pub fn queue(&mut self, mqtt: &[u8]) {
         if self.ws {
             let mask = (self.rng.next() as u32).to_ne_bytes();
-            ws::encode_binary(&mut self.pending, mqtt, mask);
+            ws::encode_binary(self.frame_buffer(), mqtt, mask);
+            self.seal_frame();
         } else {
-            self.pending.extend_from_slice(mqtt);
+            self.queue_bytes(mqtt);
+        }
+    }
+
+    /// Queues bytes as they are, encrypted over TLS.
+    fn queue_bytes(&mut self, bytes: &[u8]) {
+        match &mut self.tls {
+            None => self.pending.extend_from_slice(bytes),
+            Some(session) => {
+                if tls::seal(session, bytes, &mut self.pending).is_err() {
+                    self.failed = true;
+                }
+            }
+        }
+    }
+
+    /// Where a WebSocket frame is built: `pending` itself, or over TLS a plaintext buffer
+    /// that [`Writer::seal_frame`] encrypts into `pending`.
+    fn frame_buffer(&mut self) -> &mut Vec<u8> {
+        if self.tls.is_some() {
+            &mut self.plain
+        } else {
+            &mut self.pending
+        }
+    }
+
+    fn seal_frame(&mut self) {
+        if self.tls.is_some() {
+            let plain = std::mem::take(&mut self.plain);
+            self.queue_bytes(&plain);
+            self.plain = plain;
+            self.plain.clear();
+        }
+    }
+
+    /// Moves what the TLS session has to send (handshake, alerts) into `pending`.
+    fn pull_tls(&mut self) -> io::Result<()> {
+        match &mut self.tls {
+            Some(session) => tls::pull(session, &mut self.pending),
+            None => Ok(()),
         }
     }
 
     fn queue_pong(&mut self, payload: &[u8]) {
         let mask = (self.rng.next() as u32).to_ne_bytes();
-        ws::encode_pong(&mut self.pending, payload, mask);
+        ws::encode_pong(self.frame_buffer(), payload, mask);
+        self.seal_frame();
     }
 
-    fn queue_close(&mut self) {
+    /// Queues DISCONNECT, then the WebSocket close and the TLS close_notify where they apply.
+    pub fn queue_disconnect(&mut self) {
+        let mut out = Vec::with_capacity(4);
+        codec::encode_disconnect(&mut out);
+        self.queue(&out);
         if self.ws {
             let mask = (self.rng.next() as u32).to_ne_bytes();
-            ws::encode_close(&mut self.pending, mask);
+            ws::encode_close(self.frame_buffer(), mask);
+            self.seal_frame();
+        }
+        if let Some(session) = &mut self.tls {
+            session.send_close_notify();
+            let _ = self.pull_tls();
         }
     }
 
@@ -183,6 +249,14 @@ pub struct Reader {
     control: ws::Control,
     packet_bytes_max: usize,
     pub closed_by_peer: bool,
+    /// TLS: `raw` holds plaintext, and ciphertext is read into `cipher` first.
+    tls: bool,
+    /// TLS only: ciphertext read and not yet given to the session (some stays only while
+    /// `raw` is full).
+    cipher: Vec<u8>,
+    cipher_start: usize,
+    /// TLS only: the receive stamp of the read that brought the ciphertext in `cipher`.
+    cipher_stamp: Option<u64>,
 }
 
 impl Reader {
@@ -205,35 +279,86 @@ impl Reader {
     }
 
     /// Reads once (one batch, as much as the buffer takes). Returns the bytes read; 0 is EOF.
+    /// Over TLS: the plaintext bytes, after as many reads as it takes to complete a record.
     pub async fn fill(&mut self, writer: &SharedWriter) -> anyhow::Result<usize> {
-        self.make_room()?;
-        let len = self.raw.len();
-        let mut buf = std::mem::take(&mut self.raw);
-        let cap = buf.bytes_total();
-        let (result, slice) = self.half.read(buf.slice_mut(len..cap)).await;
-        self.raw = slice.into_inner();
-        self.unwrap_read(result?, writer).await
+        Ok(self.fill_any(writer, false).await?.0)
     }
 
     /// [`Reader::fill`] that also returns when the kernel received the last of the bytes read
-    /// (see `stamp.rs`); the socket must have had [`Reader::enable_stamps`].
+    /// (see `stamp.rs`); the socket must have had [`Reader::enable_stamps`]. Over TLS the
+    /// stamp is of the last ciphertext read, the one that completed the records returned.
     pub async fn fill_stamped(
         &mut self,
         writer: &SharedWriter,
     ) -> anyhow::Result<(usize, Option<u64>)> {
+        self.fill_any(writer, true).await
+    }
+
+    async fn fill_any(
+        &mut self,
+        writer: &SharedWriter,
+        stamped: bool,
+    ) -> anyhow::Result<(usize, Option<u64>)> {
         self.make_room()?;
+        if !self.tls {
+            let (n, at) = read_socket(&mut self.half, self.fd, &mut self.raw, stamped).await?;
+            return Ok((self.unwrap_read(n, writer).await?, at));
+        }
         loop {
-            // SAFETY: the stream lives as long as `half`; this task is the only reader, and
-            // monoio's own split halves reach the stream the same way (`peer_addr`).
-            let stream = unsafe { &*self.half.0.get() };
-            stream.readable(false).await?;
-            match stamp::recv(self.fd, &mut self.raw) {
-                Ok((n, at)) => return Ok((self.unwrap_read(n, writer).await?, at)),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e.into()),
+            let n = self.open_tls(writer).await?;
+            if n > 0 {
+                return Ok((self.unwrap_read(n, writer).await?, self.cipher_stamp));
+            }
+            let (read, at) = self.read_cipher(stamped).await?;
+            if read == 0 {
+                self.closed_by_peer = true;
+                return Ok((0, None));
+            }
+            self.cipher_stamp = at;
+        }
+    }
+
+    /// TLS: reads ciphertext once, appending to `cipher`.
+    async fn read_cipher(&mut self, stamped: bool) -> io::Result<(usize, Option<u64>)> {
+        compact(&mut self.cipher, &mut self.cipher_start);
+        if self.cipher.len() == self.cipher.capacity() {
+            self.cipher.reserve(self.cipher.capacity().max(4096));
+        }
+        read_socket(&mut self.half, self.fd, &mut self.cipher, stamped).await
+    }
+
+    /// TLS: gives the session the ciphertext read, moves its plaintext into `raw` (as much as
+    /// fits) and sends what it has to say (alerts, key updates). Returns the plaintext bytes.
+    async fn open_tls(&mut self, writer: &SharedWriter) -> anyhow::Result<usize> {
+        let (opened, to_send) = self.open_now(writer);
+        if to_send {
+            let flushed = flush(writer).await;
+            if opened.is_ok() {
+                flushed?;
             }
         }
+        opened
+    }
+
+    /// [`Reader::open_tls`] without the send; also says whether there is something to send.
+    fn open_now(&mut self, writer: &SharedWriter) -> (anyhow::Result<usize>, bool) {
+        let mut w = writer.borrow_mut();
+        let queued = w.pending.len();
+        let Some(session) = w.tls.as_mut() else {
+            return (Err(anyhow!("TLS reader without a TLS session")), false);
+        };
+        let opened = tls::open(session, &self.cipher[self.cipher_start..], &mut self.raw);
+        let pulled = w.pull_tls();
+        let to_send = w.pending.len() > queued;
+        let result = match (opened, pulled) {
+            (Err(e), _) => Err(anyhow!("TLS: {e}")),
+            (Ok(_), Err(e)) => Err(e.into()),
+            (Ok((used, n)), Ok(())) => {
+                self.cipher_start += used;
+                Ok(n)
+            }
+        };
+        (result, to_send)
     }
 
     /// Asks the kernel to stamp what this connection receives.
@@ -288,6 +413,36 @@ impl Reader {
     }
 }
 
+/// Reads once into the spare capacity of `buf`: one io_uring read, or with `stamped` a
+/// readiness poll and a `recvmsg` that also returns the kernel's receive stamp.
+async fn read_socket(
+    half: &mut OwnedReadHalf<TcpStream>,
+    fd: RawFd,
+    buf: &mut Vec<u8>,
+    stamped: bool,
+) -> io::Result<(usize, Option<u64>)> {
+    if !stamped {
+        let len = buf.len();
+        let mut owned = std::mem::take(buf);
+        let cap = owned.bytes_total();
+        let (result, slice) = half.read(owned.slice_mut(len..cap)).await;
+        *buf = slice.into_inner();
+        return Ok((result?, None));
+    }
+    loop {
+        // SAFETY: the stream lives as long as `half`; this task is the only reader, and
+        // monoio's own split halves reach the stream the same way (`peer_addr`).
+        let stream = unsafe { &*half.0.get() };
+        stream.readable(false).await?;
+        match stamp::recv(fd, buf) {
+            Ok(read) => return Ok(read),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Moves unconsumed bytes to the front; cheap because it runs once per read batch.
 fn compact(buf: &mut Vec<u8>, start: &mut usize) {
     if *start == 0 {
@@ -303,6 +458,8 @@ pub struct Conn {
     pub writer: SharedWriter,
     pub version: Version,
     packet_bytes_max: usize,
+    /// TLS: what the handshake agreed on and how long it took (ns).
+    pub tls: Option<(tls::Negotiated, u64)>,
 }
 
 async fn tcp_connect(target: &Target, index: usize) -> Result<TcpStream, ConnectError> {
@@ -353,6 +510,10 @@ impl Conn {
         client_id: &str,
     ) -> Result<Conn, ConnectError> {
         let stream = tcp_connect(target, index).await?;
+        let session = match &target.tls {
+            Some(t) => Some(Box::new(t.session().map_err(|e| fail(FailKind::Tls, e))?)),
+            None => None,
+        };
         let fd = stream.as_raw_fd();
         let (read_half, write_half) = stream.into_split();
         let writer = Rc::new(RefCell::new(Writer {
@@ -363,7 +524,10 @@ impl Conn {
             ws: false,
             rng: Rng::new(index as u64 ^ crate::stats::now_ns()),
             failed: false,
+            tls: session,
+            plain: Vec::new(),
         }));
+        let tls = target.tls.is_some();
         let mut conn = Conn {
             reader: Reader {
                 half: read_half,
@@ -376,11 +540,19 @@ impl Conn {
                 control: ws::Control::default(),
                 packet_bytes_max: target.packet_bytes_max,
                 closed_by_peer: false,
+                tls,
+                cipher: Vec::with_capacity(if tls { target.read_buffer_bytes } else { 0 }),
+                cipher_start: 0,
+                cipher_stamp: None,
             },
             writer,
             version: target.version,
             packet_bytes_max: target.packet_bytes_max,
+            tls: None,
         };
+        if tls {
+            conn.handshake(target.timeout).await?;
+        }
         if let Some((host, path)) = &target.ws {
             conn.upgrade(target, host, path).await?;
         }
@@ -401,6 +573,50 @@ impl Conn {
         Ok(conn)
     }
 
+    /// Runs the TLS handshake to its end, so that a refused certificate counts as a TLS
+    /// failure and the CONNECT timeout does not include it.
+    async fn handshake(&mut self, timeout: Duration) -> Result<(), ConnectError> {
+        let started = crate::stats::now_ns();
+        let deadline = monoio::time::Instant::now() + timeout;
+        loop {
+            let handshaking = {
+                let mut w = self.writer.borrow_mut();
+                w.pull_tls().map_err(|e| fail(FailKind::Tls, e.into()))?;
+                w.tls.as_ref().is_some_and(|s| s.is_handshaking())
+            };
+            flush(&self.writer)
+                .await
+                .map_err(|e| fail(FailKind::Closed, e.into()))?;
+            if !handshaking {
+                let w = self.writer.borrow();
+                let session = w.tls.as_ref().expect("a TLS connection has a session");
+                let took = crate::stats::now_ns().saturating_sub(started);
+                self.tls = Some((tls::negotiated(session), took));
+                return Ok(());
+            }
+            let read = monoio::time::timeout_at(deadline, self.reader.read_cipher(false)).await;
+            match read {
+                Err(_) => return Err(fail(FailKind::Timeout, anyhow!("TLS handshake timed out"))),
+                Ok(Err(e)) => return Err(fail(FailKind::Closed, e.into())),
+                Ok(Ok((0, _))) => {
+                    return Err(fail(
+                        FailKind::Closed,
+                        anyhow!("closed during the TLS handshake"),
+                    ));
+                }
+                Ok(Ok(_)) => {}
+            }
+            let (opened, to_send) = self.reader.open_now(&self.writer);
+            if let Err(e) = opened {
+                if to_send {
+                    // The alert, so that the server logs why.
+                    let _ = flush(&self.writer).await;
+                }
+                return Err(fail(FailKind::Tls, e));
+            }
+        }
+    }
+
     async fn upgrade(
         &mut self,
         target: &Target,
@@ -413,7 +629,7 @@ impl Conn {
             key[..8].copy_from_slice(&w.rng.next().to_ne_bytes());
             key[8..].copy_from_slice(&w.rng.next().to_ne_bytes());
             let (request, _) = ws::upgrade_request(host, path, key);
-            w.pending.extend_from_slice(request.as_bytes());
+            w.queue_bytes(request.as_bytes());
         }
         let (_, key) = ws::upgrade_request(host, path, key);
         flush(&self.writer)
@@ -528,15 +744,10 @@ impl Conn {
         Ok(())
     }
 
-    /// Sends DISCONNECT (and a WebSocket close), ignoring errors: the run is over.
+    /// Sends DISCONNECT (and a WebSocket close, a TLS close_notify), ignoring errors: the run
+    /// is over.
     pub async fn disconnect(&self) {
-        let mut out = Vec::with_capacity(4);
-        codec::encode_disconnect(&mut out);
-        {
-            let mut w = self.writer.borrow_mut();
-            w.queue(&out);
-            w.queue_close();
-        }
+        self.writer.borrow_mut().queue_disconnect();
         let _ = flush(&self.writer).await;
     }
 }

@@ -50,6 +50,18 @@ pub async fn establish(ctx: &Ctx, index: usize, sub: Option<&SubSpec>) -> Option
         Ok(conn) => conn,
     };
     let t1 = stats::now_ns();
+    if let Some((negotiated, handshake_ns)) = &conn.tls {
+        shared
+            .tls_handshake
+            .lock()
+            .expect("no panics while held")
+            .saturating_record((*handshake_ns).max(1));
+        shared
+            .tls_negotiated
+            .lock()
+            .expect("no panics while held")
+            .get_or_insert_with(|| negotiated.clone());
+    }
     shared
         .connect_latency
         .lock()

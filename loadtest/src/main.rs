@@ -2,7 +2,7 @@
 //!
 //! Map: `config` turns the command line into a plan of connections; `run` starts one pinned
 //! monoio runtime per worker thread, which opens its share of them (`conn`: source binding,
-//! WebSocket upgrade via `ws`, MQTT via `codec`) and runs subscriber, publisher and keep-alive
+//! TLS via `tls`, WebSocket upgrade via `ws`, MQTT via `codec`) and runs subscriber, publisher and keep-alive
 //! tasks, each worker's state and connection set-up being in `ctx`; `retained` is the
 //! late-joiner scenario; `stats` holds the shared counters, latency
 //! histograms and `/proc` sampling. This file is the conductor: phases, progress line, report.
@@ -17,6 +17,7 @@ mod retained;
 mod run;
 mod stamp;
 mod stats;
+mod tls;
 mod ws;
 
 use std::sync::Arc;

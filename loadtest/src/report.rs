@@ -7,7 +7,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::codec::Version;
-use crate::config::{Config, RingMode, Scenario};
+use crate::config::{Config, RingMode, Scenario, Transport};
 use crate::stats::{self, Shared, TICKS_PER_S};
 
 /// A worker thread busier than this fraction of the window makes the figures suspect.
@@ -233,6 +233,10 @@ pub struct Summary {
 #[derive(Serialize)]
 pub struct Params {
     pub url: String,
+    /// `tcp`, `mqtts`, `ws` or `wss`.
+    pub transport: Transport,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsParams>,
     pub mqtt: &'static str,
     pub workers: usize,
     pub ring: RingMode,
@@ -249,6 +253,15 @@ pub struct Params {
     pub duration_s: f64,
     pub warmup_s: f64,
     pub drain_s: f64,
+}
+
+#[derive(Serialize)]
+pub struct TlsParams {
+    /// `ca FILE`, `system` or `insecure`.
+    pub verify: String,
+    /// The name sent as SNI and checked in the certificate; an IP address sends no SNI.
+    pub server_name: String,
+    pub alpn: &'static str,
 }
 
 #[derive(Serialize)]
@@ -271,6 +284,17 @@ pub struct Connections {
     /// Successful connections divided by the time from the first attempt to the last success.
     pub connects_per_s: f64,
     pub connect_latency_us: Latency,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConnections>,
+}
+
+#[derive(Serialize)]
+pub struct TlsConnections {
+    /// What the first connection's handshake agreed on (protocol, cipher suite, ALPN).
+    #[serde(flatten)]
+    pub negotiated: Option<crate::tls::Negotiated>,
+    /// TCP connected → handshake done, per connection (included in `connect_latency_us`).
+    pub handshake_us: Latency,
 }
 
 #[derive(Serialize)]
@@ -280,6 +304,7 @@ pub struct Failures {
     pub upgrade: u64,
     pub refused: u64,
     pub closed: u64,
+    pub tls: u64,
 }
 
 #[derive(Serialize)]
@@ -441,6 +466,12 @@ pub fn summarize(
         scenario: cfg.scenario,
         params: Params {
             url: cfg.url.clone(),
+            transport: cfg.transport,
+            tls: cfg.target.tls.as_ref().map(|t| TlsParams {
+                verify: t.verify.describe(),
+                server_name: t.server_name.to_str().into_owned(),
+                alpn: t.alpn,
+            }),
             mqtt: match cfg.target.version {
                 Version::V311 => "3.1.1",
                 Version::V5 => "5",
@@ -480,6 +511,7 @@ pub fn summarize(
                 upgrade: failed(2),
                 refused: failed(3),
                 closed: failed(4),
+                tls: failed(5),
             },
             dropped: load(&c.dropped),
             setup_s,
@@ -487,6 +519,14 @@ pub fn summarize(
             connect_latency_us: latency(
                 &shared.connect_latency.lock().expect("no panics while held"),
             ),
+            tls: cfg.target.tls.is_some().then(|| TlsConnections {
+                negotiated: shared
+                    .tls_negotiated
+                    .lock()
+                    .expect("no panics while held")
+                    .clone(),
+                handshake_us: latency(&shared.tls_handshake.lock().expect("no panics while held")),
+            }),
         },
         retained,
         broker,

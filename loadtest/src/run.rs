@@ -131,9 +131,7 @@ async fn worker_main(ctx: Rc<Ctx>, specs: Vec<ConnSpec>) {
     let writers = std::mem::take(&mut *ctx.writers.borrow_mut());
     for writer in writers {
         monoio::spawn(async move {
-            let mut out = Vec::with_capacity(4);
-            codec::encode_disconnect(&mut out);
-            writer.borrow_mut().queue(&out);
+            writer.borrow_mut().queue_disconnect();
             let _ = conn::flush(&writer).await;
         });
     }

@@ -109,7 +109,8 @@ pub struct Counters {
     pub foreign: AtomicU64,
     pub puback_received: AtomicU64,
     pub conn_ok: AtomicU64,
-    pub conn_failed: [AtomicU64; 5],
+    /// Indexed by `FailKind as usize`.
+    pub conn_failed: [AtomicU64; 6],
     /// Connections that ended before the run did.
     pub dropped: AtomicU64,
     pub setup_done: AtomicU64,
@@ -125,6 +126,10 @@ pub struct Shared {
     pub read_lag: Mutex<Histogram<u64>>,
     /// CONNECT sent → CONNACK (+ SUBACK) received, per connection.
     pub connect_latency: Mutex<Histogram<u64>>,
+    /// TLS: TCP connected → handshake done, per connection.
+    pub tls_handshake: Mutex<Histogram<u64>>,
+    /// TLS: what the first connection's handshake agreed on.
+    pub tls_negotiated: Mutex<Option<crate::tls::Negotiated>>,
     /// 0 until set-up is over; then the start of the measurement window (ns, `now_ns`).
     pub window_start_ns: AtomicU64,
     pub window_end_ns: AtomicU64,
@@ -154,6 +159,8 @@ impl Shared {
             socket_latency: Mutex::new(new_histogram()),
             read_lag: Mutex::new(new_histogram()),
             connect_latency: Mutex::new(new_histogram()),
+            tls_handshake: Mutex::new(new_histogram()),
+            tls_negotiated: Mutex::new(None),
             window_start_ns: AtomicU64::new(0),
             window_end_ns: AtomicU64::new(u64::MAX),
             go: AtomicBool::new(false),
