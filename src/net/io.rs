@@ -174,8 +174,8 @@ pub struct Io<T> {
     dirty: Vec<ConnId>,
     /// Intents the ring refused, submitted again next turn.
     refused: Vec<Intent>,
-    /// What a TLS connection's receive deciphered, lent to the reader; at most a receive
-    /// buffer's worth.
+    /// The shard's TLS plaintext: what a receive deciphered, lent to the reader (at most a
+    /// receive buffer's worth), and what a send gathers to seal (up to `SEAL_BYTES_MAX`).
     plaintext: Vec<u8>,
     counts: IoCounts,
     /// Tests: how many of the next submissions fail as the ring would under pressure.
@@ -381,7 +381,7 @@ impl<T> Io<T> {
             };
             let send = match socket.tls.as_mut() {
                 Some(tls) => tls
-                    .start_send(&mut socket.out, &mut self.pool)
+                    .start_send(&mut socket.out, &mut self.pool, &mut self.plaintext)
                     .map(|(bytes, len)| PreparedSend::Contiguous(bytes, len)),
                 None => socket.out.start_send(&mut self.pool),
             };
@@ -697,9 +697,8 @@ impl<T> Io<T> {
         crate::slots::shed(&mut self.completions, 256);
         crate::slots::shed(&mut self.dirty, 256);
         crate::slots::shed(&mut self.refused, 256);
-        if self.plaintext.is_empty() {
-            self.plaintext = Vec::new();
-        }
+        self.plaintext.clear();
+        crate::slots::shed(&mut self.plaintext, 0);
     }
 }
 
