@@ -119,6 +119,10 @@ pub enum Received<R> {
     /// The connection's first bytes were refused ([`Io::read_preamble_first`]); nothing was
     /// sent, and the connection must close.
     Refused(PreambleRefusal),
+    /// The peer sent close_notify, after the plaintext the reader was given, if any: nothing
+    /// more will come, and the connection must close even while the peer keeps its TCP side
+    /// open (waiting for the server's close_notify, as in a bidirectional shutdown).
+    Closed(Option<R>),
     /// The connection is gone.
     Gone,
 }
@@ -178,8 +182,8 @@ pub struct Io<T> {
     dirty: Vec<ConnId>,
     /// Intents the ring refused, submitted again next turn.
     refused: Vec<Intent>,
-    /// What a TLS connection's receive deciphered, lent to the reader; at most a receive
-    /// buffer's worth.
+    /// The shard's TLS plaintext: what a receive deciphered, lent to the reader (at most a
+    /// receive buffer's worth), and what a send gathers to seal (up to `SEAL_BYTES_MAX`).
     plaintext: Vec<u8>,
     /// The preambles of connections whose first bytes are not judged yet: only new connections
     /// of listeners with the PROXY protocol on, so they are kept beside the table rather than
@@ -319,12 +323,6 @@ impl<T> Io<T> {
         }
     }
 
-    /// The identity of a TLS client's certificate, once its handshake verified one.
-    pub fn client_identity(&self, id: ConnId) -> Option<String> {
-        let tls = self.conns.get(id)?.tls.as_ref()?;
-        tls.session.client_identity()
-    }
-
     pub fn recv_armed(&self, id: ConnId) -> bool {
         self.conns.get(id).is_some_and(|socket| socket.recv_armed)
     }
@@ -410,7 +408,7 @@ impl<T> Io<T> {
             };
             let send = match socket.tls.as_mut() {
                 Some(tls) => tls
-                    .start_send(&mut socket.out, &mut self.pool)
+                    .start_send(&mut socket.out, &mut self.pool, &mut self.plaintext)
                     .map(|(bytes, len)| PreparedSend::Contiguous(bytes, len)),
                 None => socket.out.start_send(&mut self.pool),
             };
@@ -673,7 +671,9 @@ impl<T> Io<T> {
     /// Hands the bytes of a receive to `read` with the connection's state (unmasking happens in
     /// place, so the bytes are mutable), then gives the buffer back to the kernel. A TLS
     /// connection's bytes are deciphered first, into the shard's plaintext buffer; `read` is
-    /// not called when they held no plaintext (a handshake message, say). Before all that, a
+    /// not called when they held no plaintext (a handshake message, say). `read` is also given
+    /// the TLS session, as it is after deciphering: the client's certificate may have been
+    /// verified by the very bytes that carry its first plaintext. Before all that, a
     /// connection's preamble ([`Io::read_preamble_first`]) takes the first bytes, and the
     /// PROXY header it reads goes to `on_header` before any byte of the stream goes on.
     pub fn read_received<R>(
@@ -681,7 +681,7 @@ impl<T> Io<T> {
         id: ConnId,
         buffer: RecvBuffer,
         on_header: impl FnOnce(&mut T, ProxyHeader),
-        read: impl FnOnce(&mut T, &mut [u8]) -> R,
+        read: impl FnOnce(&mut T, &mut [u8], Option<&TlsSession>) -> R,
     ) -> Received<R> {
         let Some(socket) = self.conns.get_mut(id) else {
             self.buf_ring.recycle(buffer.id);
@@ -738,9 +738,8 @@ impl<T> Io<T> {
         if self.preambles.is_empty() {
             self.preambles.shrink_to(256);
         }
-        if self.plaintext.is_empty() {
-            self.plaintext = Vec::new();
-        }
+        self.plaintext.clear();
+        crate::slots::shed(&mut self.plaintext, 0);
     }
 }
 
@@ -761,10 +760,10 @@ fn read_stream<T, R>(
     data: &mut [u8],
     plaintext: &mut Vec<u8>,
     dirty: &mut Vec<ConnId>,
-    read: impl FnOnce(&mut T, &mut [u8]) -> R,
+    read: impl FnOnce(&mut T, &mut [u8], Option<&TlsSession>) -> R,
 ) -> Received<R> {
     let Some(tls) = socket.tls.as_mut() else {
-        return Received::Read(read(&mut socket.state, data));
+        return Received::Read(read(&mut socket.state, data, None));
     };
     plaintext.clear();
     let deciphered = tls.session.receive(data, plaintext);
@@ -772,12 +771,17 @@ fn read_stream<T, R>(
     if tls.has_output() || !socket.out.is_empty() {
         dirty.push(id);
     }
-    // Rustls reports a close_notify as the end of the stream, which the receive ending reports
-    // too (a zero-length read), so it needs no outcome of its own.
     match deciphered {
         Err(failure) => Received::Failed(failure),
-        Ok(_) if plaintext.is_empty() => Received::Nothing,
-        Ok(_) => Received::Read(read(&mut socket.state, plaintext)),
+        Ok(deciphered) => {
+            let result = (!plaintext.is_empty())
+                .then(|| read(&mut socket.state, plaintext, Some(&tls.session)));
+            match (result, deciphered.peer_closed) {
+                (result, true) => Received::Closed(result),
+                (Some(result), false) => Received::Read(result),
+                (None, false) => Received::Nothing,
+            }
+        }
     }
 }
 
@@ -892,7 +896,7 @@ mod tests {
             id,
             buffer,
             |_, _| {},
-            |state, data| {
+            |state, data, _| {
                 assert_eq!(*state, "peer");
                 data.to_vec()
             },
@@ -995,7 +999,7 @@ mod tests {
                 unreachable!("matched above");
             };
             let on_header = |_: &mut &str, got| header = Some(got);
-            match io.read_received(id, buffer, on_header, |_, data| data.to_vec()) {
+            match io.read_received(id, buffer, on_header, |_, data, _| data.to_vec()) {
                 Received::Read(bytes) => stream.extend(bytes),
                 Received::Nothing => {}
                 other => panic!("{other:?}"),
@@ -1037,7 +1041,7 @@ mod tests {
         ) else {
             unreachable!("matched above");
         };
-        let read = io.read_received(other, buffer, |_, _| {}, |_, data| data.len());
+        let read = io.read_received(other, buffer, |_, _| {}, |_, data, _| data.len());
         assert!(matches!(
             read,
             Received::Refused(PreambleRefusal::Untrusted)
@@ -1050,7 +1054,7 @@ mod tests {
         ) else {
             unreachable!("matched above");
         };
-        let read = io.read_received(other, buffer, |_, _| {}, |_, data| data.len());
+        let read = io.read_received(other, buffer, |_, _| {}, |_, data, _| data.len());
         assert!(matches!(read, Received::Nothing));
         io.cancel_recv(other);
         wait_for(&mut io, |event| matches!(event, Event::RecvEnded { .. }));

@@ -74,13 +74,14 @@ impl TlsStream {
         self.cipher.sent < self.cipher.bytes.len() || self.session.wants_write() || self.closing
     }
 
-    /// The next send: what the last one left, else `queue`'s plaintext sealed and every record
-    /// the session has to send. `None` when a send is in flight or nothing is to be sent. The
+    /// The next send: what the last one left, else every record the session has to send and
+    /// `queue`'s plaintext sealed, gathered in the shard's `scratch` on the way. `None` when a send is in flight or nothing is to be sent. The
     /// bytes stay put until [`TlsStream::complete_send`] or [`TlsStream::fail_send`].
     pub(super) fn start_send(
         &mut self,
         queue: &mut SendQueue,
         pool: &mut SendPool,
+        scratch: &mut Vec<u8>,
     ) -> Option<(*const u8, usize)> {
         let cipher = &mut self.cipher;
         if cipher.in_flight {
@@ -89,15 +90,19 @@ impl TlsStream {
         if cipher.sent == cipher.bytes.len() {
             cipher.bytes.clear();
             cipher.sent = 0;
+            // Handshake messages, tickets and alerts first: they come before any data sealed
+            // now, and a key update before what it protects.
+            self.session.write_records(&mut cipher.bytes);
             if !queue.is_empty() && !self.session.is_handshaking() {
-                let session = &mut self.session;
-                queue.seal_front(SEAL_BYTES_MAX, pool, |plaintext| session.seal(plaintext));
+                let (session, out) = (&mut self.session, &mut cipher.bytes);
+                queue.seal_front(SEAL_BYTES_MAX, pool, |plaintext| {
+                    session.seal(plaintext, scratch, out)
+                });
             }
             if self.closing && queue.is_empty() {
                 self.closing = false;
-                self.session.close_notify();
+                self.session.close_notify(&mut cipher.bytes);
             }
-            self.session.write_records(&mut cipher.bytes);
         }
         let rest = &cipher.bytes[cipher.sent..];
         if rest.is_empty() {

@@ -12,18 +12,14 @@ ends a connection with a malformed packet and reads that line.
 from __future__ import annotations
 
 import ipaddress
-import shutil
 import socket
 import ssl
 import struct
-import subprocess
-import time
-from pathlib import Path
 
 import pytest
 
 import rawmqtt as m
-from broker import Broker, free_port
+from broker import Broker
 from rawmqtt import TcpConn, WsConn, http_request, upgrade_request
 from scrape import wait_for_metric
 
@@ -36,20 +32,8 @@ PROXIES = {"trusted_proxies": [f"{TRUSTED}/32"]}
 # Packet type 0 is reserved: a malformed packet, which closes with an info line.
 RESERVED = b"\x00\x00"
 
-def wait_for_log(broker: Broker, needle: str, timeout: float = 5.0) -> str:
-    """The first log line holding `needle`, once it is there (the log is written as it goes)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        for line in broker.log_path.read_text(errors="replace").splitlines():
-            if needle in line:
-                return line
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no {needle!r} in the broker's log:\n{broker.log()}")
-        time.sleep(0.02)
-
-
 def closing_line(broker: Broker, address: str) -> str:
-    return wait_for_log(broker, f"{address}: closing: ")
+    return broker.wait_for_log(f"{address}: closing: ")
 
 
 def own_address(sock: socket.socket) -> str:
@@ -64,7 +48,7 @@ def mqtt_from(source: str, port: int, preamble: bytes = b"") -> tuple[m.Mqtt, st
     return m.Mqtt(conn), own_address(conn.sock)
 
 
-class TlsConn(TcpConn):
+class ProxiedTlsConn(TcpConn):
     """rawmqtt's TCP stream inside TLS, after a PROXY header sent in the clear."""
 
     def __init__(self, source: str, port: int, preamble: bytes, context: ssl.SSLContext):
@@ -200,49 +184,29 @@ def test_a_listener_without_proxy_protocol_reads_no_header(start):
 # ------------------------------------------------------------ PROXY protocol, TLS
 
 
-def make_certificate(directory: Path) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1 and localhost, and its key."""
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is needed to make a test certificate")
-    cert, key = directory / "cert.pem", directory / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-         "-nodes", "-days", "2", "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True, timeout=30,
-    )
-    return cert, key
-
-
 @pytest.fixture
-def tls_proxied(start, tmp_path) -> tuple[Broker, int, int, ssl.SSLContext]:
-    """A broker with the PROXY protocol on its mqtts and wss listeners; their ports, and a
-    client context that trusts its certificate."""
-    cert, key = make_certificate(tmp_path)
-    mqtts, wss = free_port(), free_port()
-    broker = start(config={
-        **PROXIES,
-        "mqtts": f"127.0.0.1:{mqtts}",
-        "wss": f"127.0.0.1:{wss}",
-        "mqtts_proxy_protocol": True,
-        "wss_proxy_protocol": True,
-        "tls": {"cert_file": str(cert), "key_file": str(key)},
-    })
-    context = ssl.create_default_context(cafile=str(cert))
-    return broker, mqtts, wss, context
+def tls_proxied(start, pki) -> tuple[Broker, ssl.SSLContext]:
+    """A broker with the PROXY protocol on its mqtts and wss listeners, and a client context
+    that trusts its certificate."""
+    broker = start(
+        config={**PROXIES, "mqtts_proxy_protocol": True, "wss_proxy_protocol": True},
+        tls={"cert_file": pki.server.cert_file, "key_file": pki.server.key_file},
+    )
+    return broker, ssl.create_default_context(cafile=str(pki.ca.cert_file))
 
 
 def test_proxy_header_before_tls(tls_proxied):
-    broker, mqtts, _, context = tls_proxied
-    conn = TlsConn(TRUSTED, mqtts, v1("203.0.113.7", 4711, 8883), context)
+    broker, context = tls_proxied
+    mqtts = broker.mqtts_port
+    conn = ProxiedTlsConn(TRUSTED, mqtts, v1("203.0.113.7", 4711, 8883), context)
     served_then_ended(m.Mqtt(conn), "proxy-mqtts")
     assert "malformed MQTT packet" in closing_line(broker, "203.0.113.7:4711")
 
 
 def test_proxy_v2_header_before_tls_websocket(tls_proxied):
-    broker, _, wss, context = tls_proxied
-    tls = TlsConn(TRUSTED, wss, v2("2001:db8::9", 4713), context).sock
+    broker, context = tls_proxied
+    wss = broker.wss_port
+    tls = ProxiedTlsConn(TRUSTED, wss, v2("2001:db8::9", 4713), context).sock
     tls.sendall(upgrade_request("127.0.0.1", wss, broker.ws_path))
     head = b""
     while b"\r\n\r\n" not in head:
@@ -256,7 +220,8 @@ def test_proxy_v2_header_before_tls_websocket(tls_proxied):
 
 
 def test_tls_listener_refuses_a_trusted_proxy_without_a_header(tls_proxied):
-    broker, mqtts, _, context = tls_proxied
+    broker, context = tls_proxied
+    mqtts = broker.mqtts_port
     conn = TcpConn("127.0.0.1", mqtts, source=TRUSTED)
     own = own_address(conn.sock)
     with pytest.raises((ssl.SSLError, OSError)):
@@ -265,7 +230,8 @@ def test_tls_listener_refuses_a_trusted_proxy_without_a_header(tls_proxied):
 
 
 def test_tls_listener_refuses_a_header_from_an_untrusted_source(tls_proxied):
-    broker, mqtts, _, context = tls_proxied
+    broker, context = tls_proxied
+    mqtts = broker.mqtts_port
     conn = TcpConn("127.0.0.1", mqtts, source=UNTRUSTED)
     own = own_address(conn.sock)
     conn.send(v1("203.0.113.7", 4711, 8883))
