@@ -15,7 +15,7 @@ use super::peer::{CloseCause, Peer, Phase};
 use super::{Shard, TICK, ingest_context};
 
 use crate::conn::{ConnId, Transport};
-use crate::net::io::{Event, Received, RecvBuffer, RecvEnd};
+use crate::net::io::{Event, Received, RecvBuffer, RecvEnd, TlsLayer};
 use crate::net::listener::ListenerKind;
 use crate::net::sys;
 use crate::tls::{TlsFailure, TlsSession};
@@ -136,7 +136,7 @@ impl Shard {
 
     /// A new TLS session for a connection accepted on a TLS listener, with the certificates of
     /// the moment; `None` for a plain listener.
-    fn tls_session(&self, kind: ListenerKind) -> Result<Option<TlsSession>, TlsFailure> {
+    fn tls_session(&self, kind: ListenerKind) -> Result<Option<TlsLayer>, TlsFailure> {
         let Some(shared) = self.tls.as_ref().filter(|_| kind.tls()) else {
             return Ok(None);
         };
@@ -145,7 +145,7 @@ impl Shard {
             ListenerKind::Mqtts => &servers.mqtts,
             _ => &servers.wss,
         };
-        TlsSession::new(Arc::clone(config)).map(Some)
+        TlsSession::new(Arc::clone(config)).map(|session| Some(TlsLayer::Rustls(Box::new(session))))
     }
 
     fn on_received(&mut self, id: ConnId, buffer: RecvBuffer, armed: bool, now: Instant) {
@@ -164,6 +164,9 @@ impl Shard {
             );
             (flow, upgraded, still_reading)
         });
+        // The handshake may have ended with these bytes, and its keys go to the kernel
+        // before the next receive: the certificate's identity is taken now.
+        self.take_client_identity(id);
         let (flow, upgraded, still_reading) = match read {
             Received::Read(read) => read,
             Received::Nothing => {
@@ -220,6 +223,10 @@ impl Shard {
             // The ring ran out of buffers: they come back as this turn's data is handled.
             RecvEnd::NoBuffers if !ending => self.rearm.push(id),
             RecvEnd::NoBuffers | RecvEnd::Cancelled => self.finishing.push(id),
+            RecvEnd::Tls(failure) => {
+                self.tls_failures += 1;
+                self.pending_closes.push((id, CloseCause::Tls(failure)));
+            }
             RecvEnd::Failed(errno) => self
                 .pending_closes
                 .push((id, CloseCause::NetworkError(errno))),

@@ -9,7 +9,10 @@
 use std::io::{IoSlice, Read, Write};
 use std::sync::Arc;
 
-use rustls::{AlertDescription, ServerConfig, ServerConnection};
+use rustls::{
+    AlertDescription, ExtractedSecrets, ProtocolVersion, ServerConfig, ServerConnection,
+    SupportedCipherSuite,
+};
 
 /// Plaintext sealed for one send: four full records. A connection that keeps up sends less;
 /// one that fell behind catches up 64 KiB per send, like its plain send queue would.
@@ -34,6 +37,9 @@ pub enum TlsFailure {
     Decrypt,
     /// The peer broke the TLS protocol.
     Protocol,
+    /// A handshake message after the keys went to the kernel (kernel TLS): a TLS 1.3
+    /// `KeyUpdate`, which needs keys rustls no longer derives once it has handed them over.
+    AfterHandover,
     /// rustls refused for another reason; its words are in the debug log.
     Other,
 }
@@ -51,6 +57,9 @@ impl TlsFailure {
             TlsFailure::NoApplicationProtocol => "no ALPN protocol in common",
             TlsFailure::Decrypt => "a TLS record failed to decrypt",
             TlsFailure::Protocol => "TLS protocol violation",
+            TlsFailure::AfterHandover => {
+                "a TLS handshake message (a KeyUpdate) after the keys went to the kernel"
+            }
             TlsFailure::Other => "TLS failure",
         }
     }
@@ -98,12 +107,18 @@ pub struct TlsSession {
     conn: ServerConnection,
     /// No byte has been received yet: a failure on the first record means "not TLS at all".
     fresh: bool,
+    /// Where the ciphertext received so far stops, for handing the keys to the kernel.
+    records: RecordBoundary,
 }
 
 impl TlsSession {
     pub fn new(config: Arc<ServerConfig>) -> Result<TlsSession, TlsFailure> {
         let conn = ServerConnection::new(config).map_err(|e| TlsFailure::of(&e, false))?;
-        Ok(TlsSession { conn, fresh: true })
+        Ok(TlsSession {
+            conn,
+            fresh: true,
+            records: RecordBoundary::default(),
+        })
     }
 
     /// Takes in `ciphertext`, appending what it deciphers to `plaintext` (at most as many bytes
@@ -115,6 +130,7 @@ impl TlsSession {
         plaintext: &mut Vec<u8>,
     ) -> Result<Deciphered, TlsFailure> {
         let mut deciphered = Deciphered::default();
+        self.records.feed(ciphertext);
         while !ciphertext.is_empty() {
             // Reading from a slice cannot fail for I/O; rustls refuses more only while its
             // plaintext buffer is full, which the reads below empty.
@@ -176,9 +192,91 @@ impl TlsSession {
         self.conn.is_handshaking()
     }
 
+    /// Whether every record received so far is whole: rustls holds no part of one.
+    pub fn at_record_boundary(&self) -> bool {
+        self.records.at_boundary()
+    }
+
+    pub fn negotiated_suite(&self) -> Option<SupportedCipherSuite> {
+        self.conn.negotiated_cipher_suite()
+    }
+
+    /// The version and traffic keys, to hand to the kernel; the session is gone with them.
+    /// Needs `enable_secret_extraction`, a finished handshake and no records left to send.
+    pub fn into_secrets(self) -> Result<(ProtocolVersion, ExtractedSecrets), rustls::Error> {
+        let version = self
+            .conn
+            .protocol_version()
+            .ok_or(rustls::Error::HandshakeNotComplete)?;
+        Ok((version, self.conn.dangerous_extract_secrets()?))
+    }
+
     /// The identity of the client's certificate, once the handshake verified one.
     pub fn client_identity(&self) -> Option<String> {
         let end_entity = self.conn.peer_certificates()?.first()?;
         super::certificate_identity(end_entity)
+    }
+}
+
+/// Follows the record headers of the ciphertext received, to tell whether it ends between two
+/// records. The kernel decrypts from the first byte still in the socket, so keys may go to it
+/// only then: the start of a record left in rustls would be lost.
+#[derive(Debug, Clone, Copy, Default)]
+struct RecordBoundary {
+    /// Bytes of the next record's 5-byte header seen so far (type, version, length).
+    header: [u8; 5],
+    header_len: usize,
+    /// Bytes of the current record's body still to come.
+    body_left: usize,
+}
+
+impl RecordBoundary {
+    fn feed(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            if self.body_left > 0 {
+                let skipped = self.body_left.min(bytes.len());
+                self.body_left -= skipped;
+                bytes = &bytes[skipped..];
+                continue;
+            }
+            let taken = (self.header.len() - self.header_len).min(bytes.len());
+            self.header[self.header_len..self.header_len + taken].copy_from_slice(&bytes[..taken]);
+            self.header_len += taken;
+            bytes = &bytes[taken..];
+            if self.header_len == self.header.len() {
+                self.body_left = usize::from(u16::from_be_bytes([self.header[3], self.header[4]]));
+                self.header_len = 0;
+            }
+        }
+    }
+
+    fn at_boundary(&self) -> bool {
+        self.header_len == 0 && self.body_left == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RecordBoundary;
+
+    #[test]
+    fn record_boundaries_across_chunks() {
+        // A 3-byte record, an empty one, then a 256-byte one.
+        let bytes = [
+            &[0x17, 3, 3, 0, 3][..],
+            &[1, 2, 3],
+            &[0x15, 3, 3, 0, 0],
+            &[0x17, 3, 3, 1, 0],
+            &[0; 256],
+        ]
+        .concat();
+        for split in 0..bytes.len() {
+            let mut boundary = RecordBoundary::default();
+            boundary.feed(&bytes[..split]);
+            let between = [0, 8, 13].contains(&split);
+            assert_eq!(boundary.at_boundary(), between, "split at {split}");
+            boundary.feed(&bytes[split..]);
+            assert!(boundary.at_boundary(), "split at {split}");
+        }
     }
 }
