@@ -4,6 +4,7 @@
 #
 #   scripts/bench-memory.sh                      # target/release binaries, 19 000 connections
 #   BIN=/tmp/old CONNS=10000 scripts/bench-memory.sh
+#   SCHEME=wss scripts/bench-memory.sh           # over TLS (a throwaway CA made with openssl)
 #
 # Per shard count: start a fresh broker, read its RSS once the listeners are up; read
 # /proc/meminfo's Slab; open CONNS idle WebSocket subscribers with `fanfare-loadtest conn`
@@ -17,6 +18,7 @@ BIN=${BIN:-target/release}
 CONNS=${CONNS:-19000}
 SHARD_COUNTS=${SHARD_COUNTS:-"1 2"}
 HOLD_S=${HOLD_S:-30}
+SCHEME=${SCHEME:-ws}
 TMP=$(mktemp -d)
 BROKER_PID=
 trap '[[ -n "$BROKER_PID" ]] && kill -KILL "$BROKER_PID" 2>/dev/null; rm -rf "$TMP"' EXIT
@@ -24,17 +26,31 @@ trap '[[ -n "$BROKER_PID" ]] && kill -KILL "$BROKER_PID" 2>/dev/null; rm -rf "$T
 slab_kb() { awk '/^Slab:/ {print $2}' /proc/meminfo; }
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 
+listener=(--ws 127.0.0.1:0)
+trust=()
+if [ "$SCHEME" = wss ]; then
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
+        -subj "/CN=bench CA" -keyout "$TMP/ca.key" -out "$TMP/ca.pem" 2>/dev/null
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "/CN=localhost" \
+        -keyout "$TMP/server.key" -out "$TMP/server.csr" 2>/dev/null
+    printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' >"$TMP/ext.cnf"
+    openssl x509 -req -in "$TMP/server.csr" -CA "$TMP/ca.pem" -CAkey "$TMP/ca.key" \
+        -CAcreateserial -days 1 -extfile "$TMP/ext.cnf" -out "$TMP/server.pem" 2>/dev/null
+    listener=(--ws off --wss 127.0.0.1:0 --tls-cert "$TMP/server.pem" --tls-key "$TMP/server.key")
+    trust=(--ca "$TMP/ca.pem")
+fi
+
 for shards in $SHARD_COUNTS; do
     # Earlier runs leave sockets in TIME_WAIT that slow new connects; let them go first.
     while [ "$(ss -tan state time-wait | wc -l)" -gt 1000 ]; do sleep 2; done
-    "$BIN/fanfare" --shards "$shards" --tcp off --ws 127.0.0.1:0 >"$TMP/out" 2>"$TMP/err" &
+    "$BIN/fanfare" --shards "$shards" --tcp off "${listener[@]}" >"$TMP/out" 2>"$TMP/err" &
     BROKER_PID=$!
     for _ in $(seq 100); do grep -q '^ready' "$TMP/out" && break; sleep 0.1; done
-    ws_port=$(sed -n 's/^listening ws 127.0.0.1:\([0-9]*\).*/\1/p' "$TMP/out")
+    ws_port=$(sed -n "s/^listening $SCHEME 127.0.0.1:\([0-9]*\).*/\1/p" "$TMP/out")
     sleep 1
     fresh_kb=$(rss_kb "$BROKER_PID")
     slab_before=$(slab_kb)
-    "$BIN/fanfare-loadtest" conn --url "ws://127.0.0.1:$ws_port/mqtt" --workers 1 \
+    "$BIN/fanfare-loadtest" conn --url "$SCHEME://127.0.0.1:$ws_port/mqtt" "${trust[@]}" --workers 1 \
         --source 127.0.0.2,127.0.0.3 --broker-pid "$BROKER_PID" --subscribers "$CONNS" \
         --conn-rate 5000 --duration "$HOLD_S" >"$TMP/report.json" 2>"$TMP/lt.err" &
     lt_pid=$!

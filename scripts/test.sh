@@ -22,6 +22,9 @@ if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then missing+=(python3-ven
 # MQTT.js runs on node's built-in test runner (node 18 or later).
 command -v node >/dev/null || missing+=(nodejs)
 command -v npm >/dev/null || missing+=(npm)
+# The TLS tests make their CA with the openssl command and drive the mosquitto clients.
+command -v mosquitto_sub >/dev/null || missing+=(mosquitto-clients)
+command -v openssl >/dev/null || missing+=(openssl)
 if ((${#missing[@]})); then
     step "apt-get install ${missing[*]}"
     $SUDO apt-get update -qq

@@ -131,6 +131,8 @@ flags (defaults in brackets):
   --insecure                 TLS: accept ANY server certificate, for test brokers only: the
                              certificate and its name are NOT verified, so anyone on the
                              path can pose as the broker. Never against a real deployment
+  --tls-resume               TLS: resume sessions with tickets from earlier connections of the
+                             run (default: every connection makes a full handshake)
   --mqtt 3.1.1|5             protocol version [3.1.1]
   --workers N                threads, one monoio runtime each [allowed cores]
   --ring defer|coop|plain    io_uring setup flags of the workers [defer]
@@ -260,15 +262,20 @@ fn resolve(url: &Url) -> anyhow::Result<SocketAddr> {
 }
 
 /// The TLS settings for `url`, from `--ca` and `--insecure`; `None` for plain transports.
-fn tls_target(url: &Url, ca: Option<PathBuf>, insecure: bool) -> anyhow::Result<Option<TlsTarget>> {
+fn tls_target(
+    url: &Url,
+    ca: Option<PathBuf>,
+    insecure: bool,
+    resume: bool,
+) -> anyhow::Result<Option<TlsTarget>> {
     ensure!(
         !(insecure && ca.is_some()),
         "--ca and --insecure exclude each other"
     );
     if !url.transport.tls() {
         ensure!(
-            ca.is_none() && !insecure,
-            "--ca and --insecure apply to mqtts:// and wss:// URLs only"
+            ca.is_none() && !insecure && !resume,
+            "--ca, --insecure and --tls-resume apply to mqtts:// and wss:// URLs only"
         );
         return Ok(None);
     }
@@ -281,7 +288,7 @@ fn tls_target(url: &Url, ca: Option<PathBuf>, insecure: bool) -> anyhow::Result<
         Transport::Wss => "http/1.1",
         _ => "mqtt",
     };
-    TlsTarget::new(&url.host, verify, alpn).map(Some)
+    TlsTarget::new(&url.host, verify, alpn, resume).map(Some)
 }
 
 pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> anyhow::Result<Config> {
@@ -314,6 +321,7 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> anyhow::Resu
     let mut socket_stamps = true;
     let mut ca: Option<PathBuf> = None;
     let mut insecure = false;
+    let mut tls_resume = false;
     while let Some(arg) = parser.next()? {
         match arg {
             Value(v) if scenario.is_none() => {
@@ -330,6 +338,7 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> anyhow::Resu
             Long("url") => url = value(&mut parser, "--url")?,
             Long("ca") => ca = Some(parser.value().context("--ca needs a file")?.into()),
             Long("insecure") => insecure = true,
+            Long("tls-resume") => tls_resume = true,
             Long("mqtt") => {
                 version = match value::<String>(&mut parser, "--mqtt")?.as_str() {
                     "3.1.1" | "311" | "4" => Version::V311,
@@ -408,7 +417,7 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> anyhow::Resu
             "source {s} is not a loopback address (use --allow-remote)"
         );
     }
-    let tls = tls_target(&parsed, ca, insecure)?;
+    let tls = tls_target(&parsed, ca, insecure, tls_resume)?;
     ensure!((1..=256).contains(&workers), "--workers must be 1..=256");
     ensure!(qos <= 1, "--qos must be 0 or 1");
     ensure!(

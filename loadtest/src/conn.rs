@@ -458,8 +458,8 @@ pub struct Conn {
     pub writer: SharedWriter,
     pub version: Version,
     packet_bytes_max: usize,
-    /// TLS: what the handshake agreed on and how long it took (ns).
-    pub tls: Option<(tls::Negotiated, u64)>,
+    /// TLS: what the handshake agreed on, how long it took (ns), and whether it resumed.
+    pub tls: Option<(tls::Negotiated, u64, bool)>,
 }
 
 async fn tcp_connect(target: &Target, index: usize) -> Result<TcpStream, ConnectError> {
@@ -591,7 +591,7 @@ impl Conn {
                 let w = self.writer.borrow();
                 let session = w.tls.as_ref().expect("a TLS connection has a session");
                 let took = crate::stats::now_ns().saturating_sub(started);
-                self.tls = Some((tls::negotiated(session), took));
+                self.tls = Some((tls::negotiated(session), took, tls::resumed(session)));
                 return Ok(());
             }
             let read = monoio::time::timeout_at(deadline, self.reader.read_cipher(false)).await;

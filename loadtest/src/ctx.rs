@@ -50,7 +50,10 @@ pub async fn establish(ctx: &Ctx, index: usize, sub: Option<&SubSpec>) -> Option
         Ok(conn) => conn,
     };
     let t1 = stats::now_ns();
-    if let Some((negotiated, handshake_ns)) = &conn.tls {
+    if let Some((negotiated, handshake_ns, resumed)) = &conn.tls {
+        if *resumed {
+            shared.counters.tls_resumed.fetch_add(1, Relaxed);
+        }
         shared
             .tls_handshake
             .lock()

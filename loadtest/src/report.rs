@@ -262,6 +262,8 @@ pub struct TlsParams {
     /// The name sent as SNI and checked in the certificate; an IP address sends no SNI.
     pub server_name: String,
     pub alpn: &'static str,
+    /// `--tls-resume`: connections resume earlier sessions.
+    pub resume: bool,
 }
 
 #[derive(Serialize)]
@@ -295,6 +297,8 @@ pub struct TlsConnections {
     pub negotiated: Option<crate::tls::Negotiated>,
     /// TCP connected → handshake done, per connection (included in `connect_latency_us`).
     pub handshake_us: Latency,
+    /// Handshakes that resumed an earlier session; the rest were full handshakes.
+    pub resumed: u64,
 }
 
 #[derive(Serialize)]
@@ -471,6 +475,7 @@ pub fn summarize(
                 verify: t.verify.describe(),
                 server_name: t.server_name.to_str().into_owned(),
                 alpn: t.alpn,
+                resume: t.resume,
             }),
             mqtt: match cfg.target.version {
                 Version::V311 => "3.1.1",
@@ -526,6 +531,7 @@ pub fn summarize(
                     .expect("no panics while held")
                     .clone(),
                 handshake_us: latency(&shared.tls_handshake.lock().expect("no panics while held")),
+                resumed: load(&c.tls_resumed),
             }),
         },
         retained,

@@ -109,6 +109,8 @@ pub struct Counters {
     pub foreign: AtomicU64,
     pub puback_received: AtomicU64,
     pub conn_ok: AtomicU64,
+    /// TLS handshakes that resumed an earlier session (`--tls-resume`).
+    pub tls_resumed: AtomicU64,
     /// Indexed by `FailKind as usize`.
     pub conn_failed: [AtomicU64; 6],
     /// Connections that ended before the run did.

@@ -42,6 +42,9 @@ impl Verify {
     }
 }
 
+/// Server names the `--tls-resume` ticket cache holds: a run has one target, so a few suffice.
+const RESUMPTION_CACHE_SERVERS: usize = 16;
+
 /// What every TLS connection of a run shares.
 #[derive(Clone, Debug)]
 pub struct TlsTarget {
@@ -51,11 +54,18 @@ pub struct TlsTarget {
     pub server_name: ServerName<'static>,
     pub verify: Verify,
     pub alpn: &'static str,
+    /// Whether clients resume earlier sessions (`--tls-resume`).
+    pub resume: bool,
 }
 
 impl TlsTarget {
     /// `host` is the URL's host without brackets; `alpn` the one protocol offered.
-    pub fn new(host: &str, verify: Verify, alpn: &'static str) -> anyhow::Result<TlsTarget> {
+    pub fn new(
+        host: &str,
+        verify: Verify,
+        alpn: &'static str,
+        resume: bool,
+    ) -> anyhow::Result<TlsTarget> {
         let server_name = match host.parse::<IpAddr>() {
             Ok(ip) => ServerName::IpAddress(ip.into()),
             Err(_) => ServerName::try_from(host.to_string())
@@ -80,13 +90,20 @@ impl TlsTarget {
                 .with_no_client_auth(),
         };
         config.alpn_protocols = vec![alpn.as_bytes().to_vec()];
-        // Every connection makes a full handshake, as that many distinct clients would.
-        config.resumption = Resumption::disabled();
+        // By default every connection makes a full handshake, as that many distinct clients
+        // would. With `resume`, the whole run shares one ticket cache, as a browser reloading a
+        // page does: each connection resumes with a ticket an earlier one was given.
+        config.resumption = if resume {
+            Resumption::in_memory_sessions(RESUMPTION_CACHE_SERVERS)
+        } else {
+            Resumption::disabled()
+        };
         Ok(TlsTarget {
             config: Arc::new(config),
             server_name,
             verify,
             alpn,
+            resume,
         })
     }
 
@@ -249,6 +266,11 @@ pub struct Negotiated {
     pub alpn: Option<String>,
 }
 
+/// Whether a finished handshake resumed an earlier session.
+pub fn resumed(session: &ClientConnection) -> bool {
+    session.handshake_kind() == Some(rustls::HandshakeKind::Resumed)
+}
+
 pub fn negotiated(session: &ClientConnection) -> Negotiated {
     let text = |v: Option<String>| v.unwrap_or_else(|| "unknown".into());
     Negotiated {
@@ -320,7 +342,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join(format!("ca-{host}.pem"));
         std::fs::write(&path, &pki.ca_pem).unwrap();
-        TlsTarget::new(host, Verify::Ca(path), "mqtt").unwrap()
+        TlsTarget::new(host, Verify::Ca(path), "mqtt", false).unwrap()
     }
 
     /// Moves everything one side has to send to the other, through `open` on the client
@@ -424,7 +446,7 @@ mod tests {
         let err = client_reads(&mut client, &mut back, &mut Vec::new(), 64).unwrap_err();
         assert!(format!("{err}").contains("certificate"), "{err}");
 
-        let insecure = TlsTarget::new("localhost", Verify::Insecure, "mqtt").unwrap();
+        let insecure = TlsTarget::new("localhost", Verify::Insecure, "mqtt", false).unwrap();
         let mut client = insecure.session().unwrap();
         let mut server = super::tests::server(&pki);
         handshake(&mut client, &mut server);
@@ -451,12 +473,12 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let empty = dir.join("empty.pem");
         std::fs::write(&empty, "no PEM here\n").unwrap();
-        assert!(TlsTarget::new("localhost", Verify::Ca(empty), "mqtt").is_err());
+        assert!(TlsTarget::new("localhost", Verify::Ca(empty), "mqtt", false).is_err());
         let missing = dir.join("missing.pem");
-        assert!(TlsTarget::new("localhost", Verify::Ca(missing), "mqtt").is_err());
+        assert!(TlsTarget::new("localhost", Verify::Ca(missing), "mqtt", false).is_err());
         let pki = test_pki();
         let two = dir.join("two.pem");
         std::fs::write(&two, format!("{}{}", pki.ca_pem, test_pki().ca_pem)).unwrap();
-        assert!(TlsTarget::new("localhost", Verify::Ca(two), "mqtt").is_ok());
+        assert!(TlsTarget::new("localhost", Verify::Ca(two), "mqtt", false).is_ok());
     }
 }

@@ -138,6 +138,10 @@ pub enum Received<R> {
     Nothing,
     /// The TLS layer failed; the alert is queued, and the connection must close.
     Failed(TlsFailure),
+    /// The peer sent close_notify, after the plaintext the reader was given, if any: nothing
+    /// more will come, and the connection must close even while the peer keeps its TCP side
+    /// open (waiting for the server's close_notify, as in a bidirectional shutdown).
+    Closed(Option<R>),
     /// The connection is gone.
     Gone,
 }
@@ -356,12 +360,6 @@ impl<T> Io<T> {
             return;
         }
         self.dirty.push(id);
-    }
-
-    /// The identity of a TLS client's certificate, once its handshake verified one.
-    pub fn client_identity(&self, id: ConnId) -> Option<String> {
-        let tls = self.conns.get(id)?.tls.as_ref()?;
-        tls.session.client_identity()
     }
 
     pub fn recv_armed(&self, id: ConnId) -> bool {
@@ -814,12 +812,15 @@ impl<T> Io<T> {
     /// Hands the bytes of a receive to `read` with the connection's state (unmasking happens in
     /// place, so the bytes are mutable), then gives the buffer back to the kernel. A TLS
     /// connection's bytes are deciphered first, into the shard's plaintext buffer; `read` is
-    /// not called when they held no plaintext (a handshake message, say).
+    /// not called when they held no plaintext (a handshake message, say), except by the bytes
+    /// that end the handshake (see `handshake_ended` below). `read` is also given
+    /// the TLS session, as it is after deciphering: the client's certificate may have been
+    /// verified by the very bytes that carry its first plaintext.
     pub fn read_received<R>(
         &mut self,
         id: ConnId,
         buffer: RecvBuffer,
-        read: impl FnOnce(&mut T, &mut [u8]) -> R,
+        read: impl FnOnce(&mut T, &mut [u8], Option<&TlsSession>) -> R,
     ) -> Received<R> {
         let Some(socket) = self.conns.get_mut(id) else {
             self.buf_ring.recycle(buffer.id);
@@ -827,12 +828,13 @@ impl<T> Io<T> {
         };
         let data = self.buf_ring.buffer_mut(buffer.id, buffer.len);
         let Some(tls) = socket.tls.as_mut() else {
-            let result = read(&mut socket.state, data);
+            let result = read(&mut socket.state, data, None);
             self.buf_ring.recycle(buffer.id);
             return Received::Read(result);
         };
         let mut plaintext = std::mem::take(&mut self.plaintext);
         plaintext.clear();
+        let was_handshaking = tls.session.is_handshaking();
         let deciphered = tls.session.receive(data, &mut plaintext);
         self.buf_ring.recycle(buffer.id);
         // The handshake may have ended with these bytes: with the receive still running, the
@@ -842,6 +844,10 @@ impl<T> Io<T> {
             decide_handover(tls, self.kernel_tls, &mut self.counts, id);
         }
         let stop_reading = reading && tls.handover == Handover::Waiting;
+        // The handshake ended: `read` sees the session now, with whatever plaintext came (often
+        // none), to take what it needs of it (the certificate's identity) before the keys and
+        // the session may go to the kernel.
+        let handshake_ended = was_handshaking && !tls.session.is_handshaking();
         if tls.handover == Handover::Waiting {
             self.handovers.push(id);
         }
@@ -851,11 +857,16 @@ impl<T> Io<T> {
         }
         let received = match deciphered {
             Err(failure) => Received::Failed(failure),
-            Ok(_) if plaintext.is_empty() => Received::Nothing,
-            Ok(_) => Received::Read(read(&mut socket.state, &mut plaintext)),
+            Ok(deciphered) => {
+                let result = (!plaintext.is_empty() || handshake_ended)
+                    .then(|| read(&mut socket.state, &mut plaintext, Some(&tls.session)));
+                match (result, deciphered.peer_closed) {
+                    (result, true) => Received::Closed(result),
+                    (Some(result), false) => Received::Read(result),
+                    (None, false) => Received::Nothing,
+                }
+            }
         };
-        // Rustls reports a close_notify as the end of the stream, which the receive ending
-        // reports too (a zero-length read), so it needs no outcome of its own.
         self.plaintext = plaintext;
         if stop_reading {
             self.submit(Intent::CancelRecv(id));
@@ -1055,7 +1066,7 @@ mod tests {
         ) else {
             unreachable!("matched above");
         };
-        let read = io.read_received(id, buffer, |state, data| {
+        let read = io.read_received(id, buffer, |state, data, _| {
             assert_eq!(*state, "peer");
             data.to_vec()
         });

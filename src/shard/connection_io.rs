@@ -14,6 +14,7 @@ use super::ingest::{self, Flow};
 use super::peer::{CloseCause, Peer, Phase};
 use super::{Shard, TICK, ingest_context};
 
+use crate::config::Config;
 use crate::conn::{ConnId, Transport};
 use crate::net::io::{Event, Received, RecvBuffer, RecvEnd, TlsLayer};
 use crate::net::listener::ListenerKind;
@@ -149,10 +150,10 @@ impl Shard {
     }
 
     fn on_received(&mut self, id: ConnId, buffer: RecvBuffer, armed: bool, now: Instant) {
-        self.take_client_identity(id);
         let feeding_before = self.outbox.to_other_shards.len();
         let mut cx = ingest_context!(self, id, now);
-        let read = self.io.read_received(id, buffer, |peer, data| {
+        let read = self.io.read_received(id, buffer, |peer, data, tls| {
+            take_client_identity(cx.config, peer, tls);
             let was_upgrading = peer.phase == Phase::WsHandshake;
             let flow = ingest::ingest(&mut cx, peer, data);
             let upgraded = was_upgrading && peer.phase != Phase::WsHandshake;
@@ -164,11 +165,13 @@ impl Shard {
             );
             (flow, upgraded, still_reading)
         });
-        // The handshake may have ended with these bytes, and its keys go to the kernel
-        // before the next receive: the certificate's identity is taken now.
-        self.take_client_identity(id);
-        let (flow, upgraded, still_reading) = match read {
-            Received::Read(read) => read,
+        let ((flow, upgraded, still_reading), peer_closed) = match read {
+            Received::Read(read) => (read, false),
+            Received::Closed(Some(read)) => (read, true),
+            Received::Closed(None) => {
+                self.pending_closes.push((id, CloseCause::PeerClosed));
+                return;
+            }
             Received::Nothing => {
                 let reading = self.io.state(id).is_some_and(|peer| peer.reads());
                 if !armed && reading {
@@ -191,25 +194,12 @@ impl Shard {
             self.cross_shard.fed_by(id);
         }
         self.after_flow(id, flow);
-        if !armed && still_reading {
+        if peer_closed && still_reading {
+            // close_notify came after the bytes just read: the peer is done, even if its TCP
+            // side stays open.
+            self.pending_closes.push((id, CloseCause::PeerClosed));
+        } else if !armed && still_reading {
             self.rearm.push(id);
-        }
-    }
-
-    /// With `identity_as_username`, a TLS client's certificate names it once the handshake
-    /// verified one; its CONNECT then carries that name (`ingest.rs`).
-    fn take_client_identity(&mut self, id: ConnId) {
-        if !self.config.tls.identity_as_username
-            || self
-                .io
-                .state(id)
-                .is_none_or(|peer| peer.identity().is_some())
-        {
-            return;
-        }
-        let identity = self.io.client_identity(id);
-        if let (Some(identity), Some(peer)) = (identity, self.io.state_mut(id)) {
-            peer.rare_mut().identity = Some(identity.into_boxed_str());
         }
     }
 
@@ -296,5 +286,22 @@ impl Shard {
             }
             missed
         });
+    }
+}
+
+/// With `identity_as_username`, a TLS client's certificate names it once the handshake verified
+/// one; its CONNECT then carries that name (`ingest.rs`). Taken before the bytes are read: the
+/// records that finish the handshake may bring the CONNECT too.
+fn take_client_identity(config: &Config, peer: &mut Peer, tls: Option<&TlsSession>) {
+    if !config.tls.identity_as_username || peer.identity().is_some() {
+        return;
+    }
+    if let Some(identity) = tls.and_then(TlsSession::client_identity) {
+        // No authentication reads the name yet: the log is where an operator sees it.
+        debug!(
+            "{}: the client certificate names the user {identity:?}",
+            peer.addr
+        );
+        peer.rare_mut().identity = Some(identity.into_boxed_str());
     }
 }

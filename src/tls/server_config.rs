@@ -125,8 +125,12 @@ fn certified_key(
         return Err(refused(&cert_key, cert_file, "no PEM certificate in it"));
     }
     let key = PrivateKeyDer::from_pem_file(key_file).map_err(|e| refused(&key_key, key_file, e))?;
-    let certified =
-        CertifiedKey::from_der(chain, key, provider).map_err(|e| refused(&key_key, key_file, e))?;
+    // Checking that the key matches parses the certificate: a certificate that does not parse
+    // is the certificate file's fault, anything else the key file's.
+    let certified = CertifiedKey::from_der(chain, key, provider).map_err(|e| match e {
+        rustls::Error::InvalidCertificate(_) => refused(&cert_key, cert_file, e),
+        _ => refused(&key_key, key_file, e),
+    })?;
     Ok(Arc::new(certified))
 }
 

@@ -18,10 +18,13 @@ use rustls::{
 /// one that fell behind catches up 64 KiB per send, like its plain send queue would.
 pub const SEAL_BYTES_MAX: usize = 64 * 1024;
 
+/// A TLS record's header: content type, legacy version, length (RFC 8446 §5.1).
+const RECORD_HEADER_BYTES: usize = 5;
+
 /// Why a TLS connection failed, for its one log line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TlsFailure {
-    /// The first bytes were not a TLS record: plain MQTT or HTTP sent to a TLS port.
+    /// The first record's header was not TLS: plain MQTT or HTTP sent to a TLS port.
     NotTls,
     /// The peer ended the connection with this alert (RFC 8446 §6).
     PeerAlert(u8),
@@ -64,10 +67,18 @@ impl TlsFailure {
         }
     }
 
-    fn of(error: &rustls::Error, first_bytes: bool) -> TlsFailure {
-        use rustls::Error;
+    /// `first_header`: the failure came with the bytes of the first record's header.
+    fn of(error: &rustls::Error, first_header: bool) -> TlsFailure {
+        use rustls::{Error, InvalidMessage};
         match error {
-            Error::InvalidMessage(_) if first_bytes => TlsFailure::NotTls,
+            // The record header (RFC 8446 §5.1) is what rustls refuses before anything else. A
+            // well-framed first record that holds a broken ClientHello is TLS that went wrong.
+            Error::InvalidMessage(
+                InvalidMessage::InvalidContentType
+                | InvalidMessage::UnknownProtocolVersion
+                | InvalidMessage::MessageTooLarge
+                | InvalidMessage::InvalidEmptyPayload,
+            ) if first_header => TlsFailure::NotTls,
             Error::AlertReceived(alert) => TlsFailure::PeerAlert(u8::from(*alert)),
             Error::InvalidCertificate(_) => TlsFailure::BadClientCertificate,
             Error::NoCertificatesPresented => TlsFailure::NoClientCertificate,
@@ -105,8 +116,9 @@ pub struct Deciphered {
 
 pub struct TlsSession {
     conn: ServerConnection,
-    /// No byte has been received yet: a failure on the first record means "not TLS at all".
-    fresh: bool,
+    /// Bytes of the first record's header (5, RFC 8446 §5.1) not received yet: a failure of
+    /// that header means "not TLS at all".
+    first_header_missing: usize,
     /// Where the ciphertext received so far stops, for handing the keys to the kernel.
     records: RecordBoundary,
 }
@@ -116,7 +128,7 @@ impl TlsSession {
         let conn = ServerConnection::new(config).map_err(|e| TlsFailure::of(&e, false))?;
         Ok(TlsSession {
             conn,
-            fresh: true,
+            first_header_missing: RECORD_HEADER_BYTES,
             records: RecordBoundary::default(),
         })
     }
@@ -135,14 +147,15 @@ impl TlsSession {
             // Reading from a slice cannot fail for I/O; rustls refuses more only while its
             // plaintext buffer is full, which the reads below empty.
             let read = self.conn.read_tls(&mut ciphertext).unwrap_or(0);
+            let first_header = self.first_header_missing > 0;
+            self.first_header_missing = self.first_header_missing.saturating_sub(read);
             let state = match self.conn.process_new_packets() {
                 Ok(state) => state,
                 Err(error) => {
                     log::debug!("TLS: {error}");
-                    return Err(TlsFailure::of(&error, std::mem::take(&mut self.fresh)));
+                    return Err(TlsFailure::of(&error, first_header));
                 }
             };
-            self.fresh = false;
             let available = state.plaintext_bytes_to_read();
             if available > 0 {
                 let start = plaintext.len();

@@ -1,7 +1,9 @@
 """Start and stop a real broker process on loopback ports.
 
 fanfare is started with port 0 and tells us its ports on stdout
-(`listening tcp 127.0.0.1:P`, `listening ws 127.0.0.1:P/path`, then `ready`).
+(`listening tcp 127.0.0.1:P`, `listening ws 127.0.0.1:P/path`, then `ready`); with
+`tls={...}` (the `[tls]` table) it also opens the mqtts and wss listeners, and reads their
+ports from `listening mqtts 127.0.0.1:P` and `listening wss 127.0.0.1:P/path`.
 Setting FANFARE_TEST_BROKER=mosquitto runs the same suite against Mosquitto,
 as a reference for what an established broker does.
 """
@@ -37,6 +39,10 @@ def fanfare_bin() -> Path:
 
 
 def toml_value(v) -> str:
+    if isinstance(v, Path):
+        v = str(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(toml_value(item) for item in v) + "]"
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, int):
@@ -46,17 +52,33 @@ def toml_value(v) -> str:
     raise TypeError(f"no TOML for {v!r}")
 
 
+def _is_table_list(v) -> bool:
+    return isinstance(v, list) and bool(v) and all(isinstance(t, dict) for t in v)
+
+
+def _toml_tables(prefix: str, table: dict) -> list[str]:
+    """A table's own keys, then one [[prefix.key]] per dict of its lists of dicts."""
+    lines = [f"{k} = {toml_value(v)}" for k, v in table.items() if not _is_table_list(v)]
+    for key, tables in table.items():
+        if _is_table_list(tables):
+            for sub in tables:
+                lines.append(f"\n[[{prefix}{key}]]")
+                lines += [f"{k} = {toml_value(v)}" for k, v in sub.items()]
+    return lines
+
+
 def write_toml(path: Path, config: dict) -> None:
-    """Top-level keys first, then one [section] per nested dict, then one [[section]] per
-    dict of a list of dicts."""
+    """Top-level keys first, then one [section] per nested dict (with [[section.key]] for its
+    lists of dicts), then one [[section]] per dict of a top-level list of dicts. Lists of
+    plain values are inline arrays."""
     lines = [f"{k} = {toml_value(v)}" for k, v in config.items()
-             if not isinstance(v, (dict, list))]
+             if not isinstance(v, dict) and not _is_table_list(v)]
     for section, table in config.items():
         if isinstance(table, dict):
             lines.append(f"\n[{section}]")
-            lines += [f"{k} = {toml_value(v)}" for k, v in table.items()]
+            lines += _toml_tables(f"{section}.", table)
     for section, tables in config.items():
-        if isinstance(tables, list):
+        if _is_table_list(tables):
             for table in tables:
                 lines.append(f"\n[[{section}]]")
                 lines += [f"{k} = {toml_value(v)}" for k, v in table.items()]
@@ -74,6 +96,9 @@ class Broker:
         self.tcp_port = 0
         self.ws_port = 0
         self.ws_path = "/mqtt"
+        # The TLS listeners, when started with `tls=...` (0 otherwise).
+        self.mqtts_port = 0
+        self.wss_port = 0
         self.stdout_lines: queue.Queue[str | None] = queue.Queue()
         self.expected_exit = False
 
@@ -82,16 +107,38 @@ class Broker:
         return self.kind == "fanfare"
 
     def port(self, transport: str) -> int:
-        return self.tcp_port if transport == "tcp" else self.ws_port
+        """The port of "tcp", "ws", "mqtts" or "wss"."""
+        port = {"tcp": self.tcp_port, "ws": self.ws_port,
+                "mqtts": self.mqtts_port, "wss": self.wss_port}[transport]
+        assert port, f"no {transport} listener"
+        return port
 
     def alive(self) -> bool:
         return self.proc.poll() is None
 
-    def log(self) -> str:
+    def log(self, tail: int | None = 4000) -> str:
+        """The end of the broker's log (stderr), or all of it with `tail=None`."""
         try:
-            return self.log_path.read_text(errors="replace")[-4000:]
+            text = self.log_path.read_text(errors="replace")
         except OSError:
             return ""
+        return text if tail is None else text[-tail:]
+
+    def wait_for_log(self, needle: str, timeout: float = 5.0) -> str:
+        """Waits until the log holds `needle` (logging is asynchronous); returns that line."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for line in self.log(tail=None).splitlines():
+                if needle in line:
+                    return line
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {needle!r} in the broker's log:\n{self.log()}")
+            time.sleep(0.02)
+
+    def reload(self) -> None:
+        """SIGHUP: fanfare reads its certificate files again."""
+        assert self.alive(), "broker is not running"
+        self.proc.send_signal(signal.SIGHUP)
 
     def terminate(self, timeout: float = STOP_TIMEOUT_S) -> int | None:
         """SIGTERM and wait; the exit code, or None if it had to be killed."""
@@ -122,12 +169,20 @@ def _pump(stream, sink: queue.Queue) -> None:
 
 
 def start_fanfare(workdir: Path, *, shards: int | None = None, config: dict | None = None,
-                  ws_path: str = "/mqtt") -> Broker:
+                  ws_path: str = "/mqtt", tls: dict | None = None,
+                  args: list[str] | None = None) -> Broker:
+    """`tls`: the `[tls]` table, which also opens the mqtts and wss listeners on port 0;
+    `args`: more command-line flags."""
     binary = fanfare_bin()
     assert binary.exists(), f"{binary} not built; run cargo build first"
+    extra = list(args or [])
     args = [str(binary), "--tcp", f"{HOST}:0", "--ws", f"{HOST}:0", "--ws-path", ws_path]
     if shards is not None:
         args += ["--shards", str(shards)]
+    if tls is not None:
+        args += ["--mqtts", f"{HOST}:0", "--wss", f"{HOST}:0"]
+        config = {**(config or {}), "tls": tls}
+    args += extra
     if config:
         cfg = workdir / "fanfare.toml"
         write_toml(cfg, config)
@@ -163,7 +218,13 @@ def start_fanfare(workdir: Path, *, shards: int | None = None, config: dict | No
                 elif words[1] == "ws":
                     broker.ws_port = int(port)
                     broker.ws_path = "/" + path
+                elif words[1] == "mqtts":
+                    broker.mqtts_port = int(port)
+                elif words[1] == "wss":
+                    broker.wss_port = int(port)
         assert broker.tcp_port and broker.ws_port, "broker did not report both listeners"
+        if tls is not None:
+            assert broker.mqtts_port and broker.wss_port, "broker did not report its TLS listeners"
     except BaseException:
         broker.kill()
         raise
@@ -177,8 +238,9 @@ def free_port() -> int:
 
 
 def start_mosquitto(workdir: Path, *, shards: int | None = None, config: dict | None = None,
-                    ws_path: str = "/mqtt") -> Broker:
+                    ws_path: str = "/mqtt", tls: dict | None = None) -> Broker:
     """Mosquitto as a reference; only the limits it has an equivalent for are applied."""
+    assert tls is None, "no TLS listeners in Mosquitto mode: mark the test fanfare_only"
     tcp_port, ws_port = free_port(), free_port()
     lines = [
         "allow_anonymous true",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import queue
+import ssl
 import threading
 import time
 
@@ -32,7 +33,9 @@ def unique_id(prefix: str = "c") -> str:
 class Client:
     def __init__(self, broker: Broker, transport: str = "tcp", client_id: str | None = None,
                  *, clean_session: bool = True, protocol: int = MQTTv311, keepalive: int = 30,
-                 will: tuple[str, bytes, int, bool] | None = None):
+                 will: tuple[str, bytes, int, bool] | None = None,
+                 tls_context: ssl.SSLContext | None = None):
+        """`transport`: "tcp", "ws", or over TLS "mqtts" and "wss", which need `tls_context`."""
         self.broker = broker
         self.transport = transport
         self.client_id = unique_id() if client_id is None else client_id
@@ -47,11 +50,15 @@ class Client:
             client_id=self.client_id,
             clean_session=clean_session,
             protocol=protocol,
-            transport="websockets" if transport == "ws" else "tcp",
+            transport="websockets" if transport in ("ws", "wss") else "tcp",
             reconnect_on_failure=False,
         )
-        if transport == "ws":
+        if transport in ("ws", "wss"):
             self.paho.ws_set_options(path=broker.ws_path)
+        assert (tls_context is not None) == (transport in ("mqtts", "wss")), \
+            "mqtts and wss, and only they, take a tls_context"
+        if tls_context is not None:
+            self.paho.tls_set_context(tls_context)
         if will is not None:
             topic, payload, qos, retain = will
             self.paho.will_set(topic, payload, qos, retain)

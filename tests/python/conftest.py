@@ -96,6 +96,14 @@ def raw():
         m.close()
 
 
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory):
+    """The TLS tests' CAs, certificates and keys, made once per run (`certs.py`)."""
+    from certs import make_pki  # needs `cryptography`, which only the TLS tests use
+
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
 @pytest.fixture(params=["tcp", "ws"])
 def transport(request) -> str:
     return request.param

@@ -1,19 +1,28 @@
 // Browser tests: the real broker binary on loopback, Debian's Chromium driven by
 // playwright-core, and MQTT.js over TCP from Node as the non-browser client.
 //
+// The broker also listens for mqtts and wss with a certificate for localhost and 127.0.0.1
+// signed by a test CA made at start-up (../node/certs.mjs, openssl). Chromium trusts that CA
+// the way it trusts any locally added root on Linux: the CA is in the NSS database
+// $HOME/.pki/nssdb (certutil, Debian's libnss3-tools), HOME being a fresh directory of the
+// test's; no certificate check is switched off.
+//
 // FANFARE_BIN overrides the broker binary (default target/debug/fanfare); CHROMIUM overrides
-// the browser (default /usr/bin/chromium). The demo screenshot goes to test-artifacts/demo.png.
+// the browser (default /usr/bin/chromium). The demo screenshots go to test-artifacts/demo.png
+// (http) and test-artifacts/demo-https.png.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { once } from "node:events";
-import { mkdtempSync, mkdirSync, copyFileSync, writeFileSync, rmSync, symlinkSync } from "node:fs";
+import { mkdtempSync, mkdirSync, copyFileSync, readFileSync, writeFileSync, rmSync, symlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
+import https from "node:https";
 import net from "node:net";
 import { chromium } from "playwright-core";
 import mqtt from "mqtt";
+import { makeLeaf, makeTestCerts } from "../node/certs.mjs";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = resolve(here, "../..");
@@ -24,13 +33,16 @@ const ARTIFACTS = join(root, "test-artifacts");
 const work = mkdtempSync(join(tmpdir(), "fanfare-web-"));
 const www = join(work, "www");
 const configFile = join(work, "fanfare.toml");
-let broker, browser, node;
+const pki = join(work, "pki");
+const home = join(work, "home");
+let broker, browser, node, certs;
 
 /** Starts the broker and resolves once it printed `ready`, with the ports it bound. */
-function startBroker({ tcp = "127.0.0.1:0", ws = "127.0.0.1:0" } = {}) {
-  const proc = spawn(BIN, ["--tcp", tcp, "--ws", ws, "--config", configFile, "--shards", "2"], {
-    stdio: ["ignore", "pipe", "pipe"],
-  });
+function startBroker(ports = {}) {
+  const { tcp = "127.0.0.1:0", ws = "127.0.0.1:0", mqtts = "127.0.0.1:0", wss = "127.0.0.1:0" } = ports;
+  const args = ["--tcp", tcp, "--ws", ws, "--mqtts", mqtts, "--wss", wss,
+    "--tls-cert", certs.server.cert, "--tls-key", certs.server.key, "--config", configFile, "--shards", "2"];
+  const proc = spawn(BIN, args, { stdio: ["ignore", "pipe", "pipe"] });
   let out = "", err = "";
   proc.stderr.on("data", (d) => (err += d));
   return new Promise((resolvePorts, reject) => {
@@ -50,6 +62,8 @@ function startBroker({ tcp = "127.0.0.1:0", ws = "127.0.0.1:0" } = {}) {
         proc,
         tcpPort: +out.match(/^listening tcp [\d.]+:(\d+)/m)[1],
         wsPort: +out.match(/^listening ws [\d.]+:(\d+)/m)[1],
+        mqttsPort: +out.match(/^listening mqtts [\d.]+:(\d+)/m)[1],
+        wssPort: +out.match(/^listening wss [\d.]+:(\d+)/m)[1],
         stderr: () => err,
       });
     });
@@ -90,6 +104,19 @@ async function nextMessage(client, topic, ms = 5000) {
   }
 }
 
+/** `promise`, or a rejection naming `what` after `ms`. */
+async function within(ms, what, promise) {
+  let timer;
+  const late = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: nothing within ${ms} ms`)), ms);
+  });
+  try {
+    return await Promise.race([promise, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 async function newPage() {
   const page = await browser.newPage();
   page.on("pageerror", (e) => console.log("page error:", e.message));
@@ -99,7 +126,26 @@ async function newPage() {
 const base = () => `http://127.0.0.1:${broker.wsPort}`;
 const wsUrl = () => `ws://127.0.0.1:${broker.wsPort}/mqtt`;
 
+/** An NSS database in $HOME/.pki/nssdb for Chromium, trusting `caFile` to identify servers. */
+function trustInNss(caFile) {
+  const db = join(home, ".pki/nssdb");
+  mkdirSync(db, { recursive: true });
+  const certutil = (...args) => {
+    try {
+      execFileSync("certutil", ["-d", `sql:${db}`, ...args], { timeout: 10_000, stdio: "pipe" });
+    } catch (e) {
+      if (e.code === "ENOENT") throw new Error("certutil is needed to trust the test CA (apt-get install libnss3-tools)");
+      throw new Error(`certutil ${args[0]} failed: ${e.stderr ?? e.message}`);
+    }
+  };
+  certutil("-N", "--empty-password");
+  certutil("-A", "-t", "C,,", "-n", "fanfare test CA", "-i", caFile);
+}
+
 before(async () => {
+  mkdirSync(pki);
+  certs = makeTestCerts(pki);
+  trustInNss(certs.ca.cert);
   mkdirSync(www);
   mkdirSync(ARTIFACTS, { recursive: true });
   writeFileSync(join(www, "client.html"), "<!doctype html><meta charset=utf-8><title>client</title><p>test page</p>\n");
@@ -116,6 +162,7 @@ before(async () => {
     args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
       "--disable-background-networking", "--disable-component-update", "--disable-sync"],
     viewport: { width: 900, height: 640 },
+    env: { ...process.env, HOME: home },
   });
 });
 
@@ -186,6 +233,65 @@ test("demo page: retained score on load, a new score within 1 s, screenshot", as
   await page.waitForFunction(() => document.querySelectorAll("article.match").length >= 6, null, { timeout: 5000 });
   await page.waitForTimeout(1300); // let the change animations finish
   await page.screenshot({ path: join(ARTIFACTS, "demo.png"), fullPage: true });
+  await page.close();
+});
+
+test("demo page over https from the wss listener, trusting the test CA: a score over wss://", async () => {
+  const origin = `https://localhost:${broker.wssPort}`;
+  const page = await newPage();
+  const sockets = [];
+  page.on("websocket", (ws) => sockets.push(ws.url()));
+  const response = await page.goto(origin + "/", { timeout: 10_000 });
+  assert.equal(response.status(), 200);
+  const security = await response.securityDetails();
+  assert.equal(security.issuer, "fanfare test CA");
+  assert.equal(security.subjectName, "localhost");
+  await page.waitForSelector("#status.live", { timeout: 5000 });
+  assert.equal(sockets[0], `wss://localhost:${broker.wssPort}/mqtt`);
+  const served = await page.evaluate(async () => Promise.all(
+    ["/fanfare.js", "/fanfare.mjs"].map(async (path) => (await fetch(path)).status)));
+  assert.deepEqual(served, [200, 200]);
+
+  // The score comes from Node over mqtts, checked against the same CA.
+  const publisher = mqtt.connect(`mqtts://127.0.0.1:${broker.mqttsPort}`, {
+    ca: certs.caPem, servername: "localhost", reconnectPeriod: 0, connectTimeout: 5000,
+  });
+  try {
+    await within(5000, "mqtts CONNACK", Promise.race([
+      once(publisher, "connect"),
+      once(publisher, "error").then(([e]) => Promise.reject(e)),
+    ]));
+    const state = (score, minute, last) => JSON.stringify({
+      sport: "football", title: "Secure Cup", home: "Ciphers", away: "Keys", score, minute, status: "live", last,
+    });
+    const goals = (side) => `article[data-topic="scores/tls-match"] .nums.${side} .goals`;
+    const shows = (side, n) => page.waitForFunction(
+      ([sel, text]) => document.querySelector(sel)?.textContent === text, [goals(side), n], { timeout: 5000 });
+    await publisher.publishAsync("scores/tls-match", state([0, 0], 1, "Kick-off"), { qos: 1, retain: true });
+    await shows("home", "0");
+    await publisher.publishAsync("scores/tls-match", state([1, 0], 12, "GOAL! Ciphers 12'"), { qos: 1, retain: true });
+    await shows("home", "1");
+    assert.equal(await page.textContent(goals("away")), "0");
+  } finally {
+    publisher.end(true);
+  }
+  await page.waitForTimeout(1300); // let the change animation finish
+  await page.screenshot({ path: join(ARTIFACTS, "demo-https.png"), fullPage: true });
+
+  // The trust is the test CA's, not a blanket exception: the same browser refuses a server
+  // whose certificate, for the same names, another CA signed.
+  const stranger = makeLeaf(pki, certs.otherCa, "stranger");
+  const server = https.createServer({ cert: readFileSync(stranger.cert), key: readFileSync(stranger.key) },
+    (_, res) => res.end("not trusted\n"));
+  server.listen(0, "127.0.0.1");
+  await within(5000, "https server listening", once(server, "listening"));
+  try {
+    await assert.rejects(page.goto(`https://localhost:${server.address().port}/`, { timeout: 5000 }),
+      /ERR_CERT_AUTHORITY_INVALID/);
+  } finally {
+    server.closeAllConnections();
+    server.close();
+  }
   await page.close();
 });
 
@@ -283,7 +389,10 @@ test("fanfare.js reconnects after a broker restart and sends persisted QoS 1 pub
   await page.waitForFunction(() => window.client.connected, null, { timeout: 5000 });
 
   // The broker goes away; a QoS 1 publish made meanwhile waits in localStorage.
-  const ports = { tcp: `127.0.0.1:${broker.tcpPort}`, ws: `127.0.0.1:${broker.wsPort}` };
+  const ports = {
+    tcp: `127.0.0.1:${broker.tcpPort}`, ws: `127.0.0.1:${broker.wsPort}`,
+    mqtts: `127.0.0.1:${broker.mqttsPort}`, wss: `127.0.0.1:${broker.wssPort}`,
+  };
   node.end(true);
   await stopBroker(broker);
   await page.waitForFunction(() => window.events.includes("offline"), null, { timeout: 5000 });
