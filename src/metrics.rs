@@ -42,7 +42,7 @@ const fn counter(name: &'static str, help: &'static str) -> Metric {
 }
 
 /// Every metric, in the order of [`ShardFigures::values`].
-const METRICS: [Metric; 29] = [
+const METRICS: [Metric; 31] = [
     gauge(
         "fanfare_sockets",
         "Open sockets: clients, WebSocket upgrades and HTTP requests in progress.",
@@ -144,6 +144,14 @@ const METRICS: [Metric; 29] = [
         "TLS connections closed because their handshake or a record failed (not TLS, bad certificate, alert, ...).",
     ),
     counter(
+        "fanfare_tls_kernel_handovers_total",
+        "TLS connections whose keys went to the kernel after the handshake (kernel TLS).",
+    ),
+    counter(
+        "fanfare_tls_kernel_declined_total",
+        "TLS connections that stayed in user-space TLS though kernel TLS was on (suite not taken, part of a record at the hand-over).",
+    ),
+    counter(
         "fanfare_ring_submissions_refused_total",
         "io_uring operations the ring refused, submitted again on a later loop turn.",
     ),
@@ -172,6 +180,8 @@ pub struct LoopCounts {
     pub cross_shard_backlog_bytes: usize,
     pub receives_paused: u64,
     pub tls_failures: u64,
+    pub kernel_tls_handovers: u64,
+    pub kernel_tls_declined: u64,
 }
 
 /// One shard's figures at one moment, in the order of [`METRICS`].
@@ -216,6 +226,8 @@ impl ShardFigures {
                 size(counts.cross_shard_backlog_bytes),
                 counts.receives_paused,
                 counts.tls_failures,
+                counts.kernel_tls_handovers,
+                counts.kernel_tls_declined,
                 counts.submissions_refused,
             ],
         }
