@@ -7,8 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::{Context, bail};
 use mimalloc::MiMalloc;
 
-use fanfare::config::{Config, parse_listener};
+use fanfare::config::{Config, KtlsMode, parse_listener};
 use fanfare::metrics::Metrics;
+use fanfare::net::ktls::{self, KtlsSupport};
 use fanfare::net::listener::{ListenerKind, bind_reuseport};
 use fanfare::net::sys::{self, Signal};
 use fanfare::shard::mailbox::Mailboxes;
@@ -109,7 +110,18 @@ fn parse_args() -> anyhow::Result<Option<Config>> {
 /// lines that announce each listener with the port it got.
 type Listeners = Vec<Vec<(ListenerKind, std::net::TcpListener)>>;
 
-fn bind_listeners(config: &Config) -> anyhow::Result<(Listeners, Vec<String>)> {
+/// Whether TLS connections hand their keys to the kernel after the handshake: `[tls] ktls`,
+/// then the kernel's answer to the probe; the error says why not, for the log.
+fn kernel_tls(mode: KtlsMode) -> Result<KtlsSupport, ktls::KtlsUnavailable> {
+    match mode {
+        KtlsMode::Off => Err(ktls::KtlsUnavailable(
+            "kernel TLS is off ([tls] ktls = \"off\")".to_owned(),
+        )),
+        KtlsMode::Auto => ktls::probe(),
+    }
+}
+
+fn bind_listeners(config: &Config) -> anyhow::Result<(Listeners, Vec<(String, bool)>)> {
     let mut per_shard: Listeners = (0..config.shards).map(|_| Vec::new()).collect();
     let mut announced = Vec::new();
     for (kind, addr) in [
@@ -122,12 +134,13 @@ fn bind_listeners(config: &Config) -> anyhow::Result<(Listeners, Vec<String>)> {
         let listeners = bind_reuseport(addr, config.shards)
             .with_context(|| format!("cannot listen for {} on {addr}", kind.name()))?;
         let bound = listeners[0].local_addr()?;
-        announced.push(match kind {
+        let line = match kind {
             ListenerKind::Tcp | ListenerKind::Mqtts => format!("listening {} {bound}", kind.name()),
             ListenerKind::Ws | ListenerKind::Wss => {
                 format!("listening {} {bound}{}", kind.name(), config.ws_path)
             }
-        });
+        };
+        announced.push((line, kind.tls()));
         for (shard, listener) in listeners.into_iter().enumerate() {
             per_shard[shard].push((kind, listener));
         }
@@ -139,12 +152,12 @@ fn bind_listeners(config: &Config) -> anyhow::Result<(Listeners, Vec<String>)> {
 /// SIGHUP: reads the certificates and keys again. New TLS connections get the new ones, those
 /// established carry on; a file that does not load is named in the log, and the certificates in
 /// use stay.
-fn reload_tls(config: &Config, tls: Option<&SharedTls>) {
+fn reload_tls(config: &Config, tls: Option<&SharedTls>, kernel_tls: bool) {
     let Some(tls) = tls else {
         log::info!("SIGHUP received: no TLS listener, nothing to reload");
         return;
     };
-    match TlsServers::load(&config.tls) {
+    match TlsServers::load(&config.tls, kernel_tls) {
         Ok(servers) => {
             tls.replace(servers);
             log::info!("SIGHUP received: TLS certificates reloaded");
@@ -191,8 +204,14 @@ fn run() -> anyhow::Result<()> {
     }
 
     // The certificates are read before anything listens: a bad file stops start-up, naming it.
-    let tls = if config.mqtts.is_some() || config.wss.is_some() {
-        Some(Arc::new(SharedTls::new(TlsServers::load(&config.tls)?)))
+    let tls_listening = config.mqtts.is_some() || config.wss.is_some();
+    let kernel_tls = tls_listening.then(|| kernel_tls(config.tls.ktls));
+    let kernel_support = kernel_tls
+        .as_ref()
+        .and_then(|kernel| kernel.as_ref().ok().copied());
+    let tls = if tls_listening {
+        let servers = TlsServers::load(&config.tls, kernel_support.is_some())?;
+        Some(Arc::new(SharedTls::new(servers)))
     } else {
         None
     };
@@ -218,6 +237,7 @@ fn run() -> anyhow::Result<()> {
             listeners,
             metrics: metrics.clone(),
             tls: tls.clone(),
+            kernel_tls: kernel_support,
         };
         threads.push(shard::spawn(setup, ready_tx.clone())?);
     }
@@ -229,9 +249,17 @@ fn run() -> anyhow::Result<()> {
             Err(_) => bail!("a shard thread ended during start-up"),
         }
     }
-    for line in &announced {
+    for (line, tls) in &announced {
         println!("{line}");
         log::info!("{line}");
+        if let (true, Some(mode)) = (tls, &kernel_tls) {
+            match mode {
+                Ok(support) => log::info!(
+                    "{line}: kernel TLS (kTLS) after the handshake for {support}; other suites in user-space TLS"
+                ),
+                Err(why) => log::info!("{line}: user-space TLS: {why}"),
+            }
+        }
     }
     println!("ready");
     log::info!(
@@ -243,7 +271,7 @@ fn run() -> anyhow::Result<()> {
     let signal = loop {
         match sys::wait_for_signal() {
             Signal::Stop(signal) => break signal,
-            Signal::Reload => reload_tls(&config, tls.as_deref()),
+            Signal::Reload => reload_tls(&config, tls.as_deref(), kernel_support.is_some()),
         }
     };
     log::info!("{signal} received: closing connections and stopping");

@@ -42,7 +42,7 @@ const fn counter(name: &'static str, help: &'static str) -> Metric {
 }
 
 /// Every metric, in the order of [`ShardFigures::values`].
-const METRICS: [Metric; 30] = [
+const METRICS: [Metric; 32] = [
     gauge(
         "fanfare_sockets",
         "Open sockets: clients, WebSocket upgrades and HTTP requests in progress.",
@@ -144,6 +144,14 @@ const METRICS: [Metric; 30] = [
         "TLS connections closed because their handshake or a record failed (not TLS, bad certificate, alert, ...).",
     ),
     counter(
+        "fanfare_tls_kernel_handovers_total",
+        "TLS connections whose keys went to the kernel after the handshake (kernel TLS).",
+    ),
+    counter(
+        "fanfare_tls_kernel_declined_total",
+        "TLS connections that stayed in user-space TLS though kernel TLS was on (suite not taken, part of a record at the hand-over).",
+    ),
+    counter(
         "fanfare_proxy_refused_total",
         "Connections closed for their first bytes on a listener with the PROXY protocol on: a header from a source not in trusted_proxies, or none or a malformed one from a trusted proxy.",
     ),
@@ -176,6 +184,8 @@ pub struct LoopCounts {
     pub cross_shard_backlog_bytes: usize,
     pub receives_paused: u64,
     pub tls_failures: u64,
+    pub kernel_tls_handovers: u64,
+    pub kernel_tls_declined: u64,
     pub proxy_refusals: u64,
 }
 
@@ -221,6 +231,8 @@ impl ShardFigures {
                 size(counts.cross_shard_backlog_bytes),
                 counts.receives_paused,
                 counts.tls_failures,
+                counts.kernel_tls_handovers,
+                counts.kernel_tls_declined,
                 counts.proxy_refusals,
                 counts.submissions_refused,
             ],

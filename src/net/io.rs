@@ -11,6 +11,15 @@
 //! - a receive writes into the provided-buffer ring owned here, dropped after the ring;
 //! - the eventfd read lands in a buffer boxed here.
 //!
+//! **Kernel TLS.** Where the start-up probe found it ([`IoSetup::kernel_tls`]), a TLS
+//! connection's keys go to the kernel once its handshake is over, and its socket carries
+//! plaintext from then on: sends are the plain sends of its queue, receives are plain. The
+//! keys may go only while nothing of the connection is in flight and rustls holds no part of
+//! a record, so the receive is stopped first, rustls's last records are sent, and the queue
+//! waits unsealed meanwhile ([`Handover`]); then the receive is armed again. A connection whose
+//! suite the kernel does not take stays with rustls. Records other than application data,
+//! which plain receives refuse, are read here to end the connection the right way.
+//!
 //! **Refused submissions.** When the ring cannot take an operation (its submission queue stays
 //! full because the kernel refuses to submit), the intent is kept and submitted again on the
 //! next turn ([`Io::submit_refused`]), and counted: nothing waits forever for an operation that
@@ -19,18 +28,19 @@
 
 use std::collections::HashMap;
 use std::net::TcpListener;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
 use io_uring::{cqueue, opcode, squeue, types};
 use log::{debug, warn};
 
+use super::ktls::{self, ControlRecord, KtlsSupport};
 use super::op::Op;
 use super::preamble::{Expect, Preamble, PreambleRefusal, Step};
 use super::send_buf::{PreparedSend, SendPool};
 use super::send_queue::{Pushed, SendQueue};
 use super::sys;
-use super::tls_stream::TlsStream;
+use super::tls_stream::{Handover, TlsStream};
 use super::uring::{self, BufRing, Ring, RingFeatures, RingUnavailable};
 use crate::conn::{Chunk, ConnId, Droppable, SlowConsumer};
 use crate::protocol::proxy::ProxyHeader;
@@ -50,6 +60,9 @@ pub struct IoSetup {
     pub recv_buffer_bytes: usize,
     /// Fixed-file slots wanted: one per connection the shard may hold.
     pub fixed_files_max: u32,
+    /// The suites whose keys go to the kernel after the handshake; `None`: TLS stays in user
+    /// space (kernel TLS off, or not available).
+    pub kernel_tls: Option<KtlsSupport>,
 }
 
 /// What the ring accepted at set-up, for the start-up log line.
@@ -96,15 +109,27 @@ pub enum RecvEnd {
     NoBuffers,
     /// The receive was cancelled ([`Io::cancel_recv`]).
     Cancelled,
+    /// A kernel TLS connection received a record the broker does not take (an alert other
+    /// than close_notify, a KeyUpdate) or one that failed to decrypt.
+    Tls(TlsFailure),
     Failed(i32),
 }
 
 /// A connection taken out of the table ([`Io::release`]): to close, or to move to another
-/// shard with its TLS session.
+/// shard with its TLS layer.
 pub struct Released<T> {
     pub fd: OwnedFd,
     pub state: T,
-    pub tls: Option<TlsSession>,
+    pub tls: Option<TlsLayer>,
+}
+
+/// The TLS layer of a connection from a TLS listener.
+pub enum TlsLayer {
+    /// rustls in user space (boxed: its state is over a kilobyte, and the queue of
+    /// connections moving between shards holds thousands of slots).
+    Rustls(Box<TlsSession>),
+    /// The kernel has the keys: the socket carries plaintext.
+    Kernel,
 }
 
 /// What became of received bytes ([`Io::read_received`]).
@@ -149,6 +174,20 @@ enum Intent {
 pub struct IoCounts {
     /// Operations the ring refused, submitted again on a later turn.
     pub submissions_refused: u64,
+    /// TLS connections whose keys went to the kernel.
+    pub kernel_tls_handovers: u64,
+    /// TLS connections that stayed in user space with kernel TLS on: a suite the kernel did
+    /// not take, or part of a record in rustls when the keys were to go.
+    pub kernel_tls_declined: u64,
+}
+
+/// Whether the kernel has a connection's TLS keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KernelTls {
+    Off,
+    On,
+    /// On, and close_notify is due once the queue is sent.
+    CloseNotifyDue,
 }
 
 /// The network side of one connection: its socket and what is queued on it.
@@ -158,11 +197,12 @@ struct Socket<T> {
     fixed: bool,
     recv_armed: bool,
     recv_cancel_sent: bool,
-    /// Its preamble is in [`Io::preambles`]: the first bytes are judged there first.
-    preamble: bool,
     out: SendQueue,
-    /// The TLS layer of a connection accepted on a TLS listener.
+    /// The TLS layer of a connection accepted on a TLS listener, while rustls has it.
     tls: Option<Box<TlsStream>>,
+    /// Whether the kernel has the connection's TLS keys (one byte: the slot stays within
+    /// its budget).
+    kernel: KernelTls,
     /// What the shard keeps about the connection.
     state: T,
 }
@@ -182,12 +222,16 @@ pub struct Io<T> {
     dirty: Vec<ConnId>,
     /// Intents the ring refused, submitted again next turn.
     refused: Vec<Intent>,
+    kernel_tls: Option<KtlsSupport>,
+    /// Connections whose keys may go to the kernel now, tried at the next [`Io::start_sends`].
+    handovers: Vec<ConnId>,
     /// The shard's TLS plaintext: what a receive deciphered, lent to the reader (at most a
     /// receive buffer's worth), and what a send gathers to seal (up to `SEAL_BYTES_MAX`).
     plaintext: Vec<u8>,
     /// The preambles of connections whose first bytes are not judged yet: only new connections
     /// of listeners with the PROXY protocol on, so they are kept beside the table rather than
-    /// in every slot.
+    /// in every slot (whose budget has no byte left for even a flag). A receive looks here only
+    /// while some connection of the shard has one.
     preambles: HashMap<ConnId, Preamble>,
     counts: IoCounts,
     /// Tests: how many of the next submissions fail as the ring would under pressure.
@@ -220,6 +264,8 @@ impl<T> Io<T> {
             completions: Vec::new(),
             dirty: Vec::new(),
             refused: Vec::new(),
+            kernel_tls: setup.kernel_tls,
+            handovers: Vec::new(),
             plaintext: Vec::new(),
             preambles: HashMap::new(),
             counts: IoCounts::default(),
@@ -258,18 +304,28 @@ impl<T> Io<T> {
         self.conns.get_mut(id).map(|socket| &mut socket.state)
     }
 
-    /// Takes in an accepted socket with the shard's `state` for it, and its TLS session if it
+    /// Takes in an accepted socket with the shard's `state` for it, and its TLS layer if it
     /// came in on a TLS listener; its operations name it by its fixed-file slot when the table
     /// has one for it, by descriptor otherwise.
-    pub fn add(&mut self, fd: OwnedFd, state: T, tls: Option<TlsSession>) -> ConnId {
+    pub fn add(&mut self, fd: OwnedFd, state: T, tls: Option<TlsLayer>) -> ConnId {
+        let kernel = match tls {
+            Some(TlsLayer::Kernel) => KernelTls::On,
+            _ => KernelTls::Off,
+        };
+        let tls = match tls {
+            Some(TlsLayer::Rustls(session)) => {
+                Some(TlsStream::new(*session, self.kernel_tls.is_some()))
+            }
+            Some(TlsLayer::Kernel) | None => None,
+        };
         let id = self.conns.insert(Socket {
             fd,
             fixed: false,
             recv_armed: false,
             recv_cancel_sent: false,
-            preamble: false,
             out: SendQueue::new(),
-            tls: tls.map(TlsStream::new),
+            tls,
+            kernel,
             state,
         });
         let slot = u32::try_from(id.index()).ok();
@@ -289,8 +345,7 @@ impl<T> Io<T> {
     /// a PROXY protocol header, or anything but one ([`Expect`]). Called before its first
     /// receive is armed.
     pub fn read_preamble_first(&mut self, id: ConnId, expect: Expect) {
-        if let Some(socket) = self.conns.get_mut(id) {
-            socket.preamble = true;
+        if self.conns.get(id).is_some() {
             self.preambles.insert(id, Preamble::new(expect));
         }
     }
@@ -307,20 +362,25 @@ impl<T> Io<T> {
     /// Whether anything waits in the connection's send queue or is being sent.
     pub fn sending(&self, id: ConnId) -> bool {
         self.conns.get(id).is_some_and(|socket| {
-            !socket.out.is_empty() || socket.tls.as_ref().is_some_and(|tls| tls.has_output())
+            !socket.out.is_empty()
+                || socket.kernel == KernelTls::CloseNotifyDue
+                || socket.tls.as_ref().is_some_and(|tls| tls.has_output())
         })
     }
 
     /// A TLS connection ends with close_notify, after everything queued on it so far.
     pub fn close_notify(&mut self, id: ConnId) {
-        if let Some(tls) = self
-            .conns
-            .get_mut(id)
-            .and_then(|socket| socket.tls.as_mut())
-        {
+        let Some(socket) = self.conns.get_mut(id) else {
+            return;
+        };
+        if let Some(tls) = socket.tls.as_mut() {
             tls.close_when_drained();
-            self.dirty.push(id);
+        } else if socket.kernel != KernelTls::Off {
+            socket.kernel = KernelTls::CloseNotifyDue;
+        } else {
+            return;
         }
+        self.dirty.push(id);
     }
 
     pub fn recv_armed(&self, id: ConnId) -> bool {
@@ -335,7 +395,7 @@ impl<T> Io<T> {
             return None;
         }
         let socket = self.conns.remove(id)?;
-        if socket.preamble {
+        if !self.preambles.is_empty() {
             self.preambles.remove(&id);
         }
         if socket.fixed {
@@ -348,10 +408,15 @@ impl<T> Io<T> {
                 );
             }
         }
+        let tls = match socket.tls {
+            Some(tls) => Some(TlsLayer::Rustls(Box::new(tls.into_session()))),
+            None if socket.kernel != KernelTls::Off => Some(TlsLayer::Kernel),
+            None => None,
+        };
         Some(Released {
             fd: socket.fd,
             state: socket.state,
-            tls: socket.tls.map(|tls| tls.into_session()),
+            tls,
         })
     }
 
@@ -400,6 +465,11 @@ impl<T> Io<T> {
 
     /// Starts one send on every connection with bytes queued and no send in flight.
     pub fn start_sends(&mut self) {
+        let mut handovers = std::mem::take(&mut self.handovers);
+        for id in handovers.drain(..) {
+            self.try_hand_over(id);
+        }
+        self.handovers = handovers;
         let mut dirty = std::mem::take(&mut self.dirty);
         let mut refused = Vec::new();
         for id in dirty.drain(..) {
@@ -413,6 +483,14 @@ impl<T> Io<T> {
                 None => socket.out.start_send(&mut self.pool),
             };
             let Some(send) = send else {
+                let drained = socket.out.is_empty() && !socket.out.in_flight();
+                if socket.kernel == KernelTls::CloseNotifyDue && drained {
+                    socket.kernel = KernelTls::On;
+                    // Without waiting: a peer that reads nothing gets no close_notify.
+                    if let Err(e) = ktls::send_close_notify(socket.fd.as_fd()) {
+                        debug!("connection {}: no close_notify: {e}", id.index());
+                    }
+                }
                 continue;
             };
             let flags = libc::MSG_NOSIGNAL;
@@ -462,22 +540,88 @@ impl<T> Io<T> {
         self.submit(Intent::CancelAccept { listener });
     }
 
-    /// Arms a multishot receive on the connection, unless one is armed.
+    /// Arms a multishot receive on the connection, unless one is armed. A TLS connection
+    /// whose keys are to go to the kernel first hands them over; then it is armed.
     pub fn arm_recv(&mut self, id: ConnId) {
-        if self.conns.get(id).is_some_and(|socket| !socket.recv_armed) {
-            self.submit(Intent::Recv(id));
+        let Some(socket) = self.conns.get_mut(id) else {
+            return;
+        };
+        if socket.recv_armed {
+            return;
         }
+        if let Some(tls) = socket.tls.as_mut() {
+            decide_handover(tls, self.kernel_tls, &mut self.counts, id);
+            if tls.handover == Handover::Waiting {
+                self.handovers.push(id);
+                return;
+            }
+        }
+        self.submit(Intent::Recv(id));
     }
 
     /// Cancels the connection's receive; its end comes as [`RecvEnd::Cancelled`].
     pub fn cancel_recv(&mut self, id: ConnId) {
-        if self
-            .conns
-            .get(id)
-            .is_some_and(|socket| socket.recv_armed && !socket.recv_cancel_sent)
+        let Some(socket) = self.conns.get_mut(id) else {
+            return;
+        };
+        // The shard stops reading: keys waiting for the receive to stop wait for the next
+        // `arm_recv` instead.
+        if let Some(tls) = socket.tls.as_mut()
+            && tls.handover == Handover::Waiting
         {
+            tls.handover = Handover::Undecided;
+        }
+        if socket.recv_armed && !socket.recv_cancel_sent {
             self.submit(Intent::CancelRecv(id));
         }
+    }
+
+    /// Gives the connection's keys to the kernel if it waits for that and nothing is in flight
+    /// any more, then arms its receive again. Anything else in flight ends later and brings
+    /// the connection back here.
+    fn try_hand_over(&mut self, id: ConnId) {
+        let Some(socket) = self.conns.get_mut(id) else {
+            return;
+        };
+        let Some(tls) = socket.tls.as_mut() else {
+            return;
+        };
+        if tls.handover != Handover::Waiting
+            || socket.recv_armed
+            || tls.in_flight()
+            || tls.has_output()
+        {
+            return;
+        }
+        if !tls.session.at_record_boundary() {
+            // The start of a record is in rustls and the rest in the socket: only rustls can
+            // read it whole.
+            tls.handover = Handover::UserSpace;
+            self.counts.kernel_tls_declined += 1;
+            debug!(
+                "connection {}: part of a TLS record received at the hand-over: user-space TLS",
+                id.index()
+            );
+        } else if let Some(tls) = socket.tls.take() {
+            match tls.into_session().into_secrets() {
+                Ok((version, secrets)) => {
+                    match ktls::hand_to_kernel(socket.fd.as_fd(), version, secrets) {
+                        Ok(()) => {
+                            socket.kernel = KernelTls::On;
+                            self.counts.kernel_tls_handovers += 1;
+                            debug!("connection {}: TLS keys handed to the kernel", id.index());
+                        }
+                        Err(e) => fail_handover(socket, id, &e),
+                    }
+                }
+                Err(e) => fail_handover(socket, id, &e),
+            }
+        }
+        // What waited unsealed leaves now, encrypted by the kernel or by rustls.
+        if !socket.out.is_empty() {
+            self.dirty.push(id);
+        }
+        self.submit(Intent::Recv(id));
     }
 
     /// Reads eventfd `fd` (owned by the shard's mailboxes, which outlive this ring) to be woken
@@ -619,6 +763,22 @@ impl<T> Io<T> {
         if !armed {
             socket.recv_armed = false;
         }
+        let waiting = socket
+            .tls
+            .as_mut()
+            .filter(|tls| tls.handover == Handover::Waiting);
+        if let Some(tls) = waiting
+            && result <= 0
+        {
+            if matches!(-result, libc::ECANCELED | libc::ENOBUFS) {
+                // Stopped for the hand-over (or short of buffers, which come back this turn):
+                // the keys go, then the receive is armed again.
+                self.handovers.push(id);
+                return None;
+            }
+            // The connection is ending: its keys stay.
+            tls.handover = Handover::UserSpace;
+        }
         if result > 0 {
             let Some(buffer) = buffer else {
                 warn!("a receive completed without a buffer");
@@ -635,6 +795,8 @@ impl<T> Io<T> {
             0 => RecvEnd::PeerClosed,
             libc::ENOBUFS => RecvEnd::NoBuffers,
             libc::ECANCELED => RecvEnd::Cancelled,
+            libc::EIO if socket.kernel != KernelTls::Off => control_record_end(&socket.fd, id),
+            libc::EBADMSG if socket.kernel != KernelTls::Off => RecvEnd::Tls(TlsFailure::Decrypt),
             errno => RecvEnd::Failed(errno),
         };
         Some(Event::RecvEnded { id, why })
@@ -655,11 +817,14 @@ impl<T> Io<T> {
         let more = match socket.tls.as_mut() {
             Some(tls) => {
                 tls.complete_send(result as usize);
+                if tls.handover == Handover::Waiting {
+                    self.handovers.push(id);
+                }
                 tls.has_output()
             }
             None => {
                 socket.out.complete_send(result as usize, &mut self.pool);
-                false
+                socket.kernel == KernelTls::CloseNotifyDue
             }
         };
         if more || !socket.out.is_empty() {
@@ -671,7 +836,8 @@ impl<T> Io<T> {
     /// Hands the bytes of a receive to `read` with the connection's state (unmasking happens in
     /// place, so the bytes are mutable), then gives the buffer back to the kernel. A TLS
     /// connection's bytes are deciphered first, into the shard's plaintext buffer; `read` is
-    /// not called when they held no plaintext (a handshake message, say). `read` is also given
+    /// not called when they held no plaintext (a handshake message, say), except by the bytes
+    /// that end the handshake (see `handshake_ended` below). `read` is also given
     /// the TLS session, as it is after deciphering: the client's certificate may have been
     /// verified by the very bytes that carry its first plaintext. Before all that, a
     /// connection's preamble ([`Io::read_preamble_first`]) takes the first bytes, and the
@@ -688,40 +854,82 @@ impl<T> Io<T> {
             return Received::Gone;
         };
         let data = self.buf_ring.buffer_mut(buffer.id, buffer.len);
-        let preamble = if socket.preamble {
-            self.preambles.remove(&id)
-        } else {
+        let mut preamble = if self.preambles.is_empty() {
             None
+        } else {
+            self.preambles.remove(&id)
         };
-        let Some(mut preamble) = preamble else {
-            socket.preamble = false;
-            let received =
-                read_stream(socket, id, data, &mut self.plaintext, &mut self.dirty, read);
-            self.buf_ring.recycle(buffer.id);
-            return received;
-        };
-        // A refused preamble stays until the connection is released, dropping what else comes.
-        let (received, judged) = match preamble.feed(data) {
-            Step::NeedMore | Step::Dropped => (Received::Nothing, false),
-            Step::Refused(refusal) => (Received::Refused(refusal), false),
-            Step::Done { header, rest } => {
+        let data = match preamble.as_mut().map(|preamble| preamble.feed(data)) {
+            None => data,
+            Some(Step::Done { header, rest }) => {
                 if let Some(header) = header {
                     on_header(&mut socket.state, header);
                 }
-                let received = if rest.is_empty() {
-                    Received::Nothing
-                } else {
-                    read_stream(socket, id, rest, &mut self.plaintext, &mut self.dirty, read)
+                rest
+            }
+            Some(step) => {
+                let received = match step {
+                    Step::Refused(refusal) => Received::Refused(refusal),
+                    _ => Received::Nothing,
                 };
-                (received, true)
+                // Kept until the connection is released: after a refusal, it drops what else
+                // comes.
+                if let Some(preamble) = preamble {
+                    self.preambles.insert(id, preamble);
+                }
+                self.buf_ring.recycle(buffer.id);
+                return received;
             }
         };
-        if judged {
-            socket.preamble = false;
-        } else {
-            self.preambles.insert(id, preamble);
+        if data.is_empty() {
+            // The receive held the header and nothing after it.
+            self.buf_ring.recycle(buffer.id);
+            return Received::Nothing;
         }
+        let Some(tls) = socket.tls.as_mut() else {
+            let result = read(&mut socket.state, data, None);
+            self.buf_ring.recycle(buffer.id);
+            return Received::Read(result);
+        };
+        let mut plaintext = std::mem::take(&mut self.plaintext);
+        plaintext.clear();
+        let was_handshaking = tls.session.is_handshaking();
+        let deciphered = tls.session.receive(data, &mut plaintext);
         self.buf_ring.recycle(buffer.id);
+        // The handshake may have ended with these bytes: with the receive still running, the
+        // keys are to go to the kernel once it stops.
+        let reading = socket.recv_armed && !socket.recv_cancel_sent;
+        if deciphered.is_ok() && reading {
+            decide_handover(tls, self.kernel_tls, &mut self.counts, id);
+        }
+        let stop_reading = reading && tls.handover == Handover::Waiting;
+        // The handshake ended: `read` sees the session now, with whatever plaintext came (often
+        // none), to take what it needs of it (the certificate's identity) before the keys and
+        // the session may go to the kernel.
+        let handshake_ended = was_handshaking && !tls.session.is_handshaking();
+        if tls.handover == Handover::Waiting {
+            self.handovers.push(id);
+        }
+        // Handshake messages to answer, an alert to send, or queued bytes the handshake held.
+        if tls.has_output() || !socket.out.is_empty() {
+            self.dirty.push(id);
+        }
+        let received = match deciphered {
+            Err(failure) => Received::Failed(failure),
+            Ok(deciphered) => {
+                let result = (!plaintext.is_empty() || handshake_ended)
+                    .then(|| read(&mut socket.state, &mut plaintext, Some(&tls.session)));
+                match (result, deciphered.peer_closed) {
+                    (result, true) => Received::Closed(result),
+                    (Some(result), false) => Received::Read(result),
+                    (None, false) => Received::Nothing,
+                }
+            }
+        };
+        self.plaintext = plaintext;
+        if stop_reading {
+            self.submit(Intent::CancelRecv(id));
+        }
         received
     }
 
@@ -752,35 +960,61 @@ impl<T> Drop for Io<T> {
     }
 }
 
-/// Hands a connection's stream bytes to `read`: as they are, or deciphered first on a TLS
-/// connection, into `plaintext`. A TLS connection with records to send is marked `dirty`.
-fn read_stream<T, R>(
-    socket: &mut Socket<T>,
+/// Decides, once its handshake is over, whether a connection's keys go to the kernel: when
+/// kernel TLS is on and the probe saw the kernel take the negotiated suite.
+fn decide_handover(
+    tls: &mut TlsStream,
+    kernel_tls: Option<KtlsSupport>,
+    counts: &mut IoCounts,
     id: ConnId,
-    data: &mut [u8],
-    plaintext: &mut Vec<u8>,
-    dirty: &mut Vec<ConnId>,
-    read: impl FnOnce(&mut T, &mut [u8], Option<&TlsSession>) -> R,
-) -> Received<R> {
-    let Some(tls) = socket.tls.as_mut() else {
-        return Received::Read(read(&mut socket.state, data, None));
-    };
-    plaintext.clear();
-    let deciphered = tls.session.receive(data, plaintext);
-    // Handshake messages to answer, an alert to send, or queued bytes the handshake held.
-    if tls.has_output() || !socket.out.is_empty() {
-        dirty.push(id);
+) {
+    if tls.handover != Handover::Undecided || tls.session.is_handshaking() {
+        return;
     }
-    match deciphered {
-        Err(failure) => Received::Failed(failure),
-        Ok(deciphered) => {
-            let result = (!plaintext.is_empty())
-                .then(|| read(&mut socket.state, plaintext, Some(&tls.session)));
-            match (result, deciphered.peer_closed) {
-                (result, true) => Received::Closed(result),
-                (Some(result), false) => Received::Read(result),
-                (None, false) => Received::Nothing,
-            }
+    let suite = tls.session.negotiated_suite().and_then(ktls::Suite::of);
+    match suite {
+        Some(suite) if kernel_tls.is_some_and(|support| support.supports(suite)) => {
+            tls.handover = Handover::Waiting;
+        }
+        _ => {
+            tls.handover = Handover::UserSpace;
+            counts.kernel_tls_declined += 1;
+            let suite = tls.session.negotiated_suite().map(|suite| suite.suite());
+            debug!(
+                "connection {}: the kernel does not take {suite:?}: user-space TLS",
+                id.index()
+            );
+        }
+    }
+}
+
+/// rustls gave its keys away, or the kernel took part of them: the connection cannot go on.
+/// Its socket is shut, so the receive armed next ends it.
+fn fail_handover<T>(socket: &mut Socket<T>, id: ConnId, error: &dyn std::fmt::Display) {
+    warn!(
+        "connection {}: TLS keys not handed to the kernel, closing: {error}",
+        id.index()
+    );
+    socket.out.abandon();
+    sys::shutdown_both(&socket.fd);
+}
+
+/// A kernel TLS receive refused a record other than application data (`EIO`), which stays
+/// at the head of the socket: what it is decides how the connection ends.
+fn control_record_end(fd: &OwnedFd, id: ConnId) -> RecvEnd {
+    match ktls::read_control_record(fd.as_fd()) {
+        Ok(ControlRecord::Alert { description: 0 }) => RecvEnd::PeerClosed,
+        Ok(ControlRecord::Alert { description }) => {
+            RecvEnd::Tls(TlsFailure::PeerAlert(description))
+        }
+        Ok(ControlRecord::Handshake) => RecvEnd::Tls(TlsFailure::AfterHandover),
+        Ok(ControlRecord::Other(kind)) => {
+            debug!("connection {}: TLS record of type {kind}", id.index());
+            RecvEnd::Tls(TlsFailure::Protocol)
+        }
+        Err(e) => {
+            debug!("connection {}: the refused TLS record: {e}", id.index());
+            RecvEnd::Tls(TlsFailure::Protocol)
         }
     }
 }
@@ -849,6 +1083,7 @@ mod tests {
             recv_buffers: 16,
             recv_buffer_bytes: 4096,
             fixed_files_max: 16,
+            kernel_tls: None,
         })
         .expect("io_uring is available to the tests")
     }

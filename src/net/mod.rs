@@ -3,6 +3,7 @@
 //! the broker lives here.
 
 pub mod io;
+pub mod ktls;
 pub mod listener;
 mod op;
 pub mod preamble;

@@ -7,6 +7,9 @@
 //! The queue stays the connection's plaintext queue, with its bounds and slow consumer
 //! policies; a chunk leaves it when it is sealed. One send at a time: while the kernel reads
 //! `cipher`, nothing touches it, and a stream dropped meanwhile leaks it rather than free it.
+//!
+//! With kernel TLS on, the stream also says where the connection stands on its way there
+//! ([`Handover`]); `io.rs` does the hand-over.
 
 use super::send_buf::SendPool;
 use super::send_queue::SendQueue;
@@ -20,6 +23,20 @@ pub(super) struct TlsStream {
     cipher: Cipher,
     /// close_notify is due once the queue is sealed.
     closing: bool,
+    pub(super) handover: Handover,
+}
+
+/// Whether the connection's keys go to the kernel once its handshake is over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Handover {
+    /// Not yet decided: the handshake is not over, or the receive stopped before the keys
+    /// could go (the decision is made again at the next receive).
+    Undecided,
+    /// They go as soon as nothing is in flight: the receive is being stopped, and the queue
+    /// waits unsealed, to leave as plaintext through the kernel.
+    Waiting,
+    /// The connection stays with rustls.
+    UserSpace,
 }
 
 /// The records of the send in flight, or of one the kernel took in part.
@@ -42,11 +59,17 @@ impl Drop for Cipher {
 }
 
 impl TlsStream {
-    pub(super) fn new(session: TlsSession) -> Box<TlsStream> {
+    /// `kernel_tls`: the keys may go to the kernel once the handshake is over.
+    pub(super) fn new(session: TlsSession, kernel_tls: bool) -> Box<TlsStream> {
         Box::new(TlsStream {
             session,
             cipher: Cipher::default(),
             closing: false,
+            handover: if kernel_tls {
+                Handover::Undecided
+            } else {
+                Handover::UserSpace
+            },
         })
     }
 
@@ -59,9 +82,11 @@ impl TlsStream {
         self.session
     }
 
-    /// Sends close_notify once everything queued so far is sealed.
+    /// Sends close_notify once everything queued so far is sealed: the connection ends in
+    /// user space.
     pub(super) fn close_when_drained(&mut self) {
         self.closing = true;
+        self.handover = Handover::UserSpace;
     }
 
     pub(super) fn in_flight(&self) -> bool {
@@ -93,7 +118,8 @@ impl TlsStream {
             // Handshake messages, tickets and alerts first: they come before any data sealed
             // now, and a key update before what it protects.
             self.session.write_records(&mut cipher.bytes);
-            if !queue.is_empty() && !self.session.is_handshaking() {
+            let sealing = !self.session.is_handshaking() && self.handover != Handover::Waiting;
+            if !queue.is_empty() && sealing {
                 let (session, out) = (&mut self.session, &mut cipher.bytes);
                 queue.seal_front(SEAL_BYTES_MAX, pool, |plaintext| {
                     session.seal(plaintext, scratch, out)

@@ -16,7 +16,7 @@ use super::{Shard, TICK, ingest_context};
 
 use crate::config::{Config, ProxyProtocol};
 use crate::conn::{ConnId, Transport};
-use crate::net::io::{Event, Received, RecvBuffer, RecvEnd};
+use crate::net::io::{Event, Received, RecvBuffer, RecvEnd, TlsLayer};
 use crate::net::listener::ListenerKind;
 use crate::net::preamble::Expect;
 use crate::net::sys;
@@ -147,7 +147,7 @@ impl Shard {
 
     /// A new TLS session for a connection accepted on a TLS listener, with the certificates of
     /// the moment; `None` for a plain listener.
-    fn tls_session(&self, kind: ListenerKind) -> Result<Option<TlsSession>, TlsFailure> {
+    fn tls_session(&self, kind: ListenerKind) -> Result<Option<TlsLayer>, TlsFailure> {
         let Some(shared) = self.tls.as_ref().filter(|_| kind.tls()) else {
             return Ok(None);
         };
@@ -156,7 +156,7 @@ impl Shard {
             ListenerKind::Mqtts => &servers.mqtts,
             _ => &servers.wss,
         };
-        TlsSession::new(Arc::clone(config)).map(Some)
+        TlsSession::new(Arc::clone(config)).map(|session| Some(TlsLayer::Rustls(Box::new(session))))
     }
 
     fn on_received(&mut self, id: ConnId, buffer: RecvBuffer, armed: bool, now: Instant) {
@@ -231,6 +231,10 @@ impl Shard {
             // The ring ran out of buffers: they come back as this turn's data is handled.
             RecvEnd::NoBuffers if !ending => self.rearm.push(id),
             RecvEnd::NoBuffers | RecvEnd::Cancelled => self.finishing.push(id),
+            RecvEnd::Tls(failure) => {
+                self.tls_failures += 1;
+                self.pending_closes.push((id, CloseCause::Tls(failure)));
+            }
             RecvEnd::Failed(errno) => self
                 .pending_closes
                 .push((id, CloseCause::NetworkError(errno))),

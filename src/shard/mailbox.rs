@@ -26,9 +26,9 @@ use super::peer::{CloseCause, Peer, Phase};
 use super::{Shard, ingest_context};
 use crate::broker::ShardMessage;
 use crate::conn::{ConnId, Transport};
+use crate::net::io::TlsLayer;
 use crate::net::sys;
 use crate::protocol::ws::frame::FrameDecoder;
-use crate::tls::TlsSession;
 
 /// Messages taken from each other shard per turn: bounds one turn's work.
 const REMOTE_MESSAGES_PER_TURN_MAX: usize = 4096;
@@ -46,9 +46,8 @@ pub struct Handoff {
     pub ws: Option<Box<FrameDecoder>>,
     /// MQTT bytes received so far, starting with the CONNECT packet.
     pub pending: Vec<u8>,
-    /// The TLS session of a connection from a TLS listener, handshake done (boxed: rustls's
-    /// connection state is over a kilobyte, and the handoff queue holds thousands of slots).
-    pub tls: Option<Box<TlsSession>>,
+    /// The TLS layer of a connection from a TLS listener, handshake done.
+    pub tls: Option<TlsLayer>,
     /// The name its client certificate gave it (`identity_as_username`).
     pub identity: Option<Box<str>>,
 }
@@ -254,7 +253,7 @@ impl Shard {
         if let Some(identity) = handoff.identity {
             peer.rare_mut().identity = Some(identity);
         }
-        let id = self.io.add(handoff.fd, peer, handoff.tls.map(|tls| *tls));
+        let id = self.io.add(handoff.fd, peer, handoff.tls);
         let mut cx = ingest_context!(self, id, now);
         let Some(peer) = self.io.state_mut(id) else {
             return;
@@ -324,7 +323,7 @@ impl Shard {
             transport: peer.transport,
             ws: peer.ws,
             pending: peer.pending,
-            tls: released.tls.map(Box::new),
+            tls: released.tls,
             identity: peer.rare.and_then(|rare| rare.identity),
         };
         match self.mailboxes.hand_off(target, handoff) {

@@ -32,6 +32,7 @@ use crate::config::Config;
 use crate::conn::ConnId;
 use crate::metrics::{LoopCounts, Metrics, ShardFigures, SlowConsumerCounts};
 use crate::net::io::{Event, Io, IoSetup};
+use crate::net::ktls::KtlsSupport;
 use crate::net::listener::ListenerKind;
 use crate::net::{RingUnavailable, sys};
 use crate::protocol::mqtt::DecodeLimits;
@@ -66,6 +67,9 @@ pub struct ShardSetup {
     pub metrics: Arc<Metrics>,
     /// The certificates of the TLS listeners, replaced on SIGHUP; `None` without them.
     pub tls: Option<Arc<SharedTls>>,
+    /// The suites whose keys go to the kernel after the handshake (`[tls] ktls` and the
+    /// start-up probe); `None`: TLS stays in user space.
+    pub kernel_tls: Option<KtlsSupport>,
 }
 
 struct Listener {
@@ -173,6 +177,7 @@ impl Shard {
             recv_buffers: config.recv_buffers_per_shard,
             recv_buffer_bytes: config.recv_buffer_bytes as usize,
             fixed_files_max: limits.connections_per_shard_max,
+            kernel_tls: setup.kernel_tls,
         })?;
         if setup.id == 0 {
             let features = io.features();
@@ -299,6 +304,8 @@ impl Shard {
             cross_shard_backlog_bytes: self.cross_shard.backlog_bytes(),
             receives_paused: self.cross_shard.pauses(),
             tls_failures: self.tls_failures,
+            kernel_tls_handovers: self.io.counts().kernel_tls_handovers,
+            kernel_tls_declined: self.io.counts().kernel_tls_declined,
             proxy_refusals: self.proxy_refusals,
         };
         let figures = ShardFigures::new(&counts, &self.broker.stats(), &self.slow);

@@ -46,8 +46,10 @@ pub struct TlsServers {
 }
 
 impl TlsServers {
-    /// Reads every file `settings` names and builds the configurations.
-    pub fn load(settings: &TlsSettings) -> Result<TlsServers, TlsSetupError> {
+    /// Reads every file `settings` names and builds the configurations. `kernel_tls`: the
+    /// traffic keys of established connections may be handed to the kernel, so rustls must
+    /// let them out (`enable_secret_extraction`); otherwise they never leave it.
+    pub fn load(settings: &TlsSettings, kernel_tls: bool) -> Result<TlsServers, TlsSetupError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let (Some(cert_file), Some(key_file)) = (&settings.cert_file, &settings.key_file) else {
             return Err(TlsSetupError(
@@ -95,6 +97,7 @@ impl TlsServers {
             rustls::server::ServerSessionMemoryCache::new(SESSION_CACHE_ENTRIES_MAX);
         config.ticketer = rustls::crypto::ring::Ticketer::new()
             .map_err(|e| TlsSetupError(format!("cannot make a session ticket key: {e}")))?;
+        config.enable_secret_extraction = kernel_tls;
         let mut wss = config.clone();
         config.alpn_protocols = vec![b"mqtt".to_vec()];
         wss.alpn_protocols = vec![b"http/1.1".to_vec()];

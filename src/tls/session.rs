@@ -18,7 +18,9 @@ use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
 use rustls::unbuffered::{
     ConnectionState, EncodeError, EncodeTlsData, EncryptError, UnbufferedStatus, WriteTraffic,
 };
-use rustls::{AlertDescription, ServerConfig};
+use rustls::{
+    AlertDescription, ExtractedSecrets, ProtocolVersion, ServerConfig, SupportedCipherSuite,
+};
 
 /// Plaintext sealed for one send: four full records. A connection that keeps up sends less;
 /// one that fell behind catches up 64 KiB per send, like its plain send queue would.
@@ -63,6 +65,9 @@ pub enum TlsFailure {
     Protocol,
     /// More ciphertext than [`INCOMING_BYTES_MAX`] without a complete message in it.
     TooLarge,
+    /// A handshake message after the keys went to the kernel (kernel TLS): a TLS 1.3
+    /// `KeyUpdate`, which needs keys rustls no longer derives once it has handed them over.
+    AfterHandover,
     /// rustls refused for another reason; its words are in the debug log.
     Other,
 }
@@ -81,6 +86,9 @@ impl TlsFailure {
             TlsFailure::Decrypt => "a TLS record failed to decrypt",
             TlsFailure::Protocol => "TLS protocol violation",
             TlsFailure::TooLarge => "a TLS message larger than 80 KiB",
+            TlsFailure::AfterHandover => {
+                "a TLS handshake message (a KeyUpdate) after the keys went to the kernel"
+            }
             TlsFailure::Other => "TLS failure",
         }
     }
@@ -373,6 +381,28 @@ impl TlsSession {
 
     pub fn is_handshaking(&self) -> bool {
         self.conn.is_handshaking()
+    }
+
+    /// Whether every record received so far is whole: no part of one waits here for the rest.
+    pub fn at_record_boundary(&self) -> bool {
+        self.incoming.is_empty()
+    }
+
+    pub fn negotiated_suite(&self) -> Option<SupportedCipherSuite> {
+        self.conn.negotiated_cipher_suite()
+    }
+
+    /// The version and traffic keys, to hand to the kernel; the session is gone with them.
+    /// Needs `enable_secret_extraction`, a finished handshake and no records left to send.
+    /// rustls's kernel-side remainder, which could follow a key update, is not kept: a key
+    /// update after the hand-over closes the connection (`TlsFailure::AfterHandover`).
+    pub fn into_secrets(self) -> Result<(ProtocolVersion, ExtractedSecrets), rustls::Error> {
+        let version = self
+            .conn
+            .protocol_version()
+            .ok_or(rustls::Error::HandshakeNotComplete)?;
+        let (secrets, _kernel_side) = self.conn.dangerous_into_kernel_connection()?;
+        Ok((version, secrets))
     }
 
     /// The identity of the client's certificate, once the handshake verified one.

@@ -124,6 +124,33 @@ def test_paho_publish_subscribe_qos1(start, clients, pki, topic, transport):
     assert sub.wait_for_message().payload == b"2-0"
 
 
+@pytest.mark.parametrize("ktls", ["auto", "off"])
+def test_each_tls_listener_logs_whether_it_uses_kernel_tls(start, clients, pki, topic, ktls):
+    """The start-up line per TLS listener says kernel TLS or user-space TLS and why; either
+    way clients work, and the hand-over counter agrees with the line. On a kernel without
+    CONFIG_TLS (or with ktls = "off") that is user-space TLS."""
+    broker = start(tls=tls_table(pki, ktls=ktls))
+    modes = {}
+    for kind, port in (("mqtts", broker.mqtts_port), ("wss", broker.wss_port)):
+        lines = wait_for_log_count(broker, f"listening {kind} 127.0.0.1:{port}", 2)
+        line = next(line for line in lines if "TLS" in line)
+        assert ": kernel TLS (kTLS) after the handshake for " in line or ": user-space TLS: " in line, line
+        modes[kind] = "kernel" if "(kTLS)" in line else "user"
+    assert modes["mqtts"] == modes["wss"], modes
+    if ktls == "off":
+        assert modes["mqtts"] == "user"
+        assert "kernel TLS is off" in broker.log(tail=None)
+    sub = clients(broker, "mqtts", tls_context=client_context(pki.ca.cert_file))
+    assert sub.subscribe(topic, 1) == 1
+    pub = clients(broker, "mqtts", tls_context=client_context(pki.ca.cert_file))
+    pub.publish(topic, b"x" * 40000, qos=1)
+    assert sub.wait_for_message().payload == b"x" * 40000
+    if modes["mqtts"] == "kernel":
+        wait_for_metric(broker, "fanfare_tls_kernel_handovers_total", lambda n: n >= 2)
+    else:
+        assert totals(broker).get("fanfare_tls_kernel_handovers_total", 0) == 0
+
+
 def test_tls_cert_and_key_flags_without_a_config_file(start, clients, pki, topic):
     broker = start(args=["--mqtts", "127.0.0.1:0", "--wss", "127.0.0.1:0",
                          "--tls-cert", pki.server.cert_file, "--tls-key", pki.server.key_file])
