@@ -3,10 +3,12 @@
 //! Every limit is a named field with a default, a comment saying why, and its unit in the name.
 //! `0` never means "unlimited": a limit is always a limit.
 
+mod auth;
 mod tls;
 
 use std::net::SocketAddr;
 
+pub use auth::AuthSettings;
 pub use tls::{ClientAuth, KtlsMode, SniCertificate, TlsSettings, TlsVersion};
 
 use crate::conn::{SlowConsumer, Transport};
@@ -94,6 +96,16 @@ pub struct Limits {
     pub http_file_bytes_max: u64,
     /// Bytes of served files each shard keeps in memory (file plus its gzip form).
     pub http_cache_bytes_max: u64,
+    /// Publishes per second one connection may send (a token bucket holding one second's
+    /// worth); past it the connection is not read until it is back within the rate. 0: off,
+    /// the default, since a benchmark's or a bridge's single publisher legitimately sends
+    /// hundreds of thousands a second.
+    pub publish_rate_max: u32,
+    /// The same in bytes of PUBLISH packets per second; 0: off.
+    pub publish_bytes_rate_max: u64,
+    /// Past either rate an MQTT 5 client gets DISCONNECT 0x96 Message rate too high instead
+    /// of being slowed down (3.x clients are always slowed down: they have no such code).
+    pub disconnect_on_rate: bool,
 }
 
 impl Default for Limits {
@@ -121,6 +133,9 @@ impl Default for Limits {
             offline_sessions_per_shard_max: 100_000,
             http_file_bytes_max: 1024 * 1024,
             http_cache_bytes_max: 16 * 1024 * 1024,
+            publish_rate_max: 0,
+            publish_bytes_rate_max: 0,
+            disconnect_on_rate: false,
         }
     }
 }
@@ -305,6 +320,8 @@ pub struct Config {
     pub wss: Option<SocketAddr>,
     /// Certificates and settings of the TLS listeners (`[tls]`).
     pub tls: TlsSettings,
+    /// Credentials and topic rules (`[auth]`).
+    pub auth: AuthSettings,
     /// The HTTP path the WebSocket upgrade must use.
     pub ws_path: String,
     /// Whether an upgrade request that offers no `Sec-WebSocket-Protocol` is accepted.
@@ -356,6 +373,7 @@ impl Default for Config {
             mqtts: None,
             wss: None,
             tls: TlsSettings::default(),
+            auth: AuthSettings::default(),
             ws_path: "/mqtt".to_owned(),
             ws_allow_no_subprotocol: true,
             ws_allowed_origins: Vec::new(),
@@ -408,6 +426,7 @@ struct FileConfig {
     mqtts: Option<String>,
     wss: Option<String>,
     tls: Option<tls::FileTls>,
+    auth: Option<auth::FileAuth>,
     ws_path: Option<String>,
     ws_allow_no_subprotocol: Option<bool>,
     ws_allowed_origins: Option<Vec<String>>,
@@ -468,6 +487,9 @@ file_limits! {
     offline_sessions_per_shard_max: u32,
     http_file_bytes_max: u64,
     http_cache_bytes_max: u64,
+    publish_rate_max: u32,
+    publish_bytes_rate_max: u64,
+    disconnect_on_rate: bool,
 }
 
 impl Config {
@@ -491,6 +513,9 @@ impl Config {
         }
         if let Some(tls) = file.tls {
             tls.apply(&mut config.tls);
+        }
+        if let Some(auth) = file.auth {
+            auth.apply(&mut config.auth);
         }
         if let Some(path) = file.ws_path {
             config.ws_path = path;
@@ -565,6 +590,7 @@ impl Config {
         }
         self.tls
             .validate(self.mqtts.is_some() || self.wss.is_some())?;
+        self.auth.validate()?;
         if !self.ws_path.starts_with('/') || self.ws_path.contains(char::is_whitespace) {
             return Err(ConfigError::invalid(
                 "ws_path",

@@ -263,6 +263,13 @@ impl Shard {
                 self.io.cancel_recv(id);
                 self.finishing.push(id);
             }
+            // Nothing is read until the verdict (`take_verdicts`).
+            Flow::Verify => self.io.cancel_recv(id),
+            // Nothing is read until the rate allows (`resume_throttled`).
+            Flow::Throttle(until) => {
+                self.io.cancel_recv(id);
+                self.throttled.pause(id, until);
+            }
         }
     }
 
@@ -283,22 +290,48 @@ impl Shard {
                     Phase::WsHandshake | Phase::AwaitConnect | Phase::Connected(_)
                 )
             });
-            if reading && !self.cross_shard.is_paused(id) {
+            if reading && !self.cross_shard.is_paused(id) && !self.throttled.is_paused(id) {
                 self.io.arm_recv(id);
             }
         }
         self.rearm = rearm;
     }
 
+    /// Reads again the connections whose publish rate allows it: first what they sent before
+    /// the pause, then the socket.
+    pub(super) fn resume_throttled(&mut self, now: Instant) {
+        for id in self.throttled.resume(now) {
+            let mut cx = ingest_context!(self, id, now);
+            let Some(peer) = self.io.state_mut(id) else {
+                continue;
+            };
+            let flow = ingest::ingest_pending(&mut cx, peer);
+            let reading = peer.reads();
+            self.after_flow(id, flow);
+            if reading && !matches!(flow, Flow::Throttle(_)) {
+                self.rearm.push(id);
+            }
+        }
+    }
+
     /// Closes the connections that missed their upgrade or CONNECT deadline.
     pub(super) fn expire_deadlines(&mut self, now: Instant) {
         let (io, closes) = (&self.io, &mut self.pending_closes);
         self.deadlines.expire(now, |deadline, id| {
-            let (phase, cause) = match deadline {
-                Deadline::Upgrade => (Phase::WsHandshake, CloseCause::HandshakeTimeout),
-                Deadline::Connect => (Phase::AwaitConnect, CloseCause::ConnectTimeout),
+            let (phases, cause) = match deadline {
+                Deadline::Upgrade => (
+                    [Phase::WsHandshake, Phase::WsHandshake],
+                    CloseCause::HandshakeTimeout,
+                ),
+                // A password still with a verifier counts against the CONNECT deadline too.
+                Deadline::Connect => (
+                    [Phase::AwaitConnect, Phase::Verifying],
+                    CloseCause::ConnectTimeout,
+                ),
             };
-            let missed = io.state(id).is_some_and(|peer| peer.phase == phase);
+            let missed = io
+                .state(id)
+                .is_some_and(|peer| phases.contains(&peer.phase));
             if missed {
                 closes.push((id, cause));
             }

@@ -46,6 +46,9 @@ pub enum Phase {
     /// then the socket moves there. (A `u16`: shards are at most 1 024, and a smaller phase
     /// leaves room for the connection's flags within its budget.)
     HandingOff(u16),
+    /// A verifier checks the CONNECT's password: nothing is read meanwhile, and the CONNECT
+    /// waits in the pending bytes.
+    Verifying,
     /// Nothing more is read; what is queued is sent, then the socket closes.
     Closing,
 }
@@ -193,6 +196,18 @@ pub struct Rare {
     pub closing_since: Option<Instant>,
     /// The name its TLS client certificate gives it, with `identity_as_username`.
     pub identity: Option<Box<str>>,
+    /// What a verifier said about the CONNECT's password, for the CONNECT read again then.
+    pub verified: Option<Verified>,
+    /// Its publish allowance, once it publishes under `publish_rate_max` or
+    /// `publish_bytes_rate_max`.
+    pub publish_rate: Option<super::publish_rate::PublishRate>,
+}
+
+/// A verifier's verdict on a CONNECT's password.
+#[derive(Debug, Clone)]
+pub enum Verified {
+    Accepted(crate::auth::Identity),
+    Refused,
 }
 
 pub struct Peer {
