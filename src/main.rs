@@ -25,6 +25,7 @@ const USAGE: &str = "\
 fanfare: an MQTT broker for massive fan-out over WebSockets
 
 Usage: fanfare [OPTIONS]
+       fanfare passwd [-c | -D | -b] FILE USER [PASSWORD]   (see fanfare passwd --help)
 
 Options:
   --config FILE      read settings from a TOML file (flags below override it)
@@ -42,6 +43,13 @@ Options:
 ";
 
 fn main() -> ExitCode {
+    // `fanfare passwd ...` edits a password file and starts no broker.
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|arg| arg == "passwd")
+    {
+        return fanfare::auth::passwd_cli::main(std::env::args_os().skip(2));
+    }
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

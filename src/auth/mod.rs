@@ -9,6 +9,8 @@
 
 pub mod acl;
 pub mod jwt;
+// `fanfare passwd`: the one part that does its own I/O (the file, the terminal).
+pub mod passwd_cli;
 pub mod password;
 
 use std::path::PathBuf;
