@@ -171,7 +171,12 @@ fn run(command: Command) -> Result<(), PasswdError> {
     let text = if create {
         String::new()
     } else {
-        let text = password::read_bounded(&command.file)?;
+        let text = password::read_bounded(&command.file).map_err(|e| match e {
+            PasswordFileError::Read { path, error } if error.kind() == io::ErrorKind::NotFound => {
+                PasswdError::NoFile(path)
+            }
+            e => PasswdError::File(e),
+        })?;
         // Refuse to rewrite what cannot be read: the damage is named, not spread.
         PasswordFile::parse(&text, &command.file)?;
         text
@@ -292,6 +297,7 @@ enum PasswdError {
     NoTerminal(io::Error),
     Mismatch,
     UnknownUser,
+    NoFile(PathBuf),
     File(PasswordFileError),
     Io {
         what: &'static str,
@@ -318,6 +324,9 @@ impl fmt::Display for PasswdError {
             ),
             PasswdError::Mismatch => write!(f, "the passwords do not match; nothing written"),
             PasswdError::UnknownUser => write!(f, "no such user in the file; nothing written"),
+            PasswdError::NoFile(path) => {
+                write!(f, "no file {} (-c creates it)", path.display())
+            }
             PasswdError::File(e) => write!(f, "{e}"),
             PasswdError::Io { what, path, error } => {
                 write!(f, "{what} {}: {error}", path.display())
