@@ -87,7 +87,10 @@ impl std::error::Error for PolicyError {}
 /// The credentials and rules in force: loaded at start-up, replaced whole on SIGHUP.
 pub struct Policy {
     anonymous: bool,
-    passwords: Option<PasswordFile>,
+    /// The password file, and a hash of a random password that an unknown user's password is
+    /// checked against: as slow as a real check, so the time of a refusal does not tell which
+    /// users exist.
+    passwords: Option<(PasswordFile, PasswordHash)>,
     acl: Option<AclFile>,
     jwt: Option<(JwtKeys, JwtSettings)>,
     /// Bumped by every reload, so verdicts remembered under an older policy are dropped.
@@ -103,11 +106,12 @@ impl Policy {
         };
         let passwords = match &settings.password_file {
             None => None,
-            Some(path) => Some(
-                PasswordFile::load(path)
+            Some(path) => {
+                let file = PasswordFile::load(path)
                     .map_err(|e| e.to_string())
-                    .map_err(failed("password_file", path))?,
-            ),
+                    .map_err(failed("password_file", path))?;
+                Some((file, decoy_hash()))
+            }
         };
         let acl = match &settings.acl_file {
             None => None,
@@ -184,12 +188,9 @@ impl Policy {
             };
         }
         match (&self.passwords, username, password) {
-            (Some(file), Some(user), Some(_)) => match file.get(user) {
-                Some(hash) => Decision::Verify {
-                    user: user.into(),
-                    hash: hash.clone(),
-                },
-                None => Decision::Refuse(Refusal::BadCredentials("unknown user or wrong password")),
+            (Some((file, decoy)), Some(user), Some(_)) => Decision::Verify {
+                user: user.into(),
+                hash: file.get(user).unwrap_or(decoy).clone(),
             },
             (_, _, Some(_)) if !self.anonymous => {
                 Decision::Refuse(Refusal::BadCredentials("credentials nothing can check"))
@@ -224,6 +225,18 @@ impl Policy {
             Some(file) => file.may_subscribe(&acl_identity(identity, client_id), filter),
         }
     }
+}
+
+/// The hash of a random password nobody knows, made like a new entry of the file.
+fn decoy_hash() -> PasswordHash {
+    let mut secret = [0u8; 32];
+    // Any bytes will do if the system's randomness fails: the decoy only has to cost time.
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut secret);
+    let line = format!("decoy:{}\n", password::hash_password(&secret));
+    PasswordFile::parse(&line, std::path::Path::new("decoy"))
+        .ok()
+        .and_then(|file| file.get("decoy").cloned())
+        .expect("a fresh argon2id entry parses")
 }
 
 fn acl_identity<'a>(identity: Option<&'a Identity>, client_id: &'a str) -> AclIdentity<'a> {

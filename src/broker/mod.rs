@@ -51,6 +51,7 @@ pub use outbox::*;
 pub use share_groups::GroupMessage;
 
 use crate::auth::Policy;
+use crate::protocol::mqtt::ReasonCode;
 use crate::config::Limits;
 use crate::conn::ConnId;
 use crate::slots::Slots;

@@ -97,11 +97,12 @@ pub struct Limits {
     /// Bytes of served files each shard keeps in memory (file plus its gzip form).
     pub http_cache_bytes_max: u64,
     /// Publishes per second one connection may send (a token bucket holding one second's
-    /// worth); past it the connection is not read until it is back within the rate. 0: off,
-    /// the default, since a benchmark's or a bridge's single publisher legitimately sends
-    /// hundreds of thousands a second.
+    /// worth); past it the connection is not read until it is back within the rate. The
+    /// default, a million, is above what one connection can push through one shard, since a
+    /// benchmark's or a bridge's single publisher legitimately sends hundreds of thousands a
+    /// second: set it to what the deployment's publishers need.
     pub publish_rate_max: u32,
-    /// The same in bytes of PUBLISH packets per second; 0: off.
+    /// The same in bytes of topic and payload per second (default 1 GiB/s).
     pub publish_bytes_rate_max: u64,
     /// Past either rate an MQTT 5 client gets DISCONNECT 0x96 Message rate too high instead
     /// of being slowed down (3.x clients are always slowed down: they have no such code).
@@ -133,8 +134,8 @@ impl Default for Limits {
             offline_sessions_per_shard_max: 100_000,
             http_file_bytes_max: 1024 * 1024,
             http_cache_bytes_max: 16 * 1024 * 1024,
-            publish_rate_max: 0,
-            publish_bytes_rate_max: 0,
+            publish_rate_max: 1_000_000,
+            publish_bytes_rate_max: 1024 * 1024 * 1024,
             disconnect_on_rate: false,
         }
     }
@@ -174,7 +175,7 @@ impl Limits {
 
     /// Checks the relations between limits that no single field can express.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let positive: [(&'static str, u64); 17] = [
+        let positive: [(&'static str, u64); 19] = [
             ("packet_bytes_max", self.packet_bytes_max.into()),
             ("topic_bytes_max", self.topic_bytes_max.into()),
             ("topic_levels_max", self.topic_levels_max.into()),
@@ -207,6 +208,8 @@ impl Limits {
                 "cross_shard_backlog_bytes_max",
                 self.cross_shard_backlog_bytes_max,
             ),
+            ("publish_rate_max", self.publish_rate_max.into()),
+            ("publish_bytes_rate_max", self.publish_bytes_rate_max),
         ];
         for (key, value) in positive {
             if value == 0 {

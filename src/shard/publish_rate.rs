@@ -4,8 +4,8 @@
 //! abusive publisher is slowed by TCP's own flow control and nothing accepted is dropped. An
 //! MQTT 5 client is disconnected with 0x96 instead when `disconnect_on_rate` says so.
 //!
-//! Only publishing connections carry buckets (in `Peer::rare`); the checks cost nothing to
-//! subscribers.
+//! Only publishing connections carry buckets (in `Peer::rare`, made at their first publish);
+//! subscribers pay nothing.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashSet};
@@ -13,17 +13,11 @@ use std::time::{Duration, Instant};
 
 use crate::conn::ConnId;
 
-/// The two allowances, per second; 0 turns one off.
+/// The two allowances, per second (both above zero: the configuration says so).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateLimits {
     pub messages_per_s: u32,
     pub bytes_per_s: u64,
-}
-
-impl RateLimits {
-    pub fn is_off(self) -> bool {
-        self.messages_per_s == 0 && self.bytes_per_s == 0
-    }
 }
 
 /// One connection's buckets.
@@ -49,17 +43,11 @@ impl PublishRate {
     pub fn take(&mut self, limits: RateLimits, bytes: usize, now: Instant) -> Result<(), Duration> {
         let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
         self.at = now;
-        let mut wait = 0.0_f64;
-        if limits.messages_per_s > 0 {
-            let rate = f64::from(limits.messages_per_s);
-            self.messages = (self.messages + rate * elapsed).min(rate) - 1.0;
-            wait = wait.max(-self.messages / rate);
-        }
-        if limits.bytes_per_s > 0 {
-            let rate = limits.bytes_per_s as f64;
-            self.bytes = (self.bytes + rate * elapsed).min(rate) - bytes as f64;
-            wait = wait.max(-self.bytes / rate);
-        }
+        let messages_rate = f64::from(limits.messages_per_s.max(1));
+        let bytes_rate = limits.bytes_per_s.max(1) as f64;
+        self.messages = (self.messages + messages_rate * elapsed).min(messages_rate) - 1.0;
+        self.bytes = (self.bytes + bytes_rate * elapsed).min(bytes_rate) - bytes as f64;
+        let wait = (-self.messages / messages_rate).max(-self.bytes / bytes_rate);
         if wait > 0.0 {
             Err(Duration::from_secs_f64(wait))
         } else {
