@@ -15,7 +15,7 @@ use fanfare::net::listener::{ListenerKind, bind_reuseport};
 use fanfare::net::sys::{self, Signal};
 use fanfare::shard::mailbox::Mailboxes;
 use fanfare::shard::verifier::Verifiers;
-use fanfare::shard::{self, AuthSetup, ShardSetup};
+use fanfare::shard::{self, AddressBook, AuthSetup, ShardSetup};
 use fanfare::tls::{SharedTls, TlsServers};
 
 #[global_allocator]
@@ -254,6 +254,11 @@ fn run() -> anyhow::Result<()> {
     )?);
     let stop = Arc::new(AtomicBool::new(false));
     let auth = AuthSetup {
+        addresses: Arc::new(AddressBook::new(
+            config.limits.connections_per_ip_max,
+            config.limits.connect_rate_per_ip_max,
+            config.trusted_proxies.clone(),
+        )),
         policy: Arc::new(SharedPolicy::new(policy)),
         generation: Arc::new(AtomicU64::new(0)),
         verifiers: Verifiers::start(

@@ -42,7 +42,7 @@ const fn counter(name: &'static str, help: &'static str) -> Metric {
 }
 
 /// Every metric, in the order of [`ShardFigures::values`].
-const METRICS: [Metric; 38] = [
+const METRICS: [Metric; 39] = [
     gauge(
         "fanfare_sockets",
         "Open sockets: clients, WebSocket upgrades and HTTP requests in progress.",
@@ -180,6 +180,10 @@ const METRICS: [Metric; 38] = [
         "MQTT 5 connections ended with 0x96 for publishing past their rate (disconnect_on_rate).",
     ),
     counter(
+        "fanfare_connections_refused_per_ip_total",
+        "Connections closed at once for connections_per_ip_max or connect_rate_per_ip_max.",
+    ),
+    counter(
         "fanfare_ring_submissions_refused_total",
         "io_uring operations the ring refused, submitted again on a later loop turn.",
     ),
@@ -212,6 +216,7 @@ pub struct LoopCounts {
     pub kernel_tls_declined: u64,
     pub proxy_refusals: u64,
     pub publish_rate_pauses: u64,
+    pub address_refusals: u64,
 }
 
 /// One shard's figures at one moment, in the order of [`METRICS`].
@@ -265,6 +270,7 @@ impl ShardFigures {
                 broker.tokens_expired,
                 counts.publish_rate_pauses,
                 broker.rate_disconnects,
+                counts.address_refusals,
                 counts.submissions_refused,
             ],
         }

@@ -468,6 +468,10 @@ impl Broker {
     /// An MQTT 5 client published past its rate with `disconnect_on_rate` on: DISCONNECT 0x96
     /// Message rate too high, then the close; its will is published.
     pub fn disconnect_for_rate(&mut self, conn: ConnId, now: Instant, out: &mut Outbox) {
+        if !self.clients.contains(conn) {
+            // Ended by an earlier publish of the same receive.
+            return;
+        }
         self.stats.rate_disconnects += 1;
         let reason = CloseReason::Refused(ReasonCode::MESSAGE_RATE_TOO_HIGH, "publish rate");
         self.end_connection(conn, Some(reason), true, now, out);

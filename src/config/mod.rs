@@ -107,6 +107,14 @@ pub struct Limits {
     /// Past either rate an MQTT 5 client gets DISCONNECT 0x96 Message rate too high instead
     /// of being slowed down (3.x clients are always slowed down: they have no such code).
     pub disconnect_on_rate: bool,
+    /// Connections one client address (an IPv6 /64) may hold open, across shards; past it an
+    /// accept is closed at once. The default lets a benchmark open a shard's worth from one
+    /// address; behind carrier-grade NAT thousands of browsers share one address, so set it
+    /// with that in mind.
+    pub connections_per_ip_max: u32,
+    /// New connections per second from one client address (a token bucket holding one
+    /// second's worth), against reconnect storms and floods.
+    pub connect_rate_per_ip_max: u32,
 }
 
 impl Default for Limits {
@@ -137,6 +145,8 @@ impl Default for Limits {
             publish_rate_max: 1_000_000,
             publish_bytes_rate_max: 1024 * 1024 * 1024,
             disconnect_on_rate: false,
+            connections_per_ip_max: 20_000,
+            connect_rate_per_ip_max: 10_000,
         }
     }
 }
@@ -175,7 +185,7 @@ impl Limits {
 
     /// Checks the relations between limits that no single field can express.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let positive: [(&'static str, u64); 19] = [
+        let positive: [(&'static str, u64); 21] = [
             ("packet_bytes_max", self.packet_bytes_max.into()),
             ("topic_bytes_max", self.topic_bytes_max.into()),
             ("topic_levels_max", self.topic_levels_max.into()),
@@ -210,6 +220,8 @@ impl Limits {
             ),
             ("publish_rate_max", self.publish_rate_max.into()),
             ("publish_bytes_rate_max", self.publish_bytes_rate_max),
+            ("connections_per_ip_max", self.connections_per_ip_max.into()),
+            ("connect_rate_per_ip_max", self.connect_rate_per_ip_max.into()),
         ];
         for (key, value) in positive {
             if value == 0 {
@@ -493,6 +505,8 @@ file_limits! {
     publish_rate_max: u32,
     publish_bytes_rate_max: u64,
     disconnect_on_rate: bool,
+    connections_per_ip_max: u32,
+    connect_rate_per_ip_max: u32,
 }
 
 impl Config {

@@ -7,10 +7,11 @@ use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use log::{debug, error, warn};
+use log::{debug, error, info, warn};
 
 use super::deadlines::Deadline;
 use super::ingest::{self, Flow};
+use super::address_book::{AddressBook, AddressRefusal};
 use super::peer::{CloseCause, Peer, Phase};
 use super::{Shard, TICK, ingest_context};
 
@@ -117,11 +118,22 @@ impl Shard {
                 return;
             }
         };
+        let ip = addr.ip();
+        if self.addresses.counts(ip)
+            && let Err(refusal) = self.addresses.admit(ip, now)
+        {
+            // Closed at once, the socket dropped here: no byte is read or sent.
+            self.refused_by_address(addr, refusal);
+            return;
+        }
         let transport = kind.transport();
         let tls = match self.tls_session(kind) {
             Ok(tls) => tls,
             Err(failure) => {
                 warn!("{addr}: refused: cannot start TLS: {failure}");
+                if self.addresses.counts(ip) {
+                    self.addresses.release(ip, now);
+                }
                 return;
             }
         };
@@ -145,6 +157,24 @@ impl Shard {
         self.io.arm_recv(id);
     }
 
+    /// Counts a connection the per-address limits refused; the log says so at most once a
+    /// second (`log_address_refusals`), since a flood would otherwise flood the log too.
+    pub(super) fn refused_by_address(&mut self, addr: std::net::SocketAddr, refusal: AddressRefusal) {
+        self.address_refusals += 1;
+        self.address_refusals_unlogged += 1;
+        debug!("{addr}: refused: {}", refusal.description());
+    }
+
+    pub(super) fn log_address_refusals(&mut self) {
+        if self.address_refusals_unlogged > 0 {
+            warn!(
+                "shard {}: {} connections refused by connections_per_ip_max or connect_rate_per_ip_max in the last second",
+                self.id, self.address_refusals_unlogged
+            );
+            self.address_refusals_unlogged = 0;
+        }
+    }
+
     /// A new TLS session for a connection accepted on a TLS listener, with the certificates of
     /// the moment; `None` for a plain listener.
     fn tls_session(&self, kind: ListenerKind) -> Result<Option<TlsLayer>, TlsFailure> {
@@ -162,9 +192,19 @@ impl Shard {
     fn on_received(&mut self, id: ConnId, buffer: RecvBuffer, armed: bool, now: Instant) {
         let feeding_before = self.outbox.to_other_shards.len();
         let mut cx = ingest_context!(self, id, now);
+        let addresses = &self.addresses;
+        let address_refused = std::cell::Cell::new(None);
+        let on_header = |peer: &mut Peer, header: ProxyHeader| {
+            if let Err(refusal) = take_proxy_header(peer, header, addresses, now) {
+                address_refused.set(Some(refusal));
+            }
+        };
         let read = self
             .io
-            .read_received(id, buffer, take_proxy_header, |peer, data, tls| {
+            .read_received(id, buffer, on_header, |peer, data, tls| {
+                if let Some(refusal) = address_refused.get() {
+                    return (Flow::Close(CloseCause::Address(refusal)), false, false);
+                }
                 take_client_identity(cx.config, peer, tls);
                 let was_upgrading = peer.phase == Phase::WsHandshake;
                 let flow = ingest::ingest(&mut cx, peer, data);
@@ -352,10 +392,25 @@ fn proxy_protocol_on(on: ProxyProtocol, kind: ListenerKind) -> bool {
 }
 
 /// A trusted proxy's header names the client, or (LOCAL, UNKNOWN) leaves the proxy's address.
-fn take_proxy_header(peer: &mut Peer, header: ProxyHeader) {
+/// The client a PROXY header names becomes the connection's address, once the per-address
+/// limits count it (the proxy's own address was not counted). Refused, the connection keeps
+/// the proxy's address, so that nothing is released for it at the close.
+fn take_proxy_header(
+    peer: &mut Peer,
+    header: ProxyHeader,
+    addresses: &AddressBook,
+    now: Instant,
+) -> Result<(), AddressRefusal> {
     match header.source() {
         Some(client) => {
             debug!("{}: PROXY header: the client is {client}", peer.addr);
+            let ip = client.ip().to_canonical();
+            if addresses.counts(ip)
+                && let Err(refusal) = addresses.admit(ip, now)
+            {
+                info!("{}: the client {client} is refused: {}", peer.addr, refusal.description());
+                return Err(refusal);
+            }
             peer.proxied_for(client);
         }
         None => debug!(
@@ -363,6 +418,7 @@ fn take_proxy_header(peer: &mut Peer, header: ProxyHeader) {
             peer.addr
         ),
     }
+    Ok(())
 }
 
 /// With `identity_as_username`, a TLS client's certificate names it once the handshake verified

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use log::{debug, info};
 
+use super::address_book::AddressBook;
 use super::auth_gate::{AuthGate, Entry};
 use super::peer::{CloseCause, Peer, Phase, Verified};
 use super::publish_rate::{PublishRate, RateLimits};
@@ -57,6 +58,8 @@ pub struct Ingest<'a> {
     pub metrics: &'a Metrics,
     /// Judges CONNECTs' credentials.
     pub auth: &'a mut AuthGate,
+    /// Counts connections per client address.
+    pub addresses: &'a AddressBook,
     pub now: Instant,
 }
 
@@ -92,6 +95,15 @@ fn ingest_upgrade(cx: &mut Ingest<'_>, conn: &mut Peer, data: &[u8]) -> Flow {
         }
     };
     if let Some(client) = forwarded_client_of(cx, conn.addr, &head) {
+        // Counted by the per-address limits from now on, like any direct client; refused, the
+        // connection keeps the proxy's address, which is not counted.
+        let ip = client.ip();
+        if cx.addresses.counts(ip)
+            && let Err(refusal) = cx.addresses.admit(ip, cx.now)
+        {
+            info!("{}: the client {ip} is refused: {}", conn.addr, refusal.description());
+            return Flow::Close(CloseCause::Address(refusal));
+        }
         conn.addr = client;
     }
     match accept_upgrade(&head, &handshake) {

@@ -12,6 +12,7 @@
 //! 7. start one send per connection with bytes queued, finish closes whose operations ended
 //!    (`close.rs`), arm receives again, and wake each other shard at most once.
 
+mod address_book;
 mod auth_gate;
 mod carry_out;
 mod close;
@@ -42,6 +43,7 @@ use crate::net::{RingUnavailable, sys};
 use crate::protocol::mqtt::DecodeLimits;
 use crate::protocol::ws::frame::FrameLimits;
 use crate::tls::SharedTls;
+pub use address_book::AddressBook;
 use auth_gate::AuthGate;
 use deadlines::Deadlines;
 use mailbox::{CrossShard, Mailboxes};
@@ -69,6 +71,8 @@ const RING_ENTRIES: u32 = 4096;
 /// bumped after) and the password verifiers.
 #[derive(Clone)]
 pub struct AuthSetup {
+    /// Connections and connects per client address, counted across shards.
+    pub addresses: Arc<AddressBook>,
     pub policy: Arc<SharedPolicy>,
     pub generation: Arc<AtomicU64>,
     pub verifiers: Arc<Verifiers>,
@@ -146,6 +150,11 @@ struct Shard {
     tls: Option<Arc<SharedTls>>,
     /// Judges CONNECTs' credentials (`auth_gate.rs`).
     auth: AuthGate,
+    addresses: Arc<AddressBook>,
+    /// Connections refused by the per-address limits, since start; and since the last log
+    /// line about them.
+    address_refusals: u64,
+    address_refusals_unlogged: u64,
     /// Connections paused for publishing past their rate (`publish_rate.rs`).
     throttled: Throttled,
     /// TLS connections that failed (handshake or record), since start.
@@ -184,6 +193,7 @@ macro_rules! ingest_context {
             frame_limits: &$shard.frame_limits,
             metrics: &$shard.metrics,
             auth: &mut $shard.auth,
+            addresses: &$shard.addresses,
             now: $now,
         }
     };
@@ -216,6 +226,7 @@ impl Shard {
         let shard_count = setup.mailboxes.shard_count();
         let mut broker = Broker::new(setup.id, shard_count, limits.clone(), now);
         broker.set_topic_policies(&config.policies);
+        let addresses = Arc::clone(&setup.auth.addresses);
         let auth = AuthGate::new(
             setup.id,
             setup.auth.policy,
@@ -252,6 +263,9 @@ impl Shard {
             metrics: setup.metrics,
             tls: setup.tls,
             auth,
+            addresses,
+            address_refusals: 0,
+            address_refusals_unlogged: 0,
             throttled: Throttled::default(),
             tls_failures: 0,
             proxy_refusals: 0,
@@ -332,6 +346,7 @@ impl Shard {
         self.io.trim();
         if now >= self.next_collect {
             self.next_collect = now + COLLECT_EVERY;
+            self.log_address_refusals();
             self.shed_scratch();
             // Returned to the system only once the shard holds nobody: then nothing is lost
             // by unmapping, and an emptied shard goes back to its fresh size.
@@ -347,6 +362,7 @@ impl Shard {
             kernel_tls_declined: self.io.counts().kernel_tls_declined,
             proxy_refusals: self.proxy_refusals,
             publish_rate_pauses: self.throttled.pauses,
+            address_refusals: self.address_refusals,
         };
         let figures = ShardFigures::new(&counts, &self.broker.stats(), &self.slow);
         self.metrics.publish(self.id, &figures);

@@ -24,6 +24,7 @@
 //! ≈ 3.7 KB socket and ≈ 0.9 KB armed multishot receive, and the broker's session (client
 //! identifier, subscription, trie node, 512 B; see `broker/session.rs`).
 
+use super::address_book::AddressRefusal;
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -70,6 +71,9 @@ pub enum CloseCause {
     /// The first bytes on a listener with the PROXY protocol on were refused: a header from
     /// an untrusted source, or none (or a bad one) from a trusted proxy.
     Preamble(PreambleRefusal),
+    /// The client's real address, named by a PROXY header or `Forwarded`, is over a
+    /// per-address limit.
+    Address(AddressRefusal),
     /// A plain HTTP request on the WebSocket listener was answered with this status.
     HttpServed(u16),
     HandshakeTimeout,
@@ -106,7 +110,8 @@ impl CloseCause {
             CloseCause::Handshake(_)
             | CloseCause::HandshakeTimeout
             | CloseCause::Tls(_)
-            | CloseCause::Preamble(_) => None,
+            | CloseCause::Preamble(_)
+            | CloseCause::Address(_) => None,
             CloseCause::HttpServed(_) => None,
             CloseCause::Ws(error) => Some(error.close_code()),
             CloseCause::WsClosedByPeer(_) => Some(1000),
@@ -166,6 +171,7 @@ impl std::fmt::Display for CloseCause {
             CloseCause::WsClosedByPeer(None) => f.write_str("WebSocket closed by peer"),
             CloseCause::Tls(failure) => write!(f, "TLS: {failure}"),
             CloseCause::Preamble(refusal) => write!(f, "PROXY protocol: {refusal}"),
+            CloseCause::Address(refusal) => f.write_str(refusal.description()),
             CloseCause::Handshake(error) => {
                 write!(
                     f,
