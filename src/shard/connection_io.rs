@@ -202,8 +202,9 @@ impl Shard {
         let read = self
             .io
             .read_received(id, buffer, on_header, |peer, data, tls| {
-                if let Some(refusal) = address_refused.get() {
-                    return (Flow::Close(CloseCause::Address(refusal)), false, false);
+                if address_refused.get().is_some() {
+                    // Closed below, with nothing of it read.
+                    return (Flow::Continue, false, false);
                 }
                 take_client_identity(cx.config, peer, tls);
                 let was_upgrading = peer.phase == Phase::WsHandshake;
@@ -217,6 +218,10 @@ impl Shard {
                 );
                 (flow, upgraded, still_reading)
             });
+        if let Some(refusal) = address_refused.get() {
+            self.pending_closes.push((id, CloseCause::Address(refusal)));
+            return;
+        }
         let ((flow, upgraded, still_reading), peer_closed) = match read {
             Received::Read(read) => (read, false),
             Received::Closed(Some(read)) => (read, true),

@@ -111,3 +111,27 @@ def test_new_connections_per_second_per_ip_are_bounded(start):
     other = rawmqtt.TcpConn(broker.host, port, source="127.0.0.5")
     assert connack_or_closed(other).startswith(b"\x20")
     other.close()
+
+
+def test_the_limits_count_the_client_a_trusted_proxy_names(start):
+    broker = start(config={"limits": {"connections_per_ip_max": 2}, "tcp_proxy_protocol": True,
+                           "trusted_proxies": ["127.0.0.2/32"]})
+    port = broker.port("tcp")
+
+    def through_proxy(client: str) -> bytes:
+        conn = rawmqtt.TcpConn(broker.host, port, source="127.0.0.2")
+        held.append(conn)
+        conn.send(f"PROXY TCP4 {client} 127.0.0.1 40000 1883\r\n".encode())
+        return connack_or_closed(conn)
+
+    held: list[rawmqtt.TcpConn] = []
+    try:
+        # The proxy's own address is not counted: its clients are.
+        assert through_proxy("203.0.113.7").startswith(b"\x20")
+        assert through_proxy("203.0.113.7").startswith(b"\x20")
+        assert through_proxy("203.0.113.7") == b""
+        assert through_proxy("203.0.113.8").startswith(b"\x20")
+    finally:
+        for conn in held:
+            conn.close()
+    assert "the client 203.0.113.7:40000 is refused: connections_per_ip_max reached" in broker.log()
