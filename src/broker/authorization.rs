@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::Broker;
-use super::outbox::Outbox;
+use super::outbox::{Denial, Outbox};
 use super::session::SessionKey;
 use super::share_groups;
 use super::timers::TimerKind;
@@ -97,6 +97,18 @@ impl Broker {
         let allowed = policy.may_publish(session.identity(), &session.client_id, topic);
         session.remember_publish_verdict(topic, policy.generation, allowed);
         allowed
+    }
+}
+
+impl Broker {
+    /// Reports the first denial of a connection, for its one log line; later ones are only
+    /// counted.
+    pub(super) fn report_denial(&mut self, conn: ConnId, denial: Denial, out: &mut Outbox) {
+        if let Some(client) = self.clients.get_mut(conn)
+            && !std::mem::replace(&mut client.denial_reported, true)
+        {
+            out.denials.push((conn, denial));
+        }
     }
 }
 

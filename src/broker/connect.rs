@@ -396,6 +396,7 @@ impl Broker {
             transport,
             version: connect.version,
             closing: false,
+            denial_reported: false,
             keep_alive_grace_ms,
             last_packet_at: now,
             will,

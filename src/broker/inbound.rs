@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::Broker;
-use super::outbox::{CloseReason, Outbox, RoutedMessage};
+use super::outbox::{CloseReason, Denial, Outbox, RoutedMessage};
 use super::qos_window::AckOutcome;
 use super::reply::send_packet;
 use super::session::SessionKey;
@@ -203,6 +203,7 @@ impl Broker {
             && std::str::from_utf8(publish.payload).is_err();
         let topic = aliased.as_deref().unwrap_or(publish.topic);
         if !self.may_publish(key, topic) {
+            self.report_denial(conn, Denial::Publish(topic.into()), out);
             self.refuse_publish(conn, key, publish, out);
             return;
         }
@@ -333,6 +334,9 @@ impl Broker {
             .map(|&(filter, _)| filter)
             .filter(|filter| !self.may_subscribe(key, filter))
             .collect();
+        if let Some(&filter) = denied.first() {
+            self.report_denial(conn, Denial::Subscribe(filter.into()), out);
+        }
         let Some(session) = self.sessions.get_mut(key) else {
             return;
         };

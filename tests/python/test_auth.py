@@ -297,6 +297,10 @@ def test_anonymous_reads_scores_and_may_not_publish(acl_broker, session, clients
     info.wait_for_publish(TIMEOUT_S)
     browser.expect_no_message()
     assert "publishes_denied" in acl_broker_metrics(acl_broker)
+    log = acl_broker.log(tail=None)
+    # One line per connection: the browser's first denial was its subscription.
+    assert log.count('the topic rules deny subscribing to "#"') == 1
+    assert log.count('the topic rules deny publishing to "scores/final"') == 1
 
 
 def acl_broker_metrics(broker) -> str:
