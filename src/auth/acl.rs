@@ -22,17 +22,19 @@
 //! ```
 //!
 //! As in Mosquitto: the access word is optional (readwrite) unless the topic contains a space;
-//! `topic` rules apply to the section they stand in, `pattern` rules to every client; a `user`
-//! named twice gathers both sections; `deny` wins over any grant, whatever the order of the lines;
-//! `%u` and `%c` are substituted in `pattern` rules only and must each be a whole level; a
-//! `%u` pattern does not apply to a client without a username; a `#` line is a comment.
+//! `topic` rules apply to the section they stand in (a user the file does not name has none),
+//! `pattern` rules to every client; `deny` wins over any grant, whatever the order of the lines;
+//! `%u` and `%c` are substituted in `pattern` rules only and must each be a whole level; a `%u`
+//! pattern does not apply to a client without a username; a `#` line is a comment. A `user`
+//! named twice gathers both sections.
 //!
 //! Where fanfare deliberately differs:
-//! - Mosquitto lets a filter through SUBSCRIBE when a readable rule matches it read as a topic,
-//!   and drops what the rules refuse at each delivery (`scores/#` with only `scores/+` granted).
-//!   fanfare does not check deliveries, so it refuses such a filter at SUBSCRIBE. A filter covered
-//!   only by several rules together (`a/#` with `a` and `a/+/#`) is refused too: the client
-//!   subscribes to the narrower filters instead.
+//! - Mosquitto also checks every delivery, so it can let a broad filter through SUBSCRIBE
+//!   (`scores/#` where only `scores/+` is readable) and drop what falls outside. fanfare checks
+//!   only at SUBSCRIBE, so it refuses such a filter. A filter covered only by several rules
+//!   together (`a/#` with `a` and `a/+/#`) is refused too: the client subscribes to the narrower
+//!   filters instead. A reload that takes a right away must therefore re-check the subscriptions
+//!   already granted.
 //! - A username or client id is substituted only when it can stand as one level, see
 //!   [`Identity`].
 //! - [`AclFile::may_publish`] refuses every topic starting with `$`: those topics are the
@@ -47,8 +49,8 @@ use std::path::{Path, PathBuf};
 
 use crate::protocol::mqtt::topic::{filter_matches, is_valid_topic_filter, is_valid_topic_name};
 
-/// Bytes an ACL file may hold. A file of 8 MiB holds on the order of 100 000 rules, more than
-/// [`ACL_RULES_MAX`] lets through; the cap stops a wrong path (a log, a device) from being read whole.
+/// Bytes an ACL file may hold: at some 80 bytes a line, room for [`ACL_RULES_MAX`] rules. The
+/// cap stops a wrong path (a log, a device) from being read whole.
 pub const ACL_FILE_BYTES_MAX: u64 = 8 * 1024 * 1024;
 
 /// Bytes of one line. A rule's topic filter is compared with topics of at most
@@ -127,6 +129,8 @@ impl AclFile {
         let mut section: Option<&str> = None;
         let mut section_rules = Vec::new();
         let mut rules = 0usize;
+        // Editors on some systems open a UTF-8 file with a byte order mark.
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         for (index, line) in text.lines().enumerate() {
             let failed = |problem| AclError::Line {
                 path: path_for_errors.to_owned(),

@@ -155,6 +155,8 @@ fn access_words_and_their_default() {
 fn comments_blank_lines_indentation_and_tabs() {
     let file = acl("# heading\n\n   # indented comment\r\nuser alice\n\ttopic\tread\ta/#\n  \n");
     assert!(file.may_subscribe(&user("alice", "c"), "a/b"));
+    let file = acl("\u{feff}topic read a\r\n");
+    assert!(file.may_subscribe(&anonymous("c"), "a"));
 }
 
 #[test]
