@@ -4,7 +4,9 @@
 //!
 //! The cache of recent successes is the shard's own, keyed by a hash of the user name and the
 //! password under a key drawn at start-up, so it holds no password and its keys cannot be
-//! matched against a list of known hashes.
+//! matched against a list of known hashes. Checks of the same credentials that arrive while
+//! one is with a verifier wait for its verdict rather than start their own: a reconnect storm
+//! of one backend's credentials costs one hash, not one per connection.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher, RandomState};
@@ -35,6 +37,11 @@ pub struct AuthGate {
     verifiers: Arc<Verifiers>,
     /// Keyed hash of (user, password) → when the success stops counting.
     verified: HashMap<u64, Instant>,
+    /// Keyed hash of credentials with a verifier → the connections waiting for its verdict.
+    waiting: HashMap<u64, Vec<ConnId>>,
+    /// Most connections waiting for verdicts at once (`verify_queue_max`).
+    waiting_max: usize,
+    waiting_len: usize,
     verified_max: usize,
     verified_ttl: Duration,
     keys: RandomState,
@@ -48,6 +55,7 @@ impl AuthGate {
         verifiers: Arc<Verifiers>,
         verified_max: usize,
         verified_ttl: Duration,
+        waiting_max: usize,
     ) -> AuthGate {
         AuthGate {
             shard,
@@ -56,6 +64,9 @@ impl AuthGate {
             generation,
             verifiers,
             verified: HashMap::new(),
+            waiting: HashMap::new(),
+            waiting_max,
+            waiting_len: 0,
             verified_max,
             verified_ttl,
             keys: RandomState::new(),
@@ -98,6 +109,14 @@ impl AuthGate {
                 if self.verified.get(&cache_key).is_some_and(|&until| until > now) {
                     return Entry::Accept(Some(password_identity(user)));
                 }
+                if self.waiting_len >= self.waiting_max {
+                    return Entry::Refuse(Refusal::Busy);
+                }
+                if let Some(waiting) = self.waiting.get_mut(&cache_key) {
+                    waiting.push(conn);
+                    self.waiting_len += 1;
+                    return Entry::Pending;
+                }
                 let job = VerifyJob {
                     shard: self.shard,
                     conn,
@@ -107,27 +126,33 @@ impl AuthGate {
                     cache_key,
                 };
                 match self.verifiers.submit(job) {
-                    Ok(()) => Entry::Pending,
+                    Ok(()) => {
+                        self.waiting.insert(cache_key, vec![conn]);
+                        self.waiting_len += 1;
+                        Entry::Pending
+                    }
                     Err(_) => Entry::Refuse(Refusal::Busy),
                 }
             }
         }
     }
 
-    /// The next verdict for this shard, if any: the connection, and who it is when the
-    /// password matched.
-    pub fn take_verdict(&mut self, now: Instant) -> Option<(ConnId, Option<Identity>)> {
+    /// The next verdict for this shard, if any: the connections that waited for it, and who
+    /// they are when the password matched.
+    pub fn take_verdict(&mut self, now: Instant) -> Option<(Vec<ConnId>, Option<Identity>)> {
         let Verdict {
             conn,
             user,
             matched,
             cache_key,
         } = self.verifiers.take_verdict(self.shard)?;
+        let waiting = self.waiting.remove(&cache_key).unwrap_or_else(|| vec![conn]);
+        self.waiting_len = self.waiting_len.saturating_sub(waiting.len());
         if !matched {
-            return Some((conn, None));
+            return Some((waiting, None));
         }
         self.remember(cache_key, now);
-        Some((conn, Some(password_identity(user))))
+        Some((waiting, Some(password_identity(user))))
     }
 
     fn remember(&mut self, cache_key: u64, now: Instant) {

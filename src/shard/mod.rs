@@ -234,6 +234,7 @@ impl Shard {
             setup.auth.verifiers,
             config.auth.verified_cache_entries_max,
             Duration::from_secs(config.auth.verified_cache_ttl_s),
+            config.auth.verify_queue_max,
         );
         let mut outbox = Outbox::default();
         broker.set_policy(Some(Arc::clone(auth.policy())), &mut outbox);
