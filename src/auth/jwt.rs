@@ -327,6 +327,15 @@ struct Key {
 }
 
 impl Key {
+    /// A key from the secret or a PEM file: no `kid`, any algorithm of its type.
+    fn unnamed(material: KeyMaterial) -> Key {
+        Key {
+            kid: None,
+            alg: None,
+            material,
+        }
+    }
+
     fn accepts(&self, alg: Algorithm) -> bool {
         self.alg.is_none_or(|pinned| pinned == alg) && self.material.accepts(alg)
     }
@@ -403,11 +412,7 @@ impl JwtKeys {
             let why = format!("the secret is shorter than {HMAC_SECRET_BYTES_MIN} bytes");
             return Err(key_error("jwt_secret_file", path, why));
         }
-        let key = Key {
-            kid: None,
-            alg: None,
-            material: KeyMaterial::hmac(secret),
-        };
+        let key = Key::unnamed(KeyMaterial::hmac(secret));
         self.push(key, "jwt_secret_file", path)
     }
 
@@ -419,15 +424,7 @@ impl JwtKeys {
             match kind {
                 SectionKind::PublicKey => {
                     let material = spki_material(&der).map_err(|e| key_error(SETTING, path, e))?;
-                    self.push(
-                        Key {
-                            kid: None,
-                            alg: None,
-                            material,
-                        },
-                        SETTING,
-                        path,
-                    )?;
+                    self.push(Key::unnamed(material), SETTING, path)?;
                     found += 1;
                 }
                 SectionKind::PrivateKey
@@ -683,13 +680,7 @@ struct Header {
 /// segment may be empty, so that an unsigned (`alg: none`) token is refused as a token rather
 /// than tried as a password.
 pub fn looks_like_jwt(password: &[u8]) -> bool {
-    let mut segments = password.split(|&b| b == b'.');
-    let (Some(header), Some(payload), Some(signature), None) = (
-        segments.next(),
-        segments.next(),
-        segments.next(),
-        segments.next(),
-    ) else {
+    let Some([header, payload, signature]) = segments(password) else {
         return false;
     };
     let base64url = |segment: &[u8]| {
@@ -702,6 +693,20 @@ pub fn looks_like_jwt(password: &[u8]) -> bool {
         && base64url(header)
         && base64url(payload)
         && base64url(signature)
+}
+
+/// The three dot-separated segments of a compact JWS, or `None` for any other count.
+fn segments(token: &[u8]) -> Option<[&[u8]; 3]> {
+    let mut segments = token.split(|&b| b == b'.');
+    match (
+        segments.next(),
+        segments.next(),
+        segments.next(),
+        segments.next(),
+    ) {
+        (Some(header), Some(payload), Some(signature), None) => Some([header, payload, signature]),
+        _ => None,
+    }
 }
 
 /// Verifies `token` with `keys` at `now_unix_s`, and returns what it says of its bearer.
@@ -719,15 +724,7 @@ pub fn verify(
     if token.len() > settings.token_bytes_max {
         return Err(JwtRefusal::TooLarge);
     }
-    let mut segments = token.split(|&b| b == b'.');
-    let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) = (
-        segments.next(),
-        segments.next(),
-        segments.next(),
-        segments.next(),
-    ) else {
-        return Err(JwtRefusal::Malformed);
-    };
+    let [header_b64, payload_b64, signature_b64] = segments(token).ok_or(JwtRefusal::Malformed)?;
     let header: Header =
         serde_json::from_slice(&base64url(header_b64)?).map_err(|_| JwtRefusal::Malformed)?;
     if header.crit.is_some() {
