@@ -170,7 +170,9 @@ fn reload_auth(config: &Config, auth: &AuthSetup) {
             auth.generation.store(generation, Ordering::Release);
             log::info!("SIGHUP received: password, ACL and JWT key files reloaded");
         }
-        Err(e) => log::error!("SIGHUP received: auth files not reloaded, keeping the old ones: {e}"),
+        Err(e) => {
+            log::error!("SIGHUP received: auth files not reloaded, keeping the old ones: {e}")
+        }
     }
 }
 

@@ -42,7 +42,10 @@ pub enum Decision {
     Refuse(Refusal),
     /// The password must be checked against this hash (slow: off the shard thread); when it
     /// matches, the client is `user`.
-    Verify { user: Box<str>, hash: PasswordHash },
+    Verify {
+        user: Box<str>,
+        hash: PasswordHash,
+    },
 }
 
 /// Why a CONNECT was refused, for its CONNACK and its one log line. Never says which part of
@@ -156,7 +159,11 @@ impl Policy {
     /// Whether any client needs a check at all: without an ACL file and without tokens that
     /// carry rules, every client may use every topic, and the broker skips the checks.
     pub fn has_rules(&self) -> bool {
-        self.acl.is_some() || self.jwt.as_ref().is_some_and(|(_, s)| s.acl_claim.is_some())
+        self.acl.is_some()
+            || self
+                .jwt
+                .as_ref()
+                .is_some_and(|(_, s)| s.acl_claim.is_some())
     }
 
     /// Judges a CONNECT's credentials. `certificate_user`: the identity a verified client
@@ -216,7 +223,12 @@ impl Policy {
     }
 
     /// May this client subscribe to `filter`: is every topic it can match readable?
-    pub fn may_subscribe(&self, identity: Option<&Identity>, client_id: &str, filter: &str) -> bool {
+    pub fn may_subscribe(
+        &self,
+        identity: Option<&Identity>,
+        client_id: &str,
+        filter: &str,
+    ) -> bool {
         if let Some(rules) = identity.and_then(|i| i.token_acl.as_ref()) {
             return acl::filter_covered(filter, &rules.subscribe);
         }

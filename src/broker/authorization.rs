@@ -63,7 +63,7 @@ impl Broker {
         for (key, filter) in revoked {
             self.stats.subscriptions_revoked += 1;
             if let Some(session) = self.sessions.get_mut(key) {
-                session.subscriptions.remove(&*filter);
+                session.subscriptions.remove(&filter);
             }
             if filter.starts_with(share_groups::SHARED_PREFIX) {
                 self.share_leave(key, &filter, out);
@@ -82,11 +82,12 @@ impl Broker {
         policy.may_subscribe(session.identity(), &session.client_id, rules_filter(filter))
     }
 
-    /// Whether the session's client may publish to `topic`, remembered per topic. Topics
-    /// starting with `$` are the server's, whatever the rules.
+    /// Whether the session's client may publish to `topic`, remembered per topic. Under
+    /// topic rules, topics starting with `$` are the server's whatever the rules say; without
+    /// any, every client may do everything, as anyone reaching the port may.
     pub(super) fn may_publish(&mut self, key: SessionKey, topic: &str) -> bool {
         let Some(policy) = &self.policy else {
-            return !topic.starts_with('$');
+            return true;
         };
         let Some(session) = self.sessions.get_mut(key) else {
             return false;

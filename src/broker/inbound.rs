@@ -181,9 +181,11 @@ impl Broker {
         Ok(None)
     }
 
-    /// A client's PUBLISH. Topics starting with `$` are delivered like any other: 3.1.1 only
-    /// says they are reserved for server use (§4.7.2), and subscribers only get them through
-    /// filters naming the `$` level explicitly [MQTT-4.7.2-1].
+    /// A client's PUBLISH, once the topic rules allow it (`authorization.rs`). Topics starting
+    /// with `$` are reserved for server use (§4.7.2): under topic rules a client's publish to
+    /// one is refused like any denied publish; without rules every client may do everything.
+    /// Subscribers get `$` topics only through filters naming the `$` level explicitly
+    /// [MQTT-4.7.2-1].
     fn publish(
         &mut self,
         conn: ConnId,

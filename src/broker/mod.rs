@@ -51,9 +51,9 @@ pub use outbox::*;
 pub use share_groups::GroupMessage;
 
 use crate::auth::Policy;
-use crate::protocol::mqtt::ReasonCode;
 use crate::config::Limits;
 use crate::conn::ConnId;
+use crate::protocol::mqtt::ReasonCode;
 use crate::slots::Slots;
 use client_ids::ClientIds;
 use clients::Clients;

@@ -128,8 +128,9 @@ struct Pending {
     inbound_qos2: Vec<PacketId>,
     /// Who the connection's credentials proved the client to be; none for anonymous clients.
     identity: Option<Arc<Identity>>,
-    /// The topics it published to lately and whether the policy of that generation let it.
-    publish_verdicts: Option<PublishVerdicts>,
+    /// The topics it published to lately and whether the policy of that generation let it
+    /// (boxed: only publishers under topic rules have them).
+    publish_verdicts: Option<Box<PublishVerdicts>>,
 }
 
 /// A publisher's verdicts, so a feed that publishes to the same topics again and again is
@@ -243,9 +244,11 @@ impl Session {
         let verdicts = self
             .pending_mut()
             .publish_verdicts
-            .get_or_insert_with(|| PublishVerdicts {
-                generation,
-                verdicts: HashMap::new(),
+            .get_or_insert_with(|| {
+                Box::new(PublishVerdicts {
+                    generation,
+                    verdicts: HashMap::new(),
+                })
             });
         if verdicts.generation != generation || verdicts.verdicts.len() >= PUBLISH_VERDICTS_MAX {
             verdicts.generation = generation;
@@ -501,6 +504,6 @@ mod tests {
         assert_eq!(std::mem::size_of::<Subscriptions>(), 24);
         assert_eq!(std::mem::size_of::<Session>(), 168);
         assert_eq!(crate::slots::slot_bytes::<Session>(), 176);
-        assert_eq!(std::mem::size_of::<Pending>(), 40);
+        assert_eq!(std::mem::size_of::<Pending>(), 56);
     }
 }

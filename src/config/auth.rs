@@ -211,7 +211,10 @@ mod tests {
         for (toml, key) in [
             ("[auth]\nverifier_threads = 0\n", "auth.verifier_threads"),
             ("[auth]\nverify_queue_max = 0\n", "auth.verify_queue_max"),
-            ("[auth]\njwt_token_bytes_max = 1\n", "auth.jwt_token_bytes_max"),
+            (
+                "[auth]\njwt_token_bytes_max = 1\n",
+                "auth.jwt_token_bytes_max",
+            ),
             ("[auth]\njwt_user_claim = \"\"\n", "auth.jwt_user_claim"),
         ] {
             let config = Config::from_toml(toml, "f.toml").expect("parses");

@@ -221,7 +221,10 @@ impl Limits {
             ("publish_rate_max", self.publish_rate_max.into()),
             ("publish_bytes_rate_max", self.publish_bytes_rate_max),
             ("connections_per_ip_max", self.connections_per_ip_max.into()),
-            ("connect_rate_per_ip_max", self.connect_rate_per_ip_max.into()),
+            (
+                "connect_rate_per_ip_max",
+                self.connect_rate_per_ip_max.into(),
+            ),
         ];
         for (key, value) in positive {
             if value == 0 {

@@ -145,8 +145,8 @@ mod tests {
     use std::time::Duration;
 
     fn book(connections_max: u32, rate: u32) -> AddressBook {
-        let trusted = TrustedProxies::parse("trusted_proxies", &["10.0.0.1".to_owned()])
-            .expect("parses");
+        let trusted =
+            TrustedProxies::parse("trusted_proxies", &["10.0.0.1".to_owned()]).expect("parses");
         AddressBook::new(connections_max, rate, trusted)
     }
 

@@ -100,13 +100,20 @@ impl AuthGate {
         let unix_s = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        match self.policy.decide(certificate_user, username, password, unix_s) {
+        match self
+            .policy
+            .decide(certificate_user, username, password, unix_s)
+        {
             Decision::Accept(identity) => Entry::Accept(identity),
             Decision::Refuse(refusal) => Entry::Refuse(refusal),
             Decision::Verify { user, hash } => {
                 let password = password.unwrap_or_default();
                 let cache_key = self.cache_key(&user, password);
-                if self.verified.get(&cache_key).is_some_and(|&until| until > now) {
+                if self
+                    .verified
+                    .get(&cache_key)
+                    .is_some_and(|&until| until > now)
+                {
                     return Entry::Accept(Some(password_identity(user)));
                 }
                 if self.waiting_len >= self.waiting_max {
@@ -125,14 +132,12 @@ impl AuthGate {
                     password: Zeroizing::new(password.to_vec()),
                     cache_key,
                 };
-                match self.verifiers.submit(job) {
-                    Ok(()) => {
-                        self.waiting.insert(cache_key, vec![conn]);
-                        self.waiting_len += 1;
-                        Entry::Pending
-                    }
-                    Err(_) => Entry::Refuse(Refusal::Busy),
+                if !self.verifiers.submit(job) {
+                    return Entry::Refuse(Refusal::Busy);
                 }
+                self.waiting.insert(cache_key, vec![conn]);
+                self.waiting_len += 1;
+                Entry::Pending
             }
         }
     }
@@ -146,7 +151,10 @@ impl AuthGate {
             matched,
             cache_key,
         } = self.verifiers.take_verdict(self.shard)?;
-        let waiting = self.waiting.remove(&cache_key).unwrap_or_else(|| vec![conn]);
+        let waiting = self
+            .waiting
+            .remove(&cache_key)
+            .unwrap_or_else(|| vec![conn]);
         self.waiting_len = self.waiting_len.saturating_sub(waiting.len());
         if !matched {
             return Some((waiting, None));

@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use log::{debug, error, info, warn};
 
+use super::address_book::{AddressBook, AddressRefusal};
 use super::deadlines::Deadline;
 use super::ingest::{self, Flow};
-use super::address_book::{AddressBook, AddressRefusal};
 use super::peer::{CloseCause, Peer, Phase};
 use super::{Shard, TICK, ingest_context};
 
@@ -159,7 +159,11 @@ impl Shard {
 
     /// Counts a connection the per-address limits refused; the log says so at most once a
     /// second (`log_address_refusals`), since a flood would otherwise flood the log too.
-    pub(super) fn refused_by_address(&mut self, addr: std::net::SocketAddr, refusal: AddressRefusal) {
+    pub(super) fn refused_by_address(
+        &mut self,
+        addr: std::net::SocketAddr,
+        refusal: AddressRefusal,
+    ) {
         self.address_refusals += 1;
         self.address_refusals_unlogged += 1;
         debug!("{addr}: refused: {}", refusal.description());
@@ -413,7 +417,11 @@ fn take_proxy_header(
             if addresses.counts(ip)
                 && let Err(refusal) = addresses.admit(ip, now)
             {
-                info!("{}: the client {client} is refused: {}", peer.addr, refusal.description());
+                info!(
+                    "{}: the client {client} is refused: {}",
+                    peer.addr,
+                    refusal.description()
+                );
                 return Err(refusal);
             }
             peer.proxied_for(client);

@@ -101,7 +101,11 @@ fn ingest_upgrade(cx: &mut Ingest<'_>, conn: &mut Peer, data: &[u8]) -> Flow {
         if cx.addresses.counts(ip)
             && let Err(refusal) = cx.addresses.admit(ip, cx.now)
         {
-            info!("{}: the client {ip} is refused: {}", conn.addr, refusal.description());
+            info!(
+                "{}: the client {ip} is refused: {}",
+                conn.addr,
+                refusal.description()
+            );
             return Flow::Close(CloseCause::Address(refusal));
         }
         conn.addr = client;

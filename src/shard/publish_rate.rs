@@ -111,7 +111,10 @@ mod tests {
         let wait = rate.take(LIMITS, 10, t0).expect_err("the eleventh");
         assert!((wait.as_secs_f64() - 0.1).abs() < 1e-6, "{wait:?}");
         // After the wait the debt is paid and one more fits.
-        assert!(rate.take(LIMITS, 10, t0 + Duration::from_millis(200)).is_ok());
+        assert!(
+            rate.take(LIMITS, 10, t0 + Duration::from_millis(200))
+                .is_ok()
+        );
     }
 
     #[test]

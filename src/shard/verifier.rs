@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use crossbeam::channel::{Receiver, Sender, TrySendError, bounded};
+use crossbeam::channel::{Receiver, Sender, bounded};
 use crossbeam::queue::ArrayQueue;
 use zeroize::Zeroizing;
 
@@ -81,12 +81,10 @@ impl Verifiers {
         Ok(Arc::new(Verifiers { jobs, verdicts }))
     }
 
-    /// Queues a job; gives it back when `verify_queue_max` jobs already wait.
-    pub fn submit(&self, job: VerifyJob) -> Result<(), VerifyJob> {
-        match self.jobs.try_send(job) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => Err(job),
-        }
+    /// Queues a job; false when `verify_queue_max` jobs already wait (the job is dropped,
+    /// and its password wiped).
+    pub fn submit(&self, job: VerifyJob) -> bool {
+        self.jobs.try_send(job).is_ok()
     }
 
     pub fn take_verdict(&self, shard: usize) -> Option<Verdict> {
