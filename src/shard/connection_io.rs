@@ -275,10 +275,15 @@ impl Shard {
             return;
         };
         let ending = matches!(peer.phase, Phase::Closing | Phase::HandingOff(_));
+        let reading = peer.reads();
         match why {
             RecvEnd::PeerClosed => self.pending_closes.push((id, CloseCause::PeerClosed)),
             // The ring ran out of buffers: they come back as this turn's data is handled.
             RecvEnd::NoBuffers if !ending => self.rearm.push(id),
+            // Cancelled for a pause (a verdict, the publish rate, the cross-shard backlog) that
+            // ended before the cancel did: the re-arm then found the receive still armed, so it
+            // is armed now, unless another pause began meanwhile (`rearm_receives` checks).
+            RecvEnd::Cancelled if reading => self.rearm.push(id),
             RecvEnd::NoBuffers | RecvEnd::Cancelled => self.finishing.push(id),
             RecvEnd::Tls(failure) => {
                 self.tls_failures += 1;

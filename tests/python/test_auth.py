@@ -264,8 +264,9 @@ user backend
 topic readwrite scores/#
 topic write alerts/#
 
-# everyone has a room of their own
+# everyone has a room of their own, and every client a mailbox
 pattern readwrite rooms/%u/#
+pattern read mailbox/%c/#
 """
 
 
@@ -321,6 +322,34 @@ def test_patterns_give_each_user_their_room(acl_broker, session):
     alice.expect_no_message()
     alice.publish("rooms/alice/chat", "hello me", qos=1)
     assert alice.wait_for_message().payload == b"hello me"
+
+
+def test_client_id_patterns(acl_broker):
+    own = Client(acl_broker, client_id="kiosk-7")
+    own.connect()
+    try:
+        assert own.subscribe("mailbox/kiosk-7/#") == 0
+        assert own.subscribe("mailbox/kiosk-8/#") == 128
+        assert own.subscribe("mailbox/+/news") == 128
+    finally:
+        own.close()
+
+
+def test_a_token_can_carry_the_clients_rules(start, session, tmp_path):
+    secret = b"a shared secret of enough length!"
+    (tmp_path / "secret").write_bytes(secret)
+    broker = start(config={"auth": {"jwt_secret_file": tmp_path / "secret",
+                                     "jwt_acl_claim": "acl"}})
+    rules = {"sub": ["scores/#"], "pub": ["scores/live/+"]}
+    token = hs256(secret, {"sub": "feed", "exp": now() + 600, "acl": rules})
+    feed, code = session(broker, username="feed", password=token)
+    assert code == 0
+    assert feed.subscribe("scores/#") == 0
+    assert feed.subscribe("news/#") == 128
+    feed.publish("scores/live/1", "1-0", qos=1)
+    assert feed.wait_for_message().payload == b"1-0"
+    feed.publish("scores/final", "fake", qos=1)
+    feed.expect_no_message()
 
 
 def test_a_will_on_a_forbidden_topic_refuses_the_connect(acl_broker, session):
