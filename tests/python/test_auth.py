@@ -3,7 +3,8 @@
 
 CONNACK codes as paho reports them: MQTT 3.1.1's return codes 4 and 5 arrive as the MQTT 5
 reason codes 0x86 (134) and 0x87 (135). Tokens are made here with the standard library and
-`cryptography` (HS256 and ES256), so no JWT library is needed to test one.
+`cryptography` (HS256 and ES256), so no JWT library is needed to test one. Debian's
+`mosquitto_pub`/`mosquitto_sub` log in with a password-file user (skipped when missing).
 """
 
 from __future__ import annotations
@@ -142,6 +143,32 @@ def test_a_mosquitto_password_file_works_unchanged(start, session, tmp_path):
     _, ok = session(broker, username="legacy", password="old-pass")
     _, wrong = session(broker, username="legacy", password="new-pass")
     assert (ok, wrong) == (0, BAD_CREDENTIALS)
+
+
+@pytest.mark.skipif(shutil.which("mosquitto_pub") is None or shutil.which("mosquitto_sub") is None,
+                    reason="mosquitto_pub/mosquitto_sub missing (Debian's mosquitto-clients)")
+def test_mosquitto_clients_with_a_password_file_user(start, tmp_path, topic):
+    file = tmp_path / "passwords"
+    passwd("-c", "-b", str(file), "backend", "s3cret-pass")
+    broker = start(config={"auth": {"password_file": file}})
+
+    def tool(name: str, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([name, "-h", broker.host, "-p", str(broker.port("tcp")),
+                               "-u", "backend", *args], stdin=subprocess.DEVNULL,
+                              capture_output=True, text=True, timeout=30)
+
+    # Retained, so the subscriber started afterwards gets it without racing the publish.
+    pub = tool("mosquitto_pub", "-P", "s3cret-pass", "-q", "1", "-r", "-t", topic, "-m", "6-4 6-3")
+    assert pub.returncode == 0, pub.stderr
+    sub = tool("mosquitto_sub", "-P", "s3cret-pass", "-q", "1", "-C", "1", "-W", "10", "-t", topic)
+    assert (sub.returncode, sub.stdout) == (0, "6-4 6-3\n"), sub.stderr
+
+    for version in ("mqttv311", "mqttv5"):
+        refused = tool("mosquitto_pub", "-V", version, "-P", "wrong", "-t", topic, "-m", "x")
+        assert refused.returncode != 0, version
+        # 3.1.1: "Connection Refused: bad user name or password."; 5: "Bad User Name or Password"
+        assert "bad user name or password" in refused.stderr.lower(), (version, refused.stderr)
+    assert "s3cret-pass" not in broker.log(tail=None)
 
 
 def test_a_subscriber_keeps_receiving_while_200_passwords_are_verified(start, clients, tmp_path,
