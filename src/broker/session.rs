@@ -241,15 +241,12 @@ impl Session {
     }
 
     pub(crate) fn remember_publish_verdict(&mut self, topic: &str, generation: u64, allowed: bool) {
-        let verdicts = self
-            .pending_mut()
-            .publish_verdicts
-            .get_or_insert_with(|| {
-                Box::new(PublishVerdicts {
-                    generation,
-                    verdicts: HashMap::new(),
-                })
-            });
+        let verdicts = self.pending_mut().publish_verdicts.get_or_insert_with(|| {
+            Box::new(PublishVerdicts {
+                generation,
+                verdicts: HashMap::new(),
+            })
+        });
         if verdicts.generation != generation || verdicts.verdicts.len() >= PUBLISH_VERDICTS_MAX {
             verdicts.generation = generation;
             verdicts.verdicts.clear();
