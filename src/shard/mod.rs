@@ -314,13 +314,14 @@ impl Shard {
 
     /// One loop turn after the wait (see the module documentation); true once a stop is done.
     fn turn(&mut self, now: Instant) -> bool {
-        self.handle_events(now);
-        self.take_handoffs(now);
-        self.take_verdicts(now);
+        // First: a CONNECT read this turn is judged by the policy of the moment.
         if self.auth.refresh() {
             let policy = Arc::clone(self.auth.policy());
             self.broker.set_policy(Some(policy), &mut self.outbox);
         }
+        self.handle_events(now);
+        self.take_handoffs(now);
+        self.take_verdicts(now);
         self.take_remote_messages(now);
         if now >= self.next_tick {
             self.tick(now);

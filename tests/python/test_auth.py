@@ -418,3 +418,42 @@ def test_a_bad_file_stops_start_up_naming_it(tmp_path):
     assert done.returncode != 0
     assert "acl_file" in done.stderr and "line 1" in done.stderr, done.stderr
 
+
+
+def wait_for_reload(broker) -> None:
+    deadline = time.monotonic() + 5
+    while "SIGHUP received: password, ACL and JWT key files reloaded" not in broker.log():
+        assert time.monotonic() < deadline, "no reload"
+        time.sleep(0.05)
+
+
+def test_sighup_reloads_the_password_file_and_the_jwt_secret(start, session, tmp_path):
+    file = tmp_path / "passwords"
+    passwd("-c", "-b", str(file), "backend", "old-pass")
+    old_secret, new_secret = b"the first secret, long enough!!!!", b"the second secret, long enough!!!"
+    (tmp_path / "secret").write_bytes(old_secret)
+    broker = start(config={"auth": {"password_file": file, "jwt_secret_file": tmp_path / "secret"}})
+    claims = {"sub": "browser", "exp": now() + 600}
+    assert session(broker, username="backend", password="old-pass")[1] == 0
+    assert session(broker, username="jwt", password=hs256(old_secret, claims))[1] == 0
+
+    passwd("-b", str(file), "backend", "new-pass")
+    passwd("-b", str(file), "second", "pw")
+    (tmp_path / "secret").write_bytes(new_secret)
+    broker.reload()
+    wait_for_reload(broker)
+    assert session(broker, username="backend", password="old-pass")[1] == BAD_CREDENTIALS
+    assert session(broker, username="backend", password="new-pass")[1] == 0
+    assert session(broker, username="second", password="pw")[1] == 0
+    assert session(broker, username="jwt", password=hs256(old_secret, claims))[1] == BAD_CREDENTIALS
+    assert session(broker, username="jwt", password=hs256(new_secret, claims))[1] == 0
+
+    # A file that does not load is named, and the policy in force stays.
+    file.write_text("backend:not-a-hash\n")
+    broker.reload()
+    deadline = time.monotonic() + 5
+    while "auth files not reloaded" not in broker.log():
+        assert time.monotonic() < deadline, "no refusal logged"
+        time.sleep(0.05)
+    assert "password_file" in broker.log()
+    assert session(broker, username="backend", password="new-pass")[1] == 0
