@@ -69,6 +69,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod auth;
 pub mod broker;
 pub mod config;
 pub mod conn;

@@ -2,18 +2,20 @@
 
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use anyhow::{Context, bail};
 use mimalloc::MiMalloc;
 
+use fanfare::auth::{Policy, SharedPolicy};
 use fanfare::config::{Config, KtlsMode, parse_listener};
 use fanfare::metrics::Metrics;
 use fanfare::net::ktls::{self, KtlsSupport};
 use fanfare::net::listener::{ListenerKind, bind_reuseport};
 use fanfare::net::sys::{self, Signal};
 use fanfare::shard::mailbox::Mailboxes;
-use fanfare::shard::{self, ShardSetup};
+use fanfare::shard::verifier::Verifiers;
+use fanfare::shard::{self, AddressBook, AuthSetup, ShardSetup};
 use fanfare::tls::{SharedTls, TlsServers};
 
 #[global_allocator]
@@ -23,6 +25,7 @@ const USAGE: &str = "\
 fanfare: an MQTT broker for massive fan-out over WebSockets
 
 Usage: fanfare [OPTIONS]
+       fanfare passwd [-c | -D | -b] FILE USER [PASSWORD]   (see fanfare passwd --help)
 
 Options:
   --config FILE      read settings from a TOML file (flags below override it)
@@ -40,6 +43,13 @@ Options:
 ";
 
 fn main() -> ExitCode {
+    // `fanfare passwd ...` edits a password file and starts no broker.
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|arg| arg == "passwd")
+    {
+        return fanfare::auth::passwd_cli::main(std::env::args_os().skip(2));
+    }
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -149,6 +159,23 @@ fn bind_listeners(config: &Config) -> anyhow::Result<(Listeners, Vec<(String, bo
     Ok((per_shard, announced))
 }
 
+/// SIGHUP: reads the password, ACL and JWT key files again. Each shard takes the new policy
+/// at its next turn; subscriptions it no longer allows are removed. A file that does not load
+/// is named in the log, and the policy in force stays.
+fn reload_auth(config: &Config, auth: &AuthSetup) {
+    let generation = auth.generation.load(Ordering::Acquire) + 1;
+    match Policy::load(&config.auth, generation) {
+        Ok(policy) => {
+            auth.policy.replace(policy);
+            auth.generation.store(generation, Ordering::Release);
+            log::info!("SIGHUP received: password, ACL and JWT key files reloaded");
+        }
+        Err(e) => {
+            log::error!("SIGHUP received: auth files not reloaded, keeping the old ones: {e}")
+        }
+    }
+}
+
 /// SIGHUP: reads the certificates and keys again. New TLS connections get the new ones, those
 /// established carry on; a file that does not load is named in the log, and the certificates in
 /// use stay.
@@ -215,6 +242,8 @@ fn run() -> anyhow::Result<()> {
     } else {
         None
     };
+    // So are the password, ACL and JWT key files.
+    let policy = Policy::load(&config.auth, 0)?;
     let (per_shard, announced) = bind_listeners(&config)?;
 
     // Shards inherit this mask: stop signals reach only the sigwait below.
@@ -226,11 +255,28 @@ fn run() -> anyhow::Result<()> {
         config.limits.cross_shard_queue_len_max as usize,
     )?);
     let stop = Arc::new(AtomicBool::new(false));
+    let auth = AuthSetup {
+        addresses: Arc::new(AddressBook::new(
+            config.limits.connections_per_ip_max,
+            config.limits.connect_rate_per_ip_max,
+            config.trusted_proxies.clone(),
+        )),
+        policy: Arc::new(SharedPolicy::new(policy)),
+        generation: Arc::new(AtomicU64::new(0)),
+        verifiers: Verifiers::start(
+            config.auth.verifier_threads,
+            config.auth.verify_queue_max,
+            config.shards,
+            Arc::clone(&mailboxes),
+        )
+        .context("cannot start the password verifiers")?,
+    };
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let mut threads = Vec::new();
     for (id, listeners) in per_shard.into_iter().enumerate() {
         let setup = ShardSetup {
             id,
+            auth: auth.clone(),
             config: config.clone(),
             mailboxes: mailboxes.clone(),
             stop: stop.clone(),
@@ -271,7 +317,10 @@ fn run() -> anyhow::Result<()> {
     let signal = loop {
         match sys::wait_for_signal() {
             Signal::Stop(signal) => break signal,
-            Signal::Reload => reload_tls(&config, tls.as_deref(), kernel_support.is_some()),
+            Signal::Reload => {
+                reload_tls(&config, tls.as_deref(), kernel_support.is_some());
+                reload_auth(&config, &auth);
+            }
         }
     };
     log::info!("{signal} received: closing connections and stopping");

@@ -42,7 +42,7 @@ const fn counter(name: &'static str, help: &'static str) -> Metric {
 }
 
 /// Every metric, in the order of [`ShardFigures::values`].
-const METRICS: [Metric; 32] = [
+const METRICS: [Metric; 39] = [
     gauge(
         "fanfare_sockets",
         "Open sockets: clients, WebSocket upgrades and HTTP requests in progress.",
@@ -156,6 +156,34 @@ const METRICS: [Metric; 32] = [
         "Connections closed for their first bytes on a listener with the PROXY protocol on: a header from a source not in trusted_proxies, or none or a malformed one from a trusted proxy.",
     ),
     counter(
+        "fanfare_subscriptions_denied_total",
+        "Topic filters refused because the topic rules do not let the client read every topic they match.",
+    ),
+    counter(
+        "fanfare_subscriptions_revoked_total",
+        "Subscriptions removed because a reloaded policy no longer allows them.",
+    ),
+    counter(
+        "fanfare_publishes_denied_total",
+        "Publishes the topic rules did not allow (dropped, or refused with 0x87).",
+    ),
+    counter(
+        "fanfare_tokens_expired_total",
+        "Connections ended because the token they authenticated with expired.",
+    ),
+    counter(
+        "fanfare_publish_rate_pauses_total",
+        "Times a connection was not read for a while for publishing past publish_rate_max or publish_bytes_rate_max.",
+    ),
+    counter(
+        "fanfare_publish_rate_disconnects_total",
+        "MQTT 5 connections ended with 0x96 for publishing past their rate (disconnect_on_rate).",
+    ),
+    counter(
+        "fanfare_connections_refused_per_ip_total",
+        "Connections closed at once for connections_per_ip_max or connect_rate_per_ip_max.",
+    ),
+    counter(
         "fanfare_ring_submissions_refused_total",
         "io_uring operations the ring refused, submitted again on a later loop turn.",
     ),
@@ -187,6 +215,8 @@ pub struct LoopCounts {
     pub kernel_tls_handovers: u64,
     pub kernel_tls_declined: u64,
     pub proxy_refusals: u64,
+    pub publish_rate_pauses: u64,
+    pub address_refusals: u64,
 }
 
 /// One shard's figures at one moment, in the order of [`METRICS`].
@@ -234,6 +264,13 @@ impl ShardFigures {
                 counts.kernel_tls_handovers,
                 counts.kernel_tls_declined,
                 counts.proxy_refusals,
+                broker.subscriptions_denied,
+                broker.subscriptions_revoked,
+                broker.publishes_denied,
+                broker.tokens_expired,
+                counts.publish_rate_pauses,
+                broker.rate_disconnects,
+                counts.address_refusals,
                 counts.submissions_refused,
             ],
         }

@@ -138,16 +138,35 @@ fn framed(out: &mut Vec<u8>, first: u8, fill: impl FnOnce(&mut Vec<u8>)) {
     out.extend_from_slice(&body);
 }
 
-pub fn encode_connect(out: &mut Vec<u8>, version: Version, client_id: &str, keep_alive_s: u16) {
+/// A user name and password sent in CONNECT.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Credentials {
+    pub username: String,
+    pub password: Vec<u8>,
+}
+
+pub fn encode_connect(
+    out: &mut Vec<u8>,
+    version: Version,
+    client_id: &str,
+    keep_alive_s: u16,
+    credentials: Option<&Credentials>,
+) {
     framed(out, kind::CONNECT << 4, |b| {
         put_str(b, b"MQTT");
         b.push(version.level());
-        b.push(0x02); // clean session / clean start, no will, no credentials
+        // Clean session / clean start, no will; the user name and password flags (§3.1.2.8,
+        // §3.1.2.9) when there are credentials.
+        b.push(if credentials.is_some() { 0xC2 } else { 0x02 });
         b.extend_from_slice(&keep_alive_s.to_be_bytes());
         if version == Version::V5 {
             b.push(0); // no properties: session expiry 0, defaults everywhere
         }
         put_str(b, client_id.as_bytes());
+        if let Some(credentials) = credentials {
+            put_str(b, credentials.username.as_bytes());
+            put_str(b, &credentials.password);
+        }
     });
 }
 
@@ -360,7 +379,7 @@ mod tests {
     #[test]
     fn connect_golden_v311_and_v5() {
         let mut out = Vec::new();
-        encode_connect(&mut out, Version::V311, "a", 60);
+        encode_connect(&mut out, Version::V311, "a", 60, None);
         assert_eq!(
             out,
             [
@@ -368,11 +387,24 @@ mod tests {
             ]
         );
         out.clear();
-        encode_connect(&mut out, Version::V5, "a", 60);
+        encode_connect(&mut out, Version::V5, "a", 60, None);
         assert_eq!(
             out,
             [
                 0x10, 14, 0, 4, b'M', b'Q', b'T', b'T', 5, 0x02, 0, 60, 0, 0, 1, b'a'
+            ]
+        );
+        out.clear();
+        let credentials = Credentials {
+            username: "u".into(),
+            password: b"pw".to_vec(),
+        };
+        encode_connect(&mut out, Version::V311, "a", 60, Some(&credentials));
+        assert_eq!(
+            out,
+            [
+                0x10, 20, 0, 4, b'M', b'Q', b'T', b'T', 4, 0xC2, 0, 60, 0, 1, b'a', 0, 1, b'u', 0,
+                2, b'p', b'w'
             ]
         );
     }

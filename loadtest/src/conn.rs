@@ -38,6 +38,8 @@ pub struct Target {
     /// Source addresses used round-robin; empty means "let the kernel choose".
     pub sources: Vec<IpAddr>,
     pub keep_alive_s: u16,
+    /// `--username` and `--password`, sent by every connection.
+    pub credentials: Option<codec::Credentials>,
     pub timeout: Duration,
     /// Initial read buffer; grows (up to `packet_bytes_max`) only for a packet that needs it.
     pub read_buffer_bytes: usize,
@@ -557,7 +559,13 @@ impl Conn {
             conn.upgrade(target, host, path).await?;
         }
         let mut out = Vec::with_capacity(64);
-        codec::encode_connect(&mut out, target.version, client_id, target.keep_alive_s);
+        codec::encode_connect(
+            &mut out,
+            target.version,
+            client_id,
+            target.keep_alive_s,
+            target.credentials.as_ref(),
+        );
         conn.send(&out)
             .await
             .map_err(|e| fail(FailKind::Closed, e.into()))?;

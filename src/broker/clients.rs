@@ -34,6 +34,8 @@ pub(crate) struct Client {
     /// publishes): nothing more is sent to it, and it is told goodbye once, while the close
     /// runs its course.
     pub(crate) closing: bool,
+    /// The topic rules denied it something, and that was reported (logged once).
+    pub(crate) denial_reported: bool,
     /// 1.5 × the keep-alive the client asked for, in milliseconds (at most 98 302 500), or 0
     /// when it asked for 0: no timeout [MQTT-3.1.2-24].
     pub(crate) keep_alive_grace_ms: u32,
@@ -139,6 +141,7 @@ mod tests {
             transport: Transport::Ws,
             version: ProtocolVersion::V311,
             closing: false,
+            denial_reported: false,
             keep_alive_grace_ms: 0,
             last_packet_at: Instant::now(),
             will: None,

@@ -79,7 +79,7 @@ impl Broker {
         let version = connect.version;
         let v5 = version == ProtocolVersion::V5;
         if let Err(reason) = self.authenticate(connect) {
-            self.refuse(conn, transport, version, reason, out);
+            self.refuse_connect(conn, transport, version, reason, out);
             return;
         }
         let assigned;
@@ -94,12 +94,12 @@ impl Broker {
             // [MQTT-3.1.3-8]; MQTT 3.1 requires 1 to 23 characters (longer ones are accepted
             // up to `client_id_bytes_max`, as most 3.1 servers do).
             let reason = ReasonCode::CLIENT_IDENTIFIER_NOT_VALID;
-            self.refuse(conn, transport, version, reason, out);
+            self.refuse_connect(conn, transport, version, reason, out);
             return;
         };
         if client_id.len() > usize::from(self.limits.client_id_bytes_max) {
             let reason = ReasonCode::CLIENT_IDENTIFIER_NOT_VALID;
-            self.refuse(conn, transport, version, reason, out);
+            self.refuse_connect(conn, transport, version, reason, out);
             return;
         }
         let expiry_s = match (v5, connect.clean_session) {
@@ -117,6 +117,12 @@ impl Broker {
             out,
         );
         self.attach(conn, transport, connect, key, now);
+        // A session that comes back is anonymous until the shard says who proved what.
+        if let Some(session) = self.sessions.get_mut(key)
+            && session.identity().is_some()
+        {
+            session.set_identity(None);
+        }
         let assigned = connect.client_id.is_empty().then_some(client_id);
         let connack = self.accepting_connack(version, transport, session_present, assigned);
         out.send(conn, Chunk::Owned(connack), Droppable::No);
@@ -390,6 +396,7 @@ impl Broker {
             transport,
             version: connect.version,
             closing: false,
+            denial_reported: false,
             keep_alive_grace_ms,
             last_packet_at: now,
             will,
@@ -459,10 +466,22 @@ impl Broker {
         session.into_delayed_will()
     }
 
+    /// An MQTT 5 client published past its rate with `disconnect_on_rate` on: DISCONNECT 0x96
+    /// Message rate too high, then the close; its will is published.
+    pub fn disconnect_for_rate(&mut self, conn: ConnId, now: Instant, out: &mut Outbox) {
+        if !self.clients.contains(conn) {
+            // Ended by an earlier publish of the same receive.
+            return;
+        }
+        self.stats.rate_disconnects += 1;
+        let reason = CloseReason::Refused(ReasonCode::MESSAGE_RATE_TOO_HIGH, "publish rate");
+        self.end_connection(conn, Some(reason), true, now, out);
+    }
+
     /// CONNACK refusing the CONNECT with `reason`, then close. A 3.x client gets the return
     /// code with the same meaning ([`ConnectReturnCode::from_reason_code`]), or 0x03 Server
     /// unavailable when 3.x has none.
-    fn refuse(
+    pub fn refuse_connect(
         &mut self,
         conn: ConnId,
         transport: Transport,

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::Broker;
-use super::outbox::{CloseReason, Outbox, RoutedMessage};
+use super::outbox::{CloseReason, Denial, Outbox, RoutedMessage};
 use super::qos_window::AckOutcome;
 use super::reply::send_packet;
 use super::session::SessionKey;
@@ -181,9 +181,11 @@ impl Broker {
         Ok(None)
     }
 
-    /// A client's PUBLISH. Topics starting with `$` are delivered like any other: 3.1.1 only
-    /// says they are reserved for server use (§4.7.2), and subscribers only get them through
-    /// filters naming the `$` level explicitly [MQTT-4.7.2-1].
+    /// A client's PUBLISH, once the topic rules allow it (`authorization.rs`). Topics starting
+    /// with `$` are reserved for server use (§4.7.2): under topic rules a client's publish to
+    /// one is refused like any denied publish; without rules every client may do everything.
+    /// Subscribers get `$` topics only through filters naming the `$` level explicitly
+    /// [MQTT-4.7.2-1].
     fn publish(
         &mut self,
         conn: ConnId,
@@ -202,6 +204,11 @@ impl Broker {
         let bad_payload = publish.properties.payload_format_indicator() == Some(1)
             && std::str::from_utf8(publish.payload).is_err();
         let topic = aliased.as_deref().unwrap_or(publish.topic);
+        if !self.may_publish(key, topic) {
+            self.report_denial(conn, Denial::Publish(topic.into()), out);
+            self.refuse_publish(conn, key, publish, out);
+            return;
+        }
         let message = || routed_message(publish, topic, now);
         match publish.delivery {
             Delivery::AtMostOnce if bad_payload => {
@@ -232,6 +239,43 @@ impl Broker {
             }
             Delivery::ExactlyOnce(id) => {
                 self.publish_exactly_once(conn, key, id, message, now, out)
+            }
+        }
+    }
+
+    /// A PUBLISH the topic rules do not allow: QoS 0 is dropped; QoS 1 and 2 get PUBACK or
+    /// PUBREC 0x87 Not authorized in MQTT 5, and in 3.x are acknowledged and dropped, which the
+    /// spec allows (3.1.1 §3.3.5: the server may discard it) and which keeps the client from
+    /// resending it for ever. A 3.x QoS 2 exchange goes on to PUBCOMP as usual.
+    fn refuse_publish(
+        &mut self,
+        conn: ConnId,
+        key: SessionKey,
+        publish: &Publish<'_>,
+        out: &mut Outbox,
+    ) {
+        self.stats.publishes_denied += 1;
+        let Some(session) = self.sessions.get_mut(key) else {
+            return;
+        };
+        let v5 = session.version == ProtocolVersion::V5;
+        let refused = |id| match v5 {
+            true => Ack {
+                packet_id: id,
+                reason: ReasonCode::NOT_AUTHORIZED,
+                properties: Properties::EMPTY,
+            },
+            false => Ack::new(id),
+        };
+        match publish.delivery {
+            Delivery::AtMostOnce => {}
+            Delivery::AtLeastOnce(id) => self.reply(conn, &Packet::PubAck(refused(id)), out),
+            Delivery::ExactlyOnce(id) => {
+                let room = session.inbound_qos2_len() < usize::from(self.limits.inbound_qos2_max);
+                if !v5 && room && !session.holds_inbound_qos2(id) {
+                    session.hold_inbound_qos2(id);
+                }
+                self.reply(conn, &Packet::PubRec(refused(id)), out);
             }
         }
     }
@@ -285,6 +329,16 @@ impl Broker {
         out: &mut Outbox,
     ) {
         let subscriptions_max = self.limits.subscriptions_per_session_max as usize;
+        // Judged first: the rules read the session, which the loop below holds.
+        let denied: Vec<&str> = subscribe
+            .filters
+            .iter()
+            .map(|&(filter, _)| filter)
+            .filter(|filter| !self.may_subscribe(key, filter))
+            .collect();
+        if let Some(&filter) = denied.first() {
+            self.report_denial(conn, Denial::Subscribe(filter.into()), out);
+        }
         let Some(session) = self.sessions.get_mut(key) else {
             return;
         };
@@ -303,6 +357,14 @@ impl Broker {
             if let Some(Err(())) = shared {
                 codes.push(match v5 {
                     true => SubscribeReturnCode::Refused(ReasonCode::TOPIC_FILTER_INVALID),
+                    false => SubscribeReturnCode::Failure,
+                });
+                continue;
+            }
+            if denied.contains(&filter) {
+                self.stats.subscriptions_denied += 1;
+                codes.push(match v5 {
+                    true => SubscribeReturnCode::Refused(ReasonCode::NOT_AUTHORIZED),
                     false => SubscribeReturnCode::Failure,
                 });
                 continue;

@@ -20,6 +20,7 @@
 
 #[doc(hidden)]
 pub mod auth;
+mod authorization;
 pub mod bench_support;
 mod client_ids;
 mod clients;
@@ -41,6 +42,7 @@ mod topic_trie;
 #[cfg(test)]
 mod tests;
 
+use std::sync::Arc;
 use std::time::Instant;
 
 pub use auth::{AuthDecision, AuthRequest, Authenticator};
@@ -48,8 +50,10 @@ pub use fanout::{FANOUT_GROUP_MSGS_MAX, FANOUT_PARKED_MAX, FANOUT_SESSIONS_PER_T
 pub use outbox::*;
 pub use share_groups::GroupMessage;
 
+use crate::auth::Policy;
 use crate::config::Limits;
 use crate::conn::ConnId;
+use crate::protocol::mqtt::ReasonCode;
 use crate::slots::Slots;
 use client_ids::ClientIds;
 use clients::Clients;
@@ -87,6 +91,16 @@ pub struct BrokerStats {
     pub retained_rejected: u64,
     /// Filters refused with SUBACK 0x80 because of `subscriptions_per_session_max`.
     pub subscriptions_refused: u64,
+    /// Filters refused because the topic rules do not let the client read all they match.
+    pub subscriptions_denied: u64,
+    /// Subscriptions removed because a reloaded policy no longer allows them.
+    pub subscriptions_revoked: u64,
+    /// Publishes the topic rules did not let the client make (dropped, or refused with 0x87).
+    pub publishes_denied: u64,
+    /// Connections ended because the token they authenticated with expired.
+    pub tokens_expired: u64,
+    /// MQTT 5 connections ended for publishing past their rate (`disconnect_on_rate`).
+    pub rate_disconnects: u64,
     /// Offline sessions discarded because of `offline_sessions_per_shard_max`.
     pub sessions_evicted: u64,
     pub connects_refused: u64,
@@ -120,6 +134,8 @@ pub struct Broker {
     now: Instant,
     /// MQTT 5 enhanced authentication, if one is plugged in.
     authenticator: Option<Box<dyn Authenticator>>,
+    /// The topic rules, when there are any (`authorization.rs`).
+    policy: Option<Arc<Policy>>,
     /// Publishes on their way to this shard's subscribers, delivered in slices per turn.
     fanout: Fanout,
     /// The shared subscription groups this shard owns.
@@ -154,6 +170,7 @@ impl Broker {
             timers: SessionTimers::new(),
             now,
             authenticator: None,
+            policy: None,
             fanout: Fanout::new(),
             shared: SharedGroups::new(),
             fanout_seq: 0,
@@ -227,6 +244,17 @@ impl Broker {
                         self.publish_will(will, now, out);
                     }
                 }
+                TimerKind::TokenExpiry => {
+                    let conn = authorization::conn_of_stamp(stamp);
+                    if session.conn == Some(conn) {
+                        self.stats.tokens_expired += 1;
+                        let reason = CloseReason::Refused(
+                            ReasonCode::MAXIMUM_CONNECT_TIME,
+                            "its token expired",
+                        );
+                        self.end_connection(conn, Some(reason), true, now, out);
+                    }
+                }
                 TimerKind::SessionExpiry => {}
             }
         }
@@ -236,6 +264,9 @@ impl Broker {
                 Some(session) => match kind {
                     TimerKind::SessionExpiry => session.offline_ticket() == stamp,
                     TimerKind::WillDelay => session.will_waits_for(stamp),
+                    TimerKind::TokenExpiry => {
+                        session.conn == Some(authorization::conn_of_stamp(stamp))
+                    }
                 },
                 None => false,
             });

@@ -128,11 +128,29 @@ pub struct Outbox {
     pub sends: Vec<(ConnId, Chunk, Droppable)>,
     /// Connections to close once what was queued for them before is sent.
     pub closes: Vec<(ConnId, CloseReason)>,
+    /// The first thing the topic rules denied each connection, for its one log line.
+    pub denials: Vec<(ConnId, Denial)>,
     /// Publishes every other shard must also deliver (and apply to its retained replica).
     pub to_other_shards: Vec<Arc<RoutedMessage>>,
     /// Messages for one other shard (shared subscriptions), in order; posted before the
     /// turn's publishes (see `share_groups.rs`).
     pub to_shard: Vec<(usize, ShardMessage)>,
+}
+
+/// What the topic rules denied a client: a publish to a topic or a subscription to a filter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Denial {
+    Publish(Box<str>),
+    Subscribe(Box<str>),
+}
+
+impl std::fmt::Display for Denial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Denial::Publish(topic) => write!(f, "publishing to {topic:?}"),
+            Denial::Subscribe(filter) => write!(f, "subscribing to {filter:?}"),
+        }
+    }
 }
 
 /// What one shard's mailbox carries to another, in the order it was posted.
@@ -173,6 +191,7 @@ impl Outbox {
     pub fn shed(&mut self) {
         shed(&mut self.sends, SCRATCH_KEPT);
         shed(&mut self.closes, SCRATCH_KEPT);
+        shed(&mut self.denials, SCRATCH_KEPT);
         shed(&mut self.to_other_shards, SCRATCH_KEPT);
         shed(&mut self.to_shard, SCRATCH_KEPT);
     }

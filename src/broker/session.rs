@@ -49,12 +49,13 @@
 //! client the one-entry position map of each trie node would add about as much again
 //! (estimated from the table sizes, not measured in that run).
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use super::outbox::RoutedMessage;
 use super::qos_window::QosWindow;
 use super::subscription::Grant;
+use crate::auth::Identity;
 use crate::conn::ConnId;
 use crate::protocol::mqtt::{PacketId, ProtocolVersion};
 use crate::slots::SlotKey;
@@ -125,11 +126,30 @@ struct Pending {
     /// of these ids is not delivered again ([MQTT-4.3.3-2], method B). At most
     /// `inbound_qos2_max`, so a linear search is cheap.
     inbound_qos2: Vec<PacketId>,
+    /// Who the connection's credentials proved the client to be; none for anonymous clients.
+    identity: Option<Arc<Identity>>,
+    /// The topics it published to lately and whether the policy of that generation let it
+    /// (boxed: only publishers under topic rules have them).
+    publish_verdicts: Option<Box<PublishVerdicts>>,
 }
+
+/// A publisher's verdicts, so a feed that publishes to the same topics again and again is
+/// checked once per topic.
+struct PublishVerdicts {
+    generation: u64,
+    verdicts: HashMap<Box<str>, bool>,
+}
+
+/// Topics whose verdict a session remembers; past it they are forgotten and checked anew.
+const PUBLISH_VERDICTS_MAX: usize = 64;
 
 impl Pending {
     fn is_empty(&self) -> bool {
-        self.offline_ticket == 0 && self.delayed_will.is_none() && self.inbound_qos2.is_empty()
+        self.offline_ticket == 0
+            && self.delayed_will.is_none()
+            && self.inbound_qos2.is_empty()
+            && self.identity.is_none()
+            && self.publish_verdicts.is_none()
     }
 }
 
@@ -196,6 +216,42 @@ impl Session {
     /// ends, whichever happens first").
     pub(crate) fn into_delayed_will(self) -> Option<Arc<RoutedMessage>> {
         self.pending.and_then(|pending| pending.delayed_will)
+    }
+
+    pub(crate) fn identity(&self) -> Option<&Identity> {
+        self.pending.as_ref()?.identity.as_deref()
+    }
+
+    /// The identity of the connection now attached (none: anonymous); what the last one
+    /// published is judged again.
+    pub(crate) fn set_identity(&mut self, identity: Option<Arc<Identity>>) {
+        let pending = self.pending_mut();
+        pending.identity = identity;
+        pending.publish_verdicts = None;
+        self.drop_pending_if_empty();
+    }
+
+    /// The remembered verdict on publishing to `topic` under policy `generation`.
+    pub(crate) fn publish_verdict(&self, topic: &str, generation: u64) -> Option<bool> {
+        let verdicts = self.pending.as_ref()?.publish_verdicts.as_ref()?;
+        if verdicts.generation != generation {
+            return None;
+        }
+        verdicts.verdicts.get(topic).copied()
+    }
+
+    pub(crate) fn remember_publish_verdict(&mut self, topic: &str, generation: u64, allowed: bool) {
+        let verdicts = self.pending_mut().publish_verdicts.get_or_insert_with(|| {
+            Box::new(PublishVerdicts {
+                generation,
+                verdicts: HashMap::new(),
+            })
+        });
+        if verdicts.generation != generation || verdicts.verdicts.len() >= PUBLISH_VERDICTS_MAX {
+            verdicts.generation = generation;
+            verdicts.verdicts.clear();
+        }
+        verdicts.verdicts.insert(topic.into(), allowed);
     }
 
     /// Whether a QoS 2 publish with `id` was received and its PUBREL has not arrived.
@@ -445,6 +501,6 @@ mod tests {
         assert_eq!(std::mem::size_of::<Subscriptions>(), 24);
         assert_eq!(std::mem::size_of::<Session>(), 168);
         assert_eq!(crate::slots::slot_bytes::<Session>(), 176);
-        assert_eq!(std::mem::size_of::<Pending>(), 40);
+        assert_eq!(std::mem::size_of::<Pending>(), 56);
     }
 }

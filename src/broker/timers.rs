@@ -18,6 +18,8 @@ pub(crate) enum TimerKind {
     /// Stamp: the session's offline ticket when the will was delayed (the connection had just
     /// ended, so the ticket is the one it took then).
     WillDelay,
+    /// Stamp: the connection (`ConnId` index and generation) whose token expires.
+    TokenExpiry,
 }
 
 pub(crate) struct SessionTimers {

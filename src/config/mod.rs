@@ -3,10 +3,12 @@
 //! Every limit is a named field with a default, a comment saying why, and its unit in the name.
 //! `0` never means "unlimited": a limit is always a limit.
 
+mod auth;
 mod tls;
 
 use std::net::SocketAddr;
 
+pub use auth::AuthSettings;
 pub use tls::{ClientAuth, KtlsMode, SniCertificate, TlsSettings, TlsVersion};
 
 use crate::conn::{SlowConsumer, Transport};
@@ -94,6 +96,25 @@ pub struct Limits {
     pub http_file_bytes_max: u64,
     /// Bytes of served files each shard keeps in memory (file plus its gzip form).
     pub http_cache_bytes_max: u64,
+    /// Publishes per second one connection may send (a token bucket holding one second's
+    /// worth); past it the connection is not read until it is back within the rate. The
+    /// default, a million, is above what one connection can push through one shard, since a
+    /// benchmark's or a bridge's single publisher legitimately sends hundreds of thousands a
+    /// second: set it to what the deployment's publishers need.
+    pub publish_rate_max: u32,
+    /// The same in bytes of topic and payload per second (default 1 GiB/s).
+    pub publish_bytes_rate_max: u64,
+    /// Past either rate an MQTT 5 client gets DISCONNECT 0x96 Message rate too high instead
+    /// of being slowed down (3.x clients are always slowed down: they have no such code).
+    pub disconnect_on_rate: bool,
+    /// Connections one client address (an IPv6 /64) may hold open, across shards; past it an
+    /// accept is closed at once. The default lets a benchmark open a shard's worth from one
+    /// address; behind carrier-grade NAT thousands of browsers share one address, so set it
+    /// with that in mind.
+    pub connections_per_ip_max: u32,
+    /// New connections per second from one client address (a token bucket holding one
+    /// second's worth), against reconnect storms and floods.
+    pub connect_rate_per_ip_max: u32,
 }
 
 impl Default for Limits {
@@ -121,6 +142,11 @@ impl Default for Limits {
             offline_sessions_per_shard_max: 100_000,
             http_file_bytes_max: 1024 * 1024,
             http_cache_bytes_max: 16 * 1024 * 1024,
+            publish_rate_max: 1_000_000,
+            publish_bytes_rate_max: 1024 * 1024 * 1024,
+            disconnect_on_rate: false,
+            connections_per_ip_max: 20_000,
+            connect_rate_per_ip_max: 10_000,
         }
     }
 }
@@ -159,7 +185,7 @@ impl Limits {
 
     /// Checks the relations between limits that no single field can express.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let positive: [(&'static str, u64); 17] = [
+        let positive: [(&'static str, u64); 21] = [
             ("packet_bytes_max", self.packet_bytes_max.into()),
             ("topic_bytes_max", self.topic_bytes_max.into()),
             ("topic_levels_max", self.topic_levels_max.into()),
@@ -191,6 +217,13 @@ impl Limits {
             (
                 "cross_shard_backlog_bytes_max",
                 self.cross_shard_backlog_bytes_max,
+            ),
+            ("publish_rate_max", self.publish_rate_max.into()),
+            ("publish_bytes_rate_max", self.publish_bytes_rate_max),
+            ("connections_per_ip_max", self.connections_per_ip_max.into()),
+            (
+                "connect_rate_per_ip_max",
+                self.connect_rate_per_ip_max.into(),
             ),
         ];
         for (key, value) in positive {
@@ -305,6 +338,8 @@ pub struct Config {
     pub wss: Option<SocketAddr>,
     /// Certificates and settings of the TLS listeners (`[tls]`).
     pub tls: TlsSettings,
+    /// Credentials and topic rules (`[auth]`).
+    pub auth: AuthSettings,
     /// The HTTP path the WebSocket upgrade must use.
     pub ws_path: String,
     /// Whether an upgrade request that offers no `Sec-WebSocket-Protocol` is accepted.
@@ -356,6 +391,7 @@ impl Default for Config {
             mqtts: None,
             wss: None,
             tls: TlsSettings::default(),
+            auth: AuthSettings::default(),
             ws_path: "/mqtt".to_owned(),
             ws_allow_no_subprotocol: true,
             ws_allowed_origins: Vec::new(),
@@ -408,6 +444,7 @@ struct FileConfig {
     mqtts: Option<String>,
     wss: Option<String>,
     tls: Option<tls::FileTls>,
+    auth: Option<auth::FileAuth>,
     ws_path: Option<String>,
     ws_allow_no_subprotocol: Option<bool>,
     ws_allowed_origins: Option<Vec<String>>,
@@ -468,6 +505,11 @@ file_limits! {
     offline_sessions_per_shard_max: u32,
     http_file_bytes_max: u64,
     http_cache_bytes_max: u64,
+    publish_rate_max: u32,
+    publish_bytes_rate_max: u64,
+    disconnect_on_rate: bool,
+    connections_per_ip_max: u32,
+    connect_rate_per_ip_max: u32,
 }
 
 impl Config {
@@ -491,6 +533,9 @@ impl Config {
         }
         if let Some(tls) = file.tls {
             tls.apply(&mut config.tls);
+        }
+        if let Some(auth) = file.auth {
+            auth.apply(&mut config.auth);
         }
         if let Some(path) = file.ws_path {
             config.ws_path = path;
@@ -565,6 +610,7 @@ impl Config {
         }
         self.tls
             .validate(self.mqtts.is_some() || self.wss.is_some())?;
+        self.auth.validate()?;
         if !self.ws_path.starts_with('/') || self.ws_path.contains(char::is_whitespace) {
             return Err(ConfigError::invalid(
                 "ws_path",

@@ -42,6 +42,14 @@ impl Shard {
             }
         }
         self.outbox.sends = sends;
+        for (id, denial) in self.outbox.denials.drain(..) {
+            if let Some(peer) = self.io.state(id) {
+                info!(
+                    "{}: the topic rules deny {denial} (further denials of this connection are only counted)",
+                    peer.addr
+                );
+            }
+        }
         let mut closes = std::mem::take(&mut self.outbox.closes);
         for (id, reason) in closes.drain(..) {
             self.begin_close(id, CloseCause::Broker(reason), now);

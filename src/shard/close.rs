@@ -48,6 +48,7 @@ impl Shard {
                 | CloseCause::PeerClosed
                 | CloseCause::Tls(_)
                 | CloseCause::Preamble(_)
+                | CloseCause::Address(_)
         ) {
             self.io.close_notify(id);
         }
@@ -89,7 +90,11 @@ impl Shard {
                     return false;
                 }
                 self.io.shutdown_write(id);
-                if self.io.release(id).is_some() {
+                if let Some(released) = self.io.release(id) {
+                    let ip = released.state.addr.ip();
+                    if self.addresses.counts(ip) {
+                        self.addresses.release(ip, now);
+                    }
                     self.broker.connection_lost(id, now, &mut self.outbox);
                 }
                 true

@@ -7,8 +7,9 @@ use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use log::{debug, error, warn};
+use log::{debug, error, info, warn};
 
+use super::address_book::{AddressBook, AddressRefusal};
 use super::deadlines::Deadline;
 use super::ingest::{self, Flow};
 use super::peer::{CloseCause, Peer, Phase};
@@ -117,11 +118,22 @@ impl Shard {
                 return;
             }
         };
+        let ip = addr.ip();
+        if self.addresses.counts(ip)
+            && let Err(refusal) = self.addresses.admit(ip, now)
+        {
+            // Closed at once, the socket dropped here: no byte is read or sent.
+            self.refused_by_address(addr, refusal);
+            return;
+        }
         let transport = kind.transport();
         let tls = match self.tls_session(kind) {
             Ok(tls) => tls,
             Err(failure) => {
                 warn!("{addr}: refused: cannot start TLS: {failure}");
+                if self.addresses.counts(ip) {
+                    self.addresses.release(ip, now);
+                }
                 return;
             }
         };
@@ -145,6 +157,28 @@ impl Shard {
         self.io.arm_recv(id);
     }
 
+    /// Counts a connection the per-address limits refused; the log says so at most once a
+    /// second (`log_address_refusals`), since a flood would otherwise flood the log too.
+    pub(super) fn refused_by_address(
+        &mut self,
+        addr: std::net::SocketAddr,
+        refusal: AddressRefusal,
+    ) {
+        self.address_refusals += 1;
+        self.address_refusals_unlogged += 1;
+        debug!("{addr}: refused: {}", refusal.description());
+    }
+
+    pub(super) fn log_address_refusals(&mut self) {
+        if self.address_refusals_unlogged > 0 {
+            warn!(
+                "shard {}: {} connections refused by connections_per_ip_max or connect_rate_per_ip_max in the last second",
+                self.id, self.address_refusals_unlogged
+            );
+            self.address_refusals_unlogged = 0;
+        }
+    }
+
     /// A new TLS session for a connection accepted on a TLS listener, with the certificates of
     /// the moment; `None` for a plain listener.
     fn tls_session(&self, kind: ListenerKind) -> Result<Option<TlsLayer>, TlsFailure> {
@@ -162,9 +196,20 @@ impl Shard {
     fn on_received(&mut self, id: ConnId, buffer: RecvBuffer, armed: bool, now: Instant) {
         let feeding_before = self.outbox.to_other_shards.len();
         let mut cx = ingest_context!(self, id, now);
+        let addresses = &self.addresses;
+        let address_refused = std::cell::Cell::new(None);
+        let on_header = |peer: &mut Peer, header: ProxyHeader| {
+            if let Err(refusal) = take_proxy_header(peer, header, addresses, now) {
+                address_refused.set(Some(refusal));
+            }
+        };
         let read = self
             .io
-            .read_received(id, buffer, take_proxy_header, |peer, data, tls| {
+            .read_received(id, buffer, on_header, |peer, data, tls| {
+                if address_refused.get().is_some() {
+                    // Closed below, with nothing of it read.
+                    return (Flow::Continue, false, false);
+                }
                 take_client_identity(cx.config, peer, tls);
                 let was_upgrading = peer.phase == Phase::WsHandshake;
                 let flow = ingest::ingest(&mut cx, peer, data);
@@ -177,6 +222,10 @@ impl Shard {
                 );
                 (flow, upgraded, still_reading)
             });
+        if let Some(refusal) = address_refused.get() {
+            self.pending_closes.push((id, CloseCause::Address(refusal)));
+            return;
+        }
         let ((flow, upgraded, still_reading), peer_closed) = match read {
             Received::Read(read) => (read, false),
             Received::Closed(Some(read)) => (read, true),
@@ -226,10 +275,15 @@ impl Shard {
             return;
         };
         let ending = matches!(peer.phase, Phase::Closing | Phase::HandingOff(_));
+        let reading = peer.reads();
         match why {
             RecvEnd::PeerClosed => self.pending_closes.push((id, CloseCause::PeerClosed)),
             // The ring ran out of buffers: they come back as this turn's data is handled.
             RecvEnd::NoBuffers if !ending => self.rearm.push(id),
+            // Cancelled for a pause (a verdict, the publish rate, the cross-shard backlog) that
+            // ended before the cancel did: the re-arm then found the receive still armed, so it
+            // is armed now, unless another pause began meanwhile (`rearm_receives` checks).
+            RecvEnd::Cancelled if reading => self.rearm.push(id),
             RecvEnd::NoBuffers | RecvEnd::Cancelled => self.finishing.push(id),
             RecvEnd::Tls(failure) => {
                 self.tls_failures += 1;
@@ -263,6 +317,13 @@ impl Shard {
                 self.io.cancel_recv(id);
                 self.finishing.push(id);
             }
+            // Nothing is read until the verdict (`take_verdicts`).
+            Flow::Verify => self.io.cancel_recv(id),
+            // Nothing is read until the rate allows (`resume_throttled`).
+            Flow::Throttle(until) => {
+                self.io.cancel_recv(id);
+                self.throttled.pause(id, until);
+            }
         }
     }
 
@@ -283,22 +344,48 @@ impl Shard {
                     Phase::WsHandshake | Phase::AwaitConnect | Phase::Connected(_)
                 )
             });
-            if reading && !self.cross_shard.is_paused(id) {
+            if reading && !self.cross_shard.is_paused(id) && !self.throttled.is_paused(id) {
                 self.io.arm_recv(id);
             }
         }
         self.rearm = rearm;
     }
 
+    /// Reads again the connections whose publish rate allows it: first what they sent before
+    /// the pause, then the socket.
+    pub(super) fn resume_throttled(&mut self, now: Instant) {
+        for id in self.throttled.resume(now) {
+            let mut cx = ingest_context!(self, id, now);
+            let Some(peer) = self.io.state_mut(id) else {
+                continue;
+            };
+            let flow = ingest::ingest_pending(&mut cx, peer);
+            let reading = peer.reads();
+            self.after_flow(id, flow);
+            if reading && !matches!(flow, Flow::Throttle(_)) {
+                self.rearm.push(id);
+            }
+        }
+    }
+
     /// Closes the connections that missed their upgrade or CONNECT deadline.
     pub(super) fn expire_deadlines(&mut self, now: Instant) {
         let (io, closes) = (&self.io, &mut self.pending_closes);
         self.deadlines.expire(now, |deadline, id| {
-            let (phase, cause) = match deadline {
-                Deadline::Upgrade => (Phase::WsHandshake, CloseCause::HandshakeTimeout),
-                Deadline::Connect => (Phase::AwaitConnect, CloseCause::ConnectTimeout),
+            let (phases, cause) = match deadline {
+                Deadline::Upgrade => (
+                    [Phase::WsHandshake, Phase::WsHandshake],
+                    CloseCause::HandshakeTimeout,
+                ),
+                // A password still with a verifier counts against the CONNECT deadline too.
+                Deadline::Connect => (
+                    [Phase::AwaitConnect, Phase::Verifying],
+                    CloseCause::ConnectTimeout,
+                ),
             };
-            let missed = io.state(id).is_some_and(|peer| peer.phase == phase);
+            let missed = io
+                .state(id)
+                .is_some_and(|peer| phases.contains(&peer.phase));
             if missed {
                 closes.push((id, cause));
             }
@@ -319,10 +406,29 @@ fn proxy_protocol_on(on: ProxyProtocol, kind: ListenerKind) -> bool {
 }
 
 /// A trusted proxy's header names the client, or (LOCAL, UNKNOWN) leaves the proxy's address.
-fn take_proxy_header(peer: &mut Peer, header: ProxyHeader) {
+/// The client a PROXY header names becomes the connection's address, once the per-address
+/// limits count it (the proxy's own address was not counted). Refused, the connection keeps
+/// the proxy's address, so that nothing is released for it at the close.
+fn take_proxy_header(
+    peer: &mut Peer,
+    header: ProxyHeader,
+    addresses: &AddressBook,
+    now: Instant,
+) -> Result<(), AddressRefusal> {
     match header.source() {
         Some(client) => {
             debug!("{}: PROXY header: the client is {client}", peer.addr);
+            let ip = client.ip().to_canonical();
+            if addresses.counts(ip)
+                && let Err(refusal) = addresses.admit(ip, now)
+            {
+                info!(
+                    "{}: the client {client} is refused: {}",
+                    peer.addr,
+                    refusal.description()
+                );
+                return Err(refusal);
+            }
             peer.proxied_for(client);
         }
         None => debug!(
@@ -330,6 +436,7 @@ fn take_proxy_header(peer: &mut Peer, header: ProxyHeader) {
             peer.addr
         ),
     }
+    Ok(())
 }
 
 /// With `identity_as_username`, a TLS client's certificate names it once the handshake verified

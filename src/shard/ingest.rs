@@ -5,11 +5,16 @@
 //! buffers is copied, into the connection's pending bytes, which the packet size limit bounds.
 
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use log::debug;
+use log::{debug, info};
 
-use super::peer::{CloseCause, Peer, Phase};
+use super::address_book::AddressBook;
+use super::auth_gate::{AuthGate, Entry};
+use super::peer::{CloseCause, Peer, Phase, Verified};
+use super::publish_rate::{PublishRate, RateLimits};
+use crate::auth::{Identity, Refusal};
 use crate::broker::{Broker, Outbox};
 use crate::config::Config;
 use crate::conn::{Chunk, ConnId, Droppable, Transport};
@@ -19,7 +24,7 @@ use crate::protocol::forwarded::forwarded_client;
 use crate::protocol::http::{Fields, Method, RequestHead, parse_head};
 use crate::protocol::mqtt::{
     ConnAck, Connect, DecodeError, DecodeLimits, Disconnect, Packet, PropertiesBuf, Property,
-    ProtocolVersion, ReasonCodeOf, decode,
+    ProtocolVersion, ReasonCode, ReasonCodeOf, decode,
 };
 use crate::protocol::ws::frame::{FeedError, FrameLimits, WsEvent, write_pong};
 use crate::protocol::ws::handshake::{
@@ -33,6 +38,10 @@ pub enum Flow {
     Close(CloseCause),
     /// The CONNECT names a session of another shard: move the socket there.
     HandOff(usize),
+    /// The CONNECT waits for a verifier's verdict: stop reading.
+    Verify,
+    /// The connection published past its rate: read nothing more from it until then.
+    Throttle(Instant),
 }
 
 /// Everything of the shard that taking in bytes needs, borrowed for one call.
@@ -47,6 +56,10 @@ pub struct Ingest<'a> {
     pub frame_limits: &'a FrameLimits,
     /// Every shard's figures, for `GET /metrics`.
     pub metrics: &'a Metrics,
+    /// Judges CONNECTs' credentials.
+    pub auth: &'a mut AuthGate,
+    /// Counts connections per client address.
+    pub addresses: &'a AddressBook,
     pub now: Instant,
 }
 
@@ -56,7 +69,7 @@ pub fn ingest(cx: &mut Ingest<'_>, conn: &mut Peer, data: &mut [u8]) -> Flow {
     match conn.phase {
         Phase::Closing => Flow::Continue,
         Phase::WsHandshake => ingest_upgrade(cx, conn, data),
-        Phase::AwaitConnect | Phase::Connected(_) | Phase::HandingOff(_) => {
+        Phase::AwaitConnect | Phase::Connected(_) | Phase::HandingOff(_) | Phase::Verifying => {
             ingest_stream(cx, conn, data)
         }
     }
@@ -82,6 +95,19 @@ fn ingest_upgrade(cx: &mut Ingest<'_>, conn: &mut Peer, data: &[u8]) -> Flow {
         }
     };
     if let Some(client) = forwarded_client_of(cx, conn.addr, &head) {
+        // Counted by the per-address limits from now on, like any direct client; refused, the
+        // connection keeps the proxy's address, which is not counted.
+        let ip = client.ip();
+        if cx.addresses.counts(ip)
+            && let Err(refusal) = cx.addresses.admit(ip, cx.now)
+        {
+            info!(
+                "{}: the client {ip} is refused: {}",
+                conn.addr,
+                refusal.description()
+            );
+            return Flow::Close(CloseCause::Address(refusal));
+        }
         conn.addr = client;
     }
     match accept_upgrade(&head, &handshake) {
@@ -128,8 +154,9 @@ fn ingest_stream(cx: &mut Ingest<'_>, conn: &mut Peer, data: &mut [u8]) -> Flow 
         };
         match next {
             Flow::Continue => Ok(()),
-            // Keep feeding: the rest of the buffer is kept in the pending bytes for the owning shard.
-            Flow::HandOff(_) => {
+            // Keep feeding: the rest of the buffer is kept in the pending bytes, for the owning
+            // shard or for after the verdict.
+            Flow::HandOff(_) | Flow::Verify | Flow::Throttle(_) => {
                 flow = next;
                 Ok(())
             }
@@ -148,14 +175,18 @@ fn ingest_stream(cx: &mut Ingest<'_>, conn: &mut Peer, data: &mut [u8]) -> Flow 
 
 /// Takes in MQTT stream bytes: decodes every complete packet, keeps a partial one.
 fn ingest_mqtt(cx: &mut Ingest<'_>, conn: &mut Peer, bytes: &[u8]) -> Flow {
-    if let Phase::HandingOff(_) = conn.phase {
-        // The owning shard decodes; bytes are only kept, in order, for it.
+    if let Phase::HandingOff(_) | Phase::Verifying = conn.phase {
+        // The owning shard decodes, or this one once the verdict is in; bytes are only kept,
+        // in order, until then.
         conn.pending.extend_from_slice(bytes);
         return Flow::Continue;
     }
     if conn.pending.is_empty() {
         let (flow, used) = decode_all(cx, conn, bytes);
-        if flow == Flow::Continue || matches!(flow, Flow::HandOff(_)) {
+        if matches!(
+            flow,
+            Flow::Continue | Flow::HandOff(_) | Flow::Verify | Flow::Throttle(_)
+        ) {
             conn.pending.extend_from_slice(&bytes[used..]);
         }
         return flow;
@@ -200,7 +231,7 @@ fn decode_all(cx: &mut Ingest<'_>, conn: &mut Peer, bytes: &[u8]) -> (Flow, usiz
             }
         };
         let flow = dispatch(cx, conn, &packet);
-        if let Flow::HandOff(_) = flow {
+        if let Flow::HandOff(_) | Flow::Verify = flow {
             return (flow, used);
         }
         used += len;
@@ -225,6 +256,10 @@ fn dispatch(cx: &mut Ingest<'_>, conn: &mut Peer, packet: &Packet<'_>) -> Flow {
                 conn.phase = Phase::HandingOff(target);
                 return Flow::HandOff(owner);
             }
+            let identity = match admit(cx, conn, connect) {
+                Ok(identity) => identity,
+                Err(flow) => return flow,
+            };
             conn.phase = Phase::Connected(connect.version);
             // With `identity_as_username` the client certificate names the user.
             let connect = Connect {
@@ -233,7 +268,29 @@ fn dispatch(cx: &mut Ingest<'_>, conn: &mut Peer, packet: &Packet<'_>) -> Flow {
             };
             cx.broker
                 .connect(cx.id, conn.transport, &connect, cx.now, cx.out);
+            if let Some(identity) = identity {
+                let expires_in = identity.expires_at.map(seconds_until);
+                cx.broker
+                    .set_identity(cx.id, Arc::new(identity), expires_in);
+            }
             Flow::Continue
+        }
+        (Phase::Connected(version), Packet::Publish(publish)) => {
+            let within = within_rate(cx, conn, publish.payload.len() + publish.topic.len());
+            match within {
+                Err(_) if cx.config.limits.disconnect_on_rate && version == ProtocolVersion::V5 => {
+                    cx.broker.disconnect_for_rate(cx.id, cx.now, cx.out);
+                    Flow::Continue
+                }
+                Err(until) => {
+                    cx.broker.packet(cx.id, packet, cx.now, cx.out);
+                    Flow::Throttle(until)
+                }
+                Ok(()) => {
+                    cx.broker.packet(cx.id, packet, cx.now, cx.out);
+                    Flow::Continue
+                }
+            }
         }
         (Phase::Connected(_), packet) => {
             cx.broker.packet(cx.id, packet, cx.now, cx.out);
@@ -242,6 +299,100 @@ fn dispatch(cx: &mut Ingest<'_>, conn: &mut Peer, packet: &Packet<'_>) -> Flow {
         // The decoder accepts only CONNECT before the version is known.
         _ => Flow::Continue,
     }
+}
+
+/// The door: who the CONNECT's credentials prove the client to be (`None`: anonymous), or
+/// the flow when it is refused or must wait for a verifier.
+fn admit(
+    cx: &mut Ingest<'_>,
+    conn: &mut Peer,
+    connect: &Connect<'_>,
+) -> Result<Option<Identity>, Flow> {
+    let verified = conn.rare.as_mut().and_then(|rare| rare.verified.take());
+    let identity = match verified {
+        Some(Verified::Accepted(identity)) => Some(identity),
+        Some(Verified::Refused) => {
+            let refusal = Refusal::BadCredentials("unknown user or wrong password");
+            refuse_entry(cx, conn, connect.version, refusal);
+            return Err(Flow::Continue);
+        }
+        None => {
+            let certificate_user = conn.identity();
+            let entry = cx.auth.judge(
+                cx.id,
+                certificate_user,
+                connect.username,
+                connect.password,
+                cx.now,
+            );
+            match entry {
+                Entry::Accept(identity) => identity,
+                Entry::Pending => {
+                    conn.phase = Phase::Verifying;
+                    return Err(Flow::Verify);
+                }
+                Entry::Refuse(refusal) => {
+                    refuse_entry(cx, conn, connect.version, refusal);
+                    return Err(Flow::Continue);
+                }
+            }
+        }
+    };
+    if let Some(will) = &connect.will
+        && !cx
+            .auth
+            .policy()
+            .may_publish(identity.as_ref(), connect.client_id, will.topic)
+    {
+        let refusal = Refusal::NotAuthorized("a will on a topic the client may not publish to");
+        refuse_entry(cx, conn, connect.version, refusal);
+        return Err(Flow::Continue);
+    }
+    Ok(identity)
+}
+
+/// Takes a publish of about `bytes` from the connection's allowance; `Err` says until when
+/// it may not be read. (Topic and payload stand for the packet: the header's few bytes do not
+/// change what a rate limit is for.)
+fn within_rate(cx: &Ingest<'_>, conn: &mut Peer, bytes: usize) -> Result<(), Instant> {
+    let limits = RateLimits {
+        messages_per_s: cx.config.limits.publish_rate_max,
+        bytes_per_s: cx.config.limits.publish_bytes_rate_max,
+    };
+    let now = cx.now;
+    conn.rare_mut()
+        .publish_rate
+        .get_or_insert_with(|| PublishRate::new(limits, now))
+        .take(limits, bytes, now)
+        .map_err(|wait| now + wait)
+}
+
+/// From now to `unix_s` on the wall clock (zero once past), for a token's expiry.
+fn seconds_until(unix_s: u64) -> Duration {
+    let target = UNIX_EPOCH + Duration::from_secs(unix_s);
+    target
+        .duration_since(SystemTime::now())
+        .unwrap_or(Duration::ZERO)
+}
+
+/// A CONNECT the door refused: its CONNACK and one log line, then the close.
+pub fn refuse_entry(
+    cx: &mut Ingest<'_>,
+    conn: &mut Peer,
+    version: ProtocolVersion,
+    refusal: Refusal,
+) {
+    info!("{}: CONNECT refused: {}", conn.addr, refusal.reason());
+    // As for the broker's own refusals: later packets go to the broker, which no longer knows
+    // the connection, while its close runs.
+    conn.phase = Phase::Connected(version);
+    let reason = match refusal {
+        Refusal::BadCredentials(_) => ReasonCode::BAD_USER_NAME_OR_PASSWORD,
+        Refusal::NotAuthorized(_) => ReasonCode::NOT_AUTHORIZED,
+        Refusal::Busy => ReasonCode::SERVER_BUSY,
+    };
+    cx.broker
+        .refuse_connect(cx.id, conn.transport, version, reason, cx.out);
 }
 
 /// Answers a CONNECT the codec rejected, when the spec gives an answer. A CONNECT whose

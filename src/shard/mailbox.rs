@@ -22,8 +22,9 @@ use crossbeam::queue::ArrayQueue;
 use log::info;
 
 use super::ingest::ingest_pending;
-use super::peer::{CloseCause, Peer, Phase};
+use super::peer::{CloseCause, Peer, Phase, Verified};
 use super::{Shard, ingest_context};
+use crate::auth::Identity;
 use crate::broker::ShardMessage;
 use crate::conn::{ConnId, Transport};
 use crate::net::io::TlsLayer;
@@ -266,6 +267,41 @@ impl Shard {
         }
         self.after_flow(id, flow);
         self.io.arm_recv(id);
+    }
+
+    /// Reads again the CONNECTs whose password a verifier has judged.
+    pub(super) fn take_verdicts(&mut self, now: Instant) {
+        while let Some((waiting, identity)) = self.auth.take_verdict(now) {
+            for id in waiting {
+                self.take_verdict_for(id, identity.clone(), now);
+            }
+        }
+    }
+
+    /// Reads again the CONNECT of `id`, with the verdict on its password.
+    fn take_verdict_for(&mut self, id: ConnId, identity: Option<Identity>, now: Instant) {
+        let Some(peer) = self.io.state_mut(id) else {
+            // Gone meanwhile (closed, or its CONNECT deadline passed).
+            return;
+        };
+        if peer.phase != Phase::Verifying {
+            return;
+        }
+        peer.phase = Phase::AwaitConnect;
+        peer.rare_mut().verified = Some(match identity {
+            Some(identity) => Verified::Accepted(identity),
+            None => Verified::Refused,
+        });
+        let mut cx = ingest_context!(self, id, now);
+        let Some(peer) = self.io.state_mut(id) else {
+            return;
+        };
+        let flow = ingest_pending(&mut cx, peer);
+        let reading = peer.reads();
+        self.after_flow(id, flow);
+        if reading {
+            self.io.arm_recv(id);
+        }
     }
 
     pub(super) fn take_remote_messages(&mut self, now: Instant) {

@@ -12,6 +12,8 @@
 //! 7. start one send per connection with bytes queued, finish closes whose operations ended
 //!    (`close.rs`), arm receives again, and wake each other shard at most once.
 
+mod address_book;
+mod auth_gate;
 mod carry_out;
 mod close;
 mod connection_io;
@@ -19,14 +21,17 @@ pub mod deadlines;
 mod ingest;
 pub mod mailbox;
 mod peer;
+mod publish_rate;
+pub mod verifier;
 
 use std::net::TcpListener;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use log::{info, warn};
 
+use crate::auth::SharedPolicy;
 use crate::broker::{Broker, Outbox};
 use crate::config::Config;
 use crate::conn::ConnId;
@@ -38,9 +43,13 @@ use crate::net::{RingUnavailable, sys};
 use crate::protocol::mqtt::DecodeLimits;
 use crate::protocol::ws::frame::FrameLimits;
 use crate::tls::SharedTls;
+pub use address_book::AddressBook;
+use auth_gate::AuthGate;
 use deadlines::Deadlines;
 use mailbox::{CrossShard, Mailboxes};
 use peer::{CloseCause, Peer};
+use publish_rate::Throttled;
+use verifier::Verifiers;
 
 /// How often the broker's clock-driven work runs: keep-alive, connect and handshake deadlines.
 const TICK: Duration = Duration::from_millis(100);
@@ -58,8 +67,20 @@ const STOP_GRACE: Duration = Duration::from_secs(3);
 /// Submission queue entries: a turn's sends and re-arms are pushed in batches this large.
 const RING_ENTRIES: u32 = 4096;
 
+/// What every shard shares of authentication: the policy (replaced on SIGHUP, `generation`
+/// bumped after) and the password verifiers.
+#[derive(Clone)]
+pub struct AuthSetup {
+    /// Connections and connects per client address, counted across shards.
+    pub addresses: Arc<AddressBook>,
+    pub policy: Arc<SharedPolicy>,
+    pub generation: Arc<AtomicU64>,
+    pub verifiers: Arc<Verifiers>,
+}
+
 pub struct ShardSetup {
     pub id: usize,
+    pub auth: AuthSetup,
     pub config: Arc<Config>,
     pub mailboxes: Arc<Mailboxes>,
     pub stop: Arc<AtomicBool>,
@@ -127,6 +148,15 @@ struct Shard {
     /// Where this shard's figures go once a tick, for `GET /metrics`.
     metrics: Arc<Metrics>,
     tls: Option<Arc<SharedTls>>,
+    /// Judges CONNECTs' credentials (`auth_gate.rs`).
+    auth: AuthGate,
+    addresses: Arc<AddressBook>,
+    /// Connections refused by the per-address limits, since start; and since the last log
+    /// line about them.
+    address_refusals: u64,
+    address_refusals_unlogged: u64,
+    /// Connections paused for publishing past their rate (`publish_rate.rs`).
+    throttled: Throttled,
     /// TLS connections that failed (handshake or record), since start.
     tls_failures: u64,
     /// Connections closed for their first bytes on a listener with the PROXY protocol on.
@@ -162,6 +192,8 @@ macro_rules! ingest_context {
             decode_limits: &$shard.decode_limits,
             frame_limits: &$shard.frame_limits,
             metrics: &$shard.metrics,
+            auth: &mut $shard.auth,
+            addresses: &$shard.addresses,
             now: $now,
         }
     };
@@ -194,6 +226,18 @@ impl Shard {
         let shard_count = setup.mailboxes.shard_count();
         let mut broker = Broker::new(setup.id, shard_count, limits.clone(), now);
         broker.set_topic_policies(&config.policies);
+        let addresses = Arc::clone(&setup.auth.addresses);
+        let auth = AuthGate::new(
+            setup.id,
+            setup.auth.policy,
+            setup.auth.generation,
+            setup.auth.verifiers,
+            config.auth.verified_cache_entries_max,
+            Duration::from_secs(config.auth.verified_cache_ttl_s),
+            config.auth.verify_queue_max,
+        );
+        let mut outbox = Outbox::default();
+        broker.set_policy(Some(Arc::clone(auth.policy())), &mut outbox);
         Ok(Shard {
             io,
             id: setup.id,
@@ -219,10 +263,15 @@ impl Shard {
             slow: SlowConsumerCounts::default(),
             metrics: setup.metrics,
             tls: setup.tls,
+            auth,
+            addresses,
+            address_refusals: 0,
+            address_refusals_unlogged: 0,
+            throttled: Throttled::default(),
             tls_failures: 0,
             proxy_refusals: 0,
             broker,
-            outbox: Outbox::default(),
+            outbox,
             events: Vec::new(),
             finishing: Vec::new(),
             pending_closes: Vec::new(),
@@ -265,8 +314,14 @@ impl Shard {
 
     /// One loop turn after the wait (see the module documentation); true once a stop is done.
     fn turn(&mut self, now: Instant) -> bool {
+        // First: a CONNECT read this turn is judged by the policy of the moment.
+        if self.auth.refresh() {
+            let policy = Arc::clone(self.auth.policy());
+            self.broker.set_policy(Some(policy), &mut self.outbox);
+        }
         self.handle_events(now);
         self.take_handoffs(now);
+        self.take_verdicts(now);
         self.take_remote_messages(now);
         if now >= self.next_tick {
             self.tick(now);
@@ -293,6 +348,7 @@ impl Shard {
         self.io.trim();
         if now >= self.next_collect {
             self.next_collect = now + COLLECT_EVERY;
+            self.log_address_refusals();
             self.shed_scratch();
             // Returned to the system only once the shard holds nobody: then nothing is lost
             // by unmapping, and an emptied shard goes back to its fresh size.
@@ -307,11 +363,14 @@ impl Shard {
             kernel_tls_handovers: self.io.counts().kernel_tls_handovers,
             kernel_tls_declined: self.io.counts().kernel_tls_declined,
             proxy_refusals: self.proxy_refusals,
+            publish_rate_pauses: self.throttled.pauses,
+            address_refusals: self.address_refusals,
         };
         let figures = ShardFigures::new(&counts, &self.broker.stats(), &self.slow);
         self.metrics.publish(self.id, &figures);
         self.broker.tick(now, &mut self.outbox);
         self.expire_deadlines(now);
+        self.resume_throttled(now);
         for index in 0..self.listeners.len() {
             if self.listeners[index].retry_at.is_some_and(|at| at <= now) {
                 self.listeners[index].retry_at = None;

@@ -24,6 +24,7 @@
 //! ≈ 3.7 KB socket and ≈ 0.9 KB armed multishot receive, and the broker's session (client
 //! identifier, subscription, trie node, 512 B; see `broker/session.rs`).
 
+use super::address_book::AddressRefusal;
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -46,6 +47,9 @@ pub enum Phase {
     /// then the socket moves there. (A `u16`: shards are at most 1 024, and a smaller phase
     /// leaves room for the connection's flags within its budget.)
     HandingOff(u16),
+    /// A verifier checks the CONNECT's password: nothing is read meanwhile, and the CONNECT
+    /// waits in the pending bytes.
+    Verifying,
     /// Nothing more is read; what is queued is sent, then the socket closes.
     Closing,
 }
@@ -67,6 +71,9 @@ pub enum CloseCause {
     /// The first bytes on a listener with the PROXY protocol on were refused: a header from
     /// an untrusted source, or none (or a bad one) from a trusted proxy.
     Preamble(PreambleRefusal),
+    /// The client's real address, named by a PROXY header or `Forwarded`, is over a
+    /// per-address limit.
+    Address(AddressRefusal),
     /// A plain HTTP request on the WebSocket listener was answered with this status.
     HttpServed(u16),
     HandshakeTimeout,
@@ -103,7 +110,8 @@ impl CloseCause {
             CloseCause::Handshake(_)
             | CloseCause::HandshakeTimeout
             | CloseCause::Tls(_)
-            | CloseCause::Preamble(_) => None,
+            | CloseCause::Preamble(_)
+            | CloseCause::Address(_) => None,
             CloseCause::HttpServed(_) => None,
             CloseCause::Ws(error) => Some(error.close_code()),
             CloseCause::WsClosedByPeer(_) => Some(1000),
@@ -163,6 +171,7 @@ impl std::fmt::Display for CloseCause {
             CloseCause::WsClosedByPeer(None) => f.write_str("WebSocket closed by peer"),
             CloseCause::Tls(failure) => write!(f, "TLS: {failure}"),
             CloseCause::Preamble(refusal) => write!(f, "PROXY protocol: {refusal}"),
+            CloseCause::Address(refusal) => f.write_str(refusal.description()),
             CloseCause::Handshake(error) => {
                 write!(
                     f,
@@ -193,6 +202,18 @@ pub struct Rare {
     pub closing_since: Option<Instant>,
     /// The name its TLS client certificate gives it, with `identity_as_username`.
     pub identity: Option<Box<str>>,
+    /// What a verifier said about the CONNECT's password, for the CONNECT read again then.
+    pub verified: Option<Verified>,
+    /// Its publish allowance, once it publishes under `publish_rate_max` or
+    /// `publish_bytes_rate_max`.
+    pub publish_rate: Option<super::publish_rate::PublishRate>,
+}
+
+/// A verifier's verdict on a CONNECT's password.
+#[derive(Debug, Clone)]
+pub enum Verified {
+    Accepted(crate::auth::Identity),
+    Refused,
 }
 
 pub struct Peer {

@@ -1,8 +1,10 @@
 // Starts the fanfare binary on loopback with kernel-chosen ports, as tests/python/broker.py
 // does: reads the "listening ..." lines and "ready" from its standard output, with a deadline.
-// With `tls: { cert, key }` (PEM files) it also listens for mqtts and wss.
-import { spawn } from "node:child_process";
-import { mkdtempSync, writeFileSync } from "node:fs";
+// With `tls: { cert, key }` (PEM files) it also listens for mqtts and wss; with `config` (TOML
+// text) or `auth` (the `[auth]` table as an object of strings, numbers, booleans and arrays) it
+// runs with a config file written to a temporary directory, removed by `stop()`.
+import { execFileSync, spawn } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -10,11 +12,33 @@ import { fileURLToPath } from "node:url";
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 const START_TIMEOUT_MS = 10_000;
 
-export async function startBroker({ tls } = {}) {
-  const bin = resolve(ROOT, process.env.FANFARE_BIN ?? "target/debug/fanfare");
+/** An object as TOML key/value lines: JSON's strings, numbers, booleans and arrays of them
+ * are TOML's as well. */
+export function tomlTable(name, table) {
+  const lines = Object.entries(table).map(([key, value]) => `${key} = ${JSON.stringify(value)}`);
+  return `[${name}]\n${lines.join("\n")}\n`;
+}
+
+/** The broker binary: FANFARE_BIN, relative to the repository root, or the debug build. */
+export const fanfareBin = () => resolve(ROOT, process.env.FANFARE_BIN ?? "target/debug/fanfare");
+
+/** Runs `fanfare passwd ARGS...` (e.g. `-c -b FILE USER PASSWORD`); throws if it fails. */
+export function passwd(...args) {
+  execFileSync(fanfareBin(), ["passwd", ...args], { stdio: "pipe", timeout: 30_000 });
+}
+
+export async function startBroker({ tls, config, auth } = {}) {
+  const bin = fanfareBin();
   const args = ["--tcp", "127.0.0.1:0", "--ws", "127.0.0.1:0"];
   if (tls) {
     args.push("--mqtts", "127.0.0.1:0", "--wss", "127.0.0.1:0", "--tls-cert", tls.cert, "--tls-key", tls.key);
+  }
+  let configDir = null;
+  if (config || auth) {
+    configDir = mkdtempSync(join(tmpdir(), "fanfare-node-config-"));
+    const file = join(configDir, "fanfare.toml");
+    writeFileSync(file, (config ?? "") + "\n" + (auth ? tomlTable("auth", auth) : ""));
+    args.push("--config", file);
   }
   const child = spawn(bin, args, { stdio: ["ignore", "pipe", "pipe"] });
   // The last few kilobytes of its log, for the error when it does not start.
@@ -24,6 +48,7 @@ export async function startBroker({ tls } = {}) {
   await new Promise((done, reject) => {
     const fail = (e) => {
       child.kill("SIGKILL");
+      if (configDir) rmSync(configDir, { recursive: true, force: true });
       reject(new Error(`${e.message}\n${log}`));
     };
     const timer = setTimeout(() => fail(new Error("broker did not print 'ready' in time")), START_TIMEOUT_MS);
@@ -53,6 +78,9 @@ export async function startBroker({ tls } = {}) {
     });
   });
   broker.url = (transport) => ({ ws: broker.ws, mqtts: broker.mqtts, wss: broker.wss })[transport] ?? broker.tcp;
-  broker.stop = () => child.kill("SIGKILL");
+  broker.stop = () => {
+    child.kill("SIGKILL");
+    if (configDir) rmSync(configDir, { recursive: true, force: true });
+  };
   return broker;
 }

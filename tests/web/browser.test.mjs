@@ -7,12 +7,16 @@
 // $HOME/.pki/nssdb (certutil, Debian's libnss3-tools), HOME being a fresh directory of the
 // test's; no certificate check is switched off.
 //
+// "anonymous browser" starts a second broker with an ACL file (anonymous clients may only read
+// scores/#) and a password file for the MQTT.js backend, both written at test time.
+//
 // FANFARE_BIN overrides the broker binary (default target/debug/fanfare); CHROMIUM overrides
 // the browser (default /usr/bin/chromium). The demo screenshots go to test-artifacts/demo.png
 // (http) and test-artifacts/demo-https.png.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync, spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { once } from "node:events";
 import { mkdtempSync, mkdirSync, copyFileSync, readFileSync, writeFileSync, rmSync, symlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -37,11 +41,12 @@ const pki = join(work, "pki");
 const home = join(work, "home");
 let broker, browser, node, certs;
 
-/** Starts the broker and resolves once it printed `ready`, with the ports it bound. */
-function startBroker(ports = {}) {
+/** Starts the broker with `config` (a TOML file) and resolves once it printed `ready`, with the
+ * ports it bound. */
+function startBroker(ports = {}, config = configFile) {
   const { tcp = "127.0.0.1:0", ws = "127.0.0.1:0", mqtts = "127.0.0.1:0", wss = "127.0.0.1:0" } = ports;
   const args = ["--tcp", tcp, "--ws", ws, "--mqtts", mqtts, "--wss", wss,
-    "--tls-cert", certs.server.cert, "--tls-key", certs.server.key, "--config", configFile, "--shards", "2"];
+    "--tls-cert", certs.server.cert, "--tls-key", certs.server.key, "--config", config, "--shards", "2"];
   const proc = spawn(BIN, args, { stdio: ["ignore", "pipe", "pipe"] });
   let out = "", err = "";
   proc.stderr.on("data", (d) => (err += d));
@@ -371,6 +376,86 @@ test("Eclipse Paho JS connects, subscribes, receives and publishes", async () =>
     m.qos = 1;
     window.client.send(m);
   });
+});
+
+test("anonymous browser: the demo page reads scores, its publishes reach no one", async () => {
+  // A broker of its own: anonymous clients may only read scores/#, the backend (a user of a
+  // password file written by `fanfare passwd`) may write there.
+  const dir = join(work, "auth");
+  mkdirSync(dir);
+  const password = randomBytes(12).toString("hex");
+  execFileSync(BIN, ["passwd", "-c", "-b", join(dir, "passwd"), "backend", password], { stdio: "pipe", timeout: 30_000 });
+  writeFileSync(join(dir, "acl"), "# anonymous clients\ntopic read scores/#\n\nuser backend\ntopic readwrite scores/#\n");
+  writeFileSync(join(dir, "fanfare.toml"), [
+    "[auth]", `password_file = ${JSON.stringify(join(dir, "passwd"))}`,
+    `acl_file = ${JSON.stringify(join(dir, "acl"))}`, "allow_anonymous = true", ""].join("\n"));
+  const guarded = await startBroker({}, join(dir, "fanfare.toml"));
+  const asBackend = () => mqtt.connect(`mqtt://127.0.0.1:${guarded.tcpPort}`, {
+    username: "backend", password, reconnectPeriod: 0, connectTimeout: 10_000,
+  });
+  const backend = asBackend(), watcher = asBackend();
+  const page = await newPage();
+  try {
+    for (const [name, client] of [["backend", backend], ["watcher", watcher]]) {
+      await within(10_000, `${name} CONNACK`, Promise.race([
+        once(client, "connect"), once(client, "error").then(([e]) => Promise.reject(e))]));
+    }
+    const topic = "scores/anon-match";
+    const seen = [];
+    let markerSeen;
+    const marker = new Promise((resolveMarker) => (markerSeen = resolveMarker));
+    watcher.on("message", (t, payload) => {
+      if (t !== topic) return;
+      seen.push(payload.toString());
+      if (payload.toString() === "marker") markerSeen();
+    });
+    await watcher.subscribeAsync(topic, { qos: 1 });
+
+    const score = JSON.stringify({
+      sport: "football", title: "Open Cup", home: "Hosts", away: "Guests", score: [3, 1], minute: 80, status: "live", last: "GOAL! Hosts 79'",
+    });
+    await backend.publishAsync(topic, score, { qos: 1, retain: true });
+    await page.goto(`http://127.0.0.1:${guarded.wsPort}/`);
+    const goals = (side) => `article[data-topic="${topic}"] .nums.${side} .goals`;
+    await page.waitForFunction((sel) => document.querySelector(sel)?.textContent === "3", goals("home"), { timeout: 5000 });
+    assert.equal(await page.textContent(goals("away")), "1");
+
+    // The same page tries to publish with fanfare.js, in MQTT 3.1.1 (QoS 1 acknowledged and
+    // dropped) and in MQTT 5 (PUBACK 0x87, not authorized).
+    await page.addScriptTag({ url: "/fanfare.js" });
+    const answers = await page.evaluate(async ({ url, topic }) => {
+      const attempt = async (protocolVersion) => {
+        const client = Fanfare.connect(url, { protocolVersion, reconnect: false });
+        await new Promise((connected, refused) => {
+          client.on("connect", connected);
+          client.on("error", refused);
+        });
+        const fake = JSON.stringify({ sport: "football", title: "Open Cup", home: "Hosts", away: "Guests", score: [0, 9] });
+        await client.publish(topic, fake, { qos: 0 });
+        // One connection keeps its order: this answer comes after the QoS 0 one was handled.
+        const answer = await client.publish(topic, fake, { qos: 1, retain: true }).then(
+          () => "acknowledged", (e) => `refused 0x${e.code.toString(16)}`);
+        await client.end();
+        return answer;
+      };
+      return [await attempt(4), await attempt(5)];
+    }, { url: `ws://127.0.0.1:${guarded.wsPort}/mqtt`, topic });
+    assert.deepEqual(answers, ["acknowledged", "refused 0x87"]);
+
+    // Every fake publish was handled before this one was sent: the watcher sees only the
+    // backend's messages, and the page still shows the backend's score.
+    await backend.publishAsync(topic, "marker", { qos: 1 });
+    await within(5000, "the marker at the watcher", marker);
+    assert.deepEqual(seen, [score, "marker"]);
+    assert.equal(await page.textContent(goals("away")), "1");
+    // Nor was the retained fake kept: subscribing again brings the backend's score.
+    assert.deepEqual(await nextMessage(watcher, topic), { payload: score, retain: true });
+  } finally {
+    await page.close();
+    backend.end(true);
+    watcher.end(true);
+    await stopBroker(guarded);
+  }
 });
 
 test("fanfare.js reconnects after a broker restart and sends persisted QoS 1 publishes", async () => {
