@@ -42,7 +42,7 @@ const fn counter(name: &'static str, help: &'static str) -> Metric {
 }
 
 /// Every metric, in the order of [`ShardFigures::values`].
-const METRICS: [Metric; 39] = [
+const METRICS: [Metric; 40] = [
     gauge(
         "fanfare_sockets",
         "Open sockets: clients, WebSocket upgrades and HTTP requests in progress.",
@@ -184,6 +184,10 @@ const METRICS: [Metric; 39] = [
         "Connections closed at once for connections_per_ip_max or connect_rate_per_ip_max.",
     ),
     counter(
+        "fanfare_lingering_closes_total",
+        "Closes that shut the write side and read what the peer still sent until it closed or close_linger_ms passed.",
+    ),
+    counter(
         "fanfare_ring_submissions_refused_total",
         "io_uring operations the ring refused, submitted again on a later loop turn.",
     ),
@@ -217,6 +221,7 @@ pub struct LoopCounts {
     pub proxy_refusals: u64,
     pub publish_rate_pauses: u64,
     pub address_refusals: u64,
+    pub lingering_closes: u64,
 }
 
 /// One shard's figures at one moment, in the order of [`METRICS`].
@@ -271,6 +276,7 @@ impl ShardFigures {
                 counts.publish_rate_pauses,
                 broker.rate_disconnects,
                 counts.address_refusals,
+                counts.lingering_closes,
                 counts.submissions_refused,
             ],
         }

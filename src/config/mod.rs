@@ -115,6 +115,14 @@ pub struct Limits {
     /// New connections per second from one client address (a token bucket holding one
     /// second's worth), against reconnect storms and floods.
     pub connect_rate_per_ip_max: u32,
+    /// After a connection's last packet (a DISCONNECT with its reason, a close frame, an HTTP
+    /// error) its write side is shut and what the peer still sends is read and dropped for at
+    /// most this long, until the peer closes: closing with unread input would make the kernel
+    /// reset the connection, and a client still writing would never read the reason.
+    pub close_linger_ms: u32,
+    /// Connections one shard lets linger at once; past it a connection closes at once (its
+    /// reason may then be lost to a reset, as before).
+    pub lingering_closes_per_shard_max: u32,
 }
 
 impl Default for Limits {
@@ -147,6 +155,8 @@ impl Default for Limits {
             disconnect_on_rate: false,
             connections_per_ip_max: 20_000,
             connect_rate_per_ip_max: 10_000,
+            close_linger_ms: 2000,
+            lingering_closes_per_shard_max: 4096,
         }
     }
 }
@@ -185,7 +195,7 @@ impl Limits {
 
     /// Checks the relations between limits that no single field can express.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let positive: [(&'static str, u64); 21] = [
+        let positive: [(&'static str, u64); 23] = [
             ("packet_bytes_max", self.packet_bytes_max.into()),
             ("topic_bytes_max", self.topic_bytes_max.into()),
             ("topic_levels_max", self.topic_levels_max.into()),
@@ -224,6 +234,11 @@ impl Limits {
             (
                 "connect_rate_per_ip_max",
                 self.connect_rate_per_ip_max.into(),
+            ),
+            ("close_linger_ms", self.close_linger_ms.into()),
+            (
+                "lingering_closes_per_shard_max",
+                self.lingering_closes_per_shard_max.into(),
             ),
         ];
         for (key, value) in positive {
@@ -510,6 +525,8 @@ file_limits! {
     disconnect_on_rate: bool,
     connections_per_ip_max: u32,
     connect_rate_per_ip_max: u32,
+    close_linger_ms: u32,
+    lingering_closes_per_shard_max: u32,
 }
 
 impl Config {

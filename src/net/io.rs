@@ -359,6 +359,13 @@ impl<T> Io<T> {
         })
     }
 
+    /// Whether the kernel is reading one of the connection's sends.
+    pub fn send_in_flight(&self, id: ConnId) -> bool {
+        self.conns.get(id).is_some_and(|socket| {
+            socket.out.in_flight() || socket.tls.as_ref().is_some_and(|tls| tls.in_flight())
+        })
+    }
+
     /// Whether anything waits in the connection's send queue or is being sent.
     pub fn sending(&self, id: ConnId) -> bool {
         self.conns.get(id).is_some_and(|socket| {

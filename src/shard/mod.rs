@@ -157,6 +157,9 @@ struct Shard {
     address_refusals_unlogged: u64,
     /// Connections paused for publishing past their rate (`publish_rate.rs`).
     throttled: Throttled,
+    /// Connections lingering in their close now (`close.rs`), and since start.
+    lingering: u32,
+    lingering_closes: u64,
     /// TLS connections that failed (handshake or record), since start.
     tls_failures: u64,
     /// Connections closed for their first bytes on a listener with the PROXY protocol on.
@@ -268,6 +271,8 @@ impl Shard {
             address_refusals: 0,
             address_refusals_unlogged: 0,
             throttled: Throttled::default(),
+            lingering: 0,
+            lingering_closes: 0,
             tls_failures: 0,
             proxy_refusals: 0,
             broker,
@@ -365,6 +370,7 @@ impl Shard {
             proxy_refusals: self.proxy_refusals,
             publish_rate_pauses: self.throttled.pauses,
             address_refusals: self.address_refusals,
+            lingering_closes: self.lingering_closes,
         };
         let figures = ShardFigures::new(&counts, &self.broker.stats(), &self.slow);
         self.metrics.publish(self.id, &figures);
