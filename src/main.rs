@@ -10,6 +10,7 @@ use mimalloc::MiMalloc;
 use fanfare::auth::{Policy, SharedPolicy};
 use fanfare::config::{Config, KtlsMode, parse_listener};
 use fanfare::metrics::Metrics;
+use fanfare::net::instance_lock::InstanceLock;
 use fanfare::net::ktls::{self, KtlsSupport};
 use fanfare::net::listener::{ListenerKind, bind_reuseport};
 use fanfare::net::sys::{self, Signal};
@@ -244,10 +245,18 @@ fn run() -> anyhow::Result<()> {
     };
     // So are the password, ACL and JWT key files.
     let policy = Policy::load(&config.auth, 0)?;
-    let (per_shard, announced) = bind_listeners(&config)?;
 
-    // Shards inherit this mask: stop signals reach only the sigwait below.
+    // Shards and the lock's threads inherit this mask: stop signals reach only the sigwait
+    // below.
     sys::block_stop_signals().context("cannot block SIGINT/SIGTERM")?;
+    // Claimed before binding: a second broker must not join the listening groups even for a
+    // moment, or the kernel hands it connections that are reset when it exits.
+    let listening: Vec<_> = [config.tcp, config.ws, config.mqtts, config.wss]
+        .into_iter()
+        .flatten()
+        .collect();
+    let _lock = InstanceLock::acquire(&listening)?;
+    let (per_shard, announced) = bind_listeners(&config)?;
     let config = Arc::new(config);
     let metrics = Arc::new(Metrics::new(config.shards));
     let mailboxes = Arc::new(Mailboxes::new(

@@ -625,6 +625,25 @@ impl Config {
                 "at least one of `tcp`, `ws`, `mqtts` and `wss` must be enabled",
             ));
         }
+        // Two listeners on one address would join one SO_REUSEPORT group, and the kernel would
+        // hand each its share of the other's clients.
+        let named = [
+            ("tcp", self.tcp),
+            ("ws", self.ws),
+            ("mqtts", self.mqtts),
+            ("wss", self.wss),
+        ];
+        for (i, (key, addr)) in named.iter().enumerate() {
+            let Some(addr) = addr.filter(|addr| addr.port() != 0) else {
+                continue;
+            };
+            if let Some((other, _)) = named[..i].iter().find(|(_, a)| *a == Some(addr)) {
+                return Err(ConfigError::invalid(
+                    key,
+                    &format!("{addr} is also the `{other}` listener's address"),
+                ));
+            }
+        }
         self.tls
             .validate(self.mqtts.is_some() || self.wss.is_some())?;
         self.auth.validate()?;
@@ -807,6 +826,26 @@ mod tests {
             Config::from_toml("[limits]\nqueue_bytes_max = 0\n", "f.toml").expect("parses");
         let err = config.validate().expect_err("zero");
         assert!(err.message.contains("queue_bytes_max"), "{}", err.message);
+    }
+
+    #[test]
+    fn two_listeners_on_one_address_are_refused() {
+        let config = Config::from_toml(
+            "tcp = \"127.0.0.1:1883\"\nws = \"127.0.0.1:1883\"\n",
+            "f.toml",
+        )
+        .expect("parses");
+        let err = config.validate().expect_err("one address, two listeners");
+        assert!(err.message.contains("ws"), "{}", err.message);
+        assert!(err.message.contains("`tcp`"), "{}", err.message);
+        let ephemeral =
+            Config::from_toml("tcp = \"127.0.0.1:0\"\nws = \"127.0.0.1:0\"\n", "f.toml")
+                .expect("parses");
+        assert_eq!(
+            ephemeral.validate(),
+            Ok(()),
+            "port 0 gives each its own port"
+        );
     }
 
     #[test]
