@@ -315,6 +315,10 @@ pub struct ProxyProtocol {
     pub wss: bool,
 }
 
+/// The longest `sys_interval_s`: a day. A longer one is a typo more likely than a wish, and
+/// the uptime and rates it publishes would say little.
+pub const SYS_INTERVAL_S_MAX: u32 = 86_400;
+
 /// Most entries of `ws_allowed_origins`: every upgrade that names an origin is compared with
 /// all of them.
 pub const WS_ALLOWED_ORIGINS_MAX: usize = 256;
@@ -396,6 +400,10 @@ pub struct Config {
     pub http_dir: Option<std::path::PathBuf>,
     /// Answer `GET /metrics` on the WebSocket listener with every shard's counters.
     pub http_metrics: bool,
+    /// Seconds between two publications of the retained `$SYS/...` topics (the broker's
+    /// counters summed over shards); `0` turns them off, as Mosquitto's `sys_interval` does.
+    /// At most [`SYS_INTERVAL_S_MAX`].
+    pub sys_interval_s: u32,
 }
 
 impl Default for Config {
@@ -424,6 +432,7 @@ impl Default for Config {
             http_builtin: true,
             http_dir: None,
             http_metrics: true,
+            sys_interval_s: 10,
         }
     }
 }
@@ -481,6 +490,7 @@ struct FileConfig {
     http_builtin: Option<bool>,
     http_dir: Option<std::path::PathBuf>,
     http_metrics: Option<bool>,
+    sys_interval_s: Option<u32>,
 }
 
 macro_rules! file_limits {
@@ -613,6 +623,9 @@ impl Config {
         if let Some(metrics) = file.http_metrics {
             config.http_metrics = metrics;
         }
+        if let Some(interval) = file.sys_interval_s {
+            config.sys_interval_s = interval;
+        }
         Ok(config)
     }
 
@@ -703,6 +716,12 @@ impl Config {
                     &format!("`{}` is not a valid topic filter", policy.filter),
                 ));
             }
+        }
+        if self.sys_interval_s > SYS_INTERVAL_S_MAX {
+            return Err(ConfigError::invalid(
+                "sys_interval_s",
+                &format!("must be at most {SYS_INTERVAL_S_MAX} (a day), or 0 for no $SYS topics"),
+            ));
         }
         self.validate_proxies()?;
         self.limits.validate()
@@ -889,6 +908,17 @@ mod tests {
         );
         assert!(Config::default().http_builtin);
         assert!(Config::default().http_metrics);
+    }
+
+    #[test]
+    fn sys_interval() {
+        assert_eq!(Config::default().sys_interval_s, 10);
+        let config = Config::from_toml("sys_interval_s = 0\n", "f.toml").expect("parses");
+        assert_eq!(config.validate(), Ok(()));
+        assert_eq!(config.sys_interval_s, 0);
+        let config = Config::from_toml("sys_interval_s = 86401\n", "f.toml").expect("parses");
+        let err = config.validate().expect_err("over a day");
+        assert!(err.message.contains("sys_interval_s"), "{}", err.message);
     }
 
     #[test]

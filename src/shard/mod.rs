@@ -5,7 +5,8 @@
 //! 2. take in what happened on the sockets: accepts, received bytes (decoded and handed to the
 //!    broker), sends completed, receives ended (`connection_io.rs`);
 //! 3. take in connections handed over and messages posted by other shards (`mailbox.rs`);
-//! 4. on a tick, the clock's work: keep-alive, handshake and CONNECT deadlines, metrics;
+//! 4. on a tick, the clock's work: keep-alive, handshake and CONNECT deadlines, metrics, and
+//!    on shard 0 the `$SYS` topics (`sys_topics.rs`);
 //! 5. let the broker continue a fan-out sliced over turns;
 //! 6. carry out the broker's outbox: queue bytes on connections, begin closes
 //!    (`carry_out.rs`), post to other shards (`mailbox.rs`);
@@ -22,6 +23,7 @@ mod ingest;
 pub mod mailbox;
 mod peer;
 mod publish_rate;
+mod sys_topics;
 pub mod verifier;
 
 use std::net::TcpListener;
@@ -49,6 +51,7 @@ use deadlines::Deadlines;
 use mailbox::{CrossShard, Mailboxes};
 use peer::{CloseCause, Peer};
 use publish_rate::Throttled;
+use sys_topics::SysTopics;
 use verifier::Verifiers;
 
 /// How often the broker's clock-driven work runs: keep-alive, connect and handshake deadlines.
@@ -145,8 +148,11 @@ struct Shard {
     listeners: Vec<Listener>,
     /// What the slow consumer policies did, since start.
     slow: SlowConsumerCounts,
-    /// Where this shard's figures go once a tick, for `GET /metrics`.
+    /// Where this shard's figures go once a tick, for `GET /metrics` and the `$SYS` topics.
     metrics: Arc<Metrics>,
+    /// Shard 0's schedule of the `$SYS` topics; `None` on the others, or with
+    /// `sys_interval_s = 0`.
+    sys_topics: Option<SysTopics>,
     tls: Option<Arc<SharedTls>>,
     /// Judges CONNECTs' credentials (`auth_gate.rs`).
     auth: AuthGate,
@@ -265,6 +271,8 @@ impl Shard {
                 .collect(),
             slow: SlowConsumerCounts::default(),
             metrics: setup.metrics,
+            sys_topics: (setup.id == 0 && config.sys_interval_s > 0)
+                .then(|| SysTopics::new(Duration::from_secs(config.sys_interval_s.into()), now)),
             tls: setup.tls,
             auth,
             addresses,
@@ -371,9 +379,12 @@ impl Shard {
             publish_rate_pauses: self.throttled.pauses,
             address_refusals: self.address_refusals,
             lingering_closes: self.lingering_closes,
+            bytes_received: self.io.counts().bytes_received,
+            bytes_sent: self.io.counts().bytes_sent,
         };
         let figures = ShardFigures::new(&counts, &self.broker.stats(), &self.slow);
         self.metrics.publish(self.id, &figures);
+        self.publish_sys_topics(now);
         self.broker.tick(now, &mut self.outbox);
         self.expire_deadlines(now);
         self.resume_throttled(now);
