@@ -12,10 +12,12 @@ use fanfare::config::{Config, KtlsMode, parse_listener};
 use fanfare::metrics::Metrics;
 use fanfare::net::ktls::{self, KtlsSupport};
 use fanfare::net::listener::{ListenerKind, bind_reuseport};
+use fanfare::net::sd_notify::State;
 use fanfare::net::sys::{self, Signal};
+use fanfare::service::Service;
 use fanfare::shard::mailbox::Mailboxes;
 use fanfare::shard::verifier::Verifiers;
-use fanfare::shard::{self, AddressBook, AuthSetup, ShardSetup};
+use fanfare::shard::{self, AddressBook, AuthSetup, Heartbeats, ShardSetup};
 use fanfare::tls::{SharedTls, TlsServers};
 
 #[global_allocator]
@@ -250,6 +252,7 @@ fn run() -> anyhow::Result<()> {
     sys::block_stop_signals().context("cannot block SIGINT/SIGTERM")?;
     let config = Arc::new(config);
     let metrics = Arc::new(Metrics::new(config.shards));
+    let heartbeats = Arc::new(Heartbeats::new(config.shards));
     let mailboxes = Arc::new(Mailboxes::new(
         config.shards,
         config.limits.cross_shard_queue_len_max as usize,
@@ -282,6 +285,7 @@ fn run() -> anyhow::Result<()> {
             stop: stop.clone(),
             listeners,
             metrics: metrics.clone(),
+            heartbeats: heartbeats.clone(),
             tls: tls.clone(),
             kernel_tls: kernel_support,
         };
@@ -307,7 +311,9 @@ fn run() -> anyhow::Result<()> {
             }
         }
     }
+    let mut service = Service::from_env(heartbeats);
     println!("ready");
+    service.notify(State::Ready);
     log::info!(
         "fanfare {} ready with {} shards",
         env!("CARGO_PKG_VERSION"),
@@ -315,7 +321,7 @@ fn run() -> anyhow::Result<()> {
     );
 
     let signal = loop {
-        match sys::wait_for_signal() {
+        match service.wait_for_signal() {
             Signal::Stop(signal) => break signal,
             Signal::Reload => {
                 reload_tls(&config, tls.as_deref(), kernel_support.is_some());
@@ -324,6 +330,7 @@ fn run() -> anyhow::Result<()> {
         }
     };
     log::info!("{signal} received: closing connections and stopping");
+    service.notify(State::Stopping);
     stop_shards(&stop, &mailboxes, threads)?;
     log::info!("stopped");
     Ok(())

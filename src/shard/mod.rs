@@ -18,6 +18,7 @@ mod carry_out;
 mod close;
 mod connection_io;
 pub mod deadlines;
+mod heartbeat;
 mod ingest;
 pub mod mailbox;
 mod peer;
@@ -46,6 +47,7 @@ use crate::tls::SharedTls;
 pub use address_book::AddressBook;
 use auth_gate::AuthGate;
 use deadlines::Deadlines;
+pub use heartbeat::{Heartbeats, Watch};
 use mailbox::{CrossShard, Mailboxes};
 use peer::{CloseCause, Peer};
 use publish_rate::Throttled;
@@ -86,6 +88,8 @@ pub struct ShardSetup {
     pub stop: Arc<AtomicBool>,
     pub listeners: Vec<(ListenerKind, TcpListener)>,
     pub metrics: Arc<Metrics>,
+    /// Where the shard counts its ticks, for the service manager's watchdog.
+    pub heartbeats: Arc<Heartbeats>,
     /// The certificates of the TLS listeners, replaced on SIGHUP; `None` without them.
     pub tls: Option<Arc<SharedTls>>,
     /// The suites whose keys go to the kernel after the handshake (`[tls] ktls` and the
@@ -147,6 +151,8 @@ struct Shard {
     slow: SlowConsumerCounts,
     /// Where this shard's figures go once a tick, for `GET /metrics`.
     metrics: Arc<Metrics>,
+    /// Counted once a tick: the watchdog's sign that this loop turns.
+    heartbeats: Arc<Heartbeats>,
     tls: Option<Arc<SharedTls>>,
     /// Judges CONNECTs' credentials (`auth_gate.rs`).
     auth: AuthGate,
@@ -262,6 +268,7 @@ impl Shard {
                 .collect(),
             slow: SlowConsumerCounts::default(),
             metrics: setup.metrics,
+            heartbeats: setup.heartbeats,
             tls: setup.tls,
             auth,
             addresses,
@@ -368,6 +375,7 @@ impl Shard {
         };
         let figures = ShardFigures::new(&counts, &self.broker.stats(), &self.slow);
         self.metrics.publish(self.id, &figures);
+        self.heartbeats.beat(self.id);
         self.broker.tick(now, &mut self.outbox);
         self.expire_deadlines(now);
         self.resume_throttled(now);
