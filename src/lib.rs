@@ -75,6 +75,7 @@ pub mod broker;
 pub mod config;
 pub mod conn;
 pub mod http;
+pub mod logging;
 pub mod metrics;
 pub mod net;
 pub mod protocol;
