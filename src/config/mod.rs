@@ -319,6 +319,28 @@ pub struct ProxyProtocol {
 /// the uptime and rates it publishes would say little.
 pub const SYS_INTERVAL_S_MAX: u32 = 86_400;
 
+/// How log lines are written to stderr (`log_format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// `[time level target] message`, for a person reading a terminal or the journal.
+    #[default]
+    Text,
+    /// One JSON object per line (`time`, `level`, `target`, `message`), for log collectors.
+    Json,
+}
+
+impl LogFormat {
+    /// From the command line's `--log-format`.
+    pub fn parse(flag: &str, value: &str) -> Result<LogFormat, ConfigError> {
+        match value {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => Err(ConfigError::invalid(flag, "must be text or json")),
+        }
+    }
+}
+
 /// Most entries of `ws_allowed_origins`: every upgrade that names an origin is compared with
 /// all of them.
 pub const WS_ALLOWED_ORIGINS_MAX: usize = 256;
@@ -376,6 +398,8 @@ pub struct Config {
     pub shards: usize,
     /// `error`, `warn`, `info`, `debug` or `trace`.
     pub log_level: String,
+    /// How log lines are written: text (default) or one JSON object per line.
+    pub log_format: LogFormat,
     /// Receive buffers each shard lends to the kernel (multishot receive). Idle connections
     /// hold none, so this bounds receive memory per shard, not per connection.
     pub recv_buffers_per_shard: u16,
@@ -422,6 +446,7 @@ impl Default for Config {
             trusted_proxies: TrustedProxies::default(),
             shards: std::thread::available_parallelism().map_or(1, |n| n.get()),
             log_level: "info".to_owned(),
+            log_format: LogFormat::Text,
             recv_buffers_per_shard: 1024,
             recv_buffer_bytes: 4096,
             tcp_notsent_lowat_bytes: 16 * 1024,
@@ -480,6 +505,7 @@ struct FileConfig {
     trusted_proxies: Option<Vec<String>>,
     shards: Option<usize>,
     log_level: Option<String>,
+    log_format: Option<LogFormat>,
     recv_buffers_per_shard: Option<u16>,
     recv_buffer_bytes: Option<u32>,
     tcp_notsent_lowat_bytes: Option<u32>,
@@ -594,6 +620,9 @@ impl Config {
         }
         if let Some(level) = file.log_level {
             config.log_level = level;
+        }
+        if let Some(format) = file.log_format {
+            config.log_format = format;
         }
         if let Some(count) = file.recv_buffers_per_shard {
             config.recv_buffers_per_shard = count;
@@ -809,6 +838,21 @@ mod tests {
         assert_eq!(config.validate(), Ok(()));
         assert_eq!(config.tcp, Some(SocketAddr::from(([127, 0, 0, 1], 1883))));
         assert_eq!(config.ws, Some(SocketAddr::from(([127, 0, 0, 1], 8080))));
+    }
+
+    #[test]
+    fn log_format_is_text_or_json() {
+        assert_eq!(Config::default().log_format, LogFormat::Text);
+        let config = Config::from_toml("log_format = \"json\"\n", "test.toml").expect("valid");
+        assert_eq!(config.log_format, LogFormat::Json);
+        let error = Config::from_toml("log_format = \"xml\"\n", "test.toml").expect_err("xml");
+        assert!(error.message.contains("log_format"), "{}", error.message);
+        assert_eq!(
+            LogFormat::parse("--log-format", "text"),
+            Ok(LogFormat::Text)
+        );
+        let error = LogFormat::parse("--log-format", "yaml").expect_err("yaml");
+        assert!(error.message.contains("--log-format"), "{}", error.message);
     }
 
     #[test]

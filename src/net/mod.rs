@@ -8,6 +8,7 @@ pub mod ktls;
 pub mod listener;
 mod op;
 pub mod preamble;
+pub mod sd_notify;
 pub mod send_buf;
 pub mod send_queue;
 pub mod sys;

@@ -19,6 +19,7 @@ mod carry_out;
 mod close;
 mod connection_io;
 pub mod deadlines;
+mod heartbeat;
 mod ingest;
 pub mod mailbox;
 mod peer;
@@ -48,6 +49,7 @@ use crate::tls::SharedTls;
 pub use address_book::AddressBook;
 use auth_gate::AuthGate;
 use deadlines::Deadlines;
+pub use heartbeat::{Heartbeats, Watch};
 use mailbox::{CrossShard, Mailboxes};
 use peer::{CloseCause, Peer};
 use publish_rate::Throttled;
@@ -89,6 +91,8 @@ pub struct ShardSetup {
     pub stop: Arc<AtomicBool>,
     pub listeners: Vec<(ListenerKind, TcpListener)>,
     pub metrics: Arc<Metrics>,
+    /// Where the shard counts its ticks, for the service manager's watchdog.
+    pub heartbeats: Arc<Heartbeats>,
     /// The certificates of the TLS listeners, replaced on SIGHUP; `None` without them.
     pub tls: Option<Arc<SharedTls>>,
     /// The suites whose keys go to the kernel after the handshake (`[tls] ktls` and the
@@ -153,6 +157,8 @@ struct Shard {
     /// Shard 0's schedule of the `$SYS` topics; `None` on the others, or with
     /// `sys_interval_s = 0`.
     sys_topics: Option<SysTopics>,
+    /// Counted once a tick: the watchdog's sign that this loop turns.
+    heartbeats: Arc<Heartbeats>,
     tls: Option<Arc<SharedTls>>,
     /// Judges CONNECTs' credentials (`auth_gate.rs`).
     auth: AuthGate,
@@ -273,6 +279,7 @@ impl Shard {
             metrics: setup.metrics,
             sys_topics: (setup.id == 0 && config.sys_interval_s > 0)
                 .then(|| SysTopics::new(Duration::from_secs(config.sys_interval_s.into()), now)),
+            heartbeats: setup.heartbeats,
             tls: setup.tls,
             auth,
             addresses,
@@ -385,6 +392,7 @@ impl Shard {
         let figures = ShardFigures::new(&counts, &self.broker.stats(), &self.slow);
         self.metrics.publish(self.id, &figures);
         self.publish_sys_topics(now);
+        self.heartbeats.beat(self.id);
         self.broker.tick(now, &mut self.outbox);
         self.expire_deadlines(now);
         self.resume_throttled(now);
