@@ -47,7 +47,7 @@ function startBroker(ports = {}, config = configFile) {
   const { tcp = "127.0.0.1:0", ws = "127.0.0.1:0", mqtts = "127.0.0.1:0", wss = "127.0.0.1:0" } = ports;
   const args = ["--tcp", tcp, "--ws", ws, "--mqtts", mqtts, "--wss", wss,
     "--tls-cert", certs.server.cert, "--tls-key", certs.server.key, "--config", config, "--shards", "2"];
-  const proc = spawn(BIN, args, { stdio: ["ignore", "pipe", "pipe"] });
+  const proc = spawn(BIN, args, { stdio: ["ignore", "pipe", "pipe"], env: { FANFARE_LOG: "debug", ...process.env } });
   let out = "", err = "";
   proc.stderr.on("data", (d) => (err += d));
   return new Promise((resolvePorts, reject) => {
@@ -399,7 +399,8 @@ test("anonymous browser: the demo page reads scores, its publishes reach no one"
     // Both listened for at once: the second may connect while the first is awaited.
     await Promise.all([["backend", backend], ["watcher", watcher]].map(([name, client]) =>
       within(10_000, `${name} CONNACK`, Promise.race([
-        once(client, "connect"), once(client, "error").then(([e]) => Promise.reject(e))]))));
+        once(client, "connect"), once(client, "error").then(([e]) => Promise.reject(e))]))))
+      .catch((e) => { throw new Error(`${e.message}; the broker said:\n${guarded.stderr().slice(-6000)}`); });
     const topic = "scores/anon-match";
     const seen = [];
     let markerSeen;
