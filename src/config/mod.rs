@@ -28,11 +28,24 @@ const PACKET_BYTES_PROTOCOL_MAX: u64 = 268_435_460;
 /// overlapping subscriptions are left out.
 pub const SUBSCRIPTION_IDS_PER_DELIVERY_MAX: usize = 4;
 
+/// The payload every default-configured broker takes in one PUBLISH: 1 MiB.
+const PAYLOAD_BYTES_GUARANTEED: u32 = 1024 * 1024;
+
+/// The default `packet_bytes_max`: [`PAYLOAD_BYTES_GUARANTEED`] and 16 KiB for the rest of the
+/// packet. The rest is at most 5 (fixed header) + 2 + 1 024 (topic of the default
+/// `topic_bytes_max`) + 2 (packet id) + 4 (property length) bytes, which leaves 15 347 bytes
+/// for MQTT 5 properties.
+const PACKET_BYTES_DEFAULT: u32 = PAYLOAD_BYTES_GUARANTEED + 16 * 1024;
+
 /// Every bound the broker enforces on what peers control.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
     /// Largest MQTT packet accepted, fixed header included. Limits the spill allocation a
     /// peer controls; checked on the fixed header before the body is read.
+    ///
+    /// 1 MiB + 16 KiB by default: a 1 MiB payload, the size client test suites send, fits
+    /// with a topic of `topic_bytes_max`, its packet id and up to 15 KiB of MQTT 5 properties
+    /// ([`PAYLOAD_BYTES_GUARANTEED`]).
     pub packet_bytes_max: u32,
     /// Longest topic name or filter, in bytes. The spec allows 65 535; a live-score topic is
     /// tens of bytes, and every byte is stored per subscription.
@@ -71,7 +84,9 @@ pub struct Limits {
     /// score service holds hundreds of topics of ~100 B; the bound is for what a client could
     /// otherwise fill with large payloads: 16 shards × 64 MiB = 1 GiB at most.
     pub retained_bytes_max: u64,
-    /// Largest WebSocket frame payload accepted (close 1009 past it).
+    /// Largest WebSocket frame payload accepted (close 1009 past it). A browser sends one
+    /// packet per frame, so the default is `packet_bytes_max` and a few bytes: the largest
+    /// packet fits one frame, with a small one (a PUBACK) after it in the same message.
     pub ws_frame_bytes_max: u32,
     /// Largest HTTP upgrade request, in bytes (400 past it).
     pub ws_handshake_bytes_max: u32,
@@ -79,6 +94,12 @@ pub struct Limits {
     pub ws_handshake_timeout_ms: u32,
     /// Time from accept (or upgrade) to a complete CONNECT packet.
     pub connect_timeout_ms: u32,
+    /// Longest keep-alive an MQTT 5 client gets, in seconds. One that asks for more, or for
+    /// 0 (none), gets this as Server Keep Alive in CONNACK (§3.2.2.3.14) and is held to it.
+    /// 60 s by default: the idle timeout of common load balancers in front of WebSocket
+    /// servers, which cut connections that stay quiet longer without telling either end.
+    /// MQTT 3.1.x has no way to tell a client another value, so its own stands.
+    pub keep_alive_max_s: u16,
     /// Most connections one shard serves; accepts past it are closed at once.
     pub connections_per_shard_max: u32,
     /// Messages one shard's lock-free queue to another holds; allocated at start-up for every
@@ -120,7 +141,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            packet_bytes_max: 1024 * 1024,
+            packet_bytes_max: PACKET_BYTES_DEFAULT,
             topic_bytes_max: 1024,
             topic_levels_max: 32,
             client_id_bytes_max: 256,
@@ -132,10 +153,11 @@ impl Default for Limits {
             queue_bytes_max: 64 * 1024,
             retained_messages_max: 100_000,
             retained_bytes_max: 64 * 1024 * 1024,
-            ws_frame_bytes_max: 1024 * 1024 + 16,
+            ws_frame_bytes_max: PACKET_BYTES_DEFAULT + 16,
             ws_handshake_bytes_max: 8 * 1024,
             ws_handshake_timeout_ms: 10_000,
             connect_timeout_ms: 10_000,
+            keep_alive_max_s: 60,
             connections_per_shard_max: 20_000,
             cross_shard_queue_len_max: 1024,
             cross_shard_backlog_bytes_max: 64 * 1024 * 1024,
@@ -185,7 +207,7 @@ impl Limits {
 
     /// Checks the relations between limits that no single field can express.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let positive: [(&'static str, u64); 21] = [
+        let positive: [(&'static str, u64); 22] = [
             ("packet_bytes_max", self.packet_bytes_max.into()),
             ("topic_bytes_max", self.topic_bytes_max.into()),
             ("topic_levels_max", self.topic_levels_max.into()),
@@ -206,6 +228,7 @@ impl Limits {
                 self.ws_handshake_timeout_ms.into(),
             ),
             ("connect_timeout_ms", self.connect_timeout_ms.into()),
+            ("keep_alive_max_s", self.keep_alive_max_s.into()),
             (
                 "connections_per_shard_max",
                 self.connections_per_shard_max.into(),
@@ -381,6 +404,11 @@ pub struct Config {
     pub http_dir: Option<std::path::PathBuf>,
     /// Answer `GET /metrics` on the WebSocket listener with every shard's counters.
     pub http_metrics: bool,
+    /// What the Response Information an MQTT 5 client asks for starts with; the client
+    /// identifier follows, so each client gets a topic of its own for responses. Not `$`-led
+    /// by default: clients may not publish to `$` topics under topic rules, and responders
+    /// must publish there.
+    pub response_topic_prefix: String,
 }
 
 impl Default for Config {
@@ -409,6 +437,7 @@ impl Default for Config {
             http_builtin: true,
             http_dir: None,
             http_metrics: true,
+            response_topic_prefix: "response/".to_owned(),
         }
     }
 }
@@ -417,12 +446,29 @@ impl Default for Config {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
     pub message: String,
+    /// The key whose value is wrong, when one is (not for a file that does not parse).
+    pub key: Option<String>,
 }
 
 impl ConfigError {
     pub(crate) fn invalid(key: &str, problem: &str) -> ConfigError {
         ConfigError {
             message: format!("invalid value for `{key}`: {problem}"),
+            key: Some(key.to_owned()),
+        }
+    }
+
+    /// The same error, naming the command-line flag `flag` instead when it is about `key`:
+    /// the user should read the name they typed.
+    pub fn from_flag(self, key: &str, flag: &str) -> ConfigError {
+        if self.key.as_deref() != Some(key) {
+            return self;
+        }
+        ConfigError {
+            message: self
+                .message
+                .replacen(&format!("`{key}`"), &format!("`{flag}`"), 1),
+            key: Some(flag.to_owned()),
         }
     }
 }
@@ -466,6 +512,7 @@ struct FileConfig {
     http_builtin: Option<bool>,
     http_dir: Option<std::path::PathBuf>,
     http_metrics: Option<bool>,
+    response_topic_prefix: Option<String>,
 }
 
 macro_rules! file_limits {
@@ -499,6 +546,7 @@ file_limits! {
     ws_handshake_bytes_max: u32,
     ws_handshake_timeout_ms: u32,
     connect_timeout_ms: u32,
+    keep_alive_max_s: u16,
     connections_per_shard_max: u32,
     cross_shard_queue_len_max: u32,
     cross_shard_backlog_bytes_max: u64,
@@ -517,6 +565,7 @@ impl Config {
     pub fn from_toml(text: &str, source: &str) -> Result<Config, ConfigError> {
         let file: FileConfig = toml::from_str(text).map_err(|e| ConfigError {
             message: format!("{source}: {e}"),
+            key: None,
         })?;
         let mut config = Config::default();
         if let Some(addr) = file.tcp {
@@ -596,6 +645,9 @@ impl Config {
         if let Some(metrics) = file.http_metrics {
             config.http_metrics = metrics;
         }
+        if let Some(prefix) = file.response_topic_prefix {
+            config.response_topic_prefix = prefix;
+        }
         Ok(config)
     }
 
@@ -669,6 +721,7 @@ impl Config {
             }
         }
         self.validate_proxies()?;
+        self.validate_response_topic_prefix()?;
         self.limits.validate()
     }
 
@@ -707,6 +760,20 @@ impl Config {
                 &format!(
                     "`{bad}` is not an origin like https://scores.example or http://localhost:8080 (scheme, host and port; no path, no trailing slash); leave the list empty to allow any"
                 ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The prefix must start a topic name: no wildcards, no NUL, room left in
+    /// `topic_bytes_max` for a client identifier.
+    fn validate_response_topic_prefix(&self) -> Result<(), ConfigError> {
+        let prefix = &self.response_topic_prefix;
+        let valid = crate::protocol::mqtt::topic::is_valid_topic_name(&format!("{prefix}x"));
+        if !valid || prefix.len() >= usize::from(self.limits.topic_bytes_max) {
+            return Err(ConfigError::invalid(
+                "response_topic_prefix",
+                "must be the start of a topic name (no `+`, `#` or NUL), shorter than topic_bytes_max",
             ));
         }
         Ok(())
