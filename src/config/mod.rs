@@ -44,7 +44,7 @@ pub struct Limits {
     /// peer controls; checked on the fixed header before the body is read.
     ///
     /// 1 MiB + 16 KiB by default: a 1 MiB payload, the size client test suites send, fits
-    /// with a topic of `topic_bytes_max`, its packet id and up to 15 KiB of MQTT 5 properties
+    /// with a topic of `topic_bytes_max`, its packet id and 15 347 bytes of MQTT 5 properties
     /// ([`PAYLOAD_BYTES_GUARANTEED`]).
     pub packet_bytes_max: u32,
     /// Longest topic name or filter, in bytes. The spec allows 65 535; a live-score topic is
@@ -821,6 +821,64 @@ mod tests {
         assert_eq!(config.validate(), Ok(()));
         assert_eq!(config.tcp, Some(SocketAddr::from(([127, 0, 0, 1], 1883))));
         assert_eq!(config.ws, Some(SocketAddr::from(([127, 0, 0, 1], 8080))));
+    }
+
+    #[test]
+    fn a_1_mib_payload_fits_the_default_packet_and_frame() {
+        let limits = Limits::default();
+        // Fixed header (5), topic (2 + topic_bytes_max), packet id (2), property length (4),
+        // 15 347 bytes of properties, 1 MiB of payload.
+        let packet = 5 + 2 + u32::from(limits.topic_bytes_max) + 2 + 4 + 15_347 + 1024 * 1024;
+        assert_eq!(packet, limits.packet_bytes_max);
+        assert!(limits.packet_bytes_max < limits.ws_frame_bytes_max);
+    }
+
+    #[test]
+    fn keep_alive_cap_and_response_prefix() {
+        let config = Config::default();
+        assert_eq!(config.limits.keep_alive_max_s, 60);
+        assert_eq!(config.response_topic_prefix, "response/");
+        let config = Config::from_toml(
+            "response_topic_prefix = \"rpc/\"\n[limits]\nkeep_alive_max_s = 300\n",
+            "f.toml",
+        )
+        .expect("parses");
+        assert_eq!(config.validate(), Ok(()));
+        assert_eq!(config.limits.keep_alive_max_s, 300);
+        assert_eq!(config.response_topic_prefix, "rpc/");
+        let config =
+            Config::from_toml("[limits]\nkeep_alive_max_s = 0\n", "f.toml").expect("parses");
+        let err = config.validate().expect_err("zero");
+        assert!(err.message.contains("keep_alive_max_s"), "{}", err.message);
+        for bad in ["a/+/", "#", "a\u{0}b"] {
+            let config = Config {
+                response_topic_prefix: bad.to_owned(),
+                ..Config::default()
+            };
+            let err = config.validate().expect_err(bad);
+            assert!(
+                err.message.contains("response_topic_prefix"),
+                "{}",
+                err.message
+            );
+        }
+    }
+
+    #[test]
+    fn an_error_names_the_flag_that_set_the_key() {
+        let err = Config {
+            shards: 0,
+            ..Config::default()
+        }
+        .validate()
+        .expect_err("zero shards");
+        let flagged = err.clone().from_flag("shards", "--shards");
+        assert!(
+            flagged.message.contains("`--shards`"),
+            "{}",
+            flagged.message
+        );
+        assert_eq!(err.clone().from_flag("log_level", "--log-level"), err);
     }
 
     #[test]
