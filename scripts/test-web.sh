@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Web tests: unit tests of web/fanfare.js (Node's test runner, fake WebSocket) and browser
+# Web tests: unit tests of web/fanfare.js (Node's test runner, fake WebSocket), a check that
+# web/dist/ is the minified build of the current source (scripts/build-web.mjs), and browser
 # tests (Debian's Chromium through playwright-core, against the real broker binary).
 # Installs Chromium, openssl (the TLS test's certificates) and certutil (libnss3-tools: Chromium
 # trusts the test CA through an NSS database) with apt, and the npm dev dependencies pinned in

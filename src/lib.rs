@@ -16,7 +16,8 @@
 //! | [`broker`] | sans-IO state of one shard: sessions, topic trie, retained messages, QoS flows, wills, keep-alive; takes `now`, answers with an [`broker::Outbox`] |
 //! | [`shard`] | the loop of one core and its policy: what to do with socket events, when to close, what to post to other shards |
 //! | [`net`] | the only code that touches sockets, and the only code exempt from the crate's `deny` below: the ring, its buffers, send queues, listeners |
-//! | [`http`], [`metrics`] | the files and `/metrics` served to plain HTTP requests on the WebSocket listener |
+//! | [`http`], [`metrics`] | the files and `/metrics` served to plain HTTP requests on the WebSocket listener; the same figures summed feed the `$SYS` topics (`shard/sys_topics.rs`) |
+//! | [`service`] | what the service manager hears: ready, stopping, and watchdog pings while every shard turns |
 //!
 //! # One PUBLISH, from a socket to N sockets
 //!
@@ -74,9 +75,11 @@ pub mod broker;
 pub mod config;
 pub mod conn;
 pub mod http;
+pub mod logging;
 pub mod metrics;
 pub mod net;
 pub mod protocol;
+pub mod service;
 pub mod shard;
 pub mod slots;
 pub mod tls;

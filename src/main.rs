@@ -8,14 +8,17 @@ use anyhow::{Context, bail};
 use mimalloc::MiMalloc;
 
 use fanfare::auth::{Policy, SharedPolicy};
-use fanfare::config::{Config, KtlsMode, parse_listener};
+use fanfare::config::{Config, KtlsMode, LogFormat, parse_listener};
 use fanfare::metrics::Metrics;
+use fanfare::net::instance_lock::InstanceLock;
 use fanfare::net::ktls::{self, KtlsSupport};
 use fanfare::net::listener::{ListenerKind, bind_reuseport};
+use fanfare::net::sd_notify::State;
 use fanfare::net::sys::{self, Signal};
+use fanfare::service::Service;
 use fanfare::shard::mailbox::Mailboxes;
 use fanfare::shard::verifier::Verifiers;
-use fanfare::shard::{self, AddressBook, AuthSetup, ShardSetup};
+use fanfare::shard::{self, AddressBook, AuthSetup, Heartbeats, ShardSetup};
 use fanfare::tls::{SharedTls, TlsServers};
 
 #[global_allocator]
@@ -38,6 +41,7 @@ Options:
   --tls-key FILE     PEM private key of that certificate
   --shards N         shard threads, one per core     [default: number of cores]
   --log-level LEVEL  error, warn, info, debug or trace [default: info]
+  --log-format FMT   text, or json for one JSON object per line [default: text]
   -h, --help         print this help
   -V, --version      print the version
 ";
@@ -52,15 +56,30 @@ fn main() -> ExitCode {
     }
     match run() {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+        Err(Failure::Logged) => ExitCode::FAILURE,
+        Err(Failure::Plain(e)) => {
             eprintln!("fanfare: {e:#}");
             ExitCode::FAILURE
         }
     }
 }
 
+/// Why the broker stopped with an error, and whether it was logged already.
+enum Failure {
+    /// Printed as one plain line: before the logger, or with text logs, where a person reads it.
+    Plain(anyhow::Error),
+    /// Written as a JSON log record, so that a log collector reads every line of stderr.
+    Logged,
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Failure {
+        Failure::Plain(e)
+    }
+}
+
 /// The flags that set a configuration key, and the key each sets (as errors name it).
-const FLAG_KEYS: [(&str, &str); 9] = [
+const FLAG_KEYS: [(&str, &str); 10] = [
     ("--tcp", "tcp"),
     ("--ws", "ws"),
     ("--ws-path", "ws_path"),
@@ -70,6 +89,7 @@ const FLAG_KEYS: [(&str, &str); 9] = [
     ("--tls-key", "tls.key_file"),
     ("--shards", "shards"),
     ("--log-level", "log_level"),
+    ("--log-format", "log_format"),
 ];
 
 fn parse_args() -> anyhow::Result<Option<Config>> {
@@ -123,6 +143,7 @@ fn parse_args() -> anyhow::Result<Option<Config>> {
                     .parse()
                     .with_context(|| format!("--shards: `{value}` is not a number"))?
             }
+            "--log-format" => config.log_format = LogFormat::parse(flag, &value)?,
             _ => config.log_level = value,
         }
     }
@@ -233,17 +254,26 @@ fn stop_shards(
     Ok(())
 }
 
-fn run() -> anyhow::Result<()> {
+fn run() -> Result<(), Failure> {
     // First, so that as little of the heap as possible is touched with huge pages on.
     let small_pages = sys::disable_transparent_huge_pages();
     let Some(config) = parse_args()? else {
         return Ok(());
     };
-    env_logger::Builder::new()
-        .parse_filters(&config.log_level)
-        .parse_env("FANFARE_LOG")
-        .format_timestamp_millis()
-        .init();
+    fanfare::logging::init(&config.log_level, config.log_format);
+    let log_format = config.log_format;
+    match serve(config, small_pages) {
+        Ok(()) => Ok(()),
+        Err(e) if log_format == LogFormat::Json => {
+            log::error!("{e:#}");
+            Err(Failure::Logged)
+        }
+        Err(e) => Err(Failure::Plain(e)),
+    }
+}
+
+/// Everything after the logger is set up: listen, start the shards, wait for a stop.
+fn serve(config: Config, small_pages: std::io::Result<()>) -> anyhow::Result<()> {
     if let Err(e) = small_pages {
         // Only memory is at stake: huge pages inflate RSS, they do not break anything.
         log::warn!("cannot turn transparent huge pages off: {e}; RSS will count whole 2 MiB pages");
@@ -263,12 +293,21 @@ fn run() -> anyhow::Result<()> {
     };
     // So are the password, ACL and JWT key files.
     let policy = Policy::load(&config.auth, 0)?;
-    let (per_shard, announced) = bind_listeners(&config)?;
 
-    // Shards inherit this mask: stop signals reach only the sigwait below.
+    // Shards and the lock's threads inherit this mask: stop signals reach only the sigwait
+    // below.
     sys::block_stop_signals().context("cannot block SIGINT/SIGTERM")?;
+    // Claimed before binding: a second broker must not join the listening groups even for a
+    // moment, or the kernel hands it connections that are reset when it exits.
+    let listening: Vec<_> = [config.tcp, config.ws, config.mqtts, config.wss]
+        .into_iter()
+        .flatten()
+        .collect();
+    let _lock = InstanceLock::acquire(&listening)?;
+    let (per_shard, announced) = bind_listeners(&config)?;
     let config = Arc::new(config);
     let metrics = Arc::new(Metrics::new(config.shards));
+    let heartbeats = Arc::new(Heartbeats::new(config.shards));
     let mailboxes = Arc::new(Mailboxes::new(
         config.shards,
         config.limits.cross_shard_queue_len_max as usize,
@@ -301,6 +340,7 @@ fn run() -> anyhow::Result<()> {
             stop: stop.clone(),
             listeners,
             metrics: metrics.clone(),
+            heartbeats: heartbeats.clone(),
             tls: tls.clone(),
             kernel_tls: kernel_support,
         };
@@ -326,7 +366,9 @@ fn run() -> anyhow::Result<()> {
             }
         }
     }
+    let mut service = Service::from_env(heartbeats);
     println!("ready");
+    service.notify(State::Ready);
     log::info!(
         "fanfare {} ready with {} shards",
         env!("CARGO_PKG_VERSION"),
@@ -334,7 +376,7 @@ fn run() -> anyhow::Result<()> {
     );
 
     let signal = loop {
-        match sys::wait_for_signal() {
+        match service.wait_for_signal() {
             Signal::Stop(signal) => break signal,
             Signal::Reload => {
                 reload_tls(&config, tls.as_deref(), kernel_support.is_some());
@@ -343,6 +385,7 @@ fn run() -> anyhow::Result<()> {
         }
     };
     log::info!("{signal} received: closing connections and stopping");
+    service.notify(State::Stopping);
     stop_shards(&stop, &mailboxes, threads)?;
     log::info!("stopped");
     Ok(())

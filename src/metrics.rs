@@ -4,7 +4,8 @@
 //!
 //! Shards share nothing mutable on the data path; a tick's copy is a few dozen relaxed stores
 //! to cache lines only that shard writes, so monitoring costs the fan-out nothing and a scrape
-//! sees figures at most one tick old.
+//! sees figures at most one tick old. The same figures, summed over the shards
+//! ([`Metrics::totals`]), feed the `$SYS` topics (`shard/sys_topics.rs`).
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -15,6 +16,9 @@ use crate::broker::BrokerStats;
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Gauge,
+    /// A gauge of what every shard holds a replica of (retained messages): its total over the
+    /// shards is the largest shard's, not the sum.
+    Replica,
     Counter,
 }
 
@@ -33,6 +37,14 @@ const fn gauge(name: &'static str, help: &'static str) -> Metric {
     }
 }
 
+const fn replica(name: &'static str, help: &'static str) -> Metric {
+    Metric {
+        name,
+        kind: Kind::Replica,
+        help,
+    }
+}
+
 const fn counter(name: &'static str, help: &'static str) -> Metric {
     Metric {
         name,
@@ -42,7 +54,7 @@ const fn counter(name: &'static str, help: &'static str) -> Metric {
 }
 
 /// Every metric, in the order of [`ShardFigures::values`].
-const METRICS: [Metric; 39] = [
+const METRICS: [Metric; 42] = [
     gauge(
         "fanfare_sockets",
         "Open sockets: clients, WebSocket upgrades and HTTP requests in progress.",
@@ -57,8 +69,8 @@ const METRICS: [Metric; 39] = [
         "Persistent sessions whose client is away.",
     ),
     gauge("fanfare_subscriptions", "Topic filters subscribed."),
-    gauge("fanfare_retained_messages", "Retained messages stored."),
-    gauge(
+    replica("fanfare_retained_messages", "Retained messages stored."),
+    replica(
         "fanfare_retained_bytes",
         "Bytes of retained messages stored, as retained_bytes_max counts them.",
     ),
@@ -184,10 +196,55 @@ const METRICS: [Metric; 39] = [
         "Connections closed at once for connections_per_ip_max or connect_rate_per_ip_max.",
     ),
     counter(
+        "fanfare_lingering_closes_total",
+        "Closes that shut the write side and read what the peer still sent until it closed or close_linger_ms passed.",
+    ),
+    counter(
         "fanfare_ring_submissions_refused_total",
         "io_uring operations the ring refused, submitted again on a later loop turn.",
     ),
+    counter(
+        "fanfare_bytes_received_total",
+        "Bytes received on client sockets, as on the wire (TLS and WebSocket framing included).",
+    ),
+    counter(
+        "fanfare_bytes_sent_total",
+        "Bytes sent on client sockets, as on the wire (TLS and WebSocket framing included).",
+    ),
 ];
+
+/// A metric's position in [`METRICS`], to read it from [`Totals`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetricId(usize);
+
+impl MetricId {
+    /// The metric named `name`. Meant for constants, where a name that is not in [`METRICS`]
+    /// fails the build.
+    pub const fn of(name: &str) -> MetricId {
+        let mut index = 0;
+        while index < METRICS.len() {
+            if same_bytes(METRICS[index].name.as_bytes(), name.as_bytes()) {
+                return MetricId(index);
+            }
+            index += 1;
+        }
+        panic!("no metric of that name");
+    }
+}
+
+const fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut index = 0;
+    while index < a.len() {
+        if a[index] != b[index] {
+            return false;
+        }
+        index += 1;
+    }
+    true
+}
 
 /// What the slow consumer policies of one shard did since start.
 #[derive(Debug, Default, Clone, Copy)]
@@ -217,6 +274,9 @@ pub struct LoopCounts {
     pub proxy_refusals: u64,
     pub publish_rate_pauses: u64,
     pub address_refusals: u64,
+    pub lingering_closes: u64,
+    pub bytes_received: u64,
+    pub bytes_sent: u64,
 }
 
 /// One shard's figures at one moment, in the order of [`METRICS`].
@@ -271,7 +331,10 @@ impl ShardFigures {
                 counts.publish_rate_pauses,
                 broker.rate_disconnects,
                 counts.address_refusals,
+                counts.lingering_closes,
                 counts.submissions_refused,
+                counts.bytes_received,
+                counts.bytes_sent,
             ],
         }
     }
@@ -308,12 +371,28 @@ impl Metrics {
         }
     }
 
+    /// Every metric over all shards: counters and gauges summed, a replica's the largest
+    /// shard's (every shard holds the whole of it).
+    pub fn totals(&self) -> Totals {
+        let mut values = [0; METRICS.len()];
+        for slot in &self.shards {
+            for ((total, cell), metric) in values.iter_mut().zip(&slot.values).zip(&METRICS) {
+                let value = cell.load(Relaxed);
+                *total = match metric.kind {
+                    Kind::Replica => (*total).max(value),
+                    Kind::Gauge | Kind::Counter => total.saturating_add(value),
+                };
+            }
+        }
+        Totals { values }
+    }
+
     /// Every metric of every shard, as Prometheus text (exposition format 0.0.4).
     pub fn render(&self) -> String {
         let mut text = String::with_capacity(METRICS.len() * (200 + 48 * self.shards.len()));
         for (index, metric) in METRICS.iter().enumerate() {
             let kind = match metric.kind {
-                Kind::Gauge => "gauge",
+                Kind::Gauge | Kind::Replica => "gauge",
                 Kind::Counter => "counter",
             };
             // Writing to a String cannot fail.
@@ -325,6 +404,32 @@ impl Metrics {
             }
         }
         text
+    }
+}
+
+/// Every metric over all shards, at one moment ([`Metrics::totals`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Totals {
+    values: [u64; METRICS.len()],
+}
+
+impl Totals {
+    pub fn get(&self, metric: MetricId) -> u64 {
+        self.values[metric.0]
+    }
+
+    /// Totals with `metric` set to `value` and every other at 0 (tests of what reads them).
+    #[cfg(test)]
+    pub fn with(mut self, metric: MetricId, value: u64) -> Totals {
+        self.values[metric.0] = value;
+        self
+    }
+
+    #[cfg(test)]
+    pub fn zero() -> Totals {
+        Totals {
+            values: [0; METRICS.len()],
+        }
     }
 }
 
@@ -372,6 +477,41 @@ mod tests {
         assert!(text.contains("fanfare_slow_consumer_conflated_total{shard=\"1\"} 5\n"));
         let samples = text.lines().filter(|line| !line.starts_with('#')).count();
         assert_eq!(samples, METRICS.len() * 2);
+    }
+
+    #[test]
+    fn totals_sum_the_shards_and_take_the_largest_replica() {
+        let metrics = Metrics::new(3);
+        for (shard, (connections, retained)) in [(2, 7), (5, 7), (1, 6)].into_iter().enumerate() {
+            let broker = BrokerStats {
+                connections,
+                retained,
+                publishes_received: 10,
+                ..BrokerStats::default()
+            };
+            let counts = LoopCounts {
+                bytes_sent: 100,
+                ..LoopCounts::default()
+            };
+            let slow = SlowConsumerCounts::default();
+            metrics.publish(shard, &ShardFigures::new(&counts, &broker, &slow));
+        }
+        let totals = metrics.totals();
+        assert_eq!(totals.get(MetricId::of("fanfare_connections")), 8);
+        assert_eq!(totals.get(MetricId::of("fanfare_retained_messages")), 7);
+        assert_eq!(
+            totals.get(MetricId::of("fanfare_publishes_received_total")),
+            30
+        );
+        assert_eq!(totals.get(MetricId::of("fanfare_bytes_sent_total")), 300);
+        assert_eq!(totals.get(MetricId::of("fanfare_sessions")), 0);
+    }
+
+    #[test]
+    fn a_metric_is_found_by_its_name() {
+        for (index, metric) in METRICS.iter().enumerate() {
+            assert_eq!(MetricId::of(metric.name), MetricId(index));
+        }
     }
 
     #[test]

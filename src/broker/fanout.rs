@@ -191,6 +191,12 @@ impl Broker {
         !any && !self.share_matches(topic)
     }
 
+    /// A message the broker itself publishes (the `$SYS` topics): routed as a client's publish
+    /// is, from no session, and not counted as one received.
+    pub fn publish_own(&mut self, message: Arc<RoutedMessage>, now: Instant, out: &mut Outbox) {
+        self.route(message, None, now, out);
+    }
+
     fn retain(&mut self, message: &Arc<RoutedMessage>) {
         if self.retained.apply(message) == RetainOutcome::Rejected {
             self.stats.retained_rejected += 1;

@@ -136,6 +136,14 @@ pub struct Limits {
     /// New connections per second from one client address (a token bucket holding one
     /// second's worth), against reconnect storms and floods.
     pub connect_rate_per_ip_max: u32,
+    /// After a connection's last packet (a DISCONNECT with its reason, a close frame, an HTTP
+    /// error) its write side is shut and what the peer still sends is read and dropped for at
+    /// most this long, until the peer closes: closing with unread input would make the kernel
+    /// reset the connection, and a client still writing would never read the reason.
+    pub close_linger_ms: u32,
+    /// Connections one shard lets linger at once; past it a connection closes at once (its
+    /// reason may then be lost to a reset, as before).
+    pub lingering_closes_per_shard_max: u32,
 }
 
 impl Default for Limits {
@@ -169,6 +177,8 @@ impl Default for Limits {
             disconnect_on_rate: false,
             connections_per_ip_max: 20_000,
             connect_rate_per_ip_max: 10_000,
+            close_linger_ms: 2000,
+            lingering_closes_per_shard_max: 4096,
         }
     }
 }
@@ -207,7 +217,7 @@ impl Limits {
 
     /// Checks the relations between limits that no single field can express.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let positive: [(&'static str, u64); 22] = [
+        let positive: [(&'static str, u64); 24] = [
             ("packet_bytes_max", self.packet_bytes_max.into()),
             ("topic_bytes_max", self.topic_bytes_max.into()),
             ("topic_levels_max", self.topic_levels_max.into()),
@@ -247,6 +257,11 @@ impl Limits {
             (
                 "connect_rate_per_ip_max",
                 self.connect_rate_per_ip_max.into(),
+            ),
+            ("close_linger_ms", self.close_linger_ms.into()),
+            (
+                "lingering_closes_per_shard_max",
+                self.lingering_closes_per_shard_max.into(),
             ),
         ];
         for (key, value) in positive {
@@ -323,6 +338,32 @@ pub struct ProxyProtocol {
     pub wss: bool,
 }
 
+/// The longest `sys_interval_s`: a day. A longer one is a typo more likely than a wish, and
+/// the uptime and rates it publishes would say little.
+pub const SYS_INTERVAL_S_MAX: u32 = 86_400;
+
+/// How log lines are written to stderr (`log_format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// `[time level target] message`, for a person reading a terminal or the journal.
+    #[default]
+    Text,
+    /// One JSON object per line (`time`, `level`, `target`, `message`), for log collectors.
+    Json,
+}
+
+impl LogFormat {
+    /// From the command line's `--log-format`.
+    pub fn parse(flag: &str, value: &str) -> Result<LogFormat, ConfigError> {
+        match value {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => Err(ConfigError::invalid(flag, "must be text or json")),
+        }
+    }
+}
+
 /// Most entries of `ws_allowed_origins`: every upgrade that names an origin is compared with
 /// all of them.
 pub const WS_ALLOWED_ORIGINS_MAX: usize = 256;
@@ -380,6 +421,8 @@ pub struct Config {
     pub shards: usize,
     /// `error`, `warn`, `info`, `debug` or `trace`.
     pub log_level: String,
+    /// How log lines are written: text (default) or one JSON object per line.
+    pub log_format: LogFormat,
     /// Receive buffers each shard lends to the kernel (multishot receive). Idle connections
     /// hold none, so this bounds receive memory per shard, not per connection.
     pub recv_buffers_per_shard: u16,
@@ -409,6 +452,10 @@ pub struct Config {
     /// by default: clients may not publish to `$` topics under topic rules, and responders
     /// must publish there.
     pub response_topic_prefix: String,
+    /// Seconds between two publications of the retained `$SYS/...` topics (the broker's
+    /// counters summed over shards); `0` turns them off, as Mosquitto's `sys_interval` does.
+    /// At most [`SYS_INTERVAL_S_MAX`].
+    pub sys_interval_s: u32,
 }
 
 impl Default for Config {
@@ -427,6 +474,7 @@ impl Default for Config {
             trusted_proxies: TrustedProxies::default(),
             shards: std::thread::available_parallelism().map_or(1, |n| n.get()),
             log_level: "info".to_owned(),
+            log_format: LogFormat::Text,
             recv_buffers_per_shard: 1024,
             recv_buffer_bytes: 4096,
             tcp_notsent_lowat_bytes: 16 * 1024,
@@ -438,6 +486,7 @@ impl Default for Config {
             http_dir: None,
             http_metrics: true,
             response_topic_prefix: "response/".to_owned(),
+            sys_interval_s: 10,
         }
     }
 }
@@ -502,6 +551,7 @@ struct FileConfig {
     trusted_proxies: Option<Vec<String>>,
     shards: Option<usize>,
     log_level: Option<String>,
+    log_format: Option<LogFormat>,
     recv_buffers_per_shard: Option<u16>,
     recv_buffer_bytes: Option<u32>,
     tcp_notsent_lowat_bytes: Option<u32>,
@@ -513,6 +563,7 @@ struct FileConfig {
     http_dir: Option<std::path::PathBuf>,
     http_metrics: Option<bool>,
     response_topic_prefix: Option<String>,
+    sys_interval_s: Option<u32>,
 }
 
 macro_rules! file_limits {
@@ -558,6 +609,8 @@ file_limits! {
     disconnect_on_rate: bool,
     connections_per_ip_max: u32,
     connect_rate_per_ip_max: u32,
+    close_linger_ms: u32,
+    lingering_closes_per_shard_max: u32,
 }
 
 impl Config {
@@ -617,6 +670,9 @@ impl Config {
         if let Some(level) = file.log_level {
             config.log_level = level;
         }
+        if let Some(format) = file.log_format {
+            config.log_format = format;
+        }
         if let Some(count) = file.recv_buffers_per_shard {
             config.recv_buffers_per_shard = count;
         }
@@ -648,6 +704,9 @@ impl Config {
         if let Some(prefix) = file.response_topic_prefix {
             config.response_topic_prefix = prefix;
         }
+        if let Some(interval) = file.sys_interval_s {
+            config.sys_interval_s = interval;
+        }
         Ok(config)
     }
 
@@ -659,6 +718,25 @@ impl Config {
                 "tcp",
                 "at least one of `tcp`, `ws`, `mqtts` and `wss` must be enabled",
             ));
+        }
+        // Two listeners on one address would join one SO_REUSEPORT group, and the kernel would
+        // hand each its share of the other's clients.
+        let named = [
+            ("tcp", self.tcp),
+            ("ws", self.ws),
+            ("mqtts", self.mqtts),
+            ("wss", self.wss),
+        ];
+        for (i, (key, addr)) in named.iter().enumerate() {
+            let Some(addr) = addr.filter(|addr| addr.port() != 0) else {
+                continue;
+            };
+            if let Some((other, _)) = named[..i].iter().find(|(_, a)| *a == Some(addr)) {
+                return Err(ConfigError::invalid(
+                    key,
+                    &format!("{addr} is also the `{other}` listener's address"),
+                ));
+            }
         }
         self.tls
             .validate(self.mqtts.is_some() || self.wss.is_some())?;
@@ -719,6 +797,12 @@ impl Config {
                     &format!("`{}` is not a valid topic filter", policy.filter),
                 ));
             }
+        }
+        if self.sys_interval_s > SYS_INTERVAL_S_MAX {
+            return Err(ConfigError::invalid(
+                "sys_interval_s",
+                &format!("must be at most {SYS_INTERVAL_S_MAX} (a day), or 0 for no $SYS topics"),
+            ));
         }
         self.validate_proxies()?;
         self.validate_response_topic_prefix()?;
@@ -882,6 +966,21 @@ mod tests {
     }
 
     #[test]
+    fn log_format_is_text_or_json() {
+        assert_eq!(Config::default().log_format, LogFormat::Text);
+        let config = Config::from_toml("log_format = \"json\"\n", "test.toml").expect("valid");
+        assert_eq!(config.log_format, LogFormat::Json);
+        let error = Config::from_toml("log_format = \"xml\"\n", "test.toml").expect_err("xml");
+        assert!(error.message.contains("log_format"), "{}", error.message);
+        assert_eq!(
+            LogFormat::parse("--log-format", "text"),
+            Ok(LogFormat::Text)
+        );
+        let error = LogFormat::parse("--log-format", "yaml").expect_err("yaml");
+        assert!(error.message.contains("--log-format"), "{}", error.message);
+    }
+
+    #[test]
     fn file_overrides_defaults() {
         let config = Config::from_toml(
             "ws = \"0.0.0.0:9001\"\nws_path = \"/live\"\n[limits]\npacket_bytes_max = 1024\n",
@@ -915,6 +1014,26 @@ mod tests {
             Config::from_toml("[limits]\nqueue_bytes_max = 0\n", "f.toml").expect("parses");
         let err = config.validate().expect_err("zero");
         assert!(err.message.contains("queue_bytes_max"), "{}", err.message);
+    }
+
+    #[test]
+    fn two_listeners_on_one_address_are_refused() {
+        let config = Config::from_toml(
+            "tcp = \"127.0.0.1:1883\"\nws = \"127.0.0.1:1883\"\n",
+            "f.toml",
+        )
+        .expect("parses");
+        let err = config.validate().expect_err("one address, two listeners");
+        assert!(err.message.contains("ws"), "{}", err.message);
+        assert!(err.message.contains("`tcp`"), "{}", err.message);
+        let ephemeral =
+            Config::from_toml("tcp = \"127.0.0.1:0\"\nws = \"127.0.0.1:0\"\n", "f.toml")
+                .expect("parses");
+        assert_eq!(
+            ephemeral.validate(),
+            Ok(()),
+            "port 0 gives each its own port"
+        );
     }
 
     #[test]
@@ -958,6 +1077,17 @@ mod tests {
         );
         assert!(Config::default().http_builtin);
         assert!(Config::default().http_metrics);
+    }
+
+    #[test]
+    fn sys_interval() {
+        assert_eq!(Config::default().sys_interval_s, 10);
+        let config = Config::from_toml("sys_interval_s = 0\n", "f.toml").expect("parses");
+        assert_eq!(config.validate(), Ok(()));
+        assert_eq!(config.sys_interval_s, 0);
+        let config = Config::from_toml("sys_interval_s = 86401\n", "f.toml").expect("parses");
+        let err = config.validate().expect_err("over a day");
+        assert!(err.message.contains("sys_interval_s"), "{}", err.message);
     }
 
     #[test]

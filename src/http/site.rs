@@ -29,10 +29,14 @@ use crate::protocol::http::RequestHead;
 pub const RECHECK: Duration = Duration::from_secs(2);
 
 /// The built-in assets, compiled into the binary: path (no leading `/`) and content.
-const BUILTIN: [(&str, &[u8]); 5] = [
+/// `fanfare.js` and `fanfare.mjs` are the minified build (`scripts/build-web.mjs`, committed in
+/// `web/dist/`): about a third of the source's size on the wire. The readable source is
+/// served beside them for people and debuggers.
+const BUILTIN: [(&str, &[u8]); 6] = [
     ("index.html", include_bytes!("../../web/index.html")),
-    ("fanfare.js", include_bytes!("../../web/fanfare.js")),
-    ("fanfare.mjs", include_bytes!("../../web/fanfare.mjs")),
+    ("fanfare.js", include_bytes!("../../web/dist/fanfare.js")),
+    ("fanfare.mjs", include_bytes!("../../web/dist/fanfare.mjs")),
+    ("fanfare.src.js", include_bytes!("../../web/fanfare.js")),
     ("demo.css", include_bytes!("../../web/demo.css")),
     ("demo.js", include_bytes!("../../web/demo.js")),
 ];
@@ -381,6 +385,9 @@ mod tests {
         let (_, js) = get(&mut site, "/fanfare.js?v=2").expect("js");
         assert!(String::from_utf8_lossy(&js).contains("text/javascript"));
         assert_eq!(status(&mut site, "/fanfare.mjs"), Some(200));
+        let (_, source) = get(&mut site, "/fanfare.src.js").expect("source");
+        assert!(ends_with(&source, include_bytes!("../../web/fanfare.js")));
+        assert!(source.len() > js.len(), "the minified build is the smaller");
         assert_eq!(status(&mut site, "/nope.js"), None);
         let mut off = Site::new(SiteConfig {
             builtin: false,

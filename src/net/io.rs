@@ -179,6 +179,10 @@ pub struct IoCounts {
     /// TLS connections that stayed in user space with kernel TLS on: a suite the kernel did
     /// not take, or part of a record in rustls when the keys were to go.
     pub kernel_tls_declined: u64,
+    /// Bytes the kernel received and sent on the shard's sockets, as on the wire (TLS
+    /// records and WebSocket frames included); counted per completion, not per packet.
+    pub bytes_received: u64,
+    pub bytes_sent: u64,
 }
 
 /// Whether the kernel has a connection's TLS keys.
@@ -356,6 +360,13 @@ impl<T> Io<T> {
             socket.recv_armed
                 || socket.out.in_flight()
                 || socket.tls.as_ref().is_some_and(|tls| tls.in_flight())
+        })
+    }
+
+    /// Whether the kernel is reading one of the connection's sends.
+    pub fn send_in_flight(&self, id: ConnId) -> bool {
+        self.conns.get(id).is_some_and(|socket| {
+            socket.out.in_flight() || socket.tls.as_ref().is_some_and(|tls| tls.in_flight())
         })
     }
 
@@ -780,6 +791,7 @@ impl<T> Io<T> {
             tls.handover = Handover::UserSpace;
         }
         if result > 0 {
+            self.counts.bytes_received += result as u64;
             let Some(buffer) = buffer else {
                 warn!("a receive completed without a buffer");
                 return None;
@@ -814,6 +826,7 @@ impl<T> Io<T> {
                 result: Err(-result),
             });
         }
+        self.counts.bytes_sent += result as u64;
         let more = match socket.tls.as_mut() {
             Some(tls) => {
                 tls.complete_send(result as usize);

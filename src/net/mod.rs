@@ -2,11 +2,13 @@
 //! listeners, send queues, and the few plain system calls around them. Every `unsafe` block of
 //! the broker lives here.
 
+pub mod instance_lock;
 pub mod io;
 pub mod ktls;
 pub mod listener;
 mod op;
 pub mod preamble;
+pub mod sd_notify;
 pub mod send_buf;
 pub mod send_queue;
 pub mod sys;

@@ -5,6 +5,7 @@ use std::io;
 use std::mem::ManuallyDrop;
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::time::Duration;
 
 /// A non-blocking, close-on-exec eventfd.
 pub fn eventfd() -> io::Result<OwnedFd> {
@@ -121,17 +122,35 @@ pub enum Signal {
     Reload,
 }
 
-/// Waits for SIGINT, SIGTERM or SIGHUP.
-pub fn wait_for_signal() -> Signal {
+/// Waits for SIGINT, SIGTERM or SIGHUP, or at most `timeout` when one is given: `None` then
+/// means the time passed without a signal.
+pub fn wait_for_signal(timeout: Option<Duration>) -> Option<Signal> {
     let set = stop_signals();
-    let mut signal: libc::c_int = 0;
-    // SAFETY: `set` is initialised and `signal` is a valid out pointer.
-    unsafe { libc::sigwait(&set, &mut signal) };
-    match signal {
+    let signal = match timeout {
+        None => {
+            let mut signal: libc::c_int = 0;
+            // SAFETY: `set` is initialised and `signal` is a valid out pointer.
+            let rc = unsafe { libc::sigwait(&set, &mut signal) };
+            // sigwait fails only for an invalid set, which `stop_signals` does not build.
+            (rc == 0).then_some(signal)?
+        }
+        Some(timeout) => {
+            let limit = libc::timespec {
+                tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(libc::time_t::MAX),
+                tv_nsec: libc::c_long::from(timeout.subsec_nanos()),
+            };
+            // SAFETY: `set` and `limit` are initialised; a null info pointer is allowed.
+            let rc = unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &limit) };
+            // -1: the time passed (EAGAIN) or another signal's handler ran (EINTR); the caller
+            // waits again either way.
+            (rc > 0).then_some(rc)?
+        }
+    };
+    Some(match signal {
         libc::SIGHUP => Signal::Reload,
         libc::SIGINT => Signal::Stop("SIGINT"),
         _ => Signal::Stop("SIGTERM"),
-    }
+    })
 }
 
 fn stop_signals() -> libc::sigset_t {

@@ -2,7 +2,7 @@
 //! error) are queued, reading stops, and once no operation of it is in flight the socket is
 //! closed — or, for a CONNECT that belongs to another shard, handed over with its state.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use log::{debug, info};
 
@@ -60,7 +60,8 @@ impl Shard {
         } else {
             debug!("{addr}: closing: {cause}");
         }
-        self.io.cancel_recv(id);
+        // The receive stays armed: what the peer sends until the close is read and dropped
+        // (`try_finish` lingers), so its unread bytes do not turn the close into a reset.
         self.finishing.push(id);
     }
 
@@ -73,6 +74,31 @@ impl Shard {
         self.finishing = finishing;
     }
 
+    /// The lingering close of a connection whose last words are all sent: its write side is
+    /// shut, and its receive, still armed, reads and drops what the peer sends until the peer
+    /// closes or `close_linger_ms` passes. True once nothing is being read any more.
+    fn linger(&mut self, id: ConnId, lingering_since: Option<Instant>, now: Instant) -> bool {
+        if !self.io.recv_armed(id) {
+            // The peer closed (or the receive ended): nothing to wait for.
+            return !self.io.busy(id);
+        }
+        let linger = Duration::from_millis(self.config.limits.close_linger_ms.into());
+        match lingering_since {
+            None if self.lingering < self.config.limits.lingering_closes_per_shard_max => {
+                self.io.shutdown_write(id);
+                if let Some(peer) = self.io.state_mut(id) {
+                    peer.rare_mut().lingering_since = Some(now);
+                }
+                self.lingering += 1;
+                self.lingering_closes += 1;
+            }
+            Some(since) if now - since < linger => {}
+            // Past the bound (too many lingering, or for too long): stop reading, then close.
+            _ => self.io.cancel_recv(id),
+        }
+        false
+    }
+
     /// Returns true when the connection is gone from this shard (or was already).
     fn try_finish(&mut self, id: ConnId, now: Instant) -> bool {
         let Some(peer) = self.io.state(id) else {
@@ -80,19 +106,26 @@ impl Shard {
         };
         match peer.phase {
             Phase::Closing => {
-                let lingered = peer
-                    .rare
-                    .as_ref()
-                    .and_then(|rare| rare.closing_since)
-                    .is_some_and(|since| now - since >= CLOSE_LINGER);
-                if lingered && self.io.busy(id) {
+                let (closing_since, lingering_since) =
+                    peer.rare.as_ref().map_or((None, None), |rare| {
+                        (rare.closing_since, rare.lingering_since)
+                    });
+                let stuck = closing_since.is_some_and(|since| now - since >= CLOSE_LINGER);
+                if stuck && self.io.busy(id) && lingering_since.is_none() {
                     // The peer does not read: cut the socket so the pending operations end.
                     self.io.cut(id);
                 }
-                if self.io.busy(id) || (self.io.sending(id) && !lingered) {
+                if self.io.send_in_flight(id) || (self.io.sending(id) && !stuck) {
                     return false;
                 }
-                self.io.shutdown_write(id);
+                if !self.linger(id, lingering_since, now) {
+                    return false;
+                }
+                if lingering_since.is_some() {
+                    self.lingering -= 1;
+                } else {
+                    self.io.shutdown_write(id);
+                }
                 if let Some(released) = self.io.release(id) {
                     let ip = released.state.addr.ip();
                     if self.addresses.counts(ip) {

@@ -5,7 +5,8 @@
 //! 2. take in what happened on the sockets: accepts, received bytes (decoded and handed to the
 //!    broker), sends completed, receives ended (`connection_io.rs`);
 //! 3. take in connections handed over and messages posted by other shards (`mailbox.rs`);
-//! 4. on a tick, the clock's work: keep-alive, handshake and CONNECT deadlines, metrics;
+//! 4. on a tick, the clock's work: keep-alive, handshake and CONNECT deadlines, metrics, and
+//!    on shard 0 the `$SYS` topics (`sys_topics.rs`);
 //! 5. let the broker continue a fan-out sliced over turns;
 //! 6. carry out the broker's outbox: queue bytes on connections, begin closes
 //!    (`carry_out.rs`), post to other shards (`mailbox.rs`);
@@ -18,10 +19,12 @@ mod carry_out;
 mod close;
 mod connection_io;
 pub mod deadlines;
+mod heartbeat;
 mod ingest;
 pub mod mailbox;
 mod peer;
 mod publish_rate;
+mod sys_topics;
 pub mod verifier;
 
 use std::net::TcpListener;
@@ -46,9 +49,11 @@ use crate::tls::SharedTls;
 pub use address_book::AddressBook;
 use auth_gate::AuthGate;
 use deadlines::Deadlines;
+pub use heartbeat::{Heartbeats, Watch};
 use mailbox::{CrossShard, Mailboxes};
 use peer::{CloseCause, Peer};
 use publish_rate::Throttled;
+use sys_topics::SysTopics;
 use verifier::Verifiers;
 
 /// How often the broker's clock-driven work runs: keep-alive, connect and handshake deadlines.
@@ -86,6 +91,8 @@ pub struct ShardSetup {
     pub stop: Arc<AtomicBool>,
     pub listeners: Vec<(ListenerKind, TcpListener)>,
     pub metrics: Arc<Metrics>,
+    /// Where the shard counts its ticks, for the service manager's watchdog.
+    pub heartbeats: Arc<Heartbeats>,
     /// The certificates of the TLS listeners, replaced on SIGHUP; `None` without them.
     pub tls: Option<Arc<SharedTls>>,
     /// The suites whose keys go to the kernel after the handshake (`[tls] ktls` and the
@@ -145,8 +152,13 @@ struct Shard {
     listeners: Vec<Listener>,
     /// What the slow consumer policies did, since start.
     slow: SlowConsumerCounts,
-    /// Where this shard's figures go once a tick, for `GET /metrics`.
+    /// Where this shard's figures go once a tick, for `GET /metrics` and the `$SYS` topics.
     metrics: Arc<Metrics>,
+    /// Shard 0's schedule of the `$SYS` topics; `None` on the others, or with
+    /// `sys_interval_s = 0`.
+    sys_topics: Option<SysTopics>,
+    /// Counted once a tick: the watchdog's sign that this loop turns.
+    heartbeats: Arc<Heartbeats>,
     tls: Option<Arc<SharedTls>>,
     /// Judges CONNECTs' credentials (`auth_gate.rs`).
     auth: AuthGate,
@@ -157,6 +169,9 @@ struct Shard {
     address_refusals_unlogged: u64,
     /// Connections paused for publishing past their rate (`publish_rate.rs`).
     throttled: Throttled,
+    /// Connections lingering in their close now (`close.rs`), and since start.
+    lingering: u32,
+    lingering_closes: u64,
     /// TLS connections that failed (handshake or record), since start.
     tls_failures: u64,
     /// Connections closed for their first bytes on a listener with the PROXY protocol on.
@@ -263,12 +278,17 @@ impl Shard {
                 .collect(),
             slow: SlowConsumerCounts::default(),
             metrics: setup.metrics,
+            sys_topics: (setup.id == 0 && config.sys_interval_s > 0)
+                .then(|| SysTopics::new(Duration::from_secs(config.sys_interval_s.into()), now)),
+            heartbeats: setup.heartbeats,
             tls: setup.tls,
             auth,
             addresses,
             address_refusals: 0,
             address_refusals_unlogged: 0,
             throttled: Throttled::default(),
+            lingering: 0,
+            lingering_closes: 0,
             tls_failures: 0,
             proxy_refusals: 0,
             broker,
@@ -366,9 +386,14 @@ impl Shard {
             proxy_refusals: self.proxy_refusals,
             publish_rate_pauses: self.throttled.pauses,
             address_refusals: self.address_refusals,
+            lingering_closes: self.lingering_closes,
+            bytes_received: self.io.counts().bytes_received,
+            bytes_sent: self.io.counts().bytes_sent,
         };
         let figures = ShardFigures::new(&counts, &self.broker.stats(), &self.slow);
         self.metrics.publish(self.id, &figures);
+        self.publish_sys_topics(now);
+        self.heartbeats.beat(self.id);
         self.broker.tick(now, &mut self.outbox);
         self.expire_deadlines(now);
         self.resume_throttled(now);

@@ -200,6 +200,9 @@ impl std::fmt::Display for CloseCause {
 pub struct Rare {
     /// When its close began, once it is closing: past `CLOSE_LINGER` it is cut.
     pub closing_since: Option<Instant>,
+    /// When its last words were all sent and its write side shut, if it lingers: what the
+    /// peer still sends is read and dropped until it closes or `close_linger_ms` passes.
+    pub lingering_since: Option<Instant>,
     /// The name its TLS client certificate gives it, with `identity_as_username`.
     pub identity: Option<Box<str>>,
     /// What a verifier said about the CONNECT's password, for the CONNECT read again then.

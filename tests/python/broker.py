@@ -170,9 +170,9 @@ def _pump(stream, sink: queue.Queue) -> None:
 
 def start_fanfare(workdir: Path, *, shards: int | None = None, config: dict | None = None,
                   ws_path: str = "/mqtt", tls: dict | None = None,
-                  args: list[str] | None = None) -> Broker:
+                  args: list[str] | None = None, env: dict[str, str] | None = None) -> Broker:
     """`tls`: the `[tls]` table, which also opens the mqtts and wss listeners on port 0;
-    `args`: more command-line flags."""
+    `args`: more command-line flags; `env`: variables added to the broker's environment."""
     binary = fanfare_bin()
     assert binary.exists(), f"{binary} not built; run cargo build first"
     extra = list(args or [])
@@ -190,7 +190,7 @@ def start_fanfare(workdir: Path, *, shards: int | None = None, config: dict | No
     log_path = workdir / "broker.log"
     log = open(log_path, "wb")
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=log, text=True,
-                            stdin=subprocess.DEVNULL)
+                            stdin=subprocess.DEVNULL, env={**os.environ, **(env or {})})
     log.close()
     broker = Broker(proc, "fanfare", log_path)
     threading.Thread(target=_pump, args=(proc.stdout, broker.stdout_lines), daemon=True).start()

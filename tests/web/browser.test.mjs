@@ -396,10 +396,10 @@ test("anonymous browser: the demo page reads scores, its publishes reach no one"
   const backend = asBackend(), watcher = asBackend();
   const page = await newPage();
   try {
-    for (const [name, client] of [["backend", backend], ["watcher", watcher]]) {
-      await within(10_000, `${name} CONNACK`, Promise.race([
-        once(client, "connect"), once(client, "error").then(([e]) => Promise.reject(e))]));
-    }
+    // Both listened for at once: the second may connect while the first is awaited.
+    await Promise.all([["backend", backend], ["watcher", watcher]].map(([name, client]) =>
+      within(10_000, `${name} CONNACK`, Promise.race([
+        once(client, "connect"), once(client, "error").then(([e]) => Promise.reject(e))]))));
     const topic = "scores/anon-match";
     const seen = [];
     let markerSeen;
