@@ -78,24 +78,37 @@ impl From<anyhow::Error> for Failure {
     }
 }
 
+/// The flags that set a configuration key, and the key each sets (as errors name it).
+const FLAG_KEYS: [(&str, &str); 10] = [
+    ("--tcp", "tcp"),
+    ("--ws", "ws"),
+    ("--ws-path", "ws_path"),
+    ("--mqtts", "mqtts"),
+    ("--wss", "wss"),
+    ("--tls-cert", "tls.cert_file"),
+    ("--tls-key", "tls.key_file"),
+    ("--shards", "shards"),
+    ("--log-level", "log_level"),
+    ("--log-format", "log_format"),
+];
+
 fn parse_args() -> anyhow::Result<Option<Config>> {
     use lexopt::prelude::*;
     let mut parser = lexopt::Parser::from_env();
     let mut config_file = None;
-    let mut overrides: Vec<(&'static str, String)> = Vec::new();
+    // (flag, the key it sets, value), in the order given.
+    let mut overrides: Vec<(&'static str, &'static str, String)> = Vec::new();
     while let Some(arg) = parser.next()? {
+        let flag_key = match arg {
+            Long(name) => FLAG_KEYS.iter().find(|(flag, _)| flag[2..] == *name),
+            _ => None,
+        };
+        if let Some(&(flag, key)) = flag_key {
+            overrides.push((flag, key, parser.value()?.string()?));
+            continue;
+        }
         match arg {
             Long("config") => config_file = Some(parser.value()?.string()?),
-            Long("tcp") => overrides.push(("tcp", parser.value()?.string()?)),
-            Long("ws") => overrides.push(("ws", parser.value()?.string()?)),
-            Long("ws-path") => overrides.push(("ws_path", parser.value()?.string()?)),
-            Long("mqtts") => overrides.push(("mqtts", parser.value()?.string()?)),
-            Long("wss") => overrides.push(("wss", parser.value()?.string()?)),
-            Long("tls-cert") => overrides.push(("tls_cert", parser.value()?.string()?)),
-            Long("tls-key") => overrides.push(("tls_key", parser.value()?.string()?)),
-            Long("shards") => overrides.push(("shards", parser.value()?.string()?)),
-            Long("log-level") => overrides.push(("log_level", parser.value()?.string()?)),
-            Long("log-format") => overrides.push(("log_format", parser.value()?.string()?)),
             Short('h') | Long("help") => {
                 print!("{USAGE}");
                 return Ok(None);
@@ -115,25 +128,31 @@ fn parse_args() -> anyhow::Result<Option<Config>> {
         }
         None => Config::default(),
     };
-    for (key, value) in overrides {
-        match key {
-            "tcp" => config.tcp = parse_listener("--tcp", &value)?,
-            "ws" => config.ws = parse_listener("--ws", &value)?,
-            "ws_path" => config.ws_path = value,
-            "mqtts" => config.mqtts = parse_listener("--mqtts", &value)?,
-            "wss" => config.wss = parse_listener("--wss", &value)?,
-            "tls_cert" => config.tls.cert_file = Some(value.into()),
-            "tls_key" => config.tls.key_file = Some(value.into()),
-            "shards" => {
+    for (flag, _, value) in &overrides {
+        let value = value.clone();
+        match *flag {
+            "--tcp" => config.tcp = parse_listener(flag, &value)?,
+            "--ws" => config.ws = parse_listener(flag, &value)?,
+            "--ws-path" => config.ws_path = value,
+            "--mqtts" => config.mqtts = parse_listener(flag, &value)?,
+            "--wss" => config.wss = parse_listener(flag, &value)?,
+            "--tls-cert" => config.tls.cert_file = Some(value.into()),
+            "--tls-key" => config.tls.key_file = Some(value.into()),
+            "--shards" => {
                 config.shards = value
                     .parse()
                     .with_context(|| format!("--shards: `{value}` is not a number"))?
             }
-            "log_format" => config.log_format = LogFormat::parse("--log-format", &value)?,
+            "--log-format" => config.log_format = LogFormat::parse(flag, &value)?,
             _ => config.log_level = value,
         }
     }
-    config.validate()?;
+    // A value a flag set is wrong: the error names the flag, not the key it set.
+    config.validate().map_err(|error| {
+        overrides
+            .iter()
+            .fold(error, |error, (flag, key, _)| error.from_flag(key, flag))
+    })?;
     Ok(Some(config))
 }
 

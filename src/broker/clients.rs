@@ -36,8 +36,8 @@ pub(crate) struct Client {
     pub(crate) closing: bool,
     /// The topic rules denied it something, and that was reported (logged once).
     pub(crate) denial_reported: bool,
-    /// 1.5 × the keep-alive the client asked for, in milliseconds (at most 98 302 500), or 0
-    /// when it asked for 0: no timeout [MQTT-3.1.2-24].
+    /// 1.5 × the keep-alive the client got (its own, or the cap for MQTT 5), in milliseconds
+    /// (at most 98 302 500), or 0 for none: no timeout [MQTT-3.1.2-24].
     pub(crate) keep_alive_grace_ms: u32,
     pub(crate) last_packet_at: Instant,
     /// Cleared by DISCONNECT [MQTT-3.1.2-10], unless its reason is 0x04 (§3.14.2.1). Boxed:

@@ -4,10 +4,17 @@
 //! MQTT 5 adds to CONNECT (§3.1.2.11): Session Expiry Interval (how long the session outlives
 //! the connection; replaces clean session = 0), Receive Maximum (the client's in-flight
 //! window), Maximum Packet Size (larger publishes are not sent to it), Topic Alias Maximum
-//! (aliases the broker may set; it sets none), Request Problem / Response Information (the
-//! broker sends no Reason Strings, User Properties or Response Information, so both are
-//! honoured as they stand), Authentication Method (see `auth.rs`); and will properties
+//! (aliases the broker may set; it sets none), Request Response Information (answered with
+//! Response Information, see [`Broker::set_response_topic_prefix`]), Request Problem
+//! Information (the broker sends Reason Strings only in CONNACK and DISCONNECT, and User
+//! Properties only in forwarded PUBLISHes, where [MQTT-3.1.2-29] still allows them, so 0 is
+//! honoured as it stands), Authentication Method (see `auth.rs`); and will properties
 //! (§3.1.3.2), of which the Will Delay Interval is applied and the rest forwarded with the will.
+//!
+//! Keep Alive: an MQTT 5 client asking for more than `keep_alive_max_s`, or for 0, gets that
+//! cap as Server Keep Alive [MQTT-3.2.2-21] and is held to it. A 3.x client cannot be told
+//! another value, so the one it asked for stands: closing it sooner would cut a client that
+//! does exactly what it said it would.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,6 +28,7 @@ use super::session::SessionKey;
 use super::session::{SESSION_NEVER_EXPIRES_S, Session};
 use super::timers::TimerKind;
 use crate::conn::{Chunk, ConnId, Droppable, Transport};
+use crate::protocol::mqtt::topic::validate_topic_name;
 use crate::protocol::mqtt::{
     ConnAck, Connect, ConnectReturnCode, Packet, Properties, PropertiesBuf, Property,
     ProtocolVersion, ReasonCode, property_id,
@@ -36,6 +44,38 @@ const RECEIVE_MAXIMUM_DEFAULT: u16 = 65_535;
 /// Largest packet MQTT can express: the Maximum Packet Size when the client sends none
 /// (§3.1.2.11.4).
 const PACKET_BYTES_PROTOCOL_MAX: u32 = 268_435_460;
+
+/// The keep-alive of a connection (see the module documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeepAlive {
+    /// The client's own, in seconds (0: none).
+    AsAsked(u16),
+    /// `keep_alive_max_s`, told to an MQTT 5 client as Server Keep Alive.
+    Capped(u16),
+}
+
+impl KeepAlive {
+    fn seconds(self) -> u16 {
+        match self {
+            KeepAlive::AsAsked(seconds) | KeepAlive::Capped(seconds) => seconds,
+        }
+    }
+
+    /// What CONNACK must say [MQTT-3.2.2-21]: only when it differs from what the client asked.
+    fn server_keep_alive_s(self) -> Option<u16> {
+        match self {
+            KeepAlive::AsAsked(_) => None,
+            KeepAlive::Capped(seconds) => Some(seconds),
+        }
+    }
+}
+
+/// What an accepted MQTT 5 client is told in CONNACK about itself.
+struct Granted<'a> {
+    assigned_client_id: Option<&'a str>,
+    server_keep_alive_s: Option<u16>,
+    response_information: Option<String>,
+}
 
 /// The will of a CONNECT as it will be published: MQTT 5 will properties forwarded except the
 /// Will Delay Interval, which is the broker's business, and the Message Expiry Interval, which
@@ -116,30 +156,63 @@ impl Broker {
             now,
             out,
         );
-        self.attach(conn, transport, connect, key, now);
+        let keep_alive = self.keep_alive(connect);
+        self.attach(conn, transport, connect, keep_alive.seconds(), key, now);
         // A session that comes back is anonymous until the shard says who proved what.
         if let Some(session) = self.sessions.get_mut(key)
             && session.identity().is_some()
         {
             session.set_identity(None);
         }
-        let assigned = connect.client_id.is_empty().then_some(client_id);
-        let connack = self.accepting_connack(version, transport, session_present, assigned);
+        let granted = Granted {
+            assigned_client_id: connect.client_id.is_empty().then_some(client_id),
+            server_keep_alive_s: keep_alive.server_keep_alive_s(),
+            response_information: self.response_information(connect, client_id),
+        };
+        let connack = self.accepting_connack(version, transport, session_present, &granted);
         out.send(conn, Chunk::Owned(connack), Droppable::No);
         self.resume_outbound(key, out);
     }
 
+    /// The keep-alive `connect` gets: its own, or `keep_alive_max_s` for an MQTT 5 client
+    /// that asks for more or for none (see the module documentation).
+    fn keep_alive(&self, connect: &Connect<'_>) -> KeepAlive {
+        let max_s = self.limits.keep_alive_max_s;
+        let asked_s = connect.keep_alive_s;
+        let over = asked_s == 0 || asked_s > max_s;
+        if connect.version == ProtocolVersion::V5 && over {
+            KeepAlive::Capped(max_s)
+        } else {
+            KeepAlive::AsAsked(asked_s)
+        }
+    }
+
+    /// The Response Information an MQTT 5 client that asks for it gets (§3.1.2.11.6): the
+    /// configured prefix and its client identifier, a topic name under which it may receive
+    /// responses. Left out (the spec allows it, §3.2.2.3.15) when no prefix is set, or when
+    /// the two do not make a topic name within `topic_bytes_max` and `topic_levels_max` (an
+    /// identifier with a wildcard in it, or too long).
+    fn response_information(&self, connect: &Connect<'_>, client_id: &str) -> Option<String> {
+        let prefix = self.response_topic_prefix.as_deref()?;
+        if connect.properties.request_response_information() != Some(true) {
+            return None;
+        }
+        let topic = format!("{prefix}{client_id}");
+        let limits = self.limits.decode_limits();
+        validate_topic_name(&topic, &limits).ok().map(|()| topic)
+    }
+
     /// The CONNACK accepting a connection, framed for it; an MQTT 5 one says what the broker
-    /// allows and the client identifier it assigned, if it did.
+    /// allows and what it `granted` this client.
     fn accepting_connack(
         &self,
         version: ProtocolVersion,
         transport: Transport,
         session_present: bool,
-        assigned: Option<&str>,
+        granted: &Granted<'_>,
     ) -> Vec<u8> {
         if version == ProtocolVersion::V5 {
-            let properties = self.connack_properties(assigned);
+            let properties = self.connack_properties(granted);
             let connack = ConnAck {
                 session_present,
                 reason: ReasonCode::SUCCESS,
@@ -181,10 +254,16 @@ impl Broker {
 
     /// What an MQTT 5 client must know of this server (§3.2.2.3). Maximum QoS is left out:
     /// every QoS is supported, and so are shared subscriptions (`share_groups.rs`).
-    fn connack_properties(&self, assigned_client_id: Option<&str>) -> PropertiesBuf {
+    fn connack_properties(&self, granted: &Granted<'_>) -> PropertiesBuf {
         let mut properties = PropertiesBuf::new();
-        if let Some(id) = assigned_client_id {
+        if let Some(id) = granted.assigned_client_id {
             properties.push(Property::AssignedClientIdentifier(id));
+        }
+        if let Some(seconds) = granted.server_keep_alive_s {
+            properties.push(Property::ServerKeepAlive(seconds));
+        }
+        if let Some(topic) = &granted.response_information {
+            properties.push(Property::ResponseInformation(topic));
         }
         properties
             .push(Property::ReceiveMaximum(self.limits.inbound_qos2_max))
@@ -361,6 +440,7 @@ impl Broker {
         conn: ConnId,
         transport: Transport,
         connect: &Connect<'_>,
+        keep_alive_s: u16,
         key: SessionKey,
         now: Instant,
     ) {
@@ -382,7 +462,7 @@ impl Broker {
             })
         });
         // [MQTT-3.1.2-24]: one and a half times the keep-alive; 0 turns it off.
-        let keep_alive_grace_ms = u32::from(connect.keep_alive_s) * 1500;
+        let keep_alive_grace_ms = u32::from(keep_alive_s) * 1500;
         if keep_alive_grace_ms > 0 {
             let grace = Duration::from_millis(keep_alive_grace_ms.into());
             self.deadlines.push(now + grace, conn);

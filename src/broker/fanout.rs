@@ -175,6 +175,22 @@ impl Broker {
         self.deliver_local(message, publisher, out);
     }
 
+    /// Whether the broker knows that no subscription of any session matches `topic`, for
+    /// PUBACK and PUBREC 0x10 No matching subscribers, which a server may send only when it
+    /// knows (§3.4.2.1). A broker of one shard does: every subscription and shared group is
+    /// in its tries. With several shards, subscribers of other shards are not known here
+    /// when the acknowledgement goes out, so the answer is `false`. A subscription of the
+    /// publisher itself with No Local counts as a match: the answer errs towards 0x00.
+    pub(crate) fn known_unsubscribed(&mut self, topic: &str) -> bool {
+        if self.shard_count > 1 {
+            return false;
+        }
+        let mut any = false;
+        self.trie
+            .for_each_match(topic, &mut self.match_stack, |_, _| any = true);
+        !any && !self.share_matches(topic)
+    }
+
     /// A message the broker itself publishes (the `$SYS` topics): routed as a client's publish
     /// is, from no session, and not counted as one received.
     pub fn publish_own(&mut self, message: Arc<RoutedMessage>, now: Instant, out: &mut Outbox) {

@@ -209,6 +209,10 @@ impl Broker {
             self.refuse_publish(conn, key, publish, out);
             return;
         }
+        let v5 = self
+            .clients
+            .get(conn)
+            .is_some_and(|connection| connection.version == ProtocolVersion::V5);
         let message = || routed_message(publish, topic, now);
         match publish.delivery {
             Delivery::AtMostOnce if bad_payload => {
@@ -221,7 +225,8 @@ impl Broker {
             }
             Delivery::AtLeastOnce(id) => {
                 self.route(message(), Some(key), now, out);
-                self.reply(conn, &Packet::PubAck(Ack::new(id)), out);
+                let ack = self.accepted(id, v5, topic);
+                self.reply(conn, &Packet::PubAck(ack), out);
             }
             Delivery::ExactlyOnce(id) if bad_payload => {
                 // Not kept: a PUBREC with an error ends the exchange (§4.3.3), unless it is a
@@ -238,7 +243,8 @@ impl Broker {
                 self.reply(conn, &Packet::PubRec(ack), out);
             }
             Delivery::ExactlyOnce(id) => {
-                self.publish_exactly_once(conn, key, id, message, now, out)
+                let publish = (id, topic, v5);
+                self.publish_exactly_once(conn, key, publish, message, now, out)
             }
         }
     }
@@ -286,7 +292,7 @@ impl Broker {
         &mut self,
         conn: ConnId,
         key: SessionKey,
-        id: PacketId,
+        (id, topic, v5): (PacketId, &str, bool),
         message: impl FnOnce() -> Arc<RoutedMessage>,
         now: Instant,
         out: &mut Outbox,
@@ -310,7 +316,18 @@ impl Broker {
         }
         session.hold_inbound_qos2(id);
         self.route(message(), Some(key), now, out);
-        self.reply(conn, &Packet::PubRec(Ack::new(id)), out);
+        let ack = self.accepted(id, v5, topic);
+        self.reply(conn, &Packet::PubRec(ack), out);
+    }
+
+    /// The PUBACK or PUBREC of an accepted publish to `topic`: MQTT 5 says 0x10 No matching
+    /// subscribers when the broker knows there are none (`fanout.rs`).
+    fn accepted(&mut self, id: PacketId, v5: bool, topic: &str) -> Ack<'static> {
+        let mut ack = Ack::new(id);
+        if v5 && self.known_unsubscribed(topic) {
+            ack.reason = ReasonCode::NO_MATCHING_SUBSCRIBERS;
+        }
+        ack
     }
 
     /// SUBACK with one code per filter in order [MQTT-3.8.4-5], then the retained messages

@@ -148,6 +148,8 @@ pub struct Broker {
     retained_stack: RetainedStack,
     /// Counter behind identifiers assigned to clients that sent an empty one.
     assigned_ids: u64,
+    /// What Response Information starts with (`connect.rs`); `None`: none is offered.
+    response_topic_prefix: Option<Box<str>>,
     stats: BrokerStats,
 }
 
@@ -178,6 +180,7 @@ impl Broker {
             match_stack: Vec::new(),
             retained_stack: Vec::new(),
             assigned_ids: 0,
+            response_topic_prefix: None,
             stats: BrokerStats::default(),
         }
     }
@@ -270,6 +273,12 @@ impl Broker {
                 },
                 None => false,
             });
+    }
+
+    /// Offers Response Information to MQTT 5 clients that ask for it: `prefix` followed by
+    /// the client identifier (`response_topic_prefix`).
+    pub fn set_response_topic_prefix(&mut self, prefix: &str) {
+        self.response_topic_prefix = Some(prefix.into());
     }
 
     /// Plugs in MQTT 5 enhanced authentication (see [`auth`]).

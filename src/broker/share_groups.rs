@@ -304,6 +304,16 @@ impl Broker {
         self.share_post(filter, Kind::Leave { group, member }, out);
     }
 
+    /// Whether a group this shard owns has a filter matching `topic`.
+    pub(crate) fn share_matches(&mut self, topic: &str) -> bool {
+        let shared = &mut self.shared;
+        let mut any = false;
+        shared
+            .trie
+            .for_each_match(topic, &mut shared.match_stack, |_, ()| any = true);
+        any
+    }
+
     /// Every publish this shard sees: one member of each group it owns whose filter matches.
     pub(crate) fn share_route(&mut self, message: &Arc<RoutedMessage>, out: &mut Outbox) {
         if self.shared.len() == 0 || message.expired(self.now) {

@@ -28,11 +28,24 @@ const PACKET_BYTES_PROTOCOL_MAX: u64 = 268_435_460;
 /// overlapping subscriptions are left out.
 pub const SUBSCRIPTION_IDS_PER_DELIVERY_MAX: usize = 4;
 
+/// The payload every default-configured broker takes in one PUBLISH: 1 MiB.
+const PAYLOAD_BYTES_GUARANTEED: u32 = 1024 * 1024;
+
+/// The default `packet_bytes_max`: [`PAYLOAD_BYTES_GUARANTEED`] and 16 KiB for the rest of the
+/// packet. The rest is at most 5 (fixed header) + 2 + 1 024 (topic of the default
+/// `topic_bytes_max`) + 2 (packet id) + 4 (property length) bytes, which leaves 15 347 bytes
+/// for MQTT 5 properties.
+const PACKET_BYTES_DEFAULT: u32 = PAYLOAD_BYTES_GUARANTEED + 16 * 1024;
+
 /// Every bound the broker enforces on what peers control.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
     /// Largest MQTT packet accepted, fixed header included. Limits the spill allocation a
     /// peer controls; checked on the fixed header before the body is read.
+    ///
+    /// 1 MiB + 16 KiB by default: a 1 MiB payload, the size client test suites send, fits
+    /// with a topic of `topic_bytes_max`, its packet id and 15 347 bytes of MQTT 5 properties
+    /// ([`PAYLOAD_BYTES_GUARANTEED`]).
     pub packet_bytes_max: u32,
     /// Longest topic name or filter, in bytes. The spec allows 65 535; a live-score topic is
     /// tens of bytes, and every byte is stored per subscription.
@@ -71,7 +84,9 @@ pub struct Limits {
     /// score service holds hundreds of topics of ~100 B; the bound is for what a client could
     /// otherwise fill with large payloads: 16 shards × 64 MiB = 1 GiB at most.
     pub retained_bytes_max: u64,
-    /// Largest WebSocket frame payload accepted (close 1009 past it).
+    /// Largest WebSocket frame payload accepted (close 1009 past it). A browser sends one
+    /// packet per frame, so the default is `packet_bytes_max` and a few bytes: the largest
+    /// packet fits one frame, with a small one (a PUBACK) after it in the same message.
     pub ws_frame_bytes_max: u32,
     /// Largest HTTP upgrade request, in bytes (400 past it).
     pub ws_handshake_bytes_max: u32,
@@ -79,6 +94,12 @@ pub struct Limits {
     pub ws_handshake_timeout_ms: u32,
     /// Time from accept (or upgrade) to a complete CONNECT packet.
     pub connect_timeout_ms: u32,
+    /// Longest keep-alive an MQTT 5 client gets, in seconds. One that asks for more, or for
+    /// 0 (none), gets this as Server Keep Alive in CONNACK (§3.2.2.3.14) and is held to it.
+    /// 60 s by default: the idle timeout of common load balancers in front of WebSocket
+    /// servers, which cut connections that stay quiet longer without telling either end.
+    /// MQTT 3.1.x has no way to tell a client another value, so its own stands.
+    pub keep_alive_max_s: u16,
     /// Most connections one shard serves; accepts past it are closed at once.
     pub connections_per_shard_max: u32,
     /// Messages one shard's lock-free queue to another holds; allocated at start-up for every
@@ -128,7 +149,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            packet_bytes_max: 1024 * 1024,
+            packet_bytes_max: PACKET_BYTES_DEFAULT,
             topic_bytes_max: 1024,
             topic_levels_max: 32,
             client_id_bytes_max: 256,
@@ -140,10 +161,11 @@ impl Default for Limits {
             queue_bytes_max: 64 * 1024,
             retained_messages_max: 100_000,
             retained_bytes_max: 64 * 1024 * 1024,
-            ws_frame_bytes_max: 1024 * 1024 + 16,
+            ws_frame_bytes_max: PACKET_BYTES_DEFAULT + 16,
             ws_handshake_bytes_max: 8 * 1024,
             ws_handshake_timeout_ms: 10_000,
             connect_timeout_ms: 10_000,
+            keep_alive_max_s: 60,
             connections_per_shard_max: 20_000,
             cross_shard_queue_len_max: 1024,
             cross_shard_backlog_bytes_max: 64 * 1024 * 1024,
@@ -195,7 +217,7 @@ impl Limits {
 
     /// Checks the relations between limits that no single field can express.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let positive: [(&'static str, u64); 23] = [
+        let positive: [(&'static str, u64); 24] = [
             ("packet_bytes_max", self.packet_bytes_max.into()),
             ("topic_bytes_max", self.topic_bytes_max.into()),
             ("topic_levels_max", self.topic_levels_max.into()),
@@ -216,6 +238,7 @@ impl Limits {
                 self.ws_handshake_timeout_ms.into(),
             ),
             ("connect_timeout_ms", self.connect_timeout_ms.into()),
+            ("keep_alive_max_s", self.keep_alive_max_s.into()),
             (
                 "connections_per_shard_max",
                 self.connections_per_shard_max.into(),
@@ -424,6 +447,11 @@ pub struct Config {
     pub http_dir: Option<std::path::PathBuf>,
     /// Answer `GET /metrics` on the WebSocket listener with every shard's counters.
     pub http_metrics: bool,
+    /// What the Response Information an MQTT 5 client asks for starts with; the client
+    /// identifier follows, so each client gets a topic of its own for responses. Not `$`-led
+    /// by default: clients may not publish to `$` topics under topic rules, and responders
+    /// must publish there.
+    pub response_topic_prefix: String,
     /// Seconds between two publications of the retained `$SYS/...` topics (the broker's
     /// counters summed over shards); `0` turns them off, as Mosquitto's `sys_interval` does.
     /// At most [`SYS_INTERVAL_S_MAX`].
@@ -457,6 +485,7 @@ impl Default for Config {
             http_builtin: true,
             http_dir: None,
             http_metrics: true,
+            response_topic_prefix: "response/".to_owned(),
             sys_interval_s: 10,
         }
     }
@@ -466,12 +495,29 @@ impl Default for Config {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
     pub message: String,
+    /// The key whose value is wrong, when one is (not for a file that does not parse).
+    pub key: Option<String>,
 }
 
 impl ConfigError {
     pub(crate) fn invalid(key: &str, problem: &str) -> ConfigError {
         ConfigError {
             message: format!("invalid value for `{key}`: {problem}"),
+            key: Some(key.to_owned()),
+        }
+    }
+
+    /// The same error, naming the command-line flag `flag` instead when it is about `key`:
+    /// the user should read the name they typed.
+    pub fn from_flag(self, key: &str, flag: &str) -> ConfigError {
+        if self.key.as_deref() != Some(key) {
+            return self;
+        }
+        ConfigError {
+            message: self
+                .message
+                .replacen(&format!("`{key}`"), &format!("`{flag}`"), 1),
+            key: Some(flag.to_owned()),
         }
     }
 }
@@ -516,6 +562,7 @@ struct FileConfig {
     http_builtin: Option<bool>,
     http_dir: Option<std::path::PathBuf>,
     http_metrics: Option<bool>,
+    response_topic_prefix: Option<String>,
     sys_interval_s: Option<u32>,
 }
 
@@ -550,6 +597,7 @@ file_limits! {
     ws_handshake_bytes_max: u32,
     ws_handshake_timeout_ms: u32,
     connect_timeout_ms: u32,
+    keep_alive_max_s: u16,
     connections_per_shard_max: u32,
     cross_shard_queue_len_max: u32,
     cross_shard_backlog_bytes_max: u64,
@@ -570,6 +618,7 @@ impl Config {
     pub fn from_toml(text: &str, source: &str) -> Result<Config, ConfigError> {
         let file: FileConfig = toml::from_str(text).map_err(|e| ConfigError {
             message: format!("{source}: {e}"),
+            key: None,
         })?;
         let mut config = Config::default();
         if let Some(addr) = file.tcp {
@@ -651,6 +700,9 @@ impl Config {
         config.http_dir = file.http_dir.or(config.http_dir);
         if let Some(metrics) = file.http_metrics {
             config.http_metrics = metrics;
+        }
+        if let Some(prefix) = file.response_topic_prefix {
+            config.response_topic_prefix = prefix;
         }
         if let Some(interval) = file.sys_interval_s {
             config.sys_interval_s = interval;
@@ -753,6 +805,7 @@ impl Config {
             ));
         }
         self.validate_proxies()?;
+        self.validate_response_topic_prefix()?;
         self.limits.validate()
     }
 
@@ -791,6 +844,20 @@ impl Config {
                 &format!(
                     "`{bad}` is not an origin like https://scores.example or http://localhost:8080 (scheme, host and port; no path, no trailing slash); leave the list empty to allow any"
                 ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The prefix must start a topic name: no wildcards, no NUL, room left in
+    /// `topic_bytes_max` for a client identifier.
+    fn validate_response_topic_prefix(&self) -> Result<(), ConfigError> {
+        let prefix = &self.response_topic_prefix;
+        let valid = crate::protocol::mqtt::topic::is_valid_topic_name(&format!("{prefix}x"));
+        if !valid || prefix.len() >= usize::from(self.limits.topic_bytes_max) {
+            return Err(ConfigError::invalid(
+                "response_topic_prefix",
+                "must be the start of a topic name (no `+`, `#` or NUL), shorter than topic_bytes_max",
             ));
         }
         Ok(())
@@ -838,6 +905,64 @@ mod tests {
         assert_eq!(config.validate(), Ok(()));
         assert_eq!(config.tcp, Some(SocketAddr::from(([127, 0, 0, 1], 1883))));
         assert_eq!(config.ws, Some(SocketAddr::from(([127, 0, 0, 1], 8080))));
+    }
+
+    #[test]
+    fn a_1_mib_payload_fits_the_default_packet_and_frame() {
+        let limits = Limits::default();
+        // Fixed header (5), topic (2 + topic_bytes_max), packet id (2), property length (4),
+        // 15 347 bytes of properties, 1 MiB of payload.
+        let packet = 5 + 2 + u32::from(limits.topic_bytes_max) + 2 + 4 + 15_347 + 1024 * 1024;
+        assert_eq!(packet, limits.packet_bytes_max);
+        assert!(limits.packet_bytes_max < limits.ws_frame_bytes_max);
+    }
+
+    #[test]
+    fn keep_alive_cap_and_response_prefix() {
+        let config = Config::default();
+        assert_eq!(config.limits.keep_alive_max_s, 60);
+        assert_eq!(config.response_topic_prefix, "response/");
+        let config = Config::from_toml(
+            "response_topic_prefix = \"rpc/\"\n[limits]\nkeep_alive_max_s = 300\n",
+            "f.toml",
+        )
+        .expect("parses");
+        assert_eq!(config.validate(), Ok(()));
+        assert_eq!(config.limits.keep_alive_max_s, 300);
+        assert_eq!(config.response_topic_prefix, "rpc/");
+        let config =
+            Config::from_toml("[limits]\nkeep_alive_max_s = 0\n", "f.toml").expect("parses");
+        let err = config.validate().expect_err("zero");
+        assert!(err.message.contains("keep_alive_max_s"), "{}", err.message);
+        for bad in ["a/+/", "#", "a\u{0}b"] {
+            let config = Config {
+                response_topic_prefix: bad.to_owned(),
+                ..Config::default()
+            };
+            let err = config.validate().expect_err(bad);
+            assert!(
+                err.message.contains("response_topic_prefix"),
+                "{}",
+                err.message
+            );
+        }
+    }
+
+    #[test]
+    fn an_error_names_the_flag_that_set_the_key() {
+        let err = Config {
+            shards: 0,
+            ..Config::default()
+        }
+        .validate()
+        .expect_err("zero shards");
+        let flagged = err.clone().from_flag("shards", "--shards");
+        assert!(
+            flagged.message.contains("`--shards`"),
+            "{}",
+            flagged.message
+        );
+        assert_eq!(err.clone().from_flag("log_level", "--log-level"), err);
     }
 
     #[test]

@@ -8,8 +8,10 @@ use log::{debug, info};
 
 use super::peer::{CloseCause, Phase};
 use super::{CLOSE_LINGER, Shard};
+use crate::broker::reply::frame;
 use crate::conn::{Chunk, ConnId, Droppable, Transport};
-use crate::protocol::ws::frame::write_close_frame;
+use crate::protocol::mqtt::{Disconnect, Packet, Properties, ProtocolVersion, ReasonCode};
+use crate::protocol::ws::frame::{WsError, write_close_frame};
 use crate::protocol::ws::handshake::write_error_response;
 
 impl Shard {
@@ -23,6 +25,7 @@ impl Shard {
             return;
         }
         let upgraded = peer.phase != Phase::WsHandshake;
+        let v5 = peer.phase == Phase::Connected(ProtocolVersion::V5);
         peer.phase = Phase::Closing;
         peer.rare_mut().closing_since = Some(now);
         let sealed = std::mem::replace(&mut peer.sealed, true);
@@ -33,7 +36,7 @@ impl Shard {
         if matches!(cause, CloseCause::NetworkError(_)) {
             self.io.abandon_queue(id);
         }
-        if let Some(bytes) = last_words(cause, transport, upgraded).filter(|_| !sealed) {
+        if let Some(bytes) = last_words(cause, transport, upgraded, v5).filter(|_| !sealed) {
             let policy = self.config.slow_consumer(transport);
             // Always taken: a required chunk is refused only past twice the bound, and the
             // bound here is none.
@@ -141,8 +144,15 @@ impl Shard {
 
 /// What the peer is told before its connection closes, if anything. Before the upgrade the
 /// peer speaks HTTP: a WebSocket close frame would be read as a broken response, by a
-/// browser's idle preconnected socket for one (RFC 6455 §4.1).
-fn last_words(cause: CloseCause, transport: Transport, upgraded: bool) -> Option<Vec<u8>> {
+/// browser's idle preconnected socket for one (RFC 6455 §4.1). An MQTT 5 client (`v5`) whose
+/// frame or message is over the size limit hears it in MQTT first: DISCONNECT 0x95 Packet
+/// too large, as it would over TCP, then the close frame.
+fn last_words(
+    cause: CloseCause,
+    transport: Transport,
+    upgraded: bool,
+    v5: bool,
+) -> Option<Vec<u8>> {
     match cause {
         CloseCause::Handshake(error) => {
             let mut response = Vec::new();
@@ -156,9 +166,20 @@ fn last_words(cause: CloseCause, transport: Transport, upgraded: bool) -> Option
                 CloseCause::Decode(error) => error.description(),
                 _ => "",
             };
-            let mut frame = Vec::new();
-            write_close_frame(code, reason, &mut frame);
-            frame
+            let too_large = matches!(
+                cause,
+                CloseCause::Ws(WsError::FrameTooLarge | WsError::MessageTooLarge)
+            );
+            let mut bytes = Vec::new();
+            if v5 && too_large {
+                let disconnect = Packet::Disconnect(Disconnect {
+                    reason: ReasonCode::PACKET_TOO_LARGE,
+                    properties: Properties::EMPTY,
+                });
+                bytes = frame(&disconnect, ProtocolVersion::V5, Transport::Ws);
+            }
+            write_close_frame(code, reason, &mut bytes);
+            bytes
         }),
         _ => None,
     }
@@ -175,20 +196,41 @@ mod tests {
             CloseCause::Handshake(HandshakeError::NotFound),
             Transport::Ws,
             false,
+            false,
         )
         .expect("an HTTP error");
         assert!(refused.starts_with(b"HTTP/1.1 404"));
-        let shutdown = last_words(CloseCause::Shutdown, Transport::Ws, true).expect("a frame");
+        let shutdown =
+            last_words(CloseCause::Shutdown, Transport::Ws, true, true).expect("a frame");
         assert_eq!(
             &shutdown[..4],
             &[0x88, 2, 0x03, 0xE9],
             "close frame, code 1001"
         );
-        assert_eq!(last_words(CloseCause::Shutdown, Transport::Ws, false), None);
-        assert_eq!(last_words(CloseCause::Shutdown, Transport::Tcp, true), None);
         assert_eq!(
-            last_words(CloseCause::PeerClosed, Transport::Ws, true),
+            last_words(CloseCause::Shutdown, Transport::Ws, false, false),
             None
         );
+        assert_eq!(
+            last_words(CloseCause::Shutdown, Transport::Tcp, true, true),
+            None
+        );
+        assert_eq!(
+            last_words(CloseCause::PeerClosed, Transport::Ws, true, true),
+            None
+        );
+    }
+
+    #[test]
+    fn an_oversize_frame_tells_an_mqtt5_client_0x95_first() {
+        let cause = CloseCause::Ws(WsError::FrameTooLarge);
+        let v5 = last_words(cause, Transport::Ws, true, true).expect("words");
+        // A binary frame holding DISCONNECT with reason 0x95, then close 1009 "frame too large".
+        let disconnect_len = usize::from(v5[1]);
+        assert_eq!(&v5[..5], &[0x82, v5[1], 0xE0, v5[3], 0x95]);
+        let close = &v5[2 + disconnect_len..];
+        assert_eq!(&close[..4], &[0x88, 17, 0x03, 0xF1], "then close 1009");
+        let v311 = last_words(cause, Transport::Ws, true, false).expect("words");
+        assert_eq!(v311, close);
     }
 }

@@ -498,9 +498,11 @@ fn serve_file(cx: &mut Ingest<'_>, request: &RequestHead<'_>, refusal: Handshake
             site.respond(request, cx.now)
         })
     };
+    // Nothing at the path: a plain request for a missing file is an HTTP 404 (and logged as
+    // one); only a GET of the upgrade path without its headers is a refused upgrade.
     let reply = match reply {
         Some(reply) => reply,
-        None if request.method == Method::Get => {
+        None if request.method == Method::Get && refusal != HandshakeError::NotFound => {
             return Flow::Close(CloseCause::Handshake(refusal));
         }
         None => http::response::reply_status(404, request.method),

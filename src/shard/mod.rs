@@ -241,6 +241,7 @@ impl Shard {
         let shard_count = setup.mailboxes.shard_count();
         let mut broker = Broker::new(setup.id, shard_count, limits.clone(), now);
         broker.set_topic_policies(&config.policies);
+        broker.set_response_topic_prefix(&config.response_topic_prefix);
         let addresses = Arc::clone(&setup.auth.addresses);
         let auth = AuthGate::new(
             setup.id,

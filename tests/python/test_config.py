@@ -55,3 +55,23 @@ def test_flags_override_the_file(start, tmp_path, clients):
     assert broker.ws_path == "/from-flag"
     c = clients(broker, "ws")
     c.subscribe("t/flags", 0)
+
+
+@pytest.mark.parametrize("flags, flag", [
+    (["--shards", "0"], "`--shards`"),
+    (["--log-level", "loud"], "`--log-level`"),
+    (["--ws-path", "mqtt"], "`--ws-path`"),
+])
+def test_bad_flag_is_named_as_typed(tmp_path, flags, flag):
+    result = run("--tcp", f"{HOST}:0", "--ws", f"{HOST}:0", *flags)
+    assert result.returncode != 0
+    assert flag in result.stderr, result.stderr
+
+
+def test_bad_file_value_is_named_by_its_key(tmp_path):
+    """The same value from the file is named by the file's key."""
+    cfg = tmp_path / "fanfare.toml"
+    cfg.write_text("shards = 0\n")
+    result = run("--config", str(cfg), "--tcp", f"{HOST}:0", "--ws", f"{HOST}:0")
+    assert result.returncode != 0
+    assert "`shards`" in result.stderr, result.stderr

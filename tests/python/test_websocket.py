@@ -259,3 +259,15 @@ def test_oversize_frame_closes_1009(start, wsconns, healthy_ws):
     frame = read_close(conn)
     assert frame is not None and frame.close_code == 1009
     check()
+
+
+@pytest.mark.fanfare_only
+def test_missing_file_is_logged_as_an_http_404(start):
+    broker = start(args=["--log-level", "debug"])
+    sock, resp, _ = http_request(broker.host, broker.ws_port,
+                                 b"GET /no-such-file.html HTTP/1.1\r\nHost: x\r\n\r\n")
+    sock.close()
+    assert resp.status == 404
+    line = broker.wait_for_log("HTTP request answered 404")
+    assert "upgrade refused" not in line
+    assert "upgrade refused" not in broker.log()
