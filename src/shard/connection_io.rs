@@ -196,6 +196,10 @@ impl Shard {
     fn on_received(&mut self, id: ConnId, buffer: RecvBuffer, armed: bool, now: Instant) {
         let feeding_before = self.outbox.to_other_shards.len();
         let mut cx = ingest_context!(self, id, now);
+        // A close asked for earlier this turn (an oversize packet, say) begins only when the
+        // turn's closes are carried out: what a second receive brought meanwhile is dropped,
+        // not decoded as the rest of a stream that already ended.
+        let closing = self.pending_closes.iter().any(|&(pending, _)| pending == id);
         let addresses = &self.addresses;
         let address_refused = std::cell::Cell::new(None);
         let on_header = |peer: &mut Peer, header: ProxyHeader| {
@@ -206,7 +210,7 @@ impl Shard {
         let read = self
             .io
             .read_received(id, buffer, on_header, |peer, data, tls| {
-                if address_refused.get().is_some() {
+                if closing || address_refused.get().is_some() {
                     // Closed below, with nothing of it read.
                     return (Flow::Continue, false, false);
                 }
