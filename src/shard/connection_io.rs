@@ -199,7 +199,10 @@ impl Shard {
         // A close asked for earlier this turn (an oversize packet, say) begins only when the
         // turn's closes are carried out: what a second receive brought meanwhile is dropped,
         // not decoded as the rest of a stream that already ended.
-        let closing = self.pending_closes.iter().any(|&(pending, _)| pending == id);
+        let closing = self
+            .pending_closes
+            .iter()
+            .any(|&(pending, _)| pending == id);
         let addresses = &self.addresses;
         let address_refused = std::cell::Cell::new(None);
         let on_header = |peer: &mut Peer, header: ProxyHeader| {
