@@ -65,7 +65,13 @@ cargo fmt --all -- --check || failed+=("cargo fmt")
 step "cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings || failed+=("cargo clippy")
 step "cargo test"
-cargo test --workspace || failed+=("cargo test")
+cargo_log=target/cargo-test.log
+mkdir -p target
+set +e
+cargo test --workspace 2>&1 | tee "$cargo_log"
+cargo_status=${PIPESTATUS[0]}
+set -e
+if [ "$cargo_status" -ne 0 ]; then failed+=("cargo test"); fi
 step "fuzz smoke (fuzz/, needs nightly)"
 scripts/fuzz-smoke.sh || failed+=("fuzz smoke")
 
@@ -82,17 +88,32 @@ set -e
 if [ "$pytest_status" -ne 0 ]; then failed+=("pytest"); fi
 
 step "web tests (fanfare.js, demo page, browsers)"
-scripts/test-web.sh || failed+=("web tests")
+web_log=target/web-tests.log
+set +e
+scripts/test-web.sh 2>&1 | tee "$web_log"
+web_status=${PIPESTATUS[0]}
+set -e
+if [ "$web_status" -ne 0 ]; then failed+=("web tests"); fi
 step "node --test $NODE_TESTS (MQTT.js)"
+node_log=target/node-tests.log
+set +e
 FANFARE_BIN="${FANFARE_BIN:-target/debug/fanfare}" \
-    node --test --test-reporter=dot "$NODE_TESTS/" || failed+=("node --test")
+    node --test --test-reporter=spec "$NODE_TESTS/" 2>&1 | tee "$node_log"
+node_status=${PIPESTATUS[0]}
+set -e
+if [ "$node_status" -ne 0 ]; then failed+=("node --test"); fi
 
+# How many tests each suite ran: the reporters' own summary lines.
+node_counts() { sed -n 's/^\(#\|ℹ\) \(pass\|fail\) \([0-9]*\)$/\2 \3/p' "$1" | tr '\n' ' '; }
 echo
+echo "cargo test: $(grep -o '[0-9]* passed' "$cargo_log" | awk '{n += $1} END {print n + 0}') passed"
+echo "web tests: $(node_counts "$web_log")"
+echo "node tests (MQTT.js): $(node_counts "$node_log")"
 if ((${#failed[@]})); then
     echo "FAILED: ${failed[*]}"
 else
     echo "all checks passed"
 fi
 # The pytest summary line last, for whoever reads only the end.
-tail -n 1 "$pytest_log"
+echo "pytest: $(tail -n 1 "$pytest_log")"
 ((${#failed[@]} == 0))
