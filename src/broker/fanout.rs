@@ -417,7 +417,18 @@ impl Broker {
     /// On reconnect: the unacknowledged publishes again with DUP=1, and PUBREL for those
     /// already PUBREC'd, in their original order [MQTT-4.4.0-1]; then whatever was queued.
     pub(crate) fn resume_outbound(&mut self, key: SessionKey, out: &mut Outbox) {
-        let Some(session) = self.sessions.get(key) else {
+        if let Some(session) = self.sessions.get_mut(key) {
+            session.outbound.mark_unsent();
+        }
+        self.drain_queue(key, out);
+    }
+
+    /// Sends again, with DUP=1 and their identifiers, the in-flight publishes and PUBRELs not
+    /// sent on this connection yet, as far as its window allows; a publish larger than its
+    /// Maximum Packet Size is discarded as if sent (counted in `too_large_for_client`).
+    fn resend_inflight(&mut self, key: SessionKey, out: &mut Outbox) {
+        let now = self.now;
+        let Some(session) = self.sessions.get_mut(key) else {
             return;
         };
         let Some(conn) = session.conn else {
@@ -426,8 +437,9 @@ impl Broker {
         let Some(connection) = self.clients.get(conn) else {
             return;
         };
-        let now = self.now;
-        for entry in session.outbound.inflight() {
+        while let Some(entry) = session.outbound.next_unsent(connection.send_window) {
+            entry.sent = true;
+            let id = entry.id;
             match &entry.state {
                 InflightState::Published {
                     message,
@@ -441,22 +453,30 @@ impl Broker {
                         retain: *retain,
                         dup: true,
                     };
-                    let chunk = PublishCache::new().with_id(message, variant, *ids, now, entry.id);
+                    let mut cache = PublishCache::new();
+                    let len = cache.packet_len(message, variant, *ids, now);
+                    if len > connection.packet_bytes_max as usize {
+                        self.stats.too_large_for_client += 1;
+                        session.outbound.discard(id);
+                        continue;
+                    }
+                    let chunk = cache.with_id(message, variant, *ids, now, id);
                     out.send(conn, chunk, Droppable::No);
                 }
                 InflightState::Released => {
                     let (transport, version) = (connection.transport, connection.version);
-                    let packet = Packet::PubRel(Ack::new(entry.id));
+                    let packet = Packet::PubRel(Ack::new(id));
                     super::reply::send_packet(out, conn, transport, version, &packet);
                 }
             }
         }
-        self.drain_queue(key, out);
     }
 
     /// Sends queued messages while the window of `key` has room (at most its send window),
     /// dropping those that expired or are larger than the client accepts.
     pub(crate) fn drain_queue(&mut self, key: SessionKey, out: &mut Outbox) {
+        // What was in flight before the client reconnected goes first, in order.
+        self.resend_inflight(key, out);
         let now = self.now;
         let Some(session) = self.sessions.get_mut(key) else {
             return;

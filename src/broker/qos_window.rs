@@ -33,6 +33,10 @@ pub(crate) struct Inflight {
     pub(crate) id: PacketId,
     pub(crate) qos: QoS,
     pub(crate) state: InflightState,
+    /// Sent on the client's current connection. After a reconnect every entry is sent again
+    /// with its identifier [MQTT-4.4.0-1], but only as many at once as the new connection's
+    /// Receive Maximum allows [MQTT-3.3.4-9]; the rest wait for acknowledgements.
+    pub(crate) sent: bool,
 }
 
 /// A message waiting for room in the window.
@@ -80,10 +84,6 @@ impl QosWindow {
             queue: VecDeque::new(),
             queue_bytes: 0,
         }
-    }
-
-    pub(crate) fn inflight(&self) -> impl Iterator<Item = &Inflight> {
-        self.inflight.iter()
     }
 
     #[cfg(test)]
@@ -147,6 +147,7 @@ impl QosWindow {
         let id = self.allocate_id();
         self.inflight.push_back(Inflight {
             id,
+            sent: true,
             qos: queued.qos,
             state: InflightState::Published {
                 message: queued.message,
@@ -210,6 +211,31 @@ impl QosWindow {
         }
         self.inflight.remove(index);
         AckOutcome::Freed
+    }
+
+    /// A new connection of the session: every entry is to be sent again.
+    pub(crate) fn mark_unsent(&mut self) {
+        for entry in &mut self.inflight {
+            entry.sent = false;
+        }
+    }
+
+    /// The oldest entry still to be sent again, if the window (`window` entries sent and not
+    /// acknowledged) has room for it.
+    pub(crate) fn next_unsent(&mut self, window: u16) -> Option<&mut Inflight> {
+        let sent = self.inflight.iter().filter(|entry| entry.sent).count();
+        if sent >= usize::from(window) {
+            return None;
+        }
+        self.inflight.iter_mut().find(|entry| !entry.sent)
+    }
+
+    /// Forgets an entry as if it had completed: a publish larger than the new connection's
+    /// Maximum Packet Size is discarded, not sent [MQTT-3.1.2-25].
+    pub(crate) fn discard(&mut self, id: PacketId) {
+        if let Some(index) = self.position(id) {
+            self.inflight.remove(index);
+        }
     }
 
     fn position(&self, id: PacketId) -> Option<usize> {

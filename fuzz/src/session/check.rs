@@ -103,26 +103,23 @@ impl World {
             match &packet {
                 Packet::Publish(publish) => {
                     assert!(!publish.topic.is_empty(), "the broker sets no topic alias");
-                    // Publishes resent at reconnect (DUP) are exempt: the broker resends what
-                    // was in flight whatever the new connection's Maximum Packet Size
-                    // (`Broker::resume_outbound`), a known finding (docs/testing.md).
+                    // Resends at reconnect (DUP) too [MQTT-3.1.2-24], [MQTT-3.3.4-9].
                     assert!(
-                        publish.dup || used <= conn.packet_bytes_max as usize,
+                        used <= conn.packet_bytes_max as usize,
                         "a {used}-byte publish to a client whose Maximum Packet Size is {}",
                         conn.packet_bytes_max
                     );
                     if let Some(packet_id) = publish.delivery.packet_id() {
                         let entry = (packet_id.get(), publish.delivery.qos());
                         let in_use = conn.inflight.iter().any(|&(id, _)| id == entry.0);
-                        if !publish.dup {
-                            assert!(!in_use, "{packet_id:?} reused while in flight");
+                        if in_use {
+                            assert!(publish.dup, "{packet_id:?} reused while in flight");
+                        } else {
                             assert!(
                                 conn.inflight.len() < conn.window,
                                 "more than {} QoS 1/2 publishes in flight",
                                 conn.window
                             );
-                        }
-                        if !in_use {
                             conn.inflight.push(entry);
                         }
                     }
