@@ -29,6 +29,7 @@ fanfare: an MQTT broker for massive fan-out over WebSockets
 
 Usage: fanfare [OPTIONS]
        fanfare passwd [-c | -D | -b] FILE USER [PASSWORD]   (see fanfare passwd --help)
+       fanfare check-config FILE   check a configuration file, print the effective settings
 
 Options:
   --config FILE      read settings from a TOML file (flags below override it)
@@ -53,6 +54,13 @@ fn main() -> ExitCode {
         .is_some_and(|arg| arg == "passwd")
     {
         return fanfare::auth::passwd_cli::main(std::env::args_os().skip(2));
+    }
+    // `fanfare check-config FILE` checks a configuration file and starts no broker.
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|arg| arg == "check-config")
+    {
+        return fanfare::check_config::main(std::env::args_os().skip(2));
     }
     match run() {
         Ok(()) => ExitCode::SUCCESS,
@@ -121,11 +129,7 @@ fn parse_args() -> anyhow::Result<Option<Config>> {
         }
     }
     let mut config = match config_file {
-        Some(path) => {
-            let text = std::fs::read_to_string(&path)
-                .with_context(|| format!("cannot read config file {path}"))?;
-            Config::from_toml(&text, &path)?
-        }
+        Some(path) => Config::read_file(&path)?,
         None => Config::default(),
     };
     for (flag, _, value) in &overrides {
