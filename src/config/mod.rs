@@ -5,12 +5,14 @@
 
 mod auth;
 mod effective;
+mod live;
 mod tls;
 
 use std::net::SocketAddr;
 
 pub use auth::AuthSettings;
 pub use effective::effective_toml;
+pub use live::{LIVE_KEYS, Reload, SharedConfig};
 pub use tls::{ClientAuth, KtlsMode, SniCertificate, TlsSettings, TlsVersion};
 
 use crate::conn::{SlowConsumer, Transport};
