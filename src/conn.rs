@@ -162,7 +162,7 @@ pub enum Droppable {
 /// What happens to a QoS 0 publish for a connection whose send queue already holds
 /// `queue_bytes_max`: the peer reads more slowly than messages arrive. Configured per listener
 /// (`tcp_slow_consumer`, `ws_slow_consumer`) and per topic filter (`[[policy]]`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum SlowConsumer {
     /// Drop the oldest queued QoS 0 publishes until the new one fits: a reader that fell

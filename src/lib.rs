@@ -72,6 +72,7 @@
 
 pub mod auth;
 pub mod broker;
+pub mod check_config;
 pub mod config;
 pub mod conn;
 pub mod http;

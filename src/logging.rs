@@ -3,6 +3,7 @@
 //! no pattern to split a line, and never see a message's own newline start a new record.
 
 use std::io::Write as _;
+use std::sync::{OnceLock, RwLock};
 
 use crate::config::LogFormat;
 
@@ -30,8 +31,40 @@ pub fn json_line(time: &str, level: &str, target: &str, message: &str) -> String
     serde_json::to_string(&record).expect("a struct of strings always serializes")
 }
 
-/// Installs the logger: `level` (`log_level`) first, then `FANFARE_LOG` overrides it.
-pub fn init(level: &str, format: LogFormat) {
+/// The logger in force; `log_level` can change while the broker runs (SIGHUP).
+static LOGGER: OnceLock<Reloadable> = OnceLock::new();
+
+/// env_logger's logger behind a lock, so that a reload swaps its filter. A record takes the
+/// read lock once; the `log` crate's max level turns records off before that.
+struct Reloadable {
+    format: LogFormat,
+    inner: RwLock<env_logger::Logger>,
+}
+
+impl Reloadable {
+    fn inner(&self) -> std::sync::RwLockReadGuard<'_, env_logger::Logger> {
+        self.inner
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl log::Log for Reloadable {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        self.inner().enabled(metadata)
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        self.inner().log(record)
+    }
+
+    fn flush(&self) {
+        self.inner().flush()
+    }
+}
+
+/// A logger for `level` (`log_level`), which `FANFARE_LOG` overrides.
+fn build(level: &str, format: LogFormat) -> env_logger::Logger {
     let mut builder = env_logger::Builder::new();
     builder
         .parse_filters(level)
@@ -45,7 +78,30 @@ pub fn init(level: &str, format: LogFormat) {
             writeln!(buf, "{line}")
         });
     }
-    builder.init();
+    builder.build()
+}
+
+/// Installs the logger: `level` (`log_level`) first, then `FANFARE_LOG` overrides it.
+pub fn init(level: &str, format: LogFormat) {
+    let logger = build(level, format);
+    log::set_max_level(logger.filter());
+    let logger = LOGGER.get_or_init(|| Reloadable {
+        format,
+        inner: RwLock::new(logger),
+    });
+    // Only a second `init` fails here, which keeps the first logger.
+    let _ = log::set_logger(logger);
+}
+
+/// Applies a reloaded `log_level`; `FANFARE_LOG` still overrides it, as at start-up.
+pub fn set_level(level: &str) {
+    let Some(logger) = LOGGER.get() else { return };
+    let new = build(level, logger.format);
+    log::set_max_level(new.filter());
+    *logger
+        .inner
+        .write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner()) = new;
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use mimalloc::MiMalloc;
 
 use fanfare::auth::{Policy, SharedPolicy};
-use fanfare::config::{Config, KtlsMode, LogFormat, parse_listener};
+use fanfare::config::{Config, KtlsMode, LogFormat, Reload, SharedConfig, parse_listener};
 use fanfare::metrics::Metrics;
 use fanfare::net::instance_lock::InstanceLock;
 use fanfare::net::ktls::{self, KtlsSupport};
@@ -29,6 +29,7 @@ fanfare: an MQTT broker for massive fan-out over WebSockets
 
 Usage: fanfare [OPTIONS]
        fanfare passwd [-c | -D | -b] FILE USER [PASSWORD]   (see fanfare passwd --help)
+       fanfare check-config FILE   check a configuration file, print the effective settings
 
 Options:
   --config FILE      read settings from a TOML file (flags below override it)
@@ -53,6 +54,13 @@ fn main() -> ExitCode {
         .is_some_and(|arg| arg == "passwd")
     {
         return fanfare::auth::passwd_cli::main(std::env::args_os().skip(2));
+    }
+    // `fanfare check-config FILE` checks a configuration file and starts no broker.
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|arg| arg == "check-config")
+    {
+        return fanfare::check_config::main(std::env::args_os().skip(2));
     }
     match run() {
         Ok(()) => ExitCode::SUCCESS,
@@ -92,23 +100,31 @@ const FLAG_KEYS: [(&str, &str); 10] = [
     ("--log-format", "log_format"),
 ];
 
-fn parse_args() -> anyhow::Result<Option<Config>> {
+/// What the command line asks for: a file, and the flags that override its keys.
+struct Args {
+    config_file: Option<String>,
+    /// (flag, the key it sets, value), in the order given.
+    overrides: Vec<(&'static str, &'static str, String)>,
+}
+
+fn parse_args() -> anyhow::Result<Option<Args>> {
     use lexopt::prelude::*;
     let mut parser = lexopt::Parser::from_env();
-    let mut config_file = None;
-    // (flag, the key it sets, value), in the order given.
-    let mut overrides: Vec<(&'static str, &'static str, String)> = Vec::new();
+    let mut args = Args {
+        config_file: None,
+        overrides: Vec::new(),
+    };
     while let Some(arg) = parser.next()? {
         let flag_key = match arg {
             Long(name) => FLAG_KEYS.iter().find(|(flag, _)| flag[2..] == *name),
             _ => None,
         };
         if let Some(&(flag, key)) = flag_key {
-            overrides.push((flag, key, parser.value()?.string()?));
+            args.overrides.push((flag, key, parser.value()?.string()?));
             continue;
         }
         match arg {
-            Long("config") => config_file = Some(parser.value()?.string()?),
+            Long("config") => args.config_file = Some(parser.value()?.string()?),
             Short('h') | Long("help") => {
                 print!("{USAGE}");
                 return Ok(None);
@@ -120,15 +136,16 @@ fn parse_args() -> anyhow::Result<Option<Config>> {
             _ => return Err(arg.unexpected().into()),
         }
     }
-    let mut config = match config_file {
-        Some(path) => {
-            let text = std::fs::read_to_string(&path)
-                .with_context(|| format!("cannot read config file {path}"))?;
-            Config::from_toml(&text, &path)?
-        }
+    Ok(Some(args))
+}
+
+/// The file, then the flags over it, validated: at start-up, and again on SIGHUP.
+fn load_config(args: &Args) -> anyhow::Result<Config> {
+    let mut config = match &args.config_file {
+        Some(path) => Config::read_file(path)?,
         None => Config::default(),
     };
-    for (flag, _, value) in &overrides {
+    for (flag, _, value) in &args.overrides {
         let value = value.clone();
         match *flag {
             "--tcp" => config.tcp = parse_listener(flag, &value)?,
@@ -149,11 +166,11 @@ fn parse_args() -> anyhow::Result<Option<Config>> {
     }
     // A value a flag set is wrong: the error names the flag, not the key it set.
     config.validate().map_err(|error| {
-        overrides
+        args.overrides
             .iter()
             .fold(error, |error, (flag, key, _)| error.from_flag(key, flag))
     })?;
-    Ok(Some(config))
+    Ok(config)
 }
 
 /// Per shard, its listening sockets (one per listener, joined with `SO_REUSEPORT`), and the
@@ -197,6 +214,45 @@ fn bind_listeners(config: &Config) -> anyhow::Result<(Listeners, Vec<(String, bo
     }
 
     Ok((per_shard, announced))
+}
+
+/// SIGHUP: reads the configuration file again, with the command line's flags over it, and
+/// applies the keys that can change live; the others keep their running values, and are named.
+/// A file that does not load or validate is logged, and the running configuration stays.
+fn reload_config(args: &Args, live_config: &SharedConfig) {
+    let Some(path) = &args.config_file else {
+        log::info!("SIGHUP received: no --config file, no configuration to reload");
+        return;
+    };
+    let file = match load_config(args) {
+        Ok(file) => file,
+        Err(e) => {
+            log::error!(
+                "SIGHUP received: {path} not applied, keeping the running configuration: {e:#}"
+            );
+            return;
+        }
+    };
+    let (_, running) = live_config.current();
+    let reload = Reload::new(&running, &file);
+    if !reload.kept.is_empty() {
+        log::warn!(
+            "SIGHUP received: {path}: {} cannot change while the broker runs, kept as they were until a restart",
+            reload.kept.join(", ")
+        );
+    }
+    if reload.applied.is_empty() {
+        log::info!("SIGHUP received: {path} reloaded, no live setting changed");
+        return;
+    }
+    if reload.config.log_level != running.log_level {
+        fanfare::logging::set_level(&reload.config.log_level);
+    }
+    live_config.replace(reload.config);
+    log::info!(
+        "SIGHUP received: {path} reloaded, applied: {}",
+        reload.applied.join(", ")
+    );
 }
 
 /// SIGHUP: reads the password, ACL and JWT key files again. Each shard takes the new policy
@@ -257,12 +313,13 @@ fn stop_shards(
 fn run() -> Result<(), Failure> {
     // First, so that as little of the heap as possible is touched with huge pages on.
     let small_pages = sys::disable_transparent_huge_pages();
-    let Some(config) = parse_args()? else {
+    let Some(args) = parse_args()? else {
         return Ok(());
     };
+    let config = load_config(&args)?;
     fanfare::logging::init(&config.log_level, config.log_format);
     let log_format = config.log_format;
-    match serve(config, small_pages) {
+    match serve(config, &args, small_pages) {
         Ok(()) => Ok(()),
         Err(e) if log_format == LogFormat::Json => {
             log::error!("{e:#}");
@@ -273,7 +330,7 @@ fn run() -> Result<(), Failure> {
 }
 
 /// Everything after the logger is set up: listen, start the shards, wait for a stop.
-fn serve(config: Config, small_pages: std::io::Result<()>) -> anyhow::Result<()> {
+fn serve(config: Config, args: &Args, small_pages: std::io::Result<()>) -> anyhow::Result<()> {
     if let Err(e) = small_pages {
         // Only memory is at stake: huge pages inflate RSS, they do not break anything.
         log::warn!("cannot turn transparent huge pages off: {e}; RSS will count whole 2 MiB pages");
@@ -306,6 +363,7 @@ fn serve(config: Config, small_pages: std::io::Result<()>) -> anyhow::Result<()>
     let _lock = InstanceLock::acquire(&listening)?;
     let (per_shard, announced) = bind_listeners(&config)?;
     let config = Arc::new(config);
+    let live_config = Arc::new(SharedConfig::new(Arc::clone(&config)));
     let metrics = Arc::new(Metrics::new(config.shards));
     let heartbeats = Arc::new(Heartbeats::new(config.shards));
     let mailboxes = Arc::new(Mailboxes::new(
@@ -335,7 +393,7 @@ fn serve(config: Config, small_pages: std::io::Result<()>) -> anyhow::Result<()>
         let setup = ShardSetup {
             id,
             auth: auth.clone(),
-            config: config.clone(),
+            config: live_config.clone(),
             mailboxes: mailboxes.clone(),
             stop: stop.clone(),
             listeners,
@@ -379,6 +437,7 @@ fn serve(config: Config, small_pages: std::io::Result<()>) -> anyhow::Result<()>
         match service.wait_for_signal() {
             Signal::Stop(signal) => break signal,
             Signal::Reload => {
+                reload_config(args, &live_config);
                 reload_tls(&config, tls.as_deref(), kernel_support.is_some());
                 reload_auth(&config, &auth);
             }

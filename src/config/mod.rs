@@ -4,11 +4,15 @@
 //! `0` never means "unlimited": a limit is always a limit.
 
 mod auth;
+mod effective;
+mod live;
 mod tls;
 
 use std::net::SocketAddr;
 
 pub use auth::AuthSettings;
+pub use effective::effective_toml;
+pub use live::{LIVE_KEYS, Reload, SharedConfig};
 pub use tls::{ClientAuth, KtlsMode, SniCertificate, TlsSettings, TlsVersion};
 
 use crate::conn::{SlowConsumer, Transport};
@@ -38,7 +42,7 @@ const PAYLOAD_BYTES_GUARANTEED: u32 = 1024 * 1024;
 const PACKET_BYTES_DEFAULT: u32 = PAYLOAD_BYTES_GUARANTEED + 16 * 1024;
 
 /// Every bound the broker enforces on what peers control.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Limits {
     /// Largest MQTT packet accepted, fixed header included. Limits the spill allocation a
     /// peer controls; checked on the fixed header before the body is read.
@@ -315,7 +319,7 @@ impl Limits {
 
 /// A `[[policy]]` table: the slow consumer policy of the publishes whose topic name matches
 /// `filter`, overriding the listener's. The first matching policy wins.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TopicPolicy {
     pub filter: String,
@@ -343,7 +347,7 @@ pub struct ProxyProtocol {
 pub const SYS_INTERVAL_S_MAX: u32 = 86_400;
 
 /// How log lines are written to stderr (`log_format`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// `[time level target] message`, for a person reading a terminal or the journal.
@@ -708,6 +712,16 @@ impl Config {
             config.sys_interval_s = interval;
         }
         Ok(config)
+    }
+
+    /// Reads the TOML file at `path` on top of the defaults, as `--config` does; not yet
+    /// validated, since flags may still override it.
+    pub fn read_file(path: &str) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            message: format!("cannot read config file {path}: {e}"),
+            key: None,
+        })?;
+        Config::from_toml(&text, path)
     }
 
     /// Checks every value; the error names the key.

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use super::ConfigError;
 
 /// Whether clients of the TLS listeners present a certificate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ClientAuth {
     /// No client certificate is asked for.
@@ -22,7 +22,7 @@ pub enum ClientAuth {
 }
 
 /// A TLS protocol version the listeners accept.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 pub enum TlsVersion {
     #[serde(rename = "1.2")]
     Tls12,
@@ -32,7 +32,7 @@ pub enum TlsVersion {
 
 /// Whether an established TLS connection's keys go to the kernel (kTLS), so sends stay plain
 /// io_uring sends of shared bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum KtlsMode {
     /// When the start-up probe finds the kernel's `tls` module.
@@ -42,7 +42,7 @@ pub enum KtlsMode {
 }
 
 /// A certificate served to clients that ask for `server_name` (SNI).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SniCertificate {
     pub server_name: String,

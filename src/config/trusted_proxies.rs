@@ -46,6 +46,14 @@ impl TrustedProxies {
         Ok(TrustedProxies { networks })
     }
 
+    /// The networks in CIDR notation, as `trusted_proxies` accepts them.
+    pub fn entries(&self) -> Vec<String> {
+        self.networks
+            .iter()
+            .map(|network| format!("{}/{}", network.address, network.prefix_bits))
+            .collect()
+    }
+
     /// Whether `ip` is in one of the networks. An IPv4-mapped IPv6 address (`::ffff:a.b.c.d`,
     /// how a dual-stack socket reports an IPv4 peer) is its IPv4 address as well, and the
     /// reverse.

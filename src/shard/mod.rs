@@ -36,7 +36,7 @@ use log::{info, warn};
 
 use crate::auth::SharedPolicy;
 use crate::broker::{Broker, Outbox};
-use crate::config::Config;
+use crate::config::{Config, SharedConfig};
 use crate::conn::ConnId;
 use crate::metrics::{LoopCounts, Metrics, ShardFigures, SlowConsumerCounts};
 use crate::net::io::{Event, Io, IoSetup};
@@ -86,7 +86,8 @@ pub struct AuthSetup {
 pub struct ShardSetup {
     pub id: usize,
     pub auth: AuthSetup,
-    pub config: Arc<Config>,
+    /// The configuration in force; a SIGHUP may replace its live keys.
+    pub config: Arc<SharedConfig>,
     pub mailboxes: Arc<Mailboxes>,
     pub stop: Arc<AtomicBool>,
     pub listeners: Vec<(ListenerKind, TcpListener)>,
@@ -143,6 +144,9 @@ struct Shard {
     io: Io<Peer>,
     id: usize,
     config: Arc<Config>,
+    /// Where a reloaded configuration comes from, and the generation `config` is of.
+    live_config: Arc<SharedConfig>,
+    config_generation: u64,
     decode_limits: DecodeLimits,
     frame_limits: FrameLimits,
     mailboxes: Arc<Mailboxes>,
@@ -217,7 +221,8 @@ use ingest_context;
 
 impl Shard {
     fn new(setup: ShardSetup) -> Result<Shard, RingUnavailable> {
-        let config = setup.config;
+        let live_config = setup.config;
+        let (config_generation, config) = live_config.current();
         let limits = &config.limits;
         let io = Io::new(IoSetup {
             ring_entries: RING_ENTRIES,
@@ -303,6 +308,8 @@ impl Shard {
             stop_deadline: None,
             busy: false,
             config,
+            live_config,
+            config_generation,
         })
     }
 
@@ -340,6 +347,7 @@ impl Shard {
             let policy = Arc::clone(self.auth.policy());
             self.broker.set_policy(Some(policy), &mut self.outbox);
         }
+        self.refresh_config();
         self.handle_events(now);
         self.take_handoffs(now);
         self.take_verdicts(now);
@@ -362,6 +370,17 @@ impl Shard {
         self.wake_other_shards();
         self.stop_deadline
             .is_some_and(|deadline| self.io.is_empty() || now >= deadline)
+    }
+
+    /// Takes a reloaded configuration, if there is one. Only its live keys differ from the
+    /// running one ([`crate::config::Reload`]): the slow consumer policies are read from
+    /// `config` where they apply, the topic policies are handed to the broker here.
+    fn refresh_config(&mut self) {
+        if self.live_config.generation() == self.config_generation {
+            return;
+        }
+        (self.config_generation, self.config) = self.live_config.current();
+        self.broker.set_topic_policies(&self.config.policies);
     }
 
     fn tick(&mut self, now: Instant) {

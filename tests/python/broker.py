@@ -136,7 +136,7 @@ class Broker:
             time.sleep(0.02)
 
     def reload(self) -> None:
-        """SIGHUP: fanfare reads its certificate files again."""
+        """SIGHUP: fanfare reads its configuration file, certificates and auth files again."""
         assert self.alive(), "broker is not running"
         self.proc.send_signal(signal.SIGHUP)
 

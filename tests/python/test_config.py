@@ -75,3 +75,36 @@ def test_bad_file_value_is_named_by_its_key(tmp_path):
     result = run("--config", str(cfg), "--tcp", f"{HOST}:0", "--ws", f"{HOST}:0")
     assert result.returncode != 0
     assert "`shards`" in result.stderr, result.stderr
+
+
+def test_check_config_prints_the_effective_configuration(tmp_path):
+    cfg = tmp_path / "good.toml"
+    cfg.write_text('log_level = "debug"\n[limits]\ninflight_max = 5\n')
+    result = run("check-config", str(cfg))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert 'log_level = "debug"' in lines           # from the file
+    assert "inflight_max = 5" in lines              # from the file, in [limits]
+    assert 'ws_path = "/mqtt"' in lines             # a default
+    assert "[limits]" in lines and "[tls]" in lines and "[auth]" in lines
+    # What it prints is a configuration the broker reads back as is.
+    again = tmp_path / "again.toml"
+    again.write_text(result.stdout)
+    assert run("check-config", str(again)).stdout == result.stdout
+
+
+@pytest.mark.parametrize("text, names", [
+    ('[limits]\ninflight_max = "many"\n', ["inflight_max", "line 2"]),
+    ('log_level = "loud"\n', ["log_level"]),
+    ('[auth]\npassword_file = "{missing}"\n', ["auth.password_file", "missing.passwd"]),
+    ('mqtts = "127.0.0.1:0"\n[tls]\ncert_file = "{missing}"\nkey_file = "{missing}"\n',
+     ["missing.passwd"]),
+])
+def test_check_config_reports_errors(tmp_path, text, names):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(text.replace("{missing}", str(tmp_path / "missing.passwd")))
+    result = run("check-config", str(cfg))
+    assert result.returncode != 0
+    assert result.stdout == ""
+    for name in names:
+        assert name in result.stderr, result.stderr

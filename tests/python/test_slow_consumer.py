@@ -13,10 +13,11 @@ import socket
 import struct
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
-from broker import Broker
+from broker import Broker, write_toml
 from rawmqtt import SUBACK, Mqtt, TcpConn, assert_loopback, publish, subscribe
 from scrape import wait_for_metric
 
@@ -244,4 +245,18 @@ def test_disconnect_policy_closes_a_stalled_subscriber(start, raw, readers, topi
     paced_publish(pub, healthy, [f"{topic}/a"], 0, 5_000, payload_bytes=200)
     stalled.wait_closed(timeout=WAIT_S)
     assert "peer stopped reading" in broker.log()
+    wait_for_metric(broker, "fanfare_slow_consumer_disconnects_total", lambda n: n == 1)
+
+
+@pytest.mark.fanfare_only
+def test_sighup_changes_the_slow_consumer_policy_live(start, raw, readers, topic):
+    broker = start(config={"tcp_slow_consumer": "drop-oldest"})
+    args = broker.proc.args
+    config_file = args[args.index("--config") + 1]
+    write_toml(Path(config_file), {"tcp_slow_consumer": "disconnect"})
+    broker.reload()
+    broker.wait_for_log("reloaded, applied: tcp_slow_consumer")
+    stalled, healthy, pub = stalled_healthy_and_publisher(broker, raw, readers, topic)
+    paced_publish(pub, healthy, [f"{topic}/a"], 0, 5_000, payload_bytes=200)
+    stalled.wait_closed(timeout=WAIT_S)
     wait_for_metric(broker, "fanfare_slow_consumer_disconnects_total", lambda n: n == 1)
