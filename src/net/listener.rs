@@ -52,11 +52,22 @@ const BACKLOG: i32 = 4096;
 pub fn bind_reuseport(addr: SocketAddr, shards: usize) -> io::Result<Vec<TcpListener>> {
     let mut listeners = Vec::with_capacity(shards);
     let mut bound = addr;
-    for _ in 0..shards {
+    for index in 0..shards {
         let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
         socket.set_reuse_address(true)?;
-        socket.set_reuse_port(true)?;
+        // For port 0 the first socket binds without SO_REUSEPORT: when free ports run short
+        // (many TIME_WAIT sockets, a busy test run) the kernel may otherwise hand out a port
+        // another process's SO_REUSEPORT group listens on, and split its clients between two
+        // brokers. Without the flag only a port nobody listens on will do; the flag is set
+        // before `listen`, so the other shards still join the group.
+        let shared_from_bind = index > 0 || addr.port() != 0;
+        if shared_from_bind {
+            socket.set_reuse_port(true)?;
+        }
         socket.bind(&bound.into())?;
+        if !shared_from_bind {
+            socket.set_reuse_port(true)?;
+        }
         socket.listen(BACKLOG)?;
         let listener: TcpListener = socket.into();
         if let Ok(local) = listener.local_addr() {
