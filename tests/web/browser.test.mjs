@@ -394,13 +394,15 @@ test("anonymous browser: the demo page reads scores, its publishes reach no one"
     username: "backend", password, reconnectPeriod: 0, connectTimeout: 10_000,
   });
   const backend = asBackend(), watcher = asBackend();
+  // Listened for before anything is awaited: a client may connect while the page opens.
+  const connected = Promise.all([["backend", backend], ["watcher", watcher]].map(([name, client]) =>
+    within(10_000, `${name} CONNACK`, Promise.race([
+      once(client, "connect"), once(client, "error").then(([e]) => Promise.reject(e))]))));
   const page = await newPage();
   try {
-    // Both listened for at once: the second may connect while the first is awaited.
-    await Promise.all([["backend", backend], ["watcher", watcher]].map(([name, client]) =>
-      within(10_000, `${name} CONNACK`, Promise.race([
-        once(client, "connect"), once(client, "error").then(([e]) => Promise.reject(e))]))))
-      .catch((e) => { throw new Error(`${e.message}; the broker said:\n${guarded.stderr().slice(-6000)}`); });
+    await connected.catch((e) => {
+      throw new Error(`${e.message}; the broker said:\n${guarded.stderr().slice(-6000)}`);
+    });
     const topic = "scores/anon-match";
     const seen = [];
     let markerSeen;
