@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import mqtt from "mqtt";
 
-import { passwd, startBroker } from "./broker.mjs";
+import { collectMessages, passwd, startBroker } from "./broker.mjs";
 
 // Passwords are checked with argon2id on a verifier thread: a CONNACK may take a moment.
 const WAIT_MS = 10_000;
@@ -39,24 +39,7 @@ after(() => {
 function attempt(url, options) {
   const c = mqtt.connect(url, { reconnectPeriod: 0, connectTimeout: WAIT_MS, clientId: uid("js-auth"), ...options });
   opened.push(c);
-  c.inbox = [];
-  c.waiters = [];
-  c.on("message", (topic, payload) => {
-    const m = { topic, payload: payload.toString() };
-    const waiter = c.waiters.shift();
-    if (waiter) waiter(m);
-    else c.inbox.push(m);
-  });
-  c.next = () =>
-    c.inbox.length
-      ? Promise.resolve(c.inbox.shift())
-      : new Promise((done, fail) => {
-          const timer = setTimeout(() => fail(new Error("no message in time")), WAIT_MS);
-          c.waiters.push((m) => {
-            clearTimeout(timer);
-            done(m);
-          });
-        });
+  collectMessages(c, WAIT_MS);
   return new Promise((done, fail) => {
     const timer = setTimeout(() => fail(new Error(`no CONNACK from ${url} in time`)), WAIT_MS + 1000);
     c.once("connect", () => {

@@ -84,3 +84,28 @@ export async function startBroker({ tls, config, auth } = {}) {
   };
   return broker;
 }
+
+/** Keeps `client`'s deliveries in order: `client.next()` resolves with the next one
+ * (`{ topic, payload }`, and the MQTT.js `packet`, not enumerable so that whole messages compare
+ * by topic and payload), or fails after `waitMs`. */
+export function collectMessages(client, waitMs) {
+  const inbox = [];
+  const waiters = [];
+  client.on("message", (topic, payload, packet) => {
+    const m = Object.defineProperty({ topic, payload: payload.toString() }, "packet", { value: packet });
+    const waiter = waiters.shift();
+    if (waiter) waiter(m);
+    else inbox.push(m);
+  });
+  client.next = () =>
+    inbox.length
+      ? Promise.resolve(inbox.shift())
+      : new Promise((done, fail) => {
+          const timer = setTimeout(() => fail(new Error("no message in time")), waitMs);
+          waiters.push((m) => {
+            clearTimeout(timer);
+            done(m);
+          });
+        });
+  return client;
+}

@@ -9,7 +9,7 @@ import { after, before, describe, test } from "node:test";
 import tls from "node:tls";
 import mqtt from "mqtt";
 
-import { startBroker } from "./broker.mjs";
+import { collectMessages, startBroker } from "./broker.mjs";
 import { makeTestCerts } from "./certs.mjs";
 
 const WAIT_MS = 5000;
@@ -36,24 +36,7 @@ after(() => {
 function connect(url, options) {
   const c = mqtt.connect(url, { reconnectPeriod: 0, connectTimeout: WAIT_MS, clientId: uid("js-tls"), ...options });
   opened.push(c);
-  c.inbox = [];
-  c.waiters = [];
-  c.on("message", (topic, payload, packet) => {
-    const m = { topic, payload: payload.toString(), packet };
-    const waiter = c.waiters.shift();
-    if (waiter) waiter(m);
-    else c.inbox.push(m);
-  });
-  c.next = () =>
-    c.inbox.length
-      ? Promise.resolve(c.inbox.shift())
-      : new Promise((done, fail) => {
-          const timer = setTimeout(() => fail(new Error("no message in time")), WAIT_MS);
-          c.waiters.push((m) => {
-            clearTimeout(timer);
-            done(m);
-          });
-        });
+  collectMessages(c, WAIT_MS);
   return new Promise((done, fail) => {
     const timer = setTimeout(() => fail(new Error(`no CONNACK nor error from ${url} in time`)), WAIT_MS + 1000);
     c.once("connect", (connack) => {
