@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use anyhow::{Context, bail};
-use mimalloc::MiMalloc;
 
 use fanfare::auth::{Policy, SharedPolicy};
 use fanfare::config::{Config, KtlsMode, LogFormat, Reload, SharedConfig, parse_listener};
@@ -22,7 +21,7 @@ use fanfare::shard::{self, AddressBook, AuthSetup, Heartbeats, ShardSetup};
 use fanfare::tls::{SharedTls, TlsServers};
 
 #[global_allocator]
-static GLOBAL: MiMalloc = MiMalloc;
+static GLOBAL: fanfare::net::allocator::Allocator = fanfare::net::allocator::Allocator;
 
 const USAGE: &str = "\
 fanfare: an MQTT broker for massive fan-out over WebSockets

@@ -225,6 +225,8 @@ impl<T: Default> Arena<T> {
         let kept = self.entries.vacate(index as usize, released);
         if kept < before {
             self.free.retain(|&Reverse(free)| (free as usize) < kept);
+            // The vacant list follows the pages held: at most one page's worth when empty.
+            self.free.shrink_to(kept);
         }
         if (index as usize) < kept {
             self.free.push(Reverse(index));
@@ -255,13 +257,22 @@ impl<T: Default> std::ops::IndexMut<u32> for Arena<T> {
     }
 }
 
-/// Halves the spare room of an empty scratch vector, down to `floor` entries. Called once a
-/// second on the vectors a shard reuses every turn: one that a burst grew (a fan-out's outbox
-/// can hold 65 536 chunks) gives its memory back within seconds of going quiet, and one under
-/// steady load reallocates at most once a second.
-pub fn shed<T>(scratch: &mut Vec<T>, floor: usize) {
-    if scratch.is_empty() && scratch.capacity() > floor {
-        scratch.shrink_to((scratch.capacity() / 2).max(floor));
+/// Halves the room of an empty scratch vector, and lets go of it once it is small. Called once a
+/// second, from the shard's tick, on the vectors a shard reuses every turn: one that a burst
+/// grew (a fan-out's outbox can hold 65 536 chunks) gives its memory back within seconds of
+/// going quiet, and one under steady load reallocates once a second. A quiet shard keeps no
+/// scratch block at all: one kept would pin the allocator page it sits in, which the burst
+/// that grew it filled with messages since freed (`net::allocator`).
+pub fn shed<T>(scratch: &mut Vec<T>) {
+    /// Below this many entries the room is not halved but given up.
+    const SMALLEST_KEPT: usize = 16;
+    if !scratch.is_empty() {
+        return;
+    }
+    if scratch.capacity() / 2 < SMALLEST_KEPT {
+        *scratch = Vec::new();
+    } else {
+        scratch.shrink_to(scratch.capacity() / 2);
     }
 }
 

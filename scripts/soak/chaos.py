@@ -203,7 +203,7 @@ class Broker:
 async def start_broker(args, artifacts: Path) -> Broker:
     """Starts fanfare with two shards on port 0 and reads the ports it prints."""
     config = artifacts / "fanfare.toml"
-    config.write_text("[limits]\n"
+    config.write_text(args.broker_toml.replace("\\n", "\n") + "\n[limits]\n"
                       f"connect_timeout_ms = {args.connect_timeout_ms}\n"
                       f"ws_handshake_timeout_ms = {args.ws_handshake_timeout_ms}\n")
     log_path = artifacts / "broker.log"
@@ -543,6 +543,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--only", default="",
                    help="comma-separated behaviours to run alone (to chase one problem): "
                         + ", ".join(b.WEIGHTS))
+    p.add_argument("--broker-toml", default="",
+                   help="top-level TOML keys for the broker's config file ('\\n' between lines)")
     p.add_argument("--connect-timeout-ms", type=int, default=3000)
     p.add_argument("--ws-handshake-timeout-ms", type=int, default=3000)
     p.add_argument("--slack", type=float, default=2.0,

@@ -66,6 +66,11 @@ impl ClientIds {
                 .expect("every named session is in the slab");
             hasher.hash_one(&*session.client_id)
         };
+        // A table that a crowd grew and that is now mostly empty gives its room back; the
+        // next arrival is the first moment the slab is at hand to rehash with.
+        if self.table.len() < self.table.capacity() / 8 {
+            self.table.shrink_to(self.table.len() * 2, rehash);
+        }
         self.table
             .insert_unique(hasher.hash_one(&**client_id), key, rehash);
     }
@@ -76,6 +81,10 @@ impl ClientIds {
         let hash = self.hasher.hash_one(client_id);
         if let Ok(entry) = self.table.find_entry(hash, |named| *named == key) {
             entry.remove();
+        }
+        if self.table.is_empty() {
+            // Nobody left: nothing to rehash, and the table's block goes back at once.
+            self.table = HashTable::new();
         }
     }
 

@@ -69,7 +69,8 @@ pub(crate) struct Fanout {
     parked: VecDeque<(Arc<RoutedMessage>, Option<SessionKey>)>,
     current: Option<InProgress>,
     /// The publishes of `current`, in order, each with its encodings. Kept between groups so
-    /// fan-out allocates nothing once warm; at most [`FANOUT_GROUP_MSGS_MAX`] entries.
+    /// fan-out allocates nothing once warm (given up a second after it goes quiet); at most
+    /// [`FANOUT_GROUP_MSGS_MAX`] entries.
     group: Vec<(Arc<RoutedMessage>, PublishCache)>,
     /// Sessions left to serve in this turn.
     budget: usize,
@@ -106,7 +107,7 @@ impl Fanout {
     /// Gives back room the parked publishes and the group of a burst needed (see
     /// `slots::shed`).
     pub(crate) fn shed(&mut self) {
-        crate::slots::shed(&mut self.group, FANOUT_GROUP_MSGS_MAX);
+        crate::slots::shed(&mut self.group);
         if self.parked.is_empty() && self.parked.capacity() > 256 {
             self.parked.shrink_to(self.parked.capacity() / 2);
         }

@@ -307,9 +307,9 @@ impl Broker {
 
     /// Once a second: gives back room the scratch of fan-out kept from its last bursts.
     pub fn shed_scratch(&mut self) {
-        crate::slots::shed(&mut self.matches, SCRATCH_KEPT);
-        crate::slots::shed(&mut self.match_stack, SCRATCH_KEPT);
-        crate::slots::shed(&mut self.retained_stack, SCRATCH_KEPT);
+        crate::slots::shed(&mut self.matches);
+        crate::slots::shed(&mut self.match_stack);
+        crate::slots::shed(&mut self.retained_stack);
         self.fanout.shed();
     }
 

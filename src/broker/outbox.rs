@@ -119,9 +119,6 @@ impl RoutedMessage {
     }
 }
 
-/// Entries a scratch vector keeps however long it is quiet: a turn's worth for a shard at rest.
-pub const SCRATCH_KEPT: usize = 256;
-
 #[derive(Debug, Default)]
 pub struct Outbox {
     /// Bytes to append to a connection's send queue, in order.
@@ -189,11 +186,11 @@ impl Outbox {
 
     /// Gives back room the last bursts needed and the last second did not (see [`shed`]).
     pub fn shed(&mut self) {
-        shed(&mut self.sends, SCRATCH_KEPT);
-        shed(&mut self.closes, SCRATCH_KEPT);
-        shed(&mut self.denials, SCRATCH_KEPT);
-        shed(&mut self.to_other_shards, SCRATCH_KEPT);
-        shed(&mut self.to_shard, SCRATCH_KEPT);
+        shed(&mut self.sends);
+        shed(&mut self.closes);
+        shed(&mut self.denials);
+        shed(&mut self.to_other_shards);
+        shed(&mut self.to_shard);
     }
 
     pub fn is_empty(&self) -> bool {

@@ -953,14 +953,14 @@ impl<T> Io<T> {
 
     /// Once a second: gives back room the scratch of a turn kept from its last bursts.
     pub fn shed(&mut self) {
-        crate::slots::shed(&mut self.completions, 256);
-        crate::slots::shed(&mut self.dirty, 256);
-        crate::slots::shed(&mut self.refused, 256);
+        crate::slots::shed(&mut self.completions);
+        crate::slots::shed(&mut self.dirty);
+        crate::slots::shed(&mut self.refused);
         if self.preambles.is_empty() {
             self.preambles.shrink_to(256);
         }
         self.plaintext.clear();
-        crate::slots::shed(&mut self.plaintext, 0);
+        crate::slots::shed(&mut self.plaintext);
     }
 }
 

@@ -2,6 +2,7 @@
 //! listeners, send queues, and the few plain system calls around them. Every `unsafe` block of
 //! the broker lives here.
 
+pub mod allocator;
 pub mod instance_lock;
 pub mod io;
 pub mod ktls;

@@ -42,7 +42,7 @@ use crate::metrics::{LoopCounts, Metrics, ShardFigures, SlowConsumerCounts};
 use crate::net::io::{Event, Io, IoSetup};
 use crate::net::ktls::KtlsSupport;
 use crate::net::listener::ListenerKind;
-use crate::net::{RingUnavailable, sys};
+use crate::net::{RingUnavailable, allocator, sys};
 use crate::protocol::mqtt::DecodeLimits;
 use crate::protocol::ws::frame::FrameLimits;
 use crate::tls::SharedTls;
@@ -127,7 +127,9 @@ pub fn spawn(
             if let Err(e) = sys::pin_to_core(core) {
                 warn!("shard {}: cannot pin to core {core}: {e}", setup.id);
             }
-            match Shard::new(setup) {
+            // What a shard builds at start lives as long as it: kept apart from the pages
+            // that bursts of messages fill (`net::allocator`).
+            match allocator::long_lived(|| Shard::new(setup)) {
                 Ok(mut shard) => {
                     let _ = ready.send(Ok(()));
                     shard.run();
@@ -353,7 +355,9 @@ impl Shard {
         self.take_verdicts(now);
         self.take_remote_messages(now);
         if now >= self.next_tick {
-            self.tick(now);
+            // What a tick keeps (vectors shrunk to their resting size, the `$SYS` retained
+            // messages) outlives the bursts around it: allocated apart from them.
+            allocator::long_lived(|| self.tick(now));
         }
         if self.stop.load(Ordering::Acquire) && self.stop_deadline.is_none() {
             self.begin_stop(now);
@@ -430,10 +434,10 @@ impl Shard {
         self.broker.shed_scratch();
         self.io.shed();
         for scratch in [&mut self.finishing, &mut self.rearm] {
-            crate::slots::shed(scratch, 256);
+            crate::slots::shed(scratch);
         }
-        crate::slots::shed(&mut self.pending_closes, 256);
-        crate::slots::shed(&mut self.events, 256);
+        crate::slots::shed(&mut self.pending_closes);
+        crate::slots::shed(&mut self.events);
     }
 
     fn begin_stop(&mut self, now: Instant) {
