@@ -151,7 +151,12 @@ pub fn encode_connect(
     client_id: &str,
     keep_alive_s: u16,
     credentials: Option<&Credentials>,
+    topic_alias_max: u16,
 ) {
+    assert!(
+        topic_alias_max == 0 || version == Version::V5,
+        "Topic Alias Maximum is an MQTT 5 property"
+    );
     framed(out, kind::CONNECT << 4, |b| {
         put_str(b, b"MQTT");
         b.push(version.level());
@@ -160,7 +165,15 @@ pub fn encode_connect(
         b.push(if credentials.is_some() { 0xC2 } else { 0x02 });
         b.extend_from_slice(&keep_alive_s.to_be_bytes());
         if version == Version::V5 {
-            b.push(0); // no properties: session expiry 0, defaults everywhere
+            // Session expiry 0 and defaults everywhere, but for the Topic Alias Maximum asked
+            // for (§3.1.2.11.5): the broker may then send topics by alias.
+            if topic_alias_max > 0 {
+                b.push(3);
+                b.push(0x22);
+                b.extend_from_slice(&topic_alias_max.to_be_bytes());
+            } else {
+                b.push(0);
+            }
         }
         put_str(b, client_id.as_bytes());
         if let Some(credentials) = credentials {
@@ -379,7 +392,7 @@ mod tests {
     #[test]
     fn connect_golden_v311_and_v5() {
         let mut out = Vec::new();
-        encode_connect(&mut out, Version::V311, "a", 60, None);
+        encode_connect(&mut out, Version::V311, "a", 60, None, 0);
         assert_eq!(
             out,
             [
@@ -387,7 +400,7 @@ mod tests {
             ]
         );
         out.clear();
-        encode_connect(&mut out, Version::V5, "a", 60, None);
+        encode_connect(&mut out, Version::V5, "a", 60, None, 0);
         assert_eq!(
             out,
             [
@@ -395,11 +408,19 @@ mod tests {
             ]
         );
         out.clear();
+        encode_connect(&mut out, Version::V5, "a", 60, None, 300);
+        assert_eq!(
+            out,
+            [
+                0x10, 17, 0, 4, b'M', b'Q', b'T', b'T', 5, 0x02, 0, 60, 3, 0x22, 1, 44, 0, 1, b'a'
+            ]
+        );
+        out.clear();
         let credentials = Credentials {
             username: "u".into(),
             password: b"pw".to_vec(),
         };
-        encode_connect(&mut out, Version::V311, "a", 60, Some(&credentials));
+        encode_connect(&mut out, Version::V311, "a", 60, Some(&credentials), 0);
         assert_eq!(
             out,
             [

@@ -134,6 +134,8 @@ flags (defaults in brackets):
   --tls-resume               TLS: resume sessions with tickets from earlier connections of the
                              run (default: every connection makes a full handshake)
   --mqtt 3.1.1|5             protocol version [3.1.1]
+  --topic-alias-max N        MQTT 5: Topic Alias Maximum in every CONNECT, so the broker may
+                             send topics by alias [0: none]
   --workers N                threads, one monoio runtime each [allowed cores]
   --ring defer|coop|plain    io_uring setup flags of the workers [defer]
   --no-pin                   do not pin workers (default: worker i on the i-th allowed core,
@@ -316,6 +318,7 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> anyhow::Resu
     let mut connect_concurrency = 512usize;
     let mut timeout_s = 5.0;
     let mut keep_alive_s = 60u16;
+    let mut topic_alias_max = 0u16;
     let mut username: Option<String> = None;
     let mut password: Option<String> = None;
     let mut inflight_max = 1000u32;
@@ -388,6 +391,9 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> anyhow::Resu
             }
             Long("timeout") => timeout_s = value(&mut parser, "--timeout")?,
             Long("keep-alive") => keep_alive_s = value(&mut parser, "--keep-alive")?,
+            Long("topic-alias-max") => {
+                topic_alias_max = value(&mut parser, "--topic-alias-max")?;
+            }
             Long("username") => username = Some(value(&mut parser, "--username")?),
             Long("password") => password = Some(value(&mut parser, "--password")?),
             Long("inflight") => inflight_max = value(&mut parser, "--inflight")?,
@@ -482,6 +488,10 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> anyhow::Resu
     if let Some(w) = closed_loop {
         ensure!(w >= 1, "--closed-loop window must be at least 1");
     }
+    ensure!(
+        topic_alias_max == 0 || version == Version::V5,
+        "--topic-alias-max needs --mqtt 5: MQTT 3.1.1 has no topic aliases"
+    );
     let conns = match scenario {
         Scenario::P2p => pairs * 2,
         Scenario::Retained => subscribers + 1,
@@ -503,6 +513,7 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> anyhow::Resu
             version,
             sources,
             keep_alive_s,
+            topic_alias_max,
             credentials,
             timeout: Duration::from_secs_f64(timeout_s),
             read_buffer_bytes,

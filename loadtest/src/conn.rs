@@ -38,6 +38,8 @@ pub struct Target {
     /// Source addresses used round-robin; empty means "let the kernel choose".
     pub sources: Vec<IpAddr>,
     pub keep_alive_s: u16,
+    /// `--topic-alias-max`: the Topic Alias Maximum of every MQTT 5 CONNECT (0: none).
+    pub topic_alias_max: u16,
     /// `--username` and `--password`, sent by every connection.
     pub credentials: Option<codec::Credentials>,
     pub timeout: Duration,
@@ -565,6 +567,7 @@ impl Conn {
             client_id,
             target.keep_alive_s,
             target.credentials.as_ref(),
+            target.topic_alias_max,
         );
         conn.send(&out)
             .await

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use super::outbox::RoutedMessage;
 
 use super::session::SessionKey;
+use super::topic_aliases::TopicAliases;
 use crate::conn::{ConnId, Transport};
 use crate::protocol::mqtt::ProtocolVersion;
 use crate::slots::PagedVec;
@@ -49,10 +50,9 @@ pub(crate) struct Client {
     /// Largest packet the client accepts (its Maximum Packet Size, §3.1.2.11.4); a publish
     /// larger than it is not sent to this client [MQTT-3.1.2-25].
     pub(crate) packet_bytes_max: u32,
-    /// Inbound Topic Aliases of an MQTT 5 client (§3.3.2.3.4): index = alias - 1, at most
-    /// `topic_aliases_max` entries, each a topic of at most `topic_bytes_max`. Grown only when
-    /// an alias past its end is set, which is rare: a boxed slice is 8 B smaller than a `Vec`.
-    pub(crate) topic_aliases: Box<[Option<Box<str>>]>,
+    /// Topic Aliases of an MQTT 5 client, both ways (`topic_aliases.rs`): boxed, and none for
+    /// a client that uses no aliases.
+    pub(crate) topic_aliases: TopicAliases,
 }
 
 impl Client {
@@ -147,7 +147,7 @@ mod tests {
             will: None,
             send_window: 1,
             packet_bytes_max: 1,
-            topic_aliases: Box::default(),
+            topic_aliases: TopicAliases::default(),
         }
     }
 
@@ -171,7 +171,7 @@ mod tests {
     /// The sizes the budget in `session.rs` counts.
     #[test]
     fn budget_sizes() {
-        assert_eq!(size_of::<Client>(), 64);
-        assert_eq!(size_of::<Option<(ConnId, Client)>>(), 72);
+        assert_eq!(size_of::<Client>(), 56);
+        assert_eq!(size_of::<Option<(ConnId, Client)>>(), 64);
     }
 }

@@ -27,6 +27,7 @@ use super::reply::{self, say_goodbye, send_packet};
 use super::session::SessionKey;
 use super::session::{SESSION_NEVER_EXPIRES_S, Session};
 use super::timers::TimerKind;
+use super::topic_aliases::TopicAliases;
 use crate::conn::{Chunk, ConnId, Droppable, Transport};
 use crate::protocol::mqtt::topic::validate_topic_name;
 use crate::protocol::mqtt::{
@@ -484,7 +485,13 @@ impl Broker {
             packet_bytes_max: properties
                 .maximum_packet_size_bytes()
                 .unwrap_or(PACKET_BYTES_PROTOCOL_MAX),
-            topic_aliases: Box::default(),
+            // Aliases start anew on every connection [MQTT-3.3.2-7].
+            topic_aliases: TopicAliases::new(
+                properties
+                    .topic_alias_maximum()
+                    .unwrap_or(0)
+                    .min(self.limits.topic_aliases_per_shard_max),
+            ),
         };
         self.clients.insert(conn, connection);
     }

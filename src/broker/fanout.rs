@@ -40,6 +40,7 @@ use super::qos_window::{InflightState, Queued};
 use super::retained::RetainOutcome;
 use super::session::SessionKey;
 use super::subscription::{Grant, Matched, SubscriptionIds};
+use super::topic_aliases::AliasForm;
 use crate::config::TopicPolicy;
 use crate::conn::SlowConsumer;
 use crate::conn::{Chunk, Droppable, TopicKey};
@@ -356,29 +357,57 @@ impl Broker {
             return;
         };
         let connection = session.conn.and_then(|conn| {
-            let connection = self.clients.get(conn).filter(|client| !client.closing)?;
+            let connection = self
+                .clients
+                .get_mut(conn)
+                .filter(|client| !client.closing)?;
             Some((conn, connection))
         });
+        // The topic's alias number, looked up once per publish, and how this connection is to
+        // be sent it; a topic without a number (or a client without aliases) is named.
+        let aliases = &mut self.aliases;
+        let alias = connection
+            .as_ref()
+            .filter(|(_, client)| client.topic_aliases.outbound_enabled())
+            .and_then(|(_, client)| {
+                let number = cache.alias_number(|| aliases.number(&message.topic))?;
+                Some((number, client.topic_aliases.outbound_form(number)))
+            });
         let variant_of = |connection: &super::clients::Client| PublishVariant {
             transport: connection.transport,
             version: connection.version,
             qos: outgoing.qos,
             retain: outgoing.retain,
             dup: false,
+            alias: alias.map_or(AliasForm::Plain, |(_, form)| form),
         };
         let ids = outgoing.ids;
-        if let Some((_, connection)) = connection {
+        if let Some((_, connection)) = &connection {
             let len = cache.packet_len(message, variant_of(connection), ids, now);
             if len > connection.packet_bytes_max as usize {
                 self.stats.too_large_for_client += 1;
                 return;
             }
         }
+        // Once sent with its topic, the alias stands for it on this connection. That packet
+        // must reach the client for the later "alias only" ones to mean anything: it may not
+        // be dropped by a slow consumer policy (a connection meets it once per number).
+        let introduces = match alias {
+            Some((number, AliasForm::TopicAndAlias)) => Some(number),
+            _ => None,
+        };
         if outgoing.qos == QoS::AtMostOnce {
             let Some((conn, connection)) = connection else {
                 return;
             };
             let bytes = cache.shared(message, variant_of(connection), ids, now);
+            let droppable = match introduces {
+                Some(number) => {
+                    connection.topic_aliases.mark_sent(number);
+                    Droppable::No
+                }
+                None => droppable,
+            };
             out.send(conn, Chunk::Shared(bytes), droppable);
             self.stats.deliveries += 1;
             return;
@@ -394,6 +423,9 @@ impl Broker {
             Some((conn, connection)) if session.outbound.has_room(connection.send_window) => {
                 let id = session.outbound.start(queued);
                 let chunk = cache.with_id(message, variant_of(connection), ids, now, id);
+                if let Some(number) = introduces {
+                    connection.topic_aliases.mark_sent(number);
+                }
                 out.send(conn, chunk, Droppable::No);
             }
             connection => {
@@ -453,6 +485,8 @@ impl Broker {
                         qos: entry.qos,
                         retain: *retain,
                         dup: true,
+                        // A resend goes to a new connection, which was sent no alias.
+                        alias: AliasForm::Plain,
                     };
                     let mut cache = PublishCache::new();
                     let len = cache.packet_len(message, variant, *ids, now);
@@ -499,6 +533,8 @@ impl Broker {
                 qos: queued.qos,
                 retain: queued.retain,
                 dup: false,
+                // Sent one by one, each encoded for this subscriber alone: nothing to share.
+                alias: AliasForm::Plain,
             };
             let ids = queued.ids;
             let mut cache = PublishCache::new();

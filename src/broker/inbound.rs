@@ -165,19 +165,9 @@ impl Broker {
         }
         let aliases = &mut connection.topic_aliases;
         if publish.topic.is_empty() {
-            return aliases
-                .get(index - 1)
-                .cloned()
-                .flatten()
-                .ok_or(())
-                .map(Some);
+            return aliases.inbound(index).map(Box::from).ok_or(()).map(Some);
         }
-        if aliases.len() < index {
-            let mut grown = std::mem::take(aliases).into_vec();
-            grown.resize(index, None);
-            *aliases = grown.into_boxed_slice();
-        }
-        aliases[index - 1] = Some(publish.topic.into());
+        aliases.set_inbound(index, publish.topic);
         Ok(None)
     }
 

@@ -13,6 +13,7 @@
 //! - `clients.rs`: what the broker remembers about each connection, by [`ConnId`].
 //! - `topic_trie.rs`, `retained.rs`: the subscription index and the retained replica.
 //! - `keep_alive.rs`: deadlines; `publish_cache.rs`: encoding and WebSocket framing; `slab.rs`: handles.
+//! - `topic_aliases.rs`: Topic Aliases both ways, and the shard's outbound alias numbers.
 //!
 //! Client identifiers are partitioned between shards by [`Broker::owner_shard`], so session
 //! lookup, takeover and persistent sessions never leave a shard; only publishes cross shards,
@@ -37,6 +38,7 @@ mod session;
 mod share_groups;
 mod subscription;
 mod timers;
+mod topic_aliases;
 mod topic_trie;
 
 #[cfg(test)]
@@ -65,6 +67,7 @@ use session::{OfflineSessions, Session};
 use share_groups::SharedGroups;
 use subscription::{Grant, Matched};
 use timers::{SessionTimers, TimerKind};
+use topic_aliases::AliasRegistry;
 use topic_trie::{MatchStack, TopicTrie};
 
 /// Counters for logs and metrics. Gauges are current sizes; the rest count since start.
@@ -140,6 +143,8 @@ pub struct Broker {
     fanout: Fanout,
     /// The shared subscription groups this shard owns.
     shared: SharedGroups,
+    /// Outbound Topic Alias numbers of this shard's topics (`topic_aliases.rs`).
+    aliases: AliasRegistry,
     /// Sequence number of the last fan-out, stamped on matched sessions to deliver once.
     fanout_seq: u64,
     /// Scratch buffers reused by every publish, so fan-out does not allocate once warm.
@@ -162,6 +167,7 @@ impl Broker {
             shard,
             shard_count,
             retained: RetainedStore::new(limits.retained_messages_max, limits.retained_bytes_max),
+            aliases: AliasRegistry::new(limits.topic_aliases_per_shard_max),
             limits,
             sessions: Slots::default(),
             client_ids: ClientIds::new(),

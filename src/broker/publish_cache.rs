@@ -9,6 +9,12 @@
 //! (its Subscription Identifiers) or per moment (the Message Expiry Interval that remains):
 //! MQTT 5 subscribers with the same identifiers share one encoding, keyed by variant and
 //! identifiers. 3.x subscribers get no properties: their protocol cannot carry them.
+//!
+//! An MQTT 5 subscriber that takes outbound Topic Aliases (`topic_aliases.rs`) gets one of two
+//! more forms: "topic + alias" the first time its connection meets the topic's number, "alias
+//! only" (an empty topic) after. The number is the shard's, the same for every subscriber, so
+//! each form is one more shared encoding per variant. Only first deliveries (DUP = 0) use
+//! them: a resend goes to a new connection, which was sent no alias yet.
 
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -17,6 +23,7 @@ use std::time::Instant;
 use super::outbox::RoutedMessage;
 use super::reply::frame;
 use super::subscription::SubscriptionIds;
+use super::topic_aliases::{AliasForm, AliasNumber};
 use crate::conn::{Chunk, Transport};
 use crate::protocol::mqtt::{
     Delivery, Packet, PacketId, Properties, PropertiesBuf, Property, PropertyScope,
@@ -33,10 +40,13 @@ pub(crate) struct PublishVariant {
     pub(crate) qos: QoS,
     pub(crate) retain: bool,
     pub(crate) dup: bool,
+    /// How the topic is named: with an alias only for MQTT 5 and DUP = 0.
+    pub(crate) alias: AliasForm,
 }
 
 impl PublishVariant {
-    /// Index into the cache: 2 transports × 3 versions × 3 QoS × 2 RETAIN × 2 DUP.
+    /// Index into the cache: 2 transports × 3 versions × 3 QoS × 2 RETAIN × 2 DUP without
+    /// an alias, then 2 transports × 3 QoS × 2 RETAIN × 2 alias forms (MQTT 5, DUP = 0).
     fn slot(self) -> usize {
         let transport = match self.transport {
             Transport::Tcp => 0,
@@ -47,14 +57,32 @@ impl PublishVariant {
             ProtocolVersion::V311 => 1,
             ProtocolVersion::V5 => 2,
         };
-        (((transport * 3 + version) * 3 + usize::from(self.qos.bits())) * 2
-            + usize::from(self.retain))
-            * 2
-            + usize::from(self.dup)
+        let qos = usize::from(self.qos.bits());
+        let retain = usize::from(self.retain);
+        let form = match self.alias {
+            AliasForm::Plain => {
+                return (((transport * 3 + version) * 3 + qos) * 2 + retain) * 2
+                    + usize::from(self.dup);
+            }
+            AliasForm::TopicAndAlias => 0,
+            AliasForm::AliasOnly => 1,
+        };
+        debug_assert_eq!(self.version, ProtocolVersion::V5, "aliases are MQTT 5");
+        debug_assert!(!self.dup, "a resend names its topic");
+        PLAIN_SLOTS + ((transport * 3 + qos) * 2 + retain) * 2 + form
     }
 }
 
-const SLOTS: usize = 2 * 3 * 3 * 2 * 2;
+const PLAIN_SLOTS: usize = 2 * 3 * 3 * 2 * 2;
+const SLOTS: usize = PLAIN_SLOTS + 2 * 3 * 2 * 2;
+
+/// The outbound alias number of a message's topic, looked up once per publish and only if a
+/// subscriber takes aliases.
+#[derive(Debug, Clone, Copy)]
+enum CachedAlias {
+    NotLookedUp,
+    Number(Option<AliasNumber>),
+}
 
 /// A publish encoded with a placeholder identifier, and where the identifier sits.
 struct Template {
@@ -71,6 +99,7 @@ pub(crate) struct PublishCache {
     /// MQTT 5 encodings with Subscription Identifiers, keyed by slot and identifiers; at most
     /// one per distinct set among the subscribers of this message.
     with_ids: HashMap<(usize, SubscriptionIds), Template>,
+    alias: CachedAlias,
 }
 
 /// Placeholder identifier of a template; every copy gets the subscriber's own.
@@ -81,6 +110,23 @@ impl PublishCache {
         PublishCache {
             slots: std::array::from_fn(|_| None),
             with_ids: HashMap::new(),
+            alias: CachedAlias::NotLookedUp,
+        }
+    }
+
+    /// The outbound alias number of the message's topic: `look_up` (the shard's registry) on
+    /// first use, remembered for every later subscriber of this publish.
+    pub(crate) fn alias_number(
+        &mut self,
+        look_up: impl FnOnce() -> Option<AliasNumber>,
+    ) -> Option<AliasNumber> {
+        match self.alias {
+            CachedAlias::Number(number) => number,
+            CachedAlias::NotLookedUp => {
+                let number = look_up();
+                self.alias = CachedAlias::Number(number);
+                number
+            }
         }
     }
 
@@ -143,12 +189,18 @@ impl PublishCache {
         if variant.version != ProtocolVersion::V5 {
             return self.slots[slot].get_or_insert_with(|| encode_v3(message, variant));
         }
+        let alias = match (variant.alias, self.alias) {
+            (AliasForm::Plain, _) => None,
+            (_, CachedAlias::Number(Some(number))) => Some(number),
+            (_, _) => panic!("an alias form is asked for once the topic has a number"),
+        };
         if ids.is_empty() {
-            return self.slots[slot].get_or_insert_with(|| encode_v5(message, variant, ids, now));
+            return self.slots[slot]
+                .get_or_insert_with(|| encode_v5(message, variant, alias, ids, now));
         }
         self.with_ids
             .entry((slot, ids))
-            .or_insert_with(|| encode_v5(message, variant, ids, now))
+            .or_insert_with(|| encode_v5(message, variant, alias, ids, now))
     }
 }
 
@@ -175,10 +227,13 @@ fn encode_v3(message: &RoutedMessage, variant: PublishVariant) -> Template {
 }
 
 /// An MQTT 5 publish: the message's properties, then the remaining Message Expiry Interval
-/// [MQTT-3.3.2-6] and the subscriber's Subscription Identifiers [MQTT-3.3.4-3].
+/// [MQTT-3.3.2-6], the subscriber's Subscription Identifiers [MQTT-3.3.4-3] and the Topic
+/// Alias of an alias form (`alias`, the topic's number), with an empty topic name for "alias
+/// only" (§3.3.2.3.4).
 fn encode_v5(
     message: &RoutedMessage,
     variant: PublishVariant,
+    alias: Option<AliasNumber>,
     ids: SubscriptionIds,
     now: Instant,
 ) -> Template {
@@ -196,11 +251,18 @@ fn encode_v5(
     for &id in ids.as_slice() {
         extra.push(Property::SubscriptionIdentifier(id));
     }
+    if let Some(number) = alias {
+        extra.push(Property::TopicAlias(number.get()));
+    }
+    let topic = match variant.alias {
+        AliasForm::Plain | AliasForm::TopicAndAlias => &message.topic,
+        AliasForm::AliasOnly => "",
+    };
     let publish = Publish {
         dup: variant.dup,
         retain: variant.retain,
         delivery: Delivery::with_qos(variant.qos, TEMPLATE_ID),
-        topic: &message.topic,
+        topic,
         payload: &message.payload,
         properties: own,
     };
@@ -239,6 +301,7 @@ mod tests {
                     qos: QoS::AtLeastOnce,
                     retain: true,
                     dup: true,
+                    alias: AliasForm::Plain,
                 };
                 let ids = SubscriptionIds::default();
                 let now = Instant::now();
@@ -273,13 +336,23 @@ mod tests {
             ] {
                 for qos in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce] {
                     for retain in [false, true] {
-                        for dup in [false, true] {
+                        let forms = [
+                            (false, AliasForm::Plain),
+                            (true, AliasForm::Plain),
+                            (false, AliasForm::TopicAndAlias),
+                            (false, AliasForm::AliasOnly),
+                        ];
+                        for (dup, alias) in forms {
+                            if alias != AliasForm::Plain && version != ProtocolVersion::V5 {
+                                continue;
+                            }
                             let slot = PublishVariant {
                                 transport,
                                 version,
                                 qos,
                                 retain,
                                 dup,
+                                alias,
                             }
                             .slot();
                             assert!(slot < SLOTS);
@@ -289,5 +362,6 @@ mod tests {
                 }
             }
         }
+        assert_eq!(seen.len(), SLOTS);
     }
 }

@@ -22,13 +22,13 @@
 //! | client identifier | 16 | `Box<str>`, held once: `client_ids` reaches it through the slab |
 //! | `subscriptions` | 24 + 32 | one (`Box<str>`, [`Grant`] 8) slot ([`Subscriptions`] grows one at a time below 4) + the filter |
 //! | `client_ids` entry | 15 | an 8-B `SessionKey` bucket and its control byte (`client_ids.rs`) |
-//! | `clients` slot | 72 | (`ConnId`, [`Client`](super::clients::Client) 64; its will and topic aliases boxed, none while idle), indexed by the connection's slot (`clients.rs`) |
+//! | `clients` slot | 64 | (`ConnId`, [`Client`](super::clients::Client) 56; its will and topic aliases boxed, none while idle), indexed by the connection's slot (`clients.rs`) |
 //! | keep-alive deadline | 24 | (`Instant`, `ConnId`) in the heap |
 //! | trie node of the filter | 120 + 8 + 16 | node, its level, one (`SessionKey`, [`Grant`]) slot (no position index below 32) |
 //! | parent's child entry | 9 | a 4-B bucket (the child's index; its level is the node's) and its control byte |
-//! | **broker total** | **512** | |
+//! | **broker total** | **504** | |
 //!
-//! The network side adds 256 B (`shard/peer.rs`), so 768 B are accounted for; 0.8–1.1 KB
+//! The network side adds 256 B (`shard/peer.rs`), so 760 B are accounted for; 0.8–1.1 KB
 //! is measured per connection over 19 000 WebSocket subscribers (`fanfare-loadtest conn`, one
 //! shard; docs/benchmarks.md), the rest being allocator slack: partly filled pages of each size
 //! class, and blocks freed once the handshakes were done (more of them when more handshakes

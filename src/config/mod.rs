@@ -68,6 +68,12 @@ pub struct Limits {
     /// Topic Alias Maximum in CONNACK. Each holds a copy of a topic name: worst case per
     /// connection `topic_aliases_max` × `topic_bytes_max` = 64 × 1 KiB.
     pub topic_aliases_max: u16,
+    /// Outbound Topic Aliases one shard numbers (§3.3.2.3.4): the first this many topics
+    /// delivered to MQTT 5 clients that accept aliases get a number, shared by all of them, and
+    /// are then sent to each connection by name once and by number after. Each holds a copy of
+    /// a topic name: worst case per shard 1 024 × `topic_bytes_max` = 1 MiB; per connection one
+    /// bit per number it may be sent. 0 turns outbound aliases off.
+    pub topic_aliases_per_shard_max: u16,
     /// Bytes of QoS 1/2 messages queued for a session that is offline or whose in-flight window
     /// is full. Past it, the oldest queued message is dropped and counted.
     pub session_queue_bytes_max: u64,
@@ -161,6 +167,7 @@ impl Default for Limits {
             inflight_max: 32,
             inbound_qos2_max: 64,
             topic_aliases_max: 64,
+            topic_aliases_per_shard_max: 1024,
             session_queue_bytes_max: 1024 * 1024,
             queue_bytes_max: 64 * 1024,
             retained_messages_max: 100_000,
@@ -201,13 +208,14 @@ impl Limits {
     }
 
     /// The most bytes a PUBLISH can grow by when the broker re-encodes it for an MQTT 5
-    /// subscriber: the topic name a Topic Alias stood for (at most `topic_bytes_max`), a
-    /// Message Expiry Interval (5 bytes), up to [`SUBSCRIPTION_IDS_PER_DELIVERY_MAX`]
+    /// subscriber: the topic name a Topic Alias stood for (at most `topic_bytes_max`), an
+    /// outbound Topic Alias (3 bytes), a Message Expiry Interval (5 bytes), up to
+    /// [`SUBSCRIPTION_IDS_PER_DELIVERY_MAX`]
     /// Subscription Identifiers (5 bytes each), a property length where a 3.x packet had none
     /// (up to 4 bytes), and a remaining length one to three bytes longer.
     pub fn publish_growth_bytes_max(&self) -> u64 {
         let ids = SUBSCRIPTION_IDS_PER_DELIVERY_MAX as u64 * 5;
-        u64::from(self.topic_bytes_max) + 5 + ids + 4 + 3
+        u64::from(self.topic_bytes_max) + 3 + 5 + ids + 4 + 3
     }
 
     /// The bounds the WebSocket frame decoder enforces.
@@ -593,6 +601,7 @@ file_limits! {
     inflight_max: u16,
     inbound_qos2_max: u16,
     topic_aliases_max: u16,
+    topic_aliases_per_shard_max: u16,
     session_queue_bytes_max: u64,
     queue_bytes_max: u64,
     retained_messages_max: u32,

@@ -15,8 +15,8 @@ use fanfare::conn::{Chunk, ConnId, Transport};
 use fanfare::net::send_buf::SendPool;
 use fanfare::net::send_queue::SendQueue;
 use fanfare::protocol::mqtt::{
-    Ack, Connect, Delivery, Packet, PacketId, Properties, ProtocolVersion, Publish, QoS, Subscribe,
-    SubscriptionOptions,
+    Ack, Connect, Delivery, Packet, PacketId, Properties, PropertiesBuf, Property, ProtocolVersion,
+    Publish, QoS, Subscribe, SubscriptionOptions,
 };
 
 pub struct Rig {
@@ -39,6 +39,22 @@ impl Rig {
     /// `n` subscribers to `topic`, alternating TCP and WebSocket; every `qos1_every`-th one
     /// (if non-zero) subscribes at QoS 1, the rest at QoS 0.
     pub fn new(n: usize, topic: &str, qos1_every: usize) -> Rig {
+        Rig::with_clients(n, topic, qos1_every, ProtocolVersion::V311, 0)
+    }
+
+    /// As [`Rig::new`], the clients speaking `version`; MQTT 5 subscribers ask for
+    /// `topic_alias_max` outbound Topic Aliases (none if 0).
+    pub fn with_clients(
+        n: usize,
+        topic: &str,
+        qos1_every: usize,
+        version: ProtocolVersion,
+        topic_alias_max: u16,
+    ) -> Rig {
+        let mut properties = PropertiesBuf::new();
+        if topic_alias_max > 0 {
+            properties.push(Property::TopicAliasMaximum(topic_alias_max));
+        }
         let limits = Limits::default();
         let now = Instant::now();
         let mut rig = Rig {
@@ -60,14 +76,14 @@ impl Rig {
             };
             let client_id = format!("c{conn}");
             let connect = Connect {
-                version: ProtocolVersion::V311,
+                version,
                 clean_session: true,
                 keep_alive_s: 0,
                 client_id: &client_id,
                 will: None,
                 username: None,
                 password: None,
-                properties: Properties::EMPTY,
+                properties: properties.as_properties(),
             };
             rig.broker.connect(
                 ConnId(conn as u64),

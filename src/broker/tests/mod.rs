@@ -5,6 +5,7 @@ mod connect;
 mod qos;
 mod retained;
 mod share_groups;
+mod topic_aliases;
 mod v5;
 mod wills;
 mod wire;
