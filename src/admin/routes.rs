@@ -197,6 +197,10 @@ fn ready(admin: &Admin) -> Response {
 }
 
 fn publish_request(admin: &Admin, body: &mut [u8]) -> Response {
+    // A stopping broker routes nothing more: say so rather than accept and drop.
+    if !admin.ready.load(std::sync::atomic::Ordering::Acquire) {
+        return Response::error(503, "not ready: starting or stopping");
+    }
     let now = std::time::Instant::now();
     let messages = match publish::parse(body, &admin.publish_limits, now) {
         Ok(messages) => messages,

@@ -53,8 +53,9 @@ fn accept_loop(listener: &TcpListener, admin: &Arc<Admin>) {
         let _ = stream.set_write_timeout(Some(timeout));
         if active.fetch_add(1, Ordering::AcqRel) >= admin.settings.connections_max {
             active.fetch_sub(1, Ordering::AcqRel);
+            // Answered without lingering: the accept loop must not wait on any client.
             let busy = Response::error(503, "too many admin connections; try again");
-            finish(stream, &busy);
+            let _ = (&stream).write_all(&busy.to_bytes());
             continue;
         }
         let (admin, count) = (Arc::clone(admin), Arc::clone(&active));

@@ -7,6 +7,8 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import socket
+import time
 
 import paho.mqtt.client as paho
 import pytest
@@ -261,4 +263,22 @@ def test_bad_requests_get_their_error_and_the_broker_carries_on(admin, clients, 
     assert request(broker, "GET", "/api/v1/clients/nobody")[0] == 404
     assert request(broker, "GET", publish)[0] == 405
     assert request(broker, "GET", "/readyz", token=None)[0] == 200
+    mqtt_still_serves(broker, clients, topic)
+
+
+def test_connections_past_the_limit_get_503(admin, clients, topic):
+    broker = admin(config={"admin_connections_max": 2})
+    idle = [socket.create_connection((broker.host, broker.port("admin")), timeout=5)
+            for _ in range(2)]
+    try:
+        status, error, _ = request(broker, "GET", "/healthz", token=None)
+        assert status == 503 and "admin connections" in error["error"]
+    finally:
+        for sock in idle:
+            sock.close()
+    # Their threads see the close and end; then requests are served again.
+    deadline = time.monotonic() + 10
+    while request(broker, "GET", "/healthz", token=None)[0] != 200:
+        assert time.monotonic() < deadline, "the admin listener stayed busy"
+        time.sleep(0.05)
     mqtt_still_serves(broker, clients, topic)
