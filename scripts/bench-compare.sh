@@ -121,7 +121,7 @@ start_broker() {
             local cores=1 shards=1
             [[ $name == fanfare-2shards ]] && cores=0,1 shards=2
             taskset -c "$cores" "$ROOT/target/release/fanfare" --shards "$shards" \
-                --tcp 127.0.0.1:0 --ws 127.0.0.1:0 --log-level warn >"$TMP/broker.out" 2>"$TMP/broker.err" &
+                --tcp 127.0.0.1:0 --ws 127.0.0.1:0 --admin off --log-level warn >"$TMP/broker.out" 2>"$TMP/broker.err" &
             BROKER_PID=$!
             for _ in $(seq 100); do grep -q '^ready' "$TMP/broker.out" 2>/dev/null && break; sleep 0.1; done
             port=$(sed -n 's/^listening ws 127.0.0.1:\([0-9]*\).*/\1/p' "$TMP/broker.out")

@@ -43,7 +43,7 @@ fi
 for shards in $SHARD_COUNTS; do
     # Earlier runs leave sockets in TIME_WAIT that slow new connects; let them go first.
     while [ "$(ss -tan state time-wait | wc -l)" -gt 1000 ]; do sleep 2; done
-    "$BIN/fanfare" --shards "$shards" --tcp off "${listener[@]}" >"$TMP/out" 2>"$TMP/err" &
+    "$BIN/fanfare" --shards "$shards" --tcp off --admin off "${listener[@]}" >"$TMP/out" 2>"$TMP/err" &
     BROKER_PID=$!
     for _ in $(seq 100); do grep -q '^ready' "$TMP/out" && break; sleep 0.1; done
     ws_port=$(sed -n "s/^listening $SCHEME 127.0.0.1:\([0-9]*\).*/\1/p" "$TMP/out")

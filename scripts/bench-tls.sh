@@ -44,7 +44,7 @@ openssl x509 -req -in "$OUT/server.csr" -CA "$OUT/ca.pem" -CAkey "$OUT/ca.key" \
 log() { echo "$*" | tee -a "$OUT/log"; }
 
 start_broker() {
-    taskset -c "$BROKER_CPU" "$BIN/fanfare" --shards 1 --tcp 127.0.0.1:0 --ws 127.0.0.1:0 \
+    taskset -c "$BROKER_CPU" "$BIN/fanfare" --shards 1 --tcp 127.0.0.1:0 --ws 127.0.0.1:0 --admin off \
         --mqtts 127.0.0.1:0 --wss 127.0.0.1:0 --tls-cert "$OUT/server.pem" \
         --tls-key "$OUT/server.key" >"$OUT/broker.out" 2>"$OUT/broker.$1.log" &
     BROKER_PID=$!

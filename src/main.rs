@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use anyhow::{Context, bail};
 
+use fanfare::admin::{self, Admin, shards::ShardRequests};
 use fanfare::auth::{Policy, SharedPolicy};
 use fanfare::config::{Config, KtlsMode, LogFormat, Reload, SharedConfig, parse_listener};
 use fanfare::metrics::Metrics;
@@ -37,6 +38,7 @@ Options:
   --ws-path PATH     HTTP path of the WebSocket upgrade [default: /mqtt]
   --mqtts ADDR|off   MQTT over TLS listener          [default: off]
   --wss ADDR|off     MQTT over WebSocket over TLS, and https [default: off]
+  --admin ADDR|off   operations listener: metrics, health, admin API [default: 127.0.0.1:9090]
   --tls-cert FILE    PEM certificate chain of the TLS listeners
   --tls-key FILE     PEM private key of that certificate
   --shards N         shard threads, one per core     [default: number of cores]
@@ -86,12 +88,13 @@ impl From<anyhow::Error> for Failure {
 }
 
 /// The flags that set a configuration key, and the key each sets (as errors name it).
-const FLAG_KEYS: [(&str, &str); 10] = [
+const FLAG_KEYS: [(&str, &str); 11] = [
     ("--tcp", "tcp"),
     ("--ws", "ws"),
     ("--ws-path", "ws_path"),
     ("--mqtts", "mqtts"),
     ("--wss", "wss"),
+    ("--admin", "admin"),
     ("--tls-cert", "tls.cert_file"),
     ("--tls-key", "tls.key_file"),
     ("--shards", "shards"),
@@ -152,6 +155,7 @@ fn load_config(args: &Args) -> anyhow::Result<Config> {
             "--ws-path" => config.ws_path = value,
             "--mqtts" => config.mqtts = parse_listener(flag, &value)?,
             "--wss" => config.wss = parse_listener(flag, &value)?,
+            "--admin" => config.admin.listen = parse_listener(flag, &value)?,
             "--tls-cert" => config.tls.cert_file = Some(value.into()),
             "--tls-key" => config.tls.key_file = Some(value.into()),
             "--shards" => {
@@ -290,6 +294,39 @@ fn reload_tls(config: &Config, tls: Option<&SharedTls>, kernel_tls: bool) {
     }
 }
 
+/// The operations listener's socket (not in a `SO_REUSEPORT` group: one thread accepts), and
+/// the line announcing it; `None` with `admin = "off"`.
+fn bind_admin(config: &Config) -> anyhow::Result<Option<(std::net::TcpListener, String)>> {
+    let Some(addr) = config.admin.listen else {
+        return Ok(None);
+    };
+    let listener = std::net::TcpListener::bind(addr)
+        .with_context(|| format!("cannot listen for admin on {addr}"))?;
+    let line = format!("listening admin {}", listener.local_addr()?);
+    Ok(Some((listener, line)))
+}
+
+/// Starts the operations listener's threads, once the shards run.
+fn start_admin(
+    config: &Config,
+    listener: std::net::TcpListener,
+    token: Option<Box<str>>,
+    shards: Arc<ShardRequests>,
+    metrics: Arc<Metrics>,
+    ready: Arc<AtomicBool>,
+) -> anyhow::Result<()> {
+    let admin = Admin {
+        settings: config.admin.clone(),
+        token,
+        shards,
+        metrics,
+        ready,
+        publish_limits: admin::publish_limits(&config.limits, &config.admin),
+        started: std::time::Instant::now(),
+    };
+    admin::start(listener, admin).context("cannot start the admin listener's thread")
+}
+
 /// Tells every shard to stop, wakes it so it sees that at once, and waits for it to finish
 /// closing its connections.
 fn stop_shards(
@@ -347,8 +384,12 @@ fn serve(config: Config, args: &Args, small_pages: std::io::Result<()>) -> anyho
     } else {
         None
     };
-    // So are the password, ACL and JWT key files.
+    // So are the password, ACL and JWT key files, and the admin API's token.
     let policy = Policy::load(&config.auth, 0)?;
+    let admin_token = match &config.admin.token_file {
+        Some(path) => Some(admin::read_token(path)?),
+        None => None,
+    };
 
     // Shards and the lock's threads inherit this mask: stop signals reach only the sigwait
     // below.
@@ -360,7 +401,11 @@ fn serve(config: Config, args: &Args, small_pages: std::io::Result<()>) -> anyho
         .flatten()
         .collect();
     let _lock = InstanceLock::acquire(&listening)?;
-    let (per_shard, announced) = bind_listeners(&config)?;
+    let (per_shard, mut announced) = bind_listeners(&config)?;
+    let admin_listener = bind_admin(&config)?;
+    if let Some((_, line)) = &admin_listener {
+        announced.push((line.clone(), false));
+    }
     let config = Arc::new(config);
     let live_config = Arc::new(SharedConfig::new(Arc::clone(&config)));
     let metrics = Arc::new(Metrics::new(config.shards));
@@ -370,6 +415,12 @@ fn serve(config: Config, args: &Args, small_pages: std::io::Result<()>) -> anyho
         config.limits.cross_shard_queue_len_max as usize,
     )?);
     let stop = Arc::new(AtomicBool::new(false));
+    let ready = Arc::new(AtomicBool::new(false));
+    // Each admin connection has at most one question out per shard: that many fit a queue.
+    let admin_questions = admin_listener.as_ref().map(|_| {
+        let queue_len = config.admin.connections_max as usize;
+        Arc::new(ShardRequests::new(Arc::clone(&mailboxes), queue_len))
+    });
     let auth = AuthSetup {
         addresses: Arc::new(AddressBook::new(
             config.limits.connections_per_ip_max,
@@ -400,6 +451,7 @@ fn serve(config: Config, args: &Args, small_pages: std::io::Result<()>) -> anyho
             heartbeats: heartbeats.clone(),
             tls: tls.clone(),
             kernel_tls: kernel_support,
+            admin: admin_questions.clone(),
         };
         threads.push(shard::spawn(setup, ready_tx.clone())?);
     }
@@ -423,6 +475,17 @@ fn serve(config: Config, args: &Args, small_pages: std::io::Result<()>) -> anyho
             }
         }
     }
+    if let (Some((listener, _)), Some(questions)) = (admin_listener, admin_questions) {
+        start_admin(
+            &config,
+            listener,
+            admin_token,
+            questions,
+            Arc::clone(&metrics),
+            Arc::clone(&ready),
+        )?;
+    }
+    ready.store(true, Ordering::Release);
     let mut service = Service::from_env(heartbeats);
     println!("ready");
     service.notify(State::Ready);
@@ -444,6 +507,7 @@ fn serve(config: Config, args: &Args, small_pages: std::io::Result<()>) -> anyho
     };
     log::info!("{signal} received: closing connections and stopping");
     service.notify(State::Stopping);
+    ready.store(false, Ordering::Release);
     stop_shards(&stop, &mailboxes, threads)?;
     log::info!("stopped");
     Ok(())

@@ -1,5 +1,6 @@
 //! The broker's counters for monitoring: every shard copies its own into shared atomics once a
-//! tick, and `GET /metrics` on the WebSocket listener renders them all in the Prometheus text
+//! tick, and `GET /metrics` on the operations listener (`crate::admin`; on the WebSocket
+//! listener too with `http_metrics`) renders them all in the Prometheus text
 //! exposition format (version 0.0.4), one sample per shard.
 //!
 //! Shards share nothing mutable on the data path; a tick's copy is a few dozen relaxed stores
@@ -416,6 +417,14 @@ pub struct Totals {
 impl Totals {
     pub fn get(&self, metric: MetricId) -> u64 {
         self.values[metric.0]
+    }
+
+    /// Every metric's name and total, in the order `/metrics` lists them.
+    pub fn named(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        METRICS
+            .iter()
+            .zip(&self.values)
+            .map(|(metric, &value)| (metric.name, value))
     }
 
     /// Totals with `metric` set to `value` and every other at 0 (tests of what reads them).

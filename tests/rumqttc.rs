@@ -173,6 +173,8 @@ impl Broker {
             "127.0.0.1:0",
             "--ws-path",
             "/mqtt",
+            "--admin",
+            "off",
         ]
         .map(Into::into)
         .to_vec();

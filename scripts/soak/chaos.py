@@ -203,15 +203,18 @@ class Broker:
 async def start_broker(args, artifacts: Path) -> Broker:
     """Starts fanfare with two shards on port 0 and reads the ports it prints."""
     config = artifacts / "fanfare.toml"
-    config.write_text(args.broker_toml.replace("\\n", "\n") + "\n[limits]\n"
+    # The soak scrapes /metrics where its clients connect (the operations listener is off):
+    # one port to count sockets on.
+    config.write_text("http_metrics = true\n" + args.broker_toml.replace("\\n", "\n")
+                      + "\n[limits]\n"
                       f"connect_timeout_ms = {args.connect_timeout_ms}\n"
                       f"ws_handshake_timeout_ms = {args.ws_handshake_timeout_ms}\n")
     log_path = artifacts / "broker.log"
     with open(log_path, "wb") as log_file:
         proc = await asyncio.create_subprocess_exec(
             args.bin, "--shards", str(args.shards), "--tcp", f"{HOST}:0", "--ws", f"{HOST}:0",
-            "--config", str(config), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=log_file, preexec_fn=die_with_parent)
+            "--admin", "off", "--config", str(config), stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=log_file, preexec_fn=die_with_parent)
     broker = Broker(proc, log_path)
     tcp_port = ws_port = 0
     ws_path = "/mqtt"

@@ -10,6 +10,7 @@
 //! - `inbound.rs`: every later packet of a connection: publishes, acks, (un)subscribes, pings.
 //! - `fanout.rs`: one publish to every matching session of this shard, retained messages.
 //! - `session.rs`, `qos_window.rs`: what a session remembers; its QoS 1/2 window and queue.
+//! - `admin.rs`: what the operations listener reads of the shard, and its kick.
 //! - `clients.rs`: what the broker remembers about each connection, by [`ConnId`].
 //! - `topic_trie.rs`, `retained.rs`: the subscription index and the retained replica.
 //! - `keep_alive.rs`: deadlines; `publish_cache.rs`: encoding and WebSocket framing; `slab.rs`: handles.
@@ -19,6 +20,7 @@
 //! lookup, takeover and persistent sessions never leave a shard; only publishes cross shards,
 //! as immutable [`RoutedMessage`]s.
 
+pub mod admin;
 #[doc(hidden)]
 pub mod auth;
 mod authorization;

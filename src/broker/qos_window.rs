@@ -86,17 +86,14 @@ impl QosWindow {
         }
     }
 
-    #[cfg(test)]
     pub(crate) fn inflight_len(&self) -> usize {
         self.inflight.len()
     }
 
-    #[cfg(test)]
     pub(crate) fn queue_len(&self) -> usize {
         self.queue.len()
     }
 
-    #[cfg(test)]
     pub(crate) fn queue_bytes(&self) -> u64 {
         self.queue_bytes
     }

@@ -314,6 +314,20 @@ impl Broker {
         any
     }
 
+    /// The groups this shard owns whose filter matches `topic`, with their member counts
+    /// (for the operations listener; not on the publish path).
+    pub fn shared_groups_matching(&mut self, topic: &str) -> Vec<(Box<str>, usize)> {
+        let shared = &mut self.shared;
+        let mut keys = Vec::new();
+        shared
+            .trie
+            .for_each_match(topic, &mut shared.match_stack, |key, ()| keys.push(key));
+        keys.iter()
+            .filter_map(|&key| shared.groups.get(key))
+            .map(|group| (Box::from(&*group.name), group.members.len()))
+            .collect()
+    }
+
     /// Every publish this shard sees: one member of each group it owns whose filter matches.
     pub(crate) fn share_route(&mut self, message: &Arc<RoutedMessage>, out: &mut Outbox) {
         if self.shared.len() == 0 || message.expired(self.now) {

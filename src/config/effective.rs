@@ -64,6 +64,15 @@ fn top_level(out: &mut Toml, config: &Config) {
     out.value("http_builtin", &config.http_builtin);
     out.optional("http_dir", config.http_dir.as_ref());
     out.value("http_metrics", &config.http_metrics);
+    let admin = &config.admin;
+    out.value("admin", &listener(admin.listen));
+    out.optional("admin_token_file", admin.token_file.as_ref());
+    out.value("admin_metrics_public", &admin.metrics_public);
+    out.value("admin_body_bytes_max", &admin.body_bytes_max);
+    out.value("admin_head_bytes_max", &admin.head_bytes_max);
+    out.value("admin_connections_max", &admin.connections_max);
+    out.value("admin_timeout_ms", &admin.timeout_ms);
+    out.value("admin_page_len_max", &admin.page_len_max);
     out.value("response_topic_prefix", &config.response_topic_prefix);
     out.value("sys_interval_s", &config.sys_interval_s);
 }

@@ -3,6 +3,7 @@
 //! Every limit is a named field with a default, a comment saying why, and its unit in the name.
 //! `0` never means "unlimited": a limit is always a limit.
 
+mod admin;
 mod auth;
 mod effective;
 mod live;
@@ -10,6 +11,7 @@ mod tls;
 
 use std::net::SocketAddr;
 
+pub use admin::AdminSettings;
 pub use auth::AuthSettings;
 pub use effective::effective_toml;
 pub use live::{LIVE_KEYS, Reload, SharedConfig};
@@ -457,8 +459,11 @@ pub struct Config {
     pub http_builtin: bool,
     /// Serve the files of this directory too (`None`: off).
     pub http_dir: Option<std::path::PathBuf>,
-    /// Answer `GET /metrics` on the WebSocket listener with every shard's counters.
+    /// Answer `GET /metrics` on the WebSocket listener too. Off by default: internal counters
+    /// on an internet-facing port tell strangers too much; the operations listener serves them.
     pub http_metrics: bool,
+    /// The operations listener: metrics, health, the admin and publish API.
+    pub admin: AdminSettings,
     /// What the Response Information an MQTT 5 client asks for starts with; the client
     /// identifier follows, so each client gets a topic of its own for responses. Not `$`-led
     /// by default: clients may not publish to `$` topics under topic rules, and responders
@@ -496,7 +501,8 @@ impl Default for Config {
             limits: Limits::default(),
             http_builtin: true,
             http_dir: None,
-            http_metrics: true,
+            http_metrics: false,
+            admin: AdminSettings::default(),
             response_topic_prefix: "response/".to_owned(),
             sys_interval_s: 10,
         }
@@ -574,6 +580,14 @@ struct FileConfig {
     http_builtin: Option<bool>,
     http_dir: Option<std::path::PathBuf>,
     http_metrics: Option<bool>,
+    admin: Option<String>,
+    admin_token_file: Option<std::path::PathBuf>,
+    admin_metrics_public: Option<bool>,
+    admin_body_bytes_max: Option<u64>,
+    admin_head_bytes_max: Option<u32>,
+    admin_connections_max: Option<u32>,
+    admin_timeout_ms: Option<u32>,
+    admin_page_len_max: Option<u32>,
     response_topic_prefix: Option<String>,
     sys_interval_s: Option<u32>,
 }
@@ -714,6 +728,17 @@ impl Config {
         if let Some(metrics) = file.http_metrics {
             config.http_metrics = metrics;
         }
+        admin::FileAdmin {
+            listen: file.admin,
+            token_file: file.admin_token_file,
+            metrics_public: file.admin_metrics_public,
+            body_bytes_max: file.admin_body_bytes_max,
+            head_bytes_max: file.admin_head_bytes_max,
+            connections_max: file.admin_connections_max,
+            timeout_ms: file.admin_timeout_ms,
+            page_len_max: file.admin_page_len_max,
+        }
+        .apply(&mut config.admin)?;
         if let Some(prefix) = file.response_topic_prefix {
             config.response_topic_prefix = prefix;
         }
@@ -749,6 +774,7 @@ impl Config {
             ("ws", self.ws),
             ("mqtts", self.mqtts),
             ("wss", self.wss),
+            ("admin", self.admin.listen),
         ];
         for (i, (key, addr)) in named.iter().enumerate() {
             let Some(addr) = addr.filter(|addr| addr.port() != 0) else {
@@ -829,6 +855,7 @@ impl Config {
         }
         self.validate_proxies()?;
         self.validate_response_topic_prefix()?;
+        self.admin.validate()?;
         self.limits.validate()
     }
 
@@ -1099,7 +1126,10 @@ mod tests {
             err.message
         );
         assert!(Config::default().http_builtin);
-        assert!(Config::default().http_metrics);
+        assert!(
+            !Config::default().http_metrics,
+            "metrics move to the admin listener"
+        );
     }
 
     #[test]

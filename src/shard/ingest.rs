@@ -448,7 +448,8 @@ fn send_framed(
     cx.out.send(cx.id, Chunk::Owned(bytes), Droppable::No);
 }
 
-/// Where the WebSocket listener answers with every shard's counters (`http_metrics`).
+/// Where the WebSocket listener answers with every shard's counters, with `http_metrics` on
+/// (off by default: the operations listener serves them, `crate::admin`).
 const METRICS_PATH: &str = "/metrics";
 
 thread_local! {

@@ -4,7 +4,8 @@
 //! 1. wait for completions or the next tick (`Shard::run`);
 //! 2. take in what happened on the sockets: accepts, received bytes (decoded and handed to the
 //!    broker), sends completed, receives ended (`connection_io.rs`);
-//! 3. take in connections handed over and messages posted by other shards (`mailbox.rs`);
+//! 3. take in connections handed over and messages posted by other shards (`mailbox.rs`), and
+//!    answer the operations listener's questions (`admin_requests.rs`);
 //! 4. on a tick, the clock's work: keep-alive, handshake and CONNECT deadlines, metrics, and
 //!    on shard 0 the `$SYS` topics (`sys_topics.rs`);
 //! 5. let the broker continue a fan-out sliced over turns;
@@ -14,6 +15,7 @@
 //!    (`close.rs`), arm receives again, and wake each other shard at most once.
 
 mod address_book;
+mod admin_requests;
 mod auth_gate;
 mod carry_out;
 mod close;
@@ -34,6 +36,7 @@ use std::time::{Duration, Instant};
 
 use log::{info, warn};
 
+use crate::admin::shards::ShardRequests;
 use crate::auth::SharedPolicy;
 use crate::broker::{Broker, Outbox};
 use crate::config::{Config, SharedConfig};
@@ -99,6 +102,8 @@ pub struct ShardSetup {
     /// The suites whose keys go to the kernel after the handshake (`[tls] ktls` and the
     /// start-up probe); `None`: TLS stays in user space.
     pub kernel_tls: Option<KtlsSupport>,
+    /// The operations listener's questions to the shards; `None` with `admin = "off"`.
+    pub admin: Option<Arc<ShardRequests>>,
 }
 
 struct Listener {
@@ -166,6 +171,8 @@ struct Shard {
     /// Counted once a tick: the watchdog's sign that this loop turns.
     heartbeats: Arc<Heartbeats>,
     tls: Option<Arc<SharedTls>>,
+    /// Where the operations listener's questions wait (`admin_requests.rs`).
+    admin: Option<Arc<ShardRequests>>,
     /// Judges CONNECTs' credentials (`auth_gate.rs`).
     auth: AuthGate,
     addresses: Arc<AddressBook>,
@@ -289,6 +296,7 @@ impl Shard {
                 .then(|| SysTopics::new(Duration::from_secs(config.sys_interval_s.into()), now)),
             heartbeats: setup.heartbeats,
             tls: setup.tls,
+            admin: setup.admin,
             auth,
             addresses,
             address_refusals: 0,
@@ -354,6 +362,7 @@ impl Shard {
         self.take_handoffs(now);
         self.take_verdicts(now);
         self.take_remote_messages(now);
+        self.answer_admin(now);
         if now >= self.next_tick {
             // What a tick keeps (vectors shrunk to their resting size, the `$SYS` retained
             // messages) outlives the bursts around it: allocated apart from them.

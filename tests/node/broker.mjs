@@ -29,7 +29,7 @@ export function passwd(...args) {
 
 export async function startBroker({ tls, config, auth } = {}) {
   const bin = fanfareBin();
-  const args = ["--tcp", "127.0.0.1:0", "--ws", "127.0.0.1:0"];
+  const args = ["--tcp", "127.0.0.1:0", "--ws", "127.0.0.1:0", "--admin", "off"];
   if (tls) {
     args.push("--mqtts", "127.0.0.1:0", "--wss", "127.0.0.1:0", "--tls-cert", tls.cert, "--tls-key", tls.key);
   }

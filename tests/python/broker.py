@@ -1,7 +1,8 @@
 """Start and stop a real broker process on loopback ports.
 
 fanfare is started with port 0 and tells us its ports on stdout
-(`listening tcp 127.0.0.1:P`, `listening ws 127.0.0.1:P/path`, then `ready`); with
+(`listening tcp 127.0.0.1:P`, `listening ws 127.0.0.1:P/path`, `listening admin 127.0.0.1:P`
+(the operations listener: metrics, health, admin API), then `ready`); with
 `tls={...}` (the `[tls]` table) it also opens the mqtts and wss listeners, and reads their
 ports from `listening mqtts 127.0.0.1:P` and `listening wss 127.0.0.1:P/path`.
 Setting FANFARE_TEST_BROKER=mosquitto runs the same suite against Mosquitto,
@@ -99,6 +100,8 @@ class Broker:
         # The TLS listeners, when started with `tls=...` (0 otherwise).
         self.mqtts_port = 0
         self.wss_port = 0
+        # The operations listener (fanfare only; 0 when off).
+        self.admin_port = 0
         self.stdout_lines: queue.Queue[str | None] = queue.Queue()
         self.expected_exit = False
 
@@ -107,9 +110,10 @@ class Broker:
         return self.kind == "fanfare"
 
     def port(self, transport: str) -> int:
-        """The port of "tcp", "ws", "mqtts" or "wss"."""
+        """The port of "tcp", "ws", "mqtts", "wss" or "admin"."""
         port = {"tcp": self.tcp_port, "ws": self.ws_port,
-                "mqtts": self.mqtts_port, "wss": self.wss_port}[transport]
+                "mqtts": self.mqtts_port, "wss": self.wss_port,
+                "admin": self.admin_port}[transport]
         assert port, f"no {transport} listener"
         return port
 
@@ -176,7 +180,8 @@ def start_fanfare(workdir: Path, *, shards: int | None = None, config: dict | No
     binary = fanfare_bin()
     assert binary.exists(), f"{binary} not built; run cargo build first"
     extra = list(args or [])
-    args = [str(binary), "--tcp", f"{HOST}:0", "--ws", f"{HOST}:0", "--ws-path", ws_path]
+    args = [str(binary), "--tcp", f"{HOST}:0", "--ws", f"{HOST}:0", "--ws-path", ws_path,
+            "--admin", f"{HOST}:0"]
     if shards is not None:
         args += ["--shards", str(shards)]
     if tls is not None:
@@ -222,6 +227,8 @@ def start_fanfare(workdir: Path, *, shards: int | None = None, config: dict | No
                     broker.mqtts_port = int(port)
                 elif words[1] == "wss":
                     broker.wss_port = int(port)
+                elif words[1] == "admin":
+                    broker.admin_port = int(port)
         assert broker.tcp_port and broker.ws_port, "broker did not report both listeners"
         if tls is not None:
             assert broker.mqtts_port and broker.wss_port, "broker did not report its TLS listeners"

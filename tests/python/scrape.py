@@ -1,4 +1,5 @@
-"""Reads fanfare's `GET /metrics` (Prometheus text format) from the WebSocket listener."""
+"""Reads fanfare's `GET /metrics` (Prometheus text format) from the operations listener
+(`admin`), or from the WebSocket listener where `http_metrics` turns it on there."""
 
 from __future__ import annotations
 
@@ -8,10 +9,10 @@ import time
 from rawmqtt import assert_loopback
 
 
-def fetch_metrics(broker, path: str = "/metrics") -> tuple[int, str, str]:
-    """(status, content type, body) of a plain GET on the WebSocket port."""
+def fetch_metrics(broker, path: str = "/metrics", port: str = "admin") -> tuple[int, str, str]:
+    """(status, content type, body) of a plain GET on the `port` listener ("admin" or "ws")."""
     assert_loopback(broker.host)
-    conn = http.client.HTTPConnection(broker.host, broker.ws_port, timeout=5)
+    conn = http.client.HTTPConnection(broker.host, broker.port(port), timeout=5)
     try:
         conn.request("GET", path)
         response = conn.getresponse()

@@ -333,7 +333,7 @@ def test_anonymous_reads_scores_and_may_not_publish(acl_broker, session, clients
 
 def acl_broker_metrics(broker) -> str:
     import urllib.request
-    with urllib.request.urlopen(f"http://{broker.host}:{broker.port('ws')}/metrics",
+    with urllib.request.urlopen(f"http://{broker.host}:{broker.port('admin')}/metrics",
                                 timeout=5) as r:
         return r.read().decode().replace("fanfare_publishes_denied_total", "publishes_denied")
 

@@ -24,7 +24,7 @@ def run(*args: str, timeout: float = 10.0) -> subprocess.CompletedProcess:
 def test_invalid_config_exits_naming_the_key(tmp_path, text, names):
     cfg = tmp_path / "fanfare.toml"
     cfg.write_text(text)
-    result = run("--config", str(cfg), "--tcp", f"{HOST}:0", "--ws", f"{HOST}:0")
+    result = run("--config", str(cfg), "--tcp", f"{HOST}:0", "--ws", f"{HOST}:0", "--admin", "off")
     assert result.returncode != 0
     assert "ready" not in result.stdout
     for name in names:
@@ -63,7 +63,7 @@ def test_flags_override_the_file(start, tmp_path, clients):
     (["--ws-path", "mqtt"], "`--ws-path`"),
 ])
 def test_bad_flag_is_named_as_typed(tmp_path, flags, flag):
-    result = run("--tcp", f"{HOST}:0", "--ws", f"{HOST}:0", *flags)
+    result = run("--tcp", f"{HOST}:0", "--ws", f"{HOST}:0", "--admin", "off", *flags)
     assert result.returncode != 0
     assert flag in result.stderr, result.stderr
 
@@ -72,7 +72,7 @@ def test_bad_file_value_is_named_by_its_key(tmp_path):
     """The same value from the file is named by the file's key."""
     cfg = tmp_path / "fanfare.toml"
     cfg.write_text("shards = 0\n")
-    result = run("--config", str(cfg), "--tcp", f"{HOST}:0", "--ws", f"{HOST}:0")
+    result = run("--config", str(cfg), "--tcp", f"{HOST}:0", "--ws", f"{HOST}:0", "--admin", "off")
     assert result.returncode != 0
     assert "`shards`" in result.stderr, result.stderr
 

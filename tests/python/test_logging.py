@@ -65,7 +65,8 @@ def test_a_fatal_error_is_a_json_record_too():
         taken.listen()
         port = taken.getsockname()[1]
         done = subprocess.run(
-            [str(fanfare_bin()), "--log-format", "json", "--tcp", f"{HOST}:{port}", "--ws", "off"],
+            [str(fanfare_bin()), "--log-format", "json", "--tcp", f"{HOST}:{port}", "--ws", "off",
+             "--admin", "off"],
             capture_output=True, text=True, timeout=RUN_TIMEOUT_S, stdin=subprocess.DEVNULL)
     assert done.returncode != 0
     logged = records(done.stderr)

@@ -1,5 +1,6 @@
-"""`GET /metrics` on the WebSocket listener: every shard's counters in Prometheus text format,
-as a monitoring system scrapes them."""
+"""`GET /metrics` on the operations listener: every shard's counters in Prometheus text format,
+as a monitoring system scrapes them. The WebSocket listener serves them only when
+`http_metrics` asks it to."""
 
 from __future__ import annotations
 
@@ -44,7 +45,11 @@ def test_metrics_count_connections_subscriptions_and_deliveries(start, clients, 
     wait_for_metric(broker, "fanfare_connections", lambda n: n == 3)
 
 
-def test_metrics_can_be_turned_off(start):
-    broker = start(config={"http_metrics": False})
-    status, _, _ = fetch_metrics(broker)
-    assert status == 404
+def test_the_websocket_listener_serves_metrics_only_when_asked(start):
+    broker = start()
+    assert fetch_metrics(broker, port="ws")[0] == 404
+    assert fetch_metrics(broker)[0] == 200
+    broker = start(config={"http_metrics": True})
+    status, _, body = fetch_metrics(broker, port="ws")
+    assert status == 200
+    assert "fanfare_connections" in body

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.fanfare_only
 
 
 def second_start(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(fanfare_bin()), *args], capture_output=True, text=True,
+    return subprocess.run([str(fanfare_bin()), "--admin", "off", *args], capture_output=True, text=True,
                           stdin=subprocess.DEVNULL, timeout=10)
 
 

@@ -328,7 +328,7 @@ def test_identity_as_username_takes_the_certificate_common_name(start, clients, 
     try:
         conn.handshake()
         # The name is taken once the handshake is verified, on the first bytes after it.
-        conn.send(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        conn.send(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         assert conn.recv_some(5.0).startswith(b"HTTP/1.1 200")
         line = broker.wait_for_log(f"{conn.local}: the client certificate names the user")
         assert line.endswith(f'"{CLIENT_NAME}"'), line
@@ -424,7 +424,8 @@ def https_get(broker, pki, path: str) -> tuple[int, str, bytes]:
 
 
 def test_https_serves_the_demo_page_and_metrics(start, pki):
-    broker = start(tls=tls_table(pki))
+    # Metrics on the internet-facing listener only when asked (`http_metrics`).
+    broker = start(tls=tls_table(pki), config={"http_metrics": True})
     status, content_type, body = https_get(broker, pki, "/")
     assert status == 200
     assert content_type.startswith("text/html")

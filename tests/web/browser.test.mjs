@@ -45,7 +45,7 @@ let broker, browser, node, certs;
  * ports it bound. */
 function startBroker(ports = {}, config = configFile) {
   const { tcp = "127.0.0.1:0", ws = "127.0.0.1:0", mqtts = "127.0.0.1:0", wss = "127.0.0.1:0" } = ports;
-  const args = ["--tcp", tcp, "--ws", ws, "--mqtts", mqtts, "--wss", wss,
+  const args = ["--tcp", tcp, "--ws", ws, "--mqtts", mqtts, "--wss", wss, "--admin", "off",
     "--tls-cert", certs.server.cert, "--tls-key", certs.server.key, "--config", config, "--shards", "2"];
   const proc = spawn(BIN, args, { stdio: ["ignore", "pipe", "pipe"], env: { FANFARE_LOG: "debug", ...process.env } });
   let out = "", err = "";

@@ -1,6 +1,7 @@
 //! Scenario tests: a `Broker` driven with packets and virtual time, its outbox decoded with the
 //! codec's client-side decoder. This file holds the harness; each submodule one area.
 
+mod admin;
 mod connect;
 mod qos;
 mod retained;
