@@ -200,6 +200,8 @@ fn kernel_tls(mode: KtlsMode) -> Result<KtlsSupport, ktls::KtlsUnavailable> {
 
 /// The listening sockets a successor would take over (duplicates of the shards' own).
 type Offer = Vec<Handed>;
+/// Each listener's announcement (`listening tcp 127.0.0.1:1883`), and whether it is TLS.
+type Announced = Vec<(String, bool)>;
 
 /// Binds every listener, or takes it from the broker handing over (`--takeover`): the same
 /// sockets, spread over this broker's shards, with more joining their group if it has more
@@ -207,7 +209,7 @@ type Offer = Vec<Handed>;
 fn bind_listeners(
     config: &Config,
     mut handover: Option<&mut Handover>,
-) -> anyhow::Result<(Listeners, Vec<(String, bool)>, Offer)> {
+) -> anyhow::Result<(Listeners, Announced, Offer)> {
     let mut per_shard: Listeners = (0..config.shards).map(|_| Vec::new()).collect();
     let mut announced = Vec::new();
     let mut offer = Vec::new();
