@@ -8,6 +8,8 @@
 //!    answer the operations listener's questions (`admin_requests.rs`);
 //! 4. on a tick, the clock's work: keep-alive, handshake and CONNECT deadlines, metrics, and
 //!    on shard 0 the `$SYS` topics (`sys_topics.rs`);
+//!    After a takeover (`fanfare --takeover`), the connections due to end by now in the
+//!    drain (`drain.rs`);
 //! 5. let the broker continue a fan-out sliced over turns;
 //! 6. carry out the broker's outbox: queue bytes on connections, begin closes
 //!    (`carry_out.rs`), post to other shards (`mailbox.rs`);
