@@ -15,6 +15,7 @@ use fanfare::net::ktls::{self, KtlsSupport};
 use fanfare::net::listener::{ListenerKind, bind_reuseport};
 use fanfare::net::sd_notify::State;
 use fanfare::net::sys::{self, Signal};
+use fanfare::net::takeover::{Handed, Handover, Role};
 use fanfare::service::Service;
 use fanfare::shard::mailbox::Mailboxes;
 use fanfare::shard::verifier::Verifiers;
@@ -44,6 +45,8 @@ Options:
   --shards N         shard threads, one per core     [default: number of cores]
   --log-level LEVEL  error, warn, info, debug or trace [default: info]
   --log-format FMT   text, or json for one JSON object per line [default: text]
+  --takeover         replace the broker running on the same addresses: take its listening
+                     sockets, serve, then let it drain its clients over drain_s and exit
   -h, --help         print this help
   -V, --version      print the version
 ";
@@ -107,6 +110,8 @@ struct Args {
     config_file: Option<String>,
     /// (flag, the key it sets, value), in the order given.
     overrides: Vec<(&'static str, &'static str, String)>,
+    /// `--takeover`: replace the broker holding these addresses instead of refusing to start.
+    takeover: bool,
 }
 
 fn parse_args() -> anyhow::Result<Option<Args>> {
@@ -115,6 +120,7 @@ fn parse_args() -> anyhow::Result<Option<Args>> {
     let mut args = Args {
         config_file: None,
         overrides: Vec::new(),
+        takeover: false,
     };
     while let Some(arg) = parser.next()? {
         let flag_key = match arg {
@@ -127,6 +133,7 @@ fn parse_args() -> anyhow::Result<Option<Args>> {
         }
         match arg {
             Long("config") => args.config_file = Some(parser.value()?.string()?),
+            Long("takeover") => args.takeover = true,
             Short('h') | Long("help") => {
                 print!("{USAGE}");
                 return Ok(None);
@@ -191,9 +198,21 @@ fn kernel_tls(mode: KtlsMode) -> Result<KtlsSupport, ktls::KtlsUnavailable> {
     }
 }
 
-fn bind_listeners(config: &Config) -> anyhow::Result<(Listeners, Vec<(String, bool)>)> {
+/// The listening sockets a successor would take over (duplicates of the shards' own).
+type Offer = Vec<Handed>;
+/// Each listener's announcement (`listening tcp 127.0.0.1:1883`), and whether it is TLS.
+type Announced = Vec<(String, bool)>;
+
+/// Binds every listener, or takes it from the broker handing over (`--takeover`): the same
+/// sockets, spread over this broker's shards, with more joining their group if it has more
+/// shards than that one had.
+fn bind_listeners(
+    config: &Config,
+    mut handover: Option<&mut Handover>,
+) -> anyhow::Result<(Listeners, Announced, Offer)> {
     let mut per_shard: Listeners = (0..config.shards).map(|_| Vec::new()).collect();
     let mut announced = Vec::new();
+    let mut offer = Vec::new();
     for (kind, addr) in [
         (ListenerKind::Tcp, config.tcp),
         (ListenerKind::Ws, config.ws),
@@ -201,9 +220,24 @@ fn bind_listeners(config: &Config) -> anyhow::Result<(Listeners, Vec<(String, bo
         (ListenerKind::Wss, config.wss),
     ] {
         let Some(addr) = addr else { continue };
-        let listeners = bind_reuseport(addr, config.shards)
-            .with_context(|| format!("cannot listen for {} on {addr}", kind.name()))?;
+        let mut listeners = match handover.as_deref_mut() {
+            Some(handover) => handover.take_listeners(kind, addr)?,
+            None => Vec::new(),
+        };
+        let more = config.shards.saturating_sub(listeners.len());
+        listeners.extend(
+            bind_reuseport(addr, more)
+                .with_context(|| format!("cannot listen for {} on {addr}", kind.name()))?,
+        );
         let bound = listeners[0].local_addr()?;
+        for listener in &listeners {
+            let fd = listener.try_clone()?.into();
+            offer.push(Handed {
+                role: Role::Listener(kind),
+                addr: bound,
+                fd,
+            });
+        }
         let line = match kind {
             ListenerKind::Tcp | ListenerKind::Mqtts => format!("listening {} {bound}", kind.name()),
             ListenerKind::Ws | ListenerKind::Wss => {
@@ -211,12 +245,12 @@ fn bind_listeners(config: &Config) -> anyhow::Result<(Listeners, Vec<(String, bo
             }
         };
         announced.push((line, kind.tls()));
-        for (shard, listener) in listeners.into_iter().enumerate() {
-            per_shard[shard].push((kind, listener));
+        for (index, listener) in listeners.into_iter().enumerate() {
+            per_shard[index % config.shards].push((kind, listener));
         }
     }
 
-    Ok((per_shard, announced))
+    Ok((per_shard, announced, offer))
 }
 
 /// SIGHUP: reads the configuration file again, with the command line's flags over it, and
@@ -296,12 +330,18 @@ fn reload_tls(config: &Config, tls: Option<&SharedTls>, kernel_tls: bool) {
 
 /// The operations listener's socket (not in a `SO_REUSEPORT` group: one thread accepts), and
 /// the line announcing it; `None` with `admin = "off"`.
-fn bind_admin(config: &Config) -> anyhow::Result<Option<(std::net::TcpListener, String)>> {
+fn bind_admin(
+    config: &Config,
+    handover: Option<&mut Handover>,
+) -> anyhow::Result<Option<(std::net::TcpListener, String)>> {
     let Some(addr) = config.admin.listen else {
         return Ok(None);
     };
-    let listener = std::net::TcpListener::bind(addr)
-        .with_context(|| format!("cannot listen for admin on {addr}"))?;
+    let listener = match handover.and_then(|handover| handover.take_admin(addr)) {
+        Some(listener) => listener,
+        None => std::net::TcpListener::bind(addr)
+            .with_context(|| format!("cannot listen for admin on {addr}"))?,
+    };
     let line = format!("listening admin {}", listener.local_addr()?);
     Ok(Some((listener, line)))
 }
@@ -325,6 +365,80 @@ fn start_admin(
         started: std::time::Instant::now(),
     };
     admin::start(listener, admin).context("cannot start the admin listener's thread")
+}
+
+/// Claims the listening addresses; with `--takeover`, asks the broker holding them for its
+/// sockets instead of refusing to start.
+fn claim_addresses(
+    listening: &[std::net::SocketAddr],
+    takeover: bool,
+) -> anyhow::Result<(InstanceLock, Option<Handover>)> {
+    if !takeover {
+        return Ok((InstanceLock::acquire(listening)?, None));
+    }
+    let (lock, handover) = InstanceLock::take_over(listening)?;
+    match &handover {
+        Some(handover) => log::info!(
+            "--takeover: pid {} on {} hands over its listening sockets",
+            handover.pid,
+            handover.addr
+        ),
+        None => log::info!("--takeover: no broker holds these addresses; starting normally"),
+    }
+    Ok((lock, handover))
+}
+
+/// Once this broker serves on the sockets handed over: tells the old broker to drain.
+fn finish_takeover(handover: Handover) -> anyhow::Result<()> {
+    let unused = handover.unused();
+    if !unused.is_empty() {
+        log::warn!(
+            "--takeover: this configuration does not listen on {}: those stop with the old broker",
+            unused.join(", ")
+        );
+    }
+    let (pid, addr) = (handover.pid, handover.addr);
+    handover
+        .finish()
+        .with_context(|| format!("takeover of {addr}: cannot tell pid {pid} to drain"))?;
+    log::info!("took over from pid {pid}, which now drains its clients");
+    Ok(())
+}
+
+/// A successor serves on the listening sockets: every shard stops accepting and ends its
+/// connections over `drain_s`, then stops. SIGINT or SIGTERM meanwhile stop at once.
+fn drain_shards(
+    successor: u32,
+    config: &Config,
+    drain: &AtomicBool,
+    stop: &AtomicBool,
+    mailboxes: &Mailboxes,
+    threads: Vec<std::thread::JoinHandle<()>>,
+) -> anyhow::Result<()> {
+    log::info!(
+        "pid {successor} serves on the listening sockets now: draining the clients over {} s (drain_s)",
+        config.drain_s
+    );
+    drain.store(true, Ordering::Release);
+    for shard in 0..mailboxes.shard_count() {
+        mailboxes.wake(shard);
+    }
+    while !threads.iter().all(|thread| thread.is_finished()) {
+        let poll = std::time::Duration::from_millis(100);
+        if let Some(Signal::Stop(signal)) = sys::wait_for_signal(Some(poll)) {
+            log::info!("{signal} received while draining: closing the rest now");
+            stop.store(true, Ordering::Release);
+            for shard in 0..mailboxes.shard_count() {
+                mailboxes.wake(shard);
+            }
+        }
+    }
+    for thread in threads {
+        if thread.join().is_err() {
+            bail!("a shard thread panicked");
+        }
+    }
+    Ok(())
 }
 
 /// Tells every shard to stop, wakes it so it sees that at once, and waits for it to finish
@@ -400,12 +514,18 @@ fn serve(config: Config, args: &Args, small_pages: std::io::Result<()>) -> anyho
         .into_iter()
         .flatten()
         .collect();
-    let _lock = InstanceLock::acquire(&listening)?;
-    let (per_shard, mut announced) = bind_listeners(&config)?;
-    let admin_listener = bind_admin(&config)?;
-    if let Some((_, line)) = &admin_listener {
+    let (lock, mut handover) = claim_addresses(&listening, args.takeover)?;
+    let (per_shard, mut announced, mut offer) = bind_listeners(&config, handover.as_mut())?;
+    let admin_listener = bind_admin(&config, handover.as_mut())?;
+    if let Some((listener, line)) = &admin_listener {
         announced.push((line.clone(), false));
+        offer.push(Handed {
+            role: Role::Admin,
+            addr: listener.local_addr()?,
+            fd: listener.try_clone()?.into(),
+        });
     }
+    let drain = Arc::new(AtomicBool::new(false));
     let config = Arc::new(config);
     let live_config = Arc::new(SharedConfig::new(Arc::clone(&config)));
     let metrics = Arc::new(Metrics::new(config.shards));
@@ -446,6 +566,7 @@ fn serve(config: Config, args: &Args, small_pages: std::io::Result<()>) -> anyho
             config: live_config.clone(),
             mailboxes: mailboxes.clone(),
             stop: stop.clone(),
+            drain: drain.clone(),
             listeners,
             metrics: metrics.clone(),
             heartbeats: heartbeats.clone(),
@@ -494,10 +615,24 @@ fn serve(config: Config, args: &Args, small_pages: std::io::Result<()>) -> anyho
         env!("CARGO_PKG_VERSION"),
         config.shards
     );
+    lock.offer(offer);
+    if let Some(handover) = handover {
+        finish_takeover(handover)?;
+    }
 
     let signal = loop {
         match service.wait_for_signal() {
             Signal::Stop(signal) => break signal,
+            Signal::HandedOver => match lock.successor() {
+                Some(pid) => {
+                    ready.store(false, Ordering::Release);
+                    service.notify(State::Stopping);
+                    drain_shards(pid, &config, &drain, &stop, &mailboxes, threads)?;
+                    log::info!("drained and stopped");
+                    return Ok(());
+                }
+                None => log::info!("SIGUSR2 received: no takeover under way, ignored"),
+            },
             Signal::Reload => {
                 reload_config(args, &live_config);
                 reload_tls(&config, tls.as_deref(), kernel_support.is_some());

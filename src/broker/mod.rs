@@ -313,6 +313,13 @@ impl Broker {
         }
     }
 
+    /// A drain's end of one connection (`fanfare --takeover`): closed with `ServerShutdown`,
+    /// its will not published, for the reasons of [`Broker::shutdown`]; the session goes
+    /// offline as on any disconnection.
+    pub fn drain_connection(&mut self, conn: ConnId, now: Instant, out: &mut Outbox) {
+        self.end_connection(conn, Some(CloseReason::ServerShutdown), false, now, out);
+    }
+
     /// Once a second: gives back room the scratch of fan-out kept from its last bursts.
     pub fn shed_scratch(&mut self) {
         crate::slots::shed(&mut self.matches);

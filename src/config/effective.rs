@@ -75,6 +75,7 @@ fn top_level(out: &mut Toml, config: &Config) {
     out.value("admin_page_len_max", &admin.page_len_max);
     out.value("response_topic_prefix", &config.response_topic_prefix);
     out.value("sys_interval_s", &config.sys_interval_s);
+    out.value("drain_s", &config.drain_s);
 }
 
 fn tls(out: &mut Toml, tls: &TlsSettings) {

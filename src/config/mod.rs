@@ -356,6 +356,10 @@ pub struct ProxyProtocol {
 /// the uptime and rates it publishes would say little.
 pub const SYS_INTERVAL_S_MAX: u32 = 86_400;
 
+/// The longest `drain_s`: an hour. The replaced broker holds its memory and its clients' old
+/// sessions that long; a longer drain is more likely a typo.
+pub const DRAIN_S_MAX: u32 = 3_600;
+
 /// How log lines are written to stderr (`log_format`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -473,6 +477,10 @@ pub struct Config {
     /// counters summed over shards); `0` turns them off, as Mosquitto's `sys_interval` does.
     /// At most [`SYS_INTERVAL_S_MAX`].
     pub sys_interval_s: u32,
+    /// Seconds over which a broker replaced by `fanfare --takeover` disconnects its clients,
+    /// spread evenly, so that they do not all reconnect to the new one in the same second.
+    /// At most [`DRAIN_S_MAX`]; `0` disconnects them all at once.
+    pub drain_s: u32,
 }
 
 impl Default for Config {
@@ -505,6 +513,7 @@ impl Default for Config {
             admin: AdminSettings::default(),
             response_topic_prefix: "response/".to_owned(),
             sys_interval_s: 10,
+            drain_s: 10,
         }
     }
 }
@@ -590,6 +599,7 @@ struct FileConfig {
     admin_page_len_max: Option<u32>,
     response_topic_prefix: Option<String>,
     sys_interval_s: Option<u32>,
+    drain_s: Option<u32>,
 }
 
 macro_rules! file_limits {
@@ -745,6 +755,9 @@ impl Config {
         if let Some(interval) = file.sys_interval_s {
             config.sys_interval_s = interval;
         }
+        if let Some(drain) = file.drain_s {
+            config.drain_s = drain;
+        }
         Ok(config)
     }
 
@@ -851,6 +864,12 @@ impl Config {
             return Err(ConfigError::invalid(
                 "sys_interval_s",
                 &format!("must be at most {SYS_INTERVAL_S_MAX} (a day), or 0 for no $SYS topics"),
+            ));
+        }
+        if self.drain_s > DRAIN_S_MAX {
+            return Err(ConfigError::invalid(
+                "drain_s",
+                &format!("must be at most {DRAIN_S_MAX} (an hour)"),
             ));
         }
         self.validate_proxies()?;
@@ -1141,6 +1160,16 @@ mod tests {
         let config = Config::from_toml("sys_interval_s = 86401\n", "f.toml").expect("parses");
         let err = config.validate().expect_err("over a day");
         assert!(err.message.contains("sys_interval_s"), "{}", err.message);
+    }
+
+    #[test]
+    fn drain_is_bounded() {
+        assert_eq!(Config::default().drain_s, 10);
+        let config = Config::from_toml("drain_s = 0\n", "f.toml").expect("parses");
+        assert_eq!(config.validate(), Ok(()));
+        let config = Config::from_toml("drain_s = 3601\n", "f.toml").expect("parses");
+        let err = config.validate().expect_err("over an hour");
+        assert!(err.message.contains("drain_s"), "{}", err.message);
     }
 
     #[test]

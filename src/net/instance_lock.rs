@@ -13,7 +13,8 @@
 //!   for: two brokers in two containers with their own network may both listen on
 //!   `0.0.0.0:1883`, and both claim it, while a file lock in a shared `/run` would refuse one;
 //! - the holder answers a connection to the name with its process id, so the refusal can say
-//!   which process holds the address.
+//!   which process holds the address, and hands its sockets to a successor that asks
+//!   (`fanfare --takeover`, [`super::takeover`]).
 //!
 //! Port 0 is never claimed: the kernel picks a port nobody listens on, so two brokers asking
 //! for port 0 cannot meet (the tests start many at once that way).
@@ -25,50 +26,142 @@
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr as UnixAddr, UnixListener, UnixStream};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::takeover::{self, Handed, Handover, TakeoverError};
+
 /// How long the holder may take to say who it is; a holder stopped in a debugger, or one
-/// too busy to answer, is still named by its address.
+/// too busy to answer, is still named by its address. Also how long the holder waits for a
+/// request after saying so.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(1);
 /// The longest answer read: `fanfare <pid>\n` with a 32-bit pid is 19 bytes.
 const ANSWER_BYTES_MAX: usize = 32;
 
-/// The addresses this process claimed; the claims last as long as the process.
+/// The addresses this process claimed; the claims last as long as the process, or until they
+/// are handed to a successor (`fanfare --takeover`).
 #[derive(Debug)]
 pub struct InstanceLock {
     addrs: Vec<SocketAddr>,
+    shared: Arc<Shared>,
+}
+
+/// What the lock's thread shares with the rest of the process.
+#[derive(Debug, Default)]
+struct Shared {
+    /// The sockets a successor gets besides the locks; `None` until the broker is ready.
+    offer: Mutex<Option<Vec<Handed>>>,
+    /// The successor's process id once it took over; 0 before.
+    successor: AtomicU32,
 }
 
 impl InstanceLock {
     /// Claims every address with a concrete port, or fails naming the first one held by
-    /// another process. Call it with SIGTERM and SIGINT blocked: each claim's answering thread
+    /// another process. Call it with the stop signals blocked: the claims' answering thread
     /// inherits the mask, and a stop signal must reach the thread that stops the shards.
     pub fn acquire(addrs: &[SocketAddr]) -> Result<InstanceLock, LockError> {
-        let mut claimed = Vec::new();
-        let mut listeners = Vec::new();
-        for &addr in addrs.iter().filter(|addr| addr.port() != 0) {
-            if claimed.contains(&addr) {
-                continue;
-            }
-            listeners.push((addr, claim(addr)?));
-            claimed.push(addr);
+        let mut claims = Vec::new();
+        for addr in concrete(addrs) {
+            claims.push((addr, claim(addr)?));
         }
-        // Threads start only once every address is ours: a refusal leaves nothing behind.
-        for (addr, listener) in listeners {
+        // The thread starts only once every address is ours: a refusal leaves nothing behind.
+        InstanceLock::hold(claims)
+    }
+
+    /// `fanfare --takeover`: claims the addresses nobody holds, and asks the holder of the
+    /// others for its sockets. `None` when nobody held any: a normal start.
+    pub fn take_over(
+        addrs: &[SocketAddr],
+    ) -> Result<(InstanceLock, Option<Handover>), TakeoverError> {
+        let mut claims = Vec::new();
+        let mut held = Vec::new();
+        for addr in concrete(addrs) {
+            match claim(addr) {
+                Ok(listener) => claims.push((addr, listener)),
+                Err(LockError::Held { .. }) => held.push(addr),
+                Err(error) => return Err(TakeoverError::Lock(Box::new(error))),
+            }
+        }
+        let Some(&first) = held.first() else {
+            let lock = InstanceLock::hold(claims).map_err(|e| TakeoverError::Lock(Box::new(e)))?;
+            return Ok((lock, None));
+        };
+        let name =
+            abstract_name(first).map_err(|error| TakeoverError::NoAnswer { addr: first, error })?;
+        let mut handover = Handover::request(first, &name)?;
+        let mut locks = handover.take_locks();
+        for &addr in &held {
+            let Some(index) = locks.iter().position(|(locked, _)| *locked == addr) else {
+                return Err(TakeoverError::Mismatch {
+                    addr,
+                    why: format!(
+                        "it is held by another process than the broker on {first} (pid {})",
+                        handover.pid
+                    ),
+                });
+            };
+            claims.push(locks.swap_remove(index));
+        }
+        let lock = InstanceLock::hold(claims).map_err(|e| TakeoverError::Lock(Box::new(e)))?;
+        Ok((lock, Some(handover)))
+    }
+
+    fn hold(claims: Vec<(SocketAddr, UnixListener)>) -> Result<InstanceLock, LockError> {
+        let shared = Arc::new(Shared::default());
+        let addrs = claims.iter().map(|(addr, _)| *addr).collect();
+        if let Some(&(addr, _)) = claims.first() {
+            for (addr, listener) in &claims {
+                // The thread waits on all of them at once and accepts from the one ready; one
+                // taken by another process meanwhile must not block it.
+                listener
+                    .set_nonblocking(true)
+                    .map_err(|error| LockError::Io { addr: *addr, error })?;
+            }
+            let thread_shared = Arc::clone(&shared);
             std::thread::Builder::new()
                 .name("instance-lock".to_owned())
-                .spawn(move || answer(&listener))
+                .spawn(move || answer(&claims, &thread_shared))
                 .map_err(|error| LockError::Io { addr, error })?;
         }
-        Ok(InstanceLock { addrs: claimed })
+        Ok(InstanceLock { addrs, shared })
     }
 
     /// The addresses claimed (those with a concrete port).
     pub fn addrs(&self) -> &[SocketAddr] {
         &self.addrs
     }
+
+    /// Once the broker serves: the sockets a successor may take over (duplicates of the
+    /// listeners; the locks go along by themselves).
+    pub fn offer(&self, sockets: Vec<Handed>) {
+        if let Ok(mut offer) = self.shared.offer.lock() {
+            *offer = Some(sockets);
+        }
+    }
+
+    /// The process that took the addresses over, once one did.
+    pub fn successor(&self) -> Option<u32> {
+        match self.shared.successor.load(Ordering::Acquire) {
+            0 => None,
+            pid => Some(pid),
+        }
+    }
+}
+
+/// The addresses to claim: those with a concrete port (port 0 never meets another broker),
+/// each once.
+fn concrete(addrs: &[SocketAddr]) -> Vec<SocketAddr> {
+    let mut concrete: Vec<SocketAddr> = Vec::new();
+    for &addr in addrs.iter().filter(|addr| addr.port() != 0) {
+        if !concrete.contains(&addr) {
+            concrete.push(addr);
+        }
+    }
+    concrete
 }
 
 /// Why an address could not be claimed.
@@ -90,7 +183,7 @@ impl std::fmt::Display for LockError {
                 };
                 write!(
                     f,
-                    "{who} already listens on {addr}; two brokers on one address would split the clients between them, so stop that one first"
+                    "{who} already listens on {addr}; two brokers on one address would split the clients between them, so stop that one first, or replace it with `fanfare --takeover`"
                 )
             }
             LockError::Io { addr, error } => {
@@ -103,13 +196,13 @@ impl std::fmt::Display for LockError {
 impl std::error::Error for LockError {}
 
 /// The abstract socket name that stands for `addr`.
-fn lock_name(addr: SocketAddr) -> String {
-    format!("fanfare:{addr}")
+fn abstract_name(addr: SocketAddr) -> io::Result<UnixAddr> {
+    UnixAddr::from_abstract_name(format!("fanfare:{addr}"))
 }
 
 fn claim(addr: SocketAddr) -> Result<UnixListener, LockError> {
     let io_error = |error| LockError::Io { addr, error };
-    let name = UnixAddr::from_abstract_name(lock_name(addr)).map_err(io_error)?;
+    let name = abstract_name(addr).map_err(io_error)?;
     match UnixListener::bind_addr(&name) {
         Ok(listener) => Ok(listener),
         Err(error) if error.kind() == io::ErrorKind::AddrInUse => Err(LockError::Held {
@@ -126,7 +219,8 @@ fn holder_pid(name: &UnixAddr) -> Option<u32> {
     stream.set_read_timeout(Some(ANSWER_TIMEOUT)).ok()?;
     let mut answer = [0u8; ANSWER_BYTES_MAX];
     let mut len = 0;
-    while len < answer.len() {
+    // Up to the newline: the holder then waits for a request, and sees this one end instead.
+    while len < answer.len() && !answer[..len].contains(&b'\n') {
         match stream.read(&mut answer[len..]) {
             Ok(0) => break,
             Ok(n) => len += n,
@@ -140,22 +234,65 @@ fn holder_pid(name: &UnixAddr) -> Option<u32> {
 /// `fanfare <pid>\n` → the pid.
 fn parse_answer(answer: &[u8]) -> Option<u32> {
     let text = std::str::from_utf8(answer).ok()?;
-    text.strip_prefix("fanfare ")?
-        .strip_suffix('\n')?
-        .parse()
-        .ok()
+    parse_pid_line(text.strip_suffix('\n')?)
 }
 
-/// The holder's side: tells each process that connects which process holds the address. One
-/// connection at a time, each answered with one short write and closed, so a flood of
-/// connections costs this thread alone; the listener's backlog bounds what waits.
-fn answer(listener: &UnixListener) {
+/// `fanfare <pid>` (the newline taken off) → the pid.
+pub(super) fn parse_pid_line(line: &str) -> Option<u32> {
+    line.strip_prefix("fanfare ")?.parse().ok()
+}
+
+/// The holder's thread: tells each process that connects to a lock which process holds the
+/// address, and hands everything over to one that asks to take over. One connection at a
+/// time, each bounded by timeouts, so a flood of connections costs this thread alone; the
+/// listeners' backlogs bound what waits. Ends once a successor took over, closing this
+/// process's copies of the locks.
+fn answer(locks: &[(SocketAddr, UnixListener)], shared: &Shared) {
     let line = format!("fanfare {}\n", std::process::id());
-    for stream in listener.incoming() {
-        let Ok(mut stream) = stream else { continue };
-        // The write fits in an empty socket buffer; the timeout is for a broken kernel only.
-        let _ = stream.set_write_timeout(Some(ANSWER_TIMEOUT));
-        let _ = stream.write_all(line.as_bytes());
+    let fds: Vec<_> = locks.iter().map(|(_, listener)| listener.as_fd()).collect();
+    let named: Vec<_> = locks
+        .iter()
+        .map(|(addr, listener)| (*addr, listener.as_fd()))
+        .collect();
+    loop {
+        let ready = match takeover::wait_readable(&fds) {
+            Ok(ready) => ready,
+            Err(e) => {
+                log::error!(
+                    "instance lock: cannot wait for connections: {e}; the lock stays held but answers no one"
+                );
+                return;
+            }
+        };
+        for (index, _) in ready.iter().enumerate().filter(|(_, ready)| **ready) {
+            let Ok((mut stream, _)) = locks[index].1.accept() else {
+                continue;
+            };
+            let _ = stream.set_write_timeout(Some(ANSWER_TIMEOUT));
+            let _ = stream.set_read_timeout(Some(ANSWER_TIMEOUT));
+            if stream.write_all(line.as_bytes()).is_err() {
+                continue;
+            }
+            // A process asking who holds the address closes here; only a successor asks more.
+            if !takeover::read_line(&mut stream).is_ok_and(|request| request == "takeover") {
+                continue;
+            }
+            let offer = shared.offer.lock().ok();
+            let offered = offer.as_ref().and_then(|offer| offer.as_deref());
+            match takeover::hand_over(&mut stream, &named, offered) {
+                Ok(pid) => {
+                    log::info!("pid {pid} took over the listening sockets");
+                    shared.successor.store(pid, Ordering::Release);
+                    if let Err(e) = super::sys::raise_handed_over() {
+                        log::error!("cannot tell the main thread of the takeover: {e}");
+                    }
+                    return;
+                }
+                Err(e) => {
+                    log::warn!("a takeover was asked for and did not happen: {e}; serving on")
+                }
+            }
+        }
     }
 }
 

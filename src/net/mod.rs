@@ -13,6 +13,7 @@ pub mod sd_notify;
 pub mod send_buf;
 pub mod send_queue;
 pub mod sys;
+pub mod takeover;
 mod tls_stream;
 mod uring;
 

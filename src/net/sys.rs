@@ -74,7 +74,7 @@ pub fn shutdown_write(fd: &OwnedFd) {
     }
 }
 
-/// Blocks SIGINT, SIGTERM and SIGHUP in this thread and the threads it spawns afterwards, so
+/// Blocks SIGINT, SIGTERM, SIGHUP and SIGUSR2 in this thread and the threads it spawns afterwards, so
 /// that [`wait_for_signal`] receives them instead of the default handler killing the process.
 pub fn block_stop_signals() -> io::Result<()> {
     let set = stop_signals();
@@ -120,9 +120,12 @@ pub enum Signal {
     Stop(&'static str),
     /// SIGHUP: read the certificates again.
     Reload,
+    /// SIGUSR2, raised by the instance lock's thread once a successor took the listening
+    /// sockets over (`fanfare --takeover`): drain. Sent by anyone else, it is ignored.
+    HandedOver,
 }
 
-/// Waits for SIGINT, SIGTERM or SIGHUP, or at most `timeout` when one is given: `None` then
+/// Waits for SIGINT, SIGTERM, SIGHUP or SIGUSR2, or at most `timeout` when one is given: `None` then
 /// means the time passed without a signal.
 pub fn wait_for_signal(timeout: Option<Duration>) -> Option<Signal> {
     let set = stop_signals();
@@ -148,9 +151,21 @@ pub fn wait_for_signal(timeout: Option<Duration>) -> Option<Signal> {
     };
     Some(match signal {
         libc::SIGHUP => Signal::Reload,
+        libc::SIGUSR2 => Signal::HandedOver,
         libc::SIGINT => Signal::Stop("SIGINT"),
         _ => Signal::Stop("SIGTERM"),
     })
+}
+
+/// Tells the main thread, waiting in [`wait_for_signal`], that a successor took over.
+pub fn raise_handed_over() -> io::Result<()> {
+    // SAFETY: kill takes integer arguments only; the signal is blocked in every thread of the
+    // broker, so it waits for the main thread's sigwait instead of killing the process.
+    let rc = unsafe { libc::kill(libc::getpid(), libc::SIGUSR2) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 fn stop_signals() -> libc::sigset_t {
@@ -161,6 +176,7 @@ fn stop_signals() -> libc::sigset_t {
         libc::sigaddset(&mut set, libc::SIGINT);
         libc::sigaddset(&mut set, libc::SIGTERM);
         libc::sigaddset(&mut set, libc::SIGHUP);
+        libc::sigaddset(&mut set, libc::SIGUSR2);
         set
     }
 }

@@ -57,16 +57,23 @@ impl Shard {
 
     pub(super) fn arm_accept(&mut self, index: usize) {
         let listener = &mut self.listeners[index];
-        if listener.armed || self.stop_deadline.is_some() {
+        if listener.armed || self.stop_deadline.is_some() || self.drain.is_some() {
             return;
         }
+        let Some(socket) = &listener.socket else {
+            return;
+        };
         listener.armed = true;
-        self.io.arm_accept(index, &listener.socket);
+        self.io.arm_accept(index, socket);
     }
 
     fn on_accept(&mut self, index: usize, result: Result<OwnedFd, i32>, armed: bool, now: Instant) {
         let listener = &mut self.listeners[index];
         listener.armed &= armed;
+        if !listener.armed && self.drain.is_some() {
+            // No operation uses the socket any more: this process's copy can close.
+            listener.socket = None;
+        }
         let kind = listener.kind;
         match result {
             Ok(fd) => self.accepted(fd, kind, now),

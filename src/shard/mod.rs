@@ -8,6 +8,8 @@
 //!    answer the operations listener's questions (`admin_requests.rs`);
 //! 4. on a tick, the clock's work: keep-alive, handshake and CONNECT deadlines, metrics, and
 //!    on shard 0 the `$SYS` topics (`sys_topics.rs`);
+//!    After a takeover (`fanfare --takeover`), the connections due to end by now in the
+//!    drain (`drain.rs`);
 //! 5. let the broker continue a fan-out sliced over turns;
 //! 6. carry out the broker's outbox: queue bytes on connections, begin closes
 //!    (`carry_out.rs`), post to other shards (`mailbox.rs`);
@@ -21,6 +23,7 @@ mod carry_out;
 mod close;
 mod connection_io;
 pub mod deadlines;
+mod drain;
 mod heartbeat;
 mod ingest;
 pub mod mailbox;
@@ -93,6 +96,8 @@ pub struct ShardSetup {
     pub config: Arc<SharedConfig>,
     pub mailboxes: Arc<Mailboxes>,
     pub stop: Arc<AtomicBool>,
+    /// Set once a successor serves on this broker's listening sockets: drain, then stop.
+    pub drain: Arc<AtomicBool>,
     pub listeners: Vec<(ListenerKind, TcpListener)>,
     pub metrics: Arc<Metrics>,
     /// Where the shard counts its ticks, for the service manager's watchdog.
@@ -108,7 +113,8 @@ pub struct ShardSetup {
 
 struct Listener {
     kind: ListenerKind,
-    socket: TcpListener,
+    /// `None` once a drain closed this process's copy (the successor's stays open).
+    socket: Option<TcpListener>,
     armed: bool,
     /// After EMFILE and the like: accepting resumes at this time, the listener keeps listening.
     retry_at: Option<Instant>,
@@ -160,6 +166,9 @@ struct Shard {
     /// What this shard posts to the others, and what waits for room in their queues.
     cross_shard: CrossShard,
     stop: Arc<AtomicBool>,
+    drain_asked: Arc<AtomicBool>,
+    /// The drain under way, once `drain_asked` was seen.
+    drain: Option<drain::Drain>,
     listeners: Vec<Listener>,
     /// What the slow consumer policies did, since start.
     slow: SlowConsumerCounts,
@@ -280,12 +289,14 @@ impl Shard {
             ),
             mailboxes: setup.mailboxes,
             stop: setup.stop,
+            drain_asked: setup.drain,
+            drain: None,
             listeners: setup
                 .listeners
                 .into_iter()
                 .map(|(kind, socket)| Listener {
                     kind,
-                    socket,
+                    socket: Some(socket),
                     armed: false,
                     retry_at: None,
                 })
@@ -368,6 +379,10 @@ impl Shard {
             // messages) outlives the bursts around it: allocated apart from them.
             allocator::long_lived(|| self.tick(now));
         }
+        if self.drain_asked.load(Ordering::Acquire) && self.drain.is_none() {
+            self.begin_drain(now);
+        }
+        self.continue_drain(now);
         if self.stop.load(Ordering::Acquire) && self.stop_deadline.is_none() {
             self.begin_stop(now);
         }
