@@ -316,11 +316,11 @@ mod tests {
             let name = format!("limits.{key}");
             if LIVE_KEYS.contains(&name.as_str()) {
                 live += 1;
-                assert_eq!(reload.applied, [name.clone()], "{name}");
+                assert_eq!(reload.applied, [name.as_str()], "{name}");
                 assert!(reload.kept.is_empty(), "{name}");
                 assert_eq!(reload.config.limits, file.limits, "{name}");
             } else {
-                assert_eq!(reload.kept, [name.clone()], "{name}");
+                assert_eq!(reload.kept, [name.as_str()], "{name}");
                 assert!(reload.applied.is_empty(), "{name}");
                 assert_eq!(reload.config.limits, running.limits, "{name}");
             }
