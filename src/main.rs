@@ -254,24 +254,70 @@ fn bind_listeners(
 }
 
 /// SIGHUP: reads the configuration file again, with the command line's flags over it, and
-/// applies the keys that can change live; the others keep their running values, and are named.
-/// A file that does not load or validate is logged, and the running configuration stays.
-fn reload_config(args: &Args, live_config: &SharedConfig) {
-    let Some(path) = &args.config_file else {
-        log::info!("SIGHUP received: no --config file, no configuration to reload");
-        return;
+/// with it the certificate, key, password, ACL and JWT key files its `[tls]` and `[auth]` name.
+/// The keys that can change live are applied; the others keep their running values, and are
+/// named. Each shard takes the new policy at its next turn; subscriptions it no longer allows
+/// are removed. Everything is read before anything changes: a file that does not load or
+/// validate is logged, and the running configuration, certificates and policy all stay.
+fn reload(
+    args: &Args,
+    live_config: &SharedConfig,
+    tls: Option<&SharedTls>,
+    kernel_tls: bool,
+    auth: &AuthSetup,
+) {
+    let (_, running) = live_config.current();
+    let file = match &args.config_file {
+        None => {
+            log::info!("SIGHUP received: no --config file, reading the TLS and auth files again");
+            (*running).clone()
+        }
+        Some(path) => match load_config(args) {
+            Ok(file) => file,
+            Err(e) => {
+                log::error!(
+                    "SIGHUP received: {path} not applied, keeping the running configuration: {e:#}"
+                );
+                return;
+            }
+        },
     };
-    let file = match load_config(args) {
-        Ok(file) => file,
+    let reload = Reload::new(&running, &file);
+    // New TLS connections get the new certificates, those established carry on.
+    let servers = tls.map(|_| TlsServers::load(&reload.config.tls, kernel_tls));
+    let servers = match servers.transpose() {
+        Ok(servers) => servers,
         Err(e) => {
             log::error!(
-                "SIGHUP received: {path} not applied, keeping the running configuration: {e:#}"
+                "SIGHUP received: TLS certificates not reloaded, keeping the old ones and the running configuration: {e}"
             );
             return;
         }
     };
-    let (_, running) = live_config.current();
-    let reload = Reload::new(&running, &file);
+    let generation = auth.generation.load(Ordering::Acquire) + 1;
+    let policy = match Policy::load(&reload.config.auth, generation) {
+        Ok(policy) => policy,
+        Err(e) => {
+            log::error!(
+                "SIGHUP received: auth files not reloaded, keeping the old ones and the running configuration: {e}"
+            );
+            return;
+        }
+    };
+    if let (Some(tls), Some(servers)) = (tls, servers) {
+        tls.replace(servers);
+        log::info!("SIGHUP received: TLS certificates reloaded");
+    }
+    auth.policy.replace(policy);
+    auth.generation.store(generation, Ordering::Release);
+    log::info!("SIGHUP received: password, ACL and JWT key files reloaded");
+    if let Some(path) = &args.config_file {
+        apply_config(path, &running, reload, live_config);
+    }
+}
+
+/// Applies a reloaded configuration's live keys, and names those kept until a restart.
+fn apply_config(path: &str, running: &Config, reload: Reload, live_config: &SharedConfig) {
     if !reload.kept.is_empty() {
         log::warn!(
             "SIGHUP received: {path}: {} cannot change while the broker runs, kept as they were until a restart",
@@ -290,42 +336,6 @@ fn reload_config(args: &Args, live_config: &SharedConfig) {
         "SIGHUP received: {path} reloaded, applied: {}",
         reload.applied.join(", ")
     );
-}
-
-/// SIGHUP: reads the password, ACL and JWT key files again. Each shard takes the new policy
-/// at its next turn; subscriptions it no longer allows are removed. A file that does not load
-/// is named in the log, and the policy in force stays.
-fn reload_auth(config: &Config, auth: &AuthSetup) {
-    let generation = auth.generation.load(Ordering::Acquire) + 1;
-    match Policy::load(&config.auth, generation) {
-        Ok(policy) => {
-            auth.policy.replace(policy);
-            auth.generation.store(generation, Ordering::Release);
-            log::info!("SIGHUP received: password, ACL and JWT key files reloaded");
-        }
-        Err(e) => {
-            log::error!("SIGHUP received: auth files not reloaded, keeping the old ones: {e}")
-        }
-    }
-}
-
-/// SIGHUP: reads the certificates and keys again. New TLS connections get the new ones, those
-/// established carry on; a file that does not load is named in the log, and the certificates in
-/// use stay.
-fn reload_tls(config: &Config, tls: Option<&SharedTls>, kernel_tls: bool) {
-    let Some(tls) = tls else {
-        log::info!("SIGHUP received: no TLS listener, nothing to reload");
-        return;
-    };
-    match TlsServers::load(&config.tls, kernel_tls) {
-        Ok(servers) => {
-            tls.replace(servers);
-            log::info!("SIGHUP received: TLS certificates reloaded");
-        }
-        Err(e) => {
-            log::error!("SIGHUP received: TLS certificates not reloaded, keeping the old ones: {e}")
-        }
-    }
 }
 
 /// The operations listener's socket (not in a `SO_REUSEPORT` group: one thread accepts), and
@@ -633,11 +643,13 @@ fn serve(config: Config, args: &Args, small_pages: std::io::Result<()>) -> anyho
                 }
                 None => log::info!("SIGUSR2 received: no takeover under way, ignored"),
             },
-            Signal::Reload => {
-                reload_config(args, &live_config);
-                reload_tls(&config, tls.as_deref(), kernel_support.is_some());
-                reload_auth(&config, &auth);
-            }
+            Signal::Reload => reload(
+                args,
+                &live_config,
+                tls.as_deref(),
+                kernel_support.is_some(),
+                &auth,
+            ),
         }
     };
     log::info!("{signal} received: closing connections and stopping");

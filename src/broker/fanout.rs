@@ -41,7 +41,7 @@ use super::retained::RetainOutcome;
 use super::session::SessionKey;
 use super::subscription::{Grant, Matched, SubscriptionIds};
 use super::topic_aliases::AliasForm;
-use crate::config::TopicPolicy;
+use crate::config::{Limits, TopicPolicy};
 use crate::conn::SlowConsumer;
 use crate::conn::{Chunk, Droppable, TopicKey};
 use crate::protocol::mqtt::topic::filter_matches;
@@ -143,6 +143,22 @@ impl Broker {
             .iter()
             .map(|policy| (policy.filter.as_str().into(), policy.on_full))
             .collect();
+    }
+
+    /// Takes a reloaded configuration's limits: only the live ones differ from those the
+    /// broker started with ([`crate::config::Reload`]). Each applies where it is next read:
+    /// the next CONNECT, SUBSCRIBE, queued message or retained publish.
+    pub fn set_limits(&mut self, limits: &Limits) {
+        // These sized what `Broker::new` built, or were announced in CONNACKs.
+        assert_eq!(
+            limits.topic_aliases_per_shard_max,
+            self.limits.topic_aliases_per_shard_max
+        );
+        assert_eq!(limits.inbound_qos2_max, self.limits.inbound_qos2_max);
+        assert_eq!(limits.topic_aliases_max, self.limits.topic_aliases_max);
+        self.retained
+            .set_bounds(limits.retained_messages_max, limits.retained_bytes_max);
+        self.limits = limits.clone();
     }
 
     /// A publish from another shard: delivered to this shard's subscribers and applied to its

@@ -66,6 +66,13 @@ impl RetainedStore {
         }
     }
 
+    /// Takes reloaded bounds. Messages held stay, even past lowered bounds; a retained publish
+    /// is stored only where the store is within them after it, as always.
+    pub(crate) fn set_bounds(&mut self, retained_messages_max: u32, retained_bytes_max: u64) {
+        self.count_max = retained_messages_max as usize;
+        self.bytes_max = usize::try_from(retained_bytes_max).unwrap_or(usize::MAX);
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.count
     }

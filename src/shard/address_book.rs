@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Instant;
 
 use crate::config::TrustedProxies;
@@ -49,8 +50,10 @@ struct Entry {
 pub struct AddressBook {
     stripes: Box<[Mutex<HashMap<IpAddr, Entry>>]>,
     hasher: RandomState,
-    connections_max: u32,
-    connects_per_s: f64,
+    /// `connections_per_ip_max` and `connect_rate_per_ip_max`, which a reload may change:
+    /// each accept reads them.
+    connections_max: AtomicU32,
+    connects_per_s: AtomicU32,
     trusted: TrustedProxies,
 }
 
@@ -59,10 +62,21 @@ impl AddressBook {
         AddressBook {
             stripes: (0..STRIPES).map(|_| Mutex::new(HashMap::new())).collect(),
             hasher: RandomState::new(),
-            connections_max,
-            connects_per_s: f64::from(connects_per_s.max(1)),
+            connections_max: AtomicU32::new(connections_max),
+            connects_per_s: AtomicU32::new(connects_per_s),
             trusted,
         }
+    }
+
+    /// Takes reloaded limits: accepts from now on are held to them, connections open stay.
+    pub fn set_limits(&self, connections_max: u32, connects_per_s: u32) {
+        self.connections_max
+            .store(connections_max, Ordering::Relaxed);
+        self.connects_per_s.store(connects_per_s, Ordering::Relaxed);
+    }
+
+    fn rate(&self) -> f64 {
+        f64::from(self.connects_per_s.load(Ordering::Relaxed).max(1))
     }
 
     /// Whether connections from `ip` are counted: not when it is a trusted proxy's, whose
@@ -76,10 +90,10 @@ impl AddressBook {
         let key = counted_as(ip);
         let mut stripe = self.stripe(key);
         if stripe.len() >= STRIPE_SWEEP_AT {
-            let rate = self.connects_per_s;
+            let rate = self.rate();
             stripe.retain(|_, entry| entry.connections > 0 || refilled(entry, rate, now) < rate);
         }
-        let rate = self.connects_per_s;
+        let rate = self.rate();
         let entry = stripe.entry(key).or_insert(Entry {
             connections: 0,
             tokens: rate,
@@ -87,7 +101,7 @@ impl AddressBook {
         });
         entry.tokens = refilled(entry, rate, now);
         entry.at = now;
-        if entry.connections >= self.connections_max {
+        if entry.connections >= self.connections_max.load(Ordering::Relaxed) {
             return Err(AddressRefusal::TooManyConnections);
         }
         if entry.tokens < 1.0 {
@@ -102,7 +116,7 @@ impl AddressBook {
     pub fn release(&self, ip: IpAddr, now: Instant) {
         let key = counted_as(ip);
         let mut stripe = self.stripe(key);
-        let rate = self.connects_per_s;
+        let rate = self.rate();
         if let Some(entry) = stripe.get_mut(&key) {
             entry.connections = entry.connections.saturating_sub(1);
             if entry.connections == 0 && refilled(entry, rate, now) >= rate {

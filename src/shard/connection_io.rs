@@ -144,7 +144,11 @@ impl Shard {
                 return;
             }
         };
-        let id = self.io.add(fd, Peer::new(addr, transport), tls);
+        let id = self.io.add(
+            fd,
+            Peer::new(addr, transport, std::rc::Rc::clone(&self.wire_limits)),
+            tls,
+        );
         debug!("{addr}: connected over {}", kind.name());
         if proxy_protocol_on(self.config.proxy_protocol, kind) {
             let expect = if self.config.trusted_proxies.contains(addr.ip()) {

@@ -5,6 +5,7 @@
 //! buffers is copied, into the connection's pending bytes, which the packet size limit bounds.
 
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -12,7 +13,7 @@ use log::{debug, info};
 
 use super::address_book::AddressBook;
 use super::auth_gate::{AuthGate, Entry};
-use super::peer::{CloseCause, Peer, Phase, Verified};
+use super::peer::{CloseCause, Peer, Phase, Verified, WireLimits};
 use super::publish_rate::{PublishRate, RateLimits};
 use crate::auth::{Identity, Refusal};
 use crate::broker::{Broker, Outbox};
@@ -23,10 +24,10 @@ use crate::metrics::{self, Metrics};
 use crate::protocol::forwarded::forwarded_client;
 use crate::protocol::http::{Fields, Method, RequestHead, parse_head};
 use crate::protocol::mqtt::{
-    ConnAck, Connect, DecodeError, DecodeLimits, Disconnect, Packet, PropertiesBuf, Property,
-    ProtocolVersion, ReasonCode, ReasonCodeOf, decode,
+    ConnAck, Connect, DecodeError, Disconnect, Packet, PropertiesBuf, Property, ProtocolVersion,
+    ReasonCode, ReasonCodeOf, decode,
 };
-use crate::protocol::ws::frame::{FeedError, FrameLimits, WsEvent, write_pong};
+use crate::protocol::ws::frame::{FeedError, WsEvent, write_pong};
 use crate::protocol::ws::handshake::{
     HandshakeConfig, HandshakeError, accept_upgrade, write_accept_response,
 };
@@ -52,8 +53,8 @@ pub struct Ingest<'a> {
     pub broker: &'a mut Broker,
     pub out: &'a mut Outbox,
     pub config: &'a Config,
-    pub decode_limits: &'a DecodeLimits,
-    pub frame_limits: &'a FrameLimits,
+    /// The decoding bounds in force, which a connection takes at its CONNECT.
+    pub wire_limits: &'a Rc<WireLimits>,
     /// Every shard's figures, for `GET /metrics`.
     pub metrics: &'a Metrics,
     /// Judges CONNECTs' credentials.
@@ -138,7 +139,8 @@ fn ingest_stream(cx: &mut Ingest<'_>, conn: &mut Peer, data: &mut [u8]) -> Flow 
         return ingest_mqtt(cx, conn, data);
     };
     let mut flow = Flow::Continue;
-    let fed = decoder.feed(data, cx.frame_limits, |event| {
+    let limits = Rc::clone(&conn.limits);
+    let fed = decoder.feed(data, &limits.frame, |event| {
         let next = match event {
             WsEvent::Data(bytes) => ingest_mqtt(cx, conn, bytes),
             WsEvent::Ping(payload) => {
@@ -218,7 +220,7 @@ fn decode_all(cx: &mut Ingest<'_>, conn: &mut Peer, bytes: &[u8]) -> (Flow, usiz
             Phase::Connected(version) => Some(version),
             _ => None,
         };
-        let (packet, len) = match decode(&bytes[used..], version, cx.decode_limits) {
+        let (packet, len) = match decode(&bytes[used..], version, &conn.limits.decode) {
             Ok(Some(decoded)) => decoded,
             Ok(None) => return (Flow::Continue, used),
             Err(error) => {
@@ -261,6 +263,8 @@ fn dispatch(cx: &mut Ingest<'_>, conn: &mut Peer, packet: &Packet<'_>) -> Flow {
                 Err(flow) => return flow,
             };
             conn.phase = Phase::Connected(connect.version);
+            // The bounds its CONNACK announces, from the same configuration.
+            conn.limits = Rc::clone(cx.wire_limits);
             // With `identity_as_username` the client certificate names the user.
             let connect = Connect {
                 username: conn.identity().or(connect.username),

@@ -247,7 +247,11 @@ impl Shard {
 
     /// Takes over a connection another shard accepted, and reads its CONNECT here.
     fn adopt(&mut self, handoff: Handoff, now: Instant) {
-        let mut peer = Peer::new(handoff.addr, handoff.transport);
+        let mut peer = Peer::new(
+            handoff.addr,
+            handoff.transport,
+            std::rc::Rc::clone(&self.wire_limits),
+        );
         peer.phase = Phase::AwaitConnect;
         peer.ws = handoff.ws;
         peer.pending = handoff.pending;

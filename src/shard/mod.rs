@@ -33,6 +33,7 @@ mod sys_topics;
 pub mod verifier;
 
 use std::net::TcpListener;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -49,15 +50,13 @@ use crate::net::io::{Event, Io, IoSetup};
 use crate::net::ktls::KtlsSupport;
 use crate::net::listener::ListenerKind;
 use crate::net::{RingUnavailable, allocator, sys};
-use crate::protocol::mqtt::DecodeLimits;
-use crate::protocol::ws::frame::FrameLimits;
 use crate::tls::SharedTls;
 pub use address_book::AddressBook;
 use auth_gate::AuthGate;
 use deadlines::Deadlines;
 pub use heartbeat::{Heartbeats, Watch};
 use mailbox::{CrossShard, Mailboxes};
-use peer::{CloseCause, Peer};
+use peer::{CloseCause, Peer, WireLimits};
 use publish_rate::Throttled;
 use sys_topics::SysTopics;
 use verifier::Verifiers;
@@ -160,8 +159,8 @@ struct Shard {
     /// Where a reloaded configuration comes from, and the generation `config` is of.
     live_config: Arc<SharedConfig>,
     config_generation: u64,
-    decode_limits: DecodeLimits,
-    frame_limits: FrameLimits,
+    /// The decoding bounds of `config`, which each connection takes at accept and at CONNECT.
+    wire_limits: Rc<WireLimits>,
     mailboxes: Arc<Mailboxes>,
     /// What this shard posts to the others, and what waits for room in their queues.
     cross_shard: CrossShard,
@@ -226,8 +225,7 @@ macro_rules! ingest_context {
             broker: &mut $shard.broker,
             out: &mut $shard.outbox,
             config: &$shard.config,
-            decode_limits: &$shard.decode_limits,
-            frame_limits: &$shard.frame_limits,
+            wire_limits: &$shard.wire_limits,
             metrics: &$shard.metrics,
             auth: &mut $shard.auth,
             addresses: &$shard.addresses,
@@ -280,8 +278,7 @@ impl Shard {
         Ok(Shard {
             io,
             id: setup.id,
-            decode_limits: limits.decode_limits(),
-            frame_limits: limits.frame_limits(),
+            wire_limits: Rc::new(WireLimits::new(limits)),
             cross_shard: CrossShard::new(
                 setup.id,
                 shard_count,
@@ -401,14 +398,26 @@ impl Shard {
     }
 
     /// Takes a reloaded configuration, if there is one. Only its live keys differ from the
-    /// running one ([`crate::config::Reload`]): the slow consumer policies are read from
-    /// `config` where they apply, the topic policies are handed to the broker here.
+    /// running one ([`crate::config::Reload`]): most are read from `config` where they apply;
+    /// the topic policies and limits are handed to the broker and the address book here, and
+    /// the decoding bounds kept for the connections to come.
     fn refresh_config(&mut self) {
         if self.live_config.generation() == self.config_generation {
             return;
         }
         (self.config_generation, self.config) = self.live_config.current();
+        let limits = &self.config.limits;
         self.broker.set_topic_policies(&self.config.policies);
+        self.broker.set_limits(limits);
+        // Every shard stores the same values: whichever is first, accepts after it see them.
+        self.addresses.set_limits(
+            limits.connections_per_ip_max,
+            limits.connect_rate_per_ip_max,
+        );
+        let wire_limits = WireLimits::new(limits);
+        if *self.wire_limits != wire_limits {
+            self.wire_limits = Rc::new(wire_limits);
+        }
     }
 
     fn tick(&mut self, now: Instant) {

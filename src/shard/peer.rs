@@ -11,9 +11,10 @@
 //! | `pending` | 24 | an empty `Vec`: no allocation while idle |
 //! | `ws` | 8 | boxed `FrameDecoder` (56 B on the heap) on WebSocket listeners only |
 //! | `rare` | 8 | boxed: since when it closes, its TLS client identity |
-//! | **`Peer`** | **80** | |
+//! | `limits` | 8 | its decoding bounds, shared by the connections of one configuration |
+//! | **`Peer`** | **88** | |
 //! | the socket beside it (`net/io.rs`) | 80 | send queue 64, descriptor and flags 8, TLS layer 8 (boxed, TLS listeners only) |
-//! | **slot** | **168** | with its generation, in the connection table (`slots.rs`) |
+//! | **slot** | **176** | with its generation, in the connection table (`slots.rs`) |
 //!
 //! Heap held while idle: the WebSocket decoder (56 B; its 125-B buffer for control payloads
 //! comes with the first ping or close frame that carries one) and the send queue's ring of
@@ -26,13 +27,15 @@
 
 use super::address_book::AddressRefusal;
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::time::Instant;
 
 use crate::broker::CloseReason;
+use crate::config::Limits;
 use crate::conn::Transport;
 use crate::net::preamble::PreambleRefusal;
-use crate::protocol::mqtt::{DecodeError, ProtocolVersion};
-use crate::protocol::ws::frame::{FrameDecoder, WsError};
+use crate::protocol::mqtt::{DecodeError, DecodeLimits, ProtocolVersion};
+use crate::protocol::ws::frame::{FrameDecoder, FrameLimits, WsError};
 use crate::protocol::ws::handshake::HandshakeError;
 use crate::tls::TlsFailure;
 
@@ -219,6 +222,24 @@ pub enum Verified {
     Refused,
 }
 
+/// The bounds a connection's bytes are decoded with. A connection keeps those in force at its
+/// CONNECT: an MQTT 5 client was told the Maximum Packet Size in CONNACK, and is held to no
+/// less, whatever a reload lowers it to. Shared by every connection of one configuration.
+#[derive(Debug, PartialEq, Eq)]
+pub struct WireLimits {
+    pub decode: DecodeLimits,
+    pub frame: FrameLimits,
+}
+
+impl WireLimits {
+    pub fn new(limits: &Limits) -> WireLimits {
+        WireLimits {
+            decode: limits.decode_limits(),
+            frame: limits.frame_limits(),
+        }
+    }
+}
+
 pub struct Peer {
     pub addr: SocketAddr,
     pub transport: Transport,
@@ -233,10 +254,12 @@ pub struct Peer {
     /// during a handoff, every MQTT byte from CONNECT on.
     pub pending: Vec<u8>,
     pub rare: Option<Box<Rare>>,
+    /// Taken from the shard at accept, and again at CONNECT.
+    pub limits: Rc<WireLimits>,
 }
 
 impl Peer {
-    pub fn new(addr: SocketAddr, transport: Transport) -> Peer {
+    pub fn new(addr: SocketAddr, transport: Transport, limits: Rc<WireLimits>) -> Peer {
         let (phase, ws) = match transport {
             Transport::Tcp => (Phase::AwaitConnect, None),
             Transport::Ws => (Phase::WsHandshake, Some(Box::new(FrameDecoder::new()))),
@@ -250,6 +273,7 @@ impl Peer {
             ws,
             pending: Vec::new(),
             rare: None,
+            limits,
         }
     }
 
@@ -291,9 +315,9 @@ mod tests {
         assert!(size_of::<Phase>() <= 4);
         assert!(size_of::<Option<Box<FrameDecoder>>>() <= 8);
         assert!(size_of::<Option<Box<Rare>>>() <= 8);
-        assert_eq!(size_of::<Peer>(), 80);
+        assert_eq!(size_of::<Peer>(), 88);
         assert!(size_of::<FrameDecoder>() <= 56);
         assert!(size_of::<crate::conn::Chunk>() <= 32);
-        assert_eq!(crate::net::io::slot_bytes::<Peer>(), 168);
+        assert_eq!(crate::net::io::slot_bytes::<Peer>(), 176);
     }
 }
