@@ -349,6 +349,10 @@ async def measure_fresh(broker: Broker, args, summary: dict, t0: float) -> tuple
     rss = {"fresh_kb": checks.rss_kb(broker.pid)}
     fds = {"fresh": checks.fd_count(broker.pid)}
     summary["memory_fresh"] = checks.memory_detail_kb(broker.pid)
+    # The broker's own retained messages (the $SYS topics, published from its first tick):
+    # what "no state left" compares against.
+    fresh = await checks.scrape(broker.target)
+    summary["retained_fresh"] = fresh["fanfare_retained_messages"]
     log(t0, f"fresh RSS {rss['fresh_kb']} KiB, {fds['fresh']} descriptors")
     summary["warm_up"] = warm = await warm_up(broker.target, w.Sources(args.sources))
     await settle(broker, 10.0)
@@ -512,7 +516,8 @@ async def coordinate(args) -> int:
             run_queue=sampler.run_queue, broker_alive=broker.alive(),
             broker_died_at=sampler.broker_died_at,
             broker_log=broker.log_path.read_text(errors="replace"),
-            worker_codes=worker_codes, oracle_code=oracle_code)
+            worker_codes=worker_codes, oracle_code=oracle_code,
+            retained_fresh=summary["retained_fresh"])
         return report(evidence, summary, t0)
     finally:
         await stop_broker(broker, args, summary, t0)

@@ -61,6 +61,10 @@ pub fn connect<'p>(
         if let Some(delay) = pick(&[0, 5, 100], v5 >> 6) {
             will_properties.push(Property::WillDelayInterval(delay));
         }
+        // The keep-alive byte's upper bits: the v5 byte is full.
+        if let Some(aliases) = pick(&[1, 3, 100], keep_alive >> 2) {
+            properties.push(Property::TopicAliasMaximum(aliases));
+        }
     }
     let will = (flags & 0b1_0000 != 0).then(|| Will {
         topic: TOPICS[usize::from(client >> 4) % TOPICS.len()],

@@ -7,9 +7,9 @@ use fanfare::broker::{CloseReason, Outbox, ShardMessage};
 
 use fanfare::config::Limits;
 use fanfare::conn::{Chunk, ConnId, Droppable, Transport};
-use fanfare::protocol::mqtt::{Delivery, Packet, QoS, decode_from_server, encode};
+use fanfare::protocol::mqtt::{Delivery, Packet, Publish, QoS, decode_from_server, encode};
 
-use super::{SLOTS, State, World};
+use super::{Conn, SLOTS, State, World};
 
 impl World {
     /// Checks and carries out what one call on `shard`'s broker asked for.
@@ -102,7 +102,7 @@ impl World {
             let conn = self.conn_mut(shard, slot);
             match &packet {
                 Packet::Publish(publish) => {
-                    assert!(!publish.topic.is_empty(), "the broker sets no topic alias");
+                    check_alias(conn, publish, droppable);
                     // Resends at reconnect (DUP) too [MQTT-3.1.2-24], [MQTT-3.3.4-9].
                     assert!(
                         used <= conn.packet_bytes_max as usize,
@@ -158,6 +158,40 @@ impl World {
             "retained_messages_max"
         );
     }
+}
+
+/// A publish names its topic or an alias the broker set on this connection before; setting one
+/// is within the client's Topic Alias Maximum, and never in a chunk that may be dropped (the
+/// later publishes that use the alias alone would name nothing).
+fn check_alias(conn: &mut Conn, publish: &Publish<'_>, droppable: Droppable) {
+    let Some(alias) = publish.properties.topic_alias() else {
+        assert!(
+            !publish.topic.is_empty(),
+            "a publish without topic or alias"
+        );
+        return;
+    };
+    assert!(
+        (1..=conn.alias_max).contains(&alias),
+        "alias {alias} to a client whose Topic Alias Maximum is {}",
+        conn.alias_max
+    );
+    let index = usize::from(alias - 1);
+    if publish.topic.is_empty() {
+        assert!(
+            conn.aliases.get(index).is_some_and(Option::is_some),
+            "alias {alias} used alone before the broker set it on this connection"
+        );
+        return;
+    }
+    assert!(
+        matches!(droppable, Droppable::No),
+        "alias {alias} set in a chunk that may be dropped"
+    );
+    if conn.aliases.len() <= index {
+        conn.aliases.resize(index + 1, None);
+    }
+    conn.aliases[index] = Some(publish.topic.to_owned());
 }
 
 /// The MQTT bytes of a server's WebSocket chunk: whole unmasked binary frames.

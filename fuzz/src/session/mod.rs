@@ -14,7 +14,9 @@
 //!   consumer, which the broker asks for without forgetting the connection: docs/testing.md);
 //! - every chunk is whole packets a client decodes at its version (one binary frame each over
 //!   WebSocket), which encode back to the same bytes; only QoS 0 publishes may be dropped;
-//! - a publish has a topic (the broker sets no alias), fits the client's Maximum Packet Size
+//! - a publish has a topic, or a Topic Alias the broker set on that connection before (an alias
+//!   within the client's Topic Alias Maximum, set by a publish that may not be dropped and
+//!   forgotten at reconnect [MQTT-3.3.2-7]); it fits the client's Maximum Packet Size
 //!   [MQTT-3.1.2-24] (except a resend at reconnect: docs/testing.md), and uses a packet
 //!   identifier not in flight on that connection [MQTT-2.2.1-3], within the client's window
 //!   (min(Receive Maximum, `inflight_max`)) [MQTT-3.3.4-9];
@@ -84,6 +86,7 @@ pub fn limits(tight: bool) -> Limits {
         inflight_max: if tight { 2 } else { 8 },
         inbound_qos2_max: if tight { 1 } else { 8 },
         topic_aliases_max: if tight { 0 } else { 4 },
+        topic_aliases_per_shard_max: if tight { 2 } else { 4 },
         session_queue_bytes_max: if tight { 200 } else { 4096 },
         retained_messages_max: if tight { 1 } else { 8 },
         connections_per_shard_max: SLOTS as u32,
@@ -120,6 +123,10 @@ struct Conn {
     inflight: Vec<(u16, QoS)>,
     /// min(the client's Receive Maximum, `inflight_max`).
     window: usize,
+    /// The client's Topic Alias Maximum (MQTT 5 §3.1.2.11.5): the aliases the broker may set.
+    alias_max: u16,
+    /// The topic of each alias the broker set on this connection, by alias - 1.
+    aliases: Vec<Option<String>>,
 }
 
 struct Slot {
@@ -344,6 +351,8 @@ impl World {
                 .unwrap_or(u32::MAX),
             inflight: Vec::new(),
             window: usize::from(window),
+            alias_max: connect.properties.topic_alias_maximum().unwrap_or(0),
+            aliases: Vec::new(),
         });
         let id = self.conn_id(shard, slot);
         let mut out = Outbox::default();
