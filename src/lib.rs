@@ -85,4 +85,5 @@ pub mod protocol;
 pub mod service;
 pub mod shard;
 pub mod slots;
+pub mod store;
 pub mod tls;
