@@ -679,7 +679,9 @@ fn serve(config: Config, args: &Args, small_pages: std::io::Result<()>) -> anyho
                     ready.store(false, Ordering::Release);
                     service.notify(State::Stopping);
                     drain_shards(pid, &config, &drain, &stop, &mailboxes, threads)?;
-                    store.map(Store::finish);
+                    if let Some(store) = store {
+                        store.finish();
+                    }
                     log::info!("drained and stopped");
                     return Ok(());
                 }
@@ -698,7 +700,9 @@ fn serve(config: Config, args: &Args, small_pages: std::io::Result<()>) -> anyho
     service.notify(State::Stopping);
     ready.store(false, Ordering::Release);
     stop_shards(&stop, &mailboxes, threads)?;
-    store.map(Store::finish);
+    if let Some(store) = store {
+        store.finish();
+    }
     log::info!("stopped");
     Ok(())
 }

@@ -107,7 +107,7 @@ fn put_bytes32(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(bytes);
 }
 
-fn finish(out: &mut Vec<u8>, start: usize) -> usize {
+fn finish(out: &mut [u8], start: usize) -> usize {
     let body = start + HEADER_BYTES;
     let body_len = out.len() - body;
     assert!(
