@@ -13,6 +13,8 @@
 //! - `admin.rs`: what the operations listener reads of the shard, and its kick.
 //! - `clients.rs`: what the broker remembers about each connection, by [`ConnId`].
 //! - `topic_trie.rs`, `retained.rs`: the subscription index and the retained replica.
+//! - `retained_writes.rs`: with a data directory, this shard's retained changes for the store,
+//!   conflated per topic.
 //! - `keep_alive.rs`: deadlines; `publish_cache.rs`: encoding and WebSocket framing; `slab.rs`: handles.
 //! - `topic_aliases.rs`: Topic Aliases both ways, and the shard's outbound alias numbers.
 //!
