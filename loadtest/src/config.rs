@@ -143,7 +143,7 @@ flags (defaults in brackets):
   --source IP,IP,...         bind source addresses round-robin (e.g. 127.0.0.2,127.0.0.3)
   --subscribers N            [100]      --publishers N   [1]
   --topics M                 [100]      --wildcard-fraction F [0.1]
-  --pairs N                  [100]      --payload BYTES  [64, at least 16]
+  --pairs N                  [100]      --payload BYTES  [64, at least 24]
   --qos 0|1                  [0]        --rate MSGS/S    [1000]
   --closed-loop W            keep W messages outstanding instead of a fixed rate
   --duration S [10]  --warmup S [2]  --drain S [3]

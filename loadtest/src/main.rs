@@ -153,6 +153,7 @@ fn real_main() -> anyhow::Result<()> {
     }
     sampler.sample();
     let summary = report::summarize(&cfg, &shared, &sampler, setup_s, window_s, total);
+    eprint!("{}", report::text(&summary));
     if let Some(why) = &summary.loadgen.saturation {
         eprintln!("warning: the load generator was saturated: {why}");
     }

@@ -217,6 +217,12 @@ pub struct Summary {
     /// Publish → application read in this generator: what a user of a client on this
     /// machine would see.
     pub latency_us: Latency,
+    /// Fixed rate only: the time each message was *due* by the schedule → application read.
+    /// A broker stall that holds the publisher back delays the messages it could not send;
+    /// `latency_us` starts their clock only when they are sent and so hides the stall
+    /// (coordinated omission), this does not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub intended_latency_us: Option<Latency>,
     /// Publish → the kernel's receive stamp at the subscriber's socket: what the broker and
     /// the network took, without this generator's read lag. Absent with --no-socket-stamps.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -309,6 +315,12 @@ pub struct Failures {
     pub refused: u64,
     pub closed: u64,
     pub tls: u64,
+}
+
+impl Failures {
+    pub fn total(&self) -> u64 {
+        self.connect + self.timeout + self.upgrade + self.refused + self.closed + self.tls
+    }
 }
 
 #[derive(Serialize)]
@@ -464,6 +476,16 @@ pub fn summarize(
         (!h.is_empty()).then(|| latency(&h))
     };
     let socket_latency = stamped(&shared.socket_latency);
+    let fixed_rate =
+        cfg.closed_loop.is_none() && !matches!(cfg.scenario, Scenario::Conn | Scenario::Retained);
+    let intended_latency = fixed_rate.then(|| {
+        latency(
+            &shared
+                .intended_latency
+                .lock()
+                .expect("no panics while held"),
+        )
+    });
     let read_lag = stamped(&shared.read_lag);
     let saturation = saturation(busy, &end_to_end, read_lag.as_ref());
     Summary {
@@ -506,6 +528,7 @@ pub fn summarize(
         gaps: load(&c.gap_missing),
         msgs_per_s: msgs_per_s.round(),
         latency_us: end_to_end,
+        intended_latency_us: intended_latency,
         socket_latency_us: socket_latency,
         connections: Connections {
             planned,
@@ -549,4 +572,38 @@ pub fn summarize(
             .expect("no panics while held")
             .clone(),
     }
+}
+
+/// The summary's figures for a reader, on standard error: the JSON on standard output stays
+/// one document for scripts.
+pub fn text(s: &Summary) -> String {
+    let line = |label: &str, l: &Latency| {
+        format!(
+            "  {label:<34} p50 {:>10.1}  p99 {:>10.1}  p99.9 {:>10.1}  max {:>10.1}  ({} samples)\n",
+            l.p50, l.p99, l.p999, l.max, l.samples
+        )
+    };
+    let mut out = format!(
+        "{:?}: published {}, delivered {} of {} expected, lost {}, {} msgs/s\n\
+         connections: {} of {} ok, {} failed, {} dropped\n\
+         latency (us):\n",
+        s.scenario,
+        s.published,
+        s.delivered,
+        s.expected,
+        s.lost,
+        s.msgs_per_s,
+        s.connections.ok,
+        s.connections.planned,
+        s.connections.failed.total(),
+        s.connections.dropped,
+    );
+    out += &line("from actual send", &s.latency_us);
+    if let Some(l) = &s.intended_latency_us {
+        out += &line("from intended send (fixed rate)", l);
+    }
+    if let Some(l) = &s.socket_latency_us {
+        out += &line("actual send to socket", l);
+    }
+    out
 }
