@@ -234,6 +234,8 @@ pub struct Summary {
     pub broker: Option<Broker>,
     pub loadgen: Loadgen,
     pub errors: Vec<String>,
+    /// Why the run failed (exit status 1); empty when it passed. See [`failed_checks`].
+    pub failed_checks: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -259,6 +261,7 @@ pub struct Params {
     pub duration_s: f64,
     pub warmup_s: f64,
     pub drain_s: f64,
+    pub max_loss_pct: f64,
 }
 
 #[derive(Serialize)]
@@ -518,6 +521,7 @@ pub fn summarize(
             duration_s: cfg.duration_s,
             warmup_s: cfg.warmup_s,
             drain_s: cfg.drain_s,
+            max_loss_pct: cfg.max_loss_pct,
         },
         published: load(&c.published),
         delivered,
@@ -571,7 +575,35 @@ pub fn summarize(
             .lock()
             .expect("no panics while held")
             .clone(),
+        failed_checks: Vec::new(),
     }
+}
+
+/// What makes a run fail, for scripts: a connection that failed or dropped (the load was not
+/// what was asked for), or more deliveries lost than `max_loss_pct` percent of those expected.
+pub fn failed_checks(s: &Summary, max_loss_pct: f64) -> Vec<String> {
+    let mut failed = Vec::new();
+    let c = &s.connections;
+    if c.failed.total() > 0 {
+        failed.push(format!(
+            "{} of {} connections failed",
+            c.failed.total(),
+            c.planned
+        ));
+    }
+    if c.dropped > 0 {
+        failed.push(format!("{} connections dropped during the run", c.dropped));
+    }
+    if s.expected > 0 {
+        let loss_pct = s.lost as f64 * 100.0 / s.expected as f64;
+        if loss_pct > max_loss_pct {
+            failed.push(format!(
+                "{} of {} expected deliveries lost ({loss_pct:.3} % > --max-loss {max_loss_pct} %)",
+                s.lost, s.expected
+            ));
+        }
+    }
+    failed
 }
 
 /// The summary's figures for a reader, on standard error: the JSON on standard output stays
