@@ -70,7 +70,11 @@ pub struct Config {
     pub connect_concurrency: usize,
     pub inflight_max: u32,
     pub topic_prefix: String,
-    pub client_id_prefix: String,
+    /// `fanout`/`qos1`: the topic instead of `<prefix>/f`; `%i` in it is each subscriber's or
+    /// publisher's number, so subscriber i and publisher i share topic i.
+    pub topic: Option<String>,
+    /// Client identifier of each connection; `%i` is the connection's number.
+    pub client_id: String,
     /// Subscribers' reads take the kernel's receive stamp (`SO_TIMESTAMPNS`), so the report
     /// separates the broker's latency from this generator's own read lag.
     pub socket_stamps: bool,
@@ -80,6 +84,7 @@ pub struct Config {
 
 pub const USAGE: &str = "\
 usage: fanfare-loadtest SCENARIO [flags]
+       fanfare-loadtest conn|sub|pub [emqtt-bench flags: -h -p -c -i -I -t -s -q -V -u -P -k --ws]
 
 scenarios:
   conn      open --subscribers N connections at --conn-rate/s, each CONNECT + SUBSCRIBE, hold --duration s
@@ -123,6 +128,9 @@ flags (defaults in brackets):
                              of a readiness poll and a recvmsg)
   --broker-pid PID           sample the broker's CPU and RSS from /proc
   --topic-prefix P           [fanfare-lt/<pid>]
+  --topic T                  fanout, qos1: the topic [<prefix>/f]; %i is the number of
+                             the subscriber or publisher (subscriber i and publisher i share it)
+  --client-id ID             client identifiers; %i is the connection's number [lt<pid>-%i]
   --allow-remote             permit a non-loopback target (refused by default)
   --max-loss PCT             fail (exit 1) when more than PCT % of the expected deliveries
                              were lost [0: any loss fails]
@@ -171,6 +179,7 @@ fn parse_cpu_list(list: &str) -> Vec<usize> {
 
 pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> anyhow::Result<Config> {
     use lexopt::prelude::*;
+    let args = crate::alias::translate(args.into_iter().collect())?;
     let mut parser = lexopt::Parser::from_args(args);
     let mut scenario = None;
     let mut url = "tcp://127.0.0.1:1883".to_string();
@@ -204,6 +213,8 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> anyhow::Resu
     let mut insecure = false;
     let mut tls_resume = false;
     let mut max_loss_pct = 0.0;
+    let mut topic: Option<String> = None;
+    let mut client_id = format!("lt{}-%i", std::process::id());
     while let Some(arg) = parser.next()? {
         match arg {
             Value(v) if scenario.is_none() => {
@@ -276,6 +287,8 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> anyhow::Resu
             Long("topic-prefix") => topic_prefix = value(&mut parser, "--topic-prefix")?,
             Long("allow-remote") => allow_remote = true,
             Long("no-socket-stamps") => socket_stamps = false,
+            Long("topic") => topic = Some(value(&mut parser, "--topic")?),
+            Long("client-id") => client_id = value(&mut parser, "--client-id")?,
             Long("max-loss") => max_loss_pct = value(&mut parser, "--max-loss")?,
             Short('h') | Long("help") => {
                 print!("{USAGE}");
@@ -323,7 +336,16 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> anyhow::Resu
     );
     ensure!(payload_bytes <= 1 << 20, "--payload is limited to 1 MiB");
     ensure!(topics >= 1, "--topics must be at least 1");
-    ensure!(publishers >= 1, "--publishers must be at least 1");
+    // A fan-out of subscribers only (or publishers only) is what emqtt-bench's `sub` (`pub`)
+    // runs: the other side is another process.
+    ensure!(
+        publishers >= 1 || matches!(scenario, Scenario::Fanout | Scenario::Qos1),
+        "--publishers must be at least 1"
+    );
+    ensure!(
+        topic.is_none() || matches!(scenario, Scenario::Fanout | Scenario::Qos1),
+        "--topic applies to fanout and qos1"
+    );
     ensure!(rate > 0.0 && rate.is_finite(), "--rate must be positive");
     ensure!(
         conn_rate > 0.0 && conn_rate.is_finite(),
@@ -377,6 +399,11 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> anyhow::Resu
         Scenario::Retained => subscribers + 1,
         _ => subscribers + publishers,
     };
+    ensure!(conns >= 1, "the run has no connections");
+    ensure!(
+        conns == 1 || client_id.contains("%i"),
+        "--client-id needs %i: every connection needs its own identifier"
+    );
     ensure!(
         conns <= 19_900,
         "{conns} connections exceed what one process may hold here (~19,900 open files); \
@@ -418,8 +445,9 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> anyhow::Resu
         conn_rate,
         connect_concurrency,
         inflight_max,
-        client_id_prefix: format!("lt{}", std::process::id()),
+        client_id,
         topic_prefix,
+        topic,
         socket_stamps,
         max_loss_pct,
     })
@@ -468,14 +496,21 @@ impl Config {
                 }
             }
             Scenario::Fanout | Scenario::Qos1 => {
-                let topic = format!("{prefix}/f");
+                let fanout = format!("{prefix}/f");
+                let template = self.topic.as_deref().unwrap_or(&fanout);
+                // With %i, subscriber i and publisher i have topic (and topic index) i.
+                let per_conn = template.contains("%i");
+                let topic = |i: usize| {
+                    let name = template.replace("%i", &i.to_string());
+                    (name, if per_conn { i } else { 0 })
+                };
                 for i in 0..self.subscribers {
-                    specs.push(sub(i, topic.clone(), Some(0)));
+                    let (name, t) = topic(i);
+                    specs.push(sub(i, name, Some(t)));
                 }
                 for p in 0..self.publishers {
-                    specs.push(
-                        self.publisher(self.subscribers + p, vec![(topic.clone(), p as u32, 0)]),
-                    );
+                    let (name, t) = topic(p);
+                    specs.push(self.publisher(self.subscribers + p, vec![(name, p as u32, t)]));
                 }
             }
             Scenario::Topics => {
@@ -556,6 +591,11 @@ impl Config {
         match self.scenario {
             Scenario::Topics => self.topics,
             Scenario::P2p => self.pairs * 2,
+            Scenario::Fanout | Scenario::Qos1
+                if self.topic.as_deref().is_some_and(|t| t.contains("%i")) =>
+            {
+                self.subscribers.max(self.publishers)
+            }
             _ => 1,
         }
     }

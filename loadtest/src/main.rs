@@ -7,6 +7,7 @@
 //! late-joiner scenario; `stats` holds the shared counters, latency
 //! histograms and `/proc` sampling. This file is the conductor: phases, progress line, report.
 
+mod alias;
 mod codec;
 mod config;
 mod conn;
