@@ -1,6 +1,6 @@
 //! Command line → `Config`, and `Config` → the list of connections each worker opens.
 
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -10,7 +10,8 @@ use serde::Serialize;
 use crate::codec::Version;
 use crate::conn::{Target, parse_ip};
 use crate::stats::PAYLOAD_HEADER_BYTES;
-use crate::tls::{TlsTarget, Verify};
+pub use crate::url::Transport;
+use crate::url::{parse_url, resolve, tls_target};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -36,43 +37,6 @@ pub enum RingMode {
     Coop,
     /// No setup flags (monoio's default).
     Plain,
-}
-
-/// What `--url` asks for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Transport {
-    /// `tcp://` (or `mqtt://`).
-    Tcp,
-    /// `mqtts://`: MQTT over TLS, ALPN `mqtt`.
-    Mqtts,
-    /// `ws://`.
-    Ws,
-    /// `wss://`: WebSocket over TLS, ALPN `http/1.1`.
-    Wss,
-}
-
-impl Transport {
-    pub fn tls(self) -> bool {
-        matches!(self, Transport::Mqtts | Transport::Wss)
-    }
-    pub fn ws(self) -> bool {
-        matches!(self, Transport::Ws | Transport::Wss)
-    }
-}
-
-/// A `--url` taken apart, before its host is resolved.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Url {
-    pub transport: Transport,
-    /// The host as written, without the brackets of an IPv6 address: for SNI and the
-    /// certificate's name.
-    pub host: String,
-    pub port: u16,
-    /// `host:port` as written: the WebSocket `Host` header.
-    pub authority: String,
-    /// WebSocket only: the request path, `/mqtt` if the URL has none.
-    pub path: String,
 }
 
 #[derive(Debug)]
@@ -106,14 +70,21 @@ pub struct Config {
     pub connect_concurrency: usize,
     pub inflight_max: u32,
     pub topic_prefix: String,
-    pub client_id_prefix: String,
+    /// `fanout`/`qos1`: the topic instead of `<prefix>/f`; `%i` in it is each subscriber's or
+    /// publisher's number, so subscriber i and publisher i share topic i.
+    pub topic: Option<String>,
+    /// Client identifier of each connection; `%i` is the connection's number.
+    pub client_id: String,
     /// Subscribers' reads take the kernel's receive stamp (`SO_TIMESTAMPNS`), so the report
     /// separates the broker's latency from this generator's own read lag.
     pub socket_stamps: bool,
+    /// Lost messages, in percent of those expected, above which the run fails (exit code 1).
+    pub max_loss_pct: f64,
 }
 
 pub const USAGE: &str = "\
 usage: fanfare-loadtest SCENARIO [flags]
+       fanfare-loadtest conn|sub|pub [emqtt-bench flags: -h -p -c -i -I -t -s -q -V -u -P -k --ws]
 
 scenarios:
   conn      open --subscribers N connections at --conn-rate/s, each CONNECT + SUBSCRIBE, hold --duration s
@@ -143,7 +114,7 @@ flags (defaults in brackets):
   --source IP,IP,...         bind source addresses round-robin (e.g. 127.0.0.2,127.0.0.3)
   --subscribers N            [100]      --publishers N   [1]
   --topics M                 [100]      --wildcard-fraction F [0.1]
-  --pairs N                  [100]      --payload BYTES  [64, at least 16]
+  --pairs N                  [100]      --payload BYTES  [64, at least 24]
   --qos 0|1                  [0]        --rate MSGS/S    [1000]
   --closed-loop W            keep W messages outstanding instead of a fixed rate
   --duration S [10]  --warmup S [2]  --drain S [3]
@@ -157,7 +128,15 @@ flags (defaults in brackets):
                              of a readiness poll and a recvmsg)
   --broker-pid PID           sample the broker's CPU and RSS from /proc
   --topic-prefix P           [fanfare-lt/<pid>]
+  --topic T                  fanout, qos1: the topic [<prefix>/f]; %i is the number of
+                             the subscriber or publisher (subscriber i and publisher i share it)
+  --client-id ID             client identifiers; %i is the connection's number [lt<pid>-%i]
   --allow-remote             permit a non-loopback target (refused by default)
+  --max-loss PCT             fail (exit 1) when more than PCT % of the expected deliveries
+                             were lost [0: any loss fails]
+
+exit status: 0 the run passed; 1 it ran, but a connection failed or dropped, or messages were
+lost beyond --max-loss; 2 it could not run (bad flags, no runtime)
 ";
 
 fn value<T: std::str::FromStr>(parser: &mut lexopt::Parser, name: &str) -> anyhow::Result<T>
@@ -198,105 +177,9 @@ fn parse_cpu_list(list: &str) -> Vec<usize> {
     cores
 }
 
-/// Splits `tcp://host:port`, `mqtts://host:port`, `ws://host:port/path` or
-/// `wss://host:port/path`; an IPv6 host is written in brackets, `[::1]:8883`.
-pub fn parse_url(url: &str) -> anyhow::Result<Url> {
-    let schemes = [
-        ("tcp://", Transport::Tcp),
-        ("mqtt://", Transport::Tcp),
-        ("mqtts://", Transport::Mqtts),
-        ("ws://", Transport::Ws),
-        ("wss://", Transport::Wss),
-    ];
-    let Some((transport, rest)) = schemes
-        .iter()
-        .find_map(|(prefix, t)| Some((*t, url.strip_prefix(prefix)?)))
-    else {
-        bail!("--url must start with tcp://, mqtts://, ws:// or wss:// (got {url:?})");
-    };
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/mqtt"),
-    };
-    let (host, port) = if let Some(bracketed) = authority.strip_prefix('[') {
-        let (host, after) = bracketed
-            .split_once(']')
-            .with_context(|| format!("--url {url:?}: no ']' after the IPv6 address"))?;
-        (host, after.strip_prefix(':'))
-    } else {
-        match authority.rsplit_once(':') {
-            Some((host, port)) => (host, Some(port)),
-            None => (authority, None),
-        }
-    };
-    ensure!(
-        !host.is_empty() && (authority.starts_with('[') || !host.contains(':')),
-        "--url {url:?}: bad host (write an IPv6 address in brackets: [::1]:8883)"
-    );
-    let port = port.with_context(|| format!("--url {url:?}: the port is missing"))?;
-    let port: u16 = port
-        .parse()
-        .ok()
-        .filter(|&p| p != 0)
-        .with_context(|| format!("--url {url:?}: bad port {port:?}"))?;
-    Ok(Url {
-        transport,
-        host: host.to_string(),
-        port,
-        authority: authority.to_string(),
-        path: if transport.ws() {
-            path.to_string()
-        } else {
-            String::new()
-        },
-    })
-}
-
-/// The address to connect to: the host's first IPv4 address, else its first address.
-fn resolve(url: &Url) -> anyhow::Result<SocketAddr> {
-    let all: Vec<SocketAddr> = (url.host.as_str(), url.port)
-        .to_socket_addrs()
-        .with_context(|| format!("resolving {:?}", url.host))?
-        .collect();
-    all.iter()
-        .find(|a| a.is_ipv4())
-        .or(all.first())
-        .copied()
-        .with_context(|| format!("{:?} resolves to nothing", url.host))
-}
-
-/// The TLS settings for `url`, from `--ca` and `--insecure`; `None` for plain transports.
-fn tls_target(
-    url: &Url,
-    ca: Option<PathBuf>,
-    insecure: bool,
-    resume: bool,
-) -> anyhow::Result<Option<TlsTarget>> {
-    ensure!(
-        !(insecure && ca.is_some()),
-        "--ca and --insecure exclude each other"
-    );
-    if !url.transport.tls() {
-        ensure!(
-            ca.is_none() && !insecure && !resume,
-            "--ca, --insecure and --tls-resume apply to mqtts:// and wss:// URLs only"
-        );
-        return Ok(None);
-    }
-    let verify = match (ca, insecure) {
-        (Some(path), _) => Verify::Ca(path),
-        (None, true) => Verify::Insecure,
-        (None, false) => Verify::System,
-    };
-    let alpn = match url.transport {
-        Transport::Wss => "http/1.1",
-        _ => "mqtt",
-    };
-    TlsTarget::new(&url.host, verify, alpn, resume).map(Some)
-}
-
 pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> anyhow::Result<Config> {
     use lexopt::prelude::*;
+    let args = crate::alias::translate(args.into_iter().collect())?;
     let mut parser = lexopt::Parser::from_args(args);
     let mut scenario = None;
     let mut url = "tcp://127.0.0.1:1883".to_string();
@@ -329,6 +212,9 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> anyhow::Resu
     let mut ca: Option<PathBuf> = None;
     let mut insecure = false;
     let mut tls_resume = false;
+    let mut max_loss_pct = 0.0;
+    let mut topic: Option<String> = None;
+    let mut client_id = format!("lt{}-%i", std::process::id());
     while let Some(arg) = parser.next()? {
         match arg {
             Value(v) if scenario.is_none() => {
@@ -401,6 +287,9 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> anyhow::Resu
             Long("topic-prefix") => topic_prefix = value(&mut parser, "--topic-prefix")?,
             Long("allow-remote") => allow_remote = true,
             Long("no-socket-stamps") => socket_stamps = false,
+            Long("topic") => topic = Some(value(&mut parser, "--topic")?),
+            Long("client-id") => client_id = value(&mut parser, "--client-id")?,
+            Long("max-loss") => max_loss_pct = value(&mut parser, "--max-loss")?,
             Short('h') | Long("help") => {
                 print!("{USAGE}");
                 std::process::exit(0);
@@ -447,11 +336,24 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> anyhow::Resu
     );
     ensure!(payload_bytes <= 1 << 20, "--payload is limited to 1 MiB");
     ensure!(topics >= 1, "--topics must be at least 1");
-    ensure!(publishers >= 1, "--publishers must be at least 1");
+    // A fan-out of subscribers only (or publishers only) is what emqtt-bench's `sub` (`pub`)
+    // runs: the other side is another process.
+    ensure!(
+        publishers >= 1 || matches!(scenario, Scenario::Fanout | Scenario::Qos1),
+        "--publishers must be at least 1"
+    );
+    ensure!(
+        topic.is_none() || matches!(scenario, Scenario::Fanout | Scenario::Qos1),
+        "--topic applies to fanout and qos1"
+    );
     ensure!(rate > 0.0 && rate.is_finite(), "--rate must be positive");
     ensure!(
         conn_rate > 0.0 && conn_rate.is_finite(),
         "--conn-rate must be positive"
+    );
+    ensure!(
+        (0.0..=100.0).contains(&max_loss_pct),
+        "--max-loss must be a percentage in 0..=100"
     );
     ensure!(
         (0.0..=1.0).contains(&wildcard_fraction),
@@ -497,6 +399,11 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> anyhow::Resu
         Scenario::Retained => subscribers + 1,
         _ => subscribers + publishers,
     };
+    ensure!(conns >= 1, "the run has no connections");
+    ensure!(
+        conns == 1 || client_id.contains("%i"),
+        "--client-id needs %i: every connection needs its own identifier"
+    );
     ensure!(
         conns <= 19_900,
         "{conns} connections exceed what one process may hold here (~19,900 open files); \
@@ -538,9 +445,11 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> anyhow::Resu
         conn_rate,
         connect_concurrency,
         inflight_max,
-        client_id_prefix: format!("lt{}", std::process::id()),
+        client_id,
         topic_prefix,
+        topic,
         socket_stamps,
+        max_loss_pct,
     })
 }
 
@@ -587,14 +496,21 @@ impl Config {
                 }
             }
             Scenario::Fanout | Scenario::Qos1 => {
-                let topic = format!("{prefix}/f");
+                let fanout = format!("{prefix}/f");
+                let template = self.topic.as_deref().unwrap_or(&fanout);
+                // With %i, subscriber i and publisher i have topic (and topic index) i.
+                let per_conn = template.contains("%i");
+                let topic = |i: usize| {
+                    let name = template.replace("%i", &i.to_string());
+                    (name, if per_conn { i } else { 0 })
+                };
                 for i in 0..self.subscribers {
-                    specs.push(sub(i, topic.clone(), Some(0)));
+                    let (name, t) = topic(i);
+                    specs.push(sub(i, name, Some(t)));
                 }
                 for p in 0..self.publishers {
-                    specs.push(
-                        self.publisher(self.subscribers + p, vec![(topic.clone(), p as u32, 0)]),
-                    );
+                    let (name, t) = topic(p);
+                    specs.push(self.publisher(self.subscribers + p, vec![(name, p as u32, t)]));
                 }
             }
             Scenario::Topics => {
@@ -675,6 +591,11 @@ impl Config {
         match self.scenario {
             Scenario::Topics => self.topics,
             Scenario::P2p => self.pairs * 2,
+            Scenario::Fanout | Scenario::Qos1
+                if self.topic.as_deref().is_some_and(|t| t.contains("%i")) =>
+            {
+                self.subscribers.max(self.publishers)
+            }
             _ => 1,
         }
     }
@@ -683,6 +604,7 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tls::Verify;
 
     fn args(s: &str) -> Vec<std::ffi::OsString> {
         s.split_whitespace().map(Into::into).collect()
@@ -728,75 +650,6 @@ mod tests {
                 .0
                 .ends_with("/p/0")
         );
-    }
-
-    fn url(transport: Transport, host: &str, port: u16, authority: &str, path: &str) -> Url {
-        Url {
-            transport,
-            host: host.into(),
-            port,
-            authority: authority.into(),
-            path: path.into(),
-        }
-    }
-
-    #[test]
-    fn parses_every_url_form() {
-        let t = Transport::Tcp;
-        assert_eq!(
-            parse_url("tcp://127.0.0.1:1883").unwrap(),
-            url(t, "127.0.0.1", 1883, "127.0.0.1:1883", "")
-        );
-        assert_eq!(
-            parse_url("mqtt://localhost:1883").unwrap(),
-            url(t, "localhost", 1883, "localhost:1883", "")
-        );
-        assert_eq!(
-            parse_url("mqtts://broker.local:8883").unwrap(),
-            url(
-                Transport::Mqtts,
-                "broker.local",
-                8883,
-                "broker.local:8883",
-                ""
-            )
-        );
-        assert_eq!(
-            parse_url("ws://127.0.0.1:8080").unwrap(),
-            url(Transport::Ws, "127.0.0.1", 8080, "127.0.0.1:8080", "/mqtt")
-        );
-        assert_eq!(
-            parse_url("wss://localhost:8443/ws/mqtt?x=1").unwrap(),
-            url(
-                Transport::Wss,
-                "localhost",
-                8443,
-                "localhost:8443",
-                "/ws/mqtt?x=1"
-            )
-        );
-        assert_eq!(
-            parse_url("mqtts://[::1]:8883").unwrap(),
-            url(Transport::Mqtts, "::1", 8883, "[::1]:8883", "")
-        );
-    }
-
-    #[test]
-    fn refuses_bad_urls() {
-        for bad in [
-            "http://127.0.0.1:80",
-            "127.0.0.1:1883",
-            "mqtts://127.0.0.1",
-            "mqtts://127.0.0.1:",
-            "mqtts://127.0.0.1:0",
-            "mqtts://127.0.0.1:70000",
-            "wss://:8443/mqtt",
-            "mqtts://::1:8883",
-            "mqtts://[::1:8883",
-            "mqtts://[::1]8883",
-        ] {
-            assert!(parse_url(bad).is_err(), "{bad} should be refused");
-        }
     }
 
     #[test]

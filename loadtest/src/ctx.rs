@@ -19,7 +19,7 @@ pub struct Ctx {
 }
 
 fn client_id(ctx: &Ctx, index: usize) -> String {
-    format!("{}-{index}", ctx.cfg.client_id_prefix)
+    ctx.cfg.client_id.replace("%i", &index.to_string())
 }
 
 fn count_failure(shared: &Shared, kind: FailKind, error: &anyhow::Error) {

@@ -7,6 +7,7 @@
 //! late-joiner scenario; `stats` holds the shared counters, latency
 //! histograms and `/proc` sampling. This file is the conductor: phases, progress line, report.
 
+mod alias;
 mod codec;
 mod config;
 mod conn;
@@ -18,6 +19,7 @@ mod run;
 mod stamp;
 mod stats;
 mod tls;
+mod url;
 mod ws;
 
 use std::sync::Arc;
@@ -27,14 +29,23 @@ use std::time::{Duration, Instant};
 use config::Scenario;
 use stats::Shared;
 
+/// Exit status of a run that ended but failed a check (`report::failed_checks`); 2 is for a
+/// run that could not start or finish.
+const EXIT_CHECK_FAILED: i32 = 1;
+
 fn main() {
-    if let Err(e) = real_main() {
-        eprintln!("fanfare-loadtest: {e:#}");
-        std::process::exit(2);
+    match real_main() {
+        Ok(true) => {}
+        Ok(false) => std::process::exit(EXIT_CHECK_FAILED),
+        Err(e) => {
+            eprintln!("fanfare-loadtest: {e:#}");
+            std::process::exit(2);
+        }
     }
 }
 
-fn real_main() -> anyhow::Result<()> {
+/// Runs the scenario and prints the report; `Ok(false)` when the run failed a check.
+fn real_main() -> anyhow::Result<bool> {
     let cfg = Arc::new(config::parse(std::env::args_os().skip(1))?);
     let plan = cfg.plan();
     let total = plan.len();
@@ -152,7 +163,9 @@ fn real_main() -> anyhow::Result<()> {
         }
     }
     sampler.sample();
-    let summary = report::summarize(&cfg, &shared, &sampler, setup_s, window_s, total);
+    let mut summary = report::summarize(&cfg, &shared, &sampler, setup_s, window_s, total);
+    summary.failed_checks = report::failed_checks(&summary, cfg.max_loss_pct);
+    eprint!("{}", report::text(&summary));
     if let Some(why) = &summary.loadgen.saturation {
         eprintln!("warning: the load generator was saturated: {why}");
     }
@@ -164,6 +177,9 @@ fn real_main() -> anyhow::Result<()> {
     {
         eprintln!("error: {e}");
     }
+    for why in &summary.failed_checks {
+        eprintln!("failed: {why}");
+    }
     println!("{}", serde_json::to_string_pretty(&summary)?);
-    Ok(())
+    Ok(summary.failed_checks.is_empty())
 }

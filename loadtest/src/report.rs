@@ -217,6 +217,12 @@ pub struct Summary {
     /// Publish → application read in this generator: what a user of a client on this
     /// machine would see.
     pub latency_us: Latency,
+    /// Fixed rate only: the time each message was *due* by the schedule → application read.
+    /// A broker stall that holds the publisher back delays the messages it could not send;
+    /// `latency_us` starts their clock only when they are sent and so hides the stall
+    /// (coordinated omission), this does not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub intended_latency_us: Option<Latency>,
     /// Publish → the kernel's receive stamp at the subscriber's socket: what the broker and
     /// the network took, without this generator's read lag. Absent with --no-socket-stamps.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -228,6 +234,8 @@ pub struct Summary {
     pub broker: Option<Broker>,
     pub loadgen: Loadgen,
     pub errors: Vec<String>,
+    /// Why the run failed (exit status 1); empty when it passed. See [`failed_checks`].
+    pub failed_checks: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -253,6 +261,7 @@ pub struct Params {
     pub duration_s: f64,
     pub warmup_s: f64,
     pub drain_s: f64,
+    pub max_loss_pct: f64,
 }
 
 #[derive(Serialize)]
@@ -309,6 +318,12 @@ pub struct Failures {
     pub refused: u64,
     pub closed: u64,
     pub tls: u64,
+}
+
+impl Failures {
+    pub fn total(&self) -> u64 {
+        self.connect + self.timeout + self.upgrade + self.refused + self.closed + self.tls
+    }
 }
 
 #[derive(Serialize)]
@@ -464,6 +479,16 @@ pub fn summarize(
         (!h.is_empty()).then(|| latency(&h))
     };
     let socket_latency = stamped(&shared.socket_latency);
+    let fixed_rate =
+        cfg.closed_loop.is_none() && !matches!(cfg.scenario, Scenario::Conn | Scenario::Retained);
+    let intended_latency = fixed_rate.then(|| {
+        latency(
+            &shared
+                .intended_latency
+                .lock()
+                .expect("no panics while held"),
+        )
+    });
     let read_lag = stamped(&shared.read_lag);
     let saturation = saturation(busy, &end_to_end, read_lag.as_ref());
     Summary {
@@ -496,6 +521,7 @@ pub fn summarize(
             duration_s: cfg.duration_s,
             warmup_s: cfg.warmup_s,
             drain_s: cfg.drain_s,
+            max_loss_pct: cfg.max_loss_pct,
         },
         published: load(&c.published),
         delivered,
@@ -506,6 +532,7 @@ pub fn summarize(
         gaps: load(&c.gap_missing),
         msgs_per_s: msgs_per_s.round(),
         latency_us: end_to_end,
+        intended_latency_us: intended_latency,
         socket_latency_us: socket_latency,
         connections: Connections {
             planned,
@@ -548,5 +575,67 @@ pub fn summarize(
             .lock()
             .expect("no panics while held")
             .clone(),
+        failed_checks: Vec::new(),
     }
+}
+
+/// What makes a run fail, for scripts: a connection that failed or dropped (the load was not
+/// what was asked for), or more deliveries lost than `max_loss_pct` percent of those expected.
+pub fn failed_checks(s: &Summary, max_loss_pct: f64) -> Vec<String> {
+    let mut failed = Vec::new();
+    let c = &s.connections;
+    if c.failed.total() > 0 {
+        failed.push(format!(
+            "{} of {} connections failed",
+            c.failed.total(),
+            c.planned
+        ));
+    }
+    if c.dropped > 0 {
+        failed.push(format!("{} connections dropped during the run", c.dropped));
+    }
+    if s.expected > 0 {
+        let loss_pct = s.lost as f64 * 100.0 / s.expected as f64;
+        if loss_pct > max_loss_pct {
+            failed.push(format!(
+                "{} of {} expected deliveries lost ({loss_pct:.3} % > --max-loss {max_loss_pct} %)",
+                s.lost, s.expected
+            ));
+        }
+    }
+    failed
+}
+
+/// The summary's figures for a reader, on standard error: the JSON on standard output stays
+/// one document for scripts.
+pub fn text(s: &Summary) -> String {
+    let line = |label: &str, l: &Latency| {
+        format!(
+            "  {label:<34} p50 {:>10.1}  p99 {:>10.1}  p99.9 {:>10.1}  max {:>10.1}  ({} samples)\n",
+            l.p50, l.p99, l.p999, l.max, l.samples
+        )
+    };
+    let mut out = format!(
+        "{:?}: published {}, delivered {} of {} expected, lost {}, {} msgs/s\n\
+         connections: {} of {} ok, {} failed, {} dropped\n\
+         latency (us):\n",
+        s.scenario,
+        s.published,
+        s.delivered,
+        s.expected,
+        s.lost,
+        s.msgs_per_s,
+        s.connections.ok,
+        s.connections.planned,
+        s.connections.failed.total(),
+        s.connections.dropped,
+    );
+    out += &line("from actual send", &s.latency_us);
+    if let Some(l) = &s.intended_latency_us {
+        out += &line("from intended send (fixed rate)", l);
+    }
+    if let Some(l) = &s.socket_latency_us {
+        out += &line("actual send to socket", l);
+    }
+    out
 }

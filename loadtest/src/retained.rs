@@ -62,7 +62,14 @@ async fn store(
     for i in 0..topics {
         let mut t = codec::publish_template(version, &topic(ctx, i), qos, true, payload_bytes);
         if payload_bytes > 0 {
-            stats::stamp(&mut t.bytes[t.payload_at..], stats::now_ns(), i as u32, 0);
+            let now = stats::now_ns();
+            let s = stats::Stamp {
+                sent_ns: now,
+                intended_ns: now,
+                stream: i as u32,
+                seq: 0,
+            };
+            stats::stamp(&mut t.bytes[t.payload_at..], s);
         }
         if let Some(at) = t.packet_id_at {
             packet_id = packet_id.checked_add(1).unwrap_or(1);
@@ -157,7 +164,7 @@ async fn join(ctx: &Ctx, conn: &mut Conn) -> anyhow::Result<()> {
                     if let Some(id) = packet_id {
                         codec::encode_puback(&mut acks, id);
                     }
-                    let Some((_, stream, _)) = stats::read_stamp(payload) else {
+                    let Some(stats::Stamp { stream, .. }) = stats::read_stamp(payload) else {
                         foreign += 1;
                         continue;
                     };

@@ -299,7 +299,13 @@ fn on_delivery(
     at: Arrival,
     (start, end): (u64, u64),
 ) {
-    let Some((sent_ns, stream, seq)) = stats::read_stamp(payload) else {
+    let Some(stats::Stamp {
+        sent_ns,
+        intended_ns,
+        stream,
+        seq,
+    }) = stats::read_stamp(payload)
+    else {
         local.foreign += 1;
         return;
     };
@@ -319,6 +325,9 @@ fn on_delivery(
     local
         .latency
         .saturating_record(at.now.saturating_sub(sent_ns).max(1));
+    local
+        .intended_latency
+        .saturating_record(at.now.saturating_sub(intended_ns).max(1));
     if let Some(received_at) = at.received_at {
         local
             .socket_latency
@@ -408,7 +417,18 @@ async fn publisher(ctx: Rc<Ctx>, writer: SharedWriter, spec: PubSpec, inflight: 
             next_topic = (next_topic + 1) % templates.len();
             let (_, stream, topic) = spec.topics[i];
             let t = &mut templates[i];
-            stats::stamp(&mut t.bytes[t.payload_at..], now, stream, seqs[i]);
+            let s = stats::Stamp {
+                sent_ns: now,
+                intended_ns: match cfg.closed_loop {
+                    Some(_) => now,
+                    // Message `sent` of this publisher was due `sent / rate` after its start.
+                    None => start + (sent as f64 * 1e9 / spec.rate_per_s) as u64,
+                },
+                stream,
+                seq: seqs[i],
+            };
+            stats::stamp(&mut t.bytes[t.payload_at..], s);
+            sent += 1;
             seqs[i] = seqs[i].wrapping_add(1);
             if let Some(at) = t.packet_id_at {
                 packet_id = packet_id.checked_add(1).unwrap_or(1);
@@ -419,7 +439,6 @@ async fn publisher(ctx: Rc<Ctx>, writer: SharedWriter, spec: PubSpec, inflight: 
             matched += shared.topic_subs[topic].load(Relaxed) + shared.wildcard_subs.load(Relaxed);
             count += 1;
         }
-        sent += due;
         if count > 0 {
             c.published_all.fetch_add(count, Relaxed);
             c.expected_all.fetch_add(matched, Relaxed);

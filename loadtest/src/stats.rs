@@ -22,22 +22,39 @@ pub fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 100_000_000_000, 3).expect("bounds are valid constants")
 }
 
-/// Payload layout: send time (ns, little endian), stream id, sequence number within the stream.
-pub const PAYLOAD_HEADER_BYTES: usize = 16;
+/// Payload layout (little endian): actual send time (ns), intended send time (ns), stream id,
+/// sequence number within the stream.
+pub const PAYLOAD_HEADER_BYTES: usize = 24;
 
-pub fn stamp(payload: &mut [u8], sent_ns: u64, stream: u32, seq: u32) {
-    payload[0..8].copy_from_slice(&sent_ns.to_le_bytes());
-    payload[8..12].copy_from_slice(&stream.to_le_bytes());
-    payload[12..16].copy_from_slice(&seq.to_le_bytes());
+/// What a publisher writes at the start of each payload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stamp {
+    /// When the message was queued for sending.
+    pub sent_ns: u64,
+    /// When a fixed-rate schedule meant it to be sent: message k of a publisher at rate r is
+    /// due at start + k/r, however late the publisher got to it. Latency from this time counts
+    /// the time a stalled broker kept the publisher from sending (coordinated omission);
+    /// latency from `sent_ns` does not. Equal to `sent_ns` where there is no schedule.
+    pub intended_ns: u64,
+    pub stream: u32,
+    pub seq: u32,
 }
 
-pub fn read_stamp(payload: &[u8]) -> Option<(u64, u32, u32)> {
+pub fn stamp(payload: &mut [u8], s: Stamp) {
+    payload[0..8].copy_from_slice(&s.sent_ns.to_le_bytes());
+    payload[8..16].copy_from_slice(&s.intended_ns.to_le_bytes());
+    payload[16..20].copy_from_slice(&s.stream.to_le_bytes());
+    payload[20..24].copy_from_slice(&s.seq.to_le_bytes());
+}
+
+pub fn read_stamp(payload: &[u8]) -> Option<Stamp> {
     let h = payload.get(..PAYLOAD_HEADER_BYTES)?;
-    Some((
-        u64::from_le_bytes(h[0..8].try_into().ok()?),
-        u32::from_le_bytes(h[8..12].try_into().ok()?),
-        u32::from_le_bytes(h[12..16].try_into().ok()?),
-    ))
+    Some(Stamp {
+        sent_ns: u64::from_le_bytes(h[0..8].try_into().ok()?),
+        intended_ns: u64::from_le_bytes(h[8..16].try_into().ok()?),
+        stream: u32::from_le_bytes(h[16..20].try_into().ok()?),
+        seq: u32::from_le_bytes(h[20..24].try_into().ok()?),
+    })
 }
 
 /// What a sequence number says about one delivery.
@@ -122,6 +139,8 @@ pub struct Counters {
 pub struct Shared {
     pub counters: Counters,
     pub latency: Mutex<Histogram<u64>>,
+    /// Intended send time (fixed rate) → application read: see [`Stamp::intended_ns`].
+    pub intended_latency: Mutex<Histogram<u64>>,
     /// Publish → the kernel's receive stamp at the subscriber's socket (see `stamp.rs`).
     pub socket_latency: Mutex<Histogram<u64>>,
     /// The kernel's receive stamp → this generator reading the message: its own queueing.
@@ -158,6 +177,7 @@ impl Shared {
         Shared {
             counters: Counters::default(),
             latency: Mutex::new(new_histogram()),
+            intended_latency: Mutex::new(new_histogram()),
             socket_latency: Mutex::new(new_histogram()),
             read_lag: Mutex::new(new_histogram()),
             connect_latency: Mutex::new(new_histogram()),
@@ -196,6 +216,7 @@ impl Shared {
 /// second (histogram): the hot path touches no shared cache line per message.
 pub struct Local {
     pub latency: Histogram<u64>,
+    pub intended_latency: Histogram<u64>,
     pub socket_latency: Histogram<u64>,
     pub read_lag: Histogram<u64>,
     pub delivered: u64,
@@ -210,6 +231,7 @@ impl Local {
     pub fn new() -> Self {
         Local {
             latency: new_histogram(),
+            intended_latency: new_histogram(),
             socket_latency: new_histogram(),
             read_lag: new_histogram(),
             delivered: 0,
@@ -241,6 +263,7 @@ impl Local {
     pub fn flush_histogram(&mut self, shared: &Shared) {
         for (local, global) in [
             (&mut self.latency, &shared.latency),
+            (&mut self.intended_latency, &shared.intended_latency),
             (&mut self.socket_latency, &shared.socket_latency),
             (&mut self.read_lag, &shared.read_lag),
         ] {
@@ -295,10 +318,16 @@ mod tests {
 
     #[test]
     fn stamp_round_trip() {
-        let mut p = [0u8; 20];
-        stamp(&mut p, 123_456_789, 7, 42);
-        assert_eq!(read_stamp(&p), Some((123_456_789, 7, 42)));
-        assert_eq!(read_stamp(&p[..15]), None);
+        let mut p = [0u8; 30];
+        let s = Stamp {
+            sent_ns: 123_456_789,
+            intended_ns: 123_000_000,
+            stream: 7,
+            seq: 42,
+        };
+        stamp(&mut p, s);
+        assert_eq!(read_stamp(&p), Some(s));
+        assert_eq!(read_stamp(&p[..23]), None);
     }
 
     #[test]

@@ -290,14 +290,19 @@ fn unwrap_client_frames(input: &mut Vec<u8>, mqtt: &mut Vec<u8>) -> bool {
     }
 }
 
-/// Runs the generator and returns its JSON summary.
+/// Runs the generator and returns its JSON summary; the run must pass.
 fn loadtest(args: &str) -> Value {
+    loadtest_exiting(args, 0)
+}
+
+/// Runs the generator, which must exit with `status`, and returns its JSON summary.
+fn loadtest_exiting(args: &str, status: i32) -> Value {
     let out = Command::new(env!("CARGO_BIN_EXE_fanfare-loadtest"))
         .args(args.split_whitespace())
         .output()
         .expect("running fanfare-loadtest");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{args}: {stderr}");
+    assert_eq!(out.status.code(), Some(status), "{args}: {stderr}");
     serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("{args}: summary is not JSON ({e}); stderr: {stderr}"))
 }
@@ -381,11 +386,15 @@ fn a_certificate_from_another_ca_fails_every_connection_as_tls() {
     let pki = pki();
     let other = write_ca(&self::pki(), "other-ca.pem");
     let (port, _) = start_broker(&pki, false);
-    let summary = loadtest(&format!(
-        "conn --url mqtts://127.0.0.1:{port} --ca {} --subscribers 2 --duration 0.2 \
-         --workers 1 --no-pin",
-        other.display()
-    ));
+    // The run ends normally, its connections failed: exit status 1.
+    let summary = loadtest_exiting(
+        &format!(
+            "conn --url mqtts://127.0.0.1:{port} --ca {} --subscribers 2 --duration 0.2 \
+             --workers 1 --no-pin",
+            other.display()
+        ),
+        1,
+    );
     assert_eq!(
         summary["connections"]["ok"].as_u64(),
         Some(0),

@@ -30,6 +30,22 @@ def memory_detail_kb(pid: int) -> dict[str, int]:
             key = line.split(":", 1)[0]
             if key in ("VmRSS", "RssAnon", "RssFile", "VmHWM", "VmData"):
                 out[key] = int(line.split()[1])
+    out["mappings"] = mappings_rss_kb(pid)
+    return out
+
+
+def mappings_rss_kb(pid: int) -> dict[str, int]:
+    """Resident KiB of each mapping holding at least 64 KiB, keyed by "start-end name", so two
+    snapshots show which mapping grew: the allocator's arena, a thread's stack (an anonymous
+    mapping of the stack size), the receive buffers, the rings."""
+    out, mapping = {}, None
+    with open(f"/proc/{pid}/smaps") as f:
+        for line in f:
+            fields = line.split()
+            if "-" in fields[0] and not fields[0].endswith(":"):
+                mapping = fields[0] + (" " + fields[5] if len(fields) > 5 else "")
+            elif fields[0] == "Rss:" and mapping and int(fields[1]) >= 64:
+                out[mapping] = int(fields[1])
     return out
 
 

@@ -21,8 +21,9 @@ use std::ptr;
 use std::sync::atomic::{AtomicPtr, Ordering};
 
 use libmimalloc_sys::{
-    mi_free, mi_heap_malloc_aligned, mi_heap_new, mi_heap_realloc_aligned, mi_heap_t,
-    mi_heap_zalloc_aligned, mi_malloc_aligned, mi_realloc_aligned, mi_zalloc_aligned,
+    mi_collect, mi_free, mi_heap_collect, mi_heap_malloc_aligned, mi_heap_new,
+    mi_heap_realloc_aligned, mi_heap_t, mi_heap_zalloc_aligned, mi_malloc_aligned,
+    mi_realloc_aligned, mi_zalloc_aligned,
 };
 
 /// The process-wide allocator (`#[global_allocator]` in `main.rs`).
@@ -44,6 +45,23 @@ pub fn long_lived<R>(build: impl FnOnce() -> R) -> R {
     let result = build();
     IN_LONG_LIVED.with(|flag| flag.set(outer));
     result
+}
+
+/// Has the allocator return what this thread holds free, in both heaps: blocks other threads
+/// freed (the messages a shard routes are freed by the last shard that delivers them, often
+/// another one, and the allocator takes such blocks back only when their owner allocates
+/// again, which an idle shard does not), empty pages, and with `force` their memory to the
+/// system.
+pub fn collect_free_memory(force: bool) {
+    // SAFETY: mi_collect takes no pointers and only touches the calling thread's part of the
+    // default heap.
+    unsafe { mi_collect(force) };
+    let heap = LONG_LIVED_HEAP.load(Ordering::Acquire);
+    if !heap.is_null() {
+        // SAFETY: a heap made by mi_heap_new and never deleted; collecting touches only the
+        // calling thread's part of it.
+        unsafe { mi_heap_collect(heap, force) };
+    }
 }
 
 /// The long-lived heap when this thread is inside [`long_lived`].

@@ -104,15 +104,6 @@ pub fn disable_transparent_huge_pages() -> io::Result<()> {
     Ok(())
 }
 
-/// Has the allocator return what this thread's heap holds free: blocks other threads freed
-/// (the messages a shard routes are freed by the last shard that delivers them, often another
-/// one, and the allocator takes such blocks back only when their owner allocates again, which
-/// an idle shard does not), empty pages, and with `force` their memory to the system.
-pub fn collect_free_memory(force: bool) {
-    // SAFETY: mi_collect takes no pointers and only touches the calling thread's heap.
-    unsafe { libmimalloc_sys::mi_collect(force) }
-}
-
 /// What a signal asks of the broker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Signal {

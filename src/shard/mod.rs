@@ -71,7 +71,7 @@ const COMPLETIONS_PER_TURN_MAX: usize = 4096;
 /// How long a closing connection may take to send what was queued for it before it is cut.
 const CLOSE_LINGER: Duration = Duration::from_secs(5);
 /// How often the shard has the allocator take back what other shards freed of its memory and
-/// return empty pages (`sys::collect_free_memory`): often enough that RSS follows the load
+/// return empty pages (`allocator::collect_free_memory`): often enough that RSS follows the load
 /// within seconds, rarely enough that its cost (a walk over the heap's pages) is nothing.
 const COLLECT_EVERY: Duration = Duration::from_secs(1);
 /// How long a graceful stop waits for connections to close.
@@ -447,7 +447,7 @@ impl Shard {
             self.shed_scratch();
             // Returned to the system only once the shard holds nobody: then nothing is lost
             // by unmapping, and an emptied shard goes back to its fresh size.
-            sys::collect_free_memory(self.io.is_empty());
+            allocator::collect_free_memory(self.io.is_empty());
         }
         let counts = LoopCounts {
             sockets: self.io.len(),
