@@ -1,8 +1,8 @@
 //! `fanfare`: argv → Config → shards. No broker logic lives here.
 
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -276,6 +276,7 @@ fn reload(
     tls: Option<&SharedTls>,
     kernel_tls: bool,
     auth: &AuthSetup,
+    admin: Option<&Admin>,
 ) {
     let (_, running) = live_config.current();
     let file = match &args.config_file {
@@ -315,6 +316,19 @@ fn reload(
             return;
         }
     };
+    // The admin API's token: from the reloaded file's `admin_token_file`.
+    let token = match (admin, &reload.config.admin.token_file) {
+        (Some(_), Some(path)) => match admin::read_token(path) {
+            Ok(token) => Some(token),
+            Err(e) => {
+                log::error!(
+                    "SIGHUP received: admin token not reloaded, keeping the old one and the running configuration: {e}"
+                );
+                return;
+            }
+        },
+        _ => None,
+    };
     if let (Some(tls), Some(servers)) = (tls, servers) {
         tls.replace(servers);
         log::info!("SIGHUP received: TLS certificates reloaded");
@@ -322,6 +336,10 @@ fn reload(
     auth.policy.replace(policy);
     auth.generation.store(generation, Ordering::Release);
     log::info!("SIGHUP received: password, ACL and JWT key files reloaded");
+    if let Some(admin) = admin {
+        admin.set_token(token);
+        log::info!("SIGHUP received: admin token file reloaded");
+    }
     if let Some(path) = &args.config_file {
         apply_config(path, &running, reload, live_config);
     }
@@ -369,20 +387,21 @@ fn bind_admin(
 
 /// Starts the operations listener's threads, once the shards run.
 fn start_admin(
-    config: &Config,
+    live_config: &Arc<SharedConfig>,
     listener: std::net::TcpListener,
     token: Option<Box<str>>,
     shards: Arc<ShardRequests>,
     metrics: Arc<Metrics>,
     ready: Arc<AtomicBool>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Arc<Admin>> {
+    let (_, config) = live_config.current();
     let admin = Admin {
         settings: config.admin.clone(),
-        token,
+        token: RwLock::new(token),
         shards,
         metrics,
         ready,
-        publish_limits: admin::publish_limits(&config.limits, &config.admin),
+        config: Arc::clone(live_config),
         started: std::time::Instant::now(),
     };
     admin::start(listener, admin).context("cannot start the admin listener's thread")
@@ -647,16 +666,17 @@ fn serve(config: Config, args: &Args, small_pages: std::io::Result<()>) -> anyho
             }
         }
     }
-    if let (Some((listener, _)), Some(questions)) = (admin_listener, admin_questions) {
-        start_admin(
-            &config,
+    let admin = match (admin_listener, admin_questions) {
+        (Some((listener, _)), Some(questions)) => Some(start_admin(
+            &live_config,
             listener,
             admin_token,
             questions,
             Arc::clone(&metrics),
             Arc::clone(&ready),
-        )?;
-    }
+        )?),
+        _ => None,
+    };
     ready.store(true, Ordering::Release);
     let mut service = Service::from_env(heartbeats);
     println!("ready");
@@ -693,6 +713,7 @@ fn serve(config: Config, args: &Args, small_pages: std::io::Result<()>) -> anyho
                 tls.as_deref(),
                 kernel_support.is_some(),
                 &auth,
+                admin.as_deref(),
             ),
         }
     };

@@ -25,11 +25,11 @@ pub mod shards;
 
 use std::net::TcpListener;
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use crate::config::{AdminSettings, Limits};
+use crate::config::{AdminSettings, Limits, SharedConfig};
 use crate::metrics::Metrics;
 use publish::PublishLimits;
 use shards::ShardRequests;
@@ -40,17 +40,37 @@ const TOKEN_FILE_BYTES_MAX: u64 = 4096;
 /// Everything the listener's threads share.
 pub struct Admin {
     pub settings: AdminSettings,
-    /// The API's bearer token; `None`: the API answers 403.
-    pub token: Option<Box<str>>,
+    /// The API's bearer token, read again on SIGHUP; `None`: the API answers 403.
+    pub token: RwLock<Option<Box<str>>>,
     pub shards: Arc<ShardRequests>,
     pub metrics: Arc<Metrics>,
     /// Set once every shard and listener is up, cleared when the broker begins to stop.
     pub ready: Arc<AtomicBool>,
-    pub publish_limits: PublishLimits,
+    /// The configuration in force: the publish API checks messages against its limits, which a
+    /// SIGHUP may change.
+    pub config: Arc<SharedConfig>,
     pub started: Instant,
 }
 
 impl Admin {
+    /// The token in force.
+    pub fn token(&self) -> Option<Box<str>> {
+        self.token.read().map_or(None, |token| token.clone())
+    }
+
+    /// A reloaded token file's token (or none), for the requests that follow.
+    pub fn set_token(&self, token: Option<Box<str>>) {
+        if let Ok(mut held) = self.token.write() {
+            *held = token;
+        }
+    }
+
+    /// The publish API's bounds under the configuration in force.
+    pub fn publish_limits(&self) -> PublishLimits {
+        let (_, config) = self.config.current();
+        publish_limits(&config.limits, &self.settings)
+    }
+
     /// How long a request may take to arrive, and the shards to answer it.
     pub fn timeout(&self) -> Duration {
         Duration::from_millis(self.settings.timeout_ms.into())
@@ -91,12 +111,15 @@ pub fn read_token(path: &Path) -> Result<Box<str>, TokenError> {
 }
 
 /// Starts the listener's threads on `listener`, already bound (and announced).
-pub fn start(listener: TcpListener, admin: Admin) -> std::io::Result<()> {
-    server::spawn(listener, Arc::new(admin))
+/// Starts the listener's thread; the handle lets a SIGHUP give it a new token.
+pub fn start(listener: TcpListener, admin: Admin) -> std::io::Result<Arc<Admin>> {
+    let admin = Arc::new(admin);
+    server::spawn(listener, Arc::clone(&admin))?;
+    Ok(admin)
 }
 
 /// The bounds of the publish API: a client's PUBLISH's, and `admin_page_len_max` messages.
-pub fn publish_limits(limits: &Limits, settings: &AdminSettings) -> PublishLimits {
+fn publish_limits(limits: &Limits, settings: &AdminSettings) -> PublishLimits {
     PublishLimits {
         decode: limits.decode_limits(),
         messages_max: settings.page_len_max as usize,

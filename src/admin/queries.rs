@@ -174,7 +174,7 @@ pub fn subscriptions(admin: &Admin, request: &super::request::Request) -> Respon
     let Some(topic) = request.param("topic") else {
         return Response::error(400, "`topic` is required");
     };
-    if let Err(e) = validate_topic_name(topic, &admin.publish_limits.decode) {
+    if let Err(e) = validate_topic_name(topic, &admin.publish_limits().decode) {
         return Response::error(400, &format!("`topic` is not a valid topic name: {e}"));
     }
     let limit = match page_len(admin, request.param("limit")) {

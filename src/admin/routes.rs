@@ -162,7 +162,7 @@ pub fn route(admin: &Admin, request: &mut Request) -> Response {
 /// 403 while no token is configured (the API is never open by default), 401 without the
 /// token or with another one. Compared in constant time.
 fn check_token(admin: &Admin, authorization: Option<&str>) -> Result<(), Response> {
-    let Some(token) = admin.token.as_deref() else {
+    let Some(token) = admin.token() else {
         return Err(Response::error(
             403,
             "the admin API is off: admin_token_file is not set",
@@ -202,7 +202,7 @@ fn publish_request(admin: &Admin, body: &mut [u8]) -> Response {
         return Response::error(503, "not ready: starting or stopping");
     }
     let now = std::time::Instant::now();
-    let messages = match publish::parse(body, &admin.publish_limits, now) {
+    let messages = match publish::parse(body, &admin.publish_limits(), now) {
         Ok(messages) => messages,
         Err(error) => {
             let mut answer = json!({ "error": error.problem });

@@ -282,3 +282,22 @@ def test_connections_past_the_limit_get_503(admin, clients, topic):
         assert time.monotonic() < deadline, "the admin listener stayed busy"
         time.sleep(0.05)
     mqtt_still_serves(broker, clients, topic)
+
+
+def test_sighup_reads_the_token_file_again(start, tmp_path):
+    token_file = tmp_path / "admin.token"
+    token_file.write_text(TOKEN + "\n")
+    broker = start(config={"admin_token_file": token_file})
+    assert request(broker, "GET", "/api/v1/stats")[0] == 200
+
+    token_file.write_text("the-next-token\n")
+    broker.reload()
+    broker.wait_for_log("admin token file reloaded")
+    assert request(broker, "GET", "/api/v1/stats")[0] == 401
+    assert request(broker, "GET", "/api/v1/stats", token="the-next-token")[0] == 200
+
+    # A token file that cannot be used is refused, and the token in force stays.
+    token_file.write_text("two words\n")
+    broker.reload()
+    broker.wait_for_log("admin token not reloaded")
+    assert request(broker, "GET", "/api/v1/stats", token="the-next-token")[0] == 200
