@@ -93,6 +93,8 @@ pub fn run(mut cfg: Config) -> anyhow::Result<()> {
         cores: wire::affinity(),
         sources: cfg.target.sources.iter().map(ToString::to_string).collect(),
         connections: planned,
+        published: shared.counters.published.load(Relaxed),
+        delivered: shared.counters.delivered.load(Relaxed),
         cpu_s: sampler.cpu_s(),
         busiest_thread_busy: load.busy,
         read_lag_us: load.read_lag,
@@ -276,6 +278,45 @@ mod tests {
         assert_eq!(parts[2], [2, 5, 8]);
         // Fewer items than processes: they share all of them.
         assert_eq!(share(&[5u32, 6], 3, 2), [5, 6]);
+    }
+
+    fn parse(line: &str) -> anyhow::Result<Config> {
+        crate::config::parse(line.split_whitespace().map(Into::into))
+    }
+
+    #[test]
+    fn procs_hold_more_connections_than_one_process_may() {
+        let big = "conn --subscribers 99000 --no-pin";
+        assert!(parse(big).is_err());
+        assert!(parse(&format!("{big} --procs 5")).is_ok());
+        assert!(parse(&format!("{big} --procs 4")).is_err());
+        assert!(parse("fanout --procs 2 --closed-loop 10").is_err());
+        assert!(parse("retained --procs 2").is_err());
+        assert!(parse("fanout --procs 2 --proc-index 2").is_err());
+    }
+
+    #[test]
+    fn each_process_takes_its_share() {
+        let line = "fanout --subscribers 10 --publishers 2 --procs 3 --source \
+                    127.0.0.2,127.0.0.3,127.0.0.4,127.0.0.5 --conn-rate 300 --workers 1";
+        let whole = parse(line).expect("parses").plan().len();
+        let mut seen = Vec::new();
+        for i in 0..3 {
+            let mut cfg = parse(&format!("{line} --proc-index {i}")).expect("parses");
+            take_share(&mut cfg, i);
+            assert_eq!(cfg.conn_rate, 100.0);
+            let sources = cfg.target.sources.iter().map(ToString::to_string);
+            let want: &[&str] = match i {
+                0 => &["127.0.0.2", "127.0.0.5"],
+                1 => &["127.0.0.3"],
+                _ => &["127.0.0.4"],
+            };
+            assert_eq!(sources.collect::<Vec<_>>(), want);
+            let plan = cfg.plan().into_iter().filter(|s| s.index % 3 == i);
+            seen.extend(plan.map(|s| s.index));
+        }
+        seen.sort_unstable();
+        assert_eq!(seen, (0..whole).collect::<Vec<_>>());
     }
 
     #[test]

@@ -60,6 +60,9 @@ pub struct ProcessReport {
     /// The source addresses it bound, round-robin; empty when the kernel chose.
     pub sources: Vec<String>,
     pub connections: usize,
+    /// Its share of the summary's `published` and `delivered`: the summary's are their sums.
+    pub published: u64,
+    pub delivered: u64,
     pub cpu_s: f64,
     pub busiest_thread_busy: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
