@@ -16,6 +16,7 @@
 //! | [`broker`] | sans-IO state of one shard: sessions, topic trie, retained messages, QoS flows, wills, keep-alive; takes `now`, answers with an [`broker::Outbox`] |
 //! | [`shard`] | the loop of one core and its policy: what to do with socket events, when to close, what to post to other shards |
 //! | [`net`] | the only code that touches sockets, and the only code exempt from the crate's `deny` below: the ring, its buffers, send queues, listeners |
+//! | [`store`] | with `data_dir`: retained messages on disk, a checksummed log and snapshot per shard written by one thread off the loops, loaded before `ready` (`docs/persistence.md`) |
 //! | [`http`], [`metrics`] | the files served to plain HTTP requests on the WebSocket listener, and the counters of `/metrics`; the same figures summed feed the `$SYS` topics (`shard/sys_topics.rs`) |
 //! | [`admin`] | the operations listener, on threads of its own: `/metrics`, health, the admin and publish API; it asks the shards through bounded queues (`shard/admin_requests.rs`) |
 //! | [`service`] | what the service manager hears: ready, stopping, and watchdog pings while every shard turns |
@@ -85,4 +86,5 @@ pub mod protocol;
 pub mod service;
 pub mod shard;
 pub mod slots;
+pub mod store;
 pub mod tls;

@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 
@@ -19,7 +20,8 @@ use fanfare::net::takeover::{Handed, Handover, Role};
 use fanfare::service::Service;
 use fanfare::shard::mailbox::Mailboxes;
 use fanfare::shard::verifier::Verifiers;
-use fanfare::shard::{self, AddressBook, AuthSetup, Heartbeats, ShardSetup};
+use fanfare::shard::{self, AddressBook, AuthSetup, Heartbeats, ShardSetup, ShardStore};
+use fanfare::store::Store;
 use fanfare::tls::{SharedTls, TlsServers};
 
 #[global_allocator]
@@ -45,6 +47,9 @@ Options:
   --shards N         shard threads, one per core     [default: number of cores]
   --log-level LEVEL  error, warn, info, debug or trace [default: info]
   --log-format FMT   text, or json for one JSON object per line [default: text]
+  --data-dir DIR     keep retained messages in DIR across restarts [default: in memory]
+  --recover          start even if a file in the data directory is corrupt, keeping what
+                     is readable
   --takeover         replace the broker running on the same addresses: take its listening
                      sockets, serve, then let it drain its clients over drain_s and exit
   -h, --help         print this help
@@ -91,7 +96,7 @@ impl From<anyhow::Error> for Failure {
 }
 
 /// The flags that set a configuration key, and the key each sets (as errors name it).
-const FLAG_KEYS: [(&str, &str); 11] = [
+const FLAG_KEYS: [(&str, &str); 12] = [
     ("--tcp", "tcp"),
     ("--ws", "ws"),
     ("--ws-path", "ws_path"),
@@ -103,6 +108,7 @@ const FLAG_KEYS: [(&str, &str); 11] = [
     ("--shards", "shards"),
     ("--log-level", "log_level"),
     ("--log-format", "log_format"),
+    ("--data-dir", "data_dir"),
 ];
 
 /// What the command line asks for: a file, and the flags that override its keys.
@@ -112,6 +118,8 @@ struct Args {
     overrides: Vec<(&'static str, &'static str, String)>,
     /// `--takeover`: replace the broker holding these addresses instead of refusing to start.
     takeover: bool,
+    /// `--recover`: load what is readable of a corrupt data directory instead of stopping.
+    recover: bool,
 }
 
 fn parse_args() -> anyhow::Result<Option<Args>> {
@@ -121,6 +129,7 @@ fn parse_args() -> anyhow::Result<Option<Args>> {
         config_file: None,
         overrides: Vec::new(),
         takeover: false,
+        recover: false,
     };
     while let Some(arg) = parser.next()? {
         let flag_key = match arg {
@@ -134,6 +143,7 @@ fn parse_args() -> anyhow::Result<Option<Args>> {
         match arg {
             Long("config") => args.config_file = Some(parser.value()?.string()?),
             Long("takeover") => args.takeover = true,
+            Long("recover") => args.recover = true,
             Short('h') | Long("help") => {
                 print!("{USAGE}");
                 return Ok(None);
@@ -171,6 +181,7 @@ fn load_config(args: &Args) -> anyhow::Result<Config> {
                     .with_context(|| format!("--shards: `{value}` is not a number"))?
             }
             "--log-format" => config.log_format = LogFormat::parse(flag, &value)?,
+            "--data-dir" => config.persistence.data_dir = Some(value.into()),
             _ => config.log_level = value,
         }
     }
@@ -398,6 +409,19 @@ fn claim_addresses(
     Ok((lock, handover))
 }
 
+/// With `data_dir`: locks it, loads the retained messages and starts the store's writer.
+fn open_store(config: &Config, recover: bool) -> anyhow::Result<Option<Store>> {
+    let persistence = &config.persistence;
+    let Some(dir) = &persistence.data_dir else {
+        if recover {
+            bail!("--recover: no data directory to recover (set --data-dir or data_dir)");
+        }
+        return Ok(None);
+    };
+    let store = Store::open(dir, persistence.durability, config.shards, recover)?;
+    Ok(Some(store))
+}
+
 /// Once this broker serves on the sockets handed over: tells the old broker to drain.
 fn finish_takeover(handover: Handover) -> anyhow::Result<()> {
     let unused = handover.unused();
@@ -525,6 +549,8 @@ fn serve(config: Config, args: &Args, small_pages: std::io::Result<()>) -> anyho
         .flatten()
         .collect();
     let (lock, mut handover) = claim_addresses(&listening, args.takeover)?;
+    // Loaded before anything listens: a client must never see the retained topics missing.
+    let mut store = open_store(&config, args.recover)?;
     let (per_shard, mut announced, mut offer) = bind_listeners(&config, handover.as_mut())?;
     let admin_listener = bind_admin(&config, handover.as_mut())?;
     if let Some((listener, line)) = &admin_listener {
@@ -569,7 +595,21 @@ fn serve(config: Config, args: &Args, small_pages: std::io::Result<()>) -> anyho
     };
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let mut threads = Vec::new();
+    let mut store_handles = store
+        .as_mut()
+        .map(Store::take_handles)
+        .unwrap_or_default()
+        .into_iter();
     for (id, listeners) in per_shard.into_iter().enumerate() {
+        let shard_store = store
+            .as_ref()
+            .zip(store_handles.next())
+            .map(|(store, handle)| ShardStore {
+                handle,
+                loaded: Arc::clone(&store.loaded),
+                durability: config.persistence.durability,
+                interval: Duration::from_millis(config.persistence.durability_interval_ms.into()),
+            });
         let setup = ShardSetup {
             id,
             auth: auth.clone(),
@@ -583,6 +623,7 @@ fn serve(config: Config, args: &Args, small_pages: std::io::Result<()>) -> anyho
             tls: tls.clone(),
             kernel_tls: kernel_support,
             admin: admin_questions.clone(),
+            store: shard_store,
         };
         threads.push(shard::spawn(setup, ready_tx.clone())?);
     }
@@ -638,6 +679,9 @@ fn serve(config: Config, args: &Args, small_pages: std::io::Result<()>) -> anyho
                     ready.store(false, Ordering::Release);
                     service.notify(State::Stopping);
                     drain_shards(pid, &config, &drain, &stop, &mailboxes, threads)?;
+                    if let Some(store) = store {
+                        store.finish();
+                    }
                     log::info!("drained and stopped");
                     return Ok(());
                 }
@@ -656,6 +700,9 @@ fn serve(config: Config, args: &Args, small_pages: std::io::Result<()>) -> anyho
     service.notify(State::Stopping);
     ready.store(false, Ordering::Release);
     stop_shards(&stop, &mailboxes, threads)?;
+    if let Some(store) = store {
+        store.finish();
+    }
     log::info!("stopped");
     Ok(())
 }

@@ -55,7 +55,7 @@ const fn counter(name: &'static str, help: &'static str) -> Metric {
 }
 
 /// Every metric, in the order of [`ShardFigures::values`].
-const METRICS: [Metric; 42] = [
+const METRICS: [Metric; 43] = [
     gauge(
         "fanfare_sockets",
         "Open sockets: clients, WebSocket upgrades and HTTP requests in progress.",
@@ -212,6 +212,10 @@ const METRICS: [Metric; 42] = [
         "fanfare_bytes_sent_total",
         "Bytes sent on client sockets, as on the wire (TLS and WebSocket framing included).",
     ),
+    counter(
+        "fanfare_store_write_errors_total",
+        "Writes or syncs of this shard's retained message files in data_dir that failed (the broker serves on, and writes again once it can).",
+    ),
 ];
 
 /// A metric's position in [`METRICS`], to read it from [`Totals`].
@@ -278,6 +282,7 @@ pub struct LoopCounts {
     pub lingering_closes: u64,
     pub bytes_received: u64,
     pub bytes_sent: u64,
+    pub store_write_errors: u64,
 }
 
 /// One shard's figures at one moment, in the order of [`METRICS`].
@@ -336,6 +341,7 @@ impl ShardFigures {
                 counts.submissions_refused,
                 counts.bytes_received,
                 counts.bytes_sent,
+                counts.store_write_errors,
             ],
         }
     }

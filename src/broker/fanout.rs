@@ -215,10 +215,12 @@ impl Broker {
         self.route(message, None, now, out);
     }
 
-    fn retain(&mut self, message: &Arc<RoutedMessage>) {
-        if self.retained.apply(message) == RetainOutcome::Rejected {
+    pub(super) fn retain(&mut self, message: &Arc<RoutedMessage>) {
+        let outcome = self.retained.apply(message);
+        if outcome == RetainOutcome::Rejected {
             self.stats.retained_rejected += 1;
         }
+        self.note_retained(message, outcome);
     }
 
     /// Once per loop turn: delivers parked publishes with what is left of this turn's budget,

@@ -13,6 +13,8 @@
 //! - `admin.rs`: what the operations listener reads of the shard, and its kick.
 //! - `clients.rs`: what the broker remembers about each connection, by [`ConnId`].
 //! - `topic_trie.rs`, `retained.rs`: the subscription index and the retained replica.
+//! - `retained_writes.rs`: with a data directory, this shard's retained changes for the store,
+//!   conflated per topic.
 //! - `keep_alive.rs`: deadlines; `publish_cache.rs`: encoding and WebSocket framing; `slab.rs`: handles.
 //! - `topic_aliases.rs`: Topic Aliases both ways, and the shard's outbound alias numbers.
 //!
@@ -36,6 +38,7 @@ mod publish_cache;
 mod qos_window;
 pub mod reply;
 mod retained;
+mod retained_writes;
 mod session;
 mod share_groups;
 mod subscription;
@@ -52,6 +55,7 @@ use std::time::Instant;
 pub use auth::{AuthDecision, AuthRequest, Authenticator};
 pub use fanout::{FANOUT_GROUP_MSGS_MAX, FANOUT_PARKED_MAX, FANOUT_SESSIONS_PER_TURN_MAX};
 pub use outbox::*;
+pub use retained_writes::RetainedWrite;
 pub use share_groups::GroupMessage;
 
 use crate::auth::Policy;
@@ -64,6 +68,7 @@ use clients::Clients;
 use fanout::Fanout;
 use keep_alive::{DUE_PER_TICK_MAX, Deadlines};
 use retained::{RetainedStack, RetainedStore};
+use retained_writes::RetainedWrites;
 use session::SessionKey;
 use session::{OfflineSessions, Session};
 use share_groups::SharedGroups;
@@ -131,6 +136,9 @@ pub struct Broker {
     offline: OfflineSessions,
     trie: TopicTrie<Grant>,
     retained: RetainedStore,
+    /// With a data directory: the retained changes of this shard's topics not yet handed to
+    /// the store (`retained_writes.rs`).
+    retained_writes: Option<RetainedWrites>,
     deadlines: Deadlines,
     /// Session expiry and will delay deadlines of MQTT 5 sessions.
     timers: SessionTimers,
@@ -169,6 +177,7 @@ impl Broker {
             shard,
             shard_count,
             retained: RetainedStore::new(limits.retained_messages_max, limits.retained_bytes_max),
+            retained_writes: None,
             aliases: AliasRegistry::new(limits.topic_aliases_per_shard_max),
             limits,
             sessions: Slots::default(),

@@ -76,6 +76,13 @@ fn top_level(out: &mut Toml, config: &Config) {
     out.value("response_topic_prefix", &config.response_topic_prefix);
     out.value("sys_interval_s", &config.sys_interval_s);
     out.value("drain_s", &config.drain_s);
+    let persistence = &config.persistence;
+    out.optional("data_dir", persistence.data_dir.as_ref());
+    out.value("durability", &persistence.durability);
+    out.value(
+        "durability_interval_ms",
+        &persistence.durability_interval_ms,
+    );
 }
 
 fn tls(out: &mut Toml, tls: &TlsSettings) {

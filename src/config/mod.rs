@@ -7,6 +7,7 @@ mod admin;
 mod auth;
 mod effective;
 mod live;
+mod persistence;
 mod tls;
 
 use std::net::SocketAddr;
@@ -15,6 +16,7 @@ pub use admin::AdminSettings;
 pub use auth::AuthSettings;
 pub use effective::effective_toml;
 pub use live::{LIVE_KEYS, Reload, SharedConfig};
+pub use persistence::{DURABILITY_INTERVAL_MS_MAX, Durability, Persistence};
 pub use tls::{ClientAuth, KtlsMode, SniCertificate, TlsSettings, TlsVersion};
 
 use crate::conn::{SlowConsumer, Transport};
@@ -481,6 +483,8 @@ pub struct Config {
     /// spread evenly, so that they do not all reconnect to the new one in the same second.
     /// At most [`DRAIN_S_MAX`]; `0` disconnects them all at once.
     pub drain_s: u32,
+    /// `data_dir`, `durability`, `durability_interval_ms`: retained messages across restarts.
+    pub persistence: Persistence,
 }
 
 impl Default for Config {
@@ -514,6 +518,7 @@ impl Default for Config {
             response_topic_prefix: "response/".to_owned(),
             sys_interval_s: 10,
             drain_s: 10,
+            persistence: Persistence::default(),
         }
     }
 }
@@ -600,6 +605,9 @@ struct FileConfig {
     response_topic_prefix: Option<String>,
     sys_interval_s: Option<u32>,
     drain_s: Option<u32>,
+    data_dir: Option<std::path::PathBuf>,
+    durability: Option<Durability>,
+    durability_interval_ms: Option<u32>,
 }
 
 macro_rules! file_limits {
@@ -758,6 +766,13 @@ impl Config {
         if let Some(drain) = file.drain_s {
             config.drain_s = drain;
         }
+        config.persistence.data_dir = file.data_dir.or(config.persistence.data_dir);
+        if let Some(durability) = file.durability {
+            config.persistence.durability = durability;
+        }
+        if let Some(interval) = file.durability_interval_ms {
+            config.persistence.durability_interval_ms = interval;
+        }
         Ok(config)
     }
 
@@ -874,6 +889,7 @@ impl Config {
         }
         self.validate_proxies()?;
         self.validate_response_topic_prefix()?;
+        self.persistence.validate()?;
         self.admin.validate()?;
         self.limits.validate()
     }

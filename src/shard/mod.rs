@@ -28,6 +28,7 @@ mod heartbeat;
 mod ingest;
 pub mod mailbox;
 mod peer;
+mod persist;
 mod publish_rate;
 mod sys_topics;
 pub mod verifier;
@@ -57,6 +58,7 @@ use deadlines::Deadlines;
 pub use heartbeat::{Heartbeats, Watch};
 use mailbox::{CrossShard, Mailboxes};
 use peer::{CloseCause, Peer, WireLimits};
+pub use persist::ShardStore;
 use publish_rate::Throttled;
 use sys_topics::SysTopics;
 use verifier::Verifiers;
@@ -108,6 +110,8 @@ pub struct ShardSetup {
     pub kernel_tls: Option<KtlsSupport>,
     /// The operations listener's questions to the shards; `None` with `admin = "off"`.
     pub admin: Option<Arc<ShardRequests>>,
+    /// With a data directory: the store's queue and what it loaded.
+    pub store: Option<ShardStore>,
 }
 
 struct Listener {
@@ -198,6 +202,8 @@ struct Shard {
     /// Connections closed for their first bytes on a listener with the PROXY protocol on.
     proxy_refusals: u64,
     broker: Broker,
+    /// With a data directory: when and where retained changes go (`persist.rs`).
+    persist: Option<persist::Persist>,
     outbox: Outbox,
     events: Vec<Event>,
     /// Connections closing or handing off, checked each turn until they are done.
@@ -273,6 +279,11 @@ impl Shard {
             Duration::from_secs(config.auth.verified_cache_ttl_s),
             config.auth.verify_queue_max,
         );
+        let persist = setup.store.map(|store| {
+            broker.load_retained(&store.loaded);
+            broker.keep_retained_writes();
+            persist::Persist::new(store, now)
+        });
         let mut outbox = Outbox::default();
         broker.set_policy(Some(Arc::clone(auth.policy())), &mut outbox);
         Ok(Shard {
@@ -315,6 +326,7 @@ impl Shard {
             tls_failures: 0,
             proxy_refusals: 0,
             broker,
+            persist,
             outbox,
             events: Vec::new(),
             finishing: Vec::new(),
@@ -338,10 +350,14 @@ impl Shard {
         self.io.arm_wake(self.mailboxes.wake_fd(self.id));
         loop {
             let now = Instant::now();
+            let wake = match self.retained_flush_at() {
+                Some(flush) => flush.min(self.next_tick),
+                None => self.next_tick,
+            };
             let wait = if self.busy {
                 Duration::ZERO
             } else {
-                self.next_tick.saturating_duration_since(now)
+                wake.saturating_duration_since(now)
             };
             self.busy = false;
             if let Err(e) = self.io.wait(wait) {
@@ -351,6 +367,7 @@ impl Shard {
                 break;
             }
         }
+        self.flush_retained_at_stop();
         let slow = self.slow;
         info!(
             "shard {} stopped; slow consumers: {} publishes dropped (newest), {} dropped (oldest), {} conflated, {} connections closed",
@@ -386,6 +403,7 @@ impl Shard {
         if self.broker.continue_fanout(now, &mut self.outbox) {
             self.busy = true;
         }
+        self.flush_retained(now);
         self.carry_out_outbox(now);
         self.post_to_other_shards();
         self.io.submit_refused();
@@ -445,6 +463,10 @@ impl Shard {
             lingering_closes: self.lingering_closes,
             bytes_received: self.io.counts().bytes_received,
             bytes_sent: self.io.counts().bytes_sent,
+            store_write_errors: self
+                .persist
+                .as_ref()
+                .map_or(0, persist::Persist::write_errors),
         };
         let figures = ShardFigures::new(&counts, &self.broker.stats(), &self.slow);
         self.metrics.publish(self.id, &figures);

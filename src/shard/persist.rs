@@ -1,0 +1,88 @@
+//! When this shard hands its retained changes to the store (`crate::store`): every loop turn
+//! under `durability = "sync"`, every `durability_interval_ms` otherwise. Handing them over
+//! never waits: if the store's queue is full, the broker keeps them and conflates further.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::Shard;
+use crate::broker::RoutedMessage;
+use crate::config::Durability;
+use crate::store::StoreHandle;
+
+/// What a shard gets of the store at start.
+pub struct ShardStore {
+    pub handle: StoreHandle,
+    /// Every retained message loaded at start-up, for this shard's replica.
+    pub loaded: Arc<[Arc<RoutedMessage>]>,
+    pub durability: Durability,
+    pub interval: Duration,
+}
+
+/// The shard's side of the store.
+pub(super) struct Persist {
+    handle: StoreHandle,
+    /// `None` under `sync`: every turn flushes.
+    interval: Option<Duration>,
+    next_flush: Instant,
+}
+
+impl Persist {
+    pub(super) fn new(store: ShardStore, now: Instant) -> Persist {
+        let interval = (store.durability != Durability::Sync).then_some(store.interval);
+        Persist {
+            handle: store.handle,
+            interval,
+            next_flush: now + store.interval,
+        }
+    }
+
+    pub(super) fn write_errors(&self) -> u64 {
+        self.handle.write_errors()
+    }
+}
+
+impl Shard {
+    /// Hands the retained changes to the store when due (see the module documentation).
+    pub(super) fn flush_retained(&mut self, now: Instant) {
+        let Some(persist) = self.persist.as_mut() else {
+            return;
+        };
+        if !self.broker.retained_writes_pending() {
+            return;
+        }
+        if let Some(interval) = persist.interval {
+            if now < persist.next_flush {
+                return;
+            }
+            persist.next_flush = now + interval;
+        }
+        let writes = self.broker.take_retained_writes();
+        if let Err(writes) = persist.handle.try_send(writes) {
+            self.broker.return_retained_writes(writes);
+        }
+    }
+
+    /// When the loop must wake to flush, if changes wait.
+    pub(super) fn retained_flush_at(&self) -> Option<Instant> {
+        let persist = self.persist.as_ref()?;
+        if !self.broker.retained_writes_pending() {
+            return None;
+        }
+        Some(match persist.interval {
+            Some(_) => persist.next_flush,
+            // A full queue under `sync`: try again at the next tick rather than spin.
+            None => self.next_tick,
+        })
+    }
+
+    /// At stop: everything left, waiting for room if need be.
+    pub(super) fn flush_retained_at_stop(&mut self) {
+        if let Some(persist) = &self.persist {
+            let writes = self.broker.take_retained_writes();
+            if !writes.is_empty() {
+                persist.handle.send(writes);
+            }
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! Persistence of retained messages in `data_dir` (see `docs/persistence.md`): one
+//! append-only log and snapshot per shard, written by one thread off the shards' loops.
+//!
+//! - `record.rs`: the bytes of a record and of a file, sans-IO: checksums, torn tails;
+//! - `files.rs`: the shard directories, start-up load, compaction's renames;
+//! - `writer.rs`: the thread, its bounded queue and each shard's handle to it;
+//! - `lock.rs`: one broker per data directory;
+//! - `error.rs`: what stops start-up, naming the file.
+//!
+//! Each retained topic is written by one shard only, its owner (`Broker::owner_shard` of the
+//! topic): every shard applies every retained publish to its replica, so the owner sees every
+//! change of its topics, and a topic's changes reach disk once, not once per shard.
+
+mod error;
+mod files;
+mod lock;
+pub mod record;
+mod writer;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant, SystemTime};
+
+use log::info;
+
+use crate::broker::RoutedMessage;
+use crate::config::Durability;
+pub use error::StoreError;
+pub use lock::DataDirLock;
+pub use writer::StoreHandle;
+use writer::{Writer, unix_ms};
+
+/// Flushes queued per shard before a shard keeps its updates to conflate them further: a few
+/// intervals' worth, so a slow disk is absorbed without holding much (a flush holds at most
+/// one message per retained topic of the shard, shared with the replicas).
+const QUEUE_BATCHES_PER_SHARD: usize = 4;
+
+/// The open store: the directory's lock, the writer thread, and what start-up loaded.
+pub struct Store {
+    _lock: DataDirLock,
+    handles: Vec<StoreHandle>,
+    /// Every retained message loaded, for each shard's replica.
+    pub loaded: Arc<[Arc<RoutedMessage>]>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Store {
+    /// Locks `data_dir`, loads it, rewrites each shard's snapshot, and starts the writer.
+    pub fn open(
+        data_dir: &Path,
+        durability: Durability,
+        shard_count: usize,
+        recover: bool,
+    ) -> Result<Store, StoreError> {
+        let lock = DataDirLock::acquire(data_dir)?;
+        let started = Instant::now();
+        let now_ms = unix_ms(SystemTime::now());
+        let found = files::shard_dirs(data_dir)?;
+        let loaded = files::load(data_dir, recover, now_ms)?;
+        let now = Instant::now();
+        let messages: Vec<(Arc<RoutedMessage>, Option<u64>)> = loaded
+            .messages
+            .into_iter()
+            .map(|stored| {
+                let expires_at = stored
+                    .expires_at_ms
+                    .map(|at| now + Duration::from_millis(at.saturating_sub(now_ms)));
+                let message = RoutedMessage {
+                    topic: stored.topic,
+                    payload: stored.payload,
+                    qos: stored.qos,
+                    retain: true,
+                    properties: stored.properties,
+                    expires_at,
+                };
+                (Arc::new(message), stored.expires_at_ms)
+            })
+            .collect();
+        let replicas: Arc<[Arc<RoutedMessage>]> = messages
+            .iter()
+            .map(|(message, _)| Arc::clone(message))
+            .collect();
+        let write_errors: Arc<[AtomicU64]> = (0..shard_count).map(|_| AtomicU64::new(0)).collect();
+        let mut writer = Writer::new(
+            data_dir,
+            durability,
+            loaded.stamp_max,
+            messages,
+            Arc::clone(&write_errors),
+        );
+        // A shard directory past this broker's shards is removed only once every topic it
+        // held is in a current shard's snapshot.
+        if writer.compact_all() {
+            for shard in found.into_iter().filter(|&shard| shard >= shard_count) {
+                files::remove_shard_dir(data_dir, shard)?;
+            }
+        }
+        info!(
+            "data directory {}: {} retained messages loaded in {} ms{}; durability {}",
+            data_dir.display(),
+            replicas.len(),
+            started.elapsed().as_millis(),
+            if loaded.repairs > 0 {
+                " (repaired, see above)"
+            } else {
+                ""
+            },
+            durability.name()
+        );
+        let (sender, receiver) =
+            std::sync::mpsc::sync_channel(QUEUE_BATCHES_PER_SHARD * shard_count);
+        let handles = (0..shard_count)
+            .map(|shard| StoreHandle::new(shard, sender.clone(), Arc::clone(&write_errors)))
+            .collect();
+        let thread = std::thread::Builder::new()
+            .name("store".to_owned())
+            .spawn(move || writer.run(receiver))
+            .map_err(StoreError::io(data_dir))?;
+        Ok(Store {
+            _lock: lock,
+            handles,
+            loaded: replicas,
+            thread,
+        })
+    }
+
+    /// Each shard's handle, in shard order; taken once, for the shards.
+    pub fn take_handles(&mut self) -> Vec<StoreHandle> {
+        std::mem::take(&mut self.handles)
+    }
+
+    /// Waits for the writer to write what the stopped shards handed it. Call it once every
+    /// shard has stopped (their handles dropped); the lock is released after.
+    pub fn finish(self) {
+        drop(self.handles);
+        if self.thread.join().is_err() {
+            log::error!("store: the writer thread panicked");
+        }
+    }
+}

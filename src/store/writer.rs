@@ -1,0 +1,377 @@
+//! The store's one thread: it takes each shard's conflated retained updates from a bounded
+//! queue, appends them to that shard's log, syncs as `durability` says, and compacts a log
+//! grown past its live data. The shards never wait on it: a full queue leaves the updates in
+//! the shard, conflated further, until the next flush (see `docs/persistence.md` for why a
+//! thread rather than the shards' rings).
+//!
+//! Each shard's files are written only for that shard's batches; the thread's state per
+//! shard ([`ShardLog`]) is the live set of the shard's topics, shared with the replicas
+//! (`Arc`), from which a snapshot is written.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::time::{Duration, Instant, SystemTime};
+
+use log::{error, info};
+
+use super::files;
+use super::record::{self, SetRef};
+use crate::broker::{RetainedWrite, RoutedMessage};
+use crate::config::Durability;
+
+/// A log is compacted into a snapshot once it holds this many times the bytes of its live
+/// records: at most 4× the live data on disk, and each byte written is rewritten at most
+/// about 1/3 more times by compactions.
+const COMPACT_RATIO: u64 = 4;
+/// ... and only past this many bytes: a small log is cheaper to keep than to rewrite.
+const COMPACT_BYTES_MIN: u64 = 4 * 1024 * 1024;
+/// Batches taken from the queue before they are written and synced together: one write and
+/// one sync per shard cover them all (group commit), and the loop still notices a full disk
+/// within this many batches.
+const BATCHES_PER_WRITE_MAX: usize = 256;
+/// After a failed write, how soon the thread tries again (by rewriting the shard's snapshot)
+/// even if no update comes.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// One shard's flush: the retained topics its broker changed since the last one.
+pub(super) struct Batch {
+    shard: usize,
+    writes: Vec<RetainedWrite>,
+}
+
+/// A shard's end of the queue.
+pub struct StoreHandle {
+    shard: usize,
+    sender: SyncSender<Batch>,
+    write_errors: Arc<[AtomicU64]>,
+}
+
+impl StoreHandle {
+    pub(super) fn new(
+        shard: usize,
+        sender: SyncSender<Batch>,
+        write_errors: Arc<[AtomicU64]>,
+    ) -> StoreHandle {
+        StoreHandle {
+            shard,
+            sender,
+            write_errors,
+        }
+    }
+
+    /// Queues `writes` without waiting; gives them back when the queue is full.
+    pub fn try_send(&self, writes: Vec<RetainedWrite>) -> Result<(), Vec<RetainedWrite>> {
+        let batch = Batch {
+            shard: self.shard,
+            writes,
+        };
+        match self.sender.try_send(batch) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(batch) | TrySendError::Disconnected(batch)) => Err(batch.writes),
+        }
+    }
+
+    /// Queues `writes`, waiting for room: only when the shard stops.
+    pub fn send(&self, writes: Vec<RetainedWrite>) {
+        let batch = Batch {
+            shard: self.shard,
+            writes,
+        };
+        // The writer ends only once every handle is dropped: it is there to receive.
+        let _ = self.sender.send(batch);
+    }
+
+    /// Writes of this shard's files that failed, since start.
+    pub fn write_errors(&self) -> u64 {
+        self.write_errors[self.shard].load(Relaxed)
+    }
+}
+
+/// A live message of a shard's topics, as last written.
+struct Live {
+    stamp: u64,
+    message: Arc<RoutedMessage>,
+    /// Wall-clock expiry, fixed when first written so that every rewrite keeps it.
+    expires_at_ms: Option<u64>,
+    record_bytes: u64,
+}
+
+/// One shard's files and what they hold.
+struct ShardLog {
+    dir: PathBuf,
+    /// `None` until the first compaction opened it, or after it failed.
+    log: Option<File>,
+    /// Bytes of records in the log (the header not counted).
+    log_bytes: u64,
+    live: HashMap<Box<str>, Live>,
+    live_bytes: u64,
+    /// Records encoded since the last write.
+    buf: Vec<u8>,
+    /// A write or sync failed: the log may end in a partial record, so it is not appended to
+    /// again; the next write rewrites the snapshot from `live` instead.
+    dirty: bool,
+}
+
+/// The writer thread's state.
+pub(super) struct Writer {
+    logs: Vec<ShardLog>,
+    durability: Durability,
+    /// The last stamp given; stamps grow across restarts (see [`Writer::next_stamp`]).
+    stamp: u64,
+    /// Whether writes are failing now: logged once when they start failing and once when they
+    /// succeed again.
+    failing: bool,
+    write_errors: Arc<[AtomicU64]>,
+}
+
+/// Milliseconds since the Unix epoch.
+pub(super) fn unix_ms(at: SystemTime) -> u64 {
+    at.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |since| {
+            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+        })
+}
+
+/// The wall-clock expiry of `message`, in Unix milliseconds.
+fn wall_expiry(message: &RoutedMessage, now: Instant, now_ms: u64) -> Option<u64> {
+    let left = message.expires_at?.saturating_duration_since(now);
+    let left_ms = u64::try_from(left.as_millis()).unwrap_or(u64::MAX);
+    // 0 means "never" in a record.
+    Some(now_ms.saturating_add(left_ms).max(1))
+}
+
+impl Writer {
+    /// The writer of `shard_count` shards' directories, with what start-up loaded: each
+    /// message (with its wall-clock expiry) goes to its owner shard's live set.
+    pub(super) fn new(
+        data_dir: &Path,
+        durability: Durability,
+        stamp: u64,
+        loaded: Vec<(Arc<RoutedMessage>, Option<u64>)>,
+        write_errors: Arc<[AtomicU64]>,
+    ) -> Writer {
+        let shard_count = write_errors.len();
+        let mut writer = Writer {
+            logs: (0..shard_count)
+                .map(|shard| ShardLog {
+                    dir: files::shard_dir(data_dir, shard),
+                    log: None,
+                    log_bytes: 0,
+                    live: HashMap::new(),
+                    live_bytes: 0,
+                    buf: Vec::new(),
+                    dirty: true,
+                })
+                .collect(),
+            durability,
+            stamp,
+            failing: false,
+            write_errors,
+        };
+        for (message, expires_at_ms) in loaded {
+            let shard = crate::broker::Broker::owner_shard(&message.topic, shard_count);
+            let stamp = writer.next_stamp();
+            writer.logs[shard].live.insert(
+                message.topic.clone(),
+                Live {
+                    stamp,
+                    message,
+                    expires_at_ms,
+                    record_bytes: 0,
+                },
+            );
+        }
+        writer
+    }
+
+    /// Rewrites every shard's snapshot from what was loaded, so that torn tails are cut and
+    /// every topic is in its owner's files. Returns whether all succeeded.
+    pub(super) fn compact_all(&mut self) -> bool {
+        let now_ms = unix_ms(SystemTime::now());
+        (0..self.logs.len()).all(|shard| self.compact(shard, now_ms))
+    }
+
+    /// A stamp larger than every one before, in this run or an earlier one: the wall clock in
+    /// nanoseconds, or the last stamp + 1 when the clock is behind it.
+    fn next_stamp(&mut self) -> u64 {
+        let wall = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |since| {
+                u64::try_from(since.as_nanos()).unwrap_or(u64::MAX)
+            });
+        self.stamp = wall.max(self.stamp + 1);
+        self.stamp
+    }
+
+    pub(super) fn run(mut self, batches: Receiver<Batch>) {
+        loop {
+            let first = if self.logs.iter().any(|log| log.dirty) {
+                match batches.recv_timeout(RETRY_AFTER) {
+                    Ok(batch) => Some(batch),
+                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) => break,
+                }
+            } else {
+                match batches.recv() {
+                    Ok(batch) => Some(batch),
+                    Err(_) => break,
+                }
+            };
+            if let Some(batch) = first {
+                self.apply(batch);
+                for batch in batches.try_iter().take(BATCHES_PER_WRITE_MAX - 1) {
+                    self.apply(batch);
+                }
+            }
+            self.write_out();
+        }
+        self.write_out();
+    }
+
+    /// Encodes a batch's writes into its shard's buffer and live set.
+    fn apply(&mut self, batch: Batch) {
+        let now = Instant::now();
+        let now_ms = unix_ms(SystemTime::now());
+        for write in batch.writes {
+            let stamp = self.next_stamp();
+            let log = &mut self.logs[batch.shard];
+            match write.message {
+                Some(message) => {
+                    let expires_at_ms = wall_expiry(&message, now, now_ms);
+                    let record_bytes = encode(&mut log.buf, stamp, &message, expires_at_ms);
+                    log.live_bytes += record_bytes;
+                    let live = Live {
+                        stamp,
+                        message,
+                        expires_at_ms,
+                        record_bytes,
+                    };
+                    if let Some(old) = log.live.insert(write.topic, live) {
+                        log.live_bytes -= old.record_bytes;
+                    }
+                }
+                // A topic not live has nothing on disk but older deletes: nothing to write.
+                None => {
+                    if let Some(old) = log.live.remove(&write.topic) {
+                        log.live_bytes -= old.record_bytes;
+                        record::encode_delete(&mut log.buf, stamp, &write.topic);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes every shard's buffer, syncs as `durability` says, and compacts where due.
+    fn write_out(&mut self) {
+        let now_ms = unix_ms(SystemTime::now());
+        let sync = self.durability != Durability::None;
+        for shard in 0..self.logs.len() {
+            let log = &mut self.logs[shard];
+            if log.dirty {
+                log.buf.clear();
+                self.compact(shard, now_ms);
+                continue;
+            }
+            if log.buf.is_empty() {
+                continue;
+            }
+            let result = match log.log.as_mut() {
+                Some(file) => file
+                    .write_all(&log.buf)
+                    .and_then(|()| if sync { file.sync_data() } else { Ok(()) }),
+                None => Err(std::io::Error::other("the log is not open")),
+            };
+            let written = log.buf.len() as u64;
+            log.buf.clear();
+            match result {
+                Ok(()) => {
+                    log.log_bytes += written;
+                    self.succeeded();
+                }
+                Err(e) => {
+                    let log = &mut self.logs[shard];
+                    log.dirty = true;
+                    log.log = None;
+                    let path = log.dir.join(files::LOG_FILE);
+                    self.failed(shard, &format!("{}: {e}", path.display()));
+                    continue;
+                }
+            }
+            let log = &self.logs[shard];
+            if log.log_bytes > COMPACT_BYTES_MIN.max(COMPACT_RATIO * log.live_bytes) {
+                self.compact(shard, now_ms);
+            }
+        }
+    }
+
+    /// Rewrites shard `shard`'s snapshot from its live set, leaving out what expired, and
+    /// starts an empty log. Returns whether it succeeded.
+    fn compact(&mut self, shard: usize, now_ms: u64) -> bool {
+        let log = &mut self.logs[shard];
+        log.live
+            .retain(|_, live| live.expires_at_ms.is_none_or(|at| at > now_ms));
+        let mut records = Vec::new();
+        let mut live_bytes = 0;
+        for live in log.live.values_mut() {
+            live.record_bytes = encode(&mut records, live.stamp, &live.message, live.expires_at_ms);
+            live_bytes += live.record_bytes;
+        }
+        log.live_bytes = live_bytes;
+        let sync = self.durability != Durability::None;
+        match files::compact(&log.dir, &records, sync) {
+            Ok(file) => {
+                log.log = Some(file);
+                log.log_bytes = 0;
+                log.dirty = false;
+                self.succeeded();
+                true
+            }
+            Err(e) => {
+                log.log = None;
+                log.dirty = true;
+                self.failed(shard, &e.to_string());
+                false
+            }
+        }
+    }
+
+    fn failed(&mut self, shard: usize, why: &str) {
+        self.write_errors[shard].fetch_add(1, Relaxed);
+        if !self.failing {
+            self.failing = true;
+            error!(
+                "store: cannot write retained messages: {why}; serving on, retrying every {} s (counted in fanfare_store_write_errors_total)",
+                RETRY_AFTER.as_secs()
+            );
+        }
+    }
+
+    fn succeeded(&mut self) {
+        if self.failing {
+            self.failing = false;
+            info!("store: writes succeed again");
+        }
+    }
+}
+
+fn encode(
+    out: &mut Vec<u8>,
+    stamp: u64,
+    message: &RoutedMessage,
+    expires_at_ms: Option<u64>,
+) -> u64 {
+    let set = SetRef {
+        stamp,
+        topic: &message.topic,
+        qos: message.qos,
+        expires_at_ms,
+        properties: &message.properties,
+        payload: &message.payload,
+    };
+    record::encode_set(out, &set) as u64
+}

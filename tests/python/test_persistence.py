@@ -1,0 +1,186 @@
+"""Retained messages in a data directory (`--data-dir`): they survive a clean restart and a
+`kill -9` with their MQTT 5 properties and expiry, deleted ones stay deleted, one broker per
+directory, a torn tail is cut, and corruption before the end stops start-up unless
+`--recover`."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from paho.mqtt.packettypes import PacketTypes
+
+from broker import HOST, fanfare_bin
+from client import TIMEOUT_S
+from client5 import Client5, props
+
+pytestmark = pytest.mark.fanfare_only
+
+PUBLISH = PacketTypes.PUBLISH
+
+
+@pytest.fixture
+def v5():
+    """`v5(broker)`: a connected MQTT 5 client; all closed at teardown."""
+    made = []
+
+    def _make(broker):
+        c = Client5(broker)
+        made.append(c)
+        c.connect()
+        return c
+
+    yield _make
+    for c in made:
+        c.close()
+
+
+def on_disk(data_dir: Path, needle: bytes) -> bool:
+    return any(needle in f.read_bytes() for f in data_dir.glob("shard-*/retained.*"))
+
+
+def wait_on_disk(data_dir: Path, needle: bytes) -> None:
+    """Waits until the store wrote `needle` (the writer thread runs after the shard's turn)."""
+    deadline = time.monotonic() + TIMEOUT_S
+    while not on_disk(data_dir, needle):
+        assert time.monotonic() < deadline, f"{needle!r} never reached {data_dir}"
+        time.sleep(0.02)
+
+
+def retained(v5, broker, topic_filter: str, count: int) -> dict[str, object]:
+    """The retained messages a fresh subscriber gets for `topic_filter`, by topic."""
+    sub = v5(broker)
+    sub.subscribe(topic_filter, 1)
+    got = {}
+    for _ in range(count):
+        msg = sub.wait_for_message()
+        got[msg.topic] = msg
+    sub.expect_no_message(0.3)
+    return got
+
+
+def publish_set(v5, broker, topic: str) -> None:
+    pub = v5(broker)
+    user = [("team", "home"), ("period", "2")]
+    pub.publish5(f"{topic}/score", b"3-1", qos=1, retain=True,
+                 properties=props(PUBLISH, UserProperty=user, ContentType="text/plain",
+                                  PayloadFormatIndicator=1, ResponseTopic="reply/here",
+                                  MessageExpiryInterval=3600))
+    pub.publish5(f"{topic}/plain", b"qos0", qos=0, retain=True)
+    pub.publish5(f"{topic}/short", b"soon gone", qos=1, retain=True,
+                 properties=props(PUBLISH, MessageExpiryInterval=1))
+    pub.publish5(f"{topic}/deleted", b"old", qos=1, retain=True)
+    pub.publish5(f"{topic}/deleted", b"", qos=1, retain=True)
+    for n in range(50):
+        pub.publish5(f"{topic}/feed", f"point {n}".encode(), qos=0, retain=True)
+    # Last, so that once it is on disk everything before it is (one shard: one log, in order).
+    pub.publish5(f"{topic}/marker", b"all-written", qos=1, retain=True)
+
+
+def check_restored(v5, broker, topic: str) -> None:
+    got = retained(v5, broker, f"{topic}/#", 4)
+    assert sorted(got) == sorted(f"{topic}/{t}" for t in ("score", "plain", "feed", "marker"))
+    score = got[f"{topic}/score"]
+    assert score.payload == b"3-1" and score.qos == 1 and score.retain
+    p = score.properties
+    assert p.UserProperty == [("team", "home"), ("period", "2")]
+    assert p.ContentType == "text/plain"
+    assert p.PayloadFormatIndicator == 1
+    assert p.ResponseTopic == "reply/here"
+    assert 3500 < p.MessageExpiryInterval <= 3600
+    assert got[f"{topic}/plain"].payload == b"qos0" and got[f"{topic}/plain"].qos == 0
+    assert got[f"{topic}/feed"].payload == b"point 49"
+
+
+@pytest.mark.parametrize("durability", ["sync", "batch"])
+def test_retained_survive_kill_9(start, v5, topic, tmp_path, durability):
+    data = tmp_path / "data"
+    args = ["--data-dir", str(data)]
+    first = start(shards=1, args=args, config={"durability": durability})
+    publish_set(v5, first, topic)
+    wait_on_disk(data, b"all-written")
+    first.kill()
+    time.sleep(1.1)  # the message with a 1 s expiry runs out while the broker is down
+    second = start(shards=1, args=args)
+    check_restored(v5, second, topic)
+
+
+def test_retained_survive_a_clean_restart_with_other_shard_counts(start, v5, topic, tmp_path):
+    data = tmp_path / "data"
+    args = ["--data-dir", str(data)]
+    first = start(shards=2, args=args)
+    publish_set(v5, first, topic)
+    assert first.terminate() == 0
+    time.sleep(1.1)
+    # Fewer shards: the topics of shard 1 move into shard 0's files.
+    second = start(shards=1, args=args)
+    check_restored(v5, second, topic)
+    assert not (data / "shard-1").exists()
+    assert second.terminate() == 0
+    third = start(shards=3, args=args)
+    check_restored(v5, third, topic)
+
+
+def test_one_broker_per_data_directory(start, tmp_path):
+    data = tmp_path / "data"
+    first = start(args=["--data-dir", str(data)])
+    refused = subprocess.run(
+        [str(fanfare_bin()), "--tcp", f"{HOST}:0", "--ws", "off", "--admin", "off",
+         "--data-dir", str(data)],
+        capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=10)
+    assert refused.returncode != 0
+    assert "ready" not in refused.stdout
+    assert str(data) in refused.stderr, refused.stderr
+    assert f"pid {first.proc.pid}" in refused.stderr, refused.stderr
+    # Free again once the holder is gone, however it went.
+    first.kill()
+    start(args=["--data-dir", str(data)])
+
+
+def two_records(start, v5, topic: str, data: Path) -> Path:
+    """A one-shard data directory whose log ends with the records of `a`, then `b`."""
+    broker = start(shards=1, args=["--data-dir", str(data)], config={"durability": "sync"})
+    pub = v5(broker)
+    pub.publish5(f"{topic}/a", b"first-payload", qos=1, retain=True)
+    wait_on_disk(data, b"first-payload")
+    pub.publish5(f"{topic}/b", b"second-payload", qos=1, retain=True)
+    wait_on_disk(data, b"second-payload")
+    broker.kill()
+    return data / "shard-0" / "retained.log"
+
+
+def start_fails(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(fanfare_bin()), "--tcp", f"{HOST}:0", "--ws", "off", "--admin", "off", *args],
+        capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=10)
+
+
+def test_a_torn_tail_is_cut_and_logged(start, v5, topic, tmp_path):
+    data = tmp_path / "data"
+    log = two_records(start, v5, topic, data)
+    log.write_bytes(log.read_bytes()[:-3])
+    broker = start(shards=1, args=["--data-dir", str(data)])
+    broker.wait_for_log("torn record")
+    assert str(log) in broker.wait_for_log("torn record")
+    got = retained(v5, broker, f"{topic}/#", 1)
+    assert list(got) == [f"{topic}/a"]
+
+
+def test_corruption_stops_start_up_and_recover_keeps_the_rest(start, v5, topic, tmp_path):
+    data = tmp_path / "data"
+    log = two_records(start, v5, topic, data)
+    bytes_ = bytearray(log.read_bytes())
+    at = bytes_.index(b"first-payload")
+    bytes_[at] ^= 0xFF
+    log.write_bytes(bytes(bytes_))
+    refused = start_fails("--shards", "1", "--data-dir", str(data))
+    assert refused.returncode != 0
+    assert "ready" not in refused.stdout
+    assert str(log) in refused.stderr, refused.stderr
+    assert "--recover" in refused.stderr
+    broker = start(shards=1, args=["--data-dir", str(data), "--recover"])
+    assert str(log) in broker.wait_for_log("skipped (--recover)")
+    got = retained(v5, broker, f"{topic}/#", 1)
+    assert list(got) == [f"{topic}/b"]
