@@ -80,6 +80,11 @@ pub struct Config {
     pub socket_stamps: bool,
     /// Lost messages, in percent of those expected, above which the run fails (exit code 1).
     pub max_loss_pct: f64,
+    /// Worker processes (`--procs`); 1: this process opens the connections itself.
+    pub procs: usize,
+    /// Set in a worker process: its number, `0..procs`. It opens the connections whose
+    /// index is this modulo `procs`, and talks to its parent (`wire.rs`).
+    pub proc_index: Option<usize>,
 }
 
 pub const USAGE: &str = "\
@@ -107,7 +112,10 @@ flags (defaults in brackets):
   --mqtt 3.1.1|5             protocol version [3.1.1]
   --topic-alias-max N        MQTT 5: Topic Alias Maximum in every CONNECT, so the broker may
                              send topics by alias [0: none]
-  --workers N                threads, one monoio runtime each [allowed cores]
+  --workers N                threads, one monoio runtime each [allowed cores / --procs]
+  --procs N                  worker processes, each with its share of the connections, of
+                             the allowed cores and of --source (or its own 127.0.0.x); one
+                             merged report [1]
   --ring defer|coop|plain    io_uring setup flags of the workers [defer]
   --no-pin                   do not pin workers (default: worker i on the i-th allowed core,
                              so `taskset -c 0` keeps them all on core 0)
@@ -138,6 +146,14 @@ flags (defaults in brackets):
 exit status: 0 the run passed; 1 it ran, but a connection failed or dropped, or messages were
 lost beyond --max-loss; 2 it could not run (bad flags, no runtime)
 ";
+
+/// The hidden flag that makes a process one of the workers of `--procs`.
+pub const PROC_INDEX_FLAG: &str = "proc-index";
+/// Most worker processes: one per core of a large machine, each with its own 127.0.0.x.
+const PROCS_MAX: usize = 64;
+/// Connections one process may hold: the file limit here is about 20,000, less a margin for
+/// the files every process has open.
+const CONNS_PER_PROC_MAX: usize = 19_900;
 
 fn value<T: std::str::FromStr>(parser: &mut lexopt::Parser, name: &str) -> anyhow::Result<T>
 where
@@ -184,7 +200,9 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> anyhow::Resu
     let mut scenario = None;
     let mut url = "tcp://127.0.0.1:1883".to_string();
     let mut version = Version::V311;
-    let mut workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut workers: Option<usize> = None;
+    let mut procs = 1usize;
+    let mut proc_index: Option<usize> = None;
     let mut pin = true;
     let mut ring_mode = RingMode::Defer;
     let mut sources: Vec<IpAddr> = Vec::new();
@@ -239,7 +257,10 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> anyhow::Resu
                     other => bail!("--mqtt must be 3.1.1 or 5, not {other:?}"),
                 }
             }
-            Long("workers") => workers = value(&mut parser, "--workers")?,
+            Long("workers") => workers = Some(value(&mut parser, "--workers")?),
+            Long("procs") => procs = value(&mut parser, "--procs")?,
+            // Hidden: how the parent of `--procs` starts its worker processes.
+            Long(PROC_INDEX_FLAG) => proc_index = Some(value(&mut parser, "--proc-index")?),
             Long("no-pin") => pin = false,
             Long("ring") => {
                 ring_mode = match value::<String>(&mut parser, "--ring")?.as_str() {
@@ -328,6 +349,21 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> anyhow::Resu
         }),
         _ => bail!("--username and --password go together"),
     };
+    ensure!(
+        (1..=PROCS_MAX).contains(&procs),
+        "--procs must be 1..={PROCS_MAX}"
+    );
+    ensure!(
+        proc_index.is_none_or(|i| i < procs),
+        "--proc-index must be below --procs"
+    );
+    ensure!(
+        procs == 1 || (scenario != Scenario::Retained && closed_loop.is_none()),
+        "--procs works with fixed-rate runs other than retained: the closed loop and the \
+         late joiners count deliveries within one process"
+    );
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let workers = workers.unwrap_or((cores / procs).max(1));
     ensure!((1..=256).contains(&workers), "--workers must be 1..=256");
     ensure!(qos <= 1, "--qos must be 0 or 1");
     ensure!(
@@ -405,9 +441,9 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> anyhow::Resu
         "--client-id needs %i: every connection needs its own identifier"
     );
     ensure!(
-        conns <= 19_900,
-        "{conns} connections exceed what one process may hold here (~19,900 open files); \
-         run several processes with different --source addresses"
+        conns.div_ceil(procs) <= CONNS_PER_PROC_MAX,
+        "{conns} connections exceed what {procs} process(es) may hold here (~19,900 open \
+         files each); add --procs"
     );
     Ok(Config {
         scenario,
@@ -428,6 +464,8 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> anyhow::Resu
         },
         workers,
         pin_cores: if pin { allowed_cores() } else { Vec::new() },
+        procs,
+        proc_index,
         ring_mode,
         subscribers,
         publishers,

@@ -5,7 +5,9 @@
 //! TLS via `tls`, WebSocket upgrade via `ws`, MQTT via `codec`) and runs subscriber, publisher and keep-alive
 //! tasks, each worker's state and connection set-up being in `ctx`; `retained` is the
 //! late-joiner scenario; `stats` holds the shared counters, latency
-//! histograms and `/proc` sampling. This file is the conductor: phases, progress line, report.
+//! histograms and `/proc` sampling. With `--procs`, `fleet` starts worker processes (`member`)
+//! in place of the threads and folds their reports (`wire`) into the same counters. This file
+//! is the conductor: phases, progress line, report.
 
 mod alias;
 mod codec;
@@ -13,6 +15,8 @@ mod config;
 mod conn;
 mod ctx;
 mod direct;
+mod fleet;
+mod member;
 mod report;
 mod retained;
 mod run;
@@ -20,6 +24,7 @@ mod stamp;
 mod stats;
 mod tls;
 mod url;
+mod wire;
 mod ws;
 
 use std::sync::Arc;
@@ -44,36 +49,72 @@ fn main() {
     }
 }
 
+/// Who opens the connections: this process's threads, or worker processes (`--procs`).
+enum Engine {
+    Threads(Vec<std::thread::JoinHandle<()>>),
+    Procs(fleet::Fleet),
+}
+
+/// How long the workers get to close their connections and report after `stop`.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+impl Engine {
+    fn start(cfg: &Arc<config::Config>, shared: &Arc<Shared>) -> anyhow::Result<Engine> {
+        Ok(if cfg.procs > 1 {
+            Engine::Procs(fleet::Fleet::spawn(cfg, shared.clone())?)
+        } else {
+            Engine::Threads(run::start_workers(cfg, shared, cfg.plan()))
+        })
+    }
+
+    /// Opens the measurement window `[start_ns, end_ns)`: publishers start.
+    fn go(&mut self, shared: &Shared, start_ns: u64, end_ns: u64) {
+        shared.window_end_ns.store(end_ns, Relaxed);
+        shared.window_start_ns.store(start_ns, Relaxed);
+        shared.go.store(true, Relaxed);
+        if let Engine::Procs(fleet) = self {
+            fleet.go(start_ns, end_ns);
+        }
+    }
+
+    fn publish_stop(&mut self, shared: &Shared) {
+        shared.publish_stop.store(true, Relaxed);
+        if let Engine::Procs(fleet) = self {
+            fleet.publish_stop();
+        }
+    }
+
+    /// Everyone disconnects; the worker processes' own reports, if there are any.
+    fn stop(self, shared: &Shared) -> Vec<wire::ProcessReport> {
+        shared.stop.store(true, Relaxed);
+        let deadline = Instant::now() + STOP_GRACE;
+        match self {
+            Engine::Threads(handles) => {
+                run::join_workers(handles, deadline);
+                Vec::new()
+            }
+            Engine::Procs(fleet) => fleet.finish(deadline),
+        }
+    }
+}
+
 /// Runs the scenario and prints the report; `Ok(false)` when the run failed a check.
 fn real_main() -> anyhow::Result<bool> {
-    let cfg = Arc::new(config::parse(std::env::args_os().skip(1))?);
-    let plan = cfg.plan();
-    let total = plan.len();
+    let cfg = config::parse(std::env::args_os().skip(1))?;
+    if cfg.proc_index.is_some() {
+        member::run(cfg)?;
+        return Ok(true);
+    }
+    let cfg = Arc::new(cfg);
+    let total = cfg.plan().len();
     let shared = Arc::new(Shared::new(cfg.topic_slots()));
-    stats::now_ns(); // fixes the clock's base before any thread stamps a payload
     let mut sampler = report::Sampler::new(cfg.broker_pid);
-
-    let mut per_worker: Vec<Vec<config::ConnSpec>> = vec![Vec::new(); cfg.workers];
-    for spec in plan {
-        per_worker[spec.index % cfg.workers].push(spec);
-    }
-    let handles: Vec<_> = per_worker
-        .into_iter()
-        .enumerate()
-        .map(|(w, specs)| run::spawn_worker(cfg.clone(), shared.clone(), w, specs))
-        .collect();
     let started = Instant::now();
-    while shared
-        .worker_tids
-        .lock()
-        .expect("no panics while held")
-        .len()
-        < cfg.workers
-        && started.elapsed() < Duration::from_secs(2)
-    {
-        std::thread::sleep(Duration::from_millis(1));
+    let mut engine = Engine::start(&cfg, &shared)?;
+    match &engine {
+        Engine::Threads(_) => sampler.learn_tids(&shared),
+        Engine::Procs(fleet) => sampler.watch_processes(fleet.pids()),
     }
-    sampler.learn_tids(&shared);
     let c = &shared.counters;
     let mut progress = report::Progress::new(started);
 
@@ -118,11 +159,7 @@ fn real_main() -> anyhow::Result<bool> {
         sampler.mark_window_end();
     } else {
         let start_ns = stats::now_ns() + (cfg.warmup_s * 1e9) as u64;
-        shared
-            .window_end_ns
-            .store(start_ns + (cfg.duration_s * 1e9) as u64, Relaxed);
-        shared.window_start_ns.store(start_ns, Relaxed);
-        shared.go.store(true, Relaxed);
+        engine.go(&shared, start_ns, start_ns + (cfg.duration_s * 1e9) as u64);
         let run = Instant::now();
         let mut window_marked = false;
         while run.elapsed().as_secs_f64() < cfg.warmup_s + cfg.duration_s {
@@ -138,7 +175,7 @@ fn real_main() -> anyhow::Result<bool> {
         }
         window_s = cfg.duration_s;
         sampler.mark_window_end();
-        shared.publish_stop.store(true, Relaxed);
+        engine.publish_stop(&shared);
         // Drain: wait for deliveries still in flight, at most --drain seconds.
         let drain = Instant::now();
         while drain.elapsed().as_secs_f64() < cfg.drain_s {
@@ -151,19 +188,14 @@ fn real_main() -> anyhow::Result<bool> {
             progress.tick_for(&shared, &mut sampler, "drain", Duration::from_millis(100));
         }
     }
-    shared.stop.store(true, Relaxed);
-    // Workers close their connections within their grace period; do not wait forever.
-    let join_deadline = Instant::now() + Duration::from_secs(5);
-    for h in handles {
-        while !h.is_finished() && Instant::now() < join_deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        if h.is_finished() {
-            let _ = h.join();
-        }
-    }
+    let processes = engine.stop(&shared);
+    // The worker processes have ended; their CPU is in their own reports.
+    sampler.watch_processes(Vec::new());
     sampler.sample();
     let mut summary = report::summarize(&cfg, &shared, &sampler, setup_s, window_s, total);
+    if !processes.is_empty() {
+        report::add_processes(&mut summary, processes);
+    }
     summary.failed_checks = report::failed_checks(&summary, cfg.max_loss_pct);
     eprint!("{}", report::text(&summary));
     if let Some(why) = &summary.loadgen.saturation {

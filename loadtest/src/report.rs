@@ -31,6 +31,8 @@ pub struct Mark {
 pub struct Sampler {
     broker_pid: Option<u32>,
     tids: Vec<u32>,
+    /// `--procs`: the worker processes, whose CPU the progress line counts as ours.
+    processes: Vec<u32>,
     setup_start: Mark,
     setup_end: Mark,
     window_start: Mark,
@@ -44,6 +46,7 @@ impl Sampler {
         let mut s = Sampler {
             broker_pid,
             tids: Vec::new(),
+            processes: Vec::new(),
             setup_start: Mark::default(),
             setup_end: Mark::default(),
             window_start: Mark::default(),
@@ -60,7 +63,12 @@ impl Sampler {
         let pid = std::process::id();
         let mut m = Mark {
             at: Some(Instant::now()),
-            self_ticks: stats::cpu_ticks("/proc/self/stat").unwrap_or(0),
+            self_ticks: stats::cpu_ticks("/proc/self/stat").unwrap_or(0)
+                + self
+                    .processes
+                    .iter()
+                    .filter_map(|p| stats::cpu_ticks(&format!("/proc/{p}/stat")))
+                    .sum::<u64>(),
             ..Mark::default()
         };
         if let Some(broker) = self.broker_pid {
@@ -75,6 +83,15 @@ impl Sampler {
             .collect();
         self.last = m.clone();
         m
+    }
+
+    /// This process's CPU time up to the last sample.
+    pub fn cpu_s(&self) -> f64 {
+        self.last.self_ticks as f64 / TICKS_PER_S
+    }
+
+    pub fn watch_processes(&mut self, pids: Vec<u32>) {
+        self.processes = pids;
     }
 
     pub fn learn_tids(&mut self, shared: &Shared) {
@@ -113,12 +130,11 @@ fn broker_cpu_s(a: &Mark, b: &Mark) -> Option<f64> {
 }
 
 /// The busiest worker thread's CPU time over `a..b` as a fraction of wall time.
-fn busiest(a: &Mark, b: &Mark, threads: usize) -> f64 {
+fn busiest(a: &Mark, b: &Mark) -> f64 {
     let wall = seconds(a, b);
     if wall <= 0.0 {
         return 0.0;
     }
-    let _ = threads;
     a.thread_ticks
         .iter()
         .zip(&b.thread_ticks)
@@ -247,6 +263,7 @@ pub struct Params {
     pub tls: Option<TlsParams>,
     pub mqtt: &'static str,
     pub workers: usize,
+    pub procs: usize,
     pub ring: RingMode,
     pub sources: Vec<String>,
     pub subscribers: usize,
@@ -275,7 +292,7 @@ pub struct TlsParams {
     pub resume: bool,
 }
 
-#[derive(Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct Latency {
     pub p50: f64,
     pub p99: f64,
@@ -354,9 +371,14 @@ pub struct Loadgen {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub read_lag_us: Option<Latency>,
     pub saturated: bool,
-    /// Why `saturated` is set.
+    /// Why `saturated` is set; with `--procs`, which processes were saturated and why.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub saturation: Option<String>,
+    /// The cores this process could run on (`sched_getaffinity`, as `taskset` set them).
+    pub cores: Vec<usize>,
+    /// `--procs`: each worker process (the figures above include them all).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub processes: Vec<crate::wire::ProcessReport>,
 }
 
 /// Whether, and why, the figures measure this generator more than the broker.
@@ -399,6 +421,54 @@ fn latency(h: &Histogram<u64>) -> Latency {
     }
 }
 
+fn stamped(h: &std::sync::Mutex<Histogram<u64>>) -> Option<Latency> {
+    let h = h.lock().expect("no panics while held");
+    (!h.is_empty()).then(|| latency(&h))
+}
+
+/// How hard this process worked over the measured span, and whether it was the bottleneck.
+pub struct ProcessLoad {
+    /// The busiest worker thread's share of wall time, rounded to 0.001.
+    pub busy: f64,
+    pub read_lag: Option<Latency>,
+    pub saturation: Option<String>,
+}
+
+/// This process's load: over set-up for `conn` (the work is connecting), else the window.
+pub fn process_load(cfg: &Config, shared: &Shared, sampler: &Sampler) -> ProcessLoad {
+    let (a, b) = if cfg.scenario == Scenario::Conn {
+        (&sampler.setup_start, &sampler.setup_end)
+    } else {
+        (&sampler.window_start, &sampler.window_end)
+    };
+    let busy = busiest(a, b);
+    let end_to_end = latency(&shared.latency.lock().expect("no panics while held"));
+    let read_lag = stamped(&shared.read_lag);
+    ProcessLoad {
+        busy: (busy * 1000.0).round() / 1000.0,
+        saturation: saturation(busy, &end_to_end, read_lag.as_ref()),
+        read_lag,
+    }
+}
+
+/// The parent of `--procs`: the load is the worker processes'; the generator was saturated
+/// when any of them was.
+pub fn add_processes(summary: &mut Summary, processes: Vec<crate::wire::ProcessReport>) {
+    let l = &mut summary.loadgen;
+    l.cpu_s += processes.iter().map(|p| p.cpu_s).sum::<f64>();
+    l.busiest_thread_busy = processes
+        .iter()
+        .map(|p| p.busiest_thread_busy)
+        .fold(l.busiest_thread_busy, f64::max);
+    let why: Vec<String> = processes
+        .iter()
+        .filter_map(|p| Some(format!("process {}: {}", p.index, p.saturation.as_ref()?)))
+        .collect();
+    l.saturated = !why.is_empty();
+    l.saturation = l.saturated.then(|| why.join("; "));
+    l.processes = processes;
+}
+
 pub fn summarize(
     cfg: &Config,
     shared: &Shared,
@@ -416,12 +486,6 @@ pub fn summarize(
         _ => load(&c.expected),
     };
     let lost = expected.saturating_sub(delivered.saturating_sub(duplicates));
-    let (a, b) = if cfg.scenario == Scenario::Conn {
-        (&sampler.setup_start, &sampler.setup_end)
-    } else {
-        (&sampler.window_start, &sampler.window_end)
-    };
-    let busy = busiest(a, b, cfg.workers);
     let first = load(&shared.first_conn_ns);
     let last = load(&shared.last_conn_ns);
     let ok = load(&c.conn_ok);
@@ -474,10 +538,6 @@ pub fn summarize(
     });
     let failed = |k: usize| load(&c.conn_failed[k]);
     let end_to_end = latency(&shared.latency.lock().expect("no panics while held"));
-    let stamped = |h: &std::sync::Mutex<Histogram<u64>>| {
-        let h = h.lock().expect("no panics while held");
-        (!h.is_empty()).then(|| latency(&h))
-    };
     let socket_latency = stamped(&shared.socket_latency);
     let fixed_rate =
         cfg.closed_loop.is_none() && !matches!(cfg.scenario, Scenario::Conn | Scenario::Retained);
@@ -489,8 +549,7 @@ pub fn summarize(
                 .expect("no panics while held"),
         )
     });
-    let read_lag = stamped(&shared.read_lag);
-    let saturation = saturation(busy, &end_to_end, read_lag.as_ref());
+    let load_of_us = process_load(cfg, shared, sampler);
     Summary {
         scenario: cfg.scenario,
         params: Params {
@@ -507,6 +566,7 @@ pub fn summarize(
                 Version::V5 => "5",
             },
             workers: cfg.workers,
+            procs: cfg.procs,
             ring: cfg.ring_mode,
             sources: cfg.target.sources.iter().map(ToString::to_string).collect(),
             subscribers: cfg.subscribers,
@@ -565,10 +625,12 @@ pub fn summarize(
         broker,
         loadgen: Loadgen {
             cpu_s: sampler.last.self_ticks as f64 / TICKS_PER_S,
-            busiest_thread_busy: (busy * 1000.0).round() / 1000.0,
-            read_lag_us: read_lag,
-            saturated: saturation.is_some(),
-            saturation,
+            busiest_thread_busy: load_of_us.busy,
+            read_lag_us: load_of_us.read_lag,
+            saturated: load_of_us.saturation.is_some(),
+            saturation: load_of_us.saturation,
+            cores: crate::wire::affinity(),
+            processes: Vec::new(),
         },
         errors: shared
             .first_errors
@@ -636,6 +698,21 @@ pub fn text(s: &Summary) -> String {
     }
     if let Some(l) = &s.socket_latency_us {
         out += &line("actual send to socket", l);
+    }
+    for p in &s.loadgen.processes {
+        out += &format!(
+            "process {} (pid {}, cores {}): {} connections, cpu {:.1} s, busiest thread {:.0}% busy{}\n",
+            p.index,
+            p.pid,
+            crate::wire::cpu_list(&p.cores),
+            p.connections,
+            p.cpu_s,
+            p.busiest_thread_busy * 100.0,
+            match &p.saturation {
+                Some(why) => format!(", the bottleneck: {why}"),
+                None => String::new(),
+            },
+        );
     }
     out
 }

@@ -23,9 +23,54 @@ const PUBLISHER_PENDING_BYTES_MAX: usize = 4 << 20;
 /// How long disconnecting connections get to close before the thread ends anyway.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
+/// How long set-up waits for the worker threads to report their thread ids (for `/proc`).
+const TIDS_WAIT: Duration = Duration::from_secs(2);
+
+/// Starts `cfg.workers` threads, spec k going to worker k mod workers, and waits (briefly) for
+/// their thread ids so the sampler can watch each one.
+pub fn start_workers(
+    cfg: &Arc<Config>,
+    shared: &Arc<Shared>,
+    specs: Vec<ConnSpec>,
+) -> Vec<std::thread::JoinHandle<()>> {
+    let mut per_worker: Vec<Vec<ConnSpec>> = vec![Vec::new(); cfg.workers];
+    for (k, spec) in specs.into_iter().enumerate() {
+        per_worker[k % cfg.workers].push(spec);
+    }
+    let handles = per_worker
+        .into_iter()
+        .enumerate()
+        .map(|(w, specs)| spawn_worker(cfg.clone(), shared.clone(), w, specs))
+        .collect();
+    let started = std::time::Instant::now();
+    while shared
+        .worker_tids
+        .lock()
+        .expect("no panics while held")
+        .len()
+        < cfg.workers
+        && started.elapsed() < TIDS_WAIT
+    {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    handles
+}
+
+/// Joins the workers that finish before `deadline`; the others are left to the process's end.
+pub fn join_workers(handles: Vec<std::thread::JoinHandle<()>>, deadline: std::time::Instant) {
+    for h in handles {
+        while !h.is_finished() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if h.is_finished() {
+            let _ = h.join();
+        }
+    }
+}
+
 /// Starts worker `worker` on its own thread; it returns when `shared.stop` is set and its
 /// connections have closed (or `CLOSE_GRACE` passed).
-pub fn spawn_worker(
+fn spawn_worker(
     cfg: Arc<Config>,
     shared: Arc<Shared>,
     worker: usize,
@@ -384,6 +429,8 @@ async fn publisher(ctx: Rc<Ctx>, writer: SharedWriter, spec: PubSpec, inflight: 
     let mut forgiven = 0u64;
     let mut last_progress = (0u64, start);
     let c = &shared.counters;
+    // Set before `go` when other processes hold subscribers too.
+    let remote = shared.remote_subs.get();
     while !shared.publish_stop.load(Relaxed) && !writer.borrow().failed {
         let now = stats::now_ns();
         let mut due = match cfg.closed_loop {
@@ -436,7 +483,11 @@ async fn publisher(ctx: Rc<Ctx>, writer: SharedWriter, spec: PubSpec, inflight: 
                 inflight.set(inflight.get() + 1);
             }
             batch.extend_from_slice(&t.bytes);
-            matched += shared.topic_subs[topic].load(Relaxed) + shared.wildcard_subs.load(Relaxed);
+            matched += shared.topic_subs[topic].load(Relaxed)
+                + shared.wildcard_subs.load(Relaxed)
+                + remote.map_or(0, |r| {
+                    r.topics.get(topic).copied().unwrap_or(0) + r.wildcard
+                });
             count += 1;
         }
         if count > 0 {

@@ -4,17 +4,21 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Mutex, OnceLock};
-use std::time::Instant;
 
 use hdrhistogram::Histogram;
 
-static CLOCK_BASE: OnceLock<Instant> = OnceLock::new();
-
-/// Nanoseconds on the monotonic clock (CLOCK_MONOTONIC under `Instant`), the same for every
-/// thread: a publisher on one thread stamps it, a subscriber on another subtracts it.
+/// Nanoseconds on CLOCK_MONOTONIC (since boot), the same for every thread and every process
+/// of the machine: a publisher in one worker process stamps it, a subscriber in another
+/// subtracts it, and the parent sets the measurement window on it.
 pub fn now_ns() -> u64 {
-    let base = CLOCK_BASE.get_or_init(Instant::now);
-    base.elapsed().as_nanos() as u64
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec to write; CLOCK_MONOTONIC exists on every Linux.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    assert_eq!(rc, 0, "CLOCK_MONOTONIC is always readable");
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// Latency histogram in nanoseconds, 1 ns .. 100 s, 3 significant digits.
@@ -136,6 +140,48 @@ pub struct Counters {
     pub retained_complete: AtomicU64,
 }
 
+/// How many counters [`Counters::all`] lists.
+pub const COUNTERS: usize = 22;
+
+impl Counters {
+    /// Every counter, in a fixed order: how a worker process reports them to its parent.
+    pub fn all(&self) -> [&AtomicU64; COUNTERS] {
+        let f = &self.conn_failed;
+        [
+            &self.published,
+            &self.expected,
+            &self.delivered,
+            &self.duplicates,
+            &self.out_of_order,
+            &self.gap_missing,
+            &self.published_all,
+            &self.expected_all,
+            &self.delivered_all,
+            &self.foreign,
+            &self.puback_received,
+            &self.conn_ok,
+            &self.tls_resumed,
+            &f[0],
+            &f[1],
+            &f[2],
+            &f[3],
+            &f[4],
+            &f[5],
+            &self.dropped,
+            &self.setup_done,
+            &self.retained_complete,
+        ]
+    }
+}
+
+/// Subscribers in the other worker processes (`--procs`), per topic index and on the
+/// wildcard, which a publisher expects deliveries from as well as from its own process's.
+#[derive(Default)]
+pub struct RemoteSubs {
+    pub topics: Vec<u64>,
+    pub wildcard: u64,
+}
+
 pub struct Shared {
     pub counters: Counters,
     pub latency: Mutex<Histogram<u64>>,
@@ -164,6 +210,8 @@ pub struct Shared {
     /// `expected` per message, so failed subscribers are not expected.
     pub topic_subs: Vec<AtomicU64>,
     pub wildcard_subs: AtomicU64,
+    /// Set once, before `go`, in a worker process of `--procs`.
+    pub remote_subs: OnceLock<RemoteSubs>,
     pub first_conn_ns: AtomicU64,
     pub last_conn_ns: AtomicU64,
     /// Retained scenario: when the last joiner had every value.
@@ -190,6 +238,7 @@ impl Shared {
             stop: AtomicBool::new(false),
             topic_subs: (0..topics.max(1)).map(|_| AtomicU64::new(0)).collect(),
             wildcard_subs: AtomicU64::new(0),
+            remote_subs: OnceLock::new(),
             first_conn_ns: AtomicU64::new(u64::MAX),
             last_conn_ns: AtomicU64::new(0),
             retained_last_ns: AtomicU64::new(0),
@@ -204,6 +253,18 @@ impl Shared {
         if errors.len() < 5 {
             errors.push(e);
         }
+    }
+
+    /// The latency histograms, in a fixed order: how a worker process reports them.
+    pub fn histograms(&self) -> [&Mutex<Histogram<u64>>; 6] {
+        [
+            &self.latency,
+            &self.intended_latency,
+            &self.socket_latency,
+            &self.read_lag,
+            &self.connect_latency,
+            &self.tls_handshake,
+        ]
     }
 
     pub fn in_window(&self, sent_ns: u64) -> bool {

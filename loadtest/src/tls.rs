@@ -19,7 +19,7 @@ use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// How the server's certificate is judged.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -258,7 +258,7 @@ fn deliver(session: &mut ClientConnection, plain: &mut Vec<u8>) -> bool {
 }
 
 /// What a session agreed on, for the report.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Negotiated {
     pub protocol: String,
     pub cipher_suite: String,
