@@ -48,6 +48,8 @@ Options:
   --log-level LEVEL  error, warn, info, debug or trace [default: info]
   --log-format FMT   text, or json for one JSON object per line [default: text]
   --data-dir DIR     keep retained messages in DIR across restarts [default: in memory]
+  --nats URL         join a cluster through this NATS server (repeatable; replaces
+                     [cluster] nats)                 [default: no cluster]
   --recover          start even if a file in the data directory is corrupt, keeping what
                      is readable
   --takeover         replace the broker running on the same addresses: take its listening
@@ -96,7 +98,7 @@ impl From<anyhow::Error> for Failure {
 }
 
 /// The flags that set a configuration key, and the key each sets (as errors name it).
-const FLAG_KEYS: [(&str, &str); 12] = [
+const FLAG_KEYS: [(&str, &str); 13] = [
     ("--tcp", "tcp"),
     ("--ws", "ws"),
     ("--ws-path", "ws_path"),
@@ -109,6 +111,7 @@ const FLAG_KEYS: [(&str, &str); 12] = [
     ("--log-level", "log_level"),
     ("--log-format", "log_format"),
     ("--data-dir", "data_dir"),
+    ("--nats", "cluster.nats"),
 ];
 
 /// What the command line asks for: a file, and the flags that override its keys.
@@ -164,6 +167,10 @@ fn load_config(args: &Args) -> anyhow::Result<Config> {
         Some(path) => Config::read_file(path)?,
         None => Config::default(),
     };
+    // `--nats` given replaces the file's list: the flags name every server.
+    if args.overrides.iter().any(|(flag, _, _)| *flag == "--nats") {
+        config.cluster.nats.clear();
+    }
     for (flag, _, value) in &args.overrides {
         let value = value.clone();
         match *flag {
@@ -182,6 +189,7 @@ fn load_config(args: &Args) -> anyhow::Result<Config> {
             }
             "--log-format" => config.log_format = LogFormat::parse(flag, &value)?,
             "--data-dir" => config.persistence.data_dir = Some(value.into()),
+            "--nats" => config.cluster.nats.push(value),
             _ => config.log_level = value,
         }
     }
