@@ -9,6 +9,7 @@ use anyhow::{Context, bail};
 
 use fanfare::admin::{self, Admin, shards::ShardRequests};
 use fanfare::auth::{Policy, SharedPolicy};
+use fanfare::cluster::ClusterLink;
 use fanfare::config::{Config, KtlsMode, LogFormat, Reload, SharedConfig, parse_listener};
 use fanfare::metrics::Metrics;
 use fanfare::net::instance_lock::InstanceLock;
@@ -620,6 +621,25 @@ fn serve(config: Config, args: &Args, small_pages: std::io::Result<()>) -> anyho
         )
         .context("cannot start the password verifiers")?,
     };
+    // Cluster mode: the NATS client's thread; it connects in the background, so the node
+    // serves its own clients whether NATS is up or not.
+    let cluster = if config.cluster.enabled() {
+        let link = Arc::new(ClusterLink::new(
+            Arc::clone(&mailboxes),
+            config.cluster.out_queue_bytes_max,
+            config.cluster.in_queue_bytes_max,
+        ));
+        fanfare::cluster::spawn(&config.cluster, &config.limits, Arc::clone(&link))?;
+        log::info!(
+            "cluster: node {:?}, NATS {}, subjects under {:?}",
+            config.cluster.node,
+            config.cluster.nats.join(", "),
+            config.cluster.subject_prefix
+        );
+        Some(link)
+    } else {
+        None
+    };
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let mut threads = Vec::new();
     let mut store_handles = store
@@ -651,6 +671,7 @@ fn serve(config: Config, args: &Args, small_pages: std::io::Result<()>) -> anyho
             kernel_tls: kernel_support,
             admin: admin_questions.clone(),
             store: shard_store,
+            cluster: cluster.clone(),
         };
         threads.push(shard::spawn(setup, ready_tx.clone())?);
     }
