@@ -29,12 +29,18 @@ class NatsServer:
     """A nats-server process on a free loopback port; `url` is what fanfare's --nats takes."""
 
     def __init__(self, workdir: Path):
-        binary = nats_server_bin()
-        assert binary, "nats-server not installed (scripts/test.sh installs it)"
         self.port = free_port()
         self.url = f"nats://{HOST}:{self.port}"
+        self.workdir = workdir
         self.log_path = workdir / "nats.log"
-        log = open(self.log_path, "wb")
+        self.start()
+
+    def start(self) -> None:
+        """Starts the server on its port (again, after `stop`)."""
+        binary = nats_server_bin()
+        assert binary, "nats-server not installed (scripts/test.sh installs it)"
+        workdir = self.workdir
+        log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [binary, "-a", HOST, "-p", str(self.port), "-js", "-sd", str(workdir / "js")],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)

@@ -137,3 +137,37 @@ def test_interest_follows_the_last_subscriber(node, nats, clients, topic):
         wait_for_metric(a, "fanfare_cluster_subjects", lambda v: v == 0)
     finally:
         native.close()
+
+
+def test_without_nats_local_delivery_goes_on(start, clients, topic):
+    """A node whose NATS server is not there serves its own clients and counts what it could
+    not send."""
+    from broker import free_port
+    url = f"nats://127.0.0.1:{free_port()}"
+    a = start(shards=2, args=["--nats", url], config={"cluster": {"node": "alone"}})
+    sub = clients(a, "tcp")
+    sub.subscribe(topic, 1)
+    pub = clients(a, "ws")
+    pub.publish(topic, b"local", 1)
+    msg = sub.wait_for_message()
+    assert (msg.payload, msg.qos) == (b"local", 1)
+    wait_for_metric(a, "fanfare_cluster_dropped_total", lambda v: v >= 1)
+    assert a.alive()
+
+
+def test_subscriptions_come_back_after_nats_restarts(node, nats, clients, topic):
+    a, b = node("a"), node("b")
+    sub = clients(a, "tcp")
+    sub.subscribe(topic, 0)
+    wait_for_metric(a, "fanfare_cluster_subjects", lambda v: v >= 1)
+    pub = clients(b, "tcp")
+    open_path(sub, lambda p: pub.publish(topic, p, 0), topic)
+
+    nats.stop()
+    wait_for_metric(a, "fanfare_cluster_connected", lambda v: v == 0)
+    nats.start()
+    wait_for_metric(a, "fanfare_cluster_connected", lambda v: v == 1, timeout_s=30)
+    wait_for_metric(b, "fanfare_cluster_connected", lambda v: v == 1, timeout_s=30)
+    open_path(sub, lambda p: pub.publish(topic, p, 0), topic)
+    pub.publish(topic, b"back", 0)
+    assert sub.wait_for_message().payload == b"back"
