@@ -33,6 +33,12 @@ use crate::protocol::mqtt::topic::validate_topic_name;
 /// The header naming the node a message came from.
 pub const ORIGIN_HEADER: &str = "Fanfare-Origin";
 
+/// Messages the client holds for one subscription before the bridge's task takes them. The
+/// task only moves them to the shards' in queue, so it keeps up unless the runtime is starved;
+/// past it the client drops messages and reports a slow consumer (logged). Worst case per
+/// subscription: 1 024 × the largest message.
+const SUBSCRIPTION_MESSAGES_MAX: usize = 1024;
+
 /// Publishes moved to the NATS client before the bridge looks at interest changes again, so a
 /// flood of publishes cannot hold back a subscription.
 const PUBLISHES_PER_ROUND_MAX: usize = 1024;
@@ -106,6 +112,7 @@ fn connect_options(
         .name(format!("fanfare {}", settings.node))
         .no_echo()
         .retry_on_initial_connect()
+        .subscription_capacity(SUBSCRIPTION_MESSAGES_MAX)
         .event_callback(move |event| {
             let link = Arc::clone(&link);
             async move { on_event(&link, event) }
@@ -159,6 +166,7 @@ impl Bridge {
             Ok(client) => client,
             Err(e) => {
                 warn!("cluster: cannot connect to NATS: {e}; this node serves alone");
+                self.discard_forever().await;
                 return;
             }
         };
@@ -186,6 +194,18 @@ impl Bridge {
                 // Let the subscriptions' tasks run between rounds.
                 tokio::task::yield_now().await;
             }
+        }
+    }
+
+    /// Without a client: empties the queues as they fill, so the shards' interest changes
+    /// do not pile up, and counts every publish dropped.
+    async fn discard_forever(&self) {
+        loop {
+            while self.link.next_interest().is_some() {}
+            while self.link.next_out().is_some() {
+                self.link.figures.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            self.link.woken().await;
         }
     }
 
