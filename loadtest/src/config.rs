@@ -8,10 +8,11 @@ use anyhow::{Context, bail, ensure};
 use serde::Serialize;
 
 use crate::codec::Version;
-use crate::conn::{Target, parse_ip};
+use crate::conn::parse_ip;
 use crate::stats::PAYLOAD_HEADER_BYTES;
+use crate::target::Target;
 pub use crate::url::Transport;
-use crate::url::{parse_url, resolve, tls_target};
+use crate::url::{TlsFlags, endpoints, parse_url};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -42,7 +43,7 @@ pub enum RingMode {
 #[derive(Debug)]
 pub struct Config {
     pub scenario: Scenario,
-    pub url: String,
+    /// The transport of every `--url` and `--pub-url`.
     pub transport: Transport,
     pub target: Target,
     pub workers: usize,
@@ -101,7 +102,11 @@ scenarios:
 
 flags (defaults in brackets):
   --url URL                  tcp://HOST:PORT, ws://HOST:PORT/PATH, or over TLS
-                             mqtts://HOST:PORT and wss://HOST:PORT/PATH [tcp://127.0.0.1:1883]
+                             mqtts://HOST:PORT and wss://HOST:PORT/PATH [tcp://127.0.0.1:1883];
+                             repeat it to spread the connections round-robin over several
+                             brokers or cluster nodes (one transport for all)
+  --pub-url URL              connections that only publish go here instead (repeatable,
+                             round-robin): subscribers on --url, publishers on another node
   --ca FILE                  TLS: trust the CA certificates in this PEM file (default: the
                              system's trust store)
   --insecure                 TLS: accept ANY server certificate, for test brokers only: the
@@ -147,6 +152,9 @@ exit status: 0 the run passed; 1 it ran, but a connection failed or dropped, or 
 lost beyond --max-loss; 2 it could not run (bad flags, no runtime)
 ";
 
+/// Most `--url` (and `--pub-url`) endpoints: the nodes of a large cluster. Bounds the name
+/// resolution and TLS set-up done before the run.
+const URLS_MAX: usize = 256;
 /// The hidden flag that makes a process one of the workers of `--procs`.
 pub const PROC_INDEX_FLAG: &str = "proc-index";
 /// Most worker processes: one per core of a large machine, each with its own 127.0.0.x.
@@ -198,7 +206,8 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> anyhow::Resu
     let args = crate::alias::translate(args.into_iter().collect())?;
     let mut parser = lexopt::Parser::from_args(args);
     let mut scenario = None;
-    let mut url = "tcp://127.0.0.1:1883".to_string();
+    let mut urls: Vec<String> = Vec::new();
+    let mut pub_urls: Vec<String> = Vec::new();
     let mut version = Version::V311;
     let mut workers: Option<usize> = None;
     let mut procs = 1usize;
@@ -246,7 +255,8 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> anyhow::Resu
                     other => bail!("unknown scenario {other:?}\n{USAGE}"),
                 });
             }
-            Long("url") => url = value(&mut parser, "--url")?,
+            Long("url") => urls.push(value(&mut parser, "--url")?),
+            Long("pub-url") => pub_urls.push(value(&mut parser, "--pub-url")?),
             Long("ca") => ca = Some(parser.value().context("--ca needs a file")?.into()),
             Long("insecure") => insecure = true,
             Long("tls-resume") => tls_resume = true,
@@ -322,24 +332,32 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> anyhow::Resu
     if scenario == Scenario::Qos1 {
         qos = 1;
     }
-    let parsed = parse_url(&url)?;
-    let addr = resolve(&parsed)?;
-    let ws = parsed
-        .transport
-        .ws()
-        .then(|| (parsed.authority.clone(), parsed.path.clone()));
+    if urls.is_empty() {
+        urls.push("tcp://127.0.0.1:1883".into());
+    }
     ensure!(
-        allow_remote || addr.ip().is_loopback(),
-        "{} is not a loopback address; pass --allow-remote to load a remote broker",
-        addr.ip()
+        urls.len() + pub_urls.len() <= URLS_MAX,
+        "at most {URLS_MAX} --url and --pub-url in all"
     );
+    ensure!(
+        pub_urls.is_empty() || !matches!(scenario, Scenario::Conn | Scenario::P2p),
+        "--pub-url needs connections that only publish: conn has none, and in p2p every \
+         connection subscribes too"
+    );
+    let transport = parse_url(&urls[0])?.transport;
+    let tls = TlsFlags {
+        ca,
+        insecure,
+        resume: tls_resume,
+    };
+    let main_endpoints = endpoints(&urls, "--url", transport, &tls, allow_remote)?;
+    let pub_endpoints = endpoints(&pub_urls, "--pub-url", transport, &tls, allow_remote)?;
     for s in &sources {
         ensure!(
             allow_remote || s.is_loopback(),
             "source {s} is not a loopback address (use --allow-remote)"
         );
     }
-    let tls = tls_target(&parsed, ca, insecure, tls_resume)?;
     // MQTT 3.1.1 sends a password only with a user name [MQTT-3.1.2-22]: both or neither.
     let credentials = match (username, password) {
         (None, None) => None,
@@ -447,12 +465,10 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> anyhow::Resu
     );
     Ok(Config {
         scenario,
-        url,
-        transport: parsed.transport,
+        transport,
         target: Target {
-            addr,
-            ws,
-            tls,
+            endpoints: main_endpoints,
+            pub_endpoints,
             version,
             sources,
             keep_alive_s,
@@ -674,7 +690,10 @@ mod tests {
             "p2p --url ws://127.0.0.1:8080/mqtt --mqtt 5 --pairs 3",
         ))
         .unwrap();
-        assert_eq!(c.target.ws, Some(("127.0.0.1:8080".into(), "/mqtt".into())));
+        assert_eq!(
+            c.target.endpoints[0].ws,
+            Some(("127.0.0.1:8080".into(), "/mqtt".into()))
+        );
         assert_eq!(c.target.version, Version::V5);
         let plan = c.plan();
         assert_eq!(plan.len(), 6);
@@ -703,25 +722,28 @@ mod tests {
 
         let c = parse(args("fanout --url mqtts://127.0.0.1:8883 --insecure")).unwrap();
         assert_eq!(c.transport, Transport::Mqtts);
-        let tls = c.target.tls.as_ref().unwrap();
+        let tls = c.target.endpoints[0].tls.as_ref().unwrap();
         assert_eq!((tls.verify.clone(), tls.alpn), (Verify::Insecure, "mqtt"));
         assert_eq!(tls.server_name.to_str(), "127.0.0.1");
-        assert_eq!(c.target.ws, None);
+        assert_eq!(c.target.endpoints[0].ws, None);
 
         let c = parse(args(&format!(
             "fanout --url wss://localhost:8443/mqtt --ca {ca}"
         )))
         .unwrap();
         assert_eq!(c.transport, Transport::Wss);
-        let tls = c.target.tls.as_ref().unwrap();
+        let tls = c.target.endpoints[0].tls.as_ref().unwrap();
         assert!(matches!(tls.verify, Verify::Ca(_)));
         assert_eq!(tls.alpn, "http/1.1");
         assert_eq!(tls.server_name.to_str(), "localhost");
-        assert_eq!(c.target.ws, Some(("localhost:8443".into(), "/mqtt".into())));
+        assert_eq!(
+            c.target.endpoints[0].ws,
+            Some(("localhost:8443".into(), "/mqtt".into()))
+        );
 
         // Plain transports have no TLS, and refuse the TLS flags rather than ignore them.
         let c = parse(args("fanout --url tcp://127.0.0.1:1883")).unwrap();
-        assert!(c.target.tls.is_none());
+        assert!(c.target.endpoints[0].tls.is_none());
         assert!(parse(args("fanout --url tcp://127.0.0.1:1883 --insecure")).is_err());
         assert!(parse(args(&format!("fanout --url ws://127.0.0.1:80/m --ca {ca}"))).is_err());
         // Not both; the file must exist and hold a certificate.
@@ -735,7 +757,10 @@ mod tests {
         );
         // Neither: the system's roots, or a clear error where the system has none.
         match parse(args("fanout --url mqtts://127.0.0.1:8883")) {
-            Ok(c) => assert_eq!(c.target.tls.unwrap().verify, Verify::System),
+            Ok(c) => assert_eq!(
+                c.target.endpoints[0].tls.as_ref().unwrap().verify,
+                Verify::System
+            ),
             Err(e) => assert!(format!("{e:#}").contains("--ca"), "{e:#}"),
         }
     }

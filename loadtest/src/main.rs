@@ -2,6 +2,7 @@
 //!
 //! Map: `config` turns the command line into a plan of connections; `run` starts one pinned
 //! monoio runtime per worker thread, which opens its share of them (`conn`: source binding,
+//! the broker of each from `target`,
 //! TLS via `tls`, WebSocket upgrade via `ws`, MQTT via `codec`) and runs subscriber, publisher and keep-alive
 //! tasks, each worker's state and connection set-up being in `ctx`; `retained` is the
 //! late-joiner scenario; `stats` holds the shared counters, latency
@@ -22,6 +23,7 @@ mod retained;
 mod run;
 mod stamp;
 mod stats;
+mod target;
 mod tls;
 mod url;
 mod wire;

@@ -256,7 +256,13 @@ pub struct Summary {
 
 #[derive(Serialize)]
 pub struct Params {
+    /// The first `--url`.
     pub url: String,
+    /// Every `--url`, over which connections are spread round-robin.
+    pub urls: Vec<String>,
+    /// `--pub-url`: where connections that only publish went.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pub_urls: Vec<String>,
     /// `tcp`, `mqtts`, `ws` or `wss`.
     pub transport: Transport,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -553,9 +559,16 @@ pub fn summarize(
     Summary {
         scenario: cfg.scenario,
         params: Params {
-            url: cfg.url.clone(),
+            url: cfg.target.endpoints[0].url.clone(),
+            urls: cfg.target.endpoints.iter().map(|e| e.url.clone()).collect(),
+            pub_urls: cfg
+                .target
+                .pub_endpoints
+                .iter()
+                .map(|e| e.url.clone())
+                .collect(),
             transport: cfg.transport,
-            tls: cfg.target.tls.as_ref().map(|t| TlsParams {
+            tls: cfg.target.endpoints[0].tls.as_ref().map(|t| TlsParams {
                 verify: t.verify.describe(),
                 server_name: t.server_name.to_str().into_owned(),
                 alpn: t.alpn,
@@ -611,7 +624,7 @@ pub fn summarize(
             connect_latency_us: latency(
                 &shared.connect_latency.lock().expect("no panics while held"),
             ),
-            tls: cfg.target.tls.is_some().then(|| TlsConnections {
+            tls: cfg.transport.tls().then(|| TlsConnections {
                 negotiated: shared
                     .tls_negotiated
                     .lock()
