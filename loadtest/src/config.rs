@@ -83,6 +83,8 @@ pub struct Config {
     pub max_loss_pct: f64,
     /// Worker processes (`--procs`); 1: this process opens the connections itself.
     pub procs: usize,
+    /// `--report FILE.html`: the run as one self-contained page of charts (`html.rs`).
+    pub report_html: Option<PathBuf>,
     /// Set in a worker process: its number, `0..procs`. It opens the connections whose
     /// index is this modulo `procs`, and talks to its parent (`wire.rs`).
     pub proc_index: Option<usize>,
@@ -140,6 +142,7 @@ flags (defaults in brackets):
                              no read lag in the report; one io_uring read per batch instead
                              of a readiness poll and a recvmsg)
   --broker-pid PID           sample the broker's CPU and RSS from /proc
+  --report FILE.html         also write the run as one self-contained HTML page of charts
   --topic-prefix P           [fanfare-lt/<pid>]
   --topic T                  fanout, qos1: the topic [<prefix>/f]; %i is the number of
                              the subscriber or publisher (subscriber i and publisher i share it)
@@ -173,32 +176,6 @@ where
     let text = raw.to_string_lossy().into_owned();
     text.parse::<T>()
         .map_err(|e| anyhow::anyhow!("{name} {text:?}: {e}"))
-}
-
-/// The cores this process may run on (as `taskset` sets them), from `Cpus_allowed_list` in
-/// `/proc/self/status`; read before any worker pins itself. Empty if unreadable.
-fn allowed_cores() -> Vec<usize> {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("Cpus_allowed_list:"))
-        .map(|list| parse_cpu_list(list.trim()))
-        .unwrap_or_default()
-}
-
-/// `"0-2,5"` → `[0, 1, 2, 5]`; malformed parts are skipped.
-fn parse_cpu_list(list: &str) -> Vec<usize> {
-    let mut cores = Vec::new();
-    for part in list.split(',').filter(|part| !part.is_empty()) {
-        let (first, last) = part.split_once('-').unwrap_or((part, part));
-        if let (Ok(first), Ok(last)) = (first.parse::<usize>(), last.parse::<usize>()) {
-            // A mask larger than any machine is a parse error, not a loop of a billion steps.
-            if last < first + 4096 {
-                cores.extend(first..=last);
-            }
-        }
-    }
-    cores
 }
 
 pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> anyhow::Result<Config> {
@@ -240,6 +217,7 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> anyhow::Resu
     let mut insecure = false;
     let mut tls_resume = false;
     let mut max_loss_pct = 0.0;
+    let mut report_html: Option<PathBuf> = None;
     let mut topic: Option<String> = None;
     let mut client_id = format!("lt{}-%i", std::process::id());
     while let Some(arg) = parser.next()? {
@@ -321,6 +299,9 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> anyhow::Resu
             Long("topic") => topic = Some(value(&mut parser, "--topic")?),
             Long("client-id") => client_id = value(&mut parser, "--client-id")?,
             Long("max-loss") => max_loss_pct = value(&mut parser, "--max-loss")?,
+            Long("report") => {
+                report_html = Some(parser.value().context("--report needs a file")?.into())
+            }
             Short('h') | Long("help") => {
                 print!("{USAGE}");
                 std::process::exit(0);
@@ -479,9 +460,14 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> anyhow::Resu
             packet_bytes_max: (payload_bytes + 4096).max(1 << 16),
         },
         workers,
-        pin_cores: if pin { allowed_cores() } else { Vec::new() },
+        pin_cores: if pin {
+            crate::cores::allowed_cores()
+        } else {
+            Vec::new()
+        },
         procs,
         proc_index,
+        report_html,
         ring_mode,
         subscribers,
         publishers,
@@ -674,14 +660,6 @@ mod tests {
             ))
             .is_ok()
         );
-    }
-
-    #[test]
-    fn parses_cpu_lists() {
-        assert_eq!(parse_cpu_list("1"), vec![1]);
-        assert_eq!(parse_cpu_list("0-2,5"), vec![0, 1, 2, 5]);
-        assert_eq!(parse_cpu_list("3,x,7-6"), vec![3]);
-        assert!(parse_cpu_list("").is_empty());
     }
 
     #[test]

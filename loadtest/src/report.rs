@@ -9,6 +9,7 @@ use serde::Serialize;
 use crate::codec::Version;
 use crate::config::{Config, RingMode, Scenario, Transport};
 use crate::stats::{self, Shared, TICKS_PER_S};
+use crate::timeline::{Second, Timeline};
 
 /// A worker thread busier than this fraction of the window makes the figures suspect.
 const SATURATED_BUSY: f64 = 0.9;
@@ -143,6 +144,8 @@ fn busiest(a: &Mark, b: &Mark) -> f64 {
 }
 
 pub struct Progress {
+    /// The samples of `--report` (taken whether or not it is given: a few KiB a minute).
+    pub timeline: Timeline,
     started: Instant,
     next_print: Instant,
     last_delivered: u64,
@@ -151,7 +154,10 @@ pub struct Progress {
 
 impl Progress {
     pub fn new(started: Instant) -> Self {
+        let mut timeline = Timeline::default();
+        timeline.setup(0.0, 0, 0, true);
         Progress {
+            timeline,
             started,
             next_print: started + Duration::from_secs(1),
             last_delivered: 0,
@@ -174,18 +180,36 @@ impl Progress {
         wait: Duration,
     ) {
         std::thread::sleep(wait);
+        let c = &shared.counters;
+        let t_s = self.started.elapsed().as_secs_f64();
+        if phase == "setup" {
+            let (open, done) = (c.conn_ok.load(Relaxed), c.setup_done.load(Relaxed));
+            self.timeline.setup(t_s, open, done, false);
+        }
         if Instant::now() < self.next_print {
             return;
         }
         self.next_print += Duration::from_secs(1);
         sampler.learn_tids(shared);
         let now = sampler.sample();
-        let c = &shared.counters;
         let delivered = c.delivered_all.load(Relaxed);
         let per_s = delivered - self.last_delivered;
         self.last_delivered = delivered;
+        let mut second = Second {
+            t_s,
+            delivered: per_s,
+            p50_us: None,
+            p99_us: None,
+            broker_cpu_pct: None,
+            broker_rss_mib: now.broker_rss.map(|b| b as f64 / f64::from(1 << 20)),
+        };
         let p99_us = {
             let h = shared.latency.lock().expect("no panics while held");
+            if let Some(last) = &self.last {
+                second.broker_cpu_pct =
+                    broker_cpu_s(last, &now).map(|cpu| cpu / seconds(last, &now).max(1e-3) * 100.0);
+            }
+            self.timeline.second(second, &h);
             if h.is_empty() {
                 0.0
             } else {
