@@ -93,6 +93,7 @@ pub struct Config {
 pub const USAGE: &str = "\
 usage: fanfare-loadtest SCENARIO [flags]
        fanfare-loadtest conn|sub|pub [emqtt-bench flags: -h -p -c -i -I -t -s -q -V -u -P -k --ws]
+       fanfare-loadtest compare A.json B.json ... [--out FILE.html]   runs side by side
 
 scenarios:
   conn      open --subscribers N connections at --conn-rate/s, each CONNECT + SUBSCRIBE, hold --duration s

@@ -13,6 +13,7 @@
 
 mod alias;
 mod codec;
+mod compare;
 mod config;
 mod conn;
 mod cores;
@@ -107,7 +108,12 @@ impl Engine {
 
 /// Runs the scenario and prints the report; `Ok(false)` when the run failed a check.
 fn real_main() -> anyhow::Result<bool> {
-    let cfg = config::parse(std::env::args_os().skip(1))?;
+    let mut args: Vec<_> = std::env::args_os().skip(1).collect();
+    if args.first().is_some_and(|a| a == "compare") {
+        compare::run(args.split_off(1))?;
+        return Ok(true);
+    }
+    let cfg = config::parse(args)?;
     if cfg.proc_index.is_some() {
         member::run(cfg)?;
         return Ok(true);

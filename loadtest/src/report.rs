@@ -257,6 +257,10 @@ pub struct Summary {
     /// Publish → application read in this generator: what a user of a client on this
     /// machine would see.
     pub latency_us: Latency,
+    /// The distribution behind `latency_us`: (percentile, µs) from the median to the maximum,
+    /// for `fanfare-loadtest compare`'s plot. Empty when nothing was delivered.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub latency_percentiles_us: Vec<(f64, f64)>,
     /// Fixed rate only: the time each message was *due* by the schedule → application read.
     /// A broker stall that holds the publisher back delays the messages it could not send;
     /// `latency_us` starts their clock only when they are sent and so hides the stall
@@ -629,6 +633,9 @@ pub fn summarize(
         gaps: load(&c.gap_missing),
         msgs_per_s: msgs_per_s.round(),
         latency_us: end_to_end,
+        latency_percentiles_us: crate::timeline::percentiles(
+            &shared.latency.lock().expect("no panics while held"),
+        ),
         intended_latency_us: intended_latency,
         socket_latency_us: socket_latency,
         connections: Connections {

@@ -1,6 +1,7 @@
 //! `--report FILE.html`: one self-contained page of charts. Where Chromium, Node and the web
 //! tests' playwright-core are installed (`tests/web`, `npm ci`), the page is also opened
 //! headless: no console errors, no requests, and a screenshot kept in `test-artifacts/`.
+//! `compare` then puts the run's JSON summary beside itself.
 
 mod common;
 
@@ -60,6 +61,24 @@ fn report_is_one_self_contained_page() {
         assert!(!page.contains(absent), "{absent} in the page");
     }
     open_in_chromium(&report);
+
+    // `compare` puts runs side by side: here the same run twice, from its JSON summary.
+    let summary = dir.join("run.json");
+    std::fs::write(&summary, &out.stdout).expect("summary written");
+    let compared = dir.join("compare.html");
+    let out = Command::new(env!("CARGO_BIN_EXE_fanfare-loadtest"))
+        .arg("compare")
+        .args([&summary, &summary])
+        .arg("--out")
+        .arg(&compared)
+        .output()
+        .expect("running compare");
+    let table = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{table}");
+    assert!(table.contains("deliveries/s"), "{table}");
+    let page = std::fs::read_to_string(&compared).expect("the comparison was written");
+    assert_eq!(page.matches("<polyline").count(), 2, "{page}");
+    assert!(!page.contains("http://") && !page.contains("https://"));
 }
 
 /// Opens the page headless where the browser tests' tools are installed; otherwise says so.
