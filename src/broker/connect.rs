@@ -159,7 +159,10 @@ impl Broker {
         );
         let keep_alive = self.keep_alive(connect);
         self.attach(conn, transport, connect, keep_alive.seconds(), key, now);
-        self.note_session(key);
+        // A resumed session may have been written when it was persistent.
+        if session_present || expiry_s > 0 {
+            self.note_session(key);
+        }
         // A session that comes back is anonymous until the shard says who proved what.
         if let Some(session) = self.sessions.get_mut(key)
             && session.identity().is_some()
@@ -555,9 +558,8 @@ impl Broker {
             }
         }
         self.client_ids.remove(&session.client_id, key);
-        if session.persistent() {
-            self.note_session_ended(&session.client_id);
-        }
+        // Noted whatever its expiry now: it may have been written while it had one.
+        self.note_session_ended(&session.client_id);
         session.into_delayed_will()
     }
 
