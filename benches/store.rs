@@ -9,7 +9,7 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use fanfare::broker::{RetainedWrite, RoutedMessage};
 use fanfare::config::Durability;
 use fanfare::protocol::mqtt::QoS;
-use fanfare::store::Store;
+use fanfare::store::{Flush, Store};
 
 const TOPICS: usize = 10_000;
 const BATCHES: usize = 100;
@@ -54,7 +54,10 @@ fn writes(c: &mut Criterion) {
                     let mut store = Store::open(&base, durability, 1, false).expect("opens");
                     let handles = store.take_handles();
                     for batch in batches {
-                        handles[0].send(batch);
+                        handles[0].send(Flush {
+                            retained: batch,
+                            sessions: Vec::new(),
+                        });
                     }
                     drop(handles);
                     store.finish();

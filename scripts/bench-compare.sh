@@ -261,6 +261,19 @@ for broker in $BROKERS; do
 done
 log "measured in $(($(date +%s) - started)) s"
 
+# ---- side-by-side pages: each scenario's table and overlaid latency distributions ------------
+for scenario in fixed closed; do
+    summaries=()
+    for broker in $BROKERS; do
+        f=$RESULTS/$broker-$scenario.json
+        if [[ -s $f ]] && "$LT" compare "$f" 2>/dev/null; then summaries+=("$f"); fi
+    done
+    if ((${#summaries[@]} > 0)); then
+        "$LT" compare "${summaries[@]}" --out "$CACHE/compare-$scenario.html" 2>/dev/null &&
+            log "side by side: $CACHE/compare-$scenario.html"
+    fi
+done
+
 # ---- the table ----------------------------------------------------------------------------
 versions() {
     echo "fanfare $(git -C "$ROOT" rev-parse --short HEAD)"

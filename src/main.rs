@@ -647,6 +647,11 @@ fn serve(config: Config, args: &Args, small_pages: std::io::Result<()>) -> anyho
         .map(Store::take_handles)
         .unwrap_or_default()
         .into_iter();
+    let mut store_sessions = store
+        .as_mut()
+        .map(Store::take_sessions)
+        .unwrap_or_default()
+        .into_iter();
     for (id, listeners) in per_shard.into_iter().enumerate() {
         let shard_store = store
             .as_ref()
@@ -654,6 +659,7 @@ fn serve(config: Config, args: &Args, small_pages: std::io::Result<()>) -> anyho
             .map(|(store, handle)| ShardStore {
                 handle,
                 loaded: Arc::clone(&store.loaded),
+                sessions: store_sessions.next().unwrap_or_default(),
                 durability: config.persistence.durability,
                 interval: Duration::from_millis(config.persistence.durability_interval_ms.into()),
             });

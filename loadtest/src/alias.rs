@@ -37,6 +37,7 @@ pub fn translate(args: Vec<OsString>) -> anyhow::Result<Vec<OsString>> {
         host: "localhost".into(),
         port: None,
         ws: false,
+        addressed: false,
         count: None,
         interval_ms: None,
     };
@@ -54,7 +55,10 @@ pub fn translate(args: Vec<OsString>) -> anyhow::Result<Vec<OsString>> {
             .is_some_and(|v| !v.starts_with('-'));
         if !takes_value || (arg == "-h" && !next_is_value) {
             match arg {
-                "--ws" => t.ws = true,
+                "--ws" => {
+                    t.ws = true;
+                    t.addressed = true;
+                }
                 other => t.out.push(other.into()),
             }
             continue;
@@ -76,6 +80,8 @@ struct Translation {
     host: String,
     port: Option<String>,
     ws: bool,
+    /// `-h`, `-p` or `--ws` was given: the broker is named the emqtt-bench way.
+    addressed: bool,
     count: Option<f64>,
     interval_ms: Option<f64>,
 }
@@ -92,10 +98,12 @@ impl Translation {
         };
         let long = match arg {
             "-h" => {
+                self.addressed = true;
                 self.host = value.into();
                 return Ok(());
             }
             "-p" => {
+                self.addressed = true;
                 self.port = Some(value.into());
                 return Ok(());
             }
@@ -135,7 +143,18 @@ impl Translation {
             true => format!("ws://{}:{port}/mqtt", self.host),
             false => format!("tcp://{}:{port}", self.host),
         };
-        self.out.splice(1..1, ["--url".to_string(), url]);
+        // Native `--url`s (repeatable) stand unless the broker is also named with -h/-p/--ws.
+        let native_url = self
+            .out
+            .iter()
+            .any(|a| a == "--url" || a.starts_with("--url="));
+        ensure!(
+            !(native_url && self.addressed),
+            "-h, -p and --ws name the broker as --url does: give one or the other"
+        );
+        if !native_url {
+            self.out.splice(1..1, ["--url".to_string(), url]);
+        }
         match command {
             "pub" => {
                 let interval_ms = self.interval_ms.unwrap_or(PUBLISH_INTERVAL_MS_DEFAULT);
@@ -217,6 +236,15 @@ mod tests {
             "conn -c 3 -u user -P secret",
             "conn --url tcp://localhost:1883 --subscribers 3 --username user --password secret",
         );
+    }
+
+    #[test]
+    fn native_urls_stand_but_not_beside_host_and_port() {
+        same(
+            "conn --url tcp://127.0.0.1:1884 --url tcp://127.0.0.1:1885 -c 4",
+            "conn --url tcp://127.0.0.1:1884 --url tcp://127.0.0.1:1885 --subscribers 4",
+        );
+        assert!(parse(args("conn -p 1884 --url tcp://127.0.0.1:1885")).is_err());
     }
 
     #[test]

@@ -8,10 +8,11 @@ use anyhow::{Context, bail, ensure};
 use serde::Serialize;
 
 use crate::codec::Version;
-use crate::conn::{Target, parse_ip};
+use crate::conn::parse_ip;
 use crate::stats::PAYLOAD_HEADER_BYTES;
+use crate::target::Target;
 pub use crate::url::Transport;
-use crate::url::{parse_url, resolve, tls_target};
+use crate::url::{TlsFlags, endpoints, parse_url};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -42,7 +43,7 @@ pub enum RingMode {
 #[derive(Debug)]
 pub struct Config {
     pub scenario: Scenario,
-    pub url: String,
+    /// The transport of every `--url` and `--pub-url`.
     pub transport: Transport,
     pub target: Target,
     pub workers: usize,
@@ -82,6 +83,8 @@ pub struct Config {
     pub max_loss_pct: f64,
     /// Worker processes (`--procs`); 1: this process opens the connections itself.
     pub procs: usize,
+    /// `--report FILE.html`: the run as one self-contained page of charts (`html.rs`).
+    pub report_html: Option<PathBuf>,
     /// Set in a worker process: its number, `0..procs`. It opens the connections whose
     /// index is this modulo `procs`, and talks to its parent (`wire.rs`).
     pub proc_index: Option<usize>,
@@ -90,6 +93,7 @@ pub struct Config {
 pub const USAGE: &str = "\
 usage: fanfare-loadtest SCENARIO [flags]
        fanfare-loadtest conn|sub|pub [emqtt-bench flags: -h -p -c -i -I -t -s -q -V -u -P -k --ws]
+       fanfare-loadtest compare A.json B.json ... [--out FILE.html]   runs side by side
 
 scenarios:
   conn      open --subscribers N connections at --conn-rate/s, each CONNECT + SUBSCRIBE, hold --duration s
@@ -101,7 +105,11 @@ scenarios:
 
 flags (defaults in brackets):
   --url URL                  tcp://HOST:PORT, ws://HOST:PORT/PATH, or over TLS
-                             mqtts://HOST:PORT and wss://HOST:PORT/PATH [tcp://127.0.0.1:1883]
+                             mqtts://HOST:PORT and wss://HOST:PORT/PATH [tcp://127.0.0.1:1883];
+                             repeat it to spread the connections round-robin over several
+                             brokers or cluster nodes (one transport for all)
+  --pub-url URL              connections that only publish go here instead (repeatable,
+                             round-robin): subscribers on --url, publishers on another node
   --ca FILE                  TLS: trust the CA certificates in this PEM file (default: the
                              system's trust store)
   --insecure                 TLS: accept ANY server certificate, for test brokers only: the
@@ -135,6 +143,7 @@ flags (defaults in brackets):
                              no read lag in the report; one io_uring read per batch instead
                              of a readiness poll and a recvmsg)
   --broker-pid PID           sample the broker's CPU and RSS from /proc
+  --report FILE.html         also write the run as one self-contained HTML page of charts
   --topic-prefix P           [fanfare-lt/<pid>]
   --topic T                  fanout, qos1: the topic [<prefix>/f]; %i is the number of
                              the subscriber or publisher (subscriber i and publisher i share it)
@@ -147,6 +156,9 @@ exit status: 0 the run passed; 1 it ran, but a connection failed or dropped, or 
 lost beyond --max-loss; 2 it could not run (bad flags, no runtime)
 ";
 
+/// Most `--url` (and `--pub-url`) endpoints: the nodes of a large cluster. Bounds the name
+/// resolution and TLS set-up done before the run.
+const URLS_MAX: usize = 256;
 /// The hidden flag that makes a process one of the workers of `--procs`.
 pub const PROC_INDEX_FLAG: &str = "proc-index";
 /// Most worker processes: one per core of a large machine, each with its own 127.0.0.x.
@@ -167,38 +179,13 @@ where
         .map_err(|e| anyhow::anyhow!("{name} {text:?}: {e}"))
 }
 
-/// The cores this process may run on (as `taskset` sets them), from `Cpus_allowed_list` in
-/// `/proc/self/status`; read before any worker pins itself. Empty if unreadable.
-fn allowed_cores() -> Vec<usize> {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("Cpus_allowed_list:"))
-        .map(|list| parse_cpu_list(list.trim()))
-        .unwrap_or_default()
-}
-
-/// `"0-2,5"` → `[0, 1, 2, 5]`; malformed parts are skipped.
-fn parse_cpu_list(list: &str) -> Vec<usize> {
-    let mut cores = Vec::new();
-    for part in list.split(',').filter(|part| !part.is_empty()) {
-        let (first, last) = part.split_once('-').unwrap_or((part, part));
-        if let (Ok(first), Ok(last)) = (first.parse::<usize>(), last.parse::<usize>()) {
-            // A mask larger than any machine is a parse error, not a loop of a billion steps.
-            if last < first + 4096 {
-                cores.extend(first..=last);
-            }
-        }
-    }
-    cores
-}
-
 pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> anyhow::Result<Config> {
     use lexopt::prelude::*;
     let args = crate::alias::translate(args.into_iter().collect())?;
     let mut parser = lexopt::Parser::from_args(args);
     let mut scenario = None;
-    let mut url = "tcp://127.0.0.1:1883".to_string();
+    let mut urls: Vec<String> = Vec::new();
+    let mut pub_urls: Vec<String> = Vec::new();
     let mut version = Version::V311;
     let mut workers: Option<usize> = None;
     let mut procs = 1usize;
@@ -231,6 +218,7 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> anyhow::Resu
     let mut insecure = false;
     let mut tls_resume = false;
     let mut max_loss_pct = 0.0;
+    let mut report_html: Option<PathBuf> = None;
     let mut topic: Option<String> = None;
     let mut client_id = format!("lt{}-%i", std::process::id());
     while let Some(arg) = parser.next()? {
@@ -246,7 +234,8 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> anyhow::Resu
                     other => bail!("unknown scenario {other:?}\n{USAGE}"),
                 });
             }
-            Long("url") => url = value(&mut parser, "--url")?,
+            Long("url") => urls.push(value(&mut parser, "--url")?),
+            Long("pub-url") => pub_urls.push(value(&mut parser, "--pub-url")?),
             Long("ca") => ca = Some(parser.value().context("--ca needs a file")?.into()),
             Long("insecure") => insecure = true,
             Long("tls-resume") => tls_resume = true,
@@ -311,6 +300,9 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> anyhow::Resu
             Long("topic") => topic = Some(value(&mut parser, "--topic")?),
             Long("client-id") => client_id = value(&mut parser, "--client-id")?,
             Long("max-loss") => max_loss_pct = value(&mut parser, "--max-loss")?,
+            Long("report") => {
+                report_html = Some(parser.value().context("--report needs a file")?.into())
+            }
             Short('h') | Long("help") => {
                 print!("{USAGE}");
                 std::process::exit(0);
@@ -322,24 +314,32 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> anyhow::Resu
     if scenario == Scenario::Qos1 {
         qos = 1;
     }
-    let parsed = parse_url(&url)?;
-    let addr = resolve(&parsed)?;
-    let ws = parsed
-        .transport
-        .ws()
-        .then(|| (parsed.authority.clone(), parsed.path.clone()));
+    if urls.is_empty() {
+        urls.push("tcp://127.0.0.1:1883".into());
+    }
     ensure!(
-        allow_remote || addr.ip().is_loopback(),
-        "{} is not a loopback address; pass --allow-remote to load a remote broker",
-        addr.ip()
+        urls.len() + pub_urls.len() <= URLS_MAX,
+        "at most {URLS_MAX} --url and --pub-url in all"
     );
+    ensure!(
+        pub_urls.is_empty() || !matches!(scenario, Scenario::Conn | Scenario::P2p),
+        "--pub-url needs connections that only publish: conn has none, and in p2p every \
+         connection subscribes too"
+    );
+    let transport = parse_url(&urls[0])?.transport;
+    let tls = TlsFlags {
+        ca,
+        insecure,
+        resume: tls_resume,
+    };
+    let main_endpoints = endpoints(&urls, "--url", transport, &tls, allow_remote)?;
+    let pub_endpoints = endpoints(&pub_urls, "--pub-url", transport, &tls, allow_remote)?;
     for s in &sources {
         ensure!(
             allow_remote || s.is_loopback(),
             "source {s} is not a loopback address (use --allow-remote)"
         );
     }
-    let tls = tls_target(&parsed, ca, insecure, tls_resume)?;
     // MQTT 3.1.1 sends a password only with a user name [MQTT-3.1.2-22]: both or neither.
     let credentials = match (username, password) {
         (None, None) => None,
@@ -447,12 +447,10 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> anyhow::Resu
     );
     Ok(Config {
         scenario,
-        url,
-        transport: parsed.transport,
+        transport,
         target: Target {
-            addr,
-            ws,
-            tls,
+            endpoints: main_endpoints,
+            pub_endpoints,
             version,
             sources,
             keep_alive_s,
@@ -463,9 +461,14 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> anyhow::Resu
             packet_bytes_max: (payload_bytes + 4096).max(1 << 16),
         },
         workers,
-        pin_cores: if pin { allowed_cores() } else { Vec::new() },
+        pin_cores: if pin {
+            crate::cores::allowed_cores()
+        } else {
+            Vec::new()
+        },
         procs,
         proc_index,
+        report_html,
         ring_mode,
         subscribers,
         publishers,
@@ -661,20 +664,15 @@ mod tests {
     }
 
     #[test]
-    fn parses_cpu_lists() {
-        assert_eq!(parse_cpu_list("1"), vec![1]);
-        assert_eq!(parse_cpu_list("0-2,5"), vec![0, 1, 2, 5]);
-        assert_eq!(parse_cpu_list("3,x,7-6"), vec![3]);
-        assert!(parse_cpu_list("").is_empty());
-    }
-
-    #[test]
     fn parses_ws_url_and_version() {
         let c = parse(args(
             "p2p --url ws://127.0.0.1:8080/mqtt --mqtt 5 --pairs 3",
         ))
         .unwrap();
-        assert_eq!(c.target.ws, Some(("127.0.0.1:8080".into(), "/mqtt".into())));
+        assert_eq!(
+            c.target.endpoints[0].ws,
+            Some(("127.0.0.1:8080".into(), "/mqtt".into()))
+        );
         assert_eq!(c.target.version, Version::V5);
         let plan = c.plan();
         assert_eq!(plan.len(), 6);
@@ -703,25 +701,28 @@ mod tests {
 
         let c = parse(args("fanout --url mqtts://127.0.0.1:8883 --insecure")).unwrap();
         assert_eq!(c.transport, Transport::Mqtts);
-        let tls = c.target.tls.as_ref().unwrap();
+        let tls = c.target.endpoints[0].tls.as_ref().unwrap();
         assert_eq!((tls.verify.clone(), tls.alpn), (Verify::Insecure, "mqtt"));
         assert_eq!(tls.server_name.to_str(), "127.0.0.1");
-        assert_eq!(c.target.ws, None);
+        assert_eq!(c.target.endpoints[0].ws, None);
 
         let c = parse(args(&format!(
             "fanout --url wss://localhost:8443/mqtt --ca {ca}"
         )))
         .unwrap();
         assert_eq!(c.transport, Transport::Wss);
-        let tls = c.target.tls.as_ref().unwrap();
+        let tls = c.target.endpoints[0].tls.as_ref().unwrap();
         assert!(matches!(tls.verify, Verify::Ca(_)));
         assert_eq!(tls.alpn, "http/1.1");
         assert_eq!(tls.server_name.to_str(), "localhost");
-        assert_eq!(c.target.ws, Some(("localhost:8443".into(), "/mqtt".into())));
+        assert_eq!(
+            c.target.endpoints[0].ws,
+            Some(("localhost:8443".into(), "/mqtt".into()))
+        );
 
         // Plain transports have no TLS, and refuse the TLS flags rather than ignore them.
         let c = parse(args("fanout --url tcp://127.0.0.1:1883")).unwrap();
-        assert!(c.target.tls.is_none());
+        assert!(c.target.endpoints[0].tls.is_none());
         assert!(parse(args("fanout --url tcp://127.0.0.1:1883 --insecure")).is_err());
         assert!(parse(args(&format!("fanout --url ws://127.0.0.1:80/m --ca {ca}"))).is_err());
         // Not both; the file must exist and hold a certificate.
@@ -735,7 +736,10 @@ mod tests {
         );
         // Neither: the system's roots, or a clear error where the system has none.
         match parse(args("fanout --url mqtts://127.0.0.1:8883")) {
-            Ok(c) => assert_eq!(c.target.tls.unwrap().verify, Verify::System),
+            Ok(c) => assert_eq!(
+                c.target.endpoints[0].tls.as_ref().unwrap().verify,
+                Verify::System
+            ),
             Err(e) => assert!(format!("{e:#}").contains("--ca"), "{e:#}"),
         }
     }

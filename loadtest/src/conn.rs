@@ -23,31 +23,9 @@ use rustls::ClientConnection;
 use socket2::{Domain, Socket, Type};
 
 use crate::codec::{self, Packet, Version};
-use crate::tls::{self, TlsTarget};
+use crate::target::{Endpoint, Target};
+use crate::tls;
 use crate::{direct, stamp, ws};
-
-/// Where and how to connect; shared read-only by every connection of a thread.
-#[derive(Clone, Debug)]
-pub struct Target {
-    pub addr: SocketAddr,
-    /// `Some((host header, path))` for `ws://` and `wss://`.
-    pub ws: Option<(String, String)>,
-    /// `Some` for `mqtts://` and `wss://`.
-    pub tls: Option<TlsTarget>,
-    pub version: Version,
-    /// Source addresses used round-robin; empty means "let the kernel choose".
-    pub sources: Vec<IpAddr>,
-    pub keep_alive_s: u16,
-    /// `--topic-alias-max`: the Topic Alias Maximum of every MQTT 5 CONNECT (0: none).
-    pub topic_alias_max: u16,
-    /// `--username` and `--password`, sent by every connection.
-    pub credentials: Option<codec::Credentials>,
-    pub timeout: Duration,
-    /// Initial read buffer; grows (up to `packet_bytes_max`) only for a packet that needs it.
-    pub read_buffer_bytes: usize,
-    /// Largest MQTT packet or WebSocket frame accepted from the broker.
-    pub packet_bytes_max: usize,
-}
 
 /// Why a connection attempt failed, counted per kind in the report.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -466,8 +444,12 @@ pub struct Conn {
     pub tls: Option<(tls::Negotiated, u64, bool)>,
 }
 
-async fn tcp_connect(target: &Target, index: usize) -> Result<TcpStream, ConnectError> {
-    let domain = Domain::for_address(target.addr);
+async fn tcp_connect(
+    target: &Target,
+    addr: SocketAddr,
+    index: usize,
+) -> Result<TcpStream, ConnectError> {
+    let domain = Domain::for_address(addr);
     let socket =
         Socket::new(domain, Type::STREAM, None).map_err(|e| fail(FailKind::Connect, e.into()))?;
     socket
@@ -479,7 +461,7 @@ async fn tcp_connect(target: &Target, index: usize) -> Result<TcpStream, Connect
             .bind(&SocketAddr::new(source, 0).into())
             .map_err(|e| fail(FailKind::Connect, anyhow!("bind {source}: {e}")))?;
     }
-    match socket.connect(&target.addr.into()) {
+    match socket.connect(&addr.into()) {
         Ok(()) => {}
         Err(e) if e.raw_os_error() == Some(115) => {} // EINPROGRESS: wait for writability
         Err(e) => return Err(fail(FailKind::Connect, e.into())),
@@ -510,11 +492,12 @@ impl Conn {
     /// Connects, upgrades if WebSocket, sends CONNECT and waits for a successful CONNACK.
     pub async fn open(
         target: &Target,
+        endpoint: &Endpoint,
         index: usize,
         client_id: &str,
     ) -> Result<Conn, ConnectError> {
-        let stream = tcp_connect(target, index).await?;
-        let session = match &target.tls {
+        let stream = tcp_connect(target, endpoint.addr, index).await?;
+        let session = match &endpoint.tls {
             Some(t) => Some(Box::new(t.session().map_err(|e| fail(FailKind::Tls, e))?)),
             None => None,
         };
@@ -531,7 +514,7 @@ impl Conn {
             tls: session,
             plain: Vec::new(),
         }));
-        let tls = target.tls.is_some();
+        let tls = endpoint.tls.is_some();
         let mut conn = Conn {
             reader: Reader {
                 half: read_half,
@@ -557,7 +540,7 @@ impl Conn {
         if tls {
             conn.handshake(target.timeout).await?;
         }
-        if let Some((host, path)) = &target.ws {
+        if let Some((host, path)) = &endpoint.ws {
             conn.upgrade(target, host, path).await?;
         }
         let mut out = Vec::with_capacity(64);

@@ -27,11 +27,19 @@ fn count_failure(shared: &Shared, kind: FailKind, error: &anyhow::Error) {
     shared.note_error(format!("{kind:?}: {error:#}"));
 }
 
-/// Opens a connection, subscribing if asked, and records the set-up time.
-pub async fn establish(ctx: &Ctx, index: usize, sub: Option<&SubSpec>) -> Option<Conn> {
+/// Opens a connection, subscribing if asked, and records the set-up time. `publisher_only`:
+/// it will publish and not subscribe, so it goes to `--pub-url` if given.
+pub async fn establish(
+    ctx: &Ctx,
+    index: usize,
+    sub: Option<&SubSpec>,
+    publisher_only: bool,
+) -> Option<Conn> {
     let shared = &ctx.shared;
     let t0 = stats::now_ns();
-    let opened = Conn::open(&ctx.cfg.target, index, &client_id(ctx, index)).await;
+    let target = &ctx.cfg.target;
+    let endpoint = target.endpoint(index, publisher_only);
+    let opened = Conn::open(target, endpoint, index, &client_id(ctx, index)).await;
     let result = match opened {
         Err(e) => Err(e),
         Ok(mut conn) => match sub {

@@ -2,26 +2,34 @@
 //!
 //! Map: `config` turns the command line into a plan of connections; `run` starts one pinned
 //! monoio runtime per worker thread, which opens its share of them (`conn`: source binding,
+//! the broker of each from `target`,
 //! TLS via `tls`, WebSocket upgrade via `ws`, MQTT via `codec`) and runs subscriber, publisher and keep-alive
 //! tasks, each worker's state and connection set-up being in `ctx`; `retained` is the
 //! late-joiner scenario; `stats` holds the shared counters, latency
 //! histograms and `/proc` sampling. With `--procs`, `fleet` starts worker processes (`member`)
 //! in place of the threads and folds their reports (`wire`) into the same counters. This file
-//! is the conductor: phases, progress line, report.
+//! is the conductor: phases, progress line, report; `timeline` keeps the per-second samples
+//! that `--report` draws (`html`, with the charts of `svg`).
 
 mod alias;
 mod codec;
+mod compare;
 mod config;
 mod conn;
+mod cores;
 mod ctx;
 mod direct;
 mod fleet;
+mod html;
 mod member;
 mod report;
 mod retained;
 mod run;
 mod stamp;
 mod stats;
+mod svg;
+mod target;
+mod timeline;
 mod tls;
 mod url;
 mod wire;
@@ -100,7 +108,12 @@ impl Engine {
 
 /// Runs the scenario and prints the report; `Ok(false)` when the run failed a check.
 fn real_main() -> anyhow::Result<bool> {
-    let cfg = config::parse(std::env::args_os().skip(1))?;
+    let mut args: Vec<_> = std::env::args_os().skip(1).collect();
+    if args.first().is_some_and(|a| a == "compare") {
+        compare::run(args.split_off(1))?;
+        return Ok(true);
+    }
+    let cfg = config::parse(args)?;
     if cfg.proc_index.is_some() {
         member::run(cfg)?;
         return Ok(true);
@@ -127,6 +140,8 @@ fn real_main() -> anyhow::Result<bool> {
         progress.tick_for(&shared, &mut sampler, "setup", Duration::from_millis(10));
     }
     let setup_s = started.elapsed().as_secs_f64();
+    let (open, done) = (c.conn_ok.load(Relaxed), c.setup_done.load(Relaxed));
+    progress.timeline.setup(setup_s, open, done, true);
     sampler.mark_setup_end();
 
     let window_s;
@@ -212,6 +227,30 @@ fn real_main() -> anyhow::Result<bool> {
     for why in &summary.failed_checks {
         eprintln!("failed: {why}");
     }
+    if let Some(path) = &cfg.report_html {
+        let curves = latency_curves(&shared, summary.intended_latency_us.is_some());
+        html::write(path, &summary, &progress.timeline, &curves)?;
+    }
     println!("{}", serde_json::to_string_pretty(&summary)?);
     Ok(summary.failed_checks.is_empty())
+}
+
+/// The percentile distributions the HTML report draws: end to end, and from the intended
+/// send time and to the socket where those were measured.
+fn latency_curves(shared: &Shared, fixed_rate: bool) -> html::Curves {
+    let curve = |h: &std::sync::Mutex<hdrhistogram::Histogram<u64>>| {
+        timeline::percentiles(&h.lock().expect("no panics while held"))
+    };
+    let mut curves = vec![("end to end".to_string(), curve(&shared.latency))];
+    for (name, h) in [
+        ("from intended send time", &shared.intended_latency),
+        ("to the socket", &shared.socket_latency),
+    ] {
+        let points = curve(h);
+        // In a closed loop every message is due when it is sent: that curve is the first.
+        if !points.is_empty() && (fixed_rate || name != "from intended send time") {
+            curves.push((name.to_string(), points));
+        }
+    }
+    curves
 }

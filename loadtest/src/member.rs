@@ -35,11 +35,12 @@ pub fn share<T: Copy>(items: &[T], procs: usize, index: usize) -> Vec<T> {
 }
 
 /// Source address of process `index` when none were given: its own 127.0.0.x, so each
-/// process has its own range of ephemeral ports (about 28,000 per address) towards an IPv4
-/// loopback broker. Elsewhere the kernel chooses.
-fn own_loopback(target: SocketAddr, index: usize) -> Vec<IpAddr> {
-    match (target.ip(), u8::try_from(index + 1)) {
-        (IpAddr::V4(ip), Ok(last)) if ip.is_loopback() => {
+/// process has its own range of ephemeral ports (about 28,000 per address) towards IPv4
+/// loopback brokers. Elsewhere (any broker not on IPv4 loopback) the kernel chooses.
+fn own_loopback(brokers: &[SocketAddr], index: usize) -> Vec<IpAddr> {
+    let v4_loopback = |a: &SocketAddr| matches!(a.ip(), IpAddr::V4(ip) if ip.is_loopback());
+    match u8::try_from(index + 1) {
+        Ok(last) if brokers.iter().all(v4_loopback) => {
             vec![Ipv4Addr::new(127, 0, 0, last).into()]
         }
         _ => Vec::new(),
@@ -52,7 +53,8 @@ fn take_share(cfg: &mut Config, index: usize) {
     let n = cfg.procs;
     cfg.pin_cores = share(&cfg.pin_cores, n, index);
     cfg.target.sources = if cfg.target.sources.is_empty() {
-        own_loopback(cfg.target.addr, index)
+        let brokers: Vec<SocketAddr> = cfg.target.all_endpoints().map(|e| e.addr).collect();
+        own_loopback(&brokers, index)
     } else {
         share(&cfg.target.sources, n, index)
     };
@@ -322,9 +324,10 @@ mod tests {
     #[test]
     fn each_process_has_its_own_loopback_source() {
         let v4: SocketAddr = "127.0.0.1:1883".parse().expect("address");
-        assert_eq!(own_loopback(v4, 0), [IpAddr::from([127, 0, 0, 1])]);
-        assert_eq!(own_loopback(v4, 3), [IpAddr::from([127, 0, 0, 4])]);
+        assert_eq!(own_loopback(&[v4], 0), [IpAddr::from([127, 0, 0, 1])]);
+        assert_eq!(own_loopback(&[v4, v4], 3), [IpAddr::from([127, 0, 0, 4])]);
         let v6: SocketAddr = "[::1]:1883".parse().expect("address");
-        assert!(own_loopback(v6, 1).is_empty());
+        assert!(own_loopback(&[v6], 1).is_empty());
+        assert!(own_loopback(&[v4, v6], 1).is_empty());
     }
 }

@@ -9,6 +9,7 @@ use serde::Serialize;
 use crate::codec::Version;
 use crate::config::{Config, RingMode, Scenario, Transport};
 use crate::stats::{self, Shared, TICKS_PER_S};
+use crate::timeline::{Second, Timeline};
 
 /// A worker thread busier than this fraction of the window makes the figures suspect.
 const SATURATED_BUSY: f64 = 0.9;
@@ -143,6 +144,8 @@ fn busiest(a: &Mark, b: &Mark) -> f64 {
 }
 
 pub struct Progress {
+    /// The samples of `--report` (taken whether or not it is given: a few KiB a minute).
+    pub timeline: Timeline,
     started: Instant,
     next_print: Instant,
     last_delivered: u64,
@@ -151,7 +154,10 @@ pub struct Progress {
 
 impl Progress {
     pub fn new(started: Instant) -> Self {
+        let mut timeline = Timeline::default();
+        timeline.setup(0.0, 0, 0, true);
         Progress {
+            timeline,
             started,
             next_print: started + Duration::from_secs(1),
             last_delivered: 0,
@@ -174,18 +180,36 @@ impl Progress {
         wait: Duration,
     ) {
         std::thread::sleep(wait);
+        let c = &shared.counters;
+        let t_s = self.started.elapsed().as_secs_f64();
+        if phase == "setup" {
+            let (open, done) = (c.conn_ok.load(Relaxed), c.setup_done.load(Relaxed));
+            self.timeline.setup(t_s, open, done, false);
+        }
         if Instant::now() < self.next_print {
             return;
         }
         self.next_print += Duration::from_secs(1);
         sampler.learn_tids(shared);
         let now = sampler.sample();
-        let c = &shared.counters;
         let delivered = c.delivered_all.load(Relaxed);
         let per_s = delivered - self.last_delivered;
         self.last_delivered = delivered;
+        let mut second = Second {
+            t_s,
+            delivered: per_s,
+            p50_us: None,
+            p99_us: None,
+            broker_cpu_pct: None,
+            broker_rss_mib: now.broker_rss.map(|b| b as f64 / f64::from(1 << 20)),
+        };
         let p99_us = {
             let h = shared.latency.lock().expect("no panics while held");
+            if let Some(last) = &self.last {
+                second.broker_cpu_pct =
+                    broker_cpu_s(last, &now).map(|cpu| cpu / seconds(last, &now).max(1e-3) * 100.0);
+            }
+            self.timeline.second(second, &h);
             if h.is_empty() {
                 0.0
             } else {
@@ -233,6 +257,10 @@ pub struct Summary {
     /// Publish → application read in this generator: what a user of a client on this
     /// machine would see.
     pub latency_us: Latency,
+    /// The distribution behind `latency_us`: (percentile, µs) from the median to the maximum,
+    /// for `fanfare-loadtest compare`'s plot. Empty when nothing was delivered.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub latency_percentiles_us: Vec<(f64, f64)>,
     /// Fixed rate only: the time each message was *due* by the schedule → application read.
     /// A broker stall that holds the publisher back delays the messages it could not send;
     /// `latency_us` starts their clock only when they are sent and so hides the stall
@@ -256,7 +284,13 @@ pub struct Summary {
 
 #[derive(Serialize)]
 pub struct Params {
+    /// The first `--url`.
     pub url: String,
+    /// Every `--url`, over which connections are spread round-robin.
+    pub urls: Vec<String>,
+    /// `--pub-url`: where connections that only publish went.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pub_urls: Vec<String>,
     /// `tcp`, `mqtts`, `ws` or `wss`.
     pub transport: Transport,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -553,9 +587,16 @@ pub fn summarize(
     Summary {
         scenario: cfg.scenario,
         params: Params {
-            url: cfg.url.clone(),
+            url: cfg.target.endpoints[0].url.clone(),
+            urls: cfg.target.endpoints.iter().map(|e| e.url.clone()).collect(),
+            pub_urls: cfg
+                .target
+                .pub_endpoints
+                .iter()
+                .map(|e| e.url.clone())
+                .collect(),
             transport: cfg.transport,
-            tls: cfg.target.tls.as_ref().map(|t| TlsParams {
+            tls: cfg.target.endpoints[0].tls.as_ref().map(|t| TlsParams {
                 verify: t.verify.describe(),
                 server_name: t.server_name.to_str().into_owned(),
                 alpn: t.alpn,
@@ -592,6 +633,9 @@ pub fn summarize(
         gaps: load(&c.gap_missing),
         msgs_per_s: msgs_per_s.round(),
         latency_us: end_to_end,
+        latency_percentiles_us: crate::timeline::percentiles(
+            &shared.latency.lock().expect("no panics while held"),
+        ),
         intended_latency_us: intended_latency,
         socket_latency_us: socket_latency,
         connections: Connections {
@@ -611,7 +655,7 @@ pub fn summarize(
             connect_latency_us: latency(
                 &shared.connect_latency.lock().expect("no panics while held"),
             ),
-            tls: cfg.target.tls.is_some().then(|| TlsConnections {
+            tls: cfg.transport.tls().then(|| TlsConnections {
                 negotiated: shared
                     .tls_negotiated
                     .lock()

@@ -29,7 +29,7 @@ pub async fn publisher_task(ctx: Rc<Ctx>) {
         }
         monoio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
-    let Some(mut conn) = establish(&ctx, usize::MAX / 2, None).await else {
+    let Some(mut conn) = establish(&ctx, usize::MAX / 2, None, true).await else {
         shared.note_error("retained publisher could not connect".into());
         return;
     };
@@ -113,7 +113,7 @@ async fn store(
 /// A late joiner: connected during set-up, subscribes when the values are stored.
 pub async fn joiner(ctx: Rc<Ctx>, index: usize, setting_up: Rc<Cell<usize>>) {
     let shared = ctx.shared.clone();
-    let conn = establish(&ctx, index, None).await;
+    let conn = establish(&ctx, index, None, false).await;
     setting_up.set(setting_up.get() - 1);
     shared.counters.setup_done.fetch_add(1, Relaxed);
     let Some(mut conn) = conn else { return };

@@ -216,7 +216,8 @@ async fn conn_task(ctx: Rc<Ctx>, spec: ConnSpec, setting_up: Rc<Cell<usize>>) {
         return;
     }
     let shared = ctx.shared.clone();
-    let conn = establish(&ctx, spec.index, spec.subscribe.as_ref()).await;
+    let publisher_only = spec.subscribe.is_none() && spec.publish.is_some();
+    let conn = establish(&ctx, spec.index, spec.subscribe.as_ref(), publisher_only).await;
     setting_up.set(setting_up.get() - 1);
     shared.counters.setup_done.fetch_add(1, Relaxed);
     let Some(mut conn) = conn else { return };

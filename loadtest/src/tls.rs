@@ -42,7 +42,8 @@ impl Verify {
     }
 }
 
-/// Server names the `--tls-resume` ticket cache holds: a run has one target, so a few suffice.
+/// Server names the `--tls-resume` ticket cache holds: each `--url` has its own cache, for one
+/// server name, so a few suffice.
 const RESUMPTION_CACHE_SERVERS: usize = 16;
 
 /// What every TLS connection of a run shares.

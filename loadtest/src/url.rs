@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use anyhow::{Context, bail, ensure};
 use serde::Serialize;
 
+use crate::target::Endpoint;
 use crate::tls::{TlsTarget, Verify};
+
 /// What `--url` asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -140,6 +142,48 @@ pub fn tls_target(
         _ => "mqtt",
     };
     TlsTarget::new(&url.host, verify, alpn, resume).map(Some)
+}
+
+/// `--ca`, `--insecure` and `--tls-resume`: the same for every URL of the run.
+#[derive(Clone, Debug, Default)]
+pub struct TlsFlags {
+    pub ca: Option<PathBuf>,
+    pub insecure: bool,
+    pub resume: bool,
+}
+
+/// The endpoints of `urls` (`flag` names them in errors), which must all use `transport` (one
+/// transport per run: the report describes one) and, unless `allow_remote`, be loopback.
+pub fn endpoints(
+    urls: &[String],
+    flag: &str,
+    transport: Transport,
+    tls: &TlsFlags,
+    allow_remote: bool,
+) -> anyhow::Result<Vec<Endpoint>> {
+    let mut out = Vec::with_capacity(urls.len());
+    for url in urls {
+        let parsed = parse_url(url)?;
+        ensure!(
+            parsed.transport == transport,
+            "{flag} {url:?}: every URL of a run uses the first one's transport ({transport:?})"
+        );
+        let addr = resolve(&parsed)?;
+        ensure!(
+            allow_remote || addr.ip().is_loopback(),
+            "{} is not a loopback address; pass --allow-remote to load a remote broker",
+            addr.ip()
+        );
+        out.push(Endpoint {
+            url: url.clone(),
+            addr,
+            ws: transport
+                .ws()
+                .then(|| (parsed.authority.clone(), parsed.path.clone())),
+            tls: tls_target(&parsed, tls.ca.clone(), tls.insecure, tls.resume)?,
+        });
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

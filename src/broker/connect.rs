@@ -159,6 +159,10 @@ impl Broker {
         );
         let keep_alive = self.keep_alive(connect);
         self.attach(conn, transport, connect, keep_alive.seconds(), key, now);
+        // A resumed session may have been written when it was persistent.
+        if session_present || expiry_s > 0 {
+            self.note_session(key);
+        }
         // A session that comes back is anonymous until the shard says who proved what.
         if let Some(session) = self.sessions.get_mut(key)
             && session.identity().is_some()
@@ -517,6 +521,9 @@ impl Broker {
         self.offline.push(key, session);
         if session.expiry_s != SESSION_NEVER_EXPIRES_S {
             let (expiry_s, ticket) = (session.expiry_s, session.offline_ticket());
+            if let Some(deadline) = now.checked_add(Duration::from_secs(expiry_s.into())) {
+                session.set_offline_deadline(deadline);
+            }
             self.timers
                 .push(now, expiry_s, key, ticket, TimerKind::SessionExpiry);
         }
@@ -530,6 +537,7 @@ impl Broker {
             self.stats.sessions_evicted += 1;
             wills.extend(self.discard_session(oldest, out));
         }
+        self.note_session(key);
         wills
     }
 
@@ -550,6 +558,8 @@ impl Broker {
             }
         }
         self.client_ids.remove(&session.client_id, key);
+        // Noted whatever its expiry now: it may have been written while it had one.
+        self.note_session_ended(&session.client_id);
         session.into_delayed_will()
     }
 

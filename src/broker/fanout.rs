@@ -453,6 +453,11 @@ impl Broker {
             ids,
         };
         self.stats.deliveries += 1;
+        if session.persistent()
+            && let Some(writes) = self.session_writes.as_mut()
+        {
+            writes.note(key);
+        }
         match connection {
             Some((conn, connection)) if session.outbound.has_room(connection.send_window) => {
                 let id = session.outbound.start(queued);

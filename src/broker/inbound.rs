@@ -68,8 +68,14 @@ impl Broker {
                 let outcome = self.outbound_mut(key).map(|o| o.pubcomp(*id));
                 self.after_ack(conn, key, *id, outcome, out);
             }
-            Packet::Subscribe(subscribe) => self.subscribe(conn, key, subscribe, out),
-            Packet::Unsubscribe(unsubscribe) => self.unsubscribe(conn, key, unsubscribe, out),
+            Packet::Subscribe(subscribe) => {
+                self.subscribe(conn, key, subscribe, out);
+                self.note_session(key);
+            }
+            Packet::Unsubscribe(unsubscribe) => {
+                self.unsubscribe(conn, key, unsubscribe, out);
+                self.note_session(key);
+            }
             Packet::PingReq => self.reply(conn, &Packet::PingResp, out),
             Packet::Disconnect(disconnect) => self.disconnect(conn, key, disconnect, now, out),
             Packet::ConnAck(_) => self.protocol_violation(conn, "CONNACK from a client", now, out),
@@ -99,6 +105,9 @@ impl Broker {
         outcome: Option<AckOutcome>,
         out: &mut Outbox,
     ) {
+        if outcome.is_some_and(|outcome| outcome != AckOutcome::Ignored) {
+            self.note_session(key);
+        }
         match outcome {
             None | Some(AckOutcome::Ignored) => {}
             Some(AckOutcome::Freed) => self.drain_queue(key, out),

@@ -15,6 +15,8 @@
 //! - `topic_trie.rs`, `retained.rs`: the subscription index and the retained replica.
 //! - `retained_writes.rs`: with a data directory, this shard's retained changes for the store,
 //!   conflated per topic.
+//! - `session_writes.rs`: with a data directory, this shard's persistent session changes for
+//!   the store, conflated per session, and the sessions loaded at start-up.
 //! - `keep_alive.rs`: deadlines; `publish_cache.rs`: encoding and WebSocket framing; `slab.rs`: handles.
 //! - `topic_aliases.rs`: Topic Aliases both ways, and the shard's outbound alias numbers.
 //! - `cluster.rs`: in cluster mode, the filters this shard holds and publishes from other nodes.
@@ -42,6 +44,7 @@ pub mod reply;
 mod retained;
 mod retained_writes;
 mod session;
+mod session_writes;
 mod share_groups;
 mod subscription;
 mod timers;
@@ -58,6 +61,7 @@ pub use auth::{AuthDecision, AuthRequest, Authenticator};
 pub use fanout::{FANOUT_GROUP_MSGS_MAX, FANOUT_PARKED_MAX, FANOUT_SESSIONS_PER_TURN_MAX};
 pub use outbox::*;
 pub use retained_writes::RetainedWrite;
+pub use session_writes::{QueuedImage, SessionImage, SessionWrite, SubscriptionImage};
 pub use share_groups::GroupMessage;
 
 use crate::auth::Policy;
@@ -73,6 +77,7 @@ use retained::{RetainedStack, RetainedStore};
 use retained_writes::RetainedWrites;
 use session::SessionKey;
 use session::{OfflineSessions, Session};
+use session_writes::SessionWrites;
 use share_groups::SharedGroups;
 use subscription::{Grant, Matched};
 use timers::{SessionTimers, TimerKind};
@@ -141,6 +146,9 @@ pub struct Broker {
     /// With a data directory: the retained changes of this shard's topics not yet handed to
     /// the store (`retained_writes.rs`).
     retained_writes: Option<RetainedWrites>,
+    /// With a data directory: the persistent sessions changed since the last hand-over to the
+    /// store (`session_writes.rs`).
+    session_writes: Option<SessionWrites>,
     deadlines: Deadlines,
     /// Session expiry and will delay deadlines of MQTT 5 sessions.
     timers: SessionTimers,
@@ -183,6 +191,7 @@ impl Broker {
             shard_count,
             retained: RetainedStore::new(limits.retained_messages_max, limits.retained_bytes_max),
             retained_writes: None,
+            session_writes: None,
             aliases: AliasRegistry::new(limits.topic_aliases_per_shard_max),
             limits,
             sessions: Slots::default(),

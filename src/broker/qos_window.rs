@@ -125,6 +125,25 @@ impl QosWindow {
         dropped
     }
 
+    /// Every message still to deliver, in order: those sent and not acknowledged, then the
+    /// queue. Publishes past PUBREC are left out: their message was delivered.
+    pub(crate) fn messages(&self) -> impl Iterator<Item = Queued> + '_ {
+        let inflight = self.inflight.iter().filter_map(|entry| match &entry.state {
+            InflightState::Published {
+                message,
+                retain,
+                ids,
+            } => Some(Queued {
+                message: Arc::clone(message),
+                qos: entry.qos,
+                retain: *retain,
+                ids: *ids,
+            }),
+            InflightState::Released => None,
+        });
+        inflight.chain(self.queue.iter().cloned())
+    }
+
     /// Takes the next queued message if the window has room.
     pub(crate) fn dequeue(&mut self, inflight_max: u16) -> Option<Queued> {
         if self.inflight.len() >= usize::from(inflight_max) {

@@ -51,6 +51,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::time::Instant;
 
 use super::outbox::RoutedMessage;
 use super::qos_window::QosWindow;
@@ -117,6 +118,9 @@ pub(crate) struct Session {
 struct Pending {
     /// Non-zero while offline: the ticket of this session in [`OfflineSessions`].
     offline_ticket: u64,
+    /// While offline with a Session Expiry Interval: when the session ends, as the store
+    /// writes it (`session_writes.rs`).
+    offline_deadline: Option<Instant>,
     /// An MQTT 5 will waiting for its Will Delay Interval (§3.1.3.2.2) after the connection
     /// ended; dropped if the client comes back first [MQTT-3.1.3-9]. Its deadline sits in the
     /// broker's timers stamped with the offline ticket the session took when the connection
@@ -146,6 +150,7 @@ const PUBLISH_VERDICTS_MAX: usize = 64;
 impl Pending {
     fn is_empty(&self) -> bool {
         self.offline_ticket == 0
+            && self.offline_deadline.is_none()
             && self.delayed_will.is_none()
             && self.inbound_qos2.is_empty()
             && self.identity.is_none()
@@ -178,6 +183,17 @@ impl Session {
         self.pending
             .as_ref()
             .map_or(0, |pending| pending.offline_ticket)
+    }
+
+    /// When the offline session ends, if it has a Session Expiry Interval.
+    pub(crate) fn offline_deadline(&self) -> Option<Instant> {
+        self.pending.as_ref()?.offline_deadline
+    }
+
+    /// Sets when the session, offline, ends; cleared when it comes back.
+    pub(crate) fn set_offline_deadline(&mut self, deadline: Instant) {
+        assert_ne!(self.offline_ticket(), 0, "an offline session expires");
+        self.pending_mut().offline_deadline = Some(deadline);
     }
 
     /// Holds `will` until the timer stamped with the session's offline ticket falls due; the
@@ -349,6 +365,11 @@ impl Subscriptions {
         Some(self.0.swap_remove(index).1)
     }
 
+    /// The filters and their grants, in no particular order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&Box<str>, &Grant)> {
+        self.0.iter().map(|(filter, grant)| (filter, grant))
+    }
+
     /// The filters, in no particular order.
     pub(crate) fn keys(&self) -> impl Iterator<Item = &Box<str>> {
         self.0.iter().map(|(filter, _)| filter)
@@ -392,6 +413,7 @@ impl OfflineSessions {
     pub(crate) fn forget(&mut self, session: &mut Session) {
         if let Some(pending) = session.pending.as_mut().filter(|p| p.offline_ticket != 0) {
             pending.offline_ticket = 0;
+            pending.offline_deadline = None;
             session.drop_pending_if_empty();
             self.count -= 1;
         }
@@ -501,6 +523,6 @@ mod tests {
         assert_eq!(std::mem::size_of::<Subscriptions>(), 24);
         assert_eq!(std::mem::size_of::<Session>(), 168);
         assert_eq!(crate::slots::slot_bytes::<Session>(), 176);
-        assert_eq!(std::mem::size_of::<Pending>(), 56);
+        assert_eq!(std::mem::size_of::<Pending>(), 72);
     }
 }

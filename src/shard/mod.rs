@@ -208,7 +208,7 @@ struct Shard {
     /// Connections closed for their first bytes on a listener with the PROXY protocol on.
     proxy_refusals: u64,
     broker: Broker,
-    /// With a data directory: when and where retained changes go (`persist.rs`).
+    /// With a data directory: when and where retained and session changes go (`persist.rs`).
     persist: Option<persist::Persist>,
     outbox: Outbox,
     events: Vec<Event>,
@@ -292,12 +292,14 @@ impl Shard {
             Duration::from_secs(config.auth.verified_cache_ttl_s),
             config.auth.verify_queue_max,
         );
-        let persist = setup.store.map(|store| {
+        let mut outbox = Outbox::default();
+        let persist = setup.store.map(|mut store| {
             broker.load_retained(&store.loaded);
             broker.keep_retained_writes();
+            broker.load_sessions(&std::mem::take(&mut store.sessions), now, &mut outbox);
+            broker.keep_session_writes();
             persist::Persist::new(store, now)
         });
-        let mut outbox = Outbox::default();
         broker.set_policy(Some(Arc::clone(auth.policy())), &mut outbox);
         Ok(Shard {
             io,

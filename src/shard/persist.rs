@@ -1,4 +1,5 @@
-//! When this shard hands its retained changes to the store (`crate::store`): every loop turn
+//! When this shard hands its retained and persistent session changes to the store
+//! (`crate::store`): every loop turn
 //! under `durability = "sync"`, every `durability_interval_ms` otherwise. Handing them over
 //! never waits: if the store's queue is full, the broker keeps them and conflates further.
 
@@ -6,15 +7,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::Shard;
-use crate::broker::RoutedMessage;
+use crate::broker::{RoutedMessage, SessionImage};
 use crate::config::Durability;
-use crate::store::StoreHandle;
+use crate::store::{Flush, StoreHandle};
 
 /// What a shard gets of the store at start.
 pub struct ShardStore {
     pub handle: StoreHandle,
     /// Every retained message loaded at start-up, for this shard's replica.
     pub loaded: Arc<[Arc<RoutedMessage>]>,
+    /// The persistent sessions loaded at start-up that live on this shard.
+    pub sessions: Vec<SessionImage>,
     pub durability: Durability,
     pub interval: Duration,
 }
@@ -43,30 +46,47 @@ impl Persist {
 }
 
 impl Shard {
-    /// Hands the retained changes to the store when due (see the module documentation).
+    /// Whether changes wait for the next flush.
+    fn writes_pending(&self) -> bool {
+        self.broker.retained_writes_pending() || self.broker.session_writes_pending()
+    }
+
+    /// What changed since the last flush.
+    fn take_flush(&mut self) -> Flush {
+        Flush {
+            retained: self.broker.take_retained_writes(),
+            sessions: self.broker.take_session_writes(),
+        }
+    }
+
+    /// Hands the changes to the store when due (see the module documentation).
     pub(super) fn flush_retained(&mut self, now: Instant) {
+        if self.persist.is_none() || !self.writes_pending() {
+            return;
+        }
         let Some(persist) = self.persist.as_mut() else {
             return;
         };
-        if !self.broker.retained_writes_pending() {
-            return;
-        }
         if let Some(interval) = persist.interval {
             if now < persist.next_flush {
                 return;
             }
             persist.next_flush = now + interval;
         }
-        let writes = self.broker.take_retained_writes();
-        if let Err(writes) = persist.handle.try_send(writes) {
-            self.broker.return_retained_writes(writes);
+        let flush = self.take_flush();
+        let Some(persist) = self.persist.as_ref() else {
+            return;
+        };
+        if let Err(flush) = persist.handle.try_send(flush) {
+            self.broker.return_retained_writes(flush.retained);
+            self.broker.return_session_writes(flush.sessions);
         }
     }
 
     /// When the loop must wake to flush, if changes wait.
     pub(super) fn retained_flush_at(&self) -> Option<Instant> {
         let persist = self.persist.as_ref()?;
-        if !self.broker.retained_writes_pending() {
+        if !self.writes_pending() {
             return None;
         }
         Some(match persist.interval {
@@ -78,10 +98,12 @@ impl Shard {
 
     /// At stop: everything left, waiting for room if need be.
     pub(super) fn flush_retained_at_stop(&mut self) {
-        if let Some(persist) = &self.persist {
-            let writes = self.broker.take_retained_writes();
-            if !writes.is_empty() {
-                persist.handle.send(writes);
+        if self.persist.is_some() {
+            let flush = self.take_flush();
+            if let Some(persist) = &self.persist
+                && !flush.is_empty()
+            {
+                persist.handle.send(flush);
             }
         }
     }

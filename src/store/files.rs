@@ -1,6 +1,7 @@
 //! The files of a data directory: `DIR/shard-<n>/retained.snapshot` (every live message of
-//! shard n's topics at its last compaction) and `DIR/shard-<n>/retained.log` (what changed
-//! since), read at start-up and rewritten by compaction.
+//! shard n's topics, and every persistent session of its client identifiers, at its last
+//! compaction) and `DIR/shard-<n>/retained.log` (what changed since), read at start-up and
+//! rewritten by compaction.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -10,7 +11,8 @@ use std::path::{Path, PathBuf};
 use log::warn;
 
 use super::StoreError;
-use super::record::{self, MAGIC, Record, StoredMessage};
+use super::record::{self, Key, MAGIC, Record, StoredMessage};
+use super::session_record::StoredSession;
 
 pub const SNAPSHOT_FILE: &str = "retained.snapshot";
 pub const LOG_FILE: &str = "retained.log";
@@ -44,6 +46,9 @@ pub fn shard_dirs(data_dir: &Path) -> Result<Vec<usize>, StoreError> {
 pub struct Loaded {
     /// The messages still retained: deleted and expired ones are left out.
     pub messages: Vec<StoredMessage>,
+    /// The persistent sessions: ended and expired ones are left out, and so are their
+    /// expired messages.
+    pub sessions: Vec<StoredSession>,
     /// The largest stamp read: stamps written from now on are larger.
     pub stamp_max: u64,
     /// Torn tails cut, and records skipped with `recover`, for the start-up log.
@@ -53,7 +58,8 @@ pub struct Loaded {
 /// Reads every shard directory's snapshot and log. `now_ms` (Unix milliseconds) decides what
 /// expired.
 pub fn load(data_dir: &Path, recover: bool, now_ms: u64) -> Result<Loaded, StoreError> {
-    let mut newest: HashMap<Box<str>, Record> = HashMap::new();
+    // Keyed by (is a session, topic or client identifier).
+    let mut newest: HashMap<(bool, Box<str>), Record> = HashMap::new();
     let mut loaded = Loaded::default();
     for shard in shard_dirs(data_dir)? {
         let dir = shard_dir(data_dir, shard);
@@ -64,23 +70,37 @@ pub fn load(data_dir: &Path, recover: bool, now_ms: u64) -> Result<Loaded, Store
             };
             for record in records {
                 loaded.stamp_max = loaded.stamp_max.max(record.stamp());
-                match newest.get(record.topic()) {
+                let key = match record.key() {
+                    Key::Retained(topic) => (false, topic.into()),
+                    Key::Session(client_id) => (true, client_id.into()),
+                };
+                match newest.get(&key) {
                     Some(held) if held.stamp() >= record.stamp() => {}
                     _ => {
-                        newest.insert(record.topic().into(), record);
+                        newest.insert(key, record);
                     }
                 }
             }
         }
     }
-    loaded.messages = newest
-        .into_values()
-        .filter_map(|record| match record {
-            Record::Set { message, .. } => Some(message),
-            Record::Delete { .. } => None,
-        })
-        .filter(|message| message.expires_at_ms.is_none_or(|at| at > now_ms))
-        .collect();
+    let live = |expires_at_ms: Option<u64>| expires_at_ms.is_none_or(|at| at > now_ms);
+    for record in newest.into_values() {
+        match record {
+            Record::Set { message, .. } if live(message.expires_at_ms) => {
+                loaded.messages.push(message);
+            }
+            Record::Session { mut session, .. } if live(session.expires_at_ms) => {
+                session
+                    .messages
+                    .retain(|queued| live(queued.message.expires_at_ms));
+                loaded.sessions.push(session);
+            }
+            Record::Set { .. }
+            | Record::Session { .. }
+            | Record::Delete { .. }
+            | Record::SessionEnd { .. } => {}
+        }
+    }
     Ok(loaded)
 }
 

@@ -1,7 +1,8 @@
-//! Persistence of retained messages in `data_dir` (see `docs/persistence.md`): one
+//! Persistence of retained messages and persistent sessions in `data_dir` (see `docs/persistence.md`): one
 //! append-only log and snapshot per shard, written by one thread off the shards' loops.
 //!
 //! - `record.rs`: the bytes of a record and of a file, sans-IO: checksums, torn tails;
+//! - `session_record.rs`: the bytes of a persistent session's record;
 //! - `files.rs`: the shard directories, start-up load, compaction's renames;
 //! - `writer.rs`: the thread, its bounded queue and each shard's handle to it;
 //! - `lock.rs`: one broker per data directory;
@@ -9,12 +10,14 @@
 //!
 //! Each retained topic is written by one shard only, its owner (`Broker::owner_shard` of the
 //! topic): every shard applies every retained publish to its replica, so the owner sees every
-//! change of its topics, and a topic's changes reach disk once, not once per shard.
+//! change of its topics, and a topic's changes reach disk once, not once per shard. A session
+//! is written by the shard it lives on, the owner of its client identifier.
 
 mod error;
 mod files;
 mod lock;
 pub mod record;
+pub mod session_record;
 mod writer;
 
 use std::path::Path;
@@ -24,12 +27,13 @@ use std::time::{Duration, Instant, SystemTime};
 
 use log::info;
 
-use crate::broker::RoutedMessage;
+use crate::broker::{Broker, QueuedImage, RoutedMessage, SessionImage};
 use crate::config::Durability;
 pub use error::StoreError;
 pub use lock::DataDirLock;
-pub use writer::StoreHandle;
-use writer::{Writer, unix_ms};
+use session_record::StoredSession;
+pub use writer::{Flush, StoreHandle};
+use writer::{LiveSession, Writer, unix_ms};
 
 /// Flushes queued per shard before a shard keeps its updates to conflate them further: a few
 /// intervals' worth, so a slow disk is absorbed without holding much (a flush holds at most
@@ -42,6 +46,8 @@ pub struct Store {
     handles: Vec<StoreHandle>,
     /// Every retained message loaded, for each shard's replica.
     pub loaded: Arc<[Arc<RoutedMessage>]>,
+    /// The persistent sessions loaded, by the shard that owns each (taken once).
+    sessions: Vec<Vec<SessionImage>>,
     thread: std::thread::JoinHandle<()>,
 }
 
@@ -81,12 +87,23 @@ impl Store {
             .iter()
             .map(|(message, _)| Arc::clone(message))
             .collect();
+        let live_sessions: Vec<LiveSession> = loaded
+            .sessions
+            .into_iter()
+            .map(|stored| restore_session(stored, now, now_ms))
+            .collect();
+        let mut sessions: Vec<Vec<SessionImage>> = vec![Vec::new(); shard_count];
+        for session in &live_sessions {
+            let shard = Broker::owner_shard(&session.image.client_id, shard_count);
+            sessions[shard].push(session.image.clone());
+        }
         let write_errors: Arc<[AtomicU64]> = (0..shard_count).map(|_| AtomicU64::new(0)).collect();
         let mut writer = Writer::new(
             data_dir,
             durability,
             loaded.stamp_max,
             messages,
+            live_sessions,
             Arc::clone(&write_errors),
         );
         // A shard directory past this broker's shards is removed only once every topic it
@@ -97,9 +114,10 @@ impl Store {
             }
         }
         info!(
-            "data directory {}: {} retained messages loaded in {} ms{}; durability {}",
+            "data directory {}: {} retained messages and {} sessions loaded in {} ms{}; durability {}",
             data_dir.display(),
             replicas.len(),
+            sessions.iter().map(Vec::len).sum::<usize>(),
             started.elapsed().as_millis(),
             if loaded.repairs > 0 {
                 " (repaired, see above)"
@@ -121,6 +139,7 @@ impl Store {
             _lock: lock,
             handles,
             loaded: replicas,
+            sessions,
             thread,
         })
     }
@@ -130,6 +149,11 @@ impl Store {
         std::mem::take(&mut self.handles)
     }
 
+    /// The sessions loaded for each shard, in shard order; taken once, for the shards.
+    pub fn take_sessions(&mut self) -> Vec<Vec<SessionImage>> {
+        std::mem::take(&mut self.sessions)
+    }
+
     /// Waits for the writer to write what the stopped shards handed it. Call it once every
     /// shard has stopped (their handles dropped); the lock is released after.
     pub fn finish(self) {
@@ -137,5 +161,55 @@ impl Store {
         if self.thread.join().is_err() {
             log::error!("store: the writer thread panicked");
         }
+    }
+}
+
+/// A loaded session, for its shard and the writer. One that was connected when it was last
+/// written ends its Session Expiry Interval from now: when its connection ended is unknown.
+fn restore_session(stored: StoredSession, now: Instant, now_ms: u64) -> LiveSession {
+    let instant = |at_ms: u64| now + Duration::from_millis(at_ms.saturating_sub(now_ms));
+    let expires_at_ms = match stored.expires_at_ms {
+        None if stored.expiry_s != u32::MAX => {
+            Some(now_ms.saturating_add(u64::from(stored.expiry_s) * 1000))
+        }
+        at => at,
+    };
+    let mut message_expiry_ms = Vec::with_capacity(stored.messages.len());
+    let messages = stored
+        .messages
+        .into_iter()
+        .map(|queued| {
+            let stored = queued.message;
+            message_expiry_ms.push(stored.expires_at_ms);
+            let message = RoutedMessage {
+                topic: stored.topic,
+                payload: stored.payload,
+                qos: stored.qos,
+                retain: queued.retain,
+                properties: stored.properties,
+                expires_at: stored.expires_at_ms.map(instant),
+            };
+            QueuedImage {
+                message: Arc::new(message),
+                qos: stored.qos,
+                retain: queued.retain,
+                ids: queued.ids,
+            }
+        })
+        .collect();
+    let image = SessionImage {
+        client_id: stored.client_id,
+        version: stored.version,
+        expiry_s: stored.expiry_s,
+        expires_at: expires_at_ms.map(instant),
+        subscriptions: stored.subscriptions,
+        messages,
+    };
+    LiveSession {
+        stamp: 0,
+        image,
+        expires_at_ms,
+        message_expiry_ms,
+        record_bytes: 0,
     }
 }

@@ -9,11 +9,14 @@
 //!                    kind SET only: qos: u8, expires_at_ms: u64 LE (Unix ms, 0: never),
 //!                                   properties_len: u32 LE, properties,
 //!                                   payload_len: u32 LE, payload
+//!                    kinds 3 SESSION and 4 SESSION_END: `topic` is a client identifier;
+//!                                   SESSION's fields follow (`session_record.rs`)
 //! ```
 //!
-//! `stamp` orders the records of one topic across files: the newest wins at load. Sans-IO:
+//! `stamp` orders the records of one topic (or session) across files: the newest wins at load. Sans-IO:
 //! bytes in, values out; the files are `files.rs`'s.
 
+use super::session_record::{self, StoredSession};
 use crate::protocol::mqtt::QoS;
 
 /// The first bytes of every store file; the last is the format's version.
@@ -29,6 +32,10 @@ pub const HEADER_BYTES: usize = 8;
 
 const KIND_SET: u8 = 1;
 const KIND_DELETE: u8 = 2;
+/// A persistent session's whole state, keyed by its client identifier (`session_record.rs`).
+pub(super) const KIND_SESSION: u8 = 3;
+/// A persistent session ended.
+pub(super) const KIND_SESSION_END: u8 = 4;
 
 /// A retained message as the store holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,24 +48,38 @@ pub struct StoredMessage {
     pub payload: Box<[u8]>,
 }
 
-/// One record: a topic's retained message set, or deleted.
+/// One record: a topic's retained message set or deleted, a session's state or its end.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
     Set { stamp: u64, message: StoredMessage },
     Delete { stamp: u64, topic: Box<str> },
+    Session { stamp: u64, session: StoredSession },
+    SessionEnd { stamp: u64, client_id: Box<str> },
+}
+
+/// What a record is about: the newest record of each wins at load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Key<'a> {
+    Retained(&'a str),
+    Session(&'a str),
 }
 
 impl Record {
     pub fn stamp(&self) -> u64 {
         match self {
-            Record::Set { stamp, .. } | Record::Delete { stamp, .. } => *stamp,
+            Record::Set { stamp, .. }
+            | Record::Delete { stamp, .. }
+            | Record::Session { stamp, .. }
+            | Record::SessionEnd { stamp, .. } => *stamp,
         }
     }
 
-    pub fn topic(&self) -> &str {
+    pub fn key(&self) -> Key<'_> {
         match self {
-            Record::Set { message, .. } => &message.topic,
-            Record::Delete { topic, .. } => topic,
+            Record::Set { message, .. } => Key::Retained(&message.topic),
+            Record::Delete { topic, .. } => Key::Retained(topic),
+            Record::Session { session, .. } => Key::Session(&session.client_id),
+            Record::SessionEnd { client_id, .. } => Key::Session(client_id),
         }
     }
 }
@@ -89,7 +110,7 @@ pub fn encode_delete(out: &mut Vec<u8>, stamp: u64, topic: &str) -> usize {
     finish(out, start)
 }
 
-fn begin(out: &mut Vec<u8>, kind: u8, stamp: u64, topic: &str) -> usize {
+pub(super) fn begin(out: &mut Vec<u8>, kind: u8, stamp: u64, topic: &str) -> usize {
     let start = out.len();
     out.extend_from_slice(&[0; HEADER_BYTES]);
     out.push(kind);
@@ -101,13 +122,13 @@ fn begin(out: &mut Vec<u8>, kind: u8, stamp: u64, topic: &str) -> usize {
     start
 }
 
-fn put_bytes32(out: &mut Vec<u8>, bytes: &[u8]) {
+pub(super) fn put_bytes32(out: &mut Vec<u8>, bytes: &[u8]) {
     let len = u32::try_from(bytes.len()).expect("an MQTT packet fits 32 bits");
     out.extend_from_slice(&len.to_le_bytes());
     out.extend_from_slice(bytes);
 }
 
-fn finish(out: &mut [u8], start: usize) -> usize {
+pub(super) fn finish(out: &mut [u8], start: usize) -> usize {
     let body = start + HEADER_BYTES;
     let body_len = out.len() - body;
     assert!(
@@ -170,6 +191,14 @@ fn parse_body(body: &[u8]) -> Option<Record> {
     let topic: Box<str> = std::str::from_utf8(reader.take(topic_len)?).ok()?.into();
     let record = match kind {
         KIND_DELETE => Record::Delete { stamp, topic },
+        KIND_SESSION_END => Record::SessionEnd {
+            stamp,
+            client_id: topic,
+        },
+        KIND_SESSION => Record::Session {
+            stamp,
+            session: session_record::parse(&mut reader, topic)?,
+        },
         KIND_SET => {
             let qos = QoS::from_bits(reader.u8()?)?;
             let expires_at_ms = Some(reader.u64()?).filter(|&ms| ms != 0);
@@ -189,28 +218,36 @@ fn parse_body(body: &[u8]) -> Option<Record> {
     reader.0.is_empty().then_some(record)
 }
 
-struct Reader<'a>(&'a [u8]);
+pub(super) struct Reader<'a>(pub(super) &'a [u8]);
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+    pub(super) fn take(&mut self, n: usize) -> Option<&'a [u8]> {
         let (head, rest) = self.0.split_at_checked(n)?;
         self.0 = rest;
         Some(head)
     }
 
-    fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
+    pub(super) fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
         self.take(N)?.try_into().ok()
     }
 
-    fn u8(&mut self) -> Option<u8> {
+    pub(super) fn u8(&mut self) -> Option<u8> {
         Some(self.take(1)?[0])
     }
 
-    fn u64(&mut self) -> Option<u64> {
+    pub(super) fn u16(&mut self) -> Option<u16> {
+        Some(u16::from_le_bytes(self.array()?))
+    }
+
+    pub(super) fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.array()?))
+    }
+
+    pub(super) fn u64(&mut self) -> Option<u64> {
         Some(u64::from_le_bytes(self.array()?))
     }
 
-    fn bytes32(&mut self) -> Option<&'a [u8]> {
+    pub(super) fn bytes32(&mut self) -> Option<&'a [u8]> {
         let len = u32::from_le_bytes(self.array()?) as usize;
         self.take(len)
     }
@@ -314,6 +351,9 @@ mod tests {
                     },
                 ),
                 Record::Delete { stamp, topic } => encode_delete(&mut out, *stamp, topic),
+                Record::Session { .. } | Record::SessionEnd { .. } => {
+                    unreachable!("these tests write retained records")
+                }
             };
         }
         out

@@ -1,5 +1,5 @@
-//! The store's one thread: it takes each shard's conflated retained updates from a bounded
-//! queue, appends them to that shard's log, syncs as `durability` says, and compacts a log
+//! The store's one thread: it takes each shard's conflated retained updates and persistent
+//! session changes from a bounded queue, appends them to that shard's log, syncs as `durability` says, and compacts a log
 //! grown past its live data. The shards never wait on it: a full queue leaves the updates in
 //! the shard, conflated further, until the next flush (see `docs/persistence.md` for why a
 //! thread rather than the shards' rings).
@@ -21,7 +21,8 @@ use log::{error, info};
 
 use super::files;
 use super::record::{self, SetRef};
-use crate::broker::{RetainedWrite, RoutedMessage};
+use super::session_record::{self, SessionRef};
+use crate::broker::{RetainedWrite, RoutedMessage, SessionImage, SessionWrite};
 use crate::config::Durability;
 
 /// A log is compacted into a snapshot once it holds this many times the bytes of its live
@@ -38,10 +39,24 @@ const BATCHES_PER_WRITE_MAX: usize = 256;
 /// even if no update comes.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 
-/// One shard's flush: the retained topics its broker changed since the last one.
+/// What a shard's broker changed since its last flush: retained topics it owns, and its
+/// persistent sessions.
+#[derive(Default)]
+pub struct Flush {
+    pub retained: Vec<RetainedWrite>,
+    pub sessions: Vec<SessionWrite>,
+}
+
+impl Flush {
+    pub fn is_empty(&self) -> bool {
+        self.retained.is_empty() && self.sessions.is_empty()
+    }
+}
+
+/// One shard's flush, on the queue.
 pub(super) struct Batch {
     shard: usize,
-    writes: Vec<RetainedWrite>,
+    flush: Flush,
 }
 
 /// A shard's end of the queue.
@@ -64,23 +79,23 @@ impl StoreHandle {
         }
     }
 
-    /// Queues `writes` without waiting; gives them back when the queue is full.
-    pub fn try_send(&self, writes: Vec<RetainedWrite>) -> Result<(), Vec<RetainedWrite>> {
+    /// Queues `flush` without waiting; gives it back when the queue is full.
+    pub fn try_send(&self, flush: Flush) -> Result<(), Flush> {
         let batch = Batch {
             shard: self.shard,
-            writes,
+            flush,
         };
         match self.sender.try_send(batch) {
             Ok(()) => Ok(()),
-            Err(TrySendError::Full(batch) | TrySendError::Disconnected(batch)) => Err(batch.writes),
+            Err(TrySendError::Full(batch) | TrySendError::Disconnected(batch)) => Err(batch.flush),
         }
     }
 
-    /// Queues `writes`, waiting for room: only when the shard stops.
-    pub fn send(&self, writes: Vec<RetainedWrite>) {
+    /// Queues `flush`, waiting for room: only when the shard stops.
+    pub fn send(&self, flush: Flush) {
         let batch = Batch {
             shard: self.shard,
-            writes,
+            flush,
         };
         // The writer ends only once every handle is dropped: it is there to receive.
         let _ = self.sender.send(batch);
@@ -101,6 +116,16 @@ struct Live {
     record_bytes: u64,
 }
 
+/// A persistent session of a shard's client identifiers, as last written.
+pub(super) struct LiveSession {
+    pub(super) stamp: u64,
+    pub(super) image: SessionImage,
+    /// Wall-clock times, fixed when first written so that every rewrite keeps them.
+    pub(super) expires_at_ms: Option<u64>,
+    pub(super) message_expiry_ms: Vec<Option<u64>>,
+    pub(super) record_bytes: u64,
+}
+
 /// One shard's files and what they hold.
 struct ShardLog {
     dir: PathBuf,
@@ -109,6 +134,8 @@ struct ShardLog {
     /// Bytes of records in the log (the header not counted).
     log_bytes: u64,
     live: HashMap<Box<str>, Live>,
+    sessions: HashMap<Box<str>, LiveSession>,
+    /// Bytes of the records of `live` and `sessions`.
     live_bytes: u64,
     /// Records encoded since the last write.
     buf: Vec<u8>,
@@ -137,9 +164,9 @@ pub(super) fn unix_ms(at: SystemTime) -> u64 {
         })
 }
 
-/// The wall-clock expiry of `message`, in Unix milliseconds.
-fn wall_expiry(message: &RoutedMessage, now: Instant, now_ms: u64) -> Option<u64> {
-    let left = message.expires_at?.saturating_duration_since(now);
+/// The wall-clock time of `at`, in Unix milliseconds.
+fn wall_expiry(at: Option<Instant>, now: Instant, now_ms: u64) -> Option<u64> {
+    let left = at?.saturating_duration_since(now);
     let left_ms = u64::try_from(left.as_millis()).unwrap_or(u64::MAX);
     // 0 means "never" in a record.
     Some(now_ms.saturating_add(left_ms).max(1))
@@ -153,6 +180,7 @@ impl Writer {
         durability: Durability,
         stamp: u64,
         loaded: Vec<(Arc<RoutedMessage>, Option<u64>)>,
+        sessions: Vec<LiveSession>,
         write_errors: Arc<[AtomicU64]>,
     ) -> Writer {
         let shard_count = write_errors.len();
@@ -163,6 +191,7 @@ impl Writer {
                     log: None,
                     log_bytes: 0,
                     live: HashMap::new(),
+                    sessions: HashMap::new(),
                     live_bytes: 0,
                     buf: Vec::new(),
                     dirty: true,
@@ -185,6 +214,12 @@ impl Writer {
                     record_bytes: 0,
                 },
             );
+        }
+        for mut session in sessions {
+            let shard = crate::broker::Broker::owner_shard(&session.image.client_id, shard_count);
+            session.stamp = writer.next_stamp();
+            let client_id = session.image.client_id.clone();
+            writer.logs[shard].sessions.insert(client_id, session);
         }
         writer
     }
@@ -237,12 +272,43 @@ impl Writer {
     fn apply(&mut self, batch: Batch) {
         let now = Instant::now();
         let now_ms = unix_ms(SystemTime::now());
-        for write in batch.writes {
+        for write in batch.flush.sessions {
+            let stamp = self.next_stamp();
+            let log = &mut self.logs[batch.shard];
+            match write {
+                SessionWrite::Set(image) => {
+                    let mut session = LiveSession {
+                        stamp,
+                        expires_at_ms: wall_expiry(image.expires_at, now, now_ms),
+                        message_expiry_ms: image
+                            .messages
+                            .iter()
+                            .map(|queued| wall_expiry(queued.message.expires_at, now, now_ms))
+                            .collect(),
+                        image,
+                        record_bytes: 0,
+                    };
+                    session.record_bytes = encode_session(&mut log.buf, &session);
+                    log.live_bytes += session.record_bytes;
+                    let client_id = session.image.client_id.clone();
+                    if let Some(old) = log.sessions.insert(client_id, session) {
+                        log.live_bytes -= old.record_bytes;
+                    }
+                }
+                SessionWrite::Ended(client_id) => {
+                    if let Some(old) = log.sessions.remove(&client_id) {
+                        log.live_bytes -= old.record_bytes;
+                        session_record::encode_end(&mut log.buf, stamp, &client_id);
+                    }
+                }
+            }
+        }
+        for write in batch.flush.retained {
             let stamp = self.next_stamp();
             let log = &mut self.logs[batch.shard];
             match write.message {
                 Some(message) => {
-                    let expires_at_ms = wall_expiry(&message, now, now_ms);
+                    let expires_at_ms = wall_expiry(message.expires_at, now, now_ms);
                     let record_bytes = encode(&mut log.buf, stamp, &message, expires_at_ms);
                     log.live_bytes += record_bytes;
                     let live = Live {
@@ -321,6 +387,12 @@ impl Writer {
             live.record_bytes = encode(&mut records, live.stamp, &live.message, live.expires_at_ms);
             live_bytes += live.record_bytes;
         }
+        log.sessions
+            .retain(|_, session| session.expires_at_ms.is_none_or(|at| at > now_ms));
+        for session in log.sessions.values_mut() {
+            session.record_bytes = encode_session(&mut records, session);
+            live_bytes += session.record_bytes;
+        }
         log.live_bytes = live_bytes;
         let sync = self.durability != Durability::None;
         match files::compact(&log.dir, &records, sync) {
@@ -345,7 +417,7 @@ impl Writer {
         if !self.failing {
             self.failing = true;
             error!(
-                "store: cannot write retained messages: {why}; serving on, retrying every {} s (counted in fanfare_store_write_errors_total)",
+                "store: cannot write retained messages and sessions: {why}; serving on, retrying every {} s (counted in fanfare_store_write_errors_total)",
                 RETRY_AFTER.as_secs()
             );
         }
@@ -357,6 +429,25 @@ impl Writer {
             info!("store: writes succeed again");
         }
     }
+}
+
+fn encode_session(out: &mut Vec<u8>, session: &LiveSession) -> u64 {
+    let (bytes, left_out) = session_record::encode(
+        out,
+        &SessionRef {
+            stamp: session.stamp,
+            image: &session.image,
+            expires_at_ms: session.expires_at_ms,
+            message_expiry_ms: &session.message_expiry_ms,
+        },
+    );
+    if left_out > 0 {
+        log::warn!(
+            "store: session {}: {left_out} queued messages past the largest record not written",
+            session.image.client_id
+        );
+    }
+    bytes as u64
 }
 
 fn encode(

@@ -1,7 +1,9 @@
-"""Retained messages in a data directory (`--data-dir`): they survive a clean restart and a
-`kill -9` with their MQTT 5 properties and expiry, deleted ones stay deleted, one broker per
-directory, a torn tail is cut, and corruption before the end stops start-up unless
-`--recover`."""
+"""Retained messages and persistent sessions in a data directory (`--data-dir`): retained
+messages survive a clean restart and a `kill -9` with their MQTT 5 properties and expiry, deleted
+ones stay deleted; persistent sessions (3.1.1 clean session 0, MQTT 5 session expiry) survive a
+`kill -9` with their subscriptions and queued messages, and one that expired while the broker
+was down is gone; one broker per directory, a torn tail is cut, and corruption before the end
+stops start-up unless `--recover`."""
 
 from __future__ import annotations
 
@@ -9,11 +11,12 @@ import subprocess
 import time
 from pathlib import Path
 
+import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.packettypes import PacketTypes
 
 from broker import HOST, fanfare_bin
-from client import TIMEOUT_S
+from client import TIMEOUT_S, unique_id
 from client5 import Client5, props
 
 pytestmark = pytest.mark.fanfare_only
@@ -184,3 +187,85 @@ def test_corruption_stops_start_up_and_recover_keeps_the_rest(start, v5, topic, 
     assert str(log) in broker.wait_for_log("skipped (--recover)")
     got = retained(v5, broker, f"{topic}/#", 1)
     assert list(got) == [f"{topic}/b"]
+
+
+def session_props(expiry_s: int):
+    return props(PacketTypes.CONNECT, SessionExpiryInterval=expiry_s)
+
+
+@pytest.mark.parametrize("durability", ["sync", "batch"])
+def test_persistent_sessions_survive_kill_9(start, clients, topic, tmp_path, durability):
+    data = tmp_path / "data"
+    args = ["--data-dir", str(data)]
+    first = start(shards=2, args=args, config={"durability": durability})
+    v3_id, v5_id = unique_id("keep3"), unique_id("keep5")
+    v3 = clients(first, "tcp", v3_id, clean_session=False)
+    v3.subscribe(f"{topic}/a", 1)
+    v3.disconnect()
+    v5 = Client5(first, client_id=v5_id)
+    v5.connect(properties=session_props(3600))
+    options = paho.SubscribeOptions(qos=1, noLocal=True)
+    v5.subscribe5(f"{topic}/b", options, props(PacketTypes.SUBSCRIBE, SubscriptionIdentifier=7))
+    v5.disconnect5()
+    v5.close()
+    pub = clients(first, "tcp")
+    for n in range(5):
+        pub.publish(f"{topic}/a", f"a {n}", 1)
+        pub.publish(f"{topic}/b", f"b {n}", 1)
+    # A session is written whole: its last message on disk means all of them are.
+    wait_on_disk(data, b"a 4")
+    wait_on_disk(data, b"b 4")
+    first.kill()
+
+    second = start(shards=2, args=args)
+    assert "2 sessions loaded" in second.wait_for_log("sessions loaded")
+    back3 = clients(second, "tcp", v3_id, clean_session=False, connect=False)
+    assert back3.connect() is True, "session present after the restart"
+    got = [back3.wait_for_message() for _ in range(5)]
+    assert [m.payload for m in got] == [f"a {n}".encode() for n in range(5)]
+    assert all(m.qos == 1 for m in got)
+    back5 = Client5(second, client_id=v5_id)
+    try:
+        assert back5.connect(clean_start=False, properties=session_props(3600)) is True
+        got = [back5.wait_for_message() for _ in range(5)]
+        assert [m.payload for m in got] == [f"b {n}".encode() for n in range(5)]
+        assert all(m.properties.SubscriptionIdentifier == [7] for m in got)
+        # The subscriptions work without subscribing again.
+        pub = clients(second, "tcp")
+        pub.publish(f"{topic}/a", b"live a", 1)
+        pub.publish(f"{topic}/b", b"live b", 1)
+        assert back3.wait_for_message().payload == b"live a"
+        live = back5.wait_for_message()
+        assert live.payload == b"live b" and live.properties.SubscriptionIdentifier == [7]
+        # No Local came back with the subscription: its own publish is not delivered.
+        back5.publish5(f"{topic}/b", b"own", qos=1)
+        pub.publish(f"{topic}/b", b"after own", 1)
+        assert back5.wait_for_message().payload == b"after own"
+    finally:
+        back5.close()
+
+
+def test_a_session_that_expired_while_down_is_gone(start, clients, topic, tmp_path):
+    data = tmp_path / "data"
+    args = ["--data-dir", str(data)]
+    first = start(shards=1, args=args, config={"durability": "sync"})
+    cid = unique_id("brief")
+    short = Client5(first, client_id=cid)
+    short.connect(properties=session_props(1))
+    short.subscribe5(f"{topic}/x", paho.SubscribeOptions(qos=1))
+    short.disconnect5()
+    short.close()
+    clients(first, "tcp").publish(f"{topic}/x", b"offline-marker", 1)
+    wait_on_disk(data, b"offline-marker")
+    first.kill()
+    time.sleep(1.2)  # past the session's expiry, while the broker is down
+
+    second = start(shards=1, args=args)
+    assert "0 sessions loaded" in second.wait_for_log("sessions loaded")
+    back = Client5(second, client_id=cid)
+    try:
+        assert back.connect(clean_start=False, properties=session_props(60)) is False
+        clients(second, "tcp").publish(f"{topic}/x", b"not subscribed", 1)
+        back.expect_no_message(0.3)
+    finally:
+        back.close()

@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -29,19 +30,40 @@ pub enum Misbehave {
 
 /// Starts the broker on a loopback port; it runs until the test process ends.
 pub fn start_broker(misbehave: Misbehave) -> u16 {
+    start_node(Arc::default(), misbehave).port
+}
+
+/// One listener of the broker, and how many clients it has accepted.
+pub struct Node {
+    pub port: u16,
+    pub connections: Arc<AtomicUsize>,
+}
+
+/// A "cluster": `nodes` listeners on their own ports sharing one set of subscriptions, so a
+/// publish on one node reaches the subscribers of every node.
+pub fn start_cluster(nodes: usize) -> Vec<Node> {
+    let subs: Subscriptions = Arc::default();
+    (0..nodes)
+        .map(|_| start_node(subs.clone(), Misbehave::None))
+        .collect()
+}
+
+fn start_node(subs: Subscriptions, misbehave: Misbehave) -> Node {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("bound").port();
-    let subs: Subscriptions = Arc::default();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counter = connections.clone();
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(stream) = stream else { continue };
+            counter.fetch_add(1, Ordering::Relaxed);
             let subs = subs.clone();
             std::thread::spawn(move || {
                 let _ = serve(stream, &subs, misbehave);
             });
         }
     });
-    port
+    Node { port, connections }
 }
 
 /// One client: a poll loop over its socket (1 ms read timeout) and its forwarding queue.

@@ -5,6 +5,7 @@ mod admin;
 mod connect;
 mod qos;
 mod retained;
+mod session_writes;
 mod share_groups;
 mod topic_aliases;
 mod v5;

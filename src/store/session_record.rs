@@ -1,0 +1,316 @@
+//! The SESSION record: a persistent session's whole state, written again whenever it changed
+//! (conflated per flush), so that the newest record of a client identifier is the session.
+//!
+//! ```text
+//! SESSION body after kind, stamp and the client identifier (as `topic`):
+//!   version: u8 (protocol level: 3, 4, 5) | expiry_s: u32 LE (0xFFFFFFFF: never)
+//!   | expires_at_ms: u64 LE (Unix ms; 0: connected when written, or never expires)
+//!   | subscription_count: u32 LE, then each:
+//!       filter_len: u16 LE, filter | options: u8 (bits 0-1 QoS, 2 No Local,
+//!       3 Retain As Published) | subscription_id: u32 LE (0: none)
+//!   | message_count: u32 LE, then each, in delivery order:
+//!       topic_len: u16 LE, topic | qos: u8 | flags: u8 (bit 0 RETAIN)
+//!       | expires_at_ms: u64 LE (0: never) | id_count: u8, subscription_id: u32 LE each
+//!       | properties_len: u32 LE, properties | payload_len: u32 LE, payload
+//! SESSION_END body: kind, stamp and the client identifier only.
+//! ```
+
+use super::record::{
+    self, KIND_SESSION, KIND_SESSION_END, RECORD_BYTES_MAX, Reader, StoredMessage,
+};
+use crate::broker::{SessionImage, SubscriptionImage};
+use crate::protocol::mqtt::{ProtocolVersion, QoS};
+
+const NO_LOCAL: u8 = 1 << 2;
+const RETAIN_AS_PUBLISHED: u8 = 1 << 3;
+const RETAIN: u8 = 1;
+
+/// A message a stored session is still to receive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredQueued {
+    /// Its `qos` is the QoS it is delivered with.
+    pub message: StoredMessage,
+    pub retain: bool,
+    pub ids: Vec<u32>,
+}
+
+/// A session as a SESSION record holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredSession {
+    pub client_id: Box<str>,
+    pub version: ProtocolVersion,
+    pub expiry_s: u32,
+    /// `None`: connected when written, or never expires.
+    pub expires_at_ms: Option<u64>,
+    pub subscriptions: Vec<SubscriptionImage>,
+    pub messages: Vec<StoredQueued>,
+}
+
+/// A session to encode, with its wall-clock times fixed by the writer.
+pub struct SessionRef<'a> {
+    pub stamp: u64,
+    pub image: &'a SessionImage,
+    pub expires_at_ms: Option<u64>,
+    /// The wall-clock expiry of each of `image.messages`.
+    pub message_expiry_ms: &'a [Option<u64>],
+}
+
+fn message_bytes(queued: &crate::broker::QueuedImage) -> usize {
+    let message = &queued.message;
+    2 + message.topic.len()
+        + 11
+        + 4 * queued.ids.len()
+        + 8
+        + message.properties.len()
+        + message.payload.len()
+}
+
+/// Appends a SESSION record to `out`; returns its length. Messages that would take the record
+/// past [`RECORD_BYTES_MAX`] are left out, the oldest first, as a full session queue drops
+/// them; returns how many too.
+pub fn encode(out: &mut Vec<u8>, session: &SessionRef<'_>) -> (usize, usize) {
+    let image = session.image;
+    let start = record::begin(out, KIND_SESSION, session.stamp, &image.client_id);
+    out.push(image.version.level());
+    out.extend_from_slice(&image.expiry_s.to_le_bytes());
+    out.extend_from_slice(&session.expires_at_ms.unwrap_or(0).to_le_bytes());
+    out.extend_from_slice(&(image.subscriptions.len() as u32).to_le_bytes());
+    for subscription in &image.subscriptions {
+        put_str16(out, &subscription.filter);
+        let mut options = subscription.qos.bits();
+        if subscription.no_local {
+            options |= NO_LOCAL;
+        }
+        if subscription.retain_as_published {
+            options |= RETAIN_AS_PUBLISHED;
+        }
+        out.push(options);
+        out.extend_from_slice(&subscription.id.to_le_bytes());
+    }
+    // Room for the messages: the body so far and the count are taken.
+    let mut room = RECORD_BYTES_MAX.saturating_sub(out.len() - start + 4);
+    let mut first = image.messages.len();
+    while first > 0 {
+        let bytes = message_bytes(&image.messages[first - 1]);
+        if bytes > room {
+            break;
+        }
+        room -= bytes;
+        first -= 1;
+    }
+    let kept = &image.messages[first..];
+    out.extend_from_slice(&(kept.len() as u32).to_le_bytes());
+    for (queued, expires_at_ms) in kept.iter().zip(&session.message_expiry_ms[first..]) {
+        let message = &queued.message;
+        put_str16(out, &message.topic);
+        out.push(queued.qos.bits());
+        out.push(if queued.retain { RETAIN } else { 0 });
+        out.extend_from_slice(&expires_at_ms.unwrap_or(0).to_le_bytes());
+        // A delivery carries at most `SUBSCRIPTION_IDS_PER_DELIVERY_MAX` identifiers.
+        let ids = &queued.ids[..queued.ids.len().min(usize::from(u8::MAX))];
+        out.push(ids.len() as u8);
+        for id in ids {
+            out.extend_from_slice(&id.to_le_bytes());
+        }
+        record::put_bytes32(out, &message.properties);
+        record::put_bytes32(out, &message.payload);
+    }
+    (record::finish(out, start), first)
+}
+
+/// Appends a SESSION_END record to `out`; returns its length.
+pub fn encode_end(out: &mut Vec<u8>, stamp: u64, client_id: &str) -> usize {
+    let start = record::begin(out, KIND_SESSION_END, stamp, client_id);
+    record::finish(out, start)
+}
+
+fn put_str16(out: &mut Vec<u8>, text: &str) {
+    // Filters and topics are at most 65 535 bytes [MQTT-1.5.4-1].
+    let len = u16::try_from(text.len()).expect("an MQTT string fits 16 bits");
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(text.as_bytes());
+}
+
+fn str16(reader: &mut Reader<'_>) -> Option<Box<str>> {
+    let len = usize::from(reader.u16()?);
+    Some(std::str::from_utf8(reader.take(len)?).ok()?.into())
+}
+
+/// The fields of a SESSION body after its client identifier; `None` if they do not parse.
+pub(super) fn parse(reader: &mut Reader<'_>, client_id: Box<str>) -> Option<StoredSession> {
+    let version = match reader.u8()? {
+        3 => ProtocolVersion::V31,
+        4 => ProtocolVersion::V311,
+        5 => ProtocolVersion::V5,
+        _ => return None,
+    };
+    let expiry_s = reader.u32()?;
+    let expires_at_ms = Some(reader.u64()?).filter(|&ms| ms != 0);
+    // Counts are checked against the bytes left before anything is reserved: each entry
+    // takes at least 7 bytes, so a damaged count cannot make the loader allocate much.
+    let count = reader.u32()? as usize;
+    let mut subscriptions = Vec::with_capacity(count.min(reader.0.len() / 7));
+    for _ in 0..count {
+        let filter = str16(reader)?;
+        let options = reader.u8()?;
+        subscriptions.push(SubscriptionImage {
+            filter,
+            qos: QoS::from_bits(options & 3)?,
+            no_local: options & NO_LOCAL != 0,
+            retain_as_published: options & RETAIN_AS_PUBLISHED != 0,
+            id: reader.u32()?,
+        });
+    }
+    let count = reader.u32()? as usize;
+    let mut messages = Vec::with_capacity(count.min(reader.0.len() / 21));
+    for _ in 0..count {
+        let topic = str16(reader)?;
+        let qos = QoS::from_bits(reader.u8()?)?;
+        let retain = reader.u8()? & RETAIN != 0;
+        let expires_at_ms = Some(reader.u64()?).filter(|&ms| ms != 0);
+        let ids = (0..reader.u8()?)
+            .map(|_| reader.u32())
+            .collect::<Option<Vec<u32>>>()?;
+        let properties = reader.bytes32()?.into();
+        let payload = reader.bytes32()?.into();
+        let message = StoredMessage {
+            topic,
+            qos,
+            expires_at_ms,
+            properties,
+            payload,
+        };
+        messages.push(StoredQueued {
+            message,
+            retain,
+            ids,
+        });
+    }
+    Some(StoredSession {
+        client_id,
+        version,
+        expiry_s,
+        expires_at_ms,
+        subscriptions,
+        messages,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::{QueuedImage, RoutedMessage};
+    use crate::store::record::{HEADER_BYTES, Record, scan};
+    use std::sync::Arc;
+
+    fn image() -> SessionImage {
+        let mut message = RoutedMessage::new("score/1", b"2-1", QoS::AtLeastOnce, false);
+        message.properties = Box::from(&[0x03, 0x00, 0x01, b'j'][..]);
+        SessionImage {
+            client_id: "fan-7".into(),
+            version: ProtocolVersion::V5,
+            expiry_s: 3600,
+            expires_at: None,
+            subscriptions: vec![
+                SubscriptionImage {
+                    filter: "score/#".into(),
+                    qos: QoS::AtLeastOnce,
+                    no_local: true,
+                    retain_as_published: false,
+                    id: 42,
+                },
+                SubscriptionImage {
+                    filter: "$share/g/news".into(),
+                    qos: QoS::ExactlyOnce,
+                    no_local: false,
+                    retain_as_published: true,
+                    id: 0,
+                },
+            ],
+            messages: vec![
+                QueuedImage {
+                    message: Arc::new(message),
+                    qos: QoS::AtLeastOnce,
+                    retain: false,
+                    ids: vec![42],
+                },
+                QueuedImage {
+                    message: Arc::new(RoutedMessage::new("a", b"", QoS::ExactlyOnce, true)),
+                    qos: QoS::ExactlyOnce,
+                    retain: true,
+                    ids: vec![],
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn a_session_round_trips_in_order() {
+        let image = image();
+        let mut bytes = Vec::new();
+        let session = SessionRef {
+            stamp: 9,
+            image: &image,
+            expires_at_ms: Some(1_700_000_000_000),
+            message_expiry_ms: &[Some(1_700_000_000_500), None],
+        };
+        let (len, left_out) = encode(&mut bytes, &session);
+        assert_eq!((len, left_out), (bytes.len(), 0));
+        encode_end(&mut bytes, 10, "gone");
+        let found = scan(&bytes, false).expect("clean");
+        let [
+            Record::Session { stamp: 9, session },
+            Record::SessionEnd {
+                stamp: 10,
+                client_id,
+            },
+        ] = &found.records[..]
+        else {
+            panic!("two session records: {:?}", found.records);
+        };
+        assert_eq!(&**client_id, "gone");
+        assert_eq!(&*session.client_id, "fan-7");
+        assert_eq!(session.version, ProtocolVersion::V5);
+        assert_eq!(session.expiry_s, 3600);
+        assert_eq!(session.expires_at_ms, Some(1_700_000_000_000));
+        assert_eq!(session.subscriptions, image.subscriptions);
+        let topics: Vec<&str> = session.messages.iter().map(|m| &*m.message.topic).collect();
+        assert_eq!(topics, ["score/1", "a"]);
+        let first = &session.messages[0];
+        assert_eq!(first.ids, [42]);
+        assert_eq!(first.message.expires_at_ms, Some(1_700_000_000_500));
+        assert_eq!(&*first.message.properties, &[0x03, 0x00, 0x01, b'j']);
+        assert_eq!(&*first.message.payload, b"2-1");
+        let second = &session.messages[1];
+        assert!(second.retain);
+        assert_eq!(second.message.qos, QoS::ExactlyOnce);
+        assert_eq!(second.message.expires_at_ms, None);
+    }
+
+    #[test]
+    fn a_damaged_count_is_malformed_not_an_allocation() {
+        let image = SessionImage {
+            messages: Vec::new(),
+            ..image()
+        };
+        let mut bytes = Vec::new();
+        encode(
+            &mut bytes,
+            &SessionRef {
+                stamp: 1,
+                image: &image,
+                expires_at_ms: None,
+                message_expiry_ms: &[],
+            },
+        );
+        // The message count is the body's last 4 bytes.
+        let end = bytes.len();
+        bytes[end - 4..].copy_from_slice(&u32::MAX.to_le_bytes());
+        let crc = crc32fast::hash(&bytes[HEADER_BYTES..]);
+        bytes[4..HEADER_BYTES].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(
+            record::decode(&bytes).map(|_| ()),
+            Err(record::RecordError::Malformed)
+        );
+    }
+}
