@@ -25,6 +25,8 @@ command -v npm >/dev/null || missing+=(npm)
 # The TLS tests make their CA with the openssl command and drive the mosquitto clients.
 command -v mosquitto_sub >/dev/null || missing+=(mosquitto-clients)
 command -v openssl >/dev/null || missing+=(openssl)
+# The cluster tests (tests/python/test_cluster.py) run fanfare nodes on a real nats-server.
+command -v nats-server >/dev/null || [ -x /usr/sbin/nats-server ] || missing+=(nats-server)
 if ((${#missing[@]})); then
     step "apt-get install ${missing[*]}"
     $SUDO apt-get update -qq

@@ -76,6 +76,7 @@ pub mod admin;
 pub mod auth;
 pub mod broker;
 pub mod check_config;
+pub mod cluster;
 pub mod config;
 pub mod conn;
 pub mod http;

@@ -9,6 +9,7 @@ use anyhow::{Context, bail};
 
 use fanfare::admin::{self, Admin, shards::ShardRequests};
 use fanfare::auth::{Policy, SharedPolicy};
+use fanfare::cluster::ClusterLink;
 use fanfare::config::{Config, KtlsMode, LogFormat, Reload, SharedConfig, parse_listener};
 use fanfare::metrics::Metrics;
 use fanfare::net::instance_lock::InstanceLock;
@@ -48,6 +49,8 @@ Options:
   --log-level LEVEL  error, warn, info, debug or trace [default: info]
   --log-format FMT   text, or json for one JSON object per line [default: text]
   --data-dir DIR     keep retained messages in DIR across restarts [default: in memory]
+  --nats URL         join a cluster through this NATS server (repeatable; replaces
+                     [cluster] nats)                 [default: no cluster]
   --recover          start even if a file in the data directory is corrupt, keeping what
                      is readable
   --takeover         replace the broker running on the same addresses: take its listening
@@ -96,7 +99,7 @@ impl From<anyhow::Error> for Failure {
 }
 
 /// The flags that set a configuration key, and the key each sets (as errors name it).
-const FLAG_KEYS: [(&str, &str); 12] = [
+const FLAG_KEYS: [(&str, &str); 13] = [
     ("--tcp", "tcp"),
     ("--ws", "ws"),
     ("--ws-path", "ws_path"),
@@ -109,6 +112,7 @@ const FLAG_KEYS: [(&str, &str); 12] = [
     ("--log-level", "log_level"),
     ("--log-format", "log_format"),
     ("--data-dir", "data_dir"),
+    ("--nats", "cluster.nats"),
 ];
 
 /// What the command line asks for: a file, and the flags that override its keys.
@@ -164,6 +168,10 @@ fn load_config(args: &Args) -> anyhow::Result<Config> {
         Some(path) => Config::read_file(path)?,
         None => Config::default(),
     };
+    // `--nats` given replaces the file's list: the flags name every server.
+    if args.overrides.iter().any(|(flag, _, _)| *flag == "--nats") {
+        config.cluster.nats.clear();
+    }
     for (flag, _, value) in &args.overrides {
         let value = value.clone();
         match *flag {
@@ -182,6 +190,7 @@ fn load_config(args: &Args) -> anyhow::Result<Config> {
             }
             "--log-format" => config.log_format = LogFormat::parse(flag, &value)?,
             "--data-dir" => config.persistence.data_dir = Some(value.into()),
+            "--nats" => config.cluster.nats.push(value),
             _ => config.log_level = value,
         }
     }
@@ -612,6 +621,25 @@ fn serve(config: Config, args: &Args, small_pages: std::io::Result<()>) -> anyho
         )
         .context("cannot start the password verifiers")?,
     };
+    // Cluster mode: the NATS client's thread; it connects in the background, so the node
+    // serves its own clients whether NATS is up or not.
+    let cluster = if config.cluster.enabled() {
+        let link = Arc::new(ClusterLink::new(
+            Arc::clone(&mailboxes),
+            config.cluster.out_queue_bytes_max,
+            config.cluster.in_queue_bytes_max,
+        ));
+        fanfare::cluster::spawn(&config.cluster, &config.limits, Arc::clone(&link))?;
+        log::info!(
+            "cluster: node {:?}, NATS {}, subjects under {:?}",
+            config.cluster.node,
+            config.cluster.nats.join(", "),
+            config.cluster.subject_prefix
+        );
+        Some(link)
+    } else {
+        None
+    };
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let mut threads = Vec::new();
     let mut store_handles = store
@@ -649,6 +677,7 @@ fn serve(config: Config, args: &Args, small_pages: std::io::Result<()>) -> anyho
             kernel_tls: kernel_support,
             admin: admin_questions.clone(),
             store: shard_store,
+            cluster: cluster.clone(),
         };
         threads.push(shard::spawn(setup, ready_tx.clone())?);
     }

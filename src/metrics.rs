@@ -55,7 +55,7 @@ const fn counter(name: &'static str, help: &'static str) -> Metric {
 }
 
 /// Every metric, in the order of [`ShardFigures::values`].
-const METRICS: [Metric; 43] = [
+const METRICS: [Metric; 49] = [
     gauge(
         "fanfare_sockets",
         "Open sockets: clients, WebSocket upgrades and HTTP requests in progress.",
@@ -216,6 +216,30 @@ const METRICS: [Metric; 43] = [
         "fanfare_store_write_errors_total",
         "Writes or syncs of this shard's retained message files in data_dir that failed (the broker serves on, and writes again once it can).",
     ),
+    gauge(
+        "fanfare_cluster_connected",
+        "Cluster mode: 1 while the node is connected to NATS (on shard 0, where the cluster's figures are counted).",
+    ),
+    gauge(
+        "fanfare_cluster_subjects",
+        "Cluster mode: NATS subscriptions the node holds, one per distinct local filter (two for a filter ending in /#).",
+    ),
+    counter(
+        "fanfare_cluster_sent_total",
+        "Cluster mode: publishes of this node sent to NATS.",
+    ),
+    counter(
+        "fanfare_cluster_dropped_total",
+        "Cluster mode: publishes of this node not sent to NATS (queue full past out_queue_bytes_max, NATS gone, or a topic with no NATS subject); local delivery is unaffected.",
+    ),
+    counter(
+        "fanfare_cluster_received_total",
+        "Cluster mode: messages from NATS published on this node.",
+    ),
+    counter(
+        "fanfare_cluster_received_dropped_total",
+        "Cluster mode: messages from NATS not published (queue full past in_queue_bytes_max, or a subject with no valid topic).",
+    ),
 ];
 
 /// A metric's position in [`METRICS`], to read it from [`Totals`].
@@ -285,6 +309,17 @@ pub struct LoopCounts {
     pub store_write_errors: u64,
 }
 
+/// The cluster bridge's figures (`crate::cluster`), reported by one shard.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ClusterCounts {
+    pub connected: bool,
+    pub subjects: u64,
+    pub sent: u64,
+    pub dropped: u64,
+    pub received: u64,
+    pub received_dropped: u64,
+}
+
 /// One shard's figures at one moment, in the order of [`METRICS`].
 pub struct ShardFigures {
     values: [u64; METRICS.len()],
@@ -295,6 +330,7 @@ impl ShardFigures {
         counts: &LoopCounts,
         broker: &BrokerStats,
         slow: &SlowConsumerCounts,
+        cluster: &ClusterCounts,
     ) -> ShardFigures {
         let size = |n: usize| n as u64;
         ShardFigures {
@@ -342,6 +378,12 @@ impl ShardFigures {
                 counts.bytes_received,
                 counts.bytes_sent,
                 counts.store_write_errors,
+                u64::from(cluster.connected),
+                cluster.subjects,
+                cluster.sent,
+                cluster.dropped,
+                cluster.received,
+                cluster.received_dropped,
             ],
         }
     }
@@ -471,7 +513,10 @@ mod tests {
             sockets: 4,
             ..LoopCounts::default()
         };
-        metrics.publish(1, &ShardFigures::new(&counts, &broker, &slow));
+        metrics.publish(
+            1,
+            &ShardFigures::new(&counts, &broker, &slow, &ClusterCounts::default()),
+        );
         let text = metrics.render();
         for metric in &METRICS {
             assert_eq!(
@@ -509,7 +554,10 @@ mod tests {
                 ..LoopCounts::default()
             };
             let slow = SlowConsumerCounts::default();
-            metrics.publish(shard, &ShardFigures::new(&counts, &broker, &slow));
+            metrics.publish(
+                shard,
+                &ShardFigures::new(&counts, &broker, &slow, &ClusterCounts::default()),
+            );
         }
         let totals = metrics.totals();
         assert_eq!(totals.get(MetricId::of("fanfare_connections")), 8);

@@ -174,8 +174,24 @@ impl Broker {
     }
 
     /// A publish that entered on this shard (a client's PUBLISH, from session `publisher`, or
-    /// a will): retained here, delivered here, and pushed once for every other shard.
+    /// a will): retained here, delivered here, and pushed once for every other shard; in
+    /// cluster mode, once for the other nodes too, but for the `$` topics, which are each
+    /// node's own.
     pub(crate) fn route(
+        &mut self,
+        message: Arc<RoutedMessage>,
+        publisher: Option<SessionKey>,
+        now: Instant,
+        out: &mut Outbox,
+    ) {
+        if self.in_cluster && !message.topic.starts_with('$') {
+            out.to_cluster.push(Arc::clone(&message));
+        }
+        self.route_on_node(message, publisher, now, out);
+    }
+
+    /// A publish for every shard of this node (see `route`).
+    pub(super) fn route_on_node(
         &mut self,
         message: Arc<RoutedMessage>,
         publisher: Option<SessionKey>,

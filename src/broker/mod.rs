@@ -19,6 +19,7 @@
 //!   the store, conflated per session, and the sessions loaded at start-up.
 //! - `keep_alive.rs`: deadlines; `publish_cache.rs`: encoding and WebSocket framing; `slab.rs`: handles.
 //! - `topic_aliases.rs`: Topic Aliases both ways, and the shard's outbound alias numbers.
+//! - `cluster.rs`: in cluster mode, the filters this shard holds and publishes from other nodes.
 //!
 //! Client identifiers are partitioned between shards by [`Broker::owner_shard`], so session
 //! lookup, takeover and persistent sessions never leave a shard; only publishes cross shards,
@@ -31,6 +32,7 @@ mod authorization;
 pub mod bench_support;
 mod client_ids;
 mod clients;
+mod cluster;
 mod connect;
 mod fanout;
 mod inbound;
@@ -173,6 +175,9 @@ pub struct Broker {
     assigned_ids: u64,
     /// What Response Information starts with (`connect.rs`); `None`: none is offered.
     response_topic_prefix: Option<Box<str>>,
+    /// Cluster mode (`cluster.rs`): publishes also go to the other nodes, and the tries
+    /// record interest changes.
+    in_cluster: bool,
     stats: BrokerStats,
 }
 
@@ -207,6 +212,7 @@ impl Broker {
             retained_stack: Vec::new(),
             assigned_ids: 0,
             response_topic_prefix: None,
+            in_cluster: false,
             stats: BrokerStats::default(),
         }
     }

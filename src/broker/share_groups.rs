@@ -146,6 +146,16 @@ pub(crate) struct SharedGroups {
 }
 
 impl SharedGroups {
+    /// In cluster mode: records the filters whose first group comes or last group goes
+    /// (`TopicTrie::record_interest`).
+    pub(super) fn record_interest(&mut self) {
+        self.trie.record_interest();
+    }
+
+    pub(super) fn take_interest(&mut self, into: &mut Vec<(Box<str>, bool)>) {
+        self.trie.take_interest(into);
+    }
+
     pub(crate) fn new() -> SharedGroups {
         SharedGroups {
             groups: Slots::default(),

@@ -98,6 +98,10 @@ pub(crate) struct TopicTrie<V: Copy = QoS> {
     /// gives pages back as subscriptions go.
     nodes: Arena<Node<V>>,
     subscription_count: usize,
+    /// In cluster mode: the filters that got their first subscriber (`true`) or lost their
+    /// last (`false`) since the shard last took them, for the NATS interest of the node
+    /// (`crate::cluster`). At most one entry per subscribe or unsubscribe of the turn.
+    interest: Option<Vec<(Box<str>, bool)>>,
     /// Hashes levels and session keys for every node's tables. Levels come from clients, so
     /// the key is random, as a std `HashMap`'s would be: nobody can pick levels that collide.
     hasher: RandomState,
@@ -108,7 +112,20 @@ impl<V: Copy> TopicTrie<V> {
         TopicTrie {
             nodes: with_root(),
             subscription_count: 0,
+            interest: None,
             hasher: RandomState::new(),
+        }
+    }
+
+    /// From now on, records the filters that gain their first or lose their last subscriber.
+    pub(crate) fn record_interest(&mut self) {
+        self.interest.get_or_insert_with(Vec::new);
+    }
+
+    /// Moves the recorded interest changes, in order, to `into`.
+    pub(crate) fn take_interest(&mut self, into: &mut Vec<(Box<str>, bool)>) {
+        if let Some(interest) = &mut self.interest {
+            into.append(interest);
         }
     }
 
@@ -135,6 +152,11 @@ impl<V: Copy> TopicTrie<V> {
             node.subscribers.reserve_exact(1);
         }
         node.subscribers.push((session, qos));
+        if node.subscribers.len() == 1
+            && let Some(interest) = &mut self.interest
+        {
+            interest.push((filter.into(), true));
+        }
         let subscribers = &node.subscribers;
         let rehash = |&position: &u32| hasher.hash_one(subscribers[position as usize].0);
         if !node.positions.is_empty() {
@@ -181,6 +203,11 @@ impl<V: Copy> TopicTrie<V> {
             }
         }
         entry.subscribers.swap_remove(position as usize);
+        if entry.subscribers.is_empty()
+            && let Some(interest) = &mut self.interest
+        {
+            interest.push((filter.into(), false));
+        }
         // Hysteresis: the index goes only well below where it was built, so a node hovering
         // around the threshold does not rebuild it on every change.
         if !entry.positions.is_empty() && entry.subscribers.len() < POSITIONS_FROM / 2 {
@@ -365,6 +392,33 @@ pub(crate) mod tests {
         assert_eq!(sessions("$SYS/monitor/Clients"), vec![k[4]]);
         assert_eq!(sessions("/finance"), vec![k[2], k[5]]);
         assert_eq!(sessions("sport"), vec![k[2]]);
+    }
+
+    #[test]
+    fn interest_changes_on_first_and_last_subscriber_only() {
+        let k = keys(2);
+        let mut trie = TopicTrie::new();
+        trie.insert("a/+", k[0], QoS::AtMostOnce);
+        let mut changes = Vec::new();
+        trie.take_interest(&mut changes);
+        assert!(changes.is_empty(), "not recorded until asked");
+        trie.record_interest();
+        trie.insert("a/#", k[0], QoS::AtMostOnce);
+        trie.insert("a/#", k[1], QoS::AtMostOnce);
+        trie.insert("a/#", k[1], QoS::AtLeastOnce);
+        trie.remove("a/#", k[0]);
+        trie.remove("a/#", k[1]);
+        trie.remove("a/+", k[0]);
+        trie.take_interest(&mut changes);
+        let expected: Vec<(Box<str>, bool)> = vec![
+            ("a/#".into(), true),
+            ("a/#".into(), false),
+            ("a/+".into(), false),
+        ];
+        assert_eq!(changes, expected);
+        changes.clear();
+        trie.take_interest(&mut changes);
+        assert!(changes.is_empty(), "taken once");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::fmt::Write;
 
 use serde::Serialize;
 
-use super::{AuthSettings, Config, TlsSettings};
+use super::{AuthSettings, ClusterSettings, Config, TlsSettings};
 
 /// `config` as a TOML document that `Config::from_toml` reads back to the same values.
 pub fn effective_toml(config: &Config) -> String {
@@ -22,6 +22,7 @@ pub fn effective_toml(config: &Config) -> String {
     }
     tls(&mut out, &config.tls);
     auth(&mut out, &config.auth);
+    cluster(&mut out, &config.cluster);
     for policy in &config.policies {
         out.text.push_str("\n[[policy]]\n");
         out.value("filter", &policy.filter);
@@ -117,6 +118,19 @@ fn auth(out: &mut Toml, auth: &AuthSettings) {
         "verified_cache_entries_max",
         &auth.verified_cache_entries_max,
     );
+}
+
+fn cluster(out: &mut Toml, cluster: &ClusterSettings) {
+    out.table("cluster");
+    out.value("nats", &cluster.nats);
+    out.value("node", &cluster.node);
+    out.value("subject_prefix", &cluster.subject_prefix);
+    out.optional("user", cluster.user.as_ref());
+    out.optional("password_file", cluster.password_file.as_ref());
+    out.optional("token_file", cluster.token_file.as_ref());
+    out.optional("tls_ca_file", cluster.tls_ca_file.as_ref());
+    out.value("out_queue_bytes_max", &cluster.out_queue_bytes_max);
+    out.value("in_queue_bytes_max", &cluster.in_queue_bytes_max);
 }
 
 /// The document being written, one `key = value` line at a time.

@@ -5,6 +5,7 @@
 
 mod admin;
 mod auth;
+mod cluster;
 mod effective;
 mod live;
 mod persistence;
@@ -14,6 +15,7 @@ use std::net::SocketAddr;
 
 pub use admin::AdminSettings;
 pub use auth::AuthSettings;
+pub use cluster::{ClusterSettings, NATS_URLS_MAX};
 pub use effective::effective_toml;
 pub use live::{LIVE_KEYS, Reload, SharedConfig};
 pub use persistence::{DURABILITY_INTERVAL_MS_MAX, Durability, Persistence};
@@ -485,6 +487,8 @@ pub struct Config {
     pub drain_s: u32,
     /// `data_dir`, `durability`, `durability_interval_ms`: retained messages across restarts.
     pub persistence: Persistence,
+    /// `[cluster]` and `--nats`: cluster mode over NATS, off by default.
+    pub cluster: ClusterSettings,
 }
 
 impl Default for Config {
@@ -519,6 +523,7 @@ impl Default for Config {
             sys_interval_s: 10,
             drain_s: 10,
             persistence: Persistence::default(),
+            cluster: ClusterSettings::default(),
         }
     }
 }
@@ -608,6 +613,7 @@ struct FileConfig {
     data_dir: Option<std::path::PathBuf>,
     durability: Option<Durability>,
     durability_interval_ms: Option<u32>,
+    cluster: Option<cluster::FileCluster>,
 }
 
 macro_rules! file_limits {
@@ -773,6 +779,9 @@ impl Config {
         if let Some(interval) = file.durability_interval_ms {
             config.persistence.durability_interval_ms = interval;
         }
+        if let Some(cluster) = file.cluster {
+            cluster.apply(&mut config.cluster);
+        }
         Ok(config)
     }
 
@@ -890,6 +899,7 @@ impl Config {
         self.validate_proxies()?;
         self.validate_response_topic_prefix()?;
         self.persistence.validate()?;
+        self.cluster.validate()?;
         self.admin.validate()?;
         self.limits.validate()
     }

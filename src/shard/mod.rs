@@ -4,15 +4,17 @@
 //! 1. wait for completions or the next tick (`Shard::run`);
 //! 2. take in what happened on the sockets: accepts, received bytes (decoded and handed to the
 //!    broker), sends completed, receives ended (`connection_io.rs`);
-//! 3. take in connections handed over and messages posted by other shards (`mailbox.rs`), and
-//!    answer the operations listener's questions (`admin_requests.rs`);
+//! 3. take in connections handed over and messages posted by other shards (`mailbox.rs`),
+//!    answer the operations listener's questions (`admin_requests.rs`), and in cluster mode
+//!    take the messages from other nodes (`cluster.rs`);
 //! 4. on a tick, the clock's work: keep-alive, handshake and CONNECT deadlines, metrics, and
 //!    on shard 0 the `$SYS` topics (`sys_topics.rs`);
 //!    After a takeover (`fanfare --takeover`), the connections due to end by now in the
 //!    drain (`drain.rs`);
 //! 5. let the broker continue a fan-out sliced over turns;
 //! 6. carry out the broker's outbox: queue bytes on connections, begin closes
-//!    (`carry_out.rs`), post to other shards (`mailbox.rs`);
+//!    (`carry_out.rs`), post to other shards (`mailbox.rs`) and, in cluster mode, to the
+//!    other nodes (`cluster.rs`);
 //! 7. start one send per connection with bytes queued, finish closes whose operations ended
 //!    (`close.rs`), arm receives again, and wake each other shard at most once.
 
@@ -21,6 +23,7 @@ mod admin_requests;
 mod auth_gate;
 mod carry_out;
 mod close;
+mod cluster;
 mod connection_io;
 pub mod deadlines;
 mod drain;
@@ -44,6 +47,7 @@ use log::{info, warn};
 use crate::admin::shards::ShardRequests;
 use crate::auth::SharedPolicy;
 use crate::broker::{Broker, Outbox};
+use crate::cluster::ClusterLink;
 use crate::config::{Config, SharedConfig};
 use crate::conn::ConnId;
 use crate::metrics::{LoopCounts, Metrics, ShardFigures, SlowConsumerCounts};
@@ -112,6 +116,8 @@ pub struct ShardSetup {
     pub admin: Option<Arc<ShardRequests>>,
     /// With a data directory: the store's queue and what it loaded.
     pub store: Option<ShardStore>,
+    /// In cluster mode: the queues to and from the NATS bridge.
+    pub cluster: Option<Arc<ClusterLink>>,
 }
 
 struct Listener {
@@ -218,6 +224,10 @@ struct Shard {
     stop_deadline: Option<Instant>,
     /// Work left over from a bounded step: the next wait must not block.
     busy: bool,
+    /// In cluster mode: the queues to and from the NATS bridge (`cluster.rs`).
+    cluster: Option<Arc<ClusterLink>>,
+    /// The turn's interest changes on their way to the bridge; empty between turns.
+    interest_changes: Vec<crate::cluster::link::InterestChange>,
 }
 
 /// The `Ingest` context of connection `id`, built from the shard's fields one by one so it can
@@ -269,6 +279,9 @@ impl Shard {
         let mut broker = Broker::new(setup.id, shard_count, limits.clone(), now);
         broker.set_topic_policies(&config.policies);
         broker.set_response_topic_prefix(&config.response_topic_prefix);
+        if setup.cluster.is_some() {
+            broker.join_cluster();
+        }
         let addresses = Arc::clone(&setup.auth.addresses);
         let auth = AuthGate::new(
             setup.id,
@@ -339,6 +352,8 @@ impl Shard {
             next_collect: now + COLLECT_EVERY,
             stop_deadline: None,
             busy: false,
+            cluster: setup.cluster,
+            interest_changes: Vec::new(),
             config,
             live_config,
             config_generation,
@@ -390,6 +405,7 @@ impl Shard {
         self.take_verdicts(now);
         self.take_remote_messages(now);
         self.answer_admin(now);
+        self.take_from_cluster(now);
         if now >= self.next_tick {
             // What a tick keeps (vectors shrunk to their resting size, the `$SYS` retained
             // messages) outlives the bursts around it: allocated apart from them.
@@ -408,6 +424,7 @@ impl Shard {
         self.flush_retained(now);
         self.carry_out_outbox(now);
         self.post_to_other_shards();
+        self.post_to_cluster();
         self.io.submit_refused();
         self.io.start_sends();
         self.finish_closes(now);
@@ -470,7 +487,8 @@ impl Shard {
                 .as_ref()
                 .map_or(0, persist::Persist::write_errors),
         };
-        let figures = ShardFigures::new(&counts, &self.broker.stats(), &self.slow);
+        let cluster = self.cluster_counts();
+        let figures = ShardFigures::new(&counts, &self.broker.stats(), &self.slow, &cluster);
         self.metrics.publish(self.id, &figures);
         self.publish_sys_topics(now);
         self.heartbeats.beat(self.id);

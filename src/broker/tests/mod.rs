@@ -2,6 +2,7 @@
 //! codec's client-side decoder. This file holds the harness; each submodule one area.
 
 mod admin;
+mod cluster;
 mod connect;
 mod qos;
 mod retained;
@@ -147,6 +148,7 @@ pub(super) struct Step {
     pub(super) closes: Vec<(ConnId, CloseReason)>,
     pub(super) routed: Vec<Arc<RoutedMessage>>,
     pub(super) posted: Vec<(usize, ShardMessage)>,
+    pub(super) to_cluster: Vec<Arc<RoutedMessage>>,
 }
 
 impl Step {
@@ -275,6 +277,7 @@ impl Harness {
         step.closes = out.closes;
         step.routed = out.to_other_shards;
         step.posted = out.to_shard;
+        step.to_cluster = out.to_cluster;
         step
     }
 

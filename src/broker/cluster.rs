@@ -1,0 +1,39 @@
+//! The broker's side of cluster mode (`crate::cluster`): which filters this shard's sessions
+//! hold, for the node's NATS interest, and publishes from other nodes.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::Broker;
+use super::outbox::{Outbox, RoutedMessage};
+
+impl Broker {
+    /// Turns cluster mode on, right after `Broker::new` (the interest of subscriptions made
+    /// before would not be known): from now on publishes that enter on this shard also go to
+    /// `Outbox::to_cluster`, and the tries record the filters that gain their first or lose
+    /// their last subscriber.
+    pub fn join_cluster(&mut self) {
+        self.in_cluster = true;
+        self.trie.record_interest();
+        self.shared.record_interest();
+    }
+
+    /// Moves the filters whose first subscriber came (`true`) or last went (`false`) since
+    /// the last call to `into`, in order. A filter held both by sessions and by a shared group
+    /// counts once for each.
+    pub fn take_interest(&mut self, into: &mut Vec<(Box<str>, bool)>) {
+        self.trie.take_interest(into);
+        self.shared.take_interest(into);
+    }
+
+    /// A publish from another node: delivered on this node as a publish of its own (on this
+    /// shard, and once posted to every other), never sent back to the cluster.
+    pub fn publish_from_cluster(
+        &mut self,
+        message: Arc<RoutedMessage>,
+        now: Instant,
+        out: &mut Outbox,
+    ) {
+        self.route_on_node(message, None, now, out);
+    }
+}

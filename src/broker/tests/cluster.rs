@@ -1,0 +1,75 @@
+//! Cluster mode: what goes to the other nodes, what comes from them, and the interest changes.
+
+use super::*;
+use crate::protocol::mqtt::{Delivery, QoS};
+
+fn topics(messages: &[Arc<RoutedMessage>]) -> Vec<&str> {
+    messages.iter().map(|m| &*m.topic).collect()
+}
+
+#[test]
+fn off_by_default_nothing_goes_to_the_cluster() {
+    let mut h = Harness::new();
+    h.connect(1, &Client::new("pub"));
+    let step = h.packet(1, &publish("a/b", b"1", Delivery::AtMostOnce, false));
+    assert!(step.to_cluster.is_empty());
+    let mut interest = Vec::new();
+    h.broker.take_interest(&mut interest);
+    assert!(interest.is_empty());
+}
+
+#[test]
+fn a_local_publish_goes_once_to_the_cluster_but_not_a_dollar_topic() {
+    let mut h = Harness::new();
+    h.broker.join_cluster();
+    h.connect(1, &Client::new("pub"));
+    let step = h.packet(1, &publish("a/b", b"1", Delivery::AtLeastOnce(id(1)), true));
+    assert_eq!(topics(&step.to_cluster), ["a/b"]);
+    let step = h.packet(1, &publish("$x/y", b"2", Delivery::AtMostOnce, false));
+    assert!(step.to_cluster.is_empty(), "$ topics are the node's own");
+}
+
+#[test]
+fn a_publish_from_the_cluster_is_delivered_and_not_sent_back() {
+    let mut h = Harness::new();
+    h.broker.join_cluster();
+    h.connect(1, &Client::new("sub"));
+    h.packet(1, &subscribe(1, &[("score/#", QoS::AtMostOnce)]));
+    let mut out = Outbox::default();
+    let message = Arc::new(RoutedMessage::new(
+        "score/m1",
+        b"1-0",
+        QoS::AtMostOnce,
+        false,
+    ));
+    let now = h.at(0.0);
+    h.broker.publish_from_cluster(message, now, &mut out);
+    let step = h.finish(out);
+    assert!(step.to_cluster.is_empty());
+    let got = step.to(1);
+    assert_eq!(got.len(), 1);
+    assert!(matches!(&got[0], Got::Publish(p) if p.topic == "score/m1" && p.payload == b"1-0"));
+}
+
+#[test]
+fn interest_changes_on_the_first_and_last_subscriber_of_a_filter() {
+    let mut h = Harness::new();
+    h.broker.join_cluster();
+    h.connect(1, &Client::new("one"));
+    h.connect(2, &Client::new("two"));
+    h.packet(
+        1,
+        &subscribe(1, &[("s/+", QoS::AtMostOnce), ("s/#", QoS::AtMostOnce)]),
+    );
+    h.packet(2, &subscribe(1, &[("s/+", QoS::AtLeastOnce)]));
+    let mut interest = Vec::new();
+    h.broker.take_interest(&mut interest);
+    let gained: Vec<(Box<str>, bool)> = vec![("s/+".into(), true), ("s/#".into(), true)];
+    assert_eq!(interest, gained);
+
+    interest.clear();
+    h.lost(1);
+    h.broker.take_interest(&mut interest);
+    let lost: Vec<(Box<str>, bool)> = vec![("s/#".into(), false)];
+    assert_eq!(interest, lost, "s/+ is still held by the other session");
+}

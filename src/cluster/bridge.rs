@@ -1,0 +1,346 @@
+//! The one thread that speaks NATS: the `async-nats` client on a current-thread tokio runtime,
+//! never on a shard loop (`docs/scale-out.md` says why). It moves publishes from the shards'
+//! out queue to NATS, holds one NATS subscription per filter some shard subscribes to, and
+//! hands what those bring to the shards (`link.rs`).
+//!
+//! **Interest.** Each change from the shards' tries moves the filter's count; the first
+//! subscribes its subjects (`subject::filter_subjects`), and the count's return to zero
+//! unsubscribes them. A subscription is a task of the runtime owning the client's
+//! `Subscriber`; aborting the task drops it, and the client unsubscribes. The client itself
+//! subscribes everything again after a reconnect.
+//!
+//! **No echo.** The connection asks the server not to send back its own messages, and every
+//! message carries [`ORIGIN_HEADER`] with the node's name: one that comes back from another
+//! connection of the same node (a restart, a second connection) is still recognised and
+//! ignored, since the node delivered it to its own subscribers already.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use async_nats::{ConnectOptions, Event, HeaderMap, ServerAddr};
+use futures::StreamExt;
+use log::{info, warn};
+use tokio::task::JoinHandle;
+
+use super::link::ClusterLink;
+use super::subject::{filter_subjects, subject_to_topic, topic_to_subject};
+use crate::broker::RoutedMessage;
+use crate::config::{ClusterSettings, Limits};
+use crate::protocol::mqtt::QoS;
+use crate::protocol::mqtt::topic::validate_topic_name;
+
+/// The header naming the node a message came from.
+pub const ORIGIN_HEADER: &str = "Fanfare-Origin";
+
+/// Messages the client holds for one subscription before the bridge's task takes them. The
+/// task only moves them to the shards' in queue, so it keeps up unless the runtime is starved;
+/// past it the client drops messages and reports a slow consumer (logged). Worst case per
+/// subscription: 1 024 × the largest message.
+const SUBSCRIPTION_MESSAGES_MAX: usize = 1024;
+
+/// Publishes moved to the NATS client before the bridge looks at interest changes again, so a
+/// flood of publishes cannot hold back a subscription.
+const PUBLISHES_PER_ROUND_MAX: usize = 1024;
+
+/// Why the bridge could not start.
+#[derive(Debug)]
+pub enum BridgeError {
+    /// A `cluster.nats` entry that is not a server address.
+    Url(String),
+    /// `password_file` or `token_file` unreadable.
+    Secret(std::path::PathBuf, std::io::Error),
+    /// The runtime or the thread.
+    Start(std::io::Error),
+}
+
+impl std::fmt::Display for BridgeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BridgeError::Url(url) => write!(f, "cluster.nats: {url:?} is not a NATS server URL"),
+            BridgeError::Secret(path, e) => write!(f, "cannot read {}: {e}", path.display()),
+            BridgeError::Start(e) => write!(f, "cannot start the cluster bridge: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for BridgeError {}
+
+/// Starts the bridge's thread. The connection is made in the background: the node serves its
+/// local clients whether NATS is up or not.
+pub fn spawn(
+    settings: &ClusterSettings,
+    limits: &Limits,
+    link: Arc<ClusterLink>,
+) -> Result<std::thread::JoinHandle<()>, BridgeError> {
+    let servers = settings
+        .nats
+        .iter()
+        .map(|url| {
+            url.parse::<ServerAddr>()
+                .map_err(|_| BridgeError::Url(url.clone()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let options = connect_options(settings, Arc::clone(&link))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(BridgeError::Start)?;
+    let bridge = Bridge {
+        node: settings.node.clone(),
+        prefix: settings.subject_prefix.clone(),
+        limits: limits.clone(),
+        link,
+        filters: HashMap::new(),
+    };
+    std::thread::Builder::new()
+        .name("cluster".to_owned())
+        .spawn(move || runtime.block_on(bridge.run(servers, options)))
+        .map_err(BridgeError::Start)
+}
+
+fn connect_options(
+    settings: &ClusterSettings,
+    link: Arc<ClusterLink>,
+) -> Result<ConnectOptions, BridgeError> {
+    let read = |path: &std::path::PathBuf| {
+        std::fs::read_to_string(path)
+            .map(|text| text.strip_suffix('\n').unwrap_or(&text).to_owned())
+            .map_err(|e| BridgeError::Secret(path.clone(), e))
+    };
+    let mut options = ConnectOptions::new()
+        .name(format!("fanfare {}", settings.node))
+        .no_echo()
+        .retry_on_initial_connect()
+        .subscription_capacity(SUBSCRIPTION_MESSAGES_MAX)
+        .event_callback(move |event| {
+            let link = Arc::clone(&link);
+            async move { on_event(&link, event) }
+        });
+    if let (Some(user), Some(path)) = (&settings.user, &settings.password_file) {
+        options = options.user_and_password(user.clone(), read(path)?);
+    }
+    if let Some(path) = &settings.token_file {
+        options = options.token(read(path)?);
+    }
+    if let Some(ca) = &settings.tls_ca_file {
+        options = options.add_root_certificates(ca.clone()).require_tls(true);
+    }
+    Ok(options)
+}
+
+/// Says the connection's changes in the log and the metrics.
+fn on_event(link: &ClusterLink, event: Event) {
+    let connected = &link.figures.connected;
+    match event {
+        Event::Connected => {
+            connected.store(true, Ordering::Relaxed);
+            info!("cluster: connected to NATS");
+        }
+        Event::Disconnected => {
+            connected.store(false, Ordering::Relaxed);
+            warn!(
+                "cluster: disconnected from NATS; local delivery goes on, publishes to other nodes are dropped until it reconnects"
+            );
+        }
+        Event::Closed => {
+            connected.store(false, Ordering::Relaxed);
+            warn!("cluster: NATS connection closed");
+        }
+        other => warn!("cluster: NATS {other}"),
+    }
+}
+
+struct Bridge {
+    node: String,
+    prefix: String,
+    limits: Limits,
+    link: Arc<ClusterLink>,
+    /// Filter → how many tries hold it over all shards, and the tasks of its subscriptions.
+    filters: HashMap<Box<str>, (u32, Vec<JoinHandle<()>>)>,
+}
+
+impl Bridge {
+    async fn run(mut self, servers: Vec<ServerAddr>, options: ConnectOptions) {
+        let client = match options.connect(servers).await {
+            Ok(client) => client,
+            Err(e) => {
+                warn!("cluster: cannot connect to NATS: {e}; this node serves alone");
+                self.discard_forever().await;
+                return;
+            }
+        };
+        let intake = Arc::new(Intake {
+            node: self.node.clone(),
+            prefix: self.prefix.clone(),
+            limits: self.limits.clone(),
+            link: Arc::clone(&self.link),
+        });
+        loop {
+            while let Some((filter, gained)) = self.link.next_interest() {
+                self.change_interest(&client, &intake, filter, gained).await;
+            }
+            let mut sent = 0;
+            while sent < PUBLISHES_PER_ROUND_MAX {
+                let Some(message) = self.link.next_out() else {
+                    break;
+                };
+                self.publish(&client, &message).await;
+                sent += 1;
+            }
+            if sent < PUBLISHES_PER_ROUND_MAX {
+                self.link.woken().await;
+            } else {
+                // Let the subscriptions' tasks run between rounds.
+                tokio::task::yield_now().await;
+            }
+        }
+    }
+
+    /// Without a client: empties the queues as they fill, so the shards' interest changes
+    /// do not pile up, and counts every publish dropped.
+    async fn discard_forever(&self) {
+        loop {
+            while self.link.next_interest().is_some() {}
+            while self.link.next_out().is_some() {
+                self.link.figures.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            self.link.woken().await;
+        }
+    }
+
+    /// Moves `filter`'s count; subscribes its subjects on the first holder and unsubscribes
+    /// them after the last.
+    async fn change_interest(
+        &mut self,
+        client: &async_nats::Client,
+        intake: &Arc<Intake>,
+        filter: Box<str>,
+        gained: bool,
+    ) {
+        let subjects_held = &self.link.figures.subjects;
+        if !gained {
+            let Some(entry) = self.filters.get_mut(&filter) else {
+                debug_assert!(false, "a filter is lost only after it was gained");
+                return;
+            };
+            entry.0 = entry.0.saturating_sub(1);
+            if entry.0 == 0
+                && let Some((_, tasks)) = self.filters.remove(&filter)
+            {
+                subjects_held.fetch_sub(tasks.len() as u64, Ordering::Relaxed);
+                // Dropping a subscription's task drops its `Subscriber`: the client
+                // unsubscribes.
+                for task in tasks {
+                    task.abort();
+                }
+            }
+            return;
+        }
+        let entry = self.filters.entry(filter.clone()).or_default();
+        entry.0 += 1;
+        if entry.0 > 1 {
+            return;
+        }
+        let subjects = match filter_subjects(&self.prefix, &filter) {
+            Ok(subjects) => subjects,
+            Err(e) => {
+                warn!(
+                    "cluster: filter {filter:?} has no NATS subject ({e:?}); its subscribers hear this node only"
+                );
+                return;
+            }
+        };
+        let mut tasks = Vec::with_capacity(subjects.len());
+        for subject in subjects {
+            match client.subscribe(subject.clone()).await {
+                Ok(subscriber) => tasks.push(tokio::spawn(Arc::clone(intake).serve(subscriber))),
+                Err(e) => warn!("cluster: cannot subscribe to {subject:?}: {e}"),
+            }
+        }
+        subjects_held.fetch_add(tasks.len() as u64, Ordering::Relaxed);
+        if let Some(entry) = self.filters.get_mut(&filter) {
+            entry.1 = tasks;
+        }
+    }
+
+    async fn publish(&self, client: &async_nats::Client, message: &RoutedMessage) {
+        let figures = &self.link.figures;
+        let subject = match topic_to_subject(&self.prefix, &message.topic) {
+            Ok(subject) => subject,
+            Err(_) => {
+                figures.dropped.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        };
+        if client.connection_state() != async_nats::connection::State::Connected {
+            figures.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let mut headers = HeaderMap::new();
+        headers.insert(ORIGIN_HEADER, self.node.as_str());
+        let payload = bytes::Bytes::copy_from_slice(&message.payload);
+        match client.publish_with_headers(subject, headers, payload).await {
+            Ok(()) => figures.sent.fetch_add(1, Ordering::Relaxed),
+            Err(_) => figures.dropped.fetch_add(1, Ordering::Relaxed),
+        };
+    }
+}
+
+/// What turns a NATS message into a publish of this node.
+struct Intake {
+    node: String,
+    prefix: String,
+    limits: Limits,
+    link: Arc<ClusterLink>,
+}
+
+impl Intake {
+    /// Hands every message of one subscription to the shards, until the task is aborted.
+    async fn serve(self: Arc<Self>, mut subscriber: async_nats::Subscriber) {
+        while let Some(message) = subscriber.next().await {
+            self.take(message);
+        }
+    }
+
+    fn take(&self, message: async_nats::Message) {
+        let origin = message
+            .headers
+            .as_ref()
+            .and_then(|headers| headers.get(ORIGIN_HEADER));
+        if origin.is_some_and(|origin| origin.as_str() == self.node) {
+            return;
+        }
+        match self.publish_of(&message) {
+            Some(publish) => self.link.deliver(publish),
+            None => {
+                self.link
+                    .figures
+                    .received_dropped
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// The publish a NATS message stands for: QoS 0, not retained (this slice carries
+    /// neither across nodes); `None` when its subject maps to no topic a client could publish
+    /// to under this node's limits, or to a `$` topic (each node's own), or its payload is
+    /// larger than a client could publish.
+    fn publish_of(&self, message: &async_nats::Message) -> Option<RoutedMessage> {
+        let topic = subject_to_topic(&self.prefix, message.subject.as_str())?;
+        if topic.starts_with('$') || topic.contains('\0') {
+            return None;
+        }
+        validate_topic_name(&topic, &self.limits.decode_limits()).ok()?;
+        let packet_bytes = message.payload.len() + topic.len() + 16;
+        if packet_bytes > self.limits.packet_bytes_max as usize {
+            return None;
+        }
+        Some(RoutedMessage::new(
+            &topic,
+            &message.payload,
+            QoS::AtMostOnce,
+            false,
+        ))
+    }
+}

@@ -1,0 +1,193 @@
+//! The queues between the shards and the cluster bridge (`bridge.rs`), both ways bounded in
+//! bytes, and the bridge's figures.
+//!
+//! - **Out** (shards → bridge): publishes that entered on this node, up to
+//!   `out_queue_bytes_max` waiting; past it a publish is not sent to NATS and is counted as
+//!   dropped (its local delivery does not depend on it). Interest changes go on a queue of
+//!   their own that never drops: each is a trie node that came or went, so what waits is
+//!   bounded by the subscriptions the sessions may hold.
+//! - **In** (bridge → shards): messages from NATS, up to `in_queue_bytes_max` waiting; past
+//!   it a message is dropped and counted. They all go to one shard, [`INTAKE_SHARD`], which
+//!   delivers them to its sessions and posts each once to the other shards, as a local
+//!   publish: one queue keeps NATS's order (per publisher) all the way to every subscriber,
+//!   and the fan-out itself is still spread over every shard.
+//!
+//! The queues are lock-free (crossbeam's `SegQueue`); their bytes are counted in atomics. The
+//! bridge is woken through a `tokio::sync::Notify`, which keeps a wake-up given while it was
+//! busy; a shard is woken through its eventfd, as for the admin requests.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use crossbeam::queue::SegQueue;
+use tokio::sync::Notify;
+
+use crate::broker::RoutedMessage;
+use crate::shard::mailbox::Mailboxes;
+
+/// Messages from NATS one shard takes per loop turn: bounds the turn, as the admin requests'
+/// and the mailboxes' bounds do; the rest wait for the next turn.
+pub const FROM_CLUSTER_PER_TURN_MAX: usize = 1024;
+
+/// The shard that takes the messages from NATS.
+pub const INTAKE_SHARD: usize = 0;
+
+/// A filter that got its first subscriber on a shard (`true`) or lost its last (`false`).
+pub type InterestChange = (Box<str>, bool);
+
+/// What the bridge counts, read by shard 0 into the metrics.
+#[derive(Debug, Default)]
+pub struct ClusterFigures {
+    /// Whether the NATS connection is up.
+    pub connected: AtomicBool,
+    /// Publishes sent to NATS.
+    pub sent: AtomicU64,
+    /// Publishes not sent to NATS: the out queue full, NATS not connected, or a topic with no
+    /// subject.
+    pub dropped: AtomicU64,
+    /// Messages from NATS handed to a shard.
+    pub received: AtomicU64,
+    /// Messages from NATS not delivered: the in queue full, or a subject with no valid topic.
+    pub received_dropped: AtomicU64,
+    /// NATS subscriptions held.
+    pub subjects: AtomicU64,
+}
+
+/// The queues of one node's shards and its bridge.
+pub struct ClusterLink {
+    out: SegQueue<Arc<RoutedMessage>>,
+    out_bytes: AtomicU64,
+    out_bytes_max: u64,
+    interest: SegQueue<InterestChange>,
+    incoming: SegQueue<Arc<RoutedMessage>>,
+    in_bytes: AtomicU64,
+    in_bytes_max: u64,
+    wake_bridge: Notify,
+    mailboxes: Arc<Mailboxes>,
+    pub figures: ClusterFigures,
+}
+
+impl ClusterLink {
+    pub fn new(mailboxes: Arc<Mailboxes>, out_bytes_max: u64, in_bytes_max: u64) -> ClusterLink {
+        ClusterLink {
+            out: SegQueue::new(),
+            out_bytes: AtomicU64::new(0),
+            out_bytes_max,
+            interest: SegQueue::new(),
+            incoming: SegQueue::new(),
+            in_bytes: AtomicU64::new(0),
+            in_bytes_max,
+            wake_bridge: Notify::new(),
+            mailboxes,
+            figures: ClusterFigures::default(),
+        }
+    }
+
+    // The shards' side.
+
+    /// Queues `message` for NATS, or counts it dropped when the out queue is full. The
+    /// bridge is woken by [`ClusterLink::wake_bridge`], once per turn.
+    pub fn send(&self, message: Arc<RoutedMessage>) {
+        let bytes = message.bytes() as u64;
+        if self.out_bytes.load(Ordering::Relaxed).saturating_add(bytes) > self.out_bytes_max {
+            self.figures.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        self.out_bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.out.push(message);
+    }
+
+    /// Queues an interest change; never dropped (see the module documentation).
+    pub fn change_interest(&self, change: InterestChange) {
+        self.interest.push(change);
+    }
+
+    pub fn wake_bridge(&self) {
+        self.wake_bridge.notify_one();
+    }
+
+    /// The next message from NATS, for [`INTAKE_SHARD`].
+    pub fn take(&self) -> Option<Arc<RoutedMessage>> {
+        let message = self.incoming.pop()?;
+        self.in_bytes
+            .fetch_sub(message.bytes() as u64, Ordering::Relaxed);
+        Some(message)
+    }
+
+    // The bridge's side.
+
+    pub(super) async fn woken(&self) {
+        self.wake_bridge.notified().await;
+    }
+
+    pub(super) fn next_out(&self) -> Option<Arc<RoutedMessage>> {
+        let message = self.out.pop()?;
+        self.out_bytes
+            .fetch_sub(message.bytes() as u64, Ordering::Relaxed);
+        Some(message)
+    }
+
+    pub(super) fn next_interest(&self) -> Option<InterestChange> {
+        self.interest.pop()
+    }
+
+    /// Hands a message from NATS to [`INTAKE_SHARD`] and wakes it; or counts it dropped when
+    /// the in queue is full.
+    pub(super) fn deliver(&self, message: RoutedMessage) {
+        let bytes = message.bytes() as u64;
+        if self.in_bytes.load(Ordering::Relaxed).saturating_add(bytes) > self.in_bytes_max {
+            self.figures
+                .received_dropped
+                .fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        self.in_bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.incoming.push(Arc::new(message));
+        self.figures.received.fetch_add(1, Ordering::Relaxed);
+        self.mailboxes.wake(INTAKE_SHARD);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::mqtt::QoS;
+
+    fn message(topic: &str) -> RoutedMessage {
+        RoutedMessage::new(topic, &[0; 100], QoS::AtMostOnce, false)
+    }
+
+    #[test]
+    fn out_queue_is_bounded_in_bytes() {
+        let mailboxes = Arc::new(Mailboxes::new(1, 4).expect("eventfds"));
+        let one = message("a").bytes() as u64;
+        let link = ClusterLink::new(mailboxes, one * 2, one);
+        for _ in 0..3 {
+            link.send(Arc::new(message("a")));
+        }
+        assert_eq!(link.figures.dropped.load(Ordering::Relaxed), 1);
+        assert!(link.next_out().is_some());
+        link.send(Arc::new(message("a")));
+        assert_eq!(
+            link.figures.dropped.load(Ordering::Relaxed),
+            1,
+            "room again"
+        );
+    }
+
+    #[test]
+    fn in_queue_is_bounded_in_bytes_and_keeps_order() {
+        let mailboxes = Arc::new(Mailboxes::new(2, 4).expect("eventfds"));
+        let one = message("a").bytes() as u64;
+        let link = ClusterLink::new(mailboxes, one, one * 2);
+        link.deliver(message("a"));
+        link.deliver(message("b"));
+        link.deliver(message("c"));
+        assert_eq!(link.figures.received_dropped.load(Ordering::Relaxed), 1);
+        assert_eq!(link.take().map(|m| m.topic.clone()), Some("a".into()));
+        assert_eq!(link.take().map(|m| m.topic.clone()), Some("b".into()));
+        assert!(link.take().is_none());
+        link.deliver(message("d"));
+        assert_eq!(link.take().map(|m| m.topic.clone()), Some("d".into()));
+    }
+}

@@ -1,0 +1,12 @@
+//! Cluster mode: fanfare nodes that share their publishes over NATS (`docs/scale-out.md`).
+//!
+//! - `subject.rs`: MQTT topics and filters as NATS subjects, as nats-server maps them.
+//! - `link.rs`: the queues between the shards and the bridge, bounded in bytes both ways.
+//! - `bridge.rs`: the thread that runs the NATS client, off the shard loops.
+
+pub mod bridge;
+pub mod link;
+pub mod subject;
+
+pub use bridge::{BridgeError, spawn};
+pub use link::{ClusterLink, FROM_CLUSTER_PER_TURN_MAX, INTAKE_SHARD};

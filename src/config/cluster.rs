@@ -1,0 +1,248 @@
+//! The `[cluster]` table and `--nats`: cluster mode over NATS (`docs/scale-out.md`). Off unless
+//! at least one NATS server is named.
+
+use std::path::PathBuf;
+
+use super::ConfigError;
+
+/// NATS servers one node may be given: the client tries them in turn, and learns the rest of
+/// a NATS cluster from the servers themselves.
+pub const NATS_URLS_MAX: usize = 16;
+
+/// Longest `subject_prefix`, in bytes: it goes in front of every subject.
+pub const SUBJECT_PREFIX_BYTES_MAX: usize = 128;
+
+/// Longest `node` name, in bytes: it goes in a header of every message sent to NATS.
+pub const NODE_BYTES_MAX: usize = 128;
+
+/// How this node joins a cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterSettings {
+    /// NATS servers (`nats://host:port`, `tls://host:port`); empty: cluster mode off.
+    pub nats: Vec<String>,
+    /// This node's name, unique in the cluster: messages it sent come back with it and are
+    /// ignored. The host name by default.
+    pub node: String,
+    /// The first tokens of every subject; empty puts topics at the subject root, where
+    /// nats-server's own MQTT clients have them.
+    pub subject_prefix: String,
+    /// User for the NATS servers; its password is read from `password_file` (one final
+    /// newline trimmed), so no secret sits in the configuration. Both or neither.
+    pub user: Option<String>,
+    pub password_file: Option<PathBuf>,
+    /// A file holding a token for the NATS servers, instead of a user and password.
+    pub token_file: Option<PathBuf>,
+    /// CA certificates (PEM) that NATS servers' certificates must chain to; with it the
+    /// connection requires TLS.
+    pub tls_ca_file: Option<PathBuf>,
+    /// Bytes of publishes waiting to go to NATS, over all shards; past it a publish is not
+    /// sent to NATS (it still reaches this node's subscribers) and is counted as dropped.
+    /// Worst case this much memory while NATS is slow or gone.
+    pub out_queue_bytes_max: u64,
+    /// Bytes of messages from NATS waiting for the shards; past it a message is dropped and
+    /// counted. Worst case this much memory while the shards are busy.
+    pub in_queue_bytes_max: u64,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        ClusterSettings {
+            nats: Vec::new(),
+            node: host_name(),
+            subject_prefix: "mqtt".to_owned(),
+            user: None,
+            password_file: None,
+            token_file: None,
+            tls_ca_file: None,
+            out_queue_bytes_max: 64 * 1024 * 1024,
+            in_queue_bytes_max: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// The host name, or `fanfare` when it cannot be read.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "fanfare".to_owned())
+}
+
+/// The `[cluster]` table of the file, each key optional.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileCluster {
+    nats: Option<Vec<String>>,
+    node: Option<String>,
+    subject_prefix: Option<String>,
+    user: Option<String>,
+    password_file: Option<PathBuf>,
+    token_file: Option<PathBuf>,
+    tls_ca_file: Option<PathBuf>,
+    out_queue_bytes_max: Option<u64>,
+    in_queue_bytes_max: Option<u64>,
+}
+
+impl FileCluster {
+    pub(super) fn apply(self, cluster: &mut ClusterSettings) {
+        if let Some(nats) = self.nats {
+            cluster.nats = nats;
+        }
+        if let Some(node) = self.node {
+            cluster.node = node;
+        }
+        if let Some(prefix) = self.subject_prefix {
+            cluster.subject_prefix = prefix;
+        }
+        cluster.user = self.user.or(cluster.user.take());
+        cluster.password_file = self.password_file.or(cluster.password_file.take());
+        cluster.token_file = self.token_file.or(cluster.token_file.take());
+        cluster.tls_ca_file = self.tls_ca_file.or(cluster.tls_ca_file.take());
+        if let Some(bytes) = self.out_queue_bytes_max {
+            cluster.out_queue_bytes_max = bytes;
+        }
+        if let Some(bytes) = self.in_queue_bytes_max {
+            cluster.in_queue_bytes_max = bytes;
+        }
+    }
+}
+
+impl ClusterSettings {
+    /// Whether cluster mode is on.
+    pub fn enabled(&self) -> bool {
+        !self.nats.is_empty()
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.nats.len() > NATS_URLS_MAX {
+            return Err(ConfigError::invalid(
+                "cluster.nats",
+                &format!("at most {NATS_URLS_MAX} servers"),
+            ));
+        }
+        for url in &self.nats {
+            let scheme_ok = ["nats://", "tls://"]
+                .iter()
+                .any(|scheme| url.starts_with(scheme));
+            if !scheme_ok || url.contains(char::is_whitespace) {
+                return Err(ConfigError::invalid(
+                    "cluster.nats",
+                    &format!("{url:?} is not a nats:// or tls:// URL"),
+                ));
+            }
+        }
+        if self.node.is_empty() || self.node.len() > NODE_BYTES_MAX || !is_token(&self.node) {
+            return Err(ConfigError::invalid(
+                "cluster.node",
+                &format!("must be 1 to {NODE_BYTES_MAX} bytes of printable ASCII"),
+            ));
+        }
+        self.validate_prefix()?;
+        if self.user.is_some() != self.password_file.is_some() {
+            return Err(ConfigError::invalid(
+                "cluster.user",
+                "`user` and `password_file` go together",
+            ));
+        }
+        if self.token_file.is_some() && self.user.is_some() {
+            return Err(ConfigError::invalid(
+                "cluster.token_file",
+                "either a token or a user and password, not both",
+            ));
+        }
+        for (key, bytes) in [
+            ("cluster.out_queue_bytes_max", self.out_queue_bytes_max),
+            ("cluster.in_queue_bytes_max", self.in_queue_bytes_max),
+        ] {
+            if bytes == 0 {
+                return Err(ConfigError::invalid(key, "must be at least 1"));
+            }
+        }
+        Ok(())
+    }
+
+    /// A prefix of NATS tokens: no wildcards, no empty tokens, nothing the protocol line or
+    /// the topic mapping would misread.
+    fn validate_prefix(&self) -> Result<(), ConfigError> {
+        let prefix = &self.subject_prefix;
+        if prefix.is_empty() {
+            return Ok(());
+        }
+        let tokens_ok = prefix
+            .split('.')
+            .all(|token| !token.is_empty() && is_token(token) && !token.contains(['*', '>', '/']));
+        if prefix.len() > SUBJECT_PREFIX_BYTES_MAX || !tokens_ok {
+            return Err(ConfigError::invalid(
+                "cluster.subject_prefix",
+                &format!(
+                    "must be at most {SUBJECT_PREFIX_BYTES_MAX} bytes of dot-separated tokens \
+                     without wildcards, `/` or spaces"
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Printable ASCII without spaces.
+fn is_token(text: &str) -> bool {
+    text.bytes().all(|b| b.is_ascii_graphic())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn on() -> ClusterSettings {
+        ClusterSettings {
+            nats: vec!["nats://127.0.0.1:4222".to_owned()],
+            node: "edge-1".to_owned(),
+            ..ClusterSettings::default()
+        }
+    }
+
+    #[test]
+    fn off_by_default() {
+        let cluster = ClusterSettings::default();
+        assert!(!cluster.enabled());
+        assert_eq!(cluster.subject_prefix, "mqtt");
+        assert!(!cluster.node.is_empty());
+        assert_eq!(cluster.validate(), Ok(()));
+    }
+
+    #[test]
+    fn checks_each_key() {
+        assert_eq!(on().validate(), Ok(()));
+        let key = |cluster: ClusterSettings| cluster.validate().err().and_then(|e| e.key);
+        let bad_url = ClusterSettings {
+            nats: vec!["http://x".to_owned()],
+            ..on()
+        };
+        assert_eq!(key(bad_url).as_deref(), Some("cluster.nats"));
+        for prefix in ["a..b", "a.*", "a.>", "a b", ".a", "a/b"] {
+            let cluster = ClusterSettings {
+                subject_prefix: prefix.to_owned(),
+                ..on()
+            };
+            assert_eq!(key(cluster).as_deref(), Some("cluster.subject_prefix"));
+        }
+        let no_password = ClusterSettings {
+            user: Some("u".to_owned()),
+            ..on()
+        };
+        assert_eq!(key(no_password).as_deref(), Some("cluster.user"));
+        let both = ClusterSettings {
+            user: Some("u".to_owned()),
+            password_file: Some("p".into()),
+            token_file: Some("t".into()),
+            ..on()
+        };
+        assert_eq!(key(both).as_deref(), Some("cluster.token_file"));
+        let node = ClusterSettings {
+            node: "a b".to_owned(),
+            ..on()
+        };
+        assert_eq!(key(node).as_deref(), Some("cluster.node"));
+    }
+}
