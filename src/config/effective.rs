@@ -23,6 +23,14 @@ pub fn effective_toml(config: &Config) -> String {
     tls(&mut out, &config.tls);
     auth(&mut out, &config.auth);
     cluster(&mut out, &config.cluster);
+    for bridge in &config.bridges {
+        out.text.push_str("\n[[bridge]]\n");
+        if let Ok(toml::Value::Table(keys)) = toml::Value::try_from(bridge) {
+            for (key, value) in keys {
+                out.line(&key, &value);
+            }
+        }
+    }
     for policy in &config.policies {
         out.text.push_str("\n[[policy]]\n");
         out.value("filter", &policy.filter);
