@@ -188,7 +188,11 @@ mod tests {
                     trusted_proxies = [\"10.0.0.0/8\"]\n\
                     [limits]\ninflight_max = 7\n[tls]\ncert_file = \"c.pem\"\n\
                     [auth]\nallow_anonymous = false\n\
-                    [[policy]]\nfilter = \"score/#\"\non_full = \"conflate\"\n";
+                    [[policy]]\nfilter = \"score/#\"\non_full = \"conflate\"\n\
+                    [[bridge]]\nname = \"up\"\nurl = \"mqtt://127.0.0.1:1883\"\n\
+                    protocol = \"5\"\nusername = \"u\"\npassword_file = \"p\"\n\
+                    topics = [{ filter = \"a/#\", direction = \"both\", qos = 1, \
+                    local_prefix = \"x/\" }]\n";
         let config = Config::from_toml(text, "test").expect("a valid file");
         let written = effective_toml(&config);
         let again = Config::from_toml(&written, "written").expect("reads back");
