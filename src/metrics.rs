@@ -58,7 +58,7 @@ const fn counter(name: &'static str, help: &'static str) -> Metric {
 }
 
 /// Every metric, in the order of [`ShardFigures::values`].
-const METRICS: [Metric; 49] = [
+const METRICS: [Metric; 51] = [
     gauge(
         "fanfare_sockets",
         "Open sockets: clients, WebSocket upgrades and HTTP requests in progress.",
@@ -220,6 +220,14 @@ const METRICS: [Metric; 49] = [
         "Writes or syncs of this shard's retained message files in data_dir that failed (the broker serves on, and writes again once it can).",
     ),
     gauge(
+        "fanfare_store_unwritable",
+        "With data_dir: 1 while the store cannot write (a full disk, a write error) and QoS 1/2 publishes are refused, else 0 (on shard 0: the store is one for all shards).",
+    ),
+    counter(
+        "fanfare_store_publishes_refused_total",
+        "QoS 1/2 publishes refused while the store could not write: PUBACK/PUBREC 0x97 Quota exceeded for MQTT 5, no acknowledgement for 3.x.",
+    ),
+    gauge(
         "fanfare_cluster_connected",
         "Cluster mode: 1 while the node is connected to NATS (on shard 0, where the cluster's figures are counted).",
     ),
@@ -310,6 +318,8 @@ pub struct LoopCounts {
     pub bytes_received: u64,
     pub bytes_sent: u64,
     pub store_write_errors: u64,
+    /// Whether the store cannot write now (reported by shard 0 only).
+    pub store_unwritable: bool,
 }
 
 /// The cluster bridge's figures (`crate::cluster`), reported by one shard.
@@ -381,6 +391,8 @@ impl ShardFigures {
                 counts.bytes_received,
                 counts.bytes_sent,
                 counts.store_write_errors,
+                u64::from(counts.store_unwritable),
+                broker.publishes_refused_unwritable,
                 u64::from(cluster.connected),
                 cluster.subjects,
                 cluster.sent,

@@ -222,6 +222,9 @@ impl Broker {
             Delivery::AtLeastOnce(id) if bad_payload => {
                 self.reply(conn, &Packet::PubAck(payload_refused(id)), out)
             }
+            Delivery::AtLeastOnce(id) if !self.store_writable => {
+                self.refuse_unwritable(conn, v5, Packet::PubAck, id, out)
+            }
             Delivery::AtLeastOnce(id) => {
                 self.route(message(), Some(key), now, out);
                 let ack = self.accepted(id, v5, topic);
@@ -313,10 +316,38 @@ impl Broker {
             self.close_for(conn, reason, now, out);
             return;
         }
+        if !self.store_writable {
+            self.refuse_unwritable(conn, v5, Packet::PubRec, id, out);
+            return;
+        }
         session.hold_inbound_qos2(id);
         self.route(message(), Some(key), now, out);
         let ack = self.accepted(id, v5, topic);
         self.reply(conn, &Packet::PubRec(ack), out);
+    }
+
+    /// A QoS 1/2 publish while the store cannot write: not routed, since what it changes
+    /// (a retained message, an offline session's queue) could not be kept. MQTT 5 gets
+    /// PUBACK or PUBREC 0x97 Quota exceeded; 3.x has no code for it and gets no
+    /// acknowledgement, so the client sends it again (on its next connection at the latest).
+    /// QoS 0 is served as usual.
+    fn refuse_unwritable(
+        &mut self,
+        conn: ConnId,
+        v5: bool,
+        packet: fn(Ack<'static>) -> Packet<'static>,
+        id: PacketId,
+        out: &mut Outbox,
+    ) {
+        self.stats.publishes_refused_unwritable += 1;
+        if v5 {
+            let ack = Ack {
+                packet_id: id,
+                reason: ReasonCode::QUOTA_EXCEEDED,
+                properties: Properties::EMPTY,
+            };
+            self.reply(conn, &packet(ack), out);
+        }
     }
 
     /// The PUBACK or PUBREC of an accepted publish to `topic`: MQTT 5 says 0x10 No matching

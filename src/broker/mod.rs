@@ -114,6 +114,8 @@ pub struct BrokerStats {
     pub subscriptions_revoked: u64,
     /// Publishes the topic rules did not let the client make (dropped, or refused with 0x87).
     pub publishes_denied: u64,
+    /// QoS 1/2 publishes refused while the store could not write (0x97, or unacknowledged).
+    pub publishes_refused_unwritable: u64,
     /// Connections ended because the token they authenticated with expired.
     pub tokens_expired: u64,
     /// MQTT 5 connections ended for publishing past their rate (`disconnect_on_rate`).
@@ -149,6 +151,9 @@ pub struct Broker {
     /// With a data directory: the persistent sessions changed since the last hand-over to the
     /// store (`session_writes.rs`).
     session_writes: Option<SessionWrites>,
+    /// False while the store cannot write (a full disk, a write error): QoS 1/2 publishes
+    /// are refused then (`inbound.rs`). Always true without a data directory.
+    store_writable: bool,
     deadlines: Deadlines,
     /// Session expiry and will delay deadlines of MQTT 5 sessions.
     timers: SessionTimers,
@@ -192,6 +197,7 @@ impl Broker {
             retained: RetainedStore::new(limits.retained_messages_max, limits.retained_bytes_max),
             retained_writes: None,
             session_writes: None,
+            store_writable: true,
             aliases: AliasRegistry::new(limits.topic_aliases_per_shard_max),
             limits,
             sessions: Slots::default(),

@@ -54,6 +54,12 @@ impl Broker {
         self.retained_writes = Some(RetainedWrites::default());
     }
 
+    /// Whether the store writes now, as the store reports it: while it cannot, QoS 1/2
+    /// publishes are refused, since what they change could not be kept (`inbound.rs`).
+    pub fn set_store_writable(&mut self, writable: bool) {
+        self.store_writable = writable;
+    }
+
     /// Applies retained messages loaded from the store at start-up to this shard's replica;
     /// they are already on disk, so they are not noted.
     pub fn load_retained(&mut self, messages: &[Arc<RoutedMessage>]) {

@@ -415,6 +415,7 @@ impl Shard {
             self.broker.set_policy(Some(policy), &mut self.outbox);
         }
         self.refresh_config();
+        self.refresh_store_state();
         self.handle_events(now);
         self.take_handoffs(now);
         self.take_verdicts(now);
@@ -503,6 +504,11 @@ impl Shard {
                 .persist
                 .as_ref()
                 .map_or(0, persist::Persist::write_errors),
+            store_unwritable: self.id == 0
+                && self
+                    .persist
+                    .as_ref()
+                    .is_some_and(|persist| !persist.writable()),
         };
         let cluster = self.cluster_counts();
         let figures = ShardFigures::new(&counts, &self.broker.stats(), &self.slow, &cluster);

@@ -43,6 +43,10 @@ impl Persist {
     pub(super) fn write_errors(&self) -> u64 {
         self.handle.write_errors()
     }
+
+    pub(super) fn writable(&self) -> bool {
+        self.handle.writable()
+    }
 }
 
 impl Shard {
@@ -56,6 +60,14 @@ impl Shard {
         Flush {
             retained: self.broker.take_retained_writes(),
             sessions: self.broker.take_session_writes(),
+        }
+    }
+
+    /// Tells the broker whether the store writes now, before this turn's publishes are read:
+    /// one relaxed load per turn.
+    pub(super) fn refresh_store_state(&mut self) {
+        if let Some(persist) = &self.persist {
+            self.broker.set_store_writable(persist.writable());
         }
     }
 

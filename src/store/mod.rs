@@ -22,7 +22,7 @@ mod writer;
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::time::{Duration, Instant, SystemTime};
 
 use log::info;
@@ -98,6 +98,7 @@ impl Store {
             sessions[shard].push(session.image.clone());
         }
         let write_errors: Arc<[AtomicU64]> = (0..shard_count).map(|_| AtomicU64::new(0)).collect();
+        let writable = Arc::new(AtomicBool::new(true));
         let mut writer = Writer::new(
             data_dir,
             durability,
@@ -105,6 +106,7 @@ impl Store {
             messages,
             live_sessions,
             Arc::clone(&write_errors),
+            Arc::clone(&writable),
         );
         // A shard directory past this broker's shards is removed only once every topic it
         // held is in a current shard's snapshot.
@@ -129,7 +131,10 @@ impl Store {
         let (sender, receiver) =
             std::sync::mpsc::sync_channel(QUEUE_BATCHES_PER_SHARD * shard_count);
         let handles = (0..shard_count)
-            .map(|shard| StoreHandle::new(shard, sender.clone(), Arc::clone(&write_errors)))
+            .map(|shard| {
+                let errors = Arc::clone(&write_errors);
+                StoreHandle::new(shard, sender.clone(), errors, Arc::clone(&writable))
+            })
             .collect();
         let thread = std::thread::Builder::new()
             .name("store".to_owned())

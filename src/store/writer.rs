@@ -13,7 +13,7 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -64,6 +64,7 @@ pub struct StoreHandle {
     shard: usize,
     sender: SyncSender<Batch>,
     write_errors: Arc<[AtomicU64]>,
+    writable: Arc<AtomicBool>,
 }
 
 impl StoreHandle {
@@ -71,11 +72,13 @@ impl StoreHandle {
         shard: usize,
         sender: SyncSender<Batch>,
         write_errors: Arc<[AtomicU64]>,
+        writable: Arc<AtomicBool>,
     ) -> StoreHandle {
         StoreHandle {
             shard,
             sender,
             write_errors,
+            writable,
         }
     }
 
@@ -104,6 +107,12 @@ impl StoreHandle {
     /// Writes of this shard's files that failed, since start.
     pub fn write_errors(&self) -> u64 {
         self.write_errors[self.shard].load(Relaxed)
+    }
+
+    /// Whether the store writes now: false from a failed write or sync of any shard's files
+    /// until every shard's files were written again.
+    pub fn writable(&self) -> bool {
+        self.writable.load(Relaxed)
     }
 }
 
@@ -150,10 +159,12 @@ pub(super) struct Writer {
     durability: Durability,
     /// The last stamp given; stamps grow across restarts (see [`Writer::next_stamp`]).
     stamp: u64,
-    /// Whether writes are failing now: logged once when they start failing and once when they
-    /// succeed again.
+    /// Whether writes are failing now: logged once when they start failing and once when
+    /// every shard's files are written again.
     failing: bool,
     write_errors: Arc<[AtomicU64]>,
+    /// `!failing`, for the shards: while false they refuse QoS 1/2 publishes.
+    writable: Arc<AtomicBool>,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -182,6 +193,7 @@ impl Writer {
         loaded: Vec<(Arc<RoutedMessage>, Option<u64>)>,
         sessions: Vec<LiveSession>,
         write_errors: Arc<[AtomicU64]>,
+        writable: Arc<AtomicBool>,
     ) -> Writer {
         let shard_count = write_errors.len();
         let mut writer = Writer {
@@ -201,6 +213,7 @@ impl Writer {
             stamp,
             failing: false,
             write_errors,
+            writable,
         };
         for (message, expires_at_ms) in loaded {
             let shard = crate::broker::Broker::owner_shard(&message.topic, shard_count);
@@ -228,7 +241,9 @@ impl Writer {
     /// every topic is in its owner's files. Returns whether all succeeded.
     pub(super) fn compact_all(&mut self) -> bool {
         let now_ms = unix_ms(SystemTime::now());
-        (0..self.logs.len()).all(|shard| self.compact(shard, now_ms))
+        let all = (0..self.logs.len()).all(|shard| self.compact(shard, now_ms));
+        self.note_recovery();
+        all
     }
 
     /// A stamp larger than every one before, in this run or an earlier one: the wall clock in
@@ -355,10 +370,7 @@ impl Writer {
             let written = log.buf.len() as u64;
             log.buf.clear();
             match result {
-                Ok(()) => {
-                    log.log_bytes += written;
-                    self.succeeded();
-                }
+                Ok(()) => log.log_bytes += written,
                 Err(e) => {
                     let log = &mut self.logs[shard];
                     log.dirty = true;
@@ -373,6 +385,7 @@ impl Writer {
                 self.compact(shard, now_ms);
             }
         }
+        self.note_recovery();
     }
 
     /// Rewrites shard `shard`'s snapshot from its live set, leaving out what expired, and
@@ -400,7 +413,6 @@ impl Writer {
                 log.log = Some(file);
                 log.log_bytes = 0;
                 log.dirty = false;
-                self.succeeded();
                 true
             }
             Err(e) => {
@@ -416,17 +428,21 @@ impl Writer {
         self.write_errors[shard].fetch_add(1, Relaxed);
         if !self.failing {
             self.failing = true;
+            self.writable.store(false, Relaxed);
             error!(
-                "store: cannot write retained messages and sessions: {why}; serving on, retrying every {} s (counted in fanfare_store_write_errors_total)",
+                "store: cannot write retained messages and sessions: {why}; QoS 1/2 publishes refused (MQTT 5: 0x97 Quota exceeded, 3.x: not acknowledged) and QoS 0 served until it can, retrying every {} s (counted in fanfare_store_write_errors_total)",
                 RETRY_AFTER.as_secs()
             );
         }
     }
 
-    fn succeeded(&mut self) {
-        if self.failing {
+    /// Ends a failure once every shard's files were written again: a shard's log that failed
+    /// stays unwritten (`dirty`) until its snapshot is rewritten.
+    fn note_recovery(&mut self) {
+        if self.failing && !self.logs.iter().any(|log| log.dirty) {
             self.failing = false;
-            info!("store: writes succeed again");
+            self.writable.store(true, Relaxed);
+            info!("store: writes succeed again; QoS 1/2 publishes acknowledged again");
         }
     }
 }

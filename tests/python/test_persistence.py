@@ -3,10 +3,13 @@ messages survive a clean restart and a `kill -9` with their MQTT 5 properties an
 ones stay deleted; persistent sessions (3.1.1 clean session 0, MQTT 5 session expiry) survive a
 `kill -9` with their subscriptions and queued messages, and one that expired while the broker
 was down is gone; one broker per directory, a torn tail is cut, and corruption before the end
-stops start-up unless `--recover`."""
+stops start-up unless `--recover`; on a full disk QoS 1/2 publishes are refused (MQTT 5 0x97,
+3.1.1 unacknowledged) and QoS 0 served, until the disk has room again."""
 
 from __future__ import annotations
 
+import errno
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -18,6 +21,7 @@ from paho.mqtt.packettypes import PacketTypes
 from broker import HOST, fanfare_bin
 from client import TIMEOUT_S, unique_id
 from client5 import Client5, props
+from scrape import totals, wait_for_metric
 
 pytestmark = pytest.mark.fanfare_only
 
@@ -269,3 +273,71 @@ def test_a_session_that_expired_while_down_is_gone(start, clients, topic, tmp_pa
         back.expect_no_message(0.3)
     finally:
         back.close()
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """A 1 MiB tmpfs mounted on a fresh directory; unmounted at teardown (after the broker,
+    which is stopped first: this fixture is set up before `start`)."""
+    mount_point = tmp_path / "small"
+    mount_point.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a size-limited tmpfs for the full-disk test "
+                    f"(needs root or CAP_SYS_ADMIN): {mounted.stderr.strip()}")
+    yield mount_point
+    if subprocess.run(["umount", str(mount_point)]).returncode != 0:
+        subprocess.run(["umount", "-l", str(mount_point)])
+
+
+def fill(path: Path) -> None:
+    """Writes `path` until the file system has no room left."""
+    chunk = b"\0" * 65536
+    with open(path, "wb", buffering=0) as f:
+        while True:
+            try:
+                f.write(chunk)
+            except OSError as e:
+                assert e.errno == errno.ENOSPC, e
+                chunk = chunk[: len(chunk) // 2]
+                if not chunk:
+                    return
+
+
+def test_a_full_disk_refuses_qos1_and_serves_qos0_until_it_has_room(small_fs, start, clients,
+                                                                    v5, topic):
+    data = small_fs / "data"
+    broker = start(shards=1, args=["--data-dir", str(data)])
+    sub = clients(broker, "tcp")
+    sub.subscribe(f"{topic}/#", 1)
+    pub5 = v5(broker)
+    pub3 = clients(broker, "tcp")
+    assert pub5.publish5(f"{topic}/before", b"stored", qos=1, retain=True) == 0
+    assert sub.wait_for_message().payload == b"stored"
+
+    filler = small_fs / "filler"
+    fill(filler)
+    # A retained update larger than the log's last page: the store's next write fails.
+    pub5.publish5(f"{topic}/big", b"x" * 16384, qos=0, retain=True)
+    assert sub.wait_for_message().payload == b"x" * 16384
+    wait_for_metric(broker, "fanfare_store_unwritable", lambda v: v == 1)
+    assert "cannot write retained messages and sessions" in broker.wait_for_log("store: cannot")
+
+    assert pub5.publish5(f"{topic}/q1", b"refused 5", qos=1) == 0x97
+    info = pub3.paho.publish(f"{topic}/q1", b"refused 3", 1)
+    info.wait_for_publish(1.0)
+    assert not info.is_published(), "a 3.1.1 QoS 1 publish is not acknowledged on a full disk"
+    pub5.publish5(f"{topic}/q0", b"served", qos=0)
+    assert sub.wait_for_message().payload == b"served", "QoS 0 flows, refused QoS 1 does not"
+    assert totals(broker)["fanfare_store_publishes_refused_total"] == 2
+
+    os.remove(filler)
+    wait_for_metric(broker, "fanfare_store_unwritable", lambda v: v == 0)
+    broker.wait_for_log("store: writes succeed again")
+    assert pub5.publish5(f"{topic}/q1", b"accepted 5", qos=1) == 0
+    assert sub.wait_for_message().payload == b"accepted 5"
+    pub3.publish(f"{topic}/q1", b"accepted 3", 1)
+    assert sub.wait_for_message().payload == b"accepted 3"
+    assert broker.log(tail=None).count("store: cannot write") == 1, "logged once"
+    wait_on_disk(data, b"x" * 16384)

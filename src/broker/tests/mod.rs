@@ -8,6 +8,7 @@ mod qos;
 mod retained;
 mod session_writes;
 mod share_groups;
+mod store_unwritable;
 mod topic_aliases;
 mod v5;
 mod wills;
