@@ -12,9 +12,10 @@
 //!   publish: one queue keeps NATS's order (per publisher) all the way to every subscriber,
 //!   and the fan-out itself is still spread over every shard.
 //!
-//! The queues are `crate::shard::byte_queue::ByteQueue`s. The
-//! bridge is woken through a `tokio::sync::Notify`, which keeps a wake-up given while it was
-//! busy; a shard is woken through its eventfd, as for the admin requests.
+//! The messages wait in `crate::shard::byte_queue::ByteQueue`s, which the bridges to other MQTT
+//! brokers use too (`crate::bridge::link`). The bridge is woken through a `tokio::sync::Notify`,
+//! which keeps a wake-up given while it was busy; a shard is woken through its eventfd, as for
+//! the admin requests.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
