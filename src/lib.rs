@@ -74,6 +74,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod bridge;
 pub mod broker;
 pub mod check_config;
 pub mod cluster;

@@ -9,6 +9,7 @@ use anyhow::{Context, bail};
 
 use fanfare::admin::{self, Admin, shards::ShardRequests};
 use fanfare::auth::{Policy, SharedPolicy};
+use fanfare::bridge::BridgeLink;
 use fanfare::cluster::ClusterLink;
 use fanfare::config::{Config, KtlsMode, LogFormat, Reload, SharedConfig, parse_listener};
 use fanfare::metrics::Metrics;
@@ -592,12 +593,26 @@ fn serve(config: Config, args: &Args, small_pages: std::io::Result<()>) -> anyho
     let drain = Arc::new(AtomicBool::new(false));
     let config = Arc::new(config);
     let live_config = Arc::new(SharedConfig::new(Arc::clone(&config)));
-    let metrics = Arc::new(Metrics::new(config.shards));
     let heartbeats = Arc::new(Heartbeats::new(config.shards));
     let mailboxes = Arc::new(Mailboxes::new(
         config.shards,
         config.limits.cross_shard_queue_len_max as usize,
     )?);
+    // Bridges: one thread each, connecting in the background like the cluster's client.
+    let mut bridges = Vec::with_capacity(config.bridges.len());
+    for settings in &config.bridges {
+        let link = Arc::new(BridgeLink::new(settings, Arc::clone(&mailboxes)));
+        fanfare::bridge::spawn(settings, &config.limits, Arc::clone(&link))?;
+        log::info!(
+            "bridge {}: to {} over MQTT {:?}, {} topic mappings",
+            settings.name,
+            settings.url,
+            settings.protocol,
+            settings.topics.len()
+        );
+        bridges.push(link);
+    }
+    let metrics = Arc::new(Metrics::new(config.shards).with_bridges(bridges.clone()));
     let stop = Arc::new(AtomicBool::new(false));
     let ready = Arc::new(AtomicBool::new(false));
     // Each admin connection has at most one question out per shard: that many fit a queue.
@@ -678,6 +693,7 @@ fn serve(config: Config, args: &Args, small_pages: std::io::Result<()>) -> anyho
             admin: admin_questions.clone(),
             store: shard_store,
             cluster: cluster.clone(),
+            bridges: bridges.clone(),
         };
         threads.push(shard::spawn(setup, ready_tx.clone())?);
     }

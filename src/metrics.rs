@@ -9,8 +9,11 @@
 //! ([`Metrics::totals`]), feed the `$SYS` topics (`shard/sys_topics.rs`).
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+use crate::bridge::BridgeLink;
+use crate::bridge::link::BridgeFigures;
 use crate::broker::BrokerStats;
 
 /// Whether a figure is a current size or a count since start.
@@ -404,6 +407,8 @@ impl ShardFigures {
 /// The latest figures of every shard.
 pub struct Metrics {
     shards: Box<[ShardSlot]>,
+    /// The bridges, whose figures are read from their own atomics, one sample per bridge.
+    bridges: Vec<Arc<BridgeLink>>,
 }
 
 /// One shard's atomics, on cache lines of their own so shards never write a shared one.
@@ -420,7 +425,14 @@ impl Metrics {
                     values: std::array::from_fn(|_| AtomicU64::new(0)),
                 })
                 .collect(),
+            bridges: Vec::new(),
         }
+    }
+
+    /// Reports the figures of `bridges` too (`crate::bridge`).
+    pub fn with_bridges(mut self, bridges: Vec<Arc<BridgeLink>>) -> Metrics {
+        self.bridges = bridges;
+        self
     }
 
     /// Shard `shard`'s figures replace what it published before.
@@ -464,7 +476,61 @@ impl Metrics {
                 let _ = writeln!(text, "{}{{shard=\"{shard}\"}} {value}", metric.name);
             }
         }
+        self.render_bridges(&mut text);
         text
+    }
+
+    fn render_bridges(&self, text: &mut String) {
+        if self.bridges.is_empty() {
+            return;
+        }
+        type Read = fn(&BridgeFigures) -> u64;
+        let bridge_metrics: [(&str, &str, &str, Read); 6] = [
+            (
+                "fanfare_bridge_connected",
+                "gauge",
+                "1 while the bridge is connected to its remote broker.",
+                |f| u64::from(f.connected.load(Relaxed)),
+            ),
+            (
+                "fanfare_bridge_forwarded_out_total",
+                "counter",
+                "Publishes of this broker sent to the remote (QoS 1: acknowledged).",
+                |f| f.forwarded_out.load(Relaxed),
+            ),
+            (
+                "fanfare_bridge_forwarded_in_total",
+                "counter",
+                "Messages from the remote published on this broker.",
+                |f| f.forwarded_in.load(Relaxed),
+            ),
+            (
+                "fanfare_bridge_dropped_out_total",
+                "counter",
+                "Publishes not bridged: the out queue full past out_queue_bytes_max.",
+                |f| f.dropped_out.load(Relaxed),
+            ),
+            (
+                "fanfare_bridge_dropped_in_total",
+                "counter",
+                "Messages from the remote not published: the in queue full, or a topic with no valid local name.",
+                |f| f.dropped_in.load(Relaxed),
+            ),
+            (
+                "fanfare_bridge_reconnects_total",
+                "counter",
+                "Connections to the remote after the first.",
+                |f| f.reconnects.load(Relaxed),
+            ),
+        ];
+        for (name, kind, help, read) in bridge_metrics {
+            let _ = writeln!(text, "# HELP {name} {help}");
+            let _ = writeln!(text, "# TYPE {name} {kind}");
+            for link in &self.bridges {
+                let value = read(&link.figures);
+                let _ = writeln!(text, "{name}{{bridge=\"{}\"}} {value}", link.name);
+            }
+        }
     }
 }
 

@@ -10,10 +10,10 @@ use super::outbox::{Outbox, RoutedMessage};
 impl Broker {
     /// Turns cluster mode on, right after `Broker::new` (the interest of subscriptions made
     /// before would not be known): from now on publishes that enter on this shard also go to
-    /// `Outbox::to_cluster`, and the tries record the filters that gain their first or lose
+    /// `Outbox::to_remote`, and the tries record the filters that gain their first or lose
     /// their last subscriber.
     pub fn join_cluster(&mut self) {
-        self.in_cluster = true;
+        self.forwards_out = true;
         self.trie.record_interest();
         self.shared.record_interest();
     }
@@ -26,9 +26,17 @@ impl Broker {
         self.shared.take_interest(into);
     }
 
-    /// A publish from another node: delivered on this node as a publish of its own (on this
-    /// shard, and once posted to every other), never sent back to the cluster.
-    pub fn publish_from_cluster(
+    /// Publishes that enter on this node also go to `Outbox::to_remote`, for the bridges
+    /// (`crate::bridge`); unlike `join_cluster`, no interest is recorded: a bridge subscribes
+    /// to the filters of its configuration.
+    pub fn forward_out(&mut self) {
+        self.forwards_out = true;
+    }
+
+    /// A publish from another node or a bridged broker: delivered on this node as a publish
+    /// of its own (on this shard, and once posted to every other), never sent back to the
+    /// cluster or to any bridge, so that no message loops between brokers.
+    pub fn publish_from_remote(
         &mut self,
         message: Arc<RoutedMessage>,
         now: Instant,

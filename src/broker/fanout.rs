@@ -184,8 +184,8 @@ impl Broker {
         now: Instant,
         out: &mut Outbox,
     ) {
-        if self.in_cluster && !message.topic.starts_with('$') {
-            out.to_cluster.push(Arc::clone(&message));
+        if self.forwards_out && !message.topic.starts_with('$') {
+            out.to_remote.push(Arc::clone(&message));
         }
         self.route_on_node(message, publisher, now, out);
     }

@@ -180,9 +180,9 @@ pub struct Broker {
     assigned_ids: u64,
     /// What Response Information starts with (`connect.rs`); `None`: none is offered.
     response_topic_prefix: Option<Box<str>>,
-    /// Cluster mode (`cluster.rs`): publishes also go to the other nodes, and the tries
-    /// record interest changes.
-    in_cluster: bool,
+    /// Cluster mode or bridges (`cluster.rs`): publishes that enter on this node also go to
+    /// `Outbox::to_remote`, for the other nodes and the bridged brokers.
+    forwards_out: bool,
     stats: BrokerStats,
 }
 
@@ -218,7 +218,7 @@ impl Broker {
             retained_stack: Vec::new(),
             assigned_ids: 0,
             response_topic_prefix: None,
-            in_cluster: false,
+            forwards_out: false,
             stats: BrokerStats::default(),
         }
     }

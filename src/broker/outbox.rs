@@ -132,9 +132,9 @@ pub struct Outbox {
     /// Messages for one other shard (shared subscriptions), in order; posted before the
     /// turn's publishes (see `share_groups.rs`).
     pub to_shard: Vec<(usize, ShardMessage)>,
-    /// In cluster mode: publishes that entered on this node, for the other nodes
-    /// (`crate::cluster`).
-    pub to_cluster: Vec<Arc<RoutedMessage>>,
+    /// In cluster mode or with bridges: publishes that entered on this node, for the other
+    /// nodes (`crate::cluster`) and the bridged brokers (`crate::bridge`).
+    pub to_remote: Vec<Arc<RoutedMessage>>,
 }
 
 /// What the topic rules denied a client: a publish to a topic or a subscription to a filter.
@@ -194,7 +194,7 @@ impl Outbox {
         shed(&mut self.denials);
         shed(&mut self.to_other_shards);
         shed(&mut self.to_shard);
-        shed(&mut self.to_cluster);
+        shed(&mut self.to_remote);
     }
 
     pub fn is_empty(&self) -> bool {
@@ -202,6 +202,6 @@ impl Outbox {
             && self.closes.is_empty()
             && self.to_other_shards.is_empty()
             && self.to_shard.is_empty()
-            && self.to_cluster.is_empty()
+            && self.to_remote.is_empty()
     }
 }

@@ -12,9 +12,10 @@
 //!   publish: one queue keeps NATS's order (per publisher) all the way to every subscriber,
 //!   and the fan-out itself is still spread over every shard.
 //!
-//! The queues are lock-free (crossbeam's `SegQueue`); their bytes are counted in atomics. The
-//! bridge is woken through a `tokio::sync::Notify`, which keeps a wake-up given while it was
-//! busy; a shard is woken through its eventfd, as for the admin requests.
+//! The messages wait in `crate::shard::byte_queue::ByteQueue`s, which the bridges to other MQTT
+//! brokers use too (`crate::bridge::link`). The bridge is woken through a `tokio::sync::Notify`,
+//! which keeps a wake-up given while it was busy; a shard is woken through its eventfd, as for
+//! the admin requests.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -23,6 +24,7 @@ use crossbeam::queue::SegQueue;
 use tokio::sync::Notify;
 
 use crate::broker::RoutedMessage;
+use crate::shard::byte_queue::ByteQueue;
 use crate::shard::mailbox::Mailboxes;
 
 /// Messages from NATS one shard takes per loop turn: bounds the turn, as the admin requests'
@@ -55,13 +57,9 @@ pub struct ClusterFigures {
 
 /// The queues of one node's shards and its bridge.
 pub struct ClusterLink {
-    out: SegQueue<Arc<RoutedMessage>>,
-    out_bytes: AtomicU64,
-    out_bytes_max: u64,
+    out: ByteQueue,
     interest: SegQueue<InterestChange>,
-    incoming: SegQueue<Arc<RoutedMessage>>,
-    in_bytes: AtomicU64,
-    in_bytes_max: u64,
+    incoming: ByteQueue,
     wake_bridge: Notify,
     mailboxes: Arc<Mailboxes>,
     pub figures: ClusterFigures,
@@ -70,13 +68,9 @@ pub struct ClusterLink {
 impl ClusterLink {
     pub fn new(mailboxes: Arc<Mailboxes>, out_bytes_max: u64, in_bytes_max: u64) -> ClusterLink {
         ClusterLink {
-            out: SegQueue::new(),
-            out_bytes: AtomicU64::new(0),
-            out_bytes_max,
+            out: ByteQueue::new(out_bytes_max),
             interest: SegQueue::new(),
-            incoming: SegQueue::new(),
-            in_bytes: AtomicU64::new(0),
-            in_bytes_max,
+            incoming: ByteQueue::new(in_bytes_max),
             wake_bridge: Notify::new(),
             mailboxes,
             figures: ClusterFigures::default(),
@@ -88,13 +82,9 @@ impl ClusterLink {
     /// Queues `message` for NATS, or counts it dropped when the out queue is full. The
     /// bridge is woken by [`ClusterLink::wake_bridge`], once per turn.
     pub fn send(&self, message: Arc<RoutedMessage>) {
-        let bytes = message.bytes() as u64;
-        if self.out_bytes.load(Ordering::Relaxed).saturating_add(bytes) > self.out_bytes_max {
+        if self.out.push(message).is_err() {
             self.figures.dropped.fetch_add(1, Ordering::Relaxed);
-            return;
         }
-        self.out_bytes.fetch_add(bytes, Ordering::Relaxed);
-        self.out.push(message);
     }
 
     /// Queues an interest change; never dropped (see the module documentation).
@@ -108,10 +98,7 @@ impl ClusterLink {
 
     /// The next message from NATS, for [`INTAKE_SHARD`].
     pub fn take(&self) -> Option<Arc<RoutedMessage>> {
-        let message = self.incoming.pop()?;
-        self.in_bytes
-            .fetch_sub(message.bytes() as u64, Ordering::Relaxed);
-        Some(message)
+        self.incoming.pop()
     }
 
     // The bridge's side.
@@ -121,10 +108,7 @@ impl ClusterLink {
     }
 
     pub(super) fn next_out(&self) -> Option<Arc<RoutedMessage>> {
-        let message = self.out.pop()?;
-        self.out_bytes
-            .fetch_sub(message.bytes() as u64, Ordering::Relaxed);
-        Some(message)
+        self.out.pop()
     }
 
     pub(super) fn next_interest(&self) -> Option<InterestChange> {
@@ -134,15 +118,12 @@ impl ClusterLink {
     /// Hands a message from NATS to [`INTAKE_SHARD`] and wakes it; or counts it dropped when
     /// the in queue is full.
     pub(super) fn deliver(&self, message: RoutedMessage) {
-        let bytes = message.bytes() as u64;
-        if self.in_bytes.load(Ordering::Relaxed).saturating_add(bytes) > self.in_bytes_max {
+        if self.incoming.push(Arc::new(message)).is_err() {
             self.figures
                 .received_dropped
                 .fetch_add(1, Ordering::Relaxed);
             return;
         }
-        self.in_bytes.fetch_add(bytes, Ordering::Relaxed);
-        self.incoming.push(Arc::new(message));
         self.figures.received.fetch_add(1, Ordering::Relaxed);
         self.mailboxes.wake(INTAKE_SHARD);
     }

@@ -23,6 +23,14 @@ pub fn effective_toml(config: &Config) -> String {
     tls(&mut out, &config.tls);
     auth(&mut out, &config.auth);
     cluster(&mut out, &config.cluster);
+    for bridge in &config.bridges {
+        out.text.push_str("\n[[bridge]]\n");
+        if let Ok(toml::Value::Table(keys)) = toml::Value::try_from(bridge) {
+            for (key, value) in keys {
+                out.line(&key, &value);
+            }
+        }
+    }
     for policy in &config.policies {
         out.text.push_str("\n[[policy]]\n");
         out.value("filter", &policy.filter);
@@ -180,7 +188,11 @@ mod tests {
                     trusted_proxies = [\"10.0.0.0/8\"]\n\
                     [limits]\ninflight_max = 7\n[tls]\ncert_file = \"c.pem\"\n\
                     [auth]\nallow_anonymous = false\n\
-                    [[policy]]\nfilter = \"score/#\"\non_full = \"conflate\"\n";
+                    [[policy]]\nfilter = \"score/#\"\non_full = \"conflate\"\n\
+                    [[bridge]]\nname = \"up\"\nurl = \"mqtt://127.0.0.1:1883\"\n\
+                    protocol = \"5\"\nusername = \"u\"\npassword_file = \"p\"\n\
+                    topics = [{ filter = \"a/#\", direction = \"both\", qos = 1, \
+                    local_prefix = \"x/\" }]\n";
         let config = Config::from_toml(text, "test").expect("a valid file");
         let written = effective_toml(&config);
         let again = Config::from_toml(&written, "written").expect("reads back");

@@ -5,6 +5,7 @@
 
 mod admin;
 mod auth;
+pub mod bridge;
 mod cluster;
 mod effective;
 mod live;
@@ -489,6 +490,8 @@ pub struct Config {
     pub persistence: Persistence,
     /// `[cluster]` and `--nats`: cluster mode over NATS, off by default.
     pub cluster: ClusterSettings,
+    /// `[[bridge]]`: links to other MQTT brokers, none by default.
+    pub bridges: Vec<bridge::BridgeSettings>,
 }
 
 impl Default for Config {
@@ -524,6 +527,7 @@ impl Default for Config {
             drain_s: 10,
             persistence: Persistence::default(),
             cluster: ClusterSettings::default(),
+            bridges: Vec::new(),
         }
     }
 }
@@ -614,6 +618,7 @@ struct FileConfig {
     durability: Option<Durability>,
     durability_interval_ms: Option<u32>,
     cluster: Option<cluster::FileCluster>,
+    bridge: Option<Vec<bridge::BridgeSettings>>,
 }
 
 macro_rules! file_limits {
@@ -782,6 +787,9 @@ impl Config {
         if let Some(cluster) = file.cluster {
             cluster.apply(&mut config.cluster);
         }
+        if let Some(bridges) = file.bridge {
+            config.bridges = bridges;
+        }
         Ok(config)
     }
 
@@ -900,6 +908,7 @@ impl Config {
         self.validate_response_topic_prefix()?;
         self.persistence.validate()?;
         self.cluster.validate()?;
+        bridge::validate(&self.bridges)?;
         self.admin.validate()?;
         self.limits.validate()
     }

@@ -2,6 +2,7 @@
 //! this turn's publishes and interest changes, and the intake shard takes the messages from
 //! other nodes, a bounded number per turn.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
@@ -22,23 +23,24 @@ impl Shard {
                 return;
             };
             self.broker
-                .publish_from_cluster(message, now, &mut self.outbox);
+                .publish_from_remote(message, now, &mut self.outbox);
         }
         self.busy = true;
     }
 
-    /// Hands the bridge this turn's publishes and interest changes, and wakes it once.
+    /// Hands the NATS bridge this turn's publishes and interest changes, and wakes it once;
+    /// `Outbox::to_remote` is emptied by `post_to_bridges`, after the bridges had theirs.
     pub(super) fn post_to_cluster(&mut self) {
         let Some(link) = &self.cluster else {
             return;
         };
         self.broker.take_interest(&mut self.interest_changes);
-        let any = !self.outbox.to_cluster.is_empty() || !self.interest_changes.is_empty();
+        let any = !self.outbox.to_remote.is_empty() || !self.interest_changes.is_empty();
         for change in self.interest_changes.drain(..) {
             link.change_interest(change);
         }
-        for message in self.outbox.to_cluster.drain(..) {
-            link.send(message);
+        for message in &self.outbox.to_remote {
+            link.send(Arc::clone(message));
         }
         if any {
             link.wake_bridge();

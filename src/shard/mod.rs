@@ -21,6 +21,8 @@
 mod address_book;
 mod admin_requests;
 mod auth_gate;
+mod bridges;
+pub mod byte_queue;
 mod carry_out;
 mod close;
 mod cluster;
@@ -46,6 +48,7 @@ use log::{info, warn};
 
 use crate::admin::shards::ShardRequests;
 use crate::auth::SharedPolicy;
+use crate::bridge::BridgeLink;
 use crate::broker::{Broker, Outbox};
 use crate::cluster::ClusterLink;
 use crate::config::{Config, SharedConfig};
@@ -118,6 +121,8 @@ pub struct ShardSetup {
     pub store: Option<ShardStore>,
     /// In cluster mode: the queues to and from the NATS bridge.
     pub cluster: Option<Arc<ClusterLink>>,
+    /// The queues to and from each `[[bridge]]` (`crate::bridge`); empty without bridges.
+    pub bridges: Vec<Arc<BridgeLink>>,
 }
 
 struct Listener {
@@ -228,6 +233,11 @@ struct Shard {
     cluster: Option<Arc<ClusterLink>>,
     /// The turn's interest changes on their way to the bridge; empty between turns.
     interest_changes: Vec<crate::cluster::link::InterestChange>,
+    /// The queues to and from each bridge (`bridges.rs`).
+    bridges: Vec<Arc<BridgeLink>>,
+    /// On the intake shard: each bridge's state as last published to `$SYS`; `None` before
+    /// the first.
+    bridge_states: Vec<Option<bool>>,
 }
 
 /// The `Ingest` context of connection `id`, built from the shard's fields one by one so it can
@@ -281,6 +291,9 @@ impl Shard {
         broker.set_response_topic_prefix(&config.response_topic_prefix);
         if setup.cluster.is_some() {
             broker.join_cluster();
+        }
+        if !setup.bridges.is_empty() {
+            broker.forward_out();
         }
         let addresses = Arc::clone(&setup.auth.addresses);
         let auth = AuthGate::new(
@@ -354,6 +367,8 @@ impl Shard {
             busy: false,
             cluster: setup.cluster,
             interest_changes: Vec::new(),
+            bridge_states: vec![None; setup.bridges.len()],
+            bridges: setup.bridges,
             config,
             live_config,
             config_generation,
@@ -407,6 +422,7 @@ impl Shard {
         self.take_remote_messages(now);
         self.answer_admin(now);
         self.take_from_cluster(now);
+        self.take_from_bridges(now);
         if now >= self.next_tick {
             // What a tick keeps (vectors shrunk to their resting size, the `$SYS` retained
             // messages) outlives the bursts around it: allocated apart from them.
@@ -426,6 +442,7 @@ impl Shard {
         self.carry_out_outbox(now);
         self.post_to_other_shards();
         self.post_to_cluster();
+        self.post_to_bridges();
         self.io.submit_refused();
         self.io.start_sends();
         self.finish_closes(now);

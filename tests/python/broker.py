@@ -50,6 +50,8 @@ def toml_value(v) -> str:
         return str(v)
     if isinstance(v, str):
         return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{k} = {toml_value(item)}" for k, item in v.items()) + " }"
     raise TypeError(f"no TOML for {v!r}")
 
 

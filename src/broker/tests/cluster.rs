@@ -12,7 +12,7 @@ fn off_by_default_nothing_goes_to_the_cluster() {
     let mut h = Harness::new();
     h.connect(1, &Client::new("pub"));
     let step = h.packet(1, &publish("a/b", b"1", Delivery::AtMostOnce, false));
-    assert!(step.to_cluster.is_empty());
+    assert!(step.to_remote.is_empty());
     let mut interest = Vec::new();
     h.broker.take_interest(&mut interest);
     assert!(interest.is_empty());
@@ -24,9 +24,9 @@ fn a_local_publish_goes_once_to_the_cluster_but_not_a_dollar_topic() {
     h.broker.join_cluster();
     h.connect(1, &Client::new("pub"));
     let step = h.packet(1, &publish("a/b", b"1", Delivery::AtLeastOnce(id(1)), true));
-    assert_eq!(topics(&step.to_cluster), ["a/b"]);
+    assert_eq!(topics(&step.to_remote), ["a/b"]);
     let step = h.packet(1, &publish("$x/y", b"2", Delivery::AtMostOnce, false));
-    assert!(step.to_cluster.is_empty(), "$ topics are the node's own");
+    assert!(step.to_remote.is_empty(), "$ topics are the node's own");
 }
 
 #[test]
@@ -43,9 +43,9 @@ fn a_publish_from_the_cluster_is_delivered_and_not_sent_back() {
         false,
     ));
     let now = h.at(0.0);
-    h.broker.publish_from_cluster(message, now, &mut out);
+    h.broker.publish_from_remote(message, now, &mut out);
     let step = h.finish(out);
-    assert!(step.to_cluster.is_empty());
+    assert!(step.to_remote.is_empty());
     let got = step.to(1);
     assert_eq!(got.len(), 1);
     assert!(matches!(&got[0], Got::Publish(p) if p.topic == "score/m1" && p.payload == b"1-0"));

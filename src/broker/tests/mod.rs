@@ -149,7 +149,7 @@ pub(super) struct Step {
     pub(super) closes: Vec<(ConnId, CloseReason)>,
     pub(super) routed: Vec<Arc<RoutedMessage>>,
     pub(super) posted: Vec<(usize, ShardMessage)>,
-    pub(super) to_cluster: Vec<Arc<RoutedMessage>>,
+    pub(super) to_remote: Vec<Arc<RoutedMessage>>,
 }
 
 impl Step {
@@ -278,7 +278,7 @@ impl Harness {
         step.closes = out.closes;
         step.routed = out.to_other_shards;
         step.posted = out.to_shard;
-        step.to_cluster = out.to_cluster;
+        step.to_remote = out.to_remote;
         step
     }
 

@@ -1,0 +1,162 @@
+//! The queues between the shards and one bridge (`client.rs`), as the cluster's are
+//! (`crate::cluster::link`), and the bridge's figures.
+//!
+//! - **Out** (shards → bridge): publishes of this node that an `out` mapping matches, up to
+//!   `out_queue_bytes_max` waiting (while the remote is slow or gone); past it a publish is
+//!   not bridged and is counted as dropped. Its local delivery does not depend on it.
+//! - **In** (bridge → shards): messages from the remote, up to `in_queue_bytes_max` waiting;
+//!   past it a message is dropped and counted. They all go to [`INTAKE_SHARD`], which keeps
+//!   the remote's order and posts each once to the other shards.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use tokio::sync::Notify;
+
+use crate::broker::RoutedMessage;
+use crate::config::bridge::BridgeSettings;
+use crate::protocol::mqtt::topic::filter_matches;
+use crate::shard::byte_queue::ByteQueue;
+use crate::shard::mailbox::Mailboxes;
+
+/// Messages from all bridges the intake shard takes per loop turn: bounds the turn; the rest
+/// wait for the next.
+pub const FROM_BRIDGES_PER_TURN_MAX: usize = 1024;
+
+/// The shard that takes the messages from the bridges.
+pub const INTAKE_SHARD: usize = 0;
+
+/// What a bridge counts, read by the intake shard into the metrics.
+#[derive(Debug, Default)]
+pub struct BridgeFigures {
+    /// Whether the connection to the remote is up (CONNACK accepted).
+    pub connected: AtomicBool,
+    /// Publishes sent to the remote (QoS 1: acknowledged by it).
+    pub forwarded_out: AtomicU64,
+    /// Messages from the remote handed to the shards.
+    pub forwarded_in: AtomicU64,
+    /// Publishes not sent: the out queue full.
+    pub dropped_out: AtomicU64,
+    /// Messages from the remote not delivered: the in queue full, or a topic that maps to
+    /// no valid topic here.
+    pub dropped_in: AtomicU64,
+    /// Connections made after the first.
+    pub reconnects: AtomicU64,
+}
+
+pub struct BridgeLink {
+    pub name: String,
+    /// The local filters of the `out` and `both` mappings: what the shards match.
+    out_filters: Vec<String>,
+    out: ByteQueue,
+    incoming: ByteQueue,
+    wake_bridge: Notify,
+    mailboxes: Arc<Mailboxes>,
+    pub figures: BridgeFigures,
+}
+
+impl BridgeLink {
+    pub fn new(settings: &BridgeSettings, mailboxes: Arc<Mailboxes>) -> BridgeLink {
+        BridgeLink {
+            name: settings.name.clone(),
+            out_filters: settings
+                .topics
+                .iter()
+                .filter(|mapping| mapping.direction.carries_out())
+                .map(|mapping| mapping.local_filter())
+                .collect(),
+            out: ByteQueue::new(settings.out_queue_bytes_max),
+            incoming: ByteQueue::new(settings.in_queue_bytes_max),
+            wake_bridge: Notify::new(),
+            mailboxes,
+            figures: BridgeFigures::default(),
+        }
+    }
+
+    // The shards' side.
+
+    /// Queues `message` for the remote when an `out` mapping matches its topic; `true` when
+    /// it did, so the caller wakes the bridge once per turn.
+    pub fn offer(&self, message: &Arc<RoutedMessage>) -> bool {
+        let wanted = self
+            .out_filters
+            .iter()
+            .any(|filter| filter_matches(filter, &message.topic));
+        if !wanted {
+            return false;
+        }
+        if self.out.push(Arc::clone(message)).is_err() {
+            self.figures.dropped_out.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    pub fn wake_bridge(&self) {
+        self.wake_bridge.notify_one();
+    }
+
+    /// The next message from the remote, for [`INTAKE_SHARD`].
+    pub fn take(&self) -> Option<Arc<RoutedMessage>> {
+        self.incoming.pop()
+    }
+
+    // The bridge's side.
+
+    pub(super) async fn woken(&self) {
+        self.wake_bridge.notified().await;
+    }
+
+    pub(super) fn next_out(&self) -> Option<Arc<RoutedMessage>> {
+        self.out.pop()
+    }
+
+    /// Hands a message from the remote to [`INTAKE_SHARD`] and wakes it; or counts it dropped
+    /// when the in queue is full.
+    pub(super) fn deliver(&self, message: RoutedMessage) {
+        if self.incoming.push(Arc::new(message)).is_err() {
+            self.figures.dropped_in.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        self.figures.forwarded_in.fetch_add(1, Ordering::Relaxed);
+        self.mailboxes.wake(INTAKE_SHARD);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::mqtt::QoS;
+
+    fn settings(out_queue_bytes_max: u64) -> BridgeSettings {
+        let mut settings: BridgeSettings = toml::from_str(
+            "name = \"up\"\nurl = \"mqtt://127.0.0.1:1\"\ntopics = [\
+             { filter = \"a/#\", direction = \"out\", local_prefix = \"x/\" },\
+             { filter = \"b/#\", direction = \"in\" }]",
+        )
+        .expect("a bridge table");
+        settings.out_queue_bytes_max = out_queue_bytes_max;
+        settings
+    }
+
+    fn message(topic: &str) -> Arc<RoutedMessage> {
+        Arc::new(RoutedMessage::new(topic, &[0; 100], QoS::AtMostOnce, false))
+    }
+
+    #[test]
+    fn only_out_mappings_are_offered_and_the_queue_is_bounded() {
+        let mailboxes = Arc::new(Mailboxes::new(1, 4).expect("eventfds"));
+        let one = message("x/a/1").bytes() as u64;
+        let link = BridgeLink::new(&settings(one * 2), mailboxes);
+        assert!(!link.offer(&message("a/1")), "outside the local prefix");
+        assert!(!link.offer(&message("b/1")), "an in mapping");
+        assert!(link.offer(&message("x/a/1")));
+        assert!(link.offer(&message("x/a/2")));
+        assert!(!link.offer(&message("x/a/3")), "past the bound");
+        assert_eq!(link.figures.dropped_out.load(Ordering::Relaxed), 1);
+        assert_eq!(
+            link.next_out().map(|m| m.topic.clone()),
+            Some("x/a/1".into())
+        );
+    }
+}

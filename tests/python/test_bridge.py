@@ -1,0 +1,192 @@
+"""Bridges (`[[bridge]]`, docs/bridges.md) against a real Mosquitto on a loopback port: "in",
+"out" and "both" with prefixes remapped, each message once, and a reconnection after the
+remote restarts.
+
+The bridge subscribes on the remote in the background after it connects; each test first
+waits for `fanfare_bridge_connected`, then sends probes until one crosses, so the path is
+known to be open before it checks what it is about.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from broker import HOST, Broker, free_port
+from scrape import totals, wait_for_metric
+
+MOSQUITTO = Path("/usr/sbin/mosquitto")
+START_TIMEOUT_S = 10.0
+PROBES_MAX = 200
+PROBE_WAIT_S = 0.05
+
+pytestmark = [
+    pytest.mark.fanfare_only,
+    pytest.mark.skipif(not MOSQUITTO.exists(), reason="mosquitto not installed"),
+]
+
+
+class Mosquitto:
+    """Mosquitto on one loopback port, which it keeps across `stop` and `start`."""
+
+    def __init__(self, workdir: Path):
+        self.port = free_port()
+        self.workdir = workdir
+        self.conf = workdir / "mosquitto.conf"
+        self.conf.write_text(f"listener {self.port} {HOST}\nallow_anonymous true\n"
+                             "persistence false\n")
+        self.broker: Broker | None = None
+        self.start()
+
+    def start(self) -> None:
+        log_path = self.workdir / "mosquitto.log"
+        log = open(log_path, "ab")
+        proc = subprocess.Popen([str(MOSQUITTO), "-c", str(self.conf)], stdout=log,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        log.close()
+        self.broker = Broker(proc, "mosquitto", log_path)
+        self.broker.tcp_port = self.port
+        deadline = time.monotonic() + START_TIMEOUT_S
+        import socket
+        while True:
+            assert proc.poll() is None, f"mosquitto exited: {self.broker.log()}"
+            try:
+                socket.create_connection((HOST, self.port), timeout=0.5).close()
+                return
+            except OSError:
+                assert time.monotonic() < deadline, "mosquitto did not listen in time"
+                time.sleep(0.02)
+
+    def stop(self) -> None:
+        if self.broker is not None:
+            self.broker.kill()
+
+
+@pytest.fixture
+def mosquitto(tmp_path_factory):
+    remote = Mosquitto(tmp_path_factory.mktemp("mosquitto"))
+    yield remote
+    remote.stop()
+
+
+@pytest.fixture
+def bridged(start, mosquitto):
+    """fanfare with one bridge named "up" to `mosquitto`: `bridged(topics, protocol="5")`."""
+    def _bridged(topics: list[dict], protocol: str = "3.1.1"):
+        broker = start(shards=2, config={"bridge": [{
+            "name": "up",
+            "url": f"mqtt://{HOST}:{mosquitto.port}",
+            "protocol": protocol,
+            "keep_alive_s": 5,
+            "reconnect_initial_ms": 50,
+            "reconnect_max_ms": 200,
+            "topics": topics,
+        }]})
+        wait_for_metric(broker, "fanfare_bridge_connected", lambda v: v == 1)
+        return broker
+    return _bridged
+
+
+def open_path(sub, send) -> None:
+    """Sends probes until `sub` receives one, then drains the probes in flight."""
+    for _ in range(PROBES_MAX):
+        send(b"probe")
+        try:
+            msg = sub.wait_for_message(timeout=PROBE_WAIT_S)
+        except AssertionError:
+            continue
+        assert msg.payload == b"probe"
+        while True:
+            try:
+                sub.wait_for_message(timeout=0.3)
+            except AssertionError:
+                return
+    raise AssertionError("no probe crossed the bridge")
+
+
+def test_in_remaps_the_remote_prefix_to_the_local_one(bridged, mosquitto, clients, topic):
+    broker = bridged([{"filter": f"{topic}/#", "direction": "in", "qos": 1,
+                       "local_prefix": "edge/", "remote_prefix": "origin/"}])
+    sub = clients(broker, "tcp")
+    sub.subscribe(f"edge/{topic}/#", 1)
+    pub = clients(mosquitto.broker, "tcp")
+    open_path(sub, lambda p: pub.publish(f"origin/{topic}/probe", p, 1))
+
+    for i in range(5):
+        pub.publish(f"origin/{topic}/score", b"goal %d" % i, 1)
+    got = [sub.wait_for_message() for _ in range(5)]
+    assert [(m.topic, m.payload) for m in got] == [
+        (f"edge/{topic}/score", b"goal %d" % i) for i in range(5)]
+    assert all(m.qos == 1 for m in got)
+    pub.publish(f"elsewhere/{topic}/score", b"not mapped", 1)
+    sub.expect_no_message()
+
+
+def test_out_remaps_the_local_prefix_to_the_remote_one(bridged, mosquitto, clients, topic):
+    broker = bridged([{"filter": f"{topic}/#", "direction": "out", "qos": 1,
+                       "local_prefix": "edge/", "remote_prefix": "origin/"}])
+    sub = clients(mosquitto.broker, "tcp")
+    sub.subscribe(f"origin/{topic}/#", 1)
+    pub = clients(broker, "ws")
+    open_path(sub, lambda p: pub.publish(f"edge/{topic}/probe", p, 1))
+
+    for i in range(5):
+        pub.publish(f"edge/{topic}/score", b"goal %d" % i, 1)
+    got = [sub.wait_for_message() for _ in range(5)]
+    assert [(m.topic, m.payload) for m in got] == [
+        (f"origin/{topic}/score", b"goal %d" % i) for i in range(5)]
+    pub.publish(f"{topic}/score", b"outside the local prefix", 1)
+    sub.expect_no_message()
+    assert totals(broker)["fanfare_bridge_forwarded_out_total"] >= 6
+
+
+@pytest.mark.parametrize("protocol", ["3.1.1", "5"])
+def test_both_delivers_each_message_once(bridged, mosquitto, clients, topic, protocol):
+    broker = bridged([{"filter": f"{topic}/#", "direction": "both", "qos": 1}],
+                     protocol=protocol)
+    local = clients(broker, "tcp")
+    local.subscribe(f"{topic}/#", 1)
+    remote = clients(mosquitto.broker, "tcp")
+    remote.subscribe(f"{topic}/#", 1)
+    local_pub = clients(broker, "tcp")
+    remote_pub = clients(mosquitto.broker, "tcp")
+    open_path(remote, lambda p: local_pub.publish(f"{topic}/probe", p, 1))
+    open_path(local, lambda p: remote_pub.publish(f"{topic}/probe", p, 1))
+    # The probes above reached the other side's subscriber too: drain them.
+    for sub in (local, remote):
+        while True:
+            try:
+                sub.wait_for_message(timeout=0.3)
+            except AssertionError:
+                break
+
+    local_pub.publish(f"{topic}/from-local", b"L", 1)
+    remote_pub.publish(f"{topic}/from-remote", b"R", 1)
+    for sub in (local, remote):
+        got = sorted((m.topic, m.payload) for m in
+                     (sub.wait_for_message(), sub.wait_for_message()))
+        assert got == [(f"{topic}/from-local", b"L"), (f"{topic}/from-remote", b"R")]
+        sub.expect_no_message(timeout=1.0)
+
+
+def test_reconnects_after_the_remote_restarts(bridged, mosquitto, clients, topic):
+    broker = bridged([{"filter": f"{topic}/#", "direction": "in", "qos": 1}])
+    mosquitto.stop()
+    wait_for_metric(broker, "fanfare_bridge_connected", lambda v: v == 0)
+    broker.wait_for_log("bridge up: disconnected")
+    mosquitto.start()
+    wait_for_metric(broker, "fanfare_bridge_connected", lambda v: v == 1)
+    assert totals(broker)["fanfare_bridge_reconnects_total"] >= 1
+
+    sub = clients(broker, "tcp")
+    sub.subscribe(f"{topic}/#", 1)
+    state = clients(broker, "tcp")
+    state.subscribe("$SYS/broker/connection/up/state", 0)
+    assert state.wait_for_message().payload == b"1"
+    pub = clients(mosquitto.broker, "tcp")
+    open_path(sub, lambda p: pub.publish(f"{topic}/probe", p, 1))
+    pub.publish(f"{topic}/after", b"back", 1)
+    assert sub.wait_for_message().payload == b"back"
