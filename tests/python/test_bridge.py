@@ -16,12 +16,11 @@ from pathlib import Path
 import pytest
 
 from broker import HOST, Broker, free_port
+from probe import open_path
 from scrape import totals, wait_for_metric
 
 MOSQUITTO = Path("/usr/sbin/mosquitto")
 START_TIMEOUT_S = 10.0
-PROBES_MAX = 200
-PROBE_WAIT_S = 0.05
 
 pytestmark = [
     pytest.mark.fanfare_only,
@@ -90,30 +89,13 @@ def bridged(start, mosquitto):
     return _bridged
 
 
-def open_path(sub, send) -> None:
-    """Sends probes until `sub` receives one, then drains the probes in flight."""
-    for _ in range(PROBES_MAX):
-        send(b"probe")
-        try:
-            msg = sub.wait_for_message(timeout=PROBE_WAIT_S)
-        except AssertionError:
-            continue
-        assert msg.payload == b"probe"
-        while True:
-            try:
-                sub.wait_for_message(timeout=0.3)
-            except AssertionError:
-                return
-    raise AssertionError("no probe crossed the bridge")
-
-
 def test_in_remaps_the_remote_prefix_to_the_local_one(bridged, mosquitto, clients, topic):
     broker = bridged([{"filter": f"{topic}/#", "direction": "in", "qos": 1,
                        "local_prefix": "edge/", "remote_prefix": "origin/"}])
     sub = clients(broker, "tcp")
     sub.subscribe(f"edge/{topic}/#", 1)
     pub = clients(mosquitto.broker, "tcp")
-    open_path(sub, lambda p: pub.publish(f"origin/{topic}/probe", p, 1))
+    open_path(sub, lambda p: pub.publish(f"origin/{topic}/probe", p, 1), "the bridge")
 
     for i in range(5):
         pub.publish(f"origin/{topic}/score", b"goal %d" % i, 1)
@@ -131,7 +113,7 @@ def test_out_remaps_the_local_prefix_to_the_remote_one(bridged, mosquitto, clien
     sub = clients(mosquitto.broker, "tcp")
     sub.subscribe(f"origin/{topic}/#", 1)
     pub = clients(broker, "ws")
-    open_path(sub, lambda p: pub.publish(f"edge/{topic}/probe", p, 1))
+    open_path(sub, lambda p: pub.publish(f"edge/{topic}/probe", p, 1), "the bridge")
 
     for i in range(5):
         pub.publish(f"edge/{topic}/score", b"goal %d" % i, 1)
@@ -153,8 +135,8 @@ def test_both_delivers_each_message_once(bridged, mosquitto, clients, topic, pro
     remote.subscribe(f"{topic}/#", 1)
     local_pub = clients(broker, "tcp")
     remote_pub = clients(mosquitto.broker, "tcp")
-    open_path(remote, lambda p: local_pub.publish(f"{topic}/probe", p, 1))
-    open_path(local, lambda p: remote_pub.publish(f"{topic}/probe", p, 1))
+    open_path(remote, lambda p: local_pub.publish(f"{topic}/probe", p, 1), "the bridge")
+    open_path(local, lambda p: remote_pub.publish(f"{topic}/probe", p, 1), "the bridge")
     # The probes above reached the other side's subscriber too: drain them.
     for sub in (local, remote):
         while True:
@@ -187,6 +169,6 @@ def test_reconnects_after_the_remote_restarts(bridged, mosquitto, clients, topic
     state.subscribe("$SYS/broker/connection/up/state", 0)
     assert state.wait_for_message().payload == b"1"
     pub = clients(mosquitto.broker, "tcp")
-    open_path(sub, lambda p: pub.publish(f"{topic}/probe", p, 1))
+    open_path(sub, lambda p: pub.publish(f"{topic}/probe", p, 1), "the bridge")
     pub.publish(f"{topic}/after", b"back", 1)
     assert sub.wait_for_message().payload == b"back"

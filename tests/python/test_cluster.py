@@ -10,16 +10,13 @@ from __future__ import annotations
 import pytest
 
 from natsserver import NatsPublisher, NatsServer, nats_server_bin
+from probe import open_path
 from scrape import wait_for_metric
 
 pytestmark = [
     pytest.mark.fanfare_only,
     pytest.mark.skipif(nats_server_bin() is None, reason="nats-server not installed"),
 ]
-
-PROBES_MAX = 200
-PROBE_WAIT_S = 0.05
-
 
 @pytest.fixture
 def nats(tmp_path_factory):
@@ -39,30 +36,13 @@ def node(start, nats):
     return _node
 
 
-def open_path(sub, send, topic: str) -> None:
-    """Sends probes on `topic` until `sub` receives one, then drains the probes in flight."""
-    for attempt in range(PROBES_MAX):
-        send(b"probe")
-        try:
-            msg = sub.wait_for_message(timeout=PROBE_WAIT_S)
-        except AssertionError:
-            continue
-        assert msg.payload == b"probe"
-        while True:
-            try:
-                sub.wait_for_message(timeout=0.3)
-            except AssertionError:
-                return
-    raise AssertionError(f"no probe on {topic} crossed the cluster")
-
-
 def test_publish_on_one_node_reaches_the_other_once(node, clients, topic):
     a, b = node("a"), node("b")
     sub = clients(a, "ws")
     sub.subscribe(topic + "/#", 0)
     wait_for_metric(a, "fanfare_cluster_subjects", lambda v: v >= 1)
     pub = clients(b, "tcp")
-    open_path(sub, lambda p: pub.publish(topic + "/probe", p, 0), topic)
+    open_path(sub, lambda p: pub.publish(topic + "/probe", p, 0), f"the cluster on {topic}")
 
     for i in range(10):
         pub.publish(f"{topic}/score", b"goal %d" % i, 1)
@@ -81,7 +61,7 @@ def test_native_nats_publish_reaches_an_mqtt_subscriber(node, nats, clients, top
     native = NatsPublisher(nats)
     try:
         subject = "mqtt." + topic.replace("/", ".") + ".m1.live"
-        open_path(sub, lambda p: native.publish(subject, p), topic)
+        open_path(sub, lambda p: native.publish(subject, p), f"the cluster on {topic}")
         native.publish(subject, b"1-0")
         msg = sub.wait_for_message()
         assert (msg.topic, msg.payload) == (f"{topic}/m1/live", b"1-0")
@@ -100,7 +80,7 @@ def test_no_echo_a_local_publish_arrives_once(node, clients, topic):
     wait_for_metric(b, "fanfare_cluster_subjects", lambda v: v >= 1)
     # The path from a to b is open once b hears a's probe; a hears its own probes locally.
     pub_a = clients(a, "tcp")
-    open_path(sub_b, lambda p: pub_a.publish(topic, p, 0), topic)
+    open_path(sub_b, lambda p: pub_a.publish(topic, p, 0), f"the cluster on {topic}")
     while True:
         try:
             sub_a.wait_for_message(timeout=0.3)
@@ -124,7 +104,7 @@ def test_interest_follows_the_last_subscriber(node, nats, clients, topic):
     native = NatsPublisher(nats)
     try:
         subject = "mqtt." + topic.replace("/", ".") + ".x"
-        open_path(second, lambda p: native.publish(subject, p), topic)
+        open_path(second, lambda p: native.publish(subject, p), f"the cluster on {topic}")
         while True:
             try:
                 first.wait_for_message(timeout=0.3)
@@ -161,13 +141,13 @@ def test_subscriptions_come_back_after_nats_restarts(node, nats, clients, topic)
     sub.subscribe(topic, 0)
     wait_for_metric(a, "fanfare_cluster_subjects", lambda v: v >= 1)
     pub = clients(b, "tcp")
-    open_path(sub, lambda p: pub.publish(topic, p, 0), topic)
+    open_path(sub, lambda p: pub.publish(topic, p, 0), f"the cluster on {topic}")
 
     nats.stop()
     wait_for_metric(a, "fanfare_cluster_connected", lambda v: v == 0)
     nats.start()
     wait_for_metric(a, "fanfare_cluster_connected", lambda v: v == 1, timeout_s=30)
     wait_for_metric(b, "fanfare_cluster_connected", lambda v: v == 1, timeout_s=30)
-    open_path(sub, lambda p: pub.publish(topic, p, 0), topic)
+    open_path(sub, lambda p: pub.publish(topic, p, 0), f"the cluster on {topic}")
     pub.publish(topic, b"back", 0)
     assert sub.wait_for_message().payload == b"back"
