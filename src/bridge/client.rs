@@ -35,7 +35,7 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::time::{Instant, sleep, sleep_until, timeout};
 
-use super::link::BridgeLink;
+use super::link::{BridgeLink, Full};
 use super::remap::{to_local, to_remote};
 use crate::broker::RoutedMessage;
 use crate::config::Limits;
@@ -50,6 +50,9 @@ use crate::protocol::mqtt::{
 /// Publishes sent to a 3.1.1 remote that it may echo back, remembered to drop the echo.
 /// Worst case 8 bytes each per bridge.
 pub const ECHOES_REMEMBERED_MAX: usize = 4096;
+
+/// While the in queue is full, how often the held publish is offered again.
+const IN_QUEUE_RETRY: Duration = Duration::from_millis(5);
 
 /// Bytes read from the socket at a time; a packet may take several reads, up to
 /// `packet_bytes_max`, which the decoder checks on the fixed header.
@@ -276,6 +279,7 @@ impl Client {
         self.ping_outstanding = false;
         let keep_alive = Duration::from_secs(u64::from(self.settings.keep_alive_s.max(1)));
         let mut next_ping = Instant::now() + keep_alive;
+        let mut stalled = false;
         loop {
             self.take_out(&mut out);
             if !out.is_empty() {
@@ -285,14 +289,15 @@ impl Client {
                 out.clear();
             }
             let room = self.inflight.len() < usize::from(self.settings.inflight_max);
-            let turn = self.wait(&mut reader, &mut buf, room, next_ping).await;
+            let turn = self
+                .wait(&mut reader, &mut buf, room, stalled, next_ping)
+                .await;
             match turn {
                 Wait::Read(Ok(0)) => return Down::Closed,
-                Wait::Read(Ok(_)) => {
-                    if let Err(why) = self.take_packets(&mut buf, &mut out) {
-                        return why;
-                    }
-                }
+                Wait::Read(Ok(_)) | Wait::Retry => match self.take_packets(&mut buf, &mut out) {
+                    Ok(now_stalled) => stalled = now_stalled,
+                    Err(why) => return why,
+                },
                 Wait::Read(Err(e)) => return Down::Io(e),
                 Wait::Woken => {}
                 Wait::Ping => {
@@ -314,11 +319,14 @@ impl Client {
         reader: &mut OwnedReadHalf,
         buf: &mut Vec<u8>,
         room: bool,
+        stalled: bool,
         next_ping: Instant,
     ) -> Wait {
         buf.reserve(READ_CHUNK_BYTES);
         tokio::select! {
-            read = reader.read_buf(buf) => Wait::Read(read),
+            // Not read while stalled: the remote's writes then wait in TCP, which slows it.
+            read = reader.read_buf(buf), if !stalled => Wait::Read(read),
+            () = sleep(IN_QUEUE_RETRY), if stalled => Wait::Retry,
             () = self.link.woken(), if room => Wait::Woken,
             () = sleep_until(next_ping) => Wait::Ping,
         }
@@ -418,26 +426,28 @@ impl Client {
         }
     }
 
-    /// Handles every complete packet in `buf`, answering into `out`.
-    fn take_packets(&mut self, buf: &mut Vec<u8>, out: &mut Vec<u8>) -> Result<(), Down> {
+    /// Handles the complete packets in `buf`, answering into `out`. Stops at a publish the in
+    /// queue has no room for, leaving it in `buf` unacknowledged: `Ok(true)`, stalled.
+    fn take_packets(&mut self, buf: &mut Vec<u8>, out: &mut Vec<u8>) -> Result<bool, Down> {
         let mut start = 0;
         let result = loop {
             let decoded = decode_from_server(&buf[start..], self.version, &self.limits);
             let (packet, used) = match decoded {
                 Ok(Some(decoded)) => decoded,
-                Ok(None) => break Ok(()),
+                Ok(None) => break Ok(false),
                 Err(e) => break Err(Down::Malformed(e)),
             };
-            start += used;
-            if let Err(why) = self.take_packet(packet, out) {
-                break Err(why);
+            match self.take_packet(packet, out) {
+                Ok(Taken::Done) => start += used,
+                Ok(Taken::Stalled) => break Ok(true),
+                Err(why) => break Err(why),
             }
         };
         buf.drain(..start);
         result
     }
 
-    fn take_packet(&mut self, packet: Packet<'_>, out: &mut Vec<u8>) -> Result<(), Down> {
+    fn take_packet(&mut self, packet: Packet<'_>, out: &mut Vec<u8>) -> Result<Taken, Down> {
         let figures = &self.link.figures;
         match packet {
             Packet::Publish(publish) => {
@@ -448,7 +458,9 @@ impl Client {
                         return Err(Down::Unexpected("QoS 2 publish (subscribed at QoS 1)"));
                     }
                 };
-                self.take_publish(&publish);
+                if self.take_publish(&publish).is_err() {
+                    return Ok(Taken::Stalled);
+                }
                 if let Some(id) = id {
                     encode(&Packet::PubAck(Ack::new(id)), self.version, out);
                 }
@@ -475,26 +487,27 @@ impl Client {
             Packet::UnsubAck(_) => {}
             _ => return Err(Down::Unexpected("packet from the remote")),
         }
-        Ok(())
+        Ok(Taken::Done)
     }
 
-    /// Hands a publish from the remote to the shards under its local name.
-    fn take_publish(&mut self, publish: &Publish<'_>) {
+    /// Hands a publish from the remote to the shards under its local name; [`Full`] when the
+    /// in queue has no room for it now (nothing changed: it is taken again later).
+    fn take_publish(&mut self, publish: &Publish<'_>) -> Result<(), Full> {
         let dropped = &self.link.figures.dropped_in;
         if self.version == ProtocolVersion::V311 && !self.echoes.is_empty() {
             let print = fingerprint(publish.topic, publish.payload);
             if let Some(at) = self.echoes.iter().position(|&seen| seen == print) {
                 self.echoes.remove(at);
-                return;
+                return Ok(());
             }
         }
         let Some((topic, qos_max)) = to_local(&self.settings.topics, publish.topic) else {
             dropped.fetch_add(1, Ordering::Relaxed);
-            return;
+            return Ok(());
         };
         if topic.starts_with('$') || validate_topic_name(&topic, &self.limits).is_err() {
             dropped.fetch_add(1, Ordering::Relaxed);
-            return;
+            return Ok(());
         }
         let qos = publish
             .delivery
@@ -505,7 +518,7 @@ impl Client {
             publish.payload,
             qos,
             publish.retain,
-        ));
+        ))
     }
 }
 
@@ -513,6 +526,15 @@ enum Wait {
     Read(std::io::Result<usize>),
     Woken,
     Ping,
+    /// Stalled on a full in queue: time to offer the held publish again.
+    Retry,
+}
+
+/// What became of a packet from the remote.
+enum Taken {
+    Done,
+    /// A publish the in queue has no room for yet: it stays unread and unacknowledged.
+    Stalled,
 }
 
 fn put_publish(

@@ -5,7 +5,8 @@
 //!   `out_queue_bytes_max` waiting (while the remote is slow or gone); past it a publish is
 //!   not bridged and is counted as dropped. Its local delivery does not depend on it.
 //! - **In** (bridge → shards): messages from the remote, up to `in_queue_bytes_max` waiting;
-//!   past it a message is dropped and counted. They all go to [`INTAKE_SHARD`], which keeps
+//!   past it the bridge stops reading the remote until there is room again (back-pressure);
+//!   only a message larger than the whole bound is dropped and counted. They all go to [`INTAKE_SHARD`], which keeps
 //!   the remote's order and posts each once to the other shards.
 
 use std::sync::Arc;
@@ -111,17 +112,29 @@ impl BridgeLink {
         self.out.pop()
     }
 
-    /// Hands a message from the remote to [`INTAKE_SHARD`] and wakes it; or counts it dropped
-    /// when the in queue is full.
-    pub(super) fn deliver(&self, message: RoutedMessage) {
-        if self.incoming.push(Arc::new(message)).is_err() {
+    /// Hands a message from the remote to [`INTAKE_SHARD`] and wakes it. A message that can
+    /// never fit the in queue is dropped and counted; one that does not fit *now* is given
+    /// back ([`Full`]): the bridge stops reading the remote until the shards have taken some,
+    /// so the remote is slowed down (TCP) rather than a message it was acknowledged lost.
+    pub(super) fn deliver(&self, message: RoutedMessage) -> Result<(), Full> {
+        if message.bytes() as u64 > self.incoming.bytes_max() {
             self.figures.dropped_in.fetch_add(1, Ordering::Relaxed);
-            return;
+            return Ok(());
+        }
+        if self.incoming.push(Arc::new(message)).is_err() {
+            // Whatever is queued is the shard's to take: make sure it is awake to take it.
+            self.mailboxes.wake(INTAKE_SHARD);
+            return Err(Full);
         }
         self.figures.forwarded_in.fetch_add(1, Ordering::Relaxed);
         self.mailboxes.wake(INTAKE_SHARD);
+        Ok(())
     }
 }
+
+/// The in queue has no room for a message now.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Full;
 
 #[cfg(test)]
 mod tests {
@@ -141,6 +154,33 @@ mod tests {
 
     fn message(topic: &str) -> Arc<RoutedMessage> {
         Arc::new(RoutedMessage::new(topic, &[0; 100], QoS::AtMostOnce, false))
+    }
+
+    #[test]
+    fn a_full_in_queue_gives_the_message_back_and_only_an_oversize_one_is_dropped() {
+        let mailboxes = Arc::new(Mailboxes::new(1, 4).expect("eventfds"));
+        let incoming = |topic: &str| RoutedMessage::new(topic, &[0; 100], QoS::AtLeastOnce, false);
+        let one = incoming("b/1").bytes() as u64;
+        let mut settings = settings(one);
+        settings.in_queue_bytes_max = one;
+        let link = BridgeLink::new(&settings, mailboxes);
+        assert_eq!(link.deliver(incoming("b/1")), Ok(()));
+        assert_eq!(
+            link.deliver(incoming("b/2")),
+            Err(Full),
+            "no room now: given back"
+        );
+        assert_eq!(link.figures.dropped_in.load(Ordering::Relaxed), 0);
+        assert!(link.take().is_some());
+        assert_eq!(link.deliver(incoming("b/2")), Ok(()), "room again");
+        let oversize = RoutedMessage::new("b/3", &[0; 1000], QoS::AtLeastOnce, false);
+        assert_eq!(
+            link.deliver(oversize),
+            Ok(()),
+            "can never fit: dropped, not held"
+        );
+        assert_eq!(link.figures.dropped_in.load(Ordering::Relaxed), 1);
+        assert_eq!(link.figures.forwarded_in.load(Ordering::Relaxed), 2);
     }
 
     #[test]

@@ -145,8 +145,8 @@ pub struct BridgeSettings {
     /// publish is not bridged (local delivery goes on) and is counted as dropped.
     #[serde(default = "default_queue_bytes_max")]
     pub out_queue_bytes_max: u64,
-    /// Bytes of messages from the remote waiting for the shards; past it a message is
-    /// dropped and counted.
+    /// Bytes of messages from the remote waiting for the shards; at it the bridge stops
+    /// reading the remote until there is room (only a message larger than it is dropped).
     #[serde(default = "default_queue_bytes_max")]
     pub in_queue_bytes_max: u64,
     pub topics: Vec<TopicMapping>,

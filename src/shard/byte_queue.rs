@@ -43,6 +43,11 @@ impl ByteQueue {
         Some(message)
     }
 
+    /// The bound, in bytes.
+    pub fn bytes_max(&self) -> u64 {
+        self.bytes_max
+    }
+
     /// Bytes the queued messages hold.
     pub fn bytes(&self) -> u64 {
         self.bytes.load(Ordering::Relaxed)

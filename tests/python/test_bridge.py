@@ -73,8 +73,9 @@ def mosquitto(tmp_path_factory):
 
 @pytest.fixture
 def bridged(start, mosquitto):
-    """fanfare with one bridge named "up" to `mosquitto`: `bridged(topics, protocol="5")`."""
-    def _bridged(topics: list[dict], protocol: str = "3.1.1"):
+    """fanfare with one bridge named "up" to `mosquitto`: `bridged(topics, protocol="5")`;
+    other keyword arguments are more keys of the bridge's table."""
+    def _bridged(topics: list[dict], protocol: str = "3.1.1", **bridge):
         broker = start(shards=2, config={"bridge": [{
             "name": "up",
             "url": f"mqtt://{HOST}:{mosquitto.port}",
@@ -83,6 +84,7 @@ def bridged(start, mosquitto):
             "reconnect_initial_ms": 50,
             "reconnect_max_ms": 200,
             "topics": topics,
+            **bridge,
         }]})
         wait_for_metric(broker, "fanfare_bridge_connected", lambda v: v == 1)
         return broker
@@ -105,6 +107,25 @@ def test_in_remaps_the_remote_prefix_to_the_local_one(bridged, mosquitto, client
     assert all(m.qos == 1 for m in got)
     pub.publish(f"elsewhere/{topic}/score", b"not mapped", 1)
     sub.expect_no_message()
+
+
+def test_a_full_in_queue_slows_the_remote_and_loses_nothing(bridged, mosquitto, clients,
+                                                            topic):
+    # Room for one of these messages: the burst outruns the shard that takes them, and
+    # the bridge must stop reading the remote rather than drop what the remote was told it has.
+    broker = bridged([{"filter": f"{topic}/#", "direction": "in", "qos": 1}],
+                     in_queue_bytes_max=1200)
+    sub = clients(broker, "tcp")
+    sub.subscribe(f"{topic}/#", 1)
+    pub = clients(mosquitto.broker, "tcp")
+    open_path(sub, lambda p: pub.publish(f"{topic}/probe", p, 1), "the bridge")
+
+    count, payload = 1000, b"x" * 1000
+    for i in range(count):
+        pub.publish(f"{topic}/burst", b"%04d" % i + payload, 1)
+    got = [sub.wait_for_message() for _ in range(count)]
+    assert [m.payload[:4] for m in got] == [b"%04d" % i for i in range(count)]
+    assert totals(broker)["fanfare_bridge_dropped_in_total"] == 0
 
 
 def test_out_remaps_the_local_prefix_to_the_remote_one(bridged, mosquitto, clients, topic):
