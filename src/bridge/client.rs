@@ -2,7 +2,7 @@
 //! own codec (`crate::protocol::mqtt`), never on a shard loop.
 //!
 //! **Why tokio.** The client waits on three things at once: bytes from the remote, publishes
-//! from the shards (a `tokio::sync::Notify` in `link.rs`, as the cluster's link has) and the
+//! from the shards (the `Notify` of `shard::byte_queue::Pipes`, as the cluster's link has) and the
 //! keep-alive timer. On a current-thread tokio runtime that is one `select!`, with one thread
 //! and one socket per bridge and no timeouts polled in a loop. Blocking sockets would need a
 //! reader and a writer thread per bridge sharing the session's state (in-flight publishes,
@@ -327,7 +327,7 @@ impl Client {
             // Not read while stalled: the remote's writes then wait in TCP, which slows it.
             read = reader.read_buf(buf), if !stalled => Wait::Read(read),
             () = sleep(IN_QUEUE_RETRY), if stalled => Wait::Retry,
-            () = self.link.woken(), if room => Wait::Woken,
+            () = self.link.pipes.woken(), if room => Wait::Woken,
             () = sleep_until(next_ping) => Wait::Ping,
         }
     }
@@ -383,7 +383,7 @@ impl Client {
         let link = Arc::clone(&self.link);
         let figures = &link.figures;
         while self.inflight.len() < usize::from(self.settings.inflight_max) {
-            let Some(message) = self.link.next_out() else {
+            let Some(message) = self.link.pipes.next_out() else {
                 return;
             };
             let Some((topic, qos_max)) = to_remote(&self.settings.topics, &message.topic) else {

@@ -6,18 +6,17 @@
 //!   not bridged and is counted as dropped. Its local delivery does not depend on it.
 //! - **In** (bridge → shards): messages from the remote, up to `in_queue_bytes_max` waiting;
 //!   past it the bridge stops reading the remote until there is room again (back-pressure);
-//!   only a message larger than the whole bound is dropped and counted. They all go to [`INTAKE_SHARD`], which keeps
-//!   the remote's order and posts each once to the other shards.
+//!   only a message larger than the whole bound is dropped and counted. They all go to
+//!   [`INTAKE_SHARD`], which keeps the remote's order and posts each once to the other shards.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use tokio::sync::Notify;
-
 use crate::broker::RoutedMessage;
 use crate::config::bridge::BridgeSettings;
 use crate::protocol::mqtt::topic::filter_matches;
-use crate::shard::byte_queue::ByteQueue;
+pub use crate::shard::byte_queue::Full;
+use crate::shard::byte_queue::Pipes;
 use crate::shard::mailbox::Mailboxes;
 
 /// Messages from all bridges the intake shard takes per loop turn: bounds the turn; the rest
@@ -49,10 +48,8 @@ pub struct BridgeLink {
     pub name: String,
     /// The local filters of the `out` and `both` mappings: what the shards match.
     out_filters: Vec<String>,
-    out: ByteQueue,
-    incoming: ByteQueue,
-    wake_bridge: Notify,
-    mailboxes: Arc<Mailboxes>,
+    /// Publishes to the remote and messages from it.
+    pub pipes: Pipes,
     pub figures: BridgeFigures,
 }
 
@@ -66,10 +63,12 @@ impl BridgeLink {
                 .filter(|mapping| mapping.direction.carries_out())
                 .map(|mapping| mapping.local_filter())
                 .collect(),
-            out: ByteQueue::new(settings.out_queue_bytes_max),
-            incoming: ByteQueue::new(settings.in_queue_bytes_max),
-            wake_bridge: Notify::new(),
-            mailboxes,
+            pipes: Pipes::new(
+                mailboxes,
+                INTAKE_SHARD,
+                settings.out_queue_bytes_max,
+                settings.in_queue_bytes_max,
+            ),
             figures: BridgeFigures::default(),
         }
     }
@@ -86,55 +85,29 @@ impl BridgeLink {
         if !wanted {
             return false;
         }
-        if self.out.push(Arc::clone(message)).is_err() {
+        if self.pipes.send(Arc::clone(message)).is_err() {
             self.figures.dropped_out.fetch_add(1, Ordering::Relaxed);
             return false;
         }
         true
     }
 
-    pub fn wake_bridge(&self) {
-        self.wake_bridge.notify_one();
-    }
-
-    /// The next message from the remote, for [`INTAKE_SHARD`].
-    pub fn take(&self) -> Option<Arc<RoutedMessage>> {
-        self.incoming.pop()
-    }
-
     // The bridge's side.
-
-    pub(super) async fn woken(&self) {
-        self.wake_bridge.notified().await;
-    }
-
-    pub(super) fn next_out(&self) -> Option<Arc<RoutedMessage>> {
-        self.out.pop()
-    }
 
     /// Hands a message from the remote to [`INTAKE_SHARD`] and wakes it. A message that can
     /// never fit the in queue is dropped and counted; one that does not fit *now* is given
     /// back ([`Full`]): the bridge stops reading the remote until the shards have taken some,
     /// so the remote is slowed down (TCP) rather than a message it was acknowledged lost.
     pub(super) fn deliver(&self, message: RoutedMessage) -> Result<(), Full> {
-        if message.bytes() as u64 > self.incoming.bytes_max() {
+        if message.bytes() as u64 > self.pipes.in_bytes_max() {
             self.figures.dropped_in.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         }
-        if self.incoming.push(Arc::new(message)).is_err() {
-            // Whatever is queued is the shard's to take: make sure it is awake to take it.
-            self.mailboxes.wake(INTAKE_SHARD);
-            return Err(Full);
-        }
+        self.pipes.deliver(message)?;
         self.figures.forwarded_in.fetch_add(1, Ordering::Relaxed);
-        self.mailboxes.wake(INTAKE_SHARD);
         Ok(())
     }
 }
-
-/// The in queue has no room for a message now.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Full;
 
 #[cfg(test)]
 mod tests {
@@ -171,7 +144,7 @@ mod tests {
             "no room now: given back"
         );
         assert_eq!(link.figures.dropped_in.load(Ordering::Relaxed), 0);
-        assert!(link.take().is_some());
+        assert!(link.pipes.take().is_some());
         assert_eq!(link.deliver(incoming("b/2")), Ok(()), "room again");
         let oversize = RoutedMessage::new("b/3", &[0; 1000], QoS::AtLeastOnce, false);
         assert_eq!(
@@ -195,7 +168,7 @@ mod tests {
         assert!(!link.offer(&message("x/a/3")), "past the bound");
         assert_eq!(link.figures.dropped_out.load(Ordering::Relaxed), 1);
         assert_eq!(
-            link.next_out().map(|m| m.topic.clone()),
+            link.pipes.next_out().map(|m| m.topic.clone()),
             Some("x/a/1".into())
         );
     }

@@ -182,14 +182,14 @@ impl Bridge {
             }
             let mut sent = 0;
             while sent < PUBLISHES_PER_ROUND_MAX {
-                let Some(message) = self.link.next_out() else {
+                let Some(message) = self.link.pipes.next_out() else {
                     break;
                 };
                 self.publish(&client, &message).await;
                 sent += 1;
             }
             if sent < PUBLISHES_PER_ROUND_MAX {
-                self.link.woken().await;
+                self.link.pipes.woken().await;
             } else {
                 // Let the subscriptions' tasks run between rounds.
                 tokio::task::yield_now().await;
@@ -202,10 +202,10 @@ impl Bridge {
     async fn discard_forever(&self) {
         loop {
             while self.link.next_interest().is_some() {}
-            while self.link.next_out().is_some() {
+            while self.link.pipes.next_out().is_some() {
                 self.link.figures.dropped.fetch_add(1, Ordering::Relaxed);
             }
-            self.link.woken().await;
+            self.link.pipes.woken().await;
         }
     }
 

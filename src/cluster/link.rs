@@ -12,20 +12,16 @@
 //!   publish: one queue keeps NATS's order (per publisher) all the way to every subscriber,
 //!   and the fan-out itself is still spread over every shard.
 //!
-//! The messages wait in `crate::shard::byte_queue::ByteQueue`s, which the bridges to other MQTT
-//! brokers use too (`crate::bridge::link`). The bridge is woken through a `tokio::sync::Notify`,
-//! which keeps a wake-up given while it was busy; a shard is woken through its eventfd, as for
-//! the admin requests.
+//! The messages wait in `crate::shard::byte_queue::Pipes`, which the bridges to other MQTT
+//! brokers use too (`crate::bridge::link`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use crossbeam::queue::SegQueue;
-use tokio::sync::Notify;
-
 use crate::broker::RoutedMessage;
-use crate::shard::byte_queue::ByteQueue;
+use crate::shard::byte_queue::{Full, Pipes};
 use crate::shard::mailbox::Mailboxes;
+use crossbeam::queue::SegQueue;
 
 /// Messages from NATS one shard takes per loop turn: bounds the turn, as the admin requests'
 /// and the mailboxes' bounds do; the rest wait for the next turn.
@@ -57,22 +53,17 @@ pub struct ClusterFigures {
 
 /// The queues of one node's shards and its bridge.
 pub struct ClusterLink {
-    out: ByteQueue,
+    /// Publishes to NATS and messages from it.
+    pub pipes: Pipes,
     interest: SegQueue<InterestChange>,
-    incoming: ByteQueue,
-    wake_bridge: Notify,
-    mailboxes: Arc<Mailboxes>,
     pub figures: ClusterFigures,
 }
 
 impl ClusterLink {
     pub fn new(mailboxes: Arc<Mailboxes>, out_bytes_max: u64, in_bytes_max: u64) -> ClusterLink {
         ClusterLink {
-            out: ByteQueue::new(out_bytes_max),
+            pipes: Pipes::new(mailboxes, INTAKE_SHARD, out_bytes_max, in_bytes_max),
             interest: SegQueue::new(),
-            incoming: ByteQueue::new(in_bytes_max),
-            wake_bridge: Notify::new(),
-            mailboxes,
             figures: ClusterFigures::default(),
         }
     }
@@ -80,9 +71,9 @@ impl ClusterLink {
     // The shards' side.
 
     /// Queues `message` for NATS, or counts it dropped when the out queue is full. The
-    /// bridge is woken by [`ClusterLink::wake_bridge`], once per turn.
+    /// bridge is woken by [`Pipes::wake_remote`], once per turn.
     pub fn send(&self, message: Arc<RoutedMessage>) {
-        if self.out.push(message).is_err() {
+        if self.pipes.send(message).is_err() {
             self.figures.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -92,24 +83,7 @@ impl ClusterLink {
         self.interest.push(change);
     }
 
-    pub fn wake_bridge(&self) {
-        self.wake_bridge.notify_one();
-    }
-
-    /// The next message from NATS, for [`INTAKE_SHARD`].
-    pub fn take(&self) -> Option<Arc<RoutedMessage>> {
-        self.incoming.pop()
-    }
-
     // The bridge's side.
-
-    pub(super) async fn woken(&self) {
-        self.wake_bridge.notified().await;
-    }
-
-    pub(super) fn next_out(&self) -> Option<Arc<RoutedMessage>> {
-        self.out.pop()
-    }
 
     pub(super) fn next_interest(&self) -> Option<InterestChange> {
         self.interest.pop()
@@ -118,14 +92,11 @@ impl ClusterLink {
     /// Hands a message from NATS to [`INTAKE_SHARD`] and wakes it; or counts it dropped when
     /// the in queue is full.
     pub(super) fn deliver(&self, message: RoutedMessage) {
-        if self.incoming.push(Arc::new(message)).is_err() {
-            self.figures
-                .received_dropped
-                .fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        self.figures.received.fetch_add(1, Ordering::Relaxed);
-        self.mailboxes.wake(INTAKE_SHARD);
+        let counter = match self.pipes.deliver(message) {
+            Ok(()) => &self.figures.received,
+            Err(Full) => &self.figures.received_dropped,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -147,7 +118,7 @@ mod tests {
             link.send(Arc::new(message("a")));
         }
         assert_eq!(link.figures.dropped.load(Ordering::Relaxed), 1);
-        assert!(link.next_out().is_some());
+        assert!(link.pipes.next_out().is_some());
         link.send(Arc::new(message("a")));
         assert_eq!(
             link.figures.dropped.load(Ordering::Relaxed),
@@ -165,10 +136,10 @@ mod tests {
         link.deliver(message("b"));
         link.deliver(message("c"));
         assert_eq!(link.figures.received_dropped.load(Ordering::Relaxed), 1);
-        assert_eq!(link.take().map(|m| m.topic.clone()), Some("a".into()));
-        assert_eq!(link.take().map(|m| m.topic.clone()), Some("b".into()));
-        assert!(link.take().is_none());
+        assert_eq!(link.pipes.take().map(|m| m.topic.clone()), Some("a".into()));
+        assert_eq!(link.pipes.take().map(|m| m.topic.clone()), Some("b".into()));
+        assert!(link.pipes.take().is_none());
         link.deliver(message("d"));
-        assert_eq!(link.take().map(|m| m.topic.clone()), Some("d".into()));
+        assert_eq!(link.pipes.take().map(|m| m.topic.clone()), Some("d".into()));
     }
 }

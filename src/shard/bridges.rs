@@ -28,7 +28,7 @@ impl Shard {
                     self.busy = true;
                     return;
                 }
-                if let Some(message) = link.take() {
+                if let Some(message) = link.pipes.take() {
                     self.broker
                         .publish_from_remote(message, now, &mut self.outbox);
                     taken += 1;
@@ -69,7 +69,7 @@ impl Shard {
                 any |= link.offer(message);
             }
             if any {
-                link.wake_bridge();
+                link.pipes.wake_remote();
             }
         }
         self.outbox.to_remote.clear();

@@ -19,7 +19,7 @@ impl Shard {
             return;
         }
         for _ in 0..FROM_CLUSTER_PER_TURN_MAX {
-            let Some(message) = link.take() else {
+            let Some(message) = link.pipes.take() else {
                 return;
             };
             self.broker
@@ -43,7 +43,7 @@ impl Shard {
             link.send(Arc::clone(message));
         }
         if any {
-            link.wake_bridge();
+            link.pipes.wake_remote();
         }
     }
 
