@@ -311,6 +311,9 @@ impl Shard {
             broker.keep_retained_writes();
             broker.load_sessions(&std::mem::take(&mut store.sessions), now, &mut outbox);
             broker.keep_session_writes();
+            if store.durability == crate::config::Durability::Sync {
+                broker.hold_acks_until_durable();
+            }
             persist::Persist::new(store, now)
         });
         broker.set_policy(Some(Arc::clone(auth.policy())), &mut outbox);
@@ -438,6 +441,8 @@ impl Shard {
         if self.broker.continue_fanout(now, &mut self.outbox) {
             self.busy = true;
         }
+        self.release_held_acks(now);
+        self.seal_held_acks();
         self.flush_retained(now);
         self.carry_out_outbox(now);
         self.post_to_other_shards();

@@ -13,7 +13,9 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -40,16 +42,57 @@ const BATCHES_PER_WRITE_MAX: usize = 256;
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// What a shard's broker changed since its last flush: retained topics it owns, and its
-/// persistent sessions.
+/// persistent sessions; under `durability = "sync"`, the barriers it answers with this flush.
 #[derive(Default)]
 pub struct Flush {
     pub retained: Vec<RetainedWrite>,
     pub sessions: Vec<SessionWrite>,
+    /// Reported to their entry shards once this flush, and every one of this shard before it,
+    /// is on disk (`docs/persistence.md`, "Acknowledgements under sync").
+    pub echoes: Vec<Echo>,
 }
 
 impl Flush {
     pub fn is_empty(&self) -> bool {
-        self.retained.is_empty() && self.sessions.is_empty()
+        self.retained.is_empty() && self.sessions.is_empty() && self.echoes.is_empty()
+    }
+}
+
+/// A barrier of shard `entry`, numbered `seq`, that the flushing shard read after every
+/// publish `entry` had posted to it before: once the flush is durable, so is what those
+/// publishes changed on the flushing shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Echo {
+    pub entry: usize,
+    pub seq: u64,
+}
+
+/// For each pair (entry shard, flushing shard), the highest barrier of the entry shard that
+/// the flushing shard's files hold durably; written by the writer, read by the entry shard.
+pub(super) struct Durable {
+    shard_count: usize,
+    seqs: Box<[AtomicU64]>,
+}
+
+impl Durable {
+    pub(super) fn new(shard_count: usize) -> Durable {
+        Durable {
+            shard_count,
+            seqs: (0..shard_count * shard_count)
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+        }
+    }
+
+    fn report(&self, echo: Echo, flushed_by: usize) {
+        let slot = &self.seqs[echo.entry * self.shard_count + flushed_by];
+        slot.fetch_max(echo.seq, Release);
+    }
+
+    /// The highest barrier of `entry` that every shard reported durable.
+    fn durable_everywhere(&self, entry: usize) -> u64 {
+        let row = &self.seqs[entry * self.shard_count..(entry + 1) * self.shard_count];
+        row.iter().map(|seq| seq.load(Acquire)).min().unwrap_or(0)
     }
 }
 
@@ -65,6 +108,7 @@ pub struct StoreHandle {
     sender: SyncSender<Batch>,
     write_errors: Arc<[AtomicU64]>,
     writable: Arc<AtomicBool>,
+    durable: Arc<Durable>,
 }
 
 impl StoreHandle {
@@ -73,13 +117,21 @@ impl StoreHandle {
         sender: SyncSender<Batch>,
         write_errors: Arc<[AtomicU64]>,
         writable: Arc<AtomicBool>,
+        durable: Arc<Durable>,
     ) -> StoreHandle {
         StoreHandle {
             shard,
             sender,
             write_errors,
             writable,
+            durable,
         }
+    }
+
+    /// The highest barrier of this shard that every shard's files hold durably: an
+    /// acknowledgement held with a barrier up to it may be sent.
+    pub fn durable_barrier(&self) -> u64 {
+        self.durable.durable_everywhere(self.shard)
     }
 
     /// Queues `flush` without waiting; gives it back when the queue is full.
@@ -151,6 +203,9 @@ struct ShardLog {
     /// A write or sync failed: the log may end in a partial record, so it is not appended to
     /// again; the next write rewrites the snapshot from `live` instead.
     dirty: bool,
+    /// Barriers answered by the batches applied since the last successful write: reported
+    /// once the shard's files hold them (kept while `dirty`).
+    echoes: Vec<Echo>,
 }
 
 /// The writer thread's state.
@@ -165,6 +220,9 @@ pub(super) struct Writer {
     write_errors: Arc<[AtomicU64]>,
     /// `!failing`, for the shards: while false they refuse QoS 1/2 publishes.
     writable: Arc<AtomicBool>,
+    /// Where durable barriers are reported, and how their entry shard is woken to read them.
+    durable: Arc<Durable>,
+    wake: Box<dyn Fn(usize) + Send>,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -194,6 +252,7 @@ impl Writer {
         sessions: Vec<LiveSession>,
         write_errors: Arc<[AtomicU64]>,
         writable: Arc<AtomicBool>,
+        (durable, wake): (Arc<Durable>, Box<dyn Fn(usize) + Send>),
     ) -> Writer {
         let shard_count = write_errors.len();
         let mut writer = Writer {
@@ -207,6 +266,7 @@ impl Writer {
                     live_bytes: 0,
                     buf: Vec::new(),
                     dirty: true,
+                    echoes: Vec::new(),
                 })
                 .collect(),
             durability,
@@ -214,6 +274,8 @@ impl Writer {
             failing: false,
             write_errors,
             writable,
+            durable,
+            wake,
         };
         for (message, expires_at_ms) in loaded {
             let shard = crate::broker::Broker::owner_shard(&message.topic, shard_count);
@@ -287,6 +349,7 @@ impl Writer {
     fn apply(&mut self, batch: Batch) {
         let now = Instant::now();
         let now_ms = unix_ms(SystemTime::now());
+        self.logs[batch.shard].echoes.extend(batch.flush.echoes);
         for write in batch.flush.sessions {
             let stamp = self.next_stamp();
             let log = &mut self.logs[batch.shard];
@@ -386,6 +449,29 @@ impl Writer {
             }
         }
         self.note_recovery();
+        self.report_echoes();
+    }
+
+    /// Reports the barriers of every shard whose files now hold all it handed over (not
+    /// `dirty`: the last write, sync or snapshot rewrite succeeded), and wakes each entry
+    /// shard once. A barrier is reported only after the `fdatasync` that covers it, under
+    /// `sync`, the only durability whose shards send barriers.
+    fn report_echoes(&mut self) {
+        let mut woken = vec![false; self.logs.len()];
+        for (shard, log) in self.logs.iter_mut().enumerate() {
+            if log.dirty {
+                continue;
+            }
+            for echo in log.echoes.drain(..) {
+                self.durable.report(echo, shard);
+                if let Some(wake) = woken.get_mut(echo.entry) {
+                    *wake = true;
+                }
+            }
+        }
+        for (shard, _) in woken.iter().enumerate().filter(|(_, wake)| **wake) {
+            (self.wake)(shard);
+        }
     }
 
     /// Rewrites shard `shard`'s snapshot from its live set, leaving out what expired, and
