@@ -568,3 +568,31 @@ fn encode(
     };
     record::encode_set(out, &set) as u64
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_barrier_is_durable_once_every_shard_reported_it() {
+        let durable = Durable::new(3);
+        assert_eq!(durable.durable_everywhere(1), 0);
+        durable.report(Echo { entry: 1, seq: 2 }, 1);
+        durable.report(Echo { entry: 1, seq: 1 }, 0);
+        assert_eq!(durable.durable_everywhere(1), 0, "shard 2 reported nothing");
+        durable.report(Echo { entry: 1, seq: 3 }, 2);
+        assert_eq!(durable.durable_everywhere(1), 1);
+        durable.report(Echo { entry: 1, seq: 3 }, 0);
+        assert_eq!(durable.durable_everywhere(1), 2);
+        // Another entry shard's barriers are counted apart.
+        assert_eq!(durable.durable_everywhere(0), 0);
+    }
+
+    #[test]
+    fn a_late_report_never_lowers_a_barrier() {
+        let durable = Durable::new(1);
+        durable.report(Echo { entry: 0, seq: 5 }, 0);
+        durable.report(Echo { entry: 0, seq: 4 }, 0);
+        assert_eq!(durable.durable_everywhere(0), 5);
+    }
+}
