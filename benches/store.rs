@@ -57,7 +57,7 @@ fn writes(c: &mut Criterion) {
                     for batch in batches {
                         handles[0].send(Flush {
                             retained: batch,
-                            sessions: Vec::new(),
+                            ..Flush::default()
                         });
                     }
                     drop(handles);

@@ -32,7 +32,7 @@ use crate::config::Durability;
 pub use error::StoreError;
 pub use lock::DataDirLock;
 use session_record::StoredSession;
-use writer::{Durable, LiveSession, Writer, unix_ms};
+use writer::{Durable, LiveSession, Writer, WriterLinks, unix_ms};
 pub use writer::{Echo, Flush, StoreHandle};
 
 /// Flushes queued per shard before a shard keeps its updates to conflate them further: a few
@@ -108,9 +108,12 @@ impl Store {
             loaded.stamp_max,
             messages,
             live_sessions,
-            Arc::clone(&write_errors),
-            Arc::clone(&writable),
-            (Arc::clone(&durable), wake),
+            WriterLinks {
+                write_errors: Arc::clone(&write_errors),
+                writable: Arc::clone(&writable),
+                durable: Arc::clone(&durable),
+                wake,
+            },
         );
         // A shard directory past this broker's shards is removed only once every topic it
         // held is in a current shard's snapshot.

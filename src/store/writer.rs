@@ -225,6 +225,15 @@ pub(super) struct Writer {
     wake: Box<dyn Fn(usize) + Send>,
 }
 
+/// What the writer shares with the shards: its error counts and state, the durable barriers,
+/// and how to wake a shard.
+pub(super) struct WriterLinks {
+    pub(super) write_errors: Arc<[AtomicU64]>,
+    pub(super) writable: Arc<AtomicBool>,
+    pub(super) durable: Arc<Durable>,
+    pub(super) wake: Box<dyn Fn(usize) + Send>,
+}
+
 /// Milliseconds since the Unix epoch.
 pub(super) fn unix_ms(at: SystemTime) -> u64 {
     at.duration_since(SystemTime::UNIX_EPOCH)
@@ -250,10 +259,14 @@ impl Writer {
         stamp: u64,
         loaded: Vec<(Arc<RoutedMessage>, Option<u64>)>,
         sessions: Vec<LiveSession>,
-        write_errors: Arc<[AtomicU64]>,
-        writable: Arc<AtomicBool>,
-        (durable, wake): (Arc<Durable>, Box<dyn Fn(usize) + Send>),
+        links: WriterLinks,
     ) -> Writer {
+        let WriterLinks {
+            write_errors,
+            writable,
+            durable,
+            wake,
+        } = links;
         let shard_count = write_errors.len();
         let mut writer = Writer {
             logs: (0..shard_count)
