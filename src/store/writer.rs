@@ -69,9 +69,12 @@ pub struct Echo {
 
 /// For each pair (entry shard, flushing shard), the highest barrier of the entry shard that
 /// the flushing shard's files hold durably; written by the writer, read by the entry shard.
+/// And per shard, whether the queue refused its last flush, so that the writer wakes it once
+/// there is room (under `sync` its barriers wait in that flush).
 pub(super) struct Durable {
     shard_count: usize,
     seqs: Box<[AtomicU64]>,
+    refused: Box<[AtomicBool]>,
 }
 
 impl Durable {
@@ -81,7 +84,17 @@ impl Durable {
             seqs: (0..shard_count * shard_count)
                 .map(|_| AtomicU64::new(0))
                 .collect(),
+            refused: (0..shard_count).map(|_| AtomicBool::new(false)).collect(),
         }
+    }
+
+    /// The shards whose flush the queue refused since the last call.
+    fn take_refused(&self) -> impl Iterator<Item = usize> + '_ {
+        self.refused
+            .iter()
+            .enumerate()
+            .filter(|(_, refused)| refused.swap(false, Relaxed))
+            .map(|(shard, _)| shard)
     }
 
     fn report(&self, echo: Echo, flushed_by: usize) {
@@ -142,7 +155,10 @@ impl StoreHandle {
         };
         match self.sender.try_send(batch) {
             Ok(()) => Ok(()),
-            Err(TrySendError::Full(batch) | TrySendError::Disconnected(batch)) => Err(batch.flush),
+            Err(TrySendError::Full(batch) | TrySendError::Disconnected(batch)) => {
+                self.durable.refused[self.shard].store(true, Relaxed);
+                Err(batch.flush)
+            }
         }
     }
 
@@ -351,6 +367,12 @@ impl Writer {
                 self.apply(batch);
                 for batch in batches.try_iter().take(BATCHES_PER_WRITE_MAX - 1) {
                     self.apply(batch);
+                }
+                // The queue has room now: a shard it refused hands its flush over while this
+                // group is written, rather than at its next tick (still the fallback, should
+                // the refusal be noted just after this).
+                for shard in self.durable.take_refused() {
+                    (self.wake)(shard);
                 }
             }
             self.write_out();
@@ -599,6 +621,50 @@ mod tests {
         assert_eq!(durable.durable_everywhere(1), 2);
         // Another entry shard's barriers are counted apart.
         assert_eq!(durable.durable_everywhere(0), 0);
+    }
+
+    #[test]
+    fn a_barrier_is_reported_and_its_shard_woken_after_the_write_that_carries_it() {
+        let dir = std::env::temp_dir().join(format!("fanfare-writer-{}", std::process::id()));
+        let durable = Arc::new(Durable::new(2));
+        let woken = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let wake = {
+            let woken = Arc::clone(&woken);
+            Box::new(move |shard| woken.lock().expect("not poisoned").push(shard))
+        };
+        let links = WriterLinks {
+            write_errors: (0..2).map(|_| AtomicU64::new(0)).collect(),
+            writable: Arc::new(AtomicBool::new(true)),
+            durable: Arc::clone(&durable),
+            wake,
+        };
+        let mut writer = Writer::new(&dir, Durability::Sync, 0, Vec::new(), Vec::new(), links);
+        assert!(writer.compact_all(), "{} is writable", dir.display());
+        let echo = Echo { entry: 1, seq: 3 };
+        let message = Arc::new(RoutedMessage::new(
+            "t",
+            b"v",
+            crate::protocol::mqtt::QoS::AtLeastOnce,
+            true,
+        ));
+        let flush = Flush {
+            retained: vec![RetainedWrite {
+                topic: "t".into(),
+                message: Some(message),
+            }],
+            echoes: vec![echo],
+            ..Flush::default()
+        };
+        writer.apply(Batch { shard: 0, flush });
+        assert_eq!(durable.durable_everywhere(1), 0, "applied, not written");
+        writer.write_out();
+        assert_eq!(
+            durable.seqs[2].load(Relaxed),
+            3,
+            "entry 1, flushed by shard 0"
+        );
+        assert_eq!(*woken.lock().expect("not poisoned"), [1]);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
