@@ -136,16 +136,20 @@ impl Broker {
             .is_some_and(|held| !held.sealed.is_empty())
     }
 
-    /// Sends the acknowledgements whose barrier every shard reported durable. Those of
-    /// connections gone meanwhile are dropped: their clients send the publishes again.
-    pub fn release_held_acks(&mut self, durable: u64, out: &mut Outbox) {
+    /// Sends the acknowledgements whose barrier every shard reported durable, and says how
+    /// many. Those of connections gone meanwhile are dropped: their clients send the
+    /// publishes again.
+    pub fn release_held_acks(&mut self, durable: u64, out: &mut Outbox) -> usize {
         let Some(mut held) = self.held_acks.take() else {
-            return;
+            return 0;
         };
+        let mut released = 0;
         held.release(durable, |ack| {
+            released += 1;
             self.reply(ack.conn, &ack.kind.packet(ack.ack), out);
         });
         self.held_acks = Some(held);
+        released
     }
 
     /// Acknowledgements held for connection `conn`.

@@ -346,7 +346,7 @@ impl Shard {
             // next tick.
             Flow::AwaitAcks => {
                 self.io.cancel_recv(id);
-                self.throttled.pause(id, Instant::now());
+                self.throttled.wait_for_acks(id, Instant::now());
             }
         }
     }

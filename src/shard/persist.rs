@@ -130,8 +130,9 @@ impl Shard {
             return;
         }
         let durable = persist.handle.durable_barrier();
-        self.broker.release_held_acks(durable, &mut self.outbox);
-        self.resume_throttled(now);
+        if self.broker.release_held_acks(durable, &mut self.outbox) > 0 {
+            self.resume_throttled(now);
+        }
     }
 
     /// Tells the broker whether the store writes now, before this turn's publishes are read:

@@ -292,6 +292,26 @@ def test_sync_acknowledges_once_durable_on_every_shard(start, clients, topic, tm
     assert got == {t: f"{publishers[-1]} {t}".encode() for t in kept}
 
 
+def test_sync_holds_at_most_inbound_qos2_max_acknowledgements_per_connection(start, clients,
+                                                                             topic, tmp_path):
+    """A 3.1.1 publisher (no Receive Maximum) with more QoS 1 publishes in flight than
+    `inbound_qos2_max`: the broker stops reading it while that many acknowledgements wait for
+    the disk, and reads on once they are sent; every publish is acknowledged and delivered in
+    order."""
+    data = tmp_path / "data"
+    broker = start(shards=2, args=["--data-dir", str(data)],
+                   config={"durability": "sync", "limits": {"inbound_qos2_max": 2}})
+    sub = clients(broker, "tcp", unique_id("held"), clean_session=False)
+    sub.subscribe(f"{topic}/q", 1)
+    pub = clients(broker, "tcp")
+    infos = [pub.paho.publish(f"{topic}/q", f"{n}", 1) for n in range(60)]
+    for info in infos:
+        info.wait_for_publish(TIMEOUT_S)
+        assert info.is_published(), "every publish is acknowledged in the end"
+    got = [int(sub.wait_for_message().payload) for _ in range(60)]
+    assert got == list(range(60))
+
+
 def test_a_session_that_expired_while_down_is_gone(start, clients, topic, tmp_path):
     data = tmp_path / "data"
     args = ["--data-dir", str(data)]
