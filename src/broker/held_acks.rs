@@ -10,8 +10,9 @@
 //! Bounded per connection by `inbound_qos2_max`, the Receive Maximum announced to MQTT 5
 //! clients, which bounds their unacknowledged QoS 1 and 2 publishes [MQTT-3.3.4-7]: a
 //! connection holding that many is not read until some are sent (`shard/ingest.rs`). So at
-//! most connections × `inbound_qos2_max` acknowledgements of 24 B are held: 100 000
-//! connections × 64 × 24 B = 154 MB in the worst case, and a few hundred bytes per publisher
+//! most connections × `inbound_qos2_max` acknowledgements of 48 B are held (a sealed one with
+//! its barrier; a test checks the size): 100 000 connections × 64 × 48 B = 307 MB in the worst
+//! case, and a few hundred bytes per publisher
 //! while the disk keeps up.
 
 use std::collections::{HashMap, VecDeque};
@@ -171,6 +172,11 @@ mod tests {
         let mut ids = Vec::new();
         held.release(durable, |held| ids.push(held.ack.packet_id.get()));
         ids
+    }
+
+    #[test]
+    fn a_sealed_acknowledgement_takes_at_most_48_bytes() {
+        assert!(std::mem::size_of::<(u64, HeldAck)>() <= 48);
     }
 
     #[test]
