@@ -542,7 +542,7 @@ impl Metrics {
             (
                 "fanfare_bridge_queue_dropped_total",
                 "counter",
-                "QoS 1 messages the bridge's queue did not keep: the oldest dropped for room (drop_oldest), or new ones past queue_bytes_max (refuse).",
+                "QoS 1 messages the bridge's queue did not keep: the oldest dropped for room (drop_oldest), or one larger than the whole queue_bytes_max.",
                 |f| f.queue_dropped.load(Relaxed),
             ),
         ];

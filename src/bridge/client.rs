@@ -478,13 +478,14 @@ impl Client {
 
     /// The queue's figures and, under `refuse`, whether the shards refuse for it now.
     fn publish_figures(&self) {
+        // The flag first: once the figures say the queue emptied, the shards accept again.
+        self.link
+            .refusing
+            .store(self.queue.refusing(), Ordering::Relaxed);
         let figures = &self.link.figures;
         let (messages, bytes) = (self.queue.len() as u64, self.queue.bytes());
         figures.queued_messages.store(messages, Ordering::Relaxed);
         figures.queued_bytes.store(bytes, Ordering::Relaxed);
-        self.link
-            .refusing
-            .store(self.queue.refusing(), Ordering::Relaxed);
     }
 
     /// Encodes what waits in the queue: every QoS 0 message, and QoS 1 ones as many as

@@ -50,7 +50,7 @@ pub struct BridgeFigures {
     /// Their bytes (QoS 1: as records in the queue's files).
     pub queued_bytes: AtomicU64,
     /// QoS 1 messages the queue did not keep: the oldest dropped for room (`drop_oldest`),
-    /// or one past the bound under `refuse` or larger than the whole bound.
+    /// or one larger than the whole bound.
     pub queue_dropped: AtomicU64,
 }
 

@@ -6,7 +6,11 @@
 //!   order, at most `inflight_max` at a time, and again (DUP) after a reconnection. They are
 //!   held in memory as well, so sending never reads the disk: the files are read only at
 //!   start-up. Bounded by `queue_bytes_max`, counted in record bytes
-//!   ([`journal::message_record_bytes`]); past it `queue_full_policy` applies.
+//!   ([`journal::message_record_bytes`]); past it `queue_full_policy` applies: `drop_oldest`
+//!   drops from the front; `refuse` raises [`OutQueue::refusing`] once the queue is full, and
+//!   the shards refuse publishes for it from their next turn. What they acknowledged before
+//!   that is still queued, past the bound (at most what their queue to the bridge holds,
+//!   `out_queue_bytes_max`): under `refuse` nothing acknowledged is dropped.
 //! - **QoS 0** messages wait in memory only, up to `out_queue_bytes_max`; past it the newest
 //!   are dropped, as QoS 0 allows.
 //!
@@ -47,7 +51,7 @@ pub struct Queued {
 pub enum Pushed {
     /// Queued, after dropping this many older messages (`drop_oldest`).
     Queued { dropped: u64 },
-    /// Not queued: the queue is full under `refuse`, or the message is larger than the bound.
+    /// Not queued: larger than the whole bound.
     Dropped,
 }
 
@@ -149,11 +153,7 @@ impl OutQueue {
             return Pushed::Dropped;
         }
         let mut dropped = 0;
-        while self.bytes + bytes > self.bytes_max {
-            if self.policy == QueueFullPolicy::Refuse {
-                self.refusing = true;
-                return Pushed::Dropped;
-            }
+        while self.policy == QueueFullPolicy::DropOldest && self.bytes + bytes > self.bytes_max {
             self.drop_oldest();
             dropped += 1;
         }
@@ -179,6 +179,9 @@ impl OutQueue {
             id: None,
             acked: false,
         });
+        if self.policy == QueueFullPolicy::Refuse && self.bytes >= self.bytes_max {
+            self.refusing = true;
+        }
         Pushed::Queued { dropped }
     }
 
@@ -449,18 +452,24 @@ mod tests {
     #[test]
     fn refuse_keeps_what_is_queued_until_there_is_room() {
         let mut queue = queue(one() * 4, QueueFullPolicy::Refuse);
-        for n in 0..4 {
+        for n in 0..3 {
             push(&mut queue, n);
         }
-        assert_eq!(push(&mut queue, 4), Pushed::Dropped);
-        assert!(queue.refusing());
-        let id = queue.next_to_send(8).and_then(|e| e.id).expect("sent");
-        queue.ack(id);
-        assert!(queue.refusing(), "at 3/4 of the bound, still refusing");
-        let id = queue.next_to_send(8).and_then(|e| e.id).expect("sent");
-        queue.ack(id);
         assert!(!queue.refusing());
-        assert_eq!(payloads(&queue), vec![2, 3]);
+        push(&mut queue, 3);
+        assert!(queue.refusing(), "full");
+        assert_eq!(
+            push(&mut queue, 4),
+            Pushed::Queued { dropped: 0 },
+            "acknowledged before the shards saw the queue full: kept past the bound"
+        );
+        let id = queue.next_to_send(8).and_then(|e| e.id).expect("sent");
+        queue.ack(id);
+        assert!(queue.refusing(), "full again, still refusing");
+        let id = queue.next_to_send(8).and_then(|e| e.id).expect("sent");
+        queue.ack(id);
+        assert!(!queue.refusing(), "at 3/4 of the bound");
+        assert_eq!(payloads(&queue), vec![2, 3, 4]);
     }
 
     #[test]
