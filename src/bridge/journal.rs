@@ -133,6 +133,8 @@ pub struct Journal {
     open: Option<Open>,
     segment_bytes_max: u64,
     durability: Durability,
+    /// Above every message written: a segment started here holds no message yet.
+    next_seq: u64,
     /// Written since the last sync.
     dirty: bool,
     buf: Vec<u8>,
@@ -179,6 +181,7 @@ impl Journal {
             open: None,
             segment_bytes_max,
             durability,
+            next_seq,
             dirty: false,
             buf: Vec::new(),
         };
@@ -198,8 +201,9 @@ impl Journal {
         &self.dir
     }
 
-    /// Appends `message`; returns the bytes written.
+    /// Appends `message`, numbered above every message before it; returns the bytes written.
     pub fn append(&mut self, message: &StoredMessage) -> std::io::Result<u64> {
+        assert!(message.seq >= self.next_seq, "messages are numbered in order");
         if self
             .open
             .as_ref()
@@ -213,6 +217,7 @@ impl Journal {
         if let Some(open) = self.open.as_mut() {
             open.last_seq = Some(message.seq);
         }
+        self.next_seq = message.seq.saturating_add(1);
         Ok(bytes)
     }
 
@@ -220,7 +225,7 @@ impl Journal {
     /// that hold no other.
     pub fn done(&mut self, through: u64) -> std::io::Result<()> {
         if self.open.is_none() {
-            self.start_segment(through.saturating_add(1))?;
+            self.start_segment(self.next_seq)?;
         }
         self.buf.clear();
         encode_done(&mut self.buf, through);
