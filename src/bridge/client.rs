@@ -171,6 +171,8 @@ pub fn spawn(
         echoes: VecDeque::new(),
         ping_outstanding: false,
     };
+    // What the queue loaded shows from the start, before the broker is ready.
+    client.publish_figures();
     std::thread::Builder::new()
         .name(format!("bridge-{}", settings.name))
         .spawn(move || runtime.block_on(client.run()))

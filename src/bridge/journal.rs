@@ -203,7 +203,10 @@ impl Journal {
 
     /// Appends `message`, numbered above every message before it; returns the bytes written.
     pub fn append(&mut self, message: &StoredMessage) -> std::io::Result<u64> {
-        assert!(message.seq >= self.next_seq, "messages are numbered in order");
+        assert!(
+            message.seq >= self.next_seq,
+            "messages are numbered in order"
+        );
         if self
             .open
             .as_ref()

@@ -9,8 +9,8 @@ use std::time::Instant;
 
 use super::Shard;
 use crate::bridge::{FROM_BRIDGES_PER_TURN_MAX, INTAKE_SHARD};
-use crate::config::bridge::BRIDGES_MAX;
 use crate::broker::RoutedMessage;
+use crate::config::bridge::BRIDGES_MAX;
 use crate::protocol::mqtt::QoS;
 
 // One bit per bridge in `Shard::bridges_refusing`.
@@ -84,7 +84,11 @@ impl Shard {
             .iter()
             .enumerate()
             .filter(|(i, _)| refusing & (1 << i) != 0)
-            .flat_map(|(_, link)| link.out_filters().iter().map(|filter| filter.as_str().into()))
+            .flat_map(|(_, link)| {
+                link.out_filters()
+                    .iter()
+                    .map(|filter| filter.as_str().into())
+            })
             .collect();
         self.broker.set_bridge_refusals(filters);
     }

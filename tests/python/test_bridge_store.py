@@ -11,6 +11,8 @@ whether the subscriber was there before the bridge delivered.
 
 from __future__ import annotations
 
+import os
+import pwd
 from pathlib import Path
 
 import pytest
@@ -38,7 +40,11 @@ class PersistentMosquitto(Mosquitto):
     def __init__(self, workdir: Path):
         super().__init__(workdir)
         self.stop()
+        # Started as root, Mosquitto would switch to its own user, which cannot write its
+        # database into the test's private directory; `user` keeps the user it started as.
+        user = pwd.getpwuid(os.getuid()).pw_name
         self.conf.write_text(f"listener {self.port} {HOST}\nallow_anonymous true\n"
+                             f"user {user}\n"
                              f"persistence true\npersistence_location {workdir}/\n"
                              "max_queued_messages 100000\n")
         self.start()
@@ -212,9 +218,9 @@ def test_refuse_stops_the_publishers_until_the_remote_takes_the_queue(start, rem
     local_only.connect()
     assert local_only.publish5("other/topic", b"not bridged", qos=1) in ACCEPTED, \
         "topics no bridge carries are served"
-    figures = totals(local)
-    assert figures["fanfare_bridge_publishes_refused_total"] == 2
-    assert figures["fanfare_bridge_queue_dropped_total"] == 0
+    # Shards publish their figures once a tick.
+    wait_for_metric(local, "fanfare_bridge_publishes_refused_total", lambda v: v == 2)
+    assert totals(local)["fanfare_bridge_queue_dropped_total"] == 0
 
     remote.start()
     wait_for_metric(local, "fanfare_bridge_queued_messages", lambda v: v == 0)
