@@ -274,7 +274,7 @@ impl Client {
         info!(
             "bridge {}: stopped, {} messages queued",
             self.settings.name,
-            self.queue.len()
+            self.queue.messages()
         );
     }
 
@@ -485,7 +485,7 @@ impl Client {
             .refusing
             .store(self.queue.refusing(), Ordering::Relaxed);
         let figures = &self.link.figures;
-        let (messages, bytes) = (self.queue.len() as u64, self.queue.bytes());
+        let (messages, bytes) = (self.queue.messages() as u64, self.queue.bytes());
         figures.queued_messages.store(messages, Ordering::Relaxed);
         figures.queued_bytes.store(bytes, Ordering::Relaxed);
     }

@@ -249,11 +249,6 @@ impl Journal {
         Ok(())
     }
 
-    /// Whether something was written and not yet synced.
-    pub fn dirty(&self) -> bool {
-        self.dirty && self.durability != Durability::None
-    }
-
     fn write_buf(&mut self) -> std::io::Result<()> {
         let Some(open) = self.open.as_mut() else {
             return Err(std::io::Error::other("no segment open"));
@@ -406,7 +401,7 @@ mod tests {
             seq,
             topic: format!("t/{seq}").into(),
             qos: QoS::AtLeastOnce,
-            retain: seq % 2 == 0,
+            retain: seq.is_multiple_of(2),
             payload: vec![seq as u8; 100].into(),
         }
     }

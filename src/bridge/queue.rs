@@ -294,7 +294,7 @@ impl OutQueue {
     }
 
     /// QoS 1 and QoS 0 messages waiting for the remote.
-    pub fn len(&self) -> usize {
+    pub fn messages(&self) -> usize {
         self.entries.len() + self.volatile.len()
     }
 
@@ -414,7 +414,7 @@ mod tests {
         let second = queue.next_to_send(2).and_then(|e| e.id).expect("sent");
         assert!(queue.next_to_send(2).is_none(), "the window is full");
         assert!(queue.ack(second), "out of order");
-        assert_eq!(queue.len(), 4, "the first is not acknowledged yet");
+        assert_eq!(queue.messages(), 4, "the first is not acknowledged yet");
         assert!(queue.ack(first));
         assert_eq!(payloads(&queue), vec![2, 3]);
         assert_eq!(queue.bytes(), one() * 2);
@@ -446,7 +446,7 @@ mod tests {
             !queue.ack(id),
             "a dropped message's PUBACK frees only its id"
         );
-        assert_eq!(queue.len(), 3);
+        assert_eq!(queue.messages(), 3);
     }
 
     #[test]
@@ -482,7 +482,7 @@ mod tests {
             assert!(queue.push_volatile(topic.clone(), Arc::clone(&message)));
         }
         assert!(!queue.push_volatile(topic, message));
-        assert_eq!(queue.len() as u64, fit);
+        assert_eq!(queue.messages() as u64, fit);
         assert!(queue.pop_volatile().is_some());
     }
 }
