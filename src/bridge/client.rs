@@ -465,7 +465,7 @@ impl Client {
                 }
                 continue;
             }
-            let dropped = match self.queue.push(topic.into(), message, now) {
+            let dropped = match self.queue.push(topic.into(), message) {
                 Pushed::Queued { dropped } => dropped,
                 Pushed::Dropped => 1,
             };
@@ -474,6 +474,8 @@ impl Client {
         if more {
             link.pipes.wake_remote();
         }
+        // Written before the figures count them: what they show survives a kill -9.
+        self.queue.flush(now);
         self.publish_figures();
         more
     }

@@ -201,44 +201,79 @@ impl Journal {
         &self.dir
     }
 
-    /// Appends `message`, numbered above every message before it; returns the bytes written.
+    /// Appends `message`, numbered above every message before it, to what the next
+    /// [`Journal::write`] writes; returns its bytes. A segment past `queue_segment_bytes_max`
+    /// is written and closed first, which bounds what waits to be written.
     pub fn append(&mut self, message: &StoredMessage) -> std::io::Result<u64> {
         assert!(
             message.seq >= self.next_seq,
             "messages are numbered in order"
         );
-        if self
+        let pending = self.buf.len() as u64;
+        let full = self
             .open
             .as_ref()
-            .is_none_or(|open| open.bytes >= self.segment_bytes_max)
-        {
+            .is_none_or(|open| open.bytes + pending >= self.segment_bytes_max);
+        self.next_seq = message.seq.saturating_add(1);
+        if full {
+            self.write()?;
             self.start_segment(message.seq)?;
         }
-        self.buf.clear();
         let bytes = encode_message(&mut self.buf, message) as u64;
-        self.write_buf()?;
         if let Some(open) = self.open.as_mut() {
             open.last_seq = Some(message.seq);
         }
-        self.next_seq = message.seq.saturating_add(1);
         Ok(bytes)
     }
 
-    /// Notes that every message up to `through` is done, and removes the closed segments
-    /// that hold no other.
+    /// Notes that every message up to `through` is done (written by the next
+    /// [`Journal::write`]), and removes the closed segments that hold no other: they can go
+    /// before the note is on disk, since a load counts everything before the oldest segment
+    /// left as done.
     pub fn done(&mut self, through: u64) -> std::io::Result<()> {
         if self.open.is_none() {
             self.start_segment(self.next_seq)?;
         }
-        self.buf.clear();
         encode_done(&mut self.buf, through);
-        self.write_buf()?;
         self.release(through);
         Ok(())
     }
 
-    /// Syncs what was written since the last sync, if the durability asks for syncs at all.
+    /// Writes what was appended since the last write, in one system call.
+    pub fn write(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let Some(open) = self.open.as_mut() else {
+            self.buf.clear();
+            return Err(std::io::Error::other("no segment open"));
+        };
+        self.dirty = true;
+        let written = open.file.write_all(&self.buf);
+        let bytes = self.buf.len() as u64;
+        self.buf.clear();
+        match written {
+            Ok(()) => {
+                open.bytes += bytes;
+                Ok(())
+            }
+            Err(e) => {
+                // Part of a record may have reached the file: it must stay the last one.
+                self.close_open();
+                Err(e)
+            }
+        }
+    }
+
+    /// Whether something was written and not yet synced, under a durability that syncs.
+    pub fn unsynced(&self) -> bool {
+        self.dirty && self.durability != Durability::None
+    }
+
+    /// Writes what waits, then syncs what was written since the last sync, if the
+    /// durability asks for syncs at all.
     pub fn sync(&mut self) -> std::io::Result<()> {
+        self.write()?;
         if !self.dirty || self.durability == Durability::None {
             return Ok(());
         }
@@ -246,19 +281,6 @@ impl Journal {
             open.file.sync_data()?;
         }
         self.dirty = false;
-        Ok(())
-    }
-
-    fn write_buf(&mut self) -> std::io::Result<()> {
-        let Some(open) = self.open.as_mut() else {
-            return Err(std::io::Error::other("no segment open"));
-        };
-        self.dirty = true;
-        if let Err(e) = open.file.write_all(&self.buf) {
-            self.close_open();
-            return Err(e);
-        }
-        open.bytes += self.buf.len() as u64;
         Ok(())
     }
 
@@ -436,12 +458,14 @@ mod tests {
             journal.append(&message(seq)).expect("written");
         }
         journal.done(12).expect("written");
+        journal.write().expect("written");
         drop(journal);
         let (mut journal, loaded) = open(dir.path());
         assert_eq!(seqs(&loaded), (13..=30).collect::<Vec<_>>());
         assert_eq!(loaded.messages[0], message(13));
         assert_eq!((loaded.done_through, loaded.next_seq), (12, 31));
         journal.done(30).expect("written");
+        journal.write().expect("written");
         drop(journal);
         let (_journal, loaded) = open(dir.path());
         assert!(loaded.messages.is_empty());
@@ -455,6 +479,7 @@ mod tests {
         for seq in 1..=40 {
             journal.append(&message(seq)).expect("written");
         }
+        journal.write().expect("written");
         let count = || segments(dir.path()).expect("listed").len();
         let before = count();
         assert!(before > 3, "1 KiB segments: {before}");
@@ -469,6 +494,7 @@ mod tests {
         for seq in 1..=3 {
             journal.append(&message(seq)).expect("written");
         }
+        journal.write().expect("written");
         drop(journal);
         let (_, path) = segments(dir.path()).expect("listed").pop().expect("one");
         let bytes = std::fs::read(&path).expect("read");

@@ -147,7 +147,7 @@ impl OutQueue {
     }
 
     /// Queues a QoS 1 message for the remote under its remote `topic`.
-    pub fn push(&mut self, topic: Box<str>, message: Arc<RoutedMessage>, now: Instant) -> Pushed {
+    pub fn push(&mut self, topic: Box<str>, message: Arc<RoutedMessage>) -> Pushed {
         let bytes = journal::message_record_bytes(&topic, &message.payload);
         if bytes > self.bytes_max {
             return Pushed::Dropped;
@@ -167,8 +167,9 @@ impl OutQueue {
                 retain: message.retain,
                 payload: message.payload.clone(),
             };
-            let written = journal.append(&stored);
-            self.wrote(written.map(|_| ()), now);
+            if let Err(e) = journal.append(&stored) {
+                self.write_failed(&e);
+            }
         }
         self.bytes += bytes;
         self.entries.push_back(Queued {
@@ -257,17 +258,24 @@ impl OutQueue {
         true
     }
 
-    /// Notes in the journal what left the queue, and syncs as the durability asks; once per
-    /// batch of work.
+    /// Writes to the journal what was queued and what left the queue since the last flush,
+    /// in one write, and syncs as the durability asks; once per batch of work.
     pub fn flush(&mut self, now: Instant) {
         let Some(journal) = self.journal.as_mut() else {
             return;
         };
         if self.done_pending {
             self.done_pending = false;
-            let written = journal.done(self.done_through);
-            self.wrote(written, now);
+            if let Err(e) = journal.done(self.done_through) {
+                self.write_failed(&e);
+                return;
+            }
         }
+        let Some(journal) = self.journal.as_mut() else {
+            return;
+        };
+        let written = journal.write();
+        self.wrote(written, now);
         let due = match self.sync_interval {
             None => true,
             Some(_) => self.sync_due.is_some_and(|at| now >= at),
@@ -343,8 +351,10 @@ impl OutQueue {
                     self.write_failing = false;
                     info!("bridge {}: the queue is written again", self.name);
                 }
+                let unsynced = self.journal.as_ref().is_some_and(Journal::unsynced);
                 if let Some(interval) = self.sync_interval
                     && self.sync_due.is_none()
+                    && unsynced
                 {
                     self.sync_due = Some(now + interval);
                 }
@@ -393,7 +403,7 @@ mod tests {
 
     fn push(queue: &mut OutQueue, n: u8) -> Pushed {
         let (topic, message) = message(n);
-        queue.push(topic, message, Instant::now())
+        queue.push(topic, message)
     }
 
     fn one() -> u64 {
