@@ -2,8 +2,9 @@
 //! (`crate::cluster::link`), and the bridge's figures.
 //!
 //! - **Out** (shards → bridge): publishes of this node that an `out` mapping matches, up to
-//!   `out_queue_bytes_max` waiting (while the remote is slow or gone); past it a publish is
-//!   not bridged and is counted as dropped. Its local delivery does not depend on it.
+//!   `out_queue_bytes_max` waiting for the bridge's thread, which takes them into its own
+//!   queue (`queue.rs`) as they come, the remote connected or not; past it a publish is not
+//!   bridged and is counted as dropped. Its local delivery does not depend on it.
 //! - **In** (bridge → shards): messages from the remote, up to `in_queue_bytes_max` waiting;
 //!   past it the bridge stops reading the remote until there is room again (back-pressure);
 //!   only a message larger than the whole bound is dropped and counted. They all go to

@@ -168,11 +168,12 @@ pub struct BridgeSettings {
     #[serde(default = "default_connect_timeout_ms")]
     pub connect_timeout_ms: u32,
     /// QoS 1 publishes sent to the remote and not yet acknowledged; the rest wait in the
-    /// out queue. Kept in memory and sent again after a reconnection.
+    /// bridge's queue. Sent again after a reconnection.
     #[serde(default = "default_inflight_max")]
     pub inflight_max: u16,
-    /// Bytes of publishes waiting to go to the remote (while it is slow or gone); past it a
-    /// publish is not bridged (local delivery goes on) and is counted as dropped.
+    /// Bytes of publishes on their way from the shards to the bridge's thread, and of QoS 0
+    /// ones waiting for the remote (each bounded by it, in memory); past it a publish is not
+    /// bridged (local delivery goes on) and is counted as dropped.
     #[serde(default = "default_queue_bytes_max")]
     pub out_queue_bytes_max: u64,
     /// Bytes of messages from the remote waiting for the shards; at it the bridge stops
