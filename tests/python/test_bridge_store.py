@@ -129,12 +129,13 @@ def check_in_order(got: list[bytes], expected: list[bytes]) -> int:
     return len(got) - len(firsts)
 
 
-@pytest.mark.parametrize("how", ["clean stop", "kill -9"])
-def test_an_outage_loses_nothing_across_a_restart(start, remote, made, topic, tmp_path, how):
+@pytest.mark.parametrize("how,durability", [("clean stop", "batch"), ("kill -9", "sync")])
+def test_an_outage_loses_nothing_across_a_restart(start, remote, made, topic, tmp_path, how,
+                                                  durability):
     sink = Sink(remote, f"{topic}/#", made)
     remote.terminate()
     args = ["--data-dir", str(tmp_path / "data")]
-    config = bridge_config(remote, topic)
+    config = {**bridge_config(remote, topic), "durability": durability}
     local = start(shards=2, args=args, config=config)
     pub = Client(local, "tcp")
     made.append(pub)
