@@ -2,16 +2,26 @@
 //! (conflated per flush), so that the newest record of a client identifier is the session.
 //!
 //! ```text
-//! SESSION body after kind, stamp and the client identifier (as `topic`):
+//! SESSION body (kind 5) after kind, stamp and the client identifier (as `topic`):
 //!   version: u8 (protocol level: 3, 4, 5) | expiry_s: u32 LE (0xFFFFFFFF: never)
 //!   | expires_at_ms: u64 LE (Unix ms; 0: connected when written, or never expires)
+//!   | offline_since_ms: u64 LE (Unix ms; 0: connected when written)
 //!   | subscription_count: u32 LE, then each:
 //!       filter_len: u16 LE, filter | options: u8 (bits 0-1 QoS, 2 No Local,
 //!       3 Retain As Published) | subscription_id: u32 LE (0: none)
 //!   | message_count: u32 LE, then each, in delivery order:
-//!       topic_len: u16 LE, topic | qos: u8 | flags: u8 (bit 0 RETAIN)
+//!       packet_id: u16 LE (0: queued, not sent yet)
+//!       | topic_len: u16 LE, topic | qos: u8 | flags: u8 (bit 0 RETAIN)
 //!       | expires_at_ms: u64 LE (0: never) | id_count: u8, subscription_id: u32 LE each
 //!       | properties_len: u32 LE, properties | payload_len: u32 LE, payload
+//!   | released_count: u16 LE, packet_id: u16 LE each (PUBREL sent, PUBCOMP awaited)
+//!   | inbound_count: u16 LE, packet_id: u16 LE each (QoS 2 received, PUBREL awaited)
+//!   | will: u8 (0: none, 1: a delayed will follows)
+//!       due_ms: u64 LE (Unix ms) | topic_len: u16 LE, topic | qos: u8 | flags: u8 (bit 0
+//!       RETAIN) | expires_at_ms: u64 LE (0: never) | properties_len: u32 LE, properties
+//!       | payload_len: u32 LE, payload
+//! SESSION body of the first format (kind 3), still read: the same without offline_since_ms,
+//!   without each message's packet_id, and without what follows the messages.
 //! SESSION_END body: kind, stamp and the client identifier only.
 //! ```
 
@@ -19,11 +29,20 @@ use super::record::{
     self, KIND_SESSION, KIND_SESSION_END, RECORD_BYTES_MAX, Reader, StoredMessage,
 };
 use crate::broker::{SessionImage, SubscriptionImage};
-use crate::protocol::mqtt::{ProtocolVersion, QoS};
+use crate::protocol::mqtt::{PacketId, ProtocolVersion, QoS};
 
 const NO_LOCAL: u8 = 1 << 2;
 const RETAIN_AS_PUBLISHED: u8 = 1 << 3;
 const RETAIN: u8 = 1;
+
+/// Which SESSION body a record holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Format {
+    /// Kind 3: no packet identifiers, no QoS 2 state, no will, no offline time.
+    First,
+    /// Kind 5, written now.
+    Current,
+}
 
 /// A message a stored session is still to receive.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +51,17 @@ pub struct StoredQueued {
     pub message: StoredMessage,
     pub retain: bool,
     pub ids: Vec<u32>,
+    /// The identifier it was sent with and not acknowledged; `None`: not sent yet.
+    pub packet_id: Option<PacketId>,
+}
+
+/// A will a stored session holds back for its Will Delay Interval.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredWill {
+    pub message: StoredMessage,
+    pub retain: bool,
+    /// When it is published (Unix ms) unless its client comes back first.
+    pub due_ms: u64,
 }
 
 /// A session as a SESSION record holds it.
@@ -42,8 +72,15 @@ pub struct StoredSession {
     pub expiry_s: u32,
     /// `None`: connected when written, or never expires.
     pub expires_at_ms: Option<u64>,
+    /// Since when its client is away (Unix ms); `None`: connected when written.
+    pub offline_since_ms: Option<u64>,
     pub subscriptions: Vec<SubscriptionImage>,
     pub messages: Vec<StoredQueued>,
+    /// QoS 2 publishes sent whose PUBREC came, in order.
+    pub released: Vec<PacketId>,
+    /// QoS 2 publishes received whose PUBREL has not come.
+    pub inbound_qos2: Vec<PacketId>,
+    pub will: Option<StoredWill>,
 }
 
 /// A session to encode, with its wall-clock times fixed by the writer.
@@ -51,18 +88,36 @@ pub struct SessionRef<'a> {
     pub stamp: u64,
     pub image: &'a SessionImage,
     pub expires_at_ms: Option<u64>,
+    pub offline_since_ms: Option<u64>,
     /// The wall-clock expiry of each of `image.messages`.
     pub message_expiry_ms: &'a [Option<u64>],
+    /// When the delayed will is due and when it expires, if the image holds one.
+    pub will_due_ms: u64,
+    pub will_expiry_ms: Option<u64>,
 }
 
 fn message_bytes(queued: &crate::broker::QueuedImage) -> usize {
     let message = &queued.message;
-    2 + message.topic.len()
+    2 + 2 + message.topic.len()
         + 11
         + 4 * queued.ids.len()
         + 8
         + message.properties.len()
         + message.payload.len()
+}
+
+/// At most this many identifiers of each kind are written: a window and the inbound QoS 2
+/// state are bounded by `inflight_max` and `inbound_qos2_max`, both 16-bit.
+const IDS_MAX: usize = u16::MAX as usize;
+
+/// The bytes of what follows the messages.
+fn tail_bytes(image: &SessionImage) -> usize {
+    let ids = image.released.len().min(IDS_MAX) + image.inbound_qos2.len().min(IDS_MAX);
+    let will = image.delayed_will.as_ref().map_or(0, |will| {
+        let message = &will.message;
+        8 + 2 + message.topic.len() + 2 + 8 + 8 + message.properties.len() + message.payload.len()
+    });
+    4 + 2 * ids + 1 + will
 }
 
 /// Appends a SESSION record to `out`; returns its length. Messages that would take the record
@@ -74,6 +129,7 @@ pub fn encode(out: &mut Vec<u8>, session: &SessionRef<'_>) -> (usize, usize) {
     out.push(image.version.level());
     out.extend_from_slice(&image.expiry_s.to_le_bytes());
     out.extend_from_slice(&session.expires_at_ms.unwrap_or(0).to_le_bytes());
+    out.extend_from_slice(&session.offline_since_ms.unwrap_or(0).to_le_bytes());
     out.extend_from_slice(&(image.subscriptions.len() as u32).to_le_bytes());
     for subscription in &image.subscriptions {
         put_str16(out, &subscription.filter);
@@ -87,8 +143,9 @@ pub fn encode(out: &mut Vec<u8>, session: &SessionRef<'_>) -> (usize, usize) {
         out.push(options);
         out.extend_from_slice(&subscription.id.to_le_bytes());
     }
-    // Room for the messages: the body so far and the count are taken.
-    let mut room = RECORD_BYTES_MAX.saturating_sub(out.len() - start + 4);
+    // Room for the messages: the body so far, the count and what follows them are taken.
+    let taken = out.len() - start + 4 + tail_bytes(image);
+    let mut room = RECORD_BYTES_MAX.saturating_sub(taken);
     let mut first = image.messages.len();
     while first > 0 {
         let bytes = message_bytes(&image.messages[first - 1]);
@@ -101,6 +158,8 @@ pub fn encode(out: &mut Vec<u8>, session: &SessionRef<'_>) -> (usize, usize) {
     let kept = &image.messages[first..];
     out.extend_from_slice(&(kept.len() as u32).to_le_bytes());
     for (queued, expires_at_ms) in kept.iter().zip(&session.message_expiry_ms[first..]) {
+        let packet_id = queued.packet_id.map_or(0, PacketId::get);
+        out.extend_from_slice(&packet_id.to_le_bytes());
         let message = &queued.message;
         put_str16(out, &message.topic);
         out.push(queued.qos.bits());
@@ -115,7 +174,31 @@ pub fn encode(out: &mut Vec<u8>, session: &SessionRef<'_>) -> (usize, usize) {
         record::put_bytes32(out, &message.properties);
         record::put_bytes32(out, &message.payload);
     }
+    put_ids(out, &image.released);
+    put_ids(out, &image.inbound_qos2);
+    match &image.delayed_will {
+        None => out.push(0),
+        Some(will) => {
+            out.push(1);
+            out.extend_from_slice(&session.will_due_ms.to_le_bytes());
+            let message = &will.message;
+            put_str16(out, &message.topic);
+            out.push(message.qos.bits());
+            out.push(if message.retain { RETAIN } else { 0 });
+            out.extend_from_slice(&session.will_expiry_ms.unwrap_or(0).to_le_bytes());
+            record::put_bytes32(out, &message.properties);
+            record::put_bytes32(out, &message.payload);
+        }
+    }
     (record::finish(out, start), first)
+}
+
+fn put_ids(out: &mut Vec<u8>, ids: &[PacketId]) {
+    let ids = &ids[..ids.len().min(IDS_MAX)];
+    out.extend_from_slice(&(ids.len() as u16).to_le_bytes());
+    for id in ids {
+        out.extend_from_slice(&id.get().to_le_bytes());
+    }
 }
 
 /// Appends a SESSION_END record to `out`; returns its length.
@@ -136,8 +219,43 @@ fn str16(reader: &mut Reader<'_>) -> Option<Box<str>> {
     Some(std::str::from_utf8(reader.take(len)?).ok()?.into())
 }
 
+/// A packet identifier; 0 is none.
+fn packet_id(reader: &mut Reader<'_>) -> Option<Option<PacketId>> {
+    Some(PacketId::new(reader.u16()?))
+}
+
+/// A count of identifiers and the identifiers, none of them 0.
+fn ids(reader: &mut Reader<'_>) -> Option<Vec<PacketId>> {
+    let count = usize::from(reader.u16()?);
+    if reader.0.len() < 2 * count {
+        return None;
+    }
+    (0..count).map(|_| packet_id(reader)?).collect()
+}
+
+/// A message's topic, QoS, flags and expiry, properties and payload.
+fn message_head(reader: &mut Reader<'_>) -> Option<(StoredMessage, bool)> {
+    let topic = str16(reader)?;
+    let qos = QoS::from_bits(reader.u8()?)?;
+    let retain = reader.u8()? & RETAIN != 0;
+    let expires_at_ms = Some(reader.u64()?).filter(|&ms| ms != 0);
+    let message = StoredMessage {
+        topic,
+        qos,
+        expires_at_ms,
+        properties: Box::default(),
+        payload: Box::default(),
+    };
+    Some((message, retain))
+}
+
 /// The fields of a SESSION body after its client identifier; `None` if they do not parse.
-pub(super) fn parse(reader: &mut Reader<'_>, client_id: Box<str>) -> Option<StoredSession> {
+pub(super) fn parse(
+    reader: &mut Reader<'_>,
+    client_id: Box<str>,
+    format: Format,
+) -> Option<StoredSession> {
+    let current = format == Format::Current;
     let version = match reader.u8()? {
         3 => ProtocolVersion::V31,
         4 => ProtocolVersion::V311,
@@ -146,6 +264,10 @@ pub(super) fn parse(reader: &mut Reader<'_>, client_id: Box<str>) -> Option<Stor
     };
     let expiry_s = reader.u32()?;
     let expires_at_ms = Some(reader.u64()?).filter(|&ms| ms != 0);
+    let offline_since_ms = match current {
+        true => Some(reader.u64()?).filter(|&ms| ms != 0),
+        false => None,
+    };
     // Counts are checked against the bytes left before anything is reserved: each entry
     // takes at least 7 bytes, so a damaged count cannot make the loader allocate much.
     let count = reader.u32()? as usize;
@@ -164,36 +286,55 @@ pub(super) fn parse(reader: &mut Reader<'_>, client_id: Box<str>) -> Option<Stor
     let count = reader.u32()? as usize;
     let mut messages = Vec::with_capacity(count.min(reader.0.len() / 21));
     for _ in 0..count {
-        let topic = str16(reader)?;
-        let qos = QoS::from_bits(reader.u8()?)?;
-        let retain = reader.u8()? & RETAIN != 0;
-        let expires_at_ms = Some(reader.u64()?).filter(|&ms| ms != 0);
+        let packet_id = match current {
+            true => packet_id(reader)?,
+            false => None,
+        };
+        let (mut message, retain) = message_head(reader)?;
         let ids = (0..reader.u8()?)
             .map(|_| reader.u32())
             .collect::<Option<Vec<u32>>>()?;
-        let properties = reader.bytes32()?.into();
-        let payload = reader.bytes32()?.into();
-        let message = StoredMessage {
-            topic,
-            qos,
-            expires_at_ms,
-            properties,
-            payload,
-        };
+        message.properties = reader.bytes32()?.into();
+        message.payload = reader.bytes32()?.into();
         messages.push(StoredQueued {
             message,
             retain,
             ids,
+            packet_id,
         });
     }
-    Some(StoredSession {
+    let mut session = StoredSession {
         client_id,
         version,
         expiry_s,
         expires_at_ms,
+        offline_since_ms,
         subscriptions,
         messages,
-    })
+        released: Vec::new(),
+        inbound_qos2: Vec::new(),
+        will: None,
+    };
+    if current {
+        session.released = ids(reader)?;
+        session.inbound_qos2 = ids(reader)?;
+        session.will = match reader.u8()? {
+            0 => None,
+            1 => {
+                let due_ms = reader.u64()?;
+                let (mut message, retain) = message_head(reader)?;
+                message.properties = reader.bytes32()?.into();
+                message.payload = reader.bytes32()?.into();
+                Some(StoredWill {
+                    message,
+                    retain,
+                    due_ms,
+                })
+            }
+            _ => return None,
+        };
+    }
+    Some(session)
 }
 
 #[cfg(test)]
