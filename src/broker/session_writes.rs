@@ -191,11 +191,9 @@ impl Broker {
 
     /// Whether session changes wait for the next flush.
     pub fn session_writes_pending(&self) -> bool {
-        self.session_writes
-            .as_ref()
-            .is_some_and(|writes| {
-                !writes.changed.is_empty() || !writes.inbound.is_empty() || !writes.ended.is_empty()
-            })
+        self.session_writes.as_ref().is_some_and(|writes| {
+            !writes.changed.is_empty() || !writes.inbound.is_empty() || !writes.ended.is_empty()
+        })
     }
 
     /// The sessions changed since the last flush: ended ones first, so that a session ended

@@ -206,7 +206,10 @@ fn restore_session(stored: StoredSession, now: Instant, now_ms: u64) -> LiveSess
         })
         .collect();
     let will_due_ms = stored.will.as_ref().map_or(0, |will| will.due_ms);
-    let will_expiry_ms = stored.will.as_ref().and_then(|will| will.message.expires_at_ms);
+    let will_expiry_ms = stored
+        .will
+        .as_ref()
+        .and_then(|will| will.message.expires_at_ms);
     let delayed_will = stored.will.map(|will| {
         let stored = will.message;
         let message = RoutedMessage {

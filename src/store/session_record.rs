@@ -98,7 +98,8 @@ pub struct SessionRef<'a> {
 
 fn message_bytes(queued: &crate::broker::QueuedImage) -> usize {
     let message = &queued.message;
-    2 + 2 + message.topic.len()
+    2 + 2
+        + message.topic.len()
         + 11
         + 4 * queued.ids.len()
         + 8
@@ -340,9 +341,14 @@ pub(super) fn parse(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::broker::{QueuedImage, RoutedMessage};
+    use crate::broker::{QueuedImage, RoutedMessage, WillImage};
     use crate::store::record::{HEADER_BYTES, Record, scan};
     use std::sync::Arc;
+    use std::time::Instant;
+
+    fn id(value: u16) -> PacketId {
+        PacketId::new(value).expect("test ids are non-zero")
+    }
 
     fn image() -> SessionImage {
         let mut message = RoutedMessage::new("score/1", b"2-1", QoS::AtLeastOnce, false);
@@ -352,6 +358,7 @@ mod tests {
             version: ProtocolVersion::V5,
             expiry_s: 3600,
             expires_at: None,
+            connected: false,
             subscriptions: vec![
                 SubscriptionImage {
                     filter: "score/#".into(),
@@ -374,14 +381,39 @@ mod tests {
                     qos: QoS::AtLeastOnce,
                     retain: false,
                     ids: vec![42],
+                    packet_id: Some(id(513)),
                 },
                 QueuedImage {
                     message: Arc::new(RoutedMessage::new("a", b"", QoS::ExactlyOnce, true)),
                     qos: QoS::ExactlyOnce,
                     retain: true,
                     ids: vec![],
+                    packet_id: None,
                 },
             ],
+            released: vec![id(3), id(65535)],
+            inbound_qos2: vec![id(9)],
+            delayed_will: Some(WillImage {
+                message: Arc::new(RoutedMessage::new(
+                    "fans/7",
+                    b"gone",
+                    QoS::AtLeastOnce,
+                    true,
+                )),
+                due: Instant::now(),
+            }),
+        }
+    }
+
+    fn session_ref(image: &SessionImage) -> SessionRef<'_> {
+        SessionRef {
+            stamp: 9,
+            image,
+            expires_at_ms: Some(1_700_000_000_000),
+            offline_since_ms: Some(1_699_999_000_000),
+            message_expiry_ms: &[Some(1_700_000_000_500), None],
+            will_due_ms: 1_700_000_000_030,
+            will_expiry_ms: Some(1_700_000_099_000),
         }
     }
 
@@ -389,13 +421,7 @@ mod tests {
     fn a_session_round_trips_in_order() {
         let image = image();
         let mut bytes = Vec::new();
-        let session = SessionRef {
-            stamp: 9,
-            image: &image,
-            expires_at_ms: Some(1_700_000_000_000),
-            message_expiry_ms: &[Some(1_700_000_000_500), None],
-        };
-        let (len, left_out) = encode(&mut bytes, &session);
+        let (len, left_out) = encode(&mut bytes, &session_ref(&image));
         assert_eq!((len, left_out), (bytes.len(), 0));
         encode_end(&mut bytes, 10, "gone");
         let found = scan(&bytes, false).expect("clean");
@@ -414,41 +440,159 @@ mod tests {
         assert_eq!(session.version, ProtocolVersion::V5);
         assert_eq!(session.expiry_s, 3600);
         assert_eq!(session.expires_at_ms, Some(1_700_000_000_000));
+        assert_eq!(session.offline_since_ms, Some(1_699_999_000_000));
         assert_eq!(session.subscriptions, image.subscriptions);
         let topics: Vec<&str> = session.messages.iter().map(|m| &*m.message.topic).collect();
         assert_eq!(topics, ["score/1", "a"]);
         let first = &session.messages[0];
+        assert_eq!(first.packet_id, Some(id(513)));
         assert_eq!(first.ids, [42]);
         assert_eq!(first.message.expires_at_ms, Some(1_700_000_000_500));
         assert_eq!(&*first.message.properties, &[0x03, 0x00, 0x01, b'j']);
         assert_eq!(&*first.message.payload, b"2-1");
         let second = &session.messages[1];
+        assert_eq!(second.packet_id, None);
         assert!(second.retain);
         assert_eq!(second.message.qos, QoS::ExactlyOnce);
         assert_eq!(second.message.expires_at_ms, None);
+        assert_eq!(session.released, [id(3), id(65535)]);
+        assert_eq!(session.inbound_qos2, [id(9)]);
+        let will = session.will.as_ref().expect("a delayed will");
+        assert_eq!(will.due_ms, 1_700_000_000_030);
+        assert!(will.retain);
+        assert_eq!(&*will.message.topic, "fans/7");
+        assert_eq!(will.message.qos, QoS::AtLeastOnce);
+        assert_eq!(will.message.expires_at_ms, Some(1_700_000_099_000));
+        assert_eq!(&*will.message.payload, b"gone");
+    }
+
+    #[test]
+    fn a_session_without_in_flight_state_or_will_round_trips() {
+        let image = SessionImage {
+            connected: true,
+            released: Vec::new(),
+            inbound_qos2: Vec::new(),
+            delayed_will: None,
+            ..image()
+        };
+        let mut bytes = Vec::new();
+        let session = SessionRef {
+            offline_since_ms: None,
+            ..session_ref(&image)
+        };
+        encode(&mut bytes, &session);
+        let found = scan(&bytes, false).expect("clean");
+        let [Record::Session { session, .. }] = &found.records[..] else {
+            panic!("one session record: {:?}", found.records);
+        };
+        assert_eq!(session.offline_since_ms, None);
+        assert!(session.released.is_empty());
+        assert!(session.inbound_qos2.is_empty());
+        assert_eq!(session.will, None);
+    }
+
+    /// A SESSION record of the first format (kind 3), as an older fanfare wrote it, byte by
+    /// byte: it loads, with no packet identifiers, QoS 2 state or will.
+    #[test]
+    fn a_first_format_session_still_loads() {
+        let mut bytes = Vec::new();
+        let start = record::begin(&mut bytes, 3, 77, "old-1");
+        bytes.push(4); // 3.1.1
+        bytes.extend_from_slice(&u32::MAX.to_le_bytes());
+        bytes.extend_from_slice(&0u64.to_le_bytes());
+        bytes.extend_from_slice(&1u32.to_le_bytes());
+        put_str16(&mut bytes, "t/#");
+        bytes.push(QoS::ExactlyOnce.bits());
+        bytes.extend_from_slice(&0u32.to_le_bytes());
+        bytes.extend_from_slice(&1u32.to_le_bytes());
+        put_str16(&mut bytes, "t/1");
+        bytes.push(QoS::AtLeastOnce.bits());
+        bytes.push(0);
+        bytes.extend_from_slice(&0u64.to_le_bytes());
+        bytes.push(0);
+        record::put_bytes32(&mut bytes, b"");
+        record::put_bytes32(&mut bytes, b"hello");
+        record::finish(&mut bytes, start);
+        let found = scan(&bytes, false).expect("clean");
+        let [Record::Session { stamp: 77, session }] = &found.records[..] else {
+            panic!("one session record: {:?}", found.records);
+        };
+        assert_eq!(&*session.client_id, "old-1");
+        assert_eq!(session.version, ProtocolVersion::V311);
+        assert_eq!(session.expires_at_ms, None);
+        assert_eq!(session.offline_since_ms, None);
+        assert_eq!(&*session.subscriptions[0].filter, "t/#");
+        let [message] = &session.messages[..] else {
+            panic!("one message: {:?}", session.messages);
+        };
+        assert_eq!(message.packet_id, None);
+        assert_eq!(&*message.message.payload, b"hello");
+        assert!(session.released.is_empty());
+        assert!(session.inbound_qos2.is_empty());
+        assert_eq!(session.will, None);
+    }
+
+    fn recheck(bytes: &mut [u8]) {
+        let crc = crc32fast::hash(&bytes[HEADER_BYTES..]);
+        bytes[4..HEADER_BYTES].copy_from_slice(&crc.to_le_bytes());
     }
 
     #[test]
     fn a_damaged_count_is_malformed_not_an_allocation() {
         let image = SessionImage {
             messages: Vec::new(),
+            released: Vec::new(),
+            inbound_qos2: Vec::new(),
+            delayed_will: None,
             ..image()
         };
         let mut bytes = Vec::new();
         encode(
             &mut bytes,
             &SessionRef {
-                stamp: 1,
-                image: &image,
-                expires_at_ms: None,
                 message_expiry_ms: &[],
+                ..session_ref(&image)
             },
         );
-        // The message count is the body's last 4 bytes.
+        // The body ends: message count (4), released count (2), inbound count (2), will (1).
         let end = bytes.len();
-        bytes[end - 4..].copy_from_slice(&u32::MAX.to_le_bytes());
-        let crc = crc32fast::hash(&bytes[HEADER_BYTES..]);
-        bytes[4..HEADER_BYTES].copy_from_slice(&crc.to_le_bytes());
+        let mut damaged = bytes.clone();
+        damaged[end - 9..end - 5].copy_from_slice(&u32::MAX.to_le_bytes());
+        recheck(&mut damaged);
+        assert_eq!(
+            record::decode(&damaged).map(|_| ()),
+            Err(record::RecordError::Malformed)
+        );
+        let mut damaged = bytes.clone();
+        damaged[end - 5..end - 3].copy_from_slice(&u16::MAX.to_le_bytes());
+        recheck(&mut damaged);
+        assert_eq!(
+            record::decode(&damaged).map(|_| ()),
+            Err(record::RecordError::Malformed)
+        );
+    }
+
+    #[test]
+    fn a_zero_packet_identifier_in_the_state_is_malformed() {
+        let image = SessionImage {
+            messages: Vec::new(),
+            delayed_will: None,
+            released: vec![id(4)],
+            inbound_qos2: Vec::new(),
+            ..image()
+        };
+        let mut bytes = Vec::new();
+        encode(
+            &mut bytes,
+            &SessionRef {
+                message_expiry_ms: &[],
+                ..session_ref(&image)
+            },
+        );
+        // The released identifier sits before the inbound count (2) and the will byte (1).
+        let end = bytes.len();
+        bytes[end - 5..end - 3].copy_from_slice(&0u16.to_le_bytes());
+        recheck(&mut bytes);
         assert_eq!(
             record::decode(&bytes).map(|_| ()),
             Err(record::RecordError::Malformed)
