@@ -236,12 +236,18 @@ mod tests {
         };
         let svg = chart("t", "x", "y", XAxis::Percentile, &[s("a<b"), s("c")]);
         for colour in &COLOURS[..2] {
-            let stroke = format!("stroke=\"#{:02X}{:02X}{:02X}\"", colour.0, colour.1, colour.2);
+            let stroke = format!(
+                "stroke=\"#{:02X}{:02X}{:02X}\"",
+                colour.0, colour.1, colour.2
+            );
             let lines = svg.split("<polyline").skip(1);
             assert_eq!(lines.filter(|l| l.contains(&stroke)).count(), 1, "{svg}");
         }
         assert!(svg.contains("a&lt;b") && !svg.contains("a<b"));
-        assert!(svg.contains(">\n99%\n<") && svg.contains(">\n90%\n<"), "{svg}");
+        assert!(
+            svg.contains(">\n99%\n<") && svg.contains(">\n90%\n<"),
+            "{svg}"
+        );
         assert!(!svg.contains("http://"));
         assert!(standalone("t", "x", "y", XAxis::Linear, &[]).contains(SVG_NAMESPACE));
         assert!(chart("t", "x", "y", XAxis::Linear, &[]).contains("no data"));
