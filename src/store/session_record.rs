@@ -572,6 +572,73 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_in_flight_state_round_trips(
+            packet_ids in proptest::collection::vec(0u16..4, 0..6),
+            released in proptest::collection::vec(1u16.., 0..5),
+            inbound in proptest::collection::vec(1u16.., 0..5),
+            will in proptest::option::of((proptest::prelude::any::<bool>(), 1u64..)),
+        ) {
+            let messages: Vec<QueuedImage> = packet_ids
+                .iter()
+                .map(|&packet_id| QueuedImage {
+                    message: Arc::new(RoutedMessage::new("t", b"p", QoS::AtLeastOnce, false)),
+                    qos: QoS::AtLeastOnce,
+                    retain: false,
+                    ids: vec![],
+                    packet_id: PacketId::new(packet_id),
+                })
+                .collect();
+            let image = SessionImage {
+                messages,
+                released: released.iter().map(|&value| id(value)).collect(),
+                inbound_qos2: inbound.iter().map(|&value| id(value)).collect(),
+                delayed_will: will.map(|(retain, _)| WillImage {
+                    message: Arc::new(RoutedMessage::new("w", b"x", QoS::ExactlyOnce, retain)),
+                    due: Instant::now(),
+                }),
+                ..image()
+            };
+            let expiry = vec![None; image.messages.len()];
+            let mut bytes = Vec::new();
+            encode(
+                &mut bytes,
+                &SessionRef {
+                    message_expiry_ms: &expiry,
+                    will_due_ms: will.map_or(0, |(_, due_ms)| due_ms),
+                    ..session_ref(&image)
+                },
+            );
+            let found = scan(&bytes, false).expect("clean");
+            let [Record::Session { session, .. }] = &found.records[..] else {
+                panic!("one session record: {:?}", found.records);
+            };
+            let ids: Vec<Option<PacketId>> = session.messages.iter().map(|m| m.packet_id).collect();
+            let expected: Vec<Option<PacketId>> =
+                image.messages.iter().map(|m| m.packet_id).collect();
+            proptest::prop_assert_eq!(ids, expected);
+            proptest::prop_assert_eq!(&session.released, &image.released);
+            proptest::prop_assert_eq!(&session.inbound_qos2, &image.inbound_qos2);
+            let got_will = session.will.as_ref().map(|w| (w.retain, w.due_ms));
+            proptest::prop_assert_eq!(got_will, will);
+        }
+
+        /// A body that checks out but holds anything: refused or read, never a panic or a
+        /// large allocation.
+        #[test]
+        fn any_session_body_with_a_good_checksum_never_panics(
+            kind in proptest::sample::select(vec![3u8, 5]),
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..96),
+        ) {
+            let mut bytes = Vec::new();
+            let start = record::begin(&mut bytes, kind, 1, "c");
+            bytes.extend_from_slice(&body);
+            record::finish(&mut bytes, start);
+            let _ = record::decode(&bytes);
+        }
+    }
+
     #[test]
     fn a_zero_packet_identifier_in_the_state_is_malformed() {
         let image = SessionImage {
