@@ -198,7 +198,11 @@ fn ready(admin: &Admin) -> Response {
         return Response::json(200, &answer);
     };
     let connected = cluster.figures.connected.load(Ordering::Relaxed);
-    answer["cluster"] = json!(if connected { "connected" } else { "disconnected" });
+    answer["cluster"] = json!(if connected {
+        "connected"
+    } else {
+        "disconnected"
+    });
     let (_, config) = admin.config.current();
     if !connected && config.cluster.ready_needs_nats {
         answer["status"] = json!("not ready: not connected to NATS");
