@@ -56,6 +56,9 @@ impl Broker {
                 if let Some(session) = self.sessions.get_mut(key) {
                     known = session.release_inbound_qos2(*id);
                 }
+                if known {
+                    self.note_inbound_qos2(key);
+                }
                 // Sent for an unknown identifier too: the PUBREL may repeat after a reconnect
                 // whose PUBCOMP was lost [MQTT-4.3.3-2]. MQTT 5 says so with 0x92.
                 let mut pubcomp = Ack::new(*id);
@@ -287,6 +290,7 @@ impl Broker {
                 let room = session.inbound_qos2_len() < usize::from(self.limits.inbound_qos2_max);
                 if !v5 && room && !session.holds_inbound_qos2(id) {
                     session.hold_inbound_qos2(id);
+                    self.note_inbound_qos2(key);
                 }
                 self.reply(conn, &Packet::PubRec(refused(id)), out);
             }
@@ -334,6 +338,8 @@ impl Broker {
         }
         session.hold_inbound_qos2(id);
         self.route(message(), Some(key), now, out);
+        // Written after what the routing changed on this shard (`session_writes.rs`).
+        self.note_inbound_qos2(key);
         let ack = self.accepted(id, v5, topic);
         self.reply(conn, &Packet::PubRec(ack), out);
     }

@@ -61,7 +61,7 @@ pub use auth::{AuthDecision, AuthRequest, Authenticator};
 pub use fanout::{FANOUT_GROUP_MSGS_MAX, FANOUT_PARKED_MAX, FANOUT_SESSIONS_PER_TURN_MAX};
 pub use outbox::*;
 pub use retained_writes::RetainedWrite;
-pub use session_writes::{QueuedImage, SessionImage, SessionWrite, SubscriptionImage};
+pub use session_writes::{QueuedImage, SessionImage, SessionWrite, SubscriptionImage, WillImage};
 pub use share_groups::GroupMessage;
 
 use crate::auth::Policy;
@@ -287,6 +287,8 @@ impl Broker {
                 }
                 TimerKind::WillDelay => {
                     if let Some(will) = session.take_delayed_will(stamp) {
+                        // Written without its will, so a restart does not publish it again.
+                        self.note_session(key);
                         self.publish_will(will, now, out);
                     }
                 }

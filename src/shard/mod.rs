@@ -311,8 +311,19 @@ impl Shard {
         let persist = setup.store.map(|mut store| {
             broker.load_retained(&store.loaded);
             broker.keep_retained_writes();
-            broker.load_sessions(&std::mem::take(&mut store.sessions), now, &mut outbox);
+            // Noted from the start: sessions loaded past the offline bound end, and are
+            // written as ended.
             broker.keep_session_writes();
+            let sessions = std::mem::take(&mut store.sessions);
+            let ended = broker.load_sessions(&sessions, now, &mut outbox);
+            if ended > 0 {
+                warn!(
+                    "shard {}: {ended} of the {} sessions loaded ended, the longest offline first: past offline_sessions_per_shard_max ({})",
+                    setup.id,
+                    sessions.len(),
+                    limits.offline_sessions_per_shard_max
+                );
+            }
             persist::Persist::new(store, now)
         });
         broker.set_policy(Some(Arc::clone(auth.policy())), &mut outbox);

@@ -9,14 +9,15 @@
 //!                    kind SET only: qos: u8, expires_at_ms: u64 LE (Unix ms, 0: never),
 //!                                   properties_len: u32 LE, properties,
 //!                                   payload_len: u32 LE, payload
-//!                    kinds 3 SESSION and 4 SESSION_END: `topic` is a client identifier;
-//!                                   SESSION's fields follow (`session_record.rs`)
+//!                    kinds 3 and 5 SESSION (first and current format) and 4 SESSION_END:
+//!                                   `topic` is a client identifier; SESSION's fields follow
+//!                                   (`session_record.rs`)
 //! ```
 //!
 //! `stamp` orders the records of one topic (or session) across files: the newest wins at load. Sans-IO:
 //! bytes in, values out; the files are `files.rs`'s.
 
-use super::session_record::{self, StoredSession};
+use super::session_record::{self, Format, StoredSession};
 use crate::protocol::mqtt::QoS;
 
 /// The first bytes of every store file; the last is the format's version.
@@ -32,10 +33,14 @@ pub const HEADER_BYTES: usize = 8;
 
 const KIND_SET: u8 = 1;
 const KIND_DELETE: u8 = 2;
-/// A persistent session's whole state, keyed by its client identifier (`session_record.rs`).
-pub(super) const KIND_SESSION: u8 = 3;
+/// A persistent session's whole state, keyed by its client identifier, in the first format
+/// (`session_record.rs`): read, no longer written.
+const KIND_SESSION_FIRST: u8 = 3;
 /// A persistent session ended.
 pub(super) const KIND_SESSION_END: u8 = 4;
+/// A persistent session's whole state, with its in-flight packet identifiers, QoS 2 state and
+/// delayed will (`session_record.rs`).
+pub(super) const KIND_SESSION: u8 = 5;
 
 /// A retained message as the store holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -205,9 +210,13 @@ fn parse_body(body: &[u8]) -> Option<Record> {
             stamp,
             client_id: topic,
         },
+        KIND_SESSION_FIRST => Record::Session {
+            stamp,
+            session: session_record::parse(&mut reader, topic, Format::First)?,
+        },
         KIND_SESSION => Record::Session {
             stamp,
-            session: session_record::parse(&mut reader, topic)?,
+            session: session_record::parse(&mut reader, topic, Format::Current)?,
         },
         KIND_SET => {
             let qos = QoS::from_bits(reader.u8()?)?;
