@@ -238,6 +238,8 @@ struct Shard {
     /// On the intake shard: each bridge's state as last published to `$SYS`; `None` before
     /// the first.
     bridge_states: Vec<Option<bool>>,
+    /// Which bridges refuse for a full queue, one bit each, as last told to the broker.
+    bridges_refusing: u64,
 }
 
 /// The `Ingest` context of connection `id`, built from the shard's fields one by one so it can
@@ -379,6 +381,7 @@ impl Shard {
             cluster: setup.cluster,
             interest_changes: Vec::new(),
             bridge_states: vec![None; setup.bridges.len()],
+            bridges_refusing: 0,
             bridges: setup.bridges,
             config,
             live_config,
@@ -427,6 +430,7 @@ impl Shard {
         }
         self.refresh_config();
         self.refresh_store_state();
+        self.refresh_bridge_refusals();
         self.handle_events(now);
         self.take_handoffs(now);
         self.take_verdicts(now);
