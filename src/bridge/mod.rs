@@ -6,6 +6,9 @@
 //! - `remap.rs`: topics renamed between the two brokers by the mappings' prefixes.
 //! - `client.rs`: the thread that holds the connection to the remote broker, off the shard
 //!   loops.
+//! - `queue.rs`: store-and-forward: the messages to the remote, held until it acknowledges
+//!   them, bounded, with what a full queue does;
+//! - `journal.rs`: the queue's files, so that it survives a restart.
 //!
 //! A publish that enters on this node goes to every bridge with an `out` mapping matching
 //! it; a message from a remote broker is taken by shard 0 and published on this node only,
@@ -13,7 +16,9 @@
 //! message loops back to where it came from.
 
 pub mod client;
+pub mod journal;
 pub mod link;
+pub mod queue;
 pub mod remap;
 
 pub use client::{BridgeError, spawn};

@@ -7,20 +7,30 @@
 //! shard seals the open ones with the next barrier number and posts that barrier behind them
 //! to every other shard; they are sent once every shard reported the barrier durable.
 //!
+//! **Inbound QoS 2.** The identifier of a QoS 2 publish, once held, makes a resent PUBLISH a
+//! duplicate that is not routed again. Written before what the publish changed on the other
+//! shards is durable, a crash in between would lose the message for their subscribers (the
+//! client's resend taken for a duplicate). So while the PUBREC that answers the publish is held,
+//! the identifier is left out of the session's records; once it is released, the session is
+//! noted and the identifier written at the next flush. A crash before that write repeats the
+//! message if the client had not received the PUBREC (it sends the PUBLISH again), and costs
+//! nothing if it had (its PUBREL gets PUBCOMP): a duplicate at worst, never a loss.
+//!
 //! Bounded per connection by `inbound_qos2_max`, the Receive Maximum announced to MQTT 5
 //! clients, which bounds their unacknowledged QoS 1 and 2 publishes [MQTT-3.3.4-7]: a
 //! connection holding that many is not read until some are sent (`shard/ingest.rs`). So at
-//! most connections × `inbound_qos2_max` acknowledgements of 48 B are held (a sealed one with
-//! its barrier; a test checks the size): 100 000 connections × 64 × 48 B = 307 MB in the worst
+//! most connections × `inbound_qos2_max` acknowledgements of 56 B are held (a sealed one with
+//! its barrier; a test checks the size): 100 000 connections × 64 × 56 B = 358 MB in the worst
 //! case, and a few hundred bytes per publisher
 //! while the disk keeps up.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use super::Broker;
 use super::outbox::Outbox;
+use super::session::SessionKey;
 use crate::conn::ConnId;
-use crate::protocol::mqtt::{Ack, Packet};
+use crate::protocol::mqtt::{Ack, Packet, PacketId};
 
 /// The acknowledgement a publish gets: PUBACK for QoS 1, PUBREC for QoS 2.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +53,9 @@ pub(crate) struct HeldAck {
     conn: ConnId,
     kind: AckKind,
     ack: Ack<'static>,
+    /// The PUBREC of a QoS 2 publish that was routed: the session whose inbound identifier
+    /// waits for it to be written.
+    routed_qos2: Option<SessionKey>,
 }
 
 #[derive(Default)]
@@ -53,13 +66,24 @@ pub(crate) struct HeldAcks {
     sealed: VecDeque<(u64, HeldAck)>,
     /// Acknowledgements held per connection, open and sealed.
     per_conn: HashMap<ConnId, u16>,
+    /// Inbound QoS 2 identifiers whose PUBREC is held: not written yet.
+    unwritten_qos2: HashSet<(SessionKey, PacketId)>,
     /// The last barrier given.
     barrier: u64,
 }
 
 impl HeldAcks {
-    fn hold(&mut self, conn: ConnId, kind: AckKind, ack: Ack<'static>) {
-        self.open.push(HeldAck { conn, kind, ack });
+    fn hold(&mut self, held: HeldAck) {
+        let HeldAck {
+            conn,
+            ack,
+            routed_qos2,
+            ..
+        } = held;
+        if let Some(key) = routed_qos2 {
+            self.unwritten_qos2.insert((key, ack.packet_id));
+        }
+        self.open.push(held);
         let held = self.per_conn.entry(conn).or_insert(0);
         *held = held.saturating_add(1);
     }
@@ -90,6 +114,9 @@ impl HeldAcks {
                     self.per_conn.remove(&held.conn);
                 }
             }
+            if let Some(key) = held.routed_qos2 {
+                self.unwritten_qos2.remove(&(key, held.ack.packet_id));
+            }
             send(held);
         }
     }
@@ -114,10 +141,45 @@ impl Broker {
         ack: Ack<'static>,
         out: &mut Outbox,
     ) {
+        let held = HeldAck {
+            conn,
+            kind,
+            ack,
+            routed_qos2: None,
+        };
         match &mut self.held_acks {
-            Some(held) => held.hold(conn, kind, ack),
+            Some(acks) => acks.hold(held),
             None => self.reply(conn, &kind.packet(ack), out),
         }
+    }
+
+    /// The PUBREC of a QoS 2 publish of session `key` that was just routed: while it is held,
+    /// its identifier is not written (see the module documentation).
+    pub(super) fn acknowledge_routed_qos2(
+        &mut self,
+        conn: ConnId,
+        key: SessionKey,
+        ack: Ack<'static>,
+        out: &mut Outbox,
+    ) {
+        let held = HeldAck {
+            conn,
+            kind: AckKind::PubRec,
+            ack,
+            routed_qos2: Some(key),
+        };
+        match &mut self.held_acks {
+            Some(acks) => acks.hold(held),
+            None => self.reply(conn, &Packet::PubRec(ack), out),
+        }
+    }
+
+    /// Whether the inbound QoS 2 identifier `id` of session `key` waits for its PUBREC to be
+    /// released before it is written.
+    pub(super) fn inbound_qos2_unwritten(&self, key: SessionKey, id: PacketId) -> bool {
+        self.held_acks
+            .as_ref()
+            .is_some_and(|held| held.unwritten_qos2.contains(&(key, id)))
     }
 
     /// Seals the open acknowledgements with a new barrier once every publish they answer was
@@ -148,6 +210,10 @@ impl Broker {
         held.release(durable, |ack| {
             released += 1;
             self.reply(ack.conn, &ack.kind.packet(ack.ack), out);
+            if let Some(key) = ack.routed_qos2 {
+                // Its identifier may be written now.
+                self.note_inbound_qos2(key);
+            }
         });
         self.held_acks = Some(held);
         released
@@ -162,10 +228,19 @@ impl Broker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::mqtt::PacketId;
+    use crate::slots::SlotKey;
 
     fn ack(id: u16) -> Ack<'static> {
         Ack::new(PacketId::new(id).expect("non-zero"))
+    }
+
+    fn plain(conn: ConnId, kind: AckKind, id: u16) -> HeldAck {
+        HeldAck {
+            conn,
+            kind,
+            ack: ack(id),
+            routed_qos2: None,
+        }
     }
 
     fn released(held: &mut HeldAcks, durable: u64) -> Vec<u16> {
@@ -175,8 +250,8 @@ mod tests {
     }
 
     #[test]
-    fn a_sealed_acknowledgement_takes_at_most_48_bytes() {
-        assert!(std::mem::size_of::<(u64, HeldAck)>() <= 48);
+    fn a_sealed_acknowledgement_takes_at_most_56_bytes() {
+        assert!(std::mem::size_of::<(u64, HeldAck)>() <= 56);
     }
 
     #[test]
@@ -190,10 +265,10 @@ mod tests {
     fn an_open_ack_waits_for_its_seal_and_its_barrier() {
         let mut held = HeldAcks::default();
         let conn = ConnId::new(1, 1);
-        held.hold(conn, AckKind::PubAck, ack(1));
+        held.hold(plain(conn, AckKind::PubAck, 1));
         assert!(released(&mut held, u64::MAX).is_empty(), "not sealed yet");
         assert_eq!(held.seal(), Some(1));
-        held.hold(conn, AckKind::PubRec, ack(2));
+        held.hold(plain(conn, AckKind::PubRec, 2));
         assert_eq!(held.held_by(conn), 2);
         assert!(released(&mut held, 0).is_empty(), "barrier 1 not durable");
         assert_eq!(released(&mut held, 1), [1]);
@@ -205,12 +280,30 @@ mod tests {
     }
 
     #[test]
+    fn a_routed_qos2_identifier_is_unwritten_until_its_pubrec_is_released() {
+        let mut held = HeldAcks::default();
+        let conn = ConnId::new(1, 1);
+        let key = SessionKey::from_parts(3, 1);
+        let id = PacketId::new(9).expect("non-zero");
+        held.hold(HeldAck {
+            routed_qos2: Some(key),
+            ..plain(conn, AckKind::PubRec, 9)
+        });
+        assert!(held.unwritten_qos2.contains(&(key, id)));
+        assert_eq!(held.seal(), Some(1));
+        assert!(released(&mut held, 0).is_empty());
+        assert!(held.unwritten_qos2.contains(&(key, id)), "still held");
+        assert_eq!(released(&mut held, 1), [9]);
+        assert!(held.unwritten_qos2.is_empty());
+    }
+
+    #[test]
     fn barriers_release_in_order_and_only_up_to_the_durable_one() {
         let mut held = HeldAcks::default();
         let (a, b) = (ConnId::new(1, 1), ConnId::new(2, 1));
         for (barrier, ids) in [(1, [1, 2]), (2, [3, 4]), (3, [5, 6])] {
-            held.hold(a, AckKind::PubAck, ack(ids[0]));
-            held.hold(b, AckKind::PubAck, ack(ids[1]));
+            held.hold(plain(a, AckKind::PubAck, ids[0]));
+            held.hold(plain(b, AckKind::PubAck, ids[1]));
             assert_eq!(held.seal(), Some(barrier));
         }
         assert_eq!(released(&mut held, 2), [1, 2, 3, 4]);

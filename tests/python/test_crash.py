@@ -6,8 +6,8 @@ random moments and restarted on the same data directory, for several rounds. The
   subscriber at least once: 3.1.1 clean session 0 and MQTT 5 Session Expiry, some connected
   through the rounds (reconnecting after each restart), some offline until the end;
 - per publisher and stream, what a subscriber receives first of each message comes in publish
-  order; duplicates are allowed and counted (QoS 2 too: exactly once across a crash needs the
-  packet identifiers kept, which the store does not do yet);
+  order; duplicates are allowed and counted (QoS 2 too: an exchange whose identifier had not
+  reached the disk when the broker died may deliver its message twice, docs/persistence.md);
 - each retained topic holds the last value acknowledged to its publisher, or a later one that
   was not acknowledged: the broker may die after a change was on disk and before its
   PUBACK left, and the publisher cannot tell those apart from lost ones.
