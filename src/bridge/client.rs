@@ -1,6 +1,9 @@
 //! The thread of one bridge: an MQTT client of the remote broker, written with this crate's
 //! own codec (`crate::protocol::mqtt`), never on a shard loop.
 //!
+//! **Transport.** The bytes travel over TCP, TLS, WebSocket or WebSocket over TLS, as the
+//! URL says (`transport.rs`); the client reads and writes MQTT bytes the same way over each.
+//!
 //! **Why tokio.** The client waits on three things at once: bytes from the remote, publishes
 //! from the shards (the `Notify` of `shard::byte_queue::Pipes`, as the cluster's link has) and the
 //! keep-alive timer. On a current-thread tokio runtime that is one `select!`, with one thread
@@ -30,21 +33,21 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use log::{debug, info, warn};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::net::tcp::OwnedReadHalf;
+use ring::rand::{SecureRandom, SystemRandom};
 use tokio::time::{Instant, sleep, sleep_until, timeout};
 
 use super::link::{BridgeLink, Full};
 use super::remap::{to_local, to_remote};
+use super::tls::{TlsClient, TlsSetupError};
+use super::transport::{Received, Transport, TransportError};
 use crate::broker::RoutedMessage;
 use crate::config::Limits;
-use crate::config::bridge::{BridgeProtocol, BridgeSettings};
+use crate::config::bridge::{BridgeProtocol, BridgeSettings, RemoteUrl};
 use crate::protocol::mqtt::topic::validate_topic_name;
 use crate::protocol::mqtt::{
-    Ack, Connect, DecodeError, DecodeLimits, Delivery, Packet, PacketId, Properties,
-    ProtocolVersion, Publish, QoS, ReasonCode, Subscribe, SubscribeReturnCode, SubscriptionOptions,
-    decode_from_server, encode,
+    Ack, Connect, DecodeError, DecodeLimits, Delivery, Packet, PacketId, Properties, PropertiesBuf,
+    Property, ProtocolVersion, Publish, QoS, ReasonCode, Subscribe, SubscribeReturnCode,
+    SubscriptionOptions, decode_from_server, encode,
 };
 
 /// Publishes sent to a 3.1.1 remote that it may echo back, remembered to drop the echo.
@@ -54,15 +57,13 @@ pub const ECHOES_REMEMBERED_MAX: usize = 4096;
 /// While the in queue is full, how often the held publish is offered again.
 const IN_QUEUE_RETRY: Duration = Duration::from_millis(5);
 
-/// Bytes read from the socket at a time; a packet may take several reads, up to
-/// `packet_bytes_max`, which the decoder checks on the fixed header.
-const READ_CHUNK_BYTES: usize = 16 * 1024;
-
 /// Why a bridge could not start.
 #[derive(Debug)]
 pub enum BridgeError {
     /// `password_file` unreadable.
     Secret(PathBuf, std::io::Error),
+    /// The TLS settings of the named bridge.
+    Tls(String, TlsSetupError),
     /// The runtime or the thread.
     Start(std::io::Error),
 }
@@ -71,6 +72,7 @@ impl std::fmt::Display for BridgeError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             BridgeError::Secret(path, e) => write!(f, "cannot read {}: {e}", path.display()),
+            BridgeError::Tls(name, e) => write!(f, "bridge {name}: TLS: {e}"),
             BridgeError::Start(e) => write!(f, "cannot start a bridge: {e}"),
         }
     }
@@ -81,13 +83,16 @@ impl std::error::Error for BridgeError {}
 /// Why a connection to the remote ended or was not made.
 #[derive(Debug)]
 enum Down {
-    Io(std::io::Error),
+    /// The stream failed: a TLS, WebSocket or socket error.
+    Transport(TransportError),
     /// The remote closed the connection.
     Closed,
-    /// No connection or CONNACK within `connect_timeout_ms`.
-    Timeout,
-    /// CONNACK refused, or DISCONNECT from the remote, with its reason code.
+    /// No connection, handshake or CONNACK within `connect_timeout_ms` (the value).
+    Timeout(u32),
+    /// CONNACK refused, with its reason code (3.1.1: its return code).
     Refused(ReasonCode),
+    /// DISCONNECT from the remote, with its reason code.
+    Disconnected(ReasonCode),
     /// Bytes that are no valid packet.
     Malformed(DecodeError),
     /// A packet the remote must not send here.
@@ -99,10 +104,23 @@ enum Down {
 impl std::fmt::Display for Down {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Down::Io(e) => write!(f, "{e}"),
+            Down::Transport(e) => write!(f, "{e}"),
             Down::Closed => write!(f, "closed by the remote"),
-            Down::Timeout => write!(f, "timed out"),
-            Down::Refused(reason) => write!(f, "refused with reason code {:#04x}", reason.0),
+            Down::Timeout(ms) => write!(
+                f,
+                "no CONNACK within connect_timeout_ms ({ms} ms): connection, handshakes and \
+                 CONNACK included"
+            ),
+            Down::Refused(reason) => {
+                write!(f, "CONNACK refused with reason code {:#04x}", reason.0)
+            }
+            Down::Disconnected(reason) => {
+                write!(
+                    f,
+                    "DISCONNECT from the remote with reason code {:#04x}",
+                    reason.0
+                )
+            }
             Down::Malformed(e) => write!(f, "malformed packet: {e:?}"),
             Down::Unexpected(what) => write!(f, "unexpected {what}"),
             Down::KeepAlive => write!(f, "no PINGRESP within the keep alive"),
@@ -110,9 +128,9 @@ impl std::fmt::Display for Down {
     }
 }
 
-impl From<std::io::Error> for Down {
-    fn from(e: std::io::Error) -> Down {
-        Down::Io(e)
+impl From<TransportError> for Down {
+    fn from(e: TransportError) -> Down {
+        Down::Transport(e)
     }
 }
 
@@ -136,6 +154,16 @@ pub fn spawn(
         ),
         None => None,
     };
+    let remote = settings
+        .remote()
+        .expect("validated at start-up: a URL this parses");
+    let tls = match remote.scheme.tls() {
+        true => Some(
+            super::tls::client(settings, &remote)
+                .map_err(|e| BridgeError::Tls(settings.name.clone(), e))?,
+        ),
+        false => None,
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -147,6 +175,9 @@ pub fn spawn(
             BridgeProtocol::V5 => ProtocolVersion::V5,
         },
         password,
+        remote,
+        tls,
+        random: SystemRandom::new(),
         limits: limits.decode_limits(),
         link,
         inflight: BTreeMap::new(),
@@ -164,6 +195,10 @@ struct Client {
     settings: BridgeSettings,
     version: ProtocolVersion,
     password: Option<Vec<u8>>,
+    remote: RemoteUrl,
+    tls: Option<TlsClient>,
+    /// The reconnection jitter's source.
+    random: SystemRandom,
     limits: DecodeLimits,
     link: Arc<BridgeLink>,
     /// QoS 1 publishes sent and not acknowledged, by packet id: the remote name and message.
@@ -210,24 +245,38 @@ impl Client {
                 }
                 Err(why) => debug!("bridge {name}: cannot connect to {url}: {why}"),
             }
-            sleep(backoff).await;
+            sleep(self.jittered(backoff)).await;
             backoff = (backoff * 2).min(max);
         }
     }
 
-    /// Opens the connection and waits for CONNACK; gives back the bytes read past it.
-    async fn connect(&mut self) -> Result<(TcpStream, Vec<u8>), Down> {
-        let limit = Duration::from_millis(u64::from(self.settings.connect_timeout_ms));
+    /// `wait` shortened by a random part of up to `reconnect_jitter` of it.
+    fn jittered(&self, wait: Duration) -> Duration {
+        let mut bytes = [0u8; 4];
+        // Without randomness the wait is the plain back-off: jitter only spreads the load.
+        if self.random.fill(&mut bytes).is_err() {
+            return wait;
+        }
+        let unit = f64::from(u32::from_le_bytes(bytes)) / f64::from(u32::MAX);
+        wait.mul_f64(1.0 - self.settings.reconnect_jitter.0 * unit)
+    }
+
+    /// Opens the connection and waits for CONNACK, all within `connect_timeout_ms`; gives
+    /// back the bytes read past it.
+    async fn connect(&mut self) -> Result<(Transport, Vec<u8>), Down> {
+        let limit_ms = self.settings.connect_timeout_ms;
+        let limit = Duration::from_millis(u64::from(limit_ms));
         let deadline = Instant::now() + limit;
-        let address = self
-            .settings
-            .address()
-            .expect("validated: an mqtt://host:port URL");
-        let mut stream = timeout(limit, TcpStream::connect(address))
+        let mut stream = timeout(limit, Transport::open(&self.remote, self.tls.as_ref()))
             .await
-            .map_err(|_| Down::Timeout)??;
-        stream.set_nodelay(true)?;
+            .map_err(|_| Down::Timeout(limit_ms))??;
         let client_id = self.settings.client_id();
+        let mut properties = PropertiesBuf::new();
+        if self.version == ProtocolVersion::V5 && self.settings.session_expiry_s > 0 {
+            properties.push(Property::SessionExpiryInterval(
+                self.settings.session_expiry_s,
+            ));
+        }
         let connect = Packet::Connect(Connect {
             version: self.version,
             clean_session: self.settings.clean_start,
@@ -236,23 +285,21 @@ impl Client {
             will: None,
             username: self.settings.username.as_deref(),
             password: self.password.as_deref(),
-            properties: Properties::EMPTY,
+            properties: properties.as_properties(),
         });
         let mut out = Vec::new();
         encode(&connect, self.version, &mut out);
-        stream.write_all(&out).await?;
-        let mut buf = Vec::with_capacity(READ_CHUNK_BYTES);
+        timeout_at(deadline, stream.write(&out), limit_ms).await??;
+        let mut buf = Vec::new();
         loop {
-            let read = timeout(deadline - Instant::now(), stream.read_buf(&mut buf))
-                .await
-                .map_err(|_| Down::Timeout)??;
-            if read == 0 {
-                return Err(Down::Closed);
+            match timeout_at(deadline, stream.read(&mut buf), limit_ms).await?? {
+                Received::Closed => return Err(Down::Closed),
+                Received::Nothing => continue,
+                Received::Bytes => {}
             }
             let Some((packet, used)) =
                 decode_from_server(&buf, self.version, &self.limits).map_err(Down::Malformed)?
             else {
-                buf.reserve(READ_CHUNK_BYTES);
                 continue;
             };
             let Packet::ConnAck(connack) = packet else {
@@ -267,8 +314,7 @@ impl Client {
     }
 
     /// Runs one connection until it ends, and says why.
-    async fn serve(&mut self, stream: TcpStream, mut buf: Vec<u8>) -> Down {
-        let (mut reader, mut writer) = stream.into_split();
+    async fn serve(&mut self, mut stream: Transport, mut buf: Vec<u8>) -> Down {
         let mut out = Vec::new();
         self.subscribe(&mut out);
         // What the last connection left unacknowledged goes again, in order.
@@ -282,24 +328,26 @@ impl Client {
         let mut stalled = false;
         loop {
             self.take_out(&mut out);
-            if !out.is_empty() {
-                if let Err(e) = writer.write_all(&out).await {
-                    return Down::Io(e);
+            if !out.is_empty() || stream.has_pending() {
+                if let Err(e) = stream.write(&out).await {
+                    return Down::Transport(e);
                 }
                 out.clear();
             }
             let room = self.inflight.len() < usize::from(self.settings.inflight_max);
             let turn = self
-                .wait(&mut reader, &mut buf, room, stalled, next_ping)
+                .wait(&mut stream, &mut buf, room, stalled, next_ping)
                 .await;
             match turn {
-                Wait::Read(Ok(0)) => return Down::Closed,
-                Wait::Read(Ok(_)) | Wait::Retry => match self.take_packets(&mut buf, &mut out) {
-                    Ok(now_stalled) => stalled = now_stalled,
-                    Err(why) => return why,
-                },
-                Wait::Read(Err(e)) => return Down::Io(e),
-                Wait::Woken => {}
+                Wait::Read(Ok(Received::Closed)) => return Down::Closed,
+                Wait::Read(Ok(Received::Nothing)) | Wait::Woken => {}
+                Wait::Read(Ok(Received::Bytes)) | Wait::Retry => {
+                    match self.take_packets(&mut buf, &mut out) {
+                        Ok(now_stalled) => stalled = now_stalled,
+                        Err(why) => return why,
+                    }
+                }
+                Wait::Read(Err(e)) => return Down::Transport(e),
                 Wait::Ping => {
                     if self.ping_outstanding {
                         return Down::KeepAlive;
@@ -316,16 +364,15 @@ impl Client {
 
     async fn wait(
         &self,
-        reader: &mut OwnedReadHalf,
+        stream: &mut Transport,
         buf: &mut Vec<u8>,
         room: bool,
         stalled: bool,
         next_ping: Instant,
     ) -> Wait {
-        buf.reserve(READ_CHUNK_BYTES);
         tokio::select! {
             // Not read while stalled: the remote's writes then wait in TCP, which slows it.
-            read = reader.read_buf(buf), if !stalled => Wait::Read(read),
+            read = stream.read(buf), if !stalled => Wait::Read(read),
             () = sleep(IN_QUEUE_RETRY), if stalled => Wait::Retry,
             () = self.link.pipes.woken(), if room => Wait::Woken,
             () = sleep_until(next_ping) => Wait::Ping,
@@ -483,7 +530,7 @@ impl Client {
                 }
             }
             Packet::PingResp => self.ping_outstanding = false,
-            Packet::Disconnect(disconnect) => return Err(Down::Refused(disconnect.reason)),
+            Packet::Disconnect(disconnect) => return Err(Down::Disconnected(disconnect.reason)),
             Packet::UnsubAck(_) => {}
             _ => return Err(Down::Unexpected("packet from the remote")),
         }
@@ -523,7 +570,7 @@ impl Client {
 }
 
 enum Wait {
-    Read(std::io::Result<usize>),
+    Read(Result<Received, TransportError>),
     Woken,
     Ping,
     /// Stalled on a full in queue: time to offer the held publish again.
@@ -554,6 +601,18 @@ fn put_publish(
         properties: Properties::EMPTY,
     });
     encode(&publish, version, out);
+}
+
+/// `future` unless `deadline` passes first: then the connection attempt has taken
+/// `connect_timeout_ms` (`limit_ms`).
+async fn timeout_at<T>(
+    deadline: Instant,
+    future: impl Future<Output = T>,
+    limit_ms: u32,
+) -> Result<T, Down> {
+    tokio::time::timeout_at(deadline, future)
+        .await
+        .map_err(|_| Down::Timeout(limit_ms))
 }
 
 /// Topic and payload, for recognising an echo.

@@ -6,6 +6,8 @@
 //! - `remap.rs`: topics renamed between the two brokers by the mappings' prefixes.
 //! - `client.rs`: the thread that holds the connection to the remote broker, off the shard
 //!   loops.
+//! - `transport.rs`: the byte stream to the remote: TCP, TLS, WebSocket or both, as the URL
+//!   says; `tls.rs`: the TLS client settings it uses.
 //!
 //! A publish that enters on this node goes to every bridge with an `out` mapping matching
 //! it; a message from a remote broker is taken by shard 0 and published on this node only,
@@ -15,6 +17,8 @@
 pub mod client;
 pub mod link;
 pub mod remap;
+pub mod tls;
+pub mod transport;
 
 pub use client::{BridgeError, spawn};
 pub use link::{BridgeLink, FROM_BRIDGES_PER_TURN_MAX, INTAKE_SHARD};
