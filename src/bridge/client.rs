@@ -89,7 +89,8 @@ enum Down {
     Closed,
     /// No connection, handshake or CONNACK within `connect_timeout_ms` (the value).
     Timeout(u32),
-    /// CONNACK refused, with its reason code (3.1.1: its return code).
+    /// CONNACK refused, with its reason code (a 3.1.1 return code as its MQTT 5 equivalent:
+    /// 5, not authorized, is 0x87).
     Refused(ReasonCode),
     /// DISCONNECT from the remote, with its reason code.
     Disconnected(ReasonCode),
@@ -112,13 +113,19 @@ impl std::fmt::Display for Down {
                  CONNACK included"
             ),
             Down::Refused(reason) => {
-                write!(f, "CONNACK refused with reason code {:#04x}", reason.0)
+                let name = reason.name();
+                write!(
+                    f,
+                    "CONNACK refused with reason code {:#04x} ({name})",
+                    reason.0
+                )
             }
             Down::Disconnected(reason) => {
                 write!(
                     f,
-                    "DISCONNECT from the remote with reason code {:#04x}",
-                    reason.0
+                    "DISCONNECT from the remote with reason code {:#04x} ({})",
+                    reason.0,
+                    reason.name()
                 )
             }
             Down::Malformed(e) => write!(f, "malformed packet: {e:?}"),
