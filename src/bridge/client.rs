@@ -264,8 +264,9 @@ impl Client {
         if self.random.fill(&mut bytes).is_err() {
             return wait;
         }
-        let unit = f64::from(u32::from_le_bytes(bytes)) / f64::from(u32::MAX);
-        wait.mul_f64(1.0 - self.settings.reconnect_jitter.0 * unit)
+        self.settings
+            .reconnect_jitter
+            .shorten(wait, u32::from_le_bytes(bytes))
     }
 
     /// Opens the connection and waits for CONNACK, all within `connect_timeout_ms`; gives

@@ -1,6 +1,7 @@
 //! The `[[bridge]]` tables: links to other MQTT brokers (`docs/bridges.md`). None by default.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use super::ConfigError;
 use crate::protocol::mqtt::topic::is_valid_topic_filter;
@@ -225,6 +226,14 @@ impl RemoteUrl {
 pub struct Jitter(pub f64);
 
 impl Eq for Jitter {}
+
+impl Jitter {
+    /// `wait` less `draw / u32::MAX` of this fraction of it: `draw` is a random number.
+    pub fn shorten(self, wait: Duration, draw: u32) -> Duration {
+        let unit = f64::from(draw) / f64::from(u32::MAX);
+        wait.mul_f64(1.0 - self.0 * unit)
+    }
+}
 
 /// One `[[bridge]]` table.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
@@ -526,6 +535,20 @@ mod tests {
         b.topics[0].local_prefix = "x/".to_owned();
         b.topics[0].qos = 2;
         assert!(validate(std::slice::from_ref(&b)).is_err());
+    }
+
+    #[test]
+    fn jitter_shortens_a_wait_by_at_most_its_fraction() {
+        let wait = Duration::from_millis(1000);
+        assert_eq!(Jitter(0.25).shorten(wait, 0), wait);
+        assert_eq!(
+            Jitter(0.25).shorten(wait, u32::MAX),
+            Duration::from_millis(750)
+        );
+        assert_eq!(Jitter(0.0).shorten(wait, u32::MAX), wait);
+        assert_eq!(Jitter(1.0).shorten(wait, u32::MAX), Duration::ZERO);
+        let half = Jitter(0.5).shorten(wait, u32::MAX / 2);
+        assert!(half > Duration::from_millis(749) && half < Duration::from_millis(751));
     }
 
     #[test]

@@ -236,13 +236,15 @@ def test_a_certificate_for_another_name_is_logged_with_the_tls_error(start, clie
 
 class Staller:
     """A remote that accepts connections and then says nothing; with `connack`, it first
-    answers CONNECT with a CONNACK (MQTT 3.1.1: accepted), then ignores everything."""
+    answers CONNECT with a CONNACK (MQTT 3.1.1: accepted), then ignores everything. What
+    each connection sent first (its CONNECT) is kept in `first_reads`."""
 
     def __init__(self, connack: bool):
         self.listener = socket.create_server((HOST, 0))
         self.port = self.listener.getsockname()[1]
         self.connack = connack
         self.held: list[socket.socket] = []
+        self.first_reads: list[bytes] = []
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
 
@@ -253,13 +255,13 @@ class Staller:
             except OSError:
                 return
             self.held.append(conn)
-            if self.connack:
-                conn.settimeout(5)
-                try:
-                    conn.recv(1024)
+            conn.settimeout(5)
+            try:
+                self.first_reads.append(conn.recv(1024))
+                if self.connack:
                     conn.sendall(bytes([0x20, 0x02, 0x00, 0x00]))
-                except OSError:
-                    pass
+            except OSError:
+                pass
 
     def close(self) -> None:
         self.listener.close()
@@ -300,3 +302,31 @@ def test_a_remote_that_stalls_after_connack_fails_the_keep_alive(start, clients,
     assert "no PINGRESP within the keep alive" in line, line
     assert "reconnecting in" in line
     check_local_service(broker, clients, topic)
+
+
+def test_an_mqtt5_bridge_asks_for_its_session_expiry(start, staller, topic):
+    remote = staller(connack=False)
+    start_bridged(start, bridge_table(
+        f"mqtt://{HOST}:{remote.port}", [{"filter": f"{topic}/#", "direction": "in"}],
+        protocol="5", clean_start=False, session_expiry_s=60), connected=False)
+    deadline = time.monotonic() + 5.0
+    while not remote.first_reads:
+        assert time.monotonic() < deadline, "no CONNECT came"
+        time.sleep(0.02)
+    connect = remote.first_reads[0]
+    at = connect.index(b"\x00\x04MQTT\x05") + 7
+    assert connect[at] & 0x02 == 0, "clean start is off"
+    # Session Expiry Interval (0x11), 60 s, among the CONNECT properties (MQTT 5.0 §3.1.2.11.2).
+    assert b"\x11\x00\x00\x00\x3c" in connect[at:]
+
+
+def test_insecure_accepts_any_certificate_and_says_so(start, clients, pki, topic):
+    remote = start(tls=tls_table(pki))
+    broker = start_bridged(start, bridge_table(
+        f"wss://{HOST}:{remote.wss_port}/mqtt", [{"filter": f"{topic}/#", "direction": "in"}],
+        server_name="elsewhere.test", insecure=True))
+    assert "not checked; for tests only" in broker.wait_for_log("insecure = true")
+    sub = clients(broker, "tcp")
+    sub.subscribe(f"{topic}/#", 0)
+    pub = clients(remote, "tcp")
+    open_path(sub, lambda p: pub.publish(f"{topic}/probe", p, 0), "the bridge")
