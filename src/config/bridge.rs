@@ -294,7 +294,8 @@ pub struct BridgeSettings {
     /// at once do not all come back at the same instant.
     #[serde(default = "default_reconnect_jitter")]
     pub reconnect_jitter: Jitter,
-    /// How long the TCP connection and the CONNACK may take before the attempt fails.
+    /// How long opening the connection may take before the attempt fails: TCP, the TLS
+    /// handshake, the WebSocket upgrade and the CONNACK together.
     #[serde(default = "default_connect_timeout_ms")]
     pub connect_timeout_ms: u32,
     /// QoS 1 publishes sent to the remote and not yet acknowledged; the rest wait in the
