@@ -262,6 +262,8 @@ done
 log "measured in $(($(date +%s) - started)) s"
 
 # ---- side-by-side pages: each scenario's table and overlaid latency distributions ------------
+# The plots also go into docs/img/, where docs/benchmarks.md shows them under the table.
+mkdir -p "$ROOT/docs/img"
 for scenario in fixed closed; do
     summaries=()
     for broker in $BROKERS; do
@@ -269,8 +271,9 @@ for scenario in fixed closed; do
         if [[ -s $f ]] && "$LT" compare "$f" 2>/dev/null; then summaries+=("$f"); fi
     done
     if ((${#summaries[@]} > 0)); then
-        "$LT" compare "${summaries[@]}" --out "$CACHE/compare-$scenario.html" 2>/dev/null &&
-            log "side by side: $CACHE/compare-$scenario.html"
+        "$LT" compare "${summaries[@]}" --out "$CACHE/compare-$scenario.html" \
+            --svg "$ROOT/docs/img/bench-compare-$scenario.svg" 2>/dev/null &&
+            log "side by side: $CACHE/compare-$scenario.html, docs/img/bench-compare-$scenario.svg"
     fi
 done
 
@@ -410,6 +413,14 @@ out = [
     "|" + "---|" * len(head),
 ]
 out += ["| " + " | ".join(row) + " |" for row in rows]
+pictures = [
+    (scenario, title)
+    for scenario, title in (("fixed", "10 msg/s"), ("closed", "closed loop W=128"))
+    if os.path.exists(os.path.join(os.path.dirname(doc), "img", f"bench-compare-{scenario}.svg"))
+]
+if pictures:
+    out += ["", "End-to-end latency by percentile, the runs of the table overlaid (`fanfare-loadtest compare --svg`):", ""]
+    out += [f"![{title}: latency by percentile](img/bench-compare-{scenario}.svg)" for scenario, title in pictures]
 out += [
     "",
     "CPU seconds spent outside the broker and the load generator during each run (user and",

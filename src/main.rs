@@ -403,6 +403,7 @@ fn start_admin(
     shards: Arc<ShardRequests>,
     metrics: Arc<Metrics>,
     ready: Arc<AtomicBool>,
+    cluster: Option<Arc<ClusterLink>>,
 ) -> anyhow::Result<Arc<Admin>> {
     let (_, config) = live_config.current();
     let admin = Admin {
@@ -413,6 +414,7 @@ fn start_admin(
         ready,
         config: Arc::clone(live_config),
         started: std::time::Instant::now(),
+        cluster,
     };
     admin::start(listener, admin).context("cannot start the admin listener's thread")
 }
@@ -725,6 +727,7 @@ fn serve(config: Config, args: &Args, small_pages: std::io::Result<()>) -> anyho
             questions,
             Arc::clone(&metrics),
             Arc::clone(&ready),
+            cluster.clone(),
         )?),
         _ => None,
     };

@@ -1,6 +1,8 @@
-//! `fanfare-loadtest compare A.json B.json ... [--out FILE.html]`: several runs' JSON
-//! summaries side by side, as a text table on stderr and, with `--out`, a self-contained page
-//! with the same table and their latency percentile distributions overlaid.
+//! `fanfare-loadtest compare A.json B.json ... [--out FILE.html] [--svg FILE.svg]`: several
+//! runs' JSON summaries side by side, as a text table on stderr; with `--out`, a
+//! self-contained page with the same table and their latency percentile distributions
+//! overlaid; with `--svg`, that plot alone as an SVG file, for pages that show images (as
+//! docs/benchmarks.md does).
 
 use std::ffi::OsString;
 use std::fmt::Write;
@@ -9,7 +11,7 @@ use std::path::PathBuf;
 use anyhow::{Context, bail, ensure};
 use serde_json::Value;
 
-use crate::svg::{Series, XAxis, chart, escape};
+use crate::svg::{Series, XAxis, chart, escape, standalone};
 
 /// Most runs compared at once: the table stays readable, the legend fits.
 const RUNS_MAX: usize = 12;
@@ -38,12 +40,17 @@ const ROWS: [(&str, &str, usize); 14] = [
 pub fn run(args: Vec<OsString>) -> anyhow::Result<()> {
     let mut files: Vec<PathBuf> = Vec::new();
     let mut out: Option<PathBuf> = None;
+    let mut svg: Option<PathBuf> = None;
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         if arg == "--out" {
             out = Some(args.next().context("--out needs a file")?.into());
+        } else if arg == "--svg" {
+            svg = Some(args.next().context("--svg needs a file")?.into());
         } else if arg.to_string_lossy().starts_with('-') {
-            bail!("usage: fanfare-loadtest compare A.json B.json ... [--out FILE.html]");
+            bail!(
+                "usage: fanfare-loadtest compare A.json B.json ... [--out FILE.html] [--svg FILE.svg]"
+            );
         } else {
             files.push(arg.into());
         }
@@ -63,6 +70,11 @@ pub fn run(args: Vec<OsString>) -> anyhow::Result<()> {
     eprint!("{}", text(&runs));
     if let Some(out) = out {
         std::fs::write(&out, page(&runs)).with_context(|| format!("writing {}", out.display()))?;
+    }
+    if let Some(svg) = svg {
+        let (title, x_label, y_label, series) = percentile_plot(&runs);
+        let picture = standalone(title, x_label, y_label, XAxis::Percentile, &series);
+        std::fs::write(&svg, picture).with_context(|| format!("writing {}", svg.display()))?;
     }
     Ok(())
 }
@@ -151,22 +163,29 @@ pub fn page(runs: &[(String, Value)]) -> String {
         out.push_str("</tr>");
     }
     out.push_str("</table><h2>Latency distribution</h2>");
-    let series: Vec<Series> = runs
+    let (title, x_label, y_label, series) = percentile_plot(runs);
+    out += &chart(title, x_label, y_label, XAxis::Percentile, &series);
+    out.push_str("</body></html>\n");
+    out
+}
+
+/// The runs' latency distributions overlaid: title, axis labels and one series per run.
+fn percentile_plot(
+    runs: &[(String, Value)],
+) -> (&'static str, &'static str, &'static str, Vec<Series>) {
+    let series = runs
         .iter()
         .map(|(name, v)| Series {
             name: name.clone(),
             points: curve(v),
         })
         .collect();
-    out += &chart(
+    (
         "latency by percentile",
         "percentile",
         "latency (µs)",
-        XAxis::Percentile,
-        &series,
-    );
-    out.push_str("</body></html>\n");
-    out
+        series,
+    )
 }
 
 /// `latency_percentiles_us` of a summary: [[percentile, µs], ...].
@@ -208,7 +227,9 @@ mod tests {
             "{t}"
         );
         let html = page(&runs);
-        assert_eq!(html.matches("<polyline").count(), 2);
+        // One chart: the two runs' curves among the axes' lines.
+        assert_eq!(html.matches("<svg").count(), 1);
+        assert!(html.matches("<polyline").count() >= 2);
         assert!(html.contains("b&lt;x&gt;") && !html.contains("b<x>"));
         assert!(!html.contains("http://") && !html.contains("https://"));
     }

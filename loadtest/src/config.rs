@@ -163,9 +163,6 @@ const URLS_MAX: usize = 256;
 pub const PROC_INDEX_FLAG: &str = "proc-index";
 /// Most worker processes: one per core of a large machine, each with its own 127.0.0.x.
 const PROCS_MAX: usize = 64;
-/// Connections one process may hold: the file limit here is about 20,000, less a margin for
-/// the files every process has open.
-const CONNS_PER_PROC_MAX: usize = 19_900;
 
 fn value<T: std::str::FromStr>(parser: &mut lexopt::Parser, name: &str) -> anyhow::Result<T>
 where
@@ -440,11 +437,15 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> anyhow::Resu
         conns == 1 || client_id.contains("%i"),
         "--client-id needs %i: every connection needs its own identifier"
     );
-    ensure!(
-        conns.div_ceil(procs) <= CONNS_PER_PROC_MAX,
-        "{conns} connections exceed what {procs} process(es) may hold here (~19,900 open \
-         files each); add --procs"
-    );
+    if let Some(per_process) = crate::file_limit::connections_per_process() {
+        ensure!(
+            conns.div_ceil(procs) <= per_process,
+            "{conns} connections exceed what {procs} process(es) may hold here ({per_process} \
+             each under the open-file limit of {}); use --procs {}",
+            crate::file_limit::soft_limit().unwrap_or(0),
+            conns.div_ceil(per_process.max(1))
+        );
+    }
     Ok(Config {
         scenario,
         transport,

@@ -6,7 +6,7 @@
 //! TLS via `tls`, WebSocket upgrade via `ws`, MQTT via `codec`) and runs subscriber, publisher and keep-alive
 //! tasks, each worker's state and connection set-up being in `ctx`; `retained` is the
 //! late-joiner scenario; `stats` holds the shared counters, latency
-//! histograms and `/proc` sampling. With `--procs`, `fleet` starts worker processes (`member`)
+//! histograms and `/proc` sampling; `file_limit` the open files a process may hold. With `--procs`, `fleet` starts worker processes (`member`)
 //! in place of the threads and folds their reports (`wire`) into the same counters. This file
 //! is the conductor: phases, progress line, report; `timeline` keeps the per-second samples
 //! that `--report` draws (`html`, with the charts of `svg`).
@@ -19,6 +19,7 @@ mod conn;
 mod cores;
 mod ctx;
 mod direct;
+mod file_limit;
 mod fleet;
 mod html;
 mod member;
@@ -113,6 +114,7 @@ fn real_main() -> anyhow::Result<bool> {
         compare::run(args.split_off(1))?;
         return Ok(true);
     }
+    file_limit::raise();
     let cfg = config::parse(args)?;
     if cfg.proc_index.is_some() {
         member::run(cfg)?;

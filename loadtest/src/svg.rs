@@ -1,22 +1,27 @@
-//! Line charts as inline SVG, for the HTML report: axes with round ticks, one polyline per
-//! series, a legend. Written out by hand because a report needs only this, and the page must
-//! stay a single file that loads nothing.
+//! Line charts as SVG, drawn with plotters' SVG backend: axes with round ticks, one line per
+//! series, a legend. Text stays `<text>` elements, so no font is read or embedded, and the
+//! chart is one self-contained element: inline in the HTML report ([`chart`]) or a file of its
+//! own for pages that show images ([`standalone`]).
 
-use std::fmt::Write;
+use plotters::prelude::*;
 
-const WIDTH: f64 = 760.0;
-const HEIGHT: f64 = 300.0;
-/// Room for the y ticks (left), the legend (top) and the x ticks and label (bottom).
-const LEFT: f64 = 70.0;
-const RIGHT: f64 = 20.0;
-const TOP: f64 = 30.0;
-const BOTTOM: f64 = 45.0;
-/// Series with this many points or fewer have each point marked.
+const WIDTH: u32 = 760;
+const HEIGHT: u32 = 300;
+/// Series with this many points or fewer have each point marked: a few points are hard to see
+/// as a line (one is none at all).
 const MARKED_POINTS_MAX: usize = 30;
 /// Colours of the series in order, distinguishable for the common colour blindnesses.
-const COLOURS: [&str; 6] = [
-    "#0072b2", "#d55e00", "#009e73", "#cc79a7", "#e69f00", "#56b4e9",
+const COLOURS: [RGBColor; 6] = [
+    RGBColor(0x00, 0x72, 0xb2),
+    RGBColor(0xd5, 0x5e, 0x00),
+    RGBColor(0x00, 0x9e, 0x73),
+    RGBColor(0xcc, 0x79, 0xa7),
+    RGBColor(0xe6, 0x9f, 0x00),
+    RGBColor(0x56, 0xb4, 0xe9),
 ];
+/// What plotters writes on the root element; an SVG file needs it, an `<svg>` inside HTML
+/// does not, and the report page holds no address at all.
+const SVG_NAMESPACE: &str = r#" xmlns="http://www.w3.org/2000/svg""#;
 
 pub struct Series {
     pub name: String,
@@ -32,9 +37,20 @@ pub enum XAxis {
     Percentile,
 }
 
-/// `<svg>` with a chart of `series` (for inline use in HTML); "no data" when no series has
-/// a point.
+/// `<svg>` with a chart of `series`, for inline use in HTML; "no data" when no series has a
+/// point.
 pub fn chart(title: &str, x_label: &str, y_label: &str, x: XAxis, series: &[Series]) -> String {
+    standalone(title, x_label, y_label, x, series).replacen(SVG_NAMESPACE, "", 1)
+}
+
+/// The same chart as a complete SVG document.
+pub fn standalone(
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    x: XAxis,
+    series: &[Series],
+) -> String {
     let series: Vec<Series> = series
         .iter()
         .map(|s| Series {
@@ -42,61 +58,90 @@ pub fn chart(title: &str, x_label: &str, y_label: &str, x: XAxis, series: &[Seri
             points: place(x, &s.points),
         })
         .collect();
-    let all = || series.iter().flat_map(|s| s.points.iter());
     let mut out = String::new();
-    let _ = write!(
-        out,
-        r#"<svg class="chart" width="{WIDTH}" height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}" role="img"><title>{}</title>"#,
-        escape(title)
-    );
+    let drawn = draw(&mut out, title, x_label, y_label, x, &series);
+    if let Err(e) = drawn {
+        // Drawing into a String has no I/O to fail; a plotters error here is a bug, shown
+        // in the picture rather than losing the rest of the report.
+        out.clear();
+        let _ = SVGBackend::with_string(&mut out, (WIDTH, HEIGHT))
+            .into_drawing_area()
+            .titled(&format!("chart failed: {e}"), ("sans-serif", 14));
+    }
+    out
+}
+
+fn draw(
+    out: &mut String,
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    x: XAxis,
+    series: &[Series],
+) -> Result<(), Box<dyn std::error::Error>> {
+    let root = SVGBackend::with_string(out, (WIDTH, HEIGHT)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let all = || series.iter().flat_map(|s| s.points.iter());
     if all().next().is_none() {
-        let _ = write!(
-            out,
-            r#"<text x="{}" y="{}" text-anchor="middle">no data</text></svg>"#,
-            WIDTH / 2.0,
-            HEIGHT / 2.0
-        );
-        return out;
+        root.titled(title, ("sans-serif", 16))?.draw_text(
+            "no data",
+            &TextStyle::from(("sans-serif", 14)),
+            (340, 120),
+        )?;
+        root.present()?;
+        return Ok(());
     }
     let (x0, x1) = bounds(all().map(|p| p.0), false);
     let (y0, y1) = bounds(all().map(|p| p.1), true);
-    let frame = Frame { x0, x1, y0, y1 };
-    axes(&mut out, &frame, x, x_label, y_label);
-    let mut legend_x = LEFT + 10.0;
+    // Percentiles are labelled at whole decades only (90 %, 99 %, ...): room for one label
+    // per decade keeps plotters' ticks on them.
+    let x_labels = match x {
+        XAxis::Linear => 8,
+        XAxis::Percentile => (x1.floor() - x0.ceil()).max(0.0) as usize + 2,
+    };
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 16))
+        .margin(10)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(x0..x1, y0..y1)?;
+    let x_format = |v: &f64| match x {
+        XAxis::Linear => number(*v),
+        XAxis::Percentile if v.fract() == 0.0 => percentile_label(*v as i32),
+        XAxis::Percentile => String::new(),
+    };
+    chart
+        .configure_mesh()
+        .x_desc(x_label)
+        .y_desc(y_label)
+        .x_labels(x_labels)
+        .x_label_formatter(&x_format)
+        .y_label_formatter(&|v| number(*v))
+        .light_line_style(WHITE)
+        .draw()?;
     for (i, s) in series.iter().enumerate() {
         let colour = COLOURS[i % COLOURS.len()];
-        let mut d = String::new();
-        for &(px, py) in &s.points {
-            let _ = write!(d, "{:.1},{:.1} ", frame.sx(px), frame.sy(py));
-        }
-        let _ = write!(
-            out,
-            r#"<polyline fill="none" stroke="{colour}" stroke-width="2" points="{}"/>"#,
-            d.trim_end()
-        );
-        // A few points are hard to see as a line (one is none at all): mark each.
+        chart
+            .draw_series(LineSeries::new(
+                s.points.iter().copied(),
+                colour.stroke_width(2),
+            ))?
+            .label(&s.name)
+            .legend(move |(lx, ly)| {
+                Rectangle::new([(lx, ly - 5), (lx + 12, ly + 5)], colour.filled())
+            });
         if s.points.len() <= MARKED_POINTS_MAX {
-            for &(px, py) in &s.points {
-                let _ = write!(
-                    out,
-                    r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{colour}"/>"#,
-                    frame.sx(px),
-                    frame.sy(py)
-                );
-            }
+            chart.draw_series(s.points.iter().map(|&p| Circle::new(p, 3, colour.filled())))?;
         }
-        let lx = legend_x;
-        // About 7 px a character at the page's font size.
-        legend_x += 40.0 + 7.0 * s.name.chars().count() as f64;
-        let _ = write!(
-            out,
-            r#"<rect x="{lx}" y="8" width="12" height="12" fill="{colour}"/><text x="{}" y="18">{}</text>"#,
-            lx + 16.0,
-            escape(&s.name)
-        );
     }
-    out.push_str("</svg>");
-    out
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK.mix(0.3))
+        .draw()?;
+    root.present()?;
+    Ok(())
 }
 
 /// The points in plot coordinates: percentiles on their log scale, non-finite ones dropped.
@@ -131,65 +176,6 @@ fn bounds(values: impl Iterator<Item = f64>, from_zero: bool) -> (f64, f64) {
     (lo, hi * if from_zero { 1.05 } else { 1.0 })
 }
 
-struct Frame {
-    x0: f64,
-    x1: f64,
-    y0: f64,
-    y1: f64,
-}
-
-impl Frame {
-    fn sx(&self, x: f64) -> f64 {
-        LEFT + (x - self.x0) / (self.x1 - self.x0) * (WIDTH - LEFT - RIGHT)
-    }
-    fn sy(&self, y: f64) -> f64 {
-        HEIGHT - BOTTOM - (y - self.y0) / (self.y1 - self.y0) * (HEIGHT - TOP - BOTTOM)
-    }
-}
-
-fn axes(out: &mut String, f: &Frame, x: XAxis, x_label: &str, y_label: &str) {
-    let (bottom, top) = (f.sy(f.y0), f.sy(f.y1));
-    let _ = write!(
-        out,
-        r##"<g stroke="#888" fill="none"><line x1="{LEFT}" y1="{bottom}" x2="{}" y2="{bottom}"/><line x1="{LEFT}" y1="{bottom}" x2="{LEFT}" y2="{top}"/></g><g font-size="11" fill="#333">"##,
-        WIDTH - RIGHT
-    );
-    for y in ticks(f.y0, f.y1) {
-        let sy = f.sy(y);
-        let _ = write!(
-            out,
-            r##"<line x1="{LEFT}" y1="{sy:.1}" x2="{}" y2="{sy:.1}" stroke="#eee"/><text x="{}" y="{:.1}" text-anchor="end">{}</text>"##,
-            WIDTH - RIGHT,
-            LEFT - 5.0,
-            sy + 4.0,
-            number(y)
-        );
-    }
-    let x_ticks: Vec<(f64, String)> = match x {
-        XAxis::Linear => ticks(f.x0, f.x1).map(|v| (v, number(v))).collect(),
-        XAxis::Percentile => (0..=f.x1.floor() as i32)
-            .map(|d| (f64::from(d), percentile_label(d)))
-            .collect(),
-    };
-    for (v, label) in x_ticks {
-        let _ = write!(
-            out,
-            r#"<text x="{:.1}" y="{}" text-anchor="middle">{label}</text>"#,
-            f.sx(v),
-            bottom + 15.0
-        );
-    }
-    let _ = write!(
-        out,
-        r#"<text x="{}" y="{}" text-anchor="middle">{}</text><text transform="translate(14 {}) rotate(-90)" text-anchor="middle">{}</text></g>"#,
-        (LEFT + WIDTH - RIGHT) / 2.0,
-        HEIGHT - 8.0,
-        escape(x_label),
-        (top + bottom) / 2.0,
-        escape(y_label)
-    );
-}
-
 /// Decade d of 1 / (1 - p): 0 → "0%", 1 → "90%", 2 → "99%", 3 → "99.9%", ...
 fn percentile_label(d: i32) -> String {
     match d {
@@ -197,20 +183,6 @@ fn percentile_label(d: i32) -> String {
         1 => "90%".into(),
         d => format!("99.{}%", "9".repeat((d - 2) as usize)).replace(".%", "%"),
     }
-}
-
-/// About five round ticks (1, 2 or 5 × 10^k apart) within [lo, hi].
-fn ticks(lo: f64, hi: f64) -> impl Iterator<Item = f64> {
-    let raw = (hi - lo) / 5.0;
-    let magnitude = 10f64.powf(raw.log10().floor());
-    let step = [1.0, 2.0, 5.0, 10.0]
-        .into_iter()
-        .map(|m| m * magnitude)
-        .find(|s| *s >= raw)
-        .unwrap_or(10.0 * magnitude);
-    let first = (lo / step).ceil() as i64;
-    let last = (hi / step).floor() as i64;
-    (first..=last).map(move |i| i as f64 * step)
 }
 
 /// A tick label: no more digits than it needs.
@@ -251,14 +223,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ticks_are_round() {
-        let t: Vec<f64> = ticks(0.0, 1000.0).collect();
-        assert_eq!(t, [0.0, 200.0, 400.0, 600.0, 800.0, 1000.0]);
-        let t: Vec<f64> = ticks(0.0, 7.3).collect();
-        assert_eq!(t, [0.0, 2.0, 4.0, 6.0]);
-    }
-
-    #[test]
     fn percentile_labels_count_nines() {
         let labels: Vec<String> = (0..5).map(percentile_label).collect();
         assert_eq!(labels, ["0%", "90%", "99%", "99.9%", "99.99%"]);
@@ -271,8 +235,21 @@ mod tests {
             points: vec![(50.0, 1.0), (99.0, 2.0), (100.0, 3.0)],
         };
         let svg = chart("t", "x", "y", XAxis::Percentile, &[s("a<b"), s("c")]);
-        assert_eq!(svg.matches("<polyline").count(), 2);
+        for colour in &COLOURS[..2] {
+            let stroke = format!(
+                "stroke=\"#{:02X}{:02X}{:02X}\"",
+                colour.0, colour.1, colour.2
+            );
+            let lines = svg.split("<polyline").skip(1);
+            assert_eq!(lines.filter(|l| l.contains(&stroke)).count(), 1, "{svg}");
+        }
         assert!(svg.contains("a&lt;b") && !svg.contains("a<b"));
+        assert!(
+            svg.contains(">\n99%\n<") && svg.contains(">\n90%\n<"),
+            "{svg}"
+        );
+        assert!(!svg.contains("http://"));
+        assert!(standalone("t", "x", "y", XAxis::Linear, &[]).contains(SVG_NAMESPACE));
         assert!(chart("t", "x", "y", XAxis::Linear, &[]).contains("no data"));
     }
 }

@@ -66,19 +66,28 @@ fn report_is_one_self_contained_page() {
     let summary = dir.join("run.json");
     std::fs::write(&summary, &out.stdout).expect("summary written");
     let compared = dir.join("compare.html");
+    let picture = dir.join("compare.svg");
     let out = Command::new(env!("CARGO_BIN_EXE_fanfare-loadtest"))
         .arg("compare")
         .args([&summary, &summary])
         .arg("--out")
         .arg(&compared)
+        .arg("--svg")
+        .arg(&picture)
         .output()
         .expect("running compare");
     let table = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{table}");
     assert!(table.contains("deliveries/s"), "{table}");
     let page = std::fs::read_to_string(&compared).expect("the comparison was written");
-    assert_eq!(page.matches("<polyline").count(), 2, "{page}");
+    // One chart, its two curves drawn among the axes' lines.
+    assert_eq!(page.matches("<svg").count(), 1, "{page}");
+    assert!(page.matches("<polyline").count() >= 2, "{page}");
     assert!(!page.contains("http://") && !page.contains("https://"));
+    // `--svg`: the same plot as a file an image tag or a Markdown page can show.
+    let svg = std::fs::read_to_string(&picture).expect("the picture was written");
+    assert!(svg.starts_with("<svg") && svg.contains(r#"xmlns="http://www.w3.org/2000/svg""#));
+    assert!(svg.contains("latency by percentile"), "{svg}");
 }
 
 /// Opens the page headless where the browser tests' tools are installed; otherwise says so.

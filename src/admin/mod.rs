@@ -29,6 +29,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use crate::cluster::ClusterLink;
 use crate::config::{AdminSettings, Limits, SharedConfig};
 use crate::metrics::Metrics;
 use publish::PublishLimits;
@@ -50,6 +51,8 @@ pub struct Admin {
     /// SIGHUP may change.
     pub config: Arc<SharedConfig>,
     pub started: Instant,
+    /// In cluster mode, the NATS link, whose connection state `/readyz` reports.
+    pub cluster: Option<Arc<ClusterLink>>,
 }
 
 impl Admin {

@@ -8,6 +8,7 @@
 //! | `/api/v1/...` | always; 403 while `admin_token_file` is not set |
 
 use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
 
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
@@ -182,18 +183,32 @@ fn check_token(admin: &Admin, authorization: Option<&str>) -> Result<(), Respons
     }
 }
 
-/// Ready: started, not stopping, and every shard answers a question in time.
+/// Ready: started, not stopping, every shard answers a question in time, and in cluster mode
+/// (unless `ready_needs_nats = false`) connected to NATS. The body says the cluster's state
+/// either way.
 fn ready(admin: &Admin) -> Response {
     if !admin.ready.load(std::sync::atomic::Ordering::Acquire) {
         return Response::error(503, "not ready: starting or stopping");
     }
-    match admin.shards.ask_all(|_| Question::Ping, admin.timeout()) {
-        Ok(_) => Response::json(
-            200,
-            &json!({ "status": "ready", "shards": admin.shards.shard_count() }),
-        ),
-        Err(why) => queries::unanswered(why),
+    if let Err(why) = admin.shards.ask_all(|_| Question::Ping, admin.timeout()) {
+        return queries::unanswered(why);
     }
+    let mut answer = json!({ "status": "ready", "shards": admin.shards.shard_count() });
+    let Some(cluster) = &admin.cluster else {
+        return Response::json(200, &answer);
+    };
+    let connected = cluster.figures.connected.load(Ordering::Relaxed);
+    answer["cluster"] = json!(if connected {
+        "connected"
+    } else {
+        "disconnected"
+    });
+    let (_, config) = admin.config.current();
+    if !connected && config.cluster.ready_needs_nats {
+        answer["status"] = json!("not ready: not connected to NATS");
+        return Response::json(503, &answer);
+    }
+    Response::json(200, &answer)
 }
 
 fn publish_request(admin: &Admin, body: &mut [u8]) -> Response {

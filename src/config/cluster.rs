@@ -42,6 +42,11 @@ pub struct ClusterSettings {
     /// Bytes of messages from NATS waiting for the shards; past it a message is dropped and
     /// counted. Worst case this much memory while the shards are busy.
     pub in_queue_bytes_max: u64,
+    /// Whether `/readyz` answers 503 while the node is not connected to NATS. A node outside
+    /// the cluster still serves its own clients, but they miss every message published on
+    /// other nodes, so a load balancer should send new clients elsewhere; `false` keeps such
+    /// a node in rotation (when every node losing NATS at once must not empty the pool).
+    pub ready_needs_nats: bool,
 }
 
 impl Default for ClusterSettings {
@@ -56,6 +61,7 @@ impl Default for ClusterSettings {
             tls_ca_file: None,
             out_queue_bytes_max: 64 * 1024 * 1024,
             in_queue_bytes_max: 64 * 1024 * 1024,
+            ready_needs_nats: true,
         }
     }
 }
@@ -82,6 +88,7 @@ pub(super) struct FileCluster {
     tls_ca_file: Option<PathBuf>,
     out_queue_bytes_max: Option<u64>,
     in_queue_bytes_max: Option<u64>,
+    ready_needs_nats: Option<bool>,
 }
 
 impl FileCluster {
@@ -104,6 +111,9 @@ impl FileCluster {
         }
         if let Some(bytes) = self.in_queue_bytes_max {
             cluster.in_queue_bytes_max = bytes;
+        }
+        if let Some(needs) = self.ready_needs_nats {
+            cluster.ready_needs_nats = needs;
         }
     }
 }

@@ -139,6 +139,7 @@ fn cluster(out: &mut Toml, cluster: &ClusterSettings) {
     out.optional("tls_ca_file", cluster.tls_ca_file.as_ref());
     out.value("out_queue_bytes_max", &cluster.out_queue_bytes_max);
     out.value("in_queue_bytes_max", &cluster.in_queue_bytes_max);
+    out.value("ready_needs_nats", &cluster.ready_needs_nats);
 }
 
 /// The document being written, one `key = value` line at a time.

@@ -7,11 +7,13 @@ until one arrives, so the path is known to be open, then checks what it is about
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from natsserver import NatsPublisher, NatsServer, nats_server_bin
 from probe import open_path
-from scrape import wait_for_metric
+from scrape import fetch_metrics, wait_for_metric
 
 pytestmark = [
     pytest.mark.fanfare_only,
@@ -124,7 +126,11 @@ def test_without_nats_local_delivery_goes_on(start, clients, topic):
     not send."""
     from broker import free_port
     url = f"nats://127.0.0.1:{free_port()}"
-    a = start(shards=2, args=["--nats", url], config={"cluster": {"node": "alone"}})
+    a = start(shards=2, args=["--nats", url],
+              config={"cluster": {"node": "alone", "ready_needs_nats": False}})
+    # Kept in rotation by `ready_needs_nats = false`, and saying why it may miss messages.
+    status, _, body = fetch_metrics(a, "/readyz")
+    assert (status, json.loads(body)["cluster"]) == (200, "disconnected"), body
     sub = clients(a, "tcp")
     sub.subscribe(topic, 1)
     pub = clients(a, "ws")
@@ -143,10 +149,18 @@ def test_subscriptions_come_back_after_nats_restarts(node, nats, clients, topic)
     pub = clients(b, "tcp")
     open_path(sub, lambda p: pub.publish(topic, p, 0), f"the cluster on {topic}")
 
+    status, _, body = fetch_metrics(a, "/readyz")
+    assert (status, json.loads(body)["cluster"]) == (200, "connected"), body
+
     nats.stop()
     wait_for_metric(a, "fanfare_cluster_connected", lambda v: v == 0)
+    # Outside the cluster its clients would miss the other nodes' messages: not ready, so a
+    # load balancer sends new clients elsewhere.
+    status, _, body = fetch_metrics(a, "/readyz")
+    assert (status, json.loads(body)["cluster"]) == (503, "disconnected"), body
     nats.start()
     wait_for_metric(a, "fanfare_cluster_connected", lambda v: v == 1, timeout_s=30)
+    assert fetch_metrics(a, "/readyz")[0] == 200
     wait_for_metric(b, "fanfare_cluster_connected", lambda v: v == 1, timeout_s=30)
     open_path(sub, lambda p: pub.publish(topic, p, 0), f"the cluster on {topic}")
     pub.publish(topic, b"back", 0)

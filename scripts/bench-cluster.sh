@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# The second hop of a fanfare cluster: one publisher on node A, WebSocket subscribers on nodes
+# B and C (every delivery crosses NATS), against the same load on one node; and the NATS
+# messages each publish costs, read from nats-server's monitoring port (/varz).
+#
+#   scripts/bench-cluster.sh             # ~1.5 minutes; needs nats-server (Debian package)
+#   SUBS=600 RATE=100 scripts/bench-cluster.sh
+#
+# Every process shares the machine's cores (three brokers, nats-server and the load
+# generator), so the latencies include their scheduling; the broker CPU outside the run is in
+# the logs. Results (JSON summaries, logs) in target/bench-cluster/. Not part of the suite.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+OUT=$ROOT/target/bench-cluster
+SUBS=${SUBS:-300}
+RATE=${RATE:-50}
+DURATION=${DURATION:-20}
+mkdir -p "$OUT"
+cargo build --release -q --bin fanfare -p fanfare -p fanfare-loadtest
+LT=$ROOT/target/release/fanfare-loadtest
+FANFARE=$ROOT/target/release/fanfare
+PIDS=()
+trap 'for p in "${PIDS[@]}"; do kill -INT "$p" 2>/dev/null || true; done; wait 2>/dev/null || true' EXIT
+
+log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+# start_node NAME ARGS...: a fanfare on loopback port 0 with one shard; sets WS and TCP.
+start_node() {
+    local name=$1
+    shift
+    "$FANFARE" --shards 1 --ws 127.0.0.1:0 --tcp 127.0.0.1:0 --admin off "$@" \
+        >"$OUT/$name.out" 2>"$OUT/$name.err" &
+    PIDS+=($!)
+    for _ in $(seq 100); do
+        grep -q '^ready' "$OUT/$name.out" 2>/dev/null && break
+        sleep 0.1
+    done
+    WS=$(awk '$1 == "listening" && $2 == "ws" { split($3, a, ":"); print a[2]; exit }' "$OUT/$name.out")
+    TCP=$(awk '$1 == "listening" && $2 == "tcp" { split($3, a, ":"); print a[2]; exit }' "$OUT/$name.out")
+    [[ -n $WS && -n $TCP ]] || { log "$name did not start:"; cat "$OUT/$name.err" >&2; exit 1; }
+}
+
+varz() { curl -s "http://127.0.0.1:$MON/varz"; }
+
+summary() {
+    python3 - "$@" <<'EOF'
+import json, sys
+d = json.load(open(sys.argv[1]))
+l = d["latency_us"]
+print(f"{sys.argv[2]}: {d['connections']['ok']:,} subscribers, delivered {d['delivered']:,} of "
+      f"{d['expected']:,} ({d['lost']:,} lost), p50 {l['p50'] / 1000:.2f} ms, "
+      f"p99 {l['p99'] / 1000:.2f} ms, max {l['max'] / 1000:.1f} ms")
+EOF
+}
+
+run_fanout() {
+    local name=$1
+    shift
+    "$LT" fanout "$@" --subscribers "$SUBS" --rate "$RATE" --duration "$DURATION" \
+        >"$OUT/$name.json" 2>"$OUT/$name.log" || log "$name: the load generator failed (see $OUT/$name.log)"
+}
+
+log "one node: publisher and $SUBS subscribers on it, $RATE msg/s"
+start_node single
+run_fanout single --url "ws://127.0.0.1:$WS/mqtt" --pub-url "tcp://127.0.0.1:$TCP"
+summary "$OUT/single.json" "one node"
+kill -INT "${PIDS[-1]}"
+
+log "three nodes on one nats-server: publisher on A, subscribers on B and C"
+NATS=$(free_port)
+MON=$(free_port)
+rm -rf "$OUT/js"
+nats-server -a 127.0.0.1 -p "$NATS" -m "$MON" -js -sd "$OUT/js" >"$OUT/nats.log" 2>&1 &
+PIDS+=($!)
+sleep 1
+CLUSTER=(--nats "nats://127.0.0.1:$NATS")
+printf '[cluster]\nnode = "a"\n' >"$OUT/a.toml"
+printf '[cluster]\nnode = "b"\n' >"$OUT/b.toml"
+printf '[cluster]\nnode = "c"\n' >"$OUT/c.toml"
+start_node a --config "$OUT/a.toml" "${CLUSTER[@]}"
+A_TCP=$TCP
+start_node b --config "$OUT/b.toml" "${CLUSTER[@]}"
+B_WS=$WS
+start_node c --config "$OUT/c.toml" "${CLUSTER[@]}"
+C_WS=$WS
+before=$(varz)
+run_fanout cluster --url "ws://127.0.0.1:$B_WS/mqtt" --url "ws://127.0.0.1:$C_WS/mqtt" \
+    --pub-url "tcp://127.0.0.1:$A_TCP"
+after=$(varz)
+summary "$OUT/cluster.json" "three nodes, every delivery across NATS"
+python3 - "$OUT/cluster.json" "$before" "$after" <<'EOF'
+import json, sys
+d = json.load(open(sys.argv[1]))
+before, after = json.loads(sys.argv[2]), json.loads(sys.argv[3])
+published = max(1, d["published"])
+into = after["in_msgs"] - before["in_msgs"]
+out = after["out_msgs"] - before["out_msgs"]
+print(f"NATS: {into:,} messages in and {out:,} out for ~{published:,.0f} publishes: "
+      f"{into / published:.2f} in and {out / published:.2f} out per publish "
+      f"(2 interested nodes, {d['connections']['ok']:,} subscribers)")
+EOF
