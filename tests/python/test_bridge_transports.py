@@ -8,6 +8,7 @@ back-off, and the local broker goes on serving its clients.
 
 from __future__ import annotations
 
+import random
 import socket
 import subprocess
 import threading
@@ -42,12 +43,39 @@ def tls_table(pki) -> dict:
     return {"cert_file": pki.server.cert_file, "key_file": pki.server.key_file}
 
 
+def port_below_ephemeral() -> int:
+    """A port free on loopback, from 10000 to the start of the ephemeral range, where no
+    outgoing connection takes its local port."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    for _ in range(100):
+        port = random.randrange(10000, max(low, 10001))
+        with socket.socket() as probe:
+            try:
+                probe.bind((HOST, port))
+                return port
+            except OSError:
+                continue
+    return free_port()
+
+
 class Mosquitto:
     """Mosquitto with a plain listener for the tests' clients (`broker.tcp_port`) and one
     more listener, configured by `lines`, on `port` for the bridge."""
 
+    # Mosquitto's WebSocket listener (libwebsockets) cannot bind a port that a connection on
+    # another loopback address holds as its local port, which a free port on 127.0.0.1 may
+    # still be while a load test runs: its port is drawn below the kernel's ephemeral range,
+    # and drawn again, a bounded number of times, if it is taken anyway.
+    STARTS_MAX = 5
+
     def __init__(self, workdir: Path, lines: list[str]):
-        self.port = free_port()
+        for _ in range(self.STARTS_MAX):
+            if self._start(workdir, lines):
+                return
+        raise AssertionError(f"mosquitto could not bind its listeners: {self.broker.log()}")
+
+    def _start(self, workdir: Path, lines: list[str]) -> bool:
+        self.port = port_below_ephemeral()
         plain = free_port()
         conf = workdir / "mosquitto.conf"
         conf.write_text("\n".join([
@@ -57,7 +85,7 @@ class Mosquitto:
             "persistence false", "per_listener_settings false", "allow_anonymous true",
             f"listener {plain} {HOST}", f"listener {self.port} {HOST}", *lines]) + "\n")
         log_path = workdir / "mosquitto.log"
-        with open(log_path, "ab") as log:
+        with open(log_path, "wb") as log:
             proc = subprocess.Popen([str(MOSQUITTO), "-c", str(conf)], stdout=log,
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         self.broker = Broker(proc, "mosquitto", log_path)
@@ -67,6 +95,8 @@ class Mosquitto:
             while True:
                 if proc.poll() is not None:
                     text = self.broker.log()
+                    if "Unable to create websockets listener" in text:
+                        return False
                     if "Unable to start any listening sockets" in text and \
                             "websockets" in "\n".join(lines):
                         pytest.skip("this Mosquitto cannot open a WebSocket listener here")
@@ -77,6 +107,7 @@ class Mosquitto:
                 except OSError:
                     assert time.monotonic() < deadline, "mosquitto did not listen in time"
                     time.sleep(0.02)
+        return True
 
     def stop(self) -> None:
         self.broker.kill()
