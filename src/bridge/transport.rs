@@ -292,3 +292,80 @@ impl Transport {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::ws::handshake::accept_key;
+    use tokio::net::TcpListener;
+
+    /// The server side of one upgrade, by hand: the answer to the request, then a ping and a
+    /// frame of MQTT bytes (a CONNACK), unmasked as a server sends them.
+    async fn serve_one(listener: TcpListener) -> (TcpStream, Vec<u8>) {
+        let (mut socket, _) = listener.accept().await.expect("a connection");
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            assert!(socket.read_buf(&mut head).await.expect("the request") > 0);
+        }
+        let text = String::from_utf8(head).expect("an ASCII head");
+        assert!(text.starts_with("GET /mqtt HTTP/1.1\r\n"), "{text}");
+        let key = text
+            .lines()
+            .find_map(|line| line.strip_prefix("Sec-WebSocket-Key: "))
+            .expect("a key");
+        let accept = accept_key(key.as_bytes());
+        let mut answer = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+            Connection: Upgrade\r\nSec-WebSocket-Protocol: mqtt\r\nSec-WebSocket-Accept: "
+            .to_vec();
+        answer.extend_from_slice(&accept);
+        answer.extend_from_slice(b"\r\n\r\n");
+        answer.extend_from_slice(&[0x89, 0x02, b'h', b'i', 0x82, 0x04, 0x20, 0x02, 0x00, 0x00]);
+        socket.write_all(&answer).await.expect("the answer");
+        (socket, Vec::new())
+    }
+
+    #[tokio::test]
+    async fn websocket_answers_pings_and_masks_what_it_sends() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("a port");
+        let port = listener.local_addr().expect("its address").port();
+        let server = tokio::spawn(serve_one(listener));
+        let remote = RemoteUrl::parse(&format!("ws://127.0.0.1:{port}")).expect("a URL");
+        let mut transport = Transport::open(&remote, None).await.expect("the upgrade");
+        let mut buf = Vec::new();
+        while buf.len() < 4 {
+            match transport.read(&mut buf).await.expect("a read") {
+                Received::Bytes | Received::Nothing => {}
+                Received::Closed => panic!("closed before the CONNACK"),
+            }
+        }
+        assert_eq!(buf, [0x20, 0x02, 0x00, 0x00]);
+        assert!(transport.has_pending(), "the pong waits for the next write");
+        transport.write(&[0xC0, 0x00]).await.expect("a PINGREQ");
+        assert!(!transport.has_pending());
+
+        // What the server receives, through a decoder that refuses unmasked frames: the pong,
+        // then the PINGREQ.
+        let (mut socket, mut got) = server.await.expect("the server");
+        let mut decoder = FrameDecoder::new();
+        let limits = FrameLimits {
+            frame_bytes_max: 1024,
+            message_bytes_max: 1024,
+        };
+        let mut events = Vec::new();
+        while !events.iter().any(|e: &(bool, Vec<u8>)| e.0) {
+            got.clear();
+            assert!(socket.read_buf(&mut got).await.expect("frames") > 0);
+            decoder
+                .feed(&mut got, &limits, |event| {
+                    match event {
+                        WsEvent::Pong => events.push((false, Vec::new())),
+                        WsEvent::Data(data) => events.push((true, data.to_vec())),
+                        other => panic!("unexpected {other:?}"),
+                    }
+                    Ok::<(), ()>(())
+                })
+                .expect("masked client frames");
+        }
+        assert_eq!(events, [(false, Vec::new()), (true, vec![0xC0, 0x00])]);
+    }
+}
