@@ -525,6 +525,19 @@ fn stop_shards(
     Ok(())
 }
 
+/// Once the shards stopped: each bridge takes what they handed it into its queue (QoS 1: its
+/// files) and ends.
+fn stop_bridges(bridges: &[Arc<BridgeLink>], threads: Vec<std::thread::JoinHandle<()>>) {
+    for link in bridges {
+        link.request_stop();
+    }
+    for thread in threads {
+        if thread.join().is_err() {
+            log::error!("a bridge thread panicked");
+        }
+    }
+}
+
 fn run() -> Result<(), Failure> {
     // First, so that as little of the heap as possible is touched with huge pages on.
     let small_pages = sys::disable_transparent_huge_pages();
@@ -602,9 +615,16 @@ fn serve(config: Config, args: &Args, small_pages: std::io::Result<()>) -> anyho
     )?);
     // Bridges: one thread each, connecting in the background like the cluster's client.
     let mut bridges = Vec::with_capacity(config.bridges.len());
+    let mut bridge_threads = Vec::with_capacity(config.bridges.len());
     for settings in &config.bridges {
         let link = Arc::new(BridgeLink::new(settings, Arc::clone(&mailboxes)));
-        fanfare::bridge::spawn(settings, &config.limits, Arc::clone(&link))?;
+        let thread = fanfare::bridge::spawn(
+            settings,
+            &config.limits,
+            &config.persistence,
+            Arc::clone(&link),
+        )?;
+        bridge_threads.push(thread);
         log::info!(
             "bridge {}: to {} over MQTT {:?}, {} topic mappings",
             settings.name,
@@ -753,6 +773,7 @@ fn serve(config: Config, args: &Args, small_pages: std::io::Result<()>) -> anyho
                     ready.store(false, Ordering::Release);
                     service.notify(State::Stopping);
                     drain_shards(pid, &config, &drain, &stop, &mailboxes, threads)?;
+                    stop_bridges(&bridges, bridge_threads);
                     if let Some(store) = store {
                         store.finish();
                     }
@@ -775,6 +796,7 @@ fn serve(config: Config, args: &Args, small_pages: std::io::Result<()>) -> anyho
     service.notify(State::Stopping);
     ready.store(false, Ordering::Release);
     stop_shards(&stop, &mailboxes, threads)?;
+    stop_bridges(&bridges, bridge_threads);
     if let Some(store) = store {
         store.finish();
     }

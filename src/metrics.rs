@@ -58,7 +58,7 @@ const fn counter(name: &'static str, help: &'static str) -> Metric {
 }
 
 /// Every metric, in the order of [`ShardFigures::values`].
-const METRICS: [Metric; 51] = [
+const METRICS: [Metric; 52] = [
     gauge(
         "fanfare_sockets",
         "Open sockets: clients, WebSocket upgrades and HTTP requests in progress.",
@@ -227,6 +227,10 @@ const METRICS: [Metric; 51] = [
         "fanfare_store_publishes_refused_total",
         "QoS 1/2 publishes refused while the store could not write: PUBACK/PUBREC 0x97 Quota exceeded for MQTT 5, no acknowledgement for 3.x.",
     ),
+    counter(
+        "fanfare_bridge_publishes_refused_total",
+        "QoS 1/2 publishes refused because a bridge that would carry them has a full queue under queue_full_policy = \"refuse\": 0x97 Quota exceeded for MQTT 5, no acknowledgement for 3.x.",
+    ),
     gauge(
         "fanfare_cluster_connected",
         "Cluster mode: 1 while the node is connected to NATS (on shard 0, where the cluster's figures are counted).",
@@ -393,6 +397,7 @@ impl ShardFigures {
                 counts.store_write_errors,
                 u64::from(counts.store_unwritable),
                 broker.publishes_refused_unwritable,
+                broker.publishes_refused_bridge_full,
                 u64::from(cluster.connected),
                 cluster.subjects,
                 cluster.sent,
@@ -485,7 +490,7 @@ impl Metrics {
             return;
         }
         type Read = fn(&BridgeFigures) -> u64;
-        let bridge_metrics: [(&str, &str, &str, Read); 6] = [
+        let bridge_metrics: [(&str, &str, &str, Read); 9] = [
             (
                 "fanfare_bridge_connected",
                 "gauge",
@@ -521,6 +526,24 @@ impl Metrics {
                 "counter",
                 "Connections to the remote after the first.",
                 |f| f.reconnects.load(Relaxed),
+            ),
+            (
+                "fanfare_bridge_queued_messages",
+                "gauge",
+                "Messages waiting for the remote in the bridge's queue: QoS 1 until acknowledged (on disk with a queue directory), QoS 0 until sent.",
+                |f| f.queued_messages.load(Relaxed),
+            ),
+            (
+                "fanfare_bridge_queued_bytes",
+                "gauge",
+                "Bytes of the messages in the bridge's queue (QoS 1: as records in its files), bounded by queue_bytes_max.",
+                |f| f.queued_bytes.load(Relaxed),
+            ),
+            (
+                "fanfare_bridge_queue_dropped_total",
+                "counter",
+                "QoS 1 messages the bridge's queue did not keep: the oldest dropped for room (drop_oldest), or one larger than the whole queue_bytes_max.",
+                |f| f.queue_dropped.load(Relaxed),
             ),
         ];
         for (name, kind, help, read) in bridge_metrics {

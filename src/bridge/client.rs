@@ -15,17 +15,18 @@
 //!
 //! **Session.** After CONNACK the client subscribes the remote filters of the `in` and `both`
 //! mappings (MQTT 5: with No Local, so the remote does not send back what this broker
-//! published). QoS 1 publishes to the remote stay in memory until PUBACK, at most
-//! `inflight_max`, and are sent again, flagged DUP, after a reconnection; those past it wait
-//! in the out queue. QoS 1 messages from the remote are acknowledged once handed to the
-//! shards' queue (memory only: nothing is written to disk yet).
+//! published). Publishes to the remote are taken from the shards' queue as they come, whether
+//! the remote is connected or not, into the bridge's own queue (`queue.rs`): QoS 1 ones are
+//! written to its files (`journal.rs`) and kept until PUBACK, at most `inflight_max` sent at
+//! a time, sent again, flagged DUP, after a reconnection. QoS 1 messages from the remote are
+//! acknowledged once handed to the shards' queue (memory only).
 //!
 //! **3.1.1 echoes.** MQTT 3.1.1 has no No Local: the remote sends this broker's own publishes
 //! back when a `both` mapping covers them. The client remembers the last
 //! [`ECHOES_REMEMBERED_MAX`] publishes it sent that will come back that way and drops the
 //! first message from the remote equal to one (topic and payload), once.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -36,19 +37,22 @@ use log::{debug, info, warn};
 use ring::rand::{SecureRandom, SystemRandom};
 use tokio::time::{Instant, sleep, sleep_until, timeout};
 
+use super::journal::Journal;
 use super::link::{BridgeLink, Full};
+use super::queue::{OutQueue, Pushed, QueueSettings};
 use super::remap::{to_local, to_remote};
 use super::tls::{TlsClient, TlsSetupError};
 use super::transport::{Received, Transport, TransportError};
 use crate::broker::RoutedMessage;
-use crate::config::Limits;
 use crate::config::bridge::{BridgeProtocol, BridgeSettings, RemoteUrl};
+use crate::config::{Limits, Persistence};
 use crate::protocol::mqtt::topic::validate_topic_name;
 use crate::protocol::mqtt::{
-    Ack, Connect, DecodeError, DecodeLimits, Delivery, Packet, PacketId, Properties, PropertiesBuf,
-    Property, ProtocolVersion, Publish, QoS, ReasonCode, Subscribe, SubscribeReturnCode,
-    SubscriptionOptions, decode_from_server, encode,
+    Ack, Connect, DecodeError, DecodeLimits, Delivery, Packet, Properties, PropertiesBuf, Property,
+    ProtocolVersion, Publish, QoS, ReasonCode, Subscribe, SubscribeReturnCode, SubscriptionOptions,
+    decode_from_server, encode,
 };
+use crate::store::StoreError;
 
 /// Publishes sent to a 3.1.1 remote that it may echo back, remembered to drop the echo.
 /// Worst case 8 bytes each per bridge.
@@ -56,6 +60,10 @@ pub const ECHOES_REMEMBERED_MAX: usize = 4096;
 
 /// While the in queue is full, how often the held publish is offered again.
 const IN_QUEUE_RETRY: Duration = Duration::from_millis(5);
+
+/// Messages taken from the shards' queue before the client looks at its socket again: bounds
+/// one turn of the bridge's loop while the shards keep publishing.
+const INTAKE_PER_TURN_MAX: usize = 4096;
 
 /// Why a bridge could not start.
 #[derive(Debug)]
@@ -66,6 +74,8 @@ pub enum BridgeError {
     Tls(String, TlsSetupError),
     /// The runtime or the thread.
     Start(std::io::Error),
+    /// The store-and-forward queue's directory cannot be used (locked, unreadable, corrupt).
+    Queue(StoreError),
 }
 
 impl std::fmt::Display for BridgeError {
@@ -74,6 +84,7 @@ impl std::fmt::Display for BridgeError {
             BridgeError::Secret(path, e) => write!(f, "cannot read {}: {e}", path.display()),
             BridgeError::Tls(name, e) => write!(f, "bridge {name}: TLS: {e}"),
             BridgeError::Start(e) => write!(f, "cannot start a bridge: {e}"),
+            BridgeError::Queue(e) => write!(f, "cannot open a bridge's queue: {e}"),
         }
     }
 }
@@ -100,6 +111,8 @@ enum Down {
     Unexpected(&'static str),
     /// No PINGRESP within a keep-alive period.
     KeepAlive,
+    /// The broker stops.
+    Stopping,
 }
 
 impl std::fmt::Display for Down {
@@ -131,6 +144,7 @@ impl std::fmt::Display for Down {
             Down::Malformed(e) => write!(f, "malformed packet: {e:?}"),
             Down::Unexpected(what) => write!(f, "unexpected {what}"),
             Down::KeepAlive => write!(f, "no PINGRESP within the keep alive"),
+            Down::Stopping => write!(f, "the broker stops"),
         }
     }
 }
@@ -141,11 +155,14 @@ impl From<TransportError> for Down {
     }
 }
 
-/// Starts the bridge's thread. It connects in the background: the broker serves its local
-/// clients whether the remote is up or not.
+/// Opens the bridge's queue (its files under `queue_dir` or the data directory, loaded before
+/// the broker is ready) and starts the bridge's thread. It connects in the background: the
+/// broker serves its local clients whether the remote is up or not. The thread ends after
+/// [`BridgeLink::request_stop`].
 pub fn spawn(
     settings: &BridgeSettings,
     limits: &Limits,
+    persistence: &Persistence,
     link: Arc<BridgeLink>,
 ) -> Result<std::thread::JoinHandle<()>, BridgeError> {
     let password = match &settings.password_file {
@@ -175,6 +192,7 @@ pub fn spawn(
         .enable_all()
         .build()
         .map_err(BridgeError::Start)?;
+    let queue = open_queue(settings, persistence)?;
     let client = Client {
         settings: settings.clone(),
         version: match settings.protocol {
@@ -187,11 +205,12 @@ pub fn spawn(
         random: SystemRandom::new(),
         limits: limits.decode_limits(),
         link,
-        inflight: BTreeMap::new(),
-        next_id: 0,
+        queue,
         echoes: VecDeque::new(),
         ping_outstanding: false,
     };
+    // What the queue loaded shows from the start, before the broker is ready.
+    client.publish_figures();
     std::thread::Builder::new()
         .name(format!("bridge-{}", settings.name))
         .spawn(move || runtime.block_on(client.run()))
@@ -208,9 +227,8 @@ struct Client {
     random: SystemRandom,
     limits: DecodeLimits,
     link: Arc<BridgeLink>,
-    /// QoS 1 publishes sent and not acknowledged, by packet id: the remote name and message.
-    inflight: BTreeMap<u16, (String, Arc<RoutedMessage>)>,
-    next_id: u16,
+    /// What waits for the remote, and what was sent and is not acknowledged.
+    queue: OutQueue,
     /// Fingerprints of publishes a 3.1.1 remote will echo (see the module documentation).
     echoes: VecDeque<u64>,
     ping_outstanding: bool,
@@ -225,8 +243,13 @@ impl Client {
         // Failures in a row are logged once, as one change of state.
         let mut failing = false;
         let (name, url) = (self.settings.name.clone(), self.settings.url.clone());
+        let link = Arc::clone(&self.link);
         loop {
-            match self.connect().await {
+            let attempt = tokio::select! {
+                attempt = self.connect() => attempt,
+                () = link.stopped() => Err(Down::Stopping),
+            };
+            match attempt {
                 Ok((stream, buf)) => {
                     if connections > 0 {
                         self.link.figures.reconnects.fetch_add(1, Ordering::Relaxed);
@@ -238,11 +261,15 @@ impl Client {
                     info!("bridge {name}: connected to {url}");
                     let why = self.serve(stream, buf).await;
                     self.link.figures.connected.store(false, Ordering::Relaxed);
+                    if matches!(why, Down::Stopping) {
+                        break;
+                    }
                     warn!(
                         "bridge {name}: disconnected from {url}: {why}; reconnecting in {} ms",
                         backoff.as_millis()
                     );
                 }
+                Err(Down::Stopping) => break,
                 Err(why) if !failing => {
                     failing = true;
                     warn!(
@@ -252,9 +279,45 @@ impl Client {
                 }
                 Err(why) => debug!("bridge {name}: cannot connect to {url}: {why}"),
             }
-            sleep(self.jittered(backoff)).await;
+            if self.pause(self.jittered(backoff)).await.is_err() {
+                break;
+            }
             backoff = (backoff * 2).min(max);
         }
+        self.finish();
+    }
+
+    /// Waits `how_long` before the next attempt, taking the shards' publishes into the queue
+    /// meanwhile (the remote away, this is what store-and-forward is for); `Err` when the
+    /// broker stops.
+    async fn pause(&mut self, how_long: Duration) -> Result<(), Down> {
+        let until = Instant::now() + how_long;
+        let link = Arc::clone(&self.link);
+        loop {
+            let sync_due = self.queue.sync_due().map(Instant::from_std);
+            tokio::select! {
+                () = sleep_until(until) => return Ok(()),
+                () = link.stopped() => return Err(Down::Stopping),
+                () = link.pipes.woken() => {
+                    self.intake();
+                }
+                () = sleep_until(sync_due.unwrap_or(until)), if sync_due.is_some() => {}
+            }
+            self.queue.flush(std::time::Instant::now());
+        }
+    }
+
+    /// The broker stops, its shards stopped: what they handed over goes into the queue, and
+    /// the queue's files are synced.
+    fn finish(&mut self) {
+        while self.intake() {}
+        self.queue.flush(std::time::Instant::now());
+        self.queue.sync();
+        info!(
+            "bridge {}: stopped, {} messages queued",
+            self.settings.name,
+            self.queue.messages()
+        );
     }
 
     /// `wait` shortened by a random part of up to `reconnect_jitter` of it.
@@ -326,9 +389,19 @@ impl Client {
         let mut out = Vec::new();
         self.subscribe(&mut out);
         // What the last connection left unacknowledged goes again, in order.
-        for (id, (topic, message)) in &self.inflight {
-            let delivery = Delivery::AtLeastOnce(PacketId::new(*id).expect("ids are not zero"));
-            put_publish(&mut out, self.version, topic, message, delivery, true);
+        self.queue.reconnected();
+        for entry in self.queue.in_flight() {
+            if let Some(id) = entry.id {
+                let delivery = Delivery::AtLeastOnce(id);
+                put_publish(
+                    &mut out,
+                    self.version,
+                    &entry.topic,
+                    &entry.message,
+                    delivery,
+                    true,
+                );
+            }
         }
         self.ping_outstanding = false;
         let keep_alive = Duration::from_secs(u64::from(self.settings.keep_alive_s.max(1)));
@@ -336,19 +409,17 @@ impl Client {
         let mut stalled = false;
         loop {
             self.take_out(&mut out);
+            self.queue.flush(std::time::Instant::now());
             if !out.is_empty() || stream.has_pending() {
                 if let Err(e) = stream.write(&out).await {
                     return Down::Transport(e);
                 }
                 out.clear();
             }
-            let room = self.inflight.len() < usize::from(self.settings.inflight_max);
-            let turn = self
-                .wait(&mut stream, &mut buf, room, stalled, next_ping)
-                .await;
+            let turn = self.wait(&mut stream, &mut buf, stalled, next_ping).await;
             match turn {
                 Wait::Read(Ok(Received::Closed)) => return Down::Closed,
-                Wait::Read(Ok(Received::Nothing)) | Wait::Woken => {}
+                Wait::Read(Ok(Received::Nothing)) | Wait::Woken | Wait::Sync => {}
                 Wait::Read(Ok(Received::Bytes)) | Wait::Retry => {
                     match self.take_packets(&mut buf, &mut out) {
                         Ok(now_stalled) => stalled = now_stalled,
@@ -356,6 +427,7 @@ impl Client {
                     }
                 }
                 Wait::Read(Err(e)) => return Down::Transport(e),
+                Wait::Stop => return Down::Stopping,
                 Wait::Ping => {
                     if self.ping_outstanding {
                         return Down::KeepAlive;
@@ -374,15 +446,18 @@ impl Client {
         &self,
         stream: &mut Transport,
         buf: &mut Vec<u8>,
-        room: bool,
         stalled: bool,
         next_ping: Instant,
     ) -> Wait {
+        let sync_due = self.queue.sync_due().map(Instant::from_std);
         tokio::select! {
             // Not read while stalled: the remote's writes then wait in TCP, which slows it.
             read = stream.read(buf), if !stalled => Wait::Read(read),
             () = sleep(IN_QUEUE_RETRY), if stalled => Wait::Retry,
-            () = self.link.pipes.woken(), if room => Wait::Woken,
+            // Taken even with no room to send: what the shards queued goes to the files.
+            () = self.link.pipes.woken() => Wait::Woken,
+            () = self.link.stopped() => Wait::Stop,
+            () = sleep_until(sync_due.unwrap_or(next_ping)), if sync_due.is_some() => Wait::Sync,
             () = sleep_until(next_ping) => Wait::Ping,
         }
     }
@@ -411,7 +486,7 @@ impl Client {
                 (filter.as_str(), options)
             })
             .collect();
-        let packet_id = self.allocate_id();
+        let packet_id = self.queue.allocate_id();
         let subscribe = Packet::Subscribe(Subscribe {
             packet_id,
             filters,
@@ -420,26 +495,17 @@ impl Client {
         encode(&subscribe, self.version, out);
     }
 
-    /// A packet id no in-flight publish holds; there is always one, since `inflight_max` is
-    /// a `u16` and the SUBSCRIBE's id is given back at once.
-    fn allocate_id(&mut self) -> PacketId {
-        loop {
-            self.next_id = self.next_id.wrapping_add(1);
-            if let Some(id) = PacketId::new(self.next_id)
-                && !self.inflight.contains_key(&id.get())
-            {
-                return id;
-            }
-        }
-    }
-
-    /// Encodes the publishes waiting in the out queue, as many as `inflight_max` allows.
-    fn take_out(&mut self, out: &mut Vec<u8>) {
+    /// Takes what the shards queued for the remote into the bridge's queue, at most
+    /// [`INTAKE_PER_TURN_MAX`]; `true` when more may wait (the bridge is woken again for it).
+    fn intake(&mut self) -> bool {
         let link = Arc::clone(&self.link);
         let figures = &link.figures;
-        while self.inflight.len() < usize::from(self.settings.inflight_max) {
-            let Some(message) = self.link.pipes.next_out() else {
-                return;
+        let now = std::time::Instant::now();
+        let mut more = true;
+        for _ in 0..INTAKE_PER_TURN_MAX {
+            let Some(message) = link.pipes.next_out() else {
+                more = false;
+                break;
             };
             let Some((topic, qos_max)) = to_remote(&self.settings.topics, &message.topic) else {
                 figures.dropped_out.fetch_add(1, Ordering::Relaxed);
@@ -448,36 +514,87 @@ impl Client {
             let qos = message
                 .qos
                 .min(QoS::from_bits(qos_max).unwrap_or(QoS::AtMostOnce));
-            if self.version == ProtocolVersion::V311
-                && to_local(&self.settings.topics, &topic).is_some()
-            {
-                if self.echoes.len() == ECHOES_REMEMBERED_MAX {
-                    self.echoes.pop_front();
-                }
-                self.echoes.push_back(fingerprint(&topic, &message.payload));
-            }
             if qos == QoS::AtMostOnce {
-                put_publish(
-                    out,
-                    self.version,
-                    &topic,
-                    &message,
-                    Delivery::AtMostOnce,
-                    false,
-                );
-                figures.forwarded_out.fetch_add(1, Ordering::Relaxed);
+                if !self.queue.push_volatile(topic.into(), message) {
+                    figures.dropped_out.fetch_add(1, Ordering::Relaxed);
+                }
                 continue;
             }
-            let id = self.allocate_id();
+            let dropped = match self.queue.push(topic.into(), message) {
+                Pushed::Queued { dropped } => dropped,
+                Pushed::Dropped => 1,
+            };
+            figures.queue_dropped.fetch_add(dropped, Ordering::Relaxed);
+        }
+        if more {
+            link.pipes.wake_remote();
+        }
+        // Written before the figures count them: what they show survives a kill -9.
+        self.queue.flush(now);
+        self.publish_figures();
+        more
+    }
+
+    /// The queue's figures and, under `refuse`, whether the shards refuse for it now.
+    fn publish_figures(&self) {
+        // The flag first: once the figures say the queue emptied, the shards accept again.
+        self.link
+            .refusing
+            .store(self.queue.refusing(), Ordering::Relaxed);
+        let figures = &self.link.figures;
+        let (messages, bytes) = (self.queue.messages() as u64, self.queue.bytes());
+        figures.queued_messages.store(messages, Ordering::Relaxed);
+        figures.queued_bytes.store(bytes, Ordering::Relaxed);
+    }
+
+    /// Encodes what waits in the queue: every QoS 0 message, and QoS 1 ones as many as
+    /// `inflight_max` allows.
+    fn take_out(&mut self, out: &mut Vec<u8>) {
+        self.intake();
+        let link = Arc::clone(&self.link);
+        let figures = &link.figures;
+        while let Some((topic, message)) = self.queue.pop_volatile() {
+            self.remember_echo(&topic, &message.payload);
             put_publish(
                 out,
                 self.version,
                 &topic,
                 &message,
+                Delivery::AtMostOnce,
+                false,
+            );
+            figures.forwarded_out.fetch_add(1, Ordering::Relaxed);
+        }
+        let window = usize::from(self.settings.inflight_max);
+        while let Some(entry) = self.queue.next_to_send(window) {
+            let Some(id) = entry.id else {
+                continue;
+            };
+            put_publish(
+                out,
+                self.version,
+                &entry.topic,
+                &entry.message,
                 Delivery::AtLeastOnce(id),
                 false,
             );
-            self.inflight.insert(id.get(), (topic, message));
+            if self.version == ProtocolVersion::V311
+                && to_local(&self.settings.topics, &entry.topic).is_some()
+            {
+                remember(
+                    &mut self.echoes,
+                    fingerprint(&entry.topic, &entry.message.payload),
+                );
+            }
+        }
+        self.publish_figures();
+    }
+
+    /// A 3.1.1 remote sends back a publish to a topic that an `in` mapping covers too.
+    fn remember_echo(&mut self, topic: &str, payload: &[u8]) {
+        if self.version == ProtocolVersion::V311 && to_local(&self.settings.topics, topic).is_some()
+        {
+            remember(&mut self.echoes, fingerprint(topic, payload));
         }
     }
 
@@ -521,7 +638,7 @@ impl Client {
                 }
             }
             Packet::PubAck(ack) => {
-                if self.inflight.remove(&ack.packet_id.get()).is_some() {
+                if self.queue.ack(ack.packet_id) {
                     figures.forwarded_out.fetch_add(1, Ordering::Relaxed);
                 }
             }
@@ -581,6 +698,9 @@ enum Wait {
     Read(Result<Received, TransportError>),
     Woken,
     Ping,
+    /// A sync of the queue's files is due (`batch` durability).
+    Sync,
+    Stop,
     /// Stalled on a full in queue: time to offer the held publish again.
     Retry,
 }
@@ -623,10 +743,65 @@ async fn timeout_at<T>(
         .map_err(|_| Down::Timeout(limit_ms))
 }
 
+/// Notes the fingerprint of a publish a 3.1.1 remote will echo, forgetting the oldest past
+/// [`ECHOES_REMEMBERED_MAX`].
+fn remember(echoes: &mut VecDeque<u64>, print: u64) {
+    if echoes.len() == ECHOES_REMEMBERED_MAX {
+        echoes.pop_front();
+    }
+    echoes.push_back(print);
+}
+
 /// Topic and payload, for recognising an echo.
 fn fingerprint(topic: &str, payload: &[u8]) -> u64 {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     topic.hash(&mut hasher);
     payload.hash(&mut hasher);
     hasher.finish()
+}
+
+/// The bridge's queue: on disk under `queue_dir` or the data directory, loaded now; in memory
+/// only without either (logged when QoS 1 messages go out, since a restart loses them).
+fn open_queue(
+    settings: &BridgeSettings,
+    persistence: &Persistence,
+) -> Result<OutQueue, BridgeError> {
+    let name = &settings.name;
+    let journal = match settings.queue_path(persistence.data_dir.as_deref()) {
+        Some(dir) => {
+            let opened = Journal::open(
+                &dir,
+                settings.queue_segment_bytes_max,
+                persistence.durability,
+            )
+            .map_err(BridgeError::Queue)?;
+            info!(
+                "bridge {name}: queue in {}, {} messages to send",
+                dir.display(),
+                opened.1.messages.len()
+            );
+            Some(opened)
+        }
+        None => {
+            let qos1_out = settings
+                .topics
+                .iter()
+                .any(|mapping| mapping.direction.carries_out() && mapping.qos > 0);
+            if qos1_out {
+                warn!(
+                    "bridge {name}: neither queue_dir nor data_dir: QoS 1 messages for the remote wait in memory only, and a restart loses them"
+                );
+            }
+            None
+        }
+    };
+    let queue_settings = QueueSettings {
+        name: name.clone(),
+        bytes_max: settings.queue_bytes_max,
+        policy: settings.queue_full_policy,
+        volatile_bytes_max: settings.out_queue_bytes_max,
+        durability: persistence.durability,
+        sync_interval: Duration::from_millis(u64::from(persistence.durability_interval_ms)),
+    };
+    Ok(OutQueue::new(queue_settings, journal))
 }

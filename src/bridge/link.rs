@@ -2,8 +2,9 @@
 //! (`crate::cluster::link`), and the bridge's figures.
 //!
 //! - **Out** (shards → bridge): publishes of this node that an `out` mapping matches, up to
-//!   `out_queue_bytes_max` waiting (while the remote is slow or gone); past it a publish is
-//!   not bridged and is counted as dropped. Its local delivery does not depend on it.
+//!   `out_queue_bytes_max` waiting for the bridge's thread, which takes them into its own
+//!   queue (`queue.rs`) as they come, the remote connected or not; past it a publish is not
+//!   bridged and is counted as dropped. Its local delivery does not depend on it.
 //! - **In** (bridge → shards): messages from the remote, up to `in_queue_bytes_max` waiting;
 //!   past it the bridge stops reading the remote until there is room again (back-pressure);
 //!   only a message larger than the whole bound is dropped and counted. They all go to
@@ -11,6 +12,8 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use tokio::sync::Notify;
 
 use crate::broker::RoutedMessage;
 use crate::config::bridge::BridgeSettings;
@@ -42,6 +45,14 @@ pub struct BridgeFigures {
     pub dropped_in: AtomicU64,
     /// Connections made after the first.
     pub reconnects: AtomicU64,
+    /// Messages waiting for the remote in the bridge's queue (`queue.rs`): QoS 1 ones until
+    /// acknowledged, QoS 0 ones until sent.
+    pub queued_messages: AtomicU64,
+    /// Their bytes (QoS 1: as records in the queue's files).
+    pub queued_bytes: AtomicU64,
+    /// QoS 1 messages the queue did not keep: the oldest dropped for room (`drop_oldest`),
+    /// or one larger than the whole bound.
+    pub queue_dropped: AtomicU64,
 }
 
 pub struct BridgeLink {
@@ -51,6 +62,12 @@ pub struct BridgeLink {
     /// Publishes to the remote and messages from it.
     pub pipes: Pipes,
     pub figures: BridgeFigures,
+    /// Set by the bridge while its queue is full under `queue_full_policy = "refuse"`: the
+    /// shards then refuse the QoS 1/2 publishes an `out` mapping matches.
+    pub refusing: AtomicBool,
+    /// The broker stops: the bridge writes what the shards handed it and ends.
+    stopping: AtomicBool,
+    stop: Notify,
 }
 
 impl BridgeLink {
@@ -70,6 +87,33 @@ impl BridgeLink {
                 settings.in_queue_bytes_max,
             ),
             figures: BridgeFigures::default(),
+            refusing: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
+            stop: Notify::new(),
+        }
+    }
+
+    /// The local filters of the `out` and `both` mappings.
+    pub fn out_filters(&self) -> &[String] {
+        &self.out_filters
+    }
+
+    /// Asks the bridge to stop, once the shards have stopped: it takes what they handed it
+    /// (QoS 1: into its queue's files) before it ends.
+    pub fn request_stop(&self) {
+        self.stopping.store(true, Ordering::Release);
+        self.stop.notify_one();
+    }
+
+    /// Whether the broker stops.
+    pub(super) fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+
+    /// Returns once [`BridgeLink::request_stop`] was called.
+    pub(super) async fn stopped(&self) {
+        if !self.stopping() {
+            self.stop.notified().await;
         }
     }
 

@@ -8,6 +8,9 @@
 //!   loops.
 //! - `transport.rs`: the byte stream to the remote: TCP, TLS, WebSocket or both, as the URL
 //!   says; `tls.rs`: the TLS client settings it uses.
+//! - `queue.rs`: store-and-forward: the messages to the remote, held until it acknowledges
+//!   them, bounded, with what a full queue does;
+//! - `journal.rs`: the queue's files, so that it survives a restart.
 //!
 //! A publish that enters on this node goes to every bridge with an `out` mapping matching
 //! it; a message from a remote broker is taken by shard 0 and published on this node only,
@@ -15,7 +18,9 @@
 //! message loops back to where it came from.
 
 pub mod client;
+pub mod journal;
 pub mod link;
+pub mod queue;
 pub mod remap;
 pub mod tls;
 pub mod transport;

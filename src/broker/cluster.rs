@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use super::Broker;
 use super::outbox::{Outbox, RoutedMessage};
+use crate::protocol::mqtt::topic::filter_matches;
 
 impl Broker {
     /// Turns cluster mode on, right after `Broker::new` (the interest of subscriptions made
@@ -31,6 +32,22 @@ impl Broker {
     /// to the filters of its configuration.
     pub fn forward_out(&mut self) {
         self.forwards_out = true;
+    }
+
+    /// The local filters of the `out` mappings of the bridges whose store-and-forward queue
+    /// is full under `queue_full_policy = "refuse"`: QoS 1/2 publishes they match are refused
+    /// like those made while the store cannot write (`inbound.rs`). Empty: none refuses.
+    pub fn set_bridge_refusals(&mut self, filters: Vec<Box<str>>) {
+        self.bridge_refusals = filters;
+    }
+
+    /// Whether a full bridge queue refuses a QoS 1/2 publish to `topic`.
+    pub(super) fn refused_by_bridge(&self, topic: &str) -> bool {
+        !self.bridge_refusals.is_empty()
+            && self
+                .bridge_refusals
+                .iter()
+                .any(|filter| filter_matches(filter, topic))
     }
 
     /// A publish from another node or a bridged broker: delivered on this node as a publish

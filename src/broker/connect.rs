@@ -367,10 +367,16 @@ impl Broker {
         };
         match self.sessions.get_mut(key) {
             Some(session) if delay_s > 0 => {
-                session.delay_will(will);
+                let Some(due) = now.checked_add(Duration::from_secs(delay_s.into())) else {
+                    // A delay of at most 2^32 s past `now` fits the monotonic clock; if it
+                    // ever did not, the will is dropped rather than the shard.
+                    return;
+                };
+                session.delay_will(will, due);
                 let stamp = session.offline_ticket();
-                self.timers
-                    .push(now, delay_s, key, stamp, TimerKind::WillDelay);
+                self.timers.push_at(due, key, stamp, TimerKind::WillDelay);
+                // The store keeps the will with its deadline (`session_writes.rs`).
+                self.note_session(key);
             }
             _ => self.publish_will(will, now, out),
         }
@@ -527,18 +533,28 @@ impl Broker {
             self.timers
                 .push(now, expiry_s, key, ticket, TimerKind::SessionExpiry);
         }
+        wills.extend(self.evict_offline_past_bound(out).into_iter().flatten());
+        self.note_session(key);
+        wills
+    }
+
+    /// Ends the sessions offline the longest while more than `offline_sessions_per_shard_max`
+    /// are; returns, for each, its delayed will if it had one, to publish.
+    pub(crate) fn evict_offline_past_bound(
+        &mut self,
+        out: &mut Outbox,
+    ) -> Vec<Option<Arc<RoutedMessage>>> {
+        let mut ended = Vec::new();
         let offline_max = self.limits.offline_sessions_per_shard_max as usize;
         loop {
             let sessions = &self.sessions;
             let ticket_of = |key| sessions.get(key).map(|session| session.offline_ticket());
             let Some(oldest) = self.offline.over_limit(offline_max, ticket_of) else {
-                break;
+                return ended;
             };
             self.stats.sessions_evicted += 1;
-            wills.extend(self.discard_session(oldest, out));
+            ended.push(self.discard_session(oldest, out));
         }
-        self.note_session(key);
-        wills
     }
 
     /// Ends a session, leaving its shared subscription groups; returns its delayed will, which

@@ -56,6 +56,9 @@ impl Broker {
                 if let Some(session) = self.sessions.get_mut(key) {
                     known = session.release_inbound_qos2(*id);
                 }
+                if known {
+                    self.note_inbound_qos2(key);
+                }
                 // Sent for an unknown identifier too: the PUBREL may repeat after a reconnect
                 // whose PUBCOMP was lost [MQTT-4.3.3-2]. MQTT 5 says so with 0x92.
                 let mut pubcomp = Ack::new(*id);
@@ -223,7 +226,12 @@ impl Broker {
                 self.reply(conn, &Packet::PubAck(payload_refused(id)), out)
             }
             Delivery::AtLeastOnce(id) if !self.store_writable => {
-                self.refuse_unwritable(conn, v5, Packet::PubAck, id, out)
+                self.stats.publishes_refused_unwritable += 1;
+                self.refuse_quota(conn, v5, Packet::PubAck, id, out)
+            }
+            Delivery::AtLeastOnce(id) if self.refused_by_bridge(topic) => {
+                self.stats.publishes_refused_bridge_full += 1;
+                self.refuse_quota(conn, v5, Packet::PubAck, id, out)
             }
             Delivery::AtLeastOnce(id) => {
                 self.route(message(), Some(key), now, out);
@@ -282,6 +290,7 @@ impl Broker {
                 let room = session.inbound_qos2_len() < usize::from(self.limits.inbound_qos2_max);
                 if !v5 && room && !session.holds_inbound_qos2(id) {
                     session.hold_inbound_qos2(id);
+                    self.note_inbound_qos2(key);
                 }
                 self.reply(conn, &Packet::PubRec(refused(id)), out);
             }
@@ -300,6 +309,7 @@ impl Broker {
         out: &mut Outbox,
     ) {
         let inbound_qos2_max = usize::from(self.limits.inbound_qos2_max);
+        let refused_by_bridge = self.refused_by_bridge(topic);
         let Some(session) = self.sessions.get_mut(key) else {
             return;
         };
@@ -317,21 +327,30 @@ impl Broker {
             return;
         }
         if !self.store_writable {
-            self.refuse_unwritable(conn, v5, Packet::PubRec, id, out);
+            self.stats.publishes_refused_unwritable += 1;
+            self.refuse_quota(conn, v5, Packet::PubRec, id, out);
+            return;
+        }
+        if refused_by_bridge {
+            self.stats.publishes_refused_bridge_full += 1;
+            self.refuse_quota(conn, v5, Packet::PubRec, id, out);
             return;
         }
         session.hold_inbound_qos2(id);
         self.route(message(), Some(key), now, out);
+        // Written after what the routing changed on this shard (`session_writes.rs`).
+        self.note_inbound_qos2(key);
         let ack = self.accepted(id, v5, topic);
         self.reply(conn, &Packet::PubRec(ack), out);
     }
 
-    /// A QoS 1/2 publish while the store cannot write: not routed, since what it changes
-    /// (a retained message, an offline session's queue) could not be kept. MQTT 5 gets
-    /// PUBACK or PUBREC 0x97 Quota exceeded; 3.x has no code for it and gets no
-    /// acknowledgement, so the client sends it again (on its next connection at the latest).
-    /// QoS 0 is served as usual.
-    fn refuse_unwritable(
+    /// A QoS 1/2 publish while the store cannot write, or that a bridge whose queue is full
+    /// under `refuse` would carry: not routed, since what it changes (a retained message, an
+    /// offline session's queue, the bridge's queue) could not be kept. MQTT 5 gets PUBACK or
+    /// PUBREC 0x97 Quota exceeded; 3.x has no code for it and gets no acknowledgement, so the
+    /// client sends it again (on its next connection at the latest). QoS 0 is served as
+    /// usual.
+    fn refuse_quota(
         &mut self,
         conn: ConnId,
         v5: bool,
@@ -339,7 +358,6 @@ impl Broker {
         id: PacketId,
         out: &mut Outbox,
     ) {
-        self.stats.publishes_refused_unwritable += 1;
         if v5 {
             let ack = Ack {
                 packet_id: id,

@@ -61,7 +61,7 @@ pub use auth::{AuthDecision, AuthRequest, Authenticator};
 pub use fanout::{FANOUT_GROUP_MSGS_MAX, FANOUT_PARKED_MAX, FANOUT_SESSIONS_PER_TURN_MAX};
 pub use outbox::*;
 pub use retained_writes::RetainedWrite;
-pub use session_writes::{QueuedImage, SessionImage, SessionWrite, SubscriptionImage};
+pub use session_writes::{QueuedImage, SessionImage, SessionWrite, SubscriptionImage, WillImage};
 pub use share_groups::GroupMessage;
 
 use crate::auth::Policy;
@@ -116,6 +116,8 @@ pub struct BrokerStats {
     pub publishes_denied: u64,
     /// QoS 1/2 publishes refused while the store could not write (0x97, or unacknowledged).
     pub publishes_refused_unwritable: u64,
+    /// QoS 1/2 publishes refused for a bridge whose queue is full under `refuse`.
+    pub publishes_refused_bridge_full: u64,
     /// Connections ended because the token they authenticated with expired.
     pub tokens_expired: u64,
     /// MQTT 5 connections ended for publishing past their rate (`disconnect_on_rate`).
@@ -154,6 +156,8 @@ pub struct Broker {
     /// False while the store cannot write (a full disk, a write error): QoS 1/2 publishes
     /// are refused then (`inbound.rs`). Always true without a data directory.
     store_writable: bool,
+    /// See `Broker::set_bridge_refusals` (`cluster.rs`).
+    bridge_refusals: Vec<Box<str>>,
     deadlines: Deadlines,
     /// Session expiry and will delay deadlines of MQTT 5 sessions.
     timers: SessionTimers,
@@ -198,6 +202,7 @@ impl Broker {
             retained_writes: None,
             session_writes: None,
             store_writable: true,
+            bridge_refusals: Vec::new(),
             aliases: AliasRegistry::new(limits.topic_aliases_per_shard_max),
             limits,
             sessions: Slots::default(),
@@ -282,6 +287,8 @@ impl Broker {
                 }
                 TimerKind::WillDelay => {
                     if let Some(will) = session.take_delayed_will(stamp) {
+                        // Written without its will, so a restart does not publish it again.
+                        self.note_session(key);
                         self.publish_will(will, now, out);
                     }
                 }

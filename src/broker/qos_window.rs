@@ -125,23 +125,62 @@ impl QosWindow {
         dropped
     }
 
-    /// Every message still to deliver, in order: those sent and not acknowledged, then the
-    /// queue. Publishes past PUBREC are left out: their message was delivered.
-    pub(crate) fn messages(&self) -> impl Iterator<Item = Queued> + '_ {
+    /// Every message still to deliver, in order: those sent and not acknowledged with their
+    /// identifier, then the queue. Publishes past PUBREC are left out: their message was
+    /// delivered (see [`QosWindow::released`]).
+    pub(crate) fn messages(&self) -> impl Iterator<Item = (Option<PacketId>, Queued)> + '_ {
         let inflight = self.inflight.iter().filter_map(|entry| match &entry.state {
             InflightState::Published {
                 message,
                 retain,
                 ids,
-            } => Some(Queued {
-                message: Arc::clone(message),
-                qos: entry.qos,
-                retain: *retain,
-                ids: *ids,
-            }),
+            } => Some((
+                Some(entry.id),
+                Queued {
+                    message: Arc::clone(message),
+                    qos: entry.qos,
+                    retain: *retain,
+                    ids: *ids,
+                },
+            )),
             InflightState::Released => None,
         });
-        inflight.chain(self.queue.iter().cloned())
+        inflight.chain(self.queue.iter().map(|queued| (None, queued.clone())))
+    }
+
+    /// The QoS 2 publishes whose PUBREC came and whose PUBCOMP has not, in the order their
+    /// PUBRELs were sent.
+    pub(crate) fn released(&self) -> impl Iterator<Item = PacketId> + '_ {
+        self.inflight
+            .iter()
+            .filter(|entry| matches!(entry.state, InflightState::Released))
+            .map(|entry| entry.id)
+    }
+
+    /// Puts back, at load, an entry that was in flight when the broker stopped: not sent on
+    /// any connection of this run, so the client's next connection gets it again with its
+    /// identifier [MQTT-4.4.0-1]. An identifier already in the window (a record the broker
+    /// did not write) is left out. `message` is `None` for a PUBREL sent (PUBREC received).
+    pub(crate) fn restore(&mut self, id: PacketId, qos: QoS, message: Option<Queued>) {
+        if self.position(id).is_some() || self.inflight.len() >= usize::from(u16::MAX) - 1 {
+            return;
+        }
+        let state = match message {
+            Some(queued) => InflightState::Published {
+                message: queued.message,
+                retain: queued.retain,
+                ids: queued.ids,
+            },
+            None => InflightState::Released,
+        };
+        // New identifiers are searched from past the highest restored one.
+        self.last_id = self.last_id.max(id.get());
+        self.inflight.push_back(Inflight {
+            id,
+            qos,
+            state,
+            sent: false,
+        });
     }
 
     /// Takes the next queued message if the window has room.
@@ -313,6 +352,24 @@ mod tests {
         assert_eq!(out.queue_bytes(), 20);
         assert_eq!(out.enqueue(queued(QoS::AtLeastOnce, 30), 25), 1);
         assert_eq!(out.queue_len(), 2);
+    }
+
+    #[test]
+    fn restored_entries_are_resent_in_order_and_ids_move_past_them() {
+        let mut out = QosWindow::new();
+        out.restore(id(7), QoS::ExactlyOnce, None);
+        out.restore(id(9), QoS::AtLeastOnce, Some(queued(QoS::AtLeastOnce, 1)));
+        out.restore(id(9), QoS::AtLeastOnce, Some(queued(QoS::AtLeastOnce, 1)));
+        assert_eq!(out.inflight_len(), 2);
+        assert_eq!(out.released().collect::<Vec<_>>(), [id(7)]);
+        let ids: Vec<_> = out.messages().map(|(id, _)| id).collect();
+        assert_eq!(ids, [Some(id(9))]);
+        let first = out.next_unsent(10).expect("restored entries are unsent");
+        assert_eq!(first.id, id(7));
+        first.sent = true;
+        assert_eq!(out.next_unsent(10).map(|entry| entry.id), Some(id(9)));
+        assert_eq!(out.start(queued(QoS::AtLeastOnce, 1)), id(10));
+        assert_eq!(out.pubcomp(id(7)), AckOutcome::Freed);
     }
 
     #[test]

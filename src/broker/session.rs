@@ -125,7 +125,7 @@ struct Pending {
     /// ended; dropped if the client comes back first [MQTT-3.1.3-9]. Its deadline sits in the
     /// broker's timers stamped with the offline ticket the session took when the connection
     /// ended, which the session keeps exactly as long as the will may still be published.
-    delayed_will: Option<Arc<RoutedMessage>>,
+    delayed_will: Option<DelayedWill>,
     /// QoS 2 publishes received (PUBREC sent) whose PUBREL has not arrived: a PUBLISH with one
     /// of these ids is not delivered again ([MQTT-4.3.3-2], method B). At most
     /// `inbound_qos2_max`, so a linear search is cheap.
@@ -135,6 +135,13 @@ struct Pending {
     /// The topics it published to lately and whether the policy of that generation let it
     /// (boxed: only publishers under topic rules have them).
     publish_verdicts: Option<Box<PublishVerdicts>>,
+}
+
+/// A will waiting for its Will Delay Interval, and when it is due: the store keeps the
+/// deadline, so a will still waiting when the broker stops is published at it after a restart.
+pub(crate) struct DelayedWill {
+    pub(crate) message: Arc<RoutedMessage>,
+    pub(crate) due: Instant,
 }
 
 /// A publisher's verdicts, so a feed that publishes to the same topics again and again is
@@ -196,11 +203,16 @@ impl Session {
         self.pending_mut().offline_deadline = Some(deadline);
     }
 
-    /// Holds `will` until the timer stamped with the session's offline ticket falls due; the
-    /// session is offline.
-    pub(crate) fn delay_will(&mut self, will: Arc<RoutedMessage>) {
+    /// Holds `will` until the timer stamped with the session's offline ticket falls due at
+    /// `due`; the session is offline.
+    pub(crate) fn delay_will(&mut self, will: Arc<RoutedMessage>, due: Instant) {
         assert_ne!(self.offline_ticket(), 0, "a will is delayed while offline");
-        self.pending_mut().delayed_will = Some(will);
+        self.pending_mut().delayed_will = Some(DelayedWill { message: will, due });
+    }
+
+    /// The will waiting for its delay, if any.
+    pub(crate) fn delayed_will(&self) -> Option<&DelayedWill> {
+        self.pending.as_ref()?.delayed_will.as_ref()
     }
 
     /// Whether the timer stamped `stamp` is the one the delayed will waits for.
@@ -217,7 +229,7 @@ impl Session {
         }
         let will = self.pending.as_mut()?.delayed_will.take();
         self.drop_pending_if_empty();
-        will
+        will.map(|will| will.message)
     }
 
     /// The client is back: its delayed will is not published [MQTT-3.1.3-9].
@@ -231,7 +243,9 @@ impl Session {
     /// The delayed will of a session that ends, to publish now (§3.1.3.2.2: "or the Session
     /// ends, whichever happens first").
     pub(crate) fn into_delayed_will(self) -> Option<Arc<RoutedMessage>> {
-        self.pending.and_then(|pending| pending.delayed_will)
+        self.pending
+            .and_then(|pending| pending.delayed_will)
+            .map(|will| will.message)
     }
 
     pub(crate) fn identity(&self) -> Option<&Identity> {
@@ -275,6 +289,13 @@ impl Session {
         self.pending
             .as_ref()
             .is_some_and(|pending| pending.inbound_qos2.contains(&id))
+    }
+
+    /// The QoS 2 publishes received and not released, oldest first.
+    pub(crate) fn inbound_qos2(&self) -> &[PacketId] {
+        self.pending
+            .as_ref()
+            .map_or(&[], |pending| &pending.inbound_qos2)
     }
 
     pub(crate) fn inbound_qos2_len(&self) -> usize {
@@ -499,12 +520,8 @@ mod tests {
         let mut offline = OfflineSessions::new();
         offline.push(key, &mut session);
         let ticket = session.offline_ticket();
-        session.delay_will(Arc::new(RoutedMessage::new(
-            "w",
-            b"",
-            QoS::AtMostOnce,
-            false,
-        )));
+        let will = Arc::new(RoutedMessage::new("w", b"", QoS::AtMostOnce, false));
+        session.delay_will(will, Instant::now());
         assert!(session.will_waits_for(ticket));
         assert!(!session.will_waits_for(ticket + 1));
         offline.forget(&mut session);
@@ -523,6 +540,6 @@ mod tests {
         assert_eq!(std::mem::size_of::<Subscriptions>(), 24);
         assert_eq!(std::mem::size_of::<Session>(), 168);
         assert_eq!(crate::slots::slot_bytes::<Session>(), 176);
-        assert_eq!(std::mem::size_of::<Pending>(), 72);
+        assert_eq!(std::mem::size_of::<Pending>(), 88);
     }
 }

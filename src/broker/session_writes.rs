@@ -9,10 +9,22 @@
 //! session's queue; only the store's thread encodes them.
 //!
 //! Kept: the identifier, protocol version, Session Expiry Interval and the deadline of an
-//! offline session, the subscriptions with their options and identifiers, and the QoS 1/2
-//! messages still to deliver, unacknowledged ones first. Not kept (`docs/persistence.md`):
-//! packet identifiers and PUBREL state (an unacknowledged message is delivered again as a new
-//! one after a restart: QoS 1 is at least once), inbound QoS 2 state, delayed wills.
+//! offline session, the subscriptions with their options and identifiers, the QoS 1/2
+//! messages still to deliver (those sent and not acknowledged first, with their packet
+//! identifiers), the identifiers of QoS 2 publishes sent whose PUBREC came (PUBREL state),
+//! those received and not yet released (inbound QoS 2 state), and a will waiting for its
+//! delay with its deadline. So after a restart the client's next connection gets its
+//! unacknowledged publishes again with DUP = 1 and their identifiers, and its PUBRELs
+//! ([MQTT-4.4.0-1]), and a PUBREL or a resent QoS 2 PUBLISH from it is recognised.
+//!
+//! **Inbound QoS 2 and what it routed.** A held identifier makes a resent PUBLISH with it a
+//! duplicate, so it must not reach the disk before the message it let through: with the
+//! identifier kept and the message not, a crash between them would lose the message (the
+//! client's resend is taken for a duplicate). A session whose inbound QoS 2 state changed is
+//! therefore handed over last in its flush, after the sessions its publish was queued for on
+//! this shard, and the writer writes a flush's records in one write, in that order, retained
+//! updates first. What the publish queued on other shards reaches their flushes a turn or
+//! more later (`docs/persistence.md`).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -23,8 +35,9 @@ use super::qos_window::Queued;
 use super::session::{SESSION_NEVER_EXPIRES_S, Session, SessionKey};
 use super::share_groups::SHARED_PREFIX;
 use super::subscription::{Grant, SubscriptionIds};
+use super::timers::TimerKind;
 use super::{Broker, Outbox};
-use crate::protocol::mqtt::{ProtocolVersion, QoS, SubscriptionOptions};
+use crate::protocol::mqtt::{PacketId, ProtocolVersion, QoS, SubscriptionOptions};
 
 /// One subscription of a stored session.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +59,16 @@ pub struct QueuedImage {
     pub retain: bool,
     /// The Subscription Identifiers it is delivered with.
     pub ids: Vec<u32>,
+    /// The packet identifier it was sent with, unacknowledged; `None` while queued.
+    pub packet_id: Option<PacketId>,
+}
+
+/// A will waiting for its Will Delay Interval.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WillImage {
+    pub message: Arc<RoutedMessage>,
+    /// When it is published unless the client comes back first.
+    pub due: Instant,
 }
 
 /// A persistent session as the store keeps it.
@@ -58,9 +81,16 @@ pub struct SessionImage {
     /// When the offline session ends; `None` while connected (it then ends `expiry_s` after
     /// its connection does) or if it never expires.
     pub expires_at: Option<Instant>,
+    /// Whether a client was connected to it.
+    pub connected: bool,
     pub subscriptions: Vec<SubscriptionImage>,
     /// In delivery order.
     pub messages: Vec<QueuedImage>,
+    /// QoS 2 publishes sent whose PUBREC came (PUBREL sent, PUBCOMP awaited), in order.
+    pub released: Vec<PacketId>,
+    /// QoS 2 publishes received (PUBREC sent) whose PUBREL has not come.
+    pub inbound_qos2: Vec<PacketId>,
+    pub delayed_will: Option<WillImage>,
 }
 
 /// A session to write: its whole state, or ended.
@@ -73,6 +103,9 @@ pub enum SessionWrite {
 #[derive(Default)]
 pub(crate) struct SessionWrites {
     changed: HashSet<SessionKey>,
+    /// Sessions whose inbound QoS 2 state changed: handed over after `changed` (see the
+    /// module documentation).
+    inbound: HashSet<SessionKey>,
     ended: HashSet<Box<str>>,
 }
 
@@ -99,11 +132,12 @@ fn image(session: &Session) -> SessionImage {
     let messages = session
         .outbound
         .messages()
-        .map(|queued| QueuedImage {
+        .map(|(packet_id, queued)| QueuedImage {
             message: queued.message,
             qos: queued.qos,
             retain: queued.retain,
             ids: queued.ids.as_slice().to_vec(),
+            packet_id,
         })
         .collect();
     SessionImage {
@@ -115,8 +149,15 @@ fn image(session: &Session) -> SessionImage {
             .is_none()
             .then(|| session.offline_deadline())
             .flatten(),
+        connected: session.conn.is_some(),
         subscriptions,
         messages,
+        released: session.outbound.released().collect(),
+        inbound_qos2: session.inbound_qos2().to_vec(),
+        delayed_will: session.delayed_will().map(|will| WillImage {
+            message: Arc::clone(&will.message),
+            due: will.due,
+        }),
     }
 }
 
@@ -133,6 +174,14 @@ impl Broker {
         }
     }
 
+    /// Notes that the inbound QoS 2 state of session `key` changed, if it is persistent.
+    pub(super) fn note_inbound_qos2(&mut self, key: SessionKey) {
+        let persistent = self.sessions.get(key).is_some_and(Session::persistent);
+        if let Some(writes) = self.session_writes.as_mut().filter(|_| persistent) {
+            writes.inbound.insert(key);
+        }
+    }
+
     /// Notes that the persistent session of `client_id` ended.
     pub(super) fn note_session_ended(&mut self, client_id: &str) {
         if let Some(writes) = self.session_writes.as_mut() {
@@ -142,19 +191,27 @@ impl Broker {
 
     /// Whether session changes wait for the next flush.
     pub fn session_writes_pending(&self) -> bool {
-        self.session_writes
-            .as_ref()
-            .is_some_and(|writes| !writes.changed.is_empty() || !writes.ended.is_empty())
+        self.session_writes.as_ref().is_some_and(|writes| {
+            !writes.changed.is_empty() || !writes.inbound.is_empty() || !writes.ended.is_empty()
+        })
     }
 
     /// The sessions changed since the last flush: ended ones first, so that a session ended
-    /// and begun again under the same identifier in one flush is written as begun.
+    /// and begun again under the same identifier in one flush is written as begun; those
+    /// whose inbound QoS 2 state changed last, after what their publishes queued here.
     pub fn take_session_writes(&mut self) -> Vec<SessionWrite> {
         let Some(writes) = self.session_writes.as_mut() else {
             return Vec::new();
         };
         let mut taken: Vec<SessionWrite> = writes.ended.drain().map(SessionWrite::Ended).collect();
-        for key in writes.changed.drain() {
+        let inbound = std::mem::take(&mut writes.inbound);
+        let mut changed: Vec<SessionKey> = writes
+            .changed
+            .drain()
+            .filter(|key| !inbound.contains(key))
+            .collect();
+        changed.extend(inbound);
+        for key in changed {
             let Some(session) = self.sessions.get(key) else {
                 // Ended: noted in `ended` by its identifier.
                 continue;
@@ -189,69 +246,106 @@ impl Broker {
     }
 
     /// Restores the sessions the store loaded at start-up, offline, with their expiry running
-    /// from their deadline. They are on disk already, so they are not noted.
-    pub fn load_sessions(&mut self, images: &[SessionImage], now: Instant, out: &mut Outbox) {
+    /// from their deadline, their in-flight messages to be sent again on their next connection,
+    /// and their delayed wills due at their deadlines. `images` come the longest offline
+    /// first: past `offline_sessions_per_shard_max` those are ended (their wills published).
+    /// The rest are on disk already, so they are not noted. Returns how many were ended.
+    pub fn load_sessions(
+        &mut self,
+        images: &[SessionImage],
+        now: Instant,
+        out: &mut Outbox,
+    ) -> usize {
         self.now = now;
         for image in images {
             if self
                 .client_ids
                 .get(&image.client_id, &self.sessions)
-                .is_some()
+                .is_none()
             {
-                continue;
+                self.load_session(image, now, out);
             }
-            let mut session = Session::new(&image.client_id, image.version, image.expiry_s);
-            let queue_bytes_max = self.limits.session_queue_bytes_max;
-            for queued in &image.messages {
-                let mut ids = SubscriptionIds::default();
-                for &id in &queued.ids {
-                    ids.push(id);
-                }
-                let queued = Queued {
-                    message: Arc::clone(&queued.message),
-                    qos: queued.qos,
-                    retain: queued.retain,
-                    ids,
-                };
-                self.stats.session_queue_dropped +=
-                    session.outbound.enqueue(queued, queue_bytes_max);
+        }
+        let wills = self.evict_offline_past_bound(out);
+        let ended = wills.len();
+        for will in wills.into_iter().flatten() {
+            self.publish_will(will, now, out);
+        }
+        ended
+    }
+
+    fn load_session(&mut self, image: &SessionImage, now: Instant, out: &mut Outbox) {
+        let mut session = Session::new(&image.client_id, image.version, image.expiry_s);
+        self.stats.session_queue_dropped +=
+            restore_outbound(&mut session, image, self.limits.session_queue_bytes_max);
+        let inbound_qos2_max = usize::from(self.limits.inbound_qos2_max);
+        for &id in image.inbound_qos2.iter().take(inbound_qos2_max) {
+            if !session.holds_inbound_qos2(id) {
+                session.hold_inbound_qos2(id);
             }
-            let key = self.sessions.insert(session);
-            self.client_ids.insert(key, &self.sessions);
-            for subscription in &image.subscriptions {
-                let mut options = SubscriptionOptions::new(subscription.qos);
-                options.no_local = subscription.no_local;
-                options.retain_as_published = subscription.retain_as_published;
-                let grant = Grant::new(options, subscription.id);
-                let filter = &*subscription.filter;
-                let session = self.sessions.get_mut(key).expect("inserted above");
-                session.subscriptions.insert(filter.into(), grant);
-                if filter.starts_with(SHARED_PREFIX) {
-                    self.share_join(key, filter, out);
-                } else {
-                    self.trie.insert(filter, key, grant);
-                }
-            }
+        }
+        let key = self.sessions.insert(session);
+        self.client_ids.insert(key, &self.sessions);
+        for subscription in &image.subscriptions {
+            let mut options = SubscriptionOptions::new(subscription.qos);
+            options.no_local = subscription.no_local;
+            options.retain_as_published = subscription.retain_as_published;
+            let grant = Grant::new(options, subscription.id);
+            let filter = &*subscription.filter;
             let session = self.sessions.get_mut(key).expect("inserted above");
-            self.offline.push(key, session);
-            if image.expiry_s == SESSION_NEVER_EXPIRES_S {
-                continue;
+            session.subscriptions.insert(filter.into(), grant);
+            if filter.starts_with(SHARED_PREFIX) {
+                self.share_join(key, filter, out);
+            } else {
+                self.trie.insert(filter, key, grant);
             }
-            let deadline = image
-                .expires_at
-                .unwrap_or_else(|| now + Duration::from_secs(image.expiry_s.into()));
-            session.set_offline_deadline(deadline);
-            let left = deadline.saturating_duration_since(now);
-            let left_s = left.as_secs() + u64::from(left.subsec_nanos() > 0);
-            let left_s = u32::try_from(left_s).unwrap_or(u32::MAX);
-            let ticket = session.offline_ticket();
-            self.timers.push(
-                now,
-                left_s,
-                key,
-                ticket,
-                super::timers::TimerKind::SessionExpiry,
-            );
+        }
+        let session = self.sessions.get_mut(key).expect("inserted above");
+        self.offline.push(key, session);
+        let ticket = session.offline_ticket();
+        if let Some(will) = &image.delayed_will {
+            // Due already if its deadline passed while the broker was down: the next tick.
+            session.delay_will(Arc::clone(&will.message), will.due);
+            self.timers
+                .push_at(will.due, key, ticket, TimerKind::WillDelay);
+        }
+        if image.expiry_s == SESSION_NEVER_EXPIRES_S {
+            return;
+        }
+        let deadline = image
+            .expires_at
+            .unwrap_or_else(|| now + Duration::from_secs(image.expiry_s.into()));
+        session.set_offline_deadline(deadline);
+        self.timers
+            .push_at(deadline, key, ticket, TimerKind::SessionExpiry);
+    }
+}
+
+/// Puts back a loaded session's in-flight window (PUBRELs first, then the publishes sent, in
+/// their order, each with its identifier) and its queue. Returns how many queued messages
+/// were dropped to stay within `queue_bytes_max`.
+fn restore_outbound(session: &mut Session, image: &SessionImage, queue_bytes_max: u64) -> u64 {
+    let mut dropped = 0;
+    for &id in &image.released {
+        session.outbound.restore(id, QoS::ExactlyOnce, None);
+    }
+    for queued in &image.messages {
+        let mut ids = SubscriptionIds::default();
+        for &id in &queued.ids {
+            ids.push(id);
+        }
+        let restored = Queued {
+            message: Arc::clone(&queued.message),
+            qos: queued.qos,
+            retain: queued.retain,
+            ids,
+        };
+        match queued.packet_id {
+            Some(id) if queued.qos != QoS::AtMostOnce => {
+                session.outbound.restore(id, queued.qos, Some(restored));
+            }
+            _ => dropped += session.outbound.enqueue(restored, queue_bytes_max),
         }
     }
+    dropped
 }

@@ -44,8 +44,14 @@ impl SessionTimers {
         kind: TimerKind,
     ) {
         if let Some(due) = now.checked_add(Duration::from_secs(after_s.into())) {
-            self.heap.push(Reverse((due, key, stamp, kind)));
+            self.push_at(due, key, stamp, kind);
         }
+    }
+
+    /// A timer due at `due`: for deadlines kept across a restart, which are not whole
+    /// seconds from now.
+    pub(crate) fn push_at(&mut self, due: Instant, key: SessionKey, stamp: u64, kind: TimerKind) {
+        self.heap.push(Reverse((due, key, stamp, kind)));
     }
 
     /// The earliest deadline that is due at `now`.

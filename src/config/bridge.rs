@@ -235,6 +235,36 @@ impl Jitter {
     }
 }
 
+fn default_stored_bytes_max() -> u64 {
+    64 * 1024 * 1024
+}
+fn default_segment_bytes_max() -> u64 {
+    4 * 1024 * 1024
+}
+
+/// What a full store-and-forward queue does with one more QoS 1 message (`docs/bridges.md`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QueueFullPolicy {
+    /// Drops the oldest queued messages to make room, counted: local publishing never waits
+    /// for a remote, and after an outage the newest data goes first to go at all.
+    #[default]
+    DropOldest,
+    /// Refuses QoS 1/2 publishes that the bridge would carry (MQTT 5: 0x97 Quota exceeded;
+    /// 3.1.1: no acknowledgement) until the queue has room: nothing acknowledged is dropped,
+    /// and the publishers wait for the remote.
+    Refuse,
+}
+
+impl QueueFullPolicy {
+    pub const fn name(self) -> &'static str {
+        match self {
+            QueueFullPolicy::DropOldest => "drop_oldest",
+            QueueFullPolicy::Refuse => "refuse",
+        }
+    }
+}
+
 /// One `[[bridge]]` table.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
@@ -299,17 +329,35 @@ pub struct BridgeSettings {
     #[serde(default = "default_connect_timeout_ms")]
     pub connect_timeout_ms: u32,
     /// QoS 1 publishes sent to the remote and not yet acknowledged; the rest wait in the
-    /// out queue. Kept in memory and sent again after a reconnection.
+    /// bridge's queue. Sent again after a reconnection.
     #[serde(default = "default_inflight_max")]
     pub inflight_max: u16,
-    /// Bytes of publishes waiting to go to the remote (while it is slow or gone); past it a
-    /// publish is not bridged (local delivery goes on) and is counted as dropped.
+    /// Bytes of publishes on their way from the shards to the bridge's thread, and of QoS 0
+    /// ones waiting for the remote (each bounded by it, in memory); past it a publish is not
+    /// bridged (local delivery goes on) and is counted as dropped.
     #[serde(default = "default_queue_bytes_max")]
     pub out_queue_bytes_max: u64,
     /// Bytes of messages from the remote waiting for the shards; at it the bridge stops
     /// reading the remote until there is room (only a message larger than it is dropped).
     #[serde(default = "default_queue_bytes_max")]
     pub in_queue_bytes_max: u64,
+    /// Where the QoS 1 messages to the remote are kept until it acknowledges them
+    /// (store-and-forward); `DATA_DIR/bridge-NAME` by default when `data_dir` is set. With
+    /// neither, they are kept in memory only and a restart loses them.
+    #[serde(default)]
+    pub queue_dir: Option<PathBuf>,
+    /// Bytes of QoS 1 messages waiting for the remote's acknowledgement (records as written,
+    /// held in memory as well: a worst case of this many bytes per bridge); past it
+    /// `queue_full_policy` applies.
+    #[serde(default = "default_stored_bytes_max")]
+    pub queue_bytes_max: u64,
+    #[serde(default)]
+    pub queue_full_policy: QueueFullPolicy,
+    /// Bytes of one file of the queue before the next is started: a file is removed once all
+    /// its messages are acknowledged, so the disk holds up to about `queue_bytes_max` plus one
+    /// file.
+    #[serde(default = "default_segment_bytes_max")]
+    pub queue_segment_bytes_max: u64,
     pub topics: Vec<TopicMapping>,
 }
 
@@ -318,6 +366,14 @@ impl BridgeSettings {
         self.client_id
             .clone()
             .unwrap_or_else(|| format!("fanfare-bridge-{}", self.name))
+    }
+
+    /// Where the store-and-forward queue lives, if on disk: `queue_dir`, else
+    /// `DATA_DIR/bridge-NAME` under the broker's `data_dir`.
+    pub fn queue_path(&self, data_dir: Option<&std::path::Path>) -> Option<PathBuf> {
+        self.queue_dir
+            .clone()
+            .or_else(|| data_dir.map(|dir| dir.join(format!("bridge-{}", self.name))))
     }
 
     /// The remote `url` names; `None` for a URL start-up refuses.
@@ -431,6 +487,12 @@ impl BridgeSettings {
                 "queues must hold at least 1 byte",
             ));
         }
+        if self.queue_bytes_max == 0 || self.queue_segment_bytes_max == 0 {
+            return Err(invalid(
+                "queue_bytes_max",
+                "queue_bytes_max and queue_segment_bytes_max must be at least 1",
+            ));
+        }
         if self.topics.is_empty() || self.topics.len() > BRIDGE_TOPICS_MAX {
             return Err(invalid(
                 "topics",
@@ -526,6 +588,12 @@ mod tests {
         let mut b = bridge("mqtt://127.0.0.1:1883");
         assert_eq!(b.protocol, BridgeProtocol::V311);
         assert_eq!(b.client_id(), "fanfare-bridge-up");
+        assert_eq!(b.queue_full_policy, QueueFullPolicy::DropOldest);
+        assert_eq!(b.queue_path(None), None);
+        assert_eq!(
+            b.queue_path(Some(std::path::Path::new("/d"))),
+            Some(PathBuf::from("/d/bridge-up"))
+        );
         assert!(validate(std::slice::from_ref(&b)).is_ok());
         assert!(
             validate(&[b.clone(), b.clone()]).is_err(),

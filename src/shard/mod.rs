@@ -238,6 +238,8 @@ struct Shard {
     /// On the intake shard: each bridge's state as last published to `$SYS`; `None` before
     /// the first.
     bridge_states: Vec<Option<bool>>,
+    /// Which bridges refuse for a full queue, one bit each, as last told to the broker.
+    bridges_refusing: u64,
 }
 
 /// The `Ingest` context of connection `id`, built from the shard's fields one by one so it can
@@ -309,8 +311,19 @@ impl Shard {
         let persist = setup.store.map(|mut store| {
             broker.load_retained(&store.loaded);
             broker.keep_retained_writes();
-            broker.load_sessions(&std::mem::take(&mut store.sessions), now, &mut outbox);
+            // Noted from the start: sessions loaded past the offline bound end, and are
+            // written as ended.
             broker.keep_session_writes();
+            let sessions = std::mem::take(&mut store.sessions);
+            let ended = broker.load_sessions(&sessions, now, &mut outbox);
+            if ended > 0 {
+                warn!(
+                    "shard {}: {ended} of the {} sessions loaded ended, the longest offline first: past offline_sessions_per_shard_max ({})",
+                    setup.id,
+                    sessions.len(),
+                    limits.offline_sessions_per_shard_max
+                );
+            }
             persist::Persist::new(store, now)
         });
         broker.set_policy(Some(Arc::clone(auth.policy())), &mut outbox);
@@ -368,6 +381,7 @@ impl Shard {
             cluster: setup.cluster,
             interest_changes: Vec::new(),
             bridge_states: vec![None; setup.bridges.len()],
+            bridges_refusing: 0,
             bridges: setup.bridges,
             config,
             live_config,
@@ -416,6 +430,7 @@ impl Shard {
         }
         self.refresh_config();
         self.refresh_store_state();
+        self.refresh_bridge_refusals();
         self.handle_events(now);
         self.take_handoffs(now);
         self.take_verdicts(now);

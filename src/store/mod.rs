@@ -27,7 +27,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use log::info;
 
-use crate::broker::{Broker, QueuedImage, RoutedMessage, SessionImage};
+use crate::broker::{Broker, QueuedImage, RoutedMessage, SessionImage, WillImage};
 use crate::config::Durability;
 pub use error::StoreError;
 pub use lock::DataDirLock;
@@ -87,11 +87,13 @@ impl Store {
             .iter()
             .map(|(message, _)| Arc::clone(message))
             .collect();
-        let live_sessions: Vec<LiveSession> = loaded
+        let mut live_sessions: Vec<LiveSession> = loaded
             .sessions
             .into_iter()
             .map(|stored| restore_session(stored, now, now_ms))
             .collect();
+        // The longest offline first, as the shards' offline bound counts them.
+        live_sessions.sort_by_key(|session| session.offline_since_ms);
         let mut sessions: Vec<Vec<SessionImage>> = vec![Vec::new(); shard_count];
         for session in &live_sessions {
             let shard = Broker::owner_shard(&session.image.client_id, shard_count);
@@ -199,22 +201,52 @@ fn restore_session(stored: StoredSession, now: Instant, now_ms: u64) -> LiveSess
                 qos: stored.qos,
                 retain: queued.retain,
                 ids: queued.ids,
+                packet_id: queued.packet_id,
             }
         })
         .collect();
+    let will_due_ms = stored.will.as_ref().map_or(0, |will| will.due_ms);
+    let will_expiry_ms = stored
+        .will
+        .as_ref()
+        .and_then(|will| will.message.expires_at_ms);
+    let delayed_will = stored.will.map(|will| {
+        let stored = will.message;
+        let message = RoutedMessage {
+            topic: stored.topic,
+            payload: stored.payload,
+            qos: stored.qos,
+            retain: will.retain,
+            properties: stored.properties,
+            expires_at: stored.expires_at_ms.map(instant),
+        };
+        // One due while the broker was down is due now: published at the first tick.
+        WillImage {
+            message: Arc::new(message),
+            due: instant(will.due_ms),
+        }
+    });
     let image = SessionImage {
         client_id: stored.client_id,
         version: stored.version,
         expiry_s: stored.expiry_s,
         expires_at: expires_at_ms.map(instant),
+        connected: false,
         subscriptions: stored.subscriptions,
         messages,
+        released: stored.released,
+        inbound_qos2: stored.inbound_qos2,
+        delayed_will,
     };
     LiveSession {
         stamp: 0,
         image,
         expires_at_ms,
         message_expiry_ms,
+        // One connected when written is offline from the load.
+        offline_since_ms: Some(stored.offline_since_ms.unwrap_or(now_ms)),
+        will_due_ms,
+        will_expiry_ms,
         record_bytes: 0,
     }
 }

@@ -2,16 +2,26 @@
 //! (conflated per flush), so that the newest record of a client identifier is the session.
 //!
 //! ```text
-//! SESSION body after kind, stamp and the client identifier (as `topic`):
+//! SESSION body (kind 5) after kind, stamp and the client identifier (as `topic`):
 //!   version: u8 (protocol level: 3, 4, 5) | expiry_s: u32 LE (0xFFFFFFFF: never)
 //!   | expires_at_ms: u64 LE (Unix ms; 0: connected when written, or never expires)
+//!   | offline_since_ms: u64 LE (Unix ms; 0: connected when written)
 //!   | subscription_count: u32 LE, then each:
 //!       filter_len: u16 LE, filter | options: u8 (bits 0-1 QoS, 2 No Local,
 //!       3 Retain As Published) | subscription_id: u32 LE (0: none)
 //!   | message_count: u32 LE, then each, in delivery order:
-//!       topic_len: u16 LE, topic | qos: u8 | flags: u8 (bit 0 RETAIN)
+//!       packet_id: u16 LE (0: queued, not sent yet)
+//!       | topic_len: u16 LE, topic | qos: u8 | flags: u8 (bit 0 RETAIN)
 //!       | expires_at_ms: u64 LE (0: never) | id_count: u8, subscription_id: u32 LE each
 //!       | properties_len: u32 LE, properties | payload_len: u32 LE, payload
+//!   | released_count: u16 LE, packet_id: u16 LE each (PUBREL sent, PUBCOMP awaited)
+//!   | inbound_count: u16 LE, packet_id: u16 LE each (QoS 2 received, PUBREL awaited)
+//!   | will: u8 (0: none, 1: a delayed will follows)
+//!       due_ms: u64 LE (Unix ms) | topic_len: u16 LE, topic | qos: u8 | flags: u8 (bit 0
+//!       RETAIN) | expires_at_ms: u64 LE (0: never) | properties_len: u32 LE, properties
+//!       | payload_len: u32 LE, payload
+//! SESSION body of the first format (kind 3), still read: the same without offline_since_ms,
+//!   without each message's packet_id, and without what follows the messages.
 //! SESSION_END body: kind, stamp and the client identifier only.
 //! ```
 
@@ -19,11 +29,20 @@ use super::record::{
     self, KIND_SESSION, KIND_SESSION_END, RECORD_BYTES_MAX, Reader, StoredMessage,
 };
 use crate::broker::{SessionImage, SubscriptionImage};
-use crate::protocol::mqtt::{ProtocolVersion, QoS};
+use crate::protocol::mqtt::{PacketId, ProtocolVersion, QoS};
 
 const NO_LOCAL: u8 = 1 << 2;
 const RETAIN_AS_PUBLISHED: u8 = 1 << 3;
 const RETAIN: u8 = 1;
+
+/// Which SESSION body a record holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Format {
+    /// Kind 3: no packet identifiers, no QoS 2 state, no will, no offline time.
+    First,
+    /// Kind 5, written now.
+    Current,
+}
 
 /// A message a stored session is still to receive.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +51,17 @@ pub struct StoredQueued {
     pub message: StoredMessage,
     pub retain: bool,
     pub ids: Vec<u32>,
+    /// The identifier it was sent with and not acknowledged; `None`: not sent yet.
+    pub packet_id: Option<PacketId>,
+}
+
+/// A will a stored session holds back for its Will Delay Interval.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredWill {
+    pub message: StoredMessage,
+    pub retain: bool,
+    /// When it is published (Unix ms) unless its client comes back first.
+    pub due_ms: u64,
 }
 
 /// A session as a SESSION record holds it.
@@ -42,8 +72,15 @@ pub struct StoredSession {
     pub expiry_s: u32,
     /// `None`: connected when written, or never expires.
     pub expires_at_ms: Option<u64>,
+    /// Since when its client is away (Unix ms); `None`: connected when written.
+    pub offline_since_ms: Option<u64>,
     pub subscriptions: Vec<SubscriptionImage>,
     pub messages: Vec<StoredQueued>,
+    /// QoS 2 publishes sent whose PUBREC came, in order.
+    pub released: Vec<PacketId>,
+    /// QoS 2 publishes received whose PUBREL has not come.
+    pub inbound_qos2: Vec<PacketId>,
+    pub will: Option<StoredWill>,
 }
 
 /// A session to encode, with its wall-clock times fixed by the writer.
@@ -51,18 +88,37 @@ pub struct SessionRef<'a> {
     pub stamp: u64,
     pub image: &'a SessionImage,
     pub expires_at_ms: Option<u64>,
+    pub offline_since_ms: Option<u64>,
     /// The wall-clock expiry of each of `image.messages`.
     pub message_expiry_ms: &'a [Option<u64>],
+    /// When the delayed will is due and when it expires, if the image holds one.
+    pub will_due_ms: u64,
+    pub will_expiry_ms: Option<u64>,
 }
 
 fn message_bytes(queued: &crate::broker::QueuedImage) -> usize {
     let message = &queued.message;
-    2 + message.topic.len()
+    2 + 2
+        + message.topic.len()
         + 11
         + 4 * queued.ids.len()
         + 8
         + message.properties.len()
         + message.payload.len()
+}
+
+/// At most this many identifiers of each kind are written: a window and the inbound QoS 2
+/// state are bounded by `inflight_max` and `inbound_qos2_max`, both 16-bit.
+const IDS_MAX: usize = u16::MAX as usize;
+
+/// The bytes of what follows the messages.
+fn tail_bytes(image: &SessionImage) -> usize {
+    let ids = image.released.len().min(IDS_MAX) + image.inbound_qos2.len().min(IDS_MAX);
+    let will = image.delayed_will.as_ref().map_or(0, |will| {
+        let message = &will.message;
+        8 + 2 + message.topic.len() + 2 + 8 + 8 + message.properties.len() + message.payload.len()
+    });
+    4 + 2 * ids + 1 + will
 }
 
 /// Appends a SESSION record to `out`; returns its length. Messages that would take the record
@@ -74,6 +130,7 @@ pub fn encode(out: &mut Vec<u8>, session: &SessionRef<'_>) -> (usize, usize) {
     out.push(image.version.level());
     out.extend_from_slice(&image.expiry_s.to_le_bytes());
     out.extend_from_slice(&session.expires_at_ms.unwrap_or(0).to_le_bytes());
+    out.extend_from_slice(&session.offline_since_ms.unwrap_or(0).to_le_bytes());
     out.extend_from_slice(&(image.subscriptions.len() as u32).to_le_bytes());
     for subscription in &image.subscriptions {
         put_str16(out, &subscription.filter);
@@ -87,8 +144,9 @@ pub fn encode(out: &mut Vec<u8>, session: &SessionRef<'_>) -> (usize, usize) {
         out.push(options);
         out.extend_from_slice(&subscription.id.to_le_bytes());
     }
-    // Room for the messages: the body so far and the count are taken.
-    let mut room = RECORD_BYTES_MAX.saturating_sub(out.len() - start + 4);
+    // Room for the messages: the body so far, the count and what follows them are taken.
+    let taken = out.len() - start + 4 + tail_bytes(image);
+    let mut room = RECORD_BYTES_MAX.saturating_sub(taken);
     let mut first = image.messages.len();
     while first > 0 {
         let bytes = message_bytes(&image.messages[first - 1]);
@@ -101,6 +159,8 @@ pub fn encode(out: &mut Vec<u8>, session: &SessionRef<'_>) -> (usize, usize) {
     let kept = &image.messages[first..];
     out.extend_from_slice(&(kept.len() as u32).to_le_bytes());
     for (queued, expires_at_ms) in kept.iter().zip(&session.message_expiry_ms[first..]) {
+        let packet_id = queued.packet_id.map_or(0, PacketId::get);
+        out.extend_from_slice(&packet_id.to_le_bytes());
         let message = &queued.message;
         put_str16(out, &message.topic);
         out.push(queued.qos.bits());
@@ -115,7 +175,31 @@ pub fn encode(out: &mut Vec<u8>, session: &SessionRef<'_>) -> (usize, usize) {
         record::put_bytes32(out, &message.properties);
         record::put_bytes32(out, &message.payload);
     }
+    put_ids(out, &image.released);
+    put_ids(out, &image.inbound_qos2);
+    match &image.delayed_will {
+        None => out.push(0),
+        Some(will) => {
+            out.push(1);
+            out.extend_from_slice(&session.will_due_ms.to_le_bytes());
+            let message = &will.message;
+            put_str16(out, &message.topic);
+            out.push(message.qos.bits());
+            out.push(if message.retain { RETAIN } else { 0 });
+            out.extend_from_slice(&session.will_expiry_ms.unwrap_or(0).to_le_bytes());
+            record::put_bytes32(out, &message.properties);
+            record::put_bytes32(out, &message.payload);
+        }
+    }
     (record::finish(out, start), first)
+}
+
+fn put_ids(out: &mut Vec<u8>, ids: &[PacketId]) {
+    let ids = &ids[..ids.len().min(IDS_MAX)];
+    out.extend_from_slice(&(ids.len() as u16).to_le_bytes());
+    for id in ids {
+        out.extend_from_slice(&id.get().to_le_bytes());
+    }
 }
 
 /// Appends a SESSION_END record to `out`; returns its length.
@@ -136,8 +220,43 @@ fn str16(reader: &mut Reader<'_>) -> Option<Box<str>> {
     Some(std::str::from_utf8(reader.take(len)?).ok()?.into())
 }
 
+/// A packet identifier; 0 is none.
+fn packet_id(reader: &mut Reader<'_>) -> Option<Option<PacketId>> {
+    Some(PacketId::new(reader.u16()?))
+}
+
+/// A count of identifiers and the identifiers, none of them 0.
+fn ids(reader: &mut Reader<'_>) -> Option<Vec<PacketId>> {
+    let count = usize::from(reader.u16()?);
+    if reader.0.len() < 2 * count {
+        return None;
+    }
+    (0..count).map(|_| packet_id(reader)?).collect()
+}
+
+/// A message's topic, QoS, flags and expiry, properties and payload.
+fn message_head(reader: &mut Reader<'_>) -> Option<(StoredMessage, bool)> {
+    let topic = str16(reader)?;
+    let qos = QoS::from_bits(reader.u8()?)?;
+    let retain = reader.u8()? & RETAIN != 0;
+    let expires_at_ms = Some(reader.u64()?).filter(|&ms| ms != 0);
+    let message = StoredMessage {
+        topic,
+        qos,
+        expires_at_ms,
+        properties: Box::default(),
+        payload: Box::default(),
+    };
+    Some((message, retain))
+}
+
 /// The fields of a SESSION body after its client identifier; `None` if they do not parse.
-pub(super) fn parse(reader: &mut Reader<'_>, client_id: Box<str>) -> Option<StoredSession> {
+pub(super) fn parse(
+    reader: &mut Reader<'_>,
+    client_id: Box<str>,
+    format: Format,
+) -> Option<StoredSession> {
+    let current = format == Format::Current;
     let version = match reader.u8()? {
         3 => ProtocolVersion::V31,
         4 => ProtocolVersion::V311,
@@ -146,6 +265,10 @@ pub(super) fn parse(reader: &mut Reader<'_>, client_id: Box<str>) -> Option<Stor
     };
     let expiry_s = reader.u32()?;
     let expires_at_ms = Some(reader.u64()?).filter(|&ms| ms != 0);
+    let offline_since_ms = match current {
+        true => Some(reader.u64()?).filter(|&ms| ms != 0),
+        false => None,
+    };
     // Counts are checked against the bytes left before anything is reserved: each entry
     // takes at least 7 bytes, so a damaged count cannot make the loader allocate much.
     let count = reader.u32()? as usize;
@@ -164,44 +287,68 @@ pub(super) fn parse(reader: &mut Reader<'_>, client_id: Box<str>) -> Option<Stor
     let count = reader.u32()? as usize;
     let mut messages = Vec::with_capacity(count.min(reader.0.len() / 21));
     for _ in 0..count {
-        let topic = str16(reader)?;
-        let qos = QoS::from_bits(reader.u8()?)?;
-        let retain = reader.u8()? & RETAIN != 0;
-        let expires_at_ms = Some(reader.u64()?).filter(|&ms| ms != 0);
+        let packet_id = match current {
+            true => packet_id(reader)?,
+            false => None,
+        };
+        let (mut message, retain) = message_head(reader)?;
         let ids = (0..reader.u8()?)
             .map(|_| reader.u32())
             .collect::<Option<Vec<u32>>>()?;
-        let properties = reader.bytes32()?.into();
-        let payload = reader.bytes32()?.into();
-        let message = StoredMessage {
-            topic,
-            qos,
-            expires_at_ms,
-            properties,
-            payload,
-        };
+        message.properties = reader.bytes32()?.into();
+        message.payload = reader.bytes32()?.into();
         messages.push(StoredQueued {
             message,
             retain,
             ids,
+            packet_id,
         });
     }
-    Some(StoredSession {
+    let mut session = StoredSession {
         client_id,
         version,
         expiry_s,
         expires_at_ms,
+        offline_since_ms,
         subscriptions,
         messages,
-    })
+        released: Vec::new(),
+        inbound_qos2: Vec::new(),
+        will: None,
+    };
+    if current {
+        session.released = ids(reader)?;
+        session.inbound_qos2 = ids(reader)?;
+        session.will = match reader.u8()? {
+            0 => None,
+            1 => {
+                let due_ms = reader.u64()?;
+                let (mut message, retain) = message_head(reader)?;
+                message.properties = reader.bytes32()?.into();
+                message.payload = reader.bytes32()?.into();
+                Some(StoredWill {
+                    message,
+                    retain,
+                    due_ms,
+                })
+            }
+            _ => return None,
+        };
+    }
+    Some(session)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::broker::{QueuedImage, RoutedMessage};
+    use crate::broker::{QueuedImage, RoutedMessage, WillImage};
     use crate::store::record::{HEADER_BYTES, Record, scan};
     use std::sync::Arc;
+    use std::time::Instant;
+
+    fn id(value: u16) -> PacketId {
+        PacketId::new(value).expect("test ids are non-zero")
+    }
 
     fn image() -> SessionImage {
         let mut message = RoutedMessage::new("score/1", b"2-1", QoS::AtLeastOnce, false);
@@ -211,6 +358,7 @@ mod tests {
             version: ProtocolVersion::V5,
             expiry_s: 3600,
             expires_at: None,
+            connected: false,
             subscriptions: vec![
                 SubscriptionImage {
                     filter: "score/#".into(),
@@ -233,14 +381,39 @@ mod tests {
                     qos: QoS::AtLeastOnce,
                     retain: false,
                     ids: vec![42],
+                    packet_id: Some(id(513)),
                 },
                 QueuedImage {
                     message: Arc::new(RoutedMessage::new("a", b"", QoS::ExactlyOnce, true)),
                     qos: QoS::ExactlyOnce,
                     retain: true,
                     ids: vec![],
+                    packet_id: None,
                 },
             ],
+            released: vec![id(3), id(65535)],
+            inbound_qos2: vec![id(9)],
+            delayed_will: Some(WillImage {
+                message: Arc::new(RoutedMessage::new(
+                    "fans/7",
+                    b"gone",
+                    QoS::AtLeastOnce,
+                    true,
+                )),
+                due: Instant::now(),
+            }),
+        }
+    }
+
+    fn session_ref(image: &SessionImage) -> SessionRef<'_> {
+        SessionRef {
+            stamp: 9,
+            image,
+            expires_at_ms: Some(1_700_000_000_000),
+            offline_since_ms: Some(1_699_999_000_000),
+            message_expiry_ms: &[Some(1_700_000_000_500), None],
+            will_due_ms: 1_700_000_000_030,
+            will_expiry_ms: Some(1_700_000_099_000),
         }
     }
 
@@ -248,13 +421,7 @@ mod tests {
     fn a_session_round_trips_in_order() {
         let image = image();
         let mut bytes = Vec::new();
-        let session = SessionRef {
-            stamp: 9,
-            image: &image,
-            expires_at_ms: Some(1_700_000_000_000),
-            message_expiry_ms: &[Some(1_700_000_000_500), None],
-        };
-        let (len, left_out) = encode(&mut bytes, &session);
+        let (len, left_out) = encode(&mut bytes, &session_ref(&image));
         assert_eq!((len, left_out), (bytes.len(), 0));
         encode_end(&mut bytes, 10, "gone");
         let found = scan(&bytes, false).expect("clean");
@@ -273,41 +440,226 @@ mod tests {
         assert_eq!(session.version, ProtocolVersion::V5);
         assert_eq!(session.expiry_s, 3600);
         assert_eq!(session.expires_at_ms, Some(1_700_000_000_000));
+        assert_eq!(session.offline_since_ms, Some(1_699_999_000_000));
         assert_eq!(session.subscriptions, image.subscriptions);
         let topics: Vec<&str> = session.messages.iter().map(|m| &*m.message.topic).collect();
         assert_eq!(topics, ["score/1", "a"]);
         let first = &session.messages[0];
+        assert_eq!(first.packet_id, Some(id(513)));
         assert_eq!(first.ids, [42]);
         assert_eq!(first.message.expires_at_ms, Some(1_700_000_000_500));
         assert_eq!(&*first.message.properties, &[0x03, 0x00, 0x01, b'j']);
         assert_eq!(&*first.message.payload, b"2-1");
         let second = &session.messages[1];
+        assert_eq!(second.packet_id, None);
         assert!(second.retain);
         assert_eq!(second.message.qos, QoS::ExactlyOnce);
         assert_eq!(second.message.expires_at_ms, None);
+        assert_eq!(session.released, [id(3), id(65535)]);
+        assert_eq!(session.inbound_qos2, [id(9)]);
+        let will = session.will.as_ref().expect("a delayed will");
+        assert_eq!(will.due_ms, 1_700_000_000_030);
+        assert!(will.retain);
+        assert_eq!(&*will.message.topic, "fans/7");
+        assert_eq!(will.message.qos, QoS::AtLeastOnce);
+        assert_eq!(will.message.expires_at_ms, Some(1_700_000_099_000));
+        assert_eq!(&*will.message.payload, b"gone");
+    }
+
+    #[test]
+    fn a_session_without_in_flight_state_or_will_round_trips() {
+        let image = SessionImage {
+            connected: true,
+            released: Vec::new(),
+            inbound_qos2: Vec::new(),
+            delayed_will: None,
+            ..image()
+        };
+        let mut bytes = Vec::new();
+        let session = SessionRef {
+            offline_since_ms: None,
+            ..session_ref(&image)
+        };
+        encode(&mut bytes, &session);
+        let found = scan(&bytes, false).expect("clean");
+        let [Record::Session { session, .. }] = &found.records[..] else {
+            panic!("one session record: {:?}", found.records);
+        };
+        assert_eq!(session.offline_since_ms, None);
+        assert!(session.released.is_empty());
+        assert!(session.inbound_qos2.is_empty());
+        assert_eq!(session.will, None);
+    }
+
+    /// A SESSION record of the first format (kind 3), as an older fanfare wrote it, byte by
+    /// byte: it loads, with no packet identifiers, QoS 2 state or will.
+    #[test]
+    fn a_first_format_session_still_loads() {
+        let mut bytes = Vec::new();
+        let start = record::begin(&mut bytes, 3, 77, "old-1");
+        bytes.push(4); // 3.1.1
+        bytes.extend_from_slice(&u32::MAX.to_le_bytes());
+        bytes.extend_from_slice(&0u64.to_le_bytes());
+        bytes.extend_from_slice(&1u32.to_le_bytes());
+        put_str16(&mut bytes, "t/#");
+        bytes.push(QoS::ExactlyOnce.bits());
+        bytes.extend_from_slice(&0u32.to_le_bytes());
+        bytes.extend_from_slice(&1u32.to_le_bytes());
+        put_str16(&mut bytes, "t/1");
+        bytes.push(QoS::AtLeastOnce.bits());
+        bytes.push(0);
+        bytes.extend_from_slice(&0u64.to_le_bytes());
+        bytes.push(0);
+        record::put_bytes32(&mut bytes, b"");
+        record::put_bytes32(&mut bytes, b"hello");
+        record::finish(&mut bytes, start);
+        let found = scan(&bytes, false).expect("clean");
+        let [Record::Session { stamp: 77, session }] = &found.records[..] else {
+            panic!("one session record: {:?}", found.records);
+        };
+        assert_eq!(&*session.client_id, "old-1");
+        assert_eq!(session.version, ProtocolVersion::V311);
+        assert_eq!(session.expires_at_ms, None);
+        assert_eq!(session.offline_since_ms, None);
+        assert_eq!(&*session.subscriptions[0].filter, "t/#");
+        let [message] = &session.messages[..] else {
+            panic!("one message: {:?}", session.messages);
+        };
+        assert_eq!(message.packet_id, None);
+        assert_eq!(&*message.message.payload, b"hello");
+        assert!(session.released.is_empty());
+        assert!(session.inbound_qos2.is_empty());
+        assert_eq!(session.will, None);
+    }
+
+    fn recheck(bytes: &mut [u8]) {
+        let crc = crc32fast::hash(&bytes[HEADER_BYTES..]);
+        bytes[4..HEADER_BYTES].copy_from_slice(&crc.to_le_bytes());
     }
 
     #[test]
     fn a_damaged_count_is_malformed_not_an_allocation() {
         let image = SessionImage {
             messages: Vec::new(),
+            released: Vec::new(),
+            inbound_qos2: Vec::new(),
+            delayed_will: None,
             ..image()
         };
         let mut bytes = Vec::new();
         encode(
             &mut bytes,
             &SessionRef {
-                stamp: 1,
-                image: &image,
-                expires_at_ms: None,
                 message_expiry_ms: &[],
+                ..session_ref(&image)
             },
         );
-        // The message count is the body's last 4 bytes.
+        // The body ends: message count (4), released count (2), inbound count (2), will (1).
         let end = bytes.len();
-        bytes[end - 4..].copy_from_slice(&u32::MAX.to_le_bytes());
-        let crc = crc32fast::hash(&bytes[HEADER_BYTES..]);
-        bytes[4..HEADER_BYTES].copy_from_slice(&crc.to_le_bytes());
+        let mut damaged = bytes.clone();
+        damaged[end - 9..end - 5].copy_from_slice(&u32::MAX.to_le_bytes());
+        recheck(&mut damaged);
+        assert_eq!(
+            record::decode(&damaged).map(|_| ()),
+            Err(record::RecordError::Malformed)
+        );
+        let mut damaged = bytes.clone();
+        damaged[end - 5..end - 3].copy_from_slice(&u16::MAX.to_le_bytes());
+        recheck(&mut damaged);
+        assert_eq!(
+            record::decode(&damaged).map(|_| ()),
+            Err(record::RecordError::Malformed)
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_in_flight_state_round_trips(
+            packet_ids in proptest::collection::vec(0u16..4, 0..6),
+            released in proptest::collection::vec(1u16.., 0..5),
+            inbound in proptest::collection::vec(1u16.., 0..5),
+            will in proptest::option::of((proptest::prelude::any::<bool>(), 1u64..)),
+        ) {
+            let messages: Vec<QueuedImage> = packet_ids
+                .iter()
+                .map(|&packet_id| QueuedImage {
+                    message: Arc::new(RoutedMessage::new("t", b"p", QoS::AtLeastOnce, false)),
+                    qos: QoS::AtLeastOnce,
+                    retain: false,
+                    ids: vec![],
+                    packet_id: PacketId::new(packet_id),
+                })
+                .collect();
+            let image = SessionImage {
+                messages,
+                released: released.iter().map(|&value| id(value)).collect(),
+                inbound_qos2: inbound.iter().map(|&value| id(value)).collect(),
+                delayed_will: will.map(|(retain, _)| WillImage {
+                    message: Arc::new(RoutedMessage::new("w", b"x", QoS::ExactlyOnce, retain)),
+                    due: Instant::now(),
+                }),
+                ..image()
+            };
+            let expiry = vec![None; image.messages.len()];
+            let mut bytes = Vec::new();
+            encode(
+                &mut bytes,
+                &SessionRef {
+                    message_expiry_ms: &expiry,
+                    will_due_ms: will.map_or(0, |(_, due_ms)| due_ms),
+                    ..session_ref(&image)
+                },
+            );
+            let found = scan(&bytes, false).expect("clean");
+            let [Record::Session { session, .. }] = &found.records[..] else {
+                panic!("one session record: {:?}", found.records);
+            };
+            let ids: Vec<Option<PacketId>> = session.messages.iter().map(|m| m.packet_id).collect();
+            let expected: Vec<Option<PacketId>> =
+                image.messages.iter().map(|m| m.packet_id).collect();
+            proptest::prop_assert_eq!(ids, expected);
+            proptest::prop_assert_eq!(&session.released, &image.released);
+            proptest::prop_assert_eq!(&session.inbound_qos2, &image.inbound_qos2);
+            let got_will = session.will.as_ref().map(|w| (w.retain, w.due_ms));
+            proptest::prop_assert_eq!(got_will, will);
+        }
+
+        /// A body that checks out but holds anything: refused or read, never a panic or a
+        /// large allocation.
+        #[test]
+        fn any_session_body_with_a_good_checksum_never_panics(
+            kind in proptest::sample::select(vec![3u8, 5]),
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..96),
+        ) {
+            let mut bytes = Vec::new();
+            let start = record::begin(&mut bytes, kind, 1, "c");
+            bytes.extend_from_slice(&body);
+            record::finish(&mut bytes, start);
+            let _ = record::decode(&bytes);
+        }
+    }
+
+    #[test]
+    fn a_zero_packet_identifier_in_the_state_is_malformed() {
+        let image = SessionImage {
+            messages: Vec::new(),
+            delayed_will: None,
+            released: vec![id(4)],
+            inbound_qos2: Vec::new(),
+            ..image()
+        };
+        let mut bytes = Vec::new();
+        encode(
+            &mut bytes,
+            &SessionRef {
+                message_expiry_ms: &[],
+                ..session_ref(&image)
+            },
+        );
+        // The released identifier sits before the inbound count (2) and the will byte (1).
+        let end = bytes.len();
+        bytes[end - 5..end - 3].copy_from_slice(&0u16.to_le_bytes());
+        recheck(&mut bytes);
         assert_eq!(
             record::decode(&bytes).map(|_| ()),
             Err(record::RecordError::Malformed)

@@ -132,6 +132,12 @@ pub(super) struct LiveSession {
     /// Wall-clock times, fixed when first written so that every rewrite keeps them.
     pub(super) expires_at_ms: Option<u64>,
     pub(super) message_expiry_ms: Vec<Option<u64>>,
+    /// Since when its client is away, fixed by the first record written while it was;
+    /// `None` while connected. Orders the sessions at load for the offline bound.
+    pub(super) offline_since_ms: Option<u64>,
+    /// When the delayed will is due, and when its message expires.
+    pub(super) will_due_ms: u64,
+    pub(super) will_expiry_ms: Option<u64>,
     pub(super) record_bytes: u64,
 }
 
@@ -283,15 +289,23 @@ impl Writer {
         self.write_out();
     }
 
-    /// Encodes a batch's writes into its shard's buffer and live set.
+    /// Encodes a batch's writes into its shard's buffer and live set: retained updates
+    /// first, then sessions in the order the shard gave them, so that a session's inbound
+    /// QoS 2 state follows what its publishes changed (`broker/session_writes.rs`).
     fn apply(&mut self, batch: Batch) {
         let now = Instant::now();
         let now_ms = unix_ms(SystemTime::now());
+        self.apply_retained(batch.shard, batch.flush.retained, now, now_ms);
         for write in batch.flush.sessions {
             let stamp = self.next_stamp();
             let log = &mut self.logs[batch.shard];
             match write {
                 SessionWrite::Set(image) => {
+                    let was_offline_since_ms = log
+                        .sessions
+                        .get(&image.client_id)
+                        .and_then(|old| old.offline_since_ms);
+                    let will = image.delayed_will.as_ref();
                     let mut session = LiveSession {
                         stamp,
                         expires_at_ms: wall_expiry(image.expires_at, now, now_ms),
@@ -300,6 +314,15 @@ impl Writer {
                             .iter()
                             .map(|queued| wall_expiry(queued.message.expires_at, now, now_ms))
                             .collect(),
+                        offline_since_ms: match image.connected {
+                            true => None,
+                            false => Some(was_offline_since_ms.unwrap_or(now_ms)),
+                        },
+                        will_due_ms: will
+                            .and_then(|will| wall_expiry(Some(will.due), now, now_ms))
+                            .unwrap_or(0),
+                        will_expiry_ms: will
+                            .and_then(|will| wall_expiry(will.message.expires_at, now, now_ms)),
                         image,
                         record_bytes: 0,
                     };
@@ -318,9 +341,18 @@ impl Writer {
                 }
             }
         }
-        for write in batch.flush.retained {
+    }
+
+    fn apply_retained(
+        &mut self,
+        shard: usize,
+        retained: Vec<RetainedWrite>,
+        now: Instant,
+        now_ms: u64,
+    ) {
+        for write in retained {
             let stamp = self.next_stamp();
-            let log = &mut self.logs[batch.shard];
+            let log = &mut self.logs[shard];
             match write.message {
                 Some(message) => {
                     let expires_at_ms = wall_expiry(message.expires_at, now, now_ms);
@@ -454,7 +486,10 @@ fn encode_session(out: &mut Vec<u8>, session: &LiveSession) -> u64 {
             stamp: session.stamp,
             image: &session.image,
             expires_at_ms: session.expires_at_ms,
+            offline_since_ms: session.offline_since_ms,
             message_expiry_ms: &session.message_expiry_ms,
+            will_due_ms: session.will_due_ms,
+            will_expiry_ms: session.will_expiry_ms,
         },
     );
     if left_out > 0 {

@@ -84,3 +84,150 @@ fn a_loaded_session_resumes_with_its_messages_and_subscriptions() {
     let live = second.packet(2, &publish("s/z", b"after", qos1(2), false));
     assert_eq!(live.publishes(1)[0].payload, b"after");
 }
+
+/// The images of a flush, in the order taken.
+fn images(h: &mut Harness) -> Vec<SessionImage> {
+    h.broker
+        .take_session_writes()
+        .into_iter()
+        .filter_map(|write| match write {
+            SessionWrite::Set(image) => Some(image),
+            SessionWrite::Ended(_) => None,
+        })
+        .collect()
+}
+
+fn ack(packet_id: u16) -> crate::protocol::mqtt::Ack<'static> {
+    crate::protocol::mqtt::Ack::new(id(packet_id))
+}
+
+#[test]
+fn in_flight_identifiers_and_qos2_state_come_back_after_a_load() {
+    let mut first = Harness::new();
+    first.broker.keep_session_writes();
+    first.connect(1, &Client::new("sub").persistent());
+    first.packet(1, &subscribe(1, &[("s/#", QoS::ExactlyOnce)]));
+    first.connect(2, &Client::new("pub").persistent());
+    let step = first.packet(
+        2,
+        &publish("s/a", b"two", Delivery::ExactlyOnce(id(7)), false),
+    );
+    assert_eq!(step.to(2), [Got::PubRec(7)]);
+    let released = step.publishes(1)[0].id.expect("QoS 2 has an id");
+    assert_eq!(
+        first.packet(1, &Packet::PubRec(ack(released))).to(1),
+        [Got::PubRel(released)]
+    );
+    let step = first.packet(2, &publish("s/b", b"one", qos1(8), false));
+    let unacked = step.publishes(1)[0].id.expect("QoS 1 has an id");
+    let images = images(&mut first);
+    // The publisher's inbound QoS 2 state is written after what its publishes queued here.
+    let order: Vec<&str> = images.iter().map(|image| &*image.client_id).collect();
+    assert_eq!(order, ["sub", "pub"]);
+    assert_eq!(images[1].inbound_qos2, [id(7)]);
+    assert_eq!(images[0].released, [id(released)]);
+    assert_eq!(images[0].messages[0].packet_id, Some(id(unacked)));
+
+    let mut second = Harness::new();
+    let mut out = Outbox::default();
+    assert_eq!(second.broker.load_sessions(&images, second.t0, &mut out), 0);
+    second.connect(1, &Client::new("sub").persistent());
+    // The publisher's PUBLISH again: recognised, not routed; its PUBREL is known.
+    second.connect(2, &Client::new("pub").persistent());
+    let mut again = publish("s/a", b"two", Delivery::ExactlyOnce(id(7)), false);
+    if let Packet::Publish(publish) = &mut again {
+        publish.dup = true;
+    }
+    let step = second.packet(2, &again);
+    assert_eq!(step.to(2), [Got::PubRec(7)]);
+    assert!(step.publishes(1).is_empty(), "delivered once");
+    assert_eq!(
+        second.packet(2, &Packet::PubRel(ack(7))).to(2),
+        [Got::PubComp(7)]
+    );
+    // The subscriber, on its next connection: PUBREL, then the PUBLISH with DUP.
+    second.lost(1);
+    let step = second.connect(3, &Client::new("sub").persistent());
+    assert_eq!(
+        step.to(3),
+        [
+            Got::ConnAck(true, ConnectReturnCode::Accepted),
+            Got::PubRel(released),
+            Got::Publish(pub_got(
+                "s/b",
+                b"one",
+                QoS::AtLeastOnce,
+                Some(unacked),
+                false,
+                true
+            )),
+        ]
+    );
+}
+
+#[test]
+fn a_delayed_will_is_kept_and_published_at_its_deadline_after_a_load() {
+    use crate::protocol::mqtt::{PropertiesBuf, Property, Will};
+    let mut connect = PropertiesBuf::new();
+    connect.push(Property::SessionExpiryInterval(600));
+    let mut will = PropertiesBuf::new();
+    will.push(Property::WillDelayInterval(30));
+    let mut client = Client::v5("w");
+    client.properties = connect.as_properties();
+    client.will = Some(Will {
+        topic: "wills/w",
+        payload: b"bye",
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        properties: will.as_properties(),
+    });
+    let mut first = Harness::new();
+    first.broker.keep_session_writes();
+    first.connect(1, &client);
+    first.lost_at(1, 0.0);
+    let images = images(&mut first);
+    let will = images[0].delayed_will.as_ref().expect("a will waits");
+    assert_eq!(will.due, first.at(30.0));
+
+    let mut second = Harness::new();
+    second.subscriber(9, "watcher", "wills/#", QoS::AtLeastOnce);
+    let mut out = Outbox::default();
+    second.broker.load_sessions(&images, second.t0, &mut out);
+    assert!(second.tick(29.0).publishes(9).is_empty());
+    let got = second.tick(31.0).publishes(9);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].payload, b"bye");
+    assert_eq!(second.broker.stats().wills_published, 1);
+}
+
+#[test]
+fn sessions_loaded_past_the_offline_bound_end_the_longest_offline_first() {
+    let mut first = Harness::new();
+    first.broker.keep_session_writes();
+    for (conn, client_id) in [(1, "a"), (2, "b"), (3, "c")] {
+        first.connect(conn, &Client::new(client_id).persistent());
+        first.lost(conn);
+    }
+    let mut images = images(&mut first);
+    // The store hands them over the longest offline first.
+    images.sort_by(|x, y| x.client_id.cmp(&y.client_id));
+    let limits = Limits {
+        offline_sessions_per_shard_max: 2,
+        ..Limits::default()
+    };
+    let mut second = Harness::with(limits, 1);
+    second.broker.keep_session_writes();
+    let mut out = Outbox::default();
+    assert_eq!(second.broker.load_sessions(&images, second.t0, &mut out), 1);
+    assert_eq!(second.broker.stats().offline_sessions, 2);
+    let writes = second.broker.take_session_writes();
+    assert!(
+        matches!(&writes[..], [SessionWrite::Ended(id)] if &**id == "a"),
+        "written as ended: {writes:?}"
+    );
+    let step = second.connect(1, &Client::new("b").persistent());
+    assert_eq!(
+        step.to(1)[0],
+        Got::ConnAck(true, ConnectReturnCode::Accepted)
+    );
+}
