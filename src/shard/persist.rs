@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::Shard;
+use super::durable_sends::DurableSends;
 use crate::broker::{RoutedMessage, SessionImage};
 use crate::config::Durability;
 use crate::store::{Echo, Flush, StoreHandle};
@@ -43,6 +44,10 @@ pub(super) struct Persist {
     echoes: Vec<Echo>,
     /// This shard's barrier sealed this turn, to post behind the turn's publishes.
     barrier: Option<u64>,
+    /// Flushes the store's queue took: the next one is marked one more.
+    accepted: u64,
+    /// Under `sync`: what waits for the flush that wrote its connection's session.
+    pub(super) sends: Option<DurableSends>,
 }
 
 impl Persist {
@@ -54,6 +59,8 @@ impl Persist {
             next_flush: now + store.interval,
             echoes: Vec::new(),
             barrier: None,
+            accepted: 0,
+            sends: interval.is_none().then(DurableSends::default),
         }
     }
 
@@ -63,6 +70,11 @@ impl Persist {
 
     pub(super) fn writable(&self) -> bool {
         self.handle.writable()
+    }
+
+    /// The highest mark of this shard's flushes on disk.
+    pub(super) fn durable_mark(&self) -> u64 {
+        self.handle.durable_mark()
     }
 }
 
@@ -85,10 +97,24 @@ impl Shard {
             Some(persist) if answered => std::mem::take(&mut persist.echoes),
             _ => Vec::new(),
         };
+        let retained = self.broker.take_retained_writes();
+        let sessions = self.broker.take_session_writes();
+        let mut mark = 0;
+        if let Some(persist) = self.persist.as_mut()
+            && let Some(sends) = persist.sends.as_mut()
+        {
+            // Not taken by the queue, its changes go back to the broker and with the next
+            // flush, which gets the same mark.
+            mark = persist.accepted + 1;
+            for &conn in self.broker.written_conns() {
+                sends.gate(conn, mark);
+            }
+        }
         Flush {
-            retained: self.broker.take_retained_writes(),
-            sessions: self.broker.take_session_writes(),
+            retained,
+            sessions,
             echoes,
+            mark,
         }
     }
 
@@ -165,7 +191,13 @@ impl Shard {
             // Only barriers wait, for a fan-out still under way.
             return;
         }
-        if let Err(flush) = persist.handle.try_send(flush) {
+        let sent = persist.handle.try_send(flush);
+        if let Some(persist) = self.persist.as_mut()
+            && sent.is_ok()
+        {
+            persist.accepted += 1;
+        }
+        if let Err(flush) = sent {
             self.broker.return_retained_writes(flush.retained);
             self.broker.return_session_writes(flush.sessions);
             if let Some(persist) = &mut self.persist {
@@ -195,10 +227,11 @@ impl Shard {
     pub(super) fn flush_retained_at_stop(&mut self) {
         if self.persist.is_some() {
             let flush = self.take_flush();
-            if let Some(persist) = &self.persist
+            if let Some(persist) = &mut self.persist
                 && !flush.is_empty()
             {
                 persist.handle.send(flush);
+                persist.accepted += 1;
             }
         }
     }
