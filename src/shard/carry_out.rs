@@ -8,7 +8,7 @@ use std::time::Instant;
 use log::info;
 
 use super::Shard;
-use super::durable_sends::{Held, Routed};
+use super::durable_sends::{DurableSends, Held, Routed};
 use super::peer::CloseCause;
 use crate::conn::{Chunk, ConnId, Droppable, SlowConsumer};
 use crate::metrics::SlowConsumerCounts;
@@ -80,7 +80,10 @@ impl Shard {
             return;
         };
         let durable = persist.durable_mark();
-        let Some(mut sends) = persist.sends.take().filter(|sends| !sends.is_empty()) else {
+        if persist.sends.as_ref().is_none_or(DurableSends::is_empty) {
+            return;
+        }
+        let Some(mut sends) = persist.sends.take() else {
             return;
         };
         sends.release(durable, |id, item| match item {

@@ -76,15 +76,16 @@ impl DurableSends {
         durable: u64,
         bytes_max: usize,
     ) -> Routed {
-        let gate = self.gates.get(&conn).copied().filter(|&mark| mark > durable);
+        let gate = self
+            .gates
+            .get(&conn)
+            .copied()
+            .filter(|&mark| mark > durable);
         let queue = match self.held.get_mut(&conn) {
             Some(queue) => queue,
             None => {
                 // A QoS 0 publish changes nothing on disk, and a close carries nothing.
-                let passes = matches!(
-                    item,
-                    Held::Send(_, Droppable::Yes { .. }) | Held::Close(_)
-                );
+                let passes = matches!(item, Held::Send(_, Droppable::Yes { .. }) | Held::Close(_));
                 if gate.is_none() || passes {
                     return Routed::Now(item);
                 }
@@ -115,7 +116,11 @@ impl DurableSends {
     pub(super) fn release(&mut self, durable: u64, mut carry_out: impl FnMut(ConnId, Held)) {
         self.gates.retain(|_, mark| *mark > durable);
         self.held.retain(|&conn, queue| {
-            while queue.items.front().is_some_and(|(mark, _)| *mark <= durable) {
+            while queue
+                .items
+                .front()
+                .is_some_and(|(mark, _)| *mark <= durable)
+            {
                 if let Some((_, item)) = queue.items.pop_front() {
                     if let Held::Send(chunk, _) = &item {
                         queue.bytes -= chunk.len();
@@ -166,7 +171,10 @@ mod tests {
     fn an_ungated_connection_sends_at_once() {
         let mut sends = DurableSends::default();
         let conn = ConnId::new(1, 1);
-        assert!(matches!(sends.route(conn, send(b"a"), 0, 100), Routed::Now(_)));
+        assert!(matches!(
+            sends.route(conn, send(b"a"), 0, 100),
+            Routed::Now(_)
+        ));
         sends.gate(conn, 3);
         assert!(
             matches!(sends.route(conn, send(b"a"), 3, 100), Routed::Now(_)),
@@ -180,7 +188,10 @@ mod tests {
         let (a, b) = (ConnId::new(1, 1), ConnId::new(2, 1));
         sends.gate(a, 2);
         assert!(matches!(sends.route(a, send(b"1"), 1, 100), Routed::Held));
-        assert!(matches!(sends.route(b, send(b"22"), 1, 100), Routed::Now(_)));
+        assert!(matches!(
+            sends.route(b, send(b"22"), 1, 100),
+            Routed::Now(_)
+        ));
         sends.gate(a, 3);
         assert!(matches!(sends.route(a, send(b"333"), 1, 100), Routed::Held));
         assert!(
@@ -200,7 +211,10 @@ mod tests {
         let mut sends = DurableSends::default();
         let conn = ConnId::new(1, 1);
         sends.gate(conn, 2);
-        assert!(matches!(sends.route(conn, qos0(b"q"), 1, 100), Routed::Now(_)));
+        assert!(matches!(
+            sends.route(conn, qos0(b"q"), 1, 100),
+            Routed::Now(_)
+        ));
     }
 
     #[test]
@@ -208,10 +222,22 @@ mod tests {
         let mut sends = DurableSends::default();
         let conn = ConnId::new(1, 1);
         sends.gate(conn, 2);
-        assert!(matches!(sends.route(conn, send(b"12345"), 1, 8), Routed::Held));
-        assert!(matches!(sends.route(conn, qos0(b"6789"), 1, 8), Routed::Dropped));
-        assert!(matches!(sends.route(conn, send(b"6789"), 1, 8), Routed::Overflow));
-        assert!(matches!(sends.route(conn, send(b"678"), 1, 8), Routed::Held));
+        assert!(matches!(
+            sends.route(conn, send(b"12345"), 1, 8),
+            Routed::Held
+        ));
+        assert!(matches!(
+            sends.route(conn, qos0(b"6789"), 1, 8),
+            Routed::Dropped
+        ));
+        assert!(matches!(
+            sends.route(conn, send(b"6789"), 1, 8),
+            Routed::Overflow
+        ));
+        assert!(matches!(
+            sends.route(conn, send(b"678"), 1, 8),
+            Routed::Held
+        ));
         assert_eq!(released(&mut sends, 2), [(conn, 5), (conn, 3)]);
     }
 }
