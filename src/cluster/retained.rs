@@ -157,9 +157,10 @@ impl RetainedStream {
 
     /// Creates the stream if it is missing, and reads it from its start until an error.
     async fn follow_once(&self, client: &Client) -> Result<(), async_nats::Error> {
+        let subjects = format!("{}.>", self.root);
         let config = stream::Config {
             name: self.stream.clone(),
-            subjects: vec![format!("{}.>", self.root)],
+            subjects: vec![subjects.clone()],
             max_messages_per_subject: 1,
             num_replicas: self.replicas(client),
             storage: stream::StorageType::File,
@@ -169,6 +170,7 @@ impl RetainedStream {
         let consumer = stream
             .create_consumer(consumer::pull::OrderedConfig {
                 deliver_policy: consumer::DeliverPolicy::LastPerSubject,
+                filter_subject: subjects,
                 ..consumer::pull::OrderedConfig::default()
             })
             .await?;
