@@ -1,6 +1,9 @@
 //! The thread of one bridge: an MQTT client of the remote broker, written with this crate's
 //! own codec (`crate::protocol::mqtt`), never on a shard loop.
 //!
+//! **Transport.** The bytes travel over TCP, TLS, WebSocket or WebSocket over TLS, as the
+//! URL says (`transport.rs`); the client reads and writes MQTT bytes the same way over each.
+//!
 //! **Why tokio.** The client waits on three things at once: bytes from the remote, publishes
 //! from the shards (the `Notify` of `shard::byte_queue::Pipes`, as the cluster's link has) and the
 //! keep-alive timer. On a current-thread tokio runtime that is one `select!`, with one thread
@@ -31,22 +34,22 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use log::{debug, info, warn};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::net::tcp::OwnedReadHalf;
+use ring::rand::{SecureRandom, SystemRandom};
 use tokio::time::{Instant, sleep, sleep_until, timeout};
 
 use super::journal::Journal;
 use super::link::{BridgeLink, Full};
 use super::queue::{OutQueue, Pushed, QueueSettings};
 use super::remap::{to_local, to_remote};
+use super::tls::{TlsClient, TlsSetupError};
+use super::transport::{Received, Transport, TransportError};
 use crate::broker::RoutedMessage;
-use crate::config::bridge::{BridgeProtocol, BridgeSettings};
+use crate::config::bridge::{BridgeProtocol, BridgeSettings, RemoteUrl};
 use crate::config::{Limits, Persistence};
 use crate::protocol::mqtt::topic::validate_topic_name;
 use crate::protocol::mqtt::{
-    Ack, Connect, DecodeError, DecodeLimits, Delivery, Packet, Properties, ProtocolVersion,
-    Publish, QoS, ReasonCode, Subscribe, SubscribeReturnCode, SubscriptionOptions,
+    Ack, Connect, DecodeError, DecodeLimits, Delivery, Packet, Properties, PropertiesBuf, Property,
+    ProtocolVersion, Publish, QoS, ReasonCode, Subscribe, SubscribeReturnCode, SubscriptionOptions,
     decode_from_server, encode,
 };
 use crate::store::StoreError;
@@ -62,15 +65,13 @@ const IN_QUEUE_RETRY: Duration = Duration::from_millis(5);
 /// one turn of the bridge's loop while the shards keep publishing.
 const INTAKE_PER_TURN_MAX: usize = 4096;
 
-/// Bytes read from the socket at a time; a packet may take several reads, up to
-/// `packet_bytes_max`, which the decoder checks on the fixed header.
-const READ_CHUNK_BYTES: usize = 16 * 1024;
-
 /// Why a bridge could not start.
 #[derive(Debug)]
 pub enum BridgeError {
     /// `password_file` unreadable.
     Secret(PathBuf, std::io::Error),
+    /// The TLS settings of the named bridge.
+    Tls(String, TlsSetupError),
     /// The runtime or the thread.
     Start(std::io::Error),
     /// The store-and-forward queue's directory cannot be used (locked, unreadable, corrupt).
@@ -81,6 +82,7 @@ impl std::fmt::Display for BridgeError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             BridgeError::Secret(path, e) => write!(f, "cannot read {}: {e}", path.display()),
+            BridgeError::Tls(name, e) => write!(f, "bridge {name}: TLS: {e}"),
             BridgeError::Start(e) => write!(f, "cannot start a bridge: {e}"),
             BridgeError::Queue(e) => write!(f, "cannot open a bridge's queue: {e}"),
         }
@@ -92,13 +94,17 @@ impl std::error::Error for BridgeError {}
 /// Why a connection to the remote ended or was not made.
 #[derive(Debug)]
 enum Down {
-    Io(std::io::Error),
+    /// The stream failed: a TLS, WebSocket or socket error.
+    Transport(TransportError),
     /// The remote closed the connection.
     Closed,
-    /// No connection or CONNACK within `connect_timeout_ms`.
-    Timeout,
-    /// CONNACK refused, or DISCONNECT from the remote, with its reason code.
+    /// No connection, handshake or CONNACK within `connect_timeout_ms` (the value).
+    Timeout(u32),
+    /// CONNACK refused, with its reason code (a 3.1.1 return code as its MQTT 5 equivalent:
+    /// 5, not authorized, is 0x87).
     Refused(ReasonCode),
+    /// DISCONNECT from the remote, with its reason code.
+    Disconnected(ReasonCode),
     /// Bytes that are no valid packet.
     Malformed(DecodeError),
     /// A packet the remote must not send here.
@@ -112,10 +118,29 @@ enum Down {
 impl std::fmt::Display for Down {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Down::Io(e) => write!(f, "{e}"),
+            Down::Transport(e) => write!(f, "{e}"),
             Down::Closed => write!(f, "closed by the remote"),
-            Down::Timeout => write!(f, "timed out"),
-            Down::Refused(reason) => write!(f, "refused with reason code {:#04x}", reason.0),
+            Down::Timeout(ms) => write!(
+                f,
+                "no CONNACK within connect_timeout_ms ({ms} ms): connection, handshakes and \
+                 CONNACK included"
+            ),
+            Down::Refused(reason) => {
+                let name = reason.name();
+                write!(
+                    f,
+                    "CONNACK refused with reason code {:#04x} ({name})",
+                    reason.0
+                )
+            }
+            Down::Disconnected(reason) => {
+                write!(
+                    f,
+                    "DISCONNECT from the remote with reason code {:#04x} ({})",
+                    reason.0,
+                    reason.name()
+                )
+            }
             Down::Malformed(e) => write!(f, "malformed packet: {e:?}"),
             Down::Unexpected(what) => write!(f, "unexpected {what}"),
             Down::KeepAlive => write!(f, "no PINGRESP within the keep alive"),
@@ -124,9 +149,9 @@ impl std::fmt::Display for Down {
     }
 }
 
-impl From<std::io::Error> for Down {
-    fn from(e: std::io::Error) -> Down {
-        Down::Io(e)
+impl From<TransportError> for Down {
+    fn from(e: TransportError) -> Down {
+        Down::Transport(e)
     }
 }
 
@@ -153,6 +178,16 @@ pub fn spawn(
         ),
         None => None,
     };
+    let remote = settings
+        .remote()
+        .expect("validated at start-up: a URL this parses");
+    let tls = match remote.scheme.tls() {
+        true => Some(
+            super::tls::client(settings, &remote)
+                .map_err(|e| BridgeError::Tls(settings.name.clone(), e))?,
+        ),
+        false => None,
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -165,6 +200,9 @@ pub fn spawn(
             BridgeProtocol::V5 => ProtocolVersion::V5,
         },
         password,
+        remote,
+        tls,
+        random: SystemRandom::new(),
         limits: limits.decode_limits(),
         link,
         queue,
@@ -183,6 +221,10 @@ struct Client {
     settings: BridgeSettings,
     version: ProtocolVersion,
     password: Option<Vec<u8>>,
+    remote: RemoteUrl,
+    tls: Option<TlsClient>,
+    /// The reconnection jitter's source.
+    random: SystemRandom,
     limits: DecodeLimits,
     link: Arc<BridgeLink>,
     /// What waits for the remote, and what was sent and is not acknowledged.
@@ -237,7 +279,7 @@ impl Client {
                 }
                 Err(why) => debug!("bridge {name}: cannot connect to {url}: {why}"),
             }
-            if self.pause(backoff).await.is_err() {
+            if self.pause(self.jittered(backoff)).await.is_err() {
                 break;
             }
             backoff = (backoff * 2).min(max);
@@ -278,19 +320,34 @@ impl Client {
         );
     }
 
-    /// Opens the connection and waits for CONNACK; gives back the bytes read past it.
-    async fn connect(&mut self) -> Result<(TcpStream, Vec<u8>), Down> {
-        let limit = Duration::from_millis(u64::from(self.settings.connect_timeout_ms));
+    /// `wait` shortened by a random part of up to `reconnect_jitter` of it.
+    fn jittered(&self, wait: Duration) -> Duration {
+        let mut bytes = [0u8; 4];
+        // Without randomness the wait is the plain back-off: jitter only spreads the load.
+        if self.random.fill(&mut bytes).is_err() {
+            return wait;
+        }
+        self.settings
+            .reconnect_jitter
+            .shorten(wait, u32::from_le_bytes(bytes))
+    }
+
+    /// Opens the connection and waits for CONNACK, all within `connect_timeout_ms`; gives
+    /// back the bytes read past it.
+    async fn connect(&mut self) -> Result<(Transport, Vec<u8>), Down> {
+        let limit_ms = self.settings.connect_timeout_ms;
+        let limit = Duration::from_millis(u64::from(limit_ms));
         let deadline = Instant::now() + limit;
-        let address = self
-            .settings
-            .address()
-            .expect("validated: an mqtt://host:port URL");
-        let mut stream = timeout(limit, TcpStream::connect(address))
+        let mut stream = timeout(limit, Transport::open(&self.remote, self.tls.as_ref()))
             .await
-            .map_err(|_| Down::Timeout)??;
-        stream.set_nodelay(true)?;
+            .map_err(|_| Down::Timeout(limit_ms))??;
         let client_id = self.settings.client_id();
+        let mut properties = PropertiesBuf::new();
+        if self.version == ProtocolVersion::V5 && self.settings.session_expiry_s > 0 {
+            properties.push(Property::SessionExpiryInterval(
+                self.settings.session_expiry_s,
+            ));
+        }
         let connect = Packet::Connect(Connect {
             version: self.version,
             clean_session: self.settings.clean_start,
@@ -299,23 +356,21 @@ impl Client {
             will: None,
             username: self.settings.username.as_deref(),
             password: self.password.as_deref(),
-            properties: Properties::EMPTY,
+            properties: properties.as_properties(),
         });
         let mut out = Vec::new();
         encode(&connect, self.version, &mut out);
-        stream.write_all(&out).await?;
-        let mut buf = Vec::with_capacity(READ_CHUNK_BYTES);
+        timeout_at(deadline, stream.write(&out), limit_ms).await??;
+        let mut buf = Vec::new();
         loop {
-            let read = timeout(deadline - Instant::now(), stream.read_buf(&mut buf))
-                .await
-                .map_err(|_| Down::Timeout)??;
-            if read == 0 {
-                return Err(Down::Closed);
+            match timeout_at(deadline, stream.read(&mut buf), limit_ms).await?? {
+                Received::Closed => return Err(Down::Closed),
+                Received::Nothing => continue,
+                Received::Bytes => {}
             }
             let Some((packet, used)) =
                 decode_from_server(&buf, self.version, &self.limits).map_err(Down::Malformed)?
             else {
-                buf.reserve(READ_CHUNK_BYTES);
                 continue;
             };
             let Packet::ConnAck(connack) = packet else {
@@ -330,8 +385,7 @@ impl Client {
     }
 
     /// Runs one connection until it ends, and says why.
-    async fn serve(&mut self, stream: TcpStream, mut buf: Vec<u8>) -> Down {
-        let (mut reader, mut writer) = stream.into_split();
+    async fn serve(&mut self, mut stream: Transport, mut buf: Vec<u8>) -> Down {
         let mut out = Vec::new();
         self.subscribe(&mut out);
         // What the last connection left unacknowledged goes again, in order.
@@ -356,21 +410,23 @@ impl Client {
         loop {
             self.take_out(&mut out);
             self.queue.flush(std::time::Instant::now());
-            if !out.is_empty() {
-                if let Err(e) = writer.write_all(&out).await {
-                    return Down::Io(e);
+            if !out.is_empty() || stream.has_pending() {
+                if let Err(e) = stream.write(&out).await {
+                    return Down::Transport(e);
                 }
                 out.clear();
             }
-            let turn = self.wait(&mut reader, &mut buf, stalled, next_ping).await;
+            let turn = self.wait(&mut stream, &mut buf, stalled, next_ping).await;
             match turn {
-                Wait::Read(Ok(0)) => return Down::Closed,
-                Wait::Read(Ok(_)) | Wait::Retry => match self.take_packets(&mut buf, &mut out) {
-                    Ok(now_stalled) => stalled = now_stalled,
-                    Err(why) => return why,
-                },
-                Wait::Read(Err(e)) => return Down::Io(e),
-                Wait::Woken | Wait::Sync => {}
+                Wait::Read(Ok(Received::Closed)) => return Down::Closed,
+                Wait::Read(Ok(Received::Nothing)) | Wait::Woken | Wait::Sync => {}
+                Wait::Read(Ok(Received::Bytes)) | Wait::Retry => {
+                    match self.take_packets(&mut buf, &mut out) {
+                        Ok(now_stalled) => stalled = now_stalled,
+                        Err(why) => return why,
+                    }
+                }
+                Wait::Read(Err(e)) => return Down::Transport(e),
                 Wait::Stop => return Down::Stopping,
                 Wait::Ping => {
                     if self.ping_outstanding {
@@ -388,16 +444,15 @@ impl Client {
 
     async fn wait(
         &self,
-        reader: &mut OwnedReadHalf,
+        stream: &mut Transport,
         buf: &mut Vec<u8>,
         stalled: bool,
         next_ping: Instant,
     ) -> Wait {
-        buf.reserve(READ_CHUNK_BYTES);
         let sync_due = self.queue.sync_due().map(Instant::from_std);
         tokio::select! {
             // Not read while stalled: the remote's writes then wait in TCP, which slows it.
-            read = reader.read_buf(buf), if !stalled => Wait::Read(read),
+            read = stream.read(buf), if !stalled => Wait::Read(read),
             () = sleep(IN_QUEUE_RETRY), if stalled => Wait::Retry,
             // Taken even with no room to send: what the shards queued goes to the files.
             () = self.link.pipes.woken() => Wait::Woken,
@@ -600,7 +655,7 @@ impl Client {
                 }
             }
             Packet::PingResp => self.ping_outstanding = false,
-            Packet::Disconnect(disconnect) => return Err(Down::Refused(disconnect.reason)),
+            Packet::Disconnect(disconnect) => return Err(Down::Disconnected(disconnect.reason)),
             Packet::UnsubAck(_) => {}
             _ => return Err(Down::Unexpected("packet from the remote")),
         }
@@ -640,7 +695,7 @@ impl Client {
 }
 
 enum Wait {
-    Read(std::io::Result<usize>),
+    Read(Result<Received, TransportError>),
     Woken,
     Ping,
     /// A sync of the queue's files is due (`batch` durability).
@@ -674,6 +729,18 @@ fn put_publish(
         properties: Properties::EMPTY,
     });
     encode(&publish, version, out);
+}
+
+/// `future` unless `deadline` passes first: then the connection attempt has taken
+/// `connect_timeout_ms` (`limit_ms`).
+async fn timeout_at<T>(
+    deadline: Instant,
+    future: impl Future<Output = T>,
+    limit_ms: u32,
+) -> Result<T, Down> {
+    tokio::time::timeout_at(deadline, future)
+        .await
+        .map_err(|_| Down::Timeout(limit_ms))
 }
 
 /// Notes the fingerprint of a publish a 3.1.1 remote will echo, forgetting the oldest past

@@ -6,6 +6,8 @@
 //! - `remap.rs`: topics renamed between the two brokers by the mappings' prefixes.
 //! - `client.rs`: the thread that holds the connection to the remote broker, off the shard
 //!   loops.
+//! - `transport.rs`: the byte stream to the remote: TCP, TLS, WebSocket or both, as the URL
+//!   says; `tls.rs`: the TLS client settings it uses.
 //! - `queue.rs`: store-and-forward: the messages to the remote, held until it acknowledges
 //!   them, bounded, with what a full queue does;
 //! - `journal.rs`: the queue's files, so that it survives a restart.
@@ -20,6 +22,8 @@ pub mod journal;
 pub mod link;
 pub mod queue;
 pub mod remap;
+pub mod tls;
+pub mod transport;
 
 pub use client::{BridgeError, spawn};
 pub use link::{BridgeLink, FROM_BRIDGES_PER_TURN_MAX, INTAKE_SHARD};

@@ -332,6 +332,9 @@ impl Shard {
                     limits.offline_sessions_per_shard_max
                 );
             }
+            if store.durability == crate::config::Durability::Sync {
+                broker.hold_acks_until_durable();
+            }
             persist::Persist::new(store, now)
         });
         broker.set_policy(Some(Arc::clone(auth.policy())), &mut outbox);
@@ -462,6 +465,8 @@ impl Shard {
         if self.broker.continue_fanout(now, &mut self.outbox) {
             self.busy = true;
         }
+        self.release_held_acks(now);
+        self.seal_held_acks();
         self.flush_retained(now);
         self.carry_out_outbox(now);
         self.post_to_other_shards();
