@@ -37,6 +37,7 @@ use super::link::ClusterLink;
 use super::subject::{subject_to_topic, topic_to_subject};
 use crate::broker::RoutedMessage;
 use crate::config::{ClusterSettings, Limits};
+use crate::protocol::mqtt::QoS;
 use crate::protocol::mqtt::topic::validate_topic_name;
 
 /// The first token of the retained subjects: `$`, so that no live subscription (under
@@ -59,7 +60,7 @@ const ROOM_WAIT: Duration = Duration::from_millis(5);
 const REPLICAS_WHEN_CLUSTERED: usize = 3;
 
 /// The subject root of the stream `stream`.
-pub fn subject_root(stream: &str) -> String {
+fn subject_root(stream: &str) -> String {
     format!("{SUBJECT_ROOT}.{stream}")
 }
 
@@ -185,7 +186,16 @@ impl RetainedStream {
             let info = message.info().map_err(|e| e.to_string())?;
             let pending = info.pending;
             let age = age_of(info.published.unix_timestamp_nanos());
-            match self.retained_of(&message.message, age) {
+            let core = &message.message;
+            let retained = retained_of(
+                &self.root,
+                &self.limits,
+                core.subject.as_str(),
+                &core.payload,
+                core.headers.as_ref(),
+                age,
+            );
+            match retained {
                 Some(retained) => {
                     let retained = Arc::new(retained);
                     shards.clear();
@@ -236,47 +246,55 @@ impl RetainedStream {
         }
         let info = client.server_info();
         let own = format!("{}:{}", info.host, info.port);
-        let mut servers: Vec<&str> = info.connect_urls.iter().map(String::as_str).collect();
-        servers.push(&own);
-        servers.sort_unstable();
-        servers.dedup();
-        if servers.len() >= REPLICAS_WHEN_CLUSTERED {
-            REPLICAS_WHEN_CLUSTERED
-        } else {
-            1
-        }
+        replicas_for(&info.connect_urls, &own)
     }
+}
 
-    /// The retained message a stream message stands for: its value, or an empty payload
-    /// that clears the topic (a clearing, or a value that has expired). `None` when its
-    /// subject or headers make no publish a client could have made.
-    fn retained_of(&self, message: &async_nats::Message, age: Duration) -> Option<RoutedMessage> {
-        let topic = subject_to_topic(&self.root, message.subject.as_str())?;
-        if topic.starts_with('$') || topic.contains('\0') {
-            return None;
-        }
-        let decode = self.limits.decode_limits();
-        validate_topic_name(&topic, &decode).ok()?;
-        let headers = message.headers.as_ref();
-        let now = Instant::now();
-        let mut retained = match from_headers(&topic, &message.payload, headers, &decode, now, age)
-        {
-            Ok(Some(retained)) => retained,
-            Ok(None) => {
-                RoutedMessage::new(&topic, &[], crate::protocol::mqtt::QoS::AtMostOnce, true)
-            }
-            Err(e) => {
-                warn!("cluster: retained message of {topic:?} in JetStream not loaded: {e:?}");
-                return None;
-            }
-        };
-        let packet_bytes = retained.payload.len() + retained.properties.len() + topic.len() + 16;
-        if packet_bytes > self.limits.packet_bytes_max as usize {
-            return None;
-        }
-        retained.retain = true;
-        Some(retained)
+/// Replicas for a NATS cluster whose servers for clients are `connect_urls` and `own` (a
+/// server may or may not name itself among them).
+fn replicas_for(connect_urls: &[String], own: &str) -> usize {
+    let mut servers: Vec<&str> = connect_urls.iter().map(String::as_str).collect();
+    servers.push(own);
+    servers.sort_unstable();
+    servers.dedup();
+    if servers.len() >= REPLICAS_WHEN_CLUSTERED {
+        REPLICAS_WHEN_CLUSTERED
+    } else {
+        1
     }
+}
+
+/// The retained message a stream message on `subject` stands for: its value, or an empty
+/// payload that clears the topic (a clearing, or a value that has expired). `None` when its
+/// subject or headers make no publish a client could have made under `limits`.
+fn retained_of(
+    root: &str,
+    limits: &Limits,
+    subject: &str,
+    payload: &[u8],
+    headers: Option<&HeaderMap>,
+    age: Duration,
+) -> Option<RoutedMessage> {
+    let topic = subject_to_topic(root, subject)?;
+    if topic.starts_with('$') || topic.contains('\0') {
+        return None;
+    }
+    let decode = limits.decode_limits();
+    validate_topic_name(&topic, &decode).ok()?;
+    let mut retained = match from_headers(&topic, payload, headers, &decode, Instant::now(), age) {
+        Ok(Some(retained)) => retained,
+        Ok(None) => RoutedMessage::new(&topic, &[], QoS::AtMostOnce, true),
+        Err(e) => {
+            warn!("cluster: retained message of {topic:?} in JetStream not loaded: {e:?}");
+            return None;
+        }
+    };
+    let packet_bytes = retained.payload.len() + retained.properties.len() + topic.len() + 16;
+    if packet_bytes > limits.packet_bytes_max as usize {
+        return None;
+    }
+    retained.retain = true;
+    Some(retained)
 }
 
 /// How long ago a message stored at `published_ns` (nanoseconds since the Unix epoch, by the
@@ -287,4 +305,100 @@ fn age_of(published_ns: i128) -> Duration {
         .map_or(0, |since| since.as_nanos());
     let age_ns = i128::try_from(now_ns).unwrap_or(i128::MAX) - published_ns;
     Duration::from_nanos(u64::try_from(age_ns.max(0)).unwrap_or(u64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::headers::{MESSAGE_EXPIRY, RETAIN};
+
+    const ROOT: &str = "$FANFARE.FANFARE_RETAINED";
+
+    fn read(
+        subject: &str,
+        payload: &[u8],
+        headers: &HeaderMap,
+        age_s: u64,
+    ) -> Option<RoutedMessage> {
+        let age = Duration::from_secs(age_s);
+        retained_of(
+            ROOT,
+            &Limits::default(),
+            subject,
+            payload,
+            Some(headers),
+            age,
+        )
+    }
+
+    #[test]
+    fn stream_messages_are_retained_values_or_clearings() {
+        let mut headers = HeaderMap::new();
+        headers.insert(RETAIN, "1");
+        let value = read(&format!("{ROOT}.score.m1"), b"2-1", &headers, 0).expect("a value");
+        assert_eq!(
+            (&*value.topic, &*value.payload, value.retain),
+            ("score/m1", &b"2-1"[..], true)
+        );
+        let cleared = read(&format!("{ROOT}.score.m1"), b"", &headers, 0).expect("a clearing");
+        assert!(cleared.retain && cleared.payload.is_empty());
+
+        headers.insert(MESSAGE_EXPIRY, "60");
+        let fresh = read(&format!("{ROOT}.a"), b"1", &headers, 20).expect("40 s left");
+        assert_eq!(
+            fresh.remaining_expiry_s(Instant::now()).map(|s| s <= 40),
+            Some(true)
+        );
+        let expired = read(&format!("{ROOT}.a"), b"1", &headers, 60).expect("a clearing");
+        assert!(
+            expired.payload.is_empty(),
+            "an expired value clears the topic"
+        );
+    }
+
+    #[test]
+    fn refuses_what_no_client_could_have_retained() {
+        let headers = HeaderMap::new();
+        assert!(read(&format!("{ROOT}.$SYS.x"), b"1", &headers, 0).is_none());
+        assert!(
+            read("$FANFARE.OTHER.a", b"1", &headers, 0).is_none(),
+            "another stream"
+        );
+        let big = vec![0; Limits::default().packet_bytes_max as usize];
+        assert!(read(&format!("{ROOT}.a"), &big, &headers, 0).is_none());
+        let mut bad = HeaderMap::new();
+        bad.insert(RETAIN, "maybe");
+        assert!(read(&format!("{ROOT}.a"), b"1", &bad, 0).is_none());
+    }
+
+    #[test]
+    fn three_replicas_from_three_servers() {
+        let urls = |n: usize| {
+            (1..=n)
+                .map(|i| format!("10.0.0.{i}:4222"))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(replicas_for(&[], "10.0.0.1:4222"), 1);
+        assert_eq!(
+            replicas_for(&urls(2), "10.0.0.1:4222"),
+            1,
+            "two, itself among them"
+        );
+        assert_eq!(
+            replicas_for(&urls(2), "10.0.0.3:4222"),
+            3,
+            "two others and itself"
+        );
+        assert_eq!(replicas_for(&urls(5), "10.0.0.1:4222"), 3);
+    }
+
+    #[test]
+    fn age_counts_from_the_servers_clock_and_never_goes_negative() {
+        let now_ns = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_nanos() as i128;
+        assert!(age_of(now_ns - 5_000_000_000) >= Duration::from_secs(5));
+        assert_eq!(age_of(now_ns + 60_000_000_000), Duration::ZERO);
+    }
 }
