@@ -34,9 +34,11 @@ def nats(tmp_path_factory):
 @pytest.fixture
 def node(start, nats):
     """Start a fanfare node of the cluster: `node("a")`."""
-    def _node(name: str, shards: int = 2):
-        broker = start(shards=shards, args=["--nats", nats.url],
-                       config={"cluster": {"node": name}})
+    def _node(name: str, shards: int = 2, data_dir=None):
+        args = ["--nats", nats.url]
+        if data_dir is not None:
+            args += ["--data-dir", str(data_dir)]
+        broker = start(shards=shards, args=args, config={"cluster": {"node": name}})
         wait_for_metric(broker, "fanfare_cluster_connected", lambda v: v == 1)
         # Its replicas hold what the JetStream stream of retained messages held.
         wait_for_metric(broker, "fanfare_cluster_retained_caught_up", lambda v: v == 1)
@@ -225,6 +227,22 @@ def test_the_last_retained_value_wins_and_a_restarted_node_has_it(node, clients,
     got = retained_on(again, clients, topic + "/#")
     assert sorted((m.topic, m.payload) for m in got) == [
         (f"{topic}/x", b"2"), (f"{topic}/y", b"3")]
+
+
+def test_in_cluster_mode_jetstream_wins_over_the_data_directory(node, clients, topic, tmp_path):
+    """A value cleared on another node while this one was down stays cleared, though this
+    node's store still holds it."""
+    data = tmp_path / "data"
+    a, b = node("a", data_dir=data), node("b")
+    clients(a, "tcp").publish(f"{topic}/x", b"value-before-the-restart", 1, retain=True)
+    wait_for_metric(b, "fanfare_cluster_retained_loaded_total", lambda v: v == 1)
+    assert a.terminate() == 0
+    on_disk = [f.read_bytes() for f in data.glob("shard-*/retained.*")]
+    assert any(b"value-before-the-restart" in kept for kept in on_disk)
+    clients(b, "tcp").publish(f"{topic}/x", b"", 1, retain=True)
+    wait_for_metric(b, "fanfare_cluster_retained_loaded_total", lambda v: v == 2)
+    again = node("a", data_dir=data)
+    assert retained_on(again, clients, topic + "/#") == []
 
 
 def test_the_retain_flag_across_nodes_as_mqtt_prescribes(node, clients, topic):
