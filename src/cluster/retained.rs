@@ -93,13 +93,13 @@ impl RetainedStream {
     }
 
     /// Writes a retained publish of this node to the stream, with the headers it went to NATS
-    /// with; the acknowledgement is awaited on a task of its own and counted.
+    /// with; the acknowledgement is awaited on a task of its own and counted. Past
+    /// [`STORE_ACKS_INFLIGHT_MAX`] unanswered writes this waits, and the bridge with it: the
+    /// shards' out queue then fills, and publishes past it are dropped and counted, as when
+    /// NATS is slow.
     pub(super) async fn store(&self, message: &RoutedMessage, headers: HeaderMap) {
-        let figures = &self.link.figures;
         let Ok(subject) = topic_to_subject(&self.root, &message.topic) else {
-            figures
-                .retained_store_failed
-                .fetch_add(1, Ordering::Relaxed);
+            store_failed(&self.link, "its topic has no NATS subject");
             return;
         };
         let Ok(permit) = Arc::clone(&self.acks).acquire_owned().await else {
@@ -113,23 +113,18 @@ impl RetainedStream {
         {
             Ok(acked) => acked,
             Err(e) => {
-                warn!("cluster: cannot store a retained message in JetStream: {e}");
-                figures
-                    .retained_store_failed
-                    .fetch_add(1, Ordering::Relaxed);
+                store_failed(&self.link, &e.to_string());
                 return;
             }
         };
         let link = Arc::clone(&self.link);
         tokio::spawn(async move {
-            let counter = match acked.await {
-                Ok(_) => &link.figures.retained_stored,
-                Err(e) => {
-                    warn!("cluster: JetStream did not store a retained message: {e}");
-                    &link.figures.retained_store_failed
+            match acked.await {
+                Ok(_) => {
+                    link.figures.retained_stored.fetch_add(1, Ordering::Relaxed);
                 }
-            };
-            counter.fetch_add(1, Ordering::Relaxed);
+                Err(e) => store_failed(&link, &e.to_string()),
+            }
             drop(permit);
         });
     }
@@ -247,6 +242,21 @@ impl RetainedStream {
         let info = client.server_info();
         let own = format!("{}:{}", info.host, info.port);
         replicas_for(&info.connect_urls, &own)
+    }
+}
+
+/// Counts a retained publish JetStream did not store, and logs it at the 1st, 2nd, 4th, 8th,
+/// ... failure: without JetStream every retained publish fails, and the log must not flood.
+fn store_failed(link: &ClusterLink, why: &str) {
+    let failed = link
+        .figures
+        .retained_store_failed
+        .fetch_add(1, Ordering::Relaxed)
+        + 1;
+    if failed.is_power_of_two() {
+        warn!(
+            "cluster: JetStream did not store a retained message ({why}); {failed} so far: other nodes get such values only live"
+        );
     }
 }
 
