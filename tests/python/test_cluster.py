@@ -171,6 +171,7 @@ def test_subscriptions_come_back_after_nats_restarts(node, nats, clients, topic)
 
     status, _, body = fetch_metrics(a, "/readyz")
     assert (status, json.loads(body)["cluster"]) == (200, "connected"), body
+    assert json.loads(body)["retained"] == "loaded", body
 
     nats.stop()
     wait_for_metric(a, "fanfare_cluster_connected", lambda v: v == 0)
