@@ -31,6 +31,8 @@ free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1
 start_node() {
     local name=$1
     shift
+    # A previous run's output must not pass for this one's before the shell truncates it.
+    rm -f "$OUT/$name.out" "$OUT/$name.err"
     "$FANFARE" --shards 1 --ws 127.0.0.1:0 --tcp 127.0.0.1:0 --admin off "$@" \
         >"$OUT/$name.out" 2>"$OUT/$name.err" &
     PIDS+=($!)

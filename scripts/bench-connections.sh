@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The most WebSocket connections one fanfare process holds on this machine, and a two-node
 # cluster (two fanfare processes on one nats-server), with the broker's memory per connection
-# at that size; then one publisher on node A fanning out to every subscriber of both nodes.
+# at that size; then one publisher on node A fanning out to every subscriber of both nodes;
+# then one load generator command holding 100 000 connections over six broker processes.
 #
-#   scripts/bench-connections.sh            # ~2 minutes; needs nats-server (Debian package)
-#   ONE=19990 TWO=39950 scripts/bench-connections.sh
+#   scripts/bench-connections.sh            # ~4 minutes; needs nats-server (Debian package)
+#   ONE=19990 TWO=39950 MANY=100000 scripts/bench-connections.sh
 #
 # The per-process open-file limit (`ulimit -n`, 20 000 on the development machine) bounds one
 # broker process, so the load generator offers a little more than a process may hold and the
@@ -21,6 +22,7 @@ ROOT=$(pwd)
 OUT=$ROOT/target/bench-connections
 ONE=${ONE:-20000}
 TWO=${TWO:-40000}
+MANY=${MANY:-100000}
 mkdir -p "$OUT"
 cargo build --release -q --bin fanfare -p fanfare -p fanfare-loadtest
 LT=$ROOT/target/release/fanfare-loadtest
@@ -34,6 +36,8 @@ log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 start_node() {
     local name=$1
     shift
+    # A previous run's output must not pass for this one's before the shell truncates it.
+    rm -f "$OUT/$name.out" "$OUT/$name.err"
     "$FANFARE" --ws 127.0.0.1:0 --tcp 127.0.0.1:0 --admin off "$@" >"$OUT/$name.out" 2>"$OUT/$name.err" &
     PID=$!
     PIDS+=("$PID")
@@ -48,17 +52,17 @@ start_node() {
 
 rss_kib() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }
 
-# hold NAME PIDS-OF-BROKERS LOADTEST-ARGS...: a conn run; the brokers' RSS is read while the
-# connections are held (half-way through --duration).
+# hold NAME PIDS-OF-BROKERS CONNECTIONS LOADTEST-ARGS...: a conn run; the brokers' RSS is
+# read while the connections are held (set-up at 5 000/s, then half-way through --duration).
 hold() {
-    local name=$1 brokers=$2
-    shift 2
+    local name=$1 brokers=$2 conns=$3
+    shift 3
     local before=0 during=0
     for p in $brokers; do before=$((before + $(rss_kib "$p"))); done
-    "$LT" conn "$@" --conn-rate 5000 --duration 20 >"$OUT/$name.json" 2>"$OUT/$name.log" &
+    "$LT" conn "$@" --subscribers "$conns" --conn-rate 5000 --duration 20 \
+        >"$OUT/$name.json" 2>"$OUT/$name.log" &
     local lt=$!
-    # Set-up at 5 000/s takes ~8 s for 40 000; sample after it, before the run ends.
-    sleep 22
+    sleep $((conns / 5000 + 12))
     for p in $brokers; do during=$((during + $(rss_kib "$p"))); done
     wait "$lt" || true
     python3 - "$OUT/$name.json" "$before" "$during" <<'EOF'
@@ -75,7 +79,7 @@ EOF
 
 log "one process, 2 shards, $ONE WebSocket connections offered"
 start_node one --shards 2
-hold one "$PID" --url "ws://127.0.0.1:$PORT_WS/mqtt" --subscribers "$ONE" --procs 2 \
+hold one "$PID" "$ONE" --url "ws://127.0.0.1:$PORT_WS/mqtt" --procs 2 \
     --source 127.0.0.2,127.0.0.3
 kill -INT "$PID"
 wait "$PID" 2>/dev/null || true
@@ -93,8 +97,8 @@ start_node node-a --shards 1 --config "$OUT/a.toml" --nats "nats://127.0.0.1:$NA
 A_PID=$PID A_WS=$PORT_WS A_TCP=$PORT_TCP
 start_node node-b --shards 1 --config "$OUT/b.toml" --nats "nats://127.0.0.1:$NATS_PORT"
 B_PID=$PID B_WS=$PORT_WS
-hold two "$A_PID $B_PID" --url "ws://127.0.0.1:$A_WS/mqtt" --url "ws://127.0.0.1:$B_WS/mqtt" \
-    --subscribers "$TWO" --procs 3 --source 127.0.0.4,127.0.0.5,127.0.0.6
+hold two "$A_PID $B_PID" "$TWO" --url "ws://127.0.0.1:$A_WS/mqtt" --url "ws://127.0.0.1:$B_WS/mqtt" \
+    --procs 3 --source 127.0.0.4,127.0.0.5,127.0.0.6
 
 log "two fresh nodes: one publisher on node A, 10 msg/s to $((TWO - 200)) subscribers of one topic on both"
 kill -INT "$A_PID" "$B_PID"
@@ -124,3 +128,17 @@ print(f"fan-out over two nodes: {ok:,} connections, delivered "
       f"{before / 1024:.1f} -> {during / 1024:.1f} MiB, {(during - before) * 1024 / max(ok, 1):,.0f} B "
       f"per connection; load generator {d['loadgen']['cpu_s']:.1f} CPU-s")
 EOF
+
+log "the load generator: $MANY connections from one command, over six single-shard brokers"
+for p in "${PIDS[@]}"; do kill -INT "$p" 2>/dev/null || true; done
+wait 2>/dev/null || true
+PIDS=()
+urls=()
+brokers=""
+for i in 1 2 3 4 5 6; do
+    start_node many-$i --shards 1
+    urls+=(--url "ws://127.0.0.1:$PORT_WS/mqtt")
+    brokers="$brokers $PID"
+done
+hold many "$brokers" "$MANY" "${urls[@]}" --procs 6 \
+    --source 127.0.0.10,127.0.0.11,127.0.0.12,127.0.0.13,127.0.0.14,127.0.0.15
