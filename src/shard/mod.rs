@@ -234,6 +234,8 @@ struct Shard {
     cluster: Option<Arc<ClusterLink>>,
     /// The turn's interest changes on their way to the bridge; empty between turns.
     interest_changes: Vec<crate::cluster::link::InterestChange>,
+    /// Retained messages from the cluster's stream that did not fit the replica's bounds.
+    retained_from_cluster_rejected: u64,
     /// The queues to and from each bridge (`bridges.rs`).
     bridges: Vec<Arc<BridgeLink>>,
     /// On the intake shard: each bridge's state as last published to `$SYS`; `None` before
@@ -309,8 +311,14 @@ impl Shard {
             config.auth.verify_queue_max,
         );
         let mut outbox = Outbox::default();
+        let in_cluster = setup.cluster.is_some();
         let persist = setup.store.map(|mut store| {
-            broker.load_retained(&store.loaded);
+            // In cluster mode the JetStream stream is the source of truth for retained
+            // messages: the replica is loaded from it (`crate::cluster::retained`), and a
+            // value the disk still holds may have been cleared on another node meanwhile.
+            if !in_cluster {
+                broker.load_retained(&store.loaded);
+            }
             broker.keep_retained_writes();
             // Noted from the start: sessions loaded past the offline bound end, and are
             // written as ended.
@@ -384,6 +392,7 @@ impl Shard {
             busy: false,
             cluster: setup.cluster,
             interest_changes: Vec::new(),
+            retained_from_cluster_rejected: 0,
             bridge_states: vec![None; setup.bridges.len()],
             bridges_refusing: 0,
             bridges: setup.bridges,
