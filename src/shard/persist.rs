@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use super::Shard;
 use super::durable_sends::DurableSends;
-use crate::broker::{RoutedMessage, SessionImage};
+use crate::broker::{COVER_BARRIER, RoutedMessage, SessionImage};
 use crate::config::Durability;
 use crate::store::{Echo, Flush, StoreHandle};
 
@@ -39,11 +39,21 @@ pub(super) struct Persist {
     /// `None` under `sync`: every turn flushes.
     interval: Option<Duration>,
     next_flush: Instant,
-    /// Barriers read (other shards') or sealed (this shard's), to answer with the next flush
-    /// taken with no fan-out pending.
+    /// Barriers to answer with the next flush taken with no fan-out pending: this shard's own,
+    /// and other shards' covers.
     echoes: Vec<Echo>,
+    /// Other shards' publish barriers read: answered like `echoes`, but only once this
+    /// shard's shared subscription messages posted by then are durable on every shard.
+    barriers_read: Vec<Echo>,
+    /// Publish barriers answerable once this shard's barrier (the cover) is durable
+    /// everywhere, in the order they were read.
+    deferred: Vec<(u64, Echo)>,
+    /// The last cover barrier sealed: it follows every shared subscription message posted.
+    cover: u64,
     /// This shard's barrier sealed this turn, to post behind the turn's publishes.
     barrier: Option<u64>,
+    /// This turn's cover, to post behind the turn's shared subscription messages.
+    cover_to_post: Option<u64>,
     /// Flushes the store's queue took: the next one is marked one more.
     accepted: u64,
     /// Under `sync`: what waits for the flush that wrote its connection's session.
@@ -58,7 +68,11 @@ impl Persist {
             interval,
             next_flush: now + store.interval,
             echoes: Vec::new(),
+            barriers_read: Vec::new(),
+            deferred: Vec::new(),
+            cover: 0,
             barrier: None,
+            cover_to_post: None,
             accepted: 0,
             sends: interval.is_none().then(DurableSends::default),
         }
@@ -72,6 +86,34 @@ impl Persist {
         self.handle.writable()
     }
 
+    /// The barriers the next flush answers (see [`Shard::seal_held_acks`] for the covers): its
+    /// own and the covers at once, other shards' publish barriers once this shard's last
+    /// cover is durable everywhere, in the order they were read.
+    fn take_echoes(&mut self) -> Vec<Echo> {
+        let durable = self.handle.durable_barrier();
+        let mut echoes = std::mem::take(&mut self.echoes);
+        for echo in self.barriers_read.drain(..) {
+            match self.cover <= durable && self.deferred.is_empty() {
+                true => echoes.push(echo),
+                false => self.deferred.push((self.cover, echo)),
+            }
+        }
+        echoes
+    }
+
+    /// Moves the deferred barriers whose cover is durable everywhere now to the next flush,
+    /// even one with nothing else to write.
+    fn take_deferred_due(&mut self) {
+        let durable = self.handle.durable_barrier();
+        let due = self
+            .deferred
+            .iter()
+            .take_while(|(cover, _)| *cover <= durable)
+            .count();
+        self.echoes
+            .extend(self.deferred.drain(..due).map(|(_, echo)| echo));
+    }
+
     /// The highest mark of this shard's flushes on disk.
     pub(super) fn durable_mark(&self) -> u64 {
         self.handle.durable_mark()
@@ -83,10 +125,9 @@ impl Shard {
     fn writes_pending(&self) -> bool {
         self.broker.retained_writes_pending()
             || self.broker.session_writes_pending()
-            || self
-                .persist
-                .as_ref()
-                .is_some_and(|persist| !persist.echoes.is_empty())
+            || self.persist.as_ref().is_some_and(|persist| {
+                !persist.echoes.is_empty() || !persist.barriers_read.is_empty()
+            })
     }
 
     /// What changed since the last flush, and the barriers it answers: those of every publish
@@ -94,7 +135,7 @@ impl Shard {
     fn take_flush(&mut self) -> Flush {
         let answered = !self.broker.fanout_pending();
         let echoes = match self.persist.as_mut() {
-            Some(persist) if answered => std::mem::take(&mut persist.echoes),
+            Some(persist) if answered => persist.take_echoes(),
             _ => Vec::new(),
         };
         let retained = self.broker.take_retained_writes();
@@ -122,16 +163,30 @@ impl Shard {
     /// applied here.
     pub(super) fn answer_barrier(&mut self, entry: usize, seq: u64) {
         if let Some(persist) = &mut self.persist {
-            persist.echoes.push(Echo { entry, seq });
+            match seq & COVER_BARRIER {
+                0 => persist.barriers_read.push(Echo { entry, seq }),
+                _ => persist.echoes.push(Echo {
+                    entry,
+                    seq: seq & !COVER_BARRIER,
+                }),
+            }
         }
     }
 
     /// Seals the acknowledgements held this turn, once their publishes were delivered here:
     /// this shard answers the barrier in this turn's flush and posts it to the others.
+    ///
+    /// A turn that posts shared subscription messages (a `Deliver` from a group's owner to a
+    /// member's shard, `share_groups.rs`) also seals a **cover**: a barrier posted behind them.
+    /// A publish barrier read from another shard is answered only once the last cover is
+    /// durable everywhere, so the deliveries that its publishes caused through this shard,
+    /// on a third shard, are on disk too. A cover is answered at once (a cover waiting for
+    /// covers would chain without end under shared traffic both ways).
     pub(super) fn seal_held_acks(&mut self) {
         let Some(persist) = &mut self.persist else {
             return;
         };
+        persist.take_deferred_due();
         if let Some(seq) = self.broker.seal_held_acks() {
             persist.echoes.push(Echo {
                 entry: self.id,
@@ -139,11 +194,27 @@ impl Shard {
             });
             persist.barrier = Some(seq);
         }
+        if !self.outbox.to_shard.is_empty()
+            && let Some(seq) = self.broker.next_barrier()
+        {
+            persist.echoes.push(Echo {
+                entry: self.id,
+                seq,
+            });
+            persist.cover = seq;
+            persist.cover_to_post = Some(seq);
+        }
     }
 
     /// This turn's barrier, for the other shards' queues.
     pub(super) fn take_barrier(&mut self) -> Option<u64> {
         self.persist.as_mut()?.barrier.take()
+    }
+
+    /// This turn's cover, for the other shards' queues behind its shared subscription
+    /// messages.
+    pub(super) fn take_cover(&mut self) -> Option<u64> {
+        self.persist.as_mut()?.cover_to_post.take()
     }
 
     /// Sends the held acknowledgements that every shard reported durable, and reads again

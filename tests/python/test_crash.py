@@ -147,9 +147,11 @@ def run_publisher(pub: Publisher, port: int, stop: threading.Event) -> None:
 class Subscriber:
     """A persistent subscriber whose received messages are kept across its connections."""
 
-    def __init__(self, client_id: str, v5: bool):
+    def __init__(self, client_id: str, v5: bool, share: str = ""):
         self.client_id = client_id
         self.v5 = v5
+        # A shared subscription's group ("$share/<name>/"), or "" for an ordinary one.
+        self.share = share
         self.received: list[tuple[str, int]] = []
         self.lock = threading.Lock()
         self.client: paho.Client | None = None
@@ -184,7 +186,7 @@ class Subscriber:
         assert connected.wait(TIMEOUT_S), f"{self.client_id}: no CONNACK"
         if subscribe:
             for stream, qos in STREAMS:
-                client.subscribe(f"crash/+/{stream}", qos)
+                client.subscribe(f"{self.share}crash/+/{stream}", qos)
             for _ in STREAMS:
                 assert subacks.acquire(timeout=TIMEOUT_S), f"{self.client_id}: no SUBACK"
         self.client = client
@@ -220,6 +222,9 @@ def test_acknowledged_messages_survive_kill_9_at_random_moments(start, tmp_path)
     publishers = [Publisher(cid) for cid in first_ids("cpub")]
     online = [Subscriber(cid, v5) for v5 in (False, True) for cid in first_ids("con")]
     offline = [Subscriber(cid, v5) for v5 in (False, True) for cid in first_ids("coff")]
+    # One member per shard, so that the group's owner hands messages to another shard.
+    shared = [Subscriber(cid, True, "$share/crash/") for cid in first_ids("cshr")]
+    online += shared
 
     broker = start(shards=SHARDS, args=args, config=config)
     for sub in online + offline:
@@ -246,8 +251,10 @@ def test_acknowledged_messages_survive_kill_9_at_random_moments(start, tmp_path)
 
     for sub in offline:
         sub.connect(broker.tcp_port, subscribe=False)
-    wait_for_everything(online + offline, publishers)
-    check(online + offline, publishers)
+    plain = [sub for sub in online + offline if not sub.share]
+    wait_for_everything(plain, publishers)
+    check(plain, publishers)
+    check_shared(shared, publishers)
     check_retained(broker, publishers)
     for sub in online + offline:
         sub.disconnect(clean=True)
@@ -294,6 +301,33 @@ def check(subscribers: list[Subscriber], publishers: list[Publisher]) -> None:
           f"QoS 1: {sent['q1']} sent, {acked['q1']} acknowledged, {duplicates['q1']} duplicates; "
           f"QoS 2: {sent['q2']} sent, {acked['q2']} acknowledged, {duplicates['q2']} duplicates; "
           f"{sum(p.unacknowledged for p in publishers)} publishes unacknowledged at a kill")
+    assert duplicates["q2"] == 0, f"{duplicates['q2']} QoS 2 messages delivered twice"
+
+
+def check_shared(members: list[Subscriber], publishers: list[Publisher]) -> None:
+    """Every acknowledged message reaches the group (one member or another), QoS 2 once."""
+    deadline = time.monotonic() + TIMEOUT_S
+    want = {(p.stream_topic(s), seq) for p in publishers for s, _ in STREAMS for seq in p.acked[s]}
+    while True:
+        received = []
+        for sub in members:
+            with sub.lock:
+                received += sub.received
+        if want <= set(received) or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    duplicates = {"q1": 0, "q2": 0}
+    for pub in publishers:
+        for stream, _ in STREAMS:
+            topic = pub.stream_topic(stream)
+            seqs = [seq for t, seq in received if t == topic]
+            duplicates[stream] += len(seqs) - len(set(seqs))
+            missing = sorted(pub.acked[stream] - set(seqs))
+            assert not missing, (f"the shared group lacks acknowledged {topic} "
+                                 f"{missing[:10]} ({len(missing)} in all)")
+    print(f"crash test: a shared group of {len(members)} persistent members got every "
+          f"acknowledged message; QoS 1: {duplicates['q1']} duplicates, "
+          f"QoS 2: {duplicates['q2']} duplicates")
     assert duplicates["q2"] == 0, f"{duplicates['q2']} QoS 2 messages delivered twice"
 
 
