@@ -39,17 +39,8 @@ pub(super) struct Persist {
     /// `None` under `sync`: every turn flushes.
     interval: Option<Duration>,
     next_flush: Instant,
-    /// Barriers to answer with the next flush taken with no fan-out pending: this shard's own,
-    /// and other shards' covers.
-    echoes: Vec<Echo>,
-    /// Other shards' publish barriers read: answered like `echoes`, but only once this
-    /// shard's shared subscription messages posted by then are durable on every shard.
-    barriers_read: Vec<Echo>,
-    /// Publish barriers answerable once this shard's barrier (the cover) is durable
-    /// everywhere, in the order they were read.
-    deferred: Vec<(u64, Echo)>,
-    /// The last cover barrier sealed: it follows every shared subscription message posted.
-    cover: u64,
+    /// Barriers to answer, and when.
+    answers: Answers,
     /// This shard's barrier sealed this turn, to post behind the turn's publishes.
     barrier: Option<u64>,
     /// This turn's cover, to post behind the turn's shared subscription messages.
@@ -67,10 +58,7 @@ impl Persist {
             handle: store.handle,
             interval,
             next_flush: now + store.interval,
-            echoes: Vec::new(),
-            barriers_read: Vec::new(),
-            deferred: Vec::new(),
-            cover: 0,
+            answers: Answers::default(),
             barrier: None,
             cover_to_post: None,
             accepted: 0,
@@ -86,34 +74,6 @@ impl Persist {
         self.handle.writable()
     }
 
-    /// The barriers the next flush answers (see [`Shard::seal_held_acks`] for the covers): its
-    /// own and the covers at once, other shards' publish barriers once this shard's last
-    /// cover is durable everywhere, in the order they were read.
-    fn take_echoes(&mut self) -> Vec<Echo> {
-        let durable = self.handle.durable_barrier();
-        let mut echoes = std::mem::take(&mut self.echoes);
-        for echo in self.barriers_read.drain(..) {
-            match self.cover <= durable && self.deferred.is_empty() {
-                true => echoes.push(echo),
-                false => self.deferred.push((self.cover, echo)),
-            }
-        }
-        echoes
-    }
-
-    /// Moves the deferred barriers whose cover is durable everywhere now to the next flush,
-    /// even one with nothing else to write.
-    fn take_deferred_due(&mut self) {
-        let durable = self.handle.durable_barrier();
-        let due = self
-            .deferred
-            .iter()
-            .take_while(|(cover, _)| *cover <= durable)
-            .count();
-        self.echoes
-            .extend(self.deferred.drain(..due).map(|(_, echo)| echo));
-    }
-
     /// The highest mark of this shard's flushes on disk.
     pub(super) fn durable_mark(&self) -> u64 {
         self.handle.durable_mark()
@@ -125,9 +85,10 @@ impl Shard {
     fn writes_pending(&self) -> bool {
         self.broker.retained_writes_pending()
             || self.broker.session_writes_pending()
-            || self.persist.as_ref().is_some_and(|persist| {
-                !persist.echoes.is_empty() || !persist.barriers_read.is_empty()
-            })
+            || self
+                .persist
+                .as_ref()
+                .is_some_and(|persist| !persist.answers.is_empty())
     }
 
     /// What changed since the last flush, and the barriers it answers: those of every publish
@@ -135,7 +96,10 @@ impl Shard {
     fn take_flush(&mut self) -> Flush {
         let answered = !self.broker.fanout_pending();
         let echoes = match self.persist.as_mut() {
-            Some(persist) if answered => persist.take_echoes(),
+            Some(persist) if answered => {
+                let durable = persist.handle.durable_barrier();
+                persist.answers.take(durable)
+            }
             _ => Vec::new(),
         };
         let retained = self.broker.take_retained_writes();
@@ -163,13 +127,7 @@ impl Shard {
     /// applied here.
     pub(super) fn answer_barrier(&mut self, entry: usize, seq: u64) {
         if let Some(persist) = &mut self.persist {
-            match seq & COVER_BARRIER {
-                0 => persist.barriers_read.push(Echo { entry, seq }),
-                _ => persist.echoes.push(Echo {
-                    entry,
-                    seq: seq & !COVER_BARRIER,
-                }),
-            }
+            persist.answers.read(entry, seq);
         }
     }
 
@@ -186,9 +144,11 @@ impl Shard {
         let Some(persist) = &mut self.persist else {
             return;
         };
-        persist.take_deferred_due();
+        persist
+            .answers
+            .take_deferred_due(persist.handle.durable_barrier());
         if let Some(seq) = self.broker.seal_held_acks() {
-            persist.echoes.push(Echo {
+            persist.answers.own(Echo {
                 entry: self.id,
                 seq,
             });
@@ -197,11 +157,10 @@ impl Shard {
         if !self.outbox.to_shard.is_empty()
             && let Some(seq) = self.broker.next_barrier()
         {
-            persist.echoes.push(Echo {
+            persist.answers.cover(Echo {
                 entry: self.id,
                 seq,
             });
-            persist.cover = seq;
             persist.cover_to_post = Some(seq);
         }
     }
@@ -274,9 +233,7 @@ impl Shard {
             if let Some(persist) = &mut self.persist {
                 // Before the barriers read since: their order does not matter to the store,
                 // but they stay with the next flush.
-                let mut echoes = flush.echoes;
-                echoes.append(&mut persist.echoes);
-                persist.echoes = echoes;
+                persist.answers.give_back(flush.echoes);
             }
         }
     }
@@ -305,5 +262,138 @@ impl Shard {
                 persist.accepted += 1;
             }
         }
+    }
+}
+
+/// The barriers a shard answers, and when (see [`Shard::seal_held_acks`]).
+#[derive(Default)]
+struct Answers {
+    /// To answer with the next flush taken with no fan-out pending: this shard's own
+    /// barriers, other shards' covers, and deferred barriers now due.
+    echoes: Vec<Echo>,
+    /// Other shards' publish barriers read: answered like `echoes`, but only once this
+    /// shard's shared subscription messages posted by then are durable on every shard.
+    read: Vec<Echo>,
+    /// Publish barriers answerable once this shard's barrier (the cover) is durable
+    /// everywhere, in the order they were read.
+    deferred: Vec<(u64, Echo)>,
+    /// The last cover barrier sealed: it follows every shared subscription message posted.
+    cover: u64,
+}
+
+impl Answers {
+    /// A barrier of shard `entry` read from its queue, as posted (a cover has
+    /// [`COVER_BARRIER`] set).
+    fn read(&mut self, entry: usize, posted: u64) {
+        match posted & COVER_BARRIER {
+            0 => self.read.push(Echo { entry, seq: posted }),
+            _ => self.echoes.push(Echo {
+                entry,
+                seq: posted & !COVER_BARRIER,
+            }),
+        }
+    }
+
+    /// A barrier this shard sealed.
+    fn own(&mut self, echo: Echo) {
+        self.echoes.push(echo);
+    }
+
+    /// A cover this shard sealed.
+    fn cover(&mut self, echo: Echo) {
+        self.cover = echo.seq;
+        self.echoes.push(echo);
+    }
+
+    /// Moves the deferred barriers whose cover is `durable` everywhere to the next flush.
+    fn take_deferred_due(&mut self, durable: u64) {
+        let due = self
+            .deferred
+            .iter()
+            .take_while(|(cover, _)| *cover <= durable)
+            .count();
+        self.echoes
+            .extend(self.deferred.drain(..due).map(|(_, echo)| echo));
+    }
+
+    /// What the flush taken now answers, this shard's barriers up to `durable` being durable
+    /// everywhere; the publish barriers read wait for the last cover, in the order read.
+    fn take(&mut self, durable: u64) -> Vec<Echo> {
+        let mut echoes = std::mem::take(&mut self.echoes);
+        for echo in self.read.drain(..) {
+            match self.cover <= durable && self.deferred.is_empty() {
+                true => echoes.push(echo),
+                false => self.deferred.push((self.cover, echo)),
+            }
+        }
+        echoes
+    }
+
+    /// Takes back the answers of a flush the store's queue refused, for the next one.
+    fn give_back(&mut self, mut echoes: Vec<Echo>) {
+        // Before those read since: their order does not matter to the store, but they stay
+        // with the next flush.
+        echoes.append(&mut self.echoes);
+        self.echoes = echoes;
+    }
+
+    /// Whether the next flush has barriers to answer, deferred ones aside.
+    fn is_empty(&self) -> bool {
+        self.echoes.is_empty() && self.read.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn echo(entry: usize, seq: u64) -> Echo {
+        Echo { entry, seq }
+    }
+
+    #[test]
+    fn without_covers_a_barrier_read_is_answered_at_once() {
+        let mut answers = Answers::default();
+        answers.read(1, 4);
+        answers.own(echo(0, 2));
+        assert!(!answers.is_empty());
+        assert_eq!(answers.take(0), [echo(0, 2), echo(1, 4)]);
+        assert!(answers.is_empty());
+    }
+
+    #[test]
+    fn a_cover_read_is_answered_at_once_without_its_bit() {
+        let mut answers = Answers::default();
+        answers.cover(echo(0, 3));
+        answers.read(1, 7 | COVER_BARRIER);
+        assert_eq!(answers.take(0), [echo(0, 3), echo(1, 7)]);
+    }
+
+    #[test]
+    fn a_publish_barrier_waits_for_the_last_cover_in_order() {
+        let mut answers = Answers::default();
+        answers.cover(echo(0, 3));
+        answers.read(1, 4);
+        assert_eq!(answers.take(2), [echo(0, 3)], "cover 3 is not durable");
+        answers.read(1, 5);
+        assert_eq!(
+            answers.take(3),
+            Vec::<Echo>::new(),
+            "behind the deferred one, though its cover is durable"
+        );
+        answers.take_deferred_due(2);
+        assert!(answers.is_empty());
+        answers.take_deferred_due(3);
+        assert_eq!(answers.take(3), [echo(1, 4), echo(1, 5)]);
+    }
+
+    #[test]
+    fn a_refused_flush_gives_its_answers_back_first() {
+        let mut answers = Answers::default();
+        answers.own(echo(0, 1));
+        let taken = answers.take(0);
+        answers.read(1, 2);
+        answers.give_back(taken);
+        assert_eq!(answers.take(0), [echo(0, 1), echo(1, 2)]);
     }
 }
