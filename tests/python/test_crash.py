@@ -9,6 +9,8 @@ random moments and restarted on the same data directory, for several rounds. The
   order; QoS 1 duplicates are allowed and counted (a message in flight when the broker died
   comes again), QoS 2 ones fail the test: exactly once to every persistent subscriber
   (docs/persistence.md, "Sends that wait for their session's record");
+- every acknowledged message reaches a shared group of persistent members, one per shard (its
+  owner hands messages to the other shard), QoS 2 at most once across the group;
 - each retained topic holds the last value acknowledged to its publisher, or a later one that
   was not acknowledged: the broker may die after a change was on disk and before its
   PUBACK left, and the publisher cannot tell those apart from lost ones.
