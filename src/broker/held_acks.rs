@@ -192,14 +192,6 @@ impl Broker {
         self.held_acks.as_mut()?.seal()
     }
 
-    /// A new barrier of this shard with no acknowledgement behind it: a cover of the shared
-    /// subscription messages posted this turn (`shard/persist.rs`); `None` unless under `sync`.
-    pub fn next_barrier(&mut self) -> Option<u64> {
-        let held = self.held_acks.as_mut()?;
-        held.barrier += 1;
-        Some(held.barrier)
-    }
-
     /// Whether sealed acknowledgements wait for their barrier.
     pub fn held_acks_waiting(&self) -> bool {
         self.held_acks

@@ -25,7 +25,7 @@ use super::ingest::ingest_pending;
 use super::peer::{CloseCause, Peer, Phase, Verified};
 use super::{Shard, ingest_context};
 use crate::auth::Identity;
-use crate::broker::{COVER_BARRIER, ShardMessage};
+use crate::broker::ShardMessage;
 use crate::conn::{ConnId, Transport};
 use crate::net::io::TlsLayer;
 use crate::net::sys;
@@ -350,8 +350,7 @@ impl Shard {
         // Behind the turn's shared subscription messages, which went first (`persist.rs`).
         if let Some(seq) = self.take_cover() {
             for target in (0..shard_count).filter(|&target| target != self.id) {
-                self.cross_shard
-                    .push(target, ShardMessage::Barrier(seq | COVER_BARRIER));
+                self.cross_shard.push(target, ShardMessage::Barrier(seq));
             }
         }
         if self.cross_shard.post(&self.mailboxes) {

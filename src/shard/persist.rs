@@ -97,8 +97,8 @@ impl Shard {
         let answered = !self.broker.fanout_pending();
         let echoes = match self.persist.as_mut() {
             Some(persist) if answered => {
-                let durable = persist.handle.durable_barrier();
-                persist.answers.take(durable)
+                let covered = persist.handle.durable_cover();
+                persist.answers.take(covered)
             }
             _ => Vec::new(),
         };
@@ -146,7 +146,7 @@ impl Shard {
         };
         persist
             .answers
-            .take_deferred_due(persist.handle.durable_barrier());
+            .take_deferred_due(persist.handle.durable_cover());
         if let Some(seq) = self.broker.seal_held_acks() {
             persist.answers.own(Echo {
                 entry: self.id,
@@ -154,13 +154,8 @@ impl Shard {
             });
             persist.barrier = Some(seq);
         }
-        if !self.outbox.to_shard.is_empty()
-            && let Some(seq) = self.broker.next_barrier()
-        {
-            persist.answers.cover(Echo {
-                entry: self.id,
-                seq,
-            });
+        if !self.outbox.to_shard.is_empty() {
+            let seq = persist.answers.cover(self.id);
             persist.cover_to_post = Some(seq);
         }
     }
@@ -170,8 +165,8 @@ impl Shard {
         self.persist.as_mut()?.barrier.take()
     }
 
-    /// This turn's cover, for the other shards' queues behind its shared subscription
-    /// messages.
+    /// This turn's cover, as posted ([`COVER_BARRIER`] set), for the other shards' queues
+    /// behind its shared subscription messages.
     pub(super) fn take_cover(&mut self) -> Option<u64> {
         self.persist.as_mut()?.cover_to_post.take()
     }
@@ -277,20 +272,19 @@ struct Answers {
     /// Publish barriers answerable once this shard's barrier (the cover) is durable
     /// everywhere, in the order they were read.
     deferred: Vec<(u64, Echo)>,
-    /// The last cover barrier sealed: it follows every shared subscription message posted.
+    /// The last cover sealed (numbered apart from publish barriers, from 1): it follows every
+    /// shared subscription message posted.
     cover: u64,
 }
 
 impl Answers {
     /// A barrier of shard `entry` read from its queue, as posted (a cover has
-    /// [`COVER_BARRIER`] set).
+    /// [`COVER_BARRIER`] set, and keeps it in its answer: the store counts covers apart).
     fn read(&mut self, entry: usize, posted: u64) {
+        let echo = Echo { entry, seq: posted };
         match posted & COVER_BARRIER {
-            0 => self.read.push(Echo { entry, seq: posted }),
-            _ => self.echoes.push(Echo {
-                entry,
-                seq: posted & !COVER_BARRIER,
-            }),
+            0 => self.read.push(echo),
+            _ => self.echoes.push(echo),
         }
     }
 
@@ -299,10 +293,16 @@ impl Answers {
         self.echoes.push(echo);
     }
 
-    /// A cover this shard sealed.
-    fn cover(&mut self, echo: Echo) {
-        self.cover = echo.seq;
-        self.echoes.push(echo);
+    /// Seals a new cover of shard `shard` (this one), answered in its own flush; returns it
+    /// as posted, [`COVER_BARRIER`] set.
+    fn cover(&mut self, shard: usize) -> u64 {
+        self.cover += 1;
+        let posted = self.cover | COVER_BARRIER;
+        self.echoes.push(Echo {
+            entry: shard,
+            seq: posted,
+        });
+        posted
     }
 
     /// Moves the deferred barriers whose cover is `durable` everywhere to the next flush.
@@ -316,7 +316,7 @@ impl Answers {
             .extend(self.deferred.drain(..due).map(|(_, echo)| echo));
     }
 
-    /// What the flush taken now answers, this shard's barriers up to `durable` being durable
+    /// What the flush taken now answers, this shard's covers up to `durable` being durable
     /// everywhere; the publish barriers read wait for the last cover, in the order read.
     fn take(&mut self, durable: u64) -> Vec<Echo> {
         let mut echoes = std::mem::take(&mut self.echoes);
@@ -362,29 +362,37 @@ mod tests {
     }
 
     #[test]
-    fn a_cover_read_is_answered_at_once_without_its_bit() {
+    fn a_cover_is_answered_at_once_and_keeps_its_bit() {
         let mut answers = Answers::default();
-        answers.cover(echo(0, 3));
+        assert_eq!(answers.cover(0), 1 | COVER_BARRIER);
         answers.read(1, 7 | COVER_BARRIER);
-        assert_eq!(answers.take(0), [echo(0, 3), echo(1, 7)]);
+        assert_eq!(
+            answers.take(1),
+            [echo(0, 1 | COVER_BARRIER), echo(1, 7 | COVER_BARRIER)]
+        );
     }
 
     #[test]
     fn a_publish_barrier_waits_for_the_last_cover_in_order() {
         let mut answers = Answers::default();
-        answers.cover(echo(0, 3));
+        answers.cover(0);
+        answers.cover(0);
         answers.read(1, 4);
-        assert_eq!(answers.take(2), [echo(0, 3)], "cover 3 is not durable");
+        assert_eq!(
+            answers.take(1).len(),
+            2,
+            "the covers; cover 2 is not durable"
+        );
         answers.read(1, 5);
         assert_eq!(
-            answers.take(3),
+            answers.take(2),
             Vec::<Echo>::new(),
             "behind the deferred one, though its cover is durable"
         );
-        answers.take_deferred_due(2);
+        answers.take_deferred_due(1);
         assert!(answers.is_empty());
-        answers.take_deferred_due(3);
-        assert_eq!(answers.take(3), [echo(1, 4), echo(1, 5)]);
+        answers.take_deferred_due(2);
+        assert_eq!(answers.take(2), [echo(1, 4), echo(1, 5)]);
     }
 
     #[test]

@@ -24,7 +24,7 @@ use log::{error, info};
 use super::files;
 use super::record::{self, SetRef};
 use super::session_record::{self, SessionRef};
-use crate::broker::{RetainedWrite, RoutedMessage, SessionImage, SessionWrite};
+use crate::broker::{COVER_BARRIER, RetainedWrite, RoutedMessage, SessionImage, SessionWrite};
 use crate::config::Durability;
 
 /// A log is compacted into a snapshot once it holds this many times the bytes of its live
@@ -64,7 +64,8 @@ impl Flush {
 
 /// A barrier of shard `entry`, numbered `seq`, that the flushing shard read after every
 /// publish `entry` had posted to it before: once the flush is durable, so is what those
-/// publishes changed on the flushing shard.
+/// publishes changed on the flushing shard. A `seq` with [`COVER_BARRIER`] set is a cover of
+/// shared subscription messages, counted apart (`shard/persist.rs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Echo {
     pub entry: usize,
@@ -79,6 +80,8 @@ pub struct Echo {
 pub(super) struct Durable {
     shard_count: usize,
     seqs: Box<[AtomicU64]>,
+    /// The same for covers: a cover answered never stands for a publish barrier.
+    covers: Box<[AtomicU64]>,
     marks: Box<[AtomicU64]>,
     refused: Box<[AtomicBool]>,
 }
@@ -88,6 +91,9 @@ impl Durable {
         Durable {
             shard_count,
             seqs: (0..shard_count * shard_count)
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            covers: (0..shard_count * shard_count)
                 .map(|_| AtomicU64::new(0))
                 .collect(),
             marks: (0..shard_count).map(|_| AtomicU64::new(0)).collect(),
@@ -105,8 +111,17 @@ impl Durable {
     }
 
     fn report(&self, echo: Echo, flushed_by: usize) {
-        let slot = &self.seqs[echo.entry * self.shard_count + flushed_by];
-        slot.fetch_max(echo.seq, Release);
+        let (table, seq) = match echo.seq & COVER_BARRIER {
+            0 => (&self.seqs, echo.seq),
+            _ => (&self.covers, echo.seq & !COVER_BARRIER),
+        };
+        table[echo.entry * self.shard_count + flushed_by].fetch_max(seq, Release);
+    }
+
+    /// The highest cover of `entry` that every shard reported durable.
+    fn covered_everywhere(&self, entry: usize) -> u64 {
+        let row = &self.covers[entry * self.shard_count..(entry + 1) * self.shard_count];
+        row.iter().map(|seq| seq.load(Acquire)).min().unwrap_or(0)
     }
 
     /// Records that shard `shard`'s flushes up to `mark` are on disk; whether that is news.
@@ -157,6 +172,12 @@ impl StoreHandle {
     /// acknowledgement held with a barrier up to it may be sent.
     pub fn durable_barrier(&self) -> u64 {
         self.durable.durable_everywhere(self.shard)
+    }
+
+    /// The highest cover of this shard that every shard's files hold durably: every shared
+    /// subscription message this shard posted before it is on disk.
+    pub fn durable_cover(&self) -> u64 {
+        self.durable.covered_everywhere(self.shard)
     }
 
     /// The highest mark of this shard's flushes that is on disk: everything they carried is.
@@ -740,5 +761,21 @@ mod tests {
         durable.report(Echo { entry: 0, seq: 5 }, 0);
         durable.report(Echo { entry: 0, seq: 4 }, 0);
         assert_eq!(durable.durable_everywhere(0), 5);
+    }
+
+    #[test]
+    fn a_cover_is_counted_apart_from_publish_barriers() {
+        let durable = Durable::new(1);
+        let cover = Echo {
+            entry: 0,
+            seq: 9 | COVER_BARRIER,
+        };
+        durable.report(cover, 0);
+        assert_eq!(
+            durable.durable_everywhere(0),
+            0,
+            "no publish barrier answered"
+        );
+        assert_eq!(durable.covered_everywhere(0), 9);
     }
 }
