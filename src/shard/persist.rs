@@ -11,7 +11,12 @@
 //! A shard that reads a barrier has applied every publish posted before it (the queues are
 //! FIFO), and answers it in its next flush taken with no fan-out pending. The store reports
 //! a barrier once the flush that answers it is synced; the acknowledgements are sent once
-//! every shard reported their barrier.
+//! every shard reported their barrier. Shared subscription messages posted to a third shard
+//! are followed by a cover barrier (see [`Shard::seal_held_acks`]).
+//!
+//! Each flush also carries a mark, its number among the shard's flushes: what the broker sends
+//! the client of a persistent session it wrote waits until the store reports that mark on
+//! disk (`durable_sends.rs`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -154,7 +159,8 @@ impl Shard {
             });
             persist.barrier = Some(seq);
         }
-        if !self.outbox.to_shard.is_empty() {
+        // Under `sync` only: nothing waits for barriers otherwise.
+        if persist.interval.is_none() && !self.outbox.to_shard.is_empty() {
             let seq = persist.answers.cover(self.id);
             persist.cover_to_post = Some(seq);
         }
