@@ -44,13 +44,14 @@ use super::remap::{to_local, to_remote};
 use super::tls::{TlsClient, TlsSetupError};
 use super::transport::{Received, Transport, TransportError};
 use crate::broker::RoutedMessage;
+use crate::broker::crossings::{self, Path};
 use crate::config::bridge::{BridgeProtocol, BridgeSettings, RemoteUrl};
 use crate::config::{Limits, Persistence};
 use crate::protocol::mqtt::topic::validate_topic_name;
 use crate::protocol::mqtt::{
-    Ack, Connect, DecodeError, DecodeLimits, Delivery, Packet, Properties, PropertiesBuf, Property,
-    ProtocolVersion, Publish, QoS, ReasonCode, Subscribe, SubscribeReturnCode, SubscriptionOptions,
-    decode_from_server, encode,
+    Ack, BRIDGE_USER_PROPERTY, Connect, DecodeError, DecodeLimits, Delivery, Packet, Properties,
+    PropertiesBuf, Property, ProtocolVersion, Publish, QoS, ReasonCode, Subscribe,
+    SubscribeReturnCode, SubscriptionOptions, decode_from_server, encode,
 };
 use crate::store::StoreError;
 
@@ -208,6 +209,8 @@ pub fn spawn(
         queue,
         echoes: VecDeque::new(),
         ping_outstanding: false,
+        private: settings.try_private,
+        private_accepted: false,
     };
     // What the queue loaded shows from the start, before the broker is ready.
     client.publish_figures();
@@ -232,6 +235,11 @@ struct Client {
     /// Fingerprints of publishes a 3.1.1 remote will echo (see the module documentation).
     echoes: VecDeque<u64>,
     ping_outstanding: bool,
+    /// Whether the next CONNECT says it is a bridge (`try_private`): cleared for good when
+    /// the remote refuses it.
+    private: bool,
+    /// The connection up now said so and was accepted: the remote does not echo.
+    private_accepted: bool,
 }
 
 impl Client {
@@ -243,6 +251,7 @@ impl Client {
         // Failures in a row are logged once, as one change of state.
         let mut failing = false;
         let (name, url) = (self.settings.name.clone(), self.settings.url.clone());
+        let v5 = self.version == ProtocolVersion::V5;
         let link = Arc::clone(&self.link);
         loop {
             let attempt = tokio::select! {
@@ -261,6 +270,7 @@ impl Client {
                     info!("bridge {name}: connected to {url}");
                     let why = self.serve(stream, buf).await;
                     self.link.figures.connected.store(false, Ordering::Relaxed);
+                    self.private_accepted = false;
                     if matches!(why, Down::Stopping) {
                         break;
                     }
@@ -270,6 +280,15 @@ impl Client {
                     );
                 }
                 Err(Down::Stopping) => break,
+                Err(why) if self.private && !v5 && refuses_the_mark(&why) => {
+                    self.private = false;
+                    warn!(
+                        "bridge {name}: {url} refused the bridge's CONNECT with protocol level \
+                         0x84 (try_private: {why}); connecting as an ordinary 3.1.1 client from \
+                         now on, and taking out the echoes of this broker's own publishes"
+                    );
+                    continue;
+                }
                 Err(why) if !failing => {
                     failing = true;
                     warn!(
@@ -348,6 +367,10 @@ impl Client {
                 self.settings.session_expiry_s,
             ));
         }
+        let v5 = self.version == ProtocolVersion::V5;
+        if v5 && self.private {
+            properties.push(Property::UserProperty(BRIDGE_USER_PROPERTY, "1"));
+        }
         let connect = Packet::Connect(Connect {
             version: self.version,
             clean_session: self.settings.clean_start,
@@ -357,6 +380,7 @@ impl Client {
             username: self.settings.username.as_deref(),
             password: self.password.as_deref(),
             properties: properties.as_properties(),
+            bridge: self.private && !v5,
         });
         let mut out = Vec::new();
         encode(&connect, self.version, &mut out);
@@ -379,6 +403,7 @@ impl Client {
             if connack.reason != ReasonCode::SUCCESS {
                 return Err(Down::Refused(connack.reason));
             }
+            self.private_accepted = self.private;
             buf.drain(..used);
             return Ok((stream, buf));
         }
@@ -566,6 +591,7 @@ impl Client {
             figures.forwarded_out.fetch_add(1, Ordering::Relaxed);
         }
         let window = usize::from(self.settings.inflight_max);
+        let echoes = self.echoes_expected();
         while let Some(entry) = self.queue.next_to_send(window) {
             let Some(id) = entry.id else {
                 continue;
@@ -578,9 +604,7 @@ impl Client {
                 Delivery::AtLeastOnce(id),
                 false,
             );
-            if self.version == ProtocolVersion::V311
-                && to_local(&self.settings.topics, &entry.topic).is_some()
-            {
+            if echoes && to_local(&self.settings.topics, &entry.topic).is_some() {
                 remember(
                     &mut self.echoes,
                     fingerprint(&entry.topic, &entry.message.payload),
@@ -590,10 +614,16 @@ impl Client {
         self.publish_figures();
     }
 
+    /// Whether the remote sends this bridge's own publishes back: a 3.1.1 remote that was
+    /// not told, or refused to hear, that this is a bridge. One that accepted the mark
+    /// (Mosquitto, fanfare) subscribes it with No Local.
+    fn echoes_expected(&self) -> bool {
+        self.version == ProtocolVersion::V311 && !self.private_accepted
+    }
+
     /// A 3.1.1 remote sends back a publish to a topic that an `in` mapping covers too.
     fn remember_echo(&mut self, topic: &str, payload: &[u8]) {
-        if self.version == ProtocolVersion::V311 && to_local(&self.settings.topics, topic).is_some()
-        {
+        if self.echoes_expected() && to_local(&self.settings.topics, topic).is_some() {
             remember(&mut self.echoes, fingerprint(topic, payload));
         }
     }
@@ -685,12 +715,17 @@ impl Client {
             .delivery
             .qos()
             .min(QoS::from_bits(qos_max).unwrap_or(QoS::AtMostOnce));
-        self.link.deliver(RoutedMessage::new(
-            &topic,
-            publish.payload,
-            qos,
-            publish.retain,
-        ))
+        let mut message = RoutedMessage::new(&topic, publish.payload, qos, publish.retain);
+        message.bridged = true;
+        // The remote's own bridge connection may have published it here already.
+        let print = crossings::fingerprint(&topic, publish.payload);
+        let mut crossings = self.link.lock_crossings();
+        if crossings.second_copy(Path::Pulled, print) {
+            return Ok(());
+        }
+        self.link.deliver(message)?;
+        crossings.note(Path::Pulled, print);
+        Ok(())
     }
 }
 
@@ -729,6 +764,16 @@ fn put_publish(
         properties: Properties::EMPTY,
     });
     encode(&publish, version, out);
+}
+
+/// Whether a failed attempt says the remote does not take protocol level 0x84: a refusal
+/// with return code 1 (0x84, Unsupported Protocol Version), or a remote that closes the
+/// connection without CONNACK, as some do with a CONNECT they cannot read.
+fn refuses_the_mark(why: &Down) -> bool {
+    matches!(
+        why,
+        Down::Refused(ReasonCode::UNSUPPORTED_PROTOCOL_VERSION) | Down::Closed
+    )
 }
 
 /// `future` unless `deadline` passes first: then the connection attempt has taken

@@ -221,7 +221,7 @@ impl Broker {
                 let reason = CloseReason::Refused(ReasonCode::PAYLOAD_FORMAT_INVALID, "payload");
                 self.close_for(conn, reason, now, out);
             }
-            Delivery::AtMostOnce => self.route(message(), Some(key), now, out),
+            Delivery::AtMostOnce => self.route_from(key, message(), now, out),
             Delivery::AtLeastOnce(id) if bad_payload => {
                 self.reply(conn, &Packet::PubAck(payload_refused(id)), out)
             }
@@ -234,7 +234,7 @@ impl Broker {
                 self.refuse_quota(conn, v5, Packet::PubAck, id, out)
             }
             Delivery::AtLeastOnce(id) => {
-                self.route(message(), Some(key), now, out);
+                self.route_from(key, message(), now, out);
                 let ack = self.accepted(id, v5, topic);
                 self.reply(conn, &Packet::PubAck(ack), out);
             }
@@ -337,7 +337,7 @@ impl Broker {
             return;
         }
         session.hold_inbound_qos2(id);
-        self.route(message(), Some(key), now, out);
+        self.route_from(key, message(), now, out);
         // Written after what the routing changed on this shard (`session_writes.rs`).
         self.note_inbound_qos2(key);
         let ack = self.accepted(id, v5, topic);
@@ -439,6 +439,13 @@ impl Broker {
                 self.stats.subscriptions_refused += 1;
                 codes.push(SubscribeReturnCode::Failure);
                 continue;
+            }
+            // A 3.x bridge cannot ask for No Local and Retain As Published; it gets them, as
+            // Mosquitto gives them to a bridge, so its own publishes do not come back to it.
+            let mut options = options;
+            if session.bridge && !v5 {
+                options.no_local = true;
+                options.retain_as_published = true;
             }
             // Granted QoS = requested QoS: every QoS is supported.
             let grant = Grant::new(options, id);

@@ -34,6 +34,7 @@ mod client_ids;
 mod clients;
 mod cluster;
 mod connect;
+pub mod crossings;
 mod fanout;
 mod inbound;
 mod keep_alive;
@@ -158,6 +159,9 @@ pub struct Broker {
     store_writable: bool,
     /// See `Broker::set_bridge_refusals` (`cluster.rs`).
     bridge_refusals: Vec<Box<str>>,
+    /// What each bridge remembers of the messages that came over it and over a bridge
+    /// connection (`crossings.rs`), shared with its thread; empty without bridges.
+    crossings: Vec<std::sync::Arc<std::sync::Mutex<crossings::Crossings>>>,
     deadlines: Deadlines,
     /// Session expiry and will delay deadlines of MQTT 5 sessions.
     timers: SessionTimers,
@@ -203,6 +207,7 @@ impl Broker {
             session_writes: None,
             store_writable: true,
             bridge_refusals: Vec::new(),
+            crossings: Vec::new(),
             aliases: AliasRegistry::new(limits.topic_aliases_per_shard_max),
             limits,
             sessions: Slots::default(),

@@ -82,6 +82,11 @@ pub struct RoutedMessage {
     /// When the Message Expiry Interval runs out (§3.3.2.3.3): past it the message is not
     /// delivered to anyone, and until then subscribers get the interval that remains.
     pub expires_at: Option<Instant>,
+    /// The message crossed a bridge to get here: a bridge of this broker brought it in, or
+    /// another broker's bridge connection published it. It is delivered to local
+    /// subscribers only: never to a bridge connection nor over a bridge (`docs/bridges.md`,
+    /// Loops).
+    pub bridged: bool,
 }
 
 impl RoutedMessage {
@@ -94,6 +99,7 @@ impl RoutedMessage {
             retain,
             properties: Box::default(),
             expires_at: None,
+            bridged: false,
         }
     }
 

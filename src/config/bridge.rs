@@ -235,6 +235,17 @@ impl Jitter {
     }
 }
 
+fn default_try_private() -> bool {
+    true
+}
+fn default_second_copies_remembered_max() -> usize {
+    4096
+}
+
+/// The most fingerprints a bridge may remember each way: each message from a bridge
+/// connection is compared with them all.
+pub const SECOND_COPIES_REMEMBERED_MAX: usize = 65_536;
+
 fn default_stored_bytes_max() -> u64 {
     64 * 1024 * 1024
 }
@@ -358,6 +369,19 @@ pub struct BridgeSettings {
     /// file.
     #[serde(default = "default_segment_bytes_max")]
     pub queue_segment_bytes_max: u64,
+    /// Tell the remote that this client is a bridge, as Mosquitto's `try_private` does: bit
+    /// 7 of the protocol level in 3.1.1 CONNECT, the user property `fanfare-bridge` in MQTT
+    /// 5. A remote that knows it does not send the bridge's own publishes back, and fanfare
+    /// does not send on over its bridges what came from one (`docs/bridges.md`, Loops). A
+    /// 3.1.1 remote that refuses the level is asked again without it, and that is logged.
+    #[serde(default = "default_try_private")]
+    pub try_private: bool,
+    /// Fingerprints (8 bytes each) this bridge remembers each way of the messages that came
+    /// over it and from the remote's own bridge connection, to drop the second copy when two
+    /// brokers are bridged to each other (`crate::broker::crossings`). 0 remembers none.
+    /// Each message from a bridge connection is compared with up to this many.
+    #[serde(default = "default_second_copies_remembered_max")]
+    pub second_copies_remembered_max: usize,
     pub topics: Vec<TopicMapping>,
 }
 
@@ -491,6 +515,12 @@ impl BridgeSettings {
             return Err(invalid(
                 "queue_bytes_max",
                 "queue_bytes_max and queue_segment_bytes_max must be at least 1",
+            ));
+        }
+        if self.second_copies_remembered_max > SECOND_COPIES_REMEMBERED_MAX {
+            return Err(invalid(
+                "second_copies_remembered_max",
+                &format!("at most {SECOND_COPIES_REMEMBERED_MAX}"),
             ));
         }
         if self.topics.is_empty() || self.topics.len() > BRIDGE_TOPICS_MAX {

@@ -293,6 +293,7 @@ impl Harness {
             username: None,
             password: None,
             properties: client.properties,
+            bridge: false,
         };
         self.wires
             .insert(ConnId(conn), (client.transport, client.version));
