@@ -21,10 +21,17 @@
 //! a time, sent again, flagged DUP, after a reconnection. QoS 1 messages from the remote are
 //! acknowledged once handed to the shards' queue (memory only).
 //!
-//! **3.1.1 echoes.** MQTT 3.1.1 has no No Local: the remote sends this broker's own publishes
-//! back when a `both` mapping covers them. The client remembers the last
-//! [`ECHOES_REMEMBERED_MAX`] publishes it sent that will come back that way and drops the
-//! first message from the remote equal to one (topic and payload), once.
+//! **Loops** (`docs/bridges.md`). With `try_private` the CONNECT says this is a bridge
+//! (3.1.1: protocol level 0x84; MQTT 5: the user property [`BRIDGE_USER_PROPERTY`]); a
+//! 3.1.1 remote that refuses it is asked again without, for good. Messages from the remote
+//! are marked as having crossed a bridge (`RoutedMessage::bridged`), and one that the
+//! remote's own bridge connection already published here is dropped
+//! (`crate::broker::crossings`).
+//!
+//! **3.1.1 echoes.** MQTT 3.1.1 has no No Local: a remote that did not take the mark sends
+//! this broker's own publishes back when a `both` mapping covers them. The client then
+//! remembers the last [`ECHOES_REMEMBERED_MAX`] publishes it sent that will come back that
+//! way and drops the first message from the remote equal to one (topic and payload), once.
 
 use std::collections::VecDeque;
 use std::hash::{Hash, Hasher};
@@ -285,7 +292,7 @@ impl Client {
                     warn!(
                         "bridge {name}: {url} refused the bridge's CONNECT with protocol level \
                          0x84 (try_private: {why}); connecting as an ordinary 3.1.1 client from \
-                         now on, and taking out the echoes of this broker's own publishes"
+                         now on"
                     );
                     continue;
                 }
