@@ -33,7 +33,7 @@
 //! remembers the last [`ECHOES_REMEMBERED_MAX`] publishes it sent that will come back that
 //! way and drops the first message from the remote equal to one (topic and payload), once.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -56,8 +56,8 @@ use crate::config::bridge::{BridgeProtocol, BridgeSettings, RemoteUrl};
 use crate::config::{Limits, Persistence};
 use crate::protocol::mqtt::topic::validate_topic_name;
 use crate::protocol::mqtt::{
-    Ack, BRIDGE_USER_PROPERTY, Connect, DecodeError, DecodeLimits, Delivery, Packet, Properties,
-    PropertiesBuf, Property, ProtocolVersion, Publish, QoS, ReasonCode, Subscribe,
+    Ack, BRIDGE_USER_PROPERTY, Connect, DecodeError, DecodeLimits, Delivery, Packet, PacketId,
+    Properties, PropertiesBuf, Property, ProtocolVersion, Publish, QoS, ReasonCode, Subscribe,
     SubscribeReturnCode, SubscriptionOptions, decode_from_server, encode,
 };
 use crate::store::StoreError;
@@ -216,6 +216,8 @@ pub fn spawn(
         queue,
         echoes: VecDeque::new(),
         ping_outstanding: false,
+        inbound_qos2: BTreeSet::new(),
+        inbound_qos2_max: usize::from(limits.inbound_qos2_max),
         private: settings.try_private,
         private_accepted: false,
     };
@@ -242,6 +244,10 @@ struct Client {
     /// Fingerprints of publishes a 3.1.1 remote will echo (see the module documentation).
     echoes: VecDeque<u64>,
     ping_outstanding: bool,
+    /// Packet ids of the remote's QoS 2 publishes delivered and awaiting PUBREL: at most
+    /// `inbound_qos2_max` (2 bytes each).
+    inbound_qos2: BTreeSet<u16>,
+    inbound_qos2_max: usize,
     /// Whether the next CONNECT says it is a bridge (`try_private`): cleared for good when
     /// the remote refuses it.
     private: bool,
@@ -422,18 +428,29 @@ impl Client {
         self.subscribe(&mut out);
         // What the last connection left unacknowledged goes again, in order.
         self.queue.reconnected();
+        // A released QoS 2 message goes on with its PUBREL [MQTT-4.4.0-1].
         for entry in self.queue.in_flight() {
-            if let Some(id) = entry.id {
-                let delivery = Delivery::AtLeastOnce(id);
-                put_publish(
-                    &mut out,
-                    self.version,
-                    &entry.topic,
-                    &entry.message,
-                    delivery,
-                    true,
-                );
+            let Some(id) = entry.id else {
+                continue;
+            };
+            if entry.released {
+                encode(&Packet::PubRel(Ack::new(id)), self.version, &mut out);
+                continue;
             }
+            let delivery = delivery_of(entry.qos, id);
+            put_publish(
+                &mut out,
+                self.version,
+                &entry.topic,
+                &entry.message,
+                delivery,
+                true,
+            );
+        }
+        // A clean start ends the remote's side of the QoS 2 publishes it sent: their ids are
+        // new again.
+        if self.settings.clean_start {
+            self.inbound_qos2.clear();
         }
         self.ping_outstanding = false;
         let keep_alive = Duration::from_secs(u64::from(self.settings.keep_alive_s.max(1)));
@@ -552,7 +569,7 @@ impl Client {
                 }
                 continue;
             }
-            let dropped = match self.queue.push(topic.into(), message) {
+            let dropped = match self.queue.push(topic.into(), message, qos) {
                 Pushed::Queued { dropped } => dropped,
                 Pushed::Dropped => 1,
             };
@@ -608,7 +625,7 @@ impl Client {
                 self.version,
                 &entry.topic,
                 &entry.message,
-                Delivery::AtLeastOnce(id),
+                delivery_of(entry.qos, id),
                 false,
             );
             if echoes && to_local(&self.settings.topics, &entry.topic).is_some() {
@@ -659,25 +676,26 @@ impl Client {
     fn take_packet(&mut self, packet: Packet<'_>, out: &mut Vec<u8>) -> Result<Taken, Down> {
         let figures = &self.link.figures;
         match packet {
-            Packet::Publish(publish) => {
-                let id = match publish.delivery {
-                    Delivery::AtMostOnce => None,
-                    Delivery::AtLeastOnce(id) => Some(id),
-                    Delivery::ExactlyOnce(_) => {
-                        return Err(Down::Unexpected("QoS 2 publish (subscribed at QoS 1)"));
-                    }
-                };
-                if self.take_publish(&publish).is_err() {
-                    return Ok(Taken::Stalled);
-                }
-                if let Some(id) = id {
-                    encode(&Packet::PubAck(Ack::new(id)), self.version, out);
-                }
-            }
-            Packet::PubAck(ack) => {
+            Packet::Publish(publish) => return self.take_remote_publish(&publish, out),
+            Packet::PubAck(ack) | Packet::PubComp(ack) => {
                 if self.queue.ack(ack.packet_id) {
                     figures.forwarded_out.fetch_add(1, Ordering::Relaxed);
                 }
+            }
+            // A PUBREC with an error ends the exchange (§4.3.3): the remote will not have it.
+            Packet::PubRec(ack) if ack.reason.is_error() => {
+                self.queue.ack(ack.packet_id);
+                figures.dropped_out.fetch_add(1, Ordering::Relaxed);
+            }
+            Packet::PubRec(ack) => {
+                if self.queue.received(ack.packet_id) {
+                    encode(&Packet::PubRel(Ack::new(ack.packet_id)), self.version, out);
+                }
+            }
+            Packet::PubRel(ack) => {
+                // Known or not (a retransmission after PUBCOMP was lost), PUBCOMP ends it.
+                self.inbound_qos2.remove(&ack.packet_id.get());
+                encode(&Packet::PubComp(Ack::new(ack.packet_id)), self.version, out);
             }
             Packet::SubAck(suback) => {
                 let refused = suback
@@ -695,6 +713,43 @@ impl Client {
             Packet::Disconnect(disconnect) => return Err(Down::Disconnected(disconnect.reason)),
             Packet::UnsubAck(_) => {}
             _ => return Err(Down::Unexpected("packet from the remote")),
+        }
+        Ok(Taken::Done)
+    }
+
+    /// A PUBLISH from the remote: handed to the shards and acknowledged, QoS 2 ones once per
+    /// packet id until their PUBREL [MQTT-4.3.3-3] (a retransmission only gets PUBREC again).
+    fn take_remote_publish(
+        &mut self,
+        publish: &Publish<'_>,
+        out: &mut Vec<u8>,
+    ) -> Result<Taken, Down> {
+        match publish.delivery {
+            Delivery::AtMostOnce => {
+                if self.take_publish(publish).is_err() {
+                    return Ok(Taken::Stalled);
+                }
+            }
+            Delivery::AtLeastOnce(id) => {
+                if self.take_publish(publish).is_err() {
+                    return Ok(Taken::Stalled);
+                }
+                encode(&Packet::PubAck(Ack::new(id)), self.version, out);
+            }
+            Delivery::ExactlyOnce(id) => {
+                if !self.inbound_qos2.contains(&id.get()) {
+                    if self.inbound_qos2.len() >= self.inbound_qos2_max {
+                        return Err(Down::Unexpected(
+                            "QoS 2 publish past inbound_qos2_max awaiting PUBREL",
+                        ));
+                    }
+                    if self.take_publish(publish).is_err() {
+                        return Ok(Taken::Stalled);
+                    }
+                    self.inbound_qos2.insert(id.get());
+                }
+                encode(&Packet::PubRec(Ack::new(id)), self.version, out);
+            }
         }
         Ok(Taken::Done)
     }
@@ -752,6 +807,14 @@ enum Taken {
     Done,
     /// A publish the in queue has no room for yet: it stays unread and unacknowledged.
     Stalled,
+}
+
+/// How a queued message is sent: QoS 1 or 2 with packet id `id`.
+fn delivery_of(qos: QoS, id: PacketId) -> Delivery {
+    match qos {
+        QoS::ExactlyOnce => Delivery::ExactlyOnce(id),
+        QoS::AtMostOnce | QoS::AtLeastOnce => Delivery::AtLeastOnce(id),
+    }
 }
 
 fn put_publish(

@@ -60,7 +60,7 @@ pub enum BridgeProtocol {
 pub struct TopicMapping {
     pub filter: String,
     pub direction: Direction,
-    /// The most QoS a message gets across the bridge: 0 or 1 (QoS 2 is not bridged yet).
+    /// The most QoS a message gets across the bridge: 0, 1 or 2.
     #[serde(default)]
     pub qos: u8,
     #[serde(default)]
@@ -530,8 +530,8 @@ impl BridgeSettings {
             ));
         }
         for mapping in &self.topics {
-            if mapping.qos > 1 {
-                return Err(invalid("topics.qos", "0 or 1 (QoS 2 is not bridged yet)"));
+            if mapping.qos > 2 {
+                return Err(invalid("topics.qos", "0, 1 or 2"));
             }
             let prefixes_ok = [&mapping.local_prefix, &mapping.remote_prefix]
                 .iter()
@@ -633,6 +633,8 @@ mod tests {
         assert!(validate(std::slice::from_ref(&b)).is_err());
         b.topics[0].local_prefix = "x/".to_owned();
         b.topics[0].qos = 2;
+        assert!(validate(std::slice::from_ref(&b)).is_ok());
+        b.topics[0].qos = 3;
         assert!(validate(std::slice::from_ref(&b)).is_err());
     }
 

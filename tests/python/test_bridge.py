@@ -178,6 +178,40 @@ def test_both_delivers_each_message_once(bridged, mosquitto, clients, topic, pro
     assert "refused the bridge's CONNECT" not in broker.log(tail=None)
 
 
+@pytest.mark.parametrize("protocol", ["3.1.1", "5"])
+def test_qos2_in_and_out_arrives_exactly_once(bridged, mosquitto, clients, topic, protocol):
+    # Mosquitto hands a QoS 2 publish on at PUBREL: what it delivers went through the whole
+    # exchange (PUBLISH, PUBREC, PUBREL, PUBCOMP) with the bridge.
+    broker = bridged([{"filter": f"{topic}/in/#", "direction": "in", "qos": 2,
+                       "remote_prefix": "origin/"},
+                      {"filter": f"{topic}/out/#", "direction": "out", "qos": 2,
+                       "remote_prefix": "site/"}], protocol=protocol)
+    local_sub = clients(broker, "tcp")
+    local_sub.subscribe(f"{topic}/in/#", 2)
+    remote_pub = clients(mosquitto.broker, "tcp")
+    open_path(local_sub, lambda p: remote_pub.publish(f"origin/{topic}/in/probe", p, 2),
+              "the bridge in")
+    remote_sub = clients(mosquitto.broker, "tcp")
+    remote_sub.subscribe(f"site/{topic}/out/#", 2)
+    local_pub = clients(broker, "tcp")
+    open_path(remote_sub, lambda p: local_pub.publish(f"{topic}/out/probe", p, 2),
+              "the bridge out")
+
+    count = 50
+    for i in range(count):
+        remote_pub.publish(f"origin/{topic}/in/n", b"in %d" % i, 2)
+        local_pub.publish(f"{topic}/out/n", b"out %d" % i, 2)
+    got_in = [local_sub.wait_for_message() for _ in range(count)]
+    got_out = [remote_sub.wait_for_message() for _ in range(count)]
+    assert [m.payload for m in got_in] == [b"in %d" % i for i in range(count)]
+    assert [m.payload for m in got_out] == [b"out %d" % i for i in range(count)]
+    assert all(m.qos == 2 for m in got_in + got_out)
+    for sub in (local_sub, remote_sub):
+        sub.expect_no_message(timeout=1.0)
+    wait_for_metric(broker, "fanfare_bridge_queued_messages", lambda v: v == 0)
+    assert totals(broker)["fanfare_bridge_forwarded_out_total"] >= count
+
+
 def test_reconnects_after_the_remote_restarts(bridged, mosquitto, clients, topic):
     broker = bridged([{"filter": f"{topic}/#", "direction": "in", "qos": 1}])
     mosquitto.stop()
