@@ -57,8 +57,8 @@ use crate::config::{Limits, Persistence};
 use crate::protocol::mqtt::topic::validate_topic_name;
 use crate::protocol::mqtt::{
     Ack, BRIDGE_USER_PROPERTY, Connect, DecodeError, DecodeLimits, Delivery, Packet, PacketId,
-    Properties, PropertiesBuf, Property, ProtocolVersion, Publish, QoS, ReasonCode, Subscribe,
-    SubscribeReturnCode, SubscriptionOptions, decode_from_server, encode,
+    Properties, PropertiesBuf, Property, PropertyScope, ProtocolVersion, Publish, QoS, ReasonCode,
+    Subscribe, SubscribeReturnCode, SubscriptionOptions, decode_from_server, encode,
 };
 use crate::store::StoreError;
 
@@ -429,6 +429,7 @@ impl Client {
         // What the last connection left unacknowledged goes again, in order.
         self.queue.reconnected();
         // A released QoS 2 message goes on with its PUBREL [MQTT-4.4.0-1].
+        let now = std::time::Instant::now();
         for entry in self.queue.in_flight() {
             let Some(id) = entry.id else {
                 continue;
@@ -438,14 +439,8 @@ impl Client {
                 continue;
             }
             let delivery = delivery_of(entry.qos, id);
-            put_publish(
-                &mut out,
-                self.version,
-                &entry.topic,
-                &entry.message,
-                delivery,
-                true,
-            );
+            let message = (&*entry.topic, &*entry.message);
+            put_publish(&mut out, self.version, message, delivery, true, now);
         }
         // A clean start ends the remote's side of the QoS 2 publishes it sent: their ids are
         // new again.
@@ -602,16 +597,17 @@ impl Client {
         self.intake();
         let link = Arc::clone(&self.link);
         let figures = &link.figures;
+        let now = std::time::Instant::now();
+        // A message past its Message Expiry Interval goes to no one [MQTT-3.3.2-5]: it is
+        // dropped, and counted, instead of sent.
         while let Some((topic, message)) = self.queue.pop_volatile() {
+            if message.expired(now) {
+                figures.dropped_out.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
             self.remember_echo(&topic, &message.payload);
-            put_publish(
-                out,
-                self.version,
-                &topic,
-                &message,
-                Delivery::AtMostOnce,
-                false,
-            );
+            let delivery = Delivery::AtMostOnce;
+            put_publish(out, self.version, (&topic, &message), delivery, false, now);
             figures.forwarded_out.fetch_add(1, Ordering::Relaxed);
         }
         let window = usize::from(self.settings.inflight_max);
@@ -620,14 +616,14 @@ impl Client {
             let Some(id) = entry.id else {
                 continue;
             };
-            put_publish(
-                out,
-                self.version,
-                &entry.topic,
-                &entry.message,
-                delivery_of(entry.qos, id),
-                false,
-            );
+            if entry.message.expired(now) {
+                self.queue.ack(id);
+                figures.dropped_out.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            let delivery = delivery_of(entry.qos, id);
+            let message = (&*entry.topic, &*entry.message);
+            put_publish(out, self.version, message, delivery, false, now);
             if echoes && to_local(&self.settings.topics, &entry.topic).is_some() {
                 remember(
                     &mut self.echoes,
@@ -777,7 +773,9 @@ impl Client {
             .delivery
             .qos()
             .min(QoS::from_bits(qos_max).unwrap_or(QoS::AtMostOnce));
-        let mut message = RoutedMessage::new(&topic, publish.payload, qos, publish.retain);
+        // MQTT 5: with the publisher's properties and what remains of its expiry.
+        let mut message = RoutedMessage::of_publish(publish, &topic, std::time::Instant::now());
+        message.qos = qos;
         message.bridged = true;
         // The remote's own bridge connection may have published it here already.
         let print = crossings::fingerprint(&topic, publish.payload);
@@ -817,21 +815,34 @@ fn delivery_of(qos: QoS, id: PacketId) -> Delivery {
     }
 }
 
+/// Encodes `message` as a PUBLISH to the remote: for MQTT 5 with the properties its
+/// publisher gave it (user properties, content type, payload format, response topic,
+/// correlation data) and the Message Expiry Interval that remains at `now` [MQTT-3.3.2-6].
 fn put_publish(
     out: &mut Vec<u8>,
     version: ProtocolVersion,
-    topic: &str,
-    message: &RoutedMessage,
+    (topic, message): (&str, &RoutedMessage),
     delivery: Delivery,
     dup: bool,
+    now: std::time::Instant,
 ) {
+    let mut properties = PropertiesBuf::new();
+    if version == ProtocolVersion::V5 {
+        // Validated when the publisher sent them: unreadable, they are left out.
+        if let Ok(given) = Properties::parse(&message.properties, PropertyScope::Publish) {
+            given.copy_except(&[], &mut properties);
+        }
+        if let Some(remaining_s) = message.remaining_expiry_s(now) {
+            properties.push(Property::MessageExpiryInterval(remaining_s));
+        }
+    }
     let publish = Packet::Publish(Publish {
         dup,
         retain: message.retain,
         delivery,
         topic,
         payload: &message.payload,
-        properties: Properties::EMPTY,
+        properties: properties.as_properties(),
     });
     encode(&publish, version, out);
 }
