@@ -441,7 +441,11 @@ fn claim_addresses(
 }
 
 /// With `data_dir`: locks it, loads the retained messages and starts the store's writer.
-fn open_store(config: &Config, recover: bool) -> anyhow::Result<Option<Store>> {
+fn open_store(
+    config: &Config,
+    recover: bool,
+    mailboxes: &Arc<Mailboxes>,
+) -> anyhow::Result<Option<Store>> {
     let persistence = &config.persistence;
     let Some(dir) = &persistence.data_dir else {
         if recover {
@@ -449,7 +453,9 @@ fn open_store(config: &Config, recover: bool) -> anyhow::Result<Option<Store>> {
         }
         return Ok(None);
     };
-    let store = Store::open(dir, persistence.durability, config.shards, recover)?;
+    let mailboxes = Arc::clone(mailboxes);
+    let wake = Box::new(move |shard| mailboxes.wake(shard));
+    let store = Store::open(dir, persistence.durability, config.shards, recover, wake)?;
     Ok(Some(store))
 }
 
@@ -593,8 +599,12 @@ fn serve(config: Config, args: &Args, small_pages: std::io::Result<()>) -> anyho
         .flatten()
         .collect();
     let (lock, mut handover) = claim_addresses(&listening, args.takeover)?;
+    let mailboxes = Arc::new(Mailboxes::new(
+        config.shards,
+        config.limits.cross_shard_queue_len_max as usize,
+    )?);
     // Loaded before anything listens: a client must never see the retained topics missing.
-    let mut store = open_store(&config, args.recover)?;
+    let mut store = open_store(&config, args.recover, &mailboxes)?;
     let (per_shard, mut announced, mut offer) = bind_listeners(&config, handover.as_mut())?;
     let admin_listener = bind_admin(&config, handover.as_mut())?;
     if let Some((listener, line)) = &admin_listener {
@@ -609,10 +619,6 @@ fn serve(config: Config, args: &Args, small_pages: std::io::Result<()>) -> anyho
     let config = Arc::new(config);
     let live_config = Arc::new(SharedConfig::new(Arc::clone(&config)));
     let heartbeats = Arc::new(Heartbeats::new(config.shards));
-    let mailboxes = Arc::new(Mailboxes::new(
-        config.shards,
-        config.limits.cross_shard_queue_len_max as usize,
-    )?);
     // Bridges: one thread each, connecting in the background like the cluster's client.
     let mut bridges = Vec::with_capacity(config.bridges.len());
     let mut bridge_threads = Vec::with_capacity(config.bridges.len());

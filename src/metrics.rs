@@ -57,7 +57,7 @@ const fn counter(name: &'static str, help: &'static str) -> Metric {
 }
 
 /// Every metric, in the order of [`ShardFigures::values`].
-const METRICS: [Metric; 52] = [
+const METRICS: [Metric; 56] = [
     gauge(
         "fanfare_sockets",
         "Open sockets: clients, WebSocket upgrades and HTTP requests in progress.",
@@ -252,7 +252,23 @@ const METRICS: [Metric; 52] = [
     ),
     counter(
         "fanfare_cluster_received_dropped_total",
-        "Cluster mode: messages from NATS not published (queue full past in_queue_bytes_max, or a subject with no valid topic).",
+        "Cluster mode: messages from NATS not published (queue full past in_queue_bytes_max, or a subject with no valid topic), and retained messages in JetStream not loaded (no valid topic or headers).",
+    ),
+    counter(
+        "fanfare_cluster_retained_stored_total",
+        "Cluster mode: retained publishes of this node that JetStream acknowledged storing.",
+    ),
+    counter(
+        "fanfare_cluster_retained_store_failed_total",
+        "Cluster mode: retained publishes of this node that JetStream did not store (no JetStream, no acknowledgement, refused); other nodes learn of them only through live delivery.",
+    ),
+    counter(
+        "fanfare_cluster_retained_loaded_total",
+        "Cluster mode: retained messages and clearings read from the JetStream stream and applied to every shard's replica.",
+    ),
+    gauge(
+        "fanfare_cluster_retained_caught_up",
+        "Cluster mode: 1 once the replicas hold what the JetStream stream of retained messages held when the node started following it.",
     ),
 ];
 
@@ -334,6 +350,10 @@ pub struct ClusterCounts {
     pub dropped: u64,
     pub received: u64,
     pub received_dropped: u64,
+    pub retained_stored: u64,
+    pub retained_store_failed: u64,
+    pub retained_loaded: u64,
+    pub retained_caught_up: bool,
 }
 
 /// One shard's figures at one moment, in the order of [`METRICS`].
@@ -403,6 +423,10 @@ impl ShardFigures {
                 cluster.dropped,
                 cluster.received,
                 cluster.received_dropped,
+                cluster.retained_stored,
+                cluster.retained_store_failed,
+                cluster.retained_loaded,
+                u64::from(cluster.retained_caught_up),
             ],
         }
     }

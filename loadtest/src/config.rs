@@ -70,6 +70,9 @@ pub struct Config {
     pub conn_rate: f64,
     pub connect_concurrency: usize,
     pub inflight_max: u32,
+    /// `fanout`/`qos1`/`topics`/`p2p`: publishes carry RETAIN, so each one replaces its topic's
+    /// retained value (with a data directory, a write to disk per topic and flush).
+    pub retain: bool,
     pub topic_prefix: String,
     /// `fanout`/`qos1`: the topic instead of `<prefix>/f`; `%i` in it is each subscriber's or
     /// publisher's number, so subscriber i and publisher i share topic i.
@@ -136,6 +139,7 @@ flags (defaults in brackets):
   --duration S [10]  --warmup S [2]  --drain S [3]
   --conn-rate N/S [2000]  --connect-concurrency N [512]  --timeout S [5]  --keep-alive S [60]
   --inflight N               QoS 1 messages unacknowledged per publisher [1000]
+  --retain                   publishes carry RETAIN (retained: always) [off]
   --username U --password P  credentials every CONNECT carries (a password may be a JWT);
                              given together
   --read-buffer BYTES        per-connection read buffer [16384]
@@ -207,6 +211,7 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> anyhow::Resu
     let mut username: Option<String> = None;
     let mut password: Option<String> = None;
     let mut inflight_max = 1000u32;
+    let mut retain = false;
     let mut read_buffer_bytes = 16384usize;
     let mut topic_prefix = format!("fanfare-lt/{}", std::process::id());
     let mut allow_remote = false;
@@ -290,6 +295,7 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> anyhow::Resu
             Long("username") => username = Some(value(&mut parser, "--username")?),
             Long("password") => password = Some(value(&mut parser, "--password")?),
             Long("inflight") => inflight_max = value(&mut parser, "--inflight")?,
+            Long("retain") => retain = true,
             Long("read-buffer") => read_buffer_bytes = value(&mut parser, "--read-buffer")?,
             Long("topic-prefix") => topic_prefix = value(&mut parser, "--topic-prefix")?,
             Long("allow-remote") => allow_remote = true,
@@ -487,6 +493,7 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> anyhow::Resu
         conn_rate,
         connect_concurrency,
         inflight_max,
+        retain,
         client_id,
         topic_prefix,
         topic,
@@ -623,7 +630,7 @@ impl Config {
                 topics,
                 rate_per_s: self.rate / n as f64,
                 window_msgs: self.closed_loop.map_or(0, |w| (w / n as u64).max(1)),
-                retain: false,
+                retain: self.retain,
             }),
         }
     }

@@ -111,6 +111,17 @@ impl Broker {
         false
     }
 
+    /// A retained message from the cluster's JetStream stream: applied to this shard's
+    /// replica (and noted for the store, with `--data-dir`), delivered to no one: the live
+    /// subscribers got it as a publish. Each shard takes it from the cluster itself, so it is
+    /// not posted to the others. Returns whether it fitted the retained bounds.
+    pub fn retain_from_cluster(&mut self, message: &Arc<RoutedMessage>) -> bool {
+        debug_assert!(message.retain, "the stream holds retained messages only");
+        let rejected = self.stats.retained_rejected;
+        self.retain(message);
+        self.stats.retained_rejected == rejected
+    }
+
     /// A publish from another node or a bridged broker: delivered on this node as a publish
     /// of its own (on this shard, and once posted to every other), never sent back to the
     /// cluster or to any bridge, so that no message loops between brokers.

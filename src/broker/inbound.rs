@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::Broker;
+use super::held_acks::AckKind;
 use super::outbox::{CloseReason, Denial, Outbox, RoutedMessage};
 use super::qos_window::AckOutcome;
 use super::reply::send_packet;
@@ -118,7 +119,7 @@ impl Broker {
     }
 
     /// Sends a control packet on `conn`, framed for its transport and version.
-    fn reply(&self, conn: ConnId, packet: &Packet<'_>, out: &mut Outbox) {
+    pub(super) fn reply(&self, conn: ConnId, packet: &Packet<'_>, out: &mut Outbox) {
         if let Some(connection) = self.clients.get(conn) {
             send_packet(out, conn, connection.transport, connection.version, packet);
         }
@@ -235,7 +236,7 @@ impl Broker {
             Delivery::AtLeastOnce(id) => {
                 self.route_from(key, message(), now, out);
                 let ack = self.accepted(id, v5, topic);
-                self.reply(conn, &Packet::PubAck(ack), out);
+                self.acknowledge(conn, AckKind::PubAck, ack, out);
             }
             Delivery::ExactlyOnce(id) if bad_payload => {
                 // Not kept: a PUBREC with an error ends the exchange (§4.3.3), unless it is a
@@ -244,12 +245,11 @@ impl Broker {
                     .sessions
                     .get(key)
                     .is_some_and(|session| session.holds_inbound_qos2(id));
-                let ack = if held {
-                    Ack::new(id)
+                if held {
+                    self.acknowledge(conn, AckKind::PubRec, Ack::new(id), out);
                 } else {
-                    payload_refused(id)
-                };
-                self.reply(conn, &Packet::PubRec(ack), out);
+                    self.reply(conn, &Packet::PubRec(payload_refused(id)), out);
+                }
             }
             Delivery::ExactlyOnce(id) => {
                 let publish = (id, topic, v5);
@@ -313,7 +313,9 @@ impl Broker {
             return;
         };
         if session.holds_inbound_qos2(id) {
-            self.reply(conn, &Packet::PubRec(Ack::new(id)), out);
+            // Held like the first PUBREC, and behind it: the retransmission of a publish whose
+            // PUBREC is not sent yet must not be acknowledged before it is durable.
+            self.acknowledge(conn, AckKind::PubRec, Ack::new(id), out);
             return;
         }
         if session.inbound_qos2_len() >= inbound_qos2_max {
@@ -337,10 +339,11 @@ impl Broker {
         }
         session.hold_inbound_qos2(id);
         self.route_from(key, message(), now, out);
-        // Written after what the routing changed on this shard (`session_writes.rs`).
+        // Written after what the routing changed on this shard (`session_writes.rs`), and
+        // under `sync` only once every shard has it (`held_acks.rs`).
         self.note_inbound_qos2(key);
         let ack = self.accepted(id, v5, topic);
-        self.reply(conn, &Packet::PubRec(ack), out);
+        self.acknowledge_routed_qos2(conn, key, ack, out);
     }
 
     /// A QoS 1/2 publish while the store cannot write, or that a bridge whose queue is full

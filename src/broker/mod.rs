@@ -36,6 +36,7 @@ mod cluster;
 mod connect;
 pub mod crossings;
 mod fanout;
+mod held_acks;
 mod inbound;
 mod keep_alive;
 pub mod outbox;
@@ -73,6 +74,7 @@ use crate::slots::Slots;
 use client_ids::ClientIds;
 use clients::Clients;
 use fanout::Fanout;
+use held_acks::HeldAcks;
 use keep_alive::{DUE_PER_TICK_MAX, Deadlines};
 use retained::{RetainedStack, RetainedStore};
 use retained_writes::RetainedWrites;
@@ -157,6 +159,9 @@ pub struct Broker {
     /// False while the store cannot write (a full disk, a write error): QoS 1/2 publishes
     /// are refused then (`inbound.rs`). Always true without a data directory.
     store_writable: bool,
+    /// Under `durability = "sync"`: acknowledgements waiting until what their publishes
+    /// changed is durable (`held_acks.rs`).
+    held_acks: Option<HeldAcks>,
     /// See `Broker::set_bridge_refusals` (`cluster.rs`).
     bridge_refusals: Vec<Box<str>>,
     /// What each bridge remembers of the messages that came over it and over a bridge
@@ -206,6 +211,7 @@ impl Broker {
             retained_writes: None,
             session_writes: None,
             store_writable: true,
+            held_acks: None,
             bridge_refusals: Vec::new(),
             crossings: Vec::new(),
             aliases: AliasRegistry::new(limits.topic_aliases_per_shard_max),

@@ -199,6 +199,10 @@ pub enum ShardMessage {
     Publish(Arc<RoutedMessage>),
     /// Membership and deliveries of shared subscriptions.
     Group(Box<super::GroupMessage>),
+    /// Under `durability = "sync"`: everything the sending shard posted before this is
+    /// applied once it is read; the receiving shard answers it with its next durable flush
+    /// (`shard/persist.rs`). Taken by the shard, never handed to the broker.
+    Barrier(u64),
 }
 
 const _: () = assert!(std::mem::size_of::<ShardMessage>() <= 16);
@@ -209,6 +213,7 @@ impl ShardMessage {
         match self {
             ShardMessage::Publish(message) => message.bytes(),
             ShardMessage::Group(share) => share.bytes(),
+            ShardMessage::Barrier(_) => std::mem::size_of::<ShardMessage>(),
         }
     }
 }

@@ -32,8 +32,8 @@ use crate::config::Durability;
 pub use error::StoreError;
 pub use lock::DataDirLock;
 use session_record::StoredSession;
-pub use writer::{Flush, StoreHandle};
-use writer::{LiveSession, Writer, unix_ms};
+use writer::{Durable, LiveSession, Writer, WriterLinks, unix_ms};
+pub use writer::{Echo, Flush, StoreHandle};
 
 /// Flushes queued per shard before a shard keeps its updates to conflate them further: a few
 /// intervals' worth, so a slow disk is absorbed without holding much (a flush holds at most
@@ -53,11 +53,13 @@ pub struct Store {
 
 impl Store {
     /// Locks `data_dir`, loads it, rewrites each shard's snapshot, and starts the writer.
+    /// `wake(shard)` wakes a shard's loop when barriers of it became durable (`sync` only).
     pub fn open(
         data_dir: &Path,
         durability: Durability,
         shard_count: usize,
         recover: bool,
+        wake: Box<dyn Fn(usize) + Send>,
     ) -> Result<Store, StoreError> {
         let lock = DataDirLock::acquire(data_dir)?;
         let started = Instant::now();
@@ -102,14 +104,19 @@ impl Store {
         }
         let write_errors: Arc<[AtomicU64]> = (0..shard_count).map(|_| AtomicU64::new(0)).collect();
         let writable = Arc::new(AtomicBool::new(true));
+        let durable = Arc::new(Durable::new(shard_count));
         let mut writer = Writer::new(
             data_dir,
             durability,
             loaded.stamp_max,
             messages,
             live_sessions,
-            Arc::clone(&write_errors),
-            Arc::clone(&writable),
+            WriterLinks {
+                write_errors: Arc::clone(&write_errors),
+                writable: Arc::clone(&writable),
+                durable: Arc::clone(&durable),
+                wake,
+            },
         );
         // A shard directory past this broker's shards is removed only once every topic it
         // held is in a current shard's snapshot.
@@ -136,7 +143,14 @@ impl Store {
         let handles = (0..shard_count)
             .map(|shard| {
                 let errors = Arc::clone(&write_errors);
-                StoreHandle::new(shard, sender.clone(), errors, Arc::clone(&writable))
+                let durable = Arc::clone(&durable);
+                StoreHandle::new(
+                    shard,
+                    sender.clone(),
+                    errors,
+                    Arc::clone(&writable),
+                    durable,
+                )
             })
             .collect();
         let thread = std::thread::Builder::new()
