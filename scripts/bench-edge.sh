@@ -24,7 +24,8 @@ PAYLOAD=${PAYLOAD:-64}
 SHARDS=${SHARDS:-1}
 MOSQUITTO=${MOSQUITTO:-/usr/sbin/mosquitto}
 mkdir -p "$OUT"
-cargo build --release -q --bin fanfare -p fanfare -p fanfare-loadtest
+cargo build --release -q -p fanfare --bin fanfare
+cargo build --release -q -p fanfare-loadtest
 LT=$ROOT/target/release/fanfare-loadtest
 FANFARE=$ROOT/target/release/fanfare
 PIDS=()
