@@ -114,6 +114,14 @@ class NatsServer:
                     return stream
         return None
 
+    def consumers(self, stream: str) -> int:
+        """How many consumers of the stream this server holds a replica of."""
+        answer = self.monitor("/jsz?accounts=true&streams=true&consumers=true")
+        return sum(len(detail.get("consumer_detail") or [])
+                   for account in answer.get("account_details", [])
+                   for detail in account.get("stream_detail", [])
+                   if detail.get("name") == stream)
+
     def kill(self) -> None:
         """SIGKILL: the server vanishes without closing anything, as in a crash."""
         if self.proc.poll() is None:
@@ -211,6 +219,21 @@ class NatsCluster:
             if meta.get("leader") not in names:
                 return f"{server.name} sees meta leader {meta.get('leader')!r}"
         return None
+
+    def wait_client(self, name: str, timeout_s: float = FORM_TIMEOUT_S) -> str:
+        """Waits until a running server has a client connection named `name`; returns that
+        server's name."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            for server in self.alive():
+                try:
+                    conns = server.monitor("/connz").get("connections", [])
+                except (OSError, AssertionError):
+                    continue
+                if any(conn.get("name") == name for conn in conns):
+                    return server.name
+            assert time.monotonic() < deadline, f"no NATS server has the client {name!r}"
+            time.sleep(0.1)
 
     def stream(self, name: str) -> dict:
         """A JetStream stream's state as a running server reports it: `config`

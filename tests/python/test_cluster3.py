@@ -30,6 +30,9 @@ MESSAGES_PER_PUBLISHER = 50
 RECONNECT_TIMEOUT_S = 30.0
 # Late subscribers sent to see whether a node's replica has a value yet, 0.5 s each.
 RETAINED_PROBES_MAX = 40
+# Those sent to each node after a NATS server is lost: a node that follows the stream has
+# a new value within a second or two.
+FOLLOW_PROBES_MAX = 10
 
 
 @pytest.fixture
@@ -102,6 +105,18 @@ def retained_on(broker, clients, topic_filter: str) -> list:
             got.append(late.wait_for_message(timeout=0.5))
         except AssertionError:
             return got
+
+
+def retained_until(broker, clients, topic_filter: str, done,
+                   probes: int = RETAINED_PROBES_MAX) -> list:
+    """Sends late subscribers (at most `probes`) until what they get is `done(got)`, for a
+    value that reaches the node through the stream at a moment the test cannot see; returns
+    the last `got`."""
+    for _ in range(probes):
+        got = retained_on(broker, clients, topic_filter)
+        if done(got):
+            break
+    return got
 
 
 def readyz(broker) -> tuple[int, dict]:
@@ -189,35 +204,66 @@ def test_retained_set_on_one_node_is_served_on_another_and_cleared_from_a_third(
     assert retained_on(a, clients, topic + "/#") == []
 
 
-def test_a_nats_server_killed(nats, three, node, clients, topic):
+def test_a_nats_server_killed(nats, three, clients, topic):
     """Node 1's NATS server dies: node 1 moves to another server, delivery between all nodes
     goes on, and the stream (two of three replicas left) still serves and stores values."""
     a, b, c = three
-    clients(b, "tcp").publish(f"{topic}/before", b"kept", 1, retain=True)
+    # Retained values on topics the subscribers below do not match, so they count only live
+    # messages.
+    kept = f"{topic}_retained"
+    clients(b, "tcp").publish(f"{kept}/before", b"kept", 1, retain=True)
     wait_for_metric(b, "fanfare_cluster_retained_stored_total", lambda v: v == 1)
     subs = subscribe_everywhere(three, clients, topic + "/#")
     pubs = [clients(broker, "tcp") for broker in three]
     sends = [lambda p, pub=pub: pub.publish(topic + "/probe", p, 0) for pub in pubs]
     open_mesh(sends, subs, "three nodes")
-    # The late subscribers were given the retained value; probes were drained with it.
 
+    assert nats.wait_client("fanfare node1") == "n1"
     nats.servers[0].kill()
     nats.wait_formed(timeout_s=RECONNECT_TIMEOUT_S)
+    # Node 1 was given n1 alone: it found the others in the cluster's INFO.
+    assert nats.wait_client("fanfare node1", RECONNECT_TIMEOUT_S) in ("n2", "n3")
     wait_for_metric(a, "fanfare_cluster_connected", lambda v: v == 1,
                     timeout_s=RECONNECT_TIMEOUT_S)
     open_mesh(sends, subs, "three nodes, one NATS server down", timeout_s=RECONNECT_TIMEOUT_S)
     publish_and_count(pubs, subs, topic)
 
+    # Every node still serves the value set before, from its replica.
+    for broker in three:
+        [msg] = retained_on(broker, clients, kept + "/#")
+        assert (msg.topic, msg.payload, msg.retain) == (f"{kept}/before", b"kept", True)
+    # And a value can still be set: JetStream stores it on the two servers left.
     nats.wait_stream_led(STREAM)
-    clients(a, "tcp").publish(f"{topic}/after", b"set", 1, retain=True)
+    clients(a, "tcp").publish(f"{kept}/after", b"set", 1, retain=True)
     wait_for_metric(a, "fanfare_cluster_retained_stored_total", lambda v: v == 1,
                     timeout_s=RECONNECT_TIMEOUT_S)
-    drain(subs)
-    # A node started now (on NATS server 2) reads both values from what is left of the stream.
-    late = node(4)
-    got = retained_on(late, clients, topic + "/#")
-    assert sorted((m.topic, m.payload) for m in got) == [
-        (f"{topic}/after", b"set"), (f"{topic}/before", b"kept")]
+    assert nats.stream(STREAM)["state"]["num_subjects"] == 2
+
+
+@pytest.mark.xfail(strict=False, reason=(
+    "a node whose stream consumer was on the killed NATS server stops following the stream "
+    "until async-nats's ordered consumer misses two idle heartbeats of 15 s and recreates it "
+    "(30 to 60 s), and recreating it may time out while JetStream still places consumers on "
+    "the dead server"))
+def test_every_node_follows_the_stream_after_a_nats_server_is_killed(nats, three, clients,
+                                                                       topic):
+    # The server holding the most of the nodes' consumers holds one at least.
+    hosts = {server.name: server.consumers(STREAM) for server in nats.servers}
+    victim = max(nats.servers, key=lambda server: hosts[server.name])
+    assert hosts[victim.name] >= 1, hosts
+    victim.kill()
+    nats.wait_formed(timeout_s=RECONNECT_TIMEOUT_S)
+    nats.wait_stream_led(STREAM)
+    # Set from a node whose own NATS server is still there.
+    setter = three[(nats.servers.index(victim) + 1) % 3]
+    clients(setter, "tcp").publish(f"{topic}/late", b"set", 1, retain=True)
+    wait_for_metric(setter, "fanfare_cluster_retained_stored_total", lambda v: v == 1,
+                    timeout_s=RECONNECT_TIMEOUT_S)
+    # No node has a subscriber for it: each learns of it from the stream alone.
+    for broker in three:
+        got = retained_until(broker, clients, f"{topic}/late", lambda got: len(got) == 1,
+                             probes=FOLLOW_PROBES_MAX)
+        assert [(m.topic, m.payload) for m in got] == [(f"{topic}/late", b"set")]
 
 
 def test_a_fanfare_node_killed(three, clients, topic):
@@ -290,8 +336,5 @@ def test_nats_gone_and_back(nats, three, clients, topic):
     clients(a, "tcp").publish(elsewhere, b"stored", 1, retain=True)
     wait_for_metric(a, "fanfare_cluster_retained_stored_total", lambda v: v >= 1,
                     timeout_s=RECONNECT_TIMEOUT_S)
-    for _ in range(RETAINED_PROBES_MAX):
-        got = retained_on(c, clients, elsewhere)
-        if got:
-            break
+    got = retained_until(c, clients, elsewhere, lambda got: len(got) > 0)
     assert [(m.topic, m.payload) for m in got] == [(elsewhere, b"stored")]
