@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use crate::bridge::BridgeLink;
-use crate::bridge::link::BridgeFigures;
 use crate::broker::BrokerStats;
 
 /// Whether a figure is a current size or a count since start.
@@ -513,68 +512,74 @@ impl Metrics {
         if self.bridges.is_empty() {
             return;
         }
-        type Read = fn(&BridgeFigures) -> u64;
-        let bridge_metrics: [(&str, &str, &str, Read); 9] = [
+        type Read = fn(&BridgeLink) -> u64;
+        let bridge_metrics: [(&str, &str, &str, Read); 10] = [
             (
                 "fanfare_bridge_connected",
                 "gauge",
                 "1 while the bridge is connected to its remote broker.",
-                |f| u64::from(f.connected.load(Relaxed)),
+                |l| u64::from(l.figures.connected.load(Relaxed)),
             ),
             (
                 "fanfare_bridge_forwarded_out_total",
                 "counter",
                 "Publishes of this broker sent to the remote (QoS 1: acknowledged).",
-                |f| f.forwarded_out.load(Relaxed),
+                |l| l.figures.forwarded_out.load(Relaxed),
             ),
             (
                 "fanfare_bridge_forwarded_in_total",
                 "counter",
                 "Messages from the remote published on this broker.",
-                |f| f.forwarded_in.load(Relaxed),
+                |l| l.figures.forwarded_in.load(Relaxed),
             ),
             (
                 "fanfare_bridge_dropped_out_total",
                 "counter",
                 "Publishes not bridged: the out queue full past out_queue_bytes_max.",
-                |f| f.dropped_out.load(Relaxed),
+                |l| l.figures.dropped_out.load(Relaxed),
             ),
             (
                 "fanfare_bridge_dropped_in_total",
                 "counter",
                 "Messages from the remote not published: the in queue full, or a topic with no valid local name.",
-                |f| f.dropped_in.load(Relaxed),
+                |l| l.figures.dropped_in.load(Relaxed),
             ),
             (
                 "fanfare_bridge_reconnects_total",
                 "counter",
                 "Connections to the remote after the first.",
-                |f| f.reconnects.load(Relaxed),
+                |l| l.figures.reconnects.load(Relaxed),
             ),
             (
                 "fanfare_bridge_queued_messages",
                 "gauge",
                 "Messages waiting for the remote in the bridge's queue: QoS 1 until acknowledged (on disk with a queue directory), QoS 0 until sent.",
-                |f| f.queued_messages.load(Relaxed),
+                |l| l.figures.queued_messages.load(Relaxed),
             ),
             (
                 "fanfare_bridge_queued_bytes",
                 "gauge",
                 "Bytes of the messages in the bridge's queue (QoS 1: as records in its files), bounded by queue_bytes_max.",
-                |f| f.queued_bytes.load(Relaxed),
+                |l| l.figures.queued_bytes.load(Relaxed),
             ),
             (
                 "fanfare_bridge_queue_dropped_total",
                 "counter",
                 "QoS 1 messages the bridge's queue did not keep: the oldest dropped for room (drop_oldest), or one larger than the whole queue_bytes_max.",
-                |f| f.queue_dropped.load(Relaxed),
+                |l| l.figures.queue_dropped.load(Relaxed),
+            ),
+            (
+                "fanfare_bridge_second_copies_total",
+                "counter",
+                "Messages that came both over this bridge and from the remote's own bridge connection (two brokers bridged to each other): the second copy is dropped.",
+                |l| l.second_copies(),
             ),
         ];
         for (name, kind, help, read) in bridge_metrics {
             let _ = writeln!(text, "# HELP {name} {help}");
             let _ = writeln!(text, "# TYPE {name} {kind}");
             for link in &self.bridges {
-                let value = read(&link.figures);
+                let value = read(link);
                 let _ = writeln!(text, "{name}{{bridge=\"{}\"}} {value}", link.name);
             }
         }

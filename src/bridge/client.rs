@@ -21,12 +21,19 @@
 //! a time, sent again, flagged DUP, after a reconnection. QoS 1 messages from the remote are
 //! acknowledged once handed to the shards' queue (memory only).
 //!
-//! **3.1.1 echoes.** MQTT 3.1.1 has no No Local: the remote sends this broker's own publishes
-//! back when a `both` mapping covers them. The client remembers the last
-//! [`ECHOES_REMEMBERED_MAX`] publishes it sent that will come back that way and drops the
-//! first message from the remote equal to one (topic and payload), once.
+//! **Loops** (`docs/bridges.md`). With `try_private` the CONNECT says this is a bridge
+//! (3.1.1: protocol level 0x84; MQTT 5: the user property [`BRIDGE_USER_PROPERTY`]); a
+//! 3.1.1 remote that refuses it is asked again without, for good. Messages from the remote
+//! are marked as having crossed a bridge (`RoutedMessage::bridged`), and one that the
+//! remote's own bridge connection already published here is dropped
+//! (`crate::broker::crossings`).
+//!
+//! **3.1.1 echoes.** MQTT 3.1.1 has no No Local: a remote that did not take the mark sends
+//! this broker's own publishes back when a `both` mapping covers them. The client then
+//! remembers the last [`ECHOES_REMEMBERED_MAX`] publishes it sent that will come back that
+//! way and drops the first message from the remote equal to one (topic and payload), once.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -44,13 +51,14 @@ use super::remap::{to_local, to_remote};
 use super::tls::{TlsClient, TlsSetupError};
 use super::transport::{Received, Transport, TransportError};
 use crate::broker::RoutedMessage;
+use crate::broker::crossings::{self, Path};
 use crate::config::bridge::{BridgeProtocol, BridgeSettings, RemoteUrl};
 use crate::config::{Limits, Persistence};
 use crate::protocol::mqtt::topic::validate_topic_name;
 use crate::protocol::mqtt::{
-    Ack, Connect, DecodeError, DecodeLimits, Delivery, Packet, Properties, PropertiesBuf, Property,
-    ProtocolVersion, Publish, QoS, ReasonCode, Subscribe, SubscribeReturnCode, SubscriptionOptions,
-    decode_from_server, encode,
+    Ack, BRIDGE_USER_PROPERTY, Connect, DecodeError, DecodeLimits, Delivery, Packet, PacketId,
+    Properties, PropertiesBuf, Property, PropertyScope, ProtocolVersion, Publish, QoS, ReasonCode,
+    Subscribe, SubscribeReturnCode, SubscriptionOptions, decode_from_server, encode,
 };
 use crate::store::StoreError;
 
@@ -208,6 +216,10 @@ pub fn spawn(
         queue,
         echoes: VecDeque::new(),
         ping_outstanding: false,
+        inbound_qos2: BTreeSet::new(),
+        inbound_qos2_max: usize::from(limits.inbound_qos2_max),
+        private: settings.try_private,
+        private_accepted: false,
     };
     // What the queue loaded shows from the start, before the broker is ready.
     client.publish_figures();
@@ -232,6 +244,15 @@ struct Client {
     /// Fingerprints of publishes a 3.1.1 remote will echo (see the module documentation).
     echoes: VecDeque<u64>,
     ping_outstanding: bool,
+    /// Packet ids of the remote's QoS 2 publishes delivered and awaiting PUBREL: at most
+    /// `inbound_qos2_max` (2 bytes each).
+    inbound_qos2: BTreeSet<u16>,
+    inbound_qos2_max: usize,
+    /// Whether the next CONNECT says it is a bridge (`try_private`): cleared for good when
+    /// the remote refuses it.
+    private: bool,
+    /// The connection up now said so and was accepted: the remote does not echo.
+    private_accepted: bool,
 }
 
 impl Client {
@@ -243,6 +264,7 @@ impl Client {
         // Failures in a row are logged once, as one change of state.
         let mut failing = false;
         let (name, url) = (self.settings.name.clone(), self.settings.url.clone());
+        let v5 = self.version == ProtocolVersion::V5;
         let link = Arc::clone(&self.link);
         loop {
             let attempt = tokio::select! {
@@ -261,6 +283,7 @@ impl Client {
                     info!("bridge {name}: connected to {url}");
                     let why = self.serve(stream, buf).await;
                     self.link.figures.connected.store(false, Ordering::Relaxed);
+                    self.private_accepted = false;
                     if matches!(why, Down::Stopping) {
                         break;
                     }
@@ -270,6 +293,15 @@ impl Client {
                     );
                 }
                 Err(Down::Stopping) => break,
+                Err(why) if self.private && !v5 && refuses_the_mark(&why) => {
+                    self.private = false;
+                    warn!(
+                        "bridge {name}: {url} refused the bridge's CONNECT with protocol level \
+                         0x84 (try_private: {why}); connecting as an ordinary 3.1.1 client from \
+                         now on"
+                    );
+                    continue;
+                }
                 Err(why) if !failing => {
                     failing = true;
                     warn!(
@@ -348,6 +380,10 @@ impl Client {
                 self.settings.session_expiry_s,
             ));
         }
+        let v5 = self.version == ProtocolVersion::V5;
+        if v5 && self.private {
+            properties.push(Property::UserProperty(BRIDGE_USER_PROPERTY, "1"));
+        }
         let connect = Packet::Connect(Connect {
             version: self.version,
             clean_session: self.settings.clean_start,
@@ -357,6 +393,7 @@ impl Client {
             username: self.settings.username.as_deref(),
             password: self.password.as_deref(),
             properties: properties.as_properties(),
+            bridge: self.private && !v5,
         });
         let mut out = Vec::new();
         encode(&connect, self.version, &mut out);
@@ -379,6 +416,7 @@ impl Client {
             if connack.reason != ReasonCode::SUCCESS {
                 return Err(Down::Refused(connack.reason));
             }
+            self.private_accepted = self.private;
             buf.drain(..used);
             return Ok((stream, buf));
         }
@@ -390,18 +428,24 @@ impl Client {
         self.subscribe(&mut out);
         // What the last connection left unacknowledged goes again, in order.
         self.queue.reconnected();
+        // A released QoS 2 message goes on with its PUBREL [MQTT-4.4.0-1].
+        let now = std::time::Instant::now();
         for entry in self.queue.in_flight() {
-            if let Some(id) = entry.id {
-                let delivery = Delivery::AtLeastOnce(id);
-                put_publish(
-                    &mut out,
-                    self.version,
-                    &entry.topic,
-                    &entry.message,
-                    delivery,
-                    true,
-                );
+            let Some(id) = entry.id else {
+                continue;
+            };
+            if entry.released {
+                encode(&Packet::PubRel(Ack::new(id)), self.version, &mut out);
+                continue;
             }
+            let delivery = delivery_of(entry.qos, id);
+            let message = (&*entry.topic, &*entry.message);
+            put_publish(&mut out, self.version, message, delivery, true, now);
+        }
+        // A clean start ends the remote's side of the QoS 2 publishes it sent: their ids are
+        // new again.
+        if self.settings.clean_start {
+            self.inbound_qos2.clear();
         }
         self.ping_outstanding = false;
         let keep_alive = Duration::from_secs(u64::from(self.settings.keep_alive_s.max(1)));
@@ -520,7 +564,7 @@ impl Client {
                 }
                 continue;
             }
-            let dropped = match self.queue.push(topic.into(), message) {
+            let dropped = match self.queue.push(topic.into(), message, qos) {
                 Pushed::Queued { dropped } => dropped,
                 Pushed::Dropped => 1,
             };
@@ -553,34 +597,34 @@ impl Client {
         self.intake();
         let link = Arc::clone(&self.link);
         let figures = &link.figures;
+        let now = std::time::Instant::now();
+        // A message past its Message Expiry Interval goes to no one [MQTT-3.3.2-5]: it is
+        // dropped, and counted, instead of sent.
         while let Some((topic, message)) = self.queue.pop_volatile() {
+            if message.expired(now) {
+                figures.dropped_out.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
             self.remember_echo(&topic, &message.payload);
-            put_publish(
-                out,
-                self.version,
-                &topic,
-                &message,
-                Delivery::AtMostOnce,
-                false,
-            );
+            let delivery = Delivery::AtMostOnce;
+            put_publish(out, self.version, (&topic, &message), delivery, false, now);
             figures.forwarded_out.fetch_add(1, Ordering::Relaxed);
         }
         let window = usize::from(self.settings.inflight_max);
+        let echoes = self.echoes_expected();
         while let Some(entry) = self.queue.next_to_send(window) {
             let Some(id) = entry.id else {
                 continue;
             };
-            put_publish(
-                out,
-                self.version,
-                &entry.topic,
-                &entry.message,
-                Delivery::AtLeastOnce(id),
-                false,
-            );
-            if self.version == ProtocolVersion::V311
-                && to_local(&self.settings.topics, &entry.topic).is_some()
-            {
+            if entry.message.expired(now) {
+                self.queue.ack(id);
+                figures.dropped_out.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            let delivery = delivery_of(entry.qos, id);
+            let message = (&*entry.topic, &*entry.message);
+            put_publish(out, self.version, message, delivery, false, now);
+            if echoes && to_local(&self.settings.topics, &entry.topic).is_some() {
                 remember(
                     &mut self.echoes,
                     fingerprint(&entry.topic, &entry.message.payload),
@@ -590,10 +634,16 @@ impl Client {
         self.publish_figures();
     }
 
+    /// Whether the remote sends this bridge's own publishes back: a 3.1.1 remote that was
+    /// not told, or refused to hear, that this is a bridge. One that accepted the mark
+    /// (Mosquitto, fanfare) subscribes it with No Local.
+    fn echoes_expected(&self) -> bool {
+        self.version == ProtocolVersion::V311 && !self.private_accepted
+    }
+
     /// A 3.1.1 remote sends back a publish to a topic that an `in` mapping covers too.
     fn remember_echo(&mut self, topic: &str, payload: &[u8]) {
-        if self.version == ProtocolVersion::V311 && to_local(&self.settings.topics, topic).is_some()
-        {
+        if self.echoes_expected() && to_local(&self.settings.topics, topic).is_some() {
             remember(&mut self.echoes, fingerprint(topic, payload));
         }
     }
@@ -622,25 +672,26 @@ impl Client {
     fn take_packet(&mut self, packet: Packet<'_>, out: &mut Vec<u8>) -> Result<Taken, Down> {
         let figures = &self.link.figures;
         match packet {
-            Packet::Publish(publish) => {
-                let id = match publish.delivery {
-                    Delivery::AtMostOnce => None,
-                    Delivery::AtLeastOnce(id) => Some(id),
-                    Delivery::ExactlyOnce(_) => {
-                        return Err(Down::Unexpected("QoS 2 publish (subscribed at QoS 1)"));
-                    }
-                };
-                if self.take_publish(&publish).is_err() {
-                    return Ok(Taken::Stalled);
-                }
-                if let Some(id) = id {
-                    encode(&Packet::PubAck(Ack::new(id)), self.version, out);
-                }
-            }
-            Packet::PubAck(ack) => {
+            Packet::Publish(publish) => return self.take_remote_publish(&publish, out),
+            Packet::PubAck(ack) | Packet::PubComp(ack) => {
                 if self.queue.ack(ack.packet_id) {
                     figures.forwarded_out.fetch_add(1, Ordering::Relaxed);
                 }
+            }
+            // A PUBREC with an error ends the exchange (§4.3.3): the remote will not have it.
+            Packet::PubRec(ack) if ack.reason.is_error() => {
+                self.queue.ack(ack.packet_id);
+                figures.dropped_out.fetch_add(1, Ordering::Relaxed);
+            }
+            Packet::PubRec(ack) => {
+                if self.queue.received(ack.packet_id) {
+                    encode(&Packet::PubRel(Ack::new(ack.packet_id)), self.version, out);
+                }
+            }
+            Packet::PubRel(ack) => {
+                // Known or not (a retransmission after PUBCOMP was lost), PUBCOMP ends it.
+                self.inbound_qos2.remove(&ack.packet_id.get());
+                encode(&Packet::PubComp(Ack::new(ack.packet_id)), self.version, out);
             }
             Packet::SubAck(suback) => {
                 let refused = suback
@@ -658,6 +709,43 @@ impl Client {
             Packet::Disconnect(disconnect) => return Err(Down::Disconnected(disconnect.reason)),
             Packet::UnsubAck(_) => {}
             _ => return Err(Down::Unexpected("packet from the remote")),
+        }
+        Ok(Taken::Done)
+    }
+
+    /// A PUBLISH from the remote: handed to the shards and acknowledged, QoS 2 ones once per
+    /// packet id until their PUBREL [MQTT-4.3.3-3] (a retransmission only gets PUBREC again).
+    fn take_remote_publish(
+        &mut self,
+        publish: &Publish<'_>,
+        out: &mut Vec<u8>,
+    ) -> Result<Taken, Down> {
+        match publish.delivery {
+            Delivery::AtMostOnce => {
+                if self.take_publish(publish).is_err() {
+                    return Ok(Taken::Stalled);
+                }
+            }
+            Delivery::AtLeastOnce(id) => {
+                if self.take_publish(publish).is_err() {
+                    return Ok(Taken::Stalled);
+                }
+                encode(&Packet::PubAck(Ack::new(id)), self.version, out);
+            }
+            Delivery::ExactlyOnce(id) => {
+                if !self.inbound_qos2.contains(&id.get()) {
+                    if self.inbound_qos2.len() >= self.inbound_qos2_max {
+                        return Err(Down::Unexpected(
+                            "QoS 2 publish past inbound_qos2_max awaiting PUBREL",
+                        ));
+                    }
+                    if self.take_publish(publish).is_err() {
+                        return Ok(Taken::Stalled);
+                    }
+                    self.inbound_qos2.insert(id.get());
+                }
+                encode(&Packet::PubRec(Ack::new(id)), self.version, out);
+            }
         }
         Ok(Taken::Done)
     }
@@ -685,12 +773,19 @@ impl Client {
             .delivery
             .qos()
             .min(QoS::from_bits(qos_max).unwrap_or(QoS::AtMostOnce));
-        self.link.deliver(RoutedMessage::new(
-            &topic,
-            publish.payload,
-            qos,
-            publish.retain,
-        ))
+        // MQTT 5: with the publisher's properties and what remains of its expiry.
+        let mut message = RoutedMessage::of_publish(publish, &topic, std::time::Instant::now());
+        message.qos = qos;
+        message.bridged = true;
+        // The remote's own bridge connection may have published it here already.
+        let print = crossings::fingerprint(&topic, publish.payload);
+        let mut crossings = self.link.lock_crossings();
+        if crossings.second_copy(Path::Pulled, print) {
+            return Ok(());
+        }
+        self.link.deliver(message)?;
+        crossings.note(Path::Pulled, print);
+        Ok(())
     }
 }
 
@@ -712,23 +807,54 @@ enum Taken {
     Stalled,
 }
 
+/// How a queued message is sent: QoS 1 or 2 with packet id `id`.
+fn delivery_of(qos: QoS, id: PacketId) -> Delivery {
+    match qos {
+        QoS::ExactlyOnce => Delivery::ExactlyOnce(id),
+        QoS::AtMostOnce | QoS::AtLeastOnce => Delivery::AtLeastOnce(id),
+    }
+}
+
+/// Encodes `message` as a PUBLISH to the remote: for MQTT 5 with the properties its
+/// publisher gave it (user properties, content type, payload format, response topic,
+/// correlation data) and the Message Expiry Interval that remains at `now` [MQTT-3.3.2-6].
 fn put_publish(
     out: &mut Vec<u8>,
     version: ProtocolVersion,
-    topic: &str,
-    message: &RoutedMessage,
+    (topic, message): (&str, &RoutedMessage),
     delivery: Delivery,
     dup: bool,
+    now: std::time::Instant,
 ) {
+    let mut properties = PropertiesBuf::new();
+    if version == ProtocolVersion::V5 {
+        // Validated when the publisher sent them: unreadable, they are left out.
+        if let Ok(given) = Properties::parse(&message.properties, PropertyScope::Publish) {
+            given.copy_except(&[], &mut properties);
+        }
+        if let Some(remaining_s) = message.remaining_expiry_s(now) {
+            properties.push(Property::MessageExpiryInterval(remaining_s));
+        }
+    }
     let publish = Packet::Publish(Publish {
         dup,
         retain: message.retain,
         delivery,
         topic,
         payload: &message.payload,
-        properties: Properties::EMPTY,
+        properties: properties.as_properties(),
     });
     encode(&publish, version, out);
+}
+
+/// Whether a failed attempt says the remote does not take protocol level 0x84: a refusal
+/// with return code 1 (0x84, Unsupported Protocol Version), or a remote that closes the
+/// connection without CONNACK, as some do with a CONNECT they cannot read.
+fn refuses_the_mark(why: &Down) -> bool {
+    matches!(
+        why,
+        Down::Refused(ReasonCode::UNSUPPORTED_PROTOCOL_VERSION) | Down::Closed
+    )
 }
 
 /// `future` unless `deadline` passes first: then the connection attempt has taken

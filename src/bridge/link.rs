@@ -10,12 +10,13 @@
 //!   only a message larger than the whole bound is dropped and counted. They all go to
 //!   [`INTAKE_SHARD`], which keeps the remote's order and posts each once to the other shards.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 
 use crate::broker::RoutedMessage;
+use crate::broker::crossings::Crossings;
 use crate::config::bridge::BridgeSettings;
 use crate::protocol::mqtt::topic::filter_matches;
 pub use crate::shard::byte_queue::Full;
@@ -65,6 +66,9 @@ pub struct BridgeLink {
     /// Set by the bridge while its queue is full under `queue_full_policy = "refuse"`: the
     /// shards then refuse the QoS 1/2 publishes an `out` mapping matches.
     pub refusing: AtomicBool,
+    /// What came in over this bridge and from the remote's own bridge connection, to drop
+    /// the second copy (`crate::broker::crossings`); shared with the shards.
+    pub crossings: Arc<Mutex<Crossings>>,
     /// The broker stops: the bridge writes what the shards handed it and ends.
     stopping: AtomicBool,
     stop: Notify,
@@ -88,9 +92,29 @@ impl BridgeLink {
             ),
             figures: BridgeFigures::default(),
             refusing: AtomicBool::new(false),
+            crossings: Arc::new(Mutex::new(Crossings::new(
+                settings
+                    .topics
+                    .iter()
+                    .filter(|mapping| mapping.direction.carries_in())
+                    .map(|mapping| mapping.local_filter())
+                    .collect(),
+                settings.second_copies_remembered_max,
+            ))),
             stopping: AtomicBool::new(false),
             stop: Notify::new(),
         }
+    }
+
+    /// Second copies dropped (`fanfare_bridge_second_copies_total`).
+    pub fn second_copies(&self) -> u64 {
+        self.lock_crossings().second_copies()
+    }
+
+    /// The crossings, locked. A poisoned lock only means a thread panicked while holding
+    /// it: what it remembers is still whole.
+    pub(super) fn lock_crossings(&self) -> std::sync::MutexGuard<'_, Crossings> {
+        self.crossings.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The local filters of the `out` and `both` mappings.

@@ -14,8 +14,9 @@
 //!
 //! A publish that enters on this node goes to every bridge with an `out` mapping matching
 //! it; a message from a remote broker is taken by shard 0 and published on this node only,
-//! never forwarded to the cluster or to a bridge (`Broker::publish_from_remote`), so no
-//! message loops back to where it came from.
+//! never forwarded to the cluster or to a bridge (`Broker::publish_from_remote`), nor to
+//! another broker's bridge connected here, so no message loops back to where it came from
+//! (`docs/bridges.md`, Loops).
 
 pub mod client;
 pub mod journal;

@@ -14,8 +14,13 @@
 //! - **QoS 0** messages wait in memory only, up to `out_queue_bytes_max`; past it the newest
 //!   are dropped, as QoS 0 allows.
 //!
-//! What leaves the front of the QoS 1 queue (acknowledged, or dropped by `drop_oldest`) is
-//! noted in the journal as one DONE record per batch, so a restart sends only the rest.
+//! - **QoS 2** messages are queued as QoS 1 ones are, and leave the queue at PUBCOMP: PUBREC
+//!   makes them released (PUBREL sent, and sent again after a reconnection instead of the
+//!   PUBLISH [MQTT-4.4.0-1]). That state is not written: after a restart a released message
+//!   is sent again as a new PUBLISH, so across a crash QoS 2 is at least once, as QoS 1.
+//!
+//! What leaves the front of the queue (acknowledged, or dropped by `drop_oldest`) is noted in
+//! the journal as one DONE record per batch, so a restart sends only the rest.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -33,12 +38,16 @@ use crate::protocol::mqtt::{PacketId, QoS};
 /// its bound (in quarters), so that refusing does not flip on and off with every message.
 const REFUSE_UNTIL_QUARTERS: u64 = 3;
 
-/// A QoS 1 message waiting for the remote's acknowledgement.
+/// A QoS 1 or 2 message waiting for the remote's acknowledgement.
 pub struct Queued {
     seq: u64,
     /// The topic on the remote broker.
     pub topic: Box<str>,
     pub message: Arc<RoutedMessage>,
+    /// The QoS it is sent with: 1 or 2.
+    pub qos: QoS,
+    /// QoS 2: PUBREC came and PUBREL went; PUBCOMP is awaited.
+    pub released: bool,
     bytes: u64,
     /// The packet id it was sent with; `None`: not sent yet.
     pub id: Option<PacketId>,
@@ -137,6 +146,8 @@ impl OutQueue {
                     seq: stored.seq,
                     topic: stored.topic,
                     message: Arc::new(message),
+                    qos: stored.qos,
+                    released: false,
                     bytes,
                     id: None,
                     acked: false,
@@ -146,8 +157,10 @@ impl OutQueue {
         queue
     }
 
-    /// Queues a QoS 1 message for the remote under its remote `topic`.
-    pub fn push(&mut self, topic: Box<str>, message: Arc<RoutedMessage>) -> Pushed {
+    /// Queues a message for the remote under its remote `topic`, to be sent at `qos` (1 or
+    /// 2).
+    pub fn push(&mut self, topic: Box<str>, message: Arc<RoutedMessage>, qos: QoS) -> Pushed {
+        assert!(qos != QoS::AtMostOnce, "QoS 0 waits in memory only");
         let bytes = journal::message_record_bytes(&topic, &message.payload);
         if bytes > self.bytes_max {
             return Pushed::Dropped;
@@ -163,7 +176,7 @@ impl OutQueue {
             let stored = StoredMessage {
                 seq,
                 topic: topic.clone(),
-                qos: QoS::AtLeastOnce,
+                qos,
                 retain: message.retain,
                 payload: message.payload.clone(),
             };
@@ -176,6 +189,8 @@ impl OutQueue {
             seq,
             topic,
             message,
+            qos,
+            released: false,
             bytes,
             id: None,
             acked: false,
@@ -242,7 +257,23 @@ impl OutQueue {
         }
     }
 
-    /// The remote's PUBACK for `id`; `true` when it acknowledged a message still queued.
+    /// The remote's PUBREC for `id`: the QoS 2 message sent with it is released; `true` when
+    /// PUBREL is to be sent, which is whenever the id is in use (a message dropped while in
+    /// flight too: the remote then ends its side, and the id is free at PUBCOMP).
+    pub fn received(&mut self, id: PacketId) -> bool {
+        let Some(&seq) = self.ids.get(&id.get()) else {
+            return false;
+        };
+        if let Some(seq) = seq
+            && let Ok(at) = self.entries.binary_search_by_key(&seq, |entry| entry.seq)
+        {
+            self.entries[at].released = true;
+        }
+        true
+    }
+
+    /// The remote's PUBACK (QoS 1) or PUBCOMP (QoS 2) for `id`, or a PUBREC that refused the
+    /// message; `true` when it acknowledged a message still queued.
     pub fn ack(&mut self, id: PacketId) -> bool {
         let Some(Some(seq)) = self.ids.remove(&id.get()) else {
             return false;
@@ -403,7 +434,7 @@ mod tests {
 
     fn push(queue: &mut OutQueue, n: u8) -> Pushed {
         let (topic, message) = message(n);
-        queue.push(topic, message)
+        queue.push(topic, message, QoS::AtLeastOnce)
     }
 
     fn one() -> u64 {
@@ -412,6 +443,20 @@ mod tests {
 
     fn payloads(queue: &OutQueue) -> Vec<u8> {
         queue.entries.iter().map(|e| e.message.payload[0]).collect()
+    }
+
+    #[test]
+    fn a_qos2_message_is_released_at_pubrec_and_leaves_at_pubcomp() {
+        let mut queue = queue(one() * 10, QueueFullPolicy::DropOldest);
+        let (topic, message) = message(7);
+        queue.push(topic, message, QoS::ExactlyOnce);
+        let id = queue.next_to_send(4).and_then(|e| e.id).expect("sent");
+        assert!(queue.received(id), "PUBREL goes");
+        let entry = queue.in_flight().next().expect("still in flight");
+        assert!(entry.released && entry.qos == QoS::ExactlyOnce);
+        assert!(queue.ack(id), "PUBCOMP");
+        assert_eq!(queue.messages(), 0);
+        assert!(!queue.received(id), "an unknown id gets no PUBREL");
     }
 
     #[test]

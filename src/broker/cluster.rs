@@ -4,8 +4,12 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use std::sync::{Mutex, MutexGuard};
+
 use super::Broker;
+use super::crossings::{Crossings, Path, fingerprint};
 use super::outbox::{Outbox, RoutedMessage};
+use super::session::SessionKey;
 use crate::protocol::mqtt::topic::filter_matches;
 
 impl Broker {
@@ -50,6 +54,63 @@ impl Broker {
                 .any(|filter| filter_matches(filter, topic))
     }
 
+    /// The bridges' memories of the messages that came both ways (`crossings.rs`), one per
+    /// bridge, shared with its thread.
+    pub fn set_crossings(&mut self, crossings: Vec<Arc<Mutex<Crossings>>>) {
+        self.crossings = crossings;
+    }
+
+    /// A client's publish, from session `publisher`. One from another broker's bridge
+    /// connection crossed a bridge: it is delivered on this node only, like what this
+    /// node's bridges bring in, and not at all when one of them already brought it in
+    /// (`crossings.rs`).
+    pub(super) fn route_from(
+        &mut self,
+        publisher: SessionKey,
+        mut message: Arc<RoutedMessage>,
+        now: Instant,
+        out: &mut Outbox,
+    ) {
+        let bridge = self
+            .sessions
+            .get(publisher)
+            .is_some_and(|session| session.bridge);
+        if !bridge {
+            self.route(message, Some(publisher), now, out);
+            return;
+        }
+        if self.second_copy_pushed(&message) {
+            return;
+        }
+        if let Some(fresh) = Arc::get_mut(&mut message) {
+            fresh.bridged = true;
+        }
+        self.route_on_node(message, Some(publisher), now, out);
+    }
+
+    /// Whether a bridge of this node already brought in a message equal to `message`,
+    /// published here by a bridge connection; if not, each bridge that could bring it in
+    /// remembers it.
+    fn second_copy_pushed(&mut self, message: &RoutedMessage) -> bool {
+        if self.crossings.is_empty() {
+            return false;
+        }
+        let print = fingerprint(&message.topic, &message.payload);
+        for crossings in &self.crossings {
+            let mut crossings = lock(crossings);
+            if crossings.covers(&message.topic) && crossings.second_copy(Path::Pushed, print) {
+                return true;
+            }
+        }
+        for crossings in &self.crossings {
+            let mut crossings = lock(crossings);
+            if crossings.covers(&message.topic) {
+                crossings.note(Path::Pushed, print);
+            }
+        }
+        false
+    }
+
     /// A retained message from the cluster's JetStream stream: applied to this shard's
     /// replica (and noted for the store, with `--data-dir`), delivered to no one: the live
     /// subscribers got it as a publish. Each shard takes it from the cluster itself, so it is
@@ -72,4 +133,10 @@ impl Broker {
     ) {
         self.route_on_node(message, None, now, out);
     }
+}
+
+/// A bridge's crossings, locked. A poisoned lock only means a bridge's thread panicked while
+/// it held it: what it remembers is still whole.
+fn lock(crossings: &Mutex<Crossings>) -> MutexGuard<'_, Crossings> {
+    crossings.lock().unwrap_or_else(|e| e.into_inner())
 }

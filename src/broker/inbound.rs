@@ -8,7 +8,7 @@
 //! Interval (§3.14).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::Broker;
 use super::held_acks::AckKind;
@@ -20,9 +20,8 @@ use super::share_groups;
 use super::subscription::Grant;
 use crate::conn::ConnId;
 use crate::protocol::mqtt::{
-    Ack, Delivery, Disconnect, Packet, PacketId, Properties, PropertiesBuf, ProtocolVersion,
-    Publish, ReasonCode, RetainHandling, SubAck, Subscribe, SubscribeReturnCode, UnsubAck,
-    Unsubscribe, property_id,
+    Ack, Delivery, Disconnect, Packet, PacketId, Properties, ProtocolVersion, Publish, ReasonCode,
+    RetainHandling, SubAck, Subscribe, SubscribeReturnCode, UnsubAck, Unsubscribe,
 };
 
 impl Broker {
@@ -216,13 +215,13 @@ impl Broker {
             .clients
             .get(conn)
             .is_some_and(|connection| connection.version == ProtocolVersion::V5);
-        let message = || routed_message(publish, topic, now);
+        let message = || Arc::new(RoutedMessage::of_publish(publish, topic, now));
         match publish.delivery {
             Delivery::AtMostOnce if bad_payload => {
                 let reason = CloseReason::Refused(ReasonCode::PAYLOAD_FORMAT_INVALID, "payload");
                 self.close_for(conn, reason, now, out);
             }
-            Delivery::AtMostOnce => self.route(message(), Some(key), now, out),
+            Delivery::AtMostOnce => self.route_from(key, message(), now, out),
             Delivery::AtLeastOnce(id) if bad_payload => {
                 self.reply(conn, &Packet::PubAck(payload_refused(id)), out)
             }
@@ -235,7 +234,7 @@ impl Broker {
                 self.refuse_quota(conn, v5, Packet::PubAck, id, out)
             }
             Delivery::AtLeastOnce(id) => {
-                self.route(message(), Some(key), now, out);
+                self.route_from(key, message(), now, out);
                 let ack = self.accepted(id, v5, topic);
                 self.acknowledge(conn, AckKind::PubAck, ack, out);
             }
@@ -339,7 +338,7 @@ impl Broker {
             return;
         }
         session.hold_inbound_qos2(id);
-        self.route(message(), Some(key), now, out);
+        self.route_from(key, message(), now, out);
         // Written after what the routing changed on this shard (`session_writes.rs`), and
         // under `sync` only once every shard has it (`held_acks.rs`).
         self.note_inbound_qos2(key);
@@ -443,6 +442,13 @@ impl Broker {
                 codes.push(SubscribeReturnCode::Failure);
                 continue;
             }
+            // A 3.x bridge cannot ask for No Local and Retain As Published; it gets them, as
+            // Mosquitto gives them to a bridge, so its own publishes do not come back to it.
+            let mut options = options;
+            if session.bridge && !v5 {
+                options.no_local = true;
+                options.retain_as_published = true;
+            }
             // Granted QoS = requested QoS: every QoS is supported.
             let grant = Grant::new(options, id);
             session.subscriptions.insert(filter.into(), grant);
@@ -517,33 +523,6 @@ impl Broker {
         };
         self.reply(conn, &Packet::UnsubAck(unsuback), out);
     }
-}
-
-/// The message a client's PUBLISH routes, published to `topic` (its own, or the one its Topic
-/// Alias stands for): owned once here, at the routing boundary.
-fn routed_message(publish: &Publish<'_>, topic: &str, now: Instant) -> Arc<RoutedMessage> {
-    let properties = &publish.properties;
-    let mut message = RoutedMessage::new(
-        topic,
-        publish.payload,
-        publish.delivery.qos(),
-        publish.retain,
-    );
-    if !properties.is_empty() {
-        // Per connection or rewritten per subscriber [MQTT-3.3.2-7], [MQTT-3.3.4-4].
-        let skip = [
-            property_id::TOPIC_ALIAS,
-            property_id::SUBSCRIPTION_IDENTIFIER,
-            property_id::MESSAGE_EXPIRY_INTERVAL,
-        ];
-        let mut forwarded = PropertiesBuf::new();
-        properties.copy_except(&skip, &mut forwarded);
-        message.properties = forwarded.as_properties().raw().into();
-        message.expires_at = properties
-            .message_expiry_interval_s()
-            .and_then(|s| now.checked_add(Duration::from_secs(s.into())));
-    }
-    Arc::new(message)
 }
 
 /// A PUBACK or PUBREC refusing a payload that is not the UTF-8 it claims to be.

@@ -34,6 +34,7 @@ mod client_ids;
 mod clients;
 mod cluster;
 mod connect;
+pub mod crossings;
 mod fanout;
 mod held_acks;
 mod inbound;
@@ -163,6 +164,9 @@ pub struct Broker {
     held_acks: Option<HeldAcks>,
     /// See `Broker::set_bridge_refusals` (`cluster.rs`).
     bridge_refusals: Vec<Box<str>>,
+    /// What each bridge remembers of the messages that came over it and over a bridge
+    /// connection (`crossings.rs`), shared with its thread; empty without bridges.
+    crossings: Vec<std::sync::Arc<std::sync::Mutex<crossings::Crossings>>>,
     deadlines: Deadlines,
     /// Session expiry and will delay deadlines of MQTT 5 sessions.
     timers: SessionTimers,
@@ -209,6 +213,7 @@ impl Broker {
             store_writable: true,
             held_acks: None,
             bridge_refusals: Vec::new(),
+            crossings: Vec::new(),
             aliases: AliasRegistry::new(limits.topic_aliases_per_shard_max),
             limits,
             sessions: Slots::default(),

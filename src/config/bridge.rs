@@ -60,7 +60,7 @@ pub enum BridgeProtocol {
 pub struct TopicMapping {
     pub filter: String,
     pub direction: Direction,
-    /// The most QoS a message gets across the bridge: 0 or 1 (QoS 2 is not bridged yet).
+    /// The most QoS a message gets across the bridge: 0, 1 or 2.
     #[serde(default)]
     pub qos: u8,
     #[serde(default)]
@@ -235,6 +235,17 @@ impl Jitter {
     }
 }
 
+fn default_try_private() -> bool {
+    true
+}
+fn default_second_copies_remembered_max() -> usize {
+    4096
+}
+
+/// The most fingerprints a bridge may remember each way: each message from a bridge
+/// connection is compared with them all.
+pub const SECOND_COPIES_REMEMBERED_MAX: usize = 65_536;
+
 fn default_stored_bytes_max() -> u64 {
     64 * 1024 * 1024
 }
@@ -358,6 +369,19 @@ pub struct BridgeSettings {
     /// file.
     #[serde(default = "default_segment_bytes_max")]
     pub queue_segment_bytes_max: u64,
+    /// Tell the remote that this client is a bridge, as Mosquitto's `try_private` does: bit
+    /// 7 of the protocol level in 3.1.1 CONNECT, the user property `fanfare-bridge` in MQTT
+    /// 5. A remote that knows it does not send the bridge's own publishes back, and fanfare
+    /// does not send on over its bridges what came from one (`docs/bridges.md`, Loops). A
+    /// 3.1.1 remote that refuses the level is asked again without it, and that is logged.
+    #[serde(default = "default_try_private")]
+    pub try_private: bool,
+    /// Fingerprints (8 bytes each) this bridge remembers each way of the messages that came
+    /// over it and from the remote's own bridge connection, to drop the second copy when two
+    /// brokers are bridged to each other (`crate::broker::crossings`). 0 remembers none.
+    /// Each message from a bridge connection is compared with up to this many.
+    #[serde(default = "default_second_copies_remembered_max")]
+    pub second_copies_remembered_max: usize,
     pub topics: Vec<TopicMapping>,
 }
 
@@ -493,6 +517,12 @@ impl BridgeSettings {
                 "queue_bytes_max and queue_segment_bytes_max must be at least 1",
             ));
         }
+        if self.second_copies_remembered_max > SECOND_COPIES_REMEMBERED_MAX {
+            return Err(invalid(
+                "second_copies_remembered_max",
+                &format!("at most {SECOND_COPIES_REMEMBERED_MAX}"),
+            ));
+        }
         if self.topics.is_empty() || self.topics.len() > BRIDGE_TOPICS_MAX {
             return Err(invalid(
                 "topics",
@@ -500,8 +530,8 @@ impl BridgeSettings {
             ));
         }
         for mapping in &self.topics {
-            if mapping.qos > 1 {
-                return Err(invalid("topics.qos", "0 or 1 (QoS 2 is not bridged yet)"));
+            if mapping.qos > 2 {
+                return Err(invalid("topics.qos", "0, 1 or 2"));
             }
             let prefixes_ok = [&mapping.local_prefix, &mapping.remote_prefix]
                 .iter()
@@ -603,6 +633,8 @@ mod tests {
         assert!(validate(std::slice::from_ref(&b)).is_err());
         b.topics[0].local_prefix = "x/".to_owned();
         b.topics[0].qos = 2;
+        assert!(validate(std::slice::from_ref(&b)).is_ok());
+        b.topics[0].qos = 3;
         assert!(validate(std::slice::from_ref(&b)).is_err());
     }
 

@@ -298,6 +298,8 @@ impl Shard {
         }
         if !setup.bridges.is_empty() {
             broker.forward_out();
+            let crossings = setup.bridges.iter().map(|link| Arc::clone(&link.crossings));
+            broker.set_crossings(crossings.collect());
         }
         let addresses = Arc::clone(&setup.auth.addresses);
         let auth = AuthGate::new(

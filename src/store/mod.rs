@@ -81,6 +81,7 @@ impl Store {
                     retain: true,
                     properties: stored.properties,
                     expires_at,
+                    bridged: false,
                 };
                 (Arc::new(message), stored.expires_at_ms)
             })
@@ -209,6 +210,7 @@ fn restore_session(stored: StoredSession, now: Instant, now_ms: u64) -> LiveSess
                 retain: queued.retain,
                 properties: stored.properties,
                 expires_at: stored.expires_at_ms.map(instant),
+                bridged: false,
             };
             QueuedImage {
                 message: Arc::new(message),
@@ -233,6 +235,7 @@ fn restore_session(stored: StoredSession, now: Instant, now_ms: u64) -> LiveSess
             retain: will.retain,
             properties: stored.properties,
             expires_at: stored.expires_at_ms.map(instant),
+            bridged: false,
         };
         // One due while the broker was down is due now: published at the first tick.
         WillImage {
