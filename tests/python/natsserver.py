@@ -180,9 +180,14 @@ class NatsCluster:
             self.servers.append(NatsServer(home, name=f"n{i + 1}", cluster_port=port,
                                            routes=cluster_ports, ports=client_ports,
                                            start=False))
-        for server in self.servers:
-            server.start()
-        self.wait_formed()
+        try:
+            for server in self.servers:
+                server.start()
+            self.wait_formed()
+        except BaseException:
+            # No fixture owns the cluster yet: stop what started.
+            self.stop()
+            raise
 
     def alive(self) -> list[NatsServer]:
         return [server for server in self.servers if server.alive()]
@@ -265,7 +270,8 @@ class NatsCluster:
 
     def stop(self) -> None:
         for server in self.servers:
-            server.stop()
+            if hasattr(server, "proc"):
+                server.stop()
 
 
 class NatsPublisher:
