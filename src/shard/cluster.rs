@@ -1,5 +1,6 @@
 //! The shard's side of cluster mode (`crate::cluster`): each loop turn it hands the bridge
-//! this turn's publishes and interest changes, and the intake shard takes the messages from
+//! this turn's publishes, interest changes and accepted client ids, closes the connections
+//! whose client ids other nodes accepted, and the intake shard takes the messages from
 //! other nodes, a bounded number per turn.
 
 use std::sync::Arc;
@@ -38,6 +39,16 @@ impl Shard {
                 self.busy = true;
             }
         }
+        for taken in 0..FROM_CLUSTER_PER_TURN_MAX {
+            let Some(client_id) = link.take_taken_over(self.id) else {
+                break;
+            };
+            self.broker
+                .taken_over_elsewhere(&client_id, now, &mut self.outbox);
+            if taken + 1 == FROM_CLUSTER_PER_TURN_MAX {
+                self.busy = true;
+            }
+        }
         if self.id != INTAKE_SHARD || self.stop_deadline.is_some() {
             return;
         }
@@ -58,9 +69,14 @@ impl Shard {
             return;
         };
         self.broker.take_interest(&mut self.interest_changes);
-        let any = !self.outbox.to_remote.is_empty() || !self.interest_changes.is_empty();
+        let any = !self.outbox.to_remote.is_empty()
+            || !self.interest_changes.is_empty()
+            || !self.outbox.connected_clients.is_empty();
         for change in self.interest_changes.drain(..) {
             link.change_interest(change);
+        }
+        for client_id in self.outbox.connected_clients.drain(..) {
+            link.connected(client_id);
         }
         for message in &self.outbox.to_remote {
             link.send(Arc::clone(message));

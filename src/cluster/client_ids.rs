@@ -1,0 +1,212 @@
+//! Client identifiers across the cluster: a CONNECT accepted on one node takes down the
+//! connection with the same client identifier on every other node [MQTT-3.1.4-2], as a second
+//! CONNECT does inside one node.
+//!
+//! Every node publishes the identifier of each CONNECT it accepts on one subject,
+//! [`subject`], with its name in [`headers::ORIGIN`] and the wall-clock time it was accepted
+//! in [`CONNECTED_AT`]; every node holds one subscription to that subject and hands each
+//! identifier from another node to the shard that owns it
+//! ([`crate::broker::Broker::owner_shard`]), which ends a connection with that identifier as a
+//! local takeover does (MQTT 5: DISCONNECT 0x8E; the will is published).
+//!
+//! **A publish, not a request.** The CONNACK does not wait for the other nodes: a node
+//! cannot know how many nodes should answer, and a NATS outage must not hold back local
+//! connects. The cost: for a moment after the CONNACK both connections are up.
+//!
+//! **The newest CONNECT wins.** An announcement can arrive after a newer CONNECT with the same
+//! identifier was accepted here (a client that moves to this node right after connecting to
+//! another; two CONNECTs at once on two nodes). Each node remembers when it last announced
+//! each identifier ([`Announced`]) and ignores an announcement older than that: of two
+//! CONNECTs at once, exactly one survives, the later by the nodes' clocks (the node name
+//! breaks a tie). Nodes whose clocks disagree by more than the time between two CONNECTs may
+//! keep the earlier one; they never keep both or neither.
+//!
+//! Identifiers that a node assigned (to a client that sent an empty one) are not announced:
+//! they are unique on their node only, and the client never chose them.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures::StreamExt;
+
+use super::headers;
+use super::link::ClusterLink;
+use crate::broker::Broker;
+
+/// The header with the wall-clock time the CONNECT was accepted, in milliseconds since the
+/// Unix epoch.
+pub const CONNECTED_AT: &str = "Fanfare-Connected-At";
+
+/// Identifiers a node remembers having announced: CONNECTs past it within [`REMEMBERED_FOR`]
+/// forget the oldest, whose stale announcements from other nodes could then take down a newer
+/// connection here. Worst case: 16 384 × 2 × `client_id_bytes_max` (8 MiB at the default
+/// 256 bytes).
+pub const ANNOUNCED_MAX: usize = 16_384;
+
+/// How long a node remembers an identifier it announced: far longer than NATS takes to carry an
+/// announcement between two nodes.
+pub const REMEMBERED_FOR: Duration = Duration::from_secs(60);
+
+/// The subject that carries the identifiers of accepted CONNECTs: outside every subject an
+/// MQTT topic maps to (those start with the prefix), so that no `#` subscription hears it, and
+/// named by the prefix, so that clusters sharing one NATS with different prefixes stay apart.
+pub fn subject(prefix: &str) -> String {
+    format!("$FANFARE.clients.{prefix}")
+}
+
+/// When this node last announced each identifier, the oldest first.
+#[derive(Default)]
+pub(super) struct Announced {
+    at_ms: HashMap<Box<str>, u64>,
+    order: VecDeque<(Box<str>, u64)>,
+}
+
+impl Announced {
+    /// Notes that `client_id` was announced at `at_ms`, and forgets what is too old or too
+    /// many.
+    fn note(&mut self, client_id: &str, at_ms: u64) {
+        self.at_ms.insert(client_id.into(), at_ms);
+        self.order.push_back((client_id.into(), at_ms));
+        let horizon_ms = at_ms.saturating_sub(REMEMBERED_FOR.as_millis() as u64);
+        while let Some((oldest, oldest_ms)) = self.order.front() {
+            if self.order.len() <= ANNOUNCED_MAX && *oldest_ms >= horizon_ms {
+                break;
+            }
+            // A later announcement of the same identifier keeps its entry.
+            if self.at_ms.get(oldest) == Some(oldest_ms) {
+                self.at_ms.remove(oldest);
+            }
+            self.order.pop_front();
+        }
+    }
+
+    /// Whether a CONNECT with `client_id` accepted by node `origin` at `at_ms` is newer than
+    /// the last one accepted here (by `node`).
+    fn is_newer(&self, client_id: &str, at_ms: u64, origin: &str, node: &str) -> bool {
+        match self.at_ms.get(client_id) {
+            None => true,
+            Some(&here_ms) => (at_ms, origin) > (here_ms, node),
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis() as u64)
+}
+
+/// Publishes the identifier of a CONNECT accepted on this node, and remembers it.
+pub(super) async fn announce(
+    client: &async_nats::Client,
+    prefix: &str,
+    node: &str,
+    announced: &Mutex<Announced>,
+    client_id: &str,
+) {
+    let at_ms = now_ms();
+    announced
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .note(client_id, at_ms);
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(headers::ORIGIN, node);
+    headers.insert(CONNECTED_AT, at_ms.to_string().as_str());
+    let payload = bytes::Bytes::copy_from_slice(client_id.as_bytes());
+    if let Err(e) = client
+        .publish_with_headers(subject(prefix), headers, payload)
+        .await
+    {
+        log::debug!("cluster: cannot announce client {client_id:?}: {e}");
+    }
+}
+
+/// What takes the identifiers other nodes announce.
+pub(super) struct Takeovers {
+    pub(super) node: String,
+    /// Longer identifiers are no client's of this node (`client_id_bytes_max`).
+    pub(super) client_id_bytes_max: usize,
+    pub(super) announced: Arc<Mutex<Announced>>,
+    pub(super) link: Arc<ClusterLink>,
+}
+
+impl Takeovers {
+    /// Hands every identifier another node announces to the shard that owns it, until the
+    /// subscription ends.
+    pub(super) async fn serve(self, mut subscriber: async_nats::Subscriber) {
+        while let Some(message) = subscriber.next().await {
+            self.take(&message);
+        }
+    }
+
+    fn take(&self, message: &async_nats::Message) {
+        let Some(headers) = message.headers.as_ref() else {
+            return;
+        };
+        let Some(origin) = headers.get(headers::ORIGIN).map(|o| o.as_str()) else {
+            return;
+        };
+        let at_ms = headers
+            .get(CONNECTED_AT)
+            .and_then(|at| at.as_str().parse::<u64>().ok());
+        let (Some(at_ms), Ok(client_id)) = (at_ms, std::str::from_utf8(&message.payload)) else {
+            return;
+        };
+        if origin == self.node
+            || client_id.is_empty()
+            || client_id.len() > self.client_id_bytes_max
+        {
+            return;
+        }
+        let newer = self
+            .announced
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_newer(client_id, at_ms, origin, &self.node);
+        if !newer {
+            return;
+        }
+        let shard = Broker::owner_shard(client_id, self.link.shard_count());
+        if self.link.take_over(shard, client_id.into()).is_err() {
+            self.link
+                .figures
+                .received_dropped
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_newest_connect_wins() {
+        let mut announced = Announced::default();
+        assert!(announced.is_newer("c", 5, "b", "a"), "never connected here");
+        announced.note("c", 10);
+        assert!(!announced.is_newer("c", 9, "b", "a"), "a stale announcement");
+        assert!(announced.is_newer("c", 11, "b", "a"));
+        assert!(announced.is_newer("c", 10, "b", "a"), "the name breaks a tie");
+        assert!(!announced.is_newer("c", 10, "a", "b"), "the name breaks a tie");
+        assert!(announced.is_newer("d", 1, "b", "a"));
+    }
+
+    #[test]
+    fn forgets_the_old_and_the_many() {
+        let mut announced = Announced::default();
+        announced.note("old", 0);
+        announced.note("again", 0);
+        announced.note("again", 60_001);
+        assert!(announced.is_newer("old", 1, "b", "a"), "forgotten after a minute");
+        assert!(!announced.is_newer("again", 60_000, "b", "a"), "its later entry stays");
+        for n in 0..ANNOUNCED_MAX as u64 + 1 {
+            announced.note(&n.to_string(), 70_000);
+        }
+        assert_eq!(announced.order.len(), ANNOUNCED_MAX);
+        assert_eq!(announced.at_ms.len(), ANNOUNCED_MAX);
+        assert!(announced.is_newer("0", 1, "b", "a"), "the first one out");
+    }
+}
