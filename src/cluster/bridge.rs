@@ -251,7 +251,7 @@ impl Bridge {
     /// while NATS is down: told later, an id could take down a newer connection elsewhere.
     async fn announce_clients(&self, client: &async_nats::Client) -> bool {
         for _ in 0..PUBLISHES_PER_ROUND_MAX {
-            let Some(client_id) = self.link.next_connected() else {
+            let Some((client_id, at_us)) = self.link.next_connected() else {
                 return false;
             };
             if client.connection_state() != async_nats::connection::State::Connected {
@@ -259,7 +259,7 @@ impl Bridge {
                 continue;
             }
             let (prefix, node) = (&self.prefix, &self.node);
-            client_ids::announce(client, prefix, node, &self.announced, &client_id).await;
+            client_ids::announce(client, prefix, node, &self.announced, &client_id, at_us).await;
         }
         true
     }

@@ -4,7 +4,7 @@
 //!
 //! Every node publishes the identifier of each CONNECT it accepts on one subject,
 //! [`subject`], with its name in [`headers::ORIGIN`] and the wall-clock time it was accepted
-//! in [`CONNECTED_AT`]; every node holds one subscription to that subject and hands each
+//! in [`CONNECTED_AT`] (taken by the shard before the CONNACK leaves); every node holds one subscription to that subject and hands each
 //! identifier from another node to the shard that owns it
 //! ([`crate::broker::Broker::owner_shard`]), which ends a connection with that identifier as a
 //! local takeover does (MQTT 5: DISCONNECT 0x8E; the will is published).
@@ -25,8 +25,8 @@
 //! they are unique on their node only, and the client never chose them.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
@@ -35,7 +35,7 @@ use super::headers;
 use super::link::ClusterLink;
 use crate::broker::Broker;
 
-/// The header with the wall-clock time the CONNECT was accepted, in milliseconds since the
+/// The header with the wall-clock time the CONNECT was accepted, in microseconds since the
 /// Unix epoch.
 pub const CONNECTED_AT: &str = "Fanfare-Connected-At";
 
@@ -59,43 +59,44 @@ pub fn subject(prefix: &str) -> String {
 /// When this node last announced each identifier, the oldest first.
 #[derive(Default)]
 pub(super) struct Announced {
-    at_ms: HashMap<Box<str>, u64>,
+    at_us: HashMap<Box<str>, u64>,
     order: VecDeque<(Box<str>, u64)>,
 }
 
 impl Announced {
-    /// Notes that `client_id` was announced at `at_ms`, and forgets what is too old or too
+    /// Notes that `client_id` was announced at `at_us`, and forgets what is too old or too
     /// many.
-    fn note(&mut self, client_id: &str, at_ms: u64) {
-        self.at_ms.insert(client_id.into(), at_ms);
-        self.order.push_back((client_id.into(), at_ms));
-        let horizon_ms = at_ms.saturating_sub(REMEMBERED_FOR.as_millis() as u64);
-        while let Some((oldest, oldest_ms)) = self.order.front() {
-            if self.order.len() <= ANNOUNCED_MAX && *oldest_ms >= horizon_ms {
+    fn note(&mut self, client_id: &str, at_us: u64) {
+        self.at_us.insert(client_id.into(), at_us);
+        self.order.push_back((client_id.into(), at_us));
+        let horizon_us = at_us.saturating_sub(REMEMBERED_FOR.as_micros() as u64);
+        while let Some((oldest, oldest_us)) = self.order.front() {
+            if self.order.len() <= ANNOUNCED_MAX && *oldest_us >= horizon_us {
                 break;
             }
             // A later announcement of the same identifier keeps its entry.
-            if self.at_ms.get(oldest) == Some(oldest_ms) {
-                self.at_ms.remove(oldest);
+            if self.at_us.get(oldest) == Some(oldest_us) {
+                self.at_us.remove(oldest);
             }
             self.order.pop_front();
         }
     }
 
-    /// Whether a CONNECT with `client_id` accepted by node `origin` at `at_ms` is newer than
+    /// Whether a CONNECT with `client_id` accepted by node `origin` at `at_us` is newer than
     /// the last one accepted here (by `node`).
-    fn is_newer(&self, client_id: &str, at_ms: u64, origin: &str, node: &str) -> bool {
-        match self.at_ms.get(client_id) {
+    fn is_newer(&self, client_id: &str, at_us: u64, origin: &str, node: &str) -> bool {
+        match self.at_us.get(client_id) {
             None => true,
-            Some(&here_ms) => (at_ms, origin) > (here_ms, node),
+            Some(&here_us) => (at_us, origin) > (here_us, node),
         }
     }
 }
 
-fn now_ms() -> u64 {
+/// The wall-clock time, in microseconds since the Unix epoch (0 for a clock set before it).
+pub fn now_us() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| since.as_millis() as u64)
+        .map_or(0, |since| since.as_micros() as u64)
 }
 
 /// Publishes the identifier of a CONNECT accepted on this node, and remembers it.
@@ -105,15 +106,15 @@ pub(super) async fn announce(
     node: &str,
     announced: &Mutex<Announced>,
     client_id: &str,
+    at_us: u64,
 ) {
-    let at_ms = now_ms();
     announced
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
-        .note(client_id, at_ms);
+        .note(client_id, at_us);
     let mut headers = async_nats::HeaderMap::new();
     headers.insert(headers::ORIGIN, node);
-    headers.insert(CONNECTED_AT, at_ms.to_string().as_str());
+    headers.insert(CONNECTED_AT, at_us.to_string().as_str());
     let payload = bytes::Bytes::copy_from_slice(client_id.as_bytes());
     if let Err(e) = client
         .publish_with_headers(subject(prefix), headers, payload)
@@ -148,15 +149,13 @@ impl Takeovers {
         let Some(origin) = headers.get(headers::ORIGIN).map(|o| o.as_str()) else {
             return;
         };
-        let at_ms = headers
+        let at_us = headers
             .get(CONNECTED_AT)
             .and_then(|at| at.as_str().parse::<u64>().ok());
-        let (Some(at_ms), Ok(client_id)) = (at_ms, std::str::from_utf8(&message.payload)) else {
+        let (Some(at_us), Ok(client_id)) = (at_us, std::str::from_utf8(&message.payload)) else {
             return;
         };
-        if origin == self.node
-            || client_id.is_empty()
-            || client_id.len() > self.client_id_bytes_max
+        if origin == self.node || client_id.is_empty() || client_id.len() > self.client_id_bytes_max
         {
             return;
         }
@@ -164,7 +163,7 @@ impl Takeovers {
             .announced
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .is_newer(client_id, at_ms, origin, &self.node);
+            .is_newer(client_id, at_us, origin, &self.node);
         if !newer {
             return;
         }
@@ -187,10 +186,19 @@ mod tests {
         let mut announced = Announced::default();
         assert!(announced.is_newer("c", 5, "b", "a"), "never connected here");
         announced.note("c", 10);
-        assert!(!announced.is_newer("c", 9, "b", "a"), "a stale announcement");
+        assert!(
+            !announced.is_newer("c", 9, "b", "a"),
+            "a stale announcement"
+        );
         assert!(announced.is_newer("c", 11, "b", "a"));
-        assert!(announced.is_newer("c", 10, "b", "a"), "the name breaks a tie");
-        assert!(!announced.is_newer("c", 10, "a", "b"), "the name breaks a tie");
+        assert!(
+            announced.is_newer("c", 10, "b", "a"),
+            "the name breaks a tie"
+        );
+        assert!(
+            !announced.is_newer("c", 10, "a", "b"),
+            "the name breaks a tie"
+        );
         assert!(announced.is_newer("d", 1, "b", "a"));
     }
 
@@ -199,14 +207,20 @@ mod tests {
         let mut announced = Announced::default();
         announced.note("old", 0);
         announced.note("again", 0);
-        announced.note("again", 60_001);
-        assert!(announced.is_newer("old", 1, "b", "a"), "forgotten after a minute");
-        assert!(!announced.is_newer("again", 60_000, "b", "a"), "its later entry stays");
+        announced.note("again", 60_000_001);
+        assert!(
+            announced.is_newer("old", 1, "b", "a"),
+            "forgotten after a minute"
+        );
+        assert!(
+            !announced.is_newer("again", 60_000_000, "b", "a"),
+            "its later entry stays"
+        );
         for n in 0..ANNOUNCED_MAX as u64 + 1 {
-            announced.note(&n.to_string(), 70_000);
+            announced.note(&n.to_string(), 70_000_000);
         }
         assert_eq!(announced.order.len(), ANNOUNCED_MAX);
-        assert_eq!(announced.at_ms.len(), ANNOUNCED_MAX);
+        assert_eq!(announced.at_us.len(), ANNOUNCED_MAX);
         assert!(announced.is_newer("0", 1, "b", "a"), "the first one out");
     }
 }

@@ -83,8 +83,9 @@ pub struct ClusterLink {
     interest: SegQueue<InterestChange>,
     /// One per shard, indexed by shard.
     retained: Vec<ByteQueue>,
-    /// Client identifiers of CONNECTs accepted on this node, for the other nodes.
-    connected: ArrayQueue<Box<str>>,
+    /// Client identifiers of CONNECTs accepted on this node and when (`client_ids::now_us`),
+    /// for the other nodes.
+    connected: ArrayQueue<(Box<str>, u64)>,
     /// Per shard: client identifiers of CONNECTs accepted on other nodes.
     taken_over: Vec<ArrayQueue<Box<str>>>,
     mailboxes: Arc<Mailboxes>,
@@ -130,10 +131,11 @@ impl ClusterLink {
         self.interest.push(change);
     }
 
-    /// Queues the client identifier of a CONNECT this node accepted, for the other nodes, or
-    /// counts it dropped when the queue is full. The bridge is woken with the publishes.
-    pub fn connected(&self, client_id: Box<str>) {
-        if self.connected.push(client_id).is_err() {
+    /// Queues the client identifier of a CONNECT this node accepted at `at_us`, for the other
+    /// nodes, or counts it dropped when the queue is full. The bridge is woken with the
+    /// publishes.
+    pub fn connected(&self, client_id: Box<str>, at_us: u64) {
+        if self.connected.push((client_id, at_us)).is_err() {
             self.figures.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -164,7 +166,7 @@ impl ClusterLink {
         self.retained.len()
     }
 
-    pub(super) fn next_connected(&self) -> Option<Box<str>> {
+    pub(super) fn next_connected(&self) -> Option<(Box<str>, u64)> {
         self.connected.pop()
     }
 

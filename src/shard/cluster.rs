@@ -75,8 +75,13 @@ impl Shard {
         for change in self.interest_changes.drain(..) {
             link.change_interest(change);
         }
-        for client_id in self.outbox.connected_clients.drain(..) {
-            link.connected(client_id);
+        if !self.outbox.connected_clients.is_empty() {
+            // Stamped before this turn's CONNACKs leave: a client that hears its CONNACK and
+            // connects to another node is stamped later there (`client_ids.rs`).
+            let at_us = crate::cluster::client_ids::now_us();
+            for client_id in self.outbox.connected_clients.drain(..) {
+                link.connected(client_id, at_us);
+            }
         }
         for message in &self.outbox.to_remote {
             link.send(Arc::clone(message));
