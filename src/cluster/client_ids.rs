@@ -50,10 +50,15 @@ pub const ANNOUNCED_MAX: usize = 16_384;
 pub const REMEMBERED_FOR: Duration = Duration::from_secs(60);
 
 /// The subject that carries the identifiers of accepted CONNECTs: outside every subject an
-/// MQTT topic maps to (those start with the prefix), so that no `#` subscription hears it, and
-/// named by the prefix, so that clusters sharing one NATS with different prefixes stay apart.
+/// MQTT topic maps to (those start with the prefix or are single `$` tokens) and the retained
+/// streams' `$FANFARE.` subjects, so that no `#` subscription or stream takes it; and named by
+/// the prefix, so that clusters sharing one NATS with different prefixes stay apart.
 pub fn subject(prefix: &str) -> String {
-    format!("$FANFARE.clients.{prefix}")
+    if prefix.is_empty() {
+        "$FANFARE_CLIENTS".to_owned()
+    } else {
+        format!("$FANFARE_CLIENTS.{prefix}")
+    }
 }
 
 /// When this node last announced each identifier, the oldest first.
@@ -180,6 +185,13 @@ impl Takeovers {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_subject_per_prefix() {
+        assert_eq!(subject("mqtt"), "$FANFARE_CLIENTS.mqtt");
+        assert_eq!(subject("a.b"), "$FANFARE_CLIENTS.a.b");
+        assert_eq!(subject(""), "$FANFARE_CLIENTS", "no empty token");
+    }
 
     #[test]
     fn the_newest_connect_wins() {
