@@ -28,7 +28,7 @@ use futures::StreamExt;
 use log::{info, warn};
 use tokio::task::JoinHandle;
 
-use super::client_ids::{self, Announced, Takeovers};
+use super::client_ids::{self, Takeovers};
 use super::headers::{self, from_headers, to_headers};
 use super::link::ClusterLink;
 use super::retained::RetainedStream;
@@ -97,7 +97,6 @@ pub fn spawn(
         prefix: settings.subject_prefix.clone(),
         limits: limits.clone(),
         link,
-        announced: Arc::default(),
         filters: HashMap::new(),
     };
     std::thread::Builder::new()
@@ -166,8 +165,6 @@ struct Bridge {
     prefix: String,
     limits: Limits,
     link: Arc<ClusterLink>,
-    /// When this node last announced each client id (`client_ids.rs`).
-    announced: Arc<std::sync::Mutex<Announced>>,
     /// Filter → how many tries hold it over all shards, and the tasks of its subscriptions.
     filters: HashMap<Box<str>, (u32, Vec<JoinHandle<()>>)>,
 }
@@ -199,7 +196,6 @@ impl Bridge {
         let takeovers = Takeovers {
             node: self.node.clone(),
             client_id_bytes_max: usize::from(self.limits.client_id_bytes_max),
-            announced: Arc::clone(&self.announced),
             link: Arc::clone(&self.link),
         };
         let clients_subject = client_ids::subject(&self.prefix);
@@ -259,7 +255,7 @@ impl Bridge {
                 continue;
             }
             let (prefix, node) = (&self.prefix, &self.node);
-            client_ids::announce(client, prefix, node, &self.announced, &client_id, at_us).await;
+            client_ids::announce(client, prefix, node, &client_id, at_us).await;
         }
         true
     }

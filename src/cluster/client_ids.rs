@@ -15,8 +15,9 @@
 //!
 //! **The newest CONNECT wins.** An announcement can arrive after a newer CONNECT with the same
 //! identifier was accepted here (a client that moves to this node right after connecting to
-//! another; two CONNECTs at once on two nodes). Each node remembers when it last announced
-//! each identifier ([`Announced`]) and ignores an announcement older than that: of two
+//! another; two CONNECTs at once on two nodes). The shard that owns an identifier remembers
+//! when it last announced it ([`Announced`]) and ignores an announcement older than that, or
+//! any for an identifier it accepted in the turn at hand (stamped later than it): of two
 //! CONNECTs at once, exactly one survives, the later by the nodes' clocks (the node name
 //! breaks a tie). Nodes whose clocks disagree by more than the time between two CONNECTs may
 //! keep the earlier one; they never keep both or neither.
@@ -25,8 +26,8 @@
 //! they are unique on their node only, and the client never chose them.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
@@ -61,9 +62,19 @@ pub fn subject(prefix: &str) -> String {
     }
 }
 
-/// When this node last announced each identifier, the oldest first.
+/// An identifier another node accepted a CONNECT for, on its way to the shard that owns it.
+pub struct TakenOver {
+    pub client_id: Box<str>,
+    /// When, by that node's clock ([`CONNECTED_AT`]).
+    pub at_us: u64,
+    /// Whether it wins over a CONNECT here stamped the same microsecond: the node names
+    /// decide.
+    pub wins_tie: bool,
+}
+
+/// When a shard last announced each identifier, the oldest first.
 #[derive(Default)]
-pub(super) struct Announced {
+pub struct Announced {
     at_us: HashMap<Box<str>, u64>,
     order: VecDeque<(Box<str>, u64)>,
 }
@@ -71,7 +82,7 @@ pub(super) struct Announced {
 impl Announced {
     /// Notes that `client_id` was announced at `at_us`, and forgets what is too old or too
     /// many.
-    fn note(&mut self, client_id: &str, at_us: u64) {
+    pub fn note(&mut self, client_id: &str, at_us: u64) {
         self.at_us.insert(client_id.into(), at_us);
         self.order.push_back((client_id.into(), at_us));
         let horizon_us = at_us.saturating_sub(REMEMBERED_FOR.as_micros() as u64);
@@ -87,12 +98,11 @@ impl Announced {
         }
     }
 
-    /// Whether a CONNECT with `client_id` accepted by node `origin` at `at_us` is newer than
-    /// the last one accepted here (by `node`).
-    fn is_newer(&self, client_id: &str, at_us: u64, origin: &str, node: &str) -> bool {
-        match self.at_us.get(client_id) {
+    /// Whether the CONNECT `taken` stands for is newer than the last one announced here.
+    pub fn is_newer(&self, taken: &TakenOver) -> bool {
+        match self.at_us.get(&taken.client_id) {
             None => true,
-            Some(&here_us) => (at_us, origin) > (here_us, node),
+            Some(&here_us) => taken.at_us > here_us || (taken.at_us == here_us && taken.wins_tie),
         }
     }
 }
@@ -104,19 +114,14 @@ pub fn now_us() -> u64 {
         .map_or(0, |since| since.as_micros() as u64)
 }
 
-/// Publishes the identifier of a CONNECT accepted on this node, and remembers it.
+/// Publishes the identifier of a CONNECT accepted on this node at `at_us`.
 pub(super) async fn announce(
     client: &async_nats::Client,
     prefix: &str,
     node: &str,
-    announced: &Mutex<Announced>,
     client_id: &str,
     at_us: u64,
 ) {
-    announced
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .note(client_id, at_us);
     let mut headers = async_nats::HeaderMap::new();
     headers.insert(headers::ORIGIN, node);
     headers.insert(CONNECTED_AT, at_us.to_string().as_str());
@@ -134,7 +139,6 @@ pub(super) struct Takeovers {
     pub(super) node: String,
     /// Longer identifiers are no client's of this node (`client_id_bytes_max`).
     pub(super) client_id_bytes_max: usize,
-    pub(super) announced: Arc<Mutex<Announced>>,
     pub(super) link: Arc<ClusterLink>,
 }
 
@@ -164,16 +168,13 @@ impl Takeovers {
         {
             return;
         }
-        let newer = self
-            .announced
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .is_newer(client_id, at_us, origin, &self.node);
-        if !newer {
-            return;
-        }
+        let taken = TakenOver {
+            client_id: client_id.into(),
+            at_us,
+            wins_tie: origin > self.node.as_str(),
+        };
         let shard = Broker::owner_shard(client_id, self.link.shard_count());
-        if self.link.take_over(shard, client_id.into()).is_err() {
+        if self.link.take_over(shard, taken).is_err() {
             self.link
                 .figures
                 .received_dropped
@@ -221,11 +222,11 @@ mod tests {
         announced.note("again", 0);
         announced.note("again", 60_000_001);
         assert!(
-            announced.is_newer("old", 1, "b", "a"),
+            announced.is_newer(&taken("old", 1, false)),
             "forgotten after a minute"
         );
         assert!(
-            !announced.is_newer("again", 60_000_000, "b", "a"),
+            !announced.is_newer(&taken("again", 60_000_000, true)),
             "its later entry stays"
         );
         for n in 0..ANNOUNCED_MAX as u64 + 1 {
@@ -233,6 +234,9 @@ mod tests {
         }
         assert_eq!(announced.order.len(), ANNOUNCED_MAX);
         assert_eq!(announced.at_us.len(), ANNOUNCED_MAX);
-        assert!(announced.is_newer("0", 1, "b", "a"), "the first one out");
+        assert!(
+            announced.is_newer(&taken("0", 1, false)),
+            "the first one out"
+        );
     }
 }

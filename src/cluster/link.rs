@@ -28,6 +28,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use super::client_ids::TakenOver;
 use crate::broker::RoutedMessage;
 use crate::shard::byte_queue::{ByteQueue, Full, Pipes};
 use crate::shard::mailbox::Mailboxes;
@@ -87,7 +88,7 @@ pub struct ClusterLink {
     /// for the other nodes.
     connected: ArrayQueue<(Box<str>, u64)>,
     /// Per shard: client identifiers of CONNECTs accepted on other nodes.
-    taken_over: Vec<ArrayQueue<Box<str>>>,
+    taken_over: Vec<ArrayQueue<TakenOver>>,
     mailboxes: Arc<Mailboxes>,
     pub figures: ClusterFigures,
 }
@@ -141,7 +142,7 @@ impl ClusterLink {
     }
 
     /// The next client identifier another node accepted a CONNECT for, owned by `shard`.
-    pub fn take_taken_over(&self, shard: usize) -> Option<Box<str>> {
+    pub fn take_taken_over(&self, shard: usize) -> Option<TakenOver> {
         self.taken_over.get(shard)?.pop()
     }
 
@@ -172,11 +173,11 @@ impl ClusterLink {
 
     /// Hands `shard` a client identifier another node accepted a CONNECT for, and wakes it;
     /// gives it back when the shard's queue is full.
-    pub(super) fn take_over(&self, shard: usize, client_id: Box<str>) -> Result<(), Box<str>> {
+    pub(super) fn take_over(&self, shard: usize, taken: TakenOver) -> Result<(), TakenOver> {
         let Some(queue) = self.taken_over.get(shard) else {
-            return Err(client_id);
+            return Err(taken);
         };
-        queue.push(client_id)?;
+        queue.push(taken)?;
         self.mailboxes.wake(shard);
         Ok(())
     }

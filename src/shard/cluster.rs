@@ -39,13 +39,18 @@ impl Shard {
                 self.busy = true;
             }
         }
-        for taken in 0..FROM_CLUSTER_PER_TURN_MAX {
-            let Some(client_id) = link.take_taken_over(self.id) else {
+        for n in 0..FROM_CLUSTER_PER_TURN_MAX {
+            let Some(taken) = link.take_taken_over(self.id) else {
                 break;
             };
-            self.broker
-                .taken_over_elsewhere(&client_id, now, &mut self.outbox);
-            if taken + 1 == FROM_CLUSTER_PER_TURN_MAX {
+            // A CONNECT accepted this turn is stamped after the other node's, which was sent
+            // before this turn took it: the one here is the newer (`client_ids.rs`).
+            let accepted_now = self.outbox.connected_clients.contains(&taken.client_id);
+            if !accepted_now && self.announced.is_newer(&taken) {
+                self.broker
+                    .taken_over_elsewhere(&taken.client_id, now, &mut self.outbox);
+            }
+            if n + 1 == FROM_CLUSTER_PER_TURN_MAX {
                 self.busy = true;
             }
         }
@@ -80,6 +85,7 @@ impl Shard {
             // connects to another node is stamped later there (`client_ids.rs`).
             let at_us = crate::cluster::client_ids::now_us();
             for client_id in self.outbox.connected_clients.drain(..) {
+                self.announced.note(&client_id, at_us);
                 link.connected(client_id, at_us);
             }
         }
