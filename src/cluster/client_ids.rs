@@ -40,13 +40,13 @@ use crate::broker::Broker;
 /// Unix epoch.
 pub const CONNECTED_AT: &str = "Fanfare-Connected-At";
 
-/// Identifiers a node remembers having announced: CONNECTs past it within [`REMEMBERED_FOR`]
+/// Identifiers a shard remembers having announced: CONNECTs past it within [`REMEMBERED_FOR`]
 /// forget the oldest, whose stale announcements from other nodes could then take down a newer
-/// connection here. Worst case: 16 384 × 2 × `client_id_bytes_max` (8 MiB at the default
-/// 256 bytes).
+/// connection here. Worst case per shard: 16 384 × 2 × `client_id_bytes_max` (8 MiB at the
+/// default 256 bytes).
 pub const ANNOUNCED_MAX: usize = 16_384;
 
-/// How long a node remembers an identifier it announced: far longer than NATS takes to carry an
+/// How long a shard remembers an identifier it announced: far longer than NATS takes to carry an
 /// announcement between two nodes.
 pub const REMEMBERED_FOR: Duration = Duration::from_secs(60);
 
@@ -187,6 +187,14 @@ impl Takeovers {
 mod tests {
     use super::*;
 
+    fn taken(client_id: &str, at_us: u64, wins_tie: bool) -> TakenOver {
+        TakenOver {
+            client_id: client_id.into(),
+            at_us,
+            wins_tie,
+        }
+    }
+
     #[test]
     fn one_subject_per_prefix() {
         assert_eq!(subject("mqtt"), "$FANFARE_CLIENTS.mqtt");
@@ -197,22 +205,13 @@ mod tests {
     #[test]
     fn the_newest_connect_wins() {
         let mut announced = Announced::default();
-        assert!(announced.is_newer("c", 5, "b", "a"), "never connected here");
+        assert!(announced.is_newer(&taken("c", 5, false)), "never here");
         announced.note("c", 10);
-        assert!(
-            !announced.is_newer("c", 9, "b", "a"),
-            "a stale announcement"
-        );
-        assert!(announced.is_newer("c", 11, "b", "a"));
-        assert!(
-            announced.is_newer("c", 10, "b", "a"),
-            "the name breaks a tie"
-        );
-        assert!(
-            !announced.is_newer("c", 10, "a", "b"),
-            "the name breaks a tie"
-        );
-        assert!(announced.is_newer("d", 1, "b", "a"));
+        assert!(!announced.is_newer(&taken("c", 9, true)), "stale");
+        assert!(announced.is_newer(&taken("c", 11, false)));
+        assert!(announced.is_newer(&taken("c", 10, true)), "a tie won");
+        assert!(!announced.is_newer(&taken("c", 10, false)), "a tie lost");
+        assert!(announced.is_newer(&taken("d", 1, false)));
     }
 
     #[test]
@@ -223,7 +222,7 @@ mod tests {
         announced.note("again", 60_000_001);
         assert!(
             announced.is_newer(&taken("old", 1, false)),
-            "forgotten after a minute"
+            "a minute later"
         );
         assert!(
             !announced.is_newer(&taken("again", 60_000_000, true)),
