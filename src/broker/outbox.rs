@@ -201,11 +201,17 @@ pub enum ShardMessage {
     Group(Box<super::GroupMessage>),
     /// Under `durability = "sync"`: everything the sending shard posted before this is
     /// applied once it is read; the receiving shard answers it with its next durable flush
-    /// (`shard/persist.rs`). Taken by the shard, never handed to the broker.
+    /// (`shard/persist.rs`). Taken by the shard, never handed to the broker. With
+    /// [`COVER_BARRIER`] set, it covers shared subscription messages rather than publishes.
     Barrier(u64),
 }
 
 const _: () = assert!(std::mem::size_of::<ShardMessage>() <= 16);
+
+/// The bit of a [`ShardMessage::Barrier`] that makes it a cover: answered as soon as what it
+/// follows is durable, never made to wait for the answering shard's own covers. Barrier
+/// numbers count loop turns and never reach it.
+pub const COVER_BARRIER: u64 = 1 << 63;
 
 impl ShardMessage {
     /// Bytes the message holds, counted against the cross-shard backlog's bound.

@@ -37,6 +37,7 @@ use super::share_groups::SHARED_PREFIX;
 use super::subscription::{Grant, SubscriptionIds};
 use super::timers::TimerKind;
 use super::{Broker, Outbox};
+use crate::conn::ConnId;
 use crate::protocol::mqtt::{PacketId, ProtocolVersion, QoS, SubscriptionOptions};
 
 /// One subscription of a stored session.
@@ -107,6 +108,9 @@ pub(crate) struct SessionWrites {
     /// module documentation).
     inbound: HashSet<SessionKey>,
     ended: HashSet<Box<str>>,
+    /// The connections of the persistent sessions taken by the last flush: under `sync`
+    /// what the broker sends them waits until that flush is on disk (`shard/durable_sends.rs`).
+    written_conns: Vec<ConnId>,
 }
 
 impl SessionWrites {
@@ -203,6 +207,7 @@ impl Broker {
         let Some(writes) = self.session_writes.as_mut() else {
             return Vec::new();
         };
+        writes.written_conns.clear();
         let mut taken: Vec<SessionWrite> = writes.ended.drain().map(SessionWrite::Ended).collect();
         let inbound = std::mem::take(&mut writes.inbound);
         let mut changed: Vec<SessionKey> = writes
@@ -218,6 +223,10 @@ impl Broker {
             };
             taken.push(match session.persistent() {
                 true => {
+                    if let (Some(conn), Some(writes)) = (session.conn, self.session_writes.as_mut())
+                    {
+                        writes.written_conns.push(conn);
+                    }
                     let mut image = image(session);
                     // Under `sync`, an identifier whose PUBREC is held waits (`held_acks.rs`).
                     image
@@ -230,6 +239,14 @@ impl Broker {
             });
         }
         taken
+    }
+
+    /// The connections of the persistent sessions the last [`Broker::take_session_writes`]
+    /// took: each is sent nothing more under `sync` until that flush is durable.
+    pub fn written_conns(&self) -> &[ConnId] {
+        self.session_writes
+            .as_ref()
+            .map_or(&[], |writes| writes.written_conns.as_slice())
     }
 
     /// Takes back a flush the store had no room for: the sessions are noted again, and

@@ -1,44 +1,27 @@
 //! Carrying out the broker's outbox: its bytes go onto the connections' send queues, where the
 //! slow consumer policies apply, and its closes begin, after the closes the network layer
-//! decided this turn.
+//! decided this turn. Under `sync` what a connection whose persistent session changed is sent
+//! waits first for the flush that wrote it (`durable_sends.rs`).
 
 use std::time::Instant;
 
 use log::info;
 
 use super::Shard;
+use super::durable_sends::{DurableSends, Held, Routed};
 use super::peer::CloseCause;
-use crate::conn::{Droppable, SlowConsumer};
+use crate::conn::{Chunk, ConnId, Droppable, SlowConsumer};
 use crate::metrics::SlowConsumerCounts;
 use crate::net::send_queue::Pushed;
 
 impl Shard {
     pub(super) fn carry_out_outbox(&mut self, now: Instant) {
-        let queue_bytes_max = self.config.limits.queue_bytes_max;
         let mut sends = std::mem::take(&mut self.outbox.sends);
         for (id, chunk, droppable) in sends.drain(..) {
-            let Some(peer) = self.io.state(id).filter(|peer| !peer.sealed) else {
-                continue;
-            };
-            let policy = self.config.slow_consumer(peer.transport);
-            let Some(pushed) = self.io.queue(id, chunk, droppable, queue_bytes_max, policy) else {
-                continue;
-            };
-            if pushed.overflow {
-                // Counted when the close begins: several chunks of one turn may overflow.
-                self.pending_closes
-                    .push((id, CloseCause::SendQueueOverflow));
-                continue;
-            }
-            if count_losses(&pushed, &mut self.slow)
-                && let Some(peer) = self.io.state_mut(id)
-                && !std::mem::replace(&mut peer.slow_logged, true)
+            if let Some(Held::Send(chunk, droppable)) =
+                self.hold_until_durable(id, Held::Send(chunk, droppable))
             {
-                info!(
-                    "{}: reads too slowly; QoS 0 publishes past queue_bytes_max are handled by policy {}",
-                    peer.addr,
-                    policy_of(droppable, policy).name()
-                );
+                self.queue_send(id, chunk, droppable);
             }
         }
         self.outbox.sends = sends;
@@ -52,14 +35,92 @@ impl Shard {
         }
         let mut closes = std::mem::take(&mut self.outbox.closes);
         for (id, reason) in closes.drain(..) {
-            self.begin_close(id, CloseCause::Broker(reason), now);
+            if let Some(Held::Close(reason)) = self.hold_until_durable(id, Held::Close(reason)) {
+                self.begin_close(id, CloseCause::Broker(reason), now);
+            }
         }
         self.outbox.closes = closes;
+        self.release_durable_sends(now);
         let mut pending = std::mem::take(&mut self.pending_closes);
         for (id, cause) in pending.drain(..) {
             self.begin_close(id, cause, now);
         }
         self.pending_closes = pending;
+    }
+
+    /// Under `sync`: holds what a connection whose persistent session changed is sent until
+    /// the flush that wrote it is durable (`durable_sends.rs`); gives back what may go now.
+    fn hold_until_durable(&mut self, id: ConnId, item: Held) -> Option<Held> {
+        let Some(persist) = self.persist.as_mut() else {
+            return Some(item);
+        };
+        let durable = persist.durable_mark();
+        let Some(sends) = persist.sends.as_mut() else {
+            return Some(item);
+        };
+        let bytes_max = usize::try_from(self.config.limits.queue_bytes_max).unwrap_or(usize::MAX);
+        match sends.route(id, item, durable, bytes_max) {
+            Routed::Now(item) => Some(item),
+            Routed::Held => None,
+            Routed::Dropped => {
+                self.slow.dropped_newest += 1;
+                None
+            }
+            Routed::Overflow => {
+                self.pending_closes
+                    .push((id, CloseCause::SendQueueOverflow));
+                None
+            }
+        }
+    }
+
+    /// Carries out what waited for flushes that are durable now.
+    fn release_durable_sends(&mut self, now: Instant) {
+        let Some(persist) = self.persist.as_mut() else {
+            return;
+        };
+        let durable = persist.durable_mark();
+        if persist.sends.as_ref().is_none_or(DurableSends::is_empty) {
+            return;
+        }
+        let Some(mut sends) = persist.sends.take() else {
+            return;
+        };
+        sends.release(durable, |id, item| match item {
+            Held::Send(chunk, droppable) => self.queue_send(id, chunk, droppable),
+            Held::Close(reason) => self.begin_close(id, CloseCause::Broker(reason), now),
+        });
+        if let Some(persist) = self.persist.as_mut() {
+            persist.sends = Some(sends);
+        }
+    }
+
+    /// Puts `chunk` on connection `id`'s send queue, where the slow consumer policy applies.
+    fn queue_send(&mut self, id: ConnId, chunk: Chunk, droppable: Droppable) {
+        let queue_bytes_max = self.config.limits.queue_bytes_max;
+        let Some(peer) = self.io.state(id).filter(|peer| !peer.sealed) else {
+            return;
+        };
+        let policy = self.config.slow_consumer(peer.transport);
+        let Some(pushed) = self.io.queue(id, chunk, droppable, queue_bytes_max, policy) else {
+            return;
+        };
+        if pushed.overflow {
+            // Counted when the close begins: several chunks of one turn may overflow.
+            self.pending_closes
+                .push((id, CloseCause::SendQueueOverflow));
+            return;
+        }
+        if count_losses(&pushed, &mut self.slow)
+            && let Some(peer) = self.io.state_mut(id)
+            && !std::mem::replace(&mut peer.slow_logged, true)
+        {
+            info!(
+                "{}: reads too slowly; QoS 0 publishes past queue_bytes_max are handled by policy {}",
+                peer.addr,
+                policy_of(droppable, policy).name()
+            );
+        }
     }
 }
 

@@ -347,6 +347,12 @@ impl Shard {
                 self.cross_shard.push(target, ShardMessage::Barrier(seq));
             }
         }
+        // Behind the turn's shared subscription messages, which went first (`persist.rs`).
+        if let Some(seq) = self.take_cover() {
+            for target in (0..shard_count).filter(|&target| target != self.id) {
+                self.cross_shard.push(target, ShardMessage::Barrier(seq));
+            }
+        }
         if self.cross_shard.post(&self.mailboxes) {
             self.busy = true;
         }

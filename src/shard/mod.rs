@@ -29,6 +29,7 @@ mod cluster;
 mod connection_io;
 pub mod deadlines;
 mod drain;
+mod durable_sends;
 mod heartbeat;
 mod ingest;
 pub mod mailbox;

@@ -11,13 +11,19 @@
 //! A shard that reads a barrier has applied every publish posted before it (the queues are
 //! FIFO), and answers it in its next flush taken with no fan-out pending. The store reports
 //! a barrier once the flush that answers it is synced; the acknowledgements are sent once
-//! every shard reported their barrier.
+//! every shard reported their barrier. Shared subscription messages posted to a third shard
+//! are followed by a cover barrier (see [`Shard::seal_held_acks`]).
+//!
+//! Each flush also carries a mark, its number among the shard's flushes: what the broker sends
+//! the client of a persistent session it wrote waits until the store reports that mark on
+//! disk (`durable_sends.rs`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::Shard;
-use crate::broker::{RoutedMessage, SessionImage};
+use super::durable_sends::DurableSends;
+use crate::broker::{COVER_BARRIER, RoutedMessage, SessionImage};
 use crate::config::Durability;
 use crate::store::{Echo, Flush, StoreHandle};
 
@@ -38,11 +44,16 @@ pub(super) struct Persist {
     /// `None` under `sync`: every turn flushes.
     interval: Option<Duration>,
     next_flush: Instant,
-    /// Barriers read (other shards') or sealed (this shard's), to answer with the next flush
-    /// taken with no fan-out pending.
-    echoes: Vec<Echo>,
+    /// Barriers to answer, and when.
+    answers: Answers,
     /// This shard's barrier sealed this turn, to post behind the turn's publishes.
     barrier: Option<u64>,
+    /// This turn's cover, to post behind the turn's shared subscription messages.
+    cover_to_post: Option<u64>,
+    /// Flushes the store's queue took: the next one is marked one more.
+    accepted: u64,
+    /// Under `sync`: what waits for the flush that wrote its connection's session.
+    pub(super) sends: Option<DurableSends>,
 }
 
 impl Persist {
@@ -52,8 +63,11 @@ impl Persist {
             handle: store.handle,
             interval,
             next_flush: now + store.interval,
-            echoes: Vec::new(),
+            answers: Answers::default(),
             barrier: None,
+            cover_to_post: None,
+            accepted: 0,
+            sends: interval.is_none().then(DurableSends::default),
         }
     }
 
@@ -63,6 +77,11 @@ impl Persist {
 
     pub(super) fn writable(&self) -> bool {
         self.handle.writable()
+    }
+
+    /// The highest mark of this shard's flushes on disk.
+    pub(super) fn durable_mark(&self) -> u64 {
+        self.handle.durable_mark()
     }
 }
 
@@ -74,7 +93,7 @@ impl Shard {
             || self
                 .persist
                 .as_ref()
-                .is_some_and(|persist| !persist.echoes.is_empty())
+                .is_some_and(|persist| !persist.answers.is_empty())
     }
 
     /// What changed since the last flush, and the barriers it answers: those of every publish
@@ -82,13 +101,30 @@ impl Shard {
     fn take_flush(&mut self) -> Flush {
         let answered = !self.broker.fanout_pending();
         let echoes = match self.persist.as_mut() {
-            Some(persist) if answered => std::mem::take(&mut persist.echoes),
+            Some(persist) if answered => {
+                let covered = persist.handle.durable_cover();
+                persist.answers.take(covered)
+            }
             _ => Vec::new(),
         };
+        let retained = self.broker.take_retained_writes();
+        let sessions = self.broker.take_session_writes();
+        let mut mark = 0;
+        if let Some(persist) = self.persist.as_mut()
+            && let Some(sends) = persist.sends.as_mut()
+        {
+            // Not taken by the queue, its changes go back to the broker and with the next
+            // flush, which gets the same mark.
+            mark = persist.accepted + 1;
+            for &conn in self.broker.written_conns() {
+                sends.gate(conn, mark);
+            }
+        }
         Flush {
-            retained: self.broker.take_retained_writes(),
-            sessions: self.broker.take_session_writes(),
+            retained,
+            sessions,
             echoes,
+            mark,
         }
     }
 
@@ -96,28 +132,49 @@ impl Shard {
     /// applied here.
     pub(super) fn answer_barrier(&mut self, entry: usize, seq: u64) {
         if let Some(persist) = &mut self.persist {
-            persist.echoes.push(Echo { entry, seq });
+            persist.answers.read(entry, seq);
         }
     }
 
     /// Seals the acknowledgements held this turn, once their publishes were delivered here:
     /// this shard answers the barrier in this turn's flush and posts it to the others.
+    ///
+    /// A turn that posts shared subscription messages (a `Deliver` from a group's owner to a
+    /// member's shard, `share_groups.rs`) also seals a **cover**: a barrier posted behind them.
+    /// A publish barrier read from another shard is answered only once the last cover is
+    /// durable everywhere, so the deliveries that its publishes caused through this shard,
+    /// on a third shard, are on disk too. A cover is answered at once (a cover waiting for
+    /// covers would chain without end under shared traffic both ways).
     pub(super) fn seal_held_acks(&mut self) {
         let Some(persist) = &mut self.persist else {
             return;
         };
+        persist
+            .answers
+            .take_deferred_due(persist.handle.durable_cover());
         if let Some(seq) = self.broker.seal_held_acks() {
-            persist.echoes.push(Echo {
+            persist.answers.own(Echo {
                 entry: self.id,
                 seq,
             });
             persist.barrier = Some(seq);
+        }
+        // Under `sync` only: nothing waits for barriers otherwise.
+        if persist.interval.is_none() && !self.outbox.to_shard.is_empty() {
+            let seq = persist.answers.cover(self.id);
+            persist.cover_to_post = Some(seq);
         }
     }
 
     /// This turn's barrier, for the other shards' queues.
     pub(super) fn take_barrier(&mut self) -> Option<u64> {
         self.persist.as_mut()?.barrier.take()
+    }
+
+    /// This turn's cover, as posted ([`COVER_BARRIER`] set), for the other shards' queues
+    /// behind its shared subscription messages.
+    pub(super) fn take_cover(&mut self) -> Option<u64> {
+        self.persist.as_mut()?.cover_to_post.take()
     }
 
     /// Sends the held acknowledgements that every shard reported durable, and reads again
@@ -165,15 +222,19 @@ impl Shard {
             // Only barriers wait, for a fan-out still under way.
             return;
         }
-        if let Err(flush) = persist.handle.try_send(flush) {
+        let sent = persist.handle.try_send(flush);
+        if let Some(persist) = self.persist.as_mut()
+            && sent.is_ok()
+        {
+            persist.accepted += 1;
+        }
+        if let Err(flush) = sent {
             self.broker.return_retained_writes(flush.retained);
             self.broker.return_session_writes(flush.sessions);
             if let Some(persist) = &mut self.persist {
                 // Before the barriers read since: their order does not matter to the store,
                 // but they stay with the next flush.
-                let mut echoes = flush.echoes;
-                echoes.append(&mut persist.echoes);
-                persist.echoes = echoes;
+                persist.answers.give_back(flush.echoes);
             }
         }
     }
@@ -195,11 +256,158 @@ impl Shard {
     pub(super) fn flush_retained_at_stop(&mut self) {
         if self.persist.is_some() {
             let flush = self.take_flush();
-            if let Some(persist) = &self.persist
+            if let Some(persist) = &mut self.persist
                 && !flush.is_empty()
             {
                 persist.handle.send(flush);
+                persist.accepted += 1;
             }
         }
+    }
+}
+
+/// The barriers a shard answers, and when (see [`Shard::seal_held_acks`]).
+#[derive(Default)]
+struct Answers {
+    /// To answer with the next flush taken with no fan-out pending: this shard's own
+    /// barriers, other shards' covers, and deferred barriers now due.
+    echoes: Vec<Echo>,
+    /// Other shards' publish barriers read: answered like `echoes`, but only once this
+    /// shard's shared subscription messages posted by then are durable on every shard.
+    read: Vec<Echo>,
+    /// Publish barriers answerable once this shard's barrier (the cover) is durable
+    /// everywhere, in the order they were read.
+    deferred: Vec<(u64, Echo)>,
+    /// The last cover sealed (numbered apart from publish barriers, from 1): it follows every
+    /// shared subscription message posted.
+    cover: u64,
+}
+
+impl Answers {
+    /// A barrier of shard `entry` read from its queue, as posted (a cover has
+    /// [`COVER_BARRIER`] set, and keeps it in its answer: the store counts covers apart).
+    fn read(&mut self, entry: usize, posted: u64) {
+        let echo = Echo { entry, seq: posted };
+        match posted & COVER_BARRIER {
+            0 => self.read.push(echo),
+            _ => self.echoes.push(echo),
+        }
+    }
+
+    /// A barrier this shard sealed.
+    fn own(&mut self, echo: Echo) {
+        self.echoes.push(echo);
+    }
+
+    /// Seals a new cover of shard `shard` (this one), answered in its own flush; returns it
+    /// as posted, [`COVER_BARRIER`] set.
+    fn cover(&mut self, shard: usize) -> u64 {
+        self.cover += 1;
+        let posted = self.cover | COVER_BARRIER;
+        self.echoes.push(Echo {
+            entry: shard,
+            seq: posted,
+        });
+        posted
+    }
+
+    /// Moves the deferred barriers whose cover is `durable` everywhere to the next flush.
+    fn take_deferred_due(&mut self, durable: u64) {
+        let due = self
+            .deferred
+            .iter()
+            .take_while(|(cover, _)| *cover <= durable)
+            .count();
+        self.echoes
+            .extend(self.deferred.drain(..due).map(|(_, echo)| echo));
+    }
+
+    /// What the flush taken now answers, this shard's covers up to `durable` being durable
+    /// everywhere; the publish barriers read wait for the last cover, in the order read.
+    fn take(&mut self, durable: u64) -> Vec<Echo> {
+        let mut echoes = std::mem::take(&mut self.echoes);
+        for echo in self.read.drain(..) {
+            match self.cover <= durable && self.deferred.is_empty() {
+                true => echoes.push(echo),
+                false => self.deferred.push((self.cover, echo)),
+            }
+        }
+        echoes
+    }
+
+    /// Takes back the answers of a flush the store's queue refused, for the next one.
+    fn give_back(&mut self, mut echoes: Vec<Echo>) {
+        // Before those read since: their order does not matter to the store, but they stay
+        // with the next flush.
+        echoes.append(&mut self.echoes);
+        self.echoes = echoes;
+    }
+
+    /// Whether the next flush has barriers to answer, deferred ones aside.
+    fn is_empty(&self) -> bool {
+        self.echoes.is_empty() && self.read.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn echo(entry: usize, seq: u64) -> Echo {
+        Echo { entry, seq }
+    }
+
+    #[test]
+    fn without_covers_a_barrier_read_is_answered_at_once() {
+        let mut answers = Answers::default();
+        answers.read(1, 4);
+        answers.own(echo(0, 2));
+        assert!(!answers.is_empty());
+        assert_eq!(answers.take(0), [echo(0, 2), echo(1, 4)]);
+        assert!(answers.is_empty());
+    }
+
+    #[test]
+    fn a_cover_is_answered_at_once_and_keeps_its_bit() {
+        let mut answers = Answers::default();
+        assert_eq!(answers.cover(0), 1 | COVER_BARRIER);
+        answers.read(1, 7 | COVER_BARRIER);
+        assert_eq!(
+            answers.take(1),
+            [echo(0, 1 | COVER_BARRIER), echo(1, 7 | COVER_BARRIER)]
+        );
+    }
+
+    #[test]
+    fn a_publish_barrier_waits_for_the_last_cover_in_order() {
+        let mut answers = Answers::default();
+        answers.cover(0);
+        answers.cover(0);
+        answers.read(1, 4);
+        assert_eq!(
+            answers.take(1).len(),
+            2,
+            "the covers; cover 2 is not durable"
+        );
+        answers.read(1, 5);
+        assert_eq!(
+            answers.take(2),
+            Vec::<Echo>::new(),
+            "behind the deferred one, though its cover is durable"
+        );
+        answers.take_deferred_due(1);
+        assert!(answers.is_empty());
+        answers.take_deferred_due(2);
+        assert_eq!(answers.take(2), [echo(1, 4), echo(1, 5)]);
+    }
+
+    #[test]
+    fn a_refused_flush_gives_its_answers_back_first() {
+        let mut answers = Answers::default();
+        answers.own(echo(0, 1));
+        let taken = answers.take(0);
+        answers.read(1, 2);
+        answers.give_back(taken);
+        assert_eq!(answers.take(0), [echo(0, 1), echo(1, 2)]);
     }
 }

@@ -24,7 +24,7 @@ use log::{error, info};
 use super::files;
 use super::record::{self, SetRef};
 use super::session_record::{self, SessionRef};
-use crate::broker::{RetainedWrite, RoutedMessage, SessionImage, SessionWrite};
+use crate::broker::{COVER_BARRIER, RetainedWrite, RoutedMessage, SessionImage, SessionWrite};
 use crate::config::Durability;
 
 /// A log is compacted into a snapshot once it holds this many times the bytes of its live
@@ -50,6 +50,10 @@ pub struct Flush {
     /// Reported to their entry shards once this flush, and every one of this shard before it,
     /// is on disk (`docs/persistence.md`, "Acknowledgements under sync").
     pub echoes: Vec<Echo>,
+    /// Under `sync`: the number of this flush among its shard's (from 1, growing), reported
+    /// back once it is on disk ([`StoreHandle::durable_mark`]); 0 for none. What the shard
+    /// sends only once a change of its own is durable waits for it (`shard/durable_sends.rs`).
+    pub mark: u64,
 }
 
 impl Flush {
@@ -60,7 +64,8 @@ impl Flush {
 
 /// A barrier of shard `entry`, numbered `seq`, that the flushing shard read after every
 /// publish `entry` had posted to it before: once the flush is durable, so is what those
-/// publishes changed on the flushing shard.
+/// publishes changed on the flushing shard. A `seq` with [`COVER_BARRIER`] set is a cover of
+/// shared subscription messages, counted apart (`shard/persist.rs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Echo {
     pub entry: usize,
@@ -69,11 +74,15 @@ pub struct Echo {
 
 /// For each pair (entry shard, flushing shard), the highest barrier of the entry shard that
 /// the flushing shard's files hold durably; written by the writer, read by the entry shard.
-/// And per shard, whether the queue refused its last flush, so that the writer wakes it once
-/// there is room (under `sync` its barriers wait in that flush).
+/// Per shard, the highest mark of its own flushes on disk. And per shard, whether the queue
+/// refused its last flush, so that the writer wakes it once there is room (under `sync` its
+/// barriers wait in that flush).
 pub(super) struct Durable {
     shard_count: usize,
     seqs: Box<[AtomicU64]>,
+    /// The same for covers: a cover answered never stands for a publish barrier.
+    covers: Box<[AtomicU64]>,
+    marks: Box<[AtomicU64]>,
     refused: Box<[AtomicBool]>,
 }
 
@@ -84,6 +93,10 @@ impl Durable {
             seqs: (0..shard_count * shard_count)
                 .map(|_| AtomicU64::new(0))
                 .collect(),
+            covers: (0..shard_count * shard_count)
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            marks: (0..shard_count).map(|_| AtomicU64::new(0)).collect(),
             refused: (0..shard_count).map(|_| AtomicBool::new(false)).collect(),
         }
     }
@@ -98,8 +111,22 @@ impl Durable {
     }
 
     fn report(&self, echo: Echo, flushed_by: usize) {
-        let slot = &self.seqs[echo.entry * self.shard_count + flushed_by];
-        slot.fetch_max(echo.seq, Release);
+        let (table, seq) = match echo.seq & COVER_BARRIER {
+            0 => (&self.seqs, echo.seq),
+            _ => (&self.covers, echo.seq & !COVER_BARRIER),
+        };
+        table[echo.entry * self.shard_count + flushed_by].fetch_max(seq, Release);
+    }
+
+    /// The highest cover of `entry` that every shard reported durable.
+    fn covered_everywhere(&self, entry: usize) -> u64 {
+        let row = &self.covers[entry * self.shard_count..(entry + 1) * self.shard_count];
+        row.iter().map(|seq| seq.load(Acquire)).min().unwrap_or(0)
+    }
+
+    /// Records that shard `shard`'s flushes up to `mark` are on disk; whether that is news.
+    fn report_mark(&self, shard: usize, mark: u64) -> bool {
+        self.marks[shard].fetch_max(mark, Release) < mark
     }
 
     /// The highest barrier of `entry` that every shard reported durable.
@@ -145,6 +172,17 @@ impl StoreHandle {
     /// acknowledgement held with a barrier up to it may be sent.
     pub fn durable_barrier(&self) -> u64 {
         self.durable.durable_everywhere(self.shard)
+    }
+
+    /// The highest cover of this shard that every shard's files hold durably: every shared
+    /// subscription message this shard posted before it is on disk.
+    pub fn durable_cover(&self) -> u64 {
+        self.durable.covered_everywhere(self.shard)
+    }
+
+    /// The highest mark of this shard's flushes that is on disk: everything they carried is.
+    pub fn durable_mark(&self) -> u64 {
+        self.durable.marks[self.shard].load(Acquire)
     }
 
     /// Queues `flush` without waiting; gives it back when the queue is full.
@@ -228,6 +266,8 @@ struct ShardLog {
     /// Barriers answered by the batches applied since the last successful write: reported
     /// once the shard's files hold them (kept while `dirty`).
     echoes: Vec<Echo>,
+    /// The highest mark of the batches applied so far: reported likewise.
+    mark: u64,
 }
 
 /// The writer thread's state.
@@ -302,6 +342,7 @@ impl Writer {
                     buf: Vec::new(),
                     dirty: true,
                     echoes: Vec::new(),
+                    mark: 0,
                 })
                 .collect(),
             durability,
@@ -392,7 +433,9 @@ impl Writer {
     fn apply(&mut self, batch: Batch) {
         let now = Instant::now();
         let now_ms = unix_ms(SystemTime::now());
-        self.logs[batch.shard].echoes.extend(batch.flush.echoes);
+        let log = &mut self.logs[batch.shard];
+        log.echoes.extend(batch.flush.echoes);
+        log.mark = log.mark.max(batch.flush.mark);
         self.apply_retained(batch.shard, batch.flush.retained, now, now_ms);
         for write in batch.flush.sessions {
             let stamp = self.next_stamp();
@@ -519,15 +562,18 @@ impl Writer {
         self.report_echoes();
     }
 
-    /// Reports the barriers of every shard whose files now hold all it handed over (not
-    /// `dirty`: the last write, sync or snapshot rewrite succeeded), and wakes each entry
-    /// shard once. A barrier is reported only after the `fdatasync` that covers it, under
-    /// `sync`, the only durability whose shards send barriers.
+    /// Reports the barriers and marks of every shard whose files now hold all it handed over
+    /// (not `dirty`: the last write, sync or snapshot rewrite succeeded), and wakes each
+    /// shard concerned once. A barrier or mark is reported only after the `fdatasync` that
+    /// covers it, under `sync`, the only durability whose shards send them.
     fn report_echoes(&mut self) {
         let mut woken = vec![false; self.logs.len()];
         for (shard, log) in self.logs.iter_mut().enumerate() {
             if log.dirty {
                 continue;
+            }
+            if self.durable.report_mark(shard, log.mark) {
+                woken[shard] = true;
             }
             for echo in log.echoes.drain(..) {
                 self.durable.report(echo, shard);
@@ -659,7 +705,7 @@ mod tests {
     }
 
     #[test]
-    fn a_barrier_is_reported_and_its_shard_woken_after_the_write_that_carries_it() {
+    fn a_barrier_and_a_mark_are_reported_after_the_write_that_carries_them() {
         let dir = std::env::temp_dir().join(format!("fanfare-writer-{}", std::process::id()));
         let durable = Arc::new(Durable::new(2));
         let woken = Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -688,17 +734,24 @@ mod tests {
                 message: Some(message),
             }],
             echoes: vec![echo],
+            mark: 7,
             ..Flush::default()
         };
         writer.apply(Batch { shard: 0, flush });
         assert_eq!(durable.durable_everywhere(1), 0, "applied, not written");
+        assert_eq!(durable.marks[0].load(Relaxed), 0, "applied, not written");
         writer.write_out();
         assert_eq!(
             durable.seqs[2].load(Relaxed),
             3,
             "entry 1, flushed by shard 0"
         );
-        assert_eq!(*woken.lock().expect("not poisoned"), [1]);
+        assert_eq!(durable.marks[0].load(Relaxed), 7);
+        assert_eq!(
+            *woken.lock().expect("not poisoned"),
+            [0, 1],
+            "shard 0 for its mark, shard 1 for its barrier"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -708,5 +761,21 @@ mod tests {
         durable.report(Echo { entry: 0, seq: 5 }, 0);
         durable.report(Echo { entry: 0, seq: 4 }, 0);
         assert_eq!(durable.durable_everywhere(0), 5);
+    }
+
+    #[test]
+    fn a_cover_is_counted_apart_from_publish_barriers() {
+        let durable = Durable::new(1);
+        let cover = Echo {
+            entry: 0,
+            seq: 9 | COVER_BARRIER,
+        };
+        durable.report(cover, 0);
+        assert_eq!(
+            durable.durable_everywhere(0),
+            0,
+            "no publish barrier answered"
+        );
+        assert_eq!(durable.covered_everywhere(0), 9);
     }
 }
