@@ -32,8 +32,9 @@ use crate::config::Durability;
 pub use error::StoreError;
 pub use lock::DataDirLock;
 use session_record::StoredSession;
-use writer::{Durable, LiveSession, Writer, WriterLinks, unix_ms};
+use writer::{Durable, LiveSession, Writer, WriterLinks};
 pub use writer::{Echo, Flush, StoreHandle};
+pub(crate) use writer::{unix_ms, wall_expiry};
 
 /// Flushes queued per shard before a shard keeps its updates to conflate them further: a few
 /// intervals' worth, so a slow disk is absorbed without holding much (a flush holds at most
