@@ -79,6 +79,9 @@ pub struct Config {
     /// Subscribers' reads take the kernel's receive stamp (`SO_TIMESTAMPNS`), so the report
     /// separates the broker's latency from this generator's own read lag.
     pub socket_stamps: bool,
+    /// `--retain`: every publish of `fanout`, `topics` and `qos1` carries RETAIN, so it also
+    /// replaces its topic's retained value (and, with a data directory, is written to disk).
+    pub retain: bool,
     /// Lost messages, in percent of those expected, above which the run fails (exit code 1).
     pub max_loss_pct: f64,
     /// Worker processes (`--procs`); 1: this process opens the connections itself.
@@ -145,6 +148,8 @@ flags (defaults in brackets):
   --broker-pid PID           sample the broker's CPU and RSS from /proc
   --report FILE.html         also write the run as one self-contained HTML page of charts
   --topic-prefix P           [fanfare-lt/<pid>]
+  --retain                   fanout, topics, qos1: publish with RETAIN, so every message also
+                             replaces its topic's retained value (left on the broker)
   --topic T                  fanout, qos1: the topic [<prefix>/f]; %i is the number of
                              the subscriber or publisher (subscriber i and publisher i share it)
   --client-id ID             client identifiers; %i is the connection's number [lt<pid>-%i]
@@ -211,6 +216,7 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> anyhow::Resu
     let mut topic_prefix = format!("fanfare-lt/{}", std::process::id());
     let mut allow_remote = false;
     let mut socket_stamps = true;
+    let mut retain = false;
     let mut ca: Option<PathBuf> = None;
     let mut insecure = false;
     let mut tls_resume = false;
@@ -294,6 +300,7 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> anyhow::Resu
             Long("topic-prefix") => topic_prefix = value(&mut parser, "--topic-prefix")?,
             Long("allow-remote") => allow_remote = true,
             Long("no-socket-stamps") => socket_stamps = false,
+            Long("retain") => retain = true,
             Long("topic") => topic = Some(value(&mut parser, "--topic")?),
             Long("client-id") => client_id = value(&mut parser, "--client-id")?,
             Long("max-loss") => max_loss_pct = value(&mut parser, "--max-loss")?,
@@ -491,6 +498,7 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> anyhow::Resu
         topic_prefix,
         topic,
         socket_stamps,
+        retain,
         max_loss_pct,
     })
 }
@@ -623,7 +631,7 @@ impl Config {
                 topics,
                 rate_per_s: self.rate / n as f64,
                 window_msgs: self.closed_loop.map_or(0, |w| (w / n as u64).max(1)),
-                retain: false,
+                retain: self.retain,
             }),
         }
     }
