@@ -58,6 +58,7 @@ fn writes(c: &mut Criterion) {
                 },
                 |batches| {
                     let mut store = Store::open(&base, durability, 1, false).expect("opens");
+                    store.serving();
                     let handles = store.take_handles();
                     for batch in batches {
                         handles[0].send(Flush {
