@@ -121,6 +121,9 @@ pub fn load(data_dir: &Path, recover: bool, now_ms: u64) -> Result<Loaded, Store
     Ok(loaded)
 }
 
+/// A file's records, and the repairs its reading made (a torn tail cut, ranges skipped).
+type FileRecords = (Vec<Record>, usize);
+
 /// The records of each of `paths`, in order (none for a file that does not exist), decoded on
 /// up to [`LOAD_THREADS_MAX`] threads; the first error in path order stops the load.
 fn read_all(
@@ -130,7 +133,7 @@ fn read_all(
 ) -> Result<Vec<Vec<Record>>, StoreError> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let threads = paths.len().clamp(1, cores.min(LOAD_THREADS_MAX));
-    let mut results: Vec<Option<Result<(Vec<Record>, usize), StoreError>>> =
+    let mut results: Vec<Option<Result<FileRecords, StoreError>>> =
         (0..paths.len()).map(|_| None).collect();
     std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads)
