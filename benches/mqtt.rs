@@ -25,6 +25,7 @@ fn packets() -> Vec<(&'static str, Packet<'static>)> {
                 username: Some("fan"),
                 password: Some(b"secret"),
                 properties: Properties::EMPTY,
+                bridge: false,
             }),
         ),
         (

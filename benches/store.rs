@@ -57,13 +57,14 @@ fn writes(c: &mut Criterion) {
                     batches()
                 },
                 |batches| {
-                    let mut store = Store::open(&base, durability, 1, false).expect("opens");
+                    let mut store =
+                        Store::open(&base, durability, 1, false, Box::new(|_| {})).expect("opens");
                     store.serving();
                     let handles = store.take_handles();
                     for batch in batches {
                         handles[0].send(Flush {
                             retained: batch,
-                            sessions: Vec::new(),
+                            ..Flush::default()
                         });
                     }
                     drop(handles);

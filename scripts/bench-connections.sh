@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
 # The most WebSocket connections one fanfare process holds on this machine, and a two-node
 # cluster (two fanfare processes on one nats-server), with the broker's memory per connection
-# at that size; then one publisher on node A fanning out to every subscriber of both nodes.
+# at that size; then one publisher on node A fanning out to every subscriber of both nodes;
+# then one load generator command holding 100 000 connections over six broker processes.
 #
-#   scripts/bench-connections.sh            # ~2 minutes; needs nats-server (Debian package)
-#   ONE=19990 TWO=39950 scripts/bench-connections.sh
+#   scripts/bench-connections.sh            # ~4 minutes; needs nats-server (Debian package)
+#   ONE=19990 TWO=39950 MANY=100000 scripts/bench-connections.sh
 #
 # The per-process open-file limit (`ulimit -n`, 20 000 on the development machine) bounds one
 # broker process, so the load generator offers a little more than a process may hold and the
 # figure is what the broker accepted. The load generator spreads its connections over worker
 # processes (`--procs`) and source addresses 127.0.0.2, .3, ... so that neither its own file
-# limit nor the ephemeral ports of one source address are what is measured.
+# limit nor the ephemeral ports of one source address are what is measured; each run has
+# addresses of its own, since the ports a run leaves in TIME_WAIT (60 s) make binding the
+# same address slow for the next.
 # Results (JSON summaries and logs) in target/bench-connections/. Not part of the test suite.
 set -euo pipefail
 
@@ -19,6 +22,7 @@ ROOT=$(pwd)
 OUT=$ROOT/target/bench-connections
 ONE=${ONE:-20000}
 TWO=${TWO:-40000}
+MANY=${MANY:-100000}
 mkdir -p "$OUT"
 cargo build --release -q --bin fanfare -p fanfare -p fanfare-loadtest
 LT=$ROOT/target/release/fanfare-loadtest
@@ -32,31 +36,33 @@ log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 start_node() {
     local name=$1
     shift
-    "$FANFARE" --ws 127.0.0.1:0 --tcp 127.0.0.1:0 "$@" >"$OUT/$name.out" 2>"$OUT/$name.err" &
+    # A previous run's output must not pass for this one's before the shell truncates it.
+    rm -f "$OUT/$name.out" "$OUT/$name.err"
+    "$FANFARE" --ws 127.0.0.1:0 --tcp 127.0.0.1:0 --admin off "$@" >"$OUT/$name.out" 2>"$OUT/$name.err" &
     PID=$!
     PIDS+=("$PID")
     for _ in $(seq 100); do
         grep -q '^ready' "$OUT/$name.out" 2>/dev/null && break
         sleep 0.1
     done
-    PORT_WS=$(awk '$1 == "listening" && $2 == "ws" { split($3, a, ":"); print a[2]; exit }' "$OUT/$name.out")
-    PORT_TCP=$(awk '$1 == "listening" && $2 == "tcp" { split($3, a, ":"); print a[2]; exit }' "$OUT/$name.out")
+    PORT_WS=$(awk '$1 == "listening" && $2 == "ws" { split($3, a, ":"); sub("/.*", "", a[2]); print a[2]; exit }' "$OUT/$name.out")
+    PORT_TCP=$(awk '$1 == "listening" && $2 == "tcp" { split($3, a, ":"); sub("/.*", "", a[2]); print a[2]; exit }' "$OUT/$name.out")
     [[ -n $PORT_WS && -n $PORT_TCP ]] || { log "$name did not start:"; cat "$OUT/$name.err" >&2; exit 1; }
 }
 
 rss_kib() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }
 
-# hold NAME PIDS-OF-BROKERS LOADTEST-ARGS...: a conn run; the brokers' RSS is read while the
-# connections are held (half-way through --duration).
+# hold NAME PIDS-OF-BROKERS CONNECTIONS LOADTEST-ARGS...: a conn run; the brokers' RSS is
+# read while the connections are held (set-up at 5 000/s, then half-way through --duration).
 hold() {
-    local name=$1 brokers=$2
-    shift 2
+    local name=$1 brokers=$2 conns=$3
+    shift 3
     local before=0 during=0
     for p in $brokers; do before=$((before + $(rss_kib "$p"))); done
-    "$LT" conn "$@" --conn-rate 5000 --duration 20 >"$OUT/$name.json" 2>"$OUT/$name.log" &
+    "$LT" conn "$@" --subscribers "$conns" --conn-rate 5000 --duration 20 \
+        >"$OUT/$name.json" 2>"$OUT/$name.log" &
     local lt=$!
-    # Set-up at 5 000/s takes ~8 s for 40 000; sample after it, before the run ends.
-    sleep 22
+    sleep $((conns / 5000 + 12))
     for p in $brokers; do during=$((during + $(rss_kib "$p"))); done
     wait "$lt" || true
     python3 - "$OUT/$name.json" "$before" "$during" <<'EOF'
@@ -73,7 +79,8 @@ EOF
 
 log "one process, 2 shards, $ONE WebSocket connections offered"
 start_node one --shards 2
-hold one "$PID" --url "ws://127.0.0.1:$PORT_WS/mqtt" --subscribers "$ONE" --procs 2
+hold one "$PID" "$ONE" --url "ws://127.0.0.1:$PORT_WS/mqtt" --procs 2 \
+    --source 127.0.0.2,127.0.0.3
 kill -INT "$PID"
 wait "$PID" 2>/dev/null || true
 
@@ -83,23 +90,55 @@ rm -rf "$OUT/js"
 nats-server -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$OUT/js" >"$OUT/nats.log" 2>&1 &
 PIDS+=($!)
 sleep 1
-start_node node-a --shards 1 --nats "nats://127.0.0.1:$NATS_PORT"
+# Each node needs its own name: a node ignores messages that come back with its own.
+printf '[cluster]\nnode = "a"\n' >"$OUT/a.toml"
+printf '[cluster]\nnode = "b"\n' >"$OUT/b.toml"
+start_node node-a --shards 1 --config "$OUT/a.toml" --nats "nats://127.0.0.1:$NATS_PORT"
 A_PID=$PID A_WS=$PORT_WS A_TCP=$PORT_TCP
-start_node node-b --shards 1 --nats "nats://127.0.0.1:$NATS_PORT"
+start_node node-b --shards 1 --config "$OUT/b.toml" --nats "nats://127.0.0.1:$NATS_PORT"
 B_PID=$PID B_WS=$PORT_WS
-hold two "$A_PID $B_PID" --url "ws://127.0.0.1:$A_WS/mqtt" --url "ws://127.0.0.1:$B_WS/mqtt" \
-    --subscribers "$TWO" --procs 3
+hold two "$A_PID $B_PID" "$TWO" --url "ws://127.0.0.1:$A_WS/mqtt" --url "ws://127.0.0.1:$B_WS/mqtt" \
+    --procs 3 --source 127.0.0.4,127.0.0.5,127.0.0.6
 
-log "the same two nodes: one publisher on node A, 10 msg/s to every subscriber of both"
+log "two fresh nodes: one publisher on node A, 10 msg/s to $((TWO - 200)) subscribers of one topic on both"
+kill -INT "$A_PID" "$B_PID"
+wait "$A_PID" "$B_PID" 2>/dev/null || true
+start_node node-a2 --shards 1 --config "$OUT/a.toml" --nats "nats://127.0.0.1:$NATS_PORT"
+A_PID=$PID A_WS=$PORT_WS
+start_node node-b2 --shards 1 --config "$OUT/b.toml" --nats "nats://127.0.0.1:$NATS_PORT"
+B_PID=$PID B_WS=$PORT_WS
+before=$(($(rss_kib "$A_PID") + $(rss_kib "$B_PID")))
 "$LT" fanout --url "ws://127.0.0.1:$A_WS/mqtt" --url "ws://127.0.0.1:$B_WS/mqtt" \
-    --pub-url "tcp://127.0.0.1:$A_TCP" --subscribers "$((TWO - 200))" --rate 10 \
-    --duration 20 --conn-rate 5000 --procs 3 >"$OUT/two-fanout.json" 2>"$OUT/two-fanout.log" || true
-python3 - "$OUT/two-fanout.json" <<'EOF'
+    --pub-url "ws://127.0.0.1:$A_WS/mqtt" --subscribers "$((TWO - 200))" --rate 10 \
+    --duration 20 --conn-rate 5000 --procs 3 --source 127.0.0.7,127.0.0.8,127.0.0.9 \
+    >"$OUT/two-fanout.json" 2>"$OUT/two-fanout.log" &
+lt=$!
+sleep 22
+during=$(($(rss_kib "$A_PID") + $(rss_kib "$B_PID")))
+wait "$lt" || true
+python3 - "$OUT/two-fanout.json" "$before" "$during" <<'EOF'
 import json, sys
 d = json.load(open(sys.argv[1]))
+before, during = int(sys.argv[2]), int(sys.argv[3])
 l = d["latency_us"]
-print(f"fan-out over two nodes: {d['connections']['ok']:,} connections, delivered "
+ok = d["connections"]["ok"]
+print(f"fan-out over two nodes: {ok:,} connections, delivered "
       f"{d['delivered']:,} of {d['expected']:,} ({d['lost']:,} lost), "
-      f"p50 {l['p50'] / 1000:.1f} ms, p99 {l['p99'] / 1000:.1f} ms; load generator "
-      f"{d['loadgen']['cpu_s']:.1f} CPU-s")
+      f"p50 {l['p50'] / 1000:.1f} ms, p99 {l['p99'] / 1000:.1f} ms; brokers' RSS "
+      f"{before / 1024:.1f} -> {during / 1024:.1f} MiB, {(during - before) * 1024 / max(ok, 1):,.0f} B "
+      f"per connection; load generator {d['loadgen']['cpu_s']:.1f} CPU-s")
 EOF
+
+log "the load generator: $MANY connections from one command, over six single-shard brokers"
+for p in "${PIDS[@]}"; do kill -INT "$p" 2>/dev/null || true; done
+wait 2>/dev/null || true
+PIDS=()
+urls=()
+brokers=""
+for i in 1 2 3 4 5 6; do
+    start_node many-$i --shards 1
+    urls+=(--url "ws://127.0.0.1:$PORT_WS/mqtt")
+    brokers="$brokers $PID"
+done
+hold many "$brokers" "$MANY" "${urls[@]}" --procs 6 \
+    --source 127.0.0.10,127.0.0.11,127.0.0.12,127.0.0.13,127.0.0.14,127.0.0.15

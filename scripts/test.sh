@@ -27,6 +27,10 @@ command -v mosquitto_sub >/dev/null || missing+=(mosquitto-clients)
 command -v openssl >/dev/null || missing+=(openssl)
 # The cluster tests (tests/python/test_cluster.py) run fanfare nodes on a real nats-server.
 command -v nats-server >/dev/null || [ -x /usr/sbin/nats-server ] || missing+=(nats-server)
+# Browsers: the web tests, and fanfare-loadtest's report test, which opens its page in
+# Chromium through the web tests' playwright (loadtest/tests/html_report.rs).
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v certutil >/dev/null || missing+=(libnss3-tools)
 if ((${#missing[@]})); then
     step "apt-get install ${missing[*]}"
     $SUDO apt-get update -qq
@@ -57,6 +61,14 @@ if [ ! -f "$node_stamp" ] || [ "$NODE_TESTS/package-lock.json" -nt "$node_stamp"
     (cd "$NODE_TESTS" && npm ci --no-audit --no-fund --loglevel=error)
     touch "$node_stamp"
 fi
+web_stamp=tests/web/node_modules/.installed
+if [ ! -f "$web_stamp" ] || [ tests/web/package-lock.json -nt "$web_stamp" ]; then
+    step "npm ci in tests/web"
+    (cd tests/web && npm ci --no-audit --no-fund --loglevel=error)
+    touch "$web_stamp"
+fi
+# With everything above installed, a test that would open a browser must not skip it.
+export FANFARE_REQUIRE_BROWSER=1
 
 # --- build and check -----------------------------------------------------------
 failed=()

@@ -441,7 +441,11 @@ fn claim_addresses(
 }
 
 /// With `data_dir`: locks it, loads the retained messages and starts the store's writer.
-fn open_store(config: &Config, recover: bool) -> anyhow::Result<Option<Store>> {
+fn open_store(
+    config: &Config,
+    recover: bool,
+    mailboxes: &Arc<Mailboxes>,
+) -> anyhow::Result<Option<Store>> {
     let persistence = &config.persistence;
     let Some(dir) = &persistence.data_dir else {
         if recover {
@@ -449,7 +453,9 @@ fn open_store(config: &Config, recover: bool) -> anyhow::Result<Option<Store>> {
         }
         return Ok(None);
     };
-    let store = Store::open(dir, persistence.durability, config.shards, recover)?;
+    let mailboxes = Arc::clone(mailboxes);
+    let wake = Box::new(move |shard| mailboxes.wake(shard));
+    let store = Store::open(dir, persistence.durability, config.shards, recover, wake)?;
     Ok(Some(store))
 }
 
@@ -525,6 +531,19 @@ fn stop_shards(
     Ok(())
 }
 
+/// Once the shards stopped: each bridge takes what they handed it into its queue (QoS 1: its
+/// files) and ends.
+fn stop_bridges(bridges: &[Arc<BridgeLink>], threads: Vec<std::thread::JoinHandle<()>>) {
+    for link in bridges {
+        link.request_stop();
+    }
+    for thread in threads {
+        if thread.join().is_err() {
+            log::error!("a bridge thread panicked");
+        }
+    }
+}
+
 fn run() -> Result<(), Failure> {
     // First, so that as little of the heap as possible is touched with huge pages on.
     let small_pages = sys::disable_transparent_huge_pages();
@@ -580,8 +599,12 @@ fn serve(config: Config, args: &Args, small_pages: std::io::Result<()>) -> anyho
         .flatten()
         .collect();
     let (lock, mut handover) = claim_addresses(&listening, args.takeover)?;
+    let mailboxes = Arc::new(Mailboxes::new(
+        config.shards,
+        config.limits.cross_shard_queue_len_max as usize,
+    )?);
     // Loaded before anything listens: a client must never see the retained topics missing.
-    let mut store = open_store(&config, args.recover)?;
+    let mut store = open_store(&config, args.recover, &mailboxes)?;
     let (per_shard, mut announced, mut offer) = bind_listeners(&config, handover.as_mut())?;
     let admin_listener = bind_admin(&config, handover.as_mut())?;
     if let Some((listener, line)) = &admin_listener {
@@ -596,15 +619,18 @@ fn serve(config: Config, args: &Args, small_pages: std::io::Result<()>) -> anyho
     let config = Arc::new(config);
     let live_config = Arc::new(SharedConfig::new(Arc::clone(&config)));
     let heartbeats = Arc::new(Heartbeats::new(config.shards));
-    let mailboxes = Arc::new(Mailboxes::new(
-        config.shards,
-        config.limits.cross_shard_queue_len_max as usize,
-    )?);
     // Bridges: one thread each, connecting in the background like the cluster's client.
     let mut bridges = Vec::with_capacity(config.bridges.len());
+    let mut bridge_threads = Vec::with_capacity(config.bridges.len());
     for settings in &config.bridges {
         let link = Arc::new(BridgeLink::new(settings, Arc::clone(&mailboxes)));
-        fanfare::bridge::spawn(settings, &config.limits, Arc::clone(&link))?;
+        let thread = fanfare::bridge::spawn(
+            settings,
+            &config.limits,
+            &config.persistence,
+            Arc::clone(&link),
+        )?;
+        bridge_threads.push(thread);
         log::info!(
             "bridge {}: to {} over MQTT {:?}, {} topic mappings",
             settings.name,
@@ -756,6 +782,7 @@ fn serve(config: Config, args: &Args, small_pages: std::io::Result<()>) -> anyho
                     ready.store(false, Ordering::Release);
                     service.notify(State::Stopping);
                     drain_shards(pid, &config, &drain, &stop, &mailboxes, threads)?;
+                    stop_bridges(&bridges, bridge_threads);
                     if let Some(store) = store {
                         store.finish();
                     }
@@ -778,6 +805,7 @@ fn serve(config: Config, args: &Args, small_pages: std::io::Result<()>) -> anyho
     service.notify(State::Stopping);
     ready.store(false, Ordering::Release);
     stop_shards(&stop, &mailboxes, threads)?;
+    stop_bridges(&bridges, bridge_threads);
     if let Some(store) = store {
         store.finish();
     }

@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use crate::bridge::BridgeLink;
-use crate::bridge::link::BridgeFigures;
 use crate::broker::BrokerStats;
 
 /// Whether a figure is a current size or a count since start.
@@ -58,7 +57,7 @@ const fn counter(name: &'static str, help: &'static str) -> Metric {
 }
 
 /// Every metric, in the order of [`ShardFigures::values`].
-const METRICS: [Metric; 51] = [
+const METRICS: [Metric; 56] = [
     gauge(
         "fanfare_sockets",
         "Open sockets: clients, WebSocket upgrades and HTTP requests in progress.",
@@ -227,6 +226,10 @@ const METRICS: [Metric; 51] = [
         "fanfare_store_publishes_refused_total",
         "QoS 1/2 publishes refused while the store could not write: PUBACK/PUBREC 0x97 Quota exceeded for MQTT 5, no acknowledgement for 3.x.",
     ),
+    counter(
+        "fanfare_bridge_publishes_refused_total",
+        "QoS 1/2 publishes refused because a bridge that would carry them has a full queue under queue_full_policy = \"refuse\": 0x97 Quota exceeded for MQTT 5, no acknowledgement for 3.x.",
+    ),
     gauge(
         "fanfare_cluster_connected",
         "Cluster mode: 1 while the node is connected to NATS (on shard 0, where the cluster's figures are counted).",
@@ -249,7 +252,23 @@ const METRICS: [Metric; 51] = [
     ),
     counter(
         "fanfare_cluster_received_dropped_total",
-        "Cluster mode: messages from NATS not published (queue full past in_queue_bytes_max, or a subject with no valid topic).",
+        "Cluster mode: messages from NATS not published (queue full past in_queue_bytes_max, or a subject with no valid topic), and retained messages in JetStream not loaded (no valid topic or headers).",
+    ),
+    counter(
+        "fanfare_cluster_retained_stored_total",
+        "Cluster mode: retained publishes of this node that JetStream acknowledged storing.",
+    ),
+    counter(
+        "fanfare_cluster_retained_store_failed_total",
+        "Cluster mode: retained publishes of this node that JetStream did not store (no JetStream, no acknowledgement, refused); other nodes learn of them only through live delivery.",
+    ),
+    counter(
+        "fanfare_cluster_retained_loaded_total",
+        "Cluster mode: retained messages and clearings read from the JetStream stream and applied to every shard's replica.",
+    ),
+    gauge(
+        "fanfare_cluster_retained_caught_up",
+        "Cluster mode: 1 once the replicas hold what the JetStream stream of retained messages held when the node started following it.",
     ),
 ];
 
@@ -331,6 +350,10 @@ pub struct ClusterCounts {
     pub dropped: u64,
     pub received: u64,
     pub received_dropped: u64,
+    pub retained_stored: u64,
+    pub retained_store_failed: u64,
+    pub retained_loaded: u64,
+    pub retained_caught_up: bool,
 }
 
 /// One shard's figures at one moment, in the order of [`METRICS`].
@@ -393,12 +416,17 @@ impl ShardFigures {
                 counts.store_write_errors,
                 u64::from(counts.store_unwritable),
                 broker.publishes_refused_unwritable,
+                broker.publishes_refused_bridge_full,
                 u64::from(cluster.connected),
                 cluster.subjects,
                 cluster.sent,
                 cluster.dropped,
                 cluster.received,
                 cluster.received_dropped,
+                cluster.retained_stored,
+                cluster.retained_store_failed,
+                cluster.retained_loaded,
+                u64::from(cluster.retained_caught_up),
             ],
         }
     }
@@ -484,50 +512,74 @@ impl Metrics {
         if self.bridges.is_empty() {
             return;
         }
-        type Read = fn(&BridgeFigures) -> u64;
-        let bridge_metrics: [(&str, &str, &str, Read); 6] = [
+        type Read = fn(&BridgeLink) -> u64;
+        let bridge_metrics: [(&str, &str, &str, Read); 10] = [
             (
                 "fanfare_bridge_connected",
                 "gauge",
                 "1 while the bridge is connected to its remote broker.",
-                |f| u64::from(f.connected.load(Relaxed)),
+                |l| u64::from(l.figures.connected.load(Relaxed)),
             ),
             (
                 "fanfare_bridge_forwarded_out_total",
                 "counter",
                 "Publishes of this broker sent to the remote (QoS 1: acknowledged).",
-                |f| f.forwarded_out.load(Relaxed),
+                |l| l.figures.forwarded_out.load(Relaxed),
             ),
             (
                 "fanfare_bridge_forwarded_in_total",
                 "counter",
                 "Messages from the remote published on this broker.",
-                |f| f.forwarded_in.load(Relaxed),
+                |l| l.figures.forwarded_in.load(Relaxed),
             ),
             (
                 "fanfare_bridge_dropped_out_total",
                 "counter",
                 "Publishes not bridged: the out queue full past out_queue_bytes_max.",
-                |f| f.dropped_out.load(Relaxed),
+                |l| l.figures.dropped_out.load(Relaxed),
             ),
             (
                 "fanfare_bridge_dropped_in_total",
                 "counter",
                 "Messages from the remote not published: the in queue full, or a topic with no valid local name.",
-                |f| f.dropped_in.load(Relaxed),
+                |l| l.figures.dropped_in.load(Relaxed),
             ),
             (
                 "fanfare_bridge_reconnects_total",
                 "counter",
                 "Connections to the remote after the first.",
-                |f| f.reconnects.load(Relaxed),
+                |l| l.figures.reconnects.load(Relaxed),
+            ),
+            (
+                "fanfare_bridge_queued_messages",
+                "gauge",
+                "Messages waiting for the remote in the bridge's queue: QoS 1 until acknowledged (on disk with a queue directory), QoS 0 until sent.",
+                |l| l.figures.queued_messages.load(Relaxed),
+            ),
+            (
+                "fanfare_bridge_queued_bytes",
+                "gauge",
+                "Bytes of the messages in the bridge's queue (QoS 1: as records in its files), bounded by queue_bytes_max.",
+                |l| l.figures.queued_bytes.load(Relaxed),
+            ),
+            (
+                "fanfare_bridge_queue_dropped_total",
+                "counter",
+                "QoS 1 messages the bridge's queue did not keep: the oldest dropped for room (drop_oldest), or one larger than the whole queue_bytes_max.",
+                |l| l.figures.queue_dropped.load(Relaxed),
+            ),
+            (
+                "fanfare_bridge_second_copies_total",
+                "counter",
+                "Messages that came both over this bridge and from the remote's own bridge connection (two brokers bridged to each other): the second copy is dropped.",
+                |l| l.second_copies(),
             ),
         ];
         for (name, kind, help, read) in bridge_metrics {
             let _ = writeln!(text, "# HELP {name} {help}");
             let _ = writeln!(text, "# TYPE {name} {kind}");
             for link in &self.bridges {
-                let value = read(&link.figures);
+                let value = read(link);
                 let _ = writeln!(text, "{name}{{bridge=\"{}\"}} {value}", link.name);
             }
         }

@@ -156,6 +156,7 @@ fn mqtt_v5() -> Seeds {
         username: Some("user"),
         password: Some(b"secret"),
         properties: connect_props.as_properties(),
+        bridge: false,
     });
     let mut publish_props = PropertiesBuf::new();
     publish_props

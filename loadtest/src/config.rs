@@ -70,6 +70,9 @@ pub struct Config {
     pub conn_rate: f64,
     pub connect_concurrency: usize,
     pub inflight_max: u32,
+    /// `fanout`/`qos1`/`topics`/`p2p`: publishes carry RETAIN, so each one replaces its topic's
+    /// retained value (with a data directory, a write to disk per topic and flush).
+    pub retain: bool,
     pub topic_prefix: String,
     /// `fanout`/`qos1`: the topic instead of `<prefix>/f`; `%i` in it is each subscriber's or
     /// publisher's number, so subscriber i and publisher i share topic i.
@@ -79,9 +82,6 @@ pub struct Config {
     /// Subscribers' reads take the kernel's receive stamp (`SO_TIMESTAMPNS`), so the report
     /// separates the broker's latency from this generator's own read lag.
     pub socket_stamps: bool,
-    /// `--retain`: every publish of `fanout`, `topics` and `qos1` carries RETAIN, so it also
-    /// replaces its topic's retained value (and, with a data directory, is written to disk).
-    pub retain: bool,
     /// Lost messages, in percent of those expected, above which the run fails (exit code 1).
     pub max_loss_pct: f64,
     /// Worker processes (`--procs`); 1: this process opens the connections itself.
@@ -139,6 +139,7 @@ flags (defaults in brackets):
   --duration S [10]  --warmup S [2]  --drain S [3]
   --conn-rate N/S [2000]  --connect-concurrency N [512]  --timeout S [5]  --keep-alive S [60]
   --inflight N               QoS 1 messages unacknowledged per publisher [1000]
+  --retain                   publishes carry RETAIN (retained: always) [off]
   --username U --password P  credentials every CONNECT carries (a password may be a JWT);
                              given together
   --read-buffer BYTES        per-connection read buffer [16384]
@@ -148,8 +149,6 @@ flags (defaults in brackets):
   --broker-pid PID           sample the broker's CPU and RSS from /proc
   --report FILE.html         also write the run as one self-contained HTML page of charts
   --topic-prefix P           [fanfare-lt/<pid>]
-  --retain                   fanout, topics, qos1: publish with RETAIN, so every message also
-                             replaces its topic's retained value (left on the broker)
   --topic T                  fanout, qos1: the topic [<prefix>/f]; %i is the number of
                              the subscriber or publisher (subscriber i and publisher i share it)
   --client-id ID             client identifiers; %i is the connection's number [lt<pid>-%i]
@@ -212,11 +211,11 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> anyhow::Resu
     let mut username: Option<String> = None;
     let mut password: Option<String> = None;
     let mut inflight_max = 1000u32;
+    let mut retain = false;
     let mut read_buffer_bytes = 16384usize;
     let mut topic_prefix = format!("fanfare-lt/{}", std::process::id());
     let mut allow_remote = false;
     let mut socket_stamps = true;
-    let mut retain = false;
     let mut ca: Option<PathBuf> = None;
     let mut insecure = false;
     let mut tls_resume = false;
@@ -296,11 +295,11 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> anyhow::Resu
             Long("username") => username = Some(value(&mut parser, "--username")?),
             Long("password") => password = Some(value(&mut parser, "--password")?),
             Long("inflight") => inflight_max = value(&mut parser, "--inflight")?,
+            Long("retain") => retain = true,
             Long("read-buffer") => read_buffer_bytes = value(&mut parser, "--read-buffer")?,
             Long("topic-prefix") => topic_prefix = value(&mut parser, "--topic-prefix")?,
             Long("allow-remote") => allow_remote = true,
             Long("no-socket-stamps") => socket_stamps = false,
-            Long("retain") => retain = true,
             Long("topic") => topic = Some(value(&mut parser, "--topic")?),
             Long("client-id") => client_id = value(&mut parser, "--client-id")?,
             Long("max-loss") => max_loss_pct = value(&mut parser, "--max-loss")?,
@@ -494,11 +493,11 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> anyhow::Resu
         conn_rate,
         connect_concurrency,
         inflight_max,
+        retain,
         client_id,
         topic_prefix,
         topic,
         socket_stamps,
-        retain,
         max_loss_pct,
     })
 }

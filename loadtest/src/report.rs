@@ -271,6 +271,11 @@ pub struct Summary {
     /// the network took, without this generator's read lag. Absent with --no-socket-stamps.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub socket_latency_us: Option<Latency>,
+    /// QoS 1: PUBLISH sent → its PUBACK read by the publisher, for publishes sent in the
+    /// window: what a broker that acknowledges only durable messages makes its publishers
+    /// wait. Absent at QoS 0.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub puback_latency_us: Option<Latency>,
     pub connections: Connections,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retained: Option<Retained>,
@@ -642,6 +647,7 @@ pub fn summarize(
         ),
         intended_latency_us: intended_latency,
         socket_latency_us: socket_latency,
+        puback_latency_us: stamped(&shared.puback_latency),
         connections: Connections {
             planned,
             ok,
@@ -746,6 +752,9 @@ pub fn text(s: &Summary) -> String {
     }
     if let Some(l) = &s.socket_latency_us {
         out += &line("actual send to socket", l);
+    }
+    if let Some(l) = &s.puback_latency_us {
+        out += &line("publish to its PUBACK", l);
     }
     for p in &s.loadgen.processes {
         out += &format!(

@@ -3,6 +3,7 @@
 //! pongs), an optional publisher task and a keep-alive task.
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -239,7 +240,7 @@ async fn conn_task(ctx: Rc<Ctx>, spec: ConnSpec, setting_up: Rc<Cell<usize>>) {
         ctx.cfg.target.keep_alive_s,
         move || stop_flag.stop.load(Relaxed),
     ));
-    let inflight = Rc::new(Cell::new(0u32));
+    let inflight = Rc::new(Inflight::default());
     if let Some(publish) = spec.publish.clone() {
         monoio::spawn(publisher(
             ctx.clone(),
@@ -268,7 +269,7 @@ async fn conn_task(ctx: Rc<Ctx>, spec: ConnSpec, setting_up: Rc<Cell<usize>>) {
 async fn read_loop(
     ctx: &Ctx,
     conn: &mut Conn,
-    inflight: &Cell<u32>,
+    inflight: &Inflight,
     stamped: bool,
 ) -> anyhow::Result<()> {
     let shared = &*ctx.shared;
@@ -309,8 +310,13 @@ async fn read_loop(
                         }
                         on_delivery(&mut local, &mut track, payload, dup, at, window);
                     }
-                    Packet::Puback { .. } => {
-                        inflight.set(inflight.get().saturating_sub(1));
+                    Packet::Puback { packet_id } => {
+                        let sent_ns = inflight.acked(packet_id);
+                        if let Some(sent_ns) = sent_ns.filter(|&sent| shared.in_window(sent)) {
+                            local
+                                .puback_latency
+                                .saturating_record(now.saturating_sub(sent_ns).max(1));
+                        }
                         shared.counters.puback_received.fetch_add(1, Relaxed);
                     }
                     Packet::Disconnect { reason } => {
@@ -396,7 +402,29 @@ async fn wait_for_go(shared: &Shared) -> bool {
 
 /// Publishes at `rate_per_s` (open loop) or keeps `window_msgs` outstanding (closed loop),
 /// one coalesced send per tick.
-async fn publisher(ctx: Rc<Ctx>, writer: SharedWriter, spec: PubSpec, inflight: Rc<Cell<u32>>) {
+/// A publisher's QoS 1 publishes not acknowledged yet, by packet identifier: when each was
+/// sent, for the PUBACK latency.
+#[derive(Default)]
+struct Inflight {
+    sent_ns: RefCell<HashMap<u16, u64>>,
+}
+
+impl Inflight {
+    fn len(&self) -> u32 {
+        u32::try_from(self.sent_ns.borrow().len()).unwrap_or(u32::MAX)
+    }
+
+    fn sent(&self, packet_id: u16, at_ns: u64) {
+        self.sent_ns.borrow_mut().insert(packet_id, at_ns);
+    }
+
+    /// When the publish `packet_id` acknowledges was sent; `None` for an unknown identifier.
+    fn acked(&self, packet_id: u16) -> Option<u64> {
+        self.sent_ns.borrow_mut().remove(&packet_id)
+    }
+}
+
+async fn publisher(ctx: Rc<Ctx>, writer: SharedWriter, spec: PubSpec, inflight: Rc<Inflight>) {
     let shared = &*ctx.shared;
     let cfg = &ctx.cfg;
     if !wait_for_go(shared).await {
@@ -453,7 +481,7 @@ async fn publisher(ctx: Rc<Ctx>, writer: SharedWriter, spec: PubSpec, inflight: 
         };
         due = due.min(BATCH_MSGS_MAX);
         if cfg.qos == 1 {
-            due = due.min(u64::from(cfg.inflight_max.saturating_sub(inflight.get())));
+            due = due.min(u64::from(cfg.inflight_max.saturating_sub(inflight.len())));
         }
         if writer.borrow().pending_bytes() > PUBLISHER_PENDING_BYTES_MAX {
             due = 0;
@@ -481,7 +509,7 @@ async fn publisher(ctx: Rc<Ctx>, writer: SharedWriter, spec: PubSpec, inflight: 
             if let Some(at) = t.packet_id_at {
                 packet_id = packet_id.checked_add(1).unwrap_or(1);
                 t.bytes[at..at + 2].copy_from_slice(&packet_id.to_be_bytes());
-                inflight.set(inflight.get() + 1);
+                inflight.sent(packet_id, now);
             }
             batch.extend_from_slice(&t.bytes);
             matched += shared.topic_subs[topic].load(Relaxed)

@@ -195,6 +195,8 @@ pub struct Shared {
     pub connect_latency: Mutex<Histogram<u64>>,
     /// TLS: TCP connected → handshake done, per connection.
     pub tls_handshake: Mutex<Histogram<u64>>,
+    /// QoS 1: PUBLISH sent → its PUBACK read, per publish in the measurement window.
+    pub puback_latency: Mutex<Histogram<u64>>,
     /// TLS: what the first connection's handshake agreed on.
     pub tls_negotiated: Mutex<Option<crate::tls::Negotiated>>,
     /// 0 until set-up is over; then the start of the measurement window (ns, `now_ns`).
@@ -230,6 +232,7 @@ impl Shared {
             read_lag: Mutex::new(new_histogram()),
             connect_latency: Mutex::new(new_histogram()),
             tls_handshake: Mutex::new(new_histogram()),
+            puback_latency: Mutex::new(new_histogram()),
             tls_negotiated: Mutex::new(None),
             window_start_ns: AtomicU64::new(0),
             window_end_ns: AtomicU64::new(u64::MAX),
@@ -256,7 +259,7 @@ impl Shared {
     }
 
     /// The latency histograms, in a fixed order: how a worker process reports them.
-    pub fn histograms(&self) -> [&Mutex<Histogram<u64>>; 6] {
+    pub fn histograms(&self) -> [&Mutex<Histogram<u64>>; 7] {
         [
             &self.latency,
             &self.intended_latency,
@@ -264,6 +267,7 @@ impl Shared {
             &self.read_lag,
             &self.connect_latency,
             &self.tls_handshake,
+            &self.puback_latency,
         ]
     }
 
@@ -280,6 +284,7 @@ pub struct Local {
     pub intended_latency: Histogram<u64>,
     pub socket_latency: Histogram<u64>,
     pub read_lag: Histogram<u64>,
+    pub puback_latency: Histogram<u64>,
     pub delivered: u64,
     pub delivered_all: u64,
     pub duplicates: u64,
@@ -295,6 +300,7 @@ impl Local {
             intended_latency: new_histogram(),
             socket_latency: new_histogram(),
             read_lag: new_histogram(),
+            puback_latency: new_histogram(),
             delivered: 0,
             delivered_all: 0,
             duplicates: 0,
@@ -327,6 +333,7 @@ impl Local {
             (&mut self.intended_latency, &shared.intended_latency),
             (&mut self.socket_latency, &shared.socket_latency),
             (&mut self.read_lag, &shared.read_lag),
+            (&mut self.puback_latency, &shared.puback_latency),
         ] {
             if local.is_empty() {
                 continue;

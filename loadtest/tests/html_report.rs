@@ -96,6 +96,12 @@ fn open_in_chromium(report: &Path) {
     let playwright = root.join("tests/web/node_modules/playwright-core");
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     if !playwright.exists() || !Path::new(&chromium).exists() {
+        // scripts/test.sh installs both and sets this: there, skipping would hide a failure.
+        assert!(
+            std::env::var_os("FANFARE_REQUIRE_BROWSER").is_none(),
+            "FANFARE_REQUIRE_BROWSER is set but {} or {chromium} is missing",
+            playwright.display()
+        );
         eprintln!(
             "skipped opening the report: no {} or {chromium}",
             playwright.display()

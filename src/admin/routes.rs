@@ -185,7 +185,7 @@ fn check_token(admin: &Admin, authorization: Option<&str>) -> Result<(), Respons
 
 /// Ready: started, not stopping, every shard answers a question in time, and in cluster mode
 /// (unless `ready_needs_nats = false`) connected to NATS. The body says the cluster's state
-/// either way.
+/// either way, and whether the retained messages of the cluster's stream are loaded.
 fn ready(admin: &Admin) -> Response {
     if !admin.ready.load(std::sync::atomic::Ordering::Acquire) {
         return Response::error(503, "not ready: starting or stopping");
@@ -203,6 +203,10 @@ fn ready(admin: &Admin) -> Response {
     } else {
         "disconnected"
     });
+    // Said, not waited for: without JetStream the stream is never read, and the node still
+    // serves (`docs/scale-out.md`).
+    let caught_up = cluster.figures.retained_caught_up.load(Ordering::Relaxed);
+    answer["retained"] = json!(if caught_up { "loaded" } else { "loading" });
     let (_, config) = admin.config.current();
     if !connected && config.cluster.ready_needs_nats {
         answer["status"] = json!("not ready: not connected to NATS");

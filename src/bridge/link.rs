@@ -2,17 +2,21 @@
 //! (`crate::cluster::link`), and the bridge's figures.
 //!
 //! - **Out** (shards → bridge): publishes of this node that an `out` mapping matches, up to
-//!   `out_queue_bytes_max` waiting (while the remote is slow or gone); past it a publish is
-//!   not bridged and is counted as dropped. Its local delivery does not depend on it.
+//!   `out_queue_bytes_max` waiting for the bridge's thread, which takes them into its own
+//!   queue (`queue.rs`) as they come, the remote connected or not; past it a publish is not
+//!   bridged and is counted as dropped. Its local delivery does not depend on it.
 //! - **In** (bridge → shards): messages from the remote, up to `in_queue_bytes_max` waiting;
 //!   past it the bridge stops reading the remote until there is room again (back-pressure);
 //!   only a message larger than the whole bound is dropped and counted. They all go to
 //!   [`INTAKE_SHARD`], which keeps the remote's order and posts each once to the other shards.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Notify;
 
 use crate::broker::RoutedMessage;
+use crate::broker::crossings::Crossings;
 use crate::config::bridge::BridgeSettings;
 use crate::protocol::mqtt::topic::filter_matches;
 pub use crate::shard::byte_queue::Full;
@@ -42,6 +46,14 @@ pub struct BridgeFigures {
     pub dropped_in: AtomicU64,
     /// Connections made after the first.
     pub reconnects: AtomicU64,
+    /// Messages waiting for the remote in the bridge's queue (`queue.rs`): QoS 1 ones until
+    /// acknowledged, QoS 0 ones until sent.
+    pub queued_messages: AtomicU64,
+    /// Their bytes (QoS 1: as records in the queue's files).
+    pub queued_bytes: AtomicU64,
+    /// QoS 1 messages the queue did not keep: the oldest dropped for room (`drop_oldest`),
+    /// or one larger than the whole bound.
+    pub queue_dropped: AtomicU64,
 }
 
 pub struct BridgeLink {
@@ -51,6 +63,15 @@ pub struct BridgeLink {
     /// Publishes to the remote and messages from it.
     pub pipes: Pipes,
     pub figures: BridgeFigures,
+    /// Set by the bridge while its queue is full under `queue_full_policy = "refuse"`: the
+    /// shards then refuse the QoS 1/2 publishes an `out` mapping matches.
+    pub refusing: AtomicBool,
+    /// What came in over this bridge and from the remote's own bridge connection, to drop
+    /// the second copy (`crate::broker::crossings`); shared with the shards.
+    pub crossings: Arc<Mutex<Crossings>>,
+    /// The broker stops: the bridge writes what the shards handed it and ends.
+    stopping: AtomicBool,
+    stop: Notify,
 }
 
 impl BridgeLink {
@@ -70,6 +91,53 @@ impl BridgeLink {
                 settings.in_queue_bytes_max,
             ),
             figures: BridgeFigures::default(),
+            refusing: AtomicBool::new(false),
+            crossings: Arc::new(Mutex::new(Crossings::new(
+                settings
+                    .topics
+                    .iter()
+                    .filter(|mapping| mapping.direction.carries_in())
+                    .map(|mapping| mapping.local_filter())
+                    .collect(),
+                settings.second_copies_remembered_max,
+            ))),
+            stopping: AtomicBool::new(false),
+            stop: Notify::new(),
+        }
+    }
+
+    /// Second copies dropped (`fanfare_bridge_second_copies_total`).
+    pub fn second_copies(&self) -> u64 {
+        self.lock_crossings().second_copies()
+    }
+
+    /// The crossings, locked. A poisoned lock only means a thread panicked while holding
+    /// it: what it remembers is still whole.
+    pub(super) fn lock_crossings(&self) -> std::sync::MutexGuard<'_, Crossings> {
+        self.crossings.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The local filters of the `out` and `both` mappings.
+    pub fn out_filters(&self) -> &[String] {
+        &self.out_filters
+    }
+
+    /// Asks the bridge to stop, once the shards have stopped: it takes what they handed it
+    /// (QoS 1: into its queue's files) before it ends.
+    pub fn request_stop(&self) {
+        self.stopping.store(true, Ordering::Release);
+        self.stop.notify_one();
+    }
+
+    /// Whether the broker stops.
+    pub(super) fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+
+    /// Returns once [`BridgeLink::request_stop`] was called.
+    pub(super) async fn stopped(&self) {
+        if !self.stopping() {
+            self.stop.notified().await;
         }
     }
 

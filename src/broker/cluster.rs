@@ -4,8 +4,13 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use std::sync::{Mutex, MutexGuard};
+
 use super::Broker;
+use super::crossings::{Crossings, Path, fingerprint};
 use super::outbox::{Outbox, RoutedMessage};
+use super::session::SessionKey;
+use crate::protocol::mqtt::topic::filter_matches;
 
 impl Broker {
     /// Turns cluster mode on, right after `Broker::new` (the interest of subscriptions made
@@ -33,6 +38,90 @@ impl Broker {
         self.forwards_out = true;
     }
 
+    /// The local filters of the `out` mappings of the bridges whose store-and-forward queue
+    /// is full under `queue_full_policy = "refuse"`: QoS 1/2 publishes they match are refused
+    /// like those made while the store cannot write (`inbound.rs`). Empty: none refuses.
+    pub fn set_bridge_refusals(&mut self, filters: Vec<Box<str>>) {
+        self.bridge_refusals = filters;
+    }
+
+    /// Whether a full bridge queue refuses a QoS 1/2 publish to `topic`.
+    pub(super) fn refused_by_bridge(&self, topic: &str) -> bool {
+        !self.bridge_refusals.is_empty()
+            && self
+                .bridge_refusals
+                .iter()
+                .any(|filter| filter_matches(filter, topic))
+    }
+
+    /// The bridges' memories of the messages that came both ways (`crossings.rs`), one per
+    /// bridge, shared with its thread.
+    pub fn set_crossings(&mut self, crossings: Vec<Arc<Mutex<Crossings>>>) {
+        self.crossings = crossings;
+    }
+
+    /// A client's publish, from session `publisher`. One from another broker's bridge
+    /// connection crossed a bridge: it is delivered on this node only, like what this
+    /// node's bridges bring in, and not at all when one of them already brought it in
+    /// (`crossings.rs`).
+    pub(super) fn route_from(
+        &mut self,
+        publisher: SessionKey,
+        mut message: Arc<RoutedMessage>,
+        now: Instant,
+        out: &mut Outbox,
+    ) {
+        let bridge = self
+            .sessions
+            .get(publisher)
+            .is_some_and(|session| session.bridge);
+        if !bridge {
+            self.route(message, Some(publisher), now, out);
+            return;
+        }
+        if self.second_copy_pushed(&message) {
+            return;
+        }
+        if let Some(fresh) = Arc::get_mut(&mut message) {
+            fresh.bridged = true;
+        }
+        self.route_on_node(message, Some(publisher), now, out);
+    }
+
+    /// Whether a bridge of this node already brought in a message equal to `message`,
+    /// published here by a bridge connection; if not, each bridge that could bring it in
+    /// remembers it.
+    fn second_copy_pushed(&mut self, message: &RoutedMessage) -> bool {
+        if self.crossings.is_empty() {
+            return false;
+        }
+        let print = fingerprint(&message.topic, &message.payload);
+        for crossings in &self.crossings {
+            let mut crossings = lock(crossings);
+            if crossings.covers(&message.topic) && crossings.second_copy(Path::Pushed, print) {
+                return true;
+            }
+        }
+        for crossings in &self.crossings {
+            let mut crossings = lock(crossings);
+            if crossings.covers(&message.topic) {
+                crossings.note(Path::Pushed, print);
+            }
+        }
+        false
+    }
+
+    /// A retained message from the cluster's JetStream stream: applied to this shard's
+    /// replica (and noted for the store, with `--data-dir`), delivered to no one: the live
+    /// subscribers got it as a publish. Each shard takes it from the cluster itself, so it is
+    /// not posted to the others. Returns whether it fitted the retained bounds.
+    pub fn retain_from_cluster(&mut self, message: &Arc<RoutedMessage>) -> bool {
+        debug_assert!(message.retain, "the stream holds retained messages only");
+        let rejected = self.stats.retained_rejected;
+        self.retain(message);
+        self.stats.retained_rejected == rejected
+    }
+
     /// A publish from another node or a bridged broker: delivered on this node as a publish
     /// of its own (on this shard, and once posted to every other), never sent back to the
     /// cluster or to any bridge, so that no message loops between brokers.
@@ -44,4 +133,10 @@ impl Broker {
     ) {
         self.route_on_node(message, None, now, out);
     }
+}
+
+/// A bridge's crossings, locked. A poisoned lock only means a bridge's thread panicked while
+/// it held it: what it remembers is still whole.
+fn lock(crossings: &Mutex<Crossings>) -> MutexGuard<'_, Crossings> {
+    crossings.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -29,6 +29,7 @@ use super::session::{SESSION_NEVER_EXPIRES_S, Session};
 use super::timers::TimerKind;
 use super::topic_aliases::TopicAliases;
 use crate::conn::{Chunk, ConnId, Droppable, Transport};
+use crate::protocol::mqtt::BRIDGE_USER_PROPERTY;
 use crate::protocol::mqtt::topic::validate_topic_name;
 use crate::protocol::mqtt::{
     ConnAck, Connect, ConnectReturnCode, Packet, Properties, PropertiesBuf, Property,
@@ -76,6 +77,17 @@ struct Granted<'a> {
     assigned_client_id: Option<&'a str>,
     server_keep_alive_s: Option<u16>,
     response_information: Option<String>,
+}
+
+/// Whether the client says it is another broker's bridge: bit 7 of the protocol level
+/// (3.1, 3.1.1), or the user property [`BRIDGE_USER_PROPERTY`] (MQTT 5, where Mosquitto
+/// sends no mark and No Local does the rest).
+fn is_bridge(connect: &Connect<'_>) -> bool {
+    connect.bridge
+        || connect
+            .properties
+            .user_properties()
+            .any(|(name, _)| name == BRIDGE_USER_PROPERTY)
 }
 
 /// The will of a CONNECT as it will be published: MQTT 5 will properties forwarded except the
@@ -157,6 +169,9 @@ impl Broker {
             now,
             out,
         );
+        if let Some(session) = self.sessions.get_mut(key) {
+            session.bridge = is_bridge(connect);
+        }
         let keep_alive = self.keep_alive(connect);
         self.attach(conn, transport, connect, keep_alive.seconds(), key, now);
         // A resumed session may have been written when it was persistent.

@@ -325,11 +325,9 @@ impl Broker {
         assert!(group.is_empty(), "one group at a time");
         group.push((Arc::clone(&first), PublishCache::new()));
         while group.len() < FANOUT_GROUP_MSGS_MAX
-            && self
-                .fanout
-                .parked
-                .front()
-                .is_some_and(|(next, from)| next.topic == first.topic && *from == publisher)
+            && self.fanout.parked.front().is_some_and(|(next, from)| {
+                next.topic == first.topic && *from == publisher && next.bridged == first.bridged
+            })
         {
             let (next, _) = self
                 .fanout
@@ -345,6 +343,7 @@ impl Broker {
         let matches = &mut self.matches;
         matches.clear();
         let sessions = &mut self.sessions;
+        let bridged = first.bridged;
         let visit = |key, grant: Grant| {
             if grant.no_local && publisher == Some(key) {
                 return;
@@ -353,6 +352,10 @@ impl Broker {
                 debug_assert!(false, "the trie holds live sessions only");
                 return;
             };
+            // What crossed a bridge does not cross another (`docs/bridges.md`, Loops).
+            if bridged && session.bridge {
+                return;
+            }
             if session.match_stamp == seq {
                 matches[session.match_slot].1.merge(grant);
             } else {
@@ -598,9 +601,14 @@ impl Broker {
         out: &mut Outbox,
     ) {
         let mut found = Vec::new();
+        // A bridge connection gets no retained message that crossed a bridge: its broker
+        // has it already, or has it from where it came (`docs/bridges.md`, Loops).
+        let bridge = self.sessions.get(key).is_some_and(|session| session.bridge);
         self.retained
             .for_each_match(filter, &mut self.retained_stack, |message| {
-                found.push(Arc::clone(message));
+                if !(bridge && message.bridged) {
+                    found.push(Arc::clone(message));
+                }
             });
         for message in found {
             let outgoing = DeliveryTerms {

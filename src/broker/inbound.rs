@@ -8,9 +8,10 @@
 //! Interval (§3.14).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::Broker;
+use super::held_acks::AckKind;
 use super::outbox::{CloseReason, Denial, Outbox, RoutedMessage};
 use super::qos_window::AckOutcome;
 use super::reply::send_packet;
@@ -19,9 +20,8 @@ use super::share_groups;
 use super::subscription::Grant;
 use crate::conn::ConnId;
 use crate::protocol::mqtt::{
-    Ack, Delivery, Disconnect, Packet, PacketId, Properties, PropertiesBuf, ProtocolVersion,
-    Publish, ReasonCode, RetainHandling, SubAck, Subscribe, SubscribeReturnCode, UnsubAck,
-    Unsubscribe, property_id,
+    Ack, Delivery, Disconnect, Packet, PacketId, Properties, ProtocolVersion, Publish, ReasonCode,
+    RetainHandling, SubAck, Subscribe, SubscribeReturnCode, UnsubAck, Unsubscribe,
 };
 
 impl Broker {
@@ -119,7 +119,7 @@ impl Broker {
     }
 
     /// Sends a control packet on `conn`, framed for its transport and version.
-    fn reply(&self, conn: ConnId, packet: &Packet<'_>, out: &mut Outbox) {
+    pub(super) fn reply(&self, conn: ConnId, packet: &Packet<'_>, out: &mut Outbox) {
         if let Some(connection) = self.clients.get(conn) {
             send_packet(out, conn, connection.transport, connection.version, packet);
         }
@@ -215,23 +215,28 @@ impl Broker {
             .clients
             .get(conn)
             .is_some_and(|connection| connection.version == ProtocolVersion::V5);
-        let message = || routed_message(publish, topic, now);
+        let message = || Arc::new(RoutedMessage::of_publish(publish, topic, now));
         match publish.delivery {
             Delivery::AtMostOnce if bad_payload => {
                 let reason = CloseReason::Refused(ReasonCode::PAYLOAD_FORMAT_INVALID, "payload");
                 self.close_for(conn, reason, now, out);
             }
-            Delivery::AtMostOnce => self.route(message(), Some(key), now, out),
+            Delivery::AtMostOnce => self.route_from(key, message(), now, out),
             Delivery::AtLeastOnce(id) if bad_payload => {
                 self.reply(conn, &Packet::PubAck(payload_refused(id)), out)
             }
             Delivery::AtLeastOnce(id) if !self.store_writable => {
-                self.refuse_unwritable(conn, v5, Packet::PubAck, id, out)
+                self.stats.publishes_refused_unwritable += 1;
+                self.refuse_quota(conn, v5, Packet::PubAck, id, out)
+            }
+            Delivery::AtLeastOnce(id) if self.refused_by_bridge(topic) => {
+                self.stats.publishes_refused_bridge_full += 1;
+                self.refuse_quota(conn, v5, Packet::PubAck, id, out)
             }
             Delivery::AtLeastOnce(id) => {
-                self.route(message(), Some(key), now, out);
+                self.route_from(key, message(), now, out);
                 let ack = self.accepted(id, v5, topic);
-                self.reply(conn, &Packet::PubAck(ack), out);
+                self.acknowledge(conn, AckKind::PubAck, ack, out);
             }
             Delivery::ExactlyOnce(id) if bad_payload => {
                 // Not kept: a PUBREC with an error ends the exchange (§4.3.3), unless it is a
@@ -240,12 +245,11 @@ impl Broker {
                     .sessions
                     .get(key)
                     .is_some_and(|session| session.holds_inbound_qos2(id));
-                let ack = if held {
-                    Ack::new(id)
+                if held {
+                    self.acknowledge(conn, AckKind::PubRec, Ack::new(id), out);
                 } else {
-                    payload_refused(id)
-                };
-                self.reply(conn, &Packet::PubRec(ack), out);
+                    self.reply(conn, &Packet::PubRec(payload_refused(id)), out);
+                }
             }
             Delivery::ExactlyOnce(id) => {
                 let publish = (id, topic, v5);
@@ -304,11 +308,14 @@ impl Broker {
         out: &mut Outbox,
     ) {
         let inbound_qos2_max = usize::from(self.limits.inbound_qos2_max);
+        let refused_by_bridge = self.refused_by_bridge(topic);
         let Some(session) = self.sessions.get_mut(key) else {
             return;
         };
         if session.holds_inbound_qos2(id) {
-            self.reply(conn, &Packet::PubRec(Ack::new(id)), out);
+            // Held like the first PUBREC, and behind it: the retransmission of a publish whose
+            // PUBREC is not sent yet must not be acknowledged before it is durable.
+            self.acknowledge(conn, AckKind::PubRec, Ack::new(id), out);
             return;
         }
         if session.inbound_qos2_len() >= inbound_qos2_max {
@@ -321,23 +328,31 @@ impl Broker {
             return;
         }
         if !self.store_writable {
-            self.refuse_unwritable(conn, v5, Packet::PubRec, id, out);
+            self.stats.publishes_refused_unwritable += 1;
+            self.refuse_quota(conn, v5, Packet::PubRec, id, out);
+            return;
+        }
+        if refused_by_bridge {
+            self.stats.publishes_refused_bridge_full += 1;
+            self.refuse_quota(conn, v5, Packet::PubRec, id, out);
             return;
         }
         session.hold_inbound_qos2(id);
-        self.route(message(), Some(key), now, out);
-        // Written after what the routing changed on this shard (`session_writes.rs`).
+        self.route_from(key, message(), now, out);
+        // Written after what the routing changed on this shard (`session_writes.rs`), and
+        // under `sync` only once every shard has it (`held_acks.rs`).
         self.note_inbound_qos2(key);
         let ack = self.accepted(id, v5, topic);
-        self.reply(conn, &Packet::PubRec(ack), out);
+        self.acknowledge_routed_qos2(conn, key, ack, out);
     }
 
-    /// A QoS 1/2 publish while the store cannot write: not routed, since what it changes
-    /// (a retained message, an offline session's queue) could not be kept. MQTT 5 gets
-    /// PUBACK or PUBREC 0x97 Quota exceeded; 3.x has no code for it and gets no
-    /// acknowledgement, so the client sends it again (on its next connection at the latest).
-    /// QoS 0 is served as usual.
-    fn refuse_unwritable(
+    /// A QoS 1/2 publish while the store cannot write, or that a bridge whose queue is full
+    /// under `refuse` would carry: not routed, since what it changes (a retained message, an
+    /// offline session's queue, the bridge's queue) could not be kept. MQTT 5 gets PUBACK or
+    /// PUBREC 0x97 Quota exceeded; 3.x has no code for it and gets no acknowledgement, so the
+    /// client sends it again (on its next connection at the latest). QoS 0 is served as
+    /// usual.
+    fn refuse_quota(
         &mut self,
         conn: ConnId,
         v5: bool,
@@ -345,7 +360,6 @@ impl Broker {
         id: PacketId,
         out: &mut Outbox,
     ) {
-        self.stats.publishes_refused_unwritable += 1;
         if v5 {
             let ack = Ack {
                 packet_id: id,
@@ -428,6 +442,13 @@ impl Broker {
                 codes.push(SubscribeReturnCode::Failure);
                 continue;
             }
+            // A 3.x bridge cannot ask for No Local and Retain As Published; it gets them, as
+            // Mosquitto gives them to a bridge, so its own publishes do not come back to it.
+            let mut options = options;
+            if session.bridge && !v5 {
+                options.no_local = true;
+                options.retain_as_published = true;
+            }
             // Granted QoS = requested QoS: every QoS is supported.
             let grant = Grant::new(options, id);
             session.subscriptions.insert(filter.into(), grant);
@@ -502,33 +523,6 @@ impl Broker {
         };
         self.reply(conn, &Packet::UnsubAck(unsuback), out);
     }
-}
-
-/// The message a client's PUBLISH routes, published to `topic` (its own, or the one its Topic
-/// Alias stands for): owned once here, at the routing boundary.
-fn routed_message(publish: &Publish<'_>, topic: &str, now: Instant) -> Arc<RoutedMessage> {
-    let properties = &publish.properties;
-    let mut message = RoutedMessage::new(
-        topic,
-        publish.payload,
-        publish.delivery.qos(),
-        publish.retain,
-    );
-    if !properties.is_empty() {
-        // Per connection or rewritten per subscriber [MQTT-3.3.2-7], [MQTT-3.3.4-4].
-        let skip = [
-            property_id::TOPIC_ALIAS,
-            property_id::SUBSCRIPTION_IDENTIFIER,
-            property_id::MESSAGE_EXPIRY_INTERVAL,
-        ];
-        let mut forwarded = PropertiesBuf::new();
-        properties.copy_except(&skip, &mut forwarded);
-        message.properties = forwarded.as_properties().raw().into();
-        message.expires_at = properties
-            .message_expiry_interval_s()
-            .and_then(|s| now.checked_add(Duration::from_secs(s.into())));
-    }
-    Arc::new(message)
 }
 
 /// A PUBACK or PUBREC refusing a payload that is not the UTF-8 it claims to be.

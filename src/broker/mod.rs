@@ -34,7 +34,9 @@ mod client_ids;
 mod clients;
 mod cluster;
 mod connect;
+pub mod crossings;
 mod fanout;
+mod held_acks;
 mod inbound;
 mod keep_alive;
 pub mod outbox;
@@ -72,6 +74,7 @@ use crate::slots::Slots;
 use client_ids::ClientIds;
 use clients::Clients;
 use fanout::Fanout;
+use held_acks::HeldAcks;
 use keep_alive::{DUE_PER_TICK_MAX, Deadlines};
 use retained::{RetainedStack, RetainedStore};
 use retained_writes::RetainedWrites;
@@ -116,6 +119,8 @@ pub struct BrokerStats {
     pub publishes_denied: u64,
     /// QoS 1/2 publishes refused while the store could not write (0x97, or unacknowledged).
     pub publishes_refused_unwritable: u64,
+    /// QoS 1/2 publishes refused for a bridge whose queue is full under `refuse`.
+    pub publishes_refused_bridge_full: u64,
     /// Connections ended because the token they authenticated with expired.
     pub tokens_expired: u64,
     /// MQTT 5 connections ended for publishing past their rate (`disconnect_on_rate`).
@@ -154,6 +159,14 @@ pub struct Broker {
     /// False while the store cannot write (a full disk, a write error): QoS 1/2 publishes
     /// are refused then (`inbound.rs`). Always true without a data directory.
     store_writable: bool,
+    /// Under `durability = "sync"`: acknowledgements waiting until what their publishes
+    /// changed is durable (`held_acks.rs`).
+    held_acks: Option<HeldAcks>,
+    /// See `Broker::set_bridge_refusals` (`cluster.rs`).
+    bridge_refusals: Vec<Box<str>>,
+    /// What each bridge remembers of the messages that came over it and over a bridge
+    /// connection (`crossings.rs`), shared with its thread; empty without bridges.
+    crossings: Vec<std::sync::Arc<std::sync::Mutex<crossings::Crossings>>>,
     deadlines: Deadlines,
     /// Session expiry and will delay deadlines of MQTT 5 sessions.
     timers: SessionTimers,
@@ -198,6 +211,9 @@ impl Broker {
             retained_writes: None,
             session_writes: None,
             store_writable: true,
+            held_acks: None,
+            bridge_refusals: Vec::new(),
+            crossings: Vec::new(),
             aliases: AliasRegistry::new(limits.topic_aliases_per_shard_max),
             limits,
             sessions: Slots::default(),

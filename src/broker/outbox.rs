@@ -4,10 +4,10 @@
 //! must happen, and the shard's event loop carries it out after the call returns.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::conn::{Chunk, ConnId, Droppable};
-use crate::protocol::mqtt::{QoS, ReasonCode};
+use crate::protocol::mqtt::{PropertiesBuf, Publish, QoS, ReasonCode, property_id};
 use crate::slots::shed;
 
 /// Why the broker closes a connection; the network layer logs it with the peer address.
@@ -82,6 +82,11 @@ pub struct RoutedMessage {
     /// When the Message Expiry Interval runs out (§3.3.2.3.3): past it the message is not
     /// delivered to anyone, and until then subscribers get the interval that remains.
     pub expires_at: Option<Instant>,
+    /// The message crossed a bridge to get here: a bridge of this broker brought it in, or
+    /// another broker's bridge connection published it. It is delivered to local
+    /// subscribers only: never to a bridge connection nor over a bridge (`docs/bridges.md`,
+    /// Loops).
+    pub bridged: bool,
 }
 
 impl RoutedMessage {
@@ -94,7 +99,37 @@ impl RoutedMessage {
             retain,
             properties: Box::default(),
             expires_at: None,
+            bridged: false,
         }
+    }
+
+    /// The message a PUBLISH carries, published to `topic` (its own, or the one its Topic
+    /// Alias stands for, or its name on this side of a bridge): owned once here, at the
+    /// routing boundary, with its MQTT 5 properties but those written per connection or per
+    /// subscriber, and its expiry counted from `now`.
+    pub fn of_publish(publish: &Publish<'_>, topic: &str, now: Instant) -> RoutedMessage {
+        let properties = &publish.properties;
+        let mut message = RoutedMessage::new(
+            topic,
+            publish.payload,
+            publish.delivery.qos(),
+            publish.retain,
+        );
+        if !properties.is_empty() {
+            // Per connection or rewritten per subscriber [MQTT-3.3.2-7], [MQTT-3.3.4-4].
+            let skip = [
+                property_id::TOPIC_ALIAS,
+                property_id::SUBSCRIPTION_IDENTIFIER,
+                property_id::MESSAGE_EXPIRY_INTERVAL,
+            ];
+            let mut forwarded = PropertiesBuf::new();
+            properties.copy_except(&skip, &mut forwarded);
+            message.properties = forwarded.as_properties().raw().into();
+            message.expires_at = properties
+                .message_expiry_interval_s()
+                .and_then(|s| now.checked_add(Duration::from_secs(s.into())));
+        }
+        message
     }
 
     /// Bytes the message holds: what a queue of messages is bounded by.
@@ -164,6 +199,10 @@ pub enum ShardMessage {
     Publish(Arc<RoutedMessage>),
     /// Membership and deliveries of shared subscriptions.
     Group(Box<super::GroupMessage>),
+    /// Under `durability = "sync"`: everything the sending shard posted before this is
+    /// applied once it is read; the receiving shard answers it with its next durable flush
+    /// (`shard/persist.rs`). Taken by the shard, never handed to the broker.
+    Barrier(u64),
 }
 
 const _: () = assert!(std::mem::size_of::<ShardMessage>() <= 16);
@@ -174,6 +213,7 @@ impl ShardMessage {
         match self {
             ShardMessage::Publish(message) => message.bytes(),
             ShardMessage::Group(share) => share.bytes(),
+            ShardMessage::Barrier(_) => std::mem::size_of::<ShardMessage>(),
         }
     }
 }

@@ -106,6 +106,11 @@ pub(crate) struct Session {
     /// allocating per publish.
     pub(crate) match_stamp: u64,
     pub(crate) match_slot: usize,
+    /// The last connection said it is another broker's bridge (`Connect::bridge`, or the
+    /// MQTT 5 user property of `crate::bridge::marker`): messages that crossed a bridge are
+    /// not sent to it, and what it publishes is not sent on over a bridge (`docs/bridges.md`,
+    /// Loops).
+    pub(crate) bridge: bool,
     /// What the session waits on, if anything: boxed, since a connected subscriber that does
     /// not publish at QoS 2 has none, and 48 B inline would be a quarter of the session.
     pending: Option<Box<Pending>>,
@@ -176,6 +181,7 @@ impl Session {
             outbound: QosWindow::new(),
             match_stamp: 0,
             match_slot: 0,
+            bridge: false,
             pending: None,
         }
     }

@@ -217,7 +217,14 @@ impl Broker {
                 continue;
             };
             taken.push(match session.persistent() {
-                true => SessionWrite::Set(image(session)),
+                true => {
+                    let mut image = image(session);
+                    // Under `sync`, an identifier whose PUBREC is held waits (`held_acks.rs`).
+                    image
+                        .inbound_qos2
+                        .retain(|&id| !self.inbound_qos2_unwritten(key, id));
+                    SessionWrite::Set(image)
+                }
                 // A session that was persistent may come back with a clean one.
                 false => SessionWrite::Ended(session.client_id.clone()),
             });

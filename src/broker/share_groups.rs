@@ -238,6 +238,8 @@ impl Broker {
     pub fn shard_message(&mut self, message: ShardMessage, now: Instant, out: &mut Outbox) {
         match message {
             ShardMessage::Publish(message) => self.deliver_remote(message, now, out),
+            // The shard answers barriers itself (`shard/persist.rs`): nothing to apply here.
+            ShardMessage::Barrier(_) => {}
             ShardMessage::Group(share) => {
                 let GroupMessage(kind) = *share;
                 self.now = now;

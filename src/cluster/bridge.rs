@@ -9,29 +9,32 @@
 //! `Subscriber`; aborting the task drops it, and the client unsubscribes. The client itself
 //! subscribes everything again after a reconnect.
 //!
+//! **Whole messages.** The RETAIN flag and the MQTT 5 properties travel as headers
+//! (`headers.rs`); a retained publish is also written to the JetStream stream that every
+//! node follows (`retained.rs`).
+//!
 //! **No echo.** The connection asks the server not to send back its own messages, and every
-//! message carries [`ORIGIN_HEADER`] with the node's name: one that comes back from another
+//! message carries [`headers::ORIGIN`] with the node's name: one that comes back from another
 //! connection of the same node (a restart, a second connection) is still recognised and
 //! ignored, since the node delivered it to its own subscribers already.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
-use async_nats::{ConnectOptions, Event, HeaderMap, ServerAddr};
+use async_nats::{ConnectOptions, Event, ServerAddr};
 use futures::StreamExt;
 use log::{info, warn};
 use tokio::task::JoinHandle;
 
+use super::headers::{self, from_headers, to_headers};
 use super::link::ClusterLink;
+use super::retained::RetainedStream;
 use super::subject::{filter_subjects, subject_to_topic, topic_to_subject};
 use crate::broker::RoutedMessage;
 use crate::config::{ClusterSettings, Limits};
-use crate::protocol::mqtt::QoS;
 use crate::protocol::mqtt::topic::validate_topic_name;
-
-/// The header naming the node a message came from.
-pub const ORIGIN_HEADER: &str = "Fanfare-Origin";
 
 /// Messages the client holds for one subscription before the bridge's task takes them. The
 /// task only moves them to the shards' in queue, so it keeps up unless the runtime is starved;
@@ -87,6 +90,8 @@ pub fn spawn(
         .build()
         .map_err(BridgeError::Start)?;
     let bridge = Bridge {
+        settings: settings.clone(),
+        retained: None,
         node: settings.node.clone(),
         prefix: settings.subject_prefix.clone(),
         limits: limits.clone(),
@@ -152,6 +157,9 @@ fn on_event(link: &ClusterLink, event: Event) {
 }
 
 struct Bridge {
+    settings: ClusterSettings,
+    /// The stream of retained messages, once connected.
+    retained: Option<Arc<RetainedStream>>,
     node: String,
     prefix: String,
     limits: Limits,
@@ -170,6 +178,14 @@ impl Bridge {
                 return;
             }
         };
+        let retained = Arc::new(RetainedStream::new(
+            client.clone(),
+            &self.settings,
+            &self.limits,
+            Arc::clone(&self.link),
+        ));
+        tokio::spawn(Arc::clone(&retained).follow(client.clone()));
+        self.retained = Some(retained);
         let intake = Arc::new(Intake {
             node: self.node.clone(),
             prefix: self.prefix.clone(),
@@ -277,8 +293,12 @@ impl Bridge {
             figures.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let mut headers = HeaderMap::new();
-        headers.insert(ORIGIN_HEADER, self.node.as_str());
+        let headers = to_headers(message, &self.node, std::time::Instant::now());
+        if message.retain
+            && let Some(retained) = &self.retained
+        {
+            retained.store(message, headers.clone()).await;
+        }
         let payload = bytes::Bytes::copy_from_slice(&message.payload);
         match client.publish_with_headers(subject, headers, payload).await {
             Ok(()) => figures.sent.fetch_add(1, Ordering::Relaxed),
@@ -307,7 +327,7 @@ impl Intake {
         let origin = message
             .headers
             .as_ref()
-            .and_then(|headers| headers.get(ORIGIN_HEADER));
+            .and_then(|headers| headers.get(headers::ORIGIN));
         if origin.is_some_and(|origin| origin.as_str() == self.node) {
             return;
         }
@@ -322,25 +342,33 @@ impl Intake {
         }
     }
 
-    /// The publish a NATS message stands for: QoS 0, not retained (this slice carries
-    /// neither across nodes); `None` when its subject maps to no topic a client could publish
-    /// to under this node's limits, or to a `$` topic (each node's own), or its payload is
-    /// larger than a client could publish.
+    /// The publish a NATS message stands for: QoS 0 (core NATS promises no more), with the
+    /// RETAIN flag and MQTT 5 properties of its headers (`headers.rs`); `None` when its
+    /// subject maps to no topic a client could publish to under this node's limits, or to a
+    /// `$` topic (each node's own), or its headers make no valid PUBLISH, or it is larger than
+    /// a client could publish, or it has expired on the way.
     fn publish_of(&self, message: &async_nats::Message) -> Option<RoutedMessage> {
         let topic = subject_to_topic(&self.prefix, message.subject.as_str())?;
         if topic.starts_with('$') || topic.contains('\0') {
             return None;
         }
-        validate_topic_name(&topic, &self.limits.decode_limits()).ok()?;
-        let packet_bytes = message.payload.len() + topic.len() + 16;
+        let decode = self.limits.decode_limits();
+        validate_topic_name(&topic, &decode).ok()?;
+        let now = std::time::Instant::now();
+        let headers = message.headers.as_ref();
+        let publish = from_headers(
+            &topic,
+            &message.payload,
+            headers,
+            &decode,
+            now,
+            Duration::ZERO,
+        )
+        .ok()??;
+        let packet_bytes = publish.payload.len() + publish.properties.len() + topic.len() + 16;
         if packet_bytes > self.limits.packet_bytes_max as usize {
             return None;
         }
-        Some(RoutedMessage::new(
-            &topic,
-            &message.payload,
-            QoS::AtMostOnce,
-            false,
-        ))
+        Some(publish)
     }
 }

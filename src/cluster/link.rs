@@ -11,6 +11,11 @@
 //!   delivers them to its sessions and posts each once to the other shards, as a local
 //!   publish: one queue keeps NATS's order (per publisher) all the way to every subscriber,
 //!   and the fan-out itself is still spread over every shard.
+//! - **Retained** (bridge → each shard): the retained messages read from the JetStream stream
+//!   (`retained.rs`), one queue per shard, each applies them to its own replica without
+//!   delivering them to anyone. Each is bounded by `in_queue_bytes_max` (the shards share
+//!   each message, so that is also about the memory they hold); a full queue is not a drop:
+//!   the bridge waits for room, since a lost update would leave a stale value.
 //!
 //! The messages wait in `crate::shard::byte_queue::Pipes`, which the bridges to other MQTT
 //! brokers use too (`crate::bridge::link`).
@@ -19,7 +24,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::broker::RoutedMessage;
-use crate::shard::byte_queue::{Full, Pipes};
+use crate::shard::byte_queue::{ByteQueue, Full, Pipes};
 use crate::shard::mailbox::Mailboxes;
 use crossbeam::queue::SegQueue;
 
@@ -49,6 +54,15 @@ pub struct ClusterFigures {
     pub received_dropped: AtomicU64,
     /// NATS subscriptions held.
     pub subjects: AtomicU64,
+    /// Retained messages written to the JetStream stream, or not (no JetStream, no answer,
+    /// refused).
+    pub retained_stored: AtomicU64,
+    pub retained_store_failed: AtomicU64,
+    /// Retained messages (and clearings) read from the stream and handed to every shard.
+    pub retained_loaded: AtomicU64,
+    /// Whether the replicas hold what the stream held when this node last (re)started
+    /// following it.
+    pub retained_caught_up: AtomicBool,
 }
 
 /// The queues of one node's shards and its bridge.
@@ -56,14 +70,27 @@ pub struct ClusterLink {
     /// Publishes to NATS and messages from it.
     pub pipes: Pipes,
     interest: SegQueue<InterestChange>,
+    /// One per shard, indexed by shard.
+    retained: Vec<ByteQueue>,
+    mailboxes: Arc<Mailboxes>,
     pub figures: ClusterFigures,
 }
 
 impl ClusterLink {
     pub fn new(mailboxes: Arc<Mailboxes>, out_bytes_max: u64, in_bytes_max: u64) -> ClusterLink {
+        let retained = (0..mailboxes.shard_count())
+            .map(|_| ByteQueue::new(in_bytes_max))
+            .collect();
         ClusterLink {
-            pipes: Pipes::new(mailboxes, INTAKE_SHARD, out_bytes_max, in_bytes_max),
+            pipes: Pipes::new(
+                Arc::clone(&mailboxes),
+                INTAKE_SHARD,
+                out_bytes_max,
+                in_bytes_max,
+            ),
             interest: SegQueue::new(),
+            retained,
+            mailboxes,
             figures: ClusterFigures::default(),
         }
     }
@@ -83,7 +110,26 @@ impl ClusterLink {
         self.interest.push(change);
     }
 
+    /// The next retained message from the stream for `shard`'s replica.
+    pub fn take_retained(&self, shard: usize) -> Option<Arc<RoutedMessage>> {
+        self.retained.get(shard)?.pop()
+    }
+
     // The bridge's side.
+
+    /// Hands a retained message from the stream to every shard that has room for it, and
+    /// wakes them; returns the shards that had none, for the bridge to try again.
+    pub(super) fn offer_retained(&self, message: &Arc<RoutedMessage>, shards: &mut Vec<usize>) {
+        shards.retain(|&shard| {
+            let full = self.retained[shard].push(Arc::clone(message)).is_err();
+            self.mailboxes.wake(shard);
+            full
+        });
+    }
+
+    pub(super) fn shard_count(&self) -> usize {
+        self.retained.len()
+    }
 
     pub(super) fn next_interest(&self) -> Option<InterestChange> {
         self.interest.pop()
@@ -141,5 +187,30 @@ mod tests {
         assert!(link.pipes.take().is_none());
         link.deliver(message("d"));
         assert_eq!(link.pipes.take().map(|m| m.topic.clone()), Some("d".into()));
+    }
+
+    #[test]
+    fn retained_goes_to_every_shard_and_waits_for_room() {
+        let mailboxes = Arc::new(Mailboxes::new(2, 4).expect("eventfds"));
+        let one = message("a").bytes() as u64;
+        let link = ClusterLink::new(mailboxes, one, one);
+        let first = Arc::new(message("a"));
+        let mut shards = vec![0, 1];
+        link.offer_retained(&first, &mut shards);
+        assert!(shards.is_empty());
+        let mut shards = vec![0, 1];
+        link.offer_retained(&Arc::new(message("b")), &mut shards);
+        assert_eq!(shards, vec![0, 1], "both full");
+        assert_eq!(
+            link.take_retained(1).map(|m| m.topic.clone()),
+            Some("a".into())
+        );
+        link.offer_retained(&Arc::new(message("b")), &mut shards);
+        assert_eq!(shards, vec![0], "shard 1 had room");
+        assert_eq!(
+            link.take_retained(1).map(|m| m.topic.clone()),
+            Some("b".into())
+        );
+        assert!(link.take_retained(2).is_none(), "no such shard");
     }
 }

@@ -2,10 +2,14 @@
 //!
 //! - `subject.rs`: MQTT topics and filters as NATS subjects, as nats-server maps them.
 //! - `link.rs`: the queues between the shards and the bridge, bounded in bytes both ways.
+//! - `headers.rs`: the RETAIN flag and MQTT 5 properties as NATS headers.
+//! - `retained.rs`: retained messages in a JetStream stream that every node follows.
 //! - `bridge.rs`: the thread that runs the NATS client, off the shard loops.
 
 pub mod bridge;
+pub mod headers;
 pub mod link;
+pub mod retained;
 pub mod subject;
 
 pub use bridge::{BridgeError, spawn};

@@ -15,6 +15,12 @@ pub const SUBJECT_PREFIX_BYTES_MAX: usize = 128;
 /// Longest `node` name, in bytes: it goes in a header of every message sent to NATS.
 pub const NODE_BYTES_MAX: usize = 128;
 
+/// Longest `retained_stream` name, in bytes: it is a JetStream stream name and a subject token.
+pub const RETAINED_STREAM_BYTES_MAX: usize = 64;
+
+/// Most JetStream replicas `retained_replicas` may ask for: JetStream's own bound.
+pub const RETAINED_REPLICAS_MAX: u8 = 5;
+
 /// How this node joins a cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterSettings {
@@ -47,6 +53,13 @@ pub struct ClusterSettings {
     /// other nodes, so a load balancer should send new clients elsewhere; `false` keeps such
     /// a node in rotation (when every node losing NATS at once must not empty the pool).
     pub ready_needs_nats: bool,
+    /// The JetStream stream that keeps the last retained message of every topic for all
+    /// nodes (`crate::cluster::retained`); its subjects are `$FANFARE.<retained_stream>.>`.
+    /// Clusters that share one NATS account need a stream each.
+    pub retained_stream: String,
+    /// Replicas of that stream when this node creates it; `None` (the default): 3 when the
+    /// NATS cluster has 3 servers or more, else 1.
+    pub retained_replicas: Option<u8>,
 }
 
 impl Default for ClusterSettings {
@@ -62,6 +75,8 @@ impl Default for ClusterSettings {
             out_queue_bytes_max: 64 * 1024 * 1024,
             in_queue_bytes_max: 64 * 1024 * 1024,
             ready_needs_nats: true,
+            retained_stream: "FANFARE_RETAINED".to_owned(),
+            retained_replicas: None,
         }
     }
 }
@@ -89,6 +104,8 @@ pub(super) struct FileCluster {
     out_queue_bytes_max: Option<u64>,
     in_queue_bytes_max: Option<u64>,
     ready_needs_nats: Option<bool>,
+    retained_stream: Option<String>,
+    retained_replicas: Option<u8>,
 }
 
 impl FileCluster {
@@ -115,6 +132,10 @@ impl FileCluster {
         if let Some(needs) = self.ready_needs_nats {
             cluster.ready_needs_nats = needs;
         }
+        if let Some(stream) = self.retained_stream {
+            cluster.retained_stream = stream;
+        }
+        cluster.retained_replicas = self.retained_replicas.or(cluster.retained_replicas);
     }
 }
 
@@ -168,6 +189,27 @@ impl ClusterSettings {
             if bytes == 0 {
                 return Err(ConfigError::invalid(key, "must be at least 1"));
             }
+        }
+        let stream = &self.retained_stream;
+        let stream_ok = stream
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if stream.is_empty() || stream.len() > RETAINED_STREAM_BYTES_MAX || !stream_ok {
+            return Err(ConfigError::invalid(
+                "cluster.retained_stream",
+                &format!(
+                    "must be 1 to {RETAINED_STREAM_BYTES_MAX} bytes of letters, digits, `_` and `-`"
+                ),
+            ));
+        }
+        if self
+            .retained_replicas
+            .is_some_and(|replicas| replicas == 0 || replicas > RETAINED_REPLICAS_MAX)
+        {
+            return Err(ConfigError::invalid(
+                "cluster.retained_replicas",
+                &format!("must be 1 to {RETAINED_REPLICAS_MAX}"),
+            ));
         }
         Ok(())
     }
@@ -254,5 +296,19 @@ mod tests {
             ..on()
         };
         assert_eq!(key(node).as_deref(), Some("cluster.node"));
+        for stream in ["", "a.b", "a b", "a*"] {
+            let cluster = ClusterSettings {
+                retained_stream: stream.to_owned(),
+                ..on()
+            };
+            assert_eq!(key(cluster).as_deref(), Some("cluster.retained_stream"));
+        }
+        for replicas in [0, 6] {
+            let cluster = ClusterSettings {
+                retained_replicas: Some(replicas),
+                ..on()
+            };
+            assert_eq!(key(cluster).as_deref(), Some("cluster.retained_replicas"));
+        }
     }
 }

@@ -140,6 +140,8 @@ fn cluster(out: &mut Toml, cluster: &ClusterSettings) {
     out.value("out_queue_bytes_max", &cluster.out_queue_bytes_max);
     out.value("in_queue_bytes_max", &cluster.in_queue_bytes_max);
     out.value("ready_needs_nats", &cluster.ready_needs_nats);
+    out.value("retained_stream", &cluster.retained_stream);
+    out.optional("retained_replicas", cluster.retained_replicas.as_ref());
 }
 
 /// The document being written, one `key = value` line at a time.

@@ -10,7 +10,11 @@ use std::time::Instant;
 use super::Shard;
 use crate::bridge::{FROM_BRIDGES_PER_TURN_MAX, INTAKE_SHARD};
 use crate::broker::RoutedMessage;
+use crate::config::bridge::BRIDGES_MAX;
 use crate::protocol::mqtt::QoS;
+
+// One bit per bridge in `Shard::bridges_refusing`.
+const _: () = assert!(BRIDGES_MAX <= 64);
 
 impl Shard {
     /// Publishes the messages from the remotes waiting for this shard, as the node's own,
@@ -58,6 +62,35 @@ impl Shard {
             self.broker
                 .publish_own(Arc::new(message), now, &mut self.outbox);
         }
+    }
+
+    /// Tells the broker, before this turn's publishes are read, which `out` filters belong to
+    /// bridges whose queue is full under `refuse`: one relaxed load per bridge per turn, and
+    /// the list rebuilt only when it changed.
+    pub(super) fn refresh_bridge_refusals(&mut self) {
+        let mut refusing: u64 = 0;
+        for (i, link) in self.bridges.iter().enumerate() {
+            // At most BRIDGES_MAX (64) bridges: one bit each.
+            if link.refusing.load(Ordering::Relaxed) {
+                refusing |= 1 << i;
+            }
+        }
+        if refusing == self.bridges_refusing {
+            return;
+        }
+        self.bridges_refusing = refusing;
+        let filters = self
+            .bridges
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| refusing & (1 << i) != 0)
+            .flat_map(|(_, link)| {
+                link.out_filters()
+                    .iter()
+                    .map(|filter| filter.as_str().into())
+            })
+            .collect();
+        self.broker.set_bridge_refusals(filters);
     }
 
     /// Offers the turn's publishes to the bridges, wakes each that took one, and empties

@@ -6,15 +6,38 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+use log::warn;
+
 use super::Shard;
 use crate::cluster::{FROM_CLUSTER_PER_TURN_MAX, INTAKE_SHARD};
 
 impl Shard {
-    /// Publishes the messages from other nodes waiting for this shard, as the node's own.
+    /// Applies the retained messages from the JetStream stream waiting for this shard's
+    /// replica, and publishes the messages from other nodes waiting for this shard (the
+    /// intake shard), as the node's own.
     pub(super) fn take_from_cluster(&mut self, now: Instant) {
         let Some(link) = &self.cluster else {
             return;
         };
+        for taken in 0..FROM_CLUSTER_PER_TURN_MAX {
+            let Some(message) = link.take_retained(self.id) else {
+                break;
+            };
+            if !self.broker.retain_from_cluster(&message) {
+                self.retained_from_cluster_rejected += 1;
+                // Logged at 1, 2, 4, 8, ... so that a stream far past the bounds cannot
+                // flood the log; every one is counted in fanfare_retained_rejected_total.
+                if self.retained_from_cluster_rejected.is_power_of_two() {
+                    warn!(
+                        "shard {}: {} retained messages from the cluster did not fit retained_messages_max or retained_bytes_max, the latest of {:?}",
+                        self.id, self.retained_from_cluster_rejected, message.topic
+                    );
+                }
+            }
+            if taken + 1 == FROM_CLUSTER_PER_TURN_MAX {
+                self.busy = true;
+            }
+        }
         if self.id != INTAKE_SHARD || self.stop_deadline.is_some() {
             return;
         }
@@ -60,6 +83,10 @@ impl Shard {
                     dropped: figures.dropped.load(Ordering::Relaxed),
                     received: figures.received.load(Ordering::Relaxed),
                     received_dropped: figures.received_dropped.load(Ordering::Relaxed),
+                    retained_stored: figures.retained_stored.load(Ordering::Relaxed),
+                    retained_store_failed: figures.retained_store_failed.load(Ordering::Relaxed),
+                    retained_loaded: figures.retained_loaded.load(Ordering::Relaxed),
+                    retained_caught_up: figures.retained_caught_up.load(Ordering::Relaxed),
                 }
             }
             _ => crate::metrics::ClusterCounts::default(),

@@ -342,6 +342,12 @@ impl Shard {
                 self.io.cancel_recv(id);
                 self.throttled.pause(id, until);
             }
+            // Read again once acknowledgements were sent (`persist.rs`), at the latest at the
+            // next tick.
+            Flow::AwaitAcks => {
+                self.io.cancel_recv(id);
+                self.throttled.wait_for_acks(id, Instant::now());
+            }
         }
     }
 
@@ -380,7 +386,7 @@ impl Shard {
             let flow = ingest::ingest_pending(&mut cx, peer);
             let reading = peer.reads();
             self.after_flow(id, flow);
-            if reading && !matches!(flow, Flow::Throttle(_)) {
+            if reading && !matches!(flow, Flow::Throttle(_) | Flow::AwaitAcks) {
                 self.rearm.push(id);
             }
         }

@@ -43,6 +43,10 @@ pub enum Flow {
     Verify,
     /// The connection published past its rate: read nothing more from it until then.
     Throttle(Instant),
+    /// The connection holds `inbound_qos2_max` acknowledgements waiting for the disk
+    /// (`durability = "sync"`): its next publish is not taken, and nothing more is read from
+    /// it until some are sent.
+    AwaitAcks,
 }
 
 /// Everything of the shard that taking in bytes needs, borrowed for one call.
@@ -158,7 +162,7 @@ fn ingest_stream(cx: &mut Ingest<'_>, conn: &mut Peer, data: &mut [u8]) -> Flow 
             Flow::Continue => Ok(()),
             // Keep feeding: the rest of the buffer is kept in the pending bytes, for the owning
             // shard or for after the verdict.
-            Flow::HandOff(_) | Flow::Verify | Flow::Throttle(_) => {
+            Flow::HandOff(_) | Flow::Verify | Flow::Throttle(_) | Flow::AwaitAcks => {
                 flow = next;
                 Ok(())
             }
@@ -187,7 +191,7 @@ fn ingest_mqtt(cx: &mut Ingest<'_>, conn: &mut Peer, bytes: &[u8]) -> Flow {
         let (flow, used) = decode_all(cx, conn, bytes);
         if matches!(
             flow,
-            Flow::Continue | Flow::HandOff(_) | Flow::Verify | Flow::Throttle(_)
+            Flow::Continue | Flow::HandOff(_) | Flow::Verify | Flow::Throttle(_) | Flow::AwaitAcks
         ) {
             conn.pending.extend_from_slice(&bytes[used..]);
         }
@@ -233,7 +237,7 @@ fn decode_all(cx: &mut Ingest<'_>, conn: &mut Peer, bytes: &[u8]) -> (Flow, usiz
             }
         };
         let flow = dispatch(cx, conn, &packet);
-        if let Flow::HandOff(_) | Flow::Verify = flow {
+        if let Flow::HandOff(_) | Flow::Verify | Flow::AwaitAcks = flow {
             return (flow, used);
         }
         used += len;
@@ -278,6 +282,11 @@ fn dispatch(cx: &mut Ingest<'_>, conn: &mut Peer, packet: &Packet<'_>) -> Flow {
                     .set_identity(cx.id, Arc::new(identity), expires_in);
             }
             Flow::Continue
+        }
+        (Phase::Connected(_), Packet::Publish(_))
+            if cx.broker.held_acks_of(cx.id) >= cx.config.limits.inbound_qos2_max =>
+        {
+            Flow::AwaitAcks
         }
         (Phase::Connected(version), Packet::Publish(publish)) => {
             let within = within_rate(cx, conn, publish.payload.len() + publish.topic.len());

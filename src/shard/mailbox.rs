@@ -309,14 +309,18 @@ impl Shard {
     }
 
     pub(super) fn take_remote_messages(&mut self, now: Instant) {
-        let shard_count = self.mailboxes.shard_count();
-        for from in (0..shard_count).filter(|&from| from != self.id) {
+        let (shard_count, id) = (self.mailboxes.shard_count(), self.id);
+        for from in (0..shard_count).filter(|&from| from != id) {
             for taken in 0..REMOTE_MESSAGES_PER_TURN_MAX {
                 let Some(message) = self.mailboxes.take(from, self.id) else {
                     break;
                 };
-                if self.stop_deadline.is_none() {
-                    self.broker.shard_message(message, now, &mut self.outbox);
+                match message {
+                    // Stopping, publishes are no longer applied: their barriers must not be
+                    // answered either.
+                    _ if self.stop_deadline.is_some() => {}
+                    ShardMessage::Barrier(seq) => self.answer_barrier(from, seq),
+                    message => self.broker.shard_message(message, now, &mut self.outbox),
                 }
                 if taken + 1 == REMOTE_MESSAGES_PER_TURN_MAX {
                     self.busy = true;
@@ -335,6 +339,12 @@ impl Shard {
             for target in (0..shard_count).filter(|&target| target != self.id) {
                 self.cross_shard
                     .push(target, ShardMessage::Publish(message.clone()));
+            }
+        }
+        // Behind every publish of the acknowledgements it seals (`persist.rs`).
+        if let Some(seq) = self.take_barrier() {
+            for target in (0..shard_count).filter(|&target| target != self.id) {
+                self.cross_shard.push(target, ShardMessage::Barrier(seq));
             }
         }
         if self.cross_shard.post(&self.mailboxes) {
@@ -389,7 +399,7 @@ mod tests {
     fn payload(message: &ShardMessage) -> usize {
         match message {
             ShardMessage::Publish(message) => message.payload.len(),
-            ShardMessage::Group(_) => usize::MAX,
+            ShardMessage::Group(_) | ShardMessage::Barrier(_) => usize::MAX,
         }
     }
 

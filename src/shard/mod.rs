@@ -233,11 +233,15 @@ struct Shard {
     cluster: Option<Arc<ClusterLink>>,
     /// The turn's interest changes on their way to the bridge; empty between turns.
     interest_changes: Vec<crate::cluster::link::InterestChange>,
+    /// Retained messages from the cluster's stream that did not fit the replica's bounds.
+    retained_from_cluster_rejected: u64,
     /// The queues to and from each bridge (`bridges.rs`).
     bridges: Vec<Arc<BridgeLink>>,
     /// On the intake shard: each bridge's state as last published to `$SYS`; `None` before
     /// the first.
     bridge_states: Vec<Option<bool>>,
+    /// Which bridges refuse for a full queue, one bit each, as last told to the broker.
+    bridges_refusing: u64,
 }
 
 /// The `Ingest` context of connection `id`, built from the shard's fields one by one so it can
@@ -294,6 +298,8 @@ impl Shard {
         }
         if !setup.bridges.is_empty() {
             broker.forward_out();
+            let crossings = setup.bridges.iter().map(|link| Arc::clone(&link.crossings));
+            broker.set_crossings(crossings.collect());
         }
         let addresses = Arc::clone(&setup.auth.addresses);
         let auth = AuthGate::new(
@@ -306,8 +312,14 @@ impl Shard {
             config.auth.verify_queue_max,
         );
         let mut outbox = Outbox::default();
+        let in_cluster = setup.cluster.is_some();
         let persist = setup.store.map(|mut store| {
-            broker.load_retained(&store.loaded);
+            // In cluster mode the JetStream stream is the source of truth for retained
+            // messages: the replica is loaded from it (`crate::cluster::retained`), and a
+            // value the disk still holds may have been cleared on another node meanwhile.
+            if !in_cluster {
+                broker.load_retained(&store.loaded);
+            }
             broker.keep_retained_writes();
             // Noted from the start: sessions loaded past the offline bound end, and are
             // written as ended.
@@ -321,6 +333,9 @@ impl Shard {
                     sessions.len(),
                     limits.offline_sessions_per_shard_max
                 );
+            }
+            if store.durability == crate::config::Durability::Sync {
+                broker.hold_acks_until_durable();
             }
             persist::Persist::new(store, now)
         });
@@ -378,7 +393,9 @@ impl Shard {
             busy: false,
             cluster: setup.cluster,
             interest_changes: Vec::new(),
+            retained_from_cluster_rejected: 0,
             bridge_states: vec![None; setup.bridges.len()],
+            bridges_refusing: 0,
             bridges: setup.bridges,
             config,
             live_config,
@@ -427,6 +444,7 @@ impl Shard {
         }
         self.refresh_config();
         self.refresh_store_state();
+        self.refresh_bridge_refusals();
         self.handle_events(now);
         self.take_handoffs(now);
         self.take_verdicts(now);
@@ -449,6 +467,8 @@ impl Shard {
         if self.broker.continue_fanout(now, &mut self.outbox) {
             self.busy = true;
         }
+        self.release_held_acks(now);
+        self.seal_held_acks();
         self.flush_retained(now);
         self.carry_out_outbox(now);
         self.post_to_other_shards();

@@ -4,6 +4,9 @@
 //! abusive publisher is slowed by TCP's own flow control and nothing accepted is dropped. An
 //! MQTT 5 client is disconnected with 0x96 instead when `disconnect_on_rate` says so.
 //!
+//! The same pause, counted apart, holds a connection back while it waits for
+//! `inbound_qos2_max` held acknowledgements under `durability = "sync"` (`shard/persist.rs`).
+//!
 //! Only publishing connections carry buckets (in `Peer::rare`, made at their first publish);
 //! subscribers pay nothing.
 
@@ -70,6 +73,14 @@ impl Throttled {
         if self.waiting.insert(id) {
             self.pauses += 1;
             self.due.push(Reverse((until, id)));
+        }
+    }
+
+    /// Like `pause`, for a connection waiting for its held acknowledgements
+    /// (`durability = "sync"`) rather than for its rate: not counted as a rate pause.
+    pub fn wait_for_acks(&mut self, id: ConnId, now: Instant) {
+        if self.waiting.insert(id) {
+            self.due.push(Reverse((now, id)));
         }
     }
 

@@ -32,8 +32,8 @@ use crate::config::Durability;
 pub use error::StoreError;
 pub use lock::DataDirLock;
 use session_record::StoredSession;
-pub use writer::{Flush, StoreHandle};
-use writer::{LiveSession, Writer, unix_ms};
+use writer::{Durable, LiveSession, Writer, WriterLinks, unix_ms};
+pub use writer::{Echo, Flush, StoreHandle};
 
 /// Flushes queued per shard before a shard keeps its updates to conflate them further: a few
 /// intervals' worth, so a slow disk is absorbed without holding much (a flush holds at most
@@ -68,11 +68,13 @@ pub struct Store {
 
 impl Store {
     /// Locks `data_dir`, loads it, rewrites each shard's snapshot, and starts the writer.
+    /// `wake(shard)` wakes a shard's loop when barriers of it became durable (`sync` only).
     pub fn open(
         data_dir: &Path,
         durability: Durability,
         shard_count: usize,
         recover: bool,
+        wake: Box<dyn Fn(usize) + Send>,
     ) -> Result<Store, StoreError> {
         let lock = DataDirLock::acquire(data_dir)?;
         let started = Instant::now();
@@ -94,6 +96,7 @@ impl Store {
                     retain: true,
                     properties: stored.properties,
                     expires_at,
+                    bridged: false,
                 };
                 (Arc::new(message), stored.expires_at_ms)
             })
@@ -116,22 +119,17 @@ impl Store {
         }
         let write_errors: Arc<[AtomicU64]> = (0..shard_count).map(|_| AtomicU64::new(0)).collect();
         let writable = Arc::new(AtomicBool::new(true));
+        let durable = Arc::new(Durable::new(shard_count));
         let stamp_max = loaded.stamp_max;
         let dir = data_dir.to_path_buf();
         let new_writer = {
-            let write_errors = Arc::clone(&write_errors);
-            let writable = Arc::clone(&writable);
-            move || {
-                Writer::new(
-                    &dir,
-                    durability,
-                    stamp_max,
-                    messages,
-                    live_sessions,
-                    write_errors,
-                    writable,
-                )
-            }
+            let links = WriterLinks {
+                write_errors: Arc::clone(&write_errors),
+                writable: Arc::clone(&writable),
+                durable: Arc::clone(&durable),
+                wake,
+            };
+            move || Writer::new(&dir, durability, stamp_max, messages, live_sessions, links)
         };
         // The start-up compaction (every current shard's snapshot rewritten from what was
         // loaded) cuts torn tails and moves records to their owner shard. With nothing to
@@ -174,7 +172,14 @@ impl Store {
         let handles = (0..shard_count)
             .map(|shard| {
                 let errors = Arc::clone(&write_errors);
-                StoreHandle::new(shard, sender.clone(), errors, Arc::clone(&writable))
+                let durable = Arc::clone(&durable);
+                StoreHandle::new(
+                    shard,
+                    sender.clone(),
+                    errors,
+                    Arc::clone(&writable),
+                    durable,
+                )
             })
             .collect();
         let (serving, wait_for_serving) = std::sync::mpsc::channel::<()>();
@@ -253,6 +258,7 @@ fn restore_session(stored: StoredSession, now: Instant, now_ms: u64) -> LiveSess
                 retain: queued.retain,
                 properties: stored.properties,
                 expires_at: stored.expires_at_ms.map(instant),
+                bridged: false,
             };
             QueuedImage {
                 message: Arc::new(message),
@@ -277,6 +283,7 @@ fn restore_session(stored: StoredSession, now: Instant, now_ms: u64) -> LiveSess
             retain: will.retain,
             properties: stored.properties,
             expires_at: stored.expires_at_ms.map(instant),
+            bridged: false,
         };
         // One due while the broker was down is due now: published at the first tick.
         WillImage {

@@ -115,7 +115,7 @@ pub fn encode_delete(out: &mut Vec<u8>, stamp: u64, topic: &str) -> usize {
     finish(out, start)
 }
 
-pub(super) fn begin(out: &mut Vec<u8>, kind: u8, stamp: u64, topic: &str) -> usize {
+pub(crate) fn begin(out: &mut Vec<u8>, kind: u8, stamp: u64, topic: &str) -> usize {
     let start = out.len();
     out.extend_from_slice(&[0; HEADER_BYTES]);
     out.push(kind);
@@ -127,13 +127,13 @@ pub(super) fn begin(out: &mut Vec<u8>, kind: u8, stamp: u64, topic: &str) -> usi
     start
 }
 
-pub(super) fn put_bytes32(out: &mut Vec<u8>, bytes: &[u8]) {
+pub(crate) fn put_bytes32(out: &mut Vec<u8>, bytes: &[u8]) {
     let len = u32::try_from(bytes.len()).expect("an MQTT packet fits 32 bits");
     out.extend_from_slice(&len.to_le_bytes());
     out.extend_from_slice(bytes);
 }
 
-pub(super) fn finish(out: &mut [u8], start: usize) -> usize {
+pub(crate) fn finish(out: &mut [u8], start: usize) -> usize {
     let body = start + HEADER_BYTES;
     let body_len = out.len() - body;
     assert!(
@@ -170,6 +170,16 @@ impl std::fmt::Display for RecordError {
 /// The record at the start of `bytes` and its length; `Ok(None)` when `bytes` ends before it
 /// does (nothing is consumed).
 pub fn decode(bytes: &[u8]) -> Result<Option<(Record, usize)>, RecordError> {
+    decode_with(bytes, parse_body)
+}
+
+/// The record at the start of `bytes`, its body checked against its checksum and parsed by
+/// `parse` (`None`: malformed), and its length. The framing is shared with other files of the
+/// same shape (the bridges' queues, `crate::bridge::journal`).
+pub fn decode_with<T>(
+    bytes: &[u8],
+    parse: impl Fn(&[u8]) -> Option<T>,
+) -> Result<Option<(T, usize)>, RecordError> {
     let Some(header) = bytes.get(..HEADER_BYTES) else {
         return Ok(None);
     };
@@ -184,7 +194,7 @@ pub fn decode(bytes: &[u8]) -> Result<Option<(Record, usize)>, RecordError> {
     if crc32fast::hash(body) != crc {
         return Err(RecordError::BadChecksum);
     }
-    let record = parse_body(body).ok_or(RecordError::Malformed)?;
+    let record = parse(body).ok_or(RecordError::Malformed)?;
     Ok(Some((record, HEADER_BYTES + body_len)))
 }
 
@@ -227,45 +237,45 @@ fn parse_body(body: &[u8]) -> Option<Record> {
     reader.0.is_empty().then_some(record)
 }
 
-pub(super) struct Reader<'a>(pub(super) &'a [u8]);
+pub(crate) struct Reader<'a>(pub(crate) &'a [u8]);
 
 impl<'a> Reader<'a> {
-    pub(super) fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+    pub(crate) fn take(&mut self, n: usize) -> Option<&'a [u8]> {
         let (head, rest) = self.0.split_at_checked(n)?;
         self.0 = rest;
         Some(head)
     }
 
-    pub(super) fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
+    pub(crate) fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
         self.take(N)?.try_into().ok()
     }
 
-    pub(super) fn u8(&mut self) -> Option<u8> {
+    pub(crate) fn u8(&mut self) -> Option<u8> {
         Some(self.take(1)?[0])
     }
 
-    pub(super) fn u16(&mut self) -> Option<u16> {
+    pub(crate) fn u16(&mut self) -> Option<u16> {
         Some(u16::from_le_bytes(self.array()?))
     }
 
-    pub(super) fn u32(&mut self) -> Option<u32> {
+    pub(crate) fn u32(&mut self) -> Option<u32> {
         Some(u32::from_le_bytes(self.array()?))
     }
 
-    pub(super) fn u64(&mut self) -> Option<u64> {
+    pub(crate) fn u64(&mut self) -> Option<u64> {
         Some(u64::from_le_bytes(self.array()?))
     }
 
-    pub(super) fn bytes32(&mut self) -> Option<&'a [u8]> {
+    pub(crate) fn bytes32(&mut self) -> Option<&'a [u8]> {
         let len = u32::from_le_bytes(self.array()?) as usize;
         self.take(len)
     }
 }
 
 /// What a whole file held.
-#[derive(Debug, Default)]
-pub struct Scan {
-    pub records: Vec<Record>,
+#[derive(Debug)]
+pub struct Scan<T = Record> {
+    pub records: Vec<T>,
     /// Where a torn last record began, cut at load: normal after a crash.
     pub torn_at: Option<usize>,
     /// With `recover`: byte ranges that were not readable and were skipped.
@@ -287,11 +297,24 @@ pub struct Corrupt {
 /// other unreadable record is corruption: an error, unless `recover`, which skips to the next
 /// offset where a whole record checks out and keeps reading.
 pub fn scan(bytes: &[u8], recover: bool) -> Result<Scan, Corrupt> {
-    let mut found = Scan::default();
+    scan_with(bytes, recover, parse_body)
+}
+
+/// [`scan`] for records whose bodies `parse` reads.
+pub fn scan_with<T>(
+    bytes: &[u8],
+    recover: bool,
+    parse: impl Fn(&[u8]) -> Option<T> + Copy,
+) -> Result<Scan<T>, Corrupt> {
+    let mut found = Scan {
+        records: Vec::new(),
+        torn_at: None,
+        skipped: Vec::new(),
+    };
     let mut offset = 0;
     while offset < bytes.len() {
         let rest = &bytes[offset..];
-        let error = match decode(rest) {
+        let error = match decode_with(rest, parse) {
             Ok(Some((record, len))) => {
                 found.records.push(record);
                 offset += len;
@@ -311,7 +334,7 @@ pub fn scan(bytes: &[u8], recover: bool) -> Result<Scan, Corrupt> {
             return Err(Corrupt { offset, error });
         }
         let next = (offset + 1..bytes.len())
-            .find(|&at| matches!(decode(&bytes[at..]), Ok(Some(_))))
+            .find(|&at| matches!(decode_with(&bytes[at..], parse), Ok(Some(_))))
             .unwrap_or(bytes.len());
         found.skipped.push((offset, next));
         offset = next;

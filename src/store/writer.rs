@@ -13,7 +13,9 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -40,16 +42,70 @@ const BATCHES_PER_WRITE_MAX: usize = 256;
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// What a shard's broker changed since its last flush: retained topics it owns, and its
-/// persistent sessions.
+/// persistent sessions; under `durability = "sync"`, the barriers it answers with this flush.
 #[derive(Default)]
 pub struct Flush {
     pub retained: Vec<RetainedWrite>,
     pub sessions: Vec<SessionWrite>,
+    /// Reported to their entry shards once this flush, and every one of this shard before it,
+    /// is on disk (`docs/persistence.md`, "Acknowledgements under sync").
+    pub echoes: Vec<Echo>,
 }
 
 impl Flush {
     pub fn is_empty(&self) -> bool {
-        self.retained.is_empty() && self.sessions.is_empty()
+        self.retained.is_empty() && self.sessions.is_empty() && self.echoes.is_empty()
+    }
+}
+
+/// A barrier of shard `entry`, numbered `seq`, that the flushing shard read after every
+/// publish `entry` had posted to it before: once the flush is durable, so is what those
+/// publishes changed on the flushing shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Echo {
+    pub entry: usize,
+    pub seq: u64,
+}
+
+/// For each pair (entry shard, flushing shard), the highest barrier of the entry shard that
+/// the flushing shard's files hold durably; written by the writer, read by the entry shard.
+/// And per shard, whether the queue refused its last flush, so that the writer wakes it once
+/// there is room (under `sync` its barriers wait in that flush).
+pub(super) struct Durable {
+    shard_count: usize,
+    seqs: Box<[AtomicU64]>,
+    refused: Box<[AtomicBool]>,
+}
+
+impl Durable {
+    pub(super) fn new(shard_count: usize) -> Durable {
+        Durable {
+            shard_count,
+            seqs: (0..shard_count * shard_count)
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            refused: (0..shard_count).map(|_| AtomicBool::new(false)).collect(),
+        }
+    }
+
+    /// The shards whose flush the queue refused since the last call.
+    fn take_refused(&self) -> impl Iterator<Item = usize> + '_ {
+        self.refused
+            .iter()
+            .enumerate()
+            .filter(|(_, refused)| refused.swap(false, Relaxed))
+            .map(|(shard, _)| shard)
+    }
+
+    fn report(&self, echo: Echo, flushed_by: usize) {
+        let slot = &self.seqs[echo.entry * self.shard_count + flushed_by];
+        slot.fetch_max(echo.seq, Release);
+    }
+
+    /// The highest barrier of `entry` that every shard reported durable.
+    fn durable_everywhere(&self, entry: usize) -> u64 {
+        let row = &self.seqs[entry * self.shard_count..(entry + 1) * self.shard_count];
+        row.iter().map(|seq| seq.load(Acquire)).min().unwrap_or(0)
     }
 }
 
@@ -65,6 +121,7 @@ pub struct StoreHandle {
     sender: SyncSender<Batch>,
     write_errors: Arc<[AtomicU64]>,
     writable: Arc<AtomicBool>,
+    durable: Arc<Durable>,
 }
 
 impl StoreHandle {
@@ -73,13 +130,21 @@ impl StoreHandle {
         sender: SyncSender<Batch>,
         write_errors: Arc<[AtomicU64]>,
         writable: Arc<AtomicBool>,
+        durable: Arc<Durable>,
     ) -> StoreHandle {
         StoreHandle {
             shard,
             sender,
             write_errors,
             writable,
+            durable,
         }
+    }
+
+    /// The highest barrier of this shard that every shard's files hold durably: an
+    /// acknowledgement held with a barrier up to it may be sent.
+    pub fn durable_barrier(&self) -> u64 {
+        self.durable.durable_everywhere(self.shard)
     }
 
     /// Queues `flush` without waiting; gives it back when the queue is full.
@@ -90,7 +155,10 @@ impl StoreHandle {
         };
         match self.sender.try_send(batch) {
             Ok(()) => Ok(()),
-            Err(TrySendError::Full(batch) | TrySendError::Disconnected(batch)) => Err(batch.flush),
+            Err(TrySendError::Full(batch) | TrySendError::Disconnected(batch)) => {
+                self.durable.refused[self.shard].store(true, Relaxed);
+                Err(batch.flush)
+            }
         }
     }
 
@@ -157,6 +225,9 @@ struct ShardLog {
     /// A write or sync failed: the log may end in a partial record, so it is not appended to
     /// again; the next write rewrites the snapshot from `live` instead.
     dirty: bool,
+    /// Barriers answered by the batches applied since the last successful write: reported
+    /// once the shard's files hold them (kept while `dirty`).
+    echoes: Vec<Echo>,
 }
 
 /// The writer thread's state.
@@ -171,6 +242,18 @@ pub(super) struct Writer {
     write_errors: Arc<[AtomicU64]>,
     /// `!failing`, for the shards: while false they refuse QoS 1/2 publishes.
     writable: Arc<AtomicBool>,
+    /// Where durable barriers are reported, and how their entry shard is woken to read them.
+    durable: Arc<Durable>,
+    wake: Box<dyn Fn(usize) + Send>,
+}
+
+/// What the writer shares with the shards: its error counts and state, the durable barriers,
+/// and how to wake a shard.
+pub(super) struct WriterLinks {
+    pub(super) write_errors: Arc<[AtomicU64]>,
+    pub(super) writable: Arc<AtomicBool>,
+    pub(super) durable: Arc<Durable>,
+    pub(super) wake: Box<dyn Fn(usize) + Send>,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -198,9 +281,14 @@ impl Writer {
         stamp: u64,
         loaded: Vec<(Arc<RoutedMessage>, Option<u64>)>,
         sessions: Vec<LiveSession>,
-        write_errors: Arc<[AtomicU64]>,
-        writable: Arc<AtomicBool>,
+        links: WriterLinks,
     ) -> Writer {
+        let WriterLinks {
+            write_errors,
+            writable,
+            durable,
+            wake,
+        } = links;
         let shard_count = write_errors.len();
         let mut writer = Writer {
             logs: (0..shard_count)
@@ -213,6 +301,7 @@ impl Writer {
                     live_bytes: 0,
                     buf: Vec::new(),
                     dirty: true,
+                    echoes: Vec::new(),
                 })
                 .collect(),
             durability,
@@ -220,6 +309,8 @@ impl Writer {
             failing: false,
             write_errors,
             writable,
+            durable,
+            wake,
         };
         for (message, expires_at_ms) in loaded {
             let shard = crate::broker::Broker::owner_shard(&message.topic, shard_count);
@@ -283,6 +374,12 @@ impl Writer {
                 for batch in batches.try_iter().take(BATCHES_PER_WRITE_MAX - 1) {
                     self.apply(batch);
                 }
+                // The queue has room now: a shard it refused hands its flush over while this
+                // group is written, rather than at its next tick (still the fallback, should
+                // the refusal be noted just after this).
+                for shard in self.durable.take_refused() {
+                    (self.wake)(shard);
+                }
             }
             self.write_out();
         }
@@ -295,6 +392,7 @@ impl Writer {
     fn apply(&mut self, batch: Batch) {
         let now = Instant::now();
         let now_ms = unix_ms(SystemTime::now());
+        self.logs[batch.shard].echoes.extend(batch.flush.echoes);
         self.apply_retained(batch.shard, batch.flush.retained, now, now_ms);
         for write in batch.flush.sessions {
             let stamp = self.next_stamp();
@@ -418,6 +516,29 @@ impl Writer {
             }
         }
         self.note_recovery();
+        self.report_echoes();
+    }
+
+    /// Reports the barriers of every shard whose files now hold all it handed over (not
+    /// `dirty`: the last write, sync or snapshot rewrite succeeded), and wakes each entry
+    /// shard once. A barrier is reported only after the `fdatasync` that covers it, under
+    /// `sync`, the only durability whose shards send barriers.
+    fn report_echoes(&mut self) {
+        let mut woken = vec![false; self.logs.len()];
+        for (shard, log) in self.logs.iter_mut().enumerate() {
+            if log.dirty {
+                continue;
+            }
+            for echo in log.echoes.drain(..) {
+                self.durable.report(echo, shard);
+                if let Some(wake) = woken.get_mut(echo.entry) {
+                    *wake = true;
+                }
+            }
+        }
+        for (shard, _) in woken.iter().enumerate().filter(|(_, wake)| **wake) {
+            (self.wake)(shard);
+        }
     }
 
     /// Rewrites shard `shard`'s snapshot from its live set, leaving out what expired, and
@@ -516,4 +637,76 @@ fn encode(
         payload: &message.payload,
     };
     record::encode_set(out, &set) as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_barrier_is_durable_once_every_shard_reported_it() {
+        let durable = Durable::new(3);
+        assert_eq!(durable.durable_everywhere(1), 0);
+        durable.report(Echo { entry: 1, seq: 2 }, 1);
+        durable.report(Echo { entry: 1, seq: 1 }, 0);
+        assert_eq!(durable.durable_everywhere(1), 0, "shard 2 reported nothing");
+        durable.report(Echo { entry: 1, seq: 3 }, 2);
+        assert_eq!(durable.durable_everywhere(1), 1);
+        durable.report(Echo { entry: 1, seq: 3 }, 0);
+        assert_eq!(durable.durable_everywhere(1), 2);
+        // Another entry shard's barriers are counted apart.
+        assert_eq!(durable.durable_everywhere(0), 0);
+    }
+
+    #[test]
+    fn a_barrier_is_reported_and_its_shard_woken_after_the_write_that_carries_it() {
+        let dir = std::env::temp_dir().join(format!("fanfare-writer-{}", std::process::id()));
+        let durable = Arc::new(Durable::new(2));
+        let woken = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let wake = {
+            let woken = Arc::clone(&woken);
+            Box::new(move |shard| woken.lock().expect("not poisoned").push(shard))
+        };
+        let links = WriterLinks {
+            write_errors: (0..2).map(|_| AtomicU64::new(0)).collect(),
+            writable: Arc::new(AtomicBool::new(true)),
+            durable: Arc::clone(&durable),
+            wake,
+        };
+        let mut writer = Writer::new(&dir, Durability::Sync, 0, Vec::new(), Vec::new(), links);
+        assert!(writer.compact_all(), "{} is writable", dir.display());
+        let echo = Echo { entry: 1, seq: 3 };
+        let message = Arc::new(RoutedMessage::new(
+            "t",
+            b"v",
+            crate::protocol::mqtt::QoS::AtLeastOnce,
+            true,
+        ));
+        let flush = Flush {
+            retained: vec![RetainedWrite {
+                topic: "t".into(),
+                message: Some(message),
+            }],
+            echoes: vec![echo],
+            ..Flush::default()
+        };
+        writer.apply(Batch { shard: 0, flush });
+        assert_eq!(durable.durable_everywhere(1), 0, "applied, not written");
+        writer.write_out();
+        assert_eq!(
+            durable.seqs[2].load(Relaxed),
+            3,
+            "entry 1, flushed by shard 0"
+        );
+        assert_eq!(*woken.lock().expect("not poisoned"), [1]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_late_report_never_lowers_a_barrier() {
+        let durable = Durable::new(1);
+        durable.report(Echo { entry: 0, seq: 5 }, 0);
+        durable.report(Echo { entry: 0, seq: 4 }, 0);
+        assert_eq!(durable.durable_everywhere(0), 5);
+    }
 }

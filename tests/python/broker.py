@@ -292,3 +292,12 @@ def start_broker(workdir: Path, **kw) -> Broker:
     if broker_kind() == "mosquitto":
         return start_mosquitto(workdir, **kw)
     return start_fanfare(workdir, **kw)
+
+
+def owner_shard(name: str, shards: int) -> int:
+    """fanfare's placement of a session (by client identifier) or of a retained topic's
+    files: FNV-1a 64 of the name, modulo the shard count."""
+    h = 0xCBF29CE484222325
+    for byte in name.encode():
+        h = ((h ^ byte) * 0x100000001B3) % (1 << 64)
+    return h % shards

@@ -1,5 +1,6 @@
-"""Two fanfare nodes on one nats-server: publishes cross nodes once, native NATS publishers
-reach MQTT subscribers, and nothing comes back to the node it left (docs/scale-out.md).
+"""Two fanfare nodes on one nats-server: publishes cross nodes once, whole (RETAIN and the
+MQTT 5 properties), native NATS publishers reach MQTT subscribers, nothing comes back to the
+node it left, and retained messages live in JetStream for every node (docs/scale-out.md).
 
 A NATS subscription is made in the background after SUBSCRIBE; each test first sends probes
 until one arrives, so the path is known to be open, then checks what it is about.
@@ -9,8 +10,11 @@ from __future__ import annotations
 
 import json
 
+import paho.mqtt.client as paho
 import pytest
+from paho.mqtt.packettypes import PacketTypes
 
+from client5 import Client5, props
 from natsserver import NatsPublisher, NatsServer, nats_server_bin
 from probe import open_path
 from scrape import fetch_metrics, wait_for_metric
@@ -30,12 +34,28 @@ def nats(tmp_path_factory):
 @pytest.fixture
 def node(start, nats):
     """Start a fanfare node of the cluster: `node("a")`."""
-    def _node(name: str, shards: int = 2):
-        broker = start(shards=shards, args=["--nats", nats.url],
-                       config={"cluster": {"node": name}})
+    def _node(name: str, shards: int = 2, data_dir=None):
+        args = ["--nats", nats.url]
+        if data_dir is not None:
+            args += ["--data-dir", str(data_dir)]
+        broker = start(shards=shards, args=args, config={"cluster": {"node": name}})
         wait_for_metric(broker, "fanfare_cluster_connected", lambda v: v == 1)
+        # Its replicas hold what the JetStream stream of retained messages held.
+        wait_for_metric(broker, "fanfare_cluster_retained_caught_up", lambda v: v == 1)
         return broker
     return _node
+
+
+def retained_on(broker, clients, topic_filter: str) -> list:
+    """What a new subscriber to `topic_filter` on `broker` gets at once: its retained values."""
+    late = clients(broker, "tcp")
+    late.subscribe(topic_filter, 0)
+    got = []
+    while True:
+        try:
+            got.append(late.wait_for_message(timeout=0.5))
+        except AssertionError:
+            return got
 
 
 def test_publish_on_one_node_reaches_the_other_once(node, clients, topic):
@@ -66,7 +86,7 @@ def test_native_nats_publish_reaches_an_mqtt_subscriber(node, nats, clients, top
         open_path(sub, lambda p: native.publish(subject, p), f"the cluster on {topic}")
         native.publish(subject, b"1-0")
         msg = sub.wait_for_message()
-        assert (msg.topic, msg.payload) == (f"{topic}/m1/live", b"1-0")
+        assert (msg.topic, msg.payload, msg.retain) == (f"{topic}/m1/live", b"1-0", False)
         sub.expect_no_message()
     finally:
         native.close()
@@ -151,6 +171,7 @@ def test_subscriptions_come_back_after_nats_restarts(node, nats, clients, topic)
 
     status, _, body = fetch_metrics(a, "/readyz")
     assert (status, json.loads(body)["cluster"]) == (200, "connected"), body
+    assert json.loads(body)["retained"] == "loaded", body
 
     nats.stop()
     wait_for_metric(a, "fanfare_cluster_connected", lambda v: v == 0)
@@ -165,3 +186,126 @@ def test_subscriptions_come_back_after_nats_restarts(node, nats, clients, topic)
     open_path(sub, lambda p: pub.publish(topic, p, 0), f"the cluster on {topic}")
     pub.publish(topic, b"back", 0)
     assert sub.wait_for_message().payload == b"back"
+
+
+def test_retained_on_one_node_reaches_late_subscribers_everywhere(node, clients, topic):
+    a, b = node("a"), node("b")
+    pub = clients(a, "tcp")
+    pub.publish(f"{topic}/score", b"2-1", 1, retain=True)
+    wait_for_metric(a, "fanfare_cluster_retained_stored_total", lambda v: v == 1)
+    # b has no subscriber for it: it learns of it from the stream, not from a live publish.
+    wait_for_metric(b, "fanfare_cluster_retained_loaded_total", lambda v: v == 1)
+    [msg] = retained_on(b, clients, topic + "/#")
+    assert (msg.topic, msg.payload, msg.retain) == (f"{topic}/score", b"2-1", True)
+
+    # A node started after the publish loads it at start-up.
+    c = node("c")
+    [msg] = retained_on(c, clients, topic + "/+")
+    assert (msg.topic, msg.payload, msg.retain) == (f"{topic}/score", b"2-1", True)
+
+    # Cleared from b: gone on a, and on c.
+    clear = clients(b, "ws")
+    clear.publish(f"{topic}/score", b"", 1, retain=True)
+    wait_for_metric(a, "fanfare_cluster_retained_loaded_total", lambda v: v == 2)
+    wait_for_metric(c, "fanfare_cluster_retained_loaded_total", lambda v: v == 2)
+    assert retained_on(a, clients, topic + "/#") == []
+    assert retained_on(c, clients, topic + "/#") == []
+
+
+def test_the_last_retained_value_wins_and_a_restarted_node_has_it(node, clients, topic):
+    a, b = node("a"), node("b")
+    pub_a, pub_b = clients(a, "tcp"), clients(b, "tcp")
+    pub_a.publish(f"{topic}/x", b"1", 1, retain=True)
+    wait_for_metric(b, "fanfare_cluster_retained_loaded_total", lambda v: v == 1)
+    pub_b.publish(f"{topic}/x", b"2", 1, retain=True)
+    pub_b.publish(f"{topic}/y", b"3", 1, retain=True)
+    wait_for_metric(a, "fanfare_cluster_retained_loaded_total", lambda v: v == 3)
+    got = retained_on(a, clients, topic + "/#")
+    assert sorted((m.topic, m.payload) for m in got) == [
+        (f"{topic}/x", b"2"), (f"{topic}/y", b"3")]
+    a.kill()
+    again = node("a")
+    got = retained_on(again, clients, topic + "/#")
+    assert sorted((m.topic, m.payload) for m in got) == [
+        (f"{topic}/x", b"2"), (f"{topic}/y", b"3")]
+
+
+def test_in_cluster_mode_jetstream_wins_over_the_data_directory(node, clients, topic, tmp_path):
+    """A value cleared on another node while this one was down stays cleared, though this
+    node's store still holds it."""
+    data = tmp_path / "data"
+    a, b = node("a", data_dir=data), node("b")
+    clients(a, "tcp").publish(f"{topic}/x", b"value-before-the-restart", 1, retain=True)
+    wait_for_metric(b, "fanfare_cluster_retained_loaded_total", lambda v: v == 1)
+    assert a.terminate() == 0
+    on_disk = [f.read_bytes() for f in data.glob("shard-*/retained.*")]
+    assert any(b"value-before-the-restart" in kept for kept in on_disk)
+    clients(b, "tcp").publish(f"{topic}/x", b"", 1, retain=True)
+    wait_for_metric(b, "fanfare_cluster_retained_loaded_total", lambda v: v == 2)
+    again = node("a", data_dir=data)
+    assert retained_on(again, clients, topic + "/#") == []
+
+
+def test_the_retain_flag_across_nodes_as_mqtt_prescribes(node, clients, topic):
+    """A live subscriber gets RETAIN=0 [MQTT-3.3.1-9], unless it asked for Retain As
+    Published [MQTT-3.3.1-12]; a late one gets RETAIN=1 [MQTT-3.3.1-6]."""
+    a, b = node("a"), node("b")
+    plain = Client5(b)
+    plain.connect()
+    kept = Client5(b, "ws")
+    kept.connect()
+    try:
+        plain.subscribe5(topic, paho.SubscribeOptions(qos=0))
+        kept.subscribe5(topic, paho.SubscribeOptions(qos=0, retainAsPublished=True))
+        wait_for_metric(b, "fanfare_cluster_subjects", lambda v: v >= 1)
+        pub = Client5(a)
+        pub.connect()
+        try:
+            open_path(plain, lambda p: pub.publish5(topic, p, 0), f"the cluster on {topic}")
+            while True:
+                try:
+                    kept.wait_for_message(timeout=0.3)
+                except AssertionError:
+                    break
+            pub.publish5(topic, b"live", 1, retain=True)
+            msg = plain.wait_for_message()
+            assert (msg.payload, msg.retain) == (b"live", False)
+            msg = kept.wait_for_message()
+            assert (msg.payload, msg.retain) == (b"live", True)
+        finally:
+            pub.close()
+    finally:
+        plain.close()
+        kept.close()
+    wait_for_metric(b, "fanfare_cluster_retained_loaded_total", lambda v: v == 1)
+    [msg] = retained_on(b, clients, topic)
+    assert (msg.payload, msg.retain) == (b"live", True)
+
+
+def test_mqtt5_properties_arrive_on_the_other_node(node, clients, topic):
+    a, b = node("a"), node("b")
+    sub = Client5(b, "ws")
+    sub.connect()
+    pub = Client5(a)
+    pub.connect()
+    try:
+        sub.subscribe5(topic, paho.SubscribeOptions(qos=0))
+        wait_for_metric(b, "fanfare_cluster_subjects", lambda v: v >= 1)
+        open_path(sub, lambda p: pub.publish5(topic, p, 0), f"the cluster on {topic}")
+        sent = props(PacketTypes.PUBLISH, ContentType="application/json; charset=utf-8",
+                     UserProperty=[("team", "home"), ("note", "a=b %20 é"), ("team", "away")],
+                     ResponseTopic=f"{topic}/reply", CorrelationData=b"\x00\x01%",
+                     PayloadFormatIndicator=1, MessageExpiryInterval=600)
+        pub.publish5(topic, b'{"score": "1-0"}', 1, properties=sent)
+        msg = sub.wait_for_message()
+        got = msg.properties
+        assert msg.payload == b'{"score": "1-0"}'
+        assert got.ContentType == "application/json; charset=utf-8"
+        assert got.UserProperty == [("team", "home"), ("note", "a=b %20 é"), ("team", "away")]
+        assert got.ResponseTopic == f"{topic}/reply"
+        assert got.CorrelationData == b"\x00\x01%"
+        assert got.PayloadFormatIndicator == 1
+        assert 0 < got.MessageExpiryInterval <= 600
+    finally:
+        pub.close()
+        sub.close()

@@ -2,7 +2,8 @@
 messages survive a clean restart and a `kill -9` with their MQTT 5 properties and expiry, deleted
 ones stay deleted; persistent sessions (3.1.1 clean session 0, MQTT 5 session expiry) survive a
 `kill -9` with their subscriptions and queued messages, and one that expired while the broker
-was down is gone; one broker per directory, a torn tail is cut, and corruption before the end
+was down is gone; under `durability = "sync"` a QoS 1/2 publish is acknowledged once it is
+durable on every shard; one broker per directory, a torn tail is cut, and corruption before the end
 stops start-up unless `--recover`; on a full disk QoS 1/2 publishes are refused (MQTT 5 0x97,
 3.1.1 unacknowledged) and QoS 0 served, until the disk has room again."""
 
@@ -18,7 +19,7 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.packettypes import PacketTypes
 
-from broker import HOST, fanfare_bin
+from broker import HOST, fanfare_bin, owner_shard
 from client import TIMEOUT_S, unique_id
 from client5 import Client5, props
 from scrape import totals, wait_for_metric
@@ -247,6 +248,68 @@ def test_persistent_sessions_survive_kill_9(start, clients, topic, tmp_path, dur
         assert back5.wait_for_message().payload == b"after own"
     finally:
         back5.close()
+
+
+@pytest.mark.parametrize("qos", [1, 2])
+def test_sync_acknowledges_once_durable_on_every_shard(start, clients, topic, tmp_path, qos):
+    """Under `sync` the PUBACK (PUBREC) comes once what the publish changed is on disk, also
+    where another shard writes it: killed right after the acknowledgement, the broker has the
+    message in the queues of offline persistent sessions of both shards, and as a retained
+    message on both shards' topics. Nothing waits for the disk here but the acknowledgement."""
+    data = tmp_path / "data"
+    args = ["--data-dir", str(data)]
+    first = start(shards=2, args=args, config={"durability": "sync"})
+    names = iter(unique_id("dur") for _ in range(1000))
+    offline = [next(i for i in names if owner_shard(i, 2) == s) for s in (0, 1)]
+    for cid in offline:
+        c = clients(first, "tcp", cid, clean_session=False)
+        c.subscribe(f"{topic}/q", qos)
+        c.disconnect()
+    levels = iter(f"r{n}" for n in range(1000))
+    kept = [f"{topic}/{next(r for r in levels if owner_shard(f'{topic}/{r}', 2) == s)}"
+            for s in (0, 1)]
+    # Publishers on both shards: the entry shard writes some changes, the other the rest.
+    publishers = [next(i for i in names if owner_shard(i, 2) == s) for s in (0, 1)]
+    for cid in publishers:
+        pub = clients(first, "tcp", cid)
+        for retained_topic in kept:
+            pub.publish(retained_topic, f"{cid} {retained_topic}", qos, retain=True)
+        pub.publish(f"{topic}/q", f"from {cid}", qos)
+    first.kill()
+
+    second = start(shards=2, args=args)
+    for cid in offline:
+        back = clients(second, "tcp", cid, clean_session=False, connect=False)
+        assert back.connect() is True, "session present after the restart"
+        got = [back.wait_for_message().payload for _ in offline]
+        assert got == [f"from {p}".encode() for p in publishers]
+    sub = clients(second, "tcp")
+    sub.subscribe(f"{topic}/+", 1)
+    got = {}
+    for _ in kept:
+        msg = sub.wait_for_message()
+        got[msg.topic] = msg.payload
+    assert got == {t: f"{publishers[-1]} {t}".encode() for t in kept}
+
+
+def test_sync_holds_at_most_inbound_qos2_max_acknowledgements_per_connection(start, clients,
+                                                                             topic, tmp_path):
+    """A 3.1.1 publisher (no Receive Maximum) with more QoS 1 publishes in flight than
+    `inbound_qos2_max`: the broker stops reading it while that many acknowledgements wait for
+    the disk, and reads on once they are sent; every publish is acknowledged and delivered in
+    order."""
+    data = tmp_path / "data"
+    broker = start(shards=2, args=["--data-dir", str(data)],
+                   config={"durability": "sync", "limits": {"inbound_qos2_max": 2}})
+    sub = clients(broker, "tcp", unique_id("held"), clean_session=False)
+    sub.subscribe(f"{topic}/q", 1)
+    pub = clients(broker, "tcp")
+    infos = [pub.paho.publish(f"{topic}/q", f"{n}", 1) for n in range(60)]
+    for info in infos:
+        info.wait_for_publish(TIMEOUT_S)
+        assert info.is_published(), "every publish is acknowledged in the end"
+    got = [int(sub.wait_for_message().payload) for _ in range(60)]
+    assert got == list(range(60))
 
 
 def test_a_session_that_expired_while_down_is_gone(start, clients, topic, tmp_path):

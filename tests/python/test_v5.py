@@ -10,6 +10,7 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 
 import rawmqtt as m
+from broker import owner_shard
 from client import MQTTv31, MQTTv311, unique_id
 from client5 import Client5, props
 
@@ -161,14 +162,6 @@ def test_invalid_share_names_and_unsuback_reasons(v5, topic):
     assert c.subscribe5("$share/g", paho.SubscribeOptions(qos=0)) == 0x8F
     c.subscribe(topic, 0)
     assert c.unsubscribe5([topic, topic + "/never"]) == [0x00, 0x11]
-
-
-def owner_shard(client_id: str, shards: int) -> int:
-    """The broker's placement of a session: FNV-1a 64 of the client identifier."""
-    h = 0xCBF29CE484222325
-    for byte in client_id.encode():
-        h = ((h ^ byte) * 0x100000001B3) % (1 << 64)
-    return h % shards
 
 
 def test_shared_subscription_across_shards(start, topic):

@@ -84,6 +84,7 @@ impl Rig {
                 username: None,
                 password: None,
                 properties: properties.as_properties(),
+                bridge: false,
             };
             rig.broker.connect(
                 ConnId(conn as u64),

@@ -82,6 +82,7 @@ pub fn connect<'p>(
         username: None,
         password: None,
         properties: properties.as_properties(),
+        bridge: false,
     }
 }
 

@@ -73,3 +73,45 @@ fn interest_changes_on_the_first_and_last_subscriber_of_a_filter() {
     let lost: Vec<(Box<str>, bool)> = vec![("s/#".into(), false)];
     assert_eq!(interest, lost, "s/+ is still held by the other session");
 }
+
+#[test]
+fn a_retained_message_from_the_stream_is_kept_not_delivered() {
+    let mut h = Harness::new();
+    h.broker.join_cluster();
+    h.connect(1, &Client::new("live"));
+    h.packet(1, &subscribe(1, &[("score/#", QoS::AtMostOnce)]));
+    let kept = Arc::new(RoutedMessage::new(
+        "score/m1",
+        b"2-1",
+        QoS::AtMostOnce,
+        true,
+    ));
+    assert!(h.broker.retain_from_cluster(&kept));
+    let mut out = Outbox::default();
+    h.broker.continue_fanout(h.at(0.0), &mut out);
+    let step = h.finish(out);
+    assert!(
+        step.to(1).is_empty(),
+        "live subscribers had it as a publish"
+    );
+    assert!(step.routed.is_empty(), "every shard takes it itself");
+
+    h.connect(2, &Client::new("late"));
+    let step = h.packet(2, &subscribe(1, &[("score/+", QoS::AtMostOnce)]));
+    let got = step.publishes(2);
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        (
+            got[0].topic.as_str(),
+            got[0].payload.as_slice(),
+            got[0].retain
+        ),
+        ("score/m1", &b"2-1"[..], true)
+    );
+
+    let cleared = Arc::new(RoutedMessage::new("score/m1", b"", QoS::AtMostOnce, true));
+    assert!(h.broker.retain_from_cluster(&cleared));
+    h.connect(3, &Client::new("later"));
+    let step = h.packet(3, &subscribe(1, &[("score/+", QoS::AtMostOnce)]));
+    assert!(step.publishes(3).is_empty());
+}

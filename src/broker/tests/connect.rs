@@ -113,6 +113,7 @@ fn second_connect_and_server_packets_are_violations() {
         username: None,
         password: None,
         properties: Properties::EMPTY,
+        bridge: false,
     };
     let step = h.packet(1, &Packet::Connect(connect));
     assert!(matches!(

@@ -2,6 +2,7 @@
 //! codec's client-side decoder. This file holds the harness; each submodule one area.
 
 mod admin;
+mod bridges;
 mod cluster;
 mod connect;
 mod qos;
@@ -188,6 +189,8 @@ pub(super) struct Client<'a> {
     pub(super) will: Option<Will<'a>>,
     /// CONNECT properties (MQTT 5).
     pub(super) properties: Properties<'a>,
+    /// Bit 7 of the protocol level: another broker's bridge.
+    pub(super) bridge: bool,
 }
 
 impl<'a> Client<'a> {
@@ -200,6 +203,7 @@ impl<'a> Client<'a> {
             keep_alive_s: 0,
             will: None,
             properties: Properties::EMPTY,
+            bridge: false,
         }
     }
 
@@ -293,6 +297,7 @@ impl Harness {
             username: None,
             password: None,
             properties: client.properties,
+            bridge: client.bridge,
         };
         self.wires
             .insert(ConnId(conn), (client.transport, client.version));

@@ -250,6 +250,9 @@ fn packet_body<'a>(
     Ok(packet)
 }
 
+/// Bit 7 of CONNECT's protocol level: a bridge (`Connect::bridge`).
+pub(crate) const BRIDGE_LEVEL_BIT: u8 = 0x80;
+
 /// The protocol a CONNECT names, by its protocol name and level.
 fn protocol_version(name: &[u8], level: u8) -> Result<ProtocolVersion, DecodeError> {
     match (name, level) {
@@ -291,7 +294,10 @@ fn will<'a>(
 
 fn connect<'a>(mut body: Reader<'a>, limits: &DecodeLimits) -> Result<Connect<'a>, DecodeError> {
     let name = body.binary()?;
-    let version = protocol_version(name, body.u8()?)?;
+    let level = body.u8()?;
+    // Bit 7 marks a bridge (`Connect::bridge`); the level is the rest.
+    let bridge = level & BRIDGE_LEVEL_BIT != 0;
+    let version = protocol_version(name, level & !BRIDGE_LEVEL_BIT)?;
     let flags = body.u8()?;
     let is_v31 = version == ProtocolVersion::V31;
     // [MQTT-3.1.2-3]; the bit is merely unused in 3.1.
@@ -353,6 +359,7 @@ fn connect<'a>(mut body: Reader<'a>, limits: &DecodeLimits) -> Result<Connect<'a
         username,
         password,
         properties,
+        bridge,
     })
 }
 

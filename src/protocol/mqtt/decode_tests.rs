@@ -96,6 +96,7 @@ fn full_connect() -> Connect<'static> {
         username: Some("u"),
         password: Some(b"pw"),
         properties: Properties::EMPTY,
+        bridge: false,
     }
 }
 
@@ -134,6 +135,7 @@ fn golden_connect_3_1() {
         username: None,
         password: None,
         properties: Properties::EMPTY,
+        bridge: false,
     };
     assert_golden(&minimal, &Packet::Connect(connect.clone()), V31);
 
@@ -164,8 +166,50 @@ fn golden_connect_3_1() {
         username: Some("us"),
         password: Some(b"pwd"),
         properties: Properties::EMPTY,
+        bridge: false,
     };
     assert_golden(&full, &Packet::Connect(connect), V31);
+}
+
+#[test]
+fn golden_connect_of_a_bridge_sets_bit_7_of_the_level() {
+    // Mosquitto's try_private: protocol level 0x84 for 3.1.1, 0x83 for 3.1.
+    #[rustfmt::skip]
+    let bytes = [
+        0x10, 0x0F,
+        0x00, 0x04, b'M', b'Q', b'T', b'T', 0x84,
+        0x02, 0x00, 0x3C,
+        0x00, 0x03, b'b', b'r', b'g',
+    ];
+    let connect = Connect {
+        version: V311,
+        clean_session: true,
+        keep_alive_s: 60,
+        client_id: "brg",
+        will: None,
+        username: None,
+        password: None,
+        properties: Properties::EMPTY,
+        bridge: true,
+    };
+    assert_golden(&bytes, &Packet::Connect(connect), V311);
+    let mut v31 = vec![0x10, 0x11, 0x00, 0x06];
+    v31.extend_from_slice(b"MQIsdp");
+    v31.extend_from_slice(&[0x83, 0x02, 0x00, 0x3C, 0x00, 0x03, b'b', b'r', b'g']);
+    match decode(&v31, None, &limits()) {
+        Ok(Some((Packet::Connect(connect), _))) => {
+            assert!(connect.bridge);
+            assert_eq!(connect.version, V31);
+        }
+        other => panic!("a 3.1 bridge's CONNECT: {other:?}"),
+    }
+    // Other levels stay refused with the bit set.
+    let mut nine = bytes;
+    nine[8] = 0x89;
+    assert_eq!(
+        decode(&nine, None, &limits()).map(|_| ()),
+        Err(DecodeError::UnsupportedProtocolVersion)
+    );
 }
 
 #[test]
@@ -723,6 +767,7 @@ fn connect(version: ProtocolVersion) -> impl Strategy<Value = Packet<'static>> {
                     username,
                     password,
                     properties: Properties::EMPTY,
+                    bridge: false,
                 })
             },
         )

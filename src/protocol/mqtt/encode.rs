@@ -426,7 +426,12 @@ fn put_connect(connect: &Connect<'_>, version: ProtocolVersion, out: &mut Vec<u8
         );
     }
     put_binary(version.protocol_name(), out);
-    out.push(version.level());
+    let bridge_bit = if connect.bridge {
+        super::decode::BRIDGE_LEVEL_BIT
+    } else {
+        0
+    };
+    out.push(version.level() | bridge_bit);
 
     let mut flags = 0;
     if connect.clean_session {

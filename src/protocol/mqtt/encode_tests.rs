@@ -147,6 +147,7 @@ fn password_without_username_panics_in_3_1_1() {
         username: None,
         password: Some(b"pw"),
         properties: Properties::EMPTY,
+        bridge: false,
     };
     encoded(&Packet::Connect(connect), ProtocolVersion::V311);
 }

@@ -123,6 +123,10 @@ pub struct Will<'a> {
     pub properties: Properties<'a>,
 }
 
+/// The CONNECT user property by which an MQTT 5 client says it is another broker's bridge
+/// (`Connect::bridge` for 3.1 and 3.1.1): fanfare's bridges send it, with `try_private`.
+pub const BRIDGE_USER_PROPERTY: &str = "fanfare-bridge";
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Connect<'a> {
     pub version: ProtocolVersion,
@@ -136,6 +140,10 @@ pub struct Connect<'a> {
     pub password: Option<&'a [u8]>,
     /// CONNECT properties (MQTT 5 §3.1.2.11); empty before MQTT 5.
     pub properties: Properties<'a>,
+    /// Bit 7 of the protocol level: the client is another broker's bridge. Not in the
+    /// specification: Mosquitto's `try_private` sets it (levels 0x83 and 0x84), and brokers
+    /// that know it treat the connection as a bridge (`docs/bridges.md`, Loops).
+    pub bridge: bool,
 }
 
 /// CONNACK return codes of MQTT 3.1/3.1.1 (§3.2.2.3), in the spec's numeric order.

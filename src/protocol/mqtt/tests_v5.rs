@@ -145,6 +145,7 @@ fn golden_connect_with_every_property_and_a_will() {
             Property::AuthenticationMethod("tok"),
             Property::AuthenticationData(&[1, 2]),
         ]),
+        bridge: false,
     };
     let packet = Packet::Connect(connect);
     assert_golden(&bytes, &packet, From::FirstClientPacket);
@@ -177,6 +178,7 @@ fn golden_minimal_connect_and_password_alone() {
         username: None,
         password: Some(b""),
         properties: Properties::EMPTY,
+        bridge: false,
     };
     assert_golden(&minimal, &Packet::Connect(connect), From::FirstClientPacket);
 }
@@ -897,6 +899,7 @@ fn connect() -> impl Strategy<Value = Packet<'static>> {
                     username,
                     password,
                     properties,
+                    bridge: false,
                 })
             },
         )

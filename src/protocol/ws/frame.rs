@@ -10,6 +10,10 @@
 //!
 //! Outbound, server frames are never masked (RFC 6455 §5.1) and are written into the
 //! caller's buffer.
+//!
+//! The same decoder reads a server's frames for the client side (a bridge over WebSocket,
+//! `crate::bridge::transport`): [`FrameDecoder::for_server_frames`] requires them unmasked,
+//! and [`write_masked_frame`] writes the masked frames a client must send (RFC 6455 §5.3).
 
 use super::mask::apply_mask;
 
@@ -82,6 +86,8 @@ pub enum WsError {
     TextFrame,
     /// A client frame without a mask (RFC 6455 §5.1).
     Unmasked,
+    /// A server frame with a mask (RFC 6455 §5.1).
+    Masked,
     /// A control frame without FIN (RFC 6455 §5.5).
     ControlFragmented,
     /// A control frame with more than 125 payload bytes (RFC 6455 §5.5).
@@ -113,6 +119,7 @@ impl WsError {
             WsError::ReservedBits
             | WsError::UnknownOpcode
             | WsError::Unmasked
+            | WsError::Masked
             | WsError::ControlFragmented
             | WsError::ControlTooLong
             | WsError::ContinuationWithoutMessage
@@ -131,6 +138,7 @@ impl WsError {
             WsError::UnknownOpcode => "unknown opcode",
             WsError::TextFrame => "text frames not supported, MQTT needs binary",
             WsError::Unmasked => "client frame not masked",
+            WsError::Masked => "server frame masked",
             WsError::ControlFragmented => "fragmented control frame",
             WsError::ControlTooLong => "control frame payload over 125 bytes",
             WsError::ContinuationWithoutMessage => "continuation without a message",
@@ -195,6 +203,9 @@ pub struct FrameDecoder {
     control_len: u8,
     closed: bool,
     failed: Option<WsError>,
+    /// Whether the peer must mask its frames: a client's, yes; a server's, never (RFC 6455
+    /// §5.1).
+    peer_masks: bool,
 }
 
 impl Default for FrameDecoder {
@@ -204,6 +215,7 @@ impl Default for FrameDecoder {
 }
 
 impl FrameDecoder {
+    /// A decoder of a client's frames, which are masked.
     pub const fn new() -> Self {
         FrameDecoder {
             header: [0; HEADER_BYTES_MAX],
@@ -219,7 +231,20 @@ impl FrameDecoder {
             control_len: 0,
             closed: false,
             failed: None,
+            peer_masks: true,
         }
+    }
+
+    /// A decoder of a server's frames, which are not masked.
+    pub const fn for_server_frames() -> Self {
+        let mut decoder = FrameDecoder::new();
+        decoder.peer_masks = false;
+        decoder
+    }
+
+    /// Mask bytes in this peer's headers.
+    const fn mask_bytes(&self) -> usize {
+        if self.peer_masks { 4 } else { 0 }
     }
 
     /// Decodes all of `buf`, unmasking data in place and calling `on_event` in wire order.
@@ -275,11 +300,11 @@ impl FrameDecoder {
             return Ok(used);
         }
         // The first two bytes decide the header's length; check them before waiting for the
-        // rest, which an unmasked frame would never send.
+        // rest, which a frame masked the wrong way would never send.
         if had < 2 {
             self.check_start()?;
         }
-        let full = 2 + extended_len_bytes(self.header[1]) + 4;
+        let full = 2 + extended_len_bytes(self.header[1]) + self.mask_bytes();
         used += self.fill(&input[used..], full);
         if usize::from(self.header_len) == full {
             self.begin_payload(limits)?;
@@ -298,8 +323,10 @@ impl FrameDecoder {
         if opcode == Opcode::Text {
             return Err(WsError::TextFrame);
         }
-        if b1 & 0x80 == 0 {
-            return Err(WsError::Unmasked);
+        match (b1 & 0x80 != 0, self.peer_masks) {
+            (false, true) => return Err(WsError::Unmasked),
+            (true, false) => return Err(WsError::Masked),
+            _ => {}
         }
         if opcode.is_control() {
             if !fin {
@@ -350,7 +377,12 @@ impl FrameDecoder {
             self.message_open = !fin;
             self.message_bytes = if fin { 0 } else { message_bytes };
         }
-        self.mask = [h[mask_at], h[mask_at + 1], h[mask_at + 2], h[mask_at + 3]];
+        // An unmasked frame XORs with zeros: the payload paths stay the same for both peers.
+        self.mask = if self.peer_masks {
+            [h[mask_at], h[mask_at + 1], h[mask_at + 2], h[mask_at + 3]]
+        } else {
+            [0; 4]
+        };
         self.opcode = opcode;
         self.payload_remaining = len;
         self.mask_offset = 0;
@@ -387,7 +419,9 @@ impl FrameDecoder {
             }
         } else {
             let data = &mut input[..n];
-            apply_mask(data, self.mask, offset);
+            if self.peer_masks {
+                apply_mask(data, self.mask, offset);
+            }
             // State first, event second: a refusing callback leaves the decoder consistent.
             if self.payload_remaining == 0 {
                 self.in_payload = false;
@@ -507,6 +541,18 @@ pub fn write_close_frame(code: u16, reason: &str, out: &mut Vec<u8>) {
     write_frame_header(Opcode::Close, true, 2 + reason.len(), out);
     out.extend_from_slice(&code.to_be_bytes());
     out.extend_from_slice(reason.as_bytes());
+}
+
+/// Writes one complete frame as a client sends it: masked with `mask` (RFC 6455 §5.3), which
+/// the caller draws fresh and unpredictable for every frame.
+pub fn write_masked_frame(opcode: Opcode, payload: &[u8], mask: [u8; 4], out: &mut Vec<u8>) {
+    let start = out.len();
+    write_frame_header(opcode, true, payload.len(), out);
+    out[start + 1] |= 0x80;
+    out.extend_from_slice(&mask);
+    let at = out.len();
+    out.extend_from_slice(payload);
+    apply_mask(&mut out[at..], mask, 0);
 }
 
 /// Writes the pong that answers a ping, echoing its payload (RFC 6455 §5.5.3).

@@ -585,3 +585,50 @@ proptest! {
         prop_assert_eq!(whole(&client), (expected, None));
     }
 }
+
+/// Feeds `bytes` whole to a decoder of a server's frames.
+fn from_server(bytes: &[u8]) -> (Vec<Ev>, Option<WsError>) {
+    let mut decoder = FrameDecoder::for_server_frames();
+    let mut events = Vec::new();
+    let mut bytes = bytes.to_vec();
+    let result = decoder.feed(&mut bytes, &LIMITS, |event| {
+        events.push(match event {
+            WsEvent::Data(d) => Ev::Data(d.to_vec()),
+            WsEvent::Ping(p) => Ev::Ping(p.to_vec()),
+            WsEvent::Pong => Ev::Pong,
+            WsEvent::Close { code, reason } => Ev::Close(code, reason.to_vec()),
+        });
+        Ok::<(), ()>(())
+    });
+    match result {
+        Ok(()) => (events, None),
+        Err(FeedError::Ws(err)) => (events, Some(err)),
+        Err(FeedError::Callback(())) => unreachable!("the callback never refuses"),
+    }
+}
+
+#[test]
+fn server_frames_are_unmasked_and_client_frames_masked() {
+    // RFC 6455 §5.7: a single-frame unmasked message, here binary, then an unmasked ping.
+    let mut bytes = vec![0x82, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f];
+    bytes.extend_from_slice(&[0x89, 0x02, 0x68, 0x69]);
+    assert_eq!(
+        from_server(&bytes),
+        (
+            vec![Ev::Data(b"Hello".to_vec()), Ev::Ping(b"hi".to_vec())],
+            None
+        )
+    );
+    assert_eq!(
+        from_server(&masked(0x82, b"Hello", MASK)).1,
+        Some(WsError::Masked)
+    );
+    // What a client writes is what a server's decoder reads back.
+    let mut out = Vec::new();
+    write_masked_frame(Opcode::Binary, b"Hello", MASK, &mut out);
+    assert_eq!(out, masked(0x82, b"Hello", MASK));
+    let big = vec![7u8; 70_000];
+    let mut out = Vec::new();
+    write_masked_frame(Opcode::Binary, &big, MASK, &mut out);
+    assert_eq!(whole(&out), (vec![Ev::Data(big)], None));
+}

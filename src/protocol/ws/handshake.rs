@@ -291,7 +291,7 @@ fn key_is_valid(key: &[u8]) -> bool {
 }
 
 /// RFC 6455 §4.2.2 item 5.4: base64 of SHA-1 over the key as sent, then the GUID.
-fn accept_key(key: &[u8]) -> [u8; 28] {
+pub(crate) fn accept_key(key: &[u8]) -> [u8; 28] {
     let mut sha = Sha1::new();
     sha.update(key);
     sha.update(ACCEPT_GUID);
