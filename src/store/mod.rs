@@ -135,8 +135,8 @@ impl Store {
         // loaded) cuts torn tails and moves records to their owner shard. With nothing to
         // repair and no shard directory to remove, the loaded files are whole and the load
         // needs nothing more from them: the store thread then builds its state and rewrites
-        // the snapshots after `ready` (a writer starts with every shard's log closed and to
-        // be rewritten: its first turn does it). A crash before that finds the same files.
+        // the snapshots once the broker serves, before it takes any batch. A crash before
+        // that finds the same files.
         let removed: Vec<usize> = found
             .into_iter()
             .filter(|&shard| shard >= shard_count)
@@ -191,7 +191,11 @@ impl Store {
                     WriterStart::Deferred(new_writer) => {
                         // Nothing is ever sent: the sender is dropped when the broker serves.
                         let _ = wait_for_serving.recv_timeout(DEFERRED_START_WAIT);
-                        new_writer()
+                        let mut writer = new_writer();
+                        // Before any batch: what the shards handed over meanwhile then goes
+                        // to the new logs. A failure is the writer's to retry, as any other.
+                        writer.compact_all();
+                        writer
                     }
                 };
                 writer.run(receiver)
