@@ -25,7 +25,8 @@ command -v npm >/dev/null || missing+=(npm)
 # The TLS tests make their CA with the openssl command and drive the mosquitto clients.
 command -v mosquitto_sub >/dev/null || missing+=(mosquitto-clients)
 command -v openssl >/dev/null || missing+=(openssl)
-# The cluster tests (tests/python/test_cluster.py) run fanfare nodes on a real nats-server.
+# The cluster tests (tests/python/test_cluster.py, test_cluster3.py) run fanfare nodes on real
+# nats-servers.
 command -v nats-server >/dev/null || [ -x /usr/sbin/nats-server ] || missing+=(nats-server)
 # Browsers: the web tests, and fanfare-loadtest's report test, which opens its page in
 # Chromium through the web tests' playwright (loadtest/tests/html_report.rs).

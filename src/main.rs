@@ -740,6 +740,9 @@ fn serve(config: Config, args: &Args, small_pages: std::io::Result<()>) -> anyho
             Err(_) => bail!("a shard thread ended during start-up"),
         }
     }
+    if let Some(store) = store.as_mut() {
+        store.serving();
+    }
     for (line, tls) in &announced {
         println!("{line}");
         log::info!("{line}");

@@ -153,6 +153,11 @@ impl RetainedStream {
 
     /// Creates the stream if it is missing, and reads it from its start until an error.
     async fn follow_once(&self, client: &Client) -> Result<(), async_nats::Error> {
+        // The client is handed out before its first connection is made (it retries that in
+        // the background), and until then `server_info()` is empty: a stream created then
+        // would get one replica on any NATS cluster. A flush is answered only once a server
+        // is connected, and so after its INFO, which names the cluster's servers, arrived.
+        client.flush().await?;
         let subjects = format!("{}.>", self.root);
         let config = stream::Config {
             name: self.stream.clone(),

@@ -288,7 +288,7 @@ pub(super) struct WriterLinks {
 }
 
 /// Milliseconds since the Unix epoch.
-pub(super) fn unix_ms(at: SystemTime) -> u64 {
+pub(crate) fn unix_ms(at: SystemTime) -> u64 {
     at.duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |since| {
             u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
@@ -296,7 +296,7 @@ pub(super) fn unix_ms(at: SystemTime) -> u64 {
 }
 
 /// The wall-clock time of `at`, in Unix milliseconds.
-fn wall_expiry(at: Option<Instant>, now: Instant, now_ms: u64) -> Option<u64> {
+pub(crate) fn wall_expiry(at: Option<Instant>, now: Instant, now_ms: u64) -> Option<u64> {
     let left = at?.saturating_duration_since(now);
     let left_ms = u64::try_from(left.as_millis()).unwrap_or(u64::MAX);
     // 0 means "never" in a record.
