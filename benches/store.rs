@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use fanfare::broker::{RetainedWrite, RoutedMessage};
-use fanfare::config::Durability;
+use fanfare::config::{Durability, StoreLimits};
 use fanfare::protocol::mqtt::QoS;
 use fanfare::store::{Flush, Store};
 use redb::{Database, TableDefinition};
@@ -57,8 +57,15 @@ fn writes(c: &mut Criterion) {
                     batches()
                 },
                 |batches| {
-                    let mut store =
-                        Store::open(&base, durability, 1, false, Box::new(|_| {})).expect("opens");
+                    let mut store = Store::open(
+                        &base,
+                        durability,
+                        StoreLimits::default(),
+                        1,
+                        false,
+                        Box::new(|_| {}),
+                    )
+                    .expect("opens");
                     store.serving();
                     let handles = store.take_handles();
                     for batch in batches {

@@ -455,7 +455,14 @@ fn open_store(
     };
     let mailboxes = Arc::clone(mailboxes);
     let wake = Box::new(move |shard| mailboxes.wake(shard));
-    let store = Store::open(dir, persistence.durability, config.shards, recover, wake)?;
+    let store = Store::open(
+        dir,
+        persistence.durability,
+        persistence.store,
+        config.shards,
+        recover,
+        wake,
+    )?;
     Ok(Some(store))
 }
 

@@ -28,18 +28,13 @@ use std::time::{Duration, Instant, SystemTime};
 use log::info;
 
 use crate::broker::{Broker, QueuedImage, RoutedMessage, SessionImage, WillImage};
-use crate::config::Durability;
+use crate::config::{Durability, StoreLimits};
 pub use error::StoreError;
 pub use lock::DataDirLock;
 use session_record::StoredSession;
 use writer::{Durable, LiveSession, Writer, WriterLinks};
 pub use writer::{Echo, Flush, StoreHandle};
 pub(crate) use writer::{unix_ms, wall_expiry};
-
-/// Flushes queued per shard before a shard keeps its updates to conflate them further: a few
-/// intervals' worth, so a slow disk is absorbed without holding much (a flush holds at most
-/// one message per retained topic of the shard, shared with the replicas).
-const QUEUE_BATCHES_PER_SHARD: usize = 4;
 
 /// How long a writer whose start-up compaction was deferred waits for the broker to serve
 /// (`Store::serving`) before it builds its state and rewrites the snapshots: until then the
@@ -70,9 +65,11 @@ pub struct Store {
 impl Store {
     /// Locks `data_dir`, loads it, rewrites each shard's snapshot, and starts the writer.
     /// `wake(shard)` wakes a shard's loop when barriers of it became durable (`sync` only).
+    /// `limits` bound the queue, the group commit, compaction and retries.
     pub fn open(
         data_dir: &Path,
         durability: Durability,
+        limits: StoreLimits,
         shard_count: usize,
         recover: bool,
         wake: Box<dyn Fn(usize) + Send>,
@@ -130,7 +127,17 @@ impl Store {
                 durable: Arc::clone(&durable),
                 wake,
             };
-            move || Writer::new(&dir, durability, stamp_max, messages, live_sessions, links)
+            move || {
+                Writer::new(
+                    &dir,
+                    durability,
+                    limits,
+                    stamp_max,
+                    messages,
+                    live_sessions,
+                    links,
+                )
+            }
         };
         // The start-up compaction (every current shard's snapshot rewritten from what was
         // loaded) cuts torn tails and moves records to their owner shard. With nothing to
@@ -168,8 +175,10 @@ impl Store {
             },
             durability.name()
         );
-        let (sender, receiver) =
-            std::sync::mpsc::sync_channel(QUEUE_BATCHES_PER_SHARD * shard_count);
+        // A flush holds at most one message per retained topic of its shard, shared with the
+        // replicas: the queue pins at most this many of them while the disk is slow.
+        let queue_len = limits.queue_flushes_per_shard_max as usize * shard_count;
+        let (sender, receiver) = std::sync::mpsc::sync_channel(queue_len);
         let handles = (0..shard_count)
             .map(|shard| {
                 let errors = Arc::clone(&write_errors);
