@@ -11,39 +11,11 @@
 # the logs. Results (JSON summaries, logs) in target/bench-cluster/. Not part of the suite.
 set -euo pipefail
 
-cd "$(dirname "$0")/.."
-ROOT=$(pwd)
-OUT=$ROOT/target/bench-cluster
+OUT=$(cd "$(dirname "$0")/.." && pwd)/target/bench-cluster
 SUBS=${SUBS:-300}
 RATE=${RATE:-50}
 DURATION=${DURATION:-20}
-mkdir -p "$OUT"
-cargo build --release -q --bin fanfare -p fanfare -p fanfare-loadtest
-LT=$ROOT/target/release/fanfare-loadtest
-FANFARE=$ROOT/target/release/fanfare
-PIDS=()
-trap 'for p in "${PIDS[@]}"; do kill -INT "$p" 2>/dev/null || true; done; wait 2>/dev/null || true' EXIT
-
-log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-
-# start_node NAME ARGS...: a fanfare on loopback port 0 with one shard; sets WS and TCP.
-start_node() {
-    local name=$1
-    shift
-    # A previous run's output must not pass for this one's before the shell truncates it.
-    rm -f "$OUT/$name.out" "$OUT/$name.err"
-    "$FANFARE" --shards 1 --ws 127.0.0.1:0 --tcp 127.0.0.1:0 --admin off "$@" \
-        >"$OUT/$name.out" 2>"$OUT/$name.err" &
-    PIDS+=($!)
-    for _ in $(seq 100); do
-        grep -q '^ready' "$OUT/$name.out" 2>/dev/null && break
-        sleep 0.1
-    done
-    WS=$(awk '$1 == "listening" && $2 == "ws" { split($3, a, ":"); sub("/.*", "", a[2]); print a[2]; exit }' "$OUT/$name.out")
-    TCP=$(awk '$1 == "listening" && $2 == "tcp" { split($3, a, ":"); sub("/.*", "", a[2]); print a[2]; exit }' "$OUT/$name.out")
-    [[ -n $WS && -n $TCP ]] || { log "$name did not start:"; cat "$OUT/$name.err" >&2; exit 1; }
-}
+source "$(dirname "$0")/bench-common.sh"
 
 varz() { curl -s "http://127.0.0.1:$MON/varz"; }
 
@@ -66,8 +38,8 @@ run_fanout() {
 }
 
 log "one node: publisher and $SUBS subscribers on it, $RATE msg/s"
-start_node single
-run_fanout single --url "ws://127.0.0.1:$WS/mqtt"
+start_node single --shards 1
+run_fanout single --url "ws://127.0.0.1:$PORT_WS/mqtt"
 summary "$OUT/single.json" "one node"
 kill -INT "${PIDS[-1]}"
 
@@ -82,12 +54,12 @@ CLUSTER=(--nats "nats://127.0.0.1:$NATS")
 printf '[cluster]\nnode = "a"\n' >"$OUT/a.toml"
 printf '[cluster]\nnode = "b"\n' >"$OUT/b.toml"
 printf '[cluster]\nnode = "c"\n' >"$OUT/c.toml"
-start_node a --config "$OUT/a.toml" "${CLUSTER[@]}"
-A_WS=$WS
-start_node b --config "$OUT/b.toml" "${CLUSTER[@]}"
-B_WS=$WS
-start_node c --config "$OUT/c.toml" "${CLUSTER[@]}"
-C_WS=$WS
+start_node a --shards 1 --config "$OUT/a.toml" "${CLUSTER[@]}"
+A_WS=$PORT_WS
+start_node b --shards 1 --config "$OUT/b.toml" "${CLUSTER[@]}"
+B_WS=$PORT_WS
+start_node c --shards 1 --config "$OUT/c.toml" "${CLUSTER[@]}"
+C_WS=$PORT_WS
 before=$(varz)
 run_fanout cluster --url "ws://127.0.0.1:$B_WS/mqtt" --url "ws://127.0.0.1:$C_WS/mqtt" \
     --pub-url "ws://127.0.0.1:$A_WS/mqtt"

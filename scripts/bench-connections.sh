@@ -17,38 +17,11 @@
 # Results (JSON summaries and logs) in target/bench-connections/. Not part of the test suite.
 set -euo pipefail
 
-cd "$(dirname "$0")/.."
-ROOT=$(pwd)
-OUT=$ROOT/target/bench-connections
+OUT=$(cd "$(dirname "$0")/.." && pwd)/target/bench-connections
 ONE=${ONE:-20000}
 TWO=${TWO:-40000}
 MANY=${MANY:-100000}
-mkdir -p "$OUT"
-cargo build --release -q --bin fanfare -p fanfare -p fanfare-loadtest
-LT=$ROOT/target/release/fanfare-loadtest
-FANFARE=$ROOT/target/release/fanfare
-PIDS=()
-trap 'for p in "${PIDS[@]}"; do kill -INT "$p" 2>/dev/null || true; done; wait 2>/dev/null || true' EXIT
-
-log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-
-# start_node NAME ARGS...: a fanfare on loopback port 0; sets PORT_WS, PORT_TCP and PID.
-start_node() {
-    local name=$1
-    shift
-    # A previous run's output must not pass for this one's before the shell truncates it.
-    rm -f "$OUT/$name.out" "$OUT/$name.err"
-    "$FANFARE" --ws 127.0.0.1:0 --tcp 127.0.0.1:0 --admin off "$@" >"$OUT/$name.out" 2>"$OUT/$name.err" &
-    PID=$!
-    PIDS+=("$PID")
-    for _ in $(seq 100); do
-        grep -q '^ready' "$OUT/$name.out" 2>/dev/null && break
-        sleep 0.1
-    done
-    PORT_WS=$(awk '$1 == "listening" && $2 == "ws" { split($3, a, ":"); sub("/.*", "", a[2]); print a[2]; exit }' "$OUT/$name.out")
-    PORT_TCP=$(awk '$1 == "listening" && $2 == "tcp" { split($3, a, ":"); sub("/.*", "", a[2]); print a[2]; exit }' "$OUT/$name.out")
-    [[ -n $PORT_WS && -n $PORT_TCP ]] || { log "$name did not start:"; cat "$OUT/$name.err" >&2; exit 1; }
-}
+source "$(dirname "$0")/bench-common.sh"
 
 rss_kib() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }
 

@@ -13,9 +13,7 @@
 # target/bench-edge/. Not part of the suite.
 set -euo pipefail
 
-cd "$(dirname "$0")/.."
-ROOT=$(pwd)
-OUT=$ROOT/target/bench-edge
+OUT=$(cd "$(dirname "$0")/.." && pwd)/target/bench-edge
 SUBS=${SUBS:-1000}
 RATE=${RATE:-100}
 WINDOW=${WINDOW:-4}
@@ -23,16 +21,7 @@ DURATION=${DURATION:-10}
 PAYLOAD=${PAYLOAD:-64}
 SHARDS=${SHARDS:-1}
 MOSQUITTO=${MOSQUITTO:-/usr/sbin/mosquitto}
-mkdir -p "$OUT"
-cargo build --release -q -p fanfare --bin fanfare
-cargo build --release -q -p fanfare-loadtest
-LT=$ROOT/target/release/fanfare-loadtest
-FANFARE=$ROOT/target/release/fanfare
-PIDS=()
-trap 'for p in "${PIDS[@]}"; do kill -INT "$p" 2>/dev/null || true; done; wait 2>/dev/null || true' EXIT
-
-log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+source "$(dirname "$0")/bench-common.sh"
 
 # The origin: Mosquitto on one loopback port.
 ORIGIN=$(free_port)

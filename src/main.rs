@@ -455,7 +455,14 @@ fn open_store(
     };
     let mailboxes = Arc::clone(mailboxes);
     let wake = Box::new(move |shard| mailboxes.wake(shard));
-    let store = Store::open(dir, persistence.durability, config.shards, recover, wake)?;
+    let store = Store::open(
+        dir,
+        persistence.durability,
+        persistence.store,
+        config.shards,
+        recover,
+        wake,
+    )?;
     Ok(Some(store))
 }
 
@@ -732,6 +739,9 @@ fn serve(config: Config, args: &Args, small_pages: std::io::Result<()>) -> anyho
             Ok(Err(e)) => bail!("{e}"),
             Err(_) => bail!("a shard thread ended during start-up"),
         }
+    }
+    if let Some(store) = store.as_mut() {
+        store.serving();
     }
     for (line, tls) in &announced {
         println!("{line}");

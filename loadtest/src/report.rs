@@ -318,6 +318,9 @@ pub struct Params {
     pub warmup_s: f64,
     pub drain_s: f64,
     pub max_loss_pct: f64,
+    /// `--retain`: publishes carried RETAIN.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub retain: bool,
 }
 
 #[derive(Serialize)]
@@ -628,6 +631,7 @@ pub fn summarize(
             warmup_s: cfg.warmup_s,
             drain_s: cfg.drain_s,
             max_loss_pct: cfg.max_loss_pct,
+            retain: cfg.retain,
         },
         published: load(&c.published),
         delivered,

@@ -46,7 +46,7 @@ use tokio::time::{Instant, sleep, sleep_until, timeout};
 
 use super::journal::Journal;
 use super::link::{BridgeLink, Full};
-use super::queue::{OutQueue, Pushed, QueueSettings};
+use super::queue::{Now, OutQueue, Pushed, QueueSettings};
 use super::remap::{to_local, to_remote};
 use super::tls::{TlsClient, TlsSetupError};
 use super::transport::{Received, Transport, TransportError};
@@ -223,6 +223,12 @@ pub fn spawn(
     };
     // What the queue loaded shows from the start, before the broker is ready.
     client.publish_figures();
+    let expired = client.queue.expired_at_load();
+    client
+        .link
+        .figures
+        .dropped_out
+        .fetch_add(expired, Ordering::Relaxed);
     std::thread::Builder::new()
         .name(format!("bridge-{}", settings.name))
         .spawn(move || runtime.block_on(client.run()))
@@ -544,7 +550,7 @@ impl Client {
     fn intake(&mut self) -> bool {
         let link = Arc::clone(&self.link);
         let figures = &link.figures;
-        let now = std::time::Instant::now();
+        let now = Now::read();
         let mut more = true;
         for _ in 0..INTAKE_PER_TURN_MAX {
             let Some(message) = link.pipes.next_out() else {
@@ -564,7 +570,7 @@ impl Client {
                 }
                 continue;
             }
-            let dropped = match self.queue.push(topic.into(), message, qos) {
+            let dropped = match self.queue.push(topic.into(), message, qos, now) {
                 Pushed::Queued { dropped } => dropped,
                 Pushed::Dropped => 1,
             };
@@ -574,7 +580,7 @@ impl Client {
             link.pipes.wake_remote();
         }
         // Written before the figures count them: what they show survives a kill -9.
-        self.queue.flush(now);
+        self.queue.flush(now.at);
         self.publish_figures();
         more
     }
@@ -929,5 +935,12 @@ fn open_queue(
         durability: persistence.durability,
         sync_interval: Duration::from_millis(u64::from(persistence.durability_interval_ms)),
     };
-    Ok(OutQueue::new(queue_settings, journal))
+    let queue = OutQueue::new(queue_settings, journal, Now::read());
+    if queue.expired_at_load() > 0 {
+        info!(
+            "bridge {name}: {} queued messages expired while the broker was down: dropped",
+            queue.expired_at_load()
+        );
+    }
+    Ok(queue)
 }

@@ -7,9 +7,16 @@
 //!                                   (`crate::store::record`: length, CRC-32, body)
 //! body = kind u8 | seq u64 LE | topic_len u16 LE | topic
 //!   kind 1 MESSAGE: qos u8 | flags u8 (bit 0 RETAIN) | payload_len u32 LE | payload
+//!                   (written before the queue kept properties: still read, no longer written)
 //!   kind 2 DONE:    every message up to `seq` was acknowledged by the remote or dropped
 //!                   (`topic` empty)
+//!   kind 3 MESSAGE: qos u8 | flags u8 (bit 0 RETAIN) | expires_at_ms u64 LE (Unix ms,
+//!                   0: never) | payload_len u32 LE | payload | properties_len u32 LE |
+//!                   properties (the MQTT 5 property bytes of `RoutedMessage::properties`)
 //! ```
+//!
+//! The expiry is kept as a wall-clock deadline, since an `Instant` means nothing after a
+//! restart: a message whose deadline passed while the broker was down is dropped at load.
 //!
 //! Messages are appended to the newest file (a *segment*) in the order they are sent; a
 //! segment past `queue_segment_bytes_max` is closed and the next one named after its first
@@ -34,8 +41,10 @@ use crate::store::{DataDirLock, StoreError};
 /// The first bytes of every segment: not a store file (`crate::store::record::MAGIC`).
 pub const MAGIC: [u8; 8] = *b"fnfqueu\x01";
 
-const KIND_MESSAGE: u8 = 1;
+/// A message without properties or expiry: what the queue wrote before it kept them.
+const KIND_MESSAGE_BARE: u8 = 1;
 const KIND_DONE: u8 = 2;
+const KIND_MESSAGE: u8 = 3;
 const FLAG_RETAIN: u8 = 1;
 const SUFFIX: &str = "queue";
 
@@ -48,6 +57,10 @@ pub struct StoredMessage {
     pub qos: QoS,
     pub retain: bool,
     pub payload: Box<[u8]>,
+    /// The MQTT 5 properties forwarded with it (`RoutedMessage::properties`); empty for none.
+    pub properties: Box<[u8]>,
+    /// When its Message Expiry Interval runs out, in Unix milliseconds; `None`: never.
+    pub expires_at_ms: Option<u64>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -56,17 +69,21 @@ enum Entry {
     Done(u64),
 }
 
-/// Bytes of the MESSAGE record of `topic` and `payload`: what the queue counts against
-/// `queue_bytes_max`, on disk or not.
-pub fn message_record_bytes(topic: &str, payload: &[u8]) -> u64 {
-    (record::HEADER_BYTES + 1 + 8 + 2 + topic.len() + 1 + 1 + 4 + payload.len()) as u64
+/// Bytes of the MESSAGE record of `topic`, `payload` and `properties`: what the queue counts
+/// against `queue_bytes_max`, on disk or not.
+pub fn message_record_bytes(topic: &str, payload: &[u8], properties: &[u8]) -> u64 {
+    let head = record::HEADER_BYTES + 1 + 8 + 2 + topic.len();
+    (head + 1 + 1 + 8 + 4 + payload.len() + 4 + properties.len()) as u64
 }
 
 fn encode_message(out: &mut Vec<u8>, message: &StoredMessage) -> usize {
     let start = record::begin(out, KIND_MESSAGE, message.seq, &message.topic);
     out.push(message.qos as u8);
     out.push(if message.retain { FLAG_RETAIN } else { 0 });
+    assert!(message.expires_at_ms != Some(0), "0 stands for never");
+    out.extend_from_slice(&message.expires_at_ms.unwrap_or(0).to_le_bytes());
     put_bytes32(out, &message.payload);
+    put_bytes32(out, &message.properties);
     finish(out, start)
 }
 
@@ -83,16 +100,26 @@ fn parse(body: &[u8]) -> Option<Entry> {
     let topic = std::str::from_utf8(reader.take(topic_len)?).ok()?;
     let entry = match kind {
         KIND_DONE if topic.is_empty() => Entry::Done(seq),
-        KIND_MESSAGE => {
+        KIND_MESSAGE_BARE | KIND_MESSAGE => {
             let qos = QoS::from_bits(reader.u8()?)?;
             let flags = reader.u8()?;
+            let expires_at_ms = match kind {
+                KIND_MESSAGE => Some(reader.u64()?).filter(|&ms| ms != 0),
+                _ => None,
+            };
             let payload = reader.bytes32()?.into();
+            let properties = match kind {
+                KIND_MESSAGE => reader.bytes32()?.into(),
+                _ => Box::default(),
+            };
             Entry::Message(StoredMessage {
                 seq,
                 topic: topic.into(),
                 qos,
                 retain: flags & FLAG_RETAIN != 0,
                 payload,
+                properties,
+                expires_at_ms,
             })
         }
         _ => return None,
@@ -425,7 +452,22 @@ mod tests {
             qos: QoS::AtLeastOnce,
             retain: seq.is_multiple_of(2),
             payload: vec![seq as u8; 100].into(),
+            // A user property ("k", "v"), then content type "t" on every other message.
+            properties: match seq % 2 {
+                0 => Box::default(),
+                _ => vec![0x26, 0, 1, b'k', 0, 1, b'v', 0x03, 0, 1, b't'].into(),
+            },
+            expires_at_ms: seq.is_multiple_of(3).then_some(1_700_000_000_000 + seq),
         }
+    }
+
+    /// A MESSAGE record as the queue wrote it before it kept properties and expiry.
+    fn encode_bare(out: &mut Vec<u8>, seq: u64) {
+        let start = record::begin(out, KIND_MESSAGE_BARE, seq, &format!("t/{seq}"));
+        out.push(QoS::AtLeastOnce as u8);
+        out.push(FLAG_RETAIN);
+        put_bytes32(out, b"old");
+        finish(out, start);
     }
 
     fn open(dir: &Path) -> (Journal, Loaded) {
@@ -439,14 +481,44 @@ mod tests {
     #[test]
     fn records_round_trip_and_the_size_is_known_before_encoding() {
         let mut out = Vec::new();
-        let written = encode_message(&mut out, &message(7)) as u64;
-        assert_eq!(written, message_record_bytes("t/7", &[7; 100]));
+        for seq in [6, 7] {
+            let stored = message(seq);
+            let written = encode_message(&mut out, &stored) as u64;
+            let expected = message_record_bytes(&stored.topic, &stored.payload, &stored.properties);
+            assert_eq!(written, expected);
+        }
         encode_done(&mut out, 7);
         let scan = record::scan_with(&out, false, parse).expect("clean");
-        assert_eq!(
-            scan.records,
-            vec![Entry::Message(message(7)), Entry::Done(7)]
-        );
+        let expected = vec![
+            Entry::Message(message(6)),
+            Entry::Message(message(7)),
+            Entry::Done(7),
+        ];
+        assert_eq!(scan.records, expected);
+        assert!(!message(7).properties.is_empty());
+        assert_eq!(message(6).expires_at_ms, Some(1_700_000_000_006));
+    }
+
+    #[test]
+    fn records_written_before_properties_still_load() {
+        let dir = TempDir::new("bare");
+        std::fs::create_dir_all(dir.path()).expect("created");
+        let mut bytes = MAGIC.to_vec();
+        encode_bare(&mut bytes, 1);
+        encode_message(&mut bytes, &message(2));
+        let path = dir.path().join(format!("{:020}.{SUFFIX}", 1));
+        std::fs::write(&path, &bytes).expect("written");
+        let (_journal, loaded) = open(dir.path());
+        let old = StoredMessage {
+            seq: 1,
+            topic: "t/1".into(),
+            qos: QoS::AtLeastOnce,
+            retain: true,
+            payload: (*b"old").into(),
+            properties: Box::default(),
+            expires_at_ms: None,
+        };
+        assert_eq!(loaded.messages, vec![old, message(2)]);
     }
 
     #[test]

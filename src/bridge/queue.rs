@@ -21,10 +21,14 @@
 //!
 //! What leaves the front of the queue (acknowledged, or dropped by `drop_oldest`) is noted in
 //! the journal as one DONE record per batch, so a restart sends only the rest.
+//!
+//! A message's MQTT 5 properties are written with it, and its Message Expiry Interval as a
+//! wall-clock deadline: one that expired while the broker was down is dropped at load and
+//! counted ([`OutQueue::expired_at_load`]).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use log::{info, warn};
 
@@ -33,10 +37,29 @@ use crate::broker::RoutedMessage;
 use crate::config::Durability;
 use crate::config::bridge::QueueFullPolicy;
 use crate::protocol::mqtt::{PacketId, QoS};
+use crate::store::{unix_ms, wall_expiry};
 
 /// Under `refuse`, publishes are accepted again once the queue is back under this share of
 /// its bound (in quarters), so that refusing does not flip on and off with every message.
 const REFUSE_UNTIL_QUARTERS: u64 = 3;
+
+/// The time now on both clocks: the monotonic one that messages' expiries are held in, and
+/// the wall clock that the files keep them in, since an `Instant` means nothing after a
+/// restart.
+#[derive(Debug, Clone, Copy)]
+pub struct Now {
+    pub at: Instant,
+    pub unix_ms: u64,
+}
+
+impl Now {
+    pub fn read() -> Now {
+        Now {
+            at: Instant::now(),
+            unix_ms: unix_ms(SystemTime::now()),
+        }
+    }
+}
 
 /// A QoS 1 or 2 message waiting for the remote's acknowledgement.
 pub struct Queued {
@@ -92,6 +115,8 @@ pub struct OutQueue {
     volatile: VecDeque<(Box<str>, Arc<RoutedMessage>)>,
     volatile_bytes: u64,
     volatile_bytes_max: u64,
+    /// Messages loaded from the files whose expiry had passed: dropped, never queued.
+    expired_at_load: u64,
 }
 
 /// The parts of [`OutQueue::new`] that come from the configuration.
@@ -105,8 +130,9 @@ pub struct QueueSettings {
 }
 
 impl OutQueue {
-    /// The queue, with what `journal` loaded, or in memory only without one.
-    pub fn new(settings: QueueSettings, journal: Option<(Journal, Loaded)>) -> OutQueue {
+    /// The queue, with what `journal` loaded, or in memory only without one; loaded messages
+    /// whose expiry passed before `now` are dropped.
+    pub fn new(settings: QueueSettings, journal: Option<(Journal, Loaded)>, now: Now) -> OutQueue {
         let (journal, loaded) = match journal {
             Some((journal, loaded)) => (Some(journal), Some(loaded)),
             None => (None, None),
@@ -133,14 +159,34 @@ impl OutQueue {
             volatile: VecDeque::new(),
             volatile_bytes: 0,
             volatile_bytes_max: settings.volatile_bytes_max,
+            expired_at_load: 0,
         };
         if let Some(loaded) = loaded {
             queue.next_seq = loaded.next_seq;
             queue.done_through = loaded.done_through;
             for stored in loaded.messages {
-                let bytes = journal::message_record_bytes(&stored.topic, &stored.payload);
-                let message =
-                    RoutedMessage::new(&stored.topic, &stored.payload, stored.qos, stored.retain);
+                if stored.expires_at_ms.is_some_and(|at| at <= now.unix_ms) {
+                    // Gone to no one [MQTT-3.3.2-5]; a later DONE record covers it.
+                    queue.expired_at_load += 1;
+                    continue;
+                }
+                let bytes = journal::message_record_bytes(
+                    &stored.topic,
+                    &stored.payload,
+                    &stored.properties,
+                );
+                let expires_at = stored
+                    .expires_at_ms
+                    .map(|at| now.at + Duration::from_millis(at - now.unix_ms));
+                let message = RoutedMessage {
+                    topic: stored.topic.clone(),
+                    payload: stored.payload,
+                    qos: stored.qos,
+                    retain: stored.retain,
+                    properties: stored.properties,
+                    expires_at,
+                    bridged: false,
+                };
                 queue.bytes += bytes;
                 queue.entries.push_back(Queued {
                     seq: stored.seq,
@@ -158,10 +204,16 @@ impl OutQueue {
     }
 
     /// Queues a message for the remote under its remote `topic`, to be sent at `qos` (1 or
-    /// 2).
-    pub fn push(&mut self, topic: Box<str>, message: Arc<RoutedMessage>, qos: QoS) -> Pushed {
+    /// 2); its expiry is written as the wall-clock time it falls at, seen from `now`.
+    pub fn push(
+        &mut self,
+        topic: Box<str>,
+        message: Arc<RoutedMessage>,
+        qos: QoS,
+        now: Now,
+    ) -> Pushed {
         assert!(qos != QoS::AtMostOnce, "QoS 0 waits in memory only");
-        let bytes = journal::message_record_bytes(&topic, &message.payload);
+        let bytes = journal::message_record_bytes(&topic, &message.payload, &message.properties);
         if bytes > self.bytes_max {
             return Pushed::Dropped;
         }
@@ -179,6 +231,8 @@ impl OutQueue {
                 qos,
                 retain: message.retain,
                 payload: message.payload.clone(),
+                properties: message.properties.clone(),
+                expires_at_ms: wall_expiry(message.expires_at, now.at, now.unix_ms),
             };
             if let Err(e) = journal.append(&stored) {
                 self.write_failed(&e);
@@ -342,6 +396,12 @@ impl OutQueue {
         self.bytes + self.volatile_bytes
     }
 
+    /// Messages the files held whose expiry passed while the broker was down: dropped at
+    /// load.
+    pub fn expired_at_load(&self) -> u64 {
+        self.expired_at_load
+    }
+
     /// Under `refuse`: whether the queue is full and publishes it would take are refused.
     pub fn refusing(&self) -> bool {
         self.refusing
@@ -415,16 +475,19 @@ impl OutQueue {
 mod tests {
     use super::*;
 
-    fn queue(bytes_max: u64, policy: QueueFullPolicy) -> OutQueue {
-        let settings = QueueSettings {
+    fn settings(bytes_max: u64, policy: QueueFullPolicy) -> QueueSettings {
+        QueueSettings {
             name: "up".into(),
             bytes_max,
             policy,
             volatile_bytes_max: 1000,
             durability: Durability::None,
             sync_interval: Duration::from_millis(100),
-        };
-        OutQueue::new(settings, None)
+        }
+    }
+
+    fn queue(bytes_max: u64, policy: QueueFullPolicy) -> OutQueue {
+        OutQueue::new(settings(bytes_max, policy), None, Now::read())
     }
 
     fn message(n: u8) -> (Box<str>, Arc<RoutedMessage>) {
@@ -434,11 +497,11 @@ mod tests {
 
     fn push(queue: &mut OutQueue, n: u8) -> Pushed {
         let (topic, message) = message(n);
-        queue.push(topic, message, QoS::AtLeastOnce)
+        queue.push(topic, message, QoS::AtLeastOnce, Now::read())
     }
 
     fn one() -> u64 {
-        journal::message_record_bytes("t", &[0; 10])
+        journal::message_record_bytes("t", &[0; 10], &[])
     }
 
     fn payloads(queue: &OutQueue) -> Vec<u8> {
@@ -446,10 +509,64 @@ mod tests {
     }
 
     #[test]
+    fn properties_and_expiry_survive_a_restart_and_what_expired_meanwhile_is_dropped() {
+        let dir = std::env::temp_dir().join(format!("fanfare-queue-props-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let open = || Some(Journal::open(&dir, 1 << 20, Durability::None).expect("opens"));
+        let now = Now::read();
+        // A user property ("k", "v") and content type "text".
+        let properties: Box<[u8]> = (*b"\x26\x00\x01k\x00\x01v\x03\x00\x04text").into();
+        let bare = |payload: &[u8]| RoutedMessage::new("t", payload, QoS::AtLeastOnce, false);
+        let lasting = RoutedMessage {
+            properties: properties.clone(),
+            expires_at: Some(now.at + Duration::from_secs(60)),
+            ..bare(b"a")
+        };
+        let brief = RoutedMessage {
+            expires_at: Some(now.at + Duration::from_secs(1)),
+            ..bare(b"b")
+        };
+        let mut queue = OutQueue::new(settings(1 << 20, QueueFullPolicy::DropOldest), open(), now);
+        for message in [lasting, brief, bare(b"c")] {
+            queue.push("t".into(), Arc::new(message), QoS::AtLeastOnce, now);
+        }
+        let with_properties = journal::message_record_bytes("t", b"a", &properties);
+        assert_eq!(with_properties, one() - 10 + 1 + properties.len() as u64);
+        assert_eq!(queue.bytes(), with_properties + 2 * (one() - 9));
+        queue.flush(now.at);
+        drop(queue);
+
+        // Two seconds later by the wall clock: the brief one expired while the broker was down.
+        let later = Now {
+            at: Instant::now(),
+            unix_ms: now.unix_ms + 2_000,
+        };
+        let queue = OutQueue::new(
+            settings(1 << 20, QueueFullPolicy::DropOldest),
+            open(),
+            later,
+        );
+        assert_eq!(queue.expired_at_load(), 1);
+        assert_eq!(payloads(&queue), b"ac".to_vec());
+        assert_eq!(queue.bytes(), with_properties + one() - 9);
+        let first = &queue.entries[0].message;
+        assert_eq!(first.properties, properties);
+        let left = first.expires_at.map(|at| at.duration_since(later.at));
+        assert_eq!(
+            left,
+            Some(Duration::from_secs(58)),
+            "the deadline, not the interval"
+        );
+        assert_eq!(queue.entries[1].message.expires_at, None);
+        drop(queue);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn a_qos2_message_is_released_at_pubrec_and_leaves_at_pubcomp() {
         let mut queue = queue(one() * 10, QueueFullPolicy::DropOldest);
         let (topic, message) = message(7);
-        queue.push(topic, message, QoS::ExactlyOnce);
+        queue.push(topic, message, QoS::ExactlyOnce, Now::read());
         let id = queue.next_to_send(4).and_then(|e| e.id).expect("sent");
         assert!(queue.received(id), "PUBREL goes");
         let entry = queue.in_flight().next().expect("still in flight");

@@ -33,6 +33,11 @@
 //! messages are never sent to a shared subscription (§4.8.2); No Local on a shared
 //! subscription is refused by the codec [MQTT-3.8.3-4].
 //!
+//! A message that crossed a bridge is not for a member that is another broker's bridge
+//! connection (`docs/bridges.md`, Loops): that member hands it on to the next, and on the
+//! last try it is left out, as a bridge connection's own subscriptions leave it out, and not
+//! counted as dropped.
+//!
 //! The prefix is honoured for every protocol version: a 3.x `$share/...` filter is a shared
 //! subscription too, as in most brokers. 3.1.1 reserves `$` topics for the server (§4.7.2),
 //! so no ordinary 3.x subscriber loses anything it could rely on.
@@ -401,7 +406,8 @@ impl Broker {
 
     /// Delivers `message` to session `key` of this shard for its shared subscription `group`,
     /// unless the session is gone, no longer holds `group`, or is offline (QoS 0 always, QoS
-    /// 1/2 unless `last_try`). Returns whether it was taken.
+    /// 1/2 unless `last_try`). Returns whether it was taken. A message that crossed a bridge
+    /// goes to no bridge connection: refused, or on the last try taken and left out.
     fn share_try_deliver(
         &mut self,
         key: SessionKey,
@@ -416,6 +422,9 @@ impl Broker {
         let Some(&grant) = session.subscriptions.get(group) else {
             return false;
         };
+        if message.bridged && session.bridge {
+            return last_try;
+        }
         let qos = grant.qos.min(message.qos);
         let connected = session.conn.is_some();
         if !connected && (qos == QoS::AtMostOnce || !last_try) {

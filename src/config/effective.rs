@@ -92,6 +92,15 @@ fn top_level(out: &mut Toml, config: &Config) {
         "durability_interval_ms",
         &persistence.durability_interval_ms,
     );
+    let store = &persistence.store;
+    out.value(
+        "store_queue_flushes_per_shard_max",
+        &store.queue_flushes_per_shard_max,
+    );
+    out.value("store_flushes_per_write_max", &store.flushes_per_write_max);
+    out.value("compaction_log_ratio", &store.compaction_log_ratio);
+    out.value("compaction_log_bytes_min", &store.compaction_log_bytes_min);
+    out.value("store_retry_interval_ms", &store.retry_interval_ms);
 }
 
 fn tls(out: &mut Toml, tls: &TlsSettings) {

@@ -370,4 +370,27 @@ mod tests {
         let reload = Reload::new(&config(""), &config("[tls]\ncert_file = \"c.pem\"\n"));
         assert_eq!(reload.applied, ["tls.cert_file"]);
     }
+
+    #[test]
+    fn the_store_bounds_keep_their_running_value() {
+        let running = config("");
+        let file = config(
+            "store_queue_flushes_per_shard_max = 8\nstore_flushes_per_write_max = 16\n\
+             compaction_log_ratio = 3\ncompaction_log_bytes_min = 8192\n\
+             store_retry_interval_ms = 50\n",
+        );
+        let reload = Reload::new(&running, &file);
+        assert!(reload.applied.is_empty(), "{:?}", reload.applied);
+        assert_eq!(
+            reload.kept,
+            [
+                "compaction_log_bytes_min",
+                "compaction_log_ratio",
+                "store_flushes_per_write_max",
+                "store_queue_flushes_per_shard_max",
+                "store_retry_interval_ms"
+            ]
+        );
+        assert_eq!(reload.config.persistence.store, running.persistence.store);
+    }
 }

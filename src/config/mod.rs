@@ -19,7 +19,7 @@ pub use auth::AuthSettings;
 pub use cluster::{ClusterSettings, NATS_URLS_MAX};
 pub use effective::effective_toml;
 pub use live::{LIVE_KEYS, Reload, SharedConfig};
-pub use persistence::{DURABILITY_INTERVAL_MS_MAX, Durability, Persistence};
+pub use persistence::{DURABILITY_INTERVAL_MS_MAX, Durability, Persistence, StoreLimits};
 pub use tls::{ClientAuth, KtlsMode, SniCertificate, TlsSettings, TlsVersion};
 
 use crate::conn::{SlowConsumer, Transport};
@@ -486,7 +486,8 @@ pub struct Config {
     /// spread evenly, so that they do not all reconnect to the new one in the same second.
     /// At most [`DRAIN_S_MAX`]; `0` disconnects them all at once.
     pub drain_s: u32,
-    /// `data_dir`, `durability`, `durability_interval_ms`: retained messages across restarts.
+    /// `data_dir`, `durability`, `durability_interval_ms`: retained messages across restarts;
+    /// `store_*` and `compaction_*`: the store thread's bounds.
     pub persistence: Persistence,
     /// `[cluster]` and `--nats`: cluster mode over NATS, off by default.
     pub cluster: ClusterSettings,
@@ -617,6 +618,11 @@ struct FileConfig {
     data_dir: Option<std::path::PathBuf>,
     durability: Option<Durability>,
     durability_interval_ms: Option<u32>,
+    store_queue_flushes_per_shard_max: Option<u32>,
+    store_flushes_per_write_max: Option<u32>,
+    compaction_log_ratio: Option<u32>,
+    compaction_log_bytes_min: Option<u64>,
+    store_retry_interval_ms: Option<u32>,
     cluster: Option<cluster::FileCluster>,
     bridge: Option<Vec<bridge::BridgeSettings>>,
 }
@@ -783,6 +789,27 @@ impl Config {
         }
         if let Some(interval) = file.durability_interval_ms {
             config.persistence.durability_interval_ms = interval;
+        }
+        let store = &mut config.persistence.store;
+        let bounds = [
+            (
+                file.store_queue_flushes_per_shard_max,
+                &mut store.queue_flushes_per_shard_max,
+            ),
+            (
+                file.store_flushes_per_write_max,
+                &mut store.flushes_per_write_max,
+            ),
+            (file.compaction_log_ratio, &mut store.compaction_log_ratio),
+            (file.store_retry_interval_ms, &mut store.retry_interval_ms),
+        ];
+        for (value, field) in bounds {
+            if let Some(value) = value {
+                *field = value;
+            }
+        }
+        if let Some(bytes) = file.compaction_log_bytes_min {
+            store.compaction_log_bytes_min = bytes;
         }
         if let Some(cluster) = file.cluster {
             cluster.apply(&mut config.cluster);
@@ -1348,5 +1375,37 @@ mod tests {
         assert!(err.message.contains("`tcp`"), "{}", err.message);
         let config = Config::from_toml("tcp = \"off\"\n", "f.toml").expect("off");
         assert_eq!(config.tcp, None);
+    }
+
+    #[test]
+    fn store_bounds_are_read_from_the_file() {
+        let text = "tcp = \"127.0.0.1:0\"\nstore_queue_flushes_per_shard_max = 8\n\
+                    store_flushes_per_write_max = 64\ncompaction_log_ratio = 3\n\
+                    compaction_log_bytes_min = 8192\nstore_retry_interval_ms = 250\n";
+        let config = Config::from_toml(text, "f.toml").expect("valid");
+        let store = config.persistence.store;
+        assert_eq!(store.queue_flushes_per_shard_max, 8);
+        assert_eq!(store.flushes_per_write_max, 64);
+        assert_eq!(store.compaction_log_ratio, 3);
+        assert_eq!(store.compaction_log_bytes_min, 8192);
+        assert_eq!(store.retry_interval_ms, 250);
+        config.validate().expect("in range");
+        let unset = Config::from_toml("", "f.toml").expect("valid");
+        assert_eq!(unset.persistence.store, StoreLimits::default());
+    }
+
+    #[test]
+    fn a_store_bound_out_of_range_or_of_the_wrong_type_is_named() {
+        let config = Config::from_toml("compaction_log_ratio = 1\n", "f.toml").expect("parses");
+        let err = config.validate().expect_err("ratio 1");
+        assert_eq!(err.key.as_deref(), Some("compaction_log_ratio"));
+        let err = Config::from_toml("shards = 2\ncompaction_log_bytes_min = \"big\"\n", "f.toml")
+            .expect_err("bad type");
+        assert!(
+            err.message.contains("compaction_log_bytes_min"),
+            "{}",
+            err.message
+        );
+        assert!(err.message.contains("line 2"), "{}", err.message);
     }
 }

@@ -4,6 +4,7 @@
 //! rewritten by compaction.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -55,53 +56,116 @@ pub struct Loaded {
     pub repairs: usize,
 }
 
+/// Files decoded at once at start-up, each on a thread of its own: checksums and allocating
+/// the decoded records are most of a load's time, and files are independent. Bounded by the
+/// cores too, so a directory of many shards does not start as many threads.
+const LOAD_THREADS_MAX: usize = 16;
+
 /// Reads every shard directory's snapshot and log. `now_ms` (Unix milliseconds) decides what
 /// expired.
 pub fn load(data_dir: &Path, recover: bool, now_ms: u64) -> Result<Loaded, StoreError> {
-    // Keyed by (is a session, topic or client identifier).
-    let mut newest: HashMap<(bool, Box<str>), Record> = HashMap::new();
-    let mut loaded = Loaded::default();
+    let mut paths = Vec::new();
     for shard in shard_dirs(data_dir)? {
         let dir = shard_dir(data_dir, shard);
-        for name in [SNAPSHOT_FILE, LOG_FILE] {
-            let path = dir.join(name);
-            let Some(records) = read_records(&path, recover, &mut loaded.repairs)? else {
-                continue;
-            };
-            for record in records {
-                loaded.stamp_max = loaded.stamp_max.max(record.stamp());
-                let key = match record.key() {
-                    Key::Retained(topic) => (false, topic.into()),
-                    Key::Session(client_id) => (true, client_id.into()),
-                };
-                match newest.get(&key) {
-                    Some(held) if held.stamp() >= record.stamp() => {}
-                    _ => {
-                        newest.insert(key, record);
+        paths.extend([SNAPSHOT_FILE, LOG_FILE].map(|name| dir.join(name)));
+    }
+    let mut loaded = Loaded::default();
+    let files = read_all(&paths, recover, &mut loaded.repairs)?;
+    // The newest record of each key, as (file, index), borrowing the key from the records
+    // rather than copying a million topics.
+    let total = files.iter().map(Vec::len).sum();
+    let mut newest: HashMap<Key<'_>, (usize, usize)> = HashMap::with_capacity(total);
+    for (file, records) in files.iter().enumerate() {
+        for (index, record) in records.iter().enumerate() {
+            loaded.stamp_max = loaded.stamp_max.max(record.stamp());
+            match newest.entry(record.key()) {
+                Entry::Occupied(mut held) => {
+                    let (f, i) = *held.get();
+                    if files[f][i].stamp() < record.stamp() {
+                        held.insert((file, index));
                     }
+                }
+                Entry::Vacant(vacant) => {
+                    vacant.insert((file, index));
                 }
             }
         }
     }
+    let mut keep: Vec<Vec<bool>> = files
+        .iter()
+        .map(|records| vec![false; records.len()])
+        .collect();
+    for (file, index) in newest.into_values() {
+        keep[file][index] = true;
+    }
     let live = |expires_at_ms: Option<u64>| expires_at_ms.is_none_or(|at| at > now_ms);
-    for record in newest.into_values() {
-        match record {
-            Record::Set { message, .. } if live(message.expires_at_ms) => {
-                loaded.messages.push(message);
+    for (records, keep) in files.into_iter().zip(keep) {
+        for (record, _) in records.into_iter().zip(keep).filter(|(_, keep)| *keep) {
+            match record {
+                Record::Set { message, .. } if live(message.expires_at_ms) => {
+                    loaded.messages.push(message);
+                }
+                Record::Session { mut session, .. } if live(session.expires_at_ms) => {
+                    session
+                        .messages
+                        .retain(|queued| live(queued.message.expires_at_ms));
+                    loaded.sessions.push(session);
+                }
+                Record::Set { .. }
+                | Record::Session { .. }
+                | Record::Delete { .. }
+                | Record::SessionEnd { .. } => {}
             }
-            Record::Session { mut session, .. } if live(session.expires_at_ms) => {
-                session
-                    .messages
-                    .retain(|queued| live(queued.message.expires_at_ms));
-                loaded.sessions.push(session);
-            }
-            Record::Set { .. }
-            | Record::Session { .. }
-            | Record::Delete { .. }
-            | Record::SessionEnd { .. } => {}
         }
     }
     Ok(loaded)
+}
+
+/// A file's records, and the repairs its reading made (a torn tail cut, ranges skipped).
+type FileRecords = (Vec<Record>, usize);
+
+/// The records of each of `paths`, in order (none for a file that does not exist), decoded on
+/// up to [`LOAD_THREADS_MAX`] threads; the first error in path order stops the load.
+fn read_all(
+    paths: &[PathBuf],
+    recover: bool,
+    repairs: &mut usize,
+) -> Result<Vec<Vec<Record>>, StoreError> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = paths.len().clamp(1, cores.min(LOAD_THREADS_MAX));
+    let mut results: Vec<Option<Result<FileRecords, StoreError>>> =
+        (0..paths.len()).map(|_| None).collect();
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|first| {
+                scope.spawn(move || {
+                    // Thread `first` takes files first, first + threads, ...
+                    (first..paths.len())
+                        .step_by(threads)
+                        .map(|at| {
+                            let mut repairs = 0;
+                            let records = read_records(&paths[at], recover, &mut repairs)
+                                .map(|records| (records.unwrap_or_default(), repairs));
+                            (at, records)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        for worker in workers {
+            let done = worker.join().expect("decoding a store file does not panic");
+            for (at, result) in done {
+                results[at] = Some(result);
+            }
+        }
+    });
+    let mut files = Vec::with_capacity(paths.len());
+    for result in results {
+        let (records, file_repairs) = result.expect("every path was given to a thread")?;
+        *repairs += file_repairs;
+        files.push(records);
+    }
+    Ok(files)
 }
 
 /// The records of one file; `None` if it does not exist. A torn tail is cut here only in what

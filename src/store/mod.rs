@@ -28,17 +28,26 @@ use std::time::{Duration, Instant, SystemTime};
 use log::info;
 
 use crate::broker::{Broker, QueuedImage, RoutedMessage, SessionImage, WillImage};
-use crate::config::Durability;
+use crate::config::{Durability, StoreLimits};
 pub use error::StoreError;
 pub use lock::DataDirLock;
 use session_record::StoredSession;
-use writer::{Durable, LiveSession, Writer, WriterLinks, unix_ms};
+use writer::{Durable, LiveSession, Writer, WriterLinks};
 pub use writer::{Echo, Flush, StoreHandle};
+pub(crate) use writer::{unix_ms, wall_expiry};
 
-/// Flushes queued per shard before a shard keeps its updates to conflate them further: a few
-/// intervals' worth, so a slow disk is absorbed without holding much (a flush holds at most
-/// one message per retained topic of the shard, shared with the replicas).
-const QUEUE_BATCHES_PER_SHARD: usize = 4;
+/// How long a writer whose start-up compaction was deferred waits for the broker to serve
+/// (`Store::serving`) before it builds its state and rewrites the snapshots: until then the
+/// shards, loading their replicas, have the cores to themselves. Bounded so that a broker
+/// that never says it serves still gets its snapshots rewritten.
+const DEFERRED_START_WAIT: Duration = Duration::from_secs(10);
+
+/// The writer: built and its start-up compaction done before `ready`, or built on its own
+/// thread, which compacts in its first turn (`Store::open`).
+enum WriterStart<F: FnOnce() -> Writer> {
+    Built(Writer),
+    Deferred(F),
+}
 
 /// The open store: the directory's lock, the writer thread, and what start-up loaded.
 pub struct Store {
@@ -48,15 +57,19 @@ pub struct Store {
     pub loaded: Arc<[Arc<RoutedMessage>]>,
     /// The persistent sessions loaded, by the shard that owns each (taken once).
     sessions: Vec<Vec<SessionImage>>,
+    /// Dropped once the broker serves: a deferred writer starts then (`DEFERRED_START_WAIT`).
+    serving: Option<std::sync::mpsc::Sender<()>>,
     thread: std::thread::JoinHandle<()>,
 }
 
 impl Store {
     /// Locks `data_dir`, loads it, rewrites each shard's snapshot, and starts the writer.
     /// `wake(shard)` wakes a shard's loop when barriers of it became durable (`sync` only).
+    /// `limits` bound the queue, the group commit, compaction and retries.
     pub fn open(
         data_dir: &Path,
         durability: Durability,
+        limits: StoreLimits,
         shard_count: usize,
         recover: bool,
         wake: Box<dyn Fn(usize) + Send>,
@@ -105,26 +118,50 @@ impl Store {
         let write_errors: Arc<[AtomicU64]> = (0..shard_count).map(|_| AtomicU64::new(0)).collect();
         let writable = Arc::new(AtomicBool::new(true));
         let durable = Arc::new(Durable::new(shard_count));
-        let mut writer = Writer::new(
-            data_dir,
-            durability,
-            loaded.stamp_max,
-            messages,
-            live_sessions,
-            WriterLinks {
+        let stamp_max = loaded.stamp_max;
+        let dir = data_dir.to_path_buf();
+        let new_writer = {
+            let links = WriterLinks {
                 write_errors: Arc::clone(&write_errors),
                 writable: Arc::clone(&writable),
                 durable: Arc::clone(&durable),
                 wake,
-            },
-        );
-        // A shard directory past this broker's shards is removed only once every topic it
-        // held is in a current shard's snapshot.
-        if writer.compact_all() {
-            for shard in found.into_iter().filter(|&shard| shard >= shard_count) {
-                files::remove_shard_dir(data_dir, shard)?;
+            };
+            move || {
+                Writer::new(
+                    &dir,
+                    durability,
+                    limits,
+                    stamp_max,
+                    messages,
+                    live_sessions,
+                    links,
+                )
             }
-        }
+        };
+        // The start-up compaction (every current shard's snapshot rewritten from what was
+        // loaded) cuts torn tails and moves records to their owner shard. With nothing to
+        // repair and no shard directory to remove, the loaded files are whole and the load
+        // needs nothing more from them: the store thread then builds its state and rewrites
+        // the snapshots once the broker serves, before it takes any batch. A crash before
+        // that finds the same files.
+        let removed: Vec<usize> = found
+            .into_iter()
+            .filter(|&shard| shard >= shard_count)
+            .collect();
+        let writer = if loaded.repairs > 0 || !removed.is_empty() {
+            let mut writer = new_writer();
+            // A shard directory past this broker's shards is removed only once every topic
+            // it held is in a current shard's snapshot.
+            if writer.compact_all() {
+                for shard in removed {
+                    files::remove_shard_dir(data_dir, shard)?;
+                }
+            }
+            WriterStart::Built(writer)
+        } else {
+            WriterStart::Deferred(new_writer)
+        };
         info!(
             "data directory {}: {} retained messages and {} sessions loaded in {} ms{}; durability {}",
             data_dir.display(),
@@ -138,8 +175,10 @@ impl Store {
             },
             durability.name()
         );
-        let (sender, receiver) =
-            std::sync::mpsc::sync_channel(QUEUE_BATCHES_PER_SHARD * shard_count);
+        // A flush holds at most one message per retained topic of its shard, shared with the
+        // replicas: the queue pins at most this many of them while the disk is slow.
+        let queue_len = limits.queue_flushes_per_shard_max as usize * shard_count;
+        let (sender, receiver) = std::sync::mpsc::sync_channel(queue_len);
         let handles = (0..shard_count)
             .map(|shard| {
                 let errors = Arc::clone(&write_errors);
@@ -153,15 +192,31 @@ impl Store {
                 )
             })
             .collect();
+        let (serving, wait_for_serving) = std::sync::mpsc::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("store".to_owned())
-            .spawn(move || writer.run(receiver))
+            .spawn(move || {
+                let writer = match writer {
+                    WriterStart::Built(writer) => writer,
+                    WriterStart::Deferred(new_writer) => {
+                        // Nothing is ever sent: the sender is dropped when the broker serves.
+                        let _ = wait_for_serving.recv_timeout(DEFERRED_START_WAIT);
+                        let mut writer = new_writer();
+                        // Before any batch: what the shards handed over meanwhile then goes
+                        // to the new logs. A failure is the writer's to retry, as any other.
+                        writer.compact_all();
+                        writer
+                    }
+                };
+                writer.run(receiver)
+            })
             .map_err(StoreError::io(data_dir))?;
         Ok(Store {
             _lock: lock,
             handles,
             loaded: replicas,
             sessions,
+            serving: Some(serving),
             thread,
         })
     }
@@ -176,10 +231,17 @@ impl Store {
         std::mem::take(&mut self.sessions)
     }
 
+    /// Says that every shard loaded what it was handed and serves: a writer whose start-up
+    /// work was deferred begins it now.
+    pub fn serving(&mut self) {
+        self.serving = None;
+    }
+
     /// Waits for the writer to write what the stopped shards handed it. Call it once every
     /// shard has stopped (their handles dropped); the lock is released after.
     pub fn finish(self) {
         drop(self.handles);
+        drop(self.serving);
         if self.thread.join().is_err() {
             log::error!("store: the writer thread panicked");
         }

@@ -25,7 +25,9 @@ pub const MAGIC: [u8; 8] = *b"fanfare\x01";
 
 /// The longest record body: a topic (64 KiB), properties and a payload of MQTT's largest
 /// packet (256 MiB) fit. A longer length field is corruption, not a record: it limits what a
-/// damaged file makes the loader allocate.
+/// damaged file makes the loader allocate. Part of the format rather than a setting: files
+/// written under a larger bound would read as corrupt under a smaller one, and what a record
+/// holds is already bounded by `packet_bytes_max` and `session_queue_bytes_max`.
 pub const RECORD_BYTES_MAX: usize = 1 << 29;
 
 /// Bytes before a record's body: its length and checksum.

@@ -25,21 +25,7 @@ use super::files;
 use super::record::{self, SetRef};
 use super::session_record::{self, SessionRef};
 use crate::broker::{COVER_BARRIER, RetainedWrite, RoutedMessage, SessionImage, SessionWrite};
-use crate::config::Durability;
-
-/// A log is compacted into a snapshot once it holds this many times the bytes of its live
-/// records: at most 4× the live data on disk, and each byte written is rewritten at most
-/// about 1/3 more times by compactions.
-const COMPACT_RATIO: u64 = 4;
-/// ... and only past this many bytes: a small log is cheaper to keep than to rewrite.
-const COMPACT_BYTES_MIN: u64 = 4 * 1024 * 1024;
-/// Batches taken from the queue before they are written and synced together: one write and
-/// one sync per shard cover them all (group commit), and the loop still notices a full disk
-/// within this many batches.
-const BATCHES_PER_WRITE_MAX: usize = 256;
-/// After a failed write, how soon the thread tries again (by rewriting the shard's snapshot)
-/// even if no update comes.
-const RETRY_AFTER: Duration = Duration::from_secs(1);
+use crate::config::{Durability, StoreLimits};
 
 /// What a shard's broker changed since its last flush: retained topics it owns, and its
 /// persistent sessions; under `durability = "sync"`, the barriers it answers with this flush.
@@ -274,6 +260,11 @@ struct ShardLog {
 pub(super) struct Writer {
     logs: Vec<ShardLog>,
     durability: Durability,
+    /// `compaction_log_ratio` and `compaction_log_bytes_min` say when a log is compacted,
+    /// `store_flushes_per_write_max` how many batches one write and sync cover (group commit),
+    /// `store_retry_interval_ms` how soon a failed write is tried again (by rewriting the
+    /// shard's snapshot) even if no update comes.
+    limits: StoreLimits,
     /// The last stamp given; stamps grow across restarts (see [`Writer::next_stamp`]).
     stamp: u64,
     /// Whether writes are failing now: logged once when they start failing and once when
@@ -297,7 +288,7 @@ pub(super) struct WriterLinks {
 }
 
 /// Milliseconds since the Unix epoch.
-pub(super) fn unix_ms(at: SystemTime) -> u64 {
+pub(crate) fn unix_ms(at: SystemTime) -> u64 {
     at.duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |since| {
             u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
@@ -305,7 +296,7 @@ pub(super) fn unix_ms(at: SystemTime) -> u64 {
 }
 
 /// The wall-clock time of `at`, in Unix milliseconds.
-fn wall_expiry(at: Option<Instant>, now: Instant, now_ms: u64) -> Option<u64> {
+pub(crate) fn wall_expiry(at: Option<Instant>, now: Instant, now_ms: u64) -> Option<u64> {
     let left = at?.saturating_duration_since(now);
     let left_ms = u64::try_from(left.as_millis()).unwrap_or(u64::MAX);
     // 0 means "never" in a record.
@@ -318,6 +309,7 @@ impl Writer {
     pub(super) fn new(
         data_dir: &Path,
         durability: Durability,
+        limits: StoreLimits,
         stamp: u64,
         loaded: Vec<(Arc<RoutedMessage>, Option<u64>)>,
         sessions: Vec<LiveSession>,
@@ -346,6 +338,7 @@ impl Writer {
                 })
                 .collect(),
             durability,
+            limits,
             stamp,
             failing: false,
             write_errors,
@@ -397,9 +390,11 @@ impl Writer {
     }
 
     pub(super) fn run(mut self, batches: Receiver<Batch>) {
+        let retry_after = Duration::from_millis(self.limits.retry_interval_ms.into());
+        let group_more = self.limits.flushes_per_write_max as usize - 1;
         loop {
             let first = if self.logs.iter().any(|log| log.dirty) {
-                match batches.recv_timeout(RETRY_AFTER) {
+                match batches.recv_timeout(retry_after) {
                     Ok(batch) => Some(batch),
                     Err(RecvTimeoutError::Timeout) => None,
                     Err(RecvTimeoutError::Disconnected) => break,
@@ -412,7 +407,7 @@ impl Writer {
             };
             if let Some(batch) = first {
                 self.apply(batch);
-                for batch in batches.try_iter().take(BATCHES_PER_WRITE_MAX - 1) {
+                for batch in batches.try_iter().take(group_more) {
                     self.apply(batch);
                 }
                 // The queue has room now: a shard it refused hands its flush over while this
@@ -554,7 +549,15 @@ impl Writer {
                 }
             }
             let log = &self.logs[shard];
-            if log.log_bytes > COMPACT_BYTES_MIN.max(COMPACT_RATIO * log.live_bytes) {
+            // At most `compaction_log_ratio` × the live data on disk, and each byte written is
+            // rewritten about 1/(ratio − 1) more times; a log under the floor is cheaper to keep
+            // than to rewrite.
+            let ratio = u64::from(self.limits.compaction_log_ratio);
+            let compact_past = self
+                .limits
+                .compaction_log_bytes_min
+                .max(ratio.saturating_mul(log.live_bytes));
+            if log.log_bytes > compact_past {
                 self.compact(shard, now_ms);
             }
         }
@@ -629,8 +632,8 @@ impl Writer {
             self.failing = true;
             self.writable.store(false, Relaxed);
             error!(
-                "store: cannot write retained messages and sessions: {why}; QoS 1/2 publishes refused (MQTT 5: 0x97 Quota exceeded, 3.x: not acknowledged) and QoS 0 served until it can, retrying every {} s (counted in fanfare_store_write_errors_total)",
-                RETRY_AFTER.as_secs()
+                "store: cannot write retained messages and sessions: {why}; QoS 1/2 publishes refused (MQTT 5: 0x97 Quota exceeded, 3.x: not acknowledged) and QoS 0 served until it can, retrying every {} ms (counted in fanfare_store_write_errors_total)",
+                self.limits.retry_interval_ms
             );
         }
     }
@@ -719,7 +722,15 @@ mod tests {
             durable: Arc::clone(&durable),
             wake,
         };
-        let mut writer = Writer::new(&dir, Durability::Sync, 0, Vec::new(), Vec::new(), links);
+        let mut writer = Writer::new(
+            &dir,
+            Durability::Sync,
+            StoreLimits::default(),
+            0,
+            Vec::new(),
+            Vec::new(),
+            links,
+        );
         assert!(writer.compact_all(), "{} is writable", dir.display());
         let echo = Echo { entry: 1, seq: 3 };
         let message = Arc::new(RoutedMessage::new(

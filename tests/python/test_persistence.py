@@ -4,8 +4,9 @@ ones stay deleted; persistent sessions (3.1.1 clean session 0, MQTT 5 session ex
 `kill -9` with their subscriptions and queued messages, and one that expired while the broker
 was down is gone; under `durability = "sync"` a QoS 1/2 publish is acknowledged once it is
 durable on every shard; one broker per directory, a torn tail is cut, and corruption before the end
-stops start-up unless `--recover`; on a full disk QoS 1/2 publishes are refused (MQTT 5 0x97,
-3.1.1 unacknowledged) and QoS 0 served, until the disk has room again."""
+stops start-up unless `--recover`; a small `compaction_log_bytes_min` compacts the log; on a full
+disk QoS 1/2 publishes are refused (MQTT 5 0x97, 3.1.1 unacknowledged) and QoS 0 served, until
+the disk has room again."""
 
 from __future__ import annotations
 
@@ -192,6 +193,34 @@ def test_corruption_stops_start_up_and_recover_keeps_the_rest(start, v5, topic, 
     assert str(log) in broker.wait_for_log("skipped (--recover)")
     got = retained(v5, broker, f"{topic}/#", 1)
     assert list(got) == [f"{topic}/b"]
+
+
+def log_after_updates(start, v5, topic: str, data: Path, config: dict) -> Path:
+    """A one-shard broker's log after 100 acknowledged updates of one retained topic, each
+    written on its own (`sync` acknowledges a QoS 1 publish once it is on disk)."""
+    broker = start(shards=1, args=["--data-dir", str(data)],
+                   config={"durability": "sync", **config})
+    pub = v5(broker)
+    for n in range(100):
+        payload = f"update-{n:03}-".encode() + b"x" * 200
+        pub.publish5(f"{topic}/score", payload, qos=1, retain=True)
+    return data / "shard-0" / "retained.log"
+
+
+def test_a_small_compaction_trigger_compacts_the_log(start, v5, topic, tmp_path):
+    # Without it the 4 MiB floor keeps all 100 records (about 28 KB) in the log...
+    kept = log_after_updates(start, v5, topic, tmp_path / "default", {})
+    assert kept.stat().st_size > 20_000
+    # ... with a 4 KiB floor the log is compacted into the snapshot each time it passes it,
+    # so it never holds much more than the floor, and the snapshot holds a late update (at
+    # start-up it was written empty).
+    floor = 4096
+    data = tmp_path / "small"
+    log = log_after_updates(start, v5, topic, data, {"compaction_log_bytes_min": floor})
+    assert log.stat().st_size <= floor + 1024
+    snapshot = (data / "shard-0" / "retained.snapshot").read_bytes()
+    assert b"update-" in snapshot
+    assert b"update-000-" not in snapshot
 
 
 def session_props(expiry_s: int):

@@ -104,3 +104,49 @@ fn the_second_copy_of_a_message_that_came_both_ways_is_dropped() {
     assert!(crossings.second_copy(Path::Pulled, fingerprint("a/1", b"once")));
     assert_eq!(crossings.second_copies(), 2);
 }
+
+#[test]
+fn what_crossed_a_bridge_goes_to_no_bridge_member_of_a_shared_group() {
+    let mut h = Harness::new();
+    // Group g: conn 1 an ordinary client, conn 2 a bridge; group solo: conn 3, a bridge only.
+    h.connect(1, &Client::new("member"));
+    h.packet(1, &subscribe(1, &[("$share/g/a/#", QoS::AtMostOnce)]));
+    for (conn, id, filter) in [
+        (2, "bridge", "$share/g/a/#"),
+        (3, "solo", "$share/solo/a/#"),
+    ] {
+        let bridge = Client {
+            bridge: true,
+            ..Client::new(id)
+        };
+        h.connect(conn, &bridge);
+        h.packet(conn, &subscribe(1, &[(filter, QoS::AtMostOnce)]));
+    }
+    for _ in 0..4 {
+        let mut message = RoutedMessage::new("a/1", b"pulled", QoS::AtMostOnce, false);
+        message.bridged = true;
+        let mut out = Outbox::default();
+        let now = h.at(0.0);
+        h.broker
+            .publish_from_remote(Arc::new(message), now, &mut out);
+        let step = h.finish(out);
+        assert_eq!(
+            payloads(&step.to(1)),
+            [b"pulled"],
+            "the member that may take it"
+        );
+        assert!(step.to(2).is_empty());
+        assert!(step.to(3).is_empty());
+    }
+    assert_eq!(h.broker.stats().shared_dropped, 0, "left out, not dropped");
+    // What did not cross a bridge goes to bridge members as to any other, in turn.
+    h.connect(4, &Client::new("pub"));
+    let mut got = [0; 4];
+    for _ in 0..2 {
+        let step = h.packet(4, &publish("a/1", b"local", Delivery::AtMostOnce, false));
+        for (conn, count) in got.iter_mut().enumerate() {
+            *count += payloads(&step.to(conn as u64)).len();
+        }
+    }
+    assert_eq!(got, [0, 1, 1, 2]);
+}
