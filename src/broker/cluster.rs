@@ -16,9 +16,11 @@ impl Broker {
     /// Turns cluster mode on, right after `Broker::new` (the interest of subscriptions made
     /// before would not be known): from now on publishes that enter on this shard also go to
     /// `Outbox::to_remote`, and the tries record the filters that gain their first or lose
-    /// their last subscriber.
+    /// their last subscriber, and the client identifiers of accepted CONNECTs go to
+    /// `Outbox::connected_clients`.
     pub fn join_cluster(&mut self) {
         self.forwards_out = true;
+        self.announces_clients = true;
         self.trie.record_interest();
         self.shared.record_interest();
     }
@@ -29,6 +31,13 @@ impl Broker {
     pub fn take_interest(&mut self, into: &mut Vec<(Box<str>, bool)>) {
         self.trie.take_interest(into);
         self.shared.take_interest(into);
+    }
+
+    /// Another node accepted a CONNECT with `client_id`: a connection of this shard with it is
+    /// closed as a local takeover closes it (`connect.rs`). Its session stays here.
+    pub fn taken_over_elsewhere(&mut self, client_id: &str, now: Instant, out: &mut Outbox) {
+        self.now = now;
+        self.take_over(client_id, now, out);
     }
 
     /// Publishes that enter on this node also go to `Outbox::to_remote`, for the bridges

@@ -191,6 +191,10 @@ impl Broker {
         };
         let connack = self.accepting_connack(version, transport, session_present, &granted);
         out.send(conn, Chunk::Owned(connack), Droppable::No);
+        // An assigned identifier is unique on this node only: the other nodes are not told.
+        if self.announces_clients && !connect.client_id.is_empty() {
+            out.connected_clients.push(client_id.into());
+        }
         self.resume_outbound(key, out);
     }
 
@@ -412,7 +416,7 @@ impl Broker {
     /// DISCONNECT, which is exactly when [MQTT-3.1.2-8] asks for the will (Mosquitto does the
     /// same). A client that wants no will on takeover sends DISCONNECT first. An MQTT 5 will
     /// with a delay is cancelled by the new connection resuming the session [MQTT-3.1.3-9].
-    fn take_over(&mut self, client_id: &str, now: Instant, out: &mut Outbox) {
+    pub(super) fn take_over(&mut self, client_id: &str, now: Instant, out: &mut Outbox) {
         let Some(key) = self.client_ids.get(client_id, &self.sessions) else {
             return;
         };

@@ -196,6 +196,8 @@ pub struct Broker {
     /// Cluster mode or bridges (`cluster.rs`): publishes that enter on this node also go to
     /// `Outbox::to_remote`, for the other nodes and the bridged brokers.
     forwards_out: bool,
+    /// Cluster mode (`cluster.rs`): accepted CONNECTs go to `Outbox::connected_clients`.
+    announces_clients: bool,
     stats: BrokerStats,
 }
 
@@ -235,6 +237,7 @@ impl Broker {
             assigned_ids: 0,
             response_topic_prefix: None,
             forwards_out: false,
+            announces_clients: false,
             stats: BrokerStats::default(),
         }
     }

@@ -170,6 +170,9 @@ pub struct Outbox {
     /// In cluster mode or with bridges: publishes that entered on this node, for the other
     /// nodes (`crate::cluster`) and the bridged brokers (`crate::bridge`).
     pub to_remote: Vec<Arc<RoutedMessage>>,
+    /// In cluster mode: the client identifiers of the CONNECTs accepted this turn, for the
+    /// other nodes to take down their connections with them (`crate::cluster::client_ids`).
+    pub connected_clients: Vec<Box<str>>,
 }
 
 /// What the topic rules denied a client: a publish to a topic or a subscription to a filter.
@@ -241,6 +244,7 @@ impl Outbox {
         shed(&mut self.to_other_shards);
         shed(&mut self.to_shard);
         shed(&mut self.to_remote);
+        shed(&mut self.connected_clients);
     }
 
     pub fn is_empty(&self) -> bool {

@@ -28,6 +28,7 @@ use futures::StreamExt;
 use log::{info, warn};
 use tokio::task::JoinHandle;
 
+use super::client_ids::{self, Takeovers};
 use super::headers::{self, from_headers, to_headers};
 use super::link::ClusterLink;
 use super::retained::RetainedStream;
@@ -192,7 +193,20 @@ impl Bridge {
             limits: self.limits.clone(),
             link: Arc::clone(&self.link),
         });
+        let takeovers = Takeovers {
+            node: self.node.clone(),
+            client_id_bytes_max: usize::from(self.limits.client_id_bytes_max),
+            link: Arc::clone(&self.link),
+        };
+        let clients_subject = client_ids::subject(&self.prefix);
+        match client.subscribe(clients_subject.clone()).await {
+            Ok(subscriber) => drop(tokio::spawn(takeovers.serve(subscriber))),
+            Err(e) => warn!(
+                "cluster: cannot subscribe to {clients_subject:?}: {e}; a CONNECT on another node does not take over a client id connected here"
+            ),
+        }
         loop {
+            let more_clients = self.announce_clients(&client).await;
             while let Some((filter, gained)) = self.link.next_interest() {
                 self.change_interest(&client, &intake, filter, gained).await;
             }
@@ -204,7 +218,7 @@ impl Bridge {
                 self.publish(&client, &message).await;
                 sent += 1;
             }
-            if sent < PUBLISHES_PER_ROUND_MAX {
+            if sent < PUBLISHES_PER_ROUND_MAX && !more_clients {
                 self.link.pipes.woken().await;
             } else {
                 // Let the subscriptions' tasks run between rounds.
@@ -218,11 +232,32 @@ impl Bridge {
     async fn discard_forever(&self) {
         loop {
             while self.link.next_interest().is_some() {}
+            while self.link.next_connected().is_some() {
+                self.link.figures.dropped.fetch_add(1, Ordering::Relaxed);
+            }
             while self.link.pipes.next_out().is_some() {
                 self.link.figures.dropped.fetch_add(1, Ordering::Relaxed);
             }
             self.link.pipes.woken().await;
         }
+    }
+
+    /// Tells the other nodes the client ids of the CONNECTs accepted here since the last
+    /// round, up to [`PUBLISHES_PER_ROUND_MAX`] of them; returns whether more wait. Dropped
+    /// while NATS is down: told later, an id could take down a newer connection elsewhere.
+    async fn announce_clients(&self, client: &async_nats::Client) -> bool {
+        for _ in 0..PUBLISHES_PER_ROUND_MAX {
+            let Some((client_id, at_us)) = self.link.next_connected() else {
+                return false;
+            };
+            if client.connection_state() != async_nats::connection::State::Connected {
+                self.link.figures.dropped.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            let (prefix, node) = (&self.prefix, &self.node);
+            client_ids::announce(client, prefix, node, &client_id, at_us).await;
+        }
+        true
     }
 
     /// Moves `filter`'s count; subscribes its subjects on the first holder and unsubscribes

@@ -17,20 +17,32 @@
 //!   each message, so that is also about the memory they hold); a full queue is not a drop:
 //!   the bridge waits for room, since a lost update would leave a stale value.
 //!
+//! - **Client identifiers** (`client_ids.rs`): those of the CONNECTs accepted here, for the
+//!   other nodes, and those the other nodes accepted, one queue per shard, each at most
+//!   [`CLIENT_IDS_WAITING_MAX`]; past it an identifier is dropped and counted with the
+//!   publishes (`dropped`, `received_dropped`), and that takeover does not happen.
+//!
 //! The messages wait in `crate::shard::byte_queue::Pipes`, which the bridges to other MQTT
 //! brokers use too (`crate::bridge::link`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use super::client_ids::TakenOver;
 use crate::broker::RoutedMessage;
 use crate::shard::byte_queue::{ByteQueue, Full, Pipes};
 use crate::shard::mailbox::Mailboxes;
-use crossbeam::queue::SegQueue;
+use crossbeam::queue::{ArrayQueue, SegQueue};
 
 /// Messages from NATS one shard takes per loop turn: bounds the turn, as the admin requests'
 /// and the mailboxes' bounds do; the rest wait for the next turn.
 pub const FROM_CLUSTER_PER_TURN_MAX: usize = 1024;
+
+/// Client identifiers waiting in each of the queues of `client_ids.rs`: far more than the
+/// CONNECTs a node accepts between two turns of the bridge or of a shard. Worst case per queue:
+/// 1 024 × `client_id_bytes_max` (256 KiB at the default 256 bytes, 64 MiB at its 65 535
+/// bytes at most).
+pub const CLIENT_IDS_WAITING_MAX: usize = 1024;
 
 /// The shard that takes the messages from NATS.
 pub const INTAKE_SHARD: usize = 0;
@@ -72,6 +84,11 @@ pub struct ClusterLink {
     interest: SegQueue<InterestChange>,
     /// One per shard, indexed by shard.
     retained: Vec<ByteQueue>,
+    /// Client identifiers of CONNECTs accepted on this node and when (`client_ids::now_us`),
+    /// for the other nodes.
+    connected: ArrayQueue<(Box<str>, u64)>,
+    /// Per shard: client identifiers of CONNECTs accepted on other nodes.
+    taken_over: Vec<ArrayQueue<TakenOver>>,
     mailboxes: Arc<Mailboxes>,
     pub figures: ClusterFigures,
 }
@@ -80,6 +97,9 @@ impl ClusterLink {
     pub fn new(mailboxes: Arc<Mailboxes>, out_bytes_max: u64, in_bytes_max: u64) -> ClusterLink {
         let retained = (0..mailboxes.shard_count())
             .map(|_| ByteQueue::new(in_bytes_max))
+            .collect();
+        let taken_over = (0..mailboxes.shard_count())
+            .map(|_| ArrayQueue::new(CLIENT_IDS_WAITING_MAX))
             .collect();
         ClusterLink {
             pipes: Pipes::new(
@@ -90,6 +110,8 @@ impl ClusterLink {
             ),
             interest: SegQueue::new(),
             retained,
+            connected: ArrayQueue::new(CLIENT_IDS_WAITING_MAX),
+            taken_over,
             mailboxes,
             figures: ClusterFigures::default(),
         }
@@ -108,6 +130,20 @@ impl ClusterLink {
     /// Queues an interest change; never dropped (see the module documentation).
     pub fn change_interest(&self, change: InterestChange) {
         self.interest.push(change);
+    }
+
+    /// Queues the client identifier of a CONNECT this node accepted at `at_us`, for the other
+    /// nodes, or counts it dropped when the queue is full. The bridge is woken with the
+    /// publishes.
+    pub fn connected(&self, client_id: Box<str>, at_us: u64) {
+        if self.connected.push((client_id, at_us)).is_err() {
+            self.figures.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The next client identifier another node accepted a CONNECT for, owned by `shard`.
+    pub fn take_taken_over(&self, shard: usize) -> Option<TakenOver> {
+        self.taken_over.get(shard)?.pop()
     }
 
     /// The next retained message from the stream for `shard`'s replica.
@@ -129,6 +165,21 @@ impl ClusterLink {
 
     pub(super) fn shard_count(&self) -> usize {
         self.retained.len()
+    }
+
+    pub(super) fn next_connected(&self) -> Option<(Box<str>, u64)> {
+        self.connected.pop()
+    }
+
+    /// Hands `shard` a client identifier another node accepted a CONNECT for, and wakes it;
+    /// gives it back when the shard's queue is full.
+    pub(super) fn take_over(&self, shard: usize, taken: TakenOver) -> Result<(), TakenOver> {
+        let Some(queue) = self.taken_over.get(shard) else {
+            return Err(taken);
+        };
+        queue.push(taken)?;
+        self.mailboxes.wake(shard);
+        Ok(())
     }
 
     pub(super) fn next_interest(&self) -> Option<InterestChange> {

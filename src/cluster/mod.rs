@@ -3,10 +3,12 @@
 //! - `subject.rs`: MQTT topics and filters as NATS subjects, as nats-server maps them.
 //! - `link.rs`: the queues between the shards and the bridge, bounded in bytes both ways.
 //! - `headers.rs`: the RETAIN flag and MQTT 5 properties as NATS headers.
+//! - `client_ids.rs`: a CONNECT on one node takes down the same client id on the others.
 //! - `retained.rs`: retained messages in a JetStream stream that every node follows.
 //! - `bridge.rs`: the thread that runs the NATS client, off the shard loops.
 
 pub mod bridge;
+pub mod client_ids;
 pub mod headers;
 pub mod link;
 pub mod retained;

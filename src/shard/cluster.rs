@@ -1,5 +1,6 @@
 //! The shard's side of cluster mode (`crate::cluster`): each loop turn it hands the bridge
-//! this turn's publishes and interest changes, and the intake shard takes the messages from
+//! this turn's publishes, interest changes and accepted client ids, closes the connections
+//! whose client ids other nodes accepted, and the intake shard takes the messages from
 //! other nodes, a bounded number per turn.
 
 use std::sync::Arc;
@@ -38,6 +39,21 @@ impl Shard {
                 self.busy = true;
             }
         }
+        for n in 0..FROM_CLUSTER_PER_TURN_MAX {
+            let Some(taken) = link.take_taken_over(self.id) else {
+                break;
+            };
+            // A CONNECT accepted this turn is stamped after the other node's, which was sent
+            // before this turn took it: the one here is the newer (`client_ids.rs`).
+            let accepted_now = self.outbox.connected_clients.contains(&taken.client_id);
+            if !accepted_now && self.announced.is_newer(&taken) {
+                self.broker
+                    .taken_over_elsewhere(&taken.client_id, now, &mut self.outbox);
+            }
+            if n + 1 == FROM_CLUSTER_PER_TURN_MAX {
+                self.busy = true;
+            }
+        }
         if self.id != INTAKE_SHARD || self.stop_deadline.is_some() {
             return;
         }
@@ -58,9 +74,20 @@ impl Shard {
             return;
         };
         self.broker.take_interest(&mut self.interest_changes);
-        let any = !self.outbox.to_remote.is_empty() || !self.interest_changes.is_empty();
+        let any = !self.outbox.to_remote.is_empty()
+            || !self.interest_changes.is_empty()
+            || !self.outbox.connected_clients.is_empty();
         for change in self.interest_changes.drain(..) {
             link.change_interest(change);
+        }
+        if !self.outbox.connected_clients.is_empty() {
+            // Stamped before this turn's CONNACKs leave: a client that hears its CONNACK and
+            // connects to another node is stamped later there (`client_ids.rs`).
+            let at_us = crate::cluster::client_ids::now_us();
+            for client_id in self.outbox.connected_clients.drain(..) {
+                self.announced.note(&client_id, at_us);
+                link.connected(client_id, at_us);
+            }
         }
         for message in &self.outbox.to_remote {
             link.send(Arc::clone(message));

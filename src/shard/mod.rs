@@ -234,6 +234,9 @@ struct Shard {
     cluster: Option<Arc<ClusterLink>>,
     /// The turn's interest changes on their way to the bridge; empty between turns.
     interest_changes: Vec<crate::cluster::link::InterestChange>,
+    /// Cluster mode: when this shard last announced each client id, to ignore older
+    /// announcements from other nodes (`crate::cluster::client_ids`).
+    announced: crate::cluster::client_ids::Announced,
     /// Retained messages from the cluster's stream that did not fit the replica's bounds.
     retained_from_cluster_rejected: u64,
     /// The queues to and from each bridge (`bridges.rs`).
@@ -394,6 +397,7 @@ impl Shard {
             busy: false,
             cluster: setup.cluster,
             interest_changes: Vec::new(),
+            announced: Default::default(),
             retained_from_cluster_rejected: 0,
             bridge_states: vec![None; setup.bridges.len()],
             bridges_refusing: 0,

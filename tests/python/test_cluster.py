@@ -1,6 +1,7 @@
 """Two fanfare nodes on one nats-server: publishes cross nodes once, whole (RETAIN and the
 MQTT 5 properties), native NATS publishers reach MQTT subscribers, nothing comes back to the
-node it left, and retained messages live in JetStream for every node (docs/scale-out.md).
+node it left, retained messages live in JetStream for every node, and a client id connected
+on one node is taken over by a CONNECT on another (docs/scale-out.md).
 
 A NATS subscription is made in the background after SUBSCRIBE; each test first sends probes
 until one arrives, so the path is known to be open, then checks what it is about.
@@ -14,6 +15,7 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.packettypes import PacketTypes
 
+from client import unique_id
 from client5 import Client5, props
 from natsserver import NatsPublisher, NatsServer, nats_server_bin
 from probe import open_path
@@ -309,3 +311,67 @@ def test_mqtt5_properties_arrive_on_the_other_node(node, clients, topic):
     finally:
         pub.close()
         sub.close()
+
+
+@pytest.fixture
+def v5_clients():
+    """MQTT 5 clients on any node: `v5_clients(broker, client_id=..., will=...)`, connected;
+    each one's thread is stopped at teardown."""
+    made: list[Client5] = []
+
+    def _make(broker, client_id=None, **kw) -> Client5:
+        c = Client5(broker, "tcp", client_id, **kw)
+        made.append(c)
+        c.connect()
+        return c
+
+    yield _make
+    for c in made:
+        c.close()
+
+
+def still_serves(client, topic: str) -> None:
+    """`client` is connected: a publish to itself comes back, and it was never disconnected."""
+    client.subscribe(topic, 0)
+    client.publish(topic, b"still here", 0)
+    assert client.wait_for_message().payload == b"still here"
+    assert not client.disconnected.is_set(), f"{client.client_id} was disconnected"
+
+
+def test_mqtt5_connect_on_another_node_takes_over_the_client_id(node, clients, v5_clients, topic):
+    a, b = node("a"), node("b")
+    watcher = clients(a, "tcp")
+    watcher.subscribe(topic + "/will", 1)
+    other = v5_clients(a)
+    first = v5_clients(a, unique_id("moving"), will=(topic + "/will", b"gone", 1, False))
+
+    second = v5_clients(b, first.client_id)
+    assert first.wait_for_disconnect_reason() == 0x8E
+    # A takeover ends the first connection without a DISCONNECT from its client: its will.
+    assert watcher.wait_for_message().payload == b"gone"
+    still_serves(second, topic + "/second")
+    still_serves(other, topic + "/other")
+    wait_for_metric(a, "fanfare_takeovers_total", lambda v: v == 1)
+
+
+def test_mqtt311_connect_on_another_node_closes_the_first(node, clients, topic):
+    a, b = node("a"), node("b")
+    other = clients(a, "tcp")
+    first = clients(a, "tcp", unique_id("moving"))
+
+    second = clients(b, "ws", first.client_id)
+    first.wait_for_disconnect()
+    still_serves(second, topic + "/second")
+    still_serves(other, topic + "/other")
+
+
+def test_without_nats_a_takeover_on_the_node_still_works(start, v5_clients, topic):
+    from broker import free_port
+    url = f"nats://127.0.0.1:{free_port()}"
+    a = start(shards=2, args=["--nats", url],
+              config={"cluster": {"node": "alone", "ready_needs_nats": False}})
+    first = v5_clients(a, unique_id("local"))
+    second = v5_clients(a, first.client_id)
+    assert first.wait_for_disconnect_reason() == 0x8E
+    still_serves(second, topic)
+    assert a.alive()

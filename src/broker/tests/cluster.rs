@@ -115,3 +115,36 @@ fn a_retained_message_from_the_stream_is_kept_not_delivered() {
     let step = h.packet(3, &subscribe(1, &[("score/+", QoS::AtMostOnce)]));
     assert!(step.publishes(3).is_empty());
 }
+
+#[test]
+fn accepted_client_ids_are_announced_in_cluster_mode_only() {
+    let mut h = Harness::new();
+    let step = h.connect(1, &Client::new("alone"));
+    assert!(step.connected_clients.is_empty(), "not in cluster mode");
+    h.broker.join_cluster();
+    let step = h.connect(2, &Client::new("dev"));
+    assert_eq!(step.connected_clients, vec!["dev".into()]);
+    let step = h.connect(3, &Client::new(""));
+    assert!(
+        step.connected_clients.is_empty(),
+        "an assigned id is this node's own"
+    );
+}
+
+#[test]
+fn a_connect_on_another_node_takes_over_like_a_local_one() {
+    let mut h = Harness::new();
+    h.broker.join_cluster();
+    h.connect(1, &Client::new("dev"));
+    h.connect(2, &Client::new("other"));
+    let mut out = Outbox::default();
+    let now = h.at(1.0);
+    h.broker.taken_over_elsewhere("dev", now, &mut out);
+    h.broker.taken_over_elsewhere("nobody", now, &mut out);
+    let step = h.finish(out);
+    assert_eq!(
+        step.closes,
+        vec![(ConnId(1), CloseReason::SessionTakenOver)]
+    );
+    assert_eq!(h.broker.stats().takeovers, 1);
+}

@@ -151,6 +151,7 @@ pub(super) struct Step {
     pub(super) routed: Vec<Arc<RoutedMessage>>,
     pub(super) posted: Vec<(usize, ShardMessage)>,
     pub(super) to_remote: Vec<Arc<RoutedMessage>>,
+    pub(super) connected_clients: Vec<Box<str>>,
 }
 
 impl Step {
@@ -283,6 +284,7 @@ impl Harness {
         step.routed = out.to_other_shards;
         step.posted = out.to_shard;
         step.to_remote = out.to_remote;
+        step.connected_clients = out.connected_clients;
         step
     }
 
