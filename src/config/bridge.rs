@@ -291,7 +291,8 @@ pub struct BridgeSettings {
     #[serde(default)]
     pub client_id: Option<String>,
     /// User on the remote; its password is read from `password_file` (one final newline
-    /// trimmed), so no secret sits in the configuration.
+    /// trimmed), so no secret sits in the configuration. With `protocol = "5"` the password
+    /// file may go alone, as a token.
     #[serde(default)]
     pub username: Option<String>,
     #[serde(default)]
@@ -487,10 +488,16 @@ impl BridgeSettings {
                 "needs protocol = \"5\" (3.1.1 has no session expiry)",
             ));
         }
-        if self.username.is_some() != self.password_file.is_some() {
+        // MQTT 5 may send a password alone (a token, as cloud brokers take it); 3.1.1 sends
+        // one only with a user name [MQTT-3.1.2-22]. A user name alone is fine in both.
+        if self.password_file.is_some()
+            && self.username.is_none()
+            && self.protocol != BridgeProtocol::V5
+        {
             return Err(invalid(
-                "username",
-                "`username` and `password_file` go together",
+                "password_file",
+                "a 3.1.1 bridge sends a password only with a `username`; for a token alone \
+                 use protocol = \"5\"",
             ));
         }
         if self.reconnect_initial_ms == 0 || self.reconnect_initial_ms > self.reconnect_max_ms {
@@ -671,5 +678,20 @@ mod tests {
         assert!(validate(std::slice::from_ref(&b)).is_err());
         b.protocol = BridgeProtocol::V5;
         assert!(validate(std::slice::from_ref(&b)).is_ok());
+    }
+
+    #[test]
+    fn a_token_alone_needs_mqtt_5() {
+        let mut b = bridge("mqtt://127.0.0.1:1883");
+        b.password_file = Some(PathBuf::from("token"));
+        let err = validate(std::slice::from_ref(&b)).expect_err("3.1.1 needs a username");
+        assert!(err.to_string().contains("password_file"), "{err}");
+        b.protocol = BridgeProtocol::V5;
+        assert!(validate(std::slice::from_ref(&b)).is_ok());
+        b.protocol = BridgeProtocol::V311;
+        b.username = Some("edge".to_owned());
+        assert!(validate(std::slice::from_ref(&b)).is_ok());
+        b.password_file = None;
+        assert!(validate(std::slice::from_ref(&b)).is_ok(), "a user name alone");
     }
 }
