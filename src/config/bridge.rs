@@ -692,6 +692,9 @@ mod tests {
         b.username = Some("edge".to_owned());
         assert!(validate(std::slice::from_ref(&b)).is_ok());
         b.password_file = None;
-        assert!(validate(std::slice::from_ref(&b)).is_ok(), "a user name alone");
+        assert!(
+            validate(std::slice::from_ref(&b)).is_ok(),
+            "a user name alone"
+        );
     }
 }
