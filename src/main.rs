@@ -674,11 +674,7 @@ fn serve(config: Config, args: &Args, small_pages: std::io::Result<()>) -> anyho
     // Cluster mode: the NATS client's thread; it connects in the background, so the node
     // serves its own clients whether NATS is up or not.
     let cluster = if config.cluster.enabled() {
-        let link = Arc::new(ClusterLink::new(
-            Arc::clone(&mailboxes),
-            config.cluster.out_queue_bytes_max,
-            config.cluster.in_queue_bytes_max,
-        ));
+        let link = Arc::new(ClusterLink::new(Arc::clone(&mailboxes), &config.cluster));
         fanfare::cluster::spawn(&config.cluster, &config.limits, Arc::clone(&link))?;
         log::info!(
             "cluster: node {:?}, NATS {}, subjects under {:?}",

@@ -28,7 +28,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
 
@@ -39,16 +39,6 @@ use crate::broker::Broker;
 /// The header with the wall-clock time the CONNECT was accepted, in microseconds since the
 /// Unix epoch.
 pub const CONNECTED_AT: &str = "Fanfare-Connected-At";
-
-/// Identifiers a shard remembers having announced: CONNECTs past it within [`REMEMBERED_FOR`]
-/// forget the oldest, whose stale announcements from other nodes could then take down a newer
-/// connection here. Worst case per shard: 16 384 × 2 × `client_id_bytes_max` (8 MiB at the
-/// default 256 bytes).
-pub const ANNOUNCED_MAX: usize = 16_384;
-
-/// How long a shard remembers an identifier it announced: far longer than NATS takes to carry an
-/// announcement between two nodes.
-pub const REMEMBERED_FOR: Duration = Duration::from_secs(60);
 
 /// The subject that carries the identifiers of accepted CONNECTs: outside every subject an
 /// MQTT topic maps to (those start with the prefix or are single `$` tokens) and the retained
@@ -72,6 +62,15 @@ pub struct TakenOver {
     pub wins_tie: bool,
 }
 
+/// How much of its announcements a shard remembers (`[cluster] takeover_ids_remembered_max`
+/// and `takeover_remembered_s`): CONNECTs past the count within the time forget the oldest,
+/// whose stale announcements from other nodes could then take down a newer connection here.
+#[derive(Clone, Copy, Debug)]
+pub struct Remembered {
+    pub ids_max: usize,
+    pub for_us: u64,
+}
+
 /// When a shard last announced each identifier, the oldest first.
 #[derive(Default)]
 pub struct Announced {
@@ -82,12 +81,12 @@ pub struct Announced {
 impl Announced {
     /// Notes that `client_id` was announced at `at_us`, and forgets what is too old or too
     /// many.
-    pub fn note(&mut self, client_id: &str, at_us: u64) {
+    pub fn note(&mut self, client_id: &str, at_us: u64, remembered: Remembered) {
         self.at_us.insert(client_id.into(), at_us);
         self.order.push_back((client_id.into(), at_us));
-        let horizon_us = at_us.saturating_sub(REMEMBERED_FOR.as_micros() as u64);
+        let horizon_us = at_us.saturating_sub(remembered.for_us);
         while let Some((oldest, oldest_us)) = self.order.front() {
-            if self.order.len() <= ANNOUNCED_MAX && *oldest_us >= horizon_us {
+            if self.order.len() <= remembered.ids_max && *oldest_us >= horizon_us {
                 break;
             }
             // A later announcement of the same identifier keeps its entry.
@@ -202,11 +201,17 @@ mod tests {
         assert_eq!(subject(""), "$FANFARE_CLIENTS", "no empty token");
     }
 
+    /// The defaults of `[cluster]`: 16 384 identifiers for a minute.
+    const REMEMBERED: Remembered = Remembered {
+        ids_max: 16_384,
+        for_us: 60_000_000,
+    };
+
     #[test]
     fn the_newest_connect_wins() {
         let mut announced = Announced::default();
         assert!(announced.is_newer(&taken("c", 5, false)), "never here");
-        announced.note("c", 10);
+        announced.note("c", 10, REMEMBERED);
         assert!(!announced.is_newer(&taken("c", 9, true)), "stale");
         assert!(announced.is_newer(&taken("c", 11, false)));
         assert!(announced.is_newer(&taken("c", 10, true)), "a tie won");
@@ -217,9 +222,9 @@ mod tests {
     #[test]
     fn forgets_the_old_and_the_many() {
         let mut announced = Announced::default();
-        announced.note("old", 0);
-        announced.note("again", 0);
-        announced.note("again", 60_000_001);
+        announced.note("old", 0, REMEMBERED);
+        announced.note("again", 0, REMEMBERED);
+        announced.note("again", 60_000_001, REMEMBERED);
         assert!(
             announced.is_newer(&taken("old", 1, false)),
             "a minute later"
@@ -228,11 +233,11 @@ mod tests {
             !announced.is_newer(&taken("again", 60_000_000, true)),
             "its later entry stays"
         );
-        for n in 0..ANNOUNCED_MAX as u64 + 1 {
-            announced.note(&n.to_string(), 70_000_000);
+        for n in 0..REMEMBERED.ids_max as u64 + 1 {
+            announced.note(&n.to_string(), 70_000_000, REMEMBERED);
         }
-        assert_eq!(announced.order.len(), ANNOUNCED_MAX);
-        assert_eq!(announced.at_us.len(), ANNOUNCED_MAX);
+        assert_eq!(announced.order.len(), REMEMBERED.ids_max);
+        assert_eq!(announced.at_us.len(), REMEMBERED.ids_max);
         assert!(
             announced.is_newer(&taken("0", 1, false)),
             "the first one out"

@@ -19,7 +19,7 @@
 //!
 //! - **Client identifiers** (`client_ids.rs`): those of the CONNECTs accepted here, for the
 //!   other nodes, and those the other nodes accepted, one queue per shard, each at most
-//!   [`CLIENT_IDS_WAITING_MAX`]; past it an identifier is dropped and counted with the
+//!   `[cluster] takeover_ids_waiting_max`; past it an identifier is dropped and counted with the
 //!   publishes (`dropped`, `received_dropped`), and that takeover does not happen.
 //!
 //! The messages wait in `crate::shard::byte_queue::Pipes`, which the bridges to other MQTT
@@ -28,8 +28,9 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use super::client_ids::TakenOver;
+use super::client_ids::{Remembered, TakenOver};
 use crate::broker::RoutedMessage;
+use crate::config::ClusterSettings;
 use crate::shard::byte_queue::{ByteQueue, Full, Pipes};
 use crate::shard::mailbox::Mailboxes;
 use crossbeam::queue::{ArrayQueue, SegQueue};
@@ -37,12 +38,6 @@ use crossbeam::queue::{ArrayQueue, SegQueue};
 /// Messages from NATS one shard takes per loop turn: bounds the turn, as the admin requests'
 /// and the mailboxes' bounds do; the rest wait for the next turn.
 pub const FROM_CLUSTER_PER_TURN_MAX: usize = 1024;
-
-/// Client identifiers waiting in each of the queues of `client_ids.rs`: far more than the
-/// CONNECTs a node accepts between two turns of the bridge or of a shard. Worst case per queue:
-/// 1 024 × `client_id_bytes_max` (256 KiB at the default 256 bytes, 64 MiB at its 65 535
-/// bytes at most).
-pub const CLIENT_IDS_WAITING_MAX: usize = 1024;
 
 /// The shard that takes the messages from NATS.
 pub const INTAKE_SHARD: usize = 0;
@@ -91,15 +86,20 @@ pub struct ClusterLink {
     taken_over: Vec<ArrayQueue<TakenOver>>,
     mailboxes: Arc<Mailboxes>,
     pub figures: ClusterFigures,
+    /// How much of their own announcements the shards remember (`client_ids.rs`).
+    pub remembered: Remembered,
 }
 
 impl ClusterLink {
-    pub fn new(mailboxes: Arc<Mailboxes>, out_bytes_max: u64, in_bytes_max: u64) -> ClusterLink {
+    pub fn new(mailboxes: Arc<Mailboxes>, settings: &ClusterSettings) -> ClusterLink {
+        let (out_bytes_max, in_bytes_max) =
+            (settings.out_queue_bytes_max, settings.in_queue_bytes_max);
+        let ids_waiting_max = settings.takeover_ids_waiting_max;
         let retained = (0..mailboxes.shard_count())
             .map(|_| ByteQueue::new(in_bytes_max))
             .collect();
         let taken_over = (0..mailboxes.shard_count())
-            .map(|_| ArrayQueue::new(CLIENT_IDS_WAITING_MAX))
+            .map(|_| ArrayQueue::new(ids_waiting_max))
             .collect();
         ClusterLink {
             pipes: Pipes::new(
@@ -110,10 +110,14 @@ impl ClusterLink {
             ),
             interest: SegQueue::new(),
             retained,
-            connected: ArrayQueue::new(CLIENT_IDS_WAITING_MAX),
+            connected: ArrayQueue::new(ids_waiting_max),
             taken_over,
             mailboxes,
             figures: ClusterFigures::default(),
+            remembered: Remembered {
+                ids_max: settings.takeover_ids_remembered_max,
+                for_us: u64::from(settings.takeover_remembered_s) * 1_000_000,
+            },
         }
     }
 
@@ -206,11 +210,20 @@ mod tests {
         RoutedMessage::new(topic, &[0; 100], QoS::AtMostOnce, false)
     }
 
+    /// The default `[cluster]` with these byte bounds of the out and in queues.
+    fn queues(out_bytes_max: u64, in_bytes_max: u64) -> ClusterSettings {
+        ClusterSettings {
+            out_queue_bytes_max: out_bytes_max,
+            in_queue_bytes_max: in_bytes_max,
+            ..ClusterSettings::default()
+        }
+    }
+
     #[test]
     fn out_queue_is_bounded_in_bytes() {
         let mailboxes = Arc::new(Mailboxes::new(1, 4).expect("eventfds"));
         let one = message("a").bytes() as u64;
-        let link = ClusterLink::new(mailboxes, one * 2, one);
+        let link = ClusterLink::new(mailboxes, &queues(one * 2, one));
         for _ in 0..3 {
             link.send(Arc::new(message("a")));
         }
@@ -228,7 +241,7 @@ mod tests {
     fn in_queue_is_bounded_in_bytes_and_keeps_order() {
         let mailboxes = Arc::new(Mailboxes::new(2, 4).expect("eventfds"));
         let one = message("a").bytes() as u64;
-        let link = ClusterLink::new(mailboxes, one, one * 2);
+        let link = ClusterLink::new(mailboxes, &queues(one, one * 2));
         link.deliver(message("a"));
         link.deliver(message("b"));
         link.deliver(message("c"));
@@ -244,7 +257,7 @@ mod tests {
     fn retained_goes_to_every_shard_and_waits_for_room() {
         let mailboxes = Arc::new(Mailboxes::new(2, 4).expect("eventfds"));
         let one = message("a").bytes() as u64;
-        let link = ClusterLink::new(mailboxes, one, one);
+        let link = ClusterLink::new(mailboxes, &queues(one, one));
         let first = Arc::new(message("a"));
         let mut shards = vec![0, 1];
         link.offer_retained(&first, &mut shards);

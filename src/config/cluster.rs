@@ -21,6 +21,13 @@ pub const RETAINED_STREAM_BYTES_MAX: usize = 64;
 /// Most JetStream replicas `retained_replicas` may ask for: JetStream's own bound.
 pub const RETAINED_REPLICAS_MAX: u8 = 5;
 
+/// Most of `takeover_ids_waiting_max` and `takeover_ids_remembered_max`: each costs up to
+/// that many client identifiers of memory.
+pub const TAKEOVER_IDS_MAX: usize = 1 << 20;
+
+/// Longest `takeover_remembered_s`: a day; an announcement crosses NATS in milliseconds.
+pub const TAKEOVER_REMEMBERED_S_MAX: u32 = 86_400;
+
 /// How this node joins a cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterSettings {
@@ -60,6 +67,18 @@ pub struct ClusterSettings {
     /// Replicas of that stream when this node creates it; `None` (the default): 3 when the
     /// NATS cluster has 3 servers or more, else 1.
     pub retained_replicas: Option<u8>,
+    /// Client identifiers waiting in each queue between the shards and the NATS thread on
+    /// their way to a cluster-wide takeover (`cluster/client_ids.rs`); past it one is dropped
+    /// and counted, and that takeover does not happen. Worst case per queue: this many times
+    /// `client_id_bytes_max`.
+    pub takeover_ids_waiting_max: usize,
+    /// Client identifiers a shard remembers having announced, so that an older announcement
+    /// from another node does not take down a newer connection here. Worst case per shard:
+    /// twice this many times `client_id_bytes_max`.
+    pub takeover_ids_remembered_max: usize,
+    /// How long a shard remembers an identifier it announced: far longer than NATS takes to
+    /// carry an announcement between two nodes.
+    pub takeover_remembered_s: u32,
 }
 
 impl Default for ClusterSettings {
@@ -77,6 +96,9 @@ impl Default for ClusterSettings {
             ready_needs_nats: true,
             retained_stream: "FANFARE_RETAINED".to_owned(),
             retained_replicas: None,
+            takeover_ids_waiting_max: 1024,
+            takeover_ids_remembered_max: 16_384,
+            takeover_remembered_s: 60,
         }
     }
 }
@@ -106,6 +128,9 @@ pub(super) struct FileCluster {
     ready_needs_nats: Option<bool>,
     retained_stream: Option<String>,
     retained_replicas: Option<u8>,
+    takeover_ids_waiting_max: Option<usize>,
+    takeover_ids_remembered_max: Option<usize>,
+    takeover_remembered_s: Option<u32>,
 }
 
 impl FileCluster {
@@ -131,6 +156,15 @@ impl FileCluster {
         }
         if let Some(needs) = self.ready_needs_nats {
             cluster.ready_needs_nats = needs;
+        }
+        if let Some(max) = self.takeover_ids_waiting_max {
+            cluster.takeover_ids_waiting_max = max;
+        }
+        if let Some(max) = self.takeover_ids_remembered_max {
+            cluster.takeover_ids_remembered_max = max;
+        }
+        if let Some(seconds) = self.takeover_remembered_s {
+            cluster.takeover_remembered_s = seconds;
         }
         if let Some(stream) = self.retained_stream {
             cluster.retained_stream = stream;
@@ -189,6 +223,29 @@ impl ClusterSettings {
             if bytes == 0 {
                 return Err(ConfigError::invalid(key, "must be at least 1"));
             }
+        }
+        for (key, count) in [
+            (
+                "cluster.takeover_ids_waiting_max",
+                self.takeover_ids_waiting_max,
+            ),
+            (
+                "cluster.takeover_ids_remembered_max",
+                self.takeover_ids_remembered_max,
+            ),
+        ] {
+            if !(1..=TAKEOVER_IDS_MAX).contains(&count) {
+                return Err(ConfigError::invalid(
+                    key,
+                    &format!("must be 1 to {TAKEOVER_IDS_MAX}"),
+                ));
+            }
+        }
+        if !(1..=TAKEOVER_REMEMBERED_S_MAX).contains(&self.takeover_remembered_s) {
+            return Err(ConfigError::invalid(
+                "cluster.takeover_remembered_s",
+                &format!("must be 1 to {TAKEOVER_REMEMBERED_S_MAX} seconds"),
+            ));
         }
         let stream = &self.retained_stream;
         let stream_ok = stream
@@ -310,5 +367,29 @@ mod tests {
             };
             assert_eq!(key(cluster).as_deref(), Some("cluster.retained_replicas"));
         }
+        let waiting = ClusterSettings {
+            takeover_ids_waiting_max: 0,
+            ..on()
+        };
+        assert_eq!(
+            key(waiting).as_deref(),
+            Some("cluster.takeover_ids_waiting_max")
+        );
+        let remembered = ClusterSettings {
+            takeover_ids_remembered_max: TAKEOVER_IDS_MAX + 1,
+            ..on()
+        };
+        assert_eq!(
+            key(remembered).as_deref(),
+            Some("cluster.takeover_ids_remembered_max")
+        );
+        let forever = ClusterSettings {
+            takeover_remembered_s: 0,
+            ..on()
+        };
+        assert_eq!(
+            key(forever).as_deref(),
+            Some("cluster.takeover_remembered_s")
+        );
     }
 }

@@ -149,6 +149,15 @@ fn cluster(out: &mut Toml, cluster: &ClusterSettings) {
     out.value("out_queue_bytes_max", &cluster.out_queue_bytes_max);
     out.value("in_queue_bytes_max", &cluster.in_queue_bytes_max);
     out.value("ready_needs_nats", &cluster.ready_needs_nats);
+    out.value(
+        "takeover_ids_waiting_max",
+        &cluster.takeover_ids_waiting_max,
+    );
+    out.value(
+        "takeover_ids_remembered_max",
+        &cluster.takeover_ids_remembered_max,
+    );
+    out.value("takeover_remembered_s", &cluster.takeover_remembered_s);
     out.value("retained_stream", &cluster.retained_stream);
     out.optional("retained_replicas", cluster.retained_replicas.as_ref());
 }

@@ -85,7 +85,7 @@ impl Shard {
             // connects to another node is stamped later there (`client_ids.rs`).
             let at_us = crate::cluster::client_ids::now_us();
             for client_id in self.outbox.connected_clients.drain(..) {
-                self.announced.note(&client_id, at_us);
+                self.announced.note(&client_id, at_us, link.remembered);
                 link.connected(client_id, at_us);
             }
         }
