@@ -105,17 +105,24 @@ impl Broker {
             return false;
         }
         let print = fingerprint(&message.topic, &message.payload);
-        for crossings in &self.crossings {
-            let mut crossings = lock(crossings);
-            if crossings.covers(&message.topic) && crossings.second_copy(Path::Pushed, print) {
-                return true;
-            }
+        // Held from the look to the note, as the bridge holds its own while it looks, hands
+        // the message over and notes it: a pulled copy checked in between would find neither
+        // way noted and both copies would be delivered. Taken in one order, and the bridge
+        // holds only its own, so no two lockers wait on each other.
+        let mut covering: Vec<_> = self
+            .crossings
+            .iter()
+            .map(|crossings| lock(crossings))
+            .filter(|crossings| crossings.covers(&message.topic))
+            .collect();
+        if covering
+            .iter_mut()
+            .any(|crossings| crossings.second_copy(Path::Pushed, print))
+        {
+            return true;
         }
-        for crossings in &self.crossings {
-            let mut crossings = lock(crossings);
-            if crossings.covers(&message.topic) {
-                crossings.note(Path::Pushed, print);
-            }
+        for crossings in &mut covering {
+            crossings.note(Path::Pushed, print);
         }
         false
     }
