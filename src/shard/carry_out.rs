@@ -51,7 +51,13 @@ impl Shard {
     /// Under `sync`: holds what a connection whose persistent session changed is sent until
     /// the flush that wrote it is durable (`durable_sends.rs`); gives back what may go now.
     fn hold_until_durable(&mut self, id: ConnId, item: Held) -> Option<Held> {
-        let Some(persist) = self.persist.as_mut() else {
+        // Only `sync` keeps sends: under the other modes (every send of the fan-out path) the
+        // store's durable mark is not read at all.
+        let Some(persist) = self
+            .persist
+            .as_mut()
+            .filter(|persist| persist.sends.is_some())
+        else {
             return Some(item);
         };
         let durable = persist.durable_mark();
@@ -79,10 +85,10 @@ impl Shard {
         let Some(persist) = self.persist.as_mut() else {
             return;
         };
-        let durable = persist.durable_mark();
         if persist.sends.as_ref().is_none_or(DurableSends::is_empty) {
             return;
         }
+        let durable = persist.durable_mark();
         let Some(mut sends) = persist.sends.take() else {
             return;
         };
