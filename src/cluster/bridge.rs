@@ -13,6 +13,9 @@
 //! (`headers.rs`); a retained publish is also written to the JetStream stream that every
 //! node follows (`retained.rs`).
 //!
+//! **Sessions.** The images of this node's persistent sessions go to a JetStream bucket, and
+//! a CONNECT that resumes a session held elsewhere fetches it (`sessions.rs`).
+//!
 //! **No echo.** The connection asks the server not to send back its own messages, and every
 //! message carries [`headers::ORIGIN`] with the node's name: one that comes back from another
 //! connection of the same node (a restart, a second connection) is still recognised and
@@ -32,6 +35,7 @@ use super::client_ids::{self, Takeovers};
 use super::headers::{self, from_headers, to_headers};
 use super::link::ClusterLink;
 use super::retained::RetainedStream;
+use super::sessions::{SessionFetched, Sessions};
 use super::subject::{filter_subjects, subject_to_topic, topic_to_subject};
 use crate::broker::RoutedMessage;
 use crate::config::{ClusterSettings, Limits};
@@ -187,6 +191,21 @@ impl Bridge {
         ));
         tokio::spawn(Arc::clone(&retained).follow(client.clone()));
         self.retained = Some(retained);
+        let sessions = Arc::new(Sessions::new(
+            client.clone(),
+            &self.settings,
+            &self.limits,
+            Arc::clone(&self.link),
+        ));
+        tokio::spawn(Arc::clone(&sessions).prepare());
+        tokio::spawn(Arc::clone(&sessions).write());
+        let take_subject = sessions.take_subject();
+        match client.subscribe(take_subject.clone()).await {
+            Ok(subscriber) => drop(tokio::spawn(Arc::clone(&sessions).serve_takes(subscriber))),
+            Err(e) => warn!(
+                "cluster: cannot subscribe to {take_subject:?}: {e}; other nodes read the sessions of this node's clients from the bucket"
+            ),
+        }
         let intake = Arc::new(Intake {
             node: self.node.clone(),
             prefix: self.prefix.clone(),
@@ -207,6 +226,13 @@ impl Bridge {
         }
         loop {
             let more_clients = self.announce_clients(&client).await;
+            // Bounded by the queue: at most `sessions_waiting_max` per round.
+            while let Some(fetch) = self.link.next_fetch() {
+                sessions.start_fetch(fetch);
+            }
+            if self.link.sessions_waiting() {
+                sessions.writes_waiting.notify_one();
+            }
             while let Some((filter, gained)) = self.link.next_interest() {
                 self.change_interest(&client, &intake, filter, gained).await;
             }
@@ -237,6 +263,18 @@ impl Bridge {
             }
             while self.link.pipes.next_out().is_some() {
                 self.link.figures.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            while self.link.next_session_out().is_some() {}
+            while let Some(fetch) = self.link.next_fetch() {
+                let figures = &self.link.figures;
+                figures.session_fetches_failed.fetch_add(1, Ordering::Relaxed);
+                let fetched = SessionFetched {
+                    conn: fetch.conn,
+                    client_id: fetch.client_id,
+                    image: None,
+                };
+                // A CONNECT that got no answer ends at its connect deadline.
+                drop(self.link.fetched(fetch.shard, fetched));
             }
             self.link.pipes.woken().await;
         }

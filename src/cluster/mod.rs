@@ -5,6 +5,8 @@
 //! - `headers.rs`: the RETAIN flag and MQTT 5 properties as NATS headers.
 //! - `client_ids.rs`: a CONNECT on one node takes down the same client id on the others.
 //! - `retained.rs`: retained messages in a JetStream stream that every node follows.
+//! - `sessions.rs`: persistent sessions in a JetStream bucket, moved to the node their
+//!   client connects to.
 //! - `bridge.rs`: the thread that runs the NATS client, off the shard loops.
 
 pub mod bridge;
@@ -12,6 +14,7 @@ pub mod client_ids;
 pub mod headers;
 pub mod link;
 pub mod retained;
+pub mod sessions;
 pub mod subject;
 
 pub use bridge::{BridgeError, spawn};
