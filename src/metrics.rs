@@ -57,7 +57,7 @@ const fn counter(name: &'static str, help: &'static str) -> Metric {
 }
 
 /// Every metric, in the order of [`ShardFigures::values`].
-const METRICS: [Metric; 56] = [
+const METRICS: [Metric; 60] = [
     gauge(
         "fanfare_sockets",
         "Open sockets: clients, WebSocket upgrades and HTTP requests in progress.",
@@ -270,6 +270,22 @@ const METRICS: [Metric; 56] = [
         "fanfare_cluster_retained_caught_up",
         "Cluster mode: 1 once the replicas hold what the JetStream stream of retained messages held when the node started following it.",
     ),
+    counter(
+        "fanfare_cluster_sessions_stored_total",
+        "Cluster mode: persistent session images and ends of this node that JetStream acknowledged in the sessions bucket.",
+    ),
+    counter(
+        "fanfare_cluster_sessions_store_failed_total",
+        "Cluster mode: persistent session images and ends the sessions bucket did not take (no JetStream, refused, too large).",
+    ),
+    counter(
+        "fanfare_cluster_sessions_fetched_total",
+        "Cluster mode: persistent sessions a CONNECT here resumed from another node or from the sessions bucket.",
+    ),
+    counter(
+        "fanfare_cluster_session_fetches_failed_total",
+        "Cluster mode: CONNECTs resuming a session that got a new one because the cluster did not answer (NATS gone, session_fetch_timeout_ms passed, a queue full, an error).",
+    ),
 ];
 
 /// A metric's position in [`METRICS`], to read it from [`Totals`].
@@ -354,6 +370,10 @@ pub struct ClusterCounts {
     pub retained_store_failed: u64,
     pub retained_loaded: u64,
     pub retained_caught_up: bool,
+    pub sessions_stored: u64,
+    pub sessions_store_failed: u64,
+    pub sessions_fetched: u64,
+    pub session_fetches_failed: u64,
 }
 
 /// One shard's figures at one moment, in the order of [`METRICS`].
@@ -427,6 +447,10 @@ impl ShardFigures {
                 cluster.retained_store_failed,
                 cluster.retained_loaded,
                 u64::from(cluster.retained_caught_up),
+                cluster.sessions_stored,
+                cluster.sessions_store_failed,
+                cluster.sessions_fetched,
+                cluster.session_fetches_failed,
             ],
         }
     }

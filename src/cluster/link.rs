@@ -191,6 +191,11 @@ impl ClusterLink {
         self.sessions_out.push(out)
     }
 
+    /// Whether the queue of session images and answers is full.
+    pub fn sessions_full(&self) -> bool {
+        self.sessions_out.is_full()
+    }
+
     /// Asks the cluster for the session of a waiting CONNECT; gives it back when the queue is
     /// full (the CONNECT then gets a new session).
     pub fn fetch_session(&self, fetch: SessionFetch) -> Result<(), SessionFetch> {

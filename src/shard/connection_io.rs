@@ -398,12 +398,17 @@ impl Shard {
         self.deadlines.expire(now, |deadline, id| {
             let (phases, cause) = match deadline {
                 Deadline::Upgrade => (
-                    [Phase::WsHandshake, Phase::WsHandshake],
+                    [Phase::WsHandshake; 3],
                     CloseCause::HandshakeTimeout,
                 ),
-                // A password still with a verifier counts against the CONNECT deadline too.
+                // A password still with a verifier, or a session with the cluster, counts
+                // against the CONNECT deadline too.
                 Deadline::Connect => (
-                    [Phase::AwaitConnect, Phase::Verifying],
+                    [
+                        Phase::AwaitConnect,
+                        Phase::Verifying,
+                        Phase::FetchingSession,
+                    ],
                     CloseCause::ConnectTimeout,
                 ),
             };
