@@ -267,7 +267,9 @@ impl Bridge {
             while self.link.next_session_out().is_some() {}
             while let Some(fetch) = self.link.next_fetch() {
                 let figures = &self.link.figures;
-                figures.session_fetches_failed.fetch_add(1, Ordering::Relaxed);
+                figures
+                    .session_fetches_failed
+                    .fetch_add(1, Ordering::Relaxed);
                 let fetched = SessionFetched {
                     conn: fetch.conn,
                     client_id: fetch.client_id,

@@ -8,7 +8,9 @@
 //!   (`crate::store::encode_session_image`), its times on the wall clock. Each node writes the
 //!   images of the sessions it holds, conflated per session per `session_sync_interval_ms`
 //!   (the shards take them as they take the store's flushes, `broker/session_writes.rs`), and
-//!   deletes the key when a session ends. The writes leave the bridge in the order the shards
+//!   deletes the key when a session ends. A session begun by a CONNECT that found none in
+//!   the cluster has its key claimed (the node's name and no record) before its CONNACK: a
+//!   client that moves on before the first image was written is still sent to this node. The writes leave the bridge in the order the shards
 //!   made them, and their acknowledgements are awaited apart, a bounded number at a time.
 //! - **Moving.** A CONNECT that resumes a session its node does not hold waits for it
 //!   (`session_fetch_timeout_ms` at most). The node reads the key: no key, no session. A key
@@ -326,7 +328,8 @@ impl Sessions {
     }
 
     async fn fetch(self: Arc<Self>, fetch: SessionFetch, permit: OwnedSemaphorePermit) {
-        let found = tokio::time::timeout(self.fetch_timeout, self.find(&fetch.client_id)).await;
+        let found = tokio::time::timeout(self.fetch_timeout, self.find_or_claim(&fetch.client_id));
+        let found = found.await;
         let (image, found) = match found {
             Ok(Ok(image)) => (image, true),
             Ok(Err(e)) => {
@@ -351,7 +354,9 @@ impl Sessions {
     fn answer_fetch(&self, fetch: SessionFetch, image: Option<SessionImage>, found: bool) {
         let figures = &self.link.figures;
         match (found, &image) {
-            (false, _) => figures.session_fetches_failed.fetch_add(1, Ordering::Relaxed),
+            (false, _) => figures
+                .session_fetches_failed
+                .fetch_add(1, Ordering::Relaxed),
             (true, Some(_)) => figures.sessions_fetched.fetch_add(1, Ordering::Relaxed),
             (true, None) => 0,
         };
@@ -363,8 +368,25 @@ impl Sessions {
         // Fetches under way are at most the queue's room; a CONNECT that still got no answer
         // ends at its connect deadline.
         if self.link.fetched(fetch.shard, answer).is_err() {
-            figures.session_fetches_failed.fetch_add(1, Ordering::Relaxed);
+            figures
+                .session_fetches_failed
+                .fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// The session of `client_id` in the cluster; when there is none, its key is claimed for
+    /// this node before the CONNECT's CONNACK, so that a client that moves on before the
+    /// new session's first image was written finds it here.
+    async fn find_or_claim(
+        &self,
+        client_id: &str,
+    ) -> Result<Option<SessionImage>, async_nats::Error> {
+        let found = self.find(client_id).await?;
+        if found.is_none() {
+            let claim = Bytes::from(value_of(&self.node, &[]));
+            self.bucket().await?.put(key_of(client_id), claim).await?;
+        }
+        Ok(found)
     }
 
     /// The session of `client_id` in the cluster (see the module documentation).
@@ -512,7 +534,10 @@ mod tests {
         assert_eq!(back.released, image.released);
         assert_eq!(back.messages.len(), 1);
         assert_eq!(back.messages[0].packet_id, image.messages[0].packet_id);
-        assert_eq!(back.messages[0].message.payload, image.messages[0].message.payload);
+        assert_eq!(
+            back.messages[0].message.payload,
+            image.messages[0].message.payload
+        );
         assert!(back.expires_at.is_some(), "offline: expires 600 s from now");
         assert!(image_of(record, "other").is_none(), "another client's");
         assert!(image_of(&record[1..], "c.1").is_none());

@@ -173,10 +173,7 @@ fn cluster(out: &mut Toml, cluster: &ClusterSettings) {
         "session_fetch_timeout_ms",
         &cluster.session_fetch_timeout_ms,
     );
-    out.value(
-        "sessions_waiting_max",
-        &cluster.sessions_waiting_max,
-    );
+    out.value("sessions_waiting_max", &cluster.sessions_waiting_max);
 }
 
 /// The document being written, one `key = value` line at a time.

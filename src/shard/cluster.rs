@@ -115,7 +115,10 @@ impl Shard {
                 image,
             };
             if link.session_out(answer).is_err() {
-                warn!("shard {}: a session take not answered: its queue filled", self.id);
+                warn!(
+                    "shard {}: a session take not answered: its queue filled",
+                    self.id
+                );
             }
             link.pipes.wake_remote();
             if n + 1 == FROM_CLUSTER_PER_TURN_MAX {
@@ -225,7 +228,9 @@ impl Shard {
             };
             if let Err(fetch) = link.fetch_session(fetch) {
                 let figures = &link.figures;
-                figures.session_fetches_failed.fetch_add(1, Ordering::Relaxed);
+                figures
+                    .session_fetches_failed
+                    .fetch_add(1, Ordering::Relaxed);
                 warn!(
                     "shard {}: client {:?} gets a new session: sessions_waiting_max reached",
                     self.id, fetch.client_id

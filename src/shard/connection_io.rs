@@ -397,10 +397,7 @@ impl Shard {
         let (io, closes) = (&self.io, &mut self.pending_closes);
         self.deadlines.expire(now, |deadline, id| {
             let (phases, cause) = match deadline {
-                Deadline::Upgrade => (
-                    [Phase::WsHandshake; 3],
-                    CloseCause::HandshakeTimeout,
-                ),
+                Deadline::Upgrade => ([Phase::WsHandshake; 3], CloseCause::HandshakeTimeout),
                 // A password still with a verifier, or a session with the cluster, counts
                 // against the CONNECT deadline too.
                 Deadline::Connect => (

@@ -78,9 +78,7 @@ pub fn ingest(cx: &mut Ingest<'_>, conn: &mut Peer, data: &mut [u8]) -> Flow {
         | Phase::Connected(_)
         | Phase::HandingOff(_)
         | Phase::Verifying
-        | Phase::FetchingSession => {
-            ingest_stream(cx, conn, data)
-        }
+        | Phase::FetchingSession => ingest_stream(cx, conn, data),
     }
 }
 

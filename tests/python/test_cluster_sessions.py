@@ -1,0 +1,173 @@
+"""Persistent sessions across a cluster of three fanfare nodes on three NATS servers with
+JetStream (docs/scale-out.md, "Persistent sessions across nodes"): a session follows its
+client to another node with its subscriptions and queued QoS 1 messages, and outlives a
+node killed under it.
+
+Delivery across nodes is QoS 0 (core NATS): a test that needs a node's subscription to be
+heard on NATS sends probes until one arrives, rather than sleeping a guess.
+"""
+
+from __future__ import annotations
+
+import pytest
+from paho.mqtt.packettypes import PacketTypes
+
+from client import unique_id
+from client5 import Client5, props
+from natsserver import NatsCluster, nats_server_bin
+from probe import open_path
+from scrape import wait_for_metric
+
+pytestmark = [
+    pytest.mark.fanfare_only,
+    pytest.mark.skipif(nats_server_bin() is None, reason="nats-server not installed"),
+]
+
+QUEUED = 5
+CONNECT = PacketTypes.CONNECT
+
+
+@pytest.fixture
+def nats(tmp_path_factory):
+    cluster = NatsCluster(tmp_path_factory.mktemp("nats"), size=3)
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def three(start, nats):
+    """Three nodes, node i on NATS server i, each in the cluster."""
+    brokers = []
+    for i, server in enumerate(nats.servers):
+        broker = start(shards=2, args=["--nats", server.url],
+                       config={"cluster": {"node": f"node{i + 1}"}})
+        brokers.append(broker)
+    for broker in brokers:
+        wait_for_metric(broker, "fanfare_cluster_connected", lambda v: v == 1)
+    return brokers
+
+
+@pytest.fixture
+def v5s():
+    """MQTT 5 clients, `v5s(broker, client_id)`, closed at teardown."""
+    made = []
+
+    def _make(broker, client_id):
+        c = Client5(broker, "tcp", client_id)
+        made.append(c)
+        return c
+
+    yield _make
+    for c in made:
+        try:
+            c.close()
+        except Exception:
+            pass
+
+
+def queue_on(broker, clients, topic: str) -> list[bytes]:
+    """Publishes QUEUED QoS 1 messages on `broker`, each acknowledged by it."""
+    pub = clients(broker, "tcp")
+    payloads = [b"queued %d" % n for n in range(QUEUED)]
+    for payload in payloads:
+        pub.publish(topic, payload, 1)
+    return payloads
+
+
+def live_from(broker, clients, sub, topic: str) -> None:
+    """`sub`'s subscription to `topic` hears a publish on another node."""
+    pub = clients(broker, "tcp")
+    open_path(sub, lambda p: pub.publish(topic, p, 0), "the cluster")
+    pub.publish(topic, b"live", 1)
+    assert sub.wait_for_message().payload == b"live"
+
+
+def test_a_persistent_session_moves_with_its_queued_messages(three, clients, topic):
+    """Subscribed on node 1, away while messages queue there, back on node 3: session
+    present, the queued messages in order, the subscription alive on node 3; and node 1 no
+    longer holds the session (it comes back from node 3)."""
+    a, b, c = three
+    cid = unique_id("moving")
+    sub = clients(a, "tcp", cid, clean_session=False)
+    sub.subscribe(topic, 1)
+    sub.disconnect()
+    payloads = queue_on(a, clients, topic)
+
+    moved = clients(c, "tcp", cid, clean_session=False, connect=False)
+    assert moved.connect() is True, "session present on node 3"
+    got = [moved.wait_for_message() for _ in payloads]
+    assert [m.payload for m in got] == payloads
+    assert all(m.qos == 1 for m in got)
+    moved.expect_no_message()
+    live_from(b, clients, moved, topic)
+    wait_for_metric(c, "fanfare_cluster_sessions_fetched_total", lambda v: v == 1)
+    moved.disconnect()
+
+    back = clients(a, "tcp", cid, clean_session=False, connect=False)
+    assert back.connect() is True, "node 1 got it back from node 3"
+    back.expect_no_message()
+
+
+def test_a_connected_client_moving_takes_its_session_along(three, clients, topic):
+    """A client still connected to node 1 connects to node 2: node 1 ends its connection,
+    and node 2 resumes the session, its subscription with it."""
+    a, b, _ = three
+    cid = unique_id("takeover")
+    first = clients(a, "tcp", cid, clean_session=False)
+    first.subscribe(topic, 1)
+    second = clients(b, "tcp", cid, clean_session=False, connect=False)
+    assert second.connect() is True, "session present on node 2"
+    first.wait_for_disconnect()
+    live_from(a, clients, second, topic)
+
+
+def test_an_mqtt5_session_with_expiry_moves(three, clients, v5s, topic):
+    """MQTT 5: Clean Start 0 and a Session Expiry Interval; the session moves from node 1 to
+    node 2 with its queued messages."""
+    a, b, c = three
+    cid = unique_id("v5move")
+    expiry = props(CONNECT, SessionExpiryInterval=300)
+    first = v5s(a, cid)
+    assert first.connect(clean_start=False, properties=expiry) is False
+    first.subscribe(topic, 1)
+    first.disconnect5()
+    first.wait_for_disconnect()
+    payloads = queue_on(a, clients, topic)
+
+    moved = v5s(b, cid)
+    assert moved.connect(clean_start=False, properties=expiry) is True
+    assert [moved.wait_for_message().payload for _ in payloads] == payloads
+    moved.expect_no_message()
+    live_from(c, clients, moved, topic)
+
+
+def test_a_node_killed_does_not_take_its_sessions_along(three, clients, topic):
+    """Node 1 dies with a persistent client connected: the client connects to node 2 and
+    finds its session there (from the bucket), with its subscription."""
+    a, b, c = three
+    cid = unique_id("survivor")
+    sub = clients(a, "tcp", cid, clean_session=False)
+    sub.subscribe(topic, 1)
+    # The image with the subscription is in the bucket.
+    wait_for_metric(a, "fanfare_cluster_sessions_stored_total", lambda v: v >= 1)
+
+    a.kill()
+    sub.wait_for_disconnect()
+    again = clients(b, "tcp", cid, clean_session=False, connect=False)
+    assert again.connect() is True, "session present on node 2"
+    live_from(c, clients, again, topic)
+
+
+def test_a_clean_session_ends_the_session_everywhere(three, clients, topic):
+    """A clean CONNECT on node 1 ends the persistent session; a persistent CONNECT on node
+    2 then starts a new one."""
+    a, b, _ = three
+    cid = unique_id("ended")
+    sub = clients(a, "tcp", cid, clean_session=False)
+    sub.subscribe(topic, 1)
+    sub.disconnect()
+    clean = clients(a, "tcp", cid, clean_session=True, connect=False)
+    assert clean.connect() is False
+    clean.disconnect()
+    fresh = clients(b, "tcp", cid, clean_session=False, connect=False)
+    assert fresh.connect() is False, "no session anywhere"
