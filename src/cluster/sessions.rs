@@ -53,14 +53,14 @@ const KV_OPERATION: &str = "KV-Operation";
 #[derive(Debug)]
 pub enum SessionOut {
     /// The image of a session this node holds, for the bucket.
-    Put(SessionImage),
+    Put(Box<SessionImage>),
     /// A session that ended here: its key goes.
     Delete(Box<str>),
     /// The answer to another node's take: the image of the session this node ended for it,
     /// or `None` when it held none.
     Handed {
         reply: Box<str>,
-        image: Option<SessionImage>,
+        image: Option<Box<SessionImage>>,
     },
 }
 
@@ -77,7 +77,7 @@ pub struct SessionFetch {
 pub struct SessionFetched {
     pub conn: ConnId,
     pub client_id: Box<str>,
-    pub image: Option<SessionImage>,
+    pub image: Option<Box<SessionImage>>,
 }
 
 /// Another node resumes the session of `client_id`: the answer goes to `reply`.
@@ -290,7 +290,7 @@ impl Sessions {
         });
     }
 
-    async fn answer(&self, reply: &str, image: Option<SessionImage>) {
+    async fn answer(&self, reply: &str, image: Option<Box<SessionImage>>) {
         let value = match image {
             Some(image) => {
                 let (record, _) =
@@ -351,7 +351,7 @@ impl Sessions {
         drop(permit);
     }
 
-    fn answer_fetch(&self, fetch: SessionFetch, image: Option<SessionImage>, found: bool) {
+    fn answer_fetch(&self, fetch: SessionFetch, image: Option<Box<SessionImage>>, found: bool) {
         let figures = &self.link.figures;
         match (found, &image) {
             (false, _) => figures
@@ -380,8 +380,8 @@ impl Sessions {
     async fn find_or_claim(
         &self,
         client_id: &str,
-    ) -> Result<Option<SessionImage>, async_nats::Error> {
-        let found = self.find(client_id).await?;
+    ) -> Result<Option<Box<SessionImage>>, async_nats::Error> {
+        let found = self.find(client_id).await?.map(Box::new);
         if found.is_none() {
             let claim = Bytes::from(value_of(&self.node, &[]));
             self.bucket().await?.put(key_of(client_id), claim).await?;

@@ -105,7 +105,8 @@ impl Shard {
             }
             let image = self
                 .broker
-                .hand_over_session(&take.client_id, now, &mut self.outbox);
+                .hand_over_session(&take.client_id, now, &mut self.outbox)
+                .map(Box::new);
             if self.persist.is_none() {
                 // Ends written before the answer: the node that asks may read the bucket.
                 self.sync_sessions();
@@ -133,7 +134,7 @@ impl Shard {
         &mut self,
         id: ConnId,
         client_id: &str,
-        image: Option<SessionImage>,
+        image: Option<Box<SessionImage>>,
         now: Instant,
     ) {
         let Some(peer) = self.io.state_mut(id) else {
@@ -195,7 +196,7 @@ impl Shard {
         let mut left = Vec::new();
         for write in writes {
             let out = match write {
-                SessionWrite::Set(image) => SessionOut::Put(image.clone()),
+                SessionWrite::Set(image) => SessionOut::Put(Box::new(image.clone())),
                 SessionWrite::Ended(client_id) => SessionOut::Delete(client_id.clone()),
                 // The node it moved to writes it.
                 SessionWrite::Moved(_) => continue,

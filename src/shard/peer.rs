@@ -230,7 +230,7 @@ pub enum SessionWait {
     /// Read again with the session found (`None`: a new one) and who the client proved to be.
     Answered {
         identity: Option<crate::auth::Identity>,
-        image: Option<crate::broker::SessionImage>,
+        image: Option<Box<crate::broker::SessionImage>>,
     },
 }
 

@@ -63,7 +63,7 @@ fn a_loaded_session_resumes_with_its_messages_and_subscriptions() {
         .into_iter()
         .filter_map(|write| match write {
             SessionWrite::Set(image) => Some(image),
-            SessionWrite::Ended(_) => None,
+            SessionWrite::Ended(_) | SessionWrite::Moved(_) => None,
         })
         .collect();
 
@@ -92,7 +92,7 @@ fn images(h: &mut Harness) -> Vec<SessionImage> {
         .into_iter()
         .filter_map(|write| match write {
             SessionWrite::Set(image) => Some(image),
-            SessionWrite::Ended(_) => None,
+            SessionWrite::Ended(_) | SessionWrite::Moved(_) => None,
         })
         .collect()
 }
