@@ -57,6 +57,16 @@ const SUBJECT_ROOT: &str = "$FANFARE";
 const RETRY_MIN: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(30);
 
+/// How long one pull request of a consumer lasts, and how often the server says it is alive
+/// meanwhile: two heartbeats missed (a NATS server gone, JetStream lost) end the reading,
+/// and the consumer is read again, on the server the node is connected to then.
+const PULL_EXPIRES: Duration = Duration::from_secs(10);
+const PULL_HEARTBEAT: Duration = Duration::from_secs(3);
+
+/// Messages one pull request asks for, at most: within `qos_ack_pending_max` they are held
+/// out unacknowledged anyway.
+const PULL_BATCH_MAX: usize = 256;
+
 /// How long a consumer waits for room when the shards' in queue is full.
 const ROOM_WAIT: Duration = Duration::from_millis(5);
 
@@ -269,7 +279,14 @@ impl QosStream {
         };
         let consumer = stream.get_or_create_consumer(name, config).await?;
         let _held = Held::new(&self.link.figures.qos_consumers);
-        let mut messages = consumer.messages().await?;
+        let batch = PULL_BATCH_MAX.min(self.settings.qos_ack_pending_max);
+        let mut messages = consumer
+            .stream()
+            .max_messages_per_batch(batch)
+            .expires(PULL_EXPIRES)
+            .heartbeat(PULL_HEARTBEAT)
+            .messages()
+            .await?;
         while let Some(message) = messages.next().await {
             self.take(message?).await;
         }

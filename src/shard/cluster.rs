@@ -21,8 +21,6 @@ impl Shard {
         let Some(link) = &self.cluster else {
             return;
         };
-        self.broker
-            .set_cluster_writable(link.figures.connected.load(Ordering::Relaxed));
         let mut released = 0;
         // Bounded by the tickets this shard handed out, each answered once.
         while let Some((ticket, stored)) = link.take_settled(self.id) {
@@ -82,6 +80,15 @@ impl Shard {
                 .publish_from_remote(message, now, &mut self.outbox);
         }
         self.busy = true;
+    }
+
+    /// Tells the broker whether NATS is connected, before this turn's publishes are read: one
+    /// relaxed load per turn.
+    pub(super) fn refresh_cluster_state(&mut self) {
+        if let Some(link) = &self.cluster {
+            let connected = link.figures.connected.load(Ordering::Relaxed);
+            self.broker.set_cluster_writable(connected);
+        }
     }
 
     /// Hands the NATS bridge this turn's publishes and interest changes, and wakes it once;

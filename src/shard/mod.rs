@@ -450,6 +450,7 @@ impl Shard {
         }
         self.refresh_config();
         self.refresh_store_state();
+        self.refresh_cluster_state();
         self.refresh_bridge_refusals();
         self.handle_events(now);
         self.take_handoffs(now);
