@@ -92,12 +92,12 @@ pub struct ClusterSettings {
     /// (`crate::cluster::qos`); its subjects are `$FANFARE.<qos_stream>.>`. Clusters that
     /// share one NATS account need a stream each.
     pub qos_stream: String,
-    /// Bytes that stream holds at most (JetStream's `max_bytes`); past it JetStream refuses
-    /// new QoS 1/2 publishes, which are then not acknowledged to their publishers. Worst case
-    /// this much disk on each NATS server holding a replica.
+    /// Bytes that stream holds at most (JetStream's `max_bytes`); past it the oldest messages
+    /// go, lost to a node that had not read them yet. Worst case this much disk on each NATS
+    /// server holding a replica.
     pub qos_stream_bytes_max: u64,
-    /// How long that stream keeps a message some node has not acknowledged yet (JetStream's
-    /// `max_age`): a node gone longer loses what was published meanwhile.
+    /// How long that stream keeps a message (JetStream's `max_age`): a node gone, or that
+    /// far behind, longer loses what was published meanwhile.
     pub qos_stream_age_max_s: u32,
     /// QoS 1/2 publishes sent to JetStream whose acknowledgement has not come yet; past it the
     /// bridge waits, the out queue fills and further QoS 1/2 publishes are refused. Worst case

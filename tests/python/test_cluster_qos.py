@@ -120,7 +120,13 @@ def test_every_qos_subscriber_on_every_node_gets_every_qos_publish(three, client
     for sub in subs:
         got = {name: [] for name in want}
         for _ in range(MESSAGES_PER_PUBLISHER * len(pubs)):
-            msg = sub.wait_for_message()
+            try:
+                msg = sub.wait_for_message()
+            except AssertionError:
+                for b in three:
+                    print({k: v for k, v in totals(b).items() if "cluster" in k})
+                print(sub.client_id, sub.broker.tcp_port, [b.tcp_port for b in three], {k: len(v) for k, v in got.items()}, {k: v[-3:] for k, v in got.items()})
+                raise
             assert msg.topic in got, (sub.client_id, msg.topic, msg.payload)
             got[msg.topic].append(msg.payload)
             j = int(msg.topic.rsplit("/", 1)[1])
