@@ -57,7 +57,7 @@ const fn counter(name: &'static str, help: &'static str) -> Metric {
 }
 
 /// Every metric, in the order of [`ShardFigures::values`].
-const METRICS: [Metric; 64] = [
+const METRICS: [Metric; 65] = [
     gauge(
         "fanfare_sockets",
         "Open sockets: clients, WebSocket upgrades and HTTP requests in progress.",
@@ -283,6 +283,10 @@ const METRICS: [Metric; 64] = [
         "Cluster mode: QoS 1/2 publishes of this node that did not reach the QoS stream (NATS gone, the queue full past out_queue_bytes_max, no answer, refused).",
     ),
     gauge(
+        "fanfare_cluster_qos_stream_ready",
+        "Cluster mode: 1 once the JetStream stream of QoS 1/2 publishes was found or made; until then QoS 1/2 publishes are not acknowledged.",
+    ),
+    gauge(
         "fanfare_cluster_qos_acks_waiting",
         "Cluster mode: QoS 1/2 publishes sent to JetStream whose answer has not come yet (at most qos_acks_waiting_max).",
     ),
@@ -388,6 +392,7 @@ pub struct ClusterCounts {
     pub retained_caught_up: bool,
     pub qos_stored: u64,
     pub qos_store_failed: u64,
+    pub qos_stream_ready: bool,
     pub qos_acks_waiting: u64,
     pub qos_consumers: u64,
     pub qos_received: u64,
@@ -469,6 +474,7 @@ impl ShardFigures {
                 broker.publishes_refused_cluster,
                 cluster.qos_stored,
                 cluster.qos_store_failed,
+                u64::from(cluster.qos_stream_ready),
                 cluster.qos_acks_waiting,
                 cluster.qos_consumers,
                 cluster.qos_received,

@@ -96,6 +96,8 @@ pub struct ClusterFigures {
     /// queue full, no answer, refused).
     pub qos_stored: AtomicU64,
     pub qos_store_failed: AtomicU64,
+    /// Whether the QoS stream was found or made since the node started.
+    pub qos_stream_ready: AtomicBool,
     /// QoS 1/2 publishes sent to JetStream whose answer has not come yet.
     pub qos_acks_waiting: AtomicU64,
     /// JetStream consumers this node reads QoS 1/2 messages from.

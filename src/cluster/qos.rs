@@ -117,6 +117,8 @@ impl QosStream {
         loop {
             match self.create_stream(&client).await {
                 Ok(()) => {
+                    let ready = &self.link.figures.qos_stream_ready;
+                    ready.store(true, Ordering::Relaxed);
                     info!(
                         "cluster: QoS 1/2 publishes cross nodes on the JetStream stream {:?}",
                         self.stream

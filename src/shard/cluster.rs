@@ -170,6 +170,7 @@ impl Shard {
                     retained_caught_up: figures.retained_caught_up.load(Ordering::Relaxed),
                     qos_stored: figures.qos_stored.load(Ordering::Relaxed),
                     qos_store_failed: figures.qos_store_failed.load(Ordering::Relaxed),
+                    qos_stream_ready: figures.qos_stream_ready.load(Ordering::Relaxed),
                     qos_acks_waiting: figures.qos_acks_waiting.load(Ordering::Relaxed),
                     qos_consumers: figures.qos_consumers.load(Ordering::Relaxed),
                     qos_received: figures.qos_received.load(Ordering::Relaxed),
