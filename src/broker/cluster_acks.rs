@@ -234,7 +234,10 @@ impl Broker {
     /// Acknowledgements waiting for connection `conn`: for JetStream here, and for the disk
     /// (`held_acks.rs`).
     pub fn acks_waiting_of(&self, conn: ConnId) -> u16 {
-        let cluster = self.cluster_acks.as_ref().map_or(0, |acks| acks.held_by(conn));
+        let cluster = self
+            .cluster_acks
+            .as_ref()
+            .map_or(0, |acks| acks.held_by(conn));
         self.held_acks_of(conn).saturating_add(cluster)
     }
 }

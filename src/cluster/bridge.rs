@@ -408,7 +408,10 @@ impl Bridge {
         let QosPublish { message, ticket } = publish;
         let (Some(qos), State::Connected) = (&self.qos, client.connection_state()) else {
             self.link.figures.dropped.fetch_add(1, Ordering::Relaxed);
-            self.link.figures.qos_store_failed.fetch_add(1, Ordering::Relaxed);
+            self.link
+                .figures
+                .qos_store_failed
+                .fetch_add(1, Ordering::Relaxed);
             if let Some(ticket) = ticket {
                 self.link.settle(ticket, false);
             }

@@ -189,7 +189,9 @@ impl ClusterLink {
         let bytes = publish.message.bytes() as u64;
         let waiting = self.qos_out_bytes.load(Ordering::Relaxed);
         if waiting.saturating_add(bytes) > self.qos_out_bytes_max {
-            self.figures.qos_store_failed.fetch_add(1, Ordering::Relaxed);
+            self.figures
+                .qos_store_failed
+                .fetch_add(1, Ordering::Relaxed);
             return Err(publish);
         }
         self.qos_out_bytes.fetch_add(bytes, Ordering::Relaxed);

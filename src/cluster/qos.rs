@@ -277,8 +277,7 @@ impl QosStream {
             filter_subject: subject.to_owned(),
             deliver_policy: consumer::DeliverPolicy::New,
             ack_policy: consumer::AckPolicy::Explicit,
-            max_ack_pending: i64::try_from(self.settings.qos_ack_pending_max)
-                .unwrap_or(i64::MAX),
+            max_ack_pending: i64::try_from(self.settings.qos_ack_pending_max).unwrap_or(i64::MAX),
             // A consumer of a node that is gone for good goes after as long as its
             // messages would have been kept.
             inactive_threshold: age_max,
@@ -347,7 +346,10 @@ impl QosStream {
     fn publish_of(&self, message: &async_nats::Message) -> Option<RoutedMessage> {
         let mut publish = publish_of(&self.root, &self.limits, message)?;
         let headers = message.headers.as_ref();
-        publish.qos = match headers.and_then(|h| h.get(headers::QOS)).map(|v| v.as_str()) {
+        publish.qos = match headers
+            .and_then(|h| h.get(headers::QOS))
+            .map(|v| v.as_str())
+        {
             Some("2") => QoS::ExactlyOnce,
             None | Some("1") => QoS::AtLeastOnce,
             Some(_) => return None,
@@ -361,7 +363,10 @@ impl QosStream {
         loop {
             match self.link.pipes.offer(publish) {
                 Ok(()) => {
-                    self.link.figures.qos_received.fetch_add(1, Ordering::Relaxed);
+                    self.link
+                        .figures
+                        .qos_received
+                        .fetch_add(1, Ordering::Relaxed);
                     return;
                 }
                 Err(back) => publish = back,
@@ -486,7 +491,10 @@ mod tests {
         assert!(delivered.first((2, 20)));
         assert_eq!(delivered.keys.len(), 2, "bounded");
         assert!(!delivered.first((2, 20)));
-        assert!(delivered.first((1, 10)), "forgotten: delivered again, never lost");
+        assert!(
+            delivered.first((1, 10)),
+            "forgotten: delivered again, never lost"
+        );
     }
 
     #[test]

@@ -478,7 +478,10 @@ mod tests {
             qos_ack_pending_max: 0,
             ..on()
         };
-        assert_eq!(key(no_pending).as_deref(), Some("cluster.qos_ack_pending_max"));
+        assert_eq!(
+            key(no_pending).as_deref(),
+            Some("cluster.qos_ack_pending_max")
+        );
         for replicas in [0, 6] {
             let cluster = ClusterSettings {
                 retained_replicas: Some(replicas),
