@@ -7,15 +7,17 @@
 //! - `retained.rs`: retained messages in a JetStream stream that every node follows.
 //! - `sessions.rs`: persistent sessions in a JetStream bucket, moved to the node their
 //!   client connects to.
+//! - `qos.rs`: QoS 1/2 publishes on a JetStream stream, read by each node's consumers.
 //! - `bridge.rs`: the thread that runs the NATS client, off the shard loops.
 
 pub mod bridge;
 pub mod client_ids;
 pub mod headers;
 pub mod link;
+pub mod qos;
 pub mod retained;
 pub mod sessions;
 pub mod subject;
 
 pub use bridge::{BridgeError, spawn};
-pub use link::{ClusterLink, FROM_CLUSTER_PER_TURN_MAX, INTAKE_SHARD};
+pub use link::{ClusterLink, FROM_CLUSTER_PER_TURN_MAX, INTAKE_SHARD, QosPublish, Ticket};

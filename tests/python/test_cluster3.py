@@ -4,9 +4,10 @@ both ways, retained messages in a stream replicated three times, and the faults 
 lives through: a NATS server killed, a fanfare node killed, NATS gone altogether and back.
 
 Node i is given only NATS server i; it learns the other servers from the cluster and moves to
-one of them when its own is lost. Delivery across nodes is QoS 0 (core NATS): each test first
-sends probes until every path it uses carries them, then counts its own messages on a quiet
-cluster, so a count that is off is a broker's fault, not a path still opening.
+one of them when its own is lost. The tests publish at QoS 1, which crosses nodes on
+JetStream (test_cluster_qos.py has the QoS tests): each test first sends QoS 1 probes until
+every path it uses carries them, then counts its own messages on a quiet cluster, so a count
+that is off is a broker's fault, not a path still opening.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ def node(start, nats):
                        config={"cluster": {"node": f"node{i + 1}"}})
         wait_for_metric(broker, "fanfare_cluster_connected", lambda v: v == 1)
         wait_for_metric(broker, "fanfare_cluster_retained_caught_up", lambda v: v == 1)
+        wait_for_metric(broker, "fanfare_cluster_qos_stream_ready", lambda v: v == 1)
         return broker
     return _node
 
@@ -71,7 +73,14 @@ def subscribe_everywhere(brokers, clients, topic_filter: str) -> list:
             subs.append(sub)
     for broker in brokers:
         wait_for_metric(broker, "fanfare_cluster_subjects", lambda v: v >= 1)
+        wait_for_metric(broker, "fanfare_cluster_qos_consumers", lambda v: v >= 1)
     return subs
+
+
+def probes(pubs, topic: str) -> list:
+    """QoS 1 probes, the path the tests' QoS 1 messages take; not waited for, since a node
+    refuses them while its NATS connection or JetStream is not there yet."""
+    return [lambda p, pub=pub: pub.paho.publish(topic + "/probe", p, 1) for pub in pubs]
 
 
 def publish_and_count(pubs, subs, topic: str) -> None:
@@ -127,8 +136,7 @@ def readyz(broker) -> tuple[int, dict]:
 def test_every_subscriber_on_every_node_gets_every_publish(three, clients, topic):
     subs = subscribe_everywhere(three, clients, topic + "/#")
     pubs = [clients(broker, transport) for broker, transport in zip(three, ("tcp", "ws", "tcp"))]
-    open_mesh([lambda p, pub=pub: pub.publish(topic + "/probe", p, 0) for pub in pubs], subs,
-              "three nodes")
+    open_mesh(probes(pubs, topic), subs, "three nodes")
     publish_and_count(pubs, subs, topic)
 
 
@@ -215,7 +223,7 @@ def test_a_nats_server_killed(nats, three, clients, topic):
     wait_for_metric(b, "fanfare_cluster_retained_stored_total", lambda v: v == 1)
     subs = subscribe_everywhere(three, clients, topic + "/#")
     pubs = [clients(broker, "tcp") for broker in three]
-    sends = [lambda p, pub=pub: pub.publish(topic + "/probe", p, 0) for pub in pubs]
+    sends = probes(pubs, topic)
     open_mesh(sends, subs, "three nodes")
 
     assert nats.wait_client("fanfare node1") == "n1"
@@ -276,7 +284,7 @@ def test_a_fanfare_node_killed(three, clients, topic):
         sub.subscribe(topic + "/#", 0)
     wait_for_metric(a, "fanfare_cluster_subjects", lambda v: v >= 1)
     pubs = [clients(c, "tcp"), clients(b, "ws")]
-    sends = [lambda p, pub=pub: pub.publish(topic + "/probe", p, 0) for pub in pubs]
+    sends = probes(pubs, topic)
     open_mesh(sends, stay + moving, "three nodes")
 
     a.kill()
@@ -297,7 +305,7 @@ def test_nats_gone_and_back(nats, three, clients, topic):
     retained values included."""
     subs = subscribe_everywhere(three, clients, topic + "/#")
     pubs = [clients(broker, "ws") for broker in three]
-    sends = [lambda p, pub=pub: pub.publish(topic + "/probe", p, 0) for pub in pubs]
+    sends = probes(pubs, topic)
     open_mesh(sends, subs, "three nodes")
     for broker in three:
         status, body = readyz(broker)
@@ -309,10 +317,10 @@ def test_nats_gone_and_back(nats, three, clients, topic):
         wait_for_metric(broker, "fanfare_cluster_connected", lambda v: v == 0)
         status, body = readyz(broker)
         assert (status, body["cluster"]) == (503, "disconnected"), body
-    # Local delivery goes on: each node's subscribers get that node's publishes, and only
-    # those (nothing crosses).
+    # Local delivery goes on at QoS 0 (QoS 1/2 are refused, test_cluster_qos.py): each
+    # node's subscribers get that node's publishes, and only those (nothing crosses).
     for i, pub in enumerate(pubs):
-        pub.publish(f"{topic}/alone", b"local %d" % i, 1)
+        pub.publish(f"{topic}/alone", b"local %d" % i, 0)
     for k, sub in enumerate(subs):
         msg = sub.wait_for_message()
         assert (msg.topic, msg.payload) == (f"{topic}/alone", b"local %d" % (k // 2))
@@ -321,6 +329,7 @@ def test_nats_gone_and_back(nats, three, clients, topic):
     for server in nats.servers:
         server.start()
     nats.wait_formed()
+    nats.wait_stream_led("FANFARE_QOS")
     for broker in three:
         wait_for_metric(broker, "fanfare_cluster_connected", lambda v: v == 1,
                         timeout_s=RECONNECT_TIMEOUT_S)
