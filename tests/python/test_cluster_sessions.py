@@ -44,6 +44,7 @@ def three(start, nats):
         brokers.append(broker)
     for broker in brokers:
         wait_for_metric(broker, "fanfare_cluster_connected", lambda v: v == 1)
+        wait_for_metric(broker, "fanfare_cluster_qos_stream_ready", lambda v: v == 1)
     return brokers
 
 
@@ -65,10 +66,10 @@ def v5s():
             pass
 
 
-def queue_on(broker, clients, topic: str) -> list[bytes]:
+def queue_on(broker, clients, topic: str, name: str = "queued") -> list[bytes]:
     """Publishes QUEUED QoS 1 messages on `broker`, each acknowledged by it."""
     pub = clients(broker, "tcp")
-    payloads = [b"queued %d" % n for n in range(QUEUED)]
+    payloads = [b"%s %d" % (name.encode(), n) for n in range(QUEUED)]
     for payload in payloads:
         pub.publish(topic, payload, 1)
     return payloads
@@ -83,15 +84,19 @@ def live_from(broker, clients, sub, topic: str) -> None:
 
 
 def test_a_persistent_session_moves_with_its_queued_messages(three, clients, topic):
-    """Subscribed on node 1, away while messages queue there, back on node 3: session
-    present, the queued messages in order, the subscription alive on node 3; and node 1 no
-    longer holds the session (it comes back from node 3)."""
+    """Subscribed on node 1, away while QoS 1 messages published on nodes 1 and 2 queue
+    there, back on node 3: session present, the queued messages in order, the subscription
+    alive on node 3; and node 1 no longer holds the session (it comes back from node 3)."""
     a, b, c = three
     cid = unique_id("moving")
     sub = clients(a, "tcp", cid, clean_session=False)
     sub.subscribe(topic, 1)
+    # Node 1 reads the QoS stream for the filter: node 2's publishes reach the session.
+    wait_for_metric(a, "fanfare_cluster_qos_consumers", lambda v: v >= 1)
     sub.disconnect()
-    payloads = queue_on(a, clients, topic)
+    payloads = queue_on(a, clients, topic, "node1")
+    payloads += queue_on(b, clients, topic, "node2")
+    wait_for_metric(a, "fanfare_cluster_qos_received_total", lambda v: v >= QUEUED)
 
     moved = clients(c, "tcp", cid, clean_session=False, connect=False)
     assert moved.connect() is True, "session present on node 3"
