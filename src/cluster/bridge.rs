@@ -215,13 +215,19 @@ impl Bridge {
         ));
         tokio::spawn(Arc::clone(&retained).follow(client.clone()));
         self.retained = Some(retained);
-        let sessions = Arc::new(Sessions::new(
+        let qos = Arc::new(QosStream::new(
             client.clone(),
             &self.settings,
             &self.limits,
             Arc::clone(&self.link),
         ));
-        tokio::spawn(Arc::clone(&sessions).prepare());
+        let sessions = Arc::new(Sessions::new(
+            client.clone(),
+            &self.settings,
+            &self.limits,
+            Arc::clone(&self.link),
+            Arc::clone(&qos),
+        ));
         tokio::spawn(Arc::clone(&sessions).write());
         let take_subject = sessions.take_subject();
         match client.subscribe(take_subject.clone()).await {
@@ -230,12 +236,6 @@ impl Bridge {
                 "cluster: cannot subscribe to {take_subject:?}: {e}; other nodes read the sessions of this node's clients from the bucket"
             ),
         }
-        let qos = Arc::new(QosStream::new(
-            client.clone(),
-            &self.settings,
-            &self.limits,
-            Arc::clone(&self.link),
-        ));
         tokio::spawn(Arc::clone(&qos).prepare(client.clone()));
         self.qos = Some(qos);
         let intake = Arc::new(Intake {

@@ -36,9 +36,12 @@ use log::warn;
 use tokio::sync::{Mutex, Notify, OwnedSemaphorePermit, Semaphore};
 
 use super::link::ClusterLink;
-use crate::broker::{Broker, SessionImage};
+use super::qos::QosStream;
+use crate::broker::{Broker, QueuedImage, RoutedMessage, SessionImage};
 use crate::config::{ClusterSettings, Limits};
 use crate::conn::ConnId;
+use crate::protocol::mqtt::QoS;
+use crate::protocol::mqtt::topic::filter_matches;
 use crate::store::{decode_session_image, encode_session_image, unix_ms};
 
 /// Session writes whose acknowledgement has not come yet; past it the writer waits for one.
@@ -142,6 +145,10 @@ pub(super) struct Sessions {
     fetch_timeout: Duration,
     client_id_bytes_max: usize,
     link: Arc<ClusterLink>,
+    /// The QoS stream, read again for a session whose node is gone.
+    qos: Arc<QosStream>,
+    /// What one session's replay may queue (`session_queue_bytes_max`).
+    queue_bytes_max: u64,
     /// The bucket, once made or found.
     bucket: Mutex<Option<kv::Store>>,
     /// Wakes the writer: something waits in the link's session queue.
@@ -158,8 +165,11 @@ impl Sessions {
         settings: &ClusterSettings,
         limits: &Limits,
         link: Arc<ClusterLink>,
+        qos: Arc<QosStream>,
     ) -> Sessions {
         Sessions {
+            qos,
+            queue_bytes_max: limits.session_queue_bytes_max,
             jetstream: jetstream::new(client.clone()),
             client,
             bucket_name: settings.sessions_bucket.clone(),
@@ -177,6 +187,8 @@ impl Sessions {
     }
 
     /// The bucket: found, or made with one value per key and the retained stream's replicas.
+    /// Opened at the first write or fetch rather than at start, when every node of a cluster
+    /// starting at once asks JetStream for its streams.
     async fn bucket(&self) -> Result<kv::Store, async_nats::Error> {
         let mut held = self.bucket.lock().await;
         if let Some(bucket) = held.as_ref() {
@@ -209,16 +221,6 @@ impl Sessions {
         let info = self.client.server_info();
         let own = format!("{}:{}", info.host, info.port);
         super::retained::replicas_for(&info.connect_urls, &own)
-    }
-
-    /// Makes the bucket at start, so that the first writes find it; logs why not.
-    pub(super) async fn prepare(self: Arc<Self>) {
-        if let Err(e) = self.bucket().await {
-            warn!(
-                "cluster: cannot open the JetStream bucket {:?} of persistent sessions: {e}; sessions do not move between nodes until it opens",
-                self.bucket_name
-            );
-        }
     }
 
     /// Writes what the shards queued, in their order, for as long as the node runs.
@@ -393,10 +395,10 @@ impl Sessions {
     async fn find(&self, client_id: &str) -> Result<Option<SessionImage>, async_nats::Error> {
         let bucket = self.bucket().await?;
         let key = key_of(client_id);
-        let Some(value) = read(&bucket, &key).await? else {
+        let Some(entry) = read(&bucket, &key).await? else {
             return Ok(None);
         };
-        let (holder, _) = split_value(&value).ok_or("a malformed value in the bucket")?;
+        let (holder, _) = split_value(&entry.value).ok_or("a malformed value in the bucket")?;
         if holder != self.node {
             let subject = take_subject(&self.bucket_name, holder);
             let asked = Bytes::copy_from_slice(client_id.as_bytes());
@@ -413,10 +415,71 @@ impl Sessions {
             }
         }
         // Read again: a holder that ended the session meanwhile deleted its key.
-        let Some(value) = read(&bucket, &key).await? else {
+        let Some(entry) = read(&bucket, &key).await? else {
             return Ok(None);
         };
-        Ok(split_value(&value).and_then(|(_, record)| image_of(record, client_id)))
+        let image = split_value(&entry.value).and_then(|(_, record)| image_of(record, client_id));
+        let Some(mut image) = image else {
+            return Ok(None);
+        };
+        // Half the fetch's time at most: a replay cut short still leaves the session.
+        let replay_time = self.fetch_timeout / 2;
+        match tokio::time::timeout(replay_time, self.replay(&mut image, &entry)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warn!(
+                "cluster: session {client_id:?} resumed without the messages published since its node last wrote it: {e}"
+            ),
+            Err(_) => warn!(
+                "cluster: session {client_id:?} resumed with part of the messages published since its node last wrote it: the QoS stream took too long to read"
+            ),
+        }
+        Ok(Some(image))
+    }
+
+    /// Queues in `image` the QoS 1/2 messages of the QoS stream its subscriptions match,
+    /// published since `written` was (by JetStream's clock, the same as the stream's): what
+    /// its node, gone, would have queued for it since. At most `session_queue_bytes_max` of
+    /// them; the reading is bounded by `session_fetch_timeout_ms`.
+    async fn replay(
+        &self,
+        image: &mut SessionImage,
+        written: &kv::Entry,
+    ) -> Result<(), async_nats::Error> {
+        if image.subscriptions.is_empty() {
+            return Ok(());
+        }
+        let stream = self.jetstream.get_stream(&self.qos.stream).await?;
+        let consumer = stream
+            .create_consumer(jetstream::consumer::pull::OrderedConfig {
+                deliver_policy: jetstream::consumer::DeliverPolicy::ByStartTime {
+                    start_time: written.created,
+                },
+                filter_subject: format!("{}.>", self.qos.root),
+                ..Default::default()
+            })
+            .await?;
+        if consumer.cached_info().num_pending == 0 {
+            return Ok(());
+        }
+        let mut queued_bytes = 0u64;
+        let mut messages = consumer.messages().await?;
+        while let Some(message) = messages.next().await {
+            let message = message?;
+            let pending = message.info().map_err(|e| e.to_string())?.pending;
+            if let Some(publish) = self.qos.publish_of(&message.message)
+                && let Some(queued) = queued_for(image, publish)
+            {
+                queued_bytes += queued.message.bytes() as u64;
+                if queued_bytes > self.queue_bytes_max {
+                    break;
+                }
+                image.messages.push(queued);
+            }
+            if pending == 0 {
+                break;
+            }
+        }
+        Ok(())
     }
 
     /// Hands every take of another node to the shard that holds its client identifier,
@@ -449,13 +512,40 @@ impl Sessions {
     }
 }
 
-/// The value of `key`, if it holds one (not deleted).
-async fn read(bucket: &kv::Store, key: &str) -> Result<Option<Bytes>, async_nats::Error> {
+/// The entry of `key`, if it holds a value (not deleted).
+async fn read(bucket: &kv::Store, key: &str) -> Result<Option<kv::Entry>, async_nats::Error> {
     Ok(bucket
         .entry(key)
         .await?
-        .filter(|entry| entry.operation == kv::Operation::Put)
-        .map(|entry| entry.value))
+        .filter(|entry| entry.operation == kv::Operation::Put))
+}
+
+/// `publish` as the session of `image` gets it, if a subscription of it matches: once,
+/// whatever the number of matching subscriptions, at the highest QoS they grant, with all
+/// their Subscription Identifiers [MQTT-3.3.4-3]; retained only under Retain As Published.
+fn queued_for(image: &SessionImage, publish: RoutedMessage) -> Option<QueuedImage> {
+    let mut granted = None;
+    let mut ids = Vec::new();
+    let mut retain = false;
+    for subscription in &image.subscriptions {
+        if !filter_matches(&subscription.filter, &publish.topic) {
+            continue;
+        }
+        granted = granted.max(Some(subscription.qos.min(publish.qos)));
+        if subscription.id != 0 {
+            ids.push(subscription.id);
+        }
+        retain |= subscription.retain_as_published && publish.retain;
+    }
+    // An offline session is not queued QoS 0 messages (`broker/fanout.rs`).
+    let qos = granted.filter(|&qos| qos != QoS::AtMostOnce)?;
+    Some(QueuedImage {
+        qos,
+        message: Arc::new(publish),
+        retain,
+        ids,
+        packet_id: None,
+    })
 }
 
 /// Counts a session write the bucket did not take, and logs it at the 1st, 2nd, 4th, 8th,
@@ -476,8 +566,8 @@ fn store_failed(link: &ClusterLink, client_id: &str, why: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::broker::{QueuedImage, RoutedMessage, SubscriptionImage};
-    use crate::protocol::mqtt::{PacketId, ProtocolVersion, QoS};
+    use crate::broker::SubscriptionImage;
+    use crate::protocol::mqtt::{PacketId, ProtocolVersion};
 
     #[test]
     fn keys_keep_safe_bytes_and_escape_the_rest() {
@@ -494,6 +584,45 @@ mod tests {
         assert_eq!(split_value(&value), Some(("node1", &b"record"[..])));
         assert_eq!(split_value(&[]), None);
         assert_eq!(split_value(&[9, b'a']), None, "a name past the value");
+    }
+
+    #[test]
+    fn a_replayed_message_is_queued_once_at_the_highest_qos_granted() {
+        let subscription = |filter: &str, qos, id| SubscriptionImage {
+            filter: filter.into(),
+            qos,
+            no_local: false,
+            retain_as_published: id == 2,
+            id,
+        };
+        let image = SessionImage {
+            client_id: "c".into(),
+            version: ProtocolVersion::V5,
+            expiry_s: 60,
+            expires_at: None,
+            connected: false,
+            subscriptions: vec![
+                subscription("a/#", QoS::AtLeastOnce, 1),
+                subscription("a/b", QoS::ExactlyOnce, 2),
+                subscription("z/+", QoS::AtMostOnce, 0),
+            ],
+            messages: Vec::new(),
+            released: Vec::new(),
+            inbound_qos2: Vec::new(),
+            delayed_will: None,
+        };
+        let publish = |topic: &str, qos| RoutedMessage::new(topic, b"p", qos, true);
+        let both = queued_for(&image, publish("a/b", QoS::ExactlyOnce)).expect("matches");
+        assert_eq!(both.qos, QoS::ExactlyOnce);
+        assert_eq!(both.ids, vec![1, 2]);
+        assert!(both.retain, "retain as published on one of them");
+        let one = queued_for(&image, publish("a/c", QoS::ExactlyOnce)).expect("matches");
+        assert_eq!((one.qos, one.retain), (QoS::AtLeastOnce, false));
+        assert!(queued_for(&image, publish("b", QoS::AtLeastOnce)).is_none());
+        assert!(
+            queued_for(&image, publish("z/1", QoS::AtLeastOnce)).is_none(),
+            "QoS 0 is not queued offline"
+        );
     }
 
     #[test]

@@ -9,12 +9,16 @@ heard on NATS sends probes until one arrives, rather than sleeping a guess.
 
 from __future__ import annotations
 
+import base64
+import json
+import time
+
 import pytest
 from paho.mqtt.packettypes import PacketTypes
 
 from client import unique_id
 from client5 import Client5, props
-from natsserver import NatsCluster, nats_server_bin
+from natsserver import NatsCluster, NatsSubscriber, nats_server_bin
 from probe import open_path
 from scrape import wait_for_metric
 
@@ -25,6 +29,11 @@ pytestmark = [
 
 QUEUED = 5
 CONNECT = PacketTypes.CONNECT
+BUCKET = "FANFARE_SESSIONS"
+# A node writes a changed session within session_sync_interval_ms (100 ms); JetStream
+# answers within milliseconds on loopback.
+WRITTEN_TIMEOUT_S = 10.0
+STREAM_READY_TIMEOUT_S = 30.0
 
 
 @pytest.fixture
@@ -44,7 +53,10 @@ def three(start, nats):
         brokers.append(broker)
     for broker in brokers:
         wait_for_metric(broker, "fanfare_cluster_connected", lambda v: v == 1)
-        wait_for_metric(broker, "fanfare_cluster_qos_stream_ready", lambda v: v == 1)
+        # The first node to ask makes the stream; JetStream may take a few tries to settle
+        # on a cluster started a moment ago.
+        wait_for_metric(broker, "fanfare_cluster_qos_stream_ready", lambda v: v == 1,
+                        timeout_s=STREAM_READY_TIMEOUT_S)
     return brokers
 
 
@@ -64,6 +76,35 @@ def v5s():
             c.close()
         except Exception:
             pass
+
+
+def bucket_value(server, client_id: str) -> bytes:
+    """What the sessions bucket holds for `client_id` (letters, digits and `-` only, as
+    `unique_id` makes them): the holder's name and the session's record; b"" for none."""
+    inbox = "_INBOX.cluster_sessions_test"
+    sub = NatsSubscriber(server, inbox)
+    try:
+        ask = json.dumps({"last_by_subj": f"$KV.{BUCKET}.{client_id}"}).encode()
+        sub.sock.sendall(b"PUB $JS.API.STREAM.MSG.GET.KV_%s %s %d\r\n%s\r\n"
+                         % (BUCKET.encode(), inbox.encode(), len(ask), ask))
+        _, _, payload = sub.next_message()
+    finally:
+        sub.close()
+    message = json.loads(payload).get("message", {})
+    return base64.b64decode(message.get("data", ""))
+
+
+def wait_written(nats, client_id: str, holder: str, *needles: bytes) -> None:
+    """Until the bucket holds the session of `client_id`, held by `holder`, with each of
+    `needles` in its record (a filter, a payload)."""
+    deadline = time.monotonic() + WRITTEN_TIMEOUT_S
+    while True:
+        value = bucket_value(nats.servers[1], client_id)
+        name = value[1:1 + value[0]] if value else b""
+        if name == holder.encode() and all(n in value for n in needles):
+            return
+        assert time.monotonic() < deadline, f"{client_id} not written: {value!r}"
+        time.sleep(0.05)
 
 
 def queue_on(broker, clients, topic: str, name: str = "queued") -> list[bytes]:
@@ -146,21 +187,43 @@ def test_an_mqtt5_session_with_expiry_moves(three, clients, v5s, topic):
     live_from(c, clients, moved, topic)
 
 
-def test_a_node_killed_does_not_take_its_sessions_along(three, clients, topic):
+def test_a_node_killed_does_not_take_its_sessions_along(nats, three, clients, topic):
     """Node 1 dies with a persistent client connected: the client connects to node 2 and
     finds its session there (from the bucket), with its subscription."""
     a, b, c = three
     cid = unique_id("survivor")
     sub = clients(a, "tcp", cid, clean_session=False)
     sub.subscribe(topic, 1)
-    # The image with the subscription is in the bucket.
-    wait_for_metric(a, "fanfare_cluster_sessions_stored_total", lambda v: v >= 1)
+    wait_written(nats, cid, "node1", topic.encode())
 
     a.kill()
     sub.wait_for_disconnect()
     again = clients(b, "tcp", cid, clean_session=False, connect=False)
     assert again.connect() is True, "session present on node 2"
     live_from(c, clients, again, topic)
+
+
+def test_an_offline_session_gets_what_was_published_after_its_node_died(
+        nats, three, clients, topic):
+    """Node 1 dies while a persistent session on it is offline with messages queued; QoS 1
+    messages are published on node 2 after that; the client connects to node 3 and gets
+    both, in order: the queued ones from the bucket, the later ones from the QoS stream."""
+    a, b, c = three
+    cid = unique_id("orphan")
+    sub = clients(a, "tcp", cid, clean_session=False)
+    sub.subscribe(topic, 1)
+    wait_for_metric(a, "fanfare_cluster_qos_consumers", lambda v: v >= 1)
+    sub.disconnect()
+    before = queue_on(a, clients, topic, "before")
+    wait_written(nats, cid, "node1", topic.encode(), before[-1])
+
+    a.kill()
+    after = queue_on(b, clients, topic, "after")
+    back = clients(c, "tcp", cid, clean_session=False, connect=False)
+    assert back.connect() is True, "session present on node 3"
+    got = [back.wait_for_message() for _ in before + after]
+    assert [m.payload for m in got] == before + after
+    back.expect_no_message()
 
 
 def test_a_clean_session_ends_the_session_everywhere(three, clients, topic):
