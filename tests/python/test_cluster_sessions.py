@@ -43,12 +43,12 @@ def nats(tmp_path_factory):
     cluster.stop()
 
 
-@pytest.fixture
-def three(start, nats):
-    """Three nodes, node i on NATS server i, each in the cluster."""
+def start_nodes(start, nats, extra_args=lambda i: []) -> list:
+    """Three nodes, node i on NATS server i, each in the cluster; `extra_args(i)` adds flags
+    to node i."""
     brokers = []
     for i, server in enumerate(nats.servers):
-        broker = start(shards=2, args=["--nats", server.url],
+        broker = start(shards=2, args=["--nats", server.url] + extra_args(i),
                        config={"cluster": {"node": f"node{i + 1}"}})
         brokers.append(broker)
     for broker in brokers:
@@ -58,6 +58,11 @@ def three(start, nats):
         wait_for_metric(broker, "fanfare_cluster_qos_stream_ready", lambda v: v == 1,
                         timeout_s=STREAM_READY_TIMEOUT_S)
     return brokers
+
+
+@pytest.fixture
+def three(start, nats):
+    return start_nodes(start, nats)
 
 
 @pytest.fixture
@@ -239,3 +244,42 @@ def test_a_clean_session_ends_the_session_everywhere(three, clients, topic):
     clean.disconnect()
     fresh = clients(b, "tcp", cid, clean_session=False, connect=False)
     assert fresh.connect() is False, "no session anywhere"
+
+
+def test_with_a_data_directory_the_store_feeds_the_bucket(start, nats, clients, topic,
+                                                          tmp_path):
+    """Node 1 keeps its sessions in a data directory too: the images reach the bucket with
+    the store's flushes, and its death still leaves the session to node 2."""
+    a, b, c = start_nodes(
+        start, nats, lambda i: ["--data-dir", str(tmp_path / "data")] if i == 0 else [])
+    cid = unique_id("stored")
+    sub = clients(a, "tcp", cid, clean_session=False)
+    sub.subscribe(topic, 1)
+    wait_for_metric(a, "fanfare_cluster_qos_consumers", lambda v: v >= 1)
+    sub.disconnect()
+    before = queue_on(a, clients, topic, "before")
+    wait_written(nats, cid, "node1", topic.encode(), before[-1])
+
+    a.kill()
+    again = clients(b, "tcp", cid, clean_session=False, connect=False)
+    assert again.connect() is True, "session present on node 2"
+    assert [again.wait_for_message().payload for _ in before] == before
+    live_from(c, clients, again, topic)
+
+
+def test_without_nats_a_resuming_connect_gets_a_new_session(start, clients, topic):
+    """A node whose NATS is unreachable answers a CONNECT that would resume a session held
+    elsewhere with a new session at once, and counts it; the session then lives here."""
+    alone = start(shards=2, args=["--nats", "nats://127.0.0.1:1"],
+                  config={"cluster": {"node": "alone"}})
+    cid = unique_id("alone")
+    first = clients(alone, "tcp", cid, clean_session=False, connect=False)
+    assert first.connect() is False, "a new session"
+    wait_for_metric(alone, "fanfare_cluster_session_fetches_failed_total", lambda v: v == 1)
+    first.subscribe(topic, 1)
+    first.disconnect()
+    back = clients(alone, "tcp", cid, clean_session=False, connect=False)
+    assert back.connect() is True, "the session held here"
+    # QoS 0: without NATS a QoS 1/2 publish is not acknowledged (no other node has it).
+    clients(alone, "tcp").publish(topic, b"local", 0)
+    assert back.wait_for_message().payload == b"local"
