@@ -265,6 +265,10 @@ impl Bridge {
             if self.link.sessions_waiting() {
                 sessions.writes_waiting.notify_one();
             }
+            let loaded = self.link.take_loaded();
+            if !loaded.is_empty() {
+                drop(tokio::spawn(Arc::clone(&sessions).check_loaded(loaded)));
+            }
             while let Some((filter, gained)) = self.link.next_interest() {
                 self.change_interest(&client, &intake, filter, gained).await;
             }

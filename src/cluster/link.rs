@@ -149,6 +149,9 @@ pub struct ClusterLink {
     fetched: Vec<ArrayQueue<SessionFetched>>,
     /// Per shard: sessions other nodes take from this one.
     takes: Vec<ArrayQueue<SessionTake>>,
+    /// Client identifiers of the sessions loaded from the data directory at start-up, to
+    /// check against the bucket once; bounded by the sessions the shards may hold offline.
+    loaded: SegQueue<Box<str>>,
     /// QoS 1/2 publishes for JetStream, and the bytes they hold, bounded by
     /// `out_queue_bytes_max`.
     qos_out: SegQueue<QosPublish>,
@@ -193,6 +196,7 @@ impl ClusterLink {
             takes: (0..mailboxes.shard_count())
                 .map(|_| ArrayQueue::new(sessions_max))
                 .collect(),
+            loaded: SegQueue::new(),
             qos_out: SegQueue::new(),
             qos_out_bytes: AtomicU64::new(0),
             qos_out_bytes_max: out_bytes_max,
@@ -276,6 +280,12 @@ impl ClusterLink {
         self.fetches.push(fetch)
     }
 
+    /// Notes a session loaded from the data directory at start-up, for the bridge to check
+    /// against the bucket (`sessions.rs`).
+    pub fn loaded_session(&self, client_id: Box<str>) {
+        self.loaded.push(client_id);
+    }
+
     /// The next session a CONNECT of `shard` waited for.
     pub fn take_fetched(&self, shard: usize) -> Option<SessionFetched> {
         self.fetched.get(shard)?.pop()
@@ -329,6 +339,11 @@ impl ClusterLink {
 
     pub(super) fn next_session_out(&self) -> Option<SessionOut> {
         self.sessions_out.pop()
+    }
+
+    /// Every session loaded from the data directory not yet checked.
+    pub(super) fn take_loaded(&self) -> Vec<Box<str>> {
+        std::iter::from_fn(|| self.loaded.pop()).collect()
     }
 
     pub(super) fn next_fetch(&self) -> Option<SessionFetch> {

@@ -32,7 +32,7 @@ use async_nats::jetstream::{self, kv};
 use async_nats::{Client, HeaderMap};
 use bytes::Bytes;
 use futures::StreamExt;
-use log::warn;
+use log::{info, warn};
 use tokio::sync::{Mutex, Notify, OwnedSemaphorePermit, Semaphore};
 
 use super::link::ClusterLink;
@@ -83,11 +83,13 @@ pub struct SessionFetched {
     pub image: Option<Box<SessionImage>>,
 }
 
-/// Another node resumes the session of `client_id`: the answer goes to `reply`.
+/// Another node resumes the session of `client_id`: the answer goes to `reply`. Without a
+/// reply, another node holds the session already, and a copy loaded here from the data
+/// directory at start-up is stale: it ends here, as a moved session does.
 #[derive(Debug)]
 pub struct SessionTake {
     pub client_id: Box<str>,
-    pub reply: Box<str>,
+    pub reply: Option<Box<str>>,
 }
 
 /// The bucket's key of a client identifier: letters, digits, `_` and `-` as they are, every
@@ -499,11 +501,58 @@ impl Sessions {
             let shard = Broker::owner_shard(client_id, self.link.shard_count());
             let take = SessionTake {
                 client_id: client_id.into(),
-                reply: reply.as_str().into(),
+                reply: Some(reply.as_str().into()),
             };
             if self.link.take_session(shard, take).is_err() {
                 warn!("cluster: a take of session {client_id:?} found its shard's queue full");
             }
+        }
+    }
+
+    /// Checks the sessions the shards loaded from the data directory at start-up against the
+    /// bucket: one that another node holds now (it moved while this node was down) ends
+    /// here. One the bucket does not know stays: its last write may never have reached it.
+    pub(super) async fn check_loaded(self: Arc<Self>, client_ids: Vec<Box<str>>) {
+        let bucket = match self.bucket().await {
+            Ok(bucket) => bucket,
+            Err(e) => {
+                warn!(
+                    "cluster: the {} sessions loaded from the data directory are not checked against the bucket: {e}",
+                    client_ids.len()
+                );
+                return;
+            }
+        };
+        let mut stale = 0usize;
+        for client_id in client_ids {
+            let holder = match read(&bucket, &key_of(&client_id)).await {
+                Ok(Some(entry)) => split_value(&entry.value).map(|(h, _)| h.to_owned()),
+                Ok(None) => None,
+                Err(e) => {
+                    warn!("cluster: session {client_id:?} not checked against the bucket: {e}");
+                    None
+                }
+            };
+            if holder.is_none_or(|holder| holder == self.node) {
+                continue;
+            }
+            let shard = Broker::owner_shard(&client_id, self.link.shard_count());
+            let take = SessionTake {
+                client_id,
+                reply: None,
+            };
+            match self.link.take_session(shard, take) {
+                Ok(()) => stale += 1,
+                Err(take) => warn!(
+                    "cluster: stale session {:?} kept: its shard's queue is full",
+                    take.client_id
+                ),
+            }
+        }
+        if stale > 0 {
+            info!(
+                "cluster: {stale} sessions loaded from the data directory moved to other nodes meanwhile; ended here"
+            );
         }
     }
 

@@ -123,14 +123,15 @@ impl Shard {
                 .broker
                 .hand_over_session(&take.client_id, now, &mut self.outbox)
                 .map(Box::new);
+            let Some(reply) = take.reply else {
+                // A stale copy loaded at start-up: ended, nobody to answer.
+                continue;
+            };
             if self.persist.is_none() {
                 // Ends written before the answer: the node that asks may read the bucket.
                 self.sync_sessions();
             }
-            let answer = SessionOut::Handed {
-                reply: take.reply,
-                image,
-            };
+            let answer = SessionOut::Handed { reply, image };
             if link.session_out(answer).is_err() {
                 warn!(
                     "shard {}: a session take not answered: its queue filled",

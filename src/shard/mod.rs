@@ -334,6 +334,13 @@ impl Shard {
             broker.keep_session_writes();
             let sessions = std::mem::take(&mut store.sessions);
             let ended = broker.load_sessions(&sessions, now, &mut outbox);
+            if let Some(link) = &setup.cluster {
+                // One may have moved to another node while this one was down (`cluster.rs`).
+                for image in &sessions {
+                    link.loaded_session(image.client_id.clone());
+                }
+                link.pipes.wake_remote();
+            }
             if ended > 0 {
                 warn!(
                     "shard {}: {ended} of the {} sessions loaded ended, the longest offline first: past offline_sessions_per_shard_max ({})",

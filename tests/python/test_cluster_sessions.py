@@ -267,6 +267,34 @@ def test_with_a_data_directory_the_store_feeds_the_bucket(start, nats, clients, 
     live_from(c, clients, again, topic)
 
 
+def test_a_node_back_with_its_data_directory_ends_the_sessions_that_moved(
+        start, nats, clients, topic, tmp_path):
+    """Node 1, with a data directory, dies; its client resumes on node 2. Node 1 comes back
+    with the same directory: the stale copy it loads ends there, and the client coming back
+    to node 1 gets node 2's session."""
+    data = ["--data-dir", str(tmp_path / "data")]
+    a, b, c = start_nodes(start, nats, lambda i: data if i == 0 else [])
+    cid = unique_id("stale")
+    sub = clients(a, "tcp", cid, clean_session=False)
+    sub.subscribe(topic, 1)
+    wait_written(nats, cid, "node1", topic.encode())
+    a.kill()
+    moved = clients(b, "tcp", cid, clean_session=False, connect=False)
+    assert moved.connect() is True, "session present on node 2"
+    wait_written(nats, cid, "node2", topic.encode())
+    moved.disconnect()
+    queued = queue_on(b, clients, topic, "on node 2")
+
+    again = start(shards=2, args=["--nats", nats.servers[0].url] + data,
+                  config={"cluster": {"node": "node1"}})
+    wait_for_metric(again, "fanfare_cluster_connected", lambda v: v == 1)
+    wait_for_metric(again, "fanfare_sessions", lambda v: v == 0)
+    back = clients(again, "tcp", cid, clean_session=False, connect=False)
+    assert back.connect() is True, "node 2's session"
+    assert [back.wait_for_message().payload for _ in queued] == queued
+    back.expect_no_message()
+
+
 def test_without_nats_a_resuming_connect_gets_a_new_session(start, clients, topic):
     """A node whose NATS is unreachable answers a CONNECT that would resume a session held
     elsewhere with a new session at once, and counts it; the session then lives here."""
