@@ -87,6 +87,9 @@ pub struct RoutedMessage {
     /// subscribers only: never to a bridge connection nor over a bridge (`docs/bridges.md`,
     /// Loops).
     pub bridged: bool,
+    /// Under `durability = "sync"`, a QoS 2 publish of a persistent session: its origin,
+    /// tentative until committed (`origins.rs`). Shared by every copy.
+    pub origin: Option<Arc<super::origins::Origin>>,
 }
 
 impl RoutedMessage {
@@ -100,6 +103,7 @@ impl RoutedMessage {
             properties: Box::default(),
             expires_at: None,
             bridged: false,
+            origin: None,
         }
     }
 
@@ -207,6 +211,9 @@ pub enum ShardMessage {
     /// (`shard/persist.rs`). Taken by the shard, never handed to the broker. With
     /// [`COVER_BARRIER`] set, it covers shared subscription messages rather than publishes.
     Barrier(u64),
+    /// Under `sync`: tentative QoS 2 publishes of the sending shard were committed on disk;
+    /// sessions waiting for one send what they can (`origins.rs`).
+    Committed,
 }
 
 const _: () = assert!(std::mem::size_of::<ShardMessage>() <= 16);
@@ -222,7 +229,9 @@ impl ShardMessage {
         match self {
             ShardMessage::Publish(message) => message.bytes(),
             ShardMessage::Group(share) => share.bytes(),
-            ShardMessage::Barrier(_) => std::mem::size_of::<ShardMessage>(),
+            ShardMessage::Barrier(_) | ShardMessage::Committed => {
+                std::mem::size_of::<ShardMessage>()
+            }
         }
     }
 }

@@ -53,6 +53,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::origins::OriginSeq;
 use super::outbox::RoutedMessage;
 use super::qos_window::QosWindow;
 use super::subscription::Grant;
@@ -140,6 +141,9 @@ struct Pending {
     /// The topics it published to lately and whether the policy of that generation let it
     /// (boxed: only publishers under topic rules have them).
     publish_verdicts: Option<Box<PublishVerdicts>>,
+    /// Under `sync`: the numbering of its tentative QoS 2 publishes, once it published one
+    /// or was loaded with one (`origins.rs`); kept for the session's life.
+    origin_seq: OriginSeq,
 }
 
 /// A will waiting for its Will Delay Interval, and when it is due: the store keeps the
@@ -167,6 +171,7 @@ impl Pending {
             && self.inbound_qos2.is_empty()
             && self.identity.is_none()
             && self.publish_verdicts.is_none()
+            && self.origin_seq == OriginSeq::default()
     }
 }
 
@@ -325,6 +330,18 @@ impl Session {
         let known = pending.inbound_qos2.len() < before;
         self.drop_pending_if_empty();
         known
+    }
+
+    /// The numbering of its tentative QoS 2 publishes (`origins.rs`).
+    pub(crate) fn origin_seq(&self) -> OriginSeq {
+        self.pending
+            .as_ref()
+            .map_or_else(OriginSeq::default, |pending| pending.origin_seq)
+    }
+
+    pub(crate) fn set_origin_seq(&mut self, seq: OriginSeq) {
+        self.pending_mut().origin_seq = seq;
+        self.drop_pending_if_empty();
     }
 
     fn pending_mut(&mut self) -> &mut Pending {

@@ -245,6 +245,10 @@ impl Broker {
             ShardMessage::Publish(message) => self.deliver_remote(message, now, out),
             // The shard answers barriers itself (`shard/persist.rs`): nothing to apply here.
             ShardMessage::Barrier(_) => {}
+            ShardMessage::Committed => {
+                self.now = now;
+                self.commits_durable(out);
+            }
             ShardMessage::Group(share) => {
                 let GroupMessage(kind) = *share;
                 self.now = now;

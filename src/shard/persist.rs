@@ -16,14 +16,18 @@
 //!
 //! Each flush also carries a mark, its number among the shard's flushes: what the broker sends
 //! the client of a persistent session it wrote waits until the store reports that mark on
-//! disk (`durable_sends.rs`).
+//! disk (`durable_sends.rs`). The commits of tentative QoS 2 publishes (`broker/origins.rs`)
+//! wait for the mark of the flush that wrote them too; then the broker sends what waited for
+//! them here, and every other shard is told to do the same.
+
+use std::collections::VecDeque;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::Shard;
 use super::durable_sends::DurableSends;
-use crate::broker::{COVER_BARRIER, RoutedMessage, SessionImage};
+use crate::broker::{COVER_BARRIER, Origin, RoutedMessage, SessionImage};
 use crate::config::Durability;
 use crate::store::{Echo, Flush, StoreHandle};
 
@@ -54,6 +58,13 @@ pub(super) struct Persist {
     accepted: u64,
     /// Under `sync`: what waits for the flush that wrote its connection's session.
     pub(super) sends: Option<DurableSends>,
+    /// Commits of tentative publishes, with the mark of the flush that writes them; marks
+    /// grow from front to back. At most the PUBRECs released and not yet durable.
+    commits: VecDeque<(u64, Arc<Origin>)>,
+    /// Commits were taken and no flush was accepted since: one is owed, empty or not.
+    commits_unflushed: bool,
+    /// Commits became durable this turn: the other shards are told.
+    committed_notice: bool,
 }
 
 impl Persist {
@@ -68,6 +79,9 @@ impl Persist {
             cover_to_post: None,
             accepted: 0,
             sends: interval.is_none().then(DurableSends::default),
+            commits: VecDeque::new(),
+            commits_unflushed: false,
+            committed_notice: false,
         }
     }
 
@@ -90,10 +104,10 @@ impl Shard {
     fn writes_pending(&self) -> bool {
         self.broker.retained_writes_pending()
             || self.broker.session_writes_pending()
-            || self
-                .persist
-                .as_ref()
-                .is_some_and(|persist| !persist.answers.is_empty())
+            || self.broker.commits_pending()
+            || self.persist.as_ref().is_some_and(|persist| {
+                !persist.answers.is_empty() || persist.commits_unflushed
+            })
     }
 
     /// What changed since the last flush, and the barriers it answers: those of every publish
@@ -119,6 +133,11 @@ impl Shard {
             for &conn in self.broker.written_conns() {
                 sends.gate(conn, mark);
             }
+            let commits = self.broker.take_commits();
+            persist.commits_unflushed |= !commits.is_empty();
+            persist
+                .commits
+                .extend(commits.into_iter().map(|origin| (mark, origin)));
         }
         Flush {
             retained,
@@ -192,6 +211,40 @@ impl Shard {
         }
     }
 
+    /// Marks committed the tentative publishes whose commit is on disk: what waited for them
+    /// here is sent, and the other shards are told (`broker/origins.rs`).
+    pub(super) fn release_commits(&mut self) {
+        let Some(persist) = self.persist.as_mut() else {
+            return;
+        };
+        if persist.commits.is_empty() {
+            return;
+        }
+        let durable = persist.durable_mark();
+        let due = persist
+            .commits
+            .iter()
+            .take_while(|(mark, _)| *mark <= durable)
+            .count();
+        if due == 0 {
+            return;
+        }
+        let origins: Vec<Arc<Origin>> = persist
+            .commits
+            .drain(..due)
+            .map(|(_, origin)| origin)
+            .collect();
+        persist.committed_notice = true;
+        self.broker.committed(&origins, &mut self.outbox);
+    }
+
+    /// Whether commits became durable since the last call: the other shards are told.
+    pub(super) fn take_committed_notice(&mut self) -> bool {
+        self.persist
+            .as_mut()
+            .is_some_and(|persist| std::mem::take(&mut persist.committed_notice))
+    }
+
     /// Tells the broker whether the store writes now, before this turn's publishes are read:
     /// one relaxed load per turn.
     pub(super) fn refresh_store_state(&mut self) {
@@ -218,7 +271,7 @@ impl Shard {
         let Some(persist) = self.persist.as_ref() else {
             return;
         };
-        if flush.is_empty() {
+        if flush.is_empty() && !persist.commits_unflushed {
             // Only barriers wait, for a fan-out still under way.
             return;
         }
@@ -227,6 +280,7 @@ impl Shard {
             && sent.is_ok()
         {
             persist.accepted += 1;
+            persist.commits_unflushed = false;
         }
         if let Err(flush) = sent {
             self.broker.return_retained_writes(flush.retained);
