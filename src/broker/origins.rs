@@ -60,7 +60,8 @@ impl Origin {
         self.committed.load(Ordering::Acquire)
     }
 
-    fn mark_committed(&self) {
+    /// The commit is on disk: every copy may be sent, and is written without its origin.
+    pub(crate) fn mark_committed(&self) {
         self.committed.store(true, Ordering::Release);
     }
 }
@@ -93,11 +94,13 @@ fn new_incarnation() -> u64 {
     let mut bytes = [0; 8];
     let random = ring::rand::SystemRandom::new().fill(&mut bytes);
     // Without the system's randomness (never seen on Linux), the clock's nanoseconds.
-    let value = random.map(|()| u64::from_le_bytes(bytes)).unwrap_or_else(|_| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(1, |since| since.as_nanos() as u64)
-    });
+    let value = random
+        .map(|()| u64::from_le_bytes(bytes))
+        .unwrap_or_else(|_| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |since| since.as_nanos() as u64)
+        });
     value.max(1)
 }
 

@@ -142,8 +142,9 @@ struct Pending {
     /// (boxed: only publishers under topic rules have them).
     publish_verdicts: Option<Box<PublishVerdicts>>,
     /// Under `sync`: the numbering of its tentative QoS 2 publishes, once it published one
-    /// or was loaded with one (`origins.rs`); kept for the session's life.
-    origin_seq: OriginSeq,
+    /// or was loaded with one (`origins.rs`); kept for the session's life. Boxed: few
+    /// sessions publish at QoS 2, and every offline one has a `Pending`.
+    origin_seq: Option<Box<OriginSeq>>,
 }
 
 /// A will waiting for its Will Delay Interval, and when it is due: the store keeps the
@@ -171,7 +172,7 @@ impl Pending {
             && self.inbound_qos2.is_empty()
             && self.identity.is_none()
             && self.publish_verdicts.is_none()
-            && self.origin_seq == OriginSeq::default()
+            && self.origin_seq.is_none()
     }
 }
 
@@ -336,12 +337,16 @@ impl Session {
     pub(crate) fn origin_seq(&self) -> OriginSeq {
         self.pending
             .as_ref()
-            .map_or_else(OriginSeq::default, |pending| pending.origin_seq)
+            .and_then(|pending| pending.origin_seq.as_deref())
+            .copied()
+            .unwrap_or_default()
     }
 
     pub(crate) fn set_origin_seq(&mut self, seq: OriginSeq) {
-        self.pending_mut().origin_seq = seq;
-        self.drop_pending_if_empty();
+        **self
+            .pending_mut()
+            .origin_seq
+            .get_or_insert_with(Box::default) = seq;
     }
 
     fn pending_mut(&mut self) -> &mut Pending {
@@ -563,6 +568,6 @@ mod tests {
         assert_eq!(std::mem::size_of::<Subscriptions>(), 24);
         assert_eq!(std::mem::size_of::<Session>(), 168);
         assert_eq!(crate::slots::slot_bytes::<Session>(), 176);
-        assert_eq!(std::mem::size_of::<Pending>(), 88);
+        assert_eq!(std::mem::size_of::<Pending>(), 96);
     }
 }

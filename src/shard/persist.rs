@@ -105,9 +105,10 @@ impl Shard {
         self.broker.retained_writes_pending()
             || self.broker.session_writes_pending()
             || self.broker.commits_pending()
-            || self.persist.as_ref().is_some_and(|persist| {
-                !persist.answers.is_empty() || persist.commits_unflushed
-            })
+            || self
+                .persist
+                .as_ref()
+                .is_some_and(|persist| !persist.answers.is_empty() || persist.commits_unflushed)
     }
 
     /// What changed since the last flush, and the barriers it answers: those of every publish

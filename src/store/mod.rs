@@ -17,9 +17,9 @@
 mod error;
 mod files;
 mod lock;
-mod uncommitted;
 pub mod record;
 pub mod session_record;
+mod uncommitted;
 mod writer;
 
 use std::path::Path;

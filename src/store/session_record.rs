@@ -409,7 +409,7 @@ fn origin(reader: &mut Reader<'_>) -> Option<Option<StoredOrigin>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::broker::{QueuedImage, RoutedMessage, WillImage};
+    use crate::broker::{Origin, QueuedImage, RoutedMessage, WillImage};
     use crate::store::record::{HEADER_BYTES, Record, scan};
     use std::sync::Arc;
     use std::time::Instant;
@@ -452,7 +452,10 @@ mod tests {
                     packet_id: Some(id(513)),
                 },
                 QueuedImage {
-                    message: Arc::new(RoutedMessage::new("a", b"", QoS::ExactlyOnce, true)),
+                    message: Arc::new(RoutedMessage {
+                        origin: Some(Arc::new(Origin::new("pub-2", u64::MAX - 1, 300))),
+                        ..RoutedMessage::new("a", b"", QoS::ExactlyOnce, true)
+                    }),
                     qos: QoS::ExactlyOnce,
                     retain: true,
                     ids: vec![],
@@ -470,6 +473,8 @@ mod tests {
                 )),
                 due: Instant::now(),
             }),
+            incarnation: 0x0102_0304_0506_0708,
+            committed_seq: 41,
         }
     }
 
@@ -518,8 +523,17 @@ mod tests {
         assert_eq!(first.message.expires_at_ms, Some(1_700_000_000_500));
         assert_eq!(&*first.message.properties, &[0x03, 0x00, 0x01, b'j']);
         assert_eq!(&*first.message.payload, b"2-1");
+        assert_eq!(first.origin, None);
         let second = &session.messages[1];
         assert_eq!(second.packet_id, None);
+        let origin = StoredOrigin {
+            client_id: "pub-2".into(),
+            incarnation: u64::MAX - 1,
+            seq: 300,
+        };
+        assert_eq!(second.origin, Some(origin));
+        assert_eq!(session.incarnation, 0x0102_0304_0506_0708);
+        assert_eq!(session.committed_seq, 41);
         assert!(second.retain);
         assert_eq!(second.message.qos, QoS::ExactlyOnce);
         assert_eq!(second.message.expires_at_ms, None);
@@ -600,6 +614,80 @@ mod tests {
         assert_eq!(session.will, None);
     }
 
+    /// An origin is written while its publish is tentative only: once committed, the copy
+    /// is kept whatever becomes of its publisher, so it needs none.
+    #[test]
+    fn a_committed_origin_is_left_out() {
+        let image = image();
+        let origin = image.messages[1]
+            .message
+            .origin
+            .as_ref()
+            .expect("tentative");
+        let mut tentative = Vec::new();
+        encode(&mut tentative, &session_ref(&image));
+        origin.mark_committed();
+        let mut committed = Vec::new();
+        encode(&mut committed, &session_ref(&image));
+        assert_eq!(tentative.len() - committed.len(), 2 + "pub-2".len() + 16);
+        let found = scan(&committed, false).expect("clean");
+        let [Record::Session { session, .. }] = &found.records[..] else {
+            panic!("one session record: {:?}", found.records);
+        };
+        assert!(
+            session
+                .messages
+                .iter()
+                .all(|queued| queued.origin.is_none())
+        );
+    }
+
+    /// A SESSION record of the second format (kind 5), as fanfare wrote it before origins:
+    /// the current body without them loads, with no origin, incarnation or commit.
+    #[test]
+    fn a_second_format_session_still_loads() {
+        let image = SessionImage {
+            messages: vec![QueuedImage {
+                message: Arc::new(RoutedMessage::new("t/1", b"hi", QoS::ExactlyOnce, false)),
+                qos: QoS::ExactlyOnce,
+                retain: false,
+                ids: vec![],
+                packet_id: Some(id(5)),
+            }],
+            ..image()
+        };
+        let mut bytes = Vec::new();
+        encode(
+            &mut bytes,
+            &SessionRef {
+                message_expiry_ms: &[None],
+                ..session_ref(&image)
+            },
+        );
+        // Kind 5: no origin byte after the message's payload, nothing after the will.
+        bytes.truncate(bytes.len() - 16);
+        bytes[HEADER_BYTES] = 5;
+        let payload_end = bytes
+            .windows(2)
+            .rposition(|window| window == b"hi")
+            .expect("the payload")
+            + 2;
+        assert_eq!(bytes.remove(payload_end), 0, "the origin byte");
+        let length = (bytes.len() - HEADER_BYTES) as u32;
+        bytes[..4].copy_from_slice(&length.to_le_bytes());
+        recheck(&mut bytes);
+        let found = scan(&bytes, false).expect("clean");
+        let [Record::Session { session, .. }] = &found.records[..] else {
+            panic!("one session record: {:?}", found.records);
+        };
+        assert_eq!(session.messages[0].packet_id, Some(id(5)));
+        assert_eq!(&*session.messages[0].message.payload, b"hi");
+        assert_eq!(session.messages[0].origin, None);
+        assert_eq!(session.inbound_qos2, [id(9)]);
+        assert!(session.will.is_some());
+        assert_eq!((session.incarnation, session.committed_seq), (0, 0));
+    }
+
     fn recheck(bytes: &mut [u8]) {
         let crc = crc32fast::hash(&bytes[HEADER_BYTES..]);
         bytes[4..HEADER_BYTES].copy_from_slice(&crc.to_le_bytes());
@@ -622,8 +710,9 @@ mod tests {
                 ..session_ref(&image)
             },
         );
-        // The body ends: message count (4), released count (2), inbound count (2), will (1).
-        let end = bytes.len();
+        // The body ends: message count (4), released count (2), inbound count (2), will (1),
+        // incarnation and commit (16).
+        let end = bytes.len() - 16;
         let mut damaged = bytes.clone();
         damaged[end - 9..end - 5].copy_from_slice(&u32::MAX.to_le_bytes());
         recheck(&mut damaged);
@@ -696,7 +785,7 @@ mod tests {
         /// large allocation.
         #[test]
         fn any_session_body_with_a_good_checksum_never_panics(
-            kind in proptest::sample::select(vec![3u8, 5]),
+            kind in proptest::sample::select(vec![3u8, 5, 6]),
             body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..96),
         ) {
             let mut bytes = Vec::new();
@@ -724,8 +813,9 @@ mod tests {
                 ..session_ref(&image)
             },
         );
-        // The released identifier sits before the inbound count (2) and the will byte (1).
-        let end = bytes.len();
+        // The released identifier sits before the inbound count (2), the will byte (1),
+        // incarnation and commit (16).
+        let end = bytes.len() - 16;
         bytes[end - 5..end - 3].copy_from_slice(&0u16.to_le_bytes());
         recheck(&mut bytes);
         assert_eq!(
