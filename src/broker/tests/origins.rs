@@ -141,7 +141,7 @@ fn a_loaded_publisher_numbers_on_from_its_commit() {
     let mut out = Outbox::default();
     second
         .broker
-        .load_sessions(&[publisher.clone()], second.t0, &mut out);
+        .load_sessions(std::slice::from_ref(&publisher), second.t0, &mut out);
     second.connect(1, &Client::new("keep2").persistent());
     second.packet(1, &subscribe(1, &[("s/#", QoS::ExactlyOnce)]));
     second.connect(4, &Client::new("pub").persistent());
