@@ -15,8 +15,10 @@ random moments and restarted on the same data directory, for several rounds. The
   order; QoS 1 duplicates are allowed and counted (a message in flight when the broker died
   comes again), QoS 2 ones fail the test: exactly once to every persistent subscriber
   (docs/persistence.md, "Sends that wait for their session's record");
-- every acknowledged message reaches a shared group of persistent members, one per shard (its
-  owner hands messages to the other shard), QoS 2 at most once across the group;
+- every acknowledged message reaches a shared group of persistent members, two per shard (its
+  owner hands messages to the other shard), QoS 2 at most once across the group; one member
+  per shard stays offline until the end, so that the messages given to it go back to the
+  owner and on to another member (hand-backs);
 - each retained topic holds the last value acknowledged to its publisher, or a later one that
   was not acknowledged: the broker may die after a change was on disk and before its
   PUBACK left, and the publisher cannot tell those apart from lost ones.
@@ -289,6 +291,11 @@ def test_acknowledged_messages_survive_kill_9_at_random_moments(start, tmp_path)
     # One member per shard, so that the group's owner hands messages to another shard.
     shared = [Subscriber(cid, True, "$share/crash/") for cid in first_ids("cshr")]
     online += shared
+    # And one offline member per shard: a message the owner gives one goes back to the
+    # owner, which gives it to the next (a hand-back), on its last try queued for it.
+    shared_offline = [Subscriber(cid, True, "$share/crash/") for cid in first_ids("cshoff")]
+    offline += shared_offline
+    shared += shared_offline
 
     broker = start(shards=SHARDS, args=args, config=config)
     for sub in online + offline:
