@@ -348,7 +348,7 @@ impl Shard {
             }
         }
         // Behind the turn's shared subscription messages, which went first (`persist.rs`).
-        if let Some(seq) = self.take_cover() {
+        for seq in self.take_covers() {
             for target in (0..shard_count).filter(|&target| target != self.id) {
                 self.cross_shard.push(target, ShardMessage::Barrier(seq));
             }
