@@ -12,7 +12,7 @@
 //! FIFO), and answers it in its next flush taken with no fan-out pending. The store reports
 //! a barrier once the flush that answers it is synced; the acknowledgements are sent once
 //! every shard reported their barrier. Shared subscription messages posted to a third shard
-//! are followed by a cover barrier (see [`Shard::seal_held_acks`]).
+//! are followed by cover barriers, one level per hop (see [`Shard::seal_held_acks`]).
 //!
 //! Each flush also carries a mark, its number among the shard's flushes: what the broker sends
 //! the client of a persistent session it wrote waits until the store reports that mark on
@@ -163,11 +163,14 @@ impl Shard {
     /// this shard answers the barrier in this turn's flush and posts it to the others.
     ///
     /// A turn that posts shared subscription messages (a `Deliver` from a group's owner to a
-    /// member's shard, `share_groups.rs`) also seals a **cover**: a barrier posted behind them.
-    /// A publish barrier read from another shard is answered only once the last cover is
-    /// durable everywhere, so the deliveries that its publishes caused through this shard,
-    /// on a third shard, are on disk too. A cover is answered at once (a cover waiting for
-    /// covers would chain without end under shared traffic both ways).
+    /// member's shard, a hand-back from the member to the owner, `share_groups.rs`) also
+    /// seals a **cover** per level (hop) of them: a barrier posted behind them. A publish
+    /// barrier, or a cover of level `h`, read from another shard is answered only once this
+    /// shard's last covers of every level above are durable everywhere, so the messages its
+    /// publishes caused through this shard, on other shards, and the hops after them, are on
+    /// disk too. A cover of the highest level is answered at once: the waits go up the
+    /// levels and end there (one level for all would chain without end under shared traffic
+    /// both ways).
     pub(super) fn seal_held_acks(&mut self) {
         let Some(persist) = &mut self.persist else {
             return;
