@@ -4,6 +4,7 @@
 //! - `record.rs`: the bytes of a record and of a file, sans-IO: checksums, torn tails;
 //! - `session_record.rs`: the bytes of a persistent session's record;
 //! - `files.rs`: the shard directories, start-up load, compaction's renames;
+//! - `uncommitted.rs`: at load, the copies of QoS 2 publishes never committed dropped;
 //! - `writer.rs`: the thread, its bounded queue and each shard's handle to it;
 //! - `lock.rs`: one broker per data directory;
 //! - `error.rs`: what stops start-up, naming the file.
@@ -18,6 +19,7 @@ mod files;
 mod lock;
 pub mod record;
 pub mod session_record;
+mod uncommitted;
 mod writer;
 
 use std::path::Path;
@@ -78,7 +80,14 @@ impl Store {
         let started = Instant::now();
         let now_ms = unix_ms(SystemTime::now());
         let found = files::shard_dirs(data_dir)?;
-        let loaded = files::load(data_dir, recover, now_ms)?;
+        let mut loaded = files::load(data_dir, recover, now_ms)?;
+        let uncommitted = uncommitted::drop_uncommitted(&mut loaded.sessions);
+        if uncommitted > 0 {
+            info!(
+                "data directory {}: {uncommitted} queued copies of QoS 2 publishes never committed dropped (their publishers send them again)",
+                data_dir.display()
+            );
+        }
         let now = Instant::now();
         let messages: Vec<(Arc<RoutedMessage>, Option<u64>)> = loaded
             .messages
@@ -95,6 +104,7 @@ impl Store {
                     properties: stored.properties,
                     expires_at,
                     bridged: false,
+                    origin: None,
                 };
                 (Arc::new(message), stored.expires_at_ms)
             })
@@ -273,6 +283,7 @@ fn restore_session(stored: StoredSession, now: Instant, now_ms: u64) -> LiveSess
                 properties: stored.properties,
                 expires_at: stored.expires_at_ms.map(instant),
                 bridged: false,
+                origin: None,
             };
             QueuedImage {
                 message: Arc::new(message),
@@ -298,6 +309,7 @@ fn restore_session(stored: StoredSession, now: Instant, now_ms: u64) -> LiveSess
             properties: stored.properties,
             expires_at: stored.expires_at_ms.map(instant),
             bridged: false,
+            origin: None,
         };
         // One due while the broker was down is due now: published at the first tick.
         WillImage {
@@ -316,6 +328,8 @@ fn restore_session(stored: StoredSession, now: Instant, now_ms: u64) -> LiveSess
         released: stored.released,
         inbound_qos2: stored.inbound_qos2,
         delayed_will,
+        incarnation: stored.incarnation,
+        committed_seq: stored.committed_seq,
     };
     LiveSession {
         stamp: 0,
