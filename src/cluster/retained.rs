@@ -51,7 +51,7 @@ use tokio::sync::Semaphore;
 use super::headers::{from_headers, to_headers};
 use super::link::ClusterLink;
 use super::subject::{subject_to_topic, topic_to_subject};
-use super::unsent::{Held, Unsent, stream_value_wins};
+use super::unsent::{Held, Unsent, set_at_of, stream_value_wins, with_set_at};
 use crate::broker::RoutedMessage;
 use crate::config::{ClusterSettings, Limits};
 use crate::protocol::mqtt::QoS;
@@ -65,16 +65,28 @@ const SUBJECT_ROOT: &str = "$FANFARE";
 /// the bridge waits for one before it sends more. Worst case: 1 024 waiting tasks.
 const STORE_ACKS_INFLIGHT_MAX: usize = 1024;
 
-/// How long the bridge waits before it reads the stream again after an error, doubled after
-/// each error up to [`FOLLOW_RETRY_MAX`], and back to the least once the stream was read.
-const FOLLOW_RETRY_MIN: Duration = Duration::from_secs(1);
+/// How long the bridge waits before it reads the stream again after an error: the least for
+/// the first [`FOLLOW_QUICK_RETRIES`] errors in a row, then doubled after each up to
+/// [`FOLLOW_RETRY_MAX`], and back to the least once the stream was read.
+const FOLLOW_RETRY_MIN: Duration = Duration::from_millis(500);
 const FOLLOW_RETRY_MAX: Duration = Duration::from_secs(60);
+
+/// Errors in a row retried after [`FOLLOW_RETRY_MIN`]. After a NATS server of the cluster
+/// died, JetStream still places about one new consumer in three on it for a minute or so
+/// (nats-server 2.9), and creating that one times out: a few quick tries get a consumer on
+/// a live server. Without JetStream every try fails, and the pause grows.
+const FOLLOW_QUICK_RETRIES: u32 = 8;
 
 /// How often the server holding this node's consumer says it is there while it has no
 /// message to send. Two missed, and the node reads the stream again from another server: a
 /// node notices a lost NATS server within seconds, at the cost of one small message per
 /// heartbeat.
 const FOLLOW_HEARTBEAT: Duration = Duration::from_secs(2);
+
+/// How long the bridge waits for JetStream to create the stream or a consumer, which it does
+/// in milliseconds when it has a leader; shorter than the client's 10 s, so that a request
+/// lost with a NATS server (or one JetStream cannot place yet) is sent again soon.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How long JetStream keeps a consumer nobody asks for messages: the consumers of nodes gone,
 /// or left behind by a read that ended in an error.
@@ -162,9 +174,16 @@ impl RetainedStream {
         }
     }
 
-    fn unsent(&self) -> MutexGuard<'_, Unsent> {
+    /// Runs `change` on the values set while cut off, and updates their gauge.
+    fn unsent<T>(&self, change: impl FnOnce(&mut Unsent) -> T) -> T {
         // No code panics while holding it; a poisoned lock still holds a consistent map.
-        self.unsent.lock().unwrap_or_else(PoisonError::into_inner)
+        let mut unsent = self.unsent.lock().unwrap_or_else(PoisonError::into_inner);
+        let result = change(&mut unsent);
+        self.link
+            .figures
+            .retained_unsent
+            .store(unsent.len() as u64, Ordering::Relaxed);
+        result
     }
 
     fn held(&self) -> MutexGuard<'_, HashSet<Box<str>>> {
@@ -175,9 +194,8 @@ impl RetainedStream {
     /// connected; counts it as not stored when `retained_unsent_bytes_max` leaves no room.
     pub(super) fn remember(&self, message: &Arc<RoutedMessage>) {
         let seen = self.applied_sequence.load(Ordering::Relaxed);
-        let remembered = self
-            .unsent()
-            .remember(Arc::clone(message), SystemTime::now(), seen);
+        let remembered =
+            self.unsent(|unsent| unsent.remember(Arc::clone(message), SystemTime::now(), seen));
         if !remembered {
             store_failed(
                 &self.link,
@@ -193,7 +211,7 @@ impl RetainedStream {
     /// past it are dropped and counted, as when NATS is slow.
     pub(super) async fn store(self: &Arc<Self>, message: &RoutedMessage, headers: HeaderMap) {
         // A value set while cut off is older than this one.
-        self.unsent().forget(&message.topic);
+        self.unsent(|unsent| unsent.forget(&message.topic));
         let Ok(subject) = topic_to_subject(&self.root, &message.topic) else {
             store_failed(&self.link, "its topic has no NATS subject");
             return;
@@ -296,7 +314,7 @@ impl RetainedStream {
             check.tick().await;
             let ready = self.client.connection_state() == State::Connected
                 && self.link.figures.retained_caught_up.load(Ordering::Relaxed);
-            if !ready || self.unsent().is_empty() {
+            if !ready || self.unsent(|unsent| unsent.is_empty()) {
                 continue;
             }
             let stream = match self.jetstream.get_stream(&self.stream).await {
@@ -308,7 +326,7 @@ impl RetainedStream {
             };
             let (mut written, mut newer) = (0u64, 0u64);
             loop {
-                let Some(held) = self.unsent().any() else {
+                let Some(held) = self.unsent(|unsent| unsent.any()) else {
                     break;
                 };
                 match self.send_one(&stream, held).await {
@@ -338,15 +356,16 @@ impl RetainedStream {
         match stream.get_last_raw_message_by_subject(&subject).await {
             Ok(last) => {
                 let stored_at = system_time(last.time.unix_timestamp_nanos());
-                if stream_value_wins(last.sequence, stored_at, &held) {
-                    self.unsent().take(topic, held.generation);
+                let set_at = set_at_of(&last.headers, stored_at);
+                if stream_value_wins(last.sequence, set_at, &held) {
+                    self.unsent(|unsent| unsent.take(topic, held.generation));
                     return Ok(false);
                 }
             }
             Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => {}
             Err(e) => return Err(e.into()),
         }
-        if !self.unsent().take(topic, held.generation) {
+        if !self.unsent(|unsent| unsent.take(topic, held.generation)) {
             // Replaced or sent meanwhile.
             return Ok(false);
         }
@@ -357,7 +376,7 @@ impl RetainedStream {
         } else {
             (*held.message).clone()
         };
-        let headers = to_headers(&message, &self.node, now);
+        let headers = with_set_at(to_headers(&message, &self.node, now), held.set_at);
         self.store(&message, headers).await;
         Ok(true)
     }
@@ -365,21 +384,25 @@ impl RetainedStream {
     /// Follows the stream for as long as the node runs (see the module documentation).
     pub(super) async fn follow(self: Arc<Self>) {
         let mut retry = FOLLOW_RETRY_MIN;
+        let mut errors = 0u32;
         loop {
             let result = self.follow_once().await;
             let caught_up = &self.link.figures.retained_caught_up;
             if caught_up.swap(false, Ordering::Relaxed) {
-                retry = FOLLOW_RETRY_MIN;
+                (retry, errors) = (FOLLOW_RETRY_MIN, 0);
             }
             if let Err(e) = result {
                 warn!(
-                    "cluster: cannot follow the JetStream stream {:?} of retained messages: {e}; reading it again in {} s",
+                    "cluster: cannot follow the JetStream stream {:?} of retained messages: {e}; reading it again in {} ms",
                     self.stream,
-                    retry.as_secs()
+                    retry.as_millis()
                 );
             }
             tokio::time::sleep(retry).await;
-            retry = (retry * 2).min(FOLLOW_RETRY_MAX);
+            errors = errors.saturating_add(1);
+            if errors >= FOLLOW_QUICK_RETRIES {
+                retry = (retry * 2).min(FOLLOW_RETRY_MAX);
+            }
         }
     }
 
@@ -401,20 +424,22 @@ impl RetainedStream {
             storage: stream::StorageType::File,
             ..stream::Config::default()
         };
-        let stream = self.jetstream.get_or_create_stream(config).await?;
+        let stream =
+            tokio::time::timeout(SETUP_TIMEOUT, self.jetstream.get_or_create_stream(config))
+                .await??;
         // What async-nats's ordered consumer asks for, which notices a lost server only
         // after two heartbeats of 15 s.
-        let consumer = stream
-            .create_consumer(consumer::pull::Config {
-                deliver_policy: consumer::DeliverPolicy::LastPerSubject,
-                filter_subject: subjects,
-                ack_policy: consumer::AckPolicy::None,
-                inactive_threshold: CONSUMER_INACTIVE,
-                num_replicas: 1,
-                memory_storage: true,
-                ..consumer::pull::Config::default()
-            })
-            .await?;
+        let config = consumer::pull::Config {
+            deliver_policy: consumer::DeliverPolicy::LastPerSubject,
+            filter_subject: subjects,
+            ack_policy: consumer::AckPolicy::None,
+            inactive_threshold: CONSUMER_INACTIVE,
+            num_replicas: 1,
+            memory_storage: true,
+            ..consumer::pull::Config::default()
+        };
+        let consumer =
+            tokio::time::timeout(SETUP_TIMEOUT, stream.create_consumer(config)).await??;
         let mut reading = Reading {
             seen: Some(HashSet::new()),
             ..Reading::default()
@@ -510,17 +535,7 @@ impl RetainedStream {
         let Some(seen) = reading.seen.take() else {
             return;
         };
-        let gone: Vec<Box<str>> = {
-            let unsent = self.unsent();
-            let mut held = self.held();
-            let gone = held
-                .iter()
-                .filter(|topic| !seen.contains(*topic) && !unsent.contains(topic))
-                .cloned()
-                .collect();
-            held.retain(|topic| seen.contains(topic) || unsent.contains(topic));
-            gone
-        };
+        let gone = self.unsent(|unsent| sweep(&mut self.held(), &seen, unsent));
         for topic in &gone {
             let clearing = RoutedMessage::new(topic, &[], QoS::AtMostOnce, true);
             self.offer(Arc::new(clearing)).await;
@@ -547,6 +562,15 @@ impl RetainedStream {
         let own = format!("{}:{}", info.host, info.port);
         replicas_for(&info.connect_urls, &own)
     }
+}
+
+/// The topics `held` from an earlier read that the read that `seen` its topics did not find,
+/// taken out of `held`; those with a value waiting in `unsent` stay.
+fn sweep(held: &mut HashSet<Box<str>>, seen: &HashSet<Box<str>>, unsent: &Unsent) -> Vec<Box<str>> {
+    let kept = |topic: &Box<str>| seen.contains(topic) || unsent.contains(topic);
+    let gone = held.iter().filter(|topic| !kept(topic)).cloned().collect();
+    held.retain(kept);
+    gone
 }
 
 /// Counts a retained publish JetStream did not store, and logs it at the 1st, 2nd, 4th, 8th,
@@ -689,6 +713,18 @@ mod tests {
         let mut bad = HeaderMap::new();
         bad.insert(RETAIN, "maybe");
         assert!(read(&format!("{ROOT}.a"), b"1", &bad, 0).is_none());
+    }
+
+    #[test]
+    fn a_read_clears_the_topics_the_stream_no_longer_has() {
+        let set = |topics: &[&str]| topics.iter().map(|t| Box::from(*t)).collect::<HashSet<_>>();
+        let mut held = set(&["kept", "purged", "set while cut off"]);
+        let mut unsent = Unsent::new(1 << 20);
+        let message = RoutedMessage::new("set while cut off", b"1", QoS::AtMostOnce, true);
+        unsent.remember(Arc::new(message), SystemTime::now(), 0);
+        let gone = sweep(&mut held, &set(&["kept", "new"]), &unsent);
+        assert_eq!(gone, vec![Box::from("purged")]);
+        assert_eq!(held, set(&["kept", "set while cut off"]));
     }
 
     #[test]

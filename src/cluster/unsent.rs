@@ -4,17 +4,24 @@
 //!
 //! **Which value wins** when another node set the same topic meanwhile: the later one. The
 //! stream's value is later when this node had not read it yet when its client set the topic
-//! (its stream sequence is above the last one this node had applied then) and JetStream stored
-//! it after that moment (its time on the NATS server's clock against this node's clock). A
-//! value this node had read already is older by construction, whatever the clocks say; only
-//! values written by others during the cut are compared by the clocks, so a skew between
-//! the clocks decides only between writes made that close together.
+//! (its stream sequence is above the last one this node had applied then) and it was set
+//! after that moment: by the [`SET_AT`] header of a value another node wrote after a cut of
+//! its own, else by the time JetStream stored it (the NATS server's clock against this
+//! node's). A value this node had read already is older by construction, whatever the clocks
+//! say; only values written by others during the cut are compared by the clocks, so a skew
+//! between the clocks decides only between writes made that close together.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
+
+use async_nats::HeaderMap;
 
 use crate::broker::RoutedMessage;
+
+/// The header of a value written after a cut: when its client set it, in milliseconds since
+/// the Unix epoch by the clock of the node it was set on.
+pub(super) const SET_AT: &str = "Fanfare-Retained-Set-At";
 
 /// One topic's value set while cut off.
 #[derive(Debug, Clone)]
@@ -107,18 +114,39 @@ impl Unsent {
     pub fn is_empty(&self) -> bool {
         self.by_topic.is_empty()
     }
+
+    pub fn len(&self) -> usize {
+        self.by_topic.len()
+    }
 }
 
-/// Whether the stream's value of a topic, stored as `stream_sequence` at `stored_at`, wins
-/// over `held` (see the module documentation).
-pub(super) fn stream_value_wins(stream_sequence: u64, stored_at: SystemTime, held: &Held) -> bool {
-    stream_sequence > held.seen_sequence && stored_at > held.set_at
+/// `headers` with [`SET_AT`] saying `set_at`.
+pub(super) fn with_set_at(mut headers: HeaderMap, set_at: SystemTime) -> HeaderMap {
+    let ms = set_at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis());
+    headers.insert(SET_AT, ms.to_string().as_str());
+    headers
+}
+
+/// When the stream's value was set: its [`SET_AT`] header, else `stored_at`.
+pub(super) fn set_at_of(headers: &HeaderMap, stored_at: SystemTime) -> SystemTime {
+    headers
+        .get(SET_AT)
+        .and_then(|value| value.as_str().parse::<u64>().ok())
+        .map_or(stored_at, |ms| {
+            SystemTime::UNIX_EPOCH + Duration::from_millis(ms)
+        })
+}
+
+/// Whether the stream's value of a topic, stored as `stream_sequence` and set at `set_at`,
+/// wins over `held` (see the module documentation).
+pub(super) fn stream_value_wins(stream_sequence: u64, set_at: SystemTime, held: &Held) -> bool {
+    stream_sequence > held.seen_sequence && set_at > held.set_at
 }
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
     use crate::protocol::mqtt::QoS;
 
@@ -177,5 +205,17 @@ mod tests {
             "written during the cut, before"
         );
         assert!(!stream_value_wins(10, later, &held), "read before: older");
+    }
+
+    #[test]
+    fn the_set_at_header_says_when_a_value_written_after_a_cut_was_set() {
+        let set_at = SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
+        let stored_at = set_at + Duration::from_secs(60);
+        let headers = with_set_at(HeaderMap::new(), set_at);
+        assert_eq!(set_at_of(&headers, stored_at), set_at);
+        assert_eq!(set_at_of(&HeaderMap::new(), stored_at), stored_at);
+        let mut bad = HeaderMap::new();
+        bad.insert(SET_AT, "soon");
+        assert_eq!(set_at_of(&bad, stored_at), stored_at);
     }
 }
