@@ -325,10 +325,7 @@ impl RetainedStream {
                 }
             };
             let (mut written, mut newer) = (0u64, 0u64);
-            loop {
-                let Some(held) = self.unsent(|unsent| unsent.any()) else {
-                    break;
-                };
+            while let Some(held) = self.unsent(|unsent| unsent.any()) {
                 match self.send_one(&stream, held).await {
                     Ok(true) => written += 1,
                     Ok(false) => newer += 1,
@@ -567,9 +564,9 @@ impl RetainedStream {
 /// The topics `held` from an earlier read that the read that `seen` its topics did not find,
 /// taken out of `held`; those with a value waiting in `unsent` stay.
 fn sweep(held: &mut HashSet<Box<str>>, seen: &HashSet<Box<str>>, unsent: &Unsent) -> Vec<Box<str>> {
-    let kept = |topic: &Box<str>| seen.contains(topic) || unsent.contains(topic);
+    let kept = |topic: &str| seen.contains(topic) || unsent.contains(topic);
     let gone = held.iter().filter(|topic| !kept(topic)).cloned().collect();
-    held.retain(kept);
+    held.retain(|topic| kept(topic));
     gone
 }
 
