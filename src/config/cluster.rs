@@ -77,8 +77,8 @@ pub struct ClusterSettings {
     /// Bytes the stream may hold (JetStream's `max_bytes`, on each replica) when this node
     /// creates it. The stream refuses a write past it (`discard = new`): that retained value
     /// is then set on this node and live everywhere but not stored, and counted in
-    /// `fanfare_cluster_retained_store_failed_total`. A clearing is written after the
-    /// topic's old value was purged, so clearing always works.
+    /// `fanfare_cluster_retained_store_failed_total`. A refused clearing is written again
+    /// after the topic's value was purged, so clearing always works.
     pub retained_stream_bytes_max: u64,
     /// Bytes of retained messages (topic, payload, properties) set on this node while it was
     /// cut off from NATS, remembered to be written to the stream when it reconnects, the last
