@@ -14,7 +14,9 @@
 //! - **Bounded.** The stream is created with `max_bytes = retained_stream_bytes_max` and
 //!   `discard = new`: JetStream refuses a write past it, which is counted as a store failure.
 //!   A refused clearing is written again after the topic's value was purged, so clearing
-//!   always frees room.
+//!   always frees room. (nats-server 2.9 checks only payload and headers against the room
+//!   left: a small write within a message's overhead of the bound is taken, and the oldest
+//!   values dropped to fit; `docs/scale-out.md`.)
 //! - **Following.** Each node reads the whole stream with a consumer of its own and hands
 //!   every message to every shard, which applies it to its replica without delivering it
 //!   (`link.rs`): at start-up that loads the retained messages, and after that it keeps the

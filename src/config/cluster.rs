@@ -78,7 +78,9 @@ pub struct ClusterSettings {
     /// creates it. The stream refuses a write past it (`discard = new`): that retained value
     /// is then set on this node and live everywhere but not stored, and counted in
     /// `fanfare_cluster_retained_store_failed_total`. A refused clearing is written again
-    /// after the topic's value was purged, so clearing always works.
+    /// after the topic's value was purged, so clearing always works. Near the bound
+    /// nats-server 2.9 may drop the oldest values instead (`docs/scale-out.md`): size it well
+    /// above what the retained values need.
     pub retained_stream_bytes_max: u64,
     /// Bytes of retained messages (topic, payload, properties) set on this node while it was
     /// cut off from NATS, remembered to be written to the stream when it reconnects, the last

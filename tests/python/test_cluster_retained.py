@@ -80,6 +80,25 @@ def stored_messages(nats) -> int:
     return stream["state"]["messages"]
 
 
+def stored_bytes(nats) -> int:
+    stream = nats.stream(STREAM)
+    assert stream is not None, "no stream of retained messages"
+    return stream["state"]["bytes"]
+
+
+def wait_answered(broker, writes: int) -> dict:
+    """Waits until JetStream answered `writes` retained writes of `broker`, stored or not."""
+    deadline = time.monotonic() + RECONNECT_TIMEOUT_S
+    while True:
+        figures = totals(broker)
+        answered = (figures["fanfare_cluster_retained_stored_total"]
+                    + figures["fanfare_cluster_retained_store_failed_total"])
+        if answered == writes:
+            return figures
+        assert time.monotonic() < deadline, figures
+        time.sleep(0.1)
+
+
 def cut_off(nats, brokers) -> None:
     nats.stop()
     for broker in brokers:
@@ -184,3 +203,46 @@ def test_a_full_stream_refuses_new_values_and_clearing_makes_room(nats, node, cl
     assert retained_until(b, clients, f"{topic}/after", want) == want
     assert retained_on(b, clients, f"{topic}/big/{fits}") == [], "never stored"
     assert stored_messages(nats) == fits
+
+
+
+def test_a_clearing_refused_by_a_full_stream_is_written_after_a_purge(nats, node, clients,
+                                                                       topic):
+    bounded = {"retained_stream_bytes_max": STREAM_BYTES_MIN}
+    a, b = node("a", **bounded), node("b", **bounded)
+    pub = clients(a, "tcp")
+    cleared = f"{topic}/cleared"
+    pub.publish(cleared, b"1", 1, retain=True)
+    wait_answered(a, 1)
+    want = [(cleared, b"1")]
+    assert retained_until(b, clients, cleared, want) == want
+
+    # Fill the stream to its last byte, never past it (JetStream 2.9 would then drop its
+    # oldest message, the value to clear): big values first, then one of one byte to learn
+    # what a message costs beyond its payload on these topics, then one exactly that short
+    # of the room left.
+    writes = 1
+
+    def write(payload: bytes) -> dict:
+        nonlocal writes
+        pub.publish(f"{topic}/f/{writes:04}", payload, 1, retain=True)
+        writes += 1
+        return wait_answered(a, writes)
+
+    while (room := STREAM_BYTES_MIN - stored_bytes(nats)) > 2000:
+        write(bytes(min(room - 1000, BIG_PAYLOAD_BYTES)))
+    before = stored_bytes(nats)
+    write(b"1")
+    overhead = stored_bytes(nats) - before - 1
+    write(bytes(STREAM_BYTES_MIN - stored_bytes(nats) - overhead))
+    assert stored_bytes(nats) == STREAM_BYTES_MIN
+    figures = write(b"1")
+    assert figures["fanfare_cluster_retained_store_failed_total"] == 1, "the stream is full"
+    stored = figures["fanfare_cluster_retained_stored_total"]
+
+    # The clearing is refused too, then written once the value it clears is purged.
+    pub.publish(cleared, b"", 1, retain=True)
+    figures = wait_answered(a, writes + 1)
+    assert (figures["fanfare_cluster_retained_stored_total"],
+            figures["fanfare_cluster_retained_store_failed_total"]) == (stored + 1, 1)
+    assert retained_until(b, clients, cleared, []) == []
