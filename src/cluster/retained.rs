@@ -106,6 +106,9 @@ const PURGES_WAITING_MAX: usize = 4096;
 /// How often the bridge looks whether values set while cut off from NATS can be written.
 const UNSENT_CHECK: Duration = Duration::from_secs(1);
 
+/// How often a pause after an error looks whether a lost connection came back.
+const RECONNECT_CHECK: Duration = Duration::from_millis(250);
+
 /// How long the bridge waits for room when a shard's retained queue is full.
 const ROOM_WAIT: Duration = Duration::from_millis(5);
 
@@ -397,12 +400,34 @@ impl RetainedStream {
                     retry.as_millis()
                 );
             }
-            tokio::time::sleep(retry).await;
+            if self.pause(retry).await {
+                // NATS is back after an outage: read the stream now, and quickly again.
+                (retry, errors) = (FOLLOW_RETRY_MIN, 0);
+                continue;
+            }
             errors = errors.saturating_add(1);
             if errors >= FOLLOW_QUICK_RETRIES {
                 retry = (retry * 2).min(FOLLOW_RETRY_MAX);
             }
         }
+    }
+
+    /// Waits `retry`, or until the client connects again when it is not connected now;
+    /// whether it did. A pause grown long during an outage so ends with the outage.
+    async fn pause(&self, retry: Duration) -> bool {
+        let connected = || self.client.connection_state() == State::Connected;
+        if connected() {
+            tokio::time::sleep(retry).await;
+            return false;
+        }
+        let deadline = tokio::time::Instant::now() + retry;
+        while tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(RECONNECT_CHECK.min(retry)).await;
+            if connected() {
+                return true;
+            }
+        }
+        false
     }
 
     /// Creates the stream if it is missing, and reads it from its start until an error.
