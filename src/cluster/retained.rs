@@ -137,7 +137,8 @@ pub(super) struct RetainedStream {
     applied_sequence: AtomicU64,
     /// Topics the replicas hold a value of from the stream, at most `retained_messages_max`
     /// (a shard holds no more): those not in the stream any more when it is read again are
-    /// cleared.
+    /// cleared. Worst case, with a read's `seen`: twice `retained_messages_max` topics of
+    /// `topic_bytes_max`, what two shards' replicas hold in topics.
     held: Mutex<HashSet<Box<str>>>,
     /// Values set while cut off from NATS.
     unsent: Mutex<Unsent>,
