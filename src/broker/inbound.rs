@@ -338,12 +338,18 @@ impl Broker {
             return;
         }
         session.hold_inbound_qos2(id);
-        self.route_from(key, message(), now, out);
+        let mut message = message();
+        // Under `sync`, tentative until its identifier is on disk (`origins.rs`).
+        let origin = self.new_origin(key);
+        if let Some(origin) = &origin {
+            Arc::make_mut(&mut message).origin = Some(Arc::clone(origin));
+        }
+        self.route_from(key, message, now, out);
         // Written after what the routing changed on this shard (`session_writes.rs`), and
         // under `sync` only once every shard has it (`held_acks.rs`).
         self.note_inbound_qos2(key);
         let ack = self.accepted(id, v5, topic);
-        self.acknowledge_routed_qos2(conn, key, ack, out);
+        self.acknowledge_routed_qos2(conn, key, ack, origin, out);
     }
 
     /// A QoS 1/2 publish while the store cannot write, or that a bridge whose queue is full
