@@ -57,7 +57,7 @@ const fn counter(name: &'static str, help: &'static str) -> Metric {
 }
 
 /// Every metric, in the order of [`ShardFigures::values`].
-const METRICS: [Metric; 56] = [
+const METRICS: [Metric; 57] = [
     gauge(
         "fanfare_sockets",
         "Open sockets: clients, WebSocket upgrades and HTTP requests in progress.",
@@ -270,6 +270,10 @@ const METRICS: [Metric; 56] = [
         "fanfare_cluster_retained_caught_up",
         "Cluster mode: 1 once the replicas hold what the JetStream stream of retained messages held when the node started following it.",
     ),
+    gauge(
+        "fanfare_cluster_retained_unsent",
+        "Cluster mode: retained values set on this node while it was cut off from NATS, waiting to be written to the JetStream stream (bounded by retained_unsent_bytes_max).",
+    ),
 ];
 
 /// A metric's position in [`METRICS`], to read it from [`Totals`].
@@ -354,6 +358,7 @@ pub struct ClusterCounts {
     pub retained_store_failed: u64,
     pub retained_loaded: u64,
     pub retained_caught_up: bool,
+    pub retained_unsent: u64,
 }
 
 /// One shard's figures at one moment, in the order of [`METRICS`].
@@ -427,6 +432,7 @@ impl ShardFigures {
                 cluster.retained_store_failed,
                 cluster.retained_loaded,
                 u64::from(cluster.retained_caught_up),
+                cluster.retained_unsent,
             ],
         }
     }

@@ -185,7 +185,8 @@ impl Bridge {
             &self.limits,
             Arc::clone(&self.link),
         ));
-        tokio::spawn(Arc::clone(&retained).follow(client.clone()));
+        tokio::spawn(Arc::clone(&retained).follow());
+        tokio::spawn(Arc::clone(&retained).send_unsent());
         self.retained = Some(retained);
         let intake = Arc::new(Intake {
             node: self.node.clone(),
@@ -315,7 +316,7 @@ impl Bridge {
         }
     }
 
-    async fn publish(&self, client: &async_nats::Client, message: &RoutedMessage) {
+    async fn publish(&self, client: &async_nats::Client, message: &Arc<RoutedMessage>) {
         let figures = &self.link.figures;
         let subject = match topic_to_subject(&self.prefix, &message.topic) {
             Ok(subject) => subject,
@@ -325,7 +326,14 @@ impl Bridge {
             }
         };
         if client.connection_state() != async_nats::connection::State::Connected {
+            // The live publish is lost to the other nodes; a retained value is written to the
+            // stream once connected again.
             figures.dropped.fetch_add(1, Ordering::Relaxed);
+            if message.retain
+                && let Some(retained) = &self.retained
+            {
+                retained.remember(message);
+            }
             return;
         }
         let headers = to_headers(message, &self.node, std::time::Instant::now());

@@ -70,6 +70,8 @@ pub struct ClusterFigures {
     /// Whether the replicas hold what the stream held when this node last (re)started
     /// following it.
     pub retained_caught_up: AtomicBool,
+    /// Retained values set while cut off from NATS, waiting to be written to the stream.
+    pub retained_unsent: AtomicU64,
 }
 
 /// The queues of one node's shards and its bridge.

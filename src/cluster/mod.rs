@@ -13,6 +13,7 @@ pub mod headers;
 pub mod link;
 pub mod retained;
 pub mod subject;
+mod unsent;
 
 pub use bridge::{BridgeError, spawn};
 pub use link::{ClusterLink, FROM_CLUSTER_PER_TURN_MAX, INTAKE_SHARD};

@@ -114,6 +114,7 @@ impl Shard {
                     retained_store_failed: figures.retained_store_failed.load(Ordering::Relaxed),
                     retained_loaded: figures.retained_loaded.load(Ordering::Relaxed),
                     retained_caught_up: figures.retained_caught_up.load(Ordering::Relaxed),
+                    retained_unsent: figures.retained_unsent.load(Ordering::Relaxed),
                 }
             }
             _ => crate::metrics::ClusterCounts::default(),
