@@ -10,6 +10,7 @@ until one arrives, so the path is known to be open, then checks what it is about
 from __future__ import annotations
 
 import json
+import time
 
 import paho.mqtt.client as paho
 import pytest
@@ -128,6 +129,7 @@ def test_interest_follows_the_last_subscriber(node, nats, clients, topic):
     first.subscribe(topic + "/x", 0)
     second.subscribe(topic + "/x", 0)
     wait_for_metric(a, "fanfare_cluster_subjects", lambda v: v == 1)
+    wait_for_metric(a, "fanfare_cluster_qos_consumers", lambda v: v == 1)
     native = NatsPublisher(nats)
     try:
         subject = "mqtt." + topic.replace("/", ".") + ".x"
@@ -142,6 +144,12 @@ def test_interest_follows_the_last_subscriber(node, nats, clients, topic):
         assert second.wait_for_message().payload == b"still heard"
         second.unsubscribe(topic + "/x")
         wait_for_metric(a, "fanfare_cluster_subjects", lambda v: v == 0)
+        # Its consumer of the QoS stream goes with it, from JetStream too.
+        wait_for_metric(a, "fanfare_cluster_qos_consumers", lambda v: v == 0)
+        deadline = time.monotonic() + 10
+        while nats.consumers("FANFARE_QOS") != 0:
+            assert time.monotonic() < deadline, "the consumer was not deleted"
+            time.sleep(0.1)
     finally:
         native.close()
 
