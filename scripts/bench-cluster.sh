@@ -5,6 +5,8 @@
 #
 #   scripts/bench-cluster.sh             # ~1.5 minutes; needs nats-server (Debian package)
 #   SUBS=600 RATE=100 scripts/bench-cluster.sh
+#   QOS=1 scripts/bench-cluster.sh       # QoS 1 both ways: across nodes on JetStream, and the
+#                                        # PUBACK's wait for it (p50/p99)
 #
 # Every process shares the machine's cores (three brokers, nats-server and the load
 # generator), so the latencies include their scheduling; the broker CPU outside the run is in
@@ -15,6 +17,7 @@ OUT=$(cd "$(dirname "$0")/.." && pwd)/target/bench-cluster
 SUBS=${SUBS:-300}
 RATE=${RATE:-50}
 DURATION=${DURATION:-20}
+QOS=${QOS:-0}
 source "$(dirname "$0")/bench-common.sh"
 
 varz() { curl -s "http://127.0.0.1:$MON/varz"; }
@@ -26,14 +29,20 @@ d = json.load(open(sys.argv[1]))
 l = d["latency_us"]
 print(f"{sys.argv[2]}: {d['connections']['ok']:,} subscribers, delivered {d['delivered']:,} of "
       f"{d['expected']:,} ({d['lost']:,} lost), p50 {l['p50'] / 1000:.2f} ms, "
-      f"p99 {l['p99'] / 1000:.2f} ms, max {l['max'] / 1000:.1f} ms")
+      f"p99 {l['p99'] / 1000:.2f} ms, max {l['max'] / 1000:.1f} ms, "
+      f"{d['msgs_per_s']:,.0f} deliveries/s")
+a = d.get("puback_latency_us")
+if a:
+    print(f"  PUBACK: p50 {a['p50'] / 1000:.2f} ms, p99 {a['p99'] / 1000:.2f} ms, "
+          f"max {a['max'] / 1000:.1f} ms; {d['duplicates']:,} duplicates, "
+          f"{d['out_of_order']:,} out of order")
 EOF
 }
 
 run_fanout() {
     local name=$1
     shift
-    "$LT" fanout "$@" --subscribers "$SUBS" --rate "$RATE" --duration "$DURATION" \
+    "$LT" fanout "$@" --subscribers "$SUBS" --rate "$RATE" --duration "$DURATION" --qos "$QOS" \
         >"$OUT/$name.json" 2>"$OUT/$name.log" || log "$name: the load generator failed (see $OUT/$name.log)"
 }
 
