@@ -57,7 +57,7 @@ const fn counter(name: &'static str, help: &'static str) -> Metric {
 }
 
 /// Every metric, in the order of [`ShardFigures::values`].
-const METRICS: [Metric; 65] = [
+const METRICS: [Metric; 66] = [
     gauge(
         "fanfare_sockets",
         "Open sockets: clients, WebSocket upgrades and HTTP requests in progress.",
@@ -270,6 +270,10 @@ const METRICS: [Metric; 65] = [
         "fanfare_cluster_retained_caught_up",
         "Cluster mode: 1 once the replicas hold what the JetStream stream of retained messages held when the node started following it.",
     ),
+    gauge(
+        "fanfare_cluster_retained_unsent",
+        "Cluster mode: retained values set on this node while it was cut off from NATS, waiting to be written to the JetStream stream (bounded by retained_unsent_bytes_max).",
+    ),
     counter(
         "fanfare_cluster_publishes_refused_total",
         "Cluster mode: QoS 1/2 publishes not acknowledged because the other nodes could not be promised them (NATS gone, the queue to it full, JetStream did not store them): 0x97 Quota exceeded for MQTT 5, no acknowledgement for 3.x.",
@@ -390,6 +394,7 @@ pub struct ClusterCounts {
     pub retained_store_failed: u64,
     pub retained_loaded: u64,
     pub retained_caught_up: bool,
+    pub retained_unsent: u64,
     pub qos_stored: u64,
     pub qos_store_failed: u64,
     pub qos_stream_ready: bool,
@@ -471,6 +476,7 @@ impl ShardFigures {
                 cluster.retained_store_failed,
                 cluster.retained_loaded,
                 u64::from(cluster.retained_caught_up),
+                cluster.retained_unsent,
                 broker.publishes_refused_cluster,
                 cluster.qos_stored,
                 cluster.qos_store_failed,

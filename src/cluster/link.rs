@@ -92,6 +92,8 @@ pub struct ClusterFigures {
     /// Whether the replicas hold what the stream held when this node last (re)started
     /// following it.
     pub retained_caught_up: AtomicBool,
+    /// Retained values set while cut off from NATS, waiting to be written to the stream.
+    pub retained_unsent: AtomicU64,
     /// QoS 1/2 publishes of this node JetStream stored, and those it did not (NATS gone, the
     /// queue full, no answer, refused).
     pub qos_stored: AtomicU64,

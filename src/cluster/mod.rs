@@ -15,6 +15,7 @@ pub mod link;
 pub mod qos;
 pub mod retained;
 pub mod subject;
+mod unsent;
 
 pub use bridge::{BridgeError, spawn};
 pub use link::{ClusterLink, FROM_CLUSTER_PER_TURN_MAX, INTAKE_SHARD, QosPublish, Ticket};

@@ -160,6 +160,14 @@ fn cluster(out: &mut Toml, cluster: &ClusterSettings) {
     out.value("takeover_remembered_s", &cluster.takeover_remembered_s);
     out.value("retained_stream", &cluster.retained_stream);
     out.optional("retained_replicas", cluster.retained_replicas.as_ref());
+    out.value(
+        "retained_stream_bytes_max",
+        &cluster.retained_stream_bytes_max,
+    );
+    out.value(
+        "retained_unsent_bytes_max",
+        &cluster.retained_unsent_bytes_max,
+    );
     out.value("qos_stream", &cluster.qos_stream);
     out.value("qos_stream_bytes_max", &cluster.qos_stream_bytes_max);
     out.value("qos_stream_age_max_s", &cluster.qos_stream_age_max_s);

@@ -168,6 +168,7 @@ impl Shard {
                     retained_store_failed: figures.retained_store_failed.load(Ordering::Relaxed),
                     retained_loaded: figures.retained_loaded.load(Ordering::Relaxed),
                     retained_caught_up: figures.retained_caught_up.load(Ordering::Relaxed),
+                    retained_unsent: figures.retained_unsent.load(Ordering::Relaxed),
                     qos_stored: figures.qos_stored.load(Ordering::Relaxed),
                     qos_store_failed: figures.qos_store_failed.load(Ordering::Relaxed),
                     qos_stream_ready: figures.qos_stream_ready.load(Ordering::Relaxed),
