@@ -6,6 +6,8 @@
 #   scripts/bench-cluster.sh             # ~1.5 minutes; needs nats-server (Debian package)
 #   SUBS=600 RATE=100 scripts/bench-cluster.sh
 #   NATS_SERVERS=3 scripts/bench-cluster.sh
+#   QOS=1 scripts/bench-cluster.sh       # QoS 1 both ways: across nodes on JetStream, and the
+#                                        # PUBACK's wait for it (p50/p99)
 #
 # NATS_SERVERS=3: three nats-servers clustered on loopback (routes between all, JetStream),
 # node A on the first, B on the second, C on the third, and the subscribers spread over all
@@ -23,6 +25,7 @@ SUBS=${SUBS:-300}
 RATE=${RATE:-50}
 DURATION=${DURATION:-20}
 NATS_SERVERS=${NATS_SERVERS:-1}
+QOS=${QOS:-0}
 source "$(dirname "$0")/bench-common.sh"
 [[ $NATS_SERVERS == 1 || $NATS_SERVERS == 3 ]] || { log "NATS_SERVERS is 1 or 3"; exit 1; }
 
@@ -101,14 +104,20 @@ d = json.load(open(sys.argv[1]))
 l = d["latency_us"]
 print(f"{sys.argv[2]}: {d['connections']['ok']:,} subscribers, delivered {d['delivered']:,} of "
       f"{d['expected']:,} ({d['lost']:,} lost), p50 {l['p50'] / 1000:.2f} ms, "
-      f"p99 {l['p99'] / 1000:.2f} ms, max {l['max'] / 1000:.1f} ms")
+      f"p99 {l['p99'] / 1000:.2f} ms, max {l['max'] / 1000:.1f} ms, "
+      f"{d['msgs_per_s']:,.0f} deliveries/s")
+a = d.get("puback_latency_us")
+if a:
+    print(f"  PUBACK: p50 {a['p50'] / 1000:.2f} ms, p99 {a['p99'] / 1000:.2f} ms, "
+          f"max {a['max'] / 1000:.1f} ms; {d['duplicates']:,} duplicates, "
+          f"{d['out_of_order']:,} out of order")
 PY
 }
 
 run_fanout() {
     local name=$1
     shift
-    "$LT" fanout "$@" --subscribers "$SUBS" --rate "$RATE" --duration "$DURATION" \
+    "$LT" fanout "$@" --subscribers "$SUBS" --rate "$RATE" --duration "$DURATION" --qos "$QOS" \
         >"$OUT/$name.json" 2>"$OUT/$name.log" || log "$name: the load generator failed (see $OUT/$name.log)"
 }
 

@@ -57,7 +57,7 @@ const fn counter(name: &'static str, help: &'static str) -> Metric {
 }
 
 /// Every metric, in the order of [`ShardFigures::values`].
-const METRICS: [Metric; 57] = [
+const METRICS: [Metric; 66] = [
     gauge(
         "fanfare_sockets",
         "Open sockets: clients, WebSocket upgrades and HTTP requests in progress.",
@@ -274,6 +274,42 @@ const METRICS: [Metric; 57] = [
         "fanfare_cluster_retained_unsent",
         "Cluster mode: retained values set on this node while it was cut off from NATS, waiting to be written to the JetStream stream (bounded by retained_unsent_bytes_max).",
     ),
+    counter(
+        "fanfare_cluster_publishes_refused_total",
+        "Cluster mode: QoS 1/2 publishes not acknowledged because the other nodes could not be promised them (NATS gone, the queue to it full, JetStream did not store them): 0x97 Quota exceeded for MQTT 5, no acknowledgement for 3.x.",
+    ),
+    counter(
+        "fanfare_cluster_qos_stored_total",
+        "Cluster mode: QoS 1/2 publishes of this node that JetStream acknowledged storing in the QoS stream.",
+    ),
+    counter(
+        "fanfare_cluster_qos_store_failed_total",
+        "Cluster mode: QoS 1/2 publishes of this node that did not reach the QoS stream (NATS gone, the queue full past out_queue_bytes_max, no answer, refused).",
+    ),
+    gauge(
+        "fanfare_cluster_qos_stream_ready",
+        "Cluster mode: 1 once the JetStream stream of QoS 1/2 publishes was found or made; until then QoS 1/2 publishes are not acknowledged.",
+    ),
+    gauge(
+        "fanfare_cluster_qos_acks_waiting",
+        "Cluster mode: QoS 1/2 publishes sent to JetStream whose answer has not come yet (at most qos_acks_waiting_max).",
+    ),
+    gauge(
+        "fanfare_cluster_qos_consumers",
+        "Cluster mode: JetStream consumers of the QoS stream this node reads, one per subject of each local filter.",
+    ),
+    counter(
+        "fanfare_cluster_qos_received_total",
+        "Cluster mode: QoS 1/2 messages of other nodes read from the QoS stream and published on this node.",
+    ),
+    counter(
+        "fanfare_cluster_qos_redelivered_total",
+        "Cluster mode: messages the QoS stream delivered to this node again (not acknowledged in time).",
+    ),
+    counter(
+        "fanfare_cluster_qos_duplicates_total",
+        "Cluster mode: QoS stream messages not published because this node had published them already (a redelivery, or one message through two of its consumers).",
+    ),
 ];
 
 /// A metric's position in [`METRICS`], to read it from [`Totals`].
@@ -359,6 +395,14 @@ pub struct ClusterCounts {
     pub retained_loaded: u64,
     pub retained_caught_up: bool,
     pub retained_unsent: u64,
+    pub qos_stored: u64,
+    pub qos_store_failed: u64,
+    pub qos_stream_ready: bool,
+    pub qos_acks_waiting: u64,
+    pub qos_consumers: u64,
+    pub qos_received: u64,
+    pub qos_redelivered: u64,
+    pub qos_duplicates: u64,
 }
 
 /// One shard's figures at one moment, in the order of [`METRICS`].
@@ -433,6 +477,15 @@ impl ShardFigures {
                 cluster.retained_loaded,
                 u64::from(cluster.retained_caught_up),
                 cluster.retained_unsent,
+                broker.publishes_refused_cluster,
+                cluster.qos_stored,
+                cluster.qos_store_failed,
+                u64::from(cluster.qos_stream_ready),
+                cluster.qos_acks_waiting,
+                cluster.qos_consumers,
+                cluster.qos_received,
+                cluster.qos_redelivered,
+                cluster.qos_duplicates,
             ],
         }
     }

@@ -233,10 +233,16 @@ impl Broker {
                 self.stats.publishes_refused_bridge_full += 1;
                 self.refuse_quota(conn, v5, Packet::PubAck, id, out)
             }
+            Delivery::AtLeastOnce(id) if self.refused_by_cluster(topic) => {
+                self.stats.publishes_refused_cluster += 1;
+                self.refuse_quota(conn, v5, Packet::PubAck, id, out)
+            }
             Delivery::AtLeastOnce(id) => {
-                self.route_from(key, message(), now, out);
+                let message = message();
+                self.route_from(key, Arc::clone(&message), now, out);
                 let ack = self.accepted(id, v5, topic);
-                self.acknowledge(conn, AckKind::PubAck, ack, out);
+                let ack = (conn, AckKind::PubAck, ack);
+                self.acknowledge_after_cluster(ack, None, &message, out);
             }
             Delivery::ExactlyOnce(id) if bad_payload => {
                 // Not kept: a PUBREC with an error ends the exchange (§4.3.3), unless it is a
@@ -309,6 +315,7 @@ impl Broker {
     ) {
         let inbound_qos2_max = usize::from(self.limits.inbound_qos2_max);
         let refused_by_bridge = self.refused_by_bridge(topic);
+        let refused_by_cluster = self.refused_by_cluster(topic);
         let Some(session) = self.sessions.get_mut(key) else {
             return;
         };
@@ -337,6 +344,11 @@ impl Broker {
             self.refuse_quota(conn, v5, Packet::PubRec, id, out);
             return;
         }
+        if refused_by_cluster {
+            self.stats.publishes_refused_cluster += 1;
+            self.refuse_quota(conn, v5, Packet::PubRec, id, out);
+            return;
+        }
         session.hold_inbound_qos2(id);
         let mut message = message();
         // Under `sync`, tentative until its identifier is on disk (`origins.rs`).
@@ -344,17 +356,19 @@ impl Broker {
         if let Some(origin) = &origin {
             Arc::make_mut(&mut message).origin = Some(Arc::clone(origin));
         }
-        self.route_from(key, message, now, out);
+        self.route_from(key, Arc::clone(&message), now, out);
         // Written after what the routing changed on this shard (`session_writes.rs`), and
         // under `sync` only once every shard has it (`held_acks.rs`).
         self.note_inbound_qos2(key);
         let ack = self.accepted(id, v5, topic);
-        self.acknowledge_routed_qos2(conn, key, ack, origin, out);
+        let ack = (conn, AckKind::PubRec, ack);
+        self.acknowledge_after_cluster(ack, Some((key, origin)), &message, out);
     }
 
     /// A QoS 1/2 publish while the store cannot write, or that a bridge whose queue is full
-    /// under `refuse` would carry: not routed, since what it changes (a retained message, an
-    /// offline session's queue, the bridge's queue) could not be kept. MQTT 5 gets PUBACK or
+    /// under `refuse` would carry, or while a cluster node has no NATS connection: not
+    /// routed, since what it changes (a retained message, an offline session's queue, the
+    /// bridge's queue, the other nodes' subscribers) could not be kept. MQTT 5 gets PUBACK or
     /// PUBREC 0x97 Quota exceeded; 3.x has no code for it and gets no acknowledgement, so the
     /// client sends it again (on its next connection at the latest). QoS 0 is served as
     /// usual.
@@ -380,7 +394,8 @@ impl Broker {
     /// subscribers when the broker knows there are none (`fanout.rs`).
     fn accepted(&mut self, id: PacketId, v5: bool, topic: &str) -> Ack<'static> {
         let mut ack = Ack::new(id);
-        if v5 && self.known_unsubscribed(topic) {
+        // In cluster mode another node may have subscribers.
+        if v5 && self.cluster_acks.is_none() && self.known_unsubscribed(topic) {
             ack.reason = ReasonCode::NO_MATCHING_SUBSCRIBERS;
         }
         ack

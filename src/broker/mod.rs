@@ -33,6 +33,7 @@ pub mod bench_support;
 mod client_ids;
 mod clients;
 mod cluster;
+mod cluster_acks;
 mod connect;
 pub mod crossings;
 mod fanout;
@@ -123,6 +124,9 @@ pub struct BrokerStats {
     pub publishes_refused_unwritable: u64,
     /// QoS 1/2 publishes refused for a bridge whose queue is full under `refuse`.
     pub publishes_refused_bridge_full: u64,
+    /// In cluster mode: QoS 1/2 publishes refused because JetStream could not store them
+    /// for the other nodes (NATS gone, the queue to it full, no answer; `cluster_acks.rs`).
+    pub publishes_refused_cluster: u64,
     /// Connections ended because the token they authenticated with expired.
     pub tokens_expired: u64,
     /// MQTT 5 connections ended for publishing past their rate (`disconnect_on_rate`).
@@ -170,6 +174,11 @@ pub struct Broker {
     waiting_for_commit: std::collections::HashSet<SessionKey>,
     /// See `Broker::set_bridge_refusals` (`cluster.rs`).
     bridge_refusals: Vec<Box<str>>,
+    /// In cluster mode: acknowledgements waiting until JetStream stored their publishes for
+    /// the other nodes (`cluster_acks.rs`).
+    cluster_acks: Option<cluster_acks::ClusterAcks>,
+    /// False while the NATS connection is down: QoS 1/2 publishes are refused then.
+    cluster_writable: bool,
     /// What each bridge remembers of the messages that came over it and over a bridge
     /// connection (`crossings.rs`), shared with its thread; empty without bridges.
     crossings: Vec<std::sync::Arc<std::sync::Mutex<crossings::Crossings>>>,
@@ -223,6 +232,8 @@ impl Broker {
             commits: Vec::new(),
             waiting_for_commit: std::collections::HashSet::new(),
             bridge_refusals: Vec::new(),
+            cluster_acks: None,
+            cluster_writable: true,
             crossings: Vec::new(),
             aliases: AliasRegistry::new(limits.topic_aliases_per_shard_max),
             limits,

@@ -174,6 +174,9 @@ pub struct Outbox {
     /// In cluster mode or with bridges: publishes that entered on this node, for the other
     /// nodes (`crate::cluster`) and the bridged brokers (`crate::bridge`).
     pub to_remote: Vec<Arc<RoutedMessage>>,
+    /// In cluster mode: the QoS 1/2 publishes of `to_remote` whose acknowledgement waits for
+    /// JetStream, in the same order, each with its ticket (`cluster_acks.rs`).
+    pub cluster_tickets: Vec<(Arc<RoutedMessage>, u64)>,
     /// In cluster mode: the client identifiers of the CONNECTs accepted this turn, for the
     /// other nodes to take down their connections with them (`crate::cluster::client_ids`).
     pub connected_clients: Vec<Box<str>>,
@@ -284,6 +287,7 @@ impl Outbox {
         shed(&mut self.to_other_shards);
         shed(&mut self.to_shard);
         shed(&mut self.to_remote);
+        shed(&mut self.cluster_tickets);
         shed(&mut self.connected_clients);
     }
 

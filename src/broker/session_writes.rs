@@ -235,10 +235,13 @@ impl Broker {
                         writes.written_conns.push(conn);
                     }
                     let mut image = image(session);
-                    // Under `sync`, an identifier whose PUBREC is held waits (`held_acks.rs`).
-                    image
-                        .inbound_qos2
-                        .retain(|&id| !self.inbound_qos2_unwritten(key, id));
+                    // Under `sync`, an identifier whose PUBREC is held waits (`held_acks.rs`),
+                    // and in cluster mode one whose PUBREC waits for JetStream
+                    // (`cluster_acks.rs`).
+                    image.inbound_qos2.retain(|&id| {
+                        !self.inbound_qos2_unwritten(key, id)
+                            && !self.inbound_qos2_waits_for_cluster(key, id)
+                    });
                     SessionWrite::Set(image)
                 }
                 // A session that was persistent may come back with a clean one.

@@ -13,6 +13,10 @@
 //! (`headers.rs`); a retained publish is also written to the JetStream stream that every
 //! node follows (`retained.rs`).
 //!
+//! **QoS 1/2** publishes cross on a JetStream stream instead (`qos.rs`): each filter's
+//! interest also holds a durable consumer per subject, and a copy on core NATS serves native
+//! NATS subscribers only.
+//!
 //! **No echo.** The connection asks the server not to send back its own messages, and every
 //! message carries [`headers::ORIGIN`] with the node's name: one that comes back from another
 //! connection of the same node (a restart, a second connection) is still recognised and
@@ -23,6 +27,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use async_nats::connection::State;
 use async_nats::{ConnectOptions, Event, ServerAddr};
 use futures::StreamExt;
 use log::{info, warn};
@@ -30,11 +35,13 @@ use tokio::task::JoinHandle;
 
 use super::client_ids::{self, Takeovers};
 use super::headers::{self, from_headers, to_headers};
-use super::link::ClusterLink;
+use super::link::{ClusterLink, QosPublish};
+use super::qos::QosStream;
 use super::retained::RetainedStream;
 use super::subject::{filter_subjects, subject_to_topic, topic_to_subject};
 use crate::broker::RoutedMessage;
 use crate::config::{ClusterSettings, Limits};
+use crate::protocol::mqtt::QoS;
 use crate::protocol::mqtt::topic::validate_topic_name;
 
 /// Messages the client holds for one subscription before the bridge's task takes them. The
@@ -93,11 +100,13 @@ pub fn spawn(
     let bridge = Bridge {
         settings: settings.clone(),
         retained: None,
+        qos: None,
         node: settings.node.clone(),
         prefix: settings.subject_prefix.clone(),
         limits: limits.clone(),
         link,
         filters: HashMap::new(),
+        deleting: HashMap::new(),
     };
     std::thread::Builder::new()
         .name("cluster".to_owned())
@@ -161,12 +170,27 @@ struct Bridge {
     settings: ClusterSettings,
     /// The stream of retained messages, once connected.
     retained: Option<Arc<RetainedStream>>,
+    /// The stream of QoS 1/2 publishes, once connected.
+    qos: Option<Arc<QosStream>>,
     node: String,
     prefix: String,
     limits: Limits,
     link: Arc<ClusterLink>,
     /// Filter → how many tries hold it over all shards, and the tasks of its subscriptions.
-    filters: HashMap<Box<str>, (u32, Vec<JoinHandle<()>>)>,
+    filters: HashMap<Box<str>, Interest>,
+    /// Consumers being deleted, by name: one made again for the same subject waits for it.
+    deleting: HashMap<String, JoinHandle<()>>,
+}
+
+/// What one filter holds on NATS.
+#[derive(Default)]
+struct Interest {
+    /// Tries that hold the filter, over all shards.
+    count: u32,
+    /// The tasks of its core NATS subscriptions.
+    subscriptions: Vec<JoinHandle<()>>,
+    /// Its consumers of the QoS stream: each one's name and the task that reads it.
+    consumers: Vec<(String, JoinHandle<()>)>,
 }
 
 impl Bridge {
@@ -188,6 +212,14 @@ impl Bridge {
         tokio::spawn(Arc::clone(&retained).follow());
         tokio::spawn(Arc::clone(&retained).send_unsent());
         self.retained = Some(retained);
+        let qos = Arc::new(QosStream::new(
+            client.clone(),
+            &self.settings,
+            &self.limits,
+            Arc::clone(&self.link),
+        ));
+        tokio::spawn(Arc::clone(&qos).prepare(client.clone()));
+        self.qos = Some(qos);
         let intake = Arc::new(Intake {
             node: self.node.clone(),
             prefix: self.prefix.clone(),
@@ -219,6 +251,15 @@ impl Bridge {
                 self.publish(&client, &message).await;
                 sent += 1;
             }
+            let mut sent_qos = 0;
+            while sent_qos < PUBLISHES_PER_ROUND_MAX {
+                let Some(publish) = self.link.next_qos_out() else {
+                    break;
+                };
+                self.publish_qos(&client, publish).await;
+                sent_qos += 1;
+            }
+            let sent = sent.max(sent_qos);
             if sent < PUBLISHES_PER_ROUND_MAX && !more_clients {
                 self.link.pipes.woken().await;
             } else {
@@ -238,6 +279,12 @@ impl Bridge {
             }
             while self.link.pipes.next_out().is_some() {
                 self.link.figures.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            while let Some(publish) = self.link.next_qos_out() {
+                self.link.figures.dropped.fetch_add(1, Ordering::Relaxed);
+                if let Some(ticket) = publish.ticket {
+                    self.link.settle(ticket, false);
+                }
             }
             self.link.pipes.woken().await;
         }
@@ -276,22 +323,23 @@ impl Bridge {
                 debug_assert!(false, "a filter is lost only after it was gained");
                 return;
             };
-            entry.0 = entry.0.saturating_sub(1);
-            if entry.0 == 0
-                && let Some((_, tasks)) = self.filters.remove(&filter)
+            entry.count = entry.count.saturating_sub(1);
+            if entry.count == 0
+                && let Some(interest) = self.filters.remove(&filter)
             {
-                subjects_held.fetch_sub(tasks.len() as u64, Ordering::Relaxed);
+                subjects_held.fetch_sub(interest.subscriptions.len() as u64, Ordering::Relaxed);
                 // Dropping a subscription's task drops its `Subscriber`: the client
                 // unsubscribes.
-                for task in tasks {
+                for task in interest.subscriptions {
                     task.abort();
                 }
+                self.drop_consumers(interest.consumers);
             }
             return;
         }
         let entry = self.filters.entry(filter.clone()).or_default();
-        entry.0 += 1;
-        if entry.0 > 1 {
+        entry.count += 1;
+        if entry.count > 1 {
             return;
         }
         let subjects = match filter_subjects(&self.prefix, &filter) {
@@ -311,12 +359,96 @@ impl Bridge {
             }
         }
         subjects_held.fetch_add(tasks.len() as u64, Ordering::Relaxed);
+        let consumers = self.make_consumers(&filter);
         if let Some(entry) = self.filters.get_mut(&filter) {
-            entry.1 = tasks;
+            entry.subscriptions = tasks;
+            entry.consumers = consumers;
         }
     }
 
+    /// Starts reading this node's consumers of `filter` in the QoS stream, each once the
+    /// deletion of its namesake, if one is under way, is over.
+    fn make_consumers(&mut self, filter: &str) -> Vec<(String, JoinHandle<()>)> {
+        let Some(qos) = &self.qos else {
+            return Vec::new();
+        };
+        qos.consumers_of(filter)
+            .into_iter()
+            .map(|(name, subject)| {
+                let deleting = self.deleting.remove(&name);
+                let qos = Arc::clone(qos);
+                let task_name = name.clone();
+                let task = tokio::spawn(async move {
+                    if let Some(deleting) = deleting {
+                        let _ = deleting.await;
+                    }
+                    qos.consume(task_name, subject).await;
+                });
+                (name, task)
+            })
+            .collect()
+    }
+
+    /// Stops reading `consumers` and deletes them from the stream.
+    fn drop_consumers(&mut self, consumers: Vec<(String, JoinHandle<()>)>) {
+        let Some(qos) = &self.qos else {
+            return;
+        };
+        self.deleting.retain(|_, task| !task.is_finished());
+        for (name, task) in consumers {
+            task.abort();
+            let deleting = tokio::spawn(Arc::clone(qos).delete_consumer(name.clone()));
+            self.deleting.insert(name, deleting);
+        }
+    }
+
+    /// A QoS 1/2 publish of this node: to the QoS stream, whose answer settles its ticket,
+    /// and to its live subject on core NATS for native NATS subscribers, marked so that fanfare
+    /// nodes ignore that copy.
+    async fn publish_qos(&self, client: &async_nats::Client, publish: QosPublish) {
+        let QosPublish { message, ticket } = publish;
+        let (Some(qos), State::Connected) = (&self.qos, client.connection_state()) else {
+            self.link.figures.dropped.fetch_add(1, Ordering::Relaxed);
+            // Refused to its publisher, but applied on this node already (NATS went between
+            // the shard's look and this one): written to the retained stream once connected
+            // again, as a QoS 0 one is.
+            if message.retain
+                && let Some(retained) = &self.retained
+            {
+                retained.remember(&message);
+            }
+            self.link
+                .figures
+                .qos_store_failed
+                .fetch_add(1, Ordering::Relaxed);
+            if let Some(ticket) = ticket {
+                self.link.settle(ticket, false);
+            }
+            return;
+        };
+        let headers = to_headers(&message, &self.node, std::time::Instant::now());
+        qos.publish(&message, headers.clone(), ticket).await;
+        let mut live = headers;
+        live.insert(headers::CARRIED_BY, self.settings.qos_stream.as_str());
+        self.publish_core(client, &message, live).await;
+    }
+
     async fn publish(&self, client: &async_nats::Client, message: &Arc<RoutedMessage>) {
+        debug_assert!(
+            message.qos == QoS::AtMostOnce,
+            "QoS 1/2 go by `publish_qos`"
+        );
+        let headers = to_headers(message, &self.node, std::time::Instant::now());
+        self.publish_core(client, message, headers).await;
+    }
+
+    /// Sends `message` to its live subject, and a retained one to the retained stream.
+    async fn publish_core(
+        &self,
+        client: &async_nats::Client,
+        message: &Arc<RoutedMessage>,
+        headers: async_nats::HeaderMap,
+    ) {
         let figures = &self.link.figures;
         let subject = match topic_to_subject(&self.prefix, &message.topic) {
             Ok(subject) => subject,
@@ -325,7 +457,7 @@ impl Bridge {
                 return;
             }
         };
-        if client.connection_state() != async_nats::connection::State::Connected {
+        if client.connection_state() != State::Connected {
             // The live publish is lost to the other nodes; a retained value is written to the
             // stream once connected again.
             figures.dropped.fetch_add(1, Ordering::Relaxed);
@@ -336,7 +468,6 @@ impl Bridge {
             }
             return;
         }
-        let headers = to_headers(message, &self.node, std::time::Instant::now());
         if message.retain
             && let Some(retained) = &self.retained
         {
@@ -374,6 +505,14 @@ impl Intake {
         if origin.is_some_and(|origin| origin.as_str() == self.node) {
             return;
         }
+        // A QoS 1/2 publish of another node: its own copy comes through the QoS stream.
+        let carried = message
+            .headers
+            .as_ref()
+            .is_some_and(|headers| headers.get(headers::CARRIED_BY).is_some());
+        if origin.is_some() && carried {
+            return;
+        }
         match self.publish_of(&message) {
             Some(publish) => self.link.deliver(publish),
             None => {
@@ -385,33 +524,43 @@ impl Intake {
         }
     }
 
-    /// The publish a NATS message stands for: QoS 0 (core NATS promises no more), with the
-    /// RETAIN flag and MQTT 5 properties of its headers (`headers.rs`); `None` when its
-    /// subject maps to no topic a client could publish to under this node's limits, or to a
-    /// `$` topic (each node's own), or its headers make no valid PUBLISH, or it is larger than
-    /// a client could publish, or it has expired on the way.
+    /// The publish a NATS message stands for (see [`publish_of`]).
     fn publish_of(&self, message: &async_nats::Message) -> Option<RoutedMessage> {
-        let topic = subject_to_topic(&self.prefix, message.subject.as_str())?;
-        if topic.starts_with('$') || topic.contains('\0') {
-            return None;
-        }
-        let decode = self.limits.decode_limits();
-        validate_topic_name(&topic, &decode).ok()?;
-        let now = std::time::Instant::now();
-        let headers = message.headers.as_ref();
-        let publish = from_headers(
-            &topic,
-            &message.payload,
-            headers,
-            &decode,
-            now,
-            Duration::ZERO,
-        )
-        .ok()??;
-        let packet_bytes = publish.payload.len() + publish.properties.len() + topic.len() + 16;
-        if packet_bytes > self.limits.packet_bytes_max as usize {
-            return None;
-        }
-        Some(publish)
+        publish_of(&self.prefix, &self.limits, message)
     }
+}
+
+/// The publish a NATS message on a subject under `prefix` stands for: QoS 0 (core NATS
+/// promises no more; the QoS stream sets its own, `qos.rs`), with the RETAIN flag and MQTT 5
+/// properties of its headers (`headers.rs`); `None` when its subject maps to no topic a
+/// client could publish to under `limits`, or to a `$` topic (each node's own), or its
+/// headers make no valid PUBLISH, or it is larger than a client could publish, or it has
+/// expired on the way.
+pub(super) fn publish_of(
+    prefix: &str,
+    limits: &Limits,
+    message: &async_nats::Message,
+) -> Option<RoutedMessage> {
+    let topic = subject_to_topic(prefix, message.subject.as_str())?;
+    if topic.starts_with('$') || topic.contains('\0') {
+        return None;
+    }
+    let decode = limits.decode_limits();
+    validate_topic_name(&topic, &decode).ok()?;
+    let now = std::time::Instant::now();
+    let headers = message.headers.as_ref();
+    let publish = from_headers(
+        &topic,
+        &message.payload,
+        headers,
+        &decode,
+        now,
+        Duration::ZERO,
+    )
+    .ok()??;
+    let packet_bytes = publish.payload.len() + publish.properties.len() + topic.len() + 16;
+    if packet_bytes > limits.packet_bytes_max as usize {
+        return None;
+    }
+    Some(publish)
 }

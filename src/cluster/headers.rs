@@ -40,6 +40,12 @@ pub const CONTENT_TYPE: &str = "Mqtt-Content-Type";
 pub const RESPONSE_TOPIC: &str = "Mqtt-Response-Topic";
 pub const CORRELATION_DATA: &str = "Mqtt-Correlation-Data";
 pub const USER_PROPERTY: &str = "Mqtt-User-Property";
+/// The QoS of a message in the stream of QoS 1/2 publishes (`qos.rs`): `1` or `2`; a message
+/// without it is taken at QoS 1.
+pub const QOS: &str = "Mqtt-Qos";
+/// On the core NATS copy of a QoS 1/2 publish, for native NATS subscribers: the stream that
+/// carries the message to the other nodes, which therefore ignore this copy.
+pub const CARRIED_BY: &str = "Fanfare-Stream";
 
 /// Why headers make no valid PUBLISH.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

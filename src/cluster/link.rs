@@ -17,6 +17,13 @@
 //!   each message, so that is also about the memory they hold); a full queue is not a drop:
 //!   the bridge waits for room, since a lost update would leave a stale value.
 //!
+//! - **QoS 1/2** (shards → bridge → shards): the QoS 1/2 publishes that entered on this node
+//!   wait on a queue of their own, bounded by `out_queue_bytes_max` as well; a publish whose
+//!   acknowledgement waits for JetStream's carries a [`Ticket`], and the bridge hands back
+//!   on its shard's queue whether JetStream stored it (`qos.rs`). A queue of settled tickets
+//!   holds at most what its shard waits for, bounded by connections × `inbound_qos2_max`
+//!   (`crate::broker::cluster_acks`).
+//!
 //! - **Client identifiers** (`client_ids.rs`): those of the CONNECTs accepted here, for the
 //!   other nodes, and those the other nodes accepted, one queue per shard, each at most
 //!   `[cluster] takeover_ids_waiting_max`; past it an identifier is dropped and counted with the
@@ -45,6 +52,21 @@ pub const INTAKE_SHARD: usize = 0;
 /// A filter that got its first subscriber on a shard (`true`) or lost its last (`false`).
 pub type InterestChange = (Box<str>, bool);
 
+/// A QoS 1/2 publish of shard `shard` whose acknowledgement to its publisher waits until
+/// JetStream stored it; `number` is the shard's own count (`crate::broker::cluster_acks`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ticket {
+    pub shard: usize,
+    pub number: u64,
+}
+
+/// A QoS 1/2 publish on its way to JetStream. Without a ticket nobody waits for it (a will,
+/// the admin publish API, a publish whose acknowledgement was not held).
+pub struct QosPublish {
+    pub message: Arc<RoutedMessage>,
+    pub ticket: Option<Ticket>,
+}
+
 /// What the bridge counts, read by shard 0 into the metrics.
 #[derive(Debug, Default)]
 pub struct ClusterFigures {
@@ -72,6 +94,23 @@ pub struct ClusterFigures {
     pub retained_caught_up: AtomicBool,
     /// Retained values set while cut off from NATS, waiting to be written to the stream.
     pub retained_unsent: AtomicU64,
+    /// QoS 1/2 publishes of this node JetStream stored, and those it did not (NATS gone, the
+    /// queue full, no answer, refused).
+    pub qos_stored: AtomicU64,
+    pub qos_store_failed: AtomicU64,
+    /// Whether the QoS stream was found or made since the node started.
+    pub qos_stream_ready: AtomicBool,
+    /// QoS 1/2 publishes sent to JetStream whose answer has not come yet.
+    pub qos_acks_waiting: AtomicU64,
+    /// JetStream consumers this node reads QoS 1/2 messages from.
+    pub qos_consumers: AtomicU64,
+    /// QoS 1/2 messages from the stream handed to the shards.
+    pub qos_received: AtomicU64,
+    /// Messages JetStream delivered again (not acknowledged in time), and messages not
+    /// delivered because this node had delivered them already (a redelivery, or the same
+    /// message through two consumers).
+    pub qos_redelivered: AtomicU64,
+    pub qos_duplicates: AtomicU64,
 }
 
 /// The queues of one node's shards and its bridge.
@@ -86,6 +125,13 @@ pub struct ClusterLink {
     connected: ArrayQueue<(Box<str>, u64)>,
     /// Per shard: client identifiers of CONNECTs accepted on other nodes.
     taken_over: Vec<ArrayQueue<TakenOver>>,
+    /// QoS 1/2 publishes for JetStream, and the bytes they hold, bounded by
+    /// `out_queue_bytes_max`.
+    qos_out: SegQueue<QosPublish>,
+    qos_out_bytes: AtomicU64,
+    qos_out_bytes_max: u64,
+    /// Per shard: tickets JetStream answered, and whether it stored their publishes.
+    settled: Vec<SegQueue<(u64, bool)>>,
     mailboxes: Arc<Mailboxes>,
     pub figures: ClusterFigures,
     /// How much of their own announcements the shards remember (`client_ids.rs`).
@@ -114,6 +160,12 @@ impl ClusterLink {
             retained,
             connected: ArrayQueue::new(ids_waiting_max),
             taken_over,
+            qos_out: SegQueue::new(),
+            qos_out_bytes: AtomicU64::new(0),
+            qos_out_bytes_max: out_bytes_max,
+            settled: (0..mailboxes.shard_count())
+                .map(|_| SegQueue::new())
+                .collect(),
             mailboxes,
             figures: ClusterFigures::default(),
             remembered: Remembered {
@@ -131,6 +183,28 @@ impl ClusterLink {
         if self.pipes.send(message).is_err() {
             self.figures.dropped.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Queues a QoS 1/2 publish for JetStream, or gives it back when the queue is full (the
+    /// caller refuses it, `crate::broker::cluster_acks`).
+    pub fn send_qos(&self, publish: QosPublish) -> Result<(), QosPublish> {
+        let bytes = publish.message.bytes() as u64;
+        let waiting = self.qos_out_bytes.load(Ordering::Relaxed);
+        if waiting.saturating_add(bytes) > self.qos_out_bytes_max {
+            self.figures
+                .qos_store_failed
+                .fetch_add(1, Ordering::Relaxed);
+            return Err(publish);
+        }
+        self.qos_out_bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.qos_out.push(publish);
+        Ok(())
+    }
+
+    /// The next ticket of `shard` JetStream answered: its number, and whether the publish
+    /// was stored.
+    pub fn take_settled(&self, shard: usize) -> Option<(u64, bool)> {
+        self.settled.get(shard)?.pop()
     }
 
     /// Queues an interest change; never dropped (see the module documentation).
@@ -186,6 +260,23 @@ impl ClusterLink {
         queue.push(taken)?;
         self.mailboxes.wake(shard);
         Ok(())
+    }
+
+    pub(super) fn next_qos_out(&self) -> Option<QosPublish> {
+        let publish = self.qos_out.pop()?;
+        self.qos_out_bytes
+            .fetch_sub(publish.message.bytes() as u64, Ordering::Relaxed);
+        Some(publish)
+    }
+
+    /// Tells the ticket's shard whether JetStream stored its publish, and wakes it.
+    pub(super) fn settle(&self, ticket: Ticket, stored: bool) {
+        let Some(queue) = self.settled.get(ticket.shard) else {
+            debug_assert!(false, "tickets name shards of this node");
+            return;
+        };
+        queue.push((ticket.number, stored));
+        self.mailboxes.wake(ticket.shard);
     }
 
     pub(super) fn next_interest(&self) -> Option<InterestChange> {
@@ -253,6 +344,31 @@ mod tests {
         assert!(link.pipes.take().is_none());
         link.deliver(message("d"));
         assert_eq!(link.pipes.take().map(|m| m.topic.clone()), Some("d".into()));
+    }
+
+    #[test]
+    fn qos_queue_is_bounded_and_tickets_come_back_to_their_shard() {
+        let mailboxes = Arc::new(Mailboxes::new(2, 4).expect("eventfds"));
+        let one = message("a").bytes() as u64;
+        let link = ClusterLink::new(mailboxes, &queues(one, one));
+        let ticket = Ticket {
+            shard: 1,
+            number: 7,
+        };
+        let publish = |ticket| QosPublish {
+            message: Arc::new(message("a")),
+            ticket,
+        };
+        assert!(link.send_qos(publish(Some(ticket))).is_ok());
+        assert!(link.send_qos(publish(None)).is_err(), "full");
+        assert_eq!(link.figures.qos_store_failed.load(Ordering::Relaxed), 1);
+        let out = link.next_qos_out().expect("queued");
+        assert_eq!(out.ticket, Some(ticket));
+        assert!(link.send_qos(publish(None)).is_ok(), "room again");
+        link.settle(ticket, true);
+        assert_eq!(link.take_settled(0), None);
+        assert_eq!(link.take_settled(1), Some((7, true)));
+        assert_eq!(link.take_settled(1), None);
     }
 
     #[test]

@@ -5,15 +5,17 @@
 //! - `headers.rs`: the RETAIN flag and MQTT 5 properties as NATS headers.
 //! - `client_ids.rs`: a CONNECT on one node takes down the same client id on the others.
 //! - `retained.rs`: retained messages in a JetStream stream that every node follows.
+//! - `qos.rs`: QoS 1/2 publishes on a JetStream stream, read by each node's consumers.
 //! - `bridge.rs`: the thread that runs the NATS client, off the shard loops.
 
 pub mod bridge;
 pub mod client_ids;
 pub mod headers;
 pub mod link;
+pub mod qos;
 pub mod retained;
 pub mod subject;
 mod unsent;
 
 pub use bridge::{BridgeError, spawn};
-pub use link::{ClusterLink, FROM_CLUSTER_PER_TURN_MAX, INTAKE_SHARD};
+pub use link::{ClusterLink, FROM_CLUSTER_PER_TURN_MAX, INTAKE_SHARD, QosPublish, Ticket};

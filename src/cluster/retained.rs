@@ -615,7 +615,7 @@ fn store_failed(link: &ClusterLink, why: &str) {
 
 /// Replicas for a NATS cluster whose servers for clients are `connect_urls` and `own` (a
 /// server may or may not name itself among them).
-fn replicas_for(connect_urls: &[String], own: &str) -> usize {
+pub(super) fn replicas_for(connect_urls: &[String], own: &str) -> usize {
     let mut servers: Vec<&str> = connect_urls.iter().map(String::as_str).collect();
     servers.push(own);
     servers.sort_unstable();

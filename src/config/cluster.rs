@@ -35,6 +35,15 @@ pub const TAKEOVER_IDS_MAX: usize = 1 << 20;
 /// Longest `takeover_remembered_s`: a day; an announcement crosses NATS in milliseconds.
 pub const TAKEOVER_REMEMBERED_S_MAX: u32 = 86_400;
 
+/// Most of `qos_acks_waiting_max`, `qos_ack_pending_max` and `qos_delivered_remembered_max`:
+/// each costs up to that many small entries (a task, a message JetStream holds out, a
+/// sequence number).
+pub const QOS_COUNT_MAX: usize = 1 << 20;
+
+/// Longest `qos_stream_age_max_s`: a week. A QoS 1/2 message no node took within it is lost
+/// to the nodes that did not (`docs/scale-out.md`).
+pub const QOS_STREAM_AGE_MAX_S: u32 = 7 * 86_400;
+
 /// How this node joins a cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterSettings {
@@ -100,6 +109,28 @@ pub struct ClusterSettings {
     /// How long a shard remembers an identifier it announced: far longer than NATS takes to
     /// carry an announcement between two nodes.
     pub takeover_remembered_s: u32,
+    /// The JetStream stream that carries QoS 1/2 publishes between nodes
+    /// (`crate::cluster::qos`); its subjects are `$FANFARE.<qos_stream>.>`. Clusters that
+    /// share one NATS account need a stream each.
+    pub qos_stream: String,
+    /// Bytes that stream holds at most (JetStream's `max_bytes`); past it the oldest messages
+    /// go, lost to a node that had not read them yet. Worst case this much disk on each NATS
+    /// server holding a replica.
+    pub qos_stream_bytes_max: u64,
+    /// How long that stream keeps a message (JetStream's `max_age`): a node gone, or that
+    /// far behind, longer loses what was published meanwhile.
+    pub qos_stream_age_max_s: u32,
+    /// QoS 1/2 publishes sent to JetStream whose acknowledgement has not come yet; past it the
+    /// bridge waits, the out queue fills and further QoS 1/2 publishes are refused. Worst case
+    /// this many small tasks on the bridge's thread.
+    pub qos_acks_waiting_max: usize,
+    /// Messages each of this node's JetStream consumers may hold out unacknowledged
+    /// (JetStream's `max_ack_pending`): bounds what one consumer brings in ahead of the shards.
+    pub qos_ack_pending_max: usize,
+    /// Stream sequence numbers of QoS 1/2 messages this node delivered, remembered so that a
+    /// redelivery, or the same message through two of its consumers, is delivered once.
+    /// Worst case: 16 B each.
+    pub qos_delivered_remembered_max: usize,
 }
 
 impl Default for ClusterSettings {
@@ -124,6 +155,12 @@ impl Default for ClusterSettings {
             takeover_ids_waiting_max: 1024,
             takeover_ids_remembered_max: 16_384,
             takeover_remembered_s: 60,
+            qos_stream: "FANFARE_QOS".to_owned(),
+            qos_stream_bytes_max: 1 << 30,
+            qos_stream_age_max_s: 3600,
+            qos_acks_waiting_max: 4096,
+            qos_ack_pending_max: 1024,
+            qos_delivered_remembered_max: 65_536,
         }
     }
 }
@@ -158,6 +195,12 @@ pub(super) struct FileCluster {
     takeover_ids_waiting_max: Option<usize>,
     takeover_ids_remembered_max: Option<usize>,
     takeover_remembered_s: Option<u32>,
+    qos_stream: Option<String>,
+    qos_stream_bytes_max: Option<u64>,
+    qos_stream_age_max_s: Option<u32>,
+    qos_acks_waiting_max: Option<usize>,
+    qos_ack_pending_max: Option<usize>,
+    qos_delivered_remembered_max: Option<usize>,
 }
 
 impl FileCluster {
@@ -202,6 +245,24 @@ impl FileCluster {
         }
         if let Some(bytes) = self.retained_unsent_bytes_max {
             cluster.retained_unsent_bytes_max = bytes;
+        }
+        if let Some(stream) = self.qos_stream {
+            cluster.qos_stream = stream;
+        }
+        if let Some(bytes) = self.qos_stream_bytes_max {
+            cluster.qos_stream_bytes_max = bytes;
+        }
+        if let Some(seconds) = self.qos_stream_age_max_s {
+            cluster.qos_stream_age_max_s = seconds;
+        }
+        if let Some(max) = self.qos_acks_waiting_max {
+            cluster.qos_acks_waiting_max = max;
+        }
+        if let Some(max) = self.qos_ack_pending_max {
+            cluster.qos_ack_pending_max = max;
+        }
+        if let Some(max) = self.qos_delivered_remembered_max {
+            cluster.qos_delivered_remembered_max = max;
         }
     }
 }
@@ -280,18 +341,29 @@ impl ClusterSettings {
                 &format!("must be 1 to {TAKEOVER_REMEMBERED_S_MAX} seconds"),
             ));
         }
-        let stream = &self.retained_stream;
-        let stream_ok = stream
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-        if stream.is_empty() || stream.len() > RETAINED_STREAM_BYTES_MAX || !stream_ok {
+        for (key, stream) in [
+            ("cluster.retained_stream", &self.retained_stream),
+            ("cluster.qos_stream", &self.qos_stream),
+        ] {
+            let stream_ok = stream
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+            if stream.is_empty() || stream.len() > RETAINED_STREAM_BYTES_MAX || !stream_ok {
+                return Err(ConfigError::invalid(
+                    key,
+                    &format!(
+                        "must be 1 to {RETAINED_STREAM_BYTES_MAX} bytes of letters, digits, `_` and `-`"
+                    ),
+                ));
+            }
+        }
+        if self.qos_stream == self.retained_stream {
             return Err(ConfigError::invalid(
-                "cluster.retained_stream",
-                &format!(
-                    "must be 1 to {RETAINED_STREAM_BYTES_MAX} bytes of letters, digits, `_` and `-`"
-                ),
+                "cluster.qos_stream",
+                "must differ from `retained_stream`",
             ));
         }
+        self.validate_qos()?;
         if self
             .retained_replicas
             .is_some_and(|replicas| replicas == 0 || replicas > RETAINED_REPLICAS_MAX)
@@ -314,6 +386,38 @@ impl ClusterSettings {
                 "cluster.retained_unsent_bytes_max",
                 &format!("must be 1 to {RETAINED_UNSENT_BYTES_MAX}"),
             ));
+        }
+        Ok(())
+    }
+
+    /// The bounds of QoS 1/2 across nodes.
+    fn validate_qos(&self) -> Result<(), ConfigError> {
+        if self.qos_stream_bytes_max == 0 {
+            return Err(ConfigError::invalid(
+                "cluster.qos_stream_bytes_max",
+                "must be at least 1",
+            ));
+        }
+        if !(1..=QOS_STREAM_AGE_MAX_S).contains(&self.qos_stream_age_max_s) {
+            return Err(ConfigError::invalid(
+                "cluster.qos_stream_age_max_s",
+                &format!("must be 1 to {QOS_STREAM_AGE_MAX_S} seconds"),
+            ));
+        }
+        for (key, count) in [
+            ("cluster.qos_acks_waiting_max", self.qos_acks_waiting_max),
+            ("cluster.qos_ack_pending_max", self.qos_ack_pending_max),
+            (
+                "cluster.qos_delivered_remembered_max",
+                self.qos_delivered_remembered_max,
+            ),
+        ] {
+            if !(1..=QOS_COUNT_MAX).contains(&count) {
+                return Err(ConfigError::invalid(
+                    key,
+                    &format!("must be 1 to {QOS_COUNT_MAX}"),
+                ));
+            }
         }
         Ok(())
     }
@@ -407,6 +511,24 @@ mod tests {
             };
             assert_eq!(key(cluster).as_deref(), Some("cluster.retained_stream"));
         }
+        let same_stream = ClusterSettings {
+            qos_stream: "FANFARE_RETAINED".to_owned(),
+            ..on()
+        };
+        assert_eq!(key(same_stream).as_deref(), Some("cluster.qos_stream"));
+        let no_age = ClusterSettings {
+            qos_stream_age_max_s: 0,
+            ..on()
+        };
+        assert_eq!(key(no_age).as_deref(), Some("cluster.qos_stream_age_max_s"));
+        let no_pending = ClusterSettings {
+            qos_ack_pending_max: 0,
+            ..on()
+        };
+        assert_eq!(
+            key(no_pending).as_deref(),
+            Some("cluster.qos_ack_pending_max")
+        );
         for replicas in [0, 6] {
             let cluster = ClusterSettings {
                 retained_replicas: Some(replicas),

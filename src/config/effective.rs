@@ -168,6 +168,15 @@ fn cluster(out: &mut Toml, cluster: &ClusterSettings) {
         "retained_unsent_bytes_max",
         &cluster.retained_unsent_bytes_max,
     );
+    out.value("qos_stream", &cluster.qos_stream);
+    out.value("qos_stream_bytes_max", &cluster.qos_stream_bytes_max);
+    out.value("qos_stream_age_max_s", &cluster.qos_stream_age_max_s);
+    out.value("qos_acks_waiting_max", &cluster.qos_acks_waiting_max);
+    out.value("qos_ack_pending_max", &cluster.qos_ack_pending_max);
+    out.value(
+        "qos_delivered_remembered_max",
+        &cluster.qos_delivered_remembered_max,
+    );
 }
 
 /// The document being written, one `key = value` line at a time.

@@ -10,13 +10,28 @@ use std::time::Instant;
 use log::warn;
 
 use super::Shard;
-use crate::cluster::{FROM_CLUSTER_PER_TURN_MAX, INTAKE_SHARD};
+use crate::cluster::{FROM_CLUSTER_PER_TURN_MAX, INTAKE_SHARD, QosPublish, Ticket};
+use crate::protocol::mqtt::QoS;
 
 impl Shard {
     /// Applies the retained messages from the JetStream stream waiting for this shard's
     /// replica, and publishes the messages from other nodes waiting for this shard (the
     /// intake shard), as the node's own.
     pub(super) fn take_from_cluster(&mut self, now: Instant) {
+        let Some(link) = &self.cluster else {
+            return;
+        };
+        let mut released = 0;
+        // Bounded by the tickets this shard handed out, each answered once.
+        while let Some((ticket, stored)) = link.take_settled(self.id) {
+            released += self
+                .broker
+                .settle_cluster_ack(ticket, stored, &mut self.outbox);
+        }
+        if released > 0 {
+            // Connections that waited for acknowledgements may be read again.
+            self.resume_throttled(now);
+        }
         let Some(link) = &self.cluster else {
             return;
         };
@@ -67,6 +82,15 @@ impl Shard {
         self.busy = true;
     }
 
+    /// Tells the broker whether NATS is connected, before this turn's publishes are read: one
+    /// relaxed load per turn.
+    pub(super) fn refresh_cluster_state(&mut self) {
+        if let Some(link) = &self.cluster {
+            let connected = link.figures.connected.load(Ordering::Relaxed);
+            self.broker.set_cluster_writable(connected);
+        }
+    }
+
     /// Hands the NATS bridge this turn's publishes and interest changes, and wakes it once;
     /// `Outbox::to_remote` is emptied by `post_to_bridges`, after the bridges had theirs.
     pub(super) fn post_to_cluster(&mut self) {
@@ -89,8 +113,38 @@ impl Shard {
                 link.connected(client_id, at_us);
             }
         }
+        // QoS 1/2 publishes go to JetStream, each with its ticket where its acknowledgement
+        // waits (both lists keep the routing's order).
+        let mut tickets = self.outbox.cluster_tickets.drain(..).peekable();
+        let mut refused = Vec::new();
         for message in &self.outbox.to_remote {
-            link.send(Arc::clone(message));
+            if message.qos == QoS::AtMostOnce {
+                link.send(Arc::clone(message));
+                continue;
+            }
+            let ticket = tickets
+                .next_if(|(ticketed, _)| Arc::ptr_eq(ticketed, message))
+                .map(|(_, number)| Ticket {
+                    shard: self.id,
+                    number,
+                });
+            let publish = QosPublish {
+                message: Arc::clone(message),
+                ticket,
+            };
+            if let Err(publish) = link.send_qos(publish)
+                && let Some(ticket) = publish.ticket
+            {
+                refused.push(ticket.number);
+            }
+        }
+        debug_assert!(tickets.next().is_none(), "every ticket is in to_remote");
+        drop(tickets);
+        for number in refused {
+            self.broker
+                .settle_cluster_ack(number, false, &mut self.outbox);
+            // The refusals are sent next turn.
+            self.busy = true;
         }
         if any {
             link.pipes.wake_remote();
@@ -115,6 +169,14 @@ impl Shard {
                     retained_loaded: figures.retained_loaded.load(Ordering::Relaxed),
                     retained_caught_up: figures.retained_caught_up.load(Ordering::Relaxed),
                     retained_unsent: figures.retained_unsent.load(Ordering::Relaxed),
+                    qos_stored: figures.qos_stored.load(Ordering::Relaxed),
+                    qos_store_failed: figures.qos_store_failed.load(Ordering::Relaxed),
+                    qos_stream_ready: figures.qos_stream_ready.load(Ordering::Relaxed),
+                    qos_acks_waiting: figures.qos_acks_waiting.load(Ordering::Relaxed),
+                    qos_consumers: figures.qos_consumers.load(Ordering::Relaxed),
+                    qos_received: figures.qos_received.load(Ordering::Relaxed),
+                    qos_redelivered: figures.qos_redelivered.load(Ordering::Relaxed),
+                    qos_duplicates: figures.qos_duplicates.load(Ordering::Relaxed),
                 }
             }
             _ => crate::metrics::ClusterCounts::default(),

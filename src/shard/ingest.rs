@@ -284,7 +284,7 @@ fn dispatch(cx: &mut Ingest<'_>, conn: &mut Peer, packet: &Packet<'_>) -> Flow {
             Flow::Continue
         }
         (Phase::Connected(_), Packet::Publish(_))
-            if cx.broker.held_acks_of(cx.id) >= cx.config.limits.inbound_qos2_max =>
+            if cx.broker.acks_waiting_of(cx.id) >= cx.config.limits.inbound_qos2_max =>
         {
             Flow::AwaitAcks
         }

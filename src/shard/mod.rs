@@ -299,6 +299,7 @@ impl Shard {
         broker.set_response_topic_prefix(&config.response_topic_prefix);
         if setup.cluster.is_some() {
             broker.join_cluster();
+            broker.hold_acks_for_cluster();
         }
         if !setup.bridges.is_empty() {
             broker.forward_out();
@@ -449,6 +450,7 @@ impl Shard {
         }
         self.refresh_config();
         self.refresh_store_state();
+        self.refresh_cluster_state();
         self.refresh_bridge_refusals();
         self.handle_events(now);
         self.take_handoffs(now);

@@ -10,6 +10,7 @@ until one arrives, so the path is known to be open, then checks what it is about
 from __future__ import annotations
 
 import json
+import time
 
 import paho.mqtt.client as paho
 import pytest
@@ -44,36 +45,43 @@ def node(start, nats):
         wait_for_metric(broker, "fanfare_cluster_connected", lambda v: v == 1)
         # Its replicas hold what the JetStream stream of retained messages held.
         wait_for_metric(broker, "fanfare_cluster_retained_caught_up", lambda v: v == 1)
+        wait_for_metric(broker, "fanfare_cluster_qos_stream_ready", lambda v: v == 1)
         return broker
     return _node
 
 
 def retained_on(broker, clients, topic_filter: str) -> list:
-    """What a new subscriber to `topic_filter` on `broker` gets at once: its retained values."""
+    """What a new subscriber to `topic_filter` on `broker` gets at once: its retained values
+    (RETAIN set). A live publish that reaches the node after the subscription (a clearing
+    through the QoS stream, which may come after the retained stream's copy) is not one."""
     late = clients(broker, "tcp")
     late.subscribe(topic_filter, 0)
     got = []
     while True:
         try:
-            got.append(late.wait_for_message(timeout=0.5))
+            msg = late.wait_for_message(timeout=0.5)
         except AssertionError:
             return got
+        if msg.retain:
+            got.append(msg)
 
 
 def test_publish_on_one_node_reaches_the_other_once(node, clients, topic):
     a, b = node("a"), node("b")
     sub = clients(a, "ws")
-    sub.subscribe(topic + "/#", 0)
+    sub.subscribe(topic + "/#", 1)
     wait_for_metric(a, "fanfare_cluster_subjects", lambda v: v >= 1)
+    # `topic` and `topic.>` in the QoS stream.
+    wait_for_metric(a, "fanfare_cluster_qos_consumers", lambda v: v >= 2)
     pub = clients(b, "tcp")
-    open_path(sub, lambda p: pub.publish(topic + "/probe", p, 0), f"the cluster on {topic}")
+    open_path(sub, lambda p: pub.publish(topic + "/probe", p, 1), f"the cluster on {topic}")
 
     for i in range(10):
         pub.publish(f"{topic}/score", b"goal %d" % i, 1)
     got = [sub.wait_for_message() for _ in range(10)]
     assert [(m.topic, m.payload) for m in got] == [
         (f"{topic}/score", b"goal %d" % i) for i in range(10)]
-    assert all(m.qos == 0 for m in got), "across nodes: QoS 0 in this version"
+    assert all(m.qos == 1 for m in got), "across nodes: QoS 1 over JetStream"
     sub.expect_no_message()
 
 
@@ -125,6 +133,7 @@ def test_interest_follows_the_last_subscriber(node, nats, clients, topic):
     first.subscribe(topic + "/x", 0)
     second.subscribe(topic + "/x", 0)
     wait_for_metric(a, "fanfare_cluster_subjects", lambda v: v == 1)
+    wait_for_metric(a, "fanfare_cluster_qos_consumers", lambda v: v == 1)
     native = NatsPublisher(nats)
     try:
         subject = "mqtt." + topic.replace("/", ".") + ".x"
@@ -139,13 +148,20 @@ def test_interest_follows_the_last_subscriber(node, nats, clients, topic):
         assert second.wait_for_message().payload == b"still heard"
         second.unsubscribe(topic + "/x")
         wait_for_metric(a, "fanfare_cluster_subjects", lambda v: v == 0)
+        # Its consumer of the QoS stream goes with it, from JetStream too.
+        wait_for_metric(a, "fanfare_cluster_qos_consumers", lambda v: v == 0)
+        deadline = time.monotonic() + 10
+        while nats.consumers("FANFARE_QOS") != 0:
+            assert time.monotonic() < deadline, "the consumer was not deleted"
+            time.sleep(0.1)
     finally:
         native.close()
 
 
 def test_without_nats_local_delivery_goes_on(start, clients, topic):
-    """A node whose NATS server is not there serves its own clients and counts what it could
-    not send."""
+    """A node whose NATS server is not there serves its own clients at QoS 0, refuses QoS 1/2
+    publishes (the other nodes could not be promised them), and counts what it could not
+    send."""
     from broker import free_port
     url = f"nats://127.0.0.1:{free_port()}"
     a = start(shards=2, args=["--nats", url],
@@ -156,9 +172,12 @@ def test_without_nats_local_delivery_goes_on(start, clients, topic):
     sub = clients(a, "tcp")
     sub.subscribe(topic, 1)
     pub = clients(a, "ws")
-    pub.publish(topic, b"local", 1)
+    refused = pub.paho.publish(topic, b"refused", 1)
+    pub.publish(topic, b"local", 0)
     msg = sub.wait_for_message()
-    assert (msg.payload, msg.qos) == (b"local", 1)
+    assert (msg.payload, msg.qos) == (b"local", 0)
+    assert not refused.is_published()
+    wait_for_metric(a, "fanfare_cluster_publishes_refused_total", lambda v: v == 1)
     wait_for_metric(a, "fanfare_cluster_dropped_total", lambda v: v >= 1)
     assert a.alive()
 
