@@ -173,6 +173,8 @@ fn main() -> anyhow::Result<()> {
             released: Vec::new(),
             inbound_qos2: Vec::new(),
             delayed_will: None,
+            incarnation: 0,
+            committed_seq: 0,
         };
         let shard = &mut shards[Broker::owner_shard(&client_id, args.shards)];
         session_record::encode(

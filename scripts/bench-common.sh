@@ -5,7 +5,7 @@
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$(pwd)
 mkdir -p "$OUT"
-cargo build --release -q --bin fanfare -p fanfare -p fanfare-loadtest
+cargo build --release -q -p fanfare -p fanfare-loadtest --bin fanfare --bin fanfare-loadtest
 LT=$ROOT/target/release/fanfare-loadtest
 FANFARE=$ROOT/target/release/fanfare
 PIDS=()

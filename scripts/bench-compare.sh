@@ -81,7 +81,7 @@ install_mosquitto() {
     local sudo=""
     [[ $(id -u) -eq 0 ]] || sudo=sudo
     $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq mosquitto >/dev/null
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null
     # The package may start a system instance on port 1883; ours uses its own ports.
 }
 

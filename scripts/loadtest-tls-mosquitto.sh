@@ -27,7 +27,7 @@ if ! command -v mosquitto >/dev/null; then
     sudo=""
     [[ $(id -u) -eq 0 ]] || sudo=sudo
     $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq mosquitto openssl >/dev/null
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto openssl >/dev/null
 fi
 
 if [[ -z ${LT:-} ]]; then

@@ -10,7 +10,7 @@ SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; fi
 if ! command -v mosquitto >/dev/null && ! [ -x /usr/sbin/mosquitto ]; then
     $SUDO apt-get update -qq
-    $SUDO DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto
 fi
 export PATH="$PATH:/usr/sbin"
 

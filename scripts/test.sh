@@ -35,7 +35,7 @@ command -v certutil >/dev/null || missing+=(libnss3-tools)
 if ((${#missing[@]})); then
     step "apt-get install ${missing[*]}"
     $SUDO apt-get update -qq
-    $SUDO DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
 fi
 if ! command -v cargo >/dev/null; then
     echo "cargo not found: install Rust (rustup) first" >&2

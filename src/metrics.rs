@@ -57,7 +57,7 @@ const fn counter(name: &'static str, help: &'static str) -> Metric {
 }
 
 /// Every metric, in the order of [`ShardFigures::values`].
-const METRICS: [Metric; 69] = [
+const METRICS: [Metric; 70] = [
     gauge(
         "fanfare_sockets",
         "Open sockets: clients, WebSocket upgrades and HTTP requests in progress.",
@@ -270,6 +270,10 @@ const METRICS: [Metric; 69] = [
         "fanfare_cluster_retained_caught_up",
         "Cluster mode: 1 once the replicas hold what the JetStream stream of retained messages held when the node started following it.",
     ),
+    gauge(
+        "fanfare_cluster_retained_unsent",
+        "Cluster mode: retained values set on this node while it was cut off from NATS, waiting to be written to the JetStream stream (bounded by retained_unsent_bytes_max).",
+    ),
     counter(
         "fanfare_cluster_sessions_stored_total",
         "Cluster mode: persistent session images and ends of this node that JetStream acknowledged in the sessions bucket.",
@@ -410,6 +414,7 @@ pub struct ClusterCounts {
     pub sessions_store_failed: u64,
     pub sessions_fetched: u64,
     pub session_fetches_failed: u64,
+    pub retained_unsent: u64,
     pub qos_stored: u64,
     pub qos_store_failed: u64,
     pub qos_stream_ready: bool,
@@ -491,6 +496,7 @@ impl ShardFigures {
                 cluster.retained_store_failed,
                 cluster.retained_loaded,
                 u64::from(cluster.retained_caught_up),
+                cluster.retained_unsent,
                 cluster.sessions_stored,
                 cluster.sessions_store_failed,
                 cluster.sessions_fetched,

@@ -186,6 +186,7 @@ impl OutQueue {
                     properties: stored.properties,
                     expires_at,
                     bridged: false,
+                    origin: None,
                 };
                 queue.bytes += bytes;
                 queue.entries.push_back(Queued {

@@ -12,32 +12,41 @@
 //! A publish JetStream did not store (NATS gone meanwhile, no answer in time, the stream
 //! full) was delivered on this node already: MQTT 5 gets 0x97 Quota exceeded, 3.x no
 //! acknowledgement, so its client sends it again (on its next connection at the latest); a
-//! QoS 2 identifier is let go, so that the publish sent again is routed again. While NATS is
+//! QoS 2 identifier is let go, so that the publish sent again is routed again. While a QoS 2
+//! publish waits here its identifier is not written, as while its PUBREC is held for the disk:
+//! a crash in between must not make the client's resend a duplicate of a message the other
+//! nodes never got. While NATS is
 //! known to be gone, QoS 1/2 publishes are refused before they are routed, as when the store
 //! cannot write (`inbound.rs`).
 //!
 //! Bounded per connection by `inbound_qos2_max` as the held acknowledgements are: a
 //! connection holding that many, here and in `held_acks.rs` together, is not read until some
-//! are sent (`shard/ingest.rs`). Worst case connections × `inbound_qos2_max` × 48 B (a test
-//! checks the size).
+//! are sent (`shard/ingest.rs`). Worst case connections × `inbound_qos2_max` × 56 B (a test
+//! checks the size), and for a QoS 2 publish its identifier in a set.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use super::Broker;
 use super::held_acks::AckKind;
+use super::origins::Origin;
 use super::outbox::{Outbox, RoutedMessage};
 use super::session::SessionKey;
 use crate::conn::ConnId;
 use crate::protocol::mqtt::{Ack, Packet, PacketId, Properties, ProtocolVersion, ReasonCode};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The session of a QoS 2 publish, and under `sync` the origin that makes it tentative
+/// (`origins.rs`).
+type Qos2 = (SessionKey, Option<Arc<Origin>>);
+
+#[derive(Debug)]
 struct Waiting {
     conn: ConnId,
     kind: AckKind,
     ack: Ack<'static>,
-    /// The session of a QoS 2 publish, whose identifier is let go if it was not stored.
-    qos2: Option<SessionKey>,
+    /// For a QoS 2 publish: its identifier is not written while it waits, and let go if
+    /// the publish was not stored.
+    qos2: Option<Qos2>,
     v5: bool,
     /// JetStream's answer, once it came.
     stored: Option<bool>,
@@ -50,6 +59,8 @@ pub(crate) struct ClusterAcks {
     front: u64,
     /// Acknowledgements waiting per connection.
     per_conn: HashMap<ConnId, u16>,
+    /// The inbound QoS 2 identifiers among them.
+    qos2: HashSet<(SessionKey, PacketId)>,
 }
 
 impl ClusterAcks {
@@ -58,6 +69,9 @@ impl ClusterAcks {
         let ticket = self.front + self.waiting.len() as u64;
         let held = self.per_conn.entry(waiting.conn).or_insert(0);
         *held = held.saturating_add(1);
+        if let Some((key, _)) = &waiting.qos2 {
+            self.qos2.insert((*key, waiting.ack.packet_id));
+        }
         self.waiting.push_back(waiting);
         ticket
     }
@@ -79,12 +93,14 @@ impl ClusterAcks {
     /// Takes the answered acknowledgements from the front, in ticket order, up to the first
     /// one still unanswered.
     fn release(&mut self, mut release: impl FnMut(Waiting, bool)) {
-        while let Some(&waiting) = self.waiting.front() {
-            let Some(stored) = waiting.stored else {
+        while let Some(stored) = self.waiting.front().and_then(|waiting| waiting.stored) {
+            let Some(waiting) = self.waiting.pop_front() else {
                 break;
             };
-            self.waiting.pop_front();
             self.front += 1;
+            if let Some((key, _)) = &waiting.qos2 {
+                self.qos2.remove(&(*key, waiting.ack.packet_id));
+            }
             if let Some(count) = self.per_conn.get_mut(&waiting.conn) {
                 *count -= 1;
                 if *count == 0 {
@@ -125,7 +141,7 @@ impl Broker {
     pub(super) fn acknowledge_after_cluster(
         &mut self,
         (conn, kind, ack): (ConnId, AckKind, Ack<'static>),
-        qos2: Option<SessionKey>,
+        qos2: Option<Qos2>,
         message: &Arc<RoutedMessage>,
         out: &mut Outbox,
     ) {
@@ -160,13 +176,25 @@ impl Broker {
         conn: ConnId,
         kind: AckKind,
         ack: Ack<'static>,
-        qos2: Option<SessionKey>,
+        qos2: Option<Qos2>,
         out: &mut Outbox,
     ) {
         match qos2 {
-            Some(key) => self.acknowledge_routed_qos2(conn, key, ack, out),
+            Some((key, origin)) => {
+                self.acknowledge_routed_qos2(conn, key, ack, origin, out);
+                // Left out of the session's records while it waited here.
+                self.note_inbound_qos2(key);
+            }
             None => self.acknowledge(conn, kind, ack, out),
         }
+    }
+
+    /// Whether the inbound QoS 2 identifier `id` of session `key` waits for JetStream: it is
+    /// not written until then, as while its PUBREC is held for the disk (`held_acks.rs`).
+    pub(super) fn inbound_qos2_waits_for_cluster(&self, key: SessionKey, id: PacketId) -> bool {
+        self.cluster_acks
+            .as_ref()
+            .is_some_and(|acks| acks.qos2.contains(&(key, id)))
     }
 
     /// JetStream's answer for `ticket`; sends (or holds for the disk) the acknowledgements
@@ -203,18 +231,22 @@ impl Broker {
         conn: ConnId,
         kind: AckKind,
         id: PacketId,
-        qos2: Option<SessionKey>,
+        qos2: Option<Qos2>,
         v5: bool,
         out: &mut Outbox,
     ) {
         self.stats.publishes_refused_cluster += 1;
-        if let Some(key) = qos2 {
+        if let Some((key, origin)) = qos2 {
             let released = self
                 .sessions
                 .get_mut(key)
                 .is_some_and(|session| session.release_inbound_qos2(id));
             if released {
                 self.note_inbound_qos2(key);
+            }
+            // Its local copies were delivered: they need not wait any longer (`origins.rs`).
+            if let Some(origin) = origin {
+                self.commit_origin(key, origin);
             }
         }
         if v5 {
@@ -264,8 +296,8 @@ mod tests {
     }
 
     #[test]
-    fn a_waiting_acknowledgement_takes_at_most_48_bytes() {
-        assert!(std::mem::size_of::<Waiting>() <= 48);
+    fn a_waiting_acknowledgement_takes_at_most_56_bytes() {
+        assert!(std::mem::size_of::<Waiting>() <= 56);
     }
 
     #[test]

@@ -461,8 +461,16 @@ impl Broker {
         {
             writes.note(key);
         }
+        // A tentative QoS 2 copy waits in the queue for its publisher's commit (`origins.rs`),
+        // and so does what comes after it.
+        let waits = super::origins::waits_for_commit(session.persistent(), queued.qos, message);
+        if waits && connection.is_some() {
+            self.waiting_for_commit.insert(key);
+        }
         match connection {
-            Some((conn, connection)) if session.outbound.has_room(connection.send_window) => {
+            Some((conn, connection))
+                if !waits && session.outbound.has_room(connection.send_window) =>
+            {
                 let id = session.outbound.start(queued);
                 let chunk = cache.with_id(message, variant_of(connection), ids, now, id);
                 if let Some(number) = introduces {
@@ -564,7 +572,18 @@ impl Broker {
         let Some(connection) = self.clients.get(conn) else {
             return;
         };
-        while let Some(queued) = session.outbound.dequeue(connection.send_window) {
+        let persistent = session.persistent();
+        loop {
+            if session.outbound.front().is_some_and(|queued| {
+                super::origins::waits_for_commit(persistent, queued.qos, &queued.message)
+            }) {
+                // Sent once its publisher's commit is durable (`origins.rs`).
+                self.waiting_for_commit.insert(key);
+                break;
+            }
+            let Some(queued) = session.outbound.dequeue(connection.send_window) else {
+                break;
+            };
             if queued.message.expired(now) {
                 continue;
             }

@@ -14,7 +14,10 @@
 //! the identifier is left out of the session's records; once it is released, the session is
 //! noted and the identifier written at the next flush. A crash before that write repeats the
 //! message if the client had not received the PUBREC (it sends the PUBLISH again), and costs
-//! nothing if it had (its PUBREL gets PUBCOMP): a duplicate at worst, never a loss.
+//! nothing if it had (its PUBREL gets PUBCOMP): a duplicate at worst, never a loss. A
+//! publish of a persistent session is tentative meanwhile, so that this duplicate cannot
+//! happen: its copies are dropped at load unless the identifier's flush committed it
+//! (`origins.rs`).
 //!
 //! Bounded per connection by `inbound_qos2_max`, the Receive Maximum announced to MQTT 5
 //! clients, which bounds their unacknowledged QoS 1 and 2 publishes [MQTT-3.3.4-7]: a
@@ -24,9 +27,11 @@
 //! case, and a few hundred bytes per publisher
 //! while the disk keeps up.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 
 use super::Broker;
+use super::origins::Origin;
 use super::outbox::Outbox;
 use super::session::SessionKey;
 use crate::conn::ConnId;
@@ -66,14 +71,15 @@ pub(crate) struct HeldAcks {
     sealed: VecDeque<(u64, HeldAck)>,
     /// Acknowledgements held per connection, open and sealed.
     per_conn: HashMap<ConnId, u16>,
-    /// Inbound QoS 2 identifiers whose PUBREC is held: not written yet.
-    unwritten_qos2: HashSet<(SessionKey, PacketId)>,
+    /// Inbound QoS 2 identifiers whose PUBREC is held: not written yet; with the origin of
+    /// a tentative publish, committed when the PUBREC is released (`origins.rs`).
+    unwritten_qos2: HashMap<(SessionKey, PacketId), Option<Arc<Origin>>>,
     /// The last barrier given.
     barrier: u64,
 }
 
 impl HeldAcks {
-    fn hold(&mut self, held: HeldAck) {
+    fn hold(&mut self, held: HeldAck, origin: Option<Arc<Origin>>) {
         let HeldAck {
             conn,
             ack,
@@ -81,7 +87,7 @@ impl HeldAcks {
             ..
         } = held;
         if let Some(key) = routed_qos2 {
-            self.unwritten_qos2.insert((key, ack.packet_id));
+            self.unwritten_qos2.insert((key, ack.packet_id), origin);
         }
         self.open.push(held);
         let held = self.per_conn.entry(conn).or_insert(0);
@@ -102,7 +108,7 @@ impl HeldAcks {
     }
 
     /// Takes the sealed acknowledgements whose barrier is at most `durable`, in order.
-    fn release(&mut self, durable: u64, mut send: impl FnMut(HeldAck)) {
+    fn release(&mut self, durable: u64, mut send: impl FnMut(HeldAck, Option<Arc<Origin>>)) {
         while let Some(&(barrier, held)) = self.sealed.front() {
             if barrier > durable {
                 break;
@@ -114,10 +120,11 @@ impl HeldAcks {
                     self.per_conn.remove(&held.conn);
                 }
             }
-            if let Some(key) = held.routed_qos2 {
-                self.unwritten_qos2.remove(&(key, held.ack.packet_id));
-            }
-            send(held);
+            let origin = held
+                .routed_qos2
+                .and_then(|key| self.unwritten_qos2.remove(&(key, held.ack.packet_id)))
+                .flatten();
+            send(held, origin);
         }
     }
 
@@ -148,18 +155,20 @@ impl Broker {
             routed_qos2: None,
         };
         match &mut self.held_acks {
-            Some(acks) => acks.hold(held),
+            Some(acks) => acks.hold(held, None),
             None => self.reply(conn, &kind.packet(ack), out),
         }
     }
 
     /// The PUBREC of a QoS 2 publish of session `key` that was just routed: while it is held,
-    /// its identifier is not written (see the module documentation).
+    /// its identifier is not written (see the module documentation). `origin`: the publish
+    /// is tentative until then (`origins.rs`).
     pub(super) fn acknowledge_routed_qos2(
         &mut self,
         conn: ConnId,
         key: SessionKey,
         ack: Ack<'static>,
+        origin: Option<Arc<Origin>>,
         out: &mut Outbox,
     ) {
         let held = HeldAck {
@@ -169,7 +178,7 @@ impl Broker {
             routed_qos2: Some(key),
         };
         match &mut self.held_acks {
-            Some(acks) => acks.hold(held),
+            Some(acks) => acks.hold(held, origin),
             None => self.reply(conn, &Packet::PubRec(ack), out),
         }
     }
@@ -179,7 +188,7 @@ impl Broker {
     pub(super) fn inbound_qos2_unwritten(&self, key: SessionKey, id: PacketId) -> bool {
         self.held_acks
             .as_ref()
-            .is_some_and(|held| held.unwritten_qos2.contains(&(key, id)))
+            .is_some_and(|held| held.unwritten_qos2.contains_key(&(key, id)))
     }
 
     /// Seals the open acknowledgements with a new barrier once every publish they answer was
@@ -207,12 +216,15 @@ impl Broker {
             return 0;
         };
         let mut released = 0;
-        held.release(durable, |ack| {
+        held.release(durable, |ack, origin| {
             released += 1;
             self.reply(ack.conn, &ack.kind.packet(ack.ack), out);
             if let Some(key) = ack.routed_qos2 {
-                // Its identifier may be written now.
+                // Its identifier may be written now, and with it the commit.
                 self.note_inbound_qos2(key);
+                if let Some(origin) = origin {
+                    self.commit_origin(key, origin);
+                }
             }
         });
         self.held_acks = Some(held);
@@ -245,7 +257,7 @@ mod tests {
 
     fn released(held: &mut HeldAcks, durable: u64) -> Vec<u16> {
         let mut ids = Vec::new();
-        held.release(durable, |held| ids.push(held.ack.packet_id.get()));
+        held.release(durable, |held, _| ids.push(held.ack.packet_id.get()));
         ids
     }
 
@@ -265,10 +277,10 @@ mod tests {
     fn an_open_ack_waits_for_its_seal_and_its_barrier() {
         let mut held = HeldAcks::default();
         let conn = ConnId::new(1, 1);
-        held.hold(plain(conn, AckKind::PubAck, 1));
+        held.hold(plain(conn, AckKind::PubAck, 1), None);
         assert!(released(&mut held, u64::MAX).is_empty(), "not sealed yet");
         assert_eq!(held.seal(), Some(1));
-        held.hold(plain(conn, AckKind::PubRec, 2));
+        held.hold(plain(conn, AckKind::PubRec, 2), None);
         assert_eq!(held.held_by(conn), 2);
         assert!(released(&mut held, 0).is_empty(), "barrier 1 not durable");
         assert_eq!(released(&mut held, 1), [1]);
@@ -285,15 +297,21 @@ mod tests {
         let conn = ConnId::new(1, 1);
         let key = SessionKey::from_parts(3, 1);
         let id = PacketId::new(9).expect("non-zero");
-        held.hold(HeldAck {
-            routed_qos2: Some(key),
-            ..plain(conn, AckKind::PubRec, 9)
-        });
-        assert!(held.unwritten_qos2.contains(&(key, id)));
+        let origin = Arc::new(Origin::new("pub", 5, 1));
+        held.hold(
+            HeldAck {
+                routed_qos2: Some(key),
+                ..plain(conn, AckKind::PubRec, 9)
+            },
+            Some(Arc::clone(&origin)),
+        );
+        assert!(held.unwritten_qos2.contains_key(&(key, id)));
         assert_eq!(held.seal(), Some(1));
         assert!(released(&mut held, 0).is_empty());
-        assert!(held.unwritten_qos2.contains(&(key, id)), "still held");
-        assert_eq!(released(&mut held, 1), [9]);
+        assert!(held.unwritten_qos2.contains_key(&(key, id)), "still held");
+        let mut origins = Vec::new();
+        held.release(1, |_, released| origins.push(released));
+        assert_eq!(origins, [Some(origin)], "the origin comes with its PUBREC");
         assert!(held.unwritten_qos2.is_empty());
     }
 
@@ -302,8 +320,8 @@ mod tests {
         let mut held = HeldAcks::default();
         let (a, b) = (ConnId::new(1, 1), ConnId::new(2, 1));
         for (barrier, ids) in [(1, [1, 2]), (2, [3, 4]), (3, [5, 6])] {
-            held.hold(plain(a, AckKind::PubAck, ids[0]));
-            held.hold(plain(b, AckKind::PubAck, ids[1]));
+            held.hold(plain(a, AckKind::PubAck, ids[0]), None);
+            held.hold(plain(b, AckKind::PubAck, ids[1]), None);
             assert_eq!(held.seal(), Some(barrier));
         }
         assert_eq!(released(&mut held, 2), [1, 2, 3, 4]);

@@ -350,14 +350,19 @@ impl Broker {
             return;
         }
         session.hold_inbound_qos2(id);
-        let message = message();
+        let mut message = message();
+        // Under `sync`, tentative until its identifier is on disk (`origins.rs`).
+        let origin = self.new_origin(key);
+        if let Some(origin) = &origin {
+            Arc::make_mut(&mut message).origin = Some(Arc::clone(origin));
+        }
         self.route_from(key, Arc::clone(&message), now, out);
         // Written after what the routing changed on this shard (`session_writes.rs`), and
         // under `sync` only once every shard has it (`held_acks.rs`).
         self.note_inbound_qos2(key);
         let ack = self.accepted(id, v5, topic);
         let ack = (conn, AckKind::PubRec, ack);
-        self.acknowledge_after_cluster(ack, Some(key), &message, out);
+        self.acknowledge_after_cluster(ack, Some((key, origin)), &message, out);
     }
 
     /// A QoS 1/2 publish while the store cannot write, or that a bridge whose queue is full

@@ -41,6 +41,7 @@ mod fanout;
 mod held_acks;
 mod inbound;
 mod keep_alive;
+mod origins;
 pub mod outbox;
 mod publish_cache;
 mod qos_window;
@@ -64,6 +65,7 @@ use std::time::Instant;
 
 pub use auth::{AuthDecision, AuthRequest, Authenticator};
 pub use fanout::{FANOUT_GROUP_MSGS_MAX, FANOUT_PARKED_MAX, FANOUT_SESSIONS_PER_TURN_MAX};
+pub use origins::Origin;
 pub use outbox::*;
 pub use retained_writes::RetainedWrite;
 pub use session_writes::{QueuedImage, SessionImage, SessionWrite, SubscriptionImage, WillImage};
@@ -168,6 +170,10 @@ pub struct Broker {
     /// Under `durability = "sync"`: acknowledgements waiting until what their publishes
     /// changed is durable (`held_acks.rs`).
     held_acks: Option<HeldAcks>,
+    /// Under `sync`: commits of tentative publishes for the next flush (`origins.rs`).
+    commits: Vec<Arc<Origin>>,
+    /// Sessions whose queue waits for a tentative publish's commit (`origins.rs`).
+    waiting_for_commit: std::collections::HashSet<SessionKey>,
     /// See `Broker::set_bridge_refusals` (`cluster.rs`).
     bridge_refusals: Vec<Box<str>>,
     /// In cluster mode: acknowledgements waiting until JetStream stored their publishes for
@@ -225,6 +231,8 @@ impl Broker {
             session_writes: None,
             store_writable: true,
             held_acks: None,
+            commits: Vec::new(),
+            waiting_for_commit: std::collections::HashSet::new(),
             bridge_refusals: Vec::new(),
             cluster_acks: None,
             cluster_writable: true,

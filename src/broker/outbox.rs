@@ -87,6 +87,9 @@ pub struct RoutedMessage {
     /// subscribers only: never to a bridge connection nor over a bridge (`docs/bridges.md`,
     /// Loops).
     pub bridged: bool,
+    /// Under `durability = "sync"`, a QoS 2 publish of a persistent session: its origin,
+    /// tentative until committed (`origins.rs`). Shared by every copy.
+    pub origin: Option<Arc<super::origins::Origin>>,
 }
 
 impl RoutedMessage {
@@ -100,6 +103,7 @@ impl RoutedMessage {
             properties: Box::default(),
             expires_at: None,
             bridged: false,
+            origin: None,
         }
     }
 
@@ -211,16 +215,50 @@ pub enum ShardMessage {
     /// Under `durability = "sync"`: everything the sending shard posted before this is
     /// applied once it is read; the receiving shard answers it with its next durable flush
     /// (`shard/persist.rs`). Taken by the shard, never handed to the broker. With
-    /// [`COVER_BARRIER`] set, it covers shared subscription messages rather than publishes.
+    /// [`COVER_BARRIER`] set, it covers shared subscription messages of one hop
+    /// ([`cover_barrier`]) rather than publishes.
     Barrier(u64),
+    /// Under `sync`: tentative QoS 2 publishes of the sending shard were committed on disk;
+    /// sessions waiting for one send what they can (`origins.rs`).
+    Committed,
 }
 
 const _: () = assert!(std::mem::size_of::<ShardMessage>() <= 16);
 
-/// The bit of a [`ShardMessage::Barrier`] that makes it a cover: answered as soon as what it
-/// follows is durable, never made to wait for the answering shard's own covers. Barrier
-/// numbers count loop turns and never reach it.
+/// The bit of a [`ShardMessage::Barrier`] that makes it a cover of shared subscription
+/// messages (`shard/persist.rs`). Barrier numbers count loop turns and never reach it.
 pub const COVER_BARRIER: u64 = 1 << 63;
+
+/// The levels of covers: one per hop a shared subscription message can take between shards
+/// (`share_groups.rs`: a `Deliver` of try `t` is level 2t + 1, the hand-back of try `t` level
+/// 2t), so that the answer to a barrier or cover of one level waits only for covers of higher
+/// levels, and the highest is answered at once: the waits end.
+pub const COVER_LEVELS: usize = 2 * super::share_groups::SHARE_TRIES_MAX as usize - 1;
+
+/// Where a cover's level sits in a barrier as posted; its number takes the bits below.
+const COVER_LEVEL_SHIFT: u32 = 56;
+
+/// A cover of `level` (1 to [`COVER_LEVELS`]) numbered `seq`, as posted and answered.
+pub const fn cover_barrier(level: usize, seq: u64) -> u64 {
+    COVER_BARRIER | ((level as u64) << COVER_LEVEL_SHIFT) | seq
+}
+
+/// The level of a barrier as posted (0 for a publish barrier, 1 to [`COVER_LEVELS`] for a
+/// cover) and its number.
+pub const fn barrier_level(posted: u64) -> (usize, u64) {
+    if posted & COVER_BARRIER == 0 {
+        return (0, posted);
+    }
+    let level = ((posted & !COVER_BARRIER) >> COVER_LEVEL_SHIFT) as usize;
+    let level = if level == 0 {
+        1
+    } else if level > COVER_LEVELS {
+        COVER_LEVELS
+    } else {
+        level
+    };
+    (level, posted & ((1 << COVER_LEVEL_SHIFT) - 1))
+}
 
 impl ShardMessage {
     /// Bytes the message holds, counted against the cross-shard backlog's bound.
@@ -228,7 +266,9 @@ impl ShardMessage {
         match self {
             ShardMessage::Publish(message) => message.bytes(),
             ShardMessage::Group(share) => share.bytes(),
-            ShardMessage::Barrier(_) => std::mem::size_of::<ShardMessage>(),
+            ShardMessage::Barrier(_) | ShardMessage::Committed => {
+                std::mem::size_of::<ShardMessage>()
+            }
         }
     }
 }

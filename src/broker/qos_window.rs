@@ -183,6 +183,11 @@ impl QosWindow {
         });
     }
 
+    /// The next queued message.
+    pub(crate) fn front(&self) -> Option<&Queued> {
+        self.queue.front()
+    }
+
     /// Takes the next queued message if the window has room.
     pub(crate) fn dequeue(&mut self, inflight_max: u16) -> Option<Queued> {
         if self.inflight.len() >= usize::from(inflight_max) {

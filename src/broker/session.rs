@@ -53,6 +53,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::origins::OriginSeq;
 use super::outbox::RoutedMessage;
 use super::qos_window::QosWindow;
 use super::subscription::Grant;
@@ -140,6 +141,10 @@ struct Pending {
     /// The topics it published to lately and whether the policy of that generation let it
     /// (boxed: only publishers under topic rules have them).
     publish_verdicts: Option<Box<PublishVerdicts>>,
+    /// Under `sync`: the numbering of its tentative QoS 2 publishes, once it published one
+    /// or was loaded with one (`origins.rs`); kept for the session's life. Boxed: few
+    /// sessions publish at QoS 2, and every offline one has a `Pending`.
+    origin_seq: Option<Box<OriginSeq>>,
 }
 
 /// A will waiting for its Will Delay Interval, and when it is due: the store keeps the
@@ -167,6 +172,7 @@ impl Pending {
             && self.inbound_qos2.is_empty()
             && self.identity.is_none()
             && self.publish_verdicts.is_none()
+            && self.origin_seq.is_none()
     }
 }
 
@@ -325,6 +331,22 @@ impl Session {
         let known = pending.inbound_qos2.len() < before;
         self.drop_pending_if_empty();
         known
+    }
+
+    /// The numbering of its tentative QoS 2 publishes (`origins.rs`).
+    pub(crate) fn origin_seq(&self) -> OriginSeq {
+        self.pending
+            .as_ref()
+            .and_then(|pending| pending.origin_seq.as_deref())
+            .copied()
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn set_origin_seq(&mut self, seq: OriginSeq) {
+        **self
+            .pending_mut()
+            .origin_seq
+            .get_or_insert_with(Box::default) = seq;
     }
 
     fn pending_mut(&mut self) -> &mut Pending {
@@ -546,6 +568,6 @@ mod tests {
         assert_eq!(std::mem::size_of::<Subscriptions>(), 24);
         assert_eq!(std::mem::size_of::<Session>(), 168);
         assert_eq!(crate::slots::slot_bytes::<Session>(), 176);
-        assert_eq!(std::mem::size_of::<Pending>(), 88);
+        assert_eq!(std::mem::size_of::<Pending>(), 96);
     }
 }

@@ -30,6 +30,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::origins::OriginSeq;
 use super::outbox::RoutedMessage;
 use super::qos_window::Queued;
 use super::session::{SESSION_NEVER_EXPIRES_S, Session, SessionKey};
@@ -92,6 +93,10 @@ pub struct SessionImage {
     /// QoS 2 publishes received (PUBREC sent) whose PUBREL has not come.
     pub inbound_qos2: Vec<PacketId>,
     pub delayed_will: Option<WillImage>,
+    /// Under `sync`, once it published a tentative QoS 2 message (`origins.rs`): its
+    /// incarnation (0: none yet) and the last of its publishes committed.
+    pub incarnation: u64,
+    pub committed_seq: u64,
 }
 
 /// A session to write: its whole state, or ended, or moved to another node of the cluster
@@ -167,6 +172,8 @@ pub(super) fn image(session: &Session) -> SessionImage {
             message: Arc::clone(&will.message),
             due: will.due,
         }),
+        incarnation: session.origin_seq().incarnation,
+        committed_seq: session.origin_seq().committed,
     }
 }
 
@@ -245,10 +252,13 @@ impl Broker {
                         writes.written_conns.push(conn);
                     }
                     let mut image = image(session);
-                    // Under `sync`, an identifier whose PUBREC is held waits (`held_acks.rs`).
-                    image
-                        .inbound_qos2
-                        .retain(|&id| !self.inbound_qos2_unwritten(key, id));
+                    // Under `sync`, an identifier whose PUBREC is held waits (`held_acks.rs`),
+                    // and in cluster mode one whose PUBREC waits for JetStream
+                    // (`cluster_acks.rs`).
+                    image.inbound_qos2.retain(|&id| {
+                        !self.inbound_qos2_unwritten(key, id)
+                            && !self.inbound_qos2_waits_for_cluster(key, id)
+                    });
                     SessionWrite::Set(image)
                 }
                 // A session that was persistent may come back with a clean one.
@@ -330,6 +340,15 @@ impl Broker {
         let mut session = Session::new(&image.client_id, image.version, image.expiry_s);
         self.stats.session_queue_dropped +=
             restore_outbound(&mut session, image, self.limits.session_queue_bytes_max);
+        if image.incarnation != 0 {
+            // Its copies past `committed_seq` were dropped at load (`store/uncommitted.rs`):
+            // the numbers go on from there.
+            session.set_origin_seq(OriginSeq {
+                incarnation: image.incarnation,
+                issued: image.committed_seq,
+                committed: image.committed_seq,
+            });
+        }
         let inbound_qos2_max = usize::from(self.limits.inbound_qos2_max);
         for &id in image.inbound_qos2.iter().take(inbound_qos2_max) {
             if !session.holds_inbound_qos2(id) {

@@ -98,6 +98,19 @@ impl GroupMessage {
         };
         std::mem::size_of::<GroupMessage>() + group.len() + message.map_or(0, |m| m.bytes())
     }
+
+    /// The level of the cover that follows it under `sync` (`shard/persist.rs`): its hop in
+    /// the message's way among the shards, 1 for the owner's first `Deliver`, one more per
+    /// hand-back and per `Deliver` after it. `None` for a change of membership, which
+    /// carries nothing to write.
+    pub fn cover_level(&self) -> Option<usize> {
+        let hop = match &self.0 {
+            Kind::Join { .. } | Kind::Leave { .. } => return None,
+            Kind::Deliver { tries, .. } => 2 * usize::from(*tries) + 1,
+            Kind::HandBack { tries, .. } => 2 * usize::from(*tries),
+        };
+        Some(hop.clamp(1, super::outbox::COVER_LEVELS))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -245,6 +258,10 @@ impl Broker {
             ShardMessage::Publish(message) => self.deliver_remote(message, now, out),
             // The shard answers barriers itself (`shard/persist.rs`): nothing to apply here.
             ShardMessage::Barrier(_) => {}
+            ShardMessage::Committed => {
+                self.now = now;
+                self.commits_durable(out);
+            }
             ShardMessage::Group(share) => {
                 let GroupMessage(kind) = *share;
                 self.now = now;
@@ -451,6 +468,45 @@ impl Broker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::broker::COVER_LEVELS;
+    use crate::slots::SlotKey;
+
+    /// Each hop of a message's way among the shards is covered one level higher than the
+    /// one that caused it, up to the highest level on the last try.
+    #[test]
+    fn cover_levels_grow_along_a_messages_way() {
+        let group: Arc<str> = "$share/g/t".into();
+        let message = Arc::new(RoutedMessage::new("t", b"", QoS::AtLeastOnce, false));
+        let member = Member {
+            shard: 1,
+            session: SessionKey::from_parts(1, 1),
+        };
+        let level = |kind| GroupMessage(kind).cover_level();
+        let join = Kind::Join {
+            group: Arc::clone(&group),
+            member,
+        };
+        assert_eq!(level(join), None);
+        let mut levels = Vec::new();
+        for tries in 0..SHARE_TRIES_MAX {
+            levels.push(level(Kind::Deliver {
+                group: Arc::clone(&group),
+                session: member.session,
+                message: Arc::clone(&message),
+                tries,
+                last_try: tries + 1 == SHARE_TRIES_MAX,
+            }));
+            if tries + 1 < SHARE_TRIES_MAX {
+                levels.push(level(Kind::HandBack {
+                    group: Arc::clone(&group),
+                    message: Arc::clone(&message),
+                    tries: tries + 1,
+                }));
+            }
+        }
+        let expected: Vec<Option<usize>> = (1..=COVER_LEVELS).map(Some).collect();
+        assert_eq!(levels, expected);
+    }
 
     #[test]
     fn parse_splits_name_and_filter() {

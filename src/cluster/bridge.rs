@@ -213,7 +213,8 @@ impl Bridge {
             &self.limits,
             Arc::clone(&self.link),
         ));
-        tokio::spawn(Arc::clone(&retained).follow(client.clone()));
+        tokio::spawn(Arc::clone(&retained).follow());
+        tokio::spawn(Arc::clone(&retained).send_unsent());
         self.retained = Some(retained);
         let qos = Arc::new(QosStream::new(
             client.clone(),
@@ -452,6 +453,14 @@ impl Bridge {
         let QosPublish { message, ticket } = publish;
         let (Some(qos), State::Connected) = (&self.qos, client.connection_state()) else {
             self.link.figures.dropped.fetch_add(1, Ordering::Relaxed);
+            // Refused to its publisher, but applied on this node already (NATS went between
+            // the shard's look and this one): written to the retained stream once connected
+            // again, as a QoS 0 one is.
+            if message.retain
+                && let Some(retained) = &self.retained
+            {
+                retained.remember(&message);
+            }
             self.link
                 .figures
                 .qos_store_failed
@@ -468,7 +477,7 @@ impl Bridge {
         self.publish_core(client, &message, live).await;
     }
 
-    async fn publish(&self, client: &async_nats::Client, message: &RoutedMessage) {
+    async fn publish(&self, client: &async_nats::Client, message: &Arc<RoutedMessage>) {
         debug_assert!(
             message.qos == QoS::AtMostOnce,
             "QoS 1/2 go by `publish_qos`"
@@ -481,7 +490,7 @@ impl Bridge {
     async fn publish_core(
         &self,
         client: &async_nats::Client,
-        message: &RoutedMessage,
+        message: &Arc<RoutedMessage>,
         headers: async_nats::HeaderMap,
     ) {
         let figures = &self.link.figures;
@@ -493,7 +502,14 @@ impl Bridge {
             }
         };
         if client.connection_state() != State::Connected {
+            // The live publish is lost to the other nodes; a retained value is written to the
+            // stream once connected again.
             figures.dropped.fetch_add(1, Ordering::Relaxed);
+            if message.retain
+                && let Some(retained) = &self.retained
+            {
+                retained.remember(message);
+            }
             return;
         }
         if message.retain

@@ -110,6 +110,8 @@ pub struct ClusterFigures {
     /// CONNECTs that got a new session because the cluster did not answer in time (NATS
     /// gone, the queue full, an error).
     pub session_fetches_failed: AtomicU64,
+    /// Retained values set while cut off from NATS, waiting to be written to the stream.
+    pub retained_unsent: AtomicU64,
     /// QoS 1/2 publishes of this node JetStream stored, and those it did not (NATS gone, the
     /// queue full, no answer, refused).
     pub qos_stored: AtomicU64,

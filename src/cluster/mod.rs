@@ -18,6 +18,7 @@ pub mod qos;
 pub mod retained;
 pub mod sessions;
 pub mod subject;
+mod unsent;
 
 pub use bridge::{BridgeError, spawn};
 pub use link::{ClusterLink, FROM_CLUSTER_PER_TURN_MAX, INTAKE_SHARD, QosPublish, Ticket};

@@ -21,6 +21,13 @@ pub const RETAINED_STREAM_BYTES_MAX: usize = 64;
 /// Most JetStream replicas `retained_replicas` may ask for: JetStream's own bound.
 pub const RETAINED_REPLICAS_MAX: u8 = 5;
 
+/// Most of `retained_unsent_bytes_max`: a node cut off from NATS holds that much in memory.
+pub const RETAINED_UNSENT_BYTES_MAX: u64 = 1 << 30;
+
+/// Fewest bytes `retained_stream_bytes_max` may give the stream: room for one largest
+/// retained message with its subject and headers.
+pub const RETAINED_STREAM_BYTES_MIN: u64 = 1 << 20;
+
 /// Most of `takeover_ids_waiting_max` and `takeover_ids_remembered_max`: each costs up to
 /// that many client identifiers of memory.
 pub const TAKEOVER_IDS_MAX: usize = 1 << 20;
@@ -88,6 +95,20 @@ pub struct ClusterSettings {
     /// Replicas of that stream when this node creates it; `None` (the default): 3 when the
     /// NATS cluster has 3 servers or more, else 1.
     pub retained_replicas: Option<u8>,
+    /// Bytes the stream may hold (JetStream's `max_bytes`, on each replica) when this node
+    /// creates it. The stream refuses a write past it (`discard = new`): that retained value
+    /// is then set on this node and live everywhere but not stored, and counted in
+    /// `fanfare_cluster_retained_store_failed_total`. A refused clearing is written again
+    /// after the topic's value was purged, so clearing always works. Near the bound
+    /// nats-server 2.9 may drop the oldest values instead (`docs/scale-out.md`): size it well
+    /// above what the retained values need.
+    pub retained_stream_bytes_max: u64,
+    /// Bytes of retained messages (topic, payload, properties) set on this node while it was
+    /// cut off from NATS, remembered to be written to the stream when it reconnects, the last
+    /// per topic. Past it a new topic's value is not remembered and is counted in
+    /// `fanfare_cluster_retained_store_failed_total`. Worst case this much memory while NATS
+    /// is gone.
+    pub retained_unsent_bytes_max: u64,
     /// Client identifiers waiting in each queue between the shards and the NATS thread on
     /// their way to a cluster-wide takeover (`cluster/client_ids.rs`); past it one is dropped
     /// and counted, and that takeover does not happen. Worst case per queue: this many times
@@ -159,6 +180,10 @@ impl Default for ClusterSettings {
             ready_needs_nats: true,
             retained_stream: "FANFARE_RETAINED".to_owned(),
             retained_replicas: None,
+            // Four times a shard's default `retained_bytes_max`: headers and subjects come
+            // on top of what a shard counts.
+            retained_stream_bytes_max: 256 * 1024 * 1024,
+            retained_unsent_bytes_max: 4 * 1024 * 1024,
             takeover_ids_waiting_max: 1024,
             takeover_ids_remembered_max: 16_384,
             takeover_remembered_s: 60,
@@ -202,6 +227,8 @@ pub(super) struct FileCluster {
     ready_needs_nats: Option<bool>,
     retained_stream: Option<String>,
     retained_replicas: Option<u8>,
+    retained_stream_bytes_max: Option<u64>,
+    retained_unsent_bytes_max: Option<u64>,
     takeover_ids_waiting_max: Option<usize>,
     takeover_ids_remembered_max: Option<usize>,
     takeover_remembered_s: Option<u32>,
@@ -269,6 +296,12 @@ impl FileCluster {
         }
         if let Some(max) = self.sessions_waiting_max {
             cluster.sessions_waiting_max = max;
+        }
+        if let Some(bytes) = self.retained_stream_bytes_max {
+            cluster.retained_stream_bytes_max = bytes;
+        }
+        if let Some(bytes) = self.retained_unsent_bytes_max {
+            cluster.retained_unsent_bytes_max = bytes;
         }
         if let Some(stream) = self.qos_stream {
             cluster.qos_stream = stream;
@@ -396,6 +429,20 @@ impl ClusterSettings {
             return Err(ConfigError::invalid(
                 "cluster.retained_replicas",
                 &format!("must be 1 to {RETAINED_REPLICAS_MAX}"),
+            ));
+        }
+        // JetStream takes `max_bytes` as an i64.
+        if !(RETAINED_STREAM_BYTES_MIN..=i64::MAX as u64).contains(&self.retained_stream_bytes_max)
+        {
+            return Err(ConfigError::invalid(
+                "cluster.retained_stream_bytes_max",
+                &format!("must be at least {RETAINED_STREAM_BYTES_MIN}"),
+            ));
+        }
+        if !(1..=RETAINED_UNSENT_BYTES_MAX).contains(&self.retained_unsent_bytes_max) {
+            return Err(ConfigError::invalid(
+                "cluster.retained_unsent_bytes_max",
+                &format!("must be 1 to {RETAINED_UNSENT_BYTES_MAX}"),
             ));
         }
         Ok(())
@@ -599,6 +646,26 @@ mod tests {
                 ..on()
             };
             assert_eq!(key(cluster).as_deref(), Some("cluster.retained_replicas"));
+        }
+        for bytes in [0, RETAINED_STREAM_BYTES_MIN - 1, u64::MAX] {
+            let cluster = ClusterSettings {
+                retained_stream_bytes_max: bytes,
+                ..on()
+            };
+            assert_eq!(
+                key(cluster).as_deref(),
+                Some("cluster.retained_stream_bytes_max")
+            );
+        }
+        for bytes in [0, RETAINED_UNSENT_BYTES_MAX + 1] {
+            let cluster = ClusterSettings {
+                retained_unsent_bytes_max: bytes,
+                ..on()
+            };
+            assert_eq!(
+                key(cluster).as_deref(),
+                Some("cluster.retained_unsent_bytes_max")
+            );
         }
         let waiting = ClusterSettings {
             takeover_ids_waiting_max: 0,

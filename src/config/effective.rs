@@ -174,6 +174,14 @@ fn cluster(out: &mut Toml, cluster: &ClusterSettings) {
         &cluster.session_fetch_timeout_ms,
     );
     out.value("sessions_waiting_max", &cluster.sessions_waiting_max);
+    out.value(
+        "retained_stream_bytes_max",
+        &cluster.retained_stream_bytes_max,
+    );
+    out.value(
+        "retained_unsent_bytes_max",
+        &cluster.retained_unsent_bytes_max,
+    );
     out.value("qos_stream", &cluster.qos_stream);
     out.value("qos_stream_bytes_max", &cluster.qos_stream_bytes_max);
     out.value("qos_stream_age_max_s", &cluster.qos_stream_age_max_s);

@@ -356,6 +356,7 @@ impl Shard {
                     sessions_store_failed: figures.sessions_store_failed.load(Ordering::Relaxed),
                     sessions_fetched: figures.sessions_fetched.load(Ordering::Relaxed),
                     session_fetches_failed: figures.session_fetches_failed.load(Ordering::Relaxed),
+                    retained_unsent: figures.retained_unsent.load(Ordering::Relaxed),
                     qos_stored: figures.qos_stored.load(Ordering::Relaxed),
                     qos_store_failed: figures.qos_store_failed.load(Ordering::Relaxed),
                     qos_stream_ready: figures.qos_stream_ready.load(Ordering::Relaxed),

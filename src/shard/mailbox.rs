@@ -348,9 +348,15 @@ impl Shard {
             }
         }
         // Behind the turn's shared subscription messages, which went first (`persist.rs`).
-        if let Some(seq) = self.take_cover() {
+        for seq in self.take_covers() {
             for target in (0..shard_count).filter(|&target| target != self.id) {
                 self.cross_shard.push(target, ShardMessage::Barrier(seq));
+            }
+        }
+        // Tentative publishes committed on disk (`persist.rs`): what waits for them is sent.
+        if self.take_committed_notice() {
+            for target in (0..shard_count).filter(|&target| target != self.id) {
+                self.cross_shard.push(target, ShardMessage::Committed);
             }
         }
         if self.cross_shard.post(&self.mailboxes) {
@@ -405,7 +411,9 @@ mod tests {
     fn payload(message: &ShardMessage) -> usize {
         match message {
             ShardMessage::Publish(message) => message.payload.len(),
-            ShardMessage::Group(_) | ShardMessage::Barrier(_) => usize::MAX,
+            ShardMessage::Group(_) | ShardMessage::Barrier(_) | ShardMessage::Committed => {
+                usize::MAX
+            }
         }
     }
 

@@ -489,6 +489,7 @@ impl Shard {
         if self.broker.continue_fanout(now, &mut self.outbox) {
             self.busy = true;
         }
+        self.release_commits();
         self.release_held_acks(now);
         self.seal_held_acks();
         self.flush_retained(now);

@@ -12,18 +12,24 @@
 //! FIFO), and answers it in its next flush taken with no fan-out pending. The store reports
 //! a barrier once the flush that answers it is synced; the acknowledgements are sent once
 //! every shard reported their barrier. Shared subscription messages posted to a third shard
-//! are followed by a cover barrier (see [`Shard::seal_held_acks`]).
+//! are followed by cover barriers, one level per hop (see [`Shard::seal_held_acks`]).
 //!
 //! Each flush also carries a mark, its number among the shard's flushes: what the broker sends
 //! the client of a persistent session it wrote waits until the store reports that mark on
-//! disk (`durable_sends.rs`).
+//! disk (`durable_sends.rs`). The commits of tentative QoS 2 publishes (`broker/origins.rs`)
+//! wait for the mark of the flush that wrote them too; then the broker sends what waited for
+//! them here, and every other shard is told to do the same.
+
+use std::collections::VecDeque;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::Shard;
 use super::durable_sends::DurableSends;
-use crate::broker::{COVER_BARRIER, RoutedMessage, SessionImage};
+use crate::broker::{
+    COVER_LEVELS, Origin, RoutedMessage, SessionImage, ShardMessage, barrier_level, cover_barrier,
+};
 use crate::config::Durability;
 use crate::store::{Echo, Flush, StoreHandle};
 
@@ -48,12 +54,20 @@ pub(super) struct Persist {
     answers: Answers,
     /// This shard's barrier sealed this turn, to post behind the turn's publishes.
     barrier: Option<u64>,
-    /// This turn's cover, to post behind the turn's shared subscription messages.
-    cover_to_post: Option<u64>,
+    /// This turn's covers, one per level of the shared subscription messages it posts, to
+    /// post behind them.
+    covers_to_post: Vec<u64>,
     /// Flushes the store's queue took: the next one is marked one more.
     accepted: u64,
     /// Under `sync`: what waits for the flush that wrote its connection's session.
     pub(super) sends: Option<DurableSends>,
+    /// Commits of tentative publishes, with the mark of the flush that writes them; marks
+    /// grow from front to back. At most the PUBRECs released and not yet durable.
+    commits: VecDeque<(u64, Arc<Origin>)>,
+    /// Commits were taken and no flush was accepted since: one is owed, empty or not.
+    commits_unflushed: bool,
+    /// Commits became durable this turn: the other shards are told.
+    committed_notice: bool,
 }
 
 impl Persist {
@@ -65,9 +79,12 @@ impl Persist {
             next_flush: now + store.interval,
             answers: Answers::default(),
             barrier: None,
-            cover_to_post: None,
+            covers_to_post: Vec::new(),
             accepted: 0,
             sends: interval.is_none().then(DurableSends::default),
+            commits: VecDeque::new(),
+            commits_unflushed: false,
+            committed_notice: false,
         }
     }
 
@@ -90,10 +107,11 @@ impl Shard {
     fn writes_pending(&self) -> bool {
         self.broker.retained_writes_pending()
             || self.broker.session_writes_pending()
+            || self.broker.commits_pending()
             || self
                 .persist
                 .as_ref()
-                .is_some_and(|persist| !persist.answers.is_empty())
+                .is_some_and(|persist| !persist.answers.is_empty() || persist.commits_unflushed)
     }
 
     /// What changed since the last flush, and the barriers it answers: those of every publish
@@ -102,8 +120,8 @@ impl Shard {
         let answered = !self.broker.fanout_pending();
         let echoes = match self.persist.as_mut() {
             Some(persist) if answered => {
-                let covered = persist.handle.durable_cover();
-                persist.answers.take(covered)
+                let covered = persist.handle.durable_covers();
+                persist.answers.take(&covered)
             }
             _ => Vec::new(),
         };
@@ -120,6 +138,11 @@ impl Shard {
             for &conn in self.broker.written_conns() {
                 sends.gate(conn, mark);
             }
+            let commits = self.broker.take_commits();
+            persist.commits_unflushed |= !commits.is_empty();
+            persist
+                .commits
+                .extend(commits.into_iter().map(|origin| (mark, origin)));
         }
         Flush {
             retained,
@@ -141,18 +164,21 @@ impl Shard {
     /// this shard answers the barrier in this turn's flush and posts it to the others.
     ///
     /// A turn that posts shared subscription messages (a `Deliver` from a group's owner to a
-    /// member's shard, `share_groups.rs`) also seals a **cover**: a barrier posted behind them.
-    /// A publish barrier read from another shard is answered only once the last cover is
-    /// durable everywhere, so the deliveries that its publishes caused through this shard,
-    /// on a third shard, are on disk too. A cover is answered at once (a cover waiting for
-    /// covers would chain without end under shared traffic both ways).
+    /// member's shard, a hand-back from the member to the owner, `share_groups.rs`) also
+    /// seals a **cover** per level (hop) of them: a barrier posted behind them. A publish
+    /// barrier, or a cover of level `h`, read from another shard is answered only once this
+    /// shard's last covers of every level above are durable everywhere, so the messages its
+    /// publishes caused through this shard, on other shards, and the hops after them, are on
+    /// disk too. A cover of the highest level is answered at once: the waits go up the
+    /// levels and end there (one level for all would chain without end under shared traffic
+    /// both ways).
     pub(super) fn seal_held_acks(&mut self) {
         let Some(persist) = &mut self.persist else {
             return;
         };
         persist
             .answers
-            .take_deferred_due(persist.handle.durable_cover());
+            .take_deferred_due(&persist.handle.durable_covers());
         if let Some(seq) = self.broker.seal_held_acks() {
             persist.answers.own(Echo {
                 entry: self.id,
@@ -161,9 +187,19 @@ impl Shard {
             persist.barrier = Some(seq);
         }
         // Under `sync` only: nothing waits for barriers otherwise.
-        if persist.interval.is_none() && !self.outbox.to_shard.is_empty() {
-            let seq = persist.answers.cover(self.id);
-            persist.cover_to_post = Some(seq);
+        if persist.interval.is_none() {
+            let mut levels = [false; COVER_LEVELS];
+            for (_, message) in &self.outbox.to_shard {
+                if let ShardMessage::Group(group) = message
+                    && let Some(level) = group.cover_level()
+                {
+                    levels[level - 1] = true;
+                }
+            }
+            for (index, _) in levels.iter().enumerate().filter(|(_, posted)| **posted) {
+                let posted = persist.answers.cover(self.id, index + 1);
+                persist.covers_to_post.push(posted);
+            }
         }
     }
 
@@ -172,10 +208,13 @@ impl Shard {
         self.persist.as_mut()?.barrier.take()
     }
 
-    /// This turn's cover, as posted ([`COVER_BARRIER`] set), for the other shards' queues
-    /// behind its shared subscription messages.
-    pub(super) fn take_cover(&mut self) -> Option<u64> {
-        self.persist.as_mut()?.cover_to_post.take()
+    /// This turn's covers, as posted ([`COVER_BARRIER`](crate::broker::COVER_BARRIER) and their level set), for the other
+    /// shards' queues behind its shared subscription messages.
+    pub(super) fn take_covers(&mut self) -> Vec<u64> {
+        self.persist
+            .as_mut()
+            .map(|persist| std::mem::take(&mut persist.covers_to_post))
+            .unwrap_or_default()
     }
 
     /// Sends the held acknowledgements that every shard reported durable, and reads again
@@ -191,6 +230,40 @@ impl Shard {
         if self.broker.release_held_acks(durable, &mut self.outbox) > 0 {
             self.resume_throttled(now);
         }
+    }
+
+    /// Marks committed the tentative publishes whose commit is on disk: what waited for them
+    /// here is sent, and the other shards are told (`broker/origins.rs`).
+    pub(super) fn release_commits(&mut self) {
+        let Some(persist) = self.persist.as_mut() else {
+            return;
+        };
+        if persist.commits.is_empty() {
+            return;
+        }
+        let durable = persist.durable_mark();
+        let due = persist
+            .commits
+            .iter()
+            .take_while(|(mark, _)| *mark <= durable)
+            .count();
+        if due == 0 {
+            return;
+        }
+        let origins: Vec<Arc<Origin>> = persist
+            .commits
+            .drain(..due)
+            .map(|(_, origin)| origin)
+            .collect();
+        persist.committed_notice = true;
+        self.broker.committed(&origins, &mut self.outbox);
+    }
+
+    /// Whether commits became durable since the last call: the other shards are told.
+    pub(super) fn take_committed_notice(&mut self) -> bool {
+        self.persist
+            .as_mut()
+            .is_some_and(|persist| std::mem::take(&mut persist.committed_notice))
     }
 
     /// Tells the broker whether the store writes now, before this turn's publishes are read:
@@ -219,7 +292,7 @@ impl Shard {
         let Some(persist) = self.persist.as_ref() else {
             return;
         };
-        if flush.is_empty() {
+        if flush.is_empty() && !persist.commits_unflushed {
             // Only barriers wait, for a fan-out still under way.
             return;
         }
@@ -228,6 +301,7 @@ impl Shard {
             && sent.is_ok()
         {
             persist.accepted += 1;
+            persist.commits_unflushed = false;
         }
         if let Err(flush) = sent {
             self.broker.return_retained_writes(flush.retained);
@@ -271,27 +345,44 @@ impl Shard {
 #[derive(Default)]
 struct Answers {
     /// To answer with the next flush taken with no fan-out pending: this shard's own
-    /// barriers, other shards' covers, and deferred barriers now due.
+    /// barriers and covers, other shards' covers of the highest level, and deferred ones now
+    /// due.
     echoes: Vec<Echo>,
-    /// Other shards' publish barriers read: answered like `echoes`, but only once this
-    /// shard's shared subscription messages posted by then are durable on every shard.
-    read: Vec<Echo>,
-    /// Publish barriers answerable once this shard's barrier (the cover) is durable
-    /// everywhere, in the order they were read.
-    deferred: Vec<(u64, Echo)>,
-    /// The last cover sealed (numbered apart from publish barriers, from 1): it follows every
-    /// shared subscription message posted.
-    cover: u64,
+    /// Other shards' publish barriers (level 0) and covers read, with their level: answered
+    /// like `echoes`, but only once the shared subscription messages this shard posted by
+    /// then at a higher level are durable on every shard.
+    read: Vec<(usize, Echo)>,
+    /// Per level, those read that wait for this shard's covers of the higher levels, with
+    /// the covers sealed when they were taken, in the order they were read.
+    deferred: [VecDeque<(Covers, Echo)>; COVER_LEVELS],
+    /// The last cover sealed at each level (numbered apart per level, from 1): it follows
+    /// every shared subscription message of that level posted.
+    covers: Covers,
+}
+
+/// A number per cover level (index `level - 1`).
+type Covers = [u64; COVER_LEVELS];
+
+/// Whether what a barrier or cover of `level` waits for is durable: this shard's covers of
+/// every higher level, as `sealed` when it was taken, given those `durable` everywhere.
+fn covered(level: usize, sealed: &Covers, durable: &Covers) -> bool {
+    sealed
+        .iter()
+        .zip(durable)
+        .skip(level)
+        .all(|(sealed, durable)| sealed <= durable)
 }
 
 impl Answers {
     /// A barrier of shard `entry` read from its queue, as posted (a cover has
-    /// [`COVER_BARRIER`] set, and keeps it in its answer: the store counts covers apart).
+    /// [`COVER_BARRIER`](crate::broker::COVER_BARRIER) set and its level, and keeps them in its answer: the store counts
+    /// each level apart).
     fn read(&mut self, entry: usize, posted: u64) {
         let echo = Echo { entry, seq: posted };
-        match posted & COVER_BARRIER {
-            0 => self.read.push(echo),
-            _ => self.echoes.push(echo),
+        match barrier_level(posted).0 {
+            // Nothing is posted at a higher level: it waits for nothing.
+            COVER_LEVELS => self.echoes.push(echo),
+            level => self.read.push((level, echo)),
         }
     }
 
@@ -300,11 +391,12 @@ impl Answers {
         self.echoes.push(echo);
     }
 
-    /// Seals a new cover of shard `shard` (this one), answered in its own flush; returns it
-    /// as posted, [`COVER_BARRIER`] set.
-    fn cover(&mut self, shard: usize) -> u64 {
-        self.cover += 1;
-        let posted = self.cover | COVER_BARRIER;
+    /// Seals a new cover of `level` of shard `shard` (this one), answered in its own flush;
+    /// returns it as posted, [`COVER_BARRIER`](crate::broker::COVER_BARRIER) and its level set.
+    fn cover(&mut self, shard: usize, level: usize) -> u64 {
+        let last = &mut self.covers[level - 1];
+        *last += 1;
+        let posted = cover_barrier(level, *last);
         self.echoes.push(Echo {
             entry: shard,
             seq: posted,
@@ -312,25 +404,29 @@ impl Answers {
         posted
     }
 
-    /// Moves the deferred barriers whose cover is `durable` everywhere to the next flush.
-    fn take_deferred_due(&mut self, durable: u64) {
-        let due = self
-            .deferred
-            .iter()
-            .take_while(|(cover, _)| *cover <= durable)
-            .count();
-        self.echoes
-            .extend(self.deferred.drain(..due).map(|(_, echo)| echo));
+    /// Moves the deferred barriers and covers whose wait is over, this shard's covers up to
+    /// `durable` being durable everywhere, to the next flush.
+    fn take_deferred_due(&mut self, durable: &Covers) {
+        for (level, deferred) in self.deferred.iter_mut().enumerate() {
+            let due = deferred
+                .iter()
+                .take_while(|(sealed, _)| covered(level, sealed, durable))
+                .count();
+            self.echoes
+                .extend(deferred.drain(..due).map(|(_, echo)| echo));
+        }
     }
 
     /// What the flush taken now answers, this shard's covers up to `durable` being durable
-    /// everywhere; the publish barriers read wait for the last cover, in the order read.
-    fn take(&mut self, durable: u64) -> Vec<Echo> {
+    /// everywhere; those read wait for the covers of higher levels sealed by now, in the
+    /// order read per level (the store keeps the highest answered).
+    fn take(&mut self, durable: &Covers) -> Vec<Echo> {
         let mut echoes = std::mem::take(&mut self.echoes);
-        for echo in self.read.drain(..) {
-            match self.cover <= durable && self.deferred.is_empty() {
+        for (level, echo) in self.read.drain(..) {
+            let deferred = &mut self.deferred[level];
+            match deferred.is_empty() && covered(level, &self.covers, durable) {
                 true => echoes.push(echo),
-                false => self.deferred.push((self.cover, echo)),
+                false => deferred.push_back((self.covers, echo)),
             }
         }
         echoes
@@ -358,57 +454,96 @@ mod tests {
         Echo { entry, seq }
     }
 
+    /// This shard's covers durable everywhere up to `last` at `level`, none at the others.
+    fn durable(level: usize, last: u64) -> Covers {
+        let mut covers = [0; COVER_LEVELS];
+        covers[level - 1] = last;
+        covers
+    }
+
+    const NONE: Covers = [0; COVER_LEVELS];
+
     #[test]
     fn without_covers_a_barrier_read_is_answered_at_once() {
         let mut answers = Answers::default();
         answers.read(1, 4);
         answers.own(echo(0, 2));
         assert!(!answers.is_empty());
-        assert_eq!(answers.take(0), [echo(0, 2), echo(1, 4)]);
+        assert_eq!(answers.take(&NONE), [echo(0, 2), echo(1, 4)]);
         assert!(answers.is_empty());
     }
 
     #[test]
-    fn a_cover_is_answered_at_once_and_keeps_its_bit() {
+    fn a_cover_of_the_highest_level_is_answered_at_once_and_keeps_its_level() {
         let mut answers = Answers::default();
-        assert_eq!(answers.cover(0), 1 | COVER_BARRIER);
-        answers.read(1, 7 | COVER_BARRIER);
+        assert_eq!(answers.cover(0, 1), cover_barrier(1, 1));
+        answers.cover(0, COVER_LEVELS);
+        let top = cover_barrier(COVER_LEVELS, 7);
+        answers.read(1, top);
         assert_eq!(
-            answers.take(1),
-            [echo(0, 1 | COVER_BARRIER), echo(1, 7 | COVER_BARRIER)]
+            answers.take(&NONE),
+            [
+                echo(0, cover_barrier(1, 1)),
+                echo(0, cover_barrier(COVER_LEVELS, 1)),
+                echo(1, top),
+            ]
         );
+        assert_eq!(barrier_level(top), (COVER_LEVELS, 7));
     }
 
     #[test]
     fn a_publish_barrier_waits_for_the_last_cover_in_order() {
         let mut answers = Answers::default();
-        answers.cover(0);
-        answers.cover(0);
+        answers.cover(0, 1);
+        answers.cover(0, 1);
         answers.read(1, 4);
         assert_eq!(
-            answers.take(1).len(),
+            answers.take(&durable(1, 1)).len(),
             2,
             "the covers; cover 2 is not durable"
         );
         answers.read(1, 5);
         assert_eq!(
-            answers.take(2),
+            answers.take(&durable(1, 2)),
             Vec::<Echo>::new(),
             "behind the deferred one, though its cover is durable"
         );
-        answers.take_deferred_due(1);
+        answers.take_deferred_due(&durable(1, 1));
         assert!(answers.is_empty());
-        answers.take_deferred_due(2);
-        assert_eq!(answers.take(2), [echo(1, 4), echo(1, 5)]);
+        answers.take_deferred_due(&durable(1, 2));
+        assert_eq!(answers.take(&durable(1, 2)), [echo(1, 4), echo(1, 5)]);
+    }
+
+    /// A message handed back by a member's shard goes on from the owner in a later turn: the
+    /// owner's cover of the first `Deliver` (level 1) is answered by the member's shard only
+    /// once its cover of the hand-back (level 2) is durable everywhere, and the owner answers
+    /// that one only once its cover of the next `Deliver` (level 3) is.
+    #[test]
+    fn a_cover_waits_for_the_covers_of_higher_levels_only() {
+        let mut member = Answers::default();
+        member.cover(1, 2);
+        let first = cover_barrier(1, 1);
+        member.read(0, first);
+        let lower = cover_barrier(2, 1);
+        member.read(0, lower);
+        assert_eq!(
+            member.take(&NONE),
+            [echo(1, cover_barrier(2, 1)), echo(0, lower)],
+            "its own cover, and the level-2 cover, which waits for levels 3 and up"
+        );
+        member.take_deferred_due(&durable(1, 9));
+        assert!(member.is_empty(), "a level-1 cover does not cover level 2");
+        member.take_deferred_due(&durable(2, 1));
+        assert_eq!(member.take(&durable(2, 1)), [echo(0, first)]);
     }
 
     #[test]
     fn a_refused_flush_gives_its_answers_back_first() {
         let mut answers = Answers::default();
         answers.own(echo(0, 1));
-        let taken = answers.take(0);
+        let taken = answers.take(&NONE);
         answers.read(1, 2);
         answers.give_back(taken);
-        assert_eq!(answers.take(0), [echo(0, 1), echo(1, 2)]);
+        assert_eq!(answers.take(&NONE), [echo(0, 1), echo(1, 2)]);
     }
 }

@@ -21,6 +21,10 @@ pub enum StoreError {
     NotAStoreFile { path: PathBuf },
     /// Another process holds the data directory's lock.
     Locked { dir: PathBuf, pid: Option<u32> },
+    /// Copies of QoS 2 publishes never committed were dropped at load, and the snapshots
+    /// without them could not be written (the cause was logged): served on, a later load
+    /// could read the copies again once their publishers committed past them.
+    UncommittedNotRewritten { dir: PathBuf, copies: usize },
 }
 
 impl StoreError {
@@ -59,6 +63,11 @@ impl std::fmt::Display for StoreError {
                     None => Ok(()),
                 }
             }
+            StoreError::UncommittedNotRewritten { dir, copies } => write!(
+                f,
+                "data directory {}: {copies} queued copies of QoS 2 publishes never committed were dropped, and the snapshots without them could not be written (see above); not serving, since a later start could deliver them a second time",
+                dir.display()
+            ),
         }
     }
 }

@@ -4,6 +4,7 @@
 //! - `record.rs`: the bytes of a record and of a file, sans-IO: checksums, torn tails;
 //! - `session_record.rs`: the bytes of a persistent session's record;
 //! - `files.rs`: the shard directories, start-up load, compaction's renames;
+//! - `uncommitted.rs`: at load, the copies of QoS 2 publishes never committed dropped;
 //! - `writer.rs`: the thread, its bounded queue and each shard's handle to it;
 //! - `lock.rs`: one broker per data directory;
 //! - `error.rs`: what stops start-up, naming the file.
@@ -18,6 +19,7 @@ mod files;
 mod lock;
 pub mod record;
 pub mod session_record;
+mod uncommitted;
 mod writer;
 
 use std::path::Path;
@@ -78,7 +80,14 @@ impl Store {
         let started = Instant::now();
         let now_ms = unix_ms(SystemTime::now());
         let found = files::shard_dirs(data_dir)?;
-        let loaded = files::load(data_dir, recover, now_ms)?;
+        let mut loaded = files::load(data_dir, recover, now_ms)?;
+        let uncommitted = uncommitted::drop_uncommitted(&mut loaded.sessions);
+        if uncommitted > 0 {
+            info!(
+                "data directory {}: {uncommitted} queued copies of QoS 2 publishes never committed dropped (their publishers send them again)",
+                data_dir.display()
+            );
+        }
         let now = Instant::now();
         let messages: Vec<(Arc<RoutedMessage>, Option<u64>)> = loaded
             .messages
@@ -95,6 +104,7 @@ impl Store {
                     properties: stored.properties,
                     expires_at,
                     bridged: false,
+                    origin: None,
                 };
                 (Arc::new(message), stored.expires_at_ms)
             })
@@ -149,11 +159,21 @@ impl Store {
             .into_iter()
             .filter(|&shard| shard >= shard_count)
             .collect();
-        let writer = if loaded.repairs > 0 || !removed.is_empty() {
+        // Dropped copies are also gone from the files before the broker serves: left in the
+        // log, a later load would keep them once their publishers' commit marks passed them
+        // (`uncommitted.rs`), and deliver them beside the publishes sent again.
+        let writer = if loaded.repairs > 0 || !removed.is_empty() || uncommitted > 0 {
             let mut writer = new_writer();
+            let compacted = writer.compact_all();
+            if !compacted && uncommitted > 0 {
+                return Err(StoreError::UncommittedNotRewritten {
+                    dir: data_dir.to_path_buf(),
+                    copies: uncommitted,
+                });
+            }
             // A shard directory past this broker's shards is removed only once every topic
             // it held is in a current shard's snapshot.
-            if writer.compact_all() {
+            if compacted {
                 for shard in removed {
                     files::remove_shard_dir(data_dir, shard)?;
                 }
@@ -322,6 +342,7 @@ fn restore_session(stored: StoredSession, now: Instant, now_ms: u64) -> LiveSess
                 properties: stored.properties,
                 expires_at: stored.expires_at_ms.map(instant),
                 bridged: false,
+                origin: None,
             };
             QueuedImage {
                 message: Arc::new(message),
@@ -347,6 +368,7 @@ fn restore_session(stored: StoredSession, now: Instant, now_ms: u64) -> LiveSess
             properties: stored.properties,
             expires_at: stored.expires_at_ms.map(instant),
             bridged: false,
+            origin: None,
         };
         // One due while the broker was down is due now: published at the first tick.
         WillImage {
@@ -365,6 +387,8 @@ fn restore_session(stored: StoredSession, now: Instant, now_ms: u64) -> LiveSess
         released: stored.released,
         inbound_qos2: stored.inbound_qos2,
         delayed_will,
+        incarnation: stored.incarnation,
+        committed_seq: stored.committed_seq,
     };
     LiveSession {
         stamp: 0,
@@ -376,5 +400,142 @@ fn restore_session(stored: StoredSession, now: Instant, now_ms: u64) -> LiveSess
         will_due_ms,
         will_expiry_ms,
         record_bytes: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::session_record::{self, SessionRef};
+    use super::*;
+    use crate::broker::Origin;
+    use crate::protocol::mqtt::{ProtocolVersion, QoS};
+
+    fn session(client_id: &str, messages: Vec<QueuedImage>, committed_seq: u64) -> SessionImage {
+        SessionImage {
+            client_id: client_id.into(),
+            version: ProtocolVersion::V311,
+            expiry_s: u32::MAX,
+            expires_at: None,
+            connected: false,
+            subscriptions: Vec::new(),
+            messages,
+            released: Vec::new(),
+            inbound_qos2: Vec::new(),
+            delayed_will: None,
+            incarnation: 7,
+            committed_seq,
+        }
+    }
+
+    fn copy(payload: &[u8], seq: u64) -> QueuedImage {
+        QueuedImage {
+            message: Arc::new(RoutedMessage {
+                origin: Some(Arc::new(Origin::new("pub", 7, seq))),
+                ..RoutedMessage::new("t", payload, QoS::ExactlyOnce, false)
+            }),
+            qos: QoS::ExactlyOnce,
+            retain: false,
+            ids: Vec::new(),
+            packet_id: None,
+        }
+    }
+
+    fn open(dir: &Path) -> Store {
+        Store::open(
+            dir,
+            Durability::Sync,
+            StoreLimits::default(),
+            1,
+            false,
+            Box::new(|_| {}),
+        )
+        .expect("the data directory opens")
+    }
+
+    fn queued_payloads(store: &mut Store, client_id: &str) -> Vec<Vec<u8>> {
+        let sessions = store.take_sessions().concat();
+        let session = sessions
+            .iter()
+            .find(|session| &*session.client_id == client_id)
+            .expect("the session is loaded");
+        session
+            .messages
+            .iter()
+            .map(|queued| queued.message.payload.to_vec())
+            .collect()
+    }
+
+    /// Dropped at load, a copy must be gone from the files too: the publisher's later commits
+    /// pass its number, and a second load would otherwise keep it.
+    #[test]
+    fn copies_dropped_at_load_are_gone_from_the_files_before_serving() {
+        let dir = std::env::temp_dir().join(format!("fanfare-uncommitted-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let shard = files::shard_dir(&dir, 0);
+        std::fs::create_dir_all(&shard).expect("shard directory");
+        let mut log = record::MAGIC.to_vec();
+        for (stamp, image) in [
+            (1, session("pub", Vec::new(), 1)),
+            (2, session("sub", vec![copy(b"one", 1), copy(b"two", 2)], 0)),
+        ] {
+            session_record::encode(
+                &mut log,
+                &SessionRef {
+                    stamp,
+                    image: &image,
+                    expires_at_ms: None,
+                    offline_since_ms: Some(1),
+                    message_expiry_ms: &[None, None],
+                    will_due_ms: 0,
+                    will_expiry_ms: None,
+                },
+            );
+        }
+        std::fs::write(shard.join("retained.log"), &log).expect("log written");
+
+        // A snapshot that cannot be written (a directory where its temporary file goes):
+        // the broker must not serve with the dropped copy still in its files.
+        let blocked = shard.join("retained.snapshot.tmp");
+        std::fs::create_dir(&blocked).expect("blocking directory");
+        let refused = Store::open(
+            &dir,
+            Durability::Sync,
+            StoreLimits::default(),
+            1,
+            false,
+            Box::new(|_| {}),
+        );
+        assert!(matches!(
+            refused,
+            Err(StoreError::UncommittedNotRewritten { copies: 1, .. })
+        ));
+        std::fs::remove_dir(&blocked).expect("unblocked");
+
+        let mut store = open(&dir);
+        assert_eq!(queued_payloads(&mut store, "sub"), [b"one".to_vec()]);
+        store.finish();
+
+        // The publisher's commit mark now passes the dropped copy's number, as after it sent
+        // the publish again and had it committed: the files must not bring the copy back.
+        let mut log = std::fs::read(shard.join("retained.log")).expect("log read");
+        session_record::encode(
+            &mut log,
+            &SessionRef {
+                stamp: u64::MAX / 2,
+                image: &session("pub", Vec::new(), 2),
+                expires_at_ms: None,
+                offline_since_ms: Some(1),
+                message_expiry_ms: &[],
+                will_due_ms: 0,
+                will_expiry_ms: None,
+            },
+        );
+        std::fs::write(shard.join("retained.log"), &log).expect("log written");
+        let mut store = open(&dir);
+        assert_eq!(queued_payloads(&mut store, "sub"), [b"one".to_vec()]);
+        store.finish();
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

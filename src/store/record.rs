@@ -41,8 +41,11 @@ const KIND_SESSION_FIRST: u8 = 3;
 /// A persistent session ended.
 pub(super) const KIND_SESSION_END: u8 = 4;
 /// A persistent session's whole state, with its in-flight packet identifiers, QoS 2 state and
-/// delayed will (`session_record.rs`).
-pub(super) const KIND_SESSION: u8 = 5;
+/// delayed will, without origins (`session_record.rs`): read, no longer written.
+const KIND_SESSION_SECOND: u8 = 5;
+/// A persistent session's whole state, with the origins of its tentative messages and its
+/// own commit mark (`session_record.rs`).
+pub(super) const KIND_SESSION: u8 = 6;
 
 /// A retained message as the store holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -215,6 +218,10 @@ fn parse_body(body: &[u8]) -> Option<Record> {
         KIND_SESSION_FIRST => Record::Session {
             stamp,
             session: session_record::parse(&mut reader, topic, Format::First)?,
+        },
+        KIND_SESSION_SECOND => Record::Session {
+            stamp,
+            session: session_record::parse(&mut reader, topic, Format::Second)?,
         },
         KIND_SESSION => Record::Session {
             stamp,

@@ -2,7 +2,7 @@
 //! (conflated per flush), so that the newest record of a client identifier is the session.
 //!
 //! ```text
-//! SESSION body (kind 5) after kind, stamp and the client identifier (as `topic`):
+//! SESSION body (kind 6) after kind, stamp and the client identifier (as `topic`):
 //!   version: u8 (protocol level: 3, 4, 5) | expiry_s: u32 LE (0xFFFFFFFF: never)
 //!   | expires_at_ms: u64 LE (Unix ms; 0: connected when written, or never expires)
 //!   | offline_since_ms: u64 LE (Unix ms; 0: connected when written)
@@ -14,14 +14,21 @@
 //!       | topic_len: u16 LE, topic | qos: u8 | flags: u8 (bit 0 RETAIN)
 //!       | expires_at_ms: u64 LE (0: never) | id_count: u8, subscription_id: u32 LE each
 //!       | properties_len: u32 LE, properties | payload_len: u32 LE, payload
+//!       | origin: u8 (0: none; 1: a tentative QoS 2 publish, whose origin follows)
+//!           client_id_len: u16 LE, client_id | incarnation: u64 LE | seq: u64 LE
 //!   | released_count: u16 LE, packet_id: u16 LE each (PUBREL sent, PUBCOMP awaited)
 //!   | inbound_count: u16 LE, packet_id: u16 LE each (QoS 2 received, PUBREL awaited)
 //!   | will: u8 (0: none, 1: a delayed will follows)
 //!       due_ms: u64 LE (Unix ms) | topic_len: u16 LE, topic | qos: u8 | flags: u8 (bit 0
 //!       RETAIN) | expires_at_ms: u64 LE (0: never) | properties_len: u32 LE, properties
 //!       | payload_len: u32 LE, payload
-//! SESSION body of the first format (kind 3), still read: the same without offline_since_ms,
-//!   without each message's packet_id, and without what follows the messages.
+//!   | incarnation: u64 LE (0: none yet) | committed_seq: u64 LE (its own tentative
+//!     publishes committed up to this number; `broker/origins.rs`)
+//! SESSION body of the second format (kind 5), still read: the same without the origins and
+//!   without incarnation and committed_seq.
+//! SESSION body of the first format (kind 3), still read: the same as kind 5 without
+//!   offline_since_ms, without each message's packet_id, and without what follows the
+//!   messages.
 //! SESSION_END body: kind, stamp and the client identifier only.
 //! ```
 
@@ -40,7 +47,9 @@ const RETAIN: u8 = 1;
 pub(super) enum Format {
     /// Kind 3: no packet identifiers, no QoS 2 state, no will, no offline time.
     First,
-    /// Kind 5, written now.
+    /// Kind 5: no origins.
+    Second,
+    /// Kind 6, written now.
     Current,
 }
 
@@ -53,6 +62,17 @@ pub struct StoredQueued {
     pub ids: Vec<u32>,
     /// The identifier it was sent with and not acknowledged; `None`: not sent yet.
     pub packet_id: Option<PacketId>,
+    /// A tentative QoS 2 publish's origin: dropped at load unless committed
+    /// (`store/uncommitted.rs`).
+    pub origin: Option<StoredOrigin>,
+}
+
+/// Where a tentative QoS 2 publish came from (`broker/origins.rs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredOrigin {
+    pub client_id: Box<str>,
+    pub incarnation: u64,
+    pub seq: u64,
 }
 
 /// A will a stored session holds back for its Will Delay Interval.
@@ -81,6 +101,9 @@ pub struct StoredSession {
     /// QoS 2 publishes received whose PUBREL has not come.
     pub inbound_qos2: Vec<PacketId>,
     pub will: Option<StoredWill>,
+    /// 0: none yet (or a record of an older format).
+    pub incarnation: u64,
+    pub committed_seq: u64,
 }
 
 /// A session to encode, with its wall-clock times fixed by the writer.
@@ -98,7 +121,14 @@ pub struct SessionRef<'a> {
 
 fn message_bytes(queued: &crate::broker::QueuedImage) -> usize {
     let message = &queued.message;
-    2 + 2
+    // At most: the origin may be committed by the time it is encoded, and then left out.
+    let origin = message
+        .origin
+        .as_ref()
+        .map_or(0, |origin| 2 + origin.client_id.len() + 16);
+    1 + origin
+        + 2
+        + 2
         + message.topic.len()
         + 11
         + 4 * queued.ids.len()
@@ -118,7 +148,7 @@ fn tail_bytes(image: &SessionImage) -> usize {
         let message = &will.message;
         8 + 2 + message.topic.len() + 2 + 8 + 8 + message.properties.len() + message.payload.len()
     });
-    4 + 2 * ids + 1 + will
+    4 + 2 * ids + 1 + will + 16
 }
 
 /// Appends a SESSION record to `out`; returns its length. Messages that would take the record
@@ -174,6 +204,17 @@ pub fn encode(out: &mut Vec<u8>, session: &SessionRef<'_>) -> (usize, usize) {
         }
         record::put_bytes32(out, &message.properties);
         record::put_bytes32(out, &message.payload);
+        // Committed, a copy is kept whatever becomes of its publisher's session.
+        match message.origin.as_ref().filter(|origin| !origin.committed()) {
+            None => out.push(0),
+            Some(origin) => {
+                out.push(1);
+                // A client identifier is an MQTT string, at most 65 535 bytes.
+                put_str16(out, &origin.client_id);
+                out.extend_from_slice(&origin.incarnation.to_le_bytes());
+                out.extend_from_slice(&origin.seq.to_le_bytes());
+            }
+        }
     }
     put_ids(out, &image.released);
     put_ids(out, &image.inbound_qos2);
@@ -191,6 +232,8 @@ pub fn encode(out: &mut Vec<u8>, session: &SessionRef<'_>) -> (usize, usize) {
             record::put_bytes32(out, &message.payload);
         }
     }
+    out.extend_from_slice(&image.incarnation.to_le_bytes());
+    out.extend_from_slice(&image.committed_seq.to_le_bytes());
     (record::finish(out, start), first)
 }
 
@@ -256,7 +299,8 @@ pub(super) fn parse(
     client_id: Box<str>,
     format: Format,
 ) -> Option<StoredSession> {
-    let current = format == Format::Current;
+    let current = format != Format::First;
+    let origins = format == Format::Current;
     let version = match reader.u8()? {
         3 => ProtocolVersion::V31,
         4 => ProtocolVersion::V311,
@@ -297,11 +341,16 @@ pub(super) fn parse(
             .collect::<Option<Vec<u32>>>()?;
         message.properties = reader.bytes32()?.into();
         message.payload = reader.bytes32()?.into();
+        let origin = match origins {
+            true => origin(reader)?,
+            false => None,
+        };
         messages.push(StoredQueued {
             message,
             retain,
             ids,
             packet_id,
+            origin,
         });
     }
     let mut session = StoredSession {
@@ -315,6 +364,8 @@ pub(super) fn parse(
         released: Vec::new(),
         inbound_qos2: Vec::new(),
         will: None,
+        incarnation: 0,
+        committed_seq: 0,
     };
     if current {
         session.released = ids(reader)?;
@@ -335,13 +386,30 @@ pub(super) fn parse(
             _ => return None,
         };
     }
+    if origins {
+        session.incarnation = reader.u64()?;
+        session.committed_seq = reader.u64()?;
+    }
     Some(session)
+}
+
+/// A message's origin, if it has one; `None` if it does not parse.
+fn origin(reader: &mut Reader<'_>) -> Option<Option<StoredOrigin>> {
+    match reader.u8()? {
+        0 => Some(None),
+        1 => Some(Some(StoredOrigin {
+            client_id: str16(reader)?,
+            incarnation: reader.u64()?,
+            seq: reader.u64()?,
+        })),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::broker::{QueuedImage, RoutedMessage, WillImage};
+    use crate::broker::{Origin, QueuedImage, RoutedMessage, WillImage};
     use crate::store::record::{HEADER_BYTES, Record, scan};
     use std::sync::Arc;
     use std::time::Instant;
@@ -384,7 +452,10 @@ mod tests {
                     packet_id: Some(id(513)),
                 },
                 QueuedImage {
-                    message: Arc::new(RoutedMessage::new("a", b"", QoS::ExactlyOnce, true)),
+                    message: Arc::new(RoutedMessage {
+                        origin: Some(Arc::new(Origin::new("pub-2", u64::MAX - 1, 300))),
+                        ..RoutedMessage::new("a", b"", QoS::ExactlyOnce, true)
+                    }),
                     qos: QoS::ExactlyOnce,
                     retain: true,
                     ids: vec![],
@@ -402,6 +473,8 @@ mod tests {
                 )),
                 due: Instant::now(),
             }),
+            incarnation: 0x0102_0304_0506_0708,
+            committed_seq: 41,
         }
     }
 
@@ -450,8 +523,17 @@ mod tests {
         assert_eq!(first.message.expires_at_ms, Some(1_700_000_000_500));
         assert_eq!(&*first.message.properties, &[0x03, 0x00, 0x01, b'j']);
         assert_eq!(&*first.message.payload, b"2-1");
+        assert_eq!(first.origin, None);
         let second = &session.messages[1];
         assert_eq!(second.packet_id, None);
+        let origin = StoredOrigin {
+            client_id: "pub-2".into(),
+            incarnation: u64::MAX - 1,
+            seq: 300,
+        };
+        assert_eq!(second.origin, Some(origin));
+        assert_eq!(session.incarnation, 0x0102_0304_0506_0708);
+        assert_eq!(session.committed_seq, 41);
         assert!(second.retain);
         assert_eq!(second.message.qos, QoS::ExactlyOnce);
         assert_eq!(second.message.expires_at_ms, None);
@@ -532,6 +614,80 @@ mod tests {
         assert_eq!(session.will, None);
     }
 
+    /// An origin is written while its publish is tentative only: once committed, the copy
+    /// is kept whatever becomes of its publisher, so it needs none.
+    #[test]
+    fn a_committed_origin_is_left_out() {
+        let image = image();
+        let origin = image.messages[1]
+            .message
+            .origin
+            .as_ref()
+            .expect("tentative");
+        let mut tentative = Vec::new();
+        encode(&mut tentative, &session_ref(&image));
+        origin.mark_committed();
+        let mut committed = Vec::new();
+        encode(&mut committed, &session_ref(&image));
+        assert_eq!(tentative.len() - committed.len(), 2 + "pub-2".len() + 16);
+        let found = scan(&committed, false).expect("clean");
+        let [Record::Session { session, .. }] = &found.records[..] else {
+            panic!("one session record: {:?}", found.records);
+        };
+        assert!(
+            session
+                .messages
+                .iter()
+                .all(|queued| queued.origin.is_none())
+        );
+    }
+
+    /// A SESSION record of the second format (kind 5), as fanfare wrote it before origins:
+    /// the current body without them loads, with no origin, incarnation or commit.
+    #[test]
+    fn a_second_format_session_still_loads() {
+        let image = SessionImage {
+            messages: vec![QueuedImage {
+                message: Arc::new(RoutedMessage::new("t/1", b"hi", QoS::ExactlyOnce, false)),
+                qos: QoS::ExactlyOnce,
+                retain: false,
+                ids: vec![],
+                packet_id: Some(id(5)),
+            }],
+            ..image()
+        };
+        let mut bytes = Vec::new();
+        encode(
+            &mut bytes,
+            &SessionRef {
+                message_expiry_ms: &[None],
+                ..session_ref(&image)
+            },
+        );
+        // Kind 5: no origin byte after the message's payload, nothing after the will.
+        bytes.truncate(bytes.len() - 16);
+        bytes[HEADER_BYTES] = 5;
+        let payload_end = bytes
+            .windows(2)
+            .rposition(|window| window == b"hi")
+            .expect("the payload")
+            + 2;
+        assert_eq!(bytes.remove(payload_end), 0, "the origin byte");
+        let length = (bytes.len() - HEADER_BYTES) as u32;
+        bytes[..4].copy_from_slice(&length.to_le_bytes());
+        recheck(&mut bytes);
+        let found = scan(&bytes, false).expect("clean");
+        let [Record::Session { session, .. }] = &found.records[..] else {
+            panic!("one session record: {:?}", found.records);
+        };
+        assert_eq!(session.messages[0].packet_id, Some(id(5)));
+        assert_eq!(&*session.messages[0].message.payload, b"hi");
+        assert_eq!(session.messages[0].origin, None);
+        assert_eq!(session.inbound_qos2, [id(9)]);
+        assert!(session.will.is_some());
+        assert_eq!((session.incarnation, session.committed_seq), (0, 0));
+    }
+
     fn recheck(bytes: &mut [u8]) {
         let crc = crc32fast::hash(&bytes[HEADER_BYTES..]);
         bytes[4..HEADER_BYTES].copy_from_slice(&crc.to_le_bytes());
@@ -554,8 +710,9 @@ mod tests {
                 ..session_ref(&image)
             },
         );
-        // The body ends: message count (4), released count (2), inbound count (2), will (1).
-        let end = bytes.len();
+        // The body ends: message count (4), released count (2), inbound count (2), will (1),
+        // incarnation and commit (16).
+        let end = bytes.len() - 16;
         let mut damaged = bytes.clone();
         damaged[end - 9..end - 5].copy_from_slice(&u32::MAX.to_le_bytes());
         recheck(&mut damaged);
@@ -628,7 +785,7 @@ mod tests {
         /// large allocation.
         #[test]
         fn any_session_body_with_a_good_checksum_never_panics(
-            kind in proptest::sample::select(vec![3u8, 5]),
+            kind in proptest::sample::select(vec![3u8, 5, 6]),
             body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..96),
         ) {
             let mut bytes = Vec::new();
@@ -656,8 +813,9 @@ mod tests {
                 ..session_ref(&image)
             },
         );
-        // The released identifier sits before the inbound count (2) and the will byte (1).
-        let end = bytes.len();
+        // The released identifier sits before the inbound count (2), the will byte (1),
+        // incarnation and commit (16).
+        let end = bytes.len() - 16;
         bytes[end - 5..end - 3].copy_from_slice(&0u16.to_le_bytes());
         recheck(&mut bytes);
         assert_eq!(

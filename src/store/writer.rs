@@ -24,7 +24,9 @@ use log::{error, info};
 use super::files;
 use super::record::{self, SetRef};
 use super::session_record::{self, SessionRef};
-use crate::broker::{COVER_BARRIER, RetainedWrite, RoutedMessage, SessionImage, SessionWrite};
+use crate::broker::{
+    COVER_LEVELS, RetainedWrite, RoutedMessage, SessionImage, SessionWrite, barrier_level,
+};
 use crate::config::{Durability, StoreLimits};
 
 /// What a shard's broker changed since its last flush: retained topics it owns, and its
@@ -66,7 +68,8 @@ pub struct Echo {
 pub(super) struct Durable {
     shard_count: usize,
     seqs: Box<[AtomicU64]>,
-    /// The same for covers: a cover answered never stands for a publish barrier.
+    /// The same for covers, per level (`covers[(level - 1) * shard_count² + …]`): a cover
+    /// answered never stands for a publish barrier, nor for a cover of another level.
     covers: Box<[AtomicU64]>,
     marks: Box<[AtomicU64]>,
     refused: Box<[AtomicBool]>,
@@ -79,7 +82,7 @@ impl Durable {
             seqs: (0..shard_count * shard_count)
                 .map(|_| AtomicU64::new(0))
                 .collect(),
-            covers: (0..shard_count * shard_count)
+            covers: (0..COVER_LEVELS * shard_count * shard_count)
                 .map(|_| AtomicU64::new(0))
                 .collect(),
             marks: (0..shard_count).map(|_| AtomicU64::new(0)).collect(),
@@ -97,17 +100,24 @@ impl Durable {
     }
 
     fn report(&self, echo: Echo, flushed_by: usize) {
-        let (table, seq) = match echo.seq & COVER_BARRIER {
-            0 => (&self.seqs, echo.seq),
-            _ => (&self.covers, echo.seq & !COVER_BARRIER),
+        let cell = echo.entry * self.shard_count + flushed_by;
+        match barrier_level(echo.seq) {
+            (0, seq) => self.seqs[cell].fetch_max(seq, Release),
+            (level, seq) => {
+                let table = (level - 1) * self.shard_count * self.shard_count;
+                self.covers[table + cell].fetch_max(seq, Release)
+            }
         };
-        table[echo.entry * self.shard_count + flushed_by].fetch_max(seq, Release);
     }
 
-    /// The highest cover of `entry` that every shard reported durable.
-    fn covered_everywhere(&self, entry: usize) -> u64 {
-        let row = &self.covers[entry * self.shard_count..(entry + 1) * self.shard_count];
-        row.iter().map(|seq| seq.load(Acquire)).min().unwrap_or(0)
+    /// Per level, the highest cover of `entry` that every shard reported durable.
+    fn covered_everywhere(&self, entry: usize) -> [u64; COVER_LEVELS] {
+        let n = self.shard_count;
+        std::array::from_fn(|level| {
+            let row = level * n * n + entry * n;
+            let row = &self.covers[row..row + n];
+            row.iter().map(|seq| seq.load(Acquire)).min().unwrap_or(0)
+        })
     }
 
     /// Records that shard `shard`'s flushes up to `mark` are on disk; whether that is news.
@@ -160,9 +170,10 @@ impl StoreHandle {
         self.durable.durable_everywhere(self.shard)
     }
 
-    /// The highest cover of this shard that every shard's files hold durably: every shared
-    /// subscription message this shard posted before it is on disk.
-    pub fn durable_cover(&self) -> u64 {
+    /// Per level, the highest cover of this shard that every shard's files hold durably:
+    /// every shared subscription message of that level this shard posted before it is on
+    /// disk.
+    pub fn durable_covers(&self) -> [u64; COVER_LEVELS] {
         self.durable.covered_everywhere(self.shard)
     }
 
@@ -692,6 +703,7 @@ fn encode(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::broker::cover_barrier;
 
     #[test]
     fn a_barrier_is_durable_once_every_shard_reported_it() {
@@ -776,18 +788,30 @@ mod tests {
     }
 
     #[test]
-    fn a_cover_is_counted_apart_from_publish_barriers() {
-        let durable = Durable::new(1);
-        let cover = Echo {
-            entry: 0,
-            seq: 9 | COVER_BARRIER,
+    fn a_cover_is_counted_apart_from_publish_barriers_and_other_levels() {
+        let durable = Durable::new(2);
+        let cover = |level, flushed_by| {
+            let echo = Echo {
+                entry: 1,
+                seq: cover_barrier(level, 9),
+            };
+            durable.report(echo, flushed_by);
         };
-        durable.report(cover, 0);
+        cover(2, 0);
+        cover(2, 1);
+        cover(COVER_LEVELS, 0);
         assert_eq!(
-            durable.durable_everywhere(0),
+            durable.durable_everywhere(1),
             0,
             "no publish barrier answered"
         );
-        assert_eq!(durable.covered_everywhere(0), 9);
+        let mut expected = [0; COVER_LEVELS];
+        expected[1] = 9;
+        assert_eq!(
+            durable.covered_everywhere(1),
+            expected,
+            "level 7 by one shard only"
+        );
+        assert_eq!(durable.covered_everywhere(0), [0; COVER_LEVELS]);
     }
 }

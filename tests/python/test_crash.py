@@ -2,6 +2,12 @@
 and QoS 2 messages and update retained topics while the broker is killed (`kill -9`) at
 random moments and restarted on the same data directory, for several rounds. The oracle:
 
+- two of the publishers have persistent sessions (3.1.1 clean session 0, MQTT 5 Session
+  Expiry) and send what was not acknowledged again after each restart, with DUP and the same
+  packet identifier, as the protocol asks of them; at the end they connect once more and get
+  every message they sent acknowledged. Their QoS 2 messages are exactly once too, though the
+  broker may die after such a message is on disk everywhere and before its identifier is
+  (docs/persistence.md, "Acknowledgements under sync");
 - every message a publisher got PUBACK (QoS 1) or PUBCOMP (QoS 2) for reaches every persistent
   subscriber at least once: 3.1.1 clean session 0 and MQTT 5 Session Expiry, some connected
   through the rounds (reconnecting after each restart), some offline until the end;
@@ -9,8 +15,10 @@ random moments and restarted on the same data directory, for several rounds. The
   order; QoS 1 duplicates are allowed and counted (a message in flight when the broker died
   comes again), QoS 2 ones fail the test: exactly once to every persistent subscriber
   (docs/persistence.md, "Sends that wait for their session's record");
-- every acknowledged message reaches a shared group of persistent members, one per shard (its
-  owner hands messages to the other shard), QoS 2 at most once across the group;
+- every acknowledged message reaches a shared group of persistent members, two per shard (its
+  owner hands messages to the other shard), QoS 2 at most once across the group; one member
+  per shard stays offline until the end, so that the messages given to it go back to the
+  owner and on to another member (hand-backs);
 - each retained topic holds the last value acknowledged to its publisher, or a later one that
   was not acknowledged: the broker may die after a change was on disk and before its
   PUBACK left, and the publisher cannot tell those apart from lost ones.
@@ -50,14 +58,25 @@ STREAMS = (("q1", 1), ("q2", 2))
 
 @dataclass
 class Publisher:
-    """One publisher's record across the rounds: what it sent and what was acknowledged."""
+    """One publisher's record across the rounds: what it sent and what was acknowledged.
+
+    A persistent one keeps its client (and so its unacknowledged publishes, which paho sends
+    again at the next connection) and what it waits for across the rounds."""
     client_id: str
+    persistent: bool = False
+    v5: bool = False
     seq: dict[str, int] = field(default_factory=lambda: {"q1": 0, "q2": 0})
     acked: dict[str, set[int]] = field(default_factory=lambda: {"q1": set(), "q2": set()})
     # Per retained topic, the values in publish order, and the index of the last acknowledged.
     retained_sent: dict[str, list[str]] = field(default_factory=dict)
     retained_acked: dict[str, int] = field(default_factory=dict)
     unacknowledged: int = 0
+    # mid → what it acknowledges, for publishes not acknowledged yet.
+    pending: dict = field(default_factory=dict)
+    # Acknowledgements that came before `publish` returned their mid.
+    early: set = field(default_factory=set)
+    cv: threading.Condition = field(default_factory=threading.Condition)
+    client: paho.Client | None = None
 
     def stream_topic(self, stream: str) -> str:
         return f"crash/{self.client_id}/{stream}"
@@ -68,82 +87,124 @@ class Publisher:
 
 def run_publisher(pub: Publisher, port: int, stop: threading.Event) -> None:
     """Publishes until `stop` or the broker dies; records every acknowledgement."""
-    pending: dict[int, tuple[str, object]] = {}
-    # Acknowledgements that came before `publish` returned their mid.
-    early: set[int] = set()
-    cv = threading.Condition()
-
-    def record(what: tuple[str, object]) -> None:
-        kind, value = what
-        if kind == "retained":
-            topic, index = value
-            pub.retained_acked[topic] = max(pub.retained_acked.get(topic, -1), index)
-        else:
-            pub.acked[kind].add(value)
-
-    def on_publish(_c, _u, mid, _rc, _p):
-        # paho calls this holding its own lock: only `cv` is taken here, and `publish` is
-        # never called holding `cv`.
-        with cv:
-            what = pending.pop(mid, None)
-            if what is None:
-                early.add(mid)
-            cv.notify_all()
-        if what is not None:
-            record(what)
-
-    def send(topic: str, payload: str, qos: int, retain: bool, what) -> None:
-        info = client.publish(topic, payload, qos, retain=retain)
-        with cv:
-            acked = info.mid in early
-            early.discard(info.mid)
-            if not acked:
-                pending[info.mid] = what
-        if acked:
-            record(what)
-
-    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=pub.client_id,
-                         protocol=paho.MQTTv311, reconnect_on_failure=False)
-    client.max_inflight_messages_set(WINDOW)
-    client.on_publish = on_publish
-    connected = threading.Event()
-    client.on_connect = lambda *_: connected.set()
-    try:
-        client.connect(HOST, port, 30)
-    except OSError:
+    client = connect_publisher(pub, port)
+    if client is None:
         return
-    client.loop_start()
     try:
-        connected.wait(TIMEOUT_S)
         n = 0
         while not stop.is_set() and client.is_connected():
             n += 1
-            with cv:
-                while len(pending) >= WINDOW and not stop.is_set():
-                    cv.wait(0.05)
+            with pub.cv:
+                while len(pub.pending) >= WINDOW and not stop.is_set():
+                    pub.cv.wait(0.05)
             if stop.is_set():
                 break
-            if n % 5 == 0:
+            if n % 5 == 0 and not pub.persistent:
                 topic = pub.retained_topic(n % RETAINED_TOPICS)
                 values = pub.retained_sent.setdefault(topic, [])
                 values.append(f"{pub.client_id} {len(values)}")
-                send(topic, values[-1], 1, True, ("retained", (topic, len(values) - 1)))
+                send(pub, client, topic, values[-1], 1, True,
+                     ("retained", (topic, len(values) - 1)))
                 continue
             stream, qos = STREAMS[n % 2]
             pub.seq[stream] += 1
             seq = pub.seq[stream]
-            send(pub.stream_topic(stream), f"{seq}", qos, False, (stream, seq))
+            send(pub, client, pub.stream_topic(stream), f"{seq}", qos, False, (stream, seq))
     finally:
         stop.wait()
-        client.loop_stop()
-        with cv:
-            pub.unacknowledged += len(pending)
-        sock = client.socket()
-        if sock is not None:
-            try:
-                sock.close()
-            except OSError:
-                pass
+        end_publisher(pub, client)
+
+
+def record(pub: Publisher, what: tuple[str, object]) -> None:
+    kind, value = what
+    if kind == "retained":
+        topic, index = value
+        pub.retained_acked[topic] = max(pub.retained_acked.get(topic, -1), index)
+    else:
+        pub.acked[kind].add(value)
+
+
+def send(pub: Publisher, client: paho.Client, topic: str, payload: str, qos: int,
+         retain: bool, what) -> None:
+    info = client.publish(topic, payload, qos, retain=retain)
+    with pub.cv:
+        acked = info.mid in pub.early
+        pub.early.discard(info.mid)
+        if not acked:
+            pub.pending[info.mid] = what
+    if acked:
+        record(pub, what)
+
+
+def connect_publisher(pub: Publisher, port: int) -> paho.Client | None:
+    """A connected client for `pub`: a persistent publisher's own, which sends again what
+    was not acknowledged (DUP, same packet identifier) once connected; None if the broker is
+    gone."""
+
+    def on_publish(_c, _u, mid, _rc, _p):
+        # paho calls this holding its own lock: only `cv` is taken here, and `publish` is
+        # never called holding `cv`.
+        with pub.cv:
+            what = pub.pending.pop(mid, None)
+            if what is None:
+                pub.early.add(mid)
+            pub.cv.notify_all()
+        if what is not None:
+            record(pub, what)
+
+    client = pub.client
+    if client is None:
+        protocol = paho.MQTTv5 if pub.v5 else paho.MQTTv311
+        kw = {"clean_session": False} if pub.persistent and not pub.v5 else {}
+        client = paho.Client(CallbackAPIVersion.VERSION2, client_id=pub.client_id,
+                             protocol=protocol, reconnect_on_failure=False, **kw)
+        client.max_inflight_messages_set(WINDOW)
+        client.on_publish = on_publish
+    if pub.persistent:
+        pub.client = client
+    connected = threading.Event()
+    client.on_connect = lambda *_: connected.set()
+    try:
+        if pub.v5:
+            client.connect(HOST, port, 30, clean_start=not pub.persistent,
+                           properties=props(PacketTypes.CONNECT, SessionExpiryInterval=3600))
+        else:
+            client.connect(HOST, port, 30)
+    except OSError:
+        return None
+    client.loop_start()
+    connected.wait(TIMEOUT_S)
+    return client
+
+
+def end_publisher(pub: Publisher, client: paho.Client) -> None:
+    """After a kill: the connection is dropped; a persistent publisher keeps what it waits
+    for, to send it again at its next connection."""
+    client.loop_stop()
+    with pub.cv:
+        pub.unacknowledged += len(pub.pending)
+        if not pub.persistent:
+            pub.pending.clear()
+    sock = client.socket()
+    if sock is not None:
+        try:
+            sock.close()
+        except OSError:
+            pass
+
+
+def drain_publisher(pub: Publisher, port: int) -> None:
+    """A persistent publisher's last connection: everything it sent is acknowledged."""
+    client = connect_publisher(pub, port)
+    assert client is not None, f"{pub.client_id}: no connection"
+    deadline = time.monotonic() + TIMEOUT_S
+    with pub.cv:
+        while pub.pending and time.monotonic() < deadline:
+            pub.cv.wait(0.05)
+        left = len(pub.pending)
+    client.disconnect()
+    client.loop_stop()
+    assert left == 0, f"{pub.client_id}: {left} publishes never acknowledged"
 
 
 class Subscriber:
@@ -222,11 +283,19 @@ def test_acknowledged_messages_survive_kill_9_at_random_moments(start, tmp_path)
               "limits": {"session_queue_bytes_max": 256 * 1024 * 1024}}
     args = ["--data-dir", str(data)]
     publishers = [Publisher(cid) for cid in first_ids("cpub")]
+    # Persistent publishers, one per shard: 3.1.1 clean session 0 and MQTT 5 Session Expiry.
+    publishers += [Publisher(cid, persistent=True, v5=shard == 1)
+                   for shard, cid in enumerate(first_ids("cppub"))]
     online = [Subscriber(cid, v5) for v5 in (False, True) for cid in first_ids("con")]
     offline = [Subscriber(cid, v5) for v5 in (False, True) for cid in first_ids("coff")]
     # One member per shard, so that the group's owner hands messages to another shard.
     shared = [Subscriber(cid, True, "$share/crash/") for cid in first_ids("cshr")]
     online += shared
+    # And one offline member per shard: a message the owner gives one goes back to the
+    # owner, which gives it to the next (a hand-back), on its last try queued for it.
+    shared_offline = [Subscriber(cid, True, "$share/crash/") for cid in first_ids("cshoff")]
+    offline += shared_offline
+    shared += shared_offline
 
     broker = start(shards=SHARDS, args=args, config=config)
     for sub in online + offline:
@@ -251,6 +320,9 @@ def test_acknowledged_messages_survive_kill_9_at_random_moments(start, tmp_path)
         for sub in online:
             sub.connect(broker.tcp_port, subscribe=False)
 
+    for pub in publishers:
+        if pub.persistent:
+            drain_publisher(pub, broker.tcp_port)
     for sub in offline:
         sub.connect(broker.tcp_port, subscribe=False)
     plain = [sub for sub in online + offline if not sub.share]

@@ -5,6 +5,7 @@ mod admin;
 mod bridges;
 mod cluster;
 mod connect;
+mod origins;
 mod qos;
 mod retained;
 mod session_writes;
