@@ -659,6 +659,8 @@ mod tests {
             released: Vec::new(),
             inbound_qos2: Vec::new(),
             delayed_will: None,
+            incarnation: 0,
+            committed_seq: 0,
         };
         let publish = |topic: &str, qos| RoutedMessage::new(topic, b"p", qos, true);
         let both = queued_for(&image, publish("a/b", QoS::ExactlyOnce)).expect("matches");
@@ -700,6 +702,8 @@ mod tests {
             released: vec![PacketId::new(9).expect("not 0")],
             inbound_qos2: Vec::new(),
             delayed_will: None,
+            incarnation: 0,
+            committed_seq: 0,
         };
         let now_ms = unix_ms(SystemTime::now());
         let (record, left_out) = encode_session_image(&image, Instant::now(), now_ms);
