@@ -57,7 +57,7 @@ const fn counter(name: &'static str, help: &'static str) -> Metric {
 }
 
 /// Every metric, in the order of [`ShardFigures::values`].
-const METRICS: [Metric; 66] = [
+const METRICS: [Metric; 70] = [
     gauge(
         "fanfare_sockets",
         "Open sockets: clients, WebSocket upgrades and HTTP requests in progress.",
@@ -275,6 +275,22 @@ const METRICS: [Metric; 66] = [
         "Cluster mode: retained values set on this node while it was cut off from NATS, waiting to be written to the JetStream stream (bounded by retained_unsent_bytes_max).",
     ),
     counter(
+        "fanfare_cluster_sessions_stored_total",
+        "Cluster mode: persistent session images and ends of this node that JetStream acknowledged in the sessions bucket.",
+    ),
+    counter(
+        "fanfare_cluster_sessions_store_failed_total",
+        "Cluster mode: persistent session images and ends the sessions bucket did not take (no JetStream, refused, too large).",
+    ),
+    counter(
+        "fanfare_cluster_sessions_fetched_total",
+        "Cluster mode: persistent sessions a CONNECT here resumed from another node or from the sessions bucket.",
+    ),
+    counter(
+        "fanfare_cluster_session_fetches_failed_total",
+        "Cluster mode: CONNECTs resuming a session that got a new one because the cluster did not answer (NATS gone, session_fetch_timeout_ms passed, a queue full, an error).",
+    ),
+    counter(
         "fanfare_cluster_publishes_refused_total",
         "Cluster mode: QoS 1/2 publishes not acknowledged because the other nodes could not be promised them (NATS gone, the queue to it full, JetStream did not store them): 0x97 Quota exceeded for MQTT 5, no acknowledgement for 3.x.",
     ),
@@ -394,6 +410,10 @@ pub struct ClusterCounts {
     pub retained_store_failed: u64,
     pub retained_loaded: u64,
     pub retained_caught_up: bool,
+    pub sessions_stored: u64,
+    pub sessions_store_failed: u64,
+    pub sessions_fetched: u64,
+    pub session_fetches_failed: u64,
     pub retained_unsent: u64,
     pub qos_stored: u64,
     pub qos_store_failed: u64,
@@ -477,6 +497,10 @@ impl ShardFigures {
                 cluster.retained_loaded,
                 u64::from(cluster.retained_caught_up),
                 cluster.retained_unsent,
+                cluster.sessions_stored,
+                cluster.sessions_store_failed,
+                cluster.sessions_fetched,
+                cluster.session_fetches_failed,
                 broker.publishes_refused_cluster,
                 cluster.qos_stored,
                 cluster.qos_store_failed,

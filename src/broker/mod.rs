@@ -20,6 +20,7 @@
 //! - `keep_alive.rs`: deadlines; `publish_cache.rs`: encoding and WebSocket framing; `slab.rs`: handles.
 //! - `topic_aliases.rs`: Topic Aliases both ways, and the shard's outbound alias numbers.
 //! - `cluster.rs`: in cluster mode, the filters this shard holds and publishes from other nodes.
+//! - `session_moves.rs`: in cluster mode, persistent sessions that move between nodes.
 //!
 //! Client identifiers are partitioned between shards by [`Broker::owner_shard`], so session
 //! lookup, takeover and persistent sessions never leave a shard; only publishes cross shards,
@@ -48,6 +49,7 @@ pub mod reply;
 mod retained;
 mod retained_writes;
 mod session;
+mod session_moves;
 mod session_writes;
 mod share_groups;
 mod subscription;
@@ -159,8 +161,8 @@ pub struct Broker {
     /// With a data directory: the retained changes of this shard's topics not yet handed to
     /// the store (`retained_writes.rs`).
     retained_writes: Option<RetainedWrites>,
-    /// With a data directory: the persistent sessions changed since the last hand-over to the
-    /// store (`session_writes.rs`).
+    /// With a data directory or in cluster mode: the persistent sessions changed since the
+    /// last hand-over to the store and the cluster's bucket (`session_writes.rs`).
     session_writes: Option<SessionWrites>,
     /// False while the store cannot write (a full disk, a write error): QoS 1/2 publishes
     /// are refused then (`inbound.rs`). Always true without a data directory.

@@ -180,6 +180,9 @@ pub struct Outbox {
     /// In cluster mode: the client identifiers of the CONNECTs accepted this turn, for the
     /// other nodes to take down their connections with them (`crate::cluster::client_ids`).
     pub connected_clients: Vec<Box<str>>,
+    /// In cluster mode: the connections whose CONNECT waits for its session from another
+    /// node, and the client identifier (`session_moves.rs`).
+    pub session_fetches: Vec<(ConnId, Box<str>)>,
 }
 
 /// What the topic rules denied a client: a publish to a topic or a subscription to a filter.
@@ -289,6 +292,7 @@ impl Outbox {
         shed(&mut self.to_remote);
         shed(&mut self.cluster_tickets);
         shed(&mut self.connected_clients);
+        shed(&mut self.session_fetches);
     }
 
     pub fn is_empty(&self) -> bool {

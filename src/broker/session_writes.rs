@@ -99,11 +99,14 @@ pub struct SessionImage {
     pub committed_seq: u64,
 }
 
-/// A session to write: its whole state, or ended.
+/// A session to write: its whole state, or ended, or moved to another node of the cluster
+/// (`session_moves.rs`): ended here, but its image in the cluster's bucket is the new
+/// node's to write.
 #[derive(Debug, Clone)]
 pub enum SessionWrite {
     Set(SessionImage),
     Ended(Box<str>),
+    Moved(Box<str>),
 }
 
 #[derive(Default)]
@@ -113,6 +116,8 @@ pub(crate) struct SessionWrites {
     /// module documentation).
     inbound: HashSet<SessionKey>,
     ended: HashSet<Box<str>>,
+    /// Sessions handed to another node, by identifier.
+    pub(super) moved: HashSet<Box<str>>,
     /// The connections of the persistent sessions taken by the last flush: under `sync`
     /// what the broker sends them waits until that flush is on disk (`shard/durable_sends.rs`).
     written_conns: Vec<ConnId>,
@@ -126,7 +131,7 @@ impl SessionWrites {
     }
 }
 
-fn image(session: &Session) -> SessionImage {
+pub(super) fn image(session: &Session) -> SessionImage {
     let subscriptions = session
         .subscriptions
         .iter()
@@ -200,10 +205,21 @@ impl Broker {
         }
     }
 
+    /// Notes that the persistent session of `client_id` moved to another node.
+    pub(super) fn note_session_moved(&mut self, client_id: &str) {
+        if let Some(writes) = self.session_writes.as_mut() {
+            writes.ended.remove(client_id);
+            writes.moved.insert(client_id.into());
+        }
+    }
+
     /// Whether session changes wait for the next flush.
     pub fn session_writes_pending(&self) -> bool {
         self.session_writes.as_ref().is_some_and(|writes| {
-            !writes.changed.is_empty() || !writes.inbound.is_empty() || !writes.ended.is_empty()
+            !writes.changed.is_empty()
+                || !writes.inbound.is_empty()
+                || !writes.ended.is_empty()
+                || !writes.moved.is_empty()
         })
     }
 
@@ -216,6 +232,7 @@ impl Broker {
         };
         writes.written_conns.clear();
         let mut taken: Vec<SessionWrite> = writes.ended.drain().map(SessionWrite::Ended).collect();
+        taken.extend(writes.moved.drain().map(SessionWrite::Moved));
         let inbound = std::mem::take(&mut writes.inbound);
         let mut changed: Vec<SessionKey> = writes
             .changed
@@ -275,6 +292,12 @@ impl Broker {
                         None => self.note_session_ended(&client_id),
                     }
                 }
+                SessionWrite::Moved(client_id) => {
+                    match self.client_ids.get(&client_id, &self.sessions) {
+                        Some(key) => self.note_session(key),
+                        None => self.note_session_moved(&client_id),
+                    }
+                }
             }
         }
     }
@@ -308,7 +331,12 @@ impl Broker {
         ended
     }
 
-    fn load_session(&mut self, image: &SessionImage, now: Instant, out: &mut Outbox) {
+    pub(super) fn load_session(
+        &mut self,
+        image: &SessionImage,
+        now: Instant,
+        out: &mut Outbox,
+    ) -> SessionKey {
         let mut session = Session::new(&image.client_id, image.version, image.expiry_s);
         self.stats.session_queue_dropped +=
             restore_outbound(&mut session, image, self.limits.session_queue_bytes_max);
@@ -353,7 +381,7 @@ impl Broker {
                 .push_at(will.due, key, ticket, TimerKind::WillDelay);
         }
         if image.expiry_s == SESSION_NEVER_EXPIRES_S {
-            return;
+            return key;
         }
         let deadline = image
             .expires_at
@@ -361,6 +389,7 @@ impl Broker {
         session.set_offline_deadline(deadline);
         self.timers
             .push_at(deadline, key, ticket, TimerKind::SessionExpiry);
+        key
     }
 }
 

@@ -17,6 +17,9 @@
 //! interest also holds a durable consumer per subject, and a copy on core NATS serves native
 //! NATS subscribers only.
 //!
+//! **Sessions.** The images of this node's persistent sessions go to a JetStream bucket, and
+//! a CONNECT that resumes a session held elsewhere fetches it (`sessions.rs`).
+//!
 //! **No echo.** The connection asks the server not to send back its own messages, and every
 //! message carries [`headers::ORIGIN`] with the node's name: one that comes back from another
 //! connection of the same node (a restart, a second connection) is still recognised and
@@ -38,6 +41,7 @@ use super::headers::{self, from_headers, to_headers};
 use super::link::{ClusterLink, QosPublish};
 use super::qos::QosStream;
 use super::retained::RetainedStream;
+use super::sessions::{SessionFetched, Sessions};
 use super::subject::{filter_subjects, subject_to_topic, topic_to_subject};
 use crate::broker::RoutedMessage;
 use crate::config::{ClusterSettings, Limits};
@@ -218,6 +222,21 @@ impl Bridge {
             &self.limits,
             Arc::clone(&self.link),
         ));
+        let sessions = Arc::new(Sessions::new(
+            client.clone(),
+            &self.settings,
+            &self.limits,
+            Arc::clone(&self.link),
+            Arc::clone(&qos),
+        ));
+        tokio::spawn(Arc::clone(&sessions).write());
+        let take_subject = sessions.take_subject();
+        match client.subscribe(take_subject.clone()).await {
+            Ok(subscriber) => drop(tokio::spawn(Arc::clone(&sessions).serve_takes(subscriber))),
+            Err(e) => warn!(
+                "cluster: cannot subscribe to {take_subject:?}: {e}; other nodes read the sessions of this node's clients from the bucket"
+            ),
+        }
         tokio::spawn(Arc::clone(&qos).prepare(client.clone()));
         self.qos = Some(qos);
         let intake = Arc::new(Intake {
@@ -240,6 +259,17 @@ impl Bridge {
         }
         loop {
             let more_clients = self.announce_clients(&client).await;
+            // Bounded by the queue: at most `sessions_waiting_max` per round.
+            while let Some(fetch) = self.link.next_fetch() {
+                sessions.start_fetch(fetch);
+            }
+            if self.link.sessions_waiting() {
+                sessions.writes_waiting.notify_one();
+            }
+            let loaded = self.link.take_loaded();
+            if !loaded.is_empty() {
+                drop(tokio::spawn(Arc::clone(&sessions).check_loaded(loaded)));
+            }
             while let Some((filter, gained)) = self.link.next_interest() {
                 self.change_interest(&client, &intake, filter, gained).await;
             }
@@ -279,6 +309,20 @@ impl Bridge {
             }
             while self.link.pipes.next_out().is_some() {
                 self.link.figures.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            while self.link.next_session_out().is_some() {}
+            while let Some(fetch) = self.link.next_fetch() {
+                let figures = &self.link.figures;
+                figures
+                    .session_fetches_failed
+                    .fetch_add(1, Ordering::Relaxed);
+                let fetched = SessionFetched {
+                    conn: fetch.conn,
+                    client_id: fetch.client_id,
+                    image: None,
+                };
+                // A CONNECT that got no answer ends at its connect deadline.
+                drop(self.link.fetched(fetch.shard, fetched));
             }
             while let Some(publish) = self.link.next_qos_out() {
                 self.link.figures.dropped.fetch_add(1, Ordering::Relaxed);

@@ -29,6 +29,14 @@
 //!   `[cluster] takeover_ids_waiting_max`; past it an identifier is dropped and counted with the
 //!   publishes (`dropped`, `received_dropped`), and that takeover does not happen.
 //!
+//! - **Sessions** (`sessions.rs`): the images of this node's persistent sessions for the
+//!   cluster's bucket and the answers to other nodes' takes, in one queue so that they reach
+//!   NATS in the order they were made; the CONNECTs that wait for a session from the
+//!   cluster, and the answers back to their shards; other nodes' takes, one queue per shard.
+//!   Each holds at most `[cluster] sessions_waiting_max`: past it an image waits in the
+//!   broker for the next write, a CONNECT gets a new session at once, and a take is not
+//!   answered (the node that asks then reads the bucket).
+//!
 //! The messages wait in `crate::shard::byte_queue::Pipes`, which the bridges to other MQTT
 //! brokers use too (`crate::bridge::link`).
 
@@ -36,6 +44,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use super::client_ids::{Remembered, TakenOver};
+use super::sessions::{SessionFetch, SessionFetched, SessionOut, SessionTake};
 use crate::broker::RoutedMessage;
 use crate::config::ClusterSettings;
 use crate::shard::byte_queue::{ByteQueue, Full, Pipes};
@@ -92,6 +101,15 @@ pub struct ClusterFigures {
     /// Whether the replicas hold what the stream held when this node last (re)started
     /// following it.
     pub retained_caught_up: AtomicBool,
+    /// Session images written to the cluster's bucket, or not (no JetStream, refused, too
+    /// large).
+    pub sessions_stored: AtomicU64,
+    pub sessions_store_failed: AtomicU64,
+    /// Sessions a CONNECT here resumed from another node or from the bucket.
+    pub sessions_fetched: AtomicU64,
+    /// CONNECTs that got a new session because the cluster did not answer in time (NATS
+    /// gone, the queue full, an error).
+    pub session_fetches_failed: AtomicU64,
     /// Retained values set while cut off from NATS, waiting to be written to the stream.
     pub retained_unsent: AtomicU64,
     /// QoS 1/2 publishes of this node JetStream stored, and those it did not (NATS gone, the
@@ -125,6 +143,17 @@ pub struct ClusterLink {
     connected: ArrayQueue<(Box<str>, u64)>,
     /// Per shard: client identifiers of CONNECTs accepted on other nodes.
     taken_over: Vec<ArrayQueue<TakenOver>>,
+    /// Session images and answers to takes, for the bridge, in order.
+    sessions_out: ArrayQueue<SessionOut>,
+    /// CONNECTs that wait for their session, for the bridge.
+    fetches: ArrayQueue<SessionFetch>,
+    /// Per shard: the sessions those CONNECTs wait for, found or not.
+    fetched: Vec<ArrayQueue<SessionFetched>>,
+    /// Per shard: sessions other nodes take from this one.
+    takes: Vec<ArrayQueue<SessionTake>>,
+    /// Client identifiers of the sessions loaded from the data directory at start-up, to
+    /// check against the bucket once; bounded by the sessions the shards may hold offline.
+    loaded: SegQueue<Box<str>>,
     /// QoS 1/2 publishes for JetStream, and the bytes they hold, bounded by
     /// `out_queue_bytes_max`.
     qos_out: SegQueue<QosPublish>,
@@ -149,6 +178,7 @@ impl ClusterLink {
         let taken_over = (0..mailboxes.shard_count())
             .map(|_| ArrayQueue::new(ids_waiting_max))
             .collect();
+        let sessions_max = settings.sessions_waiting_max;
         ClusterLink {
             pipes: Pipes::new(
                 Arc::clone(&mailboxes),
@@ -160,6 +190,15 @@ impl ClusterLink {
             retained,
             connected: ArrayQueue::new(ids_waiting_max),
             taken_over,
+            sessions_out: ArrayQueue::new(sessions_max),
+            fetches: ArrayQueue::new(sessions_max),
+            fetched: (0..mailboxes.shard_count())
+                .map(|_| ArrayQueue::new(sessions_max))
+                .collect(),
+            takes: (0..mailboxes.shard_count())
+                .map(|_| ArrayQueue::new(sessions_max))
+                .collect(),
+            loaded: SegQueue::new(),
             qos_out: SegQueue::new(),
             qos_out_bytes: AtomicU64::new(0),
             qos_out_bytes_max: out_bytes_max,
@@ -226,6 +265,39 @@ impl ClusterLink {
         self.taken_over.get(shard)?.pop()
     }
 
+    /// Queues a session image, an end or an answer for the bridge; gives it back when the
+    /// queue is full. The bridge is woken with the publishes.
+    pub fn session_out(&self, out: SessionOut) -> Result<(), SessionOut> {
+        self.sessions_out.push(out)
+    }
+
+    /// Whether the queue of session images and answers is full.
+    pub fn sessions_full(&self) -> bool {
+        self.sessions_out.is_full()
+    }
+
+    /// Asks the cluster for the session of a waiting CONNECT; gives it back when the queue is
+    /// full (the CONNECT then gets a new session).
+    pub fn fetch_session(&self, fetch: SessionFetch) -> Result<(), SessionFetch> {
+        self.fetches.push(fetch)
+    }
+
+    /// Notes a session loaded from the data directory at start-up, for the bridge to check
+    /// against the bucket (`sessions.rs`).
+    pub fn loaded_session(&self, client_id: Box<str>) {
+        self.loaded.push(client_id);
+    }
+
+    /// The next session a CONNECT of `shard` waited for.
+    pub fn take_fetched(&self, shard: usize) -> Option<SessionFetched> {
+        self.fetched.get(shard)?.pop()
+    }
+
+    /// The next session another node takes from `shard`.
+    pub fn take_session_take(&self, shard: usize) -> Option<SessionTake> {
+        self.takes.get(shard)?.pop()
+    }
+
     /// The next retained message from the stream for `shard`'s replica.
     pub fn take_retained(&self, shard: usize) -> Option<Arc<RoutedMessage>> {
         self.retained.get(shard)?.pop()
@@ -258,6 +330,50 @@ impl ClusterLink {
             return Err(taken);
         };
         queue.push(taken)?;
+        self.mailboxes.wake(shard);
+        Ok(())
+    }
+
+    /// Whether session images or answers wait for the bridge.
+    pub(super) fn sessions_waiting(&self) -> bool {
+        !self.sessions_out.is_empty()
+    }
+
+    pub(super) fn next_session_out(&self) -> Option<SessionOut> {
+        self.sessions_out.pop()
+    }
+
+    /// Every session loaded from the data directory not yet checked.
+    pub(super) fn take_loaded(&self) -> Vec<Box<str>> {
+        std::iter::from_fn(|| self.loaded.pop()).collect()
+    }
+
+    pub(super) fn next_fetch(&self) -> Option<SessionFetch> {
+        self.fetches.pop()
+    }
+
+    /// Hands `shard` the session one of its CONNECTs waits for, and wakes it; gives it back
+    /// when the shard's queue is full.
+    pub(super) fn fetched(
+        &self,
+        shard: usize,
+        fetched: SessionFetched,
+    ) -> Result<(), SessionFetched> {
+        let Some(queue) = self.fetched.get(shard) else {
+            return Err(fetched);
+        };
+        queue.push(fetched)?;
+        self.mailboxes.wake(shard);
+        Ok(())
+    }
+
+    /// Hands `shard` a session another node takes, and wakes it; gives it back when the
+    /// shard's queue is full.
+    pub(super) fn take_session(&self, shard: usize, take: SessionTake) -> Result<(), SessionTake> {
+        let Some(queue) = self.takes.get(shard) else {
+            return Err(take);
+        };
+        queue.push(take)?;
         self.mailboxes.wake(shard);
         Ok(())
     }

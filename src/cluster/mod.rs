@@ -5,6 +5,8 @@
 //! - `headers.rs`: the RETAIN flag and MQTT 5 properties as NATS headers.
 //! - `client_ids.rs`: a CONNECT on one node takes down the same client id on the others.
 //! - `retained.rs`: retained messages in a JetStream stream that every node follows.
+//! - `sessions.rs`: persistent sessions in a JetStream bucket, moved to the node their
+//!   client connects to.
 //! - `qos.rs`: QoS 1/2 publishes on a JetStream stream, read by each node's consumers.
 //! - `bridge.rs`: the thread that runs the NATS client, off the shard loops.
 
@@ -14,6 +16,7 @@ pub mod headers;
 pub mod link;
 pub mod qos;
 pub mod retained;
+pub mod sessions;
 pub mod subject;
 mod unsent;
 

@@ -79,8 +79,9 @@ const NODE_IN_NAME_BYTES_MAX: usize = 32;
 
 pub(super) struct QosStream {
     jetstream: jetstream::Context,
-    stream: String,
-    root: String,
+    pub(super) stream: String,
+    /// The subjects' root, `$FANFARE.<qos_stream>`.
+    pub(super) root: String,
     node: String,
     settings: ClusterSettings,
     limits: Limits,
@@ -343,7 +344,7 @@ impl QosStream {
 
     /// The publish a stream message stands for, at its QoS; `None` when it makes no publish
     /// a client could have made (`bridge::publish_of`).
-    fn publish_of(&self, message: &async_nats::Message) -> Option<RoutedMessage> {
+    pub(super) fn publish_of(&self, message: &async_nats::Message) -> Option<RoutedMessage> {
         let mut publish = publish_of(&self.root, &self.limits, message)?;
         let headers = message.headers.as_ref();
         publish.qos = match headers

@@ -35,6 +35,18 @@ pub const TAKEOVER_IDS_MAX: usize = 1 << 20;
 /// Longest `takeover_remembered_s`: a day; an announcement crosses NATS in milliseconds.
 pub const TAKEOVER_REMEMBERED_S_MAX: u32 = 86_400;
 
+/// Longest `sessions_bucket` name, in bytes: a JetStream bucket name and a subject token.
+pub const SESSIONS_BUCKET_BYTES_MAX: usize = 64;
+
+/// Most of `session_sync_interval_ms`: a minute; a node that dies loses what changed since.
+pub const SESSION_SYNC_INTERVAL_MS_MAX: u32 = 60_000;
+
+/// Most of `session_fetch_timeout_ms`: a CONNECT waits this long at worst for its CONNACK.
+pub const SESSION_FETCH_TIMEOUT_MS_MAX: u32 = 60_000;
+
+/// Most of `sessions_waiting_max`: each waiting entry holds a client identifier, or a
+/// whole session image on its way back.
+pub const SESSIONS_WAITING_MAX: usize = 1 << 16;
 /// Most of `qos_acks_waiting_max`, `qos_ack_pending_max` and `qos_delivered_remembered_max`:
 /// each costs up to that many small entries (a task, a message JetStream holds out, a
 /// sequence number).
@@ -109,6 +121,26 @@ pub struct ClusterSettings {
     /// How long a shard remembers an identifier it announced: far longer than NATS takes to
     /// carry an announcement between two nodes.
     pub takeover_remembered_s: u32,
+    /// The JetStream key-value bucket that holds every persistent session of the cluster,
+    /// one key per client identifier (`crate::cluster::sessions`). Created with the
+    /// replicas the retained stream gets (`retained_replicas`) and one value per key.
+    pub sessions_bucket: String,
+    /// Bytes the bucket may hold; past it JetStream refuses a write, which is counted and
+    /// written again at the session's next change. A session image is at most
+    /// `queue_bytes_max` plus its subscriptions.
+    pub sessions_bucket_bytes_max: u64,
+    /// How often a shard writes the persistent sessions that changed to the bucket, each
+    /// once however often it changed (as the store's flushes conflate). What changed since
+    /// the last write is what a node that dies costs its clients.
+    pub session_sync_interval_ms: u32,
+    /// How long a CONNECT that resumes a session this node does not hold waits for it from
+    /// the cluster before it gets a new one (CONNACK session present 0).
+    pub session_fetch_timeout_ms: u32,
+    /// Session images, requests and answers waiting in each queue between the shards and the
+    /// NATS thread; past it an image waits for the session's next write, a CONNECT gets a
+    /// new session at once, and another node's take goes unanswered (it reads the bucket).
+    /// Worst case per queue: this many session images.
+    pub sessions_waiting_max: usize,
     /// The JetStream stream that carries QoS 1/2 publishes between nodes
     /// (`crate::cluster::qos`); its subjects are `$FANFARE.<qos_stream>.>`. Clusters that
     /// share one NATS account need a stream each.
@@ -155,6 +187,11 @@ impl Default for ClusterSettings {
             takeover_ids_waiting_max: 1024,
             takeover_ids_remembered_max: 16_384,
             takeover_remembered_s: 60,
+            sessions_bucket: "FANFARE_SESSIONS".to_owned(),
+            sessions_bucket_bytes_max: 1 << 30,
+            session_sync_interval_ms: 100,
+            session_fetch_timeout_ms: 3000,
+            sessions_waiting_max: 1024,
             qos_stream: "FANFARE_QOS".to_owned(),
             qos_stream_bytes_max: 1 << 30,
             qos_stream_age_max_s: 3600,
@@ -195,6 +232,11 @@ pub(super) struct FileCluster {
     takeover_ids_waiting_max: Option<usize>,
     takeover_ids_remembered_max: Option<usize>,
     takeover_remembered_s: Option<u32>,
+    sessions_bucket: Option<String>,
+    sessions_bucket_bytes_max: Option<u64>,
+    session_sync_interval_ms: Option<u32>,
+    session_fetch_timeout_ms: Option<u32>,
+    sessions_waiting_max: Option<usize>,
     qos_stream: Option<String>,
     qos_stream_bytes_max: Option<u64>,
     qos_stream_age_max_s: Option<u32>,
@@ -240,6 +282,21 @@ impl FileCluster {
             cluster.retained_stream = stream;
         }
         cluster.retained_replicas = self.retained_replicas.or(cluster.retained_replicas);
+        if let Some(bucket) = self.sessions_bucket {
+            cluster.sessions_bucket = bucket;
+        }
+        if let Some(bytes) = self.sessions_bucket_bytes_max {
+            cluster.sessions_bucket_bytes_max = bytes;
+        }
+        if let Some(ms) = self.session_sync_interval_ms {
+            cluster.session_sync_interval_ms = ms;
+        }
+        if let Some(ms) = self.session_fetch_timeout_ms {
+            cluster.session_fetch_timeout_ms = ms;
+        }
+        if let Some(max) = self.sessions_waiting_max {
+            cluster.sessions_waiting_max = max;
+        }
         if let Some(bytes) = self.retained_stream_bytes_max {
             cluster.retained_stream_bytes_max = bytes;
         }
@@ -341,6 +398,7 @@ impl ClusterSettings {
                 &format!("must be 1 to {TAKEOVER_REMEMBERED_S_MAX} seconds"),
             ));
         }
+        self.validate_sessions()?;
         for (key, stream) in [
             ("cluster.retained_stream", &self.retained_stream),
             ("cluster.qos_stream", &self.qos_stream),
@@ -385,6 +443,51 @@ impl ClusterSettings {
             return Err(ConfigError::invalid(
                 "cluster.retained_unsent_bytes_max",
                 &format!("must be 1 to {RETAINED_UNSENT_BYTES_MAX}"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The keys of persistent sessions across nodes.
+    fn validate_sessions(&self) -> Result<(), ConfigError> {
+        if !is_name(&self.sessions_bucket, SESSIONS_BUCKET_BYTES_MAX) {
+            return Err(ConfigError::invalid(
+                "cluster.sessions_bucket",
+                &format!(
+                    "must be 1 to {SESSIONS_BUCKET_BYTES_MAX} bytes of letters, digits, `_` and `-`"
+                ),
+            ));
+        }
+        // JetStream takes the bucket's bound as a signed 64-bit number.
+        if !(1..=i64::MAX as u64).contains(&self.sessions_bucket_bytes_max) {
+            return Err(ConfigError::invalid(
+                "cluster.sessions_bucket_bytes_max",
+                "must be at least 1",
+            ));
+        }
+        for (key, ms, max) in [
+            (
+                "cluster.session_sync_interval_ms",
+                self.session_sync_interval_ms,
+                SESSION_SYNC_INTERVAL_MS_MAX,
+            ),
+            (
+                "cluster.session_fetch_timeout_ms",
+                self.session_fetch_timeout_ms,
+                SESSION_FETCH_TIMEOUT_MS_MAX,
+            ),
+        ] {
+            if !(1..=max).contains(&ms) {
+                return Err(ConfigError::invalid(
+                    key,
+                    &format!("must be 1 to {max} milliseconds"),
+                ));
+            }
+        }
+        if !(1..=SESSIONS_WAITING_MAX).contains(&self.sessions_waiting_max) {
+            return Err(ConfigError::invalid(
+                "cluster.sessions_waiting_max",
+                &format!("must be 1 to {SESSIONS_WAITING_MAX}"),
             ));
         }
         Ok(())
@@ -443,6 +546,14 @@ impl ClusterSettings {
         }
         Ok(())
     }
+}
+
+/// A JetStream stream or bucket name of at most `bytes_max` bytes: letters, digits, `_`, `-`.
+fn is_name(name: &str, bytes_max: usize) -> bool {
+    let chars_ok = name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    !name.is_empty() && name.len() <= bytes_max && chars_ok
 }
 
 /// Printable ASCII without spaces.
@@ -571,6 +682,29 @@ mod tests {
         assert_eq!(
             key(remembered).as_deref(),
             Some("cluster.takeover_ids_remembered_max")
+        );
+        for bucket in ["", "a.b", "a b"] {
+            let cluster = ClusterSettings {
+                sessions_bucket: bucket.to_owned(),
+                ..on()
+            };
+            assert_eq!(key(cluster).as_deref(), Some("cluster.sessions_bucket"));
+        }
+        let never = ClusterSettings {
+            session_sync_interval_ms: 0,
+            ..on()
+        };
+        assert_eq!(
+            key(never).as_deref(),
+            Some("cluster.session_sync_interval_ms")
+        );
+        let no_wait = ClusterSettings {
+            session_fetch_timeout_ms: 0,
+            ..on()
+        };
+        assert_eq!(
+            key(no_wait).as_deref(),
+            Some("cluster.session_fetch_timeout_ms")
         );
         let forever = ClusterSettings {
             takeover_remembered_s: 0,

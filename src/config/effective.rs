@@ -160,6 +160,20 @@ fn cluster(out: &mut Toml, cluster: &ClusterSettings) {
     out.value("takeover_remembered_s", &cluster.takeover_remembered_s);
     out.value("retained_stream", &cluster.retained_stream);
     out.optional("retained_replicas", cluster.retained_replicas.as_ref());
+    out.value("sessions_bucket", &cluster.sessions_bucket);
+    out.value(
+        "sessions_bucket_bytes_max",
+        &cluster.sessions_bucket_bytes_max,
+    );
+    out.value(
+        "session_sync_interval_ms",
+        &cluster.session_sync_interval_ms,
+    );
+    out.value(
+        "session_fetch_timeout_ms",
+        &cluster.session_fetch_timeout_ms,
+    );
+    out.value("sessions_waiting_max", &cluster.sessions_waiting_max);
     out.value(
         "retained_stream_bytes_max",
         &cluster.retained_stream_bytes_max,

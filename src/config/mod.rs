@@ -935,6 +935,16 @@ impl Config {
         self.validate_response_topic_prefix()?;
         self.persistence.validate()?;
         self.cluster.validate()?;
+        // A CONNECT that waits for its session from the cluster is closed at its connect
+        // deadline: the wait must end first, with a new session if need be.
+        if self.cluster.enabled()
+            && self.cluster.session_fetch_timeout_ms >= self.limits.connect_timeout_ms
+        {
+            return Err(ConfigError::invalid(
+                "cluster.session_fetch_timeout_ms",
+                "must be shorter than limits.connect_timeout_ms",
+            ));
+        }
         bridge::validate(&self.bridges)?;
         self.admin.validate()?;
         self.limits.validate()
@@ -1036,6 +1046,16 @@ mod tests {
         assert_eq!(config.validate(), Ok(()));
         assert_eq!(config.tcp, Some(SocketAddr::from(([127, 0, 0, 1], 1883))));
         assert_eq!(config.ws, Some(SocketAddr::from(([127, 0, 0, 1], 8080))));
+    }
+
+    #[test]
+    fn a_session_fetch_ends_before_the_connect_deadline() {
+        let mut config = Config::default();
+        config.cluster.nats = vec!["nats://127.0.0.1:4222".to_owned()];
+        assert_eq!(config.validate(), Ok(()));
+        config.cluster.session_fetch_timeout_ms = config.limits.connect_timeout_ms;
+        let key = config.validate().err().and_then(|e| e.key);
+        assert_eq!(key.as_deref(), Some("cluster.session_fetch_timeout_ms"));
     }
 
     #[test]

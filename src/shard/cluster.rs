@@ -2,15 +2,27 @@
 //! this turn's publishes, interest changes and accepted client ids, closes the connections
 //! whose client ids other nodes accepted, and the intake shard takes the messages from
 //! other nodes, a bounded number per turn.
+//!
+//! Persistent sessions (`crate::cluster::sessions`): the images of the sessions that changed
+//! go to the bridge with the store's flushes, or every `session_sync_interval_ms` without a
+//! data directory; a CONNECT that waits for its session from the cluster is read again with
+//! the answer; and a session another node takes is handed over, its answer queued behind
+//! the writes that came before it.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use log::warn;
 
-use super::Shard;
-use crate::cluster::{FROM_CLUSTER_PER_TURN_MAX, INTAKE_SHARD, QosPublish, Ticket};
+use super::ingest::ingest_pending;
+use super::peer::{Phase, SessionWait};
+use super::{Shard, ingest_context};
+use crate::broker::{SessionImage, SessionWrite};
+use crate::cluster::sessions::{SessionFetch, SessionOut};
+use crate::cluster::{ClusterLink, FROM_CLUSTER_PER_TURN_MAX, INTAKE_SHARD};
+use crate::cluster::{QosPublish, Ticket};
+use crate::conn::ConnId;
 use crate::protocol::mqtt::QoS;
 
 impl Shard {
@@ -69,6 +81,8 @@ impl Shard {
                 self.busy = true;
             }
         }
+        let link = Arc::clone(link);
+        self.take_sessions(&link, now);
         if self.id != INTAKE_SHARD || self.stop_deadline.is_some() {
             return;
         }
@@ -82,6 +96,169 @@ impl Shard {
         self.busy = true;
     }
 
+    /// The sessions this shard's CONNECTs waited for, and the sessions other nodes take.
+    fn take_sessions(&mut self, link: &ClusterLink, now: Instant) {
+        for n in 0..FROM_CLUSTER_PER_TURN_MAX {
+            let Some(fetched) = link.take_fetched(self.id) else {
+                break;
+            };
+            self.resume_connect(fetched.conn, &fetched.client_id, fetched.image, now);
+            if n + 1 == FROM_CLUSTER_PER_TURN_MAX {
+                self.busy = true;
+            }
+        }
+        for n in 0..FROM_CLUSTER_PER_TURN_MAX {
+            let Some(take) = link.take_session_take(self.id) else {
+                break;
+            };
+            if link.sessions_full() {
+                // Not answered, the session stays: the node that asks reads the bucket.
+                warn!(
+                    "shard {}: session {:?} not handed over: sessions_waiting_max reached",
+                    self.id, take.client_id
+                );
+                continue;
+            }
+            let image = self
+                .broker
+                .hand_over_session(&take.client_id, now, &mut self.outbox)
+                .map(Box::new);
+            let Some(reply) = take.reply else {
+                // A stale copy loaded at start-up: ended, nobody to answer.
+                continue;
+            };
+            if self.persist.is_none() {
+                // Ends written before the answer: the node that asks may read the bucket.
+                self.sync_sessions();
+            }
+            let answer = SessionOut::Handed { reply, image };
+            if link.session_out(answer).is_err() {
+                warn!(
+                    "shard {}: a session take not answered: its queue filled",
+                    self.id
+                );
+            }
+            link.pipes.wake_remote();
+            if n + 1 == FROM_CLUSTER_PER_TURN_MAX {
+                self.busy = true;
+            }
+        }
+    }
+
+    /// Reads again the CONNECT of `id`, which waited for the session of `client_id` from the
+    /// cluster: `image`, or a new one.
+    fn resume_connect(
+        &mut self,
+        id: ConnId,
+        client_id: &str,
+        image: Option<Box<SessionImage>>,
+        now: Instant,
+    ) {
+        let Some(peer) = self.io.state_mut(id) else {
+            // Gone meanwhile (closed, or its CONNECT deadline passed).
+            return;
+        };
+        let waiting = peer.rare.as_mut().and_then(|rare| rare.session.take());
+        let Some(SessionWait::Waiting {
+            client_id: waited,
+            identity,
+        }) = waiting
+        else {
+            return;
+        };
+        if peer.phase != Phase::FetchingSession || &*waited != client_id {
+            // Another connection with the same number since.
+            peer.rare_mut().session = Some(SessionWait::Waiting {
+                client_id: waited,
+                identity,
+            });
+            return;
+        }
+        peer.phase = Phase::AwaitConnect;
+        peer.rare_mut().session = Some(SessionWait::Answered { identity, image });
+        let mut cx = ingest_context!(self, id, now);
+        let Some(peer) = self.io.state_mut(id) else {
+            return;
+        };
+        let flow = ingest_pending(&mut cx, peer);
+        let reading = peer.reads();
+        self.after_flow(id, flow);
+        if reading {
+            self.io.arm_recv(id);
+        }
+    }
+
+    /// Hands the bridge the persistent sessions that changed since the last time, when due
+    /// (cluster mode without a data directory; with one they go with the store's flushes).
+    fn sync_sessions_when_due(&mut self, now: Instant) {
+        if self.persist.is_some() || now < self.next_session_sync {
+            return;
+        }
+        let interval_ms = self.config.cluster.session_sync_interval_ms;
+        self.next_session_sync = now + Duration::from_millis(interval_ms.into());
+        self.sync_sessions();
+    }
+
+    fn sync_sessions(&mut self) {
+        let writes = self.broker.take_session_writes();
+        self.share_sessions(&writes);
+    }
+
+    /// Queues `writes` for the cluster's bucket; those the queue has no room for are noted
+    /// again in the broker, for the next time.
+    pub(super) fn share_sessions(&mut self, writes: &[SessionWrite]) {
+        let Some(link) = &self.cluster else {
+            return;
+        };
+        let mut left = Vec::new();
+        for write in writes {
+            let out = match write {
+                SessionWrite::Set(image) => SessionOut::Put(Box::new(image.clone())),
+                SessionWrite::Ended(client_id) => SessionOut::Delete(client_id.clone()),
+                // The node it moved to writes it.
+                SessionWrite::Moved(_) => continue,
+            };
+            if !left.is_empty() || link.session_out(out).is_err() {
+                left.push(write.clone());
+            }
+        }
+        if !writes.is_empty() {
+            link.pipes.wake_remote();
+        }
+        if !left.is_empty() {
+            self.broker.return_session_writes(left);
+        }
+    }
+
+    /// Asks the cluster for the sessions this turn's CONNECTs wait for; one that finds the
+    /// queue full gets a new session at once.
+    fn fetch_sessions(&mut self, now: Instant) {
+        let Some(link) = &self.cluster else {
+            return;
+        };
+        let link = Arc::clone(link);
+        let fetches = std::mem::take(&mut self.outbox.session_fetches);
+        for (conn, client_id) in fetches {
+            let fetch = SessionFetch {
+                shard: self.id,
+                conn,
+                client_id,
+            };
+            if let Err(fetch) = link.fetch_session(fetch) {
+                let figures = &link.figures;
+                figures
+                    .session_fetches_failed
+                    .fetch_add(1, Ordering::Relaxed);
+                warn!(
+                    "shard {}: client {:?} gets a new session: sessions_waiting_max reached",
+                    self.id, fetch.client_id
+                );
+                self.resume_connect(fetch.conn, &fetch.client_id, None, now);
+                self.busy = true;
+            }
+        }
+    }
+
     /// Tells the broker whether NATS is connected, before this turn's publishes are read: one
     /// relaxed load per turn.
     pub(super) fn refresh_cluster_state(&mut self) {
@@ -93,12 +270,19 @@ impl Shard {
 
     /// Hands the NATS bridge this turn's publishes and interest changes, and wakes it once;
     /// `Outbox::to_remote` is emptied by `post_to_bridges`, after the bridges had theirs.
-    pub(super) fn post_to_cluster(&mut self) {
+    pub(super) fn post_to_cluster(&mut self, now: Instant) {
+        if self.cluster.is_none() {
+            return;
+        }
+        self.sync_sessions_when_due(now);
+        let any_fetch = !self.outbox.session_fetches.is_empty();
+        self.fetch_sessions(now);
         let Some(link) = &self.cluster else {
             return;
         };
         self.broker.take_interest(&mut self.interest_changes);
-        let any = !self.outbox.to_remote.is_empty()
+        let any = any_fetch
+            || !self.outbox.to_remote.is_empty()
             || !self.interest_changes.is_empty()
             || !self.outbox.connected_clients.is_empty();
         for change in self.interest_changes.drain(..) {
@@ -168,6 +352,10 @@ impl Shard {
                     retained_store_failed: figures.retained_store_failed.load(Ordering::Relaxed),
                     retained_loaded: figures.retained_loaded.load(Ordering::Relaxed),
                     retained_caught_up: figures.retained_caught_up.load(Ordering::Relaxed),
+                    sessions_stored: figures.sessions_stored.load(Ordering::Relaxed),
+                    sessions_store_failed: figures.sessions_store_failed.load(Ordering::Relaxed),
+                    sessions_fetched: figures.sessions_fetched.load(Ordering::Relaxed),
+                    session_fetches_failed: figures.session_fetches_failed.load(Ordering::Relaxed),
                     retained_unsent: figures.retained_unsent.load(Ordering::Relaxed),
                     qos_stored: figures.qos_stored.load(Ordering::Relaxed),
                     qos_store_failed: figures.qos_store_failed.load(Ordering::Relaxed),

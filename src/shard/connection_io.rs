@@ -397,13 +397,15 @@ impl Shard {
         let (io, closes) = (&self.io, &mut self.pending_closes);
         self.deadlines.expire(now, |deadline, id| {
             let (phases, cause) = match deadline {
-                Deadline::Upgrade => (
-                    [Phase::WsHandshake, Phase::WsHandshake],
-                    CloseCause::HandshakeTimeout,
-                ),
-                // A password still with a verifier counts against the CONNECT deadline too.
+                Deadline::Upgrade => ([Phase::WsHandshake; 3], CloseCause::HandshakeTimeout),
+                // A password still with a verifier, or a session with the cluster, counts
+                // against the CONNECT deadline too.
                 Deadline::Connect => (
-                    [Phase::AwaitConnect, Phase::Verifying],
+                    [
+                        Phase::AwaitConnect,
+                        Phase::Verifying,
+                        Phase::FetchingSession,
+                    ],
                     CloseCause::ConnectTimeout,
                 ),
             };

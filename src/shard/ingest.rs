@@ -13,7 +13,7 @@ use log::{debug, info};
 
 use super::address_book::AddressBook;
 use super::auth_gate::{AuthGate, Entry};
-use super::peer::{CloseCause, Peer, Phase, Verified, WireLimits};
+use super::peer::{CloseCause, Peer, Phase, SessionWait, Verified, WireLimits};
 use super::publish_rate::{PublishRate, RateLimits};
 use crate::auth::{Identity, Refusal};
 use crate::broker::{Broker, Outbox};
@@ -74,9 +74,11 @@ pub fn ingest(cx: &mut Ingest<'_>, conn: &mut Peer, data: &mut [u8]) -> Flow {
     match conn.phase {
         Phase::Closing => Flow::Continue,
         Phase::WsHandshake => ingest_upgrade(cx, conn, data),
-        Phase::AwaitConnect | Phase::Connected(_) | Phase::HandingOff(_) | Phase::Verifying => {
-            ingest_stream(cx, conn, data)
-        }
+        Phase::AwaitConnect
+        | Phase::Connected(_)
+        | Phase::HandingOff(_)
+        | Phase::Verifying
+        | Phase::FetchingSession => ingest_stream(cx, conn, data),
     }
 }
 
@@ -181,7 +183,7 @@ fn ingest_stream(cx: &mut Ingest<'_>, conn: &mut Peer, data: &mut [u8]) -> Flow 
 
 /// Takes in MQTT stream bytes: decodes every complete packet, keeps a partial one.
 fn ingest_mqtt(cx: &mut Ingest<'_>, conn: &mut Peer, bytes: &[u8]) -> Flow {
-    if let Phase::HandingOff(_) | Phase::Verifying = conn.phase {
+    if let Phase::HandingOff(_) | Phase::Verifying | Phase::FetchingSession = conn.phase {
         // The owning shard decodes, or this one once the verdict is in; bytes are only kept,
         // in order, until then.
         conn.pending.extend_from_slice(bytes);
@@ -262,9 +264,32 @@ fn dispatch(cx: &mut Ingest<'_>, conn: &mut Peer, packet: &Packet<'_>) -> Flow {
                 conn.phase = Phase::HandingOff(target);
                 return Flow::HandOff(owner);
             }
-            let identity = match admit(cx, conn, connect) {
-                Ok(identity) => identity,
-                Err(flow) => return flow,
+            let identity = match conn.rare.as_mut().and_then(|rare| rare.session.take()) {
+                Some(SessionWait::Answered { identity, image }) => {
+                    if let Some(image) = image {
+                        cx.broker.install_session(&image, cx.now, cx.out);
+                    }
+                    identity
+                }
+                _ => {
+                    let identity = match admit(cx, conn, connect) {
+                        Ok(identity) => identity,
+                        Err(flow) => return flow,
+                    };
+                    if cx.broker.fetches_session(connect) {
+                        // The CONNACK waits for the session from the cluster (`cluster.rs`).
+                        let client_id: Box<str> = connect.client_id.into();
+                        cx.out.session_fetches.push((cx.id, client_id.clone()));
+                        let wait = SessionWait::Waiting {
+                            client_id,
+                            identity,
+                        };
+                        conn.rare_mut().session = Some(wait);
+                        conn.phase = Phase::FetchingSession;
+                        return Flow::Verify;
+                    }
+                    identity
+                }
             };
             conn.phase = Phase::Connected(connect.version);
             // The bounds its CONNACK announces, from the same configuration.

@@ -239,6 +239,9 @@ struct Shard {
     announced: crate::cluster::client_ids::Announced,
     /// Retained messages from the cluster's stream that did not fit the replica's bounds.
     retained_from_cluster_rejected: u64,
+    /// Cluster mode without a data directory: when the persistent sessions that changed next
+    /// go to the cluster's bucket (with one, they go with the store's flushes).
+    next_session_sync: Instant,
     /// The queues to and from each bridge (`bridges.rs`).
     bridges: Vec<Arc<BridgeLink>>,
     /// On the intake shard: each bridge's state as last published to `$SYS`; `None` before
@@ -331,6 +334,13 @@ impl Shard {
             broker.keep_session_writes();
             let sessions = std::mem::take(&mut store.sessions);
             let ended = broker.load_sessions(&sessions, now, &mut outbox);
+            if let Some(link) = &setup.cluster {
+                // One may have moved to another node while this one was down (`cluster.rs`).
+                for image in &sessions {
+                    link.loaded_session(image.client_id.clone());
+                }
+                link.pipes.wake_remote();
+            }
             if ended > 0 {
                 warn!(
                     "shard {}: {ended} of the {} sessions loaded ended, the longest offline first: past offline_sessions_per_shard_max ({})",
@@ -344,6 +354,10 @@ impl Shard {
             }
             persist::Persist::new(store, now)
         });
+        if in_cluster && persist.is_none() {
+            // The cluster's bucket takes the images the store would (`cluster.rs`).
+            broker.keep_session_writes();
+        }
         broker.set_policy(Some(Arc::clone(auth.policy())), &mut outbox);
         Ok(Shard {
             io,
@@ -400,6 +414,7 @@ impl Shard {
             interest_changes: Vec::new(),
             announced: Default::default(),
             retained_from_cluster_rejected: 0,
+            next_session_sync: now,
             bridge_states: vec![None; setup.bridges.len()],
             bridges_refusing: 0,
             bridges: setup.bridges,
@@ -480,7 +495,7 @@ impl Shard {
         self.flush_retained(now);
         self.carry_out_outbox(now);
         self.post_to_other_shards();
-        self.post_to_cluster();
+        self.post_to_cluster(now);
         self.post_to_bridges();
         self.io.submit_refused();
         self.io.start_sends();

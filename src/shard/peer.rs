@@ -53,6 +53,9 @@ pub enum Phase {
     /// A verifier checks the CONNECT's password: nothing is read meanwhile, and the CONNECT
     /// waits in the pending bytes.
     Verifying,
+    /// In cluster mode, the CONNECT resumes a session another node may hold: nothing is read
+    /// until the cluster answers (`cluster.rs`), and the CONNECT waits in the pending bytes.
+    FetchingSession,
     /// Nothing more is read; what is queued is sent, then the socket closes.
     Closing,
 }
@@ -210,9 +213,25 @@ pub struct Rare {
     pub identity: Option<Box<str>>,
     /// What a verifier said about the CONNECT's password, for the CONNECT read again then.
     pub verified: Option<Verified>,
+    /// In cluster mode: the session its CONNECT waits for from the cluster, or found.
+    pub session: Option<SessionWait>,
     /// Its publish allowance, once it publishes under `publish_rate_max` or
     /// `publish_bytes_rate_max`.
     pub publish_rate: Option<super::publish_rate::PublishRate>,
+}
+
+/// A CONNECT admitted and waiting for its session from another node, or with its answer.
+#[derive(Debug, Clone)]
+pub enum SessionWait {
+    Waiting {
+        client_id: Box<str>,
+        identity: Option<crate::auth::Identity>,
+    },
+    /// Read again with the session found (`None`: a new one) and who the client proved to be.
+    Answered {
+        identity: Option<crate::auth::Identity>,
+        image: Option<Box<crate::broker::SessionImage>>,
+    },
 }
 
 /// A verifier's verdict on a CONNECT's password.

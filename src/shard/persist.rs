@@ -127,6 +127,7 @@ impl Shard {
         };
         let retained = self.broker.take_retained_writes();
         let sessions = self.broker.take_session_writes();
+        self.share_sessions(&sessions);
         let mut mark = 0;
         if let Some(persist) = self.persist.as_mut()
             && let Some(sends) = persist.sends.as_mut()

@@ -480,7 +480,8 @@ impl Writer {
                         log.live_bytes -= old.record_bytes;
                     }
                 }
-                SessionWrite::Ended(client_id) => {
+                // A session moved to another node of the cluster ends here all the same.
+                SessionWrite::Ended(client_id) | SessionWrite::Moved(client_id) => {
                     if let Some(old) = log.sessions.remove(&client_id) {
                         log.live_bytes -= old.record_bytes;
                         session_record::encode_end(&mut log.buf, stamp, &client_id);

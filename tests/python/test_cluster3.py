@@ -280,9 +280,12 @@ def test_every_node_follows_the_stream_after_a_nats_server_is_killed(nats, three
     victim.kill()
     nats.wait_formed(timeout_s=RECONNECT_TIMEOUT_S)
     nats.wait_stream_led(STREAM)
+    # A QoS 1 publish is acknowledged once the QoS stream stored it.
+    nats.wait_stream_led("FANFARE_QOS")
     # Set from a node whose own NATS server is still there.
     setter = three[(nats.servers.index(victim) + 1) % 3]
-    clients(setter, "tcp").publish(f"{topic}/late", b"set", 1, retain=True)
+    clients(setter, "tcp").publish(f"{topic}/late", b"set", 1, retain=True,
+                                   timeout=RECONNECT_TIMEOUT_S)
     wait_for_metric(setter, "fanfare_cluster_retained_stored_total", lambda v: v == 1,
                     timeout_s=RECONNECT_TIMEOUT_S)
     # No node has a subscriber for it: each learns of it from the stream alone.

@@ -220,6 +220,21 @@ impl<'a> Client<'a> {
         self.clean = false;
         self
     }
+
+    /// The CONNECT this client sends.
+    pub(super) fn connect_packet(&self) -> Connect<'a> {
+        Connect {
+            version: self.version,
+            clean_session: self.clean,
+            keep_alive_s: self.keep_alive_s,
+            client_id: self.id,
+            will: self.will.clone(),
+            username: None,
+            password: None,
+            properties: self.properties,
+            bridge: self.bridge,
+        }
+    }
 }
 
 pub(super) fn publish<'a>(
@@ -291,17 +306,7 @@ impl Harness {
 
     pub(super) fn connect_at(&mut self, conn: u64, client: &Client<'_>, s: f64) -> Step {
         let mut out = Outbox::default();
-        let connect = Connect {
-            version: client.version,
-            clean_session: client.clean,
-            keep_alive_s: client.keep_alive_s,
-            client_id: client.id,
-            will: client.will.clone(),
-            username: None,
-            password: None,
-            properties: client.properties,
-            bridge: client.bridge,
-        };
+        let connect = client.connect_packet();
         self.wires
             .insert(ConnId(conn), (client.transport, client.version));
         let now = self.at(s);

@@ -10,7 +10,7 @@ fn images(h: &mut Harness) -> Vec<SessionImage> {
         .into_iter()
         .filter_map(|write| match write {
             SessionWrite::Set(image) => Some(image),
-            SessionWrite::Ended(_) => None,
+            SessionWrite::Ended(_) | SessionWrite::Moved(_) => None,
         })
         .collect()
 }

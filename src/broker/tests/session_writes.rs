@@ -63,7 +63,7 @@ fn a_loaded_session_resumes_with_its_messages_and_subscriptions() {
         .into_iter()
         .filter_map(|write| match write {
             SessionWrite::Set(image) => Some(image),
-            SessionWrite::Ended(_) => None,
+            SessionWrite::Ended(_) | SessionWrite::Moved(_) => None,
         })
         .collect();
 
@@ -92,7 +92,7 @@ fn images(h: &mut Harness) -> Vec<SessionImage> {
         .into_iter()
         .filter_map(|write| match write {
             SessionWrite::Set(image) => Some(image),
-            SessionWrite::Ended(_) => None,
+            SessionWrite::Ended(_) | SessionWrite::Moved(_) => None,
         })
         .collect()
 }
@@ -230,4 +230,55 @@ fn sessions_loaded_past_the_offline_bound_end_the_longest_offline_first() {
         step.to(1)[0],
         Got::ConnAck(true, ConnectReturnCode::Accepted)
     );
+}
+
+#[test]
+fn a_session_handed_over_ends_here_as_moved_and_resumes_on_the_other_node() {
+    let mut first = Harness::new();
+    first.broker.keep_session_writes();
+    first.connect(1, &Client::new("mover").persistent());
+    first.packet(1, &subscribe(1, &[("m/#", QoS::AtLeastOnce)]));
+    first.lost(1);
+    first.connect(2, &Client::new("pub"));
+    first.packet(2, &publish("m/x", b"queued", qos1(1), false));
+    first.broker.take_session_writes();
+    let mut out = Outbox::default();
+    let image = first
+        .broker
+        .hand_over_session("mover", first.t0, &mut out)
+        .expect("a persistent session is held here");
+    assert_eq!(image.subscriptions.len(), 1);
+    assert_eq!(image.messages.len(), 1);
+    assert!(
+        first
+            .broker
+            .hand_over_session("mover", first.t0, &mut out)
+            .is_none(),
+        "gone from here"
+    );
+    assert!(
+        first
+            .broker
+            .hand_over_session("pub", first.t0, &mut out)
+            .is_none(),
+        "a clean session does not move"
+    );
+    let writes = first.broker.take_session_writes();
+    assert!(
+        matches!(&writes[..], [SessionWrite::Moved(id)] if &**id == "mover"),
+        "moved, not ended: {writes:?}"
+    );
+
+    let mut second = Harness::new();
+    second.broker.join_cluster();
+    let client = Client::new("mover").persistent();
+    assert!(second.broker.fetches_session(&client.connect_packet()));
+    second.broker.install_session(&image, second.t0, &mut out);
+    assert!(!second.broker.fetches_session(&client.connect_packet()));
+    let step = second.connect(1, &client);
+    assert_eq!(
+        step.to(1)[0],
+        Got::ConnAck(true, ConnectReturnCode::Accepted)
+    );
+    assert_eq!(step.publishes(1)[0].payload, b"queued");
 }
