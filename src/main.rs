@@ -538,6 +538,26 @@ fn stop_shards(
     Ok(())
 }
 
+/// Once the shards stopped: the NATS thread stores their persistent sessions' last images in
+/// the cluster's bucket, so that another node resumes them as they were at the stop.
+fn finish_cluster_sessions(link: &ClusterLink, settings: &fanfare::config::ClusterSettings) {
+    if !link.figures.connected.load(Ordering::Relaxed) {
+        log::warn!(
+            "cluster: not connected to NATS at stop: the sessions' changes since their last write are not in the bucket"
+        );
+        return;
+    }
+    let wait = std::time::Duration::from_millis(settings.session_stop_write_ms.into());
+    if link.finish_sessions(wait) {
+        log::info!("cluster: the sessions' last changes are in the bucket");
+    } else {
+        log::warn!(
+            "cluster: the bucket did not store every session's last changes within {} ms (session_stop_write_ms)",
+            settings.session_stop_write_ms
+        );
+    }
+}
+
 /// Once the shards stopped: each bridge takes what they handed it into its queue (QoS 1: its
 /// files) and ends.
 fn stop_bridges(bridges: &[Arc<BridgeLink>], threads: Vec<std::thread::JoinHandle<()>>) {
@@ -785,6 +805,9 @@ fn serve(config: Config, args: &Args, small_pages: std::io::Result<()>) -> anyho
                     ready.store(false, Ordering::Release);
                     service.notify(State::Stopping);
                     drain_shards(pid, &config, &drain, &stop, &mailboxes, threads)?;
+                    if let Some(link) = &cluster {
+                        finish_cluster_sessions(link, &config.cluster);
+                    }
                     stop_bridges(&bridges, bridge_threads);
                     if let Some(store) = store {
                         store.finish();
@@ -808,6 +831,9 @@ fn serve(config: Config, args: &Args, small_pages: std::io::Result<()>) -> anyho
     service.notify(State::Stopping);
     ready.store(false, Ordering::Release);
     stop_shards(&stop, &mailboxes, threads)?;
+    if let Some(link) = &cluster {
+        finish_cluster_sessions(link, &config.cluster);
+    }
     stop_bridges(&bridges, bridge_threads);
     if let Some(store) = store {
         store.finish();

@@ -230,6 +230,7 @@ impl Bridge {
             Arc::clone(&qos),
         ));
         tokio::spawn(Arc::clone(&sessions).write());
+        tokio::spawn(Arc::clone(&sessions).finish());
         let take_subject = sessions.take_subject();
         match client.subscribe(take_subject.clone()).await {
             Ok(subscriber) => drop(tokio::spawn(Arc::clone(&sessions).serve_takes(subscriber))),

@@ -40,8 +40,9 @@
 //! The messages wait in `crate::shard::byte_queue::Pipes`, which the bridges to other MQTT
 //! brokers use too (`crate::bridge::link`).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 use super::client_ids::{Remembered, TakenOver};
 use super::sessions::{SessionFetch, SessionFetched, SessionOut, SessionTake};
@@ -165,6 +166,11 @@ pub struct ClusterLink {
     pub figures: ClusterFigures,
     /// How much of their own announcements the shards remember (`client_ids.rs`).
     pub remembered: Remembered,
+    /// A clean stop: asked once the shards stopped, answered once the bridge stored their
+    /// sessions' last images (`sessions.rs`).
+    stop_asked: tokio::sync::Notify,
+    sessions_finished: Mutex<bool>,
+    sessions_finished_changed: Condvar,
 }
 
 impl ClusterLink {
@@ -211,6 +217,35 @@ impl ClusterLink {
                 ids_max: settings.takeover_ids_remembered_max,
                 for_us: u64::from(settings.takeover_remembered_s) * 1_000_000,
             },
+            stop_asked: tokio::sync::Notify::new(),
+            sessions_finished: Mutex::new(false),
+            sessions_finished_changed: Condvar::new(),
+        }
+    }
+
+    /// At a clean stop, once the shards stopped: asks the bridge to store the sessions'
+    /// last images in the bucket and waits for it, at most `timeout`. Whether it did.
+    pub fn finish_sessions(&self, timeout: Duration) -> bool {
+        self.stop_asked.notify_one();
+        self.pipes.wake_remote();
+        let Ok(finished) = self.sessions_finished.lock() else {
+            return false;
+        };
+        self.sessions_finished_changed
+            .wait_timeout_while(finished, timeout, |finished| !*finished)
+            .is_ok_and(|(finished, _)| *finished)
+    }
+
+    /// Until a stop asks for the sessions' last images.
+    pub(super) async fn stop_asked(&self) {
+        self.stop_asked.notified().await;
+    }
+
+    /// Says the sessions' last images are stored (or failed, counted).
+    pub(super) fn sessions_finished(&self) {
+        if let Ok(mut finished) = self.sessions_finished.lock() {
+            *finished = true;
+            self.sessions_finished_changed.notify_all();
         }
     }
 

@@ -155,6 +155,8 @@ pub(super) struct Sessions {
     bucket: Mutex<Option<kv::Store>>,
     /// Wakes the writer: something waits in the link's session queue.
     pub(super) writes_waiting: Notify,
+    /// Held while the queue is written: a stop's last writes follow those under way.
+    writing: Mutex<()>,
     acks: Arc<Semaphore>,
     /// Fetches under way, at most `sessions_waiting_max`: each answer then has room in its
     /// shard's queue.
@@ -183,6 +185,7 @@ impl Sessions {
             link,
             bucket: Mutex::new(None),
             writes_waiting: Notify::new(),
+            writing: Mutex::new(()),
             acks: Arc::new(Semaphore::new(STORE_ACKS_INFLIGHT_MAX)),
             fetching: Arc::new(Semaphore::new(settings.sessions_waiting_max)),
         }
@@ -225,18 +228,34 @@ impl Sessions {
         super::retained::replicas_for(&info.connect_urls, &own)
     }
 
-    /// Writes what the shards queued, in their order, for as long as the node runs.
+    /// Writes what the shards queue, in their order, for as long as the node runs.
     pub(super) async fn write(self: Arc<Self>) {
         loop {
             self.writes_waiting.notified().await;
-            while let Some(out) = self.link.next_session_out() {
-                match out {
-                    SessionOut::Put(image) => self.put(&image).await,
-                    SessionOut::Delete(client_id) => self.delete(&client_id).await,
-                    SessionOut::Handed { reply, image } => self.answer(&reply, image).await,
-                }
+            self.write_queued().await;
+        }
+    }
+
+    async fn write_queued(&self) {
+        let _writing = self.writing.lock().await;
+        while let Some(out) = self.link.next_session_out() {
+            match out {
+                SessionOut::Put(image) => self.put(&image).await,
+                SessionOut::Delete(client_id) => self.delete(&client_id).await,
+                SessionOut::Handed { reply, image } => self.answer(&reply, image).await,
             }
         }
+    }
+
+    /// At a clean stop, once the shards stopped: writes what they queued last (the stop's
+    /// disconnections among it), then waits for JetStream's answer to every write.
+    pub(super) async fn finish(self: Arc<Self>) {
+        self.link.stop_asked().await;
+        self.write_queued().await;
+        // A write waiting for its answer holds a permit until it comes.
+        let every = u32::try_from(STORE_ACKS_INFLIGHT_MAX).unwrap_or(u32::MAX);
+        drop(self.acks.acquire_many(every).await);
+        self.link.sessions_finished();
     }
 
     async fn put(&self, image: &SessionImage) {

@@ -44,6 +44,9 @@ pub const SESSION_SYNC_INTERVAL_MS_MAX: u32 = 60_000;
 /// Most of `session_fetch_timeout_ms`: a CONNECT waits this long at worst for its CONNACK.
 pub const SESSION_FETCH_TIMEOUT_MS_MAX: u32 = 60_000;
 
+/// Most of `session_stop_write_ms`: a stop waits this long at worst for the bucket.
+pub const SESSION_STOP_WRITE_MS_MAX: u32 = 60_000;
+
 /// Most of `sessions_waiting_max`: each waiting entry holds a client identifier, or a
 /// whole session image on its way back.
 pub const SESSIONS_WAITING_MAX: usize = 1 << 16;
@@ -136,6 +139,10 @@ pub struct ClusterSettings {
     /// How long a CONNECT that resumes a session this node does not hold waits for it from
     /// the cluster before it gets a new one (CONNACK session present 0).
     pub session_fetch_timeout_ms: u32,
+    /// At a clean stop, how long the node waits for the bucket to store its persistent
+    /// sessions' last changes (those since the last sync, and the disconnections of the
+    /// stop itself) before it exits; what is not stored by then is logged.
+    pub session_stop_write_ms: u32,
     /// Session images, requests and answers waiting in each queue between the shards and the
     /// NATS thread; past it an image waits for the session's next write, a CONNECT gets a
     /// new session at once, and another node's take goes unanswered (it reads the bucket).
@@ -191,6 +198,7 @@ impl Default for ClusterSettings {
             sessions_bucket_bytes_max: 1 << 30,
             session_sync_interval_ms: 100,
             session_fetch_timeout_ms: 3000,
+            session_stop_write_ms: 3000,
             sessions_waiting_max: 1024,
             qos_stream: "FANFARE_QOS".to_owned(),
             qos_stream_bytes_max: 1 << 30,
@@ -236,6 +244,7 @@ pub(super) struct FileCluster {
     sessions_bucket_bytes_max: Option<u64>,
     session_sync_interval_ms: Option<u32>,
     session_fetch_timeout_ms: Option<u32>,
+    session_stop_write_ms: Option<u32>,
     sessions_waiting_max: Option<usize>,
     qos_stream: Option<String>,
     qos_stream_bytes_max: Option<u64>,
@@ -293,6 +302,9 @@ impl FileCluster {
         }
         if let Some(ms) = self.session_fetch_timeout_ms {
             cluster.session_fetch_timeout_ms = ms;
+        }
+        if let Some(ms) = self.session_stop_write_ms {
+            cluster.session_stop_write_ms = ms;
         }
         if let Some(max) = self.sessions_waiting_max {
             cluster.sessions_waiting_max = max;
@@ -475,6 +487,11 @@ impl ClusterSettings {
                 "cluster.session_fetch_timeout_ms",
                 self.session_fetch_timeout_ms,
                 SESSION_FETCH_TIMEOUT_MS_MAX,
+            ),
+            (
+                "cluster.session_stop_write_ms",
+                self.session_stop_write_ms,
+                SESSION_STOP_WRITE_MS_MAX,
             ),
         ] {
             if !(1..=max).contains(&ms) {
@@ -705,6 +722,14 @@ mod tests {
         assert_eq!(
             key(no_wait).as_deref(),
             Some("cluster.session_fetch_timeout_ms")
+        );
+        let too_long = ClusterSettings {
+            session_stop_write_ms: SESSION_STOP_WRITE_MS_MAX + 1,
+            ..on()
+        };
+        assert_eq!(
+            key(too_long).as_deref(),
+            Some("cluster.session_stop_write_ms")
         );
         let forever = ClusterSettings {
             takeover_remembered_s: 0,

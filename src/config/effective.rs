@@ -173,6 +173,7 @@ fn cluster(out: &mut Toml, cluster: &ClusterSettings) {
         "session_fetch_timeout_ms",
         &cluster.session_fetch_timeout_ms,
     );
+    out.value("session_stop_write_ms", &cluster.session_stop_write_ms);
     out.value("sessions_waiting_max", &cluster.sessions_waiting_max);
     out.value(
         "retained_stream_bytes_max",

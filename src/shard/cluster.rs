@@ -204,6 +204,36 @@ impl Shard {
         self.share_sessions(&writes);
     }
 
+    /// At stop, after the store's last flush: the sessions' last changes (the stop's
+    /// disconnections among them) for the bucket, waiting for room in the queue while the
+    /// bridge writes, at most `session_stop_write_ms`.
+    pub(super) fn sync_sessions_at_stop(&mut self) {
+        if self.cluster.is_none() {
+            return;
+        }
+        let wait = Duration::from_millis(self.config.cluster.session_stop_write_ms.into());
+        let deadline = Instant::now() + wait;
+        loop {
+            // With a data directory, those its flush took went to the bucket with it: what
+            // is left is what the queue had no room for.
+            let writes = self.broker.take_session_writes();
+            if writes.is_empty() {
+                return;
+            }
+            if Instant::now() >= deadline {
+                warn!(
+                    "shard {}: {} session changes not written to the bucket at stop: no room in its queue within {} ms (session_stop_write_ms)",
+                    self.id,
+                    writes.len(),
+                    wait.as_millis()
+                );
+                return;
+            }
+            self.share_sessions(&writes);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     /// Queues `writes` for the cluster's bucket; those the queue has no room for are noted
     /// again in the broker, for the next time.
     pub(super) fn share_sessions(&mut self, writes: &[SessionWrite]) {

@@ -449,6 +449,7 @@ impl Shard {
             }
         }
         self.flush_retained_at_stop();
+        self.sync_sessions_at_stop();
         let slow = self.slow;
         info!(
             "shard {} stopped; slow consumers: {} publishes dropped (newest), {} dropped (oldest), {} conflated, {} connections closed",

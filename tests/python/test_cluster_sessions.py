@@ -43,13 +43,13 @@ def nats(tmp_path_factory):
     cluster.stop()
 
 
-def start_nodes(start, nats, extra_args=lambda i: []) -> list:
+def start_nodes(start, nats, extra_args=lambda i: [], cluster=lambda i: {}) -> list:
     """Three nodes, node i on NATS server i, each in the cluster; `extra_args(i)` adds flags
-    to node i."""
+    to node i, `cluster(i)` keys to its [cluster] table."""
     brokers = []
     for i, server in enumerate(nats.servers):
         broker = start(shards=2, args=["--nats", server.url] + extra_args(i),
-                       config={"cluster": {"node": f"node{i + 1}"}})
+                       config={"cluster": {"node": f"node{i + 1}", **cluster(i)}})
         brokers.append(broker)
     for broker in brokers:
         wait_for_metric(broker, "fanfare_cluster_connected", lambda v: v == 1)
@@ -229,6 +229,29 @@ def test_an_offline_session_gets_what_was_published_after_its_node_died(
     got = [back.wait_for_message() for _ in before + after]
     assert [m.payload for m in got] == before + after
     back.expect_no_message()
+
+
+def test_a_clean_stop_writes_the_sessions_last_changes(start, nats, clients, topic):
+    """Node 1 writes its sessions to the bucket once a minute only, so its client's
+    subscription and queued messages are not there yet; SIGTERM stops node 1, which writes
+    them before it exits: the client resumes on node 2 with both."""
+    a, b, c = start_nodes(
+        start, nats, cluster=lambda i: {"session_sync_interval_ms": 60_000} if i == 0 else {})
+    cid = unique_id("stopped")
+    sub = clients(a, "tcp", cid, clean_session=False)
+    sub.subscribe(topic, 1)
+    wait_for_metric(a, "fanfare_cluster_qos_consumers", lambda v: v >= 1)
+    sub.disconnect()
+    queued = queue_on(a, clients, topic, "before the stop")
+    assert topic.encode() not in bucket_value(nats.servers[1], cid), "not written yet"
+
+    assert a.terminate() == 0
+    wait_written(nats, cid, "node1", topic.encode(), queued[-1])
+    moved = clients(b, "tcp", cid, clean_session=False, connect=False)
+    assert moved.connect() is True, "session present on node 2"
+    assert [moved.wait_for_message().payload for _ in queued] == queued
+    moved.expect_no_message()
+    live_from(c, clients, moved, topic)
 
 
 def test_a_clean_session_ends_the_session_everywhere(three, clients, topic):
