@@ -37,6 +37,7 @@ use tokio::sync::{Mutex, Notify, OwnedSemaphorePermit, Semaphore};
 
 use super::link::ClusterLink;
 use super::qos::QosStream;
+use super::subject::filter_subjects;
 use crate::broker::{Broker, QueuedImage, RoutedMessage, SessionImage};
 use crate::config::{ClusterSettings, Limits};
 use crate::conn::ConnId;
@@ -423,16 +424,29 @@ impl Sessions {
         if holder != self.node {
             let subject = take_subject(&self.bucket_name, holder);
             let asked = Bytes::copy_from_slice(client_id.as_bytes());
-            match self.client.request(subject, asked).await {
-                Ok(reply) if !reply.payload.is_empty() => {
+            // A holder whose machine died without closing its connection still has its
+            // subscription on the NATS server until the server's pings time out (minutes):
+            // past a third of the fetch's time it is taken for dead, and the bucket's image
+            // used, with the replay's time still ahead.
+            let wait = self.fetch_timeout / 3;
+            match tokio::time::timeout(wait, self.client.request(subject, asked)).await {
+                Ok(Ok(reply)) if !reply.payload.is_empty() => {
                     let (_, record) =
                         split_value(&reply.payload).ok_or("a malformed answer to a take")?;
                     return Ok(image_of(record, client_id));
                 }
                 // It holds none (it restarted without it), or it is gone.
-                Ok(_) => {}
-                Err(e) if e.kind() == RequestErrorKind::NoResponders => {}
-                Err(e) => return Err(e.into()),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) if e.kind() == RequestErrorKind::NoResponders => {}
+                Ok(Err(e)) if e.kind() == RequestErrorKind::TimedOut => {
+                    warn!(
+                        "cluster: node {holder:?} did not hand over session {client_id:?} ({e}): resumed from the bucket"
+                    );
+                }
+                Ok(Err(e)) => return Err(e.into()),
+                Err(_) => warn!(
+                    "cluster: node {holder:?} did not hand over session {client_id:?} within a third of session_fetch_timeout_ms: resumed from the bucket"
+                ),
             }
         }
         // Read again: a holder that ended the session meanwhile deleted its key.
@@ -475,7 +489,7 @@ impl Sessions {
                 deliver_policy: jetstream::consumer::DeliverPolicy::ByStartTime {
                     start_time: written.created,
                 },
-                filter_subject: format!("{}.>", self.qos.root),
+                filter_subject: replay_subject(&self.qos.root, image),
                 ..Default::default()
             })
             .await?;
@@ -591,6 +605,20 @@ async fn read(bucket: &kv::Store, key: &str) -> Result<Option<kv::Entry>, async_
 /// `publish` as the session of `image` gets it, if a subscription of it matches: once,
 /// whatever the number of matching subscriptions, at the highest QoS they grant, with all
 /// their Subscription Identifiers [MQTT-3.3.4-3]; retained only under Retain As Published.
+/// The subject of the QoS stream to read again for `image`: that of its one subscription
+/// when it has one mapping to one subject (JetStream 2.9 takes one filter per consumer), so
+/// that the server skips the other topics' messages; otherwise every subject, matched here.
+fn replay_subject(root: &str, image: &SessionImage) -> String {
+    if let [only] = image.subscriptions.as_slice()
+        && !only.filter.starts_with("$share/")
+        && let Ok(subjects) = filter_subjects(root, &only.filter)
+        && let [subject] = subjects.as_slice()
+    {
+        return subject.clone();
+    }
+    format!("{root}.>")
+}
+
 fn queued_for(image: &SessionImage, publish: RoutedMessage) -> Option<QueuedImage> {
     let mut granted = None;
     let mut ids = Vec::new();
@@ -652,6 +680,43 @@ mod tests {
         assert_eq!(split_value(&value), Some(("node1", &b"record"[..])));
         assert_eq!(split_value(&[]), None);
         assert_eq!(split_value(&[9, b'a']), None, "a name past the value");
+    }
+
+    #[test]
+    fn a_session_with_one_subscription_reads_its_subject_alone() {
+        let image = |filters: &[&str]| SessionImage {
+            client_id: "c".into(),
+            version: ProtocolVersion::V311,
+            expiry_s: 60,
+            expires_at: None,
+            connected: false,
+            subscriptions: filters
+                .iter()
+                .map(|filter| SubscriptionImage {
+                    filter: (*filter).into(),
+                    qos: QoS::AtLeastOnce,
+                    no_local: false,
+                    retain_as_published: false,
+                    id: 0,
+                })
+                .collect(),
+            messages: Vec::new(),
+            released: Vec::new(),
+            inbound_qos2: Vec::new(),
+            delayed_will: None,
+            incarnation: 0,
+            committed_seq: 0,
+        };
+        let root = "$FANFARE.FANFARE_QOS";
+        assert_eq!(
+            replay_subject(root, &image(&["scores/+/live"])),
+            "$FANFARE.FANFARE_QOS.scores.*.live"
+        );
+        // `a/#` is two subjects (`a.>` and `a`), two filters two consumers' worth, a shared
+        // subscription not a subject at all: every subject, matched here.
+        for filters in [&["a/#"][..], &["a", "b"], &["$share/g/a"]] {
+            assert_eq!(replay_subject(root, &image(filters)), format!("{root}.>"));
+        }
     }
 
     #[test]

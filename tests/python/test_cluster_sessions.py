@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import signal
 import time
 
 import pytest
@@ -206,6 +207,24 @@ def test_a_node_killed_does_not_take_its_sessions_along(nats, three, clients, to
     again = clients(b, "tcp", cid, clean_session=False, connect=False)
     assert again.connect() is True, "session present on node 2"
     live_from(c, clients, again, topic)
+
+
+def test_a_node_that_stops_answering_does_not_keep_its_sessions(nats, three, clients, topic):
+    """Node 1 freezes (SIGSTOP): its NATS connection stays open, as when its machine dies
+    without closing it, so NATS cannot tell it is gone. A client moving to node 2 still
+    resumes its session, from the bucket, once node 1 did not answer in time."""
+    a, b, c = three
+    cid = unique_id("frozen")
+    sub = clients(a, "tcp", cid, clean_session=False)
+    sub.subscribe(topic, 1)
+    wait_written(nats, cid, "node1", topic.encode())
+    a.proc.send_signal(signal.SIGSTOP)
+    try:
+        again = clients(b, "tcp", cid, clean_session=False, connect=False)
+        assert again.connect() is True, "session present on node 2"
+        live_from(c, clients, again, topic)
+    finally:
+        a.proc.send_signal(signal.SIGCONT)
 
 
 def test_an_offline_session_gets_what_was_published_after_its_node_died(
