@@ -16,12 +16,16 @@
 //!   (`session_fetch_timeout_ms` at most). The node reads the key: no key, no session. A key
 //!   that names another node is a request to that node, on [`take_subject`]: it ends its copy
 //!   (its connection taken over) and answers with its newest image, written since the last
-//!   sync or not. No node listening (it died) or a node that holds nothing (it restarted
-//!   without its sessions) leaves the bucket's image, read again, as the session. A key that
+//!   sync or not. A node that handed the session on a moment ago, before the new holder
+//!   wrote it, says to which node ([`HandedOver`]), and that node is asked instead. No node
+//!   listening (it died), no answer within a third of the timeout (its machine died with
+//!   the connection open), or a node that holds nothing (it restarted without its sessions)
+//!   leaves the bucket's image, read again, as the session. A key that
 //!   names this node is an image an earlier run of it left.
 //! - **Failure.** NATS gone, JetStream missing or an answer later than the timeout: the
 //!   CONNECT gets a new session, and `fanfare_cluster_session_fetches_failed_total` counts it.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
@@ -52,6 +56,62 @@ const STORE_ACKS_INFLIGHT_MAX: usize = 1024;
 /// The header that marks a key-value delete (JetStream's key-value protocol).
 const KV_OPERATION: &str = "KV-Operation";
 
+/// The header of a take that names the node asking.
+const ASKER: &str = "Fanfare-Node";
+
+/// The header of an answer to a take: the session went to this node a moment ago, which
+/// may not have written it to the bucket yet.
+const MOVED_TO: &str = "Fanfare-Moved-To";
+
+/// What a take brought back from the node the bucket names.
+enum Taken {
+    /// The session, as it ended there (`None`: an answer with no session in it).
+    Image(Option<SessionImage>),
+    /// It handed the session to this node a moment ago.
+    MovedTo(String),
+    /// Nothing: it holds none, or it is gone.
+    Nothing,
+}
+
+/// The sessions this node handed over lately, and to which node: a take for one of them
+/// that reaches this node before the new holder wrote it to the bucket (two CONNECTs at
+/// once, or a holder that writes seldom) is sent on there rather than to the bucket's older
+/// image. At most `takeover_ids_remembered_max`, each for `takeover_remembered_s`.
+struct HandedOver {
+    to: HashMap<Box<str>, (Box<str>, Instant)>,
+    max: usize,
+    for_how_long: Duration,
+}
+
+impl HandedOver {
+    fn note(&mut self, client_id: &str, node: &str, now: Instant) {
+        if self.to.len() >= self.max {
+            let for_how_long = self.for_how_long;
+            self.to
+                .retain(|_, (_, when)| now.duration_since(*when) < for_how_long);
+            if self.to.len() >= self.max {
+                // Full of recent ones: the oldest goes.
+                if let Some(oldest) = self
+                    .to
+                    .iter()
+                    .min_by_key(|(_, (_, when))| *when)
+                    .map(|(client_id, _)| client_id.clone())
+                {
+                    self.to.remove(&oldest);
+                }
+            }
+        }
+        self.to.insert(client_id.into(), (node.into(), now));
+    }
+
+    fn where_to(&self, client_id: &str, now: Instant) -> Option<&str> {
+        self.to
+            .get(client_id)
+            .filter(|(_, when)| now.duration_since(*when) < self.for_how_long)
+            .map(|(node, _)| &**node)
+    }
+}
+
 /// What the shards hand the bridge about their persistent sessions, in the order it is to
 /// reach NATS.
 #[derive(Debug)]
@@ -60,10 +120,12 @@ pub enum SessionOut {
     Put(Box<SessionImage>),
     /// A session that ended here: its key goes.
     Delete(Box<str>),
-    /// The answer to another node's take: the image of the session this node ended for it,
-    /// or `None` when it held none.
+    /// The answer to another node's take (`asker`, when it said its name): the image of
+    /// the session this node ended for it, or `None` when it held none.
     Handed {
         reply: Box<str>,
+        client_id: Box<str>,
+        asker: Option<Box<str>>,
         image: Option<Box<SessionImage>>,
     },
 }
@@ -91,6 +153,8 @@ pub struct SessionFetched {
 pub struct SessionTake {
     pub client_id: Box<str>,
     pub reply: Option<Box<str>>,
+    /// The node that asks, when it said its name.
+    pub asker: Option<Box<str>>,
 }
 
 /// The bucket's key of a client identifier: letters, digits, `_` and `-` as they are, every
@@ -158,6 +222,7 @@ pub(super) struct Sessions {
     pub(super) writes_waiting: Notify,
     /// Held while the queue is written: a stop's last writes follow those under way.
     writing: Mutex<()>,
+    handed_over: std::sync::Mutex<HandedOver>,
     acks: Arc<Semaphore>,
     /// Fetches under way, at most `sessions_waiting_max`: each answer then has room in its
     /// shard's queue.
@@ -187,6 +252,11 @@ impl Sessions {
             bucket: Mutex::new(None),
             writes_waiting: Notify::new(),
             writing: Mutex::new(()),
+            handed_over: std::sync::Mutex::new(HandedOver {
+                to: HashMap::new(),
+                max: settings.takeover_ids_remembered_max,
+                for_how_long: Duration::from_secs(settings.takeover_remembered_s.into()),
+            }),
             acks: Arc::new(Semaphore::new(STORE_ACKS_INFLIGHT_MAX)),
             fetching: Arc::new(Semaphore::new(settings.sessions_waiting_max)),
         }
@@ -243,7 +313,15 @@ impl Sessions {
             match out {
                 SessionOut::Put(image) => self.put(&image).await,
                 SessionOut::Delete(client_id) => self.delete(&client_id).await,
-                SessionOut::Handed { reply, image } => self.answer(&reply, image).await,
+                SessionOut::Handed {
+                    reply,
+                    client_id,
+                    asker,
+                    image,
+                } => {
+                    self.answer(&reply, &client_id, asker.as_deref(), image)
+                        .await
+                }
             }
         }
     }
@@ -314,16 +392,37 @@ impl Sessions {
         });
     }
 
-    async fn answer(&self, reply: &str, image: Option<Box<SessionImage>>) {
+    async fn answer(
+        &self,
+        reply: &str,
+        client_id: &str,
+        asker: Option<&str>,
+        image: Option<Box<SessionImage>>,
+    ) {
+        let now = Instant::now();
+        let mut headers = HeaderMap::new();
         let value = match image {
             Some(image) => {
-                let (record, _) =
-                    encode_session_image(&image, Instant::now(), unix_ms(SystemTime::now()));
+                if let (Some(asker), Ok(mut handed_over)) = (asker, self.handed_over.lock()) {
+                    handed_over.note(client_id, asker, now);
+                }
+                let (record, _) = encode_session_image(&image, now, unix_ms(SystemTime::now()));
                 Bytes::from(value_of(&self.node, &record))
             }
-            None => Bytes::new(),
+            None => {
+                if let Ok(handed_over) = self.handed_over.lock()
+                    && let Some(node) = handed_over.where_to(client_id, now)
+                {
+                    headers.insert(MOVED_TO, node);
+                }
+                Bytes::new()
+            }
         };
-        if let Err(e) = self.client.publish(reply.to_owned(), value).await {
+        let answered = self
+            .client
+            .publish_with_headers(reply.to_owned(), headers, value)
+            .await;
+        if let Err(e) = answered {
             warn!("cluster: cannot answer a session take: {e}");
         }
     }
@@ -422,31 +521,16 @@ impl Sessions {
         };
         let (holder, _) = split_value(&entry.value).ok_or("a malformed value in the bucket")?;
         if holder != self.node {
-            let subject = take_subject(&self.bucket_name, holder);
-            let asked = Bytes::copy_from_slice(client_id.as_bytes());
-            // A holder whose machine died without closing its connection still has its
-            // subscription on the NATS server until the server's pings time out (minutes):
-            // past a third of the fetch's time it is taken for dead, and the bucket's image
-            // used, with the replay's time still ahead.
-            let wait = self.fetch_timeout / 3;
-            match tokio::time::timeout(wait, self.client.request(subject, asked)).await {
-                Ok(Ok(reply)) if !reply.payload.is_empty() => {
-                    let (_, record) =
-                        split_value(&reply.payload).ok_or("a malformed answer to a take")?;
-                    return Ok(image_of(record, client_id));
+            match self.take_from(holder, client_id).await? {
+                Taken::Image(image) => return Ok(image),
+                // The holder handed it on a moment ago: once more, to the node that has it
+                // (one hop, so that takes cannot chase each other).
+                Taken::MovedTo(node) if node != self.node => {
+                    if let Taken::Image(image) = self.take_from(&node, client_id).await? {
+                        return Ok(image);
+                    }
                 }
-                // It holds none (it restarted without it), or it is gone.
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) if e.kind() == RequestErrorKind::NoResponders => {}
-                Ok(Err(e)) if e.kind() == RequestErrorKind::TimedOut => {
-                    warn!(
-                        "cluster: node {holder:?} did not hand over session {client_id:?} ({e}): resumed from the bucket"
-                    );
-                }
-                Ok(Err(e)) => return Err(e.into()),
-                Err(_) => warn!(
-                    "cluster: node {holder:?} did not hand over session {client_id:?} within a third of session_fetch_timeout_ms: resumed from the bucket"
-                ),
+                Taken::MovedTo(_) | Taken::Nothing => {}
             }
         }
         // Read again: a holder that ended the session meanwhile deleted its key.
@@ -469,6 +553,48 @@ impl Sessions {
             ),
         }
         Ok(Some(image))
+    }
+
+    /// Asks `holder` for the session of `client_id`: it ends its copy and answers with it.
+    async fn take_from(&self, holder: &str, client_id: &str) -> Result<Taken, async_nats::Error> {
+        let subject = take_subject(&self.bucket_name, holder);
+        let asked = Bytes::copy_from_slice(client_id.as_bytes());
+        let mut headers = HeaderMap::new();
+        headers.insert(ASKER, self.node.as_str());
+        let request = async_nats::Request::new().headers(headers).payload(asked);
+        // A holder whose machine died without closing its connection still has its
+        // subscription on the NATS server until the server's pings time out (minutes): past
+        // a third of the fetch's time it is taken for dead, and the bucket's image used, with
+        // the replay's time still ahead.
+        let wait = self.fetch_timeout / 3;
+        let asking = self.client.send_request(subject, request);
+        let reply = match tokio::time::timeout(wait, asking).await {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(e)) if e.kind() == RequestErrorKind::NoResponders => return Ok(Taken::Nothing),
+            Ok(Err(e)) if e.kind() == RequestErrorKind::TimedOut => {
+                warn!(
+                    "cluster: node {holder:?} did not hand over session {client_id:?} ({e}): resumed from the bucket"
+                );
+                return Ok(Taken::Nothing);
+            }
+            Ok(Err(e)) => return Err(e.into()),
+            Err(_) => {
+                warn!(
+                    "cluster: node {holder:?} did not hand over session {client_id:?} within a third of session_fetch_timeout_ms: resumed from the bucket"
+                );
+                return Ok(Taken::Nothing);
+            }
+        };
+        if !reply.payload.is_empty() {
+            let (_, record) = split_value(&reply.payload).ok_or("a malformed answer to a take")?;
+            return Ok(Taken::Image(image_of(record, client_id)));
+        }
+        let moved_to = reply
+            .headers
+            .as_ref()
+            .and_then(|headers| headers.get(MOVED_TO))
+            .map(|node| node.as_str().to_owned());
+        Ok(moved_to.map_or(Taken::Nothing, Taken::MovedTo))
     }
 
     /// Queues in `image` the QoS 1/2 messages of the QoS stream its subscriptions match,
@@ -532,9 +658,15 @@ impl Sessions {
                 continue;
             }
             let shard = Broker::owner_shard(client_id, self.link.shard_count());
+            let asker = message
+                .headers
+                .as_ref()
+                .and_then(|headers| headers.get(ASKER))
+                .map(|node| node.as_str().into());
             let take = SessionTake {
                 client_id: client_id.into(),
                 reply: Some(reply.as_str().into()),
+                asker,
             };
             if self.link.take_session(shard, take).is_err() {
                 warn!("cluster: a take of session {client_id:?} found its shard's queue full");
@@ -573,6 +705,7 @@ impl Sessions {
             let take = SessionTake {
                 client_id,
                 reply: None,
+                asker: None,
             };
             match self.link.take_session(shard, take) {
                 Ok(()) => stale += 1,

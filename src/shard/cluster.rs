@@ -131,7 +131,12 @@ impl Shard {
                 // Ends written before the answer: the node that asks may read the bucket.
                 self.sync_sessions();
             }
-            let answer = SessionOut::Handed { reply, image };
+            let answer = SessionOut::Handed {
+                reply,
+                client_id: take.client_id,
+                asker: take.asker,
+                image,
+            };
             if link.session_out(answer).is_err() {
                 warn!(
                     "shard {}: a session take not answered: its queue filled",

@@ -173,6 +173,40 @@ def test_a_connected_client_moving_takes_its_session_along(three, clients, topic
     live_from(a, clients, second, topic)
 
 
+def test_a_session_is_taken_from_the_node_it_moved_to_before_that_node_wrote_it(
+        start, nats, clients, topic):
+    """Node 2 writes its sessions to the bucket once a minute only. A session moves from
+    node 1 to node 2 and gets QoS 1 messages queued there; the bucket still names node 1.
+    Its client then connects to node 3: node 1 says it handed the session to node 2, and
+    node 3 takes it from there, queued messages and all, rather than the bucket's older
+    image. Node 2 keeps no copy."""
+    a, b, c = start_nodes(
+        start, nats, cluster=lambda i: {"session_sync_interval_ms": 60_000} if i == 1 else {})
+    cid = unique_id("twice")
+    sub = clients(a, "tcp", cid, clean_session=False)
+    sub.subscribe(topic, 1)
+    wait_for_metric(a, "fanfare_cluster_qos_consumers", lambda v: v >= 1)
+    wait_written(nats, cid, "node1", topic.encode())
+    sub.disconnect()
+
+    on_b = clients(b, "tcp", cid, clean_session=False, connect=False)
+    assert on_b.connect() is True, "session present on node 2"
+    on_b.disconnect()
+    queued = queue_on(b, clients, topic, "on node 2")
+    wait_written(nats, cid, "node1", topic.encode())
+
+    on_c = clients(c, "tcp", cid, clean_session=False, connect=False)
+    assert on_c.connect() is True, "session present on node 3"
+    assert [on_c.wait_for_message().payload for _ in queued] == queued
+    on_c.expect_no_message()
+    wait_written(nats, cid, "node3", topic.encode())
+    on_c.disconnect()
+
+    back = clients(b, "tcp", cid, clean_session=False, connect=False)
+    assert back.connect() is True, "node 3's session, not a stale copy on node 2"
+    back.expect_no_message()
+
+
 def test_an_mqtt5_session_with_expiry_moves(three, clients, v5s, topic):
     """MQTT 5: Clean Start 0 and a Session Expiry Interval; the session moves from node 1 to
     node 2 with its queued messages."""
