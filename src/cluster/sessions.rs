@@ -17,7 +17,7 @@
 //!   that names another node is a request to that node, on [`take_subject`]: it ends its copy
 //!   (its connection taken over) and answers with its newest image, written since the last
 //!   sync or not. A node that handed the session on a moment ago, before the new holder
-//!   wrote it, says to which node ([`HandedOver`]), and that node is asked instead. No node
+//!   wrote it, says to which node (`HandedOver`), and that node is asked instead. No node
 //!   listening (it died), no answer within a third of the timeout (its machine died with
 //!   the connection open), or a node that holds nothing (it restarted without its sessions)
 //!   leaves the bucket's image, read again, as the session. A key that
