@@ -21,7 +21,7 @@
 //!
 //! Bounded per connection by `inbound_qos2_max` as the held acknowledgements are: a
 //! connection holding that many, here and in `held_acks.rs` together, is not read until some
-//! are sent (`shard/ingest.rs`). Worst case connections × `inbound_qos2_max` × 56 B (a test
+//! are sent (`shard/ingest.rs`). Worst case connections × `inbound_qos2_max` × 64 B (a test
 //! checks the size), and for a QoS 2 publish its identifier in a set.
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -296,8 +296,8 @@ mod tests {
     }
 
     #[test]
-    fn a_waiting_acknowledgement_takes_at_most_56_bytes() {
-        assert!(std::mem::size_of::<Waiting>() <= 56);
+    fn a_waiting_acknowledgement_takes_at_most_64_bytes() {
+        assert!(std::mem::size_of::<Waiting>() <= 64);
     }
 
     #[test]
