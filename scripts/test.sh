@@ -24,6 +24,8 @@ command -v node >/dev/null || missing+=(nodejs)
 command -v npm >/dev/null || missing+=(npm)
 # The TLS tests make their CA with the openssl command and drive the mosquitto clients.
 command -v mosquitto_sub >/dev/null || missing+=(mosquitto-clients)
+# The bridge tests run a real Mosquitto broker; its package also brings mosquitto_passwd.
+[ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
 command -v openssl >/dev/null || missing+=(openssl)
 # The cluster tests (tests/python/test_cluster.py, test_cluster3.py) run fanfare nodes on real
 # nats-servers.
