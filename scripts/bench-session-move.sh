@@ -9,6 +9,9 @@
 #
 #   scripts/bench-session-move.sh        # ~1 minute; needs nats-server (Debian package)
 #   SESSIONS=500 QUEUED=50 scripts/bench-session-move.sh
+#   STORM=1 scripts/bench-session-move.sh   # after the kill, every client reconnects at once;
+#                                           # one refused (Server unavailable) tries again
+#                                           # 0.2-1 s later, as clients with back-off do
 #
 # Two nodes of one shard each on one nats-server with JetStream; every process shares the
 # machine's cores. Results (JSON, logs) in target/bench-session-move/. Not part of the suite.
@@ -17,6 +20,7 @@ set -euo pipefail
 OUT=$(cd "$(dirname "$0")/.." && pwd)/target/bench-session-move
 SESSIONS=${SESSIONS:-200}
 QUEUED=${QUEUED:-10}
+STORM=${STORM:-0}
 source "$(dirname "$0")/bench-common.sh"
 
 NATS_PORT=$(free_port)
@@ -37,14 +41,16 @@ start_node b --shards 1 --config "$OUT/b.toml" --nats "nats://127.0.0.1:$NATS_PO
 PID_B=$PID PORT_B=$PORT_TCP
 log "nodes a (:$PORT_A) and b (:$PORT_B) on nats-server :$NATS_PORT; $SESSIONS sessions, $QUEUED queued QoS 1 messages each"
 
-python3 - "$PORT_A" "$PORT_B" "$PID_B" "$SESSIONS" "$QUEUED" "$OUT/results.json" <<'PY'
-import json, os, signal, statistics, sys, time
+python3 - "$PORT_A" "$PORT_B" "$PID_B" "$SESSIONS" "$QUEUED" "$STORM" "$OUT/results.json" <<'PY'
+import json, os, random, selectors, signal, statistics, sys, time
 
 sys.path.insert(0, "tests/python")
 import rawmqtt as mqtt
 
-port_a, port_b, pid_b, sessions, queued = map(int, sys.argv[1:6])
-results_path = sys.argv[6]
+port_a, port_b, pid_b, sessions, queued, storm = map(int, sys.argv[1:7])
+results_path = sys.argv[7]
+# How long a storm's last session may take before the rest count as missing.
+STORM_TIMEOUT_S = 60.0
 HOST = "127.0.0.1"
 CONNACK, PUBLISH, PUBACK, SUBACK = 2, 3, 4, 9
 # A node writes a changed session to the bucket within session_sync_interval_ms (100 ms).
@@ -152,11 +158,84 @@ def resume_all(port: int, round_: str) -> dict:
     }
 
 
+def resume_storm(port: int, round_: str) -> dict:
+    """Every session's CONNECT sent at once; each one's times counted from the first."""
+    sel = selectors.DefaultSelector()
+    t0 = time.perf_counter()
+    state = {}
+
+    def dial(n: int) -> None:
+        c = Client(port)
+        c.send(mqtt.connect(cid(n), clean=False))
+        c.conn.sock.setblocking(False)
+        sel.register(c.conn.sock, selectors.EVENT_READ, n)
+        state[n]["client"] = c
+
+    for n in range(sessions):
+        state[n] = {"client": None, "connack": None, "present": False, "got": 0, "done": None}
+        dial(n)
+    left = set(state)
+    retries = []  # (when, n)
+    refused = 0
+    deadline = t0 + STORM_TIMEOUT_S
+    while left and time.perf_counter() < deadline:
+        now = time.perf_counter()
+        for when, n in [r for r in retries if r[0] <= now]:
+            retries.remove((when, n))
+            dial(n)
+        for key, _ in sel.select(timeout=0.05):
+            st = state[key.data]
+            c = st["client"]
+            try:
+                data = c.conn.sock.recv(65536)
+            except BlockingIOError:
+                continue
+            if not data:
+                sel.unregister(c.conn.sock)
+                left.discard(key.data)
+                continue
+            c.buf += data
+            while (split := mqtt.split_packet(c.buf)):
+                packet, used = split
+                del c.buf[:used]
+                if packet.ptype == CONNACK and packet.body[1] != 0:
+                    refused += 1
+                    sel.unregister(c.conn.sock)
+                    c.conn.close()
+                    retries.append((time.perf_counter() + random.uniform(0.2, 1.0), key.data))
+                    break
+                if packet.ptype == CONNACK:
+                    st["connack"] = time.perf_counter() - t0
+                    st["present"] = bool(packet.body[0] & 1)
+                elif packet.ptype == PUBLISH:
+                    if packet.payload.startswith(round_.encode()):
+                        st["got"] += 1
+                    c.conn.sock.sendall(mqtt.ack(PUBACK, packet.packet_id))
+            if st["client"] is c and st["connack"] is not None and st["got"] >= queued \
+                    and c.conn.sock.fileno() != -1:
+                st["done"] = time.perf_counter() - t0
+                sel.unregister(c.conn.sock)
+                left.discard(key.data)
+    for st in state.values():
+        st["client"].conn.close()
+    print(f"storm: {refused} CONNECTs refused (server unavailable) and tried again", flush=True)
+    connack_ms = [st["connack"] * 1000 for st in state.values() if st["connack"] is not None]
+    done_ms = [st["done"] * 1000 for st in state.values() if st["done"] is not None]
+    q = lambda xs, p: statistics.quantiles(xs, n=100, method="inclusive")[p - 1] if len(xs) > 1 else (xs or [0])[0]
+    return {
+        "sessions": sessions, "queued_each": queued, "storm": True, "refused": refused,
+        "connack_ms": {"p50": q(connack_ms, 50), "p99": q(connack_ms, 99), "max": max(connack_ms, default=0)},
+        "all_queued_ms": {"p50": q(done_ms, 50), "p99": q(done_ms, 99), "max": max(done_ms, default=0)},
+        "session_absent": sum(1 for st in state.values() if not st["present"]),
+        "messages_missing": sum(queued - min(st["got"], queued) for st in state.values()),
+    }
+
+
 results = {}
 subscribe_all(port_a)
 
-def run(name: str, port: int) -> None:
-    r = results[name] = resume_all(port, name)
+def run(name: str, port: int, at_once: bool = False) -> None:
+    r = results[name] = (resume_storm if at_once else resume_all)(port, name)
     print(f"{name}: CONNACK p50 {r['connack_ms']['p50']:.2f} ms, p99 {r['connack_ms']['p99']:.2f} ms; "
           f"all {queued} queued p50 {r['all_queued_ms']['p50']:.2f} ms, "
           f"p99 {r['all_queued_ms']['p99']:.2f} ms; {r['session_absent']} without their session, "
@@ -171,7 +250,7 @@ run("moved", port_b)               # node b takes each from node a over NATS
 queue_all(port_b, "orphaned")
 time.sleep(SYNC_WAIT_S)
 os.kill(pid_b, signal.SIGKILL)
-run("orphaned", port_a)            # node b is dead: node a reads the bucket and the stream
+run("orphaned", port_a, storm == 1)  # node b is dead: node a reads the bucket and the stream
 json.dump(results, open(results_path, "w"), indent=1)
 PY
 wait "$PID_B" 2>/dev/null || true

@@ -288,7 +288,7 @@ const METRICS: [Metric; 70] = [
     ),
     counter(
         "fanfare_cluster_session_fetches_failed_total",
-        "Cluster mode: CONNECTs resuming a session that got a new one because the cluster did not answer (NATS gone, session_fetch_timeout_ms passed, a queue full, an error).",
+        "Cluster mode: CONNECTs resuming a session that the cluster did not answer: given a new session (NATS gone, an error) or refused with Server unavailable (session_fetch_timeout_ms passed, sessions_waiting_max searches queued).",
     ),
     counter(
         "fanfare_cluster_publishes_refused_total",

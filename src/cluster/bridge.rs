@@ -321,6 +321,7 @@ impl Bridge {
                     conn: fetch.conn,
                     client_id: fetch.client_id,
                     image: None,
+                    unavailable: false,
                 };
                 // A CONNECT that got no answer ends at its connect deadline.
                 drop(self.link.fetched(fetch.shard, fetched));

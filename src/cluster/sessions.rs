@@ -37,7 +37,7 @@ use async_nats::{Client, HeaderMap};
 use bytes::Bytes;
 use futures::StreamExt;
 use log::{info, warn};
-use tokio::sync::{Mutex, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Mutex, Notify, Semaphore};
 
 use super::link::ClusterLink;
 use super::qos::QosStream;
@@ -62,6 +62,16 @@ const ASKER: &str = "Fanfare-Node";
 /// The header of an answer to a take: the session went to this node a moment ago, which
 /// may not have written it to the bucket yet.
 const MOVED_TO: &str = "Fanfare-Moved-To";
+
+/// How a CONNECT's search for its session ended.
+enum Fetch {
+    /// The session (`None`: the cluster holds none).
+    Found(Option<Box<SessionImage>>),
+    /// No answer to be had (NATS gone, JetStream missing): a new session.
+    Failed,
+    /// Not within `session_fetch_timeout_ms`: refused, the client comes back.
+    TooSlow,
+}
 
 /// What a take brought back from the node the bucket names.
 enum Taken {
@@ -138,12 +148,15 @@ pub struct SessionFetch {
     pub client_id: Box<str>,
 }
 
-/// The session a CONNECT waited for: found, or `None` for a new one.
+/// The session a CONNECT waited for: found, or `None` for a new one; or, when the cluster
+/// was too slow to say, `unavailable`: the CONNECT is refused (Server unavailable) so that
+/// its client comes back for its session rather than start again without it.
 #[derive(Debug)]
 pub struct SessionFetched {
     pub conn: ConnId,
     pub client_id: Box<str>,
     pub image: Option<Box<SessionImage>>,
+    pub unavailable: bool,
 }
 
 /// Another node resumes the session of `client_id`: the answer goes to `reply`. Without a
@@ -427,66 +440,79 @@ impl Sessions {
         }
     }
 
-    /// Starts the search for the session of a waiting CONNECT; without room for another
-    /// search, or without NATS, it gets a new session at once.
+    /// Starts the search for the session of a waiting CONNECT; without NATS it gets a new
+    /// session at once (the node serves alone).
     pub(super) fn start_fetch(self: &Arc<Self>, fetch: SessionFetch) {
-        let connected = self.client.connection_state() == State::Connected;
-        match Arc::clone(&self.fetching).try_acquire_owned() {
-            Ok(permit) if connected => {
-                drop(tokio::spawn(Arc::clone(self).fetch(fetch, permit)));
-            }
-            _ => {
-                warn!(
-                    "cluster: client {:?} gets a new session: {}",
-                    fetch.client_id,
-                    if connected {
-                        "too many sessions are being fetched"
-                    } else {
-                        "NATS is not connected"
-                    }
-                );
-                self.answer_fetch(fetch, None, false);
-            }
+        if self.client.connection_state() != State::Connected {
+            warn!(
+                "cluster: client {:?} gets a new session: NATS is not connected",
+                fetch.client_id
+            );
+            self.answer_fetch(fetch, Fetch::Failed);
+            return;
         }
+        drop(tokio::spawn(Arc::clone(self).fetch(fetch)));
     }
 
-    async fn fetch(self: Arc<Self>, fetch: SessionFetch, permit: OwnedSemaphorePermit) {
-        let found = tokio::time::timeout(self.fetch_timeout, self.find_or_claim(&fetch.client_id));
-        let found = found.await;
-        let (image, found) = match found {
-            Ok(Ok(image)) => (image, true),
-            Ok(Err(e)) => {
+    /// At most `sessions_waiting_max` searches run at once; the others wait their turn (a
+    /// reconnect storm of a dead node's clients), each within its `session_fetch_timeout_ms`.
+    /// One that does not end in time is refused as unavailable: its client comes back for
+    /// its session, which is still in the cluster, instead of starting without it. Waiting
+    /// searches are bounded by the connections waiting for their CONNACK.
+    async fn fetch(self: Arc<Self>, fetch: SessionFetch) {
+        // The permit is held until the answer is queued: the answers of searches that
+        // ended have room in their shards' queues.
+        let searching = async {
+            let permit = Arc::clone(&self.fetching).acquire_owned().await.ok();
+            (permit, self.find_or_claim(&fetch.client_id).await)
+        };
+        let (outcome, _permit) = match tokio::time::timeout(self.fetch_timeout, searching).await {
+            Ok((permit, Ok(image))) => (Fetch::Found(image), permit),
+            Ok((permit, Err(e))) => {
                 warn!(
                     "cluster: client {:?} gets a new session: cannot fetch its session: {e}",
                     fetch.client_id
                 );
-                (None, false)
+                (Fetch::Failed, permit)
             }
             Err(_) => {
                 warn!(
-                    "cluster: client {:?} gets a new session: its session did not come within session_fetch_timeout_ms",
+                    "cluster: client {:?} refused (server unavailable): its session did not come within session_fetch_timeout_ms",
                     fetch.client_id
                 );
-                (None, false)
+                (Fetch::TooSlow, None)
             }
         };
-        self.answer_fetch(fetch, image, found);
-        drop(permit);
+        self.answer_fetch(fetch, outcome);
     }
 
-    fn answer_fetch(&self, fetch: SessionFetch, image: Option<Box<SessionImage>>, found: bool) {
+    fn answer_fetch(&self, fetch: SessionFetch, outcome: Fetch) {
         let figures = &self.link.figures;
-        match (found, &image) {
-            (false, _) => figures
-                .session_fetches_failed
-                .fetch_add(1, Ordering::Relaxed),
-            (true, Some(_)) => figures.sessions_fetched.fetch_add(1, Ordering::Relaxed),
-            (true, None) => 0,
+        let (image, unavailable) = match outcome {
+            Fetch::Found(image) => {
+                if image.is_some() {
+                    figures.sessions_fetched.fetch_add(1, Ordering::Relaxed);
+                }
+                (image, false)
+            }
+            Fetch::Failed => {
+                figures
+                    .session_fetches_failed
+                    .fetch_add(1, Ordering::Relaxed);
+                (None, false)
+            }
+            Fetch::TooSlow => {
+                figures
+                    .session_fetches_failed
+                    .fetch_add(1, Ordering::Relaxed);
+                (None, true)
+            }
         };
         let answer = SessionFetched {
             conn: fetch.conn,
             client_id: fetch.client_id,
             image,
+            unavailable,
         };
         // Fetches under way are at most the queue's room; a CONNECT that still got no answer
         // ends at its connect deadline.

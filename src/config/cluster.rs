@@ -137,16 +137,19 @@ pub struct ClusterSettings {
     /// the last write is what a node that dies costs its clients.
     pub session_sync_interval_ms: u32,
     /// How long a CONNECT that resumes a session this node does not hold waits for it from
-    /// the cluster before it gets a new one (CONNACK session present 0).
+    /// the cluster before it is refused with Server unavailable (its client comes back for
+    /// the session, still in the cluster).
     pub session_fetch_timeout_ms: u32,
     /// At a clean stop, how long the node waits for the bucket to store its persistent
     /// sessions' last changes (those since the last sync, and the disconnections of the
     /// stop itself) before it exits; what is not stored by then is logged.
     pub session_stop_write_ms: u32,
     /// Session images, requests and answers waiting in each queue between the shards and the
-    /// NATS thread; past it an image waits for the session's next write, a CONNECT gets a
-    /// new session at once, and another node's take goes unanswered (it reads the bucket).
-    /// Worst case per queue: this many session images.
+    /// NATS thread, and searches for a session under way at once; past it an image waits for
+    /// the session's next write, a search waits its turn (within `session_fetch_timeout_ms`),
+    /// a CONNECT that finds the queue full is refused with Server unavailable, and another
+    /// node's take goes unanswered (it reads the bucket). Worst case per queue: this many
+    /// session images.
     pub sessions_waiting_max: usize,
     /// The JetStream stream that carries QoS 1/2 publishes between nodes
     /// (`crate::cluster::qos`); its subjects are `$FANFARE.<qos_stream>.>`. Clusters that

@@ -18,11 +18,10 @@ use log::warn;
 use super::ingest::ingest_pending;
 use super::peer::{Phase, SessionWait};
 use super::{Shard, ingest_context};
-use crate::broker::{SessionImage, SessionWrite};
-use crate::cluster::sessions::{SessionFetch, SessionOut};
+use crate::broker::SessionWrite;
+use crate::cluster::sessions::{SessionFetch, SessionFetched, SessionOut};
 use crate::cluster::{ClusterLink, FROM_CLUSTER_PER_TURN_MAX, INTAKE_SHARD};
 use crate::cluster::{QosPublish, Ticket};
-use crate::conn::ConnId;
 use crate::protocol::mqtt::QoS;
 
 impl Shard {
@@ -102,7 +101,7 @@ impl Shard {
             let Some(fetched) = link.take_fetched(self.id) else {
                 break;
             };
-            self.resume_connect(fetched.conn, &fetched.client_id, fetched.image, now);
+            self.resume_connect(fetched, now);
             if n + 1 == FROM_CLUSTER_PER_TURN_MAX {
                 self.busy = true;
             }
@@ -150,15 +149,15 @@ impl Shard {
         }
     }
 
-    /// Reads again the CONNECT of `id`, which waited for the session of `client_id` from the
-    /// cluster: `image`, or a new one.
-    fn resume_connect(
-        &mut self,
-        id: ConnId,
-        client_id: &str,
-        image: Option<Box<SessionImage>>,
-        now: Instant,
-    ) {
+    /// Reads again the CONNECT that waited for its session from the cluster: found, a new
+    /// one, or refused as unavailable.
+    fn resume_connect(&mut self, fetched: SessionFetched, now: Instant) {
+        let SessionFetched {
+            conn: id,
+            client_id,
+            image,
+            unavailable,
+        } = fetched;
         let Some(peer) = self.io.state_mut(id) else {
             // Gone meanwhile (closed, or its CONNECT deadline passed).
             return;
@@ -171,7 +170,7 @@ impl Shard {
         else {
             return;
         };
-        if peer.phase != Phase::FetchingSession || &*waited != client_id {
+        if peer.phase != Phase::FetchingSession || waited != client_id {
             // Another connection with the same number since.
             peer.rare_mut().session = Some(SessionWait::Waiting {
                 client_id: waited,
@@ -180,7 +179,11 @@ impl Shard {
             return;
         }
         peer.phase = Phase::AwaitConnect;
-        peer.rare_mut().session = Some(SessionWait::Answered { identity, image });
+        peer.rare_mut().session = Some(SessionWait::Answered {
+            identity,
+            image,
+            unavailable,
+        });
         let mut cx = ingest_context!(self, id, now);
         let Some(peer) = self.io.state_mut(id) else {
             return;
@@ -284,11 +287,18 @@ impl Shard {
                 figures
                     .session_fetches_failed
                     .fetch_add(1, Ordering::Relaxed);
+                // Refused rather than started anew: its client comes back for its session.
                 warn!(
-                    "shard {}: client {:?} gets a new session: sessions_waiting_max reached",
+                    "shard {}: client {:?} refused (server unavailable): sessions_waiting_max searches queued for the cluster",
                     self.id, fetch.client_id
                 );
-                self.resume_connect(fetch.conn, &fetch.client_id, None, now);
+                let refused = SessionFetched {
+                    conn: fetch.conn,
+                    client_id: fetch.client_id,
+                    image: None,
+                    unavailable: true,
+                };
+                self.resume_connect(refused, now);
                 self.busy = true;
             }
         }

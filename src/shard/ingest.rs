@@ -265,7 +265,25 @@ fn dispatch(cx: &mut Ingest<'_>, conn: &mut Peer, packet: &Packet<'_>) -> Flow {
                 return Flow::HandOff(owner);
             }
             let identity = match conn.rare.as_mut().and_then(|rare| rare.session.take()) {
-                Some(SessionWait::Answered { identity, image }) => {
+                Some(SessionWait::Answered { unavailable, .. }) if unavailable => {
+                    info!(
+                        "{}: CONNECT refused: its session did not come from the cluster in time",
+                        conn.addr
+                    );
+                    // As `refuse_entry` does: later packets go to the broker while it closes.
+                    conn.phase = Phase::Connected(connect.version);
+                    cx.broker.refuse_connect(
+                        cx.id,
+                        conn.transport,
+                        connect.version,
+                        ReasonCode::SERVER_UNAVAILABLE,
+                        cx.out,
+                    );
+                    return Flow::Continue;
+                }
+                Some(SessionWait::Answered {
+                    identity, image, ..
+                }) => {
                     if let Some(image) = image {
                         cx.broker.install_session(&image, cx.now, cx.out);
                     }

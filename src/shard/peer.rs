@@ -227,10 +227,12 @@ pub enum SessionWait {
         client_id: Box<str>,
         identity: Option<crate::auth::Identity>,
     },
-    /// Read again with the session found (`None`: a new one) and who the client proved to be.
+    /// Read again with the session found (`None`: a new one) and who the client proved to be;
+    /// `unavailable` when the cluster did not answer in time (the CONNECT is refused).
     Answered {
         identity: Option<crate::auth::Identity>,
         image: Option<Box<crate::broker::SessionImage>>,
+        unavailable: bool,
     },
 }
 

@@ -21,6 +21,7 @@ from client import unique_id
 from client5 import Client5, props
 from natsserver import NatsCluster, NatsSubscriber, nats_server_bin
 from probe import open_path
+import rawmqtt
 from scrape import wait_for_metric
 
 pytestmark = [
@@ -259,6 +260,42 @@ def test_a_node_that_stops_answering_does_not_keep_its_sessions(nats, three, cli
         live_from(c, clients, again, topic)
     finally:
         a.proc.send_signal(signal.SIGCONT)
+
+
+def test_a_cluster_too_slow_to_answer_refuses_the_connect_and_keeps_the_session(
+        start, nats, clients, topic):
+    """Node 2's NATS server freezes (SIGSTOP): a CONNECT on node 2 that resumes a session held
+    on node 1 waits session_fetch_timeout_ms, then is refused with return code 3 (Server
+    unavailable) instead of starting without its session; with NATS back, the client's next
+    CONNECT gets the session."""
+    a, b, c = start_nodes(
+        start, nats, cluster=lambda i: {"session_fetch_timeout_ms": 1000} if i == 1 else {})
+    cid = unique_id("slow")
+    sub = clients(a, "tcp", cid, clean_session=False)
+    sub.subscribe(topic, 1)
+    wait_written(nats, cid, "node1", topic.encode())
+    sub.disconnect()
+
+    frozen = nats.servers[1]
+    frozen.proc.send_signal(signal.SIGSTOP)
+    try:
+        conn = rawmqtt.TcpConn(b.host, b.port("tcp"), timeout=10)
+        conn.send(rawmqtt.connect(cid, clean=False))
+        buf = b""
+        deadline = time.monotonic() + 10
+        while (split := rawmqtt.split_packet(buf)) is None:
+            assert time.monotonic() < deadline, "no CONNACK"
+            buf += conn.recv_some(deadline - time.monotonic())
+        connack, _ = split
+        conn.close()
+    finally:
+        frozen.proc.send_signal(signal.SIGCONT)
+    assert (connack.ptype, connack.body[1]) == (2, 3), connack
+    wait_for_metric(b, "fanfare_cluster_session_fetches_failed_total", lambda v: v == 1)
+
+    again = clients(b, "tcp", cid, clean_session=False, connect=False)
+    assert again.connect() is True, "the session, on the client's next CONNECT"
+    live_from(c, clients, again, topic)
 
 
 def test_an_offline_session_gets_what_was_published_after_its_node_died(
