@@ -324,7 +324,7 @@ impl Sessions {
         let _writing = self.writing.lock().await;
         while let Some(out) = self.link.next_session_out() {
             match out {
-                SessionOut::Put(image) => self.put(&image).await,
+                SessionOut::Put(image) => self.put(*image).await,
                 SessionOut::Delete(client_id) => self.delete(&client_id).await,
                 SessionOut::Handed {
                     reply,
@@ -350,18 +350,17 @@ impl Sessions {
         self.link.sessions_finished();
     }
 
-    async fn put(&self, image: &SessionImage) {
+    async fn put(&self, image: SessionImage) {
+        let client_id = image.client_id.clone();
         let (record, left_out) =
             encode_session_image(image, Instant::now(), unix_ms(SystemTime::now()));
         if left_out > 0 {
             warn!(
-                "cluster: session {}: {left_out} queued messages past the largest record not written to the bucket",
-                image.client_id
+                "cluster: session {client_id}: {left_out} queued messages past the largest record not written to the bucket"
             );
         }
         let value = value_of(&self.node, &record);
-        self.store(&image.client_id, HeaderMap::new(), value.into())
-            .await;
+        self.store(&client_id, HeaderMap::new(), value.into()).await;
     }
 
     async fn delete(&self, client_id: &str) {
@@ -419,7 +418,7 @@ impl Sessions {
                 if let (Some(asker), Ok(mut handed_over)) = (asker, self.handed_over.lock()) {
                     handed_over.note(client_id, asker, now);
                 }
-                let (record, _) = encode_session_image(&image, now, unix_ms(SystemTime::now()));
+                let (record, _) = encode_session_image(*image, now, unix_ms(SystemTime::now()));
                 Bytes::from(value_of(&self.node, &record))
             }
             None => {
@@ -949,7 +948,7 @@ mod tests {
             committed_seq: 0,
         };
         let now_ms = unix_ms(SystemTime::now());
-        let (record, left_out) = encode_session_image(&image, Instant::now(), now_ms);
+        let (record, left_out) = encode_session_image(image.clone(), Instant::now(), now_ms);
         assert_eq!(left_out, 0);
         let value = value_of("node1", &record);
         let (holder, record) = split_value(&value).expect("a value");

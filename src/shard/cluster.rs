@@ -15,9 +15,8 @@ use std::time::{Duration, Instant};
 
 use log::warn;
 
-use super::ingest::ingest_pending;
+use super::Shard;
 use super::peer::{Phase, SessionWait};
-use super::{Shard, ingest_context};
 use crate::broker::SessionWrite;
 use crate::cluster::sessions::{SessionFetch, SessionFetched, SessionOut};
 use crate::cluster::{ClusterLink, FROM_CLUSTER_PER_TURN_MAX, INTAKE_SHARD};
@@ -184,16 +183,7 @@ impl Shard {
             image,
             unavailable,
         });
-        let mut cx = ingest_context!(self, id, now);
-        let Some(peer) = self.io.state_mut(id) else {
-            return;
-        };
-        let flow = ingest_pending(&mut cx, peer);
-        let reading = peer.reads();
-        self.after_flow(id, flow);
-        if reading {
-            self.io.arm_recv(id);
-        }
+        self.read_parked_connect(id, now);
     }
 
     /// Hands the bridge the persistent sessions that changed since the last time, when due

@@ -375,6 +375,21 @@ impl Shard {
         self.rearm = rearm;
     }
 
+    /// Reads again a connection whose CONNECT waited (for a password's verdict, or for its
+    /// session from the cluster) once the answer is on it, then its socket.
+    pub(super) fn read_parked_connect(&mut self, id: ConnId, now: Instant) {
+        let mut cx = ingest_context!(self, id, now);
+        let Some(peer) = self.io.state_mut(id) else {
+            return;
+        };
+        let flow = ingest::ingest_pending(&mut cx, peer);
+        let reading = peer.reads();
+        self.after_flow(id, flow);
+        if reading {
+            self.io.arm_recv(id);
+        }
+    }
+
     /// Reads again the connections whose publish rate allows it: first what they sent before
     /// the pause, then the socket.
     pub(super) fn resume_throttled(&mut self, now: Instant) {

@@ -296,16 +296,7 @@ impl Shard {
             Some(identity) => Verified::Accepted(identity),
             None => Verified::Refused,
         });
-        let mut cx = ingest_context!(self, id, now);
-        let Some(peer) = self.io.state_mut(id) else {
-            return;
-        };
-        let flow = ingest_pending(&mut cx, peer);
-        let reading = peer.reads();
-        self.after_flow(id, flow);
-        if reading {
-            self.io.arm_recv(id);
-        }
+        self.read_parked_connect(id, now);
     }
 
     pub(super) fn take_remote_messages(&mut self, now: Instant) {

@@ -271,37 +271,10 @@ impl Store {
 /// A session image as one SESSION record with its times on the wall clock (Unix ms), as the
 /// store writes it: the value other nodes read it back from (`crate::cluster::sessions`).
 /// Messages past the largest record are left out, the oldest first; returns how many too.
-pub fn encode_session_image(image: &SessionImage, now: Instant, now_ms: u64) -> (Vec<u8>, usize) {
-    let will = image.delayed_will.as_ref();
-    let session = LiveSession {
-        stamp: 0,
-        expires_at_ms: wall_expiry(image.expires_at, now, now_ms),
-        message_expiry_ms: image
-            .messages
-            .iter()
-            .map(|queued| wall_expiry(queued.message.expires_at, now, now_ms))
-            .collect(),
-        offline_since_ms: (!image.connected).then_some(now_ms),
-        will_due_ms: will
-            .and_then(|will| wall_expiry(Some(will.due), now, now_ms))
-            .unwrap_or(0),
-        will_expiry_ms: will.and_then(|will| wall_expiry(will.message.expires_at, now, now_ms)),
-        image: image.clone(),
-        record_bytes: 0,
-    };
+pub fn encode_session_image(image: SessionImage, now: Instant, now_ms: u64) -> (Vec<u8>, usize) {
+    let session = LiveSession::new(0, image, None, now, now_ms);
     let mut out = Vec::new();
-    let (_, left_out) = session_record::encode(
-        &mut out,
-        &session_record::SessionRef {
-            stamp: session.stamp,
-            image: &session.image,
-            expires_at_ms: session.expires_at_ms,
-            offline_since_ms: session.offline_since_ms,
-            message_expiry_ms: &session.message_expiry_ms,
-            will_due_ms: session.will_due_ms,
-            will_expiry_ms: session.will_expiry_ms,
-        },
-    );
+    let (_, left_out) = session_record::encode(&mut out, &session.record());
     (out, left_out)
 }
 

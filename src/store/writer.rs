@@ -244,6 +244,52 @@ pub(super) struct LiveSession {
     pub(super) record_bytes: u64,
 }
 
+impl LiveSession {
+    /// `image` with its times on the wall clock; `was_offline_since_ms` from the session's
+    /// earlier record, if any, so that a session offline since then stays so.
+    pub(super) fn new(
+        stamp: u64,
+        image: SessionImage,
+        was_offline_since_ms: Option<u64>,
+        now: Instant,
+        now_ms: u64,
+    ) -> LiveSession {
+        let will = image.delayed_will.as_ref();
+        LiveSession {
+            stamp,
+            expires_at_ms: wall_expiry(image.expires_at, now, now_ms),
+            message_expiry_ms: image
+                .messages
+                .iter()
+                .map(|queued| wall_expiry(queued.message.expires_at, now, now_ms))
+                .collect(),
+            offline_since_ms: match image.connected {
+                true => None,
+                false => Some(was_offline_since_ms.unwrap_or(now_ms)),
+            },
+            will_due_ms: will
+                .and_then(|will| wall_expiry(Some(will.due), now, now_ms))
+                .unwrap_or(0),
+            will_expiry_ms: will.and_then(|will| wall_expiry(will.message.expires_at, now, now_ms)),
+            image,
+            record_bytes: 0,
+        }
+    }
+
+    /// What its SESSION record is encoded from.
+    pub(super) fn record(&self) -> SessionRef<'_> {
+        SessionRef {
+            stamp: self.stamp,
+            image: &self.image,
+            expires_at_ms: self.expires_at_ms,
+            offline_since_ms: self.offline_since_ms,
+            message_expiry_ms: &self.message_expiry_ms,
+            will_due_ms: self.will_due_ms,
+            will_expiry_ms: self.will_expiry_ms,
+        }
+    }
+}
+
 /// One shard's files and what they hold.
 struct ShardLog {
     dir: PathBuf,
@@ -452,27 +498,8 @@ impl Writer {
                         .sessions
                         .get(&image.client_id)
                         .and_then(|old| old.offline_since_ms);
-                    let will = image.delayed_will.as_ref();
-                    let mut session = LiveSession {
-                        stamp,
-                        expires_at_ms: wall_expiry(image.expires_at, now, now_ms),
-                        message_expiry_ms: image
-                            .messages
-                            .iter()
-                            .map(|queued| wall_expiry(queued.message.expires_at, now, now_ms))
-                            .collect(),
-                        offline_since_ms: match image.connected {
-                            true => None,
-                            false => Some(was_offline_since_ms.unwrap_or(now_ms)),
-                        },
-                        will_due_ms: will
-                            .and_then(|will| wall_expiry(Some(will.due), now, now_ms))
-                            .unwrap_or(0),
-                        will_expiry_ms: will
-                            .and_then(|will| wall_expiry(will.message.expires_at, now, now_ms)),
-                        image,
-                        record_bytes: 0,
-                    };
+                    let mut session =
+                        LiveSession::new(stamp, image, was_offline_since_ms, now, now_ms);
                     session.record_bytes = encode_session(&mut log.buf, &session);
                     log.live_bytes += session.record_bytes;
                     let client_id = session.image.client_id.clone();
@@ -662,18 +689,7 @@ impl Writer {
 }
 
 fn encode_session(out: &mut Vec<u8>, session: &LiveSession) -> u64 {
-    let (bytes, left_out) = session_record::encode(
-        out,
-        &SessionRef {
-            stamp: session.stamp,
-            image: &session.image,
-            expires_at_ms: session.expires_at_ms,
-            offline_since_ms: session.offline_since_ms,
-            message_expiry_ms: &session.message_expiry_ms,
-            will_due_ms: session.will_due_ms,
-            will_expiry_ms: session.will_expiry_ms,
-        },
-    );
+    let (bytes, left_out) = session_record::encode(out, &session.record());
     if left_out > 0 {
         log::warn!(
             "store: session {}: {left_out} queued messages past the largest record not written",

@@ -123,6 +123,19 @@ def queue_on(broker, clients, topic: str, name: str = "queued") -> list[bytes]:
     return payloads
 
 
+def away_with_queued(node1, nats, clients, cid: str, topic: str) -> list[bytes]:
+    """`cid` subscribes to `topic` at QoS 1 on node 1 and goes away; QUEUED messages
+    published on node 1 queue for it, and the bucket holds them. Returns their payloads."""
+    sub = clients(node1, "tcp", cid, clean_session=False)
+    sub.subscribe(topic, 1)
+    # Node 1 reads the QoS stream for the filter.
+    wait_for_metric(node1, "fanfare_cluster_qos_consumers", lambda v: v >= 1)
+    sub.disconnect()
+    queued = queue_on(node1, clients, topic, "before")
+    wait_written(nats, cid, "node1", topic.encode(), queued[-1])
+    return queued
+
+
 def live_from(broker, clients, sub, topic: str) -> None:
     """`sub`'s subscription to `topic` hears a publish on another node."""
     pub = clients(broker, "tcp")
@@ -305,12 +318,7 @@ def test_an_offline_session_gets_what_was_published_after_its_node_died(
     both, in order: the queued ones from the bucket, the later ones from the QoS stream."""
     a, b, c = three
     cid = unique_id("orphan")
-    sub = clients(a, "tcp", cid, clean_session=False)
-    sub.subscribe(topic, 1)
-    wait_for_metric(a, "fanfare_cluster_qos_consumers", lambda v: v >= 1)
-    sub.disconnect()
-    before = queue_on(a, clients, topic, "before")
-    wait_written(nats, cid, "node1", topic.encode(), before[-1])
+    before = away_with_queued(a, nats, clients, cid, topic)
 
     a.kill()
     after = queue_on(b, clients, topic, "after")
@@ -366,12 +374,7 @@ def test_with_a_data_directory_the_store_feeds_the_bucket(start, nats, clients, 
     a, b, c = start_nodes(
         start, nats, lambda i: ["--data-dir", str(tmp_path / "data")] if i == 0 else [])
     cid = unique_id("stored")
-    sub = clients(a, "tcp", cid, clean_session=False)
-    sub.subscribe(topic, 1)
-    wait_for_metric(a, "fanfare_cluster_qos_consumers", lambda v: v >= 1)
-    sub.disconnect()
-    before = queue_on(a, clients, topic, "before")
-    wait_written(nats, cid, "node1", topic.encode(), before[-1])
+    before = away_with_queued(a, nats, clients, cid, topic)
 
     a.kill()
     again = clients(b, "tcp", cid, clean_session=False, connect=False)
