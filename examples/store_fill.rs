@@ -175,6 +175,7 @@ fn main() -> anyhow::Result<()> {
             delayed_will: None,
             incarnation: 0,
             committed_seq: 0,
+            sent_ids: Vec::new(),
         };
         let shard = &mut shards[Broker::owner_shard(&client_id, args.shards)];
         session_record::encode(

@@ -187,6 +187,7 @@ impl OutQueue {
                     expires_at,
                     bridged: false,
                     origin: None,
+                    id: None,
                 };
                 queue.bytes += bytes;
                 queue.entries.push_back(Queued {

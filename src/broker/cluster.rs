@@ -8,8 +8,10 @@ use std::sync::{Mutex, MutexGuard};
 
 use super::Broker;
 use super::crossings::{Crossings, Path, fingerprint};
+use super::message_ids::{MessageIds, SentWindow};
 use super::outbox::{Outbox, RoutedMessage};
 use super::session::SessionKey;
+use crate::protocol::mqtt::QoS;
 use crate::protocol::mqtt::topic::filter_matches;
 
 impl Broker {
@@ -21,8 +23,30 @@ impl Broker {
     pub fn join_cluster(&mut self) {
         self.forwards_out = true;
         self.announces_clients = true;
+        self.message_ids = Some(MessageIds::new(self.shard));
         self.trie.record_interest();
         self.shared.record_interest();
+    }
+
+    /// What each connected persistent session remembers of the messages from the cluster it
+    /// was sent, for a replay after its node's death to know them (`message_ids.rs`).
+    pub fn remember_sent(&mut self, window: SentWindow) {
+        self.sent_window = Some(window);
+    }
+
+    /// In cluster mode, `message` with its identity across the nodes: a QoS 1/2 publish
+    /// that enters here gets one before its first delivery.
+    pub(super) fn with_cluster_id(
+        &mut self,
+        mut message: Arc<RoutedMessage>,
+    ) -> Arc<RoutedMessage> {
+        if let Some(ids) = self.message_ids.as_mut()
+            && message.qos != QoS::AtMostOnce
+            && message.id.is_none()
+        {
+            Arc::make_mut(&mut message).id = Some(ids.next());
+        }
+        message
     }
 
     /// Moves the filters whose first subscriber came (`true`) or last went (`false`) since

@@ -184,9 +184,13 @@ impl Broker {
         now: Instant,
         out: &mut Outbox,
     ) {
-        if self.forwards_out && !message.topic.starts_with('$') {
+        let message = if self.forwards_out && !message.topic.starts_with('$') {
+            let message = self.with_cluster_id(message);
             out.to_remote.push(Arc::clone(&message));
-        }
+            message
+        } else {
+            message
+        };
         self.route_on_node(message, publisher, now, out);
     }
 
@@ -393,6 +397,12 @@ impl Broker {
         let Some(session) = self.sessions.get_mut(key) else {
             return;
         };
+        if let (Some(id), Some(window)) = (message.id, self.sent_window)
+            && session.conn.is_some()
+            && session.persistent()
+        {
+            session.note_sent(id, now, window);
+        }
         let connection = session.conn.and_then(|conn| {
             let connection = self
                 .clients

@@ -21,6 +21,7 @@
 //! - `topic_aliases.rs`: Topic Aliases both ways, and the shard's outbound alias numbers.
 //! - `cluster.rs`: in cluster mode, the filters this shard holds and publishes from other nodes.
 //! - `session_moves.rs`: in cluster mode, persistent sessions that move between nodes.
+//! - `message_ids.rs`: in cluster mode, a QoS 1/2 publish's identity, and what a session was sent lately.
 //!
 //! Client identifiers are partitioned between shards by [`Broker::owner_shard`], so session
 //! lookup, takeover and persistent sessions never leave a shard; only publishes cross shards,
@@ -41,6 +42,7 @@ mod fanout;
 mod held_acks;
 mod inbound;
 mod keep_alive;
+pub mod message_ids;
 mod origins;
 pub mod outbox;
 mod publish_cache;
@@ -215,6 +217,12 @@ pub struct Broker {
     forwards_out: bool,
     /// Cluster mode (`cluster.rs`): accepted CONNECTs go to `Outbox::connected_clients`.
     announces_clients: bool,
+    /// Cluster mode: the identities of the QoS 1/2 publishes that enter on this shard
+    /// (`message_ids.rs`).
+    message_ids: Option<message_ids::MessageIds>,
+    /// Cluster mode: what a connected persistent session remembers of what it was sent
+    /// (`message_ids.rs`); `None`: nothing.
+    sent_window: Option<message_ids::SentWindow>,
     stats: BrokerStats,
 }
 
@@ -259,6 +267,8 @@ impl Broker {
             response_topic_prefix: None,
             forwards_out: false,
             announces_clients: false,
+            message_ids: None,
+            sent_window: None,
             stats: BrokerStats::default(),
         }
     }

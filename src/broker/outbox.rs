@@ -90,6 +90,9 @@ pub struct RoutedMessage {
     /// Under `durability = "sync"`, a QoS 2 publish of a persistent session: its origin,
     /// tentative until committed (`origins.rs`). Shared by every copy.
     pub origin: Option<Arc<super::origins::Origin>>,
+    /// In cluster mode, a QoS 1/2 publish's identity across the nodes, given where it
+    /// entered (`message_ids.rs`); `None` for the rest.
+    pub id: Option<super::message_ids::MessageId>,
 }
 
 impl RoutedMessage {
@@ -104,6 +107,7 @@ impl RoutedMessage {
             expires_at: None,
             bridged: false,
             origin: None,
+            id: None,
         }
     }
 

@@ -53,6 +53,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::message_ids::{MessageId, SentIds, SentWindow};
 use super::origins::OriginSeq;
 use super::outbox::RoutedMessage;
 use super::qos_window::QosWindow;
@@ -145,6 +146,10 @@ struct Pending {
     /// or was loaded with one (`origins.rs`); kept for the session's life. Boxed: few
     /// sessions publish at QoS 2, and every offline one has a `Pending`.
     origin_seq: Option<Box<OriginSeq>>,
+    /// In cluster mode, while connected: the identities of the messages from the cluster it
+    /// was sent lately (`message_ids.rs`). Boxed: only persistent sessions that receive QoS
+    /// 1/2 messages in cluster mode have them.
+    sent_ids: Option<Box<SentIds>>,
 }
 
 /// A will waiting for its Will Delay Interval, and when it is due: the store keeps the
@@ -173,6 +178,7 @@ impl Pending {
             && self.identity.is_none()
             && self.publish_verdicts.is_none()
             && self.origin_seq.is_none()
+            && self.sent_ids.is_none()
     }
 }
 
@@ -347,6 +353,23 @@ impl Session {
             .pending_mut()
             .origin_seq
             .get_or_insert_with(Box::default) = seq;
+    }
+
+    /// Notes that the client was sent message `id` from the cluster (`message_ids.rs`).
+    pub(crate) fn note_sent(&mut self, id: MessageId, now: Instant, window: SentWindow) {
+        self.pending_mut()
+            .sent_ids
+            .get_or_insert_with(Box::default)
+            .note(id, now, window);
+    }
+
+    /// The identities of the messages from the cluster its client was sent lately, oldest
+    /// first.
+    pub(crate) fn sent_ids(&self) -> Vec<MessageId> {
+        self.pending
+            .as_ref()
+            .and_then(|pending| pending.sent_ids.as_ref())
+            .map_or_else(Vec::new, |sent| sent.ids().collect())
     }
 
     fn pending_mut(&mut self) -> &mut Pending {
@@ -568,6 +591,6 @@ mod tests {
         assert_eq!(std::mem::size_of::<Subscriptions>(), 24);
         assert_eq!(std::mem::size_of::<Session>(), 168);
         assert_eq!(crate::slots::slot_bytes::<Session>(), 176);
-        assert_eq!(std::mem::size_of::<Pending>(), 96);
+        assert_eq!(std::mem::size_of::<Pending>(), 104);
     }
 }

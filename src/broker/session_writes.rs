@@ -30,6 +30,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::message_ids::MessageId;
 use super::origins::OriginSeq;
 use super::outbox::RoutedMessage;
 use super::qos_window::Queued;
@@ -97,6 +98,9 @@ pub struct SessionImage {
     /// incarnation (0: none yet) and the last of its publishes committed.
     pub incarnation: u64,
     pub committed_seq: u64,
+    /// In cluster mode, the identities of the messages from the cluster its client was sent
+    /// lately, oldest first (`message_ids.rs`): a replay after its node's death skips them.
+    pub sent_ids: Vec<MessageId>,
 }
 
 /// A session to write: its whole state, or ended, or moved to another node of the cluster
@@ -174,6 +178,7 @@ pub(super) fn image(session: &Session) -> SessionImage {
         }),
         incarnation: session.origin_seq().incarnation,
         committed_seq: session.origin_seq().committed,
+        sent_ids: session.sent_ids(),
     }
 }
 

@@ -13,6 +13,9 @@
 //! | `Mqtt-Correlation-Data` | Correlation Data | bytes, escaped |
 //! | `Mqtt-User-Property` | each User Property, in order | `name=value`, both escaped |
 //!
+//! Two more are fanfare's own: `Fanfare-Origin`, the node that sent the message, and
+//! `Fanfare-Message-Id`, a QoS 1/2 publish's identity (`crate::broker::message_ids`).
+//!
 //! Escaping is percent-encoding of every byte outside printable ASCII, of `%` and of `=`: NATS
 //! header values are one line and lose the spaces at their ends, and `=` splits a user
 //! property. What stays readable (`application/json`) is written as it is, for native NATS
@@ -33,6 +36,8 @@ use crate::protocol::mqtt::{DecodeLimits, QoS};
 
 /// The header naming the node a message came from.
 pub const ORIGIN: &str = "Fanfare-Origin";
+/// A QoS 1/2 publish's identity in the cluster (`broker/message_ids.rs`).
+pub const MESSAGE_ID: &str = "Fanfare-Message-Id";
 pub const RETAIN: &str = "Mqtt-Retain";
 pub const MESSAGE_EXPIRY: &str = "Mqtt-Message-Expiry";
 pub const PAYLOAD_FORMAT: &str = "Mqtt-Payload-Format";
@@ -63,6 +68,9 @@ pub enum HeaderError {
 pub fn to_headers(message: &RoutedMessage, node: &str, now: Instant) -> HeaderMap {
     let mut headers = HeaderMap::new();
     headers.insert(ORIGIN, node);
+    if let Some(id) = message.id {
+        headers.insert(MESSAGE_ID, id.to_header().as_str());
+    }
     if message.retain {
         headers.insert(RETAIN, "1");
     }

@@ -49,6 +49,7 @@ use super::link::{ClusterLink, Ticket};
 use super::retained::replicas_for;
 use super::subject::{filter_subjects, topic_to_subject};
 use crate::broker::RoutedMessage;
+use crate::broker::message_ids::MessageId;
 use crate::config::{ClusterSettings, Limits};
 use crate::protocol::mqtt::QoS;
 
@@ -355,6 +356,9 @@ impl QosStream {
             None | Some("1") => QoS::AtLeastOnce,
             Some(_) => return None,
         };
+        publish.id = headers
+            .and_then(|h| h.get(headers::MESSAGE_ID))
+            .and_then(|id| MessageId::from_header(id.as_str()));
         Some(publish)
     }
 

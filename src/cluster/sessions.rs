@@ -25,7 +25,7 @@
 //! - **Failure.** NATS gone, JetStream missing or an answer later than the timeout: the
 //!   CONNECT gets a new session, and `fanfare_cluster_session_fetches_failed_total` counts it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
@@ -42,6 +42,7 @@ use tokio::sync::{Mutex, Notify, Semaphore};
 use super::link::ClusterLink;
 use super::qos::QosStream;
 use super::subject::filter_subjects;
+use crate::broker::message_ids::MessageId;
 use crate::broker::{Broker, QueuedImage, RoutedMessage, SessionImage};
 use crate::config::{ClusterSettings, Limits};
 use crate::conn::ConnId;
@@ -229,6 +230,8 @@ pub(super) struct Sessions {
     qos: Arc<QosStream>,
     /// What one session's replay may queue (`session_queue_bytes_max`).
     queue_bytes_max: u64,
+    /// How long before an image's write its replay begins (`session_replay_margin_ms`).
+    replay_margin: Duration,
     /// The bucket, once made or found.
     bucket: Mutex<Option<kv::Store>>,
     /// Wakes the writer: something waits in the link's session queue.
@@ -253,6 +256,7 @@ impl Sessions {
         Sessions {
             qos,
             queue_bytes_max: limits.session_queue_bytes_max,
+            replay_margin: Duration::from_millis(settings.session_replay_margin_ms.into()),
             jetstream: jetstream::new(client.clone()),
             client,
             bucket_name: settings.sessions_bucket.clone(),
@@ -623,9 +627,12 @@ impl Sessions {
     }
 
     /// Queues in `image` the QoS 1/2 messages of the QoS stream its subscriptions match,
-    /// published since `written` was (by JetStream's clock, the same as the stream's): what
-    /// its node, gone, would have queued for it since. At most `session_queue_bytes_max` of
-    /// them; the reading is bounded by `session_fetch_timeout_ms`.
+    /// published since `session_replay_margin_ms` before `written` was (by JetStream's clock,
+    /// the same as the stream's): what its node, gone, would have queued for it since, and
+    /// what was on its way to the session when the image was taken. Those the image holds
+    /// or lists as sent are skipped by their identity (`broker/message_ids.rs`). At most
+    /// `session_queue_bytes_max` of them; the reading is bounded by
+    /// `session_fetch_timeout_ms`.
     async fn replay(
         &self,
         image: &mut SessionImage,
@@ -638,7 +645,7 @@ impl Sessions {
         let consumer = stream
             .create_consumer(jetstream::consumer::pull::OrderedConfig {
                 deliver_policy: jetstream::consumer::DeliverPolicy::ByStartTime {
-                    start_time: written.created,
+                    start_time: written.created - self.replay_margin,
                 },
                 filter_subject: replay_subject(&self.qos.root, image),
                 ..Default::default()
@@ -647,12 +654,14 @@ impl Sessions {
         if consumer.cached_info().num_pending == 0 {
             return Ok(());
         }
+        let mut had = had_ids(image);
         let mut queued_bytes = 0u64;
         let mut messages = consumer.messages().await?;
         while let Some(message) = messages.next().await {
             let message = message?;
             let pending = message.info().map_err(|e| e.to_string())?.pending;
             if let Some(publish) = self.qos.publish_of(&message.message)
+                && publish.id.is_none_or(|id| had.insert(id))
                 && let Some(queued) = queued_for(image, publish)
             {
                 queued_bytes += queued.message.bytes() as u64;
@@ -760,9 +769,6 @@ async fn read(bucket: &kv::Store, key: &str) -> Result<Option<kv::Entry>, async_
         .filter(|entry| entry.operation == kv::Operation::Put))
 }
 
-/// `publish` as the session of `image` gets it, if a subscription of it matches: once,
-/// whatever the number of matching subscriptions, at the highest QoS they grant, with all
-/// their Subscription Identifiers [MQTT-3.3.4-3]; retained only under Retain As Published.
 /// The subject of the QoS stream to read again for `image`: that of its one subscription
 /// when it has one mapping to one subject (JetStream 2.9 takes one filter per consumer), so
 /// that the server skips the other topics' messages; otherwise every subject, matched here.
@@ -777,6 +783,16 @@ fn replay_subject(root: &str, image: &SessionImage) -> String {
     format!("{root}.>")
 }
 
+/// The identities of the messages `image` holds, queued or in flight, and of those its client
+/// was sent lately: a replay does not queue them again.
+fn had_ids(image: &SessionImage) -> HashSet<MessageId> {
+    let queued = image.messages.iter().filter_map(|queued| queued.message.id);
+    queued.chain(image.sent_ids.iter().copied()).collect()
+}
+
+/// `publish` as the session of `image` gets it, if a subscription of it matches: once,
+/// whatever the number of matching subscriptions, at the highest QoS they grant, with all
+/// their Subscription Identifiers [MQTT-3.3.4-3]; retained only under Retain As Published.
 fn queued_for(image: &SessionImage, publish: RoutedMessage) -> Option<QueuedImage> {
     let mut granted = None;
     let mut ids = Vec::new();
@@ -864,6 +880,7 @@ mod tests {
             delayed_will: None,
             incarnation: 0,
             committed_seq: 0,
+            sent_ids: Vec::new(),
         };
         let root = "$FANFARE.FANFARE_QOS";
         assert_eq!(
@@ -903,6 +920,7 @@ mod tests {
             delayed_will: None,
             incarnation: 0,
             committed_seq: 0,
+            sent_ids: Vec::new(),
         };
         let publish = |topic: &str, qos| RoutedMessage::new(topic, b"p", qos, true);
         let both = queued_for(&image, publish("a/b", QoS::ExactlyOnce)).expect("matches");
@@ -916,6 +934,40 @@ mod tests {
             queued_for(&image, publish("z/1", QoS::AtLeastOnce)).is_none(),
             "QoS 0 is not queued offline"
         );
+    }
+
+    #[test]
+    fn a_replay_knows_what_the_session_holds_or_was_sent_by_identity() {
+        let with_id = |id| {
+            let mut message = RoutedMessage::new("t", b"p", QoS::AtLeastOnce, false);
+            message.id = id;
+            QueuedImage {
+                message: Arc::new(message),
+                qos: QoS::AtLeastOnce,
+                retain: false,
+                ids: Vec::new(),
+                packet_id: None,
+            }
+        };
+        let image = SessionImage {
+            client_id: "c".into(),
+            version: ProtocolVersion::V311,
+            expiry_s: u32::MAX,
+            expires_at: None,
+            connected: true,
+            subscriptions: Vec::new(),
+            messages: vec![with_id(Some(MessageId(1))), with_id(None)],
+            released: Vec::new(),
+            inbound_qos2: Vec::new(),
+            delayed_will: None,
+            incarnation: 0,
+            committed_seq: 0,
+            sent_ids: vec![MessageId(7), MessageId(8)],
+        };
+        let had = had_ids(&image);
+        let mut had: Vec<u128> = had.into_iter().map(|id| id.0).collect();
+        had.sort_unstable();
+        assert_eq!(had, [1, 7, 8]);
     }
 
     #[test]
@@ -946,6 +998,7 @@ mod tests {
             delayed_will: None,
             incarnation: 0,
             committed_seq: 0,
+            sent_ids: Vec::new(),
         };
         let now_ms = unix_ms(SystemTime::now());
         let (record, left_out) = encode_session_image(image.clone(), Instant::now(), now_ms);

@@ -47,6 +47,12 @@ pub const SESSION_FETCH_TIMEOUT_MS_MAX: u32 = 60_000;
 /// Most of `session_stop_write_ms`: a stop waits this long at worst for the bucket.
 pub const SESSION_STOP_WRITE_MS_MAX: u32 = 60_000;
 
+/// Most of `session_replay_margin_ms`: a minute of the QoS stream read again per session.
+pub const SESSION_REPLAY_MARGIN_MS_MAX: u32 = 60_000;
+
+/// Most of `session_sent_ids_max`: 16 bytes each in every session image, 32 in memory.
+pub const SESSION_SENT_IDS_MAX: usize = 4096;
+
 /// Most of `sessions_waiting_max`: each waiting entry holds a client identifier, or a
 /// whole session image on its way back.
 pub const SESSIONS_WAITING_MAX: usize = 1 << 16;
@@ -151,6 +157,16 @@ pub struct ClusterSettings {
     /// node's take goes unanswered (it reads the bucket). Worst case per queue: this many
     /// session images.
     pub sessions_waiting_max: usize,
+    /// When a node died, its sessions resume elsewhere from their last image plus the QoS
+    /// stream read again from this long before that image was written: a message that was
+    /// still on its way to the session when the image was taken is not lost. Longer covers
+    /// slower deliveries and clocks further apart, and reads more again.
+    pub session_replay_margin_ms: u32,
+    /// Identities of the messages from the cluster a connected persistent session remembers
+    /// being sent within `session_replay_margin_ms` (`broker/message_ids.rs`), so that a
+    /// replay does not send them again; past it the oldest are forgotten, and a replay may
+    /// send those twice (at least once still holds). Worst case 32 bytes each per session.
+    pub session_sent_ids_max: usize,
     /// The JetStream stream that carries QoS 1/2 publishes between nodes
     /// (`crate::cluster::qos`); its subjects are `$FANFARE.<qos_stream>.>`. Clusters that
     /// share one NATS account need a stream each.
@@ -203,6 +219,8 @@ impl Default for ClusterSettings {
             session_fetch_timeout_ms: 3000,
             session_stop_write_ms: 3000,
             sessions_waiting_max: 1024,
+            session_replay_margin_ms: 2000,
+            session_sent_ids_max: 256,
             qos_stream: "FANFARE_QOS".to_owned(),
             qos_stream_bytes_max: 1 << 30,
             qos_stream_age_max_s: 3600,
@@ -249,6 +267,8 @@ pub(super) struct FileCluster {
     session_fetch_timeout_ms: Option<u32>,
     session_stop_write_ms: Option<u32>,
     sessions_waiting_max: Option<usize>,
+    session_replay_margin_ms: Option<u32>,
+    session_sent_ids_max: Option<usize>,
     qos_stream: Option<String>,
     qos_stream_bytes_max: Option<u64>,
     qos_stream_age_max_s: Option<u32>,
@@ -311,6 +331,12 @@ impl FileCluster {
         }
         if let Some(max) = self.sessions_waiting_max {
             cluster.sessions_waiting_max = max;
+        }
+        if let Some(ms) = self.session_replay_margin_ms {
+            cluster.session_replay_margin_ms = ms;
+        }
+        if let Some(max) = self.session_sent_ids_max {
+            cluster.session_sent_ids_max = max;
         }
         if let Some(bytes) = self.retained_stream_bytes_max {
             cluster.retained_stream_bytes_max = bytes;
@@ -508,6 +534,18 @@ impl ClusterSettings {
             return Err(ConfigError::invalid(
                 "cluster.sessions_waiting_max",
                 &format!("must be 1 to {SESSIONS_WAITING_MAX}"),
+            ));
+        }
+        if self.session_replay_margin_ms > SESSION_REPLAY_MARGIN_MS_MAX {
+            return Err(ConfigError::invalid(
+                "cluster.session_replay_margin_ms",
+                &format!("must be 0 to {SESSION_REPLAY_MARGIN_MS_MAX} milliseconds"),
+            ));
+        }
+        if self.session_sent_ids_max > SESSION_SENT_IDS_MAX {
+            return Err(ConfigError::invalid(
+                "cluster.session_sent_ids_max",
+                &format!("must be 0 to {SESSION_SENT_IDS_MAX}"),
             ));
         }
         Ok(())
@@ -718,6 +756,19 @@ mod tests {
             key(never).as_deref(),
             Some("cluster.session_sync_interval_ms")
         );
+        let far_back = ClusterSettings {
+            session_replay_margin_ms: SESSION_REPLAY_MARGIN_MS_MAX + 1,
+            ..on()
+        };
+        assert_eq!(
+            key(far_back).as_deref(),
+            Some("cluster.session_replay_margin_ms")
+        );
+        let many = ClusterSettings {
+            session_sent_ids_max: SESSION_SENT_IDS_MAX + 1,
+            ..on()
+        };
+        assert_eq!(key(many).as_deref(), Some("cluster.session_sent_ids_max"));
         let no_wait = ClusterSettings {
             session_fetch_timeout_ms: 0,
             ..on()

@@ -176,6 +176,11 @@ fn cluster(out: &mut Toml, cluster: &ClusterSettings) {
     out.value("session_stop_write_ms", &cluster.session_stop_write_ms);
     out.value("sessions_waiting_max", &cluster.sessions_waiting_max);
     out.value(
+        "session_replay_margin_ms",
+        &cluster.session_replay_margin_ms,
+    );
+    out.value("session_sent_ids_max", &cluster.session_sent_ids_max);
+    out.value(
         "retained_stream_bytes_max",
         &cluster.retained_stream_bytes_max,
     );

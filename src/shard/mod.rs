@@ -50,6 +50,7 @@ use log::{info, warn};
 use crate::admin::shards::ShardRequests;
 use crate::auth::SharedPolicy;
 use crate::bridge::BridgeLink;
+use crate::broker::message_ids::SentWindow;
 use crate::broker::{Broker, Outbox};
 use crate::cluster::ClusterLink;
 use crate::config::{Config, SharedConfig};
@@ -303,6 +304,10 @@ impl Shard {
         if setup.cluster.is_some() {
             broker.join_cluster();
             broker.hold_acks_for_cluster();
+            broker.remember_sent(SentWindow {
+                margin: Duration::from_millis(config.cluster.session_replay_margin_ms.into()),
+                max: config.cluster.session_sent_ids_max,
+            });
         }
         if !setup.bridges.is_empty() {
             broker.forward_out();

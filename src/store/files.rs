@@ -109,7 +109,7 @@ pub fn load(data_dir: &Path, recover: bool, now_ms: u64) -> Result<Loaded, Store
                     session
                         .messages
                         .retain(|queued| live(queued.message.expires_at_ms));
-                    loaded.sessions.push(session);
+                    loaded.sessions.push(*session);
                 }
                 Record::Set { .. }
                 | Record::Session { .. }

@@ -29,6 +29,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use log::info;
 
+use crate::broker::message_ids::MessageId;
 use crate::broker::{Broker, QueuedImage, RoutedMessage, SessionImage, WillImage};
 use crate::config::{Durability, StoreLimits};
 pub use error::StoreError;
@@ -105,6 +106,7 @@ impl Store {
                     expires_at,
                     bridged: false,
                     origin: None,
+                    id: None,
                 };
                 (Arc::new(message), stored.expires_at_ms)
             })
@@ -284,7 +286,7 @@ pub fn encode_session_image(image: SessionImage, now: Instant, now_ms: u64) -> (
 pub fn decode_session_image(bytes: &[u8], now: Instant, now_ms: u64) -> Option<SessionImage> {
     match record::decode(bytes) {
         Ok(Some((record::Record::Session { session, .. }, len))) if len == bytes.len() => {
-            Some(restore_session(session, now, now_ms).image)
+            Some(restore_session(*session, now, now_ms).image)
         }
         _ => None,
     }
@@ -316,6 +318,7 @@ fn restore_session(stored: StoredSession, now: Instant, now_ms: u64) -> LiveSess
                 expires_at: stored.expires_at_ms.map(instant),
                 bridged: false,
                 origin: None,
+                id: queued.id.map(MessageId),
             };
             QueuedImage {
                 message: Arc::new(message),
@@ -342,6 +345,7 @@ fn restore_session(stored: StoredSession, now: Instant, now_ms: u64) -> LiveSess
             expires_at: stored.expires_at_ms.map(instant),
             bridged: false,
             origin: None,
+            id: None,
         };
         // One due while the broker was down is due now: published at the first tick.
         WillImage {
@@ -362,6 +366,7 @@ fn restore_session(stored: StoredSession, now: Instant, now_ms: u64) -> LiveSess
         delayed_will,
         incarnation: stored.incarnation,
         committed_seq: stored.committed_seq,
+        sent_ids: stored.sent_ids.into_iter().map(MessageId).collect(),
     };
     LiveSession {
         stamp: 0,
@@ -399,6 +404,7 @@ mod tests {
             delayed_will: None,
             incarnation: 7,
             committed_seq,
+            sent_ids: Vec::new(),
         }
     }
 
@@ -406,6 +412,7 @@ mod tests {
         QueuedImage {
             message: Arc::new(RoutedMessage {
                 origin: Some(Arc::new(Origin::new("pub", 7, seq))),
+                id: None,
                 ..RoutedMessage::new("t", payload, QoS::ExactlyOnce, false)
             }),
             qos: QoS::ExactlyOnce,

@@ -44,8 +44,11 @@ pub(super) const KIND_SESSION_END: u8 = 4;
 /// delayed will, without origins (`session_record.rs`): read, no longer written.
 const KIND_SESSION_SECOND: u8 = 5;
 /// A persistent session's whole state, with the origins of its tentative messages and its
-/// own commit mark (`session_record.rs`).
-pub(super) const KIND_SESSION: u8 = 6;
+/// own commit mark, without cluster identities (`session_record.rs`): read, no longer written.
+const KIND_SESSION_THIRD: u8 = 6;
+/// A persistent session's whole state, with its messages' identities in the cluster and
+/// those its client was sent lately (`session_record.rs`).
+pub(super) const KIND_SESSION: u8 = 7;
 
 /// A retained message as the store holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,10 +64,23 @@ pub struct StoredMessage {
 /// One record: a topic's retained message set or deleted, a session's state or its end.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
-    Set { stamp: u64, message: StoredMessage },
-    Delete { stamp: u64, topic: Box<str> },
-    Session { stamp: u64, session: StoredSession },
-    SessionEnd { stamp: u64, client_id: Box<str> },
+    Set {
+        stamp: u64,
+        message: StoredMessage,
+    },
+    Delete {
+        stamp: u64,
+        topic: Box<str>,
+    },
+    /// Boxed: a session is far larger than the other records.
+    Session {
+        stamp: u64,
+        session: Box<StoredSession>,
+    },
+    SessionEnd {
+        stamp: u64,
+        client_id: Box<str>,
+    },
 }
 
 /// What a record is about: the newest record of each wins at load.
@@ -217,15 +233,19 @@ fn parse_body(body: &[u8]) -> Option<Record> {
         },
         KIND_SESSION_FIRST => Record::Session {
             stamp,
-            session: session_record::parse(&mut reader, topic, Format::First)?,
+            session: Box::new(session_record::parse(&mut reader, topic, Format::First)?),
         },
         KIND_SESSION_SECOND => Record::Session {
             stamp,
-            session: session_record::parse(&mut reader, topic, Format::Second)?,
+            session: Box::new(session_record::parse(&mut reader, topic, Format::Second)?),
+        },
+        KIND_SESSION_THIRD => Record::Session {
+            stamp,
+            session: Box::new(session_record::parse(&mut reader, topic, Format::Third)?),
         },
         KIND_SESSION => Record::Session {
             stamp,
-            session: session_record::parse(&mut reader, topic, Format::Current)?,
+            session: Box::new(session_record::parse(&mut reader, topic, Format::Current)?),
         },
         KIND_SET => {
             let qos = QoS::from_bits(reader.u8()?)?;
@@ -273,6 +293,10 @@ impl<'a> Reader<'a> {
 
     pub(crate) fn u64(&mut self) -> Option<u64> {
         Some(u64::from_le_bytes(self.array()?))
+    }
+
+    pub(crate) fn u128(&mut self) -> Option<u128> {
+        Some(u128::from_le_bytes(self.array()?))
     }
 
     pub(crate) fn bytes32(&mut self) -> Option<&'a [u8]> {

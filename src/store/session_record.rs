@@ -16,6 +16,8 @@
 //!       | properties_len: u32 LE, properties | payload_len: u32 LE, payload
 //!       | origin: u8 (0: none; 1: a tentative QoS 2 publish, whose origin follows)
 //!           client_id_len: u16 LE, client_id | incarnation: u64 LE | seq: u64 LE
+//!       | cluster: u8 (0: none; 1: its identity in the cluster follows, `broker/message_ids.rs`)
+//!           id: u128 LE
 //!   | released_count: u16 LE, packet_id: u16 LE each (PUBREL sent, PUBCOMP awaited)
 //!   | inbound_count: u16 LE, packet_id: u16 LE each (QoS 2 received, PUBREL awaited)
 //!   | will: u8 (0: none, 1: a delayed will follows)
@@ -24,8 +26,12 @@
 //!       | payload_len: u32 LE, payload
 //!   | incarnation: u64 LE (0: none yet) | committed_seq: u64 LE (its own tentative
 //!     publishes committed up to this number; `broker/origins.rs`)
-//! SESSION body of the second format (kind 5), still read: the same without the origins and
-//!   without incarnation and committed_seq.
+//!   | sent_count: u16 LE, id: u128 LE each (in cluster mode, the identities of the
+//!     messages its client was sent lately, oldest first)
+//! SESSION body of the third format (kind 6), still read: the same without the messages'
+//!   cluster identities and without sent_count and its identities.
+//! SESSION body of the second format (kind 5), still read: the same as kind 6 without the
+//!   origins and without incarnation and committed_seq.
 //! SESSION body of the first format (kind 3), still read: the same as kind 5 without
 //!   offline_since_ms, without each message's packet_id, and without what follows the
 //!   messages.
@@ -49,7 +55,9 @@ pub(super) enum Format {
     First,
     /// Kind 5: no origins.
     Second,
-    /// Kind 6, written now.
+    /// Kind 6: no cluster identities.
+    Third,
+    /// Kind 7, written now.
     Current,
 }
 
@@ -65,6 +73,8 @@ pub struct StoredQueued {
     /// A tentative QoS 2 publish's origin: dropped at load unless committed
     /// (`store/uncommitted.rs`).
     pub origin: Option<StoredOrigin>,
+    /// Its identity in the cluster, if it has one.
+    pub id: Option<u128>,
 }
 
 /// Where a tentative QoS 2 publish came from (`broker/origins.rs`).
@@ -104,6 +114,8 @@ pub struct StoredSession {
     /// 0: none yet (or a record of an older format).
     pub incarnation: u64,
     pub committed_seq: u64,
+    /// The cluster identities of what its client was sent lately, oldest first.
+    pub sent_ids: Vec<u128>,
 }
 
 /// A session to encode, with its wall-clock times fixed by the writer.
@@ -126,7 +138,10 @@ fn message_bytes(queued: &crate::broker::QueuedImage) -> usize {
         .origin
         .as_ref()
         .map_or(0, |origin| 2 + origin.client_id.len() + 16);
+    let id = if message.id.is_some() { 16 } else { 0 };
     1 + origin
+        + 1
+        + id
         + 2
         + 2
         + message.topic.len()
@@ -148,8 +163,12 @@ fn tail_bytes(image: &SessionImage) -> usize {
         let message = &will.message;
         8 + 2 + message.topic.len() + 2 + 8 + 8 + message.properties.len() + message.payload.len()
     });
-    4 + 2 * ids + 1 + will + 16
+    4 + 2 * ids + 1 + will + 16 + 2 + 16 * image.sent_ids.len().min(SENT_IDS_MAX)
 }
+
+/// At most this many identities of what the client was sent are written (`sent_ids_max` is
+/// bounded far below).
+const SENT_IDS_MAX: usize = u16::MAX as usize;
 
 /// Appends a SESSION record to `out`; returns its length. Messages that would take the record
 /// past [`RECORD_BYTES_MAX`] are left out, the oldest first, as a full session queue drops
@@ -215,6 +234,13 @@ pub fn encode(out: &mut Vec<u8>, session: &SessionRef<'_>) -> (usize, usize) {
                 out.extend_from_slice(&origin.seq.to_le_bytes());
             }
         }
+        match message.id {
+            None => out.push(0),
+            Some(id) => {
+                out.push(1);
+                out.extend_from_slice(&id.0.to_le_bytes());
+            }
+        }
     }
     put_ids(out, &image.released);
     put_ids(out, &image.inbound_qos2);
@@ -234,6 +260,12 @@ pub fn encode(out: &mut Vec<u8>, session: &SessionRef<'_>) -> (usize, usize) {
     }
     out.extend_from_slice(&image.incarnation.to_le_bytes());
     out.extend_from_slice(&image.committed_seq.to_le_bytes());
+    // The newest, should there be more than a record says.
+    let sent = &image.sent_ids[image.sent_ids.len().saturating_sub(SENT_IDS_MAX)..];
+    out.extend_from_slice(&(sent.len() as u16).to_le_bytes());
+    for id in sent {
+        out.extend_from_slice(&id.0.to_le_bytes());
+    }
     (record::finish(out, start), first)
 }
 
@@ -300,7 +332,8 @@ pub(super) fn parse(
     format: Format,
 ) -> Option<StoredSession> {
     let current = format != Format::First;
-    let origins = format == Format::Current;
+    let origins = matches!(format, Format::Third | Format::Current);
+    let cluster_ids = format == Format::Current;
     let version = match reader.u8()? {
         3 => ProtocolVersion::V31,
         4 => ProtocolVersion::V311,
@@ -345,12 +378,17 @@ pub(super) fn parse(
             true => origin(reader)?,
             false => None,
         };
+        let id = match cluster_ids {
+            true => cluster_id(reader)?,
+            false => None,
+        };
         messages.push(StoredQueued {
             message,
             retain,
             ids,
             packet_id,
             origin,
+            id,
         });
     }
     let mut session = StoredSession {
@@ -366,6 +404,7 @@ pub(super) fn parse(
         will: None,
         incarnation: 0,
         committed_seq: 0,
+        sent_ids: Vec::new(),
     };
     if current {
         session.released = ids(reader)?;
@@ -390,7 +429,22 @@ pub(super) fn parse(
         session.incarnation = reader.u64()?;
         session.committed_seq = reader.u64()?;
     }
+    if cluster_ids {
+        let count = usize::from(reader.u16()?);
+        session.sent_ids = (0..count)
+            .map(|_| reader.u128())
+            .collect::<Option<Vec<u128>>>()?;
+    }
     Some(session)
+}
+
+/// A message's identity in the cluster, if it has one; `None` if it does not parse.
+fn cluster_id(reader: &mut Reader<'_>) -> Option<Option<u128>> {
+    match reader.u8()? {
+        0 => Some(None),
+        1 => Some(Some(reader.u128()?)),
+        _ => None,
+    }
 }
 
 /// A message's origin, if it has one; `None` if it does not parse.
@@ -409,6 +463,7 @@ fn origin(reader: &mut Reader<'_>) -> Option<Option<StoredOrigin>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::broker::message_ids::MessageId;
     use crate::broker::{Origin, QueuedImage, RoutedMessage, WillImage};
     use crate::store::record::{HEADER_BYTES, Record, scan};
     use std::sync::Arc;
@@ -421,6 +476,7 @@ mod tests {
     fn image() -> SessionImage {
         let mut message = RoutedMessage::new("score/1", b"2-1", QoS::AtLeastOnce, false);
         message.properties = Box::from(&[0x03, 0x00, 0x01, b'j'][..]);
+        message.id = Some(MessageId(0xfeed_0000_0000_0000_0000_0000_0000_0077));
         SessionImage {
             client_id: "fan-7".into(),
             version: ProtocolVersion::V5,
@@ -454,6 +510,7 @@ mod tests {
                 QueuedImage {
                     message: Arc::new(RoutedMessage {
                         origin: Some(Arc::new(Origin::new("pub-2", u64::MAX - 1, 300))),
+                        id: None,
                         ..RoutedMessage::new("a", b"", QoS::ExactlyOnce, true)
                     }),
                     qos: QoS::ExactlyOnce,
@@ -475,6 +532,7 @@ mod tests {
             }),
             incarnation: 0x0102_0304_0506_0708,
             committed_seq: 41,
+            sent_ids: vec![MessageId(5), MessageId(u128::MAX)],
         }
     }
 
@@ -524,8 +582,11 @@ mod tests {
         assert_eq!(&*first.message.properties, &[0x03, 0x00, 0x01, b'j']);
         assert_eq!(&*first.message.payload, b"2-1");
         assert_eq!(first.origin, None);
+        assert_eq!(first.id, Some(0xfeed_0000_0000_0000_0000_0000_0000_0077));
         let second = &session.messages[1];
         assert_eq!(second.packet_id, None);
+        assert_eq!(second.id, None);
+        assert_eq!(session.sent_ids, [5, u128::MAX]);
         let origin = StoredOrigin {
             client_id: "pub-2".into(),
             incarnation: u64::MAX - 1,
@@ -642,10 +703,9 @@ mod tests {
         );
     }
 
-    /// A SESSION record of the second format (kind 5), as fanfare wrote it before origins:
-    /// the current body without them loads, with no origin, incarnation or commit.
-    #[test]
-    fn a_second_format_session_still_loads() {
+    /// The current body of an image with one message, "hi", without a cluster identity and
+    /// with none sent: the start of the older formats' bodies.
+    fn current_body_of_one_message() -> Vec<u8> {
         let image = SessionImage {
             messages: vec![QueuedImage {
                 message: Arc::new(RoutedMessage::new("t/1", b"hi", QoS::ExactlyOnce, false)),
@@ -654,6 +714,7 @@ mod tests {
                 ids: vec![],
                 packet_id: Some(id(5)),
             }],
+            sent_ids: Vec::new(),
             ..image()
         };
         let mut bytes = Vec::new();
@@ -664,18 +725,61 @@ mod tests {
                 ..session_ref(&image)
             },
         );
-        // Kind 5: no origin byte after the message's payload, nothing after the will.
-        bytes.truncate(bytes.len() - 16);
-        bytes[HEADER_BYTES] = 5;
-        let payload_end = bytes
+        bytes
+    }
+
+    /// Where the message's payload of [`current_body_of_one_message`] ends.
+    fn payload_end(bytes: &[u8]) -> usize {
+        bytes
             .windows(2)
             .rposition(|window| window == b"hi")
             .expect("the payload")
-            + 2;
-        assert_eq!(bytes.remove(payload_end), 0, "the origin byte");
+            + 2
+    }
+
+    /// `bytes` as a record of `kind` again: its length and checksum.
+    fn rewrite_as(bytes: &mut [u8], kind: u8) {
+        bytes[HEADER_BYTES] = kind;
         let length = (bytes.len() - HEADER_BYTES) as u32;
         bytes[..4].copy_from_slice(&length.to_le_bytes());
-        recheck(&mut bytes);
+        recheck(bytes);
+    }
+
+    /// A SESSION record of the third format (kind 6), as fanfare wrote it before cluster
+    /// identities: the current body without them loads, with none.
+    #[test]
+    fn a_third_format_session_still_loads() {
+        let mut bytes = current_body_of_one_message();
+        // Kind 6: no identity byte after the origin byte, no sent count at the end.
+        bytes.truncate(bytes.len() - 2);
+        let end = payload_end(&bytes);
+        assert_eq!(bytes.remove(end + 1), 0, "the identity byte");
+        rewrite_as(&mut bytes, 6);
+        let found = scan(&bytes, false).expect("clean");
+        let [Record::Session { session, .. }] = &found.records[..] else {
+            panic!("one session record: {:?}", found.records);
+        };
+        assert_eq!(&*session.messages[0].message.payload, b"hi");
+        assert_eq!(session.messages[0].id, None);
+        assert!(session.sent_ids.is_empty());
+        assert_eq!(
+            (session.incarnation, session.committed_seq),
+            (0x0102_0304_0506_0708, 41)
+        );
+    }
+
+    /// A SESSION record of the second format (kind 5), as fanfare wrote it before origins:
+    /// the current body without them loads, with no origin, incarnation or commit.
+    #[test]
+    fn a_second_format_session_still_loads() {
+        let mut bytes = current_body_of_one_message();
+        // Kind 5: no origin or identity byte after the message's payload, nothing after the
+        // will.
+        bytes.truncate(bytes.len() - 18);
+        let end = payload_end(&bytes);
+        assert_eq!(bytes.remove(end), 0, "the origin byte");
+        assert_eq!(bytes.remove(end), 0, "the identity byte");
+        rewrite_as(&mut bytes, 5);
         let found = scan(&bytes, false).expect("clean");
         let [Record::Session { session, .. }] = &found.records[..] else {
             panic!("one session record: {:?}", found.records);
@@ -700,6 +804,7 @@ mod tests {
             released: Vec::new(),
             inbound_qos2: Vec::new(),
             delayed_will: None,
+            sent_ids: Vec::new(),
             ..image()
         };
         let mut bytes = Vec::new();
@@ -711,8 +816,8 @@ mod tests {
             },
         );
         // The body ends: message count (4), released count (2), inbound count (2), will (1),
-        // incarnation and commit (16).
-        let end = bytes.len() - 16;
+        // incarnation and commit (16), sent count (2).
+        let end = bytes.len() - 18;
         let mut damaged = bytes.clone();
         damaged[end - 9..end - 5].copy_from_slice(&u32::MAX.to_le_bytes());
         recheck(&mut damaged);
@@ -803,6 +908,7 @@ mod tests {
             delayed_will: None,
             released: vec![id(4)],
             inbound_qos2: Vec::new(),
+            sent_ids: Vec::new(),
             ..image()
         };
         let mut bytes = Vec::new();
@@ -814,8 +920,8 @@ mod tests {
             },
         );
         // The released identifier sits before the inbound count (2), the will byte (1),
-        // incarnation and commit (16).
-        let end = bytes.len() - 16;
+        // incarnation and commit (16), sent count (2).
+        let end = bytes.len() - 18;
         bytes[end - 5..end - 3].copy_from_slice(&0u16.to_le_bytes());
         recheck(&mut bytes);
         assert_eq!(

@@ -71,6 +71,7 @@ mod tests {
             will: None,
             incarnation,
             committed_seq,
+            sent_ids: Vec::new(),
         }
     }
 
@@ -91,6 +92,7 @@ mod tests {
                 incarnation,
                 seq,
             }),
+            id: None,
         }
     }
 

@@ -2,6 +2,7 @@
 //! into another broker (as after a restart) resumed with its subscriptions and messages.
 
 use super::*;
+use crate::broker::message_ids::SentWindow;
 
 fn qos1(packet_id: u16) -> Delivery {
     Delivery::AtLeastOnce(id(packet_id))
@@ -281,4 +282,39 @@ fn a_session_handed_over_ends_here_as_moved_and_resumes_on_the_other_node() {
         Got::ConnAck(true, ConnectReturnCode::Accepted)
     );
     assert_eq!(step.publishes(1)[0].payload, b"queued");
+}
+
+/// In cluster mode a QoS 1/2 publish gets its identity where it enters, before its first
+/// delivery, and a connected persistent session's image lists what it was sent within the
+/// margin: what a replay after the node's death skips (`message_ids.rs`).
+#[test]
+fn in_cluster_mode_an_image_knows_what_its_client_was_sent_by_identity() {
+    let mut h = Harness::new();
+    h.broker.join_cluster();
+    h.broker.keep_session_writes();
+    h.broker.remember_sent(SentWindow {
+        margin: Duration::from_secs(2),
+        max: 2,
+    });
+    h.connect(1, &Client::new("fan").persistent());
+    h.packet(1, &subscribe(1, &[("m/#", QoS::AtLeastOnce)]));
+    h.connect(2, &Client::new("pub"));
+    let mut sent = Vec::new();
+    for (n, payload) in [b"1", b"2", b"3"].iter().enumerate() {
+        let step = h.packet(2, &publish("m/x", *payload, qos1(n as u16 + 1), false));
+        let [message] = &step.to_remote[..] else {
+            panic!("one publish for the cluster: {:?}", step.to_remote);
+        };
+        sent.push(message.id.expect("a QoS 1 publish has an identity"));
+    }
+    assert_ne!(sent[0], sent[1]);
+    let step = h.packet(2, &publish("m/x", b"0", Delivery::AtMostOnce, false));
+    assert_eq!(step.to_remote[0].id, None, "QoS 0 needs none");
+    let image = images(&mut h)
+        .into_iter()
+        .find(|image| &*image.client_id == "fan")
+        .expect("the subscriber's image");
+    assert_eq!(image.sent_ids, sent[1..], "the newest `max`, oldest first");
+    let queued: Vec<_> = image.messages.iter().map(|q| q.message.id).collect();
+    assert_eq!(queued, sent.iter().copied().map(Some).collect::<Vec<_>>());
 }
