@@ -44,6 +44,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
+use super::bucket_marks::BucketMarks;
 use super::client_ids::{Remembered, TakenOver};
 use super::sessions::{SessionFetch, SessionFetched, SessionOut, SessionTake};
 use crate::broker::RoutedMessage;
@@ -163,6 +164,8 @@ pub struct ClusterLink {
     /// Per shard: tickets JetStream answered, and whether it stored their publishes.
     settled: Vec<SegQueue<(u64, bool)>>,
     mailboxes: Arc<Mailboxes>,
+    /// Under `sync`: how far the bucket holds each shard's flushes.
+    pub bucket_marks: Arc<BucketMarks>,
     pub figures: ClusterFigures,
     /// How much of their own announcements the shards remember (`client_ids.rs`).
     pub remembered: Remembered,
@@ -211,6 +214,7 @@ impl ClusterLink {
             settled: (0..mailboxes.shard_count())
                 .map(|_| SegQueue::new())
                 .collect(),
+            bucket_marks: Arc::new(BucketMarks::new(Arc::clone(&mailboxes))),
             mailboxes,
             figures: ClusterFigures::default(),
             remembered: Remembered {

@@ -7,10 +7,12 @@
 //! - `retained.rs`: retained messages in a JetStream stream that every node follows.
 //! - `sessions.rs`: persistent sessions in a JetStream bucket, moved to the node their
 //!   client connects to.
+//! - `bucket_marks.rs`: under `sync`, how far the bucket holds each shard's flushes.
 //! - `qos.rs`: QoS 1/2 publishes on a JetStream stream, read by each node's consumers.
 //! - `bridge.rs`: the thread that runs the NATS client, off the shard loops.
 
 pub mod bridge;
+pub mod bucket_marks;
 pub mod client_ids;
 pub mod headers;
 pub mod link;

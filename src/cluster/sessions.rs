@@ -39,6 +39,7 @@ use futures::StreamExt;
 use log::{info, warn};
 use tokio::sync::{Mutex, Notify, Semaphore};
 
+use super::bucket_marks::Writing;
 use super::link::ClusterLink;
 use super::qos::QosStream;
 use super::subject::filter_subjects;
@@ -123,12 +124,26 @@ impl HandedOver {
     }
 }
 
+/// A shard's flush whose session images the bucket is to hold before what the flush gated
+/// is sent (`shard/durable_sends.rs`): in cluster mode a session lives on in the bucket when
+/// its node dies, so under `sync` a PUBLISH or PUBREL sent before the bucket holds what
+/// allowed it can come again from the node the session moves to, a second delivery of a
+/// QoS 2 message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BucketMark {
+    pub shard: usize,
+    pub mark: u64,
+}
+
 /// What the shards hand the bridge about their persistent sessions, in the order it is to
 /// reach NATS.
 #[derive(Debug)]
 pub enum SessionOut {
-    /// The image of a session this node holds, for the bucket.
-    Put(Box<SessionImage>),
+    /// The image of a session this node holds, for the bucket; under `durability = "sync"`,
+    /// with the mark of the shard's flush that took it: what that shard sends the session's
+    /// client after the flush waits until the bucket holds every image of the flush
+    /// ([`BucketMark`]).
+    Put(Box<SessionImage>, Option<BucketMark>),
     /// A session that ended here: its key goes.
     Delete(Box<str>),
     /// The answer to another node's take (`asker`, when it said its name): the image of
@@ -328,7 +343,7 @@ impl Sessions {
         let _writing = self.writing.lock().await;
         while let Some(out) = self.link.next_session_out() {
             match out {
-                SessionOut::Put(image) => self.put(*image).await,
+                SessionOut::Put(image, mark) => self.put(*image, mark).await,
                 SessionOut::Delete(client_id) => self.delete(&client_id).await,
                 SessionOut::Handed {
                     reply,
@@ -354,7 +369,7 @@ impl Sessions {
         self.link.sessions_finished();
     }
 
-    async fn put(&self, image: SessionImage) {
+    async fn put(&self, image: SessionImage, mark: Option<BucketMark>) {
         let client_id = image.client_id.clone();
         let (record, left_out) =
             encode_session_image(image, Instant::now(), unix_ms(SystemTime::now()));
@@ -364,18 +379,28 @@ impl Sessions {
             );
         }
         let value = value_of(&self.node, &record);
-        self.store(&client_id, HeaderMap::new(), value.into()).await;
+        let written = mark.map(|mark| self.link.bucket_marks.writing(mark));
+        self.store(&client_id, HeaderMap::new(), value.into(), written)
+            .await;
     }
 
     async fn delete(&self, client_id: &str) {
         let mut headers = HeaderMap::new();
         headers.insert(KV_OPERATION, "DEL");
-        self.store(client_id, headers, Bytes::new()).await;
+        self.store(client_id, headers, Bytes::new(), None).await;
     }
 
     /// Publishes a value (or a delete) of `client_id`'s key; its acknowledgement is awaited
-    /// on a task of its own and counted.
-    async fn store(&self, client_id: &str, headers: HeaderMap, value: Bytes) {
+    /// on a task of its own and counted. `written`, answered or not, is done with then: a
+    /// write that fails (NATS gone) holds nothing back, the session is written again at its
+    /// next change.
+    async fn store(
+        &self,
+        client_id: &str,
+        headers: HeaderMap,
+        value: Bytes,
+        written: Option<Writing>,
+    ) {
         if let Err(e) = self.bucket().await {
             store_failed(&self.link, client_id, &e.to_string());
             return;
@@ -404,6 +429,7 @@ impl Sessions {
                 }
                 Err(e) => store_failed(&link, &client_id, &e.to_string()),
             }
+            drop(written);
             drop(permit);
         });
     }

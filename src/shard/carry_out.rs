@@ -53,15 +53,20 @@ impl Shard {
     fn hold_until_durable(&mut self, id: ConnId, item: Held) -> Option<Held> {
         // Only `sync` keeps sends: under the other modes (every send of the fan-out path) the
         // store's durable mark is not read at all.
-        let Some(persist) = self
+        let Some(disk) = self
             .persist
-            .as_mut()
+            .as_ref()
             .filter(|persist| persist.sends.is_some())
+            .map(|persist| persist.durable_mark())
         else {
             return Some(item);
         };
-        let durable = persist.durable_mark();
-        let Some(sends) = persist.sends.as_mut() else {
+        let durable = self.sends_durable_mark(disk);
+        let Some(sends) = self
+            .persist
+            .as_mut()
+            .and_then(|persist| persist.sends.as_mut())
+        else {
             return Some(item);
         };
         let bytes_max = usize::try_from(self.config.limits.queue_bytes_max).unwrap_or(usize::MAX);
@@ -88,8 +93,13 @@ impl Shard {
         if persist.sends.as_ref().is_none_or(DurableSends::is_empty) {
             return;
         }
-        let durable = persist.durable_mark();
-        let Some(mut sends) = persist.sends.take() else {
+        let disk = persist.durable_mark();
+        let durable = self.sends_durable_mark(disk);
+        let Some(mut sends) = self
+            .persist
+            .as_mut()
+            .and_then(|persist| persist.sends.take())
+        else {
             return;
         };
         sends.release(durable, |id, item| match item {

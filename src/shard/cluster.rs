@@ -18,7 +18,7 @@ use log::warn;
 use super::Shard;
 use super::peer::{Phase, SessionWait};
 use crate::broker::SessionWrite;
-use crate::cluster::sessions::{SessionFetch, SessionFetched, SessionOut};
+use crate::cluster::sessions::{BucketMark, SessionFetch, SessionFetched, SessionOut};
 use crate::cluster::{ClusterLink, FROM_CLUSTER_PER_TURN_MAX, INTAKE_SHARD};
 use crate::cluster::{QosPublish, Ticket};
 use crate::protocol::mqtt::QoS;
@@ -199,7 +199,7 @@ impl Shard {
 
     fn sync_sessions(&mut self) {
         let writes = self.broker.take_session_writes();
-        self.share_sessions(&writes);
+        self.share_sessions(&writes, None);
     }
 
     /// At stop, after the store's last flush: the sessions' last changes (the stop's
@@ -227,21 +227,26 @@ impl Shard {
                 );
                 return;
             }
-            self.share_sessions(&writes);
+            self.share_sessions(&writes, None);
             std::thread::sleep(Duration::from_millis(1));
         }
     }
 
     /// Queues `writes` for the cluster's bucket; those the queue has no room for are noted
-    /// again in the broker, for the next time.
-    pub(super) fn share_sessions(&mut self, writes: &[SessionWrite]) {
+    /// again in the broker, for the next time. Under `sync`, `mark` is the flush's that took
+    /// them, which what it gated waits for in the bucket too (`cluster/bucket_marks.rs`).
+    pub(super) fn share_sessions(&mut self, writes: &[SessionWrite], mark: Option<u64>) {
         let Some(link) = &self.cluster else {
             return;
         };
+        let bucket_mark = mark.map(|mark| BucketMark {
+            shard: self.id,
+            mark,
+        });
         let mut left = Vec::new();
         for write in writes {
             let out = match write {
-                SessionWrite::Set(image) => SessionOut::Put(Box::new(image.clone())),
+                SessionWrite::Set(image) => SessionOut::Put(Box::new(image.clone()), bucket_mark),
                 SessionWrite::Ended(client_id) => SessionOut::Delete(client_id.clone()),
                 // The node it moved to writes it.
                 SessionWrite::Moved(_) => continue,
@@ -253,8 +258,20 @@ impl Shard {
         if !writes.is_empty() {
             link.pipes.wake_remote();
         }
+        if let Some(mark) = mark {
+            self.bucket_gate.shared(mark, left.is_empty());
+        }
         if !left.is_empty() {
             self.broker.return_session_writes(left);
+        }
+    }
+
+    /// What a connection's held sends may go up to (`durable_sends.rs`): the flushes on
+    /// disk, `disk`, and in cluster mode those the bucket holds too.
+    pub(super) fn sends_durable_mark(&mut self, disk: u64) -> u64 {
+        match &self.cluster {
+            Some(link) => disk.min(self.bucket_gate.held(link.bucket_marks.held(self.id))),
+            None => disk,
         }
     }
 
@@ -404,5 +421,72 @@ impl Shard {
             }
             _ => crate::metrics::ClusterCounts::default(),
         }
+    }
+}
+
+/// Under `sync`, the flushes whose images the bridge's queue had no room for: they go back to
+/// the broker and with a later flush, so the bucket holding the marks up to theirs says
+/// nothing of them. Until the bucket holds the later flush that took them again, nothing
+/// from the first refused mark on counts as held.
+#[derive(Debug, Default)]
+pub(super) struct BucketGate {
+    /// The first flush of which an image was refused.
+    refused_at: Option<u64>,
+    /// The first later flush all of whose images were queued: the refused ones among them.
+    shared_again_at: Option<u64>,
+}
+
+impl BucketGate {
+    /// Flush `mark`'s images were queued (`all`), or some were refused.
+    fn shared(&mut self, mark: u64, all: bool) {
+        match (all, self.refused_at) {
+            (false, _) => {
+                self.refused_at.get_or_insert(mark);
+                self.shared_again_at = None;
+            }
+            (true, Some(refused)) if mark > refused && self.shared_again_at.is_none() => {
+                self.shared_again_at = Some(mark);
+            }
+            (true, _) => {}
+        }
+    }
+
+    /// The highest mark held, given that the bucket answered every write up to `answered`.
+    fn held(&mut self, answered: u64) -> u64 {
+        match (self.refused_at, self.shared_again_at) {
+            (None, _) => answered,
+            (Some(_), Some(again)) if answered >= again => {
+                *self = BucketGate::default();
+                answered
+            }
+            (Some(refused), _) => answered.min(refused - 1),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::BucketGate;
+
+    #[test]
+    fn a_refused_image_holds_the_gate_until_the_flush_that_took_it_again_is_held() {
+        let mut gate = BucketGate::default();
+        gate.shared(1, true);
+        assert_eq!(gate.held(1), 1);
+        gate.shared(2, false);
+        assert_eq!(
+            gate.held(2),
+            1,
+            "flush 2's refused image is not in the bucket"
+        );
+        gate.shared(3, false);
+        gate.shared(4, true);
+        assert_eq!(gate.held(3), 1, "flush 4 took them again, not held yet");
+        assert_eq!(
+            gate.held(4),
+            4,
+            "held: the refused images are in the bucket"
+        );
+        assert_eq!(gate.held(5), 5, "and the gate is open again");
     }
 }

@@ -243,6 +243,9 @@ struct Shard {
     /// Cluster mode without a data directory: when the persistent sessions that changed next
     /// go to the cluster's bucket (with one, they go with the store's flushes).
     next_session_sync: Instant,
+    /// Cluster mode under `sync`: flushes whose images the bridge's queue had no room for
+    /// (`cluster.rs`).
+    bucket_gate: cluster::BucketGate,
     /// The queues to and from each bridge (`bridges.rs`).
     bridges: Vec<Arc<BridgeLink>>,
     /// On the intake shard: each bridge's state as last published to `$SYS`; `None` before
@@ -420,6 +423,7 @@ impl Shard {
             announced: Default::default(),
             retained_from_cluster_rejected: 0,
             next_session_sync: now,
+            bucket_gate: Default::default(),
             bridge_states: vec![None; setup.bridges.len()],
             bridges_refusing: 0,
             bridges: setup.bridges,

@@ -127,7 +127,12 @@ impl Shard {
         };
         let retained = self.broker.take_retained_writes();
         let sessions = self.broker.take_session_writes();
-        self.share_sessions(&sessions);
+        // Under `sync`, the mark this flush gets if the store's queue takes it (below).
+        let bucket_mark = self
+            .persist
+            .as_ref()
+            .and_then(|persist| persist.sends.as_ref().map(|_| persist.accepted + 1));
+        self.share_sessions(&sessions, bucket_mark);
         let mut mark = 0;
         if let Some(persist) = self.persist.as_mut()
             && let Some(sends) = persist.sends.as_mut()

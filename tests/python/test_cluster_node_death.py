@@ -1,14 +1,18 @@
-"""A fanfare node killed while QoS 1 messages stream to its persistent sessions
-(docs/scale-out.md, "A node that dies"): every message its publisher had acknowledged reaches
-each session where it resumes, the one that was offline in order and once, the one that was
-connected at least once. The messages on their way to the node when it last wrote a session
-are the ones at risk: published before that write, read from JetStream after it.
+"""A fanfare node killed while QoS 1/2 messages stream to its persistent sessions
+(docs/scale-out.md, "Persistent sessions across nodes"): every message its publisher had
+acknowledged reaches each session where it resumes, the one that was offline in order and
+once, the one that was connected at least once. The messages on their way to the node when it
+last wrote a session are the ones at risk: published before that write, read from JetStream
+after it. Under `durability = "sync"` a QoS 2 subscriber connected to the dying node gets
+each message exactly once.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+
+import rawmqtt
 
 import pytest
 
@@ -37,17 +41,21 @@ def nats(tmp_path_factory):
     cluster.stop()
 
 
-@pytest.fixture
-def three(start, nats):
+def start_three(start, nats, args=lambda i: [], config: dict | None = None) -> list:
     brokers = []
     for i, server in enumerate(nats.servers):
-        brokers.append(start(shards=2, args=["--nats", server.url],
-                             config={"cluster": {"node": f"node{i + 1}"}}))
+        brokers.append(start(shards=2, args=["--nats", server.url, *args(i)],
+                             config={"cluster": {"node": f"node{i + 1}"}, **(config or {})}))
     for broker in brokers:
         wait_for_metric(broker, "fanfare_cluster_connected", lambda v: v == 1)
         wait_for_metric(broker, "fanfare_cluster_qos_stream_ready", lambda v: v == 1,
                         timeout_s=STREAM_READY_TIMEOUT_S)
     return brokers
+
+
+@pytest.fixture
+def three(start, nats):
+    return start_three(start, nats)
 
 
 def drain(client, until, timeout_s: float) -> list[bytes]:
@@ -62,6 +70,25 @@ def drain(client, until, timeout_s: float) -> list[bytes]:
     return got
 
 
+def publishing(pub, topic: str, qos: int):
+    """Publishes "0", "1", ... to `topic` on a thread until the returned event is set;
+    `acked` fills with the payloads acknowledged, in order."""
+    acked: list[bytes] = []
+    stop = threading.Event()
+
+    def publish() -> None:
+        n = 0
+        while not stop.is_set():
+            payload = b"%d" % n
+            pub.publish(topic, payload, qos)
+            acked.append(payload)
+            n += 1
+
+    thread = threading.Thread(target=publish, daemon=True)
+    thread.start()
+    return acked, stop, thread
+
+
 def test_no_acknowledged_message_is_lost_when_the_node_holding_the_session_dies(
         three, clients, topic):
     a, b, c = three
@@ -73,20 +100,7 @@ def test_no_acknowledged_message_is_lost_when_the_node_holding_the_session_dies(
     here.subscribe(topic, 1)
     wait_for_metric(a, "fanfare_cluster_qos_consumers", lambda v: v >= 1)
 
-    pub = clients(b, "tcp")
-    acked: list[bytes] = []
-    stop = threading.Event()
-
-    def publish() -> None:
-        n = 0
-        while not stop.is_set():
-            payload = b"%d" % n
-            pub.publish(topic, payload, 1)
-            acked.append(payload)
-            n += 1
-
-    publisher = threading.Thread(target=publish, daemon=True)
-    publisher.start()
+    acked, stop, publisher = publishing(clients(b, "tcp"), topic, 1)
     try:
         before = drain(here, lambda got: len(got) >= BEFORE_KILL, RESUME_TIMEOUT_S)
         assert len(before) >= BEFORE_KILL, "the stream reaches node 1"
@@ -111,3 +125,72 @@ def test_no_acknowledged_message_is_lost_when_the_node_holding_the_session_dies(
     after = drain(again, lambda got: want <= set(before) | set(got), RESUME_TIMEOUT_S)
     missing = want - set(before) - set(after)
     assert not missing, f"the connected session lost {sorted(missing, key=int)[:10]}"
+
+
+class QoS2Receiver:
+    """A QoS 2 subscriber that keeps its in-flight state across connections, as a client
+    with a persistent session must: a message is delivered at its PUBREL, once, and a
+    PUBLISH whose packet identifier it holds is not a new message [MQTT-4.3.3-9]."""
+
+    def __init__(self, client_id: str):
+        self.client_id = client_id
+        self.holding: dict[int, bytes] = {}
+        self.delivered: list[bytes] = []
+
+    def connect(self, raw, broker) -> rawmqtt.Mqtt:
+        conn = raw(broker, "tcp")
+        connack = conn.handshake(self.client_id, clean=False)
+        assert connack.body[1] == 0, f"CONNACK {connack.body!r}"
+        return conn
+
+    def serve(self, conn: rawmqtt.Mqtt, until, timeout_s: float) -> None:
+        """Answers the broker until `until()` holds, the connection ends or time is out."""
+        deadline = time.monotonic() + timeout_s
+        while not until() and time.monotonic() < deadline:
+            try:
+                packet = conn.read(timeout=0.2)
+            except TimeoutError:
+                continue
+            except (rawmqtt.Closed, OSError):
+                return
+            if packet.ptype == rawmqtt.PUBLISH:
+                assert packet.qos == 2, packet
+                self.holding.setdefault(packet.packet_id, packet.payload)
+                conn.send(rawmqtt.ack(rawmqtt.PUBREC, packet.packet_id))
+            elif packet.ptype == rawmqtt.PUBREL:
+                if packet.packet_id in self.holding:
+                    self.delivered.append(self.holding.pop(packet.packet_id))
+                conn.send(rawmqtt.ack(rawmqtt.PUBCOMP, packet.packet_id))
+
+
+def test_under_sync_a_qos2_subscriber_gets_each_message_once_across_its_nodes_death(
+        start, nats, clients, raw, topic, tmp_path):
+    """Under `sync` what a node sends a persistent session's client waits until the bucket
+    holds the session's state that allowed it (`cluster/bucket_marks.rs`): the node it
+    resumes on after the kill neither sends a completed message again nor forgets one."""
+    a, b, c = start_three(start, nats, lambda i: ["--data-dir", str(tmp_path / f"data{i}")],
+                          {"durability": "sync"})
+    receiver = QoS2Receiver(unique_id("once"))
+    conn = receiver.connect(raw, a)
+    conn.send(rawmqtt.subscribe(1, (topic, 2)))
+    conn.expect(rawmqtt.SUBACK)
+    wait_for_metric(a, "fanfare_cluster_qos_consumers", lambda v: v >= 1)
+
+    acked, stop, publisher = publishing(clients(b, "tcp"), topic, 2)
+    try:
+        receiver.serve(conn, lambda: len(receiver.delivered) >= BEFORE_KILL, RESUME_TIMEOUT_S)
+        assert len(receiver.delivered) >= BEFORE_KILL, "the stream reaches node 1"
+        killer = threading.Timer(0.05, a.kill)
+        killer.start()
+        # Answering to the end: the kill falls while exchanges are under way.
+        receiver.serve(conn, lambda: False, RESUME_TIMEOUT_S)
+        killer.join()
+        stop.wait(AFTER_KILL_S)
+    finally:
+        stop.set()
+        publisher.join()
+
+    conn = receiver.connect(raw, c)
+    receiver.serve(conn, lambda: len(receiver.delivered) >= len(acked), RESUME_TIMEOUT_S)
+    receiver.serve(conn, lambda: False, 0.5)
+    assert receiver.delivered == acked, "every acknowledged message once, in order"
