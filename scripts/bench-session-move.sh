@@ -12,6 +12,9 @@
 #   STORM=1 scripts/bench-session-move.sh   # after the kill, every client reconnects at once;
 #                                           # one refused (Server unavailable) tries again
 #                                           # 0.2-1 s later, as clients with back-off do
+#   FILTERS=2 STORM=1 scripts/bench-session-move.sh  # each session also subscribes to a
+#                                           # second filter, which nothing is published to:
+#                                           # a replay then reads every subject, not one
 #
 # Two nodes of one shard each on one nats-server with JetStream; every process shares the
 # machine's cores. Results (JSON, logs) in target/bench-session-move/. Not part of the suite.
@@ -21,6 +24,7 @@ OUT=$(cd "$(dirname "$0")/.." && pwd)/target/bench-session-move
 SESSIONS=${SESSIONS:-200}
 QUEUED=${QUEUED:-10}
 STORM=${STORM:-0}
+FILTERS=${FILTERS:-1}
 source "$(dirname "$0")/bench-common.sh"
 
 NATS_PORT=$(free_port)
@@ -41,14 +45,14 @@ start_node b --shards 1 --config "$OUT/b.toml" --nats "nats://127.0.0.1:$NATS_PO
 PID_B=$PID PORT_B=$PORT_TCP
 log "nodes a (:$PORT_A) and b (:$PORT_B) on nats-server :$NATS_PORT; $SESSIONS sessions, $QUEUED queued QoS 1 messages each"
 
-python3 - "$PORT_A" "$PORT_B" "$PID_B" "$SESSIONS" "$QUEUED" "$STORM" "$OUT/results.json" <<'PY'
+python3 - "$PORT_A" "$PORT_B" "$PID_B" "$SESSIONS" "$QUEUED" "$STORM" "$FILTERS" "$OUT/results.json" <<'PY'
 import json, os, random, selectors, signal, statistics, sys, time
 
 sys.path.insert(0, "tests/python")
 import rawmqtt as mqtt
 
-port_a, port_b, pid_b, sessions, queued, storm = map(int, sys.argv[1:7])
-results_path = sys.argv[7]
+port_a, port_b, pid_b, sessions, queued, storm, filters = map(int, sys.argv[1:8])
+results_path = sys.argv[8]
 # How long a storm's last session may take before the rest count as missing.
 STORM_TIMEOUT_S = 60.0
 HOST = "127.0.0.1"
@@ -105,7 +109,8 @@ def subscribe_all(port: int) -> None:
         c = Client(port)
         c.send(mqtt.connect(cid(n), clean=False))
         c.read_type(CONNACK)
-        c.send(mqtt.subscribe(1, (topic(n), 1)))
+        extra = [(f"quiet/{n}/{f}", 1) for f in range(1, filters)]
+        c.send(mqtt.subscribe(1, (topic(n), 1), *extra))
         c.read_type(SUBACK)
         c.close()
 
@@ -151,7 +156,7 @@ def resume_all(port: int, round_: str) -> dict:
         queued_ms.append((t2 - t0) * 1000)
     q = lambda xs, p: statistics.quantiles(xs, n=100, method="inclusive")[p - 1]
     return {
-        "sessions": sessions, "queued_each": queued,
+        "sessions": sessions, "queued_each": queued, "filters": filters,
         "connack_ms": {"p50": q(connack_ms, 50), "p99": q(connack_ms, 99), "max": max(connack_ms)},
         "all_queued_ms": {"p50": q(queued_ms, 50), "p99": q(queued_ms, 99), "max": max(queued_ms)},
         "session_absent": absent, "messages_missing": missing,
@@ -223,7 +228,7 @@ def resume_storm(port: int, round_: str) -> dict:
     done_ms = [st["done"] * 1000 for st in state.values() if st["done"] is not None]
     q = lambda xs, p: statistics.quantiles(xs, n=100, method="inclusive")[p - 1] if len(xs) > 1 else (xs or [0])[0]
     return {
-        "sessions": sessions, "queued_each": queued, "storm": True, "refused": refused,
+        "sessions": sessions, "queued_each": queued, "filters": filters, "storm": True, "refused": refused,
         "connack_ms": {"p50": q(connack_ms, 50), "p99": q(connack_ms, 99), "max": max(connack_ms, default=0)},
         "all_queued_ms": {"p50": q(done_ms, 50), "p99": q(done_ms, 99), "max": max(done_ms, default=0)},
         "session_absent": sum(1 for st in state.values() if not st["present"]),

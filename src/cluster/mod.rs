@@ -9,6 +9,7 @@
 //!   client connects to.
 //! - `bucket_marks.rs`: under `sync`, how far the bucket holds each shard's flushes.
 //! - `qos.rs`: QoS 1/2 publishes on a JetStream stream, read by each node's consumers.
+//! - `replay.rs`: the QoS stream read again for the sessions of a node that died.
 //! - `bridge.rs`: the thread that runs the NATS client, off the shard loops.
 
 pub mod bridge;
@@ -17,6 +18,7 @@ pub mod client_ids;
 pub mod headers;
 pub mod link;
 pub mod qos;
+mod replay;
 pub mod retained;
 pub mod sessions;
 pub mod subject;

@@ -25,7 +25,7 @@
 //! - **Failure.** NATS gone, JetStream missing or an answer later than the timeout: the
 //!   CONNECT gets a new session, and `fanfare_cluster_session_fetches_failed_total` counts it.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
@@ -42,13 +42,10 @@ use tokio::sync::{Mutex, Notify, Semaphore};
 use super::bucket_marks::Writing;
 use super::link::ClusterLink;
 use super::qos::QosStream;
-use super::subject::filter_subjects;
-use crate::broker::message_ids::MessageId;
-use crate::broker::{Broker, QueuedImage, RoutedMessage, SessionImage};
+use super::replay::{Reader, Replays};
+use crate::broker::{Broker, SessionImage};
 use crate::config::{ClusterSettings, Limits};
 use crate::conn::ConnId;
-use crate::protocol::mqtt::QoS;
-use crate::protocol::mqtt::topic::filter_matches;
 use crate::store::{decode_session_image, encode_session_image, unix_ms};
 
 /// Session writes whose acknowledgement has not come yet; past it the writer waits for one.
@@ -241,10 +238,8 @@ pub(super) struct Sessions {
     fetch_timeout: Duration,
     client_id_bytes_max: usize,
     link: Arc<ClusterLink>,
-    /// The QoS stream, read again for a session whose node is gone.
-    qos: Arc<QosStream>,
-    /// What one session's replay may queue (`session_queue_bytes_max`).
-    queue_bytes_max: u64,
+    /// The QoS stream read again for the sessions whose node is gone.
+    replays: Replays,
     /// How long before an image's write its replay begins (`session_replay_margin_ms`).
     replay_margin: Duration,
     /// The bucket, once made or found.
@@ -268,17 +263,25 @@ impl Sessions {
         link: Arc<ClusterLink>,
         qos: Arc<QosStream>,
     ) -> Sessions {
-        Sessions {
+        let jetstream = jetstream::new(client.clone());
+        let fetch_timeout = Duration::from_millis(settings.session_fetch_timeout_ms.into());
+        // Half the fetch's time at most: a replay cut short still leaves the session.
+        let reader = Reader::new(
+            jetstream.clone(),
             qos,
-            queue_bytes_max: limits.session_queue_bytes_max,
+            limits.session_queue_bytes_max,
+            fetch_timeout / 2,
+        );
+        Sessions {
+            replays: Replays::start(reader, settings.sessions_waiting_max),
             replay_margin: Duration::from_millis(settings.session_replay_margin_ms.into()),
-            jetstream: jetstream::new(client.clone()),
+            jetstream,
             client,
             bucket_name: settings.sessions_bucket.clone(),
             node: settings.node.clone(),
             replicas: settings.retained_replicas,
             bytes_max: settings.sessions_bucket_bytes_max,
-            fetch_timeout: Duration::from_millis(settings.session_fetch_timeout_ms.into()),
+            fetch_timeout,
             client_id_bytes_max: usize::from(limits.client_id_bytes_max),
             link,
             bucket: Mutex::new(None),
@@ -593,21 +596,16 @@ impl Sessions {
             return Ok(None);
         };
         let image = split_value(&entry.value).and_then(|(_, record)| image_of(record, client_id));
-        let Some(mut image) = image else {
+        let Some(image) = image else {
             return Ok(None);
         };
-        // Half the fetch's time at most: a replay cut short still leaves the session.
-        let replay_time = self.fetch_timeout / 2;
-        match tokio::time::timeout(replay_time, self.replay(&mut image, &entry)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => warn!(
-                "cluster: session {client_id:?} resumed without the messages published since its node last wrote it: {e}"
-            ),
-            Err(_) => warn!(
-                "cluster: session {client_id:?} resumed with part of the messages published since its node last wrote it: the QoS stream took too long to read"
-            ),
-        }
-        Ok(Some(image))
+        // What its node, gone, would have queued for it since it wrote the image, and what
+        // was on its way to it then (`replay.rs`).
+        let start = entry.created - self.replay_margin;
+        let replayed = self.replays.replay(image, start).await;
+        Ok(Some(replayed.ok_or(
+            "the QoS stream's reading ended without the session",
+        )?))
     }
 
     /// Asks `holder` for the session of `client_id`: it ends its copy and answers with it.
@@ -650,57 +648,6 @@ impl Sessions {
             .and_then(|headers| headers.get(MOVED_TO))
             .map(|node| node.as_str().to_owned());
         Ok(moved_to.map_or(Taken::Nothing, Taken::MovedTo))
-    }
-
-    /// Queues in `image` the QoS 1/2 messages of the QoS stream its subscriptions match,
-    /// published since `session_replay_margin_ms` before `written` was (by JetStream's clock,
-    /// the same as the stream's): what its node, gone, would have queued for it since, and
-    /// what was on its way to the session when the image was taken. Those the image holds
-    /// or lists as sent are skipped by their identity (`broker/message_ids.rs`). At most
-    /// `session_queue_bytes_max` of them; the reading is bounded by
-    /// `session_fetch_timeout_ms`.
-    async fn replay(
-        &self,
-        image: &mut SessionImage,
-        written: &kv::Entry,
-    ) -> Result<(), async_nats::Error> {
-        if image.subscriptions.is_empty() {
-            return Ok(());
-        }
-        let stream = self.jetstream.get_stream(&self.qos.stream).await?;
-        let consumer = stream
-            .create_consumer(jetstream::consumer::pull::OrderedConfig {
-                deliver_policy: jetstream::consumer::DeliverPolicy::ByStartTime {
-                    start_time: written.created - self.replay_margin,
-                },
-                filter_subject: replay_subject(&self.qos.root, image),
-                ..Default::default()
-            })
-            .await?;
-        if consumer.cached_info().num_pending == 0 {
-            return Ok(());
-        }
-        let mut had = had_ids(image);
-        let mut queued_bytes = 0u64;
-        let mut messages = consumer.messages().await?;
-        while let Some(message) = messages.next().await {
-            let message = message?;
-            let pending = message.info().map_err(|e| e.to_string())?.pending;
-            if let Some(publish) = self.qos.publish_of(&message.message)
-                && publish.id.is_none_or(|id| had.insert(id))
-                && let Some(queued) = queued_for(image, publish)
-            {
-                queued_bytes += queued.message.bytes() as u64;
-                if queued_bytes > self.queue_bytes_max {
-                    break;
-                }
-                image.messages.push(queued);
-            }
-            if pending == 0 {
-                break;
-            }
-        }
-        Ok(())
     }
 
     /// Hands every take of another node to the shard that holds its client identifier,
@@ -795,55 +742,6 @@ async fn read(bucket: &kv::Store, key: &str) -> Result<Option<kv::Entry>, async_
         .filter(|entry| entry.operation == kv::Operation::Put))
 }
 
-/// The subject of the QoS stream to read again for `image`: that of its one subscription
-/// when it has one mapping to one subject (JetStream 2.9 takes one filter per consumer), so
-/// that the server skips the other topics' messages; otherwise every subject, matched here.
-fn replay_subject(root: &str, image: &SessionImage) -> String {
-    if let [only] = image.subscriptions.as_slice()
-        && !only.filter.starts_with("$share/")
-        && let Ok(subjects) = filter_subjects(root, &only.filter)
-        && let [subject] = subjects.as_slice()
-    {
-        return subject.clone();
-    }
-    format!("{root}.>")
-}
-
-/// The identities of the messages `image` holds, queued or in flight, and of those its client
-/// was sent lately: a replay does not queue them again.
-fn had_ids(image: &SessionImage) -> HashSet<MessageId> {
-    let queued = image.messages.iter().filter_map(|queued| queued.message.id);
-    queued.chain(image.sent_ids.iter().copied()).collect()
-}
-
-/// `publish` as the session of `image` gets it, if a subscription of it matches: once,
-/// whatever the number of matching subscriptions, at the highest QoS they grant, with all
-/// their Subscription Identifiers [MQTT-3.3.4-3]; retained only under Retain As Published.
-fn queued_for(image: &SessionImage, publish: RoutedMessage) -> Option<QueuedImage> {
-    let mut granted = None;
-    let mut ids = Vec::new();
-    let mut retain = false;
-    for subscription in &image.subscriptions {
-        if !filter_matches(&subscription.filter, &publish.topic) {
-            continue;
-        }
-        granted = granted.max(Some(subscription.qos.min(publish.qos)));
-        if subscription.id != 0 {
-            ids.push(subscription.id);
-        }
-        retain |= subscription.retain_as_published && publish.retain;
-    }
-    // An offline session is not queued QoS 0 messages (`broker/fanout.rs`).
-    let qos = granted.filter(|&qos| qos != QoS::AtMostOnce)?;
-    Some(QueuedImage {
-        qos,
-        message: Arc::new(publish),
-        retain,
-        ids,
-        packet_id: None,
-    })
-}
-
 /// Counts a session write the bucket did not take, and logs it at the 1st, 2nd, 4th, 8th,
 /// ... failure: without JetStream every write fails, and the log must not flood.
 fn store_failed(link: &ClusterLink, client_id: &str, why: &str) {
@@ -862,8 +760,8 @@ fn store_failed(link: &ClusterLink, client_id: &str, why: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::broker::SubscriptionImage;
-    use crate::protocol::mqtt::{PacketId, ProtocolVersion};
+    use crate::broker::{QueuedImage, RoutedMessage, SubscriptionImage};
+    use crate::protocol::mqtt::{PacketId, ProtocolVersion, QoS};
 
     #[test]
     fn keys_keep_safe_bytes_and_escape_the_rest() {
@@ -880,120 +778,6 @@ mod tests {
         assert_eq!(split_value(&value), Some(("node1", &b"record"[..])));
         assert_eq!(split_value(&[]), None);
         assert_eq!(split_value(&[9, b'a']), None, "a name past the value");
-    }
-
-    #[test]
-    fn a_session_with_one_subscription_reads_its_subject_alone() {
-        let image = |filters: &[&str]| SessionImage {
-            client_id: "c".into(),
-            version: ProtocolVersion::V311,
-            expiry_s: 60,
-            expires_at: None,
-            connected: false,
-            subscriptions: filters
-                .iter()
-                .map(|filter| SubscriptionImage {
-                    filter: (*filter).into(),
-                    qos: QoS::AtLeastOnce,
-                    no_local: false,
-                    retain_as_published: false,
-                    id: 0,
-                })
-                .collect(),
-            messages: Vec::new(),
-            released: Vec::new(),
-            inbound_qos2: Vec::new(),
-            delayed_will: None,
-            incarnation: 0,
-            committed_seq: 0,
-            sent_ids: Vec::new(),
-        };
-        let root = "$FANFARE.FANFARE_QOS";
-        assert_eq!(
-            replay_subject(root, &image(&["scores/+/live"])),
-            "$FANFARE.FANFARE_QOS.scores.*.live"
-        );
-        // `a/#` is two subjects (`a.>` and `a`), two filters two consumers' worth, a shared
-        // subscription not a subject at all: every subject, matched here.
-        for filters in [&["a/#"][..], &["a", "b"], &["$share/g/a"]] {
-            assert_eq!(replay_subject(root, &image(filters)), format!("{root}.>"));
-        }
-    }
-
-    #[test]
-    fn a_replayed_message_is_queued_once_at_the_highest_qos_granted() {
-        let subscription = |filter: &str, qos, id| SubscriptionImage {
-            filter: filter.into(),
-            qos,
-            no_local: false,
-            retain_as_published: id == 2,
-            id,
-        };
-        let image = SessionImage {
-            client_id: "c".into(),
-            version: ProtocolVersion::V5,
-            expiry_s: 60,
-            expires_at: None,
-            connected: false,
-            subscriptions: vec![
-                subscription("a/#", QoS::AtLeastOnce, 1),
-                subscription("a/b", QoS::ExactlyOnce, 2),
-                subscription("z/+", QoS::AtMostOnce, 0),
-            ],
-            messages: Vec::new(),
-            released: Vec::new(),
-            inbound_qos2: Vec::new(),
-            delayed_will: None,
-            incarnation: 0,
-            committed_seq: 0,
-            sent_ids: Vec::new(),
-        };
-        let publish = |topic: &str, qos| RoutedMessage::new(topic, b"p", qos, true);
-        let both = queued_for(&image, publish("a/b", QoS::ExactlyOnce)).expect("matches");
-        assert_eq!(both.qos, QoS::ExactlyOnce);
-        assert_eq!(both.ids, vec![1, 2]);
-        assert!(both.retain, "retain as published on one of them");
-        let one = queued_for(&image, publish("a/c", QoS::ExactlyOnce)).expect("matches");
-        assert_eq!((one.qos, one.retain), (QoS::AtLeastOnce, false));
-        assert!(queued_for(&image, publish("b", QoS::AtLeastOnce)).is_none());
-        assert!(
-            queued_for(&image, publish("z/1", QoS::AtLeastOnce)).is_none(),
-            "QoS 0 is not queued offline"
-        );
-    }
-
-    #[test]
-    fn a_replay_knows_what_the_session_holds_or_was_sent_by_identity() {
-        let with_id = |id| {
-            let mut message = RoutedMessage::new("t", b"p", QoS::AtLeastOnce, false);
-            message.id = id;
-            QueuedImage {
-                message: Arc::new(message),
-                qos: QoS::AtLeastOnce,
-                retain: false,
-                ids: Vec::new(),
-                packet_id: None,
-            }
-        };
-        let image = SessionImage {
-            client_id: "c".into(),
-            version: ProtocolVersion::V311,
-            expiry_s: u32::MAX,
-            expires_at: None,
-            connected: true,
-            subscriptions: Vec::new(),
-            messages: vec![with_id(Some(MessageId(1))), with_id(None)],
-            released: Vec::new(),
-            inbound_qos2: Vec::new(),
-            delayed_will: None,
-            incarnation: 0,
-            committed_seq: 0,
-            sent_ids: vec![MessageId(7), MessageId(8)],
-        };
-        let had = had_ids(&image);
-        let mut had: Vec<u128> = had.into_iter().map(|id| id.0).collect();
-        had.sort_unstable();
-        assert_eq!(had, [1, 7, 8]);
     }
 
     #[test]
