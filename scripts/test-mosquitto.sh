@@ -15,7 +15,7 @@ fi
 export PATH="$PATH:/usr/sbin"
 
 FANFARE_TEST_BROKER=mosquitto target/test-venv/bin/python -m pytest tests/python -q \
-    -c tests/python/pytest.ini --rootdir tests/python "$@"
+    -c tests/pytest.ini --rootdir tests "$@"
 
 # The rumqttc tests, against one Mosquitto on free loopback ports.
 workdir=$(mktemp -d)

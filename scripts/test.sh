@@ -27,8 +27,7 @@ command -v mosquitto_sub >/dev/null || missing+=(mosquitto-clients)
 # The bridge tests run a real Mosquitto broker; its package also brings mosquitto_passwd.
 [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
 command -v openssl >/dev/null || missing+=(openssl)
-# The cluster tests (tests/python/test_cluster.py, test_cluster3.py) run fanfare nodes on real
-# nats-servers.
+# The cluster tests (tests/cluster/) run fanfare nodes on real nats-servers.
 command -v nats-server >/dev/null || [ -x /usr/sbin/nats-server ] || missing+=(nats-server)
 # Browsers: the web tests, and fanfare-loadtest's report test, which opens its page in
 # Chromium through the web tests' playwright (loadtest/tests/html_report.rs).
@@ -92,12 +91,14 @@ if [ "$cargo_status" -ne 0 ]; then failed+=("cargo test"); fi
 step "fuzz smoke (fuzz/, needs nightly)"
 scripts/fuzz-smoke.sh || failed+=("fuzz smoke")
 
-step "pytest tests/python"
+step "pytest tests/python tests/cluster"
 mkdir -p target
 pytest_log=target/pytest.log
 set +e
+# One run for both directories (one summary line); tests/pytest.ini and tests/conftest.py
+# serve both.
 FANFARE_BIN="${FANFARE_BIN:-target/debug/fanfare}" \
-    "$VENV/bin/python" -m pytest tests/python -q -c tests/python/pytest.ini --rootdir tests/python \
+    "$VENV/bin/python" -m pytest tests/python tests/cluster -q -c tests/pytest.ini --rootdir tests \
     2>&1 | tee "$pytest_log"
 pytest_status=${PIPESTATUS[0]}
 set -e

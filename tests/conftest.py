@@ -1,4 +1,5 @@
-"""Fixtures: a fresh broker per test, clients that are always cleaned up.
+"""Fixtures of the Python suites (tests/python, tests/cluster): a fresh broker per test,
+clients that are always cleaned up.
 
 FANFARE_BIN       broker binary (default target/debug/fanfare from the repo root)
 FANFARE_TEST_BROKER=mosquitto   run against Mosquitto instead, as a reference;
