@@ -18,7 +18,8 @@ from paho.mqtt.packettypes import PacketTypes
 
 from client import unique_id
 from client5 import Client5, props
-from natsserver import NatsPublisher, NatsServer, nats_server_bin
+from natsserver import NatsPublisher, nats_server_bin
+from nodes import retained_on
 from probe import open_path
 from scrape import fetch_metrics, wait_for_metric
 
@@ -26,44 +27,6 @@ pytestmark = [
     pytest.mark.fanfare_only,
     pytest.mark.skipif(nats_server_bin() is None, reason="nats-server not installed"),
 ]
-
-@pytest.fixture
-def nats(tmp_path_factory):
-    server = NatsServer(tmp_path_factory.mktemp("nats"))
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def node(start, nats):
-    """Start a fanfare node of the cluster: `node("a")`."""
-    def _node(name: str, shards: int = 2, data_dir=None):
-        args = ["--nats", nats.url]
-        if data_dir is not None:
-            args += ["--data-dir", str(data_dir)]
-        broker = start(shards=shards, args=args, config={"cluster": {"node": name}})
-        wait_for_metric(broker, "fanfare_cluster_connected", lambda v: v == 1)
-        # Its replicas hold what the JetStream stream of retained messages held.
-        wait_for_metric(broker, "fanfare_cluster_retained_caught_up", lambda v: v == 1)
-        wait_for_metric(broker, "fanfare_cluster_qos_stream_ready", lambda v: v == 1)
-        return broker
-    return _node
-
-
-def retained_on(broker, clients, topic_filter: str) -> list:
-    """What a new subscriber to `topic_filter` on `broker` gets at once: its retained values
-    (RETAIN set). A live publish that reaches the node after the subscription (a clearing
-    through the QoS stream, which may come after the retained stream's copy) is not one."""
-    late = clients(broker, "tcp")
-    late.subscribe(topic_filter, 0)
-    got = []
-    while True:
-        try:
-            msg = late.wait_for_message(timeout=0.5)
-        except AssertionError:
-            return got
-        if msg.retain:
-            got.append(msg)
 
 
 def test_publish_on_one_node_reaches_the_other_once(node, clients, topic):
@@ -330,23 +293,6 @@ def test_mqtt5_properties_arrive_on_the_other_node(node, clients, topic):
     finally:
         pub.close()
         sub.close()
-
-
-@pytest.fixture
-def v5_clients():
-    """MQTT 5 clients on any node: `v5_clients(broker, client_id=..., will=...)`, connected;
-    each one's thread is stopped at teardown."""
-    made: list[Client5] = []
-
-    def _make(broker, client_id=None, **kw) -> Client5:
-        c = Client5(broker, "tcp", client_id, **kw)
-        made.append(c)
-        c.connect()
-        return c
-
-    yield _make
-    for c in made:
-        c.close()
 
 
 def still_serves(client, topic: str) -> None:

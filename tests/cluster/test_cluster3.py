@@ -17,7 +17,8 @@ import json
 import pytest
 
 from client5 import Client5
-from natsserver import NatsCluster, NatsPublisher, NatsSubscriber, nats_server_bin
+from natsserver import NatsPublisher, NatsSubscriber, nats_server_bin
+from nodes import retained_on, retained_until
 from probe import drain, open_mesh
 from scrape import fetch_metrics, totals, wait_for_metric
 
@@ -30,39 +31,11 @@ STREAM = "FANFARE_RETAINED"
 MESSAGES_PER_PUBLISHER = 50
 # A node moves to another NATS server, and JetStream elects new leaders, within seconds.
 RECONNECT_TIMEOUT_S = 30.0
-# Late subscribers sent to see whether a node's replica has a value yet, 0.5 s each.
-RETAINED_PROBES_MAX = 40
-# Those sent to each node after a NATS server is lost: a node whose consumer was on it
-# notices within two heartbeats of 2 s and reads the stream again, after a few tries while
-# JetStream still places some new consumers on the lost server: within seconds.
+# Late subscribers sent to each node after a NATS server is lost (RETAINED_PROBES_MAX
+# otherwise, nodes.py): a node whose consumer was on it notices within two heartbeats of 2 s
+# and reads the stream again, after a few tries while JetStream still places some new
+# consumers on the lost server: within seconds.
 FOLLOW_PROBES_MAX = 30
-
-
-@pytest.fixture
-def nats(tmp_path_factory):
-    cluster = NatsCluster(tmp_path_factory.mktemp("nats"), size=3)
-    yield cluster
-    cluster.stop()
-
-
-@pytest.fixture
-def node(start, nats):
-    """Starts fanfare node `i` (0, 1, 2, ...) on NATS server `i % 3`, and waits until it is in
-    the cluster with the retained messages loaded."""
-    def _node(i: int):
-        server = nats.servers[i % len(nats.servers)]
-        broker = start(shards=2, args=["--nats", server.url],
-                       config={"cluster": {"node": f"node{i + 1}"}})
-        wait_for_metric(broker, "fanfare_cluster_connected", lambda v: v == 1)
-        wait_for_metric(broker, "fanfare_cluster_retained_caught_up", lambda v: v == 1)
-        wait_for_metric(broker, "fanfare_cluster_qos_stream_ready", lambda v: v == 1)
-        return broker
-    return _node
-
-
-@pytest.fixture
-def three(node):
-    return [node(0), node(1), node(2)]
 
 
 def subscribe_everywhere(brokers, clients, topic_filter: str) -> list:
@@ -123,34 +96,6 @@ def publish_and_count(pubs, subs, topic: str) -> None:
         sub.expect_no_message(timeout=0.05)
 
 
-def retained_on(broker, clients, topic_filter: str) -> list:
-    """What a new subscriber to `topic_filter` on `broker` gets at once: its retained values
-    (RETAIN set). A live publish that reaches the node after the subscription (a clearing
-    through the QoS stream, which may come after the retained stream's copy) is not one."""
-    late = clients(broker, "ws")
-    late.subscribe(topic_filter, 0)
-    got = []
-    while True:
-        try:
-            msg = late.wait_for_message(timeout=0.5)
-        except AssertionError:
-            return got
-        if msg.retain:
-            got.append(msg)
-
-
-def retained_until(broker, clients, topic_filter: str, done,
-                   probes: int = RETAINED_PROBES_MAX) -> list:
-    """Sends late subscribers (at most `probes`) until what they get is `done(got)`, for a
-    value that reaches the node through the stream at a moment the test cannot see; returns
-    the last `got`."""
-    for _ in range(probes):
-        got = retained_on(broker, clients, topic_filter)
-        if done(got):
-            break
-    return got
-
-
 def readyz(broker) -> tuple[int, dict]:
     status, _, body = fetch_metrics(broker, "/readyz")
     return status, json.loads(body)
@@ -163,7 +108,7 @@ def test_every_subscriber_on_every_node_gets_every_publish(three, clients, topic
     publish_and_count(pubs, subs, topic)
 
 
-def test_native_nats_clients_and_fanfare_interoperate(nats, three, clients, topic):
+def test_native_nats_clients_and_fanfare_interoperate(nats_cluster, three, clients, topic):
     subject = "mqtt." + topic.replace("/", ".")
     subs = []
     for broker in three:
@@ -172,7 +117,7 @@ def test_native_nats_clients_and_fanfare_interoperate(nats, three, clients, topi
         subs.append(sub)
     for broker in three:
         wait_for_metric(broker, "fanfare_cluster_subjects", lambda v: v >= 1)
-    native = NatsPublisher(nats.servers[1])
+    native = NatsPublisher(nats_cluster.servers[1])
     try:
         open_mesh([lambda p: native.publish(subject + ".probe", p)], subs, "NATS to fanfare")
         native.publish(subject + ".live", b"1-0")
@@ -185,7 +130,7 @@ def test_native_nats_clients_and_fanfare_interoperate(nats, three, clients, topi
         native.close()
 
     # The other way: a fanfare publish on any node reaches a native NATS subscriber.
-    listener = NatsSubscriber(nats.servers[2], subject + ".>")
+    listener = NatsSubscriber(nats_cluster.servers[2], subject + ".>")
     try:
         for i, broker in enumerate(three):
             pub = clients(broker, "ws")
@@ -212,30 +157,30 @@ def test_native_nats_clients_and_fanfare_interoperate(nats, three, clients, topi
 
 
 def test_retained_set_on_one_node_is_served_on_another_and_cleared_from_a_third(
-        nats, three, clients, topic):
+        nats_cluster, three, clients, topic):
     a, b, c = three
     clients(a, "tcp").publish(f"{topic}/score", b"2-1", 1, retain=True)
     wait_for_metric(a, "fanfare_cluster_retained_stored_total", lambda v: v == 1)
     # c learns of it from the stream: it has no subscriber that took it live.
     wait_for_metric(c, "fanfare_cluster_retained_loaded_total", lambda v: v >= 1)
-    [msg] = retained_on(c, clients, topic + "/#")
+    [msg] = retained_on(c, clients, topic + "/#", "ws")
     assert (msg.topic, msg.payload, msg.retain) == (f"{topic}/score", b"2-1", True)
 
     # On a cluster of three servers the stream keeps three copies, one on each.
-    stream = nats.stream(STREAM)
+    stream = nats_cluster.stream(STREAM)
     assert stream["config"]["num_replicas"] == 3, stream["config"]
-    assert nats.stream_holders(STREAM) == {"n1", "n2", "n3"}
+    assert nats_cluster.stream_holders(STREAM) == {"n1", "n2", "n3"}
 
     loaded = totals(c)["fanfare_cluster_retained_loaded_total"]
     clients(b, "ws").publish(f"{topic}/score", b"", 1, retain=True)
     wait_for_metric(b, "fanfare_cluster_retained_stored_total", lambda v: v == 1)
     wait_for_metric(c, "fanfare_cluster_retained_loaded_total", lambda v: v > loaded)
     wait_for_metric(a, "fanfare_cluster_retained_loaded_total", lambda v: v >= 2)
-    assert retained_on(c, clients, topic + "/#") == []
-    assert retained_on(a, clients, topic + "/#") == []
+    assert retained_on(c, clients, topic + "/#", "ws") == []
+    assert retained_on(a, clients, topic + "/#", "ws") == []
 
 
-def test_a_nats_server_killed(nats, three, clients, topic, probes):
+def test_a_nats_server_killed(nats_cluster, three, clients, topic, probes):
     """Node 1's NATS server dies: node 1 moves to another server, delivery between all nodes
     goes on, and the stream (two of three replicas left) still serves and stores values."""
     a, b, c = three
@@ -249,11 +194,11 @@ def test_a_nats_server_killed(nats, three, clients, topic, probes):
     sends = probes(pubs, topic)
     open_mesh(sends, subs, "three nodes")
 
-    assert nats.wait_client("fanfare node1") == "n1"
-    nats.servers[0].kill()
-    nats.wait_formed(timeout_s=RECONNECT_TIMEOUT_S)
+    assert nats_cluster.wait_client("fanfare node1") == "n1"
+    nats_cluster.servers[0].kill()
+    nats_cluster.wait_formed(timeout_s=RECONNECT_TIMEOUT_S)
     # Node 1 was given n1 alone: it found the others in the cluster's INFO.
-    assert nats.wait_client("fanfare node1", RECONNECT_TIMEOUT_S) in ("n2", "n3")
+    assert nats_cluster.wait_client("fanfare node1", RECONNECT_TIMEOUT_S) in ("n2", "n3")
     wait_for_metric(a, "fanfare_cluster_connected", lambda v: v == 1,
                     timeout_s=RECONNECT_TIMEOUT_S)
     open_mesh(sends, subs, "three nodes, one NATS server down", timeout_s=RECONNECT_TIMEOUT_S)
@@ -261,29 +206,29 @@ def test_a_nats_server_killed(nats, three, clients, topic, probes):
 
     # Every node still serves the value set before, from its replica.
     for broker in three:
-        [msg] = retained_on(broker, clients, kept + "/#")
+        [msg] = retained_on(broker, clients, kept + "/#", "ws")
         assert (msg.topic, msg.payload, msg.retain) == (f"{kept}/before", b"kept", True)
     # And a value can still be set: JetStream stores it on the two servers left.
-    nats.wait_stream_led(STREAM)
+    nats_cluster.wait_stream_led(STREAM)
     clients(a, "tcp").publish(f"{kept}/after", b"set", 1, retain=True)
     wait_for_metric(a, "fanfare_cluster_retained_stored_total", lambda v: v == 1,
                     timeout_s=RECONNECT_TIMEOUT_S)
-    assert nats.stream(STREAM)["state"]["num_subjects"] == 2
+    assert nats_cluster.stream(STREAM)["state"]["num_subjects"] == 2
 
 
-def test_every_node_follows_the_stream_after_a_nats_server_is_killed(nats, three, clients,
-                                                                       topic):
+def test_every_node_follows_the_stream_after_a_nats_server_is_killed(
+        nats_cluster, three, clients, topic):
     # The server holding the most of the nodes' consumers holds one at least.
-    hosts = {server.name: server.consumers(STREAM) for server in nats.servers}
-    victim = max(nats.servers, key=lambda server: hosts[server.name])
+    hosts = {server.name: server.consumers(STREAM) for server in nats_cluster.servers}
+    victim = max(nats_cluster.servers, key=lambda server: hosts[server.name])
     assert hosts[victim.name] >= 1, hosts
     victim.kill()
-    nats.wait_formed(timeout_s=RECONNECT_TIMEOUT_S)
-    nats.wait_stream_led(STREAM)
+    nats_cluster.wait_formed(timeout_s=RECONNECT_TIMEOUT_S)
+    nats_cluster.wait_stream_led(STREAM)
     # A QoS 1 publish is acknowledged once the QoS stream stored it.
-    nats.wait_stream_led("FANFARE_QOS")
+    nats_cluster.wait_stream_led("FANFARE_QOS")
     # Set from a node whose own NATS server is still there.
-    setter = three[(nats.servers.index(victim) + 1) % 3]
+    setter = three[(nats_cluster.servers.index(victim) + 1) % 3]
     clients(setter, "tcp").publish(f"{topic}/late", b"set", 1, retain=True,
                                    timeout=RECONNECT_TIMEOUT_S)
     wait_for_metric(setter, "fanfare_cluster_retained_stored_total", lambda v: v == 1,
@@ -291,7 +236,7 @@ def test_every_node_follows_the_stream_after_a_nats_server_is_killed(nats, three
     # No node has a subscriber for it: each learns of it from the stream alone.
     for broker in three:
         got = retained_until(broker, clients, f"{topic}/late", lambda got: len(got) == 1,
-                             probes=FOLLOW_PROBES_MAX)
+                             probes=FOLLOW_PROBES_MAX, transport="ws")
         assert [(m.topic, m.payload) for m in got] == [(f"{topic}/late", b"set")]
 
 
@@ -320,7 +265,7 @@ def test_a_fanfare_node_killed(three, clients, topic, probes):
     publish_and_count(pubs, stay + moved, topic)
 
 
-def test_nats_gone_and_back(nats, three, clients, topic, probes):
+def test_nats_gone_and_back(nats_cluster, three, clients, topic, probes):
     """With every NATS server stopped each node serves its own clients and says it is not
     ready; once NATS is back the nodes' subscriptions are restored and delivery crosses again,
     retained values included."""
@@ -332,7 +277,7 @@ def test_nats_gone_and_back(nats, three, clients, topic, probes):
         status, body = readyz(broker)
         assert (status, body["cluster"], body["retained"]) == (200, "connected", "loaded"), body
 
-    for server in nats.servers:
+    for server in nats_cluster.servers:
         server.stop()
     for broker in three:
         wait_for_metric(broker, "fanfare_cluster_connected", lambda v: v == 0)
@@ -347,10 +292,10 @@ def test_nats_gone_and_back(nats, three, clients, topic, probes):
         assert (msg.topic, msg.payload) == (f"{topic}/alone", b"local %d" % (k // 2))
     drain(subs)
 
-    for server in nats.servers:
+    for server in nats_cluster.servers:
         server.start()
-    nats.wait_formed()
-    nats.wait_stream_led("FANFARE_QOS")
+    nats_cluster.wait_formed()
+    nats_cluster.wait_stream_led("FANFARE_QOS")
     for broker in three:
         wait_for_metric(broker, "fanfare_cluster_connected", lambda v: v == 1,
                         timeout_s=RECONNECT_TIMEOUT_S)
@@ -361,10 +306,10 @@ def test_nats_gone_and_back(nats, three, clients, topic, probes):
     # The stream is followed again: a value set on node 1, on a topic node 3 has no
     # subscriber for, reaches node 3's replica through the stream alone.
     a, b, c = three
-    nats.wait_stream_led(STREAM)
+    nats_cluster.wait_stream_led(STREAM)
     elsewhere = f"{topic}_retained/back"
     clients(a, "tcp").publish(elsewhere, b"stored", 1, retain=True)
     wait_for_metric(a, "fanfare_cluster_retained_stored_total", lambda v: v >= 1,
                     timeout_s=RECONNECT_TIMEOUT_S)
-    got = retained_until(c, clients, elsewhere, lambda got: len(got) > 0)
+    got = retained_until(c, clients, elsewhere, lambda got: len(got) > 0, transport="ws")
     assert [(m.topic, m.payload) for m in got] == [(elsewhere, b"stored")]

@@ -17,7 +17,8 @@ import rawmqtt
 import pytest
 
 from client import unique_id
-from natsserver import NatsCluster, nats_server_bin
+from natsserver import nats_server_bin
+from nodes import start_nodes
 from scrape import wait_for_metric
 
 pytestmark = [
@@ -25,37 +26,12 @@ pytestmark = [
     pytest.mark.skipif(nats_server_bin() is None, reason="nats-server not installed"),
 ]
 
-STREAM_READY_TIMEOUT_S = 30.0
 # Messages the connected subscriber gets before the node is killed, and for how long the
 # publisher goes on after: the kill falls in a steady stream.
 BEFORE_KILL = 60
 AFTER_KILL_S = 0.5
 # How long the resumed sessions may take to get everything.
 RESUME_TIMEOUT_S = 15.0
-
-
-@pytest.fixture
-def nats(tmp_path_factory):
-    cluster = NatsCluster(tmp_path_factory.mktemp("nats"), size=3)
-    yield cluster
-    cluster.stop()
-
-
-def start_three(start, nats, args=lambda i: [], config: dict | None = None) -> list:
-    brokers = []
-    for i, server in enumerate(nats.servers):
-        brokers.append(start(shards=2, args=["--nats", server.url, *args(i)],
-                             config={"cluster": {"node": f"node{i + 1}"}, **(config or {})}))
-    for broker in brokers:
-        wait_for_metric(broker, "fanfare_cluster_connected", lambda v: v == 1)
-        wait_for_metric(broker, "fanfare_cluster_qos_stream_ready", lambda v: v == 1,
-                        timeout_s=STREAM_READY_TIMEOUT_S)
-    return brokers
-
-
-@pytest.fixture
-def three(start, nats):
-    return start_three(start, nats)
 
 
 def drain(client, until, timeout_s: float) -> list[bytes]:
@@ -164,12 +140,13 @@ class QoS2Receiver:
 
 
 def test_under_sync_a_qos2_subscriber_gets_each_message_once_across_its_nodes_death(
-        start, nats, clients, raw, topic, tmp_path):
+        start, nats_cluster, clients, raw, topic, tmp_path):
     """Under `sync` what a node sends a persistent session's client waits until the bucket
     holds the session's state that allowed it (`cluster/bucket_marks.rs`): the node it
     resumes on after the kill neither sends a completed message again nor forgets one."""
-    a, b, c = start_three(start, nats, lambda i: ["--data-dir", str(tmp_path / f"data{i}")],
-                          {"durability": "sync"})
+    a, b, c = start_nodes(start, nats_cluster.servers,
+                          args=lambda i: ["--data-dir", str(tmp_path / f"data{i}")],
+                          config=lambda i: {"durability": "sync"})
     receiver = QoS2Receiver(unique_id("once"))
     conn = receiver.connect(raw, a)
     conn.send(rawmqtt.subscribe(1, (topic, 2)))

@@ -20,7 +20,8 @@ import pytest
 import rawmqtt as m
 from client import unique_id
 from client5 import Client5
-from natsserver import NatsCluster, nats_server_bin
+from natsserver import nats_server_bin
+from nodes import start_nodes
 from probe import drain, open_mesh, take_all
 from scrape import totals, wait_for_metric
 
@@ -39,26 +40,6 @@ ACK_TIMEOUT_S = 15.0
 # How long a subscriber may take to receive what was acknowledged, across a failover.
 ARRIVAL_TIMEOUT_S = 60.0
 QUOTA_EXCEEDED = 0x97
-
-
-@pytest.fixture
-def nats(tmp_path_factory):
-    cluster = NatsCluster(tmp_path_factory.mktemp("nats"), size=3)
-    yield cluster
-    cluster.stop()
-
-
-def start_node(start, server, i: int, args: list[str] = (), config: dict | None = None):
-    config = {"cluster": {"node": f"node{i + 1}"}, **(config or {})}
-    broker = start(shards=2, args=["--nats", server.url, *args], config=config)
-    wait_for_metric(broker, "fanfare_cluster_connected", lambda v: v == 1)
-    wait_for_metric(broker, "fanfare_cluster_qos_stream_ready", lambda v: v == 1)
-    return broker
-
-
-@pytest.fixture
-def three(start, nats):
-    return [start_node(start, server, i) for i, server in enumerate(nats.servers)]
 
 
 def connect5(client_id: str) -> bytes:
@@ -178,8 +159,8 @@ def publish_counting_acks(pub: Client5, topic: str, before: int, after: int,
     return acked, acked_after_kill()
 
 
-def test_no_acknowledged_message_is_lost_when_a_nats_server_is_killed(nats, three, clients,
-                                                                        topic):
+def test_no_acknowledged_message_is_lost_when_a_nats_server_is_killed(
+        nats_cluster, three, clients, topic):
     subs = [subscribe(broker, clients, transport, qos, [topic + "/#"])
             for broker in three for transport, qos in (("tcp", 1), ("ws", 2))]
     wait_consumers(three, 2)
@@ -190,9 +171,9 @@ def test_no_acknowledged_message_is_lost_when_a_nats_server_is_killed(nats, thre
         # Node 1's own NATS server dies while node 1's client publishes: traffic goes on
         # through the servers left, and what was acknowledged before, during and after the
         # failover reaches every subscriber.
-        assert nats.wait_client("fanfare node1") == "n1"
+        assert nats_cluster.wait_client("fanfare node1") == "n1"
         acked, after_kill = publish_counting_acks(pub, f"{topic}/live", 50, 50,
-                                                  nats.servers[0].kill)
+                                                  nats_cluster.servers[0].kill)
     finally:
         pub.close()
     assert after_kill >= 50 and len(acked) >= 50, (len(acked), after_kill)
@@ -214,8 +195,8 @@ def test_no_acknowledged_message_is_lost_when_a_nats_server_is_killed(nats, thre
             assert len(payloads) == len(set(payloads)), f"{sub.client_id} got duplicates"
 
 
-def test_without_nats_qos_publishes_are_refused_then_acknowledged_again(nats, three, clients,
-                                                                         raw, topic):
+def test_without_nats_qos_publishes_are_refused_then_acknowledged_again(
+        nats_cluster, three, clients, raw, topic):
     a, b, _ = three
     local = subscribe(a, clients, "tcp", 0, [topic + "/#"])
     remote = subscribe(b, clients, "ws", 1, [topic + "/#"])
@@ -227,7 +208,7 @@ def test_without_nats_qos_publishes_are_refused_then_acknowledged_again(nats, th
         open_mesh(qos1_probes([v3], topic), [remote], "node 1 to node 2")
         drain([local])
 
-        for server in nats.servers:
+        for server in nats_cluster.servers:
             server.stop()
         wait_for_metric(a, "fanfare_cluster_connected", lambda v: v == 0)
         # MQTT 5: refused with 0x97 Quota exceeded, PUBACK and PUBREC alike (PUBREC's code
@@ -249,12 +230,12 @@ def test_without_nats_qos_publishes_are_refused_then_acknowledged_again(nats, th
         local.expect_no_message()
         wait_for_metric(a, "fanfare_cluster_publishes_refused_total", lambda v: v >= 3)
 
-        for server in nats.servers:
+        for server in nats_cluster.servers:
             server.start()
-        nats.wait_formed()
+        nats_cluster.wait_formed()
         wait_for_metric(a, "fanfare_cluster_connected", lambda v: v == 1,
                         timeout_s=RECONNECT_TIMEOUT_S)
-        nats.wait_stream_led(STREAM)
+        nats_cluster.wait_stream_led(STREAM)
         # Acknowledged again once JetStream answers (its leaders are elected meanwhile).
         deadline = time.monotonic() + RECONNECT_TIMEOUT_S
         while v5.publish5(f"{topic}/probe", b"probe 0", 1) != 0:
@@ -274,12 +255,12 @@ def test_without_nats_qos_publishes_are_refused_then_acknowledged_again(nats, th
 
 
 def test_under_sync_durability_an_acknowledgement_waits_for_the_disk_and_jetstream(
-        start, nats, clients, topic, tmp_path):
+        start, nats_cluster, clients, topic, tmp_path):
     """Both promises hold before the publisher hears one: the acknowledgement waits for
     JetStream (`cluster_acks.rs`), then for the disk (`held_acks.rs`)."""
-    a, b = (start_node(start, server, i, ["--data-dir", str(tmp_path / f"data{i}")],
-                       {"durability": "sync"})
-            for i, server in enumerate(nats.servers[:2]))
+    a, b = start_nodes(start, nats_cluster.servers[:2],
+                       args=lambda i: ["--data-dir", str(tmp_path / f"data{i}")],
+                       config=lambda i: {"durability": "sync"})
     subs = [subscribe(b, clients, "tcp", 2, [topic + "/#"]),
             subscribe(a, clients, "ws", 1, [topic + "/#"])]
     wait_consumers([b], 2)

@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from natsserver import NatsServer, nats_server_bin
+from natsserver import nats_server_bin
+from nodes import late_messages, retained_until
 from scrape import totals, wait_for_metric
 
 pytestmark = [
@@ -23,55 +24,27 @@ STREAM = "FANFARE_RETAINED"
 RECONNECT_TIMEOUT_S = 30.0
 # A clearing is purged 10 s after it was stored (PURGE_DELAY in src/cluster/retained.rs).
 PURGE_TIMEOUT_S = 30.0
-# Late subscribers sent to see whether a node's replica has a value yet, 0.5 s each.
-RETAINED_PROBES_MAX = 40
 # The least `retained_stream_bytes_max` takes, and a payload of which twenty fit in it (and
 # one in a subscriber's queue, `queue_bytes_max`).
 STREAM_BYTES_MIN = 1 << 20
 BIG_PAYLOAD_BYTES = 50_000
 
 
-@pytest.fixture
-def nats(tmp_path_factory):
-    server = NatsServer(tmp_path_factory.mktemp("nats"))
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def node(start, nats):
-    """Starts a fanfare node (`node("a")`), and waits until it reads the stream."""
-    def _node(name: str, **cluster):
-        broker = start(shards=2, args=["--nats", nats.url],
-                       config={"cluster": {"node": name, **cluster}})
-        wait_for_metric(broker, "fanfare_cluster_connected", lambda v: v == 1)
-        wait_for_metric(broker, "fanfare_cluster_retained_caught_up", lambda v: v == 1)
-        return broker
-    return _node
-
-
-def retained_on(broker, clients, topic_filter: str) -> list[tuple[str, bytes]]:
-    """What a new subscriber to `topic_filter` on `broker` gets at once, sorted."""
-    late = clients(broker, "tcp")
-    late.subscribe(topic_filter, 0)
-    got = []
-    while True:
-        try:
-            msg = late.wait_for_message(timeout=0.5)
-        except AssertionError:
-            return sorted(got)
+def retained_values(broker, clients, topic_filter: str,
+                    transport: str = "tcp") -> list[tuple[str, bytes]]:
+    """What a new subscriber to `topic_filter` on `broker` gets at once, sorted. In these tests
+    every message it gets must be a retained one."""
+    got = late_messages(broker, clients, topic_filter, transport)
+    for msg in got:
         assert msg.retain, msg.topic
-        got.append((msg.topic, msg.payload))
+    return sorted((msg.topic, msg.payload) for msg in got)
 
 
-def retained_until(broker, clients, topic_filter: str, want: list) -> list:
-    """Sends late subscribers until one gets `want`, for values that reach the node through
-    the stream at a moment the test cannot see; returns what the last one got."""
-    for _ in range(RETAINED_PROBES_MAX):
-        got = retained_on(broker, clients, topic_filter)
-        if got == want:
-            break
-    return got
+def retained_values_until(broker, clients, topic_filter: str, want: list) -> list:
+    """Sends late subscribers until one gets `want` (`retained_until`); returns what the last
+    one got."""
+    return retained_until(broker, clients, topic_filter, lambda got: got == want,
+                          look=retained_values)
 
 
 def stored_messages(nats) -> int:
@@ -122,7 +95,7 @@ def test_values_set_while_cut_off_reach_the_stream_on_reconnect(nats, node, clie
     pub.publish(f"{topic}/cleared", b"before", 1, retain=True)
     wait_for_metric(a, "fanfare_cluster_retained_stored_total", lambda v: v == 2)
     before = [(f"{topic}/cleared", b"before"), (f"{topic}/kept", b"before")]
-    assert retained_until(b, clients, topic + "/#", before) == before
+    assert retained_values_until(b, clients, topic + "/#", before) == before
 
     cut_off(nats, [a, b])
     # At QoS 0: a QoS 1/2 publish is refused while NATS is gone (test_cluster_qos.py).
@@ -130,15 +103,15 @@ def test_values_set_while_cut_off_reach_the_stream_on_reconnect(nats, node, clie
     pub.publish(f"{topic}/new", b"set while cut off", 0, retain=True)
     wait_for_metric(a, "fanfare_cluster_retained_unsent", lambda v: v == 2)
     # Node b, cut off too, knows nothing of them yet.
-    assert retained_on(b, clients, topic + "/#") == before
+    assert retained_values(b, clients, topic + "/#") == before
 
     back(nats, [a, b])
     wait_for_metric(a, "fanfare_cluster_retained_stored_total", lambda v: v == 4)
     after = [(f"{topic}/kept", b"before"), (f"{topic}/new", b"set while cut off")]
-    assert retained_until(b, clients, topic + "/#", after) == after
-    assert retained_on(a, clients, topic + "/#") == after
+    assert retained_values_until(b, clients, topic + "/#", after) == after
+    assert retained_values(a, clients, topic + "/#") == after
     # A node started now loads them from the stream.
-    assert retained_on(node("c"), clients, topic + "/#") == after
+    assert retained_values(node("c"), clients, topic + "/#") == after
 
 
 def test_of_two_values_set_during_a_cut_the_later_wins(nats, node, clients, topic):
@@ -153,8 +126,8 @@ def test_of_two_values_set_during_a_cut_the_later_wins(nats, node, clients, topi
     # Whichever node wrote first, the later value ends in the stream and on both nodes.
     want = [(f"{topic}/score", b"later")]
     for broker in (a, b):
-        assert retained_until(broker, clients, topic + "/#", want) == want
-    assert retained_on(node("c"), clients, topic + "/#") == want
+        assert retained_values_until(broker, clients, topic + "/#", want) == want
+    assert retained_values(node("c"), clients, topic + "/#") == want
 
 
 def test_a_cleared_topic_leaves_nothing_in_the_stream(nats, node, clients, topic):
@@ -162,17 +135,17 @@ def test_a_cleared_topic_leaves_nothing_in_the_stream(nats, node, clients, topic
     clients(a, "tcp").publish(f"{topic}/score", b"1-0", 1, retain=True)
     wait_for_metric(a, "fanfare_cluster_retained_stored_total", lambda v: v == 1)
     want = [(f"{topic}/score", b"1-0")]
-    assert retained_until(b, clients, topic + "/#", want) == want
+    assert retained_values_until(b, clients, topic + "/#", want) == want
 
     clients(b, "tcp").publish(f"{topic}/score", b"", 1, retain=True)
     wait_for_metric(b, "fanfare_cluster_retained_stored_total", lambda v: v == 1)
     # Node a learns of the clearing from the stream, before it is purged.
-    assert retained_until(a, clients, topic + "/#", []) == []
+    assert retained_values_until(a, clients, topic + "/#", []) == []
     deadline = time.monotonic() + PURGE_TIMEOUT_S
     while stored_messages(nats) != 0:
         assert time.monotonic() < deadline, nats.stream(STREAM)
         time.sleep(0.2)
-    assert retained_on(node("c"), clients, topic + "/#") == []
+    assert retained_values(node("c"), clients, topic + "/#") == []
 
 
 def test_a_full_stream_refuses_new_values_and_clearing_makes_room(nats, node, clients, topic):
@@ -201,8 +174,8 @@ def test_a_full_stream_refuses_new_values_and_clearing_makes_room(nats, node, cl
     pub.publish(f"{topic}/after", big, 1, retain=True)
     wait_for_metric(a, "fanfare_cluster_retained_stored_total", lambda v: v == fits + 2)
     want = [(f"{topic}/after", big)]
-    assert retained_until(b, clients, f"{topic}/after", want) == want
-    assert retained_on(b, clients, f"{topic}/big/{fits}") == [], "never stored"
+    assert retained_values_until(b, clients, f"{topic}/after", want) == want
+    assert retained_values(b, clients, f"{topic}/big/{fits}") == [], "never stored"
     assert stored_messages(nats) == fits
 
 
@@ -216,7 +189,7 @@ def test_a_clearing_refused_by_a_full_stream_is_written_after_a_purge(nats, node
     pub.publish(cleared, b"1", 1, retain=True)
     wait_answered(a, 1)
     want = [(cleared, b"1")]
-    assert retained_until(b, clients, cleared, want) == want
+    assert retained_values_until(b, clients, cleared, want) == want
 
     # Fill the stream to its last byte, never past it (JetStream 2.9 would then drop its
     # oldest message, the value to clear): big values first, then one of one byte to learn
@@ -246,4 +219,4 @@ def test_a_clearing_refused_by_a_full_stream_is_written_after_a_purge(nats, node
     figures = wait_answered(a, writes + 1)
     assert (figures["fanfare_cluster_retained_stored_total"],
             figures["fanfare_cluster_retained_store_failed_total"]) == (stored + 1, 1)
-    assert retained_until(b, clients, cleared, []) == []
+    assert retained_values_until(b, clients, cleared, []) == []

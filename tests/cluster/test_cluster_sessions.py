@@ -18,8 +18,9 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 
 from client import unique_id
-from client5 import Client5, props
-from natsserver import NatsCluster, NatsSubscriber, nats_server_bin
+from client5 import props
+from natsserver import NatsSubscriber, nats_server_bin
+from nodes import start_node, start_nodes
 from probe import open_path
 import rawmqtt
 from scrape import wait_for_metric
@@ -35,54 +36,6 @@ BUCKET = "FANFARE_SESSIONS"
 # A node writes a changed session within session_sync_interval_ms (100 ms); JetStream
 # answers within milliseconds on loopback.
 WRITTEN_TIMEOUT_S = 10.0
-STREAM_READY_TIMEOUT_S = 30.0
-
-
-@pytest.fixture
-def nats(tmp_path_factory):
-    cluster = NatsCluster(tmp_path_factory.mktemp("nats"), size=3)
-    yield cluster
-    cluster.stop()
-
-
-def start_nodes(start, nats, extra_args=lambda i: [], cluster=lambda i: {}) -> list:
-    """Three nodes, node i on NATS server i, each in the cluster; `extra_args(i)` adds flags
-    to node i, `cluster(i)` keys to its [cluster] table."""
-    brokers = []
-    for i, server in enumerate(nats.servers):
-        broker = start(shards=2, args=["--nats", server.url] + extra_args(i),
-                       config={"cluster": {"node": f"node{i + 1}", **cluster(i)}})
-        brokers.append(broker)
-    for broker in brokers:
-        wait_for_metric(broker, "fanfare_cluster_connected", lambda v: v == 1)
-        # The first node to ask makes the stream; JetStream may take a few tries to settle
-        # on a cluster started a moment ago.
-        wait_for_metric(broker, "fanfare_cluster_qos_stream_ready", lambda v: v == 1,
-                        timeout_s=STREAM_READY_TIMEOUT_S)
-    return brokers
-
-
-@pytest.fixture
-def three(start, nats):
-    return start_nodes(start, nats)
-
-
-@pytest.fixture
-def v5s():
-    """MQTT 5 clients, `v5s(broker, client_id)`, closed at teardown."""
-    made = []
-
-    def _make(broker, client_id):
-        c = Client5(broker, "tcp", client_id)
-        made.append(c)
-        return c
-
-    yield _make
-    for c in made:
-        try:
-            c.close()
-        except Exception:
-            pass
 
 
 def bucket_value(server, client_id: str) -> bytes:
@@ -101,12 +54,12 @@ def bucket_value(server, client_id: str) -> bytes:
     return base64.b64decode(message.get("data", ""))
 
 
-def wait_written(nats, client_id: str, holder: str, *needles: bytes) -> None:
+def wait_written(nats_cluster, client_id: str, holder: str, *needles: bytes) -> None:
     """Until the bucket holds the session of `client_id`, held by `holder`, with each of
     `needles` in its record (a filter, a payload)."""
     deadline = time.monotonic() + WRITTEN_TIMEOUT_S
     while True:
-        value = bucket_value(nats.servers[1], client_id)
+        value = bucket_value(nats_cluster.servers[1], client_id)
         name = value[1:1 + value[0]] if value else b""
         if name == holder.encode() and all(n in value for n in needles):
             return
@@ -123,7 +76,7 @@ def queue_on(broker, clients, topic: str, name: str = "queued") -> list[bytes]:
     return payloads
 
 
-def away_with_queued(node1, nats, clients, cid: str, topic: str) -> list[bytes]:
+def away_with_queued(node1, nats_cluster, clients, cid: str, topic: str) -> list[bytes]:
     """`cid` subscribes to `topic` at QoS 1 on node 1 and goes away; QUEUED messages
     published on node 1 queue for it, and the bucket holds them. Returns their payloads."""
     sub = clients(node1, "tcp", cid, clean_session=False)
@@ -132,7 +85,7 @@ def away_with_queued(node1, nats, clients, cid: str, topic: str) -> list[bytes]:
     wait_for_metric(node1, "fanfare_cluster_qos_consumers", lambda v: v >= 1)
     sub.disconnect()
     queued = queue_on(node1, clients, topic, "before")
-    wait_written(nats, cid, "node1", topic.encode(), queued[-1])
+    wait_written(nats_cluster, cid, "node1", topic.encode(), queued[-1])
     return queued
 
 
@@ -188,32 +141,33 @@ def test_a_connected_client_moving_takes_its_session_along(three, clients, topic
 
 
 def test_a_session_is_taken_from_the_node_it_moved_to_before_that_node_wrote_it(
-        start, nats, clients, topic):
+        start, nats_cluster, clients, topic):
     """Node 2 writes its sessions to the bucket once a minute only. A session moves from
     node 1 to node 2 and gets QoS 1 messages queued there; the bucket still names node 1.
     Its client then connects to node 3: node 1 says it handed the session to node 2, and
     node 3 takes it from there, queued messages and all, rather than the bucket's older
     image. Node 2 keeps no copy."""
     a, b, c = start_nodes(
-        start, nats, cluster=lambda i: {"session_sync_interval_ms": 60_000} if i == 1 else {})
+        start, nats_cluster.servers,
+        cluster=lambda i: {"session_sync_interval_ms": 60_000} if i == 1 else {})
     cid = unique_id("twice")
     sub = clients(a, "tcp", cid, clean_session=False)
     sub.subscribe(topic, 1)
     wait_for_metric(a, "fanfare_cluster_qos_consumers", lambda v: v >= 1)
-    wait_written(nats, cid, "node1", topic.encode())
+    wait_written(nats_cluster, cid, "node1", topic.encode())
     sub.disconnect()
 
     on_b = clients(b, "tcp", cid, clean_session=False, connect=False)
     assert on_b.connect() is True, "session present on node 2"
     on_b.disconnect()
     queued = queue_on(b, clients, topic, "on node 2")
-    wait_written(nats, cid, "node1", topic.encode())
+    wait_written(nats_cluster, cid, "node1", topic.encode())
 
     on_c = clients(c, "tcp", cid, clean_session=False, connect=False)
     assert on_c.connect() is True, "session present on node 3"
     assert [on_c.wait_for_message().payload for _ in queued] == queued
     on_c.expect_no_message()
-    wait_written(nats, cid, "node3", topic.encode())
+    wait_written(nats_cluster, cid, "node3", topic.encode())
     on_c.disconnect()
 
     back = clients(b, "tcp", cid, clean_session=False, connect=False)
@@ -221,34 +175,34 @@ def test_a_session_is_taken_from_the_node_it_moved_to_before_that_node_wrote_it(
     back.expect_no_message()
 
 
-def test_an_mqtt5_session_with_expiry_moves(three, clients, v5s, topic):
+def test_an_mqtt5_session_with_expiry_moves(three, clients, v5_clients, topic):
     """MQTT 5: Clean Start 0 and a Session Expiry Interval; the session moves from node 1 to
     node 2 with its queued messages."""
     a, b, c = three
     cid = unique_id("v5move")
     expiry = props(CONNECT, SessionExpiryInterval=300)
-    first = v5s(a, cid)
+    first = v5_clients(a, cid, connect=False)
     assert first.connect(clean_start=False, properties=expiry) is False
     first.subscribe(topic, 1)
     first.disconnect5()
     first.wait_for_disconnect()
     payloads = queue_on(a, clients, topic)
 
-    moved = v5s(b, cid)
+    moved = v5_clients(b, cid, connect=False)
     assert moved.connect(clean_start=False, properties=expiry) is True
     assert [moved.wait_for_message().payload for _ in payloads] == payloads
     moved.expect_no_message()
     live_from(c, clients, moved, topic)
 
 
-def test_a_node_killed_does_not_take_its_sessions_along(nats, three, clients, topic):
+def test_a_node_killed_does_not_take_its_sessions_along(nats_cluster, three, clients, topic):
     """Node 1 dies with a persistent client connected: the client connects to node 2 and
     finds its session there (from the bucket), with its subscription."""
     a, b, c = three
     cid = unique_id("survivor")
     sub = clients(a, "tcp", cid, clean_session=False)
     sub.subscribe(topic, 1)
-    wait_written(nats, cid, "node1", topic.encode())
+    wait_written(nats_cluster, cid, "node1", topic.encode())
 
     a.kill()
     sub.wait_for_disconnect()
@@ -257,7 +211,8 @@ def test_a_node_killed_does_not_take_its_sessions_along(nats, three, clients, to
     live_from(c, clients, again, topic)
 
 
-def test_a_node_that_stops_answering_does_not_keep_its_sessions(nats, three, clients, topic):
+def test_a_node_that_stops_answering_does_not_keep_its_sessions(nats_cluster, three, clients,
+                                                                topic):
     """Node 1 freezes (SIGSTOP): its NATS connection stays open, as when its machine dies
     without closing it, so NATS cannot tell it is gone. A client moving to node 2 still
     resumes its session, from the bucket, once node 1 did not answer in time."""
@@ -265,7 +220,7 @@ def test_a_node_that_stops_answering_does_not_keep_its_sessions(nats, three, cli
     cid = unique_id("frozen")
     sub = clients(a, "tcp", cid, clean_session=False)
     sub.subscribe(topic, 1)
-    wait_written(nats, cid, "node1", topic.encode())
+    wait_written(nats_cluster, cid, "node1", topic.encode())
     a.proc.send_signal(signal.SIGSTOP)
     try:
         again = clients(b, "tcp", cid, clean_session=False, connect=False)
@@ -276,20 +231,21 @@ def test_a_node_that_stops_answering_does_not_keep_its_sessions(nats, three, cli
 
 
 def test_a_cluster_too_slow_to_answer_refuses_the_connect_and_keeps_the_session(
-        start, nats, clients, topic):
+        start, nats_cluster, clients, topic):
     """Node 2's NATS server freezes (SIGSTOP): a CONNECT on node 2 that resumes a session held
     on node 1 waits session_fetch_timeout_ms, then is refused with return code 3 (Server
     unavailable) instead of starting without its session; with NATS back, the client's next
     CONNECT gets the session."""
     a, b, c = start_nodes(
-        start, nats, cluster=lambda i: {"session_fetch_timeout_ms": 1000} if i == 1 else {})
+        start, nats_cluster.servers,
+        cluster=lambda i: {"session_fetch_timeout_ms": 1000} if i == 1 else {})
     cid = unique_id("slow")
     sub = clients(a, "tcp", cid, clean_session=False)
     sub.subscribe(topic, 1)
-    wait_written(nats, cid, "node1", topic.encode())
+    wait_written(nats_cluster, cid, "node1", topic.encode())
     sub.disconnect()
 
-    frozen = nats.servers[1]
+    frozen = nats_cluster.servers[1]
     frozen.proc.send_signal(signal.SIGSTOP)
     try:
         conn = rawmqtt.TcpConn(b.host, b.port("tcp"), timeout=10)
@@ -312,13 +268,13 @@ def test_a_cluster_too_slow_to_answer_refuses_the_connect_and_keeps_the_session(
 
 
 def test_an_offline_session_gets_what_was_published_after_its_node_died(
-        nats, three, clients, topic):
+        nats_cluster, three, clients, topic):
     """Node 1 dies while a persistent session on it is offline with messages queued; QoS 1
     messages are published on node 2 after that; the client connects to node 3 and gets
     both, in order: the queued ones from the bucket, the later ones from the QoS stream."""
     a, b, c = three
     cid = unique_id("orphan")
-    before = away_with_queued(a, nats, clients, cid, topic)
+    before = away_with_queued(a, nats_cluster, clients, cid, topic)
 
     a.kill()
     after = queue_on(b, clients, topic, "after")
@@ -329,22 +285,23 @@ def test_an_offline_session_gets_what_was_published_after_its_node_died(
     back.expect_no_message()
 
 
-def test_a_clean_stop_writes_the_sessions_last_changes(start, nats, clients, topic):
+def test_a_clean_stop_writes_the_sessions_last_changes(start, nats_cluster, clients, topic):
     """Node 1 writes its sessions to the bucket once a minute only, so its client's
     subscription and queued messages are not there yet; SIGTERM stops node 1, which writes
     them before it exits: the client resumes on node 2 with both."""
     a, b, c = start_nodes(
-        start, nats, cluster=lambda i: {"session_sync_interval_ms": 60_000} if i == 0 else {})
+        start, nats_cluster.servers,
+        cluster=lambda i: {"session_sync_interval_ms": 60_000} if i == 0 else {})
     cid = unique_id("stopped")
     sub = clients(a, "tcp", cid, clean_session=False)
     sub.subscribe(topic, 1)
     wait_for_metric(a, "fanfare_cluster_qos_consumers", lambda v: v >= 1)
     sub.disconnect()
     queued = queue_on(a, clients, topic, "before the stop")
-    assert topic.encode() not in bucket_value(nats.servers[1], cid), "not written yet"
+    assert topic.encode() not in bucket_value(nats_cluster.servers[1], cid), "not written yet"
 
     assert a.terminate() == 0
-    wait_written(nats, cid, "node1", topic.encode(), queued[-1])
+    wait_written(nats_cluster, cid, "node1", topic.encode(), queued[-1])
     moved = clients(b, "tcp", cid, clean_session=False, connect=False)
     assert moved.connect() is True, "session present on node 2"
     assert [moved.wait_for_message().payload for _ in queued] == queued
@@ -367,14 +324,15 @@ def test_a_clean_session_ends_the_session_everywhere(three, clients, topic):
     assert fresh.connect() is False, "no session anywhere"
 
 
-def test_with_a_data_directory_the_store_feeds_the_bucket(start, nats, clients, topic,
-                                                          tmp_path):
+def test_with_a_data_directory_the_store_feeds_the_bucket(start, nats_cluster, clients,
+                                                          topic, tmp_path):
     """Node 1 keeps its sessions in a data directory too: the images reach the bucket with
     the store's flushes, and its death still leaves the session to node 2."""
     a, b, c = start_nodes(
-        start, nats, lambda i: ["--data-dir", str(tmp_path / "data")] if i == 0 else [])
+        start, nats_cluster.servers,
+        args=lambda i: ["--data-dir", str(tmp_path / "data")] if i == 0 else [])
     cid = unique_id("stored")
-    before = away_with_queued(a, nats, clients, cid, topic)
+    before = away_with_queued(a, nats_cluster, clients, cid, topic)
 
     a.kill()
     again = clients(b, "tcp", cid, clean_session=False, connect=False)
@@ -384,25 +342,24 @@ def test_with_a_data_directory_the_store_feeds_the_bucket(start, nats, clients, 
 
 
 def test_a_node_back_with_its_data_directory_ends_the_sessions_that_moved(
-        start, nats, clients, topic, tmp_path):
+        start, nats_cluster, clients, topic, tmp_path):
     """Node 1, with a data directory, dies; its client resumes on node 2. Node 1 comes back
     with the same directory: the stale copy it loads ends there, and the client coming back
     to node 1 gets node 2's session."""
     data = ["--data-dir", str(tmp_path / "data")]
-    a, b, c = start_nodes(start, nats, lambda i: data if i == 0 else [])
+    a, b, c = start_nodes(start, nats_cluster.servers, args=lambda i: data if i == 0 else [])
     cid = unique_id("stale")
     sub = clients(a, "tcp", cid, clean_session=False)
     sub.subscribe(topic, 1)
-    wait_written(nats, cid, "node1", topic.encode())
+    wait_written(nats_cluster, cid, "node1", topic.encode())
     a.kill()
     moved = clients(b, "tcp", cid, clean_session=False, connect=False)
     assert moved.connect() is True, "session present on node 2"
-    wait_written(nats, cid, "node2", topic.encode())
+    wait_written(nats_cluster, cid, "node2", topic.encode())
     moved.disconnect()
     queued = queue_on(b, clients, topic, "on node 2")
 
-    again = start(shards=2, args=["--nats", nats.servers[0].url] + data,
-                  config={"cluster": {"node": "node1"}})
+    again = start_node(start, nats_cluster.servers[0], "node1", data)
     wait_for_metric(again, "fanfare_cluster_connected", lambda v: v == 1)
     wait_for_metric(again, "fanfare_sessions", lambda v: v == 0)
     back = clients(again, "tcp", cid, clean_session=False, connect=False)
