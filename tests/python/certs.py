@@ -10,7 +10,7 @@
   "B" to reload on SIGHUP);
 - `expired_client`: CN `expired-1`, from `ca`, that stopped being valid yesterday.
 
-`pki` is the session-scoped fixture (conftest.py) holding them all.
+`pki` is the session-scoped fixture (tests/conftest.py) holding them all.
 """
 
 from __future__ import annotations
