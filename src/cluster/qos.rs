@@ -152,7 +152,10 @@ impl QosStream {
             discard: stream::DiscardPolicy::Old,
             max_bytes: i64::try_from(self.settings.qos_stream_bytes_max).unwrap_or(i64::MAX),
             max_age: Duration::from_secs(u64::from(self.settings.qos_stream_age_max_s)),
-            num_replicas: replicas_for(&info.connect_urls, &own),
+            num_replicas: self
+                .settings
+                .retained_replicas
+                .map_or_else(|| replicas_for(&info.connect_urls, &own), usize::from),
             storage: stream::StorageType::File,
             ..stream::Config::default()
         };

@@ -101,8 +101,10 @@ pub struct ClusterSettings {
     /// nodes (`crate::cluster::retained`); its subjects are `$FANFARE.<retained_stream>.>`.
     /// Clusters that share one NATS account need a stream each.
     pub retained_stream: String,
-    /// Replicas of that stream when this node creates it; `None` (the default): 3 when the
-    /// NATS cluster has 3 servers or more, else 1.
+    /// Replicas of that stream when this node creates it, and of the QoS stream and the
+    /// sessions bucket; `None` (the default): 3 when the NATS server this node is connected
+    /// to names 3 servers or more, else 1. Right after a server joined its cluster it may not
+    /// name the others yet: a production cluster sets this.
     pub retained_replicas: Option<u8>,
     /// Bytes the stream may hold (JetStream's `max_bytes`, on each replica) when this node
     /// creates it. The stream refuses a write past it (`discard = new`): that retained value

@@ -43,10 +43,13 @@ def start_nodes(start, servers, args=lambda i: [], cluster=lambda i: {},
     """One node per server in `servers`, node i (named `node{i + 1}`) on servers[i], all in the
     cluster. `args(i)` adds flags to node i, `cluster(i)` keys to its [cluster] table,
     `config(i)` other keys and tables. One after the other, each in the cluster before the
-    next starts: node 1 makes the streams, the others find them."""
+    next starts: node 1 makes the streams, the others find them. The servers are those of
+    a NATS cluster of three: the streams and the bucket get three replicas, said outright,
+    since a server that just joined may not name the others to its clients yet."""
     brokers = []
     for i, server in enumerate(servers):
-        brokers.append(start_node(start, server, f"node{i + 1}", args(i), cluster(i), config(i)))
+        keys = {"retained_replicas": 3, **cluster(i)}
+        brokers.append(start_node(start, server, f"node{i + 1}", args(i), keys, config(i)))
         wait_in_cluster(brokers[-1])
     return brokers
 
