@@ -198,37 +198,53 @@ impl Reader {
         let Some(first) = group.first() else {
             return Ok(());
         };
-        let start = first.start;
-        let shared = (group.iter().all(|request| request.subject == first.subject))
-            .then(|| first.subject.clone());
-        let subject = shared.unwrap_or_else(|| format!("{}.>", self.qos.root));
-        let reading = self.consumers.acquire().await?;
-        let consumer = self.consumer(&subject, start).await?;
-        let pending = consumer.cached_info().num_pending;
-        if group.len() == 1
-            || pending <= READ_TOGETHER_MAX
-            || subject != format!("{}.>", self.qos.root)
-        {
-            return self.read(consumer, pending, group).await;
+        let (subject, start) = (first.subject.clone(), first.start);
+        if group.iter().all(|request| request.subject == subject) {
+            self.read_subject(&subject, start, group, None).await?;
+            return Ok(());
         }
-        drop(consumer);
-        drop(reading);
+        let every = format!("{}.>", self.qos.root);
+        if self
+            .read_subject(&every, start, group, Some(READ_TOGETHER_MAX))
+            .await?
+        {
+            return Ok(());
+        }
         group.sort_by(|a, b| a.subject.cmp(&b.subject).then(a.start.cmp(&b.start)));
         let apart = group
             .chunk_by_mut(|a, b| a.subject == b.subject)
             .map(|group| async move {
-                let _reading = self.consumers.acquire().await?;
                 let Some(first) = group.first() else {
                     return Ok(());
                 };
-                let consumer = self.consumer(&first.subject, first.start).await?;
-                let pending = consumer.cached_info().num_pending;
-                self.read(consumer, pending, group).await
+                let (subject, start) = (first.subject.clone(), first.start);
+                self.read_subject(&subject, start, group, None)
+                    .await
+                    .map(drop)
             });
         for read in futures::future::join_all(apart).await {
             read?;
         }
         Ok(())
+    }
+
+    /// Reads `subject` from `start` for `group`, one of [`CONSUMERS_AT_ONCE`]; or, when more
+    /// than `most` messages wait there, nothing, and says so (`false`).
+    async fn read_subject(
+        &self,
+        subject: &str,
+        start: OffsetDateTime,
+        group: &mut [Request],
+        most: Option<u64>,
+    ) -> Result<bool, async_nats::Error> {
+        let _reading = self.consumers.acquire().await?;
+        let consumer = self.consumer(subject, start).await?;
+        let pending = consumer.cached_info().num_pending;
+        if most.is_some_and(|most| pending > most) {
+            return Ok(false);
+        }
+        self.read(consumer, pending, group).await?;
+        Ok(true)
     }
 
     /// An ordered consumer of `subject` from `start`.
@@ -382,24 +398,15 @@ mod tests {
     use crate::broker::SubscriptionImage;
     use crate::protocol::mqtt::ProtocolVersion;
 
-    #[test]
-    fn a_session_with_one_subscription_reads_its_subject_alone() {
-        let image = |filters: &[&str]| SessionImage {
+    /// An offline session of client "c" with `subscriptions` and nothing else.
+    fn image(subscriptions: Vec<SubscriptionImage>) -> SessionImage {
+        SessionImage {
             client_id: "c".into(),
-            version: ProtocolVersion::V311,
+            version: ProtocolVersion::V5,
             expiry_s: 60,
             expires_at: None,
             connected: false,
-            subscriptions: filters
-                .iter()
-                .map(|filter| SubscriptionImage {
-                    filter: (*filter).into(),
-                    qos: QoS::AtLeastOnce,
-                    no_local: false,
-                    retain_as_published: false,
-                    id: 0,
-                })
-                .collect(),
+            subscriptions,
             messages: Vec::new(),
             released: Vec::new(),
             inbound_qos2: Vec::new(),
@@ -407,6 +414,24 @@ mod tests {
             incarnation: 0,
             committed_seq: 0,
             sent_ids: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_session_with_one_subscription_reads_its_subject_alone() {
+        let image = |filters: &[&str]| {
+            image(
+                filters
+                    .iter()
+                    .map(|filter| SubscriptionImage {
+                        filter: (*filter).into(),
+                        qos: QoS::AtLeastOnce,
+                        no_local: false,
+                        retain_as_published: false,
+                        id: 0,
+                    })
+                    .collect(),
+            )
         };
         let root = "$FANFARE.FANFARE_QOS";
         assert_eq!(
@@ -429,25 +454,11 @@ mod tests {
             retain_as_published: id == 2,
             id,
         };
-        let image = SessionImage {
-            client_id: "c".into(),
-            version: ProtocolVersion::V5,
-            expiry_s: 60,
-            expires_at: None,
-            connected: false,
-            subscriptions: vec![
-                subscription("a/#", QoS::AtLeastOnce, 1),
-                subscription("a/b", QoS::ExactlyOnce, 2),
-                subscription("z/+", QoS::AtMostOnce, 0),
-            ],
-            messages: Vec::new(),
-            released: Vec::new(),
-            inbound_qos2: Vec::new(),
-            delayed_will: None,
-            incarnation: 0,
-            committed_seq: 0,
-            sent_ids: Vec::new(),
-        };
+        let image = image(vec![
+            subscription("a/#", QoS::AtLeastOnce, 1),
+            subscription("a/b", QoS::ExactlyOnce, 2),
+            subscription("z/+", QoS::AtMostOnce, 0),
+        ]);
         let publish = |topic: &str, qos| Arc::new(RoutedMessage::new(topic, b"p", qos, true));
         let both = queued_for(&image, &publish("a/b", QoS::ExactlyOnce)).expect("matches");
         assert_eq!(both.qos, QoS::ExactlyOnce);
@@ -476,19 +487,9 @@ mod tests {
             }
         };
         let image = SessionImage {
-            client_id: "c".into(),
-            version: ProtocolVersion::V311,
-            expiry_s: u32::MAX,
-            expires_at: None,
-            connected: true,
-            subscriptions: Vec::new(),
             messages: vec![with_id(Some(MessageId(1))), with_id(None)],
-            released: Vec::new(),
-            inbound_qos2: Vec::new(),
-            delayed_will: None,
-            incarnation: 0,
-            committed_seq: 0,
             sent_ids: vec![MessageId(7), MessageId(8)],
+            ..image(Vec::new())
         };
         let had = had_ids(&image);
         let mut had: Vec<u128> = had.into_iter().map(|id| id.0).collect();
@@ -502,21 +503,7 @@ mod tests {
             let (answer, _) = oneshot::channel();
             Request {
                 subject: String::new(),
-                image: SessionImage {
-                    client_id: format!("c{s}").into(),
-                    version: ProtocolVersion::V311,
-                    expiry_s: u32::MAX,
-                    expires_at: None,
-                    connected: false,
-                    subscriptions: Vec::new(),
-                    messages: Vec::new(),
-                    released: Vec::new(),
-                    inbound_qos2: Vec::new(),
-                    delayed_will: None,
-                    incarnation: 0,
-                    committed_seq: 0,
-                    sent_ids: Vec::new(),
-                },
+                image: image(Vec::new()),
                 start: OffsetDateTime::UNIX_EPOCH + time::Duration::seconds(s),
                 answer,
             }
