@@ -26,9 +26,12 @@ from rawmqtt import assert_loopback
 
 START_TIMEOUT_S = 10.0
 READ_TIMEOUT_S = 5.0
-# A NATS cluster forms in about a second; a JetStream leader after a server is lost, or the
-# whole cluster restarted, in a few.
+# A NATS cluster forms in about a second, and a JetStream leader after a server is lost in a
+# few.
 FORM_TIMEOUT_S = 30.0
+# After the whole cluster restarted, the meta group elects its leader in rounds of 4 to 9 s
+# each, and votes split: 5 to 17 s on this machine idle, past 30 s under a loaded test run.
+RESTART_FORM_TIMEOUT_S = 90.0
 CLUSTER_NAME = "fanfare-test"
 # Lowest port `fixed_ports` picks.
 FIXED_PORT_MIN = 20000
@@ -92,6 +95,14 @@ class NatsServer:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:]
+
+    def jetstream_log(self, lines: int = 12) -> str:
+        """The last lines of the log about JetStream's leaders and RAFT, to show why a
+        cluster did not form."""
+        about = ("leader", "RAFT", "Starting nats-server", "quorum")
+        kept = [line for line in self.log_path.read_text(errors="replace").splitlines()
+                if any(word in line for word in about)]
+        return "\n  ".join(["", *kept[-lines:]])
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -192,6 +203,14 @@ class NatsCluster:
     def alive(self) -> list[NatsServer]:
         return [server for server in self.servers if server.alive()]
 
+    def restart_stopped(self) -> None:
+        """Starts every server that is not running and waits until the cluster is formed
+        again."""
+        for server in self.servers:
+            if not server.alive():
+                server.start()
+        self.wait_formed(timeout_s=RESTART_FORM_TIMEOUT_S)
+
     def wait_formed(self, timeout_s: float = FORM_TIMEOUT_S) -> None:
         """Waits until every running server has a route to every other running server and
         sees a leader of JetStream's meta group among them."""
@@ -200,7 +219,10 @@ class NatsCluster:
             why = self._not_formed()
             if why is None:
                 return
-            assert time.monotonic() < deadline, f"the NATS cluster did not form: {why}"
+            assert time.monotonic() < deadline, (
+                f"the NATS cluster did not form in {timeout_s} s: {why}\n"
+                + "\n".join(f"{server.name}: {server.jetstream_log()}"
+                            for server in self.servers))
             time.sleep(0.1)
 
     def _not_formed(self) -> str | None:

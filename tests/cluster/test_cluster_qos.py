@@ -235,9 +235,7 @@ def test_without_nats_qos_publishes_are_refused_then_acknowledged_again(
         local.expect_no_message()
         wait_for_metric(a, "fanfare_cluster_publishes_refused_total", lambda v: v >= 3)
 
-        for server in nats_cluster.servers:
-            server.start()
-        nats_cluster.wait_formed()
+        nats_cluster.restart_stopped()
         wait_for_metric(a, "fanfare_cluster_connected", lambda v: v == 1,
                         timeout_s=RECONNECT_TIMEOUT_S)
         nats_cluster.wait_stream_led(STREAM)
