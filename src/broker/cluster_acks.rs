@@ -30,7 +30,7 @@ use std::sync::Arc;
 use super::Broker;
 use super::held_acks::AckKind;
 use super::origins::Origin;
-use super::outbox::{Outbox, RoutedMessage};
+use super::outbox::Outbox;
 use super::session::SessionKey;
 use crate::conn::ConnId;
 use crate::protocol::mqtt::{Ack, Packet, PacketId, Properties, ProtocolVersion, ReasonCode};
@@ -135,26 +135,26 @@ impl Broker {
         self.cluster_acks.is_some() && !self.cluster_writable && !topic.starts_with('$')
     }
 
-    /// The acknowledgement of an accepted QoS 1/2 publish `message`, just routed: held for
-    /// JetStream when the routing sent it to the cluster (the last of `Outbox::to_remote`),
-    /// which gets its ticket in `Outbox::cluster_tickets`; else acknowledged at once.
+    /// The acknowledgement of an accepted QoS 1/2 publish, just routed: held for JetStream
+    /// when the routing sent it to the cluster, which gets its ticket in
+    /// `Outbox::cluster_tickets`; else acknowledged at once. `remote_before` is the length of
+    /// `Outbox::to_remote` before the routing: what it pushed there is the copy that went to
+    /// the cluster. Not the routed `Arc` itself: the routing gives a copy its cluster identity
+    /// (`with_cluster_id`), so the caller's handle is not the one sent.
     pub(super) fn acknowledge_after_cluster(
         &mut self,
         (conn, kind, ack): (ConnId, AckKind, Ack<'static>),
         qos2: Option<Qos2>,
-        message: &Arc<RoutedMessage>,
+        remote_before: usize,
         out: &mut Outbox,
     ) {
-        let sent = out
-            .to_remote
-            .last()
-            .is_some_and(|last| Arc::ptr_eq(last, message));
+        let sent = out.to_remote.get(remote_before).map(Arc::clone);
         let v5 = self
             .clients
             .get(conn)
             .is_some_and(|connection| connection.version == ProtocolVersion::V5);
-        match &mut self.cluster_acks {
-            Some(acks) if sent => {
+        match (&mut self.cluster_acks, sent) {
+            (Some(acks), Some(sent)) => {
                 let waiting = Waiting {
                     conn,
                     kind,
@@ -164,7 +164,7 @@ impl Broker {
                     stored: None,
                 };
                 let ticket = acks.hold(waiting);
-                out.cluster_tickets.push((Arc::clone(message), ticket));
+                out.cluster_tickets.push((sent, ticket));
             }
             _ => self.after_cluster(conn, kind, ack, qos2, out),
         }

@@ -238,11 +238,11 @@ impl Broker {
                 self.refuse_quota(conn, v5, Packet::PubAck, id, out)
             }
             Delivery::AtLeastOnce(id) => {
-                let message = message();
-                self.route_from(key, Arc::clone(&message), now, out);
+                let remote_before = out.to_remote.len();
+                self.route_from(key, message(), now, out);
                 let ack = self.accepted(id, v5, topic);
                 let ack = (conn, AckKind::PubAck, ack);
-                self.acknowledge_after_cluster(ack, None, &message, out);
+                self.acknowledge_after_cluster(ack, None, remote_before, out);
             }
             Delivery::ExactlyOnce(id) if bad_payload => {
                 // Not kept: a PUBREC with an error ends the exchange (§4.3.3), unless it is a
@@ -356,13 +356,14 @@ impl Broker {
         if let Some(origin) = &origin {
             Arc::make_mut(&mut message).origin = Some(Arc::clone(origin));
         }
-        self.route_from(key, Arc::clone(&message), now, out);
+        let remote_before = out.to_remote.len();
+        self.route_from(key, message, now, out);
         // Written after what the routing changed on this shard (`session_writes.rs`), and
         // under `sync` only once every shard has it (`held_acks.rs`).
         self.note_inbound_qos2(key);
         let ack = self.accepted(id, v5, topic);
         let ack = (conn, AckKind::PubRec, ack);
-        self.acknowledge_after_cluster(ack, Some((key, origin)), &message, out);
+        self.acknowledge_after_cluster(ack, Some((key, origin)), remote_before, out);
     }
 
     /// A QoS 1/2 publish while the store cannot write, or that a bridge whose queue is full

@@ -159,11 +159,6 @@ def publish_counting_acks(pub: Client5, topic: str, before: int, after: int,
     return acked, acked_after_kill()
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "open: on nats-server 2.9.10 a QoS 1 publish acknowledged around the kill is, in about "
-    "two runs of three after test_cluster3.py, never delivered to the other nodes (the "
-    "surviving servers' stream lacks it), and sometimes their consumers stall; cause not "
-    "established (docs/scale-out.md, 'What this slice does, and what remains')"))
 def test_no_acknowledged_message_is_lost_when_a_nats_server_is_killed(
         nats_cluster, three, clients, topic):
     subs = [subscribe(broker, clients, transport, qos, [topic + "/#"])
@@ -253,6 +248,51 @@ def test_without_nats_qos_publishes_are_refused_then_acknowledged_again(
         got = [remote.wait_for_message() for _ in range(5)]
         assert [(m.topic, m.payload) for m in got] == [
             (f"{topic}/back", b"%d" % n) for n in range(5)]
+    finally:
+        v5.close()
+
+
+def test_without_a_jetstream_quorum_qos_publishes_are_not_acknowledged(
+        nats_cluster, three, clients, raw, topic):
+    """Node 1 keeps its NATS server, but JetStream lost its quorum and cannot store a QoS 1/2
+    publish: its publisher is not told it was stored (0x97 for MQTT 5, no acknowledgement
+    for 3.1.1), as the acknowledgement waits for JetStream's answer. Once the quorum is back,
+    the publishes are acknowledged and cross again."""
+    a, b, _ = three
+    remote = subscribe(b, clients, "ws", 1, [topic + "/#"])
+    wait_consumers([b], 1)
+    v5 = Client5(a, "tcp")
+    v5.connect()
+    v3 = clients(a, "ws")
+    try:
+        open_mesh(qos1_probes([v3], topic), [remote], "node 1 to node 2")
+        for server in nats_cluster.servers[1:]:
+            server.stop()
+        wait_for_metric(a, "fanfare_cluster_connected", lambda v: v == 1)
+        # Off the subscriber's filter: JetStream may still store a publish after its answer
+        # came too late, once the quorum is back (a refusal promises nothing either way).
+        refused = f"{topic}_refused/x"
+        assert v5.publish5(refused, b"q1", 1, timeout=ACK_TIMEOUT_S) == QUOTA_EXCEEDED
+        raw5 = raw(a, "tcp")
+        raw5.send(connect5(unique_id("raw5")))
+        assert raw5.expect(m.CONNACK).body[1] == 0
+        raw5.send(publish5(refused, b"q2", 2, 7))
+        pubrec = raw5.expect(m.PUBREC, timeout=ACK_TIMEOUT_S)
+        assert (pubrec.packet_id, pubrec.body[2]) == (7, QUOTA_EXCEEDED)
+        info = v3.paho.publish(refused, b"unacknowledged", 1)
+        info.wait_for_publish(ACK_TIMEOUT_S)
+        assert not info.is_published()
+        # Refused with node 1's NATS server there all along.
+        wait_for_metric(a, "fanfare_cluster_connected", lambda v: v == 1)
+
+        nats_cluster.restart_stopped()
+        nats_cluster.wait_stream_led(STREAM)
+        deadline = time.monotonic() + RECONNECT_TIMEOUT_S
+        while v5.publish5(f"{topic}/probe", b"probe 0", 1, timeout=ACK_TIMEOUT_S) != 0:
+            assert time.monotonic() < deadline, "QoS 1 never acknowledged again"
+            time.sleep(0.5)
+        open_mesh(qos1_probes([v3], topic), [remote], "node 1 to node 2 again",
+                  timeout_s=RECONNECT_TIMEOUT_S)
     finally:
         v5.close()
 

@@ -30,6 +30,50 @@ fn a_local_publish_goes_once_to_the_cluster_but_not_a_dollar_topic() {
 }
 
 #[test]
+fn a_qos_1_or_2_publish_is_acknowledged_only_once_jetstream_stored_it() {
+    let mut h = Harness::new();
+    h.broker.join_cluster();
+    h.broker.hold_acks_for_cluster();
+    h.connect(1, &Client::new("v3"));
+    h.connect(2, &Client::v5("v5"));
+    let mut tickets = Vec::new();
+    for (conn, delivery) in [
+        (1, Delivery::AtLeastOnce(id(1))),
+        (1, Delivery::ExactlyOnce(id(2))),
+        (2, Delivery::AtLeastOnce(id(3))),
+        (2, Delivery::ExactlyOnce(id(4))),
+    ] {
+        let step = h.packet(conn, &publish("a/b", b"1", delivery, false));
+        assert!(
+            step.to(conn).is_empty(),
+            "no acknowledgement before JetStream answered"
+        );
+        // The ticket is the copy that went to the cluster, with its identity: the shard
+        // pairs the two by pointer.
+        let [(sent, ticket)] = &step.cluster_tickets[..] else {
+            panic!("one ticket: {:?}", step.cluster_tickets);
+        };
+        assert!(Arc::ptr_eq(sent, &step.to_remote[0]));
+        assert!(sent.id.is_some());
+        tickets.push(*ticket);
+    }
+    // Stored: acknowledged. Not stored: no acknowledgement for 3.1.1, 0x97 for MQTT 5.
+    let mut out = Outbox::default();
+    for (ticket, stored) in tickets.into_iter().zip([true, false, true, false]) {
+        h.broker.settle_cluster_ack(ticket, stored, &mut out);
+    }
+    let step = h.finish(out);
+    assert_eq!(step.to(1), [Got::PubAck(1)]);
+    assert_eq!(
+        step.to(2),
+        [
+            Got::PubAck(3),
+            Got::AckReason(5, 4, ReasonCode::QUOTA_EXCEEDED)
+        ]
+    );
+}
+
+#[test]
 fn a_publish_from_the_cluster_is_delivered_and_not_sent_back() {
     let mut h = Harness::new();
     h.broker.join_cluster();

@@ -152,6 +152,7 @@ pub(super) struct Step {
     pub(super) routed: Vec<Arc<RoutedMessage>>,
     pub(super) posted: Vec<(usize, ShardMessage)>,
     pub(super) to_remote: Vec<Arc<RoutedMessage>>,
+    pub(super) cluster_tickets: Vec<(Arc<RoutedMessage>, u64)>,
     pub(super) connected_clients: Vec<Box<str>>,
 }
 
@@ -300,6 +301,7 @@ impl Harness {
         step.routed = out.to_other_shards;
         step.posted = out.to_shard;
         step.to_remote = out.to_remote;
+        step.cluster_tickets = out.cluster_tickets;
         step.connected_clients = out.connected_clients;
         step
     }
