@@ -74,6 +74,12 @@ pub(crate) struct HeldAcks {
     /// Inbound QoS 2 identifiers whose PUBREC is held: not written yet; with the origin of
     /// a tentative publish, committed when the PUBREC is released (`origins.rs`).
     unwritten_qos2: HashMap<(SessionKey, PacketId), Option<Arc<Origin>>>,
+    /// Tickets of QoS stream messages delivered here (`Broker::acknowledge_stream`), not
+    /// sealed yet, then sealed with their barrier: their acknowledgement to JetStream waits
+    /// as a client's PUBACK does. Bounded by what the node's JetStream consumers hold out,
+    /// `qos_ack_pending_max` each.
+    open_stream: Vec<u64>,
+    sealed_stream: VecDeque<(u64, u64)>,
     /// The last barrier given.
     barrier: u64,
 }
@@ -97,14 +103,27 @@ impl HeldAcks {
     /// Seals every open acknowledgement with a new barrier, which is returned; `None` when
     /// none is open.
     fn seal(&mut self) -> Option<u64> {
-        if self.open.is_empty() {
+        if self.open.is_empty() && self.open_stream.is_empty() {
             return None;
         }
         self.barrier += 1;
         let barrier = self.barrier;
         self.sealed
             .extend(self.open.drain(..).map(|held| (barrier, held)));
+        self.sealed_stream
+            .extend(self.open_stream.drain(..).map(|ticket| (barrier, ticket)));
         Some(barrier)
+    }
+
+    /// Takes the sealed stream tickets whose barrier is at most `durable`, in order.
+    fn release_stream(&mut self, durable: u64, into: &mut Vec<u64>) {
+        while let Some(&(barrier, ticket)) = self.sealed_stream.front() {
+            if barrier > durable {
+                break;
+            }
+            self.sealed_stream.pop_front();
+            into.push(ticket);
+        }
     }
 
     /// Takes the sealed acknowledgements whose barrier is at most `durable`, in order.
@@ -205,7 +224,17 @@ impl Broker {
     pub fn held_acks_waiting(&self) -> bool {
         self.held_acks
             .as_ref()
-            .is_some_and(|held| !held.sealed.is_empty())
+            .is_some_and(|held| !held.sealed.is_empty() || !held.sealed_stream.is_empty())
+    }
+
+    /// A message from the QoS stream, with its `ticket`, was delivered on this node: its
+    /// acknowledgement to JetStream goes now, or under `sync` once what it changed is on
+    /// disk on every shard, as a client's PUBACK (`crate::cluster::qos`).
+    pub fn acknowledge_stream(&mut self, ticket: u64, out: &mut Outbox) {
+        match &mut self.held_acks {
+            Some(acks) => acks.open_stream.push(ticket),
+            None => out.stream_acks.push(ticket),
+        }
     }
 
     /// Sends the acknowledgements whose barrier every shard reported durable, and says how
@@ -227,6 +256,7 @@ impl Broker {
                 }
             }
         });
+        held.release_stream(durable, &mut out.stream_acks);
         self.held_acks = Some(held);
         released
     }
@@ -329,5 +359,21 @@ mod tests {
         assert_eq!(held.held_by(b), 1);
         assert_eq!(released(&mut held, 2), Vec::<u16>::new());
         assert_eq!(released(&mut held, 7), [5, 6]);
+    }
+
+    #[test]
+    fn a_stream_message_is_acknowledged_to_jetstream_once_durable() {
+        let mut held = HeldAcks::default();
+        held.open_stream.push(10);
+        assert_eq!(held.seal(), Some(1), "a stream ticket alone is sealed");
+        held.open_stream.push(11);
+        let mut tickets = Vec::new();
+        held.release_stream(0, &mut tickets);
+        assert!(tickets.is_empty(), "barrier 1 not durable");
+        held.release_stream(1, &mut tickets);
+        assert_eq!(tickets, [10], "the open one waits for its seal");
+        assert_eq!(held.seal(), Some(2));
+        held.release_stream(2, &mut tickets);
+        assert_eq!(tickets, [10, 11]);
     }
 }

@@ -181,6 +181,10 @@ pub struct Outbox {
     /// In cluster mode: the QoS 1/2 publishes of `to_remote` whose acknowledgement waits for
     /// JetStream, in the same order, each with its ticket (`cluster_acks.rs`).
     pub cluster_tickets: Vec<(Arc<RoutedMessage>, u64)>,
+    /// In cluster mode: the tickets of messages from the QoS stream that this node has
+    /// delivered (under `sync`, durably), whose acknowledgement to JetStream may go
+    /// (`crate::cluster::qos`).
+    pub stream_acks: Vec<u64>,
     /// In cluster mode: the client identifiers of the CONNECTs accepted this turn, for the
     /// other nodes to take down their connections with them (`crate::cluster::client_ids`).
     pub connected_clients: Vec<Box<str>>,
@@ -295,6 +299,7 @@ impl Outbox {
         shed(&mut self.to_shard);
         shed(&mut self.to_remote);
         shed(&mut self.cluster_tickets);
+        shed(&mut self.stream_acks);
         shed(&mut self.connected_clients);
         shed(&mut self.session_fetches);
     }

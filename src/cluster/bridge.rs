@@ -239,6 +239,7 @@ impl Bridge {
             ),
         }
         tokio::spawn(Arc::clone(&qos).prepare(client.clone()));
+        tokio::spawn(Arc::clone(&qos).acknowledge_delivered());
         self.qos = Some(qos);
         let intake = Arc::new(Intake {
             node: self.node.clone(),

@@ -22,7 +22,11 @@
 //!   acknowledgement waits for JetStream's carries a [`Ticket`], and the bridge hands back
 //!   on its shard's queue whether JetStream stored it (`qos.rs`). A queue of settled tickets
 //!   holds at most what its shard waits for, bounded by connections × `inbound_qos2_max`
-//!   (`crate::broker::cluster_acks`).
+//!   (`crate::broker::cluster_acks`). The messages read from the stream go to the intake
+//!   shard on a queue of their own, each with a ticket, up to `in_queue_bytes_max` (past it
+//!   the consumers wait for room); the intake shard hands back the tickets of those it
+//!   delivered (under `sync`, once durable on every shard), which the bridge then
+//!   acknowledges to JetStream.
 //!
 //! - **Client identifiers** (`client_ids.rs`): those of the CONNECTs accepted here, for the
 //!   other nodes, and those the other nodes accepted, one queue per shard, each at most
@@ -163,6 +167,16 @@ pub struct ClusterLink {
     qos_out_bytes_max: u64,
     /// Per shard: tickets JetStream answered, and whether it stored their publishes.
     settled: Vec<SegQueue<(u64, bool)>>,
+    /// Messages from the QoS stream for the intake shard, each with the ticket of its
+    /// acknowledgement to JetStream (`qos.rs`), and the bytes they hold: past
+    /// `in_queue_bytes_max` the consumers wait for room, and JetStream holds back the rest.
+    qos_in: SegQueue<(Arc<RoutedMessage>, u64)>,
+    qos_in_bytes: AtomicU64,
+    qos_in_bytes_max: u64,
+    /// The tickets of those the shards delivered, for the bridge to acknowledge.
+    qos_delivered: SegQueue<u64>,
+    /// Wakes the bridge's task that acknowledges them.
+    pub(super) qos_delivered_waiting: tokio::sync::Notify,
     mailboxes: Arc<Mailboxes>,
     /// Under `sync`: how far the bucket holds each shard's flushes.
     pub bucket_marks: Arc<BucketMarks>,
@@ -214,6 +228,11 @@ impl ClusterLink {
             settled: (0..mailboxes.shard_count())
                 .map(|_| SegQueue::new())
                 .collect(),
+            qos_in: SegQueue::new(),
+            qos_in_bytes: AtomicU64::new(0),
+            qos_in_bytes_max: in_bytes_max,
+            qos_delivered: SegQueue::new(),
+            qos_delivered_waiting: tokio::sync::Notify::new(),
             bucket_marks: Arc::new(BucketMarks::new(Arc::clone(&mailboxes))),
             mailboxes,
             figures: ClusterFigures::default(),
@@ -436,6 +455,46 @@ impl ClusterLink {
 
     pub(super) fn next_interest(&self) -> Option<InterestChange> {
         self.interest.pop()
+    }
+
+    /// Hands a message from the QoS stream, with its acknowledgement's ticket, to
+    /// [`INTAKE_SHARD`] and wakes it.
+    pub(super) fn deliver_qos(&self, message: Arc<RoutedMessage>, ticket: u64) {
+        let bytes = message.bytes() as u64;
+        self.qos_in_bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.qos_in.push((message, ticket));
+        self.figures.qos_received.fetch_add(1, Ordering::Relaxed);
+        self.mailboxes.wake(INTAKE_SHARD);
+    }
+
+    /// The next message from the QoS stream, for the intake shard.
+    pub fn take_qos(&self) -> Option<(Arc<RoutedMessage>, u64)> {
+        let taken = self.qos_in.pop()?;
+        let bytes = taken.0.bytes() as u64;
+        self.qos_in_bytes.fetch_sub(bytes, Ordering::Relaxed);
+        Some(taken)
+    }
+
+    /// Whether the messages from the QoS stream waiting for the intake shard hold
+    /// `in_queue_bytes_max` or more: the consumers then wait before they hand over another.
+    pub(super) fn qos_in_full(&self) -> bool {
+        self.qos_in_bytes.load(Ordering::Relaxed) >= self.qos_in_bytes_max
+    }
+
+    /// Tells the bridge that the shards delivered the QoS stream messages of `tickets`.
+    pub fn qos_delivered(&self, tickets: impl Iterator<Item = u64>) {
+        let mut any = false;
+        for ticket in tickets {
+            self.qos_delivered.push(ticket);
+            any = true;
+        }
+        if any {
+            self.qos_delivered_waiting.notify_one();
+        }
+    }
+
+    pub(super) fn next_qos_delivered(&self) -> Option<u64> {
+        self.qos_delivered.pop()
     }
 
     /// Hands a message from NATS to [`INTAKE_SHARD`] and wakes it; or counts it dropped when

@@ -20,8 +20,13 @@
 //! - **Receiving.** A node holds one durable consumer per subject of each filter its sessions
 //!   hold (`subject::filter_subjects`), made with the interest and deleted when it goes:
 //!   explicit acknowledgements, new messages only, at most `qos_ack_pending_max` held out. A
-//!   message is handed to the shards like one from core NATS but at its QoS, and acknowledged
-//!   to JetStream once it is in the in queue (the node waits for room rather than drop it).
+//!   message is handed to the intake shard at its QoS, on a queue of its own beside core
+//!   NATS's, and acknowledged to JetStream only once the node delivered it: once the intake
+//!   shard routed it, and under `durability = "sync"` once what it changed is on disk on
+//!   every shard (as a client's PUBACK, `broker/held_acks.rs`). A node that stops or dies
+//!   first gets it again from its durable consumer when it is back, so its offline sessions
+//!   do not lose what was on its way to them. JetStream bounds that queue: each consumer
+//!   holds out at most `qos_ack_pending_max` messages.
 //!   Its own messages (the origin header names this node) are acknowledged and skipped: the
 //!   node delivered them when they entered.
 //! - **Once per node.** A redelivery (an acknowledgement lost, a consumer moved to another
@@ -31,7 +36,7 @@
 //!   `qos_delivered_remembered_max` of them ([`Delivered`]). Each subscriber then gets the
 //!   message once from the local fan-out, as for a local publish.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -71,7 +76,8 @@ const PULL_HEARTBEAT: Duration = Duration::from_secs(3);
 /// out unacknowledged anyway.
 const PULL_BATCH_MAX: usize = 256;
 
-/// How long a consumer waits for room when the shards' in queue is full.
+/// How long a consumer waits for room when the intake shard's queue of stream messages is
+/// full.
 const ROOM_WAIT: Duration = Duration::from_millis(5);
 
 /// Longest part of a consumer's name taken from the node's name; the hash in the name keeps
@@ -90,6 +96,10 @@ pub(super) struct QosStream {
     /// Publishes whose answer from JetStream is awaited, at most `qos_acks_waiting_max`.
     acks: Arc<Semaphore>,
     delivered: Mutex<Delivered>,
+    /// The messages handed to the shards and not delivered yet, by ticket: acknowledged to
+    /// JetStream once they are (see the module documentation).
+    undelivered: Mutex<HashMap<u64, jetstream::Message>>,
+    next_ticket: AtomicU64,
 }
 
 impl QosStream {
@@ -109,6 +119,8 @@ impl QosStream {
             link,
             acks: Arc::new(Semaphore::new(settings.qos_acks_waiting_max)),
             delivered: Mutex::new(Delivered::new(settings.qos_delivered_remembered_max)),
+            undelivered: Mutex::new(HashMap::new()),
+            next_ticket: AtomicU64::new(0),
         }
     }
 
@@ -305,7 +317,7 @@ impl QosStream {
     }
 
     /// Hands one message of a consumer to the shards, unless this node sent it or delivered
-    /// it already, and acknowledges it to JetStream.
+    /// it already; acknowledged to JetStream once the shards delivered it, the others now.
     async fn take(&self, message: jetstream::Message) {
         let figures = &self.link.figures;
         let (sequence, delivered, published_ns) = match message.info() {
@@ -322,15 +334,23 @@ impl QosStream {
         let core = &message.message;
         let origin = core.headers.as_ref().and_then(|h| h.get(headers::ORIGIN));
         let own = origin.is_some_and(|origin| origin.as_str() == self.node);
-        // Noted before it is handed over: another consumer's copy taken meanwhile (the
-        // hand-over may wait for room) is then a duplicate, not a second delivery.
+        // Noted before it is handed over: another consumer's copy taken meanwhile is then
+        // a duplicate, not a second delivery.
         let first = !own && self.note_delivered((sequence, published_ns));
         if !own && !first {
             figures.qos_duplicates.fetch_add(1, Ordering::Relaxed);
         }
         if first {
             match self.publish_of(core) {
-                Some(publish) => self.hand_over(Arc::new(publish)).await,
+                Some(publish) => {
+                    while self.link.qos_in_full() {
+                        tokio::time::sleep(ROOM_WAIT).await;
+                    }
+                    let ticket = self.next_ticket.fetch_add(1, Ordering::Relaxed);
+                    lock(&self.undelivered).insert(ticket, message);
+                    self.link.deliver_qos(Arc::new(publish), ticket);
+                    return;
+                }
                 None => {
                     figures.received_dropped.fetch_add(1, Ordering::Relaxed);
                 }
@@ -340,10 +360,24 @@ impl QosStream {
         let _ = message.ack().await;
     }
 
+    /// Acknowledges to JetStream the messages the shards delivered, for as long as the node
+    /// runs. One not acknowledged (the node stopped or died first) comes again from its
+    /// consumer when the node is back.
+    pub(super) async fn acknowledge_delivered(self: Arc<Self>) {
+        loop {
+            self.link.qos_delivered_waiting.notified().await;
+            while let Some(ticket) = self.link.next_qos_delivered() {
+                let message = lock(&self.undelivered).remove(&ticket);
+                if let Some(message) = message {
+                    // Lost, it only means a redelivery, skipped as a duplicate.
+                    let _ = message.ack().await;
+                }
+            }
+        }
+    }
+
     fn note_delivered(&self, key: (u64, i128)) -> bool {
-        // A poisoned lock only means a task panicked while it held it: the set is whole.
-        let mut delivered = self.delivered.lock().unwrap_or_else(|e| e.into_inner());
-        delivered.first(key)
+        lock(&self.delivered).first(key)
     }
 
     /// The publish a stream message stands for, at its QoS; `None` when it makes no publish
@@ -364,24 +398,11 @@ impl QosStream {
             .and_then(|id| MessageId::from_header(id.as_str()));
         Some(publish)
     }
+}
 
-    /// Puts `publish` on the shards' in queue, waiting for room: a message the node acked to
-    /// JetStream must reach its subscribers.
-    async fn hand_over(&self, mut publish: Arc<RoutedMessage>) {
-        loop {
-            match self.link.pipes.offer(publish) {
-                Ok(()) => {
-                    self.link
-                        .figures
-                        .qos_received
-                        .fetch_add(1, Ordering::Relaxed);
-                    return;
-                }
-                Err(back) => publish = back,
-            }
-            tokio::time::sleep(ROOM_WAIT).await;
-        }
-    }
+/// A poisoned lock only means a task panicked while it held it: what it guards is whole.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Counts a QoS 1/2 publish JetStream did not store, and logs it at the 1st, 2nd, 4th, 8th,

@@ -84,6 +84,17 @@ impl Shard {
         if self.id != INTAKE_SHARD || self.stop_deadline.is_some() {
             return;
         }
+        for n in 0..FROM_CLUSTER_PER_TURN_MAX {
+            let Some((message, ticket)) = link.take_qos() else {
+                break;
+            };
+            self.broker
+                .publish_from_remote(message, now, &mut self.outbox);
+            self.broker.acknowledge_stream(ticket, &mut self.outbox);
+            if n + 1 == FROM_CLUSTER_PER_TURN_MAX {
+                self.busy = true;
+            }
+        }
         for _ in 0..FROM_CLUSTER_PER_TURN_MAX {
             let Some(message) = link.pipes.take() else {
                 return;
@@ -332,6 +343,7 @@ impl Shard {
         let Some(link) = &self.cluster else {
             return;
         };
+        link.qos_delivered(self.outbox.stream_acks.drain(..));
         self.broker.take_interest(&mut self.interest_changes);
         let any = any_fetch
             || !self.outbox.to_remote.is_empty()

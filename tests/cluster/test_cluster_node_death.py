@@ -18,7 +18,7 @@ import pytest
 
 from client import unique_id
 from natsserver import nats_server_bin
-from nodes import start_nodes
+from nodes import start_node, start_nodes, wait_in_cluster
 from scrape import wait_for_metric
 
 pytestmark = [
@@ -32,6 +32,9 @@ BEFORE_KILL = 60
 AFTER_KILL_S = 0.5
 # How long the resumed sessions may take to get everything.
 RESUME_TIMEOUT_S = 15.0
+# A node back after a crash gets the stream messages it had not acknowledged when JetStream
+# delivers them again: 30 s (the consumers' ack_wait) after their first delivery.
+REDELIVERY_TIMEOUT_S = 60.0
 
 
 def drain(client, until, timeout_s: float) -> list[bytes]:
@@ -171,3 +174,40 @@ def test_under_sync_a_qos2_subscriber_gets_each_message_once_across_its_nodes_de
     receiver.serve(conn, lambda: len(receiver.delivered) >= len(acked), RESUME_TIMEOUT_S)
     receiver.serve(conn, lambda: False, 0.5)
     assert receiver.delivered == acked, "every acknowledged message once, in order"
+
+
+def test_a_node_back_with_its_data_directory_gets_what_was_on_its_way_to_its_sessions(
+        start, nats, clients, topic, tmp_path):
+    """A node acknowledges a message of the QoS stream to JetStream only once it delivered it
+    (under `sync`, once it is on disk on every shard): killed with messages taken from
+    JetStream and not yet in its offline sessions, it gets them again from its consumer when
+    it is back with its data directory, and the sessions resume there with every message
+    their publisher had acknowledged."""
+    args = ["--data-dir", str(tmp_path / "a")]
+    a = start_node(start, nats, "a", args, config={"durability": "sync"})
+    wait_in_cluster(a)
+    b = start_node(start, nats, "b")
+    wait_in_cluster(b)
+    away_id = unique_id("away")
+    away = clients(a, "tcp", away_id, clean_session=False)
+    away.subscribe(topic, 1)
+    away.disconnect()
+    wait_for_metric(a, "fanfare_cluster_qos_consumers", lambda v: v >= 1)
+
+    acked, stop, publisher = publishing(clients(b, "tcp"), topic, 1)
+    try:
+        wait_for_metric(a, "fanfare_cluster_qos_received_total", lambda v: v >= BEFORE_KILL)
+        a.kill()
+        stop.wait(AFTER_KILL_S)
+    finally:
+        stop.set()
+        publisher.join()
+
+    a = start_node(start, nats, "a", args, config={"durability": "sync"})
+    wait_in_cluster(a)
+    back = clients(a, "tcp", away_id, clean_session=False, connect=False)
+    assert back.connect() is True, "session present on node a"
+    want = set(acked)
+    got = drain(back, lambda got: want <= set(got), REDELIVERY_TIMEOUT_S)
+    missing = want - set(got)
+    assert not missing, f"lost {sorted(missing, key=int)[:10]} of {len(acked)}"
