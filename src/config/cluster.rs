@@ -90,7 +90,9 @@ pub struct ClusterSettings {
     /// Worst case this much memory while NATS is slow or gone.
     pub out_queue_bytes_max: u64,
     /// Bytes of messages from NATS waiting for the shards; past it a message is dropped and
-    /// counted. Worst case this much memory while the shards are busy.
+    /// counted. Messages of the QoS stream have a queue of their own with the same bound,
+    /// past which they wait in JetStream. Worst case twice this much memory while the shards
+    /// are busy.
     pub in_queue_bytes_max: u64,
     /// Whether `/readyz` answers 503 while the node is not connected to NATS. A node outside
     /// the cluster still serves its own clients, but they miss every message published on
