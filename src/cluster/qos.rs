@@ -25,8 +25,8 @@
 //!   shard routed it, and under `durability = "sync"` once what it changed is on disk on
 //!   every shard (as a client's PUBACK, `broker/held_acks.rs`). A node that stops or dies
 //!   first gets it again from its durable consumer when it is back, so its offline sessions
-//!   do not lose what was on its way to them. JetStream bounds that queue: each consumer
-//!   holds out at most `qos_ack_pending_max` messages.
+//!   do not lose what was on its way to them. That queue holds at most `in_queue_bytes_max`;
+//!   past it the consumers wait for room, and JetStream holds back the rest.
 //!   Its own messages (the origin header names this node) are acknowledged and skipped: the
 //!   node delivered them when they entered.
 //! - **Once per node.** A redelivery (an acknowledgement lost, a consumer moved to another

@@ -123,14 +123,6 @@ impl Pipes {
         pushed.map_err(|_| Full)
     }
 
-    /// Like [`Pipes::deliver`], but gives the message back when the in queue has no room
-    /// now, for a caller that waits for room rather than drop it.
-    pub fn offer(&self, message: Arc<RoutedMessage>) -> Result<(), Arc<RoutedMessage>> {
-        let pushed = self.incoming.push(message);
-        self.mailboxes.wake(self.intake_shard);
-        pushed
-    }
-
     /// The in queue's bound, in bytes.
     pub fn in_bytes_max(&self) -> u64 {
         self.incoming.bytes_max()
