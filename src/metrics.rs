@@ -57,7 +57,7 @@ const fn counter(name: &'static str, help: &'static str) -> Metric {
 }
 
 /// Every metric, in the order of [`ShardFigures::values`].
-const METRICS: [Metric; 70] = [
+const METRICS: [Metric; 71] = [
     gauge(
         "fanfare_sockets",
         "Open sockets: clients, WebSocket upgrades and HTTP requests in progress.",
@@ -324,7 +324,11 @@ const METRICS: [Metric; 70] = [
     ),
     counter(
         "fanfare_cluster_qos_duplicates_total",
-        "Cluster mode: QoS stream messages not published because this node had published them already (a redelivery, or one message through two of its consumers).",
+        "Cluster mode: QoS stream messages not published because this node had published them already (a redelivery, one message through two of its consumers, or a QoS 2 publish resent after its node's death that reached this node first from its client).",
+    ),
+    counter(
+        "fanfare_cluster_qos_resends_held_total",
+        "Cluster mode: QoS 2 publishes resent by their client after their node's death that the QoS stream held already, kept once.",
     ),
 ];
 
@@ -423,6 +427,7 @@ pub struct ClusterCounts {
     pub qos_received: u64,
     pub qos_redelivered: u64,
     pub qos_duplicates: u64,
+    pub qos_resends_held: u64,
 }
 
 /// One shard's figures at one moment, in the order of [`METRICS`].
@@ -510,6 +515,7 @@ impl ShardFigures {
                 cluster.qos_received,
                 cluster.qos_redelivered,
                 cluster.qos_duplicates,
+                cluster.qos_resends_held,
             ],
         }
     }

@@ -8,11 +8,12 @@ use std::sync::{Mutex, MutexGuard};
 
 use super::Broker;
 use super::crossings::{Crossings, Path, fingerprint};
-use super::message_ids::{MessageIds, SentWindow};
+use super::message_ids::{DeliveredIds, MessageId, MessageIds, SentWindow};
+use super::origins::Origin;
 use super::outbox::{Outbox, RoutedMessage};
 use super::session::SessionKey;
-use crate::protocol::mqtt::QoS;
 use crate::protocol::mqtt::topic::filter_matches;
+use crate::protocol::mqtt::{PacketId, QoS};
 
 impl Broker {
     /// Turns cluster mode on, right after `Broker::new` (the interest of subscriptions made
@@ -32,6 +33,36 @@ impl Broker {
     /// was sent, for a replay after its node's death to know them (`message_ids.rs`).
     pub fn remember_sent(&mut self, window: SentWindow) {
         self.sent_window = Some(window);
+    }
+
+    /// Shares the node's memory of the QoS 2 publishes with an origin it delivered
+    /// (`message_ids.rs`), in cluster mode, right after `join_cluster`.
+    pub fn share_delivered_ids(&mut self, ids: Arc<Mutex<DeliveredIds>>) {
+        self.delivered_ids = Some(ids);
+    }
+
+    /// In cluster mode, gives a QoS 2 publish with an `origin` the identity every node
+    /// derives alike from its origin and `packet_id`, and says whether it is to be delivered
+    /// on this node: not when it is a resend (`dup`) that this node had from the QoS stream
+    /// already, the original having been stored by the node that died under it
+    /// (`message_ids.rs`). It goes to the stream all the same: JetStream keeps one of the two,
+    /// and its answer releases the PUBREC.
+    pub(super) fn identify_qos2(
+        &mut self,
+        message: &mut Arc<RoutedMessage>,
+        origin: &Origin,
+        packet_id: PacketId,
+        dup: bool,
+    ) -> bool {
+        if self.message_ids.is_none() || message.topic.starts_with('$') {
+            return true;
+        }
+        let id = MessageId::of_publish(origin.incarnation, origin.seq, packet_id.get());
+        Arc::make_mut(message).id = Some(id);
+        match (&self.delivered_ids, dup) {
+            (Some(delivered), true) => lock(delivered).first(id),
+            _ => true,
+        }
     }
 
     /// In cluster mode, `message` with its identity across the nodes: a QoS 1/2 publish
@@ -175,8 +206,9 @@ impl Broker {
     }
 }
 
-/// A bridge's crossings, locked. A poisoned lock only means a bridge's thread panicked while
-/// it held it: what it remembers is still whole.
-fn lock(crossings: &Mutex<Crossings>) -> MutexGuard<'_, Crossings> {
-    crossings.lock().unwrap_or_else(|e| e.into_inner())
+/// A memory shared with another thread (a bridge's crossings, the node's delivered
+/// identities), locked. A poisoned lock only means that thread panicked while it held it:
+/// what it remembers is still whole.
+fn lock<T>(shared: &Mutex<T>) -> MutexGuard<'_, T> {
+    shared.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -258,7 +258,7 @@ impl Broker {
                 }
             }
             Delivery::ExactlyOnce(id) => {
-                let publish = (id, topic, v5);
+                let publish = (id, topic, v5, publish.dup);
                 self.publish_exactly_once(conn, key, publish, message, now, out)
             }
         }
@@ -308,7 +308,7 @@ impl Broker {
         &mut self,
         conn: ConnId,
         key: SessionKey,
-        (id, topic, v5): (PacketId, &str, bool),
+        (id, topic, v5, dup): (PacketId, &str, bool, bool),
         message: impl FnOnce() -> Arc<RoutedMessage>,
         now: Instant,
         out: &mut Outbox,
@@ -353,11 +353,18 @@ impl Broker {
         let mut message = message();
         // Under `sync`, tentative until its identifier is on disk (`origins.rs`).
         let origin = self.new_origin(key);
+        let mut deliver_here = true;
         if let Some(origin) = &origin {
             Arc::make_mut(&mut message).origin = Some(Arc::clone(origin));
+            deliver_here = self.identify_qos2(&mut message, origin, id, dup);
         }
         let remote_before = out.to_remote.len();
-        self.route_from(key, message, now, out);
+        if deliver_here {
+            self.route_from(key, message, now, out);
+        } else {
+            // Delivered here from the stream already: to the stream only, for its answer.
+            out.to_remote.push(message);
+        }
         // Written after what the routing changed on this shard (`session_writes.rs`), and
         // under `sync` only once every shard has it (`held_acks.rs`).
         self.note_inbound_qos2(key);

@@ -13,8 +13,24 @@
 //! An identity is given where a publish enters the cluster, before its first delivery on its
 //! node: 64 bits that differ between node processes (the start time in nanoseconds mixed
 //! with the process id), then the shard and a count.
+//!
+//! **A QoS 2 publish resent after its node's death.** Under `durability = "sync"` a QoS 2
+//! publish of a persistent session has an origin instead (`origins.rs`): the session's
+//! incarnation and the publish's number in it, counted on from the number committed with the
+//! session's last image. Its identity is made of those and its packet identifier
+//! ([`MessageId::of_publish`]), so the node its session moves to when its node dies gives
+//! the client's resend the identity the first node gave the original: a PUBREC reaches the
+//! client only once the image that committed its number is in the bucket, so the publishes
+//! the client sends again are the ones numbered after that image, in the order it sent them
+//! [MQTT-4.6.0-1]. The QoS stream keeps one of the two (JetStream's duplicate window, on
+//! `Nats-Msg-Id`), and a node delivers the one that reaches it first ([`Delivered`], shared
+//! by its shards and its NATS thread). Where the numbers could drift apart (a 3.x publish
+//! JetStream refused, which its client sends again while its number is spent), the packet
+//! identifier keeps two different messages apart: two publishes the client had under way at
+//! once never share one. A drift then costs a duplicate, never a message.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
+use std::hash::Hash;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -38,6 +54,14 @@ impl MessageId {
             return None;
         }
         u128::from_str_radix(value, 16).ok().map(MessageId)
+    }
+
+    /// The identity of a QoS 2 publish with an origin: the same on every node (see the
+    /// module documentation). A random incarnation keeps it apart from the identities
+    /// [`MessageIds`] gives, whose high half is a process's.
+    pub fn of_publish(incarnation: u64, seq: u64, packet_id: u16) -> MessageId {
+        let seq = u128::from(seq) & ((1 << COUNT_BITS) - 1);
+        MessageId((u128::from(incarnation) << 64) | (seq << 16) | u128::from(packet_id))
     }
 }
 
@@ -111,9 +135,73 @@ impl SentIds {
     }
 }
 
+/// The node's memory of the QoS 2 publishes with an origin it delivered, by identity.
+pub type DeliveredIds = Delivered<MessageId>;
+
+/// What a node delivered lately, the last `remembered_max` keys: a key seen again is not
+/// delivered again. One older than those is: at least once, never lost.
+pub struct Delivered<K> {
+    keys: HashSet<K>,
+    order: VecDeque<K>,
+    remembered_max: usize,
+}
+
+impl<K: Hash + Eq + Copy> Delivered<K> {
+    pub fn new(remembered_max: usize) -> Delivered<K> {
+        Delivered {
+            keys: HashSet::new(),
+            order: VecDeque::new(),
+            remembered_max,
+        }
+    }
+
+    /// Notes `key`; whether it was not delivered before.
+    pub fn first(&mut self, key: K) -> bool {
+        if !self.keys.insert(key) {
+            return false;
+        }
+        self.order.push_back(key);
+        if self.order.len() > self.remembered_max
+            && let Some(oldest) = self.order.pop_front()
+        {
+            self.keys.remove(&oldest);
+        }
+        true
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_message_is_delivered_once_while_remembered() {
+        let mut delivered = Delivered::new(2);
+        assert!(delivered.first((1, 10)));
+        assert!(!delivered.first((1, 10)), "a redelivery");
+        assert!(delivered.first((1, 99)), "a stream made again");
+        assert!(delivered.first((2, 20)));
+        assert_eq!(delivered.keys.len(), 2, "bounded");
+        assert!(!delivered.first((2, 20)));
+        assert!(
+            delivered.first((1, 10)),
+            "forgotten: delivered again, never lost"
+        );
+    }
+
+    #[test]
+    fn a_publish_has_one_identity_on_every_node_and_its_parts_keep_publishes_apart() {
+        let id = MessageId::of_publish(0xfeed, 7, 3);
+        assert_eq!(id, MessageId::of_publish(0xfeed, 7, 3));
+        for other in [
+            MessageId::of_publish(0xfeee, 7, 3),
+            MessageId::of_publish(0xfeed, 8, 3),
+            MessageId::of_publish(0xfeed, 7, 4),
+        ] {
+            assert_ne!(id, other);
+        }
+        assert_eq!(id.to_header(), "000000000000feed0000000000070003");
+    }
 
     #[test]
     fn an_identity_round_trips_through_its_header_and_nothing_else_parses() {

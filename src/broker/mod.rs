@@ -223,6 +223,9 @@ pub struct Broker {
     /// Cluster mode: what a connected persistent session remembers of what it was sent
     /// (`message_ids.rs`); `None`: nothing.
     sent_window: Option<message_ids::SentWindow>,
+    /// Cluster mode: the node's memory of the QoS 2 publishes with an origin it delivered,
+    /// shared by its shards and its NATS thread (`message_ids.rs`).
+    delivered_ids: Option<std::sync::Arc<std::sync::Mutex<message_ids::DeliveredIds>>>,
     stats: BrokerStats,
 }
 
@@ -269,6 +272,7 @@ impl Broker {
             announces_clients: false,
             message_ids: None,
             sent_window: None,
+            delivered_ids: None,
             stats: BrokerStats::default(),
         }
     }

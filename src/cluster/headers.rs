@@ -38,6 +38,11 @@ use crate::protocol::mqtt::{DecodeLimits, QoS};
 pub const ORIGIN: &str = "Fanfare-Origin";
 /// A QoS 1/2 publish's identity in the cluster (`broker/message_ids.rs`).
 pub const MESSAGE_ID: &str = "Fanfare-Message-Id";
+/// `Nats-Msg-Id`, JetStream's own: a second message with the same value within the stream's
+/// duplicate window is not stored. Set to the identity of a QoS 2 publish with an origin,
+/// which every node derives alike (`broker/message_ids.rs`). The client library's name for
+/// it, since received headers are keyed by that, not by the text.
+pub use async_nats::header::NATS_MESSAGE_ID;
 pub const RETAIN: &str = "Mqtt-Retain";
 pub const MESSAGE_EXPIRY: &str = "Mqtt-Message-Expiry";
 pub const PAYLOAD_FORMAT: &str = "Mqtt-Payload-Format";

@@ -26,7 +26,10 @@
 //!   shard on a queue of their own, each with a ticket, up to `in_queue_bytes_max` (past it
 //!   the consumers wait for room); the intake shard hands back the tickets of those it
 //!   delivered (under `sync`, once durable on every shard), which the bridge then
-//!   acknowledges to JetStream.
+//!   acknowledges to JetStream. The identities of the QoS 2 publishes that may reach the
+//!   node both from the stream and from their client's resend after their node's death are
+//!   remembered once for the node, shared by the shards and the bridge
+//!   (`crate::broker::message_ids`).
 //!
 //! - **Client identifiers** (`client_ids.rs`): those of the CONNECTs accepted here, for the
 //!   other nodes, and those the other nodes accepted, one queue per shard, each at most
@@ -52,6 +55,7 @@ use super::bucket_marks::BucketMarks;
 use super::client_ids::{Remembered, TakenOver};
 use super::sessions::{SessionFetch, SessionFetched, SessionOut, SessionTake};
 use crate::broker::RoutedMessage;
+use crate::broker::message_ids::{Delivered, DeliveredIds};
 use crate::config::ClusterSettings;
 use crate::shard::byte_queue::{ByteQueue, Full, Pipes};
 use crate::shard::mailbox::Mailboxes;
@@ -135,6 +139,9 @@ pub struct ClusterFigures {
     /// message through two consumers).
     pub qos_redelivered: AtomicU64,
     pub qos_duplicates: AtomicU64,
+    /// QoS 2 publishes of this node the stream held already: resent by their client after
+    /// their node's death, and kept once (`crate::broker::message_ids`).
+    pub qos_resends_held: AtomicU64,
 }
 
 /// The queues of one node's shards and its bridge.
@@ -177,6 +184,10 @@ pub struct ClusterLink {
     qos_delivered: SegQueue<u64>,
     /// Wakes the bridge's task that acknowledges them.
     pub(super) qos_delivered_waiting: tokio::sync::Notify,
+    /// The QoS 2 publishes with an origin this node delivered, by identity, the last
+    /// `qos_delivered_remembered_max`: a node takes the first of the stream's copy and its
+    /// client's resend (`crate::broker::message_ids`). Locked per such publish only.
+    pub delivered_ids: Arc<Mutex<DeliveredIds>>,
     mailboxes: Arc<Mailboxes>,
     /// Under `sync`: how far the bucket holds each shard's flushes.
     pub bucket_marks: Arc<BucketMarks>,
@@ -233,6 +244,9 @@ impl ClusterLink {
             qos_in_bytes_max: in_bytes_max,
             qos_delivered: SegQueue::new(),
             qos_delivered_waiting: tokio::sync::Notify::new(),
+            delivered_ids: Arc::new(Mutex::new(Delivered::new(
+                settings.qos_delivered_remembered_max,
+            ))),
             bucket_marks: Arc::new(BucketMarks::new(Arc::clone(&mailboxes))),
             mailboxes,
             figures: ClusterFigures::default(),

@@ -33,10 +33,16 @@
 //!   server) and the same message through two consumers of the node (filters `a/#` and `a/b`
 //!   both match `a/b`) carry the same stream sequence and publication time: the node
 //!   delivers the first and skips the others, remembering the last
-//!   `qos_delivered_remembered_max` of them ([`Delivered`]). Each subscriber then gets the
-//!   message once from the local fan-out, as for a local publish.
+//!   `qos_delivered_remembered_max` of them ([`Delivered`]; a stream made again counts its
+//!   sequences from 1 again, hence the time). Each subscriber then gets the message once
+//!   from the local fan-out, as for a local publish.
+//! - **A QoS 2 publish resent after its node's death.** A QoS 2 publish with an origin
+//!   (under `sync`, of a persistent session) goes to the stream with `Nats-Msg-Id` set to its
+//!   identity, which the node its session moves to gives the client's resend too: JetStream
+//!   stores one of the two, and a node takes whichever reaches it first, from the stream or
+//!   from the client (`crate::broker::message_ids`).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -54,7 +60,7 @@ use super::link::{ClusterLink, Ticket};
 use super::retained::replicas_for;
 use super::subject::{filter_subjects, topic_to_subject};
 use crate::broker::RoutedMessage;
-use crate::broker::message_ids::MessageId;
+use crate::broker::message_ids::{Delivered, MessageId};
 use crate::config::{ClusterSettings, Limits};
 use crate::protocol::mqtt::QoS;
 
@@ -95,7 +101,7 @@ pub(super) struct QosStream {
     link: Arc<ClusterLink>,
     /// Publishes whose answer from JetStream is awaited, at most `qos_acks_waiting_max`.
     acks: Arc<Semaphore>,
-    delivered: Mutex<Delivered>,
+    delivered: Mutex<Delivered<(u64, i128)>>,
     /// The messages handed to the shards and not delivered yet, by ticket: acknowledged to
     /// JetStream once they are (see the module documentation).
     undelivered: Mutex<HashMap<u64, jetstream::Message>>,
@@ -195,6 +201,11 @@ impl QosStream {
             "1"
         };
         headers.insert(headers::QOS, qos);
+        if let (Some(id), Some(_)) = (message.id, &message.origin) {
+            // Derived alike on every node: JetStream keeps one of a publish and its resend
+            // after its node's death (`crate::broker::message_ids`).
+            headers.insert(headers::NATS_MESSAGE_ID, id.to_header().as_str());
+        }
         let Ok(permit) = Arc::clone(&self.acks).acquire_owned().await else {
             self.settle(ticket, false);
             return;
@@ -221,8 +232,11 @@ impl QosStream {
             let figures = &link.figures;
             figures.qos_acks_waiting.fetch_sub(1, Ordering::Relaxed);
             match &stored {
-                Ok(_) => {
+                Ok(ack) => {
                     figures.qos_stored.fetch_add(1, Ordering::Relaxed);
+                    if ack.duplicate {
+                        figures.qos_resends_held.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
                 Err(e) => store_failed(&figures.qos_store_failed, &stream, &root, &e.to_string()),
             }
@@ -336,7 +350,9 @@ impl QosStream {
         let own = origin.is_some_and(|origin| origin.as_str() == self.node);
         // Noted before it is handed over: another consumer's copy taken meanwhile is then
         // a duplicate, not a second delivery.
-        let first = !own && self.note_delivered((sequence, published_ns));
+        let first = !own
+            && self.note_delivered((sequence, published_ns))
+            && self.first_of_its_identity(core);
         if !own && !first {
             figures.qos_duplicates.fetch_add(1, Ordering::Relaxed);
         }
@@ -378,6 +394,18 @@ impl QosStream {
 
     fn note_delivered(&self, key: (u64, i128)) -> bool {
         lock(&self.delivered).first(key)
+    }
+
+    /// Whether a QoS 2 publish with an origin (its identity in `Nats-Msg-Id`) is new to this
+    /// node: its client's resend after its node's death may have reached it first
+    /// (`crate::broker::message_ids`). Every other message is.
+    fn first_of_its_identity(&self, message: &async_nats::Message) -> bool {
+        let id = message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(headers::NATS_MESSAGE_ID))
+            .and_then(|id| MessageId::from_header(id.as_str()));
+        id.is_none_or(|id| lock(&self.link.delivered_ids).first(id))
     }
 
     /// The publish a stream message stands for, at its QoS; `None` when it makes no publish
@@ -474,57 +502,9 @@ impl Hasher for Fnv64 {
     }
 }
 
-/// The stream messages a node delivered, by stream sequence and publication time (a stream
-/// made again after being lost counts its sequences from 1 again), the last `remembered_max`
-/// of them. A message older than those is delivered again: at least once, never lost.
-pub(super) struct Delivered {
-    keys: HashSet<(u64, i128)>,
-    order: VecDeque<(u64, i128)>,
-    remembered_max: usize,
-}
-
-impl Delivered {
-    pub(super) fn new(remembered_max: usize) -> Delivered {
-        Delivered {
-            keys: HashSet::new(),
-            order: VecDeque::new(),
-            remembered_max,
-        }
-    }
-
-    /// Notes `key`; whether it was not delivered before.
-    pub(super) fn first(&mut self, key: (u64, i128)) -> bool {
-        if !self.keys.insert(key) {
-            return false;
-        }
-        self.order.push_back(key);
-        if self.order.len() > self.remembered_max
-            && let Some(oldest) = self.order.pop_front()
-        {
-            self.keys.remove(&oldest);
-        }
-        true
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_message_is_delivered_once_while_remembered() {
-        let mut delivered = Delivered::new(2);
-        assert!(delivered.first((1, 10)));
-        assert!(!delivered.first((1, 10)), "a redelivery");
-        assert!(delivered.first((1, 99)), "a stream made again");
-        assert!(delivered.first((2, 20)));
-        assert_eq!(delivered.keys.len(), 2, "bounded");
-        assert!(!delivered.first((2, 20)));
-        assert!(
-            delivered.first((1, 10)),
-            "forgotten: delivered again, never lost"
-        );
-    }
 
     #[test]
     fn consumer_names_are_stable_unique_and_valid() {

@@ -190,8 +190,10 @@ pub struct ClusterSettings {
     /// (JetStream's `max_ack_pending`): bounds what one consumer brings in ahead of the shards.
     pub qos_ack_pending_max: usize,
     /// Stream sequence numbers of QoS 1/2 messages this node delivered, remembered so that a
-    /// redelivery, or the same message through two of its consumers, is delivered once.
-    /// Worst case: 16 B each.
+    /// redelivery, or the same message through two of its consumers, is delivered once; and
+    /// as many identities of QoS 2 publishes with an origin, so that one resent after its
+    /// node's death is delivered once (`broker/message_ids.rs`). Worst case: about 100 B each
+    /// for the two memories together, 6.5 MiB at the default.
     pub qos_delivered_remembered_max: usize,
 }
 

@@ -429,6 +429,7 @@ impl Shard {
                     qos_received: figures.qos_received.load(Ordering::Relaxed),
                     qos_redelivered: figures.qos_redelivered.load(Ordering::Relaxed),
                     qos_duplicates: figures.qos_duplicates.load(Ordering::Relaxed),
+                    qos_resends_held: figures.qos_resends_held.load(Ordering::Relaxed),
                 }
             }
             _ => crate::metrics::ClusterCounts::default(),

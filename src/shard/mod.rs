@@ -307,6 +307,9 @@ impl Shard {
         if setup.cluster.is_some() {
             broker.join_cluster();
             broker.hold_acks_for_cluster();
+            if let Some(link) = &setup.cluster {
+                broker.share_delivered_ids(Arc::clone(&link.delivered_ids));
+            }
             broker.remember_sent(SentWindow {
                 margin: Duration::from_millis(config.cluster.session_replay_margin_ms.into()),
                 max: config.cluster.session_sent_ids_max,

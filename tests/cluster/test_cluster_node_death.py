@@ -35,6 +35,10 @@ RESUME_TIMEOUT_S = 15.0
 # A node back after a crash gets the stream messages it had not acknowledged when JetStream
 # delivers them again: 30 s (the consumers' ack_wait) after their first delivery.
 REDELIVERY_TIMEOUT_S = 60.0
+# A CONNECT that resumes a session is refused with this (3.1.1) when the session was not found
+# within `session_fetch_timeout_ms`; its client tries again, this many times in all.
+SERVER_UNAVAILABLE = 3
+CONNECT_TRIES = 3
 
 
 def drain(client, until, timeout_s: float) -> list[bytes]:
@@ -211,3 +215,111 @@ def test_a_node_back_with_its_data_directory_gets_what_was_on_its_way_to_its_ses
     got = drain(back, lambda got: want <= set(got), REDELIVERY_TIMEOUT_S)
     missing = want - set(got)
     assert not missing, f"lost {sorted(missing, key=int)[:10]} of {len(acked)}"
+
+
+class QoS2Sender:
+    """A QoS 2 publisher that keeps its in-flight state across connections, as a client with
+    a persistent session must [MQTT-4.4.0-1]: on its next connection it sends again, with
+    DUP set, each PUBLISH whose PUBREC it did not get, then the PUBRELs whose PUBCOMP it did
+    not get. It publishes "0", "1", ... with up to `window` exchanges under way, and takes
+    the lowest packet identifier free, so identifiers come back soon after their exchange
+    ends."""
+
+    def __init__(self, client_id: str, topic: str, window: int = 20):
+        self.client_id = client_id
+        self.topic = topic
+        self.window = window
+        self.next = 0
+        # Insertion order is publishing order.
+        self.unreceived: dict[int, bytes] = {}
+        self.released: dict[int, bytes] = {}
+        self.acked: list[bytes] = []
+
+    def connect(self, raw, broker) -> rawmqtt.Mqtt:
+        for _ in range(CONNECT_TRIES):
+            conn = raw(broker, "tcp")
+            connack = conn.handshake(self.client_id, clean=False)
+            # Server unavailable: the session was not found in time (its node just died);
+            # a client comes back.
+            if connack.body[1] != SERVER_UNAVAILABLE:
+                break
+        assert connack.body[1] == 0, f"CONNACK {connack.body!r}"
+        for packet_id, payload in self.unreceived.items():
+            conn.send(rawmqtt.publish(self.topic, payload, qos=2, packet_id=packet_id,
+                                      dup=True))
+        for packet_id in self.released:
+            conn.send(rawmqtt.ack(rawmqtt.PUBREL, packet_id))
+        return conn
+
+    def in_flight(self) -> int:
+        return len(self.unreceived) + len(self.released)
+
+    def serve(self, conn: rawmqtt.Mqtt, publish, until, timeout_s: float) -> None:
+        """Publishes while `publish()` holds and answers the broker, until `until()` holds,
+        the connection ends or time is out."""
+        deadline = time.monotonic() + timeout_s
+        while not until() and time.monotonic() < deadline:
+            try:
+                while publish() and self.in_flight() < self.window:
+                    taken = self.unreceived.keys() | self.released.keys()
+                    packet_id = min(set(range(1, self.window + 2)) - taken)
+                    payload = b"%d" % self.next
+                    self.next += 1
+                    self.unreceived[packet_id] = payload
+                    conn.send(rawmqtt.publish(self.topic, payload, qos=2,
+                                              packet_id=packet_id))
+                packet = conn.read(timeout=0.2)
+            except TimeoutError:
+                continue
+            except (rawmqtt.Closed, OSError):
+                return
+            if packet.ptype == rawmqtt.PUBREC and packet.packet_id in self.unreceived:
+                payload = self.unreceived.pop(packet.packet_id)
+                self.released[packet.packet_id] = payload
+                self.acked.append(payload)
+                conn.send(rawmqtt.ack(rawmqtt.PUBREL, packet.packet_id))
+            elif packet.ptype == rawmqtt.PUBCOMP:
+                self.released.pop(packet.packet_id, None)
+
+
+def test_under_sync_a_qos2_publisher_whose_node_dies_is_delivered_once(
+        start, nats_cluster, clients, raw, topic, tmp_path):
+    """A QoS 2 publish JetStream stored whose PUBREC the dying node never sent comes again from
+    its client, on the node its session moves to: JetStream knows it by an identity both
+    nodes derive alike (the session's incarnation, the publish's number in it and its
+    packet identifier) and keeps one copy, and the new node, which had it from the stream
+    already, does not deliver it a second time."""
+    a, b, c = start_nodes(start, nats_cluster.servers,
+                          args=lambda i: ["--data-dir", str(tmp_path / f"data{i}")],
+                          config=lambda i: {"durability": "sync"})
+    subscribers = []
+    for node in (b, c):
+        subscriber = clients(node, "tcp")
+        subscriber.subscribe(topic, 2)
+        wait_for_metric(node, "fanfare_cluster_qos_consumers", lambda v: v >= 1)
+        subscribers.append(subscriber)
+
+    sender = QoS2Sender(unique_id("sender"), topic)
+    conn = sender.connect(raw, a)
+    sender.serve(conn, lambda: True, lambda: len(sender.acked) >= BEFORE_KILL,
+                 RESUME_TIMEOUT_S)
+    assert len(sender.acked) >= BEFORE_KILL, "node 1 acknowledges"
+    killer = threading.Timer(0.05, a.kill)
+    killer.start()
+    sender.serve(conn, lambda: True, lambda: False, RESUME_TIMEOUT_S)
+    killer.join()
+    cut = sender.next
+
+    conn = sender.connect(raw, b)
+    more = cut + BEFORE_KILL
+    sender.serve(conn, lambda: sender.next < more,
+                 lambda: sender.next >= more and sender.in_flight() == 0, RESUME_TIMEOUT_S)
+    assert sender.in_flight() == 0, "every exchange completes on node 2"
+    assert sorted(sender.acked, key=int) == [b"%d" % n for n in range(more)]
+
+    for node, subscriber in zip(("node 2", "node 3"), subscribers):
+        got = drain(subscriber, lambda got: len(got) >= more, RESUME_TIMEOUT_S)
+        got += drain(subscriber, lambda got: False, 0.5)
+        twice = sorted({p for p in got if got.count(p) > 1}, key=int)
+        assert not twice, f"{node}: {len(twice)} came twice, {twice[:10]}"
+        assert got == [b"%d" % n for n in range(more)], f"{node}: each once, in order"

@@ -1,6 +1,9 @@
 //! Cluster mode: what goes to the other nodes, what comes from them, and the interest changes.
 
 use super::*;
+use std::sync::Mutex;
+
+use crate::broker::message_ids::{DeliveredIds, MessageId};
 use crate::protocol::mqtt::{Delivery, QoS};
 
 fn topics(messages: &[Arc<RoutedMessage>]) -> Vec<&str> {
@@ -191,4 +194,82 @@ fn a_connect_on_another_node_takes_over_like_a_local_one() {
         vec![(ConnId(1), CloseReason::SessionTakenOver)]
     );
     assert_eq!(h.broker.stats().takeovers, 1);
+}
+
+/// Node `shared`'s shard under `sync` in cluster mode, with a QoS 2 subscriber on 1.
+fn sync_node(shared: &Arc<Mutex<DeliveredIds>>) -> Harness {
+    let mut h = Harness::new();
+    h.broker.keep_session_writes();
+    h.broker.hold_acks_until_durable();
+    h.broker.join_cluster();
+    h.broker.hold_acks_for_cluster();
+    h.broker.share_delivered_ids(Arc::clone(shared));
+    h.subscriber(1, "sub", "s/#", QoS::ExactlyOnce);
+    h
+}
+
+fn resent<'a>(topic: &'a str, payload: &'a [u8], packet_id: u16) -> Packet<'a> {
+    let mut packet = publish(topic, payload, Delivery::ExactlyOnce(id(packet_id)), false);
+    if let Packet::Publish(publish) = &mut packet {
+        publish.dup = true;
+    }
+    packet
+}
+
+#[test]
+fn a_qos2_publish_resent_after_its_nodes_death_has_the_identity_of_the_first() {
+    // Node 1: the publisher's session writes its image, then sends a QoS 2 publish that
+    // JetStream stores and whose PUBREC never leaves (the node dies).
+    let first_ids = Arc::new(Mutex::new(DeliveredIds::new(16)));
+    let mut first = sync_node(&first_ids);
+    first.connect(2, &Client::new("pub").persistent());
+    first.broker.take_session_writes();
+    let publish_ = publish("s/a", b"goal", Delivery::ExactlyOnce(id(7)), false);
+    let step = first.packet(2, &publish_);
+    let sent = &step.to_remote[0];
+    let origin = sent.origin.as_ref().expect("tentative under sync");
+    let identity = MessageId::of_publish(origin.incarnation, origin.seq, 7);
+    assert_eq!(sent.id, Some(identity), "derived, not counted by the node");
+    let images = images(&mut first);
+
+    // Node 2 had the stored original from the stream, then takes the session from its
+    // image, and the client sends the publish again.
+    let second_ids = Arc::new(Mutex::new(DeliveredIds::new(16)));
+    assert!(second_ids.lock().expect("unpoisoned").first(identity));
+    let mut second = sync_node(&second_ids);
+    let mut out = Outbox::default();
+    second.broker.load_sessions(&images, second.t0, &mut out);
+    second.connect(2, &Client::new("pub").persistent());
+    let step = second.packet(2, &resent("s/a", b"goal", 7));
+    assert!(step.publishes(1).is_empty(), "not delivered a second time");
+    assert!(
+        step.to(2).is_empty(),
+        "the PUBREC waits for JetStream's answer"
+    );
+    let [(again, ticket)] = &step.cluster_tickets[..] else {
+        panic!("to the stream: {:?}", step.cluster_tickets);
+    };
+    assert_eq!(again.id, Some(identity), "JetStream keeps one of the two");
+    let mut out = Outbox::default();
+    second.broker.settle_cluster_ack(*ticket, true, &mut out);
+    second.finish(out);
+    let barrier = second.broker.seal_held_acks().expect("held for the disk");
+    let mut out = Outbox::default();
+    second.broker.release_held_acks(barrier, &mut out);
+    assert_eq!(second.finish(out).to(2), [Got::PubRec(7)]);
+
+    // A resend the node had not had from the stream (the first node died before storing
+    // it) is delivered, and remembered: the stream's copy is then skipped.
+    let step = second.packet(2, &resent("s/b", b"save", 8));
+    assert_eq!(step.publishes(1).len(), 1);
+    let id8 = step.to_remote[0].id.expect("identified");
+    assert!(!second_ids.lock().expect("unpoisoned").first(id8));
+    // A first sending is not remembered: only a resend can meet its own copy here.
+    let step = second.packet(
+        2,
+        &publish("s/c", b"new", Delivery::ExactlyOnce(id(9)), false),
+    );
+    assert_eq!(step.publishes(1).len(), 1);
+    let id9 = step.to_remote[0].id.expect("identified");
+    assert!(second_ids.lock().expect("unpoisoned").first(id9));
 }

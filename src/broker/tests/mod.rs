@@ -238,6 +238,18 @@ impl<'a> Client<'a> {
     }
 }
 
+/// The session images a flush takes, in the order taken; ended and moved ones left out.
+pub(super) fn images(h: &mut Harness) -> Vec<SessionImage> {
+    h.broker
+        .take_session_writes()
+        .into_iter()
+        .filter_map(|write| match write {
+            SessionWrite::Set(image) => Some(image),
+            SessionWrite::Ended(_) | SessionWrite::Moved(_) => None,
+        })
+        .collect()
+}
+
 pub(super) fn publish<'a>(
     topic: &'a str,
     payload: &'a [u8],

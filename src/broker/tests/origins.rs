@@ -4,17 +4,6 @@
 
 use super::*;
 
-fn images(h: &mut Harness) -> Vec<SessionImage> {
-    h.broker
-        .take_session_writes()
-        .into_iter()
-        .filter_map(|write| match write {
-            SessionWrite::Set(image) => Some(image),
-            SessionWrite::Ended(_) | SessionWrite::Moved(_) => None,
-        })
-        .collect()
-}
-
 fn image<'a>(images: &'a [SessionImage], client_id: &str) -> &'a SessionImage {
     images
         .iter()

@@ -58,15 +58,7 @@ fn a_loaded_session_resumes_with_its_messages_and_subscriptions() {
     first.lost(1);
     first.connect(2, &Client::new("pub"));
     first.packet(2, &publish("s/x", b"queued", qos1(1), false));
-    let images: Vec<SessionImage> = first
-        .broker
-        .take_session_writes()
-        .into_iter()
-        .filter_map(|write| match write {
-            SessionWrite::Set(image) => Some(image),
-            SessionWrite::Ended(_) | SessionWrite::Moved(_) => None,
-        })
-        .collect();
+    let images = images(&mut first);
 
     let mut second = Harness::new();
     let mut out = Outbox::default();
@@ -84,18 +76,6 @@ fn a_loaded_session_resumes_with_its_messages_and_subscriptions() {
     assert!(step.publishes(1).is_empty());
     let live = second.packet(2, &publish("s/z", b"after", qos1(2), false));
     assert_eq!(live.publishes(1)[0].payload, b"after");
-}
-
-/// The images of a flush, in the order taken.
-fn images(h: &mut Harness) -> Vec<SessionImage> {
-    h.broker
-        .take_session_writes()
-        .into_iter()
-        .filter_map(|write| match write {
-            SessionWrite::Set(image) => Some(image),
-            SessionWrite::Ended(_) | SessionWrite::Moved(_) => None,
-        })
-        .collect()
 }
 
 fn ack(packet_id: u16) -> crate::protocol::mqtt::Ack<'static> {
