@@ -462,6 +462,7 @@ impl Broker {
             .sessions
             .insert(Session::new(client_id, version, expiry_s));
         self.client_ids.insert(key, &self.sessions);
+        self.draw_incarnation_early(key);
         (key, false)
     }
 

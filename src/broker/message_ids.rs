@@ -16,7 +16,8 @@
 //!
 //! **A QoS 2 publish resent after its node's death.** Under `durability = "sync"` a QoS 2
 //! publish of a persistent session has an origin instead (`origins.rs`): the session's
-//! incarnation and the publish's number in it, counted on from the number committed with the
+//! incarnation (in cluster mode drawn when the session begins, so that every image of it has
+//! one) and the publish's number in it, counted on from the number committed with the
 //! session's last image. Its identity is made of those and its packet identifier
 //! ([`MessageId::of_publish`]), so the node its session moves to when its node dies gives
 //! the client's resend the identity the first node gave the original: a PUBREC reaches the

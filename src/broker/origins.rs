@@ -136,6 +136,23 @@ impl Broker {
         )))
     }
 
+    /// In cluster mode under `sync`, a new persistent session draws its incarnation at once
+    /// rather than at its first QoS 2 publish, so that every image of it in the cluster's
+    /// bucket carries it: should this node die, the node the session moves to numbers the
+    /// client's resends as this one numbered the originals (`message_ids.rs`). Drawn at the
+    /// first publish, it could be missing from the image the other node loads.
+    pub(super) fn draw_incarnation_early(&mut self, key: SessionKey) {
+        if self.held_acks.is_none() || self.message_ids.is_none() {
+            return;
+        }
+        if let Some(session) = self.sessions.get_mut(key).filter(|s| s.persistent()) {
+            session.set_origin_seq(OriginSeq {
+                incarnation: new_incarnation(),
+                ..OriginSeq::default()
+            });
+        }
+    }
+
     /// The PUBREC of `origin`'s publish is released: its session writes the commit with the
     /// identifier at the next flush, and the origin is marked committed once that flush is
     /// durable ([`Broker::take_commits`]).

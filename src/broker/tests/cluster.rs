@@ -218,19 +218,27 @@ fn resent<'a>(topic: &'a str, payload: &'a [u8], packet_id: u16) -> Packet<'a> {
 
 #[test]
 fn a_qos2_publish_resent_after_its_nodes_death_has_the_identity_of_the_first() {
-    // Node 1: the publisher's session writes its image, then sends a QoS 2 publish that
-    // JetStream stores and whose PUBREC never leaves (the node dies).
+    // Node 1: the publisher's new session is written, then its client sends a QoS 2
+    // publish that JetStream stores and whose PUBREC never leaves (the node dies).
     let first_ids = Arc::new(Mutex::new(DeliveredIds::new(16)));
     let mut first = sync_node(&first_ids);
     first.connect(2, &Client::new("pub").persistent());
-    first.broker.take_session_writes();
+    let images = images(&mut first);
+    let incarnation = images
+        .iter()
+        .find(|image| &*image.client_id == "pub")
+        .map(|image| image.incarnation);
+    assert!(
+        incarnation.is_some_and(|drawn| drawn != 0),
+        "drawn before any publish, so every image carries it"
+    );
     let publish_ = publish("s/a", b"goal", Delivery::ExactlyOnce(id(7)), false);
     let step = first.packet(2, &publish_);
     let sent = &step.to_remote[0];
     let origin = sent.origin.as_ref().expect("tentative under sync");
+    assert_eq!(Some(origin.incarnation), incarnation);
     let identity = MessageId::of_publish(origin.incarnation, origin.seq, 7);
     assert_eq!(sent.id, Some(identity), "derived, not counted by the node");
-    let images = images(&mut first);
 
     // Node 2 had the stored original from the stream, then takes the session from its
     // image, and the client sends the publish again.
