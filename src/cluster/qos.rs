@@ -24,8 +24,9 @@
 //!   NATS's, and acknowledged to JetStream only once the node delivered it: once the intake
 //!   shard routed it, and under `durability = "sync"` once what it changed is on disk on
 //!   every shard (as a client's PUBACK, `broker/held_acks.rs`). A node that stops or dies
-//!   first gets it again from its durable consumer when it is back, so its offline sessions
-//!   do not lose what was on its way to them. That queue holds at most `in_queue_bytes_max`;
+//!   first gets it again from its durable consumer when it is back (`qos_redeliver_after_ms`
+//!   after the first delivery, the consumers' `ack_wait`), so its offline sessions do not
+//!   lose what was on its way to them. That queue holds at most `in_queue_bytes_max`;
 //!   past it the consumers wait for room, and JetStream holds back the rest.
 //!   Its own messages (the origin header names this node) are acknowledged and skipped: the
 //!   node delivered them when they entered.
@@ -309,12 +310,15 @@ impl QosStream {
             deliver_policy: consumer::DeliverPolicy::New,
             ack_policy: consumer::AckPolicy::Explicit,
             max_ack_pending: i64::try_from(self.settings.qos_ack_pending_max).unwrap_or(i64::MAX),
+            ack_wait: Duration::from_millis(self.settings.qos_redeliver_after_ms.into()),
             // A consumer of a node that is gone for good goes after as long as its
             // messages would have been kept.
             inactive_threshold: age_max,
             ..consumer::pull::Config::default()
         };
-        let consumer = stream.get_or_create_consumer(name, config).await?;
+        // Made, or taken up with this node's settings: JetStream updates an existing
+        // durable's `ack_wait` and `max_ack_pending` in place.
+        let consumer = stream.create_consumer(config).await?;
         let _held = Held::new(&self.link.figures.qos_consumers);
         let batch = PULL_BATCH_MAX.min(self.settings.qos_ack_pending_max);
         let mut messages = consumer

@@ -61,6 +61,12 @@ pub const SESSIONS_WAITING_MAX: usize = 1 << 16;
 /// sequence number).
 pub const QOS_COUNT_MAX: usize = 1 << 20;
 
+/// Bounds of `qos_redeliver_after_ms`: below a second a loaded node would be sent again
+/// messages still waiting in its in queue; past 10 minutes a node back from a crash waits
+/// that long for what was on its way to it.
+pub const QOS_REDELIVER_AFTER_MS_MIN: u32 = 1000;
+pub const QOS_REDELIVER_AFTER_MS_MAX: u32 = 600_000;
+
 /// Longest `qos_stream_age_max_s`: a week. A QoS 1/2 message no node took within it is lost
 /// to the nodes that did not (`docs/scale-out.md`).
 pub const QOS_STREAM_AGE_MAX_S: u32 = 7 * 86_400;
@@ -189,6 +195,16 @@ pub struct ClusterSettings {
     /// Messages each of this node's JetStream consumers may hold out unacknowledged
     /// (JetStream's `max_ack_pending`): bounds what one consumer brings in ahead of the shards.
     pub qos_ack_pending_max: usize,
+    /// How long a message of the QoS stream that JetStream delivered to this node waits for
+    /// the node's acknowledgement before JetStream delivers it again (the consumers'
+    /// `ack_wait`). The node acknowledges once it delivered the message (under `sync`, once
+    /// durable), so a node back from a crash gets what was on its way to its sessions this
+    /// long after its first delivery, and a delivery lost on the way (a NATS server killed)
+    /// comes again after it. Shorter than the longest a message waits in the node's in queue,
+    /// the node is sent again what it still holds: skipped as a duplicate, but acknowledged
+    /// then, before it was delivered. Applies to the node's consumers when they are next
+    /// made or taken up (at its start, and when a filter gets its first subscriber).
+    pub qos_redeliver_after_ms: u32,
     /// Stream sequence numbers of QoS 1/2 messages this node delivered, remembered so that a
     /// redelivery, or the same message through two of its consumers, is delivered once; and
     /// as many identities of QoS 2 publishes with an origin, so that one resent after its
@@ -232,6 +248,7 @@ impl Default for ClusterSettings {
             qos_stream_age_max_s: 3600,
             qos_acks_waiting_max: 4096,
             qos_ack_pending_max: 1024,
+            qos_redeliver_after_ms: 30_000,
             qos_delivered_remembered_max: 65_536,
         }
     }
@@ -280,6 +297,7 @@ pub(super) struct FileCluster {
     qos_stream_age_max_s: Option<u32>,
     qos_acks_waiting_max: Option<usize>,
     qos_ack_pending_max: Option<usize>,
+    qos_redeliver_after_ms: Option<u32>,
     qos_delivered_remembered_max: Option<usize>,
 }
 
@@ -364,6 +382,9 @@ impl FileCluster {
         }
         if let Some(max) = self.qos_ack_pending_max {
             cluster.qos_ack_pending_max = max;
+        }
+        if let Some(ms) = self.qos_redeliver_after_ms {
+            cluster.qos_redeliver_after_ms = ms;
         }
         if let Some(max) = self.qos_delivered_remembered_max {
             cluster.qos_delivered_remembered_max = max;
@@ -571,6 +592,16 @@ impl ClusterSettings {
                 &format!("must be 1 to {QOS_STREAM_AGE_MAX_S} seconds"),
             ));
         }
+        if !(QOS_REDELIVER_AFTER_MS_MIN..=QOS_REDELIVER_AFTER_MS_MAX)
+            .contains(&self.qos_redeliver_after_ms)
+        {
+            return Err(ConfigError::invalid(
+                "cluster.qos_redeliver_after_ms",
+                &format!(
+                    "must be {QOS_REDELIVER_AFTER_MS_MIN} to {QOS_REDELIVER_AFTER_MS_MAX} milliseconds"
+                ),
+            ));
+        }
         for (key, count) in [
             ("cluster.qos_acks_waiting_max", self.qos_acks_waiting_max),
             ("cluster.qos_ack_pending_max", self.qos_ack_pending_max),
@@ -704,6 +735,19 @@ mod tests {
             key(no_pending).as_deref(),
             Some("cluster.qos_ack_pending_max")
         );
+        for ms in [
+            QOS_REDELIVER_AFTER_MS_MIN - 1,
+            QOS_REDELIVER_AFTER_MS_MAX + 1,
+        ] {
+            let cluster = ClusterSettings {
+                qos_redeliver_after_ms: ms,
+                ..on()
+            };
+            assert_eq!(
+                key(cluster).as_deref(),
+                Some("cluster.qos_redeliver_after_ms")
+            );
+        }
         for replicas in [0, 6] {
             let cluster = ClusterSettings {
                 retained_replicas: Some(replicas),

@@ -193,6 +193,7 @@ fn cluster(out: &mut Toml, cluster: &ClusterSettings) {
     out.value("qos_stream_age_max_s", &cluster.qos_stream_age_max_s);
     out.value("qos_acks_waiting_max", &cluster.qos_acks_waiting_max);
     out.value("qos_ack_pending_max", &cluster.qos_ack_pending_max);
+    out.value("qos_redeliver_after_ms", &cluster.qos_redeliver_after_ms);
     out.value(
         "qos_delivered_remembered_max",
         &cluster.qos_delivered_remembered_max,

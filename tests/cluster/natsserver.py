@@ -133,6 +133,15 @@ class NatsServer:
                    for detail in account.get("stream_detail", [])
                    if detail.get("name") == stream)
 
+    def consumer_configs(self, stream: str) -> dict[str, dict]:
+        """The configuration of each consumer of the stream this server holds, by name."""
+        answer = self.monitor("/jsz?accounts=true&streams=true&consumers=true&config=true")
+        return {consumer["name"]: consumer.get("config", {})
+                for account in answer.get("account_details", [])
+                for detail in account.get("stream_detail", [])
+                if detail.get("name") == stream
+                for consumer in detail.get("consumer_detail") or []}
+
     def kill(self) -> None:
         """SIGKILL: the server vanishes without closing anything, as in a crash."""
         if self.proc.poll() is None:

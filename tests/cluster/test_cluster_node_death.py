@@ -33,8 +33,12 @@ AFTER_KILL_S = 0.5
 # How long the resumed sessions may take to get everything.
 RESUME_TIMEOUT_S = 15.0
 # A node back after a crash gets the stream messages it had not acknowledged when JetStream
-# delivers them again: 30 s (the consumers' ack_wait) after their first delivery.
+# delivers them again, `qos_redeliver_after_ms` after their first delivery: 30 s by default,
+# REDELIVER_AFTER_MS for the node that comes back.
+REDELIVER_AFTER_MS = 2000
 REDELIVERY_TIMEOUT_S = 60.0
+# How long the node's consumers may take to be taken up with its new settings.
+CONSUMERS_TIMEOUT_S = 10.0
 # A CONNECT that resumes a session is refused with this (3.1.1) when the session was not found
 # within `session_fetch_timeout_ms`; its client tries again, this many times in all.
 SERVER_UNAVAILABLE = 3
@@ -186,7 +190,8 @@ def test_a_node_back_with_its_data_directory_gets_what_was_on_its_way_to_its_ses
     (under `sync`, once it is on disk on every shard): killed with messages taken from
     JetStream and not yet in its offline sessions, it gets them again from its consumer when
     it is back with its data directory, and the sessions resume there with every message
-    their publisher had acknowledged."""
+    their publisher had acknowledged. It comes back with a shorter `qos_redeliver_after_ms`,
+    which its existing consumers take up."""
     args = ["--data-dir", str(tmp_path / "a")]
     a = start_node(start, nats, "a", args, config={"durability": "sync"})
     wait_in_cluster(a)
@@ -207,8 +212,18 @@ def test_a_node_back_with_its_data_directory_gets_what_was_on_its_way_to_its_ses
         stop.set()
         publisher.join()
 
-    a = start_node(start, nats, "a", args, config={"durability": "sync"})
+    a = start_node(start, nats, "a", args, config={"durability": "sync"},
+                   cluster={"qos_redeliver_after_ms": REDELIVER_AFTER_MS})
     wait_in_cluster(a)
+    deadline = time.monotonic() + CONSUMERS_TIMEOUT_S
+    while True:
+        waits = {name: config.get("ack_wait")
+                 for name, config in nats.consumer_configs("FANFARE_QOS").items()
+                 if name.startswith("fanfare_a_")}
+        if waits and set(waits.values()) == {REDELIVER_AFTER_MS * 1_000_000}:
+            break
+        assert time.monotonic() < deadline, f"node a's consumers wait {waits} ns"
+        time.sleep(0.2)
     back = clients(a, "tcp", away_id, clean_session=False, connect=False)
     assert back.connect() is True, "session present on node a"
     want = set(acked)
