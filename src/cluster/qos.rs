@@ -317,8 +317,18 @@ impl QosStream {
             ..consumer::pull::Config::default()
         };
         // Made, or taken up with this node's settings: JetStream updates an existing
-        // durable's `ack_wait` and `max_ack_pending` in place.
-        let consumer = stream.create_consumer(config).await?;
+        // durable's `ack_wait` and `max_ack_pending` in place. One it will not update (a
+        // setting its server cannot change) is read as it is.
+        let consumer = match stream.create_consumer(config).await {
+            Ok(consumer) => consumer,
+            Err(e) => {
+                let consumer = stream.get_consumer(name).await?;
+                warn!(
+                    "cluster: the JetStream consumer {name:?} keeps its former settings ({e}); delete it to make it again with this node's"
+                );
+                consumer
+            }
+        };
         let _held = Held::new(&self.link.figures.qos_consumers);
         let batch = PULL_BATCH_MAX.min(self.settings.qos_ack_pending_max);
         let mut messages = consumer
