@@ -177,9 +177,7 @@ pub struct ClusterLink {
     /// Messages from the QoS stream for the intake shard, each with the ticket of its
     /// acknowledgement to JetStream (`qos.rs`), and the bytes they hold: past
     /// `in_queue_bytes_max` the consumers wait for room, and JetStream holds back the rest.
-    qos_in: SegQueue<(Arc<RoutedMessage>, u64)>,
-    qos_in_bytes: AtomicU64,
-    qos_in_bytes_max: u64,
+    qos_in: ByteQueue<(Arc<RoutedMessage>, u64)>,
     /// The tickets of those the shards delivered, for the bridge to acknowledge.
     qos_delivered: SegQueue<u64>,
     /// Wakes the bridge's task that acknowledges them.
@@ -239,9 +237,7 @@ impl ClusterLink {
             settled: (0..mailboxes.shard_count())
                 .map(|_| SegQueue::new())
                 .collect(),
-            qos_in: SegQueue::new(),
-            qos_in_bytes: AtomicU64::new(0),
-            qos_in_bytes_max: in_bytes_max,
+            qos_in: ByteQueue::new(in_bytes_max),
             qos_delivered: SegQueue::new(),
             qos_delivered_waiting: tokio::sync::Notify::new(),
             delivered_ids: Arc::new(Mutex::new(Delivered::new(
@@ -474,25 +470,20 @@ impl ClusterLink {
     /// Hands a message from the QoS stream, with its acknowledgement's ticket, to
     /// [`INTAKE_SHARD`] and wakes it.
     pub(super) fn deliver_qos(&self, message: Arc<RoutedMessage>, ticket: u64) {
-        let bytes = message.bytes() as u64;
-        self.qos_in_bytes.fetch_add(bytes, Ordering::Relaxed);
-        self.qos_in.push((message, ticket));
+        self.qos_in.push_waited((message, ticket));
         self.figures.qos_received.fetch_add(1, Ordering::Relaxed);
         self.mailboxes.wake(INTAKE_SHARD);
     }
 
     /// The next message from the QoS stream, for the intake shard.
     pub fn take_qos(&self) -> Option<(Arc<RoutedMessage>, u64)> {
-        let taken = self.qos_in.pop()?;
-        let bytes = taken.0.bytes() as u64;
-        self.qos_in_bytes.fetch_sub(bytes, Ordering::Relaxed);
-        Some(taken)
+        self.qos_in.pop()
     }
 
     /// Whether the messages from the QoS stream waiting for the intake shard hold
     /// `in_queue_bytes_max` or more: the consumers then wait before they hand over another.
     pub(super) fn qos_in_full(&self) -> bool {
-        self.qos_in_bytes.load(Ordering::Relaxed) >= self.qos_in_bytes_max
+        self.qos_in.is_full()
     }
 
     /// Tells the bridge that the shards delivered the QoS stream messages of `tickets`.

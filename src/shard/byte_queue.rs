@@ -1,7 +1,8 @@
 //! A queue of messages between threads, bounded in the bytes the messages hold: what links
 //! the shards with the threads that speak to other brokers (the cluster's NATS client, the
 //! bridges). Lock-free (crossbeam's `SegQueue`), its bytes counted in an atomic; a push past
-//! the bound is refused, and the caller counts the drop.
+//! the bound is refused, and the caller counts the drop. A caller that must not drop waits
+//! instead until the queue is no longer full, and then pushes whatever the size.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,14 +13,32 @@ use tokio::sync::Notify;
 use crate::broker::RoutedMessage;
 use crate::shard::mailbox::Mailboxes;
 
-pub struct ByteQueue {
-    messages: SegQueue<Arc<RoutedMessage>>,
+/// What a [`ByteQueue`] holds: a message, or a message with what goes with it.
+pub trait QueueItem {
+    fn message(&self) -> &RoutedMessage;
+}
+
+impl QueueItem for Arc<RoutedMessage> {
+    fn message(&self) -> &RoutedMessage {
+        self
+    }
+}
+
+/// A message of the QoS stream with the ticket of its acknowledgement to JetStream.
+impl QueueItem for (Arc<RoutedMessage>, u64) {
+    fn message(&self) -> &RoutedMessage {
+        &self.0
+    }
+}
+
+pub struct ByteQueue<T = Arc<RoutedMessage>> {
+    messages: SegQueue<T>,
     bytes: AtomicU64,
     bytes_max: u64,
 }
 
-impl ByteQueue {
-    pub fn new(bytes_max: u64) -> ByteQueue {
+impl<T: QueueItem> ByteQueue<T> {
+    pub fn new(bytes_max: u64) -> ByteQueue<T> {
         ByteQueue {
             messages: SegQueue::new(),
             bytes: AtomicU64::new(0),
@@ -27,22 +46,36 @@ impl ByteQueue {
         }
     }
 
-    /// Queues `message`, or gives it back when it would take the queue past its bound.
-    pub fn push(&self, message: Arc<RoutedMessage>) -> Result<(), Arc<RoutedMessage>> {
-        let bytes = message.bytes() as u64;
+    /// Queues `item`, or gives it back when it would take the queue past its bound.
+    pub fn push(&self, item: T) -> Result<(), T> {
+        let bytes = item.message().bytes() as u64;
         if self.bytes.load(Ordering::Relaxed).saturating_add(bytes) > self.bytes_max {
-            return Err(message);
+            return Err(item);
         }
-        self.bytes.fetch_add(bytes, Ordering::Relaxed);
-        self.messages.push(message);
+        self.push_waited(item);
         Ok(())
     }
 
-    pub fn pop(&self) -> Option<Arc<RoutedMessage>> {
-        let message = self.messages.pop()?;
+    /// Whether the queue holds its bound or more: a caller that must not drop waits until
+    /// it is not, then pushes with [`ByteQueue::push_waited`].
+    pub fn is_full(&self) -> bool {
+        self.bytes.load(Ordering::Relaxed) >= self.bytes_max
+    }
+
+    /// Queues `item` whatever its size: the caller waited until the queue was not full, so
+    /// it holds at most its bound plus one item, and an item larger than the bound still
+    /// gets through rather than stall its sender.
+    pub fn push_waited(&self, item: T) {
+        let bytes = item.message().bytes() as u64;
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.messages.push(item);
+    }
+
+    pub fn pop(&self) -> Option<T> {
+        let item = self.messages.pop()?;
         self.bytes
-            .fetch_sub(message.bytes() as u64, Ordering::Relaxed);
-        Some(message)
+            .fetch_sub(item.message().bytes() as u64, Ordering::Relaxed);
+        Some(item)
     }
 
     /// The bound, in bytes.
@@ -126,5 +159,37 @@ impl Pipes {
     /// The in queue's bound, in bytes.
     pub fn in_bytes_max(&self) -> u64 {
         self.incoming.bytes_max()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::mqtt::QoS;
+
+    fn message(payload_bytes: usize) -> Arc<RoutedMessage> {
+        let payload = vec![0; payload_bytes];
+        Arc::new(RoutedMessage::new("t", &payload, QoS::AtLeastOnce, false))
+    }
+
+    #[test]
+    fn a_push_past_the_bound_is_refused_and_what_waited_past_it_gets_through() {
+        let small = message(10);
+        let bound = small.bytes() as u64 * 2;
+        let queue: ByteQueue = ByteQueue::new(bound);
+        assert!(queue.push(Arc::clone(&small)).is_ok());
+        assert!(queue.push(Arc::clone(&small)).is_ok());
+        assert!(queue.is_full());
+        assert!(queue.push(Arc::clone(&small)).is_err(), "past the bound");
+        assert!(queue.pop().is_some());
+        assert!(!queue.is_full());
+        let large = message(1000);
+        assert!(queue.push(Arc::clone(&large)).is_err());
+        // A sender that must not drop waited for room: one item whatever its size.
+        let tickets: ByteQueue<(Arc<RoutedMessage>, u64)> = ByteQueue::new(bound);
+        tickets.push_waited((large, 7));
+        assert!(tickets.is_full());
+        assert_eq!(tickets.pop().map(|(_, ticket)| ticket), Some(7));
+        assert_eq!(tickets.bytes(), 0);
     }
 }
