@@ -43,7 +43,7 @@
 //!   stores one of the two, and a node takes whichever reaches it first, from the stream or
 //!   from the client (`crate::broker::message_ids`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -102,11 +102,58 @@ pub(super) struct QosStream {
     link: Arc<ClusterLink>,
     /// Publishes whose answer from JetStream is awaited, at most `qos_acks_waiting_max`.
     acks: Arc<Semaphore>,
-    delivered: Mutex<Delivered<(u64, i128)>>,
-    /// The messages handed to the shards and not delivered yet, by ticket: acknowledged to
-    /// JetStream once they are (see the module documentation).
-    undelivered: Mutex<HashMap<u64, jetstream::Message>>,
+    delivered: Mutex<Delivered<StreamKey>>,
+    undelivered: Mutex<Undelivered<jetstream::Message>>,
     next_ticket: AtomicU64,
+}
+
+/// A stream message as a node tells it from others: its stream sequence and publication
+/// time (see the module documentation, "Once per node").
+type StreamKey = (u64, i128);
+
+/// The stream messages this node took and has not delivered yet: by ticket, acknowledged to
+/// JetStream once the shards delivered them (see the module documentation); and by key, so
+/// that a copy JetStream sends again meanwhile (`qos_redeliver_after_ms` ran out while the
+/// first waited for the in queue or in it) is left unacknowledged rather than acknowledge
+/// the message before the node delivered it. At most `qos_ack_pending_max` per consumer.
+struct Undelivered<M> {
+    by_ticket: HashMap<u64, (StreamKey, M)>,
+    keys: HashSet<StreamKey>,
+}
+
+impl<M> Undelivered<M> {
+    fn new() -> Undelivered<M> {
+        Undelivered {
+            by_ticket: HashMap::new(),
+            keys: HashSet::new(),
+        }
+    }
+
+    /// The first copy of `key` was taken: it may wait for room before it is handed over.
+    fn taken(&mut self, key: StreamKey) {
+        self.keys.insert(key);
+    }
+
+    /// It was handed to the shards with `ticket`.
+    fn handed(&mut self, ticket: u64, key: StreamKey, message: M) {
+        self.by_ticket.insert(ticket, (key, message));
+    }
+
+    /// The shards delivered `ticket`'s message: to acknowledge now.
+    fn delivered(&mut self, ticket: u64) -> Option<M> {
+        let (key, message) = self.by_ticket.remove(&ticket)?;
+        self.keys.remove(&key);
+        Some(message)
+    }
+
+    /// Whether a duplicate of `key`, delivered `delivery` times by its consumer, is left
+    /// unacknowledged: a copy sent again while the first waits is acknowledged once that
+    /// one is delivered (until then JetStream may send it again, skipped as this one). The
+    /// first copy from another consumer (filters that overlap) is acknowledged at once, or it
+    /// would hold that consumer's pending room.
+    fn leaves(&self, key: StreamKey, delivery: i64) -> bool {
+        delivery > 1 && self.keys.contains(&key)
+    }
 }
 
 impl QosStream {
@@ -126,7 +173,7 @@ impl QosStream {
             link,
             acks: Arc::new(Semaphore::new(settings.qos_acks_waiting_max)),
             delivered: Mutex::new(Delivered::new(settings.qos_delivered_remembered_max)),
-            undelivered: Mutex::new(HashMap::new()),
+            undelivered: Mutex::new(Undelivered::new()),
             next_ticket: AtomicU64::new(0),
         }
     }
@@ -362,22 +409,25 @@ impl QosStream {
         let core = &message.message;
         let origin = core.headers.as_ref().and_then(|h| h.get(headers::ORIGIN));
         let own = origin.is_some_and(|origin| origin.as_str() == self.node);
+        let key = (sequence, published_ns);
         // Noted before it is handed over: another consumer's copy taken meanwhile is then
         // a duplicate, not a second delivery.
-        let first = !own
-            && self.note_delivered((sequence, published_ns))
-            && self.first_of_its_identity(core);
+        let first = !own && self.note_delivered(key) && self.first_of_its_identity(core);
         if !own && !first {
             figures.qos_duplicates.fetch_add(1, Ordering::Relaxed);
+            if lock(&self.undelivered).leaves(key, delivered) {
+                return;
+            }
         }
         if first {
             match self.publish_of(core) {
                 Some(publish) => {
+                    lock(&self.undelivered).taken(key);
                     while self.link.qos_in_full() {
                         tokio::time::sleep(ROOM_WAIT).await;
                     }
                     let ticket = self.next_ticket.fetch_add(1, Ordering::Relaxed);
-                    lock(&self.undelivered).insert(ticket, message);
+                    lock(&self.undelivered).handed(ticket, key, message);
                     self.link.deliver_qos(Arc::new(publish), ticket);
                     return;
                 }
@@ -397,7 +447,7 @@ impl QosStream {
         loop {
             self.link.qos_delivered_waiting.notified().await;
             while let Some(ticket) = self.link.next_qos_delivered() {
-                let message = lock(&self.undelivered).remove(&ticket);
+                let message = lock(&self.undelivered).delivered(ticket);
                 if let Some(message) = message {
                     // Lost, it only means a redelivery, skipped as a duplicate.
                     let _ = message.ack().await;
@@ -406,7 +456,7 @@ impl QosStream {
         }
     }
 
-    fn note_delivered(&self, key: (u64, i128)) -> bool {
+    fn note_delivered(&self, key: StreamKey) -> bool {
         lock(&self.delivered).first(key)
     }
 
@@ -519,6 +569,30 @@ impl Hasher for Fnv64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_copy_sent_again_while_the_first_waits_is_left_for_the_first_to_acknowledge() {
+        let mut undelivered = Undelivered::new();
+        let key = (7, 1_000);
+        undelivered.taken(key);
+        assert!(
+            undelivered.leaves(key, 2),
+            "sent again while it waits for room"
+        );
+        assert!(!undelivered.leaves(key, 1), "another consumer's first copy");
+        assert!(!undelivered.leaves((8, 1_000), 2), "another message");
+        undelivered.handed(3, key, "message");
+        assert!(
+            undelivered.leaves(key, 3),
+            "sent again while in the in queue"
+        );
+        assert_eq!(undelivered.delivered(3), Some("message"));
+        assert!(
+            !undelivered.leaves(key, 4),
+            "delivered: a copy now is acknowledged"
+        );
+        assert_eq!(undelivered.delivered(3), None, "once");
+    }
 
     #[test]
     fn consumer_names_are_stable_unique_and_valid() {

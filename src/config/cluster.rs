@@ -201,9 +201,10 @@ pub struct ClusterSettings {
     /// durable), so a node back from a crash gets what was on its way to its sessions this
     /// long after its first delivery, and a delivery lost on the way (a NATS server killed)
     /// comes again after it. Shorter than the longest a message waits in the node's in queue,
-    /// the node is sent again what it still holds: skipped as a duplicate, but acknowledged
-    /// then, before it was delivered. Applies to the node's consumers when they are next
-    /// made or taken up (at its start, and when a filter gets its first subscriber).
+    /// the node is sent again what it still holds: skipped as a duplicate and left
+    /// unacknowledged until the first copy is delivered, but read again. Applies to the
+    /// node's consumers when they are next made or taken up (at its start, and when a filter
+    /// gets its first subscriber).
     pub qos_redeliver_after_ms: u32,
     /// Stream sequence numbers of QoS 1/2 messages this node delivered, remembered so that a
     /// redelivery, or the same message through two of its consumers, is delivered once; and
