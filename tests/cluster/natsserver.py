@@ -31,6 +31,7 @@ READ_TIMEOUT_S = 5.0
 FORM_TIMEOUT_S = 30.0
 # After the whole cluster restarted, the meta group elects its leader in rounds of 4 to 9 s
 # each, and votes split: 5 to 17 s on this machine idle, past 30 s under a loaded test run.
+# Each stream's group then elects its own the same way.
 RESTART_FORM_TIMEOUT_S = 90.0
 CLUSTER_NAME = "fanfare-test"
 # Lowest port `fixed_ports` picks.
@@ -212,13 +213,15 @@ class NatsCluster:
     def alive(self) -> list[NatsServer]:
         return [server for server in self.servers if server.alive()]
 
-    def restart_stopped(self) -> None:
+    def restart_stopped(self, streams: tuple[str, ...] = ()) -> None:
         """Starts every server that is not running and waits until the cluster is formed
-        again."""
+        again, and each of `streams` has a leader."""
         for server in self.servers:
             if not server.alive():
                 server.start()
         self.wait_formed(timeout_s=RESTART_FORM_TIMEOUT_S)
+        for name in streams:
+            self.wait_stream_led(name, timeout_s=RESTART_FORM_TIMEOUT_S)
 
     def wait_formed(self, timeout_s: float = FORM_TIMEOUT_S) -> None:
         """Waits until every running server has a route to every other running server and
@@ -296,7 +299,10 @@ class NatsCluster:
             leader = stream.get("cluster", {}).get("leader")
             if leader in {server.name for server in self.alive()}:
                 return stream
-            assert time.monotonic() < deadline, f"stream {name} has no leader: {stream}"
+            if time.monotonic() >= deadline:
+                logs = "\n".join(f"{server.name}:\n{server.jetstream_log()}"
+                                 for server in self.alive())
+                raise AssertionError(f"stream {name} has no leader: {stream}\n{logs}")
             time.sleep(0.1)
 
     def stop(self) -> None:

@@ -292,8 +292,7 @@ def test_nats_gone_and_back(nats_cluster, three, clients, topic, probes):
         assert (msg.topic, msg.payload) == (f"{topic}/alone", b"local %d" % (k // 2))
     drain(subs)
 
-    nats_cluster.restart_stopped()
-    nats_cluster.wait_stream_led("FANFARE_QOS")
+    nats_cluster.restart_stopped(streams=("FANFARE_QOS",))
     for broker in three:
         wait_for_metric(broker, "fanfare_cluster_connected", lambda v: v == 1,
                         timeout_s=RECONNECT_TIMEOUT_S)

@@ -230,10 +230,9 @@ def test_without_nats_qos_publishes_are_refused_then_acknowledged_again(
         local.expect_no_message()
         wait_for_metric(a, "fanfare_cluster_publishes_refused_total", lambda v: v >= 3)
 
-        nats_cluster.restart_stopped()
+        nats_cluster.restart_stopped(streams=(STREAM,))
         wait_for_metric(a, "fanfare_cluster_connected", lambda v: v == 1,
                         timeout_s=RECONNECT_TIMEOUT_S)
-        nats_cluster.wait_stream_led(STREAM)
         # Acknowledged again once JetStream answers (its leaders are elected meanwhile).
         deadline = time.monotonic() + RECONNECT_TIMEOUT_S
         while v5.publish5(f"{topic}/probe", b"probe 0", 1) != 0:
@@ -285,8 +284,7 @@ def test_without_a_jetstream_quorum_qos_publishes_are_not_acknowledged(
         # Refused with node 1's NATS server there all along.
         wait_for_metric(a, "fanfare_cluster_connected", lambda v: v == 1)
 
-        nats_cluster.restart_stopped()
-        nats_cluster.wait_stream_led(STREAM)
+        nats_cluster.restart_stopped(streams=(STREAM,))
         deadline = time.monotonic() + RECONNECT_TIMEOUT_S
         while v5.publish5(f"{topic}/probe", b"probe 0", 1, timeout=ACK_TIMEOUT_S) != 0:
             assert time.monotonic() < deadline, "QoS 1 never acknowledged again"
