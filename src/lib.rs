@@ -6,7 +6,7 @@
 //! trie; shards share nothing mutable and talk through bounded queues. Dependencies point one
 //! way: `shard` → `net`, `broker` → `protocol`, with the nouns both `broker` and `net` use
 //! (a connection's id, its framing, bytes ready for it) in [`conn`], tables in [`slots`], and
-//! every bound in [`config`].
+//! every bound in [`config`]; the locks on what another thread shares in [`locks`].
 //!
 //! | module | role |
 //! |---|---|
@@ -81,6 +81,7 @@ pub mod cluster;
 pub mod config;
 pub mod conn;
 pub mod http;
+pub mod locks;
 pub mod logging;
 pub mod metrics;
 pub mod net;

@@ -111,10 +111,9 @@ impl BridgeLink {
         self.lock_crossings().second_copies()
     }
 
-    /// The crossings, locked. A poisoned lock only means a thread panicked while holding
-    /// it: what it remembers is still whole.
+    /// The crossings, locked.
     pub(super) fn lock_crossings(&self) -> std::sync::MutexGuard<'_, Crossings> {
-        self.crossings.lock().unwrap_or_else(|e| e.into_inner())
+        crate::locks::lock(&self.crossings)
     }
 
     /// The local filters of the `out` and `both` mappings.

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use std::sync::{Mutex, MutexGuard};
+use std::sync::Mutex;
 
 use super::Broker;
 use super::crossings::{Crossings, Path, fingerprint};
@@ -12,6 +12,7 @@ use super::message_ids::{DeliveredIds, MessageId, MessageIds, SentWindow};
 use super::origins::Origin;
 use super::outbox::{Outbox, RoutedMessage};
 use super::session::SessionKey;
+use crate::locks::lock;
 use crate::protocol::mqtt::topic::filter_matches;
 use crate::protocol::mqtt::{PacketId, QoS};
 
@@ -204,11 +205,4 @@ impl Broker {
     ) {
         self.route_on_node(message, None, now, out);
     }
-}
-
-/// A memory shared with another thread (a bridge's crossings, the node's delivered
-/// identities), locked. A poisoned lock only means that thread panicked while it held it:
-/// what it remembers is still whole.
-fn lock<T>(shared: &Mutex<T>) -> MutexGuard<'_, T> {
-    shared.lock().unwrap_or_else(|e| e.into_inner())
 }

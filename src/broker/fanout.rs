@@ -184,14 +184,24 @@ impl Broker {
         now: Instant,
         out: &mut Outbox,
     ) {
-        let message = if self.forwards_out && !message.topic.starts_with('$') {
-            let message = self.with_cluster_id(message);
-            out.to_remote.push(Arc::clone(&message));
-            message
-        } else {
-            message
-        };
+        let message = self.forward(message, out);
         self.route_on_node(message, publisher, now, out);
+    }
+
+    /// The part of `route` for the other nodes and the bridged brokers: `message`, with its
+    /// cluster identity, to `Outbox::to_remote`, but for the `$` topics. Returns it as routed
+    /// on this node.
+    pub(super) fn forward(
+        &mut self,
+        message: Arc<RoutedMessage>,
+        out: &mut Outbox,
+    ) -> Arc<RoutedMessage> {
+        if !self.forwards_out || message.topic.starts_with('$') {
+            return message;
+        }
+        let message = self.with_cluster_id(message);
+        out.to_remote.push(Arc::clone(&message));
+        message
     }
 
     /// A publish for every shard of this node (see `route`).

@@ -363,7 +363,7 @@ impl Broker {
             self.route_from(key, message, now, out);
         } else {
             // Delivered here from the stream already: to the stream only, for its answer.
-            out.to_remote.push(message);
+            self.forward(message, out);
         }
         // Written after what the routing changed on this shard (`session_writes.rs`), and
         // under `sync` only once every shard has it (`held_acks.rs`).

@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::sessions::BucketMark;
+use crate::locks::lock;
 use crate::shard::mailbox::Mailboxes;
 
 /// Per shard: the bucket writes under way, by mark.
@@ -109,11 +110,6 @@ impl Drop for Writing {
     fn drop(&mut self) {
         self.marks.answered(self.mark);
     }
-}
-
-/// A poisoned lock only means a task panicked while it held it: the counts are whole.
-fn lock(writes: &Mutex<Writes>) -> std::sync::MutexGuard<'_, Writes> {
-    writes.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]

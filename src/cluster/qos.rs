@@ -63,6 +63,7 @@ use super::subject::{filter_subjects, topic_to_subject};
 use crate::broker::RoutedMessage;
 use crate::broker::message_ids::{Delivered, MessageId};
 use crate::config::{ClusterSettings, Limits};
+use crate::locks::lock;
 use crate::protocol::mqtt::QoS;
 
 /// The first token of the stream's subjects, as for the retained stream (`retained.rs`).
@@ -490,11 +491,6 @@ impl QosStream {
             .and_then(|id| MessageId::from_header(id.as_str()));
         Some(publish)
     }
-}
-
-/// A poisoned lock only means a task panicked while it held it: what it guards is whole.
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Counts a QoS 1/2 publish JetStream did not store, and logs it at the 1st, 2nd, 4th, 8th,

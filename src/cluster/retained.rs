@@ -39,7 +39,7 @@
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use async_nats::connection::State;
@@ -56,6 +56,7 @@ use super::subject::{subject_to_topic, topic_to_subject};
 use super::unsent::{Held, Unsent, set_at_of, stream_value_wins, with_set_at};
 use crate::broker::RoutedMessage;
 use crate::config::{ClusterSettings, Limits};
+use crate::locks::lock;
 use crate::protocol::mqtt::QoS;
 use crate::protocol::mqtt::topic::validate_topic_name;
 
@@ -182,8 +183,7 @@ impl RetainedStream {
 
     /// Runs `change` on the values set while cut off, and updates their gauge.
     fn unsent<T>(&self, change: impl FnOnce(&mut Unsent) -> T) -> T {
-        // No code panics while holding it; a poisoned lock still holds a consistent map.
-        let mut unsent = self.unsent.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut unsent = lock(&self.unsent);
         let result = change(&mut unsent);
         self.link
             .figures
@@ -193,7 +193,7 @@ impl RetainedStream {
     }
 
     fn held(&self) -> MutexGuard<'_, HashSet<Box<str>>> {
-        self.held.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.held)
     }
 
     /// Remembers a retained publish made while cut off from NATS, to be written once
