@@ -123,6 +123,10 @@ describe("MQTT 5 Session Expiry across a restart", () => {
     const first = await connect(broker.tcp, options);
     await first.subscribeAsync(`persist/${clientId}`, { qos: 1 });
     await first.endAsync();
+    // The broker must have taken the DISCONNECT before the kill: a session still connected
+    // on disk counts its expiry from the restart, the client's end being unknown to it.
+    // Half the expiry: the session must not end before the kill either.
+    await new Promise((done) => setTimeout(done, 500));
     await stop(broker, "kill -9");
     await new Promise((done) => setTimeout(done, 1500));
 
